@@ -1,0 +1,21 @@
+#!/bin/sh
+# deps.sh — the one place that lists what ragd needs from Debian to build, test and run.
+# Idempotent: installs only the packages that are missing; uses sudo when not root.
+set -eu
+PACKAGES="gcc make pkg-config python3 curl ca-certificates
+libmicrohttpd-dev libevent-dev libcurl4-openssl-dev libsqlite3-dev libjansson-dev
+libssl-dev libutf8proc-dev libxml2-dev libmd4c-dev libcmocka-dev"
+
+missing=""
+for p in $PACKAGES; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+echo "deps.sh: installing:$missing" >&2
+$SUDO apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing >/dev/null

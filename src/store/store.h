@@ -1,0 +1,261 @@
+#ifndef RAGD_STORE_STORE_H
+#define RAGD_STORE_STORE_H
+
+/* The store: the only module that knows SQLite (later PostgreSQL). Collections, documents,
+ * chunks with byte offsets, float32 embeddings, and an FTS5 keyword index.
+ *
+ * Threads: one writer thread owns the single write connection; every change goes through
+ * store_submit() and is committed in groups (one transaction per batch of queued writes,
+ * each write in its own savepoint so one failing write does not sink the others), and
+ * acknowledged (its done callback runs) only after COMMIT returned. Readers borrow one of
+ * a fixed pool of read-only connections (WAL mode) with store_reader_acquire(). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+#define STORE_NAME_MAX 64
+#define STORE_MODEL_MAX 127
+#define STORE_HASH_HEX 64
+
+typedef struct store store;
+typedef struct store_reader store_reader;
+
+typedef struct {
+    const char *path;      /* the SQLite file; its folder must exist */
+    size_t read_conns;     /* size of the read pool, >= 1 */
+    bool synchronous_full; /* PRAGMA synchronous=FULL instead of NORMAL */
+    size_t max_queue;      /* queued writes before store_submit says RAGD_EBUSY (e.g. 1024) */
+    size_t max_group;      /* writes committed in one transaction at most (e.g. 64) */
+} store_options;
+
+typedef struct {
+    int64_t id;
+    char name[STORE_NAME_MAX + 1];
+    char embed_model[STORE_MODEL_MAX + 1];
+    int dim;
+    int chunk_size;
+    int chunk_overlap;
+    int64_t documents;
+    int64_t chunks;
+    int64_t version; /* bumped by every committed change to the collection */
+    char created_at[32];
+} store_collection;
+
+/* Opens (creating if needed) the database, applies WAL + synchronous settings and
+ * foreign keys, runs every pending forward migration (schema version in
+ * PRAGMA user_version; a file from a newer ragd is refused), opens the read pool and
+ * starts the writer thread. On failure returns an error and writes a message to err. */
+ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen);
+
+/* Refuses new writes, commits every queued one (their callbacks run), joins the writer,
+ * closes every connection. Readers must all be released first. NULL is accepted. */
+void store_close(store *st);
+
+/* Schema version this build writes (for /health and tests). */
+int store_schema_version(void);
+
+/* ---- read pool ---- */
+
+/* Borrows a read connection, waiting when all are in use. NULL once the store is closing. */
+store_reader *store_reader_acquire(store *st);
+void store_reader_release(store_reader *r); /* NULL ok */
+
+typedef struct {
+    size_t pool_size;
+    size_t available;
+    size_t in_use;
+    uint64_t acquires;     /* total borrows */
+    uint64_t waits;        /* borrows that had to wait */
+    double wait_ms_total;  /* time spent waiting, all borrows */
+    size_t write_queue;    /* writes queued for the writer right now */
+    uint64_t write_groups; /* transactions committed by the writer */
+    uint64_t writes;       /* writes acknowledged */
+    bool initialized;
+} store_pool_stats;
+void store_pool_stats_get(store *st, store_pool_stats *out);
+
+/* ---- reads (on a borrowed reader; every returned string is malloc'd) ---- */
+
+ragd_err store_collection_get(store_reader *r, const char *name, store_collection *out);
+/* All collections ordered by name; *out malloc'd (free it). */
+ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *n);
+
+typedef struct {
+    int64_t rowid;
+    char *doc_id;
+    char content_hash[STORE_HASH_HEX + 1];
+    char *metadata_json; /* a JSON object's text, "{}" when none */
+    char *source;        /* NULL when none */
+    int64_t version;     /* 1 at first ingest, +1 per replacement */
+    int64_t chunks;
+    int64_t text_bytes;
+    char created_at[32];
+    char updated_at[32];
+} store_document;
+void store_document_cleanup(store_document *d); /* frees the strings; NULL ok */
+
+/* Documents of a collection ordered by doc_id, with paging; *total is the count of all. */
+ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, size_t offset,
+                             store_document **out, size_t *n, int64_t *total);
+void store_document_list_free(store_document *docs, size_t n);
+
+typedef struct {
+    int64_t chunk_id;
+    int ordinal; /* 0-based position in the document */
+    int64_t start; /* byte offsets into the document's stored text */
+    int64_t end;
+    char *text;
+} store_chunk;
+void store_chunks_free(store_chunk *chunks, size_t n);
+
+/* One document with its chunks in order. RAGD_ENOTFOUND when absent. */
+ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id, store_document *doc,
+                            store_chunk **chunks, size_t *n);
+
+/* The content hash of a document, RAGD_ENOTFOUND when absent (a cheap duplicate pre-check
+ * before chunking and embedding; the writer checks again). */
+ragd_err store_document_hash(store_reader *r, int64_t coll_id, const char *doc_id,
+                             char hash[STORE_HASH_HEX + 1]);
+
+/* A retrieved chunk with what a response needs about its document. */
+typedef struct {
+    int64_t chunk_id;
+    int64_t doc_rowid;
+    char *doc_id;
+    int ordinal;
+    int64_t start;
+    int64_t end;
+    char *text;
+    char *metadata_json;
+    char *source;
+} store_hit_row;
+void store_hit_rows_cleanup(store_hit_row *rows, size_t n);
+
+/* Fetches chunks by id, all in one read transaction (one snapshot). out[i] answers ids[i];
+ * found[i] is false (and out[i] zeroed) for an id that no longer exists. */
+ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store_hit_row *out, bool *found);
+
+/* Metadata filters: equality on top-level keys of a document's metadata. A term matches
+ * when the key's value equals any of its values; a filter is the AND of its terms. */
+typedef enum { STORE_VAL_STRING, STORE_VAL_INT, STORE_VAL_REAL, STORE_VAL_BOOL, STORE_VAL_NULL } store_val_type;
+typedef struct {
+    store_val_type type;
+    const char *s; /* STRING */
+    int64_t i;     /* INT, BOOL (0/1) */
+    double d;      /* REAL */
+} store_value;
+typedef struct {
+    const char *key; /* 1..64 of [A-Za-z0-9_.-]; others are rejected with RAGD_EINVAL */
+    const store_value *values;
+    size_t n_values;
+} store_filter_term;
+typedef struct {
+    const store_filter_term *terms;
+    size_t n_terms;
+} store_filter;
+
+/* Row ids of the collection's documents that match f, sorted ascending, *rowids malloc'd. */
+ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n);
+
+typedef struct {
+    int64_t chunk_id;
+    int64_t doc_rowid;
+    double score; /* -bm25(): higher is better */
+} store_keyword_hit;
+
+/* BM25 keyword search over the collection's chunks (FTS5, porter unicode61). The query is
+ * free text: it is split into words and each is quoted, then OR-ed, so no FTS5 syntax a
+ * client sends is ever interpreted. f may be NULL. Writes at most k hits, best first. A
+ * query with no words gives 0 hits. */
+ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
+                              size_t k, store_keyword_hit *out, size_t *n);
+
+/* Calls fn for every stored embedding (start-up index build). fn returns non-zero to stop. */
+typedef int (*store_vector_fn)(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid,
+                               const float *vec, void *arg);
+ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg);
+
+/* ---- writes (through the writer thread) ---- */
+
+typedef enum { STORE_DOC_INSERTED, STORE_DOC_REPLACED, STORE_DOC_DUPLICATE } store_doc_result;
+
+typedef struct {
+    char *doc_id;                            /* required */
+    char content_hash[STORE_HASH_HEX + 1];  /* hex SHA-256 of text */
+    char *text;                              /* the document's text (offsets point into it) */
+    size_t text_len;
+    char *metadata_json;                     /* JSON object text; NULL means "{}" */
+    char *source;                            /* NULL ok */
+    size_t n_chunks;
+    const int64_t *chunk_starts;             /* n_chunks byte offsets into text */
+    const int64_t *chunk_ends;
+    const float *vectors;                    /* n_chunks * dim floats */
+    store_doc_result result;                 /* out */
+} store_doc;
+
+typedef enum {
+    STORE_W_INGEST,
+    STORE_W_CREATE_COLLECTION,
+    STORE_W_DROP_COLLECTION,
+    STORE_W_DELETE_DOCUMENT,
+} store_write_kind;
+
+typedef struct store_write store_write;
+struct store_write {
+    store_write_kind kind;
+    char collection[STORE_NAME_MAX + 1];
+    /* Settings for CREATE, and for INGEST when the collection does not exist yet. */
+    char embed_model[STORE_MODEL_MAX + 1];
+    int dim;
+    int chunk_size;
+    int chunk_overlap;
+    store_doc *docs; /* INGEST */
+    size_t n_docs;
+    const char *doc_id; /* DELETE_DOCUMENT */
+
+    /* Results, valid when done runs:
+     * status RAGD_OK, or RAGD_ENOTFOUND (collection/document), RAGD_ECONFLICT (CREATE with
+     * other settings than the existing collection's; INGEST whose embed_model/dim differ from
+     * the collection's: message says which), RAGD_EIO (SQLite failed: nothing of this write
+     * is kept). created: the collection was created by this write. coll: the collection's
+     * state after the write (not for DROP). */
+    ragd_err status;
+    char message[256];
+    bool created;
+    store_collection coll;
+    int64_t chunks_written;
+
+    /* Called once on the writer thread after the write's transaction committed (or
+     * failed). Must not block; typically it hands the result to the event loop. */
+    void (*done)(store_write *w, void *arg);
+    void *arg;
+
+    store_write *next_; /* the store's queue link */
+};
+
+/* Queues a write. RAGD_OK: done will be called exactly once. RAGD_EBUSY (queue full) or
+ * RAGD_ECLOSED (closing): done will never be called. */
+ragd_err store_submit(store *st, store_write *w);
+
+/* What one committed write changed, for keeping the in-memory vector index in step. */
+typedef struct {
+    int64_t coll_id;
+    int dim;
+    bool dropped;                 /* the whole collection went */
+    const int64_t *removed_docs;  /* doc row ids whose chunks went (replaced or deleted) */
+    size_t n_removed;
+    const int64_t *chunk_ids;     /* chunks added */
+    const int64_t *chunk_doc_rowids;
+    const float *vectors;         /* n_chunks * dim */
+    size_t n_chunks;
+} store_change;
+
+/* Called on the writer thread after COMMIT and before the write's done callback, once per
+ * successful write that changed something. Set it before the first store_submit. */
+typedef void (*store_commit_hook)(const store_change *change, void *arg);
+void store_set_commit_hook(store *st, store_commit_hook hook, void *arg);
+
+#endif

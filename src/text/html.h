@@ -1,0 +1,17 @@
+#ifndef RAGD_TEXT_HTML_H
+#define RAGD_TEXT_HTML_H
+
+#include <stddef.h>
+
+#include "util/err.h"
+
+/* Turns an HTML document into plain UTF-8 text with libxml2's HTML parser (never regular
+ * expressions). Drops <script>, <style>, <noscript>, <template>, <head> except <title>,
+ * comments; block elements (p, div, h1-h6, li, tr, br, section, article, pre, ...) become
+ * line or paragraph breaks; runs of inline whitespace collapse to one space; entities are
+ * decoded; the title, when present, comes first as its own paragraph. Bytes that are not
+ * valid UTF-8 in the input are replaced, so the output is always valid UTF-8 without NUL.
+ * *out is malloc'd and NUL-terminated (free it). Input over 64 MiB → RAGD_ETOOBIG. */
+ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,18 @@
+#ifndef RAGD_UTIL_HASH_H
+#define RAGD_UTIL_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHA256_HEX_LEN 64
+
+/* Writes the lower-case hex SHA-256 of p[0..n) and a NUL into out (65 bytes). */
+void hash_sha256_hex(const void *p, size_t n, char out[SHA256_HEX_LEN + 1]);
+
+/* 64-bit FNV-1a with a seed; stable across versions (embeddings depend on it). */
+uint64_t hash_fnv1a64(const void *p, size_t n, uint64_t seed);
+
+/* Fills buf with n cryptographically random bytes; returns 0 on success. */
+int hash_random_bytes(void *buf, size_t n);
+
+#endif
