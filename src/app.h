@@ -1,0 +1,30 @@
+#ifndef RAGD_APP_H
+#define RAGD_APP_H
+
+/* The explicit context handed to HTTP handlers: what the server wired together. Owned by
+ * server.c; handlers read it and never free any of it. */
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config.h"
+
+struct event_base;
+typedef struct loopq loopq;
+typedef struct workpool workpool;
+typedef struct store store;
+typedef struct rag_index rag_index;
+
+typedef struct app {
+    ragd_config cfg;
+    struct event_base *base;
+    loopq *lq;
+    workpool *pool;
+    store *st;
+    rag_index *index;
+    char db_path[1200];
+    atomic_bool ready;    /* store open and vector index loaded, not draining */
+    atomic_bool draining; /* shutdown began */
+    double started_ms;
+} app;
+
+#endif

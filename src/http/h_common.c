@@ -1,0 +1,81 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "app.h"
+#include "http/handlers.h"
+
+store_reader *handlers_reader(http_request *req)
+{
+    store_reader *r = store_reader_acquire(req->app->st);
+    if (!r)
+        http_reply_error(req, 503, "not_ready", "store is closing");
+    return r;
+}
+
+bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out)
+{
+    ragd_err rc = store_collection_get(r, name, out);
+    if (rc == RAGD_OK)
+        return true;
+    if (rc == RAGD_ENOTFOUND)
+        http_reply_error(req, 404, "db_not_found", "collection '%s' does not exist", name);
+    else
+        http_reply_error(req, 500, "internal", "reading collection '%s' failed: %s", name, ragd_strerror(rc));
+    return false;
+}
+
+json_t *handlers_collection_json(const store_collection *c)
+{
+    return json_pack("{s:s, s:I, s:I, s:s, s:i, s:i, s:i, s:I, s:s}", "name", c->name, "documents",
+                     (json_int_t)c->documents, "chunks", (json_int_t)c->chunks, "embed_model", c->embed_model, "dim",
+                     c->dim, "chunk_size", c->chunk_size, "chunk_overlap", c->chunk_overlap, "version",
+                     (json_int_t)c->version, "created_at", c->created_at);
+}
+
+json_t *handlers_metadata(const char *metadata_json)
+{
+    json_t *m = metadata_json ? json_loads(metadata_json, 0, NULL) : NULL;
+    if (!json_is_object(m)) {
+        json_decref(m);
+        m = json_object();
+    }
+    return m;
+}
+
+void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code)
+{
+    switch (w->status) {
+    case RAGD_ENOTFOUND:
+        http_reply_error(req, 404, not_found_code, "%s", w->message[0] ? w->message : "not found");
+        break;
+    case RAGD_ECONFLICT:
+        http_reply_error(req, 409, w->kind == STORE_W_INGEST ? "embed_model_mismatch" : "conflict", "%s", w->message);
+        break;
+    case RAGD_EINVAL:
+        http_reply_error(req, 422, "validation_error", "%s", w->message);
+        break;
+    case RAGD_EBUSY:
+    case RAGD_ECLOSED:
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "store write queue is full or closing");
+        break;
+    default:
+        http_reply_error(req, 500, "internal", "store write failed: %s", w->message[0] ? w->message : ragd_strerror(w->status));
+        break;
+    }
+}
+
+bool handlers_submit(http_request *req, store_write *w)
+{
+    http_hold(req);
+    ragd_err rc = store_submit(req->app->st, w);
+    if (rc == RAGD_OK)
+        return true;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (rc == RAGD_EBUSY)
+        http_reply_error(req, 503, "overloaded", "store write queue is full, retry shortly");
+    else
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    http_complete(req);
+    return false;
+}

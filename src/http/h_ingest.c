@@ -1,0 +1,374 @@
+/* POST /api/ingest: JSON batches and raw text/markdown/HTML bodies. On a worker: parse,
+ * validate, skip known duplicates, turn HTML into text, chunk, embed; then one write to
+ * the store's writer, answered after its commit. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "app.h"
+#include "http/fields.h"
+#include "http/handlers.h"
+#include "rag/embed_builtin.h"
+#include "text/chunker.h"
+#include "text/html.h"
+#include "util/hash.h"
+#include "util/names.h"
+#include "util/utf8.h"
+
+#define INGEST_MAX_DOCS 10000
+#define INGEST_MAX_ID 256
+
+typedef enum { INGEST_TEXT, INGEST_MARKDOWN, INGEST_HTML } ingest_format;
+
+typedef struct {
+    char *id;
+    char *text; /* the text that is stored and chunked (HTML already turned into text) */
+    size_t text_len;
+    char *metadata_json;
+    char *source;
+    char hash[STORE_HASH_HEX + 1];
+    bool markdown;  /* chunk with markdown structure */
+    bool duplicate; /* known before chunking: same id, same hash */
+    int64_t *starts;
+    int64_t *ends;
+    float *vectors;
+    size_t n_chunks;
+} ingest_doc;
+
+typedef struct {
+    store_write w; /* first: the done callback gets &job->w */
+    http_request *req;
+    ingest_doc *docs;
+    store_doc *sdocs;
+    size_t n;
+} ingest_job;
+
+static void ingest_job_free(ingest_job *job)
+{
+    if (!job)
+        return;
+    for (size_t i = 0; i < job->n; i++) {
+        ingest_doc *d = &job->docs[i];
+        free(d->id);
+        free(d->text);
+        free(d->metadata_json);
+        free(d->source);
+        free(d->starts);
+        free(d->ends);
+        free(d->vectors);
+    }
+    free(job->docs);
+    free(job->sdocs);
+    free(job);
+}
+
+static ingest_format ingest_format_of_source(const char *source)
+{
+    const char *dot = source ? strrchr(source, '.') : NULL;
+    if (dot && (strcasecmp(dot, ".md") == 0 || strcasecmp(dot, ".markdown") == 0))
+        return INGEST_MARKDOWN;
+    if (dot && (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0))
+        return INGEST_HTML;
+    return INGEST_TEXT;
+}
+
+static bool ingest_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > INGEST_MAX_ID)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* Fills d from the submitted text: hash and default id from the original bytes; HTML is
+ * turned into text; markdown is kept for the chunker. Returns false after replying. */
+static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, size_t len, ingest_format fmt,
+                           const char *id, const char *field)
+{
+    hash_sha256_hex(text, len, d->hash);
+    d->id = strdup(id ? id : d->hash);
+    if (fmt == INGEST_HTML) {
+        ragd_err rc = html_to_text(text, len, &d->text, &d->text_len);
+        if (rc) {
+            http_reply_error(req, 422, "validation_error", "%s: HTML could not be read (%s)", field, ragd_strerror(rc));
+            return false;
+        }
+    } else {
+        d->text = malloc(len + 1);
+        if (d->text) {
+            memcpy(d->text, text, len);
+            d->text[len] = '\0';
+        }
+        d->text_len = len;
+    }
+    if (!d->id || !d->text) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    return true;
+}
+
+/* Stored metadata: the client's object plus "source" when given separately. */
+static char *ingest_metadata(json_t *meta, const char *source)
+{
+    json_t *m = meta ? json_deep_copy(meta) : json_object();
+    if (m && source && !json_object_get(m, "source"))
+        json_object_set_new(m, "source", json_string(source));
+    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    return text;
+}
+
+static bool ingest_parse_json(http_request *req, ingest_job *job, const char **db)
+{
+    json_t *body = http_json_object(req);
+    bool ok = false;
+    if (!body)
+        return false;
+    if (!fields_db(req, body, db))
+        goto out;
+    json_t *docs = json_object_get(body, "documents");
+    if (!json_is_array(docs) || json_array_size(docs) == 0 || json_array_size(docs) > INGEST_MAX_DOCS) {
+        http_reply_error(req, 422, "validation_error", "documents: must be an array of 1 to %d documents",
+                         INGEST_MAX_DOCS);
+        goto out;
+    }
+    job->docs = calloc(json_array_size(docs), sizeof *job->docs);
+    if (!job->docs) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        goto out;
+    }
+    static const char *const formats[] = {"text", "markdown", "html", NULL};
+    for (size_t i = 0; i < json_array_size(docs); i++) {
+        json_t *doc = json_array_get(docs, i);
+        char field[64];
+        snprintf(field, sizeof field, "documents[%zu]", i);
+        if (!json_is_object(doc)) {
+            http_reply_error(req, 422, "validation_error", "%s: must be an object", field);
+            goto out;
+        }
+        const char *text = NULL, *id = NULL, *source = NULL;
+        json_t *meta = NULL;
+        int fmt = 0;
+        char name[96];
+        snprintf(name, sizeof name, "%s.text", field);
+        json_t *tv = json_object_get(doc, "text");
+        if (!json_is_string(tv)) {
+            http_reply_error(req, 422, "validation_error", "%s: %s", name, tv ? "must be a string" : "is required");
+            goto out;
+        }
+        if (!fields_string(req, doc, "text", true, SIZE_MAX, &text) ||
+            !fields_string(req, doc, "id", false, INGEST_MAX_ID, &id) ||
+            !fields_string(req, doc, "source", false, 1024, &source) || !fields_object(req, doc, "metadata", &meta))
+            goto out;
+        if (id && !ingest_id_valid(id)) {
+            http_reply_error(req, 422, "validation_error", "%s.id: must be 1-%d characters without control characters",
+                             field, INGEST_MAX_ID);
+            goto out;
+        }
+        if (!fields_choice(req, doc, "format", formats, (int)ingest_format_of_source(source), &fmt))
+            goto out;
+        ingest_doc *d = &job->docs[job->n++];
+        if (!ingest_prepare(req, d, text, json_string_length(tv), (ingest_format)fmt, id, name))
+            goto out;
+        d->source = source ? strdup(source) : NULL;
+        d->metadata_json = ingest_metadata(meta, source);
+        if (!d->metadata_json || (source && !d->source)) {
+            http_reply_error(req, 503, "overloaded", "out of memory");
+            goto out;
+        }
+        d->markdown = fmt == INGEST_MARKDOWN;
+    }
+    ok = true;
+out:
+    json_decref(body);
+    return ok;
+}
+
+static bool ingest_parse_raw(http_request *req, ingest_job *job, const char **db)
+{
+    const char *db_arg = http_arg_get(req, "db");
+    const char *id = http_arg_get(req, "id");
+    const char *source = http_arg_get(req, "source");
+    *db = db_arg ? db_arg : req->app->cfg.default_db;
+    if (!names_db_valid(*db)) {
+        http_reply_error(req, 422, "validation_error", "db: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+        return false;
+    }
+    if (id && (!ingest_id_valid(id) || !utf8_valid(id, strlen(id)))) {
+        http_reply_error(req, 422, "validation_error", "id: must be 1-%d characters without control characters",
+                         INGEST_MAX_ID);
+        return false;
+    }
+    if (source && !utf8_valid(source, strlen(source))) {
+        http_reply_error(req, 422, "validation_error", "source: must be valid UTF-8");
+        return false;
+    }
+    if (req->body.len == 0 || !utf8_valid(req->body.data, req->body.len)) {
+        http_reply_error(req, 422, "validation_error", "body: must be non-empty valid UTF-8 text without NUL bytes");
+        return false;
+    }
+    ingest_format fmt = strcmp(req->content_type, "text/html") == 0       ? INGEST_HTML
+                        : strcmp(req->content_type, "text/markdown") == 0 ? INGEST_MARKDOWN
+                                                                           : INGEST_TEXT;
+    job->docs = calloc(1, sizeof *job->docs);
+    if (!job->docs) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    ingest_doc *d = &job->docs[job->n++];
+    if (!ingest_prepare(req, d, req->body.data, req->body.len, fmt, id, "body"))
+        return false;
+    d->source = source ? strdup(source) : NULL;
+    d->metadata_json = ingest_metadata(NULL, source);
+    if (!d->metadata_json || (source && !d->source)) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    d->markdown = fmt == INGEST_MARKDOWN;
+    return true;
+}
+
+/* Chunks and embeds one document. Returns false after replying. */
+static bool ingest_chunk_embed(http_request *req, ingest_doc *d, const chunk_params *cp)
+{
+    chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
+    text_span *spans = NULL;
+    size_t n = 0;
+    ragd_err rc = chunker_split(d->text, d->text_len, fmt, cp, &spans, &n);
+    if (rc) {
+        http_reply_error(req, rc == RAGD_ENOMEM ? 503 : 422, rc == RAGD_ENOMEM ? "overloaded" : "validation_error",
+                         "document '%s': cannot be chunked (%s)", d->id, ragd_strerror(rc));
+        return false;
+    }
+    d->starts = calloc(n ? n : 1, sizeof *d->starts);
+    d->ends = calloc(n ? n : 1, sizeof *d->ends);
+    d->vectors = calloc((n ? n : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
+    bool ok = d->starts && d->ends && d->vectors;
+    for (size_t i = 0; ok && i < n; i++) {
+        d->starts[i] = (int64_t)spans[i].start;
+        d->ends[i] = (int64_t)spans[i].end;
+        ok = embed_builtin(d->text + spans[i].start, spans[i].end - spans[i].start,
+                           d->vectors + i * EMBED_BUILTIN_DIM) == RAGD_OK;
+    }
+    free(spans);
+    if (!ok) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    d->n_chunks = n;
+    return true;
+}
+
+static void ingest_done(store_write *w, void *arg)
+{
+    ingest_job *job = (ingest_job *)w;
+    http_request *req = arg;
+    if (w->status == RAGD_OK) {
+        json_t *ids = json_array();
+        size_t duplicates = 0;
+        for (size_t i = 0; i < job->n; i++) {
+            json_array_append_new(ids, json_string(job->docs[i].id));
+            duplicates += job->sdocs[i].result == STORE_DOC_DUPLICATE;
+        }
+        http_reply_json(req, 200,
+                        json_pack("{s:s, s:I, s:I, s:I, s:o, s:b}", "db", w->collection, "documents", (json_int_t)job->n,
+                                  "chunks", (json_int_t)w->chunks_written, "duplicates", (json_int_t)duplicates, "ids",
+                                  ids, "created", w->created));
+    } else {
+        handlers_reply_write_error(req, w, "db_not_found");
+    }
+    ingest_job_free(job);
+    http_complete(req);
+}
+
+static void ingest_work(http_request *req)
+{
+    const ragd_config *cfg = &req->app->cfg;
+    ingest_job *job = calloc(1, sizeof *job);
+    store_reader *r = NULL;
+    const char *db = NULL;
+    if (!job) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    bool json = req->content_type[0] == '\0' || strcmp(req->content_type, "application/json") == 0;
+    if (!(json ? ingest_parse_json(req, job, &db) : ingest_parse_raw(req, job, &db)))
+        goto fail;
+
+    store_write *w = &job->w;
+    w->kind = STORE_W_INGEST;
+    snprintf(w->collection, sizeof w->collection, "%s", db);
+    snprintf(w->embed_model, sizeof w->embed_model, "%s", EMBED_BUILTIN_NAME);
+    w->dim = EMBED_BUILTIN_DIM;
+    w->chunk_size = (int)cfg->chunk_size;
+    w->chunk_overlap = (int)cfg->chunk_overlap;
+
+    r = handlers_reader(req);
+    if (!r)
+        goto fail;
+    store_collection coll;
+    ragd_err rc = store_collection_get(r, db, &coll);
+    if (rc == RAGD_OK) {
+        if (coll.dim != EMBED_BUILTIN_DIM || strcmp(coll.embed_model, EMBED_BUILTIN_NAME) != 0) {
+            http_reply_error(req, 409, "embed_model_mismatch",
+                             "collection '%s' was embedded with '%s' (dim %d); this server embeds with '%s'", db,
+                             coll.embed_model, coll.dim, EMBED_BUILTIN_NAME);
+            goto fail;
+        }
+        w->chunk_size = coll.chunk_size;
+        w->chunk_overlap = coll.chunk_overlap;
+    } else if (rc != RAGD_ENOTFOUND) {
+        http_reply_error(req, 500, "internal", "reading collection failed: %s", ragd_strerror(rc));
+        goto fail;
+    }
+    chunk_params cp = {.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
+    for (size_t i = 0; i < job->n; i++) {
+        ingest_doc *d = &job->docs[i];
+        char known[STORE_HASH_HEX + 1];
+        if (rc == RAGD_OK && store_document_hash(r, coll.id, d->id, known) == RAGD_OK && strcmp(known, d->hash) == 0) {
+            d->duplicate = true;
+            d->n_chunks = 0;
+            continue;
+        }
+        if (!ingest_chunk_embed(req, d, &cp))
+            goto fail;
+    }
+    store_reader_release(r);
+    r = NULL;
+
+    job->sdocs = calloc(job->n, sizeof *job->sdocs);
+    if (!job->sdocs) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < job->n; i++) {
+        ingest_doc *d = &job->docs[i];
+        store_doc *sd = &job->sdocs[i];
+        sd->doc_id = d->id;
+        memcpy(sd->content_hash, d->hash, sizeof sd->content_hash);
+        sd->text = d->text;
+        sd->text_len = d->text_len;
+        sd->metadata_json = d->metadata_json;
+        sd->source = d->source;
+        sd->n_chunks = d->n_chunks;
+        sd->chunk_starts = d->starts;
+        sd->chunk_ends = d->ends;
+        sd->vectors = d->vectors;
+    }
+    w->docs = job->sdocs;
+    w->n_docs = job->n;
+    w->done = ingest_done;
+    w->arg = req;
+    job->req = req;
+    if (handlers_submit(req, w))
+        return;
+fail:
+    store_reader_release(r);
+    ingest_job_free(job);
+}
+
+void handlers_ingest(http_request *req) { http_defer(req, ingest_work); }

@@ -1,0 +1,298 @@
+/* POST /api/retrieve and POST /api/query. On a worker: validate, retrieve (rag/retrieve),
+ * answer extractively (rag/extractive), shape the response of shared/API.md; as SSE
+ * when the client asks for a stream. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "http/fields.h"
+#include "http/handlers.h"
+#include "rag/extractive.h"
+#include "rag/retrieve.h"
+#include "util/clock.h"
+#include "util/names.h"
+#include "util/strbuf.h"
+
+#define QUERY_MAX_CHARS 8192
+#define QUERY_MAX_FILTER_TERMS 32
+#define QUERY_MAX_FILTER_VALUES 100
+#define QUERY_SSE_CAP ((size_t)64 << 20)
+
+typedef enum { PROVIDER_AUTO = 0, PROVIDER_EXTRACTIVE, PROVIDER_OLLAMA, PROVIDER_OPENAI } query_provider;
+
+typedef struct {
+    json_t *body;
+    const char *db;
+    rag_query q;
+    store_filter filter;
+    store_filter_term terms[QUERY_MAX_FILTER_TERMS];
+    store_value *values; /* all terms' values, one allocation */
+    query_provider provider;
+    bool stream;
+} query_input;
+
+static void query_input_cleanup(query_input *in)
+{
+    json_decref(in->body);
+    free(in->values);
+}
+
+/* One filter value: a JSON scalar. */
+static bool query_filter_value(json_t *v, store_value *out)
+{
+    memset(out, 0, sizeof *out);
+    if (json_is_string(v)) {
+        out->type = STORE_VAL_STRING;
+        out->s = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        out->type = STORE_VAL_INT;
+        out->i = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        out->type = STORE_VAL_REAL;
+        out->d = json_real_value(v);
+    } else if (json_is_boolean(v)) {
+        out->type = STORE_VAL_BOOL;
+        out->i = json_is_true(v);
+    } else if (json_is_null(v)) {
+        out->type = STORE_VAL_NULL;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* filter: {"key": scalar} or {"key": {"$in": [scalars]}} or {"key": {"$eq": scalar}}. */
+static bool query_parse_filter(http_request *req, json_t *filter, query_input *in)
+{
+    if (!filter || json_object_size(filter) == 0)
+        return true;
+    if (json_object_size(filter) > QUERY_MAX_FILTER_TERMS) {
+        http_reply_error(req, 422, "validation_error", "filter: at most %d keys", QUERY_MAX_FILTER_TERMS);
+        return false;
+    }
+    size_t total = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(filter, key, v) {
+        json_t *in_list = json_is_object(v) ? json_object_get(v, "$in") : NULL;
+        total += json_is_array(in_list) ? json_array_size(in_list) : 1;
+    }
+    in->values = calloc(total ? total : 1, sizeof *in->values);
+    if (!in->values) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    size_t used = 0;
+    json_object_foreach(filter, key, v) {
+        if (!names_key_valid(key)) {
+            http_reply_error(req, 422, "validation_error", "filter: keys must be 1-64 characters of [A-Za-z0-9_.-]");
+            return false;
+        }
+        store_filter_term *t = &in->terms[in->filter.n_terms++];
+        t->key = key;
+        t->values = &in->values[used];
+        if (json_is_object(v)) {
+            json_t *list = json_object_get(v, "$in");
+            json_t *eq = json_object_get(v, "$eq");
+            bool ok = json_object_size(v) == 1 && (json_is_array(list) || eq);
+            if (ok && eq) {
+                ok = query_filter_value(eq, &in->values[used++]);
+                t->n_values = 1;
+            } else if (ok) {
+                size_t n = json_array_size(list);
+                ok = n > 0 && n <= QUERY_MAX_FILTER_VALUES;
+                for (size_t i = 0; ok && i < n; i++)
+                    ok = query_filter_value(json_array_get(list, i), &in->values[used++]);
+                t->n_values = n;
+            }
+            if (!ok) {
+                http_reply_error(req, 422, "validation_error",
+                                 "filter.%s: must be a scalar, {\"$eq\": scalar} or {\"$in\": [1 to %d scalars]}", key,
+                                 QUERY_MAX_FILTER_VALUES);
+                return false;
+            }
+        } else if (query_filter_value(v, &in->values[used])) {
+            used++;
+            t->n_values = 1;
+        } else {
+            http_reply_error(req, 422, "validation_error", "filter.%s: must be a scalar, {\"$eq\": scalar} or {\"$in\": [...]}",
+                             key);
+            return false;
+        }
+    }
+    in->filter.terms = in->terms;
+    in->q.filter = &in->filter;
+    return true;
+}
+
+static bool query_parse(http_request *req, bool generate, query_input *in)
+{
+    memset(in, 0, sizeof *in);
+    in->body = http_json_object(req);
+    if (!in->body)
+        return false;
+    json_t *b = in->body;
+    static const char *const methods[] = {"hybrid", "vector", "keyword", NULL};
+    static const char *const providers[] = {"auto", "extractive", "ollama", "openai", NULL};
+    const char *text = NULL, *model = NULL;
+    long long k = 5;
+    int method = 0, provider = 0;
+    bool flag = false;
+    json_t *filter = NULL, *options = NULL;
+    if (!fields_string(req, b, "query", true, QUERY_MAX_CHARS, &text))
+        return false;
+    const char *k_name = json_object_get(b, "k") || !json_object_get(b, "top_k") ? "k" : "top_k";
+    if (!fields_int(req, b, k_name, 5, 1, 100, &k) || !fields_db(req, b, &in->db) ||
+        !fields_choice(req, b, "method", methods, 0, &method) || !fields_object(req, b, "filter", &filter) ||
+        !fields_bool(req, b, "rerank", false, &flag) || !fields_bool(req, b, "use_cache", true, &flag) ||
+        !fields_bool(req, b, "stream", false, &in->stream))
+        return false;
+    if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||
+                     !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options)))
+        return false;
+    in->q.text = text;
+    in->q.len = strlen(text);
+    in->q.k = (size_t)k;
+    in->q.method = (rag_method)method;
+    in->provider = (query_provider)provider;
+    in->stream = in->stream || req->accept_sse;
+    return query_parse_filter(req, filter, in);
+}
+
+static json_t *query_source_json(size_t n, const rag_hit *h)
+{
+    char id[300];
+    snprintf(id, sizeof id, "%s#%d", h->row.doc_id, h->row.ordinal);
+    return json_pack("{s:I, s:s, s:s, s:i, s:f, s:s, s:o, s:s?, s:I, s:I}", "n", (json_int_t)n, "id", id, "doc_id",
+                     h->row.doc_id, "chunk", h->row.ordinal, "score", h->score, "text", h->row.text, "metadata",
+                     handlers_metadata(h->row.metadata_json), "source", h->row.source, "start",
+                     (json_int_t)h->row.start, "end", (json_int_t)h->row.end);
+}
+
+/* The original plan's lists plus sources, shared by retrieve and query. */
+static json_t *query_results_json(const rag_result *res, const char *db, rag_method method)
+{
+    json_t *documents = json_array(), *metadatas = json_array(), *distances = json_array(), *sources = json_array();
+    for (size_t i = 0; i < res->n; i++) {
+        const rag_hit *h = &res->hits[i];
+        json_array_append_new(documents, json_string(h->row.text));
+        json_array_append_new(metadatas, handlers_metadata(h->row.metadata_json));
+        json_array_append_new(distances, json_real(h->distance));
+        json_array_append_new(sources, query_source_json(i + 1, h));
+    }
+    return json_pack("{s:o, s:o, s:o, s:o, s:s, s:s}", "documents", documents, "metadatas", metadatas, "distances",
+                     distances, "sources", sources, "db", db, "method", rag_method_name(method));
+}
+
+static char *query_answer(const query_input *in, const rag_result *res, const char *db)
+{
+    if (res->n == 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "No relevant passages were found in collection '%s'.", db);
+        return strdup(msg);
+    }
+    extract_passage *ps = calloc(res->n, sizeof *ps);
+    if (!ps)
+        return NULL;
+    for (size_t i = 0; i < res->n; i++) {
+        ps[i].text = res->hits[i].row.text;
+        ps[i].len = strlen(res->hits[i].row.text);
+    }
+    extract_params params = {.max_sentences = 3, .max_chars = 800};
+    char *answer = NULL;
+    if (extractive_answer(in->q.text, in->q.len, ps, res->n, &params, &answer) != RAGD_OK)
+        answer = NULL;
+    free(ps);
+    return answer;
+}
+
+static void query_sse_event(strbuf *sb, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    strbuf_appendf(sb, "event: %s\ndata: %s\n\n", event, text ? text : "{}");
+    free(text);
+}
+
+/* Sends the whole response as one SSE body: sources, the answer as a token, done. */
+static void query_reply_stream(http_request *req, json_t *resp)
+{
+    strbuf sb;
+    strbuf_init(&sb, QUERY_SSE_CAP);
+    query_sse_event(&sb, "sources", json_pack("{s:O}", "sources", json_object_get(resp, "sources")));
+    query_sse_event(&sb, "token", json_pack("{s:O}", "text", json_object_get(resp, "answer")));
+    json_object_del(resp, "documents");
+    query_sse_event(&sb, "done", resp);
+    size_t len = 0;
+    char *body = strbuf_detach(&sb, &len);
+    http_reply_raw(req, 200, "text/event-stream; charset=utf-8", body ? body : "", len);
+    free(body);
+}
+
+static void query_run(http_request *req, bool generate)
+{
+    query_input in;
+    store_reader *r = NULL;
+    rag_result res = {0};
+    if (!query_parse(req, generate, &in))
+        goto out;
+    r = handlers_reader(req);
+    if (!r)
+        goto out;
+    store_collection coll;
+    if (!handlers_collection(req, r, in.db, &coll))
+        goto out;
+    char err[256] = "";
+    ragd_err rc = rag_retrieve(req->app->index, r, &coll, &in.q, &res, err, sizeof err);
+    store_reader_release(r);
+    r = NULL;
+    if (rc == RAGD_ECONFLICT) {
+        http_reply_error(req, 409, "embed_model_mismatch", "%s", err);
+        goto out;
+    }
+    if (rc) {
+        http_reply_error(req, rc == RAGD_ENOMEM ? 503 : 500, rc == RAGD_ENOMEM ? "overloaded" : "internal", "retrieval failed: %s",
+                         err[0] ? err : ragd_strerror(rc));
+        goto out;
+    }
+
+    json_t *resp = query_results_json(&res, coll.name, in.q.method);
+    double t_gen = clock_now_ms();
+    if (generate) {
+        char *answer = query_answer(&in, &res, coll.name);
+        bool degraded = in.provider == PROVIDER_OLLAMA || in.provider == PROVIDER_OPENAI;
+        char reason[160];
+        snprintf(reason, sizeof reason, "generator '%s' is not available in this build; answered extractively",
+                 in.provider == PROVIDER_OPENAI ? "openai" : "ollama");
+        json_object_set_new(resp, "answer", answer ? json_string(answer) : json_null());
+        free(answer);
+        json_object_set_new(resp, "provider", json_string("extractive"));
+        json_object_set_new(resp, "model", json_null());
+        json_object_set_new(resp, "cached", json_false());
+        json_object_set_new(resp, "degraded", json_boolean(degraded));
+        json_object_set_new(resp, "degraded_reason", degraded ? json_string(reason) : json_null());
+    }
+    double now = clock_now_ms();
+    json_t *timings = json_pack("{s:f, s:f}", "embed", res.embed_ms, "retrieve", res.retrieve_ms);
+    if (generate) {
+        json_object_set_new(timings, "rerank", json_real(0));
+        json_object_set_new(timings, "generate", json_real(now - t_gen));
+    }
+    json_object_set_new(timings, "total", json_real(now - req->t_start_ms));
+    json_object_set_new(resp, "timings_ms", timings);
+    json_object_set_new(resp, "request_id", json_string(req->request_id));
+    if (generate && in.stream)
+        query_reply_stream(req, resp);
+    else
+        http_reply_json(req, 200, resp);
+out:
+    store_reader_release(r);
+    rag_result_cleanup(&res);
+    query_input_cleanup(&in);
+}
+
+static void query_work(http_request *req) { query_run(req, true); }
+static void retrieve_work(http_request *req) { query_run(req, false); }
+
+void handlers_query(http_request *req) { http_defer(req, query_work); }
+void handlers_retrieve(http_request *req) { http_defer(req, retrieve_work); }

@@ -1,0 +1,49 @@
+#ifndef RAGD_HTTP_HANDLERS_H
+#define RAGD_HTTP_HANDLERS_H
+
+/* The route table and the handlers behind it (one file per resource: h_health.c,
+ * h_dbs.c, h_ingest.c, h_query.c), plus the helpers they share (h_common.c). */
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http/request.h"
+#include "http/router.h"
+#include "store/store.h"
+
+extern const http_route handlers_routes[];
+extern const size_t handlers_routes_count;
+
+void handlers_health(http_request *req);
+void handlers_health_live(http_request *req);
+void handlers_health_ready(http_request *req);
+void handlers_pool_stats(http_request *req);
+
+void handlers_dbs_list(http_request *req);
+void handlers_dbs_create(http_request *req);
+void handlers_dbs_get(http_request *req);
+void handlers_dbs_delete(http_request *req);
+void handlers_documents_list(http_request *req);
+void handlers_document_get(http_request *req);
+void handlers_document_delete(http_request *req);
+
+void handlers_ingest(http_request *req);
+void handlers_query(http_request *req);
+void handlers_retrieve(http_request *req);
+
+/* ---- shared helpers (worker threads) ---- */
+
+/* Borrows a store reader; replies 503 not_ready and returns NULL when the store is closing. */
+store_reader *handlers_reader(http_request *req);
+/* Looks a collection up by name; replies 404 db_not_found (or 500) and returns false when
+ * it cannot. */
+bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out);
+/* {"name","documents","chunks","embed_model","dim","chunk_size","chunk_overlap","version","created_at"} */
+json_t *handlers_collection_json(const store_collection *c);
+/* Parses stored metadata JSON text into an object ({} when unparseable). */
+json_t *handlers_metadata(const char *metadata_json);
+/* Replies for a failed store write, by its status (409/404/422/503/500). */
+void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code);
+/* Submits a write for req: holds req, and on RAGD_EBUSY/ECLOSED replies 503 and releases it. */
+bool handlers_submit(http_request *req, store_write *w);
+
+#endif

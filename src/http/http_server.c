@@ -1,0 +1,399 @@
+#include "http/http_server.h"
+
+#include <event2/event.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <ctype.h>
+
+#include "app.h"
+#include "http/request_int.h"
+#include "util/clock.h"
+#include "util/hash.h"
+#include "util/log.h"
+
+struct http_server {
+    struct app *app;
+    struct MHD_Daemon *daemon;
+    const http_route *routes;
+    size_t n_routes;
+    struct event *io;
+    struct event *timer;
+    int listen_fd;
+    int port;
+    size_t in_flight;
+};
+
+/* ---- the MHD <-> libevent glue ---- */
+
+static void http_server_run(http_server *s)
+{
+    MHD_run(s->daemon);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (MHD_get_timeout(s->daemon, &ms) == MHD_YES) {
+        struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
+        evtimer_add(s->timer, &tv);
+    } else {
+        evtimer_del(s->timer);
+    }
+}
+
+static void http_server_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_server_run(arg);
+}
+
+/* ---- request set-up ---- */
+
+static size_t http_unescape_none(void *cls, struct MHD_Connection *c, char *uri)
+{
+    (void)cls;
+    (void)c;
+    return strlen(uri); /* ragd decodes path segments and arguments itself */
+}
+
+static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    http_request *req = cls;
+    if (req->n_args == HTTP_MAX_ARGS)
+        return MHD_NO;
+    char *k = http_percent_decode(key, strlen(key));
+    char *v = value ? http_percent_decode(value, strlen(value)) : strdup("");
+    if (!k || !v) {
+        free(k);
+        free(v);
+        req->n_args = HTTP_MAX_ARGS + 1; /* marks a bad query string */
+        return MHD_NO;
+    }
+    req->args[req->n_args].key = k;
+    req->args[req->n_args].value = v;
+    req->n_args++;
+    return MHD_YES;
+}
+
+static void http_request_id(http_request *req, const char *given)
+{
+    bool ok = given && *given && strlen(given) < sizeof req->request_id;
+    for (const char *p = given; ok && *p; p++)
+        ok = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
+    if (ok) {
+        snprintf(req->request_id, sizeof req->request_id, "%s", given);
+        return;
+    }
+    unsigned char rnd[16];
+    if (hash_random_bytes(rnd, sizeof rnd) != 0)
+        memset(rnd, 0, sizeof rnd);
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+static http_method http_method_of(const char *m)
+{
+    if (strcmp(m, "GET") == 0)
+        return HTTP_GET;
+    if (strcmp(m, "POST") == 0)
+        return HTTP_POST;
+    if (strcmp(m, "DELETE") == 0)
+        return HTTP_DELETE;
+    if (strcmp(m, "HEAD") == 0)
+        return HTTP_HEAD;
+    return HTTP_OTHER;
+}
+
+/* Media type without parameters, lower-cased. */
+static void http_media_type(const char *ct, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *p = ct ? ct : ""; *p && *p != ';' && o + 1 < outlen; p++)
+        if (!isspace((unsigned char)*p))
+            out[o++] = (char)tolower((unsigned char)*p);
+    out[o] = '\0';
+}
+
+static bool http_body_type_ok(http_body_kind kind, const char *type)
+{
+    if (kind == HTTP_BODY_NONE)
+        return true;
+    if (type[0] == '\0' || strcmp(type, "application/json") == 0)
+        return true;
+    return kind == HTTP_BODY_INGEST &&
+           (strcmp(type, "text/plain") == 0 || strcmp(type, "text/markdown") == 0 || strcmp(type, "text/html") == 0);
+}
+
+/* Everything decided from the request line and headers, before any body byte is read.
+ * Returns true when a response is already set (an early reply). */
+static bool http_request_begin(http_server *s, http_request *req, const char *url, const char *method)
+{
+    struct MHD_Connection *c = req->conn;
+    req->t_start_ms = clock_now_ms();
+    http_request_id(req, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
+    req->method_name = strdup(method);
+    req->path = strdup(url);
+    req->method = http_method_of(method);
+    req->route_name = "unmatched";
+    http_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+                    req->content_type, sizeof req->content_type);
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
+    req->accept_sse = accept && strstr(accept, "text/event-stream");
+    if (!req->method_name || !req->path) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return true;
+    }
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+    if (req->n_args > HTTP_MAX_ARGS) {
+        req->n_args = 0;
+        http_reply_error(req, 400, "invalid_json", "bad query string: malformed %%-escape or too many arguments");
+        return true;
+    }
+    if (atomic_load(&s->app->draining)) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+        return true;
+    }
+
+    const http_route *route = NULL;
+    switch (http_route_match(s->routes, s->n_routes, req, &route)) {
+    case HTTP_ROUTE_NOT_FOUND:
+        http_reply_error(req, 404, "not_found", "no route for %s %s", req->method_name, req->path);
+        return true;
+    case HTTP_ROUTE_BAD_ENCODING:
+        http_reply_error(req, 400, "invalid_json", "bad path: malformed %%-escape");
+        return true;
+    case HTTP_ROUTE_BAD_METHOD:
+        http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", req->method_name,
+                         req->route_name, req->allow);
+        return true;
+    case HTTP_ROUTE_FOUND:
+        break;
+    }
+
+    if (!atomic_load(&s->app->ready) && strncmp(req->route_name, "/api/", 5) == 0 &&
+        strcmp(req->route_name, "/api/pool/stats") != 0) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "not_ready", "server is starting (loading the vector index)");
+        return true;
+    }
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end = NULL;
+        unsigned long long declared = strtoull(cl, &end, 10);
+        if (end != cl && declared > s->app->cfg.max_body_bytes) {
+            http_reply_error(req, 413, "payload_too_large", "body of %llu bytes is over the limit of %zu bytes",
+                             declared, s->app->cfg.max_body_bytes);
+            return true;
+        }
+    }
+    if (req->method == HTTP_POST && !http_body_type_ok(route->post_body, req->content_type)) {
+        http_reply_error(req, 415, "unsupported_media_type", "Content-Type '%s' is not accepted here%s",
+                         req->content_type,
+                         route->post_body == HTTP_BODY_INGEST
+                             ? "; use application/json, text/plain, text/markdown or text/html"
+                             : "; use application/json");
+        return true;
+    }
+    return false;
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                      const char *version, const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    (void)version;
+    http_server *s = cls;
+    http_request *req = *con_cls;
+    if (!req) {
+        req = http_request_new(s->app, c, s->app->cfg.max_body_bytes);
+        if (!req)
+            return MHD_NO;
+        *con_cls = req;
+        s->in_flight++;
+        if (http_request_begin(s, req, url, method)) {
+            req->early = true;
+            return http_request_send(req);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!req->body_too_large && strbuf_append(&req->body, upload_data, *upload_data_size) != RAGD_OK) {
+            req->body_too_large = true; /* keep reading and dropping: the reply comes at the end */
+            strbuf_cleanup(&req->body);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->answered)
+        return MHD_YES;
+    if (req->body_too_large) {
+        http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
+                         s->app->cfg.max_body_bytes);
+        return http_request_send(req);
+    }
+    if (req->deferred)
+        return MHD_YES; /* spurious call while a worker has it */
+    if (req->status == 0) {
+        req->handler(req);
+        if (req->deferred) {
+            MHD_suspend_connection(c);
+            return MHD_YES;
+        }
+    }
+    return http_request_send(req);
+}
+
+static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    http_server *s = cls;
+    http_request *req = *con_cls;
+    if (!req)
+        return;
+    *con_cls = NULL;
+    s->in_flight--;
+    double ms = clock_now_ms() - req->t_start_ms;
+    if (req->answered)
+        log_info("%s %s %d %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
+                 req->request_id);
+    else
+        log_info("%s %s aborted (%d) %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name,
+                 (int)toe, ms, req->request_id);
+    req->conn = NULL;
+    http_request_unref(req);
+}
+
+static void http_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    log_debug("http: %s", line);
+}
+
+/* ---- lifecycle ---- */
+
+static int http_listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "RAGD_LISTEN: cannot resolve '%s': %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0)
+            break;
+        snprintf(err, errlen, "RAGD_LISTEN: cannot listen on %s:%d: %s", host, port, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                           : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+http_server *http_server_start(struct app *a, const http_route *routes, size_t n_routes, char *err, size_t errlen)
+{
+    http_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->app = a;
+    s->routes = routes;
+    s->n_routes = n_routes;
+    s->listen_fd = http_listen_socket(a->cfg.listen_host, a->cfg.listen_port, &s->port, err, errlen);
+    if (s->listen_fd < 0)
+        goto fail;
+    s->daemon = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_on_access, s,
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, http_unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)a->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen, "cannot start the HTTP server on %s:%d", a->cfg.listen_host, s->port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info) {
+        snprintf(err, errlen, "HTTP server has no epoll descriptor");
+        goto fail;
+    }
+    s->io = event_new(a->base, info->epoll_fd, EV_READ | EV_PERSIST, http_server_on_event, s);
+    s->timer = evtimer_new(a->base, http_server_on_event, s);
+    if (!s->io || !s->timer || event_add(s->io, NULL) != 0) {
+        snprintf(err, errlen, "cannot watch the HTTP server's descriptor");
+        goto fail;
+    }
+    http_server_run(s);
+    return s;
+fail:
+    if (!s->daemon && s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
+    http_server_stop(s);
+    return NULL;
+}
+
+int http_server_port(const http_server *s) { return s->port; }
+size_t http_server_in_flight(const http_server *s) { return s->in_flight; }
+
+void http_server_quiesce(http_server *s)
+{
+    if (!s || s->listen_fd < 0)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    s->listen_fd = -1;
+    http_server_run(s);
+}
+
+void http_server_stop(http_server *s)
+{
+    if (!s)
+        return;
+    if (s->io)
+        event_free(s->io);
+    if (s->timer)
+        event_free(s->timer);
+    if (s->daemon) {
+        /* Let resumed connections send their replies: MHD must not be stopped while one
+         * is still suspended. */
+        for (int i = 0; i < 8; i++)
+            MHD_run(s->daemon);
+        MHD_socket fd = s->listen_fd >= 0 ? MHD_quiesce_daemon(s->daemon) : MHD_INVALID_SOCKET;
+        MHD_stop_daemon(s->daemon);
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+    }
+    free(s);
+}

@@ -1,0 +1,237 @@
+#include "http/request.h"
+
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "http/request_int.h"
+#include "util/log.h"
+#include "util/loopq.h"
+#include "util/workpool.h"
+
+#define JSON_MAX_DEPTH 64
+
+http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, size_t body_cap)
+{
+    http_request *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->app = owner;
+    req->conn = conn;
+    req->refs = 1;
+    strbuf_init(&req->body, body_cap);
+    return req;
+}
+
+void http_request_ref(http_request *req) { req->refs++; }
+
+void http_request_unref(http_request *req)
+{
+    if (!req || --req->refs > 0)
+        return;
+    free(req->method_name);
+    free(req->path);
+    for (size_t i = 0; i < req->n_params; i++)
+        free(req->params[i]);
+    for (size_t i = 0; i < req->n_args; i++) {
+        free(req->args[i].key);
+        free(req->args[i].value);
+    }
+    strbuf_cleanup(&req->body);
+    free(req->resp_body);
+    free(req);
+}
+
+const char *http_arg_get(const http_request *req, const char *key)
+{
+    for (size_t i = 0; i < req->n_args; i++)
+        if (strcmp(req->args[i].key, key) == 0)
+            return req->args[i].value;
+    return NULL;
+}
+
+static void http_set_body(http_request *req, int status, const char *type, char *data, size_t len)
+{
+    free(req->resp_body);
+    req->status = status;
+    req->resp_type = type;
+    req->resp_body = data;
+    req->resp_len = len;
+}
+
+void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        http_set_body(req, 500, "text/plain", NULL, 0);
+        return;
+    }
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    http_set_body(req, status, type, copy, len);
+}
+
+void http_reply_json(http_request *req, int status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+        http_reply_raw(req, 500, "application/json; charset=utf-8", oom, sizeof oom - 1);
+        return;
+    }
+    http_set_body(req, status, "application/json; charset=utf-8", text, strlen(text));
+}
+
+void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *err = json_pack("{s:s, s:s, s:s}", "code", code, "message", msg, "request_id", req->request_id);
+    /* Messages may quote client input that is not valid UTF-8; jansson refuses such
+     * strings, so fall back to a generic message rather than lose the envelope. */
+    if (!err)
+        err = json_pack("{s:s, s:s, s:s}", "code", code, "message", "invalid request", "request_id",
+                        req->request_id);
+    json_t *body = json_pack("{s:o, s:O}", "error", err, "detail", json_object_get(err, "message"));
+    if (status >= 500)
+        log_error("request %s: %d %s: %s", req->request_id, status, code, msg);
+    http_reply_json(req, status, body);
+}
+
+/* ---- deferring to workers ---- */
+
+static void http_on_complete(void *arg)
+{
+    http_request *req = arg;
+    req->deferred = false;
+    if (req->conn)
+        MHD_resume_connection(req->conn);
+    http_request_unref(req);
+}
+
+/* Releases one part; the last one hands the request back to the loop. */
+void http_complete(http_request *req)
+{
+    if (atomic_fetch_sub(&req->parts, 1) != 1)
+        return;
+    if (loopq_post(req->app->lq, http_on_complete, req) != 0)
+        log_error("request %s: cannot post completion (out of memory)", req->request_id);
+}
+
+void http_hold(http_request *req) { atomic_fetch_add(&req->parts, 1); }
+
+static void http_run_deferred(void *arg)
+{
+    http_request *req = arg;
+    http_handler work = req->handler;
+    work(req);
+    http_complete(req);
+}
+
+void http_defer(http_request *req, http_handler work)
+{
+    req->handler = work;
+    atomic_store(&req->parts, 1);
+    http_request_ref(req);
+    req->deferred = true;
+    ragd_err rc = workpool_submit(req->app->pool, http_run_deferred, req);
+    if (rc != RAGD_OK) {
+        req->deferred = false;
+        http_request_unref(req);
+        if (rc == RAGD_EBUSY) {
+            snprintf(req->retry_after, sizeof req->retry_after, "1");
+            http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+        } else {
+            http_reply_error(req, 503, "not_ready", "server is shutting down");
+        }
+    }
+}
+
+/* ---- sending ---- */
+
+int http_request_send(http_request *req)
+{
+    if (!req->conn || req->answered)
+        return MHD_YES;
+    if (req->status == 0)
+        http_reply_error(req, 500, "internal", "handler produced no response");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(req->resp_len, req->resp_body, MHD_RESPMEM_MUST_FREE);
+    if (!resp)
+        return MHD_NO;
+    req->resp_body = NULL; /* MHD frees it now */
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
+    MHD_add_response_header(resp, "X-Request-ID", req->request_id);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (req->allow[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (req->retry_after[0])
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
+    if (req->early || atomic_load(&req->app->draining))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    req->answered = true;
+    return rc;
+}
+
+/* ---- JSON bodies ---- */
+
+/* Nesting depth of a JSON text, counting brackets outside strings. Stops counting past
+ * the limit. Run before parsing so a deep document never reaches the parser's recursion. */
+static int http_json_depth(const char *p, size_t n)
+{
+    int depth = 0, max = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_string = false;
+        } else if (ch == '"') {
+            in_string = true;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max)
+                max = depth;
+            if (max > JSON_MAX_DEPTH)
+                return max;
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return max;
+}
+
+json_t *http_json_object(http_request *req)
+{
+    if (req->body.len == 0) {
+        http_reply_error(req, 400, "invalid_json", "request body is empty; a JSON object is required");
+        return NULL;
+    }
+    if (http_json_depth(req->body.data, req->body.len) > JSON_MAX_DEPTH) {
+        http_reply_error(req, 400, "invalid_json", "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(req->body.data, req->body.len, 0, &jerr);
+    if (!root) {
+        http_reply_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                         jerr.line, jerr.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        http_reply_error(req, 422, "validation_error", "body: must be a JSON object");
+        return NULL;
+    }
+    return root;
+}

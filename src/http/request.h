@@ -1,0 +1,96 @@
+#ifndef RAGD_HTTP_REQUEST_H
+#define RAGD_HTTP_REQUEST_H
+
+/* One HTTP request as handlers see it, and the replies they can give.
+ *
+ * Threads: a request is touched by one thread at a time. Handlers are called on the loop
+ * thread; they either reply at once (http_reply_*) or hand the work to a worker with
+ * http_defer(). A deferred job replies on its worker and returns; or, when it hands the
+ * request on again (to the store's writer), it calls http_hold() first and whoever finishes
+ * calls http_complete() from any thread. The response is sent on the loop thread. */
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "util/strbuf.h"
+
+struct MHD_Connection;
+struct app;
+
+#define HTTP_MAX_ARGS 32
+#define HTTP_MAX_PARAMS 4
+
+typedef enum { HTTP_GET = 1, HTTP_POST = 2, HTTP_DELETE = 4, HTTP_HEAD = 8, HTTP_OTHER = 16 } http_method;
+
+typedef struct {
+    char *key;
+    char *value;
+} http_arg;
+
+typedef struct http_request http_request;
+typedef void (*http_handler)(http_request *req);
+
+struct http_request {
+    struct app *app;
+    struct MHD_Connection *conn; /* NULL once the connection is gone */
+    http_method method;
+    char *method_name;
+    char *path;                       /* raw, not percent-decoded */
+    const char *route_name;           /* bounded label for logs/metrics, e.g. "/api/dbs/{name}" */
+    http_handler handler;
+    char *params[HTTP_MAX_PARAMS];    /* decoded path parameters, in pattern order */
+    size_t n_params;
+    http_arg args[HTTP_MAX_ARGS];     /* decoded query-string arguments */
+    size_t n_args;
+    char request_id[129];
+    char content_type[128];           /* media type, lower-case, without parameters; "" if none */
+    bool accept_sse;
+    strbuf body;
+    bool body_too_large;
+    double t_start_ms;
+
+    /* the response */
+    int status;
+    char *resp_body;
+    size_t resp_len;
+    const char *resp_type;
+    char allow[64];
+    char retry_after[16];
+
+    /* lifecycle (loop thread only) */
+    int refs;
+    bool deferred;  /* a worker owns it until http_complete */
+    atomic_int parts; /* parties that must finish before the response goes (worker, holder) */
+    bool answered;  /* a response was queued */
+    bool early;     /* response decided before the body was read */
+};
+
+/* Query-string argument by name, or NULL. */
+const char *http_arg_get(const http_request *req, const char *key);
+
+/* Sets a JSON response (steals the reference to body). */
+void http_reply_json(http_request *req, int status, json_t *body);
+/* Sets a response of any type; copies the bytes. */
+void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len);
+/* Sets the error envelope: {"error":{"code","message","request_id"},"detail"}. */
+void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Runs work(req) on a worker thread (see the thread contract above). If the worker queue
+ * is full, replies 503 overloaded at once instead. */
+void http_defer(http_request *req, http_handler work);
+/* Called by deferred work before it passes the request on (e.g. to the store's writer):
+ * the response is then sent only once the work has returned AND the new holder has
+ * called http_complete(). */
+void http_hold(http_request *req);
+/* The holder's side of http_hold: the response that is set may go. Any thread; after
+ * this call the caller must not touch req again. */
+void http_complete(http_request *req);
+
+/* Parses the body as a JSON object (depth <= 64, valid UTF-8). On failure replies 400
+ * invalid_json (unparseable, empty) or 422 validation_error (not an object) and
+ * returns NULL. */
+json_t *http_json_object(http_request *req);
+
+#endif

@@ -1,0 +1,18 @@
+/* The route table: every path ragd serves, and which method goes where. */
+#include "http/handlers.h"
+
+const http_route handlers_routes[] = {
+    {"/health", handlers_health, NULL, NULL, HTTP_BODY_NONE},
+    {"/health/live", handlers_health_live, NULL, NULL, HTTP_BODY_NONE},
+    {"/health/ready", handlers_health_ready, NULL, NULL, HTTP_BODY_NONE},
+    {"/api/pool/stats", handlers_pool_stats, NULL, NULL, HTTP_BODY_NONE},
+    {"/api/ingest", NULL, handlers_ingest, NULL, HTTP_BODY_INGEST},
+    {"/api/query", NULL, handlers_query, NULL, HTTP_BODY_JSON},
+    {"/api/retrieve", NULL, handlers_retrieve, NULL, HTTP_BODY_JSON},
+    {"/api/dbs", handlers_dbs_list, handlers_dbs_create, NULL, HTTP_BODY_JSON},
+    {"/api/dbs/{name}", handlers_dbs_get, NULL, handlers_dbs_delete, HTTP_BODY_NONE},
+    {"/api/dbs/{name}/documents", handlers_documents_list, NULL, NULL, HTTP_BODY_NONE},
+    {"/api/dbs/{name}/documents/{*id}", handlers_document_get, NULL, handlers_document_delete, HTTP_BODY_NONE},
+};
+
+const size_t handlers_routes_count = sizeof handlers_routes / sizeof *handlers_routes;

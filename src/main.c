@@ -1,0 +1,56 @@
+/* ragd: argv and environment to a configuration, then run the server or a client
+ * command. Nothing else lives here. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "config.h"
+#include "server.h"
+
+static void main_serve_usage(FILE *f)
+{
+    fprintf(f, "usage: ragd serve [--listen HOST:PORT] [--data DIR]\n"
+               "Runs the server. Configuration comes from the environment (see docs/configuration.md);\n"
+               "a flag wins over the variable of the same meaning (RAGD_LISTEN, RAGD_DATA_DIR).\n");
+}
+
+static int main_serve(int argc, char **argv)
+{
+    ragd_config cfg;
+    char err[512];
+    if (config_from_env(&cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "ragd: %s\n", err);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *var = NULL;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            main_serve_usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--listen") == 0)
+            var = "RAGD_LISTEN";
+        else if (strcmp(argv[i], "--data") == 0)
+            var = "RAGD_DATA_DIR";
+        if (!var || i + 1 >= argc) {
+            main_serve_usage(stderr);
+            return 2;
+        }
+        if (config_set(&cfg, var, argv[++i], err, sizeof err) != 0) {
+            fprintf(stderr, "ragd: %s\n", err);
+            return 2;
+        }
+    }
+    return server_run(&cfg);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        cli_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "serve") == 0)
+        return main_serve(argc - 1, argv + 1);
+    return cli_main(argc - 1, argv + 1);
+}

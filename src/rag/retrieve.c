@@ -1,0 +1,292 @@
+#include "rag/retrieve.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include "index/vindex.h"
+#include "rag/embed_builtin.h"
+#include "rag/fusion.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+/* How many candidates each method contributes before fusion, as a multiple of k. */
+#define RAG_FUSION_DEPTH 4
+#define RAG_FUSION_MIN 20
+
+struct rag_index {
+    vindex_set *set;
+    /* Held for reading around a lookup+search, for writing around a collection drop, so
+     * a search never sees a vindex freed under it. */
+    pthread_rwlock_t drop_lock;
+};
+
+rag_index *rag_index_new(void)
+{
+    rag_index *ri = calloc(1, sizeof *ri);
+    if (!ri)
+        return NULL;
+    ri->set = vindex_set_new();
+    if (!ri->set) {
+        free(ri);
+        return NULL;
+    }
+    pthread_rwlock_init(&ri->drop_lock, NULL);
+    return ri;
+}
+
+void rag_index_free(rag_index *ri)
+{
+    if (!ri)
+        return;
+    vindex_set_free(ri->set);
+    pthread_rwlock_destroy(&ri->drop_lock);
+    free(ri);
+}
+
+static int rag_load_one(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid, const float *vec, void *arg)
+{
+    rag_index *ri = ((void **)arg)[0];
+    size_t *count = ((void **)arg)[1];
+    vindex *ix = vindex_set_get(ri->set, coll_id, (size_t)dim, true);
+    if (!ix || vindex_add(ix, chunk_id, doc_rowid, vec) != RAGD_OK) {
+        log_warn("index: cannot load chunk %lld of collection %lld", (long long)chunk_id, (long long)coll_id);
+        return 0;
+    }
+    (*count)++;
+    return 0;
+}
+
+ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
+{
+    *count = 0;
+    void *ctx[2] = {ri, count};
+    return store_scan_vectors(r, rag_load_one, ctx);
+}
+
+void rag_index_on_commit(const store_change *ch, void *arg)
+{
+    rag_index *ri = arg;
+    if (ch->dropped) {
+        pthread_rwlock_wrlock(&ri->drop_lock);
+        vindex_set_drop(ri->set, ch->coll_id);
+        pthread_rwlock_unlock(&ri->drop_lock);
+        return;
+    }
+    pthread_rwlock_rdlock(&ri->drop_lock);
+    vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, true);
+    if (!ix) {
+        log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
+    } else {
+        for (size_t i = 0; i < ch->n_removed; i++)
+            vindex_remove_doc(ix, ch->removed_docs[i]);
+        for (size_t i = 0; i < ch->n_chunks; i++)
+            if (vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim) != RAGD_OK)
+                log_error("index: cannot add chunk %lld", (long long)ch->chunk_ids[i]);
+    }
+    pthread_rwlock_unlock(&ri->drop_lock);
+}
+
+const char *rag_method_name(rag_method m)
+{
+    switch (m) {
+    case RAG_VECTOR: return "vector";
+    case RAG_KEYWORD: return "keyword";
+    case RAG_HYBRID: break;
+    }
+    return "hybrid";
+}
+
+typedef struct {
+    const int64_t *rowids;
+    size_t n;
+} rag_allowed;
+
+static int rag_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static bool rag_doc_allowed(int64_t doc_rowid, void *arg)
+{
+    const rag_allowed *al = arg;
+    return bsearch(&doc_rowid, al->rowids, al->n, sizeof *al->rowids, rag_cmp_i64) != NULL;
+}
+
+/* Vector candidates: ids best first and their cosine similarities. */
+static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, const float *qvec, size_t depth,
+                               const rag_allowed *allowed, int64_t *ids, double *sims, size_t *n)
+{
+    *n = 0;
+    vindex_hit *hits = calloc(depth, sizeof *hits);
+    if (!hits)
+        return RAGD_ENOMEM;
+    pthread_rwlock_rdlock(&ri->drop_lock);
+    vindex *ix = vindex_set_get(ri->set, coll->id, (size_t)coll->dim, false);
+    size_t got = ix ? vindex_search(ix, qvec, depth, allowed ? rag_doc_allowed : NULL, (void *)allowed, hits) : 0;
+    pthread_rwlock_unlock(&ri->drop_lock);
+    for (size_t i = 0; i < got; i++) {
+        ids[i] = hits[i].chunk_id;
+        sims[i] = hits[i].score;
+    }
+    *n = got;
+    free(hits);
+    return RAGD_OK;
+}
+
+ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
+                      rag_result *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    ragd_err rc = RAGD_OK;
+    size_t depth = q->method == RAG_HYBRID ? q->k * RAG_FUSION_DEPTH : q->k;
+    if (q->method == RAG_HYBRID && depth < RAG_FUSION_MIN)
+        depth = RAG_FUSION_MIN;
+
+    int64_t *allowed_ids = NULL;
+    size_t n_allowed = 0;
+    int64_t *vec_ids = calloc(depth, sizeof *vec_ids);
+    double *vec_sims = calloc(depth, sizeof *vec_sims);
+    store_keyword_hit *kw = calloc(depth, sizeof *kw);
+    int64_t *kw_ids = calloc(depth, sizeof *kw_ids);
+    fusion_item *fused = calloc(depth * 2, sizeof *fused);
+    float *qvec = calloc(EMBED_BUILTIN_DIM, sizeof *qvec);
+    int64_t *final_ids = NULL;
+    double *final_scores = NULL, *final_dist = NULL;
+    bool *found = NULL;
+    size_t n_vec = 0, n_kw = 0, n_final = 0;
+    if (!vec_ids || !vec_sims || !kw || !kw_ids || !fused || !qvec) {
+        rc = RAGD_ENOMEM;
+        goto out;
+    }
+
+    double t0 = clock_now_ms();
+    if (q->method != RAG_KEYWORD) {
+        if (coll->dim != EMBED_BUILTIN_DIM || strcmp(coll->embed_model, EMBED_BUILTIN_NAME) != 0) {
+            snprintf(err, errlen, "collection '%s' was embedded with '%s' (dim %d); this server embeds with '%s'",
+                     coll->name, coll->embed_model, coll->dim, EMBED_BUILTIN_NAME);
+            rc = RAGD_ECONFLICT;
+            goto out;
+        }
+        rc = embed_builtin(q->text, q->len, qvec);
+        if (rc)
+            goto out;
+    }
+    double t1 = clock_now_ms();
+    out->embed_ms = t1 - t0;
+
+    rag_allowed allowed = {0};
+    if (q->filter && q->filter->n_terms > 0) {
+        rc = store_filter_docs(r, coll->id, q->filter, &allowed_ids, &n_allowed);
+        if (rc) {
+            snprintf(err, errlen, "filter: %s", rc == RAGD_EINVAL ? "invalid key" : ragd_strerror(rc));
+            goto out;
+        }
+        allowed.rowids = allowed_ids;
+        allowed.n = n_allowed;
+    }
+    bool filtered = q->filter && q->filter->n_terms > 0;
+    if (q->method != RAG_KEYWORD && (!filtered || n_allowed > 0)) {
+        rc = rag_vector_top(ri, coll, qvec, depth, filtered ? &allowed : NULL, vec_ids, vec_sims, &n_vec);
+        if (rc)
+            goto out;
+    }
+    if (q->method != RAG_VECTOR && (!filtered || n_allowed > 0)) {
+        rc = store_keyword_search(r, coll->id, q->text, q->filter, depth, kw, &n_kw);
+        if (rc) {
+            snprintf(err, errlen, "keyword search failed: %s", ragd_strerror(rc));
+            goto out;
+        }
+        for (size_t i = 0; i < n_kw; i++)
+            kw_ids[i] = kw[i].chunk_id;
+    }
+
+    /* Rank, score and distance per method (docs/api.md explains each transform). */
+    size_t cap = q->k;
+    final_ids = calloc(cap, sizeof *final_ids);
+    final_scores = calloc(cap, sizeof *final_scores);
+    final_dist = calloc(cap, sizeof *final_dist);
+    if (!final_ids || !final_scores || !final_dist) {
+        rc = RAGD_ENOMEM;
+        goto out;
+    }
+    if (q->method == RAG_VECTOR) {
+        for (size_t i = 0; i < n_vec && n_final < cap; i++, n_final++) {
+            final_ids[n_final] = vec_ids[i];
+            final_scores[n_final] = vec_sims[i];
+            final_dist[n_final] = 1.0 - vec_sims[i];
+        }
+    } else if (q->method == RAG_KEYWORD) {
+        for (size_t i = 0; i < n_kw && n_final < cap; i++, n_final++) {
+            final_ids[n_final] = kw[i].chunk_id;
+            final_dist[n_final] = 1.0 / (1.0 + (kw[i].score > 0 ? kw[i].score : 0));
+            final_scores[n_final] = 1.0 - final_dist[n_final];
+        }
+    } else {
+        const int64_t *lists[2] = {vec_ids, kw_ids};
+        size_t lens[2] = {n_vec, n_kw};
+        size_t nf = fusion_rrf(lists, lens, 2, FUSION_RRF_K, fused, depth * 2);
+        double best = fusion_rrf_best(2, FUSION_RRF_K);
+        for (size_t i = 0; i < nf && n_final < cap; i++, n_final++) {
+            final_ids[n_final] = fused[i].id;
+            final_scores[n_final] = fused[i].score / best;
+            final_dist[n_final] = 1.0 - fused[i].score / best;
+        }
+    }
+
+    if (n_final > 0) {
+        out->hits = calloc(n_final, sizeof *out->hits);
+        store_hit_row *rows = calloc(n_final, sizeof *rows);
+        found = calloc(n_final, sizeof *found);
+        if (!out->hits || !rows || !found) {
+            free(rows);
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
+        rc = store_chunks_fetch(r, final_ids, n_final, rows, found);
+        if (rc) {
+            free(rows);
+            snprintf(err, errlen, "fetching chunks failed: %s", ragd_strerror(rc));
+            goto out;
+        }
+        for (size_t i = 0; i < n_final; i++) {
+            if (!found[i])
+                continue;
+            rag_hit *h = &out->hits[out->n++];
+            h->row = rows[i];
+            h->score = final_scores[i];
+            h->distance = final_dist[i];
+        }
+        free(rows);
+    }
+    out->retrieve_ms = clock_now_ms() - t1;
+
+out:
+    if (rc)
+        rag_result_cleanup(out);
+    free(allowed_ids);
+    free(vec_ids);
+    free(vec_sims);
+    free(kw);
+    free(kw_ids);
+    free(fused);
+    free(qvec);
+    free(final_ids);
+    free(final_scores);
+    free(final_dist);
+    free(found);
+    return rc;
+}
+
+void rag_result_cleanup(rag_result *res)
+{
+    if (!res)
+        return;
+    for (size_t i = 0; i < res->n; i++)
+        store_hit_rows_cleanup(&res->hits[i].row, 1);
+    free(res->hits);
+    res->hits = NULL;
+    res->n = 0;
+}

@@ -1,0 +1,55 @@
+#ifndef RAGD_RAG_RETRIEVE_H
+#define RAGD_RAG_RETRIEVE_H
+
+/* Retrieval: vector top-k (in-memory index), keyword top-k (store FTS5 BM25), and their
+ * fusion by reciprocal rank, with metadata filters; plus keeping the in-memory index in
+ * step with the store (start-up load and the writer's commit hook). */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "store/store.h"
+#include "util/err.h"
+
+typedef struct rag_index rag_index;
+
+rag_index *rag_index_new(void);
+void rag_index_free(rag_index *ri); /* NULL ok */
+
+/* Loads every stored embedding into memory (start-up; before the store accepts writes).
+ * Returns the number of vectors loaded in *count. */
+ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count);
+/* A store_commit_hook: applies one committed change to the index. arg is the rag_index. */
+void rag_index_on_commit(const store_change *change, void *arg);
+
+typedef enum { RAG_HYBRID = 0, RAG_VECTOR, RAG_KEYWORD } rag_method;
+const char *rag_method_name(rag_method m);
+
+typedef struct {
+    const char *text;
+    size_t len;
+    size_t k;
+    rag_method method;
+    const store_filter *filter; /* NULL = none */
+} rag_query;
+
+typedef struct {
+    store_hit_row row;
+    double score;    /* similarity-like, higher is better: 1 - distance */
+    double distance; /* smaller is better; see docs/api.md */
+} rag_hit;
+
+typedef struct {
+    rag_hit *hits;
+    size_t n;
+    double embed_ms;
+    double retrieve_ms;
+} rag_result;
+
+/* Retrieves the best k chunks of collection coll for q. Chunks that vanish between the
+ * index lookup and the fetch (a concurrent replace) are skipped, so every hit is a chunk
+ * of one committed snapshot. */
+ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
+                      rag_result *out, char *err, size_t errlen);
+void rag_result_cleanup(rag_result *res);
+
+#endif

@@ -1,0 +1,212 @@
+#include "server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app.h"
+#include "http/handlers.h"
+#include "http/http_server.h"
+#include "rag/retrieve.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/loopq.h"
+#include "util/workpool.h"
+
+#define SERVER_DRAIN_POLL_MS 20
+
+typedef struct {
+    app a;
+    http_server *http;
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *drain_timer;
+    double drain_started_ms;
+    int exit_code;
+} server;
+
+/* ---- start-up: the index loads on a worker while the server already answers health ---- */
+
+typedef struct {
+    server *srv;
+    size_t vectors;
+    double ms;
+    ragd_err rc;
+} server_load;
+
+static void server_load_done(void *arg)
+{
+    server_load *load = arg;
+    if (load->rc) {
+        log_error("index: loading failed: %s", ragd_strerror(load->rc));
+        load->srv->exit_code = 1;
+        raise(SIGTERM);
+    } else if (!atomic_load(&load->srv->a.draining)) {
+        atomic_store(&load->srv->a.ready, true);
+        log_info("index: %zu vectors loaded in %.1f ms; ready", load->vectors, load->ms);
+    }
+    free(load);
+}
+
+static void server_load_work(void *arg)
+{
+    server_load *load = arg;
+    double t0 = clock_now_ms();
+    store_reader *r = store_reader_acquire(load->srv->a.st);
+    load->rc = r ? rag_index_load(load->srv->a.index, r, &load->vectors) : RAGD_ECLOSED;
+    store_reader_release(r);
+    load->ms = clock_now_ms() - t0;
+    loopq_post(load->srv->a.lq, server_load_done, load);
+}
+
+/* ---- shutdown ---- */
+
+static void server_finish(server *srv)
+{
+    if (srv->drain_timer)
+        event_del(srv->drain_timer);
+    size_t left = http_server_in_flight(srv->http);
+    if (left)
+        log_warn("shutdown: grace period over with %zu requests in flight", left);
+    workpool_free(srv->a.pool); /* runs queued jobs to the end */
+    srv->a.pool = NULL;
+    store_close(srv->a.st);     /* commits queued writes; their callbacks run */
+    srv->a.st = NULL;
+    loopq_drain(srv->a.lq);     /* hands finished requests back to the HTTP server */
+    http_server_stop(srv->http);
+    srv->http = NULL;
+    log_info("shutdown: complete");
+    event_base_loopbreak(srv->a.base);
+}
+
+static void server_on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    server *srv = arg;
+    bool grace_over = clock_now_ms() - srv->drain_started_ms >= srv->a.cfg.shutdown_grace_s * 1000.0;
+    if (http_server_in_flight(srv->http) == 0 || grace_over) {
+        server_finish(srv);
+        return;
+    }
+    struct timeval tv = {0, SERVER_DRAIN_POLL_MS * 1000};
+    evtimer_add(srv->drain_timer, &tv);
+}
+
+static void server_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    server *srv = arg;
+    if (atomic_exchange(&srv->a.draining, true))
+        return;
+    atomic_store(&srv->a.ready, false);
+    log_info("shutdown: signal %d; draining (grace %.1f s)", (int)sig, srv->a.cfg.shutdown_grace_s);
+    http_server_quiesce(srv->http);
+    srv->drain_started_ms = clock_now_ms();
+    server_on_drain_tick(-1, 0, srv);
+}
+
+/* ---- run ---- */
+
+static int server_make_dirs(const char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return (mkdir(path, 0755) != 0 && errno != EEXIST) ? -1 : 0;
+}
+
+int server_run(const ragd_config *cfg)
+{
+    server srv;
+    memset(&srv, 0, sizeof srv);
+    srv.a.cfg = *cfg;
+    srv.a.started_ms = clock_now_ms();
+    srv.exit_code = 1;
+    char err[512] = "";
+    log_set_level(cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (evthread_use_pthreads() != 0 || !(srv.a.base = event_base_new())) {
+        log_error("cannot create the event loop");
+        return 1;
+    }
+    if (server_make_dirs(cfg->data_dir) != 0) {
+        log_error("RAGD_DATA_DIR: cannot create '%s': %s", cfg->data_dir, strerror(errno));
+        goto out;
+    }
+    snprintf(srv.a.db_path, sizeof srv.a.db_path, "%s/ragd.db", cfg->data_dir);
+    store_options so = {.path = srv.a.db_path,
+                        .read_conns = cfg->pool_size,
+                        .synchronous_full = cfg->synchronous_full,
+                        .max_queue = 1024,
+                        .max_group = 64};
+    if (store_open(&so, &srv.a.st, err, sizeof err) != RAGD_OK) {
+        log_error("store: cannot open %s: %s", srv.a.db_path, err);
+        goto out;
+    }
+    srv.a.index = rag_index_new();
+    srv.a.lq = loopq_new(srv.a.base);
+    srv.a.pool = workpool_new(cfg->workers, cfg->worker_queue);
+    if (!srv.a.index || !srv.a.lq || !srv.a.pool) {
+        log_error("out of memory at start-up");
+        goto out;
+    }
+    store_set_commit_hook(srv.a.st, rag_index_on_commit, srv.a.index);
+
+    srv.http = http_server_start(&srv.a, handlers_routes, handlers_routes_count, err, sizeof err);
+    if (!srv.http) {
+        log_error("%s", err);
+        goto out;
+    }
+    srv.sig_term = evsignal_new(srv.a.base, SIGTERM, server_on_signal, &srv);
+    srv.sig_int = evsignal_new(srv.a.base, SIGINT, server_on_signal, &srv);
+    srv.drain_timer = evtimer_new(srv.a.base, server_on_drain_tick, &srv);
+    if (!srv.sig_term || !srv.sig_int || !srv.drain_timer || event_add(srv.sig_term, NULL) || event_add(srv.sig_int, NULL)) {
+        log_error("cannot install signal handlers");
+        goto out;
+    }
+    log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu store readers)", cfg->listen_host,
+             http_server_port(srv.http), srv.a.db_path, cfg->workers, cfg->pool_size);
+
+    server_load *load = calloc(1, sizeof *load);
+    if (load)
+        load->srv = &srv;
+    if (!load || workpool_submit(srv.a.pool, server_load_work, load) != RAGD_OK) {
+        free(load);
+        log_error("cannot start loading the index");
+        goto out;
+    }
+    srv.exit_code = 0;
+    event_base_dispatch(srv.a.base);
+
+out:
+    if (srv.http) /* start-up failed after the server began */
+        server_finish(&srv);
+    workpool_free(srv.a.pool);
+    store_close(srv.a.st);
+    if (srv.a.lq)
+        loopq_free(srv.a.lq);
+    rag_index_free(srv.a.index);
+    if (srv.sig_term)
+        event_free(srv.sig_term);
+    if (srv.sig_int)
+        event_free(srv.sig_int);
+    if (srv.drain_timer)
+        event_free(srv.drain_timer);
+    event_base_free(srv.a.base);
+    return srv.exit_code;
+}

@@ -1,0 +1,86 @@
+#include "util/loopq.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+typedef struct loopq_item {
+    loopq_fn fn;
+    void *arg;
+    struct loopq_item *next;
+} loopq_item;
+
+struct loopq {
+    pthread_mutex_t lock;
+    loopq_item *head;
+    loopq_item *tail;
+    struct event *wake;
+};
+
+static void loopq_on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    loopq_drain(arg);
+}
+
+loopq *loopq_new(struct event_base *base)
+{
+    loopq *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    pthread_mutex_init(&q->lock, NULL);
+    q->wake = event_new(base, -1, 0, loopq_on_wake, q);
+    if (!q->wake) {
+        pthread_mutex_destroy(&q->lock);
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+void loopq_free(loopq *q)
+{
+    if (!q)
+        return;
+    loopq_drain(q);
+    event_free(q->wake);
+    pthread_mutex_destroy(&q->lock);
+    free(q);
+}
+
+int loopq_post(loopq *q, loopq_fn fn, void *arg)
+{
+    loopq_item *it = malloc(sizeof *it);
+    if (!it)
+        return -1;
+    it->fn = fn;
+    it->arg = arg;
+    it->next = NULL;
+    pthread_mutex_lock(&q->lock);
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    pthread_mutex_unlock(&q->lock);
+    event_active(q->wake, EV_READ, 0);
+    return 0;
+}
+
+size_t loopq_drain(loopq *q)
+{
+    pthread_mutex_lock(&q->lock);
+    loopq_item *it = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->lock);
+    size_t ran = 0;
+    while (it) {
+        loopq_item *next = it->next;
+        it->fn(it->arg);
+        free(it);
+        it = next;
+        ran++;
+    }
+    return ran;
+}

@@ -1,0 +1,26 @@
+#ifndef RAGD_UTIL_LOOPQ_H
+#define RAGD_UTIL_LOOPQ_H
+
+#include <stddef.h>
+
+struct event_base;
+
+/* A queue of callbacks to run on the event-loop thread, fed from any thread: the way
+ * results of worker and writer jobs come back to the loop. Needs
+ * evthread_use_pthreads() before the event_base is made. */
+typedef struct loopq loopq;
+typedef void (*loopq_fn)(void *arg);
+
+loopq *loopq_new(struct event_base *base);
+/* Frees the queue; callbacks still queued are run first, on the calling thread. NULL ok. */
+void loopq_free(loopq *q);
+
+/* Queues fn(arg) to run on the loop thread, in FIFO order. Thread-safe; never blocks
+ * beyond a short mutex; returns -1 only when out of memory. */
+int loopq_post(loopq *q, loopq_fn fn, void *arg);
+
+/* Runs every queued callback now, on the calling thread (which must be the loop thread,
+ * or the loop must be stopped). Returns how many ran. */
+size_t loopq_drain(loopq *q);
+
+#endif
