@@ -222,7 +222,7 @@ json_t *http_json_object(http_request *req)
         return NULL;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(req->body.data, req->body.len, 0, &jerr);
+    json_t *root = json_loadb(req->body.data, req->body.len, JSON_DECODE_ANY, &jerr);
     if (!root) {
         http_reply_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)", jerr.text,
                          jerr.line, jerr.column);

@@ -1,0 +1,540 @@
+/* The in-memory vector index: contiguous float32 rows, exact top-k by dot product.
+ * See docs/internals/vindex.md for the layout and the reasons behind it. */
+#include "index/vindex.h"
+
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VINDEX_MAX_DIM 8192
+/* Hard cap on the rows of one index (2^26 = 67M rows; at dim 384 that is 100 GB, far
+ * past any machine ragd targets, but it keeps every size computation far from overflow
+ * and the slot numbers in 32 bits). */
+#define VINDEX_MAX_ROWS ((size_t)1 << 26)
+#define VINDEX_MIN_ROWS 16
+#define MAP_EMPTY UINT32_MAX
+
+struct vindex {
+    pthread_rwlock_t lock;
+    size_t dim;
+    size_t n;        /* rows in use */
+    size_t cap;      /* rows allocated */
+    float *vecs;     /* cap * dim floats, row i at vecs + i * dim */
+    int64_t *chunks; /* chunk id of row i */
+    int64_t *docs;   /* document row id of row i */
+    /* chunk id -> row, open addressing with linear probing; entries are row numbers
+     * (the key is chunks[row]), MAP_EMPTY marks a free bucket. map_size is a power of
+     * two and at least 2 * cap, so the load factor stays <= 1/2. */
+    uint32_t *map;
+    size_t map_size;
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* Vector kernels                                                                      */
+
+/* Dot product of two rows. The plainest form, one accumulator, is not vectorised by gcc
+ * -O2: a float sum may not be reordered without -ffast-math. Eight independent partial
+ * sums, each a plain `+=` of lane j of every block of eight, are: gcc packs them into two
+ * SSE registers (mulps/addps; see docs/internals/vindex.md). Keeping them as scalars
+ * matters: an accumulator array is vectorised too, but through memory, and measured
+ * ~30% slower. The fixed order of the final additions makes the result the same bit for
+ * bit on every run. */
+static float vec_dot(const float *restrict a, const float *restrict b, size_t n)
+{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    float s4 = 0.0f, s5 = 0.0f, s6 = 0.0f, s7 = 0.0f;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        s0 += a[i + 0] * b[i + 0];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+        s4 += a[i + 4] * b[i + 4];
+        s5 += a[i + 5] * b[i + 5];
+        s6 += a[i + 6] * b[i + 6];
+        s7 += a[i + 7] * b[i + 7];
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += a[i] * b[i];
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)) + tail;
+}
+
+/* Writes src / |src| to dst (a plain copy when src is already of unit length or zero).
+ * Returns false when src holds a NaN or an infinity. */
+static bool vec_normalise(float *dst, const float *src, size_t n)
+{
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(src[i]))
+            return false;
+        ss += (double)src[i] * (double)src[i];
+    }
+    if (!isfinite(ss))
+        return false;
+    if (ss == 0.0 || fabs(ss - 1.0) < 1e-6) {
+        memcpy(dst, src, n * sizeof *dst);
+        return true;
+    }
+    double inv = 1.0 / sqrt(ss);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)(src[i] * inv);
+    return true;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* chunk id -> row map                                                                 */
+
+static size_t map_bucket(int64_t key, size_t map_size)
+{
+    uint64_t x = (uint64_t)key; /* splitmix64 finaliser: ids are often sequential */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return (size_t)(x & (map_size - 1));
+}
+
+/* Returns the bucket holding key, or the empty bucket where it would go. */
+static size_t map_find(const vindex *ix, int64_t key)
+{
+    size_t mask = ix->map_size - 1;
+    size_t b = map_bucket(key, ix->map_size);
+    while (ix->map[b] != MAP_EMPTY && ix->chunks[ix->map[b]] != key)
+        b = (b + 1) & mask;
+    return b;
+}
+
+/* Empties bucket b and shifts later members of its probe run back (no tombstones). */
+static void map_erase_bucket(vindex *ix, size_t b)
+{
+    size_t mask = ix->map_size - 1;
+    size_t hole = b;
+    size_t j = b;
+    ix->map[hole] = MAP_EMPTY;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (ix->map[j] == MAP_EMPTY)
+            break;
+        size_t home = map_bucket(ix->chunks[ix->map[j]], ix->map_size);
+        /* The entry at j may move to the hole when its home is not cyclically in
+         * (hole, j]. */
+        bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (!stays) {
+            ix->map[hole] = ix->map[j];
+            ix->map[j] = MAP_EMPTY;
+            hole = j;
+        }
+    }
+}
+
+/* Rebuilds the map with map_size buckets from the rows. */
+static ragd_err map_rebuild(vindex *ix, size_t map_size)
+{
+    uint32_t *map = malloc(map_size * sizeof *map);
+    if (map == NULL)
+        return RAGD_ENOMEM;
+    for (size_t i = 0; i < map_size; i++)
+        map[i] = MAP_EMPTY;
+    free(ix->map);
+    ix->map = map;
+    ix->map_size = map_size;
+    for (size_t row = 0; row < ix->n; row++) {
+        size_t b = map_find(ix, ix->chunks[row]);
+        assert(ix->map[b] == MAP_EMPTY); /* chunk ids are unique among rows */
+        ix->map[b] = (uint32_t)row;
+    }
+    return RAGD_OK;
+}
+
+static size_t map_size_for(size_t cap)
+{
+    size_t s = 32;
+    while (s < 2 * cap)
+        s *= 2;
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Storage                                                                             */
+
+/* Reallocates the row arrays to new_cap rows (n <= new_cap) and sizes the map for them.
+ * On failure every array still holds at least ix->cap rows and the map still has room
+ * for them: growing enlarges the map first and commits cap last; shrinking commits cap
+ * after the first array shrinks (all of them hold >= new_cap rows from then on), and a
+ * map left larger than needed is harmless. */
+static ragd_err rows_resize(vindex *ix, size_t new_cap)
+{
+    assert(new_cap >= ix->n && new_cap <= VINDEX_MAX_ROWS);
+    bool grow = new_cap > ix->cap;
+    size_t want = map_size_for(new_cap);
+    if (grow && want > ix->map_size) {
+        ragd_err rc = map_rebuild(ix, want);
+        if (rc != RAGD_OK)
+            return rc;
+    }
+    float *vecs = realloc(ix->vecs, new_cap * ix->dim * sizeof *vecs);
+    if (vecs == NULL)
+        return RAGD_ENOMEM;
+    ix->vecs = vecs;
+    if (!grow)
+        ix->cap = new_cap;
+    int64_t *chunks = realloc(ix->chunks, new_cap * sizeof *chunks);
+    if (chunks == NULL)
+        return RAGD_ENOMEM;
+    ix->chunks = chunks;
+    int64_t *docs = realloc(ix->docs, new_cap * sizeof *docs);
+    if (docs == NULL)
+        return RAGD_ENOMEM;
+    ix->docs = docs;
+    ix->cap = new_cap;
+    if (!grow && want < ix->map_size)
+        (void)map_rebuild(ix, want); /* keeping the larger map on failure is fine */
+    return RAGD_OK;
+}
+
+/* vindex_new: an empty index for vectors of `dim` floats; NULL on a bad dim or no
+ * memory. Free with vindex_free. */
+vindex *vindex_new(size_t dim)
+{
+    vindex *ix = NULL;
+    if (dim == 0 || dim > VINDEX_MAX_DIM)
+        goto fail;
+    ix = calloc(1, sizeof *ix);
+    if (ix == NULL)
+        goto fail;
+    ix->dim = dim;
+    if (pthread_rwlock_init(&ix->lock, NULL) != 0) {
+        free(ix);
+        ix = NULL;
+        goto fail;
+    }
+    if (rows_resize(ix, VINDEX_MIN_ROWS) != RAGD_OK)
+        goto fail;
+    return ix;
+fail:
+    vindex_free(ix);
+    return NULL;
+}
+
+/* vindex_free: releases the index and its rows; NULL is accepted. No other thread may
+ * be using it. */
+void vindex_free(vindex *ix)
+{
+    if (ix == NULL)
+        return;
+    pthread_rwlock_destroy(&ix->lock);
+    free(ix->vecs);
+    free(ix->chunks);
+    free(ix->docs);
+    free(ix->map);
+    free(ix);
+}
+
+/* vindex_dim: the dimension given at creation (immutable, so no lock). */
+size_t vindex_dim(const vindex *ix) { return ix == NULL ? 0 : ix->dim; }
+
+/* vindex_count: the number of vectors stored now. */
+size_t vindex_count(vindex *ix)
+{
+    if (ix == NULL)
+        return 0;
+    pthread_rwlock_rdlock(&ix->lock);
+    size_t n = ix->n;
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}
+
+/* vindex_add: stores a unit-length copy of vec under chunk_id, replacing the vector and
+ * document of an existing chunk_id. RAGD_EINVAL for NULL arguments or a vector holding
+ * NaN/inf (a zero vector is accepted: it scores 0 against everything); RAGD_ETOOBIG past
+ * VINDEX_MAX_ROWS; RAGD_ENOMEM when growing fails (the index is unchanged). */
+ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float *vec)
+{
+    if (ix == NULL || vec == NULL)
+        return RAGD_EINVAL;
+    ragd_err rc = RAGD_OK;
+    pthread_rwlock_wrlock(&ix->lock);
+    size_t b = map_find(ix, chunk_id);
+    size_t row;
+    if (ix->map[b] != MAP_EMPTY) {
+        row = ix->map[b];
+    } else {
+        if (ix->n == ix->cap) {
+            if (ix->cap >= VINDEX_MAX_ROWS) {
+                rc = RAGD_ETOOBIG;
+                goto out;
+            }
+            size_t new_cap = ix->cap * 2 > VINDEX_MAX_ROWS ? VINDEX_MAX_ROWS : ix->cap * 2;
+            rc = rows_resize(ix, new_cap);
+            if (rc != RAGD_OK)
+                goto out;
+            b = map_find(ix, chunk_id); /* the map may have been rebuilt */
+        }
+        row = ix->n;
+    }
+    if (!vec_normalise(ix->vecs + row * ix->dim, vec, ix->dim)) {
+        /* Only a new row can be half-written here, and it is not counted yet. A
+         * replaced row was left alone: vec_normalise checks before it writes. */
+        rc = RAGD_EINVAL;
+        goto out;
+    }
+    ix->docs[row] = doc_rowid;
+    if (row == ix->n) {
+        ix->chunks[row] = chunk_id;
+        ix->map[b] = (uint32_t)row;
+        ix->n++;
+    }
+out:
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+/* Moves the last row into `row` (which is being removed) and fixes the map. */
+static void row_remove(vindex *ix, size_t row)
+{
+    size_t last = ix->n - 1;
+    map_erase_bucket(ix, map_find(ix, ix->chunks[row]));
+    if (row != last) {
+        size_t b = map_find(ix, ix->chunks[last]);
+        assert(ix->map[b] == (uint32_t)last);
+        memcpy(ix->vecs + row * ix->dim, ix->vecs + last * ix->dim, ix->dim * sizeof(float));
+        ix->chunks[row] = ix->chunks[last];
+        ix->docs[row] = ix->docs[last];
+        ix->map[b] = (uint32_t)row;
+    }
+    ix->n--;
+}
+
+/* vindex_remove_doc: removes every row of doc_rowid (one scan; each removal moves the
+ * last row into the hole). Storage shrinks by half when less than a quarter is used. */
+size_t vindex_remove_doc(vindex *ix, int64_t doc_rowid)
+{
+    if (ix == NULL)
+        return 0;
+    size_t removed = 0;
+    pthread_rwlock_wrlock(&ix->lock);
+    size_t row = 0;
+    while (row < ix->n) {
+        if (ix->docs[row] == doc_rowid) {
+            row_remove(ix, row); /* row now holds the former last row: look again */
+            removed++;
+        } else {
+            row++;
+        }
+    }
+    if (removed > 0 && ix->cap > VINDEX_MIN_ROWS && ix->n < ix->cap / 4) {
+        size_t new_cap = ix->cap / 2;
+        if (new_cap < VINDEX_MIN_ROWS)
+            new_cap = VINDEX_MIN_ROWS;
+        /* Shrinking only gives memory back; the index stays valid if it fails. */
+        (void)rows_resize(ix, new_cap);
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    return removed;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Search                                                                              */
+
+/* True when a ranks strictly below b: lower score, or equal score and higher chunk id. */
+static bool hit_worse(const vindex_hit *a, const vindex_hit *b)
+{
+    if (a->score != b->score)
+        return a->score < b->score;
+    return a->chunk_id > b->chunk_id;
+}
+
+/* Restores the min-heap (worst hit at the root) below position i. */
+static void heap_sift_down(vindex_hit *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1;
+        size_t r = l + 1;
+        size_t m = i;
+        if (l < n && hit_worse(&h[l], &h[m]))
+            m = l;
+        if (r < n && hit_worse(&h[r], &h[m]))
+            m = r;
+        if (m == i)
+            return;
+        vindex_hit t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_sift_up(vindex_hit *h, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!hit_worse(&h[i], &h[p]))
+            return;
+        vindex_hit t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+/* vindex_search: exact top-k; see the header. `out` doubles as the heap, so a search
+ * allocates nothing. The filter runs under the read lock and must not call vindex_add or
+ * vindex_remove_doc on the same index; consecutive rows of one document (the usual
+ * layout after an ingest) reuse the previous answer instead of calling it again. A NULL
+ * query, k == 0 or a query holding NaN/inf gives 0 hits. */
+size_t vindex_search(vindex *ix, const float *query, size_t k, vindex_filter_fn filter, void *arg,
+                     vindex_hit *out)
+{
+    if (ix == NULL || query == NULL || out == NULL || k == 0)
+        return 0;
+    float q[VINDEX_MAX_DIM];
+    if (!vec_normalise(q, query, ix->dim))
+        return 0;
+
+    size_t len = 0;
+    pthread_rwlock_rdlock(&ix->lock);
+    const size_t dim = ix->dim;
+    bool have_last = false;
+    int64_t last_doc = 0;
+    bool last_ok = false;
+    for (size_t row = 0; row < ix->n; row++) {
+        if (filter != NULL) {
+            if (!have_last || ix->docs[row] != last_doc) {
+                last_doc = ix->docs[row];
+                last_ok = filter(last_doc, arg);
+                have_last = true;
+            }
+            if (!last_ok)
+                continue;
+        }
+        vindex_hit h = {
+            .chunk_id = ix->chunks[row],
+            .doc_rowid = ix->docs[row],
+            .score = vec_dot(q, ix->vecs + row * dim, dim),
+        };
+        if (len < k) {
+            out[len] = h;
+            heap_sift_up(out, len);
+            len++;
+        } else if (hit_worse(&out[0], &h)) {
+            out[0] = h;
+            heap_sift_down(out, len, 0);
+        }
+    }
+    pthread_rwlock_unlock(&ix->lock);
+
+    /* Heap sort: repeatedly move the worst hit to the end, leaving best first. */
+    for (size_t end = len; end > 1; end--) {
+        vindex_hit t = out[0];
+        out[0] = out[end - 1];
+        out[end - 1] = t;
+        heap_sift_down(out, end - 1, 0);
+    }
+    return len;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* The set of indexes, one per collection                                              */
+
+/* Past this many collections vindex_set_get refuses to create more (NULL). */
+#define VINDEX_SET_MAX 65536
+
+typedef struct {
+    int64_t collection_id;
+    vindex *ix;
+} set_entry;
+
+struct vindex_set {
+    pthread_mutex_t mu;
+    set_entry *entries; /* unordered; a process has few collections, so a scan is fine */
+    size_t n;
+    size_t cap;
+};
+
+/* vindex_set_new: an empty set; NULL on no memory. Free with vindex_set_free. */
+vindex_set *vindex_set_new(void)
+{
+    vindex_set *set = calloc(1, sizeof *set);
+    if (set == NULL)
+        return NULL;
+    if (pthread_mutex_init(&set->mu, NULL) != 0) {
+        free(set);
+        return NULL;
+    }
+    return set;
+}
+
+/* vindex_set_free: frees the set and every index in it; NULL is accepted. */
+void vindex_set_free(vindex_set *set)
+{
+    if (set == NULL)
+        return;
+    for (size_t i = 0; i < set->n; i++)
+        vindex_free(set->entries[i].ix);
+    free(set->entries);
+    pthread_mutex_destroy(&set->mu);
+    free(set);
+}
+
+/* vindex_set_get: see the header. A lookup (create false) with dim 0 accepts any
+ * dimension; otherwise an existing index of another dimension gives NULL. NULL too when
+ * creating fails (bad dim, no memory, VINDEX_SET_MAX reached). */
+vindex *vindex_set_get(vindex_set *set, int64_t collection_id, size_t dim, bool create)
+{
+    if (set == NULL)
+        return NULL;
+    vindex *ix = NULL;
+    pthread_mutex_lock(&set->mu);
+    for (size_t i = 0; i < set->n; i++) {
+        if (set->entries[i].collection_id == collection_id) {
+            ix = set->entries[i].ix;
+            if (dim != 0 && ix->dim != dim)
+                ix = NULL;
+            goto out;
+        }
+    }
+    if (!create)
+        goto out;
+    if (set->n == set->cap) {
+        if (set->cap >= VINDEX_SET_MAX)
+            goto out;
+        size_t new_cap = set->cap == 0 ? 8 : set->cap * 2;
+        set_entry *e = realloc(set->entries, new_cap * sizeof *e);
+        if (e == NULL)
+            goto out;
+        set->entries = e;
+        set->cap = new_cap;
+    }
+    ix = vindex_new(dim);
+    if (ix == NULL)
+        goto out;
+    set->entries[set->n].collection_id = collection_id;
+    set->entries[set->n].ix = ix;
+    set->n++;
+out:
+    pthread_mutex_unlock(&set->mu);
+    return ix;
+}
+
+/* vindex_set_drop: removes and frees the index of collection_id (nothing when absent). */
+void vindex_set_drop(vindex_set *set, int64_t collection_id)
+{
+    if (set == NULL)
+        return;
+    vindex *victim = NULL;
+    pthread_mutex_lock(&set->mu);
+    for (size_t i = 0; i < set->n; i++) {
+        if (set->entries[i].collection_id == collection_id) {
+            victim = set->entries[i].ix;
+            set->entries[i] = set->entries[set->n - 1];
+            set->n--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&set->mu);
+    vindex_free(victim);
+}

@@ -1,0 +1,201 @@
+/* The `builtin` embedder (ragd-hash-v1-512): signed feature hashing of words, word
+ * bigrams and character trigrams. The exact recipe is in docs/internals/retrieval.md;
+ * every constant below is part of the embedding's identity: changing one changes the
+ * vectors, so it must come with a new EMBED_BUILTIN_NAME. */
+#include "rag/embed_builtin.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text/tokenize.h"
+#include "util/hash.h"
+
+/* FNV-1a seeds, one per feature kind ("WORD", "BIGR", "TRIG" in ASCII). */
+#define SEED_WORD 0x574f5244ULL
+#define SEED_BIGRAM 0x42494752ULL
+#define SEED_TRIGRAM 0x54524947ULL
+
+/* Kinds, in the order features are sorted by after their hash. */
+enum { KIND_WORD = 0, KIND_BIGRAM = 1, KIND_TRIGRAM = 2 };
+static const double kind_weight[3] = {1.0, 0.5, 0.25};
+
+/* Boundary marks around a word for its trigrams; neither can occur inside a word. */
+#define MARK_BEGIN '<'
+#define MARK_END '>'
+
+/* A normalised word longer than this is cut (on a code point boundary) before it is
+ * hashed. The tokenizer cuts source words to 64 bytes; NFKC may lengthen them. */
+#define WORD_MAX 255
+/* At most this many features per text; later words are ignored, deterministically.
+ * A word gives at most 2 + (its code points) features, so this is ~100k words. */
+#define FEATURES_MAX ((size_t)1 << 20)
+
+typedef struct {
+    uint64_t h;
+    uint32_t kind;
+} feature;
+
+typedef struct {
+    feature *f;
+    size_t n;
+    size_t alloc;
+    bool full;                /* FEATURES_MAX reached: stop tokenising */
+    ragd_err err;             /* set by the callback on allocation failure */
+    char prev[WORD_MAX + 1];  /* the previous word, for bigrams */
+    size_t prev_len;
+    bool have_prev;
+} embed_ctx;
+
+static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
+{
+    if (c->n == FEATURES_MAX) {
+        c->full = true;
+        return false;
+    }
+    if (c->n == c->alloc) {
+        size_t na = c->alloc == 0 ? 256 : c->alloc * 2;
+        if (na > FEATURES_MAX)
+            na = FEATURES_MAX;
+        feature *nf = realloc(c->f, na * sizeof *nf);
+        if (nf == NULL) {
+            c->err = RAGD_ENOMEM;
+            return false;
+        }
+        c->f = nf;
+        c->alloc = na;
+    }
+    c->f[c->n].h = h;
+    c->f[c->n].kind = kind;
+    c->n++;
+    return true;
+}
+
+/* Length of w[0..len) cut to at most max bytes on a code point boundary. */
+static size_t cut_utf8(const char *w, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t k = max;
+    while (k > 0 && ((unsigned char)w[k] & 0xC0) == 0x80)
+        k--;
+    return k;
+}
+
+/* Pushes the character trigrams of "<w>" (code points, not bytes). */
+static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
+{
+    char padded[WORD_MAX + 2];
+    size_t starts[WORD_MAX + 3]; /* byte offset of each code point of padded */
+    size_t ncp = 0;
+    padded[0] = MARK_BEGIN;
+    memcpy(padded + 1, w, len);
+    padded[len + 1] = MARK_END;
+    size_t plen = len + 2;
+    for (size_t i = 0; i < plen; i++) {
+        if (((unsigned char)padded[i] & 0xC0) != 0x80)
+            starts[ncp++] = i;
+    }
+    starts[ncp] = plen;
+    for (size_t t = 0; t + 3 <= ncp; t++) {
+        size_t b = starts[t];
+        size_t e = starts[t + 3];
+        if (!feat_push(c, hash_fnv1a64(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
+            return false;
+    }
+    return true;
+}
+
+static int on_token(const token *tok, void *arg)
+{
+    embed_ctx *c = arg;
+    size_t len = cut_utf8(tok->norm, tok->norm_len, WORD_MAX);
+    const char *w = tok->norm;
+    if (len == 0)
+        return 0;
+    if (c->have_prev) {
+        char bi[2 * WORD_MAX + 1];
+        memcpy(bi, c->prev, c->prev_len);
+        bi[c->prev_len] = ' ';
+        memcpy(bi + c->prev_len + 1, w, len);
+        if (!feat_push(c, hash_fnv1a64(bi, c->prev_len + 1 + len, SEED_BIGRAM), KIND_BIGRAM))
+            return 1;
+    }
+    memcpy(c->prev, w, len);
+    c->prev_len = len;
+    c->have_prev = true;
+    if (tokenize_is_stopword(tok->norm, tok->norm_len))
+        return 0;
+    if (!feat_push(c, hash_fnv1a64(w, len, SEED_WORD), KIND_WORD))
+        return 1;
+    if (!push_trigrams(c, w, len))
+        return 1;
+    return 0;
+}
+
+static int feat_cmp(const void *pa, const void *pb)
+{
+    const feature *a = pa, *b = pb;
+    if (a->h != b->h)
+        return a->h < b->h ? -1 : 1;
+    return (a->kind > b->kind) - (a->kind < b->kind);
+}
+
+/* MurmurHash3's 64-bit finaliser: spreads FNV-1a's weak low bits over the whole word
+ * before the bucket (low 9 bits) and the sign (top bit) are taken from it. */
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* embed_builtin: see the header; the recipe is documented in docs/internals/retrieval.md.
+ * out is written in full on success (zeros for a text without words); on failure it is
+ * zeroed too. A NULL text with len 0 is an empty text. */
+ragd_err embed_builtin(const char *text, size_t len, float *out)
+{
+    embed_ctx c = {0};
+    double acc[EMBED_BUILTIN_DIM] = {0};
+    ragd_err rc = RAGD_OK;
+    if (out == NULL || (text == NULL && len > 0)) {
+        rc = RAGD_EINVAL;
+        goto out;
+    }
+    if (len > 0) {
+        rc = tokenize_words(text, len, on_token, &c);
+        if (rc == RAGD_OK)
+            rc = c.err;
+        if (rc != RAGD_OK)
+            goto out;
+    }
+    if (c.n > 0)
+        qsort(c.f, c.n, sizeof *c.f, feat_cmp);
+    for (size_t i = 0; i < c.n;) {
+        size_t j = i + 1;
+        while (j < c.n && c.f[j].h == c.f[i].h && c.f[j].kind == c.f[i].kind)
+            j++;
+        double tf = (double)(j - i);
+        double v = kind_weight[c.f[i].kind] * (1.0 + log(tf));
+        uint64_t m = mix64(c.f[i].h);
+        size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
+        acc[bucket] += (m >> 63) ? -v : v;
+        i = j;
+    }
+    double ss = 0.0;
+    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
+        ss += acc[i] * acc[i];
+    double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
+    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
+        out[i] = (float)(acc[i] * inv);
+out:
+    if (rc != RAGD_OK && out != NULL)
+        memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);
+    free(c.f);
+    return rc;
+}

@@ -1,0 +1,188 @@
+/* Unit tests for util/ (capped buffers, UTF-8, names, worker pool + loop queue) and
+ * config validation. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "util/loopq.h"
+#include "util/names.h"
+#include "util/strbuf.h"
+#include "util/utf8.h"
+#include "util/workpool.h"
+
+static void test_strbuf_cap(void **state)
+{
+    (void)state;
+    strbuf sb;
+    strbuf_init(&sb, 10);
+    assert_int_equal(strbuf_appends(&sb, "12345"), RAGD_OK);
+    assert_int_equal(strbuf_appendf(&sb, "%d", 6789), RAGD_OK);
+    assert_int_equal(sb.len, 9);
+    assert_int_equal(strbuf_appends(&sb, "ab"), RAGD_ETOOBIG);
+    assert_string_equal(sb.data, "123456789"); /* unchanged after a refused append */
+    assert_int_equal(strbuf_appends(&sb, "a"), RAGD_OK);
+    assert_int_equal(strbuf_appendf(&sb, "%s", "x"), RAGD_ETOOBIG);
+    size_t len = 0;
+    char *p = strbuf_detach(&sb, &len);
+    assert_int_equal(len, 10);
+    assert_string_equal(p, "123456789a");
+    free(p);
+    assert_null(sb.data);
+    strbuf_cleanup(&sb);
+}
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    assert_true(utf8_valid("plain", 5));
+    assert_true(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
+    assert_false(utf8_valid("\xff", 1));
+    assert_false(utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    assert_false(utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
+    assert_false(utf8_valid("a\0b", 3));             /* NUL */
+    assert_int_equal(utf8_length("caf\xc3\xa9", 5), 4);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_true(names_db_valid("default"));
+    assert_true(names_db_valid("a.b-c_D9"));
+    assert_false(names_db_valid(""));
+    assert_false(names_db_valid(".hidden"));
+    assert_false(names_db_valid("../etc"));
+    assert_false(names_db_valid("a/b"));
+    assert_false(names_db_valid("a b"));
+    char long_name[66];
+    memset(long_name, 'x', 65);
+    long_name[65] = '\0';
+    assert_false(names_db_valid(long_name));
+    long_name[64] = '\0';
+    assert_true(names_db_valid(long_name));
+    assert_true(names_key_valid(".dot"));
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    ragd_config c;
+    char err[256];
+    unsetenv("RAGD_CHUNK_SIZE");
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_int_equal(c.listen_port, 8000);
+    assert_int_equal(c.chunk_size, 1000);
+    assert_int_equal(c.pool_size, 10);
+
+    setenv("RAGD_CHUNK_SIZE", "abc", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "RAGD_CHUNK_SIZE"));
+    setenv("RAGD_CHUNK_SIZE", "200", 1);
+    setenv("RAGD_CHUNK_OVERLAP", "100", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+    assert_non_null(strstr(err, "RAGD_CHUNK_OVERLAP"));
+    unsetenv("RAGD_CHUNK_SIZE");
+    unsetenv("RAGD_CHUNK_OVERLAP");
+
+    const char *bad[][2] = {{"RAGD_POOL_SIZE", "0"},          {"RAGD_POOL_SIZE", "-1"},
+                            {"RAGD_LISTEN", "nonsense"},      {"RAGD_LISTEN", "127.0.0.1:99999"},
+                            {"RAGD_EMBEDDER", "bogus"},       {"RAGD_EMBEDDER", "ollama"},
+                            {"RAGD_SHUTDOWN_GRACE_S", "-1"},  {"RAGD_LOG_LEVEL", "loud"},
+                            {"RAGD_DEFAULT_DB", "../x"},      {"RAGD_MAX_BODY_BYTES", "10x"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv(bad[i][0], bad[i][1], 1);
+        assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad[i][0]));
+        unsetenv(bad[i][0]);
+    }
+    setenv("RAGD_LISTEN", "[::1]:0", 1);
+    setenv("RAGD_SHUTDOWN_GRACE_S", "0.5", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_string_equal(c.listen_host, "::1");
+    assert_int_equal(c.listen_port, 0);
+    assert_true(c.shutdown_grace_s == 0.5);
+    unsetenv("RAGD_LISTEN");
+    unsetenv("RAGD_SHUTDOWN_GRACE_S");
+}
+
+/* Workers compute, the loop queue brings every result back to the loop thread. */
+typedef struct {
+    loopq *q;
+    atomic_int done_on_loop;
+    int values[200];
+    struct event_base *base;
+} pool_ctx;
+
+typedef struct {
+    pool_ctx *ctx;
+    int i;
+} pool_job;
+
+static void pool_back(void *arg)
+{
+    pool_job *job = arg;
+    job->ctx->values[job->i] = job->i * 2;
+    if (atomic_fetch_add(&job->ctx->done_on_loop, 1) + 1 == 200)
+        event_base_loopbreak(job->ctx->base);
+    free(job);
+}
+
+static void pool_work(void *arg)
+{
+    pool_job *job = arg;
+    loopq_post(job->ctx->q, pool_back, job);
+}
+
+static void test_workpool_loopq(void **state)
+{
+    (void)state;
+    evthread_use_pthreads();
+    pool_ctx ctx = {0};
+    ctx.base = event_base_new();
+    ctx.q = loopq_new(ctx.base);
+    workpool *p = workpool_new(4, 1000);
+    for (int i = 0; i < 200; i++) {
+        pool_job *job = malloc(sizeof *job);
+        job->ctx = &ctx;
+        job->i = i;
+        assert_int_equal(workpool_submit(p, pool_work, job), RAGD_OK);
+    }
+    event_base_loop(ctx.base, EVLOOP_NO_EXIT_ON_EMPTY);
+    assert_int_equal(atomic_load(&ctx.done_on_loop), 200);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(ctx.values[i], i * 2);
+    workpool_free(p);
+    loopq_free(ctx.q);
+    event_base_free(ctx.base);
+}
+
+static void noop(void *arg) { (void)arg; }
+
+static void test_workpool_bounded(void **state)
+{
+    (void)state;
+    workpool *p = workpool_new(1, 0);
+    assert_int_equal(workpool_submit(p, noop, NULL), RAGD_EBUSY);
+    workpool_free(p);
+    assert_null(workpool_new(0, 10));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
+        cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
