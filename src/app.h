@@ -13,6 +13,7 @@ typedef struct loopq loopq;
 typedef struct workpool workpool;
 typedef struct store store;
 typedef struct rag_index rag_index;
+typedef struct http_server http_server;
 
 typedef struct app {
     ragd_config cfg;
@@ -21,6 +22,7 @@ typedef struct app {
     workpool *pool;
     store *st;
     rag_index *index;
+    http_server *http;
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began */

@@ -23,7 +23,6 @@
 
 typedef struct {
     app a;
-    http_server *http;
     struct event *sig_term;
     struct event *sig_int;
     struct event *drain_timer;
@@ -71,7 +70,7 @@ static void server_finish(server *srv)
 {
     if (srv->drain_timer)
         event_del(srv->drain_timer);
-    size_t left = http_server_in_flight(srv->http);
+    size_t left = http_server_in_flight(srv->a.http);
     if (left)
         log_warn("shutdown: grace period over with %zu requests in flight", left);
     workpool_free(srv->a.pool); /* runs queued jobs to the end */
@@ -79,8 +78,8 @@ static void server_finish(server *srv)
     store_close(srv->a.st);     /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
     loopq_drain(srv->a.lq);     /* hands finished requests back to the HTTP server */
-    http_server_stop(srv->http);
-    srv->http = NULL;
+    http_server_stop(srv->a.http);
+    srv->a.http = NULL;
     log_info("shutdown: complete");
     event_base_loopbreak(srv->a.base);
 }
@@ -91,7 +90,7 @@ static void server_on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     server *srv = arg;
     bool grace_over = clock_now_ms() - srv->drain_started_ms >= srv->a.cfg.shutdown_grace_s * 1000.0;
-    if (http_server_in_flight(srv->http) == 0 || grace_over) {
+    if (http_server_in_flight(srv->a.http) == 0 || grace_over) {
         server_finish(srv);
         return;
     }
@@ -107,7 +106,7 @@ static void server_on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     atomic_store(&srv->a.ready, false);
     log_info("shutdown: signal %d; draining (grace %.1f s)", (int)sig, srv->a.cfg.shutdown_grace_s);
-    http_server_quiesce(srv->http);
+    http_server_quiesce(srv->a.http);
     srv->drain_started_ms = clock_now_ms();
     server_on_drain_tick(-1, 0, srv);
 }
@@ -167,8 +166,8 @@ int server_run(const ragd_config *cfg)
     }
     store_set_commit_hook(srv.a.st, rag_index_on_commit, srv.a.index);
 
-    srv.http = http_server_start(&srv.a, handlers_routes, handlers_routes_count, err, sizeof err);
-    if (!srv.http) {
+    srv.a.http = http_server_start(&srv.a, handlers_routes, handlers_routes_count, err, sizeof err);
+    if (!srv.a.http) {
         log_error("%s", err);
         goto out;
     }
@@ -180,7 +179,7 @@ int server_run(const ragd_config *cfg)
         goto out;
     }
     log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu store readers)", cfg->listen_host,
-             http_server_port(srv.http), srv.a.db_path, cfg->workers, cfg->pool_size);
+             http_server_port(srv.a.http), srv.a.db_path, cfg->workers, cfg->pool_size);
 
     server_load *load = calloc(1, sizeof *load);
     if (load)
@@ -194,7 +193,7 @@ int server_run(const ragd_config *cfg)
     event_base_dispatch(srv.a.base);
 
 out:
-    if (srv.http) /* start-up failed after the server began */
+    if (srv.a.http) /* start-up failed after the server began */
         server_finish(&srv);
     workpool_free(srv.a.pool);
     store_close(srv.a.st);

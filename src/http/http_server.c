@@ -326,6 +326,7 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
         return NULL;
     }
     s->app = a;
+    a->http = s;
     s->routes = routes;
     s->n_routes = n_routes;
     s->listen_fd = http_listen_socket(a->cfg.listen_host, a->cfg.listen_port, &s->port, err, errlen);
@@ -333,11 +334,10 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
         goto fail;
     s->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_on_access, s,
-        MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
+        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
         MHD_OPTION_UNESCAPE_CALLBACK, http_unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)a->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot start the HTTP server on %s:%d", a->cfg.listen_host, s->port);
         goto fail;
@@ -364,6 +364,12 @@ fail:
 }
 
 int http_server_port(const http_server *s) { return s->port; }
+
+void http_server_kick(http_server *s)
+{
+    struct timeval now = {0, 0};
+    evtimer_add(s->timer, &now);
+}
 size_t http_server_in_flight(const http_server *s) { return s->in_flight; }
 
 void http_server_quiesce(http_server *s)

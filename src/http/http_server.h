@@ -19,6 +19,8 @@ int http_server_port(const http_server *s);
 /* Stops accepting: the listening socket is closed, so new connections are refused.
  * Connections already open are served (each reply then says Connection: close). */
 void http_server_quiesce(http_server *s);
+/* Makes the loop run MHD soon (after a connection was resumed). Loop thread only. */
+void http_server_kick(http_server *s);
 /* Requests received and not yet finished. */
 size_t http_server_in_flight(const http_server *s);
 /* Closes every connection and frees the server. NULL ok. */

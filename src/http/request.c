@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "http/http_server.h"
 #include "http/request_int.h"
 #include "util/log.h"
 #include "util/loopq.h"
@@ -110,9 +111,12 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
 static void http_on_complete(void *arg)
 {
     http_request *req = arg;
+    log_debug("request %s: work done, resuming", req->request_id);
     req->deferred = false;
-    if (req->conn)
+    if (req->conn) {
         MHD_resume_connection(req->conn);
+        http_server_kick(req->app->http);
+    }
     http_request_unref(req);
 }
 

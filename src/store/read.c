@@ -1,0 +1,773 @@
+/* Reads on a borrowed read connection. Every read that runs more than one statement does
+ * so inside one read transaction, so it sees one snapshot of the database. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+#include "util/log.h"
+#include "util/strbuf.h"
+
+/* Caps on a metadata filter (each value costs up to three bound parameters). */
+#define FILTER_MAX_TERMS 32
+#define FILTER_MAX_VALUES 1024
+/* Caps on keyword queries: words used, and bytes of one word (longer ones match nothing
+ * useful and are skipped). */
+#define KEYWORD_MAX_WORDS 64
+#define KEYWORD_MAX_WORD_BYTES 256
+
+/* ---------------------------------------------------------------- helpers */
+
+static ragd_err prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, s, NULL) != SQLITE_OK) {
+        log_error("store: prepare failed: %s", sqlite3_errmsg(db));
+        *s = NULL;
+        return RAGD_EIO;
+    }
+    return RAGD_OK;
+}
+
+static ragd_err begin_read(sqlite3 *db)
+{
+    if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        log_error("store: begin read: %s", sqlite3_errmsg(db));
+        return RAGD_EIO;
+    }
+    return RAGD_OK;
+}
+
+static void end_read(sqlite3 *db)
+{
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+}
+
+static ragd_err step_error(sqlite3 *db)
+{
+    log_error("store: read failed: %s", sqlite3_errmsg(db));
+    return RAGD_EIO;
+}
+
+/* malloc'd copy of a text column; NULL for SQL NULL. Sets *oom on allocation failure. */
+static char *dup_col(sqlite3_stmt *s, int col, bool *oom)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    if (!t)
+        return NULL;
+    size_t n = (size_t)sqlite3_column_bytes(s, col);
+    char *p = malloc(n + 1);
+    if (!p) {
+        *oom = true;
+        return NULL;
+    }
+    memcpy(p, t, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Like dup_col, but SQL NULL gives a copy of dflt. */
+static char *dup_col_or(sqlite3_stmt *s, int col, const char *dflt, bool *oom)
+{
+    if (sqlite3_column_type(s, col) != SQLITE_NULL)
+        return dup_col(s, col, oom);
+    char *p = strdup(dflt);
+    if (!p)
+        *oom = true;
+    return p;
+}
+
+/* ---------------------------------------------------------------- collections */
+
+ragd_err store_collection_get(store_reader *r, const char *name, store_collection *out)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = RAGD_EIO;
+    memset(out, 0, sizeof *out);
+    if (!name)
+        return RAGD_EINVAL;
+    if (prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1", &s))
+        goto out;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        store__collection_from_row(s, out);
+        e = RAGD_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+    } else {
+        e = step_error(r->db);
+    }
+out:
+    sqlite3_finalize(s);
+    return e;
+}
+
+ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    store_collection *arr = NULL;
+    size_t len = 0, cap = 0;
+    ragd_err e = RAGD_EIO;
+    *out = NULL;
+    *n = 0;
+    if (prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections ORDER BY name", &s))
+        goto out;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            store_collection *p = realloc(arr, ncap * sizeof *p);
+            if (!p) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        store__collection_from_row(s, &arr[len++]);
+    }
+    *out = arr;
+    *n = len;
+    arr = NULL;
+    e = RAGD_OK;
+out:
+    free(arr);
+    sqlite3_finalize(s);
+    return e;
+}
+
+/* ---------------------------------------------------------------- documents */
+
+#define DOC_COLS                                                                                   \
+    "d.id, d.doc_id, d.content_hash, d.metadata, d.source, d.version,"                             \
+    " (SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id), length(CAST(d.text AS BLOB)),"   \
+    " d.created_at, d.updated_at"
+
+void store_document_cleanup(store_document *d)
+{
+    if (!d)
+        return;
+    free(d->doc_id);
+    free(d->metadata_json);
+    free(d->source);
+    memset(d, 0, sizeof *d);
+}
+
+void store_document_list_free(store_document *docs, size_t n)
+{
+    if (!docs)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_document_cleanup(&docs[i]);
+    free(docs);
+}
+
+/* Fills d from a DOC_COLS row. */
+static ragd_err doc_from_row(sqlite3_stmt *s, store_document *d)
+{
+    bool oom = false;
+    memset(d, 0, sizeof *d);
+    d->rowid = sqlite3_column_int64(s, 0);
+    d->doc_id = dup_col_or(s, 1, "", &oom);
+    store__copy_col(s, 2, d->content_hash, sizeof d->content_hash);
+    d->metadata_json = dup_col_or(s, 3, "{}", &oom);
+    d->source = dup_col(s, 4, &oom);
+    d->version = sqlite3_column_int64(s, 5);
+    d->chunks = sqlite3_column_int64(s, 6);
+    d->text_bytes = sqlite3_column_int64(s, 7);
+    store__copy_col(s, 8, d->created_at, sizeof d->created_at);
+    store__copy_col(s, 9, d->updated_at, sizeof d->updated_at);
+    if (oom) {
+        store_document_cleanup(d);
+        return RAGD_ENOMEM;
+    }
+    return RAGD_OK;
+}
+
+ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, size_t offset,
+                             store_document **out, size_t *n, int64_t *total)
+{
+    sqlite3_stmt *s = NULL, *cnt = NULL;
+    store_document *arr = NULL;
+    size_t len = 0, cap = 0;
+    ragd_err e = RAGD_EIO;
+    *out = NULL;
+    *n = 0;
+    *total = 0;
+    if (begin_read(r->db))
+        return RAGD_EIO;
+    if (prepare(r->db, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt))
+        goto out;
+    sqlite3_bind_int64(cnt, 1, coll_id);
+    if (sqlite3_step(cnt) != SQLITE_ROW) {
+        e = step_error(r->db);
+        goto out;
+    }
+    *total = sqlite3_column_int64(cnt, 0);
+    if (prepare(r->db,
+                "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 ORDER BY d.doc_id LIMIT ?2 OFFSET ?3",
+                &s))
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_int64(s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    sqlite3_bind_int64(s, 3, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            store_document *p = realloc(arr, ncap * sizeof *p);
+            if (!p) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        e = doc_from_row(s, &arr[len]);
+        if (e)
+            goto out;
+        len++;
+    }
+    *out = arr;
+    *n = len;
+    arr = NULL;
+    e = RAGD_OK;
+out:
+    store_document_list_free(arr, len);
+    sqlite3_finalize(s);
+    sqlite3_finalize(cnt);
+    end_read(r->db);
+    return e;
+}
+
+void store_chunks_free(store_chunk *chunks, size_t n)
+{
+    if (!chunks)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(chunks[i].text);
+    free(chunks);
+}
+
+ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id, store_document *doc,
+                            store_chunk **chunks, size_t *n)
+{
+    sqlite3_stmt *s = NULL, *cs = NULL;
+    store_chunk *arr = NULL;
+    size_t len = 0, cap = 0;
+    bool have_doc = false;
+    ragd_err e = RAGD_EIO;
+    memset(doc, 0, sizeof *doc);
+    *chunks = NULL;
+    *n = 0;
+    if (!doc_id)
+        return RAGD_EINVAL;
+    if (begin_read(r->db))
+        return RAGD_EIO;
+    if (prepare(r->db, "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2", &s))
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_text(s, 2, doc_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        e = step_error(r->db);
+        goto out;
+    }
+    e = doc_from_row(s, doc);
+    if (e)
+        goto out;
+    have_doc = true;
+    e = RAGD_EIO;
+    if (prepare(r->db, "SELECT id, ordinal, start, \"end\", text FROM chunks WHERE document_id = ?1 ORDER BY ordinal",
+                &cs))
+        goto out;
+    sqlite3_bind_int64(cs, 1, doc->rowid);
+    for (;;) {
+        rc = sqlite3_step(cs);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            store_chunk *p = realloc(arr, ncap * sizeof *p);
+            if (!p) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        bool oom = false;
+        store_chunk *c = &arr[len];
+        c->chunk_id = sqlite3_column_int64(cs, 0);
+        c->ordinal = sqlite3_column_int(cs, 1);
+        c->start = sqlite3_column_int64(cs, 2);
+        c->end = sqlite3_column_int64(cs, 3);
+        c->text = dup_col_or(cs, 4, "", &oom);
+        if (oom) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+        len++;
+    }
+    *chunks = arr;
+    *n = len;
+    arr = NULL;
+    e = RAGD_OK;
+out:
+    store_chunks_free(arr, len);
+    if (e && have_doc)
+        store_document_cleanup(doc);
+    sqlite3_finalize(s);
+    sqlite3_finalize(cs);
+    end_read(r->db);
+    return e;
+}
+
+ragd_err store_document_hash(store_reader *r, int64_t coll_id, const char *doc_id, char hash[STORE_HASH_HEX + 1])
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = RAGD_EIO;
+    hash[0] = '\0';
+    if (!doc_id)
+        return RAGD_EINVAL;
+    if (prepare(r->db, "SELECT content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2", &s))
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_text(s, 2, doc_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        store__copy_col(s, 0, hash, STORE_HASH_HEX + 1);
+        e = RAGD_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+    } else {
+        e = step_error(r->db);
+    }
+out:
+    sqlite3_finalize(s);
+    return e;
+}
+
+/* ---------------------------------------------------------------- chunks by id */
+
+void store_hit_rows_cleanup(store_hit_row *rows, size_t n)
+{
+    if (!rows)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(rows[i].doc_id);
+        free(rows[i].text);
+        free(rows[i].metadata_json);
+        free(rows[i].source);
+        memset(&rows[i], 0, sizeof rows[i]);
+    }
+}
+
+ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store_hit_row *out, bool *found)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = RAGD_EIO;
+    memset(out, 0, n * sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        found[i] = false;
+    if (n == 0)
+        return RAGD_OK;
+    if (begin_read(r->db))
+        return RAGD_EIO;
+    if (prepare(r->db,
+                "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source"
+                " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
+                &s))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_reset(s);
+        sqlite3_bind_int64(s, 1, ids[i]);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            continue;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        bool oom = false;
+        store_hit_row *h = &out[i];
+        h->chunk_id = sqlite3_column_int64(s, 0);
+        h->doc_rowid = sqlite3_column_int64(s, 1);
+        h->doc_id = dup_col_or(s, 2, "", &oom);
+        h->ordinal = sqlite3_column_int(s, 3);
+        h->start = sqlite3_column_int64(s, 4);
+        h->end = sqlite3_column_int64(s, 5);
+        h->text = dup_col_or(s, 6, "", &oom);
+        h->metadata_json = dup_col_or(s, 7, "{}", &oom);
+        h->source = dup_col(s, 8, &oom);
+        found[i] = true;
+        if (oom) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+    }
+    e = RAGD_OK;
+out:
+    if (e) {
+        store_hit_rows_cleanup(out, n);
+        for (size_t i = 0; i < n; i++)
+            found[i] = false;
+    }
+    sqlite3_finalize(s);
+    end_read(r->db);
+    return e;
+}
+
+/* ---------------------------------------------------------------- metadata filters */
+
+static bool valid_key(const char *k)
+{
+    if (!k)
+        return false;
+    size_t n = 0;
+    for (; k[n]; n++) {
+        char c = k[n];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                  c == '.' || c == '-';
+        if (!ok || n >= 64)
+            return false;
+    }
+    return n >= 1;
+}
+
+/* Checks f against the caps and rules. */
+static ragd_err filter_check(const store_filter *f)
+{
+    if (!f || f->n_terms == 0)
+        return RAGD_OK;
+    if (!f->terms)
+        return RAGD_EINVAL;
+    if (f->n_terms > FILTER_MAX_TERMS)
+        return RAGD_ETOOBIG;
+    size_t total = 0;
+    for (size_t t = 0; t < f->n_terms; t++) {
+        const store_filter_term *term = &f->terms[t];
+        if (!valid_key(term->key) || (term->n_values > 0 && !term->values))
+            return RAGD_EINVAL;
+        total += term->n_values;
+        if (total > FILTER_MAX_VALUES)
+            return RAGD_ETOOBIG;
+        for (size_t v = 0; v < term->n_values; v++) {
+            const store_value *val = &term->values[v];
+            if (val->type == STORE_VAL_STRING && !val->s)
+                return RAGD_EINVAL;
+            if (val->type < STORE_VAL_STRING || val->type > STORE_VAL_NULL)
+                return RAGD_EINVAL;
+        }
+    }
+    return RAGD_OK;
+}
+
+/* Appends " AND (...)" per term to sql, with anonymous parameters that filter_bind binds in
+ * the same order. The SQL text depends only on the filter's shape (types), never on its
+ * keys or values, which are all bound. A term with no values matches nothing. */
+static ragd_err filter_sql(const store_filter *f, strbuf *sql)
+{
+    ragd_err e = RAGD_OK;
+    if (!f)
+        return RAGD_OK;
+    for (size_t t = 0; t < f->n_terms && !e; t++) {
+        const store_filter_term *term = &f->terms[t];
+        e = strbuf_appends(sql, " AND (0");
+        for (size_t v = 0; v < term->n_values && !e; v++) {
+            switch (term->values[v].type) {
+            case STORE_VAL_STRING:
+                e = strbuf_appends(sql, " OR (json_type(d.metadata, ?) = 'text' AND json_extract(d.metadata, ?) = ?)");
+                break;
+            case STORE_VAL_INT:
+            case STORE_VAL_REAL:
+                e = strbuf_appends(sql, " OR (json_type(d.metadata, ?) IN ('integer', 'real')"
+                                        " AND json_extract(d.metadata, ?) = ?)");
+                break;
+            case STORE_VAL_BOOL:
+            case STORE_VAL_NULL:
+                e = strbuf_appends(sql, " OR json_type(d.metadata, ?) = ?");
+                break;
+            }
+        }
+        if (!e)
+            e = strbuf_appends(sql, ")");
+    }
+    return e;
+}
+
+/* Binds the parameters of filter_sql's text from index *idx on, advancing *idx. */
+static void filter_bind(const store_filter *f, sqlite3_stmt *s, int *idx)
+{
+    if (!f)
+        return;
+    for (size_t t = 0; t < f->n_terms; t++) {
+        const store_filter_term *term = &f->terms[t];
+        char path[80];
+        /* '$."key"': the quotes make '.' and '-' part of the key, not path syntax. */
+        snprintf(path, sizeof path, "$.\"%s\"", term->key);
+        for (size_t v = 0; v < term->n_values; v++) {
+            const store_value *val = &term->values[v];
+            sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+            switch (val->type) {
+            case STORE_VAL_STRING:
+                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_text(s, (*idx)++, val->s, -1, SQLITE_STATIC);
+                break;
+            case STORE_VAL_INT:
+                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_int64(s, (*idx)++, val->i);
+                break;
+            case STORE_VAL_REAL:
+                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                sqlite3_bind_double(s, (*idx)++, val->d);
+                break;
+            case STORE_VAL_BOOL:
+                sqlite3_bind_text(s, (*idx)++, val->i ? "true" : "false", -1, SQLITE_STATIC);
+                break;
+            case STORE_VAL_NULL:
+                sqlite3_bind_text(s, (*idx)++, "null", -1, SQLITE_STATIC);
+                break;
+            }
+        }
+    }
+}
+
+ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    strbuf sql;
+    int64_t *arr = NULL;
+    size_t len = 0, cap = 0;
+    *rowids = NULL;
+    *n = 0;
+    strbuf_init(&sql, 256 * 1024);
+    ragd_err e = filter_check(f);
+    if (e)
+        goto out;
+    e = strbuf_appends(&sql, "SELECT d.id FROM documents d WHERE d.collection_id = ?");
+    if (!e)
+        e = filter_sql(f, &sql);
+    if (!e)
+        e = strbuf_appends(&sql, " ORDER BY d.id");
+    if (e)
+        goto out;
+    e = prepare(r->db, sql.data, &s);
+    if (e)
+        goto out;
+    int idx = 1;
+    sqlite3_bind_int64(s, idx++, coll_id);
+    filter_bind(f, s, &idx);
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        if (len == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            int64_t *p = realloc(arr, ncap * sizeof *p);
+            if (!p) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        arr[len++] = sqlite3_column_int64(s, 0);
+    }
+    *rowids = arr;
+    *n = len;
+    arr = NULL;
+out:
+    free(arr);
+    sqlite3_finalize(s);
+    strbuf_cleanup(&sql);
+    return e;
+}
+
+/* ---------------------------------------------------------------- keyword search */
+
+static bool word_byte(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c >= 0x80;
+}
+
+/* Turns free text into an FTS5 expression: every word quoted as a string and OR-ed, so no
+ * operator or column filter a client writes is interpreted. Words are runs of ASCII letters
+ * and digits and of non-ASCII bytes (so UTF-8 letters stay whole); at most
+ * KEYWORD_MAX_WORDS are used. Leaves expr empty when the text has no words. */
+static ragd_err keyword_expr(const char *q, strbuf *expr)
+{
+    size_t words = 0;
+    const unsigned char *p = (const unsigned char *)q;
+    while (*p && words < KEYWORD_MAX_WORDS) {
+        if (!word_byte(*p)) {
+            p++;
+            continue;
+        }
+        const unsigned char *start = p;
+        while (*p && word_byte(*p))
+            p++;
+        size_t len = (size_t)(p - start);
+        if (len > KEYWORD_MAX_WORD_BYTES)
+            continue;
+        /* A word holds no '"' (not a word byte), so quoting needs no doubling here. */
+        ragd_err e = strbuf_appends(expr, words ? " OR \"" : "\"");
+        if (!e)
+            e = strbuf_append(expr, start, len);
+        if (!e)
+            e = strbuf_appends(expr, "\"");
+        if (e)
+            return e;
+        words++;
+    }
+    return RAGD_OK;
+}
+
+ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
+                              size_t k, store_keyword_hit *out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    strbuf expr, sql;
+    *n = 0;
+    strbuf_init(&expr, KEYWORD_MAX_WORDS * (KEYWORD_MAX_WORD_BYTES + 6));
+    strbuf_init(&sql, 256 * 1024);
+    ragd_err e = RAGD_EINVAL;
+    if (!query)
+        goto out;
+    e = filter_check(f);
+    if (e)
+        goto out;
+    e = keyword_expr(query, &expr);
+    if (e || expr.len == 0 || k == 0)
+        goto out;
+    e = strbuf_appends(&sql, "SELECT c.id, c.document_id, -bm25(chunks_fts) FROM chunks_fts"
+                             " JOIN chunks c ON c.id = chunks_fts.rowid");
+    if (!e && f && f->n_terms)
+        e = strbuf_appends(&sql, " JOIN documents d ON d.id = c.document_id");
+    if (!e)
+        e = strbuf_appends(&sql, " WHERE chunks_fts MATCH ? AND c.collection_id = ?");
+    if (!e)
+        e = filter_sql(f, &sql);
+    if (!e)
+        e = strbuf_appends(&sql, " ORDER BY bm25(chunks_fts) LIMIT ?");
+    if (e)
+        goto out;
+    e = prepare(r->db, sql.data, &s);
+    if (e)
+        goto out;
+    int idx = 1;
+    sqlite3_bind_text(s, idx++, expr.data, (int)expr.len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, idx++, coll_id);
+    filter_bind(f, s, &idx);
+    sqlite3_bind_int64(s, idx++, k > INT64_MAX ? INT64_MAX : (int64_t)k);
+    size_t got = 0;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        if (got < k) {
+            out[got].chunk_id = sqlite3_column_int64(s, 0);
+            out[got].doc_rowid = sqlite3_column_int64(s, 1);
+            out[got].score = sqlite3_column_double(s, 2);
+            got++;
+        }
+    }
+    *n = got;
+out:
+    sqlite3_finalize(s);
+    strbuf_cleanup(&expr);
+    strbuf_cleanup(&sql);
+    return e;
+}
+
+/* ---------------------------------------------------------------- vectors */
+
+ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
+{
+    sqlite3_stmt *s = NULL;
+    float *vec = NULL;
+    size_t vec_cap = 0;
+    ragd_err e = RAGD_EIO;
+    if (begin_read(r->db))
+        return RAGD_EIO;
+    if (prepare(r->db,
+                "SELECT c.collection_id, col.dim, c.id, c.document_id, c.embedding FROM chunks c"
+                " JOIN collections col ON col.id = c.collection_id ORDER BY c.collection_id, c.id",
+                &s))
+        goto out;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        int64_t coll_id = sqlite3_column_int64(s, 0);
+        int dim = sqlite3_column_int(s, 1);
+        int64_t chunk_id = sqlite3_column_int64(s, 2);
+        const void *blob = sqlite3_column_blob(s, 4);
+        size_t bytes = (size_t)sqlite3_column_bytes(s, 4);
+        if (dim < 1 || !blob || bytes != (size_t)dim * sizeof(float)) {
+            log_warn("store: chunk %lld has an embedding of %zu bytes, collection dim %d: skipped",
+                     (long long)chunk_id, bytes, dim);
+            continue;
+        }
+        if ((size_t)dim > vec_cap) {
+            float *p = realloc(vec, (size_t)dim * sizeof *p);
+            if (!p) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            vec = p;
+            vec_cap = (size_t)dim;
+        }
+        /* The BLOB is little-endian float32 and not necessarily aligned: copy it. */
+        memcpy(vec, blob, bytes);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        for (int i = 0; i < dim; i++) {
+            uint32_t u;
+            memcpy(&u, &vec[i], 4);
+            u = __builtin_bswap32(u);
+            memcpy(&vec[i], &u, 4);
+        }
+#endif
+        if (fn(coll_id, dim, chunk_id, sqlite3_column_int64(s, 3), vec, arg) != 0)
+            break;
+    }
+    e = RAGD_OK;
+out:
+    free(vec);
+    sqlite3_finalize(s);
+    end_read(r->db);
+    return e;
+}

@@ -1,0 +1,313 @@
+/* The store's lifetime: open (pragmas, migrations, read pool, writer thread), close, the
+ * read pool, statistics and the write queue. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+/* ---------------------------------------------------------------- shared helpers */
+
+bool store__valid_name(const char *name)
+{
+    if (!name || name[0] == '\0' || name[0] == '.')
+        return false;
+    size_t n = 0;
+    for (const char *p = name; *p; p++, n++) {
+        char c = *p;
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+                  c == '.' || c == '-';
+        if (!ok || n >= STORE_NAME_MAX)
+            return false;
+    }
+    return true;
+}
+
+void store__copy_col(sqlite3_stmt *s, int col, char *dst, size_t dstlen)
+{
+    const unsigned char *t = sqlite3_column_text(s, col);
+    snprintf(dst, dstlen, "%s", t ? (const char *)t : "");
+}
+
+void store__collection_from_row(sqlite3_stmt *s, store_collection *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(s, 0);
+    store__copy_col(s, 1, out->name, sizeof out->name);
+    store__copy_col(s, 2, out->embed_model, sizeof out->embed_model);
+    out->dim = sqlite3_column_int(s, 3);
+    out->chunk_size = sqlite3_column_int(s, 4);
+    out->chunk_overlap = sqlite3_column_int(s, 5);
+    out->version = sqlite3_column_int64(s, 6);
+    store__copy_col(s, 7, out->created_at, sizeof out->created_at);
+    out->documents = sqlite3_column_int64(s, 8);
+    out->chunks = sqlite3_column_int64(s, 9);
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+static sqlite3 *open_conn(const char *path, int flags, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    /* NOMUTEX: a connection is used by one thread at a time (the writer, or a reader's
+     * borrower), which the pool and the writer thread guarantee. */
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, STORE__BUSY_TIMEOUT_MS);
+    return db;
+}
+
+static ragd_err exec_const(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *emsg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &emsg) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", sql, emsg ? emsg : sqlite3_errmsg(db));
+        sqlite3_free(emsg);
+        return RAGD_EIO;
+    }
+    return RAGD_OK;
+}
+
+/* Switches db to WAL and checks that it took (it does not for :memory: or some VFSes). */
+static ragd_err set_wal(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = RAGD_EIO;
+    if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "journal_mode: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        snprintf(err, errlen, "journal_mode: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    const unsigned char *mode = sqlite3_column_text(s, 0);
+    if (!mode || strcmp((const char *)mode, "wal") != 0) {
+        snprintf(err, errlen, "cannot switch the database to WAL mode (got %s)", mode ? (const char *)mode : "?");
+        goto out;
+    }
+    e = RAGD_OK;
+out:
+    sqlite3_finalize(s);
+    return e;
+}
+
+static void close_all(store *st)
+{
+    store__writer_finalize(st);
+    if (st->wdb && sqlite3_close(st->wdb) != SQLITE_OK)
+        log_error("store: closing the write connection: %s", sqlite3_errmsg(st->wdb));
+    for (size_t i = 0; i < st->n_readers; i++)
+        if (st->readers[i].db && sqlite3_close(st->readers[i].db) != SQLITE_OK)
+            log_error("store: closing a read connection: %s", sqlite3_errmsg(st->readers[i].db));
+    free(st->readers);
+    free(st->free_);
+    pthread_cond_destroy(&st->rcond);
+    pthread_cond_destroy(&st->wcond);
+    pthread_mutex_destroy(&st->mu);
+    free(st->path);
+    free(st);
+}
+
+ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen)
+{
+    ragd_err e = RAGD_EINVAL;
+    store *st = NULL;
+    *out = NULL;
+    if (errlen)
+        err[0] = '\0';
+
+    if (!opt || !opt->path || !opt->path[0]) {
+        snprintf(err, errlen, "store: no database path");
+        goto out;
+    }
+    if (opt->read_conns < 1 || opt->read_conns > 1024 || opt->max_queue < 1 || opt->max_group < 1) {
+        snprintf(err, errlen, "store: read_conns must be 1..1024, max_queue and max_group >= 1");
+        goto out;
+    }
+    if (!sqlite3_threadsafe()) {
+        snprintf(err, errlen, "store: this SQLite library is built without thread support");
+        goto out;
+    }
+    e = RAGD_ENOMEM;
+    st = calloc(1, sizeof *st);
+    if (!st)
+        goto out;
+    st->opt = *opt;
+    st->path = strdup(opt->path);
+    st->readers = calloc(opt->read_conns, sizeof *st->readers);
+    st->free_ = calloc(opt->read_conns, sizeof *st->free_);
+    if (!st->path || !st->readers || !st->free_) {
+        free(st->path);
+        free(st->readers);
+        free(st->free_);
+        free(st);
+        st = NULL;
+        goto out;
+    }
+    st->opt.path = st->path;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->wcond, NULL);
+    pthread_cond_init(&st->rcond, NULL);
+
+    e = RAGD_EIO;
+    st->wdb = open_conn(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, err, errlen);
+    if (!st->wdb)
+        goto out;
+    if (set_wal(st->wdb, err, errlen))
+        goto out;
+    if (exec_const(st->wdb, st->opt.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                   err, errlen))
+        goto out;
+    if (exec_const(st->wdb, "PRAGMA foreign_keys=ON", err, errlen))
+        goto out;
+    e = store__migrate(st->wdb, err, errlen);
+    if (e)
+        goto out;
+    e = store__writer_prepare(st, err, errlen);
+    if (e)
+        goto out;
+
+    e = RAGD_EIO;
+    for (size_t i = 0; i < opt->read_conns; i++) {
+        st->readers[i].st = st;
+        st->readers[i].db = open_conn(st->path, SQLITE_OPEN_READONLY, err, errlen);
+        st->n_readers = i + 1;
+        if (!st->readers[i].db)
+            goto out;
+        st->free_[st->n_free++] = &st->readers[i];
+    }
+
+    if (pthread_create(&st->writer, NULL, store__writer_main, st) != 0) {
+        snprintf(err, errlen, "store: cannot start the writer thread");
+        goto out;
+    }
+    st->writer_started = true;
+    log_info("store: opened %s (schema v%d, %zu read connections, synchronous=%s)", st->path,
+             store_schema_version(), st->n_readers, st->opt.synchronous_full ? "FULL" : "NORMAL");
+    *out = st;
+    st = NULL;
+    e = RAGD_OK;
+out:
+    if (st)
+        close_all(st);
+    return e;
+}
+
+void store_close(store *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->closing = true;
+    pthread_cond_broadcast(&st->wcond);
+    pthread_cond_broadcast(&st->rcond);
+    size_t in_use = st->n_readers - st->n_free;
+    pthread_mutex_unlock(&st->mu);
+    if (st->writer_started)
+        pthread_join(st->writer, NULL);
+    if (in_use)
+        log_error("store: closing with %zu read connections still borrowed", in_use);
+    close_all(st);
+}
+
+/* ---------------------------------------------------------------- read pool */
+
+store_reader *store_reader_acquire(store *st)
+{
+    store_reader *r = NULL;
+    pthread_mutex_lock(&st->mu);
+    if (st->closing)
+        goto out;
+    st->acquires++;
+    if (st->n_free == 0) {
+        st->waits++;
+        double t0 = clock_now_ms();
+        while (st->n_free == 0 && !st->closing)
+            pthread_cond_wait(&st->rcond, &st->mu);
+        st->wait_ms_total += clock_now_ms() - t0;
+        if (st->closing)
+            goto out;
+    }
+    r = st->free_[--st->n_free];
+out:
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+void store_reader_release(store_reader *r)
+{
+    if (!r)
+        return;
+    store *st = r->st;
+    /* A borrower that left a read transaction open would pin the WAL; end it. */
+    if (!sqlite3_get_autocommit(r->db))
+        sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+    pthread_mutex_lock(&st->mu);
+    st->free_[st->n_free++] = r;
+    pthread_cond_signal(&st->rcond);
+    pthread_mutex_unlock(&st->mu);
+}
+
+void store_pool_stats_get(store *st, store_pool_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    out->pool_size = st->n_readers;
+    out->available = st->n_free;
+    out->in_use = st->n_readers - st->n_free;
+    out->acquires = st->acquires;
+    out->waits = st->waits;
+    out->wait_ms_total = st->wait_ms_total;
+    out->write_queue = st->qlen;
+    out->write_groups = st->write_groups;
+    out->writes = st->writes;
+    out->initialized = true;
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* ---------------------------------------------------------------- write queue */
+
+ragd_err store_submit(store *st, store_write *w)
+{
+    if (!st || !w || !w->done)
+        return RAGD_EINVAL;
+    ragd_err e = RAGD_OK;
+    pthread_mutex_lock(&st->mu);
+    if (st->closing) {
+        e = RAGD_ECLOSED;
+        goto out;
+    }
+    if (st->qlen >= st->opt.max_queue) {
+        e = RAGD_EBUSY;
+        goto out;
+    }
+    w->next_ = NULL;
+    if (st->qtail)
+        st->qtail->next_ = w;
+    else
+        st->qhead = w;
+    st->qtail = w;
+    st->qlen++;
+    pthread_cond_signal(&st->wcond);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return e;
+}
+
+void store_set_commit_hook(store *st, store_commit_hook hook, void *arg)
+{
+    pthread_mutex_lock(&st->mu);
+    st->hook = hook;
+    st->hook_arg = arg;
+    pthread_mutex_unlock(&st->mu);
+}

@@ -1,0 +1,96 @@
+#ifndef RAGD_STORE_STORE_INT_H
+#define RAGD_STORE_STORE_INT_H
+
+/* Internals shared by the files of src/store/ (store.c: open/close/pool/stats/submit,
+ * schema.c: migrations, writer.c: the writer thread, read.c: queries). Nothing outside
+ * src/store/ includes this header. */
+
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+/* How long a connection waits on a lock held by another connection before SQLITE_BUSY. */
+#define STORE__BUSY_TIMEOUT_MS 5000
+
+struct store_reader {
+    store *st;
+    sqlite3 *db;
+};
+
+/* The writer's prepared statements (prepared once at open, used only on the writer thread). */
+typedef struct {
+    sqlite3_stmt *coll_by_name;
+    sqlite3_stmt *coll_insert;
+    sqlite3_stmt *coll_bump;
+    sqlite3_stmt *coll_delete;
+    sqlite3_stmt *doc_lookup;
+    sqlite3_stmt *doc_insert;
+    sqlite3_stmt *doc_update;
+    sqlite3_stmt *doc_delete;
+    sqlite3_stmt *chunks_delete;
+    sqlite3_stmt *chunk_insert;
+    sqlite3_stmt *json_check;
+} store__wstmts;
+
+struct store {
+    store_options opt;
+    char *path;
+
+    sqlite3 *wdb;     /* the write connection, owned by the writer thread once it runs */
+    store__wstmts ws;
+    store_write **wgroup;              /* max_group slots: the group being committed */
+    struct store__wchange *wchanges;   /* max_group slots: what each write of it changed */
+
+    pthread_mutex_t mu;
+    pthread_cond_t wcond; /* the writer waits here for work or closing */
+    pthread_cond_t rcond; /* readers wait here for a free connection */
+
+    /* Write queue (FIFO), guarded by mu. */
+    store_write *qhead;
+    store_write *qtail;
+    size_t qlen;
+    bool closing;
+    pthread_t writer;
+    bool writer_started;
+
+    /* Read pool, guarded by mu: readers[] owns the connections, free_[] stacks the idle ones. */
+    store_reader *readers;
+    store_reader **free_;
+    size_t n_readers;
+    size_t n_free;
+
+    /* Statistics, guarded by mu. */
+    uint64_t acquires;
+    uint64_t waits;
+    double wait_ms_total;
+    uint64_t write_groups;
+    uint64_t writes;
+
+    store_commit_hook hook; /* guarded by mu; read by the writer per group */
+    void *hook_arg;
+};
+
+/* schema.c: applies every pending migration on db (the write connection) in one
+ * transaction. Refuses a file whose user_version is newer than this build's. */
+ragd_err store__migrate(sqlite3 *db, char *err, size_t errlen);
+
+/* writer.c: prepares the writer's statements on st->wdb and its group buffers /
+ * releases them (safe on a half-prepared store). */
+ragd_err store__writer_prepare(store *st, char *err, size_t errlen);
+void store__writer_finalize(store *st);
+/* writer.c: the writer thread's body (arg is the store). */
+void *store__writer_main(void *arg);
+
+/* read.c / writer.c: collection name rule of the API (1..64 of [A-Za-z0-9_.-], no leading '.'). */
+bool store__valid_name(const char *name);
+/* Copies a column's text into a fixed buffer (truncating, always NUL-terminated). */
+void store__copy_col(sqlite3_stmt *s, int col, char *dst, size_t dstlen);
+/* Fills a store_collection from a row of STORE__COLL_COLS starting at column 0. */
+void store__collection_from_row(sqlite3_stmt *s, store_collection *out);
+
+/* The column list that store__collection_from_row expects. */
+#define STORE__COLL_COLS                                                                           \
+    "id, name, embed_model, dim, chunk_size, chunk_overlap, version, created_at, documents, chunks"
+
+#endif

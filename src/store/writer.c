@@ -1,0 +1,698 @@
+/* The writer thread: takes queued writes in groups, commits each group in one transaction
+ * (every write in its own savepoint), then runs the commit hook and the done callback of
+ * each write. It is the only user of the write connection once it runs. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+/* What one write changed, kept until its group committed (then handed to the hook). */
+struct store__wchange {
+    bool changed;
+    bool dropped;
+    int64_t coll_id;
+    int dim;
+    int64_t *removed;
+    size_t n_removed;
+    int64_t *chunk_ids;
+    int64_t *chunk_docs;
+    float *vectors;
+    size_t n_chunks;
+};
+typedef struct store__wchange wchange;
+
+static void wchange_reset(wchange *c)
+{
+    free(c->removed);
+    free(c->chunk_ids);
+    free(c->chunk_docs);
+    free(c->vectors);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---------------------------------------------------------------- statements */
+
+typedef struct {
+    sqlite3_stmt **slot;
+    const char *sql;
+} stmt_def;
+
+static ragd_err prepare_all(store *st, char *err, size_t errlen)
+{
+    store__wstmts *w = &st->ws;
+    const stmt_def defs[] = {
+        {&w->coll_by_name, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1"},
+        {&w->coll_insert, "INSERT INTO collections(name, embed_model, dim, chunk_size, chunk_overlap, version,"
+                          " created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)"},
+        {&w->coll_bump, "UPDATE collections SET version = version + 1 WHERE id = ?1"},
+        {&w->coll_delete, "DELETE FROM collections WHERE id = ?1"},
+        {&w->doc_lookup, "SELECT id, content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2"},
+        {&w->doc_insert, "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source, text,"
+                         " version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)"},
+        {&w->doc_update, "UPDATE documents SET content_hash = ?2, metadata = ?3, source = ?4, text = ?5,"
+                         " version = version + 1, updated_at = ?6 WHERE id = ?1"},
+        {&w->doc_delete, "DELETE FROM documents WHERE id = ?1"},
+        {&w->chunks_delete, "DELETE FROM chunks WHERE document_id = ?1"},
+        {&w->chunk_insert, "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\", text,"
+                           " embedding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+        {&w->json_check, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END"},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+        if (sqlite3_prepare_v3(st->wdb, defs[i].sql, -1, SQLITE_PREPARE_PERSISTENT, defs[i].slot, NULL) !=
+            SQLITE_OK) {
+            snprintf(err, errlen, "store: preparing a writer statement: %s", sqlite3_errmsg(st->wdb));
+            return RAGD_EIO;
+        }
+    }
+    return RAGD_OK;
+}
+
+ragd_err store__writer_prepare(store *st, char *err, size_t errlen)
+{
+    st->wgroup = calloc(st->opt.max_group, sizeof *st->wgroup);
+    st->wchanges = calloc(st->opt.max_group, sizeof *st->wchanges);
+    if (!st->wgroup || !st->wchanges) {
+        snprintf(err, errlen, "store: out of memory");
+        return RAGD_ENOMEM;
+    }
+    return prepare_all(st, err, errlen);
+}
+
+void store__writer_finalize(store *st)
+{
+    /* store__wstmts holds nothing but statement pointers: walk it as an array. */
+    sqlite3_stmt **all = (sqlite3_stmt **)&st->ws;
+    for (size_t i = 0; i < sizeof st->ws / sizeof(sqlite3_stmt *); i++) {
+        sqlite3_finalize(all[i]);
+        all[i] = NULL;
+    }
+    free(st->wgroup);
+    st->wgroup = NULL;
+    if (st->wchanges)
+        for (size_t i = 0; i < st->opt.max_group; i++)
+            wchange_reset(&st->wchanges[i]);
+    free(st->wchanges);
+    st->wchanges = NULL;
+}
+
+/* Steps a statement that returns no row, then resets it and clears its bindings (they may
+ * point into the caller's memory). Returns SQLITE_DONE or the error code. */
+static int step_done(sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+static void finish(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Sets the write's failure status and message (printf-style). Returns e. */
+static ragd_err fail(store_write *w, ragd_err e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static ragd_err fail(store_write *w, ragd_err e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->message, sizeof w->message, fmt, ap);
+    va_end(ap);
+    w->status = e;
+    return e;
+}
+
+static ragd_err fail_sql(store *st, store_write *w, const char *what)
+{
+    return fail(w, RAGD_EIO, "store: %s: %s", what, sqlite3_errmsg(st->wdb));
+}
+
+/* Looks the collection up by name: RAGD_OK (row in *c), RAGD_ENOTFOUND, RAGD_EIO. */
+static ragd_err find_collection(store *st, const char *name, store_collection *c)
+{
+    sqlite3_stmt *s = st->ws.coll_by_name;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    ragd_err e = RAGD_EIO;
+    if (rc == SQLITE_ROW) {
+        store__collection_from_row(s, c);
+        e = RAGD_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+    }
+    finish(s);
+    return e;
+}
+
+/* Re-reads the collection (version, counts) into w->coll after the write's changes. */
+static ragd_err refresh_coll(store *st, store_write *w)
+{
+    ragd_err e = find_collection(st, w->collection, &w->coll);
+    if (e)
+        return fail_sql(st, w, "reading the collection back");
+    return RAGD_OK;
+}
+
+static ragd_err bump_version(store *st, store_write *w, int64_t coll_id)
+{
+    sqlite3_bind_int64(st->ws.coll_bump, 1, coll_id);
+    if (step_done(st->ws.coll_bump) != SQLITE_DONE)
+        return fail_sql(st, w, "bumping the collection version");
+    return RAGD_OK;
+}
+
+static ragd_err validate_settings(store_write *w)
+{
+    if (strlen(w->embed_model) > STORE_MODEL_MAX || w->embed_model[0] == '\0')
+        return fail(w, RAGD_EINVAL, "embed_model must be 1..%d bytes", STORE_MODEL_MAX);
+    if (w->dim < 1 || w->dim > 65536)
+        return fail(w, RAGD_EINVAL, "dim must be 1..65536, not %d", w->dim);
+    if (w->chunk_size < 0 || w->chunk_overlap < 0)
+        return fail(w, RAGD_EINVAL, "chunk_size and chunk_overlap must not be negative");
+    return RAGD_OK;
+}
+
+static ragd_err insert_collection(store *st, store_write *w, store_collection *c)
+{
+    char now[32];
+    clock_utc_rfc3339(now, sizeof now);
+    sqlite3_stmt *s = st->ws.coll_insert;
+    sqlite3_bind_text(s, 1, w->collection, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, w->embed_model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, w->dim);
+    sqlite3_bind_int(s, 4, w->chunk_size);
+    sqlite3_bind_int(s, 5, w->chunk_overlap);
+    sqlite3_bind_text(s, 6, now, -1, SQLITE_STATIC);
+    if (step_done(s) != SQLITE_DONE)
+        return fail_sql(st, w, "creating the collection");
+    memset(c, 0, sizeof *c);
+    c->id = sqlite3_last_insert_rowid(st->wdb);
+    c->dim = w->dim;
+    w->created = true;
+    return RAGD_OK;
+}
+
+static bool is_hex64(const char *h)
+{
+    size_t i = 0;
+    for (; h[i]; i++) {
+        char c = h[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (!hex || i >= STORE_HASH_HEX)
+            return false;
+    }
+    return i == STORE_HASH_HEX;
+}
+
+/* Checks one document of an INGEST before anything is written. */
+static ragd_err validate_doc(store *st, store_write *w, const store_doc *d, int dim)
+{
+    if (!d->doc_id || !d->doc_id[0])
+        return fail(w, RAGD_EINVAL, "a document has no id");
+    if (!is_hex64(d->content_hash))
+        return fail(w, RAGD_EINVAL, "document '%.100s': content_hash is not 64 hex digits", d->doc_id);
+    if (!d->text && d->text_len > 0)
+        return fail(w, RAGD_EINVAL, "document '%.100s': no text", d->doc_id);
+    if (d->n_chunks > 0 && (!d->chunk_starts || !d->chunk_ends || !d->vectors))
+        return fail(w, RAGD_EINVAL, "document '%.100s': chunk offsets or vectors missing", d->doc_id);
+    if (d->n_chunks > SIZE_MAX / sizeof(float) / (size_t)dim)
+        return fail(w, RAGD_ETOOBIG, "document '%.100s': too many chunks", d->doc_id);
+    for (size_t i = 0; i < d->n_chunks; i++) {
+        int64_t a = d->chunk_starts[i], b = d->chunk_ends[i];
+        if (a < 0 || a >= b || (uint64_t)b > (uint64_t)d->text_len)
+            return fail(w, RAGD_EINVAL, "document '%.100s': chunk %zu has bad offsets [%lld, %lld) for %zu bytes",
+                        d->doc_id, i, (long long)a, (long long)b, d->text_len);
+    }
+    size_t nf = d->n_chunks * (size_t)dim;
+    for (size_t i = 0; i < nf; i++)
+        if (!isfinite(d->vectors[i]))
+            return fail(w, RAGD_EINVAL, "document '%.100s': embedding has a non-finite value", d->doc_id);
+    if (d->metadata_json) {
+        sqlite3_stmt *s = st->ws.json_check;
+        sqlite3_bind_text(s, 1, d->metadata_json, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        bool object = rc == SQLITE_ROW && sqlite3_column_type(s, 0) == SQLITE_TEXT &&
+                      strcmp((const char *)sqlite3_column_text(s, 0), "object") == 0;
+        finish(s);
+        if (rc != SQLITE_ROW)
+            return fail_sql(st, w, "checking metadata");
+        if (!object)
+            return fail(w, RAGD_EINVAL, "document '%.100s': metadata is not a JSON object", d->doc_id);
+    }
+    return RAGD_OK;
+}
+
+/* Drops the change's pending chunks of doc row `rowid` (added earlier in the same write and
+ * now replaced again) and records the row in removed (once). */
+static void change_remove_doc(wchange *c, int64_t rowid)
+{
+    size_t dim = (size_t)c->dim, k = 0;
+    for (size_t i = 0; i < c->n_chunks; i++) {
+        if (c->chunk_docs[i] == rowid)
+            continue;
+        if (k != i) {
+            c->chunk_ids[k] = c->chunk_ids[i];
+            c->chunk_docs[k] = c->chunk_docs[i];
+            memmove(c->vectors + k * dim, c->vectors + i * dim, dim * sizeof(float));
+        }
+        k++;
+    }
+    c->n_chunks = k;
+    for (size_t i = 0; i < c->n_removed; i++)
+        if (c->removed[i] == rowid)
+            return;
+    c->removed[c->n_removed++] = rowid;
+}
+
+/* Binds embedding floats as a little-endian float32 BLOB. On a little-endian host the
+ * caller's array is the BLOB already; elsewhere it is converted into scratch (dim floats). */
+static void bind_vector(sqlite3_stmt *s, int col, const float *v, int dim, uint32_t *scratch)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    (void)scratch;
+    sqlite3_bind_blob(s, col, v, dim * (int)sizeof(float), SQLITE_STATIC);
+#else
+    for (int i = 0; i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        scratch[i] = __builtin_bswap32(u);
+    }
+    sqlite3_bind_blob(s, col, scratch, dim * (int)sizeof(float), SQLITE_STATIC);
+#endif
+}
+
+/* Writes one document's row and chunks (after the duplicate check). */
+static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, const char *now, uint32_t *scratch)
+{
+    store__wstmts *ws = &st->ws;
+    const char *meta = d->metadata_json ? d->metadata_json : "{}";
+    const char *text = d->text ? d->text : "";
+    int64_t rowid = 0;
+    bool exists = false;
+    char old_hash[STORE_HASH_HEX + 1] = "";
+
+    sqlite3_bind_int64(ws->doc_lookup, 1, c->coll_id);
+    sqlite3_bind_text(ws->doc_lookup, 2, d->doc_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(ws->doc_lookup);
+    if (rc == SQLITE_ROW) {
+        exists = true;
+        rowid = sqlite3_column_int64(ws->doc_lookup, 0);
+        store__copy_col(ws->doc_lookup, 1, old_hash, sizeof old_hash);
+    }
+    finish(ws->doc_lookup);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail_sql(st, w, "looking a document up");
+
+    if (exists && strcmp(old_hash, d->content_hash) == 0) {
+        d->result = STORE_DOC_DUPLICATE;
+        return RAGD_OK;
+    }
+    if (exists) {
+        sqlite3_bind_int64(ws->chunks_delete, 1, rowid);
+        if (step_done(ws->chunks_delete) != SQLITE_DONE)
+            return fail_sql(st, w, "deleting old chunks");
+        sqlite3_stmt *s = ws->doc_update;
+        sqlite3_bind_int64(s, 1, rowid);
+        sqlite3_bind_text(s, 2, d->content_hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, meta, -1, SQLITE_STATIC);
+        if (d->source)
+            sqlite3_bind_text(s, 4, d->source, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 4);
+        sqlite3_bind_text64(s, 5, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
+        sqlite3_bind_text(s, 6, now, -1, SQLITE_STATIC);
+        if (step_done(s) != SQLITE_DONE)
+            return fail_sql(st, w, "updating a document");
+        change_remove_doc(c, rowid);
+        d->result = STORE_DOC_REPLACED;
+    } else {
+        sqlite3_stmt *s = ws->doc_insert;
+        sqlite3_bind_int64(s, 1, c->coll_id);
+        sqlite3_bind_text(s, 2, d->doc_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, d->content_hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, meta, -1, SQLITE_STATIC);
+        if (d->source)
+            sqlite3_bind_text(s, 5, d->source, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 5);
+        sqlite3_bind_text64(s, 6, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
+        sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
+        if (step_done(s) != SQLITE_DONE)
+            return fail_sql(st, w, "inserting a document");
+        rowid = sqlite3_last_insert_rowid(st->wdb);
+        d->result = STORE_DOC_INSERTED;
+    }
+    c->changed = true;
+
+    size_t dim = (size_t)c->dim;
+    for (size_t i = 0; i < d->n_chunks; i++) {
+        sqlite3_stmt *s = ws->chunk_insert;
+        int64_t a = d->chunk_starts[i], b = d->chunk_ends[i];
+        sqlite3_bind_int64(s, 1, rowid);
+        sqlite3_bind_int64(s, 2, c->coll_id);
+        sqlite3_bind_int64(s, 3, (int64_t)i);
+        sqlite3_bind_int64(s, 4, a);
+        sqlite3_bind_int64(s, 5, b);
+        sqlite3_bind_text64(s, 6, text + a, (sqlite3_uint64)(b - a), SQLITE_STATIC, SQLITE_UTF8);
+        bind_vector(s, 7, d->vectors + i * dim, c->dim, scratch);
+        if (step_done(s) != SQLITE_DONE)
+            return fail_sql(st, w, "inserting a chunk");
+        size_t k = c->n_chunks++;
+        c->chunk_ids[k] = sqlite3_last_insert_rowid(st->wdb);
+        c->chunk_docs[k] = rowid;
+        memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
+        w->chunks_written++;
+    }
+    return RAGD_OK;
+}
+
+/* Sizes the change buffers for an ingest of n_docs documents with total chunks. */
+static ragd_err change_alloc(store_write *w, wchange *c, size_t n_docs, size_t total)
+{
+    size_t dim = (size_t)c->dim;
+    if (total > 0 && dim > SIZE_MAX / sizeof(float) / total)
+        return fail(w, RAGD_ETOOBIG, "too many chunks in one write");
+    c->removed = malloc((n_docs ? n_docs : 1) * sizeof *c->removed);
+    c->chunk_ids = malloc((total ? total : 1) * sizeof *c->chunk_ids);
+    c->chunk_docs = malloc((total ? total : 1) * sizeof *c->chunk_docs);
+    c->vectors = malloc((total ? total * dim : 1) * sizeof *c->vectors);
+    if (!c->removed || !c->chunk_ids || !c->chunk_docs || !c->vectors)
+        return fail(w, RAGD_ENOMEM, "out of memory");
+    return RAGD_OK;
+}
+
+/* ---------------------------------------------------------------- the four writes */
+
+static ragd_err do_ingest(store *st, store_write *w, wchange *c)
+{
+    store_collection coll;
+    uint32_t *scratch = NULL;
+    ragd_err e = find_collection(st, w->collection, &coll);
+    bool exists = e == RAGD_OK;
+    if (e == RAGD_EIO)
+        return fail_sql(st, w, "looking the collection up");
+    if (e == RAGD_OK && (strcmp(coll.embed_model, w->embed_model) != 0 || coll.dim != w->dim))
+        return fail(w, RAGD_ECONFLICT, "collection '%.64s' uses embed model '%.80s' (dim %d), not '%.80s' (dim %d)",
+                    w->collection, coll.embed_model, coll.dim, w->embed_model, w->dim);
+    if (e == RAGD_ENOTFOUND) {
+        e = validate_settings(w);
+        if (e)
+            return e;
+    }
+    if (w->n_docs > 0 && !w->docs)
+        return fail(w, RAGD_EINVAL, "no documents");
+    size_t total = 0;
+    for (size_t i = 0; i < w->n_docs; i++) {
+        e = validate_doc(st, w, &w->docs[i], w->dim);
+        if (e)
+            return e;
+        if (w->docs[i].n_chunks > SIZE_MAX / 4 - total)
+            return fail(w, RAGD_ETOOBIG, "too many chunks in one write");
+        total += w->docs[i].n_chunks;
+    }
+    if (!exists) {
+        e = insert_collection(st, w, &coll);
+        if (e)
+            return e;
+        c->changed = true;
+    }
+    c->coll_id = coll.id;
+    c->dim = coll.dim;
+    e = change_alloc(w, c, w->n_docs, total);
+    if (e)
+        goto out;
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    scratch = malloc((size_t)c->dim * sizeof *scratch);
+    if (!scratch) {
+        e = fail(w, RAGD_ENOMEM, "out of memory");
+        goto out;
+    }
+#endif
+    char now[32];
+    clock_utc_rfc3339(now, sizeof now);
+    for (size_t i = 0; i < w->n_docs; i++) {
+        e = write_doc(st, w, c, &w->docs[i], now, scratch);
+        if (e)
+            goto out;
+    }
+    if (c->changed) {
+        e = bump_version(st, w, c->coll_id);
+        if (e)
+            goto out;
+    }
+    e = refresh_coll(st, w);
+out:
+    free(scratch);
+    return e;
+}
+
+static ragd_err do_create(store *st, store_write *w, wchange *c)
+{
+    store_collection coll;
+    ragd_err e = find_collection(st, w->collection, &coll);
+    if (e == RAGD_EIO)
+        return fail_sql(st, w, "looking the collection up");
+    if (e == RAGD_OK) {
+        if (strcmp(coll.embed_model, w->embed_model) != 0 || coll.dim != w->dim ||
+            coll.chunk_size != w->chunk_size || coll.chunk_overlap != w->chunk_overlap)
+            return fail(w, RAGD_ECONFLICT,
+                        "collection '%.64s' exists with other settings (embed model '%.80s', dim %d, "
+                        "chunk_size %d, chunk_overlap %d)",
+                        w->collection, coll.embed_model, coll.dim, coll.chunk_size, coll.chunk_overlap);
+        return refresh_coll(st, w);
+    }
+    e = validate_settings(w);
+    if (e)
+        return e;
+    e = insert_collection(st, w, &coll);
+    if (e)
+        return e;
+    c->changed = true;
+    c->coll_id = coll.id;
+    c->dim = coll.dim;
+    e = bump_version(st, w, coll.id);
+    if (e)
+        return e;
+    return refresh_coll(st, w);
+}
+
+static ragd_err do_drop(store *st, store_write *w, wchange *c)
+{
+    ragd_err e = find_collection(st, w->collection, &w->coll);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+    sqlite3_bind_int64(st->ws.coll_delete, 1, w->coll.id);
+    if (step_done(st->ws.coll_delete) != SQLITE_DONE)
+        return fail_sql(st, w, "dropping the collection");
+    c->changed = true;
+    c->dropped = true;
+    c->coll_id = w->coll.id;
+    c->dim = w->coll.dim;
+    return RAGD_OK;
+}
+
+static ragd_err do_delete_doc(store *st, store_write *w, wchange *c)
+{
+    store_collection coll;
+    if (!w->doc_id || !w->doc_id[0])
+        return fail(w, RAGD_EINVAL, "no document id");
+    ragd_err e = find_collection(st, w->collection, &coll);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+
+    sqlite3_stmt *s = st->ws.doc_lookup;
+    sqlite3_bind_int64(s, 1, coll.id);
+    sqlite3_bind_text(s, 2, w->doc_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    int64_t rowid = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    finish(s);
+    if (rc == SQLITE_DONE)
+        return fail(w, RAGD_ENOTFOUND, "document '%.100s' does not exist in '%.64s'", w->doc_id, w->collection);
+    if (rc != SQLITE_ROW)
+        return fail_sql(st, w, "looking a document up");
+
+    sqlite3_bind_int64(st->ws.doc_delete, 1, rowid);
+    if (step_done(st->ws.doc_delete) != SQLITE_DONE)
+        return fail_sql(st, w, "deleting a document");
+    c->coll_id = coll.id;
+    c->dim = coll.dim;
+    c->removed = malloc(sizeof *c->removed);
+    if (!c->removed)
+        return fail(w, RAGD_ENOMEM, "out of memory");
+    c->removed[0] = rowid;
+    c->n_removed = 1;
+    c->changed = true;
+    e = bump_version(st, w, coll.id);
+    if (e)
+        return e;
+    return refresh_coll(st, w);
+}
+
+/* ---------------------------------------------------------------- groups */
+
+static void reset_result(store_write *w)
+{
+    w->status = RAGD_OK;
+    w->message[0] = '\0';
+    w->created = false;
+    memset(&w->coll, 0, sizeof w->coll);
+    w->chunks_written = 0;
+}
+
+/* Runs one write inside a savepoint; on failure its effects are rolled back and its change
+ * discarded. */
+static void apply_one(store *st, store_write *w, wchange *c)
+{
+    reset_result(w);
+    if (!store__valid_name(w->collection)) {
+        fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
+             STORE_NAME_MAX);
+        return;
+    }
+    if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
+        fail_sql(st, w, "savepoint");
+        return;
+    }
+    ragd_err e = RAGD_EINVAL;
+    switch (w->kind) {
+    case STORE_W_INGEST: e = do_ingest(st, w, c); break;
+    case STORE_W_CREATE_COLLECTION: e = do_create(st, w, c); break;
+    case STORE_W_DROP_COLLECTION: e = do_drop(st, w, c); break;
+    case STORE_W_DELETE_DOCUMENT: e = do_delete_doc(st, w, c); break;
+    default: fail(w, RAGD_EINVAL, "unknown write kind %d", (int)w->kind); break;
+    }
+    if (e == RAGD_OK) {
+        if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
+            return;
+        fail_sql(st, w, "release");
+    }
+    /* Failed: undo this write only. ROLLBACK TO fails when SQLite already rolled the whole
+     * transaction back (I/O errors, full disk); the group loop notices that. */
+    if (sqlite3_exec(st->wdb, "ROLLBACK TO w", NULL, NULL, NULL) == SQLITE_OK)
+        sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL);
+    memset(&w->coll, 0, sizeof w->coll);
+    w->chunks_written = 0;
+    w->created = false;
+    wchange_reset(c);
+}
+
+/* Marks writes [0, n) that had succeeded as failed: their transaction is gone. */
+static void fail_succeeded(store_write **group, wchange *changes, size_t n, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (group[i]->status != RAGD_OK)
+            continue;
+        fail(group[i], RAGD_EIO, "store: %s", why);
+        group[i]->chunks_written = 0;
+        group[i]->created = false;
+        wchange_reset(&changes[i]);
+    }
+}
+
+/* Applies and commits a group. Returns true when a transaction committed. */
+static bool run_group(store *st, store_write **group, wchange *changes, size_t n)
+{
+    char why[200];
+    bool in_tx = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    if (!in_tx)
+        snprintf(why, sizeof why, "cannot begin a transaction: %s", sqlite3_errmsg(st->wdb));
+    for (size_t i = 0; i < n; i++) {
+        if (!in_tx) {
+            reset_result(group[i]);
+            fail(group[i], RAGD_EIO, "store: %s", why);
+            continue;
+        }
+        apply_one(st, group[i], &changes[i]);
+        if (sqlite3_get_autocommit(st->wdb)) {
+            /* SQLite rolled the whole transaction back: the writes before this one are
+             * lost too. Tell them, and go on with the rest in a new transaction. */
+            snprintf(why, sizeof why, "transaction rolled back: %s", sqlite3_errmsg(st->wdb));
+            log_error("store: %s", why);
+            fail_succeeded(group, changes, i + 1, why);
+            in_tx = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+            if (!in_tx)
+                snprintf(why, sizeof why, "cannot begin a transaction: %s", sqlite3_errmsg(st->wdb));
+        }
+    }
+    if (!in_tx)
+        return false;
+    if (sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(why, sizeof why, "commit failed: %s", sqlite3_errmsg(st->wdb));
+        log_error("store: %s", why);
+        if (!sqlite3_get_autocommit(st->wdb))
+            sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+        fail_succeeded(group, changes, n, why);
+        return false;
+    }
+    return true;
+}
+
+void *store__writer_main(void *arg)
+{
+    store *st = arg;
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        while (!st->qhead && !st->closing)
+            pthread_cond_wait(&st->wcond, &st->mu);
+        if (!st->qhead) {
+            pthread_mutex_unlock(&st->mu);
+            break; /* closing and drained */
+        }
+        size_t n = 0;
+        while (st->qhead && n < st->opt.max_group) {
+            store_write *w = st->qhead;
+            st->qhead = w->next_;
+            w->next_ = NULL;
+            st->wgroup[n++] = w;
+        }
+        if (!st->qhead)
+            st->qtail = NULL;
+        st->qlen -= n;
+        store_commit_hook hook = st->hook;
+        void *hook_arg = st->hook_arg;
+        pthread_mutex_unlock(&st->mu);
+
+        bool committed = run_group(st, st->wgroup, st->wchanges, n);
+
+        pthread_mutex_lock(&st->mu);
+        if (committed)
+            st->write_groups++;
+        st->writes += n;
+        pthread_mutex_unlock(&st->mu);
+
+        for (size_t i = 0; i < n; i++) {
+            store_write *w = st->wgroup[i];
+            wchange *c = &st->wchanges[i];
+            if (w->status == RAGD_OK && c->changed && hook) {
+                store_change ch = {
+                    .coll_id = c->coll_id,
+                    .dim = c->dim,
+                    .dropped = c->dropped,
+                    .removed_docs = c->removed,
+                    .n_removed = c->n_removed,
+                    .chunk_ids = c->chunk_ids,
+                    .chunk_doc_rowids = c->chunk_docs,
+                    .vectors = c->vectors,
+                    .n_chunks = c->n_chunks,
+                };
+                hook(&ch, hook_arg);
+            }
+            wchange_reset(c);
+            st->wgroup[i] = NULL;
+            w->done(w, w->arg); /* may free w: not touched after this */
+        }
+    }
+    return NULL;
+}

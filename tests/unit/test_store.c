@@ -1,0 +1,1229 @@
+/* Unit tests of src/store/: real SQLite files in a mkdtemp() folder. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/hash.h"
+#include "util/log.h"
+
+#define DIM 4
+#define MODEL "test-model"
+#define MAXDOCS 4
+#define MAXCHUNKS 16
+
+/* ---------------------------------------------------------------- fixture */
+
+static char g_dir[256];
+static char g_path[300];
+
+static int setup(void **state)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/ragd_store_XXXXXX");
+    if (!mkdtemp(g_dir))
+        return -1;
+    snprintf(g_path, sizeof g_path, "%s/ragd.db", g_dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[320];
+        snprintf(p, sizeof p, "%s%s", g_path, suffix[i]);
+        unlink(p);
+    }
+    rmdir(g_dir);
+    return 0;
+}
+
+static store *open_store(size_t readers, size_t max_queue, size_t max_group)
+{
+    store_options o = {.path = g_path, .read_conns = readers, .max_queue = max_queue, .max_group = max_group};
+    store *st = NULL;
+    char err[256];
+    ragd_err e = store_open(&o, &st, err, sizeof err);
+    if (e)
+        fail_msg("store_open: %s", err);
+    return st;
+}
+
+/* ---------------------------------------------------------------- writes */
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
+static int g_done; /* done callbacks run */
+
+typedef struct {
+    store_write w;
+    store_doc docs[MAXDOCS];
+    int64_t starts[MAXDOCS][MAXCHUNKS];
+    int64_t ends[MAXDOCS][MAXCHUNKS];
+    float vecs[MAXDOCS][MAXCHUNKS * DIM];
+    bool finished;
+    bool gate; /* its done callback blocks until the gate opens */
+} twrite;
+
+/* The gate: a write whose done callback blocks the writer thread until opened, so that
+ * writes submitted meanwhile queue up and form a group. */
+static bool g_gate_entered, g_gate_open;
+
+static void tw_done(store_write *w, void *arg)
+{
+    twrite *t = arg;
+    pthread_mutex_lock(&g_mu);
+    if (t->gate) {
+        g_gate_entered = true;
+        pthread_cond_broadcast(&g_cond);
+        while (!g_gate_open)
+            pthread_cond_wait(&g_cond, &g_mu);
+    }
+    t->finished = true;
+    g_done++;
+    pthread_cond_broadcast(&g_cond);
+    pthread_mutex_unlock(&g_mu);
+}
+
+static twrite *tw_new(store_write_kind kind, const char *coll)
+{
+    twrite *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    t->w.kind = kind;
+    snprintf(t->w.collection, sizeof t->w.collection, "%s", coll);
+    snprintf(t->w.embed_model, sizeof t->w.embed_model, "%s", MODEL);
+    t->w.dim = DIM;
+    t->w.chunk_size = 200;
+    t->w.chunk_overlap = 20;
+    t->w.docs = t->docs;
+    t->w.done = tw_done;
+    t->w.arg = t;
+    return t;
+}
+
+/* Adds a document whose chunks are the '|'-separated parts of tmpl (each '|' becomes a
+ * space in the stored text). Vectors are seed + chunk + dimension / 4. */
+static store_doc *tw_doc(twrite *t, const char *id, const char *tmpl, const char *meta, const char *source,
+                         float seed)
+{
+    assert_true(t->w.n_docs < MAXDOCS);
+    size_t k = t->w.n_docs++;
+    store_doc *d = &t->docs[k];
+    d->doc_id = strdup(id);
+    d->text = strdup(tmpl);
+    d->text_len = strlen(tmpl);
+    d->metadata_json = meta ? strdup(meta) : NULL;
+    d->source = source ? strdup(source) : NULL;
+    size_t n = 0, start = 0;
+    for (size_t i = 0; i <= d->text_len; i++) {
+        if (i == d->text_len || d->text[i] == '|') {
+            assert_true(n < MAXCHUNKS);
+            t->starts[k][n] = (int64_t)start;
+            t->ends[k][n] = (int64_t)i;
+            n++;
+            if (i < d->text_len)
+                d->text[i] = ' ';
+            start = i + 1;
+        }
+    }
+    for (size_t c = 0; c < n; c++)
+        for (size_t j = 0; j < DIM; j++)
+            t->vecs[k][c * DIM + j] = seed + (float)c + (float)j / 4.0f;
+    d->n_chunks = n;
+    d->chunk_starts = t->starts[k];
+    d->chunk_ends = t->ends[k];
+    d->vectors = t->vecs[k];
+    hash_sha256_hex(d->text, d->text_len, d->content_hash);
+    return d;
+}
+
+static void tw_free(twrite *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->w.n_docs; i++) {
+        free(t->docs[i].doc_id);
+        free(t->docs[i].text);
+        free(t->docs[i].metadata_json);
+        free(t->docs[i].source);
+    }
+    free(t);
+}
+
+static void wait_finished(twrite *t)
+{
+    pthread_mutex_lock(&g_mu);
+    while (!t->finished)
+        pthread_cond_wait(&g_cond, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* Submits and waits for the done callback; returns the write's status. */
+static ragd_err run(store *st, twrite *t)
+{
+    pthread_mutex_lock(&g_mu);
+    t->finished = false;
+    pthread_mutex_unlock(&g_mu);
+    assert_int_equal(store_submit(st, &t->w), RAGD_OK);
+    wait_finished(t);
+    return t->w.status;
+}
+
+static ragd_err run_simple(store *st, store_write_kind kind, const char *coll)
+{
+    twrite *t = tw_new(kind, coll);
+    ragd_err e = run(st, t);
+    tw_free(t);
+    return e;
+}
+
+static void gate_reset(void)
+{
+    pthread_mutex_lock(&g_mu);
+    g_gate_entered = false;
+    g_gate_open = false;
+    g_done = 0;
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* Submits a gate write and waits until the writer is blocked in its done callback. */
+static twrite *gate_close(store *st, const char *coll)
+{
+    twrite *g = tw_new(STORE_W_CREATE_COLLECTION, coll);
+    g->gate = true;
+    assert_int_equal(store_submit(st, &g->w), RAGD_OK);
+    pthread_mutex_lock(&g_mu);
+    while (!g_gate_entered)
+        pthread_cond_wait(&g_cond, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+    return g;
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&g_mu);
+    g_gate_open = true;
+    pthread_cond_broadcast(&g_cond);
+    pthread_mutex_unlock(&g_mu);
+}
+
+static void wait_done_count(int n)
+{
+    pthread_mutex_lock(&g_mu);
+    while (g_done < n)
+        pthread_cond_wait(&g_cond, &g_mu);
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* ---------------------------------------------------------------- read helpers */
+
+static store_collection get_coll(store *st, const char *name, ragd_err want)
+{
+    store_collection c;
+    store_reader *r = store_reader_acquire(st);
+    assert_non_null(r);
+    assert_int_equal(store_collection_get(r, name, &c), want);
+    store_reader_release(r);
+    return c;
+}
+
+static size_t kw(store *st, int64_t coll, const char *q, const store_filter *f, store_keyword_hit *hits, size_t k)
+{
+    size_t n = 99;
+    store_reader *r = store_reader_acquire(st);
+    assert_int_equal(store_keyword_search(r, coll, q, f, k, hits, &n), RAGD_OK);
+    store_reader_release(r);
+    return n;
+}
+
+/* Rows the FTS index itself returns for a MATCH (not joined with chunks: a stale index
+ * entry would show here), checked on a separate connection. */
+static int fts_count(const char *match)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", -1, &s, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(s, 1, match, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void fts_integrity(void)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, "INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)", NULL, NULL,
+                          &msg);
+    if (rc != SQLITE_OK)
+        fail_msg("fts integrity: %s", msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(db);
+}
+
+static int user_version(void)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Runs one statement returning one integer on a separate read-write connection. */
+static int64_t raw_int(const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 2000);
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    int rc = sqlite3_step(s);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* The maintained counts of every collection equal real COUNT()s. */
+static void check_counts(void)
+{
+    assert_int_equal(raw_int("SELECT count(*) FROM collections c WHERE c.documents !="
+                             " (SELECT count(*) FROM documents d WHERE d.collection_id = c.id) OR c.chunks !="
+                             " (SELECT count(*) FROM chunks k WHERE k.collection_id = c.id)"),
+                     0);
+}
+
+/* ---------------------------------------------------------------- hook recorder */
+
+typedef struct {
+    int64_t coll_id;
+    int dim;
+    bool dropped;
+    int64_t removed[8];
+    size_t n_removed;
+    int64_t chunk_ids[32];
+    int64_t chunk_docs[32];
+    float vectors[32 * DIM];
+    size_t n_chunks;
+} rec_change;
+
+static rec_change g_changes[16];
+static size_t g_n_changes;
+
+static void rec_hook(const store_change *c, void *arg)
+{
+    assert_ptr_equal(arg, &g_changes);
+    if (g_n_changes >= 16)
+        return;
+    rec_change *r = &g_changes[g_n_changes++];
+    memset(r, 0, sizeof *r);
+    r->coll_id = c->coll_id;
+    r->dim = c->dim;
+    r->dropped = c->dropped;
+    r->n_removed = c->n_removed;
+    for (size_t i = 0; i < c->n_removed && i < 8; i++)
+        r->removed[i] = c->removed_docs[i];
+    r->n_chunks = c->n_chunks;
+    for (size_t i = 0; i < c->n_chunks && i < 32; i++) {
+        r->chunk_ids[i] = c->chunk_ids[i];
+        r->chunk_docs[i] = c->chunk_doc_rowids[i];
+        memcpy(&r->vectors[i * DIM], &c->vectors[i * (size_t)c->dim], DIM * sizeof(float));
+    }
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_migrations_and_reopen(void **state)
+{
+    assert_int_equal(store_schema_version(), 1);
+    store *st = open_store(2, 64, 16);
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
+    store_close(st);
+    assert_int_equal(user_version(), store_schema_version());
+
+    /* Re-open: no migration runs again, data is there. */
+    st = open_store(1, 64, 16);
+    store_collection c = get_coll(st, "docs", RAGD_OK);
+    assert_string_equal(c.name, "docs");
+    assert_string_equal(c.embed_model, MODEL);
+    assert_int_equal(c.dim, DIM);
+    assert_int_equal(c.chunk_size, 200);
+    assert_int_equal(c.chunk_overlap, 20);
+    assert_int_equal(c.version, 1);
+    assert_int_equal(strlen(c.created_at), 20);
+    store_pool_stats ps;
+    store_pool_stats_get(st, &ps);
+    assert_true(ps.initialized);
+    assert_int_equal(ps.pool_size, 1);
+    assert_int_equal(ps.available, 1);
+    store_close(st);
+    assert_int_equal(user_version(), 1);
+    store_close(NULL);
+}
+
+static void test_open_refuses(void **state)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    store_options o = {.path = g_path, .read_conns = 2, .max_queue = 8, .max_group = 4};
+    store *st = (store *)1;
+    char err[256] = "";
+    assert_int_not_equal(store_open(&o, &st, err, sizeof err), RAGD_OK);
+    assert_null(st);
+    assert_non_null(strstr(err, "newer"));
+    assert_non_null(strstr(err, "99"));
+    assert_int_equal(user_version(), 99); /* untouched */
+
+    o.read_conns = 0;
+    assert_int_equal(store_open(&o, &st, err, sizeof err), RAGD_EINVAL);
+    o.read_conns = 1;
+    o.path = "/nonexistent-dir-ragd/x.db";
+    assert_int_not_equal(store_open(&o, &st, err, sizeof err), RAGD_OK);
+    assert_null(st);
+}
+
+static void test_create_conflict_drop(void **state)
+{
+    store *st = open_store(2, 64, 16);
+    g_n_changes = 0;
+    store_set_commit_hook(st, rec_hook, &g_changes);
+
+    twrite *t = tw_new(STORE_W_CREATE_COLLECTION, "b-coll");
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_true(t->w.created);
+    assert_int_equal(t->w.coll.version, 1);
+    assert_int_equal(t->w.coll.documents, 0);
+    int64_t id = t->w.coll.id;
+    tw_free(t);
+    assert_int_equal(g_n_changes, 1);
+    assert_int_equal(g_changes[0].coll_id, id);
+    assert_int_equal(g_changes[0].dim, DIM);
+    assert_false(g_changes[0].dropped);
+
+    /* Same settings: OK, not created, nothing changed (no hook). */
+    t = tw_new(STORE_W_CREATE_COLLECTION, "b-coll");
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_false(t->w.created);
+    assert_int_equal(t->w.coll.id, id);
+    assert_int_equal(t->w.coll.version, 1);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 1);
+
+    /* Other settings: conflict. */
+    t = tw_new(STORE_W_CREATE_COLLECTION, "b-coll");
+    t->w.chunk_size = 999;
+    assert_int_equal(run(st, t), RAGD_ECONFLICT);
+    assert_true(strlen(t->w.message) > 0);
+    tw_free(t);
+    t = tw_new(STORE_W_CREATE_COLLECTION, "b-coll");
+    t->w.dim = DIM + 1;
+    assert_int_equal(run(st, t), RAGD_ECONFLICT);
+    tw_free(t);
+
+    /* Bad names and settings. */
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, ".hidden"), RAGD_EINVAL);
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "sp ace"), RAGD_EINVAL);
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, ""), RAGD_EINVAL);
+    t = tw_new(STORE_W_CREATE_COLLECTION, "zero-dim");
+    t->w.dim = 0;
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    char longname[70];
+    memset(longname, 'a', 65);
+    longname[65] = '\0';
+    t = tw_new(STORE_W_CREATE_COLLECTION, "x");
+    memcpy(t->w.collection, longname, 65); /* 65 chars: one too many */
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    longname[64] = '\0';
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, longname), RAGD_OK);
+
+    assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "a_coll.v1"), RAGD_OK);
+    store_reader *r = store_reader_acquire(st);
+    store_collection *list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_collection_list(r, &list, &n), RAGD_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(list[0].name, "a_coll.v1"); /* binary order: '_' < 'a' */
+    assert_string_equal(list[1].name, longname);
+    assert_string_equal(list[2].name, "b-coll");
+    free(list);
+    store_reader_release(r);
+
+    g_n_changes = 0;
+    t = tw_new(STORE_W_DROP_COLLECTION, "b-coll");
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.id, id);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 1);
+    assert_true(g_changes[0].dropped);
+    assert_int_equal(g_changes[0].coll_id, id);
+    get_coll(st, "b-coll", RAGD_ENOTFOUND);
+    assert_int_equal(run_simple(st, STORE_W_DROP_COLLECTION, "b-coll"), RAGD_ENOTFOUND);
+    assert_int_equal(run_simple(st, STORE_W_DELETE_DOCUMENT, "b-coll"), RAGD_EINVAL); /* no doc_id */
+    assert_int_equal(g_n_changes, 1);
+    store_close(st);
+}
+
+static void test_ingest_replace_delete_fts(void **state)
+{
+    store *st = open_store(2, 64, 16);
+    store_keyword_hit hits[10];
+
+    twrite *t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "alpha", "Apples are running fast|Cherries grow on trees", "{\"lang\":\"en\"}", "a.md", 1.0f);
+    tw_doc(t, "beta", "Zebras sleep standing", NULL, NULL, 2.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_true(t->w.created);
+    assert_int_equal(t->docs[0].result, STORE_DOC_INSERTED);
+    assert_int_equal(t->docs[1].result, STORE_DOC_INSERTED);
+    assert_int_equal(t->w.chunks_written, 3);
+    assert_int_equal(t->w.coll.documents, 2);
+    assert_int_equal(t->w.coll.chunks, 3);
+    assert_int_equal(t->w.coll.version, 1);
+    int64_t coll = t->w.coll.id;
+    tw_free(t);
+
+    /* Porter stemming: "run" finds "running". */
+    size_t n = kw(st, coll, "run", NULL, hits, 10);
+    assert_int_equal(n, 1);
+    assert_true(hits[0].score > 0);
+    assert_int_equal(kw(st, coll, "apples OR zebras", NULL, hits, 10), 2);
+    assert_int_equal(kw(st, coll, "apples zebras cherries", NULL, hits, 1), 1); /* k caps */
+    /* FTS5 syntax is not interpreted. */
+    assert_int_equal(kw(st, coll, "text:apples NEAR( \"zebras", NULL, hits, 10), 2);
+    assert_int_equal(kw(st, coll, "* - ( ) ^ :", NULL, hits, 10), 0);
+    assert_int_equal(kw(st, coll, "", NULL, hits, 10), 0);
+    assert_int_equal(kw(st, coll, "apples", NULL, hits, 0), 0);
+    assert_int_equal(kw(st, coll, "apples", NULL, hits, 10), 1);
+    assert_int_equal(kw(st, coll + 100, "apples", NULL, hits, 10), 0); /* another collection */
+
+    /* Duplicate: nothing changes. */
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "alpha", "Apples are running fast|Cherries grow on trees", "{\"lang\":\"en\"}", "a.md", 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_false(t->w.created);
+    assert_int_equal(t->docs[0].result, STORE_DOC_DUPLICATE);
+    assert_int_equal(t->w.chunks_written, 0);
+    assert_int_equal(t->w.coll.version, 1);
+    tw_free(t);
+
+    store_reader *r = store_reader_acquire(st);
+    char hash[STORE_HASH_HEX + 1];
+    assert_int_equal(store_document_hash(r, coll, "alpha", hash), RAGD_OK);
+    assert_int_equal(strlen(hash), 64);
+    assert_int_equal(store_document_hash(r, coll, "nope", hash), RAGD_ENOTFOUND);
+    store_reader_release(r);
+
+    /* Replace: the new text is found, the old one is not. */
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "alpha", "Bananas ripen slowly|in the dark|cellar", "{\"lang\":\"fr\"}", NULL, 5.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->docs[0].result, STORE_DOC_REPLACED);
+    assert_int_equal(t->w.chunks_written, 3);
+    assert_int_equal(t->w.coll.version, 2);
+    assert_int_equal(t->w.coll.documents, 2);
+    assert_int_equal(t->w.coll.chunks, 4);
+    tw_free(t);
+    assert_int_equal(kw(st, coll, "apples", NULL, hits, 10), 0);
+    assert_int_equal(kw(st, coll, "cherries", NULL, hits, 10), 0);
+    assert_int_equal(kw(st, coll, "banana", NULL, hits, 10), 1);
+    assert_int_equal(fts_count("apples"), 0);
+    assert_int_equal(fts_count("bananas"), 1);
+
+    r = store_reader_acquire(st);
+    store_document doc;
+    store_chunk *chunks = NULL;
+    assert_int_equal(store_document_get(r, coll, "alpha", &doc, &chunks, &n), RAGD_OK);
+    assert_int_equal(doc.version, 2);
+    assert_int_equal(doc.chunks, 3);
+    assert_int_equal(doc.text_bytes, (int64_t)strlen("Bananas ripen slowly in the dark cellar"));
+    assert_string_equal(doc.metadata_json, "{\"lang\":\"fr\"}");
+    assert_null(doc.source);
+    assert_int_equal(n, 3);
+    assert_string_equal(chunks[0].text, "Bananas ripen slowly");
+    assert_string_equal(chunks[1].text, "in the dark");
+    assert_string_equal(chunks[2].text, "cellar");
+    assert_int_equal(chunks[1].ordinal, 1);
+    assert_int_equal(chunks[1].start, 21);
+    assert_int_equal(chunks[1].end, 32);
+    store_chunks_free(chunks, n);
+    store_document_cleanup(&doc);
+    store_document_cleanup(NULL);
+    assert_int_equal(store_document_get(r, coll, "nope", &doc, &chunks, &n), RAGD_ENOTFOUND);
+
+    store_document *docs = NULL;
+    int64_t total = 0;
+    assert_int_equal(store_document_list(r, coll, 1, 1, &docs, &n, &total), RAGD_OK);
+    assert_int_equal(total, 2);
+    assert_int_equal(n, 1);
+    assert_string_equal(docs[0].doc_id, "beta");
+    assert_string_equal(docs[0].metadata_json, "{}");
+    assert_int_equal(docs[0].version, 1);
+    store_document_list_free(docs, n);
+    store_reader_release(r);
+
+    /* Conflicting model: refused, message names both. */
+    t = tw_new(STORE_W_INGEST, "kb");
+    snprintf(t->w.embed_model, sizeof t->w.embed_model, "other-model");
+    tw_doc(t, "gamma", "Gamma text", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_ECONFLICT);
+    assert_non_null(strstr(t->w.message, MODEL));
+    assert_non_null(strstr(t->w.message, "other-model"));
+    tw_free(t);
+
+    /* An existing collection takes an ingest with other chunking settings. */
+    t = tw_new(STORE_W_INGEST, "kb");
+    t->w.chunk_size = 7;
+    tw_doc(t, "uni", "Grüße aus München|naïve café — ok", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.chunk_size, 200);
+    tw_free(t);
+    assert_int_equal(kw(st, coll, "MÜNCHEN", NULL, hits, 10), 1);
+    assert_int_equal(kw(st, coll, "cafe", NULL, hits, 10), 1); /* diacritics folded */
+    assert_int_equal(kw(st, coll, "café", NULL, hits, 10), 1);
+    assert_int_equal(kw(st, coll, "— « »", NULL, hits, 10), 0); /* non-letters only */
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
+    t->w.doc_id = "uni";
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+
+    /* Delete a document: its chunks leave the FTS index too. */
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
+    t->w.doc_id = "alpha";
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.documents, 1);
+    assert_int_equal(t->w.coll.chunks, 1);
+    assert_int_equal(t->w.coll.version, 5);
+    tw_free(t);
+    assert_int_equal(kw(st, coll, "bananas", NULL, hits, 10), 0);
+    assert_int_equal(fts_count("bananas"), 0);
+    check_counts();
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
+    t->w.doc_id = "alpha";
+    assert_int_equal(run(st, t), RAGD_ENOTFOUND);
+    tw_free(t);
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "nocoll");
+    t->w.doc_id = "alpha";
+    assert_int_equal(run(st, t), RAGD_ENOTFOUND);
+    tw_free(t);
+
+    /* Drop: the cascade empties the FTS index of the collection. */
+    assert_int_equal(kw(st, coll, "zebras", NULL, hits, 10), 1);
+    assert_int_equal(run_simple(st, STORE_W_DROP_COLLECTION, "kb"), RAGD_OK);
+    assert_int_equal(kw(st, coll, "zebras", NULL, hits, 10), 0);
+    assert_int_equal(fts_count("zebras"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM chunks"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM documents"), 0);
+    fts_integrity();
+    store_close(st);
+}
+
+static void test_bad_input_writes(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    twrite *t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "a", "hello world", NULL, NULL, 1.0f);
+    t->ends[0][0] = 12; /* past the text */
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    assert_int_equal(t->w.chunks_written, 0);
+    t->ends[0][0] = 0; /* empty: start == end */
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    t->starts[0][0] = -1;
+    t->ends[0][0] = 3;
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    get_coll(st, "kb", RAGD_ENOTFOUND); /* the failed write created nothing */
+
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "a", "hello world", "[1,2]", NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "a", "hello world", "{not json", NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    t = tw_new(STORE_W_INGEST, "kb");
+    store_doc *d = tw_doc(t, "a", "hello world", NULL, NULL, 1.0f);
+    d->content_hash[10] = 'z';
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "a", "hello world", NULL, NULL, 1.0f);
+    t->vecs[0][1] = 0.0f / 0.0f;
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "a", "hello world", NULL, NULL, 1.0f);
+    free(t->docs[0].doc_id);
+    t->docs[0].doc_id = strdup("");
+    assert_int_equal(run(st, t), RAGD_EINVAL);
+    tw_free(t);
+    get_coll(st, "kb", RAGD_ENOTFOUND);
+
+    /* A document with no chunks is fine. */
+    t = tw_new(STORE_W_INGEST, "kb");
+    d = tw_doc(t, "empty", "", NULL, NULL, 1.0f);
+    d->n_chunks = 0;
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.documents, 1);
+    assert_int_equal(t->w.coll.chunks, 0);
+    tw_free(t);
+
+    assert_int_equal(store_submit(st, NULL), RAGD_EINVAL);
+    store_close(st);
+}
+
+static void test_filter_docs(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    twrite *t = tw_new(STORE_W_INGEST, "f");
+    tw_doc(t, "d1", "one apple", "{\"lang\":\"en\",\"n\":1,\"ok\":true}", NULL, 1.0f);
+    tw_doc(t, "d2", "two apple", "{\"lang\":\"fr\",\"n\":2,\"ok\":false}", NULL, 1.0f);
+    tw_doc(t, "d3", "three apple", "{\"lang\":\"en\",\"n\":\"1\",\"x.y\":null,\"r\":1.5}", NULL, 1.0f);
+    tw_doc(t, "d4", "four apple", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    int64_t coll = t->w.coll.id;
+    tw_free(t);
+    store_reader *r = store_reader_acquire(st);
+    store_document *docs = NULL;
+    size_t nd = 0;
+    int64_t total = 0;
+    assert_int_equal(store_document_list(r, coll, 10, 0, &docs, &nd, &total), RAGD_OK);
+    assert_int_equal(nd, 4);
+    int64_t id[4];
+    for (size_t i = 0; i < 4; i++)
+        id[i] = docs[i].rowid;
+    store_document_list_free(docs, nd);
+
+    store_value en = {.type = STORE_VAL_STRING, .s = "en"};
+    store_value en_fr[2] = {{.type = STORE_VAL_STRING, .s = "en"}, {.type = STORE_VAL_STRING, .s = "fr"}};
+    store_value one = {.type = STORE_VAL_INT, .i = 1};
+    store_value yes = {.type = STORE_VAL_BOOL, .i = 1};
+    store_value no = {.type = STORE_VAL_BOOL, .i = 0};
+    store_value null = {.type = STORE_VAL_NULL};
+    store_value real = {.type = STORE_VAL_REAL, .d = 1.5};
+    store_value x = {.type = STORE_VAL_STRING, .s = "x"};
+    struct {
+        store_filter_term terms[2];
+        size_t n_terms;
+        size_t n_want;
+        int want[4];
+    } cases[] = {
+        {{{"lang", &en, 1}}, 1, 2, {0, 2}},
+        {{{"n", &one, 1}}, 1, 1, {0}}, /* int 1, not the string "1" */
+        {{{"ok", &yes, 1}}, 1, 1, {0}},
+        {{{"ok", &no, 1}}, 1, 1, {1}},
+        {{{"lang", en_fr, 2}}, 1, 3, {0, 1, 2}},
+        {{{"nope", &x, 1}}, 1, 0, {0}},
+        {{{"lang", &en, 1}, {"n", &one, 1}}, 2, 1, {0}},
+        {{{"x.y", &null, 1}}, 1, 1, {2}},
+        {{{"r", &real, 1}}, 1, 1, {2}},
+        {{{"lang", en_fr, 0}}, 1, 0, {0}}, /* no values: matches nothing */
+        {{{"lang", &en, 1}}, 0, 4, {0, 1, 2, 3}}, /* no terms: all */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        store_filter f = {cases[c].terms, cases[c].n_terms};
+        int64_t *rows = NULL;
+        size_t n = 99;
+        assert_int_equal(store_filter_docs(r, coll, &f, &rows, &n), RAGD_OK);
+        if (n != cases[c].n_want)
+            fail_msg("case %zu: %zu rows, want %zu", c, n, cases[c].n_want);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(rows[i], id[cases[c].want[i]]);
+        free(rows);
+    }
+    int64_t *rows = NULL;
+    size_t n = 0;
+    store_filter_term bad = {"a b", &en, 1};
+    store_filter fb = {&bad, 1};
+    assert_int_equal(store_filter_docs(r, coll, &fb, &rows, &n), RAGD_EINVAL);
+    bad.key = "a'\")";
+    assert_int_equal(store_filter_docs(r, coll, &fb, &rows, &n), RAGD_EINVAL);
+    bad.key = "";
+    assert_int_equal(store_filter_docs(r, coll, &fb, &rows, &n), RAGD_EINVAL);
+    assert_int_equal(store_filter_docs(r, coll, NULL, &rows, &n), RAGD_OK);
+    assert_int_equal(n, 4);
+    free(rows);
+    store_reader_release(r);
+
+    /* Keyword search with a filter. */
+    store_keyword_hit hits[10];
+    store_filter_term ft = {"lang", &en, 1};
+    store_filter f = {&ft, 1};
+    assert_int_equal(kw(st, coll, "apple", NULL, hits, 10), 4);
+    n = kw(st, coll, "apple", &f, hits, 10);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        assert_true(hits[i].doc_rowid == id[0] || hits[i].doc_rowid == id[2]);
+    r = store_reader_acquire(st);
+    assert_int_equal(store_keyword_search(r, coll, "apple", &fb, 10, hits, &n), RAGD_EINVAL);
+    store_reader_release(r);
+    store_close(st);
+}
+
+typedef struct {
+    size_t n;
+    float got[8 * DIM];
+    int dim;
+    size_t stop_after;
+} scan_acc;
+
+static int scan_cb(int64_t coll, int dim, int64_t chunk, int64_t doc, const float *v, void *arg)
+{
+    scan_acc *sc = arg;
+    if (sc->n < 8)
+        memcpy(&sc->got[sc->n * DIM], v, DIM * sizeof(float));
+    sc->dim = dim;
+    sc->n++;
+    return sc->n >= sc->stop_after;
+}
+
+static void test_chunks_fetch_and_vectors(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    twrite *t = tw_new(STORE_W_INGEST, "v");
+    tw_doc(t, "d1", "first chunk|second chunk", "{\"k\":1}", "src.txt", 0.5f);
+    tw_doc(t, "d2", "third chunk", NULL, NULL, 3.0f);
+    t->vecs[1][0] = -0.0f;
+    t->vecs[1][1] = 1e-30f;
+    t->vecs[1][2] = -123456.789f;
+    assert_int_equal(run(st, t), RAGD_OK);
+    float want[3 * DIM];
+    memcpy(want, t->vecs[0], 2 * DIM * sizeof(float));
+    memcpy(want + 2 * DIM, t->vecs[1], DIM * sizeof(float));
+    tw_free(t);
+
+    int64_t coll = get_coll(st, "v", RAGD_OK).id;
+    store_reader *r = store_reader_acquire(st);
+    store_document doc;
+    store_chunk *chunks = NULL;
+    size_t n = 0;
+    assert_int_equal(store_document_get(r, coll, "d1", &doc, &chunks, &n), RAGD_OK);
+    int64_t ids[3] = {chunks[1].chunk_id, 999999, chunks[0].chunk_id};
+    store_chunks_free(chunks, n);
+    store_document_cleanup(&doc);
+
+    store_hit_row rows[3];
+    bool found[3];
+    assert_int_equal(store_chunks_fetch(r, ids, 3, rows, found), RAGD_OK);
+    assert_true(found[0]);
+    assert_false(found[1]);
+    assert_true(found[2]);
+    assert_null(rows[1].text);
+    assert_int_equal(rows[1].chunk_id, 0);
+    assert_string_equal(rows[0].text, "second chunk");
+    assert_string_equal(rows[0].doc_id, "d1");
+    assert_int_equal(rows[0].ordinal, 1);
+    assert_int_equal(rows[0].start, 12);
+    assert_int_equal(rows[0].end, 24);
+    assert_string_equal(rows[0].metadata_json, "{\"k\":1}");
+    assert_string_equal(rows[0].source, "src.txt");
+    assert_string_equal(rows[2].text, "first chunk");
+    assert_int_equal(rows[2].doc_rowid, rows[0].doc_rowid);
+    store_hit_rows_cleanup(rows, 3);
+    assert_int_equal(store_chunks_fetch(r, ids, 0, rows, found), RAGD_OK);
+
+    store_reader_release(r);
+
+    /* Round trip of the floats, bit for bit. */
+    scan_acc sc = {.stop_after = 100};
+    r = store_reader_acquire(st);
+    assert_int_equal(store_scan_vectors(r, scan_cb, &sc), RAGD_OK);
+    assert_int_equal(sc.n, 3);
+    assert_int_equal(sc.dim, DIM);
+    assert_memory_equal(sc.got, want, sizeof want);
+    sc.n = 0;
+    sc.stop_after = 1;
+    assert_int_equal(store_scan_vectors(r, scan_cb, &sc), RAGD_OK);
+    assert_int_equal(sc.n, 1);
+    store_reader_release(r);
+
+    /* A BLOB of the wrong length is skipped (and logged), the others still come. */
+    raw_int("UPDATE chunks SET embedding = x'01020304' WHERE id = (SELECT min(id) FROM chunks)");
+    r = store_reader_acquire(st);
+    sc.n = 0;
+    sc.stop_after = 100;
+    assert_int_equal(store_scan_vectors(r, scan_cb, &sc), RAGD_OK);
+    assert_int_equal(sc.n, 2);
+    assert_memory_equal(sc.got, want + DIM, 2 * DIM * sizeof(float));
+    store_reader_release(r);
+    store_close(st);
+}
+
+static void test_commit_hook(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    g_n_changes = 0;
+    store_set_commit_hook(st, rec_hook, &g_changes);
+
+    twrite *t = tw_new(STORE_W_INGEST, "h");
+    tw_doc(t, "d1", "a b|c d", NULL, NULL, 10.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    int64_t coll = t->w.coll.id;
+    tw_free(t);
+    assert_int_equal(g_n_changes, 1);
+    rec_change *c = &g_changes[0];
+    assert_int_equal(c->coll_id, coll);
+    assert_int_equal(c->dim, DIM);
+    assert_int_equal(c->n_removed, 0);
+    assert_int_equal(c->n_chunks, 2);
+    assert_int_equal(c->chunk_docs[0], c->chunk_docs[1]);
+    assert_true(c->chunk_ids[0] < c->chunk_ids[1]);
+    assert_true(c->vectors[0] == 10.0f);
+    assert_true(c->vectors[DIM + 1] == 11.25f);
+    int64_t d1 = c->chunk_docs[0];
+
+    /* Duplicate: no change, no hook. */
+    t = tw_new(STORE_W_INGEST, "h");
+    tw_doc(t, "d1", "a b|c d", NULL, NULL, 10.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 1);
+
+    /* Replace d1, and within one write insert d2 then replace it again: the change lists
+     * only the chunks that exist after the write. */
+    t = tw_new(STORE_W_INGEST, "h");
+    tw_doc(t, "d1", "e f", NULL, NULL, 20.0f);
+    tw_doc(t, "d2", "g h|i j", NULL, NULL, 30.0f);
+    tw_doc(t, "d2", "k l", NULL, NULL, 40.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->docs[0].result, STORE_DOC_REPLACED);
+    assert_int_equal(t->docs[1].result, STORE_DOC_INSERTED);
+    assert_int_equal(t->docs[2].result, STORE_DOC_REPLACED);
+    assert_int_equal(t->w.coll.chunks, 2);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 2);
+    c = &g_changes[1];
+    assert_int_equal(c->n_removed, 2);
+    assert_int_equal(c->removed[0], d1);
+    assert_int_equal(c->n_chunks, 2);
+    assert_int_equal(c->chunk_docs[0], d1);
+    assert_true(c->vectors[0] == 20.0f);
+    assert_int_equal(c->chunk_docs[1], c->removed[1]);
+    assert_true(c->vectors[DIM] == 40.0f);
+
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "h");
+    t->w.doc_id = "d1";
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 3);
+    assert_int_equal(g_changes[2].n_removed, 1);
+    assert_int_equal(g_changes[2].removed[0], d1);
+    assert_int_equal(g_changes[2].n_chunks, 0);
+
+    /* A failed write calls no hook. */
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "h");
+    t->w.doc_id = "d1";
+    assert_int_equal(run(st, t), RAGD_ENOTFOUND);
+    tw_free(t);
+    assert_int_equal(g_n_changes, 3);
+    store_close(st);
+}
+
+typedef struct {
+    store *st;
+    int thread;
+    twrite *w[25];
+} submitter;
+
+static void *submit_thread(void *arg)
+{
+    submitter *s = arg;
+    for (int i = 0; i < 25; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "t%d-d%d", s->thread, i);
+        s->w[i] = tw_new(STORE_W_INGEST, "g");
+        tw_doc(s->w[i], id, "group commit text|more", NULL, NULL, (float)i);
+        if (store_submit(s->st, &s->w[i]->w) != RAGD_OK)
+            fail_msg("submit failed");
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    store *st = open_store(1, 1024, 64);
+    gate_reset();
+    twrite *g = gate_close(st, "g");
+    submitter subs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        subs[i].st = st;
+        subs[i].thread = i;
+        pthread_create(&th[i], NULL, submit_thread, &subs[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    store_pool_stats ps;
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.write_queue, 100);
+    gate_open();
+    wait_done_count(101);
+
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.writes, 101);
+    assert_true(ps.write_groups < ps.writes);
+    assert_true(ps.write_groups <= 3); /* the gate's, then 100 writes in groups of <= 64 */
+    assert_int_equal(ps.write_queue, 0);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 25; j++) {
+            assert_int_equal(subs[i].w[j]->w.status, RAGD_OK);
+            assert_int_equal(subs[i].w[j]->docs[0].result, STORE_DOC_INSERTED);
+            tw_free(subs[i].w[j]);
+        }
+    tw_free(g);
+    store_collection c = get_coll(st, "g", RAGD_OK);
+    assert_int_equal(c.documents, 100);
+    assert_int_equal(c.chunks, 200);
+    assert_int_equal(c.version, 101);
+    store_close(st);
+}
+
+static void test_failing_write_in_group(void **state)
+{
+    store *st = open_store(1, 64, 64);
+    gate_reset();
+    twrite *g = gate_close(st, "fg");
+    twrite *a = tw_new(STORE_W_INGEST, "fg");
+    tw_doc(a, "good1", "good one", NULL, NULL, 1.0f);
+    twrite *b = tw_new(STORE_W_INGEST, "fg");
+    tw_doc(b, "bad", "bad offsets", NULL, NULL, 1.0f);
+    b->ends[0][0] = 1000;
+    twrite *c = tw_new(STORE_W_INGEST, "fg");
+    tw_doc(c, "good2", "good two", NULL, NULL, 1.0f);
+    assert_int_equal(store_submit(st, &a->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &b->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &c->w), RAGD_OK);
+    gate_open();
+    wait_done_count(4);
+    assert_int_equal(a->w.status, RAGD_OK);
+    assert_int_equal(b->w.status, RAGD_EINVAL);
+    assert_true(strlen(b->w.message) > 0);
+    assert_int_equal(c->w.status, RAGD_OK);
+    store_pool_stats ps;
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.write_groups, 2); /* the gate's, then all three together */
+    assert_int_equal(ps.writes, 4);
+    store_collection coll = get_coll(st, "fg", RAGD_OK);
+    assert_int_equal(coll.documents, 2);
+    assert_int_equal(coll.version, 3);
+    tw_free(g);
+    tw_free(a);
+    tw_free(b);
+    tw_free(c);
+    store_close(st);
+}
+
+static void test_queue_full(void **state)
+{
+    store *st = open_store(1, 2, 64);
+    gate_reset();
+    twrite *g = gate_close(st, "q");
+    twrite *w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = tw_new(STORE_W_CREATE_COLLECTION, "q");
+    assert_int_equal(store_submit(st, &w[0]->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &w[1]->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &w[2]->w), RAGD_EBUSY);
+    gate_open();
+    wait_done_count(3);
+    assert_false(w[2]->finished);
+    for (int i = 0; i < 3; i++)
+        tw_free(w[i]);
+    tw_free(g);
+    store_close(st);
+}
+
+static void *close_thread(void *arg)
+{
+    store_close(arg);
+    return NULL;
+}
+
+static void test_close_commits_queued(void **state)
+{
+    store *st = open_store(1, 256, 8);
+    gate_reset();
+    twrite *g = gate_close(st, "c");
+    twrite *w[40] = {0};
+    int n = 0;
+    for (; n < 20; n++) {
+        char id[16];
+        snprintf(id, sizeof id, "d%d", n);
+        w[n] = tw_new(STORE_W_INGEST, "c");
+        tw_doc(w[n], id, "closing text", NULL, NULL, 1.0f);
+        assert_int_equal(store_submit(st, &w[n]->w), RAGD_OK);
+    }
+    /* Close while the writer is held: submits start failing with ECLOSED, and everything
+     * queued before is still committed. */
+    pthread_t th;
+    pthread_create(&th, NULL, close_thread, st);
+    ragd_err e = RAGD_OK;
+    while (e == RAGD_OK && n < 40) {
+        char id[16];
+        snprintf(id, sizeof id, "d%d", n);
+        w[n] = tw_new(STORE_W_INGEST, "c");
+        tw_doc(w[n], id, "closing text", NULL, NULL, 1.0f);
+        e = store_submit(st, &w[n]->w);
+        n++;
+        if (e == RAGD_OK)
+            usleep(1000);
+    }
+    assert_int_equal(e, RAGD_ECLOSED);
+    int accepted = n - 1;
+    gate_open();
+    pthread_join(th, NULL);
+    assert_int_equal(g_done, accepted + 1);
+    for (int i = 0; i < n; i++) {
+        if (i < accepted)
+            assert_int_equal(w[i]->w.status, RAGD_OK);
+        else
+            assert_false(w[i]->finished);
+        tw_free(w[i]);
+    }
+    tw_free(g);
+
+    st = open_store(1, 8, 8);
+    store_collection c = get_coll(st, "c", RAGD_OK);
+    assert_int_equal(c.documents, accepted);
+    store_close(st);
+}
+
+/* An acknowledged write survives the process being killed right after the ack (WAL +
+ * synchronous=NORMAL): a child ingests, waits for done, then SIGKILLs itself. */
+static void test_ack_survives_kill(void **state)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        store *st = open_store(1, 8, 8);
+        twrite *t = tw_new(STORE_W_INGEST, "crash");
+        tw_doc(t, "kept", "acknowledged text", NULL, NULL, 1.0f);
+        if (run(st, t) != RAGD_OK)
+            _exit(3);
+        kill(getpid(), SIGKILL);
+        _exit(4);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+
+    store *st = open_store(1, 8, 8);
+    store_collection c = get_coll(st, "crash", RAGD_OK);
+    assert_int_equal(c.documents, 1);
+    assert_int_equal(c.chunks, 1);
+    store_keyword_hit hits[2];
+    assert_int_equal(kw(st, c.id, "acknowledged", NULL, hits, 2), 1);
+    store_close(st);
+}
+
+typedef struct {
+    store *st;
+    store_reader *r;
+    bool got;
+} acquirer;
+
+static void *acquire_thread(void *arg)
+{
+    acquirer *a = arg;
+    a->r = store_reader_acquire(a->st);
+    pthread_mutex_lock(&g_mu);
+    a->got = true;
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
+static void test_pool_waits(void **state)
+{
+    store *st = open_store(2, 8, 8);
+    store_reader *r1 = store_reader_acquire(st);
+    store_reader *r2 = store_reader_acquire(st);
+    assert_non_null(r1);
+    assert_non_null(r2);
+    assert_ptr_not_equal(r1, r2);
+    store_pool_stats ps;
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.in_use, 2);
+    assert_int_equal(ps.available, 0);
+    assert_int_equal(ps.waits, 0);
+
+    acquirer a = {.st = st};
+    pthread_t th;
+    pthread_create(&th, NULL, acquire_thread, &a);
+    usleep(50 * 1000);
+    pthread_mutex_lock(&g_mu);
+    bool got = a.got;
+    pthread_mutex_unlock(&g_mu);
+    assert_false(got);
+    store_reader_release(r2);
+    pthread_join(th, NULL);
+    assert_ptr_equal(a.r, r2);
+
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.acquires, 3);
+    assert_int_equal(ps.waits, 1);
+    assert_true(ps.wait_ms_total >= 30.0);
+    assert_int_equal(ps.in_use, 2);
+    store_reader_release(a.r);
+    store_reader_release(r1);
+    store_reader_release(NULL);
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.available, 2);
+    store_close(st);
+
+    store_pool_stats_get(NULL, &ps);
+    assert_false(ps.initialized);
+}
+
+int main(void)
+{
+    log_set_level(LOG_WARN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_migrations_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_conflict_drop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingest_replace_delete_fts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_filter_docs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunks_fetch_and_vectors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_write_in_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_commits_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_survives_kill, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
