@@ -33,6 +33,7 @@ static int main_serve(int argc, char **argv)
         else if (strcmp(argv[i], "--data") == 0)
             var = "RAGD_DATA_DIR";
         if (!var || i + 1 >= argc) {
+            fprintf(stderr, var ? "ragd serve: %s needs a value\n" : "ragd serve: unknown option '%s'\n", argv[i]);
             main_serve_usage(stderr);
             return 2;
         }

@@ -38,7 +38,7 @@ bool fields_string(http_request *req, json_t *obj, const char *name, bool requir
         http_reply_error(req, 422, "validation_error", "%s: must not be empty", name);
         return false;
     }
-    if (utf8_length(s, len) > max_chars) {
+    if (utf8_length(s + start, end - start) > max_chars) {
         http_reply_error(req, 422, "validation_error", "%s: longer than %zu characters", name, max_chars);
         return false;
     }

@@ -122,14 +122,16 @@ static char *ingest_metadata(json_t *meta, const char *source)
     return text;
 }
 
-static bool ingest_parse_json(http_request *req, ingest_job *job, const char **db)
+static bool ingest_parse_json(http_request *req, ingest_job *job, char *db)
 {
     json_t *body = http_json_object(req);
     bool ok = false;
     if (!body)
         return false;
-    if (!fields_db(req, body, db))
+    const char *name = NULL;
+    if (!fields_db(req, body, &name))
         goto out;
+    snprintf(db, STORE_NAME_MAX + 1, "%s", name); /* the body is freed before the write */
     json_t *docs = json_object_get(body, "documents");
     if (!json_is_array(docs) || json_array_size(docs) == 0 || json_array_size(docs) > INGEST_MAX_DOCS) {
         http_reply_error(req, 422, "validation_error", "documents: must be an array of 1 to %d documents",
@@ -153,11 +155,11 @@ static bool ingest_parse_json(http_request *req, ingest_job *job, const char **d
         const char *text = NULL, *id = NULL, *source = NULL;
         json_t *meta = NULL;
         int fmt = 0;
-        char name[96];
-        snprintf(name, sizeof name, "%s.text", field);
+        char text_field[96];
+        snprintf(text_field, sizeof text_field, "%s.text", field);
         json_t *tv = json_object_get(doc, "text");
         if (!json_is_string(tv)) {
-            http_reply_error(req, 422, "validation_error", "%s: %s", name, tv ? "must be a string" : "is required");
+            http_reply_error(req, 422, "validation_error", "%s: %s", text_field, tv ? "must be a string" : "is required");
             goto out;
         }
         if (!fields_string(req, doc, "text", true, SIZE_MAX, &text) ||
@@ -172,7 +174,7 @@ static bool ingest_parse_json(http_request *req, ingest_job *job, const char **d
         if (!fields_choice(req, doc, "format", formats, (int)ingest_format_of_source(source), &fmt))
             goto out;
         ingest_doc *d = &job->docs[job->n++];
-        if (!ingest_prepare(req, d, text, json_string_length(tv), (ingest_format)fmt, id, name))
+        if (!ingest_prepare(req, d, text, json_string_length(tv), (ingest_format)fmt, id, text_field))
             goto out;
         d->source = source ? strdup(source) : NULL;
         d->metadata_json = ingest_metadata(meta, source);
@@ -188,16 +190,17 @@ out:
     return ok;
 }
 
-static bool ingest_parse_raw(http_request *req, ingest_job *job, const char **db)
+static bool ingest_parse_raw(http_request *req, ingest_job *job, char *db)
 {
     const char *db_arg = http_arg_get(req, "db");
     const char *id = http_arg_get(req, "id");
     const char *source = http_arg_get(req, "source");
-    *db = db_arg ? db_arg : req->app->cfg.default_db;
-    if (!names_db_valid(*db)) {
+    const char *name = db_arg ? db_arg : req->app->cfg.default_db;
+    if (!names_db_valid(name)) {
         http_reply_error(req, 422, "validation_error", "db: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
         return false;
     }
+    snprintf(db, STORE_NAME_MAX + 1, "%s", name);
     if (id && (!ingest_id_valid(id) || !utf8_valid(id, strlen(id)))) {
         http_reply_error(req, 422, "validation_error", "id: must be 1-%d characters without control characters",
                          INGEST_MAX_ID);
@@ -290,13 +293,13 @@ static void ingest_work(http_request *req)
     const ragd_config *cfg = &req->app->cfg;
     ingest_job *job = calloc(1, sizeof *job);
     store_reader *r = NULL;
-    const char *db = NULL;
+    char db[STORE_NAME_MAX + 1] = "";
     if (!job) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return;
     }
     bool json = req->content_type[0] == '\0' || strcmp(req->content_type, "application/json") == 0;
-    if (!(json ? ingest_parse_json(req, job, &db) : ingest_parse_raw(req, job, &db)))
+    if (!(json ? ingest_parse_json(req, job, db) : ingest_parse_raw(req, job, db)))
         goto fail;
 
     store_write *w = &job->w;

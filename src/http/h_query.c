@@ -273,12 +273,9 @@ static void query_run(http_request *req, bool generate)
         json_object_set_new(resp, "degraded_reason", degraded ? json_string(reason) : json_null());
     }
     double now = clock_now_ms();
-    json_t *timings = json_pack("{s:f, s:f}", "embed", res.embed_ms, "retrieve", res.retrieve_ms);
-    if (generate) {
-        json_object_set_new(timings, "rerank", json_real(0));
-        json_object_set_new(timings, "generate", json_real(now - t_gen));
-    }
-    json_object_set_new(timings, "total", json_real(now - req->t_start_ms));
+    json_t *timings = json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", res.embed_ms, "retrieve", res.retrieve_ms,
+                                "rerank", 0.0, "generate", generate ? now - t_gen : 0.0, "total",
+                                now - req->t_start_ms);
     json_object_set_new(resp, "timings_ms", timings);
     json_object_set_new(resp, "request_id", json_string(req->request_id));
     if (generate && in.stream)

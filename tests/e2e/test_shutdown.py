@@ -1,0 +1,255 @@
+"""Graceful shutdown under load, readiness during drain, and refusal of bad configuration."""
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness
+
+WORDS = ("amber basil cedar delta ember fjord garnet hazel indigo juniper kestrel lagoon "
+         "marble nectar obsidian pepper quartz raven saffron tundra umber velvet willow "
+         "xenon yarrow zephyr anvil bramble cobalt dune").split()
+
+
+def bulk_docs(prefix, count, size, seed):
+    rng = random.Random(seed)
+    docs = []
+    for i in range(count):
+        words, length = [f"{prefix}marker{i}"], 0
+        while length < size:
+            w = rng.choice(WORDS)
+            words.append(w)
+            length += len(w) + 1
+        docs.append({"id": f"{prefix}{i}", "text": " ".join(words) + "."})
+    return docs
+
+
+def ingest_request(db, docs):
+    body = json.dumps({"db": db, "documents": docs}).encode()
+    return harness.build_raw_request("POST", "/api/ingest", {"Content-Type": "application/json"},
+                                     body)
+
+
+class PendingRequest:
+    """A request written to its own socket; the response is read later."""
+
+    def __init__(self, port, data):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.sendall(data)
+
+    def result(self):
+        """A Response, or None when the server closed or reset without answering."""
+        try:
+            resp = http.client.HTTPResponse(self.sock, method="POST")
+            resp.begin()
+            return harness.Response(resp.status, resp.headers, resp.read())
+        except (http.client.RemoteDisconnected, http.client.BadStatusLine,
+                http.client.IncompleteRead, ConnectionResetError, BrokenPipeError):
+            return None
+        finally:
+            self.sock.close()
+
+
+def try_request(port, path, timeout=2.0, conn=None):
+    """('refused'|'closed'|'timeout', None) or ('http', Response)."""
+    try:
+        if conn is not None:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return "http", harness.Response(resp.status, resp.headers, resp.read())
+        return "http", harness.request(port, "GET", path, timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused", None
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected,
+            http.client.BadStatusLine, http.client.CannotSendRequest,
+            http.client.ResponseNotReady, http.client.IncompleteRead):
+        return "closed", None
+    except (socket.timeout, TimeoutError):
+        return "timeout", None
+
+
+class ShutdownTest(harness.E2ETestCase):
+    class_server = False
+
+    def check_refusal(self, r, what):
+        """A request that was not served is refused: no response at all, or 503 not_ready in
+        the envelope; never a 500."""
+        if r is not None:
+            self.assertEnvelope(r, 503, "not_ready", what)
+
+    def check_observation(self, path, kind, resp, where):
+        """What a client may see after SIGTERM: a refused or closed connection, readiness
+        503 not_ready, liveness still 200 alive, or the 503 envelope. Never a hang, never
+        ready."""
+        self.assertIn(kind, ("refused", "closed", "http"), f"{where} {path}: {kind}")
+        if kind != "http":
+            return
+        if path == "/health/live" and resp.status == 200:
+            self.assertEqual(resp.body, {"status": "alive"}, (where, resp))
+            return
+        self.assertEqual(resp.status, 503, f"{where} {path}: {resp!r}")
+        body = resp.body if isinstance(resp.body, dict) else {}
+        if body.get("status") == "not_ready":
+            return
+        self.assertEnvelope(resp, 503, "not_ready", f"{where} {path}")
+
+    def test_sigterm_during_ingest(self):
+        srv = self.new_server(env={"RAGD_SHUTDOWN_GRACE_S": "10"})
+        # ~4.3 MB of JSON (~5000 chunks) and four small batches, all written before SIGTERM
+        batches = [("bulk_big", bulk_docs("bigx", 2500, 1600, 1))]
+        batches += [(f"bulk_s{j}", bulk_docs(f"s{j}x", 40, 600, 10 + j)) for j in range(4)]
+        reqs = [PendingRequest(srv.port, ingest_request(db, docs)) for db, docs in batches]
+        srv.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        kind, resp = try_request(srv.port, "/health/ready")
+        self.check_observation("/health/ready", kind, resp, "right after SIGTERM")
+        results = [r.result() for r in reqs]
+        rc = srv.wait_exit(timeout=25)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(rc, 0, srv.log_tail())
+        self.assertLess(elapsed, 10 + 5, "shutdown took longer than the grace period")
+
+        acked = []
+        for (db, docs), r in zip(batches, results):
+            if r is not None and r.status == 200:
+                self.assertEqual(r.body["db"], db)
+                self.assertEqual(r.body["documents"], len(docs))
+                self.assertEqual(r.body["ids"], [d["id"] for d in docs])
+                acked.append((db, docs))
+            else:
+                self.check_refusal(r, db)
+
+        srv.restart()
+        for db, docs in acked:
+            with self.subTest(db=db):
+                coll = self.call("GET", f"/api/dbs/{db}", srv=srv)
+                self.assertEqual(coll["documents"], len(docs))
+                for d in (docs[0], docs[len(docs) // 2], docs[-1]):
+                    got = self.call("GET", f"/api/dbs/{db}/documents/{d['id']}", srv=srv)
+                    first = got["chunks"][0]["text"]
+                    self.assertEqual(first, d["text"][:len(first)])
+                marker = docs[-1]["text"].split()[0]
+                body = self.call("POST", "/api/query", {"query": marker, "db": db, "k": 1,
+                                                        "method": "keyword"}, srv=srv)
+                self.assertEqual([s["doc_id"] for s in body["sources"]], [docs[-1]["id"]])
+        # an ingest that was not acknowledged may be absent, but never half applied
+        for (db, docs), r in zip(batches, results):
+            if r is None or r.status != 200:
+                r2 = srv.request("GET", f"/api/dbs/{db}")
+                if r2.status == 200:
+                    self.assertIn(r2.body["documents"], (0, len(docs)), db)
+        self.assertEqual(srv.stop(), 0)
+
+    def test_readiness_after_sigterm(self):
+        srv = self.new_server(env={"RAGD_SHUTDOWN_GRACE_S": "10"})
+        keep = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        self.addCleanup(keep.close)
+        kind, r = try_request(srv.port, "/health/ready", conn=keep)
+        self.assertEqual(kind, "http")
+        self.assertEqual((r.status, r.body), (200, {"status": "ready"}))
+        # keep the server busy so that it has something to drain
+        busy = PendingRequest(srv.port, ingest_request("drain", bulk_docs("d", 1500, 1600, 7)))
+        srv.signal(signal.SIGTERM)
+        seen = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and srv.running():
+            for path in ("/health/ready", "/health/live"):
+                seen.append(("new connection", path) + try_request(srv.port, path, timeout=2.0))
+            time.sleep(0.02)
+        seen.append(("kept-alive connection", "/health/ready")
+                    + try_request(srv.port, "/health/ready", conn=keep))
+        result = busy.result()
+        rc = srv.wait_exit(timeout=25)
+        self.assertEqual(rc, 0, srv.log_tail())
+        for where, path, kind, resp in seen:
+            self.check_observation(path, kind, resp, where)
+        if result is not None and result.status != 200:
+            self.check_refusal(result, "drain ingest")
+        self.assertEqual(try_request(srv.port, "/health/live")[0], "refused")
+
+    def test_idle_sigterm_and_sigint_exit_zero(self):
+        srv = self.new_server()
+        self.call("POST", "/api/ingest", {"documents": [{"id": "x", "text": "Idle shutdown."}]},
+                  srv=srv)
+        t0 = time.monotonic()
+        self.assertEqual(srv.stop(), 0)
+        self.assertLess(time.monotonic() - t0, 3.0, "an idle server should exit at once")
+        srv.restart()
+        self.call("GET", "/api/dbs/default/documents/x", srv=srv)
+        srv.signal(signal.SIGINT)
+        self.assertEqual(srv.wait_exit(10), 0, srv.log_tail())
+
+
+BAD_CONFIG = [
+    ("RAGD_CHUNK_SIZE", "abc"),
+    ("RAGD_LISTEN", "nonsense"),
+    ("RAGD_POOL_SIZE", "0"),
+    ("RAGD_EMBEDDER", "bogus"),
+    ("RAGD_GENERATOR", "bogus"),
+    ("RAGD_LISTEN", "127.0.0.1:99999"),
+    ("RAGD_POOL_SIZE", "-3"),
+    ("RAGD_CHUNK_SIZE", "0"),
+    ("RAGD_MAX_BODY_BYTES", "lots"),
+    ("RAGD_SHUTDOWN_GRACE_S", "soon"),
+    ("RAGD_LOG_LEVEL", "chatty"),
+    ("RAGD_DEFAULT_DB", "../etc"),
+    ("RAGD_CHUNK_OVERLAP", "900"),  # with the default chunk size 1000: not < half
+]
+
+
+class BadConfigTest(harness.E2ETestCase):
+    class_server = False
+
+    def run_serve(self, env, args=()):
+        root = tempfile.mkdtemp(prefix="ragd-e2e-badcfg-")
+        self.addCleanup(shutil.rmtree, root, True)
+        full = {"RAGD_DATA_DIR": os.path.join(root, "data"),
+                "RAGD_LISTEN": f"127.0.0.1:{harness.free_port()}"}
+        full.update(env)
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run([harness.ragd_bin(), "serve", *args], env=harness.base_env(full),
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=5, cwd=root)
+        except subprocess.TimeoutExpired:
+            self.fail(f"ragd serve with {env} did not exit within 5 s")
+        return p, time.monotonic() - t0
+
+    def test_bad_values_stop_startup(self):
+        for var, value in BAD_CONFIG:
+            with self.subTest(var=var, value=value):
+                p, elapsed = self.run_serve({var: value})
+                self.assertEqual(p.returncode, 2, f"stderr={p.stderr!r}")
+                self.assertIn(var, p.stderr)
+                self.assertLess(elapsed, 3.0)
+
+    def test_unusable_data_dir(self):
+        root = tempfile.mkdtemp(prefix="ragd-e2e-badcfg-")
+        self.addCleanup(shutil.rmtree, root, True)
+        blocker = os.path.join(root, "a-file")
+        with open(blocker, "w") as f:
+            f.write("not a directory")
+        p, elapsed = self.run_serve({"RAGD_DATA_DIR": os.path.join(blocker, "data")})
+        self.assertNotEqual(p.returncode, 0)
+        self.assertTrue(p.stderr.strip())
+        self.assertLess(elapsed, 3.0)
+
+    def test_bad_flag(self):
+        p, _ = self.run_serve({}, args=["--no-such-flag"])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("--no-such-flag", p.stderr)
+        p, _ = self.run_serve({}, args=["--listen", "nonsense"])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertTrue(p.stderr.strip())
+
+
+if __name__ == "__main__":
+    unittest.main()
