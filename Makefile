@@ -58,7 +58,10 @@ unit: $(UNIT_BIN)
 e2e: $(BIN)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
-test: unit e2e
+# Unit tests first, then end-to-end: sequential even under -j, so the output reads in order.
+test: $(BIN) $(UNIT_BIN)
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
 
 # Sanitizers: a separate build tree so the normal binary stays optimised.
 asan:
