@@ -21,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-.PHONY: all deps test unit e2e asan run clean help
+.PHONY: all deps test unit e2e asan run bench clean help
 all: $(BIN)
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
 	@echo "make test     unit tests (cmocka) and end-to-end tests (python3, real HTTP on loopback)"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 
 deps: $(DEPS_OK)
@@ -68,6 +69,13 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+
+$(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+bench: $(BIN) $(BUILD)/bench_vindex
+	$(BUILD)/bench_vindex 100000 512 200
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 
 run: $(BIN)
 	$(BIN) serve
