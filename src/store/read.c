@@ -77,6 +77,23 @@ static char *dup_col_or(sqlite3_stmt *s, int col, const char *dflt, bool *oom)
     return p;
 }
 
+/* Makes room for one more element in arr, which holds len of *cap elements of elem_size
+ * bytes: a full array doubles its capacity (an empty one starts at first_cap). Returns the
+ * array to use from now on, with *cap updated; NULL when the allocation fails, arr then
+ * being unchanged and still the caller's to free. */
+static void *grow_one(void *arr, size_t len, size_t *cap, size_t elem_size, size_t first_cap)
+{
+    if (len < *cap)
+        return arr;
+    size_t ncap = *cap ? *cap * 2 : first_cap;
+    if (ncap > SIZE_MAX / elem_size)
+        return NULL;
+    void *p = realloc(arr, ncap * elem_size);
+    if (p)
+        *cap = ncap;
+    return p;
+}
+
 /* ---------------------------------------------------------------- collections */
 
 ragd_err store_collection_get(store_reader *r, const char *name, store_collection *out)
@@ -121,16 +138,12 @@ ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *
             e = step_error(r->db);
             goto out;
         }
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            store_collection *p = realloc(arr, ncap * sizeof *p);
-            if (!p) {
-                e = RAGD_ENOMEM;
-                goto out;
-            }
-            arr = p;
-            cap = ncap;
+        store_collection *p = grow_one(arr, len, &cap, sizeof *arr, 8);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
         }
+        arr = p;
         store__collection_from_row(s, &arr[len++]);
     }
     *out = arr;
@@ -226,16 +239,12 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
             e = step_error(r->db);
             goto out;
         }
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            store_document *p = realloc(arr, ncap * sizeof *p);
-            if (!p) {
-                e = RAGD_ENOMEM;
-                goto out;
-            }
-            arr = p;
-            cap = ncap;
+        store_document *p = grow_one(arr, len, &cap, sizeof *arr, 16);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
         }
+        arr = p;
         e = doc_from_row(s, &arr[len]);
         if (e)
             goto out;
@@ -307,16 +316,12 @@ ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id
             e = step_error(r->db);
             goto out;
         }
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            store_chunk *p = realloc(arr, ncap * sizeof *p);
-            if (!p) {
-                e = RAGD_ENOMEM;
-                goto out;
-            }
-            arr = p;
-            cap = ncap;
+        store_chunk *p = grow_one(arr, len, &cap, sizeof *arr, 16);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
         }
+        arr = p;
         bool oom = false;
         store_chunk *c = &arr[len];
         c->chunk_id = sqlite3_column_int64(cs, 0);
@@ -587,16 +592,12 @@ ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter 
             e = step_error(r->db);
             goto out;
         }
-        if (len == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            int64_t *p = realloc(arr, ncap * sizeof *p);
-            if (!p) {
-                e = RAGD_ENOMEM;
-                goto out;
-            }
-            arr = p;
-            cap = ncap;
+        int64_t *p = grow_one(arr, len, &cap, sizeof *arr, 64);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
         }
+        arr = p;
         arr[len++] = sqlite3_column_int64(s, 0);
     }
     *rowids = arr;
