@@ -33,6 +33,26 @@ static json_t *answer_object(const cli_response *r)
     return root;
 }
 
+/* Sends body (NULL: none) to path and parses the 2xx answer. Returns the JSON object (the
+ * caller decrefs it; r keeps the raw body), or NULL after printing why. *reached, when not
+ * NULL, is set false when no answer arrived at all (the request itself failed). */
+static json_t *request_object(const cli_opts *o, const char *path, const char *body, long timeout_s,
+                              cli_response *r, bool *reached)
+{
+    char err[512];
+    if (reached)
+        *reached = true;
+    ragd_err e = cli_http(o->url, path, body, body ? strlen(body) : 0, timeout_s, NULL, NULL, r, err,
+                          sizeof err);
+    if (e) {
+        fprintf(stderr, "ragd: %s\n", err);
+        if (reached)
+            *reached = false;
+        return NULL;
+    }
+    return answer_object(r);
+}
+
 /* ---- query ---- */
 
 /* "[n] doc_id (chunk c, score 0.873) source" per source; the source part only when known. */
@@ -228,7 +248,6 @@ out:
 int cli_cmd_query(const cli_opts *o)
 {
     int status = CLI_EXIT_FAIL;
-    char err[512];
     cli_response r;
     cli_response_init(&r);
     json_t *resp = NULL;
@@ -241,13 +260,7 @@ int cli_cmd_query(const cli_opts *o)
         status = query_stream(o, body);
         goto out;
     }
-    ragd_err e = cli_http(o->url, "/api/query", body, strlen(body), CLI_QUERY_TIMEOUT_S, NULL,
-                          NULL, &r, err, sizeof err);
-    if (e) {
-        fprintf(stderr, "ragd: %s\n", err);
-        goto out;
-    }
-    resp = answer_object(&r);
+    resp = request_object(o, "/api/query", body, CLI_QUERY_TIMEOUT_S, &r, NULL);
     if (!resp)
         goto out;
     if (o->json)
@@ -267,17 +280,9 @@ out:
 int cli_cmd_dbs(const cli_opts *o)
 {
     int status = CLI_EXIT_FAIL;
-    char err[512];
     cli_response r;
     cli_response_init(&r);
-    json_t *resp = NULL;
-    ragd_err e = cli_http(o->url, "/api/dbs", NULL, 0, CLI_SHORT_TIMEOUT_S, NULL, NULL, &r, err,
-                          sizeof err);
-    if (e) {
-        fprintf(stderr, "ragd: %s\n", err);
-        goto out;
-    }
-    resp = answer_object(&r);
+    json_t *resp = request_object(o, "/api/dbs", NULL, CLI_SHORT_TIMEOUT_S, &r, NULL);
     if (!resp)
         goto out;
     if (o->json) {
@@ -353,20 +358,15 @@ static void print_service(const char *name, json_t *svc)
 int cli_cmd_health(const cli_opts *o)
 {
     int status = CLI_EXIT_FAIL;
-    char err[512];
     cli_response r;
     cli_response_init(&r);
-    json_t *resp = NULL;
-    ragd_err e = cli_http(o->url, "/health", NULL, 0, CLI_SHORT_TIMEOUT_S, NULL, NULL, &r, err,
-                          sizeof err);
-    if (e) {
-        fprintf(stderr, "ragd: %s\n", err);
-        status = CLI_EXIT_UNREACHABLE;
+    bool reached;
+    json_t *resp = request_object(o, "/health", NULL, CLI_SHORT_TIMEOUT_S, &r, &reached);
+    if (!resp) {
+        if (!reached)
+            status = CLI_EXIT_UNREACHABLE;
         goto out;
     }
-    resp = answer_object(&r);
-    if (!resp)
-        goto out;
     const char *s = json_string_value(json_object_get(resp, "status"));
     printf("%s\n", s ? s : "unknown");
     json_t *services = json_object_get(resp, "services");

@@ -8,8 +8,10 @@
 #include "index/vindex.h"
 #include "rag/embed_builtin.h"
 #include "rag/fusion.h"
+#include "text/tokenize.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/strbuf.h"
 
 /* How many candidates each method contributes before fusion, as a multiple of k. */
 #define RAG_FUSION_DEPTH 4
@@ -136,6 +138,33 @@ static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, cons
     return RAGD_OK;
 }
 
+static int rag_keep_content_word(const token *tok, void *arg)
+{
+    strbuf *sb = arg;
+    if (tokenize_is_stopword(tok->norm, tok->norm_len))
+        return 0;
+    if ((sb->len && strbuf_append(sb, " ", 1) != RAGD_OK) || strbuf_append(sb, tok->norm, tok->norm_len) != RAGD_OK)
+        return 1; /* cap reached: the words so far are enough */
+    return 0;
+}
+
+/* The query's content words (stop words dropped), for the keyword side: BM25 gains almost
+ * nothing from "what", "is", "the", which match nearly every chunk and so make FTS5 score
+ * nearly every chunk. Falls back to the whole text when only stop words remain. The result
+ * is malloc'd. */
+static char *rag_keyword_text(const char *text, size_t len)
+{
+    strbuf sb;
+    strbuf_init(&sb, len + 1);
+    tokenize_words(text, len, rag_keep_content_word, &sb);
+    char *out = strbuf_detach(&sb, NULL);
+    if (!out || !*out) {
+        free(out);
+        out = strndup(text, len);
+    }
+    return out;
+}
+
 ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
                       rag_result *out, char *err, size_t errlen)
 {
@@ -194,7 +223,13 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
             goto out;
     }
     if (q->method != RAG_VECTOR && (!filtered || n_allowed > 0)) {
-        rc = store_keyword_search(r, coll->id, q->text, q->filter, depth, kw, &n_kw);
+        char *kw_text = rag_keyword_text(q->text, q->len);
+        if (!kw_text) {
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
+        rc = store_keyword_search(r, coll->id, kw_text, q->filter, depth, kw, &n_kw);
+        free(kw_text);
         if (rc) {
             snprintf(err, errlen, "keyword search failed: %s", ragd_strerror(rc));
             goto out;

@@ -1,5 +1,6 @@
 /* Reads on a borrowed read connection. Every read that runs more than one statement does
  * so inside one read transaction, so it sees one snapshot of the database. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

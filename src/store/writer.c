@@ -289,6 +289,22 @@ static void bind_vector(sqlite3_stmt *s, int col, const float *v, int dim, uint3
 #endif
 }
 
+/* Binds the five document columns doc_insert and doc_update both set, in their order:
+ * content_hash, metadata, source (NULL when absent), text, and the time, to the parameters
+ * first .. first + 4. */
+static void bind_doc_fields(sqlite3_stmt *s, int first, const store_doc *d, const char *meta, const char *text,
+                            const char *now)
+{
+    sqlite3_bind_text(s, first, d->content_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, first + 1, meta, -1, SQLITE_STATIC);
+    if (d->source)
+        sqlite3_bind_text(s, first + 2, d->source, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, first + 2);
+    sqlite3_bind_text64(s, first + 3, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
+    sqlite3_bind_text(s, first + 4, now, -1, SQLITE_STATIC);
+}
+
 /* Writes one document's row and chunks (after the duplicate check). */
 static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, const char *now, uint32_t *scratch)
 {
@@ -321,14 +337,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
             return fail_sql(st, w, "deleting old chunks");
         sqlite3_stmt *s = ws->doc_update;
         sqlite3_bind_int64(s, 1, rowid);
-        sqlite3_bind_text(s, 2, d->content_hash, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, meta, -1, SQLITE_STATIC);
-        if (d->source)
-            sqlite3_bind_text(s, 4, d->source, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 4);
-        sqlite3_bind_text64(s, 5, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
-        sqlite3_bind_text(s, 6, now, -1, SQLITE_STATIC);
+        bind_doc_fields(s, 2, d, meta, text, now);
         if (step_done(s) != SQLITE_DONE)
             return fail_sql(st, w, "updating a document");
         change_remove_doc(c, rowid);
@@ -337,14 +346,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         sqlite3_stmt *s = ws->doc_insert;
         sqlite3_bind_int64(s, 1, c->coll_id);
         sqlite3_bind_text(s, 2, d->doc_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 3, d->content_hash, -1, SQLITE_STATIC);
-        sqlite3_bind_text(s, 4, meta, -1, SQLITE_STATIC);
-        if (d->source)
-            sqlite3_bind_text(s, 5, d->source, -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(s, 5);
-        sqlite3_bind_text64(s, 6, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
-        sqlite3_bind_text(s, 7, now, -1, SQLITE_STATIC);
+        bind_doc_fields(s, 3, d, meta, text, now);
         if (step_done(s) != SQLITE_DONE)
             return fail_sql(st, w, "inserting a document");
         rowid = sqlite3_last_insert_rowid(st->wdb);
