@@ -1,6 +1,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
@@ -8,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "http/handlers.h"
@@ -23,8 +26,8 @@
 
 typedef struct {
     app a;
-    struct event *sig_term;
-    struct event *sig_int;
+    struct event *sig_event; /* the read end of the signal pipe */
+    bool shutting_down;      /* loop thread only */
     struct event *drain_timer;
     double drain_started_ms;
     int exit_code;
@@ -98,13 +101,70 @@ static void server_on_drain_tick(evutil_socket_t fd, short what, void *arg)
     evtimer_add(srv->drain_timer, &tv);
 }
 
-static void server_on_signal(evutil_socket_t sig, short what, void *arg)
+/* Signals: the handler itself turns readiness off and marks the server draining (lock-free
+ * atomics are async-signal-safe), then wakes the loop through a pipe. Worker and writer
+ * threads block SIGTERM/SIGINT, so the handler runs on the loop thread and every request
+ * that thread reads after the signal already sees "draining". (libevent's evsignal would
+ * only set the flags on a later loop iteration, racing with requests already readable.) */
+static app *server_signal_app;
+static int server_signal_pipe[2] = {-1, -1};
+
+static void server_signal_handler(int sig)
+{
+    int saved = errno;
+    atomic_store(&server_signal_app->ready, false);
+    atomic_store(&server_signal_app->draining, true);
+    unsigned char b = (unsigned char)sig;
+    ssize_t n = write(server_signal_pipe[1], &b, 1);
+    (void)n; /* a full pipe already holds a wake-up */
+    errno = saved;
+}
+
+static int server_signals_install(server *srv)
+{
+    if (pipe2(server_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        return -1;
+    server_signal_app = &srv->a;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = server_signal_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    return sigaction(SIGTERM, &sa, NULL) == 0 && sigaction(SIGINT, &sa, NULL) == 0 ? 0 : -1;
+}
+
+static void server_signals_close(void)
+{
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    for (int i = 0; i < 2; i++) {
+        if (server_signal_pipe[i] >= 0)
+            close(server_signal_pipe[i]);
+        server_signal_pipe[i] = -1;
+    }
+}
+
+/* Blocks (how = SIG_BLOCK) or unblocks the shutdown signals in the calling thread;
+ * threads started while they are blocked inherit the mask. */
+static void server_signals_mask(int how)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(how, &set, NULL);
+}
+
+static void server_on_signal(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     server *srv = arg;
-    if (atomic_exchange(&srv->a.draining, true))
+    unsigned char sig = 0;
+    while (read(fd, &sig, 1) == 1)
+        ;
+    if (srv->shutting_down)
         return;
-    atomic_store(&srv->a.ready, false);
+    srv->shutting_down = true;
     log_info("shutdown: signal %d; draining (grace %.1f s)", (int)sig, srv->a.cfg.shutdown_grace_s);
     http_server_quiesce(srv->a.http);
     srv->drain_started_ms = clock_now_ms();
@@ -139,8 +199,14 @@ int server_run(const ragd_config *cfg)
     log_set_level(cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
 
+    if (server_signals_install(&srv) != 0) {
+        log_error("cannot install signal handlers: %s", strerror(errno));
+        return 1;
+    }
+    server_signals_mask(SIG_BLOCK); /* threads made from here on inherit it */
     if (evthread_use_pthreads() != 0 || !(srv.a.base = event_base_new())) {
         log_error("cannot create the event loop");
+        server_signals_close();
         return 1;
     }
     if (server_make_dirs(cfg->data_dir) != 0) {
@@ -171,11 +237,10 @@ int server_run(const ragd_config *cfg)
         log_error("%s", err);
         goto out;
     }
-    srv.sig_term = evsignal_new(srv.a.base, SIGTERM, server_on_signal, &srv);
-    srv.sig_int = evsignal_new(srv.a.base, SIGINT, server_on_signal, &srv);
+    srv.sig_event = event_new(srv.a.base, server_signal_pipe[0], EV_READ | EV_PERSIST, server_on_signal, &srv);
     srv.drain_timer = evtimer_new(srv.a.base, server_on_drain_tick, &srv);
-    if (!srv.sig_term || !srv.sig_int || !srv.drain_timer || event_add(srv.sig_term, NULL) || event_add(srv.sig_int, NULL)) {
-        log_error("cannot install signal handlers");
+    if (!srv.sig_event || !srv.drain_timer || event_add(srv.sig_event, NULL)) {
+        log_error("cannot watch for signals");
         goto out;
     }
     log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu store readers)", cfg->listen_host,
@@ -190,6 +255,9 @@ int server_run(const ragd_config *cfg)
         goto out;
     }
     srv.exit_code = 0;
+    server_signals_mask(SIG_UNBLOCK); /* every thread exists now: signals reach the loop thread */
+    if (atomic_load(&srv.a.draining))
+        server_on_signal(server_signal_pipe[0], 0, &srv); /* signalled during start-up */
     event_base_dispatch(srv.a.base);
 
 out:
@@ -200,10 +268,9 @@ out:
     if (srv.a.lq)
         loopq_free(srv.a.lq);
     rag_index_free(srv.a.index);
-    if (srv.sig_term)
-        event_free(srv.sig_term);
-    if (srv.sig_int)
-        event_free(srv.sig_int);
+    if (srv.sig_event)
+        event_free(srv.sig_event);
+    server_signals_close();
     if (srv.drain_timer)
         event_free(srv.drain_timer);
     event_base_free(srv.a.base);
