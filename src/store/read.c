@@ -618,12 +618,45 @@ static bool word_byte(unsigned char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c >= 0x80;
 }
 
+/* How many chunks (of every collection: BM25's statistics are table-wide) contain the
+ * quoted word, and how many chunks there are. */
+static ragd_err keyword_df(sqlite3 *db, const char *quoted, int64_t *df)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = prepare(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", &s);
+    if (e)
+        return e;
+    sqlite3_bind_text(s, 1, quoted, -1, SQLITE_STATIC);
+    e = sqlite3_step(s) == SQLITE_ROW ? RAGD_OK : step_error(db);
+    *df = e ? 0 : sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return e;
+}
+
+static ragd_err keyword_total(sqlite3 *db, int64_t *total)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = prepare(db, "SELECT coalesce(sum(chunks), 0) FROM collections", &s);
+    if (e)
+        return e;
+    e = sqlite3_step(s) == SQLITE_ROW ? RAGD_OK : step_error(db);
+    *total = e ? 0 : sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return e;
+}
+
 /* Turns free text into an FTS5 expression: every word quoted as a string and OR-ed, so no
  * operator or column filter a client writes is interpreted. Words are runs of ASCII letters
  * and digits and of non-ASCII bytes (so UTF-8 letters stay whole); at most
- * KEYWORD_MAX_WORDS are used. Leaves expr empty when the text has no words. */
-static ragd_err keyword_expr(const char *q, strbuf *expr)
+ * KEYWORD_MAX_WORDS are used. Leaves expr empty when the text has no words.
+ *
+ * Words that occur in half the chunks or more are left out (the rarest word is always
+ * kept): FTS5's BM25 gives them an IDF of log((N - n + 0.5) / (n + 0.5)) <= 0, clamped to
+ * 1e-6, so they add nothing to any score, yet every chunk containing one would be scored. */
+static ragd_err keyword_expr(sqlite3 *db, const char *q, strbuf *expr)
 {
+    char quoted[KEYWORD_MAX_WORDS][KEYWORD_MAX_WORD_BYTES + 3];
+    int64_t df[KEYWORD_MAX_WORDS];
     size_t words = 0;
     const unsigned char *p = (const unsigned char *)q;
     while (*p && words < KEYWORD_MAX_WORDS) {
@@ -638,16 +671,30 @@ static ragd_err keyword_expr(const char *q, strbuf *expr)
         if (len > KEYWORD_MAX_WORD_BYTES)
             continue;
         /* A word holds no '"' (not a word byte), so quoting needs no doubling here. */
-        ragd_err e = strbuf_appends(expr, words ? " OR \"" : "\"");
-        if (!e)
-            e = strbuf_append(expr, start, len);
-        if (!e)
-            e = strbuf_appends(expr, "\"");
-        if (e)
-            return e;
+        snprintf(quoted[words], sizeof quoted[words], "\"%.*s\"", (int)len, (const char *)start);
         words++;
     }
-    return RAGD_OK;
+    int64_t total = 0;
+    ragd_err e = words > 1 ? keyword_total(db, &total) : RAGD_OK;
+    size_t rarest = 0;
+    for (size_t i = 0; !e && total > 0 && i < words; i++) {
+        e = keyword_df(db, quoted[i], &df[i]);
+        if (!e && df[i] < df[rarest])
+            rarest = i;
+    }
+    if (e)
+        return e;
+    size_t used = 0;
+    for (size_t i = 0; !e && i < words; i++) {
+        bool common = total > 0 && df[i] * 2 >= total && i != rarest;
+        if (common)
+            continue;
+        e = strbuf_appends(expr, used ? " OR " : "");
+        if (!e)
+            e = strbuf_appends(expr, quoted[i]);
+        used++;
+    }
+    return e;
 }
 
 ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
@@ -664,7 +711,7 @@ ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *quer
     e = filter_check(f);
     if (e)
         goto out;
-    e = keyword_expr(query, &expr);
+    e = keyword_expr(r->db, query, &expr);
     if (e || expr.len == 0 || k == 0)
         goto out;
     e = strbuf_appends(&sql, "SELECT c.id, c.document_id, -bm25(chunks_fts) FROM chunks_fts"

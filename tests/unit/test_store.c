@@ -648,6 +648,27 @@ static void test_ingest_replace_delete_fts(void **state)
     store_close(st);
 }
 
+/* Words in half the chunks or more add nothing to BM25 (IDF clamped to ~0), so they are
+ * left out of the FTS5 query; the rarest word is always kept. */
+static void test_keyword_common_words_pruned(void **state)
+{
+    (void)state;
+    store *st = open_store(2, 64, 16);
+    store_keyword_hit hits[10];
+    twrite *t = tw_new(STORE_W_INGEST, "kb");
+    tw_doc(t, "d", "common word alpha|common word beta|common word gamma|common rare delta", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    int64_t coll = t->w.coll.id;
+    tw_free(t);
+
+    assert_int_equal(kw(st, coll, "common rare", NULL, hits, 10), 1); /* only the rare chunk */
+    assert_int_equal(kw(st, coll, "rare common word", NULL, hits, 10), 1);
+    assert_int_equal(kw(st, coll, "common", NULL, hits, 10), 4);      /* alone: kept */
+    assert_int_equal(kw(st, coll, "common word", NULL, hits, 10), 3); /* all common: the rarest, "word", kept */
+    assert_int_equal(kw(st, coll, "alpha beta", NULL, hits, 10), 2);  /* rare words OR-ed */
+    store_close(st);
+}
+
 static void test_bad_input_writes(void **state)
 {
     store *st = open_store(1, 64, 16);
@@ -1214,6 +1235,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_conflict_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_replace_delete_fts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyword_common_words_pruned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filter_docs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks_fetch_and_vectors, setup, teardown),
