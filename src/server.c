@@ -37,6 +37,7 @@ typedef struct {
 
 typedef struct {
     server *srv;
+    loopq_item done_item;
     size_t vectors;
     double ms;
     ragd_err rc;
@@ -64,7 +65,7 @@ static void server_load_work(void *arg)
     load->rc = r ? rag_index_load(load->srv->a.index, r, &load->vectors) : RAGD_ECLOSED;
     store_reader_release(r);
     load->ms = clock_now_ms() - t0;
-    loopq_post(load->srv->a.lq, server_load_done, load);
+    loopq_post(load->srv->a.lq, &load->done_item, server_load_done, load);
 }
 
 /* ---- shutdown ---- */
@@ -75,8 +76,9 @@ static void server_finish(server *srv)
         event_del(srv->drain_timer);
     size_t left = http_server_in_flight(srv->a.http);
     if (left)
-        log_warn("shutdown: grace period over with %zu requests in flight", left);
-    workpool_free(srv->a.pool); /* runs queued jobs to the end */
+        log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
+                 workpool_cancel_queued(srv->a.pool));
+    workpool_free(srv->a.pool); /* lets the jobs already running finish */
     srv->a.pool = NULL;
     store_close(srv->a.st);     /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
@@ -249,7 +251,7 @@ int server_run(const ragd_config *cfg)
     server_load *load = calloc(1, sizeof *load);
     if (load)
         load->srv = &srv;
-    if (!load || workpool_submit(srv.a.pool, server_load_work, load) != RAGD_OK) {
+    if (!load || workpool_submit(srv.a.pool, server_load_work, NULL, load) != RAGD_OK) {
         free(load);
         log_error("cannot start loading the index");
         goto out;
@@ -261,8 +263,10 @@ int server_run(const ragd_config *cfg)
     event_base_dispatch(srv.a.base);
 
 out:
-    if (srv.a.http) /* start-up failed after the server began */
+    if (srv.a.http) { /* start-up failed after the server began */
+        atomic_store(&srv.a.draining, true);
         server_finish(&srv);
+    }
     workpool_free(srv.a.pool);
     store_close(srv.a.st);
     if (srv.a.lq)

@@ -57,7 +57,7 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
     case RAGD_EBUSY:
     case RAGD_ECLOSED:
         snprintf(req->retry_after, sizeof req->retry_after, "1");
-        http_reply_error(req, 503, "overloaded", "store write queue is full or closing");
+        http_reply_error(req, 503, "overloaded", "%s", w->message[0] ? w->message : "store is busy or closing; retry");
         break;
     default:
         http_reply_error(req, 500, "internal", "store write failed: %s", w->message[0] ? w->message : ragd_strerror(w->status));

@@ -28,6 +28,7 @@ typedef struct {
     char *source;
     char hash[STORE_HASH_HEX + 1];
     bool markdown;  /* chunk with markdown structure */
+    bool repeated;  /* the same id stands earlier in the batch */
     bool duplicate; /* known before chunking: same id, same hash */
     int64_t *starts;
     int64_t *ends;
@@ -235,6 +236,29 @@ static bool ingest_parse_raw(http_request *req, ingest_job *job, char *db)
     return true;
 }
 
+static int ingest_cmp_id(const void *a, const void *b)
+{
+    const ingest_doc *x = *(ingest_doc *const *)a, *y = *(ingest_doc *const *)b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x < y ? -1 : x > y);
+}
+
+/* Marks every document whose id also stands earlier in the batch (sorting pointers by id,
+ * then by position). Returns false when out of memory. */
+static bool ingest_mark_repeats(ingest_job *job)
+{
+    ingest_doc **order = malloc(job->n * sizeof *order);
+    if (!order)
+        return false;
+    for (size_t i = 0; i < job->n; i++)
+        order[i] = &job->docs[i];
+    qsort(order, job->n, sizeof *order, ingest_cmp_id);
+    for (size_t i = 1; i < job->n; i++)
+        order[i]->repeated = strcmp(order[i - 1]->id, order[i]->id) == 0;
+    free(order);
+    return true;
+}
+
 /* Chunks and embeds one document. Returns false after replying. */
 static bool ingest_chunk_embed(http_request *req, ingest_doc *d, const chunk_params *cp)
 {
@@ -329,10 +353,17 @@ static void ingest_work(http_request *req)
         goto fail;
     }
     chunk_params cp = {.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
+    if (!ingest_mark_repeats(job)) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < job->n; i++) {
         ingest_doc *d = &job->docs[i];
         char known[STORE_HASH_HEX + 1];
-        if (rc == RAGD_OK && store_document_hash(r, coll.id, d->id, known) == RAGD_OK && strcmp(known, d->hash) == 0) {
+        /* Skip chunking a document the store already holds unchanged, unless its id comes
+         * earlier in this batch too (that one would change it first). */
+        if (rc == RAGD_OK && !d->repeated && store_document_hash(r, coll.id, d->id, known) == RAGD_OK &&
+            strcmp(known, d->hash) == 0) {
             d->duplicate = true;
             d->n_chunks = 0;
             continue;
@@ -361,6 +392,7 @@ static void ingest_work(http_request *req)
         sd->chunk_starts = d->starts;
         sd->chunk_ends = d->ends;
         sd->vectors = d->vectors;
+        sd->expect_duplicate = d->duplicate;
     }
     w->docs = job->sdocs;
     w->n_docs = job->n;

@@ -75,7 +75,13 @@ static bool query_parse_filter(http_request *req, json_t *filter, query_input *i
     json_t *v;
     json_object_foreach(filter, key, v) {
         json_t *in_list = json_is_object(v) ? json_object_get(v, "$in") : NULL;
-        total += json_is_array(in_list) ? json_array_size(in_list) : 1;
+        size_t n = json_is_array(in_list) ? json_array_size(in_list) : 1;
+        if (n > QUERY_MAX_FILTER_VALUES) {
+            http_reply_error(req, 422, "validation_error", "filter.%s: $in takes 1 to %d values", key,
+                             QUERY_MAX_FILTER_VALUES);
+            return false;
+        }
+        total += n;
     }
     in->values = calloc(total ? total : 1, sizeof *in->values);
     if (!in->values) {

@@ -63,14 +63,16 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
 {
     (void)kind;
     http_request *req = cls;
-    if (req->n_args == HTTP_MAX_ARGS)
+    if (req->n_args == HTTP_MAX_ARGS) {
+        req->bad_query = true;
         return MHD_NO;
+    }
     char *k = http_percent_decode(key, strlen(key));
     char *v = value ? http_percent_decode(value, strlen(value)) : strdup("");
     if (!k || !v) {
         free(k);
         free(v);
-        req->n_args = HTTP_MAX_ARGS + 1; /* marks a bad query string */
+        req->bad_query = true;
         return MHD_NO;
     }
     req->args[req->n_args].key = k;
@@ -148,17 +150,11 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         return true;
     }
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
-    if (req->n_args > HTTP_MAX_ARGS) {
-        req->n_args = 0;
-        http_reply_error(req, 400, "invalid_json", "bad query string: malformed %%-escape or too many arguments");
+    if (req->bad_query) {
+        http_reply_error(req, 400, "invalid_json", "bad query string: malformed %%-escape or more than %d arguments",
+                         HTTP_MAX_ARGS);
         return true;
     }
-    if (atomic_load(&s->app->draining)) {
-        snprintf(req->retry_after, sizeof req->retry_after, "1");
-        http_reply_error(req, 503, "not_ready", "server is shutting down");
-        return true;
-    }
-
     const http_route *route = NULL;
     switch (http_route_match(s->routes, s->n_routes, req, &route)) {
     case HTTP_ROUTE_NOT_FOUND:
@@ -175,6 +171,12 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         break;
     }
 
+    /* While draining only the health routes answer: a supervisor watches them. */
+    if (atomic_load(&s->app->draining) && strncmp(req->route_name, "/health", 7) != 0) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+        return true;
+    }
     if (!atomic_load(&s->app->ready) && strncmp(req->route_name, "/api/", 5) == 0 &&
         strcmp(req->route_name, "/api/pool/stats") != 0) {
         snprintf(req->retry_after, sizeof req->retry_after, "1");

@@ -125,8 +125,7 @@ void http_complete(http_request *req)
 {
     if (atomic_fetch_sub(&req->parts, 1) != 1)
         return;
-    if (loopq_post(req->app->lq, http_on_complete, req) != 0)
-        log_error("request %s: cannot post completion (out of memory)", req->request_id);
+    loopq_post(req->app->lq, &req->done_item, http_on_complete, req);
 }
 
 void http_hold(http_request *req) { atomic_fetch_add(&req->parts, 1); }
@@ -139,13 +138,22 @@ static void http_run_deferred(void *arg)
     http_complete(req);
 }
 
+/* A deferred job dropped at shutdown before any worker took it. */
+static void http_cancel_deferred(void *arg)
+{
+    http_request *req = arg;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
+    http_complete(req);
+}
+
 void http_defer(http_request *req, http_handler work)
 {
     req->handler = work;
     atomic_store(&req->parts, 1);
     http_request_ref(req);
     req->deferred = true;
-    ragd_err rc = workpool_submit(req->app->pool, http_run_deferred, req);
+    ragd_err rc = workpool_submit(req->app->pool, http_run_deferred, http_cancel_deferred, req);
     if (rc != RAGD_OK) {
         req->deferred = false;
         http_request_unref(req);

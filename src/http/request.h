@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "util/loopq.h"
 #include "util/strbuf.h"
 
 struct MHD_Connection;
@@ -43,6 +44,7 @@ struct http_request {
     size_t n_params;
     http_arg args[HTTP_MAX_ARGS];     /* decoded query-string arguments */
     size_t n_args;
+    bool bad_query;                   /* a malformed %-escape, or more than HTTP_MAX_ARGS */
     char request_id[129];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
     bool accept_sse;
@@ -62,6 +64,7 @@ struct http_request {
     int refs;
     bool deferred;  /* a worker owns it until http_complete */
     atomic_int parts; /* parties that must finish before the response goes (worker, holder) */
+    loopq_item done_item; /* posts the hand-back to the loop; never needs memory */
     bool answered;  /* a response was queued */
     bool early;     /* response decided before the body was read */
 };

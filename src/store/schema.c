@@ -13,7 +13,7 @@ typedef struct {
 static const migration migrations[] = {
     {1,
      "CREATE TABLE collections("
-     " id INTEGER PRIMARY KEY,"
+     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
      " name TEXT NOT NULL UNIQUE,"
      " embed_model TEXT NOT NULL,"
      " dim INTEGER NOT NULL,"
@@ -24,7 +24,7 @@ static const migration migrations[] = {
      " documents INTEGER NOT NULL DEFAULT 0," /* maintained by the triggers below */
      " chunks INTEGER NOT NULL DEFAULT 0);"
      "CREATE TABLE documents("
-     " id INTEGER PRIMARY KEY,"
+     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
      " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,"
      " doc_id TEXT NOT NULL,"
      " content_hash TEXT NOT NULL,"
@@ -36,7 +36,7 @@ static const migration migrations[] = {
      " updated_at TEXT NOT NULL,"
      " UNIQUE(collection_id, doc_id));"
      "CREATE TABLE chunks("
-     " id INTEGER PRIMARY KEY,"
+     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
      " document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,"
      " collection_id INTEGER NOT NULL,"
      " ordinal INTEGER NOT NULL,"

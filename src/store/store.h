@@ -193,6 +193,10 @@ typedef struct {
     const int64_t *chunk_starts;             /* n_chunks byte offsets into text */
     const int64_t *chunk_ends;
     const float *vectors;                    /* n_chunks * dim floats */
+    /* The caller saw this id stored with this hash and so skipped chunking (n_chunks 0).
+     * Should the stored hash differ by the time the writer runs (a concurrent replace),
+     * the whole write fails with RAGD_EBUSY instead of storing the text without chunks. */
+    bool expect_duplicate;
     store_doc_result result;                 /* out */
 } store_doc;
 
@@ -219,8 +223,8 @@ struct store_write {
     /* Results, valid when done runs:
      * status RAGD_OK, or RAGD_ENOTFOUND (collection/document), RAGD_ECONFLICT (CREATE with
      * other settings than the existing collection's; INGEST whose embed_model/dim differ from
-     * the collection's: message says which), RAGD_EIO (SQLite failed: nothing of this write
-     * is kept). created: the collection was created by this write. coll: the collection's
+     * the collection's: message says which), RAGD_EBUSY (an expect_duplicate document
+     * changed meanwhile: retry), RAGD_EIO (SQLite failed: nothing of this write is kept). created: the collection was created by this write. coll: the collection's
      * state after the write (not for DROP). */
     ragd_err status;
     char message[256];

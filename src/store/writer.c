@@ -331,6 +331,8 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         d->result = STORE_DOC_DUPLICATE;
         return RAGD_OK;
     }
+    if (d->expect_duplicate)
+        return fail(w, RAGD_EBUSY, "document '%s' changed while this request was prepared; retry", d->doc_id);
     if (exists) {
         sqlite3_bind_int64(ws->chunks_delete, 1, rowid);
         if (step_done(ws->chunks_delete) != SQLITE_DONE)

@@ -4,12 +4,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-typedef struct loopq_item {
-    loopq_fn fn;
-    void *arg;
-    struct loopq_item *next;
-} loopq_item;
-
 struct loopq {
     pthread_mutex_t lock;
     loopq_item *head;
@@ -49,11 +43,8 @@ void loopq_free(loopq *q)
     free(q);
 }
 
-int loopq_post(loopq *q, loopq_fn fn, void *arg)
+void loopq_post(loopq *q, loopq_item *it, loopq_fn fn, void *arg)
 {
-    loopq_item *it = malloc(sizeof *it);
-    if (!it)
-        return -1;
     it->fn = fn;
     it->arg = arg;
     it->next = NULL;
@@ -65,7 +56,6 @@ int loopq_post(loopq *q, loopq_fn fn, void *arg)
     q->tail = it;
     pthread_mutex_unlock(&q->lock);
     event_active(q->wake, EV_READ, 0);
-    return 0;
 }
 
 size_t loopq_drain(loopq *q)
@@ -77,8 +67,7 @@ size_t loopq_drain(loopq *q)
     size_t ran = 0;
     while (it) {
         loopq_item *next = it->next;
-        it->fn(it->arg);
-        free(it);
+        it->fn(it->arg); /* may free the item's owner */
         it = next;
         ran++;
     }

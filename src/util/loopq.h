@@ -11,13 +11,22 @@ struct event_base;
 typedef struct loopq loopq;
 typedef void (*loopq_fn)(void *arg);
 
+/* Storage for one posted callback, provided by the poster (typically a member of the
+ * object the callback is about), so posting can never fail for want of memory. */
+typedef struct loopq_item {
+    loopq_fn fn;
+    void *arg;
+    struct loopq_item *next;
+} loopq_item;
+
 loopq *loopq_new(struct event_base *base);
 /* Frees the queue; callbacks still queued are run first, on the calling thread. NULL ok. */
 void loopq_free(loopq *q);
 
-/* Queues fn(arg) to run on the loop thread, in FIFO order. Thread-safe; never blocks
- * beyond a short mutex; returns -1 only when out of memory. */
-int loopq_post(loopq *q, loopq_fn fn, void *arg);
+/* Queues fn(arg) to run on the loop thread, in FIFO order, using item's storage, which
+ * must stay valid (and not be posted again) until fn has started. Thread-safe; never
+ * blocks beyond a short mutex; cannot fail. */
+void loopq_post(loopq *q, loopq_item *item, loopq_fn fn, void *arg);
 
 /* Runs every queued callback now, on the calling thread (which must be the loop thread,
  * or the loop must be stopped). Returns how many ran. */

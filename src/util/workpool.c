@@ -6,6 +6,7 @@
 
 typedef struct workpool_job {
     workpool_fn fn;
+    workpool_fn cancel;
     void *arg;
     struct workpool_job *next;
 } workpool_job;
@@ -75,12 +76,13 @@ workpool *workpool_new(size_t n, size_t max_queue)
     return p;
 }
 
-ragd_err workpool_submit(workpool *p, workpool_fn fn, void *arg)
+ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *arg)
 {
     workpool_job *job = malloc(sizeof *job);
     if (!job)
         return RAGD_ENOMEM;
     job->fn = fn;
+    job->cancel = cancel;
     job->arg = arg;
     job->next = NULL;
     ragd_err rc = RAGD_OK;
@@ -102,6 +104,36 @@ ragd_err workpool_submit(workpool *p, workpool_fn fn, void *arg)
     if (rc != RAGD_OK)
         free(job);
     return rc;
+}
+
+size_t workpool_cancel_queued(workpool *p)
+{
+    workpool_job *cancelled = NULL;
+    pthread_mutex_lock(&p->lock);
+    workpool_job **link = &p->head;
+    p->tail = NULL;
+    while (*link) {
+        workpool_job *job = *link;
+        if (job->cancel) {
+            *link = job->next;
+            job->next = cancelled;
+            cancelled = job;
+            p->queued--;
+        } else {
+            p->tail = job;
+            link = &job->next;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    size_t n = 0;
+    while (cancelled) {
+        workpool_job *next = cancelled->next;
+        cancelled->cancel(cancelled->arg);
+        free(cancelled);
+        cancelled = next;
+        n++;
+    }
+    return n;
 }
 
 size_t workpool_threads(const workpool *p) { return p->n_threads; }

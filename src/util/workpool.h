@@ -14,9 +14,16 @@ typedef void (*workpool_fn)(void *arg);
 /* Starts n threads (n >= 1) with a queue bounded at max_queue jobs. */
 workpool *workpool_new(size_t n, size_t max_queue);
 
-/* Queues fn(arg) for a worker. RAGD_EBUSY when the queue is full, RAGD_ECLOSED after
- * workpool_free began; in both cases fn will never run. Thread-safe. */
-ragd_err workpool_submit(workpool *p, workpool_fn fn, void *arg);
+/* Queues fn(arg) for a worker. cancel, when not NULL, is what workpool_cancel_queued calls
+ * instead of fn if the job is still waiting then. RAGD_EBUSY when the queue is full,
+ * RAGD_ECLOSED after workpool_free began; in both cases neither fn nor cancel will run.
+ * Thread-safe. */
+ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *arg);
+
+/* Takes every waiting job that has a cancel function off the queue and calls its cancel
+ * (on the calling thread); jobs being run, and waiting ones without cancel, are left.
+ * Returns how many were cancelled. */
+size_t workpool_cancel_queued(workpool *p);
 
 size_t workpool_threads(const workpool *p);
 size_t workpool_queued(workpool *p);

@@ -351,6 +351,21 @@ class ApiTest(harness.E2ETestCase):
         self.assertEqual(res["duplicates"], 1)
         self.assertEqual(self.call("GET", f"/api/dbs/{db}")["documents"], 2)
 
+    def test_same_id_twice_in_one_batch(self):
+        # The stored text comes back as the second of two versions in one batch: the first
+        # replaces it, so the second must be chunked again, not skipped as a duplicate.
+        db = "api_twice"
+        first = "Alpha bravo charlie delta echo foxtrot."
+        self.call("POST", "/api/ingest", {"db": db, "documents": [{"id": "X", "text": first}]})
+        res = self.call("POST", "/api/ingest", {"db": db, "documents": [
+            {"id": "X", "text": "Zulu yankee xray whiskey."}, {"id": "X", "text": first}]})
+        self.assertEqual(res["duplicates"], 0)
+        doc = self.call("GET", f"/api/dbs/{db}/documents/X")
+        self.assertEqual([c["text"] for c in doc["chunks"]], [first])
+        self.assertEqual(self.call("GET", f"/api/dbs/{db}")["chunks"], 1)
+        body = self.query({"query": "bravo charlie", "db": db, "method": "keyword"})
+        self.assertEqual([s["doc_id"] for s in body["sources"]], ["X"])
+
     def test_replace_by_id(self):
         db = "api_replace"
         old = "The aardvarkium alloy melts at a surprisingly low temperature."

@@ -148,6 +148,30 @@ class ShutdownTest(harness.E2ETestCase):
                     self.assertIn(r2.body["documents"], (0, len(docs)), db)
         self.assertEqual(srv.stop(), 0)
 
+    def test_grace_over_refuses_queued_work(self):
+        # One worker, a short grace, many ingests queued behind each other: when the grace
+        # is over, the ones no worker has started are answered 503 not_ready rather than
+        # all processed before exit.
+        srv = self.new_server(env={"RAGD_WORKERS": "1", "RAGD_SHUTDOWN_GRACE_S": "0.3"})
+        batches = [(f"grace{j}", bulk_docs(f"g{j}x", 300, 1600, 100 + j)) for j in range(12)]
+        reqs = [PendingRequest(srv.port, ingest_request(db, docs)) for db, docs in batches]
+        time.sleep(0.2)
+        srv.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        results = [r.result() for r in reqs]
+        rc = srv.wait_exit(timeout=25)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(rc, 0, srv.log_tail())
+        refused = 0
+        for (db, docs), r in zip(batches, results):
+            if r is not None and r.status == 200:
+                self.assertEqual(r.body["documents"], len(docs))
+            else:
+                self.check_refusal(r, db)
+                refused += 1
+        self.assertGreater(refused, 0, "every queued ingest was processed after the grace period")
+        self.assertLess(elapsed, 0.3 + 5, "queued work ran past the grace period")
+
     def test_readiness_after_sigterm(self):
         srv = self.new_server(env={"RAGD_SHUTDOWN_GRACE_S": "10"})
         keep = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)

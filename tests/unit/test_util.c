@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,6 +126,7 @@ typedef struct {
 
 typedef struct {
     pool_ctx *ctx;
+    loopq_item item;
     int i;
 } pool_job;
 
@@ -140,7 +142,7 @@ static void pool_back(void *arg)
 static void pool_work(void *arg)
 {
     pool_job *job = arg;
-    loopq_post(job->ctx->q, pool_back, job);
+    loopq_post(job->ctx->q, &job->item, pool_back, job);
 }
 
 static void test_workpool_loopq(void **state)
@@ -155,7 +157,7 @@ static void test_workpool_loopq(void **state)
         pool_job *job = malloc(sizeof *job);
         job->ctx = &ctx;
         job->i = i;
-        assert_int_equal(workpool_submit(p, pool_work, job), RAGD_OK);
+        assert_int_equal(workpool_submit(p, pool_work, NULL, job), RAGD_OK);
     }
     event_base_loop(ctx.base, EVLOOP_NO_EXIT_ON_EMPTY);
     assert_int_equal(atomic_load(&ctx.done_on_loop), 200);
@@ -172,9 +174,53 @@ static void test_workpool_bounded(void **state)
 {
     (void)state;
     workpool *p = workpool_new(1, 0);
-    assert_int_equal(workpool_submit(p, noop, NULL), RAGD_EBUSY);
+    assert_int_equal(workpool_submit(p, noop, NULL, NULL), RAGD_EBUSY);
     workpool_free(p);
     assert_null(workpool_new(0, 10));
+}
+
+/* Jobs still waiting at shutdown are cancelled (their cancel runs instead); running ones
+ * and those without a cancel function are not. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static bool gate_open_flag, gate_entered;
+
+static void gate_job(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gate_mu);
+    gate_entered = true;
+    pthread_cond_broadcast(&gate_cv);
+    while (!gate_open_flag)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void count_job(void *arg) { atomic_fetch_add((atomic_int *)arg, 1); }
+static void count_cancel(void *arg) { atomic_fetch_add((atomic_int *)arg, 1000); }
+
+static void test_workpool_cancel_queued(void **state)
+{
+    (void)state;
+    atomic_int counter = 0;
+    workpool *p = workpool_new(1, 100);
+    assert_int_equal(workpool_submit(p, gate_job, NULL, NULL), RAGD_OK);
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_entered)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(workpool_submit(p, count_job, count_cancel, &counter), RAGD_OK);
+    assert_int_equal(workpool_submit(p, count_job, NULL, &counter), RAGD_OK);
+    assert_int_equal(workpool_cancel_queued(p), 5);
+    assert_int_equal(atomic_load(&counter), 5000);
+    assert_int_equal(workpool_queued(p), 1);
+    pthread_mutex_lock(&gate_mu);
+    gate_open_flag = true;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    workpool_free(p); /* the job without cancel still runs */
+    assert_int_equal(atomic_load(&counter), 5001);
 }
 
 int main(void)
@@ -183,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
+        cmocka_unit_test(test_workpool_cancel_queued),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
