@@ -84,11 +84,26 @@ static bool ingest_id_valid(const char *id)
     return true;
 }
 
-/* Fills d from the submitted text: hash and default id from the original bytes; HTML is
- * turned into text; markdown is kept for the chunker. Returns false after replying. */
-static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, size_t len, ingest_format fmt,
-                           const char *id, const char *field)
+/* Stored metadata: the client's object plus "source" when given separately. */
+static char *ingest_metadata(json_t *meta, const char *source)
 {
+    json_t *m = meta ? json_deep_copy(meta) : json_object();
+    if (m && source && !json_object_get(m, "source"))
+        json_object_set_new(m, "source", json_string(source));
+    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    return text;
+}
+
+/* Fills d from one submitted document: hash and default id from the original bytes; HTML
+ * is turned into text; markdown is kept for the chunker; metadata gets "source". Returns
+ * false after replying. */
+static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, size_t len, ingest_format fmt,
+                           const char *id, const char *source, json_t *meta, const char *field)
+{
+    d->markdown = fmt == INGEST_MARKDOWN;
+    d->source = source ? strdup(source) : NULL;
+    d->metadata_json = ingest_metadata(meta, source);
     hash_sha256_hex(text, len, d->hash);
     d->id = strdup(id ? id : d->hash);
     if (fmt == INGEST_HTML) {
@@ -105,22 +120,11 @@ static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, s
         }
         d->text_len = len;
     }
-    if (!d->id || !d->text) {
+    if (!d->id || !d->text || !d->metadata_json || (source && !d->source)) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return false;
     }
     return true;
-}
-
-/* Stored metadata: the client's object plus "source" when given separately. */
-static char *ingest_metadata(json_t *meta, const char *source)
-{
-    json_t *m = meta ? json_deep_copy(meta) : json_object();
-    if (m && source && !json_object_get(m, "source"))
-        json_object_set_new(m, "source", json_string(source));
-    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
-    json_decref(m);
-    return text;
 }
 
 static bool ingest_parse_json(http_request *req, ingest_job *job, char *db)
@@ -175,15 +179,8 @@ static bool ingest_parse_json(http_request *req, ingest_job *job, char *db)
         if (!fields_choice(req, doc, "format", formats, (int)ingest_format_of_source(source), &fmt))
             goto out;
         ingest_doc *d = &job->docs[job->n++];
-        if (!ingest_prepare(req, d, text, json_string_length(tv), (ingest_format)fmt, id, text_field))
+        if (!ingest_prepare(req, d, text, json_string_length(tv), (ingest_format)fmt, id, source, meta, text_field))
             goto out;
-        d->source = source ? strdup(source) : NULL;
-        d->metadata_json = ingest_metadata(meta, source);
-        if (!d->metadata_json || (source && !d->source)) {
-            http_reply_error(req, 503, "overloaded", "out of memory");
-            goto out;
-        }
-        d->markdown = fmt == INGEST_MARKDOWN;
     }
     ok = true;
 out:
@@ -224,16 +221,7 @@ static bool ingest_parse_raw(http_request *req, ingest_job *job, char *db)
         return false;
     }
     ingest_doc *d = &job->docs[job->n++];
-    if (!ingest_prepare(req, d, req->body.data, req->body.len, fmt, id, "body"))
-        return false;
-    d->source = source ? strdup(source) : NULL;
-    d->metadata_json = ingest_metadata(NULL, source);
-    if (!d->metadata_json || (source && !d->source)) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
-        return false;
-    }
-    d->markdown = fmt == INGEST_MARKDOWN;
-    return true;
+    return ingest_prepare(req, d, req->body.data, req->body.len, fmt, id, source, NULL, "body");
 }
 
 static int ingest_cmp_id(const void *a, const void *b)
