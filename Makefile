@@ -30,6 +30,7 @@ help:
 	@echo "make test     unit tests (cmocka) and end-to-end tests (python3, real HTTP on loopback)"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
+	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 
 deps: $(DEPS_OK)
@@ -84,3 +85,53 @@ clean:
 	rm -rf build
 
 -include $(OBJ:.o=.d) $(BUILD)/src/main.d
+
+# ---- Fuzzing (libFuzzer + ASan + UBSan, clang): tests/fuzz/fuzz_*.c, docs/fuzzing.md ----
+# The sources are rebuilt with clang and the sanitizers into build/fuzz/ (never the -O2 build).
+# `make fuzz` runs each target FUZZ_SECONDS on build/fuzz/corpus-<target>, seeded from
+# tests/fuzz/corpus/<target> (never written to); crash inputs go to build/fuzz/artifacts-<target>/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TIMEOUT ?= 30
+FUZZ_DIR     := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) -Isrc -MMD -MP
+FUZZ_OBJ     := $(SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_LIB     := $(FUZZ_DIR)/libragd-fuzz.a
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_DEPS_OK := $(FUZZ_DIR)/.deps-ok
+
+.PHONY: fuzz fuzz-build
+fuzz-build: $(FUZZ_BIN)
+
+$(FUZZ_DEPS_OK): scripts/deps.sh | $(DEPS_OK)
+	@scripts/deps.sh fuzz
+	@mkdir -p $(@D) && touch $@
+
+$(FUZZ_DIR)/obj/%.o: %.c | $(FUZZ_DEPS_OK)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB) | $(FUZZ_DEPS_OK)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) $(PKG_CFLAGS) -o $@ $< $(FUZZ_LIB) $(PKG_LIBS)
+
+fuzz: $(FUZZ_BIN)
+	@fail=""; for b in $(FUZZ_BIN); do t=$${b##*/}; \
+	  c=$(FUZZ_DIR)/corpus-$$t; a=$(FUZZ_DIR)/artifacts-$$t/; mkdir -p $$c $$a; \
+	  cp tests/fuzz/corpus/$$t/* $$c/ 2>/dev/null || true; \
+	  echo "== $$t: $(FUZZ_SECONDS) s (log: $(FUZZ_DIR)/$$t.log)"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $$b -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+	    -artifact_prefix=$$a $$c >$(FUZZ_DIR)/$$t.log 2>&1 || fail="$$fail $$t"; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)|^(==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)' \
+	    $(FUZZ_DIR)/$$t.log | sed 's/^/   /'; \
+	done; \
+	if [ -n "$$fail" ]; then echo "fuzz: FAILED:$$fail (inputs in $(FUZZ_DIR)/artifacts-*/)"; exit 1; fi; \
+	echo "fuzz: no crashes"
+
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)

@@ -92,6 +92,11 @@ static void test_config(void **state)
     setenv("RAGD_CHUNK_OVERLAP", "100", 1);
     assert_int_equal(config_from_env(&c, err, sizeof err), -1);
     assert_non_null(strstr(err, "RAGD_CHUNK_OVERLAP"));
+    setenv("RAGD_CHUNK_SIZE", "401", 1); /* odd size: 200 is not under 401 / 2 = 200 */
+    setenv("RAGD_CHUNK_OVERLAP", "200", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+    setenv("RAGD_CHUNK_OVERLAP", "199", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
     unsetenv("RAGD_CHUNK_SIZE");
     unsetenv("RAGD_CHUNK_OVERLAP");
 
