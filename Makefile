@@ -21,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-.PHONY: all deps test unit e2e asan run bench clean help
+.PHONY: all deps test unit e2e asan run bench fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
