@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "util/err.h"
+#include "util/sse.h"
 #include "util/strbuf.h"
 
 #define CLI_DEFAULT_URL "http://127.0.0.1:8000"
@@ -176,29 +177,6 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
 /* The one-line message for a non-2xx answer: the server's error.message and the status,
  * e.g. "collection 'x' does not exist (HTTP 404 db_not_found)". */
 void cli_http_error_message(const cli_response *r, char *out, size_t outlen);
-
-/* ---- Server-Sent Events (cli_sse.c) ---- */
-
-/* Called per complete event; `data` is the joined data lines (NUL-terminated); returns false
- * to stop. */
-typedef bool (*cli_sse_fn)(const char *event, const char *data, size_t len, void *ud);
-
-typedef struct {
-    strbuf line;  /* the line being read, capped at CLI_SSE_LINE_CAP */
-    strbuf data;  /* data of the event being read, capped at CLI_SSE_LINE_CAP */
-    char event[64];
-    bool has_data; /* a data line was seen for the event being read */
-    bool after_cr; /* the previous byte was '\r' (so a '\n' right after it ends nothing) */
-    bool failed;   /* a cap was passed or the callback stopped: feed refuses more */
-    cli_sse_fn fn;
-    void *ud;
-} cli_sse;
-
-void cli_sse_init(cli_sse *s, cli_sse_fn fn, void *ud);
-void cli_sse_cleanup(cli_sse *s);
-/* Parses the next n bytes (lines end in \n, \r\n or \r). Returns RAGD_ETOOBIG when a line or an
- * event's data passes the cap, RAGD_ECLOSED when the callback stopped, RAGD_OK otherwise. */
-ragd_err cli_sse_feed(cli_sse *s, const char *p, size_t n);
 
 /* ---- query, dbs, health (cli_query.c) ---- */
 

@@ -139,7 +139,7 @@ out:
 }
 
 typedef struct {
-    cli_sse sse;
+    sse_parser sse;
     json_t *sources; /* from event: sources */
     json_t *done;    /* the event: done object */
     char error[512]; /* from event: error */
@@ -180,7 +180,7 @@ static bool on_event(const char *event, const char *data, size_t len, void *ud)
 static bool on_stream_bytes(const char *p, size_t n, void *ud)
 {
     stream_state *st = ud;
-    return cli_sse_feed(&st->sse, p, n) == RAGD_OK;
+    return sse_feed(&st->sse, p, n) == RAGD_OK;
 }
 
 static int query_stream(const cli_opts *o, const char *body)
@@ -191,7 +191,7 @@ static int query_stream(const cli_opts *o, const char *body)
     cli_response_init(&r);
     stream_state st;
     memset(&st, 0, sizeof st);
-    cli_sse_init(&st.sse, on_event, &st);
+    sse_init(&st.sse, CLI_SSE_LINE_CAP, on_event, &st);
     json_t *plain = NULL;
 
     ragd_err e = cli_http(o->url, "/api/query", body, strlen(body), CLI_QUERY_TIMEOUT_S,
@@ -240,7 +240,7 @@ out:
     json_decref(plain);
     json_decref(st.sources);
     json_decref(st.done);
-    cli_sse_cleanup(&st.sse);
+    sse_cleanup(&st.sse);
     cli_response_cleanup(&r);
     return status;
 }

@@ -723,36 +723,36 @@ static void test_sse(void **state)
     size_t steps[] = {n, 1, 7};
     for (size_t k = 0; k < 3; k++) {
         sse_log l = {.log = ""};
-        cli_sse s;
-        cli_sse_init(&s, sse_collect, &l);
+        sse_parser s;
+        sse_init(&s, CLI_SSE_LINE_CAP, sse_collect, &l);
         for (size_t i = 0; i < n; i += steps[k]) {
             size_t m = n - i < steps[k] ? n - i : steps[k];
-            assert_int_equal(cli_sse_feed(&s, stream + i, m), RAGD_OK);
+            assert_int_equal(sse_feed(&s, stream + i, m), RAGD_OK);
         }
         assert_string_equal(l.log, want);
-        cli_sse_cleanup(&s);
+        sse_cleanup(&s);
     }
     /* The callback can stop the stream; then feed refuses more. */
     sse_log l = {.log = "", .stop_after = 1};
-    cli_sse s;
-    cli_sse_init(&s, sse_collect, &l);
-    assert_int_equal(cli_sse_feed(&s, "data: 1\n\ndata: 2\n\n", 18), RAGD_ECLOSED);
-    assert_int_equal(cli_sse_feed(&s, "data: 3\n\n", 9), RAGD_ECLOSED);
+    sse_parser s;
+    sse_init(&s, CLI_SSE_LINE_CAP, sse_collect, &l);
+    assert_int_equal(sse_feed(&s, "data: 1\n\ndata: 2\n\n", 18), RAGD_ECLOSED);
+    assert_int_equal(sse_feed(&s, "data: 3\n\n", 9), RAGD_ECLOSED);
     assert_string_equal(l.log, "<message|1>");
-    cli_sse_cleanup(&s);
+    sse_cleanup(&s);
     /* A line past the cap fails instead of growing. */
     sse_log l2 = {.log = ""};
-    cli_sse_init(&s, sse_collect, &l2);
+    sse_init(&s, CLI_SSE_LINE_CAP, sse_collect, &l2);
     char *big = malloc(1 << 20);
     memset(big, 'a', 1 << 20);
     ragd_err e = RAGD_OK;
     for (size_t fed = 0; fed <= CLI_SSE_LINE_CAP && !e; fed += 1 << 20)
-        e = cli_sse_feed(&s, big, 1 << 20);
+        e = sse_feed(&s, big, 1 << 20);
     assert_int_equal(e, RAGD_ETOOBIG);
     assert_true(s.failed);
     assert_int_equal(l2.events, 0);
     free(big);
-    cli_sse_cleanup(&s);
+    sse_cleanup(&s);
 }
 
 /* ---- error messages ---- */

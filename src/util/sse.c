@@ -1,26 +1,27 @@
-/* A Server-Sent Events parser (the WHATWG event-stream format) for `ragd query --stream`.
- * Bytes arrive in arbitrary pieces; lines and each event's data are held in capped buffers. */
+/* A Server-Sent Events parser (the WHATWG event-stream format), used by `ragd query
+ * --stream` and by the OpenAI-compatible backend. Bytes arrive in arbitrary pieces; lines and
+ * each event's data are held in capped buffers. */
+#include "util/sse.h"
+
 #include <string.h>
 
-#include "cli/cli_int.h"
-
-void cli_sse_init(cli_sse *s, cli_sse_fn fn, void *ud)
+void sse_init(sse_parser *s, size_t cap, sse_fn fn, void *ud)
 {
     memset(s, 0, sizeof *s);
-    strbuf_init(&s->line, CLI_SSE_LINE_CAP);
-    strbuf_init(&s->data, CLI_SSE_LINE_CAP);
+    strbuf_init(&s->line, cap);
+    strbuf_init(&s->data, cap);
     s->fn = fn;
     s->ud = ud;
 }
 
-void cli_sse_cleanup(cli_sse *s)
+void sse_cleanup(sse_parser *s)
 {
     strbuf_cleanup(&s->line);
     strbuf_cleanup(&s->data);
 }
 
 /* An empty line: hand over the event when it had data, then start a new one. */
-static ragd_err cli_sse_dispatch(cli_sse *s)
+static ragd_err sse_dispatch(sse_parser *s)
 {
     ragd_err e = RAGD_OK;
     if (s->has_data) {
@@ -35,12 +36,12 @@ static ragd_err cli_sse_dispatch(cli_sse *s)
     return e;
 }
 
-static ragd_err cli_sse_line(cli_sse *s)
+static ragd_err sse_line(sse_parser *s)
 {
     const char *line = s->line.data ? s->line.data : "";
     size_t n = s->line.len;
     if (n == 0)
-        return cli_sse_dispatch(s);
+        return sse_dispatch(s);
     if (line[0] == ':')
         return RAGD_OK; /* a comment, e.g. a keep-alive */
     const char *colon = memchr(line, ':', n);
@@ -69,7 +70,7 @@ static ragd_err cli_sse_line(cli_sse *s)
     return RAGD_OK;
 }
 
-ragd_err cli_sse_feed(cli_sse *s, const char *p, size_t n)
+ragd_err sse_feed(sse_parser *s, const char *p, size_t n)
 {
     if (s->failed)
         return RAGD_ECLOSED;
@@ -89,7 +90,7 @@ ragd_err cli_sse_feed(cli_sse *s, const char *p, size_t n)
         if (e || j == n)
             break;
         s->after_cr = p[j] == '\r';
-        e = cli_sse_line(s);
+        e = sse_line(s);
         strbuf_reset(&s->line);
         i = j + 1;
     }

@@ -1,0 +1,172 @@
+#include "upstream/ollama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *ollama_embed_body(const char *model, const char *const *texts, const size_t *lens, size_t n)
+{
+    json_t *input = json_array();
+    for (size_t i = 0; input && i < n; i++)
+        if (json_array_append_new(input, json_stringn(texts[i], lens[i])) != 0) {
+            json_decref(input);
+            input = NULL;
+        }
+    json_t *body = input ? json_pack("{s:s, s:o, s:b}", "model", model, "input", input, "truncate", 1) : NULL;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return text;
+}
+
+ragd_err ollama_embed_parse(const char *body, size_t len, size_t n_expected, size_t *dim, float **vectors, char *err,
+                            size_t errlen)
+{
+    *vectors = NULL;
+    *dim = 0;
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, 0, &jerr);
+    json_t *embeddings = json_object_get(root, "embeddings");
+    float *out = NULL;
+    ragd_err e = RAGD_EINVAL;
+    if (!json_is_array(embeddings)) {
+        snprintf(err, errlen, "embed reply has no \"embeddings\" array");
+        goto out;
+    }
+    if (json_array_size(embeddings) != n_expected) {
+        snprintf(err, errlen, "embed reply has %zu vectors for %zu inputs", json_array_size(embeddings), n_expected);
+        goto out;
+    }
+    size_t d = n_expected ? json_array_size(json_array_get(embeddings, 0)) : 0;
+    if (n_expected && (d == 0 || d > 8192)) {
+        snprintf(err, errlen, "embed reply vector dimension %zu is not 1..8192", d);
+        goto out;
+    }
+    size_t total = n_expected * d;
+    out = malloc((total > 0 ? total : 1) * sizeof *out);
+    if (!out) {
+        e = RAGD_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n_expected; i++) {
+        json_t *vec = json_array_get(embeddings, i);
+        if (!json_is_array(vec) || json_array_size(vec) != d) {
+            snprintf(err, errlen, "embed reply vector %zu has another dimension than %zu", i, d);
+            goto out;
+        }
+        for (size_t j = 0; j < d; j++) {
+            json_t *x = json_array_get(vec, j);
+            double v = json_number_value(x);
+            if (!json_is_number(x) || !isfinite(v)) {
+                snprintf(err, errlen, "embed reply vector %zu holds a value that is not a finite number", i);
+                goto out;
+            }
+            out[i * d + j] = (float)v;
+        }
+    }
+    *vectors = out;
+    *dim = d;
+    out = NULL;
+    e = RAGD_OK;
+out:
+    free(out);
+    json_decref(root);
+    return e;
+}
+
+char *ollama_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream)
+{
+    json_t *messages = json_array();
+    if (system)
+        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content", system));
+    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", user));
+    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", messages, "stream", stream);
+    if (body && options)
+        json_object_set(body, "options", options);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    return text;
+}
+
+void ollama_error_message(const char *body, size_t len, char *out, size_t outlen)
+{
+    json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *msg = json_string_value(json_object_get(root, "error"));
+    snprintf(out, outlen, "%s", msg ? msg : "backend error without a message");
+    json_decref(root);
+}
+
+bool ollama_is_busy(int status, const char *message)
+{
+    return status == 503 && message && strstr(message, "maximum pending requests exceeded");
+}
+
+/* ---- the NDJSON chat stream ---- */
+
+static int ollama_stream_line(const char *line, size_t len, void *arg)
+{
+    ollama_stream *s = arg;
+    if (len == 0)
+        return 0;
+    json_t *chunk = json_loadb(line, len, 0, NULL);
+    int stop = 1;
+    if (!json_is_object(chunk)) {
+        s->state = OLLAMA_STREAM_BAD;
+        goto out;
+    }
+    json_t *error = json_object_get(chunk, "error");
+    if (error) {
+        s->state = OLLAMA_STREAM_ERROR_LINE;
+        snprintf(s->error, sizeof s->error, "%s", json_is_string(error) ? json_string_value(error) : "error");
+        goto out;
+    }
+    /* /api/chat puts the text in message.content, /api/generate in response. */
+    json_t *text = json_object_get(json_object_get(chunk, "message"), "content");
+    if (!text)
+        text = json_object_get(chunk, "response");
+    if (json_is_string(text) && json_string_length(text) > 0 &&
+        s->on_text(json_string_value(text), json_string_length(text), s->arg) != 0)
+        goto out; /* the consumer stopped; state stays RUNNING */
+    if (json_is_true(json_object_get(chunk, "done"))) {
+        s->state = OLLAMA_STREAM_DONE;
+        const char *reason = json_string_value(json_object_get(chunk, "done_reason"));
+        snprintf(s->done_reason, sizeof s->done_reason, "%s", reason ? reason : "");
+        s->load_duration_ns = json_integer_value(json_object_get(chunk, "load_duration"));
+        s->prompt_eval_count = json_integer_value(json_object_get(chunk, "prompt_eval_count"));
+        s->eval_count = json_integer_value(json_object_get(chunk, "eval_count"));
+        goto out;
+    }
+    stop = 0;
+out:
+    json_decref(chunk);
+    return stop;
+}
+
+void ollama_stream_init(ollama_stream *s, int (*on_text)(const char *p, size_t n, void *arg), void *arg)
+{
+    memset(s, 0, sizeof *s);
+    s->on_text = on_text;
+    s->arg = arg;
+    lines_init(&s->lines, OLLAMA_MAX_LINE, ollama_stream_line, s);
+}
+
+void ollama_stream_cleanup(ollama_stream *s) { lines_cleanup(&s->lines); }
+
+ragd_err ollama_stream_feed(ollama_stream *s, const char *p, size_t n)
+{
+    if (s->state != OLLAMA_STREAM_RUNNING)
+        return RAGD_ECLOSED;
+    ragd_err e = lines_feed(&s->lines, p, n);
+    if (e == RAGD_ETOOBIG)
+        s->state = OLLAMA_STREAM_BAD;
+    return e ? RAGD_ECLOSED : RAGD_OK;
+}
+
+ollama_stream_state ollama_stream_end(ollama_stream *s)
+{
+    if (s->state == OLLAMA_STREAM_RUNNING && lines_finish(&s->lines) == RAGD_ETOOBIG)
+        s->state = OLLAMA_STREAM_BAD;
+    if (s->state == OLLAMA_STREAM_RUNNING)
+        s->state = OLLAMA_STREAM_NO_DONE;
+    return s->state;
+}
