@@ -1,0 +1,730 @@
+#include "upstream/llm.h"
+
+#include <event2/event.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upstream/ollama.h"
+#include "upstream/openai.h"
+#include "util/log.h"
+#include "util/strbuf.h"
+
+#define LLM_ERROR_BODY_CAP ((size_t)64 * 1024)
+
+typedef enum { LLM_OP_EMBED, LLM_OP_CHAT } llm_op;
+typedef enum { TASK_EMBED_JOB, TASK_CALL } llm_task_kind;
+
+struct llm {
+    struct event_base *base;
+    upstream_client *client;
+    llm_config cfg;
+    char **urls;
+    size_t n_urls;
+    char *api_key;
+    breaker_registry *breakers;
+    bulkhead_set *bulkheads;
+    retry_budget *budget;
+    upstream_clock clock;
+    upstream_rand rnd;
+    struct event *expiry; /* bulkhead waiters' time limits */
+    llm_task *tasks;      /* top-level tasks: embed jobs and chat calls */
+};
+
+struct llm_task {
+    llm *l;
+    llm_task_kind kind;
+    llm_task *prev, *next; /* in l->tasks (top-level tasks only) */
+    double deadline_ms;
+
+    /* TASK_EMBED_JOB: the batches and the result */
+    llm_task **children;
+    size_t n_children;
+    size_t pending;
+    size_t n_texts;
+    size_t dim;
+    float *vectors;
+    llm_embed_cb embed_cb;
+    void *embed_arg;
+
+    /* TASK_CALL: one request to some backend, retried */
+    llm_task *parent; /* the embed job, or NULL for chat */
+    size_t first;     /* embed batch: index of its first text */
+    size_t count;
+    llm_op op;
+    char *model;
+    char *body;
+    size_t body_len;
+    int attempts;
+    int last_host;
+    bool prefer_other;
+    /* the attempt in progress */
+    int host;
+    bulkhead *bh;
+    bulkhead_waiter waiter;
+    bool queued;
+    bool slot;
+    breaker *br;
+    breaker_permit permit;
+    bool permitted;
+    upstream_call *call;
+    struct event *retry_timer;
+    int http_status;
+    strbuf reply; /* embed reply, or an error body */
+    ollama_stream ost;
+    openai_stream oast;
+    bool stream_on;
+    bool text_sent;
+    bool consumer_stopped;
+    llm_chat_handlers chat;
+    llm_chat_stats stats;
+    char message[320];
+};
+
+void llm_config_default(llm_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->kind = LLM_KIND_OLLAMA;
+    c->embed_batch = 32;
+    c->embed_timeout_ms = 30000;
+    c->generate_timeout_ms = 60000;
+    c->connect_timeout_ms = 2000;
+    c->ttfb_timeout_ms = 30000;
+    c->idle_timeout_ms = 20000;
+    c->max_response_bytes = (size_t)64 << 20;
+    breaker_config_default(&c->breaker);
+    bulkhead_config_default(&c->bulkhead);
+    retry_policy_default(&c->retry);
+    retry_budget_config_default(&c->budget);
+}
+
+const char *llm_status_name(llm_status s)
+{
+    switch (s) {
+    case LLM_OK: return "ok";
+    case LLM_UNAVAILABLE: return "unavailable";
+    case LLM_OVERLOADED: return "overloaded";
+    case LLM_TIMEOUT: return "timeout";
+    case LLM_REJECTED: return "rejected";
+    case LLM_BAD_REPLY: return "bad_reply";
+    }
+    return "unknown";
+}
+
+static void llm_try(llm_task *t);
+static void llm_call_finish(llm_task *t, llm_status st);
+
+/* ---- lists and freeing ---- */
+
+static void llm_link(llm_task *t)
+{
+    t->next = t->l->tasks;
+    if (t->next)
+        t->next->prev = t;
+    t->l->tasks = t;
+}
+
+static void llm_unlink(llm_task *t)
+{
+    if (t->prev)
+        t->prev->next = t->next;
+    else if (t->l->tasks == t)
+        t->l->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+/* Ends whatever attempt is in progress, without callbacks: the slot, the permit and the
+ * HTTP call are all given back (as NEUTRAL: we stopped it, the backend did nothing wrong). */
+static void llm_attempt_abandon(llm_task *t)
+{
+    if (t->queued) {
+        bulkhead_cancel(t->bh, &t->waiter);
+        t->queued = false;
+    }
+    if (t->call) {
+        upstream_cancel(t->call);
+        t->call = NULL;
+    }
+    if (t->permitted) {
+        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
+        t->permitted = false;
+    }
+    if (t->slot) {
+        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
+        t->slot = false;
+    }
+    if (t->retry_timer)
+        event_del(t->retry_timer);
+}
+
+static void llm_task_free(llm_task *t)
+{
+    if (!t)
+        return;
+    if (t->kind == TASK_EMBED_JOB) {
+        for (size_t i = 0; i < t->n_children; i++)
+            llm_task_free(t->children[i]);
+        free(t->children);
+        free(t->vectors);
+    } else {
+        llm_attempt_abandon(t);
+        if (t->retry_timer)
+            event_free(t->retry_timer);
+        if (t->stream_on) {
+            ollama_stream_cleanup(&t->ost);
+            openai_stream_cleanup(&t->oast);
+        }
+        strbuf_cleanup(&t->reply);
+        free(t->model);
+        free(t->body);
+    }
+    free(t);
+}
+
+/* ---- host choice ---- */
+
+static ragd_err llm_breaker_for(llm *l, int host, llm_op op, const char *model, breaker **out)
+{
+    char err[128];
+    ragd_err e = breaker_registry_add(l->breakers, l->urls[host], op == LLM_OP_EMBED ? "embed" : "chat", model,
+                                      &l->cfg.breaker, out, err, sizeof err);
+    return e == RAGD_ECONFLICT ? RAGD_OK : e; /* it existed: *out is that one */
+}
+
+/* The usable host with the fewest calls in flight, avoiding the last one on a retry when
+ * another is usable. -1 when every host's breaker refuses: fails without any network. */
+static int llm_pick_host(llm_task *t)
+{
+    llm *l = t->l;
+    int best = -1, best_load = INT_MAX;
+    for (int pass = 0; pass < 2 && best < 0; pass++) {
+        for (size_t i = 0; i < l->n_urls; i++) {
+            if (pass == 0 && t->prefer_other && l->n_urls > 1 && (int)i == t->last_host)
+                continue;
+            breaker *br = NULL;
+            if (llm_breaker_for(l, (int)i, t->op, t->model, &br) != RAGD_OK)
+                continue;
+            breaker_snapshot s;
+            breaker_snapshot_get(br, &s);
+            if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
+                continue;
+            bulkhead *bh = NULL;
+            int load = bulkhead_set_get(l->bulkheads, l->urls[i], t->model, &bh) == RAGD_OK
+                           ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
+                           : INT_MAX - 1;
+            if (load < best_load) {
+                best = (int)i;
+                best_load = load;
+            }
+        }
+    }
+    return best;
+}
+
+/* ---- the HTTP attempt ---- */
+
+static int llm_on_text_piece(const char *p, size_t n, void *arg)
+{
+    llm_task *t = arg;
+    t->text_sent = true;
+    if (t->chat.on_text && t->chat.on_text(p, n, t->chat.arg) != 0) {
+        t->consumer_stopped = true;
+        return 1;
+    }
+    return 0;
+}
+
+static int llm_on_headers(int status, const char *content_type, void *arg)
+{
+    (void)content_type;
+    llm_task *t = arg;
+    t->http_status = status;
+    return 0;
+}
+
+static int llm_on_data(const char *p, size_t n, void *arg)
+{
+    llm_task *t = arg;
+    if (t->op == LLM_OP_CHAT && t->http_status == 200) {
+        ragd_err e = t->l->cfg.kind == LLM_KIND_OLLAMA ? ollama_stream_feed(&t->ost, p, n) : openai_stream_feed(&t->oast, p, n);
+        return e != RAGD_OK; /* the stream is over (done, error line, bad line, consumer stop) */
+    }
+    size_t cap = t->op == LLM_OP_EMBED && t->http_status == 200 ? t->l->cfg.max_response_bytes : LLM_ERROR_BODY_CAP;
+    if (t->reply.cap != cap)
+        t->reply.cap = cap;
+    return strbuf_append(&t->reply, p, n) != RAGD_OK;
+}
+
+static breaker_transport llm_transport(upstream_transport x)
+{
+    switch (x) {
+    case UPSTREAM_T_OK: return BREAKER_XPORT_NONE;
+    case UPSTREAM_T_CONNECT: return BREAKER_XPORT_CONNECT;
+    case UPSTREAM_T_TTFB_TIMEOUT: return BREAKER_XPORT_TTFB_TIMEOUT;
+    case UPSTREAM_T_IDLE_TIMEOUT: return BREAKER_XPORT_IDLE_TIMEOUT;
+    case UPSTREAM_T_TOTAL_TIMEOUT: return BREAKER_XPORT_TOTAL_TIMEOUT;
+    case UPSTREAM_T_RESET: return BREAKER_XPORT_RESET;
+    default: return BREAKER_XPORT_OTHER;
+    }
+}
+
+/* The stream's end as the breaker sees it; ABORTED by our own stop is fine when the
+ * stream itself had ended or the consumer stopped. */
+static breaker_stream llm_stream_state(llm_task *t, bool *loaded)
+{
+    *loaded = false;
+    if (t->l->cfg.kind == LLM_KIND_OLLAMA) {
+        ollama_stream_state s = ollama_stream_end(&t->ost);
+        *loaded = t->ost.load_duration_ns > 0;
+        if (s == OLLAMA_STREAM_ERROR_LINE)
+            snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->ost.error);
+        return s == OLLAMA_STREAM_DONE ? BREAKER_STREAM_DONE
+               : s == OLLAMA_STREAM_ERROR_LINE ? BREAKER_STREAM_ERROR_LINE
+                                               : BREAKER_STREAM_NO_DONE;
+    }
+    openai_stream_state s = openai_stream_end(&t->oast);
+    if (s == OPENAI_STREAM_ERROR)
+        snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->oast.error);
+    return s == OPENAI_STREAM_DONE ? BREAKER_STREAM_DONE
+           : s == OPENAI_STREAM_ERROR ? BREAKER_STREAM_ERROR_LINE
+                                      : BREAKER_STREAM_NO_DONE;
+}
+
+static void llm_on_retry_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    llm_try(arg);
+}
+
+/* Embed reply of a 200: parse strictly, into the job's result. */
+static bool llm_embed_store(llm_task *t)
+{
+    llm_task *job = t->parent;
+    char err[200];
+    size_t dim = 0;
+    float *v = NULL;
+    ragd_err e = t->l->cfg.kind == LLM_KIND_OLLAMA
+                     ? ollama_embed_parse(t->reply.data ? t->reply.data : "", t->reply.len, t->count, &dim, &v, err, sizeof err)
+                     : openai_embed_parse(t->reply.data ? t->reply.data : "", t->reply.len, t->count, &dim, &v, err, sizeof err);
+    if (e == RAGD_OK && job->dim && dim != job->dim) {
+        snprintf(err, sizeof err, "embed reply dimension %zu differs from another batch's %zu", dim, job->dim);
+        e = RAGD_EINVAL;
+    }
+    if (e == RAGD_OK && !job->vectors) {
+        job->dim = dim;
+        job->vectors = calloc(job->n_texts * dim, sizeof *job->vectors);
+        if (!job->vectors)
+            e = RAGD_ENOMEM;
+    }
+    if (e == RAGD_OK)
+        memcpy(job->vectors + t->first * dim, v, t->count * dim * sizeof *v);
+    else
+        snprintf(t->message, sizeof t->message, "%s", e == RAGD_ENOMEM ? "out of memory" : err);
+    free(v);
+    return e == RAGD_OK;
+}
+
+static void llm_on_call_done(const upstream_result *r, void *arg)
+{
+    llm_task *t = arg;
+    llm *l = t->l;
+    t->call = NULL; /* the client frees it after this callback */
+    t->stats.attempts = t->attempts;
+    t->stats.ttfb_ms = r->ttfb_ms;
+    t->stats.total_ms = r->total_ms;
+
+    breaker_call bc = {.transport = llm_transport(r->transport), .http_status = r->status};
+    bool ok_reply = true;
+    if (r->transport == UPSTREAM_T_ABORTED && t->op == LLM_OP_CHAT)
+        bc.transport = BREAKER_XPORT_NONE; /* we stopped reading: the stream state says how it went */
+    if (t->op == LLM_OP_CHAT && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
+        bc.stream = llm_stream_state(t, &bc.model_loading);
+        t->stats.model_loaded = bc.model_loading;
+        if (t->consumer_stopped)
+            bc.stream = BREAKER_STREAM_DONE; /* our choice, not the backend's fault */
+    }
+    if (r->status >= 400) {
+        ollama_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
+        bc.busy = breaker_body_is_busy(t->reply.data ? t->reply.data : "", t->reply.len);
+    }
+    if (t->op == LLM_OP_EMBED && r->status == 200 && bc.transport == BREAKER_XPORT_NONE && !llm_embed_store(t)) {
+        ok_reply = false;
+        bc.transport = BREAKER_XPORT_OTHER; /* a backend that lies counts as failing */
+    }
+    if (bc.transport != BREAKER_XPORT_NONE && !t->message[0])
+        snprintf(t->message, sizeof t->message, "%s: %s", l->urls[t->host], r->message ? r->message : "transport error");
+
+    upstream_outcome outcome = breaker_report(t->br, &t->permit, &bc);
+    t->permitted = false;
+    bulkhead_release(t->bh, outcome);
+    t->slot = false;
+
+    if (outcome == UPSTREAM_SUCCESS) {
+        llm_call_finish(t, LLM_OK);
+        return;
+    }
+    double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
+    retry_decision d = retry_decide(&l->cfg.retry, outcome, t->attempts, left, &l->rnd, l->budget);
+    if (d.retry && !t->text_sent) {
+        t->prefer_other = d.prefer_other_host;
+        t->last_host = t->host;
+        struct timeval tv = {.tv_sec = (time_t)(d.delay_ms / 1000),
+                             .tv_usec = (suseconds_t)((long)(d.delay_ms * 1000) % 1000000)};
+        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", t->op == LLM_OP_EMBED ? "embed" : "chat",
+                  t->attempts, upstream_transport_name(r->transport), d.delay_ms);
+        evtimer_add(t->retry_timer, &tv);
+        return;
+    }
+    llm_status st = LLM_UNAVAILABLE;
+    if (outcome == UPSTREAM_OVERLOAD)
+        st = LLM_OVERLOADED;
+    else if (outcome == UPSTREAM_NEUTRAL)
+        st = LLM_REJECTED;
+    else if (!ok_reply)
+        st = LLM_BAD_REPLY;
+    else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT || (d.reason == RETRY_NO_DEADLINE && left <= 0))
+        st = LLM_TIMEOUT;
+    llm_call_finish(t, st);
+}
+
+/* A slot is held: take a breaker permit and send the request. */
+static void llm_send(llm_task *t)
+{
+    llm *l = t->l;
+    double remaining = 0;
+    if (!breaker_acquire(t->br, &t->permit, &remaining)) {
+        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
+        t->slot = false;
+        t->prefer_other = true;
+        t->last_host = t->host;
+        llm_try(t); /* another host, or fail at once */
+        return;
+    }
+    t->permitted = true;
+    t->attempts++;
+    t->http_status = 0;
+    t->text_sent = false;
+    strbuf_reset(&t->reply);
+    if (t->op == LLM_OP_CHAT) {
+        if (t->stream_on) {
+            ollama_stream_cleanup(&t->ost);
+            openai_stream_cleanup(&t->oast);
+        }
+        ollama_stream_init(&t->ost, llm_on_text_piece, t);
+        openai_stream_init(&t->oast, llm_on_text_piece, t);
+        t->stream_on = true;
+    }
+    double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
+    double op_limit = t->op == LLM_OP_EMBED ? l->cfg.embed_timeout_ms : l->cfg.generate_timeout_ms;
+    double total = left < op_limit ? left : op_limit;
+    char url[1200];
+    const char *path = l->cfg.kind == LLM_KIND_OLLAMA ? (t->op == LLM_OP_EMBED ? "/api/embed" : "/api/chat")
+                                                      : (t->op == LLM_OP_EMBED ? "/v1/embeddings" : "/v1/chat/completions");
+    snprintf(url, sizeof url, "%s%s", l->urls[t->host], path);
+    char auth[600] = "";
+    if (l->api_key)
+        snprintf(auth, sizeof auth, "Bearer %s", l->api_key);
+    upstream_request req = {.url = url,
+                            .body = t->body,
+                            .body_len = t->body_len,
+                            .content_type = "application/json",
+                            .authorization = l->api_key ? auth : NULL,
+                            .connect_timeout_ms = (long)l->cfg.connect_timeout_ms,
+                            .ttfb_timeout_ms = (long)(l->cfg.ttfb_timeout_ms < total ? l->cfg.ttfb_timeout_ms : total),
+                            .idle_timeout_ms = (long)l->cfg.idle_timeout_ms,
+                            .total_timeout_ms = (long)(total > 1 ? total : 1),
+                            .max_response_bytes = l->cfg.max_response_bytes,
+                            .on_headers = llm_on_headers,
+                            .on_data = llm_on_data,
+                            .on_done = llm_on_call_done,
+                            .arg = t};
+    t->call = upstream_start(l->client, &req);
+    if (!t->call) {
+        snprintf(t->message, sizeof t->message, "cannot start an HTTP call (out of memory)");
+        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
+        t->permitted = false;
+        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
+        t->slot = false;
+        llm_call_finish(t, LLM_OVERLOADED);
+    }
+}
+
+static void llm_arm_expiry(llm *l)
+{
+    double next = bulkhead_set_next_expiry(l->bulkheads);
+    if (next < 0)
+        return;
+    double wait = next - l->clock.now_ms(l->clock.arg);
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (suseconds_t)((long)(wait * 1000) % 1000000)};
+    evtimer_add(l->expiry, &tv);
+}
+
+static void llm_on_expiry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    llm *l = arg;
+    bulkhead_set_expire(l->bulkheads, l->clock.now_ms(l->clock.arg));
+    llm_arm_expiry(l);
+}
+
+static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *arg)
+{
+    (void)w;
+    llm_task *t = arg;
+    t->queued = false;
+    if (status == BULKHEAD_ADMITTED) {
+        t->slot = true;
+        llm_send(t);
+        return;
+    }
+    snprintf(t->message, sizeof t->message, "%s: %s waiting for a slot", t->l->urls[t->host], bulkhead_status_name(status));
+    llm_call_finish(t, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+}
+
+/* One attempt: choose a host, get a bulkhead slot (or queue for one), then send. */
+static void llm_try(llm_task *t)
+{
+    llm *l = t->l;
+    t->message[0] = '\0';
+    t->host = llm_pick_host(t);
+    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->br) != RAGD_OK ||
+        bulkhead_set_get(l->bulkheads, l->urls[t->host], t->model, &t->bh) != RAGD_OK) {
+        snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
+        llm_call_finish(t, LLM_UNAVAILABLE);
+        return;
+    }
+    memset(&t->waiter, 0, sizeof t->waiter);
+    bulkhead_status st = bulkhead_acquire(t->bh, &t->waiter, t->deadline_ms, llm_on_admission, t);
+    switch (st) {
+    case BULKHEAD_ADMITTED:
+        t->slot = true;
+        llm_send(t);
+        return;
+    case BULKHEAD_QUEUED:
+        t->queued = true;
+        llm_arm_expiry(l);
+        return;
+    default:
+        snprintf(t->message, sizeof t->message, "%s: %s", l->urls[t->host], bulkhead_status_name(st));
+        llm_call_finish(t, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+        return;
+    }
+}
+
+/* ---- finishing ---- */
+
+static void llm_job_fail(llm_task *job, llm_status st, const char *message)
+{
+    llm_unlink(job);
+    for (size_t i = 0; i < job->n_children; i++)
+        llm_attempt_abandon(job->children[i]);
+    job->embed_cb(st, NULL, 0, message, job->embed_arg);
+    llm_task_free(job);
+}
+
+static void llm_call_finish(llm_task *t, llm_status st)
+{
+    llm_attempt_abandon(t);
+    if (t->parent) {
+        llm_task *job = t->parent;
+        if (st != LLM_OK) {
+            llm_job_fail(job, st, t->message);
+            return;
+        }
+        if (--job->pending == 0) {
+            llm_unlink(job);
+            job->embed_cb(LLM_OK, job->vectors, job->dim, "", job->embed_arg);
+            llm_task_free(job);
+        }
+        return;
+    }
+    llm_unlink(t);
+    if (t->chat.on_done)
+        t->chat.on_done(st, t->message, &t->stats, t->chat.arg);
+    llm_task_free(t);
+}
+
+/* ---- public ---- */
+
+static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms)
+{
+    llm_task *t = calloc(1, sizeof *t);
+    if (!t || !body) {
+        free(t);
+        free(body);
+        return NULL;
+    }
+    t->l = l;
+    t->kind = TASK_CALL;
+    t->op = op;
+    t->model = strdup(model);
+    t->body = body;
+    t->body_len = strlen(body);
+    t->deadline_ms = deadline_ms;
+    t->last_host = -1;
+    t->host = -1;
+    strbuf_init(&t->reply, LLM_ERROR_BODY_CAP);
+    t->retry_timer = evtimer_new(l->base, llm_on_retry_timer, t);
+    if (!t->model || !t->retry_timer) {
+        llm_task_free(t);
+        return NULL;
+    }
+    retry_budget_note_request(l->budget);
+    return t;
+}
+
+llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
+                    double deadline_ms, llm_embed_cb cb, void *arg)
+{
+    size_t batch = l->cfg.embed_batch ? l->cfg.embed_batch : 32;
+    llm_task *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->l = l;
+    job->kind = TASK_EMBED_JOB;
+    job->n_texts = n;
+    job->embed_cb = cb;
+    job->embed_arg = arg;
+    job->deadline_ms = deadline_ms;
+    job->n_children = (n + batch - 1) / batch;
+    job->children = calloc(job->n_children ? job->n_children : 1, sizeof *job->children);
+    if (!job->children) {
+        llm_task_free(job);
+        return NULL;
+    }
+    for (size_t i = 0; i < job->n_children; i++) {
+        size_t first = i * batch, count = n - first < batch ? n - first : batch;
+        char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_embed_body(model, texts + first, lens + first, count)
+                                                     : openai_embed_body(model, texts + first, lens + first, count);
+        llm_task *t = llm_call_new(l, LLM_OP_EMBED, model, body, deadline_ms);
+        if (!t) {
+            llm_task_free(job);
+            return NULL;
+        }
+        t->parent = job;
+        t->first = first;
+        t->count = count;
+        job->children[i] = t;
+    }
+    job->pending = job->n_children;
+    llm_link(job);
+    if (n == 0) { /* nothing to embed: answer on the next loop turn is not needed; answer now */
+        llm_unlink(job);
+        cb(LLM_OK, NULL, 0, "", arg);
+        llm_task_free(job);
+        return NULL;
+    }
+    /* Start every batch; a failing one ends the job (and the others) at once. */
+    for (size_t i = 0; i < job->n_children; i++) {
+        llm_task *t = job->children[i];
+        llm_try(t);
+        if (!l->tasks || (l->tasks != job && !job->prev && !job->next))
+            break; /* the job finished (failed) inside llm_try */
+    }
+    return job;
+}
+
+llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
+                   double deadline_ms, const llm_chat_handlers *h)
+{
+    char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_chat_body(model, system, user, options, true)
+                                                 : openai_chat_body(model, system, user, options, true);
+    llm_task *t = llm_call_new(l, LLM_OP_CHAT, model, body, deadline_ms);
+    if (!t)
+        return NULL;
+    t->chat = *h;
+    llm_link(t);
+    llm_try(t);
+    return t;
+}
+
+void llm_task_cancel(llm_task *t)
+{
+    if (!t)
+        return;
+    llm_unlink(t);
+    llm_task_free(t);
+}
+
+ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_config *cfg, upstream_clock clock,
+                 upstream_rand rnd, llm **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->n_urls == 0) {
+        snprintf(err, errlen, "no backend URL");
+        return RAGD_EINVAL;
+    }
+    ragd_err e = breaker_config_validate(&cfg->breaker, err, errlen);
+    if (!e)
+        e = bulkhead_config_validate(&cfg->bulkhead, err, errlen);
+    if (!e)
+        e = retry_policy_validate(&cfg->retry, err, errlen);
+    if (e)
+        return e;
+    llm *l = calloc(1, sizeof *l);
+    if (!l)
+        return RAGD_ENOMEM;
+    l->base = base;
+    l->client = client;
+    l->cfg = *cfg;
+    l->clock = clock;
+    l->rnd = rnd;
+    l->urls = calloc(cfg->n_urls, sizeof *l->urls);
+    l->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
+    l->cfg.urls = NULL;
+    l->cfg.api_key = NULL;
+    l->expiry = evtimer_new(base, llm_on_expiry, l);
+    l->breakers = breaker_registry_new(clock, rnd);
+    e = l->urls && l->expiry && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
+    for (size_t i = 0; !e && i < cfg->n_urls; i++) {
+        size_t len = strlen(cfg->urls[i]);
+        while (len && cfg->urls[i][len - 1] == '/')
+            len--;
+        l->urls[i] = strndup(cfg->urls[i], len);
+        l->n_urls++;
+        if (!l->urls[i])
+            e = RAGD_ENOMEM;
+    }
+    if (!e)
+        e = bulkhead_set_new(&cfg->bulkhead, 1024, clock, rnd, &l->bulkheads, err, errlen);
+    if (!e)
+        e = retry_budget_new(&cfg->budget, clock, &l->budget, err, errlen);
+    if (e) {
+        if (e == RAGD_ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        llm_free(l);
+        return e;
+    }
+    *out = l;
+    return RAGD_OK;
+}
+
+void llm_free(llm *l)
+{
+    if (!l)
+        return;
+    while (l->tasks)
+        llm_task_cancel(l->tasks);
+    bulkhead_set_free(l->bulkheads);
+    breaker_registry_free(l->breakers);
+    retry_budget_free(l->budget);
+    if (l->expiry)
+        event_free(l->expiry);
+    for (size_t i = 0; i < l->n_urls; i++)
+        free(l->urls[i]);
+    free(l->urls);
+    free(l->api_key);
+    free(l);
+}
+
+breaker_registry *llm_breakers(llm *l) { return l->breakers; }
+bulkhead_set *llm_bulkheads(llm *l) { return l->bulkheads; }
+size_t llm_host_count(const llm *l) { return l->n_urls; }
+const char *llm_host_url(const llm *l, size_t i) { return i < l->n_urls ? l->urls[i] : NULL; }

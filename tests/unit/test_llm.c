@@ -1,0 +1,383 @@
+/* The LLM call layer against the real fake Ollama (tools/fake_ollama, a separate python3
+ * process on loopback): batched embeddings, streamed chat, 503-busy as overload (not a
+ * breaker failure), five failures opening the breaker and the next call failing without
+ * touching the network, recovery through a half-open trial, an error line mid-stream, and
+ * fail-over to a second backend when the first refuses connections. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "upstream/llm.h"
+#include "util/clock.h"
+#include "util/strbuf.h"
+
+typedef struct {
+    pid_t pid;
+    char url[64];
+    char admin[64];
+} fake;
+
+static fake fakes[2];
+
+static int fake_start(fake *f)
+{
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    f->pid = fork();
+    if (f->pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execlp("python3", "python3", "tools/fake_ollama/fake_ollama.py", "--port", "0", "--admin-port", "0",
+               (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    char line[256] = "";
+    if (!in || !fgets(line, sizeof line, in))
+        return -1;
+    /* "fake_ollama listening on http://127.0.0.1:P admin http://127.0.0.1:Q" */
+    if (sscanf(line, "fake_ollama listening on %63s admin %63s", f->url, f->admin) != 2)
+        return -1;
+    fclose(in);
+    return 0;
+}
+
+static void fake_stop(fake *f)
+{
+    if (f->pid > 0) {
+        kill(f->pid, SIGTERM);
+        waitpid(f->pid, NULL, 0);
+    }
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    strbuf_append(arg, p, size * n);
+    return size * n;
+}
+
+/* POSTs (body != NULL) or GETs an admin route; returns the parsed reply. */
+static json_t *admin(fake *f, const char *path, const char *body)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s%s", f->admin, path);
+    strbuf sb;
+    strbuf_init(&sb, 1 << 20);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sb);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    json_t *j = json_loadb(sb.data ? sb.data : "", sb.len, 0, NULL);
+    strbuf_cleanup(&sb);
+    return j;
+}
+
+static long stat_int(fake *f, const char *key)
+{
+    json_t *j = admin(f, "/__admin/stats", NULL);
+    long v = (long)json_integer_value(json_object_get(j, key));
+    json_decref(j);
+    return v;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return fake_start(&fakes[0]) || fake_start(&fakes[1]);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    fake_stop(&fakes[0]);
+    fake_stop(&fakes[1]);
+    curl_global_cleanup();
+    return 0;
+}
+
+static int reset_fakes(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        json_decref(admin(&fakes[i], "/__admin/reset", "{}"));
+        json_decref(admin(&fakes[i], "/__admin/stats/reset", "{}"));
+    }
+    return 0;
+}
+
+/* ---- a loop and an llm per test ---- */
+
+typedef struct {
+    struct event_base *base;
+    upstream_client *client;
+    llm *l;
+    int pending;
+    llm_status last;
+    char text[4096];
+    size_t text_len;
+    size_t dim;
+    int n_overloaded;
+    double norm0;
+    char message[320];
+} env;
+
+static double now_ms(void *arg)
+{
+    (void)arg;
+    return clock_now_ms();
+}
+
+static void env_init(env *e, llm_config *cfg, const char *const *urls, size_t n_urls)
+{
+    memset(e, 0, sizeof *e);
+    e->base = event_base_new();
+    e->client = upstream_client_new(e->base, NULL);
+    cfg->urls = urls;
+    cfg->n_urls = n_urls;
+    char err[256];
+    upstream_clock clk = {.now_ms = now_ms};
+    assert_int_equal(llm_new(e->base, e->client, cfg, clk, upstream_rand_system(), &e->l, err, sizeof err), RAGD_OK);
+}
+
+static void env_free(env *e)
+{
+    llm_free(e->l);
+    upstream_client_free(e->client);
+    event_base_free(e->base);
+}
+
+static void env_wait(env *e)
+{
+    if (e->pending > 0)
+        event_base_loop(e->base, EVLOOP_NO_EXIT_ON_EMPTY);
+}
+
+static void on_embed(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    env *e = arg;
+    e->last = st;
+    e->dim = dim;
+    snprintf(e->message, sizeof e->message, "%s", message);
+    if (v && dim) {
+        double s = 0;
+        for (size_t i = 0; i < dim; i++)
+            s += (double)v[i] * v[i];
+        e->norm0 = sqrt(s);
+    }
+    if (--e->pending == 0)
+        event_base_loopbreak(e->base);
+}
+
+static int on_text(const char *p, size_t n, void *arg)
+{
+    env *e = arg;
+    if (e->text_len + n < sizeof e->text) {
+        memcpy(e->text + e->text_len, p, n);
+        e->text_len += n;
+    }
+    return 0;
+}
+
+static void on_chat_done(llm_status st, const char *message, const llm_chat_stats *s, void *arg)
+{
+    (void)s;
+    env *e = arg;
+    e->last = st;
+    e->n_overloaded += st == LLM_OVERLOADED;
+    snprintf(e->message, sizeof e->message, "%s", message);
+    if (--e->pending == 0)
+        event_base_loopbreak(e->base);
+}
+
+static long chat_requests(fake *f)
+{
+    json_t *st = admin(f, "/__admin/stats", NULL);
+    long n = (long)json_integer_value(json_object_get(json_object_get(st, "requests"), "/api/chat"));
+    json_decref(st);
+    return n;
+}
+
+static void chat_once(env *e)
+{
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = e};
+    e->pending++;
+    e->text_len = 0;
+    assert_non_null(llm_chat(e->l, "llama3.2", "Answer from the context.", "Context: [1] The sky is blue.\nQ: colour?",
+                             NULL, clock_now_ms() + 10000, &h));
+    env_wait(e);
+}
+
+static breaker_snapshot chat_breaker(env *e, size_t host)
+{
+    char name[200];
+    snprintf(name, sizeof name, "%s chat/llama3.2", llm_host_url(e->l, host));
+    breaker *b = breaker_registry_find(llm_breakers(e->l), name);
+    assert_non_null(b);
+    breaker_snapshot s;
+    breaker_snapshot_get(b, &s);
+    return s;
+}
+
+/* ---- tests ---- */
+
+static void test_embed_in_batches(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    const char *texts[100];
+    size_t lens[100];
+    char buf[100][32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(buf[i], sizeof buf[i], "document number %d", i);
+        texts[i] = buf[i];
+        lens[i] = strlen(buf[i]);
+    }
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, "nomic-embed-text", texts, lens, 100, clock_now_ms() + 10000, on_embed, &e));
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_OK);
+    assert_int_equal(e.dim, 768);
+    assert_true(fabs(e.norm0 - 1.0) < 1e-3);
+    assert_int_equal(stat_int(&fakes[0], "embed_calls"), 4); /* ceil(100 / 32) */
+    assert_int_equal(stat_int(&fakes[0], "embed_inputs_total"), 100);
+    env_free(&e);
+}
+
+static void test_chat_streams(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    chat_once(&e);
+    assert_int_equal(e.last, LLM_OK);
+    assert_true(e.text_len > 0);
+    env_free(&e);
+}
+
+static void test_busy_is_overload(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"parallel\": 1, \"max_queue\": 0, \"latency_ms\": 300}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.retry.max_attempts = 1;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
+    e.pending = 3;
+    for (int i = 0; i < 3; i++)
+        assert_non_null(llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h));
+    env_wait(&e);
+    assert_int_equal(e.n_overloaded, 2); /* one slot, no queue: two of three are told "busy" */
+    breaker_snapshot s = chat_breaker(&e, 0);
+    assert_int_equal(s.state, BREAKER_CLOSED);
+    assert_true(s.overload >= 1); /* the busy 503s */
+    assert_int_equal(s.failures, 0);
+    env_free(&e);
+}
+
+static void test_failures_open_then_recover(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"error500\"}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.retry.max_attempts = 1;
+    cfg.breaker.open_ms = 300;
+    cfg.breaker.open_max_ms = 300;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    for (int i = 0; i < 5; i++) {
+        chat_once(&e);
+        assert_int_equal(e.last, LLM_UNAVAILABLE);
+    }
+    assert_int_equal(chat_breaker(&e, 0).state, BREAKER_OPEN);
+    long before = chat_requests(&fakes[0]);
+    chat_once(&e); /* refused at once, without the network */
+    assert_int_equal(e.last, LLM_UNAVAILABLE);
+    assert_int_equal(chat_requests(&fakes[0]), before);
+
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"none\"}"));
+    usleep(350 * 1000); /* the open period (300 ms) passes: the next call is the half-open trial */
+    chat_once(&e);
+    assert_int_equal(e.last, LLM_OK);
+    assert_int_equal(chat_breaker(&e, 0).state, BREAKER_CLOSED);
+    env_free(&e);
+}
+
+static void test_error_line_is_failure(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"error_line\"}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    chat_once(&e);
+    assert_int_not_equal(e.last, LLM_OK);
+    assert_non_null(strstr(e.message, "mid-stream"));
+    assert_int_equal(chat_breaker(&e, 0).failures, 1); /* text was sent: no retry */
+    env_free(&e);
+}
+
+static void test_failover_to_second_host(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"refuse\"}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url, fakes[1].url};
+    env e;
+    env_init(&e, &cfg, urls, 2);
+    const char *texts[] = {"one", "two"};
+    size_t lens[] = {3, 3};
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, "nomic-embed-text", texts, lens, 2, clock_now_ms() + 10000, on_embed, &e));
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_OK);
+    assert_int_equal(stat_int(&fakes[1], "embed_calls"), 1);
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"up\"}"));
+    env_free(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_embed_in_batches, reset_fakes),
+        cmocka_unit_test_setup(test_chat_streams, reset_fakes),
+        cmocka_unit_test_setup(test_busy_is_overload, reset_fakes),
+        cmocka_unit_test_setup(test_failures_open_then_recover, reset_fakes),
+        cmocka_unit_test_setup(test_error_line_is_failure, reset_fakes),
+        cmocka_unit_test_setup(test_failover_to_second_host, reset_fakes),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
