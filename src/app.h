@@ -14,6 +14,9 @@ typedef struct workpool workpool;
 typedef struct store store;
 typedef struct rag_index rag_index;
 typedef struct http_server http_server;
+typedef struct upstream_client upstream_client;
+typedef struct llm llm;
+typedef struct handlers_generation handlers_generation;
 
 typedef struct app {
     ragd_config cfg;
@@ -23,6 +26,10 @@ typedef struct app {
     store *st;
     rag_index *index;
     http_server *http;
+    upstream_client *upstream;     /* HTTP client for the LLM backends (NULL: extractive only) */
+    llm *generator;                /* the configured generator backend(s), or NULL */
+    const char *generator_name;    /* "ollama", "openai" or "extractive" */
+    handlers_generation *generations; /* queries waiting on the generator (loop thread only) */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began */

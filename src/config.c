@@ -3,6 +3,7 @@
 #include "util/names.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,69 @@ static int parse_listen(ragd_config *c, const char *v, char *err, size_t errlen)
     return 0;
 }
 
+static bool config_url_ok(const char *v)
+{
+    return strncmp(v, "http://", 7) == 0 || strncmp(v, "https://", 8) == 0;
+}
+
+/* OLLAMA_BASE_URL: one URL or a comma-separated list of them. */
+static int config_parse_urls(ragd_config *c, const char *v, char *err, size_t errlen)
+{
+    size_t n = 0;
+    const char *p = v;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (n == CONFIG_MAX_BACKENDS || len == 0 || len >= sizeof c->ollama_urls[0]) {
+            snprintf(err, errlen, "OLLAMA_BASE_URL: '%s' is not 1 to %d comma-separated http(s) URLs", v,
+                     CONFIG_MAX_BACKENDS);
+            return -1;
+        }
+        memcpy(c->ollama_urls[n], p, len);
+        c->ollama_urls[n][len] = '\0';
+        if (!config_url_ok(c->ollama_urls[n])) {
+            snprintf(err, errlen, "OLLAMA_BASE_URL: '%s' is not an http:// or https:// URL", c->ollama_urls[n]);
+            return -1;
+        }
+        n++;
+        p += len;
+        while (*p == ' ')
+            p++;
+        if (*p == ',')
+            p++;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "OLLAMA_BASE_URL: empty");
+        return -1;
+    }
+    c->n_ollama_urls = n;
+    return 0;
+}
+
+/* A secret read from a file (the *_FILE variables): the first line, without its newline. */
+static int config_read_secret(const char *path, const char *name, char *out, size_t outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot read '%s'", name, path);
+        return -1;
+    }
+    char *line = fgets(out, (int)outlen, f);
+    fclose(f);
+    if (!line) {
+        snprintf(err, errlen, "%s: '%s' is empty", name, path);
+        return -1;
+    }
+    out[strcspn(out, "\r\n")] = '\0';
+    return 0;
+}
+
 int config_set(ragd_config *c, const char *name, const char *v, char *err, size_t errlen)
 {
     size_t n = 0;
@@ -98,16 +162,58 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return -1;
     }
     if (strcmp(name, "RAGD_GENERATOR") == 0) {
-        if (strcmp(v, "auto") == 0 || strcmp(v, "extractive") == 0) {
-            c->generator = CONFIG_GENERATOR_EXTRACTIVE;
-            return 0;
-        }
-        if (strcmp(v, "ollama") == 0 || strcmp(v, "openai") == 0)
-            snprintf(err, errlen, "RAGD_GENERATOR: '%s' needs the upstream layer, not in this build; use auto or extractive", v);
-        else
-            snprintf(err, errlen, "RAGD_GENERATOR: '%s' is not one of auto, extractive", v);
+        static const char *const gens[] = {"auto", "ollama", "openai", "extractive"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, gens[i]) == 0) {
+                c->generator = (config_generator)i;
+                return 0;
+            }
+        snprintf(err, errlen, "RAGD_GENERATOR: '%s' is not one of auto, ollama, openai, extractive", v);
         return -1;
     }
+    if (strcmp(name, "OLLAMA_BASE_URL") == 0)
+        return config_parse_urls(c, v, err, errlen);
+    if (strcmp(name, "OPENAI_BASE_URL") == 0) {
+        if (!config_url_ok(v) || strlen(v) >= sizeof c->openai_url) {
+            snprintf(err, errlen, "OPENAI_BASE_URL: '%s' is not an http:// or https:// URL", v);
+            return -1;
+        }
+        snprintf(c->openai_url, sizeof c->openai_url, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "OPENAI_API_KEY") == 0) {
+        if (strlen(v) >= sizeof c->openai_api_key) {
+            snprintf(err, errlen, "OPENAI_API_KEY: longer than %zu bytes", sizeof c->openai_api_key - 1);
+            return -1;
+        }
+        snprintf(c->openai_api_key, sizeof c->openai_api_key, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "OPENAI_API_KEY_FILE") == 0)
+        return config_read_secret(v, "OPENAI_API_KEY_FILE", c->openai_api_key, sizeof c->openai_api_key, err, errlen);
+    if (strcmp(name, "LLM_MODEL") == 0 || strcmp(name, "EMBED_MODEL") == 0) {
+        char *dst = name[0] == 'L' ? c->llm_model : c->embed_model;
+        if (strlen(v) >= sizeof c->llm_model || strpbrk(v, " \t\r\n\"")) {
+            snprintf(err, errlen, "%s: '%s' is not a model name", name, v);
+            return -1;
+        }
+        snprintf(dst, sizeof c->llm_model, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "RAGD_MAX_CONCURRENT") == 0)
+        return parse_size(name, v, 1, 10000, &c->max_concurrent, err, errlen);
+    if (strcmp(name, "RAGD_MAX_QUEUE") == 0)
+        return parse_size(name, v, 0, 100000, &c->max_queue, err, errlen);
+    if (strcmp(name, "RAGD_BREAKER_FAILURES") == 0)
+        return parse_size(name, v, 1, 1000, &c->breaker_failures, err, errlen);
+    if (strcmp(name, "RAGD_BREAKER_RECOVERY_S") == 0)
+        return parse_seconds(name, v, 0.001, 86400, &c->breaker_recovery_s, err, errlen);
+    if (strcmp(name, "RAGD_EMBED_TIMEOUT_S") == 0)
+        return parse_seconds(name, v, 0.001, 3600, &c->embed_timeout_s, err, errlen);
+    if (strcmp(name, "RAGD_GENERATE_TIMEOUT_S") == 0)
+        return parse_seconds(name, v, 0.001, 3600, &c->generate_timeout_s, err, errlen);
+    if (strcmp(name, "RAGD_EMBED_BATCH") == 0)
+        return parse_size(name, v, 1, 2048, &c->embed_batch, err, errlen);
     if (strcmp(name, "RAGD_POOL_SIZE") == 0)
         return parse_size(name, v, 1, 256, &c->pool_size, err, errlen);
     if (strcmp(name, "RAGD_WORKERS") == 0)
@@ -153,6 +259,10 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
 
 int config_check(const ragd_config *c, char *err, size_t errlen)
 {
+    if (c->generator == CONFIG_GENERATOR_OPENAI && !c->openai_url[0]) {
+        snprintf(err, errlen, "RAGD_GENERATOR: 'openai' needs OPENAI_BASE_URL");
+        return -1;
+    }
     if (c->chunk_overlap >= c->chunk_size / 2) { /* the chunker's own rule, integer half */
         snprintf(err, errlen, "RAGD_CHUNK_OVERLAP: %zu must be less than half of RAGD_CHUNK_SIZE (%zu)",
                  c->chunk_overlap, c->chunk_size);
@@ -166,6 +276,10 @@ static const char *const config_names[] = {
     "RAGD_GENERATOR",   "RAGD_POOL_SIZE",        "RAGD_WORKERS",         "RAGD_WORKER_QUEUE",
     "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES",
     "RAGD_MAX_CONNECTIONS", "RAGD_IDLE_TIMEOUT_S", "RAGD_SYNCHRONOUS",   "RAGD_LOG_LEVEL",
+    "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
+    "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
+    "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
+    "RAGD_EMBED_BATCH",
 };
 
 int config_from_env(ragd_config *c, char *err, size_t errlen)
@@ -177,7 +291,18 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     snprintf(c->data_dir, sizeof c->data_dir, "./data");
     snprintf(c->default_db, sizeof c->default_db, "default");
     c->embedder = CONFIG_EMBEDDER_BUILTIN;
-    c->generator = CONFIG_GENERATOR_EXTRACTIVE;
+    c->generator = CONFIG_GENERATOR_AUTO;
+    snprintf(c->ollama_urls[0], sizeof c->ollama_urls[0], "http://localhost:11434");
+    c->n_ollama_urls = 1;
+    snprintf(c->llm_model, sizeof c->llm_model, "llama3.2");
+    snprintf(c->embed_model, sizeof c->embed_model, "nomic-embed-text");
+    c->max_concurrent = 10;
+    c->max_queue = 100;
+    c->breaker_failures = 5;
+    c->breaker_recovery_s = 30;
+    c->embed_timeout_s = 30;
+    c->generate_timeout_s = 60;
+    c->embed_batch = 32;
     c->pool_size = 10;
     c->workers = cores > 0 ? (size_t)cores : 2;
     c->worker_queue = 1024;

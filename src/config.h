@@ -10,7 +10,14 @@
  * plus a few RAGD_* of its own (docs/configuration.md). Validated as a whole at start-up:
  * a bad value is an error naming the variable and what it accepts, never a silent default. */
 typedef enum { CONFIG_EMBEDDER_BUILTIN } config_embedder;
-typedef enum { CONFIG_GENERATOR_EXTRACTIVE } config_generator;
+typedef enum {
+    CONFIG_GENERATOR_AUTO,       /* Ollama, degrading to extractive */
+    CONFIG_GENERATOR_OLLAMA,     /* Ollama, degrading to extractive (flagged) */
+    CONFIG_GENERATOR_OPENAI,     /* an OpenAI-compatible server, degrading likewise */
+    CONFIG_GENERATOR_EXTRACTIVE, /* no LLM */
+} config_generator;
+
+#define CONFIG_MAX_BACKENDS 16
 
 typedef struct {
     char listen_host[256];
@@ -30,6 +37,21 @@ typedef struct {
     unsigned idle_timeout_s; /* RAGD_IDLE_TIMEOUT_S: a connection idle this long is closed */
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */
     log_level log_level;
+
+    /* the upstream (LLM) layer */
+    char ollama_urls[CONFIG_MAX_BACKENDS][256]; /* OLLAMA_BASE_URL, comma-separated */
+    size_t n_ollama_urls;
+    char openai_url[256];     /* OPENAI_BASE_URL, "" when unset */
+    char openai_api_key[512]; /* OPENAI_API_KEY or OPENAI_API_KEY_FILE; a secret: never logged */
+    char llm_model[128];      /* LLM_MODEL */
+    char embed_model[128];    /* EMBED_MODEL */
+    size_t max_concurrent;    /* RAGD_MAX_CONCURRENT, per backend and model */
+    size_t max_queue;         /* RAGD_MAX_QUEUE */
+    size_t breaker_failures;  /* RAGD_BREAKER_FAILURES */
+    double breaker_recovery_s; /* RAGD_BREAKER_RECOVERY_S */
+    double embed_timeout_s;   /* RAGD_EMBED_TIMEOUT_S */
+    double generate_timeout_s; /* RAGD_GENERATE_TIMEOUT_S */
+    size_t embed_batch;       /* RAGD_EMBED_BATCH */
 } ragd_config;
 
 /* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a

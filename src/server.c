@@ -17,6 +17,9 @@
 #include "http/http_server.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
+#include "upstream/client.h"
+#include "upstream/llm.h"
+#include <curl/curl.h>
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/loopq.h"
@@ -70,6 +73,61 @@ static void server_load_work(void *arg)
 
 /* ---- shutdown ---- */
 
+/* The generator: Ollama (or an OpenAI-compatible server) behind breakers, bulkheads and
+ * retries, on the loop. NULL for RAGD_GENERATOR=extractive. */
+static ragd_err server_generator_start(app *a, char *err, size_t errlen)
+{
+    const ragd_config *cfg = &a->cfg;
+    a->generator_name = "extractive";
+    if (cfg->generator == CONFIG_GENERATOR_EXTRACTIVE)
+        return RAGD_OK;
+    upstream_client_options co = {.max_host_connections = (long)cfg->max_concurrent + 4, .max_total_connections = 256};
+    a->upstream = upstream_client_new(a->base, &co);
+    if (!a->upstream) {
+        snprintf(err, errlen, "out of memory");
+        return RAGD_ENOMEM;
+    }
+    llm_config lc;
+    llm_config_default(&lc);
+    const char *urls[CONFIG_MAX_BACKENDS];
+    bool openai = cfg->generator == CONFIG_GENERATOR_OPENAI;
+    for (size_t i = 0; i < cfg->n_ollama_urls; i++)
+        urls[i] = cfg->ollama_urls[i];
+    if (openai)
+        urls[0] = cfg->openai_url;
+    lc.kind = openai ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
+    lc.urls = urls;
+    lc.n_urls = openai ? 1 : cfg->n_ollama_urls;
+    lc.api_key = openai && cfg->openai_api_key[0] ? cfg->openai_api_key : NULL;
+    lc.embed_batch = cfg->embed_batch;
+    lc.embed_timeout_ms = cfg->embed_timeout_s * 1000;
+    lc.generate_timeout_ms = cfg->generate_timeout_s * 1000;
+    lc.ttfb_timeout_ms = lc.generate_timeout_ms; /* a cold model load may take most of it */
+    lc.bulkhead.max_concurrent = (int)cfg->max_concurrent;
+    lc.bulkhead.max_queue = (int)cfg->max_queue;
+    lc.breaker.failure_threshold = (unsigned)cfg->breaker_failures;
+    lc.breaker.open_ms = cfg->breaker_recovery_s * 1000;
+    if (lc.breaker.open_max_ms < lc.breaker.open_ms)
+        lc.breaker.open_max_ms = lc.breaker.open_ms;
+    ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), &a->generator, err,
+                         errlen);
+    if (e == RAGD_OK) {
+        a->generator_name = openai ? "openai" : "ollama";
+        log_info("generator: %s at %s%s (model %s)", a->generator_name, urls[0], lc.n_urls > 1 ? " and others" : "",
+                 cfg->llm_model);
+    }
+    return e;
+}
+
+static void server_generator_stop(app *a)
+{
+    handlers_generations_abort(a); /* answers waiting queries extractively */
+    llm_free(a->generator);
+    a->generator = NULL;
+    upstream_client_free(a->upstream);
+    a->upstream = NULL;
+}
+
 static void server_finish(server *srv)
 {
     if (srv->drain_timer)
@@ -79,6 +137,8 @@ static void server_finish(server *srv)
         log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
                  workpool_cancel_queued(srv->a.pool));
     workpool_free(srv->a.pool); /* lets the jobs already running finish */
+    loopq_drain(srv->a.lq);     /* queries that reached the generator step start it... */
+    server_generator_stop(&srv->a); /* ...and are answered extractively, degraded */
     srv->a.pool = NULL;
     store_close(srv->a.st);     /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
@@ -206,6 +266,7 @@ int server_run(const ragd_config *cfg)
         return 1;
     }
     server_signals_mask(SIG_BLOCK); /* threads made from here on inherit it */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (evthread_use_pthreads() != 0 || !(srv.a.base = event_base_new())) {
         log_error("cannot create the event loop");
         server_signals_close();
@@ -223,6 +284,10 @@ int server_run(const ragd_config *cfg)
                         .max_group = 64};
     if (store_open(&so, &srv.a.st, err, sizeof err) != RAGD_OK) {
         log_error("store: cannot open %s: %s", srv.a.db_path, err);
+        goto out;
+    }
+    if (server_generator_start(&srv.a, err, sizeof err) != RAGD_OK) {
+        log_error("generator: %s", err);
         goto out;
     }
     srv.a.index = rag_index_new();
@@ -270,6 +335,9 @@ out:
     workpool_free(srv.a.pool);
     store_close(srv.a.st);
     if (srv.a.lq)
+        loopq_drain(srv.a.lq);
+    server_generator_stop(&srv.a);
+    if (srv.a.lq)
         loopq_free(srv.a.lq);
     rag_index_free(srv.a.index);
     if (srv.sig_event)
@@ -278,5 +346,6 @@ out:
     if (srv.drain_timer)
         event_free(srv.drain_timer);
     event_base_free(srv.a.base);
+    curl_global_cleanup();
     return srv.exit_code;
 }

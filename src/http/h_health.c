@@ -1,10 +1,84 @@
 /* Health and operations routes. They run on the loop thread: each reads a few counters
  * and never blocks. */
+#include <string.h>
+#include <time.h>
+
 #include "app.h"
 #include "http/handlers.h"
 #include "rag/embed_builtin.h"
 #include "util/clock.h"
+#include "upstream/llm.h"
 #include "util/workpool.h"
+
+/* OPEN > HALF_OPEN > CLOSED, for the worst-of summaries of shared/API.md. */
+static int health_rank(breaker_state s)
+{
+    switch (s) {
+    case BREAKER_OPEN:
+    case BREAKER_FORCED_OPEN: return 2;
+    case BREAKER_HALF_OPEN: return 1;
+    default: return 0;
+    }
+}
+
+static const char *health_state_name(int rank) { return rank == 2 ? "OPEN" : rank == 1 ? "HALF_OPEN" : "CLOSED"; }
+
+/* services.<generator>: the worst breaker state over every backend and model, and each
+ * backend's state and load. *worst receives the worst rank. */
+static json_t *health_generator(app *a, int *worst)
+{
+    llm *l = a->generator;
+    breaker_registry *reg = llm_breakers(l);
+    bulkhead_set *bhs = llm_bulkheads(l);
+    unsigned max_failures = 0;
+    double last_age = -1;
+    *worst = 0;
+    json_t *backends = json_array();
+    for (size_t h = 0; h < llm_host_count(l); h++) {
+        const char *url = llm_host_url(l, h);
+        int rank = 0, in_flight = 0, queued = 0;
+        for (size_t i = 0; i < breaker_registry_count(reg); i++) {
+            breaker *b = breaker_registry_at(reg, i);
+            if (strcmp(breaker_backend(b), url) != 0)
+                continue;
+            breaker_snapshot s;
+            breaker_snapshot_get(b, &s);
+            if (health_rank(s.state) > rank)
+                rank = health_rank(s.state);
+            if (s.consecutive_failures > max_failures)
+                max_failures = s.consecutive_failures;
+            if (s.has_last_failure && (last_age < 0 || s.last_failure_age_ms < last_age))
+                last_age = s.last_failure_age_ms;
+        }
+        for (size_t i = 0; i < bulkhead_set_count(bhs); i++) {
+            bulkhead *bh = bulkhead_set_at(bhs, i);
+            if (strcmp(bulkhead_backend(bh), url) != 0)
+                continue;
+            bulkhead_stats st = bulkhead_get_stats(bh);
+            in_flight += st.in_flight;
+            queued += st.queued;
+        }
+        if (rank > *worst)
+            *worst = rank;
+        json_array_append_new(backends, json_pack("{s:s, s:s, s:i, s:i}", "url", url, "state", health_state_name(rank),
+                                                  "in_flight", in_flight, "queued", queued));
+    }
+    json_t *last = json_null();
+    if (last_age >= 0) {
+        char ts[32];
+        time_t when = time(NULL) - (time_t)(last_age / 1000);
+        struct tm tm;
+        gmtime_r(&when, &tm);
+        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        last = json_string(ts);
+    }
+    const char *message = *worst == 2 ? "Circuit OPEN - Service unavailable"
+                          : *worst == 1 ? "Circuit HALF_OPEN - Testing recovery"
+                                        : "Operational";
+    return json_pack("{s:b, s:{s:s, s:i, s:o}, s:s, s:s, s:o}", "healthy", *worst == 0, "circuit_breaker", "state",
+                     health_state_name(*worst), "failure_count", (int)max_failures, "last_failure", last, "message",
+                     message, "model", a->cfg.llm_model, "backends", backends);
+}
 
 void handlers_health(http_request *req)
 {
@@ -19,10 +93,18 @@ void handlers_health(http_request *req)
                               draining ? "shutting_down" : (ready ? "ready" : "loading"));
     json_t *embedder = json_pack("{s:s, s:s, s:i, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
                                  EMBED_BUILTIN_DIM, "healthy", 1);
-    json_t *generator = json_pack("{s:s, s:b}", "name", "extractive", "healthy", 1);
+    json_t *generator = json_pack("{s:s, s:b}", "name", a->generator_name, "healthy", 1);
     json_t *body = json_pack("{s:s, s:{s:o, s:o, s:o}, s:s, s:f}", "status", status, "services", "store", store_info,
                              "embedder", embedder, "generator", generator, "timestamp", ts, "uptime_s",
                              (clock_now_ms() - a->started_ms) / 1000.0);
+    if (a->generator) {
+        int worst = 0;
+        json_object_set_new(json_object_get(body, "services"), a->generator_name, health_generator(a, &worst));
+        if (worst > 0) {
+            json_object_set_new(body, "status", json_string("degraded"));
+            json_object_set_new(generator, "healthy", json_false());
+        }
+    }
     http_reply_json(req, 200, body);
 }
 

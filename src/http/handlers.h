@@ -26,6 +26,11 @@ void handlers_documents_list(http_request *req);
 void handlers_document_get(http_request *req);
 void handlers_document_delete(http_request *req);
 
+/* Shutdown: every query waiting on the generator is answered extractively (degraded)
+ * and its generator call cancelled. Loop thread. */
+struct app;
+void handlers_generations_abort(struct app *a);
+
 void handlers_ingest(http_request *req);
 void handlers_query(http_request *req);
 void handlers_retrieve(http_request *req);

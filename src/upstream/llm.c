@@ -553,6 +553,14 @@ static void llm_call_finish(llm_task *t, llm_status st)
 
 /* ---- public ---- */
 
+/* The first attempt runs from the loop (a zero timer), never inside llm_embed/llm_chat:
+ * callers get their task handle before any callback can run. */
+static void llm_start_soon(llm_task *t)
+{
+    struct timeval zero = {0, 0};
+    evtimer_add(t->retry_timer, &zero);
+}
+
 static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms)
 {
     llm_task *t = calloc(1, sizeof *t);
@@ -584,6 +592,8 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
                     double deadline_ms, llm_embed_cb cb, void *arg)
 {
     size_t batch = l->cfg.embed_batch ? l->cfg.embed_batch : 32;
+    if (n == 0)
+        return NULL;
     llm_task *job = calloc(1, sizeof *job);
     if (!job)
         return NULL;
@@ -615,19 +625,10 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
     }
     job->pending = job->n_children;
     llm_link(job);
-    if (n == 0) { /* nothing to embed: answer on the next loop turn is not needed; answer now */
-        llm_unlink(job);
-        cb(LLM_OK, NULL, 0, "", arg);
-        llm_task_free(job);
-        return NULL;
-    }
-    /* Start every batch; a failing one ends the job (and the others) at once. */
-    for (size_t i = 0; i < job->n_children; i++) {
-        llm_task *t = job->children[i];
-        llm_try(t);
-        if (!l->tasks || (l->tasks != job && !job->prev && !job->next))
-            break; /* the job finished (failed) inside llm_try */
-    }
+    /* Every batch starts on the next loop turn, so no callback runs inside this call; a
+     * failing batch ends the job (and the other batches). */
+    for (size_t i = 0; i < job->n_children; i++)
+        llm_start_soon(job->children[i]);
     return job;
 }
 
@@ -641,7 +642,7 @@ llm_task *llm_chat(llm *l, const char *model, const char *system, const char *us
         return NULL;
     t->chat = *h;
     llm_link(t);
-    llm_try(t);
+    llm_start_soon(t);
     return t;
 }
 

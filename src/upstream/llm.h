@@ -9,6 +9,7 @@
  * (/v1/embeddings, /v1/chat/completions).
  *
  * Threads: loop thread only, callbacks included. A task's final callback runs exactly once,
+ * never inside the call that started the task (the first attempt runs from the loop),
  * unless llm_task_cancel was called first (then none runs); the task is freed after it. */
 #include <jansson.h>
 #include <stdbool.h>
@@ -65,9 +66,9 @@ void llm_free(llm *l);
 
 /* Embeddings: n*dim floats in input order (valid during the call), or an error. */
 typedef void (*llm_embed_cb)(llm_status st, const float *vectors, size_t dim, const char *message, void *arg);
-/* Embeds n texts (copied) in batches of cfg.embed_batch, several batches in flight within
- * the bulkhead. deadline_ms is absolute on the injected clock. NULL when it cannot start
- * (no memory): cb will not be called. */
+/* Embeds n >= 1 texts (copied) in batches of cfg.embed_batch, several batches in flight
+ * within the bulkhead. deadline_ms is absolute on the injected clock. NULL when it cannot
+ * start (n == 0, no memory): cb will not be called. */
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
                     double deadline_ms, llm_embed_cb cb, void *arg);
 

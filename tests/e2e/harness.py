@@ -252,6 +252,9 @@ class Server:
             "RATE_LIMIT_QUERY": "0",
             "RAGD_RATE_LIMIT_INGEST": "0",
             "RAGD_LOG_LEVEL": "info",
+            # The issue-2 suites test the extractive pipeline; the generator suites set
+            # RAGD_GENERATOR and OLLAMA_BASE_URL (to the fake) themselves.
+            "RAGD_GENERATOR": "extractive",
         })
         env.update({k: str(v) for k, v in self.extra_env.items() if v is not None})
         for k, v in self.extra_env.items():

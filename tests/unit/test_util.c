@@ -111,6 +111,31 @@ static void test_config(void **state)
         assert_non_null(strstr(err, bad[i][0]));
         unsetenv(bad[i][0]);
     }
+    setenv("OLLAMA_BASE_URL", "http://a:1, http://b:2/", 1);
+    setenv("RAGD_GENERATOR", "ollama", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_int_equal(c.n_ollama_urls, 2);
+    assert_string_equal(c.ollama_urls[0], "http://a:1");
+    assert_string_equal(c.ollama_urls[1], "http://b:2/");
+    assert_int_equal(c.generator, CONFIG_GENERATOR_OLLAMA);
+    const char *bad_up[][2] = {{"OLLAMA_BASE_URL", "ftp://x"}, {"OLLAMA_BASE_URL", "http://a,,http://b"},
+                               {"RAGD_GENERATOR", "openai"} /* without OPENAI_BASE_URL */,
+                               {"RAGD_BREAKER_FAILURES", "0"}, {"RAGD_BREAKER_RECOVERY_S", "-1"},
+                               {"RAGD_MAX_CONCURRENT", "0"}, {"RAGD_EMBED_TIMEOUT_S", "0"}};
+    for (size_t i = 0; i < sizeof bad_up / sizeof *bad_up; i++) {
+        const char *old = getenv(bad_up[i][0]);
+        char keep[256];
+        snprintf(keep, sizeof keep, "%s", old ? old : "");
+        setenv(bad_up[i][0], bad_up[i][1], 1);
+        assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad_up[i][0]));
+        if (old)
+            setenv(bad_up[i][0], keep, 1);
+        else
+            unsetenv(bad_up[i][0]);
+    }
+    unsetenv("OLLAMA_BASE_URL");
+    unsetenv("RAGD_GENERATOR");
     setenv("RAGD_LISTEN", "[::1]:0", 1);
     setenv("RAGD_SHUTDOWN_GRACE_S", "0.5", 1);
     assert_int_equal(config_from_env(&c, err, sizeof err), 0);

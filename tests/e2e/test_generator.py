@@ -1,0 +1,115 @@
+"""The generator against the fake Ollama: the original plan's three scenarios.
+
+1. normal operation: answers are generated (provider "ollama"), /health healthy;
+2. backend stopped: queries are still answered (extractive, degraded, with a reason), the
+   breaker is OPEN after 5 failures, /health degraded, /health/live 200;
+3. backend back: after the (short) recovery time a half-open trial succeeds, the breaker
+   closes and answers are generated again.
+Plus: provider "extractive" on request, streaming, and a mid-stream error line.
+"""
+import json
+import os
+import sys
+import time
+import unittest
+
+import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools", "fake_ollama"))
+import fake_ollama  # noqa: E402
+
+DOCS = [
+    {"id": "krakatoa", "text": "Krakatoa is a volcanic island in the Sunda Strait. It erupted in 1883 "
+                               "with one of the loudest sounds ever recorded."},
+    {"id": "tides", "text": "Tides are caused by the gravity of the Moon and the Sun acting on the oceans."},
+]
+
+
+class GeneratorTest(harness.E2ETestCase):
+    class_server = False
+
+    def setUp(self):
+        super().setUp()
+        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
+        self.fake.start()
+        self.addCleanup(self.fake.stop)
+        self.srv = self.new_server(env={
+            "RAGD_GENERATOR": "auto",
+            "OLLAMA_BASE_URL": self.fake.url,
+            "RAGD_BREAKER_FAILURES": "5",
+            "RAGD_BREAKER_RECOVERY_S": "1",
+        })
+        self.call("POST", "/api/ingest", {"db": "gen", "documents": DOCS}, srv=self.srv)
+
+    def ask(self, **extra):
+        body = {"query": "When did Krakatoa erupt?", "db": "gen", "k": 2}
+        body.update(extra)
+        return self.call("POST", "/api/query", body, srv=self.srv)
+
+    def health(self):
+        return self.call("GET", "/health", srv=self.srv)
+
+    def test_three_scenarios(self):
+        # 1. normal operation
+        res = self.ask()
+        self.assertEqual(res["provider"], "ollama", res)
+        self.assertEqual(res["model"], "llama3.2")
+        self.assertFalse(res["degraded"])
+        self.assertIsNone(res["degraded_reason"])
+        self.assertTrue(res["answer"])
+        self.assertEqual(res["sources"][0]["doc_id"], "krakatoa")
+        h = self.health()
+        self.assertEqual(h["status"], "healthy")
+        self.assertEqual(h["services"]["ollama"]["circuit_breaker"]["state"], "CLOSED")
+        self.assertEqual(h["services"]["ollama"]["backends"][0]["url"], self.fake.url)
+
+        # 2. backend stopped
+        self.fake.configure(fault="refuse")
+        for _ in range(4):
+            res = self.ask()
+            self.assertEqual(res["provider"], "extractive")
+            self.assertTrue(res["degraded"])
+            self.assertIn("ollama", res["degraded_reason"])
+            self.assertIn("[1]", res["answer"])
+        h = self.health()
+        self.assertEqual(h["status"], "degraded", h)
+        cb = h["services"]["ollama"]["circuit_breaker"]
+        self.assertEqual(cb["state"], "OPEN", h)
+        self.assertEqual(h["services"]["ollama"]["message"], "Circuit OPEN - Service unavailable")
+        self.assertIsNotNone(cb["last_failure"])
+        self.assertEqual(self.call("GET", "/health/live", srv=self.srv), {"status": "alive"})
+        self.assertEqual(self.call("GET", "/health/ready", srv=self.srv), {"status": "ready"})
+
+        # 3. backend back: after the recovery time the trial closes the breaker
+        self.fake.configure(fault="up")
+        time.sleep(1.3)
+        res = self.ask()
+        self.assertEqual(res["provider"], "ollama", res)
+        self.assertFalse(res["degraded"])
+        h = self.health()
+        self.assertEqual(h["services"]["ollama"]["circuit_breaker"]["state"], "CLOSED")
+        self.assertEqual(h["status"], "healthy")
+
+    def test_extractive_on_request_and_streaming(self):
+        res = self.ask(provider="extractive")
+        self.assertEqual(res["provider"], "extractive")
+        self.assertFalse(res["degraded"])
+        r = self.srv.request("POST", "/api/query", json_body={"query": "When did Krakatoa erupt?", "db": "gen",
+                                                               "stream": True})
+        self.assertEqual(r.status, 200)
+        events = harness.parse_sse(r.raw)
+        self.assertEqual([e[0] for e in events][0], "sources")
+        self.assertEqual(events[-1][0], "done")
+        self.assertEqual(json.loads(events[-1][1])["provider"], "ollama")
+
+    def test_error_line_mid_stream_degrades(self):
+        self.fake.configure(fault="error_line")
+        res = self.ask()
+        self.assertTrue(res["degraded"])
+        self.assertEqual(res["provider"], "extractive")
+        self.assertIn("mid-stream", res["degraded_reason"])
+
+
+if __name__ == "__main__":
+    unittest.main()
