@@ -77,6 +77,7 @@ $(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
 bench: $(BIN) $(BUILD)/bench_vindex
 	$(BUILD)/bench_vindex 100000 512 200
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 
 run: $(BIN)
 	$(BIN) serve

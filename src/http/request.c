@@ -101,8 +101,10 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
         err = json_pack("{s:s, s:s, s:s}", "code", code, "message", "invalid request", "request_id",
                         req->request_id);
     json_t *body = json_pack("{s:o, s:O}", "error", err, "detail", json_object_get(err, "message"));
-    if (status >= 500)
+    if (status == 500)
         log_error("request %s: %d %s: %s", req->request_id, status, code, msg);
+    else if (status >= 500)
+        log_debug("request %s: %d %s: %s", req->request_id, status, code, msg); /* load shedding is normal */
     http_reply_json(req, status, body);
 }
 
