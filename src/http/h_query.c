@@ -280,8 +280,23 @@ struct handlers_generation {
     strbuf text;
     llm_task *task;
     loopq_item item;
+    http_stream *out; /* streaming: the SSE body being fed, token by token */
     handlers_generation *prev, *next;
 };
+
+/* One SSE event onto a live stream. Takes data. */
+static void generation_event(handlers_generation *g, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
+    char head[64];
+    int n = snprintf(head, sizeof head, "event: %s\ndata: ", event);
+    http_stream_write(g->out, head, (size_t)n);
+    if (text)
+        http_stream_write(g->out, text, strlen(text));
+    http_stream_write(g->out, "\n\n", 2);
+    free(text);
+}
 
 /* The prompt: each passage fenced and numbered as its source is, then the question. */
 static char *query_prompt(const rag_result *res, const char *question)
@@ -302,6 +317,10 @@ static char *query_prompt(const rag_result *res, const char *question)
 
 static void generation_free(handlers_generation *g)
 {
+    if (g->out) {
+        http_on_close(g->req, NULL, NULL);
+        http_release(g->req);
+    }
     json_decref(g->resp);
     json_decref(g->options);
     free(g->fallback);
@@ -321,10 +340,47 @@ static void generation_unlink(handlers_generation *g)
     g->prev = g->next = NULL;
 }
 
+/* The end of a streamed answer: a degraded answer goes out as one token when nothing was
+ * streamed yet; after tokens were sent, a failure can only be reported as an error event. */
+static void generation_finish_stream(handlers_generation *g, const char *degraded_reason)
+{
+    json_t *resp = g->resp;
+    g->resp = NULL;
+    bool fallback = degraded_reason && g->text.len == 0;
+    if (degraded_reason && !fallback) {
+        json_t *err = json_pack("{s:s, s:s, s:s}", "code", "upstream_unavailable", "message", degraded_reason, "request_id",
+                                g->req->request_id);
+        generation_event(g, "error", json_pack("{s:o, s:s}", "error", err, "detail", degraded_reason));
+        json_decref(resp);
+    } else {
+        if (fallback)
+            generation_event(g, "token", json_pack("{s:s}", "text", g->fallback));
+        json_object_del(resp, "documents");
+        json_object_set_new(resp, "answer", json_string(fallback ? g->fallback : (g->text.data ? g->text.data : "")));
+        json_object_set_new(resp, "provider", json_string(fallback ? "extractive" : g->a->generator_name));
+        json_object_set_new(resp, "model", fallback ? json_null() : json_string(g->model));
+        json_object_set_new(resp, "cached", json_false());
+        json_object_set_new(resp, "degraded", json_boolean(fallback));
+        json_object_set_new(resp, "degraded_reason", fallback ? json_string(degraded_reason) : json_null());
+        json_object_set_new(resp, "timings_ms",
+                            json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", g->embed_ms, "retrieve", g->retrieve_ms,
+                                      "rerank", 0.0, "generate", clock_now_ms() - g->started_ms, "total",
+                                      clock_now_ms() - g->req->t_start_ms));
+        json_object_set_new(resp, "request_id", json_string(g->req->request_id));
+        generation_event(g, "done", resp);
+    }
+    http_stream_end(g->out);
+    generation_free(g);
+}
+
 /* Answers with the LLM's text, or extractively with the reason when degraded_reason is set. */
 static void generation_finish(handlers_generation *g, const char *degraded_reason)
 {
     generation_unlink(g);
+    if (g->out) {
+        generation_finish_stream(g, degraded_reason);
+        return;
+    }
     double gen_ms = clock_now_ms() - g->started_ms;
     http_request *req = g->req;
     if (degraded_reason)
@@ -341,7 +397,21 @@ static void generation_finish(handlers_generation *g, const char *degraded_reaso
 static int generation_on_text(const char *p, size_t n, void *arg)
 {
     handlers_generation *g = arg;
-    return strbuf_append(&g->text, p, n) != RAGD_OK; /* past the cap: stop, keep what came */
+    if (strbuf_append(&g->text, p, n) != RAGD_OK)
+        return 1; /* past the cap: stop, keep what came */
+    if (g->out)
+        generation_event(g, "token", json_pack("{s:s%}", "text", p, n));
+    return 0;
+}
+
+/* The client went away mid-stream: stop the upstream call. */
+static void generation_on_close(void *arg)
+{
+    handlers_generation *g = arg;
+    llm_task_cancel(g->task);
+    g->task = NULL;
+    generation_unlink(g);
+    generation_free(g);
 }
 
 static void generation_on_done(llm_status st, const char *message, const llm_chat_stats *stats, void *arg)
@@ -353,7 +423,7 @@ static void generation_on_done(llm_status st, const char *message, const llm_cha
         generation_finish(g, NULL);
         return;
     }
-    if (st == LLM_OVERLOADED) {
+    if (st == LLM_OVERLOADED && !g->out) {
         /* Backpressure, not an outage: shed the query (503 + Retry-After) rather than
          * answer degraded, so clients slow down instead of piling up. */
         http_request *req = g->req;
@@ -383,6 +453,16 @@ static void generation_start(void *arg)
     if (!a->generator || atomic_load(&a->draining)) {
         generation_finish(g, "server is shutting down; answered extractively");
         return;
+    }
+    if (g->stream) {
+        /* Answer at once with an SSE stream: sources now, tokens as they come. */
+        g->out = http_stream_begin(g->req, "text/event-stream; charset=utf-8");
+        if (g->out) {
+            http_retain(g->req);
+            http_on_close(g->req, generation_on_close, g);
+            generation_event(g, "sources", json_pack("{s:O}", "sources", json_object_get(g->resp, "sources")));
+            http_complete(g->req); /* the loop queues the stream response now */
+        }
     }
     llm_chat_handlers h = {.on_text = generation_on_text, .on_done = generation_on_done, .arg = g};
     g->task = llm_chat(a->generator, g->model, query_system_prompt, g->user, g->options,

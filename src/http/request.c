@@ -15,6 +15,17 @@
 
 #define JSON_MAX_DEPTH 64
 
+#define HTTP_STREAM_CAP ((size_t)16 << 20)
+
+struct http_stream {
+    http_request *req;
+    char *content_type;
+    strbuf out;
+    size_t sent;   /* bytes of out already handed to MHD */
+    bool waiting;  /* the reader found nothing and suspended the connection */
+    bool ended;
+};
+
 http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, size_t body_cap)
 {
     http_request *req = calloc(1, sizeof *req);
@@ -43,7 +54,87 @@ void http_request_unref(http_request *req)
     }
     strbuf_cleanup(&req->body);
     free(req->resp_body);
+    if (req->stream) {
+        strbuf_cleanup(&req->stream->out);
+        free(req->stream->content_type);
+        free(req->stream);
+    }
     free(req);
+}
+
+void http_retain(http_request *req) { http_request_ref(req); }
+void http_release(http_request *req) { http_request_unref(req); }
+
+void http_on_close(http_request *req, void (*fn)(void *arg), void *arg)
+{
+    req->on_close = fn;
+    req->on_close_arg = arg;
+}
+
+http_stream *http_stream_begin(http_request *req, const char *content_type)
+{
+    http_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->req = req;
+    s->content_type = strdup(content_type);
+    strbuf_init(&s->out, HTTP_STREAM_CAP);
+    if (!s->content_type) {
+        free(s);
+        return NULL;
+    }
+    req->stream = s;
+    req->status = 200;
+    return s;
+}
+
+/* Wakes the connection if the reader is waiting for bytes. */
+static void http_stream_wake(http_stream *s)
+{
+    if (!s->waiting || !s->req->conn)
+        return;
+    s->waiting = false;
+    MHD_resume_connection(s->req->conn);
+    http_server_kick(s->req->app->http);
+}
+
+void http_stream_write(http_stream *s, const char *p, size_t n)
+{
+    if (s->ended)
+        return;
+    if (strbuf_append(&s->out, p, n) != RAGD_OK)
+        s->ended = true; /* a client that does not read cannot grow our memory */
+    http_stream_wake(s);
+}
+
+void http_stream_end(http_stream *s)
+{
+    s->ended = true;
+    http_stream_wake(s);
+}
+
+/* MHD's content reader: hands over buffered bytes; with none, suspends the connection
+ * until http_stream_write wakes it (MHD documents suspending from here as safe). */
+static ssize_t http_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    http_stream *s = cls;
+    size_t avail = s->out.len - s->sent;
+    if (avail > 0) {
+        size_t n = avail < max ? avail : max;
+        memcpy(buf, s->out.data + s->sent, n);
+        s->sent += n;
+        if (s->sent == s->out.len) {
+            strbuf_reset(&s->out);
+            s->sent = 0;
+        }
+        return (ssize_t)n;
+    }
+    if (s->ended)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    s->waiting = true;
+    MHD_suspend_connection(s->req->conn);
+    return 0;
 }
 
 const char *http_arg_get(const http_request *req, const char *key)
@@ -176,12 +267,22 @@ int http_request_send(http_request *req)
         return MHD_YES;
     if (req->status == 0)
         http_reply_error(req, 500, "internal", "handler produced no response");
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(req->resp_len, req->resp_body, MHD_RESPMEM_MUST_FREE);
-    if (!resp)
-        return MHD_NO;
-    req->resp_body = NULL; /* MHD frees it now */
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
+    struct MHD_Response *resp = NULL;
+    if (req->stream) {
+        /* No free callback: the stream belongs to the request, and MHD never calls the
+         * reader after the request's completed callback. */
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, http_stream_reader, req->stream, NULL);
+        if (!resp)
+            return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->stream->content_type);
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    } else {
+        resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body, MHD_RESPMEM_MUST_FREE);
+        if (!resp)
+            return MHD_NO;
+        req->resp_body = NULL; /* MHD frees it now */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
+    }
     MHD_add_response_header(resp, "X-Request-ID", req->request_id);
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (req->allow[0])

@@ -31,6 +31,7 @@ typedef struct {
 
 typedef struct http_request http_request;
 typedef void (*http_handler)(http_request *req);
+typedef struct http_stream http_stream;
 
 struct http_request {
     struct app *app;
@@ -67,6 +68,9 @@ struct http_request {
     loopq_item done_item; /* posts the hand-back to the loop; never needs memory */
     bool answered;  /* a response was queued */
     bool early;     /* response decided before the body was read */
+    http_stream *stream; /* a streamed response body, when one was begun */
+    void (*on_close)(void *arg); /* see http_on_close */
+    void *on_close_arg;
 };
 
 /* Query-string argument by name, or NULL. */
@@ -90,6 +94,24 @@ void http_hold(http_request *req);
 /* The holder's side of http_hold: the response that is set may go. Any thread; after
  * this call the caller must not touch req again. */
 void http_complete(http_request *req);
+
+/* ---- streamed responses (loop thread only) ----
+ * http_stream_begin turns the response into a chunked stream of the given type; it is sent
+ * when the request completes (http_complete) and then fed with http_stream_write until
+ * http_stream_end. Bytes written are buffered (capped at 16 MiB: past it the stream ends)
+ * and the connection is woken to send them. The stream belongs to the request. */
+http_stream *http_stream_begin(http_request *req, const char *content_type);
+void http_stream_write(http_stream *s, const char *p, size_t n);
+void http_stream_end(http_stream *s);
+
+/* Keeps the request alive beyond its completion (e.g. while a stream is fed); pair with
+ * http_release. Loop thread only. */
+void http_retain(http_request *req);
+void http_release(http_request *req);
+
+/* fn(arg) runs on the loop thread if the connection ends before the response was fully
+ * sent (a client that disconnects mid-stream); clear it with fn = NULL. */
+void http_on_close(http_request *req, void (*fn)(void *arg), void *arg);
 
 /* Parses the body as a JSON object (depth <= 64, valid UTF-8). On failure replies 400
  * invalid_json (unparseable, empty) or 422 validation_error (not an object) and

@@ -99,9 +99,31 @@ class GeneratorTest(harness.E2ETestCase):
                                                                "stream": True})
         self.assertEqual(r.status, 200)
         events = harness.parse_sse(r.raw)
-        self.assertEqual([e[0] for e in events][0], "sources")
-        self.assertEqual(events[-1][0], "done")
-        self.assertEqual(json.loads(events[-1][1])["provider"], "ollama")
+        names = [e[0] for e in events]
+        self.assertEqual(names[0], "sources")
+        self.assertEqual(names[-1], "done")
+        self.assertGreater(names.count("token"), 1, names)  # token by token, as generated
+        done = json.loads(events[-1][1])
+        self.assertEqual(done["provider"], "ollama")
+        self.assertNotIn("documents", done)
+        self.assertEqual("".join(json.loads(d)["text"] for n, d in events if n == "token"), done["answer"])
+
+    def test_client_disconnect_cancels_upstream(self):
+        self.fake.configure(token_ms=100, tokens=50)  # a 5 s answer
+        import socket
+        body = json.dumps({"query": "When did Krakatoa erupt?", "db": "gen", "stream": True}).encode()
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        got = b""
+        while b"event: token" not in got:
+            got += s.recv(4096)
+        s.close()  # the client goes away mid-answer
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and self.fake.stats()["cancelled"] < 1:
+            time.sleep(0.05)
+        self.assertGreaterEqual(self.fake.stats()["cancelled"], 1, self.fake.stats())
+        self.assertEqual(self.call("GET", "/health/live", srv=self.srv), {"status": "alive"})
 
     def test_error_line_mid_stream_degrades(self):
         self.fake.configure(fault="error_line")
