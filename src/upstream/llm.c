@@ -2,6 +2,7 @@
 
 #include <event2/event.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,7 @@ struct llm_task {
     int attempts;
     int last_host;
     bool prefer_other;
+    uint32_t denied; /* hosts whose breaker refused a permit during this attempt */
     /* the attempt in progress */
     int host;
     bulkhead *bh;
@@ -202,6 +204,8 @@ static int llm_pick_host(llm_task *t)
     int best = -1, best_load = INT_MAX;
     for (int pass = 0; pass < 2 && best < 0; pass++) {
         for (size_t i = 0; i < l->n_urls; i++) {
+            if (t->denied & (1u << i))
+                continue;
             if (pass == 0 && t->prefer_other && l->n_urls > 1 && (int)i == t->last_host)
                 continue;
             breaker *br = NULL;
@@ -252,10 +256,11 @@ static int llm_on_data(const char *p, size_t n, void *arg)
         ragd_err e = t->l->cfg.kind == LLM_KIND_OLLAMA ? ollama_stream_feed(&t->ost, p, n) : openai_stream_feed(&t->oast, p, n);
         return e != RAGD_OK; /* the stream is over (done, error line, bad line, consumer stop) */
     }
-    size_t cap = t->op == LLM_OP_EMBED && t->http_status == 200 ? t->l->cfg.max_response_bytes : LLM_ERROR_BODY_CAP;
-    if (t->reply.cap != cap)
-        t->reply.cap = cap;
-    return strbuf_append(&t->reply, p, n) != RAGD_OK;
+    if (t->http_status != 200) { /* an error body: its first 64 KiB are enough */
+        size_t room = t->reply.len < LLM_ERROR_BODY_CAP ? LLM_ERROR_BODY_CAP - t->reply.len : 0;
+        return strbuf_append(&t->reply, p, n < room ? n : room) != RAGD_OK;
+    }
+    return strbuf_append(&t->reply, p, n) != RAGD_OK; /* capped at max_response_bytes */
 }
 
 static breaker_transport llm_transport(upstream_transport x)
@@ -297,7 +302,9 @@ static void llm_on_retry_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    llm_try(arg);
+    llm_task *t = arg;
+    t->denied = 0; /* a new attempt: every host may be asked again */
+    llm_try(t);
 }
 
 /* Embed reply of a 200: parse strictly, into the job's result. */
@@ -397,11 +404,11 @@ static void llm_send(llm_task *t)
     llm *l = t->l;
     double remaining = 0;
     if (!breaker_acquire(t->br, &t->permit, &remaining)) {
+        /* e.g. HALF_OPEN with its trial permits taken: another host, or fail at once */
         bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
         t->slot = false;
-        t->prefer_other = true;
-        t->last_host = t->host;
-        llm_try(t); /* another host, or fail at once */
+        t->denied |= 1u << t->host;
+        llm_try(t);
         return;
     }
     t->permitted = true;
@@ -578,7 +585,7 @@ static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, 
     t->deadline_ms = deadline_ms;
     t->last_host = -1;
     t->host = -1;
-    strbuf_init(&t->reply, LLM_ERROR_BODY_CAP);
+    strbuf_init(&t->reply, l->cfg.max_response_bytes);
     t->retry_timer = evtimer_new(l->base, llm_on_retry_timer, t);
     if (!t->model || !t->retry_timer) {
         llm_task_free(t);
@@ -658,8 +665,8 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
                  upstream_rand rnd, llm **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (cfg->n_urls == 0) {
-        snprintf(err, errlen, "no backend URL");
+    if (cfg->n_urls == 0 || cfg->n_urls > 32) {
+        snprintf(err, errlen, "1 to 32 backend URLs are needed");
         return RAGD_EINVAL;
     }
     ragd_err e = breaker_config_validate(&cfg->breaker, err, errlen);

@@ -136,6 +136,7 @@ typedef struct {
     size_t text_len;
     size_t dim;
     int n_overloaded;
+    int n_unavailable;
     double norm0;
     char message[320];
 } env;
@@ -203,6 +204,7 @@ static void on_chat_done(llm_status st, const char *message, const llm_chat_stat
     env *e = arg;
     e->last = st;
     e->n_overloaded += st == LLM_OVERLOADED;
+    e->n_unavailable += st == LLM_UNAVAILABLE;
     snprintf(e->message, sizeof e->message, "%s", message);
     if (--e->pending == 0)
         event_base_loopbreak(e->base);
@@ -333,6 +335,36 @@ static void test_failures_open_then_recover(void **state)
     env_free(&e);
 }
 
+/* HALF_OPEN admits one trial; a second call meanwhile is refused at once (no host left),
+ * rather than asking the same breaker again and again. */
+static void test_half_open_admits_one_trial(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"error500\"}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.retry.max_attempts = 1;
+    cfg.breaker.open_ms = 200;
+    cfg.breaker.open_max_ms = 200;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    for (int i = 0; i < 5; i++)
+        chat_once(&e);
+    assert_int_equal(chat_breaker(&e, 0).state, BREAKER_OPEN);
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"none\", \"latency_ms\": 300}"));
+    usleep(250 * 1000);
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
+    e.pending = 2;
+    e.n_unavailable = 0;
+    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "trial", NULL, clock_now_ms() + 10000, &h));
+    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "second", NULL, clock_now_ms() + 10000, &h));
+    env_wait(&e);
+    assert_int_equal(e.n_unavailable, 1);   /* the second, refused while the trial ran */
+    assert_int_equal(chat_breaker(&e, 0).state, BREAKER_CLOSED); /* the trial succeeded */
+    env_free(&e);
+}
+
 static void test_error_line_is_failure(void **state)
 {
     (void)state;
@@ -376,6 +408,7 @@ int main(void)
         cmocka_unit_test_setup(test_chat_streams, reset_fakes),
         cmocka_unit_test_setup(test_busy_is_overload, reset_fakes),
         cmocka_unit_test_setup(test_failures_open_then_recover, reset_fakes),
+        cmocka_unit_test_setup(test_half_open_admits_one_trial, reset_fakes),
         cmocka_unit_test_setup(test_error_line_is_failure, reset_fakes),
         cmocka_unit_test_setup(test_failover_to_second_host, reset_fakes),
     };
