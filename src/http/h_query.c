@@ -237,10 +237,9 @@ static void query_reply_stream(http_request *req, json_t *resp)
     free(body);
 }
 
-/* Completes a query response with its answer and timings, and sets the reply (JSON or
- * SSE). Takes resp. */
-static void query_send(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
-                       const char *degraded_reason, double embed_ms, double retrieve_ms, double generate_ms, bool stream)
+/* Adds the answer, who gave it, the degraded flag and the timings to a query response. */
+static void query_complete(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
+                           const char *degraded_reason, double embed_ms, double retrieve_ms, double generate_ms)
 {
     json_object_set_new(resp, "answer", answer ? json_string(answer) : json_null());
     json_object_set_new(resp, "provider", json_string(provider));
@@ -252,6 +251,13 @@ static void query_send(http_request *req, json_t *resp, const char *answer, cons
                         json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", embed_ms, "retrieve", retrieve_ms, "rerank", 0.0,
                                   "generate", generate_ms, "total", clock_now_ms() - req->t_start_ms));
     json_object_set_new(resp, "request_id", json_string(req->request_id));
+}
+
+/* Completes a query response and sets the reply (JSON, or SSE all at once). Takes resp. */
+static void query_send(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
+                       const char *degraded_reason, double embed_ms, double retrieve_ms, double generate_ms, bool stream)
+{
+    query_complete(req, resp, answer, provider, model, degraded_reason, embed_ms, retrieve_ms, generate_ms);
     if (stream)
         query_reply_stream(req, resp);
     else
@@ -356,17 +362,9 @@ static void generation_finish_stream(handlers_generation *g, const char *degrade
         if (fallback)
             generation_event(g, "token", json_pack("{s:s}", "text", g->fallback));
         json_object_del(resp, "documents");
-        json_object_set_new(resp, "answer", json_string(fallback ? g->fallback : (g->text.data ? g->text.data : "")));
-        json_object_set_new(resp, "provider", json_string(fallback ? "extractive" : g->a->generator_name));
-        json_object_set_new(resp, "model", fallback ? json_null() : json_string(g->model));
-        json_object_set_new(resp, "cached", json_false());
-        json_object_set_new(resp, "degraded", json_boolean(fallback));
-        json_object_set_new(resp, "degraded_reason", fallback ? json_string(degraded_reason) : json_null());
-        json_object_set_new(resp, "timings_ms",
-                            json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", g->embed_ms, "retrieve", g->retrieve_ms,
-                                      "rerank", 0.0, "generate", clock_now_ms() - g->started_ms, "total",
-                                      clock_now_ms() - g->req->t_start_ms));
-        json_object_set_new(resp, "request_id", json_string(g->req->request_id));
+        query_complete(g->req, resp, fallback ? g->fallback : (g->text.data ? g->text.data : ""),
+                       fallback ? "extractive" : g->a->generator_name, fallback ? NULL : g->model,
+                       fallback ? degraded_reason : NULL, g->embed_ms, g->retrieve_ms, clock_now_ms() - g->started_ms);
         generation_event(g, "done", resp);
     }
     http_stream_end(g->out);
