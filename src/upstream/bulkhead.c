@@ -41,18 +41,6 @@ struct bulkhead_set {
     size_t count, cap, max_entries;
 };
 
-static void bulkhead_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void bulkhead_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void bulkhead_config_default(bulkhead_config *c)
 {
@@ -69,25 +57,25 @@ void bulkhead_config_default(bulkhead_config *c)
 ragd_err bulkhead_config_validate(const bulkhead_config *c, char *err, size_t errlen)
 {
     if (c->max_concurrent < 1 || c->max_concurrent > BULKHEAD_LIMIT) {
-        bulkhead_set_err(err, errlen, "bulkhead max_concurrent must be 1..%d (got %d)", BULKHEAD_LIMIT,
+        ragd_errorf(err, errlen, "bulkhead max_concurrent must be 1..%d (got %d)", BULKHEAD_LIMIT,
                          c->max_concurrent);
         return RAGD_EINVAL;
     }
     if (c->max_queue < 0 || c->max_queue > BULKHEAD_LIMIT) {
-        bulkhead_set_err(err, errlen, "bulkhead max_queue must be 0..%d (got %d)", BULKHEAD_LIMIT, c->max_queue);
+        ragd_errorf(err, errlen, "bulkhead max_queue must be 0..%d (got %d)", BULKHEAD_LIMIT, c->max_queue);
         return RAGD_EINVAL;
     }
     /* Negated comparisons reject NaN too. */
     if (!(c->max_wait_ms > 0.0) || !isfinite(c->max_wait_ms)) {
-        bulkhead_set_err(err, errlen, "bulkhead max_wait_ms must be a positive number (got %g)", c->max_wait_ms);
+        ragd_errorf(err, errlen, "bulkhead max_wait_ms must be a positive number (got %g)", c->max_wait_ms);
         return RAGD_EINVAL;
     }
     if (!(c->throttle_k >= 1.0) || !isfinite(c->throttle_k)) {
-        bulkhead_set_err(err, errlen, "bulkhead throttle_k must be >= 1 (got %g)", c->throttle_k);
+        ragd_errorf(err, errlen, "bulkhead throttle_k must be >= 1 (got %g)", c->throttle_k);
         return RAGD_EINVAL;
     }
     if (!(c->throttle_window_ms >= BULKHEAD_BUCKETS) || !isfinite(c->throttle_window_ms)) {
-        bulkhead_set_err(err, errlen, "bulkhead throttle_window_ms must be >= %d (got %g)", BULKHEAD_BUCKETS,
+        ragd_errorf(err, errlen, "bulkhead throttle_window_ms must be >= %d (got %g)", BULKHEAD_BUCKETS,
                          c->throttle_window_ms);
         return RAGD_EINVAL;
     }
@@ -105,7 +93,7 @@ ragd_err bulkhead_new(const bulkhead_config *c, const char *backend, const char 
     if (rc != RAGD_OK)
         goto out;
     if (!bulkhead_name_ok(backend) || !bulkhead_name_ok(model)) {
-        bulkhead_set_err(err, errlen, "bulkhead backend/model name missing or longer than %d bytes",
+        ragd_errorf(err, errlen, "bulkhead backend/model name missing or longer than %d bytes",
                          BULKHEAD_NAME_MAX - 1);
         rc = RAGD_EINVAL;
         goto out;
@@ -128,7 +116,7 @@ ragd_err bulkhead_new(const bulkhead_config *c, const char *backend, const char 
     rc = RAGD_OK;
 out:
     if (rc == RAGD_ENOMEM)
-        bulkhead_set_err(err, errlen, "out of memory");
+        ragd_errorf(err, errlen, "out of memory");
     bulkhead_free(b);
     return rc;
 }
@@ -382,13 +370,13 @@ ragd_err bulkhead_set_new(const bulkhead_config *c, size_t max_entries, upstream
     if (rc != RAGD_OK)
         return rc;
     if (max_entries < 1 || max_entries > BULKHEAD_LIMIT) {
-        bulkhead_set_err(err, errlen, "bulkhead set max_entries must be 1..%d (got %zu)", BULKHEAD_LIMIT,
+        ragd_errorf(err, errlen, "bulkhead set max_entries must be 1..%d (got %zu)", BULKHEAD_LIMIT,
                          max_entries);
         return RAGD_EINVAL;
     }
     bulkhead_set *s = calloc(1, sizeof *s);
     if (s == NULL) {
-        bulkhead_set_err(err, errlen, "out of memory");
+        ragd_errorf(err, errlen, "out of memory");
         return RAGD_ENOMEM;
     }
     s->cfg = *c;

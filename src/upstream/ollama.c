@@ -1,22 +1,15 @@
 #include "upstream/ollama.h"
 
-#include <math.h>
+#include "upstream/wire.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 char *ollama_embed_body(const char *model, const char *const *texts, const size_t *lens, size_t n)
 {
-    json_t *input = json_array();
-    for (size_t i = 0; input && i < n; i++)
-        if (json_array_append_new(input, json_stringn(texts[i], lens[i])) != 0) {
-            json_decref(input);
-            input = NULL;
-        }
-    json_t *body = input ? json_pack("{s:s, s:o, s:b}", "model", model, "input", input, "truncate", 1) : NULL;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
+    json_t *input = wire_text_array(texts, lens, n);
+    return wire_dump(input ? json_pack("{s:s, s:o, s:b}", "model", model, "input", input, "truncate", 1) : NULL);
 }
 
 ragd_err ollama_embed_parse(const char *body, size_t len, size_t n_expected, size_t *dim, float **vectors, char *err,
@@ -54,14 +47,9 @@ ragd_err ollama_embed_parse(const char *body, size_t len, size_t n_expected, siz
             snprintf(err, errlen, "embed reply vector %zu has another dimension than %zu", i, d);
             goto out;
         }
-        for (size_t j = 0; j < d; j++) {
-            json_t *x = json_array_get(vec, j);
-            double v = json_number_value(x);
-            if (!json_is_number(x) || !isfinite(v)) {
-                snprintf(err, errlen, "embed reply vector %zu holds a value that is not a finite number", i);
-                goto out;
-            }
-            out[i * d + j] = (float)v;
+        if (wire_vector(vec, d, out + i * d) != RAGD_OK) {
+            snprintf(err, errlen, "embed reply vector %zu holds a value that is not a finite number", i);
+            goto out;
         }
     }
     *vectors = out;
@@ -76,16 +64,10 @@ out:
 
 char *ollama_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream)
 {
-    json_t *messages = json_array();
-    if (system)
-        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content", system));
-    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", user));
-    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", messages, "stream", stream);
+    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", wire_messages(system, user), "stream", stream);
     if (body && options)
         json_object_set(body, "options", options);
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
+    return wire_dump(body);
 }
 
 void ollama_error_message(const char *body, size_t len, char *out, size_t outlen)

@@ -1,23 +1,16 @@
 #include "upstream/openai.h"
 
-#include <math.h>
+#include "upstream/wire.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 char *openai_embed_body(const char *model, const char *const *texts, const size_t *lens, size_t n)
 {
-    json_t *input = json_array();
-    for (size_t i = 0; input && i < n; i++)
-        if (json_array_append_new(input, json_stringn(texts[i], lens[i])) != 0) {
-            json_decref(input);
-            input = NULL;
-        }
-    json_t *body = input ? json_pack("{s:s, s:o, s:s}", "model", model, "input", input, "encoding_format", "float")
-                         : NULL;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
+    json_t *input = wire_text_array(texts, lens, n);
+    return wire_dump(input ? json_pack("{s:s, s:o, s:s}", "model", model, "input", input, "encoding_format", "float")
+                           : NULL);
 }
 
 ragd_err openai_embed_parse(const char *body, size_t len, size_t n_expected, size_t *dim, float **vectors, char *err,
@@ -52,20 +45,11 @@ ragd_err openai_embed_parse(const char *body, size_t len, size_t n_expected, siz
         json_t *vec = json_object_get(item, "embedding");
         json_t *index = json_object_get(item, "index");
         size_t at = json_is_integer(index) ? (size_t)json_integer_value(index) : i;
-        if (!json_is_array(vec) || json_array_size(vec) != d || at >= n_expected || seen[at]) {
+        if (at >= n_expected || seen[at] || wire_vector(vec, d, out + at * d) != RAGD_OK) {
             snprintf(err, errlen, "embeddings reply item %zu has a bad vector or index", i);
             goto out;
         }
         seen[at] = true;
-        for (size_t j = 0; j < d; j++) {
-            json_t *x = json_array_get(vec, j);
-            double v = json_number_value(x);
-            if (!json_is_number(x) || !isfinite(v)) {
-                snprintf(err, errlen, "embeddings reply item %zu holds a value that is not a finite number", i);
-                goto out;
-            }
-            out[at * d + j] = (float)v;
-        }
     }
     *vectors = out;
     *dim = d;
@@ -80,20 +64,14 @@ out:
 
 char *openai_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream)
 {
-    json_t *messages = json_array();
-    if (system)
-        json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "system", "content", system));
-    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", user));
-    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", messages, "stream", stream);
+    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", wire_messages(system, user), "stream", stream);
     static const char *const passed[] = {"temperature", "top_p", "seed", "stop", "max_tokens"};
     for (size_t i = 0; body && options && i < sizeof passed / sizeof *passed; i++) {
         json_t *v = json_object_get(options, passed[i]);
         if (v)
             json_object_set(body, passed[i], v);
     }
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    json_decref(body);
-    return text;
+    return wire_dump(body);
 }
 
 void openai_error_message(const char *body, size_t len, char *out, size_t outlen)

@@ -18,18 +18,6 @@ struct retry_budget {
     retry_budget_stats stats;
 };
 
-static void retry_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void retry_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void retry_policy_default(retry_policy *p)
 {
@@ -44,20 +32,20 @@ void retry_budget_config_default(retry_budget_config *c)
 ragd_err retry_policy_validate(const retry_policy *p, char *err, size_t errlen)
 {
     if (p->max_attempts < 1 || p->max_attempts > 100) {
-        retry_set_err(err, errlen, "retry max_attempts must be 1..100 (got %d)", p->max_attempts);
+        ragd_errorf(err, errlen, "retry max_attempts must be 1..100 (got %d)", p->max_attempts);
         return RAGD_EINVAL;
     }
     /* The negated comparisons also reject NaN. */
     if (!(p->base_ms > 0.0) || !isfinite(p->base_ms)) {
-        retry_set_err(err, errlen, "retry base_ms must be a positive number (got %g)", p->base_ms);
+        ragd_errorf(err, errlen, "retry base_ms must be a positive number (got %g)", p->base_ms);
         return RAGD_EINVAL;
     }
     if (!(p->cap_ms >= p->base_ms) || !isfinite(p->cap_ms)) {
-        retry_set_err(err, errlen, "retry cap_ms must be >= base_ms (got %g < %g)", p->cap_ms, p->base_ms);
+        ragd_errorf(err, errlen, "retry cap_ms must be >= base_ms (got %g < %g)", p->cap_ms, p->base_ms);
         return RAGD_EINVAL;
     }
     if (!(p->min_attempt_ms >= 0.0) || !isfinite(p->min_attempt_ms)) {
-        retry_set_err(err, errlen, "retry min_attempt_ms must be >= 0 (got %g)", p->min_attempt_ms);
+        ragd_errorf(err, errlen, "retry min_attempt_ms must be >= 0 (got %g)", p->min_attempt_ms);
         return RAGD_EINVAL;
     }
     return RAGD_OK;
@@ -124,15 +112,15 @@ const char *retry_reason_name(retry_reason reason)
 static ragd_err retry_budget_config_validate(const retry_budget_config *c, char *err, size_t errlen)
 {
     if (!(c->ratio > 0.0 && c->ratio <= 1.0)) {
-        retry_set_err(err, errlen, "retry budget ratio must be in (0, 1] (got %g)", c->ratio);
+        ragd_errorf(err, errlen, "retry budget ratio must be in (0, 1] (got %g)", c->ratio);
         return RAGD_EINVAL;
     }
     if (!(c->min_per_sec >= 0.0) || !isfinite(c->min_per_sec)) {
-        retry_set_err(err, errlen, "retry budget min_per_sec must be >= 0 (got %g)", c->min_per_sec);
+        ragd_errorf(err, errlen, "retry budget min_per_sec must be >= 0 (got %g)", c->min_per_sec);
         return RAGD_EINVAL;
     }
     if (!(c->max_tokens >= 1.0) || !isfinite(c->max_tokens)) {
-        retry_set_err(err, errlen, "retry budget max_tokens must be >= 1 (got %g)", c->max_tokens);
+        ragd_errorf(err, errlen, "retry budget max_tokens must be >= 1 (got %g)", c->max_tokens);
         return RAGD_EINVAL;
     }
     return RAGD_OK;
@@ -146,12 +134,12 @@ ragd_err retry_budget_new(const retry_budget_config *c, upstream_clock clock, re
         return rc;
     retry_budget *b = calloc(1, sizeof *b);
     if (b == NULL) {
-        retry_set_err(err, errlen, "out of memory");
+        ragd_errorf(err, errlen, "out of memory");
         return RAGD_ENOMEM;
     }
     if (pthread_mutex_init(&b->mu, NULL) != 0) {
         free(b);
-        retry_set_err(err, errlen, "cannot create mutex");
+        ragd_errorf(err, errlen, "cannot create mutex");
         return RAGD_ENOMEM;
     }
     b->clock = clock;

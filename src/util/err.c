@@ -1,5 +1,8 @@
 #include "util/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ragd_strerror(ragd_err e)
 {
     switch (e) {
@@ -14,4 +17,14 @@ const char *ragd_strerror(ragd_err e)
     case RAGD_ECLOSED: return "closed";
     }
     return "unknown error";
+}
+
+void ragd_errorf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

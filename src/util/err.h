@@ -18,4 +18,8 @@ typedef enum {
 /* A static, human-readable name for an error code. Never NULL. */
 const char *ragd_strerror(ragd_err e);
 
+#include <stddef.h>
+/* Formats a message into err (nothing when err is NULL or errlen 0). */
+void ragd_errorf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif
