@@ -145,6 +145,8 @@ static void server_finish(server *srv)
     loopq_drain(srv->a.lq);     /* hands finished requests back to the HTTP server */
     http_server_stop(srv->a.http);
     srv->a.http = NULL;
+    workpool_free(srv->a.pool); /* only now: MHD's last runs may still try to submit */
+    srv->a.pool = NULL;
     log_info("shutdown: complete");
     event_base_loopbreak(srv->a.base);
 }

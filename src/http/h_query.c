@@ -14,6 +14,7 @@
 #include "util/clock.h"
 #include "util/names.h"
 #include "util/strbuf.h"
+#include "util/utf8.h"
 
 #define QUERY_MAX_CHARS 8192
 #define QUERY_MAX_FILTER_TERMS 32
@@ -293,8 +294,10 @@ struct handlers_generation {
 /* One SSE event onto a live stream. Takes data. */
 static void generation_event(handlers_generation *g, const char *event, json_t *data)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
+    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
+    if (!text) /* jansson refused the data (no memory, invalid UTF-8): still a valid event */
+        text = strdup("{\"error\":{\"code\":\"internal\",\"message\":\"event could not be encoded\"}}");
     char head[64];
     int n = snprintf(head, sizeof head, "event: %s\ndata: ", event);
     http_stream_write(g->out, head, (size_t)n);
@@ -346,39 +349,42 @@ static void generation_unlink(handlers_generation *g)
     g->prev = g->next = NULL;
 }
 
-/* The end of a streamed answer: a degraded answer goes out as one token when nothing was
- * streamed yet; after tokens were sent, a failure can only be reported as an error event. */
-static void generation_finish_stream(handlers_generation *g, const char *degraded_reason)
+/* The end of a stream that already sent tokens: the answer is complete (failure NULL), or
+ * a failure that can only be reported as an error event now. */
+static void generation_finish_stream(handlers_generation *g, const char *failure)
 {
     json_t *resp = g->resp;
     g->resp = NULL;
-    bool fallback = degraded_reason && g->text.len == 0;
-    if (degraded_reason && !fallback) {
-        json_t *err = json_pack("{s:s, s:s, s:s}", "code", "upstream_unavailable", "message", degraded_reason, "request_id",
+    if (failure) {
+        json_t *err = json_pack("{s:s, s:s, s:s}", "code", "upstream_unavailable", "message", failure, "request_id",
                                 g->req->request_id);
-        generation_event(g, "error", json_pack("{s:o, s:s}", "error", err, "detail", degraded_reason));
+        generation_event(g, "error", err ? json_pack("{s:o, s:s}", "error", err, "detail", failure) : NULL);
         json_decref(resp);
     } else {
-        if (fallback)
-            generation_event(g, "token", json_pack("{s:s}", "text", g->fallback));
         json_object_del(resp, "documents");
-        query_complete(g->req, resp, fallback ? g->fallback : (g->text.data ? g->text.data : ""),
-                       fallback ? "extractive" : g->a->generator_name, fallback ? NULL : g->model,
-                       fallback ? degraded_reason : NULL, g->embed_ms, g->retrieve_ms, clock_now_ms() - g->started_ms);
+        query_complete(g->req, resp, g->text.data ? g->text.data : "", g->a->generator_name, g->model, NULL, g->embed_ms,
+                       g->retrieve_ms, clock_now_ms() - g->started_ms);
         generation_event(g, "done", resp);
     }
     http_stream_end(g->out);
     generation_free(g);
 }
 
-/* Answers with the LLM's text, or extractively with the reason when degraded_reason is set. */
-static void generation_finish(handlers_generation *g, const char *degraded_reason)
+/* Answers with the LLM's text (failure NULL), or — when the LLM failed before any token
+ * went out — extractively, flagged degraded with the failure as the reason. */
+static void generation_finish(handlers_generation *g, const char *failure)
 {
     generation_unlink(g);
     if (g->out) {
-        generation_finish_stream(g, degraded_reason);
+        generation_finish_stream(g, failure);
         return;
     }
+    char reason[600] = "";
+    if (failure) {
+        snprintf(reason, sizeof reason, "%s; answered extractively", failure);
+        utf8_sanitize(reason);
+    }
+    const char *degraded_reason = failure ? reason : NULL;
     double gen_ms = clock_now_ms() - g->started_ms;
     http_request *req = g->req;
     if (degraded_reason)
@@ -392,11 +398,29 @@ static void generation_finish(handlers_generation *g, const char *degraded_reaso
     http_complete(req);
 }
 
+static void generation_on_close(void *arg);
+
+/* The first token of a streamed answer: answer 200 with an SSE stream now (sources, then
+ * tokens as they come). Not before: until a token arrives the query can still be shed
+ * with 503 or answered extractively. */
+static void generation_stream_begin(handlers_generation *g)
+{
+    g->out = http_stream_begin(g->req, "text/event-stream; charset=utf-8");
+    if (!g->out)
+        return;
+    http_retain(g->req);
+    http_on_close(g->req, generation_on_close, g);
+    generation_event(g, "sources", json_pack("{s:O}", "sources", json_object_get(g->resp, "sources")));
+    http_complete(g->req); /* the loop queues the stream response now */
+}
+
 static int generation_on_text(const char *p, size_t n, void *arg)
 {
     handlers_generation *g = arg;
     if (strbuf_append(&g->text, p, n) != RAGD_OK)
         return 1; /* past the cap: stop, keep what came */
+    if (g->stream && !g->out)
+        generation_stream_begin(g);
     if (g->out)
         generation_event(g, "token", json_pack("{s:s%}", "text", p, n));
     return 0;
@@ -433,10 +457,11 @@ static void generation_on_done(llm_status st, const char *message, const llm_cha
         http_complete(req);
         return;
     }
-    char reason[400];
-    snprintf(reason, sizeof reason, "generator %s %s: %s; answered extractively", g->a->generator_name,
+    char failure[400];
+    snprintf(failure, sizeof failure, "generator %s %s: %s", g->a->generator_name,
              st == LLM_OK ? "returned an empty answer" : llm_status_name(st), message && *message ? message : "no detail");
-    generation_finish(g, reason);
+    utf8_sanitize(failure);
+    generation_finish(g, failure);
 }
 
 static void generation_start(void *arg)
@@ -448,25 +473,15 @@ static void generation_start(void *arg)
         g->next->prev = g;
     a->generations = g;
     g->started_ms = clock_now_ms();
-    if (!a->generator || atomic_load(&a->draining)) {
-        generation_finish(g, "server is shutting down; answered extractively");
+    if (!a->generator) {
+        generation_finish(g, "server is shutting down");
         return;
-    }
-    if (g->stream) {
-        /* Answer at once with an SSE stream: sources now, tokens as they come. */
-        g->out = http_stream_begin(g->req, "text/event-stream; charset=utf-8");
-        if (g->out) {
-            http_retain(g->req);
-            http_on_close(g->req, generation_on_close, g);
-            generation_event(g, "sources", json_pack("{s:O}", "sources", json_object_get(g->resp, "sources")));
-            http_complete(g->req); /* the loop queues the stream response now */
-        }
     }
     llm_chat_handlers h = {.on_text = generation_on_text, .on_done = generation_on_done, .arg = g};
     g->task = llm_chat(a->generator, g->model, query_system_prompt, g->user, g->options,
                        clock_now_ms() + a->cfg.generate_timeout_s * 1000, &h);
     if (!g->task)
-        generation_finish(g, "generator call could not start (out of memory); answered extractively");
+        generation_finish(g, "generator call could not start (out of memory)");
 }
 
 void handlers_generations_abort(app *a)
@@ -475,7 +490,7 @@ void handlers_generations_abort(app *a)
         handlers_generation *g = a->generations;
         llm_task_cancel(g->task);
         g->task = NULL;
-        generation_finish(g, "server is shutting down; answered extractively");
+        generation_finish(g, "server is shutting down");
     }
 }
 

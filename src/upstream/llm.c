@@ -11,6 +11,7 @@
 #include "upstream/openai.h"
 #include "util/log.h"
 #include "util/strbuf.h"
+#include "util/utf8.h"
 
 #define LLM_ERROR_BODY_CAP ((size_t)64 * 1024)
 
@@ -539,6 +540,7 @@ static void llm_job_fail(llm_task *job, llm_status st, const char *message)
 static void llm_call_finish(llm_task *t, llm_status st)
 {
     llm_attempt_abandon(t);
+    utf8_sanitize(t->message); /* backend text cut to fit may end mid-character */
     if (t->parent) {
         llm_task *job = t->parent;
         if (st != LLM_OK) {

@@ -1,6 +1,7 @@
 #include "util/utf8.h"
 
 #include <stdint.h>
+#include <string.h>
 
 bool utf8_valid(const char *s, size_t n)
 {
@@ -51,4 +52,37 @@ size_t utf8_length(const char *s, size_t n)
         if (((unsigned char)s[i] & 0xC0) != 0x80)
             count++;
     return count;
+}
+
+/* Length of the well-formed sequence at p (with n bytes left), 0 when it is not one. */
+static size_t utf8_seq_len(const unsigned char *p, size_t n)
+{
+    for (size_t len = 1; len <= 4 && len <= n; len++)
+        if (utf8_valid((const char *)p, len))
+            return len;
+    return 0;
+}
+
+char *utf8_sanitize(char *s)
+{
+    size_t n = strlen(s);
+    size_t i = 0;
+    while (i < n) {
+        size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+        if (len > 0) {
+            i += len;
+            continue;
+        }
+        /* an incomplete sequence at the very end is a cut: drop it; anything else is replaced */
+        size_t rest = n - i;
+        bool cut = rest < 4 && ((unsigned char)s[i] & 0xC0) == 0xC0;
+        for (size_t k = 1; cut && k < rest; k++)
+            cut = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+        if (cut) {
+            s[i] = '\0';
+            break;
+        }
+        s[i++] = '?';
+    }
+    return s;
 }

@@ -11,4 +11,8 @@ bool utf8_valid(const char *p, size_t n);
 /* Number of code points in well-formed UTF-8 p[0..n). */
 size_t utf8_length(const char *p, size_t n);
 
+/* Makes a NUL-terminated string valid UTF-8 in place: invalid bytes become '?', and a code
+ * point cut off at the end (by a fixed-size copy) is dropped. Returns s. */
+char *utf8_sanitize(char *s);
+
 #endif

@@ -154,16 +154,22 @@ size_t workpool_busy(workpool *p)
     return n;
 }
 
-void workpool_free(workpool *p)
+void workpool_shutdown(workpool *p)
 {
-    if (!p)
-        return;
     pthread_mutex_lock(&p->lock);
     p->closing = true;
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
+    p->n_threads = 0;
+}
+
+void workpool_free(workpool *p)
+{
+    if (!p)
+        return;
+    workpool_shutdown(p);
     pthread_cond_destroy(&p->cond);
     pthread_mutex_destroy(&p->lock);
     free(p->threads);

@@ -29,7 +29,11 @@ size_t workpool_threads(const workpool *p);
 size_t workpool_queued(workpool *p);
 size_t workpool_busy(workpool *p);
 
-/* Refuses new jobs, runs every queued job to completion, joins the threads. NULL ok. */
+/* Refuses new jobs (submit says RAGD_ECLOSED from now on), runs every queued job to
+ * completion, joins the threads. The pool stays allocated. Idempotent. */
+void workpool_shutdown(workpool *p);
+
+/* workpool_shutdown, then frees. NULL ok. */
 void workpool_free(workpool *p);
 
 #endif

@@ -133,5 +133,56 @@ class GeneratorTest(harness.E2ETestCase):
         self.assertIn("mid-stream", res["degraded_reason"])
 
 
+class GeneratorEdgeTest(harness.E2ETestCase):
+    class_server = False
+
+    def start(self, **env):
+        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
+        self.fake.start()
+        self.addCleanup(self.fake.stop)
+        base = {"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": self.fake.url}
+        base.update(env)
+        self.srv = self.new_server(env=base)
+        self.call("POST", "/api/ingest", {"db": "gen", "documents": DOCS}, srv=self.srv)
+
+    def test_streamed_queries_are_shed_with_503(self):
+        # One slot, no queue: of three concurrent streamed queries two are shed. The status
+        # comes first: a shed streamed query is a 503, not a degraded 200 stream.
+        self.start(RAGD_MAX_CONCURRENT="1", RAGD_MAX_QUEUE="0")
+        self.fake.configure(latency_ms=500)
+        import threading
+        results = []
+
+        def one():
+            r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "stream": True})
+            results.append(r)
+
+        threads = [threading.Thread(target=one) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r.status for r in results)
+        self.assertEqual(statuses, [200, 503, 503], statuses)
+        for r in results:
+            if r.status == 503:
+                self.assertEnvelope(r, 503, "overloaded")
+                self.assertIsNotNone(r.headers.get("Retry-After"))
+
+    def test_long_non_ascii_backend_error_keeps_a_valid_reason(self):
+        self.start(RAGD_BREAKER_FAILURES="50")
+        self.fake.configure(fault="error500", fault_message="\u00e9" * 300)
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        self.assertTrue(res["degraded"])
+        self.assertIn("degraded_reason", res)
+        self.assertIn("\u00e9", res["degraded_reason"])
+        self.fake.configure(fault="error_line", fault_message="\u00e9" * 300)
+        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "stream": True})
+        events = harness.parse_sse(r.raw)
+        for name, data in events:
+            json.loads(data)  # every event is valid JSON, the error one included
+        self.assertIn(events[-1][0], ("done", "error"))
+
+
 if __name__ == "__main__":
     unittest.main()

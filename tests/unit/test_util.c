@@ -53,6 +53,12 @@ static void test_utf8(void **state)
     assert_false(utf8_valid("\xe2\x82", 2));         /* truncated */
     assert_false(utf8_valid("a\0b", 3));             /* NUL */
     assert_int_equal(utf8_length("caf\xc3\xa9", 5), 4);
+    char cut[] = "caf\xc3\xa9 \xe2\x82"; /* a euro sign cut by a fixed-size copy */
+    assert_string_equal(utf8_sanitize(cut), "caf\xc3\xa9 ");
+    char bad[] = "a\xff" "b\xc0\xaf" "c";
+    assert_string_equal(utf8_sanitize(bad), "a?b??c");
+    char ok[] = "\xf0\x9f\x98\x80 fine";
+    assert_string_equal(utf8_sanitize(ok), "\xf0\x9f\x98\x80 fine");
 }
 
 static void test_names(void **state)
