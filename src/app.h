@@ -32,7 +32,8 @@ typedef struct app {
     handlers_generation *generations; /* queries waiting on the generator (loop thread only) */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
-    atomic_bool draining; /* shutdown began */
+    atomic_bool draining; /* shutdown began (SIGTERM): readiness off, listener closed */
+    atomic_bool stopping; /* the grace period is over: workers, store and generator go away */
     double started_ms;
 } app;
 

@@ -136,10 +136,10 @@ static void server_finish(server *srv)
     if (left)
         log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
                  workpool_cancel_queued(srv->a.pool));
-    workpool_free(srv->a.pool); /* lets the jobs already running finish */
+    atomic_store(&srv->a.stopping, true); /* from here on no handler may run */
+    workpool_shutdown(srv->a.pool); /* lets the jobs already running finish; submits now fail */
     loopq_drain(srv->a.lq);     /* queries that reached the generator step start it... */
     server_generator_stop(&srv->a); /* ...and are answered extractively, degraded */
-    srv->a.pool = NULL;
     store_close(srv->a.st);     /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
     loopq_drain(srv->a.lq);     /* hands finished requests back to the HTTP server */

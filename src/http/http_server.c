@@ -242,8 +242,8 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const
     }
     if (req->deferred)
         return MHD_YES; /* spurious call while a worker has it */
-    if (req->status == 0 && atomic_load(&s->app->draining) && strncmp(req->route_name, "/health", 7) != 0) {
-        /* the body finished after shutdown began: workers and store may be gone */
+    if (req->status == 0 && atomic_load(&s->app->stopping) && strncmp(req->route_name, "/health", 7) != 0) {
+        /* the body finished after the grace period: workers and store are gone */
         snprintf(req->retry_after, sizeof req->retry_after, "1");
         http_reply_error(req, 503, "not_ready", "server is shutting down");
     }

@@ -73,9 +73,12 @@ char *utf8_sanitize(char *s)
             i += len;
             continue;
         }
-        /* an incomplete sequence at the very end is a cut: drop it; anything else is replaced */
+        /* a lead byte followed by too few continuation bytes at the very end is a cut: drop
+         * it; anything else is replaced */
+        unsigned char lead = (unsigned char)s[i];
+        size_t need = lead >= 0xC2 && lead <= 0xDF ? 2 : lead >= 0xE0 && lead <= 0xEF ? 3 : lead >= 0xF0 && lead <= 0xF4 ? 4 : 0;
         size_t rest = n - i;
-        bool cut = rest < 4 && ((unsigned char)s[i] & 0xC0) == 0xC0;
+        bool cut = need > 0 && rest < need;
         for (size_t k = 1; cut && k < rest; k++)
             cut = ((unsigned char)s[i + k] & 0xC0) == 0x80;
         if (cut) {

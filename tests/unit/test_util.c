@@ -57,6 +57,8 @@ static void test_utf8(void **state)
     assert_string_equal(utf8_sanitize(cut), "caf\xc3\xa9 ");
     char bad[] = "a\xff" "b\xc0\xaf" "c";
     assert_string_equal(utf8_sanitize(bad), "a?b??c");
+    char tail[] = "a\xff"; /* not a cut: a byte that starts nothing is replaced */
+    assert_string_equal(utf8_sanitize(tail), "a?");
     char ok[] = "\xf0\x9f\x98\x80 fine";
     assert_string_equal(utf8_sanitize(ok), "\xf0\x9f\x98\x80 fine");
 }
