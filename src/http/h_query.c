@@ -595,5 +595,38 @@ out:
 static void query_work(http_request *req) { query_run(req, true); }
 static void retrieve_work(http_request *req) { query_run(req, false); }
 
-void handlers_query(http_request *req) { http_defer(req, query_work); }
+/* True when the generator cannot take another call for the default model on any backend:
+ * every (backend, LLM_MODEL) bulkhead has all its slots and all its queue places taken. */
+static bool query_generator_full(app *a)
+{
+    if (!a->generator)
+        return false;
+    bulkhead_set *set = llm_bulkheads(a->generator);
+    for (size_t h = 0; h < llm_host_count(a->generator); h++) {
+        bulkhead *bh = NULL;
+        if (bulkhead_set_get(set, llm_host_url(a->generator, h), a->cfg.llm_model, &bh) != RAGD_OK)
+            return false;
+        bulkhead_stats st = bulkhead_get_stats(bh);
+        if (st.in_flight < (int)a->cfg.max_concurrent || st.queued < (int)a->cfg.max_queue)
+            return false;
+    }
+    return true;
+}
+
+/* On the loop, before any worker time is spent: a query that would go to a saturated
+ * generator is shed at once (503 + Retry-After) — load shedding is only useful when it is
+ * quick. Only for bodies that name no provider or model (those may not need the default
+ * generator); a cheap byte search, the JSON is parsed on the worker as usual. */
+void handlers_query(http_request *req)
+{
+    bool plain = req->body.len > 0 && !memmem(req->body.data, req->body.len, "\"provider\"", 10) &&
+                 !memmem(req->body.data, req->body.len, "\"model\"", 7);
+    if (plain && query_generator_full(req->app)) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "generator %s is saturated: every slot and queue place is taken",
+                         req->app->generator_name);
+        return;
+    }
+    http_defer(req, query_work);
+}
 void handlers_retrieve(http_request *req) { http_defer(req, retrieve_work); }

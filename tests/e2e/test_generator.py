@@ -169,6 +169,25 @@ class GeneratorEdgeTest(harness.E2ETestCase):
                 self.assertEnvelope(r, 503, "overloaded")
                 self.assertIsNotNone(r.headers.get("Retry-After"))
 
+    def test_saturated_generator_sheds_before_retrieval(self):
+        # One slot, no queue, a slow backend: while one query generates, the next plain one
+        # is refused on the loop, before any worker time ("saturated"), not after retrieval.
+        self.start(RAGD_MAX_CONCURRENT="1", RAGD_MAX_QUEUE="0")
+        self.fake.configure(latency_ms=1500)
+        import threading
+        first = threading.Thread(target=lambda: self.srv.request(
+            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"}))
+        first.start()
+        time.sleep(0.5)  # the first query now holds the only slot
+        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"})
+        self.assertEnvelope(r, 503, "overloaded")
+        self.assertIn("saturated", r.body["error"]["message"])
+        # naming a provider skips the early check: extractive needs no generator slot
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "provider": "extractive"},
+                        srv=self.srv)
+        self.assertEqual(res["provider"], "extractive")
+        first.join()
+
     def test_long_non_ascii_backend_error_keeps_a_valid_reason(self):
         self.start(RAGD_BREAKER_FAILURES="50")
         self.fake.configure(fault="error500", fault_message="\u00e9" * 300)
