@@ -151,14 +151,13 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return 0;
     }
     if (strcmp(name, "RAGD_EMBEDDER") == 0) {
-        if (strcmp(v, "auto") == 0 || strcmp(v, "builtin") == 0) {
-            c->embedder = CONFIG_EMBEDDER_BUILTIN;
-            return 0;
-        }
-        if (strcmp(v, "ollama") == 0 || strcmp(v, "openai") == 0)
-            snprintf(err, errlen, "RAGD_EMBEDDER: '%s' needs the upstream layer, not in this build; use auto or builtin", v);
-        else
-            snprintf(err, errlen, "RAGD_EMBEDDER: '%s' is not one of auto, builtin", v);
+        static const char *const embs[] = {"auto", "builtin", "ollama", "openai"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, embs[i]) == 0) {
+                c->embedder = (config_embedder)i;
+                return 0;
+            }
+        snprintf(err, errlen, "RAGD_EMBEDDER: '%s' is not one of auto, builtin, ollama, openai", v);
         return -1;
     }
     if (strcmp(name, "RAGD_GENERATOR") == 0) {
@@ -263,6 +262,10 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "RAGD_GENERATOR: 'openai' needs OPENAI_BASE_URL");
         return -1;
     }
+    if (c->embedder == CONFIG_EMBEDDER_OPENAI && !c->openai_url[0]) {
+        snprintf(err, errlen, "RAGD_EMBEDDER: 'openai' needs OPENAI_BASE_URL");
+        return -1;
+    }
     if (c->chunk_overlap >= c->chunk_size / 2) { /* the chunker's own rule, integer half */
         snprintf(err, errlen, "RAGD_CHUNK_OVERLAP: %zu must be less than half of RAGD_CHUNK_SIZE (%zu)",
                  c->chunk_overlap, c->chunk_size);
@@ -290,7 +293,7 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->listen_port = 8000;
     snprintf(c->data_dir, sizeof c->data_dir, "./data");
     snprintf(c->default_db, sizeof c->default_db, "default");
-    c->embedder = CONFIG_EMBEDDER_BUILTIN;
+    c->embedder = CONFIG_EMBEDDER_AUTO;
     c->generator = CONFIG_GENERATOR_AUTO;
     snprintf(c->ollama_urls[0], sizeof c->ollama_urls[0], "http://localhost:11434");
     c->n_ollama_urls = 1;

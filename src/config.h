@@ -9,7 +9,12 @@
 /* Server configuration: the environment variables of shared/API.md that this build uses,
  * plus a few RAGD_* of its own (docs/configuration.md). Validated as a whole at start-up:
  * a bad value is an error naming the variable and what it accepts, never a silent default. */
-typedef enum { CONFIG_EMBEDDER_BUILTIN } config_embedder;
+typedef enum {
+    CONFIG_EMBEDDER_AUTO,    /* new collections: Ollama's EMBED_MODEL if it answers, else builtin */
+    CONFIG_EMBEDDER_BUILTIN, /* feature hashing, no model */
+    CONFIG_EMBEDDER_OLLAMA,  /* new collections: Ollama's EMBED_MODEL */
+    CONFIG_EMBEDDER_OPENAI,  /* new collections: the OpenAI-compatible server's EMBED_MODEL */
+} config_embedder;
 typedef enum {
     CONFIG_GENERATOR_AUTO,       /* Ollama, degrading to extractive */
     CONFIG_GENERATOR_OLLAMA,     /* Ollama, degrading to extractive (flagged) */

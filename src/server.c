@@ -73,24 +73,14 @@ static void server_load_work(void *arg)
 
 /* ---- shutdown ---- */
 
-/* The generator: Ollama (or an OpenAI-compatible server) behind breakers, bulkheads and
- * retries, on the loop. NULL for RAGD_GENERATOR=extractive. */
-static ragd_err server_generator_start(app *a, char *err, size_t errlen)
+/* One llm for the Ollama URLs or for the OpenAI-compatible URL, with the breaker, bulkhead
+ * and retry settings of the environment. */
+static ragd_err server_llm_new(app *a, bool openai, llm **out, char *err, size_t errlen)
 {
     const ragd_config *cfg = &a->cfg;
-    a->generator_name = "extractive";
-    if (cfg->generator == CONFIG_GENERATOR_EXTRACTIVE)
-        return RAGD_OK;
-    upstream_client_options co = {.max_host_connections = (long)cfg->max_concurrent + 4, .max_total_connections = 256};
-    a->upstream = upstream_client_new(a->base, &co);
-    if (!a->upstream) {
-        snprintf(err, errlen, "out of memory");
-        return RAGD_ENOMEM;
-    }
     llm_config lc;
     llm_config_default(&lc);
     const char *urls[CONFIG_MAX_BACKENDS];
-    bool openai = cfg->generator == CONFIG_GENERATOR_OPENAI;
     for (size_t i = 0; i < cfg->n_ollama_urls; i++)
         urls[i] = cfg->ollama_urls[i];
     if (openai)
@@ -109,21 +99,63 @@ static ragd_err server_generator_start(app *a, char *err, size_t errlen)
     lc.breaker.open_ms = cfg->breaker_recovery_s * 1000;
     if (lc.breaker.open_max_ms < lc.breaker.open_ms)
         lc.breaker.open_max_ms = lc.breaker.open_ms;
-    ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), &a->generator, err,
-                         errlen);
-    if (e == RAGD_OK) {
-        a->generator_name = openai ? "openai" : "ollama";
-        log_info("generator: %s at %s%s (model %s)", a->generator_name, urls[0], lc.n_urls > 1 ? " and others" : "",
-                 cfg->llm_model);
-    }
+    ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), out, err, errlen);
+    if (e == RAGD_OK)
+        log_info("upstream: %s at %s%s", openai ? "openai" : "ollama", urls[0], lc.n_urls > 1 ? " and others" : "");
     return e;
+}
+
+/* The generator and the embedder: Ollama or an OpenAI-compatible server behind breakers,
+ * bulkheads and retries, on the loop. Both NULL when neither uses an LLM backend. */
+static ragd_err server_generator_start(app *a, char *err, size_t errlen)
+{
+    const ragd_config *cfg = &a->cfg;
+    a->generator_name = "extractive";
+    a->embedder_name = "builtin";
+    bool gen_ollama = cfg->generator == CONFIG_GENERATOR_AUTO || cfg->generator == CONFIG_GENERATOR_OLLAMA;
+    bool gen_openai = cfg->generator == CONFIG_GENERATOR_OPENAI;
+    bool emb_ollama = cfg->embedder == CONFIG_EMBEDDER_AUTO || cfg->embedder == CONFIG_EMBEDDER_OLLAMA;
+    bool emb_openai = cfg->embedder == CONFIG_EMBEDDER_OPENAI;
+    if (!gen_ollama && !gen_openai && !emb_ollama && !emb_openai)
+        return RAGD_OK;
+    upstream_client_options co = {.max_host_connections = (long)cfg->max_concurrent * 2 + 4, .max_total_connections = 256};
+    a->upstream = upstream_client_new(a->base, &co);
+    if (!a->upstream) {
+        snprintf(err, errlen, "out of memory");
+        return RAGD_ENOMEM;
+    }
+    ragd_err e = RAGD_OK;
+    if (gen_ollama || emb_ollama)
+        e = server_llm_new(a, false, &a->llms[0], err, errlen);
+    if (!e && (gen_openai || emb_openai))
+        e = server_llm_new(a, true, &a->llms[1], err, errlen);
+    if (e)
+        return e;
+    if (gen_ollama || gen_openai) {
+        a->generator = gen_openai ? a->llms[1] : a->llms[0];
+        a->generator_name = gen_openai ? "openai" : "ollama";
+        log_info("generator: %s (model %s)", a->generator_name, cfg->llm_model);
+    }
+    if (emb_ollama || emb_openai) {
+        a->embedder = emb_openai ? a->llms[1] : a->llms[0];
+        a->embedder_name = emb_openai ? "openai" : "ollama";
+        log_info("embedder: %s (model %s%s)", a->embedder_name, cfg->embed_model,
+                 cfg->embedder == CONFIG_EMBEDDER_AUTO ? ", builtin when it does not answer" : "");
+    }
+    return RAGD_OK;
 }
 
 static void server_generator_stop(app *a)
 {
     handlers_generations_abort(a); /* answers waiting queries extractively */
-    llm_free(a->generator);
+    handlers_query_jobs_abort(a);  /* queries waiting on the embedder: keyword retrieval */
+    handlers_ingest_jobs_abort(a); /* ingests waiting on the embedder: 503 */
+    for (int i = 0; i < 2; i++) {
+        llm_free(a->llms[i]);
+        a->llms[i] = NULL;
+    }
     a->generator = NULL;
+    a->embedder = NULL;
     upstream_client_free(a->upstream);
     a->upstream = NULL;
 }

@@ -25,9 +25,8 @@ static const char *health_state_name(int rank) { return rank == 2 ? "OPEN" : ran
 
 /* services.<generator>: the worst breaker state over every backend and model, and each
  * backend's state and load. *worst receives the worst rank. */
-static json_t *health_generator(app *a, int *worst)
+static json_t *health_generator(app *a, llm *l, int *worst)
 {
-    llm *l = a->generator;
     breaker_registry *reg = llm_breakers(l);
     bulkhead_set *bhs = llm_bulkheads(l);
     unsigned max_failures = 0;
@@ -91,18 +90,24 @@ void handlers_health(http_request *req)
     json_t *store_info = json_pack("{s:b, s:s, s:i, s:s}", "healthy", a->st != NULL, "path", a->db_path, "schema_version",
                               store_schema_version(), "state",
                               draining ? "shutting_down" : (ready ? "ready" : "loading"));
-    json_t *embedder = json_pack("{s:s, s:s, s:i, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
-                                 EMBED_BUILTIN_DIM, "healthy", 1);
+    json_t *embedder = a->embedder
+                           ? json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", a->embedder_name, "model", a->cfg.embed_model,
+                                       "fallback", EMBED_BUILTIN_NAME, "builtin_fallback",
+                                       a->cfg.embedder == CONFIG_EMBEDDER_AUTO, "healthy", 1)
+                           : json_pack("{s:s, s:s, s:i, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
+                                       EMBED_BUILTIN_DIM, "healthy", 1);
     json_t *generator = json_pack("{s:s, s:b}", "name", a->generator_name, "healthy", 1);
     json_t *body = json_pack("{s:s, s:{s:o, s:o, s:o}, s:s, s:f}", "status", status, "services", "store", store_info,
                              "embedder", embedder, "generator", generator, "timestamp", ts, "uptime_s",
                              (clock_now_ms() - a->started_ms) / 1000.0);
-    if (a->generator) {
+    llm *upstream = a->generator ? a->generator : a->embedder;
+    if (upstream) {
         int worst = 0;
-        json_object_set_new(json_object_get(body, "services"), a->generator_name, health_generator(a, &worst));
+        const char *name = a->generator ? a->generator_name : a->embedder_name;
+        json_object_set_new(json_object_get(body, "services"), name, health_generator(a, upstream, &worst));
         if (worst > 0) {
             json_object_set_new(body, "status", json_string("degraded"));
-            json_object_set_new(generator, "healthy", json_false());
+            json_object_set_new(a->generator ? generator : embedder, "healthy", json_false());
         }
     }
     http_reply_json(req, 200, body);

@@ -13,7 +13,12 @@
 #include "text/html.h"
 #include "util/hash.h"
 #include "util/names.h"
+#include "upstream/llm.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/loopq.h"
 #include "util/utf8.h"
+#include "util/workpool.h"
 
 #define INGEST_MAX_DOCS 10000
 #define INGEST_MAX_ID 256
@@ -36,13 +41,24 @@ typedef struct {
     size_t n_chunks;
 } ingest_doc;
 
-typedef struct {
+struct handlers_ingest_job {
     store_write w; /* first: the done callback gets &job->w */
     http_request *req;
     ingest_doc *docs;
     store_doc *sdocs;
     size_t n;
-} ingest_job;
+    /* embedding by an upstream embedder (on the loop) */
+    char model[STORE_MODEL_MAX + 1];
+    int expect_dim;      /* an existing collection's dimension, 0 for a new one */
+    bool fallback;       /* RAGD_EMBEDDER=auto and a new collection: builtin if upstream fails */
+    const char **texts;  /* every chunk's text, in document order */
+    size_t *lens;
+    size_t n_texts;
+    llm_task *task;
+    loopq_item item;
+    handlers_ingest_job *prev, *next; /* in app->ingest_jobs while embedding */
+};
+typedef handlers_ingest_job ingest_job;
 
 static void ingest_job_free(ingest_job *job)
 {
@@ -60,6 +76,8 @@ static void ingest_job_free(ingest_job *job)
     }
     free(job->docs);
     free(job->sdocs);
+    free(job->texts);
+    free(job->lens);
     free(job);
 }
 
@@ -247,8 +265,8 @@ static bool ingest_mark_repeats(ingest_job *job)
     return true;
 }
 
-/* Chunks and embeds one document. Returns false after replying. */
-static bool ingest_chunk_embed(http_request *req, ingest_doc *d, const chunk_params *cp)
+/* Chunks one document (offsets only). Returns false after replying. */
+static bool ingest_chunk(http_request *req, ingest_doc *d, const chunk_params *cp)
 {
     chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
     text_span *spans = NULL;
@@ -261,13 +279,10 @@ static bool ingest_chunk_embed(http_request *req, ingest_doc *d, const chunk_par
     }
     d->starts = calloc(n ? n : 1, sizeof *d->starts);
     d->ends = calloc(n ? n : 1, sizeof *d->ends);
-    d->vectors = calloc((n ? n : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
-    bool ok = d->starts && d->ends && d->vectors;
+    bool ok = d->starts && d->ends;
     for (size_t i = 0; ok && i < n; i++) {
         d->starts[i] = (int64_t)spans[i].start;
         d->ends[i] = (int64_t)spans[i].end;
-        ok = embed_builtin(d->text + spans[i].start, spans[i].end - spans[i].start,
-                           d->vectors + i * EMBED_BUILTIN_DIM) == RAGD_OK;
     }
     free(spans);
     if (!ok) {
@@ -275,6 +290,25 @@ static bool ingest_chunk_embed(http_request *req, ingest_doc *d, const chunk_par
         return false;
     }
     d->n_chunks = n;
+    return true;
+}
+
+/* Embeds every chunk of the job with the builtin embedder (worker). */
+static bool ingest_embed_builtin(ingest_job *job)
+{
+    for (size_t k = 0; k < job->n; k++) {
+        ingest_doc *d = &job->docs[k];
+        free(d->vectors);
+        d->vectors = calloc((d->n_chunks ? d->n_chunks : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
+        if (!d->vectors)
+            return false;
+        for (size_t i = 0; i < d->n_chunks; i++)
+            if (embed_builtin(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]),
+                              d->vectors + i * EMBED_BUILTIN_DIM) != RAGD_OK)
+                return false;
+    }
+    snprintf(job->w.embed_model, sizeof job->w.embed_model, "%s", EMBED_BUILTIN_NAME);
+    job->w.dim = EMBED_BUILTIN_DIM;
     return true;
 }
 
@@ -298,6 +332,145 @@ static void ingest_done(store_write *w, void *arg)
     }
     ingest_job_free(job);
     http_complete(req);
+}
+
+static bool ingest_submit(ingest_job *job);
+
+/* ---- embedding by the upstream embedder (loop thread) ---- */
+
+static void ingest_job_unlink(ingest_job *job)
+{
+    app *a = job->req->app;
+    if (job->prev)
+        job->prev->next = job->next;
+    else if (a->ingest_jobs == job)
+        a->ingest_jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->prev = job->next = NULL;
+}
+
+/* After a failed upstream embedding under RAGD_EMBEDDER=auto: the new collection is
+ * embedded by the builtin embedder instead (worker). */
+static void ingest_fallback_work(void *arg)
+{
+    ingest_job *job = arg;
+    http_request *req = job->req;
+    log_info("ingest into new collection '%s': upstream embedder unavailable, using %s", job->w.collection,
+             EMBED_BUILTIN_NAME);
+    if (!ingest_embed_builtin(job)) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        ingest_job_free(job);
+    } else if (!ingest_submit(job)) {
+        ingest_job_free(job);
+    }
+    http_complete(req); /* the hold taken before the embedding */
+}
+
+static void ingest_fallback_cancelled(void *arg)
+{
+    ingest_job *job = arg;
+    http_request *req = job->req;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
+    ingest_job_free(job);
+    http_complete(req);
+}
+
+static void ingest_on_embedded(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    ingest_job *job = arg;
+    http_request *req = job->req;
+    job->task = NULL;
+    ingest_job_unlink(job);
+    bool ok = st == LLM_OK && v && dim > 0 && (job->expect_dim == 0 || dim == (size_t)job->expect_dim);
+    if (ok) {
+        size_t at = 0;
+        for (size_t k = 0; ok && k < job->n; k++) {
+            ingest_doc *d = &job->docs[k];
+            free(d->vectors);
+            d->vectors = malloc((d->n_chunks ? d->n_chunks : 1) * dim * sizeof *d->vectors);
+            ok = d->vectors != NULL;
+            if (ok && d->n_chunks)
+                memcpy(d->vectors, v + at * dim, d->n_chunks * dim * sizeof *v);
+            at += d->n_chunks;
+        }
+        snprintf(job->w.embed_model, sizeof job->w.embed_model, "%s", job->model);
+        job->w.dim = (int)dim;
+        if (!ok)
+            http_reply_error(req, 503, "overloaded", "out of memory");
+        if (!ok || !ingest_submit(job))
+            ingest_job_free(job);
+        http_complete(req);
+        return;
+    }
+    if (job->fallback && st != LLM_OK && workpool_submit(req->app->pool, ingest_fallback_work, ingest_fallback_cancelled, job) == RAGD_OK)
+        return;
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", message && *message ? message : "no detail");
+    utf8_sanitize(detail);
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (st == LLM_OVERLOADED)
+        http_reply_error(req, 503, "overloaded", "embedder %s is overloaded: %s", req->app->embedder_name, detail);
+    else if (st == LLM_OK)
+        http_reply_error(req, 503, "upstream_unavailable", "embedder %s returned vectors of dimension %zu, the collection has %d",
+                         req->app->embedder_name, dim, job->expect_dim);
+    else
+        http_reply_error(req, 503, "upstream_unavailable", "embedder %s %s: %s", req->app->embedder_name,
+                         llm_status_name(st), detail);
+    ingest_job_free(job);
+    http_complete(req);
+}
+
+static void ingest_embed_start(void *arg)
+{
+    ingest_job *job = arg;
+    app *a = job->req->app;
+    job->next = a->ingest_jobs;
+    if (job->next)
+        job->next->prev = job;
+    a->ingest_jobs = job;
+    if (a->embedder)
+        job->task = llm_embed(a->embedder, job->model, job->texts, job->lens, job->n_texts,
+                              clock_now_ms() + a->cfg.embed_timeout_s * 1000, ingest_on_embedded, job);
+    if (!job->task)
+        ingest_on_embedded(LLM_UNAVAILABLE, NULL, 0, a->embedder ? "out of memory" : "shutting down", job);
+}
+
+void handlers_ingest_jobs_abort(app *a)
+{
+    while (a->ingest_jobs) {
+        ingest_job *job = a->ingest_jobs;
+        llm_task_cancel(job->task);
+        job->task = NULL;
+        job->fallback = false;
+        ingest_on_embedded(LLM_UNAVAILABLE, NULL, 0, "server is shutting down", job);
+    }
+}
+
+/* Sends every chunk to the upstream embedder from the loop; false when there is nothing
+ * to embed (all duplicates) and the builtin path should go on. */
+static bool ingest_embed_upstream(ingest_job *job)
+{
+    size_t total = 0;
+    for (size_t k = 0; k < job->n; k++)
+        total += job->docs[k].n_chunks;
+    if (total == 0)
+        return false;
+    job->texts = calloc(total, sizeof *job->texts);
+    job->lens = calloc(total, sizeof *job->lens);
+    if (!job->texts || !job->lens)
+        return false;
+    for (size_t k = 0; k < job->n; k++) {
+        ingest_doc *d = &job->docs[k];
+        for (size_t i = 0; i < d->n_chunks; i++) {
+            job->texts[job->n_texts] = d->text + d->starts[i];
+            job->lens[job->n_texts++] = (size_t)(d->ends[i] - d->starts[i]);
+        }
+    }
+    http_hold(job->req);
+    loopq_post(job->req->app->lq, &job->item, ingest_embed_start, job);
+    return true;
 }
 
 static void ingest_work(http_request *req)
@@ -327,16 +500,27 @@ static void ingest_work(http_request *req)
         goto fail;
     store_collection coll;
     ragd_err rc = store_collection_get(r, db, &coll);
+    bool upstream = false;
     if (rc == RAGD_OK) {
-        if (coll.dim != EMBED_BUILTIN_DIM || strcmp(coll.embed_model, EMBED_BUILTIN_NAME) != 0) {
+        upstream = strcmp(coll.embed_model, EMBED_BUILTIN_NAME) != 0;
+        if (upstream && !req->app->embedder) {
             http_reply_error(req, 409, "embed_model_mismatch",
-                             "collection '%s' was embedded with '%s' (dim %d); this server embeds with '%s'", db,
-                             coll.embed_model, coll.dim, EMBED_BUILTIN_NAME);
+                             "collection '%s' was embedded with '%s' (dim %d); no upstream embedder is configured", db,
+                             coll.embed_model, coll.dim);
             goto fail;
+        }
+        if (upstream) {
+            snprintf(job->model, sizeof job->model, "%s", coll.embed_model);
+            job->expect_dim = coll.dim;
         }
         w->chunk_size = coll.chunk_size;
         w->chunk_overlap = coll.chunk_overlap;
-    } else if (rc != RAGD_ENOTFOUND) {
+    } else if (rc == RAGD_ENOTFOUND) {
+        /* a new collection takes the configured embedder */
+        upstream = cfg->embedder != CONFIG_EMBEDDER_BUILTIN && req->app->embedder;
+        job->fallback = cfg->embedder == CONFIG_EMBEDDER_AUTO;
+        snprintf(job->model, sizeof job->model, "%s", cfg->embed_model);
+    } else {
         http_reply_error(req, 500, "internal", "reading collection failed: %s", ragd_strerror(rc));
         goto fail;
     }
@@ -356,16 +540,37 @@ static void ingest_work(http_request *req)
             d->n_chunks = 0;
             continue;
         }
-        if (!ingest_chunk_embed(req, d, &cp))
+        if (!ingest_chunk(req, d, &cp))
             goto fail;
     }
     store_reader_release(r);
     r = NULL;
+    job->req = req;
+    if (upstream && ingest_embed_upstream(job))
+        return; /* the job goes on from the loop */
+    if (upstream && job->expect_dim > 0) { /* nothing new to embed in an upstream collection */
+        snprintf(w->embed_model, sizeof w->embed_model, "%s", job->model);
+        w->dim = job->expect_dim;
+    } else if (!ingest_embed_builtin(job)) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        goto fail;
+    }
+    if (ingest_submit(job))
+        return;
+fail:
+    store_reader_release(r);
+    ingest_job_free(job);
+}
 
+/* Hands the job to the store's writer; false (after replying) when it could not. */
+static bool ingest_submit(ingest_job *job)
+{
+    http_request *req = job->req;
+    store_write *w = &job->w;
     job->sdocs = calloc(job->n, sizeof *job->sdocs);
     if (!job->sdocs) {
         http_reply_error(req, 503, "overloaded", "out of memory");
-        goto fail;
+        return false;
     }
     for (size_t i = 0; i < job->n; i++) {
         ingest_doc *d = &job->docs[i];
@@ -386,12 +591,7 @@ static void ingest_work(http_request *req)
     w->n_docs = job->n;
     w->done = ingest_done;
     w->arg = req;
-    job->req = req;
-    if (handlers_submit(req, w))
-        return;
-fail:
-    store_reader_release(r);
-    ingest_job_free(job);
+    return handlers_submit(req, w);
 }
 
 void handlers_ingest(http_request *req) { http_defer(req, ingest_work); }

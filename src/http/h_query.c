@@ -7,6 +7,7 @@
 #include "app.h"
 #include "http/fields.h"
 #include "http/handlers.h"
+#include "rag/embed_builtin.h"
 #include "rag/extractive.h"
 #include "rag/retrieve.h"
 #include "upstream/llm.h"
@@ -15,6 +16,7 @@
 #include "util/names.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
+#include "util/workpool.h"
 
 #define QUERY_MAX_CHARS 8192
 #define QUERY_MAX_FILTER_TERMS 32
@@ -288,6 +290,7 @@ struct handlers_generation {
     llm_task *task;
     loopq_item item;
     http_stream *out; /* streaming: the SSE body being fed, token by token */
+    char embed_reason[460]; /* retrieval was degraded (embedder down), or "" */
     handlers_generation *prev, *next;
 };
 
@@ -362,7 +365,8 @@ static void generation_finish_stream(handlers_generation *g, const char *failure
         json_decref(resp);
     } else {
         json_object_del(resp, "documents");
-        query_complete(g->req, resp, g->text.data ? g->text.data : "", g->a->generator_name, g->model, NULL, g->embed_ms,
+        query_complete(g->req, resp, g->text.data ? g->text.data : "", g->a->generator_name, g->model,
+                       g->embed_reason[0] ? g->embed_reason : NULL, g->embed_ms,
                        g->retrieve_ms, clock_now_ms() - g->started_ms);
         generation_event(g, "done", resp);
     }
@@ -391,7 +395,8 @@ static void generation_finish(handlers_generation *g, const char *failure)
         query_send(req, g->resp, g->fallback, "extractive", NULL, degraded_reason, g->embed_ms, g->retrieve_ms, gen_ms,
                    g->stream);
     else
-        query_send(req, g->resp, g->text.data, g->a->generator_name, g->model, NULL, g->embed_ms, g->retrieve_ms, gen_ms,
+        query_send(req, g->resp, g->text.data, g->a->generator_name, g->model, g->embed_reason[0] ? g->embed_reason : NULL,
+                   g->embed_ms, g->retrieve_ms, gen_ms,
                    g->stream);
     g->resp = NULL; /* query_send took it */
     generation_free(g);
@@ -512,7 +517,8 @@ static llm *query_generator(app *a, query_provider p, const char **unavailable)
 }
 
 /* Hands the query to the generator on the loop thread; false when it could not. */
-static bool query_generate(http_request *req, query_input *in, json_t *resp, char *fallback, const rag_result *res)
+static bool query_generate(http_request *req, query_input *in, json_t *resp, char *fallback, const rag_result *res,
+                           const char *embed_reason)
 {
     handlers_generation *g = calloc(1, sizeof *g);
     char *user = g ? query_prompt(res, in->q.text) : NULL;
@@ -533,29 +539,53 @@ static bool query_generate(http_request *req, query_input *in, json_t *resp, cha
     g->stream = in->stream;
     g->embed_ms = res->embed_ms;
     g->retrieve_ms = res->retrieve_ms;
+    snprintf(g->embed_reason, sizeof g->embed_reason, "%s", embed_reason ? embed_reason : "");
     strbuf_init(&g->text, GENERATION_TEXT_CAP);
     http_hold(req);
     loopq_post(req->app->lq, &g->item, generation_start, g);
     return true;
 }
 
-static void query_run(http_request *req, bool generate)
-{
-    query_input in;
-    store_reader *r = NULL;
-    rag_result res = {0};
-    if (!query_parse(req, generate, &in))
-        goto out;
-    r = handlers_reader(req);
-    if (!r)
-        goto out;
+/* A query across its steps: parsed and looked up on a worker, its text embedded by the
+ * collection's upstream embedder on the loop when the collection has one, then retrieved
+ * and answered on a worker. */
+struct handlers_query_job {
+    http_request *req;
+    bool generate;
+    query_input in; /* owns the parsed body; in.q points into it */
     store_collection coll;
-    if (!handlers_collection(req, r, in.db, &coll))
-        goto out;
+    float *vector;  /* the upstream embedding of the query, or NULL */
+    char embed_failure[400]; /* set when the embedder failed: keyword retrieval, degraded */
+    llm_task *task;
+    loopq_item item;
+    handlers_query_job *prev, *next; /* in app->query_jobs while embedding */
+};
+
+static void query_job_free(handlers_query_job *j)
+{
+    query_input_cleanup(&j->in);
+    free(j->vector);
+    free(j);
+}
+
+static bool query_upstream_collection(const store_collection *c)
+{
+    return strcmp(c->embed_model, EMBED_BUILTIN_NAME) != 0;
+}
+
+/* Retrieval and the answer (worker). */
+static void query_answer_job(handlers_query_job *j)
+{
+    http_request *req = j->req;
+    query_input *in = &j->in;
+    rag_result res = {0};
+    in->q.vector = j->vector;
+    store_reader *r = handlers_reader(req);
+    if (!r)
+        return;
     char err[256] = "";
-    ragd_err rc = rag_retrieve(req->app->index, r, &coll, &in.q, &res, err, sizeof err);
+    ragd_err rc = rag_retrieve(req->app->index, r, &j->coll, &in->q, &res, err, sizeof err);
     store_reader_release(r);
-    r = NULL;
     if (rc == RAGD_ECONFLICT) {
         http_reply_error(req, 409, "embed_model_mismatch", "%s", err);
         goto out;
@@ -565,31 +595,149 @@ static void query_run(http_request *req, bool generate)
                          err[0] ? err : ragd_strerror(rc));
         goto out;
     }
-
-    json_t *resp = query_results_json(&res, coll.name, in.q.method);
-    if (!generate) {
+    char embed_reason[460] = "";
+    if (j->embed_failure[0])
+        snprintf(embed_reason, sizeof embed_reason, "%s; keyword retrieval only", j->embed_failure);
+    json_t *resp = query_results_json(&res, j->coll.name, in->q.method);
+    if (!j->generate) {
         json_object_set_new(resp, "timings_ms",
                             json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", res.embed_ms, "retrieve", res.retrieve_ms,
                                       "rerank", 0.0, "generate", 0.0, "total", clock_now_ms() - req->t_start_ms));
         json_object_set_new(resp, "request_id", json_string(req->request_id));
+        json_object_set_new(resp, "degraded", json_boolean(embed_reason[0] != '\0'));
+        json_object_set_new(resp, "degraded_reason", embed_reason[0] ? json_string(embed_reason) : json_null());
         http_reply_json(req, 200, resp);
         goto out;
     }
     double t_gen = clock_now_ms();
-    char *fallback = query_answer(&in, &res, coll.name);
+    char *fallback = query_answer(in, &res, j->coll.name);
     const char *unavailable = NULL;
-    llm *gen = query_generator(req->app, in.provider, &unavailable);
+    llm *gen = query_generator(req->app, in->provider, &unavailable);
     /* With passages to answer from, the LLM answers; the extractive answer waits as the
      * degraded fallback. Without passages there is nothing to generate from. */
-    if (gen && res.n > 0 && fallback && query_generate(req, &in, resp, fallback, &res))
+    if (gen && res.n > 0 && fallback && query_generate(req, in, resp, fallback, &res, embed_reason))
         goto out;
-    query_send(req, resp, fallback, "extractive", NULL, unavailable, res.embed_ms, res.retrieve_ms,
-               clock_now_ms() - t_gen, in.stream);
+    query_send(req, resp, fallback, "extractive", NULL, unavailable ? unavailable : (embed_reason[0] ? embed_reason : NULL),
+               res.embed_ms, res.retrieve_ms, clock_now_ms() - t_gen, in->stream);
     free(fallback);
 out:
-    store_reader_release(r);
     rag_result_cleanup(&res);
-    query_input_cleanup(&in);
+}
+
+static void query_job_unlink(handlers_query_job *j)
+{
+    app *a = j->req->app;
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (a->query_jobs == j)
+        a->query_jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->prev = j->next = NULL;
+}
+
+/* The worker step after an upstream embedding: answer, then hand the request back. */
+static void query_after_embed(void *arg)
+{
+    handlers_query_job *j = arg;
+    http_request *req = j->req;
+    query_answer_job(j);
+    query_job_free(j);
+    http_complete(req);
+}
+
+static void query_after_embed_cancelled(void *arg)
+{
+    handlers_query_job *j = arg;
+    http_request *req = j->req;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
+    query_job_free(j);
+    http_complete(req);
+}
+
+static void query_on_embedded(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    handlers_query_job *j = arg;
+    j->task = NULL;
+    query_job_unlink(j);
+    if (st == LLM_OK && v && dim == (size_t)j->coll.dim) {
+        j->vector = malloc(dim * sizeof *v);
+        if (j->vector)
+            memcpy(j->vector, v, dim * sizeof *v);
+    }
+    if (!j->vector) {
+        snprintf(j->embed_failure, sizeof j->embed_failure, "embedder %s %s: %s", j->req->app->embedder_name,
+                 st == LLM_OK ? "returned another dimension" : llm_status_name(st), message && *message ? message : "no detail");
+        utf8_sanitize(j->embed_failure);
+        j->in.q.method = RAG_KEYWORD; /* the degraded mode of shared/API.md */
+    }
+    ragd_err rc = workpool_submit(j->req->app->pool, query_after_embed, query_after_embed_cancelled, j);
+    if (rc != RAGD_OK)
+        query_after_embed_cancelled(j);
+}
+
+static void query_embed_start(void *arg)
+{
+    handlers_query_job *j = arg;
+    app *a = j->req->app;
+    j->next = a->query_jobs;
+    if (j->next)
+        j->next->prev = j;
+    a->query_jobs = j;
+    const char *text = j->in.q.text;
+    size_t len = j->in.q.len;
+    if (a->embedder)
+        j->task = llm_embed(a->embedder, j->coll.embed_model, &text, &len, 1,
+                            clock_now_ms() + a->cfg.embed_timeout_s * 1000, query_on_embedded, j);
+    if (!j->task)
+        query_on_embedded(LLM_UNAVAILABLE, NULL, 0, a->embedder ? "out of memory" : "shutting down", j);
+}
+
+void handlers_query_jobs_abort(app *a)
+{
+    while (a->query_jobs) {
+        handlers_query_job *j = a->query_jobs;
+        llm_task_cancel(j->task);
+        j->task = NULL;
+        query_on_embedded(LLM_UNAVAILABLE, NULL, 0, "server is shutting down", j);
+    }
+}
+
+static void query_run(http_request *req, bool generate)
+{
+    handlers_query_job *j = calloc(1, sizeof *j);
+    store_reader *r = NULL;
+    if (!j) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    j->req = req;
+    j->generate = generate;
+    if (!query_parse(req, generate, &j->in))
+        goto out;
+    r = handlers_reader(req);
+    if (!r)
+        goto out;
+    if (!handlers_collection(req, r, j->in.db, &j->coll))
+        goto out;
+    store_reader_release(r);
+    r = NULL;
+    if (query_upstream_collection(&j->coll) && j->in.q.method != RAG_KEYWORD) {
+        if (!req->app->embedder) {
+            http_reply_error(req, 409, "embed_model_mismatch",
+                             "collection '%s' was embedded with '%s' (dim %d); no upstream embedder is configured",
+                             j->coll.name, j->coll.embed_model, j->coll.dim);
+            goto out;
+        }
+        http_hold(req);
+        loopq_post(req->app->lq, &j->item, query_embed_start, j);
+        return; /* the job goes on from the loop */
+    }
+    query_answer_job(j);
+out:
+    store_reader_release(r);
+    query_job_free(j);
 }
 
 static void query_work(http_request *req) { query_run(req, true); }

@@ -192,7 +192,10 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
     }
 
     double t0 = clock_now_ms();
-    if (q->method != RAG_KEYWORD) {
+    const float *qv = qvec;
+    if (q->method != RAG_KEYWORD && q->vector) {
+        qv = q->vector; /* embedded upstream by the caller */
+    } else if (q->method != RAG_KEYWORD) {
         if (coll->dim != EMBED_BUILTIN_DIM || strcmp(coll->embed_model, EMBED_BUILTIN_NAME) != 0) {
             snprintf(err, errlen, "collection '%s' was embedded with '%s' (dim %d); this server embeds with '%s'",
                      coll->name, coll->embed_model, coll->dim, EMBED_BUILTIN_NAME);
@@ -218,7 +221,7 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
     }
     bool filtered = q->filter && q->filter->n_terms > 0;
     if (q->method != RAG_KEYWORD && (!filtered || n_allowed > 0)) {
-        rc = rag_vector_top(ri, coll, qvec, depth, filtered ? &allowed : NULL, vec_ids, vec_sims, &n_vec);
+        rc = rag_vector_top(ri, coll, qv, depth, filtered ? &allowed : NULL, vec_ids, vec_sims, &n_vec);
         if (rc)
             goto out;
     }

@@ -30,6 +30,9 @@ typedef struct {
     size_t k;
     rag_method method;
     const store_filter *filter; /* NULL = none */
+    /* The query's embedding by the collection's own (upstream) embedder, coll->dim floats;
+     * NULL: the builtin embedder computes it (builtin collections only). */
+    const float *vector;
 } rag_query;
 
 typedef struct {

@@ -255,6 +255,7 @@ class Server:
             # The issue-2 suites test the extractive pipeline; the generator suites set
             # RAGD_GENERATOR and OLLAMA_BASE_URL (to the fake) themselves.
             "RAGD_GENERATOR": "extractive",
+            "RAGD_EMBEDDER": "builtin",
         })
         env.update({k: str(v) for k, v in self.extra_env.items() if v is not None})
         for k, v in self.extra_env.items():

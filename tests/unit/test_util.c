@@ -110,7 +110,7 @@ static void test_config(void **state)
 
     const char *bad[][2] = {{"RAGD_POOL_SIZE", "0"},          {"RAGD_POOL_SIZE", "-1"},
                             {"RAGD_LISTEN", "nonsense"},      {"RAGD_LISTEN", "127.0.0.1:99999"},
-                            {"RAGD_EMBEDDER", "bogus"},       {"RAGD_EMBEDDER", "ollama"},
+                            {"RAGD_EMBEDDER", "bogus"},       {"RAGD_EMBEDDER", "openai"} /* no OPENAI_BASE_URL */,
                             {"RAGD_SHUTDOWN_GRACE_S", "-1"},  {"RAGD_LOG_LEVEL", "loud"},
                             {"RAGD_DEFAULT_DB", "../x"},      {"RAGD_MAX_BODY_BYTES", "10x"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
