@@ -169,6 +169,28 @@ class GeneratorEdgeTest(harness.E2ETestCase):
                 self.assertEnvelope(r, 503, "overloaded")
                 self.assertIsNotNone(r.headers.get("Retry-After"))
 
+    def test_openai_compatible_generator(self):
+        # The fake serves /v1/chat/completions too: the OpenAI backend streams SSE deltas.
+        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
+        self.fake.start()
+        self.addCleanup(self.fake.stop)
+        self.srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": self.fake.url,
+                                        "OPENAI_API_KEY": "sk-test-not-logged", "RAGD_LOG_LEVEL": "debug"})
+        self.call("POST", "/api/ingest", {"db": "gen", "documents": DOCS}, srv=self.srv)
+        res = self.call("POST", "/api/query", {"query": "When did Krakatoa erupt?", "db": "gen"}, srv=self.srv)
+        self.assertEqual(res["provider"], "openai", res)
+        self.assertFalse(res["degraded"])
+        self.assertTrue(res["answer"])
+        self.assertGreaterEqual(self.fake.stats()["requests"].get("/v1/chat/completions", 0), 1)
+        self.assertNotIn("sk-test-not-logged", self.srv.log_tail())  # secrets never reach a log line
+
+    def test_stream_cut_without_done_degrades(self):
+        self.start()
+        self.fake.configure(fault="cut_stream")
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        self.assertTrue(res["degraded"])
+        self.assertEqual(res["provider"], "extractive")
+
     def test_saturated_generator_sheds_before_retrieval(self):
         # One slot, no queue, a slow backend: while one query generates, the next plain one
         # is refused on the loop, before any worker time ("saturated"), not after retrieval.
