@@ -188,6 +188,16 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         snprintf(c->openai_api_key, sizeof c->openai_api_key, "%s", v);
         return 0;
     }
+    if (strcmp(name, "RAGD_ADMIN_TOKEN") == 0) {
+        if (strlen(v) < 16 || strlen(v) >= sizeof c->admin_token) {
+            snprintf(err, errlen, "RAGD_ADMIN_TOKEN: must be 16 to %zu characters", sizeof c->admin_token - 1);
+            return -1;
+        }
+        snprintf(c->admin_token, sizeof c->admin_token, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "RAGD_ADMIN_TOKEN_FILE") == 0)
+        return config_read_secret(v, "RAGD_ADMIN_TOKEN_FILE", c->admin_token, sizeof c->admin_token, err, errlen);
     if (strcmp(name, "OPENAI_API_KEY_FILE") == 0)
         return config_read_secret(v, "OPENAI_API_KEY_FILE", c->openai_api_key, sizeof c->openai_api_key, err, errlen);
     if (strcmp(name, "LLM_MODEL") == 0 || strcmp(name, "EMBED_MODEL") == 0) {
@@ -282,7 +292,7 @@ static const char *const config_names[] = {
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
-    "RAGD_EMBED_BATCH",
+    "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE",
 };
 
 int config_from_env(ragd_config *c, char *err, size_t errlen)

@@ -48,6 +48,7 @@ typedef struct {
     size_t n_ollama_urls;
     char openai_url[256];     /* OPENAI_BASE_URL, "" when unset */
     char openai_api_key[512]; /* OPENAI_API_KEY or OPENAI_API_KEY_FILE; a secret: never logged */
+    char admin_token[512];    /* RAGD_ADMIN_TOKEN or RAGD_ADMIN_TOKEN_FILE; "" = admin routes off */
     char llm_model[128];      /* LLM_MODEL */
     char embed_model[128];    /* EMBED_MODEL */
     size_t max_concurrent;    /* RAGD_MAX_CONCURRENT, per backend and model */

@@ -36,6 +36,8 @@ void handlers_query_jobs_abort(struct app *a);
 void handlers_ingest_jobs_abort(struct app *a);
 
 void handlers_ingest(http_request *req);
+void handlers_admin_breakers_list(http_request *req);
+void handlers_admin_breakers_set(http_request *req);
 void handlers_query(http_request *req);
 void handlers_retrieve(http_request *req);
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <ctype.h>
@@ -143,6 +144,12 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
     req->route_name = "unmatched";
     http_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
                     req->content_type, sizeof req->content_type);
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *api_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-API-Key");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        snprintf(req->credential, sizeof req->credential, "%s", auth + 7);
+    else if (api_key)
+        snprintf(req->credential, sizeof req->credential, "%s", api_key);
     const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
     req->accept_sse = accept && strstr(accept, "text/event-stream");
     if (!req->method_name || !req->path) {

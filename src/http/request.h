@@ -48,6 +48,7 @@ struct http_request {
     bool bad_query;                   /* a malformed %-escape, or more than HTTP_MAX_ARGS */
     char request_id[129];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
+    char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool accept_sse;
     strbuf body;
     bool body_too_large;

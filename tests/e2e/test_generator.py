@@ -184,6 +184,36 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         self.assertGreaterEqual(self.fake.stats()["requests"].get("/v1/chat/completions", 0), 1)
         self.assertNotIn("sk-test-not-logged", self.srv.log_tail())  # secrets never reach a log line
 
+    def test_admin_breaker_overrides(self):
+        token = "admin-token-0123456789"
+        self.start(RAGD_ADMIN_TOKEN=token)
+        self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)  # makes the breaker
+        r = self.srv.request("GET", "/api/admin/breakers")
+        self.assertEnvelope(r, 401, "unauthorized")
+        r = self.srv.request("GET", "/api/admin/breakers", headers={"Authorization": "Bearer wrong-token-xxxxxxx"})
+        self.assertEnvelope(r, 401, "unauthorized")
+        auth = {"Authorization": f"Bearer {token}"}
+        listed = self.call("GET", "/api/admin/breakers", srv=self.srv, headers=auth)["breakers"]
+        self.assertEqual([b["state"] for b in listed], ["CLOSED"])
+        res = self.call("POST", "/api/admin/breakers", {"action": "force_open", "op": "chat"}, srv=self.srv, headers=auth)
+        self.assertEqual(res["changed"], 1)
+        self.assertEqual(res["breakers"][0]["state"], "FORCED_OPEN")
+        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        self.assertTrue(q["degraded"])
+        self.assertEqual(self.call("GET", "/health", srv=self.srv)["services"]["ollama"]["circuit_breaker"]["state"],
+                         "OPEN")
+        self.call("POST", "/api/admin/breakers", {"action": "reset"}, srv=self.srv, headers={"X-API-Key": token})
+        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        self.assertEqual(q["provider"], "ollama")
+        r = self.srv.request("POST", "/api/admin/breakers", json_body={"action": "explode"}, headers=auth)
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertNotIn(token, self.srv.log_tail())
+
+    def test_admin_routes_off_without_a_token(self):
+        self.start()
+        r = self.srv.request("GET", "/api/admin/breakers", headers={"Authorization": "Bearer anything-at-all-here"})
+        self.assertEnvelope(r, 403, "forbidden")
+
     def test_stream_cut_without_done_degrades(self):
         self.start()
         self.fake.configure(fault="cut_stream")
