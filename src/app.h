@@ -37,6 +37,7 @@ typedef struct app {
     handlers_generation *generations; /* queries waiting on the generator (loop thread only) */
     handlers_query_job *query_jobs;   /* queries waiting on the embedder (loop thread only) */
     handlers_ingest_job *ingest_jobs; /* ingests waiting on the embedder (loop thread only) */
+    int generator_reserved;        /* queries admitted toward the generator, not yet at its bulkhead (loop) */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began (SIGTERM): readiness off, listener closed */

@@ -473,6 +473,10 @@ static void generation_start(void *arg)
 {
     handlers_generation *g = arg;
     app *a = g->a;
+    if (g->req->generator_reserved) { /* the reservation turns into a bulkhead place now */
+        g->req->generator_reserved = false;
+        a->generator_reserved--;
+    }
     g->next = a->generations;
     if (g->next)
         g->next->prev = g;
@@ -743,22 +747,25 @@ out:
 static void query_work(http_request *req) { query_run(req, true); }
 static void retrieve_work(http_request *req) { query_run(req, false); }
 
-/* True when the generator cannot take another call for the default model on any backend:
- * every (backend, LLM_MODEL) bulkhead has all its slots and all its queue places taken. */
+/* True when the generator cannot take another call for the default model: the calls in
+ * its (backend, LLM_MODEL) bulkheads, plus the queries already admitted toward it and still
+ * being retrieved on a worker, fill every slot and queue place of every backend. */
 static bool query_generator_full(app *a)
 {
     if (!a->generator)
         return false;
     bulkhead_set *set = llm_bulkheads(a->generator);
-    for (size_t h = 0; h < llm_host_count(a->generator); h++) {
+    size_t hosts = llm_host_count(a->generator);
+    long capacity = (long)hosts * (long)(a->cfg.max_concurrent + a->cfg.max_queue);
+    long used = a->generator_reserved;
+    for (size_t h = 0; h < hosts; h++) {
         bulkhead *bh = NULL;
         if (bulkhead_set_get(set, llm_host_url(a->generator, h), a->cfg.llm_model, &bh) != RAGD_OK)
             return false;
         bulkhead_stats st = bulkhead_get_stats(bh);
-        if (st.in_flight < (int)a->cfg.max_concurrent || st.queued < (int)a->cfg.max_queue)
-            return false;
+        used += st.in_flight + st.queued;
     }
-    return true;
+    return used >= capacity;
 }
 
 /* On the loop, before any worker time is spent: a query that would go to a saturated
@@ -774,6 +781,10 @@ void handlers_query(http_request *req)
         http_reply_error(req, 503, "overloaded", "generator %s is saturated: every slot and queue place is taken",
                          req->app->generator_name);
         return;
+    }
+    if (plain && req->app->generator) { /* a place toward the generator, held until it is reached */
+        req->generator_reserved = true;
+        req->app->generator_reserved++;
     }
     http_defer(req, query_work);
 }

@@ -70,6 +70,7 @@ struct http_request {
     bool answered;  /* a response was queued */
     bool early;     /* response decided before the body was read */
     http_stream *stream; /* a streamed response body, when one was begun */
+    bool generator_reserved; /* counts in app->generator_reserved until the generation starts or the request ends */
     void (*on_close)(void *arg); /* see http_on_close */
     void *on_close_arg;
 };
