@@ -21,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-.PHONY: all deps test unit e2e asan run bench fuzz fuzz-build clean help
+.PHONY: all deps test unit e2e asan tsan run bench fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
@@ -29,6 +29,7 @@ help:
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
 	@echo "make test     unit tests (cmocka) and end-to-end tests (python3, real HTTP on loopback)"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make tsan     the whole suite under ThreadSanitizer"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
@@ -78,6 +79,11 @@ bench: $(BIN) $(BUILD)/bench_vindex
 	$(BUILD)/bench_vindex 100000 512 200
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
+
+# ThreadSanitizer: the whole suite on a TSan build (the server's threads and the
+# resilience modules' races included).
+tsan:
+	TSAN_OPTIONS=halt_on_error=1 $(MAKE) BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
 
 run: $(BIN)
 	$(BIN) serve
