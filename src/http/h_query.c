@@ -13,6 +13,7 @@
 #include "upstream/llm.h"
 #include "util/loopq.h"
 #include "util/clock.h"
+#include "util/log.h"
 #include "util/names.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
@@ -329,6 +330,8 @@ static char *query_prompt(const rag_result *res, const char *question)
 
 static void generation_free(handlers_generation *g)
 {
+    if (!g->out)
+        http_unwatch_close(g->req); /* still suspended: stop watching the socket */
     if (g->out) {
         http_on_close(g->req, NULL, NULL);
         http_release(g->req);
@@ -469,6 +472,17 @@ static void generation_on_done(llm_status st, const char *message, const llm_cha
     generation_finish(g, failure);
 }
 
+/* The client hung up while its (not yet streaming) answer was being generated: stop the
+ * upstream call; the request is then finished as usual and MHD drops the reply. */
+static void generation_on_client_gone(void *arg)
+{
+    handlers_generation *g = arg;
+    llm_task_cancel(g->task);
+    g->task = NULL;
+    log_debug("request %s: client went away; generation cancelled", g->req->request_id);
+    generation_finish(g, "the client went away");
+}
+
 static void generation_start(void *arg)
 {
     handlers_generation *g = arg;
@@ -489,8 +503,11 @@ static void generation_start(void *arg)
     llm_chat_handlers h = {.on_text = generation_on_text, .on_done = generation_on_done, .arg = g};
     g->task = llm_chat(a->generator, g->model, query_system_prompt, g->user, g->options,
                        clock_now_ms() + a->cfg.generate_timeout_s * 1000, &h);
-    if (!g->task)
+    if (!g->task) {
         generation_finish(g, "generator call could not start (out of memory)");
+        return;
+    }
+    http_watch_close(g->req, generation_on_client_gone, g); /* until a stream begins */
 }
 
 void handlers_generations_abort(app *a)

@@ -1,5 +1,6 @@
 #include "http/request.h"
 
+#include <event2/event.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,6 +53,7 @@ void http_request_unref(http_request *req)
         free(req->args[i].key);
         free(req->args[i].value);
     }
+    http_unwatch_close(req);
     strbuf_cleanup(&req->body);
     free(req->resp_body);
     if (req->stream) {
@@ -60,6 +62,46 @@ void http_request_unref(http_request *req)
         free(req->stream);
     }
     free(req);
+}
+
+static void http_on_hangup(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_request *req = arg;
+    void (*fn)(void *) = req->close_fn;
+    void *fn_arg = req->close_arg;
+    http_unwatch_close(req);
+    if (fn)
+        fn(fn_arg);
+}
+
+void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg)
+{
+    if (!req->conn || req->close_watch ||
+        !(event_base_get_features(req->app->base) & EV_FEATURE_EARLY_CLOSE))
+        return;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return;
+    req->close_watch = event_new(req->app->base, ci->connect_fd, EV_CLOSED, http_on_hangup, req);
+    if (!req->close_watch || event_add(req->close_watch, NULL) != 0) {
+        if (req->close_watch)
+            event_free(req->close_watch);
+        req->close_watch = NULL;
+        return;
+    }
+    req->close_fn = fn;
+    req->close_arg = arg;
+}
+
+void http_unwatch_close(http_request *req)
+{
+    if (req->close_watch)
+        event_free(req->close_watch);
+    req->close_watch = NULL;
+    req->close_fn = NULL;
+    req->close_arg = NULL;
 }
 
 void http_retain(http_request *req) { http_request_ref(req); }
@@ -204,6 +246,7 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
 static void http_on_complete(void *arg)
 {
     http_request *req = arg;
+    http_unwatch_close(req); /* MHD takes the socket back */
     log_debug("request %s: work done, resuming", req->request_id);
     req->deferred = false;
     if (req->conn) {

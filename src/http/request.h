@@ -71,6 +71,9 @@ struct http_request {
     bool early;     /* response decided before the body was read */
     http_stream *stream; /* a streamed response body, when one was begun */
     bool generator_reserved; /* counts in app->generator_reserved until the generation starts or the request ends */
+    struct event *close_watch; /* see http_watch_close */
+    void (*close_fn)(void *arg);
+    void *close_arg;
     void (*on_close)(void *arg); /* see http_on_close */
     void *on_close_arg;
 };
@@ -114,6 +117,13 @@ void http_release(http_request *req);
 /* fn(arg) runs on the loop thread if the connection ends before the response was fully
  * sent (a client that disconnects mid-stream); clear it with fn = NULL. */
 void http_on_close(http_request *req, void (*fn)(void *arg), void *arg);
+
+/* While the request waits (its connection suspended, so the HTTP library does not watch
+ * it), watches the socket for the client hanging up (EPOLLRDHUP) and then calls fn(arg)
+ * once, on the loop thread. A client that half-closes after sending counts as gone.
+ * No-op where the event backend cannot tell. http_unwatch_close stops it; both loop only. */
+void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg);
+void http_unwatch_close(http_request *req);
 
 /* Parses the body as a JSON object (depth <= 64, valid UTF-8). On failure replies 400
  * invalid_json (unparseable, empty) or 422 validation_error (not an object) and

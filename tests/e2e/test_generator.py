@@ -125,6 +125,23 @@ class GeneratorTest(harness.E2ETestCase):
         self.assertGreaterEqual(self.fake.stats()["cancelled"], 1, self.fake.stats())
         self.assertEqual(self.call("GET", "/health/live", srv=self.srv), {"status": "alive"})
 
+    def test_client_disconnect_cancels_upstream_without_streaming(self):
+        # A plain (not streamed) query: its connection waits suspended while the LLM
+        # answers; ragd watches the socket and cancels the upstream call when the client hangs up.
+        self.fake.configure(token_ms=100, tokens=50)  # a 5 s answer
+        import socket
+        body = json.dumps({"query": "When did Krakatoa erupt?", "db": "gen"}).encode()
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.6)  # the generation is under way
+        s.close()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and self.fake.stats()["cancelled"] < 1:
+            time.sleep(0.05)
+        self.assertGreaterEqual(self.fake.stats()["cancelled"], 1, self.fake.stats())
+        self.assertEqual(self.call("GET", "/health/live", srv=self.srv), {"status": "alive"})
+
     def test_error_line_mid_stream_degrades(self):
         self.fake.configure(fault="error_line")
         res = self.ask()
