@@ -11,7 +11,6 @@ import asyncio
 import http.client
 import json
 import math
-import re
 import os
 import shutil
 import signal
