@@ -3,7 +3,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdlib.h>
+
 #include "app.h"
+#include "obs/metrics.h"
 #include "http/handlers.h"
 #include "rag/embed_builtin.h"
 #include "util/clock.h"
@@ -136,4 +139,16 @@ void handlers_pool_stats(http_request *req)
                              (json_int_t)ps.writes, "workers", "threads", (json_int_t)workpool_threads(wp), "busy",
                              (json_int_t)workpool_busy(wp), "queued", (json_int_t)workpool_queued(wp));
     http_reply_json(req, 200, body);
+}
+
+void handlers_metrics(http_request *req)
+{
+    size_t len = 0;
+    char *text = metrics_render(req->app, &len);
+    if (!text) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    http_reply_raw(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
 }

@@ -13,6 +13,7 @@
 #include "text/html.h"
 #include "util/hash.h"
 #include "util/names.h"
+#include "obs/metrics.h"
 #include "upstream/llm.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -323,6 +324,7 @@ static void ingest_done(store_write *w, void *arg)
             json_array_append_new(ids, json_string(job->docs[i].id));
             duplicates += job->sdocs[i].result == STORE_DOC_DUPLICATE;
         }
+        metrics_count_ingest(job->n - duplicates, (size_t)w->chunks_written);
         http_reply_json(req, 200,
                         json_pack("{s:s, s:I, s:I, s:I, s:o, s:b}", "db", w->collection, "documents", (json_int_t)job->n,
                                   "chunks", (json_int_t)w->chunks_written, "duplicates", (json_int_t)duplicates, "ids",

@@ -17,6 +17,7 @@ void handlers_health(http_request *req);
 void handlers_health_live(http_request *req);
 void handlers_health_ready(http_request *req);
 void handlers_pool_stats(http_request *req);
+void handlers_metrics(http_request *req);
 
 void handlers_dbs_list(http_request *req);
 void handlers_dbs_create(http_request *req);

@@ -14,6 +14,7 @@
 
 #include "app.h"
 #include "http/request_int.h"
+#include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/hash.h"
 #include "util/log.h"
@@ -274,6 +275,9 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     *con_cls = NULL;
     s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
+    if (req->answered)
+        metrics_http_observe(req->route_name, req->method == HTTP_OTHER ? "OTHER" : req->method_name, req->status,
+                             ms / 1000.0);
     if (req->answered)
         log_info("%s %s %d %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
                  req->request_id);

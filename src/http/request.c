@@ -10,6 +10,7 @@
 #include "app.h"
 #include "http/http_server.h"
 #include "http/request_int.h"
+#include "obs/metrics.h"
 #include "util/log.h"
 #include "util/loopq.h"
 #include "util/workpool.h"
@@ -234,6 +235,8 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
         err = json_pack("{s:s, s:s, s:s}", "code", code, "message", "invalid request", "request_id",
                         req->request_id);
     json_t *body = json_pack("{s:o, s:O}", "error", err, "detail", json_object_get(err, "message"));
+    if (strcmp(code, "overloaded") == 0)
+        metrics_count_shed();
     if (status == 500)
         log_error("request %s: %d %s: %s", req->request_id, status, code, msg);
     else if (status >= 500)

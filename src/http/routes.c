@@ -6,6 +6,7 @@ const http_route handlers_routes[] = {
     {"/health/live", handlers_health_live, NULL, NULL, HTTP_BODY_NONE},
     {"/health/ready", handlers_health_ready, NULL, NULL, HTTP_BODY_NONE},
     {"/api/pool/stats", handlers_pool_stats, NULL, NULL, HTTP_BODY_NONE},
+    {"/metrics", handlers_metrics, NULL, NULL, HTTP_BODY_NONE},
     {"/api/ingest", NULL, handlers_ingest, NULL, HTTP_BODY_INGEST},
     {"/api/query", NULL, handlers_query, NULL, HTTP_BODY_JSON},
     {"/api/retrieve", NULL, handlers_retrieve, NULL, HTTP_BODY_JSON},

@@ -81,6 +81,17 @@ class GeneratorTest(harness.E2ETestCase):
         self.assertEqual(self.call("GET", "/health/live", srv=self.srv), {"status": "alive"})
         self.assertEqual(self.call("GET", "/health/ready", srv=self.srv), {"status": "ready"})
 
+        metrics = self.srv.request("GET", "/metrics")
+        self.assertEqual(metrics.status, 200)
+        self.assertTrue(metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+        text = metrics.raw.decode()
+        labels = f'backend="{self.fake.url}",model="llama3.2",op="chat"'
+        self.assertIn(f"ragd_breaker_state{{{labels}}} 1", text)
+        self.assertIn(f'ragd_breaker_transitions_total{{{labels},to="open"}} 1', text)
+        self.assertIn(f'ragd_upstream_requests_total{{{labels},outcome="success"}} 1', text)
+        self.assertRegex(text, r'ragd_http_requests_total\{route="/api/query",method="POST",code="200"\} [5-9]')
+        self.assertIn("process_resident_memory_bytes ", text)
+
         # 3. backend back: after the recovery time the trial closes the breaker
         self.fake.configure(fault="up")
         time.sleep(1.3)

@@ -1,0 +1,259 @@
+#include "obs/metrics.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "store/store.h"
+#include "upstream/llm.h"
+#include "util/strbuf.h"
+
+#define METRICS_MAX_SERIES 512
+#define METRICS_MAX_ROUTES 64
+#define METRICS_BUCKETS 12
+
+static const double metrics_bounds[METRICS_BUCKETS - 1] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+typedef struct {
+    const char *route;
+    char method[8];
+    int status;
+    unsigned long long count;
+} metrics_series;
+
+typedef struct {
+    const char *route;
+    unsigned long long buckets[METRICS_BUCKETS]; /* non-cumulative; the last is +Inf */
+    unsigned long long count;
+    double sum;
+} metrics_histogram;
+
+static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
+static metrics_series metrics_requests[METRICS_MAX_SERIES];
+static size_t metrics_n_requests;
+static metrics_histogram metrics_durations[METRICS_MAX_ROUTES];
+static size_t metrics_n_durations;
+static atomic_ullong metrics_ingested_documents, metrics_ingested_chunks, metrics_shed;
+
+void metrics_http_observe(const char *route, const char *method, int status, double seconds)
+{
+    pthread_mutex_lock(&metrics_lock);
+    size_t i = 0;
+    while (i < metrics_n_requests && !(metrics_requests[i].route == route && metrics_requests[i].status == status &&
+                                       strcmp(metrics_requests[i].method, method) == 0))
+        i++;
+    if (i == metrics_n_requests && i < METRICS_MAX_SERIES) {
+        metrics_requests[i].route = route;
+        snprintf(metrics_requests[i].method, sizeof metrics_requests[i].method, "%s", method);
+        metrics_requests[i].status = status;
+        metrics_n_requests++;
+    }
+    if (i < metrics_n_requests)
+        metrics_requests[i].count++;
+    size_t h = 0;
+    while (h < metrics_n_durations && metrics_durations[h].route != route)
+        h++;
+    if (h == metrics_n_durations && h < METRICS_MAX_ROUTES)
+        metrics_durations[metrics_n_durations++].route = route;
+    if (h < metrics_n_durations) {
+        size_t b = 0;
+        while (b < METRICS_BUCKETS - 1 && seconds > metrics_bounds[b])
+            b++;
+        metrics_durations[h].buckets[b]++;
+        metrics_durations[h].count++;
+        metrics_durations[h].sum += seconds;
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_count_ingest(size_t documents, size_t chunks)
+{
+    atomic_fetch_add(&metrics_ingested_documents, documents);
+    atomic_fetch_add(&metrics_ingested_chunks, chunks);
+}
+
+void metrics_count_shed(void) { atomic_fetch_add(&metrics_shed, 1); }
+
+/* ---- rendering ---- */
+
+static void metrics_family(strbuf *sb, const char *name, const char *type, const char *help)
+{
+    strbuf_appendf(sb, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metrics_process(strbuf *sb)
+{
+    long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
+    unsigned long long size = 0, resident = 0, utime = 0, stime = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+            utime = stime = 0;
+        fclose(f);
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        while (readdir(d))
+            fds++;
+        closedir(d);
+        fds -= 3; /* ".", ".." and the directory's own descriptor */
+    }
+    metrics_family(sb, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    strbuf_appendf(sb, "process_resident_memory_bytes %llu\n", resident * (unsigned long long)page);
+    metrics_family(sb, "process_open_fds", "gauge", "Number of open file descriptors.");
+    strbuf_appendf(sb, "process_open_fds %d\n", fds);
+    metrics_family(sb, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    strbuf_appendf(sb, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)(ticks > 0 ? ticks : 100));
+}
+
+static void metrics_http(strbuf *sb)
+{
+    pthread_mutex_lock(&metrics_lock);
+    metrics_family(sb, "ragd_http_requests_total", "counter", "HTTP requests by route pattern, method and status.");
+    for (size_t i = 0; i < metrics_n_requests; i++)
+        strbuf_appendf(sb, "ragd_http_requests_total{route=\"%s\",method=\"%s\",code=\"%d\"} %llu\n",
+                       metrics_requests[i].route, metrics_requests[i].method, metrics_requests[i].status,
+                       metrics_requests[i].count);
+    metrics_family(sb, "ragd_http_request_duration_seconds", "histogram", "HTTP request duration by route pattern.");
+    for (size_t h = 0; h < metrics_n_durations; h++) {
+        const metrics_histogram *m = &metrics_durations[h];
+        unsigned long long cum = 0;
+        for (size_t b = 0; b < METRICS_BUCKETS; b++) {
+            cum += m->buckets[b];
+            if (b < METRICS_BUCKETS - 1)
+                strbuf_appendf(sb, "ragd_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", m->route,
+                               metrics_bounds[b], cum);
+            else
+                strbuf_appendf(sb, "ragd_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                               m->route, cum);
+        }
+        strbuf_appendf(sb, "ragd_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", m->route, m->sum);
+        strbuf_appendf(sb, "ragd_http_request_duration_seconds_count{route=\"%s\"} %llu\n", m->route, m->count);
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+/* Label values come from the configuration (URLs, model names); quotes and backslashes
+ * are escaped all the same. */
+static void metrics_label(strbuf *sb, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\n') {
+            strbuf_appends(sb, "\\n");
+            continue;
+        }
+        if (*v == '"' || *v == '\\')
+            strbuf_append(sb, "\\", 1);
+        strbuf_append(sb, v, 1);
+    }
+}
+
+static void metrics_upstream(strbuf *sb, struct app *a)
+{
+    static const char *const families[][3] = {
+        {"ragd_breaker_state", "gauge", "Circuit breaker state: 0 closed, 1 open, 2 half-open."},
+        {"ragd_breaker_transitions_total", "counter", "Circuit breaker transitions by target state."},
+        {"ragd_upstream_requests_total", "counter", "Upstream calls by backend, model, operation and outcome."},
+        {"ragd_breaker_not_permitted_total", "counter", "Calls refused by an open breaker."},
+    };
+    for (size_t f = 0; f < sizeof families / sizeof *families; f++) {
+        metrics_family(sb, families[f][0], families[f][1], families[f][2]);
+        for (int k = 0; k < 2; k++) {
+            if (!a->llms[k])
+                continue;
+            breaker_registry *reg = llm_breakers(a->llms[k]);
+            for (size_t i = 0; i < breaker_registry_count(reg); i++) {
+                breaker *b = breaker_registry_at(reg, i);
+                breaker_snapshot s;
+                breaker_snapshot_get(b, &s);
+                strbuf lab;
+                strbuf_init(&lab, 4096);
+                strbuf_appends(&lab, "backend=\"");
+                metrics_label(&lab, breaker_backend(b));
+                strbuf_appends(&lab, "\",model=\"");
+                metrics_label(&lab, breaker_model(b));
+                strbuf_appendf(&lab, "\",op=\"%s\"", breaker_op(b));
+                const char *l = lab.data ? lab.data : "";
+                if (f == 0) {
+                    int v = s.state == BREAKER_OPEN || s.state == BREAKER_FORCED_OPEN ? 1 : s.state == BREAKER_HALF_OPEN ? 2 : 0;
+                    strbuf_appendf(sb, "ragd_breaker_state{%s} %d\n", l, v);
+                } else if (f == 1) {
+                    static const char *const to[] = {"closed", "open", "half_open", "forced_open", "disabled"};
+                    for (int t = 0; t < BREAKER_NSTATES; t++)
+                        strbuf_appendf(sb, "ragd_breaker_transitions_total{%s,to=\"%s\"} %llu\n", l, to[t],
+                                       (unsigned long long)s.transitions[t]);
+                } else if (f == 2) {
+                    strbuf_appendf(sb, "ragd_upstream_requests_total{%s,outcome=\"success\"} %llu\n", l,
+                                   (unsigned long long)s.successes);
+                    strbuf_appendf(sb, "ragd_upstream_requests_total{%s,outcome=\"failure\"} %llu\n", l,
+                                   (unsigned long long)s.failures);
+                    strbuf_appendf(sb, "ragd_upstream_requests_total{%s,outcome=\"overload\"} %llu\n", l,
+                                   (unsigned long long)s.overload);
+                    strbuf_appendf(sb, "ragd_upstream_requests_total{%s,outcome=\"neutral\"} %llu\n", l,
+                                   (unsigned long long)s.neutral);
+                } else {
+                    strbuf_appendf(sb, "ragd_breaker_not_permitted_total{%s} %llu\n", l,
+                                   (unsigned long long)s.not_permitted);
+                }
+                strbuf_cleanup(&lab);
+            }
+        }
+    }
+    metrics_family(sb, "ragd_bulkhead_in_flight", "gauge", "Upstream calls in flight per backend and model.");
+    metrics_family(sb, "ragd_bulkhead_queued", "gauge", "Upstream calls waiting per backend and model.");
+    for (int k = 0; k < 2; k++) {
+        if (!a->llms[k])
+            continue;
+        bulkhead_set *set = llm_bulkheads(a->llms[k]);
+        for (size_t i = 0; i < bulkhead_set_count(set); i++) {
+            bulkhead *bh = bulkhead_set_at(set, i);
+            bulkhead_stats st = bulkhead_get_stats(bh);
+            strbuf lab;
+            strbuf_init(&lab, 4096);
+            strbuf_appends(&lab, "backend=\"");
+            metrics_label(&lab, bulkhead_backend(bh));
+            strbuf_appends(&lab, "\",model=\"");
+            metrics_label(&lab, bulkhead_model(bh));
+            strbuf_appends(&lab, "\"");
+            strbuf_appendf(sb, "ragd_bulkhead_in_flight{%s} %d\nragd_bulkhead_queued{%s} %d\n", lab.data, st.in_flight,
+                           lab.data, st.queued);
+            strbuf_cleanup(&lab);
+        }
+    }
+}
+
+char *metrics_render(struct app *a, size_t *len)
+{
+    strbuf sb;
+    strbuf_init(&sb, (size_t)16 << 20);
+    metrics_http(&sb);
+    store_pool_stats ps;
+    store_pool_stats_get(a->st, &ps);
+    metrics_family(&sb, "ragd_pool_connections", "gauge", "Store read connections by state.");
+    strbuf_appendf(&sb, "ragd_pool_connections{state=\"available\"} %zu\nragd_pool_connections{state=\"in_use\"} %zu\n",
+                   ps.available, ps.in_use);
+    metrics_family(&sb, "ragd_ingested_documents_total", "counter", "Documents committed by ingests.");
+    strbuf_appendf(&sb, "ragd_ingested_documents_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_documents));
+    metrics_family(&sb, "ragd_ingested_chunks_total", "counter", "Chunks committed by ingests.");
+    strbuf_appendf(&sb, "ragd_ingested_chunks_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_chunks));
+    metrics_family(&sb, "ragd_shed_total", "counter", "Requests shed with 503 overloaded.");
+    strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
+    metrics_upstream(&sb, a);
+    metrics_process(&sb);
+    return strbuf_detach(&sb, len);
+}

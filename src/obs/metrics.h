@@ -1,0 +1,24 @@
+#ifndef RAGD_OBS_METRICS_H
+#define RAGD_OBS_METRICS_H
+
+/* Prometheus metrics (text exposition format 0.0.4): the process-wide counters and
+ * histograms of ragd, plus the state of the store pool and of the upstream breakers and
+ * bulkheads read when /metrics is rendered. Label values are bounded: route patterns,
+ * methods, status codes, backend URLs and model names from the configuration. */
+#include <stddef.h>
+
+struct app;
+
+/* One finished HTTP request. route is a route pattern (a static string), method its
+ * name. Thread-safe. */
+void metrics_http_observe(const char *route, const char *method, int status, double seconds);
+/* Documents and chunks committed by an ingest. Thread-safe. */
+void metrics_count_ingest(size_t documents, size_t chunks);
+/* A request shed with 503 overloaded. Thread-safe. */
+void metrics_count_shed(void);
+
+/* The whole exposition, malloc'd (free it); NULL on no memory. Loop thread (it reads the
+ * loop-only bulkhead state). */
+char *metrics_render(struct app *a, size_t *len);
+
+#endif
