@@ -209,6 +209,14 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         snprintf(dst, sizeof c->llm_model, "%s", v);
         return 0;
     }
+    if (strcmp(name, "RAGD_LLM_MODELS") == 0) {
+        if (strlen(v) >= sizeof c->llm_models || strpbrk(v, " \t\r\n\"")) {
+            snprintf(err, errlen, "RAGD_LLM_MODELS: '%s' is not a comma-separated list of model names", v);
+            return -1;
+        }
+        snprintf(c->llm_models, sizeof c->llm_models, "%s", v);
+        return 0;
+    }
     if (strcmp(name, "RAGD_MAX_CONCURRENT") == 0)
         return parse_size(name, v, 1, 10000, &c->max_concurrent, err, errlen);
     if (strcmp(name, "RAGD_MAX_QUEUE") == 0)
@@ -292,7 +300,7 @@ static const char *const config_names[] = {
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
-    "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE",
+    "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
 };
 
 int config_from_env(ragd_config *c, char *err, size_t errlen)

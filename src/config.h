@@ -50,6 +50,7 @@ typedef struct {
     char openai_api_key[512]; /* OPENAI_API_KEY or OPENAI_API_KEY_FILE; a secret: never logged */
     char admin_token[512];    /* RAGD_ADMIN_TOKEN or RAGD_ADMIN_TOKEN_FILE; "" = admin routes off */
     char llm_model[128];      /* LLM_MODEL */
+    char llm_models[1024];    /* RAGD_LLM_MODELS: comma-separated models a request may name; "" = LLM_MODEL only */
     char embed_model[128];    /* EMBED_MODEL */
     size_t max_concurrent;    /* RAGD_MAX_CONCURRENT, per backend and model */
     size_t max_queue;         /* RAGD_MAX_QUEUE */

@@ -148,7 +148,7 @@ static ragd_err server_generator_start(app *a, char *err, size_t errlen)
 static void server_generator_stop(app *a)
 {
     handlers_generations_abort(a); /* answers waiting queries extractively */
-    handlers_query_jobs_abort(a);  /* queries waiting on the embedder: keyword retrieval */
+    handlers_query_jobs_abort(a);  /* queries waiting on the embedder: 503 not_ready */
     handlers_ingest_jobs_abort(a); /* ingests waiting on the embedder: 503 */
     for (int i = 0; i < 2; i++) {
         llm_free(a->llms[i]);

@@ -450,19 +450,21 @@ void handlers_ingest_jobs_abort(app *a)
     }
 }
 
-/* Sends every chunk to the upstream embedder from the loop; false when there is nothing
- * to embed (all duplicates) and the builtin path should go on. */
-static bool ingest_embed_upstream(ingest_job *job)
+/* Sends every chunk to the upstream embedder from the loop: 1 when started, 0 when there
+ * is nothing to embed (all duplicates), -1 after replying 503 (no memory). */
+static int ingest_embed_upstream(ingest_job *job)
 {
     size_t total = 0;
     for (size_t k = 0; k < job->n; k++)
         total += job->docs[k].n_chunks;
     if (total == 0)
-        return false;
+        return 0;
     job->texts = calloc(total, sizeof *job->texts);
     job->lens = calloc(total, sizeof *job->lens);
-    if (!job->texts || !job->lens)
-        return false;
+    if (!job->texts || !job->lens) {
+        http_reply_error(job->req, 503, "overloaded", "out of memory");
+        return -1;
+    }
     for (size_t k = 0; k < job->n; k++) {
         ingest_doc *d = &job->docs[k];
         for (size_t i = 0; i < d->n_chunks; i++) {
@@ -472,7 +474,7 @@ static bool ingest_embed_upstream(ingest_job *job)
     }
     http_hold(job->req);
     loopq_post(job->req->app->lq, &job->item, ingest_embed_start, job);
-    return true;
+    return 1;
 }
 
 static void ingest_work(http_request *req)
@@ -548,8 +550,11 @@ static void ingest_work(http_request *req)
     store_reader_release(r);
     r = NULL;
     job->req = req;
-    if (upstream && ingest_embed_upstream(job))
+    int started = upstream ? ingest_embed_upstream(job) : 0;
+    if (started > 0)
         return; /* the job goes on from the loop */
+    if (started < 0)
+        goto fail;
     if (upstream && job->expect_dim > 0) { /* nothing new to embed in an upstream collection */
         snprintf(w->embed_model, sizeof w->embed_model, "%s", job->model);
         w->dim = job->expect_dim;

@@ -137,6 +137,22 @@ static bool query_parse_filter(http_request *req, json_t *filter, query_input *i
     return true;
 }
 
+/* LLM_MODEL, or one of RAGD_LLM_MODELS. */
+static bool query_model_allowed(const ragd_config *cfg, const char *model)
+{
+    if (strcmp(model, cfg->llm_model) == 0)
+        return true;
+    size_t n = strlen(model);
+    for (const char *p = cfg->llm_models; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, model, n) == 0)
+            return true;
+        p += len + (comma ? 1 : 0);
+    }
+    return false;
+}
+
 static bool query_parse(http_request *req, bool generate, query_input *in)
 {
     memset(in, 0, sizeof *in);
@@ -162,6 +178,12 @@ static bool query_parse(http_request *req, bool generate, query_input *in)
     if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||
                      !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options)))
         return false;
+    if (model && !query_model_allowed(&req->app->cfg, model)) {
+        /* each model gets its own breakers and bulkheads: clients may not create them at will */
+        http_reply_error(req, 422, "validation_error", "model: '%s' is not a configured model (LLM_MODEL, RAGD_LLM_MODELS)",
+                         model);
+        return false;
+    }
     in->q.text = text;
     in->q.len = strlen(text);
     in->q.k = (size_t)k;
@@ -330,8 +352,8 @@ static char *query_prompt(const rag_result *res, const char *question)
 
 static void generation_free(handlers_generation *g)
 {
-    if (!g->out)
-        http_unwatch_close(g->req); /* still suspended: stop watching the socket */
+    if (g->req->close_arg == g)
+        http_unwatch_close(g->req); /* the socket watch points at us: stop it */
     if (g->out) {
         http_on_close(g->req, NULL, NULL);
         http_release(g->req);
@@ -416,6 +438,7 @@ static void generation_stream_begin(handlers_generation *g)
     g->out = http_stream_begin(g->req, "text/event-stream; charset=utf-8");
     if (!g->out)
         return;
+    http_unwatch_close(g->req); /* from here on MHD watches the socket, and on_close reports */
     http_retain(g->req);
     http_on_close(g->req, generation_on_close, g);
     generation_event(g, "sources", json_pack("{s:O}", "sources", json_object_get(g->resp, "sources")));
@@ -694,8 +717,15 @@ static void query_on_embedded(llm_status st, const float *v, size_t dim, const c
         j->in.q.method = RAG_KEYWORD; /* the degraded mode of shared/API.md */
     }
     ragd_err rc = workpool_submit(j->req->app->pool, query_after_embed, query_after_embed_cancelled, j);
-    if (rc != RAGD_OK)
+    if (rc == RAGD_EBUSY) {
+        http_request *req = j->req;
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+        query_job_free(j);
+        http_complete(req);
+    } else if (rc != RAGD_OK) {
         query_after_embed_cancelled(j);
+    }
 }
 
 static void query_embed_start(void *arg)

@@ -31,8 +31,8 @@ void handlers_document_delete(http_request *req);
  * and its generator call cancelled. Loop thread. */
 struct app;
 void handlers_generations_abort(struct app *a);
-/* Shutdown: queries and ingests waiting on the embedder are answered (keyword retrieval;
- * 503 for ingests) and their embed calls cancelled. Loop thread. */
+/* Shutdown: queries and ingests waiting on the embedder are answered 503 not_ready (the
+ * workers are gone) and their embed calls cancelled. Loop thread. */
 void handlers_query_jobs_abort(struct app *a);
 void handlers_ingest_jobs_abort(struct app *a);
 

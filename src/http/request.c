@@ -1,6 +1,8 @@
 #include "http/request.h"
 
+#include <errno.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,15 +67,24 @@ void http_request_unref(http_request *req)
     free(req);
 }
 
+/* EV_CLOSED (a FIN) or EV_READ: epoll reports a reset (EPOLLHUP/EPOLLERR) as readable, not
+ * as closed, so readability is checked with a peek: end of stream or an error means gone;
+ * bytes waiting (a pipelined request) belong to MHD, so the watch just stops. */
 static void http_on_hangup(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
-    (void)what;
     http_request *req = arg;
+    bool gone = (what & EV_CLOSED) != 0;
+    if (!gone) {
+        char b;
+        ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return; /* spurious: keep watching */
+    }
     void (*fn)(void *) = req->close_fn;
     void *fn_arg = req->close_arg;
     http_unwatch_close(req);
-    if (fn)
+    if (gone && fn)
         fn(fn_arg);
 }
 
@@ -85,7 +96,7 @@ void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg)
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
         return;
-    req->close_watch = event_new(req->app->base, ci->connect_fd, EV_CLOSED, http_on_hangup, req);
+    req->close_watch = event_new(req->app->base, ci->connect_fd, EV_READ | EV_CLOSED | EV_PERSIST, http_on_hangup, req);
     if (!req->close_watch || event_add(req->close_watch, NULL) != 0) {
         if (req->close_watch)
             event_free(req->close_watch);

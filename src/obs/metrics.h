@@ -4,7 +4,9 @@
 /* Prometheus metrics (text exposition format 0.0.4): the process-wide counters and
  * histograms of ragd, plus the state of the store pool and of the upstream breakers and
  * bulkheads read when /metrics is rendered. Label values are bounded: route patterns,
- * methods, status codes, backend URLs and model names from the configuration. */
+ * methods, status codes, backend URLs, and model names from the configuration (a request
+ * may only name LLM_MODEL or one of RAGD_LLM_MODELS; embedding models come from the
+ * collections, which take EMBED_MODEL). */
 #include <stddef.h>
 
 struct app;

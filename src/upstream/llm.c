@@ -2,6 +2,7 @@
 
 #include <event2/event.h>
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -464,8 +465,8 @@ static void llm_send(llm_task *t)
 static void llm_arm_expiry(llm *l)
 {
     double next = bulkhead_set_next_expiry(l->bulkheads);
-    if (next < 0)
-        return;
+    if (!isfinite(next) || next < 0)
+        return; /* nobody is waiting */
     double wait = next - l->clock.now_ms(l->clock.arg);
     if (wait < 0)
         wait = 0;

@@ -268,6 +268,58 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         self.assertEqual(res["provider"], "extractive")
         first.join()
 
+    def cpu_seconds(self):
+        with open(f"/proc/{self.srv.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def test_idle_after_a_queue_drained(self):
+        # Queries that waited in a bulkhead queue must leave no busy timer behind: once the
+        # burst is over the server idles (this once spun a core at 100 %).
+        self.start(RAGD_MAX_CONCURRENT="1", RAGD_MAX_QUEUE="8")
+        self.fake.configure(latency_ms=150)
+        import threading
+        threads = [threading.Thread(target=lambda: self.srv.request(
+            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"})) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        time.sleep(5.2)  # past the queued waiters' 5 s wait bound, when their timer fires
+        before = self.cpu_seconds()
+        time.sleep(1.0)
+        self.assertLess(self.cpu_seconds() - before, 0.3, "the server is busy while idle")
+
+    def test_reset_connection_cancels_upstream(self):
+        # A client that resets (RST) rather than closing: still noticed, still cancelled,
+        # and no busy loop on the dead socket.
+        self.start()
+        self.fake.configure(token_ms=100, tokens=50)
+        import socket
+        import struct
+        body = json.dumps({"query": "When did Krakatoa erupt?", "db": "gen"}).encode()
+        s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+        s.sendall(b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.6)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and self.fake.stats()["cancelled"] < 1:
+            time.sleep(0.05)
+        self.assertGreaterEqual(self.fake.stats()["cancelled"], 1, self.fake.stats())
+        before = self.cpu_seconds()
+        time.sleep(1.0)
+        self.assertLess(self.cpu_seconds() - before, 0.3, "the server is busy while idle")
+
+    def test_unconfigured_model_is_refused(self):
+        self.start()
+        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "model": "junk-1"})
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertIn("model", r.body["error"]["message"])
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "model": "llama3.2"}, srv=self.srv)
+        self.assertEqual(res["model"], "llama3.2")
+
     def test_long_non_ascii_backend_error_keeps_a_valid_reason(self):
         self.start(RAGD_BREAKER_FAILURES="50")
         self.fake.configure(fault="error500", fault_message="\u00e9" * 300)
