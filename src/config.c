@@ -129,19 +129,40 @@ static int config_read_secret(const char *path, const char *name, char *out, siz
     return 0;
 }
 
+/* v as one of choices (its index in *out), or an error listing them. */
+static int config_choice(const char *name, const char *v, const char *const *choices, size_t n, int *out, char *err,
+                         size_t errlen)
+{
+    char list[128] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v, choices[i]) == 0) {
+            *out = (int)i;
+            return 0;
+        }
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", choices[i]);
+    }
+    snprintf(err, errlen, "%s: '%s' is not one of %s", name, v, list);
+    return -1;
+}
+
+/* Copies v into a fixed buffer, or an error when it does not fit. */
+static int config_copy(const char *name, const char *v, char *dst, size_t dstlen, char *err, size_t errlen)
+{
+    if (strlen(v) >= dstlen) {
+        snprintf(err, errlen, "%s: longer than %zu bytes", name, dstlen - 1);
+        return -1;
+    }
+    snprintf(dst, dstlen, "%s", v);
+    return 0;
+}
+
 int config_set(ragd_config *c, const char *name, const char *v, char *err, size_t errlen)
 {
     size_t n = 0;
     if (strcmp(name, "RAGD_LISTEN") == 0)
         return parse_listen(c, v, err, errlen);
-    if (strcmp(name, "RAGD_DATA_DIR") == 0) {
-        if (strlen(v) >= sizeof c->data_dir) {
-            snprintf(err, errlen, "RAGD_DATA_DIR: path longer than %zu bytes", sizeof c->data_dir - 1);
-            return -1;
-        }
-        snprintf(c->data_dir, sizeof c->data_dir, "%s", v);
-        return 0;
-    }
+    if (strcmp(name, "RAGD_DATA_DIR") == 0)
+        return config_copy(name, v, c->data_dir, sizeof c->data_dir, err, errlen);
     if (strcmp(name, "RAGD_DEFAULT_DB") == 0) {
         if (!names_db_valid(v)) {
             snprintf(err, errlen, "RAGD_DEFAULT_DB: '%s' is not 1-64 of [A-Za-z0-9_.-] not starting with '.'", v);
@@ -151,24 +172,20 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return 0;
     }
     if (strcmp(name, "RAGD_EMBEDDER") == 0) {
-        static const char *const embs[] = {"auto", "builtin", "ollama", "openai"};
-        for (int i = 0; i < 4; i++)
-            if (strcmp(v, embs[i]) == 0) {
-                c->embedder = (config_embedder)i;
-                return 0;
-            }
-        snprintf(err, errlen, "RAGD_EMBEDDER: '%s' is not one of auto, builtin, ollama, openai", v);
-        return -1;
+        static const char *const embs[] = {"auto", "builtin", "ollama", "openai"}; /* config_embedder order */
+        int i = 0;
+        if (config_choice(name, v, embs, 4, &i, err, errlen) != 0)
+            return -1;
+        c->embedder = (config_embedder)i;
+        return 0;
     }
     if (strcmp(name, "RAGD_GENERATOR") == 0) {
-        static const char *const gens[] = {"auto", "ollama", "openai", "extractive"};
-        for (int i = 0; i < 4; i++)
-            if (strcmp(v, gens[i]) == 0) {
-                c->generator = (config_generator)i;
-                return 0;
-            }
-        snprintf(err, errlen, "RAGD_GENERATOR: '%s' is not one of auto, ollama, openai, extractive", v);
-        return -1;
+        static const char *const gens[] = {"auto", "ollama", "openai", "extractive"}; /* config_generator order */
+        int i = 0;
+        if (config_choice(name, v, gens, 4, &i, err, errlen) != 0)
+            return -1;
+        c->generator = (config_generator)i;
+        return 0;
     }
     if (strcmp(name, "OLLAMA_BASE_URL") == 0)
         return config_parse_urls(c, v, err, errlen);
@@ -180,14 +197,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         snprintf(c->openai_url, sizeof c->openai_url, "%s", v);
         return 0;
     }
-    if (strcmp(name, "OPENAI_API_KEY") == 0) {
-        if (strlen(v) >= sizeof c->openai_api_key) {
-            snprintf(err, errlen, "OPENAI_API_KEY: longer than %zu bytes", sizeof c->openai_api_key - 1);
-            return -1;
-        }
-        snprintf(c->openai_api_key, sizeof c->openai_api_key, "%s", v);
-        return 0;
-    }
+    if (strcmp(name, "OPENAI_API_KEY") == 0)
+        return config_copy(name, v, c->openai_api_key, sizeof c->openai_api_key, err, errlen);
     if (strcmp(name, "RAGD_ADMIN_TOKEN") == 0) {
         if (strlen(v) < 16 || strlen(v) >= sizeof c->admin_token) {
             snprintf(err, errlen, "RAGD_ADMIN_TOKEN: must be 16 to %zu characters", sizeof c->admin_token - 1);
@@ -254,11 +265,11 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return 0;
     }
     if (strcmp(name, "RAGD_SYNCHRONOUS") == 0) {
-        if (strcmp(v, "normal") != 0 && strcmp(v, "full") != 0) {
-            snprintf(err, errlen, "RAGD_SYNCHRONOUS: '%s' is not one of normal, full", v);
+        static const char *const modes[] = {"normal", "full"};
+        int i = 0;
+        if (config_choice(name, v, modes, 2, &i, err, errlen) != 0)
             return -1;
-        }
-        c->synchronous_full = strcmp(v, "full") == 0;
+        c->synchronous_full = i == 1;
         return 0;
     }
     if (strcmp(name, "RAGD_LOG_LEVEL") == 0) {
