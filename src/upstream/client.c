@@ -57,6 +57,18 @@ const char *upstream_transport_name(upstream_transport t)
 
 /* ---- finishing ---- */
 
+/* Frees what a call owns; it is no longer in the multi handle nor in the client's list. */
+static void upstream_call_destroy(upstream_call *call)
+{
+    if (call->easy)
+        curl_easy_cleanup(call->easy);
+    curl_slist_free_all(call->headers);
+    if (call->stall)
+        event_free(call->stall);
+    free(call->body);
+    free(call);
+}
+
 static void upstream_call_free(upstream_call *call)
 {
     upstream_client *c = call->client;
@@ -68,12 +80,7 @@ static void upstream_call_free(upstream_call *call)
         call->next->prev = call->prev;
     c->stats.running--;
     curl_multi_remove_handle(c->multi, call->easy);
-    curl_easy_cleanup(call->easy);
-    curl_slist_free_all(call->headers);
-    if (call->stall)
-        event_free(call->stall);
-    free(call->body);
-    free(call);
+    upstream_call_destroy(call);
 }
 
 static upstream_transport upstream_classify(upstream_call *call, CURLcode code)
@@ -339,13 +346,7 @@ upstream_call *upstream_start(upstream_client *c, const upstream_request *req)
     c->stats.running++;
     return call;
 fail:
-    if (call->easy)
-        curl_easy_cleanup(call->easy);
-    curl_slist_free_all(call->headers);
-    if (call->stall)
-        event_free(call->stall);
-    free(call->body);
-    free(call);
+    upstream_call_destroy(call);
     return NULL;
 }
 
