@@ -163,6 +163,16 @@ static void metrics_label(strbuf *sb, const char *v)
     }
 }
 
+/* backend="…",model="…" */
+static void metrics_backend_labels(strbuf *sb, const char *backend, const char *model)
+{
+    strbuf_appends(sb, "backend=\"");
+    metrics_label(sb, backend);
+    strbuf_appends(sb, "\",model=\"");
+    metrics_label(sb, model);
+    strbuf_appends(sb, "\"");
+}
+
 static void metrics_upstream(strbuf *sb, struct app *a)
 {
     static const char *const families[][3] = {
@@ -183,11 +193,8 @@ static void metrics_upstream(strbuf *sb, struct app *a)
                 breaker_snapshot_get(b, &s);
                 strbuf lab;
                 strbuf_init(&lab, 4096);
-                strbuf_appends(&lab, "backend=\"");
-                metrics_label(&lab, breaker_backend(b));
-                strbuf_appends(&lab, "\",model=\"");
-                metrics_label(&lab, breaker_model(b));
-                strbuf_appendf(&lab, "\",op=\"%s\"", breaker_op(b));
+                metrics_backend_labels(&lab, breaker_backend(b), breaker_model(b));
+                strbuf_appendf(&lab, ",op=\"%s\"", breaker_op(b));
                 const char *l = lab.data ? lab.data : "";
                 if (f == 0) {
                     int v = s.state == BREAKER_OPEN || s.state == BREAKER_FORCED_OPEN ? 1 : s.state == BREAKER_HALF_OPEN ? 2 : 0;
@@ -214,25 +221,23 @@ static void metrics_upstream(strbuf *sb, struct app *a)
             }
         }
     }
-    metrics_family(sb, "ragd_bulkhead_in_flight", "gauge", "Upstream calls in flight per backend and model.");
-    metrics_family(sb, "ragd_bulkhead_queued", "gauge", "Upstream calls waiting per backend and model.");
-    for (int k = 0; k < 2; k++) {
-        if (!a->llms[k])
-            continue;
-        bulkhead_set *set = llm_bulkheads(a->llms[k]);
-        for (size_t i = 0; i < bulkhead_set_count(set); i++) {
-            bulkhead *bh = bulkhead_set_at(set, i);
-            bulkhead_stats st = bulkhead_get_stats(bh);
-            strbuf lab;
-            strbuf_init(&lab, 4096);
-            strbuf_appends(&lab, "backend=\"");
-            metrics_label(&lab, bulkhead_backend(bh));
-            strbuf_appends(&lab, "\",model=\"");
-            metrics_label(&lab, bulkhead_model(bh));
-            strbuf_appends(&lab, "\"");
-            strbuf_appendf(sb, "ragd_bulkhead_in_flight{%s} %d\nragd_bulkhead_queued{%s} %d\n", lab.data, st.in_flight,
-                           lab.data, st.queued);
-            strbuf_cleanup(&lab);
+    /* each family's samples together, as the text format requires */
+    for (int gauge = 0; gauge < 2; gauge++) {
+        const char *name = gauge == 0 ? "ragd_bulkhead_in_flight" : "ragd_bulkhead_queued";
+        metrics_family(sb, name, "gauge",
+                       gauge == 0 ? "Upstream calls in flight per backend and model."
+                                  : "Upstream calls waiting per backend and model.");
+        for (int k = 0; k < 2; k++) {
+            if (!a->llms[k])
+                continue;
+            bulkhead_set *set = llm_bulkheads(a->llms[k]);
+            for (size_t i = 0; i < bulkhead_set_count(set); i++) {
+                bulkhead *bh = bulkhead_set_at(set, i);
+                bulkhead_stats st = bulkhead_get_stats(bh);
+                strbuf_appendf(sb, "%s{", name);
+                metrics_backend_labels(sb, bulkhead_backend(bh), bulkhead_model(bh));
+                strbuf_appendf(sb, "} %d\n", gauge == 0 ? st.in_flight : st.queued);
+            }
         }
     }
 }

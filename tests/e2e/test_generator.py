@@ -91,6 +91,9 @@ class GeneratorTest(harness.E2ETestCase):
         self.assertIn(f'ragd_upstream_requests_total{{{labels},outcome="success"}} 1', text)
         self.assertRegex(text, r'ragd_http_requests_total\{route="/api/query",method="POST",code="200"\} [5-9]')
         self.assertIn("process_resident_memory_bytes ", text)
+        # each family's samples stand together under its TYPE line (the text format's rule)
+        in_flight = text.index(f'ragd_bulkhead_in_flight{{backend="{self.fake.url}",model="llama3.2"}}')
+        self.assertLess(in_flight, text.index("# TYPE ragd_bulkhead_queued"))
 
         # 3. backend back: after the recovery time the trial closes the breaker
         self.fake.configure(fault="up")
