@@ -16,9 +16,6 @@ typedef struct rag_index rag_index;
 typedef struct http_server http_server;
 typedef struct upstream_client upstream_client;
 typedef struct llm llm;
-typedef struct handlers_generation handlers_generation;
-typedef struct handlers_query_job handlers_query_job;
-typedef struct handlers_ingest_job handlers_ingest_job;
 
 typedef struct app {
     ragd_config cfg;
@@ -34,10 +31,6 @@ typedef struct app {
     llm *embedder;                 /* the backend(s) embedding for upstream collections, or NULL */
     const char *embedder_name;     /* "ollama", "openai" or "builtin" */
     llm *llms[2];                  /* what generator and embedder point into (Ollama, OpenAI) */
-    handlers_generation *generations; /* queries waiting on the generator (loop thread only) */
-    handlers_query_job *query_jobs;   /* queries waiting on the embedder (loop thread only) */
-    handlers_ingest_job *ingest_jobs; /* ingests waiting on the embedder (loop thread only) */
-    int generator_reserved;        /* queries admitted toward the generator, not yet at its bulkhead (loop) */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began (SIGTERM): readiness off, listener closed */

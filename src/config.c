@@ -187,8 +187,10 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         c->generator = (config_generator)i;
         return 0;
     }
-    if (strcmp(name, "OLLAMA_BASE_URL") == 0)
+    if (strcmp(name, "OLLAMA_BASE_URL") == 0) {
+        c->ollama_url_set = true;
         return config_parse_urls(c, v, err, errlen);
+    }
     if (strcmp(name, "OPENAI_BASE_URL") == 0) {
         if (!config_url_ok(v) || strlen(v) >= sizeof c->openai_url) {
             snprintf(err, errlen, "OPENAI_BASE_URL: '%s' is not an http:// or https:// URL", v);
@@ -313,6 +315,13 @@ static const char *const config_names[] = {
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
 };
+
+bool config_llm_requested(const ragd_config *c)
+{
+    return c->ollama_url_set || c->openai_url[0] || c->generator == CONFIG_GENERATOR_OLLAMA ||
+           c->generator == CONFIG_GENERATOR_OPENAI || c->embedder == CONFIG_EMBEDDER_OLLAMA ||
+           c->embedder == CONFIG_EMBEDDER_OPENAI;
+}
 
 int config_from_env(ragd_config *c, char *err, size_t errlen)
 {

@@ -46,6 +46,7 @@ typedef struct {
     /* the upstream (LLM) layer */
     char ollama_urls[CONFIG_MAX_BACKENDS][256]; /* OLLAMA_BASE_URL, comma-separated */
     size_t n_ollama_urls;
+    bool ollama_url_set;      /* OLLAMA_BASE_URL was given (else the default address is tried) */
     char openai_url[256];     /* OPENAI_BASE_URL, "" when unset */
     char openai_api_key[512]; /* OPENAI_API_KEY or OPENAI_API_KEY_FILE; a secret: never logged */
     char admin_token[512];    /* RAGD_ADMIN_TOKEN or RAGD_ADMIN_TOKEN_FILE; "" = admin routes off */
@@ -71,5 +72,11 @@ int config_set(ragd_config *c, const char *name, const char *value, char *err, s
 
 /* Cross-field checks (chunk overlap under half the chunk size, ...). 0 or -1 + err. */
 int config_check(const ragd_config *c, char *err, size_t errlen);
+
+/* Whether the user asked for an LLM backend: OLLAMA_BASE_URL or OPENAI_BASE_URL given, or
+ * RAGD_GENERATOR / RAGD_EMBEDDER naming a backend. When not, `auto` tries Ollama's default
+ * address and, while nothing has answered there, runs on the embedded parts as intended
+ * (not a degradation). */
+bool config_llm_requested(const ragd_config *c);
 
 #endif

@@ -26,13 +26,20 @@
 #include "util/workpool.h"
 
 #define SERVER_DRAIN_POLL_MS 20
+#define SERVER_CANCEL_TURNS_MAX 1000 /* loop turns to wait for cancelled tasks' callbacks */
+
+/* Shutdown goes DRAINING (in-flight requests finish within the grace period) →
+ * CANCELLING (every upstream task was cancelled; their CANCELLED callbacks answer their
+ * requests on the next loop turns) → the rest, in one step (server_finish_end). */
+typedef enum { SERVER_RUNNING, SERVER_DRAINING, SERVER_CANCELLING } server_phase;
 
 typedef struct {
     app a;
     struct event *sig_event; /* the read end of the signal pipe */
-    bool shutting_down;      /* loop thread only */
+    server_phase phase;      /* loop thread only */
     struct event *drain_timer;
     double drain_started_ms;
+    int cancel_turns;
     int exit_code;
 } server;
 
@@ -97,6 +104,7 @@ static ragd_err server_llm_new(app *a, bool openai, llm **out, char *err, size_t
     lc.bulkhead.max_queue = (int)cfg->max_queue;
     lc.breaker.failure_threshold = (unsigned)cfg->breaker_failures;
     lc.breaker.open_ms = cfg->breaker_recovery_s * 1000;
+    lc.probe_interval_ms = lc.breaker.open_ms; /* reachability at the breakers' pace */
     if (lc.breaker.open_max_ms < lc.breaker.open_ms)
         lc.breaker.open_max_ms = lc.breaker.open_ms;
     ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), out, err, errlen);
@@ -142,14 +150,37 @@ static ragd_err server_generator_start(app *a, char *err, size_t errlen)
         log_info("embedder: %s (model %s%s)", a->embedder_name, cfg->embed_model,
                  cfg->embedder == CONFIG_EMBEDDER_AUTO ? ", builtin when it does not answer" : "");
     }
+    for (int i = 0; i < 2; i++)
+        if (a->llms[i])
+            llm_probe_start(a->llms[i]);
     return RAGD_OK;
 }
 
+/* Every upstream task ends with one CANCELLED callback on a later loop turn; from now on
+ * no new task starts. */
+static void server_generator_cancel(app *a)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->llms[i])
+            llm_cancel_all(a->llms[i]);
+}
+
+static size_t server_generator_tasks(const app *a)
+{
+    size_t n = 0;
+    for (int i = 0; i < 2; i++)
+        if (a->llms[i])
+            n += llm_task_count(a->llms[i]);
+    return n;
+}
+
+/* Frees the upstream layer; its tasks' callbacks must have run (server_generator_cancel
+ * and a few loop turns), or they are dropped unanswered. */
 static void server_generator_stop(app *a)
 {
-    handlers_generations_abort(a); /* answers waiting queries extractively */
-    handlers_query_jobs_abort(a);  /* queries waiting on the embedder: 503 not_ready */
-    handlers_ingest_jobs_abort(a); /* ingests waiting on the embedder: 503 */
+    size_t left = server_generator_tasks(a);
+    if (left)
+        log_error("shutdown: %zu upstream tasks still running are dropped", left);
     for (int i = 0; i < 2; i++) {
         llm_free(a->llms[i]);
         a->llms[i] = NULL;
@@ -160,27 +191,43 @@ static void server_generator_stop(app *a)
     a->upstream = NULL;
 }
 
-static void server_finish(server *srv)
+/* The last step: workers joined, the store closed (queued writes committed and
+ * answered), the HTTP server stopped (requests freed), then the upstream layer. */
+static void server_finish_end(server *srv)
 {
-    if (srv->drain_timer)
-        event_del(srv->drain_timer);
+    workpool_shutdown(srv->a.pool); /* lets the jobs already running finish; submits now fail */
+    loopq_drain(srv->a.lq);         /* hands their results back (no new upstream task starts) */
+    store_close(srv->a.st);         /* commits queued writes; their callbacks run */
+    srv->a.st = NULL;
+    loopq_drain(srv->a.lq);         /* hands finished requests back to the HTTP server */
+    http_server_stop(srv->a.http);  /* frees every request: their cleanups may touch the llms */
+    srv->a.http = NULL;
+    server_generator_stop(&srv->a);
+    workpool_free(srv->a.pool);     /* only now: MHD's last runs may still try to submit */
+    srv->a.pool = NULL;
+    log_info("shutdown: complete");
+    event_base_loopbreak(srv->a.base);
+}
+
+/* The grace period is over (or nothing is in flight): no handler may run any more, work
+ * not started is refused, and every upstream task is cancelled. Their CANCELLED callbacks
+ * answer their requests on the next loop turns; the drain tick then finishes. */
+static void server_finish_begin(server *srv)
+{
     size_t left = http_server_in_flight(srv->a.http);
     if (left)
         log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
                  workpool_cancel_queued(srv->a.pool));
     atomic_store(&srv->a.stopping, true); /* from here on no handler may run */
-    workpool_shutdown(srv->a.pool); /* lets the jobs already running finish; submits now fail */
-    loopq_drain(srv->a.lq);     /* queries that reached the generator step start it... */
-    server_generator_stop(&srv->a); /* ...and are answered extractively, degraded */
-    store_close(srv->a.st);     /* commits queued writes; their callbacks run */
-    srv->a.st = NULL;
-    loopq_drain(srv->a.lq);     /* hands finished requests back to the HTTP server */
-    http_server_stop(srv->a.http);
-    srv->a.http = NULL;
-    workpool_free(srv->a.pool); /* only now: MHD's last runs may still try to submit */
-    srv->a.pool = NULL;
-    log_info("shutdown: complete");
-    event_base_loopbreak(srv->a.base);
+    server_generator_cancel(&srv->a);
+    srv->phase = SERVER_CANCELLING;
+    srv->cancel_turns = 0;
+}
+
+static void server_arm_drain(server *srv, long us)
+{
+    struct timeval tv = {0, us};
+    evtimer_add(srv->drain_timer, &tv);
 }
 
 static void server_on_drain_tick(evutil_socket_t fd, short what, void *arg)
@@ -188,13 +235,19 @@ static void server_on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     server *srv = arg;
-    bool grace_over = clock_now_ms() - srv->drain_started_ms >= srv->a.cfg.shutdown_grace_s * 1000.0;
-    if (http_server_in_flight(srv->a.http) == 0 || grace_over) {
-        server_finish(srv);
+    if (srv->phase == SERVER_DRAINING) {
+        bool grace_over = clock_now_ms() - srv->drain_started_ms >= srv->a.cfg.shutdown_grace_s * 1000.0;
+        if (http_server_in_flight(srv->a.http) > 0 && !grace_over) {
+            server_arm_drain(srv, SERVER_DRAIN_POLL_MS * 1000);
+            return;
+        }
+        server_finish_begin(srv);
+    }
+    if (server_generator_tasks(&srv->a) > 0 && srv->cancel_turns++ < SERVER_CANCEL_TURNS_MAX) {
+        server_arm_drain(srv, 0); /* the next loop turn delivers the CANCELLED callbacks */
         return;
     }
-    struct timeval tv = {0, SERVER_DRAIN_POLL_MS * 1000};
-    evtimer_add(srv->drain_timer, &tv);
+    server_finish_end(srv);
 }
 
 /* Signals: the handler itself turns readiness off and marks the server draining (lock-free
@@ -258,9 +311,9 @@ static void server_on_signal(evutil_socket_t fd, short what, void *arg)
     unsigned char sig = 0;
     while (read(fd, &sig, 1) == 1)
         ;
-    if (srv->shutting_down)
+    if (srv->phase != SERVER_RUNNING)
         return;
-    srv->shutting_down = true;
+    srv->phase = SERVER_DRAINING;
     log_info("shutdown: signal %d; draining (grace %.1f s)", (int)sig, srv->a.cfg.shutdown_grace_s);
     http_server_quiesce(srv->a.http);
     srv->drain_started_ms = clock_now_ms();
@@ -362,9 +415,10 @@ int server_run(const ragd_config *cfg)
     event_base_dispatch(srv.a.base);
 
 out:
-    if (srv.a.http) { /* start-up failed after the server began */
+    if (srv.a.http) { /* start-up failed after the server began: nothing was served */
         atomic_store(&srv.a.draining, true);
-        server_finish(&srv);
+        server_finish_begin(&srv);
+        server_finish_end(&srv);
     }
     workpool_free(srv.a.pool);
     store_close(srv.a.st);

@@ -42,7 +42,10 @@ typedef struct {
     size_t n_chunks;
 } ingest_doc;
 
-struct handlers_ingest_job {
+/* An ingest across its steps, owned by its request (freed by the request's cleanup, on
+ * the loop, whatever path it took). One thread at a time: a worker (parse, chunk, builtin
+ * embedding), the loop (upstream embedding), the store's writer (the write and its reply). */
+typedef struct {
     store_write w; /* first: the done callback gets &job->w */
     http_request *req;
     ingest_doc *docs;
@@ -57,14 +60,12 @@ struct handlers_ingest_job {
     size_t n_texts;
     llm_task *task;
     loopq_item item;
-    handlers_ingest_job *prev, *next; /* in app->ingest_jobs while embedding */
-};
-typedef handlers_ingest_job ingest_job;
+    char warning[600]; /* what the client should know about the embedder chosen, or "" */
+} ingest_job;
 
-static void ingest_job_free(ingest_job *job)
+static void ingest_job_free(void *arg)
 {
-    if (!job)
-        return;
+    ingest_job *job = arg;
     for (size_t i = 0; i < job->n; i++) {
         ingest_doc *d = &job->docs[i];
         free(d->id);
@@ -313,6 +314,7 @@ static bool ingest_embed_builtin(ingest_job *job)
     return true;
 }
 
+/* The writer's answer (writer thread): the response, then the request may go. */
 static void ingest_done(store_write *w, void *arg)
 {
     ingest_job *job = (ingest_job *)w;
@@ -325,48 +327,38 @@ static void ingest_done(store_write *w, void *arg)
             duplicates += job->sdocs[i].result == STORE_DOC_DUPLICATE;
         }
         metrics_count_ingest(job->n - duplicates, (size_t)w->chunks_written);
+        json_t *warnings = json_array();
+        if (job->warning[0])
+            json_array_append_new(warnings, json_string(job->warning));
+        const char *embed_model = w->coll.embed_model[0] ? w->coll.embed_model : w->embed_model;
+        const char *embedder = strcmp(embed_model, EMBED_BUILTIN_NAME) == 0 ? "builtin" : req->app->embedder_name;
         http_reply_json(req, 200,
-                        json_pack("{s:s, s:I, s:I, s:I, s:o, s:b}", "db", w->collection, "documents", (json_int_t)job->n,
-                                  "chunks", (json_int_t)w->chunks_written, "duplicates", (json_int_t)duplicates, "ids",
-                                  ids, "created", w->created));
+                        json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:s, s:s, s:o}", "db", w->collection, "documents",
+                                  (json_int_t)job->n, "chunks", (json_int_t)w->chunks_written, "duplicates",
+                                  (json_int_t)duplicates, "ids", ids, "created", w->created, "embedder", embedder,
+                                  "embed_model", embed_model, "warnings", warnings));
     } else {
         handlers_reply_write_error(req, w, "db_not_found");
     }
-    ingest_job_free(job);
     http_complete(req);
 }
 
-static bool ingest_submit(ingest_job *job);
+static void ingest_submit(ingest_job *job);
 
 /* ---- embedding by the upstream embedder (loop thread) ---- */
 
-static void ingest_job_unlink(ingest_job *job)
-{
-    app *a = job->req->app;
-    if (job->prev)
-        job->prev->next = job->next;
-    else if (a->ingest_jobs == job)
-        a->ingest_jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    job->prev = job->next = NULL;
-}
-
-/* After a failed upstream embedding under RAGD_EMBEDDER=auto: the new collection is
- * embedded by the builtin embedder instead (worker). */
+/* Builtin embedding after all, for a new collection under RAGD_EMBEDDER=auto whose
+ * backend did not answer (worker). Gives back the hold taken for the upstream step. */
 static void ingest_fallback_work(void *arg)
 {
     ingest_job *job = arg;
     http_request *req = job->req;
-    log_info("ingest into new collection '%s': upstream embedder unavailable, using %s", job->w.collection,
-             EMBED_BUILTIN_NAME);
-    if (!ingest_embed_builtin(job)) {
+    log_info("ingest into new collection '%s': %s", job->w.collection, job->warning);
+    if (!ingest_embed_builtin(job))
         http_reply_error(req, 503, "overloaded", "out of memory");
-        ingest_job_free(job);
-    } else if (!ingest_submit(job)) {
-        ingest_job_free(job);
-    }
-    http_complete(req); /* the hold taken before the embedding */
+    else
+        ingest_submit(job);
+    http_complete(req);
 }
 
 static void ingest_fallback_cancelled(void *arg)
@@ -375,7 +367,57 @@ static void ingest_fallback_cancelled(void *arg)
     http_request *req = job->req;
     snprintf(req->retry_after, sizeof req->retry_after, "1");
     http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
-    ingest_job_free(job);
+    http_complete(req);
+}
+
+/* Falls back to the builtin embedder, saying why in the response's warnings. */
+static void ingest_use_builtin(ingest_job *job, const char *why)
+{
+    http_request *req = job->req;
+    app *a = req->app;
+    snprintf(job->warning, sizeof job->warning,
+             "collection '%s' was created with the builtin embedder %s (RAGD_EMBEDDER=auto): %s; new collections "
+             "use %s's %s once it answers",
+             job->w.collection, EMBED_BUILTIN_NAME, why, a->embedder_name, job->model);
+    utf8_sanitize(job->warning);
+    ragd_err rc = workpool_submit(a->pool, ingest_fallback_work, ingest_fallback_cancelled, job);
+    if (rc == RAGD_OK)
+        return;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (rc == RAGD_EBUSY)
+        http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+    else
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    http_complete(req);
+}
+
+/* The upstream embedding failed (st, message): the builtin fallback for a new collection
+ * under auto, else 503 and nothing is stored. */
+static void ingest_embed_failed(ingest_job *job, llm_status st, const char *message, size_t dim)
+{
+    http_request *req = job->req;
+    app *a = req->app;
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", message && *message ? message : "no detail");
+    utf8_sanitize(detail);
+    if (job->fallback && st != LLM_OK && st != LLM_CANCELLED) {
+        char why[520];
+        snprintf(why, sizeof why, "the embedder %s did not answer (%s: %s)", a->embedder_name, llm_status_name(st),
+                 detail);
+        ingest_use_builtin(job, why);
+        return;
+    }
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (st == LLM_CANCELLED)
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    else if (st == LLM_OVERLOADED)
+        http_reply_error(req, 503, "overloaded", "embedder %s is overloaded: %s", a->embedder_name, detail);
+    else if (st == LLM_OK)
+        http_reply_error(req, 503, "upstream_unavailable", "embedder %s returned vectors of dimension %zu, the collection has %d",
+                         a->embedder_name, dim, job->expect_dim);
+    else
+        http_reply_error(req, 503, "upstream_unavailable", "embedder %s %s: %s", a->embedder_name, llm_status_name(st),
+                         detail);
     http_complete(req);
 }
 
@@ -384,70 +426,63 @@ static void ingest_on_embedded(llm_status st, const float *v, size_t dim, const 
     ingest_job *job = arg;
     http_request *req = job->req;
     job->task = NULL;
-    ingest_job_unlink(job);
-    bool ok = st == LLM_OK && v && dim > 0 && (job->expect_dim == 0 || dim == (size_t)job->expect_dim);
-    if (ok) {
-        size_t at = 0;
-        for (size_t k = 0; ok && k < job->n; k++) {
-            ingest_doc *d = &job->docs[k];
-            free(d->vectors);
-            d->vectors = malloc((d->n_chunks ? d->n_chunks : 1) * dim * sizeof *d->vectors);
-            ok = d->vectors != NULL;
-            if (ok && d->n_chunks)
-                memcpy(d->vectors, v + at * dim, d->n_chunks * dim * sizeof *v);
-            at += d->n_chunks;
-        }
-        snprintf(job->w.embed_model, sizeof job->w.embed_model, "%s", job->model);
-        job->w.dim = (int)dim;
-        if (!ok)
-            http_reply_error(req, 503, "overloaded", "out of memory");
-        if (!ok || !ingest_submit(job))
-            ingest_job_free(job);
-        http_complete(req);
+    if (!(st == LLM_OK && v && dim > 0 && (job->expect_dim == 0 || dim == (size_t)job->expect_dim))) {
+        ingest_embed_failed(job, st, message, dim);
         return;
     }
-    if (job->fallback && st != LLM_OK && workpool_submit(req->app->pool, ingest_fallback_work, ingest_fallback_cancelled, job) == RAGD_OK)
-        return;
-    char detail[400];
-    snprintf(detail, sizeof detail, "%s", message && *message ? message : "no detail");
-    utf8_sanitize(detail);
-    snprintf(req->retry_after, sizeof req->retry_after, "1");
-    if (st == LLM_OVERLOADED)
-        http_reply_error(req, 503, "overloaded", "embedder %s is overloaded: %s", req->app->embedder_name, detail);
-    else if (st == LLM_OK)
-        http_reply_error(req, 503, "upstream_unavailable", "embedder %s returned vectors of dimension %zu, the collection has %d",
-                         req->app->embedder_name, dim, job->expect_dim);
+    bool ok = true;
+    size_t at = 0;
+    for (size_t k = 0; ok && k < job->n; k++) {
+        ingest_doc *d = &job->docs[k];
+        free(d->vectors);
+        d->vectors = malloc((d->n_chunks ? d->n_chunks : 1) * dim * sizeof *d->vectors);
+        ok = d->vectors != NULL;
+        if (ok && d->n_chunks)
+            memcpy(d->vectors, v + at * dim, d->n_chunks * dim * sizeof *v);
+        at += d->n_chunks;
+    }
+    snprintf(job->w.embed_model, sizeof job->w.embed_model, "%s", job->model);
+    job->w.dim = (int)dim;
+    if (!ok)
+        http_reply_error(req, 503, "overloaded", "out of memory");
     else
-        http_reply_error(req, 503, "upstream_unavailable", "embedder %s %s: %s", req->app->embedder_name,
-                         llm_status_name(st), detail);
-    ingest_job_free(job);
-    http_complete(req);
+        ingest_submit(job);
+    http_complete(req); /* the hold taken for the upstream step */
+}
+
+/* Whether a new collection under auto should try the backend: when something answered
+ * there lately, or — until anything is known — when the user asked for it. */
+static bool ingest_try_backend(const app *a)
+{
+    probe_host_info h;
+    bool unknown = true;
+    for (size_t i = 0; i < llm_host_count(a->embedder); i++) {
+        llm_host_reach(a->embedder, i, &h);
+        if (h.state == PROBE_UP)
+            return true;
+        unknown = unknown && h.state == PROBE_UNKNOWN;
+    }
+    return unknown && config_llm_requested(&a->cfg);
 }
 
 static void ingest_embed_start(void *arg)
 {
     ingest_job *job = arg;
     app *a = job->req->app;
-    job->next = a->ingest_jobs;
-    if (job->next)
-        job->next->prev = job;
-    a->ingest_jobs = job;
-    if (a->embedder)
-        job->task = llm_embed(a->embedder, job->model, job->texts, job->lens, job->n_texts,
-                              clock_now_ms() + a->cfg.embed_timeout_s * 1000, ingest_on_embedded, job);
-    if (!job->task)
-        ingest_on_embedded(LLM_UNAVAILABLE, NULL, 0, a->embedder ? "out of memory" : "shutting down", job);
-}
-
-void handlers_ingest_jobs_abort(app *a)
-{
-    while (a->ingest_jobs) {
-        ingest_job *job = a->ingest_jobs;
-        llm_task_cancel(job->task);
-        job->task = NULL;
-        job->fallback = false;
-        ingest_on_embedded(LLM_UNAVAILABLE, NULL, 0, "server is shutting down", job);
+    if (job->fallback && !ingest_try_backend(a)) {
+        probe_host_info h;
+        llm_host_reach(a->embedder, 0, &h);
+        char why[400];
+        snprintf(why, sizeof why, "%s at %s is not reachable%s%s", a->embedder_name, llm_host_url(a->embedder, 0),
+                 h.error[0] ? ": " : "", h.error);
+        ingest_use_builtin(job, why);
+        return;
     }
+    job->task = llm_embed(a->embedder, job->model, job->texts, job->lens, job->n_texts,
+                          clock_now_ms() + a->cfg.embed_timeout_s * 1000, ingest_on_embedded, job);
+    if (!job->task) /* no callback will come */
+        ingest_embed_failed(job, atomic_load(&a->stopping) ? LLM_CANCELLED : LLM_UNAVAILABLE,
+                            "the call could not start", 0);
 }
 
 /* Sends every chunk to the upstream embedder from the loop: 1 when started, 0 when there
@@ -480,13 +515,9 @@ static int ingest_embed_upstream(ingest_job *job)
 static void ingest_work(http_request *req)
 {
     const ragd_config *cfg = &req->app->cfg;
-    ingest_job *job = calloc(1, sizeof *job);
+    ingest_job *job = req->cleanup_arg;
     store_reader *r = NULL;
     char db[STORE_NAME_MAX + 1] = "";
-    if (!job) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
-        return;
-    }
     bool json = req->content_type[0] == '\0' || strcmp(req->content_type, "application/json") == 0;
     if (!(json ? ingest_parse_json(req, job, db) : ingest_parse_raw(req, job, db)))
         goto fail;
@@ -549,7 +580,6 @@ static void ingest_work(http_request *req)
     }
     store_reader_release(r);
     r = NULL;
-    job->req = req;
     int started = upstream ? ingest_embed_upstream(job) : 0;
     if (started > 0)
         return; /* the job goes on from the loop */
@@ -562,22 +592,22 @@ static void ingest_work(http_request *req)
         http_reply_error(req, 503, "overloaded", "out of memory");
         goto fail;
     }
-    if (ingest_submit(job))
-        return;
+    ingest_submit(job);
+    return;
 fail:
     store_reader_release(r);
-    ingest_job_free(job);
 }
 
-/* Hands the job to the store's writer; false (after replying) when it could not. */
-static bool ingest_submit(ingest_job *job)
+/* Hands the job to the store's writer, whose done callback replies; replies itself when
+ * it cannot. */
+static void ingest_submit(ingest_job *job)
 {
     http_request *req = job->req;
     store_write *w = &job->w;
     job->sdocs = calloc(job->n, sizeof *job->sdocs);
     if (!job->sdocs) {
         http_reply_error(req, 503, "overloaded", "out of memory");
-        return false;
+        return;
     }
     for (size_t i = 0; i < job->n; i++) {
         ingest_doc *d = &job->docs[i];
@@ -598,7 +628,19 @@ static bool ingest_submit(ingest_job *job)
     w->n_docs = job->n;
     w->done = ingest_done;
     w->arg = req;
-    return handlers_submit(req, w);
+    handlers_submit(req, w);
 }
 
-void handlers_ingest(http_request *req) { http_defer(req, ingest_work); }
+/* Arrival (loop): the job is made and owned by the request; a worker does the rest. */
+void handlers_ingest(http_request *req)
+{
+    ingest_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    job->req = req;
+    http_set_cleanup(req, ingest_job_free, job);
+    http_defer(req, ingest_work);
+}

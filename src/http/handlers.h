@@ -27,15 +27,6 @@ void handlers_documents_list(http_request *req);
 void handlers_document_get(http_request *req);
 void handlers_document_delete(http_request *req);
 
-/* Shutdown: every query waiting on the generator is answered extractively (degraded)
- * and its generator call cancelled. Loop thread. */
-struct app;
-void handlers_generations_abort(struct app *a);
-/* Shutdown: queries and ingests waiting on the embedder are answered 503 not_ready (the
- * workers are gone) and their embed calls cancelled. Loop thread. */
-void handlers_query_jobs_abort(struct app *a);
-void handlers_ingest_jobs_abort(struct app *a);
-
 void handlers_ingest(http_request *req);
 void handlers_admin_breakers_list(http_request *req);
 void handlers_admin_breakers_set(http_request *req);

@@ -285,10 +285,6 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
         log_info("%s %s aborted (%d) %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name,
                  (int)toe, ms, req->request_id);
     req->conn = NULL;
-    if (req->generator_reserved) { /* ended before reaching the generator (no hits, errors) */
-        req->generator_reserved = false;
-        s->app->generator_reserved--;
-    }
     bool unfinished = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     if (req->on_close && unfinished)
         req->on_close(req->on_close_arg); /* e.g. cancel the upstream call feeding a stream */

@@ -48,6 +48,8 @@ void http_request_unref(http_request *req)
 {
     if (!req || --req->refs > 0)
         return;
+    if (req->cleanup)
+        req->cleanup(req->cleanup_arg);
     free(req->method_name);
     free(req->path);
     for (size_t i = 0; i < req->n_params; i++)
@@ -114,6 +116,12 @@ void http_unwatch_close(http_request *req)
     req->close_watch = NULL;
     req->close_fn = NULL;
     req->close_arg = NULL;
+}
+
+void http_set_cleanup(http_request *req, void (*fn)(void *arg), void *arg)
+{
+    req->cleanup = fn;
+    req->cleanup_arg = arg;
 }
 
 void http_retain(http_request *req) { http_request_ref(req); }

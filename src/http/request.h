@@ -70,7 +70,8 @@ struct http_request {
     bool answered;  /* a response was queued */
     bool early;     /* response decided before the body was read */
     http_stream *stream; /* a streamed response body, when one was begun */
-    bool generator_reserved; /* counts in app->generator_reserved until the generation starts or the request ends */
+    void (*cleanup)(void *arg); /* see http_set_cleanup */
+    void *cleanup_arg;
     struct event *close_watch; /* see http_watch_close */
     void (*close_fn)(void *arg);
     void *close_arg;
@@ -108,6 +109,12 @@ void http_complete(http_request *req);
 http_stream *http_stream_begin(http_request *req, const char *content_type);
 void http_stream_write(http_stream *s, const char *p, size_t n);
 void http_stream_end(http_stream *s);
+
+/* Gives the request one owned object, freed in one place: fn(arg) runs on the loop thread
+ * when the request itself is freed, whatever path it took (answered, refused, client gone,
+ * shutdown). Handlers keep their per-request state there, so every asynchronous step can
+ * rely on it living as long as the request. Loop thread only; set once. */
+void http_set_cleanup(http_request *req, void (*fn)(void *arg), void *arg);
 
 /* Keeps the request alive beyond its completion (e.g. while a stream is fed); pair with
  * http_release. Loop thread only. */

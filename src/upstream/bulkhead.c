@@ -25,10 +25,11 @@ struct bulkhead {
     char *model;
     upstream_clock clock;
     upstream_rand rand;
-    int in_flight;
-    int queued;
-    bulkhead_waiter *head, *tail; /* FIFO: head is the oldest */
-    unsigned long long mods;      /* bumped on every queue change */
+    bulkhead_wake wake;
+    int in_flight; /* slots held, including those handed to ready waiters */
+    int queued;    /* waiters still waiting (not ready) */
+    queue_node waiting; /* FIFO: the first is the oldest */
+    queue_node ready;   /* decided, callbacks not yet delivered (bulkhead_dispatch) */
     bulkhead_bucket buckets[BULKHEAD_BUCKETS];
     bulkhead_stats stats; /* counters; gauges are filled in by get_stats */
 };
@@ -37,6 +38,7 @@ struct bulkhead_set {
     bulkhead_config cfg;
     upstream_clock clock;
     upstream_rand rand;
+    bulkhead_wake wake;
     bulkhead **items;
     size_t count, cap, max_entries;
 };
@@ -85,8 +87,8 @@ ragd_err bulkhead_config_validate(const bulkhead_config *c, char *err, size_t er
 static bool bulkhead_name_ok(const char *s) { return s != NULL && strlen(s) < BULKHEAD_NAME_MAX; }
 
 ragd_err bulkhead_new(const bulkhead_config *c, const char *backend, const char *model,
-                      upstream_clock clock, upstream_rand rand, bulkhead **out, char *err,
-                      size_t errlen)
+                      upstream_clock clock, upstream_rand rand, bulkhead_wake wake, bulkhead **out,
+                      char *err, size_t errlen)
 {
     ragd_err rc = bulkhead_config_validate(c, err, errlen);
     bulkhead *b = NULL;
@@ -109,6 +111,9 @@ ragd_err bulkhead_new(const bulkhead_config *c, const char *backend, const char 
     b->cfg = *c;
     b->clock = clock;
     b->rand = rand;
+    b->wake = wake;
+    queue_init(&b->waiting);
+    queue_init(&b->ready);
     for (int i = 0; i < BULKHEAD_BUCKETS; i++)
         b->buckets[i].epoch = -1;
     *out = b;
@@ -121,44 +126,51 @@ out:
     return rc;
 }
 
-/* ---- the queue (intrusive doubly-linked list) ---- */
+/* ---- the waiting and ready lists ---- */
 
+static bulkhead_waiter *bulkhead_waiter_of(queue_node *n) { return queue_data(n, bulkhead_waiter, node); }
+
+/* Takes w out of whichever list holds it. */
 static void bulkhead_unlink(bulkhead *b, bulkhead_waiter *w)
 {
-    if (w->prev != NULL)
-        w->prev->next = w->next;
-    else
-        b->head = w->next;
-    if (w->next != NULL)
-        w->next->prev = w->prev;
-    else
-        b->tail = w->prev;
-    w->prev = w->next = NULL;
+    queue_remove(&w->node);
+    if (!w->ready)
+        b->queued--;
     w->owner = NULL;
-    b->queued--;
-    b->mods++;
+    w->ready = false;
 }
 
 static void bulkhead_push(bulkhead *b, bulkhead_waiter *w)
 {
-    w->next = NULL;
-    w->prev = b->tail;
-    if (b->tail != NULL)
-        b->tail->next = w;
-    else
-        b->head = w;
-    b->tail = w;
+    queue_insert_tail(&b->waiting, &w->node);
     w->owner = b;
+    w->ready = false;
     b->queued++;
-    b->mods++;
+}
+
+/* Moves a waiting w to the ready list with the callback's status; wakes the owner when
+ * the ready list was empty. */
+static void bulkhead_make_ready(bulkhead *b, bulkhead_waiter *w, bulkhead_status outcome)
+{
+    bool was_empty = queue_empty(&b->ready);
+    queue_remove(&w->node);
+    b->queued--;
+    w->ready = true;
+    w->outcome = outcome;
+    queue_insert_tail(&b->ready, &w->node);
+    if (was_empty && b->wake.fn)
+        b->wake.fn(b->wake.arg);
 }
 
 void bulkhead_free(bulkhead *b)
 {
     if (b == NULL)
         return;
-    while (b->head != NULL)
-        bulkhead_unlink(b, b->head);
+    queue_node *n;
+    while ((n = queue_pop(&b->waiting)) != NULL)
+        bulkhead_waiter_of(n)->owner = NULL;
+    while ((n = queue_pop(&b->ready)) != NULL)
+        bulkhead_waiter_of(n)->owner = NULL;
     free(b->backend);
     free(b->model);
     free(b);
@@ -222,7 +234,7 @@ bulkhead_status bulkhead_acquire(bulkhead *b, bulkhead_waiter *w, double deadlin
             return BULKHEAD_SHED_THROTTLED;
         }
     }
-    if (b->in_flight < b->cfg.max_concurrent && b->head == NULL) {
+    if (b->in_flight < b->cfg.max_concurrent && queue_empty(&b->waiting)) {
         b->in_flight++;
         b->stats.admitted++;
         return BULKHEAD_ADMITTED;
@@ -243,23 +255,21 @@ bulkhead_status bulkhead_acquire(bulkhead *b, bulkhead_waiter *w, double deadlin
     return BULKHEAD_QUEUED;
 }
 
-/* Admits waiters, oldest first, while slots are free; one whose bound has passed (the loop
- * has not called bulkhead_expire yet) times out instead of taking the slot. The state is
- * updated before each callback, so a callback may re-enter (release, acquire, cancel). */
+/* Hands free slots to waiters, oldest first; one whose bound has passed (the loop has not
+ * called bulkhead_expire yet) is made ready to time out instead of taking the slot. */
 static void bulkhead_admit_waiters(bulkhead *b)
 {
     double now = b->clock.now_ms(b->clock.arg);
-    while (b->in_flight < b->cfg.max_concurrent && b->head != NULL) {
-        bulkhead_waiter *w = b->head;
-        bulkhead_unlink(b, w);
+    while (b->in_flight < b->cfg.max_concurrent && !queue_empty(&b->waiting)) {
+        bulkhead_waiter *w = bulkhead_waiter_of(queue_first(&b->waiting));
         if (w->expires_ms <= now) {
             b->stats.timed_out++;
-            w->cb(w, BULKHEAD_TIMED_OUT, w->arg);
+            bulkhead_make_ready(b, w, BULKHEAD_TIMED_OUT);
             continue;
         }
         b->in_flight++;
         b->stats.admitted++;
-        w->cb(w, BULKHEAD_ADMITTED, w->arg);
+        bulkhead_make_ready(b, w, BULKHEAD_ADMITTED);
     }
 }
 
@@ -278,29 +288,30 @@ bool bulkhead_cancel(bulkhead *b, bulkhead_waiter *w)
 {
     if (w == NULL || w->owner != b)
         return false;
+    bool held_slot = w->ready && w->outcome == BULKHEAD_ADMITTED;
     bulkhead_unlink(b, w);
     b->stats.cancelled++;
+    if (held_slot) { /* handed a slot it never used: give it back, uncounted by the throttle */
+        b->in_flight--;
+        b->stats.admitted--;
+        bulkhead_admit_waiters(b);
+    }
     return true;
 }
 
 size_t bulkhead_expire(bulkhead *b, double now_ms)
 {
     size_t n = 0;
-    bulkhead_waiter *w = b->head;
-    while (w != NULL) {
-        if (w->expires_ms > now_ms) {
-            w = w->next;
-            continue;
+    queue_node *node = b->waiting.next;
+    while (node != &b->waiting) {
+        queue_node *next = node->next; /* making a waiter ready touches no other waiter */
+        bulkhead_waiter *w = bulkhead_waiter_of(node);
+        if (w->expires_ms <= now_ms) {
+            b->stats.timed_out++;
+            bulkhead_make_ready(b, w, BULKHEAD_TIMED_OUT);
+            n++;
         }
-        bulkhead_waiter *next = w->next;
-        bulkhead_unlink(b, w);
-        b->stats.timed_out++;
-        n++;
-        /* A callback may cancel or queue waiters (next among them): if it changed the
-         * queue, rescan from the head instead of trusting next. */
-        unsigned long long mods = b->mods;
-        w->cb(w, BULKHEAD_TIMED_OUT, w->arg);
-        w = b->mods == mods ? next : b->head;
+        node = next;
     }
     return n;
 }
@@ -308,19 +319,31 @@ size_t bulkhead_expire(bulkhead *b, double now_ms)
 double bulkhead_next_expiry(const bulkhead *b)
 {
     double t = INFINITY;
-    for (const bulkhead_waiter *w = b->head; w != NULL; w = w->next)
-        t = fmin(t, w->expires_ms);
+    const queue_node *n;
+    queue_foreach(n, &b->waiting) t = fmin(t, queue_data(n, const bulkhead_waiter, node)->expires_ms);
     return t;
 }
 
 size_t bulkhead_shed_all(bulkhead *b)
 {
     size_t n = 0;
-    while (b->head != NULL) {
-        bulkhead_waiter *w = b->head;
-        bulkhead_unlink(b, w);
+    while (!queue_empty(&b->waiting)) {
+        bulkhead_make_ready(b, bulkhead_waiter_of(queue_first(&b->waiting)), BULKHEAD_CLOSED);
         n++;
-        w->cb(w, BULKHEAD_CLOSED, w->arg);
+    }
+    return n;
+}
+
+size_t bulkhead_dispatch(bulkhead *b)
+{
+    size_t n = 0;
+    queue_node *node;
+    while ((node = queue_first(&b->ready)) != NULL) {
+        bulkhead_waiter *w = bulkhead_waiter_of(node);
+        bulkhead_status outcome = w->outcome;
+        bulkhead_unlink(b, w); /* before the callback: it may reuse w at once */
+        w->cb(w, outcome, w->arg);
+        n++;
     }
     return n;
 }
@@ -364,7 +387,8 @@ const char *bulkhead_status_name(bulkhead_status s)
 /* ---- the set ---- */
 
 ragd_err bulkhead_set_new(const bulkhead_config *c, size_t max_entries, upstream_clock clock,
-                          upstream_rand rand, bulkhead_set **out, char *err, size_t errlen)
+                          upstream_rand rand, bulkhead_wake wake, bulkhead_set **out, char *err,
+                          size_t errlen)
 {
     ragd_err rc = bulkhead_config_validate(c, err, errlen);
     if (rc != RAGD_OK)
@@ -382,6 +406,7 @@ ragd_err bulkhead_set_new(const bulkhead_config *c, size_t max_entries, upstream
     s->cfg = *c;
     s->clock = clock;
     s->rand = rand;
+    s->wake = wake;
     s->max_entries = max_entries;
     *out = s;
     return RAGD_OK;
@@ -420,7 +445,7 @@ ragd_err bulkhead_set_get(bulkhead_set *s, const char *backend, const char *mode
         s->cap = ncap;
     }
     bulkhead *b = NULL;
-    ragd_err rc = bulkhead_new(&s->cfg, backend, model, s->clock, s->rand, &b, NULL, 0);
+    ragd_err rc = bulkhead_new(&s->cfg, backend, model, s->clock, s->rand, s->wake, &b, NULL, 0);
     if (rc != RAGD_OK)
         return rc;
     s->items[s->count++] = b;
@@ -446,4 +471,12 @@ double bulkhead_set_next_expiry(const bulkhead_set *s)
     for (size_t i = 0; i < s->count; i++)
         t = fmin(t, bulkhead_next_expiry(s->items[i]));
     return t;
+}
+
+size_t bulkhead_set_dispatch(bulkhead_set *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->count; i++) /* a callback may add bulkheads: count is re-read */
+        n += bulkhead_dispatch(s->items[i]);
+    return n;
 }

@@ -9,12 +9,15 @@
 
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/queue.h"
 
 struct upstream_client {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
-    upstream_call *calls; /* running calls, for upstream_client_free */
+    queue_node calls;  /* running calls, for upstream_client_free */
+    queue_node doomed; /* cancelled from inside a curl callback: freed once curl returns */
+    int in_curl;       /* inside curl_multi_socket_action (and so maybe inside a callback) */
     upstream_client_stats stats;
 };
 
@@ -30,8 +33,9 @@ struct upstream_call {
     size_t received;
     bool got_first_byte;
     upstream_transport stop_reason; /* set when we stop the transfer ourselves */
+    bool cancelled; /* upstream_cancel ran while curl was busy: no callback, freed soon */
     char error[CURL_ERROR_SIZE];
-    upstream_call *prev, *next;
+    queue_node link; /* in calls, or in doomed */
 };
 
 /* One watched socket. */
@@ -72,15 +76,30 @@ static void upstream_call_destroy(upstream_call *call)
 static void upstream_call_free(upstream_call *call)
 {
     upstream_client *c = call->client;
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    queue_remove(&call->link);
     c->stats.running--;
     curl_multi_remove_handle(c->multi, call->easy);
     upstream_call_destroy(call);
+}
+
+/* Frees the calls cancelled while curl was running: libcurl forbids removing a handle from
+ * inside its own callbacks, so upstream_cancel parks them until curl has returned. */
+static void upstream_free_doomed(upstream_client *c)
+{
+    queue_node *n;
+    while ((n = queue_first(&c->doomed)) != NULL)
+        upstream_call_free(queue_data(n, upstream_call, link));
+}
+
+/* curl_multi_socket_action, then what it finished: the doomed calls first (removing a
+ * handle also drops its completion message), then the completed ones. */
+static void upstream_socket_action(upstream_client *c, curl_socket_t s, int action)
+{
+    int running = 0;
+    c->in_curl++;
+    curl_multi_socket_action(c->multi, s, action, &running);
+    c->in_curl--;
+    upstream_free_doomed(c);
 }
 
 static upstream_transport upstream_classify(upstream_call *call, CURLcode code)
@@ -149,8 +168,7 @@ static void upstream_on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     upstream_client *c = arg;
-    int running = 0;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    upstream_socket_action(c, CURL_SOCKET_TIMEOUT, 0);
     upstream_check_done(c);
 }
 
@@ -171,8 +189,7 @@ static void upstream_on_socket(evutil_socket_t fd, short what, void *arg)
 {
     upstream_client *c = arg;
     int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running = 0;
-    curl_multi_socket_action(c->multi, fd, action, &running);
+    upstream_socket_action(c, fd, action);
     upstream_check_done(c);
 }
 
@@ -228,6 +245,8 @@ static size_t upstream_write_cb(char *p, size_t size, size_t nmemb, void *arg)
 {
     upstream_call *call = arg;
     size_t n = size * nmemb;
+    if (call->cancelled)
+        return 0; /* stop the transfer: it is freed once curl returns */
     if (!call->got_first_byte) {
         call->got_first_byte = true;
         call->ttfb_ms = clock_now_ms() - call->started_ms;
@@ -261,6 +280,8 @@ upstream_client *upstream_client_new(struct event_base *base, const upstream_cli
     if (!c)
         return NULL;
     c->base = base;
+    queue_init(&c->calls);
+    queue_init(&c->doomed);
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, upstream_on_timer, c);
     if (!c->multi || !c->timer) {
@@ -280,8 +301,10 @@ void upstream_client_free(upstream_client *c)
 {
     if (!c)
         return;
-    while (c->calls)
-        upstream_call_free(c->calls);
+    queue_move(&c->doomed, &c->calls);
+    queue_node *n;
+    while ((n = queue_first(&c->calls)) != NULL)
+        upstream_call_free(queue_data(n, upstream_call, link));
     if (c->multi)
         curl_multi_cleanup(c->multi);
     if (c->timer)
@@ -338,10 +361,7 @@ upstream_call *upstream_start(upstream_client *c, const upstream_request *req)
     if (curl_multi_add_handle(c->multi, e) != CURLM_OK)
         goto fail;
     upstream_arm_stall(call, req->ttfb_timeout_ms);
-    call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
-    c->calls = call;
+    queue_insert_tail(&c->calls, &call->link);
     c->stats.calls_started++;
     c->stats.running++;
     return call;
@@ -352,8 +372,18 @@ fail:
 
 void upstream_cancel(upstream_call *call)
 {
-    if (call)
+    if (!call)
+        return;
+    upstream_client *c = call->client;
+    if (c->in_curl == 0) {
         upstream_call_free(call);
+        return;
+    }
+    call->cancelled = true; /* called from a curl callback (another call's on_data) */
+    call->req.on_done = NULL;
+    evtimer_del(call->stall);
+    queue_remove(&call->link);
+    queue_insert_tail(&c->doomed, &call->link);
 }
 
 void upstream_client_stats_get(const upstream_client *c, upstream_client_stats *out) { *out = c->stats; }

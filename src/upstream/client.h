@@ -8,8 +8,10 @@
  *
  * Threads: everything here runs on the loop thread, callbacks included.
  * Lifetimes: upstream_start copies what it needs from the request. on_done is called
- * exactly once for a started call, unless the call is cancelled first; after on_done
- * returns (or upstream_cancel returns) the call is freed: do not touch it again. */
+ * exactly once for a started call, unless the call is cancelled first, and never inside
+ * upstream_start or upstream_cancel (it comes from the loop: a socket or timer event);
+ * after on_done returns (or upstream_cancel returns) the call is freed: do not touch it
+ * again. */
 #include <stddef.h>
 
 struct event_base;
@@ -71,8 +73,11 @@ void upstream_client_free(upstream_client *c);
 
 /* Starts a call. NULL when it could not be started (on_done will never be called). */
 upstream_call *upstream_start(upstream_client *c, const upstream_request *req);
-/* Stops a call that has not finished; its on_done will not be called. Not from inside the
- * call's own on_headers/on_data (return non-zero there instead). */
+/* Stops a call that has not finished; its on_done will not be called (a cancel of this
+ * low-level primitive is synchronous: its one owner, llm.c, learns the outcome from the
+ * return, as with bulkhead_cancel). Safe from another call's on_headers/on_data: libcurl
+ * forbids removing a handle inside its callbacks, so the call is then parked and freed
+ * once curl returns. From the call's own on_headers/on_data return non-zero instead. */
 void upstream_cancel(upstream_call *call);
 
 typedef struct {

@@ -11,10 +11,13 @@
 #include "upstream/ollama.h"
 #include "upstream/openai.h"
 #include "util/log.h"
+#include "util/queue.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
 
 #define LLM_ERROR_BODY_CAP ((size_t)64 * 1024)
+#define LLM_RESERVE_MODELS 64 /* models with reservations (requests name configured models only) */
+#define LLM_PROBE_TIMEOUT_MS 2000.0
 
 typedef enum { LLM_OP_EMBED, LLM_OP_CHAT } llm_op;
 typedef enum { TASK_EMBED_JOB, TASK_CALL } llm_task_kind;
@@ -31,15 +34,32 @@ struct llm {
     retry_budget *budget;
     upstream_clock clock;
     upstream_rand rnd;
-    struct event *expiry; /* bulkhead waiters' time limits */
-    llm_task *tasks;      /* top-level tasks: embed jobs and chat calls */
+    struct event *expiry;   /* bulkhead waiters' time limits */
+    struct event *dispatch; /* zero-timeout: delivers the bulkheads' decisions */
+    queue_node tasks;       /* top-level tasks (embed jobs, chats) until their final callback */
+    size_t n_tasks;
+    bool closed;            /* llm_cancel_all ran: new tasks are refused */
+    probe *probe;           /* reachability of the hosts, or NULL */
+    struct {
+        char model[128];
+        long count;
+    } reserved[LLM_RESERVE_MODELS];
 };
 
 struct llm_task {
     llm *l;
     llm_task_kind kind;
-    llm_task *prev, *next; /* in l->tasks (top-level tasks only) */
+    queue_node link; /* in l->tasks (top-level tasks only) */
     double deadline_ms;
+    /* The task's next step on a later loop turn: its first attempt, a retry after the
+     * backoff, or (top-level tasks) the delivery of its final callback. */
+    struct event *step;
+    bool finishing;     /* the final status is decided; step delivers it */
+    bool cancelled;     /* the final callback will say LLM_CANCELLED */
+    bool delivering;    /* the final callback is running: cancel is a no-op */
+    bool in_text_cb;    /* inside on_text: a cancel there stops the stream from within */
+    llm_status final;
+    llm_reservation reservation; /* chat: held until the task has a bulkhead place */
 
     /* TASK_EMBED_JOB: the batches and the result */
     llm_task **children;
@@ -73,7 +93,6 @@ struct llm_task {
     breaker_permit permit;
     bool permitted;
     upstream_call *call;
-    struct event *retry_timer;
     int http_status;
     strbuf reply; /* embed reply, or an error body */
     ollama_stream ost;
@@ -85,6 +104,8 @@ struct llm_task {
     llm_chat_stats stats;
     char message[320];
 };
+
+static void llm_dispatch_later(void *arg);
 
 void llm_config_default(llm_config *c)
 {
@@ -112,36 +133,19 @@ const char *llm_status_name(llm_status s)
     case LLM_TIMEOUT: return "timeout";
     case LLM_REJECTED: return "rejected";
     case LLM_BAD_REPLY: return "bad_reply";
+    case LLM_CANCELLED: return "cancelled";
     }
     return "unknown";
 }
 
 static void llm_try(llm_task *t);
-static void llm_call_finish(llm_task *t, llm_status st);
+static void llm_call_end(llm_task *t, llm_status st);
 
-/* ---- lists and freeing ---- */
-
-static void llm_link(llm_task *t)
-{
-    t->next = t->l->tasks;
-    if (t->next)
-        t->next->prev = t;
-    t->l->tasks = t;
-}
-
-static void llm_unlink(llm_task *t)
-{
-    if (t->prev)
-        t->prev->next = t->next;
-    else if (t->l->tasks == t)
-        t->l->tasks = t->next;
-    if (t->next)
-        t->next->prev = t->prev;
-    t->prev = t->next = NULL;
-}
+/* ---- attempts, freeing, finishing ---- */
 
 /* Ends whatever attempt is in progress, without callbacks: the slot, the permit and the
- * HTTP call are all given back (as NEUTRAL: we stopped it, the backend did nothing wrong). */
+ * HTTP call are all given back (as NEUTRAL: we stopped it, the backend did nothing wrong),
+ * and a pending first attempt or retry is called off. None of these runs any callback. */
 static void llm_attempt_abandon(llm_task *t)
 {
     if (t->queued) {
@@ -160,8 +164,9 @@ static void llm_attempt_abandon(llm_task *t)
         bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
         t->slot = false;
     }
-    if (t->retry_timer)
-        event_del(t->retry_timer);
+    if (t->step)
+        event_del(t->step);
+    llm_unreserve(&t->reservation);
 }
 
 static void llm_task_free(llm_task *t)
@@ -175,8 +180,6 @@ static void llm_task_free(llm_task *t)
         free(t->vectors);
     } else {
         llm_attempt_abandon(t);
-        if (t->retry_timer)
-            event_free(t->retry_timer);
         if (t->stream_on) {
             ollama_stream_cleanup(&t->ost);
             openai_stream_cleanup(&t->oast);
@@ -185,7 +188,53 @@ static void llm_task_free(llm_task *t)
         free(t->model);
         free(t->body);
     }
+    if (t->step)
+        event_free(t->step);
     free(t);
+}
+
+static void llm_arm(struct event *ev, double ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((long)(ms * 1000) % 1000000)};
+    evtimer_add(ev, &tv);
+}
+
+/* Decides a top-level task's final status; its callback runs on a later loop turn. Every
+ * attempt of the task (its batches, for an embed job) is over from here on. */
+static void llm_finish(llm_task *t, llm_status st, const char *message)
+{
+    if (t->finishing)
+        return;
+    if (t->kind == TASK_EMBED_JOB) {
+        for (size_t i = 0; i < t->n_children; i++)
+            llm_attempt_abandon(t->children[i]);
+    } else {
+        llm_attempt_abandon(t);
+    }
+    t->finishing = true;
+    t->final = st;
+    if (message != t->message)
+        snprintf(t->message, sizeof t->message, "%s", message ? message : "");
+    utf8_sanitize(t->message); /* backend text cut to fit may end mid-character */
+    llm_arm(t->step, 0);
+}
+
+/* The step event of a finishing top-level task: runs its final callback, then frees it. */
+static void llm_deliver(llm_task *t)
+{
+    llm *l = t->l;
+    queue_remove(&t->link);
+    l->n_tasks--;
+    llm_status st = t->cancelled ? LLM_CANCELLED : t->final;
+    const char *message = st == LLM_CANCELLED && t->final != LLM_CANCELLED ? "cancelled" : t->message;
+    t->delivering = true;
+    if (t->kind == TASK_EMBED_JOB) {
+        bool ok = st == LLM_OK;
+        t->embed_cb(st, ok ? t->vectors : NULL, ok ? t->dim : 0, ok ? "" : message, t->embed_arg);
+    } else if (t->chat.on_done) {
+        t->chat.on_done(st, message, &t->stats, t->chat.arg);
+    }
+    llm_task_free(t);
 }
 
 /* ---- host choice ---- */
@@ -235,8 +284,15 @@ static int llm_pick_host(llm_task *t)
 static int llm_on_text_piece(const char *p, size_t n, void *arg)
 {
     llm_task *t = arg;
+    if (t->cancelled)
+        return 1;
     t->text_sent = true;
-    if (t->chat.on_text && t->chat.on_text(p, n, t->chat.arg) != 0) {
+    t->in_text_cb = true;
+    int stop = t->chat.on_text ? t->chat.on_text(p, n, t->chat.arg) : 0;
+    t->in_text_cb = false;
+    if (t->cancelled) /* cancelled from inside on_text: the call ends from the loop */
+        return 1;
+    if (stop != 0) {
         t->consumer_stopped = true;
         return 1;
     }
@@ -300,11 +356,15 @@ static breaker_stream llm_stream_state(llm_task *t, bool *loaded)
                                       : BREAKER_STREAM_NO_DONE;
 }
 
-static void llm_on_retry_timer(evutil_socket_t fd, short what, void *arg)
+static void llm_on_step(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     llm_task *t = arg;
+    if (t->finishing) {
+        llm_deliver(t);
+        return;
+    }
     t->denied = 0; /* a new attempt: every host may be asked again */
     llm_try(t);
 }
@@ -345,6 +405,14 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     t->stats.attempts = t->attempts;
     t->stats.ttfb_ms = r->ttfb_ms;
     t->stats.total_ms = r->total_ms;
+    if (l->probe && r->status > 0)
+        probe_note(l->probe, (size_t)t->host, true, NULL);
+    else if (l->probe && r->transport == UPSTREAM_T_CONNECT)
+        probe_note(l->probe, (size_t)t->host, false, r->message);
+    if (t->cancelled) { /* stopped from inside on_text: slot and permit go back as NEUTRAL */
+        llm_call_end(t, LLM_CANCELLED);
+        return;
+    }
 
     breaker_call bc = {.transport = llm_transport(r->transport), .http_status = r->status};
     bool ok_reply = true;
@@ -373,7 +441,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     t->slot = false;
 
     if (outcome == UPSTREAM_SUCCESS) {
-        llm_call_finish(t, LLM_OK);
+        llm_call_end(t, LLM_OK);
         return;
     }
     double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
@@ -385,7 +453,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
                              .tv_usec = (suseconds_t)((long)(d.delay_ms * 1000) % 1000000)};
         log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", t->op == LLM_OP_EMBED ? "embed" : "chat",
                   t->attempts, upstream_transport_name(r->transport), d.delay_ms);
-        evtimer_add(t->retry_timer, &tv);
+        evtimer_add(t->step, &tv);
         return;
     }
     llm_status st = LLM_UNAVAILABLE;
@@ -397,7 +465,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         st = LLM_BAD_REPLY;
     else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT || (d.reason == RETRY_NO_DEADLINE && left <= 0))
         st = LLM_TIMEOUT;
-    llm_call_finish(t, st);
+    llm_call_end(t, st);
 }
 
 /* A slot is held: take a breaker permit and send the request. */
@@ -458,20 +526,19 @@ static void llm_send(llm_task *t)
         t->permitted = false;
         bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
         t->slot = false;
-        llm_call_finish(t, LLM_OVERLOADED);
+        llm_call_end(t, LLM_OVERLOADED);
     }
 }
 
 static void llm_arm_expiry(llm *l)
 {
     double next = bulkhead_set_next_expiry(l->bulkheads);
-    if (!isfinite(next) || next < 0)
-        return; /* nobody is waiting */
+    if (!isfinite(next) || next < 0) {
+        event_del(l->expiry); /* nobody is waiting */
+        return;
+    }
     double wait = next - l->clock.now_ms(l->clock.arg);
-    if (wait < 0)
-        wait = 0;
-    struct timeval tv = {.tv_sec = (time_t)(wait / 1000), .tv_usec = (suseconds_t)((long)(wait * 1000) % 1000000)};
-    evtimer_add(l->expiry, &tv);
+    llm_arm(l->expiry, wait > 0 ? wait : 0);
 }
 
 static void llm_on_expiry(evutil_socket_t fd, short what, void *arg)
@@ -479,7 +546,23 @@ static void llm_on_expiry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     llm *l = arg;
-    bulkhead_set_expire(l->bulkheads, l->clock.now_ms(l->clock.arg));
+    bulkhead_set_expire(l->bulkheads, l->clock.now_ms(l->clock.arg)); /* decides; dispatch delivers */
+    llm_arm_expiry(l);
+}
+
+/* The bulkheads' wake hook: their decisions are delivered on the next loop turn. */
+static void llm_dispatch_later(void *arg)
+{
+    llm *l = arg;
+    llm_arm(l->dispatch, 0);
+}
+
+static void llm_on_dispatch(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    llm *l = arg;
+    bulkhead_set_dispatch(l->bulkheads);
     llm_arm_expiry(l);
 }
 
@@ -494,7 +577,7 @@ static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *a
         return;
     }
     snprintf(t->message, sizeof t->message, "%s: %s waiting for a slot", t->l->urls[t->host], bulkhead_status_name(status));
-    llm_call_finish(t, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+    llm_call_end(t, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
 }
 
 /* One attempt: choose a host, get a bulkhead slot (or queue for one), then send. */
@@ -506,11 +589,13 @@ static void llm_try(llm_task *t)
     if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->br) != RAGD_OK ||
         bulkhead_set_get(l->bulkheads, l->urls[t->host], t->model, &t->bh) != RAGD_OK) {
         snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
-        llm_call_finish(t, LLM_UNAVAILABLE);
+        llm_call_end(t, LLM_UNAVAILABLE);
         return;
     }
     memset(&t->waiter, 0, sizeof t->waiter);
     bulkhead_status st = bulkhead_acquire(t->bh, &t->waiter, t->deadline_ms, llm_on_admission, t);
+    if (st == BULKHEAD_ADMITTED || st == BULKHEAD_QUEUED)
+        llm_unreserve(&t->reservation); /* the task has its own place now */
     switch (st) {
     case BULKHEAD_ADMITTED:
         t->slot = true;
@@ -522,97 +607,89 @@ static void llm_try(llm_task *t)
         return;
     default:
         snprintf(t->message, sizeof t->message, "%s: %s", l->urls[t->host], bulkhead_status_name(st));
-        llm_call_finish(t, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+        llm_call_end(t, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
         return;
     }
 }
 
-/* ---- finishing ---- */
+/* ---- the end of one call ---- */
 
-static void llm_job_fail(llm_task *job, llm_status st, const char *message)
-{
-    llm_unlink(job);
-    for (size_t i = 0; i < job->n_children; i++)
-        llm_attempt_abandon(job->children[i]);
-    job->embed_cb(st, NULL, 0, message, job->embed_arg);
-    llm_task_free(job);
-}
-
-static void llm_call_finish(llm_task *t, llm_status st)
+/* A call is over (its attempt abandoned): a chat task finishes with its status; an embed
+ * batch either fails its job (which ends the other batches) or counts towards it. */
+static void llm_call_end(llm_task *t, llm_status st)
 {
     llm_attempt_abandon(t);
-    utf8_sanitize(t->message); /* backend text cut to fit may end mid-character */
-    if (t->parent) {
-        llm_task *job = t->parent;
-        if (st != LLM_OK) {
-            llm_job_fail(job, st, t->message);
-            return;
-        }
-        if (--job->pending == 0) {
-            llm_unlink(job);
-            job->embed_cb(LLM_OK, job->vectors, job->dim, "", job->embed_arg);
-            llm_task_free(job);
-        }
+    llm_task *job = t->parent;
+    if (!job) {
+        llm_finish(t, st, t->message);
         return;
     }
-    llm_unlink(t);
-    if (t->chat.on_done)
-        t->chat.on_done(st, t->message, &t->stats, t->chat.arg);
-    llm_task_free(t);
+    if (job->finishing)
+        return;
+    if (st != LLM_OK)
+        llm_finish(job, st, t->message);
+    else if (--job->pending == 0)
+        llm_finish(job, LLM_OK, "");
 }
 
 /* ---- public ---- */
 
-/* The first attempt runs from the loop (a zero timer), never inside llm_embed/llm_chat:
- * callers get their task handle before any callback can run. */
-static void llm_start_soon(llm_task *t)
+static llm_task *llm_task_new(llm *l, llm_task_kind kind, double deadline_ms)
 {
-    struct timeval zero = {0, 0};
-    evtimer_add(t->retry_timer, &zero);
+    llm_task *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->l = l;
+    t->kind = kind;
+    t->deadline_ms = deadline_ms;
+    t->last_host = -1;
+    t->host = -1;
+    queue_node_init(&t->link);
+    t->step = evtimer_new(l->base, llm_on_step, t);
+    if (!t->step) {
+        free(t);
+        return NULL;
+    }
+    return t;
 }
 
 static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms)
 {
-    llm_task *t = calloc(1, sizeof *t);
-    if (!t || !body) {
-        free(t);
+    llm_task *t = body ? llm_task_new(l, TASK_CALL, deadline_ms) : NULL;
+    if (!t) {
         free(body);
         return NULL;
     }
-    t->l = l;
-    t->kind = TASK_CALL;
     t->op = op;
     t->model = strdup(model);
     t->body = body;
     t->body_len = strlen(body);
-    t->deadline_ms = deadline_ms;
-    t->last_host = -1;
-    t->host = -1;
     strbuf_init(&t->reply, l->cfg.max_response_bytes);
-    t->retry_timer = evtimer_new(l->base, llm_on_retry_timer, t);
-    if (!t->model || !t->retry_timer) {
+    if (!t->model) {
         llm_task_free(t);
         return NULL;
     }
-    retry_budget_note_request(l->budget);
     return t;
+}
+
+static void llm_link(llm_task *t)
+{
+    queue_insert_tail(&t->l->tasks, &t->link);
+    t->l->n_tasks++;
 }
 
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
                     double deadline_ms, llm_embed_cb cb, void *arg)
 {
     size_t batch = l->cfg.embed_batch ? l->cfg.embed_batch : 32;
-    if (n == 0)
+    if (n == 0 || l->closed)
         return NULL;
-    llm_task *job = calloc(1, sizeof *job);
+    llm_task *job = llm_task_new(l, TASK_EMBED_JOB, deadline_ms);
     if (!job)
         return NULL;
-    job->l = l;
-    job->kind = TASK_EMBED_JOB;
     job->n_texts = n;
     job->embed_cb = cb;
     job->embed_arg = arg;
-    job->deadline_ms = deadline_ms;
     job->n_children = (n + batch - 1) / batch;
     job->children = calloc(job->n_children ? job->n_children : 1, sizeof *job->children);
     if (!job->children) {
@@ -633,35 +710,107 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
         t->count = count;
         job->children[i] = t;
     }
+    for (size_t i = 0; i < job->n_children; i++)
+        retry_budget_note_request(l->budget);
     job->pending = job->n_children;
     llm_link(job);
-    /* Every batch starts on the next loop turn, so no callback runs inside this call; a
-     * failing batch ends the job (and the other batches). */
+    /* Every batch starts on the next loop turn, so no callback runs inside this call. */
     for (size_t i = 0; i < job->n_children; i++)
-        llm_start_soon(job->children[i]);
+        llm_arm(job->children[i]->step, 0);
     return job;
 }
 
 llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
-                   double deadline_ms, const llm_chat_handlers *h)
+                   double deadline_ms, const llm_chat_handlers *h, llm_reservation *reserved)
 {
+    if (l->closed)
+        return NULL;
     char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_chat_body(model, system, user, options, true)
                                                  : openai_chat_body(model, system, user, options, true);
     llm_task *t = llm_call_new(l, LLM_OP_CHAT, model, body, deadline_ms);
     if (!t)
         return NULL;
+    retry_budget_note_request(l->budget);
     t->chat = *h;
+    if (reserved && reserved->held) { /* taken over: the task gives it back */
+        t->reservation = *reserved;
+        reserved->held = false;
+    }
     llm_link(t);
-    llm_start_soon(t);
+    llm_arm(t->step, 0);
     return t;
 }
 
 void llm_task_cancel(llm_task *t)
 {
-    if (!t)
+    if (!t || t->cancelled || t->delivering)
         return;
-    llm_unlink(t);
-    llm_task_free(t);
+    t->cancelled = true;
+    if (t->in_text_cb)
+        return; /* on_text's caller stops the stream; the call ends from the loop */
+    llm_finish(t, LLM_CANCELLED, "cancelled");
+}
+
+void llm_cancel_all(llm *l)
+{
+    l->closed = true;
+    queue_node *n;
+    queue_foreach(n, &l->tasks) /* cancelling unlinks nothing: delivery does, later */
+        llm_task_cancel(queue_data(n, llm_task, link));
+}
+
+size_t llm_task_count(const llm *l) { return l->n_tasks; }
+
+/* ---- reservations ---- */
+
+static long *llm_reserved_slot(llm *l, const char *model, bool create)
+{
+    for (size_t i = 0; i < LLM_RESERVE_MODELS; i++)
+        if (l->reserved[i].model[0] && strcmp(l->reserved[i].model, model) == 0)
+            return &l->reserved[i].count;
+    for (size_t i = 0; create && i < LLM_RESERVE_MODELS; i++) {
+        if (!l->reserved[i].model[0]) {
+            snprintf(l->reserved[i].model, sizeof l->reserved[i].model, "%s", model);
+            return &l->reserved[i].count;
+        }
+    }
+    return NULL;
+}
+
+llm_status llm_reserve(llm *l, const char *model, llm_reservation *r)
+{
+    memset(r, 0, sizeof *r);
+    if (strlen(model) >= sizeof r->model)
+        return LLM_OK; /* not a model any request may name: nothing to count */
+    long capacity = (long)l->n_urls * (long)(l->cfg.bulkhead.max_concurrent + l->cfg.bulkhead.max_queue);
+    long *slot = llm_reserved_slot(l, model, true);
+    long used = slot ? *slot : 0;
+    for (size_t i = 0; i < bulkhead_set_count(l->bulkheads); i++) {
+        bulkhead *b = bulkhead_set_at(l->bulkheads, i);
+        if (strcmp(bulkhead_model(b), model) == 0) {
+            bulkhead_stats st = bulkhead_get_stats(b);
+            used += st.in_flight + st.queued;
+        }
+    }
+    if (used >= capacity)
+        return LLM_OVERLOADED;
+    if (slot) {
+        (*slot)++;
+        r->l = l;
+        snprintf(r->model, sizeof r->model, "%s", model);
+        r->held = true;
+    }
+    return LLM_OK;
+}
+
+void llm_unreserve(llm_reservation *r)
+{
+    if (!r || !r->held)
+        return;
+    long *slot = llm_reserved_slot(r->l, r->model, false);
+    if (slot && *slot > 0)
+        (*slot)--;
+    r->held = false;
 }
 
 ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_config *cfg, upstream_clock clock,
@@ -691,9 +840,11 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
     l->cfg.urls = NULL;
     l->cfg.api_key = NULL;
+    queue_init(&l->tasks);
     l->expiry = evtimer_new(base, llm_on_expiry, l);
+    l->dispatch = evtimer_new(base, llm_on_dispatch, l);
     l->breakers = breaker_registry_new(clock, rnd);
-    e = l->urls && l->expiry && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
+    e = l->urls && l->expiry && l->dispatch && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
     for (size_t i = 0; !e && i < cfg->n_urls; i++) {
         size_t len = strlen(cfg->urls[i]);
         while (len && cfg->urls[i][len - 1] == '/')
@@ -704,9 +855,20 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
             e = RAGD_ENOMEM;
     }
     if (!e)
-        e = bulkhead_set_new(&cfg->bulkhead, 1024, clock, rnd, &l->bulkheads, err, errlen);
+        e = bulkhead_set_new(&cfg->bulkhead, 1024, clock, rnd, (bulkhead_wake){.fn = llm_dispatch_later, .arg = l},
+                             &l->bulkheads, err, errlen);
     if (!e)
         e = retry_budget_new(&cfg->budget, clock, &l->budget, err, errlen);
+    if (!e && cfg->probe_interval_ms > 0) {
+        char auth[600] = "";
+        if (l->api_key)
+            snprintf(auth, sizeof auth, "Bearer %s", l->api_key);
+        l->probe = probe_new(base, client, (const char *const *)l->urls, l->n_urls,
+                             cfg->kind == LLM_KIND_OLLAMA ? "/api/version" : "/v1/models", l->api_key ? auth : NULL,
+                             cfg->probe_interval_ms, LLM_PROBE_TIMEOUT_MS);
+        if (!l->probe)
+            e = RAGD_ENOMEM;
+    }
     if (e) {
         if (e == RAGD_ENOMEM)
             snprintf(err, errlen, "out of memory");
@@ -721,13 +883,17 @@ void llm_free(llm *l)
 {
     if (!l)
         return;
-    while (l->tasks)
-        llm_task_cancel(l->tasks);
+    queue_node *n;
+    while ((n = queue_pop(&l->tasks)) != NULL) /* dropped without a callback (see llm.h) */
+        llm_task_free(queue_data(n, llm_task, link));
+    probe_free(l->probe);
     bulkhead_set_free(l->bulkheads);
     breaker_registry_free(l->breakers);
     retry_budget_free(l->budget);
     if (l->expiry)
         event_free(l->expiry);
+    if (l->dispatch)
+        event_free(l->dispatch);
     for (size_t i = 0; i < l->n_urls; i++)
         free(l->urls[i]);
     free(l->urls);
@@ -739,3 +905,22 @@ breaker_registry *llm_breakers(llm *l) { return l->breakers; }
 bulkhead_set *llm_bulkheads(llm *l) { return l->bulkheads; }
 size_t llm_host_count(const llm *l) { return l->n_urls; }
 const char *llm_host_url(const llm *l, size_t i) { return i < l->n_urls ? l->urls[i] : NULL; }
+
+void llm_probe_start(llm *l)
+{
+    if (l->probe)
+        probe_start(l->probe);
+}
+
+void llm_host_reach(const llm *l, size_t i, probe_host_info *out)
+{
+    if (l->probe) {
+        probe_host_get(l->probe, i, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->age_ms = -1;
+}
+
+bool llm_ever_reached(const llm *l) { return l->probe && probe_ever_reached(l->probe); }
+bool llm_reachable(const llm *l) { return l->probe && probe_any_up(l->probe); }

@@ -8,9 +8,16 @@
  * and a retry budget. Wire formats: Ollama (/api/embed, /api/chat) or OpenAI-compatible
  * (/v1/embeddings, /v1/chat/completions).
  *
- * Threads: loop thread only, callbacks included. A task's final callback runs exactly once,
- * never inside the call that started the task (the first attempt runs from the loop),
- * unless llm_task_cancel was called first (then none runs); the task is freed after it. */
+ * Threads: loop thread only, callbacks included.
+ *
+ * Callbacks (docs/internals/callbacks.md): a task's final callback (llm_embed_cb, or
+ * on_done of a chat) runs exactly once, from the loop, on a later turn than any call of
+ * this module — never inside llm_embed, llm_chat, llm_task_cancel or llm_cancel_all. After
+ * llm_task_cancel that one callback says LLM_CANCELLED, whatever the task had reached. The
+ * task is freed right after its final callback returns; its handle must not be used after
+ * that. A function that returns NULL instead of a task never calls back. Inside its own
+ * objects the module follows the same rule: bulkhead decisions are delivered from a
+ * zero-timeout event, so a release or a cancel never runs another task's code. */
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,6 +26,7 @@
 #include "upstream/bulkhead.h"
 #include "upstream/client.h"
 #include "upstream/inject.h"
+#include "upstream/probe.h"
 #include "upstream/retry.h"
 
 struct event_base;
@@ -36,6 +44,7 @@ typedef struct {
     double connect_timeout_ms;
     double ttfb_timeout_ms;  /* allowance for a model load before the first byte */
     double idle_timeout_ms;  /* gap between stream pieces */
+    double probe_interval_ms; /* reachability probes of every host (0 = none; see probe.h) */
     size_t max_response_bytes;
     breaker_config breaker;
     bulkhead_config bulkhead;
@@ -53,6 +62,7 @@ typedef enum {
     LLM_TIMEOUT,     /* the deadline passed */
     LLM_REJECTED,    /* the backend refused the request itself (4xx: unknown model, ...) */
     LLM_BAD_REPLY,   /* the backend answered something that is not a valid reply */
+    LLM_CANCELLED,   /* llm_task_cancel or llm_cancel_all: the owner stopped it */
 } llm_status;
 const char *llm_status_name(llm_status s);
 
@@ -61,14 +71,22 @@ typedef struct llm_task llm_task;
 
 ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_config *cfg, upstream_clock clock,
                  upstream_rand rnd, llm **out, char *err, size_t errlen);
-/* Cancels every task (no callbacks) and frees. NULL ok. */
+/* Frees. Tasks still alive (their final callback not yet run) are dropped without a
+ * callback: at shutdown call llm_cancel_all and let the loop deliver first. NULL ok. */
 void llm_free(llm *l);
+
+/* Shutdown: every task ends with LLM_CANCELLED on a later loop turn, and from now on
+ * llm_embed and llm_chat refuse (NULL). */
+void llm_cancel_all(llm *l);
+/* Tasks whose final callback has not run yet. */
+size_t llm_task_count(const llm *l);
 
 /* Embeddings: n*dim floats in input order (valid during the call), or an error. */
 typedef void (*llm_embed_cb)(llm_status st, const float *vectors, size_t dim, const char *message, void *arg);
 /* Embeds n >= 1 texts (copied) in batches of cfg.embed_batch, several batches in flight
- * within the bulkhead. deadline_ms is absolute on the injected clock. NULL when it cannot
- * start (n == 0, no memory): cb will not be called. */
+ * within the bulkhead; the first failing batch ends the task (and the others). deadline_ms
+ * is absolute on the injected clock. NULL when it cannot start (n == 0, no memory, after
+ * llm_cancel_all): cb will not be called. */
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
                     double deadline_ms, llm_embed_cb cb, void *arg);
 
@@ -87,11 +105,31 @@ typedef struct {
     void *arg;
 } llm_chat_handlers;
 
-/* Streams a chat completion. NULL when it cannot start (no memory). */
-llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
-                   double deadline_ms, const llm_chat_handlers *h);
+/* A place toward the generator held for a request that has not reached it yet (it is
+ * still being retrieved), so that shedding on arrival counts it. */
+typedef struct {
+    llm *l;
+    char model[128];
+    bool held;
+} llm_reservation;
 
-/* Stops a task; none of its callbacks runs afterwards. Not from inside its own callbacks. */
+/* Reserves a place toward (every host of) model: LLM_OK and r->held, or LLM_OVERLOADED
+ * when the calls in flight, queued and reserved already fill every slot and queue place
+ * of every host — shed the request (503 + Retry-After). */
+llm_status llm_reserve(llm *l, const char *model, llm_reservation *r);
+/* Gives a reservation back; a no-op when not held. */
+void llm_unreserve(llm_reservation *r);
+
+/* Streams a chat completion. reserved (may be NULL) is taken over: the task holds it until
+ * it has its own bulkhead place. NULL when it cannot start (no memory, after
+ * llm_cancel_all): no callback will run, and *reserved is left to the caller. */
+llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
+                   double deadline_ms, const llm_chat_handlers *h, llm_reservation *reserved);
+
+/* Stops a task: its attempt ends now (slot, permit and HTTP call given back), and its
+ * final callback runs on a later loop turn with LLM_CANCELLED. Safe from anywhere on the
+ * loop thread, the task's own on_text included; a no-op once cancelled or after the final
+ * callback began. */
 void llm_task_cancel(llm_task *t);
 
 /* For /health and /metrics. */
@@ -99,5 +137,14 @@ breaker_registry *llm_breakers(llm *l);
 bulkhead_set *llm_bulkheads(llm *l);
 size_t llm_host_count(const llm *l);
 const char *llm_host_url(const llm *l, size_t i);
+
+/* Reachability (probe.h): starts the probes (when probe_interval_ms > 0); every answer of
+ * a real call counts as evidence too. */
+void llm_probe_start(llm *l);
+void llm_host_reach(const llm *l, size_t i, probe_host_info *out);
+/* Some host answered since start-up (a probe or a call). */
+bool llm_ever_reached(const llm *l);
+/* Some host's last evidence is an answer. */
+bool llm_reachable(const llm *l);
 
 #endif

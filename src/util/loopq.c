@@ -6,8 +6,7 @@
 
 struct loopq {
     pthread_mutex_t lock;
-    loopq_item *head;
-    loopq_item *tail;
+    queue_node items; /* FIFO, guarded by lock */
     struct event *wake;
 };
 
@@ -24,6 +23,7 @@ loopq *loopq_new(struct event_base *base)
     if (!q)
         return NULL;
     pthread_mutex_init(&q->lock, NULL);
+    queue_init(&q->items);
     q->wake = event_new(base, -1, 0, loopq_on_wake, q);
     if (!q->wake) {
         pthread_mutex_destroy(&q->lock);
@@ -47,28 +47,24 @@ void loopq_post(loopq *q, loopq_item *it, loopq_fn fn, void *arg)
 {
     it->fn = fn;
     it->arg = arg;
-    it->next = NULL;
     pthread_mutex_lock(&q->lock);
-    if (q->tail)
-        q->tail->next = it;
-    else
-        q->head = it;
-    q->tail = it;
+    queue_insert_tail(&q->items, &it->link);
     pthread_mutex_unlock(&q->lock);
     event_active(q->wake, EV_READ, 0);
 }
 
 size_t loopq_drain(loopq *q)
 {
+    queue_node batch;
+    queue_init(&batch);
     pthread_mutex_lock(&q->lock);
-    loopq_item *it = q->head;
-    q->head = q->tail = NULL;
+    queue_move(&q->items, &batch);
     pthread_mutex_unlock(&q->lock);
     size_t ran = 0;
-    while (it) {
-        loopq_item *next = it->next;
-        it->fn(it->arg); /* may free the item's owner */
-        it = next;
+    queue_node *n;
+    while ((n = queue_pop(&batch)) != NULL) {
+        loopq_item *it = queue_data(n, loopq_item, link);
+        it->fn(it->arg); /* may free the item's owner, or post the item again */
         ran++;
     }
     return ran;

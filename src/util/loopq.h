@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "util/queue.h"
+
 struct event_base;
 
 /* A queue of callbacks to run on the event-loop thread, fed from any thread: the way
@@ -16,7 +18,7 @@ typedef void (*loopq_fn)(void *arg);
 typedef struct loopq_item {
     loopq_fn fn;
     void *arg;
-    struct loopq_item *next;
+    queue_node link;
 } loopq_item;
 
 loopq *loopq_new(struct event_base *base);
@@ -29,7 +31,8 @@ void loopq_free(loopq *q);
 void loopq_post(loopq *q, loopq_item *item, loopq_fn fn, void *arg);
 
 /* Runs every queued callback now, on the calling thread (which must be the loop thread,
- * or the loop must be stopped). Returns how many ran. */
+ * or the loop must be stopped), each item taken off the queue before its callback runs;
+ * callbacks posted meanwhile run on the next drain. Returns how many ran. */
 size_t loopq_drain(loopq *q);
 
 #endif

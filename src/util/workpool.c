@@ -4,18 +4,19 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "util/queue.h"
+
 typedef struct workpool_job {
     workpool_fn fn;
     workpool_fn cancel;
     void *arg;
-    struct workpool_job *next;
+    queue_node link;
 } workpool_job;
 
 struct workpool {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    workpool_job *head;
-    workpool_job *tail;
+    queue_node jobs; /* FIFO, guarded by lock */
     size_t queued;
     size_t busy;
     size_t max_queue;
@@ -29,14 +30,12 @@ static void *workpool_thread(void *arg)
     workpool *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->head && !p->closing)
+        while (queue_empty(&p->jobs) && !p->closing)
             pthread_cond_wait(&p->cond, &p->lock);
-        if (!p->head)
+        queue_node *n = queue_pop(&p->jobs);
+        if (!n)
             break; /* closing and drained */
-        workpool_job *job = p->head;
-        p->head = job->next;
-        if (!p->head)
-            p->tail = NULL;
+        workpool_job *job = queue_data(n, workpool_job, link);
         p->queued--;
         p->busy++;
         pthread_mutex_unlock(&p->lock);
@@ -63,6 +62,7 @@ workpool *workpool_new(size_t n, size_t max_queue)
     }
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->cond, NULL);
+    queue_init(&p->jobs);
     p->max_queue = max_queue;
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&p->threads[i], NULL, workpool_thread, p) != 0)
@@ -84,7 +84,6 @@ ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *
     job->fn = fn;
     job->cancel = cancel;
     job->arg = arg;
-    job->next = NULL;
     ragd_err rc = RAGD_OK;
     pthread_mutex_lock(&p->lock);
     if (p->closing)
@@ -92,11 +91,7 @@ ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *
     else if (p->queued >= p->max_queue)
         rc = RAGD_EBUSY;
     if (rc == RAGD_OK) {
-        if (p->tail)
-            p->tail->next = job;
-        else
-            p->head = job;
-        p->tail = job;
+        queue_insert_tail(&p->jobs, &job->link);
         p->queued++;
         pthread_cond_signal(&p->cond);
     }
@@ -108,32 +103,28 @@ ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *
 
 size_t workpool_cancel_queued(workpool *p)
 {
-    workpool_job *cancelled = NULL;
+    queue_node cancelled;
+    queue_init(&cancelled);
     pthread_mutex_lock(&p->lock);
-    workpool_job **link = &p->head;
-    p->tail = NULL;
-    while (*link) {
-        workpool_job *job = *link;
-        if (job->cancel) {
-            *link = job->next;
-            job->next = cancelled;
-            cancelled = job;
+    queue_node *n = p->jobs.next;
+    while (n != &p->jobs) {
+        queue_node *next = n->next;
+        if (queue_data(n, workpool_job, link)->cancel) {
+            queue_remove(n);
+            queue_insert_tail(&cancelled, n);
             p->queued--;
-        } else {
-            p->tail = job;
-            link = &job->next;
         }
+        n = next;
     }
     pthread_mutex_unlock(&p->lock);
-    size_t n = 0;
-    while (cancelled) {
-        workpool_job *next = cancelled->next;
-        cancelled->cancel(cancelled->arg);
-        free(cancelled);
-        cancelled = next;
-        n++;
+    size_t count = 0;
+    while ((n = queue_pop(&cancelled)) != NULL) { /* in their queue order, outside the lock */
+        workpool_job *job = queue_data(n, workpool_job, link);
+        job->cancel(job->arg);
+        free(job);
+        count++;
     }
-    return n;
+    return count;
 }
 
 size_t workpool_threads(const workpool *p) { return p->n_threads; }

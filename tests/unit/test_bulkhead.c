@@ -47,6 +47,25 @@ typedef struct {
 } req;
 
 static int admit_counter;
+static int wakes; /* calls of the wake hook */
+
+static void count_wake(void *arg)
+{
+    (void)arg;
+    wakes++;
+}
+
+static bulkhead_wake test_wake(void) { return (bulkhead_wake){.fn = count_wake, .arg = NULL}; }
+
+/* The loop's side of the callback rule: release / expire / shed_all decide, a later
+ * dispatch delivers. These helpers check that nothing was delivered inside the call. */
+static int calls_of(req *r, int n)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += r[i].calls;
+    return c;
+}
 
 static void req_cb(bulkhead_waiter *w, bulkhead_status status, void *arg)
 {
@@ -70,7 +89,8 @@ static bulkhead *make(int max_concurrent, int max_queue, double max_wait_ms, boo
     c.max_wait_ms = max_wait_ms;
     c.throttle = throttle;
     bulkhead *b = NULL;
-    assert_int_equal(bulkhead_new(&c, "http://a:11434", "llama3", test_clock(), test_rand(), &b, NULL, 0), RAGD_OK);
+    assert_int_equal(bulkhead_new(&c, "http://a:11434", "llama3", test_clock(), test_rand(), test_wake(), &b, NULL, 0),
+                     RAGD_OK);
     return b;
 }
 
@@ -80,6 +100,7 @@ static int setup(void **state)
     clk.t = 1000;
     seed = 12345;
     admit_counter = 0;
+    wakes = 0;
     return 0;
 }
 
@@ -131,12 +152,16 @@ static void test_eleventh_call_waits_bounded(void **state)
     assert_int_equal(r1.calls, 0);
     clk.t = 1000 + 2500;
     assert_int_equal(bulkhead_expire(b, clk.t), 1);
+    assert_int_equal(r1.calls, 0); /* decided, not delivered */
+    assert_int_equal(wakes, 1);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r1.calls, 1);
     assert_int_equal(r1.last, BULKHEAD_TIMED_OUT);
     assert_int_equal(r2.calls, 0);
     assert_true(bulkhead_next_expiry(b) == 1000 + 2600);
     clk.t = 1000 + 2600;
     assert_int_equal(bulkhead_expire(b, clk.t), 1);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r2.last, BULKHEAD_TIMED_OUT);
     assert_true(isinf(bulkhead_next_expiry(b)));
 
@@ -159,16 +184,23 @@ static void test_fifo_admission_on_release(void **state)
     req r[3] = {{.b = b}, {.b = b}, {.b = b}};
     for (int i = 0; i < 3; i++)
         assert_int_equal(bulkhead_acquire(b, &r[i].w, INFINITY, req_cb, &r[i]), BULKHEAD_QUEUED);
-    /* While waiters queue, a new call does not jump the queue even after a release. */
+    /* While waiters queue, a new call does not jump the queue even after a release: the
+     * slot is handed to r0 at once (counted in flight), its callback comes on dispatch. */
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(calls_of(r, 3), 0);
+    assert_int_equal(bulkhead_get_stats(b).in_flight, 1);
+    assert_int_equal(bulkhead_acquire(b, NULL, INFINITY, NULL, NULL), BULKHEAD_SHED_FULL);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r[0].last, BULKHEAD_ADMITTED);
     assert_int_equal(r[0].order, 1);
     assert_int_equal(r[1].calls, 0);
     assert_int_equal(bulkhead_get_stats(b).in_flight, 1);
     assert_int_equal(bulkhead_get_stats(b).queued, 2);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r[1].order, 2);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r[2].order, 3);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
     bulkhead_stats s = bulkhead_get_stats(b);
@@ -189,8 +221,11 @@ static void test_reentrant_release_chain(void **state)
         r[i] = (req){.b = b, .release_at_once = true, .outcome = UPSTREAM_SUCCESS};
         assert_int_equal(bulkhead_acquire(b, &r[i].w, INFINITY, req_cb, &r[i]), BULKHEAD_QUEUED);
     }
-    /* One release admits r0, whose callback releases, admitting r1, ... */
+    /* One release hands the slot to r0; dispatch delivers it, r0's callback releases,
+     * which hands the slot to r1, delivered by the same dispatch, and so on. */
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(calls_of(r, 5), 0);
+    assert_int_equal(bulkhead_dispatch(b), 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(r[i].calls, 1);
         assert_int_equal(r[i].order, i + 1);
@@ -218,6 +253,7 @@ static void test_deadline_and_late_admission(void **state)
      * handing it a slot it can no longer use. */
     clk.t += 400;
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r1.calls, 1);
     assert_int_equal(r1.last, BULKHEAD_TIMED_OUT);
     bulkhead_stats s = bulkhead_get_stats(b);
@@ -250,10 +286,11 @@ static void test_cancel(void **state)
     bulkhead_free(other);
 
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r1.calls, 0);
     assert_int_equal(r2.calls, 0);
     assert_int_equal(r3.last, BULKHEAD_ADMITTED);
-    assert_false(bulkhead_cancel(b, &r3.w)); /* admitted: holds a slot, cancel is too late */
+    assert_false(bulkhead_cancel(b, &r3.w)); /* delivered: holds a slot, cancel is too late */
     assert_int_equal(bulkhead_release(b, UPSTREAM_NEUTRAL), RAGD_OK);
     /* A cancelled waiter's storage can be reused. */
     assert_int_equal(bulkhead_acquire(b, &r1.w, INFINITY, req_cb, &r1), BULKHEAD_ADMITTED);
@@ -268,7 +305,8 @@ static void test_cancel(void **state)
     bulkhead_free(b);
 }
 
-/* A waiter whose timeout callback cancels another expired waiter: that one is never called. */
+/* A waiter whose timeout callback cancels another expired, not yet delivered, waiter:
+ * that one is never called. */
 typedef struct {
     req r;
     bulkhead_waiter *victim;
@@ -292,7 +330,8 @@ static void test_cancel_from_callback_during_expire(void **state)
     assert_int_equal(bulkhead_acquire(b, &c.r.w, INFINITY, canceller_cb, &c), BULKHEAD_QUEUED);
     assert_int_equal(bulkhead_acquire(b, &victim.w, INFINITY, req_cb, &victim), BULKHEAD_QUEUED);
     clk.t += 1000;
-    assert_int_equal(bulkhead_expire(b, clk.t), 1);
+    assert_int_equal(bulkhead_expire(b, clk.t), 2); /* both decided ... */
+    assert_int_equal(bulkhead_dispatch(b), 1);      /* ... c's callback withdraws the victim */
     assert_true(c.cancelled_ok);
     assert_int_equal(victim.calls, 0);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
@@ -313,14 +352,17 @@ static void test_expire_out_of_order_deadlines(void **state)
     }
     assert_true(bulkhead_next_expiry(b) == clk.t + 100);
     assert_int_equal(bulkhead_expire(b, clk.t + 250), 2);
+    assert_int_equal(bulkhead_dispatch(b), 2);
     assert_int_equal(r[1].last, BULKHEAD_TIMED_OUT);
     assert_int_equal(r[4].last, BULKHEAD_TIMED_OUT);
     assert_int_equal(r[0].calls + r[2].calls + r[3].calls, 0);
     assert_true(bulkhead_next_expiry(b) == clk.t + 300);
     /* The FIFO order of the rest is kept. */
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_dispatch(b), 1);
     assert_int_equal(r[0].last, BULKHEAD_ADMITTED);
     assert_int_equal(bulkhead_expire(b, clk.t + 1000), 2); /* r2 at 300, r3 at max_wait */
+    assert_int_equal(bulkhead_dispatch(b), 2);
     assert_int_equal(r[3].last, BULKHEAD_TIMED_OUT);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
     assert_int_equal(bulkhead_get_stats(b).in_flight, 0);
@@ -356,7 +398,10 @@ static void test_mixed_outcomes_return_to_zero(void **state)
         } else if (op == 4) {
             clk.t += (double)((x >> 32) % 100);
             bulkhead_expire(b, clk.t);
+            if ((x >> 40) % 2)
+                bulkhead_dispatch(b);
         } else {
+            bulkhead_dispatch(b);
             /* Waiters admitted later and not released by their callback hold a slot too. */
             for (int i = 0; i < started; i++) {
                 if (r[i].calls == 1 && r[i].last == BULKHEAD_ADMITTED && !r[i].release_at_once) {
@@ -374,6 +419,7 @@ static void test_mixed_outcomes_return_to_zero(void **state)
         held--;
         assert_int_equal(bulkhead_release(b, UPSTREAM_FAILURE), RAGD_OK);
     }
+    bulkhead_dispatch(b);
     for (int i = 0; i < started; i++) {
         if (r[i].calls == 1 && r[i].last == BULKHEAD_ADMITTED && !r[i].release_at_once) {
             r[i].release_at_once = true;
@@ -382,6 +428,7 @@ static void test_mixed_outcomes_return_to_zero(void **state)
     }
     clk.t += 1e6;
     bulkhead_expire(b, clk.t);
+    bulkhead_dispatch(b);
     for (int i = 0; i < started; i++) {
         if (r[i].calls == 1 && r[i].last == BULKHEAD_ADMITTED && !r[i].release_at_once)
             assert_int_equal(bulkhead_release(b, r[i].outcome), RAGD_OK);
@@ -406,6 +453,8 @@ static void test_shed_all(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(bulkhead_acquire(b, &r[i].w, INFINITY, req_cb, &r[i]), BULKHEAD_QUEUED);
     assert_int_equal(bulkhead_shed_all(b), 3);
+    assert_int_equal(calls_of(r, 3), 0);
+    assert_int_equal(bulkhead_dispatch(b), 3);
     for (int i = 0; i < 3; i++)
         assert_int_equal(r[i].last, BULKHEAD_CLOSED);
     assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
@@ -517,11 +566,11 @@ static void test_config_validation(void **state)
 
     bulkhead_config_default(&c);
     bulkhead *b = NULL;
-    assert_int_equal(bulkhead_new(&c, NULL, "m", test_clock(), test_rand(), &b, err, sizeof err), RAGD_EINVAL);
+    assert_int_equal(bulkhead_new(&c, NULL, "m", test_clock(), test_rand(), test_wake(), &b, err, sizeof err), RAGD_EINVAL);
     char longname[300];
     memset(longname, 'x', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    assert_int_equal(bulkhead_new(&c, longname, "m", test_clock(), test_rand(), &b, err, sizeof err), RAGD_EINVAL);
+    assert_int_equal(bulkhead_new(&c, longname, "m", test_clock(), test_rand(), test_wake(), &b, err, sizeof err), RAGD_EINVAL);
     assert_null(b);
     assert_string_equal(bulkhead_status_name(BULKHEAD_SHED_THROTTLED), "shed_throttled");
 }
@@ -535,8 +584,8 @@ static void test_set_per_backend_model(void **state)
     c.max_queue = 1;
     c.max_wait_ms = 100;
     bulkhead_set *s = NULL;
-    assert_int_equal(bulkhead_set_new(&c, 0, test_clock(), test_rand(), &s, NULL, 0), RAGD_EINVAL);
-    assert_int_equal(bulkhead_set_new(&c, 3, test_clock(), test_rand(), &s, NULL, 0), RAGD_OK);
+    assert_int_equal(bulkhead_set_new(&c, 0, test_clock(), test_rand(), test_wake(), &s, NULL, 0), RAGD_EINVAL);
+    assert_int_equal(bulkhead_set_new(&c, 3, test_clock(), test_rand(), test_wake(), &s, NULL, 0), RAGD_OK);
     bulkhead *a1 = NULL, *a2 = NULL, *a1b = NULL, *b1 = NULL, *x = NULL;
     assert_int_equal(bulkhead_set_get(s, "A", "llama3", &a1), RAGD_OK);
     assert_int_equal(bulkhead_set_get(s, "A", "nomic-embed", &a2), RAGD_OK);
@@ -559,11 +608,108 @@ static void test_set_per_backend_model(void **state)
     assert_true(bulkhead_set_next_expiry(s) == clk.t + 100);
     clk.t += 100;
     assert_int_equal(bulkhead_set_expire(s, clk.t), 1);
+    assert_int_equal(r.calls, 0);
+    assert_int_equal(bulkhead_set_dispatch(s), 1);
     assert_int_equal(r.last, BULKHEAD_TIMED_OUT);
     assert_int_equal(bulkhead_release(a1, UPSTREAM_SUCCESS), RAGD_OK);
     assert_int_equal(bulkhead_release(a2, UPSTREAM_SUCCESS), RAGD_OK);
     bulkhead_set_free(s);
     bulkhead_set_free(NULL);
+}
+
+/* The case that crashed ragd: a release inside one caller's completion used to run the
+ * next waiter's callback at once, which could end (and free) the very object whose
+ * completion was still on the stack. Now release only decides; the owner is woken once
+ * to dispatch later, and a waiter withdrawn before dispatch gives its slot back. */
+static void test_no_callback_inside_release_cancel_shed(void **state)
+{
+    (void)state;
+    bulkhead *b = make(1, 5, 1000, false);
+    assert_int_equal(bulkhead_acquire(b, NULL, INFINITY, NULL, NULL), BULKHEAD_ADMITTED);
+    req r[3] = {{.b = b}, {.b = b}, {.b = b}};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bulkhead_acquire(b, &r[i].w, INFINITY, req_cb, &r[i]), BULKHEAD_QUEUED);
+    assert_int_equal(wakes, 0);
+
+    /* release: r0 is handed the slot, undelivered; one wake. */
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(calls_of(r, 3), 0);
+    assert_int_equal(wakes, 1);
+    bulkhead_stats st = bulkhead_get_stats(b);
+    assert_int_equal(st.in_flight, 1);
+    assert_int_equal(st.queued, 2);
+
+    /* cancel of the ready r0: its slot passes to r1, still nothing delivered; the ready
+     * list never emptied from the outside, so the wake count tells how often it filled. */
+    assert_true(bulkhead_cancel(b, &r[0].w));
+    assert_false(bulkhead_cancel(b, &r[0].w));
+    assert_int_equal(calls_of(r, 3), 0);
+    st = bulkhead_get_stats(b);
+    assert_int_equal(st.in_flight, 1);
+    assert_int_equal(st.queued, 1);
+    assert_int_equal(st.cancelled, 1);
+
+    /* shed_all: r2 is decided CLOSED; still nothing delivered. */
+    assert_int_equal(bulkhead_shed_all(b), 1);
+    assert_int_equal(calls_of(r, 3), 0);
+
+    /* dispatch delivers r1 (ADMITTED) then r2 (CLOSED), each once, oldest decision first. */
+    assert_int_equal(bulkhead_dispatch(b), 2);
+    assert_int_equal(r[0].calls, 0);
+    assert_int_equal(r[1].calls, 1);
+    assert_int_equal(r[1].last, BULKHEAD_ADMITTED);
+    assert_int_equal(r[2].calls, 1);
+    assert_int_equal(r[2].last, BULKHEAD_CLOSED);
+    assert_int_equal(bulkhead_dispatch(b), 0);
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    st = bulkhead_get_stats(b);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.admitted, 2); /* the direct call and r1: r0's slot went back */
+
+    /* A ready waiter freed with its bulkhead is unlinked without a call. */
+    assert_int_equal(bulkhead_acquire(b, NULL, INFINITY, NULL, NULL), BULKHEAD_ADMITTED);
+    req late = {.b = b};
+    assert_int_equal(bulkhead_acquire(b, &late.w, INFINITY, req_cb, &late), BULKHEAD_QUEUED);
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    bulkhead_free(b);
+    assert_int_equal(late.calls, 0);
+    assert_null(late.w.owner);
+}
+
+/* A callback that releases its slot and queues again is served by the same dispatch, and
+ * the wake hook fires only when the ready list goes from empty to non-empty. */
+typedef struct {
+    req r;
+    int rounds;
+} requeuer;
+
+static void requeuer_cb(bulkhead_waiter *w, bulkhead_status status, void *arg)
+{
+    requeuer *q = arg;
+    req_cb(w, status, &q->r);
+    if (status != BULKHEAD_ADMITTED || q->rounds-- <= 0)
+        return;
+    assert_int_equal(bulkhead_acquire(q->r.b, NULL, INFINITY, NULL, NULL), BULKHEAD_SHED_FULL);
+    assert_int_equal(bulkhead_acquire(q->r.b, &q->r.w, INFINITY, requeuer_cb, q), BULKHEAD_QUEUED);
+    assert_int_equal(bulkhead_release(q->r.b, UPSTREAM_SUCCESS), RAGD_OK); /* hands it to us again */
+}
+
+static void test_requeue_from_callback(void **state)
+{
+    (void)state;
+    bulkhead *b = make(1, 2, 1000, false);
+    assert_int_equal(bulkhead_acquire(b, NULL, INFINITY, NULL, NULL), BULKHEAD_ADMITTED);
+    requeuer q = {.r = {.b = b}, .rounds = 3};
+    assert_int_equal(bulkhead_acquire(b, &q.r.w, INFINITY, requeuer_cb, &q), BULKHEAD_QUEUED);
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(wakes, 1);
+    assert_int_equal(bulkhead_dispatch(b), 4);
+    assert_int_equal(q.r.calls, 4);
+    assert_int_equal(wakes, 4); /* each round re-filled an empty ready list */
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_get_stats(b).in_flight, 0);
+    bulkhead_free(b);
 }
 
 int main(void)
@@ -582,6 +728,8 @@ int main(void)
         cmocka_unit_test_setup(test_adaptive_throttling_proportion, setup),
         cmocka_unit_test_setup(test_config_validation, setup),
         cmocka_unit_test_setup(test_set_per_backend_model, setup),
+        cmocka_unit_test_setup(test_no_callback_inside_release_cancel_shed, setup),
+        cmocka_unit_test_setup(test_requeue_from_callback, setup),
     };
     return cmocka_run_group_tests_name("bulkhead", tests, NULL, NULL);
 }

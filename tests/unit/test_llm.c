@@ -224,7 +224,7 @@ static void chat_once(env *e)
     e->pending++;
     e->text_len = 0;
     assert_non_null(llm_chat(e->l, "llama3.2", "Answer from the context.", "Context: [1] The sky is blue.\nQ: colour?",
-                             NULL, clock_now_ms() + 10000, &h));
+                             NULL, clock_now_ms() + 10000, &h, NULL));
     env_wait(e);
 }
 
@@ -295,7 +295,7 @@ static void test_busy_is_overload(void **state)
     llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
     e.pending = 3;
     for (int i = 0; i < 3; i++)
-        assert_non_null(llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h));
+        assert_non_null(llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h, NULL));
     env_wait(&e);
     assert_int_equal(e.n_overloaded, 2); /* one slot, no queue: two of three are told "busy" */
     breaker_snapshot s = chat_breaker(&e, 0);
@@ -357,8 +357,8 @@ static void test_half_open_admits_one_trial(void **state)
     llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
     e.pending = 2;
     e.n_unavailable = 0;
-    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "trial", NULL, clock_now_ms() + 10000, &h));
-    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "second", NULL, clock_now_ms() + 10000, &h));
+    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "trial", NULL, clock_now_ms() + 10000, &h, NULL));
+    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "second", NULL, clock_now_ms() + 10000, &h, NULL));
     env_wait(&e);
     assert_int_equal(e.n_unavailable, 1);   /* the second, refused while the trial ran */
     assert_int_equal(chat_breaker(&e, 0).state, BREAKER_CLOSED); /* the trial succeeded */
@@ -401,6 +401,225 @@ static void test_failover_to_second_host(void **state)
     env_free(&e);
 }
 
+/* ---- the callback rule: exactly one final callback, never inside the call that caused it ---- */
+
+typedef struct {
+    env *e;
+    int calls;
+    llm_status st;
+} probe_cb;
+
+static int inside; /* set while a call of the module under test runs */
+
+static void counted_embed(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    (void)v;
+    (void)dim;
+    (void)message;
+    probe_cb *p = arg;
+    assert_int_equal(inside, 0); /* never inside llm_embed / llm_task_cancel / llm_cancel_all */
+    p->calls++;
+    p->st = st;
+    if (--p->e->pending == 0)
+        event_base_loopbreak(p->e->base);
+}
+
+static void counted_chat_done(llm_status st, const char *message, const llm_chat_stats *s, void *arg)
+{
+    (void)message;
+    (void)s;
+    counted_embed(st, NULL, 0, NULL, arg);
+}
+
+static int no_text(const char *p, size_t n, void *arg)
+{
+    (void)p;
+    (void)n;
+    (void)arg;
+    return 0;
+}
+
+static const char **many_texts(size_t n, size_t **lens)
+{
+    const char **texts = calloc(n, sizeof *texts);
+    *lens = calloc(n, sizeof **lens);
+    for (size_t i = 0; i < n; i++) {
+        texts[i] = "a chunk of a long document about snapshots";
+        (*lens)[i] = strlen(texts[i]);
+    }
+    return texts;
+}
+
+/* The crash of issue 6: a document's batches outnumber max_concurrent, the backend fails,
+ * and a breaker that opens refuses the queued batches as they are admitted. The job must
+ * end with one callback, whatever the order (run under ASan by make asan). */
+static void test_many_batches_tight_limits_failing_backend(void **state)
+{
+    (void)state;
+    static const char *const faults[] = {"{\"fault\": \"error500\"}", "{\"fault\": \"refuse\"}",
+                                         "{\"fault\": \"reset\"}", "{\"parallel\": 1, \"max_queue\": 0}"};
+    for (size_t f = 0; f < sizeof faults / sizeof *faults; f++) {
+        json_decref(admin(&fakes[0], "/__admin/reset", "{}"));
+        json_decref(admin(&fakes[0], "/__admin/config", faults[f]));
+        for (int threshold = 1; threshold <= 5; threshold += 4) {
+            llm_config cfg;
+            llm_config_default(&cfg);
+            bool busy = f == 3; /* the fake has 1 slot and no queue: busy 503s when we send 4 */
+            cfg.bulkhead.max_concurrent = busy ? 4 : 1;
+            cfg.bulkhead.max_queue = 100;
+            cfg.breaker.failure_threshold = (unsigned)threshold;
+            cfg.retry.base_ms = 1;
+            cfg.retry.cap_ms = 5;
+            const char *urls[] = {fakes[0].url};
+            env e;
+            env_init(&e, &cfg, urls, 1);
+            size_t *lens = NULL;
+            const char **texts = many_texts(1000, &lens); /* 32 batches */
+            probe_cb p = {.e = &e};
+            e.pending = 1;
+            inside = 1;
+            assert_non_null(llm_embed(e.l, "nomic-embed-text", texts, lens, 1000, clock_now_ms() + 10000, counted_embed, &p));
+            inside = 0;
+            env_wait(&e);
+            assert_int_equal(p.calls, 1);
+            if (!busy)
+                assert_int_not_equal(p.st, LLM_OK);
+            assert_int_equal(llm_task_count(e.l), 0);
+            bulkhead *bh = bulkhead_set_at(llm_bulkheads(e.l), 0);
+            assert_int_equal(bulkhead_get_stats(bh).in_flight, 0);
+            assert_int_equal(bulkhead_get_stats(bh).queued, 0);
+            free(texts);
+            free(lens);
+            env_free(&e);
+        }
+    }
+    json_decref(admin(&fakes[0], "/__admin/reset", "{}"));
+}
+
+/* Cancel: the attempt ends now, and exactly one LLM_CANCELLED callback comes on a later
+ * loop turn — for a chat waiting on a slow backend, an embed job with batches in flight and
+ * queued, and a chat cancelled twice. */
+static void test_cancel_ends_in_one_cancelled_callback(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"latency_ms\": 300}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 2;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    llm_chat_handlers h = {.on_text = no_text, .on_done = counted_chat_done};
+    probe_cb chat = {.e = &e}, job = {.e = &e};
+    h.arg = &chat;
+    size_t *lens = NULL;
+    const char **texts = many_texts(200, &lens);
+    inside = 1;
+    llm_task *c = llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h, NULL);
+    llm_task *j = llm_embed(e.l, "nomic-embed-text", texts, lens, 200, clock_now_ms() + 10000, counted_embed, &job);
+    inside = 0;
+    assert_non_null(c);
+    assert_non_null(j);
+    e.pending = 2;
+    /* Let the calls start (they wait 300 ms at the fake), then cancel both. */
+    struct timeval tv = {0, 100 * 1000};
+    event_base_loopexit(e.base, &tv);
+    event_base_dispatch(e.base);
+    assert_int_equal(chat.calls + job.calls, 0);
+    inside = 1;
+    llm_task_cancel(c);
+    llm_task_cancel(c); /* a second cancel is a no-op */
+    llm_task_cancel(j);
+    inside = 0;
+    assert_int_equal(chat.calls + job.calls, 0);
+    env_wait(&e);
+    assert_int_equal(chat.calls, 1);
+    assert_int_equal(chat.st, LLM_CANCELLED);
+    assert_int_equal(job.calls, 1);
+    assert_int_equal(job.st, LLM_CANCELLED);
+    assert_int_equal(llm_task_count(e.l), 0);
+    bulkhead_stats st = bulkhead_get_stats(bulkhead_set_at(llm_bulkheads(e.l), 0));
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(st.queued, 0);
+    free(texts);
+    free(lens);
+    env_free(&e);
+}
+
+/* Shutdown: llm_cancel_all ends every task with CANCELLED (later), and refuses new ones. */
+static void test_cancel_all(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"latency_ms\": 2000}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 1;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    llm_chat_handlers h = {.on_text = no_text, .on_done = counted_chat_done};
+    probe_cb p[5];
+    for (int i = 0; i < 5; i++) {
+        p[i] = (probe_cb){.e = &e};
+        h.arg = &p[i];
+        assert_non_null(llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h, NULL));
+    }
+    e.pending = 5;
+    struct timeval tv = {0, 50 * 1000};
+    event_base_loopexit(e.base, &tv);
+    event_base_dispatch(e.base); /* one in flight, four queued */
+    inside = 1;
+    llm_cancel_all(e.l);
+    inside = 0;
+    h.arg = &p[0];
+    assert_null(llm_chat(e.l, "llama3.2", NULL, "late", NULL, clock_now_ms() + 10000, &h, NULL));
+    env_wait(&e);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(p[i].calls, 1);
+        assert_int_equal(p[i].st, LLM_CANCELLED);
+    }
+    assert_int_equal(llm_task_count(e.l), 0);
+    env_free(&e);
+}
+
+/* Reservations count toward the shed-on-arrival decision and are handed to the chat. */
+static void test_reservations(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 1;
+    cfg.bulkhead.max_queue = 1;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    llm_reservation a, b, c;
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &a), LLM_OK);
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &b), LLM_OK);
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &c), LLM_OVERLOADED); /* 1 slot + 1 queue place */
+    assert_false(c.held);
+    assert_int_equal(llm_reserve(e.l, "other", &c), LLM_OK); /* another model's own places */
+    llm_unreserve(&c);
+    llm_unreserve(&b);
+    llm_unreserve(&b); /* twice: a no-op */
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &b), LLM_OK);
+    llm_unreserve(&b);
+    /* A chat takes its reservation over and gives it back once it has its own place. */
+    llm_chat_handlers h = {.on_text = no_text, .on_done = counted_chat_done};
+    probe_cb p = {.e = &e};
+    h.arg = &p;
+    e.pending = 1;
+    assert_non_null(llm_chat(e.l, "llama3.2", NULL, "hello", NULL, clock_now_ms() + 10000, &h, &a));
+    assert_false(a.held);
+    env_wait(&e);
+    assert_int_equal(p.st, LLM_OK);
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &a), LLM_OK);
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &b), LLM_OK);
+    llm_unreserve(&a);
+    llm_unreserve(&b);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +630,10 @@ int main(void)
         cmocka_unit_test_setup(test_half_open_admits_one_trial, reset_fakes),
         cmocka_unit_test_setup(test_error_line_is_failure, reset_fakes),
         cmocka_unit_test_setup(test_failover_to_second_host, reset_fakes),
+        cmocka_unit_test_setup(test_many_batches_tight_limits_failing_backend, reset_fakes),
+        cmocka_unit_test_setup(test_cancel_ends_in_one_cancelled_callback, reset_fakes),
+        cmocka_unit_test_setup(test_cancel_all, reset_fakes),
+        cmocka_unit_test_setup(test_reservations, reset_fakes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

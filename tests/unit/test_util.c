@@ -16,9 +16,74 @@
 #include "config.h"
 #include "util/loopq.h"
 #include "util/names.h"
+#include "util/queue.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
 #include "util/workpool.h"
+
+typedef struct {
+    int v;
+    queue_node link;
+} qitem;
+
+static int queue_values(queue_node *head, int *out, int max)
+{
+    int n = 0;
+    queue_node *q;
+    queue_foreach(q, head)
+    {
+        if (n < max)
+            out[n] = queue_data(q, qitem, link)->v;
+        n++;
+    }
+    return n;
+}
+
+static void test_queue(void **state)
+{
+    (void)state;
+    queue_node a, b;
+    queue_init(&a);
+    queue_init(&b);
+    qitem it[5] = {{0}, {0}, {0}, {0}, {0}};
+    assert_true(queue_empty(&a));
+    assert_null(queue_first(&a));
+    assert_null(queue_pop(&a));
+    assert_false(queue_linked(&it[0].link)); /* zeroed: unlinked */
+    for (int i = 0; i < 5; i++) {
+        it[i].v = i;
+        queue_insert_tail(&a, &it[i].link);
+    }
+    int v[8];
+    assert_int_equal(queue_values(&a, v, 8), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(v[i], i);
+    /* Remove from the middle, twice (the second is a no-op), and the head. */
+    queue_remove(&it[2].link);
+    queue_remove(&it[2].link);
+    assert_false(queue_linked(&it[2].link));
+    assert_int_equal(queue_data(queue_pop(&a), qitem, link)->v, 0);
+    assert_int_equal(queue_values(&a, v, 8), 3);
+    assert_int_equal(v[0], 1);
+    assert_int_equal(v[2], 4);
+    queue_insert_head(&a, &it[2].link);
+    assert_int_equal(queue_data(queue_first(&a), qitem, link)->v, 2);
+    /* Move everything to b's tail; a is left empty and usable. */
+    queue_insert_tail(&b, &it[0].link);
+    queue_move(&a, &b);
+    assert_true(queue_empty(&a));
+    assert_int_equal(queue_values(&b, v, 8), 5);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[1], 2);
+    assert_int_equal(v[4], 4);
+    queue_move(&a, &b); /* moving an empty list changes nothing */
+    assert_int_equal(queue_values(&b, v, 8), 5);
+    int drained = 0;
+    while (queue_pop(&b))
+        drained++;
+    assert_int_equal(drained, 5);
+    assert_true(queue_empty(&b));
+}
 
 static void test_strbuf_cap(void **state)
 {
@@ -264,6 +329,7 @@ static void test_workpool_cancel_queued(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_queue),
         cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
