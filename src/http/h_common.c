@@ -3,6 +3,7 @@
 
 #include "app.h"
 #include "http/handlers.h"
+#include "upstream/llm.h"
 
 store_reader *handlers_reader(http_request *req)
 {
@@ -78,4 +79,9 @@ bool handlers_submit(http_request *req, store_write *w)
         http_reply_error(req, 503, "not_ready", "server is shutting down");
     http_complete(req);
     return false;
+}
+
+bool handlers_llm_in_use(const app *a, const llm *l)
+{
+    return l != NULL && (config_llm_requested(&a->cfg) || llm_ever_reached(l));
 }

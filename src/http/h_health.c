@@ -26,15 +26,32 @@ static int health_rank(breaker_state s)
 
 static const char *health_state_name(int rank) { return rank == 2 ? "OPEN" : rank == 1 ? "HALF_OPEN" : "CLOSED"; }
 
-/* services.<generator>: the worst breaker state over every backend and model, and each
- * backend's state and load. *worst receives the worst rank. */
-static json_t *health_generator(app *a, llm *l, int *worst)
+static json_t *health_time(double age_ms)
+{
+    if (age_ms < 0)
+        return json_null();
+    char ts[32];
+    time_t when = time(NULL) - (time_t)(age_ms / 1000);
+    struct tm tm;
+    gmtime_r(&when, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_string(ts);
+}
+
+/* services.<backend> (shared/API.md's services.ollama): the worst breaker state over every
+ * host and model, each host's state, load and reachability, and whether ragd uses the
+ * backend at all. A backend is "Operational" only once something answered there; under the
+ * defaults with nothing at the default address it is "not in use", which is no failure.
+ * *healthy is false when the backend is in use and a breaker is not CLOSED or no host
+ * answers. */
+static json_t *health_backend(app *a, llm *l, const char *role, bool *healthy)
 {
     breaker_registry *reg = llm_breakers(l);
     bulkhead_set *bhs = llm_bulkheads(l);
     unsigned max_failures = 0;
     double last_age = -1;
-    *worst = 0;
+    int worst = 0;
+    bool any_up = false, any_known = false;
     json_t *backends = json_array();
     for (size_t h = 0; h < llm_host_count(l); h++) {
         const char *url = llm_host_url(l, h);
@@ -60,26 +77,46 @@ static json_t *health_generator(app *a, llm *l, int *worst)
             in_flight += st.in_flight;
             queued += st.queued;
         }
-        if (rank > *worst)
-            *worst = rank;
-        json_array_append_new(backends, json_pack("{s:s, s:s, s:i, s:i}", "url", url, "state", health_state_name(rank),
-                                                  "in_flight", in_flight, "queued", queued));
+        if (rank > worst)
+            worst = rank;
+        probe_host_info reach;
+        llm_host_reach(l, h, &reach);
+        any_up = any_up || reach.state == PROBE_UP;
+        any_known = any_known || reach.state != PROBE_UNKNOWN;
+        json_t *host = json_pack("{s:s, s:s, s:s, s:b, s:o, s:i, s:i}", "url", url, "state", health_state_name(rank),
+                                 "reachability", probe_state_name(reach.state), "ever_reached", reach.ever_reached,
+                                 "last_checked", health_time(reach.age_ms), "in_flight", in_flight, "queued", queued);
+        if (reach.error[0])
+            json_object_set_new(host, "error", json_string(reach.error));
+        json_array_append_new(backends, host);
     }
-    json_t *last = json_null();
-    if (last_age >= 0) {
-        char ts[32];
-        time_t when = time(NULL) - (time_t)(last_age / 1000);
-        struct tm tm;
-        gmtime_r(&when, &tm);
-        strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        last = json_string(ts);
+    bool in_use = handlers_llm_in_use(a, l);
+    char message[400];
+    if (!in_use) {
+        snprintf(message, sizeof message,
+                 "Not in use: no LLM backend is configured (OLLAMA_BASE_URL, OPENAI_BASE_URL) and nothing has answered "
+                 "at %s; ragd answers from its embedded parts (builtin embeddings, extractive answers) and uses the "
+                 "backend as soon as it answers",
+                 llm_host_url(l, 0));
+    } else if (worst == 2) {
+        snprintf(message, sizeof message, "Circuit OPEN - Service unavailable");
+    } else if (worst == 1) {
+        snprintf(message, sizeof message, "Circuit HALF_OPEN - Testing recovery");
+    } else if (any_up) {
+        snprintf(message, sizeof message, "Operational");
+    } else if (!any_known) {
+        snprintf(message, sizeof message, "Not reached yet: probing %s", llm_host_url(l, 0));
+    } else {
+        probe_host_info first;
+        llm_host_reach(l, 0, &first);
+        snprintf(message, sizeof message, "Unreachable: %s%s%s", llm_host_url(l, 0), first.error[0] ? ": " : "",
+                 first.error);
     }
-    const char *message = *worst == 2 ? "Circuit OPEN - Service unavailable"
-                          : *worst == 1 ? "Circuit HALF_OPEN - Testing recovery"
-                                        : "Operational";
-    return json_pack("{s:b, s:{s:s, s:i, s:o}, s:s, s:s, s:o}", "healthy", *worst == 0, "circuit_breaker", "state",
-                     health_state_name(*worst), "failure_count", (int)max_failures, "last_failure", last, "message",
-                     message, "model", a->cfg.llm_model, "backends", backends);
+    *healthy = !in_use || (worst == 0 && any_up);
+    return json_pack("{s:b, s:b, s:s, s:b, s:{s:s, s:i, s:o}, s:s, s:s, s:o}", "healthy", *healthy, "in_use", in_use,
+                     "role", role, "reachable", any_up, "circuit_breaker", "state", health_state_name(worst),
+                     "failure_count", (int)max_failures, "last_failure", health_time(last_age), "message", message,
+                     "model", a->cfg.llm_model, "backends", backends);
 }
 
 void handlers_health(http_request *req)
@@ -87,32 +124,43 @@ void handlers_health(http_request *req)
     app *a = req->app;
     bool ready = atomic_load(&a->ready);
     bool draining = atomic_load(&a->draining);
-    const char *status = ready ? "healthy" : "degraded";
     char ts[32];
     clock_utc_rfc3339(ts, sizeof ts);
     json_t *store_info = json_pack("{s:b, s:s, s:i, s:s}", "healthy", a->st != NULL, "path", a->db_path, "schema_version",
                               store_schema_version(), "state",
                               draining ? "shutting_down" : (ready ? "ready" : "loading"));
+    bool embedder_in_use = handlers_llm_in_use(a, a->embedder);
     json_t *embedder = a->embedder
-                           ? json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", a->embedder_name, "model", a->cfg.embed_model,
-                                       "fallback", EMBED_BUILTIN_NAME, "builtin_fallback",
-                                       a->cfg.embedder == CONFIG_EMBEDDER_AUTO, "healthy", 1)
-                           : json_pack("{s:s, s:s, s:i, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
-                                       EMBED_BUILTIN_DIM, "healthy", 1);
-    json_t *generator = json_pack("{s:s, s:b}", "name", a->generator_name, "healthy", 1);
-    json_t *body = json_pack("{s:s, s:{s:o, s:o, s:o}, s:s, s:f}", "status", status, "services", "store", store_info,
-                             "embedder", embedder, "generator", generator, "timestamp", ts, "uptime_s",
-                             (clock_now_ms() - a->started_ms) / 1000.0);
-    llm *upstream = a->generator ? a->generator : a->embedder;
-    if (upstream) {
-        int worst = 0;
-        const char *name = a->generator ? a->generator_name : a->embedder_name;
-        json_object_set_new(json_object_get(body, "services"), name, health_generator(a, upstream, &worst));
-        if (worst > 0) {
-            json_object_set_new(body, "status", json_string("degraded"));
-            json_object_set_new(a->generator ? generator : embedder, "healthy", json_false());
+                           ? json_pack("{s:s, s:s, s:s, s:b, s:b, s:b}", "name", a->embedder_name, "model",
+                                       a->cfg.embed_model, "fallback", EMBED_BUILTIN_NAME, "builtin_fallback",
+                                       a->cfg.embedder == CONFIG_EMBEDDER_AUTO, "in_use", embedder_in_use, "healthy", 1)
+                           : json_pack("{s:s, s:s, s:i, s:b, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
+                                       EMBED_BUILTIN_DIM, "in_use", 1, "healthy", 1);
+    bool generator_in_use = handlers_llm_in_use(a, a->generator);
+    json_t *generator = json_pack("{s:s, s:s, s:b, s:b}", "name", generator_in_use ? a->generator_name : "extractive",
+                                  "configured", a->generator_name, "in_use", generator_in_use, "healthy", 1);
+    if (a->generator && !generator_in_use)
+        json_object_set_new(generator, "reason",
+                            json_string("RAGD_GENERATOR=auto and no LLM has answered yet: answers are extractive (not "
+                                        "degraded) until one does"));
+    json_t *services = json_pack("{s:o, s:o, s:o}", "store", store_info, "embedder", embedder, "generator", generator);
+    bool healthy = ready;
+    for (int i = 0; i < 2; i++) {
+        llm *l = a->llms[i];
+        if (!l)
+            continue;
+        const char *role = l == a->generator && l == a->embedder ? "generator+embedder"
+                           : l == a->generator                  ? "generator"
+                                                                : "embedder";
+        bool ok = true;
+        json_object_set_new(services, i == 0 ? "ollama" : "openai", health_backend(a, l, role, &ok));
+        if (!ok) {
+            healthy = false;
+            json_object_set_new(l == a->generator ? generator : embedder, "healthy", json_false());
         }
     }
+    json_t *body = json_pack("{s:s, s:o, s:s, s:f}", "status", healthy ? "healthy" : "degraded", "services", services,
+                             "timestamp", ts, "uptime_s", (clock_now_ms() - a->started_ms) / 1000.0);
     http_reply_json(req, 200, body);
 }
 

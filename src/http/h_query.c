@@ -361,15 +361,9 @@ static void query_reply_unavailable(http_request *req, const char *code, const c
 /* ---- the generation (loop thread) ---- */
 
 /* Whether a query should ask the generator now. Under RAGD_GENERATOR=auto with no LLM
- * requested (config_llm_requested) ragd runs on its embedded parts until something
- * answers at the default address: then the LLM is used, and losing it is degradation. */
-static bool query_generator_in_use(app *a)
-{
-    if (!a->generator)
-        return false;
-    return a->cfg.generator != CONFIG_GENERATOR_AUTO || config_llm_requested(&a->cfg) ||
-           llm_ever_reached(a->generator);
-}
+ * requested ragd runs on its embedded parts until something answers at the default
+ * address: then the LLM is used, and losing it is degradation. */
+static bool query_generator_in_use(app *a) { return handlers_llm_in_use(a, a->generator); }
 
 /* One SSE event onto the live stream. Takes data. */
 static void generation_event(query_job *j, const char *event, json_t *data)
@@ -443,9 +437,10 @@ static void generation_finish(query_job *j, const char *failure, bool degraded)
     j->resp = NULL;
     double gen_ms = j->started_ms > 0 ? clock_now_ms() - j->started_ms : 0;
     const char *embed_reason = j->embed_reason[0] ? j->embed_reason : NULL;
-    if (failure && degraded) {
-        char reason[600];
-        snprintf(reason, sizeof reason, "%s; answered extractively", failure);
+    if (failure && degraded) { /* both reasons when the embedder failed too */
+        char reason[1100];
+        snprintf(reason, sizeof reason, "%s%s%s; answered extractively", embed_reason ? embed_reason : "",
+                 embed_reason ? "; " : "", failure);
         utf8_sanitize(reason);
         query_send(req, resp, j->fallback, "extractive", NULL, reason, j->embed_ms, j->retrieve_ms, gen_ms, j->in.stream);
     } else if (failure) {

@@ -49,4 +49,12 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
 /* Submits a write for req: holds req, and on RAGD_EBUSY/ECLOSED replies 503 and releases it. */
 bool handlers_submit(http_request *req, store_write *w);
 
+/* Whether ragd uses the LLM backend l (NULL: false): the user asked for an LLM
+ * (config_llm_requested), or something has answered there since start-up. Until then the
+ * defaults run on the embedded parts as intended, and an absent backend is no failure.
+ * Loop thread only (it reads the reachability probes). */
+struct app;
+struct llm;
+bool handlers_llm_in_use(const struct app *a, const struct llm *l);
+
 #endif

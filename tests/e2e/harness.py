@@ -252,10 +252,10 @@ class Server:
             "RATE_LIMIT_QUERY": "0",
             "RAGD_RATE_LIMIT_INGEST": "0",
             "RAGD_LOG_LEVEL": "info",
-            # The issue-2 suites test the extractive pipeline; the generator suites set
-            # RAGD_GENERATOR and OLLAMA_BASE_URL (to the fake) themselves.
-            "RAGD_GENERATOR": "extractive",
-            "RAGD_EMBEDDER": "builtin",
+            # Nothing else: the suites run on the true defaults (RAGD_EMBEDDER=auto,
+            # RAGD_GENERATOR=auto, OLLAMA_BASE_URL unset, so nothing answers at the default
+            # address), as `make run` does. The generator suites point OLLAMA_BASE_URL at
+            # the fake themselves.
         })
         env.update({k: str(v) for k, v in self.extra_env.items() if v is not None})
         for k, v in self.extra_env.items():

@@ -225,7 +225,8 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         self.assertEnvelope(r, 401, "unauthorized")
         auth = {"Authorization": f"Bearer {token}"}
         listed = self.call("GET", "/api/admin/breakers", srv=self.srv, headers=auth)["breakers"]
-        self.assertEqual([b["state"] for b in listed], ["CLOSED"])
+        # the chat breaker, and the embed breaker of the collection's Ollama embeddings
+        self.assertEqual(sorted((b["op"], b["state"]) for b in listed), [("chat", "CLOSED"), ("embed", "CLOSED")])
         res = self.call("POST", "/api/admin/breakers", {"action": "force_open", "op": "chat"}, srv=self.srv, headers=auth)
         self.assertEqual(res["changed"], 1)
         self.assertEqual(res["breakers"][0]["state"], "FORCED_OPEN")
