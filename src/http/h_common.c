@@ -4,6 +4,7 @@
 #include "app.h"
 #include "http/handlers.h"
 #include "upstream/llm.h"
+#include "util/workpool.h"
 
 store_reader *handlers_reader(http_request *req)
 {
@@ -84,4 +85,25 @@ bool handlers_submit(http_request *req, store_write *w)
 bool handlers_llm_in_use(const app *a, const llm *l)
 {
     return l != NULL && (config_llm_requested(&a->cfg) || llm_ever_reached(l));
+}
+
+bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg)
+{
+    ragd_err rc = workpool_submit(req->app->pool, fn, cancel, arg);
+    if (rc == RAGD_OK)
+        return true;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (rc == RAGD_EBUSY)
+        http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+    else
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    http_complete(req);
+    return false;
+}
+
+void handlers_reply_dropped(http_request *req)
+{
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
+    http_complete(req);
 }

@@ -361,14 +361,7 @@ static void ingest_fallback_work(void *arg)
     http_complete(req);
 }
 
-static void ingest_fallback_cancelled(void *arg)
-{
-    ingest_job *job = arg;
-    http_request *req = job->req;
-    snprintf(req->retry_after, sizeof req->retry_after, "1");
-    http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
-    http_complete(req);
-}
+static void ingest_fallback_cancelled(void *arg) { handlers_reply_dropped(((ingest_job *)arg)->req); }
 
 /* Falls back to the builtin embedder, saying why in the response's warnings. */
 static void ingest_use_builtin(ingest_job *job, const char *why)
@@ -380,15 +373,7 @@ static void ingest_use_builtin(ingest_job *job, const char *why)
              "use %s's %s once it answers",
              job->w.collection, EMBED_BUILTIN_NAME, why, a->embedder_name, job->model);
     utf8_sanitize(job->warning);
-    ragd_err rc = workpool_submit(a->pool, ingest_fallback_work, ingest_fallback_cancelled, job);
-    if (rc == RAGD_OK)
-        return;
-    snprintf(req->retry_after, sizeof req->retry_after, "1");
-    if (rc == RAGD_EBUSY)
-        http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
-    else
-        http_reply_error(req, 503, "not_ready", "server is shutting down");
-    http_complete(req);
+    handlers_submit_work(req, ingest_fallback_work, ingest_fallback_cancelled, job);
 }
 
 /* The upstream embedding failed (st, message): the builtin fallback for a new collection

@@ -293,8 +293,6 @@ static void query_send(http_request *req, json_t *resp, const char *answer, cons
 
 /* ---- generation by an LLM (loop thread) ---- */
 
-#define GENERATION_TEXT_CAP ((size_t)256 * 1024)
-
 static const char query_system_prompt[] =
     "You answer questions using only the numbered context passages you are given. Cite every passage you "
     "use by its number in square brackets, like [1] or [2][3]. If the passages do not contain the answer, say "
@@ -418,7 +416,8 @@ static void generation_finish_stream(query_job *j, const char *failure)
     }
     http_stream_end(j->out);
     http_on_close(j->req, NULL, NULL);
-    http_release(j->req); /* the stream's hold: the request (and this job) may go now */
+    http_release(j->req); /* the stream's hold: the request, and with it this job, may be freed
+                           * here (a client already gone): callers return without touching j */
 }
 
 /* The generation is over: answers with the LLM's text (failure NULL), or — when the LLM
@@ -652,14 +651,7 @@ static void query_after_embed(void *arg)
     http_complete(req);
 }
 
-/* A queued worker step dropped at shutdown. */
-static void query_after_embed_cancelled(void *arg)
-{
-    query_job *j = arg;
-    http_request *req = j->req;
-    query_reply_unavailable(req, "not_ready", "server shut down before this request was processed");
-    http_complete(req);
-}
+static void query_after_embed_cancelled(void *arg) { handlers_reply_dropped(((query_job *)arg)->req); }
 
 /* ---- the upstream embedding of the query (loop thread) ---- */
 
@@ -678,14 +670,7 @@ static void query_embedded(query_job *j, const float *v, size_t dim, const char 
         utf8_sanitize(j->embed_failure);
         j->in.q.method = RAG_KEYWORD;
     }
-    ragd_err rc = workpool_submit(j->a->pool, query_after_embed, query_after_embed_cancelled, j);
-    if (rc == RAGD_OK)
-        return;
-    if (rc == RAGD_EBUSY)
-        query_reply_unavailable(j->req, "overloaded", "server busy: worker queue full, retry shortly");
-    else
-        query_reply_unavailable(j->req, "not_ready", "server is shutting down");
-    http_complete(j->req);
+    handlers_submit_work(j->req, query_after_embed, query_after_embed_cancelled, j);
 }
 
 static void query_on_embedded(llm_status st, const float *v, size_t dim, const char *message, void *arg)

@@ -49,6 +49,14 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
 /* Submits a write for req: holds req, and on RAGD_EBUSY/ECLOSED replies 503 and releases it. */
 bool handlers_submit(http_request *req, store_write *w);
 
+/* Hands the next step of a request that holds a part (http_hold) to a worker, from the
+ * loop: fn(arg) then gives the part back, or cancel(arg) does at shutdown. When the worker
+ * queue is full or closing, replies 503 (overloaded / not_ready), gives the part back and
+ * returns false. */
+bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg);
+/* A held step dropped at shutdown before a worker took it: 503 not_ready, part given back. */
+void handlers_reply_dropped(http_request *req);
+
 /* Whether ragd uses the LLM backend l (NULL: false): the user asked for an LLM
  * (config_llm_requested), or something has answered there since start-up. Until then the
  * defaults run on the embedded parts as intended, and an absent backend is no failure.
