@@ -266,10 +266,21 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"})
         self.assertEnvelope(r, 503, "overloaded")
         self.assertIn("saturated", r.body["error"]["message"])
-        # naming a provider skips the early check: extractive needs no generator slot
+        # The decision comes from the parsed body, not from bytes in it: a question that
+        # mentions "model" and "provider" is shed like any other (a byte search once let it by)...
+        r = self.srv.request("POST", "/api/query", json_body={
+            "query": 'Which "model" and "provider" erupted?', "db": "gen"})
+        self.assertEnvelope(r, 503, "overloaded")
+        self.assertIn("saturated", r.body["error"]["message"])
+        # ...and naming the configured model explicitly is shed too: it uses the same slot
+        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "model": "llama3.2"})
+        self.assertEnvelope(r, 503, "overloaded")
+        # provider extractive needs no generator slot: answered
         res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "provider": "extractive"},
                         srv=self.srv)
         self.assertEqual(res["provider"], "extractive")
+        # /api/retrieve never asks the generator
+        self.call("POST", "/api/retrieve", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
         first.join()
 
     def cpu_seconds(self):
