@@ -395,6 +395,43 @@ class BadInputTest(harness.E2ETestCase):
                 self.assertEqual(self.call("GET", f"/api/dbs/{urllib.parse.quote(name)}")["name"], name)
                 self.assertEqual(self.call("DELETE", f"/api/dbs/{name}"), {"deleted": name})
 
+    # --- one filter limit: the HTTP layer refuses what the store would refuse --------------
+    def retrieve_with_filter(self, route, flt):
+        return self.server.request("POST", route, json_body={"query": "okapi forest", "db": KNOWN_DB,
+                                                             "filter": flt})
+
+    def test_filter_over_the_total_value_limit(self):
+        # 11 keys × 100 values: each list is within the 100 per key, the total (1100) is over
+        # the store's 1024; this used to reach the store and come back 500 "filter: too large"
+        flt = {f"key{i}": {"$in": list(range(100))} for i in range(11)}
+        for route in (R, Q):
+            with self.subTest(route=route):
+                err = self.assertEnvelope(self.retrieve_with_filter(route, flt), 422, V)
+                self.assertIn("filter", err["message"])
+                self.assertIn("1024", err["message"], "the message names the limit")
+
+    def test_filter_at_the_total_value_limit(self):
+        # 1024 values in all: 10 lists of 100 (no document has these keys) and one of 24
+        flt = {f"key{i}": {"$in": list(range(100))} for i in range(10)}
+        flt["lang"] = {"$in": ["en"] + [f"x{i}" for i in range(23)]}
+        self.assertEqual(sum(len(v["$in"]) for v in flt.values()), 1024)
+        body = self.call("POST", R, {"query": "okapi forest", "db": KNOWN_DB, "filter": flt})
+        self.assertEqual(body["documents"], [])
+        # a filter within the limits is applied, not ignored
+        body = self.call("POST", R, {"query": "okapi forest", "db": KNOWN_DB, "k": 3,
+                                     "filter": {"lang": {"$in": ["en"] + [f"x{i}" for i in range(99)]}}})
+        got = {s["doc_id"] for s in body["sources"]}
+        self.assertIn("k1", got)
+        self.assertLessEqual(got, {"k1", "k2"}, "k3 (lang de) passed the filter")
+
+    def test_filter_with_33_keys(self):
+        flt = {f"key{i}": "v" for i in range(33)}
+        for route in (R, Q):
+            with self.subTest(route=route):
+                err = self.assertEnvelope(self.retrieve_with_filter(route, flt), 422, V)
+                self.assertIn("filter", err["message"])
+                self.assertIn("32", err["message"], "the message names the limit")
+
 
 if __name__ == "__main__":
     unittest.main()
