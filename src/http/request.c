@@ -38,6 +38,7 @@ http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, s
     req->app = owner;
     req->conn = conn;
     req->refs = 1;
+    req->route_name = "unmatched";
     strbuf_init(&req->body, body_cap);
     return req;
 }

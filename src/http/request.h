@@ -52,6 +52,8 @@ struct http_request {
     bool accept_sse;
     strbuf body;
     bool body_too_large;
+    size_t uri_len;                   /* strlen of the raw URI when the request line was read */
+    bool begun;                       /* the access handler has seen the headers */
     double t_start_ms;
 
     /* the response */

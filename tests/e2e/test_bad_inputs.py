@@ -433,5 +433,131 @@ class BadInputTest(harness.E2ETestCase):
                 self.assertIn("32", err["message"], "the message names the limit")
 
 
+class NulByteTest(harness.E2ETestCase):
+    """A NUL byte in the request line or a header, raw or as %00, is refused with 400 before
+    any handler runs. libmicrohttpd 0.9.x hands the request over as C strings, so a raw NUL
+    used to cut the path short: DELETE /api/dbs/victim\\0_backup deleted `victim`."""
+
+    server_env = {"RAGD_IDLE_TIMEOUT_S": "3"}
+    DBS = {"victim": "vdoc", "victim_backup": "bdoc"}
+
+    def setUp(self):
+        super().setUp()
+        for db, doc_id in self.DBS.items():
+            self.call("POST", "/api/ingest", {"db": db, "documents": [
+                {"id": doc_id, "text": f"The only document of {db}, kept safe from hostile bytes."}]})
+
+    def assertIntact(self):
+        for db, doc_id in self.DBS.items():
+            info = self.call("GET", f"/api/dbs/{db}")
+            self.assertEqual(info["documents"], 1, f"{db}: {info}")
+            doc = self.call("GET", f"/api/dbs/{db}/documents/{doc_id}")
+            self.assertEqual(doc["id"], doc_id)
+
+    def send(self, data):
+        r = self.server.raw(data, timeout=8.0)
+        self.assertIsNotNone(r, "connection closed without a response")
+        return r
+
+    def assertRefused(self, data, envelope=True):
+        r = self.send(data)
+        if envelope:
+            err = self.assertEnvelope(r, 400, BADJ)
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            return err
+        self.assertEqual(r.status, 400, r)
+        return None
+
+    def test_raw_nul_in_path(self):
+        err = self.assertRefused(b"DELETE /api/dbs/victim\x00_backup HTTP/1.1\r\n"
+                                 b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIn("NUL", err["message"])
+        self.assertIntact()
+
+    def test_raw_nul_at_the_end_of_the_path(self):
+        self.assertRefused(b"DELETE /api/dbs/victim_backup\x00 HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_method(self):
+        # the method reached ragd as "DELETE", cut at the NUL
+        self.assertRefused(b"DELETE\x00X /api/dbs/victim HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_query_string(self):
+        body = b"A sneaky document that must not be stored anywhere."
+        for target in (b"/api/ingest?db=victim\x00_backup&id=sneak",
+                       b"/api/ingest?db=victim&id=sneak\x00y"):
+            with self.subTest(target=target):
+                self.assertRefused(b"POST " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"Connection: close\r\nContent-Type: text/plain\r\n"
+                                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.assertIntact()
+        self.assertEnvelope(self.server.request("GET", "/api/dbs/victim/documents/sneak"), 404,
+                            "document_not_found")
+
+    def test_raw_nul_in_header_value(self):
+        for value in (b"a\x00b", b"\x00", b"trailing\x00\x00", b"a\x00\r\nX-Other: b"):
+            with self.subTest(value=value):
+                self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"X-Trace: " + value + b"\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_last_header_value(self):
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Connection: close\r\nX-Trace: a\x00b\r\n\r\n")
+        self.assertIntact()
+
+    def test_header_line_starting_with_nul(self):
+        # libmicrohttpd takes a line that starts with NUL for the empty line that ends the
+        # header block: what follows would have been read as the body or the next request
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"\x00X-Trace: b\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_header_name(self):
+        # no ':' before the NUL: libmicrohttpd refuses the line itself, with its own 400
+        # (docs/api.md, "What the HTTP library answers itself")
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"X-Tr\x00ace: b\r\nConnection: close\r\n\r\n", envelope=False)
+        self.assertIntact()
+
+    def test_folded_header_line(self):
+        # obs-fold (RFC 9112 5.2: reject with 400 or unfold); libmicrohttpd 0.9.75 appends the
+        # continuation to the header's *name*, so ragd refuses it
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"X-Trace: a\r\n  b\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_percent_00_in_path_segment(self):
+        self.assertRefused(b"DELETE /api/dbs/victim%00_backup HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_percent_00_in_query_argument(self):
+        body = b"A sneaky document that must not be stored anywhere."
+        self.assertRefused(b"POST /api/ingest?db=victim%00_backup&id=sneak HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.assertIntact()
+
+    def test_clean_requests_still_work(self):
+        # the check accepts what clients really send: bare LF line ends, tabs and several
+        # spaces around values, empty values, a request line with extra spaces
+        for data in (b"GET /api/dbs/victim HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n",
+                     b"GET /api/dbs/victim HTTP/1.1\r\nHost:127.0.0.1\r\nX-A: \t spaced \t\r\n"
+                     b"X-Empty:\r\nX-Blank:   \r\nConnection: close\r\n\r\n",
+                     b"GET  /api/dbs/victim?x=1&y&z=%41+b HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Connection: close\r\n\r\n",
+                     b"GET /api/dbs/victim HTTP/1.0\r\n\r\n"):
+            with self.subTest(data=data):
+                r = self.send(data)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.body["name"], "victim")
+        self.assertIntact()
+        self.assertEqual(self.call("DELETE", "/api/dbs/victim_backup"), {"deleted": "victim_backup"})
+
+
 if __name__ == "__main__":
     unittest.main()
