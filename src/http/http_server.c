@@ -360,20 +360,23 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!req->body_too_large && strbuf_append(&req->body, upload_data, *upload_data_size) != RAGD_OK) {
-            req->body_too_large = true; /* keep reading and dropping: the reply comes at the end */
-            strbuf_cleanup(&req->body);
-        }
+        ragd_err e = strbuf_append(&req->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        if (e == RAGD_OK)
+            return MHD_YES;
+        /* Only a chunked body gets here (a declared length over the cap was refused before
+         * any body byte): answer now and close, rather than read on to an end that may never
+         * come. */
+        strbuf_cleanup(&req->body);
+        if (e == RAGD_ETOOBIG)
+            http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
+                             s->app->cfg.max_body_bytes);
+        else
+            http_reply_error(req, 503, "overloaded", "out of memory for the request body");
+        return http_request_send_and_close(req);
     }
     if (req->answered)
         return MHD_YES;
-    if (req->body_too_large) {
-        http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
-                         s->app->cfg.max_body_bytes);
-        return http_request_send(req);
-    }
     if (req->deferred)
         return MHD_YES; /* spurious call while a worker has it */
     if (req->status == 0 && atomic_load(&s->app->stopping) && strncmp(req->route_name, "/health", 7) != 0) {

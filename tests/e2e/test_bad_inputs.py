@@ -1,8 +1,10 @@
 """A table of bad requests: each must get the contract's status and error code in the error
 envelope, and none may crash, hang or change the store."""
 
+import http.client
 import json
 import socket
+import threading
 import time
 import unittest
 import urllib.parse
@@ -395,6 +397,7 @@ class BadInputTest(harness.E2ETestCase):
                 self.assertEqual(self.call("GET", f"/api/dbs/{urllib.parse.quote(name)}")["name"], name)
                 self.assertEqual(self.call("DELETE", f"/api/dbs/{name}"), {"deleted": name})
 
+
     # --- one filter limit: the HTTP layer refuses what the store would refuse --------------
     def retrieve_with_filter(self, route, flt):
         return self.server.request("POST", route, json_body={"query": "okapi forest", "db": KNOWN_DB,
@@ -557,6 +560,112 @@ class NulByteTest(harness.E2ETestCase):
                 self.assertEqual(r.body["name"], "victim")
         self.assertIntact()
         self.assertEqual(self.call("DELETE", "/api/dbs/victim_backup"), {"deleted": "victim_backup"})
+
+
+class ChunkedOverCapTest(harness.E2ETestCase):
+    """A chunked body is answered 413 as soon as it passes RAGD_MAX_BODY_BYTES, and the
+    connection is closed: the rest is never read, however long the client goes on."""
+
+    CAP = 8192
+    server_env = {"RAGD_MAX_BODY_BYTES": str(CAP)}
+
+    HEAD = (b"POST /api/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+
+    @staticmethod
+    def chunk(data):
+        return b"%x\r\n" % len(data) + data + b"\r\n"
+
+    def rss_kib(self):
+        with open(f"/proc/{self.server.pid()}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        self.fail("no VmRSS")
+
+    def read_response(self, sock):
+        resp = http.client.HTTPResponse(sock, method="POST")
+        resp.begin()
+        return harness.Response(resp.status, resp.headers, resp.read())
+
+    def test_over_the_cap_then_stalls(self):
+        # passes the cap by half, then sends nothing more (no last chunk): the 413 comes
+        # while the body is still open
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        try:
+            s.sendall(self.HEAD + b"".join(self.chunk(b"x" * 1024) for _ in range(12)))
+            t0 = time.monotonic()
+            try:
+                r = self.read_response(s)
+            except (socket.timeout, TimeoutError):
+                self.fail("no response while the body was open")
+            self.assertLess(time.monotonic() - t0, 5.0)
+            err = self.assertEnvelope(r, 413, "payload_too_large")
+            self.assertIn(str(self.CAP), err["message"])
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            # and the server closes its side
+            s.settimeout(5)
+            try:
+                self.assertEqual(s.recv(1), b"")
+            except ConnectionResetError:
+                pass
+        finally:
+            s.close()
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+    def test_endless_body(self):
+        # one client sends 16 KiB chunks as fast as the server takes them, for up to 64 MiB;
+        # the server must answer 413 and stop reading long before that
+        rss0 = self.rss_kib()
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        sent = [0]
+        stop = threading.Event()
+
+        def feed():
+            piece = self.chunk(b"y" * 16384)
+            try:
+                s.sendall(self.HEAD)
+                while not stop.is_set() and sent[0] < 64 << 20:
+                    s.sendall(piece)
+                    sent[0] += len(piece)
+            except OSError:
+                pass  # the server closed the connection: what we want
+
+        t = threading.Thread(target=feed, daemon=True)
+        t0 = time.monotonic()
+        t.start()
+        try:
+            try:
+                r = self.read_response(s)
+            except (socket.timeout, TimeoutError, http.client.HTTPException, OSError) as e:
+                self.fail(f"no 413 while the body went on ({sent[0]} bytes sent): {e!r}")
+            self.assertLess(time.monotonic() - t0, 5.0)
+            self.assertEnvelope(r, 413, "payload_too_large")
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            # the server is still responsive while (or after) the client pushes
+            self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+            t.join(10)
+            self.assertFalse(t.is_alive(), f"the server still reads the body ({sent[0]} bytes sent)")
+            # what the client got in is the socket buffers' worth, not the 64 MiB
+            self.assertLess(sent[0], 32 << 20)
+        finally:
+            stop.set()
+            s.close()
+            t.join(10)
+        self.assertLess(self.rss_kib() - rss0, 16 * 1024, "the server's memory grew")
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+    def test_chunked_body_within_the_cap(self):
+        body = J({"query": "anything", "k": 1})
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        try:
+            s.sendall(self.HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                      + self.chunk(body[:10]) + self.chunk(body[10:]) + b"0\r\n\r\n")
+            r = self.read_response(s)
+        finally:
+            s.close()
+        # the default collection does not exist in this server: the body was read and parsed
+        self.assertEnvelope(r, 404, "db_not_found")
 
 
 if __name__ == "__main__":
