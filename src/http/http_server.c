@@ -175,7 +175,6 @@ static void *http_on_request_line(void *cls, const char *uri, struct MHD_Connect
     if (!req)
         return NULL; /* the access handler then refuses the request */
     req->uri_len = uri ? strlen(uri) : 0;
-    s->in_flight++;
     return req;
 }
 
@@ -353,6 +352,7 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const
         return MHD_NO; /* http_on_request_line had no memory for it */
     if (!req->begun) {
         req->begun = true;
+        s->in_flight++; /* counted from the headers on: one still sending them does not delay a drain */
         if (http_request_begin(s, req, url, method, version)) {
             req->early = true;
             return http_request_send(req);
@@ -402,7 +402,8 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     if (!req)
         return;
     *con_cls = NULL;
-    s->in_flight--;
+    if (req->begun)
+        s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
     if (req->answered)
         metrics_http_observe(req->route_name, req->method == HTTP_OTHER ? "OTHER" : req->method_name, req->status,
