@@ -21,7 +21,11 @@
 #include "util/workpool.h"
 
 #define QUERY_MAX_CHARS 8192
-#define QUERY_MAX_FILTER_TERMS 32
+/* A filter's limits: the store's caps on keys and on values in all (checked here, so that a
+ * filter the store would refuse is a 422 naming the limit, not a 500), and at most 100
+ * values in one $in list. */
+#define QUERY_MAX_FILTER_TERMS STORE_FILTER_MAX_TERMS
+#define QUERY_MAX_FILTER_TOTAL STORE_FILTER_MAX_VALUES
 #define QUERY_MAX_FILTER_VALUES 100
 #define QUERY_SSE_CAP ((size_t)64 << 20)
 
@@ -89,6 +93,12 @@ static bool query_parse_filter(http_request *req, json_t *filter, query_input *i
             return false;
         }
         total += n;
+    }
+    if (total > QUERY_MAX_FILTER_TOTAL) {
+        http_reply_error(req, 422, "validation_error",
+                         "filter: at most %d values in all (a scalar or $eq counts 1, an $in list its length), not %zu",
+                         QUERY_MAX_FILTER_TOTAL, total);
+        return false;
     }
     in->values = calloc(total ? total : 1, sizeof *in->values);
     if (!in->values) {

@@ -4,6 +4,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,122 @@ static size_t http_unescape_none(void *cls, struct MHD_Connection *c, char *uri)
     (void)cls;
     (void)c;
     return strlen(uri); /* ragd decodes path segments and arguments itself */
+}
+
+/* ---- NUL bytes in the request line and headers ----
+ *
+ * libmicrohttpd 0.9.x hands the request line and headers to ragd as C strings, parsed in
+ * place in the connection's read buffer; a NUL byte the client sent is not refused but ends
+ * the string: `DELETE /api/dbs/victim\0_backup` reached ragd as `/api/dbs/victim`, an
+ * argument or header value lost everything after the NUL, and a header line starting with
+ * NUL was taken for the empty line that ends the header block. (libmicrohttpd 1.0 refuses
+ * such requests itself at its default strictness: 400 for a header, the connection closed
+ * for the request line.)
+ *
+ * No MHD API gives the lengths of what it parsed (MHD_lookup_connection_value_n reports
+ * strlen), so ragd checks that the strings MHD handed over account for every byte of the
+ * header block. MHD tells how long the block was (MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE,
+ * counted from the method's first byte to the end of the empty line), and 0.9.x parses it
+ * in place, only ever writing NULs over the separators:
+ *
+ *     METHOD \0 [SP...] URI \0 VERSION T { NAME \0 [SP/HT...] VALUE T } T
+ *
+ * where T is a line end (CRLF -> two NULs, bare LF -> one), the \0 after METHOD was a space,
+ * the \0 after NAME the colon, and the one after the URI the space before the version. The
+ * URI's length is taken before MHD cuts its query string up: strlen of the URI that the URI
+ * log callback sees. A client's NUL shows as an element shorter than its place in the block:
+ * the walk does not land on the next element. A NUL as the very last byte of a line that
+ * ends in a bare LF cannot be told from a CR; it hides no byte from ragd.
+ *
+ * The walk reads only inside the block and compares pointers for equality; when MHD's
+ * strings are not where this layout puts them (a header folded over two lines, which 0.9.75
+ * appends to the header's name in a copy, or another parser) the request is refused:
+ * failing closed, loudly, rather than acting on a request ragd cannot see whole. */
+#if MHD_VERSION < 0x01000000
+#define HTTP_CHECK_HEADER_BLOCK 1
+
+typedef struct {
+    const char *p;   /* the next byte of the block not yet accounted for */
+    const char *end; /* one past the block's last byte */
+    bool ok;         /* false once a byte is found that no string accounts for */
+} http_block_walk;
+
+/* Steps over the string at w->p and the one NUL that ends it, when that NUL lies inside
+ * the block; else fails the walk. */
+static void http_walk_string(http_block_walk *w)
+{
+    if (!w->ok)
+        return;
+    size_t room = (size_t)(w->end - w->p);
+    size_t n = strnlen(w->p, room);
+    w->ok = n < room;
+    if (w->ok)
+        w->p += n + 1;
+}
+
+/* Steps over bytes equal to `skip` (at most max of them, at least min) until the walk
+ * reaches `next`; next NULL means the end of the block. */
+static void http_walk_to(http_block_walk *w, const char *next, char skip, size_t min, size_t max)
+{
+    const char *target = next ? next : w->end;
+    size_t n = 0;
+    while (w->ok && w->p != w->end && w->p != target && n < max && *w->p == skip) {
+        w->p++;
+        n++;
+    }
+    w->ok = w->ok && w->p == target && n >= min;
+}
+
+static enum MHD_Result http_walk_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
+{
+    (void)kind;
+    http_block_walk *w = cls;
+    w->ok = w->ok && value;
+    http_walk_to(w, name, '\0', 0, 1); /* the second NUL of the line end before (CRLF) */
+    http_walk_string(w);               /* the name and its colon */
+    while (w->ok && w->p != w->end && w->p != value && (*w->p == ' ' || *w->p == '\t'))
+        w->p++;
+    w->ok = w->ok && w->p == value;
+    http_walk_string(w); /* the value and the first NUL of its line end */
+    return w->ok ? MHD_YES : MHD_NO;
+}
+
+/* True when the request line and headers MHD handed over are the whole header block, i.e.
+ * the client sent no NUL byte in them (see above). uri_len: strlen of the URI as the URI log
+ * callback saw it. Call on the first access-handler call, before anything reads the
+ * request's strings. */
+static bool http_header_block_whole(struct MHD_Connection *c, const char *method, const char *url,
+                                    const char *version, size_t uri_len)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (!ci || !method || !url || !version || ci->header_size == 0)
+        return false;
+    http_block_walk w = {.p = method, .end = method + ci->header_size, .ok = true};
+    http_walk_string(&w);                        /* the method and the space after it */
+    http_walk_to(&w, url, ' ', 0, SIZE_MAX);     /* more spaces, which MHD tolerates */
+    w.ok = w.ok && (size_t)(w.end - w.p) > uri_len && w.p[uri_len] == '\0' && w.p + uri_len + 1 == version;
+    if (w.ok)
+        w.p = version;                           /* past the URI and the space before the version */
+    http_walk_string(&w);                        /* the version and the first NUL of its line end */
+    if (w.ok)
+        MHD_get_connection_values(c, MHD_HEADER_KIND, http_walk_header, &w);
+    http_walk_to(&w, NULL, '\0', 1, 3);          /* the rest of the last line end, the empty line */
+    return w.ok;
+}
+#endif
+
+/* MHD's URI log callback, called once per request as soon as the request line is read:
+ * the request object is made here so that the URI's length is taken before MHD cuts up the
+ * query string (see the header-block walk above). MHD hands the result to the access
+ * handler and to the completed callback as *con_cls; the completed callback frees it. */
+static void *http_on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    http_server *s = cls;
+    http_request *req = http_request_new(s->app, c, s->app->cfg.max_body_bytes);
+    if (!req)
+        return NULL; /* the access handler then refuses the request */
+    req->uri_len = uri ? strlen(uri) : 0;
+    return req;
 }
 
 static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -134,15 +251,26 @@ static bool http_body_type_ok(http_body_kind kind, const char *type)
 
 /* Everything decided from the request line and headers, before any body byte is read.
  * Returns true when a response is already set (an early reply). */
-static bool http_request_begin(http_server *s, http_request *req, const char *url, const char *method)
+static bool http_request_begin(http_server *s, http_request *req, const char *url, const char *method,
+                               const char *version)
 {
     struct MHD_Connection *c = req->conn;
     req->t_start_ms = clock_now_ms();
-    http_request_id(req, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
     req->method_name = strdup(method);
     req->path = strdup(url);
     req->method = http_method_of(method);
-    req->route_name = "unmatched";
+#ifdef HTTP_CHECK_HEADER_BLOCK
+    if (!http_header_block_whole(c, method, url, version, req->uri_len)) {
+        /* nothing MHD parsed can be trusted, the X-Request-ID header included */
+        http_request_id(req, NULL);
+        http_reply_error(req, 400, "invalid_json",
+                         "bad request: a NUL byte in the request line or a header (or a header folded over two lines)");
+        return true;
+    }
+#else
+    (void)version; /* libmicrohttpd 1.0 refuses NUL bytes in the request line and headers itself */
+#endif
+    http_request_id(req, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
     http_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
                     req->content_type, sizeof req->content_type);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -218,36 +346,37 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const
                                       const char *version, const char *upload_data, size_t *upload_data_size,
                                       void **con_cls)
 {
-    (void)version;
     http_server *s = cls;
     http_request *req = *con_cls;
-    if (!req) {
-        req = http_request_new(s->app, c, s->app->cfg.max_body_bytes);
-        if (!req)
-            return MHD_NO;
-        *con_cls = req;
-        s->in_flight++;
-        if (http_request_begin(s, req, url, method)) {
+    if (!req)
+        return MHD_NO; /* http_on_request_line had no memory for it */
+    if (!req->begun) {
+        req->begun = true;
+        s->in_flight++; /* counted from the headers on: one still sending them does not delay a drain */
+        if (http_request_begin(s, req, url, method, version)) {
             req->early = true;
             return http_request_send(req);
         }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!req->body_too_large && strbuf_append(&req->body, upload_data, *upload_data_size) != RAGD_OK) {
-            req->body_too_large = true; /* keep reading and dropping: the reply comes at the end */
-            strbuf_cleanup(&req->body);
-        }
+        ragd_err e = strbuf_append(&req->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        if (e == RAGD_OK)
+            return MHD_YES;
+        /* Only a chunked body gets here (a declared length over the cap was refused before
+         * any body byte): answer now and close, rather than read on to an end that may never
+         * come. */
+        strbuf_cleanup(&req->body);
+        if (e == RAGD_ETOOBIG)
+            http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
+                             s->app->cfg.max_body_bytes);
+        else
+            http_reply_error(req, 503, "overloaded", "out of memory for the request body");
+        return http_request_send_and_close(req);
     }
     if (req->answered)
         return MHD_YES;
-    if (req->body_too_large) {
-        http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
-                         s->app->cfg.max_body_bytes);
-        return http_request_send(req);
-    }
     if (req->deferred)
         return MHD_YES; /* spurious call while a worker has it */
     if (req->status == 0 && atomic_load(&s->app->stopping) && strncmp(req->route_name, "/health", 7) != 0) {
@@ -273,7 +402,8 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     if (!req)
         return;
     *con_cls = NULL;
-    s->in_flight--;
+    if (req->begun)
+        s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
     if (req->answered)
         metrics_http_observe(req->route_name, req->method == HTTP_OTHER ? "OTHER" : req->method_name, req->status,
@@ -357,6 +487,7 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
     s->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_on_access, s,
         MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
+        MHD_OPTION_URI_LOG_CALLBACK, http_on_request_line, s,
         MHD_OPTION_UNESCAPE_CALLBACK, http_unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)a->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_END);

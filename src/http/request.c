@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "app.h"
 #include "http/http_server.h"
@@ -38,6 +39,7 @@ http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, s
     req->app = owner;
     req->conn = conn;
     req->refs = 1;
+    req->route_name = "unmatched";
     strbuf_init(&req->body, body_cap);
     return req;
 }
@@ -360,6 +362,54 @@ int http_request_send(http_request *req)
     MHD_destroy_response(resp);
     req->answered = true;
     return rc;
+}
+
+/* libmicrohttpd (0.9.75, and 1.0 alike) accepts a response only on the access handler's
+ * first call (headers read) or once the whole body is in; a body that passes the cap half
+ * way has to be answered another way, or be read to its end (never, for an endless chunked
+ * body). So the reply is written here, straight to the socket, and MHD_NO makes MHD close
+ * the connection (shutdown for writing, then close) without reading further.
+ *
+ * Why writing behind MHD's back is safe: while MHD is receiving a body it has nothing of its
+ * own in flight on the connection (an earlier response on it was sent in full before this
+ * request was read; a 100 Continue too, before the body) and it writes nothing after MHD_NO.
+ * ragd runs MHD without TLS, so the socket carries the bytes as they are. The write never
+ * blocks the loop: a client whose receive window is full gets a truncated reply, and is not
+ * reading anyway. The kernel may answer body bytes that arrive after the close with a reset;
+ * a client reading its socket has the reply before that. */
+int http_request_send_and_close(http_request *req)
+{
+    if (!req->conn || req->answered)
+        return MHD_NO;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const char *reason = MHD_get_reason_phrase_for((unsigned)req->status);
+    char date[64] = "";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm))
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    strbuf out;
+    strbuf_init(&out, 64 * 1024);
+    ragd_err e = strbuf_appendf(&out,
+                                "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                                "X-Request-ID: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                                req->status, reason && *reason ? reason : "Error", date, req->resp_type,
+                                req->resp_len, req->request_id);
+    if (e == RAGD_OK && req->retry_after[0])
+        e = strbuf_appendf(&out, "Retry-After: %s\r\n", req->retry_after);
+    if (e == RAGD_OK)
+        e = strbuf_append(&out, "\r\n", 2);
+    if (e == RAGD_OK)
+        e = strbuf_append(&out, req->resp_body, req->resp_len);
+    if (e == RAGD_OK && ci) {
+        ssize_t n = send(ci->connect_fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 || (size_t)n < out.len)
+            log_debug("request %s: reply cut short (%zd of %zu bytes): %s", req->request_id, n, out.len,
+                      n < 0 ? strerror(errno) : "socket buffer full");
+    }
+    strbuf_cleanup(&out);
+    req->answered = true; /* for the log and the metrics: the status is req->status */
+    return MHD_NO;
 }
 
 /* ---- JSON bodies ---- */

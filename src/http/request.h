@@ -50,8 +50,9 @@ struct http_request {
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool accept_sse;
-    strbuf body;
-    bool body_too_large;
+    strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
+    size_t uri_len;                   /* strlen of the raw URI when the request line was read */
+    bool begun;                       /* the access handler has seen the headers */
     double t_start_ms;
 
     /* the response */

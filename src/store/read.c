@@ -9,9 +9,6 @@
 #include "util/log.h"
 #include "util/strbuf.h"
 
-/* Caps on a metadata filter (each value costs up to three bound parameters). */
-#define FILTER_MAX_TERMS 32
-#define FILTER_MAX_VALUES 1024
 /* Caps on keyword queries: words used, and bytes of one word (longer ones match nothing
  * useful and are skipped). */
 #define KEYWORD_MAX_WORDS 64
@@ -469,7 +466,7 @@ static ragd_err filter_check(const store_filter *f)
         return RAGD_OK;
     if (!f->terms)
         return RAGD_EINVAL;
-    if (f->n_terms > FILTER_MAX_TERMS)
+    if (f->n_terms > STORE_FILTER_MAX_TERMS)
         return RAGD_ETOOBIG;
     size_t total = 0;
     for (size_t t = 0; t < f->n_terms; t++) {
@@ -477,7 +474,7 @@ static ragd_err filter_check(const store_filter *f)
         if (!valid_key(term->key) || (term->n_values > 0 && !term->values))
             return RAGD_EINVAL;
         total += term->n_values;
-        if (total > FILTER_MAX_VALUES)
+        if (total > STORE_FILTER_MAX_VALUES)
             return RAGD_ETOOBIG;
         for (size_t v = 0; v < term->n_values; v++) {
             const store_value *val = &term->values[v];

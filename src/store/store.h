@@ -139,7 +139,12 @@ void store_hit_rows_cleanup(store_hit_row *rows, size_t n);
 ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store_hit_row *out, bool *found);
 
 /* Metadata filters: equality on top-level keys of a document's metadata. A term matches
- * when the key's value equals any of its values; a filter is the AND of its terms. */
+ * when the key's value equals any of its values; a filter is the AND of its terms.
+ * Caps: terms, and values over all terms (each value costs up to three bound SQL
+ * parameters); past either, the calls that take a filter fail with RAGD_ETOOBIG. Code that
+ * checks a client's filter earlier uses these same numbers, so the two cannot disagree. */
+#define STORE_FILTER_MAX_TERMS 32
+#define STORE_FILTER_MAX_VALUES 1024
 typedef enum { STORE_VAL_STRING, STORE_VAL_INT, STORE_VAL_REAL, STORE_VAL_BOOL, STORE_VAL_NULL } store_val_type;
 typedef struct {
     store_val_type type;

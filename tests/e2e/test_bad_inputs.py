@@ -1,8 +1,10 @@
 """A table of bad requests: each must get the contract's status and error code in the error
 envelope, and none may crash, hang or change the store."""
 
+import http.client
 import json
 import socket
+import threading
 import time
 import unittest
 import urllib.parse
@@ -394,6 +396,276 @@ class BadInputTest(harness.E2ETestCase):
                 self.assertEqual(created["name"], name)
                 self.assertEqual(self.call("GET", f"/api/dbs/{urllib.parse.quote(name)}")["name"], name)
                 self.assertEqual(self.call("DELETE", f"/api/dbs/{name}"), {"deleted": name})
+
+
+    # --- one filter limit: the HTTP layer refuses what the store would refuse --------------
+    def retrieve_with_filter(self, route, flt):
+        return self.server.request("POST", route, json_body={"query": "okapi forest", "db": KNOWN_DB,
+                                                             "filter": flt})
+
+    def test_filter_over_the_total_value_limit(self):
+        # 11 keys × 100 values: each list is within the 100 per key, the total (1100) is over
+        # the store's 1024; this used to reach the store and come back 500 "filter: too large"
+        flt = {f"key{i}": {"$in": list(range(100))} for i in range(11)}
+        for route in (R, Q):
+            with self.subTest(route=route):
+                err = self.assertEnvelope(self.retrieve_with_filter(route, flt), 422, V)
+                self.assertIn("filter", err["message"])
+                self.assertIn("1024", err["message"], "the message names the limit")
+
+    def test_filter_at_the_total_value_limit(self):
+        # 1024 values in all: 10 lists of 100 (no document has these keys) and one of 24
+        flt = {f"key{i}": {"$in": list(range(100))} for i in range(10)}
+        flt["lang"] = {"$in": ["en"] + [f"x{i}" for i in range(23)]}
+        self.assertEqual(sum(len(v["$in"]) for v in flt.values()), 1024)
+        body = self.call("POST", R, {"query": "okapi forest", "db": KNOWN_DB, "filter": flt})
+        self.assertEqual(body["documents"], [])
+        # a filter within the limits is applied, not ignored
+        body = self.call("POST", R, {"query": "okapi forest", "db": KNOWN_DB, "k": 3,
+                                     "filter": {"lang": {"$in": ["en"] + [f"x{i}" for i in range(99)]}}})
+        got = {s["doc_id"] for s in body["sources"]}
+        self.assertIn("k1", got)
+        self.assertLessEqual(got, {"k1", "k2"}, "k3 (lang de) passed the filter")
+
+    def test_filter_with_33_keys(self):
+        flt = {f"key{i}": "v" for i in range(33)}
+        for route in (R, Q):
+            with self.subTest(route=route):
+                err = self.assertEnvelope(self.retrieve_with_filter(route, flt), 422, V)
+                self.assertIn("filter", err["message"])
+                self.assertIn("32", err["message"], "the message names the limit")
+
+
+class NulByteTest(harness.E2ETestCase):
+    """A NUL byte in the request line or a header, raw or as %00, is refused with 400 before
+    any handler runs. libmicrohttpd 0.9.x hands the request over as C strings, so a raw NUL
+    used to cut the path short: DELETE /api/dbs/victim\\0_backup deleted `victim`."""
+
+    server_env = {"RAGD_IDLE_TIMEOUT_S": "3"}
+    DBS = {"victim": "vdoc", "victim_backup": "bdoc"}
+
+    def setUp(self):
+        super().setUp()
+        for db, doc_id in self.DBS.items():
+            self.call("POST", "/api/ingest", {"db": db, "documents": [
+                {"id": doc_id, "text": f"The only document of {db}, kept safe from hostile bytes."}]})
+
+    def assertIntact(self):
+        for db, doc_id in self.DBS.items():
+            info = self.call("GET", f"/api/dbs/{db}")
+            self.assertEqual(info["documents"], 1, f"{db}: {info}")
+            doc = self.call("GET", f"/api/dbs/{db}/documents/{doc_id}")
+            self.assertEqual(doc["id"], doc_id)
+
+    def send(self, data):
+        r = self.server.raw(data, timeout=8.0)
+        self.assertIsNotNone(r, "connection closed without a response")
+        return r
+
+    def assertRefused(self, data, envelope=True):
+        r = self.send(data)
+        if envelope:
+            err = self.assertEnvelope(r, 400, BADJ)
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            return err
+        self.assertEqual(r.status, 400, r)
+        return None
+
+    def test_raw_nul_in_path(self):
+        err = self.assertRefused(b"DELETE /api/dbs/victim\x00_backup HTTP/1.1\r\n"
+                                 b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIn("NUL", err["message"])
+        self.assertIntact()
+
+    def test_raw_nul_at_the_end_of_the_path(self):
+        self.assertRefused(b"DELETE /api/dbs/victim_backup\x00 HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_method(self):
+        # the method reached ragd as "DELETE", cut at the NUL
+        self.assertRefused(b"DELETE\x00X /api/dbs/victim HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_query_string(self):
+        body = b"A sneaky document that must not be stored anywhere."
+        for target in (b"/api/ingest?db=victim\x00_backup&id=sneak",
+                       b"/api/ingest?db=victim&id=sneak\x00y"):
+            with self.subTest(target=target):
+                self.assertRefused(b"POST " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"Connection: close\r\nContent-Type: text/plain\r\n"
+                                   + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.assertIntact()
+        self.assertEnvelope(self.server.request("GET", "/api/dbs/victim/documents/sneak"), 404,
+                            "document_not_found")
+
+    def test_raw_nul_in_header_value(self):
+        for value in (b"a\x00b", b"\x00", b"trailing\x00\x00", b"a\x00\r\nX-Other: b"):
+            with self.subTest(value=value):
+                self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                   b"X-Trace: " + value + b"\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_last_header_value(self):
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Connection: close\r\nX-Trace: a\x00b\r\n\r\n")
+        self.assertIntact()
+
+    def test_header_line_starting_with_nul(self):
+        # libmicrohttpd takes a line that starts with NUL for the empty line that ends the
+        # header block: what follows would have been read as the body or the next request
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"\x00X-Trace: b\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_raw_nul_in_header_name(self):
+        # no ':' before the NUL: libmicrohttpd refuses the line itself, with its own 400
+        # (docs/api.md, "What the HTTP library answers itself")
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"X-Tr\x00ace: b\r\nConnection: close\r\n\r\n", envelope=False)
+        self.assertIntact()
+
+    def test_folded_header_line(self):
+        # obs-fold (RFC 9112 5.2: reject with 400 or unfold); libmicrohttpd 0.9.75 appends the
+        # continuation to the header's *name*, so ragd refuses it
+        self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"X-Trace: a\r\n  b\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_percent_00_in_path_segment(self):
+        self.assertRefused(b"DELETE /api/dbs/victim%00_backup HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        self.assertIntact()
+
+    def test_percent_00_in_query_argument(self):
+        body = b"A sneaky document that must not be stored anywhere."
+        self.assertRefused(b"POST /api/ingest?db=victim%00_backup&id=sneak HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                           + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.assertIntact()
+
+    def test_clean_requests_still_work(self):
+        # the check accepts what clients really send: bare LF line ends, tabs and several
+        # spaces around values, empty values, a request line with extra spaces
+        for data in (b"GET /api/dbs/victim HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n\n",
+                     b"GET /api/dbs/victim HTTP/1.1\r\nHost:127.0.0.1\r\nX-A: \t spaced \t\r\n"
+                     b"X-Empty:\r\nX-Blank:   \r\nConnection: close\r\n\r\n",
+                     b"GET  /api/dbs/victim?x=1&y&z=%41+b HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Connection: close\r\n\r\n",
+                     b"GET /api/dbs/victim HTTP/1.0\r\n\r\n"):
+            with self.subTest(data=data):
+                r = self.send(data)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.body["name"], "victim")
+        self.assertIntact()
+        self.assertEqual(self.call("DELETE", "/api/dbs/victim_backup"), {"deleted": "victim_backup"})
+
+
+class ChunkedOverCapTest(harness.E2ETestCase):
+    """A chunked body is answered 413 as soon as it passes RAGD_MAX_BODY_BYTES, and the
+    connection is closed: the rest is never read, however long the client goes on."""
+
+    CAP = 8192
+    server_env = {"RAGD_MAX_BODY_BYTES": str(CAP)}
+
+    HEAD = (b"POST /api/query HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+
+    @staticmethod
+    def chunk(data):
+        return b"%x\r\n" % len(data) + data + b"\r\n"
+
+    def rss_kib(self):
+        with open(f"/proc/{self.server.pid()}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        self.fail("no VmRSS")
+
+    def read_response(self, sock):
+        resp = http.client.HTTPResponse(sock, method="POST")
+        resp.begin()
+        return harness.Response(resp.status, resp.headers, resp.read())
+
+    def test_over_the_cap_then_stalls(self):
+        # passes the cap by half, then sends nothing more (no last chunk): the 413 comes
+        # while the body is still open
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        try:
+            s.sendall(self.HEAD + b"".join(self.chunk(b"x" * 1024) for _ in range(12)))
+            t0 = time.monotonic()
+            try:
+                r = self.read_response(s)
+            except (socket.timeout, TimeoutError):
+                self.fail("no response while the body was open")
+            self.assertLess(time.monotonic() - t0, 5.0)
+            err = self.assertEnvelope(r, 413, "payload_too_large")
+            self.assertIn(str(self.CAP), err["message"])
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            # and the server closes its side
+            s.settimeout(5)
+            try:
+                self.assertEqual(s.recv(1), b"")
+            except ConnectionResetError:
+                pass
+        finally:
+            s.close()
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+    def test_endless_body(self):
+        # one client sends 16 KiB chunks as fast as the server takes them, for up to 64 MiB;
+        # the server must answer 413 and stop reading long before that
+        rss0 = self.rss_kib()
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        sent = [0]
+        stop = threading.Event()
+
+        def feed():
+            piece = self.chunk(b"y" * 16384)
+            try:
+                s.sendall(self.HEAD)
+                while not stop.is_set() and sent[0] < 64 << 20:
+                    s.sendall(piece)
+                    sent[0] += len(piece)
+            except OSError:
+                pass  # the server closed the connection: what we want
+
+        t = threading.Thread(target=feed, daemon=True)
+        t0 = time.monotonic()
+        t.start()
+        try:
+            try:
+                r = self.read_response(s)
+            except (socket.timeout, TimeoutError, http.client.HTTPException, OSError) as e:
+                self.fail(f"no 413 while the body went on ({sent[0]} bytes sent): {e!r}")
+            self.assertLess(time.monotonic() - t0, 5.0)
+            self.assertEnvelope(r, 413, "payload_too_large")
+            self.assertEqual(r.header("Connection", "").lower(), "close", r)
+            # the server is still responsive while (or after) the client pushes
+            self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+            t.join(10)
+            self.assertFalse(t.is_alive(), f"the server still reads the body ({sent[0]} bytes sent)")
+            # what the client got in is the socket buffers' worth, not the 64 MiB
+            self.assertLess(sent[0], 32 << 20)
+        finally:
+            stop.set()
+            s.close()
+            t.join(10)
+        self.assertLess(self.rss_kib() - rss0, 16 * 1024, "the server's memory grew")
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+    def test_chunked_body_within_the_cap(self):
+        body = J({"query": "anything", "k": 1})
+        s = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        try:
+            s.sendall(self.HEAD.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+                      + self.chunk(body[:10]) + self.chunk(body[10:]) + b"0\r\n\r\n")
+            r = self.read_response(s)
+        finally:
+            s.close()
+        # the default collection does not exist in this server: the body was read and parsed
+        self.assertEnvelope(r, 404, "db_not_found")
 
 
 if __name__ == "__main__":

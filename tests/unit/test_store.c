@@ -795,6 +795,37 @@ static void test_filter_docs(void **state)
     assert_int_equal(store_filter_docs(r, coll, NULL, &rows, &n), RAGD_OK);
     assert_int_equal(n, 4);
     free(rows);
+
+    /* The exported caps are the ones enforced: STORE_FILTER_MAX_VALUES values over all
+     * terms pass, one more does not; likewise STORE_FILTER_MAX_TERMS terms. (The values are
+     * spread over terms of 100 at most, as the HTTP layer sends them: one term's values
+     * become one chain of ORs, and SQLite refuses expressions deeper than 1000.) */
+    static store_value many[100];
+    for (size_t i = 0; i < 100; i++)
+        many[i] = (store_value){.type = STORE_VAL_INT, .i = (int64_t)i + 100};
+    many[0] = en;
+    store_filter_term split[STORE_FILTER_MAX_VALUES / 100 + 1];
+    size_t n_split = 0;
+    for (size_t left = STORE_FILTER_MAX_VALUES; left > 0; n_split++) {
+        size_t take = left < 100 ? left : 100;
+        split[n_split] = (store_filter_term){"lang", many, take};
+        left -= take;
+    }
+    store_filter fm = {split, n_split};
+    assert_int_equal(store_filter_docs(r, coll, &fm, &rows, &n), RAGD_OK);
+    assert_int_equal(n, 2); /* d1, d3: lang "en" is in every term */
+    free(rows);
+    split[n_split - 1].n_values++;
+    assert_int_equal(store_filter_docs(r, coll, &fm, &rows, &n), RAGD_ETOOBIG);
+    store_filter_term terms[STORE_FILTER_MAX_TERMS + 1];
+    for (size_t i = 0; i <= STORE_FILTER_MAX_TERMS; i++)
+        terms[i] = (store_filter_term){"lang", &en, 1};
+    store_filter fmax = {terms, STORE_FILTER_MAX_TERMS};
+    assert_int_equal(store_filter_docs(r, coll, &fmax, &rows, &n), RAGD_OK);
+    assert_int_equal(n, 2);
+    free(rows);
+    fmax.n_terms++;
+    assert_int_equal(store_filter_docs(r, coll, &fmax, &rows, &n), RAGD_ETOOBIG);
     store_reader_release(r);
 
     /* Keyword search with a filter. */
