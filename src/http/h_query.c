@@ -687,13 +687,10 @@ static void query_on_embedded(llm_status st, const float *v, size_t dim, const c
 {
     query_job *j = arg;
     j->embed_task = NULL;
-    if (st == LLM_CANCELLED) { /* shutdown: the workers are going away */
-        query_reply_unavailable(j->req, "not_ready", "server is shutting down");
-        http_complete(j->req);
-        return;
-    }
     char failure[400];
-    if (st == LLM_OK && dim != (size_t)j->coll.dim)
+    if (st == LLM_CANCELLED) /* shutdown: still answered, from keyword retrieval */
+        snprintf(failure, sizeof failure, "cancelled: server is shutting down");
+    else if (st == LLM_OK && dim != (size_t)j->coll.dim)
         snprintf(failure, sizeof failure, "returned vectors of dimension %zu, the collection has %d", dim, j->coll.dim);
     else
         snprintf(failure, sizeof failure, "%s: %s", llm_status_name(st), message && *message ? message : "no detail");

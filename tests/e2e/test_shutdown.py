@@ -8,11 +8,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 
 import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools", "fake_ollama"))
+import fake_ollama  # noqa: E402
 
 WORDS = ("amber basil cedar delta ember fjord garnet hazel indigo juniper kestrel lagoon "
          "marble nectar obsidian pepper quartz raven saffron tundra umber velvet willow "
@@ -171,6 +176,58 @@ class ShutdownTest(harness.E2ETestCase):
                 refused += 1
         self.assertGreater(refused, 0, "every queued ingest was processed after the grace period")
         self.assertLess(elapsed, 0.3 + 5, "queued work ran past the grace period")
+
+    def test_upstream_work_in_flight_is_cancelled_once(self):
+        # One shutdown path for everything in flight: when the grace period is over, every
+        # upstream task is cancelled and its one CANCELLED callback answers its request —
+        # generations extractively (degraded, "shutting down"), streamed ones with the
+        # extractive token, ingests waiting on the embedder with 503 not_ready (nothing
+        # stored) — and the server exits 0 (no sanitizer report under make asan).
+        fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
+        self.addCleanup(fake.stop)
+        srv = self.new_server(env={"OLLAMA_BASE_URL": fake.url, "RAGD_SHUTDOWN_GRACE_S": "0.5",
+                                   "RAGD_MAX_CONCURRENT": "2", "RAGD_GENERATE_TIMEOUT_S": "30",
+                                   "RAGD_EMBED_TIMEOUT_S": "30"})
+        # "s" is embedded by the backend (queries wait on their embedding first), "b" by the
+        # builtin embedder (queries wait on the generation only)
+        self.call("POST", "/api/ingest", {"db": "s", "documents": bulk_docs("s", 5, 300, 7)}, srv=srv)
+        self.call("POST", "/api/dbs", {"name": "b", "embed_model": "builtin"}, status=201, srv=srv)
+        self.call("POST", "/api/ingest", {"db": "b", "documents": bulk_docs("s", 5, 300, 7)}, srv=srv)
+        fake.configure(latency_ms=20000)  # everything upstream now hangs past the grace period
+        query = lambda db, stream: harness.build_raw_request(  # noqa: E731
+            "POST", "/api/query", {"Content-Type": "application/json"},
+            json.dumps({"query": "smarker1 amber", "db": db, "stream": stream}))
+        # per (backend, model) 2 in flight, the rest queued
+        queries = [PendingRequest(srv.port, query("sb"[i % 2], i % 3 == 0)) for i in range(8)]
+        ingests = [PendingRequest(srv.port, ingest_request("s", bulk_docs(f"late{i}x", 40, 1500, 50 + i)))
+                   for i in range(3)]
+        time.sleep(0.5)
+        srv.signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        for q in queries:
+            r = q.result()
+            self.assertIsNotNone(r, "a query in flight got no answer")
+            self.assertEqual(r.status, 200, r)
+            if r.content_type() == "text/event-stream":
+                events = harness.parse_sse(r.raw)
+                self.assertEqual(events[-1][0], "done", events)
+                done = json.loads(events[-1][1])
+            else:
+                done = r.body
+            self.assertEqual(done["provider"], "extractive")
+            self.assertIs(done["degraded"], True)
+            self.assertIn("shutting down", done["degraded_reason"])
+        for i, p in enumerate(ingests):
+            r = p.result()
+            self.assertIsNotNone(r, "an ingest in flight got no answer")
+            self.assertEnvelope(r, 503, "not_ready")
+        self.assertEqual(srv.wait_exit(timeout=20), 0, srv.log_tail())
+        self.assertLess(time.monotonic() - t0, 10, "shutdown waited on the hung backend")
+        self.assertNotIn("dropped", srv.log_tail())  # every task's callback ran before the free
+        fake.configure(latency_ms=0)
+        srv.restart()
+        docs = self.call("GET", "/api/dbs/s/documents?limit=1000", srv=srv)["documents"]
+        self.assertEqual(sorted(d["id"] for d in docs), [f"s{i}" for i in range(5)])  # nothing half-stored
 
     def test_readiness_after_sigterm(self):
         srv = self.new_server(env={"RAGD_SHUTDOWN_GRACE_S": "10"})
