@@ -618,6 +618,9 @@ class Run:
             self.check_envelope(what, ans, self.refusals)
         elif not isinstance(ans.body, dict) or not self.check_sources(what, db, ans.body):
             self.fail(what, f"retrieve 200 with a wrong body: {ans.short()}")
+        elif any(not isinstance(ans.body.get(k), list) or len(ans.body[k]) != len(ans.body["sources"])
+                 for k in ("documents", "metadatas", "distances")):
+            self.fail(what, f"retrieve: documents/metadatas/distances do not match sources: {ans.short()}")
 
     def op_read(self, client, rng):
         with self.ledger.lock:
@@ -986,7 +989,13 @@ class Run:
                     harness._live_servers.remove(self.srv)  # keep its dir for the post-mortem
             self.elapsed = elapsed
         if not ok:
-            raise AssertionError(self.report(summary))
+            report = self.report(summary)
+            try:
+                with open(os.path.join(self.srv.root, "chaos-report.txt"), "w") as f:
+                    f.write(report + "\n")
+            except OSError:
+                pass
+            raise AssertionError(report)
 
     def summary(self, stored, elapsed):
         cfg = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()) if k != "RAGD_LOG_LEVEL")
@@ -1007,7 +1016,7 @@ class Run:
         if len(self.failures.items) > 25:
             lines.append(f"  ... and {len(self.failures.items) - 25} more")
         lines.append(f"  fault timeline (t, mode): {self.timeline[-25:]}")
-        lines.append(f"  kept: {self.srv.root} (server.log, fake_ollama.log, data/)")
+        lines.append(f"  kept: {self.srv.root} (chaos-report.txt, server.log, fake_ollama.log, data/)")
         log = self.srv.log_text()
         at = min((i for i in (log.find(m) for m in SANITIZER_MARKS) if i >= 0), default=-1)
         if at >= 0:  # the sanitizer report, with what the server logged just before it
