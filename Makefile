@@ -21,13 +21,15 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-.PHONY: all deps test unit e2e asan tsan run bench fuzz fuzz-build clean help
+.PHONY: all deps test unit e2e chaos soak asan tsan run bench fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
 	@echo "make          build $(BIN)"
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
-	@echo "make test     unit tests (cmocka) and end-to-end tests (python3, real HTTP on loopback)"
+	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos"
+	@echo "make chaos    seeded fault injection against build/asan/ragd (CHAOS_SEED=N replays one)"
+	@echo "make soak     the same, longer: CHAOS_SEEDS (20) seeds of CHAOS_SECONDS (30) each"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make tsan     the whole suite under ThreadSanitizer"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
@@ -61,16 +63,26 @@ unit: $(UNIT_BIN)
 e2e: $(BIN)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
-# Unit tests first, then end-to-end: sequential even under -j, so the output reads in order.
+# Unit tests first, then end-to-end, then chaos: sequential even under -j, so the output reads in order.
 test: $(BIN) $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory chaos
+
+# Chaos (tests/chaos, docs/testing.md): always on the ASan+UBSan binary, whatever BUILD is.
+ASAN_VARS := BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
+CHAOS_RUN := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+             RAGD_BIN=$(abspath build/asan/ragd) python3 tests/chaos/test_chaos.py
+chaos:
+	@$(MAKE) --no-print-directory $(ASAN_VARS) build/asan/ragd
+	$(CHAOS_RUN)
+soak:
+	@$(MAKE) --no-print-directory $(ASAN_VARS) build/asan/ragd
+	CHAOS_SEEDS=$${CHAOS_SEEDS:-20} CHAOS_SECONDS=$${CHAOS_SECONDS:-30} $(CHAOS_RUN)
 
 # Sanitizers: a separate build tree so the normal binary stays optimised.
 asan:
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(MAKE) BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(MAKE) $(ASAN_VARS) test
 
 $(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
