@@ -61,11 +61,13 @@ typedef struct {
     llm_task *task;
     loopq_item item;
     char warning[600]; /* what the client should know about the embedder chosen, or "" */
+    bool new_collection; /* the collection did not exist when the job looked */
+    bool retried;        /* the job was run again after a concurrent creation (ingest_done) */
 } ingest_job;
 
-static void ingest_job_free(void *arg)
+/* Frees what the job holds and zeroes it, keeping its request and whether it was retried. */
+static void ingest_job_clear(ingest_job *job)
 {
-    ingest_job *job = arg;
     for (size_t i = 0; i < job->n; i++) {
         ingest_doc *d = &job->docs[i];
         free(d->id);
@@ -80,7 +82,13 @@ static void ingest_job_free(void *arg)
     free(job->sdocs);
     free(job->texts);
     free(job->lens);
-    free(job);
+    *job = (ingest_job){.req = job->req, .retried = job->retried};
+}
+
+static void ingest_job_free(void *arg)
+{
+    ingest_job_clear(arg);
+    free(arg);
 }
 
 static ingest_format ingest_format_of_source(const char *source)
@@ -314,11 +322,35 @@ static bool ingest_embed_builtin(ingest_job *job)
     return true;
 }
 
+static void ingest_work(http_request *req);
+
+/* The whole ingest again, on a worker, after a concurrent request created the collection
+ * with another embedder; gives back the part the write held. */
+static void ingest_redo(void *arg)
+{
+    http_request *req = ((ingest_job *)arg)->req;
+    ingest_work(req);
+    http_complete(req);
+}
+
+static void ingest_redo_dropped(void *arg) { handlers_reply_dropped(((ingest_job *)arg)->req); }
+
 /* The writer's answer (writer thread): the response, then the request may go. */
 static void ingest_done(store_write *w, void *arg)
 {
     ingest_job *job = (ingest_job *)w;
     http_request *req = arg;
+    if (w->status == RAGD_ECONFLICT && job->new_collection && !job->retried) {
+        /* Two first ingests raced to create the collection (under auto one may have been
+         * embedded by the backend, the other by builtin): this one runs once more against
+         * the collection as it now is, as if it had come a moment later. */
+        log_info("ingest into '%s': the collection was created meanwhile (%s); ingesting again", w->collection,
+                 w->message);
+        ingest_job_clear(job);
+        job->retried = true;
+        handlers_submit_work(req, ingest_redo, ingest_redo_dropped, job);
+        return;
+    }
     if (w->status == RAGD_OK) {
         json_t *ids = json_array();
         size_t duplicates = 0;
@@ -537,6 +569,7 @@ static void ingest_work(http_request *req)
         w->chunk_overlap = coll.chunk_overlap;
     } else if (rc == RAGD_ENOTFOUND) {
         /* a new collection takes the configured embedder */
+        job->new_collection = true;
         upstream = cfg->embedder != CONFIG_EMBEDDER_BUILTIN && req->app->embedder;
         job->fallback = cfg->embedder == CONFIG_EMBEDDER_AUTO;
         snprintf(job->model, sizeof job->model, "%s", cfg->embed_model);

@@ -65,6 +65,7 @@ struct llm_task {
     llm_task **children;
     size_t n_children;
     size_t pending;
+    size_t started; /* batches started so far: at most a window of them unfinished */
     size_t n_texts;
     size_t dim;
     float *vectors;
@@ -630,6 +631,8 @@ static void llm_call_end(llm_task *t, llm_status st)
         llm_finish(job, st, t->message);
     else if (--job->pending == 0)
         llm_finish(job, LLM_OK, "");
+    else if (job->started < job->n_children) /* the window moves on by one batch */
+        llm_arm(job->children[job->started++]->step, 0);
 }
 
 /* ---- public ---- */
@@ -714,9 +717,13 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
         retry_budget_note_request(l->budget);
     job->pending = job->n_children;
     llm_link(job);
-    /* Every batch starts on the next loop turn, so no callback runs inside this call. */
-    for (size_t i = 0; i < job->n_children; i++)
-        llm_arm(job->children[i]->step, 0);
+    /* A window of batches starts on the next loop turn (so no callback runs inside this
+     * call); each one that succeeds starts the next. The window is every host's slots: a
+     * document of any size keeps the bulkheads busy without ever filling their queues by
+     * itself, so its own batches are never shed. */
+    size_t window = l->n_urls * (size_t)l->cfg.bulkhead.max_concurrent;
+    for (job->started = 0; job->started < job->n_children && job->started < window; job->started++)
+        llm_arm(job->children[job->started]->step, 0);
     return job;
 }
 

@@ -83,8 +83,10 @@ size_t llm_task_count(const llm *l);
 
 /* Embeddings: n*dim floats in input order (valid during the call), or an error. */
 typedef void (*llm_embed_cb)(llm_status st, const float *vectors, size_t dim, const char *message, void *arg);
-/* Embeds n >= 1 texts (copied) in batches of cfg.embed_batch, several batches in flight
- * within the bulkhead; the first failing batch ends the task (and the others). deadline_ms
+/* Embeds n >= 1 texts (copied) in batches of cfg.embed_batch, at most hosts ×
+ * max_concurrent batches unfinished at a time (each success starts the next), so a large
+ * document never fills the bulkhead queues by itself; the first failing batch ends the
+ * task (and the others). deadline_ms
  * is absolute on the injected clock. NULL when it cannot start (n == 0, no memory, after
  * llm_cancel_all): cb will not be called. */
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,

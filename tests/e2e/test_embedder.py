@@ -3,6 +3,7 @@ batches of 32, queries embedded by it, keyword-only retrieval (flagged) when it 
 ingest refused (503) when it is down, and RAGD_EMBEDDER=auto falling back to builtin for a
 new collection when Ollama does not answer."""
 import math
+import time
 import os
 import sys
 import unittest
@@ -67,6 +68,32 @@ class EmbedderTest(harness.E2ETestCase):
         self.assertEqual(coll["embed_model"], "ragd-hash-v1-512")
         body = self.call("POST", "/api/retrieve", {"query": "badger number 2", "db": "auto"}, srv=self.srv)
         self.assertEqual(body["sources"][0]["doc_id"], "d2")
+
+    def test_racing_first_ingests_under_auto_both_succeed(self):
+        # Two first ingests into one new collection under auto: B is embedded by the
+        # backend (slowly), A's embedding fails and falls back to builtin and commits first,
+        # creating the collection as builtin. B's write then conflicts; it must not answer
+        # 409 (nothing is wrong with B) but run again against the collection as it now is.
+        self.start(RAGD_EMBEDDER="auto")
+        import threading
+        self.fake.configure(latency_ms=1500)
+        results = {}
+        b = threading.Thread(target=lambda: results.__setitem__("b", self.srv.request(
+            "POST", "/api/ingest", json_body={"db": "race", "documents": docs(100)})))
+        b.start()
+        time.sleep(0.4)  # B's batches are at the fake, which snapshot the slow config
+        self.fake.configure(latency_ms=0, fault="error500", fault_count=3)
+        a = self.srv.request("POST", "/api/ingest", json_body={"db": "race", "documents": [
+            {"id": "a1", "text": "the aardvark digs at night"}]})
+        b.join()
+        self.assertEqual(a.status, 200, a)
+        self.assertEqual(a.body["embedder"], "builtin")
+        self.assertEqual(len(a.body["warnings"]), 1)
+        self.assertEqual(results["b"].status, 200, results["b"])
+        self.assertEqual(results["b"].body["embed_model"], "ragd-hash-v1-512")
+        coll = self.call("GET", "/api/dbs/race", srv=self.srv)
+        self.assertEqual(coll["documents"], 101)
+        self.assertEqual(coll["embed_model"], "ragd-hash-v1-512")
 
     def test_unknown_embed_model_is_refused(self):
         self.start(EMBED_MODEL="no-such-model")

@@ -496,6 +496,33 @@ static void test_many_batches_tight_limits_failing_backend(void **state)
     json_decref(admin(&fakes[0], "/__admin/reset", "{}"));
 }
 
+/* A document of many batches is never shed by its own batches: with 2 slots and no queue
+ * at all, 3,200 texts (100 batches) go through a window of 2 at a time. */
+static void test_large_job_is_not_shed_by_itself(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 2;
+    cfg.bulkhead.max_queue = 0;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    size_t *lens = NULL;
+    const char **texts = many_texts(3200, &lens);
+    probe_cb p = {.e = &e};
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, "nomic-embed-text", texts, lens, 3200, clock_now_ms() + 60000, counted_embed, &p));
+    env_wait(&e);
+    assert_int_equal(p.calls, 1);
+    assert_int_equal(p.st, LLM_OK);
+    assert_int_equal(stat_int(&fakes[0], "embed_calls"), 100);
+    assert_true(stat_int(&fakes[0], "max_in_flight") <= 2);
+    free(texts);
+    free(lens);
+    env_free(&e);
+}
+
 /* Cancel: the attempt ends now, and exactly one LLM_CANCELLED callback comes on a later
  * loop turn — for a chat waiting on a slow backend, an embed job with batches in flight and
  * queued, and a chat cancelled twice. */
@@ -631,6 +658,7 @@ int main(void)
         cmocka_unit_test_setup(test_error_line_is_failure, reset_fakes),
         cmocka_unit_test_setup(test_failover_to_second_host, reset_fakes),
         cmocka_unit_test_setup(test_many_batches_tight_limits_failing_backend, reset_fakes),
+        cmocka_unit_test_setup(test_large_job_is_not_shed_by_itself, reset_fakes),
         cmocka_unit_test_setup(test_cancel_ends_in_one_cancelled_callback, reset_fakes),
         cmocka_unit_test_setup(test_cancel_all, reset_fakes),
         cmocka_unit_test_setup(test_reservations, reset_fakes),
