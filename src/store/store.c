@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store/store_int.h"
 #include "util/clock.h"
@@ -99,14 +100,39 @@ out:
     return e;
 }
 
+/* Closes the write connection, which must be the last one open on the database: SQLite
+ * checkpoints the WAL and deletes it only when the last connection closes and can write (a
+ * read-only connection cannot checkpoint, and a close that cannot take the exclusive lock
+ * — another process has the file open — leaves the WAL as it is). The TRUNCATE checkpoint
+ * before the close empties the WAL even in that second case, and reports why when it
+ * cannot (full disk: the WAL then stays, and the next open recovers it). */
+static void close_writer(store *st)
+{
+    int wal_frames = -1, done_frames = -1;
+    int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames, &done_frames);
+    if (rc != SQLITE_OK)
+        log_warn("store: checkpoint at close failed: %s; the WAL stays and is recovered at the next open",
+                 sqlite3_errmsg(st->wdb));
+    if (sqlite3_close(st->wdb) != SQLITE_OK) {
+        log_error("store: closing the write connection: %s", sqlite3_errmsg(st->wdb));
+        return;
+    }
+    char wal[1300];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", st->path);
+    if (rc == SQLITE_OK && stat(wal, &sb) == 0 && sb.st_size > 0)
+        log_warn("store: %s is still %lld bytes after the close (another process has the database open?)", wal,
+                 (long long)sb.st_size);
+}
+
 static void close_all(store *st)
 {
     store__writer_finalize(st);
-    if (st->wdb && sqlite3_close(st->wdb) != SQLITE_OK)
-        log_error("store: closing the write connection: %s", sqlite3_errmsg(st->wdb));
     for (size_t i = 0; i < st->n_readers; i++)
         if (st->readers[i].db && sqlite3_close(st->readers[i].db) != SQLITE_OK)
             log_error("store: closing a read connection: %s", sqlite3_errmsg(st->readers[i].db));
+    if (st->wdb)
+        close_writer(st);
     free(st->readers);
     free(st->free_);
     pthread_cond_destroy(&st->rcond);

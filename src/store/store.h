@@ -51,7 +51,10 @@ typedef struct {
 ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen);
 
 /* Refuses new writes, commits every queued one (their callbacks run), joins the writer,
- * closes every connection. Readers must all be released first. NULL is accepted. */
+ * closes every connection, the write connection last: it checkpoints the WAL into the
+ * database file and removes it (a WAL that cannot be checkpointed — the disk is full,
+ * another process has the database open — stays, is logged, and is recovered by the next
+ * open). Readers must all be released first. NULL is accepted. */
 void store_close(store *st);
 
 /* Schema version this build writes (for /health and tests). */

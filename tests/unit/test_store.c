@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,6 +226,42 @@ static void wait_done_count(int n)
     while (g_done < n)
         pthread_cond_wait(&g_cond, &g_mu);
     pthread_mutex_unlock(&g_mu);
+}
+
+/* A document text of `chunks` parts of about `part` bytes each, '|'-separated for tw_doc,
+ * with words that differ per seed (so that FTS5 stores real postings). */
+static char *big_template(int seed, size_t chunks, size_t part)
+{
+    size_t cap = chunks * (part + 32) + 1, len = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    for (size_t c = 0; c < chunks; c++) {
+        size_t start = len;
+        for (int w = 0; len - start < part; w++)
+            len += (size_t)snprintf(t + len, cap - len, "w%dx%zux%d ", seed, c, w);
+        if (c + 1 < chunks)
+            t[len++] = '|';
+    }
+    t[len] = '\0';
+    return t;
+}
+
+/* Ingests one document of big_template(seed, chunks, part) as doc_id into coll. */
+static ragd_err ingest_big(store *st, const char *coll, const char *doc_id, int seed, size_t chunks, size_t part)
+{
+    char *text = big_template(seed, chunks, part);
+    twrite *t = tw_new(STORE_W_INGEST, coll);
+    tw_doc(t, doc_id, text, NULL, NULL, (float)seed);
+    free(text);
+    ragd_err e = run(st, t);
+    tw_free(t);
+    return e;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
 }
 
 /* ---------------------------------------------------------------- read helpers */
@@ -1169,6 +1206,62 @@ static void test_ack_survives_kill(void **state)
     store_close(st);
 }
 
+/* A clean close leaves no WAL behind: the write connection closes last (a read-only
+ * connection cannot checkpoint), after a TRUNCATE checkpoint, so the -wal file is gone
+ * (or empty) and everything is in the database file. */
+static void test_close_removes_wal(void **state)
+{
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", g_path);
+    store *st = open_store(3, 64, 16);
+    for (int i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w%d", i);
+        assert_int_equal(ingest_big(st, "wal", id, i, 8, 400), RAGD_OK);
+    }
+    store_collection c = get_coll(st, "wal", RAGD_OK); /* a reader has seen the WAL too */
+    assert_int_equal(c.documents, 40);
+    off_t before = file_size(wal);
+    if (before < 64 * 1024)
+        fail_msg("precondition: the WAL should have grown, it is %lld bytes", (long long)before);
+    store_close(st);
+    off_t after = file_size(wal);
+    if (after > 0)
+        fail_msg("%s is %lld bytes after store_close (was %lld)", wal, (long long)after, (long long)before);
+
+    /* Everything is in the database file: reading it needs no WAL. */
+    assert_int_equal(raw_int("SELECT count(*) FROM documents"), 40);
+
+    /* Another connection (as another process would) keeps the database open through the
+     * close: the close cannot take the exclusive lock to delete the WAL, but the TRUNCATE
+     * checkpoint before it still leaves the WAL empty. */
+    st = open_store(2, 8, 8);
+    for (int i = 40; i < 50; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w%d", i);
+        assert_int_equal(ingest_big(st, "wal", id, i, 8, 400), RAGD_OK);
+    }
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open_v2(g_path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "SELECT count(*) FROM documents", NULL, NULL, NULL), SQLITE_OK);
+    before = file_size(wal);
+    if (before <= 0)
+        fail_msg("precondition: the WAL should have grown again, it is %lld bytes", (long long)before);
+    store_close(st);
+    after = file_size(wal);
+    sqlite3_close(other);
+    if (after > 0)
+        fail_msg("%s is %lld bytes after store_close with another connection open (was %lld)", wal,
+                 (long long)after, (long long)before);
+
+    st = open_store(1, 8, 8);
+    c = get_coll(st, "wal", RAGD_OK);
+    assert_int_equal(c.documents, 50);
+    assert_int_equal(c.chunks, 400);
+    store_close(st);
+    check_counts();
+}
+
 typedef struct {
     store *st;
     store_reader *r;
@@ -1246,6 +1339,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_commits_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_survives_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_removes_wal, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
