@@ -315,7 +315,8 @@ int server_run(const ragd_config *cfg)
                         .read_conns = cfg->pool_size,
                         .synchronous_full = cfg->synchronous_full,
                         .max_queue = 1024,
-                        .max_group = 64};
+                        .max_group = 64,
+                        .max_db_bytes = cfg->max_db_bytes};
     if (store_open(&so, &srv.a.st, err, sizeof err) != RAGD_OK) {
         log_error("store: cannot open %s: %s", srv.a.db_path, err);
         goto out;

@@ -90,9 +90,16 @@ void handlers_health(http_request *req)
     const char *status = ready ? "healthy" : "degraded";
     char ts[32];
     clock_utc_rfc3339(ts, sizeof ts);
-    json_t *store_info = json_pack("{s:b, s:s, s:i, s:s}", "healthy", a->st != NULL, "path", a->db_path, "schema_version",
-                              store_schema_version(), "state",
-                              draining ? "shutting_down" : (ready ? "ready" : "loading"));
+    store_space sp; /* a full store (writes answer 507) makes the server degraded */
+    store_space_get(a->st, &sp);
+    json_t *store_info = json_pack("{s:b, s:s, s:s, s:i, s:s, s:o, s:I}", "healthy", a->st != NULL && !sp.full,
+                                   "message", sp.full ? sp.message : "Operational", "path", a->db_path,
+                                   "schema_version", store_schema_version(), "state",
+                                   draining ? "shutting_down" : (ready ? "ready" : "loading"), "quota_bytes",
+                                   sp.quota_bytes ? json_integer((json_int_t)sp.quota_bytes) : json_null(),
+                                   "used_bytes", (json_int_t)sp.used_bytes);
+    if (sp.full)
+        status = "degraded";
     json_t *embedder = a->embedder
                            ? json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", a->embedder_name, "model", a->cfg.embed_model,
                                        "fallback", EMBED_BUILTIN_NAME, "builtin_fallback",
