@@ -274,6 +274,18 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         c->synchronous_full = i == 1;
         return 0;
     }
+    if (strcmp(name, "RAGD_MAX_DB_BYTES") == 0) {
+        /* 0 = no quota; else at least 1 MiB, so that a typo in the unit cannot make every
+         * write fail at once. */
+        const size_t lo = (size_t)1 << 20, hi = (size_t)1 << 50;
+        if (parse_size(name, v, 0, hi, &n, err, errlen) != 0 || (n != 0 && n < lo)) {
+            snprintf(err, errlen, "RAGD_MAX_DB_BYTES: '%s' is not 0 (no quota) or a whole number of bytes from %zu to %zu",
+                     v, lo, hi);
+            return -1;
+        }
+        c->max_db_bytes = n;
+        return 0;
+    }
     if (strcmp(name, "RAGD_LOG_LEVEL") == 0) {
         int lvl = log_parse_level(v);
         if (lvl < 0) {
@@ -314,6 +326,7 @@ static const char *const config_names[] = {
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
+    "RAGD_MAX_DB_BYTES",
 };
 
 bool config_llm_requested(const ragd_config *c)

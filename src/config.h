@@ -41,6 +41,7 @@ typedef struct {
     size_t max_connections; /* RAGD_MAX_CONNECTIONS */
     unsigned idle_timeout_s; /* RAGD_IDLE_TIMEOUT_S: a connection idle this long is closed */
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */
+    size_t max_db_bytes;    /* RAGD_MAX_DB_BYTES: store quota, 0 = none */
     log_level log_level;
 
     /* the upstream (LLM) layer */

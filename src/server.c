@@ -21,6 +21,7 @@
 #include "upstream/llm.h"
 #include <curl/curl.h>
 #include "util/clock.h"
+#include "util/dirlock.h"
 #include "util/log.h"
 #include "util/loopq.h"
 #include "util/workpool.h"
@@ -363,12 +364,29 @@ int server_run(const ragd_config *cfg)
         log_error("RAGD_DATA_DIR: cannot create '%s': %s", cfg->data_dir, strerror(errno));
         goto out;
     }
+    /* One server per data directory (docs/internals/store.md): held until the process
+     * ends, however it ends; the kernel drops the flock then, after the store is closed. */
+    int dir_lock = -1;
+    pid_t holder = 0;
+    ragd_err lock_rc = dirlock_acquire(cfg->data_dir, &dir_lock, &holder, err, sizeof err);
+    if (lock_rc != RAGD_OK) {
+        if (lock_rc == RAGD_EBUSY && holder > 0)
+            log_error("RAGD_DATA_DIR: '%s' is in use by another ragd (pid %ld); one server per data directory",
+                      cfg->data_dir, (long)holder);
+        else if (lock_rc == RAGD_EBUSY)
+            log_error("RAGD_DATA_DIR: '%s' is in use by another ragd; one server per data directory", cfg->data_dir);
+        else
+            log_error("RAGD_DATA_DIR: %s", err);
+        srv.exit_code = 2;
+        goto out;
+    }
     snprintf(srv.a.db_path, sizeof srv.a.db_path, "%s/ragd.db", cfg->data_dir);
     store_options so = {.path = srv.a.db_path,
                         .read_conns = cfg->pool_size,
                         .synchronous_full = cfg->synchronous_full,
                         .max_queue = 1024,
-                        .max_group = 64};
+                        .max_group = 64,
+                        .max_db_bytes = cfg->max_db_bytes};
     if (store_open(&so, &srv.a.st, err, sizeof err) != RAGD_OK) {
         log_error("store: cannot open %s: %s", srv.a.db_path, err);
         goto out;

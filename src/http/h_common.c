@@ -61,6 +61,15 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
         snprintf(req->retry_after, sizeof req->retry_after, "1");
         http_reply_error(req, 503, "overloaded", "%s", w->message[0] ? w->message : "store is busy or closing; retry");
         break;
+    case RAGD_ENOMEM:
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "store ran out of memory; retry: %s", w->message);
+        break;
+    case RAGD_ENOSPC:
+        /* 507 (RFC 4918): the server cannot store what the request needs. Not 503: retrying
+         * soon does not help until an operator frees space, so no Retry-After. */
+        http_reply_error(req, 507, "insufficient_storage", "%s", w->message[0] ? w->message : "disk full");
+        break;
     default:
         http_reply_error(req, 500, "internal", "store write failed: %s", w->message[0] ? w->message : ragd_strerror(w->status));
         break;

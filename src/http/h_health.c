@@ -126,9 +126,14 @@ void handlers_health(http_request *req)
     bool draining = atomic_load(&a->draining);
     char ts[32];
     clock_utc_rfc3339(ts, sizeof ts);
-    json_t *store_info = json_pack("{s:b, s:s, s:i, s:s}", "healthy", a->st != NULL, "path", a->db_path, "schema_version",
-                              store_schema_version(), "state",
-                              draining ? "shutting_down" : (ready ? "ready" : "loading"));
+    store_space sp; /* a full store (writes answer 507) makes the server degraded */
+    store_space_get(a->st, &sp);
+    json_t *store_info = json_pack("{s:b, s:s, s:s, s:i, s:s, s:o, s:I}", "healthy", a->st != NULL && !sp.full,
+                                   "message", sp.full ? sp.message : "Operational", "path", a->db_path,
+                                   "schema_version", store_schema_version(), "state",
+                                   draining ? "shutting_down" : (ready ? "ready" : "loading"), "quota_bytes",
+                                   sp.quota_bytes ? json_integer((json_int_t)sp.quota_bytes) : json_null(),
+                                   "used_bytes", (json_int_t)sp.used_bytes);
     bool embedder_in_use = handlers_llm_in_use(a, a->embedder);
     json_t *embedder = a->embedder
                            ? json_pack("{s:s, s:s, s:s, s:b, s:b, s:b}", "name", a->embedder_name, "model",
@@ -144,7 +149,7 @@ void handlers_health(http_request *req)
                             json_string("RAGD_GENERATOR=auto and no LLM has answered yet: answers are extractive (not "
                                         "degraded) until one does"));
     json_t *services = json_pack("{s:o, s:o, s:o}", "store", store_info, "embedder", embedder, "generator", generator);
-    bool healthy = ready;
+    bool healthy = ready && !sp.full;
     for (int i = 0; i < 2; i++) {
         llm *l = a->llms[i];
         if (!l)

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store/store_int.h"
 #include "util/clock.h"
@@ -99,14 +100,39 @@ out:
     return e;
 }
 
+/* Closes the write connection, which must be the last one open on the database: SQLite
+ * checkpoints the WAL and deletes it only when the last connection closes and can write (a
+ * read-only connection cannot checkpoint, and a close that cannot take the exclusive lock
+ * — another process has the file open — leaves the WAL as it is). The TRUNCATE checkpoint
+ * before the close empties the WAL even in that second case, and reports why when it
+ * cannot (full disk: the WAL then stays, and the next open recovers it). */
+static void close_writer(store *st)
+{
+    int wal_frames = -1, done_frames = -1;
+    int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_TRUNCATE, &wal_frames, &done_frames);
+    if (rc != SQLITE_OK)
+        log_warn("store: checkpoint at close failed: %s; the WAL stays and is recovered at the next open",
+                 sqlite3_errmsg(st->wdb));
+    if (sqlite3_close(st->wdb) != SQLITE_OK) {
+        log_error("store: closing the write connection: %s", sqlite3_errmsg(st->wdb));
+        return;
+    }
+    char wal[1300];
+    struct stat sb;
+    snprintf(wal, sizeof wal, "%s-wal", st->path);
+    if (rc == SQLITE_OK && stat(wal, &sb) == 0 && sb.st_size > 0)
+        log_warn("store: %s is still %lld bytes after the close (another process has the database open?)", wal,
+                 (long long)sb.st_size);
+}
+
 static void close_all(store *st)
 {
     store__writer_finalize(st);
-    if (st->wdb && sqlite3_close(st->wdb) != SQLITE_OK)
-        log_error("store: closing the write connection: %s", sqlite3_errmsg(st->wdb));
     for (size_t i = 0; i < st->n_readers; i++)
         if (st->readers[i].db && sqlite3_close(st->readers[i].db) != SQLITE_OK)
             log_error("store: closing a read connection: %s", sqlite3_errmsg(st->readers[i].db));
+    if (st->wdb)
+        close_writer(st);
     free(st->readers);
     free(st->free_);
     pthread_cond_destroy(&st->rcond);
@@ -114,6 +140,49 @@ static void close_all(store *st)
     pthread_mutex_destroy(&st->mu);
     free(st->path);
     free(st);
+}
+
+/* Reads one integer from a statement that returns one row (a PRAGMA); -1 on failure. */
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *s = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* Page size, and the quota as PRAGMA max_page_count on the write connection (per
+ * connection, so readers are not limited; it never goes below the current size). */
+static ragd_err set_quota(store *st, char *err, size_t errlen)
+{
+    int64_t page_size = query_int(st->wdb, "PRAGMA page_size");
+    if (page_size < 512) {
+        snprintf(err, errlen, "store: cannot read the page size: %s", sqlite3_errmsg(st->wdb));
+        return RAGD_EIO;
+    }
+    st->page_size = (int)page_size;
+    if (st->opt.max_db_bytes == 0)
+        return RAGD_OK;
+    uint64_t want = st->opt.max_db_bytes / (uint64_t)page_size;
+    if (want < 1)
+        want = 1;
+    if (want > INT32_MAX)
+        want = INT32_MAX; /* SQLite's own ceiling on pages */
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA max_page_count = %llu", (unsigned long long)want);
+    int64_t got = query_int(st->wdb, sql);
+    if (got < 1) {
+        snprintf(err, errlen, "store: cannot set max_page_count: %s", sqlite3_errmsg(st->wdb));
+        return RAGD_EIO;
+    }
+    st->quota_pages = got;
+    if ((uint64_t)got > want)
+        log_warn("store: the database (%lld bytes) is already larger than the quota of %llu bytes; writes that need "
+                 "more room will fail until data is deleted",
+                 (long long)(got * page_size), (unsigned long long)st->opt.max_db_bytes);
+    return RAGD_OK;
 }
 
 ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen)
@@ -171,9 +240,13 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
     e = store__migrate(st->wdb, err, errlen);
     if (e)
         goto out;
+    e = set_quota(st, err, errlen); /* after the migrations: the schema always fits */
+    if (e)
+        goto out;
     e = store__writer_prepare(st, err, errlen);
     if (e)
         goto out;
+    st->used_pages = store__page_count(st);
 
     e = RAGD_EIO;
     for (size_t i = 0; i < opt->read_conns; i++) {
@@ -190,8 +263,12 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
         goto out;
     }
     st->writer_started = true;
-    log_info("store: opened %s (schema v%d, %zu read connections, synchronous=%s)", st->path,
-             store_schema_version(), st->n_readers, st->opt.synchronous_full ? "FULL" : "NORMAL");
+    char quota[64] = "no quota";
+    if (st->quota_pages)
+        snprintf(quota, sizeof quota, "quota %lld bytes", (long long)(st->quota_pages * st->page_size));
+    log_info("store: opened %s (schema v%d, %zu read connections, synchronous=%s, %lld bytes, %s)", st->path,
+             store_schema_version(), st->n_readers, st->opt.synchronous_full ? "FULL" : "NORMAL",
+             (long long)(st->used_pages * st->page_size), quota);
     *out = st;
     st = NULL;
     e = RAGD_OK;
@@ -272,6 +349,19 @@ void store_pool_stats_get(store *st, store_pool_stats *out)
     out->write_groups = st->write_groups;
     out->writes = st->writes;
     out->initialized = true;
+    pthread_mutex_unlock(&st->mu);
+}
+
+void store_space_get(store *st, store_space *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    out->full = st->full;
+    snprintf(out->message, sizeof out->message, "%s", st->full ? st->full_message : "");
+    out->quota_bytes = (uint64_t)st->quota_pages * (uint64_t)st->page_size;
+    out->used_bytes = st->used_pages > 0 ? (uint64_t)st->used_pages * (uint64_t)st->page_size : 0;
     pthread_mutex_unlock(&st->mu);
 }
 

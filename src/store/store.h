@@ -29,6 +29,13 @@ typedef struct {
     bool synchronous_full; /* PRAGMA synchronous=FULL instead of NORMAL */
     size_t max_queue;      /* queued writes before store_submit says RAGD_EBUSY (e.g. 1024) */
     size_t max_group;      /* writes committed in one transaction at most (e.g. 64) */
+    /* Quota on the database file, in bytes (0 = none): PRAGMA max_page_count on the write
+     * connection, rounded down to whole pages. A write that would grow the database past
+     * it fails with RAGD_ENOSPC, as on a full filesystem. It counts the database's pages
+     * only: the WAL (bounded by checkpoints, ~4 MB plus the largest transaction) and the
+     * 32 KB -shm file come on top. A database already larger than the quota keeps its
+     * size as the limit (SQLite never lowers max_page_count below the current size). */
+    uint64_t max_db_bytes;
 } store_options;
 
 typedef struct {
@@ -51,7 +58,10 @@ typedef struct {
 ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen);
 
 /* Refuses new writes, commits every queued one (their callbacks run), joins the writer,
- * closes every connection. Readers must all be released first. NULL is accepted. */
+ * closes every connection, the write connection last: it checkpoints the WAL into the
+ * database file and removes it (a WAL that cannot be checkpointed — the disk is full,
+ * another process has the database open — stays, is logged, and is recovered by the next
+ * open). Readers must all be released first. NULL is accepted. */
 void store_close(store *st);
 
 /* Schema version this build writes (for /health and tests). */
@@ -76,6 +86,17 @@ typedef struct {
     bool initialized;
 } store_pool_stats;
 void store_pool_stats_get(store *st, store_pool_stats *out);
+
+/* Room to store more, for /health. `full` is set by a write that failed for lack of space
+ * (RAGD_ENOSPC: the filesystem is full, or the database reached max_db_bytes) and cleared
+ * by the next write that commits a change; with no writes it keeps the last outcome. */
+typedef struct {
+    bool full;
+    char message[256];    /* "disk full: <why>" while full, else "" */
+    uint64_t quota_bytes; /* the effective quota (whole pages), 0 = none */
+    uint64_t used_bytes;  /* the database's size in pages * page size, as of the last commit */
+} store_space;
+void store_space_get(store *st, store_space *out); /* NULL st: all zero */
 
 /* ---- reads (on a borrowed reader; every returned string is malloc'd) ---- */
 
@@ -229,8 +250,13 @@ struct store_write {
      * status RAGD_OK, or RAGD_ENOTFOUND (collection/document), RAGD_ECONFLICT (CREATE with
      * other settings than the existing collection's; INGEST whose embed_model/dim differ from
      * the collection's: message says which), RAGD_EBUSY (an expect_duplicate document
-     * changed meanwhile: retry), RAGD_EIO (SQLite failed: nothing of this write is kept). created: the collection was created by this write. coll: the collection's
-     * state after the write (not for DROP). */
+     * changed meanwhile: retry), RAGD_ENOSPC (no room: the filesystem is full or the
+     * quota is reached; message starts "disk full: "), RAGD_ENOMEM (SQLite ran out of
+     * memory), RAGD_EIO (SQLite failed otherwise). On any failure nothing of this write is
+     * kept. A write whose transaction SQLite rolled back because of a later write of the
+     * same group gets that write's status (docs/internals/store.md). created: the
+     * collection was created by this write. coll: the collection's state after the write
+     * (not for DROP). */
     ragd_err status;
     char message[256];
     bool created;

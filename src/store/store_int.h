@@ -31,6 +31,7 @@ typedef struct {
     sqlite3_stmt *chunks_delete;
     sqlite3_stmt *chunk_insert;
     sqlite3_stmt *json_check;
+    sqlite3_stmt *page_count;
 } store__wstmts;
 
 struct store {
@@ -69,6 +70,14 @@ struct store {
 
     store_commit_hook hook; /* guarded by mu; read by the writer per group */
     void *hook_arg;
+
+    /* Space. page_size and quota_pages are set at open and read-only after. */
+    int page_size;
+    int64_t quota_pages;   /* effective PRAGMA max_page_count, 0 = no quota */
+    char nospace[200];     /* writer thread only: why the last RAGD_ENOSPC of a group */
+    bool full;             /* guarded by mu: see store_space */
+    char full_message[256];
+    int64_t used_pages;    /* guarded by mu: page_count after the last commit */
 };
 
 /* schema.c: applies every pending migration on db (the write connection) in one
@@ -79,6 +88,8 @@ ragd_err store__migrate(sqlite3 *db, char *err, size_t errlen);
  * releases them (safe on a half-prepared store). */
 ragd_err store__writer_prepare(store *st, char *err, size_t errlen);
 void store__writer_finalize(store *st);
+/* writer.c: the database's size in pages, read on the write connection; -1 on failure. */
+int64_t store__page_count(store *st);
 /* writer.c: the writer thread's body (arg is the store). */
 void *store__writer_main(void *arg);
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "store/store_int.h"
 #include "util/clock.h"
@@ -61,6 +62,7 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->chunk_insert, "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\", text,"
                            " embedding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
         {&w->json_check, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END"},
+        {&w->page_count, "PRAGMA page_count"},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
         if (sqlite3_prepare_v3(st->wdb, defs[i].sql, -1, SQLITE_PREPARE_PERSISTENT, defs[i].slot, NULL) !=
@@ -130,9 +132,69 @@ static ragd_err fail(store_write *w, ragd_err e, const char *fmt, ...)
     return e;
 }
 
+int64_t store__page_count(store *st)
+{
+    sqlite3_stmt *s = st->ws.page_count;
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+    sqlite3_reset(s);
+    return n;
+}
+
+/* The ragd_err of an SQLite result code: SQLITE_FULL (the filesystem is full, or the
+ * database would pass max_page_count: SQLite does not tell which) → RAGD_ENOSPC,
+ * SQLITE_NOMEM → RAGD_ENOMEM, anything else → RAGD_EIO. */
+static ragd_err sql_errcode(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL: return RAGD_ENOSPC;
+    case SQLITE_NOMEM: return RAGD_ENOMEM;
+    default: return RAGD_EIO;
+    }
+}
+
+/* Below this much free space on its filesystem, a full store is put down to the disk
+ * rather than to the quota: SQLite wanted to write and the filesystem said no. */
+#define NEARLY_FULL_BYTES (16ull << 20)
+
+/* Says why SQLite found no room, into st->nospace: the quota when one is set and the
+ * filesystem still has room, else the filesystem (with its free bytes). */
+static void note_nospace(store *st)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s", st->path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        dir[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    struct statvfs sv;
+    bool have_fs = statvfs(dir, &sv) == 0;
+    unsigned long long avail = have_fs ? (unsigned long long)sv.f_bavail * sv.f_frsize : 0;
+    int64_t pages = store__page_count(st);
+    long long used = pages > 0 ? (long long)(pages * st->page_size) : -1;
+    if (st->quota_pages > 0 && (!have_fs || avail >= NEARLY_FULL_BYTES))
+        snprintf(st->nospace, sizeof st->nospace,
+                 "the store quota (RAGD_MAX_DB_BYTES) is reached: limit %lld bytes, database %lld bytes",
+                 (long long)(st->quota_pages * st->page_size), used);
+    else if (have_fs)
+        snprintf(st->nospace, sizeof st->nospace, "no space left on the filesystem of %.100s (%llu bytes free)", dir,
+                 avail);
+    else
+        snprintf(st->nospace, sizeof st->nospace, "database or disk is full (%.100s)", dir);
+}
+
+/* Fails the write with the status of the write connection's last error (sql_errcode) and
+ * a message saying what was being done; a full store gets "disk full: <why>". */
 static ragd_err fail_sql(store *st, store_write *w, const char *what)
 {
-    return fail(w, RAGD_EIO, "store: %s: %s", what, sqlite3_errmsg(st->wdb));
+    ragd_err e = sql_errcode(sqlite3_extended_errcode(st->wdb));
+    if (e == RAGD_ENOSPC) {
+        note_nospace(st);
+        return fail(w, e, "disk full: %s; nothing of this write was kept (while %s)", st->nospace, what);
+    }
+    return fail(w, e, "store: %s: %s", what, sqlite3_errmsg(st->wdb));
 }
 
 /* Looks the collection up by name: RAGD_OK (row in *c), RAGD_ENOTFOUND, RAGD_EIO. */
@@ -592,55 +654,105 @@ static void apply_one(store *st, store_write *w, wchange *c)
     wchange_reset(c);
 }
 
-/* Marks writes [0, n) that had succeeded as failed: their transaction is gone. */
-static void fail_succeeded(store_write **group, wchange *changes, size_t n, const char *why)
+/* Marks writes [0, n) that had succeeded as failed with status e: their transaction is
+ * gone. Returns how many it marked. */
+static size_t fail_succeeded(store_write **group, wchange *changes, size_t n, ragd_err e, const char *why)
 {
+    size_t failed = 0;
     for (size_t i = 0; i < n; i++) {
         if (group[i]->status != RAGD_OK)
             continue;
-        fail(group[i], RAGD_EIO, "store: %s", why);
+        failed++;
+        fail(group[i], e, "store: %s", why);
         group[i]->chunks_written = 0;
         group[i]->created = false;
         wchange_reset(&changes[i]);
     }
+    return failed;
+}
+
+/* Describes the write connection's last error for the writes of a group that it failed
+ * (a failed BEGIN or COMMIT), into why; returns its status (sql_errcode). */
+static ragd_err group_error(store *st, const char *what, char *why, size_t len)
+{
+    ragd_err e = sql_errcode(sqlite3_extended_errcode(st->wdb));
+    if (e == RAGD_ENOSPC) {
+        note_nospace(st);
+        snprintf(why, len, "%s: disk full: %s; nothing of this write was kept", what, st->nospace);
+    } else {
+        snprintf(why, len, "%s: %s", what, sqlite3_errmsg(st->wdb));
+    }
+    return e;
 }
 
 /* Applies and commits a group. Returns true when a transaction committed. */
 static bool run_group(store *st, store_write **group, wchange *changes, size_t n)
 {
-    char why[200];
+    char why[sizeof group[0]->message];
+    ragd_err why_e = RAGD_OK;
     bool in_tx = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     if (!in_tx)
-        snprintf(why, sizeof why, "cannot begin a transaction: %s", sqlite3_errmsg(st->wdb));
+        why_e = group_error(st, "cannot begin a transaction", why, sizeof why);
     for (size_t i = 0; i < n; i++) {
         if (!in_tx) {
             reset_result(group[i]);
-            fail(group[i], RAGD_EIO, "store: %s", why);
+            fail(group[i], why_e, "store: %s", why);
             continue;
         }
         apply_one(st, group[i], &changes[i]);
         if (sqlite3_get_autocommit(st->wdb)) {
-            /* SQLite rolled the whole transaction back: the writes before this one are
-             * lost too. Tell them, and go on with the rest in a new transaction. */
-            snprintf(why, sizeof why, "transaction rolled back: %s", sqlite3_errmsg(st->wdb));
-            log_error("store: %s", why);
-            fail_succeeded(group, changes, i + 1, why);
+            /* SQLite rolled the whole transaction back (it does on SQLITE_FULL, NOMEM and
+             * I/O errors): the writes before this one are lost too. Tell them, with this
+             * write's cause, and go on with the rest in a new transaction. */
+            ragd_err cause = group[i]->status != RAGD_OK ? group[i]->status : RAGD_EIO;
+            snprintf(why, sizeof why, "rolled back with a failing write of the same transaction: %.180s",
+                     group[i]->message[0] ? group[i]->message : sqlite3_errmsg(st->wdb));
+            size_t lost = fail_succeeded(group, changes, i + 1, cause, why);
+            if (lost)
+                log_error("store: %zu earlier write(s) of the group %s", lost, why);
             in_tx = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
             if (!in_tx)
-                snprintf(why, sizeof why, "cannot begin a transaction: %s", sqlite3_errmsg(st->wdb));
+                why_e = group_error(st, "cannot begin a transaction", why, sizeof why);
         }
     }
     if (!in_tx)
         return false;
     if (sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(why, sizeof why, "commit failed: %s", sqlite3_errmsg(st->wdb));
+        why_e = group_error(st, "commit failed", why, sizeof why);
         log_error("store: %s", why);
         if (!sqlite3_get_autocommit(st->wdb))
             sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
-        fail_succeeded(group, changes, n, why);
+        fail_succeeded(group, changes, n, why_e, why);
         return false;
     }
     return true;
+}
+
+/* After a group: a write refused for lack of space marks the store full (for /health);
+ * one that committed a change clears that. The database size is refreshed. */
+static void note_space(store *st, store_write **group, wchange *changes, size_t n, bool committed)
+{
+    bool nospace = false, wrote = false;
+    for (size_t i = 0; i < n; i++) {
+        if (group[i]->status == RAGD_ENOSPC)
+            nospace = true;
+        else if (committed && group[i]->status == RAGD_OK && changes[i].changed)
+            wrote = true;
+    }
+    int64_t pages = store__page_count(st);
+    pthread_mutex_lock(&st->mu);
+    if (pages > 0)
+        st->used_pages = pages;
+    if (nospace) {
+        if (!st->full)
+            log_warn("store: disk full: %s", st->nospace);
+        st->full = true;
+        snprintf(st->full_message, sizeof st->full_message, "disk full: %s", st->nospace);
+    } else if (wrote && st->full) {
+        st->full = false;
+        log_info("store: writes succeed again; no longer full");
+    }
+    pthread_mutex_unlock(&st->mu);
 }
 
 void *store__writer_main(void *arg)
@@ -669,6 +781,7 @@ void *store__writer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
 
         bool committed = run_group(st, st->wgroup, st->wchanges, n);
+        note_space(st, st->wgroup, st->wchanges, n, committed);
 
         pthread_mutex_lock(&st->mu);
         if (committed)

@@ -15,6 +15,7 @@ const char *ragd_strerror(ragd_err e)
     case RAGD_EIO: return "i/o error";
     case RAGD_EBUSY: return "busy";
     case RAGD_ECLOSED: return "closed";
+    case RAGD_ENOSPC: return "no space left";
     }
     return "unknown error";
 }

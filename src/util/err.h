@@ -13,6 +13,7 @@ typedef enum {
     RAGD_EIO,       /* storage or system call failed */
     RAGD_EBUSY,     /* a queue is full; try again later */
     RAGD_ECLOSED,   /* the component is shutting down */
+    RAGD_ENOSPC,    /* no room to store: the filesystem is full, or a configured quota is reached */
 } ragd_err;
 
 /* A static, human-readable name for an error code. Never NULL. */

@@ -110,6 +110,31 @@ class PersistenceTest(harness.E2ETestCase):
             self.assertEqual(doc["metadata"], doc_before["metadata"])
             self.assertEqual(srv.stop(), 0)
 
+    def test_sigterm_leaves_no_wal(self):
+        """A clean shutdown checkpoints the WAL into the database file and removes it
+        (docs/internals/store.md: the write connection closes last)."""
+        srv = self.new_server()
+        rng = random.Random(7)
+        for batch in range(4):
+            docs = [{"id": f"wal{batch}_{i}",
+                     "text": " ".join(rng.choice(WORDS) for _ in range(1500)) + f" walmarker{batch}x{i}."}
+                    for i in range(10)]
+            self.call("POST", "/api/ingest", {"db": "walgrow", "documents": docs}, srv=srv)
+        wal = os.path.join(srv.data_dir, "ragd.db-wal")
+        size = os.path.getsize(wal) if os.path.exists(wal) else 0
+        self.assertGreater(size, 256 * 1024, "precondition: the ingests should have grown the WAL")
+        self.assertEqual(srv.stop(), 0)
+        left = os.path.getsize(wal) if os.path.exists(wal) else 0
+        self.assertEqual(left, 0, f"{wal} is {left} bytes after a clean shutdown (was {size})")
+
+        srv.restart()
+        coll = self.call("GET", "/api/dbs/walgrow", srv=srv)
+        self.assertEqual(coll["documents"], 40)
+        body = self.call("POST", "/api/query", {"query": "walmarker3x9", "db": "walgrow", "k": 1,
+                                                "method": "keyword"}, srv=srv)
+        self.assertEqual(body["sources"][0]["doc_id"], "wal3_9")
+        self.assertEqual(srv.stop(), 0)
+
     def test_kill9_after_ack_keeps_data(self):
         srv = self.new_server()
         self.call("POST", "/api/dbs", {"name": "k9_empty", "chunk_size": 300, "chunk_overlap": 30},

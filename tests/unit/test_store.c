@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -225,6 +226,49 @@ static void wait_done_count(int n)
     while (g_done < n)
         pthread_cond_wait(&g_cond, &g_mu);
     pthread_mutex_unlock(&g_mu);
+}
+
+/* A document text of `chunks` parts of about `part` bytes each, '|'-separated for tw_doc,
+ * with words that differ per seed (so that FTS5 stores real postings). */
+static char *big_template(int seed, size_t chunks, size_t part)
+{
+    size_t cap = chunks * (part + 32) + 1, len = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    for (size_t c = 0; c < chunks; c++) {
+        size_t start = len;
+        for (int w = 0; len - start < part; w++)
+            len += (size_t)snprintf(t + len, cap - len, "w%dx%zux%d ", seed, c, w);
+        if (c + 1 < chunks)
+            t[len++] = '|';
+    }
+    t[len] = '\0';
+    return t;
+}
+
+/* A write ingesting one document of big_template(seed, chunks, part) as doc_id. */
+static twrite *tw_big(const char *coll, const char *doc_id, int seed, size_t chunks, size_t part)
+{
+    char *text = big_template(seed, chunks, part);
+    twrite *t = tw_new(STORE_W_INGEST, coll);
+    tw_doc(t, doc_id, text, NULL, NULL, (float)seed);
+    free(text);
+    return t;
+}
+
+/* Ingests one document of big_template(seed, chunks, part) as doc_id into coll. */
+static ragd_err ingest_big(store *st, const char *coll, const char *doc_id, int seed, size_t chunks, size_t part)
+{
+    twrite *t = tw_big(coll, doc_id, seed, chunks, part);
+    ragd_err e = run(st, t);
+    tw_free(t);
+    return e;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
 }
 
 /* ---------------------------------------------------------------- read helpers */
@@ -1200,6 +1244,202 @@ static void test_ack_survives_kill(void **state)
     store_close(st);
 }
 
+/* A clean close leaves no WAL behind: the write connection closes last (a read-only
+ * connection cannot checkpoint), after a TRUNCATE checkpoint, so the -wal file is gone
+ * (or empty) and everything is in the database file. */
+static void test_close_removes_wal(void **state)
+{
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", g_path);
+    store *st = open_store(3, 64, 16);
+    for (int i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w%d", i);
+        assert_int_equal(ingest_big(st, "wal", id, i, 8, 400), RAGD_OK);
+    }
+    store_collection c = get_coll(st, "wal", RAGD_OK); /* a reader has seen the WAL too */
+    assert_int_equal(c.documents, 40);
+    off_t before = file_size(wal);
+    if (before < 64 * 1024)
+        fail_msg("precondition: the WAL should have grown, it is %lld bytes", (long long)before);
+    store_close(st);
+    off_t after = file_size(wal);
+    if (after > 0)
+        fail_msg("%s is %lld bytes after store_close (was %lld)", wal, (long long)after, (long long)before);
+
+    /* Everything is in the database file: reading it needs no WAL. */
+    assert_int_equal(raw_int("SELECT count(*) FROM documents"), 40);
+
+    /* Another connection (as another process would) keeps the database open through the
+     * close: the close cannot take the exclusive lock to delete the WAL, but the TRUNCATE
+     * checkpoint before it still leaves the WAL empty. */
+    st = open_store(2, 8, 8);
+    for (int i = 40; i < 50; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w%d", i);
+        assert_int_equal(ingest_big(st, "wal", id, i, 8, 400), RAGD_OK);
+    }
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open_v2(g_path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "SELECT count(*) FROM documents", NULL, NULL, NULL), SQLITE_OK);
+    before = file_size(wal);
+    if (before <= 0)
+        fail_msg("precondition: the WAL should have grown again, it is %lld bytes", (long long)before);
+    store_close(st);
+    after = file_size(wal);
+    sqlite3_close(other);
+    if (after > 0)
+        fail_msg("%s is %lld bytes after store_close with another connection open (was %lld)", wal,
+                 (long long)after, (long long)before);
+
+    st = open_store(1, 8, 8);
+    c = get_coll(st, "wal", RAGD_OK);
+    assert_int_equal(c.documents, 50);
+    assert_int_equal(c.chunks, 400);
+    store_close(st);
+    check_counts();
+}
+
+static bool doc_exists(store *st, int64_t coll, const char *doc_id)
+{
+    char hash[STORE_HASH_HEX + 1];
+    store_reader *r = store_reader_acquire(st);
+    ragd_err e = store_document_hash(r, coll, doc_id, hash);
+    store_reader_release(r);
+    assert_true(e == RAGD_OK || e == RAGD_ENOTFOUND);
+    return e == RAGD_OK;
+}
+
+/* A store quota (max_db_bytes): a write that would grow the database past it fails with
+ * RAGD_ENOSPC and a "disk full" message and keeps nothing; the store says it is full;
+ * what was stored before is intact; a delete makes room and the next write clears it. */
+static void test_quota_full(void **state)
+{
+    const uint64_t quota = 1 << 20;
+    store_options o = {.path = g_path, .read_conns = 2, .max_queue = 64, .max_group = 16, .max_db_bytes = quota};
+    store *st = NULL;
+    char err[256];
+    assert_int_equal(store_open(&o, &st, err, sizeof err), RAGD_OK);
+    store_space sp;
+    store_space_get(st, &sp);
+    assert_int_equal(sp.quota_bytes, quota);
+    assert_false(sp.full);
+    assert_string_equal(sp.message, "");
+    assert_true(sp.used_bytes > 0 && sp.used_bytes < quota);
+
+    int stored = 0;
+    twrite *t = NULL;
+    for (; stored < 500; stored++) {
+        char id[16];
+        snprintf(id, sizeof id, "q%d", stored);
+        t = tw_big("q", id, stored, 8, 500);
+        if (run(st, t) != RAGD_OK)
+            break;
+        tw_free(t);
+        t = NULL;
+    }
+    assert_non_null(t); /* the quota stopped a write */
+    assert_true(stored > 0);
+    assert_int_equal(t->w.status, RAGD_ENOSPC);
+    if (!strstr(t->w.message, "disk full") || !strstr(t->w.message, "quota"))
+        fail_msg("message: %s", t->w.message);
+    assert_int_equal(t->w.chunks_written, 0);
+    tw_free(t);
+
+    store_space_get(st, &sp);
+    assert_true(sp.full);
+    assert_true(strncmp(sp.message, "disk full: ", 11) == 0);
+    assert_true(sp.used_bytes <= quota);
+    store_collection c = get_coll(st, "q", RAGD_OK);
+    assert_int_equal(c.documents, stored);
+    assert_int_equal(c.chunks, stored * 8);
+    char failed_id[16];
+    snprintf(failed_id, sizeof failed_id, "q%d", stored);
+    assert_false(doc_exists(st, c.id, failed_id));
+    check_counts();
+    fts_integrity();
+
+    /* One group: a write that would fit alone and one that cannot. The second's failure
+     * may roll the whole transaction back (SQLite does on SQLITE_FULL): then the first is
+     * told RAGD_ENOSPC too. Either way a write is stored exactly when it says RAGD_OK. */
+    gate_reset();
+    twrite *g = gate_close(st, "q");
+    twrite *a = tw_new(STORE_W_INGEST, "q");
+    tw_doc(a, "small", "a small one", NULL, NULL, 1.0f);
+    twrite *b = tw_big("q", "big", 999, 16, 2000);
+    assert_int_equal(store_submit(st, &a->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &b->w), RAGD_OK);
+    gate_open();
+    wait_done_count(3);
+    assert_int_equal(b->w.status, RAGD_ENOSPC);
+    assert_true(a->w.status == RAGD_OK || a->w.status == RAGD_ENOSPC);
+    assert_int_equal(doc_exists(st, c.id, "small"), a->w.status == RAGD_OK);
+    assert_false(doc_exists(st, c.id, "big"));
+    tw_free(g);
+    tw_free(a);
+    tw_free(b);
+    check_counts();
+    store_space_get(st, &sp);
+    assert_true(sp.full);
+
+    /* Deleting makes room (freed pages are reused), and the next write clears "full". */
+    for (int i = 0; i < 4; i++) {
+        t = tw_new(STORE_W_DELETE_DOCUMENT, "q");
+        char id[16];
+        snprintf(id, sizeof id, "q%d", i);
+        t->w.doc_id = id;
+        assert_int_equal(run(st, t), RAGD_OK);
+        tw_free(t);
+    }
+    store_space_get(st, &sp);
+    assert_false(sp.full);
+    assert_string_equal(sp.message, "");
+    assert_int_equal(ingest_big(st, "q", "again", 7, 8, 500), RAGD_OK);
+    check_counts();
+    fts_integrity();
+    store_close(st);
+
+    /* The quota is a setting, not part of the file: without it the database grows. */
+    st = open_store(1, 8, 8);
+    assert_int_equal(ingest_big(st, "q", "beyond", 8, 16, 4000), RAGD_OK);
+    store_space_get(st, &sp);
+    assert_int_equal(sp.quota_bytes, 0);
+    assert_true(sp.used_bytes > quota);
+    store_close(st);
+
+    /* A quota below the database's size keeps that size as the limit: it opens, reads
+     * work, and a write that needs a new page fails. */
+    o.max_db_bytes = quota;
+    assert_int_equal(store_open(&o, &st, err, sizeof err), RAGD_OK);
+    store_space_get(st, &sp);
+    assert_true(sp.quota_bytes >= sp.used_bytes && sp.quota_bytes > quota);
+    c = get_coll(st, "q", RAGD_OK);
+    assert_int_equal(ingest_big(st, "q", "over", 9, 16, 4000), RAGD_ENOSPC);
+    store_close(st);
+}
+
+/* SQLite running out of memory on the write connection is RAGD_ENOMEM (503, not 500),
+ * nothing of the write is kept, and the next write succeeds. */
+static void test_nomem_write(void **state)
+{
+    store *st = open_store(1, 8, 8);
+    assert_int_equal(ingest_big(st, "m", "before", 1, 2, 200), RAGD_OK);
+    twrite *t = tw_big("m", "huge", 2, 16, 64 * 1024); /* 1 MB of text */
+    sqlite3_int64 old = sqlite3_hard_heap_limit64(-1);
+    sqlite3_hard_heap_limit64(sqlite3_memory_used() + 256 * 1024);
+    ragd_err e = run(st, t);
+    sqlite3_hard_heap_limit64(old);
+    if (e != RAGD_ENOMEM)
+        fail_msg("status %s (%d): %s", ragd_strerror(e), (int)e, t->w.message);
+    tw_free(t);
+    store_collection c = get_coll(st, "m", RAGD_OK);
+    assert_int_equal(c.documents, 1);
+    assert_false(doc_exists(st, c.id, "huge"));
+    assert_int_equal(ingest_big(st, "m", "huge", 2, 16, 64 * 1024), RAGD_OK);
+    check_counts();
+    store_close(st);
+}
+
 typedef struct {
     store *st;
     store_reader *r;
@@ -1277,6 +1517,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_commits_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_survives_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_removes_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nomem_write, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
