@@ -223,6 +223,7 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
     }
     st->opt.path = st->path;
     pthread_mutex_init(&st->mu, NULL);
+    queue_init(&st->queue);
     pthread_cond_init(&st->wcond, NULL);
     pthread_cond_init(&st->rcond, NULL);
 
@@ -381,12 +382,7 @@ ragd_err store_submit(store *st, store_write *w)
         e = RAGD_EBUSY;
         goto out;
     }
-    w->next_ = NULL;
-    if (st->qtail)
-        st->qtail->next_ = w;
-    else
-        st->qhead = w;
-    st->qtail = w;
+    queue_insert_tail(&st->queue, &w->link_);
     st->qlen++;
     pthread_cond_signal(&st->wcond);
 out:

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "util/err.h"
+#include "util/queue.h"
 
 #define STORE_NAME_MAX 64
 #define STORE_MODEL_MAX 127
@@ -268,7 +269,7 @@ struct store_write {
     void (*done)(store_write *w, void *arg);
     void *arg;
 
-    store_write *next_; /* the store's queue link */
+    queue_node link_; /* the store's queue link */
 };
 
 /* Queues a write. RAGD_OK: done will be called exactly once. RAGD_EBUSY (queue full) or

@@ -48,8 +48,7 @@ struct store {
     pthread_cond_t rcond; /* readers wait here for a free connection */
 
     /* Write queue (FIFO), guarded by mu. */
-    store_write *qhead;
-    store_write *qtail;
+    queue_node queue; /* writes waiting for the writer, FIFO, guarded by mu */
     size_t qlen;
     bool closing;
     pthread_t writer;

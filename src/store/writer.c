@@ -760,21 +760,16 @@ void *store__writer_main(void *arg)
     store *st = arg;
     for (;;) {
         pthread_mutex_lock(&st->mu);
-        while (!st->qhead && !st->closing)
+        while (queue_empty(&st->queue) && !st->closing)
             pthread_cond_wait(&st->wcond, &st->mu);
-        if (!st->qhead) {
+        if (queue_empty(&st->queue)) {
             pthread_mutex_unlock(&st->mu);
             break; /* closing and drained */
         }
         size_t n = 0;
-        while (st->qhead && n < st->opt.max_group) {
-            store_write *w = st->qhead;
-            st->qhead = w->next_;
-            w->next_ = NULL;
-            st->wgroup[n++] = w;
-        }
-        if (!st->qhead)
-            st->qtail = NULL;
+        queue_node *q;
+        while (n < st->opt.max_group && (q = queue_pop(&st->queue)) != NULL)
+            st->wgroup[n++] = queue_data(q, store_write, link_);
         st->qlen -= n;
         store_commit_hook hook = st->hook;
         void *hook_arg = st->hook_arg;
