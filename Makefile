@@ -91,6 +91,7 @@ bench: $(BIN) $(BUILD)/bench_vindex
 	$(BUILD)/bench_vindex 100000 512 200
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000
 
 # ThreadSanitizer: the whole suite on a TSan build (the server's threads and the
 # resilience modules' races included).
