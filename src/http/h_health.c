@@ -116,7 +116,7 @@ static json_t *health_backend(app *a, llm *l, const char *role, bool *healthy)
     return json_pack("{s:b, s:b, s:s, s:b, s:{s:s, s:i, s:o}, s:s, s:s, s:o}", "healthy", *healthy, "in_use", in_use,
                      "role", role, "reachable", any_up, "circuit_breaker", "state", health_state_name(worst),
                      "failure_count", (int)max_failures, "last_failure", health_time(last_age), "message", message,
-                     "model", a->cfg.llm_model, "backends", backends);
+                     "model", l == a->generator ? a->cfg.llm_model : a->cfg.embed_model, "backends", backends);
 }
 
 void handlers_health(http_request *req)
