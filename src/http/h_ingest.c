@@ -402,7 +402,7 @@ static void ingest_use_builtin(ingest_job *job, const char *why)
     app *a = req->app;
     snprintf(job->warning, sizeof job->warning,
              "collection '%s' was created with the builtin embedder %s (RAGD_EMBEDDER=auto): %s; new collections "
-             "use %s's %s once it answers",
+             "will use the %s backend's %s once it answers",
              job->w.collection, EMBED_BUILTIN_NAME, why, a->embedder_name, job->model);
     utf8_sanitize(job->warning);
     handlers_submit_work(req, ingest_fallback_work, ingest_fallback_cancelled, job);
@@ -490,8 +490,8 @@ static void ingest_embed_start(void *arg)
         probe_host_info h;
         llm_host_reach(a->embedder, 0, &h);
         char why[400];
-        snprintf(why, sizeof why, "%s at %s is not reachable%s%s", a->embedder_name, llm_host_url(a->embedder, 0),
-                 h.error[0] ? ": " : "", h.error);
+        snprintf(why, sizeof why, "nothing answers at %s%s%s%s", llm_host_url(a->embedder, 0), h.error[0] ? " (" : "",
+                 h.error, h.error[0] ? ")" : "");
         ingest_use_builtin(job, why);
         return;
     }
