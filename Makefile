@@ -47,8 +47,9 @@ $(LIB): $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/src/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+# BIN_EXTRA / BIN_LDLIBS: empty here; the torture build links its fault module through them.
+$(BIN): $(BUILD)/src/main.o $(LIB) $(BIN_EXTRA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(BIN_LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)
@@ -91,7 +92,7 @@ run: $(BIN)
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(BUILD)/src/main.d
+-include $(OBJ:.o=.d) $(BUILD)/src/main.d $(BIN_EXTRA:.o=.d)
 
 # ---- Fuzzing (libFuzzer + ASan + UBSan, clang): tests/fuzz/fuzz_*.c, docs/fuzzing.md ----
 # The sources are rebuilt with clang and the sanitizers into build/fuzz/ (never the -O2 build).
@@ -142,3 +143,23 @@ fuzz: $(FUZZ_BIN)
 	echo "fuzz: no crashes"
 
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+
+# ---- Allocation torture (docs/testing.md): tests/torture/ ----
+# build/torture/ragd: the same sources under ASan+UBSan, linked with tests/torture/fault.c,
+# which fails chosen allocations of ragd (-Wl,--wrap), jansson, SQLite, libevent and OpenSSL.
+# `make torture` runs every path for N = 1, 2, ... until the failure no longer triggers.
+TORTURE_DIR  := build/torture
+TORTURE_WRAP := malloc calloc realloc reallocarray strdup strndup asprintf vasprintf
+TORTURE_ARGS ?=
+TORTURE_ENV  := ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+.PHONY: torture torture-build
+torture-build:
+	@$(MAKE) --no-print-directory BUILD=$(TORTURE_DIR) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  BIN_EXTRA=$(TORTURE_DIR)/tests/torture/fault.o \
+	  BIN_LDLIBS="$(foreach s,$(TORTURE_WRAP),-Wl,--wrap=$(s))" $(TORTURE_DIR)/ragd
+	@tests/torture/check_wraps.sh $(TORTURE_DIR)/libragd.a $(TORTURE_WRAP)
+
+torture: torture-build
+	$(TORTURE_ENV) RAGD_BIN=$(abspath $(TORTURE_DIR)/ragd) python3 tests/torture/torture.py $(TORTURE_ARGS)
