@@ -112,6 +112,20 @@ static http_method http_method_of(const char *m)
     return HTTP_OTHER;
 }
 
+/* The method as a metrics label: never NULL (method_name is, when it could not be
+ * copied), and bounded (any other method is "OTHER"). */
+static const char *http_method_label(http_method m)
+{
+    switch (m) {
+    case HTTP_GET: return "GET";
+    case HTTP_POST: return "POST";
+    case HTTP_DELETE: return "DELETE";
+    case HTTP_HEAD: return "HEAD";
+    case HTTP_OTHER: break;
+    }
+    return "OTHER";
+}
+
 /* Media type without parameters, lower-cased. */
 static void http_media_type(const char *ct, char *out, size_t outlen)
 {
@@ -276,7 +290,7 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
     if (req->answered)
-        metrics_http_observe(req->route_name, req->method == HTTP_OTHER ? "OTHER" : req->method_name, req->status,
+        metrics_http_observe(req->route_name, http_method_label(req->method), req->status,
                              ms / 1000.0);
     if (req->answered)
         log_info("%s %s %d %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
