@@ -72,9 +72,13 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     char *k = http_percent_decode(key, strlen(key));
     char *v = value ? http_percent_decode(value, strlen(value)) : strdup("");
     if (!k || !v) {
+        /* A NULL for a well-formed argument means no memory, not a bad request. */
+        if ((k || http_percent_valid(key, strlen(key))) && (v || (value && http_percent_valid(value, strlen(value)))))
+            req->args_no_memory = true;
+        else
+            req->bad_query = true;
         free(k);
         free(v);
-        req->bad_query = true;
         return MHD_NO;
     }
     req->args[req->n_args].key = k;
@@ -83,20 +87,22 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
-static void http_request_id(http_request *req, const char *given)
+/* The request id: the client's X-Request-ID when it is of a safe form, else 32 random hex
+ * digits. out has HTTP_REQUEST_ID_SIZE bytes. */
+static void http_request_id(char *out, const char *given)
 {
-    bool ok = given && *given && strlen(given) < sizeof req->request_id;
+    bool ok = given && *given && strlen(given) < HTTP_REQUEST_ID_SIZE;
     for (const char *p = given; ok && *p; p++)
         ok = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
     if (ok) {
-        snprintf(req->request_id, sizeof req->request_id, "%s", given);
+        snprintf(out, HTTP_REQUEST_ID_SIZE, "%s", given);
         return;
     }
     unsigned char rnd[16];
     if (hash_random_bytes(rnd, sizeof rnd) != 0)
         memset(rnd, 0, sizeof rnd);
     for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
 }
 
 static http_method http_method_of(const char *m)
@@ -152,7 +158,7 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
 {
     struct MHD_Connection *c = req->conn;
     req->t_start_ms = clock_now_ms();
-    http_request_id(req, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
+    http_request_id(req->request_id, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
     req->method_name = strdup(method);
     req->path = strdup(url);
     req->method = http_method_of(method);
@@ -172,6 +178,10 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         return true;
     }
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+    if (req->args_no_memory) {
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the query string");
+        return true;
+    }
     if (req->bad_query) {
         http_reply_error(req, 400, "invalid_json", "bad query string: malformed %%-escape or more than %d arguments",
                          HTTP_MAX_ARGS);
@@ -184,6 +194,9 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         return true;
     case HTTP_ROUTE_BAD_ENCODING:
         http_reply_error(req, 400, "invalid_json", "bad path: malformed %%-escape");
+        return true;
+    case HTTP_ROUTE_NO_MEMORY:
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the path");
         return true;
     case HTTP_ROUTE_BAD_METHOD:
         http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", req->method_name,
@@ -228,17 +241,53 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
 
 /* ---- MHD callbacks ---- */
 
+/* *con_cls of a connection whose http_request could not be allocated: answered 503 at
+ * once (http_reply_unallocated), the rest of its upload read and dropped. */
+static char http_unallocated;
+
+/* 503 overloaded in the envelope, built on the stack: there is no http_request to hold it
+ * (MHD copies the body into its own memory). */
+static enum MHD_Result http_reply_unallocated(struct MHD_Connection *c, const char *method, const char *url)
+{
+    char rid[HTTP_REQUEST_ID_SIZE];
+    http_request_id(rid, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
+    char body[512];
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\",\"request_id\":\"%s\"},"
+                     "\"detail\":\"out of memory\"}",
+                     rid);
+    /* In the access log's form (the request never reaches http_on_completed). */
+    log_warn("%s %s 503 (out of memory for the request) id=%s", method, url, rid);
+    struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=utf-8");
+    MHD_add_response_header(resp, "X-Request-ID", rid);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(c, 503, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                       const char *version, const char *upload_data, size_t *upload_data_size,
                                       void **con_cls)
 {
     (void)version;
     http_server *s = cls;
+    if (*con_cls == &http_unallocated) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
     http_request *req = *con_cls;
     if (!req) {
         req = http_request_new(s->app, c, s->app->cfg.max_body_bytes);
-        if (!req)
-            return MHD_NO;
+        if (!req) {
+            *con_cls = &http_unallocated;
+            return http_reply_unallocated(c, method, url);
+        }
         *con_cls = req;
         s->in_flight++;
         if (http_request_begin(s, req, url, method)) {
@@ -248,15 +297,23 @@ static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        if (!req->body_too_large && strbuf_append(&req->body, upload_data, *upload_data_size) != RAGD_OK) {
-            req->body_too_large = true; /* keep reading and dropping: the reply comes at the end */
-            strbuf_cleanup(&req->body);
+        if (!req->body_too_large && !req->body_no_memory) {
+            ragd_err rc = strbuf_append(&req->body, upload_data, *upload_data_size);
+            if (rc != RAGD_OK) { /* keep reading and dropping: the reply comes at the end */
+                req->body_too_large = rc == RAGD_ETOOBIG;
+                req->body_no_memory = rc != RAGD_ETOOBIG;
+                strbuf_cleanup(&req->body);
+            }
         }
         *upload_data_size = 0;
         return MHD_YES;
     }
     if (req->answered)
         return MHD_YES;
+    if (req->body_no_memory) {
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the body");
+        return http_request_send(req);
+    }
     if (req->body_too_large) {
         http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
                          s->app->cfg.max_body_bytes);
@@ -284,8 +341,10 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     (void)c;
     http_server *s = cls;
     http_request *req = *con_cls;
-    if (!req)
+    if (!req || *con_cls == &http_unallocated) {
+        *con_cls = NULL;
         return;
+    }
     *con_cls = NULL;
     s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;

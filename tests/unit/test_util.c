@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "config.h"
+#include "util/jsontext.h"
 #include "util/loopq.h"
 #include "util/names.h"
 #include "util/strbuf.h"
@@ -261,6 +264,31 @@ static void test_workpool_cancel_queued(void **state)
     assert_int_equal(atomic_load(&counter), 5001);
 }
 
+static void test_jsontext_escape(void **state)
+{
+    (void)state;
+    char out[64] = "x";
+    size_t len = 1;
+    assert_true(jsontext_escape(out, sizeof out, &len, "a\"b\\c\n\x01\t/\xc3\xa9"));
+    assert_string_equal(out, "xa\\\"b\\\\c\\n\\u0001\\t/\xc3\xa9");
+    assert_int_equal(len, strlen(out));
+    /* What jansson reads back is the original. */
+    char doc[80];
+    snprintf(doc, sizeof doc, "[\"%s\"]", out + 1);
+    json_t *j = json_loads(doc, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_array_get(j, 0)), "a\"b\\c\n\x01\t/\xc3\xa9");
+    json_decref(j);
+    /* Too small: false, out cut back to what it held. */
+    char small[8] = "ab";
+    len = 2;
+    assert_false(jsontext_escape(small, sizeof small, &len, "\x01\x02"));
+    assert_int_equal(len, 2);
+    assert_string_equal(small, "ab");
+    assert_true(jsontext_escape(small, sizeof small, &len, "cdefg"));
+    assert_false(jsontext_escape(small, sizeof small, &len, "h"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
+        cmocka_unit_test(test_jsontext_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
