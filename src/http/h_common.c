@@ -3,6 +3,7 @@
 
 #include "app.h"
 #include "http/handlers.h"
+#include "util/jsonmem.h"
 
 store_reader *handlers_reader(http_request *req)
 {
@@ -34,7 +35,12 @@ json_t *handlers_collection_json(const store_collection *c)
 
 json_t *handlers_metadata(const char *metadata_json)
 {
+    unsigned long failed = jsonmem_failures();
     json_t *m = metadata_json ? json_loads(metadata_json, 0, NULL) : NULL;
+    if (jsonmem_failures() != failed) { /* out of memory: m, if any, may be altered */
+        json_decref(m);
+        return NULL;
+    }
     if (!json_is_object(m)) {
         json_decref(m);
         m = json_object();

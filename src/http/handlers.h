@@ -51,7 +51,8 @@ store_reader *handlers_reader(http_request *req);
 bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out);
 /* {"name","documents","chunks","embed_model","dim","chunk_size","chunk_overlap","version","created_at"} */
 json_t *handlers_collection_json(const store_collection *c);
-/* Parses stored metadata JSON text into an object ({} when unparseable). */
+/* Parses stored metadata JSON text into an object ({} when unparseable); NULL when out of
+ * memory, which the caller must not mistake for "no metadata". */
 json_t *handlers_metadata(const char *metadata_json);
 /* Replies for a failed store write, by its status (409/404/422/503/500). */
 void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code);

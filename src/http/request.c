@@ -13,6 +13,7 @@
 #include "http/http_server.h"
 #include "http/request_int.h"
 #include "obs/metrics.h"
+#include "util/jsonmem.h"
 #include "util/jsontext.h"
 #include "util/log.h"
 #include "util/loopq.h"
@@ -447,7 +448,15 @@ json_t *http_json_object(http_request *req)
         return NULL;
     }
     json_error_t jerr;
+    unsigned long failed = jsonmem_failures();
     json_t *root = json_loadb(req->body.data, req->body.len, JSON_DECODE_ANY, &jerr);
+    if (jsonmem_failures() != failed) {
+        /* jansson ran out of memory: no answer about the body, and a result, if any, may
+         * hold altered text (jsonmem.h). */
+        json_decref(root);
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the JSON body");
+        return NULL;
+    }
     if (!root) {
         http_reply_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)", jerr.text,
                          jerr.line, jerr.column);

@@ -133,8 +133,8 @@ void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg);
 void http_unwatch_close(http_request *req);
 
 /* Parses the body as a JSON object (depth <= 64, valid UTF-8). On failure replies 400
- * invalid_json (unparseable, empty) or 422 validation_error (not an object) and
- * returns NULL. */
+ * invalid_json (unparseable, empty), 422 validation_error (not an object) or 503
+ * overloaded (jansson ran out of memory: see util/jsonmem.h) and returns NULL. */
 json_t *http_json_object(http_request *req);
 
 #endif

@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "util/jsonmem.h"
 #include "util/jsontext.h"
 #include "util/loopq.h"
 #include "util/names.h"
@@ -289,6 +290,34 @@ static void test_jsontext_escape(void **state)
     assert_false(jsontext_escape(small, sizeof small, &len, "h"));
 }
 
+/* jansson's allocator below jsonmem's counter: fails while jsonmem_fail_next is set. */
+static bool jsonmem_fail_next;
+static void *failing_malloc(size_t n)
+{
+    if (jsonmem_fail_next) {
+        jsonmem_fail_next = false;
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void test_jsonmem(void **state)
+{
+    (void)state;
+    json_set_alloc_funcs(failing_malloc, free);
+    jsonmem_init();
+    jsonmem_init(); /* once only: a second call must not chain to itself */
+    unsigned long before = jsonmem_failures();
+    json_t *j = json_loads("{\"a\": [1, 2, \"three\"]}", 0, NULL);
+    assert_non_null(j);
+    json_decref(j);
+    assert_int_equal(jsonmem_failures(), before);
+    jsonmem_fail_next = true;
+    j = json_loads("{\"a\": [1, 2, \"three\"]}", 0, NULL);
+    json_decref(j); /* NULL, or a result that must not be trusted */
+    assert_int_equal(jsonmem_failures(), before + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,7 +325,7 @@ int main(void)
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
-        cmocka_unit_test(test_jsontext_escape),
+        cmocka_unit_test(test_jsontext_escape), cmocka_unit_test(test_jsonmem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
