@@ -20,6 +20,8 @@ bool handlers_collection(http_request *req, store_reader *r, const char *name, s
         return true;
     if (rc == RAGD_ENOTFOUND)
         http_reply_error(req, 404, "db_not_found", "collection '%s' does not exist", name);
+    else if (rc == RAGD_ENOMEM)
+        http_reply_error(req, 503, "overloaded", "reading collection '%s': out of memory", name);
     else
         http_reply_error(req, 500, "internal", "reading collection '%s' failed: %s", name, ragd_strerror(rc));
     return false;
@@ -62,6 +64,7 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
         break;
     case RAGD_EBUSY:
     case RAGD_ECLOSED:
+    case RAGD_ENOMEM:
         snprintf(req->retry_after, sizeof req->retry_after, "1");
         http_reply_error(req, 503, "overloaded", "%s", w->message[0] ? w->message : "store is busy or closing; retry");
         break;

@@ -25,6 +25,12 @@ bool store__valid_name(const char *name)
     return true;
 }
 
+ragd_err store__sql_error(sqlite3 *db)
+{
+    int rc = sqlite3_extended_errcode(db);
+    return rc == SQLITE_NOMEM || rc == SQLITE_IOERR_NOMEM ? RAGD_ENOMEM : RAGD_EIO;
+}
+
 void store__copy_col(sqlite3_stmt *s, int col, char *dst, size_t dstlen)
 {
     const unsigned char *t = sqlite3_column_text(s, col);

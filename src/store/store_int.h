@@ -82,6 +82,10 @@ void store__writer_finalize(store *st);
 /* writer.c: the writer thread's body (arg is the store). */
 void *store__writer_main(void *arg);
 
+/* The ragd_err for the last error on db: RAGD_ENOMEM when SQLite ran out of memory (the
+ * caller answers 503, the request may be retried), else RAGD_EIO. */
+ragd_err store__sql_error(sqlite3 *db);
+
 /* read.c / writer.c: collection name rule of the API (1..64 of [A-Za-z0-9_.-], no leading '.'). */
 bool store__valid_name(const char *name);
 /* Copies a column's text into a fixed buffer (truncating, always NUL-terminated). */
