@@ -67,27 +67,44 @@ ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
     return store_scan_vectors(r, rag_load_one, ctx);
 }
 
-void rag_index_on_commit(const store_change *ch, void *arg)
+/* PREPARE creates the collection's index and reserves a row per added chunk, so that
+ * COMMITTED, which runs after the data is on disk, allocates nothing and cannot leave an
+ * acknowledged chunk out of the index; ABORTED gives the rows back. */
+ragd_err rag_index_on_commit(const store_change *ch, void *arg)
 {
     rag_index *ri = arg;
     if (ch->dropped) {
-        pthread_rwlock_wrlock(&ri->drop_lock);
-        vindex_set_drop(ri->set, ch->coll_id);
-        pthread_rwlock_unlock(&ri->drop_lock);
-        return;
+        if (ch->phase == STORE_CHANGE_COMMITTED) {
+            pthread_rwlock_wrlock(&ri->drop_lock);
+            vindex_set_drop(ri->set, ch->coll_id);
+            pthread_rwlock_unlock(&ri->drop_lock);
+        }
+        return RAGD_OK;
     }
+    if (ch->phase != STORE_CHANGE_COMMITTED && ch->n_chunks == 0)
+        return RAGD_OK;
+    ragd_err rc = RAGD_OK;
     pthread_rwlock_rdlock(&ri->drop_lock);
-    vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, true);
+    vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, ch->phase != STORE_CHANGE_ABORTED);
     if (!ix) {
-        log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
+        if (ch->phase == STORE_CHANGE_PREPARE)
+            rc = RAGD_ENOMEM;
+        else if (ch->phase == STORE_CHANGE_COMMITTED)
+            log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
+    } else if (ch->phase == STORE_CHANGE_PREPARE) {
+        rc = vindex_reserve(ix, ch->n_chunks);
+    } else if (ch->phase == STORE_CHANGE_ABORTED) {
+        vindex_release(ix, ch->n_chunks);
     } else {
         for (size_t i = 0; i < ch->n_removed; i++)
             vindex_remove_doc(ix, ch->removed_docs[i]);
         for (size_t i = 0; i < ch->n_chunks; i++)
             if (vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim) != RAGD_OK)
                 log_error("index: cannot add chunk %lld", (long long)ch->chunk_ids[i]);
+        vindex_release(ix, ch->n_chunks);
     }
     pthread_rwlock_unlock(&ri->drop_lock);
+    return rc;
 }
 
 const char *rag_method_name(rag_method m)

@@ -69,6 +69,8 @@ struct store {
 
     store_commit_hook hook; /* guarded by mu; read by the writer per group */
     void *hook_arg;
+    store_commit_hook ghook; /* the group's copy of hook (writer thread only) */
+    void *ghook_arg;
 };
 
 /* schema.c: applies every pending migration on db (the write connection) in one

@@ -14,6 +14,7 @@
 /* What one write changed, kept until its group committed (then handed to the hook). */
 struct store__wchange {
     bool changed;
+    bool prepared; /* the hook saw it in STORE_CHANGE_PREPARE */
     bool dropped;
     int64_t coll_id;
     int dim;
@@ -33,6 +34,35 @@ static void wchange_reset(wchange *c)
     free(c->chunk_docs);
     free(c->vectors);
     memset(c, 0, sizeof *c);
+}
+
+/* The hook's view of a change. */
+static store_change change_view(const wchange *c, store_change_phase phase)
+{
+    store_change ch = {
+        .phase = phase,
+        .coll_id = c->coll_id,
+        .dim = c->dim,
+        .dropped = c->dropped,
+        .removed_docs = c->removed,
+        .n_removed = c->n_removed,
+        .chunk_ids = c->chunk_ids,
+        .chunk_doc_rowids = c->chunk_docs,
+        .vectors = c->vectors,
+        .n_chunks = c->n_chunks,
+    };
+    return ch;
+}
+
+/* Forgets a change that will not commit: a prepared one is first handed back to the hook
+ * (STORE_CHANGE_ABORTED). */
+static void change_discard(store *st, wchange *c)
+{
+    if (c->prepared && st->ghook) {
+        store_change ch = change_view(c, STORE_CHANGE_ABORTED);
+        st->ghook(&ch, st->ghook_arg);
+    }
+    wchange_reset(c);
 }
 
 /* ---------------------------------------------------------------- statements */
@@ -584,7 +614,20 @@ static void undo_one(store *st, store_write *w, wchange *c)
     memset(&w->coll, 0, sizeof w->coll);
     w->chunks_written = 0;
     w->created = false;
-    wchange_reset(c);
+    change_discard(st, c);
+}
+
+/* Shows a change to the hook before it commits (STORE_CHANGE_PREPARE). */
+static ragd_err prepare_change(store *st, store_write *w, wchange *c)
+{
+    if (!c->changed || !st->ghook)
+        return RAGD_OK;
+    store_change ch = change_view(c, STORE_CHANGE_PREPARE);
+    ragd_err e = st->ghook(&ch, st->ghook_arg);
+    if (e)
+        return fail(w, e, "store: the vector index cannot take this change: %s", ragd_strerror(e));
+    c->prepared = true;
+    return RAGD_OK;
 }
 
 /* Runs one write inside a savepoint; on failure its effects are rolled back and its change
@@ -610,6 +653,8 @@ static void apply_one(store *st, store_write *w, wchange *c)
             return;
         }
         ragd_err e = apply_kind(st, w, c);
+        if (e == RAGD_OK)
+            e = prepare_change(st, w, c);
         if (e == RAGD_OK) {
             if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
                 return;
@@ -632,7 +677,7 @@ static void fail_succeeded(store *st, store_write **group, wchange *changes, siz
         fail(group[i], e, "store: %s", why);
         group[i]->chunks_written = 0;
         group[i]->created = false;
-        wchange_reset(&changes[i]);
+        change_discard(st, &changes[i]);
     }
 }
 
@@ -705,8 +750,8 @@ void *store__writer_main(void *arg)
         if (!st->qhead)
             st->qtail = NULL;
         st->qlen -= n;
-        store_commit_hook hook = st->hook;
-        void *hook_arg = st->hook_arg;
+        st->ghook = st->hook;
+        st->ghook_arg = st->hook_arg;
         pthread_mutex_unlock(&st->mu);
 
         bool committed = run_group(st, st->wgroup, st->wchanges, n);
@@ -720,21 +765,13 @@ void *store__writer_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             store_write *w = st->wgroup[i];
             wchange *c = &st->wchanges[i];
-            if (w->status == RAGD_OK && c->changed && hook) {
-                store_change ch = {
-                    .coll_id = c->coll_id,
-                    .dim = c->dim,
-                    .dropped = c->dropped,
-                    .removed_docs = c->removed,
-                    .n_removed = c->n_removed,
-                    .chunk_ids = c->chunk_ids,
-                    .chunk_doc_rowids = c->chunk_docs,
-                    .vectors = c->vectors,
-                    .n_chunks = c->n_chunks,
-                };
-                hook(&ch, hook_arg);
+            if (w->status == RAGD_OK && c->changed && st->ghook) {
+                store_change ch = change_view(c, STORE_CHANGE_COMMITTED);
+                (void)st->ghook(&ch, st->ghook_arg); /* PREPARE took what it needs */
+                wchange_reset(c);
+            } else {
+                change_discard(st, c);
             }
-            wchange_reset(c);
             st->wgroup[i] = NULL;
             w->done(w, w->arg); /* may free w: not touched after this */
         }
