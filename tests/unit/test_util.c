@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "util/hash.h"
 #include "util/jsonmem.h"
 #include "util/jsontext.h"
 #include "util/loopq.h"
@@ -265,6 +266,16 @@ static void test_workpool_cancel_queued(void **state)
     assert_int_equal(atomic_load(&counter), 5001);
 }
 
+static void test_sha256(void **state)
+{
+    (void)state;
+    char hex[SHA256_HEX_LEN + 1];
+    hash_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    hash_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 static void test_jsontext_escape(void **state)
 {
     (void)state;
@@ -325,7 +336,8 @@ int main(void)
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
-        cmocka_unit_test(test_jsontext_escape), cmocka_unit_test(test_jsonmem),
+        cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
+        cmocka_unit_test(test_jsonmem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
