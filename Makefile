@@ -27,9 +27,10 @@ all: $(BIN)
 help:
 	@echo "make          build $(BIN)"
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
-	@echo "make test     unit tests (cmocka) and end-to-end tests (python3, real HTTP on loopback)"
+	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), torture pass"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make tsan     the whole suite under ThreadSanitizer"
+	@echo "make torture  fail every allocation of the ingest and query paths, one by one (docs/testing.md)"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
@@ -62,10 +63,13 @@ unit: $(UNIT_BIN)
 e2e: $(BIN)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
-# Unit tests first, then end-to-end: sequential even under -j, so the output reads in order.
+# Unit tests first, then end-to-end, then the allocation torture pass (its own ASan build,
+# build/torture; not again under make asan/tsan, whose BUILD differs): sequential even
+# under -j, so the output reads in order.
 test: $(BIN) $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
+	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory torture-test; fi
 
 # Sanitizers: a separate build tree so the normal binary stays optimised.
 asan:
@@ -147,13 +151,16 @@ fuzz: $(FUZZ_BIN)
 # ---- Allocation torture (docs/testing.md): tests/torture/ ----
 # build/torture/ragd: the same sources under ASan+UBSan, linked with tests/torture/fault.c,
 # which fails chosen allocations of ragd (-Wl,--wrap), jansson, SQLite, libevent and OpenSSL.
-# `make torture` runs every path for N = 1, 2, ... until the failure no longer triggers.
+# `make torture`: every path for N = 1, 2, ... until the failure no longer triggers, once
+# failing only the Nth allocation, once failing it and every later one (--persistent).
+# `make test` runs the first in full and a 1-in-7 sample of the second (torture-test).
 TORTURE_DIR  := build/torture
 TORTURE_WRAP := malloc calloc realloc reallocarray strdup strndup asprintf vasprintf
 TORTURE_ARGS ?=
-TORTURE_ENV  := ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+TORTURE_RUN  := ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                RAGD_BIN=$(abspath $(TORTURE_DIR)/ragd) python3 tests/torture/torture.py
 
-.PHONY: torture torture-build
+.PHONY: torture torture-build torture-test
 torture-build:
 	@$(MAKE) --no-print-directory BUILD=$(TORTURE_DIR) OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
@@ -162,4 +169,9 @@ torture-build:
 	@tests/torture/check_wraps.sh $(TORTURE_DIR)/libragd.a $(TORTURE_WRAP)
 
 torture: torture-build
-	$(TORTURE_ENV) RAGD_BIN=$(abspath $(TORTURE_DIR)/ragd) python3 tests/torture/torture.py $(TORTURE_ARGS)
+	$(TORTURE_RUN) $(TORTURE_ARGS)
+	$(TORTURE_RUN) --persistent $(TORTURE_ARGS)
+
+torture-test: torture-build
+	$(TORTURE_RUN)
+	$(TORTURE_RUN) --persistent --stride 7
