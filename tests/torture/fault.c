@@ -72,7 +72,9 @@ static atomic_bool fault_persist;
 static atomic_uint_fast64_t fault_per_dom[FAULT_NDOM];
 static atomic_uint_fast64_t fault_fired;
 
-/* The first injected failure of the window (written once, by the thread that failed). */
+/* The first injected failure of the window: written once, by the thread that failed, then
+ * published by fault_first_ready (release); the control thread reads it after an acquire. */
+static atomic_bool fault_first_ready;
 static int fault_first_dom = -1;
 static uint64_t fault_first_seq;
 static size_t fault_first_size;
@@ -116,6 +118,7 @@ static bool fault_hit(int dom, size_t size, void *caller)
         fault_first_seq = n;
         fault_first_size = size;
         fault_first_npcs = backtrace(fault_first_pcs, FAULT_MAX_FRAMES);
+        atomic_store_explicit(&fault_first_ready, true, memory_order_release);
     }
     return true;
 }
@@ -271,8 +274,8 @@ static unsigned fault_parse_domains(const char *s)
 {
     unsigned m = 0;
     for (; s && *s; s++) {
-        const char *p = strchr(fault_letters, *s);
-        if (p && *s)
+        const char *p = strchr(fault_letters, *s); /* *s is never NUL here */
+        if (p)
             m |= 1u << (p - fault_letters);
     }
     return m;
@@ -300,6 +303,7 @@ static void fault_reply(int fd, const char *fmt, ...)
 static void fault_open_window(uint64_t target, unsigned mask, bool persist)
 {
     atomic_store(&fault_active, false);
+    atomic_store(&fault_first_ready, false);
     atomic_store(&fault_seen, 0);
     for (int i = 0; i < FAULT_NDOM; i++)
         atomic_store(&fault_per_dom[i], 0);
@@ -351,7 +355,8 @@ static void fault_command(int fd, char *line)
     } else if (strcmp(cmd, "disarm") == 0) {
         atomic_store(&fault_active, false);
         uint64_t fired = atomic_load(&fault_fired);
-        char dom = fault_first_dom >= 0 ? fault_letters[fault_first_dom] : '-';
+        bool ready = atomic_load_explicit(&fault_first_ready, memory_order_acquire);
+        char dom = ready && fault_first_dom >= 0 ? fault_letters[fault_first_dom] : '-';
         fault_reply(fd, "seen=%llu fired=%llu dom=%c seq=%llu size=%zu r=%llu j=%llu s=%llu e=%llu o=%llu\n",
                     (unsigned long long)atomic_load(&fault_seen), (unsigned long long)fired, dom,
                     (unsigned long long)fault_first_seq, fault_first_size,
@@ -364,13 +369,14 @@ static void fault_command(int fd, char *line)
         /* The first frames are this module's (and ASan's backtrace interceptor): start
          * after the last of them, at the code whose allocation failed. */
         int first = 0;
-        for (int i = 0; i < fault_first_npcs; i++) {
+        int npcs = atomic_load_explicit(&fault_first_ready, memory_order_acquire) ? fault_first_npcs : 0;
+        for (int i = 0; i < npcs; i++) {
             char fn[256];
             __sanitizer_symbolize_pc((char *)fault_first_pcs[i] - 1, "%f", fn, sizeof fn);
             if (strncmp(fn, "fault_", 6) == 0 || strncmp(fn, "__wrap_", 7) == 0 || strstr(fn, "backtrace"))
                 first = i + 1;
         }
-        for (int i = first; i < fault_first_npcs; i++)
+        for (int i = first; i < npcs; i++)
             fault_reply_frame(fd, i - first, fault_first_pcs[i]);
         fault_reply(fd, "end\n");
     } else if (strcmp(cmd, "sites") == 0) {
