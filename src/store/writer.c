@@ -638,7 +638,8 @@ static ragd_err prepare_change(store *st, store_write *w, wchange *c)
  * ran out of memory inside FTS5 and was rolled back to its savepoint, although the file is
  * intact (its integrity-check passes, and the same write succeeds when run again): stale
  * state in the connection, not on disk (found by the allocation torture pass, docs/
- * testing.md). Real corruption fails the second run too and is reported as before. */
+ * testing.md; reproduced with SQLite alone by tests/torture/repro_fts5_oom.c). Real
+ * corruption fails the second run too and is reported as before. */
 static void apply_one(store *st, store_write *w, wchange *c)
 {
     for (int attempt = 0;; attempt++) {
