@@ -250,6 +250,7 @@ void http_reply_json(http_request *req, int status, json_t *body)
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
+        log_warn("request %s: the %d response could not be written (jansson out of memory)", req->request_id, status);
         http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
         return;
     }
