@@ -27,11 +27,12 @@ all: $(BIN)
 help:
 	@echo "make          build $(BIN)"
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
-	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos"
+	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos, torture pass"
 	@echo "make chaos    seeded fault injection against build/asan/ragd (CHAOS_SEED=N replays one)"
 	@echo "make soak     the same, longer: CHAOS_SEEDS (20) seeds of CHAOS_SECONDS (30) each"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make tsan     the whole suite under ThreadSanitizer"
+	@echo "make torture  fail every allocation of the ingest and query paths, one by one (docs/testing.md)"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
@@ -49,8 +50,9 @@ $(LIB): $(OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/src/main.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+# BIN_EXTRA / BIN_LDLIBS: empty here; the torture build links its fault module through them.
+$(BIN): $(BUILD)/src/main.o $(LIB) $(BIN_EXTRA)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) $(BIN_LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(DEPS_OK)
 	@mkdir -p $(@D)
@@ -63,11 +65,15 @@ unit: $(UNIT_BIN)
 e2e: $(BIN)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
-# Unit tests first, then end-to-end, then chaos: sequential even under -j, so the output reads in order.
+# Unit tests first, then end-to-end, then the randomized fault injection (chaos, on its
+# ASan build) and the allocation torture pass (its own ASan build, build/torture) — these two
+# not again under make asan/tsan, whose BUILD differs: sequential even under -j, so the
+# output reads in order.
 test: $(BIN) $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
-	@$(MAKE) --no-print-directory chaos
+	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory chaos; fi
+	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory torture-test; fi
 
 # Chaos (tests/chaos, docs/testing.md): always on the ASan+UBSan binary, whatever BUILD is.
 ASAN_VARS := BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
@@ -104,7 +110,7 @@ run: $(BIN)
 clean:
 	rm -rf build
 
--include $(OBJ:.o=.d) $(BUILD)/src/main.d
+-include $(OBJ:.o=.d) $(BUILD)/src/main.d $(BIN_EXTRA:.o=.d)
 
 # ---- Fuzzing (libFuzzer + ASan + UBSan, clang): tests/fuzz/fuzz_*.c, docs/fuzzing.md ----
 # The sources are rebuilt with clang and the sanitizers into build/fuzz/ (never the -O2 build).
@@ -155,3 +161,31 @@ fuzz: $(FUZZ_BIN)
 	echo "fuzz: no crashes"
 
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)
+
+# ---- Allocation torture (docs/testing.md): tests/torture/ ----
+# build/torture/ragd: the same sources under ASan+UBSan, linked with tests/torture/fault.c,
+# which fails chosen allocations of ragd (-Wl,--wrap), jansson, SQLite, libevent and OpenSSL.
+# `make torture`: every path for N = 1, 2, ... until the failure no longer triggers, once
+# failing only the Nth allocation, once failing it and every later one (--persistent).
+# `make test` runs the first in full and a 1-in-7 sample of the second (torture-test).
+TORTURE_DIR  := build/torture
+TORTURE_WRAP := malloc calloc realloc reallocarray strdup strndup asprintf vasprintf
+TORTURE_ARGS ?=
+TORTURE_RUN  := ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+                RAGD_BIN=$(abspath $(TORTURE_DIR)/ragd) python3 tests/torture/torture.py
+
+.PHONY: torture torture-build torture-test
+torture-build:
+	@$(MAKE) --no-print-directory BUILD=$(TORTURE_DIR) OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  BIN_EXTRA=$(TORTURE_DIR)/tests/torture/fault.o \
+	  BIN_LDLIBS="$(foreach s,$(TORTURE_WRAP),-Wl,--wrap=$(s))" $(TORTURE_DIR)/ragd
+	@tests/torture/check_wraps.sh $(TORTURE_DIR)/libragd.a $(TORTURE_WRAP)
+
+torture: torture-build
+	$(TORTURE_RUN) $(TORTURE_ARGS)
+	$(TORTURE_RUN) --persistent $(TORTURE_ARGS)
+
+torture-test: torture-build
+	$(TORTURE_RUN)
+	$(TORTURE_RUN) --persistent --stride 7

@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "config.h"
 #include "server.h"
+#include "util/jsonmem.h"
 
 static void main_serve_usage(FILE *f)
 {
@@ -47,6 +48,7 @@ static int main_serve(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    jsonmem_init(); /* before any jansson call: a failed allocation must not go unnoticed */
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -5,6 +5,7 @@
 #include "http/handlers.h"
 #include "upstream/llm.h"
 #include "util/workpool.h"
+#include "util/jsonmem.h"
 
 store_reader *handlers_reader(http_request *req)
 {
@@ -21,6 +22,8 @@ bool handlers_collection(http_request *req, store_reader *r, const char *name, s
         return true;
     if (rc == RAGD_ENOTFOUND)
         http_reply_error(req, 404, "db_not_found", "collection '%s' does not exist", name);
+    else if (rc == RAGD_ENOMEM)
+        http_reply_error(req, 503, "overloaded", "reading collection '%s': out of memory", name);
     else
         http_reply_error(req, 500, "internal", "reading collection '%s' failed: %s", name, ragd_strerror(rc));
     return false;
@@ -36,7 +39,12 @@ json_t *handlers_collection_json(const store_collection *c)
 
 json_t *handlers_metadata(const char *metadata_json)
 {
+    unsigned long failed = jsonmem_failures();
     json_t *m = metadata_json ? json_loads(metadata_json, 0, NULL) : NULL;
+    if (jsonmem_failures() != failed) { /* out of memory: m, if any, may be altered */
+        json_decref(m);
+        return NULL;
+    }
     if (!json_is_object(m)) {
         json_decref(m);
         m = json_object();

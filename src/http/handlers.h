@@ -37,14 +37,16 @@ void handlers_retrieve(http_request *req);
 
 /* Borrows a store reader; replies 503 not_ready and returns NULL when the store is closing. */
 store_reader *handlers_reader(http_request *req);
-/* Looks a collection up by name; replies 404 db_not_found (or 500) and returns false when
- * it cannot. */
+/* Looks a collection up by name; replies 404 db_not_found (503 when out of memory, else
+ * 500) and returns false when it cannot. */
 bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out);
 /* {"name","documents","chunks","embed_model","dim","chunk_size","chunk_overlap","version","created_at"} */
 json_t *handlers_collection_json(const store_collection *c);
-/* Parses stored metadata JSON text into an object ({} when unparseable). */
+/* Parses stored metadata JSON text into an object ({} when unparseable); NULL when out of
+ * memory, which the caller must not mistake for "no metadata". */
 json_t *handlers_metadata(const char *metadata_json);
-/* Replies for a failed store write, by its status (409/404/422/503/500). */
+/* Replies for a failed store write, by its status (409/404/422; 503 for a busy or closing
+ * store and for no memory; else 500). */
 void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code);
 /* Submits a write for req: holds req, and on RAGD_EBUSY/ECLOSED replies 503 and releases it. */
 bool handlers_submit(http_request *req, store_write *w);

@@ -189,9 +189,13 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     char *k = http_percent_decode(key, strlen(key));
     char *v = value ? http_percent_decode(value, strlen(value)) : strdup("");
     if (!k || !v) {
+        /* A NULL for a well-formed argument means no memory, not a bad request. */
+        if ((k || http_percent_valid(key, strlen(key))) && (v || (value && http_percent_valid(value, strlen(value)))))
+            req->args_no_memory = true;
+        else
+            req->bad_query = true;
         free(k);
         free(v);
-        req->bad_query = true;
         return MHD_NO;
     }
     req->args[req->n_args].key = k;
@@ -200,20 +204,22 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
-static void http_request_id(http_request *req, const char *given)
+/* The request id: the client's X-Request-ID when it is of a safe form, else 32 random hex
+ * digits. out has HTTP_REQUEST_ID_SIZE bytes. */
+static void http_request_id(char *out, const char *given)
 {
-    bool ok = given && *given && strlen(given) < sizeof req->request_id;
+    bool ok = given && *given && strlen(given) < HTTP_REQUEST_ID_SIZE;
     for (const char *p = given; ok && *p; p++)
         ok = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
     if (ok) {
-        snprintf(req->request_id, sizeof req->request_id, "%s", given);
+        snprintf(out, HTTP_REQUEST_ID_SIZE, "%s", given);
         return;
     }
     unsigned char rnd[16];
     if (hash_random_bytes(rnd, sizeof rnd) != 0)
         memset(rnd, 0, sizeof rnd);
     for (size_t i = 0; i < sizeof rnd; i++)
-        snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
 }
 
 static http_method http_method_of(const char *m)
@@ -227,6 +233,20 @@ static http_method http_method_of(const char *m)
     if (strcmp(m, "HEAD") == 0)
         return HTTP_HEAD;
     return HTTP_OTHER;
+}
+
+/* The method as a metrics label: never NULL (method_name is, when it could not be
+ * copied), and bounded (any other method is "OTHER"). */
+static const char *http_method_label(http_method m)
+{
+    switch (m) {
+    case HTTP_GET: return "GET";
+    case HTTP_POST: return "POST";
+    case HTTP_DELETE: return "DELETE";
+    case HTTP_HEAD: return "HEAD";
+    case HTTP_OTHER: break;
+    }
+    return "OTHER";
 }
 
 /* Media type without parameters, lower-cased. */
@@ -262,7 +282,7 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
 #ifdef HTTP_CHECK_HEADER_BLOCK
     if (!http_header_block_whole(c, method, url, version, req->uri_len)) {
         /* nothing MHD parsed can be trusted, the X-Request-ID header included */
-        http_request_id(req, NULL);
+        http_request_id(req->request_id, NULL);
         http_reply_error(req, 400, "invalid_json",
                          "bad request: a NUL byte in the request line or a header (or a header folded over two lines)");
         return true;
@@ -270,7 +290,7 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
 #else
     (void)version; /* libmicrohttpd 1.0 refuses NUL bytes in the request line and headers itself */
 #endif
-    http_request_id(req, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
+    http_request_id(req->request_id, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
     http_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
                     req->content_type, sizeof req->content_type);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
@@ -286,6 +306,10 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         return true;
     }
     MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+    if (req->args_no_memory) {
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the query string");
+        return true;
+    }
     if (req->bad_query) {
         http_reply_error(req, 400, "invalid_json", "bad query string: malformed %%-escape or more than %d arguments",
                          HTTP_MAX_ARGS);
@@ -298,6 +322,9 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         return true;
     case HTTP_ROUTE_BAD_ENCODING:
         http_reply_error(req, 400, "invalid_json", "bad path: malformed %%-escape");
+        return true;
+    case HTTP_ROUTE_NO_MEMORY:
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the path");
         return true;
     case HTTP_ROUTE_BAD_METHOD:
         http_reply_error(req, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", req->method_name,
@@ -342,14 +369,50 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
 
 /* ---- MHD callbacks ---- */
 
+/* *con_cls of a connection whose http_request could not be allocated: answered 503 at
+ * once (http_reply_unallocated), the rest of its upload read and dropped. */
+static char http_unallocated;
+
+/* 503 overloaded in the envelope, built on the stack: there is no http_request to hold it
+ * (MHD copies the body into its own memory). */
+static enum MHD_Result http_reply_unallocated(struct MHD_Connection *c, const char *method, const char *url)
+{
+    char rid[HTTP_REQUEST_ID_SIZE];
+    http_request_id(rid, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
+    char body[512];
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\",\"request_id\":\"%s\"},"
+                     "\"detail\":\"out of memory\"}",
+                     rid);
+    /* In the access log's form (the request never reaches http_on_completed). */
+    log_warn("%s %s 503 (out of memory for the request) id=%s", method, url, rid);
+    struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=utf-8");
+    MHD_add_response_header(resp, "X-Request-ID", rid);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(c, 503, resp);
+    MHD_destroy_response(resp);
+    return rc;
+}
+
 static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                       const char *version, const char *upload_data, size_t *upload_data_size,
                                       void **con_cls)
 {
     http_server *s = cls;
     http_request *req = *con_cls;
-    if (!req)
-        return MHD_NO; /* http_on_request_line had no memory for it */
+    if (*con_cls == &http_unallocated) { /* answered 503 at the start: drop the upload */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (!req) { /* http_on_request_line had no memory for it */
+        *con_cls = &http_unallocated;
+        return http_reply_unallocated(c, method, url);
+    }
     if (!req->begun) {
         req->begun = true;
         s->in_flight++; /* counted from the headers on: one still sending them does not delay a drain */
@@ -399,14 +462,16 @@ static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cl
     (void)c;
     http_server *s = cls;
     http_request *req = *con_cls;
-    if (!req)
+    if (!req || *con_cls == &http_unallocated) {
+        *con_cls = NULL;
         return;
+    }
     *con_cls = NULL;
     if (req->begun)
         s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
     if (req->answered)
-        metrics_http_observe(req->route_name, req->method == HTTP_OTHER ? "OTHER" : req->method_name, req->status,
+        metrics_http_observe(req->route_name, http_method_label(req->method), req->status,
                              ms / 1000.0);
     if (req->answered)
         log_info("%s %s %d %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,

@@ -14,8 +14,11 @@
 #include "http/http_server.h"
 #include "http/request_int.h"
 #include "obs/metrics.h"
+#include "util/jsonmem.h"
+#include "util/jsontext.h"
 #include "util/log.h"
 #include "util/loopq.h"
+#include "util/utf8.h"
 #include "util/workpool.h"
 
 #define JSON_MAX_DEPTH 64
@@ -216,32 +219,67 @@ static void http_set_body(http_request *req, int status, const char *type, char 
     req->resp_type = type;
     req->resp_body = data;
     req->resp_len = len;
+    req->resp_static = NULL;
+}
+
+/* The answer when not even the bytes of an answer can be allocated: a static envelope
+ * (without the request id in the body; the X-Request-ID header still carries it). */
+static void http_reply_no_memory(http_request *req)
+{
+    static const char oom[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"},"
+                              "\"detail\":\"out of memory\"}";
+    http_set_body(req, 503, "application/json; charset=utf-8", NULL, sizeof oom - 1);
+    req->resp_static = oom;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    log_warn("request %s: 503 overloaded: out of memory for the response", req->request_id);
+}
+
+/* Sets a copy of data[0..len) as the response; false when the copy cannot be allocated. */
+static bool http_set_copy(http_request *req, int status, const char *type, const char *data, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return false;
+    memcpy(copy, data, len);
+    copy[len] = '\0';
+    http_set_body(req, status, type, copy, len);
+    return true;
 }
 
 void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len)
 {
-    char *copy = malloc(len + 1);
-    if (!copy) {
-        http_set_body(req, 500, "text/plain", NULL, 0);
-        return;
-    }
-    memcpy(copy, data, len);
-    copy[len] = '\0';
-    http_set_body(req, status, type, copy, len);
+    if (!http_set_copy(req, status, type, data, len)) /* a short envelope may still fit */
+        http_reply_error(req, 503, "overloaded", "out of memory for the response");
 }
 
+/* jansson returns NULL from json_pack, json_object, json_dumps... only when it could not
+ * allocate (ragd's texts are valid UTF-8, its pack formats fixed), so a missing body or a
+ * failed dump is answered as an allocation failure: 503, never a 500 that blames a bug. */
 void http_reply_json(http_request *req, int status, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        http_reply_raw(req, 500, "application/json; charset=utf-8", oom, sizeof oom - 1);
+        log_warn("request %s: the %d response could not be written (jansson out of memory)", req->request_id, status);
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
         return;
     }
     http_set_body(req, status, "application/json; charset=utf-8", text, strlen(text));
 }
 
+/* Appends s unescaped at out + *len; false when it does not fit (out then unchanged). */
+static bool http_append(char *out, size_t cap, size_t *len, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= cap - *len)
+        return false;
+    memcpy(out + *len, s, n + 1);
+    *len += n;
+    return true;
+}
+
+/* The envelope is written by hand into a stack buffer, not with jansson: an error reply
+ * then needs one allocation (the copy), so that an allocation failure can be reported. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -249,20 +287,30 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    json_t *err = json_pack("{s:s, s:s, s:s}", "code", code, "message", msg, "request_id", req->request_id);
-    /* Messages may quote client input that is not valid UTF-8; jansson refuses such
-     * strings, so fall back to a generic message rather than lose the envelope. */
-    if (!err)
-        err = json_pack("{s:s, s:s, s:s}", "code", code, "message", "invalid request", "request_id",
-                        req->request_id);
-    json_t *body = json_pack("{s:o, s:O}", "error", err, "detail", json_object_get(err, "message"));
+    /* Messages may quote client input that is not valid UTF-8, or be cut inside a code
+     * point: the envelope must stay valid JSON. */
+    utf8_sanitize(msg);
+    /* Escaping makes a byte at most six ("\u001f"). */
+    char body[2 * 6 * sizeof msg + 6 * sizeof req->request_id + 128];
+    size_t len = 0;
+    const size_t cap = sizeof body;
+    bool ok = http_append(body, cap, &len, "{\"error\":{\"code\":\"") && jsontext_escape(body, cap, &len, code) &&
+              http_append(body, cap, &len, "\",\"message\":\"") && jsontext_escape(body, cap, &len, msg) &&
+              http_append(body, cap, &len, "\",\"request_id\":\"") &&
+              jsontext_escape(body, cap, &len, req->request_id) && http_append(body, cap, &len, "\"},\"detail\":\"") &&
+              jsontext_escape(body, cap, &len, msg) && http_append(body, cap, &len, "\"}");
+    if (status == 503 && !req->retry_after[0])
+        snprintf(req->retry_after, sizeof req->retry_after, "1"); /* shared/API.md: 503 with Retry-After */
     if (strcmp(code, "overloaded") == 0)
         metrics_count_shed();
     if (status == 500)
         log_error("request %s: %d %s: %s", req->request_id, status, code, msg);
     else if (status >= 500)
         log_debug("request %s: %d %s: %s", req->request_id, status, code, msg); /* load shedding is normal */
-    http_reply_json(req, status, body);
+    if (!ok) /* cannot happen: body holds the longest escaped message */
+        log_error("request %s: the error envelope did not fit", req->request_id);
+    if (!ok || !http_set_copy(req, status, "application/json; charset=utf-8", body, len))
+        http_reply_no_memory(req);
 }
 
 /* ---- deferring to workers ---- */
@@ -320,6 +368,8 @@ void http_defer(http_request *req, http_handler work)
         if (rc == RAGD_EBUSY) {
             snprintf(req->retry_after, sizeof req->retry_after, "1");
             http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+        } else if (rc == RAGD_ENOMEM) {
+            http_reply_error(req, 503, "overloaded", "out of memory");
         } else {
             http_reply_error(req, 503, "not_ready", "server is shutting down");
         }
@@ -343,6 +393,11 @@ int http_request_send(http_request *req)
             return MHD_NO;
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->stream->content_type);
         MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    } else if (req->resp_static) {
+        resp = MHD_create_response_from_buffer(req->resp_len, (void *)req->resp_static, MHD_RESPMEM_PERSISTENT);
+        if (!resp)
+            return MHD_NO;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
     } else {
         resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body, MHD_RESPMEM_MUST_FREE);
         if (!resp)
@@ -452,7 +507,15 @@ json_t *http_json_object(http_request *req)
         return NULL;
     }
     json_error_t jerr;
+    unsigned long failed = jsonmem_failures();
     json_t *root = json_loadb(req->body.data, req->body.len, JSON_DECODE_ANY, &jerr);
+    if (jsonmem_failures() != failed) {
+        /* jansson ran out of memory: no answer about the body, and a result, if any, may
+         * hold altered text (jsonmem.h). */
+        json_decref(root);
+        http_reply_error(req, 503, "overloaded", "out of memory while reading the JSON body");
+        return NULL;
+    }
     if (!root) {
         http_reply_error(req, 400, "invalid_json", "body is not valid JSON: %s (line %d, column %d)", jerr.text,
                          jerr.line, jerr.column);

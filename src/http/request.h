@@ -21,6 +21,7 @@ struct app;
 
 #define HTTP_MAX_ARGS 32
 #define HTTP_MAX_PARAMS 4
+#define HTTP_REQUEST_ID_SIZE 129
 
 typedef enum { HTTP_GET = 1, HTTP_POST = 2, HTTP_DELETE = 4, HTTP_HEAD = 8, HTTP_OTHER = 16 } http_method;
 
@@ -46,18 +47,20 @@ struct http_request {
     http_arg args[HTTP_MAX_ARGS];     /* decoded query-string arguments */
     size_t n_args;
     bool bad_query;                   /* a malformed %-escape, or more than HTTP_MAX_ARGS */
-    char request_id[129];
+    char request_id[HTTP_REQUEST_ID_SIZE];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool accept_sse;
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
     size_t uri_len;                   /* strlen of the raw URI when the request line was read */
     bool begun;                       /* the access handler has seen the headers */
+    bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;
 
     /* the response */
     int status;
     char *resp_body;
+    const char *resp_static; /* instead of resp_body: a static body (the out-of-memory reply) */
     size_t resp_len;
     const char *resp_type;
     char allow[64];
@@ -83,11 +86,14 @@ struct http_request {
 /* Query-string argument by name, or NULL. */
 const char *http_arg_get(const http_request *req, const char *key);
 
-/* Sets a JSON response (steals the reference to body). */
+/* Sets a JSON response (steals the reference to body). A NULL body, or one that cannot be
+ * dumped, is taken for an allocation failure: 503 overloaded. */
 void http_reply_json(http_request *req, int status, json_t *body);
-/* Sets a response of any type; copies the bytes. */
+/* Sets a response of any type; copies the bytes (when that copy cannot be allocated, the
+ * reply is a static 503 overloaded). */
 void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len);
-/* Sets the error envelope: {"error":{"code","message","request_id"},"detail"}. */
+/* Sets the error envelope: {"error":{"code","message","request_id"},"detail"}; a 503 gets
+ * Retry-After (1 s unless the caller set one). Uses no jansson, one allocation. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -134,8 +140,8 @@ void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg);
 void http_unwatch_close(http_request *req);
 
 /* Parses the body as a JSON object (depth <= 64, valid UTF-8). On failure replies 400
- * invalid_json (unparseable, empty) or 422 validation_error (not an object) and
- * returns NULL. */
+ * invalid_json (unparseable, empty), 422 validation_error (not an object) or 503
+ * overloaded (jansson ran out of memory: see util/jsonmem.h) and returns NULL. */
 json_t *http_json_object(http_request *req);
 
 #endif

@@ -16,6 +16,22 @@ static int hex_value(char ch)
     return -1;
 }
 
+bool http_percent_valid(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%')
+            continue;
+        if (i + 2 >= n)
+            return false;
+        int a = hex_value(s[i + 1]);
+        int b = hex_value(s[i + 2]);
+        if (a < 0 || b < 0 || (a == 0 && b == 0))
+            return false;
+        i += 2;
+    }
+    return true;
+}
+
 char *http_percent_decode(const char *s, size_t n)
 {
     char *out = malloc(n + 1);
@@ -68,7 +84,7 @@ static http_route_result http_match_one(const char *pattern, const char *path, h
                 goto out;
             params[n_params] = http_percent_decode(s, slen);
             if (!params[n_params]) {
-                rc = HTTP_ROUTE_BAD_ENCODING;
+                rc = http_percent_valid(s, slen) ? HTTP_ROUTE_NO_MEMORY : HTTP_ROUTE_BAD_ENCODING;
                 goto out;
             }
             n_params++;
@@ -105,7 +121,7 @@ http_route_result http_route_match(const http_route *routes, size_t n, http_requ
         if (rc == HTTP_ROUTE_NOT_FOUND)
             continue;
         req->route_name = routes[i].pattern;
-        if (rc == HTTP_ROUTE_BAD_ENCODING)
+        if (rc == HTTP_ROUTE_BAD_ENCODING || rc == HTTP_ROUTE_NO_MEMORY)
             return rc;
         http_handler h = NULL;
         if (req->method == HTTP_GET || req->method == HTTP_HEAD)

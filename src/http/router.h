@@ -1,6 +1,7 @@
 #ifndef RAGD_HTTP_ROUTER_H
 #define RAGD_HTTP_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http/request.h"
@@ -23,15 +24,26 @@ typedef struct {
     http_body_kind post_body;
 } http_route;
 
-typedef enum { HTTP_ROUTE_FOUND, HTTP_ROUTE_NOT_FOUND, HTTP_ROUTE_BAD_METHOD, HTTP_ROUTE_BAD_ENCODING } http_route_result;
+typedef enum {
+    HTTP_ROUTE_FOUND,
+    HTTP_ROUTE_NOT_FOUND,
+    HTTP_ROUTE_BAD_METHOD,
+    HTTP_ROUTE_BAD_ENCODING,
+    HTTP_ROUTE_NO_MEMORY,
+} http_route_result;
 
 /* Matches req->path and req->method against the table. FOUND: fills req->handler,
  * req->route_name, req->params (percent-decoded, owned by req) and *route. BAD_METHOD:
- * fills req->allow and req->route_name. BAD_ENCODING: a malformed %-escape or %00. */
+ * fills req->allow and req->route_name. BAD_ENCODING: a malformed %-escape or %00.
+ * NO_MEMORY: a path parameter could not be allocated. */
 http_route_result http_route_match(const http_route *routes, size_t n, http_request *req, const http_route **route);
 
 /* Decodes %XX escapes of s[0..n) into a new NUL-terminated string. Returns NULL on a
  * malformed escape, an escaped NUL, or no memory. */
 char *http_percent_decode(const char *s, size_t n);
+
+/* True when s[0..n) has no malformed escape and no escaped NUL, so that a NULL from
+ * http_percent_decode for it means no memory. Allocates nothing. */
+bool http_percent_valid(const char *s, size_t n);
 
 #endif

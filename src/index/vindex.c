@@ -21,6 +21,7 @@ struct vindex {
     size_t dim;
     size_t n;        /* rows in use */
     size_t cap;      /* rows allocated */
+    size_t reserved; /* rows promised by vindex_reserve: n + reserved <= cap */
     float *vecs;     /* cap * dim floats, row i at vecs + i * dim */
     int64_t *chunks; /* chunk id of row i */
     int64_t *docs;   /* document row id of row i */
@@ -293,6 +294,45 @@ out:
     return rc;
 }
 
+/* vindex_reserve: grows the storage so that n + reserved + k rows fit, then counts k more
+ * reserved rows. Adds of new chunk ids cannot fail for want of memory while reservations
+ * cover them (the store reserves before COMMIT and adds after it). RAGD_ETOOBIG past
+ * VINDEX_MAX_ROWS; RAGD_ENOMEM when growing fails (nothing changed). */
+ragd_err vindex_reserve(vindex *ix, size_t k)
+{
+    if (ix == NULL)
+        return RAGD_EINVAL;
+    ragd_err rc = RAGD_OK;
+    pthread_rwlock_wrlock(&ix->lock);
+    if (k > VINDEX_MAX_ROWS - ix->n - ix->reserved) {
+        rc = RAGD_ETOOBIG;
+        goto out;
+    }
+    size_t need = ix->n + ix->reserved + k;
+    if (need > ix->cap) {
+        size_t new_cap = ix->cap;
+        while (new_cap < need)
+            new_cap *= 2;
+        rc = rows_resize(ix, new_cap > VINDEX_MAX_ROWS ? VINDEX_MAX_ROWS : new_cap);
+        if (rc != RAGD_OK)
+            goto out;
+    }
+    ix->reserved += k;
+out:
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+/* vindex_release: gives back k reserved rows (at most all of them). */
+void vindex_release(vindex *ix, size_t k)
+{
+    if (ix == NULL)
+        return;
+    pthread_rwlock_wrlock(&ix->lock);
+    ix->reserved -= k < ix->reserved ? k : ix->reserved;
+    pthread_rwlock_unlock(&ix->lock);
+}
+
 /* Moves the last row into `row` (which is being removed) and fixes the map. */
 static void row_remove(vindex *ix, size_t row)
 {
@@ -310,7 +350,8 @@ static void row_remove(vindex *ix, size_t row)
 }
 
 /* vindex_remove_doc: removes every row of doc_rowid (one scan; each removal moves the
- * last row into the hole). Storage shrinks by half when less than a quarter is used. */
+ * last row into the hole). Storage shrinks by half when less than a quarter is used or
+ * reserved. */
 size_t vindex_remove_doc(vindex *ix, int64_t doc_rowid)
 {
     if (ix == NULL)
@@ -326,7 +367,7 @@ size_t vindex_remove_doc(vindex *ix, int64_t doc_rowid)
             row++;
         }
     }
-    if (removed > 0 && ix->cap > VINDEX_MIN_ROWS && ix->n < ix->cap / 4) {
+    if (removed > 0 && ix->cap > VINDEX_MIN_ROWS && ix->n + ix->reserved < ix->cap / 4) {
         size_t new_cap = ix->cap / 2;
         if (new_cap < VINDEX_MIN_ROWS)
             new_cap = VINDEX_MIN_ROWS;

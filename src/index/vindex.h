@@ -33,6 +33,12 @@ size_t vindex_count(vindex *ix);
 /* Adds one vector (copied, and normalised if it is not). A chunk id already present is
  * replaced. */
 ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float *vec);
+/* Makes room for k more rows on top of those in use and those reserved before, so that
+ * adds of new chunk ids cannot fail for want of memory until vindex_release gives the
+ * rows back (the store reserves before COMMIT, adds after it: see rag_index_on_commit).
+ * RAGD_ENOMEM (nothing changed) or RAGD_ETOOBIG. */
+ragd_err vindex_reserve(vindex *ix, size_t k);
+void vindex_release(vindex *ix, size_t k);
 /* Removes every vector of a document; returns how many went. */
 size_t vindex_remove_doc(vindex *ix, int64_t doc_rowid);
 

@@ -67,27 +67,44 @@ ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
     return store_scan_vectors(r, rag_load_one, ctx);
 }
 
-void rag_index_on_commit(const store_change *ch, void *arg)
+/* PREPARE creates the collection's index and reserves a row per added chunk, so that
+ * COMMITTED, which runs after the data is on disk, allocates nothing and cannot leave an
+ * acknowledged chunk out of the index; ABORTED gives the rows back. */
+ragd_err rag_index_on_commit(const store_change *ch, void *arg)
 {
     rag_index *ri = arg;
     if (ch->dropped) {
-        pthread_rwlock_wrlock(&ri->drop_lock);
-        vindex_set_drop(ri->set, ch->coll_id);
-        pthread_rwlock_unlock(&ri->drop_lock);
-        return;
+        if (ch->phase == STORE_CHANGE_COMMITTED) {
+            pthread_rwlock_wrlock(&ri->drop_lock);
+            vindex_set_drop(ri->set, ch->coll_id);
+            pthread_rwlock_unlock(&ri->drop_lock);
+        }
+        return RAGD_OK;
     }
+    if (ch->phase != STORE_CHANGE_COMMITTED && ch->n_chunks == 0)
+        return RAGD_OK;
+    ragd_err rc = RAGD_OK;
     pthread_rwlock_rdlock(&ri->drop_lock);
-    vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, true);
+    vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, ch->phase != STORE_CHANGE_ABORTED);
     if (!ix) {
-        log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
+        if (ch->phase == STORE_CHANGE_PREPARE)
+            rc = RAGD_ENOMEM;
+        else if (ch->phase == STORE_CHANGE_COMMITTED)
+            log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
+    } else if (ch->phase == STORE_CHANGE_PREPARE) {
+        rc = vindex_reserve(ix, ch->n_chunks);
+    } else if (ch->phase == STORE_CHANGE_ABORTED) {
+        vindex_release(ix, ch->n_chunks);
     } else {
         for (size_t i = 0; i < ch->n_removed; i++)
             vindex_remove_doc(ix, ch->removed_docs[i]);
         for (size_t i = 0; i < ch->n_chunks; i++)
             if (vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim) != RAGD_OK)
                 log_error("index: cannot add chunk %lld", (long long)ch->chunk_ids[i]);
+        vindex_release(ix, ch->n_chunks);
     }
     pthread_rwlock_unlock(&ri->drop_lock);
+    return rc;
 }
 
 const char *rag_method_name(rag_method m)
@@ -138,31 +155,41 @@ static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, cons
     return RAGD_OK;
 }
 
+typedef struct {
+    strbuf sb;
+    bool no_memory;
+} rag_words;
+
 static int rag_keep_content_word(const token *tok, void *arg)
 {
-    strbuf *sb = arg;
+    rag_words *w = arg;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
-    if ((sb->len && strbuf_append(sb, " ", 1) != RAGD_OK) || strbuf_append(sb, tok->norm, tok->norm_len) != RAGD_OK)
-        return 1; /* cap reached: the words so far are enough */
-    return 0;
+    ragd_err e = w->sb.len ? strbuf_append(&w->sb, " ", 1) : RAGD_OK;
+    if (!e)
+        e = strbuf_append(&w->sb, tok->norm, tok->norm_len);
+    w->no_memory = e == RAGD_ENOMEM;
+    return e ? 1 : 0; /* past the cap the words so far are enough; without memory, fail */
 }
 
 /* The query's content words (stop words dropped), for the keyword side: BM25 gains almost
  * nothing from "what", "is", "the", which match nearly every chunk and so make FTS5 score
  * nearly every chunk. Falls back to the whole text when only stop words remain. The result
- * is malloc'd. */
+ * is malloc'd; NULL when out of memory (never a silently shortened query). */
 static char *rag_keyword_text(const char *text, size_t len)
 {
-    strbuf sb;
-    strbuf_init(&sb, len + 1);
-    tokenize_words(text, len, rag_keep_content_word, &sb);
-    char *out = strbuf_detach(&sb, NULL);
-    if (!out || !*out) {
-        free(out);
-        out = strndup(text, len);
+    rag_words w = {.no_memory = false};
+    strbuf_init(&w.sb, len + 1);
+    ragd_err e = tokenize_words(text, len, rag_keep_content_word, &w);
+    if (e || w.no_memory) {
+        strbuf_cleanup(&w.sb);
+        return NULL;
     }
-    return out;
+    if (w.sb.len == 0) {
+        strbuf_cleanup(&w.sb);
+        return strndup(text, len);
+    }
+    return strbuf_detach(&w.sb, NULL);
 }
 
 ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
@@ -266,6 +293,10 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
         const int64_t *lists[2] = {vec_ids, kw_ids};
         size_t lens[2] = {n_vec, n_kw};
         size_t nf = fusion_rrf(lists, lens, 2, FUSION_RRF_K, fused, depth * 2);
+        if (nf == 0 && n_vec + n_kw > 0) { /* non-empty lists always fuse to something */
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
         double best = fusion_rrf_best(2, FUSION_RRF_K);
         for (size_t i = 0; i < nf && n_final < cap; i++, n_final++) {
             final_ids[n_final] = fused[i].id;

@@ -18,8 +18,9 @@ void rag_index_free(rag_index *ri); /* NULL ok */
 /* Loads every stored embedding into memory (start-up; before the store accepts writes).
  * Returns the number of vectors loaded in *count. */
 ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count);
-/* A store_commit_hook: applies one committed change to the index. arg is the rag_index. */
-void rag_index_on_commit(const store_change *change, void *arg);
+/* A store_commit_hook: reserves room for a change before it commits (RAGD_ENOMEM refuses
+ * the write), applies it after. arg is the rag_index. */
+ragd_err rag_index_on_commit(const store_change *change, void *arg);
 
 typedef enum { RAG_HYBRID = 0, RAG_VECTOR, RAG_KEYWORD } rag_method;
 const char *rag_method_name(rag_method m);

@@ -21,7 +21,7 @@ static ragd_err prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
     if (sqlite3_prepare_v2(db, sql, -1, s, NULL) != SQLITE_OK) {
         log_error("store: prepare failed: %s", sqlite3_errmsg(db));
         *s = NULL;
-        return RAGD_EIO;
+        return store__sql_error(db);
     }
     return RAGD_OK;
 }
@@ -30,7 +30,7 @@ static ragd_err begin_read(sqlite3 *db)
 {
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
         log_error("store: begin read: %s", sqlite3_errmsg(db));
-        return RAGD_EIO;
+        return store__sql_error(db);
     }
     return RAGD_OK;
 }
@@ -44,15 +44,20 @@ static void end_read(sqlite3 *db)
 static ragd_err step_error(sqlite3 *db)
 {
     log_error("store: read failed: %s", sqlite3_errmsg(db));
-    return RAGD_EIO;
+    return store__sql_error(db);
 }
 
-/* malloc'd copy of a text column; NULL for SQL NULL. Sets *oom on allocation failure. */
+/* malloc'd copy of a text column; NULL for SQL NULL. Sets *oom on allocation failure
+ * (ours, or SQLite's: sqlite3_column_text returns NULL for a value it could not convert). */
 static char *dup_col(sqlite3_stmt *s, int col, bool *oom)
 {
+    int type = sqlite3_column_type(s, col);
     const unsigned char *t = sqlite3_column_text(s, col);
-    if (!t)
+    if (!t) {
+        if (type != SQLITE_NULL)
+            *oom = true;
         return NULL;
+    }
     size_t n = (size_t)sqlite3_column_bytes(s, col);
     char *p = malloc(n + 1);
     if (!p) {
@@ -101,7 +106,8 @@ ragd_err store_collection_get(store_reader *r, const char *name, store_collectio
     memset(out, 0, sizeof *out);
     if (!name)
         return RAGD_EINVAL;
-    if (prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1", &s))
+    e = prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1", &s);
+    if (e)
         goto out;
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
@@ -126,7 +132,8 @@ ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *
     ragd_err e = RAGD_EIO;
     *out = NULL;
     *n = 0;
-    if (prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections ORDER BY name", &s))
+    e = prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections ORDER BY name", &s);
+    if (e)
         goto out;
     for (;;) {
         int rc = sqlite3_step(s);
@@ -212,9 +219,11 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
     *out = NULL;
     *n = 0;
     *total = 0;
-    if (begin_read(r->db))
-        return RAGD_EIO;
-    if (prepare(r->db, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt))
+    e = begin_read(r->db);
+    if (e)
+        return e;
+    e = prepare(r->db, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt);
+    if (e)
         goto out;
     sqlite3_bind_int64(cnt, 1, coll_id);
     if (sqlite3_step(cnt) != SQLITE_ROW) {
@@ -222,9 +231,10 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
         goto out;
     }
     *total = sqlite3_column_int64(cnt, 0);
-    if (prepare(r->db,
+    e = prepare(r->db,
                 "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 ORDER BY d.doc_id LIMIT ?2 OFFSET ?3",
-                &s))
+                &s);
+    if (e)
         goto out;
     sqlite3_bind_int64(s, 1, coll_id);
     sqlite3_bind_int64(s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
@@ -282,9 +292,11 @@ ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id
     *n = 0;
     if (!doc_id)
         return RAGD_EINVAL;
-    if (begin_read(r->db))
-        return RAGD_EIO;
-    if (prepare(r->db, "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2", &s))
+    e = begin_read(r->db);
+    if (e)
+        return e;
+    e = prepare(r->db, "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2", &s);
+    if (e)
         goto out;
     sqlite3_bind_int64(s, 1, coll_id);
     sqlite3_bind_text(s, 2, doc_id, -1, SQLITE_STATIC);
@@ -301,9 +313,9 @@ ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id
     if (e)
         goto out;
     have_doc = true;
-    e = RAGD_EIO;
-    if (prepare(r->db, "SELECT id, ordinal, start, \"end\", text FROM chunks WHERE document_id = ?1 ORDER BY ordinal",
-                &cs))
+    e = prepare(r->db, "SELECT id, ordinal, start, \"end\", text FROM chunks WHERE document_id = ?1 ORDER BY ordinal",
+                &cs);
+    if (e)
         goto out;
     sqlite3_bind_int64(cs, 1, doc->rowid);
     for (;;) {
@@ -354,7 +366,8 @@ ragd_err store_document_hash(store_reader *r, int64_t coll_id, const char *doc_i
     hash[0] = '\0';
     if (!doc_id)
         return RAGD_EINVAL;
-    if (prepare(r->db, "SELECT content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2", &s))
+    e = prepare(r->db, "SELECT content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2", &s);
+    if (e)
         goto out;
     sqlite3_bind_int64(s, 1, coll_id);
     sqlite3_bind_text(s, 2, doc_id, -1, SQLITE_STATIC);
@@ -396,12 +409,14 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         found[i] = false;
     if (n == 0)
         return RAGD_OK;
-    if (begin_read(r->db))
-        return RAGD_EIO;
-    if (prepare(r->db,
+    e = begin_read(r->db);
+    if (e)
+        return e;
+    e = prepare(r->db,
                 "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
-                &s))
+                &s);
+    if (e)
         goto out;
     for (size_t i = 0; i < n; i++) {
         sqlite3_reset(s);
@@ -520,41 +535,51 @@ static ragd_err filter_sql(const store_filter *f, strbuf *sql)
     return e;
 }
 
-/* Binds the parameters of filter_sql's text from index *idx on, advancing *idx. */
-static void filter_bind(const store_filter *f, sqlite3_stmt *s, int *idx)
+/* Binds the parameters of filter_sql's text from index *idx on, advancing *idx. Returns
+ * RAGD_ENOMEM when SQLite could not copy a value (a parameter left unbound would silently
+ * change what the filter matches). */
+static ragd_err filter_bind(const store_filter *f, sqlite3_stmt *s, int *idx)
 {
     if (!f)
-        return;
-    for (size_t t = 0; t < f->n_terms; t++) {
+        return RAGD_OK;
+    int rc = SQLITE_OK;
+    for (size_t t = 0; t < f->n_terms && rc == SQLITE_OK; t++) {
         const store_filter_term *term = &f->terms[t];
         char path[80];
         /* '$."key"': the quotes make '.' and '-' part of the key, not path syntax. */
         snprintf(path, sizeof path, "$.\"%s\"", term->key);
-        for (size_t v = 0; v < term->n_values; v++) {
+        for (size_t v = 0; v < term->n_values && rc == SQLITE_OK; v++) {
             const store_value *val = &term->values[v];
-            sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+            rc = sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+            int rc2 = SQLITE_OK, rc3 = SQLITE_OK;
             switch (val->type) {
             case STORE_VAL_STRING:
-                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_text(s, (*idx)++, val->s, -1, SQLITE_STATIC);
+                rc2 = sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                rc3 = sqlite3_bind_text(s, (*idx)++, val->s, -1, SQLITE_STATIC);
                 break;
             case STORE_VAL_INT:
-                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_int64(s, (*idx)++, val->i);
+                rc2 = sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                rc3 = sqlite3_bind_int64(s, (*idx)++, val->i);
                 break;
             case STORE_VAL_REAL:
-                sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
-                sqlite3_bind_double(s, (*idx)++, val->d);
+                rc2 = sqlite3_bind_text(s, (*idx)++, path, -1, SQLITE_TRANSIENT);
+                rc3 = sqlite3_bind_double(s, (*idx)++, val->d);
                 break;
             case STORE_VAL_BOOL:
-                sqlite3_bind_text(s, (*idx)++, val->i ? "true" : "false", -1, SQLITE_STATIC);
+                rc2 = sqlite3_bind_text(s, (*idx)++, val->i ? "true" : "false", -1, SQLITE_STATIC);
                 break;
             case STORE_VAL_NULL:
-                sqlite3_bind_text(s, (*idx)++, "null", -1, SQLITE_STATIC);
+                rc2 = sqlite3_bind_text(s, (*idx)++, "null", -1, SQLITE_STATIC);
                 break;
             }
+            if (rc == SQLITE_OK)
+                rc = rc2 != SQLITE_OK ? rc2 : rc3;
         }
     }
+    if (rc == SQLITE_OK)
+        return RAGD_OK;
+    log_error("store: binding a filter value: %s", sqlite3_errstr(rc));
+    return rc == SQLITE_NOMEM ? RAGD_ENOMEM : RAGD_EIO;
 }
 
 ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n)
@@ -581,7 +606,9 @@ ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter 
         goto out;
     int idx = 1;
     sqlite3_bind_int64(s, idx++, coll_id);
-    filter_bind(f, s, &idx);
+    e = filter_bind(f, s, &idx);
+    if (e)
+        goto out;
     for (;;) {
         int rc = sqlite3_step(s);
         if (rc == SQLITE_DONE)
@@ -729,7 +756,9 @@ ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *quer
     int idx = 1;
     sqlite3_bind_text(s, idx++, expr.data, (int)expr.len, SQLITE_STATIC);
     sqlite3_bind_int64(s, idx++, coll_id);
-    filter_bind(f, s, &idx);
+    e = filter_bind(f, s, &idx);
+    if (e)
+        goto out;
     sqlite3_bind_int64(s, idx++, k > INT64_MAX ? INT64_MAX : (int64_t)k);
     size_t got = 0;
     for (;;) {
@@ -763,12 +792,14 @@ ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
     float *vec = NULL;
     size_t vec_cap = 0;
     ragd_err e = RAGD_EIO;
-    if (begin_read(r->db))
-        return RAGD_EIO;
-    if (prepare(r->db,
+    e = begin_read(r->db);
+    if (e)
+        return e;
+    e = prepare(r->db,
                 "SELECT c.collection_id, col.dim, c.id, c.document_id, c.embedding FROM chunks c"
                 " JOIN collections col ON col.id = c.collection_id ORDER BY c.collection_id, c.id",
-                &s))
+                &s);
+    if (e)
         goto out;
     for (;;) {
         int rc = sqlite3_step(s);

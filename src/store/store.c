@@ -26,6 +26,16 @@ bool store__valid_name(const char *name)
     return true;
 }
 
+ragd_err store__sql_error(sqlite3 *db)
+{
+    int rc = sqlite3_extended_errcode(db);
+    if (rc == SQLITE_NOMEM || rc == SQLITE_IOERR_NOMEM)
+        return RAGD_ENOMEM;
+    /* the filesystem is full, or the database would pass max_page_count (RAGD_MAX_DB_BYTES):
+     * SQLite does not tell which */
+    return (rc & 0xff) == SQLITE_FULL ? RAGD_ENOSPC : RAGD_EIO;
+}
+
 void store__copy_col(sqlite3_stmt *s, int col, char *dst, size_t dstlen)
 {
     const unsigned char *t = sqlite3_column_text(s, col);

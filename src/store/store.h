@@ -276,8 +276,16 @@ struct store_write {
  * RAGD_ECLOSED (closing): done will never be called. */
 ragd_err store_submit(store *st, store_write *w);
 
-/* What one committed write changed, for keeping the in-memory vector index in step. */
+/* When the hook sees a change (see store_commit_hook). */
+typedef enum {
+    STORE_CHANGE_PREPARE,   /* inside the write's transaction, before COMMIT */
+    STORE_CHANGE_COMMITTED, /* after COMMIT, before the write's done callback */
+    STORE_CHANGE_ABORTED,   /* a prepared change whose transaction did not commit after all */
+} store_change_phase;
+
+/* What one write changed, for keeping the in-memory vector index in step. */
 typedef struct {
+    store_change_phase phase;
     int64_t coll_id;
     int dim;
     bool dropped;                 /* the whole collection went */
@@ -289,9 +297,15 @@ typedef struct {
     size_t n_chunks;
 } store_change;
 
-/* Called on the writer thread after COMMIT and before the write's done callback, once per
- * successful write that changed something. Set it before the first store_submit. */
-typedef void (*store_commit_hook)(const store_change *change, void *arg);
+/* Called on the writer thread for each write that changed something, in two steps so that
+ * the index can never fall behind a committed write:
+ * - PREPARE, inside the write's transaction: the hook takes what applying the change will
+ *   need (memory); an error refuses the write, which is rolled back and fails with it.
+ * - then COMMITTED after COMMIT (the return value is ignored: it must not fail), or
+ *   ABORTED when the transaction did not commit after all (the hook gives back what
+ *   PREPARE took).
+ * Set it before the first store_submit. */
+typedef ragd_err (*store_commit_hook)(const store_change *change, void *arg);
 void store_set_commit_hook(store *st, store_commit_hook hook, void *arg);
 
 #endif

@@ -77,6 +77,9 @@ struct store {
     bool full;             /* guarded by mu: see store_space */
     char full_message[256];
     int64_t used_pages;    /* guarded by mu: page_count after the last commit */
+
+    store_commit_hook ghook; /* the group's copy of hook (writer thread only) */
+    void *ghook_arg;
 };
 
 /* schema.c: applies every pending migration on db (the write connection) in one
@@ -91,6 +94,11 @@ void store__writer_finalize(store *st);
 int64_t store__page_count(store *st);
 /* writer.c: the writer thread's body (arg is the store). */
 void *store__writer_main(void *arg);
+
+/* The ragd_err for the last error on db: RAGD_ENOMEM when SQLite ran out of memory (the
+ * caller answers 503, the request may be retried), RAGD_ENOSPC when the disk or the quota is
+ * full (507), else RAGD_EIO. */
+ragd_err store__sql_error(sqlite3 *db);
 
 /* read.c / writer.c: collection name rule of the API (1..64 of [A-Za-z0-9_.-], no leading '.'). */
 bool store__valid_name(const char *name);

@@ -64,6 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The whole input, raw (it may hold NUL bytes). */
     char *dec = http_percent_decode((const char *)data, size);
+    if ((dec != NULL) != http_percent_valid((const char *)data, size))
+        abort(); /* the server tells a bad escape from no memory by this agreement */
     if (dec && !memchr(data, '\0', size)) {
         size_t n = strlen(dec);
         if (n > size || (memchr(dec, '%', n) && !memchr(data, '%', size)))

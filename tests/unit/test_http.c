@@ -123,6 +123,14 @@ static void test_routing(void **state)
     http_request_unref(req);
     assert_int_equal(match("GET", "/", &req), HTTP_ROUTE_NOT_FOUND);
     http_request_unref(req);
+
+    /* What tells a bad escape (400) from no memory (503) when decoding returns NULL. */
+    assert_true(http_percent_valid("a%20b%2F", 8));
+    assert_true(http_percent_valid("", 0));
+    assert_false(http_percent_valid("%zz", 3));
+    assert_false(http_percent_valid("%00", 3));
+    assert_false(http_percent_valid("ab%2", 4));
+    assert_false(http_percent_valid("%", 1));
 }
 
 static char *nested(int depth)

@@ -380,11 +380,11 @@ typedef struct {
 static rec_change g_changes[16];
 static size_t g_n_changes;
 
-static void rec_hook(const store_change *c, void *arg)
+static ragd_err rec_hook(const store_change *c, void *arg)
 {
     assert_ptr_equal(arg, &g_changes);
-    if (g_n_changes >= 16)
-        return;
+    if (c->phase != STORE_CHANGE_COMMITTED || g_n_changes >= 16)
+        return RAGD_OK;
     rec_change *r = &g_changes[g_n_changes++];
     memset(r, 0, sizeof *r);
     r->coll_id = c->coll_id;
@@ -399,6 +399,7 @@ static void rec_hook(const store_change *c, void *arg)
         r->chunk_docs[i] = c->chunk_doc_rowids[i];
         memcpy(&r->vectors[i * DIM], &c->vectors[i * (size_t)c->dim], DIM * sizeof(float));
     }
+    return RAGD_OK;
 }
 
 /* ---------------------------------------------------------------- tests */
@@ -1046,6 +1047,60 @@ static void test_commit_hook(void **state)
     store_close(st);
 }
 
+/* A hook that records the phases it sees and refuses PREPARE while told to. */
+static store_change_phase g_phases[16];
+static size_t g_n_phases;
+static ragd_err g_prepare_answer;
+
+static ragd_err phase_hook(const store_change *c, void *arg)
+{
+    (void)arg;
+    if (g_n_phases < 16)
+        g_phases[g_n_phases++] = c->phase;
+    return c->phase == STORE_CHANGE_PREPARE ? g_prepare_answer : RAGD_OK;
+}
+
+static void test_commit_hook_phases(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    g_n_phases = 0;
+    g_prepare_answer = RAGD_OK;
+    store_set_commit_hook(st, phase_hook, NULL);
+
+    twrite *t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d1", "a b|c d", NULL, NULL, 10.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    assert_int_equal(g_n_phases, 2);
+    assert_int_equal(g_phases[0], STORE_CHANGE_PREPARE);
+    assert_int_equal(g_phases[1], STORE_CHANGE_COMMITTED);
+
+    /* PREPARE refuses (no memory for the index): the write fails with that error, nothing
+     * of it is stored, and the hook hears ABORTED, never COMMITTED. */
+    g_n_phases = 0;
+    g_prepare_answer = RAGD_ENOMEM;
+    t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d2", "e f|g h", NULL, NULL, 20.0f);
+    assert_int_equal(run(st, t), RAGD_ENOMEM);
+    assert_int_equal(t->w.chunks_written, 0);
+    tw_free(t);
+    assert_int_equal(g_n_phases, 1);
+    assert_int_equal(g_phases[0], STORE_CHANGE_PREPARE);
+    store_collection c = get_coll(st, "p", RAGD_OK);
+    assert_int_equal(c.documents, 1);
+    assert_int_equal(c.chunks, 2);
+    check_counts();
+    fts_integrity();
+
+    /* A new collection refused the same way is not created. */
+    t = tw_new(STORE_W_INGEST, "p-new");
+    tw_doc(t, "d1", "i j", NULL, NULL, 30.0f);
+    assert_int_equal(run(st, t), RAGD_ENOMEM);
+    tw_free(t);
+    get_coll(st, "p-new", RAGD_ENOTFOUND);
+    store_close(st);
+}
+
 typedef struct {
     store *st;
     int thread;
@@ -1511,6 +1566,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filter_docs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks_fetch_and_vectors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_hook_phases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_write_in_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),

@@ -13,7 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "config.h"
+#include "util/hash.h"
+#include "util/jsonmem.h"
+#include "util/jsontext.h"
 #include "util/loopq.h"
 #include "util/names.h"
 #include "util/queue.h"
@@ -326,6 +331,69 @@ static void test_workpool_cancel_queued(void **state)
     assert_int_equal(atomic_load(&counter), 5001);
 }
 
+static void test_sha256(void **state)
+{
+    (void)state;
+    char hex[SHA256_HEX_LEN + 1];
+    hash_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    hash_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_jsontext_escape(void **state)
+{
+    (void)state;
+    char out[64] = "x";
+    size_t len = 1;
+    assert_true(jsontext_escape(out, sizeof out, &len, "a\"b\\c\n\x01\t/\xc3\xa9"));
+    assert_string_equal(out, "xa\\\"b\\\\c\\n\\u0001\\t/\xc3\xa9");
+    assert_int_equal(len, strlen(out));
+    /* What jansson reads back is the original. */
+    char doc[80];
+    snprintf(doc, sizeof doc, "[\"%s\"]", out + 1);
+    json_t *j = json_loads(doc, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_array_get(j, 0)), "a\"b\\c\n\x01\t/\xc3\xa9");
+    json_decref(j);
+    /* Too small: false, out cut back to what it held. */
+    char small[8] = "ab";
+    len = 2;
+    assert_false(jsontext_escape(small, sizeof small, &len, "\x01\x02"));
+    assert_int_equal(len, 2);
+    assert_string_equal(small, "ab");
+    assert_true(jsontext_escape(small, sizeof small, &len, "cdefg"));
+    assert_false(jsontext_escape(small, sizeof small, &len, "h"));
+}
+
+/* jansson's allocator below jsonmem's counter: fails while jsonmem_fail_next is set. */
+static bool jsonmem_fail_next;
+static void *failing_malloc(size_t n)
+{
+    if (jsonmem_fail_next) {
+        jsonmem_fail_next = false;
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static void test_jsonmem(void **state)
+{
+    (void)state;
+    json_set_alloc_funcs(failing_malloc, free);
+    jsonmem_init();
+    jsonmem_init(); /* once only: a second call must not chain to itself */
+    unsigned long before = jsonmem_failures();
+    json_t *j = json_loads("{\"a\": [1, 2, \"three\"]}", 0, NULL);
+    assert_non_null(j);
+    json_decref(j);
+    assert_int_equal(jsonmem_failures(), before);
+    jsonmem_fail_next = true;
+    j = json_loads("{\"a\": [1, 2, \"three\"]}", 0, NULL);
+    json_decref(j); /* NULL, or a result that must not be trusted */
+    assert_int_equal(jsonmem_failures(), before + 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +402,8 @@ int main(void)
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
+        cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
+        cmocka_unit_test(test_jsonmem),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -284,6 +284,34 @@ static void test_replace(void **state)
     vindex_free(ix);
 }
 
+/* Reservations: what the store takes before COMMIT so that the adds after it cannot fail
+ * (the allocation torture pass checks that they allocate nothing). */
+static void test_reserve(void **state)
+{
+    assert_int_equal(vindex_reserve(NULL, 1), RAGD_EINVAL);
+    vindex_release(NULL, 1);
+    vindex *ix = vindex_new(4);
+    assert_non_null(ix);
+    assert_int_equal(vindex_reserve(ix, 1000), RAGD_OK);
+    assert_int_equal(vindex_reserve(ix, 24), RAGD_OK); /* cumulative */
+    float v[4] = {1, 2, 3, 4};
+    for (int64_t i = 0; i < 1024; i++)
+        assert_int_equal(vindex_add(ix, i, i / 8, v), RAGD_OK);
+    vindex_release(ix, 1024);
+    assert_int_equal(vindex_count(ix), 1024);
+    /* Removing most rows with a reservation outstanding keeps room for it. */
+    assert_int_equal(vindex_reserve(ix, 512), RAGD_OK);
+    for (int64_t d = 0; d < 120; d++)
+        assert_int_equal(vindex_remove_doc(ix, d), 8);
+    assert_int_equal(vindex_count(ix), 64);
+    for (int64_t i = 5000; i < 5512; i++)
+        assert_int_equal(vindex_add(ix, i, 999, v), RAGD_OK);
+    vindex_release(ix, 100000); /* more than reserved: all of it */
+    assert_int_equal(vindex_count(ix), 576);
+    assert_int_equal(vindex_reserve(ix, (size_t)1 << 40), RAGD_ETOOBIG);
+    vindex_free(ix);
+}
+
 /* Many adds, removals and replaces: the chunk map and the rows must stay in step
  * (a broken map shows up as duplicates, lost rows or wrong replaces). */
 static void test_remove_many(void **state)
@@ -476,6 +504,7 @@ int main(void)
         cmocka_unit_test(test_normalise_and_bad_input),
         cmocka_unit_test(test_ties),
         cmocka_unit_test(test_replace),
+        cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_remove_many),
         cmocka_unit_test(test_filter_none_and_arg),
         cmocka_unit_test(test_concurrent),
