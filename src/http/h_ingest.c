@@ -1,6 +1,7 @@
 /* POST /api/ingest: JSON batches and raw text/markdown/HTML bodies. On a worker: parse,
  * validate, skip known duplicates, turn HTML into text, chunk, embed; then one write to
  * the store's writer, answered after its commit. */
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,6 +19,7 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/loopq.h"
+#include "util/jsontext.h"
 #include "util/utf8.h"
 #include "util/workpool.h"
 
@@ -61,6 +63,8 @@ typedef struct {
     llm_task *task;
     loopq_item item;
     char warning[600]; /* what the client should know about the embedder chosen, or "" */
+    char *ack;         /* the 200 body's memory, allocated before the write (ingest_write_ack) */
+    size_t ack_cap;
     bool new_collection; /* the collection did not exist when the job looked */
     bool retried;        /* the job was run again after a concurrent creation (ingest_done) */
 } ingest_job;
@@ -82,6 +86,7 @@ static void ingest_job_clear(ingest_job *job)
     free(job->sdocs);
     free(job->texts);
     free(job->lens);
+    free(job->ack);
     *job = (ingest_job){.req = job->req, .retried = job->retried};
 }
 
@@ -116,9 +121,12 @@ static bool ingest_id_valid(const char *id)
 static char *ingest_metadata(json_t *meta, const char *source)
 {
     json_t *m = meta ? json_deep_copy(meta) : json_object();
-    if (m && source && !json_object_get(m, "source"))
-        json_object_set_new(m, "source", json_string(source));
-    char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    bool ok = m != NULL;
+    if (ok && source && !json_object_get(m, "source")) {
+        json_t *s = json_string(source);
+        ok = s && json_object_set_new(m, "source", s) == 0; /* a lost "source" is no 200 */
+    }
+    char *text = ok ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     return text;
 }
@@ -322,6 +330,64 @@ static bool ingest_embed_builtin(ingest_job *job)
     return true;
 }
 
+/* The acknowledgement of a committed ingest is written into memory allocated before the
+ * write was submitted: once the documents are stored the client must learn it, so nothing
+ * after the commit may fail for want of memory. Its size bounds what is written: every
+ * string escaped (at most 6 bytes a byte) plus the fixed text and the numbers. */
+static size_t ingest_ack_size(const ingest_job *job)
+{
+    size_t n = 6 * (STORE_NAME_MAX + sizeof job->warning + STORE_MODEL_MAX + 16) + 512;
+    for (size_t i = 0; i < job->n; i++)
+        n += 6 * strlen(job->docs[i].id) + 4;
+    return n;
+}
+
+/* printf at out + *len, never past cap (the text is cut there, *len stays below cap). */
+static void ack_printf(char *out, size_t cap, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void ack_printf(char *out, size_t cap, size_t *len, const char *fmt, ...)
+{
+    if (*len + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        *len = *len + (size_t)n < cap ? *len + (size_t)n : cap - 1;
+}
+
+/* Writes the 200 body into job->ack (ingest_ack_size bytes); returns its length. */
+static size_t ingest_write_ack(ingest_job *job, size_t duplicates)
+{
+    const store_write *w = &job->w;
+    const char *embed_model = w->coll.embed_model[0] ? w->coll.embed_model : w->embed_model;
+    const char *embedder = strcmp(embed_model, EMBED_BUILTIN_NAME) == 0 ? "builtin" : job->req->app->embedder_name;
+    char *out = job->ack;
+    size_t cap = job->ack_cap, len = 0;
+    /* every piece fits by construction (ingest_ack_size); ack_printf and jsontext_escape
+     * both stop at the cap if not */
+    ack_printf(out, cap, &len, "{\"db\":\"");
+    jsontext_escape(out, cap, &len, w->collection);
+    ack_printf(out, cap, &len, "\",\"documents\":%zu,\"chunks\":%lld,\"duplicates\":%zu,\"ids\":[", job->n,
+               (long long)w->chunks_written, duplicates);
+    for (size_t i = 0; i < job->n; i++) {
+        ack_printf(out, cap, &len, "%s\"", i ? "," : "");
+        jsontext_escape(out, cap, &len, job->docs[i].id);
+        ack_printf(out, cap, &len, "\"");
+    }
+    ack_printf(out, cap, &len, "],\"created\":%s,\"embedder\":\"%s\",\"embed_model\":\"",
+               w->created ? "true" : "false", embedder);
+    jsontext_escape(out, cap, &len, embed_model);
+    ack_printf(out, cap, &len, "\",\"warnings\":[");
+    if (job->warning[0]) {
+        ack_printf(out, cap, &len, "\"");
+        jsontext_escape(out, cap, &len, job->warning);
+        ack_printf(out, cap, &len, "\"");
+    }
+    ack_printf(out, cap, &len, "]}");
+    return len;
+}
+
 static void ingest_work(http_request *req);
 
 /* The whole ingest again, on a worker, after a concurrent request created the collection
@@ -352,23 +418,13 @@ static void ingest_done(store_write *w, void *arg)
         return;
     }
     if (w->status == RAGD_OK) {
-        json_t *ids = json_array();
         size_t duplicates = 0;
-        for (size_t i = 0; i < job->n; i++) {
-            json_array_append_new(ids, json_string(job->docs[i].id));
+        for (size_t i = 0; i < job->n; i++)
             duplicates += job->sdocs[i].result == STORE_DOC_DUPLICATE;
-        }
         metrics_count_ingest(job->n - duplicates, (size_t)w->chunks_written);
-        json_t *warnings = json_array();
-        if (job->warning[0])
-            json_array_append_new(warnings, json_string(job->warning));
-        const char *embed_model = w->coll.embed_model[0] ? w->coll.embed_model : w->embed_model;
-        const char *embedder = strcmp(embed_model, EMBED_BUILTIN_NAME) == 0 ? "builtin" : req->app->embedder_name;
-        http_reply_json(req, 200,
-                        json_pack("{s:s, s:I, s:I, s:I, s:o, s:b, s:s, s:s, s:o}", "db", w->collection, "documents",
-                                  (json_int_t)job->n, "chunks", (json_int_t)w->chunks_written, "duplicates",
-                                  (json_int_t)duplicates, "ids", ids, "created", w->created, "embedder", embedder,
-                                  "embed_model", embed_model, "warnings", warnings));
+        size_t len = ingest_write_ack(job, duplicates);
+        http_reply_owned(req, 200, "application/json; charset=utf-8", job->ack, len);
+        job->ack = NULL;
     } else {
         handlers_reply_write_error(req, w, "db_not_found");
     }
@@ -574,7 +630,10 @@ static void ingest_work(http_request *req)
         job->fallback = cfg->embedder == CONFIG_EMBEDDER_AUTO;
         snprintf(job->model, sizeof job->model, "%s", cfg->embed_model);
     } else {
-        http_reply_error(req, 500, "internal", "reading collection failed: %s", ragd_strerror(rc));
+        if (rc == RAGD_ENOMEM)
+            http_reply_error(req, 503, "overloaded", "reading collection '%s': out of memory", db);
+        else
+            http_reply_error(req, 500, "internal", "reading collection failed: %s", ragd_strerror(rc));
         goto fail;
     }
     chunk_params cp = {.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
@@ -623,7 +682,9 @@ static void ingest_submit(ingest_job *job)
     http_request *req = job->req;
     store_write *w = &job->w;
     job->sdocs = calloc(job->n, sizeof *job->sdocs);
-    if (!job->sdocs) {
+    job->ack_cap = ingest_ack_size(job);
+    job->ack = malloc(job->ack_cap);
+    if (!job->sdocs || !job->ack) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return;
     }

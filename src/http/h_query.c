@@ -12,6 +12,7 @@
 #include "rag/extractive.h"
 #include "rag/retrieve.h"
 #include "upstream/llm.h"
+#include "util/jsonmem.h"
 #include "util/loopq.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -214,19 +215,56 @@ static json_t *query_source_json(size_t n, const rag_hit *h)
                      (json_int_t)h->row.start, "end", (json_int_t)h->row.end);
 }
 
-/* The original plan's lists plus sources, shared by retrieve and query. */
+/* Puts v into obj under key, or appends it to the array obj (key NULL). Takes v. False
+ * when v is NULL or cannot be added: jansson ran out of memory, and a response with a
+ * value missing must not go out as a 200 (the caller answers 503). */
+static bool query_put(json_t *obj, const char *key, json_t *v)
+{
+    if (!v || !obj) {
+        json_decref(v);
+        return false;
+    }
+    return (key ? json_object_set_new(obj, key, v) : json_array_append_new(obj, v)) == 0;
+}
+
+/* The original plan's lists plus sources, shared by retrieve and query; NULL when out of
+ * memory. */
 static json_t *query_results_json(const rag_result *res, const char *db, rag_method method)
 {
     json_t *documents = json_array(), *metadatas = json_array(), *distances = json_array(), *sources = json_array();
-    for (size_t i = 0; i < res->n; i++) {
+    bool ok = documents && metadatas && distances && sources;
+    for (size_t i = 0; ok && i < res->n; i++) {
         const rag_hit *h = &res->hits[i];
-        json_array_append_new(documents, json_string(h->row.text));
-        json_array_append_new(metadatas, handlers_metadata(h->row.metadata_json));
-        json_array_append_new(distances, json_real(h->distance));
-        json_array_append_new(sources, query_source_json(i + 1, h));
+        ok = query_put(documents, NULL, json_string(h->row.text)) &&
+             query_put(metadatas, NULL, handlers_metadata(h->row.metadata_json)) &&
+             query_put(distances, NULL, json_real(h->distance)) && query_put(sources, NULL, query_source_json(i + 1, h));
     }
+    if (!ok) {
+        json_decref(documents);
+        json_decref(metadatas);
+        json_decref(distances);
+        json_decref(sources);
+        return NULL;
+    }
+    /* "o" references are taken even when json_pack fails (jansson >= 2.13) */
     return json_pack("{s:o, s:o, s:o, s:o, s:s, s:s}", "documents", documents, "metadatas", metadatas, "distances",
                      distances, "sources", sources, "db", db, "method", rag_method_name(method));
+}
+
+/* Adds timings_ms and request_id; false when out of memory. */
+static bool query_put_timings(http_request *req, json_t *resp, double embed_ms, double retrieve_ms, double generate_ms)
+{
+    return query_put(resp, "timings_ms",
+                     json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", embed_ms, "retrieve", retrieve_ms, "rerank", 0.0,
+                               "generate", generate_ms, "total", clock_now_ms() - req->t_start_ms)) &&
+           query_put(resp, "request_id", json_string(req->request_id));
+}
+
+/* Adds degraded and degraded_reason; false when out of memory. */
+static bool query_put_degraded(json_t *resp, const char *reason)
+{
+    return query_put(resp, "degraded", json_boolean(reason != NULL)) &&
+           query_put(resp, "degraded_reason", reason ? json_string(reason) : json_null());
 }
 
 static char *query_extractive(const query_input *in, const rag_result *res, const char *db)
@@ -251,57 +289,66 @@ static char *query_extractive(const query_input *in, const rag_result *res, cons
     return answer;
 }
 
-static void query_sse_event(strbuf *sb, const char *event, json_t *data)
+/* Appends one SSE event; takes data. False when out of memory (or past the cap). */
+static bool query_sse_event(strbuf *sb, const char *event, json_t *data)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
+    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
     json_decref(data);
-    strbuf_appendf(sb, "event: %s\ndata: %s\n\n", event, text ? text : "{}");
+    bool ok = text && strbuf_appendf(sb, "event: %s\ndata: %s\n\n", event, text) == RAGD_OK;
     free(text);
+    return ok;
 }
 
-/* Sends the whole response as one SSE body: sources, the answer as a token, done. */
+/* Sends the whole response as one SSE body: sources, the answer as a token, done; 503
+ * when it cannot be built (nothing was sent yet). Takes resp. */
 static void query_reply_stream(http_request *req, json_t *resp)
 {
     strbuf sb;
     strbuf_init(&sb, QUERY_SSE_CAP);
-    query_sse_event(&sb, "sources", json_pack("{s:O}", "sources", json_object_get(resp, "sources")));
-    query_sse_event(&sb, "token", json_pack("{s:O}", "text", json_object_get(resp, "answer")));
+    unsigned long failed = jsonmem_failures(); /* jansson may drop a member silently (jsonmem.h) */
+    bool ok = query_sse_event(&sb, "sources", json_pack("{s:O}", "sources", json_object_get(resp, "sources"))) &&
+              query_sse_event(&sb, "token", json_pack("{s:O}", "text", json_object_get(resp, "answer")));
     json_object_del(resp, "documents");
-    query_sse_event(&sb, "done", resp);
+    ok = ok && query_sse_event(&sb, "done", json_incref(resp)) && jsonmem_failures() == failed;
+    json_decref(resp);
     size_t len = 0;
-    char *body = strbuf_detach(&sb, &len);
-    http_reply_raw(req, 200, "text/event-stream; charset=utf-8", body ? body : "", len);
+    char *body = ok ? strbuf_detach(&sb, &len) : NULL;
+    strbuf_cleanup(&sb);
+    if (body)
+        http_reply_raw(req, 200, "text/event-stream; charset=utf-8", body, len);
+    else
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
     free(body);
 }
 
-/* Adds the answer, who gave it, the degraded flag and the timings to a query response. */
-static void query_complete(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
+/* Adds the answer, who gave it, the degraded flag and the timings to a query response;
+ * false when out of memory. */
+static bool query_complete(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
                            const char *degraded_reason, double embed_ms, double retrieve_ms, double generate_ms)
 {
-    json_object_set_new(resp, "answer", answer ? json_string(answer) : json_null());
-    json_object_set_new(resp, "provider", json_string(provider));
-    json_object_set_new(resp, "model", model ? json_string(model) : json_null());
-    json_object_set_new(resp, "cached", json_false());
-    json_object_set_new(resp, "degraded", json_boolean(degraded_reason != NULL));
-    json_object_set_new(resp, "degraded_reason", degraded_reason ? json_string(degraded_reason) : json_null());
-    json_object_set_new(resp, "timings_ms",
-                        json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", embed_ms, "retrieve", retrieve_ms, "rerank", 0.0,
-                                  "generate", generate_ms, "total", clock_now_ms() - req->t_start_ms));
-    json_object_set_new(resp, "request_id", json_string(req->request_id));
+    return answer && query_put(resp, "answer", json_string(answer)) &&
+           query_put(resp, "provider", json_string(provider)) &&
+           query_put(resp, "model", model ? json_string(model) : json_null()) &&
+           query_put(resp, "cached", json_false()) && query_put_degraded(resp, degraded_reason) &&
+           query_put_timings(req, resp, embed_ms, retrieve_ms, generate_ms);
 }
 
-/* Completes a query response and sets the reply (JSON, or SSE all at once). Takes resp. */
+/* Completes a query response and sets the reply (JSON, or SSE all at once); 503 when out of
+ * memory. Takes resp. */
 static void query_send(http_request *req, json_t *resp, const char *answer, const char *provider, const char *model,
                        const char *degraded_reason, double embed_ms, double retrieve_ms, double generate_ms, bool stream)
 {
-    query_complete(req, resp, answer, provider, model, degraded_reason, embed_ms, retrieve_ms, generate_ms);
-    if (stream)
+    if (!query_complete(req, resp, answer, provider, model, degraded_reason, embed_ms, retrieve_ms, generate_ms)) {
+        json_decref(resp);
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
+    } else if (stream) {
         query_reply_stream(req, resp);
-    else
+    } else {
         http_reply_json(req, 200, resp);
+    }
 }
 
-/* ---- generation by an LLM (loop thread) ---- */
+/* ---- the job ---- */
 
 static const char query_system_prompt[] =
     "You answer questions using only the numbered context passages you are given. Cite every passage you "
@@ -419,10 +466,14 @@ static void generation_finish_stream(query_job *j, const char *failure)
         json_decref(resp);
     } else {
         json_object_del(resp, "documents");
-        query_complete(j->req, resp, j->text.data ? j->text.data : "", j->a->generator_name, j->model,
-                       j->embed_reason[0] ? j->embed_reason : NULL, j->embed_ms, j->retrieve_ms,
-                       clock_now_ms() - j->started_ms);
-        generation_event(j, "done", resp);
+        if (query_complete(j->req, resp, j->text.data ? j->text.data : "", j->a->generator_name, j->model,
+                           j->embed_reason[0] ? j->embed_reason : NULL, j->embed_ms, j->retrieve_ms,
+                           clock_now_ms() - j->started_ms)) {
+            generation_event(j, "done", resp);
+        } else { /* the tokens went out; the summary cannot: say so rather than end silently */
+            json_decref(resp);
+            generation_event(j, "error", NULL);
+        }
     }
     http_stream_end(j->out);
     http_on_close(j->req, NULL, NULL);
@@ -615,24 +666,38 @@ static void query_answer(query_job *j)
         snprintf(j->embed_reason, sizeof j->embed_reason, "%s; keyword retrieval only", j->embed_failure);
     const char *embed_reason = j->embed_reason[0] ? j->embed_reason : NULL;
     json_t *resp = query_results_json(&res, j->coll.name, in->q.method);
+    if (!resp) {
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
+        goto out;
+    }
     if (!j->generate) {
-        json_object_set_new(resp, "timings_ms",
-                            json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", res.embed_ms, "retrieve", res.retrieve_ms,
-                                      "rerank", 0.0, "generate", 0.0, "total", clock_now_ms() - req->t_start_ms));
-        json_object_set_new(resp, "request_id", json_string(req->request_id));
-        json_object_set_new(resp, "degraded", json_boolean(embed_reason != NULL));
-        json_object_set_new(resp, "degraded_reason", embed_reason ? json_string(embed_reason) : json_null());
-        http_reply_json(req, 200, resp);
+        if (query_put_timings(req, resp, res.embed_ms, res.retrieve_ms, 0.0) && query_put_degraded(resp, embed_reason)) {
+            http_reply_json(req, 200, resp);
+        } else {
+            json_decref(resp);
+            http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
+        }
         goto out;
     }
     double t_gen = clock_now_ms();
     char *fallback = query_extractive(in, &res, j->coll.name);
+    if (!fallback) { /* no answer to give, not even the degraded one */
+        json_decref(resp);
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the answer");
+        goto out;
+    }
     const char *unavailable = NULL;
     llm *gen = query_generator(j->a, in->provider, &unavailable);
     /* With passages to answer from, the LLM answers (the loop decides whether one is in
      * use); the extractive answer waits as the fallback. Without passages there is
      * nothing to generate from. */
-    char *user = gen && res.n > 0 && fallback ? query_prompt(&res, in->q.text) : NULL;
+    char *user = gen && res.n > 0 ? query_prompt(&res, in->q.text) : NULL;
+    if (gen && res.n > 0 && !user) { /* not a reason to answer without the LLM */
+        free(fallback);
+        json_decref(resp);
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the prompt");
+        goto out;
+    }
     if (user) {
         const char *model = json_string_value(json_object_get(in->body, "model"));
         snprintf(j->model, sizeof j->model, "%s", model ? model : j->a->cfg.llm_model);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -246,6 +247,11 @@ static bool http_set_copy(http_request *req, int status, const char *type, const
     return true;
 }
 
+void http_reply_owned(http_request *req, int status, const char *type, char *data, size_t len)
+{
+    http_set_body(req, status, type, data, len);
+}
+
 void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len)
 {
     if (!http_set_copy(req, status, type, data, len)) /* a short envelope may still fit */
@@ -443,26 +449,26 @@ int http_request_send_and_close(http_request *req)
     struct tm tm;
     if (gmtime_r(&now, &tm))
         strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    strbuf out;
-    strbuf_init(&out, 64 * 1024);
-    ragd_err e = strbuf_appendf(&out,
-                                "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                                "X-Request-ID: %s\r\nCache-Control: no-store\r\nConnection: close\r\n",
-                                req->status, reason && *reason ? reason : "Error", date, req->resp_type,
-                                req->resp_len, req->request_id);
-    if (e == RAGD_OK && req->retry_after[0])
-        e = strbuf_appendf(&out, "Retry-After: %s\r\n", req->retry_after);
-    if (e == RAGD_OK)
-        e = strbuf_append(&out, "\r\n", 2);
-    if (e == RAGD_OK)
-        e = strbuf_append(&out, req->resp_body, req->resp_len);
-    if (e == RAGD_OK && ci) {
-        ssize_t n = send(ci->connect_fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 || (size_t)n < out.len)
-            log_debug("request %s: reply cut short (%zd of %zu bytes): %s", req->request_id, n, out.len,
-                      n < 0 ? strerror(errno) : "socket buffer full");
+    /* No allocation here: this is also how a request whose body found no memory is
+     * answered (the status line and headers on the stack, the body as it is). */
+    char head[1024];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "X-Request-ID: %s\r\nCache-Control: no-store\r\nConnection: close\r\n%s%s%s\r\n",
+                     req->status, reason && *reason ? reason : "Error", date, req->resp_type, req->resp_len,
+                     req->request_id, req->retry_after[0] ? "Retry-After: " : "", req->retry_after,
+                     req->retry_after[0] ? "\r\n" : "");
+    const char *body = req->resp_static ? req->resp_static : req->resp_body;
+    if (ci && n > 0 && (size_t)n < sizeof head) {
+        struct iovec iov[2] = {{.iov_base = head, .iov_len = (size_t)n},
+                               {.iov_base = (void *)body, .iov_len = body ? req->resp_len : 0}};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+        ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        size_t want = (size_t)n + iov[1].iov_len;
+        if (sent < 0 || (size_t)sent < want)
+            log_debug("request %s: reply cut short (%zd of %zu bytes): %s", req->request_id, sent, want,
+                      sent < 0 ? strerror(errno) : "socket buffer full");
     }
-    strbuf_cleanup(&out);
     req->answered = true; /* for the log and the metrics: the status is req->status */
     return MHD_NO;
 }

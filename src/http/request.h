@@ -92,6 +92,9 @@ void http_reply_json(http_request *req, int status, json_t *body);
 /* Sets a response of any type; copies the bytes (when that copy cannot be allocated, the
  * reply is a static 503 overloaded). */
 void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len);
+/* Sets a response whose bytes data[0..len) (malloc'd, NUL-terminated) the request takes
+ * over: for answers written into memory allocated beforehand, which cannot fail. */
+void http_reply_owned(http_request *req, int status, const char *type, char *data, size_t len);
 /* Sets the error envelope: {"error":{"code","message","request_id"},"detail"}; a 503 gets
  * Retry-After (1 s unless the caller set one). Uses no jansson, one allocation. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
