@@ -84,17 +84,26 @@ void handlers_reply_write_error(http_request *req, const store_write *w, const c
     }
 }
 
+/* 503 for a queue that refused the request's next step (RAGD_EBUSY full, RAGD_ENOMEM no
+ * memory: overloaded, retry; RAGD_ECLOSED: shutting down). */
+static void handlers_reply_refused(http_request *req, ragd_err rc, const char *queue)
+{
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    if (rc == RAGD_EBUSY)
+        http_reply_error(req, 503, "overloaded", "server busy: %s full, retry shortly", queue);
+    else if (rc == RAGD_ENOMEM)
+        http_reply_error(req, 503, "overloaded", "out of memory for the %s, retry shortly", queue);
+    else
+        http_reply_error(req, 503, "not_ready", "server is shutting down");
+}
+
 bool handlers_submit(http_request *req, store_write *w)
 {
     http_hold(req);
     ragd_err rc = store_submit(req->app->st, w);
     if (rc == RAGD_OK)
         return true;
-    snprintf(req->retry_after, sizeof req->retry_after, "1");
-    if (rc == RAGD_EBUSY)
-        http_reply_error(req, 503, "overloaded", "store write queue is full, retry shortly");
-    else
-        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    handlers_reply_refused(req, rc, "store write queue");
     http_complete(req);
     return false;
 }
@@ -109,11 +118,7 @@ bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cance
     ragd_err rc = workpool_submit(req->app->pool, fn, cancel, arg);
     if (rc == RAGD_OK)
         return true;
-    snprintf(req->retry_after, sizeof req->retry_after, "1");
-    if (rc == RAGD_EBUSY)
-        http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
-    else
-        http_reply_error(req, 503, "not_ready", "server is shutting down");
+    handlers_reply_refused(req, rc, "worker queue");
     http_complete(req);
     return false;
 }
