@@ -61,6 +61,12 @@ typedef struct {
     double embed_timeout_s;   /* RAGD_EMBED_TIMEOUT_S */
     double generate_timeout_s; /* RAGD_GENERATE_TIMEOUT_S */
     size_t embed_batch;       /* RAGD_EMBED_BATCH */
+
+    /* the semantic answer cache (rag/cache.h) */
+    bool cache_enabled;       /* RAGD_CACHE=on|off */
+    double cache_threshold;   /* RAGD_CACHE_THRESHOLD: cosine for a semantic hit, 0 < t <= 1 */
+    size_t cache_max_bytes;   /* RAGD_CACHE_MAX_BYTES */
+    double cache_ttl_s;       /* RAGD_CACHE_TTL_S */
 } ragd_config;
 
 /* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a
