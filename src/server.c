@@ -15,6 +15,7 @@
 #include "app.h"
 #include "http/handlers.h"
 #include "http/http_server.h"
+#include "rag/cache.h"
 #include "rag/engine.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
@@ -78,6 +79,18 @@ static void server_load_work(void *arg)
     store_reader_release(r);
     load->ms = clock_now_ms() - t0;
     loopq_post(load->srv->a.lq, &load->done_item, server_load_done, load);
+}
+
+/* The store's commit hook: the in-memory index follows every write, and a committed change
+ * of a collection drops its cached answers (after the index has it, so no answer computed
+ * from the new state is refused and none from the old one survives). Writer thread. */
+static ragd_err server_on_commit(const store_change *change, void *arg)
+{
+    app *a = arg;
+    ragd_err rc = rag_index_on_commit(change, a->index);
+    if (change->phase == STORE_CHANGE_COMMITTED && a->cache)
+        cache_invalidate_collection(a->cache, change->coll_id);
+    return rc;
 }
 
 /* ---- shutdown ---- */
@@ -364,6 +377,7 @@ int server_run(const ragd_config *cfg)
     }
     server_signals_mask(SIG_BLOCK); /* threads made from here on inherit it */
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    store_configure_process();
     if (evthread_use_pthreads() != 0 || !(srv.a.base = event_base_new())) {
         log_error("cannot create the event loop");
         server_signals_close();
@@ -407,6 +421,14 @@ int server_run(const ragd_config *cfg)
     srv.a.index = rag_index_new();
     srv.a.lq = loopq_new(srv.a.base);
     srv.a.pool = workpool_new(cfg->workers, cfg->worker_queue);
+    if (cfg->cache_enabled) {
+        cache_config cc;
+        cache_config_from(cfg, &cc);
+        if (cache_new(&cc, upstream_clock_system(), &srv.a.cache) != RAGD_OK) {
+            log_error("out of memory at start-up (cache)");
+            goto out;
+        }
+    }
     rag_engine_config ec = {.st = srv.a.st,
                             .index = srv.a.index,
                             .pool = srv.a.pool,
@@ -418,13 +440,14 @@ int server_run(const ragd_config *cfg)
                             .llm_requested = config_llm_requested(cfg),
                             .llm_model = cfg->llm_model,
                             .generate_timeout_ms = cfg->generate_timeout_s * 1000,
-                            .embed_timeout_ms = cfg->embed_timeout_s * 1000};
+                            .embed_timeout_ms = cfg->embed_timeout_s * 1000,
+                            .cache = srv.a.cache};
     srv.a.engine = rag_engine_new(&ec);
     if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
         log_error("out of memory at start-up");
         goto out;
     }
-    store_set_commit_hook(srv.a.st, rag_index_on_commit, srv.a.index);
+    store_set_commit_hook(srv.a.st, server_on_commit, &srv.a);
 
     srv.a.http = http_server_start(&srv.a, handlers_routes, handlers_routes_count, err, sizeof err);
     if (!srv.a.http) {
@@ -468,6 +491,7 @@ out:
     if (srv.a.lq)
         loopq_free(srv.a.lq);
     rag_engine_free(srv.a.engine);
+    cache_free(srv.a.cache);
     rag_index_free(srv.a.index);
     if (srv.sig_event)
         event_free(srv.sig_event);

@@ -169,7 +169,7 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
     const char *k_name = json_object_get(b, "k") || !json_object_get(b, "top_k") ? "k" : "top_k";
     if (!fields_int(req, b, k_name, 5, 1, 100, &k) || !fields_db(req, b, &in->db) ||
         !fields_choice(req, b, "method", methods, 0, &method) || !fields_object(req, b, "filter", &filter) ||
-        !fields_bool(req, b, "rerank", false, &flag) || !fields_bool(req, b, "use_cache", true, &flag) ||
+        !fields_bool(req, b, "rerank", false, &flag) || !fields_bool(req, b, "use_cache", true, &in->use_cache) ||
         !fields_bool(req, b, "stream", false, stream))
         return false;
     if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||

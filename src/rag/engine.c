@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rag/answer_cache.h"
+#include "rag/cache.h"
 #include "rag/embed_builtin.h"
 #include "rag/extractive.h"
 #include "rag/prompt.h"
@@ -50,6 +52,16 @@ struct rag_query_op {
     bool have_coll;
     rag_method method;
     llm_reservation reservation;
+    bool llm_in_use; /* the generator was in use when the query arrived (loop state) */
+
+    /* the cache stage */
+    bool cache_on;       /* this query may be answered from, and stored in, the cache */
+    uint64_t ticket;     /* taken before the collection is read (cache_store refuses stale ones) */
+    char *params;        /* the key's canonical parameters */
+    size_t params_len;
+    bool cached;         /* answered from the cache */
+    char *cached_answer; /* the cached strings, owned */
+    char *cached_provider;
 
     llm_task *embed_task;
     float *vector;           /* the query's embedding (builtin or upstream), or NULL */
@@ -121,6 +133,9 @@ void rag_request_cleanup(rag_request *r)
 
 static void rag_op_free(rag_query_op *q)
 {
+    free(q->params);
+    free(q->cached_answer);
+    free(q->cached_provider);
     llm_unreserve(&q->reservation);
     rag_request_cleanup(&q->req);
     free(q->vector);
@@ -132,10 +147,73 @@ static void rag_op_free(rag_query_op *q)
     free(q);
 }
 
+static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The cache key of the query (its collection must be known). */
+static cache_key rag_op_key(const rag_query_op *q)
+{
+    return (cache_key){.coll_id = q->coll.id, .version = q->coll.version, .params = q->params,
+                       .params_len = q->params_len};
+}
+
+/* Stores a finished, whole, not degraded answer (or passage list) in the cache. A failure
+ * only means it is not cached. */
+static void rag_op_cache_store(rag_query_op *q)
+{
+    if (!q->cache_on || q->cached || q->status != RAG_OK || !q->have_res || q->degraded[0] || q->stream_error[0] ||
+        (q->req.generate && !q->answer))
+        return;
+    size_t len = 0;
+    char *data = rag_cache_encode(&q->res, q->method, q->answer, q->provider,
+                                  q->provider && strcmp(q->provider, "extractive") != 0 ? q->model : NULL, &len);
+    if (!data)
+        return;
+    cache_key key = rag_op_key(q);
+    cache_query cq = {.text = q->req.text, .text_len = q->req.len, .embedding = q->vector,
+                      .dim = q->vector ? (size_t)q->coll.dim : 0};
+    cache_store(q->e->cfg.cache, q->ticket, &key, &cq, data, len, NULL, 0);
+    free(data);
+}
+
+/* The cache stage: answers the query from the cache when an answer of the same question
+ * (exactly, or by its embedding: with_vector) was stored under the same key. Returns true
+ * when it did (the query is finished). count_miss: a miss counts in the statistics (the
+ * exact lookup before the embedding does not, the one after it does). */
+static bool rag_op_from_cache(rag_query_op *q, bool with_vector, bool count_miss)
+{
+    if (!q->cache_on)
+        return false;
+    cache_key key = rag_op_key(q);
+    cache_query cq = {.text = q->req.text, .text_len = q->req.len, .embedding = with_vector ? q->vector : NULL,
+                      .dim = with_vector && q->vector ? (size_t)q->coll.dim : 0};
+    cache_hit hit;
+    if (cache_lookup(q->e->cfg.cache, &key, &cq, count_miss ? 0 : CACHE_LOOKUP_NO_MISS_COUNT, &hit) != RAGD_OK)
+        return false;
+    size_t len = 0;
+    const char *data = cache_value_data(hit.value, &len);
+    char *model = NULL;
+    rag_method method = q->method;
+    bool ok = rag_cache_decode(data, len, &q->res, &method, &q->cached_answer, &q->cached_provider, &model);
+    cache_value_release(hit.value);
+    if (!ok) /* out of memory reading it back: compute the answer instead */
+        return false;
+    q->have_res = true;
+    q->cached = true;
+    q->method = method;
+    q->answer = q->cached_answer;
+    q->provider = q->cached_provider;
+    if (model)
+        snprintf(q->model, sizeof q->model, "%s", model);
+    free(model);
+    rag_op_finish(q, RAG_OK, NULL);
+    return true;
+}
+
 /* The done step (loop): on_done, then the query goes. */
 static void rag_op_deliver(void *arg)
 {
     rag_query_op *q = arg;
+    rag_op_cache_store(q);
     q->delivering = true;
     q->t.total = clock_now_ms() - q->t_start;
     rag_outcome o = {
@@ -149,6 +227,7 @@ static void rag_op_deliver(void *arg)
         .model = q->provider && strcmp(q->provider, "extractive") != 0 ? q->model : NULL,
         .degraded_reason = q->degraded[0] ? q->degraded : NULL,
         .stream_error = q->stream_error[0] ? q->stream_error : NULL,
+        .cached = q->cached,
         .timings = q->t,
     };
     q->sink.on_done(&o, q->ctx);
@@ -157,7 +236,6 @@ static void rag_op_deliver(void *arg)
 
 /* Ends the query with status (and a message when it failed): on_done comes from the loop
  * on its next turn. Any thread; once per query. */
-static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...)
 {
     q->status = st;
@@ -357,6 +435,8 @@ static void rag_step_retrieve(void *arg)
         }
         q->t.embed = clock_now_ms() - t0;
     }
+    if (rag_op_from_cache(q, true, true))
+        return;
     store_reader *r = store_reader_acquire(q->e->cfg.st);
     if (!r) {
         rag_op_finish(q, RAG_E_NOT_READY, "store is closing");
@@ -471,6 +551,8 @@ static void rag_step_lookup(void *arg)
 {
     rag_query_op *q = arg;
     rag_engine *e = q->e;
+    if (q->cache_on)
+        q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */
     store_reader *r = store_reader_acquire(e->cfg.st);
     if (!r) {
         rag_op_finish(q, RAG_E_NOT_READY, "store is closing");
@@ -488,6 +570,12 @@ static void rag_step_lookup(void *arg)
         return;
     }
     q->have_coll = true;
+    if (q->cache_on) { /* an exact hit needs no embedding at all */
+        q->params = rag_cache_params(&q->req, q->model, q->llm_in_use, &q->params_len);
+        q->cache_on = q->params != NULL;
+        if (rag_op_from_cache(q, false, false))
+            return;
+    }
     bool upstream = strcmp(q->coll.embed_model, EMBED_BUILTIN_NAME) != 0;
     if (upstream && q->method != RAG_KEYWORD) {
         if (!e->cfg.embedder) {
@@ -526,7 +614,9 @@ rag_status rag_query_start(rag_engine *e, rag_request *req, const rag_sink *sink
     /* Shedding on arrival, before any worker time: a query that will ask the generator
      * takes a place toward its model, or is refused when every slot and queue place is
      * taken. The place is held until the generation has its own. */
-    if (q->req.generate && rag_op_generator(q) && rag_engine_llm_in_use(e, e->cfg.generator) &&
+    q->llm_in_use = rag_engine_llm_in_use(e, e->cfg.generator);
+    q->cache_on = e->cfg.cache && q->req.use_cache;
+    if (q->req.generate && rag_op_generator(q) && q->llm_in_use &&
         llm_reserve(e->cfg.generator, q->model, &q->reservation) != LLM_OK) {
         rag_op_free(q);
         return RAG_E_OVERLOADED;

@@ -24,6 +24,7 @@ struct event_base;
 typedef struct loopq loopq;
 typedef struct workpool workpool;
 typedef struct llm llm;
+typedef struct cache cache;
 typedef struct rag_engine rag_engine;
 typedef struct rag_query_op rag_query_op;
 
@@ -43,6 +44,7 @@ typedef struct {
     const char *llm_model;      /* LLM_MODEL: the default generation model */
     double generate_timeout_ms;
     double embed_timeout_ms;
+    cache *cache;               /* the semantic answer cache (rag/cache.h), or NULL: off */
 } rag_engine_config;
 
 rag_engine *rag_engine_new(const rag_engine_config *cfg);
@@ -69,6 +71,7 @@ typedef struct {
     store_filter_term terms[STORE_FILTER_MAX_TERMS];
     store_value *values; /* malloc'd, all terms' values */
     bool generate;       /* /api/query: an answer; false: only the passages */
+    bool use_cache;      /* may be answered from (and stored in) the semantic cache */
     rag_provider provider;
     const char *model;   /* the generation model, NULL for the default */
     json_t *options;     /* passed to the LLM (borrowed from hold), or NULL */
@@ -104,7 +107,7 @@ typedef struct {
     const char *model;           /* the LLM's model, NULL for extractive */
     const char *degraded_reason; /* NULL unless the answer or the retrieval is degraded */
     const char *stream_error;    /* the LLM failed after tokens went out through on_token */
-    bool cached;
+    bool cached;                 /* answered from the semantic cache */
     rag_timings timings;
 } rag_outcome;
 

@@ -26,6 +26,45 @@ static ragd_err prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
     return RAGD_OK;
 }
 
+/* A statement of literal SQL (its address names it), prepared once per read connection and
+ * kept (reset between uses): compiling a statement cost more than running it on the query
+ * path. Dynamic SQL is prepared each time. Either way, give it back with stmt_done. */
+static ragd_err stmt_get(store_reader *r, const char *sql, sqlite3_stmt **s)
+{
+    for (size_t i = 0; i < r->n_stmts; i++) {
+        if (r->stmts[i].sql == sql) {
+            *s = r->stmts[i].s;
+            return RAGD_OK;
+        }
+    }
+    if (sqlite3_prepare_v3(r->db, sql, -1, SQLITE_PREPARE_PERSISTENT, s, NULL) != SQLITE_OK) {
+        log_error("store: prepare failed: %s", sqlite3_errmsg(r->db));
+        *s = NULL;
+        return store__sql_error(r->db);
+    }
+    if (r->n_stmts < STORE__READER_STMTS) {
+        r->stmts[r->n_stmts].sql = sql;
+        r->stmts[r->n_stmts++].s = *s;
+    }
+    return RAGD_OK;
+}
+
+/* Gives a statement back: a kept one is reset (and its bindings cleared: they may point into
+ * the caller's memory), any other finalized. NULL ok. */
+static void stmt_done(store_reader *r, sqlite3_stmt *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < r->n_stmts; i++) {
+        if (r->stmts[i].s == s) {
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            return;
+        }
+    }
+    sqlite3_finalize(s);
+}
+
 static ragd_err begin_read(sqlite3 *db)
 {
     if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
@@ -106,7 +145,7 @@ ragd_err store_collection_get(store_reader *r, const char *name, store_collectio
     memset(out, 0, sizeof *out);
     if (!name)
         return RAGD_EINVAL;
-    e = prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1", &s);
+    e = stmt_get(r, "SELECT " STORE__COLL_COLS " FROM collections WHERE name = ?1", &s);
     if (e)
         goto out;
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
@@ -120,7 +159,7 @@ ragd_err store_collection_get(store_reader *r, const char *name, store_collectio
         e = step_error(r->db);
     }
 out:
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     return e;
 }
 
@@ -132,7 +171,7 @@ ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *
     ragd_err e = RAGD_EIO;
     *out = NULL;
     *n = 0;
-    e = prepare(r->db, "SELECT " STORE__COLL_COLS " FROM collections ORDER BY name", &s);
+    e = stmt_get(r, "SELECT " STORE__COLL_COLS " FROM collections ORDER BY name", &s);
     if (e)
         goto out;
     for (;;) {
@@ -157,7 +196,7 @@ ragd_err store_collection_list(store_reader *r, store_collection **out, size_t *
     e = RAGD_OK;
 out:
     free(arr);
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     return e;
 }
 
@@ -222,7 +261,7 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
     e = begin_read(r->db);
     if (e)
         return e;
-    e = prepare(r->db, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt);
+    e = stmt_get(r, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt);
     if (e)
         goto out;
     sqlite3_bind_int64(cnt, 1, coll_id);
@@ -231,7 +270,7 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
         goto out;
     }
     *total = sqlite3_column_int64(cnt, 0);
-    e = prepare(r->db,
+    e = stmt_get(r,
                 "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 ORDER BY d.doc_id LIMIT ?2 OFFSET ?3",
                 &s);
     if (e)
@@ -264,8 +303,8 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
     e = RAGD_OK;
 out:
     store_document_list_free(arr, len);
-    sqlite3_finalize(s);
-    sqlite3_finalize(cnt);
+    stmt_done(r, s);
+    stmt_done(r, cnt);
     end_read(r->db);
     return e;
 }
@@ -295,7 +334,7 @@ ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id
     e = begin_read(r->db);
     if (e)
         return e;
-    e = prepare(r->db, "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2", &s);
+    e = stmt_get(r, "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 AND d.doc_id = ?2", &s);
     if (e)
         goto out;
     sqlite3_bind_int64(s, 1, coll_id);
@@ -313,7 +352,7 @@ ragd_err store_document_get(store_reader *r, int64_t coll_id, const char *doc_id
     if (e)
         goto out;
     have_doc = true;
-    e = prepare(r->db, "SELECT id, ordinal, start, \"end\", text FROM chunks WHERE document_id = ?1 ORDER BY ordinal",
+    e = stmt_get(r, "SELECT id, ordinal, start, \"end\", text FROM chunks WHERE document_id = ?1 ORDER BY ordinal",
                 &cs);
     if (e)
         goto out;
@@ -353,8 +392,8 @@ out:
     store_chunks_free(arr, len);
     if (e && have_doc)
         store_document_cleanup(doc);
-    sqlite3_finalize(s);
-    sqlite3_finalize(cs);
+    stmt_done(r, s);
+    stmt_done(r, cs);
     end_read(r->db);
     return e;
 }
@@ -366,7 +405,7 @@ ragd_err store_document_hash(store_reader *r, int64_t coll_id, const char *doc_i
     hash[0] = '\0';
     if (!doc_id)
         return RAGD_EINVAL;
-    e = prepare(r->db, "SELECT content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2", &s);
+    e = stmt_get(r, "SELECT content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2", &s);
     if (e)
         goto out;
     sqlite3_bind_int64(s, 1, coll_id);
@@ -381,7 +420,7 @@ ragd_err store_document_hash(store_reader *r, int64_t coll_id, const char *doc_i
         e = step_error(r->db);
     }
 out:
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     return e;
 }
 
@@ -412,7 +451,7 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
     e = begin_read(r->db);
     if (e)
         return e;
-    e = prepare(r->db,
+    e = stmt_get(r,
                 "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 &s);
@@ -452,7 +491,7 @@ out:
         for (size_t i = 0; i < n; i++)
             found[i] = false;
     }
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     end_read(r->db);
     return e;
 }
@@ -630,7 +669,7 @@ ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter 
     arr = NULL;
 out:
     free(arr);
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     strbuf_cleanup(&sql);
     return e;
 }
@@ -778,7 +817,7 @@ ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *quer
     }
     *n = got;
 out:
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     strbuf_cleanup(&expr);
     strbuf_cleanup(&sql);
     return e;
@@ -795,7 +834,7 @@ ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
     e = begin_read(r->db);
     if (e)
         return e;
-    e = prepare(r->db,
+    e = stmt_get(r,
                 "SELECT c.collection_id, col.dim, c.id, c.document_id, c.embedding FROM chunks c"
                 " JOIN collections col ON col.id = c.collection_id ORDER BY c.collection_id, c.id",
                 &s);
@@ -844,7 +883,7 @@ ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
     e = RAGD_OK;
 out:
     free(vec);
-    sqlite3_finalize(s);
+    stmt_done(r, s);
     end_read(r->db);
     return e;
 }

@@ -138,9 +138,12 @@ static void close_writer(store *st)
 static void close_all(store *st)
 {
     store__writer_finalize(st);
-    for (size_t i = 0; i < st->n_readers; i++)
+    for (size_t i = 0; i < st->n_readers; i++) {
+        for (size_t j = 0; j < st->readers[i].n_stmts; j++) /* kept statements (read.c) */
+            sqlite3_finalize(st->readers[i].stmts[j].s);
         if (st->readers[i].db && sqlite3_close(st->readers[i].db) != SQLITE_OK)
             log_error("store: closing a read connection: %s", sqlite3_errmsg(st->readers[i].db));
+    }
     if (st->wdb)
         close_writer(st);
     free(st->readers);
@@ -193,6 +196,13 @@ static ragd_err set_quota(store *st, char *err, size_t errlen)
                  "more room will fail until data is deleted",
                  (long long)(got * page_size), (unsigned long long)st->opt.max_db_bytes);
     return RAGD_OK;
+}
+
+void store_configure_process(void)
+{
+    /* SQLITE_MISUSE when SQLite is initialised already (a test's allocator hooks): then the
+     * statistics stay on, which costs speed only */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
 ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen)

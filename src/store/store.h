@@ -52,6 +52,12 @@ typedef struct {
     char created_at[32];
 } store_collection;
 
+/* Process-wide SQLite settings for a server: memory statistics off (SQLite otherwise takes
+ * one global mutex around every allocation of every connection, which serialised the
+ * readers; the cost is that sqlite3_*_heap_limit is not enforced). Call once, before the
+ * first store_open. */
+void store_configure_process(void);
+
 /* Opens (creating if needed) the database, applies WAL + synchronous settings and
  * foreign keys, runs every pending forward migration (schema version in
  * PRAGMA user_version; a file from a newer ragd is refused), opens the read pool and

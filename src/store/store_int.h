@@ -13,9 +13,16 @@
 /* How long a connection waits on a lock held by another connection before SQLITE_BUSY. */
 #define STORE__BUSY_TIMEOUT_MS 5000
 
+#define STORE__READER_STMTS 24
+
 struct store_reader {
     store *st;
     sqlite3 *db;
+    struct {
+        const char *sql; /* a literal's address: the statement's name */
+        sqlite3_stmt *s;
+    } stmts[STORE__READER_STMTS]; /* kept between uses (read.c: stmt_get / stmt_done) */
+    size_t n_stmts;
 };
 
 /* The writer's prepared statements (prepared once at open, used only on the writer thread). */

@@ -1,0 +1,116 @@
+/* The engine's cache stage: key parameters and the answer's encoding. See answer_cache.h. */
+#include "rag/answer_cache.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/jsonmem.h"
+
+char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use, size_t *len)
+{
+    json_t *filter = r->hold ? json_object_get(r->hold, "filter") : NULL;
+    json_t *p = json_pack("{s:b, s:b, s:i, s:I, s:i, s:s, s:O?, s:O?}", "generate", r->generate, "llm",
+                          r->generate && llm_in_use, "method", (int)r->method, "k", (json_int_t)r->k, "provider",
+                          (int)r->provider, "model", r->generate ? model : "",
+                          "filter", json_object_size(filter) ? filter : NULL, "options", r->generate ? r->options : NULL);
+    unsigned long failed = jsonmem_failures(); /* a member dropped silently would share answers */
+    char *text = p ? json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(p);
+    if (text && jsonmem_failures() != failed) {
+        free(text);
+        text = NULL;
+    }
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
+char *rag_cache_encode(const rag_result *res, rag_method method, const char *answer, const char *provider,
+                       const char *model, size_t *len)
+{
+    json_t *hits = json_array();
+    bool ok = hits != NULL;
+    for (size_t i = 0; ok && i < res->n; i++) {
+        const rag_hit *h = &res->hits[i];
+        const store_hit_row *w = &h->row;
+        json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
+                                w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
+                                w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance);
+        ok = row && json_array_append_new(hits, row) == 0;
+    }
+    unsigned long failed = jsonmem_failures();
+    json_t *v = ok ? json_pack("{s:i, s:s?, s:s?, s:s?, s:o}", "method", (int)method, "answer", answer, "provider",
+                               provider, "model", model, "hits", hits)
+                   : NULL;
+    if (!ok)
+        json_decref(hits);
+    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    if (text && jsonmem_failures() != failed) {
+        free(text);
+        text = NULL;
+    }
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
+static char *rag_cache_dup(json_t *s)
+{
+    return json_is_string(s) ? strdup(json_string_value(s)) : NULL;
+}
+
+bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method *method, char **answer,
+                      char **provider, char **model)
+{
+    memset(res, 0, sizeof *res);
+    *answer = *provider = *model = NULL;
+    unsigned long failed = jsonmem_failures();
+    json_t *v = json_loadb(data, len, 0, NULL);
+    json_t *hits = json_object_get(v, "hits");
+    bool ok = v && jsonmem_failures() == failed && json_is_array(hits);
+    size_t n = ok ? json_array_size(hits) : 0;
+    if (ok && n) {
+        res->hits = calloc(n, sizeof *res->hits);
+        ok = res->hits != NULL;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        json_t *r = json_array_get(hits, i);
+        rag_hit *h = &res->hits[res->n];
+        store_hit_row *w = &h->row;
+        ok = json_is_array(r) && json_array_size(r) == 11;
+        if (!ok)
+            break;
+        res->n++;
+        w->chunk_id = json_integer_value(json_array_get(r, 0));
+        w->doc_rowid = json_integer_value(json_array_get(r, 1));
+        w->doc_id = rag_cache_dup(json_array_get(r, 2));
+        w->ordinal = (int)json_integer_value(json_array_get(r, 3));
+        w->start = json_integer_value(json_array_get(r, 4));
+        w->end = json_integer_value(json_array_get(r, 5));
+        w->text = rag_cache_dup(json_array_get(r, 6));
+        w->metadata_json = rag_cache_dup(json_array_get(r, 7));
+        w->source = rag_cache_dup(json_array_get(r, 8));
+        h->score = json_real_value(json_array_get(r, 9));
+        h->distance = json_real_value(json_array_get(r, 10));
+        ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
+    }
+    if (ok) {
+        *method = (rag_method)json_integer_value(json_object_get(v, "method"));
+        json_t *a = json_object_get(v, "answer"), *p = json_object_get(v, "provider"), *m = json_object_get(v, "model");
+        *answer = rag_cache_dup(a);
+        *provider = rag_cache_dup(p);
+        *model = rag_cache_dup(m);
+        ok = (!a || *answer) && (!p || *provider) && (!m || *model);
+    }
+    json_decref(v);
+    if (!ok) {
+        rag_result_cleanup(res);
+        free(*answer);
+        free(*provider);
+        free(*model);
+        *answer = *provider = *model = NULL;
+    }
+    return ok;
+}
