@@ -117,7 +117,9 @@ class ProbeTest(harness.E2ETestCase):
         self.fail(f"/health never showed {what}: {last}")
 
     def query(self, srv):
-        return self.call("POST", "/api/query", {"query": "Which snapshot is retained?", "db": "p"}, srv=srv)
+        # the generator's state is under test: past the cache (test_cache.py tests it)
+        return self.call("POST", "/api/query", {"query": "Which snapshot is retained?", "db": "p", "use_cache": False},
+                         srv=srv)
 
     def cycle(self, srv, port, requested):
         """Absent → appears → disappears, on a server whose OLLAMA_BASE_URL is at `port`."""

@@ -43,7 +43,9 @@ class GeneratorTest(harness.E2ETestCase):
         self.call("POST", "/api/ingest", {"db": "gen", "documents": DOCS}, srv=self.srv)
 
     def ask(self, **extra):
-        body = {"query": "When did Krakatoa erupt?", "db": "gen", "k": 2}
+        # the same question again and again: past the cache, to the generator (test_cache.py
+        # tests the cache)
+        body = {"query": "When did Krakatoa erupt?", "db": "gen", "k": 2, "use_cache": False}
         body.update(extra)
         return self.call("POST", "/api/query", body, srv=self.srv)
 
@@ -218,7 +220,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
     def test_admin_breaker_overrides(self):
         token = "admin-token-0123456789"
         self.start(RAGD_ADMIN_TOKEN=token)
-        self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)  # makes the breaker
+        self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)  # makes the breaker
         r = self.srv.request("GET", "/api/admin/breakers")
         self.assertEnvelope(r, 401, "unauthorized")
         r = self.srv.request("GET", "/api/admin/breakers", headers={"Authorization": "Bearer wrong-token-xxxxxxx"})
@@ -230,12 +232,12 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         res = self.call("POST", "/api/admin/breakers", {"action": "force_open", "op": "chat"}, srv=self.srv, headers=auth)
         self.assertEqual(res["changed"], 1)
         self.assertEqual(res["breakers"][0]["state"], "FORCED_OPEN")
-        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)
         self.assertTrue(q["degraded"])
         self.assertEqual(self.call("GET", "/health", srv=self.srv)["services"]["ollama"]["circuit_breaker"]["state"],
                          "OPEN")
         self.call("POST", "/api/admin/breakers", {"action": "reset"}, srv=self.srv, headers={"X-API-Key": token})
-        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        q = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)
         self.assertEqual(q["provider"], "ollama")
         r = self.srv.request("POST", "/api/admin/breakers", json_body={"action": "explode"}, headers=auth)
         self.assertEnvelope(r, 422, "validation_error")
@@ -249,7 +251,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
     def test_stream_cut_without_done_degrades(self):
         self.start()
         self.fake.configure(fault="cut_stream")
-        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)
         self.assertTrue(res["degraded"])
         self.assertEqual(res["provider"], "extractive")
 
@@ -260,10 +262,10 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         self.fake.configure(latency_ms=1500)
         import threading
         first = threading.Thread(target=lambda: self.srv.request(
-            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"}))
+            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "use_cache": False}))
         first.start()
         time.sleep(0.5)  # the first query now holds the only slot
-        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"})
+        r = self.srv.request("POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "use_cache": False})
         self.assertEnvelope(r, 503, "overloaded")
         self.assertIn("saturated", r.body["error"]["message"])
         # The decision comes from the parsed body, not from bytes in it: a question that
@@ -280,7 +282,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
                         srv=self.srv)
         self.assertEqual(res["provider"], "extractive")
         # /api/retrieve never asks the generator
-        self.call("POST", "/api/retrieve", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        self.call("POST", "/api/retrieve", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)
         first.join()
 
     def cpu_seconds(self):
@@ -295,7 +297,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
         self.fake.configure(latency_ms=150)
         import threading
         threads = [threading.Thread(target=lambda: self.srv.request(
-            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen"})) for _ in range(4)]
+            "POST", "/api/query", json_body={"query": "Krakatoa?", "db": "gen", "use_cache": False})) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
@@ -338,7 +340,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
     def test_long_non_ascii_backend_error_keeps_a_valid_reason(self):
         self.start(RAGD_BREAKER_FAILURES="50")
         self.fake.configure(fault="error500", fault_message="\u00e9" * 300)
-        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen"}, srv=self.srv)
+        res = self.call("POST", "/api/query", {"query": "Krakatoa?", "db": "gen", "use_cache": False}, srv=self.srv)
         self.assertTrue(res["degraded"])
         self.assertIn("degraded_reason", res)
         self.assertIn("\u00e9", res["degraded_reason"])
