@@ -647,6 +647,7 @@ static void query_answer(query_job *j)
     query_input *in = &j->in;
     rag_result res = {0};
     in->q.vector = j->vector;
+    in->q.fusion = &j->a->cfg.fusion;
     store_reader *r = handlers_reader(req);
     if (!r)
         return;
