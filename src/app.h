@@ -16,6 +16,8 @@ typedef struct rag_index rag_index;
 typedef struct http_server http_server;
 typedef struct upstream_client upstream_client;
 typedef struct llm llm;
+typedef struct rag_engine rag_engine;
+typedef struct cache cache;
 
 typedef struct app {
     ragd_config cfg;
@@ -31,6 +33,9 @@ typedef struct app {
     llm *embedder;                 /* the backend(s) embedding for upstream collections, or NULL */
     const char *embedder_name;     /* "ollama", "openai" or "builtin" */
     llm *llms[2];                  /* what generator and embedder point into (Ollama, OpenAI) */
+    rag_engine *engine;            /* the query pipeline (rag/engine.h) */
+    cache *cache;                  /* the semantic answer cache; NULL when RAGD_CACHE=off (or not
+                                    * made): /metrics then shows its families at 0 */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began (SIGTERM): readiness off, listener closed */

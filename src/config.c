@@ -363,6 +363,29 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 0, 100, &c->fusion.max_per_doc, err, errlen);
     if (strcmp(name, "RAGD_RELEVANCE_FLOOR") == 0)
         return parse_number(name, v, 0.0, 1.0, &c->fusion.floor, err, errlen);
+    if (strcmp(name, "RAGD_CACHE") == 0) {
+        static const char *const modes[] = {"off", "on"};
+        int i = 0;
+        if (config_choice(name, v, modes, 2, &i, err, errlen) != 0)
+            return -1;
+        c->cache_enabled = i == 1;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_CACHE_THRESHOLD") == 0) {
+        char *end = NULL;
+        errno = 0;
+        double t = strtod(v, &end);
+        if (errno || end == v || *end || !(t > 0 && t <= 1)) {
+            snprintf(err, errlen, "RAGD_CACHE_THRESHOLD: '%s' is not a number greater than 0 and at most 1", v);
+            return -1;
+        }
+        c->cache_threshold = t;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_CACHE_MAX_BYTES") == 0) /* 1 MiB at least: a unit typo must not make it useless */
+        return parse_size(name, v, (size_t)1 << 20, (size_t)1 << 40, &c->cache_max_bytes, err, errlen);
+    if (strcmp(name, "RAGD_CACHE_TTL_S") == 0)
+        return parse_seconds(name, v, 1, 2592000, &c->cache_ttl_s, err, errlen);
     if (strcmp(name, "RAGD_LOG_LEVEL") == 0) {
         int lvl = log_parse_level(v);
         if (lvl < 0) {
@@ -403,7 +426,8 @@ static const char *const config_names[] = {
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
-    "RAGD_MAX_DB_BYTES", "RAGD_FUSION",   "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
+    "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
+    "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR",
 };
 
@@ -446,6 +470,10 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->idle_timeout_s = 60;
     c->log_level = LOG_INFO;
     fusion_params_default(&c->fusion);
+    c->cache_enabled = true;
+    c->cache_threshold = 0.95;
+    c->cache_max_bytes = (size_t)64 << 20;
+    c->cache_ttl_s = 3600;
 
     for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
         const char *v = env_or(config_names[i], NULL);

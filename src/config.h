@@ -66,6 +66,12 @@ typedef struct {
     /* hybrid retrieval: RAGD_FUSION, RAGD_FUSION_WEIGHTS, RAGD_FUSION_DEPTH,
      * RAGD_MAX_CHUNKS_PER_DOC, RAGD_RELEVANCE_FLOOR */
     fusion_params fusion;
+
+    /* the semantic answer cache (rag/cache.h) */
+    bool cache_enabled;       /* RAGD_CACHE=on|off */
+    double cache_threshold;   /* RAGD_CACHE_THRESHOLD: cosine for a semantic hit, 0 < t <= 1 */
+    size_t cache_max_bytes;   /* RAGD_CACHE_MAX_BYTES */
+    double cache_ttl_s;       /* RAGD_CACHE_TTL_S */
 } ragd_config;
 
 /* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a

@@ -15,6 +15,7 @@
 #include "app.h"
 #include "http/handlers.h"
 #include "http/http_server.h"
+#include "rag/engine.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
 #include "upstream/client.h"
@@ -192,15 +193,23 @@ static void server_generator_stop(app *a)
     a->upstream = NULL;
 }
 
+/* Runs the loop queue until it stays empty: a step it runs may post the next one (a query's
+ * last steps end in on_done, whose reply posts the hand-back to the HTTP server). Bounded. */
+static void server_drain_loopq(server *srv)
+{
+    for (int i = 0; i < 100 && loopq_drain(srv->a.lq) > 0; i++)
+        ;
+}
+
 /* The last step: workers joined, the store closed (queued writes committed and
  * answered), the HTTP server stopped (requests freed), then the upstream layer. */
 static void server_finish_end(server *srv)
 {
     workpool_shutdown(srv->a.pool); /* lets the jobs already running finish; submits now fail */
-    loopq_drain(srv->a.lq);         /* hands their results back (no new upstream task starts) */
+    server_drain_loopq(srv);        /* hands their results back (no new upstream task starts) */
     store_close(srv->a.st);         /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
-    loopq_drain(srv->a.lq);         /* hands finished requests back to the HTTP server */
+    server_drain_loopq(srv);        /* hands finished requests back to the HTTP server */
     http_server_stop(srv->a.http);  /* frees every request: their cleanups may touch the llms */
     srv->a.http = NULL;
     server_generator_stop(&srv->a);
@@ -398,7 +407,21 @@ int server_run(const ragd_config *cfg)
     srv.a.index = rag_index_new();
     srv.a.lq = loopq_new(srv.a.base);
     srv.a.pool = workpool_new(cfg->workers, cfg->worker_queue);
-    if (!srv.a.index || !srv.a.lq || !srv.a.pool) {
+    rag_engine_config ec = {.st = srv.a.st,
+                            .index = srv.a.index,
+                            .pool = srv.a.pool,
+                            .lq = srv.a.lq,
+                            .generator = srv.a.generator,
+                            .generator_name = srv.a.generator_name,
+                            .embedder = srv.a.embedder,
+                            .embedder_name = srv.a.embedder_name,
+                            .llm_requested = config_llm_requested(cfg),
+                            .llm_model = cfg->llm_model,
+                            .generate_timeout_ms = cfg->generate_timeout_s * 1000,
+                            .embed_timeout_ms = cfg->embed_timeout_s * 1000,
+                            .fusion = &srv.a.cfg.fusion};
+    srv.a.engine = rag_engine_new(&ec);
+    if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
         log_error("out of memory at start-up");
         goto out;
     }
@@ -445,6 +468,7 @@ out:
     server_generator_stop(&srv.a);
     if (srv.a.lq)
         loopq_free(srv.a.lq);
+    rag_engine_free(srv.a.engine);
     rag_index_free(srv.a.index);
     if (srv.sig_event)
         event_free(srv.sig_event);

@@ -108,11 +108,6 @@ bool handlers_submit(http_request *req, store_write *w)
     return false;
 }
 
-bool handlers_llm_in_use(const app *a, const llm *l)
-{
-    return l != NULL && (config_llm_requested(&a->cfg) || llm_ever_reached(l));
-}
-
 bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg)
 {
     ragd_err rc = workpool_submit(req->app->pool, fn, cancel, arg);

@@ -10,6 +10,7 @@
 #include "http/handlers.h"
 #include "rag/embed_builtin.h"
 #include "util/clock.h"
+#include "rag/engine.h"
 #include "upstream/llm.h"
 #include "util/workpool.h"
 
@@ -90,7 +91,7 @@ static json_t *health_backend(app *a, llm *l, const char *role, bool *healthy)
             json_object_set_new(host, "error", json_string(reach.error));
         json_array_append_new(backends, host);
     }
-    bool in_use = handlers_llm_in_use(a, l);
+    bool in_use = rag_engine_llm_in_use(a->engine, l);
     char message[400];
     if (!in_use) {
         snprintf(message, sizeof message,
@@ -134,14 +135,14 @@ void handlers_health(http_request *req)
                                    draining ? "shutting_down" : (ready ? "ready" : "loading"), "quota_bytes",
                                    sp.quota_bytes ? json_integer((json_int_t)sp.quota_bytes) : json_null(),
                                    "used_bytes", (json_int_t)sp.used_bytes);
-    bool embedder_in_use = handlers_llm_in_use(a, a->embedder);
+    bool embedder_in_use = rag_engine_llm_in_use(a->engine, a->embedder);
     json_t *embedder = a->embedder
                            ? json_pack("{s:s, s:s, s:s, s:b, s:b, s:b}", "name", a->embedder_name, "model",
                                        a->cfg.embed_model, "fallback", EMBED_BUILTIN_NAME, "builtin_fallback",
                                        a->cfg.embedder == CONFIG_EMBEDDER_AUTO, "in_use", embedder_in_use, "healthy", 1)
                            : json_pack("{s:s, s:s, s:i, s:b, s:b}", "name", "builtin", "model", EMBED_BUILTIN_NAME, "dim",
                                        EMBED_BUILTIN_DIM, "in_use", 1, "healthy", 1);
-    bool generator_in_use = handlers_llm_in_use(a, a->generator);
+    bool generator_in_use = rag_engine_llm_in_use(a->engine, a->generator);
     json_t *generator = json_pack("{s:s, s:s, s:b, s:b}", "name", generator_in_use ? a->generator_name : "extractive",
                                   "configured", a->generator_name, "in_use", generator_in_use, "healthy", 1);
     if (a->generator && !generator_in_use)

@@ -59,12 +59,6 @@ bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cance
 /* A held step dropped at shutdown before a worker took it: 503 not_ready, part given back. */
 void handlers_reply_dropped(http_request *req);
 
-/* Whether ragd uses the LLM backend l (NULL: false): the user asked for an LLM
- * (config_llm_requested), or something has answered there since start-up. Until then the
- * defaults run on the embedded parts as intended, and an absent backend is no failure.
- * Loop thread only (it reads the reachability probes). */
-struct app;
-struct llm;
-bool handlers_llm_in_use(const struct app *a, const struct llm *l);
+
 
 #endif

@@ -361,6 +361,13 @@ static void http_cancel_deferred(void *arg)
     http_complete(req);
 }
 
+void http_go_async(http_request *req)
+{
+    atomic_store(&req->parts, 1);
+    http_request_ref(req);
+    req->deferred = true;
+}
+
 void http_defer(http_request *req, http_handler work)
 {
     req->handler = work;

@@ -103,6 +103,10 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
 /* Runs work(req) on a worker thread (see the thread contract above). If the worker queue
  * is full, replies 503 overloaded at once instead. */
 void http_defer(http_request *req, http_handler work);
+/* The handler goes on asynchronously from the loop, with no worker (e.g. the query engine):
+ * the connection is suspended when the handler returns, and the response set goes once
+ * http_complete is called. Loop thread, from the handler. */
+void http_go_async(http_request *req);
 /* Called by deferred work before it passes the request on (e.g. to the store's writer):
  * the response is then sent only once the work has returned AND the new holder has
  * called http_complete(). */

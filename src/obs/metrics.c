@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "rag/cache.h"
 #include "store/store.h"
 #include "upstream/llm.h"
 #include "util/strbuf.h"
@@ -242,6 +243,29 @@ static void metrics_upstream(strbuf *sb, struct app *a)
     }
 }
 
+/* The answer cache's counters (cache_stats_get: atomic reads, no lock); zeros without one. */
+static void metrics_cache(strbuf *sb, const cache *c)
+{
+    cache_stats st;
+    memset(&st, 0, sizeof st);
+    if (c)
+        cache_stats_get(c, &st);
+    metrics_family(sb, "ragd_cache_requests_total", "counter", "Semantic cache lookups by result.");
+    strbuf_appendf(sb, "ragd_cache_requests_total{result=\"hit\"} %llu\nragd_cache_requests_total{result=\"miss\"} %llu\n",
+                   (unsigned long long)st.hits, (unsigned long long)st.misses);
+    metrics_family(sb, "ragd_cache_evictions_total", "counter",
+                   "Semantic cache entries dropped: size (LRU, over RAGD_CACHE_MAX_BYTES), ttl, invalidated.");
+    strbuf_appendf(sb,
+                   "ragd_cache_evictions_total{reason=\"size\"} %llu\nragd_cache_evictions_total{reason=\"ttl\"} %llu\n"
+                   "ragd_cache_evictions_total{reason=\"invalidated\"} %llu\n",
+                   (unsigned long long)st.evictions, (unsigned long long)st.expirations,
+                   (unsigned long long)st.invalidations);
+    metrics_family(sb, "ragd_cache_entries", "gauge", "Answers held by the semantic cache.");
+    strbuf_appendf(sb, "ragd_cache_entries %zu\n", st.entries);
+    metrics_family(sb, "ragd_cache_bytes", "gauge", "Bytes held by the semantic cache, as counted against RAGD_CACHE_MAX_BYTES.");
+    strbuf_appendf(sb, "ragd_cache_bytes %zu\n", st.bytes);
+}
+
 char *metrics_render(struct app *a, size_t *len)
 {
     strbuf sb;
@@ -258,6 +282,7 @@ char *metrics_render(struct app *a, size_t *len)
     strbuf_appendf(&sb, "ragd_ingested_chunks_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_chunks));
     metrics_family(&sb, "ragd_shed_total", "counter", "Requests shed with 503 overloaded.");
     strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
+    metrics_cache(&sb, a->cache);
     metrics_upstream(&sb, a);
     metrics_process(&sb);
     return strbuf_detach(&sb, len);

@@ -377,8 +377,10 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
         if (rc)
             goto out;
         /* The floor is calibrated for the builtin embedder (docs/internals/retrieval.md):
-         * collections embedded by a model (q->vector given) have none. */
-        if (!q->vector && fusion_nothing_relevant(n_kw, n_vec, n_vec ? vec_sims[0] : 0.0, fp->floor))
+         * collections embedded by a model have none. (Not q->vector: the caller may pass
+         * the builtin embedding too.) */
+        bool builtin = strcmp(coll->embed_model, EMBED_BUILTIN_NAME) == 0;
+        if (builtin && fusion_nothing_relevant(n_kw, n_vec, n_vec ? vec_sims[0] : 0.0, fp->floor))
             cand.n = 0;
     }
     n_final = fusion_diversify(cand.docs, cand.n, fp->max_per_doc, cap, picked);

@@ -1,0 +1,554 @@
+/* The query engine: the pipeline of a query across the loop and the workers. See engine.h
+ * and docs/internals/engine.md.
+ *
+ * A query's steps, and the thread each runs on:
+ *   start (loop)        generator place reserved (or shed at once), then →
+ *   lookup (worker)     the collection; an upstream-embedded one → embed, else → retrieve
+ *   embed (loop)        the query's embedding by the collection's backend → retrieve
+ *   retrieve (worker)   builtin embedding, retrieval and fusion, the extractive answer, the
+ *                       prompt → generate, or done
+ *   generate (loop)     the LLM's answer, token by token → done
+ *   done (loop)         on_done, then the query is freed
+ * Every hand-over goes through the worker pool or the loop queue, so one thread at a time
+ * touches a query, and no step runs inside the call of another module. */
+#include "rag/engine.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rag/embed_builtin.h"
+#include "rag/extractive.h"
+#include "rag/prompt.h"
+#include "upstream/llm.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/loopq.h"
+#include "util/strbuf.h"
+#include "util/utf8.h"
+#include "util/workpool.h"
+
+#define RAG_ANSWER_CAP ((size_t)256 * 1024) /* the LLM's answer: past it the stream stops */
+
+struct rag_engine {
+    rag_engine_config cfg;
+};
+
+struct rag_query_op {
+    rag_engine *e;
+    rag_request req;
+    rag_sink sink;
+    void *ctx;
+    loopq_item item; /* one hand-over to the loop at a time */
+    double t_start;
+    atomic_bool cancelled; /* rag_query_cancel: set on the loop, read by worker steps */
+    bool delivering;       /* on_done is running */
+
+    store_collection coll;
+    bool have_coll;
+    rag_method method;
+    llm_reservation reservation;
+
+    llm_task *embed_task;
+    float *vector;           /* the query's embedding (builtin or upstream), or NULL */
+    char embed_failure[460]; /* the upstream embedder failed: keyword only, degraded */
+
+    rag_result res;
+    bool have_res;
+    char *fallback; /* the extractive answer */
+    char *user;     /* the prompt */
+    char model[128];
+    const char *unavailable; /* the provider asked for is not configured */
+
+    llm_task *gen_task;
+    strbuf text; /* the LLM's answer so far */
+    bool tokens_sent;
+
+    /* the outcome */
+    rag_status status;
+    char message[512];
+    const char *provider;
+    const char *answer;
+    char degraded[1100];
+    char stream_error[600];
+    rag_timings t;
+};
+
+/* ---- the engine ---- */
+
+rag_engine *rag_engine_new(const rag_engine_config *cfg)
+{
+    rag_engine *e = calloc(1, sizeof *e);
+    if (e)
+        e->cfg = *cfg;
+    return e;
+}
+
+void rag_engine_free(rag_engine *e) { free(e); }
+
+bool rag_engine_llm_in_use(const rag_engine *e, const llm *l)
+{
+    return l != NULL && (e->cfg.llm_requested || llm_ever_reached(l));
+}
+
+const char *rag_status_name(rag_status s)
+{
+    switch (s) {
+    case RAG_OK: return "ok";
+    case RAG_E_NOT_FOUND: return "not_found";
+    case RAG_E_MISMATCH: return "mismatch";
+    case RAG_E_INVALID: return "invalid";
+    case RAG_E_OVERLOADED: return "overloaded";
+    case RAG_E_NOT_READY: return "not_ready";
+    case RAG_E_CANCELLED: return "cancelled";
+    case RAG_E_INTERNAL: break;
+    }
+    return "internal";
+}
+
+void rag_request_cleanup(rag_request *r)
+{
+    if (!r)
+        return;
+    free(r->values);
+    json_decref(r->hold);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the end of a query ---- */
+
+static void rag_op_free(rag_query_op *q)
+{
+    llm_unreserve(&q->reservation);
+    rag_request_cleanup(&q->req);
+    free(q->vector);
+    if (q->have_res)
+        rag_result_cleanup(&q->res);
+    free(q->fallback);
+    free(q->user);
+    strbuf_cleanup(&q->text);
+    free(q);
+}
+
+/* The done step (loop): on_done, then the query goes. */
+static void rag_op_deliver(void *arg)
+{
+    rag_query_op *q = arg;
+    q->delivering = true;
+    q->t.total = clock_now_ms() - q->t_start;
+    rag_outcome o = {
+        .status = q->status,
+        .message = q->message,
+        .coll = q->have_coll ? &q->coll : NULL,
+        .method = q->method,
+        .res = q->have_res ? &q->res : NULL,
+        .answer = q->answer,
+        .provider = q->provider,
+        .model = q->provider && strcmp(q->provider, "extractive") != 0 ? q->model : NULL,
+        .degraded_reason = q->degraded[0] ? q->degraded : NULL,
+        .stream_error = q->stream_error[0] ? q->stream_error : NULL,
+        .timings = q->t,
+    };
+    q->sink.on_done(&o, q->ctx);
+    rag_op_free(q);
+}
+
+/* Ends the query with status (and a message when it failed): on_done comes from the loop
+ * on its next turn. Any thread; once per query. */
+static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...)
+{
+    q->status = st;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(q->message, sizeof q->message, fmt, ap);
+        va_end(ap);
+        utf8_sanitize(q->message);
+    }
+    loopq_post(q->e->cfg.lq, &q->item, rag_op_deliver, q);
+}
+
+/* The degraded reason: the embedder's failure (keyword retrieval only), then `failure`
+ * (the generator's), either may be absent. */
+static void rag_op_degrade(rag_query_op *q, const char *failure)
+{
+    snprintf(q->degraded, sizeof q->degraded, "%s%s%s%s%s", q->embed_failure,
+             q->embed_failure[0] ? "; keyword retrieval only" : "", q->embed_failure[0] && failure ? "; " : "",
+             failure ? failure : "", failure ? "; answered extractively" : "");
+    utf8_sanitize(q->degraded);
+}
+
+/* The extractive answer is the answer. */
+static void rag_op_answer_extractive(rag_query_op *q, const char *failure)
+{
+    q->provider = "extractive";
+    q->answer = q->fallback;
+    if (failure || q->embed_failure[0])
+        rag_op_degrade(q, failure);
+    rag_op_finish(q, RAG_OK, NULL);
+}
+
+/* Hands the next step to a worker; when the pool refuses, the query ends. */
+static void rag_op_to_worker(rag_query_op *q, void (*fn)(void *arg), void (*dropped)(void *arg))
+{
+    ragd_err rc = workpool_submit(q->e->cfg.pool, fn, dropped, q);
+    if (rc == RAGD_OK)
+        return;
+    if (rc == RAGD_ECLOSED)
+        rag_op_finish(q, RAG_E_NOT_READY, "server is shutting down");
+    else
+        rag_op_finish(q, RAG_E_OVERLOADED, "server busy: %s", rc == RAGD_EBUSY ? "worker queue full" : "out of memory");
+}
+
+/* A queued worker step dropped at shutdown. */
+static void rag_op_dropped(void *arg)
+{
+    rag_op_finish(arg, RAG_E_NOT_READY, "server shut down before this request was processed");
+}
+
+/* ---- generate (loop) ---- */
+
+static int rag_on_text(const char *p, size_t n, void *arg)
+{
+    rag_query_op *q = arg;
+    if (atomic_load(&q->cancelled) || strbuf_append(&q->text, p, n) != RAGD_OK)
+        return 1; /* cancelled, or past the cap: stop, keep what came */
+    if (!q->sink.on_token)
+        return 0; /* nothing went out yet: a failure can still be answered extractively */
+    q->tokens_sent = true;
+    return q->sink.on_token(p, n, q->ctx);
+}
+
+static void rag_on_generated(llm_status st, const char *message, const llm_chat_stats *stats, void *arg)
+{
+    (void)stats;
+    rag_query_op *q = arg;
+    rag_engine *e = q->e;
+    q->gen_task = NULL;
+    q->t.generate = clock_now_ms() - q->t.generate;
+    if (st == LLM_CANCELLED && atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    if (st == LLM_OK && q->text.len > 0) {
+        q->provider = e->cfg.generator_name;
+        q->answer = q->text.data;
+        if (q->embed_failure[0])
+            rag_op_degrade(q, NULL);
+        rag_op_finish(q, RAG_OK, NULL);
+        return;
+    }
+    if (st == LLM_OVERLOADED && !q->tokens_sent) {
+        /* Backpressure, not an outage: shed the query (503 + Retry-After) rather than
+         * answer degraded, so clients slow down instead of piling up. */
+        rag_op_finish(q, RAG_E_OVERLOADED, "generator %s is overloaded: %s", e->cfg.generator_name,
+                      message && *message ? message : "queue full");
+        return;
+    }
+    char failure[500];
+    if (st == LLM_CANCELLED) /* llm_cancel_all: shutdown */
+        snprintf(failure, sizeof failure, "server is shutting down");
+    else
+        snprintf(failure, sizeof failure, "generator %s %s: %s", e->cfg.generator_name,
+                 st == LLM_OK ? "returned an empty answer" : llm_status_name(st), message && *message ? message : "no detail");
+    utf8_sanitize(failure);
+    if (q->tokens_sent) { /* what went out cannot be taken back: the answer so far, and why it stopped */
+        snprintf(q->stream_error, sizeof q->stream_error, "%s", failure);
+        q->provider = e->cfg.generator_name;
+        q->answer = q->text.data;
+        rag_op_finish(q, RAG_OK, NULL);
+        return;
+    }
+    rag_op_answer_extractive(q, failure);
+}
+
+static void rag_step_generate(void *arg)
+{
+    rag_query_op *q = arg;
+    rag_engine *e = q->e;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    if (!rag_engine_llm_in_use(e, e->cfg.generator)) {
+        rag_op_answer_extractive(q, NULL); /* no LLM in use: the embedded parts answer, as intended */
+        return;
+    }
+    if (q->sink.on_sources) {
+        rag_outcome o = {.status = RAG_OK, .coll = &q->coll, .method = q->method, .res = &q->res,
+                         .provider = e->cfg.generator_name, .model = q->model};
+        q->sink.on_sources(&o, q->ctx);
+    }
+    q->t.generate = clock_now_ms();
+    llm_chat_handlers h = {.on_text = rag_on_text, .on_done = rag_on_generated, .arg = q};
+    q->gen_task = llm_chat(e->cfg.generator, q->model, rag_prompt_system, q->user, q->req.options,
+                           clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation);
+    if (!q->gen_task) /* no callback will come: shutting down, or no memory */
+        rag_op_answer_extractive(q, "generator call could not start");
+}
+
+/* ---- retrieve (worker) ---- */
+
+/* The generator the request's provider asks for, or NULL for extractive; q->unavailable
+ * says when the client asked for an LLM that is not configured. */
+static llm *rag_op_generator(rag_query_op *q)
+{
+    const rag_engine_config *c = &q->e->cfg;
+    switch (q->req.provider) {
+    case RAG_PROVIDER_EXTRACTIVE: return NULL;
+    case RAG_PROVIDER_AUTO: return c->generator;
+    case RAG_PROVIDER_OLLAMA:
+    case RAG_PROVIDER_OPENAI: break;
+    }
+    const char *want = q->req.provider == RAG_PROVIDER_OPENAI ? "openai" : "ollama";
+    if (c->generator && strcmp(c->generator_name, want) == 0)
+        return c->generator;
+    q->unavailable = q->req.provider == RAG_PROVIDER_OPENAI
+                         ? "generator 'openai' is not configured; answered extractively"
+                         : "generator 'ollama' is not configured; answered extractively";
+    return NULL;
+}
+
+/* The extractive answer from the passages (or the "no relevant passages" text). */
+static char *rag_op_extractive(const rag_query_op *q)
+{
+    if (q->res.n == 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "No relevant passages were found in collection '%s'.", q->coll.name);
+        return strdup(msg);
+    }
+    extract_passage *ps = calloc(q->res.n, sizeof *ps);
+    if (!ps)
+        return NULL;
+    for (size_t i = 0; i < q->res.n; i++) {
+        ps[i].text = q->res.hits[i].row.text;
+        ps[i].len = strlen(q->res.hits[i].row.text);
+    }
+    extract_params params = {.max_sentences = 3, .max_chars = 800};
+    char *answer = NULL;
+    if (extractive_answer(q->req.text, q->req.len, ps, q->res.n, &params, &answer) != RAGD_OK)
+        answer = NULL;
+    free(ps);
+    return answer;
+}
+
+static void rag_step_retrieve(void *arg)
+{
+    rag_query_op *q = arg;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    /* the builtin embedding of the query, for a builtin collection */
+    if (q->method != RAG_KEYWORD && !q->vector) {
+        if (q->coll.dim != EMBED_BUILTIN_DIM || strcmp(q->coll.embed_model, EMBED_BUILTIN_NAME) != 0) {
+            rag_op_finish(q, RAG_E_MISMATCH, "collection '%s' was embedded with '%s' (dim %d); this server embeds with '%s'",
+                          q->coll.name, q->coll.embed_model, q->coll.dim, EMBED_BUILTIN_NAME);
+            return;
+        }
+        double t0 = clock_now_ms();
+        q->vector = malloc(EMBED_BUILTIN_DIM * sizeof *q->vector);
+        if (!q->vector || embed_builtin(q->req.text, q->req.len, q->vector) != RAGD_OK) {
+            rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while embedding the query");
+            return;
+        }
+        q->t.embed = clock_now_ms() - t0;
+    }
+    store_reader *r = store_reader_acquire(q->e->cfg.st);
+    if (!r) {
+        rag_op_finish(q, RAG_E_NOT_READY, "store is closing");
+        return;
+    }
+    rag_query rq = {.text = q->req.text, .len = q->req.len, .k = q->req.k, .method = q->method,
+                    .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
+                    .fusion = q->e->cfg.fusion};
+    char err[256] = "";
+    ragd_err rc = rag_retrieve(q->e->cfg.index, r, &q->coll, &rq, &q->res, err, sizeof err);
+    store_reader_release(r);
+    if (rc) {
+        if (rc == RAGD_ECONFLICT)
+            rag_op_finish(q, RAG_E_MISMATCH, "%s", err);
+        else if (rc == RAGD_ENOMEM)
+            rag_op_finish(q, RAG_E_OVERLOADED, "retrieval failed: out of memory");
+        else
+            rag_op_finish(q, RAG_E_INTERNAL, "retrieval failed: %s", err[0] ? err : ragd_strerror(rc));
+        return;
+    }
+    q->have_res = true;
+    q->t.retrieve = q->res.retrieve_ms;
+    if (!q->req.generate) {
+        if (q->embed_failure[0])
+            rag_op_degrade(q, NULL);
+        rag_op_finish(q, RAG_OK, NULL);
+        return;
+    }
+    q->fallback = rag_op_extractive(q);
+    if (!q->fallback) { /* no answer to give, not even the degraded one */
+        rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while writing the answer");
+        return;
+    }
+    llm *gen = rag_op_generator(q);
+    if (!gen || q->res.n == 0) { /* nothing to generate from, or no LLM asked for */
+        if (q->unavailable) {
+            q->provider = "extractive";
+            q->answer = q->fallback;
+            snprintf(q->degraded, sizeof q->degraded, "%s", q->unavailable);
+            rag_op_finish(q, RAG_OK, NULL);
+            return;
+        }
+        rag_op_answer_extractive(q, NULL);
+        return;
+    }
+    q->user = rag_prompt_user(&q->res, q->req.text);
+    if (!q->user) { /* not a reason to answer without the LLM */
+        rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while writing the prompt");
+        return;
+    }
+    loopq_post(q->e->cfg.lq, &q->item, rag_step_generate, q);
+}
+
+/* ---- embed (loop) ---- */
+
+/* The upstream embedding is over: vector (dim floats), or a failure; retrieval goes on on a
+ * worker, keyword-only when the embedder failed (the degraded mode of docs/api.md). */
+static void rag_op_embedded(rag_query_op *q, const float *v, size_t dim, const char *failure)
+{
+    if (v && dim == (size_t)q->coll.dim) {
+        q->vector = malloc(dim * sizeof *v);
+        if (q->vector)
+            memcpy(q->vector, v, dim * sizeof *v);
+    }
+    if (!q->vector) {
+        snprintf(q->embed_failure, sizeof q->embed_failure, "embedder %s %s", q->e->cfg.embedder_name,
+                 failure ? failure : "ran out of memory");
+        utf8_sanitize(q->embed_failure);
+        q->method = RAG_KEYWORD;
+    }
+    rag_op_to_worker(q, rag_step_retrieve, rag_op_dropped);
+}
+
+static void rag_on_embedded(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    rag_query_op *q = arg;
+    q->embed_task = NULL;
+    q->t.embed = clock_now_ms() - q->t.embed;
+    if (st == LLM_CANCELLED && atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    char failure[400];
+    if (st == LLM_CANCELLED) /* shutdown: still answered, from keyword retrieval */
+        snprintf(failure, sizeof failure, "cancelled: server is shutting down");
+    else if (st == LLM_OK && dim != (size_t)q->coll.dim)
+        snprintf(failure, sizeof failure, "returned vectors of dimension %zu, the collection has %d", dim, q->coll.dim);
+    else
+        snprintf(failure, sizeof failure, "%s: %s", llm_status_name(st), message && *message ? message : "no detail");
+    rag_op_embedded(q, st == LLM_OK ? v : NULL, dim, failure);
+}
+
+static void rag_step_embed(void *arg)
+{
+    rag_query_op *q = arg;
+    rag_engine *e = q->e;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    const char *text = q->req.text;
+    size_t len = q->req.len;
+    q->t.embed = clock_now_ms();
+    q->embed_task = llm_embed(e->cfg.embedder, q->coll.embed_model, &text, &len, 1,
+                              clock_now_ms() + e->cfg.embed_timeout_ms, rag_on_embedded, q);
+    if (!q->embed_task) /* no callback will come */
+        rag_op_embedded(q, NULL, 0, "unavailable: the call could not start");
+}
+
+/* ---- lookup (worker) ---- */
+
+static void rag_step_lookup(void *arg)
+{
+    rag_query_op *q = arg;
+    rag_engine *e = q->e;
+    store_reader *r = store_reader_acquire(e->cfg.st);
+    if (!r) {
+        rag_op_finish(q, RAG_E_NOT_READY, "store is closing");
+        return;
+    }
+    ragd_err rc = store_collection_get(r, q->req.db, &q->coll);
+    store_reader_release(r);
+    if (rc == RAGD_ENOTFOUND) {
+        rag_op_finish(q, RAG_E_NOT_FOUND, "collection '%s' does not exist", q->req.db);
+        return;
+    }
+    if (rc) {
+        rag_op_finish(q, rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INTERNAL, "reading collection '%s' failed: %s",
+                      q->req.db, ragd_strerror(rc));
+        return;
+    }
+    q->have_coll = true;
+    bool upstream = strcmp(q->coll.embed_model, EMBED_BUILTIN_NAME) != 0;
+    if (upstream && q->method != RAG_KEYWORD) {
+        if (!e->cfg.embedder) {
+            rag_op_finish(q, RAG_E_MISMATCH,
+                          "collection '%s' was embedded with '%s' (dim %d); no upstream embedder is configured",
+                          q->coll.name, q->coll.embed_model, q->coll.dim);
+            return;
+        }
+        loopq_post(e->cfg.lq, &q->item, rag_step_embed, q);
+        return;
+    }
+    rag_step_retrieve(q);
+}
+
+/* ---- start and cancel (loop) ---- */
+
+rag_status rag_query_start(rag_engine *e, rag_request *req, const rag_sink *sink, void *ctx, rag_query_op **out)
+{
+    *out = NULL;
+    rag_query_op *q = calloc(1, sizeof *q);
+    if (!q) {
+        rag_request_cleanup(req);
+        return RAG_E_OVERLOADED;
+    }
+    q->e = e;
+    q->req = *req;
+    memset(req, 0, sizeof *req);
+    if (q->req.filter.n_terms)
+        q->req.filter.terms = q->req.terms; /* the copy's own array */
+    q->sink = *sink;
+    q->ctx = ctx;
+    q->t_start = clock_now_ms();
+    q->method = q->req.method;
+    strbuf_init(&q->text, RAG_ANSWER_CAP);
+    snprintf(q->model, sizeof q->model, "%s", q->req.model ? q->req.model : e->cfg.llm_model);
+    /* Shedding on arrival, before any worker time: a query that will ask the generator
+     * takes a place toward its model, or is refused when every slot and queue place is
+     * taken. The place is held until the generation has its own. */
+    if (q->req.generate && rag_op_generator(q) && rag_engine_llm_in_use(e, e->cfg.generator) &&
+        llm_reserve(e->cfg.generator, q->model, &q->reservation) != LLM_OK) {
+        rag_op_free(q);
+        return RAG_E_OVERLOADED;
+    }
+    q->unavailable = NULL; /* rag_op_generator runs again on the worker */
+    ragd_err rc = workpool_submit(e->cfg.pool, rag_step_lookup, rag_op_dropped, q);
+    if (rc != RAGD_OK) {
+        rag_op_free(q);
+        return rc == RAGD_ECLOSED ? RAG_E_NOT_READY : RAG_E_OVERLOADED;
+    }
+    *out = q;
+    return RAG_OK;
+}
+
+void rag_query_cancel(rag_query_op *q)
+{
+    if (!q || q->delivering || atomic_load(&q->cancelled))
+        return;
+    atomic_store(&q->cancelled, true);
+    /* an upstream task in flight ends with its CANCELLED callback, which ends the query;
+     * a worker step sees the flag at its next hand-over */
+    llm_task_cancel(q->gen_task);
+    llm_task_cancel(q->embed_task);
+}

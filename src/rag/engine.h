@@ -1,0 +1,135 @@
+#ifndef RAGD_RAG_ENGINE_H
+#define RAGD_RAG_ENGINE_H
+
+/* The query engine (docs/internals/engine.md): one asynchronous pipeline — collection
+ * lookup → query embedding → retrieval and fusion → (rerank, later) → prompt → generation,
+ * with the extractive answer as the fallback — that knows nothing of HTTP. /api/query and
+ * /api/retrieve are adapters that parse a request into a rag_request and render the
+ * events; the Ollama- and OpenAI-compatible routes will be two more.
+ *
+ * Threads and callbacks (docs/internals/callbacks.md): rag_query_start, rag_query_cancel and
+ * every sink callback run on the loop thread. on_done runs exactly once per started query,
+ * on a later loop turn than any engine call — never inside rag_query_start or
+ * rag_query_cancel. The query is freed right after on_done returns; its handle must not be
+ * used after that. Whatever the sink's ctx points at must live until on_done. */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "rag/retrieve.h"
+#include "store/store.h"
+#include "util/err.h"
+
+struct event_base;
+typedef struct loopq loopq;
+typedef struct workpool workpool;
+typedef struct llm llm;
+typedef struct rag_engine rag_engine;
+typedef struct rag_query_op rag_query_op;
+
+typedef enum { RAG_PROVIDER_AUTO = 0, RAG_PROVIDER_EXTRACTIVE, RAG_PROVIDER_OLLAMA, RAG_PROVIDER_OPENAI } rag_provider;
+
+/* What the engine needs, wired by the server. Borrowed: all must outlive the engine. */
+typedef struct {
+    store *st;
+    rag_index *index;
+    workpool *pool;
+    loopq *lq;
+    llm *generator;             /* NULL: extractive answers only */
+    const char *generator_name; /* "ollama", "openai" or "extractive" */
+    llm *embedder;              /* NULL: no upstream-embedded collections */
+    const char *embedder_name;
+    bool llm_requested;         /* the user configured an LLM (config_llm_requested) */
+    const char *llm_model;      /* LLM_MODEL: the default generation model */
+    double generate_timeout_ms;
+    double embed_timeout_ms;
+    const fusion_params *fusion; /* hybrid fusion, per-document cap, relevance floor; NULL = defaults */
+} rag_engine_config;
+
+rag_engine *rag_engine_new(const rag_engine_config *cfg);
+void rag_engine_free(rag_engine *e); /* NULL ok; no query may be running */
+
+/* Whether the engine uses the LLM backend l now: the user asked for an LLM, or something
+ * answered there since start-up (llm_ever_reached). Until then the defaults run on the
+ * embedded parts as intended, and an absent backend is no failure. Loop thread. */
+bool rag_engine_llm_in_use(const rag_engine *e, const llm *l);
+
+/* ---- a query ---- */
+
+/* A query's inputs. The strings and the filter's values point into `hold` (a JSON value the
+ * request keeps a reference on) or are owned by the request: the request is taken by
+ * rag_query_start and freed by the engine (rag_request_cleanup), whatever happens. */
+typedef struct {
+    json_t *hold;        /* one reference, released by rag_request_cleanup; may be NULL */
+    const char *db;      /* collection name */
+    const char *text;    /* the question */
+    size_t len;
+    size_t k;
+    rag_method method;
+    store_filter filter; /* terms points at `terms`, values into `values` */
+    store_filter_term terms[STORE_FILTER_MAX_TERMS];
+    store_value *values; /* malloc'd, all terms' values */
+    bool generate;       /* /api/query: an answer; false: only the passages */
+    rag_provider provider;
+    const char *model;   /* the generation model, NULL for the default */
+    json_t *options;     /* passed to the LLM (borrowed from hold), or NULL */
+} rag_request;
+
+void rag_request_cleanup(rag_request *r);
+
+typedef enum {
+    RAG_OK = 0,
+    RAG_E_NOT_FOUND,  /* no such collection */
+    RAG_E_MISMATCH,   /* the collection's embedder is not available here */
+    RAG_E_INVALID,    /* the store refused the request (a filter it cannot run) */
+    RAG_E_OVERLOADED, /* shed: a queue is full or memory ran out; retry later */
+    RAG_E_NOT_READY,  /* the server is shutting down */
+    RAG_E_CANCELLED,  /* rag_query_cancel */
+    RAG_E_INTERNAL,   /* a bug or an I/O error */
+} rag_status;
+const char *rag_status_name(rag_status s);
+
+typedef struct {
+    double embed, retrieve, rerank, generate, total;
+} rag_timings;
+
+/* What a query came to. Valid during the callback that receives it. */
+typedef struct {
+    rag_status status;
+    const char *message;         /* why, when status != RAG_OK */
+    const store_collection *coll; /* the collection (NULL before it was looked up) */
+    rag_method method;           /* the method actually used (keyword when the embedder failed) */
+    const rag_result *res;       /* the passages, best first (NULL before retrieval) */
+    const char *answer;          /* generate: the answer; NULL for retrieve */
+    const char *provider;        /* who answered: "ollama", "openai", "extractive" */
+    const char *model;           /* the LLM's model, NULL for extractive */
+    const char *degraded_reason; /* NULL unless the answer or the retrieval is degraded */
+    const char *stream_error;    /* the LLM failed after tokens went out through on_token */
+    bool cached;
+    rag_timings timings;
+} rag_outcome;
+
+typedef struct {
+    /* The passages are known and an LLM is about to answer (generate only, and only when
+     * an LLM is asked): an adapter that streams can prepare (or wait for the first token,
+     * so that a query shed by the LLM can still be answered 503). Optional. */
+    void (*on_sources)(const rag_outcome *o, void *ctx);
+    /* A piece of the LLM's answer; return non-zero to stop generating (the answer so far
+     * is then the answer). Optional. */
+    int (*on_token)(const char *p, size_t n, void *ctx);
+    /* Exactly once. */
+    void (*on_done)(const rag_outcome *o, void *ctx);
+} rag_sink;
+
+/* Starts a query. RAG_OK: *out is the running query, on_done will be called. Any other
+ * status (RAG_E_OVERLOADED: the generator is saturated, shed on arrival; RAG_E_NOT_READY:
+ * shutting down): nothing started and no callback will come. req is taken either way.
+ * Loop thread. */
+rag_status rag_query_start(rag_engine *e, rag_request *req, const rag_sink *sink, void *ctx, rag_query_op **out);
+
+/* Stops a query: no on_sources or on_token after this; on_done comes on a later loop turn
+ * with RAG_E_CANCELLED, or with the result when the query had already finished. Loop
+ * thread; a no-op once on_done began. */
+void rag_query_cancel(rag_query_op *q);
+
+#endif

@@ -1,0 +1,444 @@
+/* The query engine (rag/engine.h) apart from HTTP: a real store on a temp file, the
+ * in-memory index, a worker pool and the loop, and — for generation — the fake Ollama in its
+ * own process. Checks the contract: on_done exactly once and never inside start or cancel,
+ * sources before the first token, the extractive fallback, cancellation, shedding on
+ * arrival. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rag/embed_builtin.h"
+#include "rag/engine.h"
+#include "upstream/client.h"
+#include "upstream/llm.h"
+#include "util/clock.h"
+#include "util/hash.h"
+#include "util/loopq.h"
+#include "util/strbuf.h"
+#include "util/workpool.h"
+
+/* ---- the fake Ollama (as in test_llm.c) ---- */
+
+static pid_t fake_pid;
+static char fake_url[64], fake_admin[64];
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+    strbuf_append(arg, p, size * n);
+    return size * n;
+}
+
+static void admin(const char *path, const char *body)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s%s", fake_admin, path);
+    strbuf sb;
+    strbuf_init(&sb, 1 << 20);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sb);
+    if (body)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    strbuf_cleanup(&sb);
+}
+
+/* ---- the world: loop, store, index, pool, engine ---- */
+
+typedef struct {
+    struct event_base *base;
+    loopq *lq;
+    workpool *pool;
+    store *st;
+    rag_index *index;
+    upstream_client *client;
+    llm *gen;
+    rag_engine *engine;
+    char dir[64];
+} world;
+
+static void world_new(world *w, bool with_llm, int max_concurrent, int max_queue)
+{
+    memset(w, 0, sizeof *w);
+    w->base = event_base_new();
+    w->lq = loopq_new(w->base);
+    w->pool = workpool_new(2, 64);
+    snprintf(w->dir, sizeof w->dir, "/tmp/ragd-engine-XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/ragd.db", w->dir);
+    store_options so = {.path = path, .read_conns = 2, .max_queue = 16, .max_group = 8};
+    char err[256];
+    assert_int_equal(store_open(&so, &w->st, err, sizeof err), RAGD_OK);
+    w->index = rag_index_new();
+    store_set_commit_hook(w->st, rag_index_on_commit, w->index);
+    if (with_llm) {
+        w->client = upstream_client_new(w->base, NULL);
+        llm_config lc;
+        llm_config_default(&lc);
+        const char *urls[] = {fake_url};
+        lc.urls = urls;
+        lc.n_urls = 1;
+        lc.bulkhead.max_concurrent = max_concurrent;
+        lc.bulkhead.max_queue = max_queue;
+        lc.retry.max_attempts = 1;
+        assert_int_equal(llm_new(w->base, w->client, &lc, upstream_clock_system(), upstream_rand_system(), &w->gen, err,
+                                 sizeof err),
+                         RAGD_OK);
+    }
+    rag_engine_config ec = {.st = w->st,
+                            .index = w->index,
+                            .pool = w->pool,
+                            .lq = w->lq,
+                            .generator = w->gen,
+                            .generator_name = w->gen ? "ollama" : "extractive",
+                            .embedder_name = "builtin",
+                            .llm_requested = with_llm,
+                            .llm_model = "llama3.2",
+                            .generate_timeout_ms = 10000,
+                            .embed_timeout_ms = 10000};
+    w->engine = rag_engine_new(&ec);
+    assert_non_null(w->engine);
+}
+
+static void world_free(world *w)
+{
+    workpool_free(w->pool);
+    loopq_drain(w->lq);
+    rag_engine_free(w->engine);
+    llm_free(w->gen);
+    upstream_client_free(w->client);
+    store_close(w->st);
+    rag_index_free(w->index);
+    loopq_free(w->lq);
+    event_base_free(w->base);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", w->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* One document per text, one chunk each, builtin embeddings, into collection db. */
+static pthread_mutex_t done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
+static bool write_done;
+
+static void on_write(store_write *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    pthread_mutex_lock(&done_mu);
+    write_done = true;
+    pthread_cond_broadcast(&done_cv);
+    pthread_mutex_unlock(&done_mu);
+}
+
+static void ingest(world *w, const char *db, const char *const *texts, size_t n)
+{
+    store_write wr = {.kind = STORE_W_INGEST, .dim = EMBED_BUILTIN_DIM, .chunk_size = 1000, .chunk_overlap = 0,
+                      .done = on_write};
+    snprintf(wr.collection, sizeof wr.collection, "%s", db);
+    snprintf(wr.embed_model, sizeof wr.embed_model, "%s", EMBED_BUILTIN_NAME);
+    store_doc *docs = calloc(n, sizeof *docs);
+    int64_t *starts = calloc(n, sizeof *starts), *ends = calloc(n, sizeof *ends);
+    float *vecs = calloc(n * EMBED_BUILTIN_DIM, sizeof *vecs);
+    char (*ids)[16] = calloc(n, sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "doc%zu", i);
+        docs[i].doc_id = ids[i];
+        docs[i].text = (char *)texts[i];
+        docs[i].text_len = strlen(texts[i]);
+        hash_sha256_hex(texts[i], docs[i].text_len, docs[i].content_hash);
+        starts[i] = 0;
+        ends[i] = (int64_t)docs[i].text_len;
+        docs[i].n_chunks = 1;
+        docs[i].chunk_starts = &starts[i];
+        docs[i].chunk_ends = &ends[i];
+        assert_int_equal(embed_builtin(texts[i], docs[i].text_len, vecs + i * EMBED_BUILTIN_DIM), RAGD_OK);
+        docs[i].vectors = vecs + i * EMBED_BUILTIN_DIM;
+    }
+    wr.docs = docs;
+    wr.n_docs = n;
+    write_done = false;
+    assert_int_equal(store_submit(w->st, &wr), RAGD_OK);
+    pthread_mutex_lock(&done_mu);
+    while (!write_done)
+        pthread_cond_wait(&done_cv, &done_mu);
+    pthread_mutex_unlock(&done_mu);
+    assert_int_equal(wr.status, RAGD_OK);
+    free(docs);
+    free(starts);
+    free(ends);
+    free(vecs);
+    free(ids);
+}
+
+static const char *const TEXTS[] = {
+    "Krakatoa is a volcanic island in the Sunda Strait. It erupted in 1883 with a very loud sound.",
+    "Tides are caused by the gravity of the Moon and the Sun acting on the oceans.",
+    "A checkpoint moves pages from the WAL file back into the SQLite database file.",
+};
+
+/* ---- a sink that records ---- */
+
+typedef struct {
+    world *w;
+    int inside; /* set while an engine call runs: no callback may come then */
+    int sources, tokens, done;
+    bool sources_before_token;
+    rag_status status;
+    char provider[32];
+    char answer[4096];
+    char degraded[600];
+    size_t hits;
+    rag_query_op *op;
+    bool cancel_at_first_token;
+} rec;
+
+static void rec_sources(const rag_outcome *o, void *ctx)
+{
+    rec *r = ctx;
+    assert_int_equal(r->inside, 0);
+    assert_non_null(o->res);
+    r->sources++;
+}
+
+static int rec_token(const char *p, size_t n, void *ctx)
+{
+    rec *r = ctx;
+    assert_int_equal(r->inside, 0);
+    if (r->tokens++ == 0)
+        r->sources_before_token = r->sources == 1;
+    if (r->cancel_at_first_token && r->tokens == 1)
+        rag_query_cancel(r->op); /* from inside the engine's own callback */
+    (void)p;
+    (void)n;
+    return 0;
+}
+
+static void rec_done(const rag_outcome *o, void *ctx)
+{
+    rec *r = ctx;
+    assert_int_equal(r->inside, 0);
+    r->done++;
+    r->status = o->status;
+    snprintf(r->provider, sizeof r->provider, "%s", o->provider ? o->provider : "");
+    snprintf(r->answer, sizeof r->answer, "%s", o->answer ? o->answer : "");
+    snprintf(r->degraded, sizeof r->degraded, "%s", o->degraded_reason ? o->degraded_reason : "");
+    r->hits = o->res ? o->res->n : 0;
+    event_base_loopbreak(r->w->base);
+}
+
+static const rag_sink SINK = {.on_sources = rec_sources, .on_token = rec_token, .on_done = rec_done};
+
+static rag_request req_of(const char *db, const char *text, bool generate)
+{
+    rag_request q = {.db = db, .text = text, .len = strlen(text), .k = 3, .method = RAG_HYBRID, .generate = generate};
+    return q;
+}
+
+static rag_status start(world *w, rec *r, rag_request *q)
+{
+    r->w = w;
+    r->inside = 1;
+    rag_status st = rag_query_start(w->engine, q, &SINK, r, &r->op);
+    r->inside = 0;
+    return st;
+}
+
+static void run_until_done(world *w, rec *r)
+{
+    while (r->done == 0)
+        event_base_loop(w->base, EVLOOP_ONCE);
+}
+
+/* ---- tests ---- */
+
+static void test_retrieve_and_errors(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, false, 1, 0);
+    ingest(&w, "notes", TEXTS, 3);
+    rec r = {0};
+    rag_request q = req_of("notes", "When did Krakatoa erupt?", false);
+    assert_int_equal(start(&w, &r, &q), RAG_OK);
+    assert_int_equal(r.done, 0); /* never inside start */
+    run_until_done(&w, &r);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.hits >= 1);
+    assert_int_equal(r.sources, 0); /* retrieve: no generation, no sources event */
+
+    rec nf = {0};
+    q = req_of("nope", "anything", true);
+    assert_int_equal(start(&w, &nf, &q), RAG_OK);
+    run_until_done(&w, &nf);
+    assert_int_equal(nf.status, RAG_E_NOT_FOUND);
+
+    /* no LLM: the extractive answer, not degraded */
+    rec ex = {0};
+    q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &ex, &q), RAG_OK);
+    run_until_done(&w, &ex);
+    assert_int_equal(ex.status, RAG_OK);
+    assert_string_equal(ex.provider, "extractive");
+    assert_non_null(strstr(ex.answer, "Krakatoa"));
+    assert_string_equal(ex.degraded, "");
+    world_free(&w);
+}
+
+static void test_generation_streams_and_falls_back(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    ingest(&w, "notes", TEXTS, 3);
+    admin("/__admin/reset", "{}");
+    rec r = {0};
+    rag_request q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &r, &q), RAG_OK);
+    run_until_done(&w, &r);
+    assert_int_equal(r.status, RAG_OK);
+    assert_string_equal(r.provider, "ollama");
+    assert_true(r.tokens > 0);
+    assert_int_equal(r.sources, 1);
+    assert_true(r.sources_before_token);
+    assert_true(strlen(r.answer) > 0);
+
+    /* the backend fails before any token: extractive, degraded, with the reason */
+    admin("/__admin/config", "{\"fault\": \"error500\"}");
+    rec f = {0};
+    q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &f, &q), RAG_OK);
+    run_until_done(&w, &f);
+    assert_int_equal(f.status, RAG_OK);
+    assert_string_equal(f.provider, "extractive");
+    assert_non_null(strstr(f.degraded, "answered extractively"));
+    assert_int_equal(f.tokens, 0);
+    admin("/__admin/reset", "{}");
+    world_free(&w);
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    ingest(&w, "notes", TEXTS, 3);
+    admin("/__admin/reset", "{}");
+    /* cancelled from inside its own first token */
+    rec r = {.cancel_at_first_token = true};
+    rag_request q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &r, &q), RAG_OK);
+    run_until_done(&w, &r);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.status, RAG_E_CANCELLED);
+    assert_int_equal(r.tokens, 1); /* no token after the cancel */
+
+    /* cancelled while the backend keeps it waiting: one CANCELLED, later, not inside cancel */
+    admin("/__admin/config", "{\"latency_ms\": 3000}");
+    rec s = {0};
+    q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &s, &q), RAG_OK);
+    double t0 = clock_now_ms();
+    while (s.sources == 0) /* until the generation began */
+        event_base_loop(w.base, EVLOOP_ONCE);
+    s.inside = 1;
+    rag_query_cancel(s.op);
+    rag_query_cancel(s.op); /* twice: a no-op */
+    s.inside = 0;
+    assert_int_equal(s.done, 0);
+    run_until_done(&w, &s);
+    assert_int_equal(s.done, 1);
+    assert_int_equal(s.status, RAG_E_CANCELLED);
+    assert_true(clock_now_ms() - t0 < 2500); /* it did not wait for the backend */
+    admin("/__admin/reset", "{}");
+    world_free(&w);
+}
+
+static void test_shed_on_arrival(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 1, 0); /* one slot, no queue */
+    ingest(&w, "notes", TEXTS, 3);
+    admin("/__admin/config", "{\"latency_ms\": 500}");
+    rec a = {0}, b = {0}, c = {0};
+    rag_request q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &a, &q), RAG_OK); /* takes the only place on arrival */
+    q = req_of("notes", "When did Krakatoa erupt?", true);
+    assert_int_equal(start(&w, &b, &q), RAG_E_OVERLOADED); /* shed at once, no callback */
+    q = req_of("notes", "When did Krakatoa erupt?", true);
+    q.provider = RAG_PROVIDER_EXTRACTIVE; /* needs no generator place */
+    assert_int_equal(start(&w, &c, &q), RAG_OK);
+    run_until_done(&w, &a);
+    run_until_done(&w, &c);
+    assert_int_equal(b.done, 0);
+    assert_int_equal(a.status, RAG_OK);
+    assert_string_equal(a.provider, "ollama");
+    assert_string_equal(c.provider, "extractive");
+    admin("/__admin/reset", "{}");
+    world_free(&w);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    evthread_use_pthreads();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    fake_pid = fork();
+    if (fake_pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execlp("python3", "python3", "tools/fake_ollama/fake_ollama.py", "--port", "0", "--admin-port", "0",
+               (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *in = fdopen(fds[0], "r");
+    char line[256] = "";
+    if (!in || !fgets(line, sizeof line, in))
+        return -1;
+    fclose(in);
+    return sscanf(line, "fake_ollama listening on %63s admin %63s", fake_url, fake_admin) == 2 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (fake_pid > 0) {
+        kill(fake_pid, SIGTERM);
+        waitpid(fake_pid, NULL, 0);
+    }
+    curl_global_cleanup();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_retrieve_and_errors),
+        cmocka_unit_test(test_generation_streams_and_falls_back),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_shed_on_arrival),
+    };
+    return cmocka_run_group_tests_name("engine", tests, group_setup, group_teardown);
+}
