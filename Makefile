@@ -21,7 +21,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
 
-.PHONY: all deps test unit e2e chaos soak asan tsan run bench fuzz fuzz-build clean help
+.PHONY: all deps test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make tsan     the whole suite under ThreadSanitizer"
 	@echo "make torture  fail every allocation of the ingest and query paths, one by one (docs/testing.md)"
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
+	@echo "make eval     retrieval quality on the pydoc pages of the standard library (EVAL_ARGS=\"--env RAGD_FUSION=rrf\")"
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 
@@ -102,6 +103,12 @@ bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000
+
+# Retrieval quality (bench/eval/eval_retrieval.py, results in BENCHMARKS.md): recall@5 and
+# MRR@10 of vector, keyword and hybrid retrieval against a plain FTS5 BM25 baseline, on
+# hand-written questions over the pydoc pages of ~170 standard library modules.
+eval: $(BIN)
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/eval/eval_retrieval.py $(EVAL_ARGS)
 
 # ThreadSanitizer: the whole suite on a TSan build (the server's threads and the
 # resilience modules' races included).

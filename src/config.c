@@ -45,6 +45,67 @@ static int parse_seconds(const char *name, const char *v, double min, double max
     return 0;
 }
 
+static int parse_number(const char *name, const char *v, double min, double max, double *out, char *err,
+                        size_t errlen)
+{
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= min && d <= max)) {
+        snprintf(err, errlen, "%s: '%s' is not a number from %g to %g", name, v, min, max);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+/* RAGD_FUSION_WEIGHTS: "keyword:W,vector:W" in either order; a list left out weighs 0;
+ * weights from 0 to 1000, not both 0 (only their ratio matters). */
+static int config_parse_weights(ragd_config *c, const char *v, char *err, size_t errlen)
+{
+    double w[2] = {0.0, 0.0}; /* keyword, vector */
+    bool seen[2] = {false, false};
+    const char *p = v;
+    while (*p) {
+        const char *colon = strchr(p, ':');
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (!colon || (comma && colon > comma))
+            goto bad;
+        size_t namelen = (size_t)(colon - p);
+        int which = namelen == 7 && strncmp(p, "keyword", 7) == 0  ? 0
+                    : namelen == 6 && strncmp(p, "vector", 6) == 0 ? 1
+                                                                   : -1;
+        char num[64];
+        size_t numlen = len - namelen - 1;
+        if (which < 0 || seen[which] || numlen == 0 || numlen >= sizeof num)
+            goto bad;
+        memcpy(num, colon + 1, numlen);
+        num[numlen] = '\0';
+        char *end = NULL;
+        errno = 0;
+        double d = strtod(num, &end);
+        if (errno || end == num || *end || !(d >= 0.0 && d <= 1000.0))
+            goto bad;
+        w[which] = d;
+        seen[which] = true;
+        p += len;
+        if (*p == ',' && *++p == '\0')
+            goto bad; /* a trailing comma */
+    }
+    if (!(w[0] > 0.0 || w[1] > 0.0))
+        goto bad;
+    c->fusion.w_keyword = w[0];
+    c->fusion.w_vector = w[1];
+    return 0;
+bad:
+    snprintf(err, errlen,
+             "RAGD_FUSION_WEIGHTS: '%s' is not keyword:W,vector:W (e.g. keyword:0.85,vector:0.15; each from 0 to "
+             "1000, not both 0)",
+             v);
+    return -1;
+}
+
 static int parse_listen(ragd_config *c, const char *v, char *err, size_t errlen)
 {
     const char *colon = strrchr(v, ':');
@@ -286,6 +347,22 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         c->max_db_bytes = n;
         return 0;
     }
+    if (strcmp(name, "RAGD_FUSION") == 0) {
+        static const char *const methods[] = {"weighted", "rrf"}; /* fusion_method order */
+        int i = 0;
+        if (config_choice(name, v, methods, 2, &i, err, errlen) != 0)
+            return -1;
+        c->fusion.method = (fusion_method)i;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_FUSION_WEIGHTS") == 0)
+        return config_parse_weights(c, v, err, errlen);
+    if (strcmp(name, "RAGD_FUSION_DEPTH") == 0)
+        return parse_size(name, v, 1, 1000, &c->fusion.depth, err, errlen);
+    if (strcmp(name, "RAGD_MAX_CHUNKS_PER_DOC") == 0)
+        return parse_size(name, v, 0, 100, &c->fusion.max_per_doc, err, errlen);
+    if (strcmp(name, "RAGD_RELEVANCE_FLOOR") == 0)
+        return parse_number(name, v, 0.0, 1.0, &c->fusion.floor, err, errlen);
     if (strcmp(name, "RAGD_CACHE") == 0) {
         static const char *const modes[] = {"off", "on"};
         int i = 0;
@@ -350,7 +427,8 @@ static const char *const config_names[] = {
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
-    "RAGD_CACHE_TTL_S",
+    "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
+    "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR",
 };
 
 bool config_llm_requested(const ragd_config *c)
@@ -391,6 +469,7 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->max_connections = 1024;
     c->idle_timeout_s = 60;
     c->log_level = LOG_INFO;
+    fusion_params_default(&c->fusion);
     c->cache_enabled = true;
     c->cache_threshold = 0.95;
     c->cache_max_bytes = (size_t)64 << 20;

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "rag/fusion.h"
 #include "util/log.h"
 
 /* Server configuration: the environment variables of shared/API.md that this build uses,
@@ -61,6 +62,10 @@ typedef struct {
     double embed_timeout_s;   /* RAGD_EMBED_TIMEOUT_S */
     double generate_timeout_s; /* RAGD_GENERATE_TIMEOUT_S */
     size_t embed_batch;       /* RAGD_EMBED_BATCH */
+
+    /* hybrid retrieval: RAGD_FUSION, RAGD_FUSION_WEIGHTS, RAGD_FUSION_DEPTH,
+     * RAGD_MAX_CHUNKS_PER_DOC, RAGD_RELEVANCE_FLOOR */
+    fusion_params fusion;
 
     /* the semantic answer cache (rag/cache.h) */
     bool cache_enabled;       /* RAGD_CACHE=on|off */

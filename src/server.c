@@ -441,7 +441,8 @@ int server_run(const ragd_config *cfg)
                             .llm_model = cfg->llm_model,
                             .generate_timeout_ms = cfg->generate_timeout_s * 1000,
                             .embed_timeout_ms = cfg->embed_timeout_s * 1000,
-                            .cache = srv.a.cache};
+                            .cache = srv.a.cache,
+                            .fusion = &srv.a.cfg.fusion};
     srv.a.engine = rag_engine_new(&ec);
     if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
         log_error("out of memory at start-up");

@@ -443,7 +443,8 @@ static void rag_step_retrieve(void *arg)
         return;
     }
     rag_query rq = {.text = q->req.text, .len = q->req.len, .k = q->req.k, .method = q->method,
-                    .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector};
+                    .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
+                    .fusion = q->e->cfg.fusion};
     char err[256] = "";
     ragd_err rc = rag_retrieve(q->e->cfg.index, r, &q->coll, &rq, &q->res, err, sizeof err);
     store_reader_release(r);

@@ -45,6 +45,7 @@ typedef struct {
     double generate_timeout_ms;
     double embed_timeout_ms;
     cache *cache;               /* the semantic answer cache (rag/cache.h), or NULL: off */
+    const fusion_params *fusion; /* hybrid fusion, per-document cap, relevance floor; NULL = defaults */
 } rag_engine_config;
 
 rag_engine *rag_engine_new(const rag_engine_config *cfg);

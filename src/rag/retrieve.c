@@ -13,10 +13,6 @@
 #include "util/log.h"
 #include "util/strbuf.h"
 
-/* How many candidates each method contributes before fusion, as a multiple of k. */
-#define RAG_FUSION_DEPTH 4
-#define RAG_FUSION_MIN 20
-
 struct rag_index {
     vindex_set *set;
     /* Held for reading around a lookup+search, for writing around a collection drop, so
@@ -134,9 +130,9 @@ static bool rag_doc_allowed(int64_t doc_rowid, void *arg)
     return bsearch(&doc_rowid, al->rowids, al->n, sizeof *al->rowids, rag_cmp_i64) != NULL;
 }
 
-/* Vector candidates: ids best first and their cosine similarities. */
+/* Vector candidates: ids best first, their documents' row ids and cosine similarities. */
 static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, const float *qvec, size_t depth,
-                               const rag_allowed *allowed, int64_t *ids, double *sims, size_t *n)
+                               const rag_allowed *allowed, int64_t *ids, int64_t *docs, double *sims, size_t *n)
 {
     *n = 0;
     vindex_hit *hits = calloc(depth, sizeof *hits);
@@ -148,6 +144,7 @@ static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, cons
     pthread_rwlock_unlock(&ri->drop_lock);
     for (size_t i = 0; i < got; i++) {
         ids[i] = hits[i].chunk_id;
+        docs[i] = hits[i].doc_rowid;
         sims[i] = hits[i].score;
     }
     *n = got;
@@ -192,28 +189,107 @@ static char *rag_keyword_text(const char *text, size_t len)
     return strbuf_detach(&w.sb, NULL);
 }
 
+/* ---------------------------------------------------------------- fusion and selection */
+
+typedef struct {
+    int64_t id;
+    int64_t doc;
+} rag_chunk_doc;
+
+static int rag_chunk_doc_cmp(const void *a, const void *b)
+{
+    return rag_cmp_i64(&((const rag_chunk_doc *)a)->id, &((const rag_chunk_doc *)b)->id);
+}
+
+/* The ranked candidates of a query, before the choice of the final k. */
+typedef struct {
+    int64_t *ids;
+    int64_t *docs;
+    double *scores;
+    double *dists;
+    size_t n;
+} rag_ranked;
+
+/* Hybrid: fuses the vector list (list 0) and the keyword list (list 1) into r, best first,
+ * with each candidate's document, score and distance (docs/api.md: weighted, the fused
+ * score itself; rrf, divided by the best possible). r has room for n_vec + n_kw. */
+static ragd_err rag_fuse(const fusion_params *fp, const int64_t *vec_ids, const int64_t *vec_docs,
+                         const double *vec_sims, size_t n_vec, const store_keyword_hit *kw, size_t n_kw,
+                         rag_ranked *r)
+{
+    ragd_err rc = RAGD_ENOMEM;
+    size_t total = n_vec + n_kw;
+    int64_t *kw_ids = calloc(n_kw + 1, sizeof *kw_ids);
+    double *kw_scores = calloc(n_kw + 1, sizeof *kw_scores);
+    fusion_item *fused = calloc(total + 1, sizeof *fused);
+    rag_chunk_doc *map = calloc(total + 1, sizeof *map);
+    r->n = 0;
+    if (!kw_ids || !kw_scores || !fused || !map)
+        goto out;
+    for (size_t i = 0; i < n_kw; i++) {
+        kw_ids[i] = kw[i].chunk_id;
+        kw_scores[i] = kw[i].score;
+    }
+    const int64_t *lists[2] = {vec_ids, kw_ids};
+    const double *scores[2] = {vec_sims, kw_scores};
+    const size_t lens[2] = {n_vec, n_kw};
+    const double weights[2] = {fp->w_vector, fp->w_keyword};
+    size_t nf = fp->method == FUSION_RRF ? fusion_rrf_weighted(lists, lens, weights, 2, FUSION_RRF_K, fused, total)
+                                         : fusion_weighted(lists, scores, lens, weights, 2, fused, total);
+    if (nf == 0 && total > 0) /* non-empty lists always fuse to something */
+        goto out;
+    double best = fp->method == FUSION_RRF ? fusion_rrf_best_weighted(weights, 2, FUSION_RRF_K) : 1.0;
+
+    /* Each fused id's document, from whichever list had it. */
+    for (size_t i = 0; i < n_vec; i++)
+        map[i] = (rag_chunk_doc){vec_ids[i], vec_docs[i]};
+    for (size_t i = 0; i < n_kw; i++)
+        map[n_vec + i] = (rag_chunk_doc){kw[i].chunk_id, kw[i].doc_rowid};
+    qsort(map, total, sizeof *map, rag_chunk_doc_cmp);
+    for (size_t i = 0; i < nf; i++) {
+        rag_chunk_doc key = {fused[i].id, 0};
+        const rag_chunk_doc *hit = bsearch(&key, map, total, sizeof *map, rag_chunk_doc_cmp);
+        r->ids[i] = fused[i].id;
+        r->docs[i] = hit ? hit->doc : fused[i].id; /* always found: fused ids come from the lists */
+        r->scores[i] = fused[i].score / best;
+        r->dists[i] = 1.0 - fused[i].score / best;
+    }
+    r->n = nf;
+    rc = RAGD_OK;
+out:
+    free(kw_ids);
+    free(kw_scores);
+    free(fused);
+    free(map);
+    return rc;
+}
+
 ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
                       rag_result *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     ragd_err rc = RAGD_OK;
-    size_t depth = q->method == RAG_HYBRID ? q->k * RAG_FUSION_DEPTH : q->k;
-    if (q->method == RAG_HYBRID && depth < RAG_FUSION_MIN)
-        depth = RAG_FUSION_MIN;
+    fusion_params defaults;
+    fusion_params_default(&defaults);
+    const fusion_params *fp = q->fusion ? q->fusion : &defaults;
+    /* Candidates per list: the fusion depth, independent of k (but at least k), for every
+     * method, so that the per-document cap has others to choose from. */
+    size_t depth = fp->depth > q->k ? fp->depth : q->k;
 
     int64_t *allowed_ids = NULL;
     size_t n_allowed = 0;
     int64_t *vec_ids = calloc(depth, sizeof *vec_ids);
+    int64_t *vec_docs = calloc(depth, sizeof *vec_docs);
     double *vec_sims = calloc(depth, sizeof *vec_sims);
     store_keyword_hit *kw = calloc(depth, sizeof *kw);
-    int64_t *kw_ids = calloc(depth, sizeof *kw_ids);
-    fusion_item *fused = calloc(depth * 2, sizeof *fused);
     float *qvec = calloc(EMBED_BUILTIN_DIM, sizeof *qvec);
+    rag_ranked cand = {0};
+    size_t *picked = NULL;
     int64_t *final_ids = NULL;
     double *final_scores = NULL, *final_dist = NULL;
     bool *found = NULL;
     size_t n_vec = 0, n_kw = 0, n_final = 0;
-    if (!vec_ids || !vec_sims || !kw || !kw_ids || !fused || !qvec) {
+    if (!vec_ids || !vec_docs || !vec_sims || !kw || !qvec) {
         rc = RAGD_ENOMEM;
         goto out;
     }
@@ -248,7 +324,7 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
     }
     bool filtered = q->filter && q->filter->n_terms > 0;
     if (q->method != RAG_KEYWORD && (!filtered || n_allowed > 0)) {
-        rc = rag_vector_top(ri, coll, qv, depth, filtered ? &allowed : NULL, vec_ids, vec_sims, &n_vec);
+        rc = rag_vector_top(ri, coll, qv, depth, filtered ? &allowed : NULL, vec_ids, vec_docs, vec_sims, &n_vec);
         if (rc)
             goto out;
     }
@@ -264,45 +340,54 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
             snprintf(err, errlen, "keyword search failed: %s", ragd_strerror(rc));
             goto out;
         }
-        for (size_t i = 0; i < n_kw; i++)
-            kw_ids[i] = kw[i].chunk_id;
     }
 
-    /* Rank, score and distance per method (docs/api.md explains each transform). */
-    size_t cap = q->k;
+    /* Rank, score and distance per method (docs/api.md explains each transform), then the
+     * relevance floor, then the final k with at most fp->max_per_doc chunks per document. */
+    size_t cap = q->k, ncand_max = n_vec + n_kw;
+    cand.ids = calloc(ncand_max + 1, sizeof *cand.ids);
+    cand.docs = calloc(ncand_max + 1, sizeof *cand.docs);
+    cand.scores = calloc(ncand_max + 1, sizeof *cand.scores);
+    cand.dists = calloc(ncand_max + 1, sizeof *cand.dists);
+    picked = calloc(cap, sizeof *picked);
     final_ids = calloc(cap, sizeof *final_ids);
     final_scores = calloc(cap, sizeof *final_scores);
     final_dist = calloc(cap, sizeof *final_dist);
-    if (!final_ids || !final_scores || !final_dist) {
+    if (!cand.ids || !cand.docs || !cand.scores || !cand.dists || !picked || !final_ids || !final_scores ||
+        !final_dist) {
         rc = RAGD_ENOMEM;
         goto out;
     }
     if (q->method == RAG_VECTOR) {
-        for (size_t i = 0; i < n_vec && n_final < cap; i++, n_final++) {
-            final_ids[n_final] = vec_ids[i];
-            final_scores[n_final] = vec_sims[i];
-            final_dist[n_final] = 1.0 - vec_sims[i];
+        for (size_t i = 0; i < n_vec; i++, cand.n++) {
+            cand.ids[cand.n] = vec_ids[i];
+            cand.docs[cand.n] = vec_docs[i];
+            cand.scores[cand.n] = vec_sims[i];
+            cand.dists[cand.n] = 1.0 - vec_sims[i];
         }
     } else if (q->method == RAG_KEYWORD) {
-        for (size_t i = 0; i < n_kw && n_final < cap; i++, n_final++) {
-            final_ids[n_final] = kw[i].chunk_id;
-            final_dist[n_final] = 1.0 / (1.0 + (kw[i].score > 0 ? kw[i].score : 0));
-            final_scores[n_final] = 1.0 - final_dist[n_final];
+        for (size_t i = 0; i < n_kw; i++, cand.n++) {
+            cand.ids[cand.n] = kw[i].chunk_id;
+            cand.docs[cand.n] = kw[i].doc_rowid;
+            cand.dists[cand.n] = 1.0 / (1.0 + (kw[i].score > 0 ? kw[i].score : 0));
+            cand.scores[cand.n] = 1.0 - cand.dists[cand.n];
         }
     } else {
-        const int64_t *lists[2] = {vec_ids, kw_ids};
-        size_t lens[2] = {n_vec, n_kw};
-        size_t nf = fusion_rrf(lists, lens, 2, FUSION_RRF_K, fused, depth * 2);
-        if (nf == 0 && n_vec + n_kw > 0) { /* non-empty lists always fuse to something */
-            rc = RAGD_ENOMEM;
+        rc = rag_fuse(fp, vec_ids, vec_docs, vec_sims, n_vec, kw, n_kw, &cand);
+        if (rc)
             goto out;
-        }
-        double best = fusion_rrf_best(2, FUSION_RRF_K);
-        for (size_t i = 0; i < nf && n_final < cap; i++, n_final++) {
-            final_ids[n_final] = fused[i].id;
-            final_scores[n_final] = fused[i].score / best;
-            final_dist[n_final] = 1.0 - fused[i].score / best;
-        }
+        /* The floor is calibrated for the builtin embedder (docs/internals/retrieval.md):
+         * collections embedded by a model have none. (Not q->vector: the caller may pass
+         * the builtin embedding too.) */
+        bool builtin = strcmp(coll->embed_model, EMBED_BUILTIN_NAME) == 0;
+        if (builtin && fusion_nothing_relevant(n_kw, n_vec, n_vec ? vec_sims[0] : 0.0, fp->floor))
+            cand.n = 0;
+    }
+    n_final = fusion_diversify(cand.docs, cand.n, fp->max_per_doc, cap, picked);
+    for (size_t i = 0; i < n_final; i++) {
+        final_ids[i] = cand.ids[picked[i]];
+        final_scores[i] = cand.scores[picked[i]];
+        final_dist[i] = cand.dists[picked[i]];
     }
 
     if (n_final > 0) {
@@ -337,11 +422,15 @@ out:
         rag_result_cleanup(out);
     free(allowed_ids);
     free(vec_ids);
+    free(vec_docs);
     free(vec_sims);
     free(kw);
-    free(kw_ids);
-    free(fused);
     free(qvec);
+    free(cand.ids);
+    free(cand.docs);
+    free(cand.scores);
+    free(cand.dists);
+    free(picked);
     free(final_ids);
     free(final_scores);
     free(final_dist);

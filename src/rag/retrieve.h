@@ -2,11 +2,13 @@
 #define RAGD_RAG_RETRIEVE_H
 
 /* Retrieval: vector top-k (in-memory index), keyword top-k (store FTS5 BM25), and their
- * fusion by reciprocal rank, with metadata filters; plus keeping the in-memory index in
- * step with the store (start-up load and the writer's commit hook). */
+ * fusion (weighted normalised scores or reciprocal rank), at most N chunks per document,
+ * a relevance floor, with metadata filters; plus keeping the in-memory index in step with
+ * the store (start-up load and the writer's commit hook). */
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "rag/fusion.h"
 #include "store/store.h"
 #include "util/err.h"
 
@@ -34,6 +36,9 @@ typedef struct {
     /* The query's embedding by the collection's own (upstream) embedder, coll->dim floats;
      * NULL: the builtin embedder computes it (builtin collections only). */
     const float *vector;
+    /* Fusion, diversity and floor (the server's RAGD_FUSION* settings); NULL = the
+     * defaults of fusion_params_default. */
+    const fusion_params *fusion;
 } rag_query;
 
 typedef struct {

@@ -713,9 +713,11 @@ static ragd_err keyword_total(sqlite3 *db, int64_t *total)
  * and digits and of non-ASCII bytes (so UTF-8 letters stay whole); at most
  * KEYWORD_MAX_WORDS are used. Leaves expr empty when the text has no words.
  *
- * Words that occur in half the chunks or more are left out (the rarest word is always
- * kept): FTS5's BM25 gives them an IDF of log((N - n + 0.5) / (n + 0.5)) <= 0, clamped to
- * 1e-6, so they add nothing to any score, yet every chunk containing one would be scored. */
+ * Words that occur in half the chunks or more are left out (the rarest word that occurs
+ * at all is always kept, so a query whose words all occur never comes back empty — a
+ * word found nowhere cannot stand in for it): FTS5's BM25 gives them an IDF of
+ * log((N - n + 0.5) / (n + 0.5)) <= 0, clamped to 1e-6, so they add nothing to any score,
+ * yet every chunk containing one would be scored. */
 static ragd_err keyword_expr(sqlite3 *db, const char *q, strbuf *expr)
 {
     char quoted[KEYWORD_MAX_WORDS][KEYWORD_MAX_WORD_BYTES + 3];
@@ -742,7 +744,7 @@ static ragd_err keyword_expr(sqlite3 *db, const char *q, strbuf *expr)
     size_t rarest = 0;
     for (size_t i = 0; !e && total > 0 && i < words; i++) {
         e = keyword_df(db, quoted[i], &df[i]);
-        if (!e && df[i] < df[rarest])
+        if (!e && df[i] > 0 && (df[rarest] == 0 || df[i] < df[rarest]))
             rarest = i;
     }
     if (e)

@@ -694,7 +694,7 @@ static void test_ingest_replace_delete_fts(void **state)
 }
 
 /* Words in half the chunks or more add nothing to BM25 (IDF clamped to ~0), so they are
- * left out of the FTS5 query; the rarest word is always kept. */
+ * left out of the FTS5 query; the rarest word that occurs is always kept. */
 static void test_keyword_common_words_pruned(void **state)
 {
     (void)state;
@@ -711,6 +711,11 @@ static void test_keyword_common_words_pruned(void **state)
     assert_int_equal(kw(st, coll, "common", NULL, hits, 10), 4);      /* alone: kept */
     assert_int_equal(kw(st, coll, "common word", NULL, hits, 10), 3); /* all common: the rarest, "word", kept */
     assert_int_equal(kw(st, coll, "alpha beta", NULL, hits, 10), 2);  /* rare words OR-ed */
+    /* A word found nowhere is not "the rarest": the rarest word that occurs is kept, so
+     * the common words still find their chunks (else nothing would match at all). */
+    assert_int_equal(kw(st, coll, "zebra common", NULL, hits, 10), 4);
+    assert_int_equal(kw(st, coll, "common zebra word", NULL, hits, 10), 3);
+    assert_int_equal(kw(st, coll, "zebra yak", NULL, hits, 10), 0);
     store_close(st);
 }
 

@@ -224,6 +224,66 @@ static void test_config(void **state)
     unsetenv("RAGD_SHUTDOWN_GRACE_S");
 }
 
+/* RAGD_FUSION*, RAGD_MAX_CHUNKS_PER_DOC, RAGD_RELEVANCE_FLOOR: defaults, good and bad values. */
+static void test_config_fusion(void **state)
+{
+    (void)state;
+    ragd_config c;
+    char err[256];
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_int_equal(c.fusion.method, FUSION_WEIGHTED);
+    assert_true(c.fusion.w_keyword == FUSION_DEFAULT_W_KEYWORD);
+    assert_true(c.fusion.w_vector == FUSION_DEFAULT_W_VECTOR);
+    assert_int_equal(c.fusion.depth, FUSION_DEFAULT_DEPTH);
+    assert_int_equal(c.fusion.max_per_doc, FUSION_DEFAULT_MAX_PER_DOC);
+    assert_true(c.fusion.floor == FUSION_DEFAULT_FLOOR);
+
+    setenv("RAGD_FUSION", "rrf", 1);
+    setenv("RAGD_FUSION_WEIGHTS", "vector:0.3,keyword:0.7", 1);
+    setenv("RAGD_FUSION_DEPTH", "120", 1);
+    setenv("RAGD_MAX_CHUNKS_PER_DOC", "0", 1);
+    setenv("RAGD_RELEVANCE_FLOOR", "0", 1);
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_int_equal(c.fusion.method, FUSION_RRF);
+    assert_true(c.fusion.w_keyword == 0.7 && c.fusion.w_vector == 0.3);
+    assert_int_equal(c.fusion.depth, 120);
+    assert_int_equal(c.fusion.max_per_doc, 0);
+    assert_true(c.fusion.floor == 0.0);
+    setenv("RAGD_FUSION_WEIGHTS", "keyword:1", 1); /* a list left out weighs 0 */
+    assert_int_equal(config_from_env(&c, err, sizeof err), 0);
+    assert_true(c.fusion.w_keyword == 1.0 && c.fusion.w_vector == 0.0);
+
+    const char *bad[][2] = {
+        {"RAGD_FUSION", "linear"},          {"RAGD_FUSION", "RRF"},
+        {"RAGD_FUSION_WEIGHTS", "0.7,0.3"}, {"RAGD_FUSION_WEIGHTS", "keyword:0.7,vector"},
+        {"RAGD_FUSION_WEIGHTS", "keyword:0,vector:0"}, {"RAGD_FUSION_WEIGHTS", "keyword:-1,vector:1"},
+        {"RAGD_FUSION_WEIGHTS", "keyword:0.5,keyword:0.5"}, {"RAGD_FUSION_WEIGHTS", "title:1"},
+        {"RAGD_FUSION_WEIGHTS", "keyword:0.5,"}, {"RAGD_FUSION_WEIGHTS", "keyword:nan"},
+        {"RAGD_FUSION_WEIGHTS", "keyword:1e9"}, {"RAGD_FUSION_WEIGHTS", "keyword:0.5x"},
+        {"RAGD_FUSION_DEPTH", "0"},         {"RAGD_FUSION_DEPTH", "1001"},
+        {"RAGD_MAX_CHUNKS_PER_DOC", "-1"},  {"RAGD_MAX_CHUNKS_PER_DOC", "two"},
+        {"RAGD_RELEVANCE_FLOOR", "1.5"},    {"RAGD_RELEVANCE_FLOOR", "-0.1"},
+        {"RAGD_RELEVANCE_FLOOR", "low"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *old = getenv(bad[i][0]);
+        char keep[256];
+        snprintf(keep, sizeof keep, "%s", old ? old : "");
+        setenv(bad[i][0], bad[i][1], 1);
+        assert_int_equal(config_from_env(&c, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad[i][0]));
+        if (old)
+            setenv(bad[i][0], keep, 1);
+        else
+            unsetenv(bad[i][0]);
+    }
+    unsetenv("RAGD_FUSION");
+    unsetenv("RAGD_FUSION_WEIGHTS");
+    unsetenv("RAGD_FUSION_DEPTH");
+    unsetenv("RAGD_MAX_CHUNKS_PER_DOC");
+    unsetenv("RAGD_RELEVANCE_FLOOR");
+}
+
 /* Workers compute, the loop queue brings every result back to the loop thread. */
 typedef struct {
     loopq *q;
@@ -400,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_queue),
         cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_fusion),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
