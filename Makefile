@@ -19,7 +19,8 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+# libstemmer (Snowball) ships no pkg-config file in Debian: its header is in /usr/include.
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lstemmer -lpthread -lm
 
 .PHONY: all deps test unit e2e chaos soak asan tsan run bench fuzz fuzz-build clean help
 all: $(BIN)
