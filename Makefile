@@ -94,8 +94,13 @@ asan:
 $(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
-bench: $(BIN) $(BUILD)/bench_vindex
+$(BUILD)/bench_kindex: bench/bench_kindex.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_kindex
 	$(BUILD)/bench_vindex 100000 512 200
+	$(BUILD)/bench_kindex 10000 2000 10
+	$(BUILD)/bench_kindex 1000000 500 10
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000

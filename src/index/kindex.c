@@ -771,10 +771,24 @@ ragd_err kindex_batch_remove_doc(kindex_batch *b, int64_t doc_rowid)
 /* ---------------------------------------------------------------------------------- */
 /* Reserve, apply, release                                                             */
 
-static int kx_cmp_u32(const void *a, const void *b)
+/* Sorts v[0..n) ascending in place: Shell sort with Ciura's gaps. glibc's qsort may
+ * allocate (it merge-sorts through a heap buffer) and this runs under the write lock; a
+ * chunk has tens to a few thousand distinct terms. */
+static void kx_sort_u32(uint32_t *v, size_t n)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+    static const size_t gaps[] = {1750, 701, 301, 132, 57, 23, 10, 4, 1};
+    for (size_t g = 0; g < sizeof gaps / sizeof gaps[0]; g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            uint32_t x = v[i];
+            size_t j = i;
+            while (j >= gap && v[j - gap] > x) {
+                v[j] = v[j - gap];
+                j -= gap;
+            }
+            v[j] = x;
+        }
+    }
 }
 
 /* Gives back what a reserve took (terms 0 .. terms_reserved-1, and the rest when the
@@ -812,7 +826,7 @@ static ragd_err batch_encode_fwd(kindex_batch *b)
         }
         for (uint32_t k = 0; k < c->n_items; k++)
             v[k] = b->gid[b->items[c->item0 + k].local];
-        qsort(v, c->n_items, sizeof *v, kx_cmp_u32);
+        kx_sort_u32(v, c->n_items);
         e = kx_grow((void **)&b->fwd, &b->fwd_cap, b->fwd_len + 5 + (size_t)c->n_items * 5, 1);
         if (e)
             goto out;
@@ -1126,12 +1140,18 @@ static void heap_up(kx_cand *h, size_t i)
     }
 }
 
-static int kx_cmp_ub(const void *a, const void *b)
+/* Orders the query terms by upper bound, then term id (insertion sort: at most 64). */
+static void kx_order_terms(kx_qterm **t, size_t m)
 {
-    const kx_qterm *x = a, *y = b;
-    if (x->ub != y->ub)
-        return x->ub < y->ub ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
+    for (size_t i = 1; i < m; i++) {
+        kx_qterm *x = t[i];
+        size_t j = i;
+        while (j > 0 && (t[j - 1]->ub > x->ub || (t[j - 1]->ub == x->ub && t[j - 1]->id > x->id))) {
+            t[j] = t[j - 1];
+            j--;
+        }
+        t[j] = x;
+    }
 }
 
 /* The contribution of posting p of term t (slot s). */
@@ -1235,10 +1255,13 @@ ragd_err kindex_search(kindex *ix, const char *query, size_t len, size_t k, kind
     }
     /* The simple table must equal the general formula for tf (1,0,0): the title and
      * heading inverses it uses are multiplied by a zero tf either way. */
-    qsort(q->qt, m, sizeof *q->qt, kx_cmp_ub);
+    kx_qterm *qt[KINDEX_QUERY_TERMS];
+    for (size_t i = 0; i < m; i++)
+        qt[i] = &q->qt[i];
+    kx_order_terms(qt, m);
     uint64_t cum[KINDEX_QUERY_TERMS];
     for (size_t i = 0; i < m; i++)
-        cum[i] = (i ? cum[i - 1] : 0) + q->qt[i].ub;
+        cum[i] = (i ? cum[i - 1] : 0) + qt[i]->ub;
 
     size_t ess = 0; /* terms [0, ess) are non-essential */
     bool have_last = false, last_ok = false;
@@ -1246,14 +1269,14 @@ ragd_err kindex_search(kindex *ix, const char *query, size_t len, size_t k, kind
     for (;;) {
         uint32_t cand = UINT32_MAX;
         for (size_t i = ess; i < m; i++)
-            if (q->qt[i].pos < q->qt[i].n && q->qt[i].slots[q->qt[i].pos] < cand)
-                cand = q->qt[i].slots[q->qt[i].pos];
+            if (qt[i]->pos < qt[i]->n && qt[i]->slots[qt[i]->pos] < cand)
+                cand = qt[i]->slots[qt[i]->pos];
         if (cand == UINT32_MAX)
             break;
         uint64_t s = 0;
         bool live = kx_live(ix, cand);
         for (size_t i = ess; i < m; i++) {
-            kx_qterm *t = &q->qt[i];
+            kx_qterm *t = qt[i];
             if (t->pos < t->n && t->slots[t->pos] == cand) {
                 if (live)
                     s += kx_score_posting(ix, t, cand, t->tfs[t->pos], inv);
@@ -1269,7 +1292,7 @@ ragd_err kindex_search(kindex *ix, const char *query, size_t len, size_t k, kind
                 pruned = true;
                 break;
             }
-            kx_qterm *t = &q->qt[i];
+            kx_qterm *t = qt[i];
             t->pos = kx_seek(t->slots, t->pos, t->n, cand);
             if (t->pos < t->n && t->slots[t->pos] == cand)
                 s += kx_score_posting(ix, t, cand, t->tfs[t->pos], inv);

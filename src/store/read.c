@@ -848,3 +848,84 @@ out:
     end_read(r->db);
     return e;
 }
+
+/* ---------------------------------------------------------------- start-up scan */
+
+ragd_err store_scan_chunks(store_reader *r, store_chunk_fn fn, void *arg)
+{
+    sqlite3_stmt *s = NULL;
+    float *vec = NULL;
+    size_t vec_cap = 0;
+    ragd_err e = begin_read(r->db);
+    if (e)
+        return e;
+    /* documents in row id order, each one's chunks through chunks_by_document: no sort */
+    e = prepare(r->db,
+                "SELECT d.collection_id, col.dim, c.id, d.id, c.embedding, c.text, c.heading, d.title"
+                " FROM documents d JOIN collections col ON col.id = d.collection_id"
+                " JOIN chunks c ON c.document_id = d.id ORDER BY d.id, c.ordinal",
+                &s);
+    if (e)
+        goto out;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        store_chunk_row row = {
+            .coll_id = sqlite3_column_int64(s, 0),
+            .dim = sqlite3_column_int(s, 1),
+            .chunk_id = sqlite3_column_int64(s, 2),
+            .doc_rowid = sqlite3_column_int64(s, 3),
+        };
+        const void *blob = sqlite3_column_blob(s, 4);
+        size_t bytes = (size_t)sqlite3_column_bytes(s, 4);
+        if (row.dim >= 1 && blob && bytes == (size_t)row.dim * sizeof(float)) {
+            if ((size_t)row.dim > vec_cap) {
+                float *p = realloc(vec, (size_t)row.dim * sizeof *p);
+                if (!p) {
+                    e = RAGD_ENOMEM;
+                    goto out;
+                }
+                vec = p;
+                vec_cap = (size_t)row.dim;
+            }
+            memcpy(vec, blob, bytes); /* little-endian float32, not necessarily aligned */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+            for (int i = 0; i < row.dim; i++) {
+                uint32_t u;
+                memcpy(&u, &vec[i], 4);
+                u = __builtin_bswap32(u);
+                memcpy(&vec[i], &u, 4);
+            }
+#endif
+            row.vec = vec;
+        } else {
+            log_warn("store: chunk %lld has an embedding of %zu bytes, collection dim %d: no vector",
+                     (long long)row.chunk_id, bytes, row.dim);
+        }
+        const int cols[3] = {5, 6, 7};
+        const char **txt[3] = {&row.text, &row.heading, &row.title};
+        size_t *lens[3] = {&row.text_len, &row.heading_len, &row.title_len};
+        for (int i = 0; i < 3; i++) {
+            const unsigned char *t = sqlite3_column_text(s, cols[i]);
+            if (!t && sqlite3_column_type(s, cols[i]) != SQLITE_NULL) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            *txt[i] = t ? (const char *)t : "";
+            *lens[i] = t ? (size_t)sqlite3_column_bytes(s, cols[i]) : 0;
+        }
+        if (fn(&row, arg) != 0)
+            break;
+    }
+    e = RAGD_OK;
+out:
+    free(vec);
+    sqlite3_finalize(s);
+    end_read(r->db);
+    return e;
+}

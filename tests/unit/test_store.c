@@ -406,7 +406,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
 
 static void test_migrations_and_reopen(void **state)
 {
-    assert_int_equal(store_schema_version(), 1);
+    assert_int_equal(store_schema_version(), 2);
     store *st = open_store(2, 64, 16);
     assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
     store_close(st);
@@ -428,8 +428,171 @@ static void test_migrations_and_reopen(void **state)
     assert_int_equal(ps.pool_size, 1);
     assert_int_equal(ps.available, 1);
     store_close(st);
-    assert_int_equal(user_version(), 1);
+    assert_int_equal(user_version(), store_schema_version());
     store_close(NULL);
+}
+
+
+/* A file written by a version-1 ragd (its schema step, which is never edited, copied
+ * here as the fixture): migrating it to version 2 derives the titles and heading paths
+ * of the documents already there. */
+static const char *const v1_schema =
+    "CREATE TABLE collections(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    " embed_model TEXT NOT NULL, dim INTEGER NOT NULL, chunk_size INTEGER NOT NULL, chunk_overlap INTEGER NOT NULL,"
+    " version INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, documents INTEGER NOT NULL DEFAULT 0,"
+    " chunks INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE documents(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE, doc_id TEXT NOT NULL,"
+    " content_hash TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}', source TEXT, text TEXT NOT NULL,"
+    " version INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+    " UNIQUE(collection_id, doc_id));"
+    "CREATE TABLE chunks(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE, collection_id INTEGER NOT NULL,"
+    " ordinal INTEGER NOT NULL, start INTEGER NOT NULL, \"end\" INTEGER NOT NULL, text TEXT NOT NULL, embedding BLOB);"
+    "CREATE INDEX chunks_by_document ON chunks(document_id, ordinal);"
+    "CREATE INDEX chunks_by_collection ON chunks(collection_id);"
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id', tokenize='porter unicode61');"
+    "CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+    "CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN"
+    " INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;"
+    "CREATE TRIGGER chunks_au AFTER UPDATE OF text ON chunks BEGIN"
+    " INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+    " INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+    "CREATE TRIGGER chunks_count_ai AFTER INSERT ON chunks BEGIN"
+    " UPDATE collections SET chunks = chunks + 1 WHERE id = new.collection_id; END;"
+    "CREATE TRIGGER chunks_count_ad AFTER DELETE ON chunks BEGIN"
+    " UPDATE collections SET chunks = chunks - 1 WHERE id = old.collection_id; END;"
+    "CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN"
+    " UPDATE collections SET documents = documents + 1 WHERE id = new.collection_id; END;"
+    "CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN"
+    " UPDATE collections SET documents = documents - 1 WHERE id = old.collection_id; END;"
+    "PRAGMA user_version = 1;";
+
+typedef struct {
+    char titles[8][128];
+    char headings[16][128];
+    int64_t chunk_ids[16];
+    size_t n;
+} scan_ctx;
+
+static int scan_chunk_cb(const store_chunk_row *row, void *arg)
+{
+    scan_ctx *c = arg;
+    if (c->n < 16) {
+        snprintf(c->headings[c->n], sizeof c->headings[0], "%.*s", (int)row->heading_len, row->heading);
+        snprintf(c->titles[row->doc_rowid - 1], sizeof c->titles[0], "%.*s", (int)row->title_len, row->title);
+        c->chunk_ids[c->n] = row->chunk_id;
+        assert_non_null(row->vec);
+        c->n++;
+    }
+    return 0;
+}
+
+static void test_migration_v1_to_v2(void **state)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO collections(name, embed_model, dim, chunk_size, chunk_overlap, created_at)"
+             " VALUES ('old', '%s', %d, 200, 20, '2026-01-01T00:00:00Z');",
+             MODEL, DIM);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    static const char md[] = "# Ollama\n\nA local LLM server.\n\n## Install\n\nRun the script.\n\n### Debian\n\nUse apt.";
+    static const char hash[] = "0000000000000000000000000000000000000000000000000000000000000abc";
+    struct {
+        const char *doc_id, *hash, *meta, *source, *text;
+    } docs[] = {
+        {"ollama", "1111111111111111111111111111111111111111111111111111111111111111", "{}", "notes/ollama.md", md},
+        {"page", "2222222222222222222222222222222222222222222222222222222222222222", "{}", "site/page.html",
+         "The Page Title\n\nBody text of the page."},
+        {"meta", "3333333333333333333333333333333333333333333333333333333333333333", "{\"title\":\"From Metadata\"}",
+         "notes/x.md", "# Heading\n\ntext"},
+        {hash, hash, "{}", NULL, "\n\n  First line here  \nsecond line"},
+        {"guide/setup-notes.txt", "5555555555555555555555555555555555555555555555555555555555555555", "{}", NULL,
+         "plain text"},
+    };
+    sqlite3_stmt *ins = NULL, *chk = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source,"
+                                        " text, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, 'x', 'x')",
+                                        -1, &ins, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\","
+                                        " text, embedding) VALUES (?, 1, ?, ?, ?, substr(?, ?, ?), zeroblob(?))",
+                                        -1, &chk, NULL),
+                     SQLITE_OK);
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        sqlite3_bind_text(ins, 1, docs[i].doc_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, docs[i].hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, docs[i].meta, -1, SQLITE_STATIC);
+        if (docs[i].source)
+            sqlite3_bind_text(ins, 4, docs[i].source, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(ins, 4);
+        sqlite3_bind_text(ins, 5, docs[i].text, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+        /* the markdown document in three chunks, one per section; the others in one */
+        int64_t starts[3] = {0, 0, 0}, ends[3] = {(int64_t)strlen(docs[i].text), 0, 0};
+        int n = 1;
+        if (i == 0) {
+            const char *s2 = strstr(md, "## Install"), *s3 = strstr(md, "### Debian");
+            starts[1] = s2 - md;
+            starts[2] = s3 - md;
+            ends[0] = starts[1] - 2;
+            ends[1] = starts[2] - 2;
+            ends[2] = (int64_t)strlen(md);
+            n = 3;
+        }
+        for (int k = 0; k < n; k++) {
+            sqlite3_bind_int64(chk, 1, (int64_t)i + 1);
+            sqlite3_bind_int(chk, 2, k);
+            sqlite3_bind_int64(chk, 3, starts[k]);
+            sqlite3_bind_int64(chk, 4, ends[k]);
+            sqlite3_bind_text(chk, 5, docs[i].text, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(chk, 6, starts[k] + 1);
+            sqlite3_bind_int64(chk, 7, ends[k] - starts[k]);
+            sqlite3_bind_int(chk, 8, DIM * 4);
+            assert_int_equal(sqlite3_step(chk), SQLITE_DONE);
+            sqlite3_reset(chk);
+        }
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(chk);
+    sqlite3_close(db);
+
+    store *st = open_store(1, 16, 4);
+    assert_int_equal(user_version(), store_schema_version());
+    store_reader *r = store_reader_acquire(st);
+    scan_ctx sc = {0};
+    assert_int_equal(store_scan_chunks(r, scan_chunk_cb, &sc), RAGD_OK);
+    assert_int_equal(sc.n, 7);
+    assert_string_equal(sc.titles[0], "Ollama");           /* first markdown heading */
+    assert_string_equal(sc.titles[1], "The Page Title");   /* an HTML page: its first paragraph */
+    assert_string_equal(sc.titles[2], "From Metadata");    /* metadata wins */
+    assert_string_equal(sc.titles[3], "First line here");  /* a ragd-made id is no file name */
+    assert_string_equal(sc.titles[4], "setup-notes");      /* the client's id names a file */
+    assert_string_equal(sc.headings[0], "Ollama");
+    assert_string_equal(sc.headings[1], "Ollama > Install");
+    assert_string_equal(sc.headings[2], "Ollama > Install > Debian");
+    assert_string_equal(sc.headings[3], "");
+    assert_string_equal(sc.headings[4], "Heading");
+    /* chunks come document by document, in order */
+    for (size_t i = 1; i < sc.n; i++)
+        assert_true(sc.chunk_ids[i] > sc.chunk_ids[i - 1]);
+    store_reader_release(r);
+    store_close(st);
+    /* opened again: nothing more to migrate, the titles stay */
+    st = open_store(1, 16, 4);
+    r = store_reader_acquire(st);
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(store_scan_chunks(r, scan_chunk_cb, &sc), RAGD_OK);
+    assert_string_equal(sc.titles[4], "setup-notes");
+    store_reader_release(r);
+    store_close(st);
 }
 
 static void test_open_refuses(void **state)
@@ -1558,6 +1721,7 @@ int main(void)
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v1_to_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_conflict_drop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_replace_delete_fts, setup, teardown),
