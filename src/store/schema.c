@@ -90,6 +90,17 @@ static const migration migrations[] = {
      "ALTER TABLE documents ADD COLUMN title TEXT NOT NULL DEFAULT '';"
      "ALTER TABLE chunks ADD COLUMN heading TEXT NOT NULL DEFAULT '';",
      fill_context},
+    /* 3: keyword search moved to the in-memory index (src/index/kindex.c), which loads
+     * from chunks, documents.title and chunks.heading; the FTS5 index was read by nothing
+     * any more and cost every write. Dropping the external-content table drops its shadow
+     * tables; their pages go to the free list and are reused by later writes (no VACUUM:
+     * that would rewrite the whole file inside start-up). */
+    {3,
+     "DROP TRIGGER IF EXISTS chunks_ai;"
+     "DROP TRIGGER IF EXISTS chunks_ad;"
+     "DROP TRIGGER IF EXISTS chunks_au;"
+     "DROP TABLE IF EXISTS chunks_fts;",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

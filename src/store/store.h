@@ -2,7 +2,8 @@
 #define RAGD_STORE_STORE_H
 
 /* The store: the only module that knows SQLite (later PostgreSQL). Collections, documents,
- * chunks with byte offsets, float32 embeddings, and an FTS5 keyword index.
+ * chunks with byte offsets, float32 embeddings, titles and heading paths. Keyword search is
+ * not here: the in-memory index (src/index/kindex.h) loads from the store.
  *
  * Threads: one writer thread owns the single write connection; every change goes through
  * store_submit() and is committed in groups (one transaction per batch of queued writes,
@@ -186,19 +187,6 @@ typedef struct {
 
 /* Row ids of the collection's documents that match f, sorted ascending, *rowids malloc'd. */
 ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n);
-
-typedef struct {
-    int64_t chunk_id;
-    int64_t doc_rowid;
-    double score; /* -bm25(): higher is better */
-} store_keyword_hit;
-
-/* BM25 keyword search over the collection's chunks (FTS5, porter unicode61). The query is
- * free text: it is split into words and each is quoted, then OR-ed, so no FTS5 syntax a
- * client sends is ever interpreted. f may be NULL. Writes at most k hits, best first. A
- * query with no words gives 0 hits. */
-ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
-                              size_t k, store_keyword_hit *out, size_t *n);
 
 /* Calls fn for every stored embedding (start-up index build). fn returns non-zero to stop. */
 typedef int (*store_vector_fn)(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid,

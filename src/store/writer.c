@@ -702,42 +702,28 @@ static ragd_err prepare_change(store *st, store_write *w, wchange *c)
 }
 
 /* Runs one write inside a savepoint; on failure its effects are rolled back and its change
- * discarded.
- *
- * A write that FTS5 fails as corrupt (SQLITE_CORRUPT_VTAB) is rolled back and run once
- * more. SQLite 3.40's FTS5 can report corruption for the first write after another write
- * ran out of memory inside FTS5 and was rolled back to its savepoint, although the file is
- * intact (its integrity-check passes, and the same write succeeds when run again): stale
- * state in the connection, not on disk (found by the allocation torture pass, docs/
- * testing.md; reproduced with SQLite alone by tests/torture/repro_fts5_oom.c). Real
- * corruption fails the second run too and is reported as before. */
+ * discarded. */
 static void apply_one(store *st, store_write *w, wchange *c)
 {
-    for (int attempt = 0;; attempt++) {
-        reset_result(w);
-        if (!store__valid_name(w->collection)) {
-            fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
-                 STORE_NAME_MAX);
-            return;
-        }
-        if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
-            fail_sql(st, w, "savepoint");
-            return;
-        }
-        ragd_err e = apply_kind(st, w, c);
-        if (e == RAGD_OK)
-            e = prepare_change(st, w, c);
-        if (e == RAGD_OK) {
-            if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
-                return;
-            fail_sql(st, w, "release");
-        }
-        bool corrupt_vtab = sqlite3_extended_errcode(st->wdb) == SQLITE_CORRUPT_VTAB;
-        undo_one(st, w, c);
-        if (!corrupt_vtab || attempt > 0 || sqlite3_get_autocommit(st->wdb))
-            return;
-        log_warn("store: FTS5 reported corruption (%s); retrying the write once", w->message);
+    reset_result(w);
+    if (!store__valid_name(w->collection)) {
+        fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
+             STORE_NAME_MAX);
+        return;
     }
+    if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
+        fail_sql(st, w, "savepoint");
+        return;
+    }
+    ragd_err e = apply_kind(st, w, c);
+    if (e == RAGD_OK)
+        e = prepare_change(st, w, c);
+    if (e == RAGD_OK) {
+        if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
+            return;
+        fail_sql(st, w, "release");
+    }
+    undo_one(st, w, c);
 }
 
 /* Marks writes [0, n) that had succeeded as failed (e, why): their transaction is gone.
