@@ -33,10 +33,16 @@ typedef struct {
     ragd_err err;
 } kx_an;
 
+/* Stop words are not indexed (docs/internals/kindex.md, "Stop words", has the measurement;
+ * bench/eval_kindex.c can be built with -DKINDEX_INDEX_STOPWORDS=1 to compare). */
+#ifndef KINDEX_INDEX_STOPWORDS
+#define KINDEX_INDEX_STOPWORDS 0
+#endif
+
 static int kx_an_token(const token *tok, void *p)
 {
     kx_an *a = p;
-    if (tokenize_is_stopword(tok->norm, tok->norm_len))
+    if (!KINDEX_INDEX_STOPWORDS && tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
     char st[STEM_MAX];
     size_t sl = 0;

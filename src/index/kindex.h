@@ -98,8 +98,12 @@ void kindex_stats_get(kindex *ix, kindex_stats *out);
 #define KINDEX_K1 1.2
 #define KINDEX_B 0.75
 #define KINDEX_W_BODY 1.0
+#ifndef KINDEX_W_TITLE /* bench/eval_weights.sh builds bench/eval_kindex.c with others */
 #define KINDEX_W_TITLE 2.0
-#define KINDEX_W_HEADING 1.0
+#endif
+#ifndef KINDEX_W_HEADING
+#define KINDEX_W_HEADING 2.0
+#endif
 /* Scores are summed in fixed point: each term's contribution is truncated to a multiple
  * of 2^-24, so the sum does not depend on the order terms are added in (MaxScore visits
  * them in another order than a plain loop) and ties are exact. */

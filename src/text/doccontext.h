@@ -31,8 +31,8 @@ typedef struct {
 /* The title, from the first of: metadata "title"; the HTML <title>; the first markdown
  * heading; the file name in source, else in the id when it looks like one (has a '/' or
  * an extension), without folders and extension ("docs/install-guide.md" gives
- * "install-guide"); the first non-blank line of the text, cut to DOCCONTEXT_LINE_MAX bytes
- * (at a word end when one is in its second half). White space runs and control characters
+ * "install-guide"); the first non-blank line of the text when it is at most
+ * DOCCONTEXT_LINE_MAX bytes (a longer one is a paragraph: no title). White space runs and control characters
  * become one space; the result is trimmed, valid UTF-8 (ill-formed bytes are skipped) and
  * at most DOCCONTEXT_TITLE_MAX bytes, cut on a code point boundary. *out is malloc'd ("" when
  * nothing gives one). RAGD_ENOMEM. */
