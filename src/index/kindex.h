@@ -57,9 +57,10 @@ void kindex_free(kindex *ix); /* NULL ok */
 typedef struct kindex_batch kindex_batch;
 kindex_batch *kindex_batch_new(void); /* NULL when out of memory */
 void kindex_batch_free(kindex_batch *b); /* NULL ok */
-/* Adds a chunk, analysed now. The chunks of one document must come one after another and
- * never in two batches without a removal of the document in between (the store's writes
- * guarantee both). RAGD_ENOMEM, RAGD_ETOOBIG past 2^26 chunks in a batch. */
+/* Adds a chunk, analysed now. The chunks of one document must come one after another; they
+ * may span batches only when those are applied one right after the other (the start-up
+ * load), and a document is never added again without being removed first (the store's
+ * writes guarantee this). RAGD_ENOMEM, RAGD_ETOOBIG past 2^26 chunks in a batch. */
 ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f);
 /* Removes every chunk of a document when applied (nothing when absent). */
 ragd_err kindex_batch_remove_doc(kindex_batch *b, int64_t doc_rowid);
