@@ -229,7 +229,7 @@ static void wait_done_count(int n)
 }
 
 /* A document text of `chunks` parts of about `part` bytes each, '|'-separated for tw_doc,
- * with words that differ per seed (so that FTS5 stores real postings). */
+ * with words that differ per seed (so that pages hold real, distinct text). */
 static char *big_template(int seed, size_t chunks, size_t part)
 {
     size_t cap = chunks * (part + 32) + 1, len = 0;
