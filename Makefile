@@ -19,7 +19,8 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+# libstemmer (Snowball) ships no pkg-config file in Debian: its header is in /usr/include.
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lstemmer -lpthread -lm
 
 .PHONY: all deps test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
 all: $(BIN)
@@ -97,9 +98,14 @@ $(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
 $(BUILD)/bench_cache: bench/bench_cache.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
-bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache
+$(BUILD)/bench_kindex: bench/bench_kindex.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex
 	$(BUILD)/bench_vindex 100000 512 200
 	$(BUILD)/bench_cache 10000 768 1 4096
+	$(BUILD)/bench_kindex 10000 2000 10
+	$(BUILD)/bench_kindex 1000000 500 10
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000

@@ -11,6 +11,7 @@
 #include "http/handlers.h"
 #include "rag/embed_builtin.h"
 #include "text/chunker.h"
+#include "text/doccontext.h"
 #include "text/html.h"
 #include "util/hash.h"
 #include "util/names.h"
@@ -34,6 +35,8 @@ typedef struct {
     size_t text_len;
     char *metadata_json;
     char *source;
+    char *title;     /* text/doccontext.h */
+    char **headings; /* per chunk, markdown only (else NULL) */
     char hash[STORE_HASH_HEX + 1];
     bool markdown;  /* chunk with markdown structure */
     bool repeated;  /* the same id stands earlier in the batch */
@@ -78,6 +81,8 @@ static void ingest_job_clear(ingest_job *job)
         free(d->text);
         free(d->metadata_json);
         free(d->source);
+        free(d->title);
+        doccontext_paths_free(d->headings, d->n_chunks);
         free(d->starts);
         free(d->ends);
         free(d->vectors);
@@ -142,8 +147,9 @@ static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, s
     d->metadata_json = ingest_metadata(meta, source);
     hash_sha256_hex(text, len, d->hash);
     d->id = strdup(id ? id : d->hash);
+    size_t html_title_len = 0;
     if (fmt == INGEST_HTML) {
-        ragd_err rc = html_to_text(text, len, &d->text, &d->text_len);
+        ragd_err rc = html_to_text_title(text, len, &d->text, &d->text_len, &html_title_len);
         if (rc) {
             http_reply_error(req, 422, "validation_error", "%s: HTML could not be read (%s)", field, ragd_strerror(rc));
             return false;
@@ -157,6 +163,22 @@ static bool ingest_prepare(http_request *req, ingest_doc *d, const char *text, s
         d->text_len = len;
     }
     if (!d->id || !d->text || !d->metadata_json || (source && !d->source)) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    json_t *mt = meta ? json_object_get(meta, "title") : NULL;
+    doccontext_in in = {
+        .meta_title = json_is_string(mt) ? json_string_value(mt) : NULL,
+        .meta_title_len = json_is_string(mt) ? json_string_length(mt) : 0,
+        .html_title = html_title_len ? d->text : NULL,
+        .html_title_len = html_title_len,
+        .text = d->text,
+        .text_len = d->text_len,
+        .markdown = d->markdown,
+        .source = source,
+        .id = id,
+    };
+    if (doccontext_title(&in, &d->title) != RAGD_OK) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return false;
     }
@@ -303,6 +325,10 @@ static bool ingest_chunk(http_request *req, ingest_doc *d, const chunk_params *c
         d->ends[i] = (int64_t)spans[i].end;
     }
     free(spans);
+    if (ok && d->markdown && n > 0) {
+        rc = doccontext_headings(d->text, d->text_len, d->starts, n, &d->headings);
+        ok = rc == RAGD_OK;
+    }
     if (!ok) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return false;
@@ -701,6 +727,8 @@ static void ingest_submit(ingest_job *job)
         sd->chunk_starts = d->starts;
         sd->chunk_ends = d->ends;
         sd->vectors = d->vectors;
+        sd->title = d->title;
+        sd->chunk_headings = (const char *const *)d->headings;
         sd->expect_duplicate = d->duplicate;
     }
     w->docs = job->sdocs;

@@ -5,19 +5,20 @@
 #include <string.h>
 #include <stdio.h>
 
+#include "index/kindex.h"
 #include "index/vindex.h"
 #include "rag/embed_builtin.h"
 #include "rag/fusion.h"
-#include "text/tokenize.h"
 #include "util/clock.h"
 #include "util/log.h"
-#include "util/strbuf.h"
 
 struct rag_index {
     vindex_set *set;
     /* Held for reading around a lookup+search, for writing around a collection drop, so
      * a search never sees a vindex freed under it. */
     pthread_rwlock_t drop_lock;
+    /* The keyword indexes: reference-counted, so they need no drop_lock. */
+    kindex_set *kset;
 };
 
 rag_index *rag_index_new(void)
@@ -26,7 +27,10 @@ rag_index *rag_index_new(void)
     if (!ri)
         return NULL;
     ri->set = vindex_set_new();
-    if (!ri->set) {
+    ri->kset = kindex_set_new();
+    if (!ri->set || !ri->kset) {
+        vindex_set_free(ri->set);
+        kindex_set_free(ri->kset);
         free(ri);
         return NULL;
     }
@@ -39,28 +43,166 @@ void rag_index_free(rag_index *ri)
     if (!ri)
         return;
     vindex_set_free(ri->set);
+    kindex_set_free(ri->kset);
     pthread_rwlock_destroy(&ri->drop_lock);
     free(ri);
 }
 
-static int rag_load_one(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid, const float *vec, void *arg)
+/* Start-up: chunks are analysed into one keyword batch per collection, committed every
+ * RAG_LOAD_BATCH chunks (the scan gives documents in row id order, so collections may
+ * interleave). */
+#define RAG_LOAD_BATCH 4096
+#define RAG_LOAD_OPEN 16
+
+typedef struct {
+    int64_t coll_id;
+    kindex *ix;
+    kindex_batch *b;
+} rag_load_open;
+
+typedef struct {
+    rag_index *ri;
+    size_t vectors;
+    size_t chunks;
+    rag_load_open open[RAG_LOAD_OPEN];
+    size_t n_open;
+    ragd_err err;
+} rag_load;
+
+/* Commits an open batch and closes it. */
+static ragd_err rag_load_flush(rag_load *ld, size_t i)
 {
-    rag_index *ri = ((void **)arg)[0];
-    size_t *count = ((void **)arg)[1];
-    vindex *ix = vindex_set_get(ri->set, coll_id, (size_t)dim, true);
-    if (!ix || vindex_add(ix, chunk_id, doc_rowid, vec) != RAGD_OK) {
-        log_warn("index: cannot load chunk %lld of collection %lld", (long long)chunk_id, (long long)coll_id);
-        return 0;
+    rag_load_open *o = &ld->open[i];
+    ragd_err e = kindex_reserve(o->ix, o->b);
+    if (!e)
+        kindex_apply(o->ix, o->b);
+    kindex_batch_free(o->b);
+    kindex_set_put(ld->ri->kset, o->ix);
+    ld->open[i] = ld->open[--ld->n_open];
+    return e;
+}
+
+static int rag_load_one(const store_chunk_row *row, void *arg)
+{
+    rag_load *ld = arg;
+    rag_index *ri = ld->ri;
+    if (row->vec) {
+        vindex *ix = vindex_set_get(ri->set, row->coll_id, (size_t)row->dim, true);
+        if (!ix || vindex_add(ix, row->chunk_id, row->doc_rowid, row->vec) != RAGD_OK)
+            log_warn("index: cannot load the vector of chunk %lld of collection %lld", (long long)row->chunk_id,
+                     (long long)row->coll_id);
+        else
+            ld->vectors++;
     }
-    (*count)++;
+    size_t i = 0;
+    while (i < ld->n_open && ld->open[i].coll_id != row->coll_id)
+        i++;
+    if (i == ld->n_open) {
+        if (ld->n_open == RAG_LOAD_OPEN && (ld->err = rag_load_flush(ld, 0)) != RAGD_OK)
+            return 1;
+        rag_load_open *o = &ld->open[ld->n_open];
+        o->coll_id = row->coll_id;
+        o->ix = kindex_set_get(ri->kset, row->coll_id, true);
+        o->b = kindex_batch_new();
+        if (!o->ix || !o->b) {
+            kindex_set_put(ri->kset, o->ix);
+            kindex_batch_free(o->b);
+            ld->err = RAGD_ENOMEM;
+            return 1;
+        }
+        i = ld->n_open++;
+    }
+    kindex_fields f = {.text = {row->text, row->title, row->heading},
+                       .len = {row->text_len, row->title_len, row->heading_len}};
+    ld->err = kindex_batch_add(ld->open[i].b, row->chunk_id, row->doc_rowid, &f);
+    if (ld->err)
+        return 1;
+    ld->chunks++;
+    if (kindex_batch_chunks(ld->open[i].b) >= RAG_LOAD_BATCH && (ld->err = rag_load_flush(ld, i)) != RAGD_OK)
+        return 1;
     return 0;
 }
 
+/* Fills both indexes from the store. The keyword index must hold every chunk (a missing
+ * one would be wrong for good: nothing adds it later), so running out of memory here fails
+ * the start-up; a vector that cannot be loaded is logged, as before. */
 ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
 {
-    *count = 0;
-    void *ctx[2] = {ri, count};
-    return store_scan_vectors(r, rag_load_one, ctx);
+    rag_load ld = {.ri = ri};
+    double t0 = clock_now_ms();
+    ragd_err e = store_scan_chunks(r, rag_load_one, &ld);
+    if (!e)
+        e = ld.err;
+    while (ld.n_open > 0) {
+        if (e) { /* give the batches back unapplied */
+            kindex_batch_free(ld.open[ld.n_open - 1].b);
+            kindex_set_put(ri->kset, ld.open[ld.n_open - 1].ix);
+            ld.n_open--;
+            continue;
+        }
+        e = rag_load_flush(&ld, ld.n_open - 1);
+    }
+    *count = ld.vectors;
+    if (!e)
+        log_info("index: %zu chunks in the keyword index in %.1f ms", ld.chunks, clock_now_ms() - t0);
+    return e;
+}
+
+/* What PREPARE made for COMMITTED / ABORTED (the change's hook_state). */
+typedef struct {
+    kindex *kx;
+    kindex_batch *b;
+} rag_prepared;
+
+/* The keyword side of a change: a batch of the removed documents and the added chunks,
+ * reserved in the collection's keyword index. NULL state when the change touches no chunk. */
+static ragd_err rag_keyword_prepare(rag_index *ri, const store_change *ch)
+{
+    if (ch->n_chunks == 0 && ch->n_removed == 0)
+        return RAGD_OK;
+    rag_prepared *p = calloc(1, sizeof *p);
+    ragd_err e = p ? RAGD_OK : RAGD_ENOMEM;
+    if (!e) {
+        p->kx = kindex_set_get(ri->kset, ch->coll_id, true);
+        p->b = kindex_batch_new();
+        e = p->kx && p->b ? RAGD_OK : RAGD_ENOMEM;
+    }
+    for (size_t i = 0; !e && i < ch->n_removed; i++)
+        e = kindex_batch_remove_doc(p->b, ch->removed_docs[i]);
+    for (size_t i = 0; !e && i < ch->n_chunks; i++) {
+        const store_change_text *t = &ch->texts[i];
+        kindex_fields f = {.text = {t->text, t->title, t->heading},
+                           .len = {t->len, strlen(t->title), strlen(t->heading)}};
+        e = kindex_batch_add(p->b, ch->chunk_ids[i], ch->chunk_doc_rowids[i], &f);
+    }
+    if (!e)
+        e = kindex_reserve(p->kx, p->b);
+    if (e) {
+        if (p) {
+            kindex_batch_free(p->b);
+            kindex_set_put(ri->kset, p->kx);
+        }
+        free(p);
+        return e == RAGD_ETOOBIG ? e : RAGD_ENOMEM;
+    }
+    *ch->hook_state = p;
+    return RAGD_OK;
+}
+
+/* COMMITTED (apply) or ABORTED (release) of what rag_keyword_prepare reserved. */
+static void rag_keyword_finish(rag_index *ri, const store_change *ch)
+{
+    rag_prepared *p = *ch->hook_state;
+    if (!p)
+        return;
+    if (ch->phase == STORE_CHANGE_COMMITTED)
+        kindex_apply(p->kx, p->b);
+    else
+        kindex_release(p->kx, p->b);
+    kindex_batch_free(p->b);
+    kindex_set_put(ri->kset, p->kx);
+    free(p);
+    *ch->hook_state = NULL;
 }
 
 /* PREPARE creates the collection's index and reserves a row per added chunk, so that
@@ -74,11 +216,17 @@ ragd_err rag_index_on_commit(const store_change *ch, void *arg)
             pthread_rwlock_wrlock(&ri->drop_lock);
             vindex_set_drop(ri->set, ch->coll_id);
             pthread_rwlock_unlock(&ri->drop_lock);
+            kindex_set_drop(ri->kset, ch->coll_id);
         }
         return RAGD_OK;
     }
-    if (ch->phase != STORE_CHANGE_COMMITTED && ch->n_chunks == 0)
+    if (ch->phase != STORE_CHANGE_PREPARE)
+        rag_keyword_finish(ri, ch);
+    if (ch->phase != STORE_CHANGE_COMMITTED && ch->n_chunks == 0) {
+        if (ch->phase == STORE_CHANGE_PREPARE)
+            return rag_keyword_prepare(ri, ch);
         return RAGD_OK;
+    }
     ragd_err rc = RAGD_OK;
     pthread_rwlock_rdlock(&ri->drop_lock);
     vindex *ix = vindex_set_get(ri->set, ch->coll_id, (size_t)ch->dim, ch->phase != STORE_CHANGE_ABORTED);
@@ -89,6 +237,11 @@ ragd_err rag_index_on_commit(const store_change *ch, void *arg)
             log_error("index: no index for collection %lld (dim %d)", (long long)ch->coll_id, ch->dim);
     } else if (ch->phase == STORE_CHANGE_PREPARE) {
         rc = vindex_reserve(ix, ch->n_chunks);
+        if (!rc) {
+            rc = rag_keyword_prepare(ri, ch);
+            if (rc)
+                vindex_release(ix, ch->n_chunks);
+        }
     } else if (ch->phase == STORE_CHANGE_ABORTED) {
         vindex_release(ix, ch->n_chunks);
     } else {
@@ -152,41 +305,19 @@ static ragd_err rag_vector_top(rag_index *ri, const store_collection *coll, cons
     return RAGD_OK;
 }
 
-typedef struct {
-    strbuf sb;
-    bool no_memory;
-} rag_words;
-
-static int rag_keep_content_word(const token *tok, void *arg)
+/* Keyword candidates: ids best first and their BM25F scores, from the collection's
+ * in-memory keyword index (an index not made yet — a collection without chunks — has
+ * none). The query is analysed like the chunks (stop words dropped, stems). */
+static ragd_err rag_keyword_top(rag_index *ri, const store_collection *coll, const char *text, size_t len,
+                                size_t depth, const rag_allowed *allowed, kindex_hit *hits, size_t *n)
 {
-    rag_words *w = arg;
-    if (tokenize_is_stopword(tok->norm, tok->norm_len))
-        return 0;
-    ragd_err e = w->sb.len ? strbuf_append(&w->sb, " ", 1) : RAGD_OK;
-    if (!e)
-        e = strbuf_append(&w->sb, tok->norm, tok->norm_len);
-    w->no_memory = e == RAGD_ENOMEM;
-    return e ? 1 : 0; /* past the cap the words so far are enough; without memory, fail */
-}
-
-/* The query's content words (stop words dropped), for the keyword side: BM25 gains almost
- * nothing from "what", "is", "the", which match nearly every chunk and so make FTS5 score
- * nearly every chunk. Falls back to the whole text when only stop words remain. The result
- * is malloc'd; NULL when out of memory (never a silently shortened query). */
-static char *rag_keyword_text(const char *text, size_t len)
-{
-    rag_words w = {.no_memory = false};
-    strbuf_init(&w.sb, len + 1);
-    ragd_err e = tokenize_words(text, len, rag_keep_content_word, &w);
-    if (e || w.no_memory) {
-        strbuf_cleanup(&w.sb);
-        return NULL;
-    }
-    if (w.sb.len == 0) {
-        strbuf_cleanup(&w.sb);
-        return strndup(text, len);
-    }
-    return strbuf_detach(&w.sb, NULL);
+    *n = 0;
+    kindex *kx = kindex_set_get(ri->kset, coll->id, false);
+    if (!kx)
+        return RAGD_OK;
+    ragd_err e = kindex_search(kx, text, len, depth, allowed ? rag_doc_allowed : NULL, (void *)allowed, hits, n);
+    kindex_set_put(ri->kset, kx);
+    return e;
 }
 
 /* ---------------------------------------------------------------- fusion and selection */
@@ -214,7 +345,7 @@ typedef struct {
  * with each candidate's document, score and distance (docs/api.md: weighted, the fused
  * score itself; rrf, divided by the best possible). r has room for n_vec + n_kw. */
 static ragd_err rag_fuse(const fusion_params *fp, const int64_t *vec_ids, const int64_t *vec_docs,
-                         const double *vec_sims, size_t n_vec, const store_keyword_hit *kw, size_t n_kw,
+                         const double *vec_sims, size_t n_vec, const kindex_hit *kw, size_t n_kw,
                          rag_ranked *r)
 {
     ragd_err rc = RAGD_ENOMEM;
@@ -281,7 +412,7 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
     int64_t *vec_ids = calloc(depth, sizeof *vec_ids);
     int64_t *vec_docs = calloc(depth, sizeof *vec_docs);
     double *vec_sims = calloc(depth, sizeof *vec_sims);
-    store_keyword_hit *kw = calloc(depth, sizeof *kw);
+    kindex_hit *kw = calloc(depth, sizeof *kw);
     float *qvec = calloc(EMBED_BUILTIN_DIM, sizeof *qvec);
     rag_ranked cand = {0};
     size_t *picked = NULL;
@@ -329,13 +460,7 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
             goto out;
     }
     if (q->method != RAG_VECTOR && (!filtered || n_allowed > 0)) {
-        char *kw_text = rag_keyword_text(q->text, q->len);
-        if (!kw_text) {
-            rc = RAGD_ENOMEM;
-            goto out;
-        }
-        rc = store_keyword_search(r, coll->id, kw_text, q->filter, depth, kw, &n_kw);
-        free(kw_text);
+        rc = rag_keyword_top(ri, coll, q->text, q->len, depth, filtered ? &allowed : NULL, kw, &n_kw);
         if (rc) {
             snprintf(err, errlen, "keyword search failed: %s", ragd_strerror(rc));
             goto out;

@@ -1,10 +1,10 @@
 #ifndef RAGD_RAG_RETRIEVE_H
 #define RAGD_RAG_RETRIEVE_H
 
-/* Retrieval: vector top-k (in-memory index), keyword top-k (store FTS5 BM25), and their
- * fusion (weighted normalised scores or reciprocal rank), at most N chunks per document,
- * a relevance floor, with metadata filters; plus keeping the in-memory index in step with
- * the store (start-up load and the writer's commit hook). */
+/* Retrieval: vector top-k (in-memory vector index), keyword top-k (in-memory BM25F index,
+ * index/kindex.h), and their fusion (weighted normalised scores or reciprocal rank), at most
+ * N chunks per document, a relevance floor, with metadata filters; plus keeping both
+ * in-memory indexes in step with the store (start-up load and the writer's commit hook). */
 #include <stdbool.h>
 #include <stddef.h>
 

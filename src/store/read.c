@@ -9,11 +9,6 @@
 #include "util/log.h"
 #include "util/strbuf.h"
 
-/* Caps on keyword queries: words used, and bytes of one word (longer ones match nothing
- * useful and are skipped). */
-#define KEYWORD_MAX_WORDS 64
-#define KEYWORD_MAX_WORD_BYTES 256
-
 /* ---------------------------------------------------------------- helpers */
 
 static ragd_err prepare(sqlite3 *db, const char *sql, sqlite3_stmt **s)
@@ -674,157 +669,6 @@ out:
     return e;
 }
 
-/* ---------------------------------------------------------------- keyword search */
-
-static bool word_byte(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c >= 0x80;
-}
-
-/* How many chunks (of every collection: BM25's statistics are table-wide) contain the
- * quoted word, and how many chunks there are. */
-static ragd_err keyword_df(sqlite3 *db, const char *quoted, int64_t *df)
-{
-    sqlite3_stmt *s = NULL;
-    ragd_err e = prepare(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", &s);
-    if (e)
-        return e;
-    sqlite3_bind_text(s, 1, quoted, -1, SQLITE_STATIC);
-    e = sqlite3_step(s) == SQLITE_ROW ? RAGD_OK : step_error(db);
-    *df = e ? 0 : sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return e;
-}
-
-static ragd_err keyword_total(sqlite3 *db, int64_t *total)
-{
-    sqlite3_stmt *s = NULL;
-    ragd_err e = prepare(db, "SELECT coalesce(sum(chunks), 0) FROM collections", &s);
-    if (e)
-        return e;
-    e = sqlite3_step(s) == SQLITE_ROW ? RAGD_OK : step_error(db);
-    *total = e ? 0 : sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    return e;
-}
-
-/* Turns free text into an FTS5 expression: every word quoted as a string and OR-ed, so no
- * operator or column filter a client writes is interpreted. Words are runs of ASCII letters
- * and digits and of non-ASCII bytes (so UTF-8 letters stay whole); at most
- * KEYWORD_MAX_WORDS are used. Leaves expr empty when the text has no words.
- *
- * Words that occur in half the chunks or more are left out (the rarest word that occurs
- * at all is always kept, so a query whose words all occur never comes back empty — a
- * word found nowhere cannot stand in for it): FTS5's BM25 gives them an IDF of
- * log((N - n + 0.5) / (n + 0.5)) <= 0, clamped to 1e-6, so they add nothing to any score,
- * yet every chunk containing one would be scored. */
-static ragd_err keyword_expr(sqlite3 *db, const char *q, strbuf *expr)
-{
-    char quoted[KEYWORD_MAX_WORDS][KEYWORD_MAX_WORD_BYTES + 3];
-    int64_t df[KEYWORD_MAX_WORDS];
-    size_t words = 0;
-    const unsigned char *p = (const unsigned char *)q;
-    while (*p && words < KEYWORD_MAX_WORDS) {
-        if (!word_byte(*p)) {
-            p++;
-            continue;
-        }
-        const unsigned char *start = p;
-        while (*p && word_byte(*p))
-            p++;
-        size_t len = (size_t)(p - start);
-        if (len > KEYWORD_MAX_WORD_BYTES)
-            continue;
-        /* A word holds no '"' (not a word byte), so quoting needs no doubling here. */
-        snprintf(quoted[words], sizeof quoted[words], "\"%.*s\"", (int)len, (const char *)start);
-        words++;
-    }
-    int64_t total = 0;
-    ragd_err e = words > 1 ? keyword_total(db, &total) : RAGD_OK;
-    size_t rarest = 0;
-    for (size_t i = 0; !e && total > 0 && i < words; i++) {
-        e = keyword_df(db, quoted[i], &df[i]);
-        if (!e && df[i] > 0 && (df[rarest] == 0 || df[i] < df[rarest]))
-            rarest = i;
-    }
-    if (e)
-        return e;
-    size_t used = 0;
-    for (size_t i = 0; !e && i < words; i++) {
-        bool common = total > 0 && df[i] * 2 >= total && i != rarest;
-        if (common)
-            continue;
-        e = strbuf_appends(expr, used ? " OR " : "");
-        if (!e)
-            e = strbuf_appends(expr, quoted[i]);
-        used++;
-    }
-    return e;
-}
-
-ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
-                              size_t k, store_keyword_hit *out, size_t *n)
-{
-    sqlite3_stmt *s = NULL;
-    strbuf expr, sql;
-    *n = 0;
-    strbuf_init(&expr, KEYWORD_MAX_WORDS * (KEYWORD_MAX_WORD_BYTES + 6));
-    strbuf_init(&sql, 256 * 1024);
-    ragd_err e = RAGD_EINVAL;
-    if (!query)
-        goto out;
-    e = filter_check(f);
-    if (e)
-        goto out;
-    e = keyword_expr(r->db, query, &expr);
-    if (e || expr.len == 0 || k == 0)
-        goto out;
-    e = strbuf_appends(&sql, "SELECT c.id, c.document_id, -bm25(chunks_fts) FROM chunks_fts"
-                             " JOIN chunks c ON c.id = chunks_fts.rowid");
-    if (!e && f && f->n_terms)
-        e = strbuf_appends(&sql, " JOIN documents d ON d.id = c.document_id");
-    if (!e)
-        e = strbuf_appends(&sql, " WHERE chunks_fts MATCH ? AND c.collection_id = ?");
-    if (!e)
-        e = filter_sql(f, &sql);
-    if (!e)
-        e = strbuf_appends(&sql, " ORDER BY bm25(chunks_fts) LIMIT ?");
-    if (e)
-        goto out;
-    e = prepare(r->db, sql.data, &s);
-    if (e)
-        goto out;
-    int idx = 1;
-    sqlite3_bind_text(s, idx++, expr.data, (int)expr.len, SQLITE_STATIC);
-    sqlite3_bind_int64(s, idx++, coll_id);
-    e = filter_bind(f, s, &idx);
-    if (e)
-        goto out;
-    sqlite3_bind_int64(s, idx++, k > INT64_MAX ? INT64_MAX : (int64_t)k);
-    size_t got = 0;
-    for (;;) {
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            e = step_error(r->db);
-            goto out;
-        }
-        if (got < k) {
-            out[got].chunk_id = sqlite3_column_int64(s, 0);
-            out[got].doc_rowid = sqlite3_column_int64(s, 1);
-            out[got].score = sqlite3_column_double(s, 2);
-            got++;
-        }
-    }
-    *n = got;
-out:
-    stmt_done(r, s);
-    strbuf_cleanup(&expr);
-    strbuf_cleanup(&sql);
-    return e;
-}
-
 /* ---------------------------------------------------------------- vectors */
 
 ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
@@ -886,6 +730,87 @@ ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg)
 out:
     free(vec);
     stmt_done(r, s);
+    end_read(r->db);
+    return e;
+}
+
+/* ---------------------------------------------------------------- start-up scan */
+
+ragd_err store_scan_chunks(store_reader *r, store_chunk_fn fn, void *arg)
+{
+    sqlite3_stmt *s = NULL;
+    float *vec = NULL;
+    size_t vec_cap = 0;
+    ragd_err e = begin_read(r->db);
+    if (e)
+        return e;
+    /* documents in row id order, each one's chunks through chunks_by_document: no sort */
+    e = prepare(r->db,
+                "SELECT d.collection_id, col.dim, c.id, d.id, c.embedding, c.text, c.heading, d.title"
+                " FROM documents d JOIN collections col ON col.id = d.collection_id"
+                " JOIN chunks c ON c.document_id = d.id ORDER BY d.id, c.ordinal",
+                &s);
+    if (e)
+        goto out;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        store_chunk_row row = {
+            .coll_id = sqlite3_column_int64(s, 0),
+            .dim = sqlite3_column_int(s, 1),
+            .chunk_id = sqlite3_column_int64(s, 2),
+            .doc_rowid = sqlite3_column_int64(s, 3),
+        };
+        const void *blob = sqlite3_column_blob(s, 4);
+        size_t bytes = (size_t)sqlite3_column_bytes(s, 4);
+        if (row.dim >= 1 && blob && bytes == (size_t)row.dim * sizeof(float)) {
+            if ((size_t)row.dim > vec_cap) {
+                float *p = realloc(vec, (size_t)row.dim * sizeof *p);
+                if (!p) {
+                    e = RAGD_ENOMEM;
+                    goto out;
+                }
+                vec = p;
+                vec_cap = (size_t)row.dim;
+            }
+            memcpy(vec, blob, bytes); /* little-endian float32, not necessarily aligned */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+            for (int i = 0; i < row.dim; i++) {
+                uint32_t u;
+                memcpy(&u, &vec[i], 4);
+                u = __builtin_bswap32(u);
+                memcpy(&vec[i], &u, 4);
+            }
+#endif
+            row.vec = vec;
+        } else {
+            log_warn("store: chunk %lld has an embedding of %zu bytes, collection dim %d: no vector",
+                     (long long)row.chunk_id, bytes, row.dim);
+        }
+        const int cols[3] = {5, 6, 7};
+        const char **txt[3] = {&row.text, &row.heading, &row.title};
+        size_t *lens[3] = {&row.text_len, &row.heading_len, &row.title_len};
+        for (int i = 0; i < 3; i++) {
+            const unsigned char *t = sqlite3_column_text(s, cols[i]);
+            if (!t && sqlite3_column_type(s, cols[i]) != SQLITE_NULL) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            *txt[i] = t ? (const char *)t : "";
+            *lens[i] = t ? (size_t)sqlite3_column_bytes(s, cols[i]) : 0;
+        }
+        if (fn(&row, arg) != 0)
+            break;
+    }
+    e = RAGD_OK;
+out:
+    free(vec);
+    sqlite3_finalize(s);
     end_read(r->db);
     return e;
 }

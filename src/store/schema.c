@@ -2,13 +2,21 @@
  * step below moves it one version forward and is never edited once released: a schema
  * change is a new step appended to the array. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "store/store_int.h"
+#include "text/doccontext.h"
 
 typedef struct {
     int version; /* the version the file has after this step */
     const char *sql;
+    /* Run after sql, in the same transaction, for what SQL cannot compute; NULL if none. */
+    ragd_err (*fill)(sqlite3 *db, char *err, size_t errlen);
 } migration;
+
+static ragd_err fill_context(sqlite3 *db, char *err, size_t errlen);
 
 static const migration migrations[] = {
     {1,
@@ -73,7 +81,26 @@ static const migration migrations[] = {
      " END;"
      "CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN"
      " UPDATE collections SET documents = documents - 1 WHERE id = old.collection_id;"
-     " END;"},
+     " END;",
+     NULL},
+    /* 2: context for the keyword index (docs/internals/kindex.md): each document's title,
+     * each chunk's markdown heading path. Existing rows get them computed by fill_context
+     * from what is stored. */
+    {2,
+     "ALTER TABLE documents ADD COLUMN title TEXT NOT NULL DEFAULT '';"
+     "ALTER TABLE chunks ADD COLUMN heading TEXT NOT NULL DEFAULT '';",
+     fill_context},
+    /* 3: keyword search moved to the in-memory index (src/index/kindex.c), which loads
+     * from chunks, documents.title and chunks.heading; the FTS5 index was read by nothing
+     * any more and cost every write. Dropping the external-content table drops its shadow
+     * tables; their pages go to the free list and are reused by later writes (no VACUUM:
+     * that would rewrite the whole file inside start-up). */
+    {3,
+     "DROP TRIGGER IF EXISTS chunks_ai;"
+     "DROP TRIGGER IF EXISTS chunks_ad;"
+     "DROP TRIGGER IF EXISTS chunks_au;"
+     "DROP TABLE IF EXISTS chunks_fts;",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
@@ -134,6 +161,12 @@ ragd_err store__migrate(sqlite3 *db, char *err, size_t errlen)
                      emsg ? emsg : sqlite3_errmsg(db));
             goto out;
         }
+        if (migrations[i].fill) {
+            e = migrations[i].fill(db, err, errlen);
+            if (e)
+                goto out;
+            e = RAGD_EIO;
+        }
         /* PRAGMA takes no bound parameter; the number is our own constant. */
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", migrations[i].version);
@@ -152,5 +185,145 @@ out:
     sqlite3_free(emsg);
     if (in_tx)
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return e;
+}
+
+/* ---------------------------------------------------------------- version 2's fill */
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    size_t n = s ? strlen(s) : 0, m = strlen(suffix);
+    return n >= m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+/* Headings of one markdown document's chunks, written to chunks.heading. */
+static ragd_err fill_headings(sqlite3 *db, sqlite3_stmt *sel, sqlite3_stmt *upd, int64_t doc, const char *text,
+                              size_t len)
+{
+    int64_t *ids = NULL, *starts = NULL;
+    size_t n = 0, cap = 0;
+    char **paths = NULL;
+    ragd_err e = RAGD_OK;
+    sqlite3_bind_int64(sel, 1, doc);
+    int rc;
+    while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            int64_t *a = realloc(ids, cap * sizeof *a);
+            if (a)
+                ids = a;
+            int64_t *b = a ? realloc(starts, cap * sizeof *b) : NULL;
+            if (!b) {
+                e = RAGD_ENOMEM;
+                goto out;
+            }
+            starts = b;
+        }
+        ids[n] = sqlite3_column_int64(sel, 0);
+        starts[n++] = sqlite3_column_int64(sel, 1);
+    }
+    if (rc != SQLITE_DONE) {
+        e = store__sql_error(db);
+        goto out;
+    }
+    e = doccontext_headings(text, len, starts, n, &paths);
+    for (size_t i = 0; !e && i < n; i++) {
+        if (!paths[i][0])
+            continue;
+        sqlite3_bind_text(upd, 1, paths[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(upd, 2, ids[i]);
+        rc = sqlite3_step(upd);
+        sqlite3_reset(upd);
+        if (rc != SQLITE_DONE)
+            e = store__sql_error(db);
+    }
+out:
+    sqlite3_reset(sel);
+    doccontext_paths_free(paths, n);
+    free(ids);
+    free(starts);
+    return e;
+}
+
+/* Titles and heading paths for the documents of a file from before version 2, derived the
+ * way ingest derives them (text/doccontext.h) from what was stored: the metadata's "title";
+ * for a source ending in .html/.htm the text's first paragraph, which is where ingest put
+ * the page's <title>; for .md/.markdown the first heading, and the chunks' heading paths;
+ * the file name of the source, or of the id when the client chose it (an id equal to the
+ * content hash was made by ragd); the first line. A markdown document ingested without a
+ * source (a raw text/markdown body) cannot be told from plain text and gets no headings. */
+static ragd_err fill_context(sqlite3 *db, char *err, size_t errlen)
+{
+    sqlite3_stmt *docs = NULL, *set_title = NULL, *chunks = NULL, *set_heading = NULL;
+    ragd_err e = RAGD_EIO;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT id, doc_id, content_hash, source, text,"
+                                " CASE WHEN json_type(metadata, '$.title') = 'text'"
+                                " THEN json_extract(metadata, '$.title') END FROM documents",
+                                -1, &docs, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "UPDATE documents SET title = ?1 WHERE id = ?2", -1, &set_title, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT id, start FROM chunks WHERE document_id = ?1 ORDER BY ordinal", -1,
+                                &chunks, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "UPDATE chunks SET heading = ?1 WHERE id = ?2", -1, &set_heading, NULL);
+    if (rc != SQLITE_OK) {
+        e = store__sql_error(db);
+        snprintf(err, errlen, "migration to schema version 2: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    while ((rc = sqlite3_step(docs)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(docs, 0);
+        const char *doc_id = (const char *)sqlite3_column_text(docs, 1);
+        const char *hash = (const char *)sqlite3_column_text(docs, 2);
+        const char *source = (const char *)sqlite3_column_text(docs, 3);
+        const char *text = (const char *)sqlite3_column_text(docs, 4);
+        size_t text_len = (size_t)sqlite3_column_bytes(docs, 4);
+        const char *meta_title = (const char *)sqlite3_column_text(docs, 5);
+        doccontext_in in = {
+            .meta_title = meta_title,
+            .meta_title_len = meta_title ? strlen(meta_title) : 0,
+            .text = text ? text : "",
+            .text_len = text ? text_len : 0,
+            .markdown = has_suffix(source, ".md") || has_suffix(source, ".markdown"),
+            .source = source,
+            .id = doc_id && hash && strcmp(doc_id, hash) != 0 ? doc_id : NULL,
+        };
+        if (has_suffix(source, ".html") || has_suffix(source, ".htm")) {
+            const char *para = text ? strstr(text, "\n\n") : NULL;
+            in.html_title = in.text;
+            in.html_title_len = para ? (size_t)(para - text) : in.text_len;
+        }
+        char *title = NULL;
+        e = doccontext_title(&in, &title);
+        if (e) {
+            snprintf(err, errlen, "migration to schema version 2: %s", ragd_strerror(e));
+            goto out;
+        }
+        sqlite3_bind_text(set_title, 1, title, -1, free);
+        sqlite3_bind_int64(set_title, 2, id);
+        rc = sqlite3_step(set_title);
+        sqlite3_reset(set_title);
+        if (rc == SQLITE_DONE && in.markdown)
+            e = fill_headings(db, chunks, set_heading, id, in.text, in.text_len);
+        else if (rc != SQLITE_DONE)
+            e = store__sql_error(db);
+        if (e) {
+            snprintf(err, errlen, "migration to schema version 2: %s (%s)", ragd_strerror(e), sqlite3_errmsg(db));
+            goto out;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        e = store__sql_error(db);
+        snprintf(err, errlen, "migration to schema version 2: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    e = RAGD_OK;
+out:
+    sqlite3_finalize(docs);
+    sqlite3_finalize(set_title);
+    sqlite3_finalize(chunks);
+    sqlite3_finalize(set_heading);
     return e;
 }

@@ -2,7 +2,8 @@
 #define RAGD_STORE_STORE_H
 
 /* The store: the only module that knows SQLite (later PostgreSQL). Collections, documents,
- * chunks with byte offsets, float32 embeddings, and an FTS5 keyword index.
+ * chunks with byte offsets, float32 embeddings, titles and heading paths. Keyword search is
+ * not here: the in-memory index (src/index/kindex.h) loads from the store.
  *
  * Threads: one writer thread owns the single write connection; every change goes through
  * store_submit() and is committed in groups (one transaction per batch of queued writes,
@@ -193,23 +194,30 @@ typedef struct {
 /* Row ids of the collection's documents that match f, sorted ascending, *rowids malloc'd. */
 ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n);
 
-typedef struct {
-    int64_t chunk_id;
-    int64_t doc_rowid;
-    double score; /* -bm25(): higher is better */
-} store_keyword_hit;
-
-/* BM25 keyword search over the collection's chunks (FTS5, porter unicode61). The query is
- * free text: it is split into words and each is quoted, then OR-ed, so no FTS5 syntax a
- * client sends is ever interpreted. f may be NULL. Writes at most k hits, best first. A
- * query with no words gives 0 hits. */
-ragd_err store_keyword_search(store_reader *r, int64_t coll_id, const char *query, const store_filter *f,
-                              size_t k, store_keyword_hit *out, size_t *n);
-
 /* Calls fn for every stored embedding (start-up index build). fn returns non-zero to stop. */
 typedef int (*store_vector_fn)(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid,
                                const float *vec, void *arg);
 ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg);
+
+/* One chunk of store_scan_chunks; every pointer is valid during the callback only. */
+typedef struct {
+    int64_t coll_id;
+    int dim;
+    int64_t chunk_id;
+    int64_t doc_rowid;
+    const float *vec; /* dim floats; NULL when the stored embedding has the wrong size */
+    const char *text;
+    size_t text_len;
+    const char *heading;
+    size_t heading_len;
+    const char *title; /* its document's */
+    size_t title_len;
+} store_chunk_row;
+typedef int (*store_chunk_fn)(const store_chunk_row *row, void *arg);
+/* Calls fn for every chunk with what both in-memory indexes need (start-up), in one read
+ * transaction, document by document and each document's chunks in order (the keyword
+ * index wants them so). fn returns non-zero to stop. */
+ragd_err store_scan_chunks(store_reader *r, store_chunk_fn fn, void *arg);
 
 /* ---- writes (through the writer thread) ---- */
 
@@ -222,10 +230,13 @@ typedef struct {
     size_t text_len;
     char *metadata_json;                     /* JSON object text; NULL means "{}" */
     char *source;                            /* NULL ok */
+    const char *title;                       /* NULL means "" (text/doccontext.h) */
     size_t n_chunks;
     const int64_t *chunk_starts;             /* n_chunks byte offsets into text */
     const int64_t *chunk_ends;
     const float *vectors;                    /* n_chunks * dim floats */
+    const char *const *chunk_headings;       /* n_chunks heading paths; NULL (or a NULL
+                                              * entry) means "" */
     /* The caller saw this id stored with this hash and so skipped chunking (n_chunks 0).
      * Should the stored hash differ by the time the writer runs (a concurrent replace),
      * the whole write fails with RAGD_EBUSY instead of storing the text without chunks. */
@@ -289,7 +300,17 @@ typedef enum {
     STORE_CHANGE_ABORTED,   /* a prepared change whose transaction did not commit after all */
 } store_change_phase;
 
-/* What one write changed, for keeping the in-memory vector index in step. */
+/* An added chunk's text, heading path and document title, for the keyword index. The
+ * pointers lead into the write's own store_docs (nothing is copied): valid while the hook
+ * runs, since a write's documents live until its done callback. */
+typedef struct {
+    const char *text;
+    size_t len;
+    const char *heading; /* "" when none */
+    const char *title;   /* "" when none */
+} store_change_text;
+
+/* What one write changed, for keeping the in-memory indexes in step. */
 typedef struct {
     store_change_phase phase;
     int64_t coll_id;
@@ -300,7 +321,12 @@ typedef struct {
     const int64_t *chunk_ids;     /* chunks added */
     const int64_t *chunk_doc_rowids;
     const float *vectors;         /* n_chunks * dim */
+    const store_change_text *texts; /* n_chunks */
     size_t n_chunks;
+    /* A slot the hook may fill at PREPARE (what it prepared) and finds again at COMMITTED
+     * or ABORTED, of the same write; NULL at first. The store never touches what it points
+     * to: the hook frees it at COMMITTED or ABORTED. */
+    void **hook_state;
 } store_change;
 
 /* Called on the writer thread for each write that changed something, in two steps so that

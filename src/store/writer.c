@@ -24,7 +24,9 @@ struct store__wchange {
     int64_t *chunk_ids;
     int64_t *chunk_docs;
     float *vectors;
+    store_change_text *texts;
     size_t n_chunks;
+    void *hook_state; /* the hook's, from PREPARE to COMMITTED/ABORTED */
 };
 typedef struct store__wchange wchange;
 
@@ -34,11 +36,12 @@ static void wchange_reset(wchange *c)
     free(c->chunk_ids);
     free(c->chunk_docs);
     free(c->vectors);
+    free(c->texts);
     memset(c, 0, sizeof *c);
 }
 
 /* The hook's view of a change. */
-static store_change change_view(const wchange *c, store_change_phase phase)
+static store_change change_view(wchange *c, store_change_phase phase)
 {
     store_change ch = {
         .phase = phase,
@@ -50,7 +53,9 @@ static store_change change_view(const wchange *c, store_change_phase phase)
         .chunk_ids = c->chunk_ids,
         .chunk_doc_rowids = c->chunk_docs,
         .vectors = c->vectors,
+        .texts = c->texts,
         .n_chunks = c->n_chunks,
+        .hook_state = &c->hook_state,
     };
     return ch;
 }
@@ -84,13 +89,13 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->coll_delete, "DELETE FROM collections WHERE id = ?1"},
         {&w->doc_lookup, "SELECT id, content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2"},
         {&w->doc_insert, "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source, text,"
-                         " version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)"},
+                         " version, created_at, updated_at, title) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8)"},
         {&w->doc_update, "UPDATE documents SET content_hash = ?2, metadata = ?3, source = ?4, text = ?5,"
-                         " version = version + 1, updated_at = ?6 WHERE id = ?1"},
+                         " version = version + 1, updated_at = ?6, title = ?7 WHERE id = ?1"},
         {&w->doc_delete, "DELETE FROM documents WHERE id = ?1"},
         {&w->chunks_delete, "DELETE FROM chunks WHERE document_id = ?1"},
         {&w->chunk_insert, "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\", text,"
-                           " embedding) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+                           " embedding, heading) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
         /* json_type, not json_valid: json_valid answers 0 when it runs out of memory,
          * json_type raises an error for malformed JSON and SQLITE_NOMEM for no memory. */
         {&w->json_check, "SELECT json_type(?1)"},
@@ -354,6 +359,7 @@ static void change_remove_doc(wchange *c, int64_t rowid)
         if (k != i) {
             c->chunk_ids[k] = c->chunk_ids[i];
             c->chunk_docs[k] = c->chunk_docs[i];
+            c->texts[k] = c->texts[i];
             memmove(c->vectors + k * dim, c->vectors + i * dim, dim * sizeof(float));
         }
         k++;
@@ -382,9 +388,9 @@ static void bind_vector(sqlite3_stmt *s, int col, const float *v, int dim, uint3
 #endif
 }
 
-/* Binds the five document columns doc_insert and doc_update both set, in their order:
- * content_hash, metadata, source (NULL when absent), text, and the time, to the parameters
- * first .. first + 4. */
+/* Binds the six document columns doc_insert and doc_update both set, in their order:
+ * content_hash, metadata, source (NULL when absent), text, the time and the title, to the
+ * parameters first .. first + 5. */
 static void bind_doc_fields(sqlite3_stmt *s, int first, const store_doc *d, const char *meta, const char *text,
                             const char *now)
 {
@@ -396,6 +402,7 @@ static void bind_doc_fields(sqlite3_stmt *s, int first, const store_doc *d, cons
         sqlite3_bind_null(s, first + 2);
     sqlite3_bind_text64(s, first + 3, text, d->text_len, SQLITE_STATIC, SQLITE_UTF8);
     sqlite3_bind_text(s, first + 4, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, first + 5, d->title ? d->title : "", -1, SQLITE_STATIC);
 }
 
 /* Writes one document's row and chunks (after the duplicate check). */
@@ -460,11 +467,15 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         sqlite3_bind_int64(s, 5, b);
         sqlite3_bind_text64(s, 6, text + a, (sqlite3_uint64)(b - a), SQLITE_STATIC, SQLITE_UTF8);
         bind_vector(s, 7, d->vectors + i * dim, c->dim, scratch);
+        const char *heading = d->chunk_headings && d->chunk_headings[i] ? d->chunk_headings[i] : "";
+        sqlite3_bind_text(s, 8, heading, -1, SQLITE_STATIC);
         if (step_done(s) != SQLITE_DONE)
             return fail_sql(st, w, "inserting a chunk");
         size_t k = c->n_chunks++;
         c->chunk_ids[k] = sqlite3_last_insert_rowid(st->wdb);
         c->chunk_docs[k] = rowid;
+        c->texts[k] = (store_change_text){
+            .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : ""};
         memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
         w->chunks_written++;
     }
@@ -481,7 +492,8 @@ static ragd_err change_alloc(store_write *w, wchange *c, size_t n_docs, size_t t
     c->chunk_ids = malloc((total ? total : 1) * sizeof *c->chunk_ids);
     c->chunk_docs = malloc((total ? total : 1) * sizeof *c->chunk_docs);
     c->vectors = malloc((total ? total * dim : 1) * sizeof *c->vectors);
-    if (!c->removed || !c->chunk_ids || !c->chunk_docs || !c->vectors)
+    c->texts = malloc((total ? total : 1) * sizeof *c->texts);
+    if (!c->removed || !c->chunk_ids || !c->chunk_docs || !c->vectors || !c->texts)
         return fail(w, RAGD_ENOMEM, "out of memory");
     return RAGD_OK;
 }
@@ -690,42 +702,28 @@ static ragd_err prepare_change(store *st, store_write *w, wchange *c)
 }
 
 /* Runs one write inside a savepoint; on failure its effects are rolled back and its change
- * discarded.
- *
- * A write that FTS5 fails as corrupt (SQLITE_CORRUPT_VTAB) is rolled back and run once
- * more. SQLite 3.40's FTS5 can report corruption for the first write after another write
- * ran out of memory inside FTS5 and was rolled back to its savepoint, although the file is
- * intact (its integrity-check passes, and the same write succeeds when run again): stale
- * state in the connection, not on disk (found by the allocation torture pass, docs/
- * testing.md; reproduced with SQLite alone by tests/torture/repro_fts5_oom.c). Real
- * corruption fails the second run too and is reported as before. */
+ * discarded. */
 static void apply_one(store *st, store_write *w, wchange *c)
 {
-    for (int attempt = 0;; attempt++) {
-        reset_result(w);
-        if (!store__valid_name(w->collection)) {
-            fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
-                 STORE_NAME_MAX);
-            return;
-        }
-        if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
-            fail_sql(st, w, "savepoint");
-            return;
-        }
-        ragd_err e = apply_kind(st, w, c);
-        if (e == RAGD_OK)
-            e = prepare_change(st, w, c);
-        if (e == RAGD_OK) {
-            if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
-                return;
-            fail_sql(st, w, "release");
-        }
-        bool corrupt_vtab = sqlite3_extended_errcode(st->wdb) == SQLITE_CORRUPT_VTAB;
-        undo_one(st, w, c);
-        if (!corrupt_vtab || attempt > 0 || sqlite3_get_autocommit(st->wdb))
-            return;
-        log_warn("store: FTS5 reported corruption (%s); retrying the write once", w->message);
+    reset_result(w);
+    if (!store__valid_name(w->collection)) {
+        fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
+             STORE_NAME_MAX);
+        return;
     }
+    if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
+        fail_sql(st, w, "savepoint");
+        return;
+    }
+    ragd_err e = apply_kind(st, w, c);
+    if (e == RAGD_OK)
+        e = prepare_change(st, w, c);
+    if (e == RAGD_OK) {
+        if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
+            return;
+        fail_sql(st, w, "release");
+    }
+    undo_one(st, w, c);
 }
 
 /* Marks writes [0, n) that had succeeded as failed (e, why): their transaction is gone.

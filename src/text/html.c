@@ -489,6 +489,11 @@ static const xmlNode *html_find_title(xmlDoc *doc)
  * result so it is valid UTF-8 whatever the input was. */
 ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
 {
+    return html_to_text_title(html, len, out, out_len, NULL);
+}
+
+ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *out_len, size_t *title_len)
+{
     strbuf in;
     html_out o = {.pending = HTML_SEP_NONE};
     strbuf fixed;
@@ -506,6 +511,9 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
     *out = NULL;
     if (out_len)
         *out_len = 0;
+    if (title_len)
+        *title_len = 0;
+    size_t title_end = 0;
     if (len > HTML_MAX_INPUT) {
         err = RAGD_ETOOBIG;
         goto out;
@@ -547,6 +555,7 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
             title = xmlNodeGetContent(t);
             if (title) {
                 html_text(&o, title, strlen((const char *)title));
+                title_end = o.sb.len;
                 html_want(&o, HTML_SEP_PARA);
             }
         }
@@ -566,6 +575,7 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
     if (o.sb.len > 0 && !utf8_valid(o.sb.data, o.sb.len)) {
         err = html_append_repaired(&fixed, (const unsigned char *)o.sb.data, o.sb.len);
         res = &fixed;
+        title_end = 0; /* the repair may have moved it; rare enough to do without */
     }
     if (!err && !res->data)
         err = strbuf_append(res, "", 0);
@@ -575,6 +585,8 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
     *out = strbuf_detach(res, &flen);
     if (out_len)
         *out_len = flen;
+    if (title_len)
+        *title_len = title_end <= flen ? title_end : 0;
 out:
     xmlFree(title);
     xmlFreeDoc(doc);

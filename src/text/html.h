@@ -13,5 +13,8 @@
  * valid UTF-8 in the input are replaced, so the output is always valid UTF-8 without NUL.
  * *out is malloc'd and NUL-terminated (free it). Input over 64 MiB → RAGD_ETOOBIG. */
 ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len);
+/* The same, and the length of the title at the start of *out in *title_len (0 when the
+ * page has no title, or its text had to be repaired after the parse). */
+ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *out_len, size_t *title_len);
 
 #endif

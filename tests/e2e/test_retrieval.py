@@ -105,16 +105,20 @@ class RetrievalDefaultsTest(harness.E2ETestCase):
         ids = [s["doc_id"] for s in self.retrieve("lighthouse keeper", k=5)["sources"]]
         for doc in ("coast-guide", "history"):
             self.assertIn(doc, ids)
-        # Keyword: only three documents match "notes"/"keeper" (the common "lighthouse" is
-        # left out of the query); they all come in, and the manual's third chunk takes the
-        # place no other candidate could (without the cap the manual would fill all five).
+        # Keyword: every document that has one of the words comes in (BM25F scores them all;
+        # "lighthouse" alone brings "fog"), and the manual, which would fill all five, keeps two.
         body = self.retrieve("lighthouse keeper notes", method="keyword", k=5)
         ids = [s["doc_id"] for s in body["sources"]]
         self.assertEqual(len(ids), 5, ids)
-        self.assertEqual(sorted(set(ids)), ["coast-guide", "history", "keeper-manual"], ids)
-        self.assertEqual(ids.count("keeper-manual"), 3, ids)
+        self.assertEqual(sorted(set(ids)), ["coast-guide", "fog", "history", "keeper-manual"], ids)
+        self.assertEqual(ids.count("keeper-manual"), 2, ids)
+        self.assertEqual(ids[0], "keeper-manual", ids)
         d = body["distances"]
         self.assertEqual(d, sorted(d), d)
+        # The refill: a question only the manual answers still gets k passages, all its own.
+        body = self.retrieve("keeper notes", method="keyword", k=5)
+        ids = [s["doc_id"] for s in body["sources"]]
+        self.assertIn("keeper-manual", ids)
 
     def test_one_document_still_gives_k_chunks(self):
         # With no other document to prefer, the cap does not cut the answer short.

@@ -229,7 +229,7 @@ static void wait_done_count(int n)
 }
 
 /* A document text of `chunks` parts of about `part` bytes each, '|'-separated for tw_doc,
- * with words that differ per seed (so that FTS5 stores real postings). */
+ * with words that differ per seed (so that pages hold real, distinct text). */
 static char *big_template(int seed, size_t chunks, size_t part)
 {
     size_t cap = chunks * (part + 32) + 1, len = 0;
@@ -283,25 +283,20 @@ static store_collection get_coll(store *st, const char *name, ragd_err want)
     return c;
 }
 
-static size_t kw(store *st, int64_t coll, const char *q, const store_filter *f, store_keyword_hit *hits, size_t k)
-{
-    size_t n = 99;
-    store_reader *r = store_reader_acquire(st);
-    assert_int_equal(store_keyword_search(r, coll, q, f, k, hits, &n), RAGD_OK);
-    store_reader_release(r);
-    return n;
-}
-
-/* Rows the FTS index itself returns for a MATCH (not joined with chunks: a stale index
- * entry would show here), checked on a separate connection. */
-static int fts_count(const char *match)
+/* Chunks of the collection whose text contains `word` (coll 0: of every collection), read
+ * on a separate connection. Keyword search itself is the in-memory index's (test_kindex.c). */
+static int chunks_with(int64_t coll, const char *word)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_open_v2(g_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", -1, &s, NULL),
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM chunks WHERE instr(text, ?1) > 0"
+                                        " AND (?2 = 0 OR collection_id = ?2)",
+                                        -1, &s, NULL),
                      SQLITE_OK);
-    sqlite3_bind_text(s, 1, match, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 1, word, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, coll);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     int n = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
@@ -309,17 +304,17 @@ static int fts_count(const char *match)
     return n;
 }
 
-static void fts_integrity(void)
+/* PRAGMA integrity_check on the file, from a separate connection. */
+static void db_integrity(void)
 {
     sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 2000);
-    char *msg = NULL;
-    int rc = sqlite3_exec(db, "INSERT INTO chunks_fts(chunks_fts, rank) VALUES('integrity-check', 1)", NULL, NULL,
-                          &msg);
-    if (rc != SQLITE_OK)
-        fail_msg("fts integrity: %s", msg ? msg : "?");
-    sqlite3_free(msg);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "ok");
+    sqlite3_finalize(s);
     sqlite3_close(db);
 }
 
@@ -406,7 +401,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
 
 static void test_migrations_and_reopen(void **state)
 {
-    assert_int_equal(store_schema_version(), 1);
+    assert_int_equal(store_schema_version(), 3);
     store *st = open_store(2, 64, 16);
     assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
     store_close(st);
@@ -428,8 +423,175 @@ static void test_migrations_and_reopen(void **state)
     assert_int_equal(ps.pool_size, 1);
     assert_int_equal(ps.available, 1);
     store_close(st);
-    assert_int_equal(user_version(), 1);
+    assert_int_equal(user_version(), store_schema_version());
     store_close(NULL);
+}
+
+
+/* A file written by a version-1 ragd (its schema step, which is never edited, copied
+ * here as the fixture): migrating it to version 2 derives the titles and heading paths
+ * of the documents already there. */
+static const char *const v1_schema =
+    "CREATE TABLE collections(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,"
+    " embed_model TEXT NOT NULL, dim INTEGER NOT NULL, chunk_size INTEGER NOT NULL, chunk_overlap INTEGER NOT NULL,"
+    " version INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, documents INTEGER NOT NULL DEFAULT 0,"
+    " chunks INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE documents(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE, doc_id TEXT NOT NULL,"
+    " content_hash TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}', source TEXT, text TEXT NOT NULL,"
+    " version INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+    " UNIQUE(collection_id, doc_id));"
+    "CREATE TABLE chunks(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE, collection_id INTEGER NOT NULL,"
+    " ordinal INTEGER NOT NULL, start INTEGER NOT NULL, \"end\" INTEGER NOT NULL, text TEXT NOT NULL, embedding BLOB);"
+    "CREATE INDEX chunks_by_document ON chunks(document_id, ordinal);"
+    "CREATE INDEX chunks_by_collection ON chunks(collection_id);"
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id', tokenize='porter unicode61');"
+    "CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+    "CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN"
+    " INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END;"
+    "CREATE TRIGGER chunks_au AFTER UPDATE OF text ON chunks BEGIN"
+    " INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text);"
+    " INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END;"
+    "CREATE TRIGGER chunks_count_ai AFTER INSERT ON chunks BEGIN"
+    " UPDATE collections SET chunks = chunks + 1 WHERE id = new.collection_id; END;"
+    "CREATE TRIGGER chunks_count_ad AFTER DELETE ON chunks BEGIN"
+    " UPDATE collections SET chunks = chunks - 1 WHERE id = old.collection_id; END;"
+    "CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN"
+    " UPDATE collections SET documents = documents + 1 WHERE id = new.collection_id; END;"
+    "CREATE TRIGGER documents_count_ad AFTER DELETE ON documents BEGIN"
+    " UPDATE collections SET documents = documents - 1 WHERE id = old.collection_id; END;"
+    "PRAGMA user_version = 1;";
+
+typedef struct {
+    char titles[8][128];
+    char headings[16][128];
+    int64_t chunk_ids[16];
+    size_t n;
+} scan_ctx;
+
+static int scan_chunk_cb(const store_chunk_row *row, void *arg)
+{
+    scan_ctx *c = arg;
+    if (c->n < 16) {
+        snprintf(c->headings[c->n], sizeof c->headings[0], "%.*s", (int)row->heading_len, row->heading);
+        snprintf(c->titles[row->doc_rowid - 1], sizeof c->titles[0], "%.*s", (int)row->title_len, row->title);
+        c->chunk_ids[c->n] = row->chunk_id;
+        assert_non_null(row->vec);
+        c->n++;
+    }
+    return 0;
+}
+
+static void test_migration_v1_to_v2(void **state)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, v1_schema, NULL, NULL, NULL), SQLITE_OK);
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO collections(name, embed_model, dim, chunk_size, chunk_overlap, created_at)"
+             " VALUES ('old', '%s', %d, 200, 20, '2026-01-01T00:00:00Z');",
+             MODEL, DIM);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    static const char md[] = "# Ollama\n\nA local LLM server.\n\n## Install\n\nRun the script.\n\n### Debian\n\nUse apt.";
+    static const char hash[] = "0000000000000000000000000000000000000000000000000000000000000abc";
+    struct {
+        const char *doc_id, *hash, *meta, *source, *text;
+    } docs[] = {
+        {"ollama", "1111111111111111111111111111111111111111111111111111111111111111", "{}", "notes/ollama.md", md},
+        {"page", "2222222222222222222222222222222222222222222222222222222222222222", "{}", "site/page.html",
+         "The Page Title\n\nBody text of the page."},
+        {"meta", "3333333333333333333333333333333333333333333333333333333333333333", "{\"title\":\"From Metadata\"}",
+         "notes/x.md", "# Heading\n\ntext"},
+        {hash, hash, "{}", NULL, "\n\n  First line here  \nsecond line"},
+        {"guide/setup-notes.txt", "5555555555555555555555555555555555555555555555555555555555555555", "{}", NULL,
+         "plain text"},
+    };
+    sqlite3_stmt *ins = NULL, *chk = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source,"
+                                        " text, created_at, updated_at) VALUES (1, ?, ?, ?, ?, ?, 'x', 'x')",
+                                        -1, &ins, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\","
+                                        " text, embedding) VALUES (?, 1, ?, ?, ?, substr(?, ?, ?), zeroblob(?))",
+                                        -1, &chk, NULL),
+                     SQLITE_OK);
+    for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+        sqlite3_bind_text(ins, 1, docs[i].doc_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 2, docs[i].hash, -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 3, docs[i].meta, -1, SQLITE_STATIC);
+        if (docs[i].source)
+            sqlite3_bind_text(ins, 4, docs[i].source, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(ins, 4);
+        sqlite3_bind_text(ins, 5, docs[i].text, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+        /* the markdown document in three chunks, one per section; the others in one */
+        int64_t starts[3] = {0, 0, 0}, ends[3] = {(int64_t)strlen(docs[i].text), 0, 0};
+        int n = 1;
+        if (i == 0) {
+            const char *s2 = strstr(md, "## Install"), *s3 = strstr(md, "### Debian");
+            starts[1] = s2 - md;
+            starts[2] = s3 - md;
+            ends[0] = starts[1] - 2;
+            ends[1] = starts[2] - 2;
+            ends[2] = (int64_t)strlen(md);
+            n = 3;
+        }
+        for (int k = 0; k < n; k++) {
+            sqlite3_bind_int64(chk, 1, (int64_t)i + 1);
+            sqlite3_bind_int(chk, 2, k);
+            sqlite3_bind_int64(chk, 3, starts[k]);
+            sqlite3_bind_int64(chk, 4, ends[k]);
+            sqlite3_bind_text(chk, 5, docs[i].text, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(chk, 6, starts[k] + 1);
+            sqlite3_bind_int64(chk, 7, ends[k] - starts[k]);
+            sqlite3_bind_int(chk, 8, DIM * 4);
+            assert_int_equal(sqlite3_step(chk), SQLITE_DONE);
+            sqlite3_reset(chk);
+        }
+    }
+    sqlite3_finalize(ins);
+    sqlite3_finalize(chk);
+    sqlite3_close(db);
+
+    store *st = open_store(1, 16, 4);
+    assert_int_equal(user_version(), store_schema_version());
+    /* version 3 dropped the FTS5 index, its shadow tables and triggers */
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'chunks_fts%'"
+                             " OR name IN ('chunks_ai', 'chunks_ad', 'chunks_au')"),
+                     0);
+    store_reader *r = store_reader_acquire(st);
+    scan_ctx sc = {0};
+    assert_int_equal(store_scan_chunks(r, scan_chunk_cb, &sc), RAGD_OK);
+    assert_int_equal(sc.n, 7);
+    assert_string_equal(sc.titles[0], "Ollama");           /* first markdown heading */
+    assert_string_equal(sc.titles[1], "The Page Title");   /* an HTML page: its first paragraph */
+    assert_string_equal(sc.titles[2], "From Metadata");    /* metadata wins */
+    assert_string_equal(sc.titles[3], "First line here");  /* a ragd-made id is no file name */
+    assert_string_equal(sc.titles[4], "setup-notes");      /* the client's id names a file */
+    assert_string_equal(sc.headings[0], "Ollama");
+    assert_string_equal(sc.headings[1], "Ollama > Install");
+    assert_string_equal(sc.headings[2], "Ollama > Install > Debian");
+    assert_string_equal(sc.headings[3], "");
+    assert_string_equal(sc.headings[4], "Heading");
+    /* chunks come document by document, in order */
+    for (size_t i = 1; i < sc.n; i++)
+        assert_true(sc.chunk_ids[i] > sc.chunk_ids[i - 1]);
+    store_reader_release(r);
+    store_close(st);
+    /* opened again: nothing more to migrate, the titles stay */
+    st = open_store(1, 16, 4);
+    r = store_reader_acquire(st);
+    memset(&sc, 0, sizeof sc);
+    assert_int_equal(store_scan_chunks(r, scan_chunk_cb, &sc), RAGD_OK);
+    assert_string_equal(sc.titles[4], "setup-notes");
+    store_reader_release(r);
+    store_close(st);
 }
 
 static void test_open_refuses(void **state)
@@ -539,10 +701,9 @@ static void test_create_conflict_drop(void **state)
     store_close(st);
 }
 
-static void test_ingest_replace_delete_fts(void **state)
+static void test_ingest_replace_delete(void **state)
 {
     store *st = open_store(2, 64, 16);
-    store_keyword_hit hits[10];
 
     twrite *t = tw_new(STORE_W_INGEST, "kb");
     tw_doc(t, "alpha", "Apples are running fast|Cherries grow on trees", "{\"lang\":\"en\"}", "a.md", 1.0f);
@@ -558,19 +719,9 @@ static void test_ingest_replace_delete_fts(void **state)
     int64_t coll = t->w.coll.id;
     tw_free(t);
 
-    /* Porter stemming: "run" finds "running". */
-    size_t n = kw(st, coll, "run", NULL, hits, 10);
-    assert_int_equal(n, 1);
-    assert_true(hits[0].score > 0);
-    assert_int_equal(kw(st, coll, "apples OR zebras", NULL, hits, 10), 2);
-    assert_int_equal(kw(st, coll, "apples zebras cherries", NULL, hits, 1), 1); /* k caps */
-    /* FTS5 syntax is not interpreted. */
-    assert_int_equal(kw(st, coll, "text:apples NEAR( \"zebras", NULL, hits, 10), 2);
-    assert_int_equal(kw(st, coll, "* - ( ) ^ :", NULL, hits, 10), 0);
-    assert_int_equal(kw(st, coll, "", NULL, hits, 10), 0);
-    assert_int_equal(kw(st, coll, "apples", NULL, hits, 0), 0);
-    assert_int_equal(kw(st, coll, "apples", NULL, hits, 10), 1);
-    assert_int_equal(kw(st, coll + 100, "apples", NULL, hits, 10), 0); /* another collection */
+    size_t n = 0;
+    assert_int_equal(chunks_with(coll, "Apples"), 1);
+    assert_int_equal(chunks_with(coll + 100, "Apples"), 0); /* another collection */
 
     /* Duplicate: nothing changes. */
     t = tw_new(STORE_W_INGEST, "kb");
@@ -599,11 +750,9 @@ static void test_ingest_replace_delete_fts(void **state)
     assert_int_equal(t->w.coll.documents, 2);
     assert_int_equal(t->w.coll.chunks, 4);
     tw_free(t);
-    assert_int_equal(kw(st, coll, "apples", NULL, hits, 10), 0);
-    assert_int_equal(kw(st, coll, "cherries", NULL, hits, 10), 0);
-    assert_int_equal(kw(st, coll, "banana", NULL, hits, 10), 1);
-    assert_int_equal(fts_count("apples"), 0);
-    assert_int_equal(fts_count("bananas"), 1);
+    assert_int_equal(chunks_with(coll, "Apples"), 0);
+    assert_int_equal(chunks_with(coll, "Cherries"), 0);
+    assert_int_equal(chunks_with(coll, "Bananas"), 1);
 
     r = store_reader_acquire(st);
     store_document doc;
@@ -653,16 +802,13 @@ static void test_ingest_replace_delete_fts(void **state)
     assert_int_equal(run(st, t), RAGD_OK);
     assert_int_equal(t->w.coll.chunk_size, 200);
     tw_free(t);
-    assert_int_equal(kw(st, coll, "MÜNCHEN", NULL, hits, 10), 1);
-    assert_int_equal(kw(st, coll, "cafe", NULL, hits, 10), 1); /* diacritics folded */
-    assert_int_equal(kw(st, coll, "café", NULL, hits, 10), 1);
-    assert_int_equal(kw(st, coll, "— « »", NULL, hits, 10), 0); /* non-letters only */
+    assert_int_equal(chunks_with(coll, "München"), 1);
     t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
     t->w.doc_id = "uni";
     assert_int_equal(run(st, t), RAGD_OK);
     tw_free(t);
 
-    /* Delete a document: its chunks leave the FTS index too. */
+    /* Delete a document: its chunks go. */
     t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
     t->w.doc_id = "alpha";
     assert_int_equal(run(st, t), RAGD_OK);
@@ -670,8 +816,7 @@ static void test_ingest_replace_delete_fts(void **state)
     assert_int_equal(t->w.coll.chunks, 1);
     assert_int_equal(t->w.coll.version, 5);
     tw_free(t);
-    assert_int_equal(kw(st, coll, "bananas", NULL, hits, 10), 0);
-    assert_int_equal(fts_count("bananas"), 0);
+    assert_int_equal(chunks_with(coll, "Bananas"), 0);
     check_counts();
     t = tw_new(STORE_W_DELETE_DOCUMENT, "kb");
     t->w.doc_id = "alpha";
@@ -682,40 +827,13 @@ static void test_ingest_replace_delete_fts(void **state)
     assert_int_equal(run(st, t), RAGD_ENOTFOUND);
     tw_free(t);
 
-    /* Drop: the cascade empties the FTS index of the collection. */
-    assert_int_equal(kw(st, coll, "zebras", NULL, hits, 10), 1);
+    /* Drop: the cascade deletes the collection's documents and chunks. */
+    assert_int_equal(chunks_with(coll, "Zebras"), 1);
     assert_int_equal(run_simple(st, STORE_W_DROP_COLLECTION, "kb"), RAGD_OK);
-    assert_int_equal(kw(st, coll, "zebras", NULL, hits, 10), 0);
-    assert_int_equal(fts_count("zebras"), 0);
+    assert_int_equal(chunks_with(0, "Zebras"), 0);
     assert_int_equal(raw_int("SELECT count(*) FROM chunks"), 0);
     assert_int_equal(raw_int("SELECT count(*) FROM documents"), 0);
-    fts_integrity();
-    store_close(st);
-}
-
-/* Words in half the chunks or more add nothing to BM25 (IDF clamped to ~0), so they are
- * left out of the FTS5 query; the rarest word that occurs is always kept. */
-static void test_keyword_common_words_pruned(void **state)
-{
-    (void)state;
-    store *st = open_store(2, 64, 16);
-    store_keyword_hit hits[10];
-    twrite *t = tw_new(STORE_W_INGEST, "kb");
-    tw_doc(t, "d", "common word alpha|common word beta|common word gamma|common rare delta", NULL, NULL, 1.0f);
-    assert_int_equal(run(st, t), RAGD_OK);
-    int64_t coll = t->w.coll.id;
-    tw_free(t);
-
-    assert_int_equal(kw(st, coll, "common rare", NULL, hits, 10), 1); /* only the rare chunk */
-    assert_int_equal(kw(st, coll, "rare common word", NULL, hits, 10), 1);
-    assert_int_equal(kw(st, coll, "common", NULL, hits, 10), 4);      /* alone: kept */
-    assert_int_equal(kw(st, coll, "common word", NULL, hits, 10), 3); /* all common: the rarest, "word", kept */
-    assert_int_equal(kw(st, coll, "alpha beta", NULL, hits, 10), 2);  /* rare words OR-ed */
-    /* A word found nowhere is not "the rarest": the rarest word that occurs is kept, so
-     * the common words still find their chunks (else nothing would match at all). */
-    assert_int_equal(kw(st, coll, "zebra common", NULL, hits, 10), 4);
-    assert_int_equal(kw(st, coll, "common zebra word", NULL, hits, 10), 3);
-    assert_int_equal(kw(st, coll, "zebra yak", NULL, hits, 10), 0);
+    db_integrity();
     store_close(st);
 }
 
@@ -878,17 +996,16 @@ static void test_filter_docs(void **state)
     assert_int_equal(store_filter_docs(r, coll, &fmax, &rows, &n), RAGD_ETOOBIG);
     store_reader_release(r);
 
-    /* Keyword search with a filter. */
-    store_keyword_hit hits[10];
+    /* The rows a filter gives are the documents' row ids. */
     store_filter_term ft = {"lang", &en, 1};
     store_filter f = {&ft, 1};
-    assert_int_equal(kw(st, coll, "apple", NULL, hits, 10), 4);
-    n = kw(st, coll, "apple", &f, hits, 10);
+    r = store_reader_acquire(st);
+    assert_int_equal(store_filter_docs(r, coll, &f, &rows, &n), RAGD_OK);
     assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++)
-        assert_true(hits[i].doc_rowid == id[0] || hits[i].doc_rowid == id[2]);
-    r = store_reader_acquire(st);
-    assert_int_equal(store_keyword_search(r, coll, "apple", &fb, 10, hits, &n), RAGD_EINVAL);
+        assert_true(rows[i] == id[0] || rows[i] == id[2]);
+    free(rows);
+    assert_int_equal(store_filter_docs(r, coll, &fb, &rows, &n), RAGD_EINVAL);
     store_reader_release(r);
     store_close(st);
 }
@@ -1095,7 +1212,7 @@ static void test_commit_hook_phases(void **state)
     assert_int_equal(c.documents, 1);
     assert_int_equal(c.chunks, 2);
     check_counts();
-    fts_integrity();
+    db_integrity();
 
     /* A new collection refused the same way is not created. */
     t = tw_new(STORE_W_INGEST, "p-new");
@@ -1299,8 +1416,7 @@ static void test_ack_survives_kill(void **state)
     store_collection c = get_coll(st, "crash", RAGD_OK);
     assert_int_equal(c.documents, 1);
     assert_int_equal(c.chunks, 1);
-    store_keyword_hit hits[2];
-    assert_int_equal(kw(st, c.id, "acknowledged", NULL, hits, 2), 1);
+    assert_int_equal(chunks_with(c.id, "acknowledged"), 1);
     store_close(st);
 }
 
@@ -1417,7 +1533,7 @@ static void test_quota_full(void **state)
     snprintf(failed_id, sizeof failed_id, "q%d", stored);
     assert_false(doc_exists(st, c.id, failed_id));
     check_counts();
-    fts_integrity();
+    db_integrity();
 
     /* One group: a write that would fit alone and one that cannot. The second's failure
      * may roll the whole transaction back (SQLite does on SQLITE_FULL): then the first is
@@ -1456,7 +1572,7 @@ static void test_quota_full(void **state)
     assert_string_equal(sp.message, "");
     assert_int_equal(ingest_big(st, "q", "again", 7, 8, 500), RAGD_OK);
     check_counts();
-    fts_integrity();
+    db_integrity();
     store_close(st);
 
     /* The quota is a setting, not part of the file: without it the database grows. */
@@ -1563,10 +1679,10 @@ int main(void)
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations_and_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v1_to_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_conflict_drop, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ingest_replace_delete_fts, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_keyword_common_words_pruned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingest_replace_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_input_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_filter_docs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_chunks_fetch_and_vectors, setup, teardown),
