@@ -161,6 +161,11 @@ static void test_topk_brute_force(void **state)
     check_against_brute_force(37, 3000, 20, false); /* dim not a multiple of 16: tail */
     check_against_brute_force(64, 1000, 10, false);
     check_against_brute_force(5, 500, 10, false);
+    /* from 4,096 rows on the search takes its candidates from the int8 copy: still the
+     * exact top-k, scores and order (rescored from the float rows) */
+    check_against_brute_force(64, 6000, 30, false);
+    check_against_brute_force(512, 5000, 20, false);
+    check_against_brute_force(37, 8000, 20, true);
 }
 
 static void test_topk_filtered(void **state) { check_against_brute_force(48, 2000, 10, true); }
