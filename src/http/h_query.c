@@ -11,12 +11,13 @@
 #include "http/fields.h"
 #include "http/handlers.h"
 #include "rag/engine.h"
-#include "util/jsonmem.h"
+#include "util/jsonw.h"
 #include "util/log.h"
 #include "util/loopq.h"
 #include "util/names.h"
 #include "util/clock.h"
 #include "util/strbuf.h"
+#include "util/utf8.h"
 
 #define QUERY_MAX_CHARS 8192
 /* A filter's limits: the store's caps on keys and on values in all (checked here, so that a
@@ -195,111 +196,198 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
 
 /* ---- rendering ---- */
 
-static json_t *query_source_json(size_t n, const rag_hit *h)
+/* Responses are written with the JSON writer (util/jsonw.h) rather than built as jansson
+ * trees: on the loop thread, rendering five passages through jansson cost more than
+ * retrieving them (docs/internals/http.md). */
+
+/* A passage's metadata as JSON text: the stored object (the store checks at ingest that it is
+ * one), "{}" when there is none. */
+static const char *query_metadata_text(const rag_hit *h)
 {
-    char id[300];
-    snprintf(id, sizeof id, "%s#%d", h->row.doc_id, h->row.ordinal);
-    return json_pack("{s:I, s:s, s:s, s:i, s:f, s:s, s:o, s:s?, s:I, s:I}", "n", (json_int_t)n, "id", id, "doc_id",
-                     h->row.doc_id, "chunk", h->row.ordinal, "score", h->score, "text", h->row.text, "metadata",
-                     handlers_metadata(h->row.metadata_json), "source", h->row.source, "start",
-                     (json_int_t)h->row.start, "end", (json_int_t)h->row.end);
+    const char *m = h->row.metadata_json;
+    return m && m[0] == '{' ? m : "{}";
 }
 
-/* Puts v into obj under key, or appends it to the array obj (key NULL). Takes v. False
- * when v is NULL or cannot be added: jansson ran out of memory, and a response with a
- * value missing must not go out as a 200 (the caller answers 503). */
-static bool query_put(json_t *obj, const char *key, json_t *v)
+/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end"}] */
+static void query_write_sources(jsonw *w, const rag_result *res)
 {
-    if (!v || !obj) {
-        json_decref(v);
-        return false;
-    }
-    return (key ? json_object_set_new(obj, key, v) : json_array_append_new(obj, v)) == 0;
-}
-
-/* The original plan's lists plus sources, shared by retrieve and query; NULL when out of
- * memory. */
-static json_t *query_results_json(const rag_result *res, const char *db, rag_method method)
-{
-    json_t *documents = json_array(), *metadatas = json_array(), *distances = json_array(), *sources = json_array();
-    bool ok = documents && metadatas && distances && sources;
-    for (size_t i = 0; ok && i < res->n; i++) {
+    jsonw_key(w, "sources");
+    jsonw_array_begin(w);
+    for (size_t i = 0; i < res->n; i++) {
         const rag_hit *h = &res->hits[i];
-        ok = query_put(documents, NULL, json_string(h->row.text)) &&
-             query_put(metadatas, NULL, handlers_metadata(h->row.metadata_json)) &&
-             query_put(distances, NULL, json_real(h->distance)) && query_put(sources, NULL, query_source_json(i + 1, h));
+        char id[300];
+        snprintf(id, sizeof id, "%s#%d", h->row.doc_id, h->row.ordinal);
+        jsonw_object_begin(w);
+        jsonw_key(w, "n");
+        jsonw_int(w, (int64_t)i + 1);
+        jsonw_key(w, "id");
+        jsonw_string(w, id);
+        jsonw_key(w, "doc_id");
+        jsonw_string(w, h->row.doc_id);
+        jsonw_key(w, "chunk");
+        jsonw_int(w, h->row.ordinal);
+        jsonw_key(w, "score");
+        jsonw_double(w, h->score);
+        jsonw_key(w, "text");
+        jsonw_string(w, h->row.text);
+        jsonw_key(w, "metadata");
+        jsonw_raw(w, query_metadata_text(h));
+        jsonw_key(w, "source");
+        jsonw_string(w, h->row.source);
+        jsonw_key(w, "start");
+        jsonw_int(w, h->row.start);
+        jsonw_key(w, "end");
+        jsonw_int(w, h->row.end);
+        jsonw_object_end(w);
     }
-    if (!ok) {
-        json_decref(documents);
-        json_decref(metadatas);
-        json_decref(distances);
-        json_decref(sources);
-        return NULL;
+    jsonw_array_end(w);
+}
+
+/* The response of a finished query as one object: the original plan's lists (documents
+ * only when `documents`: a stream's done event leaves them out), sources, collection,
+ * method, degraded, timings, request id; for /api/query the answer, who gave it, cached. */
+static void query_write_response(jsonw *w, http_request *req, const rag_outcome *o, bool generate, bool documents)
+{
+    const rag_result *res = o->res;
+    jsonw_object_begin(w);
+    if (documents) {
+        jsonw_key(w, "documents");
+        jsonw_array_begin(w);
+        for (size_t i = 0; i < res->n; i++)
+            jsonw_string(w, res->hits[i].row.text);
+        jsonw_array_end(w);
     }
-    /* "o" references are taken even when json_pack fails (jansson >= 2.13) */
-    return json_pack("{s:o, s:o, s:o, s:o, s:s, s:s}", "documents", documents, "metadatas", metadatas, "distances",
-                     distances, "sources", sources, "db", db, "method", rag_method_name(method));
-}
-
-/* Adds timings_ms and request_id; false when out of memory. */
-static bool query_put_timings(http_request *req, json_t *resp, const rag_timings *t)
-{
-    return query_put(resp, "timings_ms",
-                     json_pack("{s:f, s:f, s:f, s:f, s:f}", "embed", t->embed, "retrieve", t->retrieve, "rerank",
-                               t->rerank, "generate", t->generate, "total", clock_now_ms() - req->t_start_ms)) &&
-           query_put(resp, "request_id", json_string(req->request_id));
-}
-
-/* Adds degraded and degraded_reason; false when out of memory. */
-static bool query_put_degraded(json_t *resp, const char *reason)
-{
-    return query_put(resp, "degraded", json_boolean(reason != NULL)) &&
-           query_put(resp, "degraded_reason", reason ? json_string(reason) : json_null());
-}
-
-/* Appends one SSE event; takes data. False when out of memory (or past the cap). */
-static bool query_sse_event(strbuf *sb, const char *event, json_t *data)
-{
-    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
-    json_decref(data);
-    bool ok = text && strbuf_appendf(sb, "event: %s\ndata: %s\n\n", event, text) == RAGD_OK;
-    free(text);
-    return ok;
-}
-
-/* The whole response of a finished query; NULL when out of memory. Retrieve: the lists,
- * timings and the degraded flag; query: the answer and who gave it too. */
-static json_t *query_response_json(http_request *req, const rag_outcome *o, bool generate)
-{
-    json_t *resp = query_results_json(o->res, o->coll->name, o->method);
-    bool ok = resp && query_put_degraded(resp, o->degraded_reason) && query_put_timings(req, resp, &o->timings);
-    if (ok && generate)
-        ok = o->answer && query_put(resp, "answer", json_string(o->answer)) &&
-             query_put(resp, "provider", json_string(o->provider)) &&
-             query_put(resp, "model", o->model ? json_string(o->model) : json_null()) &&
-             query_put(resp, "cached", json_boolean(o->cached));
-    if (!ok) {
-        json_decref(resp);
-        return NULL;
+    jsonw_key(w, "metadatas");
+    jsonw_array_begin(w);
+    for (size_t i = 0; i < res->n; i++)
+        jsonw_raw(w, query_metadata_text(&res->hits[i]));
+    jsonw_array_end(w);
+    jsonw_key(w, "distances");
+    jsonw_array_begin(w);
+    for (size_t i = 0; i < res->n; i++)
+        jsonw_double(w, res->hits[i].distance);
+    jsonw_array_end(w);
+    query_write_sources(w, res);
+    jsonw_key(w, "db");
+    jsonw_string(w, o->coll->name);
+    jsonw_key(w, "method");
+    jsonw_string(w, rag_method_name(o->method));
+    if (generate) {
+        jsonw_key(w, "answer");
+        jsonw_string(w, o->answer);
+        jsonw_key(w, "provider");
+        jsonw_string(w, o->provider);
+        jsonw_key(w, "model");
+        jsonw_string(w, o->model);
+        jsonw_key(w, "cached");
+        jsonw_bool(w, o->cached);
     }
-    return resp;
+    jsonw_key(w, "degraded");
+    jsonw_bool(w, o->degraded_reason != NULL);
+    jsonw_key(w, "degraded_reason");
+    jsonw_string(w, o->degraded_reason);
+    jsonw_key(w, "timings_ms");
+    jsonw_object_begin(w);
+    const rag_timings *t = &o->timings;
+    const char *names[] = {"embed", "retrieve", "rerank", "generate", "total"};
+    double values[] = {t->embed, t->retrieve, t->rerank, t->generate, clock_now_ms() - req->t_start_ms};
+    for (size_t i = 0; i < 5; i++) {
+        jsonw_key(w, names[i]);
+        jsonw_double(w, values[i]);
+    }
+    jsonw_object_end(w);
+    jsonw_key(w, "request_id");
+    jsonw_string(w, req->request_id);
+    jsonw_object_end(w);
 }
 
-/* The whole response as one SSE body: sources, the answer as one token, done. NULL when out
- * of memory (nothing was sent yet: the caller answers 503). Takes resp. */
-static char *query_sse_body(json_t *resp, size_t *len)
+/* An SSE event is "event: NAME\ndata: " + one JSON text + "\n\n": open it, write the JSON
+ * with w, close it. False when the buffer is full or out of memory. */
+static bool query_event_open(strbuf *sb, jsonw *w, const char *event)
 {
-    strbuf sb;
-    strbuf_init(&sb, QUERY_SSE_CAP);
-    unsigned long failed = jsonmem_failures(); /* jansson may drop a member silently (jsonmem.h) */
-    bool ok = query_sse_event(&sb, "sources", json_pack("{s:O}", "sources", json_object_get(resp, "sources"))) &&
-              query_sse_event(&sb, "token", json_pack("{s:O}", "text", json_object_get(resp, "answer")));
-    json_object_del(resp, "documents");
-    ok = ok && query_sse_event(&sb, "done", json_incref(resp)) && jsonmem_failures() == failed;
-    json_decref(resp);
-    char *body = ok ? strbuf_detach(&sb, len) : NULL;
-    strbuf_cleanup(&sb);
-    return body;
+    jsonw_init(w, sb);
+    return strbuf_appendf(sb, "event: %s\ndata: ", event) == RAGD_OK;
+}
+
+static bool query_event_close(strbuf *sb, const jsonw *w)
+{
+    return jsonw_status(w) == RAGD_OK && strbuf_append(sb, "\n\n", 2) == RAGD_OK;
+}
+
+/* event: sources — {"sources": [...]} */
+static bool query_write_sources_event(strbuf *sb, const rag_result *res)
+{
+    jsonw w;
+    if (!query_event_open(sb, &w, "sources"))
+        return false;
+    jsonw_object_begin(&w);
+    query_write_sources(&w, res);
+    jsonw_object_end(&w);
+    return query_event_close(sb, &w);
+}
+
+/* event: token — {"text": piece} */
+static bool query_write_token_event(strbuf *sb, const char *p, size_t n)
+{
+    jsonw w;
+    if (!query_event_open(sb, &w, "token"))
+        return false;
+    jsonw_object_begin(&w);
+    jsonw_key(&w, "text");
+    jsonw_stringn(&w, p, n);
+    jsonw_object_end(&w);
+    return query_event_close(sb, &w);
+}
+
+/* event: done — the response without documents. */
+static bool query_write_done_event(strbuf *sb, http_request *req, const rag_outcome *o)
+{
+    jsonw w;
+    if (!query_event_open(sb, &w, "done"))
+        return false;
+    query_write_response(&w, req, o, true, false);
+    return query_event_close(sb, &w);
+}
+
+/* event: error — the envelope, for an LLM that failed after tokens went out. The reason may
+ * quote a backend's words: it is made valid UTF-8 first. */
+static bool query_write_error_event(strbuf *sb, http_request *req, const char *reason)
+{
+    char why[600];
+    snprintf(why, sizeof why, "%s", reason ? reason : "the LLM failed");
+    utf8_sanitize(why);
+    jsonw w;
+    if (!query_event_open(sb, &w, "error"))
+        return false;
+    jsonw_object_begin(&w);
+    jsonw_key(&w, "error");
+    jsonw_object_begin(&w);
+    jsonw_key(&w, "code");
+    jsonw_string(&w, "upstream_unavailable");
+    jsonw_key(&w, "message");
+    jsonw_string(&w, why);
+    jsonw_key(&w, "request_id");
+    jsonw_string(&w, req->request_id);
+    jsonw_object_end(&w);
+    jsonw_key(&w, "detail");
+    jsonw_string(&w, why);
+    jsonw_object_end(&w);
+    return query_event_close(sb, &w);
+}
+
+/* The whole answer of a finished query: JSON, or (a client that asked for a stream of an
+ * answer that came whole: cached, extractive, degraded) one SSE body of sources, the answer
+ * as one token, done. False when out of memory. */
+static bool query_write_body(strbuf *sb, http_request *req, const rag_outcome *o, bool generate, bool sse)
+{
+    if (sse)
+        return query_write_sources_event(sb, o->res) &&
+               query_write_token_event(sb, o->answer ? o->answer : "", o->answer ? strlen(o->answer) : 0) &&
+               query_write_done_event(sb, req, o);
+    jsonw w;
+    jsonw_init(&w, sb);
+    query_write_response(&w, req, o, generate, true);
+    return jsonw_status(&w) == RAGD_OK;
 }
 
 /* ---- one call: a request, the engine's query, the rendering ---- */
@@ -315,6 +403,7 @@ typedef struct {
     rag_request rr;
     rag_query_op *op;    /* the engine's query until on_done */
     char *sources_event; /* streaming: the sources event, kept until the first token */
+    size_t sources_len;
     http_stream *out;    /* streaming: the SSE body, once the first token came */
     loopq_item item;
 } query_call;
@@ -328,7 +417,6 @@ static void query_call_free(void *arg)
 }
 
 static const char query_oom[] = "out of memory while writing the response";
-static const char query_event_oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"event could not be encoded\"}}";
 
 /* The engine's refusal or failure, in the envelope. */
 static void query_reply_status(http_request *req, rag_status st, const char *message)
@@ -345,21 +433,17 @@ static void query_reply_status(http_request *req, rag_status st, const char *mes
     }
 }
 
-/* One SSE event onto the live stream; takes data (NULL: an error event that says the
- * event could not be encoded). */
-static void query_stream_event(query_call *c, const char *event, json_t *data)
+/* Sends what sb holds (one or more events) onto the live stream and empties it; ok false: the
+ * events could not be written (out of memory), an error event says so instead. */
+static void query_stream_send(query_call *c, strbuf *sb, bool ok)
 {
-    char *text = data ? json_dumps(data, JSON_COMPACT) : NULL;
-    json_decref(data);
-    http_stream_write(c->out, "event: ", 7);
-    http_stream_write(c->out, event, strlen(event));
-    http_stream_write(c->out, "\ndata: ", 7);
-    if (text)
-        http_stream_write(c->out, text, strlen(text));
+    static const char oom_event[] = "event: error\ndata: "
+                                    "{\"error\":{\"code\":\"internal\",\"message\":\"event could not be encoded\"}}\n\n";
+    if (ok)
+        http_stream_write(c->out, sb->data, sb->len);
     else
-        http_stream_write(c->out, query_event_oom, sizeof query_event_oom - 1);
-    http_stream_write(c->out, "\n\n", 2);
-    free(text);
+        http_stream_write(c->out, oom_event, sizeof oom_event - 1);
+    strbuf_cleanup(sb);
 }
 
 static void query_on_client_gone(void *arg)
@@ -369,16 +453,16 @@ static void query_on_client_gone(void *arg)
     rag_query_cancel(c->op);
 }
 
-/* on_sources: the passages are known and an LLM will answer; the event is
- * kept until the first token, so that a query the LLM sheds can still be answered 503. */
+/* on_sources: the passages are known and an LLM will answer; the event is kept until the
+ * first token, so that a query the LLM sheds can still be answered 503. */
 static void query_on_sources(const rag_outcome *o, void *arg)
 {
     query_call *c = arg;
-    json_t *resp = query_results_json(o->res, o->coll->name, o->method);
-    json_t *ev = resp ? json_pack("{s:O}", "sources", json_object_get(resp, "sources")) : NULL;
-    json_decref(resp);
-    c->sources_event = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
-    json_decref(ev);
+    strbuf sb;
+    strbuf_init(&sb, QUERY_SSE_CAP);
+    if (query_write_sources_event(&sb, o->res))
+        c->sources_event = strbuf_detach(&sb, &c->sources_len);
+    strbuf_cleanup(&sb);
 }
 
 /* on_token (streaming): the first one turns the response into a live SSE stream (200, sources), then
@@ -392,13 +476,12 @@ static int query_on_token(const char *p, size_t n, void *arg)
         http_unwatch_close(c->req); /* from here on MHD watches the socket, and on_close reports */
         http_retain(c->req);        /* the stream's own hold, released in on_done */
         http_on_close(c->req, query_on_client_gone, c);
-        static const char head[] = "event: sources\ndata: ";
-        http_stream_write(c->out, head, sizeof head - 1);
-        http_stream_write(c->out, c->sources_event, strlen(c->sources_event));
-        http_stream_write(c->out, "\n\n", 2);
+        http_stream_write(c->out, c->sources_event, c->sources_len);
         http_complete(c->req); /* the loop queues the stream response now */
     }
-    query_stream_event(c, "token", json_pack("{s:s%}", "text", p, n));
+    strbuf sb;
+    strbuf_init(&sb, QUERY_SSE_CAP);
+    query_stream_send(c, &sb, query_write_token_event(&sb, p, n));
     return 0;
 }
 
@@ -406,20 +489,13 @@ static int query_on_token(const char *p, size_t n, void *arg)
 static void query_end_stream(query_call *c, const rag_outcome *o)
 {
     http_request *req = c->req;
-    if (o->status == RAG_OK && !o->stream_error) {
-        json_t *resp = query_response_json(req, o, true);
-        if (resp) {
-            json_object_del(resp, "documents");
-            query_stream_event(c, "done", resp);
-        } else {
-            query_stream_event(c, "error", NULL);
-        }
-    } else if (o->status != RAG_E_CANCELLED) {
-        const char *why = o->stream_error ? o->stream_error : o->message;
-        json_t *err = json_pack("{s:s, s:s, s:s}", "code", "upstream_unavailable", "message", why, "request_id",
-                                req->request_id);
-        query_stream_event(c, "error", err ? json_pack("{s:o, s:s}", "error", err, "detail", why) : NULL);
-    }
+    strbuf sb;
+    strbuf_init(&sb, QUERY_SSE_CAP);
+    if (o->status == RAG_OK && !o->stream_error)
+        query_stream_send(c, &sb, query_write_done_event(&sb, req, o));
+    else if (o->status != RAG_E_CANCELLED)
+        query_stream_send(c, &sb, query_write_error_event(&sb, req, o->stream_error ? o->stream_error : o->message));
+    strbuf_cleanup(&sb);
     http_stream_end(c->out);
     http_on_close(req, NULL, NULL);
     http_release(req); /* the stream's hold: the request, and with it this call, may be freed
@@ -440,16 +516,18 @@ static void query_on_done(const rag_outcome *o, void *arg)
     if (o->status != RAG_OK) {
         query_reply_status(req, o->status, o->message);
     } else {
-        json_t *resp = query_response_json(req, o, c->generate);
-        size_t len = 0;
-        char *body = resp && c->stream && c->generate ? query_sse_body(resp, &len) : NULL;
-        if (!resp || (c->stream && c->generate && !body))
+        bool sse = c->stream && c->generate;
+        strbuf sb;
+        strbuf_init(&sb, QUERY_SSE_CAP);
+        if (query_write_body(&sb, req, o, c->generate, sse)) {
+            size_t len;
+            char *body = strbuf_detach(&sb, &len);
+            http_reply_owned(req, 200, sse ? "text/event-stream; charset=utf-8" : "application/json; charset=utf-8", body,
+                             len);
+        } else {
             http_reply_error(req, 503, "overloaded", "%s", query_oom);
-        else if (body)
-            http_reply_raw(req, 200, "text/event-stream; charset=utf-8", body, len);
-        else
-            http_reply_json(req, 200, resp);
-        free(body);
+        }
+        strbuf_cleanup(&sb);
     }
     http_complete(req);
 }

@@ -12,4 +12,8 @@
  * with out unchanged, when the result would not fit in cap bytes. */
 bool jsontext_escape(char *out, size_t cap, size_t *len, const char *s);
 
+/* One byte's escape as jansson writes it, into esc (not NUL-terminated): its length, or 0
+ * when the byte goes into a JSON string as it is. */
+size_t jsontext_escape_byte(unsigned char c, char esc[7]);
+
 #endif

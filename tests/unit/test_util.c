@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "util/hash.h"
 #include "util/jsonmem.h"
 #include "util/jsontext.h"
+#include "util/jsonw.h"
 #include "util/loopq.h"
 #include "util/names.h"
 #include "util/queue.h"
@@ -426,6 +428,74 @@ static void test_jsontext_escape(void **state)
     assert_false(jsontext_escape(small, sizeof small, &len, "h"));
 }
 
+/* The JSON writer: what jansson reads back is what was written, numbers as jansson would
+ * write them; a full buffer is a sticky failure. */
+static void test_jsonw(void **state)
+{
+    (void)state;
+    strbuf sb;
+    strbuf_init(&sb, 4096);
+    jsonw w;
+    jsonw_init(&w, &sb);
+    jsonw_object_begin(&w);
+    jsonw_key(&w, "s\"k");
+    jsonw_string(&w, "a\"b\\c\n\x01\x1f\t/\xc3\xa9");
+    jsonw_key(&w, "list");
+    jsonw_array_begin(&w);
+    jsonw_int(&w, -42);
+    jsonw_double(&w, 1.0);
+    jsonw_double(&w, 0.1);
+    jsonw_double(&w, NAN);
+    jsonw_bool(&w, true);
+    jsonw_null(&w);
+    jsonw_string(&w, NULL);
+    jsonw_stringn(&w, "abc", 2);
+    jsonw_array_begin(&w);
+    jsonw_array_end(&w);
+    jsonw_raw(&w, "{\"m\":[1,2]}");
+    jsonw_array_end(&w);
+    jsonw_key(&w, "empty");
+    jsonw_object_begin(&w);
+    jsonw_object_end(&w);
+    jsonw_object_end(&w);
+    assert_int_equal(jsonw_status(&w), RAGD_OK);
+    assert_string_equal(sb.data, "{\"s\\\"k\":\"a\\\"b\\\\c\\n\\u0001\\u001f\\t/\xc3\xa9\","
+                                 "\"list\":[-42,1.0,0.10000000000000001,null,true,null,null,\"ab\",[],{\"m\":[1,2]}],"
+                                 "\"empty\":{}}");
+    json_error_t err;
+    json_t *j = json_loads(sb.data, 0, &err);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "s\"k")), "a\"b\\c\n\x01\x1f\t/\xc3\xa9");
+    /* jansson writes the same text for the numbers */
+    char *again = json_dumps(json_object_get(j, "list"), JSON_COMPACT);
+    assert_non_null(again);
+    assert_non_null(strstr(sb.data, again));
+    free(again);
+    json_decref(j);
+    strbuf_cleanup(&sb);
+
+    /* past the cap: the failure sticks, later writes do nothing */
+    strbuf_init(&sb, 16);
+    jsonw_init(&w, &sb);
+    jsonw_array_begin(&w);
+    jsonw_string(&w, "0123456789abcdef");
+    assert_int_equal(jsonw_status(&w), RAGD_ETOOBIG);
+    size_t len = sb.len;
+    jsonw_int(&w, 1);
+    jsonw_array_end(&w);
+    assert_int_equal(sb.len, len);
+    assert_int_equal(jsonw_status(&w), RAGD_ETOOBIG);
+    strbuf_cleanup(&sb);
+
+    /* nesting past JSONW_MAX_DEPTH fails rather than writing past its state */
+    strbuf_init(&sb, 4096);
+    jsonw_init(&w, &sb);
+    for (int i = 0; i < JSONW_MAX_DEPTH + 2; i++)
+        jsonw_array_begin(&w);
+    assert_int_not_equal(jsonw_status(&w), RAGD_OK);
+    strbuf_cleanup(&sb);
+}
+
 /* jansson's allocator below jsonmem's counter: fails while jsonmem_fail_next is set. */
 static bool jsonmem_fail_next;
 static void *failing_malloc(size_t n)
@@ -465,6 +535,7 @@ int main(void)
         cmocka_unit_test(test_workpool_cancel_queued),
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
         cmocka_unit_test(test_jsonmem),
+        cmocka_unit_test(test_jsonw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
