@@ -5,7 +5,9 @@ Starts RAGD_BIN serve on a free port with a fresh data dir, ingests DOCS generat
 documents (~1 KB each, words drawn from a 5,000-word vocabulary with Zipf frequencies, each
 document with one unique code word) in JSON batches of BATCH, then runs QUERIES queries
 from CONCURRENCY threads on keep-alive connections and reports throughput, latency
-percentiles and the server's resident memory. Not a test: it asserts nothing, it measures.
+percentiles and the server's resident memory. Every query says "use_cache": false: this
+measures retrieval (and generation), not the semantic cache (bench_real.py does that).
+Not a test: it asserts nothing, it measures.
 
 Usage: RAGD_BIN=build/ragd python3 bench/bench_http.py [DOCS] [QUERIES] [CONCURRENCY]
          [--endpoint query|retrieve] [--method hybrid|vector|keyword] [--k K]
@@ -196,7 +198,8 @@ def main():
                 ms, hit = [], 0
                 for _ in range(args.server_side):
                     i, q = query_text(r, DOCS)
-                    res = post(conn, "/api/retrieve", {"db": "bench", "query": q, "k": args.k, "method": method})
+                    res = post(conn, "/api/retrieve", {"db": "bench", "query": q, "k": args.k, "method": method,
+                                                          "use_cache": False})
                     ms.append(res["timings_ms"]["retrieve"])
                     hit += any(s["doc_id"] == f"d{i}" for s in res["sources"])
                 print(f"server-side retrieve {method:7s} k={args.k}: median {pct(ms, 50):.3f} ms, "
@@ -211,7 +214,8 @@ def main():
             for _ in range(per_thread):
                 i, q = query_text(r, DOCS)
                 t = time.monotonic()
-                res = post(c, path, {"db": "bench", "query": q, "k": args.k, "method": args.method})
+                res = post(c, path, {"db": "bench", "query": q, "k": args.k, "method": args.method,
+                                     "use_cache": False})
                 dt = time.monotonic() - t
                 with lock:
                     latencies.append(dt * 1000)
@@ -233,7 +237,7 @@ def main():
         if args.wrk:
             r = random.Random(1234)
             bodies = [json.dumps({"db": "bench", "query": query_text(r, DOCS)[1], "k": args.k,
-                                  "method": args.method}) for _ in range(2000)]
+                                  "method": args.method, "use_cache": False}) for _ in range(2000)]
             report = run_wrk(port, path, bodies, args.wrk, args.connections, args.wrk_threads)
             rps = re.search(r"Requests/sec:\s+([\d.]+)", report)
             print(f"wrk {path} {args.method} k={args.k}, {args.connections} connections, {args.wrk:g} s: "

@@ -245,7 +245,7 @@ static void query_write_sources(jsonw *w, const rag_result *res)
 
 /* The response of a finished query as one object: the original plan's lists (documents
  * only when `documents`: a stream's done event leaves them out), sources, collection,
- * method, degraded, timings, request id; for /api/query the answer, who gave it, cached. */
+ * method, cached, degraded, timings, request id; for /api/query the answer and who gave it. */
 static void query_write_response(jsonw *w, http_request *req, const rag_outcome *o, bool generate, bool documents)
 {
     const rag_result *res = o->res;
@@ -279,9 +279,9 @@ static void query_write_response(jsonw *w, http_request *req, const rag_outcome 
         jsonw_string(w, o->provider);
         jsonw_key(w, "model");
         jsonw_string(w, o->model);
-        jsonw_key(w, "cached");
-        jsonw_bool(w, o->cached);
     }
+    jsonw_key(w, "cached");
+    jsonw_bool(w, o->cached);
     jsonw_key(w, "degraded");
     jsonw_bool(w, o->degraded_reason != NULL);
     jsonw_key(w, "degraded_reason");

@@ -102,7 +102,9 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         *answer = rag_cache_dup(a);
         *provider = rag_cache_dup(p);
         *model = rag_cache_dup(m);
-        ok = (!a || *answer) && (!p || *provider) && (!m || *model);
+        /* absent or null (a passage list has no answer, an extractive answer no model) is
+         * not a failure; a string that could not be copied is */
+        ok = (!json_is_string(a) || *answer) && (!json_is_string(p) || *provider) && (!json_is_string(m) || *model);
     }
     json_decref(v);
     if (!ok) {

@@ -93,6 +93,63 @@ class CacheTest(harness.E2ETestCase):
         self.fake.configure(fault="none")
 
 
+def notes(n):
+    """n documents of two or three chunks each, every one different."""
+    rivers = ["Danube", "Loire", "Vistula", "Ebro", "Tagus", "Rhone", "Elbe", "Oder"]
+    return [{"id": f"note-{i}",
+             "text": "\n\n".join(f"Note {i}, part {p}: the {rivers[(i + p) % 8]} ferry number {i * 3 + p} "
+                                 f"leaves the pier at dawn and carries {i % 40 + p} passengers across. " * 4
+                                 for p in range(2 + i % 2))}
+            for i in range(n)]
+
+
+class CacheDefaultsTest(harness.E2ETestCase):
+    """On the true defaults (no variable set, no LLM listening) answers are extractive and
+    passage lists have no answer at all: both are cached (2,250 chunks)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        docs = notes(1500)
+        for i in range(0, len(docs), 250):
+            cls.class_call("POST", "/api/ingest", {"db": "n", "documents": docs[i:i + 250]})
+        cls.class_call("POST", "/api/ingest", {"db": "n", "documents": DOCS})
+
+    def hits(self):
+        m = self.server.request("GET", "/metrics").raw.decode()
+        line = [l for l in m.splitlines() if l.startswith('ragd_cache_requests_total{result="hit"}')]
+        return float(line[0].split()[-1])
+
+    def test_query_and_retrieve_repeat(self):
+        for path in ("/api/query", "/api/retrieve"):
+            body = {"query": "When did Krakatoa erupt?", "db": "n"}
+            first = self.call("POST", path, body)
+            self.assertIs(first["cached"], False, path)
+            self.assertEqual(first["sources"][0]["doc_id"], "krakatoa")
+            hits = self.hits()
+            again = self.call("POST", path, dict(body, query=" when did krakatoa ERUPT? "))
+            self.assertIs(again["cached"], True, path)
+            self.assertEqual(again["sources"], first["sources"])
+            self.assertEqual(again.get("answer"), first.get("answer"))
+            self.assertEqual(self.hits(), hits + 1)
+        self.assertEqual(first["degraded"], False)
+
+    def test_streamed_hit_and_invalidation(self):
+        ask = {"query": "Which ferry carries passengers across the Loire?", "db": "n"}
+        first = self.call("POST", "/api/query", ask)
+        self.assertEqual(first["provider"], "extractive")
+        r = self.server.request("POST", "/api/query", json_body=dict(ask, stream=True))
+        events = harness.parse_sse(r.raw)
+        self.assertEqual([e for e, _ in events], ["sources", "token", "done"])
+        self.assertIs(json.loads(events[-1][1])["cached"], True)
+        self.assertEqual(json.loads(events[1][1])["text"], first["answer"])
+        self.call("POST", "/api/ingest", {"db": "n", "documents": [{"id": "late", "text": "A late note."}]})
+        self.assertIs(self.call("POST", "/api/query", ask)["cached"], False)
+        self.assertIs(self.call("POST", "/api/query", ask)["cached"], True)
+        self.call("DELETE", "/api/dbs/n/documents/late")
+        self.assertIs(self.call("POST", "/api/query", ask)["cached"], False)
+
+
 class CacheOffTest(harness.E2ETestCase):
     server_env = {"RAGD_CACHE": "off"}
 
