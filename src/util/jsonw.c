@@ -57,8 +57,11 @@ static void jsonw_escaped(jsonw *w, const char *s, size_t n)
 {
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') /* the common case, without a call */
+            continue;
         char esc[7];
-        size_t k = jsontext_escape_byte((unsigned char)s[i], esc);
+        size_t k = jsontext_escape_byte(c, esc);
         if (!k)
             continue;
         jsonw_put(w, s + run, i - run);

@@ -37,6 +37,12 @@ static void rng_vec(rng *r, float *v, size_t dim)
         v[i] = rng_float(r);
 }
 
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* ---- brute force reference ---- */
 static void normalise(float *v, size_t dim)
 {
@@ -262,6 +268,33 @@ static void test_ties(void **state)
     assert_int_equal(h[0].chunk_id, -5);
     assert_int_equal(h[1].chunk_id, 3);
     assert_int_equal(h[2].chunk_id, 7);
+    vindex_free(ix);
+}
+
+/* Identical vectors (a text stored twice) tie exactly: past 4,096 rows too, where the
+ * candidates come from the int8 pass, the lowest chunk ids win, whatever the rows' order. */
+static void test_ties_quantised(void **state)
+{
+    const size_t dim = 16, n = 6000, bases = 20, k = 10;
+    vindex *ix = vindex_new(dim);
+    assert_non_null(ix);
+    float base[20][16];
+    rng r = {12345};
+    for (size_t b = 0; b < bases; b++)
+        rng_vec(&r, base[b], dim);
+    for (size_t i = 0; i < n; i++) /* chunk ids scattered over the rows */
+        assert_int_equal(vindex_add(ix, (int64_t)((i * 7919) % 100003), (int64_t)i, base[i % bases]), RAGD_OK);
+    /* the rows holding base 3, by chunk id: the exact answer */
+    int64_t want[400];
+    size_t nw = 0;
+    for (size_t i = 3; i < n; i += bases)
+        want[nw++] = (int64_t)((i * 7919) % 100003);
+    qsort(want, nw, sizeof *want, cmp_i64);
+    vindex_hit h[16];
+    size_t got = vindex_search(ix, base[3], k, NULL, NULL, h);
+    assert_int_equal(got, k);
+    for (size_t i = 0; i < k; i++)
+        assert_int_equal(h[i].chunk_id, want[i]);
     vindex_free(ix);
 }
 
@@ -508,6 +541,7 @@ int main(void)
         cmocka_unit_test(test_new_dims),
         cmocka_unit_test(test_normalise_and_bad_input),
         cmocka_unit_test(test_ties),
+        cmocka_unit_test(test_ties_quantised),
         cmocka_unit_test(test_replace),
         cmocka_unit_test(test_reserve),
         cmocka_unit_test(test_remove_many),
