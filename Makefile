@@ -102,6 +102,7 @@ $(BUILD)/bench_kindex: bench/bench_kindex.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
 bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex
+	@scripts/deps.sh bench
 	$(BUILD)/bench_vindex 100000 512 200
 	$(BUILD)/bench_cache 10000 768 1 4096
 	$(BUILD)/bench_kindex 10000 2000 10
@@ -109,6 +110,7 @@ bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_real.py --seconds 15
 
 # Retrieval quality (bench/eval/eval_retrieval.py, results in BENCHMARKS.md): recall@5 and
 # MRR@10 of vector, keyword and hybrid retrieval against a plain FTS5 BM25 baseline, on
