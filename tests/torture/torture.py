@@ -283,15 +283,49 @@ class ReadPath(Path):
 
 
 class Retrieve(ReadPath):
+    """The whole pipeline each time (use_cache: false): embed, retrieve, fuse, render."""
     name = "retrieve"
 
     def request(self, n):
-        return json_request("/api/retrieve", {"db": "tq", "query": QUESTION, "k": 3,
+        return json_request("/api/retrieve", {"db": "tq", "query": QUESTION, "k": 3, "use_cache": False,
                                                "filter": {"lang": {"$in": ["en", "de"]}}})
 
 
 class Query(ReadPath):
     name = "query"
+
+    def request(self, n):
+        return json_request("/api/query", {"db": "tq", "query": QUESTION, "k": 3, "use_cache": False})
+
+
+class CachedReadPath(ReadPath):
+    """The semantic cache's read-back (the default use_cache): after the first request every
+    unarmed one is a hit. An armed one may miss (a failed lookup or decode computes the answer
+    again), so `cached` is the one field allowed to differ; everything else must not."""
+
+    def normalised(self, r):
+        body = super().normalised(r)
+        body.pop("cached", None)
+        return body
+
+    def check_ok(self, t, n, resp):
+        if not resp.is_json():
+            return [f"200 without a JSON body: {resp!r}"]
+        body = strip_volatile(resp.body)
+        body.pop("cached", None)
+        d = first_difference(body, self.baseline)
+        return [f"200 differs from the unarmed answer: {d}"] if d else []
+
+
+class RetrieveCached(CachedReadPath):
+    name = "retrieve_cached"
+
+    def request(self, n):
+        return json_request("/api/retrieve", {"db": "tq", "query": QUESTION, "k": 3})
+
+
+class QueryCached(CachedReadPath):
+    name = "query_cached"
 
     def request(self, n):
         return json_request("/api/query", {"db": "tq", "query": QUESTION, "k": 3})
@@ -301,7 +335,8 @@ class QueryStream(ReadPath):
     name = "query_stream"
 
     def request(self, n):
-        return json_request("/api/query", {"db": "tq", "query": QUESTION, "k": 3, "stream": True})
+        return json_request("/api/query", {"db": "tq", "query": QUESTION, "k": 3, "stream": True,
+                                           "use_cache": False})
 
     @staticmethod
     def events(r):
@@ -468,7 +503,7 @@ class IngestReplace(Path):
         return problems
 
 
-PATHS = [Retrieve, Query, QueryStream, IngestJson, IngestRaw, IngestReplace, IngestNewDb]
+PATHS = [Retrieve, RetrieveCached, Query, QueryCached, QueryStream, IngestJson, IngestRaw, IngestReplace, IngestNewDb]
 
 
 # --------------------------------------------------------------------------------------------
