@@ -442,7 +442,14 @@ int server_run(const ragd_config *cfg)
                             .generate_timeout_ms = cfg->generate_timeout_s * 1000,
                             .embed_timeout_ms = cfg->embed_timeout_s * 1000,
                             .cache = srv.a.cache,
-                            .fusion = &srv.a.cfg.fusion};
+                            .fusion = &srv.a.cfg.fusion,
+                            .embed_choice = cfg->embedder == CONFIG_EMBEDDER_BUILTIN ? RAG_EMBED_BUILTIN
+                                            : cfg->embedder == CONFIG_EMBEDDER_AUTO  ? RAG_EMBED_AUTO
+                                                                                     : RAG_EMBED_UPSTREAM,
+                            .embed_model = cfg->embed_model,
+                            .chunk_size = cfg->chunk_size,
+                            .chunk_overlap = cfg->chunk_overlap,
+                            .stopping = &srv.a.stopping};
     srv.a.engine = rag_engine_new(&ec);
     if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
         log_error("out of memory at start-up");

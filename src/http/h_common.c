@@ -124,3 +124,27 @@ void handlers_reply_dropped(http_request *req)
     http_reply_error(req, 503, "not_ready", "server shut down before this request was processed");
     http_complete(req);
 }
+
+void handlers_reply_rag_status(http_request *req, rag_status st, const char *message)
+{
+    switch (st) {
+    case RAG_E_NOT_FOUND: http_reply_error(req, 404, "db_not_found", "%s", message); return;
+    case RAG_E_MISMATCH: http_reply_error(req, 409, "embed_model_mismatch", "%s", message); return;
+    case RAG_E_INVALID: http_reply_error(req, 422, "validation_error", "%s", message); return;
+    case RAG_E_OVERLOADED:
+    case RAG_E_UPSTREAM:
+    case RAG_E_NOT_READY:
+    case RAG_E_CANCELLED:
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503,
+                         st == RAG_E_OVERLOADED ? "overloaded"
+                         : st == RAG_E_UPSTREAM ? "upstream_unavailable"
+                                                : "not_ready",
+                         "%s", message);
+        return;
+    case RAG_OK:
+    case RAG_E_STORE:
+    case RAG_E_INTERNAL: break;
+    }
+    http_reply_error(req, 500, "internal", "%s", message);
+}

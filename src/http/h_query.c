@@ -418,20 +418,6 @@ static void query_call_free(void *arg)
 
 static const char query_oom[] = "out of memory while writing the response";
 
-/* The engine's refusal or failure, in the envelope. */
-static void query_reply_status(http_request *req, rag_status st, const char *message)
-{
-    switch (st) {
-    case RAG_E_NOT_FOUND: http_reply_error(req, 404, "db_not_found", "%s", message); break;
-    case RAG_E_MISMATCH: http_reply_error(req, 409, "embed_model_mismatch", "%s", message); break;
-    case RAG_E_INVALID: http_reply_error(req, 422, "validation_error", "%s", message); break;
-    case RAG_E_OVERLOADED: http_reply_error(req, 503, "overloaded", "%s", message); break;
-    case RAG_E_NOT_READY:
-    case RAG_E_CANCELLED: http_reply_error(req, 503, "not_ready", "%s", message); break;
-    case RAG_OK:
-    case RAG_E_INTERNAL: http_reply_error(req, 500, "internal", "%s", message); break;
-    }
-}
 
 /* Sends what sb holds (one or more events) onto the live stream and empties it; ok false: the
  * events could not be written (out of memory), an error event says so instead. */
@@ -514,7 +500,7 @@ static void query_on_done(const rag_outcome *o, void *arg)
         return;
     }
     if (o->status != RAG_OK) {
-        query_reply_status(req, o->status, o->message);
+        handlers_reply_rag_status(req, o->status, o->message);
     } else {
         bool sse = c->stream && c->generate;
         strbuf sb;
@@ -553,7 +539,7 @@ static void query_start(query_call *c)
         http_reply_error(req, 503, "overloaded", "generator %s is saturated: every slot and queue place is taken",
                          c->a->generator_name);
     else
-        query_reply_status(req, st, "server is shutting down");
+        handlers_reply_rag_status(req, st, "server is shutting down");
     http_complete(req);
 }
 

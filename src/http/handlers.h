@@ -8,6 +8,7 @@
 
 #include "http/request.h"
 #include "http/router.h"
+#include "rag/engine.h"
 #include "store/store.h"
 
 extern const http_route handlers_routes[];
@@ -56,6 +57,10 @@ bool handlers_submit(http_request *req, store_write *w);
  * queue is full or closing, replies 503 (overloaded / not_ready), gives the part back and
  * returns false. */
 bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg);
+/* The engine's refusal or failure (rag/engine.h) in the envelope: 404 db_not_found, 409
+ * embed_model_mismatch, 422 validation_error, 503 overloaded / upstream_unavailable /
+ * not_ready with Retry-After, else 500 internal. */
+void handlers_reply_rag_status(http_request *req, rag_status st, const char *message);
 /* A held step dropped at shutdown before a worker took it: 503 not_ready, part given back. */
 void handlers_reply_dropped(http_request *req);
 

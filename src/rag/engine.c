@@ -100,6 +100,8 @@ rag_engine *rag_engine_new(const rag_engine_config *cfg)
 
 void rag_engine_free(rag_engine *e) { free(e); }
 
+const rag_engine_config *rag_engine_cfg(const rag_engine *e) { return &e->cfg; }
+
 bool rag_engine_llm_in_use(const rag_engine *e, const llm *l)
 {
     return l != NULL && (e->cfg.llm_requested || llm_ever_reached(l));
@@ -115,6 +117,8 @@ const char *rag_status_name(rag_status s)
     case RAG_E_OVERLOADED: return "overloaded";
     case RAG_E_NOT_READY: return "not_ready";
     case RAG_E_CANCELLED: return "cancelled";
+    case RAG_E_UPSTREAM: return "upstream_unavailable";
+    case RAG_E_STORE: return "store";
     case RAG_E_INTERNAL: break;
     }
     return "internal";

@@ -13,6 +13,7 @@
  * rag_query_cancel. The query is freed right after on_done returns; its handle must not be
  * used after that. Whatever the sink's ctx points at must live until on_done. */
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -27,6 +28,10 @@ typedef struct llm llm;
 typedef struct cache cache;
 typedef struct rag_engine rag_engine;
 typedef struct rag_query_op rag_query_op;
+
+/* How new collections are embedded (RAGD_EMBEDDER): the builtin embedder, the upstream
+ * embedder, or the upstream one when it answers and else the builtin one (auto). */
+typedef enum { RAG_EMBED_AUTO = 0, RAG_EMBED_BUILTIN, RAG_EMBED_UPSTREAM } rag_embed_choice;
 
 typedef enum { RAG_PROVIDER_AUTO = 0, RAG_PROVIDER_EXTRACTIVE, RAG_PROVIDER_OLLAMA, RAG_PROVIDER_OPENAI } rag_provider;
 
@@ -46,10 +51,17 @@ typedef struct {
     double embed_timeout_ms;
     cache *cache;               /* the semantic answer cache (rag/cache.h), or NULL: off */
     const fusion_params *fusion; /* hybrid fusion, per-document cap, relevance floor; NULL = defaults */
+    /* ingest (rag/ingest.h) */
+    rag_embed_choice embed_choice; /* new collections */
+    const char *embed_model;       /* EMBED_MODEL: the upstream model of new collections */
+    size_t chunk_size, chunk_overlap; /* new collections (existing ones keep theirs) */
+    const atomic_bool *stopping;   /* set when shutdown's grace period is over; NULL: never */
 } rag_engine_config;
 
 rag_engine *rag_engine_new(const rag_engine_config *cfg);
 void rag_engine_free(rag_engine *e); /* NULL ok; no query may be running */
+/* The configuration the engine was made with (for its other modules). */
+const rag_engine_config *rag_engine_cfg(const rag_engine *e);
 
 /* Whether the engine uses the LLM backend l now: the user asked for an LLM, or something
  * answered there since start-up (llm_ever_reached). Until then the defaults run on the
@@ -88,6 +100,8 @@ typedef enum {
     RAG_E_OVERLOADED, /* shed: a queue is full or memory ran out; retry later */
     RAG_E_NOT_READY,  /* the server is shutting down */
     RAG_E_CANCELLED,  /* rag_query_cancel */
+    RAG_E_UPSTREAM,   /* a backend the request needs did not answer; retry later (ingest) */
+    RAG_E_STORE,      /* the store's writer refused the write; the outcome says why (ingest) */
     RAG_E_INTERNAL,   /* a bug or an I/O error */
 } rag_status;
 const char *rag_status_name(rag_status s);

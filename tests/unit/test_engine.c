@@ -14,6 +14,7 @@
 #include <event2/thread.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "rag/cache.h"
 #include "rag/embed_builtin.h"
 #include "rag/engine.h"
+#include "rag/ingest.h"
 #include "upstream/client.h"
 #include "upstream/llm.h"
 #include "util/clock.h"
@@ -71,6 +73,8 @@ typedef struct {
     llm *gen;
     rag_engine *engine;
     cache *cache; /* queries use it when their use_cache is set (req_of: not) */
+    rag_engine_config ec;
+    llm *dead;    /* an embedder at a port where nothing listens (world_ingest_engine) */
     char dir[64];
 } world;
 
@@ -118,8 +122,41 @@ static void world_new(world *w, bool with_llm, int max_concurrent, int max_queue
                             .llm_model = "llama3.2",
                             .generate_timeout_ms = 10000,
                             .embed_timeout_ms = 10000};
+    ec.embed_choice = RAG_EMBED_BUILTIN;
+    ec.chunk_size = 200;
+    ec.chunk_overlap = 20;
+    w->ec = ec;
     w->engine = rag_engine_new(&ec);
     assert_non_null(w->engine);
+}
+
+/* The world's engine made again with how it embeds new collections: embedder is the fake
+ * Ollama (w->gen), the dead one (nothing listens), or NULL. */
+static void world_ingest_engine(world *w, rag_embed_choice choice, llm *embedder, bool llm_requested)
+{
+    rag_engine_free(w->engine);
+    w->ec.embed_choice = choice;
+    w->ec.embedder = embedder;
+    w->ec.embedder_name = embedder ? "ollama" : "builtin";
+    w->ec.embed_model = "nomic-embed-text";
+    w->ec.llm_requested = llm_requested;
+    w->engine = rag_engine_new(&w->ec);
+    assert_non_null(w->engine);
+}
+
+static llm *world_dead_llm(world *w)
+{
+    llm_config lc;
+    llm_config_default(&lc);
+    const char *urls[] = {"http://127.0.0.1:9"}; /* discard: nothing listens */
+    lc.urls = urls;
+    lc.n_urls = 1;
+    lc.retry.max_attempts = 1;
+    char err[256];
+    assert_int_equal(llm_new(w->base, w->client, &lc, upstream_clock_system(), upstream_rand_system(), &w->dead, err,
+                             sizeof err),
+                     RAGD_OK);
+    return w->dead;
 }
 
 static void world_free(world *w)
@@ -129,6 +166,7 @@ static void world_free(world *w)
     rag_engine_free(w->engine);
     cache_free(w->cache);
     llm_free(w->gen);
+    llm_free(w->dead);
     upstream_client_free(w->client);
     store_close(w->st);
     rag_index_free(w->index);
@@ -438,6 +476,197 @@ static void test_shed_on_arrival(void **state)
     world_free(&w);
 }
 
+/* ---- ingest (rag/ingest.h) ---- */
+
+typedef struct {
+    world *w;
+    pthread_t runner; /* the thread that calls rag_ingest_run */
+    atomic_int inside; /* set while rag_ingest_run runs on the runner */
+    atomic_int done;
+    rag_status status;
+    char message[700];
+    size_t documents, duplicates;
+    int64_t chunks;
+    bool created;
+    char embedder[32], embed_model[64], warning[700], first_id[300];
+} irec;
+
+static void irec_done(const rag_ingest_outcome *o, const rag_ingest *j, void *ctx)
+{
+    irec *r = ctx;
+    /* never inside rag_ingest_run: on another thread, or on the runner once it returned */
+    assert_false(pthread_equal(pthread_self(), r->runner) && atomic_load(&r->inside));
+    r->status = o->status;
+    snprintf(r->message, sizeof r->message, "%s", o->message);
+    r->documents = o->documents;
+    r->duplicates = o->duplicates;
+    r->chunks = o->chunks;
+    r->created = o->created;
+    snprintf(r->embedder, sizeof r->embedder, "%s", o->embedder);
+    snprintf(r->embed_model, sizeof r->embed_model, "%s", o->embed_model);
+    snprintf(r->warning, sizeof r->warning, "%s", o->warning);
+    snprintf(r->first_id, sizeof r->first_id, "%s", rag_ingest_doc_id(j, 0));
+    atomic_fetch_add(&r->done, 1);
+}
+
+/* Runs a job of the given documents into db; returns rag_ingest_run's status and, when it
+ * started, waits for on_done, pumping the loop (the upstream embedder runs there). */
+static rag_status ingest_docs(world *w, irec *r, const char *db, const rag_document *docs, size_t n)
+{
+    *r = (irec){.w = w, .runner = pthread_self()};
+    rag_ingest *j = rag_ingest_new(w->engine, db, n);
+    assert_non_null(j);
+    char why[300];
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(rag_ingest_add(j, &docs[i], why, sizeof why), RAG_OK);
+    atomic_store(&r->inside, 1);
+    rag_status st = rag_ingest_run(j, irec_done, r, r->message, sizeof r->message);
+    atomic_store(&r->inside, 0);
+    if (st != RAG_OK) {
+        for (int i = 0; i < 50; i++) { /* no callback may come */
+            event_base_loop(w->base, EVLOOP_NONBLOCK);
+            usleep(1000);
+        }
+        assert_int_equal(atomic_load(&r->done), 0);
+        return st;
+    }
+    double t0 = clock_now_ms();
+    while (atomic_load(&r->done) == 0 && clock_now_ms() - t0 < 20000) {
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    for (int i = 0; i < 20; i++) { /* exactly once */
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    assert_int_equal(atomic_load(&r->done), 1);
+    return st;
+}
+
+static rag_document doc_of(const char *id, const char *text, rag_format fmt)
+{
+    return (rag_document){.id = id, .text = text, .len = strlen(text), .format = fmt, .metadata_json = "{}"};
+}
+
+static bool stored(world *w, const char *db, const char *id)
+{
+    store_reader *r = store_reader_acquire(w->st);
+    store_collection c;
+    char hash[STORE_HASH_HEX + 1];
+    bool found = store_collection_get(r, db, &c) == RAGD_OK && store_document_hash(r, c.id, id, hash) == RAGD_OK;
+    store_reader_release(r);
+    return found;
+}
+
+static const char HTML_DOC[] =
+    "<html><head><title>Volcano almanac</title></head><body><p>The caldera of Tambora collapsed in 1815, the "
+    "largest eruption in recorded history.</p></body></html>";
+static const char MD_DOC[] = "# Tides\n\n## Causes\n\nThe gravity of the Moon pulls the oceans into two bulges.\n";
+
+static void test_ingest_builtin(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, false, 1, 0);
+    rag_document docs[] = {doc_of("a", TEXTS[0], RAG_FORMAT_TEXT), doc_of("b", MD_DOC, RAG_FORMAT_MARKDOWN),
+                           doc_of(NULL, HTML_DOC, RAG_FORMAT_HTML)};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "docs", docs, 3), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.created);
+    assert_int_equal(r.documents, 3);
+    assert_int_equal(r.duplicates, 0);
+    assert_true(r.chunks >= 3);
+    assert_string_equal(r.embedder, "builtin");
+    assert_string_equal(r.embed_model, EMBED_BUILTIN_NAME);
+    assert_string_equal(r.warning, "");
+    char hash[STORE_HASH_HEX + 1];
+    hash_sha256_hex(HTML_DOC, strlen(HTML_DOC), hash);
+    assert_true(stored(&w, "docs", hash)); /* no id: the hash of the submitted bytes */
+
+    /* the HTML was read into text and is found by its fact */
+    rec q = {0};
+    rag_request rq = req_of("docs", "When did the Tambora caldera collapse?", false);
+    assert_int_equal(start(&w, &q, &rq), RAG_OK);
+    run_until_done(&w, &q);
+    assert_int_equal(q.status, RAG_OK);
+    assert_true(q.hits >= 1);
+
+    /* the same documents again: all duplicates, nothing written */
+    irec again;
+    assert_int_equal(ingest_docs(&w, &again, "docs", docs, 3), RAG_OK);
+    assert_int_equal(again.status, RAG_OK);
+    assert_false(again.created);
+    assert_int_equal(again.duplicates, 3);
+    assert_int_equal(again.chunks, 0);
+
+    /* one id twice in a job, the first with the stored text: neither is a duplicate (the
+     * first changes nothing, the second replaces it) */
+    rag_document twice[] = {doc_of("a", TEXTS[0], RAG_FORMAT_TEXT), doc_of("a", TEXTS[1], RAG_FORMAT_TEXT)};
+    irec rep;
+    assert_int_equal(ingest_docs(&w, &rep, "docs", twice, 2), RAG_OK);
+    assert_int_equal(rep.status, RAG_OK);
+    assert_true(rep.chunks >= 1);
+    world_free(&w);
+}
+
+static void test_ingest_upstream(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    admin("/__admin/reset", "{}");
+    world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
+    rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT), doc_of("t", TEXTS[1], RAG_FORMAT_TEXT)};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "up", docs, 2), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_string_equal(r.embedder, "ollama");
+    assert_string_equal(r.embed_model, "nomic-embed-text");
+    store_reader *sr = store_reader_acquire(w.st);
+    store_collection c;
+    assert_int_equal(store_collection_get(sr, "up", &c), RAGD_OK);
+    store_reader_release(sr);
+    assert_int_equal(c.dim, 768);
+
+    /* the embedder fails: upstream_unavailable, nothing stored */
+    admin("/__admin/config", "{\"fault\": \"error500\"}");
+    rag_document more[] = {doc_of("w", TEXTS[2], RAG_FORMAT_TEXT)};
+    irec f;
+    assert_int_equal(ingest_docs(&w, &f, "up", more, 1), RAG_OK);
+    assert_int_equal(f.status, RAG_E_UPSTREAM);
+    assert_non_null(strstr(f.message, "embedder ollama"));
+    assert_false(stored(&w, "up", "w"));
+    admin("/__admin/reset", "{}");
+
+    /* no upstream embedder any more: refused inside run, no callback */
+    world_ingest_engine(&w, RAG_EMBED_BUILTIN, NULL, false);
+    irec m;
+    assert_int_equal(ingest_docs(&w, &m, "up", more, 1), RAG_E_MISMATCH);
+    assert_non_null(strstr(m.message, "no upstream embedder"));
+    assert_false(stored(&w, "up", "w"));
+    world_free(&w);
+}
+
+/* RAGD_EMBEDDER=auto with nothing listening: a new collection is made with the builtin
+ * embedder, and the outcome's warning says why. */
+static void test_ingest_auto_falls_back(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    world_ingest_engine(&w, RAG_EMBED_AUTO, world_dead_llm(&w), true);
+    rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT)};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "auto", docs, 1), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.created);
+    assert_string_equal(r.embedder, "builtin");
+    assert_non_null(strstr(r.warning, "created with the builtin embedder"));
+    assert_true(stored(&w, "auto", "k"));
+    world_free(&w);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -482,6 +711,9 @@ int main(void)
         cmocka_unit_test(test_generation_streams_and_falls_back),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_shed_on_arrival),
+        cmocka_unit_test(test_ingest_builtin),
+        cmocka_unit_test(test_ingest_upstream),
+        cmocka_unit_test(test_ingest_auto_falls_back),
     };
     return cmocka_run_group_tests_name("engine", tests, group_setup, group_teardown);
 }

@@ -1,0 +1,650 @@
+/* Ingest: documents to the store, across a worker, the loop and the store's writer. See
+ * ingest.h and docs/internals/ingest.md.
+ *
+ * A job's steps, and the thread each runs on:
+ *   run (worker)        the collection, duplicates skipped, chunks; builtin → write, or
+ *   embed (loop)        every chunk by the collection's upstream embedder → write; under
+ *                       auto for a new collection a failure →
+ *   fallback (worker)   builtin embeddings → write
+ *   write (writer)      one transaction; done → on_done, or, when a concurrent first ingest
+ *                       created the collection meanwhile → run once more (worker)
+ * One thread at a time touches a job; each hand-over goes through the worker pool, the
+ * loop queue or the store's writer, so no step runs inside the call of another. */
+#include "rag/ingest.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "obs/metrics.h"
+#include "rag/embed_builtin.h"
+#include "text/chunker.h"
+#include "text/doccontext.h"
+#include "text/html.h"
+#include "upstream/llm.h"
+#include "upstream/probe.h"
+#include "util/clock.h"
+#include "util/hash.h"
+#include "util/log.h"
+#include "util/loopq.h"
+#include "util/utf8.h"
+#include "util/workpool.h"
+
+/* One document: what was submitted (kept for a second run), then what a run derives. */
+typedef struct {
+    char *id;
+    char *text; /* the text that is stored and chunked (HTML already turned into text) */
+    size_t text_len;
+    char *metadata_json;
+    char *source;
+    char *title;
+    char hash[STORE_HASH_HEX + 1];
+    bool markdown;  /* chunk with markdown structure */
+    /* derived by a run */
+    bool repeated;  /* the same id stands earlier in the job */
+    bool duplicate; /* known before chunking: same id, same hash */
+    char **headings; /* per chunk, markdown only (else NULL) */
+    int64_t *starts;
+    int64_t *ends;
+    float *vectors;
+    size_t n_chunks;
+} ingest_doc;
+
+struct rag_ingest {
+    store_write w; /* first: the writer's done callback gets &j->w */
+    rag_engine *e;
+    const rag_engine_config *cfg;
+    char db[STORE_NAME_MAX + 1];
+    ingest_doc *docs;
+    size_t n, max;
+    rag_ingest_done_fn on_done;
+    void *ctx;
+    /* derived by a run */
+    store_doc *sdocs;
+    char model[STORE_MODEL_MAX + 1];
+    int expect_dim;      /* an existing upstream collection's dimension, 0 for a new one */
+    bool fallback;       /* auto and a new collection: builtin if the upstream embedder fails */
+    bool new_collection; /* the collection did not exist when the run looked */
+    bool retried;        /* the job runs a second time (a concurrent creation) */
+    const char **texts;  /* every chunk's text, in document order, for the upstream embedder */
+    size_t *lens;
+    size_t n_texts;
+    llm_task *task;
+    loopq_item item;
+    char warning[RAG_INGEST_WARNING_MAX];
+    char message[700];
+};
+
+rag_format rag_format_of_source(const char *source)
+{
+    const char *dot = source ? strrchr(source, '.') : NULL;
+    if (dot && (strcasecmp(dot, ".md") == 0 || strcasecmp(dot, ".markdown") == 0))
+        return RAG_FORMAT_MARKDOWN;
+    if (dot && (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0))
+        return RAG_FORMAT_HTML;
+    return RAG_FORMAT_TEXT;
+}
+
+bool rag_ingest_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > RAG_INGEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* ---- the job ---- */
+
+rag_ingest *rag_ingest_new(rag_engine *e, const char *db, size_t max_docs)
+{
+    rag_ingest *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->docs = calloc(max_docs ? max_docs : 1, sizeof *j->docs);
+    if (!j->docs) {
+        free(j);
+        return NULL;
+    }
+    j->e = e;
+    j->cfg = rag_engine_cfg(e);
+    j->max = max_docs;
+    snprintf(j->db, sizeof j->db, "%s", db);
+    return j;
+}
+
+/* Frees what a run derived and zeroes it: the job can run again from its documents. */
+static void ingest_reset(rag_ingest *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        ingest_doc *d = &j->docs[i];
+        doccontext_paths_free(d->headings, d->n_chunks);
+        free(d->starts);
+        free(d->ends);
+        free(d->vectors);
+        d->headings = NULL;
+        d->starts = d->ends = NULL;
+        d->vectors = NULL;
+        d->n_chunks = 0;
+        d->repeated = d->duplicate = false;
+    }
+    free(j->sdocs);
+    free(j->texts);
+    free(j->lens);
+    j->sdocs = NULL;
+    j->texts = NULL;
+    j->lens = NULL;
+    j->n_texts = 0;
+    j->model[0] = '\0';
+    j->expect_dim = 0;
+    j->fallback = j->new_collection = false;
+    j->warning[0] = '\0';
+    j->w = (store_write){0};
+}
+
+void rag_ingest_free(rag_ingest *j)
+{
+    if (!j)
+        return;
+    ingest_reset(j);
+    for (size_t i = 0; i < j->n; i++) {
+        ingest_doc *d = &j->docs[i];
+        free(d->id);
+        free(d->text);
+        free(d->metadata_json);
+        free(d->source);
+        free(d->title);
+    }
+    free(j->docs);
+    free(j);
+}
+
+size_t rag_ingest_docs(const rag_ingest *j) { return j->n; }
+
+const char *rag_ingest_doc_id(const rag_ingest *j, size_t i) { return j->docs[i].id; }
+
+rag_status rag_ingest_add(rag_ingest *j, const rag_document *in, char *why, size_t why_cap)
+{
+    if (j->n == j->max) {
+        snprintf(why, why_cap, "more documents than the job was made for");
+        return RAG_E_OVERLOADED;
+    }
+    ingest_doc *d = &j->docs[j->n++]; /* counted now: rag_ingest_free frees what it holds */
+    d->markdown = in->format == RAG_FORMAT_MARKDOWN;
+    d->source = in->source ? strdup(in->source) : NULL;
+    d->metadata_json = strdup(in->metadata_json ? in->metadata_json : "{}");
+    hash_sha256_hex(in->text, in->len, d->hash);
+    d->id = strdup(in->id ? in->id : d->hash);
+    size_t html_title_len = 0;
+    if (in->format == RAG_FORMAT_HTML) {
+        ragd_err rc = html_to_text_title(in->text, in->len, &d->text, &d->text_len, &html_title_len);
+        if (rc) {
+            snprintf(why, why_cap, "HTML could not be read (%s)", ragd_strerror(rc));
+            return rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID;
+        }
+    } else {
+        d->text = malloc(in->len + 1);
+        if (d->text) {
+            memcpy(d->text, in->text, in->len);
+            d->text[in->len] = '\0';
+        }
+        d->text_len = in->len;
+    }
+    if (!d->id || !d->text || !d->metadata_json || (in->source && !d->source)) {
+        snprintf(why, why_cap, "out of memory");
+        return RAG_E_OVERLOADED;
+    }
+    doccontext_in dc = {
+        .meta_title = in->title,
+        .meta_title_len = in->title ? in->title_len : 0,
+        .html_title = html_title_len ? d->text : NULL,
+        .html_title_len = html_title_len,
+        .text = d->text,
+        .text_len = d->text_len,
+        .markdown = d->markdown,
+        .source = in->source,
+        .id = in->id,
+    };
+    if (doccontext_title(&dc, &d->title) != RAGD_OK) {
+        snprintf(why, why_cap, "out of memory");
+        return RAG_E_OVERLOADED;
+    }
+    return RAG_OK;
+}
+
+/* ---- the end of a job ---- */
+
+static rag_status ingest_fail(rag_ingest *j, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static rag_status ingest_fail(rag_ingest *j, rag_status st, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->message, sizeof j->message, fmt, ap);
+    va_end(ap);
+    utf8_sanitize(j->message);
+    return st;
+}
+
+/* on_done with status st (j->message says why, or the write does), then the job goes.
+ * Never called inside rag_ingest_run. */
+static void ingest_finish(rag_ingest *j, rag_status st)
+{
+    const store_write *w = &j->w;
+    const char *embed_model = w->coll.embed_model[0] ? w->coll.embed_model : w->embed_model;
+    rag_ingest_outcome o = {
+        .status = st,
+        .message = j->message,
+        .write = st == RAG_E_STORE ? w : NULL,
+        .db = j->db,
+        .documents = j->n,
+        .chunks = w->chunks_written,
+        .created = w->created,
+        .embedder = strcmp(embed_model, EMBED_BUILTIN_NAME) == 0 ? "builtin" : j->cfg->embedder_name,
+        .embed_model = embed_model,
+        .warning = j->warning,
+    };
+    if (st == RAG_OK) {
+        for (size_t i = 0; i < j->n; i++)
+            o.duplicates += j->sdocs[i].result == STORE_DOC_DUPLICATE;
+        metrics_count_ingest(j->n - o.duplicates, (size_t)w->chunks_written);
+    }
+    j->on_done(&o, j, j->ctx);
+    rag_ingest_free(j);
+}
+
+/* The status for a queue (worker pool, store writer) that refused the job's next step. */
+static rag_status ingest_refused(rag_ingest *j, ragd_err rc, const char *queue)
+{
+    if (rc == RAGD_ECLOSED)
+        return ingest_fail(j, RAG_E_NOT_READY, "server is shutting down");
+    if (rc == RAGD_ENOMEM)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory for the %s, retry shortly", queue);
+    return ingest_fail(j, RAG_E_OVERLOADED, "server busy: %s full, retry shortly", queue);
+}
+
+/* A step dropped by the worker pool at shutdown before it ran. */
+static void ingest_dropped(void *arg)
+{
+    rag_ingest *j = arg;
+    ingest_finish(j, ingest_fail(j, RAG_E_NOT_READY, "server shut down before this ingest was processed"));
+}
+
+/* ---- the run (worker) ---- */
+
+static int ingest_cmp_id(const void *a, const void *b)
+{
+    const ingest_doc *x = *(ingest_doc *const *)a, *y = *(ingest_doc *const *)b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x < y ? -1 : x > y);
+}
+
+/* Marks every document whose id also stands earlier in the job (sorting pointers by id,
+ * then by position). Returns false when out of memory. */
+static bool ingest_mark_repeats(rag_ingest *j)
+{
+    ingest_doc **order = malloc((j->n ? j->n : 1) * sizeof *order);
+    if (!order)
+        return false;
+    for (size_t i = 0; i < j->n; i++)
+        order[i] = &j->docs[i];
+    qsort(order, j->n, sizeof *order, ingest_cmp_id);
+    for (size_t i = 1; i < j->n; i++)
+        order[i]->repeated = strcmp(order[i - 1]->id, order[i]->id) == 0;
+    free(order);
+    return true;
+}
+
+/* Chunks one document (offsets, and heading paths for markdown). */
+static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params *cp)
+{
+    chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
+    text_span *spans = NULL;
+    size_t n = 0;
+    ragd_err rc = chunker_split(d->text, d->text_len, fmt, cp, &spans, &n);
+    if (rc)
+        return ingest_fail(j, rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID,
+                           "document '%s': cannot be chunked (%s)", d->id, ragd_strerror(rc));
+    d->starts = calloc(n ? n : 1, sizeof *d->starts);
+    d->ends = calloc(n ? n : 1, sizeof *d->ends);
+    bool ok = d->starts && d->ends;
+    for (size_t i = 0; ok && i < n; i++) {
+        d->starts[i] = (int64_t)spans[i].start;
+        d->ends[i] = (int64_t)spans[i].end;
+    }
+    free(spans);
+    if (ok && d->markdown && n > 0)
+        ok = doccontext_headings(d->text, d->text_len, d->starts, n, &d->headings) == RAGD_OK;
+    if (!ok)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    d->n_chunks = n;
+    return RAG_OK;
+}
+
+/* Embeds every chunk with the builtin embedder (worker). */
+static rag_status ingest_embed_builtin(rag_ingest *j)
+{
+    for (size_t k = 0; k < j->n; k++) {
+        ingest_doc *d = &j->docs[k];
+        free(d->vectors);
+        d->vectors = calloc((d->n_chunks ? d->n_chunks : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
+        if (!d->vectors)
+            return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+        for (size_t i = 0; i < d->n_chunks; i++)
+            if (embed_builtin(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]),
+                              d->vectors + i * EMBED_BUILTIN_DIM) != RAGD_OK)
+                return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    }
+    snprintf(j->w.embed_model, sizeof j->w.embed_model, "%s", EMBED_BUILTIN_NAME);
+    j->w.dim = EMBED_BUILTIN_DIM;
+    return RAG_OK;
+}
+
+static void ingest_written(store_write *w, void *arg);
+
+/* Hands the job to the store's writer, whose done callback ends it. After RAG_OK the job
+ * belongs to the writer: the caller must not touch it. */
+static rag_status ingest_write(rag_ingest *j)
+{
+    store_write *w = &j->w;
+    j->sdocs = calloc(j->n ? j->n : 1, sizeof *j->sdocs);
+    if (!j->sdocs)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    for (size_t i = 0; i < j->n; i++) {
+        ingest_doc *d = &j->docs[i];
+        store_doc *sd = &j->sdocs[i];
+        sd->doc_id = d->id;
+        memcpy(sd->content_hash, d->hash, sizeof sd->content_hash);
+        sd->text = d->text;
+        sd->text_len = d->text_len;
+        sd->metadata_json = d->metadata_json;
+        sd->source = d->source;
+        sd->n_chunks = d->n_chunks;
+        sd->chunk_starts = d->starts;
+        sd->chunk_ends = d->ends;
+        sd->vectors = d->vectors;
+        sd->title = d->title;
+        sd->chunk_headings = (const char *const *)d->headings;
+        sd->expect_duplicate = d->duplicate;
+    }
+    w->docs = j->sdocs;
+    w->n_docs = j->n;
+    w->done = ingest_written;
+    w->arg = j;
+    ragd_err rc = store_submit(j->cfg->st, w);
+    return rc == RAGD_OK ? RAG_OK : ingest_refused(j, rc, "store write queue");
+}
+
+static void ingest_embed_start(void *arg);
+
+/* Every chunk's text for the upstream embedder, then to the loop: 1 when posted, 0 when
+ * there is nothing to embed (all duplicates), -1 when out of memory. */
+static int ingest_post_upstream(rag_ingest *j)
+{
+    size_t total = 0;
+    for (size_t k = 0; k < j->n; k++)
+        total += j->docs[k].n_chunks;
+    if (total == 0)
+        return 0;
+    j->texts = calloc(total, sizeof *j->texts);
+    j->lens = calloc(total, sizeof *j->lens);
+    if (!j->texts || !j->lens)
+        return -1;
+    for (size_t k = 0; k < j->n; k++) {
+        ingest_doc *d = &j->docs[k];
+        for (size_t i = 0; i < d->n_chunks; i++) {
+            j->texts[j->n_texts] = d->text + d->starts[i];
+            j->lens[j->n_texts++] = (size_t)(d->ends[i] - d->starts[i]);
+        }
+    }
+    loopq_post(j->cfg->lq, &j->item, ingest_embed_start, j);
+    return 1;
+}
+
+/* The run up to its first hand-over. RAG_OK: the job went to the loop or the writer and
+ * must not be touched; else nothing was handed over and j->message says why. */
+static rag_status ingest_pipeline(rag_ingest *j)
+{
+    const rag_engine_config *cfg = j->cfg;
+    store_write *w = &j->w;
+    w->kind = STORE_W_INGEST;
+    snprintf(w->collection, sizeof w->collection, "%s", j->db);
+    snprintf(w->embed_model, sizeof w->embed_model, "%s", EMBED_BUILTIN_NAME);
+    w->dim = EMBED_BUILTIN_DIM;
+    w->chunk_size = (int)cfg->chunk_size;
+    w->chunk_overlap = (int)cfg->chunk_overlap;
+
+    store_reader *r = store_reader_acquire(cfg->st);
+    if (!r)
+        return ingest_fail(j, RAG_E_NOT_READY, "store is closing");
+    rag_status st = RAG_OK;
+    store_collection coll;
+    ragd_err rc = store_collection_get(r, j->db, &coll);
+    bool upstream = false;
+    if (rc == RAGD_OK) {
+        upstream = strcmp(coll.embed_model, EMBED_BUILTIN_NAME) != 0;
+        if (upstream && !cfg->embedder) {
+            st = ingest_fail(j, RAG_E_MISMATCH,
+                             "collection '%s' was embedded with '%s' (dim %d); no upstream embedder is configured",
+                             j->db, coll.embed_model, coll.dim);
+            goto out;
+        }
+        if (upstream) {
+            snprintf(j->model, sizeof j->model, "%s", coll.embed_model);
+            j->expect_dim = coll.dim;
+        }
+        w->chunk_size = coll.chunk_size;
+        w->chunk_overlap = coll.chunk_overlap;
+    } else if (rc == RAGD_ENOTFOUND) {
+        /* a new collection takes the configured embedder */
+        j->new_collection = true;
+        upstream = cfg->embed_choice != RAG_EMBED_BUILTIN && cfg->embedder;
+        j->fallback = cfg->embed_choice == RAG_EMBED_AUTO;
+        snprintf(j->model, sizeof j->model, "%s", cfg->embed_model ? cfg->embed_model : "");
+    } else {
+        st = rc == RAGD_ENOMEM ? ingest_fail(j, RAG_E_OVERLOADED, "reading collection '%s': out of memory", j->db)
+                               : ingest_fail(j, RAG_E_INTERNAL, "reading collection failed: %s", ragd_strerror(rc));
+        goto out;
+    }
+    if (!ingest_mark_repeats(j)) {
+        st = ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+        goto out;
+    }
+    chunk_params cp = {.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
+    for (size_t i = 0; i < j->n; i++) {
+        ingest_doc *d = &j->docs[i];
+        char known[STORE_HASH_HEX + 1];
+        /* Skip chunking a document the store already holds unchanged, unless its id comes
+         * earlier in this job too (that one would change it first). */
+        if (rc == RAGD_OK && !d->repeated && store_document_hash(r, coll.id, d->id, known) == RAGD_OK &&
+            strcmp(known, d->hash) == 0) {
+            d->duplicate = true;
+            continue;
+        }
+        if ((st = ingest_chunk(j, d, &cp)) != RAG_OK)
+            goto out;
+    }
+    store_reader_release(r);
+    r = NULL;
+    int posted = upstream ? ingest_post_upstream(j) : 0;
+    if (posted > 0)
+        return RAG_OK; /* the job goes on from the loop */
+    if (posted < 0)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    if (upstream && j->expect_dim > 0) { /* nothing new to embed in an upstream collection */
+        snprintf(w->embed_model, sizeof w->embed_model, "%s", j->model);
+        w->dim = j->expect_dim;
+    } else if ((st = ingest_embed_builtin(j)) != RAG_OK) {
+        return st;
+    }
+    return ingest_write(j);
+out:
+    store_reader_release(r);
+    return st;
+}
+
+rag_status rag_ingest_run(rag_ingest *j, rag_ingest_done_fn on_done, void *ctx, char *why, size_t why_cap)
+{
+    j->on_done = on_done;
+    j->ctx = ctx;
+    rag_status st = ingest_pipeline(j);
+    if (st == RAG_OK)
+        return RAG_OK;
+    snprintf(why, why_cap, "%s", j->message);
+    rag_ingest_free(j);
+    return st;
+}
+
+/* The whole run again, on a worker, after a concurrent ingest created the collection. */
+static void ingest_rerun(void *arg)
+{
+    rag_ingest *j = arg;
+    rag_status st = ingest_pipeline(j);
+    if (st != RAG_OK)
+        ingest_finish(j, st);
+}
+
+/* The writer's answer (writer thread). */
+static void ingest_written(store_write *w, void *arg)
+{
+    rag_ingest *j = arg;
+    if (w->status == RAGD_ECONFLICT && j->new_collection && !j->retried) {
+        /* Two first ingests raced to create the collection (under auto one may have been
+         * embedded by the backend, the other by builtin): this one runs once more against
+         * the collection as it now is, as if it had come a moment later. */
+        log_info("ingest into '%s': the collection was created meanwhile (%s); ingesting again", w->collection,
+                 w->message);
+        ingest_reset(j);
+        j->retried = true;
+        ragd_err rc = workpool_submit(j->cfg->pool, ingest_rerun, ingest_dropped, j);
+        if (rc != RAGD_OK)
+            ingest_finish(j, ingest_refused(j, rc, "worker queue"));
+        return;
+    }
+    if (w->status == RAGD_OK) {
+        ingest_finish(j, RAG_OK);
+        return;
+    }
+    snprintf(j->message, sizeof j->message, "%s", w->message);
+    ingest_finish(j, RAG_E_STORE);
+}
+
+/* ---- embedding by the upstream embedder (loop thread) ---- */
+
+/* Builtin embeddings after all, for a new collection under auto whose backend did not
+ * answer (worker). */
+static void ingest_fallback_work(void *arg)
+{
+    rag_ingest *j = arg;
+    log_info("ingest into new collection '%s': %s", j->db, j->warning);
+    rag_status st = ingest_embed_builtin(j);
+    if (st == RAG_OK)
+        st = ingest_write(j);
+    if (st != RAG_OK)
+        ingest_finish(j, st);
+}
+
+/* Falls back to the builtin embedder, saying why in the outcome's warning. */
+static void ingest_use_builtin(rag_ingest *j, const char *why)
+{
+    snprintf(j->warning, sizeof j->warning,
+             "collection '%s' was created with the builtin embedder %s (RAGD_EMBEDDER=auto): %s; new collections "
+             "will use the %s backend's %s once it answers",
+             j->db, EMBED_BUILTIN_NAME, why, j->cfg->embedder_name, j->model);
+    utf8_sanitize(j->warning);
+    ragd_err rc = workpool_submit(j->cfg->pool, ingest_fallback_work, ingest_dropped, j);
+    if (rc != RAGD_OK)
+        ingest_finish(j, ingest_refused(j, rc, "worker queue"));
+}
+
+/* The upstream embedding failed (st, message): the builtin fallback for a new collection
+ * under auto, else the job ends and nothing is stored. */
+static void ingest_embed_failed(rag_ingest *j, llm_status st, const char *message, size_t dim)
+{
+    const char *name = j->cfg->embedder_name;
+    char detail[400];
+    snprintf(detail, sizeof detail, "%s", message && *message ? message : "no detail");
+    utf8_sanitize(detail);
+    if (j->fallback && st != LLM_OK && st != LLM_CANCELLED) {
+        char why[520];
+        snprintf(why, sizeof why, "the embedder %s did not answer (%s: %s)", name, llm_status_name(st), detail);
+        ingest_use_builtin(j, why);
+        return;
+    }
+    rag_status rs;
+    if (st == LLM_CANCELLED)
+        rs = ingest_fail(j, RAG_E_NOT_READY, "server is shutting down");
+    else if (st == LLM_OVERLOADED)
+        rs = ingest_fail(j, RAG_E_OVERLOADED, "embedder %s is overloaded: %s", name, detail);
+    else if (st == LLM_OK)
+        rs = ingest_fail(j, RAG_E_UPSTREAM, "embedder %s returned vectors of dimension %zu, the collection has %d",
+                         name, dim, j->expect_dim);
+    else
+        rs = ingest_fail(j, RAG_E_UPSTREAM, "embedder %s %s: %s", name, llm_status_name(st), detail);
+    ingest_finish(j, rs);
+}
+
+static void ingest_on_embedded(llm_status st, const float *v, size_t dim, const char *message, void *arg)
+{
+    rag_ingest *j = arg;
+    j->task = NULL;
+    if (!(st == LLM_OK && v && dim > 0 && (j->expect_dim == 0 || dim == (size_t)j->expect_dim))) {
+        ingest_embed_failed(j, st, message, dim);
+        return;
+    }
+    bool ok = true;
+    size_t at = 0;
+    for (size_t k = 0; ok && k < j->n; k++) {
+        ingest_doc *d = &j->docs[k];
+        free(d->vectors);
+        d->vectors = malloc((d->n_chunks ? d->n_chunks : 1) * dim * sizeof *d->vectors);
+        ok = d->vectors != NULL;
+        if (ok && d->n_chunks)
+            memcpy(d->vectors, v + at * dim, d->n_chunks * dim * sizeof *v);
+        at += d->n_chunks;
+    }
+    snprintf(j->w.embed_model, sizeof j->w.embed_model, "%s", j->model);
+    j->w.dim = (int)dim;
+    rag_status rs = ok ? ingest_write(j) : ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    if (rs != RAG_OK)
+        ingest_finish(j, rs);
+}
+
+/* Whether a new collection under auto should try the backend: when something answered
+ * there lately, or — until anything is known — when the user asked for it. */
+static bool ingest_try_backend(const rag_engine_config *cfg)
+{
+    probe_host_info h;
+    bool unknown = true;
+    for (size_t i = 0; i < llm_host_count(cfg->embedder); i++) {
+        llm_host_reach(cfg->embedder, i, &h);
+        if (h.state == PROBE_UP)
+            return true;
+        unknown = unknown && h.state == PROBE_UNKNOWN;
+    }
+    return unknown && cfg->llm_requested;
+}
+
+static void ingest_embed_start(void *arg)
+{
+    rag_ingest *j = arg;
+    const rag_engine_config *cfg = j->cfg;
+    if (j->fallback && !ingest_try_backend(cfg)) {
+        probe_host_info h;
+        llm_host_reach(cfg->embedder, 0, &h);
+        char why[400];
+        snprintf(why, sizeof why, "nothing answers at %s%s%s%s", llm_host_url(cfg->embedder, 0),
+                 h.error[0] ? " (" : "", h.error, h.error[0] ? ")" : "");
+        ingest_use_builtin(j, why);
+        return;
+    }
+    j->task = llm_embed(cfg->embedder, j->model, j->texts, j->lens, j->n_texts,
+                        clock_now_ms() + cfg->embed_timeout_ms, ingest_on_embedded, j);
+    if (!j->task) { /* no callback will come */
+        bool stopping = cfg->stopping && atomic_load(cfg->stopping);
+        ingest_embed_failed(j, stopping ? LLM_CANCELLED : LLM_UNAVAILABLE, "the call could not start", 0);
+    }
+}

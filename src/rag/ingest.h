@@ -1,0 +1,84 @@
+#ifndef RAGD_RAG_INGEST_H
+#define RAGD_RAG_INGEST_H
+
+/* Ingest apart from HTTP (docs/internals/ingest.md): documents → text (HTML read), titles
+ * and heading paths → chunks → embeddings (builtin on a worker, or the collection's
+ * upstream embedder from the loop, with the builtin fallback for a new collection under
+ * RAGD_EMBEDDER=auto) → one write to the store, reported after its commit. /api/ingest is
+ * an adapter that parses a request into a job and renders the outcome.
+ *
+ * Threads and callbacks (docs/internals/callbacks.md): a job is built by one thread
+ * (rag_ingest_new, rag_ingest_add) and started by rag_ingest_run on a worker. on_done comes
+ * exactly once per started job and never inside rag_ingest_run, on whichever thread ends the
+ * job — the store's writer (after the commit), a worker (the builtin fallback) or the loop
+ * (the upstream embedder failed) — possibly before rag_ingest_run has returned on its own
+ * thread. The job is freed right after on_done returns. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rag/engine.h"
+#include "store/store.h"
+
+#define RAG_INGEST_ID_MAX 256        /* bytes of a document id */
+#define RAG_INGEST_WARNING_MAX 600   /* bytes of the outcome's warning, NUL included */
+
+typedef enum { RAG_FORMAT_TEXT = 0, RAG_FORMAT_MARKDOWN, RAG_FORMAT_HTML } rag_format;
+
+/* By the file name's extension: .md/.markdown, .html/.htm, else text. NULL: text. */
+rag_format rag_format_of_source(const char *source);
+/* 1-RAG_INGEST_ID_MAX bytes without control characters (the caller checks UTF-8). */
+bool rag_ingest_id_valid(const char *id);
+
+/* One submitted document. Everything is copied by rag_ingest_add. */
+typedef struct {
+    const char *id;            /* NULL: the SHA-256 of the submitted bytes */
+    const char *text;          /* as submitted (HTML included), valid UTF-8 */
+    size_t len;
+    rag_format format;
+    const char *source;        /* a file name or URL, or NULL */
+    const char *metadata_json; /* the metadata object to store, as JSON text */
+    const char *title;         /* the metadata's title, or NULL (text/doccontext.h) */
+    size_t title_len;
+} rag_document;
+
+typedef struct rag_ingest rag_ingest;
+
+/* A job for up to max_docs documents into collection db (a valid name). NULL: no memory. */
+rag_ingest *rag_ingest_new(rag_engine *e, const char *db, size_t max_docs);
+/* Adds a document: HTML is read into text, the title found, the bytes hashed. RAG_OK;
+ * RAG_E_INVALID (HTML that cannot be read) or RAG_E_OVERLOADED (no memory, or max_docs
+ * reached), why says what. */
+rag_status rag_ingest_add(rag_ingest *j, const rag_document *d, char *why, size_t why_cap);
+/* How many documents were added. */
+size_t rag_ingest_docs(const rag_ingest *j);
+/* The id a document got (its own, or the hash). i < the number added. */
+const char *rag_ingest_doc_id(const rag_ingest *j, size_t i);
+/* Frees a job that was never run. NULL ok. */
+void rag_ingest_free(rag_ingest *j);
+
+/* What an ingest came to. Valid during on_done. */
+typedef struct {
+    rag_status status;         /* RAG_OK: committed (or every document already stored) */
+    const char *message;       /* why, when status != RAG_OK */
+    const store_write *write;  /* RAG_E_STORE: the store's refusal (its status and message) */
+    const char *db;
+    size_t documents;          /* as submitted, duplicates included */
+    size_t duplicates;         /* already stored with the same content */
+    int64_t chunks;            /* chunks written */
+    bool created;              /* the collection was created by this ingest */
+    const char *embedder;      /* "builtin" or the upstream embedder's name */
+    const char *embed_model;   /* the collection's embedding model */
+    const char *warning;       /* "" or what the client should know (the builtin fallback) */
+} rag_ingest_outcome;
+
+typedef void (*rag_ingest_done_fn)(const rag_ingest_outcome *o, const rag_ingest *j, void *ctx);
+
+/* Runs the job: the collection is looked up, the documents already stored unchanged are
+ * skipped, the rest chunked and embedded, then written. Worker thread (it reads the store
+ * and chunks on the calling thread). RAG_OK: on_done will come. Any other status: nothing
+ * was stored, no callback will come, why says what (RAG_E_MISMATCH, RAG_E_INVALID,
+ * RAG_E_OVERLOADED, RAG_E_NOT_READY, RAG_E_INTERNAL). The job is taken either way. */
+rag_status rag_ingest_run(rag_ingest *j, rag_ingest_done_fn on_done, void *ctx, char *why, size_t why_cap);
+
+#endif
