@@ -78,7 +78,11 @@ static float vec_dot(const float *restrict a, const float *restrict b, size_t n)
  * the int8 → int32 widening (its "very cheap" cost model refuses it), so this one function is
  * built for vectorisation, in an AVX2 and a baseline version picked at load time
  * (target_clones, an ifunc). */
-#if defined(__clang__)
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer instruments the ifunc resolver, which the dynamic loader runs before the
+ * sanitizer's runtime is up (a crash at load): the TSan build keeps the baseline only. */
+#define VINDEX_Q8_BUILD __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#elif defined(__clang__)
 #define VINDEX_Q8_BUILD __attribute__((target_clones("avx2", "default")))
 #else
 #define VINDEX_Q8_BUILD \

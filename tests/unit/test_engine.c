@@ -201,7 +201,7 @@ static void ingest(world *w, const char *db, const char *const *texts, size_t n)
     store_doc *docs = calloc(n, sizeof *docs);
     int64_t *starts = calloc(n, sizeof *starts), *ends = calloc(n, sizeof *ends);
     float *vecs = calloc(n * EMBED_BUILTIN_DIM, sizeof *vecs);
-    char (*ids)[16] = calloc(n, sizeof *ids);
+    char (*ids)[32] = calloc(n, sizeof *ids);
     for (size_t i = 0; i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "doc%zu", i);
         docs[i].doc_id = ids[i];
