@@ -667,6 +667,33 @@ static void test_ingest_auto_falls_back(void **state)
     world_free(&w);
 }
 
+/* RAGD_EMBEDDER=ollama, the backend up, a new collection whose first ingest has no chunk to
+ * embed (HTML of a script only: no text): the collection must still take the configured
+ * embedder. It was created with the builtin one (ingest_pipeline writes a job with nothing
+ * posted upstream as builtin), so every later ingest into it is embedded by builtin too,
+ * silently, whatever RAGD_EMBEDDER says. */
+static void test_ingest_upstream_first_without_chunks(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    admin("/__admin/reset", "{}");
+    world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
+    rag_document empty[] = {doc_of("s", "<html><body><script>var x = 1;</script></body></html>", RAG_FORMAT_HTML)};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "upempty", empty, 1), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.created);
+    assert_int_equal(r.chunks, 0);
+    store_reader *sr = store_reader_acquire(w.st);
+    store_collection c;
+    assert_int_equal(store_collection_get(sr, "upempty", &c), RAGD_OK);
+    store_reader_release(sr);
+    assert_string_equal(c.embed_model, "nomic-embed-text");
+    assert_string_equal(r.embedder, "ollama");
+    world_free(&w);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -714,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_ingest_builtin),
         cmocka_unit_test(test_ingest_upstream),
         cmocka_unit_test(test_ingest_auto_falls_back),
+        cmocka_unit_test(test_ingest_upstream_first_without_chunks),
     };
     return cmocka_run_group_tests_name("engine", tests, group_setup, group_teardown);
 }
