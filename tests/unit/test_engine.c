@@ -765,6 +765,62 @@ static void test_ingest_concurrent_creation_chunk_size(void **state)
     world_free(&w);
 }
 
+/* The re-run after a concurrent creation: the job was embedded by the backend for a new
+ * collection, which meanwhile was created builtin; the write is refused (ECONFLICT) and the
+ * job runs again against the collection as it is. */
+static void test_ingest_rerun_after_concurrent_creation(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    admin("/__admin/reset", "{}");
+    world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
+    rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT), doc_of("k", TEXTS[1], RAG_FORMAT_TEXT),
+                           doc_of(NULL, MD_DOC, RAG_FORMAT_MARKDOWN)};
+    irec r = {.w = &w, .runner = pthread_self()};
+    rag_ingest *j = rag_ingest_new(w.engine, "rr", 3);
+    char why[300];
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(rag_ingest_add(j, &docs[i], why, sizeof why), RAG_OK);
+    atomic_store(&r.inside, 1);
+    assert_int_equal(rag_ingest_run(j, irec_done, &r, r.message, sizeof r.message), RAG_OK);
+    atomic_store(&r.inside, 0);
+    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = 200,
+                      .chunk_overlap = 20, .done = on_write};
+    snprintf(cw.collection, sizeof cw.collection, "rr");
+    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
+    write_done = false;
+    assert_int_equal(store_submit(w.st, &cw), RAGD_OK);
+    pthread_mutex_lock(&done_mu);
+    while (!write_done)
+        pthread_cond_wait(&done_cv, &done_mu);
+    pthread_mutex_unlock(&done_mu);
+    assert_int_equal(cw.status, RAGD_OK);
+    double t0 = clock_now_ms();
+    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    for (int i = 0; i < 20; i++) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    assert_int_equal(atomic_load(&r.done), 1);
+    assert_int_equal(r.status, RAG_OK);
+    assert_false(r.created);
+    assert_string_equal(r.embedder, "builtin");
+    assert_string_equal(r.embed_model, EMBED_BUILTIN_NAME);
+    assert_int_equal(r.documents, 3);
+    assert_true(stored(&w, "rr", "k"));
+    rec q = {0};
+    rag_request rq = req_of("rr", "What causes tides?", false);
+    assert_int_equal(start(&w, &q, &rq), RAG_OK);
+    run_until_done(&w, &q);
+    assert_int_equal(q.status, RAG_OK);
+    assert_true(q.hits >= 1);
+    world_free(&w);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -814,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_ingest_auto_falls_back),
         cmocka_unit_test(test_ingest_upstream_first_without_chunks),
         cmocka_unit_test(test_ingest_concurrent_creation_chunk_size),
+        cmocka_unit_test(test_ingest_rerun_after_concurrent_creation),
     };
     return cmocka_run_group_tests_name("engine", tests, group_setup, group_teardown);
 }
