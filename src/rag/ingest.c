@@ -381,18 +381,25 @@ static rag_status ingest_write(rag_ingest *j)
 static void ingest_embed_start(void *arg);
 
 /* Every chunk's text for the upstream embedder, then to the loop: 1 when posted, 0 when
- * there is nothing to embed (all duplicates), -1 when out of memory. */
+ * there is nothing to embed in an existing collection (all duplicates: its dimension is
+ * known), -1 when out of memory. A new collection with no chunk at all (documents without
+ * text) still asks the embedder once, for its dimension: the collection must record the
+ * configured embedder, not the builtin one (and under auto, fall back with the warning). */
 static int ingest_post_upstream(rag_ingest *j)
 {
     size_t total = 0;
     for (size_t k = 0; k < j->n; k++)
         total += j->docs[k].n_chunks;
-    if (total == 0)
+    if (total == 0 && j->expect_dim > 0)
         return 0;
-    j->texts = calloc(total, sizeof *j->texts);
-    j->lens = calloc(total, sizeof *j->lens);
+    j->texts = calloc(total ? total : 1, sizeof *j->texts);
+    j->lens = calloc(total ? total : 1, sizeof *j->lens);
     if (!j->texts || !j->lens)
         return -1;
+    if (total == 0) { /* the probe: the collection's name, a non-empty text */
+        j->texts[0] = j->db;
+        j->lens[j->n_texts++] = strlen(j->db);
+    }
     for (size_t k = 0; k < j->n; k++) {
         ingest_doc *d = &j->docs[k];
         for (size_t i = 0; i < d->n_chunks; i++) {
@@ -441,6 +448,7 @@ static rag_status ingest_pipeline(rag_ingest *j)
     } else if (rc == RAGD_ENOTFOUND) {
         /* a new collection takes the configured embedder */
         j->new_collection = true;
+        w->chunked_for_new = true; /* created meanwhile with other chunk settings: run again */
         upstream = cfg->embed_choice != RAG_EMBED_BUILTIN && cfg->embedder;
         j->fallback = cfg->embed_choice == RAG_EMBED_AUTO;
         snprintf(j->model, sizeof j->model, "%s", cfg->embed_model ? cfg->embed_model : "");

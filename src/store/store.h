@@ -260,6 +260,11 @@ struct store_write {
     int dim;
     int chunk_size;
     int chunk_overlap;
+    /* INGEST: the documents were chunked with chunk_size/chunk_overlap for a collection
+     * that did not exist yet; should it exist by now with other chunk settings (a concurrent
+     * creation), the write fails with RAGD_ECONFLICT rather than store chunks of the wrong
+     * size. */
+    bool chunked_for_new;
     store_doc *docs; /* INGEST */
     size_t n_docs;
     const char *doc_id; /* DELETE_DOCUMENT */
@@ -267,7 +272,7 @@ struct store_write {
     /* Results, valid when done runs:
      * status RAGD_OK, or RAGD_ENOTFOUND (collection/document), RAGD_ECONFLICT (CREATE with
      * other settings than the existing collection's; INGEST whose embed_model/dim differ from
-     * the collection's: message says which), RAGD_EBUSY (an expect_duplicate document
+     * the collection's, or its chunk settings with chunked_for_new: message says which), RAGD_EBUSY (an expect_duplicate document
      * changed meanwhile: retry), RAGD_ENOSPC (no room: the filesystem is full or the
      * quota is reached; message starts "disk full: "), RAGD_ENOMEM (SQLite ran out of
      * memory), RAGD_EIO (SQLite failed otherwise). On any failure nothing of this write is

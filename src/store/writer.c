@@ -511,6 +511,11 @@ static ragd_err do_ingest(store *st, store_write *w, wchange *c)
     if (e == RAGD_OK && (strcmp(coll.embed_model, w->embed_model) != 0 || coll.dim != w->dim))
         return fail(w, RAGD_ECONFLICT, "collection '%.64s' uses embed model '%.80s' (dim %d), not '%.80s' (dim %d)",
                     w->collection, coll.embed_model, coll.dim, w->embed_model, w->dim);
+    if (e == RAGD_OK && w->chunked_for_new &&
+        (coll.chunk_size != w->chunk_size || coll.chunk_overlap != w->chunk_overlap))
+        return fail(w, RAGD_ECONFLICT,
+                    "collection '%.64s' has chunk_size %d, chunk_overlap %d; this ingest was chunked with %d, %d",
+                    w->collection, coll.chunk_size, coll.chunk_overlap, w->chunk_size, w->chunk_overlap);
     if (e == RAGD_ENOTFOUND) {
         e = validate_settings(w);
         if (e)

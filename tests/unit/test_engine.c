@@ -25,6 +25,7 @@
 #include "rag/embed_builtin.h"
 #include "rag/engine.h"
 #include "rag/ingest.h"
+#include "text/chunker.h"
 #include "upstream/client.h"
 #include "upstream/llm.h"
 #include "util/clock.h"
@@ -667,6 +668,159 @@ static void test_ingest_auto_falls_back(void **state)
     world_free(&w);
 }
 
+/* RAGD_EMBEDDER=ollama, the backend up, a new collection whose first ingest has no chunk to
+ * embed (HTML of a script only: no text): the collection must still take the configured
+ * embedder. It was created with the builtin one (ingest_pipeline writes a job with nothing
+ * posted upstream as builtin), so every later ingest into it is embedded by builtin too,
+ * silently, whatever RAGD_EMBEDDER says. */
+static void test_ingest_upstream_first_without_chunks(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    admin("/__admin/reset", "{}");
+    world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
+    rag_document empty[] = {doc_of("s", "<html><body><script>var x = 1;</script></body></html>", RAG_FORMAT_HTML)};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "upempty", empty, 1), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.created);
+    assert_int_equal(r.chunks, 0);
+    store_reader *sr = store_reader_acquire(w.st);
+    store_collection c;
+    assert_int_equal(store_collection_get(sr, "upempty", &c), RAGD_OK);
+    store_reader_release(sr);
+    assert_string_equal(c.embed_model, "nomic-embed-text");
+    assert_string_equal(r.embedder, "ollama");
+    world_free(&w);
+}
+
+/* A first ingest into a new collection, and meanwhile POST /api/dbs creates the collection
+ * with its own chunk size (same embedder). The ingest looked, found no collection and
+ * chunked with the server's chunk size; it must end up chunked as the collection says ("an
+ * existing one keeps its own", and a concurrent creation re-runs the job "as if it had come a
+ * moment later"). The window is held open here by RAGD_EMBEDDER=auto trying a backend where
+ * nothing listens (the fallback to builtin comes after the creation). */
+static void test_ingest_concurrent_creation_chunk_size(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    world_ingest_engine(&w, RAG_EMBED_AUTO, world_dead_llm(&w), true);
+    char text[2000] = "";
+    for (int i = 0; i < 20; i++)
+        strcat(text, "Tides rise and fall twice a day along most coasts of the world. ");
+    rag_document d = doc_of("long", text, RAG_FORMAT_TEXT);
+    irec r = {.w = &w, .runner = pthread_self()};
+    rag_ingest *j = rag_ingest_new(w.engine, "race", 1);
+    char why[300];
+    assert_int_equal(rag_ingest_add(j, &d, why, sizeof why), RAG_OK);
+    atomic_store(&r.inside, 1);
+    assert_int_equal(rag_ingest_run(j, irec_done, &r, r.message, sizeof r.message), RAG_OK);
+    atomic_store(&r.inside, 0);
+
+    /* the job waits for the loop (the upstream try); the collection is created meanwhile */
+    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = 100,
+                      .chunk_overlap = 0, .done = on_write};
+    snprintf(cw.collection, sizeof cw.collection, "race");
+    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
+    write_done = false;
+    assert_int_equal(store_submit(w.st, &cw), RAGD_OK);
+    pthread_mutex_lock(&done_mu);
+    while (!write_done)
+        pthread_cond_wait(&done_cv, &done_mu);
+    pthread_mutex_unlock(&done_mu);
+    assert_int_equal(cw.status, RAGD_OK);
+
+    double t0 = clock_now_ms();
+    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    assert_int_equal(atomic_load(&r.done), 1);
+    assert_int_equal(r.status, RAG_OK);
+
+    /* the document is chunked as the collection says: chunk_size 100, overlap 0 */
+    chunk_params cp = {.chunk_size = 100, .overlap = 0};
+    text_span *spans = NULL;
+    size_t want = 0;
+    assert_int_equal(chunker_split(text, strlen(text), CHUNK_FORMAT_PLAIN, &cp, &spans, &want), RAGD_OK);
+    free(spans);
+    store_reader *sr = store_reader_acquire(w.st);
+    store_collection c;
+    assert_int_equal(store_collection_get(sr, "race", &c), RAGD_OK);
+    assert_int_equal(c.chunk_size, 100);
+    store_document doc;
+    store_chunk *chunks = NULL;
+    size_t n = 0;
+    assert_int_equal(store_document_get(sr, c.id, "long", &doc, &chunks, &n), RAGD_OK);
+    store_reader_release(sr);
+    size_t longest = 0;
+    for (size_t i = 0; i < n; i++)
+        longest = (size_t)(chunks[i].end - chunks[i].start) > longest ? (size_t)(chunks[i].end - chunks[i].start) : longest;
+    store_chunks_free(chunks, n);
+    store_document_cleanup(&doc);
+    assert_true(longest <= 100);
+    assert_int_equal(n, want);
+    world_free(&w);
+}
+
+/* The re-run after a concurrent creation: the job was embedded by the backend for a new
+ * collection, which meanwhile was created builtin; the write is refused (ECONFLICT) and the
+ * job runs again against the collection as it is. */
+static void test_ingest_rerun_after_concurrent_creation(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    admin("/__admin/reset", "{}");
+    world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
+    rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT), doc_of("k", TEXTS[1], RAG_FORMAT_TEXT),
+                           doc_of(NULL, MD_DOC, RAG_FORMAT_MARKDOWN)};
+    irec r = {.w = &w, .runner = pthread_self()};
+    rag_ingest *j = rag_ingest_new(w.engine, "rr", 3);
+    char why[300];
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(rag_ingest_add(j, &docs[i], why, sizeof why), RAG_OK);
+    atomic_store(&r.inside, 1);
+    assert_int_equal(rag_ingest_run(j, irec_done, &r, r.message, sizeof r.message), RAG_OK);
+    atomic_store(&r.inside, 0);
+    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = 200,
+                      .chunk_overlap = 20, .done = on_write};
+    snprintf(cw.collection, sizeof cw.collection, "rr");
+    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
+    write_done = false;
+    assert_int_equal(store_submit(w.st, &cw), RAGD_OK);
+    pthread_mutex_lock(&done_mu);
+    while (!write_done)
+        pthread_cond_wait(&done_cv, &done_mu);
+    pthread_mutex_unlock(&done_mu);
+    assert_int_equal(cw.status, RAGD_OK);
+    double t0 = clock_now_ms();
+    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    for (int i = 0; i < 20; i++) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    assert_int_equal(atomic_load(&r.done), 1);
+    assert_int_equal(r.status, RAG_OK);
+    assert_false(r.created);
+    assert_string_equal(r.embedder, "builtin");
+    assert_string_equal(r.embed_model, EMBED_BUILTIN_NAME);
+    assert_int_equal(r.documents, 3);
+    assert_true(stored(&w, "rr", "k"));
+    rec q = {0};
+    rag_request rq = req_of("rr", "What causes tides?", false);
+    assert_int_equal(start(&w, &q, &rq), RAG_OK);
+    run_until_done(&w, &q);
+    assert_int_equal(q.status, RAG_OK);
+    assert_true(q.hits >= 1);
+    world_free(&w);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -714,6 +868,9 @@ int main(void)
         cmocka_unit_test(test_ingest_builtin),
         cmocka_unit_test(test_ingest_upstream),
         cmocka_unit_test(test_ingest_auto_falls_back),
+        cmocka_unit_test(test_ingest_upstream_first_without_chunks),
+        cmocka_unit_test(test_ingest_concurrent_creation_chunk_size),
+        cmocka_unit_test(test_ingest_rerun_after_concurrent_creation),
     };
     return cmocka_run_group_tests_name("engine", tests, group_setup, group_teardown);
 }
