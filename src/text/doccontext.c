@@ -264,29 +264,30 @@ static bool dc_is_hex64(const char *s)
     return i == 64;
 }
 
+/* A title cleaned from s: 1 when *t holds a non-empty one, 0 when it came out empty (*t
+ * stays NULL), -1 when out of memory. */
+static int dc_title_from(const char *s, size_t n, char **t)
+{
+    *t = dc_clean_dup(s, n, DOCCONTEXT_TITLE_MAX);
+    if (!*t)
+        return -1;
+    if ((*t)[0])
+        return 1;
+    free(*t);
+    *t = NULL;
+    return 0;
+}
+
 ragd_err doccontext_title(const doccontext_in *in, char **out)
 {
     *out = NULL;
     char *t = NULL;
+    int found;
     /* 1, 2: metadata, HTML */
-    if (in->meta_title && in->meta_title_len) {
-        t = dc_clean_dup(in->meta_title, in->meta_title_len, DOCCONTEXT_TITLE_MAX);
-        if (!t)
-            return RAGD_ENOMEM;
-        if (t[0])
-            goto done;
-        free(t);
-        t = NULL;
-    }
-    if (in->html_title && in->html_title_len) {
-        t = dc_clean_dup(in->html_title, in->html_title_len, DOCCONTEXT_TITLE_MAX);
-        if (!t)
-            return RAGD_ENOMEM;
-        if (t[0])
-            goto done;
-        free(t);
-        t = NULL;
-    }
+    if (in->meta_title && in->meta_title_len && (found = dc_title_from(in->meta_title, in->meta_title_len, &t)))
+        goto found;
+    if (in->html_title && in->html_title_len && (found = dc_title_from(in->html_title, in->html_title_len, &t)))
+        goto found;
     /* 3: the first markdown heading */
     if (in->markdown && in->text_len) {
         dc_md m;
@@ -295,16 +296,10 @@ ragd_err doccontext_title(const doccontext_in *in, char **out)
             free(m.v);
             return e;
         }
-        if (m.count > 0)
-            t = dc_clean_dup(m.v[0].text, m.v[0].len, DOCCONTEXT_TITLE_MAX);
-        bool had = m.count > 0;
+        found = m.count > 0 ? dc_title_from(m.v[0].text, m.v[0].len, &t) : 0;
         free(m.v);
-        if (had && !t)
-            return RAGD_ENOMEM;
-        if (t && t[0])
-            goto done;
-        free(t);
-        t = NULL;
+        if (found)
+            goto found;
     }
     /* 4: a file name */
     const char *paths[2] = {in->source, in->id && !dc_is_hex64(in->id) ? in->id : NULL};
@@ -316,13 +311,8 @@ ragd_err doccontext_title(const doccontext_in *in, char **out)
         dc_file_name(paths[i], &s, &n, &ext, &dir);
         if (i == 1 && !ext && !dir)
             continue; /* an id like "doc17" names no file */
-        t = dc_clean_dup(paths[i] + s, n, DOCCONTEXT_TITLE_MAX);
-        if (!t)
-            return RAGD_ENOMEM;
-        if (t[0])
-            goto done;
-        free(t);
-        t = NULL;
+        if ((found = dc_title_from(paths[i] + s, n, &t)))
+            goto found;
     }
     /* 5: the first non-blank line, when it is short enough to be a title: a longer one
      * is a paragraph, and a cut prefix of prose in the title field only adds noise (it
@@ -347,7 +337,11 @@ ragd_err doccontext_title(const doccontext_in *in, char **out)
         if (strlen(t) > DOCCONTEXT_LINE_MAX)
             t[0] = '\0';
     }
-done:
+    *out = t;
+    return RAGD_OK;
+found:
+    if (found < 0)
+        return RAGD_ENOMEM;
     *out = t;
     return RAGD_OK;
 }

@@ -193,6 +193,28 @@ static void on_write(store_write *w, void *arg)
     pthread_mutex_unlock(&done_mu);
 }
 
+/* Submits a write and waits for its done (on the writer thread); it must succeed. */
+static void write_and_wait(world *w, store_write *wr)
+{
+    wr->done = on_write;
+    write_done = false;
+    assert_int_equal(store_submit(w->st, wr), RAGD_OK);
+    pthread_mutex_lock(&done_mu);
+    while (!write_done)
+        pthread_cond_wait(&done_cv, &done_mu);
+    pthread_mutex_unlock(&done_mu);
+    assert_int_equal(wr->status, RAGD_OK);
+}
+
+static void create_builtin_collection(world *w, const char *db, int chunk_size, int chunk_overlap)
+{
+    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = chunk_size,
+                      .chunk_overlap = chunk_overlap};
+    snprintf(cw.collection, sizeof cw.collection, "%s", db);
+    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
+    write_and_wait(w, &cw);
+}
+
 static void ingest(world *w, const char *db, const char *const *texts, size_t n)
 {
     store_write wr = {.kind = STORE_W_INGEST, .dim = EMBED_BUILTIN_DIM, .chunk_size = 1000, .chunk_overlap = 0,
@@ -219,13 +241,7 @@ static void ingest(world *w, const char *db, const char *const *texts, size_t n)
     }
     wr.docs = docs;
     wr.n_docs = n;
-    write_done = false;
-    assert_int_equal(store_submit(w->st, &wr), RAGD_OK);
-    pthread_mutex_lock(&done_mu);
-    while (!write_done)
-        pthread_cond_wait(&done_cv, &done_mu);
-    pthread_mutex_unlock(&done_mu);
-    assert_int_equal(wr.status, RAGD_OK);
+    write_and_wait(w, &wr);
     free(docs);
     free(starts);
     free(ends);
@@ -512,7 +528,8 @@ static void irec_done(const rag_ingest_outcome *o, const rag_ingest *j, void *ct
 
 /* Runs a job of the given documents into db; returns rag_ingest_run's status and, when it
  * started, waits for on_done, pumping the loop (the upstream embedder runs there). */
-static rag_status ingest_docs(world *w, irec *r, const char *db, const rag_document *docs, size_t n)
+/* Starts a job of the given documents into db: rag_ingest_run's status. */
+static rag_status ingest_start(world *w, irec *r, const char *db, const rag_document *docs, size_t n)
 {
     *r = (irec){.w = w, .runner = pthread_self()};
     rag_ingest *j = rag_ingest_new(w->engine, db, n);
@@ -523,24 +540,30 @@ static rag_status ingest_docs(world *w, irec *r, const char *db, const rag_docum
     atomic_store(&r->inside, 1);
     rag_status st = rag_ingest_run(j, irec_done, r, r->message, sizeof r->message);
     atomic_store(&r->inside, 0);
-    if (st != RAG_OK) {
-        for (int i = 0; i < 50; i++) { /* no callback may come */
-            event_base_loop(w->base, EVLOOP_NONBLOCK);
-            usleep(1000);
-        }
-        assert_int_equal(atomic_load(&r->done), 0);
-        return st;
-    }
+    return st;
+}
+
+/* Pumps the loop (the upstream embedder runs there) until on_done came, then a little more:
+ * it must have come exactly `expect` times. */
+static void ingest_wait(world *w, irec *r, int expect)
+{
     double t0 = clock_now_ms();
-    while (atomic_load(&r->done) == 0 && clock_now_ms() - t0 < 20000) {
+    while (expect > 0 && atomic_load(&r->done) == 0 && clock_now_ms() - t0 < 20000) {
         event_base_loop(w->base, EVLOOP_NONBLOCK);
         usleep(500);
     }
-    for (int i = 0; i < 20; i++) { /* exactly once */
+    for (int i = 0; i < 40; i++) {
         event_base_loop(w->base, EVLOOP_NONBLOCK);
         usleep(500);
     }
-    assert_int_equal(atomic_load(&r->done), 1);
+    assert_int_equal(atomic_load(&r->done), expect);
+}
+
+/* A whole job: started, and when it started, waited for (else no callback may come). */
+static rag_status ingest_docs(world *w, irec *r, const char *db, const rag_document *docs, size_t n)
+{
+    rag_status st = ingest_start(w, r, db, docs, n);
+    ingest_wait(w, r, st == RAG_OK);
     return st;
 }
 
@@ -711,33 +734,11 @@ static void test_ingest_concurrent_creation_chunk_size(void **state)
     for (int i = 0; i < 20; i++)
         strcat(text, "Tides rise and fall twice a day along most coasts of the world. ");
     rag_document d = doc_of("long", text, RAG_FORMAT_TEXT);
-    irec r = {.w = &w, .runner = pthread_self()};
-    rag_ingest *j = rag_ingest_new(w.engine, "race", 1);
-    char why[300];
-    assert_int_equal(rag_ingest_add(j, &d, why, sizeof why), RAG_OK);
-    atomic_store(&r.inside, 1);
-    assert_int_equal(rag_ingest_run(j, irec_done, &r, r.message, sizeof r.message), RAG_OK);
-    atomic_store(&r.inside, 0);
-
+    irec r;
+    assert_int_equal(ingest_start(&w, &r, "race", &d, 1), RAG_OK);
     /* the job waits for the loop (the upstream try); the collection is created meanwhile */
-    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = 100,
-                      .chunk_overlap = 0, .done = on_write};
-    snprintf(cw.collection, sizeof cw.collection, "race");
-    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
-    write_done = false;
-    assert_int_equal(store_submit(w.st, &cw), RAGD_OK);
-    pthread_mutex_lock(&done_mu);
-    while (!write_done)
-        pthread_cond_wait(&done_cv, &done_mu);
-    pthread_mutex_unlock(&done_mu);
-    assert_int_equal(cw.status, RAGD_OK);
-
-    double t0 = clock_now_ms();
-    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
-        event_base_loop(w.base, EVLOOP_NONBLOCK);
-        usleep(500);
-    }
-    assert_int_equal(atomic_load(&r.done), 1);
+    create_builtin_collection(&w, "race", 100, 0);
+    ingest_wait(&w, &r, 1);
     assert_int_equal(r.status, RAG_OK);
 
     /* the document is chunked as the collection says: chunk_size 100, overlap 0 */
@@ -777,35 +778,10 @@ static void test_ingest_rerun_after_concurrent_creation(void **state)
     world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
     rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT), doc_of("k", TEXTS[1], RAG_FORMAT_TEXT),
                            doc_of(NULL, MD_DOC, RAG_FORMAT_MARKDOWN)};
-    irec r = {.w = &w, .runner = pthread_self()};
-    rag_ingest *j = rag_ingest_new(w.engine, "rr", 3);
-    char why[300];
-    for (size_t i = 0; i < 3; i++)
-        assert_int_equal(rag_ingest_add(j, &docs[i], why, sizeof why), RAG_OK);
-    atomic_store(&r.inside, 1);
-    assert_int_equal(rag_ingest_run(j, irec_done, &r, r.message, sizeof r.message), RAG_OK);
-    atomic_store(&r.inside, 0);
-    store_write cw = {.kind = STORE_W_CREATE_COLLECTION, .dim = EMBED_BUILTIN_DIM, .chunk_size = 200,
-                      .chunk_overlap = 20, .done = on_write};
-    snprintf(cw.collection, sizeof cw.collection, "rr");
-    snprintf(cw.embed_model, sizeof cw.embed_model, "%s", EMBED_BUILTIN_NAME);
-    write_done = false;
-    assert_int_equal(store_submit(w.st, &cw), RAGD_OK);
-    pthread_mutex_lock(&done_mu);
-    while (!write_done)
-        pthread_cond_wait(&done_cv, &done_mu);
-    pthread_mutex_unlock(&done_mu);
-    assert_int_equal(cw.status, RAGD_OK);
-    double t0 = clock_now_ms();
-    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
-        event_base_loop(w.base, EVLOOP_NONBLOCK);
-        usleep(500);
-    }
-    for (int i = 0; i < 20; i++) {
-        event_base_loop(w.base, EVLOOP_NONBLOCK);
-        usleep(500);
-    }
-    assert_int_equal(atomic_load(&r.done), 1);
+    irec r;
+    assert_int_equal(ingest_start(&w, &r, "rr", docs, 3), RAG_OK);
+    create_builtin_collection(&w, "rr", 200, 20);
+    ingest_wait(&w, &r, 1);
     assert_int_equal(r.status, RAG_OK);
     assert_false(r.created);
     assert_string_equal(r.embedder, "builtin");
