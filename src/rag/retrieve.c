@@ -9,17 +9,10 @@
 #include "index/vindex.h"
 #include "rag/embed_builtin.h"
 #include "rag/fusion.h"
+#include "rag/index_private.h"
 #include "util/clock.h"
 #include "util/log.h"
 
-struct rag_index {
-    vindex_set *set;
-    /* Held for reading around a lookup+search, for writing around a collection drop, so
-     * a search never sees a vindex freed under it. */
-    pthread_rwlock_t drop_lock;
-    /* The keyword indexes: reference-counted, so they need no drop_lock. */
-    kindex_set *kset;
-};
 
 rag_index *rag_index_new(void)
 {
@@ -46,106 +39,6 @@ void rag_index_free(rag_index *ri)
     kindex_set_free(ri->kset);
     pthread_rwlock_destroy(&ri->drop_lock);
     free(ri);
-}
-
-/* Start-up: chunks are analysed into one keyword batch per collection, committed every
- * RAG_LOAD_BATCH chunks (the scan gives documents in row id order, so collections may
- * interleave). */
-#define RAG_LOAD_BATCH 4096
-#define RAG_LOAD_OPEN 16
-
-typedef struct {
-    int64_t coll_id;
-    kindex *ix;
-    kindex_batch *b;
-} rag_load_open;
-
-typedef struct {
-    rag_index *ri;
-    size_t vectors;
-    size_t chunks;
-    rag_load_open open[RAG_LOAD_OPEN];
-    size_t n_open;
-    ragd_err err;
-} rag_load;
-
-/* Commits an open batch and closes it. */
-static ragd_err rag_load_flush(rag_load *ld, size_t i)
-{
-    rag_load_open *o = &ld->open[i];
-    ragd_err e = kindex_reserve(o->ix, o->b);
-    if (!e)
-        kindex_apply(o->ix, o->b);
-    kindex_batch_free(o->b);
-    kindex_set_put(ld->ri->kset, o->ix);
-    ld->open[i] = ld->open[--ld->n_open];
-    return e;
-}
-
-static int rag_load_one(const store_chunk_row *row, void *arg)
-{
-    rag_load *ld = arg;
-    rag_index *ri = ld->ri;
-    if (row->vec) {
-        vindex *ix = vindex_set_get(ri->set, row->coll_id, (size_t)row->dim, true);
-        if (!ix || vindex_add(ix, row->chunk_id, row->doc_rowid, row->vec) != RAGD_OK)
-            log_warn("index: cannot load the vector of chunk %lld of collection %lld", (long long)row->chunk_id,
-                     (long long)row->coll_id);
-        else
-            ld->vectors++;
-    }
-    size_t i = 0;
-    while (i < ld->n_open && ld->open[i].coll_id != row->coll_id)
-        i++;
-    if (i == ld->n_open) {
-        if (ld->n_open == RAG_LOAD_OPEN && (ld->err = rag_load_flush(ld, 0)) != RAGD_OK)
-            return 1;
-        rag_load_open *o = &ld->open[ld->n_open];
-        o->coll_id = row->coll_id;
-        o->ix = kindex_set_get(ri->kset, row->coll_id, true);
-        o->b = kindex_batch_new();
-        if (!o->ix || !o->b) {
-            kindex_set_put(ri->kset, o->ix);
-            kindex_batch_free(o->b);
-            ld->err = RAGD_ENOMEM;
-            return 1;
-        }
-        i = ld->n_open++;
-    }
-    kindex_fields f = {.text = {row->text, row->title, row->heading},
-                       .len = {row->text_len, row->title_len, row->heading_len}};
-    ld->err = kindex_batch_add(ld->open[i].b, row->chunk_id, row->doc_rowid, &f);
-    if (ld->err)
-        return 1;
-    ld->chunks++;
-    if (kindex_batch_chunks(ld->open[i].b) >= RAG_LOAD_BATCH && (ld->err = rag_load_flush(ld, i)) != RAGD_OK)
-        return 1;
-    return 0;
-}
-
-/* Fills both indexes from the store. The keyword index must hold every chunk (a missing
- * one would be wrong for good: nothing adds it later), so running out of memory here fails
- * the start-up; a vector that cannot be loaded is logged, as before. */
-ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
-{
-    rag_load ld = {.ri = ri};
-    double t0 = clock_now_ms();
-    ragd_err e = store_scan_chunks(r, rag_load_one, &ld);
-    if (!e)
-        e = ld.err;
-    while (ld.n_open > 0) {
-        if (e) { /* give the batches back unapplied */
-            kindex_batch_free(ld.open[ld.n_open - 1].b);
-            kindex_set_put(ri->kset, ld.open[ld.n_open - 1].ix);
-            ld.n_open--;
-            continue;
-        }
-        e = rag_load_flush(&ld, ld.n_open - 1);
-    }
-    *count = ld.vectors;
-    if (!e)
-        log_info("index: %zu chunks in the keyword index in %.1f ms", ld.chunks, clock_now_ms() - t0);
-    return e;
 }
 
 /* What PREPARE made for COMMITTED / ABORTED (the change's hook_state). */

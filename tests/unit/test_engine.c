@@ -797,6 +797,87 @@ static void test_ingest_rerun_after_concurrent_creation(void **state)
     world_free(&w);
 }
 
+/* ---- the start-up load (rag_index_load) ---- */
+
+/* The indexes a start-up loads from the store answer exactly as the ones the commit hook
+ * kept in step: 18 collections whose documents interleave (more than the load keeps open at
+ * once), 10,000+ chunks (several batches and hand-overs between the scan and the analysis
+ * thread), titles and markdown heading paths. */
+static void test_index_load_matches_live(void **state)
+{
+    (void)state;
+    static const char *const words[] = {"amber", "birch", "cobalt", "dune",  "ember", "fjord", "glacier", "harbour",
+                                        "inlet", "juniper", "kelp",  "lagoon", "moss", "nectar", "orchard", "pebble"};
+    world w;
+    world_new(&w, false, 1, 0);
+    enum { COLLS = 18, JOBS = 180, DOCS = 30 };
+    static char texts[DOCS][800];
+    static char ids[DOCS][32];
+    static char meta[DOCS][64];
+    unsigned seed = 7;
+    for (int job = 0; job < JOBS; job++) {
+        char db[16];
+        snprintf(db, sizeof db, "c%02d", job % COLLS);
+        rag_document docs[DOCS];
+        for (int i = 0; i < DOCS; i++) {
+            bool md = (job + i) % 3 == 0;
+            size_t len = (size_t)snprintf(texts[i], sizeof texts[i], "%s", md ? "# Guide\n\n## Part\n\n" : "");
+            for (int k = 0; k < 60; k++) {
+                seed = seed * 1103515245u + 12345u;
+                len += (size_t)snprintf(texts[i] + len, sizeof texts[i] - len, "%s%s", words[(seed >> 16) % 16],
+                                        k % 12 == 11 ? ".\n\n" : " ");
+            }
+            snprintf(ids[i], sizeof ids[i], "j%d-d%d", job, i);
+            snprintf(meta[i], sizeof meta[i], "{\"title\": \"%s notes\"}", words[(job + i) % 16]);
+            docs[i] = doc_of(ids[i], texts[i], md ? RAG_FORMAT_MARKDOWN : RAG_FORMAT_TEXT);
+            docs[i].metadata_json = meta[i];
+            docs[i].title = i % 2 ? words[(job + i) % 16] : NULL;
+            docs[i].title_len = docs[i].title ? strlen(docs[i].title) : 0;
+        }
+        irec r;
+        assert_int_equal(ingest_docs(&w, &r, db, docs, DOCS), RAG_OK);
+        assert_int_equal(r.status, RAG_OK);
+    }
+
+    rag_index *loaded = rag_index_new();
+    assert_non_null(loaded);
+    store_reader *sr = store_reader_acquire(w.st);
+    size_t vectors = 0;
+    assert_int_equal(rag_index_load(loaded, sr, &vectors), RAGD_OK);
+    size_t total = 0;
+    for (int c = 0; c < COLLS; c++) {
+        char db[16];
+        snprintf(db, sizeof db, "c%02d", c);
+        store_collection coll;
+        assert_int_equal(store_collection_get(sr, db, &coll), RAGD_OK);
+        total += (size_t)coll.chunks;
+        for (int m = 0; m < 2; m++) {
+            for (int qn = 0; qn < 6; qn++) {
+                char q[64];
+                snprintf(q, sizeof q, "%s %s notes", words[(c + qn) % 16], words[(c * 3 + qn * 5) % 16]);
+                rag_query rq = {.text = q, .len = strlen(q), .k = 10, .method = m ? RAG_VECTOR : RAG_KEYWORD};
+                rag_result live = {0}, fresh = {0};
+                char err[128];
+                assert_int_equal(rag_retrieve(w.index, sr, &coll, &rq, &live, err, sizeof err), RAGD_OK);
+                assert_int_equal(rag_retrieve(loaded, sr, &coll, &rq, &fresh, err, sizeof err), RAGD_OK);
+                assert_true(live.n > 0);
+                assert_int_equal(fresh.n, live.n);
+                for (size_t i = 0; i < live.n; i++) {
+                    assert_int_equal(fresh.hits[i].row.chunk_id, live.hits[i].row.chunk_id);
+                    assert_true(fresh.hits[i].score == live.hits[i].score);
+                }
+                rag_result_cleanup(&live);
+                rag_result_cleanup(&fresh);
+            }
+        }
+    }
+    store_reader_release(sr);
+    assert_true(total > 10000);
+    assert_int_equal(vectors, total);
+    rag_index_free(loaded);
+    world_free(&w);
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -844,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_ingest_builtin),
         cmocka_unit_test(test_ingest_upstream),
         cmocka_unit_test(test_ingest_auto_falls_back),
+        cmocka_unit_test(test_index_load_matches_live),
         cmocka_unit_test(test_ingest_upstream_first_without_chunks),
         cmocka_unit_test(test_ingest_concurrent_creation_chunk_size),
         cmocka_unit_test(test_ingest_rerun_after_concurrent_creation),
