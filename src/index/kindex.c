@@ -2,6 +2,7 @@
  * docs/internals/kindex.md describes the layout, the scoring and the reasons. */
 #include "index/kindex.h"
 
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,6 +17,10 @@
  * index. 2^26 keeps every size computation far from overflow, as in vindex. */
 #define KX_MAX_SLOTS ((size_t)1 << 26)
 #define KX_MAX_TERMS ((size_t)1 << 26)
+/* Apply renumbers the slots (slots_compact) once dead ones outnumber live ones and are at
+ * least this many: below it the pass over every posting list would cost more than the few
+ * kilobytes it gives back. */
+#define KX_COMPACT_MIN_DEAD 1024u
 #define KX_EMPTY UINT32_MAX
 /* A term's tf per field is kept in 16 bits: body 8 bits, title 4, heading 4 (saturating;
  * a title or heading path holding one word 15 times is not a real one). */
@@ -151,6 +156,8 @@ struct kindex {
     uint16_t *len;    /* KINDEX_FIELDS per slot */
     uint32_t *fwd_off; /* start of the slot's term list in fwd */
     uint64_t *live;   /* bit per slot */
+    uint32_t *rank;   /* per word of live: live slots in the words before it (compaction's
+                         scratch, sized with live so that apply never allocates) */
     uint32_t n_slots, cap_slots, reserved_slots;
     uint32_t n_live;
     uint64_t field_len[KINDEX_FIELDS];
@@ -444,6 +451,7 @@ void kindex_free(kindex *ix)
     free(ix->len);
     free(ix->fwd_off);
     free(ix->live);
+    free(ix->rank);
     free(ix->fwd);
     free(ix->docs);
     pthread_rwlock_destroy(&ix->lock);
@@ -886,6 +894,10 @@ static ragd_err slots_room(kindex *ix, size_t need)
         return RAGD_ENOMEM;
     memset(live + old_words, 0, (words - old_words) * sizeof *live);
     ix->live = live;
+    uint32_t *rank = realloc(ix->rank, words * sizeof *rank);
+    if (!rank)
+        return RAGD_ENOMEM;
+    ix->rank = rank;
     ix->cap_slots = (uint32_t)nc;
     return RAGD_OK;
 }
@@ -999,9 +1011,138 @@ static void slot_kill(kindex *ix, uint32_t s)
     }
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* Slot compaction: removed chunks' slots given back by renumbering in place             */
+
+static bool slots_should_compact(const kindex *ix)
+{
+    uint32_t dead = ix->n_slots - ix->n_live;
+    return dead >= KX_COMPACT_MIN_DEAD && dead > ix->n_live;
+}
+
+/* Fills ix->rank for the slots in use: rank[w] = live slots in words 0 .. w-1. */
+static void slots_count_ranks(kindex *ix)
+{
+    uint32_t acc = 0;
+    for (size_t w = 0; w < ((size_t)ix->n_slots + 63) / 64; w++) {
+        ix->rank[w] = acc;
+        acc += (uint32_t)__builtin_popcountll(ix->live[w]);
+    }
+}
+
+/* The new number of live slot s: the live slots before it. */
+static uint32_t slot_rank(const kindex *ix, uint32_t s)
+{
+    uint64_t below = ix->live[s >> 6] & (((uint64_t)1 << (s & 63)) - 1);
+    return ix->rank[s >> 6] + (uint32_t)__builtin_popcountll(below);
+}
+
+/* Renumbers a term's postings in one sequential pass: dead ones dropped, each live slot
+ * replaced by its rank, which keeps the list ascending. The bounds of a list left with
+ * postings stay as they are: taken over a superset, they still bound every one
+ * (recomputing them, as term_compact does, reads each posting's lengths at random). A list
+ * left empty gets empty bounds, and gives its block back when nothing is reserved in it
+ * (free only: nothing allocated). */
+static void term_renumber(kindex *ix, kx_term *t)
+{
+    uint32_t *sl = term_slots(t);
+    uint16_t *tf = term_tfs(t);
+    uint32_t w = 0;
+    for (uint32_t r = 0; r < t->n; r++) {
+        uint32_t s = sl[r];
+        if (!kx_live(ix, s))
+            continue;
+        sl[w] = slot_rank(ix, s);
+        tf[w] = tf[r];
+        w++;
+    }
+    ix->dead_postings -= t->n - w;
+    t->n = w;
+    if (w > 0)
+        return;
+    for (int f = 0; f < KINDEX_FIELDS; f++) {
+        t->max_tf[f] = 0;
+        t->min_code[f] = 255;
+    }
+    if (t->reserved == 0) {
+        free(t->mem);
+        t->mem = NULL;
+        t->cap = 0;
+    }
+}
+
+/* Moves the documents' slot ranges to the new numbers. A document's range holds its
+ * chunks only, all live (removal takes them all and erases the entry), so its ends are
+ * live slots. */
+static void docs_renumber(kindex *ix)
+{
+    for (size_t i = 0; i < ix->docs_size; i++) {
+        kx_docent *d = &ix->docs[i];
+        if (d->doc == 0)
+            continue;
+        assert(kx_live(ix, d->first) && kx_live(ix, d->last));
+        d->first = slot_rank(ix, d->first);
+        d->last = slot_rank(ix, d->last);
+    }
+}
+
+/* Moves every live slot's chunk id, document, lengths and forward list down to its rank.
+ * Forward lists lie in the arena in slot order (apply appends them so), so each moves
+ * down or stays; a list's size is the distance to the next slot's. */
+static void slots_move_down(kindex *ix)
+{
+    uint32_t w = 0;
+    size_t fw = 0;
+    for (uint32_t s = 0; s < ix->n_slots; s++) {
+        size_t end = s + 1 < ix->n_slots ? ix->fwd_off[s + 1] : ix->fwd_len;
+        if (!kx_live(ix, s))
+            continue;
+        size_t from = ix->fwd_off[s];
+        memmove(ix->fwd + fw, ix->fwd + from, end - from);
+        ix->fwd_off[w] = (uint32_t)fw;
+        fw += end - from;
+        ix->chunk[w] = ix->chunk[s];
+        ix->doc[w] = ix->doc[s];
+        memmove(&ix->len[(size_t)w * KINDEX_FIELDS], &ix->len[(size_t)s * KINDEX_FIELDS],
+                KINDEX_FIELDS * sizeof *ix->len);
+        w++;
+    }
+    ix->fwd_len = fw;
+}
+
+/* The live bitmap of slots 0 .. n_live-1, every other bit of the old range cleared. */
+static void slots_mark_prefix_live(kindex *ix, uint32_t old_slots)
+{
+    size_t words = ((size_t)old_slots + 63) / 64, full = ix->n_live / 64;
+    for (size_t i = 0; i < words; i++)
+        ix->live[i] = i < full ? UINT64_MAX : 0;
+    if (ix->n_live % 64)
+        ix->live[full] = ((uint64_t)1 << (ix->n_live % 64)) - 1;
+}
+
+/* Gives back the dead slots: the live ones are renumbered by rank (new slot = live slots
+ * before it), in place. Ranks keep the order, so every posting list stays ascending, each
+ * document's range stays contiguous, and a search gives the same hits, scores and ties
+ * (ties go by chunk id, not by slot). N, the field totals and each df count live chunks
+ * only and do not change. The reserved room (slots, postings, forward bytes) is counted on
+ * top of what is in use, so it stays reserved. Allocates nothing: ranks live in ix->rank,
+ * sized with the bitmap at reserve. Under the write lock. */
+static void slots_compact(kindex *ix)
+{
+    slots_count_ranks(ix);
+    for (uint32_t i = 0; i < ix->n_terms; i++)
+        term_renumber(ix, &ix->terms[i]);
+    docs_renumber(ix);
+    slots_move_down(ix);
+    slots_mark_prefix_live(ix, ix->n_slots);
+    ix->n_slots = ix->n_live;
+}
+
 /* kindex_apply: removals first, then the added chunks get new slots at the end and their
  * postings go at the end of each list (slots only grow, so every list stays sorted).
- * Everything was reserved: nothing here allocates. */
+ * Between the two, once removed chunks' slots outnumber live ones, the slots are
+ * renumbered without them (slots_compact). Everything was reserved: nothing here
+ * allocates. */
 void kindex_apply(kindex *ix, kindex_batch *b)
 {
     if (!ix || !b || !b->reserved)
@@ -1016,6 +1157,8 @@ void kindex_apply(kindex *ix, kindex_batch *b)
                 slot_kill(ix, s);
         docs_erase(ix, d);
     }
+    if (slots_should_compact(ix))
+        slots_compact(ix);
     for (size_t i = 0; i < b->n_chunks; i++) {
         const kx_bchunk *c = &b->chunks[i];
         uint32_t s = ix->n_slots++;
@@ -1368,7 +1511,7 @@ void kindex_stats_get(kindex *ix, kindex_stats *out)
     size_t bytes = sizeof *ix + (size_t)ix->cap_terms * sizeof *ix->terms + ix->strs_cap +
                    ix->tab_size * sizeof *ix->tab + ix->fwd_cap + ix->docs_size * sizeof *ix->docs;
     bytes += (size_t)ix->cap_slots * (2 * sizeof(int64_t) + KINDEX_FIELDS * sizeof(uint16_t) + sizeof(uint32_t)) +
-             (ix->cap_slots + 63) / 64 * 8;
+             (ix->cap_slots + 63) / 64 * (sizeof *ix->live + sizeof *ix->rank);
     for (uint32_t i = 0; i < ix->n_terms; i++) {
         out->postings += ix->terms[i].n;
         bytes += (size_t)ix->terms[i].cap * 6;

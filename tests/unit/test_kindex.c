@@ -1,8 +1,10 @@
 /* Unit tests for src/index/kindex.c: top-k against a brute-force BM25F on seeded random
  * corpora (identical ids, scores and tie order; with filters; after removals and
  * replacements), the analysis (folding, stop words, stemming), the two-phase change
- * (reserve / apply / release, stacked reservations, apply without memory), the collection
- * set, and readers searching while a writer changes the index. */
+ * (reserve / apply / release, stacked reservations, apply without memory), the compaction
+ * of removed chunks' slots (rounds of replacements, with additions in the same batch, a
+ * collection emptied and refilled), the collection set, and readers searching while a
+ * writer changes the index (and compacts it). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -296,6 +298,28 @@ static void remove_doc_model(model *m, int64_t doc)
     for (size_t i = 0; i < m->n; i++)
         if (m->c[i].doc == doc)
             m->c[i].live = false;
+}
+
+/* Removes document doc from the model and in batch b, and adds it back with n new chunks. */
+static void replace_doc(model *m, rng *r, kindex_batch *b, int64_t doc, size_t n)
+{
+    assert_int_equal(kindex_batch_remove_doc(b, doc), RAGD_OK);
+    remove_doc_model(m, doc);
+    add_doc(m, r, b, doc, n);
+}
+
+/* Drops the model's removed chunks (order kept), so that many rounds of replacements fit. */
+static void model_forget_dead(model *m)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        if (!m->c[i].live)
+            continue;
+        if (w != i)
+            m->c[w] = m->c[i];
+        w++;
+    }
+    m->n = w;
 }
 
 static void commit(kindex *ix, kindex_batch *b)
@@ -668,6 +692,176 @@ static void test_set(void **state)
     kindex_set_free(set);
 }
 
+/* ---- slot compaction: removed chunks' slots given back ---- */
+
+static kindex_stats stats_of(kindex *ix)
+{
+    kindex_stats st;
+    kindex_stats_get(ix, &st);
+    return st;
+}
+
+/* Every document of a corpus replaced, round after round (all in one batch, or one batch
+ * per document as the server's writes do): the hits stay the brute force's and the memory
+ * held stays bounded. Without compaction the slots and forward lists grew by the corpus
+ * every round (this test failed: 3x the first round's memory by round 17). */
+static void test_compact_replace_rounds(void **state)
+{
+    (void)state;
+    rng r = {31337};
+    model *m = model_new();
+    kindex *ix = kindex_new();
+    const int64_t docs = 300;
+    kindex_batch *b = kindex_batch_new();
+    for (int64_t d = 1; d <= docs; d++)
+        add_doc(m, &r, b, d, 1 + rng_below(&r, 9));
+    commit(ix, b);
+    size_t first_bytes = 0;
+    for (int round = 0; round < 30; round++) {
+        bool per_doc = round % 2 == 1;
+        b = kindex_batch_new();
+        for (int64_t d = 1; d <= docs; d++) {
+            replace_doc(m, &r, b, d, 1 + rng_below(&r, 9));
+            if (per_doc) {
+                commit(ix, b);
+                b = kindex_batch_new();
+            }
+        }
+        commit(ix, b);
+        model_forget_dead(m);
+        check_against_brute(ix, m, &r, 10, round % 4 == 1);
+        kindex_stats st = stats_of(ix);
+        assert_int_equal(st.chunks, m->n);
+        if (round == 0)
+            first_bytes = st.bytes;
+        if (st.bytes >= 3 * first_bytes)
+            fprintf(stderr, "round %d: %zu bytes held, %zu after the first round; %zu slots for %zu chunks\n", round,
+                    st.bytes, first_bytes, st.slots, st.chunks);
+        assert_true(st.bytes < 3 * first_bytes);
+        /* compaction runs once dead slots outnumber live ones: a document's worth past that */
+        assert_true(st.slots <= 2 * st.chunks + 10);
+    }
+    kindex_free(ix);
+    free(m);
+}
+
+/* A batch whose removals trigger the compaction also adds and replaces documents, and a
+ * second batch reserved before it (stacked) is applied after it: both apply without memory,
+ * the reserved room survives the renumbering, and the renumbered documents can still be
+ * removed (their slot ranges moved with them). */
+static void test_compact_with_additions(void **state)
+{
+    (void)state;
+    rng r = {2718};
+    model *m = model_new();
+    kindex *ix = kindex_new();
+    kindex_batch *b = kindex_batch_new();
+    for (int64_t d = 1; d <= 240; d++)
+        add_doc(m, &r, b, d, 5);
+    commit(ix, b);
+    check_against_brute(ix, m, &r, 10, false);
+
+    kindex_batch *b1 = kindex_batch_new(), *b2 = kindex_batch_new();
+    for (int64_t d = 1; d <= 230; d++) { /* 1,150 dead for 50 live: compacted */
+        assert_int_equal(kindex_batch_remove_doc(b1, d), RAGD_OK);
+        remove_doc_model(m, d);
+    }
+    replace_doc(m, &r, b1, 235, 7);
+    for (int64_t d = 241; d <= 280; d++)
+        add_doc(m, &r, b1, d, 1 + rng_below(&r, 6));
+    size_t live = 0; /* after b1 */
+    for (size_t i = 0; i < m->n; i++)
+        live += m->c[i].live;
+    replace_doc(m, &r, b2, 238, 3);
+    for (int64_t d = 281; d <= 300; d++)
+        add_doc(m, &r, b2, d, 100); /* grows many lists past their capacity */
+    assert_int_equal(kindex_reserve(ix, b1), RAGD_OK);
+    assert_int_equal(kindex_reserve(ix, b2), RAGD_OK);
+    atomic_store(&fail_allocs, 1);
+    kindex_apply(ix, b1);
+    atomic_store(&fail_allocs, 0);
+    kindex_stats st = stats_of(ix);
+    assert_int_equal(st.chunks, live);
+    assert_int_equal(st.slots, live); /* renumbered before the additions took the next slots */
+    assert_int_equal(st.dead_postings, 0);
+    atomic_store(&fail_allocs, 1);
+    kindex_apply(ix, b2);
+    atomic_store(&fail_allocs, 0);
+    kindex_batch_free(b1);
+    kindex_batch_free(b2);
+    model_forget_dead(m);
+    check_against_brute(ix, m, &r, 40, false);
+    check_against_brute(ix, m, &r, 20, true);
+
+    /* documents from before, between and after the renumbering, removed */
+    b = kindex_batch_new();
+    int64_t gone[] = {231, 235, 240, 250, 290};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++) {
+        assert_int_equal(kindex_batch_remove_doc(b, gone[i]), RAGD_OK);
+        remove_doc_model(m, gone[i]);
+    }
+    commit(ix, b);
+    model_forget_dead(m);
+    assert_int_equal(stats_of(ix).chunks, m->n);
+    check_against_brute(ix, m, &r, 40, false);
+    kindex_free(ix);
+    free(m);
+}
+
+/* A collection emptied completely, then refilled: by a batch of removals then one of
+ * additions, then by a single batch replacing everything. */
+static void test_compact_empty_refill(void **state)
+{
+    (void)state;
+    rng r = {1618};
+    model *m = model_new();
+    kindex *ix = kindex_new();
+    kindex_batch *b = kindex_batch_new();
+    for (int64_t d = 1; d <= 300; d++)
+        add_doc(m, &r, b, d, 5);
+    commit(ix, b);
+    kindex_stats full = stats_of(ix);
+
+    b = kindex_batch_new();
+    for (int64_t d = 1; d <= 300; d++)
+        assert_int_equal(kindex_batch_remove_doc(b, d), RAGD_OK);
+    commit(ix, b);
+    m->n = 0;
+    kindex_stats st = stats_of(ix);
+    assert_int_equal(st.chunks, 0);
+    assert_int_equal(st.slots, 0);
+    assert_int_equal(st.postings, 0);
+    assert_int_equal(st.dead_postings, 0);
+    for (int f = 0; f < KINDEX_FIELDS; f++)
+        assert_int_equal(st.field_len[f], 0);
+    assert_true(st.bytes < full.bytes / 2); /* the empty posting lists were given back */
+    kindex_hit h[10];
+    size_t n = 5;
+    assert_int_equal(kindex_search(ix, "install debian", 14, 10, NULL, NULL, h, &n), RAGD_OK);
+    assert_int_equal(n, 0);
+
+    b = kindex_batch_new(); /* old row ids and new ones */
+    for (int64_t d = 150; d <= 450; d++)
+        add_doc(m, &r, b, d, 5);
+    commit(ix, b);
+    st = stats_of(ix);
+    assert_int_equal(st.chunks, m->n);
+    assert_int_equal(st.slots, m->n);
+    check_against_brute(ix, m, &r, 30, false);
+
+    b = kindex_batch_new();
+    for (int64_t d = 150; d <= 450; d++)
+        replace_doc(m, &r, b, d, 4);
+    commit(ix, b);
+    model_forget_dead(m);
+    st = stats_of(ix);
+    assert_int_equal(st.chunks, m->n);
+    assert_int_equal(st.slots, m->n);
+    check_against_brute(ix, m, &r, 30, true);
+    kindex_free(ix);
+    free(m);
+}
+
 /* ---- readers while a writer changes the index ---- */
 typedef struct {
     kindex *ix;
@@ -726,6 +920,21 @@ static void test_concurrent(void **state)
             kindex_batch_free(b);
         }
     }
+    /* every document replaced, round after round, until the slots are compacted under
+     * the readers' feet */
+    kindex_stats st = stats_of(cs.ix);
+    size_t compactions = 0;
+    for (int round = 0; round < 12; round++) {
+        kindex_batch *b = kindex_batch_new();
+        for (int64_t d = 1; d <= doc; d++)
+            replace_doc(m, &r, b, d, 1 + rng_below(&r, 3));
+        commit(cs.ix, b);
+        model_forget_dead(m);
+        kindex_stats after = stats_of(cs.ix);
+        compactions += after.slots < st.slots;
+        st = after;
+    }
+    assert_true(compactions > 0);
     atomic_store(&cs.stop, true);
     for (int i = 0; i < 3; i++)
         pthread_join(readers[i], NULL);
@@ -745,6 +954,9 @@ int main(void)
         cmocka_unit_test(test_brute_force),
         cmocka_unit_test(test_removals_and_replacements),
         cmocka_unit_test(test_two_phase),
+        cmocka_unit_test(test_compact_replace_rounds),
+        cmocka_unit_test(test_compact_with_additions),
+        cmocka_unit_test(test_compact_empty_refill),
         cmocka_unit_test(test_set),
         cmocka_unit_test(test_concurrent),
     };
