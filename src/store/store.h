@@ -194,10 +194,6 @@ typedef struct {
 /* Row ids of the collection's documents that match f, sorted ascending, *rowids malloc'd. */
 ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n);
 
-/* Calls fn for every stored embedding (start-up index build). fn returns non-zero to stop. */
-typedef int (*store_vector_fn)(int64_t coll_id, int dim, int64_t chunk_id, int64_t doc_rowid,
-                               const float *vec, void *arg);
-ragd_err store_scan_vectors(store_reader *r, store_vector_fn fn, void *arg);
 
 /* One chunk of store_scan_chunks; every pointer is valid during the callback only. */
 typedef struct {
