@@ -190,6 +190,30 @@ static int config_read_secret(const char *path, const char *name, char *out, siz
     return 0;
 }
 
+/* The API keys of a file (RAGD_API_KEYS_FILE): one entry a line, '#' comments. */
+static int config_read_keys(const char *path, apikeys *ks, char *err, size_t errlen)
+{
+    enum { CAP = 64 * 1024 };
+    static char buf[CAP + 1];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "RAGD_API_KEYS_FILE: cannot read '%s'", path);
+        return -1;
+    }
+    size_t n = fread(buf, 1, CAP + 1, f);
+    fclose(f);
+    if (n > CAP) {
+        snprintf(err, errlen, "RAGD_API_KEYS_FILE: '%s' is over %d bytes", path, CAP);
+        return -1;
+    }
+    buf[n] = '\0';
+    if (memchr(buf, '\0', n)) {
+        snprintf(err, errlen, "RAGD_API_KEYS_FILE: '%s' holds a NUL byte", path);
+        return -1;
+    }
+    return apikeys_add(ks, buf, '\n', "RAGD_API_KEYS_FILE", err, errlen);
+}
+
 /* v as one of choices (its index in *out), or an error listing them. */
 static int config_choice(const char *name, const char *v, const char *const *choices, size_t n, int *out, char *err,
                          size_t errlen)
@@ -270,6 +294,10 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         snprintf(c->admin_token, sizeof c->admin_token, "%s", v);
         return 0;
     }
+    if (strcmp(name, "RAGD_API_KEYS") == 0)
+        return apikeys_add(&c->api_keys, v, ',', name, err, errlen);
+    if (strcmp(name, "RAGD_API_KEYS_FILE") == 0)
+        return config_read_keys(v, &c->api_keys, err, errlen);
     if (strcmp(name, "RAGD_ADMIN_TOKEN_FILE") == 0)
         return config_read_secret(v, "RAGD_ADMIN_TOKEN_FILE", c->admin_token, sizeof c->admin_token, err, errlen);
     if (strcmp(name, "OPENAI_API_KEY_FILE") == 0)
@@ -428,7 +456,7 @@ static const char *const config_names[] = {
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
-    "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR",
+    "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
 };
 
 bool config_llm_requested(const ragd_config *c)

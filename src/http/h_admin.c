@@ -1,7 +1,7 @@
 /* Admin overrides of the circuit breakers (shared/RESILIENCE.md 20): list them, force them
  * open, disable them, reset them. Loop thread (breaker calls take only a short mutex).
- * Authenticated by RAGD_ADMIN_TOKEN (as "Authorization: Bearer" or "X-API-Key"); without
- * a token configured the routes are off. */
+ * Authenticated by a read-write API key (RAGD_API_KEYS) or RAGD_ADMIN_TOKEN (as
+ * "Authorization: Bearer" or "X-API-Key"); with neither configured the routes are off. */
 #include <openssl/crypto.h>
 #include <string.h>
 
@@ -10,16 +10,22 @@
 #include "http/handlers.h"
 #include "upstream/llm.h"
 
-/* Replies and returns false unless the request carries the admin token. */
+/* Replies and returns false unless the request may use the admin routes: with API keys
+ * configured, the HTTP layer has already required a read-write key (or the admin token);
+ * without, the admin token is needed, compared whole (an over-long credential is refused,
+ * never cut to a prefix that might match). */
 static bool admin_allowed(http_request *req)
 {
+    if (req->app->cfg.api_keys.n > 0)
+        return true;
     const char *token = req->app->cfg.admin_token;
     if (!token[0]) {
-        http_reply_error(req, 403, "forbidden", "admin routes are off: set RAGD_ADMIN_TOKEN to use them");
+        http_reply_error(req, 403, "forbidden",
+                         "admin routes are off: set RAGD_ADMIN_TOKEN (or RAGD_API_KEYS) to use them");
         return false;
     }
     size_t n = strlen(token);
-    if (strlen(req->credential) != n || CRYPTO_memcmp(req->credential, token, n) != 0) {
+    if (req->credential_too_long || strlen(req->credential) != n || CRYPTO_memcmp(req->credential, token, n) != 0) {
         http_reply_error(req, 401, "unauthorized", "admin routes need the admin token");
         return false;
     }

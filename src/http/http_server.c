@@ -2,6 +2,7 @@
 
 #include <event2/event.h>
 #include <microhttpd.h>
+#include <openssl/crypto.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -269,6 +270,50 @@ static bool http_body_type_ok(http_body_kind kind, const char *type)
            (strcmp(type, "text/plain") == 0 || strcmp(type, "text/markdown") == 0 || strcmp(type, "text/html") == 0);
 }
 
+/* Whether a request changes anything (ingest, create, delete, the admin routes): what a
+ * read-only API key may not do. /api/query and /api/retrieve are POSTs that only read. */
+static bool http_route_writes(const http_request *req)
+{
+    if (strncmp(req->route_name, "/api/admin/", 11) == 0)
+        return true;
+    if (req->method == HTTP_GET)
+        return false;
+    return strcmp(req->route_name, "/api/query") != 0 && strcmp(req->route_name, "/api/retrieve") != 0;
+}
+
+/* API keys (util/apikeys.h, docs/api.md "Authentication"): with keys configured every route
+ * but /health, /health/live and /health/ready needs one — 401 unauthorized without a valid
+ * one, 403 forbidden when a read-only key asks to change something. The admin token
+ * (RAGD_ADMIN_TOKEN) counts as a read-write key. Replies and returns false when refused. */
+static bool http_authorized(const app *a, http_request *req)
+{
+    const ragd_config *cfg = &a->cfg;
+    if (cfg->api_keys.n == 0 || strncmp(req->route_name, "/health", 7) == 0)
+        return true;
+    apikey_access got = APIKEY_NONE;
+    size_t n = strlen(req->credential);
+    if (n > 0 && !req->credential_too_long) {
+        got = apikeys_check(&cfg->api_keys, req->credential, n);
+        size_t tn = strlen(cfg->admin_token);
+        if (got == APIKEY_NONE && tn > 0 && n == tn && CRYPTO_memcmp(req->credential, cfg->admin_token, n) == 0)
+            got = APIKEY_WRITE;
+    }
+    if (got == APIKEY_NONE) {
+        req->www_authenticate = true;
+        http_reply_error(req, 401, "unauthorized", "%s",
+                         n > 0 || req->credential_too_long
+                             ? "the API key is not valid"
+                             : "an API key is needed: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'");
+        return false;
+    }
+    if (got == APIKEY_READ && http_route_writes(req)) {
+        http_reply_error(req, 403, "forbidden", "this API key is read-only: %s %s needs a read-write key",
+                         req->method_name, req->route_name);
+        return false;
+    }
+    return true;
+}
+
 /* Everything decided from the request line and headers, before any body byte is read.
  * Returns true when a response is already set (an early reply). */
 static bool http_request_begin(http_server *s, http_request *req, const char *url, const char *method,
@@ -295,10 +340,11 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
                     req->content_type, sizeof req->content_type);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     const char *api_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-API-Key");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
-        snprintf(req->credential, sizeof req->credential, "%s", auth + 7);
-    else if (api_key)
-        snprintf(req->credential, sizeof req->credential, "%s", api_key);
+    const char *cred = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : api_key;
+    if (cred && strlen(cred) >= sizeof req->credential)
+        req->credential_too_long = true;
+    else if (cred)
+        snprintf(req->credential, sizeof req->credential, "%s", cred);
     const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
     req->accept_sse = accept && strstr(accept, "text/event-stream");
     if (!req->method_name || !req->path) {
@@ -334,6 +380,8 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         break;
     }
 
+    if (!http_authorized(s->app, req))
+        return true;
     /* While draining only the health routes answer: a supervisor watches them. */
     if (atomic_load(&s->app->draining) && strncmp(req->route_name, "/health", 7) != 0) {
         snprintf(req->retry_after, sizeof req->retry_after, "1");

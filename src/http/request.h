@@ -50,6 +50,7 @@ struct http_request {
     char request_id[HTTP_REQUEST_ID_SIZE];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
+    bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
     size_t uri_len;                   /* strlen of the raw URI when the request line was read */
@@ -65,6 +66,7 @@ struct http_request {
     const char *resp_type;
     char allow[64];
     char retry_after[16];
+    bool www_authenticate; /* a 401: say how to authenticate (WWW-Authenticate: Bearer) */
 
     /* lifecycle (loop thread only) */
     int refs;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "config.h"
+#include "util/apikeys.h"
 #include "util/hash.h"
 #include "util/jsonmem.h"
 #include "util/jsontext.h"
@@ -524,6 +525,55 @@ static void test_jsonmem(void **state)
     assert_int_equal(jsonmem_failures(), before + 1);
 }
 
+/* API keys: the list's forms, what a credential gets, and errors that name the variable but
+ * never the key. */
+static void test_apikeys(void **state)
+{
+    (void)state;
+    static apikeys ks;
+    memset(&ks, 0, sizeof ks);
+    char err[256];
+    assert_int_equal(apikeys_add(&ks, " writer-0123456789ab , reader-0123456789ab:read,,other-0123456789abc:write ", ',',
+                                 "RAGD_API_KEYS", err, sizeof err),
+                     0);
+    assert_int_equal(ks.n, 3);
+    assert_int_equal(apikeys_check(&ks, "writer-0123456789ab", 19), APIKEY_WRITE);
+    assert_int_equal(apikeys_check(&ks, "reader-0123456789ab", 19), APIKEY_READ);
+    assert_int_equal(apikeys_check(&ks, "other-0123456789abc", 19), APIKEY_WRITE);
+    assert_int_equal(apikeys_check(&ks, "writer-0123456789a", 18), APIKEY_NONE);  /* a prefix */
+    assert_int_equal(apikeys_check(&ks, "writer-0123456789abc", 20), APIKEY_NONE); /* longer */
+    assert_int_equal(apikeys_check(&ks, "", 0), APIKEY_NONE);
+    /* the same key listed read-only and read-write: the wider access wins */
+    assert_int_equal(apikeys_add(&ks, "reader-0123456789ab", ',', "RAGD_API_KEYS", err, sizeof err), 0);
+    assert_int_equal(apikeys_check(&ks, "reader-0123456789ab", 19), APIKEY_WRITE);
+
+    /* a file: one a line, comments and blank lines, CRLF */
+    static apikeys kf;
+    memset(&kf, 0, sizeof kf);
+    assert_int_equal(apikeys_add(&kf, "# team\r\n\n  file-key-0123456789:read\r\n", '\n', "RAGD_API_KEYS_FILE", err,
+                                 sizeof err),
+                     0);
+    assert_int_equal(kf.n, 1);
+    assert_int_equal(apikeys_check(&kf, "file-key-0123456789", 19), APIKEY_READ);
+
+    const char *bad[] = {"short", "good-key-0123456789:admin", "two words-0123456789ab", "tab\tkey-0123456789ab",
+                         "k\x7f-0123456789abcdefgh"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(&kf, 0, sizeof kf);
+        err[0] = '\0';
+        assert_int_equal(apikeys_add(&kf, bad[i], ',', "RAGD_API_KEYS", err, sizeof err), -1);
+        assert_non_null(strstr(err, "RAGD_API_KEYS: entry 1"));
+        assert_null(strstr(err, "0123456789"));
+    }
+    char many[APIKEYS_MAX * 24 + 64] = "";
+    size_t len = 0;
+    for (int i = 0; i <= APIKEYS_MAX; i++)
+        len += (size_t)snprintf(many + len, sizeof many - len, "key-%016d,", i);
+    memset(&kf, 0, sizeof kf);
+    assert_int_equal(apikeys_add(&kf, many, ',', "RAGD_API_KEYS", err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
         cmocka_unit_test(test_jsonmem),
         cmocka_unit_test(test_jsonw),
+        cmocka_unit_test(test_apikeys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
