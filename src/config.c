@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "util/names.h"
+#include "util/url.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -147,14 +148,16 @@ static int config_parse_urls(ragd_config *c, const char *v, char *err, size_t er
         while (len && p[len - 1] == ' ')
             len--;
         if (n == CONFIG_MAX_BACKENDS || len == 0 || len >= sizeof c->ollama_urls[0]) {
-            snprintf(err, errlen, "OLLAMA_BASE_URL: '%s' is not 1 to %d comma-separated http(s) URLs", v,
+            snprintf(err, errlen, "OLLAMA_BASE_URL: is not 1 to %d comma-separated http(s) URLs",
                      CONFIG_MAX_BACKENDS);
             return -1;
         }
         memcpy(c->ollama_urls[n], p, len);
         c->ollama_urls[n][len] = '\0';
         if (!config_url_ok(c->ollama_urls[n])) {
-            snprintf(err, errlen, "OLLAMA_BASE_URL: '%s' is not an http:// or https:// URL", c->ollama_urls[n]);
+            char shown[sizeof c->ollama_urls[n] * 3];
+            url_redact(c->ollama_urls[n], shown, sizeof shown);
+            snprintf(err, errlen, "OLLAMA_BASE_URL: '%s' is not an http:// or https:// URL", shown);
             return -1;
         }
         n++;
@@ -278,7 +281,9 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
     }
     if (strcmp(name, "OPENAI_BASE_URL") == 0) {
         if (!config_url_ok(v) || strlen(v) >= sizeof c->openai_url) {
-            snprintf(err, errlen, "OPENAI_BASE_URL: '%s' is not an http:// or https:// URL", v);
+            char shown[sizeof c->openai_url * 3];
+            url_redact(v, shown, sizeof shown);
+            snprintf(err, errlen, "OPENAI_BASE_URL: '%s' is not an http:// or https:// URL", shown);
             return -1;
         }
         snprintf(c->openai_url, sizeof c->openai_url, "%s", v);

@@ -124,7 +124,8 @@ static ragd_err server_llm_new(app *a, bool openai, llm **out, char *err, size_t
         lc.breaker.open_max_ms = lc.breaker.open_ms;
     ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), out, err, errlen);
     if (e == RAGD_OK)
-        log_info("upstream: %s at %s%s", openai ? "openai" : "ollama", urls[0], lc.n_urls > 1 ? " and others" : "");
+        log_info("upstream: %s at %s%s", openai ? "openai" : "ollama", llm_host_url(*out, 0),
+                 lc.n_urls > 1 ? " and others" : "");
     return e;
 }
 

@@ -11,6 +11,7 @@
 #include "upstream/ollama.h"
 #include "upstream/openai.h"
 #include "util/log.h"
+#include "util/url.h"
 #include "util/queue.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
@@ -27,6 +28,7 @@ struct llm {
     upstream_client *client;
     llm_config cfg;
     char **urls;
+    char **shown;  /* the same URLs as they may be shown (util/url.h): names, labels, messages */
     size_t n_urls;
     char *api_key;
     breaker_registry *breakers;
@@ -243,7 +245,7 @@ static void llm_deliver(llm_task *t)
 static ragd_err llm_breaker_for(llm *l, int host, llm_op op, const char *model, breaker **out)
 {
     char err[128];
-    ragd_err e = breaker_registry_add(l->breakers, l->urls[host], op == LLM_OP_EMBED ? "embed" : "chat", model,
+    ragd_err e = breaker_registry_add(l->breakers, l->shown[host], op == LLM_OP_EMBED ? "embed" : "chat", model,
                                       &l->cfg.breaker, out, err, sizeof err);
     return e == RAGD_ECONFLICT ? RAGD_OK : e; /* it existed: *out is that one */
 }
@@ -268,7 +270,7 @@ static int llm_pick_host(llm_task *t)
             if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
                 continue;
             bulkhead *bh = NULL;
-            int load = bulkhead_set_get(l->bulkheads, l->urls[i], t->model, &bh) == RAGD_OK
+            int load = bulkhead_set_get(l->bulkheads, l->shown[i], t->model, &bh) == RAGD_OK
                            ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
                            : INT_MAX - 1;
             if (load < best_load) {
@@ -434,7 +436,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         bc.transport = BREAKER_XPORT_OTHER; /* a backend that lies counts as failing */
     }
     if (bc.transport != BREAKER_XPORT_NONE && !t->message[0])
-        snprintf(t->message, sizeof t->message, "%s: %s", l->urls[t->host], r->message ? r->message : "transport error");
+        snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], r->message ? r->message : "transport error");
 
     upstream_outcome outcome = breaker_report(t->br, &t->permit, &bc);
     t->permitted = false;
@@ -577,7 +579,7 @@ static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *a
         llm_send(t);
         return;
     }
-    snprintf(t->message, sizeof t->message, "%s: %s waiting for a slot", t->l->urls[t->host], bulkhead_status_name(status));
+    snprintf(t->message, sizeof t->message, "%s: %s waiting for a slot", t->l->shown[t->host], bulkhead_status_name(status));
     llm_call_end(t, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
 }
 
@@ -588,7 +590,7 @@ static void llm_try(llm_task *t)
     t->message[0] = '\0';
     t->host = llm_pick_host(t);
     if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->br) != RAGD_OK ||
-        bulkhead_set_get(l->bulkheads, l->urls[t->host], t->model, &t->bh) != RAGD_OK) {
+        bulkhead_set_get(l->bulkheads, l->shown[t->host], t->model, &t->bh) != RAGD_OK) {
         snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
         llm_call_end(t, LLM_UNAVAILABLE);
         return;
@@ -607,7 +609,7 @@ static void llm_try(llm_task *t)
         llm_arm_expiry(l);
         return;
     default:
-        snprintf(t->message, sizeof t->message, "%s: %s", l->urls[t->host], bulkhead_status_name(st));
+        snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], bulkhead_status_name(st));
         llm_call_end(t, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
         return;
     }
@@ -844,6 +846,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->clock = clock;
     l->rnd = rnd;
     l->urls = calloc(cfg->n_urls, sizeof *l->urls);
+    l->shown = calloc(cfg->n_urls, sizeof *l->shown);
     l->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
     l->cfg.urls = NULL;
     l->cfg.api_key = NULL;
@@ -851,15 +854,18 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->expiry = evtimer_new(base, llm_on_expiry, l);
     l->dispatch = evtimer_new(base, llm_on_dispatch, l);
     l->breakers = breaker_registry_new(clock, rnd);
-    e = l->urls && l->expiry && l->dispatch && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
+    e = l->urls && l->shown && l->expiry && l->dispatch && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
     for (size_t i = 0; !e && i < cfg->n_urls; i++) {
         size_t len = strlen(cfg->urls[i]);
         while (len && cfg->urls[i][len - 1] == '/')
             len--;
         l->urls[i] = strndup(cfg->urls[i], len);
+        l->shown[i] = malloc(3 * len + 4); /* "***" stands for one byte or more */
         l->n_urls++;
-        if (!l->urls[i])
+        if (!l->urls[i] || !l->shown[i])
             e = RAGD_ENOMEM;
+        else
+            url_redact(l->urls[i], l->shown[i], 3 * len + 4);
     }
     if (!e)
         e = bulkhead_set_new(&cfg->bulkhead, 1024, clock, rnd, (bulkhead_wake){.fn = llm_dispatch_later, .arg = l},
@@ -901,9 +907,12 @@ void llm_free(llm *l)
         event_free(l->expiry);
     if (l->dispatch)
         event_free(l->dispatch);
-    for (size_t i = 0; i < l->n_urls; i++)
+    for (size_t i = 0; i < l->n_urls; i++) {
         free(l->urls[i]);
+        free(l->shown[i]);
+    }
     free(l->urls);
+    free(l->shown);
     free(l->api_key);
     free(l);
 }
@@ -911,7 +920,7 @@ void llm_free(llm *l)
 breaker_registry *llm_breakers(llm *l) { return l->breakers; }
 bulkhead_set *llm_bulkheads(llm *l) { return l->bulkheads; }
 size_t llm_host_count(const llm *l) { return l->n_urls; }
-const char *llm_host_url(const llm *l, size_t i) { return i < l->n_urls ? l->urls[i] : NULL; }
+const char *llm_host_url(const llm *l, size_t i) { return i < l->n_urls ? l->shown[i] : NULL; }
 
 void llm_probe_start(llm *l)
 {

@@ -9,6 +9,7 @@
 #include "upstream/client.h"
 #include "util/clock.h"
 #include "util/log.h"
+#include "util/url.h"
 
 #define PROBE_REPLY_CAP ((size_t)64 * 1024)
 
@@ -57,9 +58,12 @@ static void probe_set(probe_host *h, bool reached, const char *error)
     } else {
         snprintf(h->error, sizeof h->error, "%s", error && *error ? error : "cannot connect");
     }
-    if (was != h->state)
-        log_info("upstream: %s is %s%s%s", h->url, reached ? "reachable" : "unreachable", reached ? "" : ": ",
+    if (was != h->state) {
+        char shown[600];
+        url_redact(h->url, shown, sizeof shown);
+        log_info("upstream: %s is %s%s%s", shown, reached ? "reachable" : "unreachable", reached ? "" : ": ",
                  reached ? "" : h->error);
+    }
 }
 
 static int probe_on_data(const char *p, size_t n, void *arg)

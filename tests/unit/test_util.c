@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "util/apikeys.h"
+#include "util/url.h"
 #include "util/hash.h"
 #include "util/jsonmem.h"
 #include "util/jsontext.h"
@@ -574,6 +575,26 @@ static void test_apikeys(void **state)
     assert_non_null(strstr(err, "more than"));
 }
 
+static void test_url_redact(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"http://localhost:11434", "http://localhost:11434"},
+        {"http://user:s3cret@host:11434/v1", "http://***@host:11434/v1"},
+        {"https://tok@en@host/path?x=1", "https://***@host/path?x=***"},
+        {"http://host/v1?api_key=abc&mode=&z=9#frag", "http://host/v1?api_key=***&mode=&z=***#frag"},
+        {"http://host/a@b", "http://host/a@b"}, /* an '@' in the path is no user info */
+        {"host:1/x?k=v", "host:1/x?k=***"},
+    };
+    char out[128];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        url_redact(cases[i][0], out, sizeof out);
+        assert_string_equal(out, cases[i][1]);
+    }
+    url_redact("http://user:s3cret@host", out, 12); /* cut, still without the secret */
+    assert_string_equal(out, "http://***@");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -587,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_jsonmem),
         cmocka_unit_test(test_jsonw),
         cmocka_unit_test(test_apikeys),
+        cmocka_unit_test(test_url_redact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
