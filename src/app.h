@@ -18,6 +18,7 @@ typedef struct upstream_client upstream_client;
 typedef struct llm llm;
 typedef struct rag_engine rag_engine;
 typedef struct cache cache;
+typedef struct ratelimit ratelimit;
 
 typedef struct app {
     ragd_config cfg;
@@ -34,6 +35,8 @@ typedef struct app {
     const char *embedder_name;     /* "ollama", "openai" or "builtin" */
     llm *llms[2];                  /* what generator and embedder point into (Ollama, OpenAI) */
     rag_engine *engine;            /* the query pipeline (rag/engine.h) */
+    ratelimit *rate_query;         /* per-client limits (util/ratelimit.h), NULL when off */
+    ratelimit *rate_ingest;
     cache *cache;                  /* the semantic answer cache; NULL when RAGD_CACHE=off (or not
                                     * made): /metrics then shows its families at 0 */
     char db_path[1200];

@@ -299,6 +299,14 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         snprintf(c->admin_token, sizeof c->admin_token, "%s", v);
         return 0;
     }
+    if (strcmp(name, "RATE_LIMIT_QUERY") == 0 || strcmp(name, "RAGD_RATE_LIMIT_INGEST") == 0) {
+        ratelimit_spec *spec = strcmp(name, "RATE_LIMIT_QUERY") == 0 ? &c->rate_query : &c->rate_ingest;
+        if (ratelimit_parse(v, spec) != 0) {
+            snprintf(err, errlen, "%s: '%s' is not N/second, N/minute or N/hour (N from 1 to 1000000), or 0", name, v);
+            return -1;
+        }
+        return 0;
+    }
     if (strcmp(name, "RAGD_API_KEYS") == 0)
         return apikeys_add(&c->api_keys, v, ',', name, err, errlen);
     if (strcmp(name, "RAGD_API_KEYS_FILE") == 0)
@@ -462,6 +470,7 @@ static const char *const config_names[] = {
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
+    "RATE_LIMIT_QUERY", "RAGD_RATE_LIMIT_INGEST",
 };
 
 bool config_llm_requested(const ragd_config *c)

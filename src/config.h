@@ -2,6 +2,7 @@
 #define RAGD_CONFIG_H
 
 #include "util/apikeys.h"
+#include "util/ratelimit.h"
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -53,7 +54,9 @@ typedef struct {
     char openai_url[256];     /* OPENAI_BASE_URL, "" when unset */
     char openai_api_key[512]; /* OPENAI_API_KEY or OPENAI_API_KEY_FILE; a secret: never logged */
     char admin_token[512];    /* RAGD_ADMIN_TOKEN or RAGD_ADMIN_TOKEN_FILE; "" = admin routes off */
-    apikeys api_keys;         /* RAGD_API_KEYS and RAGD_API_KEYS_FILE (digests); none = no authentication */
+    apikeys api_keys;
+    ratelimit_spec rate_query;  /* RATE_LIMIT_QUERY: /api/query and /api/retrieve per client; count 0 = none */
+    ratelimit_spec rate_ingest; /* RAGD_RATE_LIMIT_INGEST: /api/ingest per client */         /* RAGD_API_KEYS and RAGD_API_KEYS_FILE (digests); none = no authentication */
     char llm_model[128];      /* LLM_MODEL */
     char llm_models[1024];    /* RAGD_LLM_MODELS: comma-separated models a request may name; "" = LLM_MODEL only */
     char embed_model[128];    /* EMBED_MODEL */

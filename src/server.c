@@ -26,9 +26,11 @@
 #include "util/dirlock.h"
 #include "util/log.h"
 #include "util/loopq.h"
+#include "util/ratelimit.h"
 #include "util/workpool.h"
 
 #define SERVER_DRAIN_POLL_MS 20
+#define RAGD_RATE_CLIENTS 16384 /* buckets per limiter: ~1.5 MB (util/ratelimit.h) */
 #define SERVER_CANCEL_TURNS_MAX 1000 /* loop turns to wait for cancelled tasks' callbacks */
 
 /* Shutdown goes DRAINING (in-flight requests finish within the grace period) →
@@ -430,6 +432,12 @@ int server_run(const ragd_config *cfg)
             goto out;
         }
     }
+    srv.a.rate_query = cfg->rate_query.count ? ratelimit_new(&cfg->rate_query, RAGD_RATE_CLIENTS) : NULL;
+    srv.a.rate_ingest = cfg->rate_ingest.count ? ratelimit_new(&cfg->rate_ingest, RAGD_RATE_CLIENTS) : NULL;
+    if ((cfg->rate_query.count && !srv.a.rate_query) || (cfg->rate_ingest.count && !srv.a.rate_ingest)) {
+        log_error("out of memory at start-up (rate limits)");
+        goto out;
+    }
     rag_engine_config ec = {.st = srv.a.st,
                             .index = srv.a.index,
                             .pool = srv.a.pool,
@@ -500,6 +508,8 @@ out:
     if (srv.a.lq)
         loopq_free(srv.a.lq);
     rag_engine_free(srv.a.engine);
+    ratelimit_free(srv.a.rate_query);
+    ratelimit_free(srv.a.rate_ingest);
     cache_free(srv.a.cache);
     rag_index_free(srv.a.index);
     if (srv.sig_event)

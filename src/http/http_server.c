@@ -20,6 +20,7 @@
 #include "util/clock.h"
 #include "util/hash.h"
 #include "util/log.h"
+#include "util/ratelimit.h"
 
 struct http_server {
     struct app *app;
@@ -281,6 +282,40 @@ static bool http_route_writes(const http_request *req)
     return strcmp(req->route_name, "/api/query") != 0 && strcmp(req->route_name, "/api/retrieve") != 0;
 }
 
+/* Rate limits (util/ratelimit.h, docs/api.md "Rate limits"): /api/query and /api/retrieve
+ * by RATE_LIMIT_QUERY, /api/ingest by RAGD_RATE_LIMIT_INGEST, per client — its API key when
+ * keys are configured (the request has passed http_authorized), else its address. Every
+ * answer of a limited route carries X-RateLimit-*; past the limit, 429 rate_limited with
+ * Retry-After. Replies and returns false when refused. */
+static bool http_rate_allowed(const app *a, http_request *req, struct MHD_Connection *c)
+{
+    bool query = strcmp(req->route_name, "/api/query") == 0 || strcmp(req->route_name, "/api/retrieve") == 0;
+    ratelimit *rl = query ? a->rate_query : strcmp(req->route_name, "/api/ingest") == 0 ? a->rate_ingest : NULL;
+    if (!rl)
+        return true;
+    char client[600];
+    size_t n;
+    if (a->cfg.api_keys.n > 0) {
+        n = (size_t)snprintf(client, sizeof client, "k:%s", req->credential);
+    } else {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        char host[NI_MAXHOST] = "?";
+        if (ci && ci->client_addr)
+            getnameinfo(ci->client_addr,
+                        ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+                        host, sizeof host, NULL, 0, NI_NUMERICHOST);
+        n = (size_t)snprintf(client, sizeof client, "a:%s", host);
+    }
+    ratelimit_take(rl, client, n < sizeof client ? n : sizeof client - 1, clock_now_ms(), &req->rate);
+    if (req->rate.allowed)
+        return true;
+    snprintf(req->retry_after, sizeof req->retry_after, "%u", req->rate.retry_s);
+    http_reply_error(req, 429, "rate_limited", "too many requests: %s allows %u per %s; retry in %u s",
+                     query ? "RATE_LIMIT_QUERY" : "RAGD_RATE_LIMIT_INGEST", req->rate.limit,
+                     ratelimit_unit(query ? &a->cfg.rate_query : &a->cfg.rate_ingest), req->rate.retry_s);
+    return false;
+}
+
 /* API keys (util/apikeys.h, docs/api.md "Authentication"): with keys configured every route
  * but /health, /health/live and /health/ready needs one — 401 unauthorized without a valid
  * one, 403 forbidden when a read-only key asks to change something. The admin token
@@ -380,7 +415,7 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         break;
     }
 
-    if (!http_authorized(s->app, req))
+    if (!http_authorized(s->app, req) || !http_rate_allowed(s->app, req, c))
         return true;
     /* While draining only the health routes answer: a supervisor watches them. */
     if (atomic_load(&s->app->draining) && strncmp(req->route_name, "/health", 7) != 0) {

@@ -424,6 +424,15 @@ int http_request_send(http_request *req)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (req->retry_after[0])
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
+    if (req->rate.limit > 0) {
+        char v[3][16];
+        snprintf(v[0], sizeof v[0], "%u", req->rate.limit);
+        snprintf(v[1], sizeof v[1], "%u", req->rate.remaining);
+        snprintf(v[2], sizeof v[2], "%u", req->rate.reset_s);
+        MHD_add_response_header(resp, "X-RateLimit-Limit", v[0]);
+        MHD_add_response_header(resp, "X-RateLimit-Remaining", v[1]);
+        MHD_add_response_header(resp, "X-RateLimit-Reset", v[2]);
+    }
     if (req->www_authenticate)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ragd\"");
     if (req->early || atomic_load(&req->app->draining))

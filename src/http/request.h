@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "util/loopq.h"
+#include "util/ratelimit.h"
 #include "util/strbuf.h"
 
 struct MHD_Connection;
@@ -67,6 +68,7 @@ struct http_request {
     char allow[64];
     char retry_after[16];
     bool www_authenticate; /* a 401: say how to authenticate (WWW-Authenticate: Bearer) */
+    ratelimit_verdict rate; /* X-RateLimit-* when rate.limit > 0 (a limited route) */
 
     /* lifecycle (loop thread only) */
     int refs;

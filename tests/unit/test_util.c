@@ -26,6 +26,7 @@
 #include "util/loopq.h"
 #include "util/names.h"
 #include "util/queue.h"
+#include "util/ratelimit.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
 #include "util/workpool.h"
@@ -595,6 +596,78 @@ static void test_url_redact(void **state)
     assert_string_equal(out, "http://***@");
 }
 
+/* Token buckets on a fake clock: the parse forms, a burst of `count`, refusal with the time
+ * to wait, refill, clients apart, and a bounded table (idle-full buckets swept, then the
+ * overflow bucket shared). */
+static void test_ratelimit(void **state)
+{
+    (void)state;
+    ratelimit_spec sp;
+    assert_int_equal(ratelimit_parse("5/minute", &sp), 0);
+    assert_int_equal(sp.count, 5);
+    assert_true(sp.period_s == 60);
+    assert_string_equal(ratelimit_unit(&sp), "minute");
+    assert_int_equal(ratelimit_parse("10/s", &sp), 0);
+    assert_true(sp.period_s == 1);
+    assert_int_equal(ratelimit_parse("3/hour", &sp), 0);
+    assert_true(sp.period_s == 3600);
+    assert_int_equal(ratelimit_parse("0", &sp), 0);
+    assert_int_equal(sp.count, 0);
+    const char *bad[] = {"", "5", "5/day", "-5/minute", "0/minute", "5/minutes", "1000001/s", " 5/s", "5/ s"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(ratelimit_parse(bad[i], &sp), -1);
+
+    assert_int_equal(ratelimit_parse("5/minute", &sp), 0);
+    ratelimit *rl = ratelimit_new(&sp, 16);
+    assert_non_null(rl);
+    ratelimit_verdict v;
+    double t = 1000.0;
+    for (unsigned i = 0; i < 5; i++) {
+        ratelimit_take(rl, "a", 1, t, &v);
+        assert_true(v.allowed);
+        assert_int_equal(v.limit, 5);
+        assert_int_equal(v.remaining, 4 - i);
+    }
+    ratelimit_take(rl, "a", 1, t, &v);
+    assert_false(v.allowed);
+    assert_int_equal(v.remaining, 0);
+    assert_int_equal(v.retry_s, 12); /* one token every 12 s */
+    assert_int_equal(v.reset_s, 60);
+    ratelimit_take(rl, "b", 1, t, &v); /* another client is not affected */
+    assert_true(v.allowed);
+    ratelimit_take(rl, "a", 1, t + 11000, &v);
+    assert_false(v.allowed);
+    assert_int_equal(v.retry_s, 1);
+    ratelimit_take(rl, "a", 1, t + 12100, &v); /* refilled one */
+    assert_true(v.allowed);
+    assert_int_equal(v.remaining, 0);
+    assert_int_equal(ratelimit_clients(rl), 2);
+
+    /* 16 buckets at most: more clients while all are busy share the overflow bucket ... */
+    char id[16];
+    for (int i = 0; i < 14; i++) {
+        snprintf(id, sizeof id, "c%d", i);
+        ratelimit_take(rl, id, strlen(id), t + 13000, &v);
+        assert_true(v.allowed);
+    }
+    assert_int_equal(ratelimit_clients(rl), 16);
+    /* x0 finds the table full: a sweep drops "b" (full again by now) and x0 takes its place;
+     * x1.. find it full again (no second sweep within a second) and share the overflow
+     * bucket: 5 pass, then it is empty for all of them */
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof id, "x%d", i);
+        ratelimit_take(rl, id, strlen(id), t + 13000, &v);
+        assert_int_equal(v.allowed, i < 6);
+    }
+    assert_int_equal(ratelimit_clients(rl), 16);
+    /* ... until the idle ones are full again: swept, and newcomers get their own */
+    ratelimit_take(rl, "late", 4, t + 13000 + 61000, &v);
+    assert_true(v.allowed);
+    assert_int_equal(v.remaining, 4);
+    assert_int_equal(ratelimit_clients(rl), 1);
+    ratelimit_free(rl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -609,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_jsonw),
         cmocka_unit_test(test_apikeys),
         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_ratelimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
