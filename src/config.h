@@ -41,6 +41,7 @@ typedef struct {
     size_t chunk_overlap;   /* RAGD_CHUNK_OVERLAP */
     double shutdown_grace_s;
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
+    size_t max_metadata_bytes; /* RAGD_MAX_METADATA_BYTES: a document's metadata as stored JSON */
     size_t max_connections; /* RAGD_MAX_CONNECTIONS */
     unsigned idle_timeout_s; /* RAGD_IDLE_TIMEOUT_S: a connection idle this long is closed */
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */

@@ -44,13 +44,23 @@ static char *ingest_metadata(json_t *meta, const char *source)
     return text;
 }
 
-/* Adds one submitted document to the job. Returns false after replying. */
+/* Adds one submitted document to the job; doc and field name it and its text in messages.
+ * Returns false after replying. */
 static bool ingest_add(http_request *req, rag_ingest *job, const char *text, size_t len, rag_format fmt,
-                       const char *id, const char *source, json_t *meta, const char *field)
+                       const char *id, const char *source, json_t *meta, const char *doc, const char *field)
 {
     char *metadata = ingest_metadata(meta, source);
     if (!metadata) {
         http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    /* Metadata comes back with every passage of the document: bounded here, so that one
+     * small query cannot make a response of hundreds of megabytes. */
+    size_t cap = req->app->cfg.max_metadata_bytes;
+    if (strlen(metadata) > cap) {
+        free(metadata);
+        http_reply_error(req, 422, "validation_error", "%s: metadata is over %zu bytes as JSON (RAGD_MAX_METADATA_BYTES)",
+                         doc, cap);
         return false;
     }
     json_t *mt = meta ? json_object_get(meta, "title") : NULL;
@@ -129,7 +139,8 @@ static bool ingest_parse_json(http_request *req, ingest_call *c)
         }
         if (!fields_choice(req, doc, "format", formats, (int)rag_format_of_source(source), &fmt))
             goto out;
-        if (!ingest_add(req, c->job, text, json_string_length(tv), (rag_format)fmt, id, source, meta, text_field))
+        if (!ingest_add(req, c->job, text, json_string_length(tv), (rag_format)fmt, id, source, meta, field,
+                        text_field))
             goto out;
     }
     ok = true;
@@ -165,7 +176,7 @@ static bool ingest_parse_raw(http_request *req, ingest_call *c)
                      : strcmp(req->content_type, "text/markdown") == 0 ? RAG_FORMAT_MARKDOWN
                                                                         : RAG_FORMAT_TEXT;
     return ingest_new_job(req, c, db, 1) &&
-           ingest_add(req, c->job, req->body.data, req->body.len, fmt, id, source, NULL, "body");
+           ingest_add(req, c->job, req->body.data, req->body.len, fmt, id, source, NULL, "source", "body");
 }
 
 /* ---- the acknowledgement ---- */
