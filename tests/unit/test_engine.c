@@ -34,21 +34,16 @@
 #include "util/strbuf.h"
 #include "util/workpool.h"
 
-/* ---- the fake Ollama (as in test_llm.c) ---- */
+#include "fake_ollama_proc.h"
 
-static pid_t fake_pid;
-static char fake_url[64], fake_admin[64];
+/* ---- the fake Ollama (fake_ollama_proc.h) ---- */
 
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    strbuf_append(arg, p, size * n);
-    return size * n;
-}
+static fake fk;
 
 static void admin(const char *path, const char *body)
 {
     char url[128];
-    snprintf(url, sizeof url, "%s%s", fake_admin, path);
+    snprintf(url, sizeof url, "%s%s", fk.admin, path);
     strbuf sb;
     strbuf_init(&sb, 1 << 20);
     CURL *c = curl_easy_init();
@@ -98,7 +93,7 @@ static void world_new(world *w, bool with_llm, int max_concurrent, int max_queue
         w->client = upstream_client_new(w->base, NULL);
         llm_config lc;
         llm_config_default(&lc);
-        const char *urls[] = {fake_url};
+        const char *urls[] = {fk.url};
         lc.urls = urls;
         lc.n_urls = 1;
         lc.bulkhead.max_concurrent = max_concurrent;
@@ -883,33 +878,13 @@ static int group_setup(void **state)
     (void)state;
     evthread_use_pthreads();
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    fake_pid = fork();
-    if (fake_pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execlp("python3", "python3", "tools/fake_ollama/fake_ollama.py", "--port", "0", "--admin-port", "0",
-               (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *in = fdopen(fds[0], "r");
-    char line[256] = "";
-    if (!in || !fgets(line, sizeof line, in))
-        return -1;
-    fclose(in);
-    return sscanf(line, "fake_ollama listening on %63s admin %63s", fake_url, fake_admin) == 2 ? 0 : -1;
+    return fake_start(&fk);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (fake_pid > 0) {
-        kill(fake_pid, SIGTERM);
-        waitpid(fake_pid, NULL, 0);
-    }
+    fake_stop(&fk);
     curl_global_cleanup();
     return 0;
 }

@@ -160,6 +160,28 @@ static void test_best(void **state)
     }
 }
 
+/* The naive checks of the random tests: id is in out with the score computed directly, and
+ * out is best first, ties by lower id. */
+static void assert_fused_score(const fusion_item *out, size_t n, int64_t id, double want)
+{
+    bool found = false;
+    for (size_t i = 0; i < n; i++)
+        if (out[i].id == id) {
+            assert_true(fabs(out[i].score - want) < 1e-12);
+            found = true;
+        }
+    assert_true(found);
+}
+
+static void assert_fused_order(const fusion_item *out, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        assert_true(out[i - 1].score >= out[i].score);
+        if (out[i - 1].score == out[i].score)
+            assert_true(out[i - 1].id < out[i].id);
+    }
+}
+
 /* Random lists against a direct O(n^2) computation. */
 static void test_random_vs_naive(void **state)
 {
@@ -194,20 +216,10 @@ static void test_random_vs_naive(void **state)
             continue;
         distinct++;
         want_sum += want;
-        bool found = false;
-        for (size_t i = 0; i < n; i++)
-            if (out[i].id == id) {
-                assert_true(fabs(out[i].score - want) < 1e-12);
-                found = true;
-            }
-        assert_true(found);
+        assert_fused_score(out, n, id, want);
     }
     assert_int_equal(n, distinct);
-    for (size_t i = 1; i < n; i++) {
-        assert_true(out[i - 1].score >= out[i].score);
-        if (out[i - 1].score == out[i].score)
-            assert_true(out[i - 1].id < out[i].id);
-    }
+    assert_fused_order(out, n);
     free(out);
 }
 
@@ -452,21 +464,12 @@ static void test_weighted_random_vs_naive(void **state)
             continue;
         distinct++;
         want /= w[0] + w[1];
-        bool found = false;
-        for (size_t i = 0; i < n; i++)
-            if (out[i].id == id) {
-                assert_true(fabs(out[i].score - want) < 1e-12);
-                found = true;
-            }
-        assert_true(found);
+        assert_fused_score(out, n, id, want);
     }
     assert_int_equal(n, distinct);
-    for (size_t i = 1; i < n; i++) {
-        assert_true(out[i - 1].score >= out[i].score);
-        if (out[i - 1].score == out[i].score)
-            assert_true(out[i - 1].id < out[i].id);
+    assert_fused_order(out, n);
+    for (size_t i = 0; i < n; i++)
         assert_true(out[i].score >= 0.0 && out[i].score <= 1.0);
-    }
     free(out);
 }
 

@@ -35,20 +35,7 @@ void *calloc(size_t a, size_t b) { return atomic_load(&fail_allocs) ? NULL : __l
 void *realloc(void *p, size_t n) { return atomic_load(&fail_allocs) ? NULL : __libc_realloc(p, n); }
 #endif
 
-/* ---- a seeded PRNG (xorshift64*) ---- */
-typedef struct {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
-
-static size_t rng_below(rng *r, size_t n) { return (size_t)(rng_next(r) % n); }
+#include "test_rng.h"
 
 /* ---- vocabulary: synthetic words with Zipf frequencies, some English with inflections,
  * some stop words ---- */

@@ -23,52 +23,9 @@
 #include "util/clock.h"
 #include "util/strbuf.h"
 
-typedef struct {
-    pid_t pid;
-    char url[64];
-    char admin[64];
-} fake;
+#include "fake_ollama_proc.h"
 
 static fake fakes[2];
-
-static int fake_start(fake *f)
-{
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    f->pid = fork();
-    if (f->pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execlp("python3", "python3", "tools/fake_ollama/fake_ollama.py", "--port", "0", "--admin-port", "0",
-               (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    FILE *in = fdopen(fds[0], "r");
-    char line[256] = "";
-    if (!in || !fgets(line, sizeof line, in))
-        return -1;
-    /* "fake_ollama listening on http://127.0.0.1:P admin http://127.0.0.1:Q" */
-    if (sscanf(line, "fake_ollama listening on %63s admin %63s", f->url, f->admin) != 2)
-        return -1;
-    fclose(in);
-    return 0;
-}
-
-static void fake_stop(fake *f)
-{
-    if (f->pid > 0) {
-        kill(f->pid, SIGTERM);
-        waitpid(f->pid, NULL, 0);
-    }
-}
-
-static size_t collect(char *p, size_t size, size_t n, void *arg)
-{
-    strbuf_append(arg, p, size * n);
-    return size * n;
-}
 
 /* POSTs (body != NULL) or GETs an admin route; returns the parsed reply. */
 static json_t *admin(fake *f, const char *path, const char *body)

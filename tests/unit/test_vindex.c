@@ -13,29 +13,7 @@
 
 #include "index/vindex.h"
 
-/* ---- a seeded PRNG (xorshift64*) so every run sees the same data ---- */
-typedef struct {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    r->s ^= r->s >> 12;
-    r->s ^= r->s << 25;
-    r->s ^= r->s >> 27;
-    return r->s * 0x2545f4914f6cdd1dULL;
-}
-
-static float rng_float(rng *r) /* [-1, 1) */
-{
-    return (float)((double)(rng_next(r) >> 11) / (double)(1ULL << 53)) * 2.0f - 1.0f;
-}
-
-static void rng_vec(rng *r, float *v, size_t dim)
-{
-    for (size_t i = 0; i < dim; i++)
-        v[i] = rng_float(r);
-}
+#include "test_rng.h"
 
 static int cmp_i64(const void *a, const void *b)
 {
