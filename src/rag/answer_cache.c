@@ -7,6 +7,21 @@
 
 #include "util/jsonmem.h"
 
+/* v as JSON text, or NULL when out of memory — also when a jansson allocation failed since
+ * `failed` was read (the text might lack a member). Releases v; NULL v gives NULL. */
+static char *rag_cache_dump(json_t *v, size_t flags, unsigned long failed, size_t *len)
+{
+    char *text = v ? json_dumps(v, flags) : NULL;
+    json_decref(v);
+    if (text && jsonmem_failures() != failed) {
+        free(text);
+        text = NULL;
+    }
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
 char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use, size_t *len)
 {
     json_t *filter = r->hold ? json_object_get(r->hold, "filter") : NULL;
@@ -15,15 +30,7 @@ char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use,
                           (int)r->provider, "model", r->generate ? model : "",
                           "filter", json_object_size(filter) ? filter : NULL, "options", r->generate ? r->options : NULL);
     unsigned long failed = jsonmem_failures(); /* a member dropped silently would share answers */
-    char *text = p ? json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(p);
-    if (text && jsonmem_failures() != failed) {
-        free(text);
-        text = NULL;
-    }
-    if (text)
-        *len = strlen(text);
-    return text;
+    return rag_cache_dump(p, JSON_COMPACT | JSON_SORT_KEYS, failed, len);
 }
 
 char *rag_cache_encode(const rag_result *res, rag_method method, const char *answer, const char *provider,
@@ -45,15 +52,7 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
                    : NULL;
     if (!ok)
         json_decref(hits);
-    char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
-    json_decref(v);
-    if (text && jsonmem_failures() != failed) {
-        free(text);
-        text = NULL;
-    }
-    if (text)
-        *len = strlen(text);
-    return text;
+    return rag_cache_dump(v, JSON_COMPACT, failed, len);
 }
 
 static char *rag_cache_dup(json_t *s)
