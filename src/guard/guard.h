@@ -26,7 +26,7 @@ typedef struct {
 } guard_verdict;
 
 /* Compiles the rules once. Call before the first guard_score (from main, before threads);
- * RAGD_EINTERNAL if a rule does not compile (a bug). Idempotent. */
+ * RAGD_EINVAL if a rule does not compile (a bug). Idempotent. */
 ragd_err guard_init(void);
 void guard_shutdown(void);
 
