@@ -11,6 +11,7 @@
 #include "upstream/ollama.h"
 #include "upstream/openai.h"
 #include "util/log.h"
+#include "util/secret.h"
 #include "util/url.h"
 #include "util/queue.h"
 #include "util/strbuf.h"
@@ -218,7 +219,8 @@ static void llm_finish(llm_task *t, llm_status st, const char *message)
     t->final = st;
     if (message != t->message)
         snprintf(t->message, sizeof t->message, "%s", message ? message : "");
-    utf8_sanitize(t->message); /* backend text cut to fit may end mid-character */
+    secret_scrub(t->message, t->l->api_key); /* a backend may quote the key it was sent */
+    utf8_sanitize(t->message);               /* backend text cut to fit may end mid-character */
     llm_arm(t->step, 0);
 }
 
@@ -428,7 +430,10 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
             bc.stream = BREAKER_STREAM_DONE; /* our choice, not the backend's fault */
     }
     if (r->status >= 400) {
-        ollama_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
+        if (l->cfg.kind == LLM_KIND_OLLAMA) /* OpenAI's is {"error":{"message"}}: it was read as Ollama's and lost */
+            ollama_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
+        else
+            openai_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
         bc.busy = breaker_body_is_busy(t->reply.data ? t->reply.data : "", t->reply.len);
     }
     if (t->op == LLM_OP_EMBED && r->status == 200 && bc.transport == BREAKER_XPORT_NONE && !llm_embed_store(t)) {

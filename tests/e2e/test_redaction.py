@@ -1,7 +1,14 @@
 """Credentials in backend URLs (`http://user:password@host`, `?token=...`) never leave the
 process: not in /health, /metrics, /api/admin/breakers, a degraded answer's reason, an ingest
 warning, the log, or a configuration error (docs/configuration.md)."""
+import os
+import sys
+
 import harness
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools", "fake_ollama"))
+import fake_ollama  # noqa: E402
 
 PASSWORD = "pw-s3cret-4711"
 TOKEN = "tok-0815-abcdef"
@@ -48,6 +55,34 @@ class RedactionTest(harness.E2ETestCase):
             self.assertEqual(p.returncode, 2, p)
             self.assertIn(name, p.stderr)
             self.assert_clean(name, p.stdout + p.stderr)
+
+
+class BackendQuotesTheKeyTest(harness.E2ETestCase):
+    """Some servers and proxies quote the API key they were sent in their error messages
+    ("Incorrect API key provided: sk-..."): ragd passes backend messages on (a degraded
+    answer's reason, the log), so it takes the key out of them first."""
+    class_server = False
+    KEY = "sk-live-0123456789abcdef"
+
+    def test_key_quoted_by_the_backend_is_masked(self):
+        fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
+        self.addCleanup(fake.stop)
+        srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": fake.url,
+                                   "OPENAI_API_KEY": self.KEY, "RAGD_LOG_LEVEL": "debug"})
+        r = srv.request("POST", "/api/ingest", json_body={"db": "k", "documents": [
+            {"id": "t", "text": "Tides are caused by the gravity of the Moon."}]})
+        self.assertEqual(r.status, 200, r)
+        for message in (f"Incorrect API key provided: {self.KEY}. You can find your key at ...",
+                        "x" * 300 + f" key {self.KEY}"):  # the second is cut to fit, mid-key
+            fake.configure(fault="error500", fault_message=message)
+            q = srv.request("POST", "/api/query", json_body={"db": "k", "query": "What causes tides?",
+                                                             "use_cache": False})
+            self.assertEqual(q.status, 200, q)
+            self.assertTrue(q.body.get("degraded"), q)
+            self.assertIn("***", q.body.get("degraded_reason", ""), q)
+            self.assertNotIn(self.KEY[:8], q.raw.decode())
+        self.assertGreaterEqual(fake.stats()["requests"].get("/v1/chat/completions", 0), 2)
+        self.assertNotIn(self.KEY[:8], srv.log_text())
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "util/apikeys.h"
+#include "util/secret.h"
 #include "util/url.h"
 #include "util/hash.h"
 #include "util/jsonmem.h"
@@ -596,6 +597,32 @@ static void test_url_redact(void **state)
     assert_string_equal(out, "http://***@");
 }
 
+/* A backend's message that quotes the API key: every occurrence masked, a cut one at the end
+ * too, short secrets and unrelated text left alone. */
+static void test_secret_scrub(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"Incorrect API key provided: sk-abc123456789.", "Incorrect API key provided: ***."},
+        {"sk-abc123456789 and sk-abc123456789", "*** and ***"},
+        {"quoted at the end: sk-abc1234", "quoted at the end: ***"}, /* cut to fit */
+        {"ends with sk-ab", "ends with sk-ab"},                      /* 5 bytes: could be anything */
+        {"nothing here", "nothing here"},
+        {"", ""},
+    };
+    char buf[128];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(buf, sizeof buf, "%s", cases[i][0]);
+        secret_scrub(buf, "sk-abc123456789");
+        assert_string_equal(buf, cases[i][1]);
+    }
+    snprintf(buf, sizeof buf, "key abcde here");
+    secret_scrub(buf, "abcde"); /* too short to scrub */
+    assert_string_equal(buf, "key abcde here");
+    secret_scrub(buf, NULL);
+    assert_string_equal(buf, "key abcde here");
+}
+
 /* Token buckets on a fake clock: the parse forms, a burst of `count`, refusal with the time
  * to wait, refill, clients apart, and a bounded table (idle-full buckets swept, then the
  * overflow bucket shared). */
@@ -682,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_jsonw),
         cmocka_unit_test(test_apikeys),
         cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_secret_scrub),
         cmocka_unit_test(test_ratelimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
