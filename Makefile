@@ -2,7 +2,7 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libmicrohttpd libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
-           libutf8proc libxml-2.0 md4c
+           libutf8proc libxml-2.0 md4c libpcre2-8
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 OPT     ?= -O2 -g
