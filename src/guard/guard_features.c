@@ -3,7 +3,8 @@
  * windows themselves. Shared verbatim by the server and the trainer (tools/guard_train). */
 #include "guard/guard_int.h"
 
-#include <stdlib.h>
+#include <assert.h>
+
 
 /* murmur3's finaliser: spreads FNV's low bits before masking. */
 static uint32_t feat_mix(uint32_t h)
@@ -23,13 +24,6 @@ static bool feat_is_word(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80 ||
            (c >= 'A' && c <= 'Z');
-}
-
-static int feat_cmp(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a;
-    uint32_t y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
 }
 
 bool guard_window(const char *text, size_t len, size_t k, size_t *start, size_t *wlen)
@@ -91,10 +85,22 @@ size_t guard_features(const char *text, size_t len, uint32_t *idx)
         prev = h;
         have_prev = true;
     }
-    qsort(idx, n, sizeof idx[0], feat_cmp);
+    /* Presence, not counts: each distinct feature once (a bitmap over the hash space,
+     * cleared again bit by bit so the cost stays linear in the window). */
+    uint64_t seen[GUARD_DIM / 64];
+    static_assert(GUARD_DIM % 64 == 0, "bitmap words");
     size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (m == 0 || idx[m - 1] != idx[i])
-            idx[m++] = idx[i];
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = idx[i];
+        seen[f >> 6] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t f = idx[i];
+        uint64_t bit = 1ull << (f & 63);
+        if (seen[f >> 6] & bit)
+            continue;
+        seen[f >> 6] |= bit;
+        idx[m++] = f;
+    }
     return m;
 }

@@ -30,8 +30,9 @@ extern const float guard_model_threshold_chunk;
  * UTF-8 lead bytes; a text of at most GUARD_WINDOW bytes is one window. */
 bool guard_window(const char *text, size_t len, size_t k, size_t *start, size_t *wlen);
 
-/* The features of one window: sorted, distinct hashed indices (< GUARD_DIM) into idx
- * (capacity GUARD_MAX_FEATURES); returns their count. Each has the value 1/sqrt(count). */
+/* The features of one window (at most its first GUARD_WINDOW bytes): hashed indices
+ * (< GUARD_DIM) into idx (capacity GUARD_MAX_FEATURES), each distinct one once, in order of
+ * first occurrence; returns their count n. The window's margin is bias + sum(w[idx]) / sqrt(n). */
 size_t guard_features(const char *text, size_t len, uint32_t *idx);
 
 /* The embedded model's probability for one window's features. */

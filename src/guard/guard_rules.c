@@ -25,6 +25,11 @@ static const rule_def rules_defs[] = {
      "(?:of\\s+)?(?:the\\s+|your\\s+|my\\s+|these\\s+|those\\s+|its\\s+)?(?:previous|above|prior|preceding|earlier|"
      "initial|original|former|foregoing|system)\\s+(?:\\w+\\s+)?(?:instructions?|prompts?|directions?|directives?|"
      "commands?|rules|guidelines|context|messages?|orders)\\b"},
+    {"override_everything_told",
+     "\\b(?:ignore|disregard|forget|overlook|neglect)\\s+(?:all\\s+|everything\\s+|anything\\s+)?(?:that\\s+|what\\s+)?"
+     "you(?:'ve|\\s+have|\\s+were|\\s+had)?\\s+(?:been\\s+|were\\s+)?(?:told|instructed|given|taught|programmed)\\b|"
+     "\\b(?:ignore|disregard|forget)\\s+(?:all\\s+)?(?:of\\s+)?(?:the|everything)\\s+above(?:\\s+(?:and|instructions?|"
+     "directions?|prompts?|text|messages?)\\b|\\s*[.,:;!]|\\s*$)"},
     {"override_you_are_now",
      "\\byou\\s+are\\s+now\\s+(?:dan\\b|in\\s+(?:\\w+\\s+)?(?:developer|dan|god|jailbreak|unrestricted|evil|"
      "debug|admin)\\s+mode|an?\\s+(?:unrestricted|unfiltered|uncensored|evil|jailbroken|rogue|free)\\b|free\\s+"
@@ -32,11 +37,11 @@ static const rule_def rules_defs[] = {
      "(?:going\\s+to\\s+)?(?:act|acting|pretend|pretending)\\s+(?:as|to\\s+be)\\b)"},
     {"override_new_instructions",
      "(?:^|[\\n.!:>\"'])\\s*(?:your\\s+)?(?:new|updated|revised|real|actual)\\s+(?:system\\s+)?instructions?"
-     "\\s*(?:are\\s*)?:"},
+     "\\s*(?:are\\s*)?:(?!\\s*(?:where|what|how|when|why|which|who|is|are|do|does|can)\\b)"},
     {"override_from_now_on",
-     "\\bfrom\\s+now\\s+on,?\\s+(?:you|your)\\s+(?:are|will|must|shall|should|can|have\\s+to|need\\s+to|"
-     "act|respond|answer|reply|only|always|never)\\b(?!\\s+(?:need|have)\\s+to\\s+(?:use|call|pass|run|install|"
-     "set|upgrade|import))"},
+     "\\bfrom\\s+now\\s+on,?\\s+(?:you|your)\\s+(?!(?:will\\s+|must\\s+)?(?:need|have)\\s+to\\s+(?:use|call|pass|run|"
+     "install|set|upgrade|import|specify|add|configure|enable|update)\\b)(?:are|will|must|shall|should|can|have\\s+to|"
+     "need\\s+to|act|respond|answer|reply|only|always|never)\\b"},
     {"role_template_token",
      "<\\|(?:im_start|im_end|system|user|assistant|endoftext|begin_of_text|start_header_id|end_header_id|"
      "eot_id)\\|>|\\[/?inst\\]|<<\\s*/?sys\\s*>>|</s>\\s*(?:<s>\\s*)?(?:\\[inst\\]|<\\||system\\s*:)"},
@@ -51,10 +56,12 @@ static const rule_def rules_defs[] = {
      "echo|spell\\s+out|what\\s+(?:is|are|was|were))\\s+(?:me\\s+|us\\s+)?(?:all\\s+|back\\s+)?(?:of\\s+)?"
      "(?:your\\s+(?:(?:initial|original|hidden|secret|full|entire|exact|complete|system|internal|previous|"
      "above|first)\\s+)*(?:system\\s+prompt|prompts?|instructions|system\\s+message|directives|guidelines|"
-     "rules|configuration)|(?:the|your)\\s+(?:(?:initial|original|hidden|secret|full|entire|exact|complete|"
-     "internal)\\s+)+(?:system\\s+)?(?:prompt|instructions|system\\s+message)|(?:all\\s+|everything\\s+|the\\s+"
+     "rules|configuration)(?!\\s*(?:template|variable|string|format|file|field|setting|option|in\\s+(?:bash|zsh|"
+     "fish|the\\s+(?:terminal|shell|config))))|(?:the|your)\\s+(?:(?:initial|original|hidden|secret|full|entire|exact|complete|"
+     "internal)\\s+)+(?:system\\s+)?(?:prompt|instructions|system\\s+message)(?!\\s*(?:template|variable|string|format|"
+     "file|field|setting|option))|(?:all\\s+|everything\\s+|the\\s+"
      "(?:text|words|content|instructions|lines|message)\\s+)(?:written\\s+|that\\s+(?:is|was|came)\\s+)?"
-     "(?:above|before\\s+this)\\b)"},
+     "(?:above|before\\s+this)\\b(?!\\s+(?:the|a|an|this|that|it|each|every|line|lines|certain|my|your)\\b))"},
     {"markdown_image_exfiltration",
      "!\\[[^\\]\\n]{0,200}\\]\\(\\s*<?https?://[^\\s)]{1,300}\\?[^\\s)]{0,300}=(?:[^\\s)&]*[{}\\[\\]$<]|"
      "(?!data:)[^\\s)&]{40,})"},
