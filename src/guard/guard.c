@@ -42,7 +42,8 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     float best = 0;
     size_t start;
     size_t wlen;
-    for (size_t k = 0; guard_window(norm, nlen, k, &start, &wlen); k++) {
+    guard_window_iter it = {0};
+    while (guard_window_next(norm, nlen, &it, &start, &wlen)) {
         size_t n = guard_features(norm + start, wlen, idx);
         float p = guard_model_prob(idx, n);
         if (p > best)

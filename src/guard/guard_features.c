@@ -4,6 +4,7 @@
 #include "guard/guard_int.h"
 
 #include <assert.h>
+#include <string.h>
 
 
 /* murmur3's finaliser: spreads FNV's low bits before masking. */
@@ -26,7 +27,8 @@ static bool feat_is_word(unsigned char c)
            (c >= 'A' && c <= 'Z');
 }
 
-bool guard_window(const char *text, size_t len, size_t k, size_t *start, size_t *wlen)
+/* Sliding window k, or false past the last one. */
+static bool feat_slide(const char *text, size_t len, size_t k, size_t *start, size_t *wlen)
 {
     if (len <= GUARD_WINDOW) {
         if (k > 0)
@@ -49,6 +51,35 @@ bool guard_window(const char *text, size_t len, size_t k, size_t *start, size_t 
     *start = s;
     *wlen = e - s;
     return true;
+}
+
+bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size_t *start, size_t *wlen)
+{
+    if (!it->lines) {
+        if (feat_slide(text, len, it->k, start, wlen)) {
+            it->k++;
+            return true;
+        }
+        it->lines = true;
+        it->pos = 0;
+        if (!memchr(text, '\n', len))
+            return false; /* one line: the sliding windows cover it */
+    }
+    while (it->pos < len) {
+        size_t s = it->pos;
+        const char *nl = memchr(text + s, '\n', len - s);
+        size_t e = nl ? (size_t)(nl - text) : len;
+        it->pos = e + 1;
+        if (e - s < GUARD_MIN_LINE)
+            continue;
+        if (e - s > GUARD_WINDOW) { /* long lines are covered by the sliding windows */
+            continue;
+        }
+        *start = s;
+        *wlen = e - s;
+        return true;
+    }
+    return false;
 }
 
 size_t guard_features(const char *text, size_t len, uint32_t *idx)

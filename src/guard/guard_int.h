@@ -26,9 +26,18 @@ extern const float guard_model_bias;
 extern const float guard_model_threshold_query;
 extern const float guard_model_threshold_chunk;
 
-/* Window k of text[0..len): false when there is no window k. Windows start and end on
- * UTF-8 lead bytes; a text of at most GUARD_WINDOW bytes is one window. */
-bool guard_window(const char *text, size_t len, size_t k, size_t *start, size_t *wlen);
+/* The windows the model scores, max taken: sliding windows (a text of at most
+ * GUARD_WINDOW bytes is one), then, when the text has several lines, each line of
+ * GUARD_MIN_LINE..GUARD_WINDOW bytes on its own (an instruction planted on its own line of a
+ * document is then judged without the text around it). Windows start and end on UTF-8
+ * boundaries. Start with a zeroed iterator; false when there are no more. */
+#define GUARD_MIN_LINE 20
+typedef struct {
+    size_t k;   /* next sliding window */
+    size_t pos; /* next line start, once lines are reached */
+    bool lines;
+} guard_window_iter;
+bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size_t *start, size_t *wlen);
 
 /* The features of one window (at most its first GUARD_WINDOW bytes): hashed indices
  * (< GUARD_DIM) into idx (capacity GUARD_MAX_FEATURES), each distinct one once, in order of

@@ -6,8 +6,9 @@
  *    compatibility forms and case, then a small confusables table maps common Cyrillic and
  *    Greek look-alikes to Latin. Invalid bytes are kept as they are (judged as bytes).
  *    Controls become spaces; runs of blanks become one space, runs of newlines one newline.
- * 3. Runs of base64, hex (plain or \xHH) and %xx escapes in the text of step 1 are decoded;
- *    a decoded run that reads as text is folded like step 2 and appended after a newline.
+ * 3. Runs of base64, hex (plain, \xHH, or byte pairs split by blanks) and %xx escapes in
+ *    the text of step 1 are decoded; a decoded run that reads as text is folded like step 2
+ *    and appended after a newline.
  *
  * Bounds: the output is at most GUARD_NORM_CAP(len) bytes (folding that would exceed it
  * is cut at a code point boundary); decoded runs add at most min(len, GUARD_DECODED_MAX)
@@ -477,6 +478,26 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         if (o >= GUARD_MIN_HEX / 2) {
             norm_keep(d, tmp, o);
             i = j - 1;
+        }
+    }
+    /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). */
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (i > 0 && norm_b64val(s[i - 1]) >= 0)
+            continue; /* not at the start of a word */
+        size_t j = i;
+        size_t o = 0;
+        while (j + 1 < n && norm_hexval(s[j]) >= 0 && norm_hexval(s[j + 1]) >= 0 &&
+               (j + 2 == n || norm_b64val(s[j + 2]) < 0)) {
+            tmp[o++] = (unsigned char)(norm_hexval(s[j]) * 16 + norm_hexval(s[j + 1]));
+            j += 2;
+            if (j + 2 < n && (s[j] == ' ' || s[j] == ':' || s[j] == ','))
+                j++;
+            else
+                break;
+        }
+        if (o >= GUARD_MIN_HEX / 2) {
+            norm_keep(d, tmp, o);
+            i = j;
         }
     }
     /* Plain hex and base64: maximal runs of the base64 alphabet (hex digits are a subset). */

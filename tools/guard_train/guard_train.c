@@ -21,10 +21,11 @@
 #include "guard/guard.h"
 #include "guard/guard_int.h"
 
-#define TRAIN_EPOCHS 8
-#define TRAIN_LR 0.3
+/* Defaults; GUARD_EPOCHS / GUARD_LR override them (for choosing them on validation). */
+static int TRAIN_EPOCHS = 8;
+static double TRAIN_LR = 0.3;
 #define TRAIN_VAL_PERCENT 20
-#define TRAIN_MAX_WINDOWS 64 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
+#define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
 static const char *const train_files[] = {"bipia.jsonl",  "piguard_notinject.jsonl", "purplellama.jsonl",
                                           "garak.jsonl",  "jailbreak_llms.jsonl",    "ragd_hard_negatives.jsonl"};
@@ -67,6 +68,30 @@ static uint32_t tr_fnv(const char *s)
 
 static bool tr_kind_is(const row *r, const char *k) { return strcmp(r->kind, k) == 0; }
 
+/* The hash that puts a train row into the validation part. BIPIA's composites put each of
+ * its instructions into 4 e-mails, on a line of its own: they are grouped by their shortest
+ * line (the instruction), so that validation never holds an instruction seen in training. */
+static uint32_t tr_val_hash(const row *r)
+{
+    if (strcmp(r->kind, "indirect") != 0 || strcmp(r->source, "microsoft/BIPIA") != 0)
+        return tr_fnv(r->text);
+    const char *best = r->text;
+    size_t best_len = r->len;
+    for (const char *p = r->text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l >= 10 && l < best_len) {
+            best = p;
+            best_len = l;
+        }
+        p = nl ? nl + 1 : p + l;
+    }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < best_len; i++)
+        h = (h ^ (unsigned char)best[i]) * 16777619u;
+    return h;
+}
+
 static int tr_load(rows *rs, const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -100,9 +125,9 @@ static int tr_load(rows *rs, const char *path)
             r->len = strlen(text);
             r->attack = strcmp(label, "attack") == 0;
             r->test = strcmp(split, "test") == 0;
-            r->val = !r->test && tr_fnv(text) % 100 < TRAIN_VAL_PERCENT;
             snprintf(r->kind, sizeof r->kind, "%s", kind);
             snprintf(r->source, sizeof r->source, "%s", source);
+            r->val = !r->test && tr_val_hash(r) % 100 < TRAIN_VAL_PERCENT;
             r->chunk = tr_kind_is(r, "indirect") || tr_kind_is(r, "clean_context") || tr_kind_is(r, "doc_chunk");
             r->query = !r->chunk;
             r->norm = guard_normalize(r->text, r->len, &r->nlen);
@@ -145,7 +170,8 @@ static double tr_model_score(const model *m, const row *r, uint32_t *idx)
     double best = -1e300;
     size_t start;
     size_t wlen;
-    for (size_t k = 0; guard_window(r->norm, r->nlen, k, &start, &wlen); k++) {
+    guard_window_iter it = {0};
+    while (guard_window_next(r->norm, r->nlen, &it, &start, &wlen)) {
         size_t n = guard_features(r->norm + start, wlen, idx);
         double mg = tr_margin(m, idx, n);
         if (mg > best)
@@ -221,7 +247,8 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
             size_t best_k = 0;
             double best = -1e300;
             size_t k;
-            for (k = 0; k < TRAIN_MAX_WINDOWS && guard_window(r->norm, r->nlen, k, &start, &wlen); k++) {
+            guard_window_iter it = {0};
+            for (k = 0; k < TRAIN_MAX_WINDOWS && guard_window_next(r->norm, r->nlen, &it, &start, &wlen); k++) {
                 wn[k] = guard_features(r->norm + start, wlen, win + k * GUARD_MAX_FEATURES);
                 double mg = tr_margin(m, win + k * GUARD_MAX_FEATURES, wn[k]);
                 if (mg > best) {
@@ -688,6 +715,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "guard_train: --docs (and for train --out) are required\n");
         return 2;
     }
+    if (getenv("GUARD_EPOCHS"))
+        TRAIN_EPOCHS = atoi(getenv("GUARD_EPOCHS"));
+    if (getenv("GUARD_LR"))
+        TRAIN_LR = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
         fprintf(stderr, "guard_train: guard_init failed\n");
         return 1;
