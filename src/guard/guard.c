@@ -42,7 +42,8 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     float best = 0;
     size_t start;
     size_t wlen;
-    guard_window_iter it = {0};
+    /* Line windows for passages only: an instruction planted on its own line of a document */
+    guard_window_iter it = {.sliding_only = kind == GUARD_QUERY};
     while (guard_window_next(norm, nlen, &it, &start, &wlen)) {
         size_t n = guard_features(norm + start, wlen, idx);
         float p = guard_model_prob(idx, n);

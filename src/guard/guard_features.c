@@ -62,7 +62,7 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
         }
         it->lines = true;
         it->pos = 0;
-        if (!memchr(text, '\n', len))
+        if (it->sliding_only || !memchr(text, '\n', len))
             return false; /* one line: the sliding windows cover it */
     }
     while (it->pos < len) {

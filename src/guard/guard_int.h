@@ -36,6 +36,7 @@ typedef struct {
     size_t k;   /* next sliding window */
     size_t pos; /* next line start, once lines are reached */
     bool lines;
+    bool sliding_only; /* set by the caller: no line windows */
 } guard_window_iter;
 bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size_t *start, size_t *wlen);
 

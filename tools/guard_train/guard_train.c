@@ -5,6 +5,8 @@
  *       logistic regression (AdaGrad) on the train split minus a validation part, thresholds
  *       at 1 % (queries) / 0.5 % (chunks) false positives on the validation part; writes the
  *       model as C source (src/guard/guard_model.c).
+ *   guard_train cv --data DIR --docs FILE [--seed N]
+ *       leave-one-source-out on the train split only (for choosing design options).
  *   guard_train eval --data DIR --docs FILE [--seed N]
  *       the measurements of BENCHMARKS.md, as Markdown, with the embedded model (and, for the
  *       held-out-source rows, models trained here without that source).
@@ -21,9 +23,12 @@
 #include "guard/guard.h"
 #include "guard/guard_int.h"
 
-/* Defaults; GUARD_EPOCHS / GUARD_LR override them (for choosing them on validation). */
-static int TRAIN_EPOCHS = 8;
+/* Defaults, chosen with the cv command (train split only; docs/internals/guard.md);
+ * GUARD_EPOCHS, GUARD_LR, GUARD_HN_WEIGHT and GUARD_QUERY_LINES override them for such runs. */
+static int TRAIN_EPOCHS = 2;
 static double TRAIN_LR = 0.3;
+static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
+static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
@@ -170,7 +175,7 @@ static double tr_model_score(const model *m, const row *r, uint32_t *idx)
     double best = -1e300;
     size_t start;
     size_t wlen;
-    guard_window_iter it = {0};
+    guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
     while (guard_window_next(r->norm, r->nlen, &it, &start, &wlen)) {
         size_t n = guard_features(r->norm + start, wlen, idx);
         double mg = tr_margin(m, idx, n);
@@ -203,7 +208,7 @@ static void tr_weights(rows *rs, const bool *sel)
                 same++;
         /* Hard negatives (trigger words used innocently) are what the screen gets wrong
          * most: they count three times. */
-        rs->v[i].weight = (strcmp(rs->v[i].kind, "hard_negative") == 0 ? 3.0 : 1.0) / sqrt((double)same);
+        rs->v[i].weight = (strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight : 1.0) / sqrt((double)same);
         label_total[rs->v[i].attack] += rs->v[i].weight;
     }
     size_t nsel = 0;
@@ -247,7 +252,7 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
             size_t best_k = 0;
             double best = -1e300;
             size_t k;
-            guard_window_iter it = {0};
+            guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
             for (k = 0; k < TRAIN_MAX_WINDOWS && guard_window_next(r->norm, r->nlen, &it, &start, &wlen); k++) {
                 wn[k] = guard_features(r->norm + start, wlen, win + k * GUARD_MAX_FEATURES);
                 double mg = tr_margin(m, win + k * GUARD_MAX_FEATURES, wn[k]);
@@ -680,6 +685,51 @@ static void tr_eval_speed(rows *rs)
            nc ? (double)bytes_c / nc : 0, nc ? 1e6 * tc / nc : 0, tc > 0 ? bytes_c / tc / 1e6 : 0);
 }
 
+/* Leave-one-source-out on the train split only: trained on train minus validation minus
+ * source S, scored on S's train-split attacks against the validation benign rows. For
+ * choosing design options without the test split. */
+static int tr_cmd_cv(rows *rs, uint64_t seed)
+{
+    static const char *const sources[] = {"meta-llama/PurpleLlama", "verazuo/jailbreak_llms", "NVIDIA/garak",
+                                          "microsoft/BIPIA"};
+    bool *sel = calloc(rs->n, 1);
+    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
+    double sum = 0;
+    for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
+        for (size_t i = 0; i < rs->n; i++)
+            sel[i] = !rs->v[i].test && !rs->v[i].val && strcmp(rs->v[i].source, sources[s]) != 0;
+        tr_train(&m, rs, sel, seed);
+        scores qa = {0}, qb = {0}, ca = {0}, cb = {0};
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            if (r->test)
+                continue;
+            if (r->attack && strcmp(r->source, sources[s]) == 0)
+                sc_push(r->query ? &qa : &ca, tr_combined(&m, r, idx, NULL, NULL));
+            else if (!r->attack && r->val && strcmp(r->source, sources[s]) != 0)
+                sc_push(r->query ? &qb : &cb, tr_combined(&m, r, idx, NULL, NULL));
+        }
+        double tq = 0, tc = 0, f;
+        if (qa.n)
+            tr_tpr_at(&qa, &qb, 0.01, &tq, &f);
+        if (ca.n)
+            tr_tpr_at(&ca, &cb, 0.005, &tc, &f);
+        fprintf(stderr, "cv %-24s queries %4zu TPR@1%% %.3f   chunks %4zu TPR@0.5%% %.3f\n", sources[s], qa.n, tq,
+                ca.n, tc);
+        sum += qa.n ? tq : tc;
+        free(qa.v);
+        free(qb.v);
+        free(ca.v);
+        free(cb.v);
+    }
+    fprintf(stderr, "cv mean %.3f\n", sum / 4);
+    free(idx);
+    free(m.w);
+    free(sel);
+    return 0;
+}
+
 static int tr_cmd_eval(rows *rs, uint64_t seed)
 {
     tr_eval_random(rs);
@@ -697,8 +747,8 @@ int main(int argc, char **argv)
     const char *docs = NULL;
     const char *out = NULL;
     uint64_t seed = 1;
-    if (argc < 2 || (strcmp(argv[1], "train") != 0 && strcmp(argv[1], "eval") != 0)) {
-        fprintf(stderr, "usage: guard_train train|eval --data DIR --docs FILE [--out FILE] [--seed N]\n");
+    if (argc < 2 || (strcmp(argv[1], "train") != 0 && strcmp(argv[1], "eval") != 0 && strcmp(argv[1], "cv") != 0)) {
+        fprintf(stderr, "usage: guard_train train|cv|eval --data DIR --docs FILE [--out FILE] [--seed N]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -717,6 +767,9 @@ int main(int argc, char **argv)
     }
     if (getenv("GUARD_EPOCHS"))
         TRAIN_EPOCHS = atoi(getenv("GUARD_EPOCHS"));
+    tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
+    if (getenv("GUARD_HN_WEIGHT"))
+        tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
     if (getenv("GUARD_LR"))
         TRAIN_LR = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
@@ -726,7 +779,9 @@ int main(int argc, char **argv)
     rows rs = {0};
     if (tr_load_all(&rs, data, docs) != 0)
         return 1;
-    int rc = strcmp(argv[1], "train") == 0 ? tr_cmd_train(&rs, out, seed, data, docs) : tr_cmd_eval(&rs, seed);
+    int rc = strcmp(argv[1], "train") == 0  ? tr_cmd_train(&rs, out, seed, data, docs)
+             : strcmp(argv[1], "cv") == 0 ? tr_cmd_cv(&rs, seed)
+                                          : tr_cmd_eval(&rs, seed);
     for (size_t i = 0; i < rs.n; i++) {
         free(rs.v[i].text);
         free(rs.v[i].norm);
