@@ -2,7 +2,7 @@
  * command: guard_train train --data data/injection --docs build/guard/doc_chunks.jsonl --seed 1
  * data:    the train split of the data/injection files (indirect_payload left out) and
  *          the train part of the pydoc chunks, minus a 20 % validation part
- * date:    2026-12-03 16:34 UTC
+ * date:    2026-12-03 16:38 UTC
  * model:   logistic regression, AdaGrad, 2 epochs, lr 0.30, 2^17 hashed features;
  *          thresholds at 1 % (query) / 0.5 % (chunk) false positives on validation. */
 #include "guard/guard_int.h"

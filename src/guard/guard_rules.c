@@ -30,6 +30,12 @@ static const rule_def rules_defs[] = {
      "you(?:'ve|\\s+have|\\s+were|\\s+had)?\\s+(?:been\\s+|were\\s+)?(?:told|instructed|given|taught|programmed)\\b|"
      "\\b(?:ignore|disregard|forget)\\s+(?:all\\s+)?(?:of\\s+)?(?:the|everything)\\s+above(?:\\s+(?:and|instructions?|"
      "directions?|prompts?|text|messages?)\\b|\\s*[.,:;!]|\\s*$)"},
+    {"override_ignore_content",
+     "\\b(?:ignore|disregard|forget)\\s+(?:the|this|that|all|any|these)\\s+(?:above\\s+|previous\\s+|preceding\\s+)?"
+     "(?:webpage|web\\s+page|website|document|e-?mail|resume|cv|text|content|article|page|file|context|function|code|"
+     "paper|table|review|message|passage|data|question|task|summary|input|conversation)s?\\s*(?:above\\s*)?"
+     "(?:and|[,;:-])\\s+(?:instead\\s+)?(?:(?:we|you)\\s+(?:might|should|must|will)\\s+)?(?:state|say|respond|reply|"
+     "answer|tell|claim|write|output|print|insist|report|summarize|translate|recommend)\\b"},
     {"override_you_are_now",
      "\\byou\\s+are\\s+now\\s+(?:dan\\b|in\\s+(?:\\w+\\s+)?(?:developer|dan|god|jailbreak|unrestricted|evil|"
      "debug|admin)\\s+mode|an?\\s+(?:unrestricted|unfiltered|uncensored|evil|jailbroken|rogue|free)\\b|free\\s+"
