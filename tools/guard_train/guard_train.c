@@ -25,8 +25,8 @@
 
 /* Defaults, chosen with the cv command (train split only; docs/internals/guard.md);
  * GUARD_EPOCHS, GUARD_LR, GUARD_HN_WEIGHT and GUARD_QUERY_LINES override them for such runs. */
-static int TRAIN_EPOCHS = 2;
-static double TRAIN_LR = 0.3;
+static int tr_epochs = 2;
+static double tr_lr = 0.3;
 static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
 static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
 #define TRAIN_VAL_PERCENT 20
@@ -238,7 +238,7 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
         if (sel[i])
             order[n++] = i;
     tr_rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (int epoch = 0; epoch < TRAIN_EPOCHS; epoch++) {
+    for (int epoch = 0; epoch < tr_epochs; epoch++) {
         for (size_t i = n; i > 1; i--) {
             size_t j = tr_rng() % i;
             size_t t = order[i - 1];
@@ -270,10 +270,10 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
             for (size_t f = 0; f < wn[best_k]; f++) {
                 double gi = g * v;
                 g2[idx[f]] += (float)(gi * gi);
-                m->w[idx[f]] -= (float)(TRAIN_LR * gi / sqrt(g2[idx[f]] + 1e-8));
+                m->w[idx[f]] -= (float)(tr_lr * gi / sqrt(g2[idx[f]] + 1e-8));
             }
             bias_g2 += g * g;
-            m->bias -= (float)(TRAIN_LR * g / sqrt(bias_g2 + 1e-8));
+            m->bias -= (float)(tr_lr * g / sqrt(bias_g2 + 1e-8));
         }
     }
     free(win);
@@ -393,7 +393,7 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
             "const float guard_model_threshold_query = %.9g;\n"
             "const float guard_model_threshold_chunk = %.9g;\n\n"
             "const int16_t guard_model_weights[GUARD_DIM] = {\n",
-            data, docs, (unsigned long long)seed, TRAIN_VAL_PERCENT, date, TRAIN_EPOCHS, TRAIN_LR,
+            data, docs, (unsigned long long)seed, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
             GUARD_HASH_BITS, scale, bias, tq, tc);
     int col = 0;
     for (size_t i = 0; i < GUARD_DIM; i++) {
@@ -766,12 +766,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (getenv("GUARD_EPOCHS"))
-        TRAIN_EPOCHS = atoi(getenv("GUARD_EPOCHS"));
+        tr_epochs = atoi(getenv("GUARD_EPOCHS"));
     tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
     if (getenv("GUARD_HN_WEIGHT"))
         tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
     if (getenv("GUARD_LR"))
-        TRAIN_LR = atof(getenv("GUARD_LR"));
+        tr_lr = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
         fprintf(stderr, "guard_train: guard_init failed\n");
         return 1;
