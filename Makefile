@@ -2,7 +2,7 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libmicrohttpd libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
-           libutf8proc libxml-2.0 md4c
+           libutf8proc libxml-2.0 md4c libpcre2-8
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 OPT     ?= -O2 -g
@@ -37,6 +37,8 @@ help:
 	@echo "make bench    vector-index and HTTP benchmarks (results: BENCHMARKS.md)"
 	@echo "make eval     retrieval quality on the pydoc pages of the standard library (EVAL_ARGS=\"--env RAGD_FUSION=rrf\")"
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
+	@echo "make guard-train  train the prompt-injection classifier (writes src/guard/guard_model.c)"
+	@echo "make guard-eval   measure the prompt-injection screen (BENCHMARKS.md)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 
 deps: $(DEPS_OK)
@@ -208,3 +210,26 @@ torture: torture-build
 torture-test: torture-build
 	$(TORTURE_RUN)
 	$(TORTURE_RUN) --persistent --stride 7
+
+# ---- Prompt-injection screen (docs/internals/guard.md, BENCHMARKS.md) ----
+# guard-train: trains the classifier on data/injection (train split) and the train part of
+# the pydoc chunks, and writes src/guard/guard_model.c (committed, embedded by the build).
+# guard-eval: the measurements of BENCHMARKS.md "Prompt-injection screen" (as Markdown).
+GUARD_TRAIN := $(BUILD)/guard_train
+GUARD_DOCS  := $(BUILD)/guard/doc_chunks.jsonl
+GUARD_SEED  ?= 1
+
+$(GUARD_TRAIN): tools/guard_train/guard_train.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+$(GUARD_DOCS): tools/guard_train/doc_chunks.py
+	@mkdir -p $(@D)
+	python3 tools/guard_train/doc_chunks.py > $@.tmp && mv $@.tmp $@
+
+.PHONY: guard-train guard-eval
+guard-train: $(GUARD_TRAIN) $(GUARD_DOCS)
+	$(GUARD_TRAIN) train --data data/injection --docs $(GUARD_DOCS) --seed $(GUARD_SEED) --out src/guard/guard_model.c
+	@$(MAKE) --no-print-directory $(BIN)
+
+guard-eval: $(GUARD_TRAIN) $(GUARD_DOCS)
+	$(GUARD_TRAIN) eval --data data/injection --docs $(GUARD_DOCS) --seed $(GUARD_SEED)

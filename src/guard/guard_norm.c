@@ -1,0 +1,577 @@
+/* L0 of the prompt-injection screen (docs/internals/guard.md): guard_normalize.
+ *
+ * 1. HTML character references are decoded (&lt; &#105; &#x69; and a few named ones).
+ * 2. Valid UTF-8 stretches: zero-width, bidi-control and tag characters (U+E0000 block) are
+ *    dropped, then NFKC_Casefold (utf8proc) folds fullwidth, mathematical and other
+ *    compatibility forms and case, then a small confusables table maps common Cyrillic and
+ *    Greek look-alikes to Latin. Invalid bytes are kept as they are (judged as bytes).
+ *    Controls become spaces; runs of blanks become one space, runs of newlines one newline.
+ * 3. Runs of base64, hex (plain, \xHH, or byte pairs split by blanks) and %xx escapes in
+ *    the text of step 1 are decoded; a decoded run that reads as text is folded like step 2
+ *    and appended after a newline.
+ *
+ * Bounds: the output is at most GUARD_NORM_CAP(len) bytes (folding that would exceed it
+ * is cut at a code point boundary); decoded runs add at most min(len, GUARD_DECODED_MAX)
+ * bytes before folding and at most GUARD_DECODED_RUNS runs. */
+#include "guard/guard.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <utf8proc.h>
+
+#define GUARD_NORM_CAP(len) (4 * (len) + 64)
+#define GUARD_DECODED_MAX (16 * 1024)
+#define GUARD_DECODED_RUNS 64
+#define GUARD_MIN_BASE64 20 /* characters: 15 bytes of payload */
+#define GUARD_MIN_HEX 16    /* digits: 8 bytes */
+#define GUARD_MIN_PCT 2     /* %xx escapes in one run */
+
+/* An append-only buffer that refuses to grow past cap (bytes beyond it are dropped). */
+typedef struct {
+    char *p;
+    size_t len;
+    size_t cap;
+    bool prev_space; /* the last byte written is a blank or a newline (or nothing yet) */
+    bool prev_nl;
+} norm_buf;
+
+/* ------------------------------------------------------------------ UTF-8 */
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
+static size_t norm_utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    size_t k;
+    uint32_t v;
+    uint32_t min;
+    if (c >= 0xC2 && c <= 0xDF) {
+        k = 2;
+        v = c & 0x1F;
+        min = 0x80;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        k = 3;
+        v = c & 0x0F;
+        min = 0x800;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 4;
+        v = c & 0x07;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < k)
+        return 0;
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        v = (v << 6) | (s[i] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+        return 0;
+    *cp = v;
+    return k;
+}
+
+static size_t norm_utf8_put(uint32_t cp, char out[4])
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Zero-width, bidi controls, tag characters and other invisible format characters. */
+static bool norm_is_invisible(uint32_t cp)
+{
+    return (cp >= 0x200B && cp <= 0x200F) || (cp >= 0x202A && cp <= 0x202E) ||
+           (cp >= 0x2060 && cp <= 0x206F) || cp == 0xFEFF || cp == 0x00AD || cp == 0x034F ||
+           cp == 0x061C || cp == 0x180E || (cp >= 0xFE00 && cp <= 0xFE0F) ||
+           (cp >= 0xE0000 && cp <= 0xE0FFF);
+}
+
+/* Common look-alikes of Latin letters (lower case: applied after case folding). */
+static uint32_t norm_confusable(uint32_t cp)
+{
+    static const struct {
+        uint16_t from;
+        char to;
+    } table[] = {
+        /* Cyrillic */
+        {0x0430, 'a'}, {0x0432, 'b'}, {0x0435, 'e'}, {0x043A, 'k'}, {0x043C, 'm'}, {0x043D, 'h'},
+        {0x043E, 'o'}, {0x0440, 'p'}, {0x0441, 'c'}, {0x0442, 't'}, {0x0443, 'y'}, {0x0445, 'x'},
+        {0x0451, 'e'}, {0x0455, 's'}, {0x0456, 'i'}, {0x0457, 'i'}, {0x0458, 'j'}, {0x04BB, 'h'},
+        {0x04CF, 'l'}, {0x0501, 'd'}, {0x051B, 'q'}, {0x051D, 'w'},
+        /* Greek */
+        {0x03B1, 'a'}, {0x03B2, 'b'}, {0x03B3, 'y'}, {0x03B5, 'e'}, {0x03B7, 'n'}, {0x03B9, 'i'},
+        {0x03BA, 'k'}, {0x03BD, 'v'}, {0x03BF, 'o'}, {0x03C1, 'p'}, {0x03C4, 't'}, {0x03C5, 'u'},
+        {0x03C7, 'x'}, {0x03C9, 'w'}, {0x03F2, 'c'}, {0x03F3, 'j'},
+        /* Latin variants and others */
+        {0x0131, 'i'}, {0x0237, 'j'}, {0x0251, 'a'}, {0x0261, 'g'}, {0x026A, 'i'}, {0x0274, 'n'},
+        {0x0280, 'r'}, {0x028F, 'y'}, {0x1D00, 'a'}, {0x1D04, 'c'}, {0x1D05, 'd'}, {0x1D07, 'e'},
+        {0x1D0A, 'j'}, {0x1D0B, 'k'}, {0x1D0D, 'm'}, {0x1D0F, 'o'}, {0x1D18, 'p'}, {0x1D1B, 't'},
+        {0x1D1C, 'u'}, {0x1D20, 'v'}, {0x1D21, 'w'}, {0x1D22, 'z'}, {0x0585, 'o'}, {0x057D, 'u'},
+    };
+    if (cp < 0x0131 || cp > 0x1D22)
+        return cp;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].from == cp)
+            return (uint32_t)(unsigned char)table[i].to;
+    return cp;
+}
+
+/* ------------------------------------------------------------------ output */
+
+/* Appends n bytes if they fit under the cap. Returns false (and writes nothing) if not. */
+static bool norm_put(norm_buf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap)
+        return false;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return true;
+}
+
+/* Appends one folded code point with the whitespace rules. False when the cap is reached. */
+static bool norm_put_cp(norm_buf *b, uint32_t cp)
+{
+    if (cp == '\n' || cp == 0x2028 || cp == 0x2029 || cp == 0x85) {
+        if (b->prev_nl)
+            return true;
+        if (b->len > 0 && b->p[b->len - 1] == ' ')
+            b->len--; /* no blank before a newline */
+        b->prev_nl = b->prev_space = true;
+        return norm_put(b, "\n", 1);
+    }
+    if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0) || cp == ' ' || cp == 0xA0 ||
+        cp == 0x3000 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x202F || cp == 0x205F) {
+        if (b->prev_space)
+            return true;
+        b->prev_space = true;
+        return norm_put(b, " ", 1);
+    }
+    char u[4];
+    size_t k = norm_utf8_put(norm_confusable(cp), u);
+    b->prev_space = b->prev_nl = false;
+    return norm_put(b, u, k);
+}
+
+/* Folds a valid UTF-8 stretch s[0..n) into b. RAGD_ENOMEM on allocation failure; a full
+ * buffer is not an error (the rest is dropped). */
+static ragd_err norm_fold_valid(norm_buf *b, const unsigned char *s, size_t n)
+{
+    /* Strip invisibles (and NUL, which utf8proc would read as the end) first. */
+    unsigned char *vis = malloc(n + 1);
+    if (!vis)
+        return RAGD_ENOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = norm_utf8_seq(s + i, n - i, &cp);
+        if (k == 0) { /* the caller passes valid UTF-8 only */
+            k = 1;
+            cp = 0xFFFD;
+        }
+        if (cp == 0)
+            vis[m++] = ' ';
+        else if (!norm_is_invisible(cp)) {
+            memcpy(vis + m, s + i, k);
+            m += k;
+        }
+        i += k;
+    }
+    ragd_err rc = RAGD_OK;
+    utf8proc_uint8_t *folded = NULL;
+    if (m == 0)
+        goto out;
+    utf8proc_ssize_t flen = utf8proc_map(vis, (utf8proc_ssize_t)m, &folded,
+                                         UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE |
+                                             UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
+    if (flen == UTF8PROC_ERROR_NOMEM) {
+        rc = RAGD_ENOMEM;
+        goto out;
+    }
+    if (flen < 0) { /* cannot happen on valid input; judge the unfolded text then */
+        folded = NULL;
+        for (size_t i = 0; i < m;) {
+            uint32_t cp;
+            size_t k = norm_utf8_seq(vis + i, m - i, &cp);
+            if (k == 0)
+                break;
+            if (!norm_put_cp(b, cp))
+                break;
+            i += k;
+        }
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)flen;) {
+        uint32_t cp;
+        size_t k = norm_utf8_seq(folded + i, (size_t)flen - i, &cp);
+        if (k == 0)
+            break;
+        /* NFKC_Casefold would also drop these; utf8proc's IGNORE covers most of them. */
+        if (!norm_is_invisible(cp) && !norm_put_cp(b, cp))
+            break;
+        i += k;
+    }
+out:
+    free(folded);
+    free(vis);
+    return rc;
+}
+
+/* Steps 2 on any bytes: valid stretches folded, invalid bytes kept (controls as blanks). */
+static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n) {
+            uint32_t cp;
+            size_t k = norm_utf8_seq(s + j, n - j, &cp);
+            if (k == 0)
+                break;
+            j += k;
+        }
+        if (j > i) {
+            ragd_err rc = norm_fold_valid(b, s + i, j - i);
+            if (rc != RAGD_OK)
+                return rc;
+        }
+        if (j < n) { /* one invalid byte, judged as itself */
+            char c = (char)s[j];
+            if (!norm_put(b, &c, 1))
+                return RAGD_OK;
+            b->prev_space = b->prev_nl = false;
+            j++;
+        }
+        i = j;
+    }
+    return RAGD_OK;
+}
+
+/* ------------------------------------------------------------------ step 1: entities */
+
+static int norm_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The code point of the character reference at s[0..n) (s[0] == '&'), its length in *used;
+ * 0 when it is not one. */
+static uint32_t norm_entity(const unsigned char *s, size_t n, size_t *used)
+{
+    static const struct {
+        const char *name;
+        uint32_t cp;
+    } named[] = {
+        {"lt;", '<'},      {"gt;", '>'},      {"amp;", '&'},     {"quot;", '"'},   {"apos;", '\''},
+        {"nbsp;", 0xA0},   {"lbrace;", '{'},  {"rbrace;", '}'},  {"lsqb;", '['},   {"rsqb;", ']'},
+        {"lpar;", '('},    {"rpar;", ')'},    {"vert;", '|'},    {"verbar;", '|'}, {"excl;", '!'},
+        {"num;", '#'},     {"colon;", ':'},   {"sol;", '/'},     {"equals;", '='}, {"quest;", '?'},
+        {"zwj;", 0x200D},  {"zwnj;", 0x200C}, {"shy;", 0xAD},    {"lowbar;", '_'}, {"ast;", '*'},
+    };
+    *used = 0;
+    if (n >= 4 && s[1] == '#') {
+        size_t i = 2;
+        bool hex = false;
+        if (s[i] == 'x' || s[i] == 'X') {
+            hex = true;
+            i++;
+        }
+        uint32_t v = 0;
+        size_t digits = 0;
+        while (i < n && digits < 8) {
+            int d = hex ? norm_hexval(s[i]) : (s[i] >= '0' && s[i] <= '9' ? s[i] - '0' : -1);
+            if (d < 0)
+                break;
+            v = v * (hex ? 16 : 10) + (uint32_t)d;
+            digits++;
+            i++;
+        }
+        if (digits == 0 || v == 0 || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+            return 0;
+        if (i < n && s[i] == ';')
+            i++;
+        *used = i;
+        return v;
+    }
+    for (size_t k = 0; k < sizeof named / sizeof named[0]; k++) {
+        size_t l = strlen(named[k].name);
+        if (n >= l + 1 && strncasecmp((const char *)s + 1, named[k].name, l) == 0) {
+            *used = l + 1;
+            return named[k].cp;
+        }
+    }
+    return 0;
+}
+
+/* Decodes character references of s[0..n) into out (capacity >= n: a reference is never
+ * shorter than its UTF-8). Returns the length written. */
+static size_t norm_decode_entities(const unsigned char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        if (s[i] == '&') {
+            size_t used;
+            uint32_t cp = norm_entity(s + i, n - i, &used);
+            if (used > 0) {
+                char u[4];
+                size_t k = norm_utf8_put(cp, u);
+                memcpy(out + o, u, k);
+                o += k;
+                i += used;
+                continue;
+            }
+        }
+        out[o++] = (char)s[i++];
+    }
+    return o;
+}
+
+/* ------------------------------------------------------------------ step 3: encoded runs */
+
+/* True when d[0..n) reads as text: valid UTF-8, no controls but \t \n \r, and at least
+ * half of it letters, digits or blanks. */
+static bool norm_reads_as_text(const unsigned char *d, size_t n)
+{
+    size_t alnum = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = norm_utf8_seq(d + i, n - i, &cp);
+        if (k == 0)
+            return false;
+        if (cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r')
+            return false;
+        if (cp == 0x7F)
+            return false;
+        if (cp >= 0x80 || (cp >= '0' && cp <= '9') || ((cp | 0x20) >= 'a' && (cp | 0x20) <= 'z') ||
+            cp == ' ')
+            alnum += k;
+        i += k;
+    }
+    return n > 0 && alnum * 10 >= n * 7;
+}
+
+static int norm_b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-')
+        return 62;
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+/* Base64 (standard or URL-safe) s[0..n) into out; returns the length written. */
+static size_t norm_b64_decode(const unsigned char *s, size_t n, unsigned char *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = norm_b64val(s[i]);
+        if (v < 0)
+            break;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    return o;
+}
+
+typedef struct {
+    unsigned char *buf; /* decoded bytes of all runs, each followed by '\n' */
+    size_t len;
+    size_t cap;
+    size_t runs;
+} norm_decoded;
+
+/* Keeps a decoded run if it reads as text and fits. */
+static void norm_keep(norm_decoded *d, const unsigned char *run, size_t n)
+{
+    if (n == 0 || d->runs >= GUARD_DECODED_RUNS || d->len + n + 1 > d->cap)
+        return;
+    if (!norm_reads_as_text(run, n))
+        return;
+    memcpy(d->buf + d->len, run, n);
+    d->len += n;
+    d->buf[d->len++] = '\n';
+    d->runs++;
+}
+
+static bool norm_is_b64char(unsigned char c) { return norm_b64val(c) >= 0; }
+
+/* Finds and decodes the encoded runs of s[0..n); tmp has room for n bytes. */
+static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp, norm_decoded *d)
+{
+    /* %xx: a blank-delimited run with at least GUARD_MIN_PCT escapes. */
+    for (size_t i = 0; i < n;) {
+        while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r'))
+            i++;
+        size_t j = i;
+        size_t esc = 0;
+        while (j < n && !(s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r')) {
+            if (s[j] == '%' && j + 2 < n && norm_hexval(s[j + 1]) >= 0 && norm_hexval(s[j + 2]) >= 0)
+                esc++;
+            j++;
+        }
+        if (esc >= GUARD_MIN_PCT) {
+            size_t o = 0;
+            for (size_t k = i; k < j; k++) {
+                if (s[k] == '%' && k + 2 < j && norm_hexval(s[k + 1]) >= 0 && norm_hexval(s[k + 2]) >= 0) {
+                    tmp[o++] = (unsigned char)(norm_hexval(s[k + 1]) * 16 + norm_hexval(s[k + 2]));
+                    k += 2;
+                } else {
+                    tmp[o++] = s[k];
+                }
+            }
+            norm_keep(d, tmp, o);
+        }
+        i = j;
+    }
+    /* \xHH sequences. */
+    for (size_t i = 0; i + 3 < n; i++) {
+        size_t j = i;
+        size_t o = 0;
+        while (j + 3 < n + 0 && s[j] == '\\' && s[j + 1] == 'x' && norm_hexval(s[j + 2]) >= 0 &&
+               norm_hexval(s[j + 3]) >= 0) {
+            tmp[o++] = (unsigned char)(norm_hexval(s[j + 2]) * 16 + norm_hexval(s[j + 3]));
+            j += 4;
+        }
+        if (o >= GUARD_MIN_HEX / 2) {
+            norm_keep(d, tmp, o);
+            i = j - 1;
+        }
+    }
+    /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). */
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (i > 0 && norm_b64val(s[i - 1]) >= 0)
+            continue; /* not at the start of a word */
+        size_t j = i;
+        size_t o = 0;
+        while (j + 1 < n && norm_hexval(s[j]) >= 0 && norm_hexval(s[j + 1]) >= 0 &&
+               (j + 2 == n || norm_b64val(s[j + 2]) < 0)) {
+            tmp[o++] = (unsigned char)(norm_hexval(s[j]) * 16 + norm_hexval(s[j + 1]));
+            j += 2;
+            if (j + 2 < n && (s[j] == ' ' || s[j] == ':' || s[j] == ','))
+                j++;
+            else
+                break;
+        }
+        if (o >= GUARD_MIN_HEX / 2) {
+            norm_keep(d, tmp, o);
+            i = j;
+        }
+    }
+    /* Plain hex and base64: maximal runs of the base64 alphabet (hex digits are a subset). */
+    for (size_t i = 0; i < n;) {
+        if (!norm_is_b64char(s[i])) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        bool all_hex = true;
+        while (j < n && norm_is_b64char(s[j])) {
+            if (norm_hexval(s[j]) < 0)
+                all_hex = false;
+            j++;
+        }
+        size_t rl = j - i;
+        if (all_hex && rl >= GUARD_MIN_HEX && rl % 2 == 0) {
+            size_t o = 0;
+            for (size_t k = i; k + 1 < j; k += 2)
+                tmp[o++] = (unsigned char)(norm_hexval(s[k]) * 16 + norm_hexval(s[k + 1]));
+            norm_keep(d, tmp, o);
+        } else if (rl >= GUARD_MIN_BASE64) {
+            norm_keep(d, tmp, norm_b64_decode(s + i, rl, tmp));
+        }
+        i = j;
+    }
+}
+
+/* ------------------------------------------------------------------ guard_normalize */
+
+char *guard_normalize(const char *text, size_t len, size_t *out_len)
+{
+    char *ents = NULL;
+    unsigned char *tmp = NULL;
+    norm_decoded dec = {0};
+    norm_buf b = {0};
+    bool ok = false;
+
+    if (len > (SIZE_MAX - 64) / 4 - 1)
+        return NULL;
+    b.cap = GUARD_NORM_CAP(len);
+    b.p = malloc(b.cap + 1);
+    ents = malloc(len + 1);
+    tmp = malloc(len + 1);
+    dec.cap = len < GUARD_DECODED_MAX ? len : GUARD_DECODED_MAX;
+    dec.buf = malloc(dec.cap + 1);
+    if (!b.p || !ents || !tmp || !dec.buf)
+        goto out;
+    b.prev_space = b.prev_nl = true; /* no leading blanks */
+
+    size_t elen = norm_decode_entities((const unsigned char *)text, len, ents);
+    if (norm_fold(&b, (const unsigned char *)ents, elen) != RAGD_OK)
+        goto out;
+    norm_find_runs((const unsigned char *)ents, elen, tmp, &dec);
+    if (dec.len > 0) {
+        /* Decoded runs may carry entities of their own: decode those too (no deeper). */
+        size_t dl = norm_decode_entities(dec.buf, dec.len, (char *)tmp);
+        if (b.len > 0 && !b.prev_nl && norm_put(&b, "\n", 1))
+            b.prev_nl = b.prev_space = true;
+        if (norm_fold(&b, tmp, dl) != RAGD_OK)
+            goto out;
+    }
+    while (b.len > 0 && (b.p[b.len - 1] == ' ' || b.p[b.len - 1] == '\n'))
+        b.len--;
+    b.p[b.len] = '\0';
+    *out_len = b.len;
+    ok = true;
+out:
+    free(ents);
+    free(tmp);
+    free(dec.buf);
+    if (!ok) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}

@@ -1,0 +1,792 @@
+/* guard_train: trains and measures the prompt-injection screen's classifier
+ * (docs/internals/guard.md, BENCHMARKS.md "Prompt-injection screen").
+ *
+ *   guard_train train --data DIR --docs FILE --out FILE [--seed N]
+ *       logistic regression (AdaGrad) on the train split minus a validation part, thresholds
+ *       at 1 % (queries) / 0.5 % (chunks) false positives on the validation part; writes the
+ *       model as C source (src/guard/guard_model.c).
+ *   guard_train cv --data DIR --docs FILE [--seed N]
+ *       leave-one-source-out on the train split only (for choosing design options).
+ *   guard_train eval --data DIR --docs FILE [--seed N]
+ *       the measurements of BENCHMARKS.md, as Markdown, with the embedded model (and, for the
+ *       held-out-source rows, models trained here without that source).
+ *
+ * Links libragd: the normaliser, windows, features and rules are the server's own. */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "guard/guard.h"
+#include "guard/guard_int.h"
+
+/* Defaults, chosen with the cv command (train split only; docs/internals/guard.md);
+ * GUARD_EPOCHS, GUARD_LR, GUARD_HN_WEIGHT and GUARD_QUERY_LINES override them for such runs. */
+static int tr_epochs = 2;
+static double tr_lr = 0.3;
+static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
+static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
+#define TRAIN_VAL_PERCENT 20
+#define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
+
+static const char *const train_files[] = {"bipia.jsonl",  "piguard_notinject.jsonl", "purplellama.jsonl",
+                                          "garak.jsonl",  "jailbreak_llms.jsonl",    "ragd_hard_negatives.jsonl"};
+
+typedef struct {
+    char *text;
+    char *norm;
+    size_t nlen;
+    size_t len;
+    bool attack;
+    bool test; /* split: test */
+    bool val;  /* train split, held out for the thresholds */
+    bool query; /* a query-level kind */
+    bool chunk; /* a chunk-level kind */
+    char kind[32];
+    char source[64];
+    double weight;
+} row;
+
+typedef struct {
+    row *v;
+    size_t n;
+    size_t cap;
+} rows;
+
+typedef struct {
+    float *w;
+    float bias;
+} model;
+
+/* ------------------------------------------------------------------ data */
+
+static uint32_t tr_fnv(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static bool tr_kind_is(const row *r, const char *k) { return strcmp(r->kind, k) == 0; }
+
+/* The hash that puts a train row into the validation part. BIPIA's composites put each of
+ * its instructions into 4 e-mails, on a line of its own: they are grouped by their shortest
+ * line (the instruction), so that validation never holds an instruction seen in training. */
+static uint32_t tr_val_hash(const row *r)
+{
+    if (strcmp(r->kind, "indirect") != 0 || strcmp(r->source, "microsoft/BIPIA") != 0)
+        return tr_fnv(r->text);
+    const char *best = r->text;
+    size_t best_len = r->len;
+    for (const char *p = r->text; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l >= 10 && l < best_len) {
+            best = p;
+            best_len = l;
+        }
+        p = nl ? nl + 1 : p + l;
+    }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < best_len; i++)
+        h = (h ^ (unsigned char)best[i]) * 16777619u;
+    return h;
+}
+
+static int tr_load(rows *rs, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "guard_train: cannot open %s\n", path);
+        return -1;
+    }
+    char *line = NULL;
+    size_t lcap = 0;
+    ssize_t got;
+    while ((got = getline(&line, &lcap, f)) > 0) {
+        json_error_t jerr;
+        json_t *o = json_loadb(line, (size_t)got, 0, &jerr);
+        if (!o)
+            continue;
+        const char *text = json_string_value(json_object_get(o, "text"));
+        const char *label = json_string_value(json_object_get(o, "label"));
+        const char *kind = json_string_value(json_object_get(o, "kind"));
+        const char *source = json_string_value(json_object_get(o, "source"));
+        const char *split = json_string_value(json_object_get(o, "split"));
+        if (text && label && kind && source && split && strcmp(kind, "indirect_payload") != 0) {
+            if (rs->n == rs->cap) {
+                rs->cap = rs->cap ? 2 * rs->cap : 1024;
+                rs->v = realloc(rs->v, rs->cap * sizeof *rs->v);
+                if (!rs->v)
+                    abort();
+            }
+            row *r = &rs->v[rs->n++];
+            memset(r, 0, sizeof *r);
+            r->text = strdup(text);
+            r->len = strlen(text);
+            r->attack = strcmp(label, "attack") == 0;
+            r->test = strcmp(split, "test") == 0;
+            snprintf(r->kind, sizeof r->kind, "%s", kind);
+            snprintf(r->source, sizeof r->source, "%s", source);
+            r->val = !r->test && tr_val_hash(r) % 100 < TRAIN_VAL_PERCENT;
+            r->chunk = tr_kind_is(r, "indirect") || tr_kind_is(r, "clean_context") || tr_kind_is(r, "doc_chunk");
+            r->query = !r->chunk;
+            r->norm = guard_normalize(r->text, r->len, &r->nlen);
+            if (!r->text || !r->norm)
+                abort();
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+static int tr_load_all(rows *rs, const char *dir, const char *docs)
+{
+    char path[4096];
+    for (size_t i = 0; i < sizeof train_files / sizeof train_files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, train_files[i]);
+        if (tr_load(rs, path) != 0)
+            return -1;
+    }
+    return tr_load(rs, docs);
+}
+
+/* ------------------------------------------------------------------ model */
+
+static double tr_margin(const model *m, const uint32_t *idx, size_t n)
+{
+    if (n == 0)
+        return m->bias;
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += m->w[idx[i]];
+    return m->bias + s / sqrt((double)n);
+}
+
+/* The model's score of a row: the max over its windows (as guard_score computes it). */
+static double tr_model_score(const model *m, const row *r, uint32_t *idx)
+{
+    double best = -1e300;
+    size_t start;
+    size_t wlen;
+    guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
+    while (guard_window_next(r->norm, r->nlen, &it, &start, &wlen)) {
+        size_t n = guard_features(r->norm + start, wlen, idx);
+        double mg = tr_margin(m, idx, n);
+        if (mg > best)
+            best = mg;
+    }
+    return 1.0 / (1.0 + exp(-best));
+}
+
+static uint64_t tr_rng_state;
+static uint64_t tr_rng(void)
+{
+    tr_rng_state ^= tr_rng_state << 13;
+    tr_rng_state ^= tr_rng_state >> 7;
+    tr_rng_state ^= tr_rng_state << 17;
+    return tr_rng_state;
+}
+
+/* Sets each selected row's weight: rows of a kind weigh 1/sqrt(kind count), and both
+ * labels weigh the same in total (hard negatives weigh 3x before that). */
+static void tr_weights(rows *rs, const bool *sel)
+{
+    double label_total[2] = {0, 0};
+    for (size_t i = 0; i < rs->n; i++) {
+        if (!sel[i])
+            continue;
+        size_t same = 0;
+        for (size_t j = 0; j < rs->n; j++)
+            if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0)
+                same++;
+        /* Hard negatives (trigger words used innocently) are what the screen gets wrong
+         * most: they count three times. */
+        rs->v[i].weight = (strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight : 1.0) / sqrt((double)same);
+        label_total[rs->v[i].attack] += rs->v[i].weight;
+    }
+    size_t nsel = 0;
+    for (size_t i = 0; i < rs->n; i++)
+        nsel += sel[i];
+    for (size_t i = 0; i < rs->n; i++)
+        if (sel[i] && label_total[rs->v[i].attack] > 0)
+            rs->v[i].weight *= 0.5 * (double)nsel / label_total[rs->v[i].attack];
+}
+
+/* Logistic regression with AdaGrad on the selected rows. Each step updates on the row's
+ * highest-scoring window (the window the score is taken from). */
+static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
+{
+    float *g2 = calloc(GUARD_DIM, sizeof *g2);
+    size_t *order = malloc(rs->n * sizeof *order);
+    uint32_t *win = malloc((size_t)TRAIN_MAX_WINDOWS * GUARD_MAX_FEATURES * sizeof *win);
+    size_t wn[TRAIN_MAX_WINDOWS];
+    if (!g2 || !order || !win)
+        abort();
+    memset(m->w, 0, GUARD_DIM * sizeof *m->w);
+    m->bias = 0;
+    double bias_g2 = 0;
+    tr_weights(rs, sel);
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n; i++)
+        if (sel[i])
+            order[n++] = i;
+    tr_rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int epoch = 0; epoch < tr_epochs; epoch++) {
+        for (size_t i = n; i > 1; i--) {
+            size_t j = tr_rng() % i;
+            size_t t = order[i - 1];
+            order[i - 1] = order[j];
+            order[j] = t;
+        }
+        for (size_t oi = 0; oi < n; oi++) {
+            const row *r = &rs->v[order[oi]];
+            size_t start;
+            size_t wlen;
+            size_t best_k = 0;
+            double best = -1e300;
+            size_t k;
+            guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
+            for (k = 0; k < TRAIN_MAX_WINDOWS && guard_window_next(r->norm, r->nlen, &it, &start, &wlen); k++) {
+                wn[k] = guard_features(r->norm + start, wlen, win + k * GUARD_MAX_FEATURES);
+                double mg = tr_margin(m, win + k * GUARD_MAX_FEATURES, wn[k]);
+                if (mg > best) {
+                    best = mg;
+                    best_k = k;
+                }
+            }
+            if (k == 0)
+                continue;
+            double p = 1.0 / (1.0 + exp(-best));
+            double g = (p - (r->attack ? 1.0 : 0.0)) * r->weight;
+            const uint32_t *idx = win + best_k * GUARD_MAX_FEATURES;
+            double v = wn[best_k] ? 1.0 / sqrt((double)wn[best_k]) : 0;
+            for (size_t f = 0; f < wn[best_k]; f++) {
+                double gi = g * v;
+                g2[idx[f]] += (float)(gi * gi);
+                m->w[idx[f]] -= (float)(tr_lr * gi / sqrt(g2[idx[f]] + 1e-8));
+            }
+            bias_g2 += g * g;
+            m->bias -= (float)(tr_lr * g / sqrt(bias_g2 + 1e-8));
+        }
+    }
+    free(win);
+    free(order);
+    free(g2);
+}
+
+/* Rounds the weights to what the int16 model file holds; returns the scale. */
+static float tr_quantize(model *m, int16_t *q)
+{
+    float maxabs = 0;
+    for (size_t i = 0; i < GUARD_DIM; i++)
+        if (fabsf(m->w[i]) > maxabs)
+            maxabs = fabsf(m->w[i]);
+    float scale = maxabs > 0 ? maxabs / 32767.0f : 1.0f;
+    for (size_t i = 0; i < GUARD_DIM; i++) {
+        long v = lrintf(m->w[i] / scale);
+        q[i] = (int16_t)(v > 32767 ? 32767 : v < -32767 ? -32767 : v);
+        m->w[i] = q[i] * scale;
+    }
+    return scale;
+}
+
+/* ------------------------------------------------------------------ measuring */
+
+static int tr_cmp_desc(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* The lowest threshold t (score >= t flags) that flags at most fpr of the benign scores. */
+static double tr_threshold_at(const double *ben, size_t nb, double fpr)
+{
+    if (nb == 0)
+        return 0.5;
+    double *s = malloc(nb * sizeof *s);
+    if (!s)
+        abort();
+    memcpy(s, ben, nb * sizeof *s);
+    qsort(s, nb, sizeof *s, tr_cmp_desc);
+    size_t k = (size_t)floor(fpr * (double)nb);
+    /* Flags the scores strictly above s[k]: at most k of them. Above 1.0 when rules alone
+     * would exceed the rate: then nothing is flagged. */
+    double t = k < nb ? nextafter(s[k], 2.0) : 0.0;
+    free(s);
+    return t;
+}
+
+static double tr_rate(const double *s, size_t n, double t)
+{
+    size_t hit = 0;
+    for (size_t i = 0; i < n; i++)
+        hit += s[i] >= t;
+    return n ? (double)hit / (double)n : 0;
+}
+
+typedef struct {
+    double *v;
+    size_t n;
+} scores;
+
+static void sc_push(scores *s, double x)
+{
+    if ((s->n & (s->n - 1)) == 0) {
+        s->v = realloc(s->v, (s->n ? 2 * s->n : 1) * sizeof *s->v);
+        if (!s->v)
+            abort();
+    }
+    s->v[s->n++] = x;
+}
+
+/* "TPR at the threshold that gives <= fpr on these benign scores", with that threshold's FPR. */
+static void tr_tpr_at(const scores *att, const scores *ben, double fpr, double *tpr, double *real_fpr)
+{
+    double t = tr_threshold_at(ben->v, ben->n, fpr);
+    *tpr = tr_rate(att->v, att->n, t);
+    *real_fpr = tr_rate(ben->v, ben->n, t);
+}
+
+/* Combined score with a given model (rules first, as guard_score). */
+static double tr_combined(const model *m, const row *r, uint32_t *idx, bool *rule_hit, double *model_only)
+{
+    const char *rule = NULL;
+    (void)guard_rules_first(r->norm, r->nlen, &rule);
+    double ms = tr_model_score(m, r, idx);
+    if (rule_hit)
+        *rule_hit = rule != NULL;
+    if (model_only)
+        *model_only = ms;
+    return rule ? 1.0 : ms;
+}
+
+/* ------------------------------------------------------------------ train command */
+
+static int tr_write_model(const char *out, const int16_t *q, float scale, float bias, double tq, double tc,
+                          uint64_t seed, const char *data, const char *docs)
+{
+    FILE *f = fopen(out, "w");
+    if (!f)
+        return -1;
+    time_t now = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    fprintf(f,
+            "/* GENERATED by make guard-train: do not edit.\n"
+            " * command: guard_train train --data %s --docs %s --seed %llu\n"
+            " * data:    the train split of the data/injection files (indirect_payload left out) and\n"
+            " *          the train part of the pydoc chunks, minus a %d %% validation part\n"
+            " * date:    %s\n"
+            " * model:   logistic regression, AdaGrad, %d epochs, lr %.2f, 2^%d hashed features;\n"
+            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) false positives on validation. */\n"
+            "#include \"guard/guard_int.h\"\n\n"
+            "const float guard_model_scale = %.9g;\n"
+            "const float guard_model_bias = %.9g;\n"
+            "const float guard_model_threshold_query = %.9g;\n"
+            "const float guard_model_threshold_chunk = %.9g;\n\n"
+            "const int16_t guard_model_weights[GUARD_DIM] = {\n",
+            data, docs, (unsigned long long)seed, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
+            GUARD_HASH_BITS, scale, bias, tq, tc);
+    int col = 0;
+    for (size_t i = 0; i < GUARD_DIM; i++) {
+        col += fprintf(f, "%d,", q[i]);
+        if (col > 100) {
+            fputc('\n', f);
+            col = 0;
+        }
+    }
+    fprintf(f, "\n};\n");
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Validation thresholds of model m: query benign at 1 %, chunk benign at 0.5 %. */
+static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
+{
+    uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
+    scores qb = {0}, cb = {0}, qa = {0}, ca = {0};
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->val)
+            continue;
+        double s = tr_combined(m, r, idx, NULL, NULL);
+        sc_push(r->attack ? (r->query ? &qa : &ca) : (r->query ? &qb : &cb), s);
+    }
+    *tq = tr_threshold_at(qb.v, qb.n, 0.01);
+    *tc = tr_threshold_at(cb.v, cb.n, 0.005);
+    fprintf(stderr,
+            "validation: queries %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n"
+            "            chunks  %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n",
+            qa.n, qb.n, *tq, tr_rate(qa.v, qa.n, *tq), tr_rate(qb.v, qb.n, *tq), ca.n, cb.n, *tc,
+            tr_rate(ca.v, ca.n, *tc), tr_rate(cb.v, cb.n, *tc));
+    free(qb.v);
+    free(cb.v);
+    free(qa.v);
+    free(ca.v);
+    free(idx);
+}
+
+static int tr_cmd_train(rows *rs, const char *out, uint64_t seed, const char *data, const char *docs)
+{
+    bool *sel = calloc(rs->n, 1);
+    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    int16_t *q = malloc(GUARD_DIM * sizeof *q);
+    if (!sel || !m.w || !q)
+        abort();
+    size_t n = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        sel[i] = !rs->v[i].test && !rs->v[i].val;
+        n += sel[i];
+    }
+    fprintf(stderr, "training on %zu rows\n", n);
+    tr_train(&m, rs, sel, seed);
+    float scale = tr_quantize(&m, q);
+    double tq;
+    double tc;
+    tr_val_thresholds(&m, rs, &tq, &tc);
+    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, seed, data, docs);
+    if (rc != 0)
+        fprintf(stderr, "guard_train: cannot write %s\n", out);
+    free(q);
+    free(m.w);
+    free(sel);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ eval command */
+
+static double tr_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double tr_guard(const row *r, guard_kind kind, bool *rule_hit, double *model_only)
+{
+    guard_verdict v;
+    if (guard_score(r->text, r->len, kind, &v) != RAGD_OK)
+        abort();
+    if (rule_hit)
+        *rule_hit = v.rule != NULL;
+    if (model_only)
+        *model_only = v.model_score;
+    return v.score;
+}
+
+static void tr_eval_random(rows *rs)
+{
+    scores att = {0}, ben = {0};
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (r->test && r->query)
+            sc_push(r->attack ? &att : &ben, tr_guard(r, GUARD_QUERY, NULL, NULL));
+    }
+    double tpr1, f1, tpr01, f01;
+    tr_tpr_at(&att, &ben, 0.01, &tpr1, &f1);
+    tr_tpr_at(&att, &ben, 0.001, &tpr01, &f01);
+    double t = guard_threshold(GUARD_QUERY);
+    printf("### (a) Queries, random held-out split (split: test)\n\n"
+           "%zu attacks (direct, jailbreak, extraction) vs %zu benign queries (benign_security, hard_negative, "
+           "plain, ragd hard negatives).\n\n"
+           "| measure | TPR | FPR |\n|---|---:|---:|\n"
+           "| at 1 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
+           "| at 0.1 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
+           "| at the shipped query threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n\n",
+           att.n, ben.n, 100 * tpr1, 100 * f1, 100 * tpr01, 100 * f01, t, 100 * tr_rate(att.v, att.n, t),
+           100 * tr_rate(ben.v, ben.n, t));
+    free(att.v);
+    free(ben.v);
+}
+
+static void tr_eval_sources(rows *rs, uint64_t seed)
+{
+    static const char *const sources[] = {"meta-llama/PurpleLlama", "verazuo/jailbreak_llms", "NVIDIA/garak",
+                                          "microsoft/BIPIA"};
+    printf("### (b) Held-out sources (trained without the source; its attacks vs held-out benign)\n\n"
+           "| held-out source | attacks | benign | TPR at 1 %% FPR | TPR at 0.1 %% FPR | TPR at 0.5 %% FPR (chunks) |\n"
+           "|---|---:|---:|---:|---:|---:|\n");
+    bool *sel = calloc(rs->n, 1);
+    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
+    for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
+        for (size_t i = 0; i < rs->n; i++)
+            sel[i] = !rs->v[i].test && !rs->v[i].val && strcmp(rs->v[i].source, sources[s]) != 0;
+        tr_train(&m, rs, sel, seed);
+        scores att = {0}, ben = {0}, cben = {0}, catt = {0};
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            bool held = strcmp(r->source, sources[s]) == 0;
+            if (r->attack && held) {
+                double sc = tr_combined(&m, r, idx, NULL, NULL);
+                sc_push(r->query ? &att : &catt, sc);
+            } else if (!r->attack && r->test) {
+                sc_push(r->query ? &ben : &cben, tr_combined(&m, r, idx, NULL, NULL));
+            }
+        }
+        double t1 = 0, t01 = 0, tc = 0, f;
+        if (att.n) {
+            tr_tpr_at(&att, &ben, 0.01, &t1, &f);
+            tr_tpr_at(&att, &ben, 0.001, &t01, &f);
+        }
+        if (catt.n)
+            tr_tpr_at(&catt, &cben, 0.005, &tc, &f);
+        char q1[32] = "-", q01[32] = "-", c05[32] = "-";
+        if (att.n) {
+            snprintf(q1, sizeof q1, "%.1f %%", 100 * t1);
+            snprintf(q01, sizeof q01, "%.1f %%", 100 * t01);
+        }
+        if (catt.n)
+            snprintf(c05, sizeof c05, "%.1f %%", 100 * tc);
+        printf("| %s | %zu query + %zu chunk | %zu query + %zu chunk | %s | %s | %s |\n", sources[s], att.n, catt.n,
+               ben.n, cben.n, q1, q01, c05);
+        free(att.v);
+        free(ben.v);
+        free(cben.v);
+        free(catt.v);
+    }
+    printf("\n");
+    free(idx);
+    free(m.w);
+    free(sel);
+}
+
+static void tr_eval_hard_negatives(rows *rs)
+{
+    double t = guard_threshold(GUARD_QUERY);
+    size_t n_ni = 0, fp_ni = 0, n_rg = 0, fp_rg = 0, rule_fp = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->test || r->attack || !tr_kind_is(r, "hard_negative"))
+            continue;
+        bool rule;
+        bool flagged = tr_guard(r, GUARD_QUERY, &rule, NULL) >= t;
+        bool ragd = strcmp(r->source, "ragd") == 0;
+        n_ni += !ragd;
+        n_rg += ragd;
+        fp_ni += !ragd && flagged;
+        fp_rg += ragd && flagged;
+        rule_fp += rule;
+        if (flagged)
+            fprintf(stderr, "hard negative flagged: %.100s\n", r->text);
+    }
+    printf("### (c) False positives on hard negatives at the shipped query threshold %.4f\n\n"
+           "| set | rows | flagged | FPR |\n|---|---:|---:|---:|\n"
+           "| NotInject (test rows) | %zu | %zu | %.1f %% |\n"
+           "| ragd hard negatives (held-out part) | %zu | %zu | %.1f %% |\n"
+           "| both | %zu | %zu | %.1f %% |\n\n(%zu of them by a rule.)\n\n",
+           t, n_ni, fp_ni, n_ni ? 100.0 * fp_ni / n_ni : 0, n_rg, fp_rg, n_rg ? 100.0 * fp_rg / n_rg : 0,
+           n_ni + n_rg, fp_ni + fp_rg, n_ni + n_rg ? 100.0 * (fp_ni + fp_rg) / (n_ni + n_rg) : 0, rule_fp);
+}
+
+static void tr_eval_chunks(rows *rs)
+{
+    scores att = {0}, ben = {0}, matt = {0}, mben = {0};
+    size_t rule_att = 0, rule_ben = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->test || !r->chunk)
+            continue;
+        bool rule;
+        double mo;
+        double s = tr_guard(r, GUARD_CHUNK, &rule, &mo);
+        sc_push(r->attack ? &att : &ben, s);
+        sc_push(r->attack ? &matt : &mben, mo);
+        if (r->attack)
+            rule_att += rule;
+        else
+            rule_ben += rule;
+    }
+    double tm, fm, tcmb, fcmb;
+    tr_tpr_at(&matt, &mben, 0.005, &tm, &fm);
+    tr_tpr_at(&att, &ben, 0.005, &tcmb, &fcmb);
+    double t = guard_threshold(GUARD_CHUNK);
+    printf("### (d) Chunks: indirect injections vs benign passages (test rows)\n\n"
+           "%zu attacks (BIPIA `indirect` e-mails, PurpleLlama `indirect`) vs %zu benign chunks (BIPIA "
+           "`clean_context`, pydoc chunks).\n\n"
+           "| screen | TPR | FPR |\n|---|---:|---:|\n"
+           "| rules only | %.1f %% | %.2f %% |\n"
+           "| model only, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
+           "| combined, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
+           "| combined, at the shipped chunk threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n\n",
+           att.n, ben.n, att.n ? 100.0 * rule_att / att.n : 0, ben.n ? 100.0 * rule_ben / ben.n : 0, 100 * tm,
+           100 * fm, 100 * tcmb, 100 * fcmb, t, 100 * tr_rate(att.v, att.n, t), 100 * tr_rate(ben.v, ben.n, t));
+    free(att.v);
+    free(ben.v);
+    free(matt.v);
+    free(mben.v);
+}
+
+static void tr_eval_rules(rows *rs)
+{
+    printf("### Rules: hits on attack rows and on every benign row (all splits)\n\n"
+           "| rule | attack rows hit | benign rows hit |\n|---|---:|---:|\n");
+    size_t nben = 0, natt = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        nben += !rs->v[i].attack;
+        natt += rs->v[i].attack;
+    }
+    for (size_t k = 0; k < guard_rules_count(); k++) {
+        size_t a = 0, b = 0;
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            if (!guard_rules_match_one(k, r->norm, r->nlen))
+                continue;
+            if (r->attack) {
+                a++;
+            } else {
+                b++;
+                fprintf(stderr, "rule %s on benign (%s/%s): %.120s\n", guard_rules_name(k), r->source, r->kind,
+                        r->norm);
+            }
+        }
+        printf("| `%s` | %zu | %zu |\n", guard_rules_name(k), a, b);
+    }
+    printf("\n(%zu attack rows, %zu benign rows.)\n\n", natt, nben);
+}
+
+static void tr_eval_speed(rows *rs)
+{
+    size_t nq = 0, nc = 0, bytes_q = 0, bytes_c = 0;
+    double tq = 0, tc = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            bool q = r->query && r->len <= 300;
+            bool c = tr_kind_is(r, "doc_chunk");
+            if (!q && !c)
+                continue;
+            double t0 = tr_now();
+            (void)tr_guard(r, q ? GUARD_QUERY : GUARD_CHUNK, NULL, NULL);
+            double dt = tr_now() - t0;
+            if (q) {
+                tq += dt;
+                nq++;
+                bytes_q += r->len;
+            } else {
+                tc += dt;
+                nc++;
+                bytes_c += r->len;
+            }
+        }
+    }
+    printf("### Speed (one thread, guard_score end to end: normalise, rules, windows, model)\n\n"
+           "| input | calls | mean size | per call | throughput |\n|---|---:|---:|---:|---:|\n"
+           "| queries (rows <= 300 bytes) | %zu | %.0f B | %.1f µs | %.1f MB/s |\n"
+           "| pydoc chunks | %zu | %.0f B | %.1f µs | %.1f MB/s |\n\n",
+           nq, nq ? (double)bytes_q / nq : 0, nq ? 1e6 * tq / nq : 0, tq > 0 ? bytes_q / tq / 1e6 : 0, nc,
+           nc ? (double)bytes_c / nc : 0, nc ? 1e6 * tc / nc : 0, tc > 0 ? bytes_c / tc / 1e6 : 0);
+}
+
+/* Leave-one-source-out on the train split only: trained on train minus validation minus
+ * source S, scored on S's train-split attacks against the validation benign rows. For
+ * choosing design options without the test split. */
+static int tr_cmd_cv(rows *rs, uint64_t seed)
+{
+    static const char *const sources[] = {"meta-llama/PurpleLlama", "verazuo/jailbreak_llms", "NVIDIA/garak",
+                                          "microsoft/BIPIA"};
+    bool *sel = calloc(rs->n, 1);
+    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
+    double sum = 0;
+    for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
+        for (size_t i = 0; i < rs->n; i++)
+            sel[i] = !rs->v[i].test && !rs->v[i].val && strcmp(rs->v[i].source, sources[s]) != 0;
+        tr_train(&m, rs, sel, seed);
+        scores qa = {0}, qb = {0}, ca = {0}, cb = {0};
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            if (r->test)
+                continue;
+            if (r->attack && strcmp(r->source, sources[s]) == 0)
+                sc_push(r->query ? &qa : &ca, tr_combined(&m, r, idx, NULL, NULL));
+            else if (!r->attack && r->val && strcmp(r->source, sources[s]) != 0)
+                sc_push(r->query ? &qb : &cb, tr_combined(&m, r, idx, NULL, NULL));
+        }
+        double tq = 0, tc = 0, f;
+        if (qa.n)
+            tr_tpr_at(&qa, &qb, 0.01, &tq, &f);
+        if (ca.n)
+            tr_tpr_at(&ca, &cb, 0.005, &tc, &f);
+        fprintf(stderr, "cv %-24s queries %4zu TPR@1%% %.3f   chunks %4zu TPR@0.5%% %.3f\n", sources[s], qa.n, tq,
+                ca.n, tc);
+        sum += qa.n ? tq : tc;
+        free(qa.v);
+        free(qb.v);
+        free(ca.v);
+        free(cb.v);
+    }
+    fprintf(stderr, "cv mean %.3f\n", sum / 4);
+    free(idx);
+    free(m.w);
+    free(sel);
+    return 0;
+}
+
+static int tr_cmd_eval(rows *rs, uint64_t seed)
+{
+    tr_eval_random(rs);
+    tr_eval_sources(rs, seed);
+    tr_eval_hard_negatives(rs);
+    tr_eval_chunks(rs);
+    tr_eval_rules(rs);
+    tr_eval_speed(rs);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *data = "data/injection";
+    const char *docs = NULL;
+    const char *out = NULL;
+    uint64_t seed = 1;
+    if (argc < 2 || (strcmp(argv[1], "train") != 0 && strcmp(argv[1], "eval") != 0 && strcmp(argv[1], "cv") != 0)) {
+        fprintf(stderr, "usage: guard_train train|cv|eval --data DIR --docs FILE [--out FILE] [--seed N]\n");
+        return 2;
+    }
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--data") == 0)
+            data = argv[i + 1];
+        else if (strcmp(argv[i], "--docs") == 0)
+            docs = argv[i + 1];
+        else if (strcmp(argv[i], "--out") == 0)
+            out = argv[i + 1];
+        else if (strcmp(argv[i], "--seed") == 0)
+            seed = strtoull(argv[i + 1], NULL, 10);
+    }
+    if (!docs || (strcmp(argv[1], "train") == 0 && !out)) {
+        fprintf(stderr, "guard_train: --docs (and for train --out) are required\n");
+        return 2;
+    }
+    if (getenv("GUARD_EPOCHS"))
+        tr_epochs = atoi(getenv("GUARD_EPOCHS"));
+    tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
+    if (getenv("GUARD_HN_WEIGHT"))
+        tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
+    if (getenv("GUARD_LR"))
+        tr_lr = atof(getenv("GUARD_LR"));
+    if (guard_init() != RAGD_OK) {
+        fprintf(stderr, "guard_train: guard_init failed\n");
+        return 1;
+    }
+    rows rs = {0};
+    if (tr_load_all(&rs, data, docs) != 0)
+        return 1;
+    int rc = strcmp(argv[1], "train") == 0  ? tr_cmd_train(&rs, out, seed, data, docs)
+             : strcmp(argv[1], "cv") == 0 ? tr_cmd_cv(&rs, seed)
+                                          : tr_cmd_eval(&rs, seed);
+    for (size_t i = 0; i < rs.n; i++) {
+        free(rs.v[i].text);
+        free(rs.v[i].norm);
+    }
+    free(rs.v);
+    guard_shutdown();
+    return rc;
+}
