@@ -4,16 +4,33 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 ragd_err guard_init(void) { return RAGD_OK; }
 void guard_shutdown(void) {}
 
+/* Whether needle occurs in text[0..len), ASCII case-insensitively. */
+static bool guard_placeholder_has(const char *text, size_t len, const char *needle)
+{
+    size_t m = strlen(needle);
+    for (size_t i = 0; i + m <= len; i++)
+        if (strncasecmp(text + i, needle, m) == 0)
+            return true;
+    return false;
+}
+
+/* The placeholder fires on two texts only (so the engine's tests have verdicts); the real
+ * screen catches both too. */
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {
-    (void)text;
-    (void)len;
     (void)kind;
     *out = (guard_verdict){0};
+    if (guard_placeholder_has(text, len, "ignore all previous instructions") ||
+        guard_placeholder_has(text, len, "<|im_start|>")) {
+        out->score = 1.0f;
+        out->rule = "placeholder";
+        out->flagged = true;
+    }
     return RAGD_OK;
 }
 

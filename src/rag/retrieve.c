@@ -426,6 +426,10 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
         for (size_t i = 0; i < n_final; i++) {
             if (!found[i])
                 continue;
+            if (rows[i].quarantined && !q->include_quarantined) {
+                store_hit_rows_cleanup(&rows[i], 1);
+                continue;
+            }
             rag_hit *h = &out->hits[out->n++];
             h->row = rows[i];
             h->score = final_scores[i];

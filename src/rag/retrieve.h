@@ -39,6 +39,10 @@ typedef struct {
     /* Fusion, diversity and floor (the server's RAGD_FUSION* settings); NULL = the
      * defaults of fusion_params_default. */
     const fusion_params *fusion;
+    /* Quarantined chunks (docs/internals/fence.md) are left out of the result unless this is
+     * set (then they come marked: row.quarantined); a left-out chunk is not replaced, so
+     * the result may hold fewer than k hits. */
+    bool include_quarantined;
 } rag_query;
 
 typedef struct {

@@ -401,6 +401,8 @@ static void test_generation_streams_and_falls_back(void **state)
     world_new(&w, true, 4, 8);
     ingest(&w, "notes", TEXTS, 3);
     admin("/__admin/reset", "{}");
+    /* an answer longer than the output guard's hold-back window, so that tokens stream */
+    admin("/__admin/config", "{\"tokens\": 300}");
     rec r = {0};
     rag_request q = req_of("notes", "When did Krakatoa erupt?", true);
     assert_int_equal(start(&w, &r, &q), RAG_OK);
@@ -433,6 +435,7 @@ static void test_cancel(void **state)
     world_new(&w, true, 4, 8);
     ingest(&w, "notes", TEXTS, 3);
     admin("/__admin/reset", "{}");
+    admin("/__admin/config", "{\"tokens\": 300}"); /* past the output guard's hold-back window */
     /* cancelled from inside its own first token */
     rec r = {.cancel_at_first_token = true};
     rag_request q = req_of("notes", "When did Krakatoa erupt?", true);
