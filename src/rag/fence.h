@@ -23,9 +23,11 @@
 #define FENCE_CANARY_HEX 16 /* the canary: 64 random bits as hex */
 #define FENCE_SHINGLE_WORDS 8
 /* The streamed answer is released this many bytes behind what the LLM sent: longer than the
- * longest encoding the guard looks for (hex of the canary with a separator of up to 6
- * characters between its 32 digits, an 8-word shingle of up to 30-letter words). */
-#define FENCE_HOLDBACK_BYTES 256
+ * encodings the guard looks for (the 32 hex digits of the canary with separators of up to 5
+ * characters between them: 187 bytes; an 8-word shingle of the system prompt: under 100). A
+ * leak spread wider than this is still caught, but its beginning may have gone out: the
+ * stream then ends with an error event (docs/api.md). */
+#define FENCE_HOLDBACK_BYTES 192
 
 typedef enum { FENCE_MODE_FENCE = 0, FENCE_MODE_DATAMARK } fence_mode;
 const char *fence_mode_name(fence_mode m);
