@@ -165,6 +165,7 @@ class InjectionWithBackendTest(harness.E2ETestCase):
         self.assertEqual(marked[0]["doc_id"], "survey")
         res = self.call("POST", "/api/retrieve", body, srv=srv)
         self.assertFalse(any("Ignore all previous" in s["text"] for s in res["sources"]))
+        self.assertEqual(len(res["sources"]), 5)  # the next candidate took its place
         # neither the LLM's prompt nor the extractive answer sees it
         self.fake.reset_stats()
         for provider in ("ollama", "extractive"):
