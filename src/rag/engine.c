@@ -335,6 +335,8 @@ static int rag_on_text(const char *p, size_t n, void *arg)
 {
     rag_query_op *q = arg;
     size_t before = q->text.len;
+    if (q->leak)
+        return 1; /* already withheld: nothing more is taken */
     if (atomic_load(&q->cancelled) || strbuf_append(&q->text, p, n) != RAGD_OK)
         return 1; /* cancelled, or past the cap: stop, keep what came */
     if (!q->sink.on_token)
