@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard/guard.h"
+#include "obs/metrics.h"
 #include "rag/answer_cache.h"
 #include "rag/cache.h"
 #include "rag/embed_builtin.h"
-#include "guard/guard.h"
-#include "obs/metrics.h"
 #include "rag/extractive.h"
 #include "rag/fence.h"
 #include "rag/prompt.h"
@@ -116,11 +116,6 @@ const rag_engine_config *rag_engine_cfg(const rag_engine *e) { return &e->cfg; }
 bool rag_engine_llm_in_use(const rag_engine *e, const llm *l)
 {
     return l != NULL && (e->cfg.llm_requested || llm_ever_reached(l));
-}
-
-const char *rag_injection_policy_name(rag_injection_policy p)
-{
-    return p == RAG_INJECTION_BLOCK ? "block" : p == RAG_INJECTION_OFF ? "off" : "flag";
 }
 
 float rag_engine_chunk_threshold(const rag_engine_config *cfg)

@@ -38,7 +38,6 @@ typedef enum { RAG_PROVIDER_AUTO = 0, RAG_PROVIDER_EXTRACTIVE, RAG_PROVIDER_OLLA
 /* What is done with a question the prompt-injection screen flags (RAGD_INJECTION_POLICY):
  * answered and marked (flag, the default), refused (block, /api/query only), or not judged. */
 typedef enum { RAG_INJECTION_FLAG = 0, RAG_INJECTION_BLOCK, RAG_INJECTION_OFF } rag_injection_policy;
-const char *rag_injection_policy_name(rag_injection_policy p);
 
 /* What the engine needs, wired by the server. Borrowed: all must outlive the engine. */
 typedef struct {

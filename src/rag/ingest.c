@@ -268,7 +268,10 @@ static void ingest_finish(rag_ingest *j, rag_status st)
     };
     if (st == RAG_OK) {
         for (size_t i = 0; i < j->n; i++) {
-            o.duplicates += j->sdocs[i].result == STORE_DOC_DUPLICATE;
+            bool duplicate = j->sdocs[i].result == STORE_DOC_DUPLICATE;
+            o.duplicates += duplicate;
+            if (duplicate) /* nothing of it was written (a concurrent identical ingest) */
+                j->docs[i].n_quarantined = 0;
             o.quarantined += j->docs[i].n_quarantined;
         }
         metrics_count_ingest(j->n - o.duplicates, (size_t)w->chunks_written);
