@@ -252,11 +252,18 @@ static void query_write_sources(jsonw *w, const rag_result *res)
 }
 
 /* "injection": what the prompt-injection defence saw, when it saw anything: the question
- * flagged (score, rule), the answer withheld (reason). Left out otherwise. */
+ * flagged (score, rule), the answer withheld (reason). Left out otherwise. A flagged
+ * question also gets the original plan's "flags": ["prompt_injection"]. */
 static void query_write_injection(jsonw *w, const rag_injection *inj)
 {
     if (!inj || (!inj->flagged && !inj->output_withheld))
         return;
+    if (inj->flagged) {
+        jsonw_key(w, "flags");
+        jsonw_array_begin(w);
+        jsonw_string(w, "prompt_injection");
+        jsonw_array_end(w);
+    }
     jsonw_key(w, "injection");
     jsonw_object_begin(w);
     jsonw_key(w, "flagged");
