@@ -429,6 +429,33 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, (size_t)1 << 20, (size_t)1 << 40, &c->cache_max_bytes, err, errlen);
     if (strcmp(name, "RAGD_CACHE_TTL_S") == 0)
         return parse_seconds(name, v, 1, 2592000, &c->cache_ttl_s, err, errlen);
+    if (strcmp(name, "RAGD_INJECTION_POLICY") == 0) {
+        static const char *const policies[] = {"flag", "block", "off"}; /* rag_injection_policy order */
+        return config_choice(name, v, policies, 3, &c->injection_policy, err, errlen);
+    }
+    if (strcmp(name, "RAGD_INJECTION_CHUNK_THRESHOLD") == 0) {
+        char *end = NULL;
+        errno = 0;
+        double t = strtod(v, &end);
+        if (errno || end == v || *end || !(t > 0 && t <= 1)) {
+            snprintf(err, errlen, "RAGD_INJECTION_CHUNK_THRESHOLD: '%s' is not a number greater than 0 and at most 1", v);
+            return -1;
+        }
+        c->injection_chunk_threshold = t;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_INJECTION_QUARANTINE") == 0) {
+        static const char *const modes[] = {"off", "on"};
+        int i = 0;
+        if (config_choice(name, v, modes, 2, &i, err, errlen) != 0)
+            return -1;
+        c->injection_quarantine = i == 1;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_SPOTLIGHT") == 0) {
+        static const char *const modes[] = {"fence", "datamark"}; /* fence_mode order */
+        return config_choice(name, v, modes, 2, &c->spotlight, err, errlen);
+    }
     if (strcmp(name, "RAGD_LOG_LEVEL") == 0) {
         int lvl = log_parse_level(v);
         if (lvl < 0) {
@@ -473,6 +500,7 @@ static const char *const config_names[] = {
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
     "RATE_LIMIT_QUERY", "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_METADATA_BYTES",
+    "RAGD_INJECTION_POLICY", "RAGD_INJECTION_CHUNK_THRESHOLD", "RAGD_INJECTION_QUARANTINE", "RAGD_SPOTLIGHT",
 };
 
 bool config_llm_requested(const ragd_config *c)
@@ -519,6 +547,7 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->cache_threshold = 0.95;
     c->cache_max_bytes = (size_t)64 << 20;
     c->cache_ttl_s = 3600;
+    c->injection_quarantine = true;
 
     for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
         const char *v = env_or(config_names[i], NULL);

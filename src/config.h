@@ -78,6 +78,12 @@ typedef struct {
     double cache_threshold;   /* RAGD_CACHE_THRESHOLD: cosine for a semantic hit, 0 < t <= 1 */
     size_t cache_max_bytes;   /* RAGD_CACHE_MAX_BYTES */
     double cache_ttl_s;       /* RAGD_CACHE_TTL_S */
+
+    /* prompt-injection defence (docs/internals/fence.md) */
+    int injection_policy;      /* RAGD_INJECTION_POLICY: rag_injection_policy (flag, block, off) */
+    double injection_chunk_threshold; /* RAGD_INJECTION_CHUNK_THRESHOLD; 0 = the screen's default */
+    bool injection_quarantine; /* RAGD_INJECTION_QUARANTINE=on|off */
+    int spotlight;             /* RAGD_SPOTLIGHT: fence_mode (fence, datamark) */
 } ragd_config;
 
 /* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "guard/guard.h"
 #include "http/handlers.h"
 #include "http/http_server.h"
 #include "rag/cache.h"
@@ -421,6 +422,10 @@ int server_run(const ragd_config *cfg)
         log_error("generator: %s", err);
         goto out;
     }
+    if (guard_init() != RAGD_OK) { /* the prompt-injection screen's rules: before any worker runs */
+        log_error("prompt-injection screen: a rule does not compile");
+        goto out;
+    }
     srv.a.index = rag_index_new();
     srv.a.lq = loopq_new(srv.a.base);
     srv.a.pool = workpool_new(cfg->workers, cfg->worker_queue);
@@ -458,7 +463,11 @@ int server_run(const ragd_config *cfg)
                             .embed_model = cfg->embed_model,
                             .chunk_size = cfg->chunk_size,
                             .chunk_overlap = cfg->chunk_overlap,
-                            .stopping = &srv.a.stopping};
+                            .stopping = &srv.a.stopping,
+                            .injection_policy = (rag_injection_policy)cfg->injection_policy,
+                            .chunk_threshold = cfg->injection_chunk_threshold,
+                            .quarantine_off = !cfg->injection_quarantine,
+                            .spotlight = cfg->spotlight};
     srv.a.engine = rag_engine_new(&ec);
     if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
         log_error("out of memory at start-up");
@@ -512,6 +521,7 @@ out:
     ratelimit_free(srv.a.rate_ingest);
     cache_free(srv.a.cache);
     rag_index_free(srv.a.index);
+    guard_shutdown();
     if (srv.sig_event)
         event_free(srv.sig_event);
     server_signals_close();

@@ -131,6 +131,7 @@ void handlers_reply_rag_status(http_request *req, rag_status st, const char *mes
     case RAG_E_NOT_FOUND: http_reply_error(req, 404, "db_not_found", "%s", message); return;
     case RAG_E_MISMATCH: http_reply_error(req, 409, "embed_model_mismatch", "%s", message); return;
     case RAG_E_INVALID: http_reply_error(req, 422, "validation_error", "%s", message); return;
+    case RAG_E_INJECTION: http_reply_error(req, 422, "prompt_injection", "%s", message); return;
     case RAG_E_OVERLOADED:
     case RAG_E_UPSTREAM:
     case RAG_E_NOT_READY:

@@ -189,7 +189,7 @@ static size_t ingest_ack_size(const rag_ingest *job, size_t n)
 {
     size_t size = 6 * (STORE_NAME_MAX + RAG_INGEST_WARNING_MAX + STORE_MODEL_MAX + 16) + 512;
     for (size_t i = 0; i < n; i++)
-        size += 6 * strlen(rag_ingest_doc_id(job, i)) + 4;
+        size += 2 * (6 * strlen(rag_ingest_doc_id(job, i)) + 4) + 48; /* in ids, and in quarantined_documents */
     return size;
 }
 
@@ -226,7 +226,19 @@ static size_t ingest_write_ack(ingest_call *c, const rag_ingest_outcome *o, cons
     ack_printf(out, cap, &len, "],\"created\":%s,\"embedder\":\"%s\",\"embed_model\":\"",
                o->created ? "true" : "false", o->embedder);
     jsontext_escape(out, cap, &len, o->embed_model);
-    ack_printf(out, cap, &len, "\",\"warnings\":[");
+    /* the injection screen: chunks quarantined, in all and per document that has any */
+    ack_printf(out, cap, &len, "\",\"quarantined\":%zu,\"quarantined_documents\":[", o->quarantined);
+    bool first = true;
+    for (size_t i = 0; i < o->documents; i++) {
+        size_t nq = rag_ingest_doc_quarantined(job, i);
+        if (!nq)
+            continue;
+        ack_printf(out, cap, &len, "%s{\"id\":\"", first ? "" : ",");
+        jsontext_escape(out, cap, &len, rag_ingest_doc_id(job, i));
+        ack_printf(out, cap, &len, "\",\"quarantined\":%zu}", nq);
+        first = false;
+    }
+    ack_printf(out, cap, &len, "],\"warnings\":[");
     if (o->warning[0]) {
         ack_printf(out, cap, &len, "\"");
         jsontext_escape(out, cap, &len, o->warning);

@@ -173,6 +173,8 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
         !fields_bool(req, b, "rerank", false, &flag) || !fields_bool(req, b, "use_cache", true, &in->use_cache) ||
         !fields_bool(req, b, "stream", false, stream))
         return false;
+    if (!generate && !fields_bool(req, b, "include_quarantined", false, &in->include_quarantined))
+        return false;
     if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||
                      !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options)))
         return false;
@@ -238,9 +240,47 @@ static void query_write_sources(jsonw *w, const rag_result *res)
         jsonw_int(w, h->row.start);
         jsonw_key(w, "end");
         jsonw_int(w, h->row.end);
+        if (h->row.quarantined) { /* only with include_quarantined (retrieve) */
+            jsonw_key(w, "quarantined");
+            jsonw_bool(w, true);
+            jsonw_key(w, "injection_score");
+            jsonw_double(w, h->row.injection_score);
+        }
         jsonw_object_end(w);
     }
     jsonw_array_end(w);
+}
+
+/* "injection": what the prompt-injection defence saw, when it saw anything: the question
+ * flagged (score, rule), the answer withheld (reason). Left out otherwise. A flagged
+ * question also gets the original plan's "flags": ["prompt_injection"]. */
+static void query_write_injection(jsonw *w, const rag_injection *inj)
+{
+    if (!inj || (!inj->flagged && !inj->output_withheld))
+        return;
+    if (inj->flagged) {
+        jsonw_key(w, "flags");
+        jsonw_array_begin(w);
+        jsonw_string(w, "prompt_injection");
+        jsonw_array_end(w);
+    }
+    jsonw_key(w, "injection");
+    jsonw_object_begin(w);
+    jsonw_key(w, "flagged");
+    jsonw_bool(w, inj->flagged);
+    if (inj->flagged) {
+        jsonw_key(w, "score");
+        jsonw_double(w, (double)inj->score);
+        jsonw_key(w, "rule");
+        jsonw_string(w, inj->rule);
+    }
+    if (inj->output_withheld) {
+        jsonw_key(w, "output_withheld");
+        jsonw_bool(w, true);
+        jsonw_key(w, "reason");
+        jsonw_string(w, inj->withheld_reason);
+    }
+    jsonw_object_end(w);
 }
 
 /* The response of a finished query as one object: the original plan's lists (documents
@@ -280,6 +320,7 @@ static void query_write_response(jsonw *w, http_request *req, const rag_outcome 
         jsonw_key(w, "model");
         jsonw_string(w, o->model);
     }
+    query_write_injection(w, o->injection);
     jsonw_key(w, "cached");
     jsonw_bool(w, o->cached);
     jsonw_key(w, "degraded");
@@ -314,14 +355,15 @@ static bool query_event_close(strbuf *sb, const jsonw *w)
     return jsonw_status(w) == RAGD_OK && strbuf_append(sb, "\n\n", 2) == RAGD_OK;
 }
 
-/* event: sources — {"sources": [...]} */
-static bool query_write_sources_event(strbuf *sb, const rag_result *res)
+/* event: sources — {"sources": [...], "injection": {...} when the question was flagged} */
+static bool query_write_sources_event(strbuf *sb, const rag_result *res, const rag_injection *inj)
 {
     jsonw w;
     if (!query_event_open(sb, &w, "sources"))
         return false;
     jsonw_object_begin(&w);
     query_write_sources(&w, res);
+    query_write_injection(&w, inj);
     jsonw_object_end(&w);
     return query_event_close(sb, &w);
 }
@@ -349,9 +391,10 @@ static bool query_write_done_event(strbuf *sb, http_request *req, const rag_outc
     return query_event_close(sb, &w);
 }
 
-/* event: error — the envelope, for an LLM that failed after tokens went out. The reason may
- * quote a backend's words: it is made valid UTF-8 first. */
-static bool query_write_error_event(strbuf *sb, http_request *req, const char *reason)
+/* event: error — the envelope, for an LLM that failed after tokens went out (code
+ * upstream_unavailable), or an answer the output guard withheld (prompt_injection). The
+ * reason may quote a backend's words: it is made valid UTF-8 first. */
+static bool query_write_error_event(strbuf *sb, http_request *req, const char *code, const char *reason)
 {
     char why[600];
     snprintf(why, sizeof why, "%s", reason ? reason : "the LLM failed");
@@ -363,7 +406,7 @@ static bool query_write_error_event(strbuf *sb, http_request *req, const char *r
     jsonw_key(&w, "error");
     jsonw_object_begin(&w);
     jsonw_key(&w, "code");
-    jsonw_string(&w, "upstream_unavailable");
+    jsonw_string(&w, code);
     jsonw_key(&w, "message");
     jsonw_string(&w, why);
     jsonw_key(&w, "request_id");
@@ -381,7 +424,7 @@ static bool query_write_error_event(strbuf *sb, http_request *req, const char *r
 static bool query_write_body(strbuf *sb, http_request *req, const rag_outcome *o, bool generate, bool sse)
 {
     if (sse)
-        return query_write_sources_event(sb, o->res) &&
+        return query_write_sources_event(sb, o->res, o->injection) &&
                query_write_token_event(sb, o->answer ? o->answer : "", o->answer ? strlen(o->answer) : 0) &&
                query_write_done_event(sb, req, o);
     jsonw w;
@@ -446,7 +489,7 @@ static void query_on_sources(const rag_outcome *o, void *arg)
     query_call *c = arg;
     strbuf sb;
     strbuf_init(&sb, QUERY_SSE_CAP);
-    if (query_write_sources_event(&sb, o->res))
+    if (query_write_sources_event(&sb, o->res, o->injection))
         c->sources_event = strbuf_detach(&sb, &c->sources_len);
     strbuf_cleanup(&sb);
 }
@@ -480,7 +523,9 @@ static void query_end_stream(query_call *c, const rag_outcome *o)
     if (o->status == RAG_OK && !o->stream_error)
         query_stream_send(c, &sb, query_write_done_event(&sb, req, o));
     else if (o->status != RAG_E_CANCELLED)
-        query_stream_send(c, &sb, query_write_error_event(&sb, req, o->stream_error ? o->stream_error : o->message));
+        query_stream_send(c, &sb,
+                          query_write_error_event(&sb, req, o->stream_error ? o->stream_error_code : "upstream_unavailable",
+                                                  o->stream_error ? o->stream_error : o->message));
     strbuf_cleanup(&sb);
     http_stream_end(c->out);
     http_on_close(req, NULL, NULL);

@@ -25,6 +25,7 @@ void handlers_dbs_create(http_request *req);
 void handlers_dbs_get(http_request *req);
 void handlers_dbs_delete(http_request *req);
 void handlers_documents_list(http_request *req);
+void handlers_quarantine_list(http_request *req); /* h_quarantine.c */
 void handlers_document_get(http_request *req);
 void handlers_document_delete(http_request *req);
 

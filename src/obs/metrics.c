@@ -79,6 +79,36 @@ void metrics_count_ingest(size_t documents, size_t chunks)
 
 void metrics_count_shed(void) { atomic_fetch_add(&metrics_shed, 1); }
 
+static void metrics_family(strbuf *sb, const char *name, const char *type, const char *help);
+
+/* ragd_injection_total: the fixed (where, action) pairs the engine and ingest count. */
+static const struct {
+    const char *where, *action;
+} metrics_injection_kinds[] = {
+    {"query", "blocked"}, {"query", "flagged"}, {"chunk", "quarantined"}, {"chunk", "flagged"}, {"output", "withheld"},
+};
+#define METRICS_INJECTION_KINDS (sizeof metrics_injection_kinds / sizeof *metrics_injection_kinds)
+static atomic_ullong metrics_injection[METRICS_INJECTION_KINDS];
+
+void metrics_count_injection_n(const char *where, const char *action, size_t n)
+{
+    for (size_t i = 0; i < METRICS_INJECTION_KINDS; i++)
+        if (strcmp(metrics_injection_kinds[i].where, where) == 0 && strcmp(metrics_injection_kinds[i].action, action) == 0)
+            atomic_fetch_add(&metrics_injection[i], n);
+}
+
+void metrics_count_injection(const char *where, const char *action) { metrics_count_injection_n(where, action, 1); }
+
+static void metrics_injection_render(strbuf *sb)
+{
+    metrics_family(sb, "ragd_injection_total", "counter",
+                   "Prompt-injection verdicts acted on: questions blocked or flagged, chunks quarantined or flagged "
+                   "at ingest, answers withheld.");
+    for (size_t i = 0; i < METRICS_INJECTION_KINDS; i++)
+        strbuf_appendf(sb, "ragd_injection_total{where=\"%s\",action=\"%s\"} %llu\n", metrics_injection_kinds[i].where,
+                       metrics_injection_kinds[i].action, (unsigned long long)atomic_load(&metrics_injection[i]));
+}
+
 /* ---- rendering ---- */
 
 static void metrics_family(strbuf *sb, const char *name, const char *type, const char *help)
@@ -282,6 +312,7 @@ char *metrics_render(struct app *a, size_t *len)
     strbuf_appendf(&sb, "ragd_ingested_chunks_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_chunks));
     metrics_family(&sb, "ragd_shed_total", "counter", "Requests shed with 503 overloaded.");
     strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
+    metrics_injection_render(&sb);
     metrics_cache(&sb, a->cache);
     metrics_upstream(&sb, a);
     metrics_process(&sb);

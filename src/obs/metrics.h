@@ -18,6 +18,11 @@ void metrics_http_observe(const char *route, const char *method, int status, dou
 void metrics_count_ingest(size_t documents, size_t chunks);
 /* A request shed with 503 overloaded. Thread-safe. */
 void metrics_count_shed(void);
+/* A prompt-injection verdict acted on (ragd_injection_total): where is "query", "chunk" or
+ * "output"; action "blocked", "flagged", "quarantined" or "withheld". n times. Other pairs
+ * are not counted. Thread-safe. */
+void metrics_count_injection(const char *where, const char *action);
+void metrics_count_injection_n(const char *where, const char *action, size_t n);
 
 /* The whole exposition, malloc'd (free it); NULL on no memory. Loop thread (it reads the
  * loop-only bulkhead state). */

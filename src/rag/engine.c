@@ -19,10 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "guard/guard.h"
+#include "obs/metrics.h"
 #include "rag/answer_cache.h"
 #include "rag/cache.h"
 #include "rag/embed_builtin.h"
 #include "rag/extractive.h"
+#include "rag/fence.h"
 #include "rag/prompt.h"
 #include "upstream/llm.h"
 #include "util/clock.h"
@@ -71,6 +74,14 @@ struct rag_query_op {
     bool have_res;
     char *fallback; /* the extractive answer */
     char *user;     /* the prompt */
+    char *system;   /* the request's system prompt (with its canary) */
+    fence_keys keys;
+    fence_guard guard;   /* the output guard of this request's canary and system prompt */
+    bool have_guard;
+    size_t released;     /* bytes of text given to on_token (the rest is held back) */
+    fence_leak leak;     /* the answer leaked: it is withheld */
+    rag_injection inj;
+    const char *stream_error_code;
     char model[128];
     const char *unavailable; /* the provider asked for is not configured */
 
@@ -107,6 +118,11 @@ bool rag_engine_llm_in_use(const rag_engine *e, const llm *l)
     return l != NULL && (e->cfg.llm_requested || llm_ever_reached(l));
 }
 
+float rag_engine_chunk_threshold(const rag_engine_config *cfg)
+{
+    return cfg->chunk_threshold > 0 ? (float)cfg->chunk_threshold : guard_threshold(GUARD_CHUNK);
+}
+
 const char *rag_status_name(rag_status s)
 {
     switch (s) {
@@ -119,6 +135,7 @@ const char *rag_status_name(rag_status s)
     case RAG_E_CANCELLED: return "cancelled";
     case RAG_E_UPSTREAM: return "upstream_unavailable";
     case RAG_E_STORE: return "store";
+    case RAG_E_INJECTION: return "prompt_injection";
     case RAG_E_INTERNAL: break;
     }
     return "internal";
@@ -147,6 +164,9 @@ static void rag_op_free(rag_query_op *q)
         rag_result_cleanup(&q->res);
     free(q->fallback);
     free(q->user);
+    free(q->system);
+    if (q->have_guard)
+        fence_guard_cleanup(&q->guard);
     strbuf_cleanup(&q->text);
     free(q);
 }
@@ -165,7 +185,7 @@ static cache_key rag_op_key(const rag_query_op *q)
 static void rag_op_cache_store(rag_query_op *q)
 {
     if (!q->cache_on || q->cached || q->status != RAG_OK || !q->have_res || q->degraded[0] || q->stream_error[0] ||
-        (q->req.generate && !q->answer))
+        (q->req.generate && !q->answer) || q->inj.output_withheld)
         return;
     size_t len = 0;
     char *data = rag_cache_encode(&q->res, q->method, q->answer, q->provider,
@@ -231,6 +251,8 @@ static void rag_op_deliver(void *arg)
         .model = q->provider && strcmp(q->provider, "extractive") != 0 ? q->model : NULL,
         .degraded_reason = q->degraded[0] ? q->degraded : NULL,
         .stream_error = q->stream_error[0] ? q->stream_error : NULL,
+        .stream_error_code = q->stream_error_code ? q->stream_error_code : "upstream_unavailable",
+        .injection = &q->inj,
         .cached = q->cached,
         .timings = q->t,
     };
@@ -293,15 +315,64 @@ static void rag_op_dropped(void *arg)
 
 /* ---- generate (loop) ---- */
 
+/* Gives on_token the answer up to byte `upto` (a character boundary) not given yet. */
+static int rag_op_release(rag_query_op *q, size_t upto)
+{
+    if (upto <= q->released)
+        return 0;
+    size_t from = q->released;
+    q->released = upto;
+    q->tokens_sent = true;
+    return q->sink.on_token(q->text.data + from, upto - from, q->ctx);
+}
+
 static int rag_on_text(const char *p, size_t n, void *arg)
 {
     rag_query_op *q = arg;
+    size_t before = q->text.len;
+    if (q->leak)
+        return 1; /* already withheld: nothing more is taken */
     if (atomic_load(&q->cancelled) || strbuf_append(&q->text, p, n) != RAGD_OK)
         return 1; /* cancelled, or past the cap: stop, keep what came */
     if (!q->sink.on_token)
-        return 0; /* nothing went out yet: a failure can still be answered extractively */
-    q->tokens_sent = true;
-    return q->sink.on_token(p, n, q->ctx);
+        return 0; /* nothing goes out before the end: the guard judges the whole answer there */
+    /* The output guard: a leak that ends in this piece starts less than the hold-back
+     * window before it, and nothing of that window was released yet. */
+    size_t from = before > FENCE_HOLDBACK_BYTES ? before - FENCE_HOLDBACK_BYTES : 0;
+    q->leak = fence_guard_check(&q->guard, q->text.data + from, q->text.len - from);
+    if (q->leak)
+        return 1; /* stop generating; rag_on_generated withholds the answer */
+    if (q->text.len <= FENCE_HOLDBACK_BYTES)
+        return 0;
+    size_t upto = q->text.len - FENCE_HOLDBACK_BYTES;
+    while (upto > q->released && ((unsigned char)q->text.data[upto] & 0xc0) == 0x80)
+        upto--; /* never split a character */
+    return rag_op_release(q, upto);
+}
+
+/* The answer leaked (q->leak): withheld. Before anything went out the extractive answer
+ * replaces it; after, the stream ends with an error (prompt_injection). */
+static void rag_op_withhold(rag_query_op *q)
+{
+    const char *reason = fence_leak_name(q->leak);
+    q->inj.output_withheld = true;
+    q->inj.withheld_reason = reason;
+    metrics_count_injection("output", "withheld");
+    log_warn("request answer withheld: the generator's answer leaked the %s",
+             q->leak == FENCE_LEAK_CANARY ? "canary" : "system prompt");
+    if (q->tokens_sent) {
+        snprintf(q->stream_error, sizeof q->stream_error,
+                 "the answer was withheld: it revealed the %s (prompt injection)",
+                 q->leak == FENCE_LEAK_CANARY ? "request's canary" : "system prompt");
+        q->stream_error_code = "prompt_injection";
+        q->provider = q->e->cfg.generator_name;
+        q->answer = "";
+        rag_op_finish(q, RAG_OK, NULL);
+        return;
+    }
+    q->provider = "extractive";
+    q->answer = q->fallback;
+    rag_op_finish(q, RAG_OK, NULL);
 }
 
 static void rag_on_generated(llm_status st, const char *message, const llm_chat_stats *stats, void *arg)
@@ -315,6 +386,14 @@ static void rag_on_generated(llm_status st, const char *message, const llm_chat_
         rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
         return;
     }
+    if (!q->leak && q->text.len > 0)
+        q->leak = fence_guard_check(&q->guard, q->text.data, q->text.len);
+    if (q->leak) {
+        rag_op_withhold(q);
+        return;
+    }
+    if (q->tokens_sent && q->text.len > q->released) /* the held-back end, judged clean */
+        rag_op_release(q, q->text.len);
     if (st == LLM_OK && q->text.len > 0) {
         q->provider = e->cfg.generator_name;
         q->answer = q->text.data;
@@ -361,12 +440,12 @@ static void rag_step_generate(void *arg)
     }
     if (q->sink.on_sources) {
         rag_outcome o = {.status = RAG_OK, .coll = &q->coll, .method = q->method, .res = &q->res,
-                         .provider = e->cfg.generator_name, .model = q->model};
+                         .provider = e->cfg.generator_name, .model = q->model, .injection = &q->inj};
         q->sink.on_sources(&o, q->ctx);
     }
     q->t.generate = clock_now_ms();
     llm_chat_handlers h = {.on_text = rag_on_text, .on_done = rag_on_generated, .arg = q};
-    q->gen_task = llm_chat(e->cfg.generator, q->model, rag_prompt_system, q->user, q->req.options,
+    q->gen_task = llm_chat(e->cfg.generator, q->model, q->system, q->user, q->req.options,
                            clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation);
     if (!q->gen_task) /* no callback will come: shutting down, or no memory */
         rag_op_answer_extractive(q, "generator call could not start");
@@ -448,7 +527,7 @@ static void rag_step_retrieve(void *arg)
     }
     rag_query rq = {.text = q->req.text, .len = q->req.len, .k = q->req.k, .method = q->method,
                     .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
-                    .fusion = q->e->cfg.fusion};
+                    .fusion = q->e->cfg.fusion, .include_quarantined = q->req.include_quarantined};
     char err[256] = "";
     ragd_err rc = rag_retrieve(q->e->cfg.index, r, &q->coll, &rq, &q->res, err, sizeof err);
     store_reader_release(r);
@@ -486,8 +565,14 @@ static void rag_step_retrieve(void *arg)
         rag_op_answer_extractive(q, NULL);
         return;
     }
-    q->user = rag_prompt_user(&q->res, q->req.text);
-    if (!q->user) { /* not a reason to answer without the LLM */
+    if (fence_keys_init(&q->keys, (fence_mode)q->e->cfg.spotlight) != RAGD_OK) {
+        rag_op_finish(q, RAG_E_INTERNAL, "no randomness for the prompt's boundaries");
+        return;
+    }
+    q->system = rag_prompt_system(&q->keys);
+    q->user = q->system ? rag_prompt_user(&q->res, q->req.text, q->req.len, &q->keys) : NULL;
+    q->have_guard = q->user && fence_guard_init(&q->guard, q->keys.canary, q->system) == RAGD_OK;
+    if (!q->have_guard) { /* not a reason to answer without the LLM */
         rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while writing the prompt");
         return;
     }
@@ -552,10 +637,39 @@ static void rag_step_embed(void *arg)
 
 /* ---- lookup (worker) ---- */
 
+/* The question's screen (worker): returns false when the query was refused (finished). */
+static bool rag_op_screen(rag_query_op *q)
+{
+    const rag_engine_config *c = &q->e->cfg;
+    if (c->injection_policy == RAG_INJECTION_OFF)
+        return true;
+    guard_verdict v;
+    if (guard_score(q->req.text, q->req.len, GUARD_QUERY, &v) != RAGD_OK)
+        return true; /* out of memory: unjudged, like off (the answer still goes through the fences) */
+    q->inj.score = v.score;
+    if (!v.flagged)
+        return true;
+    q->inj.flagged = true;
+    q->inj.rule = v.rule;
+    if (c->injection_policy == RAG_INJECTION_BLOCK && q->req.generate) {
+        metrics_count_injection("query", "blocked");
+        if (v.rule)
+            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (rule '%s')", v.rule);
+        else
+            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (classifier score %.2f)",
+                          (double)v.score);
+        return false;
+    }
+    metrics_count_injection("query", "flagged");
+    return true;
+}
+
 static void rag_step_lookup(void *arg)
 {
     rag_query_op *q = arg;
     rag_engine *e = q->e;
+    if (!rag_op_screen(q))
+        return; /* never reaches the cache or the LLM */
     if (q->cache_on)
         q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */
     store_reader *r = store_reader_acquire(e->cfg.st);
@@ -620,7 +734,7 @@ rag_status rag_query_start(rag_engine *e, rag_request *req, const rag_sink *sink
      * takes a place toward its model, or is refused when every slot and queue place is
      * taken. The place is held until the generation has its own. */
     q->llm_in_use = rag_engine_llm_in_use(e, e->cfg.generator);
-    q->cache_on = e->cfg.cache && q->req.use_cache;
+    q->cache_on = e->cfg.cache && q->req.use_cache && !q->req.include_quarantined;
     if (q->req.generate && rag_op_generator(q) && q->llm_in_use &&
         llm_reserve(e->cfg.generator, q->model, &q->reservation) != LLM_OK) {
         rag_op_free(q);

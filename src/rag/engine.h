@@ -35,6 +35,10 @@ typedef enum { RAG_EMBED_AUTO = 0, RAG_EMBED_BUILTIN, RAG_EMBED_UPSTREAM } rag_e
 
 typedef enum { RAG_PROVIDER_AUTO = 0, RAG_PROVIDER_EXTRACTIVE, RAG_PROVIDER_OLLAMA, RAG_PROVIDER_OPENAI } rag_provider;
 
+/* What is done with a question the prompt-injection screen flags (RAGD_INJECTION_POLICY):
+ * answered and marked (flag, the default), refused (block, /api/query only), or not judged. */
+typedef enum { RAG_INJECTION_FLAG = 0, RAG_INJECTION_BLOCK, RAG_INJECTION_OFF } rag_injection_policy;
+
 /* What the engine needs, wired by the server. Borrowed: all must outlive the engine. */
 typedef struct {
     store *st;
@@ -56,7 +60,16 @@ typedef struct {
     const char *embed_model;       /* EMBED_MODEL: the upstream model of new collections */
     size_t chunk_size, chunk_overlap; /* new collections (existing ones keep theirs) */
     const atomic_bool *stopping;   /* set when shutdown's grace period is over; NULL: never */
+    /* prompt-injection defence (docs/internals/fence.md) */
+    rag_injection_policy injection_policy; /* the question's screen */
+    double chunk_threshold;        /* a chunk scoring at least this is quarantined at ingest; <= 0: the
+                                    * screen's default (guard_threshold(GUARD_CHUNK)) */
+    bool quarantine_off;           /* RAGD_INJECTION_QUARANTINE=off: chunks are scored, never quarantined */
+    int spotlight;                 /* fence_mode: FENCE_MODE_FENCE (default) or FENCE_MODE_DATAMARK */
 } rag_engine_config;
+
+/* The chunk threshold in force: the configured one, else the screen's default. */
+float rag_engine_chunk_threshold(const rag_engine_config *cfg);
 
 rag_engine *rag_engine_new(const rag_engine_config *cfg);
 void rag_engine_free(rag_engine *e); /* NULL ok; no query may be running */
@@ -88,6 +101,8 @@ typedef struct {
     rag_provider provider;
     const char *model;   /* the generation model, NULL for the default */
     json_t *options;     /* passed to the LLM (borrowed from hold), or NULL */
+    bool include_quarantined; /* retrieve only: quarantined chunks are returned too, marked
+                               * (never from or into the cache) */
 } rag_request;
 
 void rag_request_cleanup(rag_request *r);
@@ -102,6 +117,7 @@ typedef enum {
     RAG_E_CANCELLED,  /* rag_query_cancel */
     RAG_E_UPSTREAM,   /* a backend the request needs did not answer; retry later (ingest) */
     RAG_E_STORE,      /* the store's writer refused the write; the outcome says why (ingest) */
+    RAG_E_INJECTION,  /* the question was refused as a prompt injection (policy block) */
     RAG_E_INTERNAL,   /* a bug or an I/O error */
 } rag_status;
 const char *rag_status_name(rag_status s);
@@ -109,6 +125,15 @@ const char *rag_status_name(rag_status s);
 typedef struct {
     double embed, retrieve, rerank, generate, total;
 } rag_timings;
+
+/* What the prompt-injection defence saw in one query. */
+typedef struct {
+    bool flagged;                /* the question scored at or above the query threshold */
+    float score;                 /* the question's score (0 when not judged) */
+    const char *rule;            /* the L1 rule that fired (static), or NULL */
+    bool output_withheld;        /* the LLM's answer leaked the canary or the system prompt */
+    const char *withheld_reason; /* "canary" or "system_prompt" when withheld */
+} rag_injection;
 
 /* What a query came to. Valid during the callback that receives it. */
 typedef struct {
@@ -122,6 +147,8 @@ typedef struct {
     const char *model;           /* the LLM's model, NULL for extractive */
     const char *degraded_reason; /* NULL unless the answer or the retrieval is degraded */
     const char *stream_error;    /* the LLM failed after tokens went out through on_token */
+    const char *stream_error_code; /* its error code: "upstream_unavailable" or "prompt_injection" */
+    const rag_injection *injection; /* never NULL */
     bool cached;                 /* answered from the semantic cache */
     rag_timings timings;
 } rag_outcome;
@@ -132,7 +159,9 @@ typedef struct {
      * so that a query shed by the LLM can still be answered 503). Optional. */
     void (*on_sources)(const rag_outcome *o, void *ctx);
     /* A piece of the LLM's answer; return non-zero to stop generating (the answer so far
-     * is then the answer). Optional. */
+     * is then the answer). Pieces are released by the output guard FENCE_HOLDBACK_BYTES
+     * behind the LLM (rag/fence.h), so a short answer may come whole in on_done without
+     * any on_token. Optional. */
     int (*on_token)(const char *p, size_t n, void *ctx);
     /* Exactly once. */
     void (*on_done)(const rag_outcome *o, void *ctx);

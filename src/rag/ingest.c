@@ -18,8 +18,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "guard/guard.h"
 #include "obs/metrics.h"
 #include "rag/embed_builtin.h"
+#include "rag/fence.h"
 #include "text/chunker.h"
 #include "text/doccontext.h"
 #include "text/html.h"
@@ -50,6 +52,11 @@ typedef struct {
     int64_t *ends;
     float *vectors;
     size_t n_chunks;
+    /* the injection screen's verdict per chunk */
+    float *scores;
+    const char **rules;   /* static rule names, or NULL entries */
+    bool *quarantined;
+    size_t n_quarantined;
 } ingest_doc;
 
 struct rag_ingest {
@@ -126,6 +133,13 @@ static void ingest_reset(rag_ingest *j)
         free(d->starts);
         free(d->ends);
         free(d->vectors);
+        free(d->scores);
+        free(d->rules);
+        free(d->quarantined);
+        d->scores = NULL;
+        d->rules = NULL;
+        d->quarantined = NULL;
+        d->n_quarantined = 0;
         d->headings = NULL;
         d->starts = d->ends = NULL;
         d->vectors = NULL;
@@ -167,6 +181,8 @@ size_t rag_ingest_docs(const rag_ingest *j) { return j->n; }
 
 const char *rag_ingest_doc_id(const rag_ingest *j, size_t i) { return j->docs[i].id; }
 
+size_t rag_ingest_doc_quarantined(const rag_ingest *j, size_t i) { return j->docs[i].n_quarantined; }
+
 rag_status rag_ingest_add(rag_ingest *j, const rag_document *in, char *why, size_t why_cap)
 {
     if (j->n == j->max) {
@@ -198,6 +214,9 @@ rag_status rag_ingest_add(rag_ingest *j, const rag_document *in, char *why, size
         snprintf(why, why_cap, "out of memory");
         return RAG_E_OVERLOADED;
     }
+    /* Zero-width, bidi-control and tag characters carry text a reader cannot see: they are
+     * not stored (docs/internals/ingest.md). */
+    d->text_len = fence_strip_invisible(d->text, d->text_len);
     doccontext_in dc = {
         .meta_title = in->title,
         .meta_title_len = in->title ? in->title_len : 0,
@@ -248,9 +267,15 @@ static void ingest_finish(rag_ingest *j, rag_status st)
         .warning = j->warning,
     };
     if (st == RAG_OK) {
-        for (size_t i = 0; i < j->n; i++)
-            o.duplicates += j->sdocs[i].result == STORE_DOC_DUPLICATE;
+        for (size_t i = 0; i < j->n; i++) {
+            bool duplicate = j->sdocs[i].result == STORE_DOC_DUPLICATE;
+            o.duplicates += duplicate;
+            if (duplicate) /* nothing of it was written (a concurrent identical ingest) */
+                j->docs[i].n_quarantined = 0;
+            o.quarantined += j->docs[i].n_quarantined;
+        }
         metrics_count_ingest(j->n - o.duplicates, (size_t)w->chunks_written);
+        metrics_count_injection_n("chunk", j->cfg->quarantine_off ? "flagged" : "quarantined", o.quarantined);
     }
     j->on_done(&o, j, j->ctx);
     rag_ingest_free(j);
@@ -298,6 +323,29 @@ static bool ingest_mark_repeats(rag_ingest *j)
     return true;
 }
 
+/* The injection screen's verdict on each chunk of d (worker): scored, and quarantined at
+ * or above the chunk threshold unless quarantine is off. */
+static rag_status ingest_screen(rag_ingest *j, ingest_doc *d)
+{
+    size_t n = d->n_chunks ? d->n_chunks : 1;
+    d->scores = calloc(n, sizeof *d->scores);
+    d->rules = calloc(n, sizeof *d->rules);
+    d->quarantined = calloc(n, sizeof *d->quarantined);
+    if (!d->scores || !d->rules || !d->quarantined)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    float threshold = rag_engine_chunk_threshold(j->cfg);
+    for (size_t i = 0; i < d->n_chunks; i++) {
+        guard_verdict v;
+        if (guard_score(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]), GUARD_CHUNK, &v) != RAGD_OK)
+            return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+        d->scores[i] = v.score;
+        d->rules[i] = v.rule;
+        d->quarantined[i] = v.score >= threshold && !j->cfg->quarantine_off;
+        d->n_quarantined += v.score >= threshold; /* with quarantine off: flagged, counted */
+    }
+    return RAG_OK;
+}
+
 /* Chunks one document (offsets, and heading paths for markdown). */
 static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params *cp)
 {
@@ -321,7 +369,7 @@ static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params 
     if (!ok)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     d->n_chunks = n;
-    return RAG_OK;
+    return ingest_screen(j, d);
 }
 
 /* Embeds every chunk with the builtin embedder (worker). */
@@ -368,6 +416,9 @@ static rag_status ingest_write(rag_ingest *j)
         sd->vectors = d->vectors;
         sd->title = d->title;
         sd->chunk_headings = (const char *const *)d->headings;
+        sd->chunk_scores = d->scores;
+        sd->chunk_rules = d->rules;
+        sd->chunk_quarantined = d->quarantined;
         sd->expect_duplicate = d->duplicate;
     }
     w->docs = j->sdocs;

@@ -54,6 +54,9 @@ rag_status rag_ingest_add(rag_ingest *j, const rag_document *d, char *why, size_
 size_t rag_ingest_docs(const rag_ingest *j);
 /* The id a document got (its own, or the hash). i < the number added. */
 const char *rag_ingest_doc_id(const rag_ingest *j, size_t i);
+/* How many of document i's chunks the injection screen quarantined (or, with
+ * RAGD_INJECTION_QUARANTINE=off, flagged). Valid during on_done. */
+size_t rag_ingest_doc_quarantined(const rag_ingest *j, size_t i);
 /* Frees a job that was never run. NULL ok. */
 void rag_ingest_free(rag_ingest *j);
 
@@ -66,6 +69,7 @@ typedef struct {
     size_t documents;          /* as submitted, duplicates included */
     size_t duplicates;         /* already stored with the same content */
     int64_t chunks;            /* chunks written */
+    size_t quarantined;        /* of them, quarantined (flagged when quarantine is off) */
     bool created;              /* the collection was created by this ingest */
     const char *embedder;      /* "builtin" or the upstream embedder's name */
     const char *embed_model;   /* the collection's embedding model */

@@ -288,6 +288,9 @@ out:
     return rc;
 }
 
+/* Rounds of picking again after quarantined chunks were met (see rag_retrieve). */
+#define RAG_QUARANTINE_ROUNDS 4
+
 ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *coll, const rag_query *q,
                       rag_result *out, char *err, size_t errlen)
 {
@@ -401,17 +404,24 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
         if (builtin && fusion_nothing_relevant(n_kw, n_vec, n_vec ? vec_sims[0] : 0.0, fp->floor))
             cand.n = 0;
     }
-    n_final = fusion_diversify(cand.docs, cand.n, fp->max_per_doc, cap, picked);
-    for (size_t i = 0; i < n_final; i++) {
-        final_ids[i] = cand.ids[picked[i]];
-        final_scores[i] = cand.scores[picked[i]];
-        final_dist[i] = cand.dists[picked[i]];
-    }
-
-    if (n_final > 0) {
-        out->hits = calloc(n_final, sizeof *out->hits);
+    /* Quarantined chunks (docs/internals/fence.md) are left out unless asked for, and give
+     * their places to the next candidates: they are taken out of the candidates and the
+     * pick is made again — at most RAG_QUARANTINE_ROUNDS times, and only by a query that met
+     * one, so every other query's result is exactly what it was. */
+    for (int round = 0;; round++) {
+        n_final = fusion_diversify(cand.docs, cand.n, fp->max_per_doc, cap, picked);
+        for (size_t i = 0; i < n_final; i++) {
+            final_ids[i] = cand.ids[picked[i]];
+            final_scores[i] = cand.scores[picked[i]];
+            final_dist[i] = cand.dists[picked[i]];
+        }
+        if (n_final == 0)
+            break;
         store_hit_row *rows = calloc(n_final, sizeof *rows);
+        free(found);
         found = calloc(n_final, sizeof *found);
+        if (!out->hits)
+            out->hits = calloc(cap, sizeof *out->hits);
         if (!out->hits || !rows || !found) {
             free(rows);
             rc = RAGD_ENOMEM;
@@ -423,15 +433,43 @@ ragd_err rag_retrieve(rag_index *ri, store_reader *r, const store_collection *co
             snprintf(err, errlen, "fetching chunks failed: %s", ragd_strerror(rc));
             goto out;
         }
+        size_t dropped = 0;
+        for (size_t i = 0; i < n_final && !q->include_quarantined; i++)
+            dropped += found[i] && rows[i].quarantined;
+        if (dropped > 0 && round + 1 < RAG_QUARANTINE_ROUNDS) {
+            /* take them out of the candidates (order kept) and pick again */
+            size_t w = 0;
+            for (size_t c = 0; c < cand.n; c++) {
+                bool out_now = false;
+                for (size_t i = 0; i < n_final && !out_now; i++)
+                    out_now = found[i] && rows[i].quarantined && cand.ids[c] == final_ids[i];
+                if (out_now)
+                    continue;
+                cand.ids[w] = cand.ids[c];
+                cand.docs[w] = cand.docs[c];
+                cand.scores[w] = cand.scores[c];
+                cand.dists[w] = cand.dists[c];
+                w++;
+            }
+            cand.n = w;
+            store_hit_rows_cleanup(rows, n_final);
+            free(rows);
+            continue;
+        }
         for (size_t i = 0; i < n_final; i++) {
             if (!found[i])
                 continue;
+            if (rows[i].quarantined && !q->include_quarantined) {
+                store_hit_rows_cleanup(&rows[i], 1);
+                continue;
+            }
             rag_hit *h = &out->hits[out->n++];
             h->row = rows[i];
             h->score = final_scores[i];
             h->distance = final_dist[i];
         }
         free(rows);
+        break;
     }
     out->retrieve_ms = clock_now_ms() - t1;
 

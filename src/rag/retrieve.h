@@ -39,6 +39,10 @@ typedef struct {
     /* Fusion, diversity and floor (the server's RAGD_FUSION* settings); NULL = the
      * defaults of fusion_params_default. */
     const fusion_params *fusion;
+    /* Quarantined chunks (docs/internals/fence.md) are left out of the result unless this is
+     * set (then they come marked: row.quarantined); the next candidates take their places
+     * (up to 3 rounds of picking again; after that the result may hold fewer than k). */
+    bool include_quarantined;
 } rag_query;
 
 typedef struct {

@@ -447,7 +447,8 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
     if (e)
         return e;
     e = stmt_get(r,
-                "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source"
+                "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source,"
+                " c.quarantined, c.injection_score"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 &s);
     if (e)
@@ -473,6 +474,8 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         h->text = dup_col_or(s, 6, "", &oom);
         h->metadata_json = dup_col_or(s, 7, "{}", &oom);
         h->source = dup_col(s, 8, &oom);
+        h->quarantined = sqlite3_column_int(s, 9) != 0;
+        h->injection_score = (float)sqlite3_column_double(s, 10);
         found[i] = true;
         if (oom) {
             e = RAGD_ENOMEM;
@@ -746,6 +749,94 @@ ragd_err store_scan_chunks(store_reader *r, store_chunk_fn fn, void *arg)
 out:
     free(vec);
     sqlite3_finalize(s);
+    end_read(r->db);
+    return e;
+}
+
+/* ---------------------------------------------------------------- quarantine */
+
+void store_quarantined_free(store_quarantined *q, size_t n)
+{
+    if (!q)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(q[i].doc_id);
+        free(q[i].rule);
+        free(q[i].preview);
+    }
+    free(q);
+}
+
+ragd_err store_quarantine_list(store_reader *r, int64_t coll_id, size_t limit, size_t offset, store_quarantined **out,
+                               size_t *n, int64_t *total)
+{
+    sqlite3_stmt *s = NULL, *cnt = NULL;
+    store_quarantined *arr = NULL;
+    size_t len = 0, cap = 0;
+    ragd_err e = RAGD_EIO;
+    *out = NULL;
+    *n = 0;
+    *total = 0;
+    e = begin_read(r->db);
+    if (e)
+        return e;
+    e = stmt_get(r, "SELECT COUNT(*) FROM chunks WHERE collection_id = ?1 AND quarantined = 1", &cnt);
+    if (e)
+        goto out;
+    sqlite3_bind_int64(cnt, 1, coll_id);
+    if (sqlite3_step(cnt) != SQLITE_ROW) {
+        e = step_error(r->db);
+        goto out;
+    }
+    *total = sqlite3_column_int64(cnt, 0);
+    /* substr counts characters on TEXT: the preview never splits one */
+    e = stmt_get(r,
+                 "SELECT d.doc_id, c.ordinal, c.injection_score, c.injection_rule, substr(c.text, 1, ?4)"
+                 " FROM chunks c JOIN documents d ON d.id = c.document_id"
+                 " WHERE c.collection_id = ?1 AND c.quarantined = 1"
+                 " ORDER BY d.doc_id, c.ordinal LIMIT ?2 OFFSET ?3",
+                 &s);
+    if (e)
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_int64(s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    sqlite3_bind_int64(s, 3, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
+    sqlite3_bind_int(s, 4, STORE_PREVIEW_CHARS);
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        store_quarantined *p = grow_one(arr, len, &cap, sizeof *arr, 16);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+        arr = p;
+        bool oom = false;
+        store_quarantined *q = &arr[len++];
+        memset(q, 0, sizeof *q);
+        q->doc_id = dup_col_or(s, 0, "", &oom);
+        q->ordinal = sqlite3_column_int(s, 1);
+        q->score = (float)sqlite3_column_double(s, 2);
+        q->rule = dup_col(s, 3, &oom);
+        q->preview = dup_col_or(s, 4, "", &oom);
+        if (oom) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+    }
+    *out = arr;
+    *n = len;
+    arr = NULL;
+    e = RAGD_OK;
+out:
+    store_quarantined_free(arr, len);
+    stmt_done(r, s);
+    stmt_done(r, cnt);
     end_read(r->db);
     return e;
 }

@@ -101,6 +101,16 @@ static const migration migrations[] = {
      "DROP TRIGGER IF EXISTS chunks_au;"
      "DROP TABLE IF EXISTS chunks_fts;",
      NULL},
+    /* 4: the prompt-injection screen's verdict on each chunk, taken at ingest
+     * (docs/internals/fence.md): its score (0..1) and the rule that fired, and whether it was
+     * quarantined (kept, listed, never retrieved for a prompt). Rows from before are
+     * unscored: score 0, not quarantined. The partial index serves the quarantine listing. */
+    {4,
+     "ALTER TABLE chunks ADD COLUMN injection_score REAL NOT NULL DEFAULT 0;"
+     "ALTER TABLE chunks ADD COLUMN injection_rule TEXT;"
+     "ALTER TABLE chunks ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;"
+     "CREATE INDEX chunks_quarantined ON chunks(collection_id, document_id, ordinal) WHERE quarantined = 1;",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

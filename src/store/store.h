@@ -160,6 +160,8 @@ typedef struct {
     char *text;
     char *metadata_json;
     char *source;
+    bool quarantined;      /* the injection screen quarantined it at ingest */
+    float injection_score; /* its score at ingest (0: unscored, or stored before scoring) */
 } store_hit_row;
 void store_hit_rows_cleanup(store_hit_row *rows, size_t n);
 
@@ -190,6 +192,22 @@ typedef struct {
     const store_filter_term *terms;
     size_t n_terms;
 } store_filter;
+
+/* A quarantined chunk (docs/internals/fence.md). */
+typedef struct {
+    char *doc_id;
+    int ordinal;
+    float score;
+    char *rule;    /* NULL when no rule fired */
+    char *preview; /* the chunk's first STORE_PREVIEW_CHARS characters */
+} store_quarantined;
+#define STORE_PREVIEW_CHARS 160
+void store_quarantined_free(store_quarantined *q, size_t n); /* NULL ok */
+
+/* The collection's quarantined chunks by document and ordinal, with paging; *total counts
+ * them all. */
+ragd_err store_quarantine_list(store_reader *r, int64_t coll_id, size_t limit, size_t offset, store_quarantined **out,
+                               size_t *n, int64_t *total);
 
 /* Row ids of the collection's documents that match f, sorted ascending, *rowids malloc'd. */
 ragd_err store_filter_docs(store_reader *r, int64_t coll_id, const store_filter *f, int64_t **rowids, size_t *n);
@@ -233,6 +251,10 @@ typedef struct {
     const float *vectors;                    /* n_chunks * dim floats */
     const char *const *chunk_headings;       /* n_chunks heading paths; NULL (or a NULL
                                               * entry) means "" */
+    /* The injection screen's verdict per chunk (docs/internals/fence.md); NULL: unscored. */
+    const float *chunk_scores;               /* n_chunks scores 0..1, or NULL */
+    const char *const *chunk_rules;          /* n_chunks rule names (NULL entries: none), or NULL */
+    const bool *chunk_quarantined;           /* n_chunks flags, or NULL: none */
     /* The caller saw this id stored with this hash and so skipped chunking (n_chunks 0).
      * Should the stored hash differ by the time the writer runs (a concurrent replace),
      * the whole write fails with RAGD_EBUSY instead of storing the text without chunks. */

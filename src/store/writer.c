@@ -95,7 +95,8 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->doc_delete, "DELETE FROM documents WHERE id = ?1"},
         {&w->chunks_delete, "DELETE FROM chunks WHERE document_id = ?1"},
         {&w->chunk_insert, "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\", text,"
-                           " embedding, heading) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+                           " embedding, heading, injection_score, injection_rule, quarantined)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
         /* json_type, not json_valid: json_valid answers 0 when it runs out of memory,
          * json_type raises an error for malformed JSON and SQLITE_NOMEM for no memory. */
         {&w->json_check, "SELECT json_type(?1)"},
@@ -469,6 +470,12 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         bind_vector(s, 7, d->vectors + i * dim, c->dim, scratch);
         const char *heading = d->chunk_headings && d->chunk_headings[i] ? d->chunk_headings[i] : "";
         sqlite3_bind_text(s, 8, heading, -1, SQLITE_STATIC);
+        sqlite3_bind_double(s, 9, d->chunk_scores ? (double)d->chunk_scores[i] : 0.0);
+        if (d->chunk_rules && d->chunk_rules[i])
+            sqlite3_bind_text(s, 10, d->chunk_rules[i], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(s, 10);
+        sqlite3_bind_int(s, 11, d->chunk_quarantined && d->chunk_quarantined[i]);
         if (step_done(s) != SQLITE_DONE)
             return fail_sql(st, w, "inserting a chunk");
         size_t k = c->n_chunks++;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "util/strbuf.h"
 #include "util/utf8.h"
@@ -379,6 +380,80 @@ static int html_para_sep(const xmlNode *n)
     return HTML_SEP_PARA;
 }
 
+/* One CSS declaration "name:value" (lower-cased, blanks removed) that hides its element:
+ * display:none, visibility:hidden|collapse, font-size or opacity of zero. */
+static int html_hiding_declaration(const char *d)
+{
+    if (strncmp(d, "display:none", 12) == 0 || strncmp(d, "visibility:hidden", 17) == 0 ||
+        strncmp(d, "visibility:collapse", 19) == 0)
+        return 1;
+    const char *v = NULL;
+    if (strncmp(d, "font-size:", 10) == 0)
+        v = d + 10;
+    else if (strncmp(d, "opacity:", 8) == 0)
+        v = d + 8;
+    if (!v || !((*v >= '0' && *v <= '9') || *v == '.'))
+        return 0;
+    char *end = NULL;
+    double x = strtod(v, &end);
+    return end != v && x == 0.0;
+}
+
+/* Whether an inline style attribute hides the element. */
+static int html_style_hides(const char *style)
+{
+    char decl[128];
+    size_t w = 0;
+    for (const char *p = style;; p++) {
+        if (*p == ';' || *p == '\0') {
+            decl[w] = '\0';
+            if (html_hiding_declaration(decl))
+                return 1;
+            w = 0;
+            if (*p == '\0')
+                return 0;
+            continue;
+        }
+        if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f')
+            continue;
+        if (w + 1 < sizeof decl)
+            decl[w++] = (char)html_lower((unsigned char)*p);
+    }
+}
+
+/* An element a reader never sees, whose text is left out (hidden carriers of injected
+ * instructions, docs/internals/text.md): the hidden attribute, aria-hidden="true", or an
+ * inline style that hides it. Stylesheets and classes are not evaluated. */
+static int html_hidden(const xmlNode *n)
+{
+    for (const xmlAttr *a = n->properties; a; a = a->next) {
+        const char *name = (const char *)a->name;
+        if (!name)
+            continue;
+        int hidden_attr = strcasecmp(name, "hidden") == 0;
+        int aria = strcasecmp(name, "aria-hidden") == 0;
+        int style = strcasecmp(name, "style") == 0;
+        if (!hidden_attr && !aria && !style)
+            continue;
+        if (hidden_attr)
+            return 1;
+        xmlChar *v = xmlNodeGetContent((const xmlNode *)a);
+        int hides = 0;
+        if (v && aria) {
+            const char *t = (const char *)v;
+            while (*t == ' ')
+                t++;
+            hides = strncasecmp(t, "true", 4) == 0;
+        } else if (v) {
+            hides = html_style_hides((const char *)v);
+        }
+        xmlFree(v);
+        if (hides)
+            return 1;
+    }
+    return 0;
+}
+
 /* Called on entering a node; returns 1 to walk its children. */
 static int html_enter(html_out *o, const xmlNode *n)
 {
@@ -389,6 +464,8 @@ static int html_enter(html_out *o, const xmlNode *n)
     }
     if (n->type != XML_ELEMENT_NODE)
         return 0; /* comments, processing instructions, DTD */
+    if (html_hidden(n))
+        return 0;
     switch (html_kind_of(n)) {
     case HTML_K_SKIP:
         return 0;

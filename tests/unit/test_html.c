@@ -283,6 +283,32 @@ static void test_threads(void **state)
     free(want);
 }
 
+/* Hidden carriers of injected instructions are not text: comments, <template>, <noscript>,
+ * the hidden attribute, aria-hidden="true", inline styles that hide. Visible text stays. */
+static void test_hidden_carriers(void **state)
+{
+    (void)state;
+    char *t = conv_s("<p>Visible one.</p><!-- SECRET comment -->"
+                     "<div hidden>SECRET hidden attribute</div>"
+                     "<span aria-hidden=\"TRUE\">SECRET aria</span>"
+                     "<p style=\"color: red; DISPLAY : none\">SECRET display</p>"
+                     "<p style=\"visibility:hidden\">SECRET visibility</p>"
+                     "<p style=\"font-size:0px\">SECRET font size</p>"
+                     "<p style=\"opacity: 0.0;\">SECRET opacity</p>"
+                     "<template><p>SECRET template</p></template>"
+                     "<noscript>SECRET noscript</noscript>"
+                     "<div style=\"display:none\"><p>SECRET <b>nested</b></p></div>"
+                     "<p style=\"opacity:0.5; font-size: 12px\">Visible two.</p>"
+                     "<span aria-hidden=\"false\">Visible three.</span>"
+                     "<p style=\"font-size:0.9em\">Visible four.</p>");
+    assert_null(strstr(t, "SECRET"));
+    assert_non_null(strstr(t, "Visible one."));
+    assert_non_null(strstr(t, "Visible two."));
+    assert_non_null(strstr(t, "Visible three."));
+    assert_non_null(strstr(t, "Visible four."));
+    free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_no_stderr),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_hidden_carriers),
     };
     return cmocka_run_group_tests_name("html", tests, NULL, NULL);
 }

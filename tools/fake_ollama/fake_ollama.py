@@ -79,6 +79,8 @@ KNOBS = {
     "fault_message": ("str", "llama runner process has terminated: signal: killed",
                       "message of error500 and error_line faults"),
     "version": ("str", "0.5.1", "what GET /api/version answers"),
+    "echo": ("str", "none", "none | system: the answer is followed by the system prompt "
+                            "(a model that leaks its instructions)"),
 }
 
 WORD_RE = re.compile(r"\w+")
@@ -1062,12 +1064,14 @@ class Handler(BaseHTTPRequestHandler):
 
         if kind == "generate":
             question = req.get("prompt") or ""
-            context_text = (req.get("system") or "") + "\n" + question
+            system_text = req.get("system") or ""
+            context_text = system_text + "\n" + question
             empty = question == ""
         else:
             msgs = [x for x in (req.get("messages") or []) if isinstance(x, dict)]
             users = [x.get("content") or "" for x in msgs if x.get("role") == "user"]
             question = users[-1] if users else ""
+            system_text = "\n".join(x.get("content") or "" for x in msgs if x.get("role") == "system")
             context_text = "\n".join(x.get("content") or "" for x in msgs)
             empty = not msgs
 
@@ -1077,7 +1081,10 @@ class Handler(BaseHTTPRequestHandler):
         prompt_tokens = count_tokens(context_text)
         if prompt_tokens > self._num_ctx(opts, m.ctx):
             raise ApiError(400, CONTEXT_TEXT)
+        app.record_prompt(context_text)
         answer = build_answer(context_text, question)
+        if cfg["echo"] == "system" and system_text:
+            answer = answer + "\n" + system_text
         if req.get("format") is not None:
             answer = json.dumps({"answer": answer}, ensure_ascii=False)
         pieces = answer_pieces(answer, cfg["tokens"])
@@ -1526,7 +1533,7 @@ class FakeOllama:
                         "embed_calls": 0, "embed_inputs_total": 0,
                         "embed_inputs": collections.deque(maxlen=10000),
                         "in_flight": 0, "max_in_flight": 0, "queue_rejections": 0,
-                        "cancelled": 0}
+                        "cancelled": 0, "prompts": collections.deque(maxlen=32)}
             for st in getattr(self, "states", {}).values():
                 st.max_active = st.active
 
@@ -1557,6 +1564,11 @@ class FakeOllama:
         with self._stats_lock:
             self._st["loads"][name] += 1
 
+    def record_prompt(self, text):
+        """The whole text of a generation request (system and user messages), last 32 kept."""
+        with self._stats_lock:
+            self._st["prompts"].append(text)
+
     def count_embed(self, n):
         with self._stats_lock:
             self._st["embed_calls"] += 1
@@ -1571,7 +1583,8 @@ class FakeOllama:
                    "embed_calls": s["embed_calls"], "embed_inputs_total": s["embed_inputs_total"],
                    "embed_inputs": list(s["embed_inputs"]), "in_flight": s["in_flight"],
                    "max_in_flight": s["max_in_flight"],
-                   "queue_rejections": s["queue_rejections"], "cancelled": s["cancelled"]}
+                   "queue_rejections": s["queue_rejections"], "cancelled": s["cancelled"],
+                   "prompts": list(s["prompts"])}
         with self.lock:
             items = list(self.states.items())
         out["models"] = {n: {"active": st.active, "max_active": st.max_active,
