@@ -23,11 +23,13 @@
 #define FENCE_CANARY_HEX 16 /* the canary: 64 random bits as hex */
 #define FENCE_SHINGLE_WORDS 8
 /* The streamed answer is released this many bytes behind what the LLM sent: longer than the
- * encodings the guard looks for (the 32 hex digits of the canary with separators of up to 5
- * characters between them: 187 bytes; an 8-word shingle of the system prompt: under 100). A
- * leak spread wider than this is still caught, but its beginning may have gone out: the
- * stream then ends with an error event (docs/api.md). */
-#define FENCE_HOLDBACK_BYTES 192
+ * common encodings the guard looks for (the canary verbatim, reversed, in base64, its 32 hex
+ * digits with separators of up to two characters: 94 bytes) and than most 8-word shingles of
+ * the system prompt (its first is 65 bytes). A leak spread wider is still caught, but its
+ * beginning may have gone out: the stream then ends with an error event (docs/api.md). A
+ * wider window delays every answer's first token: 192 bytes cost ~40-50 tokens of waiting,
+ * 96 about 20-25. */
+#define FENCE_HOLDBACK_BYTES 96
 
 typedef enum { FENCE_MODE_FENCE = 0, FENCE_MODE_DATAMARK } fence_mode;
 const char *fence_mode_name(fence_mode m);

@@ -111,7 +111,7 @@ class GeneratorTest(harness.E2ETestCase):
         res = self.ask(provider="extractive")
         self.assertEqual(res["provider"], "extractive")
         self.assertFalse(res["degraded"])
-        # an answer longer than the output guard's hold-back window (192 bytes), so that it
+        # an answer longer than the output guard's hold-back window (96 bytes), so that it
         # streams token by token
         self.fake.configure(tokens=120)
         r = self.srv.request("POST", "/api/query", json_body={"query": "When did Krakatoa erupt?", "db": "gen",
@@ -128,7 +128,7 @@ class GeneratorTest(harness.E2ETestCase):
         self.assertEqual("".join(json.loads(d)["text"] for n, d in events if n == "token"), done["answer"])
 
     def test_client_disconnect_cancels_upstream(self):
-        # a 6 s answer; its tokens go out once they pass the output guard's 192-byte hold-back
+        # a 6 s answer; its tokens go out once they pass the output guard's 96-byte hold-back
         self.fake.configure(token_ms=40, tokens=150)
         import socket
         body = json.dumps({"query": "When did Krakatoa erupt?", "db": "gen", "stream": True}).encode()
@@ -148,7 +148,7 @@ class GeneratorTest(harness.E2ETestCase):
     def test_client_disconnect_cancels_upstream_without_streaming(self):
         # A plain (not streamed) query: its connection waits suspended while the LLM
         # answers; ragd watches the socket and cancels the upstream call when the client hangs up.
-        # a 6 s answer; its tokens go out once they pass the output guard's 192-byte hold-back
+        # a 6 s answer; its tokens go out once they pass the output guard's 96-byte hold-back
         self.fake.configure(token_ms=40, tokens=150)
         import socket
         body = json.dumps({"query": "When did Krakatoa erupt?", "db": "gen"}).encode()
