@@ -68,7 +68,8 @@ class BackendQuotesTheKeyTest(harness.E2ETestCase):
         fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
         self.addCleanup(fake.stop)
         srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": fake.url,
-                                   "OPENAI_API_KEY": self.KEY, "RAGD_LOG_LEVEL": "debug"})
+                                   "OPENAI_API_KEY": self.KEY, "RAGD_LOG_LEVEL": "debug",
+                                   "RAGD_BREAKER_FAILURES": "100"})  # every query reaches the backend
         r = srv.request("POST", "/api/ingest", json_body={"db": "k", "documents": [
             {"id": "t", "text": "Tides are caused by the gravity of the Moon."}]})
         self.assertEqual(r.status, 200, r)
