@@ -258,7 +258,7 @@ static int chk_md_text(MD_TEXTTYPE type, const MD_CHAR *text, MD_SIZE size, void
     if (t < base || t >= base + c->len)
         return 0;
     size_t line = t - base;
-    while (line > 0 && c->p[line - 1] != '\n')
+    while (line > 0 && c->p[line - 1] != '\n' && c->p[line - 1] != '\r') /* a lone CR ends a line too */
         line--;
     ragd_err err;
     if (st->want == 1)

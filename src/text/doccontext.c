@@ -129,7 +129,7 @@ static int dc_text(MD_TEXTTYPE type, const MD_CHAR *text, MD_SIZE size, void *ud
     uintptr_t t = (uintptr_t)text, base = (uintptr_t)m->base;
     if (!m->have_line && t >= base && t < base + m->n) {
         size_t line = t - base;
-        while (line > 0 && m->base[line - 1] != '\n')
+        while (line > 0 && m->base[line - 1] != '\n' && m->base[line - 1] != '\r') /* a lone CR ends a line too */
             line--;
         h->line = line;
         m->have_line = true;

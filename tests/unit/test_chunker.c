@@ -324,6 +324,22 @@ static void test_overlap(void **state)
     free(c);
 }
 
+/* A heading on a line after a lone CR starts its chunk there (the line start was looked
+ * for after a '\n' only; found by fuzz_markdown). */
+static void test_markdown_headings_cr_lines(void **state)
+{
+    (void)state;
+    const char *t = "# One\rShort text of the first part.\r\r# Two\rText of the second part.";
+    size_t n;
+    text_span *c = run(t, strlen(t), CHUNK_FORMAT_MARKDOWN, 200, 20, &n);
+    size_t two = (size_t)(strstr(t, "# Two") - t);
+    bool starts_two = false;
+    for (size_t i = 0; i < n; i++)
+        starts_two = starts_two || c[i].start == two;
+    assert_true(starts_two);
+    free(c);
+}
+
 static void test_markdown_headings(void **state)
 {
     const char *t = "Preamble text.\n"
@@ -499,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_word_not_cut_by_overlap),
         cmocka_unit_test(test_overlap),
         cmocka_unit_test(test_markdown_headings),
+        cmocka_unit_test(test_markdown_headings_cr_lines),
         cmocka_unit_test(test_markdown_only_headings),
         cmocka_unit_test(test_cjk_and_emoji),
         cmocka_unit_test(test_property_random),

@@ -165,6 +165,22 @@ static void test_heading_paths(void **state)
     doccontext_paths_free(NULL, 3);
 }
 
+/* Lines that end in a lone CR (CommonMark, and md4c, accept it): a heading's line starts
+ * after the CR. Before, the start was looked for after a '\n' only, so the second heading
+ * below counted as starting at 0 and became the path of the chunk the first one starts
+ * (found by fuzz_markdown). */
+static void test_heading_paths_cr_lines(void **state)
+{
+    (void)state;
+    const char *md = "# First\rText one.\r\r# Second\rText two.";
+    int64_t starts[] = {0, (int64_t)(strstr(md, "# Second") - md)};
+    char **p = NULL;
+    assert_int_equal(doccontext_headings(md, strlen(md), starts, 2, &p), RAGD_OK);
+    assert_string_equal(p[0], "First");
+    assert_string_equal(p[1], "Second");
+    doccontext_paths_free(p, 2);
+}
+
 static void test_html_title(void **state)
 {
     (void)state;
@@ -189,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_title_precedence),
         cmocka_unit_test(test_title_limits),
         cmocka_unit_test(test_heading_paths),
+        cmocka_unit_test(test_heading_paths_cr_lines),
         cmocka_unit_test(test_html_title),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
