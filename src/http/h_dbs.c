@@ -170,14 +170,23 @@ static json_t *dbs_document_json(const store_document *d)
 }
 
 /* The listing is written in pages straight into a chunked response, so the memory it takes
- * is one page (plus the HTTP layer's buffered bytes, capped at 16 MiB) whatever `limit` is:
- * 1,000 documents of 64 KiB metadata once made a 270 MB body. A listing that fits in its
- * first page is answered in one body, as before. Each page is read on a worker with a
- * reader borrowed for that page only, and written from the loop; between pages the loop
- * sends what is buffered. Pages are read by offset, so a collection changed while its
- * listing streams may show a document twice or miss one (as two paged requests would). */
+ * is one page plus the HTTP layer's buffered bytes, whatever `limit` is: 1,000 documents of
+ * 64 KiB metadata once made a 270 MB body. A listing that fits in its first page is
+ * answered in one body, as before. Each page is read on a worker with a reader borrowed for
+ * that page only, and written from the loop.
+ *
+ * The HTTP layer buffers what the client has not read yet, up to 16 MiB (request.h), and
+ * tells nothing of how much is pending; a stream written past that is cut. So one listing
+ * carries at most DOCS_STREAM_BUDGET bytes (or RAGD_MAX_RESPONSE_BYTES when smaller): the
+ * documents that would pass it are left for the next request, and the body ends with
+ * "truncated": true — the client goes on from offset + the number of documents it got. At
+ * least one document is always listed, so paging always moves on.
+ *
+ * Pages are read by offset, so a collection changed while its listing streams may show a
+ * document twice or miss one (as two paged requests would). */
 #define DOCS_PAGE_BYTES ((size_t)1 << 20)
 #define DOCS_PAGE_MAX_DOCS 64
+#define DOCS_STREAM_BUDGET ((size_t)15 << 20) /* under the HTTP layer's 16 MiB stream buffer */
 
 typedef struct {
     http_request *req;
@@ -186,6 +195,8 @@ typedef struct {
     long long limit, offset;
     size_t written;  /* documents written so far */
     size_t per_page; /* documents read per page */
+    size_t budget;   /* bytes the whole body may take */
+    size_t bytes;    /* bytes of the body handed to the stream so far */
     int64_t total;
     strbuf page;     /* the next piece of the body, filled on a worker */
     jsonw w;         /* writes into page; its nesting carries over from page to page */
@@ -254,12 +265,27 @@ static ragd_err docs_read_page(docs_listing *l, store_reader *r)
         jsonw_key(w, "documents");
         jsonw_array_begin(w);
     }
-    for (size_t i = 0; i < n; i++)
+    bool truncated = false;
+    for (size_t i = 0; i < n && !truncated; i++) {
+        size_t mark = l->page.len;
+        jsonw before = *w;
         docs_write_document(w, &docs[i]);
-    l->written += n;
-    l->last = n < want || l->written >= (size_t)l->limit;
+        /* over the budget (room kept for the end): the document waits for the next request */
+        if (l->written > 0 && l->bytes + l->page.len + 32 > l->budget) {
+            strbuf_truncate(&l->page, mark);
+            *w = before;
+            truncated = true;
+            break;
+        }
+        l->written++;
+    }
+    l->last = truncated || n < want || l->written >= (size_t)l->limit;
     if (l->last) {
         jsonw_array_end(w);
+        if (truncated) {
+            jsonw_key(w, "truncated");
+            jsonw_bool(w, true);
+        }
         jsonw_object_end(w);
     }
     store_document_list_free(docs, n);
@@ -292,8 +318,10 @@ static void docs_page_cancel(void *arg) { docs_stream_finish(arg); }
 static void docs_stream_page(void *arg)
 {
     docs_listing *l = arg;
-    if (l->page.len > 0 && jsonw_status(&l->w) == RAGD_OK)
+    if (l->page.len > 0 && jsonw_status(&l->w) == RAGD_OK) {
         http_stream_write(l->out, l->page.data, l->page.len);
+        l->bytes += l->page.len;
+    }
     strbuf_reset(&l->page);
     if (l->gone || l->last || jsonw_status(&l->w) != RAGD_OK ||
         workpool_submit(l->a->pool, docs_page_work, docs_page_cancel, l) != RAGD_OK) {
@@ -349,6 +377,7 @@ static void documents_list_work(http_request *req)
         store_reader_release(r);
         return;
     }
+    l->budget = l->a->cfg.max_response_bytes < DOCS_STREAM_BUDGET ? l->a->cfg.max_response_bytes : DOCS_STREAM_BUDGET;
     size_t per_page = DOCS_PAGE_BYTES / l->a->cfg.max_metadata_bytes;
     l->per_page = per_page < 1 ? 1 : per_page > DOCS_PAGE_MAX_DOCS ? DOCS_PAGE_MAX_DOCS : per_page;
     ragd_err rc = docs_read_page(l, r);

@@ -17,6 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 import fake_ollama  # noqa: E402
 
 RSS_GROWTH_MAX_KB = 300 * 1024
+# Eight calls at once each fed a 64 MiB line: with the 1 MiB line cap the peak barely moves;
+# without it each call would hold its 64 MiB line (512 MiB together).
+PEAK_GROWTH_MAX_KB = 200 * 1024
 DOCS = [
     {"id": "krakatoa", "text": "Krakatoa is a volcanic island in the Sunda Strait. It erupted in 1883 "
                                "with one of the loudest sounds ever recorded."},
@@ -25,12 +28,17 @@ DOCS = [
 CHAT_PATHS = ["/api/chat", "/api/generate", "/v1/chat/completions"]
 
 
-def vm_rss_kb(pid):
+def vm_kb(pid, field):
+    """VmRSS (resident now) or VmHWM (the peak resident size so far) of a process, in KiB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def vm_rss_kb(pid):
+    return vm_kb(pid, "VmRSS")
 
 
 class HostileBackendTest(harness.E2ETestCase):
@@ -39,11 +47,11 @@ class HostileBackendTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0, parallel=4)
+        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0, parallel=8)
         self.fake.start()
         self.addCleanup(self.fake.stop)
         env = {"RAGD_EMBEDDER": "builtin", "RAGD_GENERATE_TIMEOUT_S": "3", "RAGD_BREAKER_FAILURES": "1000",
-               "RAGD_LOG_LEVEL": "warn"}
+               "RAGD_MAX_CONCURRENT": "8", "RAGD_LOG_LEVEL": "warn"}
         if self.backend == "openai":
             env.update({"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": self.fake.url,
                         "OPENAI_API_KEY": "sk-test", "LLM_MODEL": "llama3.2"})
@@ -135,7 +143,7 @@ class HostileBackendTest(harness.E2ETestCase):
     def test_many_hostile_calls_at_once(self):
         """Eight endless streams and eight huge lines at once: memory stays bounded."""
         pid = self.srv.pid()
-        rss_before = vm_rss_kb(pid)
+        rss_before, peak_before = vm_rss_kb(pid), vm_kb(pid, "VmHWM")
         for fault in ("endless_stream", "huge_line"):
             self.fake.configure(fault=fault, fault_paths=CHAT_PATHS)
             results = []
@@ -151,6 +159,10 @@ class HostileBackendTest(harness.E2ETestCase):
         self.fake.configure(fault="none")
         growth = vm_rss_kb(pid) - rss_before
         self.assertLess(growth, RSS_GROWTH_MAX_KB, f"RSS grew {growth} KiB")
+        # the peak too: memory freed after the calls would hide a call that held 64 MiB
+        peak = vm_kb(pid, "VmHWM") - peak_before
+        print(f"\n{self.backend}: 16 hostile calls: RSS +{growth} KiB, peak +{peak} KiB", file=sys.stderr)
+        self.assertLess(peak, PEAK_GROWTH_MAX_KB, f"peak RSS grew {peak} KiB")
         self.assertTrue(self.srv.running())
 
 

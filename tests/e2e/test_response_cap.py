@@ -79,10 +79,14 @@ class ResponseCapTest(harness.E2ETestCase):
         self.assertEqual(srv.request("GET", "/health/live").status, 200)
 
     def test_listing_is_streamed_and_keeps_its_shape(self):
-        r = self.server.request("GET", "/api/dbs/big/documents?limit=1000", timeout=60)
+        srv = self.new_server(env={"RAGD_EMBEDDER": "builtin"})  # the default cap: it all fits
+        for start in range(0, N_DOCS, 10):
+            r = srv.request("POST", "/api/ingest", json_body={"db": "big", "documents": [
+                big_doc(i) for i in range(start, start + 10)]})
+            self.assertEqual(r.status, 200, r)
+        r = srv.request("GET", "/api/dbs/big/documents?limit=1000", timeout=60)
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.header("Transfer-Encoding"), "chunked")
-        self.assertGreater(len(r.raw), CAP)  # a listing is streamed, not held under the cap
+        self.assertEqual(r.header("Transfer-Encoding"), "chunked")  # pages, not one body
         body = r.body
         self.assertEqual(list(body.keys()), ["db", "total", "limit", "offset", "documents"])
         self.assertEqual((body["db"], body["total"], body["limit"], body["offset"]), ("big", N_DOCS, 1000, 0))
@@ -92,6 +96,30 @@ class ResponseCapTest(harness.E2ETestCase):
         self.assertEqual(list(d.keys()), ["id", "source", "metadata", "chunks", "version", "content_hash",
                                           "created_at", "updated_at"])
         self.assertEqual(d["metadata"], {"note": "m" * 50000, "i": 7})
+
+    def test_listing_over_the_cap_ends_early_and_says_so(self):
+        """A listing stops before RAGD_MAX_RESPONSE_BYTES (here 1 MiB, 40 documents of
+        ~50 KB): well-formed, "truncated": true; the client goes on from offset + count."""
+        seen, offset, requests = [], 0, 0
+        while offset < N_DOCS:
+            r = self.server.request("GET", f"/api/dbs/big/documents?limit=1000&offset={offset}", timeout=60)
+            requests += 1
+            self.assertEqual(r.status, 200, r)
+            self.assertLessEqual(len(r.raw), CAP)
+            self.assertTrue(r.is_json(), r)
+            self.assertEqual(r.body["total"], N_DOCS)
+            docs = r.body["documents"]
+            self.assertGreater(len(docs), 0)
+            if offset + len(docs) < N_DOCS:
+                self.assertTrue(r.body["truncated"], r.body.keys())
+            else:
+                self.assertNotIn("truncated", r.body)
+            seen += [d["id"] for d in docs]
+            offset += len(docs)
+        self.assertGreater(requests, 1)
+        self.assertEqual(seen, sorted(f"d{i:03d}" for i in range(N_DOCS)))
+
+    def test_listing_paging(self):
         # paging still works, in the streamed form too
         r = self.server.request("GET", "/api/dbs/big/documents?limit=3&offset=38")
         self.assertEqual([x["id"] for x in r.body["documents"]], ["d038", "d039"])
