@@ -171,6 +171,75 @@ class HostileOpenAIBackendTest(HostileBackendTest):
     backend = "openai"
 
 
+class HostileEmbedderTest(harness.E2ETestCase):
+    """The faults on /api/embed, for a collection embedded by Ollama: a query's embedding
+    fails and it falls back to keyword retrieval (degraded); an ingest is refused 503. The
+    embed reply is held whole (capped at 64 MiB) and parsed: memory stays bounded too. One
+    server per fault: the failures open the embedder's breaker, which would hide the next."""
+    class_server = False
+
+    def setUp(self):
+        super().setUp()
+        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0, parallel=8)
+        self.fake.start()
+        self.addCleanup(self.fake.stop)
+
+    def check_fault(self, fault):
+        srv = self.new_server(env={
+            "RAGD_EMBEDDER": "ollama", "RAGD_GENERATOR": "extractive", "OLLAMA_BASE_URL": self.fake.url,
+            "RAGD_EMBED_TIMEOUT_S": "3", "RAGD_MAX_CONCURRENT": "8", "RAGD_CACHE": "off",
+            "RAGD_LOG_LEVEL": "warn"})
+        self.call("POST", "/api/ingest", {"db": "e", "documents": DOCS}, srv=srv)
+        pid = srv.pid()
+        rss_before, peak_before = vm_rss_kb(pid), vm_kb(pid, "VmHWM")
+        self.fake.configure(fault=fault, fault_paths=["/api/embed"], fault_hang_ms=5000)
+        results = []
+
+        def run():
+            results.append(srv.request("POST", "/api/retrieve", timeout=60, json_body={
+                "query": "When did Krakatoa erupt?", "db": "e", "k": 2, "use_cache": False}))
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        self.assertEqual(srv.request("GET", "/health/live", timeout=10).status, 200)
+        for t in threads:
+            t.join(90)
+        self.assertEqual(len(results), 4, fault)
+        for r in results:
+            self.assertEqual(r.status, 200, (fault, r))
+            self.assertTrue(r.body["degraded"], (fault, r.body))
+            self.assertEqual(r.body["method"], "keyword", fault)
+            self.assertEqual(r.body["sources"][0]["doc_id"], "krakatoa")
+        r = srv.request("POST", "/api/ingest", timeout=60, json_body={
+            "db": "e", "documents": [{"id": "new", "text": "Fjords are carved by glaciers."}]})
+        self.assertEnvelope(r, 503, "upstream_unavailable", fault)
+        self.assertGreaterEqual(self.fake.stats()["faults"].get(fault, 0), 1, fault)
+        self.fake.configure(fault="none")
+        self.assertTrue(srv.running())
+        growth = vm_rss_kb(pid) - rss_before
+        peak = vm_kb(pid, "VmHWM") - peak_before
+        print(f"\nembed {fault}: RSS +{growth} KiB, peak +{peak} KiB", file=sys.stderr)
+        self.assertLess(growth, RSS_GROWTH_MAX_KB)
+        self.assertLess(peak, RSS_GROWTH_MAX_KB)
+        srv.stop()
+
+    def test_garbage_bytes(self):
+        self.check_fault("garbage")
+
+    def test_endless_body(self):
+        self.check_fault("endless_stream")
+
+    def test_huge_line(self):
+        self.check_fault("huge_line")
+
+    def test_wrong_content_type(self):
+        self.check_fault("wrong_content_type")
+
+    def test_stall_mid_line(self):
+        self.check_fault("stall_mid_line")
+
+
 if __name__ == "__main__":
     import unittest
     unittest.main()
