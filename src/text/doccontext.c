@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/md_input.h"
 #include "util/utf8.h"
 
 #define DOCCONTEXT_ONE_HEADING_MAX 100
@@ -160,7 +161,13 @@ static ragd_err dc_parse(const char *text, size_t len, size_t stop_after, dc_md 
         .leave_span = dc_span,
         .text = dc_text,
     };
-    int rc = md_parse(text, (MD_SIZE)len, &parser, m);
+    char *copy = md_input_copy(text, len); /* NUL-terminated for md4c (md_input.h) */
+    if (!copy)
+        return RAGD_ENOMEM;
+    m->base = copy; /* the callbacks' offsets are the text's */
+    int rc = md_parse(copy, (MD_SIZE)len, &parser, m);
+    m->base = text;
+    free(copy);
     if (m->err)
         return m->err;
     if (rc != 0 && !(stop_after && m->count >= stop_after))
