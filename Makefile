@@ -183,18 +183,21 @@ fuzz: $(FUZZ_BIN)
 	echo "fuzz: no crashes"
 
 # The CI pass (`make test`, BUILD=build): each target FUZZ_SMOKE_SECONDS (default 10) from its
-# seed corpus only, in a scratch corpus emptied first, so every run starts from the same seeds.
+# seed corpus only, in a scratch corpus emptied first, so every run starts from the same seeds;
+# FUZZ_SMOKE_JOBS (2) targets at a time, one core each.
 FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_JOBS    ?= 2
+FUZZ_SMOKE_ONE = t=$${0\#\#*/}; s=$(FUZZ_DIR)/smoke-$$t; a=$(FUZZ_DIR)/artifacts-$$t/; \
+  rm -rf $$s $(FUZZ_DIR)/smoke-$$t.failed; mkdir -p $$s $$a; \
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    $$0 -max_total_time=$(FUZZ_SMOKE_SECONDS) -max_len=65536 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+    -artifact_prefix=$$a $$s tests/fuzz/corpus/$$t >$(FUZZ_DIR)/smoke-$$t.log 2>&1 || touch $(FUZZ_DIR)/smoke-$$t.failed; \
+  rm -rf $$s; \
+  echo "== fuzz-smoke $$t: $$(sed -n "s/^stat::number_of_executed_units: *//p" $(FUZZ_DIR)/smoke-$$t.log) runs"
 fuzz-smoke: $(FUZZ_BIN)
-	@fail=""; for b in $(FUZZ_BIN); do t=$${b##*/}; \
-	  s=$(FUZZ_DIR)/smoke-$$t; a=$(FUZZ_DIR)/artifacts-$$t/; rm -rf $$s; mkdir -p $$s $$a; \
-	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	    $$b -max_total_time=$(FUZZ_SMOKE_SECONDS) -max_len=65536 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
-	    -artifact_prefix=$$a $$s tests/fuzz/corpus/$$t >$(FUZZ_DIR)/smoke-$$t.log 2>&1 || fail="$$fail $$t"; \
-	  echo "== fuzz-smoke $$t: $$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/smoke-$$t.log) runs"; \
-	  rm -rf $$s; \
-	done; \
-	if [ -n "$$fail" ]; then echo "fuzz-smoke: FAILED:$$fail (logs $(FUZZ_DIR)/smoke-*.log, inputs in $(FUZZ_DIR)/artifacts-*/)"; exit 1; fi; \
+	@printf '%s\n' $(FUZZ_BIN) | xargs -P $(FUZZ_SMOKE_JOBS) -n 1 sh -c '$(FUZZ_SMOKE_ONE)'; \
+	fail=$$(ls $(FUZZ_DIR)/smoke-*.failed 2>/dev/null | sed 's|.*/smoke-||; s|\.failed$$||' | tr '\n' ' '); \
+	if [ -n "$$fail" ]; then echo "fuzz-smoke: FAILED: $$fail(logs $(FUZZ_DIR)/smoke-*.log, inputs in $(FUZZ_DIR)/artifacts-*/)"; exit 1; fi; \
 	echo "fuzz-smoke: no crashes"
 
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)
