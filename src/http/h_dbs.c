@@ -197,7 +197,6 @@ typedef struct {
     size_t per_page; /* documents read per page */
     size_t budget;   /* bytes the whole body may take */
     size_t bytes;    /* bytes of the body handed to the stream so far */
-    int64_t total;
     strbuf page;     /* the next piece of the body, filled on a worker */
     jsonw w;         /* writes into page; its nesting carries over from page to page */
     bool last;       /* page ends the body */
@@ -252,7 +251,6 @@ static ragd_err docs_read_page(docs_listing *l, store_reader *r)
         return rc;
     jsonw *w = &l->w;
     if (l->written == 0 && l->page.len == 0) {
-        l->total = total;
         jsonw_object_begin(w);
         jsonw_key(w, "db");
         jsonw_string(w, l->coll.name);
