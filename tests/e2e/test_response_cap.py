@@ -119,6 +119,13 @@ class ResponseCapTest(harness.E2ETestCase):
         self.assertGreater(requests, 1)
         self.assertEqual(seen, sorted(f"d{i:03d}" for i in range(N_DOCS)))
 
+    def test_bad_values_refused_at_start(self):
+        for value in ("100", "2147483648", "16MB", "-1"):
+            p = harness.run_cli(["serve"], env={"RAGD_MAX_RESPONSE_BYTES": value, "RAGD_LISTEN": "127.0.0.1:0"},
+                                timeout=15)
+            self.assertEqual(p.returncode, 2, (value, p))
+            self.assertIn("RAGD_MAX_RESPONSE_BYTES", p.stderr)
+
     def test_listing_paging(self):
         # paging still works, in the streamed form too
         r = self.server.request("GET", "/api/dbs/big/documents?limit=3&offset=38")
