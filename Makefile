@@ -28,7 +28,7 @@ all: $(BIN)
 help:
 	@echo "make          build $(BIN)"
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
-	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos, torture pass"
+	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos, torture pass, fuzz smoke"
 	@echo "make chaos    seeded fault injection against build/asan/ragd (CHAOS_SEED=N replays one)"
 	@echo "make soak     the same, longer: CHAOS_SEEDS (20) seeds of CHAOS_SECONDS (30) each"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -39,6 +39,7 @@ help:
 	@echo "make fuzz     libFuzzer targets, FUZZ_SECONDS each (default 60; docs/fuzzing.md)"
 	@echo "make guard-train  train the prompt-injection classifier (writes src/guard/guard_model.c)"
 	@echo "make guard-eval   measure the prompt-injection screen (BENCHMARKS.md)"
+	@echo "make fuzz-smoke  each fuzz target FUZZ_SMOKE_SECONDS (default 10) from its seeds (part of make test)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 
 deps: $(DEPS_OK)
@@ -70,7 +71,8 @@ e2e: $(BIN)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
 # Unit tests first, then end-to-end, then the randomized fault injection (chaos, on its
-# ASan build) and the allocation torture pass (its own ASan build, build/torture) — these two
+# ASan build), the allocation torture pass (its own ASan build, build/torture) and a short
+# run of every fuzz target (fuzz-smoke, its clang build in build/fuzz) — these three
 # not again under make asan/tsan, whose BUILD differs: sequential even under -j, so the
 # output reads in order.
 test: $(BIN) $(UNIT_BIN)
@@ -78,6 +80,7 @@ test: $(BIN) $(UNIT_BIN)
 	@$(MAKE) --no-print-directory e2e
 	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory chaos; fi
 	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory torture-test; fi
+	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
 
 # Chaos (tests/chaos, docs/testing.md): always on the ASan+UBSan binary, whatever BUILD is.
 ASAN_VARS := BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
@@ -153,7 +156,7 @@ FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 FUZZ_DEPS_OK := $(FUZZ_DIR)/.deps-ok
 
-.PHONY: fuzz fuzz-build
+.PHONY: fuzz fuzz-build fuzz-smoke
 fuzz-build: $(FUZZ_BIN)
 
 $(FUZZ_DEPS_OK): scripts/deps.sh | $(DEPS_OK)
@@ -184,6 +187,24 @@ fuzz: $(FUZZ_BIN)
 	done; \
 	if [ -n "$$fail" ]; then echo "fuzz: FAILED:$$fail (inputs in $(FUZZ_DIR)/artifacts-*/)"; exit 1; fi; \
 	echo "fuzz: no crashes"
+
+# The CI pass (`make test`, BUILD=build): each target FUZZ_SMOKE_SECONDS (default 10) from its
+# seed corpus only, in a scratch corpus emptied first, so every run starts from the same seeds;
+# FUZZ_SMOKE_JOBS (2) targets at a time, one core each.
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_JOBS    ?= 2
+FUZZ_SMOKE_ONE = t=$${0\#\#*/}; s=$(FUZZ_DIR)/smoke-$$t; a=$(FUZZ_DIR)/artifacts-$$t/; \
+  rm -rf $$s $(FUZZ_DIR)/smoke-$$t.failed; mkdir -p $$s $$a; \
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    $$0 -max_total_time=$(FUZZ_SMOKE_SECONDS) -max_len=65536 -timeout=$(FUZZ_TIMEOUT) -print_final_stats=1 \
+    -artifact_prefix=$$a $$s tests/fuzz/corpus/$$t >$(FUZZ_DIR)/smoke-$$t.log 2>&1 || touch $(FUZZ_DIR)/smoke-$$t.failed; \
+  rm -rf $$s; \
+  echo "== fuzz-smoke $$t: $$(sed -n "s/^stat::number_of_executed_units: *//p" $(FUZZ_DIR)/smoke-$$t.log) runs"
+fuzz-smoke: $(FUZZ_BIN)
+	@printf '%s\n' $(FUZZ_BIN) | xargs -P $(FUZZ_SMOKE_JOBS) -n 1 sh -c '$(FUZZ_SMOKE_ONE)'; \
+	fail=$$(ls $(FUZZ_DIR)/smoke-*.failed 2>/dev/null | sed 's|.*/smoke-||; s|\.failed$$||' | tr '\n' ' '); \
+	if [ -n "$$fail" ]; then echo "fuzz-smoke: FAILED: $$fail(logs $(FUZZ_DIR)/smoke-*.log, inputs in $(FUZZ_DIR)/artifacts-*/)"; exit 1; fi; \
+	echo "fuzz-smoke: no crashes"
 
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_BIN:=.d)
 

@@ -6,7 +6,9 @@ PACKAGES="gcc make pkg-config python3 curl ca-certificates
 libmicrohttpd-dev libevent-dev libcurl4-openssl-dev libsqlite3-dev libjansson-dev
 libssl-dev libutf8proc-dev libxml2-dev libmd4c-dev libstemmer-dev libcmocka-dev
 libpcre2-dev"
-# `deps.sh fuzz`: only what `make fuzz` needs on top (clang and its libFuzzer/sanitizer runtime).
+# clang and its libFuzzer/sanitizer runtime: `make test` runs every fuzz target briefly (fuzz-smoke).
+PACKAGES="$PACKAGES clang libclang-rt-14-dev"
+# `deps.sh fuzz`: only what `make fuzz` needs (clang and its runtime, in the base list too).
 # `deps.sh bench`: only what `make bench` needs on top (wrk, the HTTP load generator).
 case "${1:-}" in
   "") ;;

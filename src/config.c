@@ -360,6 +360,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_seconds(name, v, 0, 3600, &c->shutdown_grace_s, err, errlen);
     if (strcmp(name, "RAGD_MAX_METADATA_BYTES") == 0)
         return parse_size(name, v, 256, (size_t)16 << 20, &c->max_metadata_bytes, err, errlen);
+    if (strcmp(name, "RAGD_MAX_RESPONSE_BYTES") == 0)
+        return parse_size(name, v, 65536, (size_t)1 << 30, &c->max_response_bytes, err, errlen);
     if (strcmp(name, "RAGD_MAX_BODY_BYTES") == 0)
         return parse_size(name, v, 1024, (size_t)1 << 30, &c->max_body_bytes, err, errlen);
     if (strcmp(name, "RAGD_MAX_CONNECTIONS") == 0)
@@ -499,7 +501,7 @@ static const char *const config_names[] = {
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
-    "RATE_LIMIT_QUERY", "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_METADATA_BYTES",
+    "RATE_LIMIT_QUERY", "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_METADATA_BYTES", "RAGD_MAX_RESPONSE_BYTES",
     "RAGD_INJECTION_POLICY", "RAGD_INJECTION_CHUNK_THRESHOLD", "RAGD_INJECTION_QUARANTINE", "RAGD_SPOTLIGHT",
 };
 
@@ -539,6 +541,7 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->shutdown_grace_s = 10;
     c->max_body_bytes = 10485760;
     c->max_metadata_bytes = 65536;
+    c->max_response_bytes = (size_t)16 << 20;
     c->max_connections = 1024;
     c->idle_timeout_s = 60;
     c->log_level = LOG_INFO;

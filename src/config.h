@@ -42,6 +42,7 @@ typedef struct {
     double shutdown_grace_s;
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
     size_t max_metadata_bytes; /* RAGD_MAX_METADATA_BYTES: a document's metadata as stored JSON */
+    size_t max_response_bytes; /* RAGD_MAX_RESPONSE_BYTES: a JSON response body built in memory */
     size_t max_connections; /* RAGD_MAX_CONNECTIONS */
     unsigned idle_timeout_s; /* RAGD_IDLE_TIMEOUT_S: a connection idle this long is closed */
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */

@@ -52,6 +52,42 @@ json_t *handlers_metadata(const char *metadata_json)
     return m;
 }
 
+/* json_dump_callback's sink: appends into a capped strbuf; -1 (and why) stops the dump. */
+typedef struct {
+    strbuf sb;
+    ragd_err err;
+} handlers_dump;
+
+static int handlers_dump_append(const char *buffer, size_t size, void *data)
+{
+    handlers_dump *d = data;
+    d->err = strbuf_append(&d->sb, buffer, size);
+    return d->err == RAGD_OK ? 0 : -1;
+}
+
+void handlers_reply_json_capped(http_request *req, int status, json_t *body)
+{
+    size_t cap = req->app->cfg.max_response_bytes;
+    handlers_dump d = {.err = body ? RAGD_OK : RAGD_ENOMEM};
+    strbuf_init(&d.sb, cap);
+    if (body && json_dump_callback(body, handlers_dump_append, &d, JSON_COMPACT) == 0)
+        d.err = strbuf_append(&d.sb, "", 1); /* the NUL http_reply_owned wants */
+    else if (d.err == RAGD_OK)
+        d.err = RAGD_ENOMEM; /* jansson failed by itself: it could not allocate */
+    json_decref(body);
+    if (d.err == RAGD_OK) {
+        size_t len;
+        char *text = strbuf_detach(&d.sb, &len);
+        http_reply_owned(req, status, "application/json; charset=utf-8", text, len - 1);
+    } else if (d.err == RAGD_ETOOBIG) {
+        http_reply_error(req, 500, "response_too_large", "the response would exceed RAGD_MAX_RESPONSE_BYTES (%zu bytes)",
+                         cap);
+    } else {
+        http_reply_error(req, 503, "overloaded", "out of memory while writing the response");
+    }
+    strbuf_cleanup(&d.sb);
+}
+
 void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code)
 {
     switch (w->status) {

@@ -26,7 +26,10 @@
 #define QUERY_MAX_FILTER_TERMS STORE_FILTER_MAX_TERMS
 #define QUERY_MAX_FILTER_TOTAL STORE_FILTER_MAX_VALUES
 #define QUERY_MAX_FILTER_VALUES 100
-#define QUERY_SSE_CAP ((size_t)64 << 20)
+/* What a response holds besides its passages (ids, timings, keys), counted generously
+ * when passages are fitted under RAGD_MAX_RESPONSE_BYTES. */
+#define QUERY_FIXED_BYTES ((size_t)4096)
+#define QUERY_HIT_FIXED_BYTES ((size_t)320)
 /* The largest body parsed on the loop thread: a query is a few hundred bytes; a bigger
  * body (a huge filter) is parsed on a worker first. */
 #define QUERY_LOOP_PARSE_MAX ((size_t)64 * 1024)
@@ -210,12 +213,41 @@ static const char *query_metadata_text(const rag_hit *h)
     return m && m[0] == '{' ? m : "{}";
 }
 
-/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end"}] */
-static void query_write_sources(jsonw *w, const rag_result *res)
+/* How many passages, best first, the response can carry under cap bytes (the response cap,
+ * docs/api.md): each passage's text goes out up to twice (documents, sources) and its
+ * metadata up to three times (an SSE stream's sources and done events), so this bound holds
+ * for every shape of the response. The lowest-ranked passages are the ones left out.
+ * SIZE_MAX when not even the response without passages fits (an answer over the cap). */
+static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
+{
+    size_t used = QUERY_FIXED_BYTES + jsonw_string_size(o->answer) + jsonw_string_size(o->provider) +
+                  jsonw_string_size(o->model) + jsonw_string_size(o->degraded_reason) +
+                  (o->coll ? jsonw_string_size(o->coll->name) : 0);
+    if (o->answer)
+        used += jsonw_string_size(o->answer); /* a stream's token event repeats it */
+    if (used > cap)
+        return SIZE_MAX;
+    const rag_result *res = o->res;
+    size_t n = 0;
+    for (; res && n < res->n; n++) {
+        const rag_hit *h = &res->hits[n];
+        size_t cost = QUERY_HIT_FIXED_BYTES + 2 * jsonw_string_size(h->row.text) +
+                      3 * strlen(query_metadata_text(h)) + 3 * jsonw_string_size(h->row.doc_id) +
+                      jsonw_string_size(h->row.source);
+        if (cost > cap - used)
+            break;
+        used += cost;
+    }
+    return n;
+}
+
+/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end"}],
+ * of the first n passages. */
+static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
 {
     jsonw_key(w, "sources");
     jsonw_array_begin(w);
-    for (size_t i = 0; i < res->n; i++) {
+    for (size_t i = 0; i < n; i++) {
         const rag_hit *h = &res->hits[i];
         char id[300];
         snprintf(id, sizeof id, "%s#%d", h->row.doc_id, h->row.ordinal);
@@ -286,28 +318,29 @@ static void query_write_injection(jsonw *w, const rag_injection *inj)
 /* The response of a finished query as one object: the original plan's lists (documents
  * only when `documents`: a stream's done event leaves them out), sources, collection,
  * method, cached, degraded, timings, request id; for /api/query the answer and who gave it. */
-static void query_write_response(jsonw *w, http_request *req, const rag_outcome *o, bool generate, bool documents)
+static void query_write_response(jsonw *w, http_request *req, const rag_outcome *o, bool generate, bool documents,
+                                 size_t n)
 {
     const rag_result *res = o->res;
     jsonw_object_begin(w);
     if (documents) {
         jsonw_key(w, "documents");
         jsonw_array_begin(w);
-        for (size_t i = 0; i < res->n; i++)
+        for (size_t i = 0; i < n; i++)
             jsonw_string(w, res->hits[i].row.text);
         jsonw_array_end(w);
     }
     jsonw_key(w, "metadatas");
     jsonw_array_begin(w);
-    for (size_t i = 0; i < res->n; i++)
+    for (size_t i = 0; i < n; i++)
         jsonw_raw(w, query_metadata_text(&res->hits[i]));
     jsonw_array_end(w);
     jsonw_key(w, "distances");
     jsonw_array_begin(w);
-    for (size_t i = 0; i < res->n; i++)
+    for (size_t i = 0; i < n; i++)
         jsonw_double(w, res->hits[i].distance);
     jsonw_array_end(w);
-    query_write_sources(w, res);
+    query_write_sources(w, res, n);
     jsonw_key(w, "db");
     jsonw_string(w, o->coll->name);
     jsonw_key(w, "method");
@@ -327,6 +360,8 @@ static void query_write_response(jsonw *w, http_request *req, const rag_outcome 
     jsonw_bool(w, o->degraded_reason != NULL);
     jsonw_key(w, "degraded_reason");
     jsonw_string(w, o->degraded_reason);
+    jsonw_key(w, "truncated"); /* passages left out to stay under RAGD_MAX_RESPONSE_BYTES */
+    jsonw_bool(w, n < res->n);
     jsonw_key(w, "timings_ms");
     jsonw_object_begin(w);
     const rag_timings *t = &o->timings;
@@ -355,14 +390,14 @@ static bool query_event_close(strbuf *sb, const jsonw *w)
     return jsonw_status(w) == RAGD_OK && strbuf_append(sb, "\n\n", 2) == RAGD_OK;
 }
 
-/* event: sources — {"sources": [...], "injection": {...} when the question was flagged} */
-static bool query_write_sources_event(strbuf *sb, const rag_result *res, const rag_injection *inj)
+/* event: sources — {"sources": [...] (the first n), "injection": {...} when the question was flagged} */
+static bool query_write_sources_event(strbuf *sb, const rag_result *res, size_t n, const rag_injection *inj)
 {
     jsonw w;
     if (!query_event_open(sb, &w, "sources"))
         return false;
     jsonw_object_begin(&w);
-    query_write_sources(&w, res);
+    query_write_sources(&w, res, n);
     query_write_injection(&w, inj);
     jsonw_object_end(&w);
     return query_event_close(sb, &w);
@@ -382,12 +417,12 @@ static bool query_write_token_event(strbuf *sb, const char *p, size_t n)
 }
 
 /* event: done — the response without documents. */
-static bool query_write_done_event(strbuf *sb, http_request *req, const rag_outcome *o)
+static bool query_write_done_event(strbuf *sb, http_request *req, const rag_outcome *o, size_t n)
 {
     jsonw w;
     if (!query_event_open(sb, &w, "done"))
         return false;
-    query_write_response(&w, req, o, true, false);
+    query_write_response(&w, req, o, true, false, n);
     return query_event_close(sb, &w);
 }
 
@@ -418,19 +453,23 @@ static bool query_write_error_event(strbuf *sb, http_request *req, const char *c
     return query_event_close(sb, &w);
 }
 
-/* The whole answer of a finished query: JSON, or (a client that asked for a stream of an
- * answer that came whole: cached, extractive, degraded) one SSE body of sources, the answer
- * as one token, done. False when out of memory. */
-static bool query_write_body(strbuf *sb, http_request *req, const rag_outcome *o, bool generate, bool sse)
+/* The whole answer of a finished query, its first n passages: JSON, or (a client that asked
+ * for a stream of an answer that came whole: cached, extractive, degraded) one SSE body of
+ * sources, the answer as one token, done. RAGD_ETOOBIG when it did not fit sb's cap,
+ * RAGD_ENOMEM when out of memory. */
+static ragd_err query_write_body(strbuf *sb, http_request *req, const rag_outcome *o, bool generate, bool sse, size_t n)
 {
-    if (sse)
-        return query_write_sources_event(sb, o->res, o->injection) &&
-               query_write_token_event(sb, o->answer ? o->answer : "", o->answer ? strlen(o->answer) : 0) &&
-               query_write_done_event(sb, req, o);
+    if (sse) {
+        bool ok = query_write_sources_event(sb, o->res, n, o->injection) &&
+                  query_write_token_event(sb, o->answer ? o->answer : "", o->answer ? strlen(o->answer) : 0) &&
+                  query_write_done_event(sb, req, o, n);
+        /* strbuf refuses past its cap before it allocates: a failure near the cap is the cap */
+        return ok ? RAGD_OK : sb->len + 2 * jsonw_string_size(o->answer) + 4096 >= sb->cap ? RAGD_ETOOBIG : RAGD_ENOMEM;
+    }
     jsonw w;
     jsonw_init(&w, sb);
-    query_write_response(&w, req, o, generate, true);
-    return jsonw_status(&w) == RAGD_OK;
+    query_write_response(&w, req, o, generate, true, n);
+    return jsonw_status(&w);
 }
 
 /* ---- one call: a request, the engine's query, the rendering ---- */
@@ -487,9 +526,11 @@ static void query_on_client_gone(void *arg)
 static void query_on_sources(const rag_outcome *o, void *arg)
 {
     query_call *c = arg;
+    size_t cap = c->req->app->cfg.max_response_bytes;
+    size_t n = query_hits_that_fit(o, cap);
     strbuf sb;
-    strbuf_init(&sb, QUERY_SSE_CAP);
-    if (query_write_sources_event(&sb, o->res, o->injection))
+    strbuf_init(&sb, cap);
+    if (n != SIZE_MAX && query_write_sources_event(&sb, o->res, n, o->injection))
         c->sources_event = strbuf_detach(&sb, &c->sources_len);
     strbuf_cleanup(&sb);
 }
@@ -509,7 +550,7 @@ static int query_on_token(const char *p, size_t n, void *arg)
         http_complete(c->req); /* the loop queues the stream response now */
     }
     strbuf sb;
-    strbuf_init(&sb, QUERY_SSE_CAP);
+    strbuf_init(&sb, c->req->app->cfg.max_response_bytes);
     query_stream_send(c, &sb, query_write_token_event(&sb, p, n));
     return 0;
 }
@@ -518,10 +559,12 @@ static int query_on_token(const char *p, size_t n, void *arg)
 static void query_end_stream(query_call *c, const rag_outcome *o)
 {
     http_request *req = c->req;
+    size_t cap = req->app->cfg.max_response_bytes;
+    size_t n = query_hits_that_fit(o, cap);
     strbuf sb;
-    strbuf_init(&sb, QUERY_SSE_CAP);
+    strbuf_init(&sb, cap);
     if (o->status == RAG_OK && !o->stream_error)
-        query_stream_send(c, &sb, query_write_done_event(&sb, req, o));
+        query_stream_send(c, &sb, n != SIZE_MAX && query_write_done_event(&sb, req, o, n));
     else if (o->status != RAG_E_CANCELLED)
         query_stream_send(c, &sb,
                           query_write_error_event(&sb, req, o->stream_error ? o->stream_error_code : "upstream_unavailable",
@@ -548,13 +591,19 @@ static void query_on_done(const rag_outcome *o, void *arg)
         handlers_reply_rag_status(req, o->status, o->message);
     } else {
         bool sse = c->stream && c->generate;
+        size_t cap = req->app->cfg.max_response_bytes;
+        size_t n = query_hits_that_fit(o, cap);
         strbuf sb;
-        strbuf_init(&sb, QUERY_SSE_CAP);
-        if (query_write_body(&sb, req, o, c->generate, sse)) {
+        strbuf_init(&sb, cap);
+        ragd_err rc = n == SIZE_MAX ? RAGD_ETOOBIG : query_write_body(&sb, req, o, c->generate, sse, n);
+        if (rc == RAGD_OK) {
             size_t len;
             char *body = strbuf_detach(&sb, &len);
             http_reply_owned(req, 200, sse ? "text/event-stream; charset=utf-8" : "application/json; charset=utf-8", body,
                              len);
+        } else if (rc == RAGD_ETOOBIG) {
+            http_reply_error(req, 500, "response_too_large",
+                             "the response would exceed RAGD_MAX_RESPONSE_BYTES (%zu bytes) even without passages", cap);
         } else {
             http_reply_error(req, 503, "overloaded", "%s", query_oom);
         }

@@ -47,6 +47,10 @@ json_t *handlers_collection_json(const store_collection *c);
 /* Parses stored metadata JSON text into an object ({} when unparseable); NULL when out of
  * memory, which the caller must not mistake for "no metadata". */
 json_t *handlers_metadata(const char *metadata_json);
+/* http_reply_json under RAGD_MAX_RESPONSE_BYTES: a body whose text would exceed it is a 500
+ * response_too_large (the text is never built past the cap); steals body; NULL body or no
+ * memory: 503 overloaded. For responses whose size depends on stored data. */
+void handlers_reply_json_capped(http_request *req, int status, json_t *body);
 /* Replies for a failed store write, by its status (409/404/422; 503 for a busy or closing
  * store and for no memory; else 500). */
 void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "text/md_input.h"
 #include "text/sentence.h"
 #include "util/utf8.h"
 
@@ -258,7 +259,7 @@ static int chk_md_text(MD_TEXTTYPE type, const MD_CHAR *text, MD_SIZE size, void
     if (t < base || t >= base + c->len)
         return 0;
     size_t line = t - base;
-    while (line > 0 && c->p[line - 1] != '\n')
+    while (line > 0 && c->p[line - 1] != '\n' && c->p[line - 1] != '\r') /* a lone CR ends a line too */
         line--;
     ragd_err err;
     if (st->want == 1)
@@ -287,7 +288,16 @@ static ragd_err chk_find_markdown(chk_ctx *c)
     };
     if (c->len > UINT_MAX)
         return RAGD_ETOOBIG;
-    int rc = md_parse((const MD_CHAR *)c->p, (MD_SIZE)c->len, &parser, &st);
+    /* md4c parses a NUL-terminated copy (md_input.h); the callbacks read it as c->p, whose
+     * bytes and offsets are the text's */
+    const unsigned char *text = c->p;
+    char *copy = md_input_copy((const char *)text, c->len);
+    if (!copy)
+        return RAGD_ENOMEM;
+    c->p = (const unsigned char *)copy;
+    int rc = md_parse(copy, (MD_SIZE)c->len, &parser, &st);
+    c->p = text;
+    free(copy);
     if (st.err)
         return st.err;
     if (rc != 0)

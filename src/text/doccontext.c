@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/md_input.h"
 #include "util/utf8.h"
 
 #define DOCCONTEXT_ONE_HEADING_MAX 100
@@ -129,7 +130,7 @@ static int dc_text(MD_TEXTTYPE type, const MD_CHAR *text, MD_SIZE size, void *ud
     uintptr_t t = (uintptr_t)text, base = (uintptr_t)m->base;
     if (!m->have_line && t >= base && t < base + m->n) {
         size_t line = t - base;
-        while (line > 0 && m->base[line - 1] != '\n')
+        while (line > 0 && m->base[line - 1] != '\n' && m->base[line - 1] != '\r') /* a lone CR ends a line too */
             line--;
         h->line = line;
         m->have_line = true;
@@ -160,7 +161,13 @@ static ragd_err dc_parse(const char *text, size_t len, size_t stop_after, dc_md 
         .leave_span = dc_span,
         .text = dc_text,
     };
-    int rc = md_parse(text, (MD_SIZE)len, &parser, m);
+    char *copy = md_input_copy(text, len); /* NUL-terminated for md4c (md_input.h) */
+    if (!copy)
+        return RAGD_ENOMEM;
+    m->base = copy; /* the callbacks' offsets are the text's */
+    int rc = md_parse(copy, (MD_SIZE)len, &parser, m);
+    m->base = text;
+    free(copy);
     if (m->err)
         return m->err;
     if (rc != 0 && !(stop_after && m->count >= stop_after))

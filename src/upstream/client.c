@@ -141,7 +141,8 @@ static void upstream_finish(upstream_call *call, CURLcode code)
     r.ttfb_ms = call->got_first_byte ? call->ttfb_ms : -1;
     r.total_ms = clock_now_ms() - call->started_ms;
     r.message = call->error[0] ? call->error : (code != CURLE_OK ? curl_easy_strerror(code) : "");
-    if (call->stop_reason == UPSTREAM_T_TTFB_TIMEOUT || call->stop_reason == UPSTREAM_T_IDLE_TIMEOUT)
+    if (call->stop_reason == UPSTREAM_T_TTFB_TIMEOUT || call->stop_reason == UPSTREAM_T_IDLE_TIMEOUT ||
+        call->stop_reason == UPSTREAM_T_TOO_BIG) /* rather than curl's "failed writing received data" */
         r.message = upstream_transport_name(call->stop_reason);
     if (call->req.on_done)
         call->req.on_done(&r, call->req.arg);

@@ -18,6 +18,12 @@
 #include "util/utf8.h"
 
 #define LLM_ERROR_BODY_CAP ((size_t)64 * 1024)
+/* An embed reply holds at most 8192 numbers per text (the parsers' dimension limit), each
+ * under 32 bytes as text ("-1.2345678901234567e-308,"), plus the envelope. A backend that
+ * sends more is refused there, not after holding 64 MiB per call: four hostile replies at
+ * once once took 338 MiB (tests/e2e/test_hostile_backend.py). */
+#define LLM_EMBED_BYTES_PER_TEXT ((size_t)8192 * 32)
+#define LLM_EMBED_REPLY_SLACK ((size_t)64 * 1024)
 #define LLM_RESERVE_MODELS 64 /* models with reservations (requests name configured models only) */
 #define LLM_PROBE_TIMEOUT_MS 2000.0
 
@@ -99,6 +105,7 @@ struct llm_task {
     upstream_call *call;
     int http_status;
     strbuf reply; /* embed reply, or an error body */
+    size_t reply_cap; /* bytes of the reply body read at most (the upstream call's cap) */
     ollama_stream ost;
     openai_stream oast;
     bool stream_on;
@@ -522,7 +529,7 @@ static void llm_send(llm_task *t)
                             .ttfb_timeout_ms = (long)(l->cfg.ttfb_timeout_ms < total ? l->cfg.ttfb_timeout_ms : total),
                             .idle_timeout_ms = (long)l->cfg.idle_timeout_ms,
                             .total_timeout_ms = (long)(total > 1 ? total : 1),
-                            .max_response_bytes = l->cfg.max_response_bytes,
+                            .max_response_bytes = t->reply_cap,
                             .on_headers = llm_on_headers,
                             .on_data = llm_on_data,
                             .on_done = llm_on_call_done,
@@ -663,7 +670,8 @@ static llm_task *llm_task_new(llm *l, llm_task_kind kind, double deadline_ms)
     return t;
 }
 
-static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms)
+/* A call task; reply_cap bounds its reply body (and the reply buffer). */
+static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms, size_t reply_cap)
 {
     llm_task *t = body ? llm_task_new(l, TASK_CALL, deadline_ms) : NULL;
     if (!t) {
@@ -674,7 +682,8 @@ static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, 
     t->model = strdup(model);
     t->body = body;
     t->body_len = strlen(body);
-    strbuf_init(&t->reply, l->cfg.max_response_bytes);
+    t->reply_cap = reply_cap < l->cfg.max_response_bytes ? reply_cap : l->cfg.max_response_bytes;
+    strbuf_init(&t->reply, t->reply_cap);
     if (!t->model) {
         llm_task_free(t);
         return NULL;
@@ -710,7 +719,8 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
         size_t first = i * batch, count = n - first < batch ? n - first : batch;
         char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_embed_body(model, texts + first, lens + first, count)
                                                      : openai_embed_body(model, texts + first, lens + first, count);
-        llm_task *t = llm_call_new(l, LLM_OP_EMBED, model, body, deadline_ms);
+        llm_task *t = llm_call_new(l, LLM_OP_EMBED, model, body, deadline_ms,
+                                   count * LLM_EMBED_BYTES_PER_TEXT + LLM_EMBED_REPLY_SLACK);
         if (!t) {
             llm_task_free(job);
             return NULL;
@@ -741,7 +751,7 @@ llm_task *llm_chat(llm *l, const char *model, const char *system, const char *us
         return NULL;
     char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_chat_body(model, system, user, options, true)
                                                  : openai_chat_body(model, system, user, options, true);
-    llm_task *t = llm_call_new(l, LLM_OP_CHAT, model, body, deadline_ms);
+    llm_task *t = llm_call_new(l, LLM_OP_CHAT, model, body, deadline_ms, SIZE_MAX);
     if (!t)
         return NULL;
     retry_budget_note_request(l->budget);

@@ -1,5 +1,6 @@
 #include "upstream/wire.h"
 
+#include <float.h>
 #include <math.h>
 
 json_t *wire_text_array(const char *const *texts, const size_t *lens, size_t n)
@@ -37,7 +38,9 @@ ragd_err wire_vector(const json_t *vec, size_t d, float *out)
     for (size_t j = 0; j < d; j++) {
         json_t *x = json_array_get(vec, j);
         double v = json_number_value(x);
-        if (!json_is_number(x) || !isfinite(v))
+        /* finite as a float too: 1e39 is a finite double but becomes inf in the index
+         * (found by fuzz_ollama_stream) */
+        if (!json_is_number(x) || !isfinite(v) || fabs(v) > FLT_MAX)
             return RAGD_EINVAL;
         out[j] = (float)v;
     }

@@ -137,3 +137,16 @@ void jsonw_raw(jsonw *w, const char *json)
     jsonw_sep(w);
     jsonw_put(w, json, strlen(json));
 }
+
+size_t jsonw_string_size(const char *s)
+{
+    if (!s)
+        return 4;
+    size_t n = 2;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        char esc[7];
+        size_t k = *p >= 0x20 && *p != '"' && *p != '\\' ? 0 : jsontext_escape_byte(*p, esc);
+        n += k ? k : 1;
+    }
+    return n;
+}

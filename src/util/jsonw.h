@@ -44,4 +44,8 @@ void jsonw_int(jsonw *w, int64_t v);
 void jsonw_double(jsonw *w, double v); /* as jansson writes it (%.17g, ".0" kept); NaN/inf: null */
 void jsonw_raw(jsonw *w, const char *json); /* JSON text as it is (the caller vouches for it) */
 
+/* The bytes jsonw_string(w, s) writes for s (quotes and escapes included; 4 for NULL): for
+ * callers that fit a response under a cap before writing it. */
+size_t jsonw_string_size(const char *s);
+
 #endif

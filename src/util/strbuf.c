@@ -78,6 +78,14 @@ void strbuf_reset(strbuf *sb)
         sb->data[0] = '\0';
 }
 
+void strbuf_truncate(strbuf *sb, size_t len)
+{
+    if (len >= sb->len)
+        return;
+    sb->len = len;
+    sb->data[len] = '\0';
+}
+
 char *strbuf_detach(strbuf *sb, size_t *len)
 {
     char *p = sb->data;

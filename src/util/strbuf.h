@@ -22,6 +22,8 @@ ragd_err strbuf_appends(strbuf *sb, const char *s);
 ragd_err strbuf_appendf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Empties the buffer, keeping its storage. */
 void strbuf_reset(strbuf *sb);
+/* Cuts the content back to its first len bytes (len <= sb->len; no-op otherwise). */
+void strbuf_truncate(strbuf *sb, size_t len);
 /* Hands the (NUL-terminated, possibly NULL when empty) storage to the caller and
  * re-initialises the buffer. The caller frees the result. */
 char *strbuf_detach(strbuf *sb, size_t *len);

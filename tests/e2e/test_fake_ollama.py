@@ -445,6 +445,46 @@ class FakeOllamaTest(unittest.TestCase):
         self.assertIn('"error"', frames[-1])
         self.assertNotIn("[DONE]", r.raw.decode())
 
+    def test_hostile_modes(self):
+        chat = {"model": "llama3.2", "messages": [{"role": "user", "content": CONTEXT}]}
+        self.config(fault="garbage", fault_paths=["/api/chat"])
+        r = self.post("/api/chat", chat)
+        self.assertEqual((r.status, len(r.raw)), (200, 4096))
+        with self.assertRaises(ValueError):
+            r.raw.decode("utf-8")
+        self.assertEqual(self.post("/api/tags", None).status, 405)  # other paths untouched
+        self.config(fault="huge_line", fault_huge_bytes=300000)
+        r = self.post("/api/chat", chat)
+        self.assertEqual(r.raw, b"a" * 300000)
+        self.config(fault="wrong_content_type")
+        r = self.post("/api/chat", chat)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.headers["Content-Type"].startswith("text/html"))
+        self.config(fault="stall_mid_line", fault_lines=2, fault_hang_ms=0)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=0.5)
+        conn.request("POST", "/api/chat", json.dumps(chat))
+        resp = conn.getresponse()
+        got = b""
+        with self.assertRaises(socket.timeout):
+            while True:
+                got += resp.read1(65536)
+        conn.close()
+        lines = got.split(b"\n")
+        self.assertEqual(len(lines), 3)  # two whole lines and half of one
+        self.assertFalse(lines[2].endswith(b"}"))
+        self.config(fault="endless_stream")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        conn.request("POST", "/api/chat", json.dumps(chat))
+        resp = conn.getresponse()
+        got = b""
+        while len(got) < 1 << 20:  # far more tokens than any answer, and still going
+            got += resp.read1(65536)
+        conn.close()
+        self.assertNotIn(b'"done":true', got)
+        self.assertEqual(self.fake.stats()["faults"],
+                         {"garbage": 1, "huge_line": 1, "wrong_content_type": 1, "stall_mid_line": 1,
+                          "endless_stream": 1})
+
     def test_refuse_then_up_on_same_port(self):
         keep = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         keep.request("GET", "/api/version")

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "test_guard_page.h"
 #include "text/chunker.h"
 #include "util/utf8.h"
 
@@ -324,6 +325,42 @@ static void test_overlap(void **state)
     free(c);
 }
 
+/* A heading on a line after a lone CR starts its chunk there (the line start was looked
+ * for after a '\n' only; found by fuzz_markdown). */
+static void test_markdown_headings_cr_lines(void **state)
+{
+    (void)state;
+    const char *t = "# One\rShort text of the first part.\r\r# Two\rText of the second part.";
+    size_t n;
+    text_span *c = run(t, strlen(t), CHUNK_FORMAT_MARKDOWN, 200, 20, &n);
+    size_t two = (size_t)(strstr(t, "# Two") - t);
+    bool starts_two = false;
+    for (size_t i = 0; i < n; i++)
+        starts_two = starts_two || c[i].start == two;
+    assert_true(starts_two);
+    free(c);
+}
+
+/* Only text[0..len) is read: md4c 0.4.8 reads the byte after its input looking for the ')'
+ * of an unclosed link destination ("[a](b" at the end; fuzz_markdown found it), which
+ * crashed here with unreadable memory right after the text. */
+static void test_markdown_ignores_bytes_after_the_text(void **state)
+{
+    (void)state;
+    const char *t = "# One\n\nA first paragraph that is long enough to need a chunk of its own.\n\n"
+                    "# Two\n\nA second one, as long, that ends in an unclosed link: [a](b";
+    size_t len = strlen(t);
+    guard_page g;
+    char *buf = guard_page_copy(&g, t, len, 0, 0); /* unreadable memory right after the text */
+    assert_non_null(buf);
+    size_t n;
+    text_span *c = run(buf, len, CHUNK_FORMAT_MARKDOWN, 60, 10, &n);
+    assert_true(n >= 2);
+    assert_true(c[n - 1].end <= len);
+    free(c);
+    guard_page_free(&g);
+}
+
 static void test_markdown_headings(void **state)
 {
     const char *t = "Preamble text.\n"
@@ -499,6 +536,8 @@ int main(void)
         cmocka_unit_test(test_word_not_cut_by_overlap),
         cmocka_unit_test(test_overlap),
         cmocka_unit_test(test_markdown_headings),
+        cmocka_unit_test(test_markdown_headings_cr_lines),
+        cmocka_unit_test(test_markdown_ignores_bytes_after_the_text),
         cmocka_unit_test(test_markdown_only_headings),
         cmocka_unit_test(test_cjk_and_emoji),
         cmocka_unit_test(test_property_random),

@@ -225,6 +225,31 @@ static void test_embed_in_batches(void **state)
     env_free(&e);
 }
 
+/* An embed reply larger than its texts can need (8192 numbers each) is cut off there: a
+ * backend sending one 2 MiB line for one text is refused after ~320 KiB, not read whole
+ * (before, up to 64 MiB per call were held). */
+static void test_embed_reply_capped_by_its_texts(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config",
+                      "{\"fault\": \"huge_line\", \"fault_huge_bytes\": 2097152, \"fault_paths\": [\"/api/embed\"]}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.retry.max_attempts = 1;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    const char *text = "one short text";
+    size_t len = strlen(text);
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, "nomic-embed-text", &text, &len, 1, clock_now_ms() + 10000, on_embed, &e));
+    env_wait(&e);
+    assert_int_not_equal(e.last, LLM_OK);
+    assert_non_null(strstr(e.message, "too_big"));
+    env_free(&e);
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"none\"}"));
+}
+
 static void test_chat_streams(void **state)
 {
     (void)state;
@@ -608,6 +633,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_embed_in_batches, reset_fakes),
+        cmocka_unit_test_setup(test_embed_reply_capped_by_its_texts, reset_fakes),
         cmocka_unit_test_setup(test_chat_streams, reset_fakes),
         cmocka_unit_test_setup(test_busy_is_overload, reset_fakes),
         cmocka_unit_test_setup(test_failures_open_then_recover, reset_fakes),

@@ -47,6 +47,7 @@ static void test_embed_parse(void **state)
         {"{\"embeddings\":[[],[]]}", "dimension"},                 /* empty vectors */
         {"{\"error\":\"model not found\"}", "no \"embeddings\""},
         {"not json", "no \"embeddings\""},
+        {"{\"embeddings\":[[1,2],[1,1e39]]}", "finite"},           /* a double, but inf as a float */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = '\0';

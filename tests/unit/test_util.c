@@ -108,6 +108,11 @@ static void test_strbuf_cap(void **state)
     assert_string_equal(sb.data, "123456789"); /* unchanged after a refused append */
     assert_int_equal(strbuf_appends(&sb, "a"), RAGD_OK);
     assert_int_equal(strbuf_appendf(&sb, "%s", "x"), RAGD_ETOOBIG);
+    strbuf_truncate(&sb, 20); /* past the end: nothing */
+    assert_int_equal(sb.len, 10);
+    strbuf_truncate(&sb, 4);
+    assert_string_equal(sb.data, "1234");
+    assert_int_equal(strbuf_appends(&sb, "56789a"), RAGD_OK);
     size_t len = 0;
     char *p = strbuf_detach(&sb, &len);
     assert_int_equal(len, 10);

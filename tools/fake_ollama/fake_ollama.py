@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import math
+import random
 import re
 import resource
 import select
@@ -46,8 +47,10 @@ from urllib.parse import urlsplit
 
 BUSY_TEXT = "server busy, please try again.  maximum pending requests exceeded"
 CONTEXT_TEXT = "the input length exceeds the context length"
+# Hostile modes answer 200 with bytes no Ollama would send (see Handler._hostile).
+HOSTILE_FAULTS = ("garbage", "endless_stream", "huge_line", "wrong_content_type", "stall_mid_line")
 FAULT_MODES = ("none", "up", "error500", "refuse", "reset", "hang_before_headers",
-               "hang_mid_stream", "error_line", "cut_stream", "close_mid_stream")
+               "hang_mid_stream", "error_line", "cut_stream", "close_mid_stream") + HOSTILE_FAULTS
 JSON_CT = "application/json; charset=utf-8"
 NDJSON_CT = "application/x-ndjson"
 SSE_CT = "text/event-stream"
@@ -78,6 +81,7 @@ KNOBS = {
     "fault_hang_ms": ("float", 0.0, "how long hangs last (0 = until the config changes)"),
     "fault_message": ("str", "llama runner process has terminated: signal: killed",
                       "message of error500 and error_line faults"),
+    "fault_huge_bytes": ("int", 64 << 20, "length of the one line the huge_line fault sends"),
     "version": ("str", "0.5.1", "what GET /api/version answers"),
     "echo": ("str", "none", "none | system: the answer is followed by the system prompt "
                             "(a model that leaks its instructions)"),
@@ -760,6 +764,10 @@ class Handler(BaseHTTPRequestHandler):
             app.count_fault(fault)
             self._hang()
             fault = None
+        if fault in HOSTILE_FAULTS:
+            app.count_fault(fault)
+            app.count_status(200)
+            return self._hostile(fault)
         if fault == "error_line" and self._path not in STREAMING_PATHS:
             # No stream to put an error line in: fail the way a non-stream call fails.
             app.count_fault(fault)
@@ -773,6 +781,45 @@ class Handler(BaseHTTPRequestHandler):
                 self._get()
         except ApiError as e:
             self._send_error(e.status, e.message)
+
+    def _hostile(self, fault):
+        """A 200 no Ollama would send; every one ends when the client hangs up.
+        garbage: 4 KiB of random bytes (NULs, invalid UTF-8) labelled JSON, then a clean end;
+        endless_stream: token lines (NDJSON, or SSE on /v1) forever, never `done`;
+        huge_line: one line of fault_huge_bytes without a newline, then a clean end;
+        wrong_content_type: an HTML page as text/html; stall_mid_line: fault_lines token
+        lines, half a line, then silence for fault_hang_ms (0 = until the config changes)."""
+        cfg = self._cfg
+        openai = self._path.startswith("/v1/")
+        if fault == "wrong_content_type":
+            page = b"<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>\n"
+            return self._send_body(200, page, "text/html; charset=utf-8")
+        self._start_stream(SSE_CT if openai and self._path in STREAMING_PATHS else
+                           NDJSON_CT if self._path in STREAMING_PATHS else JSON_CT)
+        if openai:
+            line = b'data: {"choices":[{"index":0,"delta":{"content":"more "}}]}\n\n'
+        else:
+            line = b'{"model":"x","response":"more ","message":{"role":"assistant","content":"more "},"done":false}\n'
+        if fault == "garbage":
+            rnd = random.Random(7)
+            self._chunk(bytes(rnd.randrange(256) for _ in range(4096)))
+        elif fault == "endless_stream":
+            batch = line * 64
+            while True:
+                self._chunk(batch)
+                self._pause(0.001)  # bounded CPU; notices a client that went away
+        elif fault == "huge_line":
+            piece = b"a" * 65536
+            left = cfg["fault_huge_bytes"]
+            while left > 0:
+                self._chunk(piece[:left])
+                left -= len(piece)
+        elif fault == "stall_mid_line":
+            for _ in range(cfg["fault_lines"]):
+                self._chunk(line)
+            self._chunk(line[: len(line) // 2])
+            self._hang()
+        self._end_stream()
 
     def _parse_json(self, body):
         if not body.strip():
