@@ -17,7 +17,7 @@
 #include "util/ratelimit.h"
 #include "util/strbuf.h"
 
-struct MHD_Connection;
+struct http_conn;
 struct app;
 
 #define HTTP_MAX_ARGS 32
@@ -37,7 +37,7 @@ typedef struct http_stream http_stream;
 
 struct http_request {
     struct app *app;
-    struct MHD_Connection *conn; /* NULL once the connection is gone */
+    struct http_conn *conn; /* NULL once the connection is gone */
     http_method method;
     char *method_name;
     char *path;                       /* raw, not percent-decoded */
@@ -54,7 +54,6 @@ struct http_request {
     bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
-    size_t uri_len;                   /* strlen of the raw URI when the request line was read */
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;

@@ -1,0 +1,42 @@
+#ifndef RAGD_HTTP_SERVER_INT_H
+#define RAGD_HTTP_SERVER_INT_H
+
+/* The HTTP server's state, shared by http_server.c (listener, requests) and conn.c
+ * (connections). Loop thread only. */
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "http/conn.h"
+#include "http/http_server.h"
+
+struct event;
+
+struct http_server {
+    struct app *app;
+    const http_route *routes;
+    size_t n_routes;
+    struct event *accept_ev;
+    struct event *accept_pause; /* re-arms accepting after EMFILE */
+    int listen_fd;
+    int port;
+    size_t in_flight;
+    http_conn *conns;    /* every open connection */
+    size_t n_conns;
+    size_t reserve;      /* the last slots, for /health* only */
+    size_t per_ip;       /* effective RAGD_MAX_CONNECTIONS_PER_IP */
+};
+
+/* Everything decided from the request line and headers (c->head over buf), before any body
+ * byte is read: fills c->req from them. Returns true when a response is already set (an early
+ * reply: the connection closes after it). */
+bool http_server_begin(http_server *s, http_conn *c, const char *buf);
+/* Called by conn.c when a connection is gone: unlinks it. */
+void http_server_conn_gone(http_server *s, http_conn *c);
+
+/* The method as a metrics label: never NULL, bounded. */
+const char *http_method_label(http_method m);
+/* The request id: the client's X-Request-ID when of a safe form (given[0..n)), else 32
+ * random hex digits. out has HTTP_REQUEST_ID_SIZE bytes. given may be NULL. */
+void http_request_id(char *out, const char *given, size_t n);
+
+#endif
