@@ -36,6 +36,7 @@ enum {
     H_METHOD,
     H_TARGET0,
     H_TARGET,
+    H_VERSION0,
     H_VERSION,
     H_RL_LF,
     H_LINE,       /* the start of a header line, or of the empty line */
@@ -196,6 +197,8 @@ http_parse_status http_head_parse(http_head *h, const char *buf, size_t len)
             return http_head_fail(h, 431, "the request line and headers are over the header cap");
         switch (h->state) {
         case H_LEAD:
+            if (c == '\n')
+                break; /* an empty line ended by a bare LF */
             if (c == '\r') {
                 h->state = H_LEAD_LF;
             } else if (http_is_tchar(c)) {
@@ -222,25 +225,32 @@ http_parse_status http_head_parse(http_head *h, const char *buf, size_t len)
             }
             break;
         case H_TARGET0:
+            if (c == ' ')
+                break; /* more spaces between method and target (RFC 9112 3) */
             h->mark = i;
             h->state = H_TARGET;
             /* fall through */
         case H_TARGET:
-            if (c == ' ' && i > h->mark) {
+            if (c == ' ') {
                 h->target = http_span_of(h->mark, i);
-                h->mark = i + 1;
-                h->state = H_VERSION;
+                h->state = H_VERSION0;
             } else if (c <= 0x20 || c >= 0x7f) {
                 st = http_head_bad_byte(h, c, true);
             } else if (i - h->mark >= HTTP_PARSE_MAX_TARGET) {
                 st = http_head_fail(h, 414, "request target over 8192 bytes");
             }
             break;
+        case H_VERSION0:
+            if (c == ' ')
+                break;
+            h->mark = i;
+            h->state = H_VERSION;
+            /* fall through */
         case H_VERSION:
-            if (c == '\r') {
+            if (c == '\r' || c == '\n') {
                 st = http_head_version(h, buf, http_span_of(h->mark, i));
                 if (st == HTTP_PARSE_MORE)
-                    h->state = H_RL_LF;
+                    h->state = c == '\r' ? H_RL_LF : H_LINE;
             } else if (c <= 0x20 || c >= 0x7f) {
                 st = http_head_bad_byte(h, c, true);
             } else if (i - h->mark >= 8) {
@@ -256,6 +266,9 @@ http_parse_status http_head_parse(http_head *h, const char *buf, size_t len)
         case H_LINE:
             if (c == '\r') {
                 h->state = H_END_LF;
+            } else if (c == '\n') { /* the empty line, ended by a bare LF */
+                h->head_len = i + 1;
+                st = http_head_finish(h);
             } else if (http_is_tchar(c)) {
                 h->mark = i;
                 h->state = H_NAME;
@@ -282,10 +295,10 @@ http_parse_status http_head_parse(http_head *h, const char *buf, size_t len)
             h->state = H_VALUE;
             /* fall through */
         case H_VALUE:
-            if (c == '\r') {
+            if (c == '\r' || c == '\n') {
                 st = http_head_field(h, buf, h->name, http_span_of(h->mark, h->value_end));
                 if (st == HTTP_PARSE_MORE)
-                    h->state = H_LINE_LF;
+                    h->state = c == '\r' ? H_LINE_LF : H_LINE;
             } else if (http_is_vbyte(c)) {
                 h->value_end = i + 1;
             } else if (!http_is_blank(c)) {

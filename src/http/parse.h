@@ -11,7 +11,8 @@
  * is seen (a NUL, an over-long target, "PRI * HTTP/2.0"), not at the end of the block.
  *
  * Refused (h->status, h->message):
- *   400 NUL, CR or LF out of place (CR not followed by LF, a bare LF), a method or header
+ *   400 NUL, CR or LF out of place (a CR not followed by LF, a line break inside a request
+ *       line element or a header name), a method or header
  *       name that is not a token, whitespace before a colon, obs-fold (a line starting with
  *       SP/HTAB), a bad request target or version syntax, Content-Length that is not
  *       1*DIGIT or overflows 2^63, two Content-Length values that differ, Content-Length
@@ -20,8 +21,9 @@
  *   431 a head over max_bytes, or more than HTTP_PARSE_MAX_HEADERS header lines;
  *   501 Transfer-Encoding other than exactly "chunked" (one header, case-insensitive);
  *   505 a version other than HTTP/1.0 and HTTP/1.1 (the HTTP/2 preface included).
- * Accepted leniencies: empty lines (CRLF) before the request line (RFC 9112 2.2), obs-text
- * (bytes 0x80-0xFF) in header values. Host is not required. */
+ * Accepted leniencies, all allowed by RFC 9112: a bare LF as a line end (2.2), empty lines
+ * before the request line (2.2), several spaces between the request line's elements (3),
+ * obs-text (bytes 0x80-0xFF) in header values. Host is not required. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
