@@ -558,7 +558,9 @@ void http_server_stop(http_server *s)
     /* What is queued goes out if the socket takes it now; then every connection closes. */
     while (s->conns) {
         http_conn *c = s->conns;
-        evbuffer_write(bufferevent_get_output(c->bev), c->fd);
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen for itself */
+        evbuffer_write(out, c->fd);
         http_conn_close(c, true);
     }
     if (s->accept_ev)
