@@ -8,6 +8,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 
 import harness
@@ -199,6 +200,41 @@ class StrictParsingTest(harness.E2ETestCase):
         got = self.send(data)
         # the default collection does not exist here: the body was read and parsed
         self.assertIn(b"db_not_found", got, got[:300])
+
+
+class SlowReaderTest(harness.E2ETestCase):
+    """A client that pipelines requests and reads none of the replies: the server writes with
+    backpressure (one request at a time, nothing read while a reply waits) and closes the
+    connection once the client has taken no byte for RAGD_IDLE_TIMEOUT_S. (libmicrohttpd's
+    idle timeout did that too: this one guards the behaviour, it does not fail on the old
+    build.)"""
+
+    server_env = {"RAGD_IDLE_TIMEOUT_S": "1"}
+    N = 5000
+
+    def test_client_that_reads_nothing_is_closed(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.server.port))
+
+        def feed():
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n" * self.N)
+            except OSError:
+                pass  # closed by the server: what we want
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        try:
+            time.sleep(4)  # the server stalls on the full socket, then closes after 1 s
+            got = read_to_end(s)
+        finally:
+            s.close()
+            t.join(10)
+        answered = got.count(b"HTTP/1.1 200 ")
+        self.assertLess(answered, self.N, "every reply was written: the server waited for the reader")
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
 
 
 class ProtocolTest(harness.E2ETestCase):
