@@ -186,6 +186,7 @@ static void conn_response_sent(http_conn *c)
     c->phase = CONN_HEAD;
     c->stream_live = false;
     c->response_done = false;
+    c->head_only = false;
     c->deadline_armed = false;
     http_head_init(&c->head, conn_cfg(c)->max_header_bytes);
     conn_arm(c, conn_cfg(c)->idle_timeout_s);
@@ -283,7 +284,7 @@ static bool conn_format_head(http_conn *c, const http_request *req, char *out, s
 void http_conn_send(http_conn *c)
 {
     http_request *req = c->req;
-    if (!req || req->answered)
+    if (!req || req->answered || c->closing)
         return;
     if (req->status == 0)
         http_reply_error(req, 500, "internal", "handler produced no response");
@@ -327,7 +328,7 @@ void http_conn_send(http_conn *c)
 
 bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
 {
-    if (c->response_done || c->head_only || n == 0)
+    if (c->response_done || c->head_only || c->closing || n == 0)
         return true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (evbuffer_get_length(out) + n > CONN_STREAM_CAP)
@@ -337,12 +338,16 @@ bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
     bool ok = !c->stream_chunked || evbuffer_add(out, size, (size_t)sn) == 0;
     ok = ok && evbuffer_add(out, p, n) == 0;
     ok = ok && (!c->stream_chunked || evbuffer_add(out, "\r\n", 2) == 0);
-    return ok;
+    if (!ok) { /* no memory for a piece: the framing may be broken, so the stream ends the connection */
+        c->close_after = true;
+        return false;
+    }
+    return true;
 }
 
 void http_conn_stream_end(http_conn *c)
 {
-    if (c->response_done)
+    if (c->response_done || c->closing)
         return;
     c->response_done = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
@@ -373,10 +378,14 @@ static void conn_refuse(http_conn *c, int status, const char *code, const char *
     if (!c->req) {
         c->req = http_request_new(c->srv->app, c, 0);
         if (!c->req) { /* no memory for even that: the static envelope */
-            static const char oom[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; "
-                                      "charset=utf-8\r\nContent-Length: 76\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-                                      "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"},\"detail\":\"out of memory\"}";
-            ssize_t w = send(c->fd, oom, sizeof oom - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            static const char body[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"},"
+                                       "\"detail\":\"out of memory\"}";
+            char oom[384];
+            int n = snprintf(oom, sizeof oom,
+                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+                             "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
+                             sizeof body - 1, body);
+            ssize_t w = send(c->fd, oom, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
             log_warn("503 (out of memory for a request) from a connection");
             conn_close_soon(c);

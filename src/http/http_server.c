@@ -358,13 +358,23 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
  * once, without waiting, before the close. */
 static void http_refuse_at_accept(int fd)
 {
-    static const char reply[] =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-        "Content-Length: 144\r\nRetry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-        "{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections from this address\"},"
-        "\"detail\":\"too many connections from this address\"}";
-    ssize_t w = send(fd, reply, sizeof reply - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
+    static const char message[] = "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)";
+    char rid[HTTP_REQUEST_ID_SIZE];
+    http_request_id(rid, NULL, 0);
+    char reply[768];
+    int body = snprintf(NULL, 0,
+                        "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
+                        message, rid, message);
+    int n = snprintf(reply, sizeof reply,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+                     "Content-Length: %d\r\nX-Request-ID: %s\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n"
+                     "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
+                     body, rid, message, rid, message);
+    if (n > 0 && (size_t)n < sizeof reply) {
+        ssize_t w = send(fd, reply, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
     shutdown(fd, SHUT_WR);
     close(fd);
 }
