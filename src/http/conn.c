@@ -29,7 +29,7 @@ enum {
 #define CONN_STREAM_CAP ((size_t)16 << 20) /* bytes queued on a connection for a stream */
 #define CONN_LINGER_S 2                    /* after a closing reply: read what still comes, this long */
 #define CONN_LINGER_MAX ((size_t)1 << 20)  /* ... or this many bytes */
-#define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per read event */
+#define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per pass */
 
 static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
@@ -81,8 +81,11 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     if (!c->timer)
         goto fail;
     const ragd_config *cfg = &srv->app->cfg;
-    size_t high = cfg->max_header_bytes + 1 > CONN_BODY_READ ? cfg->max_header_bytes + 1 : CONN_BODY_READ;
-    bufferevent_setwatermark(c->bev, EV_READ, 0, high);
+    /* No read watermark: reading is off whenever the input is not consumed (a request being
+     * handled or answered), and a head is refused as soon as its bytes pass the cap, so the
+     * input never holds more than the cap plus one read (16 KiB). (libevent 2.1's
+     * bufferevent_setwatermark also dereferences NULL when its callback cannot be
+     * allocated: the allocation torture found it.) */
     /* The write timeout: a client that takes none of a pending reply for this long is gone. */
     struct timeval wt = {.tv_sec = (time_t)cfg->idle_timeout_s, .tv_usec = 0};
     bufferevent_set_timeouts(c->bev, NULL, &wt);
@@ -99,6 +102,7 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     srv->n_conns++;
     return c;
 fail:
+    http_server_refuse_fd(fd, "out of memory");
     if (c && c->timer)
         event_free(c->timer);
     if (c && c->bev)
@@ -377,16 +381,8 @@ static void conn_refuse(http_conn *c, int status, const char *code, const char *
 {
     if (!c->req) {
         c->req = http_request_new(c->srv->app, c, 0);
-        if (!c->req) { /* no memory for even that: the static envelope */
-            static const char body[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"},"
-                                       "\"detail\":\"out of memory\"}";
-            char oom[384];
-            int n = snprintf(oom, sizeof oom,
-                             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-                             "Content-Length: %zu\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
-                             sizeof body - 1, body);
-            ssize_t w = send(c->fd, oom, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)w;
+        if (!c->req) { /* no memory for even that: the fixed envelope, written at once */
+            http_server_refuse_fd(c->fd, "out of memory");
             log_warn("503 (out of memory for a request) from a connection");
             conn_close_soon(c);
             return;

@@ -354,11 +354,8 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
 
 /* ---- accepting ---- */
 
-/* A raw 503 for a connection refused at accept (over RAGD_MAX_CONNECTIONS_PER_IP): written
- * once, without waiting, before the close. */
-static void http_refuse_at_accept(int fd)
+void http_server_refuse_fd(int fd, const char *message)
 {
-    static const char message[] = "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)";
     char rid[HTTP_REQUEST_ID_SIZE];
     http_request_id(rid, NULL, 0);
     char reply[768];
@@ -371,12 +368,16 @@ static void http_refuse_at_accept(int fd)
                      "Connection: close\r\n\r\n"
                      "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
                      body, rid, message, rid, message);
+    /* What the client sent already is read first (a close with unread bytes is a reset,
+     * which can destroy the reply on its way). */
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+        ;
     if (n > 0 && (size_t)n < sizeof reply) {
         ssize_t w = send(fd, reply, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
     }
     shutdown(fd, SHUT_WR);
-    close(fd);
 }
 
 static cidr_addr http_peer_of(const struct sockaddr_storage *ss)
@@ -440,7 +441,8 @@ static void http_on_accept(evutil_socket_t lfd, short what, void *arg)
         if (http_conns_from(s, &peer) >= s->per_ip) {
             log_debug("http: too many connections from one address; refused");
             metrics_count_shed();
-            http_refuse_at_accept(fd);
+            http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)");
+            close(fd);
             continue;
         }
         int one = 1;
