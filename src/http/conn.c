@@ -102,7 +102,7 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     srv->n_conns++;
     return c;
 fail:
-    http_server_refuse_fd(fd, "out of memory");
+    http_server_refuse_fd(fd, "out of memory", NULL, true);
     if (c && c->timer)
         event_free(c->timer);
     if (c && c->bev)
@@ -129,8 +129,8 @@ static void conn_end_request(http_conn *c, bool ok, bool at_stop)
     double ms = clock_now_ms() - req->t_start_ms;
     if (req->answered) {
         metrics_http_observe(req->route_name, http_method_label(req->method), req->status, ms / 1000.0);
-        log_info("%s %s %d %.1fms id=%s%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
-                 req->request_id, ok ? "" : " (cut short)");
+        log_info("%s %s %d %.1fms%s id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
+                 ok ? "" : " (cut short)", req->request_id);
     } else {
         log_info("%s %s aborted %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, ms,
                  req->request_id);
@@ -300,6 +300,7 @@ void http_conn_send(http_conn *c)
     if (!c->keep_alive)
         c->close_after = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t queued_before = evbuffer_get_length(out); /* a 100 Continue not yet written */
     char head[2048];
     size_t hn = 0;
     bool ok = conn_format_head(c, req, head, sizeof head, &hn) && evbuffer_add(out, head, hn) == 0;
@@ -318,7 +319,16 @@ void http_conn_send(http_conn *c)
         }
     }
     if (!ok) {
-        log_warn("request %s: no memory to queue the %d response; connection closed", req->request_id, req->status);
+        /* Nothing of this reply may go out half: what was queued is dropped (the bufferevent
+         * keeps the output's start frozen for itself) and, when nothing else was queued
+         * before, the fixed 503 goes straight to the socket. */
+        log_warn("request %s: no memory to queue the %d response; 503 and closed", req->request_id, req->status);
+        evbuffer_unfreeze(out, 1);
+        bool clean = queued_before == 0 && evbuffer_drain(out, evbuffer_get_length(out)) == 0;
+        evbuffer_freeze(out, 1);
+        if (clean)
+            http_server_refuse_fd(c->fd, "out of memory for the response", req->request_id, false);
+        req->status = 503;
         conn_close_soon(c);
         return;
     }
@@ -382,8 +392,7 @@ static void conn_refuse(http_conn *c, int status, const char *code, const char *
     if (!c->req) {
         c->req = http_request_new(c->srv->app, c, 0);
         if (!c->req) { /* no memory for even that: the fixed envelope, written at once */
-            http_server_refuse_fd(c->fd, "out of memory");
-            log_warn("503 (out of memory for a request) from a connection");
+            http_server_refuse_fd(c->fd, "out of memory", NULL, true);
             conn_close_soon(c);
             return;
         }
@@ -423,8 +432,16 @@ static void conn_begin(http_conn *c, const char *buf)
 {
     http_server *s = c->srv;
     c->req = http_request_new(s->app, c, conn_cfg(c)->max_body_bytes);
-    if (!c->req) {
-        conn_refuse(c, 503, "overloaded", "out of memory");
+    if (!c->req) { /* the head is read already: its X-Request-ID names the refusal */
+        size_t n = 0;
+        const char *given = http_head_get(&c->head, buf, "x-request-id", &n);
+        char rid[HTTP_REQUEST_ID_SIZE];
+        http_request_id(rid, given, n);
+        log_warn("%.*s %.*s 503 (out of memory for the request) id=%s", (int)c->head.method.len,
+                 buf + c->head.method.off, (int)(c->head.target.len > 200 ? 200 : c->head.target.len),
+                 buf + c->head.target.off, rid);
+        http_server_refuse_fd(c->fd, "out of memory", rid, false);
+        conn_close_soon(c);
         return;
     }
     c->keep_alive = c->head.keep_alive;

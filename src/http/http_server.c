@@ -354,10 +354,34 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
 
 /* ---- accepting ---- */
 
-void http_server_refuse_fd(int fd, const char *message)
+void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud)
 {
+    /* What the client sent already is read first (a close with unread bytes is a reset,
+     * which can destroy the reply on its way), and parsed for the log line and the id. */
+    char in[16384];
+    size_t have = 0;
+    while (have < sizeof in) {
+        ssize_t r = recv(fd, in + have, sizeof in - have, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    http_head h;
+    http_head_init(&h, sizeof in);
+    bool parsed = !rid_known && http_head_parse(&h, in, have) == HTTP_PARSE_DONE;
     char rid[HTTP_REQUEST_ID_SIZE];
-    http_request_id(rid, NULL, 0);
+    if (rid_known) {
+        snprintf(rid, sizeof rid, "%s", rid_known);
+    } else {
+        size_t gn = 0;
+        const char *given = parsed ? http_head_get(&h, in, "x-request-id", &gn) : NULL;
+        http_request_id(rid, given, gn);
+    }
+    if (loud && parsed) /* in the access log's form */
+        log_warn("%.*s %.*s 503 (%s) id=%s", (int)h.method.len, in + h.method.off,
+                 (int)(h.target.len > 200 ? 200 : h.target.len), in + h.target.off, message, rid);
+    else if (loud)
+        log_warn("? unmatched 503 (%s) id=%s", message, rid);
     char reply[768];
     int body = snprintf(NULL, 0,
                         "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
@@ -368,11 +392,6 @@ void http_server_refuse_fd(int fd, const char *message)
                      "Connection: close\r\n\r\n"
                      "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
                      body, rid, message, rid, message);
-    /* What the client sent already is read first (a close with unread bytes is a reset,
-     * which can destroy the reply on its way). */
-    char sink[4096];
-    for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
-        ;
     if (n > 0 && (size_t)n < sizeof reply) {
         ssize_t w = send(fd, reply, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)w;
@@ -441,7 +460,7 @@ static void http_on_accept(evutil_socket_t lfd, short what, void *arg)
         if (http_conns_from(s, &peer) >= s->per_ip) {
             log_debug("http: too many connections from one address; refused");
             metrics_count_shed();
-            http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)");
+            http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)", NULL, false);
             close(fd);
             continue;
         }

@@ -30,11 +30,14 @@ struct http_server {
  * byte is read: fills c->req from them. Returns true when a response is already set (an early
  * reply: the connection closes after it). */
 bool http_server_begin(http_server *s, http_conn *c, const char *buf);
-/* Answers a connection that gets no http_conn (over the per-address cap, out of memory)
- * with a fixed 503 `overloaded` envelope naming message (JSON-safe text), written without
- * waiting and without allocating, after reading what the client sent so far; then shuts the
- * write side. The caller closes fd. */
-void http_server_refuse_fd(int fd, const char *message);
+/* Answers a connection that cannot be served the usual way (over the per-address cap; out
+ * of memory for its objects, its request or its reply's queue) with a fixed 503 `overloaded`
+ * envelope naming message (JSON-safe text), written straight to fd without waiting and
+ * without allocating, after reading what the client sent so far; then shuts the write side.
+ * The request id is rid_known, else the client's X-Request-ID when its head can be read
+ * from those bytes, else a new one. loud: a warning in the access log's form (ending
+ * "id=ID"). The caller closes fd. */
+void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud);
 /* Called by conn.c when a connection is gone: unlinks it. */
 void http_server_conn_gone(http_server *s, http_conn *c);
 
