@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,7 +75,7 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     c->client = *peer;
     c->reserve = reserve;
     c->phase = CONN_HEAD;
-    c->bev = bufferevent_socket_new(srv->app->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = bufferevent_socket_new(srv->app->base, fd, 0); /* http_conn_close closes fd */
     if (!c->bev)
         goto fail;
     c->timer = evtimer_new(srv->app->base, conn_on_timer, c);
@@ -106,10 +107,9 @@ fail:
     if (c && c->timer)
         event_free(c->timer);
     if (c && c->bev)
-        bufferevent_free(c->bev); /* closes fd */
-    else
-        close(fd);
+        bufferevent_free(c->bev);
     free(c);
+    http_server_close_refused(srv, fd);
     return NULL;
 }
 
@@ -157,7 +157,11 @@ void http_conn_close(http_conn *c, bool at_stop)
     conn_end_request(c, false, at_stop);
     http_server_conn_gone(c->srv, c);
     event_free(c->timer);
-    bufferevent_free(c->bev); /* closes the socket */
+    bufferevent_free(c->bev);
+    if (c->refused && !at_stop)
+        http_server_close_refused(c->srv, c->fd); /* answered by the fixed 503: closed gently */
+    else
+        close(c->fd);
     free(c);
 }
 
@@ -234,11 +238,12 @@ static const char *conn_reason(int status)
     }
 }
 
+/* The output buffer is done with a body: extra is the allocation (data may point into it). */
 static void conn_free_body(const void *data, size_t len, void *extra)
 {
+    (void)data;
     (void)len;
-    (void)extra;
-    free((void *)data);
+    free(extra);
 }
 
 /* The status line and headers of req's response; false when they do not fit. */
@@ -300,35 +305,52 @@ void http_conn_send(http_conn *c)
     if (!c->keep_alive)
         c->close_after = true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t queued_before = evbuffer_get_length(out); /* a 100 Continue not yet written */
     char head[2048];
     size_t hn = 0;
-    bool ok = conn_format_head(c, req, head, sizeof head, &hn) && evbuffer_add(out, head, hn) == 0;
+    bool ok = conn_format_head(c, req, head, sizeof head, &hn);
     req->answered = true; /* for the log and the metrics: the status is req->status */
     c->phase = CONN_SENDING;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
-    ok = ok && bufferevent_enable(c->bev, EV_WRITE) == 0;
-    if (ok && !c->head_only && !req->stream && req->resp_len > 0) {
+    const char *body = req->resp_static ? req->resp_static : req->resp_body;
+    size_t body_len = c->head_only || req->stream ? 0 : req->resp_len;
+    /* The reply is written straight to the socket when nothing else is queued: most replies
+     * go out whole in one call, and then nothing is allocated to send them, so a reply the
+     * handler could set is never lost for want of memory here. What the socket does not take
+     * is queued in the output buffer (the body by reference). */
+    size_t sent = 0;
+    if (ok && evbuffer_get_length(out) == 0) {
+        struct iovec iov[2] = {{.iov_base = head, .iov_len = hn}, {.iov_base = (void *)body, .iov_len = body_len}};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = body_len > 0 ? 2 : 1};
+        ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            log_debug("request %s: the client is gone (%s)", req->request_id, strerror(errno));
+            conn_close_soon(c);
+            return;
+        }
+        sent = w > 0 ? (size_t)w : 0;
+    }
+    size_t head_sent = sent < hn ? sent : hn, body_sent = sent - head_sent;
+    ok = ok && (head_sent == hn || evbuffer_add(out, head + head_sent, hn - head_sent) == 0);
+    if (ok && body_sent < body_len) {
         if (req->resp_static) {
-            ok = evbuffer_add_reference(out, req->resp_static, req->resp_len, NULL, NULL) == 0;
+            ok = evbuffer_add_reference(out, body + body_sent, body_len - body_sent, NULL, NULL) == 0;
         } else {
-            ok = evbuffer_add_reference(out, req->resp_body, req->resp_len, conn_free_body, NULL) == 0;
+            ok = evbuffer_add_reference(out, body + body_sent, body_len - body_sent, conn_free_body,
+                                        req->resp_body) == 0;
             if (ok)
                 req->resp_body = NULL; /* the output buffer frees it once written */
         }
     }
+    ok = ok && bufferevent_enable(c->bev, EV_WRITE) == 0;
     if (!ok) {
-        /* Nothing of this reply may go out half: what was queued is dropped (the bufferevent
-         * keeps the output's start frozen for itself) and, when nothing else was queued
-         * before, the fixed 503 goes straight to the socket. */
-        log_warn("request %s: no memory to queue the %d response; 503 and closed", req->request_id, req->status);
-        evbuffer_unfreeze(out, 1);
-        bool clean = queued_before == 0 && evbuffer_drain(out, evbuffer_get_length(out)) == 0;
-        evbuffer_freeze(out, 1);
-        if (clean)
+        /* Part of the reply may have gone already: the connection closes (the client sees a
+         * reply cut short, never a wrong one). With nothing sent, the fixed 503 goes. */
+        log_warn("request %s: no memory to queue the %d response; connection closed", req->request_id, req->status);
+        if (sent == 0 && evbuffer_get_length(out) == 0) {
             http_server_refuse_fd(c->fd, "out of memory for the response", req->request_id, false);
-        req->status = 503;
+            c->refused = true;
+        }
         conn_close_soon(c);
         return;
     }
@@ -337,7 +359,11 @@ void http_conn_send(http_conn *c)
         http_stream_flush(req->stream); /* what was written before the head, then the end if it came */
         return;
     }
-    c->response_done = true; /* conn_on_write: sent */
+    c->response_done = true;
+    if (evbuffer_get_length(out) == 0) { /* all written: conn_on_timer moves on, next turn */
+        struct timeval now = {0, 0};
+        evtimer_add(c->timer, &now);
+    } /* else conn_on_write, once the output has drained */
 }
 
 bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
@@ -393,6 +419,7 @@ static void conn_refuse(http_conn *c, int status, const char *code, const char *
         c->req = http_request_new(c->srv->app, c, 0);
         if (!c->req) { /* no memory for even that: the fixed envelope, written at once */
             http_server_refuse_fd(c->fd, "out of memory", NULL, true);
+            c->refused = true;
             conn_close_soon(c);
             return;
         }
@@ -441,6 +468,7 @@ static void conn_begin(http_conn *c, const char *buf)
                  buf + c->head.method.off, (int)(c->head.target.len > 200 ? 200 : c->head.target.len),
                  buf + c->head.target.off, rid);
         http_server_refuse_fd(c->fd, "out of memory", rid, false);
+        c->refused = true;
         conn_close_soon(c);
         return;
     }

@@ -41,6 +41,7 @@ struct http_conn {
     bool stream_chunked;  /* the stream is chunk-encoded (HTTP/1.1); else close-delimited */
     bool response_done;   /* every byte of the response is queued */
     bool closing;         /* closes on the next loop turn (conn_close_soon) */
+    bool refused;         /* answered by the fixed 503 (http_server_refuse_fd): closed gently */
     bool lingering;       /* write side shut: reading what the client still sends, then close */
     size_t linger_bytes;
     uint64_t body_left;   /* Content-Length bytes still to read */
@@ -52,7 +53,7 @@ struct http_conn {
 };
 
 /* Starts serving fd (non-blocking, accepted) from peer; reserve: see above. NULL when out of
- * memory (fd is then closed). The connection adds itself to the server's list. */
+ * memory (fd then gets the fixed 503 and is closed: http_server_refuse_fd). The connection adds itself to the server's list. */
 http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer, bool reserve);
 /* Closes the connection at once; its request, if any, ends as aborted (at_stop: the server
  * is stopping, so close watches are dropped without calling them). */

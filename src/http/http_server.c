@@ -399,6 +399,44 @@ void http_server_refuse_fd(int fd, const char *message, const char *rid_known, b
     shutdown(fd, SHUT_WR);
 }
 
+static void http_reap_refused(evutil_socket_t unused, short what, void *arg)
+{
+    (void)unused;
+    (void)what;
+    http_server *s = arg;
+    double now = clock_now_ms();
+    size_t kept = 0;
+    for (size_t i = 0; i < s->n_refused; i++) {
+        int fd = s->refused[i].fd;
+        char sink[4096];
+        ssize_t r;
+        int reads = 0;
+        while ((r = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0 && ++reads < 64)
+            ;
+        bool open = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+        if ((open || reads == 64) && now < s->refused[i].until_ms)
+            s->refused[kept++] = s->refused[i];
+        else
+            close(fd);
+    }
+    s->n_refused = kept;
+    struct timeval tv = {0, 100000};
+    if (s->n_refused > 0)
+        evtimer_add(s->reaper, &tv);
+}
+
+void http_server_close_refused(http_server *s, int fd)
+{
+    struct timeval tv = {0, 100000};
+    if (s->n_refused == HTTP_REFUSED_MAX || (s->n_refused == 0 && evtimer_add(s->reaper, &tv) != 0)) {
+        close(fd);
+        return;
+    }
+    s->refused[s->n_refused].fd = fd;
+    s->refused[s->n_refused].until_ms = clock_now_ms() + 1000.0;
+    s->n_refused++;
+}
+
 static cidr_addr http_peer_of(const struct sockaddr_storage *ss)
 {
     cidr_addr a;
@@ -461,7 +499,7 @@ static void http_on_accept(evutil_socket_t lfd, short what, void *arg)
             log_debug("http: too many connections from one address; refused");
             metrics_count_shed();
             http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)", NULL, false);
-            close(fd);
+            http_server_close_refused(s, fd);
             continue;
         }
         int one = 1;
@@ -551,7 +589,8 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
     }
     s->accept_ev = event_new(a->base, s->listen_fd, EV_READ | EV_PERSIST, http_on_accept, s);
     s->accept_pause = evtimer_new(a->base, http_on_accept_resume, s);
-    if (!s->accept_ev || !s->accept_pause || event_add(s->accept_ev, NULL) != 0) {
+    s->reaper = evtimer_new(a->base, http_reap_refused, s);
+    if (!s->accept_ev || !s->accept_pause || !s->reaper || event_add(s->accept_ev, NULL) != 0) {
         snprintf(err, errlen, "cannot watch the HTTP server's listening socket");
         goto fail;
     }
@@ -598,6 +637,10 @@ void http_server_stop(http_server *s)
         event_free(s->accept_ev);
     if (s->accept_pause)
         event_free(s->accept_pause);
+    if (s->reaper)
+        event_free(s->reaper);
+    for (size_t i = 0; i < s->n_refused; i++)
+        close(s->refused[i].fd);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     free(s);

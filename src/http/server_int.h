@@ -11,6 +11,8 @@
 
 struct event;
 
+#define HTTP_REFUSED_MAX 64 /* refused sockets read and dropped for a moment before the close */
+
 struct http_server {
     struct app *app;
     const http_route *routes;
@@ -24,6 +26,14 @@ struct http_server {
     size_t n_conns;
     size_t reserve;      /* the last slots, for /health* only */
     size_t per_ip;       /* effective RAGD_MAX_CONNECTIONS_PER_IP */
+    /* Sockets answered by http_server_refuse_fd: fixed storage, so that closing them
+     * gently needs no memory (they were refused for the lack of it). */
+    struct {
+        int fd;
+        double until_ms;
+    } refused[HTTP_REFUSED_MAX];
+    size_t n_refused;
+    struct event *reaper; /* reads and closes them; made at start */
 };
 
 /* Everything decided from the request line and headers (c->head over buf), before any body
@@ -38,6 +48,10 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf);
  * from those bytes, else a new one. loud: a warning in the access log's form (ending
  * "id=ID"). The caller closes fd. */
 void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud);
+/* Takes fd (answered by http_server_refuse_fd) and closes it within a second, after reading
+ * and dropping what the client still sends (so the close is not a reset that destroys the
+ * reply); closes it at once when the fixed table is full. Allocates nothing. */
+void http_server_close_refused(http_server *s, int fd);
 /* Called by conn.c when a connection is gone: unlinks it. */
 void http_server_conn_gone(http_server *s, http_conn *c);
 
