@@ -103,13 +103,12 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     srv->n_conns++;
     return c;
 fail:
-    http_server_refuse_fd(fd, "out of memory", NULL, true);
     if (c && c->timer)
         event_free(c->timer);
     if (c && c->bev)
         bufferevent_free(c->bev);
     free(c);
-    http_server_close_refused(srv, fd);
+    http_server_refuse_later(srv, fd, "out of memory");
     return NULL;
 }
 

@@ -53,7 +53,7 @@ struct http_conn {
 };
 
 /* Starts serving fd (non-blocking, accepted) from peer; reserve: see above. NULL when out of
- * memory (fd then gets the fixed 503 and is closed: http_server_refuse_fd). The connection adds itself to the server's list. */
+ * memory (fd then gets the fixed 503 and is closed: http_server_refuse_later). The connection adds itself to the server's list. */
 http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer, bool reserve);
 /* Closes the connection at once; its request, if any, ends as aborted (at_stop: the server
  * is stopping, so close watches are dropped without calling them). */

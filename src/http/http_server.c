@@ -399,6 +399,20 @@ void http_server_refuse_fd(int fd, const char *message, const char *rid_known, b
     shutdown(fd, SHUT_WR);
 }
 
+/* True when fd's pending bytes hold a whole head (or a refusable one), or the client closed. */
+static bool http_head_arrived(int fd)
+{
+    char peek[8192];
+    ssize_t r = recv(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return true;
+    if (r < 0)
+        return false;
+    http_head h;
+    http_head_init(&h, sizeof peek);
+    return http_head_parse(&h, peek, (size_t)r) != HTTP_PARSE_MORE || (size_t)r == sizeof peek;
+}
+
 static void http_reap_refused(evutil_socket_t unused, short what, void *arg)
 {
     (void)unused;
@@ -406,8 +420,19 @@ static void http_reap_refused(evutil_socket_t unused, short what, void *arg)
     http_server *s = arg;
     double now = clock_now_ms();
     size_t kept = 0;
+    bool waiting = false;
     for (size_t i = 0; i < s->n_refused; i++) {
         int fd = s->refused[i].fd;
+        if (s->refused[i].message) { /* not answered yet */
+            if (now < s->refused[i].until_ms && !http_head_arrived(fd)) {
+                s->refused[kept++] = s->refused[i];
+                waiting = true;
+                continue;
+            }
+            http_server_refuse_fd(fd, s->refused[i].message, NULL, true);
+            s->refused[i].message = NULL;
+            s->refused[i].until_ms = now + 1000.0;
+        }
         char sink[4096];
         ssize_t r;
         int reads = 0;
@@ -420,21 +445,36 @@ static void http_reap_refused(evutil_socket_t unused, short what, void *arg)
             close(fd);
     }
     s->n_refused = kept;
-    struct timeval tv = {0, 100000};
+    struct timeval tv = {0, waiting ? 10000 : 100000};
     if (s->n_refused > 0)
         evtimer_add(s->reaper, &tv);
 }
 
+/* Adds fd to the table (message: answer pending). False when full or the reaper cannot run. */
+static bool http_refused_add(http_server *s, int fd, const char *message, double for_ms)
+{
+    struct timeval tv = {0, 10000};
+    if (s->n_refused == HTTP_REFUSED_MAX || evtimer_add(s->reaper, &tv) != 0)
+        return false;
+    s->refused[s->n_refused].fd = fd;
+    s->refused[s->n_refused].until_ms = clock_now_ms() + for_ms;
+    s->refused[s->n_refused].message = message;
+    s->n_refused++;
+    return true;
+}
+
 void http_server_close_refused(http_server *s, int fd)
 {
-    struct timeval tv = {0, 100000};
-    if (s->n_refused == HTTP_REFUSED_MAX || (s->n_refused == 0 && evtimer_add(s->reaper, &tv) != 0)) {
+    if (!http_refused_add(s, fd, NULL, 1000.0))
         close(fd);
+}
+
+void http_server_refuse_later(http_server *s, int fd, const char *message)
+{
+    if (http_refused_add(s, fd, message, 1000.0))
         return;
-    }
-    s->refused[s->n_refused].fd = fd;
-    s->refused[s->n_refused].until_ms = clock_now_ms() + 1000.0;
-    s->n_refused++;
+    http_server_refuse_fd(fd, message, NULL, true);
+    close(fd);
 }
 
 static cidr_addr http_peer_of(const struct sockaddr_storage *ss)

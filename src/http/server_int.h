@@ -31,6 +31,7 @@ struct http_server {
     struct {
         int fd;
         double until_ms;
+        const char *message; /* not yet answered: the 503 to send once the head is in */
     } refused[HTTP_REFUSED_MAX];
     size_t n_refused;
     struct event *reaper; /* reads and closes them; made at start */
@@ -52,6 +53,11 @@ void http_server_refuse_fd(int fd, const char *message, const char *rid_known, b
  * and dropping what the client still sends (so the close is not a reset that destroys the
  * reply); closes it at once when the fixed table is full. Allocates nothing. */
 void http_server_close_refused(http_server *s, int fd);
+/* For a connection refused before any of its bytes could be read (no memory for its
+ * objects at accept): waits up to a second, without allocating, for its head to arrive so
+ * that the fixed 503 names the client's X-Request-ID (and the log line too), then answers
+ * and closes it as http_server_close_refused does. Answers at once when the table is full. */
+void http_server_refuse_later(http_server *s, int fd, const char *message);
 /* Called by conn.c when a connection is gone: unlinks it. */
 void http_server_conn_gone(http_server *s, http_conn *c);
 
