@@ -1,7 +1,7 @@
 # ragd — build, test and run. `make help` lists the targets.
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libmicrohttpd libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
+PKGS    := libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
            libutf8proc libxml-2.0 md4c libpcre2-8
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter

@@ -3,7 +3,7 @@
 # Idempotent: installs only the packages that are missing; uses sudo when not root.
 set -eu
 PACKAGES="gcc make pkg-config python3 curl ca-certificates
-libmicrohttpd-dev libevent-dev libcurl4-openssl-dev libsqlite3-dev libjansson-dev
+libevent-dev libcurl4-openssl-dev libsqlite3-dev libjansson-dev
 libssl-dev libutf8proc-dev libxml2-dev libmd4c-dev libstemmer-dev libcmocka-dev
 libpcre2-dev"
 # clang and its libFuzzer/sanitizer runtime: `make test` runs every fuzz target briefly (fuzz-smoke).

@@ -372,6 +372,18 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         c->idle_timeout_s = (unsigned)n;
         return 0;
     }
+    if (strcmp(name, "RAGD_MAX_CONNECTIONS_PER_IP") == 0)
+        return parse_size(name, v, 1, 100000, &c->max_connections_per_ip, err, errlen);
+    if (strcmp(name, "RAGD_HEADER_TIMEOUT_S") == 0 || strcmp(name, "RAGD_BODY_TIMEOUT_S") == 0) {
+        if (parse_size(name, v, 1, 86400, &n, err, errlen) != 0)
+            return -1;
+        *(name[5] == 'H' ? &c->header_timeout_s : &c->body_timeout_s) = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_MAX_HEADER_BYTES") == 0)
+        return parse_size(name, v, 1024, (size_t)1 << 20, &c->max_header_bytes, err, errlen);
+    if (strcmp(name, "RAGD_TRUSTED_PROXIES") == 0)
+        return cidr_list_parse(&c->trusted_proxies, v, err, errlen);
     if (strcmp(name, "RAGD_SYNCHRONOUS") == 0) {
         static const char *const modes[] = {"normal", "full"};
         int i = 0;
@@ -486,6 +498,11 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
                  c->chunk_overlap, c->chunk_size);
         return -1;
     }
+    if (c->max_connections_per_ip != 0 && c->max_connections_per_ip >= c->max_connections) {
+        snprintf(err, errlen, "RAGD_MAX_CONNECTIONS_PER_IP: %zu must be below RAGD_MAX_CONNECTIONS (%zu)",
+                 c->max_connections_per_ip, c->max_connections);
+        return -1;
+    }
     return 0;
 }
 
@@ -503,6 +520,8 @@ static const char *const config_names[] = {
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
     "RATE_LIMIT_QUERY", "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_METADATA_BYTES", "RAGD_MAX_RESPONSE_BYTES",
     "RAGD_INJECTION_POLICY", "RAGD_INJECTION_CHUNK_THRESHOLD", "RAGD_INJECTION_QUARANTINE", "RAGD_SPOTLIGHT",
+    "RAGD_MAX_CONNECTIONS_PER_IP", "RAGD_HEADER_TIMEOUT_S", "RAGD_BODY_TIMEOUT_S", "RAGD_MAX_HEADER_BYTES",
+    "RAGD_TRUSTED_PROXIES",
 };
 
 bool config_llm_requested(const ragd_config *c)
@@ -544,6 +563,9 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->max_response_bytes = (size_t)16 << 20;
     c->max_connections = 1024;
     c->idle_timeout_s = 60;
+    c->header_timeout_s = 10;
+    c->body_timeout_s = 60;
+    c->max_header_bytes = (size_t)64 << 10;
     c->log_level = LOG_INFO;
     fusion_params_default(&c->fusion);
     c->cache_enabled = true;

@@ -2,6 +2,7 @@
 #define RAGD_CONFIG_H
 
 #include "util/apikeys.h"
+#include "util/cidr.h"
 #include "util/ratelimit.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -45,6 +46,11 @@ typedef struct {
     size_t max_response_bytes; /* RAGD_MAX_RESPONSE_BYTES: a JSON response body built in memory */
     size_t max_connections; /* RAGD_MAX_CONNECTIONS */
     unsigned idle_timeout_s; /* RAGD_IDLE_TIMEOUT_S: a connection idle this long is closed */
+    size_t max_connections_per_ip; /* RAGD_MAX_CONNECTIONS_PER_IP; 0 = default (64, below the total) */
+    unsigned header_timeout_s; /* RAGD_HEADER_TIMEOUT_S: request line and headers complete within it */
+    unsigned body_timeout_s;   /* RAGD_BODY_TIMEOUT_S: the whole body within it after the headers */
+    size_t max_header_bytes;   /* RAGD_MAX_HEADER_BYTES: request line + headers (and trailers) */
+    cidr_list trusted_proxies; /* RAGD_TRUSTED_PROXIES: peers whose X-Forwarded-For is believed */
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */
     size_t max_db_bytes;    /* RAGD_MAX_DB_BYTES: store quota, 0 = none */
     log_level log_level;

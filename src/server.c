@@ -230,7 +230,7 @@ static void server_finish_end(server *srv)
     http_server_stop(srv->a.http);  /* frees every request: their cleanups may touch the llms */
     srv->a.http = NULL;
     server_generator_stop(&srv->a);
-    workpool_free(srv->a.pool);     /* only now: MHD's last runs may still try to submit */
+    workpool_free(srv->a.pool);     /* only now: the HTTP server's last requests may still try to submit */
     srv->a.pool = NULL;
     log_info("shutdown: complete");
     event_base_loopbreak(srv->a.base);

@@ -543,7 +543,7 @@ static int query_on_token(const char *p, size_t n, void *arg)
     if (!c->out) {
         if (!c->sources_event || !(c->out = http_stream_begin(c->req, "text/event-stream; charset=utf-8")))
             return 1; /* out of memory: stop; on_done answers 503 or the answer so far */
-        http_unwatch_close(c->req); /* from here on MHD watches the socket, and on_close reports */
+        http_unwatch_close(c->req); /* from here on the connection watches the socket, and on_close reports */
         http_retain(c->req);        /* the stream's own hold, released in on_done */
         http_on_close(c->req, query_on_client_gone, c);
         http_stream_write(c->out, c->sources_event, c->sources_len);

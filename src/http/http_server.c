@@ -1,7 +1,11 @@
 #include "http/http_server.h"
 
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <microhttpd.h>
+#include <netinet/tcp.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -16,205 +20,67 @@
 
 #include "app.h"
 #include "http/request_int.h"
+#include "http/server_int.h"
 #include "obs/metrics.h"
 #include "util/clock.h"
 #include "util/hash.h"
 #include "util/log.h"
 #include "util/ratelimit.h"
 
-struct http_server {
-    struct app *app;
-    struct MHD_Daemon *daemon;
-    const http_route *routes;
-    size_t n_routes;
-    struct event *io;
-    struct event *timer;
-    int listen_fd;
-    int port;
-    size_t in_flight;
-};
+/* ---- the query string ---- */
 
-/* ---- the MHD <-> libevent glue ---- */
-
-static void http_server_run(http_server *s)
+/* Splits target's query string (after '?') into req->args: '&'-separated, "key=value" or
+ * "key", '+' read as a space, then percent-decoded. Empty pieces are skipped. */
+static void http_collect_args(http_request *req, const char *q, size_t n)
 {
-    MHD_run(s->daemon);
-    MHD_UNSIGNED_LONG_LONG ms = 0;
-    if (MHD_get_timeout(s->daemon, &ms) == MHD_YES) {
-        struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
-        evtimer_add(s->timer, &tv);
-    } else {
-        evtimer_del(s->timer);
+    size_t i = 0;
+    while (i < n && !req->bad_query && !req->args_no_memory) {
+        size_t e = i;
+        while (e < n && q[e] != '&')
+            e++;
+        if (e > i) {
+            if (req->n_args == HTTP_MAX_ARGS) {
+                req->bad_query = true;
+                break;
+            }
+            char piece[HTTP_PARSE_MAX_TARGET + 1];
+            size_t pn = e - i;
+            memcpy(piece, q + i, pn);
+            for (size_t j = 0; j < pn; j++)
+                if (piece[j] == '+')
+                    piece[j] = ' ';
+            const char *eq = memchr(piece, '=', pn);
+            size_t kn = eq ? (size_t)(eq - piece) : pn;
+            const char *v = eq ? eq + 1 : piece + pn;
+            size_t vn = eq ? pn - kn - 1 : 0;
+            char *key = http_percent_decode(piece, kn);
+            char *value = http_percent_decode(v, vn);
+            if (!key || !value) {
+                /* A NULL for a well-formed piece means no memory, not a bad request. */
+                if (http_percent_valid(piece, kn) && http_percent_valid(v, vn))
+                    req->args_no_memory = true;
+                else
+                    req->bad_query = true;
+                free(key);
+                free(value);
+                break;
+            }
+            req->args[req->n_args].key = key;
+            req->args[req->n_args].value = value;
+            req->n_args++;
+        }
+        i = e + 1;
     }
 }
 
-static void http_server_on_event(evutil_socket_t fd, short what, void *arg)
+void http_request_id(char *out, const char *given, size_t n)
 {
-    (void)fd;
-    (void)what;
-    http_server_run(arg);
-}
-
-/* ---- request set-up ---- */
-
-static size_t http_unescape_none(void *cls, struct MHD_Connection *c, char *uri)
-{
-    (void)cls;
-    (void)c;
-    return strlen(uri); /* ragd decodes path segments and arguments itself */
-}
-
-/* ---- NUL bytes in the request line and headers ----
- *
- * libmicrohttpd 0.9.x hands the request line and headers to ragd as C strings, parsed in
- * place in the connection's read buffer; a NUL byte the client sent is not refused but ends
- * the string: `DELETE /api/dbs/victim\0_backup` reached ragd as `/api/dbs/victim`, an
- * argument or header value lost everything after the NUL, and a header line starting with
- * NUL was taken for the empty line that ends the header block. (libmicrohttpd 1.0 refuses
- * such requests itself at its default strictness: 400 for a header, the connection closed
- * for the request line.)
- *
- * No MHD API gives the lengths of what it parsed (MHD_lookup_connection_value_n reports
- * strlen), so ragd checks that the strings MHD handed over account for every byte of the
- * header block. MHD tells how long the block was (MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE,
- * counted from the method's first byte to the end of the empty line), and 0.9.x parses it
- * in place, only ever writing NULs over the separators:
- *
- *     METHOD \0 [SP...] URI \0 VERSION T { NAME \0 [SP/HT...] VALUE T } T
- *
- * where T is a line end (CRLF -> two NULs, bare LF -> one), the \0 after METHOD was a space,
- * the \0 after NAME the colon, and the one after the URI the space before the version. The
- * URI's length is taken before MHD cuts its query string up: strlen of the URI that the URI
- * log callback sees. A client's NUL shows as an element shorter than its place in the block:
- * the walk does not land on the next element. A NUL as the very last byte of a line that
- * ends in a bare LF cannot be told from a CR; it hides no byte from ragd.
- *
- * The walk reads only inside the block and compares pointers for equality; when MHD's
- * strings are not where this layout puts them (a header folded over two lines, which 0.9.75
- * appends to the header's name in a copy, or another parser) the request is refused:
- * failing closed, loudly, rather than acting on a request ragd cannot see whole. */
-#if MHD_VERSION < 0x01000000
-#define HTTP_CHECK_HEADER_BLOCK 1
-
-typedef struct {
-    const char *p;   /* the next byte of the block not yet accounted for */
-    const char *end; /* one past the block's last byte */
-    bool ok;         /* false once a byte is found that no string accounts for */
-} http_block_walk;
-
-/* Steps over the string at w->p and the one NUL that ends it, when that NUL lies inside
- * the block; else fails the walk. */
-static void http_walk_string(http_block_walk *w)
-{
-    if (!w->ok)
-        return;
-    size_t room = (size_t)(w->end - w->p);
-    size_t n = strnlen(w->p, room);
-    w->ok = n < room;
-    if (w->ok)
-        w->p += n + 1;
-}
-
-/* Steps over bytes equal to `skip` (at most max of them, at least min) until the walk
- * reaches `next`; next NULL means the end of the block. */
-static void http_walk_to(http_block_walk *w, const char *next, char skip, size_t min, size_t max)
-{
-    const char *target = next ? next : w->end;
-    size_t n = 0;
-    while (w->ok && w->p != w->end && w->p != target && n < max && *w->p == skip) {
-        w->p++;
-        n++;
-    }
-    w->ok = w->ok && w->p == target && n >= min;
-}
-
-static enum MHD_Result http_walk_header(void *cls, enum MHD_ValueKind kind, const char *name, const char *value)
-{
-    (void)kind;
-    http_block_walk *w = cls;
-    w->ok = w->ok && value;
-    http_walk_to(w, name, '\0', 0, 1); /* the second NUL of the line end before (CRLF) */
-    http_walk_string(w);               /* the name and its colon */
-    while (w->ok && w->p != w->end && w->p != value && (*w->p == ' ' || *w->p == '\t'))
-        w->p++;
-    w->ok = w->ok && w->p == value;
-    http_walk_string(w); /* the value and the first NUL of its line end */
-    return w->ok ? MHD_YES : MHD_NO;
-}
-
-/* True when the request line and headers MHD handed over are the whole header block, i.e.
- * the client sent no NUL byte in them (see above). uri_len: strlen of the URI as the URI log
- * callback saw it. Call on the first access-handler call, before anything reads the
- * request's strings. */
-static bool http_header_block_whole(struct MHD_Connection *c, const char *method, const char *url,
-                                    const char *version, size_t uri_len)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    if (!ci || !method || !url || !version || ci->header_size == 0)
-        return false;
-    http_block_walk w = {.p = method, .end = method + ci->header_size, .ok = true};
-    http_walk_string(&w);                        /* the method and the space after it */
-    http_walk_to(&w, url, ' ', 0, SIZE_MAX);     /* more spaces, which MHD tolerates */
-    w.ok = w.ok && (size_t)(w.end - w.p) > uri_len && w.p[uri_len] == '\0' && w.p + uri_len + 1 == version;
-    if (w.ok)
-        w.p = version;                           /* past the URI and the space before the version */
-    http_walk_string(&w);                        /* the version and the first NUL of its line end */
-    if (w.ok)
-        MHD_get_connection_values(c, MHD_HEADER_KIND, http_walk_header, &w);
-    http_walk_to(&w, NULL, '\0', 1, 3);          /* the rest of the last line end, the empty line */
-    return w.ok;
-}
-#endif
-
-/* MHD's URI log callback, called once per request as soon as the request line is read:
- * the request object is made here so that the URI's length is taken before MHD cuts up the
- * query string (see the header-block walk above). MHD hands the result to the access
- * handler and to the completed callback as *con_cls; the completed callback frees it. */
-static void *http_on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
-{
-    http_server *s = cls;
-    http_request *req = http_request_new(s->app, c, s->app->cfg.max_body_bytes);
-    if (!req)
-        return NULL; /* the access handler then refuses the request */
-    req->uri_len = uri ? strlen(uri) : 0;
-    return req;
-}
-
-static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    (void)kind;
-    http_request *req = cls;
-    if (req->n_args == HTTP_MAX_ARGS) {
-        req->bad_query = true;
-        return MHD_NO;
-    }
-    char *k = http_percent_decode(key, strlen(key));
-    char *v = value ? http_percent_decode(value, strlen(value)) : strdup("");
-    if (!k || !v) {
-        /* A NULL for a well-formed argument means no memory, not a bad request. */
-        if ((k || http_percent_valid(key, strlen(key))) && (v || (value && http_percent_valid(value, strlen(value)))))
-            req->args_no_memory = true;
-        else
-            req->bad_query = true;
-        free(k);
-        free(v);
-        return MHD_NO;
-    }
-    req->args[req->n_args].key = k;
-    req->args[req->n_args].value = v;
-    req->n_args++;
-    return MHD_YES;
-}
-
-/* The request id: the client's X-Request-ID when it is of a safe form, else 32 random hex
- * digits. out has HTTP_REQUEST_ID_SIZE bytes. */
-static void http_request_id(char *out, const char *given)
-{
-    bool ok = given && *given && strlen(given) < HTTP_REQUEST_ID_SIZE;
-    for (const char *p = given; ok && *p; p++)
-        ok = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-' || *p == ':';
+    bool ok = given && n > 0 && n < HTTP_REQUEST_ID_SIZE;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)given[i]) || given[i] == '.' || given[i] == '_' || given[i] == '-' || given[i] == ':';
     if (ok) {
-        snprintf(out, HTTP_REQUEST_ID_SIZE, "%s", given);
+        memcpy(out, given, n);
+        out[n] = '\0';
         return;
     }
     unsigned char rnd[16];
@@ -237,9 +103,8 @@ static http_method http_method_of(const char *m)
     return HTTP_OTHER;
 }
 
-/* The method as a metrics label: never NULL (method_name is, when it could not be
- * copied), and bounded (any other method is "OTHER"). */
-static const char *http_method_label(http_method m)
+/* method_name is NULL when it could not be copied; any other method is "OTHER". */
+const char *http_method_label(http_method m)
 {
     switch (m) {
     case HTTP_GET: return "GET";
@@ -252,12 +117,12 @@ static const char *http_method_label(http_method m)
 }
 
 /* Media type without parameters, lower-cased. */
-static void http_media_type(const char *ct, char *out, size_t outlen)
+static void http_media_type(const char *ct, size_t n, char *out, size_t outlen)
 {
     size_t o = 0;
-    for (const char *p = ct ? ct : ""; *p && *p != ';' && o + 1 < outlen; p++)
-        if (!isspace((unsigned char)*p))
-            out[o++] = (char)tolower((unsigned char)*p);
+    for (size_t i = 0; ct && i < n && ct[i] != ';' && o + 1 < outlen; i++)
+        if (!isspace((unsigned char)ct[i]))
+            out[o++] = (char)tolower((unsigned char)ct[i]);
     out[o] = '\0';
 }
 
@@ -287,7 +152,7 @@ static bool http_route_writes(const http_request *req)
  * keys are configured (the request has passed http_authorized), else its address. Every
  * answer of a limited route carries X-RateLimit-*; past the limit, 429 rate_limited with
  * Retry-After. Replies and returns false when refused. */
-static bool http_rate_allowed(const app *a, http_request *req, struct MHD_Connection *c)
+static bool http_rate_allowed(const app *a, http_request *req, const http_conn *c)
 {
     bool query = strcmp(req->route_name, "/api/query") == 0 || strcmp(req->route_name, "/api/retrieve") == 0;
     ratelimit *rl = query ? a->rate_query : strcmp(req->route_name, "/api/ingest") == 0 ? a->rate_ingest : NULL;
@@ -298,12 +163,8 @@ static bool http_rate_allowed(const app *a, http_request *req, struct MHD_Connec
     if (a->cfg.api_keys.n > 0) {
         n = (size_t)snprintf(client, sizeof client, "k:%s", req->credential);
     } else {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        char host[NI_MAXHOST] = "?";
-        if (ci && ci->client_addr)
-            getnameinfo(ci->client_addr,
-                        ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
-                        host, sizeof host, NULL, 0, NI_NUMERICHOST);
+        char host[64];
+        cidr_addr_format(&c->client, host, sizeof host); /* the peer, or by X-Forwarded-For */
         n = (size_t)snprintf(client, sizeof client, "a:%s", host);
     }
     ratelimit_take(rl, client, n < sizeof client ? n : sizeof client - 1, clock_now_ms(), &req->rate);
@@ -349,44 +210,83 @@ static bool http_authorized(const app *a, http_request *req)
     return true;
 }
 
-/* Everything decided from the request line and headers, before any body byte is read.
- * Returns true when a response is already set (an early reply). */
-static bool http_request_begin(http_server *s, http_request *req, const char *url, const char *method,
-                               const char *version)
+/* X-Forwarded-For: every such header's value, joined with commas in order, into out; the
+ * last header alone when they do not fit together. */
+static const char *http_xff(const http_head *h, const char *buf, char *out, size_t cap, size_t *len)
 {
-    struct MHD_Connection *c = req->conn;
-    req->t_start_ms = clock_now_ms();
-    req->method_name = strdup(method);
-    req->path = strdup(url);
-    req->method = http_method_of(method);
-#ifdef HTTP_CHECK_HEADER_BLOCK
-    if (!http_header_block_whole(c, method, url, version, req->uri_len)) {
-        /* nothing MHD parsed can be trusted, the X-Request-ID header included */
-        http_request_id(req->request_id, NULL);
-        http_reply_error(req, 400, "invalid_json",
-                         "bad request: a NUL byte in the request line or a header (or a header folded over two lines)");
-        return true;
+    size_t o = 0;
+    const char *last = NULL;
+    size_t last_n = 0;
+    bool fits = true;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        if (f->name.len != 15 || strncasecmp(buf + f->name.off, "x-forwarded-for", 15) != 0)
+            continue;
+        last = buf + f->value.off;
+        last_n = f->value.len;
+        if (o + last_n + 1 >= cap) {
+            fits = false;
+            continue;
+        }
+        if (o > 0)
+            out[o++] = ',';
+        memcpy(out + o, last, last_n);
+        o += last_n;
     }
-#else
-    (void)version; /* libmicrohttpd 1.0 refuses NUL bytes in the request line and headers itself */
-#endif
-    http_request_id(req->request_id, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
-    http_media_type(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
-                    req->content_type, sizeof req->content_type);
-    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *api_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-API-Key");
-    const char *cred = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : api_key;
-    if (cred && strlen(cred) >= sizeof req->credential)
+    if (!last)
+        return NULL;
+    if (fits) {
+        *len = o;
+        return out;
+    }
+    *len = last_n;
+    return last;
+}
+
+bool http_server_begin(http_server *s, http_conn *c, const char *buf)
+{
+    http_request *req = c->req;
+    const http_head *h = &c->head;
+    req->t_start_ms = clock_now_ms();
+    req->method_name = strndup(buf + h->method.off, h->method.len);
+    const char *target = buf + h->target.off;
+    const char *q = memchr(target, '?', h->target.len);
+    size_t path_len = q ? (size_t)(q - target) : h->target.len;
+    req->path = strndup(target, path_len);
+    req->method = req->method_name ? http_method_of(req->method_name) : HTTP_OTHER;
+    size_t n = 0;
+    const char *v = http_head_get(h, buf, "x-request-id", &n);
+    http_request_id(req->request_id, v, n);
+    v = http_head_get(h, buf, "content-type", &n);
+    http_media_type(v, n, req->content_type, sizeof req->content_type);
+    size_t an = 0, kn = 0;
+    const char *auth = http_head_get(h, buf, "authorization", &an);
+    const char *api_key = http_head_get(h, buf, "x-api-key", &kn);
+    const char *cred = NULL;
+    size_t cn = 0;
+    if (auth && an >= 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+        cred = auth + 7;
+        cn = an - 7;
+    } else if (api_key) {
+        cred = api_key;
+        cn = kn;
+    }
+    if (cred && cn >= sizeof req->credential)
         req->credential_too_long = true;
     else if (cred)
-        snprintf(req->credential, sizeof req->credential, "%s", cred);
-    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-    req->accept_sse = accept && strstr(accept, "text/event-stream");
+        snprintf(req->credential, sizeof req->credential, "%.*s", (int)cn, cred);
+    v = http_head_get(h, buf, "accept", &n);
+    req->accept_sse = v && memmem(v, n, "text/event-stream", 17);
+    char xff_buf[2048];
+    size_t xn = 0;
+    const char *xff = http_xff(h, buf, xff_buf, sizeof xff_buf, &xn);
+    c->client = cidr_client_of(&s->app->cfg.trusted_proxies, &c->peer, xff, xn);
     if (!req->method_name || !req->path) {
         http_reply_error(req, 503, "overloaded", "out of memory");
         return true;
     }
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+    if (q)
+        http_collect_args(req, q + 1, h->target.len - path_len - 1);
     if (req->args_no_memory) {
         http_reply_error(req, 503, "overloaded", "out of memory while reading the query string");
         return true;
@@ -415,6 +315,13 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         break;
     }
 
+    /* A connection on a reserve slot: the last slots are kept for the health routes, so that a
+     * supervisor is answered while slow clients hold every other one. */
+    if (c->reserve && strncmp(req->route_name, "/health", 7) != 0) {
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded", "every connection slot is taken (RAGD_MAX_CONNECTIONS); retry shortly");
+        return true;
+    }
     if (!http_authorized(s->app, req) || !http_rate_allowed(s->app, req, c))
         return true;
     /* While draining only the health routes answer: a supervisor watches them. */
@@ -429,15 +336,10 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
         http_reply_error(req, 503, "not_ready", "server is starting (loading the vector index)");
         return true;
     }
-    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end = NULL;
-        unsigned long long declared = strtoull(cl, &end, 10);
-        if (end != cl && declared > s->app->cfg.max_body_bytes) {
-            http_reply_error(req, 413, "payload_too_large", "body of %llu bytes is over the limit of %zu bytes",
-                             declared, s->app->cfg.max_body_bytes);
-            return true;
-        }
+    if (h->has_length && h->content_length > s->app->cfg.max_body_bytes) {
+        http_reply_error(req, 413, "payload_too_large", "body of %llu bytes is over the limit of %zu bytes",
+                         (unsigned long long)h->content_length, s->app->cfg.max_body_bytes);
+        return true;
     }
     if (req->method == HTTP_POST && !http_body_type_ok(route->post_body, req->content_type)) {
         http_reply_error(req, 415, "unsupported_media_type", "Content-Type '%s' is not accepted here%s",
@@ -450,139 +352,215 @@ static bool http_request_begin(http_server *s, http_request *req, const char *ur
     return false;
 }
 
-/* ---- MHD callbacks ---- */
+/* ---- accepting ---- */
 
-/* *con_cls of a connection whose http_request could not be allocated: answered 503 at
- * once (http_reply_unallocated), the rest of its upload read and dropped. */
-static char http_unallocated;
-
-/* 503 overloaded in the envelope, built on the stack: there is no http_request to hold it
- * (MHD copies the body into its own memory). */
-static enum MHD_Result http_reply_unallocated(struct MHD_Connection *c, const char *method, const char *url)
+void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud)
 {
+    /* What the client sent already is read first (a close with unread bytes is a reset,
+     * which can destroy the reply on its way), and parsed for the log line and the id. */
+    char in[16384];
+    size_t have = 0;
+    while (have < sizeof in) {
+        ssize_t r = recv(fd, in + have, sizeof in - have, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+    }
+    http_head h;
+    http_head_init(&h, sizeof in);
+    bool parsed = !rid_known && http_head_parse(&h, in, have) == HTTP_PARSE_DONE;
     char rid[HTTP_REQUEST_ID_SIZE];
-    http_request_id(rid, MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-ID"));
-    char body[512];
-    int n = snprintf(body, sizeof body,
-                     "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\",\"request_id\":\"%s\"},"
-                     "\"detail\":\"out of memory\"}",
-                     rid);
-    /* In the access log's form (the request never reaches http_on_completed). */
-    log_warn("%s %s 503 (out of memory for the request) id=%s", method, url, rid);
-    struct MHD_Response *resp = MHD_create_response_from_buffer((size_t)n, body, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json; charset=utf-8");
-    MHD_add_response_header(resp, "X-Request-ID", rid);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result rc = MHD_queue_response(c, 503, resp);
-    MHD_destroy_response(resp);
-    return rc;
+    if (rid_known) {
+        snprintf(rid, sizeof rid, "%s", rid_known);
+    } else {
+        size_t gn = 0;
+        const char *given = parsed ? http_head_get(&h, in, "x-request-id", &gn) : NULL;
+        http_request_id(rid, given, gn);
+    }
+    if (loud && parsed) /* in the access log's form */
+        log_warn("%.*s %.*s 503 (%s) id=%s", (int)h.method.len, in + h.method.off,
+                 (int)(h.target.len > 200 ? 200 : h.target.len), in + h.target.off, message, rid);
+    else if (loud)
+        log_warn("? unmatched 503 (%s) id=%s", message, rid);
+    char reply[768];
+    int body = snprintf(NULL, 0,
+                        "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
+                        message, rid, message);
+    int n = snprintf(reply, sizeof reply,
+                     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+                     "Content-Length: %d\r\nX-Request-ID: %s\r\nRetry-After: 1\r\nCache-Control: no-store\r\n"
+                     "Connection: close\r\n\r\n"
+                     "{\"error\":{\"code\":\"overloaded\",\"message\":\"%s\",\"request_id\":\"%s\"},\"detail\":\"%s\"}",
+                     body, rid, message, rid, message);
+    if (n > 0 && (size_t)n < sizeof reply) {
+        ssize_t w = send(fd, reply, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    shutdown(fd, SHUT_WR);
 }
 
-static enum MHD_Result http_on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                                      const char *version, const char *upload_data, size_t *upload_data_size,
-                                      void **con_cls)
+/* True when fd's pending bytes hold a whole head (or a refusable one), or the client closed. */
+static bool http_head_arrived(int fd)
 {
-    http_server *s = cls;
-    http_request *req = *con_cls;
-    if (*con_cls == &http_unallocated) { /* answered 503 at the start: drop the upload */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (!req) { /* http_on_request_line had no memory for it */
-        *con_cls = &http_unallocated;
-        return http_reply_unallocated(c, method, url);
-    }
-    if (!req->begun) {
-        req->begun = true;
-        s->in_flight++; /* counted from the headers on: one still sending them does not delay a drain */
-        if (http_request_begin(s, req, url, method, version)) {
-            req->early = true;
-            return http_request_send(req);
+    char peek[8192];
+    ssize_t r = recv(fd, peek, sizeof peek, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return true;
+    if (r < 0)
+        return false;
+    http_head h;
+    http_head_init(&h, sizeof peek);
+    return http_head_parse(&h, peek, (size_t)r) != HTTP_PARSE_MORE || (size_t)r == sizeof peek;
+}
+
+static void http_reap_refused(evutil_socket_t unused, short what, void *arg)
+{
+    (void)unused;
+    (void)what;
+    http_server *s = arg;
+    double now = clock_now_ms();
+    size_t kept = 0;
+    bool waiting = false;
+    for (size_t i = 0; i < s->n_refused; i++) {
+        int fd = s->refused[i].fd;
+        if (s->refused[i].message) { /* not answered yet */
+            if (now < s->refused[i].until_ms && !http_head_arrived(fd)) {
+                s->refused[kept++] = s->refused[i];
+                waiting = true;
+                continue;
+            }
+            http_server_refuse_fd(fd, s->refused[i].message, NULL, true);
+            s->refused[i].message = NULL;
+            s->refused[i].until_ms = now + 1000.0;
         }
-        return MHD_YES;
-    }
-    if (*upload_data_size > 0) {
-        ragd_err e = strbuf_append(&req->body, upload_data, *upload_data_size);
-        *upload_data_size = 0;
-        if (e == RAGD_OK)
-            return MHD_YES;
-        /* Only a chunked body gets here (a declared length over the cap was refused before
-         * any body byte): answer now and close, rather than read on to an end that may never
-         * come. */
-        strbuf_cleanup(&req->body);
-        if (e == RAGD_ETOOBIG)
-            http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
-                             s->app->cfg.max_body_bytes);
+        char sink[4096];
+        ssize_t r;
+        int reads = 0;
+        while ((r = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0 && ++reads < 64)
+            ;
+        bool open = r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+        if ((open || reads == 64) && now < s->refused[i].until_ms)
+            s->refused[kept++] = s->refused[i];
         else
-            http_reply_error(req, 503, "overloaded", "out of memory for the request body");
-        return http_request_send_and_close(req);
+            close(fd);
     }
-    if (req->answered)
-        return MHD_YES;
-    if (req->deferred)
-        return MHD_YES; /* spurious call while a worker has it */
-    if (req->status == 0 && atomic_load(&s->app->stopping) && strncmp(req->route_name, "/health", 7) != 0) {
-        /* the body finished after the grace period: workers and store are gone */
-        snprintf(req->retry_after, sizeof req->retry_after, "1");
-        http_reply_error(req, 503, "not_ready", "server is shutting down");
-    }
-    if (req->status == 0) {
-        req->handler(req);
-        if (req->deferred) {
-            MHD_suspend_connection(c);
-            return MHD_YES;
-        }
-    }
-    return http_request_send(req);
+    s->n_refused = kept;
+    struct timeval tv = {0, waiting ? 10000 : 100000};
+    if (s->n_refused > 0)
+        evtimer_add(s->reaper, &tv);
 }
 
-static void http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
+/* Adds fd to the table (message: answer pending). False when full or the reaper cannot run. */
+static bool http_refused_add(http_server *s, int fd, const char *message, double for_ms)
 {
-    (void)c;
-    http_server *s = cls;
-    http_request *req = *con_cls;
-    if (!req || *con_cls == &http_unallocated) {
-        *con_cls = NULL;
+    struct timeval tv = {0, 10000};
+    if (s->n_refused == HTTP_REFUSED_MAX || evtimer_add(s->reaper, &tv) != 0)
+        return false;
+    s->refused[s->n_refused].fd = fd;
+    s->refused[s->n_refused].until_ms = clock_now_ms() + for_ms;
+    s->refused[s->n_refused].message = message;
+    s->n_refused++;
+    return true;
+}
+
+void http_server_close_refused(http_server *s, int fd)
+{
+    if (!http_refused_add(s, fd, NULL, 1000.0))
+        close(fd);
+}
+
+void http_server_refuse_later(http_server *s, int fd, const char *message)
+{
+    if (http_refused_add(s, fd, message, 1000.0))
         return;
-    }
-    *con_cls = NULL;
-    if (req->begun)
-        s->in_flight--;
-    double ms = clock_now_ms() - req->t_start_ms;
-    if (req->answered)
-        metrics_http_observe(req->route_name, http_method_label(req->method), req->status,
-                             ms / 1000.0);
-    if (req->answered)
-        log_info("%s %s %d %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
-                 req->request_id);
-    else
-        log_info("%s %s aborted (%d) %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name,
-                 (int)toe, ms, req->request_id);
-    req->conn = NULL;
-    bool unfinished = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (req->on_close && unfinished)
-        req->on_close(req->on_close_arg); /* e.g. cancel the upstream call feeding a stream */
-    req->on_close = NULL;
-    http_request_unref(req);
+    http_server_refuse_fd(fd, message, NULL, true);
+    close(fd);
 }
 
-static void http_mhd_log(void *cls, const char *fmt, va_list ap)
+static cidr_addr http_peer_of(const struct sockaddr_storage *ss)
 {
-    (void)cls;
-    char line[512];
-    vsnprintf(line, sizeof line, fmt, ap);
-    size_t n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
-    log_debug("http: %s", line);
+    cidr_addr a;
+    memset(&a, 0, sizeof a);
+    if (ss->ss_family == AF_INET) {
+        a.bytes[10] = a.bytes[11] = 0xff;
+        memcpy(a.bytes + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    } else if (ss->ss_family == AF_INET6) {
+        memcpy(a.bytes, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    }
+    return a;
+}
+
+static size_t http_conns_from(const http_server *s, const cidr_addr *peer)
+{
+    size_t n = 0;
+    for (const http_conn *c = s->conns; c; c = c->next)
+        n += memcmp(c->peer.bytes, peer->bytes, 16) == 0;
+    return n;
+}
+
+static void http_on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_server *s = arg;
+    if (s->listen_fd >= 0)
+        event_add(s->accept_ev, NULL);
+}
+
+/* Takes every waiting connection: full (RAGD_MAX_CONNECTIONS) means accepted and closed at
+ * once, rather than left in the backlog; over RAGD_MAX_CONNECTIONS_PER_IP, a 503 and closed;
+ * in the last `reserve` slots, served for /health* only. */
+static void http_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    (void)what;
+    http_server *s = arg;
+    const ragd_config *cfg = &s->app->cfg;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("http: cannot accept: %s; pausing 100 ms", strerror(errno));
+                event_del(s->accept_ev);
+                struct timeval tv = {0, 100000};
+                evtimer_add(s->accept_pause, &tv);
+            }
+            return;
+        }
+        if (s->n_conns >= cfg->max_connections) {
+            log_debug("http: every connection slot is taken; a new connection closed");
+            metrics_count_shed();
+            close(fd);
+            continue;
+        }
+        cidr_addr peer = http_peer_of(&ss);
+        if (http_conns_from(s, &peer) >= s->per_ip) {
+            log_debug("http: too many connections from one address; refused");
+            metrics_count_shed();
+            http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)", NULL, false);
+            http_server_close_refused(s, fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        http_conn_new(s, fd, &peer, s->n_conns >= cfg->max_connections - s->reserve);
+    }
+}
+
+void http_server_conn_gone(http_server *s, http_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    s->n_conns--;
 }
 
 /* ---- lifecycle ---- */
-
 static int http_listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
@@ -629,78 +607,81 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
     a->http = s;
     s->routes = routes;
     s->n_routes = n_routes;
-    s->listen_fd = http_listen_socket(a->cfg.listen_host, a->cfg.listen_port, &s->port, err, errlen);
+    const ragd_config *cfg = &a->cfg;
+    /* The reserve: 1/16 of the slots, at most 32, none when there is a single slot. */
+    s->reserve = cfg->max_connections / 16;
+    if (s->reserve > 32)
+        s->reserve = 32;
+    if (s->reserve == 0 && cfg->max_connections > 1)
+        s->reserve = 1;
+    s->per_ip = cfg->max_connections_per_ip;
+    if (s->per_ip == 0) { /* the default: 64, below the total */
+        s->per_ip = 64;
+        if (s->per_ip >= cfg->max_connections)
+            s->per_ip = cfg->max_connections > 1 ? cfg->max_connections - 1 : 1;
+    }
+    s->listen_fd = http_listen_socket(cfg->listen_host, cfg->listen_port, &s->port, err, errlen);
     if (s->listen_fd < 0)
         goto fail;
-    s->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, http_on_access, s,
-        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, http_on_completed, s,
-        MHD_OPTION_URI_LOG_CALLBACK, http_on_request_line, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, http_unescape_none, NULL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)a->cfg.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, a->cfg.idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_END);
-    if (!s->daemon) {
-        snprintf(err, errlen, "cannot start the HTTP server on %s:%d", a->cfg.listen_host, s->port);
+    if (fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK) != 0) {
+        snprintf(err, errlen, "cannot make the listening socket non-blocking");
         goto fail;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-    if (!info) {
-        snprintf(err, errlen, "HTTP server has no epoll descriptor");
+    s->accept_ev = event_new(a->base, s->listen_fd, EV_READ | EV_PERSIST, http_on_accept, s);
+    s->accept_pause = evtimer_new(a->base, http_on_accept_resume, s);
+    s->reaper = evtimer_new(a->base, http_reap_refused, s);
+    if (!s->accept_ev || !s->accept_pause || !s->reaper || event_add(s->accept_ev, NULL) != 0) {
+        snprintf(err, errlen, "cannot watch the HTTP server's listening socket");
         goto fail;
     }
-    s->io = event_new(a->base, info->epoll_fd, EV_READ | EV_PERSIST, http_server_on_event, s);
-    s->timer = evtimer_new(a->base, http_server_on_event, s);
-    if (!s->io || !s->timer || event_add(s->io, NULL) != 0) {
-        snprintf(err, errlen, "cannot watch the HTTP server's descriptor");
-        goto fail;
-    }
-    http_server_run(s);
     return s;
 fail:
-    if (!s->daemon && s->listen_fd >= 0)
-        close(s->listen_fd);
-    s->listen_fd = -1;
     http_server_stop(s);
     return NULL;
 }
 
 int http_server_port(const http_server *s) { return s->port; }
 
-void http_server_kick(http_server *s)
-{
-    struct timeval now = {0, 0};
-    evtimer_add(s->timer, &now);
-}
 size_t http_server_in_flight(const http_server *s) { return s->in_flight; }
 
 void http_server_quiesce(http_server *s)
 {
     if (!s || s->listen_fd < 0)
         return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    event_del(s->accept_ev);
+    evtimer_del(s->accept_pause);
+    close(s->listen_fd);
     s->listen_fd = -1;
-    http_server_run(s);
+    /* Connections waiting for a request are closed; those with one are served, then closed. */
+    http_conn *next = NULL;
+    for (http_conn *c = s->conns; c; c = next) {
+        next = c->next;
+        if (http_conn_idle(c))
+            http_conn_close(c, false);
+    }
 }
 
 void http_server_stop(http_server *s)
 {
     if (!s)
         return;
-    if (s->io)
-        event_free(s->io);
-    if (s->timer)
-        event_free(s->timer);
-    if (s->daemon) {
-        /* Let resumed connections send their replies: MHD must not be stopped while one
-         * is still suspended. */
-        for (int i = 0; i < 8; i++)
-            MHD_run(s->daemon);
-        MHD_socket fd = s->listen_fd >= 0 ? MHD_quiesce_daemon(s->daemon) : MHD_INVALID_SOCKET;
-        MHD_stop_daemon(s->daemon);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
+    /* What is queued goes out if the socket takes it now; then every connection closes. */
+    while (s->conns) {
+        http_conn *c = s->conns;
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        evbuffer_unfreeze(out, 1); /* the bufferevent keeps its output's start frozen for itself */
+        evbuffer_write(out, c->fd);
+        http_conn_close(c, true);
     }
+    if (s->accept_ev)
+        event_free(s->accept_ev);
+    if (s->accept_pause)
+        event_free(s->accept_pause);
+    if (s->reaper)
+        event_free(s->reaper);
+    for (size_t i = 0; i < s->n_refused; i++)
+        close(s->refused[i].fd);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
     free(s);
 }

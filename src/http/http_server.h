@@ -1,10 +1,11 @@
 #ifndef RAGD_HTTP_SERVER_H
 #define RAGD_HTTP_SERVER_H
 
-/* The HTTP server: libmicrohttpd driven from ragd's libevent loop (MHD's epoll descriptor
- * is watched by the loop; MHD_run on readiness and on MHD's own timeout), no thread of its
- * own. Connection limit, idle timeout and body cap from the configuration; every reply,
- * the early ones (404/405/413/415) included, in ragd's JSON envelope. */
+/* The HTTP server: ragd's own HTTP/1.1 connection layer (http/conn.h, http/parse.h) on the
+ * libevent loop, no thread of its own (docs/internals/http.md). Connection limits (total,
+ * per address, a reserve for /health*), deadlines for the head and the body, an idle timeout
+ * and the body cap from the configuration; every reply, the early ones
+ * (400/404/405/408/413/415/431...) included, in ragd's JSON envelope. */
 #include <stddef.h>
 
 #include "http/router.h"
@@ -19,8 +20,6 @@ int http_server_port(const http_server *s);
 /* Stops accepting: the listening socket is closed, so new connections are refused.
  * Connections already open are served (each reply then says Connection: close). */
 void http_server_quiesce(http_server *s);
-/* Makes the loop run MHD soon (after a connection was resumed). Loop thread only. */
-void http_server_kick(http_server *s);
 /* Requests received and not yet finished. */
 size_t http_server_in_flight(const http_server *s);
 /* Closes every connection and frees the server. NULL ok. */

@@ -3,8 +3,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
-#include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +10,7 @@
 #include <time.h>
 
 #include "app.h"
+#include "http/conn.h"
 #include "http/http_server.h"
 #include "http/request_int.h"
 #include "obs/metrics.h"
@@ -26,16 +25,7 @@
 
 #define HTTP_STREAM_CAP ((size_t)16 << 20)
 
-struct http_stream {
-    http_request *req;
-    char *content_type;
-    strbuf out;
-    size_t sent;   /* bytes of out already handed to MHD */
-    bool waiting;  /* the reader found nothing and suspended the connection */
-    bool ended;
-};
-
-http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, size_t body_cap)
+http_request *http_request_new(struct app *owner, struct http_conn *conn, size_t body_cap)
 {
     http_request *req = calloc(1, sizeof *req);
     if (!req)
@@ -77,7 +67,7 @@ void http_request_unref(http_request *req)
 
 /* EV_CLOSED (a FIN) or EV_READ: epoll reports a reset (EPOLLHUP/EPOLLERR) as readable, not
  * as closed, so readability is checked with a peek: end of stream or an error means gone;
- * bytes waiting (a pipelined request) belong to MHD, so the watch just stops. */
+ * bytes waiting (a pipelined request) belong to the connection, so the watch just stops. */
 static void http_on_hangup(evutil_socket_t fd, short what, void *arg)
 {
     http_request *req = arg;
@@ -101,10 +91,7 @@ void http_watch_close(http_request *req, void (*fn)(void *arg), void *arg)
     if (!req->conn || req->close_watch ||
         !(event_base_get_features(req->app->base) & EV_FEATURE_EARLY_CLOSE))
         return;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return;
-    req->close_watch = event_new(req->app->base, ci->connect_fd, EV_READ | EV_CLOSED | EV_PERSIST, http_on_hangup, req);
+    req->close_watch = event_new(req->app->base, http_conn_fd(req->conn), EV_READ | EV_CLOSED | EV_PERSIST, http_on_hangup, req);
     if (!req->close_watch || event_add(req->close_watch, NULL) != 0) {
         if (req->close_watch)
             event_free(req->close_watch);
@@ -156,53 +143,38 @@ http_stream *http_stream_begin(http_request *req, const char *content_type)
     return s;
 }
 
-/* Wakes the connection if the reader is waiting for bytes. */
-static void http_stream_wake(http_stream *s)
-{
-    if (!s->waiting || !s->req->conn)
-        return;
-    s->waiting = false;
-    MHD_resume_connection(s->req->conn);
-    http_server_kick(s->req->app->http);
-}
-
 void http_stream_write(http_stream *s, const char *p, size_t n)
 {
     if (s->ended)
         return;
+    if (s->live) {
+        if (!s->req->conn)
+            return; /* the client is gone */
+        if (!http_conn_stream_write(s->req->conn, p, n))
+            http_stream_end(s); /* a client that does not read cannot grow our memory */
+        return;
+    }
     if (strbuf_append(&s->out, p, n) != RAGD_OK)
-        s->ended = true; /* a client that does not read cannot grow our memory */
-    http_stream_wake(s);
+        s->ended = true; /* before the head went out: capped the same way */
 }
 
 void http_stream_end(http_stream *s)
 {
     s->ended = true;
-    http_stream_wake(s);
+    if (s->live && s->req->conn)
+        http_conn_stream_end(s->req->conn);
 }
 
-/* MHD's content reader: hands over buffered bytes; with none, suspends the connection
- * until http_stream_write wakes it (MHD documents suspending from here as safe). */
-static ssize_t http_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+void http_stream_flush(http_stream *s)
 {
-    (void)pos;
-    http_stream *s = cls;
-    size_t avail = s->out.len - s->sent;
-    if (avail > 0) {
-        size_t n = avail < max ? avail : max;
-        memcpy(buf, s->out.data + s->sent, n);
-        s->sent += n;
-        if (s->sent == s->out.len) {
-            strbuf_reset(&s->out);
-            s->sent = 0;
-        }
-        return (ssize_t)n;
-    }
-    if (s->ended)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    s->waiting = true;
-    MHD_suspend_connection(s->req->conn);
-    return 0;
+    s->live = true;
+    bool ended = s->ended;
+    s->ended = false;
+    if (s->out.len > 0)
+        http_stream_write(s, s->out.data, s->out.len);
+    strbuf_cleanup(&s->out);
+    if (ended || s->ended)
+        http_stream_end(s);
 }
 
 const char *http_arg_get(const http_request *req, const char *key)
@@ -324,13 +296,11 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
 static void http_on_complete(void *arg)
 {
     http_request *req = arg;
-    http_unwatch_close(req); /* MHD takes the socket back */
+    http_unwatch_close(req); /* the connection takes the socket back */
     log_debug("request %s: work done, resuming", req->request_id);
     req->deferred = false;
-    if (req->conn) {
-        MHD_resume_connection(req->conn);
-        http_server_kick(req->app->http);
-    }
+    if (req->conn)
+        http_conn_send(req->conn);
     http_request_unref(req);
 }
 
@@ -387,108 +357,6 @@ void http_defer(http_request *req, http_handler work)
             http_reply_error(req, 503, "not_ready", "server is shutting down");
         }
     }
-}
-
-/* ---- sending ---- */
-
-int http_request_send(http_request *req)
-{
-    if (!req->conn || req->answered)
-        return MHD_YES;
-    if (req->status == 0)
-        http_reply_error(req, 500, "internal", "handler produced no response");
-    struct MHD_Response *resp = NULL;
-    if (req->stream) {
-        /* No free callback: the stream belongs to the request, and MHD never calls the
-         * reader after the request's completed callback. */
-        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, http_stream_reader, req->stream, NULL);
-        if (!resp)
-            return MHD_NO;
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->stream->content_type);
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    } else if (req->resp_static) {
-        resp = MHD_create_response_from_buffer(req->resp_len, (void *)req->resp_static, MHD_RESPMEM_PERSISTENT);
-        if (!resp)
-            return MHD_NO;
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
-    } else {
-        resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body, MHD_RESPMEM_MUST_FREE);
-        if (!resp)
-            return MHD_NO;
-        req->resp_body = NULL; /* MHD frees it now */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->resp_type);
-    }
-    MHD_add_response_header(resp, "X-Request-ID", req->request_id);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (req->allow[0])
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
-    if (req->retry_after[0])
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
-    if (req->rate.limit > 0) {
-        char v[3][16];
-        snprintf(v[0], sizeof v[0], "%u", req->rate.limit);
-        snprintf(v[1], sizeof v[1], "%u", req->rate.remaining);
-        snprintf(v[2], sizeof v[2], "%u", req->rate.reset_s);
-        MHD_add_response_header(resp, "X-RateLimit-Limit", v[0]);
-        MHD_add_response_header(resp, "X-RateLimit-Remaining", v[1]);
-        MHD_add_response_header(resp, "X-RateLimit-Reset", v[2]);
-    }
-    if (req->www_authenticate)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ragd\"");
-    if (req->early || atomic_load(&req->app->draining))
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
-    MHD_destroy_response(resp);
-    req->answered = true;
-    return rc;
-}
-
-/* libmicrohttpd (0.9.75, and 1.0 alike) accepts a response only on the access handler's
- * first call (headers read) or once the whole body is in; a body that passes the cap half
- * way has to be answered another way, or be read to its end (never, for an endless chunked
- * body). So the reply is written here, straight to the socket, and MHD_NO makes MHD close
- * the connection (shutdown for writing, then close) without reading further.
- *
- * Why writing behind MHD's back is safe: while MHD is receiving a body it has nothing of its
- * own in flight on the connection (an earlier response on it was sent in full before this
- * request was read; a 100 Continue too, before the body) and it writes nothing after MHD_NO.
- * ragd runs MHD without TLS, so the socket carries the bytes as they are. The write never
- * blocks the loop: a client whose receive window is full gets a truncated reply, and is not
- * reading anyway. The kernel may answer body bytes that arrive after the close with a reset;
- * a client reading its socket has the reply before that. */
-int http_request_send_and_close(http_request *req)
-{
-    if (!req->conn || req->answered)
-        return MHD_NO;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const char *reason = MHD_get_reason_phrase_for((unsigned)req->status);
-    char date[64] = "";
-    time_t now = time(NULL);
-    struct tm tm;
-    if (gmtime_r(&now, &tm))
-        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    /* No allocation here: this is also how a request whose body found no memory is
-     * answered (the status line and headers on the stack, the body as it is). */
-    char head[1024];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "X-Request-ID: %s\r\nCache-Control: no-store\r\nConnection: close\r\n%s%s%s\r\n",
-                     req->status, reason && *reason ? reason : "Error", date, req->resp_type, req->resp_len,
-                     req->request_id, req->retry_after[0] ? "Retry-After: " : "", req->retry_after,
-                     req->retry_after[0] ? "\r\n" : "");
-    const char *body = req->resp_static ? req->resp_static : req->resp_body;
-    if (ci && n > 0 && (size_t)n < sizeof head) {
-        struct iovec iov[2] = {{.iov_base = head, .iov_len = (size_t)n},
-                               {.iov_base = (void *)body, .iov_len = body ? req->resp_len : 0}};
-        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
-        ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        size_t want = (size_t)n + iov[1].iov_len;
-        if (sent < 0 || (size_t)sent < want)
-            log_debug("request %s: reply cut short (%zd of %zu bytes): %s", req->request_id, sent, want,
-                      sent < 0 ? strerror(errno) : "socket buffer full");
-    }
-    req->answered = true; /* for the log and the metrics: the status is req->status */
-    return MHD_NO;
 }
 
 /* ---- JSON bodies ---- */

@@ -17,7 +17,7 @@
 #include "util/ratelimit.h"
 #include "util/strbuf.h"
 
-struct MHD_Connection;
+struct http_conn;
 struct app;
 
 #define HTTP_MAX_ARGS 32
@@ -37,7 +37,7 @@ typedef struct http_stream http_stream;
 
 struct http_request {
     struct app *app;
-    struct MHD_Connection *conn; /* NULL once the connection is gone */
+    struct http_conn *conn; /* NULL once the connection is gone */
     http_method method;
     char *method_name;
     char *path;                       /* raw, not percent-decoded */
@@ -54,7 +54,6 @@ struct http_request {
     bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
-    size_t uri_len;                   /* strlen of the raw URI when the request line was read */
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;
@@ -108,7 +107,7 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
  * is full, replies 503 overloaded at once instead. */
 void http_defer(http_request *req, http_handler work);
 /* The handler goes on asynchronously from the loop, with no worker (e.g. the query engine):
- * the connection is suspended when the handler returns, and the response set goes once
+ * the connection waits (reads nothing) when the handler returns, and the response set goes once
  * http_complete is called. Loop thread, from the handler. */
 void http_go_async(http_request *req);
 /* Called by deferred work before it passes the request on (e.g. to the store's writer):
@@ -143,7 +142,7 @@ void http_release(http_request *req);
  * sent (a client that disconnects mid-stream); clear it with fn = NULL. */
 void http_on_close(http_request *req, void (*fn)(void *arg), void *arg);
 
-/* While the request waits (its connection suspended, so the HTTP library does not watch
+/* While the request waits (its connection reads nothing meanwhile, so it does not watch
  * it), watches the socket for the client hanging up (EPOLLRDHUP) and then calls fn(arg)
  * once, on the loop thread. A client that half-closes after sending counts as gone.
  * No-op where the event backend cannot tell. http_unwatch_close stops it; both loop only. */

@@ -3,15 +3,22 @@
 
 /* Lifecycle of http_request, for the HTTP server module only. Loop thread only. */
 #include "http/request.h"
+#include "util/strbuf.h"
 
-http_request *http_request_new(struct app *owner, struct MHD_Connection *conn, size_t body_cap);
+struct http_stream {
+    http_request *req;
+    char *content_type;
+    strbuf out;  /* written before the response's head went out (capped at 16 MiB) */
+    bool live;   /* the head went out: writes go straight to the connection */
+    bool ended;
+};
+
+/* A new request on conn (NULL for tests) whose body may take body_cap bytes; NULL when out
+ * of memory. One reference, the connection's. */
+http_request *http_request_new(struct app *owner, struct http_conn *conn, size_t body_cap);
 void http_request_ref(http_request *req);
 void http_request_unref(http_request *req);
-/* Queues the response that is set on the connection (MHD_queue_response). */
-int http_request_send(http_request *req);
-/* For a reply MHD cannot queue, in the middle of a request body: writes the response set on
- * req straight to the socket with Connection: close and returns MHD_NO, so that MHD closes
- * the connection without reading the rest of the body. See request.c for why it is safe. */
-int http_request_send_and_close(http_request *req);
+/* The stream's head went out: hands over what was written before it, and the end if it came. */
+void http_stream_flush(http_stream *s);
 
 #endif

@@ -9,8 +9,9 @@
  *   s  SQLite (sqlite3_config(SQLITE_CONFIG_MALLOC), wrapping SQLite's default allocator)
  *   e  libevent (event_set_mem_functions)
  *   o  OpenSSL's libcrypto (CRYPTO_set_mem_functions; SHA-256 of ingested text)
- * Not hooked: libmicrohttpd (no allocator hooks; its per-connection pool is allocated once
- * per connection), glibc's internal allocations (qsort, getaddrinfo, stdio), libcurl and
+ * The HTTP layer (ragd's own, on libevent bufferevents) is covered by the first and the
+ * libevent hooks: its request objects, head buffers and output chains.
+ * Not hooked: glibc's internal allocations (qsort, getaddrinfo, stdio), libcurl and
  * libxml2 (not on the extractive ingest/query paths; curl_global_init_mem and xmlMemSetup
  * are the hooks for a later pass).
  *

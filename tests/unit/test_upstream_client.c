@@ -1,7 +1,8 @@
-/* Tests of the upstream HTTP client against a real HTTP server on loopback (libmicrohttpd,
- * a thread per connection, in this process): bodies and statuses, keep-alive reuse, the
- * time-to-first-byte and idle-gap timeouts, the size cap, refused connections, aborting
- * from a callback, and cancellation. Timeouts here are real but short (≤ 0.3 s). */
+/* Tests of the upstream HTTP client against a real HTTP server on loopback (a minimal
+ * HTTP/1.1 server written here, a thread per connection, in this process): bodies and
+ * statuses, keep-alive reuse, the time-to-first-byte and idle-gap timeouts, the size cap,
+ * refused connections, aborting from a callback, and cancellation. Timeouts here are real
+ * but short (<= 0.3 s). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,97 +11,152 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
-#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "upstream/client.h"
 
-static struct MHD_Daemon *server;
+static int server_fd = -1;
 static int server_port;
+static pthread_t server_thread;
 
-typedef struct {
-    int chunks_sent;
-    int stall_after; /* chunks before a long stall; -1 = none */
-} stream_state;
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+static bool send_all(int fd, const char *p, size_t n)
 {
-    (void)pos;
-    stream_state *st = cls;
-    if (st->chunks_sent == 3)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    if (st->chunks_sent == st->stall_after)
-        usleep(1500 * 1000);
-    else if (st->chunks_sent > 0)
-        usleep(20 * 1000);
-    st->chunks_sent++;
-    return snprintf(buf, max, "{\"n\":%d}\n", st->chunks_sent);
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= (size_t)w;
+    }
+    return true;
 }
 
-static void stream_free(void *cls) { free(cls); }
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+static bool send_reply(int fd, int status, const char *body, size_t len)
 {
-    (void)cls;
-    (void)method;
-    (void)version;
-    (void)upload;
-    if (*con_cls == NULL) {
-        *con_cls = (void *)1;
-        return MHD_YES;
+    char head[256];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n\r\n", status, len);
+    return send_all(fd, head, (size_t)n) && send_all(fd, body, len);
+}
+
+/* /stream and /stall: three NDJSON pieces as chunks, 20 ms apart; /stall waits 1.5 s after
+ * the first. */
+static bool send_stream(int fd, bool stall)
+{
+    static const char head[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    if (!send_all(fd, head, sizeof head - 1))
+        return false;
+    for (int i = 1; i <= 3; i++) {
+        if (i > 1)
+            usleep(stall && i == 2 ? 1500 * 1000 : 20 * 1000);
+        char piece[64];
+        int n = snprintf(piece, sizeof piece, "{\"n\":%d}\n", i);
+        char chunk[96];
+        int cn = snprintf(chunk, sizeof chunk, "%x\r\n%s\r\n", n, piece);
+        if (!send_all(fd, chunk, (size_t)cn))
+            return false;
     }
-    if (*upload_size) {
-        *upload_size = 0;
-        return MHD_YES;
+    return send_all(fd, "0\r\n\r\n", 5);
+}
+
+/* One connection: requests (a head, then Content-Length bytes dropped) until the client
+ * closes. */
+static void *serve_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char buf[16384];
+    size_t have = 0;
+    for (;;) {
+        char *end = NULL;
+        while (!(end = memmem(buf, have, "\r\n\r\n", 4))) {
+            ssize_t r = have < sizeof buf ? recv(fd, buf + have, sizeof buf - have, 0) : -1;
+            if (r <= 0)
+                goto out;
+            have += (size_t)r;
+        }
+        size_t head_len = (size_t)(end - buf) + 4;
+        char url[256] = "";
+        sscanf(buf, "%*s %255s", url);
+        size_t body = 0;
+        for (char *p = buf; p < end; p++)
+            if ((p == buf || p[-1] == '\n') && strncasecmp(p, "Content-Length:", 15) == 0)
+                body = strtoul(p + 15, NULL, 10);
+        while (have < head_len + body) { /* the body, dropped (the tests send small ones) */
+            ssize_t r = recv(fd, buf + have, sizeof buf - have, 0);
+            if (r <= 0)
+                goto out;
+            have += (size_t)r;
+        }
+        memmove(buf, buf + head_len + body, have - head_len - body);
+        have -= head_len + body;
+        bool ok = true;
+        if (strcmp(url, "/ok") == 0) {
+            ok = send_reply(fd, 200, "hello", 5);
+        } else if (strcmp(url, "/missing") == 0) {
+            ok = send_reply(fd, 404, "not found", 9);
+        } else if (strcmp(url, "/slow_first") == 0) {
+            usleep(1500 * 1000);
+            ok = send_reply(fd, 200, "late", 4);
+        } else if (strcmp(url, "/stream") == 0 || strcmp(url, "/stall") == 0) {
+            ok = send_stream(fd, strcmp(url, "/stall") == 0);
+        } else if (strcmp(url, "/big") == 0) {
+            static char big[100000];
+            memset(big, 'x', sizeof big);
+            ok = send_reply(fd, 200, big, sizeof big);
+        } else {
+            ok = send_reply(fd, 404, "", 0);
+        }
+        if (!ok)
+            break;
     }
-    struct MHD_Response *r = NULL;
-    int status = 200;
-    if (strcmp(url, "/ok") == 0) {
-        r = MHD_create_response_from_buffer(5, (void *)"hello", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/missing") == 0) {
-        status = 404;
-        r = MHD_create_response_from_buffer(9, (void *)"not found", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/slow_first") == 0) {
-        usleep(1500 * 1000);
-        r = MHD_create_response_from_buffer(4, (void *)"late", MHD_RESPMEM_PERSISTENT);
-    } else if (strcmp(url, "/stream") == 0 || strcmp(url, "/stall") == 0) {
-        stream_state *st = calloc(1, sizeof *st);
-        st->stall_after = strcmp(url, "/stall") == 0 ? 1 : -1;
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 256, stream_reader, st, stream_free);
-    } else if (strcmp(url, "/big") == 0) {
-        static char big[100000];
-        memset(big, 'x', sizeof big);
-        r = MHD_create_response_from_buffer(sizeof big, big, MHD_RESPMEM_PERSISTENT);
-    } else {
-        status = 404;
-        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+out:
+    close(fd);
+    return NULL;
+}
+
+static void *serve(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(server_fd, NULL, NULL);
+        if (fd < 0)
+            return NULL; /* the listening socket was shut down */
+        pthread_t t;
+        if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)fd) != 0) {
+            close(fd);
+            continue;
+        }
+        pthread_detach(t);
     }
-    enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return rc;
 }
 
 static int group_setup(void **state)
 {
     (void)state;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    server = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL,
-                              on_request, NULL, MHD_OPTION_END);
-    if (!server)
+    server_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (server_fd < 0 || bind(server_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(server_fd, 64) != 0 ||
+        getsockname(server_fd, (struct sockaddr *)&sa, &sl) != 0)
         return -1;
-    server_port = MHD_get_daemon_info(server, MHD_DAEMON_INFO_BIND_PORT)->port;
-    return 0;
+    server_port = ntohs(sa.sin_port);
+    return pthread_create(&server_thread, NULL, serve, NULL) == 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    MHD_stop_daemon(server);
+    shutdown(server_fd, SHUT_RDWR);
+    pthread_join(server_thread, NULL);
+    close(server_fd);
     curl_global_cleanup();
     return 0;
 }

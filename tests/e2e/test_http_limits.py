@@ -1,0 +1,370 @@
+"""Connection-level limits of ragd's own HTTP/1.1 layer (docs/api.md "Limits"): deadlines for
+the head (RAGD_HEADER_TIMEOUT_S) and the body (RAGD_BODY_TIMEOUT_S), half-closed clients, the
+header block cap (431), the URI cap (414), strict framing (400/501/505), HTTP/1.0, pipelining,
+the connection caps (total, per address, a reserve for /health*), and X-Forwarded-For from
+trusted proxies only (docs/api.md "Rate limits"). Raw sockets throughout; every deadline is
+set short through the environment so that each test takes a few seconds at most."""
+import http.client
+import json
+import re
+import socket
+import threading
+import time
+
+import harness
+
+
+def connect(port, timeout=5.0):
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def read_response(sock, method="GET"):
+    """One response from sock, or None when the server closed (or reset) without one."""
+    resp = http.client.HTTPResponse(sock, method=method)
+    try:
+        resp.begin()
+        raw = resp.read()
+    except (http.client.RemoteDisconnected, http.client.BadStatusLine, http.client.IncompleteRead,
+            ConnectionResetError):
+        return None
+    return harness.Response(resp.status, resp.headers, raw)
+
+
+def read_to_end(sock):
+    """Every byte until the server closes; b"" when it closed (or reset) without any."""
+    out = b""
+    try:
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                return out
+            out += b
+    except ConnectionResetError:
+        return out
+
+
+GET_LIVE = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+class DeadlineTest(harness.E2ETestCase):
+    """The head must be complete within RAGD_HEADER_TIMEOUT_S of its first byte whatever the
+    byte rate (libmicrohttpd reset its idle timer on every byte: one byte a second held a slot
+    for ever); the body within RAGD_BODY_TIMEOUT_S."""
+
+    server_env = {"RAGD_HEADER_TIMEOUT_S": "1", "RAGD_BODY_TIMEOUT_S": "1", "RAGD_IDLE_TIMEOUT_S": "30"}
+
+    def test_slow_head_gets_408(self):
+        s = connect(self.server.port)
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\n")
+            got = b""
+            s.settimeout(0.25)
+            for i in range(16):  # one byte every 0.25 s: 4 s, past the 1 s deadline
+                try:
+                    s.sendall(b"X-Slow-%d: a\r\n" % i)
+                except OSError:
+                    break
+                try:
+                    got = s.recv(65536)
+                    break
+                except socket.timeout:
+                    continue
+            self.assertTrue(got, "no answer while the head dragged on")
+            s.settimeout(5)
+            got += read_to_end(s)
+        finally:
+            s.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 408 "), got[:200])
+        self.assertIn(b"connection: close", head.lower())
+        self.assertEqual(json.loads(body)["error"]["code"], "request_timeout")
+
+    def test_nothing_sent_is_closed_without_reply(self):
+        s = connect(self.server.port)
+        try:
+            self.assertEqual(read_to_end(s), b"")  # closed after the 1 s deadline, no bytes
+        finally:
+            s.close()
+
+    def test_slow_body_gets_408(self):
+        s = connect(self.server.port)
+        try:
+            s.sendall(b"POST /api/retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"query\":")
+            r = read_response(s, "POST")
+        finally:
+            s.close()
+        self.assertIsNotNone(r, "closed without a reply")
+        self.assertEnvelope(r, 408, "request_timeout")
+        self.assertEqual(r.header("Connection", "").lower(), "close")
+        self.assertIn("RAGD_BODY_TIMEOUT_S", r.body["error"]["message"])
+
+
+class HalfCloseTest(harness.E2ETestCase):
+    """A client that half-closes before its request is complete is closed at once (such a
+    connection lingered for the whole idle timeout); after a complete request it still gets
+    its reply."""
+
+    server_env = {"RAGD_HEADER_TIMEOUT_S": "30", "RAGD_IDLE_TIMEOUT_S": "30"}
+
+    def test_partial_request_then_fin_closed_at_once(self):
+        for partial in (b"GET /health/live HTTP/1.1\r\nHost: x\r\n",
+                        b"POST /api/retrieve HTTP/1.1\r\nContent-Length: 50\r\n\r\n{"):
+            with self.subTest(partial=partial):
+                s = connect(self.server.port, timeout=3.0)  # far below the 30 s timeouts
+                try:
+                    s.sendall(partial)
+                    s.shutdown(socket.SHUT_WR)
+                    try:
+                        self.assertEqual(read_to_end(s), b"")
+                    except socket.timeout:
+                        self.fail("the half-closed connection was kept open")
+                finally:
+                    s.close()
+
+    def test_complete_request_then_fin_is_answered(self):
+        r = harness.raw_request(self.server.port, GET_LIVE, half_close=True, method="GET", timeout=3.0)
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body, {"status": "alive"})
+
+
+class StrictParsingTest(harness.E2ETestCase):
+    """What the parser refuses, each in the envelope and with the connection closed."""
+
+    def send(self, data):
+        s = connect(self.server.port)
+        try:
+            try:
+                s.sendall(data)
+            except OSError:
+                pass
+            return read_to_end(s)
+        finally:
+            s.close()
+
+    def assertRefusedRaw(self, data, status, code):
+        got = self.send(data)
+        self.assertEqual(len(re.findall(rb"(?:^|\r\n)HTTP/1\.1 \d{3} ", got)), 1, got[:400])  # one status line, not two
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 %d " % status), got[:300])
+        self.assertIn(b"connection: close", head.lower())
+        self.assertIn(b"x-request-id: ", head.lower())
+        self.assertEqual(json.loads(body)["error"]["code"], code, body)
+
+    def test_framing_refused(self):
+        base = b"POST /api/retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        body = b'{"query":"q"}'
+        cases = [
+            (base + b"Content-Length: 13\r\nContent-Length: 14\r\n\r\n" + body, 400, "invalid_json"),
+            (base + b"Content-Length: -1\r\n\r\n" + body, 400, "invalid_json"),
+            (base + b"Content-Length: 1x\r\n\r\n" + body, 400, "invalid_json"),
+            (base + b"Content-Length: 99999999999999999999999\r\n\r\n" + body, 400, "invalid_json"),
+            (base + b"Content-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\nd\r\n" + body + b"\r\n0\r\n\r\n",
+             400, "invalid_json"),
+            (base + b"Transfer-Encoding: gzip, chunked\r\n\r\nd\r\n" + body + b"\r\n0\r\n\r\n",
+             501, "not_implemented"),
+            (base + b"Transfer-Encoding: identity\r\n\r\n", 501, "not_implemented"),
+            (base + b"Content-Length : 13\r\n\r\n" + body, 400, "invalid_json"),
+            (b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\tfolded\r\n\r\n", 400, "invalid_json"),
+            (b"GET /health/live HTTP/1.1\r\nHost: x\rX-A: 1\r\n\r\n", 400, "invalid_json"),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "http_version_not_supported"),
+            (b"GET /health/live HTTP/3.0\r\n\r\n", 505, "http_version_not_supported"),
+            (b"GET /health/live HTTX/1.1\r\n\r\n", 400, "invalid_json"),
+            (base + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + body + b"\r\n0\r\n\r\n", 400, "invalid_json"),
+            (base + b"Transfer-Encoding: chunked\r\n\r\n3\r\n" + body + b"\r\n0\r\n\r\n", 400, "invalid_json"),
+        ]
+        for data, status, code in cases:
+            with self.subTest(data=data[:120]):
+                self.assertRefusedRaw(data, status, code)
+
+    def test_header_block_over_the_cap_gets_431(self):
+        data = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (65 * 1024) + b"\r\n\r\n"
+        self.assertRefusedRaw(data, 431, "header_too_large")
+
+    def test_more_than_100_headers_gets_431(self):
+        data = b"GET /health/live HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n"
+        self.assertRefusedRaw(data, 431, "header_too_large")
+        ok = b"GET /health/live HTTP/1.1\r\nConnection: close\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(98)) + b"\r\n"
+        self.assertTrue(self.send(ok).startswith(b"HTTP/1.1 200 "))
+
+    def test_uri_over_8k_gets_414(self):
+        self.assertRefusedRaw(b"GET /health/live?x=" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414, "uri_too_long")
+
+    def test_chunk_extensions_and_trailers_accepted(self):
+        body = b'{"query":"anything","k":1}'
+        data = (b"POST /api/retrieve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                b"%x;name=value\r\n" % 5 + body[:5] + b"\r\n" + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n"
+                b"0\r\nX-Trailer: dropped\r\n\r\n")
+        got = self.send(data)
+        # the default collection does not exist here: the body was read and parsed
+        self.assertIn(b"db_not_found", got, got[:300])
+
+
+class SlowReaderTest(harness.E2ETestCase):
+    """A client that pipelines requests and reads none of the replies: the server writes with
+    backpressure (one request at a time, nothing read while a reply waits) and closes the
+    connection once the client has taken no byte for RAGD_IDLE_TIMEOUT_S. (libmicrohttpd's
+    idle timeout did that too: this one guards the behaviour, it does not fail on the old
+    build.)"""
+
+    server_env = {"RAGD_IDLE_TIMEOUT_S": "1"}
+    N = 5000
+
+    def test_client_that_reads_nothing_is_closed(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10)
+        s.connect(("127.0.0.1", self.server.port))
+
+        def feed():
+            try:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n" * self.N)
+            except OSError:
+                pass  # closed by the server: what we want
+
+        t = threading.Thread(target=feed, daemon=True)
+        t.start()
+        try:
+            time.sleep(4)  # the server stalls on the full socket, then closes after 1 s
+            got = read_to_end(s)
+        finally:
+            s.close()
+            t.join(10)
+        answered = got.count(b"HTTP/1.1 200 ")
+        self.assertLess(answered, self.N, "every reply was written: the server waited for the reader")
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+
+class ProtocolTest(harness.E2ETestCase):
+    def test_http10_closes_unless_keep_alive_asked(self):
+        s = connect(self.server.port)
+        try:
+            s.sendall(b"GET /health/live HTTP/1.0\r\n\r\n")
+            got = read_to_end(s)
+        finally:
+            s.close()
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:200])
+        s = connect(self.server.port)
+        try:
+            for _ in range(2):
+                s.sendall(b"GET /health/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                r = read_response(s)
+                self.assertIsNotNone(r)
+                self.assertEqual(r.status, 200)
+        finally:
+            s.close()
+
+    def test_pipelined_requests_in_order(self):
+        s = connect(self.server.port)
+        try:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nX-Request-ID: first\r\n\r\n"
+                      b"GET /api/dbs HTTP/1.1\r\nX-Request-ID: second\r\n\r\n"
+                      b"GET /health/live HTTP/1.1\r\nX-Request-ID: third\r\nConnection: close\r\n\r\n")
+            got = read_to_end(s)
+        finally:
+            s.close()
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+        ids = re.findall(rb"X-Request-ID: (\w+)\r\n", got)
+        self.assertEqual(statuses, [b"200", b"200", b"200"], got)
+        self.assertEqual(ids, [b"first", b"second", b"third"])
+
+
+class SlotsTest(harness.E2ETestCase):
+    """64 slots, the last 4 kept for /health*: slow clients that hold the other 60 do not keep
+    a supervisor from /health/live; with every slot taken, a new connection is closed at once."""
+
+    server_env = {"RAGD_MAX_CONNECTIONS": "64", "RAGD_MAX_CONNECTIONS_PER_IP": "63",
+                  "RAGD_HEADER_TIMEOUT_S": "30", "RAGD_IDLE_TIMEOUT_S": "30"}
+
+    def hold(self, n, source="127.0.0.1"):
+        socks = []
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5.0)
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", self.server.port))
+            s.sendall(b"GET /health/live HTTP/1.1\r\n")  # a head that never ends
+            socks.append(s)
+        time.sleep(0.5)  # let the server accept them all (no assertion on time)
+        return socks
+
+    def test_reserve_for_health_then_full(self):
+        held = self.hold(60)
+        try:
+            r = harness.raw_request(self.server.port, GET_LIVE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+                                    method="GET", timeout=5.0)
+            self.assertIsNotNone(r, "/health/live not answered while slow clients hold the slots")
+            self.assertEqual(r.status, 200)
+            r = harness.raw_request(self.server.port, b"GET /api/dbs HTTP/1.1\r\nConnection: close\r\n\r\n",
+                                    method="GET", timeout=5.0)
+            self.assertIsNotNone(r)
+            self.assertEnvelope(r, 503, "overloaded")
+            held += self.hold(4, "127.0.0.2")  # every slot taken (from another address: below the per-address cap)
+            s = connect(self.server.port)
+            try:
+                try:
+                    s.sendall(GET_LIVE)
+                except OSError:
+                    pass
+                self.assertEqual(read_to_end(s), b"")  # closed at once, not left in the backlog
+            finally:
+                s.close()
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        self.assertEqual(self.call("GET", "/health/live"), {"status": "alive"})
+
+    def test_per_address_cap(self):
+        srv = self.new_server(env={"RAGD_MAX_CONNECTIONS": "64", "RAGD_MAX_CONNECTIONS_PER_IP": "4",
+                                   "RAGD_HEADER_TIMEOUT_S": "30"})
+        held = []
+        time.sleep(0.3)  # the start-up check's connection is gone (it would count as one)
+        try:
+            for _ in range(4):
+                s = connect(srv.port)
+                s.sendall(b"GET /health/live HTTP/1.1\r\n")
+                held.append(s)
+            time.sleep(0.3)
+            r = harness.raw_request(srv.port, GET_LIVE, method="GET", timeout=5.0)
+            if r is not None:  # a 503, or closed without a reply
+                self.assertEnvelope(r, 503, "overloaded")
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        self.assertEqual(srv.request("GET", "/health/live").status, 200)
+
+
+class ForwardedForTest(harness.E2ETestCase):
+    """X-Forwarded-For names the client for the rate limits only when the peer is a trusted
+    proxy (RAGD_TRUSTED_PROXIES); by default it is ignored, so it cannot dodge a limit."""
+
+    ENV = {"RATE_LIMIT_QUERY": "5/minute", "RAGD_EMBEDDER": "builtin", "RAGD_GENERATOR": "extractive"}
+    class_server = False
+
+    def remaining(self, srv, xff):
+        r = srv.request("POST", "/api/retrieve", json_body={"query": "q"}, headers={"X-Forwarded-For": xff})
+        return r.header("X-RateLimit-Remaining")
+
+    def test_ignored_by_default(self):
+        srv = self.new_server(env=self.ENV)
+        self.assertEqual([self.remaining(srv, "203.0.113.1"), self.remaining(srv, "203.0.113.2")], ["4", "3"])
+
+    def test_honoured_from_a_trusted_proxy(self):
+        srv = self.new_server(env={**self.ENV, "RAGD_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8"})
+        self.assertEqual([self.remaining(srv, "203.0.113.1"), self.remaining(srv, "203.0.113.2"),
+                          self.remaining(srv, "203.0.113.1, 10.1.2.3")], ["4", "4", "3"])
+
+    def test_bad_list_stops_start_up(self):
+        p = harness.run_cli(["serve"], env={"RAGD_TRUSTED_PROXIES": "10.0.0.0/33", "RAGD_LISTEN": "127.0.0.1:0"},
+                            timeout=15)
+        self.assertEqual(p.returncode, 2, p)
+        self.assertIn("RAGD_TRUSTED_PROXIES", p.stderr)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
