@@ -265,9 +265,8 @@ REQUEST_ID_CASES = {"malformed json (trailing comma)", "k 101", "unknown route",
 
 
 class BadInputTest(harness.E2ETestCase):
-    # A short idle timeout: a client that half-closes in the middle of a declared body is
-    # dropped when its connection has been idle this long (libmicrohttpd in external-epoll
-    # mode does not see a FIN that arrives together with the data; docs/api.md).
+    # A short idle timeout, so that a test that leaves a connection open does not hold the
+    # server for long (a client that half-closes mid-body is closed at once: test_http_limits).
     server_env = {"RAGD_MAX_BODY_BYTES": str(MAX_BODY), "RAGD_IDLE_TIMEOUT_S": "3"}
 
     @classmethod
@@ -438,8 +437,9 @@ class BadInputTest(harness.E2ETestCase):
 
 class NulByteTest(harness.E2ETestCase):
     """A NUL byte in the request line or a header, raw or as %00, is refused with 400 before
-    any handler runs. libmicrohttpd 0.9.x hands the request over as C strings, so a raw NUL
-    used to cut the path short: DELETE /api/dbs/victim\\0_backup deleted `victim`."""
+    any handler runs: ragd's parser refuses the byte where it stands. (With libmicrohttpd 0.9.x,
+    which handed the request over as C strings, a raw NUL used to cut the path short:
+    DELETE /api/dbs/victim\\0_backup deleted `victim`.)"""
 
     server_env = {"RAGD_IDLE_TIMEOUT_S": "3"}
     DBS = {"victim": "vdoc", "victim_backup": "bdoc"}
@@ -513,22 +513,20 @@ class NulByteTest(harness.E2ETestCase):
         self.assertIntact()
 
     def test_header_line_starting_with_nul(self):
-        # libmicrohttpd takes a line that starts with NUL for the empty line that ends the
+        # libmicrohttpd took a line that starts with NUL for the empty line that ends the
         # header block: what follows would have been read as the body or the next request
         self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"\x00X-Trace: b\r\nConnection: close\r\n\r\n")
         self.assertIntact()
 
     def test_raw_nul_in_header_name(self):
-        # no ':' before the NUL: libmicrohttpd refuses the line itself, with its own 400
-        # (docs/api.md, "What the HTTP library answers itself")
+        # no ':' before the NUL (libmicrohttpd refused it with its own 400, not the envelope)
         self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                           b"X-Tr\x00ace: b\r\nConnection: close\r\n\r\n", envelope=False)
+                           b"X-Tr\x00ace: b\r\nConnection: close\r\n\r\n")
         self.assertIntact()
 
     def test_folded_header_line(self):
-        # obs-fold (RFC 9112 5.2: reject with 400 or unfold); libmicrohttpd 0.9.75 appends the
-        # continuation to the header's *name*, so ragd refuses it
+        # obs-fold (RFC 9112 5.2: reject with 400 or unfold): ragd refuses it
         self.assertRefused(b"DELETE /api/dbs/victim_backup HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                            b"X-Trace: a\r\n  b\r\nConnection: close\r\n\r\n")
         self.assertIntact()
