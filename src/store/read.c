@@ -243,6 +243,28 @@ static ragd_err doc_from_row(sqlite3_stmt *s, store_document *d)
     return RAGD_OK;
 }
 
+/* The start of a paged listing of one collection, inside the read transaction the caller
+ * has begun: *total from count_sql (?1 = the collection), and page_sql prepared with ?1 the
+ * collection, ?2 the limit, ?3 the offset. Both statements go back with stmt_done. */
+static ragd_err page_begin(store_reader *r, const char *count_sql, const char *page_sql, int64_t coll_id,
+                           size_t limit, size_t offset, sqlite3_stmt **cnt, sqlite3_stmt **s, int64_t *total)
+{
+    ragd_err e = stmt_get(r, count_sql, cnt);
+    if (e)
+        return e;
+    sqlite3_bind_int64(*cnt, 1, coll_id);
+    if (sqlite3_step(*cnt) != SQLITE_ROW)
+        return step_error(r->db);
+    *total = sqlite3_column_int64(*cnt, 0);
+    e = stmt_get(r, page_sql, s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(*s, 1, coll_id);
+    sqlite3_bind_int64(*s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
+    sqlite3_bind_int64(*s, 3, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
+    return RAGD_OK;
+}
+
 ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, size_t offset,
                              store_document **out, size_t *n, int64_t *total)
 {
@@ -256,23 +278,11 @@ ragd_err store_document_list(store_reader *r, int64_t coll_id, size_t limit, siz
     e = begin_read(r->db);
     if (e)
         return e;
-    e = stmt_get(r, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1", &cnt);
+    e = page_begin(r, "SELECT COUNT(*) FROM documents WHERE collection_id = ?1",
+                   "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 ORDER BY d.doc_id LIMIT ?2 OFFSET ?3",
+                   coll_id, limit, offset, &cnt, &s, total);
     if (e)
         goto out;
-    sqlite3_bind_int64(cnt, 1, coll_id);
-    if (sqlite3_step(cnt) != SQLITE_ROW) {
-        e = step_error(r->db);
-        goto out;
-    }
-    *total = sqlite3_column_int64(cnt, 0);
-    e = stmt_get(r,
-                "SELECT " DOC_COLS " FROM documents d WHERE d.collection_id = ?1 ORDER BY d.doc_id LIMIT ?2 OFFSET ?3",
-                &s);
-    if (e)
-        goto out;
-    sqlite3_bind_int64(s, 1, coll_id);
-    sqlite3_bind_int64(s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
-    sqlite3_bind_int64(s, 3, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
     for (;;) {
         int rc = sqlite3_step(s);
         if (rc == SQLITE_DONE)
@@ -780,27 +790,15 @@ ragd_err store_quarantine_list(store_reader *r, int64_t coll_id, size_t limit, s
     e = begin_read(r->db);
     if (e)
         return e;
-    e = stmt_get(r, "SELECT COUNT(*) FROM chunks WHERE collection_id = ?1 AND quarantined = 1", &cnt);
-    if (e)
-        goto out;
-    sqlite3_bind_int64(cnt, 1, coll_id);
-    if (sqlite3_step(cnt) != SQLITE_ROW) {
-        e = step_error(r->db);
-        goto out;
-    }
-    *total = sqlite3_column_int64(cnt, 0);
     /* substr counts characters on TEXT: the preview never splits one */
-    e = stmt_get(r,
-                 "SELECT d.doc_id, c.ordinal, c.injection_score, c.injection_rule, substr(c.text, 1, ?4)"
-                 " FROM chunks c JOIN documents d ON d.id = c.document_id"
-                 " WHERE c.collection_id = ?1 AND c.quarantined = 1"
-                 " ORDER BY d.doc_id, c.ordinal LIMIT ?2 OFFSET ?3",
-                 &s);
+    e = page_begin(r, "SELECT COUNT(*) FROM chunks WHERE collection_id = ?1 AND quarantined = 1",
+                   "SELECT d.doc_id, c.ordinal, c.injection_score, c.injection_rule, substr(c.text, 1, ?4)"
+                   " FROM chunks c JOIN documents d ON d.id = c.document_id"
+                   " WHERE c.collection_id = ?1 AND c.quarantined = 1"
+                   " ORDER BY d.doc_id, c.ordinal LIMIT ?2 OFFSET ?3",
+                   coll_id, limit, offset, &cnt, &s, total);
     if (e)
         goto out;
-    sqlite3_bind_int64(s, 1, coll_id);
-    sqlite3_bind_int64(s, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
-    sqlite3_bind_int64(s, 3, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
     sqlite3_bind_int(s, 4, STORE_PREVIEW_CHARS);
     for (;;) {
         int rc = sqlite3_step(s);
