@@ -29,6 +29,7 @@ static int tr_epochs = 2;
 static double tr_lr = 0.3;
 static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
 static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
+static double tr_trigger_weight = 3.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
@@ -41,7 +42,9 @@ typedef struct {
     size_t nlen;
     size_t len;
     bool attack;
-    bool test; /* split: test */
+    bool test; /* split: test, or heldout */
+    bool heldout; /* split: heldout (doc chunks of packages not trained on): measurement only */
+    bool trigger; /* benign doc chunk using a trigger word ("ignore", "override", ...) */
     bool val;  /* train split, held out for the thresholds */
     bool query; /* a query-level kind */
     bool chunk; /* a chunk-level kind */
@@ -97,6 +100,20 @@ static uint32_t tr_val_hash(const row *r)
     return h;
 }
 
+/* Words of injections that documentation uses innocently ("git learned to ignore case",
+ * "override this behaviour", "bypass the cache"): benign doc chunks with one of them are
+ * the hard negatives of the chunk screen. norm is L0 text (lower case). */
+static bool tr_has_trigger(const char *norm)
+{
+    static const char *const words[] = {"ignor", "overrid", "bypass", "forget", "disregard", "instruction",
+                                        "from now on", "pretend", "reveal", "system prompt", "prompt", "you are",
+                                        "you must", "new rules", "jailbreak", "previous", "above"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(norm, words[i]))
+            return true;
+    return false;
+}
+
 static int tr_load(rows *rs, const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -129,7 +146,8 @@ static int tr_load(rows *rs, const char *path)
             r->text = strdup(text);
             r->len = strlen(text);
             r->attack = strcmp(label, "attack") == 0;
-            r->test = strcmp(split, "test") == 0;
+            r->heldout = strcmp(split, "heldout") == 0;
+            r->test = strcmp(split, "test") == 0 || r->heldout;
             snprintf(r->kind, sizeof r->kind, "%s", kind);
             snprintf(r->source, sizeof r->source, "%s", source);
             r->val = !r->test && tr_val_hash(r) % 100 < TRAIN_VAL_PERCENT;
@@ -138,6 +156,7 @@ static int tr_load(rows *rs, const char *path)
             r->norm = guard_normalize(r->text, r->len, &r->nlen);
             if (!r->text || !r->norm)
                 abort();
+            r->trigger = !r->attack && tr_kind_is(r, "doc_chunk") && tr_has_trigger(r->norm);
         }
         json_decref(o);
     }
@@ -207,8 +226,11 @@ static void tr_weights(rows *rs, const bool *sel)
             if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0)
                 same++;
         /* Hard negatives (trigger words used innocently) are what the screen gets wrong
-         * most: they count three times. */
-        rs->v[i].weight = (strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight : 1.0) / sqrt((double)same);
+         * most: they count three times; so do doc chunks with a trigger word. */
+        double hard = strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight
+                      : rs->v[i].trigger                          ? tr_trigger_weight
+                                                                  : 1.0;
+        rs->v[i].weight = hard / sqrt((double)same);
         label_total[rs->v[i].attack] += rs->v[i].weight;
     }
     size_t nsel = 0;
@@ -421,6 +443,21 @@ static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
     }
     *tq = tr_threshold_at(qb.v, qb.n, 0.01);
     *tc = tr_threshold_at(cb.v, cb.n, 0.005);
+    double tc01 = tr_threshold_at(cb.v, cb.n, 0.001);
+    fprintf(stderr, "validation: chunks at 0.1 %% FPR: threshold %.4f, TPR %.3f, FPR %.4f\n", tc01,
+            tr_rate(ca.v, ca.n, tc01), tr_rate(cb.v, cb.n, tc01));
+    static const char *const chunk_sources[] = {"microsoft/BIPIA", "pydoc", "debian-man", "debian-doc", "ragd-docs"};
+    for (size_t k = 0; k < sizeof chunk_sources / sizeof chunk_sources[0]; k++) {
+        size_t n = 0, hit = 0;
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            if (r->val && r->chunk && !r->attack && strcmp(r->source, chunk_sources[k]) == 0) {
+                n++;
+                hit += tr_combined(m, r, idx, NULL, NULL) >= *tc;
+            }
+        }
+        fprintf(stderr, "            benign chunks %-16s %4zu, flagged at %.4f: %zu\n", chunk_sources[k], n, *tc, hit);
+    }
     fprintf(stderr,
             "validation: queries %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n"
             "            chunks  %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n",
@@ -527,7 +564,7 @@ static void tr_eval_sources(rows *rs, uint64_t seed)
             if (r->attack && held) {
                 double sc = tr_combined(&m, r, idx, NULL, NULL);
                 sc_push(r->query ? &att : &catt, sc);
-            } else if (!r->attack && r->test) {
+            } else if (!r->attack && r->test && !r->heldout) {
                 sc_push(r->query ? &ben : &cben, tr_combined(&m, r, idx, NULL, NULL));
             }
         }
@@ -592,7 +629,7 @@ static void tr_eval_chunks(rows *rs)
     size_t rule_att = 0, rule_ben = 0;
     for (size_t i = 0; i < rs->n; i++) {
         const row *r = &rs->v[i];
-        if (!r->test || !r->chunk)
+        if (!r->test || r->heldout || !r->chunk)
             continue;
         bool rule;
         double mo;
@@ -610,7 +647,7 @@ static void tr_eval_chunks(rows *rs)
     double t = guard_threshold(GUARD_CHUNK);
     printf("### (d) Chunks: indirect injections vs benign passages (test rows)\n\n"
            "%zu attacks (BIPIA `indirect` e-mails, PurpleLlama `indirect`) vs %zu benign chunks (BIPIA "
-           "`clean_context`, pydoc chunks).\n\n"
+           "`clean_context`; pydoc, man pages and /usr/share/doc of the train packages, ragd docs).\n\n"
            "| screen | TPR | FPR |\n|---|---:|---:|\n"
            "| rules only | %.1f %% | %.2f %% |\n"
            "| model only, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
@@ -622,6 +659,39 @@ static void tr_eval_chunks(rows *rs)
     free(ben.v);
     free(matt.v);
     free(mben.v);
+}
+
+/* Held-out documentation (split heldout: /usr/share/doc of packages not trained on) at the
+ * shipped chunk threshold; the flagged chunks go to stderr. */
+static void tr_eval_heldout(rows *rs)
+{
+    double t = guard_threshold(GUARD_CHUNK);
+    size_t n = 0, flagged = 0, by_rule = 0, over[4] = {0};
+    static const double cut[4] = {0.9, 0.95, 0.98, 0.99};
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->heldout)
+            continue;
+        bool rule;
+        double s = tr_guard(r, GUARD_CHUNK, &rule, NULL);
+        n++;
+        for (size_t k = 0; k < 4; k++)
+            over[k] += s >= cut[k];
+        if (s >= t) {
+            flagged++;
+            by_rule += rule;
+            fprintf(stderr, "held-out doc flagged %.4f%s: %.160s\n", s, rule ? " (rule)" : "", r->text);
+        }
+    }
+    printf("### (e) False quarantine on held-out documentation (never trained on)\n\n"
+           "The README*, *.txt and NEWS* files of 2-200 KB in /usr/share/doc of the packages not in\n"
+           "doc_chunks.py's TRAIN_PACKAGES, cut like the train chunks (machine-dependent).\n\n"
+           "| threshold | chunks | flagged | rate |\n|---|---:|---:|---:|\n"
+           "| shipped chunk threshold %.4f | %zu | %zu | %.2f %% |\n",
+           t, n, flagged, n ? 100.0 * flagged / n : 0);
+    for (size_t k = 0; k < 4; k++)
+        printf("| %.2f | %zu | %zu | %.2f %% |\n", cut[k], n, over[k], n ? 100.0 * over[k] / n : 0);
+    printf("\n(%zu of the flagged by a rule.)\n\n", by_rule);
 }
 
 static void tr_eval_rules(rows *rs)
@@ -660,7 +730,7 @@ static void tr_eval_speed(rows *rs)
         for (size_t i = 0; i < rs->n; i++) {
             const row *r = &rs->v[i];
             bool q = r->query && r->len <= 300;
-            bool c = tr_kind_is(r, "doc_chunk");
+            bool c = strcmp(r->source, "pydoc") == 0;
             if (!q && !c)
                 continue;
             double t0 = tr_now();
@@ -736,6 +806,7 @@ static int tr_cmd_eval(rows *rs, uint64_t seed)
     tr_eval_sources(rs, seed);
     tr_eval_hard_negatives(rs);
     tr_eval_chunks(rs);
+    tr_eval_heldout(rs);
     tr_eval_rules(rs);
     tr_eval_speed(rs);
     return 0;
@@ -770,6 +841,8 @@ int main(int argc, char **argv)
     tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
     if (getenv("GUARD_HN_WEIGHT"))
         tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
+    if (getenv("GUARD_TRIGGER_WEIGHT"))
+        tr_trigger_weight = atof(getenv("GUARD_TRIGGER_WEIGHT"));
     if (getenv("GUARD_LR"))
         tr_lr = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
