@@ -29,7 +29,8 @@ static int tr_epochs = 2;
 static double tr_lr = 0.3;
 static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
 static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
-static double tr_trigger_weight = 3.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
+static double tr_trigger_weight = 1.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
+static double tr_doc_weight = 0.3; /* GUARD_DOC_WEIGHT: every doc chunk (after the per-kind weight) */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
@@ -230,7 +231,7 @@ static void tr_weights(rows *rs, const bool *sel)
         double hard = strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight
                       : rs->v[i].trigger                          ? tr_trigger_weight
                                                                   : 1.0;
-        rs->v[i].weight = hard / sqrt((double)same);
+        rs->v[i].weight = hard / sqrt((double)same) * (tr_kind_is(&rs->v[i], "doc_chunk") ? tr_doc_weight : 1.0);
         label_total[rs->v[i].attack] += rs->v[i].weight;
     }
     size_t nsel = 0;
@@ -841,6 +842,8 @@ int main(int argc, char **argv)
     tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
     if (getenv("GUARD_HN_WEIGHT"))
         tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
+    if (getenv("GUARD_DOC_WEIGHT"))
+        tr_doc_weight = atof(getenv("GUARD_DOC_WEIGHT"));
     if (getenv("GUARD_TRIGGER_WEIGHT"))
         tr_trigger_weight = atof(getenv("GUARD_TRIGGER_WEIGHT"));
     if (getenv("GUARD_LR"))
