@@ -15,7 +15,7 @@ void guard_shutdown(void) { guard_rules_shutdown(); }
 float guard_model_prob(const uint32_t *idx, size_t n)
 {
     if (n == 0)
-        return 1.0f / (1.0f + expf(-guard_model_bias));
+        return 0.0f; /* nothing to judge (an empty text): not the bias's base rate */
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += guard_model_weights[idx[i]];

@@ -189,7 +189,8 @@ static double tr_margin(const model *m, const uint32_t *idx, size_t n)
     return m->bias + s / sqrt((double)n);
 }
 
-/* The model's score of a row: the max over its windows (as guard_score computes it). */
+/* The model's score of a row: the max over its windows (as guard_score computes it: a
+ * window without features scores 0). */
 static double tr_model_score(const model *m, const row *r, uint32_t *idx)
 {
     double best = -1e300;
@@ -198,6 +199,8 @@ static double tr_model_score(const model *m, const row *r, uint32_t *idx)
     guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
     while (guard_window_next(r->norm, r->nlen, &it, &start, &wlen)) {
         size_t n = guard_features(r->norm + start, wlen, idx);
+        if (n == 0)
+            continue;
         double mg = tr_margin(m, idx, n);
         if (mg > best)
             best = mg;
