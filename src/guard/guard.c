@@ -28,6 +28,8 @@ float guard_threshold(guard_kind kind)
     return kind == GUARD_QUERY ? guard_model_threshold_query : guard_model_threshold_chunk;
 }
 
+float guard_quarantine_threshold(void) { return guard_model_threshold_quarantine; }
+
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {
     *out = (guard_verdict){0};

@@ -25,6 +25,7 @@ extern const float guard_model_scale;     /* weight = guard_model_weights[i] * s
 extern const float guard_model_bias;
 extern const float guard_model_threshold_query;
 extern const float guard_model_threshold_chunk;
+extern const float guard_model_threshold_quarantine; /* chunks at 0.1 % validation FPR */
 
 /* The windows the model scores, max taken: sliding windows (a text of at most
  * GUARD_WINDOW bytes is one), then, when the text has several lines, each line of

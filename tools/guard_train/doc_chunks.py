@@ -205,7 +205,10 @@ def main():
             mod = importlib.import_module(name)
         except ImportError:
             continue
-        emit(seen, "pydoc", pydoc.render_doc(mod, renderer=pydoc.plaintext))
+        text = pydoc.render_doc(mod, renderer=pydoc.plaintext)
+        # Default values print as "<object object at 0x7f...>" or "<weakref at 0x7f...; to ...>":
+        # the address changes every run.
+        emit(seen, "pydoc", re.sub(r" at 0x[0-9a-fA-F]+([;>])", r"\1", text))
     for source, text in repo_texts():
         emit(seen, source, text)
     train_paths = set()

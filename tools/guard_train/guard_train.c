@@ -30,6 +30,7 @@ static double tr_lr = 0.3;
 static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
 static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
 static double tr_trigger_weight = 1.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
+static int tr_avg = 5; /* GUARD_AVG: models averaged (shuffle seeds seed..seed+n-1) */
 static double tr_doc_weight = 0.3; /* GUARD_DOC_WEIGHT: every doc chunk (after the per-kind weight) */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
@@ -247,7 +248,7 @@ static void tr_weights(rows *rs, const bool *sel)
 
 /* Logistic regression with AdaGrad on the selected rows. Each step updates on the row's
  * highest-scoring window (the window the score is taken from). */
-static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
+static void tr_train_one(model *m, rows *rs, const bool *sel, uint64_t seed)
 {
     float *g2 = calloc(GUARD_DIM, sizeof *g2);
     size_t *order = malloc(rs->n * sizeof *order);
@@ -305,6 +306,32 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
     free(win);
     free(order);
     free(g2);
+}
+
+/* The average of tr_avg models trained with the shuffle seeds seed, seed+1, ...: one linear
+ * model (the mean of linear scorers is linear) with less of the shuffle order's variance. */
+static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
+{
+    if (tr_avg <= 1) {
+        tr_train_one(m, rs, sel, seed);
+        return;
+    }
+    model one = {calloc(GUARD_DIM, sizeof(float)), 0};
+    double *sum = calloc(GUARD_DIM, sizeof *sum);
+    if (!one.w || !sum)
+        abort();
+    double bias = 0;
+    for (int k = 0; k < tr_avg; k++) {
+        tr_train_one(&one, rs, sel, seed + (uint64_t)k);
+        for (size_t i = 0; i < GUARD_DIM; i++)
+            sum[i] += one.w[i];
+        bias += one.bias;
+    }
+    for (size_t i = 0; i < GUARD_DIM; i++)
+        m->w[i] = (float)(sum[i] / tr_avg);
+    m->bias = (float)(bias / tr_avg);
+    free(sum);
+    free(one.w);
 }
 
 /* Rounds the weights to what the int16 model file holds; returns the scale. */
@@ -397,7 +424,7 @@ static double tr_combined(const model *m, const row *r, uint32_t *idx, bool *rul
 /* ------------------------------------------------------------------ train command */
 
 static int tr_write_model(const char *out, const int16_t *q, float scale, float bias, double tq, double tc,
-                          uint64_t seed, const char *data, const char *docs)
+                          double tquar, uint64_t seed, const char *data, const char *docs)
 {
     FILE *f = fopen(out, "w");
     if (!f)
@@ -414,15 +441,17 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
             " *          %d %% validation part (the heldout doc chunks are never read for training)\n"
             " * date:    %s\n"
             " * model:   logistic regression, AdaGrad, %d epochs, lr %.2f, 2^%d hashed features;\n"
-            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) false positives on validation. */\n"
+            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) / 0.1 %% (chunk, quarantine\n"
+            " *          proposal) false positives on validation; %d models averaged. */\n"
             "#include \"guard/guard_int.h\"\n\n"
             "const float guard_model_scale = %.9g;\n"
             "const float guard_model_bias = %.9g;\n"
             "const float guard_model_threshold_query = %.9g;\n"
-            "const float guard_model_threshold_chunk = %.9g;\n\n"
+            "const float guard_model_threshold_chunk = %.9g;\n"
+            "const float guard_model_threshold_quarantine = %.9g;\n\n"
             "const int16_t guard_model_weights[GUARD_DIM] = {\n",
             data, docs, (unsigned long long)seed, tr_doc_weight, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
-            GUARD_HASH_BITS, scale, bias, tq, tc);
+            GUARD_HASH_BITS, tr_avg, scale, bias, tq, tc, tquar);
     int col = 0;
     for (size_t i = 0; i < GUARD_DIM; i++) {
         col += fprintf(f, "%d,", q[i]);
@@ -436,7 +465,7 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
 }
 
 /* Validation thresholds of model m: query benign at 1 %, chunk benign at 0.5 %. */
-static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
+static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc, double *tquar)
 {
     uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
     scores qb = {0}, cb = {0}, qa = {0}, ca = {0};
@@ -449,9 +478,9 @@ static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
     }
     *tq = tr_threshold_at(qb.v, qb.n, 0.01);
     *tc = tr_threshold_at(cb.v, cb.n, 0.005);
-    double tc01 = tr_threshold_at(cb.v, cb.n, 0.001);
-    fprintf(stderr, "validation: chunks at 0.1 %% FPR: threshold %.4f, TPR %.3f, FPR %.4f\n", tc01,
-            tr_rate(ca.v, ca.n, tc01), tr_rate(cb.v, cb.n, tc01));
+    *tquar = tr_threshold_at(cb.v, cb.n, 0.001);
+    fprintf(stderr, "validation: chunks at 0.1 %% FPR (quarantine): threshold %.4f, TPR %.3f, FPR %.4f\n", *tquar,
+            tr_rate(ca.v, ca.n, *tquar), tr_rate(cb.v, cb.n, *tquar));
     static const char *const chunk_sources[] = {"microsoft/BIPIA", "pydoc", "debian-man", "debian-doc", "ragd-docs"};
     for (size_t k = 0; k < sizeof chunk_sources / sizeof chunk_sources[0]; k++) {
         size_t n = 0, hit = 0;
@@ -493,8 +522,9 @@ static int tr_cmd_train(rows *rs, const char *out, uint64_t seed, const char *da
     float scale = tr_quantize(&m, q);
     double tq;
     double tc;
-    tr_val_thresholds(&m, rs, &tq, &tc);
-    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, seed, data, docs);
+    double tquar;
+    tr_val_thresholds(&m, rs, &tq, &tc, &tquar);
+    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, tquar, seed, data, docs);
     if (rc != 0)
         fprintf(stderr, "guard_train: cannot write %s\n", out);
     free(q);
@@ -651,6 +681,7 @@ static void tr_eval_chunks(rows *rs)
     tr_tpr_at(&matt, &mben, 0.005, &tm, &fm);
     tr_tpr_at(&att, &ben, 0.005, &tcmb, &fcmb);
     double t = guard_threshold(GUARD_CHUNK);
+    double tq = guard_quarantine_threshold();
     printf("### (d) Chunks: indirect injections vs benign passages (test rows)\n\n"
            "%zu attacks (BIPIA `indirect` e-mails, PurpleLlama `indirect`) vs %zu benign chunks (BIPIA "
            "`clean_context`; pydoc, man pages and /usr/share/doc of the train packages, ragd docs).\n\n"
@@ -658,9 +689,11 @@ static void tr_eval_chunks(rows *rs)
            "| rules only | %.1f %% | %.2f %% |\n"
            "| model only, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
            "| combined, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
-           "| combined, at the shipped chunk threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n\n",
+           "| combined, at the shipped chunk threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n"
+           "| combined, at the proposed quarantine threshold %.4f (0.1 %% on validation) | %.1f %% | %.2f %% |\n\n",
            att.n, ben.n, att.n ? 100.0 * rule_att / att.n : 0, ben.n ? 100.0 * rule_ben / ben.n : 0, 100 * tm,
-           100 * fm, 100 * tcmb, 100 * fcmb, t, 100 * tr_rate(att.v, att.n, t), 100 * tr_rate(ben.v, ben.n, t));
+           100 * fm, 100 * tcmb, 100 * fcmb, t, 100 * tr_rate(att.v, att.n, t), 100 * tr_rate(ben.v, ben.n, t),
+           tq, 100 * tr_rate(att.v, att.n, tq), 100 * tr_rate(ben.v, ben.n, tq));
     free(att.v);
     free(ben.v);
     free(matt.v);
@@ -672,7 +705,8 @@ static void tr_eval_chunks(rows *rs)
 static void tr_eval_heldout(rows *rs)
 {
     double t = guard_threshold(GUARD_CHUNK);
-    size_t n = 0, flagged = 0, by_rule = 0, over[4] = {0};
+    double tq = guard_quarantine_threshold();
+    size_t n = 0, flagged = 0, by_rule = 0, over_q = 0, over[4] = {0};
     static const double cut[4] = {0.9, 0.95, 0.98, 0.99};
     for (size_t i = 0; i < rs->n; i++) {
         const row *r = &rs->v[i];
@@ -681,6 +715,7 @@ static void tr_eval_heldout(rows *rs)
         bool rule;
         double s = tr_guard(r, GUARD_CHUNK, &rule, NULL);
         n++;
+        over_q += s >= tq;
         for (size_t k = 0; k < 4; k++)
             over[k] += s >= cut[k];
         if (s >= t) {
@@ -693,8 +728,9 @@ static void tr_eval_heldout(rows *rs)
            "The README*, *.txt and NEWS* files of 2-200 KB in /usr/share/doc of the packages not in\n"
            "doc_chunks.py's TRAIN_PACKAGES, cut like the train chunks (machine-dependent).\n\n"
            "| threshold | chunks | flagged | rate |\n|---|---:|---:|---:|\n"
-           "| shipped chunk threshold %.4f | %zu | %zu | %.2f %% |\n",
-           t, n, flagged, n ? 100.0 * flagged / n : 0);
+           "| shipped chunk threshold %.4f | %zu | %zu | %.2f %% |\n"
+           "| proposed quarantine threshold %.4f | %zu | %zu | %.2f %% |\n",
+           t, n, flagged, n ? 100.0 * flagged / n : 0, tq, n, over_q, n ? 100.0 * over_q / n : 0);
     for (size_t k = 0; k < 4; k++)
         printf("| %.2f | %zu | %zu | %.2f %% |\n", cut[k], n, over[k], n ? 100.0 * over[k] / n : 0);
     printf("\n(%zu of the flagged by a rule.)\n\n", by_rule);
@@ -847,6 +883,8 @@ int main(int argc, char **argv)
     tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
     if (getenv("GUARD_HN_WEIGHT"))
         tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
+    if (getenv("GUARD_AVG"))
+        tr_avg = atoi(getenv("GUARD_AVG"));
     if (getenv("GUARD_DOC_WEIGHT"))
         tr_doc_weight = atof(getenv("GUARD_DOC_WEIGHT"));
     if (getenv("GUARD_TRIGGER_WEIGHT"))
