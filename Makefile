@@ -238,7 +238,8 @@ torture-test: torture-build
 
 # ---- Prompt-injection screen (docs/internals/guard.md, BENCHMARKS.md) ----
 # guard-train: trains the classifier on data/injection (train split) and the train part of
-# the pydoc chunks, and writes src/guard/guard_model.c (committed, embedded by the build).
+# the doc chunks (doc_chunks.py: pydoc, man pages and /usr/share/doc of a fixed package list,
+# ragd docs; ~30 s to render), and writes src/guard/guard_model.c (committed, embedded).
 # guard-eval: the measurements of BENCHMARKS.md "Prompt-injection screen" (as Markdown).
 GUARD_TRAIN := $(BUILD)/guard_train
 GUARD_DOCS  := $(BUILD)/guard/doc_chunks.jsonl

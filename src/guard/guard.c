@@ -15,7 +15,7 @@ void guard_shutdown(void) { guard_rules_shutdown(); }
 float guard_model_prob(const uint32_t *idx, size_t n)
 {
     if (n == 0)
-        return 1.0f / (1.0f + expf(-guard_model_bias));
+        return 0.0f; /* nothing to judge (an empty text): not the bias's base rate */
     double sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += guard_model_weights[idx[i]];
@@ -27,6 +27,8 @@ float guard_threshold(guard_kind kind)
 {
     return kind == GUARD_QUERY ? guard_model_threshold_query : guard_model_threshold_chunk;
 }
+
+float guard_quarantine_threshold(void) { return guard_model_threshold_quarantine; }
 
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {

@@ -38,6 +38,11 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
  * queries and 0.5 % for chunks (BENCHMARKS.md "Prompt-injection screen"). */
 float guard_threshold(guard_kind kind);
 
+/* A stricter chunk threshold, chosen like guard_threshold(GUARD_CHUNK) but at 0.1 % false
+ * positives on the validation passages: a proposal for quarantining at ingest with fewer
+ * ordinary documents caught (BENCHMARKS.md (e)). Not used by the server yet. */
+float guard_quarantine_threshold(void);
+
 /* L0 alone (for tests, the trainer and fuzzing): the normalised text, malloc'd and
  * NUL-terminated, its length in *out_len; NULL when out of memory. */
 char *guard_normalize(const char *text, size_t len, size_t *out_len);

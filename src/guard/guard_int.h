@@ -25,6 +25,7 @@ extern const float guard_model_scale;     /* weight = guard_model_weights[i] * s
 extern const float guard_model_bias;
 extern const float guard_model_threshold_query;
 extern const float guard_model_threshold_chunk;
+extern const float guard_model_threshold_quarantine; /* chunks at 0.1 % validation FPR */
 
 /* The windows the model scores, max taken: sliding windows (a text of at most
  * GUARD_WINDOW bytes is one), then, when the text has several lines, each line of
@@ -45,7 +46,8 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
  * first occurrence; returns their count n. The window's margin is bias + sum(w[idx]) / sqrt(n). */
 size_t guard_features(const char *text, size_t len, uint32_t *idx);
 
-/* The embedded model's probability for one window's features. */
+/* The embedded model's probability for one window's features; 0 for a window without any
+ * (an empty text), whatever the bias. */
 float guard_model_prob(const uint32_t *idx, size_t n);
 
 /* L1: the name of the first rule that matches normalised text, or NULL. Thread-safe after

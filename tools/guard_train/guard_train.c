@@ -29,6 +29,9 @@ static int tr_epochs = 2;
 static double tr_lr = 0.3;
 static bool tr_query_lines; /* GUARD_QUERY_LINES: line windows for queries too */
 static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
+static double tr_trigger_weight = 1.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
+static int tr_avg = 5; /* GUARD_AVG: models averaged (shuffle seeds seed..seed+n-1) */
+static double tr_doc_weight = 0.3; /* GUARD_DOC_WEIGHT: every doc chunk (after the per-kind weight) */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
@@ -41,7 +44,9 @@ typedef struct {
     size_t nlen;
     size_t len;
     bool attack;
-    bool test; /* split: test */
+    bool test; /* split: test, or heldout */
+    bool heldout; /* split: heldout (doc chunks of packages not trained on): measurement only */
+    bool trigger; /* benign doc chunk using a trigger word ("ignore", "override", ...) */
     bool val;  /* train split, held out for the thresholds */
     bool query; /* a query-level kind */
     bool chunk; /* a chunk-level kind */
@@ -97,6 +102,20 @@ static uint32_t tr_val_hash(const row *r)
     return h;
 }
 
+/* Words of injections that documentation uses innocently ("git learned to ignore case",
+ * "override this behaviour", "bypass the cache"): benign doc chunks with one of them are
+ * the hard negatives of the chunk screen. norm is L0 text (lower case). */
+static bool tr_has_trigger(const char *norm)
+{
+    static const char *const words[] = {"ignor", "overrid", "bypass", "forget", "disregard", "instruction",
+                                        "from now on", "pretend", "reveal", "system prompt", "prompt", "you are",
+                                        "you must", "new rules", "jailbreak", "previous", "above"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(norm, words[i]))
+            return true;
+    return false;
+}
+
 static int tr_load(rows *rs, const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -129,7 +148,8 @@ static int tr_load(rows *rs, const char *path)
             r->text = strdup(text);
             r->len = strlen(text);
             r->attack = strcmp(label, "attack") == 0;
-            r->test = strcmp(split, "test") == 0;
+            r->heldout = strcmp(split, "heldout") == 0;
+            r->test = strcmp(split, "test") == 0 || r->heldout;
             snprintf(r->kind, sizeof r->kind, "%s", kind);
             snprintf(r->source, sizeof r->source, "%s", source);
             r->val = !r->test && tr_val_hash(r) % 100 < TRAIN_VAL_PERCENT;
@@ -138,6 +158,7 @@ static int tr_load(rows *rs, const char *path)
             r->norm = guard_normalize(r->text, r->len, &r->nlen);
             if (!r->text || !r->norm)
                 abort();
+            r->trigger = !r->attack && tr_kind_is(r, "doc_chunk") && tr_has_trigger(r->norm);
         }
         json_decref(o);
     }
@@ -169,7 +190,8 @@ static double tr_margin(const model *m, const uint32_t *idx, size_t n)
     return m->bias + s / sqrt((double)n);
 }
 
-/* The model's score of a row: the max over its windows (as guard_score computes it). */
+/* The model's score of a row: the max over its windows (as guard_score computes it: a
+ * window without features scores 0). */
 static double tr_model_score(const model *m, const row *r, uint32_t *idx)
 {
     double best = -1e300;
@@ -178,6 +200,8 @@ static double tr_model_score(const model *m, const row *r, uint32_t *idx)
     guard_window_iter it = {.sliding_only = r->query && !tr_query_lines};
     while (guard_window_next(r->norm, r->nlen, &it, &start, &wlen)) {
         size_t n = guard_features(r->norm + start, wlen, idx);
+        if (n == 0)
+            continue;
         double mg = tr_margin(m, idx, n);
         if (mg > best)
             best = mg;
@@ -207,8 +231,11 @@ static void tr_weights(rows *rs, const bool *sel)
             if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0)
                 same++;
         /* Hard negatives (trigger words used innocently) are what the screen gets wrong
-         * most: they count three times. */
-        rs->v[i].weight = (strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight : 1.0) / sqrt((double)same);
+         * most: they count three times; so do doc chunks with a trigger word. */
+        double hard = strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight
+                      : rs->v[i].trigger                          ? tr_trigger_weight
+                                                                  : 1.0;
+        rs->v[i].weight = hard / sqrt((double)same) * (tr_kind_is(&rs->v[i], "doc_chunk") ? tr_doc_weight : 1.0);
         label_total[rs->v[i].attack] += rs->v[i].weight;
     }
     size_t nsel = 0;
@@ -221,7 +248,7 @@ static void tr_weights(rows *rs, const bool *sel)
 
 /* Logistic regression with AdaGrad on the selected rows. Each step updates on the row's
  * highest-scoring window (the window the score is taken from). */
-static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
+static void tr_train_one(model *m, rows *rs, const bool *sel, uint64_t seed)
 {
     float *g2 = calloc(GUARD_DIM, sizeof *g2);
     size_t *order = malloc(rs->n * sizeof *order);
@@ -279,6 +306,32 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
     free(win);
     free(order);
     free(g2);
+}
+
+/* The average of tr_avg models trained with the shuffle seeds seed, seed+1, ...: one linear
+ * model (the mean of linear scorers is linear) with less of the shuffle order's variance. */
+static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
+{
+    if (tr_avg <= 1) {
+        tr_train_one(m, rs, sel, seed);
+        return;
+    }
+    model one = {calloc(GUARD_DIM, sizeof(float)), 0};
+    double *sum = calloc(GUARD_DIM, sizeof *sum);
+    if (!one.w || !sum)
+        abort();
+    double bias = 0;
+    for (int k = 0; k < tr_avg; k++) {
+        tr_train_one(&one, rs, sel, seed + (uint64_t)k);
+        for (size_t i = 0; i < GUARD_DIM; i++)
+            sum[i] += one.w[i];
+        bias += one.bias;
+    }
+    for (size_t i = 0; i < GUARD_DIM; i++)
+        m->w[i] = (float)(sum[i] / tr_avg);
+    m->bias = (float)(bias / tr_avg);
+    free(sum);
+    free(one.w);
 }
 
 /* Rounds the weights to what the int16 model file holds; returns the scale. */
@@ -371,7 +424,7 @@ static double tr_combined(const model *m, const row *r, uint32_t *idx, bool *rul
 /* ------------------------------------------------------------------ train command */
 
 static int tr_write_model(const char *out, const int16_t *q, float scale, float bias, double tq, double tc,
-                          uint64_t seed, const char *data, const char *docs)
+                          double tquar, uint64_t seed, const char *data, const char *docs)
 {
     FILE *f = fopen(out, "w");
     if (!f)
@@ -383,18 +436,22 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
             "/* GENERATED by make guard-train: do not edit.\n"
             " * command: guard_train train --data %s --docs %s --seed %llu\n"
             " * data:    the train split of the data/injection files (indirect_payload left out) and\n"
-            " *          the train part of the pydoc chunks, minus a %d %% validation part\n"
+            " *          the train part of the doc chunks (pydoc, man pages and /usr/share/doc of\n"
+            " *          tools/guard_train/doc_chunks.py's packages, ragd docs; weight x%.2f), minus a\n"
+            " *          %d %% validation part (the heldout doc chunks are never read for training)\n"
             " * date:    %s\n"
             " * model:   logistic regression, AdaGrad, %d epochs, lr %.2f, 2^%d hashed features;\n"
-            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) false positives on validation. */\n"
+            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) / 0.1 %% (chunk, quarantine\n"
+            " *          proposal) false positives on validation; %d models averaged. */\n"
             "#include \"guard/guard_int.h\"\n\n"
             "const float guard_model_scale = %.9g;\n"
             "const float guard_model_bias = %.9g;\n"
             "const float guard_model_threshold_query = %.9g;\n"
-            "const float guard_model_threshold_chunk = %.9g;\n\n"
+            "const float guard_model_threshold_chunk = %.9g;\n"
+            "const float guard_model_threshold_quarantine = %.9g;\n\n"
             "const int16_t guard_model_weights[GUARD_DIM] = {\n",
-            data, docs, (unsigned long long)seed, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
-            GUARD_HASH_BITS, scale, bias, tq, tc);
+            data, docs, (unsigned long long)seed, tr_doc_weight, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
+            GUARD_HASH_BITS, tr_avg, scale, bias, tq, tc, tquar);
     int col = 0;
     for (size_t i = 0; i < GUARD_DIM; i++) {
         col += fprintf(f, "%d,", q[i]);
@@ -408,7 +465,7 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
 }
 
 /* Validation thresholds of model m: query benign at 1 %, chunk benign at 0.5 %. */
-static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
+static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc, double *tquar)
 {
     uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
     scores qb = {0}, cb = {0}, qa = {0}, ca = {0};
@@ -421,6 +478,21 @@ static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc)
     }
     *tq = tr_threshold_at(qb.v, qb.n, 0.01);
     *tc = tr_threshold_at(cb.v, cb.n, 0.005);
+    *tquar = tr_threshold_at(cb.v, cb.n, 0.001);
+    fprintf(stderr, "validation: chunks at 0.1 %% FPR (quarantine): threshold %.4f, TPR %.3f, FPR %.4f\n", *tquar,
+            tr_rate(ca.v, ca.n, *tquar), tr_rate(cb.v, cb.n, *tquar));
+    static const char *const chunk_sources[] = {"microsoft/BIPIA", "pydoc", "debian-man", "debian-doc", "ragd-docs"};
+    for (size_t k = 0; k < sizeof chunk_sources / sizeof chunk_sources[0]; k++) {
+        size_t n = 0, hit = 0;
+        for (size_t i = 0; i < rs->n; i++) {
+            const row *r = &rs->v[i];
+            if (r->val && r->chunk && !r->attack && strcmp(r->source, chunk_sources[k]) == 0) {
+                n++;
+                hit += tr_combined(m, r, idx, NULL, NULL) >= *tc;
+            }
+        }
+        fprintf(stderr, "            benign chunks %-16s %4zu, flagged at %.4f: %zu\n", chunk_sources[k], n, *tc, hit);
+    }
     fprintf(stderr,
             "validation: queries %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n"
             "            chunks  %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n",
@@ -450,8 +522,9 @@ static int tr_cmd_train(rows *rs, const char *out, uint64_t seed, const char *da
     float scale = tr_quantize(&m, q);
     double tq;
     double tc;
-    tr_val_thresholds(&m, rs, &tq, &tc);
-    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, seed, data, docs);
+    double tquar;
+    tr_val_thresholds(&m, rs, &tq, &tc, &tquar);
+    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, tquar, seed, data, docs);
     if (rc != 0)
         fprintf(stderr, "guard_train: cannot write %s\n", out);
     free(q);
@@ -527,7 +600,7 @@ static void tr_eval_sources(rows *rs, uint64_t seed)
             if (r->attack && held) {
                 double sc = tr_combined(&m, r, idx, NULL, NULL);
                 sc_push(r->query ? &att : &catt, sc);
-            } else if (!r->attack && r->test) {
+            } else if (!r->attack && r->test && !r->heldout) {
                 sc_push(r->query ? &ben : &cben, tr_combined(&m, r, idx, NULL, NULL));
             }
         }
@@ -592,7 +665,7 @@ static void tr_eval_chunks(rows *rs)
     size_t rule_att = 0, rule_ben = 0;
     for (size_t i = 0; i < rs->n; i++) {
         const row *r = &rs->v[i];
-        if (!r->test || !r->chunk)
+        if (!r->test || r->heldout || !r->chunk)
             continue;
         bool rule;
         double mo;
@@ -608,20 +681,59 @@ static void tr_eval_chunks(rows *rs)
     tr_tpr_at(&matt, &mben, 0.005, &tm, &fm);
     tr_tpr_at(&att, &ben, 0.005, &tcmb, &fcmb);
     double t = guard_threshold(GUARD_CHUNK);
+    double tq = guard_quarantine_threshold();
     printf("### (d) Chunks: indirect injections vs benign passages (test rows)\n\n"
            "%zu attacks (BIPIA `indirect` e-mails, PurpleLlama `indirect`) vs %zu benign chunks (BIPIA "
-           "`clean_context`, pydoc chunks).\n\n"
+           "`clean_context`; pydoc, man pages and /usr/share/doc of the train packages, ragd docs).\n\n"
            "| screen | TPR | FPR |\n|---|---:|---:|\n"
            "| rules only | %.1f %% | %.2f %% |\n"
            "| model only, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
            "| combined, at 0.5 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
-           "| combined, at the shipped chunk threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n\n",
+           "| combined, at the shipped chunk threshold %.4f (chosen on validation) | %.1f %% | %.2f %% |\n"
+           "| combined, at the proposed quarantine threshold %.4f (0.1 %% on validation) | %.1f %% | %.2f %% |\n\n",
            att.n, ben.n, att.n ? 100.0 * rule_att / att.n : 0, ben.n ? 100.0 * rule_ben / ben.n : 0, 100 * tm,
-           100 * fm, 100 * tcmb, 100 * fcmb, t, 100 * tr_rate(att.v, att.n, t), 100 * tr_rate(ben.v, ben.n, t));
+           100 * fm, 100 * tcmb, 100 * fcmb, t, 100 * tr_rate(att.v, att.n, t), 100 * tr_rate(ben.v, ben.n, t),
+           tq, 100 * tr_rate(att.v, att.n, tq), 100 * tr_rate(ben.v, ben.n, tq));
     free(att.v);
     free(ben.v);
     free(matt.v);
     free(mben.v);
+}
+
+/* Held-out documentation (split heldout: /usr/share/doc of packages not trained on) at the
+ * shipped chunk threshold; the flagged chunks go to stderr. */
+static void tr_eval_heldout(rows *rs)
+{
+    double t = guard_threshold(GUARD_CHUNK);
+    double tq = guard_quarantine_threshold();
+    size_t n = 0, flagged = 0, by_rule = 0, over_q = 0, over[4] = {0};
+    static const double cut[4] = {0.9, 0.95, 0.98, 0.99};
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->heldout)
+            continue;
+        bool rule;
+        double s = tr_guard(r, GUARD_CHUNK, &rule, NULL);
+        n++;
+        over_q += s >= tq;
+        for (size_t k = 0; k < 4; k++)
+            over[k] += s >= cut[k];
+        if (s >= t) {
+            flagged++;
+            by_rule += rule;
+            fprintf(stderr, "held-out doc flagged %.4f%s: %.160s\n", s, rule ? " (rule)" : "", r->text);
+        }
+    }
+    printf("### (e) False quarantine on held-out documentation (never trained on)\n\n"
+           "The README*, *.txt and NEWS* files of 2-200 KB in /usr/share/doc of the packages not in\n"
+           "doc_chunks.py's TRAIN_PACKAGES, cut like the train chunks (machine-dependent).\n\n"
+           "| threshold | chunks | flagged | rate |\n|---|---:|---:|---:|\n"
+           "| shipped chunk threshold %.4f | %zu | %zu | %.2f %% |\n"
+           "| proposed quarantine threshold %.4f | %zu | %zu | %.2f %% |\n",
+           t, n, flagged, n ? 100.0 * flagged / n : 0, tq, n, over_q, n ? 100.0 * over_q / n : 0);
+    for (size_t k = 0; k < 4; k++)
+        printf("| %.2f | %zu | %zu | %.2f %% |\n", cut[k], n, over[k], n ? 100.0 * over[k] / n : 0);
+    printf("\n(%zu of the flagged by a rule.)\n\n", by_rule);
 }
 
 static void tr_eval_rules(rows *rs)
@@ -660,7 +772,7 @@ static void tr_eval_speed(rows *rs)
         for (size_t i = 0; i < rs->n; i++) {
             const row *r = &rs->v[i];
             bool q = r->query && r->len <= 300;
-            bool c = tr_kind_is(r, "doc_chunk");
+            bool c = strcmp(r->source, "pydoc") == 0;
             if (!q && !c)
                 continue;
             double t0 = tr_now();
@@ -736,6 +848,7 @@ static int tr_cmd_eval(rows *rs, uint64_t seed)
     tr_eval_sources(rs, seed);
     tr_eval_hard_negatives(rs);
     tr_eval_chunks(rs);
+    tr_eval_heldout(rs);
     tr_eval_rules(rs);
     tr_eval_speed(rs);
     return 0;
@@ -770,6 +883,12 @@ int main(int argc, char **argv)
     tr_query_lines = getenv("GUARD_QUERY_LINES") != NULL;
     if (getenv("GUARD_HN_WEIGHT"))
         tr_hn_weight = atof(getenv("GUARD_HN_WEIGHT"));
+    if (getenv("GUARD_AVG"))
+        tr_avg = atoi(getenv("GUARD_AVG"));
+    if (getenv("GUARD_DOC_WEIGHT"))
+        tr_doc_weight = atof(getenv("GUARD_DOC_WEIGHT"));
+    if (getenv("GUARD_TRIGGER_WEIGHT"))
+        tr_trigger_weight = atof(getenv("GUARD_TRIGGER_WEIGHT"));
     if (getenv("GUARD_LR"))
         tr_lr = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
