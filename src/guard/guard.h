@@ -39,8 +39,8 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
 float guard_threshold(guard_kind kind);
 
 /* A stricter chunk threshold, chosen like guard_threshold(GUARD_CHUNK) but at 0.1 % false
- * positives on the validation passages: a proposal for quarantining at ingest with fewer
- * ordinary documents caught (BENCHMARKS.md (e)). Not used by the server yet. */
+ * positives on the validation passages: the default for quarantining at ingest, where a
+ * false positive silently takes a passage out of every answer (BENCHMARKS.md (e)). */
 float guard_quarantine_threshold(void);
 
 /* L0 alone (for tests, the trainer and fuzzing): the normalised text, malloc'd and

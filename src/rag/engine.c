@@ -120,7 +120,7 @@ bool rag_engine_llm_in_use(const rag_engine *e, const llm *l)
 
 float rag_engine_chunk_threshold(const rag_engine_config *cfg)
 {
-    return cfg->chunk_threshold > 0 ? (float)cfg->chunk_threshold : guard_threshold(GUARD_CHUNK);
+    return cfg->chunk_threshold > 0 ? (float)cfg->chunk_threshold : guard_quarantine_threshold();
 }
 
 const char *rag_status_name(rag_status s)

@@ -63,7 +63,7 @@ typedef struct {
     /* prompt-injection defence (docs/internals/fence.md) */
     rag_injection_policy injection_policy; /* the question's screen */
     double chunk_threshold;        /* a chunk scoring at least this is quarantined at ingest; <= 0: the
-                                    * screen's default (guard_threshold(GUARD_CHUNK)) */
+                                    * screen's default (guard_quarantine_threshold()) */
     bool quarantine_off;           /* RAGD_INJECTION_QUARANTINE=off: chunks are scored, never quarantined */
     int spotlight;                 /* fence_mode: FENCE_MODE_FENCE (default) or FENCE_MODE_DATAMARK */
 } rag_engine_config;
