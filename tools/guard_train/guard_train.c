@@ -34,7 +34,11 @@ static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
 static double tr_trigger_weight = 1.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
 static int tr_avg = 5; /* GUARD_AVG: models averaged (shuffle seeds seed..seed+n-1) */
 static double tr_doc_weight = 0.3; /* GUARD_DOC_WEIGHT: every doc chunk (after the per-kind weight) */
-static bool tr_chunk_all = true; /* GUARD_CHUNK_SET=chunk: the chunk model on passage rows only */
+/* GUARD_CHUNK_SET: what the chunk model trains on besides the passage rows: "questions" (the
+ * default: every question-like row but the ordinary questions), "all" (them too) or
+ * "chunk" (nothing else). */
+static bool tr_chunk_all = true;
+static bool tr_chunk_ordinary;
 static double tr_plain_weight = 8.0; /* GUARD_PLAIN_WEIGHT: plain questions, in the query model */
 static bool tr_training_query;       /* set while the query model trains */
 static int tr_query_epochs = 2;      /* GUARD_QUERY_EPOCHS: epochs of the query model */
@@ -356,7 +360,11 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
 /* Which model a row trains: the query model takes the question-like rows, the chunk model
  * the passage-like rows and, unless GUARD_CHUNK_SET=chunk, the questions too. */
 static bool tr_trains_query(const row *r) { return r->query; }
-static bool tr_trains_chunk(const row *r) { return r->chunk || tr_chunk_all; }
+static bool tr_is_ordinary_question(const row *r);
+static bool tr_trains_chunk(const row *r)
+{
+    return r->chunk || (tr_chunk_all && (tr_chunk_ordinary || !tr_is_ordinary_question(r)));
+}
 
 /* Trains both models of p on the rows of base (each model on its own kinds). */
 static void tr_train_pair(model_pair *p, rows *rs, const bool *base, uint64_t seed)
@@ -527,7 +535,9 @@ static int tr_write_model(const char *out, const int16_t *qq, float sq, const in
             "const float guard_model_threshold_chunk = %.9g;\n"
             "const float guard_model_threshold_quarantine = %.9g;\n\n",
             data, docs, (unsigned long long)seed, tr_doc_weight, TRAIN_VAL_PERCENT,
-            tr_chunk_all ? "every row (passages and questions)" : "the passage-like rows (indirect, clean_context, doc_chunk)",
+            !tr_chunk_all        ? "the passage-like rows (indirect, clean_context, doc_chunk)"
+            : tr_chunk_ordinary ? "every row (passages and questions)"
+                                : "every row but the ordinary questions",
             date, tr_epochs, tr_lr, GUARD_HASH_BITS, tr_avg, tq, tc, tquar);
     tr_write_weights(f, "query_weights", qq);
     tr_write_weights(f, "chunk_weights", qc);
@@ -1025,7 +1035,10 @@ int main(int argc, char **argv)
     if (getenv("GUARD_QUERY_EPOCHS"))
         tr_query_epochs = atoi(getenv("GUARD_QUERY_EPOCHS"));
     if (getenv("GUARD_CHUNK_SET"))
+    {
         tr_chunk_all = strcmp(getenv("GUARD_CHUNK_SET"), "chunk") != 0;
+        tr_chunk_ordinary = strcmp(getenv("GUARD_CHUNK_SET"), "all") == 0;
+    }
     if (getenv("GUARD_LR"))
         tr_lr = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
