@@ -6,7 +6,7 @@
  *          20 % validation part (the heldout doc chunks are never read for training)
  * models:  query: the question-like rows (direct, jailbreak, extraction attacks; plain,
  *          benign_security, hard_negative questions); chunk: every row but the ordinary questions
- * date:    2026-12-03 17:32 UTC
+ * date:    2026-12-03 17:35 UTC
  * model:   logistic regression, AdaGrad, 2 epochs, lr 0.30, 2^17 hashed features each;
  *          thresholds at 1 % (query model, validation questions) / 0.5 % and 0.1 %
  *          (chunk model, validation passages; quarantine) false positives; 5 models
