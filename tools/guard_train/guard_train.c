@@ -42,7 +42,7 @@ static bool tr_chunk_ordinary;
 static double tr_plain_weight = 8.0; /* GUARD_PLAIN_WEIGHT: plain questions, in the query model */
 static bool tr_training_query;       /* set while the query model trains */
 static int tr_query_epochs = 2;      /* GUARD_QUERY_EPOCHS: epochs of the query model */
-static bool tr_lang_groups;          /* GUARD_LANG_GROUPS: weigh by (kind, English or not) */
+static bool tr_lang_groups = true;   /* GUARD_LANG_GROUPS=0: the query model weighs by kind alone, not (kind, English or not) */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
@@ -239,8 +239,9 @@ static uint64_t tr_rng(void)
     return tr_rng_state;
 }
 
-/* Sets each selected row's weight: rows of a kind weigh 1/sqrt(kind count), and both
- * labels weigh the same in total (hard negatives weigh 3x before that). */
+/* Sets each selected row's weight: rows of a kind weigh 1/sqrt(count of the kind's rows; for
+ * the query model, in the same language group: English or not), and both labels weigh the same in total (hard
+ * negatives weigh 3x before that). */
 static void tr_weights(rows *rs, const bool *sel)
 {
     double label_total[2] = {0, 0};
@@ -250,7 +251,7 @@ static void tr_weights(rows *rs, const bool *sel)
         size_t same = 0;
         for (size_t j = 0; j < rs->n; j++)
             if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0 &&
-                (!tr_lang_groups || (strcmp(rs->v[j].lang, "en") == 0) == (strcmp(rs->v[i].lang, "en") == 0)))
+                (!tr_lang_groups || !tr_training_query || (strcmp(rs->v[j].lang, "en") == 0) == (strcmp(rs->v[i].lang, "en") == 0)))
                 same++;
         /* Hard negatives (trigger words used innocently) are what the screen gets wrong
          * most: they count three times; so do doc chunks with a trigger word. */
@@ -1029,7 +1030,8 @@ int main(int argc, char **argv)
         tr_doc_weight = atof(getenv("GUARD_DOC_WEIGHT"));
     if (getenv("GUARD_TRIGGER_WEIGHT"))
         tr_trigger_weight = atof(getenv("GUARD_TRIGGER_WEIGHT"));
-    tr_lang_groups = getenv("GUARD_LANG_GROUPS") != NULL;
+    if (getenv("GUARD_LANG_GROUPS"))
+        tr_lang_groups = strcmp(getenv("GUARD_LANG_GROUPS"), "0") != 0;
     if (getenv("GUARD_PLAIN_WEIGHT"))
         tr_plain_weight = atof(getenv("GUARD_PLAIN_WEIGHT"));
     if (getenv("GUARD_QUERY_EPOCHS"))
