@@ -239,7 +239,8 @@ torture-test: torture-build
 # ---- Prompt-injection screen (docs/internals/guard.md, BENCHMARKS.md) ----
 # guard-train: trains the classifier on data/injection (train split) and the train part of
 # the doc chunks (doc_chunks.py: pydoc, man pages and /usr/share/doc of a fixed package list,
-# ragd docs; ~30 s to render), and writes src/guard/guard_model.c (committed, embedded).
+# ragd docs; ~30 s to render), and writes src/guard/guard_model.c (committed, embedded): a
+# query model (question-like rows) and a chunk model (passages), each with its thresholds.
 # guard-eval: the measurements of BENCHMARKS.md "Prompt-injection screen" (as Markdown).
 GUARD_TRAIN := $(BUILD)/guard_train
 GUARD_DOCS  := $(BUILD)/guard/doc_chunks.jsonl

@@ -5,7 +5,8 @@
  * compatibility folding and confusables, invisible characters stripped, entities and
  * base64/hex/%-encoded runs decoded and judged too), L1 matches rules (PCRE2), L2 scores it
  * with a linear classifier on hashed character and word n-grams, trained offline (make
- * guard-train) and embedded in the binary. Long texts are scored over sliding windows.
+ * guard-train) and embedded in the binary: one model for questions (GUARD_QUERY), one for
+ * passages (GUARD_CHUNK). Long texts are scored over sliding windows.
  *
  * Pure functions of their input: any thread, no state after guard_init, no callbacks. */
 #include <stdbool.h>
@@ -35,7 +36,8 @@ void guard_shutdown(void);
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out);
 
 /* The default threshold of a kind: chosen on held-out data at 1 % false positives for
- * queries and 0.5 % for chunks (BENCHMARKS.md "Prompt-injection screen"). */
+ * queries (query model, validation questions) and 0.5 % for chunks (chunk model,
+ * validation passages) (BENCHMARKS.md "Prompt-injection screen"). */
 float guard_threshold(guard_kind kind);
 
 /* A stricter chunk threshold, chosen like guard_threshold(GUARD_CHUNK) but at 0.1 % false

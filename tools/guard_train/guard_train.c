@@ -2,9 +2,11 @@
  * (docs/internals/guard.md, BENCHMARKS.md "Prompt-injection screen").
  *
  *   guard_train train --data DIR --docs FILE --out FILE [--seed N]
- *       logistic regression (AdaGrad) on the train split minus a validation part, thresholds
- *       at 1 % (queries) / 0.5 % (chunks) false positives on the validation part; writes the
- *       model as C source (src/guard/guard_model.c).
+ *       two logistic regressions (AdaGrad) on the train split minus a validation part: the
+ *       query model on question-like rows, the chunk model on passage-like rows (and, by
+ *       default, the questions too); thresholds at 1 % (queries, query model) / 0.5 % and
+ *       0.1 % (chunks, chunk model) false positives on the validation part; writes both
+ *       models as C source (src/guard/guard_model.c).
  *   guard_train cv --data DIR --docs FILE [--seed N]
  *       leave-one-source-out on the train split only (for choosing design options).
  *   guard_train eval --data DIR --docs FILE [--seed N]
@@ -32,11 +34,21 @@ static double tr_hn_weight = 3.0; /* GUARD_HN_WEIGHT */
 static double tr_trigger_weight = 1.0; /* GUARD_TRIGGER_WEIGHT: benign doc chunks with a trigger word */
 static int tr_avg = 5; /* GUARD_AVG: models averaged (shuffle seeds seed..seed+n-1) */
 static double tr_doc_weight = 0.3; /* GUARD_DOC_WEIGHT: every doc chunk (after the per-kind weight) */
+/* GUARD_CHUNK_SET: what the chunk model trains on besides the passage rows: "questions" (the
+ * default: every question-like row but the ordinary questions), "all" (them too) or
+ * "chunk" (nothing else). */
+static bool tr_chunk_all = true;
+static bool tr_chunk_ordinary;
+static double tr_plain_weight = 8.0; /* GUARD_PLAIN_WEIGHT: plain questions, in the query model */
+static bool tr_training_query;       /* set while the query model trains */
+static int tr_query_epochs = 2;      /* GUARD_QUERY_EPOCHS: epochs of the query model */
+static bool tr_lang_groups = true;   /* GUARD_LANG_GROUPS=0: the query model weighs by kind alone, not (kind, English or not) */
 #define TRAIN_VAL_PERCENT 20
 #define TRAIN_MAX_WINDOWS 256 /* windows of one text the trainer looks at (texts are <= 8,000 chars) */
 
-static const char *const train_files[] = {"bipia.jsonl",  "piguard_notinject.jsonl", "purplellama.jsonl",
-                                          "garak.jsonl",  "jailbreak_llms.jsonl",    "ragd_hard_negatives.jsonl"};
+static const char *const train_files[] = {"bipia.jsonl",          "piguard_notinject.jsonl",  "purplellama.jsonl",
+                                          "garak.jsonl",          "jailbreak_llms.jsonl",     "ragd_hard_negatives.jsonl",
+                                          "ragd_questions.jsonl", "ragd_bench_questions.jsonl"};
 
 typedef struct {
     char *text;
@@ -52,6 +64,7 @@ typedef struct {
     bool chunk; /* a chunk-level kind */
     char kind[32];
     char source[64];
+    char lang[8]; /* "en", ...; "" when the row does not say */
     double weight;
 } row;
 
@@ -65,6 +78,12 @@ typedef struct {
     float *w;
     float bias;
 } model;
+
+/* The two models of the screen: q scores query rows, c chunk rows (as guard_score does). */
+typedef struct {
+    model q;
+    model c;
+} model_pair;
 
 /* ------------------------------------------------------------------ data */
 
@@ -152,6 +171,8 @@ static int tr_load(rows *rs, const char *path)
             r->test = strcmp(split, "test") == 0 || r->heldout;
             snprintf(r->kind, sizeof r->kind, "%s", kind);
             snprintf(r->source, sizeof r->source, "%s", source);
+            const char *lang = json_string_value(json_object_get(o, "lang"));
+            snprintf(r->lang, sizeof r->lang, "%s", lang ? lang : "");
             r->val = !r->test && tr_val_hash(r) % 100 < TRAIN_VAL_PERCENT;
             r->chunk = tr_kind_is(r, "indirect") || tr_kind_is(r, "clean_context") || tr_kind_is(r, "doc_chunk");
             r->query = !r->chunk;
@@ -218,8 +239,9 @@ static uint64_t tr_rng(void)
     return tr_rng_state;
 }
 
-/* Sets each selected row's weight: rows of a kind weigh 1/sqrt(kind count), and both
- * labels weigh the same in total (hard negatives weigh 3x before that). */
+/* Sets each selected row's weight: rows of a kind weigh 1/sqrt(count of the kind's rows; for
+ * the query model, in the same language group: English or not), and both labels weigh the same in total (hard
+ * negatives weigh 3x before that). */
 static void tr_weights(rows *rs, const bool *sel)
 {
     double label_total[2] = {0, 0};
@@ -228,14 +250,16 @@ static void tr_weights(rows *rs, const bool *sel)
             continue;
         size_t same = 0;
         for (size_t j = 0; j < rs->n; j++)
-            if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0)
+            if (sel[j] && strcmp(rs->v[j].kind, rs->v[i].kind) == 0 &&
+                (!tr_lang_groups || !tr_training_query || (strcmp(rs->v[j].lang, "en") == 0) == (strcmp(rs->v[i].lang, "en") == 0)))
                 same++;
         /* Hard negatives (trigger words used innocently) are what the screen gets wrong
          * most: they count three times; so do doc chunks with a trigger word. */
         double hard = strcmp(rs->v[i].kind, "hard_negative") == 0 ? tr_hn_weight
                       : rs->v[i].trigger                          ? tr_trigger_weight
                                                                   : 1.0;
-        rs->v[i].weight = hard / sqrt((double)same) * (tr_kind_is(&rs->v[i], "doc_chunk") ? tr_doc_weight : 1.0);
+        rs->v[i].weight = hard / sqrt((double)same) * (tr_kind_is(&rs->v[i], "doc_chunk") ? tr_doc_weight : 1.0) *
+                          (tr_training_query && tr_kind_is(&rs->v[i], "plain") ? tr_plain_weight : 1.0);
         label_total[rs->v[i].attack] += rs->v[i].weight;
     }
     size_t nsel = 0;
@@ -334,6 +358,49 @@ static void tr_train(model *m, rows *rs, const bool *sel, uint64_t seed)
     free(one.w);
 }
 
+/* Which model a row trains: the query model takes the question-like rows, the chunk model
+ * the passage-like rows and, unless GUARD_CHUNK_SET=chunk, the questions too. */
+static bool tr_trains_query(const row *r) { return r->query; }
+static bool tr_is_ordinary_question(const row *r);
+static bool tr_trains_chunk(const row *r)
+{
+    return r->chunk || (tr_chunk_all && (tr_chunk_ordinary || !tr_is_ordinary_question(r)));
+}
+
+/* Trains both models of p on the rows of base (each model on its own kinds). */
+static void tr_train_pair(model_pair *p, rows *rs, const bool *base, uint64_t seed)
+{
+    bool *sel = calloc(rs->n, 1);
+    if (!sel)
+        abort();
+    for (size_t i = 0; i < rs->n; i++)
+        sel[i] = base[i] && tr_trains_query(&rs->v[i]);
+    int chunk_epochs = tr_epochs;
+    tr_epochs = tr_query_epochs;
+    tr_training_query = true;
+    tr_train(&p->q, rs, sel, seed);
+    tr_training_query = false;
+    tr_epochs = chunk_epochs;
+    for (size_t i = 0; i < rs->n; i++)
+        sel[i] = base[i] && tr_trains_chunk(&rs->v[i]);
+    tr_train(&p->c, rs, sel, seed);
+    free(sel);
+}
+
+static void tr_pair_alloc(model_pair *p)
+{
+    p->q = (model){calloc(GUARD_DIM, sizeof(float)), 0};
+    p->c = (model){calloc(GUARD_DIM, sizeof(float)), 0};
+    if (!p->q.w || !p->c.w)
+        abort();
+}
+
+static void tr_pair_free(model_pair *p)
+{
+    free(p->q.w);
+    free(p->c.w);
+}
+
 /* Rounds the weights to what the int16 model file holds; returns the scale. */
 static float tr_quantize(model *m, int16_t *q)
 {
@@ -408,12 +475,13 @@ static void tr_tpr_at(const scores *att, const scores *ben, double fpr, double *
     *real_fpr = tr_rate(ben->v, ben->n, t);
 }
 
-/* Combined score with a given model (rules first, as guard_score). */
-static double tr_combined(const model *m, const row *r, uint32_t *idx, bool *rule_hit, double *model_only)
+/* Combined score with a given pair of models (rules first, then the model of the row's
+ * kind, as guard_score). */
+static double tr_combined(const model_pair *p, const row *r, uint32_t *idx, bool *rule_hit, double *model_only)
 {
     const char *rule = NULL;
     (void)guard_rules_first(r->norm, r->nlen, &rule);
-    double ms = tr_model_score(m, r, idx);
+    double ms = tr_model_score(r->query ? &p->q : &p->c, r, idx);
     if (rule_hit)
         *rule_hit = rule != NULL;
     if (model_only)
@@ -423,8 +491,25 @@ static double tr_combined(const model *m, const row *r, uint32_t *idx, bool *rul
 
 /* ------------------------------------------------------------------ train command */
 
-static int tr_write_model(const char *out, const int16_t *q, float scale, float bias, double tq, double tc,
-                          double tquar, uint64_t seed, const char *data, const char *docs)
+static void tr_write_weights(FILE *f, const char *name, const int16_t *q)
+{
+    fprintf(f, "static const int16_t %s[GUARD_DIM] = {\n", name);
+    int col = 0;
+    for (size_t i = 0; i < GUARD_DIM; i++) {
+        col += fprintf(f, "%d,", q[i]);
+        if (col > 100) {
+            fputc('\n', f);
+            col = 0;
+        }
+    }
+    fprintf(f, "\n};\n\n");
+}
+
+/* Writes both models (quantized weights qq / qc with their scales and p's biases) and the
+ * thresholds as C source. */
+static int tr_write_model(const char *out, const int16_t *qq, float sq, const int16_t *qc, float sc,
+                          const model_pair *p, double tq, double tc, double tquar, uint64_t seed, const char *data,
+                          const char *docs)
 {
     FILE *f = fopen(out, "w");
     if (!f)
@@ -439,33 +524,41 @@ static int tr_write_model(const char *out, const int16_t *q, float scale, float 
             " *          the train part of the doc chunks (pydoc, man pages and /usr/share/doc of\n"
             " *          tools/guard_train/doc_chunks.py's packages, ragd docs; weight x%.2f), minus a\n"
             " *          %d %% validation part (the heldout doc chunks are never read for training)\n"
+            " * models:  query: the question-like rows (direct, jailbreak, extraction attacks; plain,\n"
+            " *          benign_security, hard_negative questions); chunk: %s\n"
             " * date:    %s\n"
-            " * model:   logistic regression, AdaGrad, %d epochs, lr %.2f, 2^%d hashed features;\n"
-            " *          thresholds at 1 %% (query) / 0.5 %% (chunk) / 0.1 %% (chunk, quarantine\n"
-            " *          proposal) false positives on validation; %d models averaged. */\n"
+            " * model:   logistic regression, AdaGrad, %d epochs, lr %.2f, 2^%d hashed features each;\n"
+            " *          thresholds at 1 %% (query model, validation questions) / 0.5 %% and 0.1 %%\n"
+            " *          (chunk model, validation passages; quarantine) false positives; %d models\n"
+            " *          averaged per model. */\n"
             "#include \"guard/guard_int.h\"\n\n"
-            "const float guard_model_scale = %.9g;\n"
-            "const float guard_model_bias = %.9g;\n"
             "const float guard_model_threshold_query = %.9g;\n"
             "const float guard_model_threshold_chunk = %.9g;\n"
-            "const float guard_model_threshold_quarantine = %.9g;\n\n"
-            "const int16_t guard_model_weights[GUARD_DIM] = {\n",
-            data, docs, (unsigned long long)seed, tr_doc_weight, TRAIN_VAL_PERCENT, date, tr_epochs, tr_lr,
-            GUARD_HASH_BITS, tr_avg, scale, bias, tq, tc, tquar);
-    int col = 0;
-    for (size_t i = 0; i < GUARD_DIM; i++) {
-        col += fprintf(f, "%d,", q[i]);
-        if (col > 100) {
-            fputc('\n', f);
-            col = 0;
-        }
-    }
-    fprintf(f, "\n};\n");
+            "const float guard_model_threshold_quarantine = %.9g;\n\n",
+            data, docs, (unsigned long long)seed, tr_doc_weight, TRAIN_VAL_PERCENT,
+            !tr_chunk_all        ? "the passage-like rows (indirect, clean_context, doc_chunk)"
+            : tr_chunk_ordinary ? "every row (passages and questions)"
+                                : "every row but the ordinary questions",
+            date, tr_epochs, tr_lr, GUARD_HASH_BITS, tr_avg, tq, tc, tquar);
+    tr_write_weights(f, "query_weights", qq);
+    tr_write_weights(f, "chunk_weights", qc);
+    fprintf(f,
+            "const guard_model guard_model_query = {query_weights, %.9gf, %.9gf};\n"
+            "const guard_model guard_model_chunk = {chunk_weights, %.9gf, %.9gf};\n",
+            sq, p->q.bias, sc, p->c.bias);
     return fclose(f) == 0 ? 0 : -1;
 }
 
-/* Validation thresholds of model m: query benign at 1 %, chunk benign at 0.5 %. */
-static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc, double *tquar)
+/* Ordinary questions: the rows of ragd_questions.jsonl and ragd_bench_questions.jsonl. */
+static bool tr_is_ordinary_question(const row *r)
+{
+    return !r->attack && (strcmp(r->source, "ragd-questions") == 0 || strcmp(r->source, "ragd-bench-questions") == 0 ||
+                          strcmp(r->source, "ragd-readme") == 0);
+}
+
+/* Validation thresholds of the pair m: query benign (query model) at 1 %, chunk benign
+ * (chunk model) at 0.5 % and 0.1 %. */
+static void tr_val_thresholds(const model_pair *m, rows *rs, double *tq, double *tc, double *tquar)
 {
     uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
     scores qb = {0}, cb = {0}, qa = {0}, ca = {0};
@@ -493,6 +586,18 @@ static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc, 
         }
         fprintf(stderr, "            benign chunks %-16s %4zu, flagged at %.4f: %zu\n", chunk_sources[k], n, *tc, hit);
     }
+    size_t ord_n = 0, ord_hit = 0;
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (r->val && tr_is_ordinary_question(r)) {
+            ord_n++;
+            double sc = tr_combined(m, r, idx, NULL, NULL);
+            ord_hit += sc >= *tq;
+            if (sc >= *tq && getenv("GUARD_VERBOSE"))
+                fprintf(stderr, "validation ordinary question flagged %.4f: %.120s\n", sc, r->text);
+        }
+    }
+    fprintf(stderr, "validation: ordinary questions %zu, flagged at %.4f: %zu\n", ord_n, *tq, ord_hit);
     fprintf(stderr,
             "validation: queries %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n"
             "            chunks  %zu attack / %zu benign: threshold %.4f, TPR %.3f, FPR %.4f\n",
@@ -508,9 +613,11 @@ static void tr_val_thresholds(const model *m, rows *rs, double *tq, double *tc, 
 static int tr_cmd_train(rows *rs, const char *out, uint64_t seed, const char *data, const char *docs)
 {
     bool *sel = calloc(rs->n, 1);
-    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
-    int16_t *q = malloc(GUARD_DIM * sizeof *q);
-    if (!sel || !m.w || !q)
+    model_pair m;
+    tr_pair_alloc(&m);
+    int16_t *qq = malloc(GUARD_DIM * sizeof *qq);
+    int16_t *qc = malloc(GUARD_DIM * sizeof *qc);
+    if (!sel || !qq || !qc)
         abort();
     size_t n = 0;
     for (size_t i = 0; i < rs->n; i++) {
@@ -518,17 +625,19 @@ static int tr_cmd_train(rows *rs, const char *out, uint64_t seed, const char *da
         n += sel[i];
     }
     fprintf(stderr, "training on %zu rows\n", n);
-    tr_train(&m, rs, sel, seed);
-    float scale = tr_quantize(&m, q);
+    tr_train_pair(&m, rs, sel, seed);
+    float sq = tr_quantize(&m.q, qq);
+    float sc = tr_quantize(&m.c, qc);
     double tq;
     double tc;
     double tquar;
     tr_val_thresholds(&m, rs, &tq, &tc, &tquar);
-    int rc = tr_write_model(out, q, scale, m.bias, tq, tc, tquar, seed, data, docs);
+    int rc = tr_write_model(out, qq, sq, qc, sc, &m, tq, tc, tquar, seed, data, docs);
     if (rc != 0)
         fprintf(stderr, "guard_train: cannot write %s\n", out);
-    free(q);
-    free(m.w);
+    free(qq);
+    free(qc);
+    tr_pair_free(&m);
     free(sel);
     return rc;
 }
@@ -568,7 +677,7 @@ static void tr_eval_random(rows *rs)
     double t = guard_threshold(GUARD_QUERY);
     printf("### (a) Queries, random held-out split (split: test)\n\n"
            "%zu attacks (direct, jailbreak, extraction) vs %zu benign queries (benign_security, hard_negative, "
-           "plain, ragd hard negatives).\n\n"
+           "plain, ragd hard negatives, ordinary questions).\n\n"
            "| measure | TPR | FPR |\n|---|---:|---:|\n"
            "| at 1 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
            "| at 0.1 %% FPR (threshold set on these benign rows) | %.1f %% | %.2f %% |\n"
@@ -587,12 +696,13 @@ static void tr_eval_sources(rows *rs, uint64_t seed)
            "| held-out source | attacks | benign | TPR at 1 %% FPR | TPR at 0.1 %% FPR | TPR at 0.5 %% FPR (chunks) |\n"
            "|---|---:|---:|---:|---:|---:|\n");
     bool *sel = calloc(rs->n, 1);
-    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    model_pair m;
+    tr_pair_alloc(&m);
     uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
     for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
         for (size_t i = 0; i < rs->n; i++)
             sel[i] = !rs->v[i].test && !rs->v[i].val && strcmp(rs->v[i].source, sources[s]) != 0;
-        tr_train(&m, rs, sel, seed);
+        tr_train_pair(&m, rs, sel, seed);
         scores att = {0}, ben = {0}, cben = {0}, catt = {0};
         for (size_t i = 0; i < rs->n; i++) {
             const row *r = &rs->v[i];
@@ -627,7 +737,7 @@ static void tr_eval_sources(rows *rs, uint64_t seed)
     }
     printf("\n");
     free(idx);
-    free(m.w);
+    tr_pair_free(&m);
     free(sel);
 }
 
@@ -736,6 +846,35 @@ static void tr_eval_heldout(rows *rs)
     printf("\n(%zu of the flagged by a rule.)\n\n", by_rule);
 }
 
+/* Ordinary questions (the test rows of ragd_questions.jsonl and ragd_bench_questions.jsonl,
+ * the README's example among them) at the shipped query threshold; the flagged ones go to
+ * stderr. */
+static void tr_eval_ordinary(rows *rs)
+{
+    double t = guard_threshold(GUARD_QUERY);
+    size_t n[2] = {0, 0}, hit[2] = {0, 0};
+    for (size_t i = 0; i < rs->n; i++) {
+        const row *r = &rs->v[i];
+        if (!r->test || !tr_is_ordinary_question(r))
+            continue;
+        size_t k = strcmp(r->source, "ragd-questions") == 0 ? 0 : 1;
+        double s = tr_guard(r, GUARD_QUERY, NULL, NULL);
+        n[k]++;
+        if (s >= t) {
+            hit[k]++;
+            fprintf(stderr, "ordinary question flagged %.4f: %.160s\n", s, r->text);
+        }
+    }
+    size_t nt = n[0] + n[1], ht = hit[0] + hit[1];
+    printf("### (f) False positives on ordinary questions at the shipped query threshold %.4f\n\n"
+           "| set | rows | flagged | FPR |\n|---|---:|---:|---:|\n"
+           "| ragd_questions.jsonl (test rows) | %zu | %zu | %.2f %% |\n"
+           "| bench/eval/questions.jsonl (test rows) and the README's example | %zu | %zu | %.2f %% |\n"
+           "| both | %zu | %zu | %.2f %% |\n\n",
+           t, n[0], hit[0], n[0] ? 100.0 * hit[0] / n[0] : 0, n[1], hit[1], n[1] ? 100.0 * hit[1] / n[1] : 0, nt, ht,
+           nt ? 100.0 * ht / nt : 0);
+}
+
 static void tr_eval_rules(rows *rs)
 {
     printf("### Rules: hits on attack rows and on every benign row (all splits)\n\n"
@@ -805,13 +944,14 @@ static int tr_cmd_cv(rows *rs, uint64_t seed)
     static const char *const sources[] = {"meta-llama/PurpleLlama", "verazuo/jailbreak_llms", "NVIDIA/garak",
                                           "microsoft/BIPIA"};
     bool *sel = calloc(rs->n, 1);
-    model m = {calloc(GUARD_DIM, sizeof(float)), 0};
+    model_pair m;
+    tr_pair_alloc(&m);
     uint32_t *idx = malloc(GUARD_MAX_FEATURES * sizeof *idx);
     double sum = 0;
     for (size_t s = 0; s < sizeof sources / sizeof sources[0]; s++) {
         for (size_t i = 0; i < rs->n; i++)
             sel[i] = !rs->v[i].test && !rs->v[i].val && strcmp(rs->v[i].source, sources[s]) != 0;
-        tr_train(&m, rs, sel, seed);
+        tr_train_pair(&m, rs, sel, seed);
         scores qa = {0}, qb = {0}, ca = {0}, cb = {0};
         for (size_t i = 0; i < rs->n; i++) {
             const row *r = &rs->v[i];
@@ -837,7 +977,7 @@ static int tr_cmd_cv(rows *rs, uint64_t seed)
     }
     fprintf(stderr, "cv mean %.3f\n", sum / 4);
     free(idx);
-    free(m.w);
+    tr_pair_free(&m);
     free(sel);
     return 0;
 }
@@ -849,6 +989,7 @@ static int tr_cmd_eval(rows *rs, uint64_t seed)
     tr_eval_hard_negatives(rs);
     tr_eval_chunks(rs);
     tr_eval_heldout(rs);
+    tr_eval_ordinary(rs);
     tr_eval_rules(rs);
     tr_eval_speed(rs);
     return 0;
@@ -889,6 +1030,17 @@ int main(int argc, char **argv)
         tr_doc_weight = atof(getenv("GUARD_DOC_WEIGHT"));
     if (getenv("GUARD_TRIGGER_WEIGHT"))
         tr_trigger_weight = atof(getenv("GUARD_TRIGGER_WEIGHT"));
+    if (getenv("GUARD_LANG_GROUPS"))
+        tr_lang_groups = strcmp(getenv("GUARD_LANG_GROUPS"), "0") != 0;
+    if (getenv("GUARD_PLAIN_WEIGHT"))
+        tr_plain_weight = atof(getenv("GUARD_PLAIN_WEIGHT"));
+    if (getenv("GUARD_QUERY_EPOCHS"))
+        tr_query_epochs = atoi(getenv("GUARD_QUERY_EPOCHS"));
+    if (getenv("GUARD_CHUNK_SET"))
+    {
+        tr_chunk_all = strcmp(getenv("GUARD_CHUNK_SET"), "chunk") != 0;
+        tr_chunk_ordinary = strcmp(getenv("GUARD_CHUNK_SET"), "all") == 0;
+    }
     if (getenv("GUARD_LR"))
         tr_lr = atof(getenv("GUARD_LR"));
     if (guard_init() != RAGD_OK) {
