@@ -5,9 +5,12 @@
 #include "guard/guard.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "guard/guard_int.h"
+
+enum { GUARD_MIN_WORDS = 3 }; /* below it, rules only (guard_score) */
 
 ragd_err guard_init(void) { return guard_rules_init(); }
 
@@ -22,6 +25,21 @@ float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
         sum += m->weights[idx[i]];
     double margin = m->bias + sum * m->scale / sqrt((double)n);
     return (float)(1.0 / (1.0 + exp(-margin)));
+}
+
+/* Words in a normalised text: runs of letters and digits (any byte >= 0x80 counts as a
+ * letter: a word in another script). */
+static size_t guard_word_count(const char *s, size_t n)
+{
+    size_t words = 0;
+    bool in_word = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool letter = c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        words += letter && !in_word;
+        in_word = letter;
+    }
+    return words;
 }
 
 float guard_threshold(guard_kind kind)
@@ -48,7 +66,11 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     /* Line windows for passages only: an instruction planted on its own line of a document */
     guard_window_iter it = {.sliding_only = kind == GUARD_QUERY};
     const guard_model *model = kind == GUARD_QUERY ? &guard_model_query : &guard_model_chunk;
-    while (guard_window_next(norm, nlen, &it, &start, &wlen)) {
+    /* A text of one or two words ("hi", "hello", "backup schedule?") gives the classifier too
+     * few n-grams to judge: its bias decides (the attack run saw "hello" at 0.78). The rules
+     * still judge it. */
+    bool too_short = guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
+    while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
         size_t n = guard_features(norm + start, wlen, idx);
         float p = guard_model_prob(model, idx, n);
         if (p > best)
