@@ -10,7 +10,9 @@
 
 #include "guard/guard_int.h"
 
-enum { GUARD_MIN_WORDS = 3 }; /* below it, rules only (guard_score) */
+/* A text under both is judged by the rules only (guard_score); the byte bound keeps words
+ * run together ("ignoreallpreviousinstructions") in the model's hands. */
+enum { GUARD_MIN_WORDS = 3, GUARD_SHORT_BYTES = 32 };
 
 ragd_err guard_init(void) { return guard_rules_init(); }
 
@@ -27,17 +29,18 @@ float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
     return (float)(1.0 / (1.0 + exp(-margin)));
 }
 
-/* Words in a normalised text: runs of letters and digits (any byte >= 0x80 counts as a
- * letter: a word in another script). */
+/* Words in a normalised text: runs of ASCII letters and digits, and every non-ASCII
+ * character on its own (scripts such as Chinese, Japanese or Thai do not space their words;
+ * an accented letter counts one more, which only errs towards judging). */
 static size_t guard_word_count(const char *s, size_t n)
 {
     size_t words = 0;
     bool in_word = false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        bool letter = c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-        words += letter && !in_word;
-        in_word = letter;
+        bool ascii_alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+        words += (ascii_alnum && !in_word) || c >= 0xC0; /* 0xC0..: the first byte of a character */
+        in_word = ascii_alnum;
     }
     return words;
 }
@@ -66,10 +69,10 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     /* Line windows for passages only: an instruction planted on its own line of a document */
     guard_window_iter it = {.sliding_only = kind == GUARD_QUERY};
     const guard_model *model = kind == GUARD_QUERY ? &guard_model_query : &guard_model_chunk;
-    /* A text of one or two words ("hi", "hello", "backup schedule?") gives the classifier too
-     * few n-grams to judge: its bias decides (the attack run saw "hello" at 0.78). The rules
-     * still judge it. */
-    bool too_short = guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
+    /* A short text of one or two words ("hi", "hello", "backup schedule?") gives the
+     * classifier too few n-grams to judge: its bias decides (the attack run saw "hello" at
+     * 0.78). The rules still judge it. */
+    bool too_short = nlen < GUARD_SHORT_BYTES && guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
     while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
         size_t n = guard_features(norm + start, wlen, idx);
         float p = guard_model_prob(model, idx, n);
