@@ -138,9 +138,31 @@ static size_t fence_header_token(const char *p, size_t n, size_t *which)
     return 0;
 }
 
+static ragd_err fence_append_visible(strbuf *sb, const char *text, size_t len, bool datamark, bool passage);
+
 /* Appends text with tokens neutralised and invisible characters dropped; datamark: runs of
- * spaces and tabs become the marker; passage: boundary characters become '"'. */
+ * spaces and tabs become the marker; passage: boundary characters become '"'. The invisible
+ * characters go first, in a copy, when there are any: dropped in the same pass as the
+ * tokens are matched, "[inst<U+200B>]" came out as "[inst]" (found by fuzz_fence). */
 static ragd_err fence_append_clean(strbuf *sb, const char *text, size_t len, bool datamark, bool passage)
+{
+    bool invisible = false;
+    for (size_t i = 0; i < len && !invisible; i++)
+        invisible = (unsigned char)text[i] >= 0xc2 && fence_invisible_at((const unsigned char *)text + i, len - i) > 0;
+    if (!invisible)
+        return fence_append_visible(sb, text, len, datamark, passage);
+    char *copy = malloc(len + 1);
+    if (!copy)
+        return RAGD_ENOMEM;
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    ragd_err e = fence_append_visible(sb, copy, fence_strip_invisible(copy, len), datamark, passage);
+    free(copy);
+    return e;
+}
+
+/* fence_append_clean on a text without invisible characters. */
+static ragd_err fence_append_visible(strbuf *sb, const char *text, size_t len, bool datamark, bool passage)
 {
     ragd_err e = RAGD_OK;
     size_t plain = 0; /* start of the run not yet appended */
@@ -166,8 +188,6 @@ static ragd_err fence_append_clean(strbuf *sb, const char *text, size_t len, boo
         } else if (c == '#' && (take = fence_header_token(text + i, len - i, &which)) > 0) {
             snprintf(buf, sizeof buf, "(%s):", fence_headers[which]);
             with = buf;
-        } else if (c >= 0xc2 && (take = fence_invisible_at((const unsigned char *)text + i, len - i)) > 0) {
-            with = "";
         } else if (passage && c == 0xc2 && i + 1 < len && ((unsigned char)text[i + 1] == 0xab ||
                                                              (unsigned char)text[i + 1] == 0xbb)) {
             take = 2; /* « » */
