@@ -488,7 +488,7 @@ static void conn_begin(http_conn *c, const char *buf)
         return;
     }
     if (c->body_chunked)
-        http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes);
+        http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes, conn_cfg(c)->max_body_bytes);
     if (c->head.expect_continue && c->head.minor == 1 &&
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
         http_reply_error(c->req, 503, "overloaded", "out of memory");
@@ -561,8 +561,14 @@ static void conn_read_body(http_conn *c)
             pos += used;
         }
         evbuffer_drain(in, pos);
+        if (st == HTTP_PARSE_ERROR && c->chunked.status == 413) {
+            conn_body_refused(c, RAGD_ETOOBIG);
+            return;
+        }
         if (st == HTTP_PARSE_ERROR) {
-            http_reply_error(req, 400, "invalid_json", "bad chunked body: %s", c->chunked.message);
+            int status = c->chunked.status == 431 ? 431 : 400;
+            http_reply_error(req, status, status == 431 ? "header_too_large" : "invalid_json", "bad chunked body: %s",
+                             c->chunked.message);
             req->early = true;
             http_conn_send(c);
             return;
