@@ -31,6 +31,7 @@ enum {
 #define CONN_LINGER_S 2                    /* after a closing reply: read what still comes, this long */
 #define CONN_LINGER_MAX ((size_t)1 << 20)  /* ... or this many bytes */
 #define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per pass */
+#define CONN_RESERVE_HEAD_S 1u             /* the head deadline on a reserve slot */
 
 static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
@@ -94,7 +95,9 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     if (bufferevent_enable(c->bev, EV_READ) != 0)
         goto fail;
     http_head_init(&c->head, cfg->max_header_bytes);
-    conn_arm(c, cfg->header_timeout_s); /* the first request's head: from the connection's opening */
+    /* The first request's head: from the connection's opening; on a reserve slot within
+     * CONN_RESERVE_HEAD_S, so that a client that sends nothing cannot keep it from a probe. */
+    conn_arm(c, reserve && cfg->header_timeout_s > CONN_RESERVE_HEAD_S ? CONN_RESERVE_HEAD_S : cfg->header_timeout_s);
     c->deadline_armed = true;
     c->next = srv->conns;
     if (srv->conns)
@@ -669,8 +672,12 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (c->phase == CONN_HEAD && !c->req) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (RAGD_HEADER_TIMEOUT_S)",
-                 conn_cfg(c)->header_timeout_s);
+        if (c->reserve)
+            snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (a reserve slot)",
+                     CONN_RESERVE_HEAD_S);
+        else
+            snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (RAGD_HEADER_TIMEOUT_S)",
+                     conn_cfg(c)->header_timeout_s);
         conn_refuse(c, 408, "request_timeout", msg);
         return;
     }
