@@ -32,10 +32,12 @@ enum {
 #define CONN_LINGER_MAX ((size_t)1 << 20)  /* ... or this many bytes */
 #define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per pass */
 #define CONN_RESERVE_HEAD_S 1u             /* the head deadline on a reserve slot */
+#define CONN_RATE_TICK_S 1u                /* the send-rate check, while a reply is written */
 
 static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
 static void conn_on_event(struct bufferevent *bev, short what, void *arg);
+static void conn_abort_on_close(const http_conn *c);
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
 static void conn_process(http_conn *c);
 
@@ -65,6 +67,26 @@ bool http_conn_idle(const http_conn *c)
            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
 }
 
+/* Every change of a connection's output buffer: the server-wide count of bytes queued for
+ * clients (RAGD_MAX_OUTPUT_BYTES), and what the client took while it had bytes waiting (the
+ * send-rate check, conn_check_send_rate). */
+static void conn_on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)out;
+    http_conn *c = arg;
+    c->srv->out_bytes += info->n_added;
+    c->srv->out_bytes -= info->n_deleted;
+    c->out_charged += info->n_added;
+    c->out_charged -= info->n_deleted;
+    c->backlog_taken += info->n_deleted;
+    if (c->out_charged == 0)
+        c->backlog_since_ms = 0;
+    else if (c->backlog_since_ms == 0) {
+        c->backlog_since_ms = clock_now_ms();
+        c->backlog_taken = 0;
+    }
+}
+
 http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer, bool reserve)
 {
     http_conn *c = calloc(1, sizeof *c);
@@ -81,6 +103,9 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
         goto fail;
     c->timer = evtimer_new(srv->app->base, conn_on_timer, c);
     if (!c->timer)
+        goto fail;
+    c->out_watch = evbuffer_add_cb(bufferevent_get_output(c->bev), conn_on_output, c);
+    if (!c->out_watch)
         goto fail;
     const ragd_config *cfg = &srv->app->cfg;
     /* No read watermark: reading is off whenever the input is not consumed (a request being
@@ -159,6 +184,8 @@ void http_conn_close(http_conn *c, bool at_stop)
     conn_end_request(c, false, at_stop);
     http_server_conn_gone(c->srv, c);
     event_free(c->timer);
+    evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_watch);
+    c->srv->out_bytes -= c->out_charged; /* what is still queued goes with the buffer */
     bufferevent_free(c->bev);
     if (c->refused && !at_stop)
         http_server_close_refused(c->srv, c->fd); /* answered by the fixed 503: closed gently */
@@ -301,6 +328,21 @@ void http_conn_send(http_conn *c)
         http_reply_error(req, 500, "internal", "handler produced no response");
     if (req->early || atomic_load(&c->srv->app->draining) || c->reserve)
         c->close_after = true;
+    size_t budget = conn_cfg(c)->max_output_bytes;
+    if (!req->stream && !c->head_only && req->resp_len > 0 &&
+        req->resp_len > (budget > c->srv->out_bytes ? budget - c->srv->out_bytes : 0)) {
+        /* Queued for slow clients, it could pass the budget: refused before it is queued. */
+        log_warn("request %s: a %zu-byte %d reply would take the bytes queued for clients over "
+                 "RAGD_MAX_OUTPUT_BYTES (%zu of %zu queued); answered 503", req->request_id, req->resp_len, req->status,
+                 c->srv->out_bytes, budget);
+        free(req->resp_body);
+        req->resp_body = NULL;
+        req->resp_static = NULL;
+        req->resp_len = 0;
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded",
+                         "the server holds too many replies for slow clients (RAGD_MAX_OUTPUT_BYTES); retry shortly");
+    }
     c->stream_chunked = req->stream && c->head.minor == 1;
     if (req->stream && !c->stream_chunked)
         c->close_after = true; /* HTTP/1.0: the body ends with the connection */
@@ -358,6 +400,7 @@ void http_conn_send(http_conn *c)
     }
     if (req->stream) {
         c->stream_live = true;
+        conn_arm(c, CONN_RATE_TICK_S); /* the send-rate check */
         http_stream_flush(req->stream); /* what was written before the head, then the end if it came */
         return;
     }
@@ -365,7 +408,9 @@ void http_conn_send(http_conn *c)
     if (evbuffer_get_length(out) == 0) { /* all written: conn_on_timer moves on, next turn */
         struct timeval now = {0, 0};
         evtimer_add(c->timer, &now);
-    } /* else conn_on_write, once the output has drained */
+    } else { /* conn_on_write, once the output has drained; meanwhile the send-rate check */
+        conn_arm(c, CONN_RATE_TICK_S);
+    }
 }
 
 bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
@@ -373,7 +418,7 @@ bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
     if (c->response_done || c->head_only || c->closing || n == 0)
         return true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + n > CONN_STREAM_CAP)
+    if (evbuffer_get_length(out) + n > CONN_STREAM_CAP || c->srv->out_bytes + n + 32 > conn_cfg(c)->max_output_bytes)
         return false; /* a client that does not read cannot grow our memory */
     char size[24];
     int sn = snprintf(size, sizeof size, "%zx\r\n", n);
@@ -646,9 +691,32 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     /* End of stream while reading a request (a half-close before it was complete: closed at
      * once), an error, the write timeout (a client that reads nothing), or the end of a
      * lingering close. */
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & BEV_EVENT_TIMEOUT) {
         log_debug("connection closed: the client read nothing for %u s", conn_cfg(c)->idle_timeout_s);
+        conn_abort_on_close(c);
+    }
     http_conn_close(c, false);
+}
+
+/* For a client that does not take its reply: the close will be a reset, so that the kernel
+ * drops what it still holds for it (up to its send buffer, megabytes) rather than trickling
+ * it out after the close, and the client learns at once that the reply was cut. */
+static void conn_abort_on_close(const http_conn *c)
+{
+    struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+}
+
+/* Whether the client takes a waiting reply too slowly: once bytes have waited in its output
+ * for RAGD_IDLE_TIMEOUT_S, it must have taken them at RAGD_MIN_SEND_RATE on average since they
+ * began to wait (0: no check). A stream fed slower than that has an empty output meanwhile. */
+static bool conn_send_too_slow(const http_conn *c)
+{
+    const ragd_config *cfg = conn_cfg(c);
+    if (cfg->min_send_rate == 0 || c->backlog_since_ms == 0)
+        return false;
+    double waited_s = (clock_now_ms() - c->backlog_since_ms) / 1000.0;
+    return waited_s >= (double)cfg->idle_timeout_s && (double)c->backlog_taken < (double)cfg->min_send_rate * waited_s;
 }
 
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -661,8 +729,20 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->phase == CONN_SENDING) {
-        if (c->response_done && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        if (c->response_done && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             conn_response_sent(c);
+            return;
+        }
+        if (conn_send_too_slow(c)) {
+            log_info("request %s: closed: the client took %llu bytes in %.0f s of a waiting reply, below "
+                     "RAGD_MIN_SEND_RATE (%zu bytes/s)", c->req ? c->req->request_id : "-",
+                     (unsigned long long)c->backlog_taken, (clock_now_ms() - c->backlog_since_ms) / 1000.0,
+                     conn_cfg(c)->min_send_rate);
+            conn_abort_on_close(c);
+            http_conn_close(c, false);
+            return;
+        }
+        conn_arm(c, CONN_RATE_TICK_S);
         return;
     }
     if (c->lingering || (c->phase == CONN_HEAD && !http_head_started(&c->head) &&

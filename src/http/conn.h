@@ -21,6 +21,7 @@
 struct http_server;
 struct bufferevent;
 struct event;
+struct evbuffer_cb_entry;
 
 typedef struct http_conn http_conn;
 
@@ -44,6 +45,10 @@ struct http_conn {
     bool refused;         /* answered by the fixed 503 (http_server_refuse_fd): closed gently */
     bool lingering;       /* write side shut: reading what the client still sends, then close */
     size_t linger_bytes;
+    size_t out_charged;   /* this connection's bytes in the server's out_bytes (its output buffer) */
+    double backlog_since_ms; /* the output has held bytes since then; 0: it is empty */
+    uint64_t backlog_taken;  /* bytes the client took since backlog_since_ms */
+    struct evbuffer_cb_entry *out_watch;
     uint64_t body_left;   /* Content-Length bytes still to read */
     bool body_chunked;
     http_head head;
@@ -63,7 +68,8 @@ bool http_conn_idle(const http_conn *c);
 /* Sends the response set on c->req (the handler replied, or its deferred work completed). */
 void http_conn_send(http_conn *c);
 /* For http_stream_*: queues one piece of a live stream; false when the connection's output
- * would pass the 16 MiB stream cap (the stream must then end). */
+ * would pass the 16 MiB stream cap or the server's RAGD_MAX_OUTPUT_BYTES (the stream must then
+ * end). */
 bool http_conn_stream_write(http_conn *c, const char *p, size_t n);
 /* Ends a live stream (the last chunk). */
 void http_conn_stream_end(http_conn *c);

@@ -22,6 +22,7 @@ struct http_server {
     int listen_fd;
     int port;
     size_t in_flight;
+    size_t out_bytes;    /* bytes queued for clients, every connection (RAGD_MAX_OUTPUT_BYTES) */
     http_conn *conns;    /* every open connection */
     size_t n_conns;
     size_t max_conns;    /* effective RAGD_MAX_CONNECTIONS: lowered to fit RLIMIT_NOFILE */
