@@ -142,6 +142,14 @@ fail:
 
 /* ---- the end of a request ---- */
 
+/* "503" etc. for the 499 log line: a static buffer (loop thread only). */
+static const char *conn_status_text(int status)
+{
+    static char text[8];
+    snprintf(text, sizeof text, "%d", status);
+    return text;
+}
+
 /* The request is over: answered in full (ok) or not. Logs it (the access line), counts it,
  * tells a stream's owner when it was cut short, and lets it go. */
 static void conn_end_request(http_conn *c, bool ok, bool at_stop)
@@ -154,7 +162,15 @@ static void conn_end_request(http_conn *c, bool ok, bool at_stop)
     if (req->begun)
         s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
-    if (req->answered) {
+    /* A client that left before its reply was out is counted as 499 ("client closed request",
+     * as nginx does), not as the status the server had set: a 5xx alert is for the server. */
+    bool left = !ok && !at_stop && (c->client_gone || req->client_gone);
+    if (left && req->begun) {
+        metrics_http_observe(req->route_name, http_method_label(req->method), 499, ms / 1000.0);
+        log_info("%s %s 499 %.1fms (client closed%s%s) id=%s", req->method_name ? req->method_name : "?",
+                 req->route_name, ms, req->answered ? " before the reply was out; it was " : " before the reply",
+                 req->answered ? conn_status_text(req->status) : "", req->request_id);
+    } else if (req->answered) {
         metrics_http_observe(req->route_name, http_method_label(req->method), req->status, ms / 1000.0);
         log_info("%s %s %d %.1fms%s id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
                  ok ? "" : " (cut short)", req->request_id);
@@ -369,6 +385,7 @@ void http_conn_send(http_conn *c)
         ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             log_debug("request %s: the client is gone (%s)", req->request_id, strerror(errno));
+            c->client_gone = true;
             conn_close_soon(c);
             return;
         }
@@ -691,6 +708,8 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     /* End of stream while reading a request (a half-close before it was complete: closed at
      * once), an error, the write timeout (a client that reads nothing), or the end of a
      * lingering close. */
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        c->client_gone = true;
     if (what & BEV_EVENT_TIMEOUT) {
         log_debug("connection closed: the client read nothing for %u s", conn_cfg(c)->idle_timeout_s);
         conn_abort_on_close(c);
@@ -739,6 +758,7 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
                      (unsigned long long)c->backlog_taken, (clock_now_ms() - c->backlog_since_ms) / 1000.0,
                      conn_cfg(c)->min_send_rate);
             conn_abort_on_close(c);
+            c->client_gone = true;
             http_conn_close(c, false);
             return;
         }

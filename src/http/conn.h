@@ -43,6 +43,7 @@ struct http_conn {
     bool response_done;   /* every byte of the response is queued */
     bool closing;         /* closes on the next loop turn (conn_close_soon) */
     bool refused;         /* answered by the fixed 503 (http_server_refuse_fd): closed gently */
+    bool client_gone;     /* the client closed, reset, or stopped taking the reply: its request ends as 499 */
     bool lingering;       /* write side shut: reading what the client still sends, then close */
     size_t linger_bytes;
     size_t out_charged;   /* this connection's bytes in the server's out_bytes (its output buffer) */

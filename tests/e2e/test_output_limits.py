@@ -3,6 +3,7 @@ bytes queued for all clients over RAGD_MAX_OUTPUT_BYTES is refused with 503 `ove
 before it is queued, and a client that takes a waiting reply slower than RAGD_MIN_SEND_RATE
 (measured once bytes have waited RAGD_IDLE_TIMEOUT_S) is closed. Sizes kept small by env."""
 import socket
+import struct
 import time
 
 import harness
@@ -67,3 +68,25 @@ class SendRateTest(harness.E2ETestCase):
         finally:
             s.close()
         self.assertTrue(closed, f"a client taking ~128 B/s was still served after {got} bytes")
+
+    def test_client_that_leaves_mid_reply_is_499(self):
+        """A client that closes before its reply is out is logged and counted as 499 (client
+        closed request), not as a server status."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        s.settimeout(5.0)
+        s.connect(("127.0.0.1", self.server.port))
+        s.sendall(b"GET /api/dbs/big/documents?limit=1000 HTTP/1.1\r\nHost: x\r\nX-Request-ID: leaver-1\r\n\r\n")
+        s.recv(64)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset, the reply still being written
+        for _ in range(50):  # the server notices on its next write
+            if "id=leaver-1" in self.server.log_text():
+                break
+            time.sleep(0.1)
+        line = [ln for ln in self.server.log_text().splitlines() if "id=leaver-1" in ln]
+        self.assertTrue(line, "no access line")
+        self.assertIn("GET /api/dbs/{name}/documents 499 ", line[-1])
+        metrics = self.server.request("GET", "/metrics").raw.decode()
+        self.assertRegex(metrics, r'ragd_http_requests_total\{route="/api/dbs/\{name\}/documents",method="GET",'
+                                  r'code="499"\} [1-9]')
