@@ -244,16 +244,57 @@ static const char *http_xff(const http_head *h, const char *buf, char *out, size
     return last;
 }
 
+/* An absolute-form target ("http://host:port/path?query", RFC 9112 3.2.2) as its origin form:
+ * the part from the path on (*len updated; empty when the URI has no path: read as "/").
+ * Any other target is returned unchanged. */
+static const char *http_origin_form(const char *t, size_t *len)
+{
+    size_t scheme = *len >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                    : *len >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                       : 0;
+    if (scheme == 0)
+        return t;
+    size_t i = scheme;
+    while (i < *len && t[i] != '/' && t[i] != '?')
+        i++;
+    *len -= i;
+    return t + i;
+}
+
+/* Credentials: "Authorization: Bearer KEY" (exactly one space or tab after "Bearer")
+ * or "X-API-Key: KEY". False when a header of either name comes more than once (ambiguous:
+ * which one would be checked?). */
+static bool http_credential_headers(const http_head *h, const char *buf, const char **auth, size_t *an,
+                                    const char **api_key, size_t *kn)
+{
+    size_t n_auth = 0, n_key = 0;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        const char *name = buf + f->name.off;
+        if (f->name.len == 13 && strncasecmp(name, "authorization", 13) == 0) {
+            n_auth++;
+            *auth = buf + f->value.off;
+            *an = f->value.len;
+        } else if (f->name.len == 9 && strncasecmp(name, "x-api-key", 9) == 0) {
+            n_key++;
+            *api_key = buf + f->value.off;
+            *kn = f->value.len;
+        }
+    }
+    return n_auth <= 1 && n_key <= 1;
+}
+
 bool http_server_begin(http_server *s, http_conn *c, const char *buf)
 {
     http_request *req = c->req;
     const http_head *h = &c->head;
     req->t_start_ms = clock_now_ms();
     req->method_name = strndup(buf + h->method.off, h->method.len);
-    const char *target = buf + h->target.off;
-    const char *q = memchr(target, '?', h->target.len);
-    size_t path_len = q ? (size_t)(q - target) : h->target.len;
-    req->path = strndup(target, path_len);
+    size_t target_len = h->target.len;
+    const char *target = http_origin_form(buf + h->target.off, &target_len);
+    const char *q = memchr(target, '?', target_len);
+    size_t path_len = q ? (size_t)(q - target) : target_len;
+    req->path = path_len > 0 ? strndup(target, path_len) : strdup("/");
     req->method = req->method_name ? http_method_of(req->method_name) : HTTP_OTHER;
     size_t n = 0;
     const char *v = http_head_get(h, buf, "x-request-id", &n);
@@ -261,11 +302,11 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
     v = http_head_get(h, buf, "content-type", &n);
     http_media_type(v, n, req->content_type, sizeof req->content_type);
     size_t an = 0, kn = 0;
-    const char *auth = http_head_get(h, buf, "authorization", &an);
-    const char *api_key = http_head_get(h, buf, "x-api-key", &kn);
+    const char *auth = NULL, *api_key = NULL;
+    bool one_credential = http_credential_headers(h, buf, &auth, &an, &api_key, &kn);
     const char *cred = NULL;
     size_t cn = 0;
-    if (auth && an >= 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+    if (auth && an >= 7 && strncasecmp(auth, "Bearer", 6) == 0 && (auth[6] == ' ' || auth[6] == '\t')) {
         cred = auth + 7;
         cn = an - 7;
     } else if (api_key) {
@@ -287,9 +328,14 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         return true;
     }
     if (q)
-        http_collect_args(req, q + 1, h->target.len - path_len - 1);
+        http_collect_args(req, q + 1, target_len - path_len - 1);
     if (req->args_no_memory) {
         http_reply_error(req, 503, "overloaded", "out of memory while reading the query string");
+        return true;
+    }
+    if (!one_credential) {
+        http_reply_error(req, 400, "invalid_json",
+                         "more than one Authorization or X-API-Key header: send one credential");
         return true;
     }
     if (req->bad_query) {

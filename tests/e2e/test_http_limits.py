@@ -256,6 +256,16 @@ class ProtocolTest(harness.E2ETestCase):
         finally:
             s.close()
 
+    def test_absolute_form_target_is_served_by_its_path(self):
+        """RFC 9112 3.2.2: a server must accept the absolute form; its path (and query) route."""
+        for target in (b"http://127.0.0.1/health/live", b"HTTP://example.org:8080/health/live",
+                       b"http://x/api/dbs?limit=5"):
+            with self.subTest(target=target):
+                r = harness.raw_request(self.server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                        b"Connection: close\r\n\r\n", method="GET")
+                self.assertIsNotNone(r)
+                self.assertEqual(r.status, 200, r)
+
     def test_pipelined_requests_in_order(self):
         s = connect(self.server.port)
         try:
