@@ -8,8 +8,11 @@
  * (http/parse.h) within RAGD_HEADER_TIMEOUT_S, the body within RAGD_BODY_TIMEOUT_S, then stops
  * reading while the request is handled and its response written (pipelined requests wait in
  * the input buffer, in order). A response is written with backpressure: a client that reads
- * nothing for RAGD_IDLE_TIMEOUT_S is closed. Between requests the connection may stay open
- * RAGD_IDLE_TIMEOUT_S. */
+ * nothing for RAGD_IDLE_TIMEOUT_S, or reads bytes that wait in its output slower than
+ * RAGD_MIN_SEND_RATE once they have waited RAGD_IDLE_TIMEOUT_S, is closed with a reset (its
+ * request logged and counted as 499). A reply that would take the bytes queued for all
+ * clients over RAGD_MAX_OUTPUT_BYTES is answered 503 instead. On a reserve slot the head
+ * must arrive within 1 s. Between requests the connection may stay open RAGD_IDLE_TIMEOUT_S. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
