@@ -69,7 +69,7 @@ bool http_conn_idle(const http_conn *c)
 
 /* Every change of a connection's output buffer: the server-wide count of bytes queued for
  * clients (RAGD_MAX_OUTPUT_BYTES), and what the client took while it had bytes waiting (the
- * send-rate check, conn_check_send_rate). */
+ * send-rate check, conn_send_too_slow). */
 static void conn_on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)out;
@@ -345,9 +345,10 @@ void http_conn_send(http_conn *c)
     if (req->early || atomic_load(&c->srv->app->draining) || c->reserve)
         c->close_after = true;
     size_t budget = conn_cfg(c)->max_output_bytes;
-    if (!req->stream && !c->head_only && req->resp_len > 0 &&
+    if (!req->stream && !c->head_only && req->resp_len > 0 && strncmp(req->route_name, "/health", 7) != 0 &&
         req->resp_len > (budget > c->srv->out_bytes ? budget - c->srv->out_bytes : 0)) {
-        /* Queued for slow clients, it could pass the budget: refused before it is queued. */
+        /* Queued for slow clients, it could pass the budget: refused before it is queued. The
+         * health routes' few bytes always go: a supervisor must not read this as a failure. */
         log_warn("request %s: a %zu-byte %d reply would take the bytes queued for clients over "
                  "RAGD_MAX_OUTPUT_BYTES (%zu of %zu queued); answered 503", req->request_id, req->resp_len, req->status,
                  c->srv->out_bytes, budget);
