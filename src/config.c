@@ -362,6 +362,10 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 256, (size_t)16 << 20, &c->max_metadata_bytes, err, errlen);
     if (strcmp(name, "RAGD_MAX_RESPONSE_BYTES") == 0)
         return parse_size(name, v, 65536, (size_t)1 << 30, &c->max_response_bytes, err, errlen);
+    if (strcmp(name, "RAGD_MAX_OUTPUT_BYTES") == 0)
+        return parse_size(name, v, 65536, (size_t)1 << 40, &c->max_output_bytes, err, errlen);
+    if (strcmp(name, "RAGD_MIN_SEND_RATE") == 0)
+        return parse_size(name, v, 0, (size_t)1 << 30, &c->min_send_rate, err, errlen);
     if (strcmp(name, "RAGD_MAX_BODY_BYTES") == 0)
         return parse_size(name, v, 1024, (size_t)1 << 30, &c->max_body_bytes, err, errlen);
     if (strcmp(name, "RAGD_MAX_CONNECTIONS") == 0)
@@ -509,7 +513,7 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
 static const char *const config_names[] = {
     "RAGD_LISTEN",      "RAGD_DATA_DIR",         "RAGD_DEFAULT_DB",      "RAGD_EMBEDDER",
     "RAGD_GENERATOR",   "RAGD_POOL_SIZE",        "RAGD_WORKERS",         "RAGD_WORKER_QUEUE",
-    "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES",
+    "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES", "RAGD_MAX_OUTPUT_BYTES", "RAGD_MIN_SEND_RATE",
     "RAGD_MAX_CONNECTIONS", "RAGD_IDLE_TIMEOUT_S", "RAGD_SYNCHRONOUS",   "RAGD_LOG_LEVEL",
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
@@ -559,6 +563,8 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->chunk_overlap = 150;
     c->shutdown_grace_s = 10;
     c->max_body_bytes = 10485760;
+    c->max_output_bytes = (size_t)256 << 20;
+    c->min_send_rate = 16384;
     c->max_metadata_bytes = 65536;
     c->max_response_bytes = (size_t)16 << 20;
     c->max_connections = 1024;

@@ -42,6 +42,8 @@ typedef struct {
     size_t chunk_overlap;   /* RAGD_CHUNK_OVERLAP */
     double shutdown_grace_s;
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
+    size_t max_output_bytes; /* RAGD_MAX_OUTPUT_BYTES: bytes queued for all clients together */
+    size_t min_send_rate;    /* RAGD_MIN_SEND_RATE: bytes/s a client with a reply waiting must take */
     size_t max_metadata_bytes; /* RAGD_MAX_METADATA_BYTES: a document's metadata as stored JSON */
     size_t max_response_bytes; /* RAGD_MAX_RESPONSE_BYTES: a JSON response body built in memory */
     size_t max_connections; /* RAGD_MAX_CONNECTIONS */

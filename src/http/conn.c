@@ -31,10 +31,13 @@ enum {
 #define CONN_LINGER_S 2                    /* after a closing reply: read what still comes, this long */
 #define CONN_LINGER_MAX ((size_t)1 << 20)  /* ... or this many bytes */
 #define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per pass */
+#define CONN_RESERVE_HEAD_S 1u             /* the head deadline on a reserve slot */
+#define CONN_RATE_TICK_S 1u                /* the send-rate check, while a reply is written */
 
 static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
 static void conn_on_event(struct bufferevent *bev, short what, void *arg);
+static void conn_abort_on_close(const http_conn *c);
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
 static void conn_process(http_conn *c);
 
@@ -64,6 +67,26 @@ bool http_conn_idle(const http_conn *c)
            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
 }
 
+/* Every change of a connection's output buffer: the server-wide count of bytes queued for
+ * clients (RAGD_MAX_OUTPUT_BYTES), and what the client took while it had bytes waiting (the
+ * send-rate check, conn_send_too_slow). */
+static void conn_on_output(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)out;
+    http_conn *c = arg;
+    c->srv->out_bytes += info->n_added;
+    c->srv->out_bytes -= info->n_deleted;
+    c->out_charged += info->n_added;
+    c->out_charged -= info->n_deleted;
+    c->backlog_taken += info->n_deleted;
+    if (c->out_charged == 0)
+        c->backlog_since_ms = 0;
+    else if (c->backlog_since_ms == 0) {
+        c->backlog_since_ms = clock_now_ms();
+        c->backlog_taken = 0;
+    }
+}
+
 http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer, bool reserve)
 {
     http_conn *c = calloc(1, sizeof *c);
@@ -81,6 +104,9 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     c->timer = evtimer_new(srv->app->base, conn_on_timer, c);
     if (!c->timer)
         goto fail;
+    c->out_watch = evbuffer_add_cb(bufferevent_get_output(c->bev), conn_on_output, c);
+    if (!c->out_watch)
+        goto fail;
     const ragd_config *cfg = &srv->app->cfg;
     /* No read watermark: reading is off whenever the input is not consumed (a request being
      * handled or answered), and a head is refused as soon as its bytes pass the cap, so the
@@ -94,7 +120,9 @@ http_conn *http_conn_new(struct http_server *srv, int fd, const cidr_addr *peer,
     if (bufferevent_enable(c->bev, EV_READ) != 0)
         goto fail;
     http_head_init(&c->head, cfg->max_header_bytes);
-    conn_arm(c, cfg->header_timeout_s); /* the first request's head: from the connection's opening */
+    /* The first request's head: from the connection's opening; on a reserve slot within
+     * CONN_RESERVE_HEAD_S, so that a client that sends nothing cannot keep it from a probe. */
+    conn_arm(c, reserve && cfg->header_timeout_s > CONN_RESERVE_HEAD_S ? CONN_RESERVE_HEAD_S : cfg->header_timeout_s);
     c->deadline_armed = true;
     c->next = srv->conns;
     if (srv->conns)
@@ -114,6 +142,14 @@ fail:
 
 /* ---- the end of a request ---- */
 
+/* "503" etc. for the 499 log line: a static buffer (loop thread only). */
+static const char *conn_status_text(int status)
+{
+    static char text[8];
+    snprintf(text, sizeof text, "%d", status);
+    return text;
+}
+
 /* The request is over: answered in full (ok) or not. Logs it (the access line), counts it,
  * tells a stream's owner when it was cut short, and lets it go. */
 static void conn_end_request(http_conn *c, bool ok, bool at_stop)
@@ -126,7 +162,15 @@ static void conn_end_request(http_conn *c, bool ok, bool at_stop)
     if (req->begun)
         s->in_flight--;
     double ms = clock_now_ms() - req->t_start_ms;
-    if (req->answered) {
+    /* A client that left before its reply was out is counted as 499 ("client closed request",
+     * as nginx does), not as the status the server had set: a 5xx alert is for the server. */
+    bool left = !ok && !at_stop && (c->client_gone || req->client_gone);
+    if (left && req->begun) {
+        metrics_http_observe(req->route_name, http_method_label(req->method), 499, ms / 1000.0);
+        log_info("%s %s 499 %.1fms (client closed%s%s) id=%s", req->method_name ? req->method_name : "?",
+                 req->route_name, ms, req->answered ? " before the reply was out; it was " : " before the reply",
+                 req->answered ? conn_status_text(req->status) : "", req->request_id);
+    } else if (req->answered) {
         metrics_http_observe(req->route_name, http_method_label(req->method), req->status, ms / 1000.0);
         log_info("%s %s %d %.1fms%s id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
                  ok ? "" : " (cut short)", req->request_id);
@@ -156,6 +200,8 @@ void http_conn_close(http_conn *c, bool at_stop)
     conn_end_request(c, false, at_stop);
     http_server_conn_gone(c->srv, c);
     event_free(c->timer);
+    evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_watch);
+    c->srv->out_bytes -= c->out_charged; /* what is still queued goes with the buffer */
     bufferevent_free(c->bev);
     if (c->refused && !at_stop)
         http_server_close_refused(c->srv, c->fd); /* answered by the fixed 503: closed gently */
@@ -298,6 +344,22 @@ void http_conn_send(http_conn *c)
         http_reply_error(req, 500, "internal", "handler produced no response");
     if (req->early || atomic_load(&c->srv->app->draining) || c->reserve)
         c->close_after = true;
+    size_t budget = conn_cfg(c)->max_output_bytes;
+    if (!req->stream && !c->head_only && req->resp_len > 0 && strncmp(req->route_name, "/health", 7) != 0 &&
+        req->resp_len > (budget > c->srv->out_bytes ? budget - c->srv->out_bytes : 0)) {
+        /* Queued for slow clients, it could pass the budget: refused before it is queued. The
+         * health routes' few bytes always go: a supervisor must not read this as a failure. */
+        log_warn("request %s: a %zu-byte %d reply would take the bytes queued for clients over "
+                 "RAGD_MAX_OUTPUT_BYTES (%zu of %zu queued); answered 503", req->request_id, req->resp_len, req->status,
+                 c->srv->out_bytes, budget);
+        free(req->resp_body);
+        req->resp_body = NULL;
+        req->resp_static = NULL;
+        req->resp_len = 0;
+        snprintf(req->retry_after, sizeof req->retry_after, "1");
+        http_reply_error(req, 503, "overloaded",
+                         "the server holds too many replies for slow clients (RAGD_MAX_OUTPUT_BYTES); retry shortly");
+    }
     c->stream_chunked = req->stream && c->head.minor == 1;
     if (req->stream && !c->stream_chunked)
         c->close_after = true; /* HTTP/1.0: the body ends with the connection */
@@ -324,6 +386,7 @@ void http_conn_send(http_conn *c)
         ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             log_debug("request %s: the client is gone (%s)", req->request_id, strerror(errno));
+            c->client_gone = true;
             conn_close_soon(c);
             return;
         }
@@ -355,6 +418,7 @@ void http_conn_send(http_conn *c)
     }
     if (req->stream) {
         c->stream_live = true;
+        conn_arm(c, CONN_RATE_TICK_S); /* the send-rate check */
         http_stream_flush(req->stream); /* what was written before the head, then the end if it came */
         return;
     }
@@ -362,7 +426,9 @@ void http_conn_send(http_conn *c)
     if (evbuffer_get_length(out) == 0) { /* all written: conn_on_timer moves on, next turn */
         struct timeval now = {0, 0};
         evtimer_add(c->timer, &now);
-    } /* else conn_on_write, once the output has drained */
+    } else { /* conn_on_write, once the output has drained; meanwhile the send-rate check */
+        conn_arm(c, CONN_RATE_TICK_S);
+    }
 }
 
 bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
@@ -370,7 +436,7 @@ bool http_conn_stream_write(http_conn *c, const char *p, size_t n)
     if (c->response_done || c->head_only || c->closing || n == 0)
         return true;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) + n > CONN_STREAM_CAP)
+    if (evbuffer_get_length(out) + n > CONN_STREAM_CAP || c->srv->out_bytes + n + 32 > conn_cfg(c)->max_output_bytes)
         return false; /* a client that does not read cannot grow our memory */
     char size[24];
     int sn = snprintf(size, sizeof size, "%zx\r\n", n);
@@ -488,7 +554,7 @@ static void conn_begin(http_conn *c, const char *buf)
         return;
     }
     if (c->body_chunked)
-        http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes);
+        http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes, conn_cfg(c)->max_body_bytes);
     if (c->head.expect_continue && c->head.minor == 1 &&
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
         http_reply_error(c->req, 503, "overloaded", "out of memory");
@@ -561,8 +627,14 @@ static void conn_read_body(http_conn *c)
             pos += used;
         }
         evbuffer_drain(in, pos);
+        if (st == HTTP_PARSE_ERROR && c->chunked.status == 413) {
+            conn_body_refused(c, RAGD_ETOOBIG);
+            return;
+        }
         if (st == HTTP_PARSE_ERROR) {
-            http_reply_error(req, 400, "invalid_json", "bad chunked body: %s", c->chunked.message);
+            int status = c->chunked.status == 431 ? 431 : 400;
+            http_reply_error(req, status, status == 431 ? "header_too_large" : "invalid_json", "bad chunked body: %s",
+                             c->chunked.message);
             req->early = true;
             http_conn_send(c);
             return;
@@ -637,9 +709,34 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
     /* End of stream while reading a request (a half-close before it was complete: closed at
      * once), an error, the write timeout (a client that reads nothing), or the end of a
      * lingering close. */
-    if (what & BEV_EVENT_TIMEOUT)
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        c->client_gone = true;
+    if (what & BEV_EVENT_TIMEOUT) {
         log_debug("connection closed: the client read nothing for %u s", conn_cfg(c)->idle_timeout_s);
+        conn_abort_on_close(c);
+    }
     http_conn_close(c, false);
+}
+
+/* For a client that does not take its reply: the close will be a reset, so that the kernel
+ * drops what it still holds for it (up to its send buffer, megabytes) rather than trickling
+ * it out after the close, and the client learns at once that the reply was cut. */
+static void conn_abort_on_close(const http_conn *c)
+{
+    struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close);
+}
+
+/* Whether the client takes a waiting reply too slowly: once bytes have waited in its output
+ * for RAGD_IDLE_TIMEOUT_S, it must have taken them at RAGD_MIN_SEND_RATE on average since they
+ * began to wait (0: no check). A stream fed slower than that has an empty output meanwhile. */
+static bool conn_send_too_slow(const http_conn *c)
+{
+    const ragd_config *cfg = conn_cfg(c);
+    if (cfg->min_send_rate == 0 || c->backlog_since_ms == 0)
+        return false;
+    double waited_s = (clock_now_ms() - c->backlog_since_ms) / 1000.0;
+    return waited_s >= (double)cfg->idle_timeout_s && (double)c->backlog_taken < (double)cfg->min_send_rate * waited_s;
 }
 
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
@@ -652,8 +749,21 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (c->phase == CONN_SENDING) {
-        if (c->response_done && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        if (c->response_done && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             conn_response_sent(c);
+            return;
+        }
+        if (conn_send_too_slow(c)) {
+            log_info("request %s: closed: the client took %llu bytes in %.0f s of a waiting reply, below "
+                     "RAGD_MIN_SEND_RATE (%zu bytes/s)", c->req ? c->req->request_id : "-",
+                     (unsigned long long)c->backlog_taken, (clock_now_ms() - c->backlog_since_ms) / 1000.0,
+                     conn_cfg(c)->min_send_rate);
+            conn_abort_on_close(c);
+            c->client_gone = true;
+            http_conn_close(c, false);
+            return;
+        }
+        conn_arm(c, CONN_RATE_TICK_S);
         return;
     }
     if (c->lingering || (c->phase == CONN_HEAD && !http_head_started(&c->head) &&
@@ -663,8 +773,12 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (c->phase == CONN_HEAD && !c->req) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (RAGD_HEADER_TIMEOUT_S)",
-                 conn_cfg(c)->header_timeout_s);
+        if (c->reserve)
+            snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (a reserve slot)",
+                     CONN_RESERVE_HEAD_S);
+        else
+            snprintf(msg, sizeof msg, "the request line and headers did not arrive within %u s (RAGD_HEADER_TIMEOUT_S)",
+                     conn_cfg(c)->header_timeout_s);
         conn_refuse(c, 408, "request_timeout", msg);
         return;
     }

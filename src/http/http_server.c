@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <ctype.h>
@@ -243,16 +244,57 @@ static const char *http_xff(const http_head *h, const char *buf, char *out, size
     return last;
 }
 
+/* An absolute-form target ("http://host:port/path?query", RFC 9112 3.2.2) as its origin form:
+ * the part from the path on (*len updated; empty when the URI has no path: read as "/").
+ * Any other target is returned unchanged. */
+static const char *http_origin_form(const char *t, size_t *len)
+{
+    size_t scheme = *len >= 7 && strncasecmp(t, "http://", 7) == 0    ? 7
+                    : *len >= 8 && strncasecmp(t, "https://", 8) == 0 ? 8
+                                                                       : 0;
+    if (scheme == 0)
+        return t;
+    size_t i = scheme;
+    while (i < *len && t[i] != '/' && t[i] != '?')
+        i++;
+    *len -= i;
+    return t + i;
+}
+
+/* Credentials: "Authorization: Bearer KEY" (exactly one space or tab after "Bearer")
+ * or "X-API-Key: KEY". False when a header of either name comes more than once (ambiguous:
+ * which one would be checked?). */
+static bool http_credential_headers(const http_head *h, const char *buf, const char **auth, size_t *an,
+                                    const char **api_key, size_t *kn)
+{
+    size_t n_auth = 0, n_key = 0;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        const char *name = buf + f->name.off;
+        if (f->name.len == 13 && strncasecmp(name, "authorization", 13) == 0) {
+            n_auth++;
+            *auth = buf + f->value.off;
+            *an = f->value.len;
+        } else if (f->name.len == 9 && strncasecmp(name, "x-api-key", 9) == 0) {
+            n_key++;
+            *api_key = buf + f->value.off;
+            *kn = f->value.len;
+        }
+    }
+    return n_auth <= 1 && n_key <= 1;
+}
+
 bool http_server_begin(http_server *s, http_conn *c, const char *buf)
 {
     http_request *req = c->req;
     const http_head *h = &c->head;
     req->t_start_ms = clock_now_ms();
     req->method_name = strndup(buf + h->method.off, h->method.len);
-    const char *target = buf + h->target.off;
-    const char *q = memchr(target, '?', h->target.len);
-    size_t path_len = q ? (size_t)(q - target) : h->target.len;
-    req->path = strndup(target, path_len);
+    size_t target_len = h->target.len;
+    const char *target = http_origin_form(buf + h->target.off, &target_len);
+    const char *q = memchr(target, '?', target_len);
+    size_t path_len = q ? (size_t)(q - target) : target_len;
+    req->path = path_len > 0 ? strndup(target, path_len) : strdup("/");
     req->method = req->method_name ? http_method_of(req->method_name) : HTTP_OTHER;
     size_t n = 0;
     const char *v = http_head_get(h, buf, "x-request-id", &n);
@@ -260,11 +302,11 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
     v = http_head_get(h, buf, "content-type", &n);
     http_media_type(v, n, req->content_type, sizeof req->content_type);
     size_t an = 0, kn = 0;
-    const char *auth = http_head_get(h, buf, "authorization", &an);
-    const char *api_key = http_head_get(h, buf, "x-api-key", &kn);
+    const char *auth = NULL, *api_key = NULL;
+    bool one_credential = http_credential_headers(h, buf, &auth, &an, &api_key, &kn);
     const char *cred = NULL;
     size_t cn = 0;
-    if (auth && an >= 7 && strncasecmp(auth, "Bearer ", 7) == 0) {
+    if (auth && an >= 7 && strncasecmp(auth, "Bearer", 6) == 0 && (auth[6] == ' ' || auth[6] == '\t')) {
         cred = auth + 7;
         cn = an - 7;
     } else if (api_key) {
@@ -286,9 +328,14 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         return true;
     }
     if (q)
-        http_collect_args(req, q + 1, h->target.len - path_len - 1);
+        http_collect_args(req, q + 1, target_len - path_len - 1);
     if (req->args_no_memory) {
         http_reply_error(req, 503, "overloaded", "out of memory while reading the query string");
+        return true;
+    }
+    if (!one_credential) {
+        http_reply_error(req, 400, "invalid_json",
+                         "more than one Authorization or X-API-Key header: send one credential");
         return true;
     }
     if (req->bad_query) {
@@ -490,12 +537,43 @@ static cidr_addr http_peer_of(const struct sockaddr_storage *ss)
     return a;
 }
 
-static size_t http_conns_from(const http_server *s, const cidr_addr *peer)
+/* The connections open from peer; *in_reserve: how many of them hold a reserve slot. */
+static size_t http_conns_from(const http_server *s, const cidr_addr *peer, size_t *in_reserve)
 {
     size_t n = 0;
-    for (const http_conn *c = s->conns; c; c = c->next)
-        n += memcmp(c->peer.bytes, peer->bytes, 16) == 0;
+    *in_reserve = 0;
+    for (const http_conn *c = s->conns; c; c = c->next) {
+        if (memcmp(c->peer.bytes, peer->bytes, 16) == 0) {
+            n++;
+            *in_reserve += c->reserve;
+        }
+    }
     return n;
+}
+
+/* Out of descriptors (EMFILE): the spare descriptor is given up for a moment so that the
+ * waiting connection can be taken and closed — the client sees a close, not a hang in the
+ * backlog, and the loop does not spin on a listener that stays readable. False when there is
+ * no spare (then accepting pauses for 100 ms). Warns at most once a minute. */
+static bool http_accept_and_close(http_server *s, int lfd, int err)
+{
+    double now = clock_now_ms();
+    if (s->emfile_warned_ms == 0 || now - s->emfile_warned_ms >= 60000.0) {
+        s->emfile_warned_ms = now;
+        log_warn("http: cannot accept: %s (%zu connections open, cap %zu); new connections are closed at once "
+                 "(this warning: at most once a minute)", strerror(err), s->n_conns, s->max_conns);
+    }
+    if (err != EMFILE || s->spare_fd < 0)
+        return false;
+    close(s->spare_fd);
+    s->spare_fd = -1;
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        metrics_count_shed();
+        close(fd);
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    return fd >= 0 && s->spare_fd >= 0;
 }
 
 static void http_on_accept_resume(evutil_socket_t fd, short what, void *arg)
@@ -514,37 +592,45 @@ static void http_on_accept(evutil_socket_t lfd, short what, void *arg)
 {
     (void)what;
     http_server *s = arg;
-    const ragd_config *cfg = &s->app->cfg;
     for (int i = 0; i < 64; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                log_warn("http: cannot accept: %s; pausing 100 ms", strerror(errno));
+                if (http_accept_and_close(s, lfd, errno))
+                    continue;
                 event_del(s->accept_ev);
                 struct timeval tv = {0, 100000};
                 evtimer_add(s->accept_pause, &tv);
             }
             return;
         }
-        if (s->n_conns >= cfg->max_connections) {
+        if (s->n_conns >= s->max_conns) {
             log_debug("http: every connection slot is taken; a new connection closed");
             metrics_count_shed();
             close(fd);
             continue;
         }
         cidr_addr peer = http_peer_of(&ss);
-        if (http_conns_from(s, &peer) >= s->per_ip) {
+        size_t peer_reserve = 0;
+        bool reserve = s->n_conns >= s->max_conns - s->reserve;
+        if (http_conns_from(s, &peer, &peer_reserve) >= s->per_ip) {
             log_debug("http: too many connections from one address; refused");
             metrics_count_shed();
             http_server_refuse_fd(fd, "too many connections from this address (RAGD_MAX_CONNECTIONS_PER_IP)", NULL, false);
             http_server_close_refused(s, fd);
             continue;
         }
+        if (reserve && peer_reserve > 0) { /* one reserve slot per address: for it, the server is full */
+            log_debug("http: this address holds a reserve slot already; a new connection closed");
+            metrics_count_shed();
+            close(fd);
+            continue;
+        }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        http_conn_new(s, fd, &peer, s->n_conns >= cfg->max_connections - s->reserve);
+        http_conn_new(s, fd, &peer, reserve);
     }
 }
 
@@ -561,6 +647,36 @@ void http_server_conn_gone(http_server *s, http_conn *c)
 }
 
 /* ---- lifecycle ---- */
+
+/* The effective connection cap: RLIMIT_NOFILE's soft limit is raised to the hard one; when
+ * RAGD_MAX_CONNECTIONS and the descriptors ragd needs besides (64 for data files, logs and the
+ * loop, 2 per upstream host and slot, the spare) do not fit, the cap is lowered to fit, with one
+ * warning naming the numbers. */
+static size_t http_fit_connections(const ragd_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return cfg->max_connections;
+    if (rl.rlim_cur != RLIM_INFINITY && (rl.rlim_max == RLIM_INFINITY || rl.rlim_cur < rl.rlim_max)) {
+        struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return cfg->max_connections;
+    size_t hosts = cfg->n_ollama_urls + (cfg->openai_url[0] != '\0');
+    if (hosts == 0)
+        hosts = 1;
+    size_t besides = 64 + 2 * hosts * cfg->max_concurrent + 1;
+    size_t limit = rl.rlim_cur > (rlim_t)SIZE_MAX ? SIZE_MAX : (size_t)rl.rlim_cur;
+    if (cfg->max_connections + besides <= limit)
+        return cfg->max_connections;
+    size_t cap = limit > besides + 16 ? limit - besides : 16;
+    log_warn("http: RAGD_MAX_CONNECTIONS=%zu does not fit the descriptor limit (RLIMIT_NOFILE %zu, %zu kept for "
+             "files, upstream connections and a spare): at most %zu connections (raise `ulimit -n`)",
+             cfg->max_connections, limit, besides, cap);
+    return cap;
+}
 static int http_listen_socket(const char *host, int port, int *bound_port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
@@ -608,18 +724,23 @@ http_server *http_server_start(struct app *a, const http_route *routes, size_t n
     s->routes = routes;
     s->n_routes = n_routes;
     const ragd_config *cfg = &a->cfg;
+    s->listen_fd = -1;
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    s->max_conns = http_fit_connections(cfg);
     /* The reserve: 1/16 of the slots, at most 32, none when there is a single slot. */
-    s->reserve = cfg->max_connections / 16;
+    s->reserve = s->max_conns / 16;
     if (s->reserve > 32)
         s->reserve = 32;
-    if (s->reserve == 0 && cfg->max_connections > 1)
+    if (s->reserve == 0 && s->max_conns > 1)
         s->reserve = 1;
     s->per_ip = cfg->max_connections_per_ip;
     if (s->per_ip == 0) { /* the default: 64, below the total */
         s->per_ip = 64;
-        if (s->per_ip >= cfg->max_connections)
-            s->per_ip = cfg->max_connections > 1 ? cfg->max_connections - 1 : 1;
+        if (s->per_ip >= s->max_conns)
+            s->per_ip = s->max_conns > 1 ? s->max_conns - 1 : 1;
     }
+    log_info("http: up to %zu connections (%zu of them kept for /health*, one per address), %zu per address",
+             s->max_conns, s->reserve, s->per_ip);
     s->listen_fd = http_listen_socket(cfg->listen_host, cfg->listen_port, &s->port, err, errlen);
     if (s->listen_fd < 0)
         goto fail;
@@ -683,5 +804,7 @@ void http_server_stop(http_server *s)
         close(s->refused[i].fd);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
     free(s);
 }

@@ -359,18 +359,35 @@ enum {
 
 #define HTTP_CHUNK_MAX_DIGITS 15 /* 2^60 bytes: no overflow, far above any cap */
 
-void http_chunked_init(http_chunked *c, size_t max_trailer)
+void http_chunked_init(http_chunked *c, size_t max_trailer, uint64_t max_body)
 {
     memset(c, 0, sizeof *c);
     c->max_trailer = max_trailer;
+    c->max_body = max_body;
     c->state = C_SIZE0;
+}
+
+static http_parse_status http_chunked_fail_as(http_chunked *c, int status, const char *message)
+{
+    c->state = C_ERROR;
+    c->status = status;
+    c->message = message;
+    return HTTP_PARSE_ERROR;
 }
 
 static http_parse_status http_chunked_fail(http_chunked *c, const char *message)
 {
-    c->state = C_ERROR;
-    c->message = message;
-    return HTTP_PARSE_ERROR;
+    return http_chunked_fail_as(c, 400, message);
+}
+
+/* The size line of a chunk is read: over the body cap, it is refused before its data. */
+static http_parse_status http_chunked_sized(http_chunked *c, int next_state)
+{
+    if (c->remaining > c->max_body - c->total)
+        return http_chunked_fail_as(c, 413, "a chunk size takes the body over RAGD_MAX_BODY_BYTES");
+    c->total += c->remaining;
+    c->state = next_state;
+    return HTTP_PARSE_MORE;
 }
 
 /* A byte of a chunk extension or a trailer line: HTAB, SP, VCHAR, obs-text. */
@@ -396,7 +413,6 @@ http_parse_status http_chunked_feed(http_chunked *c, const char *in, size_t len,
                 return http_chunked_fail(c, "bad chunk size");
             c->remaining = (uint64_t)hex;
             c->digits = 1;
-            c->trailer_bytes = 0;
             c->state = C_SIZE;
             break;
         case C_SIZE:
@@ -404,12 +420,9 @@ http_parse_status http_chunked_feed(http_chunked *c, const char *in, size_t len,
                 if (++c->digits > HTTP_CHUNK_MAX_DIGITS)
                     return http_chunked_fail(c, "bad chunk size: too many digits");
                 c->remaining = c->remaining * 16 + (uint64_t)hex;
-            } else if (b == ';') {
-                c->state = C_EXT;
-            } else if (http_is_blank(b)) {
-                c->state = C_SIZE_WS;
-            } else if (b == '\r') {
-                c->state = C_SIZE_LF;
+            } else if (b == ';' || http_is_blank(b) || b == '\r') {
+                if (http_chunked_sized(c, b == ';' ? C_EXT : b == '\r' ? C_SIZE_LF : C_SIZE_WS) != HTTP_PARSE_MORE)
+                    return HTTP_PARSE_ERROR;
             } else {
                 return http_chunked_fail(c, "bad chunk size");
             }
@@ -426,12 +439,11 @@ http_parse_status http_chunked_feed(http_chunked *c, const char *in, size_t len,
             else if (!http_is_line_byte(b))
                 return http_chunked_fail(c, "a control byte in a chunk extension");
             else if (++c->trailer_bytes > c->max_trailer)
-                return http_chunked_fail(c, "chunk extension over the header cap");
+                return http_chunked_fail_as(c, 431, "chunk extensions and trailers over the header cap");
             break;
         case C_SIZE_LF:
             if (b != '\n')
                 return http_chunked_fail(c, "chunk size line not ended by CRLF");
-            c->trailer_bytes = 0;
             c->state = c->remaining == 0 ? C_TRAILER0 : C_DATA;
             break;
         case C_DATA: {
@@ -466,7 +478,7 @@ http_parse_status http_chunked_feed(http_chunked *c, const char *in, size_t len,
             /* fall through */
         case C_TRAILER:
             if (++c->trailer_bytes > c->max_trailer)
-                return http_chunked_fail(c, "trailer fields over the header cap");
+                return http_chunked_fail_as(c, 431, "chunk extensions and trailers over the header cap");
             if (b == '\r')
                 c->state = C_TRAILER_LF;
             else if (!http_is_line_byte(b))

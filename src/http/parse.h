@@ -83,18 +83,24 @@ const char *http_head_get(const http_head *h, const char *buf, const char *name,
 
 /* ---- chunked request bodies (RFC 9112 7.1) ----
  * Chunk sizes are 1..15 hex digits; extensions (";...") are skipped; trailer fields are read
- * and dropped, counted against max_trailer bytes. Refused with 400: a bad size, a missing CRLF
- * after the data, a control byte in an extension or trailer, trailers over the cap. */
+ * and dropped. Every extension and trailer byte of the body counts against one allowance of
+ * max_trailer bytes. On ERROR, status says the answer: 400 (a bad size, a missing CRLF after
+ * the data, a control byte in an extension or trailer), 431 (extensions and trailers over
+ * max_trailer), 413 (a chunk size that takes the body's declared total over max_body: refused
+ * as soon as its size line is read, before any of its data). */
 typedef struct {
     size_t max_trailer;
+    uint64_t max_body;
+    uint64_t total;     /* data bytes declared by the chunk sizes so far */
     uint64_t remaining; /* data bytes left in the current chunk */
-    size_t trailer_bytes;
+    size_t trailer_bytes; /* extension and trailer bytes of the whole body */
+    int status;           /* on ERROR: 400, 413 or 431 */
     int digits;
     int state;
     const char *message; /* on ERROR */
 } http_chunked;
 
-void http_chunked_init(http_chunked *c, size_t max_trailer);
+void http_chunked_init(http_chunked *c, size_t max_trailer, uint64_t max_body);
 /* Reads in[0..len) up to the next piece of data or the end. Returns MORE (all of in read,
  * *used = len, no data), DONE (the body ended: *used bytes, the final CRLF included, belong to
  * it), ERROR, or — as HTTP_PARSE_MORE with *data_len > 0 — data: in[*data_off..+*data_len) is

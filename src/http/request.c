@@ -82,6 +82,8 @@ static void http_on_hangup(evutil_socket_t fd, short what, void *arg)
     void (*fn)(void *) = req->close_fn;
     void *fn_arg = req->close_arg;
     http_unwatch_close(req);
+    if (gone)
+        req->client_gone = true;
     if (gone && fn)
         fn(fn_arg);
 }

@@ -75,6 +75,7 @@ struct http_request {
     atomic_int parts; /* parties that must finish before the response goes (worker, holder) */
     loopq_item done_item; /* posts the hand-back to the loop; never needs memory */
     bool answered;  /* a response was queued */
+    bool client_gone; /* the client closed before the reply was out: logged and counted as 499 */
     bool early;     /* response decided before the body was read */
     http_stream *stream; /* a streamed response body, when one was begun */
     void (*cleanup)(void *arg); /* see http_set_cleanup */

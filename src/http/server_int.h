@@ -22,9 +22,13 @@ struct http_server {
     int listen_fd;
     int port;
     size_t in_flight;
+    size_t out_bytes;    /* bytes queued for clients, every connection (RAGD_MAX_OUTPUT_BYTES) */
     http_conn *conns;    /* every open connection */
     size_t n_conns;
-    size_t reserve;      /* the last slots, for /health* only */
+    size_t max_conns;    /* effective RAGD_MAX_CONNECTIONS: lowered to fit RLIMIT_NOFILE */
+    size_t reserve;      /* the last slots, for /health* only; one per address, 1 s head deadline */
+    int spare_fd;        /* kept open to be closed on EMFILE: accept-and-close instead of spinning */
+    double emfile_warned_ms; /* the last "cannot accept" warning (once a minute) */
     size_t per_ip;       /* effective RAGD_MAX_CONNECTIONS_PER_IP */
     /* Sockets answered by http_server_refuse_fd: fixed storage, so that closing them
      * gently needs no memory (they were refused for the lack of it). */

@@ -168,13 +168,15 @@ def build_raw_request(method, path, headers=None, body=b"", content_length=None)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def raw_request(port, data, timeout=10.0, half_close=False, method="POST"):
+def raw_request(port, data, timeout=10.0, half_close=False, method="POST", source=None):
     """Writes data to a new connection and reads one response.
 
     Write errors (the server answering and closing early) are ignored so that the response
-    can still be read. half_close: shut down the write side after sending. Returns a Response,
-    or None when the server closed (or reset) the connection without a response."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    can still be read. half_close: shut down the write side after sending. source: the local
+    address to connect from (e.g. "127.0.0.2"). Returns a Response, or None when the server
+    closed (or reset) the connection without a response."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
     try:
         try:
             sock.sendall(data)

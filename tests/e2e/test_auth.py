@@ -42,6 +42,26 @@ class AuthTest(harness.E2ETestCase):
         self.assertEqual(r.body["error"]["code"], code, r)
         self.assertTrue(r.body["error"]["request_id"], r)
 
+    def raw(self, head):
+        return harness.raw_request(self.server.port, head.encode() + b"Connection: close\r\n\r\n", method="GET")
+
+    def test_two_credential_headers_are_400(self):
+        """Two Authorization or two X-API-Key headers are ambiguous: 400, even with valid keys."""
+        for extra in (f"Authorization: Bearer {RW}\r\nAuthorization: Bearer {RO}\r\n",
+                      f"Authorization: Bearer {RW}\r\nAuthorization: Bearer {RW}\r\n",
+                      f"X-API-Key: {RO}\r\nX-API-Key: {RW}\r\n"):
+            with self.subTest(extra=extra):
+                r = self.raw("GET /api/dbs HTTP/1.1\r\nHost: x\r\n" + extra)
+                self.assert_envelope(r, 400, "invalid_json")
+                self.assertIn("more than one", r.body["error"]["message"])
+        # one of each is not ambiguous: the Authorization header is the one checked
+        r = self.raw(f"GET /api/dbs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RW}\r\nX-API-Key: {RO}\r\n")
+        self.assertEqual(r.status, 200, r)
+
+    def test_bearer_then_tab_is_accepted(self):
+        r = self.raw(f"GET /api/dbs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\t{RW}\r\n")
+        self.assertEqual(r.status, 200, r)
+
     def test_no_key_is_401_with_the_envelope(self):
         for method, path, body in [("GET", "/api/dbs", None), ("POST", "/api/query", {"db": "notes", "query": "tides"}),
                                    ("POST", "/api/ingest", {"db": "notes", "documents": [{"text": "x"}]}),

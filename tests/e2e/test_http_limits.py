@@ -256,6 +256,16 @@ class ProtocolTest(harness.E2ETestCase):
         finally:
             s.close()
 
+    def test_absolute_form_target_is_served_by_its_path(self):
+        """RFC 9112 3.2.2: a server must accept the absolute form; its path (and query) route."""
+        for target in (b"http://127.0.0.1/health/live", b"HTTP://example.org:8080/health/live",
+                       b"http://x/api/dbs?limit=5"):
+            with self.subTest(target=target):
+                r = harness.raw_request(self.server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                        b"Connection: close\r\n\r\n", method="GET")
+                self.assertIsNotNone(r)
+                self.assertEqual(r.status, 200, r)
+
     def test_pipelined_requests_in_order(self):
         s = connect(self.server.port)
         try:
@@ -278,7 +288,7 @@ class SlotsTest(harness.E2ETestCase):
     server_env = {"RAGD_MAX_CONNECTIONS": "64", "RAGD_MAX_CONNECTIONS_PER_IP": "63",
                   "RAGD_HEADER_TIMEOUT_S": "30", "RAGD_IDLE_TIMEOUT_S": "30"}
 
-    def hold(self, n, source="127.0.0.1"):
+    def hold(self, n, source="127.0.0.1", settle=0.5):
         socks = []
         for _ in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -287,7 +297,7 @@ class SlotsTest(harness.E2ETestCase):
             s.connect(("127.0.0.1", self.server.port))
             s.sendall(b"GET /health/live HTTP/1.1\r\n")  # a head that never ends
             socks.append(s)
-        time.sleep(0.5)  # let the server accept them all (no assertion on time)
+        time.sleep(settle)  # let the server accept them all (no assertion on time)
         return socks
 
     def test_reserve_for_health_then_full(self):
@@ -297,11 +307,15 @@ class SlotsTest(harness.E2ETestCase):
                                     method="GET", timeout=5.0)
             self.assertIsNotNone(r, "/health/live not answered while slow clients hold the slots")
             self.assertEqual(r.status, 200)
+            # from another address: one reserve slot per address, and the probe's may not be free yet
             r = harness.raw_request(self.server.port, b"GET /api/dbs HTTP/1.1\r\nConnection: close\r\n\r\n",
-                                    method="GET", timeout=5.0)
+                                    method="GET", timeout=5.0, source="127.0.0.9")
             self.assertIsNotNone(r)
             self.assertEnvelope(r, 503, "overloaded")
-            held += self.hold(4, "127.0.0.2")  # every slot taken (from another address: below the per-address cap)
+            # every slot taken, from other addresses (one reserve slot per address); their heads
+            # never end, so each is closed after 1 s: the check below runs before that
+            for a in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+                held += self.hold(1, a, settle=0)
             # A slot may still be free (a connection answered above not yet gone when the four
             # were accepted, on a slow build): a connection that gets an answer keeps its slot
             # (keep-alive) and the next one tries; once every slot is taken, one is closed at once.
@@ -379,3 +393,88 @@ class ForwardedForTest(harness.E2ETestCase):
 if __name__ == "__main__":
     import unittest
     unittest.main()
+
+
+def probe_live(port, tries=40):
+    """GET /health/live from 127.0.0.1 on a fresh connection, retried (a refused probe is
+    closed at once) until answered; the response, or None."""
+    for _ in range(tries):
+        r = harness.raw_request(port, GET_LIVE.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"),
+                                method="GET", timeout=3.0)
+        if r is not None:
+            return r
+        time.sleep(0.25)
+    return None
+
+
+def open_idle(port, addresses, per_address):
+    """Connections that send nothing, from each source address; those the server keeps."""
+    socks = []
+    for a in addresses:
+        for _ in range(per_address):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(5.0)
+            s.bind((a, 0))
+            try:
+                s.connect(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+    time.sleep(0.5)  # let the server take them all before the probe (no assertion on time)
+    return socks
+
+
+class ReserveTest(harness.E2ETestCase):
+    """The reserve holds against many addresses that fill every slot with connections that
+    never send a request: one reserve slot per address, and a 1 s head deadline there."""
+
+    class_server = False
+
+    def test_idle_connections_from_many_addresses_leave_health_answered(self):
+        srv = self.new_server(env={"RAGD_MAX_CONNECTIONS": "64", "RAGD_MAX_CONNECTIONS_PER_IP": "8",
+                                   "RAGD_HEADER_TIMEOUT_S": "60", "RAGD_IDLE_TIMEOUT_S": "60"})
+        held = open_idle(srv.port, [f"127.0.0.{i}" for i in range(2, 18)], 8)
+        try:
+            r = probe_live(srv.port)
+            self.assertIsNotNone(r, "/health/live not answered while idle connections fill every slot")
+            self.assertEqual(r.status, 200)
+        finally:
+            for s in held:
+                s.close()
+
+
+class DescriptorLimitTest(harness.E2ETestCase):
+    """With a low descriptor limit (hard 256) the connection cap is lowered to fit at start
+    (one warning naming the numbers), so the reserve is reached before accept() fails."""
+
+    class_server = False
+
+    def test_cap_lowered_to_the_descriptor_limit(self):
+        import os
+        import stat
+        import sys
+        import tempfile
+        wrapper = os.path.join(tempfile.mkdtemp(prefix="ragd-nofile-"), "ragd-256")
+        with open(wrapper, "w") as f:
+            f.write(f"#!{sys.executable}\nimport os, resource, sys\n"
+                    "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+                    f"os.execv({harness.ragd_bin()!r}, [{harness.ragd_bin()!r}] + sys.argv[1:])\n")
+        os.chmod(wrapper, os.stat(wrapper).st_mode | stat.S_IXUSR)
+        srv = self.new_server(env={"RAGD_HEADER_TIMEOUT_S": "60", "RAGD_IDLE_TIMEOUT_S": "60"}, start=False)
+        srv.bin = wrapper
+        srv.start()
+        log = srv.log_text()
+        self.assertIn("does not fit the descriptor limit (RLIMIT_NOFILE 256", log)
+        m = re.search(r"at most (\d+) connections", log)
+        self.assertIsNotNone(m, log)
+        cap = int(m.group(1))
+        self.assertLess(cap, 256)
+        held = open_idle(srv.port, [f"127.0.0.{i}" for i in range(2, 8)], 60)  # 360 > 256
+        try:
+            r = probe_live(srv.port)
+            self.assertIsNotNone(r, "/health/live not answered with every descriptor in use")
+            self.assertEqual(r.status, 200)
+        finally:
+            for s in held:
+                s.close()

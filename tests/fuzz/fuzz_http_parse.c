@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!whole.chunked)
         return 0;
     http_chunked c;
-    http_chunked_init(&c, 256);
+    http_chunked_init(&c, 256, UINT64_MAX);
     const char *body = buf + whole.head_len;
     size_t blen = len - whole.head_len, pos = 0, data_total = 0;
     http_parse_status st = HTTP_PARSE_MORE;
