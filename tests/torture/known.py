@@ -13,6 +13,27 @@ A result of the pass matches an entry when all of these hold:
 - the stack contains every string of `stack` (when given);
 - its detail contains one of `detail` (when given);
 - its path is in `paths` (when given).
+
+An entry marked `persistent_only` is a finding of persistent mode (every allocation from the
+Nth on fails), which a one-shot full pass cannot reach: it is never reported as stale.
 """
 
-KNOWN = []
+KNOWN = [
+    {
+        "id": "H1-read-buffer",
+        "file": "src/http/conn.c",
+        "what": "With every allocation failing from the Nth on, libevent 2.1 cannot grow a "
+                "connection's input buffer (evbuffer_expand_fast_ in evbuffer_read): the "
+                "request is never read, and the client sees its connection reset instead of "
+                "the fixed 503. The server stays up and answers again once memory returns. "
+                "Reached by the 1-in-7 persistent sample since the output budget added one "
+                "allocation per connection (main reached it at N=7 before, unsampled).",
+        "fix": "tell libevent's failed buffer growth from a real end of stream (it reaches the "
+               "event callback as EOF or is retried as EAGAIN, not as ENOMEM: a first attempt "
+               "that answered the fixed 503 on EOF with bytes pending did not catch it) — or "
+               "read the socket into a buffer of ragd's own, allocated with the connection.",
+        "kinds": ("no_response",),
+        "stack": ("evbuffer_read",),
+        "persistent_only": True,
+    },
+]

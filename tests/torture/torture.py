@@ -860,7 +860,7 @@ class Torture:
         # failures that follow the first turn most wrong 200s into 503s).
         full = (self.args.only is None and not self.args.path and self.args.stride == 1 and not self.args.to
                 and self.args.start == 1 and not self.args.persistent)
-        stale = [k["id"] for k in KNOWN if k["id"] not in self.known_seen]
+        stale = [k["id"] for k in KNOWN if k["id"] not in self.known_seen and not k.get("persistent_only")]
         if full and stale:
             print(f"\n!! KNOWN entries never matched in this full pass (fixed? remove them): {', '.join(stale)}")
             new.append(Finding("known.py", 0, "stale", ", ".join(stale)))
