@@ -21,6 +21,8 @@
 #include <strings.h>
 #include <utf8proc.h>
 
+#include "util/hex.h"
+
 #define GUARD_NORM_CAP(len) (4 * (len) + 64)
 #define GUARD_DECODED_MAX (16 * 1024)
 #define GUARD_DECODED_RUNS 64
@@ -273,17 +275,6 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
 
 /* ------------------------------------------------------------------ step 1: entities */
 
-static int norm_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The code point of the character reference at s[0..n) (s[0] == '&'), its length in *used;
  * 0 when it is not one. */
 static uint32_t norm_entity(const unsigned char *s, size_t n, size_t *used)
@@ -309,7 +300,7 @@ static uint32_t norm_entity(const unsigned char *s, size_t n, size_t *used)
         uint32_t v = 0;
         size_t digits = 0;
         while (i < n && digits < 8) {
-            int d = hex ? norm_hexval(s[i]) : (s[i] >= '0' && s[i] <= '9' ? s[i] - '0' : -1);
+            int d = hex ? hex_digit_value(s[i]) : (s[i] >= '0' && s[i] <= '9' ? s[i] - '0' : -1);
             if (d < 0)
                 break;
             v = v * (hex ? 16 : 10) + (uint32_t)d;
@@ -448,15 +439,15 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         size_t j = i;
         size_t esc = 0;
         while (j < n && !(s[j] == ' ' || s[j] == '\n' || s[j] == '\t' || s[j] == '\r')) {
-            if (s[j] == '%' && j + 2 < n && norm_hexval(s[j + 1]) >= 0 && norm_hexval(s[j + 2]) >= 0)
+            if (s[j] == '%' && j + 2 < n && hex_digit_value(s[j + 1]) >= 0 && hex_digit_value(s[j + 2]) >= 0)
                 esc++;
             j++;
         }
         if (esc >= GUARD_MIN_PCT) {
             size_t o = 0;
             for (size_t k = i; k < j; k++) {
-                if (s[k] == '%' && k + 2 < j && norm_hexval(s[k + 1]) >= 0 && norm_hexval(s[k + 2]) >= 0) {
-                    tmp[o++] = (unsigned char)(norm_hexval(s[k + 1]) * 16 + norm_hexval(s[k + 2]));
+                if (s[k] == '%' && k + 2 < j && hex_digit_value(s[k + 1]) >= 0 && hex_digit_value(s[k + 2]) >= 0) {
+                    tmp[o++] = (unsigned char)(hex_digit_value(s[k + 1]) * 16 + hex_digit_value(s[k + 2]));
                     k += 2;
                 } else {
                     tmp[o++] = s[k];
@@ -470,9 +461,9 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
     for (size_t i = 0; i + 3 < n; i++) {
         size_t j = i;
         size_t o = 0;
-        while (j + 3 < n + 0 && s[j] == '\\' && s[j + 1] == 'x' && norm_hexval(s[j + 2]) >= 0 &&
-               norm_hexval(s[j + 3]) >= 0) {
-            tmp[o++] = (unsigned char)(norm_hexval(s[j + 2]) * 16 + norm_hexval(s[j + 3]));
+        while (j + 3 < n + 0 && s[j] == '\\' && s[j + 1] == 'x' && hex_digit_value(s[j + 2]) >= 0 &&
+               hex_digit_value(s[j + 3]) >= 0) {
+            tmp[o++] = (unsigned char)(hex_digit_value(s[j + 2]) * 16 + hex_digit_value(s[j + 3]));
             j += 4;
         }
         if (o >= GUARD_MIN_HEX / 2) {
@@ -486,9 +477,9 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
             continue; /* not at the start of a word */
         size_t j = i;
         size_t o = 0;
-        while (j + 1 < n && norm_hexval(s[j]) >= 0 && norm_hexval(s[j + 1]) >= 0 &&
+        while (j + 1 < n && hex_digit_value(s[j]) >= 0 && hex_digit_value(s[j + 1]) >= 0 &&
                (j + 2 == n || norm_b64val(s[j + 2]) < 0)) {
-            tmp[o++] = (unsigned char)(norm_hexval(s[j]) * 16 + norm_hexval(s[j + 1]));
+            tmp[o++] = (unsigned char)(hex_digit_value(s[j]) * 16 + hex_digit_value(s[j + 1]));
             j += 2;
             if (j + 2 < n && (s[j] == ' ' || s[j] == ':' || s[j] == ','))
                 j++;
@@ -509,7 +500,7 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         size_t j = i;
         bool all_hex = true;
         while (j < n && norm_is_b64char(s[j])) {
-            if (norm_hexval(s[j]) < 0)
+            if (hex_digit_value(s[j]) < 0)
                 all_hex = false;
             j++;
         }
@@ -517,7 +508,7 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         if (all_hex && rl >= GUARD_MIN_HEX && rl % 2 == 0) {
             size_t o = 0;
             for (size_t k = i; k + 1 < j; k += 2)
-                tmp[o++] = (unsigned char)(norm_hexval(s[k]) * 16 + norm_hexval(s[k + 1]));
+                tmp[o++] = (unsigned char)(hex_digit_value(s[k]) * 16 + hex_digit_value(s[k + 1]));
             norm_keep(d, tmp, o);
         } else if (rl >= GUARD_MIN_BASE64) {
             norm_keep(d, tmp, norm_b64_decode(s + i, rl, tmp));

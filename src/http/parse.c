@@ -3,6 +3,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/hex.h"
+
 /* ---- character classes (RFC 9110 5.6.2, 5.5) ---- */
 
 static bool http_is_tchar(unsigned char c)
@@ -16,17 +18,6 @@ static bool http_is_tchar(unsigned char c)
 static bool http_is_vbyte(unsigned char c) { return (c > 0x20 && c < 0x7f) || c >= 0x80; }
 
 static bool http_is_blank(unsigned char c) { return c == ' ' || c == '\t'; }
-
-static int http_hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* ---- the head ---- */
 
@@ -406,7 +397,7 @@ http_parse_status http_chunked_feed(http_chunked *c, const char *in, size_t len,
     for (size_t i = 0; i < len; i++) {
         unsigned char b = (unsigned char)in[i];
         *used = i + 1;
-        int hex = http_hex_value(b);
+        int hex = hex_digit_value(b);
         switch (c->state) {
         case C_SIZE0:
             if (hex < 0)

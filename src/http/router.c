@@ -5,16 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
+#include "util/hex.h"
 
 bool http_percent_valid(const char *s, size_t n)
 {
@@ -23,8 +14,8 @@ bool http_percent_valid(const char *s, size_t n)
             continue;
         if (i + 2 >= n)
             return false;
-        int a = hex_value(s[i + 1]);
-        int b = hex_value(s[i + 2]);
+        int a = hex_digit_value(s[i + 1]);
+        int b = hex_digit_value(s[i + 2]);
         if (a < 0 || b < 0 || (a == 0 && b == 0))
             return false;
         i += 2;
@@ -47,8 +38,8 @@ char *http_percent_decode(const char *s, size_t n)
             free(out);
             return NULL;
         }
-        int a = hex_value(s[i + 1]);
-        int b = hex_value(s[i + 2]);
+        int a = hex_digit_value(s[i + 1]);
+        int b = hex_digit_value(s[i + 2]);
         if (a < 0 || b < 0 || (a == 0 && b == 0)) {
             free(out);
             return NULL;
