@@ -41,67 +41,16 @@ typedef struct {
 
 /* ------------------------------------------------------------------ UTF-8 */
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
+/* Length of the valid UTF-8 sequence at s[0..n) (n > 0), or 0 when it is not one: no
+ * overlong form, surrogate or code point over U+10FFFF (utf8proc's decoder). */
 static size_t norm_utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    unsigned c = s[0];
-    if (c < 0x80) {
-        *cp = c;
-        return 1;
-    }
-    size_t k;
-    uint32_t v;
-    uint32_t min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        k = 2;
-        v = c & 0x1F;
-        min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        k = 3;
-        v = c & 0x0F;
-        min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        k = 4;
-        v = c & 0x07;
-        min = 0x10000;
-    } else {
+    utf8proc_int32_t c;
+    utf8proc_ssize_t k = utf8proc_iterate(s, (utf8proc_ssize_t)(n < 4 ? n : 4), &c);
+    if (k <= 0)
         return 0;
-    }
-    if (n < k)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-        return 0;
-    *cp = v;
-    return k;
-}
-
-static size_t norm_utf8_put(uint32_t cp, char out[4])
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
+    *cp = (uint32_t)c;
+    return (size_t)k;
 }
 
 /* Zero-width, bidi controls, tag characters and other invisible format characters. */
@@ -174,7 +123,7 @@ static bool norm_put_cp(norm_buf *b, uint32_t cp)
         return norm_put(b, " ", 1);
     }
     char u[4];
-    size_t k = norm_utf8_put(norm_confusable(cp), u);
+    size_t k = (size_t)utf8proc_encode_char((utf8proc_int32_t)norm_confusable(cp), (utf8proc_uint8_t *)u);
     b->prev_space = b->prev_nl = false;
     return norm_put(b, u, k);
 }
@@ -335,7 +284,7 @@ static size_t norm_decode_entities(const unsigned char *s, size_t n, char *out)
             uint32_t cp = norm_entity(s + i, n - i, &used);
             if (used > 0) {
                 char u[4];
-                size_t k = norm_utf8_put(cp, u);
+                size_t k = (size_t)utf8proc_encode_char((utf8proc_int32_t)cp, (utf8proc_uint8_t *)u);
                 memcpy(out + o, u, k);
                 o += k;
                 i += used;
