@@ -144,6 +144,7 @@ static void test_cut_first_sentence(void **state)
         len += 5;
     }
     memcpy(text + len - 1, ".", 2);
+    text[0] = 'W'; /* a lower-case start would be a chunk's cut-off start, not a sentence */
     extract_passage ps[] = {{text, len}};
     char *a = answer("word", ps, 1, 3, 100);
     assert_true(strlen(a) <= 100);
@@ -151,7 +152,7 @@ static void test_cut_first_sentence(void **state)
     assert_true(al > 80); /* cut near the budget, not at the start */
     /* Cut at a word boundary, marked with an ellipsis, then the citation. */
     assert_string_equal(a + al - strlen("word\xe2\x80\xa6 [1]"), "word\xe2\x80\xa6 [1]");
-    assert_memory_equal(a, "word word", 9);
+    assert_memory_equal(a, "Word word", 9);
     free(a);
     free(text);
 }
@@ -159,7 +160,7 @@ static void test_cut_first_sentence(void **state)
 static void test_utf8_safe_cuts(void **state)
 {
     /* No spaces: the cut must fall on code point boundaries. 2-, 3- and 4-byte forms. */
-    const char *units[] = {"\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x98\x80", "a\xc3\xa9"};
+    const char *units[] = {"\xc3\xa9", "\xe6\x97\xa5", "\xf0\xa0\x80\x80", "A\xc3\xa9"}; /* U+20000: a letter */
     for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
         char text[2048];
         size_t len = 0, ul = strlen(units[u]);
@@ -167,6 +168,7 @@ static void test_utf8_safe_cuts(void **state)
             memcpy(text + len, units[u], ul);
             len += ul;
         }
+        text[len++] = '.'; /* a sentence: without closing punctuation one word is a label */
         text[len] = '\0';
         extract_passage ps[] = {{text, len}};
         for (size_t mc = 1; mc < 64; mc++) {
