@@ -25,8 +25,6 @@
 #define QWORDS_MAX 32
 /* Candidate sentences considered over all passages; later ones are ignored. */
 #define CANDIDATES_MAX 65536
-/* A unit without closing punctuation and at most this many words is a heading or label. */
-#define HEADING_MAX_WORDS 8
 /* BM25 over sentences: term saturation and (mild) length normalisation. */
 #define BM25_K1 1.2
 #define BM25_B 0.3
@@ -37,9 +35,8 @@
 /* A sentence with a cue for the question's type ("decided" for "what did we decide"). */
 #define CUE_BONUS_STRONG 1.2
 #define CUE_BONUS_WEAK 0.5
-/* Questions and lead-ins ("Run this:") answer nothing by themselves. */
+/* A question answers nothing by itself. */
 #define QUESTION_PENALTY 1.5
-#define COLON_PENALTY 1.0
 /* The mark put where a sentence was cut (U+2026, 3 bytes). */
 #define ELLIPSIS "\xe2\x80\xa6"
 #define ELLIPSIS_LEN 3
@@ -486,10 +483,12 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             bool closed = sentence_closed(t, tl, &last);
             cd->question = closed && last == '?';
             cd->colon = closed && last == ':';
-            /* Not a sentence: no words; a heading or label (short, unpunctuated); the
-             * cut-off start or end of a chunk. */
-            cd->dropped = cd->nwords == 0 || (!closed && cd->nwords <= HEADING_MAX_WORDS) ||
-                          (cd->edge_first && starts_mid_sentence(t, tl)) || (cd->edge_last && !closed);
+            /* Not a sentence: no words; no closing punctuation (a heading, a label, a
+             * list item of a few words, a line of code, the cut-off end of a chunk); a
+             * lead-in ending in ':' (what it introduces is not in the answer); the cut-off
+             * start of a chunk. */
+            cd->dropped = cd->nwords == 0 || !closed || cd->colon ||
+                          (cd->edge_first && starts_mid_sentence(t, tl));
             cd->key_off = keys->len;
             rc = append_key(t, tl, keys);
             if (rc != RAGD_OK)
@@ -553,7 +552,7 @@ static ragd_err drop_repeats(cand *c, size_t nc, const char *keys)
 /* The score of every kept candidate: BM25 of the query terms over the candidate sentences,
  * plus, for a sentence with a query term, the question-type cue and the proximity of two
  * different terms; plus for all the passage-rank bonus, the length prior and the penalties
- * for questions and lead-ins. */
+ * for questions. */
 static void score_candidates(cand *c, size_t nc, const qctx *q)
 {
     size_t df[QWORDS_MAX] = {0};
@@ -595,8 +594,6 @@ static void score_candidates(cand *c, size_t nc, const qctx *q)
             s -= fmin(1.0, 0.02 * (double)(cd->nwords - 40));
         if (cd->question)
             s -= QUESTION_PENALTY;
-        if (cd->colon)
-            s -= COLON_PENALTY;
         cd->score = s;
     }
 }

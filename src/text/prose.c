@@ -272,10 +272,33 @@ static int prose_ends_closed(const char *p, size_t s, size_t e)
     return c == '.' || c == '!' || c == '?' || c == ':' || c == ';' || c == ',' || c >= 0x80;
 }
 
+/* Whether the passage starts inside a code block: a chunk can begin after a fence
+ * opened. Told by the first fence line: it is bare (an opening fence usually names its
+ * language) and the passage holds an odd number of fences. */
+static int prose_starts_in_fence(const char *p, const prose_line *lines, size_t nl)
+{
+    size_t fences = 0;
+    int first_bare = 0;
+    char fc;
+    for (size_t k = 0; k < nl; k++) {
+        size_t s = lines[k].start, e = lines[k].end;
+        while (s < e && prose_blank((unsigned char)p[s]))
+            s++;
+        while (e > s && prose_blank((unsigned char)p[e - 1]))
+            e--;
+        if (!prose_is_fence(p, s, e, &fc))
+            continue;
+        if (fences == 0)
+            first_bare = prose_run(p, s, e, fc) == e - s;
+        fences++;
+    }
+    return first_bare && fences % 2 == 1;
+}
+
 /* Classifies each line. */
 static void prose_classify(const char *p, prose_line *lines, size_t nl)
 {
-    int in_fence = 0;
+    int in_fence = prose_starts_in_fence(p, lines, nl);
     char fence_char = 0;
     for (size_t k = 0; k < nl; k++) {
         prose_line *ln = &lines[k];
@@ -297,7 +320,7 @@ static void prose_classify(const char *p, prose_line *lines, size_t nl)
             continue;
         }
         if (in_fence) {
-            if (prose_is_fence(p, s, e, &fc) && fc == fence_char)
+            if (prose_is_fence(p, s, e, &fc) && (fc == fence_char || fence_char == 0))
                 in_fence = 0;
             ln->kind = LINE_JUNK;
             continue;
