@@ -166,9 +166,11 @@ static bool word_is(const token *tok, const char *w)
     return tok->norm_len == strlen(w) && memcmp(tok->norm, w, tok->norm_len) == 0;
 }
 
-/* The question's type from its words: "when", "who", "why", "where", "how many/much",
- * "how", "what is", and decision verbs anywhere ("what did we decide", "agreed"). */
-static void query_type_word(qctx *q, const token *tok, const char *stem)
+/* The question's type from its words: "when", "who", "why", "where", "how many/much/
+ * long" (a number), "how often" (a time), "how", "what is", and decision verbs anywhere
+ * ("what did we decide", "agreed"). True for the word after "how" that only asks for a
+ * number or a time: it is not a query term. */
+static bool query_type_word(qctx *q, const token *tok, const char *stem)
 {
     qtype t = QT_NONE;
     if (word_is(tok, "when"))
@@ -181,11 +183,12 @@ static void query_type_word(qctx *q, const token *tok, const char *stem)
         t = QT_WHERE;
     else if (q->first_how && (word_is(tok, "many") || word_is(tok, "much") || word_is(tok, "often") ||
                               word_is(tok, "long")))
-        t = tok->norm_len == 5 && word_is(tok, "often") ? QT_WHEN : QT_COUNT;
+        t = word_is(tok, "often") ? QT_WHEN : QT_COUNT;
     else if (CUE_IN(cue_decision, stem) && !word_is(tok, "will") && !word_is(tok, "go"))
         t = QT_DECISION;
     else if (q->first_what && q->ntok == 1 && (word_is(tok, "is") || word_is(tok, "are") || word_is(tok, "does")))
         t = QT_DEFINE;
+    bool question_word = q->first_how && (t == QT_COUNT || t == QT_WHEN);
     q->first_how = word_is(tok, "how");
     q->first_what = q->ntok == 0 && word_is(tok, "what");
     if (q->first_how && q->type == QT_NONE)
@@ -194,6 +197,7 @@ static void query_type_word(qctx *q, const token *tok, const char *stem)
     if (t != QT_NONE && (q->type == QT_NONE || q->type == QT_HOW || q->type == QT_DEFINE ||
                          (t == QT_COUNT && q->type == QT_WHEN)))
         q->type = t;
+    return question_word;
 }
 
 static int on_query_token(const token *tok, void *arg)
@@ -201,10 +205,10 @@ static int on_query_token(const token *tok, void *arg)
     qctx *q = arg;
     char stem[STEM_MAX];
     size_t len = stem_word(tok->norm, tok->norm_len, stem);
-    query_type_word(q, tok, stem);
+    bool question_word = query_type_word(q, tok, stem);
     q->ntok++;
-    if (tokenize_is_stopword(tok->norm, tok->norm_len))
-        return 0;
+    if (question_word || tokenize_is_stopword(tok->norm, tok->norm_len))
+        return 0; /* "many" in "how many" asks for a number; it is not a topic */
     uint64_t h = hash_fnv1a64(stem, len, 0);
     for (size_t i = 0; i < q->n; i++)
         if (q->w[i].h == h && q->w[i].len == len && memcmp(q->w[i].stem, stem, len) == 0)
@@ -394,6 +398,20 @@ static bool starts_mid_sentence(const char *s, size_t n)
     return n > 0 && ((unsigned)(s[0] - 'a') < 26u || strchr(",;:)]}-", s[0]) != NULL);
 }
 
+/* True when s[0..n) opens more ( or [ than it closes: the splitter cut inside brackets
+ * ("(see the README's \"what did we decide?\" example)"), so it is half a sentence. */
+static bool brackets_unclosed(const char *s, size_t n)
+{
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '(' || s[i] == '[')
+            depth++;
+        else if ((s[i] == ')' || s[i] == ']') && depth > 0)
+            depth--;
+    }
+    return depth > 0;
+}
+
 /* Appends the comparison key of s[0..n) to keys: ASCII letters lower-cased, digits and
  * non-ASCII bytes kept, everything else (spaces, punctuation) dropped. */
 static ragd_err append_key(const char *s, size_t n, strbuf *keys)
@@ -485,9 +503,9 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             cd->colon = closed && last == ':';
             /* Not a sentence: no words; no closing punctuation (a heading, a label, a
              * list item of a few words, a line of code, the cut-off end of a chunk); a
-             * lead-in ending in ':' (what it introduces is not in the answer); the cut-off
-             * start of a chunk. */
-            cd->dropped = cd->nwords == 0 || !closed || cd->colon ||
+             * lead-in ending in ':' (what it introduces is not in the answer); a piece cut
+             * inside brackets; the cut-off start of a chunk. */
+            cd->dropped = cd->nwords == 0 || !closed || cd->colon || brackets_unclosed(t, tl) ||
                           (cd->edge_first && starts_mid_sentence(t, tl));
             cd->key_off = keys->len;
             rc = append_key(t, tl, keys);

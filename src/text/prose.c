@@ -163,10 +163,23 @@ static int prose_is_code(const char *p, size_t s, size_t e)
     if ((e - s >= 2 && (memcmp(p + s, "//", 2) == 0 || memcmp(p + s, "/*", 2) == 0 || memcmp(p + s, "$ ", 2) == 0)) ||
         (e - s >= 4 && memcmp(p + s, ">>> ", 4) == 0))
         return 1;
+    /* Counted on the text as it will read: link targets, tags and emphasis marks skipped. */
     size_t sym = 0, nonblank = 0;
     for (size_t i = s; i < e; i++) {
         unsigned char c = (unsigned char)p[i];
-        if (prose_blank(c))
+        size_t ts, te;
+        size_t n = (c == '[' || c == '!') ? prose_link_at(p, i, e, &ts, &te) : 0;
+        const char *gt = c == '<' ? memchr(p + i, '>', e - i) : NULL;
+        if (n > 0) {
+            nonblank += te - ts;
+            i += n - 1;
+            continue;
+        }
+        if (gt != NULL) {
+            i = (size_t)(gt - p);
+            continue;
+        }
+        if (prose_blank(c) || c == '*' || c == '`')
             continue;
         nonblank++;
         if (!prose_alnum(c) && !strchr(".,;:!?'\"()-", c))
@@ -242,9 +255,12 @@ static ragd_err prose_append_inline(const char *p, size_t s, size_t e, strbuf *o
                 i++;
                 continue;
             }
-            if (out->len > 0 && out->data[out->len - 1] != ' ' && out->data[out->len - 1] != '\n')
+            /* "a<br>b" reads "a b", "<b>first</b>." reads "first.": a space only before a word. */
+            size_t next = (size_t)(gt - p) + 1;
+            if (next < e && prose_alnum((unsigned char)p[next]) && out->len > 0 &&
+                out->data[out->len - 1] != ' ' && out->data[out->len - 1] != '\n')
                 rc = strbuf_append(out, " ", 1);
-            i = (size_t)(gt - p) + 1;
+            i = next;
         } else if (c == '`' || c == '*' || (c == '_' && i + 1 < e && p[i + 1] == '_')) {
             i += c == '_' ? 2 : 1;
         } else if (c == '\\' && i + 1 < e && strchr("\\`*_{}[]()#+-.!<>|", p[i + 1]) != NULL && p[i + 1] != '\0') {

@@ -203,6 +203,117 @@ static void test_duplicate_sentences(void **state)
     expect("solar panels", ps, 2, 3, 800, "Solar panels convert light. [1]");
 }
 
+/* ---- issue 9: whole sentences, no markup, no repeats, answering sentences ---------- */
+
+static void test_readme_example_answers_with_the_decision(void **state)
+{
+    const extract_passage ps[] = {
+        P("# Backups\n\nWe decided to back up the database nightly, to the NAS in the office.\n"),
+    };
+    expect("what did we decide about backups?", ps, 1, 3, 800,
+           "We decided to back up the database nightly, to the NAS in the office. [1]");
+}
+
+static void test_markup_lines_are_never_sentences(void **state)
+{
+    /* Every markup line holds the query word "backup"; only the prose may answer. */
+    const extract_passage ps[] = {
+        P("Backup\n======\n\n## Backup plan\n\n<a name=\"backup\" />\n<div class=\"backup\"></div>\n"
+          "```sh\nbackup --all /srv # Backup now.\n```\n\n    backup_run(); // Backup.\n\n"
+          "| backup | nightly |\n|---|---|\n"
+          "- [Backup guide](https://x.example/backup)\n"
+          "1.2 Backup settings ........ 12\n"
+          "int backup = run_backup(&cfg, \"/srv\");\n"
+          "---\n\nThe backup runs at night."),
+    };
+    expect("backup", ps, 1, 5, 800, "The backup runs at night. [1]");
+    /* Inline markup is reduced to its text. */
+    const extract_passage inl[] = {
+        P("See the [backup guide](https://x.example/g) and **always** run `backup` <b>first</b>."),
+    };
+    expect("backup guide", inl, 1, 1, 800, "See the backup guide and always run backup first. [1]");
+}
+
+static void test_headings_and_labels_are_not_sentences(void **state)
+{
+    /* Without closing punctuation a line is a heading, a label or a cut-off end. */
+    const extract_passage ps[] = {
+        P("Backup Retention Policy\n\nOld copies are deleted after 30 days.\n\nBackup retention is"),
+    };
+    expect("backup retention", ps, 1, 3, 800, "Old copies are deleted after 30 days. [1]");
+    /* A lead-in ending in ':' introduces what the answer leaves out. */
+    const extract_passage lead[] = {P("Run the backup like this:\n\nThe backup takes an hour.")};
+    expect("run the backup", lead, 1, 3, 800, "The backup takes an hour. [1]");
+}
+
+static void test_no_sentence_twice(void **state)
+{
+    /* Near-duplicates (case, white space, punctuation) from overlapping chunks: once. */
+    const extract_passage ps[] = {
+        P("Solar panels convert light into power. Batteries store it."),
+        P("solar PANELS   convert light\ninto power! Inverters follow."),
+        P("Solar panels convert light into power."),
+    };
+    expect("solar panels power", ps, 3, 3, 800, "Solar panels convert light into power. [1]");
+}
+
+static void test_cut_chunk_starts_are_not_sentences(void **state)
+{
+    /* A chunk that starts mid-sentence: a lower-case start, or the end of a sentence that
+     * another passage holds whole. */
+    const extract_passage ps[] = {
+        P("We back up the database nightly to the NAS. Restores are tested monthly."),
+        P("the database nightly to the NAS. Copies are encrypted."),
+        P("Database nightly to the NAS. Keys are rotated."),
+    };
+    expect("database nightly NAS", ps, 3, 3, 800, "We back up the database nightly to the NAS. [1]");
+    /* Cut inside brackets: half a sentence. */
+    const extract_passage br[] = {P("Backups (see the \"why nightly?\" note) matter. Backups run nightly.")};
+    expect("backups nightly", br, 1, 3, 800, "Backups run nightly. [1]");
+}
+
+static void test_question_type_cues(void **state)
+{
+    /* Same query words in both; the sentence with the cue answers the question. The
+     * better-ranked passage would win without it. */
+    const extract_passage when[] = {
+        P("Restores are tested by the operations team."), P("Restores are tested every Monday."),
+    };
+    expect("when are restores tested?", when, 2, 1, 800, "Restores are tested every Monday. [2]");
+    const extract_passage why[] = {
+        P("Offsite copies are kept for a full year."), P("Offsite copies are kept because the auditors ask."),
+    };
+    expect("why are offsite copies kept?", why, 2, 1, 800, "Offsite copies are kept because the auditors ask. [2]");
+    const extract_passage count[] = {P("The team has many people."), P("The team has 23 people.")};
+    expect("how many people are on the team?", count, 2, 1, 800, "The team has 23 people. [2]");
+    const extract_passage decide[] = {
+        P("Backups were discussed at length in the meeting."), P("We decided to run backups nightly."),
+    };
+    expect("what did we decide about backups?", decide, 2, 1, 800, "We decided to run backups nightly. [2]");
+}
+
+static void test_stemming_proximity_and_questions(void **state)
+{
+    /* Stems: "installing" finds "installation". */
+    const extract_passage st[] = {P("Nothing here matters."), P("The installation takes five minutes.")};
+    expect("installing", st, 2, 1, 800, "The installation takes five minutes. [2]");
+    /* Query words close together beat the same words far apart. */
+    const extract_passage prox[] = {
+        P("Cats are fond of sunny windows, while in the garden the neighbours' dogs bark."),
+        P("Cats and dogs share the sofa."),
+    };
+    expect("cats dogs", prox, 2, 1, 800, "Cats and dogs share the sofa. [2]");
+    /* A question answers nothing by itself. */
+    const extract_passage q[] = {P("Do cats sleep a lot?"), P("Cats sleep sixteen hours a day.")};
+    expect("cats sleep", q, 2, 1, 800, "Cats sleep sixteen hours a day. [2]");
+}
+
+static void test_only_markup_gives_empty_answer(void **state)
+{
+    const extract_passage ps[] = {P("# Backups\n\n```\nbackup --now\n```\n| a | b |")};
+    expect("backups", ps, 1, 3, 800, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +328,14 @@ int main(void)
         cmocka_unit_test(test_utf8_safe_cuts),
         cmocka_unit_test(test_whitespace_and_bad_utf8),
         cmocka_unit_test(test_duplicate_sentences),
+        cmocka_unit_test(test_readme_example_answers_with_the_decision),
+        cmocka_unit_test(test_markup_lines_are_never_sentences),
+        cmocka_unit_test(test_headings_and_labels_are_not_sentences),
+        cmocka_unit_test(test_no_sentence_twice),
+        cmocka_unit_test(test_cut_chunk_starts_are_not_sentences),
+        cmocka_unit_test(test_question_type_cues),
+        cmocka_unit_test(test_stemming_proximity_and_questions),
+        cmocka_unit_test(test_only_markup_gives_empty_answer),
     };
     return cmocka_run_group_tests_name("extractive", tests, NULL, NULL);
 }
