@@ -103,30 +103,32 @@ static size_t prose_link_at(const char *p, size_t i, size_t e, size_t *ts, size_
     return paren + 1 - i;
 }
 
-/* True when links (markdown links and bare URLs) make up half the non-blank bytes or more,
- * or the words outside them are fewer than 3: link lists and tables of contents. */
+/* A link list or a line of table-of-contents links: it holds links (markdown links or bare
+ * URLs) and fewer than 3 words outside them, or 3 links or more and fewer words outside
+ * them than links. "Read the [guide](url) first." is prose. */
 static int prose_mostly_links(const char *p, size_t s, size_t e)
 {
-    size_t link = 0, nonblank = 0, links = 0;
+    size_t links = 0, words = 0;
+    int in_word = 0;
     for (size_t i = s; i < e;) {
         size_t ts, te;
         size_t n = prose_link_at(p, i, e, &ts, &te);
         if (n == 0 && e - i > 7 && (memcmp(p + i, "http://", 7) == 0 || memcmp(p + i, "https://", 8) == 0)) {
-            n = 0;
             while (i + n < e && !prose_blank((unsigned char)p[i + n]))
                 n++;
         }
         if (n > 0) {
-            link += n;
-            nonblank += n;
             links++;
+            in_word = 0;
             i += n;
             continue;
         }
-        nonblank += !prose_blank((unsigned char)p[i]);
+        int w = prose_alnum((unsigned char)p[i]);
+        words += w && !in_word;
+        in_word = w;
         i++;
     }
-    return links > 0 && link * 2 >= nonblank;
+    return links > 0 && (words < 3 || (links >= 3 && words < links));
 }
 
 /* "Title ....... 12", "Title . . . . 12", "Title … 12": a table-of-contents entry. */
@@ -163,7 +165,8 @@ static int prose_is_code(const char *p, size_t s, size_t e)
     if ((e - s >= 2 && (memcmp(p + s, "//", 2) == 0 || memcmp(p + s, "/*", 2) == 0 || memcmp(p + s, "$ ", 2) == 0)) ||
         (e - s >= 4 && memcmp(p + s, ">>> ", 4) == 0))
         return 1;
-    /* Counted on the text as it will read: link targets, tags and emphasis marks skipped. */
+    /* Counted on the text as it will read: link targets, tags, emphasis marks, escapes and
+     * footnote marks skipped. */
     size_t sym = 0, nonblank = 0;
     for (size_t i = s; i < e; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -178,6 +181,18 @@ static int prose_is_code(const char *p, size_t s, size_t e)
         if (gt != NULL) {
             i = (size_t)(gt - p);
             continue;
+        }
+        if (c == '\\' && i + 1 < e && !prose_alnum((unsigned char)p[i + 1])) {
+            i++; /* an escape: the character it escapes is text */
+            nonblank++;
+            continue;
+        }
+        if (c == '[' && i + 1 < e && p[i + 1] == '^') { /* a footnote mark */
+            const char *cl = memchr(p + i, ']', e - i);
+            if (cl != NULL) {
+                i = (size_t)(cl - p);
+                continue;
+            }
         }
         if (prose_blank(c) || c == '*' || c == '`')
             continue;
