@@ -109,13 +109,17 @@ $(BUILD)/bench_kindex: bench/bench_kindex.c $(LIB)
 $(BUILD)/bench_fence: bench/bench_fence.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
-bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $(BUILD)/bench_fence
+$(BUILD)/bench_extractive: bench/bench_extractive.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $(BUILD)/bench_fence $(BUILD)/bench_extractive
 	@scripts/deps.sh bench
 	$(BUILD)/bench_vindex 100000 512 200
 	$(BUILD)/bench_cache 10000 768 1 4096
 	$(BUILD)/bench_kindex 10000 2000 10
 	$(BUILD)/bench_kindex 1000000 500 10
 	$(BUILD)/bench_fence 20000
+	$(BUILD)/bench_extractive 50 5 README.md docs/*.md docs/internals/*.md
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000

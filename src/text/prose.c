@@ -156,6 +156,17 @@ static int prose_is_toc(const char *p, size_t s, size_t e)
     return dots >= 3;
 }
 
+/* Punctuation of ordinary text (not counted as a symbol by prose_is_code). */
+static int prose_text_punct(unsigned char c)
+{
+    switch (c) {
+    case '.': case ',': case ';': case ':': case '!': case '?': case '\'': case '"': case '(': case ')': case '-':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* Mostly symbols, or the shape of a code line. */
 static int prose_is_code(const char *p, size_t s, size_t e)
 {
@@ -197,7 +208,7 @@ static int prose_is_code(const char *p, size_t s, size_t e)
         if (prose_blank(c) || c == '*' || c == '`')
             continue;
         nonblank++;
-        if (!prose_alnum(c) && !strchr(".,;:!?'\"()-", c))
+        if (!prose_alnum(c) && !prose_text_punct(c))
             sym++;
     }
     return sym >= 3 && sym * 100 > nonblank * PROSE_SYMBOL_PCT;
@@ -252,6 +263,12 @@ static int prose_skip_markers(const char *p, size_t *s, size_t e)
     return item;
 }
 
+/* The bytes prose_append_inline may treat as markup. */
+static int prose_inline_special(unsigned char c)
+{
+    return c == '[' || c == '!' || c == '<' || c == '`' || c == '*' || c == '_' || c == '\\';
+}
+
 /* Appends the line's text with inline markup reduced (see the header). */
 static ragd_err prose_append_inline(const char *p, size_t s, size_t e, strbuf *out)
 {
@@ -285,8 +302,12 @@ static ragd_err prose_append_inline(const char *p, size_t s, size_t e, strbuf *o
             const char *cl = memchr(p + i, ']', e - i);
             i = cl != NULL ? (size_t)(cl - p) + 1 : i + 1;
         } else {
-            rc = strbuf_append(out, p + i, 1);
-            i++;
+            /* A run of bytes with no markup character in it goes out in one append. */
+            size_t j = i + 1;
+            while (j < e && !prose_inline_special((unsigned char)p[j]))
+                j++;
+            rc = strbuf_append(out, p + i, j - i);
+            i = j;
         }
     }
     return rc;

@@ -267,6 +267,9 @@ static void test_cut_chunk_starts_are_not_sentences(void **state)
         P("Database nightly to the NAS. Keys are rotated."),
     };
     expect("database nightly NAS", ps, 3, 3, 800, "We back up the database nightly to the NAS. [1]");
+    /* A lower-case start with nothing whole to compare with is still a cut-off piece. */
+    const extract_passage lc[] = {P("runs nightly at two in the morning. Backups are encrypted.")};
+    expect("nightly backups", lc, 1, 3, 800, "Backups are encrypted. [1]");
     /* Cut inside brackets: half a sentence. */
     const extract_passage br[] = {P("Backups (see the \"why nightly?\" note) matter. Backups run nightly.")};
     expect("backups nightly", br, 1, 3, 800, "Backups run nightly. [1]");
