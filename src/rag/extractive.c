@@ -228,6 +228,7 @@ static int on_query_token(const token *tok, void *arg)
 typedef struct {
     const qctx *q;
     cand *c;
+    const char *text; /* the sentence being tokenised */
     uint32_t last_pos[QWORDS_MAX]; /* word index + 1 of each term's last occurrence; 0: none */
     ragd_err err;
 } sctx;
@@ -242,6 +243,9 @@ static int on_sentence_token(const token *tok, void *arg)
     char stem[STEM_MAX];
     size_t len = stem_word(tok->norm, tok->norm_len, stem);
     if (s->q->type != QT_NONE && cue_match(s->q->type, stem, len))
+        c->cues++;
+    /* "who": a capitalised word inside the sentence is likely a name. */
+    if (s->q->type == QT_WHO && pos > 1 && (unsigned)(s->text[tok->start] - 'A') < 26u)
         c->cues++;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
@@ -493,7 +497,7 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             cd->edge_last = s + 1 == ns && info.ends_at_bottom;
             const char *t = prose->data + cd->start;
             size_t tl = cd->end - cd->start;
-            sctx sc = {.q = q, .c = cd};
+            sctx sc = {.q = q, .c = cd, .text = t};
             rc = tokenize_words(t, tl, on_sentence_token, &sc);
             if (rc != RAGD_OK)
                 goto out;

@@ -287,6 +287,10 @@ static void test_question_type_cues(void **state)
         P("Offsite copies are kept for a full year."), P("Offsite copies are kept because the auditors ask."),
     };
     expect("why are offsite copies kept?", why, 2, 1, 800, "Offsite copies are kept because the auditors ask. [2]");
+    const extract_passage who[] = {
+        P("The alert rules are reviewed every quarter."), P("The alert rules are owned by Jonas Berg."),
+    };
+    expect("who handles the alert rules?", who, 2, 1, 800, "The alert rules are owned by Jonas Berg. [2]");
     const extract_passage count[] = {P("The team has many people."), P("The team has 23 people.")};
     expect("how many people are on the team?", count, 2, 1, 800, "The team has 23 people. [2]");
     const extract_passage decide[] = {
