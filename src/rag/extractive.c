@@ -113,9 +113,12 @@ static int cue_cmp(const void *k, const void *e)
     return strcmp(k, *(const char *const *)e);
 }
 
+/* The longest cue stem ("wednesday", "directori"): longer words are no cue. */
+#define CUE_MAX_LEN 9
+
 static bool cue_in(const char *const *list, size_t n, const char *stem)
 {
-    return bsearch(stem, list, n, sizeof *list, cue_cmp) != NULL;
+    return strlen(stem) <= CUE_MAX_LEN && bsearch(stem, list, n, sizeof *list, cue_cmp) != NULL;
 }
 
 #define CUE_IN(list, s) cue_in(list, sizeof list / sizeof list[0], s)
@@ -240,6 +243,9 @@ static int on_sentence_token(const token *tok, void *arg)
     uint32_t pos = ++c->nwords;
     if (s->q->n == 0 && s->q->type == QT_NONE)
         return 0;
+    bool stop = tokenize_is_stopword(tok->norm, tok->norm_len);
+    if (stop && s->q->type == QT_NONE)
+        return 0; /* no term and no cue to find in it */
     char stem[STEM_MAX];
     size_t len = stem_word(tok->norm, tok->norm_len, stem);
     if (s->q->type != QT_NONE && cue_match(s->q->type, stem, len))
@@ -247,7 +253,7 @@ static int on_sentence_token(const token *tok, void *arg)
     /* "who": a capitalised word inside the sentence is likely a name. */
     if (s->q->type == QT_WHO && pos > 1 && (unsigned)(s->text[tok->start] - 'A') < 26u)
         c->cues++;
-    if (tokenize_is_stopword(tok->norm, tok->norm_len))
+    if (stop)
         return 0;
     uint64_t h = hash_fnv1a64(stem, len, 0);
     for (size_t i = 0; i < s->q->n; i++) {
@@ -497,20 +503,23 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             cd->edge_last = s + 1 == ns && info.ends_at_bottom;
             const char *t = prose->data + cd->start;
             size_t tl = cd->end - cd->start;
-            sctx sc = {.q = q, .c = cd, .text = t};
-            rc = tokenize_words(t, tl, on_sentence_token, &sc);
-            if (rc != RAGD_OK)
-                goto out;
             char last = 0;
             bool closed = sentence_closed(t, tl, &last);
             cd->question = closed && last == '?';
             cd->colon = closed && last == ':';
-            /* Not a sentence: no words; no closing punctuation (a heading, a label, a
-             * list item of a few words, a line of code, the cut-off end of a chunk); a
-             * lead-in ending in ':' (what it introduces is not in the answer); a piece cut
-             * inside brackets; the cut-off start of a chunk. */
-            cd->dropped = cd->nwords == 0 || !closed || cd->colon || brackets_unclosed(t, tl) ||
+            /* Not a sentence: no closing punctuation (a heading, a label, a list item of a
+             * few words, a line of code, the cut-off end of a chunk); a lead-in ending in
+             * ':' (what it introduces is not in the answer); a piece cut inside brackets;
+             * the cut-off start of a chunk; no words. A dropped one needs no analysis. */
+            cd->dropped = !closed || cd->colon || brackets_unclosed(t, tl) ||
                           (cd->edge_first && starts_mid_sentence(t, tl));
+            if (cd->dropped)
+                continue;
+            sctx sc = {.q = q, .c = cd, .text = t};
+            rc = tokenize_words(t, tl, on_sentence_token, &sc);
+            if (rc != RAGD_OK)
+                goto out;
+            cd->dropped = cd->nwords == 0;
             cd->key_off = keys->len;
             rc = append_key(t, tl, keys);
             if (rc != RAGD_OK)

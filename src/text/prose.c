@@ -112,8 +112,9 @@ static int prose_mostly_links(const char *p, size_t s, size_t e)
     int in_word = 0;
     for (size_t i = s; i < e;) {
         size_t ts, te;
-        size_t n = prose_link_at(p, i, e, &ts, &te);
-        if (n == 0 && e - i > 7 && (memcmp(p + i, "http://", 7) == 0 || memcmp(p + i, "https://", 8) == 0)) {
+        size_t n = (p[i] == '[' || p[i] == '!') ? prose_link_at(p, i, e, &ts, &te) : 0;
+        if (n == 0 && p[i] == 'h' && e - i > 8 &&
+            (memcmp(p + i, "http://", 7) == 0 || memcmp(p + i, "https://", 8) == 0)) {
             while (i + n < e && !prose_blank((unsigned char)p[i + n]))
                 n++;
         }
