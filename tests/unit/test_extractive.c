@@ -321,6 +321,55 @@ static void test_only_markup_gives_empty_answer(void **state)
     expect("backups", ps, 1, 3, 800, "");
 }
 
+static void test_random_markup_invariants(void **state)
+{
+    /* Random passages from prose and markup lines (markup pieces start a line, as they must
+     * to be markup) and bad bytes: the answer is valid UTF-8 within max_chars, and never
+     * carries a markup piece. */
+    static const char *const pieces[] = {
+        "The backup runs nightly. ", "Restores are tested monthly! ", "Why is it slow? ",
+        "\n# Backup heading\n", "\n\nSetext title\n=====\n", "\n```sh\nbackup --all\n```\n", "\n| a | b |\n",
+        "\n<a name=\"x\" />\n", "\n- [Link](https://x.example)\n", "\n1.2 Backup ....... 12\n", "\n\n",
+        "\n\n    indented_code();\n", "\nx = f(y) { z; }\n", "(cut inside. ", "lower start here. ",
+        "**Bold** backup with `code` and [a link](u). ", "\xff\xfe", "caf\xc3\xa9 backup. ", "\n",
+    };
+    const size_t np = sizeof pieces / sizeof pieces[0];
+    unsigned seed = 12345;
+    for (int round = 0; round < 2000; round++) {
+        char buf[4][600];
+        extract_passage ps[4];
+        size_t n = 1 + (size_t)(round % 4);
+        for (size_t p = 0; p < n; p++) {
+            size_t len = 0;
+            for (int k = 0; k < 12; k++) {
+                seed = seed * 1103515245u + 12345u;
+                const char *piece = pieces[(seed >> 16) % np];
+                size_t pl = strlen(piece);
+                if (len + pl >= sizeof buf[p])
+                    break;
+                memcpy(buf[p] + len, piece, pl);
+                len += pl;
+            }
+            ps[p].text = buf[p];
+            ps[p].len = len;
+        }
+        size_t mc = 40 + (size_t)(round % 300);
+        char *a = answer("backup nightly monthly", ps, n, 1 + (size_t)(round % 4), mc);
+        assert_true(strlen(a) <= mc);
+        assert_null(strstr(a, "```"));
+        assert_null(strstr(a, "| a"));
+        assert_null(strstr(a, "<a "));
+        assert_null(strstr(a, "]("));
+        assert_null(strstr(a, "...."));
+        assert_null(strstr(a, "# Backup"));
+        assert_null(strstr(a, "=="));
+        assert_null(strstr(a, "indented_code"));
+        assert_null(strstr(a, "(cut"));
+        assert_null(strstr(a, "Setext"));
+        free(a);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -343,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_question_type_cues),
         cmocka_unit_test(test_stemming_proximity_and_questions),
         cmocka_unit_test(test_only_markup_gives_empty_answer),
+        cmocka_unit_test(test_random_markup_invariants),
     };
     return cmocka_run_group_tests_name("extractive", tests, NULL, NULL);
 }
