@@ -58,7 +58,10 @@ int main(int argc, char **argv)
     extract_passage *ps = NULL;
     size_t nps = 0;
     size_t *file_start = calloc((size_t)argc + 1, sizeof *file_start);
+    char **texts = calloc((size_t)argc + 1, sizeof *texts);
     size_t nfiles = 0;
+    if (file_start == NULL || texts == NULL)
+        return 1;
     chunk_params cp = {1000, 100};
     for (; arg < argc; arg++) {
         size_t len = 0;
@@ -74,6 +77,7 @@ int main(int argc, char **argv)
         if (nps2 == NULL)
             return 1;
         ps = nps2;
+        texts[nfiles] = text;
         file_start[nfiles++] = nps;
         for (size_t i = 0; i < ns; i++)
             ps[nps++] = (extract_passage){text + spans[i].start, spans[i].end - spans[i].start};
@@ -105,5 +109,10 @@ int main(int argc, char **argv)
     double ms = clock_now_ms() - t0;
     printf("%zu answers over %zu chunks (k=%zu): %.1f us per answer (%zu answer bytes)\n", answers, nps, k,
            ms * 1000.0 / (double)answers, bytes);
+    for (size_t f = 0; f < nfiles; f++)
+        free(texts[f]);
+    free(texts);
+    free(file_start);
+    free(ps);
     return 0;
 }
