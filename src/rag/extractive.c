@@ -37,6 +37,9 @@
 #define CUE_BONUS_WEAK 0.5
 /* A question answers nothing by itself. */
 #define QUESTION_PENALTY 1.5
+/* A lower-case start inside a passage: often the rest of a list item or of a sentence
+ * broken by a code line, sometimes a lower-case name ("ragd serve …"): a mild penalty. */
+#define LOWER_START_PENALTY 0.5
 /* The mark put where a sentence was cut (U+2026, 3 bytes). */
 #define ELLIPSIS "\xe2\x80\xa6"
 #define ELLIPSIS_LEN 3
@@ -70,7 +73,7 @@ typedef struct {
     uint64_t key_hash; /* of the normalised text (letters and digits, lower case) */
     size_t key_off, key_len; /* into the key buffer */
     double score;
-    bool matched, dropped, question, colon, edge_first, edge_last;
+    bool matched, dropped, question, colon, lower, edge_first, edge_last;
 } cand;
 
 typedef struct {
@@ -405,19 +408,27 @@ static bool sentence_closed(const char *s, size_t n, char *last)
  * ASCII letter or punctuation that cannot start a sentence. */
 static bool starts_mid_sentence(const char *s, size_t n)
 {
-    return n > 0 && ((unsigned)(s[0] - 'a') < 26u || strchr(",;:)]}-", s[0]) != NULL);
+    return n > 0 && ((unsigned)(s[0] - 'a') < 26u || (s[0] != '\0' && strchr(",;:)]}-&.!?%=+|~>", s[0]) != NULL));
 }
 
-/* True when s[0..n) opens more ( or [ than it closes: the splitter cut inside brackets
- * ("(see the README's \"what did we decide?\" example)"), so it is half a sentence. */
-static bool brackets_unclosed(const char *s, size_t n)
+static bool starts_lower(const char *s, size_t n)
+{
+    return n > 0 && (unsigned)(s[0] - 'a') < 26u;
+}
+
+/* True when s[0..n) leaves a ( or [ open, or closes one it did not open: the splitter or
+ * a chunk boundary cut inside brackets ("(see the \"what did we decide?\" example)"), so it
+ * is half a sentence. *Cost:* "a) … b) …" enumerations count as unbalanced too. */
+static bool brackets_unbalanced(const char *s, size_t n)
 {
     int depth = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '(' || s[i] == '[')
             depth++;
-        else if ((s[i] == ')' || s[i] == ']') && depth > 0)
+        else if (s[i] == ')' || s[i] == ']')
             depth--;
+        if (depth < 0)
+            return true;
     }
     return depth > 0;
 }
@@ -507,11 +518,12 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             bool closed = sentence_closed(t, tl, &last);
             cd->question = closed && last == '?';
             cd->colon = closed && last == ':';
+            cd->lower = starts_lower(t, tl);
             /* Not a sentence: no closing punctuation (a heading, a label, a list item of a
              * few words, a line of code, the cut-off end of a chunk); a lead-in ending in
              * ':' (what it introduces is not in the answer); a piece cut inside brackets;
              * the cut-off start of a chunk; no words. A dropped one needs no analysis. */
-            cd->dropped = !closed || cd->colon || brackets_unclosed(t, tl) ||
+            cd->dropped = !closed || cd->colon || brackets_unbalanced(t, tl) ||
                           (cd->edge_first && starts_mid_sentence(t, tl));
             if (cd->dropped)
                 continue;
@@ -625,6 +637,8 @@ static void score_candidates(cand *c, size_t nc, const qctx *q)
             s -= fmin(1.0, 0.02 * (double)(cd->nwords - 40));
         if (cd->question)
             s -= QUESTION_PENALTY;
+        if (cd->lower)
+            s -= LOWER_START_PENALTY;
         cd->score = s;
     }
 }

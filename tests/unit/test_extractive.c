@@ -270,9 +270,14 @@ static void test_cut_chunk_starts_are_not_sentences(void **state)
     /* A lower-case start with nothing whole to compare with is still a cut-off piece. */
     const extract_passage lc[] = {P("runs nightly at two in the morning. Backups are encrypted.")};
     expect("nightly backups", lc, 1, 3, 800, "Backups are encrypted. [1]");
-    /* Cut inside brackets: half a sentence. */
+    /* Cut inside brackets: either half is half a sentence. */
     const extract_passage br[] = {P("Backups (see the \"why nightly?\" note) matter. Backups run nightly.")};
     expect("backups nightly", br, 1, 3, 800, "Backups run nightly. [1]");
+    const extract_passage tail[] = {
+        P("&permit, &call) reports the nightly backup. The backup runs nightly. The permit, call) "
+          "reports the backup."),
+    };
+    expect("backup nightly", tail, 1, 3, 800, "The backup runs nightly. [1]");
 }
 
 static void test_question_type_cues(void **state)
@@ -310,6 +315,9 @@ static void test_stemming_proximity_and_questions(void **state)
         P("Cats and dogs share the sofa."),
     };
     expect("cats dogs", prox, 2, 1, 800, "Cats and dogs share the sofa. [2]");
+    /* A lower-case start inside a passage (the rest of a broken sentence) ranks lower. */
+    const extract_passage low[] = {P("Intro here. and cats sleep all day."), P("Cats sleep all day long.")};
+    expect("cats sleep", low, 2, 1, 800, "Cats sleep all day long. [2]");
     /* A question answers nothing by itself. */
     const extract_passage q[] = {P("Do cats sleep a lot?"), P("Cats sleep sixteen hours a day.")};
     expect("cats sleep", q, 2, 1, 800, "Cats sleep sixteen hours a day. [2]");
