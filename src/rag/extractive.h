@@ -26,7 +26,8 @@ typedef struct {
  * scored — BM25 over the candidate sentences, a bonus when the sentence has what the
  * question asks for (a decision, a time, a number, a reason, a name or role, steps, a
  * place), when two query terms stand close, and for better-ranked passages, a prior
- * against very short and very long sentences and a penalty for questions
+ * against very short and very long sentences and penalties for questions and lower-case
+ * starts
  * (docs/internals/extractive.md) — and the best are picked, then ordered by passage rank
  * and position. When no sentence holds a query term, the best sentence of the best passage
  * that has one is used. With no passages (n == 0) *answer is NULL. Passages may be longer
