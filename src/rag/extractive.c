@@ -395,9 +395,9 @@ static bool sentence_closed(const char *s, size_t n, char *last)
         return true;
     }
     /* 。！？ (U+3002, U+FF01, U+FF1F) */
-    if (n >= 3 && (((unsigned char)s[n - 3] == 0xE3 && (unsigned char)s[n - 2] == 0x80 && (unsigned char)s[n - 1] == 0x82) ||
-                   ((unsigned char)s[n - 3] == 0xEF && (unsigned char)s[n - 2] == 0xBC &&
-                    ((unsigned char)s[n - 1] == 0x81 || (unsigned char)s[n - 1] == 0x9F)))) {
+    const unsigned char *u = (const unsigned char *)s + n - (n >= 3 ? 3 : n);
+    if (n >= 3 && ((u[0] == 0xE3 && u[1] == 0x80 && u[2] == 0x82) ||
+                   (u[0] == 0xEF && u[1] == 0xBC && (u[2] == 0x81 || u[2] == 0x9F)))) {
         *last = 0;
         return true;
     }

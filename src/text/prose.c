@@ -21,7 +21,10 @@ typedef struct {
 } prose_line;
 
 static int prose_blank(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v'; }
-static int prose_alnum(unsigned char c) { return (unsigned)((c | 0x20) - 'a') < 26u || (unsigned)(c - '0') < 10u || c >= 0x80; }
+static int prose_alnum(unsigned char c)
+{
+    return (unsigned)((c | 0x20) - 'a') < 26u || (unsigned)(c - '0') < 10u || c >= 0x80;
+}
 static int prose_upper(unsigned char c) { return (unsigned)(c - 'A') < 26u; }
 
 /* Number of c at p[i..e). */
@@ -174,7 +177,8 @@ static int prose_is_code(const char *p, size_t s, size_t e)
     char last = p[e - 1];
     if (last == '{' || last == '}' || last == ';')
         return 1;
-    if ((e - s >= 2 && (memcmp(p + s, "//", 2) == 0 || memcmp(p + s, "/*", 2) == 0 || memcmp(p + s, "$ ", 2) == 0)) ||
+    if ((e - s >= 2 &&
+         (memcmp(p + s, "//", 2) == 0 || memcmp(p + s, "/*", 2) == 0 || memcmp(p + s, "$ ", 2) == 0)) ||
         (e - s >= 4 && memcmp(p + s, ">>> ", 4) == 0))
         return 1;
     /* Counted on the text as it will read: link targets, tags, emphasis marks, escapes and
@@ -241,7 +245,8 @@ static int prose_skip_markers(const char *p, size_t *s, size_t e)
         size_t i = *s;
         if (i < e && p[i] == '>') {
             i++;
-        } else if (i + 1 < e && (p[i] == '-' || p[i] == '*' || p[i] == '+') && prose_blank((unsigned char)p[i + 1])) {
+        } else if (i + 1 < e && (p[i] == '-' || p[i] == '*' || p[i] == '+') &&
+                   prose_blank((unsigned char)p[i + 1])) {
             i += 2;
             item = 1;
         } else {

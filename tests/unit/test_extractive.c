@@ -323,6 +323,13 @@ static void test_stemming_proximity_and_questions(void **state)
     expect("cats sleep", q, 2, 1, 800, "Cats sleep sixteen hours a day. [2]");
 }
 
+static void test_cjk_sentences_are_whole(void **state)
+{
+    /* A CJK full stop closes a sentence; no space follows it. */
+    const extract_passage ps[] = {P("\xe6\x9d\xb1\xe4\xba\xac\xe3\x80\x82\xe5\xa4\xa7\xe9\x98\xaa")};
+    expect("x", ps, 1, 3, 800, "\xe6\x9d\xb1\xe4\xba\xac\xe3\x80\x82 [1]"); /* 東京。 (大阪 is unclosed) */
+}
+
 static void test_only_markup_gives_empty_answer(void **state)
 {
     const extract_passage ps[] = {P("# Backups\n\n```\nbackup --now\n```\n| a | b |")};
@@ -399,6 +406,7 @@ int main(void)
         cmocka_unit_test(test_cut_chunk_starts_are_not_sentences),
         cmocka_unit_test(test_question_type_cues),
         cmocka_unit_test(test_stemming_proximity_and_questions),
+        cmocka_unit_test(test_cjk_sentences_are_whole),
         cmocka_unit_test(test_only_markup_gives_empty_answer),
         cmocka_unit_test(test_random_markup_invariants),
     };
