@@ -73,7 +73,7 @@ typedef struct {
     uint64_t key_hash; /* of the normalised text (letters and digits, lower case) */
     size_t key_off, key_len; /* into the key buffer */
     double score;
-    bool matched, dropped, question, colon, lower, edge_first, edge_last;
+    bool matched, dropped, question, colon, lower, edge_first;
 } cand;
 
 typedef struct {
@@ -511,7 +511,6 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             cd->start = begin + spans[s].start;
             cd->end = begin + spans[s].end;
             cd->edge_first = s == 0 && info.starts_at_top;
-            cd->edge_last = s + 1 == ns && info.ends_at_bottom;
             const char *t = prose->data + cd->start;
             size_t tl = cd->end - cd->start;
             char last = 0;
