@@ -58,8 +58,7 @@ typedef struct {
     size_t n;
     qtype type;
     size_t ntok;  /* tokens seen, stop words included */
-    bool first_what, first_how, saw_many;
-    ragd_err err;
+    bool first_what, first_how;
 } qctx;
 
 typedef struct {
@@ -87,7 +86,10 @@ typedef struct {
 /* Question analysis                                                                    */
 
 /* Stems (Porter2) of words that answer each question type. Sorted for bsearch. */
-static const char *const cue_decision[] = {"adopt", "agre",   "chose",  "chosen", "conclud", "decid",
+/* The words of a question that asks for a decision ("what did we decide/agree/choose"). */
+static const char *const decision_asked[] = {"agre", "choos", "chose", "chosen", "conclud", "decid", "decis",
+                                             "settl"};
+static const char *const cue_decision[] = {"adopt", "agre",   "choos",  "chose",  "chosen", "conclud", "decid",
                                            "decis", "go",     "opt",    "pick",   "plan",    "resolv",
                                            "select", "settl", "switch", "will"};
 static const char *const cue_when[] = {
@@ -190,7 +192,7 @@ static bool query_type_word(qctx *q, const token *tok, const char *stem)
     else if (q->first_how && (word_is(tok, "many") || word_is(tok, "much") || word_is(tok, "often") ||
                               word_is(tok, "long")))
         t = word_is(tok, "often") ? QT_WHEN : QT_COUNT;
-    else if (CUE_IN(cue_decision, stem) && !word_is(tok, "will") && !word_is(tok, "go"))
+    else if (CUE_IN(decision_asked, stem))
         t = QT_DECISION;
     else if (q->first_what && q->ntok == 1 && (word_is(tok, "is") || word_is(tok, "are") || word_is(tok, "does")))
         t = QT_DEFINE;
@@ -236,7 +238,6 @@ typedef struct {
     cand *c;
     const char *text; /* the sentence being tokenised */
     uint32_t last_pos[QWORDS_MAX]; /* word index + 1 of each term's last occurrence; 0: none */
-    ragd_err err;
 } sctx;
 
 static int on_sentence_token(const token *tok, void *arg)
@@ -699,8 +700,6 @@ ragd_err extractive_answer(const char *query, size_t query_len, const extract_pa
         goto out;
     if (query_len > 0) {
         rc = tokenize_words(query, query_len, on_query_token, &q);
-        if (rc == RAGD_OK)
-            rc = q.err;
         if (rc != RAGD_OK)
             goto out;
     }
