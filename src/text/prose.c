@@ -470,7 +470,8 @@ ragd_err prose_extract(const char *text, size_t len, strbuf *out, prose_info *in
         in_para = 1;
     }
     if (info != NULL && first < nl) {
-        info->starts_at_top = lines[first].kind == LINE_PROSE || lines[first].kind == LINE_ITEM;
+        /* A list item starts where its marker is: not a cut, even when it is the first line. */
+        info->starts_at_top = lines[first].kind == LINE_PROSE;
         info->ends_at_bottom = lines[last].kind == LINE_PROSE || lines[last].kind == LINE_ITEM;
     }
 out:

@@ -10,7 +10,7 @@
 /* What prose_extract saw at the edges of the passage: a chunk can start or end in the
  * middle of a sentence, so the first and last sentences there are suspect. */
 typedef struct {
-    bool starts_at_top;  /* the first non-blank line of the passage is prose */
+    bool starts_at_top;  /* the first non-blank line of the passage is prose (not a list item) */
     bool ends_at_bottom; /* the last non-blank line of the passage is prose */
 } prose_info;
 

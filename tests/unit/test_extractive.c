@@ -270,6 +270,9 @@ static void test_cut_chunk_starts_are_not_sentences(void **state)
     /* A lower-case start with nothing whole to compare with is still a cut-off piece. */
     const extract_passage lc[] = {P("runs nightly at two in the morning. Backups are encrypted.")};
     expect("nightly backups", lc, 1, 3, 800, "Backups are encrypted. [1]");
+    /* A list item is not cut, whatever its case. */
+    const extract_passage item[] = {P("- nightly runs are kept for a week.\n- Backups are encrypted.")};
+    expect("nightly", item, 1, 3, 800, "nightly runs are kept for a week. [1]");
     /* Cut inside brackets: either half is half a sentence. */
     const extract_passage br[] = {P("Backups (see the \"why nightly?\" note) matter. Backups run nightly.")};
     expect("backups nightly", br, 1, 3, 800, "Backups run nightly. [1]");

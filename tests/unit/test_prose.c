@@ -77,6 +77,9 @@ static void test_edges(void **state)
     assert_true(info.starts_at_top);
     assert_true(info.ends_at_bottom);
     free(p);
+    p = prose("- a list item starts here.", &info);
+    assert_false(info.starts_at_top); /* its marker shows where it starts: no cut */
+    free(p);
     p = prose("# Heading\n\nText.\n\n```\ncode\n```", &info);
     assert_false(info.starts_at_top);
     assert_false(info.ends_at_bottom);
