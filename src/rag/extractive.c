@@ -537,7 +537,7 @@ static ragd_err collect_candidates(const extract_passage *passages, size_t n, co
             if (rc != RAGD_OK)
                 goto out;
             cd->key_len = keys->len - cd->key_off;
-            cd->key_hash = hash_fnv1a64(keys->data + cd->key_off, cd->key_len, 0);
+            cd->key_hash = cd->key_len > 0 ? hash_fnv1a64(keys->data + cd->key_off, cd->key_len, 0) : 0;
         }
     }
 out:

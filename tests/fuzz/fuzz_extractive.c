@@ -1,5 +1,6 @@
-/* libFuzzer target: extractive_answer. The input is split at 0xFF bytes: the first part is
- * the query, the others are passages (parts that are not valid UTF-8 are skipped). */
+/* libFuzzer target: extractive_answer (and prose_extract under it). The input is split at
+ * 0xFF bytes: the first part is the query, the others are passages (parts that are not
+ * valid UTF-8 are skipped). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n == 0 && answer)
         abort();
     if (answer && !utf8_valid(answer, strlen(answer)))
+        abort();
+    /* max_chars >= 20 always holds a code point, the ellipsis and a marker up to " [64]". */
+    if (answer && strlen(answer) > params.max_chars)
         abort();
     free(answer);
     return 0;
