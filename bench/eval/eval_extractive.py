@@ -134,7 +134,7 @@ MARKUP = re.compile(r"(^|\s)#{1,6}\s|```|\|.*\||<\s*/?[A-Za-z!][^>]*>|\]\(|(\.\s
 
 def main():
     verbose = "-v" in sys.argv
-    srv = harness.Server(env={}, name="eval_extractive")
+    srv = harness.Server(env=test_extractive.NO_BACKEND_ENV, name="eval_extractive")
     srv.start()
     try:
         test_extractive.ingest_corpus(srv, "eval")

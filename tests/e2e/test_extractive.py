@@ -2,7 +2,7 @@
 the repository's own markdown (README.md, docs/*.md, docs/internals/*.md: headings, tables,
 code fences, link lists) and markup-heavy HTML pages made here (navigation link lists, a table
 of contents with dotted leaders, anchors, tables, code blocks), and the machine's Debian HTML
-manuals when present. With the defaults (no backend)
+manuals when present. With no backend (what the defaults give without Ollama)
 every answer must be made of whole sentences, none of them a markup line, heading, anchor,
 fence, table row or table-of-contents line, none repeated, each run ending with a citation of
 a source that exists; the README's example answers with the decision, not the heading.
@@ -180,8 +180,16 @@ def answer_problems(answer, nsources):
     return problems
 
 
+# What the defaults give on a machine without Ollama (auto → builtin embedder, extractive
+# answers), said explicitly so that a server that happens to listen on the default Ollama
+# port (another test's fake) cannot change the test.
+NO_BACKEND_ENV = {"RAGD_EMBEDDER": "builtin", "RAGD_GENERATOR": "extractive"}
+
+
 class ExtractiveRealDocsTest(harness.E2ETestCase):
-    """The defaults: builtin embedder, no LLM; the corpus is ingested once for the class."""
+    """No LLM, builtin embedder; the corpus is ingested once for the class."""
+
+    server_env = NO_BACKEND_ENV
 
     @classmethod
     def setUpClass(cls):
@@ -244,6 +252,8 @@ DEBIAN_QUESTIONS = [
 
 class ExtractiveDebianHtmlTest(harness.E2ETestCase):
     """The same checks on real HTML manuals (tables of contents, navigation, code blocks)."""
+
+    server_env = NO_BACKEND_ENV
 
     @classmethod
     def setUpClass(cls):
