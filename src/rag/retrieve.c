@@ -101,9 +101,47 @@ static void rag_keyword_finish(rag_index *ri, const store_change *ch)
 /* PREPARE creates the collection's index and reserves a row per added chunk, so that
  * COMMITTED, which runs after the data is on disk, allocates nothing and cannot leave an
  * acknowledged chunk out of the index; ABORTED gives the rows back. */
+/* A re-embedding swap (docs/internals/reembed.md): PREPARE builds the collection's whole new
+ * vector index off to the side (the memory is taken before COMMIT, so the swap cannot fail
+ * after it), COMMITTED puts it in place of the old one under the drop lock, ABORTED frees
+ * it. The keyword index does not change: the texts did not. */
+static ragd_err rag_index_on_swap(rag_index *ri, const store_change *ch)
+{
+    vindex **built = (vindex **)ch->hook_state;
+    if (ch->phase == STORE_CHANGE_PREPARE) {
+        vindex *ix = vindex_new((size_t)ch->dim);
+        ragd_err rc = ix ? vindex_reserve(ix, ch->n_chunks) : RAGD_ENOMEM;
+        for (size_t i = 0; !rc && i < ch->n_chunks; i++)
+            rc = vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim);
+        if (rc) {
+            vindex_free(ix);
+            return rc;
+        }
+        if (ch->n_chunks)
+            vindex_release(ix, ch->n_chunks);
+        *built = ix;
+        return RAGD_OK;
+    }
+    vindex *ix = *built;
+    *built = NULL;
+    if (ch->phase == STORE_CHANGE_ABORTED) {
+        vindex_free(ix);
+        return RAGD_OK;
+    }
+    pthread_rwlock_wrlock(&ri->drop_lock);
+    vindex *old = vindex_set_replace(ri->set, ch->coll_id, ix);
+    pthread_rwlock_unlock(&ri->drop_lock);
+    if (old == ix)
+        log_error("index: no room for the re-embedded index of collection %lld", (long long)ch->coll_id);
+    vindex_free(old);
+    return RAGD_OK;
+}
+
 ragd_err rag_index_on_commit(const store_change *ch, void *arg)
 {
     rag_index *ri = arg;
+    if (ch->reembedded)
+        return rag_index_on_swap(ri, ch);
     if (ch->dropped) {
         if (ch->phase == STORE_CHANGE_COMMITTED) {
             pthread_rwlock_wrlock(&ri->drop_lock);
