@@ -756,9 +756,6 @@ static ragd_err do_reembed_start(store *st, store_write *w)
         return fail_sql(st, w, "looking the collection up");
     if (!w->embed_model[0] || strlen(w->embed_model) > STORE_MODEL_MAX || !w->embedder[0])
         return fail(w, RAGD_EINVAL, "embedder and model must be given (model 1..%d bytes)", STORE_MODEL_MAX);
-    if (strcmp(coll.embed_model, w->embed_model) == 0)
-        return fail(w, RAGD_EINVAL, "collection '%.64s' is already embedded with '%.100s'", w->collection,
-                    w->embed_model);
     e = rx_job_of(st, w, coll.id, &job);
     if (e != RAGD_OK && e != RAGD_ENOTFOUND)
         return e;
@@ -767,6 +764,9 @@ static ragd_err do_reembed_start(store *st, store_write *w)
         return fail(w, RAGD_ECONFLICT,
                     "collection '%.64s' is being re-embedded to '%.100s' already; cancel that job first",
                     w->collection, job.model);
+    if (strcmp(coll.embed_model, w->embed_model) == 0)
+        return fail(w, RAGD_EINVAL, "collection '%.64s' is already embedded with '%.100s'", w->collection,
+                    w->embed_model);
     char now[32];
     clock_utc_rfc3339(now, sizeof now);
     sqlite3_stmt *s = NULL;
@@ -848,8 +848,9 @@ static ragd_err do_reembed_vectors(store *st, store_write *w)
     }
     sqlite3_finalize(s);
     free(scratch);
-    if (!e && job.dim == 0)
-        e = rx_exec(st, w, "UPDATE reembed_jobs SET dim = ?2 WHERE id = ?1", job.id, w->dim, "noting the dimension");
+    if (!e) /* same format as clock_utc_rfc3339 */
+        e = rx_exec(st, w, "UPDATE reembed_jobs SET dim = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+                           " WHERE id = ?1", job.id, w->dim, "noting the progress");
     return e ? e : refresh_coll(st, w);
 }
 
@@ -985,7 +986,8 @@ static ragd_err do_reembed_swap(store *st, store_write *w, wchange *c)
         e = rx_exec(st, w, "DELETE FROM reembed_vectors WHERE collection_id = ?1", coll.id, 0,
                     "dropping the swapped vectors");
     if (!e)
-        e = rx_exec(st, w, "UPDATE reembed_jobs SET state = 'done', dim = ?2 WHERE id = ?1", job.id, dim,
+        e = rx_exec(st, w, "UPDATE reembed_jobs SET state = 'done', dim = ?2,"
+                           " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?1", job.id, dim,
                     "finishing the job");
     if (e)
         return e;
