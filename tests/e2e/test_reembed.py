@@ -175,7 +175,8 @@ class ReembedTest(harness.E2ETestCase):
         self.assertEqual(self.call("GET", "/api/dbs/c", srv=self.srv)["embed_model"], "nomic-embed-text")
 
     def test_backend_failing_mid_job_fails_and_keeps_the_old_vectors(self):
-        self.start(RAGD_EMBED_TIMEOUT_S="2")
+        admin = "reembed-admin-token-0123456789"
+        self.start(RAGD_EMBED_TIMEOUT_S="2", RAGD_ADMIN_TOKEN=admin)
         self.builtin_collection("f", 1000)
         self.fake.configure(embed_input_ms=3.0)
         self.call("POST", "/api/dbs/f/reembed", {"embedder": "ollama"}, status=202, srv=self.srv)
@@ -192,6 +193,8 @@ class ReembedTest(harness.E2ETestCase):
         # restarted once the backend is back: it goes on from the vectors it has
         done_before = job["done"]
         self.fake.configure(fault="none", embed_input_ms=0.0)
+        self.call("POST", "/api/admin/breakers", {"action": "reset"}, srv=self.srv,  # no wait for a half-open
+                  headers={"Authorization": f"Bearer {admin}"})
         r = self.call("POST", "/api/dbs/f/reembed", {"embedder": "ollama"}, status=202, srv=self.srv)
         self.assertEqual(r["reembed"]["state"], "running")
         job = self.wait_job("f", lambda j: j and j["state"] == "done", "done")
