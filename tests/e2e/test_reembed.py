@@ -201,6 +201,23 @@ class ReembedTest(harness.E2ETestCase):
         self.assertEqual(self.call("GET", "/api/dbs/f", srv=self.srv)["embed_model"], "nomic-embed-text")
         self.assertGreater(done_before, 0)
 
+    def test_cli_reembed_wait_and_status(self):
+        self.start()
+        self.builtin_collection("cli", 40)
+        p = harness.run_cli(["reembed", "cli", "--embedder", "ollama", "--wait", "--url", self.srv.url])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("re-embedding with ollama 'nomic-embed-text' started (40 chunks)", p.stdout)
+        self.assertIn("cli: done ollama 'nomic-embed-text' 40/40", p.stdout)
+        p = harness.run_cli(["reembed", "cli", "--status", "--url", self.srv.url])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("done", p.stdout)
+        p = harness.run_cli(["reembed", "cli", "--embedder", "ollama", "--url", self.srv.url])
+        self.assertEqual(p.returncode, 1)  # already embedded with it: the server's 422, one line
+        self.assertIn("already embedded", p.stderr)
+        self.assertIn("HTTP 422", p.stderr)
+        p = harness.run_cli(["reembed", "cli", "--url", self.srv.url])
+        self.assertEqual(p.returncode, 2)
+
     def test_errors_in_the_envelope(self):
         self.start()
         self.builtin_collection("e", 5)
