@@ -144,7 +144,12 @@ class ReembedTest(harness.E2ETestCase):
         # up by the job before the swap; a deleted document is no error
         self.call("POST", "/api/ingest", {"db": "mix", "documents": docs(600, 50)}, srv=self.srv)
         self.call("DELETE", "/api/dbs/mix/documents/d3", srv=self.srv)
+        # a clean shutdown (SIGTERM, exit 0) in the middle; the job resumes after the restart
+        self.assertEqual(self.job("mix")["state"], "running")
+        self.srv.stop()
+        self.srv.restart()
         self.wait_job("mix", lambda j: j and j["state"] == "done", "done")
+        self.assertIn("resuming job", self.srv.log_text())
         coll = self.call("GET", "/api/dbs/mix", srv=self.srv)
         self.assertEqual(coll["embed_model"], "nomic-embed-text")
         self.assertEqual(coll["chunks"], 649)
