@@ -60,6 +60,7 @@ struct reembed_run {
     float *vectors;
     int dim;
     int attempts; /* failed upstream tries of this batch */
+    bool probe;   /* the batch is one text embedded for the dimension only */
     llm_task *task;
     struct event *timer;
     void (*later)(reembed_run *r); /* what the timer runs (loop) */
@@ -129,6 +130,7 @@ static reembed_run *run_new(rag_reembed *m, const char *db, const char *embedder
     snprintf(r->embedder, sizeof r->embedder, "%s", embedder);
     snprintf(r->model, sizeof r->model, "%s", model);
     r->builtin = strcmp(model, EMBED_BUILTIN_NAME) == 0;
+    r->dim = r->builtin ? EMBED_BUILTIN_DIM : 0;
     pthread_mutex_lock(&m->mu);
     queue_insert_tail(&m->runs, &r->link);
     pthread_mutex_unlock(&m->mu);
@@ -272,6 +274,24 @@ static void run_step(void *arg)
         run_fail(r);
         return;
     }
+    if (r->n == 0 && !r->builtin && r->dim == 0) {
+        /* Nothing (left) to embed and the model's dimension unknown to this run: one text
+         * embedded for it, so that even a collection without chunks swaps to the right dim. */
+        r->texts = calloc(1, sizeof *r->texts);
+        r->lens = calloc(1, sizeof *r->lens);
+        if (!r->texts || !r->lens) {
+            snprintf(r->why, sizeof r->why, "out of memory");
+            run_fail(r);
+            return;
+        }
+        r->texts[0] = r->db;
+        r->lens[0] = strlen(r->db);
+        r->n = 1;
+        r->probe = true;
+        r->attempts = 0;
+        loopq_post(cfg->lq, &r->item, run_post_embed, r);
+        return;
+    }
     if (r->n == 0) {
         run_submit(r, STORE_W_REEMBED_SWAP);
         return;
@@ -321,6 +341,13 @@ static void run_on_embedded(llm_status st, const float *v, size_t dim, const cha
             return;
         }
         run_fail(r);
+        return;
+    }
+    if (r->probe) {
+        r->probe = false;
+        r->dim = (int)dim;
+        run_batch_free(r);
+        run_next(r);
         return;
     }
     r->vectors = malloc(r->n * dim * sizeof *r->vectors);
@@ -380,6 +407,8 @@ static void run_submit(reembed_run *r, store_write_kind kind)
         w->dim = r->dim;
     } else if (kind == STORE_W_REEMBED_FAIL) {
         w->error = r->why;
+    } else if (kind == STORE_W_REEMBED_SWAP) {
+        w->dim = r->dim; /* the new dim when no batch stored one (a collection without chunks) */
     }
     w->done = run_written;
     w->arg = r;

@@ -301,7 +301,8 @@ struct store_write {
     const float *vectors;       /* VECTORS: n_vectors * dim floats (dim: the new dimension) */
     size_t n_vectors;
     const char *error;          /* FAIL: why (copied, truncated to 255 bytes) */
-    /* SWAP, out: chunks still without a new vector; the swap then fails with RAGD_EBUSY
+    /* SWAP, in: dim is the new dimension when no batch of vectors was stored (a collection
+     * without chunks; 0: the collection keeps its dim). SWAP, out: chunks still without a new vector; the swap then fails with RAGD_EBUSY
      * (ingested during the job: embed them and swap again). */
     int64_t missing;
 

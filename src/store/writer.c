@@ -963,7 +963,8 @@ static ragd_err do_reembed_swap(store *st, store_write *w, wchange *c)
     if (w->missing > 0)
         return fail(w, RAGD_EBUSY, "%lld chunks of '%.64s' have no new vector yet", (long long)w->missing,
                     w->collection);
-    int dim = job.dim > 0 ? job.dim : coll.dim; /* a collection without chunks keeps its dim */
+    /* the dim of the stored batches; else (no chunk was embedded) the runner's, else the old */
+    int dim = job.dim > 0 ? job.dim : w->dim > 0 && w->dim <= 65536 ? w->dim : coll.dim;
     c->coll_id = coll.id;
     c->dim = dim;
     e = rx_collect(st, w, c, coll.id, coll.chunks, dim);

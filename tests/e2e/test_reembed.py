@@ -223,6 +223,19 @@ class ReembedTest(harness.E2ETestCase):
         p = harness.run_cli(["reembed", "cli", "--url", self.srv.url])
         self.assertEqual(p.returncode, 2)
 
+    def test_empty_collection_takes_the_new_dimension(self):
+        self.start()
+        self.call("POST", "/api/dbs", {"name": "empty"}, status=201, srv=self.srv)
+        self.call("POST", "/api/dbs/empty/reembed", {"embedder": "ollama"}, status=202, srv=self.srv)
+        self.wait_job("empty", lambda j: j and j["state"] == "done", "done")
+        coll = self.call("GET", "/api/dbs/empty", srv=self.srv)
+        self.assertEqual((coll["embed_model"], coll["dim"]), ("nomic-embed-text", 768))
+        # later ingests embed with the new model and are found by it
+        self.call("POST", "/api/ingest", {"db": "empty", "documents": docs(0, 5)}, srv=self.srv)
+        body = self.call("POST", "/api/retrieve", {"db": "empty", "query": "the badger number 2 near river 14",
+                                                   "method": "vector"}, srv=self.srv)
+        self.assertEqual(body["sources"][0]["doc_id"], "d2")
+
     def test_errors_in_the_envelope(self):
         self.start()
         self.builtin_collection("e", 5)
