@@ -172,11 +172,16 @@ class ReembedTest(harness.E2ETestCase):
         self.assertEnvelope(self.srv.request("DELETE", "/api/dbs/c/reembed"), 404, "reembed_not_found")
         time.sleep(0.5)  # the batch in flight comes back to a cancelled job: nothing stored
         self.assertNotIn("reembed", self.call("GET", "/api/dbs/c", srv=self.srv))
+        # an answer cached before the next job must not answer after its swap
+        question = {"db": "c", "query": "where does the heron number 11 live?"}
+        self.assertIs(self.call("POST", "/api/query", question, srv=self.srv)["cached"], False)
+        self.assertIs(self.call("POST", "/api/query", question, srv=self.srv)["cached"], True)
         # a new job after a cancel starts from nothing and finishes
         self.fake.configure(embed_input_ms=0.0)
         r = self.call("POST", "/api/dbs/c/reembed", {"embedder": "ollama"}, status=202, srv=self.srv)
         self.assertEqual(r["reembed"]["state"], "running")
         self.wait_job("c", lambda j: j and j["state"] == "done", "done")
+        self.assertIs(self.call("POST", "/api/query", question, srv=self.srv)["cached"], False)
         self.assertEqual(self.call("GET", "/api/dbs/c", srv=self.srv)["embed_model"], "nomic-embed-text")
 
     def test_backend_failing_mid_job_fails_and_keeps_the_old_vectors(self):
