@@ -18,6 +18,7 @@
 #include "http/http_server.h"
 #include "rag/cache.h"
 #include "rag/engine.h"
+#include "rag/reembed.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
 #include "upstream/client.h"
@@ -69,6 +70,7 @@ static void server_load_done(void *arg)
     } else if (!atomic_load(&load->srv->a.draining)) {
         atomic_store(&load->srv->a.ready, true);
         log_info("index: %zu vectors loaded in %.1f ms; ready", load->vectors, load->ms);
+        rag_reembed_resume(load->srv->a.reembed); /* jobs a restart interrupted */
     }
     free(load);
 }
@@ -469,7 +471,8 @@ int server_run(const ragd_config *cfg)
                             .quarantine_off = !cfg->injection_quarantine,
                             .spotlight = cfg->spotlight};
     srv.a.engine = rag_engine_new(&ec);
-    if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine) {
+    srv.a.reembed = srv.a.engine ? rag_reembed_new(rag_engine_cfg(srv.a.engine), srv.a.base) : NULL;
+    if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine || !srv.a.reembed) {
         log_error("out of memory at start-up");
         goto out;
     }
@@ -516,6 +519,7 @@ out:
     server_generator_stop(&srv.a);
     if (srv.a.lq)
         loopq_free(srv.a.lq);
+    rag_reembed_free(srv.a.reembed); /* nothing runs any more; before the engine and the loop go */
     rag_engine_free(srv.a.engine);
     ratelimit_free(srv.a.rate_query);
     ratelimit_free(srv.a.rate_ingest);

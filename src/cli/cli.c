@@ -68,6 +68,20 @@ static const cli_command commands[] = {
      "\n"
      "  --url URL   server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
      cli_cmd_health, 0, 0},
+    {"reembed", CLI_OPT_URL | CLI_OPT_REEMBED,
+     "usage: ragd reembed DB --embedder E [--model M] [--wait] [--url URL]\n"
+     "       ragd reembed DB --status [--url URL]\n"
+     "\n"
+     "Re-embed collection DB with another embedder, in the background: queries keep using\n"
+     "the old vectors until every chunk has a new one, then the new ones replace them at once.\n"
+     "Cancel with DELETE /api/dbs/DB/reembed.\n"
+     "\n"
+     "  --embedder E  builtin, or the server's upstream embedder (ollama or openai)\n"
+     "  --model M     the embedding model (default: the server's EMBED_MODEL)\n"
+     "  --wait        follow the progress until the job is done (exit 0) or failed (exit 1)\n"
+     "  --status      print the collection's job: state, embedder, model, done/total\n"
+     "  --url URL     server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
+     cli_cmd_reembed, 1, 1},
     {"version", 0, "usage: ragd version\n\nPrint the version.\n", cli_cmd_version, 0, 0},
 };
 
@@ -82,6 +96,8 @@ void cli_usage(FILE *f)
           "                                              ask; print the answer and sources\n"
           "  dbs [--url URL]                             list collections\n"
           "  health [--url URL]                          print the server's health\n"
+          "  reembed DB --embedder E [--model M] [--wait]\n"
+          "                                              re-embed a collection in the background\n"
           "  version                                     print the version\n"
           "\n"
           "`ragd COMMAND --help` describes a command. --url defaults to $RAGD_URL, else\n" CLI_DEFAULT_URL
@@ -102,6 +118,8 @@ static const cli_option options[] = {
     {"k", CLI_OPT_K, true},           {"top-k", CLI_OPT_K, true},
     {"method", CLI_OPT_METHOD, true}, {"stream", CLI_OPT_STREAM, false},
     {"json", CLI_OPT_JSON, false},    {"batch", CLI_OPT_BATCH, true},
+    {"embedder", CLI_OPT_REEMBED, true}, {"model", CLI_OPT_REEMBED, true},
+    {"wait", CLI_OPT_REEMBED, false},    {"status", CLI_OPT_REEMBED, false},
 };
 
 /* Parses a decimal integer in [lo, hi] with nothing around it. */
@@ -174,6 +192,16 @@ static ragd_err cli_set_opt(const cli_option *opt, const char *val, cli_opts *o,
         break;
     case CLI_OPT_STREAM:
         o->stream = true;
+        break;
+    case CLI_OPT_REEMBED: /* one bit for the four reembed options: told apart by name */
+        if (strcmp(opt->name, "embedder") == 0)
+            o->embedder = val;
+        else if (strcmp(opt->name, "model") == 0)
+            o->model = val;
+        else if (strcmp(opt->name, "wait") == 0)
+            o->wait = true;
+        else
+            o->status_only = true;
         break;
     case CLI_OPT_JSON:
         o->json = true;

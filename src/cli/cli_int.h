@@ -43,6 +43,7 @@ enum {
     CLI_OPT_STREAM = 1u << 4,
     CLI_OPT_JSON = 1u << 5,
     CLI_OPT_BATCH = 1u << 6,
+    CLI_OPT_REEMBED = 1u << 7, /* --embedder E, --model M, --wait, --status */
 };
 
 typedef struct {
@@ -52,6 +53,9 @@ typedef struct {
     int k;              /* 0: the server's default */
     int batch;          /* files per ingest request */
     bool stream, json, help;
+    const char *embedder; /* reembed: --embedder (NULL: not given) */
+    const char *model;    /* reembed: --model (NULL: the server's choice) */
+    bool wait, status_only; /* reembed: --wait, --status */
     const char **args;  /* positional arguments (pointers into argv), heap array */
     size_t nargs;
 } cli_opts;
@@ -183,5 +187,9 @@ void cli_http_error_message(const cli_response *r, char *out, size_t outlen);
 int cli_cmd_query(const cli_opts *o);
 int cli_cmd_dbs(const cli_opts *o);
 int cli_cmd_health(const cli_opts *o);
+
+/* ---- reembed (cli_reembed.c) ---- */
+
+int cli_cmd_reembed(const cli_opts *o);
 
 #endif

@@ -59,8 +59,13 @@ static void dbs_get_work(http_request *req)
     if (!r)
         return;
     store_collection c;
-    if (handlers_collection(req, r, name, &c))
-        http_reply_json(req, 200, handlers_collection_json(&c));
+    store_reembed_job job;
+    if (handlers_collection(req, r, name, &c)) {
+        json_t *body = handlers_collection_json(&c);
+        if (body && store_reembed_get(r, c.id, &job) == RAGD_OK) /* the re-embedding job, if any */
+            json_object_set_new(body, "reembed", handlers_reembed_json(&job));
+        http_reply_json(req, 200, body);
+    }
     store_reader_release(r);
 }
 

@@ -28,6 +28,11 @@ void handlers_documents_list(http_request *req);
 void handlers_quarantine_list(http_request *req); /* h_quarantine.c */
 void handlers_document_get(http_request *req);
 void handlers_document_delete(http_request *req);
+void handlers_reembed_start(http_request *req);  /* h_reembed.c */
+void handlers_reembed_get(http_request *req);
+void handlers_reembed_cancel(http_request *req);
+/* {"state","embedder","model","done","total","started_at","updated_at"[,"dim"][,"error"]} */
+json_t *handlers_reembed_json(const store_reembed_job *j);
 
 void handlers_ingest(http_request *req);
 void handlers_admin_breakers_list(http_request *req);

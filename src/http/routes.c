@@ -14,6 +14,7 @@ const http_route handlers_routes[] = {
     {"/api/dbs/{name}", handlers_dbs_get, NULL, handlers_dbs_delete, HTTP_BODY_NONE},
     {"/api/dbs/{name}/documents", handlers_documents_list, NULL, NULL, HTTP_BODY_NONE},
     {"/api/dbs/{name}/quarantine", handlers_quarantine_list, NULL, NULL, HTTP_BODY_NONE},
+    {"/api/dbs/{name}/reembed", handlers_reembed_get, handlers_reembed_start, handlers_reembed_cancel, HTTP_BODY_JSON},
     {"/api/admin/breakers", handlers_admin_breakers_list, handlers_admin_breakers_set, NULL, HTTP_BODY_JSON},
     {"/api/dbs/{name}/documents/{*id}", handlers_document_get, NULL, handlers_document_delete, HTTP_BODY_NONE},
 };

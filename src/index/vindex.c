@@ -769,3 +769,36 @@ void vindex_set_drop(vindex_set *set, int64_t collection_id)
     pthread_mutex_unlock(&set->mu);
     vindex_free(victim);
 }
+
+/* vindex_set_replace: see the header. */
+vindex *vindex_set_replace(vindex_set *set, int64_t collection_id, vindex *ix)
+{
+    if (set == NULL || ix == NULL)
+        return ix;
+    vindex *old = ix; /* what comes back when ix could not be put in */
+    pthread_mutex_lock(&set->mu);
+    for (size_t i = 0; i < set->n; i++) {
+        if (set->entries[i].collection_id == collection_id) {
+            old = set->entries[i].ix;
+            set->entries[i].ix = ix;
+            goto out;
+        }
+    }
+    if (set->n == set->cap) {
+        if (set->cap >= VINDEX_SET_MAX)
+            goto out;
+        size_t new_cap = set->cap == 0 ? 8 : set->cap * 2;
+        set_entry *e = realloc(set->entries, new_cap * sizeof *e);
+        if (e == NULL)
+            goto out;
+        set->entries = e;
+        set->cap = new_cap;
+    }
+    set->entries[set->n].collection_id = collection_id;
+    set->entries[set->n].ix = ix;
+    set->n++;
+    old = NULL;
+out:
+    pthread_mutex_unlock(&set->mu);
+    return old;
+}

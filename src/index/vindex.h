@@ -59,5 +59,11 @@ vindex_set *vindex_set_new(void);
 void vindex_set_free(vindex_set *set);
 vindex *vindex_set_get(vindex_set *set, int64_t collection_id, size_t dim, bool create);
 void vindex_set_drop(vindex_set *set, int64_t collection_id);
+/* Puts ix (owned by the set from now on) in place of the collection's index and returns the
+ * one it replaced (the caller frees it; NULL when there was none). Never fails when the
+ * collection has an index already; when it has none, ix is added, and on no memory (or
+ * VINDEX_SET_MAX) ix itself comes back, not taken. Same rule as for a drop: nobody may hold
+ * the old index across the call. */
+vindex *vindex_set_replace(vindex_set *set, int64_t collection_id, vindex *ix);
 
 #endif

@@ -27,7 +27,14 @@ rag_index *rag_index_new(void)
         free(ri);
         return NULL;
     }
-    pthread_rwlock_init(&ri->drop_lock, NULL);
+    /* Writers first: a drop or a re-embedding swap runs on the store's writer thread, which a
+     * steady stream of searches must not starve (every write would wait behind it). Nobody
+     * takes the read side twice. */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ri->drop_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     return ri;
 }
 
@@ -101,9 +108,65 @@ static void rag_keyword_finish(rag_index *ri, const store_change *ch)
 /* PREPARE creates the collection's index and reserves a row per added chunk, so that
  * COMMITTED, which runs after the data is on disk, allocates nothing and cannot leave an
  * acknowledged chunk out of the index; ABORTED gives the rows back. */
+/* A re-embedding swap (docs/internals/reembed.md). PREPARE builds the collection's whole new
+ * vector index and puts it in place of the old one already, under the drop lock, keeping the
+ * old one aside: so the new index serves before anyone can read the committed swap (a client
+ * that saw the new model in GET /api/dbs/{name} never meets the old index). COMMITTED frees
+ * the old index; ABORTED puts it back. A query that read the collection before the swap and
+ * searches in between finds an index of another dimension, hence no vector candidates, once.
+ * The keyword index does not change: the texts did not. */
+typedef struct {
+    vindex *old; /* the index replaced at PREPARE; NULL when there was none */
+} rag_swap_state;
+
+static ragd_err rag_index_on_swap(rag_index *ri, const store_change *ch)
+{
+    rag_swap_state **slot = (rag_swap_state **)ch->hook_state;
+    if (ch->phase == STORE_CHANGE_PREPARE) {
+        rag_swap_state *sw = calloc(1, sizeof *sw);
+        vindex *ix = sw ? vindex_new((size_t)ch->dim) : NULL;
+        ragd_err rc = ix ? vindex_reserve(ix, ch->n_chunks) : RAGD_ENOMEM;
+        for (size_t i = 0; !rc && i < ch->n_chunks; i++)
+            rc = vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim);
+        if (!rc) {
+            vindex_release(ix, ch->n_chunks);
+            pthread_rwlock_wrlock(&ri->drop_lock);
+            sw->old = vindex_set_replace(ri->set, ch->coll_id, ix);
+            pthread_rwlock_unlock(&ri->drop_lock);
+            if (sw->old == ix) /* no room for it in the set: nothing changed */
+                rc = RAGD_ENOMEM;
+        }
+        if (rc) {
+            vindex_free(ix);
+            free(sw);
+            return rc;
+        }
+        *slot = sw;
+        return RAGD_OK;
+    }
+    rag_swap_state *sw = *slot;
+    *slot = NULL;
+    if (!sw)
+        return RAGD_OK;
+    if (ch->phase == STORE_CHANGE_ABORTED) {
+        pthread_rwlock_wrlock(&ri->drop_lock);
+        if (sw->old)
+            vindex_free(vindex_set_replace(ri->set, ch->coll_id, sw->old)); /* in place: cannot fail */
+        else
+            vindex_set_drop(ri->set, ch->coll_id);
+        pthread_rwlock_unlock(&ri->drop_lock);
+    } else {
+        vindex_free(sw->old); /* nobody holds it: searches hold the drop lock around theirs */
+    }
+    free(sw);
+    return RAGD_OK;
+}
+
 ragd_err rag_index_on_commit(const store_change *ch, void *arg)
 {
     rag_index *ri = arg;
+    if (ch->reembedded)
+        return rag_index_on_swap(ri, ch);
     if (ch->dropped) {
         if (ch->phase == STORE_CHANGE_COMMITTED) {
             pthread_rwlock_wrlock(&ri->drop_lock);

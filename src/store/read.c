@@ -838,3 +838,152 @@ out:
     end_read(r->db);
     return e;
 }
+
+/* ---------------------------------------------------------------- re-embedding */
+
+#define REEMBED_COLS                                                                               \
+    "j.id, j.collection_id, c.name, j.state, j.embedder, j.model, j.dim, j.error, j.started_at,"  \
+    " j.updated_at, c.chunks"
+
+static void reembed_from_row(sqlite3_stmt *s, store_reembed_job *j)
+{
+    memset(j, 0, sizeof *j);
+    j->job_id = sqlite3_column_int64(s, 0);
+    j->coll_id = sqlite3_column_int64(s, 1);
+    store__copy_col(s, 2, j->collection, sizeof j->collection);
+    store__copy_col(s, 3, j->state, sizeof j->state);
+    store__copy_col(s, 4, j->embedder, sizeof j->embedder);
+    store__copy_col(s, 5, j->model, sizeof j->model);
+    j->dim = sqlite3_column_int(s, 6);
+    store__copy_col(s, 7, j->error, sizeof j->error);
+    store__copy_col(s, 8, j->started_at, sizeof j->started_at);
+    store__copy_col(s, 9, j->updated_at, sizeof j->updated_at);
+    j->total = sqlite3_column_int64(s, 10);
+}
+
+ragd_err store_reembed_get(store_reader *r, int64_t coll_id, store_reembed_job *out)
+{
+    sqlite3_stmt *s = NULL, *cs = NULL;
+    ragd_err e = begin_read(r->db);
+    if (e)
+        return e;
+    e = stmt_get(r, "SELECT " REEMBED_COLS " FROM reembed_jobs j JOIN collections c ON c.id = j.collection_id"
+                    " WHERE j.collection_id = ?1", &s);
+    if (e)
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+        goto out;
+    }
+    if (rc != SQLITE_ROW) {
+        e = step_error(r->db);
+        goto out;
+    }
+    reembed_from_row(s, out);
+    if (strcmp(out->state, "done") == 0) {
+        out->done = out->total;
+        goto out;
+    }
+    e = stmt_get(r, "SELECT count(*) FROM reembed_vectors WHERE collection_id = ?1", &cs);
+    if (e)
+        goto out;
+    sqlite3_bind_int64(cs, 1, coll_id);
+    rc = sqlite3_step(cs);
+    if (rc == SQLITE_ROW)
+        out->done = sqlite3_column_int64(cs, 0);
+    else
+        e = step_error(r->db);
+out:
+    stmt_done(r, s);
+    stmt_done(r, cs);
+    end_read(r->db);
+    return e;
+}
+
+ragd_err store_reembed_running(store_reader *r, store_reembed_job **out, size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    store_reembed_job *arr = NULL;
+    size_t len = 0, cap = 0;
+    *out = NULL;
+    *n = 0;
+    ragd_err e = stmt_get(r, "SELECT " REEMBED_COLS " FROM reembed_jobs j JOIN collections c ON c.id = j.collection_id"
+                             " WHERE j.state = 'running' ORDER BY j.id", &s);
+    if (e)
+        goto out;
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        store_reembed_job *p = grow_one(arr, len, &cap, sizeof *arr, 4);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+        arr = p;
+        reembed_from_row(s, &arr[len++]);
+    }
+    *out = arr;
+    *n = len;
+    arr = NULL;
+out:
+    free(arr);
+    stmt_done(r, s);
+    return e;
+}
+
+ragd_err store_reembed_pending(store_reader *r, int64_t coll_id, int64_t after, size_t limit, store_chunk **out,
+                               size_t *n)
+{
+    sqlite3_stmt *s = NULL;
+    store_chunk *arr = NULL;
+    size_t len = 0, cap = 0;
+    bool oom = false;
+    *out = NULL;
+    *n = 0;
+    ragd_err e = stmt_get(r, "SELECT c.id, c.text FROM chunks c WHERE c.collection_id = ?1 AND c.id > ?2"
+                             " AND NOT EXISTS (SELECT 1 FROM reembed_vectors v WHERE v.chunk_id = c.id)"
+                             " ORDER BY c.id LIMIT ?3", &s);
+    if (e)
+        goto out;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int64(s, 3, (int64_t)limit);
+    for (;;) {
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW) {
+            e = step_error(r->db);
+            goto out;
+        }
+        store_chunk *p = grow_one(arr, len, &cap, sizeof *arr, 16);
+        if (!p) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+        arr = p;
+        memset(&arr[len], 0, sizeof arr[len]);
+        arr[len].chunk_id = sqlite3_column_int64(s, 0);
+        arr[len].text = dup_col_or(s, 1, "", &oom);
+        len++;
+        if (oom) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+    }
+    *out = arr;
+    *n = len;
+    arr = NULL;
+    len = 0;
+out:
+    store_chunks_free(arr, len);
+    stmt_done(r, s);
+    return e;
+}

@@ -111,6 +111,27 @@ static const migration migrations[] = {
      "ALTER TABLE chunks ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;"
      "CREATE INDEX chunks_quarantined ON chunks(collection_id, document_id, ordinal) WHERE quarantined = 1;",
      NULL},
+    /* 5: re-embedding a collection in the background (docs/internals/reembed.md): at most one
+     * job per collection, and the new vectors built so far, one row per chunk. A chunk
+     * deleted during the job takes its new vector with it (ON DELETE CASCADE); the swap copies
+     * the new vectors into chunks.embedding and empties reembed_vectors. */
+    {5,
+     "CREATE TABLE reembed_jobs("
+     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+     " collection_id INTEGER NOT NULL UNIQUE REFERENCES collections(id) ON DELETE CASCADE,"
+     " embedder TEXT NOT NULL,"
+     " model TEXT NOT NULL,"
+     " dim INTEGER NOT NULL DEFAULT 0,"
+     " state TEXT NOT NULL,"
+     " error TEXT NOT NULL DEFAULT '',"
+     " started_at TEXT NOT NULL,"
+     " updated_at TEXT NOT NULL);"
+     "CREATE TABLE reembed_vectors("
+     " chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id) ON DELETE CASCADE,"
+     " collection_id INTEGER NOT NULL,"
+     " embedding BLOB NOT NULL);"
+     "CREATE INDEX reembed_vectors_by_collection ON reembed_vectors(collection_id);",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

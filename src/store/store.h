@@ -267,6 +267,12 @@ typedef enum {
     STORE_W_CREATE_COLLECTION,
     STORE_W_DROP_COLLECTION,
     STORE_W_DELETE_DOCUMENT,
+    /* Re-embedding (docs/internals/reembed.md); the fields they use are under "REEMBED". */
+    STORE_W_REEMBED_START,   /* a job: embedder, embed_model; RAGD_ECONFLICT while one runs */
+    STORE_W_REEMBED_VECTORS, /* new vectors of job_id: chunk_ids, vectors, n_vectors, dim */
+    STORE_W_REEMBED_FAIL,    /* job_id stops: state "failed", error */
+    STORE_W_REEMBED_CANCEL,  /* the collection's job and its new vectors go */
+    STORE_W_REEMBED_SWAP,    /* job_id's vectors replace the old ones, in one transaction */
 } store_write_kind;
 
 typedef struct store_write store_write;
@@ -286,6 +292,19 @@ struct store_write {
     store_doc *docs; /* INGEST */
     size_t n_docs;
     const char *doc_id; /* DELETE_DOCUMENT */
+    /* REEMBED: the job (VECTORS, FAIL, SWAP; START sets it). A write for a job that is no
+     * longer the collection's current running one fails with RAGD_ENOTFOUND and changes
+     * nothing (the job was cancelled, or replaced). */
+    int64_t job_id;
+    char embedder[16];          /* START: "builtin", "ollama", "openai" (embed_model: the model) */
+    const int64_t *chunk_ids;   /* VECTORS: n_vectors chunk ids (chunks gone meanwhile are skipped) */
+    const float *vectors;       /* VECTORS: n_vectors * dim floats (dim: the new dimension) */
+    size_t n_vectors;
+    const char *error;          /* FAIL: why (copied, truncated to 255 bytes) */
+    /* SWAP, in: dim is the new dimension when no batch of vectors was stored (a collection
+     * without chunks; 0: the collection keeps its dim). SWAP, out: chunks still without a new vector; the swap then fails with RAGD_EBUSY
+     * (ingested during the job: embed them and swap again). */
+    int64_t missing;
 
     /* Results, valid when done runs:
      * status RAGD_OK, or RAGD_ENOTFOUND (collection/document), RAGD_ECONFLICT (CREATE with
@@ -316,6 +335,32 @@ struct store_write {
  * RAGD_ECLOSED (closing): done will never be called. */
 ragd_err store_submit(store *st, store_write *w);
 
+/* ---- re-embedding: reads (docs/internals/reembed.md) ---- */
+
+typedef struct {
+    int64_t job_id;
+    int64_t coll_id;
+    char collection[STORE_NAME_MAX + 1];
+    char state[16];    /* "running", "failed" or "done" (a cancelled job has no row) */
+    char embedder[16];
+    char model[STORE_MODEL_MAX + 1];
+    int dim;           /* of the new vectors; 0 until the first batch is stored */
+    int64_t done;      /* chunks with a new vector */
+    int64_t total;     /* the collection's chunks now */
+    char error[256];
+    char started_at[32];
+    char updated_at[32];
+} store_reembed_job;
+
+/* The collection's job (the last one, whatever its state). RAGD_ENOTFOUND when none. */
+ragd_err store_reembed_get(store_reader *r, int64_t coll_id, store_reembed_job *out);
+/* Every running job (start-up resumes them); *out malloc'd (free it), counts not filled. */
+ragd_err store_reembed_running(store_reader *r, store_reembed_job **out, size_t *n);
+/* Up to limit chunks of the collection with id > after and no new vector yet, by id
+ * (chunk_id and text filled; store_chunks_free). */
+ragd_err store_reembed_pending(store_reader *r, int64_t coll_id, int64_t after, size_t limit, store_chunk **out,
+                               size_t *n);
+
 /* When the hook sees a change (see store_commit_hook). */
 typedef enum {
     STORE_CHANGE_PREPARE,   /* inside the write's transaction, before COMMIT */
@@ -339,6 +384,10 @@ typedef struct {
     int64_t coll_id;
     int dim;
     bool dropped;                 /* the whole collection went */
+    /* A re-embedding swap: chunk_ids/chunk_doc_rowids/vectors hold every chunk of the
+     * collection with its new vector (dim is the new dimension), replacing the collection's
+     * whole vector index; texts is NULL and the keyword index is unchanged. */
+    bool reembedded;
     const int64_t *removed_docs;  /* doc row ids whose chunks went (replaced or deleted) */
     size_t n_removed;
     const int64_t *chunk_ids;     /* chunks added */

@@ -17,6 +17,7 @@ struct store__wchange {
     bool changed;
     bool prepared; /* the hook saw it in STORE_CHANGE_PREPARE */
     bool dropped;
+    bool reembedded; /* a re-embedding swap: every chunk with its new vector */
     int64_t coll_id;
     int dim;
     int64_t *removed;
@@ -48,6 +49,7 @@ static store_change change_view(wchange *c, store_change_phase phase)
         .coll_id = c->coll_id,
         .dim = c->dim,
         .dropped = c->dropped,
+        .reembedded = c->reembedded,
         .removed_docs = c->removed,
         .n_removed = c->n_removed,
         .chunk_ids = c->chunk_ids,
@@ -661,6 +663,341 @@ static ragd_err do_delete_doc(store *st, store_write *w, wchange *c)
     return refresh_coll(st, w);
 }
 
+/* ---------------------------------------------------------------- re-embedding */
+
+/* The re-embedding writes (docs/internals/reembed.md). They run rarely (one per batch of
+ * vectors), so their statements are prepared per use rather than kept. */
+
+/* Prepares sql on the write connection; on failure fails the write. */
+static ragd_err rx_prepare(store *st, store_write *w, const char *sql, sqlite3_stmt **s)
+{
+    if (sqlite3_prepare_v2(st->wdb, sql, -1, s, NULL) != SQLITE_OK) {
+        *s = NULL;
+        return fail_sql(st, w, "preparing a re-embedding statement");
+    }
+    return RAGD_OK;
+}
+
+/* Runs a statement that returns no row with one or two int64 parameters (and finalizes it). */
+static ragd_err rx_exec(store *st, store_write *w, const char *sql, int64_t a, int64_t b, const char *what)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = rx_prepare(st, w, sql, &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, a);
+    if (sqlite3_bind_parameter_count(s) >= 2)
+        sqlite3_bind_int64(s, 2, b);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        e = fail_sql(st, w, what);
+    sqlite3_finalize(s);
+    return e;
+}
+
+typedef struct {
+    int64_t id;
+    int64_t coll_id;
+    int dim;
+    char state[16];
+    char model[STORE_MODEL_MAX + 1];
+} rx_job;
+
+/* The collection's job: RAGD_OK, RAGD_ENOTFOUND (none; nothing written to w), or a failure
+ * (w failed). */
+static ragd_err rx_job_of(store *st, store_write *w, int64_t coll_id, rx_job *out)
+{
+    sqlite3_stmt *s = NULL;
+    ragd_err e = rx_prepare(st, w, "SELECT id, collection_id, dim, state, model FROM reembed_jobs"
+                                   " WHERE collection_id = ?1", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, coll_id);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(s, 0);
+        out->coll_id = sqlite3_column_int64(s, 1);
+        out->dim = sqlite3_column_int(s, 2);
+        store__copy_col(s, 3, out->state, sizeof out->state);
+        store__copy_col(s, 4, out->model, sizeof out->model);
+        e = RAGD_OK;
+    } else if (rc == SQLITE_DONE) {
+        e = RAGD_ENOTFOUND;
+    } else {
+        e = fail_sql(st, w, "reading the re-embedding job");
+    }
+    sqlite3_finalize(s);
+    return e;
+}
+
+/* The collection of w and its running job w->job_id; RAGD_ENOTFOUND (w failed) when either
+ * is gone or the job is not the one running. */
+static ragd_err rx_running_job(store *st, store_write *w, store_collection *coll, rx_job *job)
+{
+    ragd_err e = find_collection(st, w->collection, coll);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+    e = rx_job_of(st, w, coll->id, job);
+    if (e == RAGD_ENOTFOUND || (e == RAGD_OK && (job->id != w->job_id || strcmp(job->state, "running") != 0)))
+        return fail(w, RAGD_ENOTFOUND, "re-embedding job %lld of '%.64s' is not running any more",
+                    (long long)w->job_id, w->collection);
+    return e;
+}
+
+static ragd_err do_reembed_start(store *st, store_write *w)
+{
+    store_collection coll;
+    rx_job job;
+    ragd_err e = find_collection(st, w->collection, &coll);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+    if (!w->embed_model[0] || strlen(w->embed_model) > STORE_MODEL_MAX || !w->embedder[0])
+        return fail(w, RAGD_EINVAL, "embedder and model must be given (model 1..%d bytes)", STORE_MODEL_MAX);
+    e = rx_job_of(st, w, coll.id, &job);
+    if (e != RAGD_OK && e != RAGD_ENOTFOUND)
+        return e;
+    bool exists = e == RAGD_OK;
+    if (exists && strcmp(job.state, "running") == 0)
+        return fail(w, RAGD_ECONFLICT,
+                    "collection '%.64s' is being re-embedded to '%.100s' already; cancel that job first",
+                    w->collection, job.model);
+    if (strcmp(coll.embed_model, w->embed_model) == 0)
+        return fail(w, RAGD_EINVAL, "collection '%.64s' is already embedded with '%.100s'", w->collection,
+                    w->embed_model);
+    char now[32];
+    clock_utc_rfc3339(now, sizeof now);
+    sqlite3_stmt *s = NULL;
+    if (exists && strcmp(job.state, "failed") == 0 && strcmp(job.model, w->embed_model) == 0) {
+        /* the failed job again: the vectors it stored are kept, it goes on from there */
+        e = rx_prepare(st, w, "UPDATE reembed_jobs SET state = 'running', error = '', embedder = ?2,"
+                              " updated_at = ?3 WHERE id = ?1", &s);
+        if (e)
+            return e;
+        sqlite3_bind_int64(s, 1, job.id);
+        sqlite3_bind_text(s, 2, w->embedder, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            e = fail_sql(st, w, "restarting the re-embedding job");
+        sqlite3_finalize(s);
+        w->job_id = job.id;
+        return e ? e : refresh_coll(st, w);
+    }
+    e = rx_exec(st, w, "DELETE FROM reembed_vectors WHERE collection_id = ?1", coll.id, 0, "dropping old new vectors");
+    if (!e)
+        e = rx_exec(st, w, "DELETE FROM reembed_jobs WHERE collection_id = ?1", coll.id, 0, "dropping the old job");
+    if (e)
+        return e;
+    e = rx_prepare(st, w, "INSERT INTO reembed_jobs(collection_id, embedder, model, dim, state, started_at,"
+                          " updated_at) VALUES (?1, ?2, ?3, 0, 'running', ?4, ?4)", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, coll.id);
+    sqlite3_bind_text(s, 2, w->embedder, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, w->embed_model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, now, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        e = fail_sql(st, w, "creating the re-embedding job");
+    sqlite3_finalize(s);
+    if (e)
+        return e;
+    w->job_id = sqlite3_last_insert_rowid(st->wdb);
+    return refresh_coll(st, w);
+}
+
+static ragd_err do_reembed_vectors(store *st, store_write *w)
+{
+    store_collection coll;
+    rx_job job;
+    ragd_err e = rx_running_job(st, w, &coll, &job);
+    if (e)
+        return e;
+    if (w->dim < 1 || w->dim > 65536)
+        return fail(w, RAGD_EINVAL, "dim must be 1..65536, not %d", w->dim);
+    if (job.dim != 0 && job.dim != w->dim)
+        return fail(w, RAGD_ECONFLICT, "the embedder gave vectors of dimension %d, earlier batches %d", w->dim,
+                    job.dim);
+    if (w->n_vectors > 0 && (!w->chunk_ids || !w->vectors))
+        return fail(w, RAGD_EINVAL, "chunk ids or vectors missing");
+    size_t dim = (size_t)w->dim;
+    if (w->n_vectors > SIZE_MAX / sizeof(float) / dim)
+        return fail(w, RAGD_ETOOBIG, "too many vectors in one write");
+    for (size_t i = 0; i < w->n_vectors * dim; i++)
+        if (!isfinite(w->vectors[i]))
+            return fail(w, RAGD_EINVAL, "a new vector has a non-finite value");
+    uint32_t *scratch = NULL;
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    scratch = malloc(dim * sizeof *scratch);
+    if (!scratch)
+        return fail(w, RAGD_ENOMEM, "out of memory");
+#endif
+    sqlite3_stmt *s = NULL;
+    /* only chunks that still exist: one deleted meanwhile is skipped, not an error */
+    e = rx_prepare(st, w, "INSERT OR REPLACE INTO reembed_vectors(chunk_id, collection_id, embedding)"
+                          " SELECT id, collection_id, ?2 FROM chunks WHERE id = ?1 AND collection_id = ?3", &s);
+    for (size_t i = 0; !e && i < w->n_vectors; i++) {
+        sqlite3_bind_int64(s, 1, w->chunk_ids[i]);
+        bind_vector(s, 2, w->vectors + i * dim, w->dim, scratch);
+        sqlite3_bind_int64(s, 3, coll.id);
+        if (step_done(s) != SQLITE_DONE)
+            e = fail_sql(st, w, "storing a new vector");
+        else
+            w->chunks_written += sqlite3_changes(st->wdb) > 0;
+    }
+    sqlite3_finalize(s);
+    free(scratch);
+    if (!e) /* same format as clock_utc_rfc3339 */
+        e = rx_exec(st, w, "UPDATE reembed_jobs SET dim = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+                           " WHERE id = ?1", job.id, w->dim, "noting the progress");
+    return e ? e : refresh_coll(st, w);
+}
+
+static ragd_err do_reembed_fail(store *st, store_write *w)
+{
+    store_collection coll;
+    rx_job job;
+    ragd_err e = rx_running_job(st, w, &coll, &job);
+    if (e)
+        return e;
+    char now[32];
+    clock_utc_rfc3339(now, sizeof now);
+    sqlite3_stmt *s = NULL;
+    e = rx_prepare(st, w, "UPDATE reembed_jobs SET state = 'failed', error = substr(?2, 1, 255), updated_at = ?3"
+                          " WHERE id = ?1", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, job.id);
+    sqlite3_bind_text(s, 2, w->error ? w->error : "failed", -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, now, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        e = fail_sql(st, w, "marking the re-embedding job failed");
+    sqlite3_finalize(s);
+    return e ? e : refresh_coll(st, w);
+}
+
+static ragd_err do_reembed_cancel(store *st, store_write *w)
+{
+    store_collection coll;
+    rx_job job;
+    ragd_err e = find_collection(st, w->collection, &coll);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+    e = rx_job_of(st, w, coll.id, &job);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' has no re-embedding job", w->collection);
+    if (e)
+        return e;
+    w->job_id = job.id;
+    snprintf(w->embed_model, sizeof w->embed_model, "%s", job.model);
+    e = rx_exec(st, w, "DELETE FROM reembed_vectors WHERE collection_id = ?1", coll.id, 0, "dropping the new vectors");
+    if (!e)
+        e = rx_exec(st, w, "DELETE FROM reembed_jobs WHERE id = ?1", job.id, 0, "dropping the job");
+    return e ? e : refresh_coll(st, w);
+}
+
+/* Reads every chunk of the collection with its new vector into the change (for the hook). */
+static ragd_err rx_collect(store *st, store_write *w, wchange *c, int64_t coll_id, int64_t n, int dim)
+{
+    size_t cap = n > 0 ? (size_t)n : 1;
+    if (cap > SIZE_MAX / sizeof(float) / (size_t)dim)
+        return fail(w, RAGD_ETOOBIG, "too many chunks to swap");
+    c->chunk_ids = malloc(cap * sizeof *c->chunk_ids);
+    c->chunk_docs = malloc(cap * sizeof *c->chunk_docs);
+    c->vectors = malloc(cap * (size_t)dim * sizeof *c->vectors);
+    if (!c->chunk_ids || !c->chunk_docs || !c->vectors)
+        return fail(w, RAGD_ENOMEM, "out of memory for the swap (%lld chunks of dimension %d)", (long long)n, dim);
+    sqlite3_stmt *s = NULL;
+    ragd_err e = rx_prepare(st, w, "SELECT c.id, c.document_id, r.embedding FROM chunks c"
+                                   " JOIN reembed_vectors r ON r.chunk_id = c.id WHERE c.collection_id = ?1", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, coll_id);
+    int rc;
+    size_t bytes = (size_t)dim * sizeof(float);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const void *blob = sqlite3_column_blob(s, 2);
+        if (c->n_chunks == cap || !blob || (size_t)sqlite3_column_bytes(s, 2) != bytes) {
+            e = fail(w, RAGD_EIO, "store: a new vector has the wrong size, or the chunk count changed");
+            break;
+        }
+        size_t k = c->n_chunks++;
+        c->chunk_ids[k] = sqlite3_column_int64(s, 0);
+        c->chunk_docs[k] = sqlite3_column_int64(s, 1);
+        memcpy(c->vectors + k * (size_t)dim, blob, bytes);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        uint32_t *u = (uint32_t *)(c->vectors + k * (size_t)dim);
+        for (int i = 0; i < dim; i++)
+            u[i] = __builtin_bswap32(u[i]);
+#endif
+    }
+    if (!e && rc != SQLITE_DONE)
+        e = fail_sql(st, w, "reading the new vectors");
+    sqlite3_finalize(s);
+    return e;
+}
+
+static ragd_err do_reembed_swap(store *st, store_write *w, wchange *c)
+{
+    store_collection coll;
+    rx_job job;
+    ragd_err e = rx_running_job(st, w, &coll, &job);
+    if (e)
+        return e;
+    sqlite3_stmt *s = NULL;
+    e = rx_prepare(st, w, "SELECT count(*) FROM chunks c WHERE c.collection_id = ?1 AND NOT EXISTS"
+                          " (SELECT 1 FROM reembed_vectors r WHERE r.chunk_id = c.id)", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, coll.id);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        w->missing = sqlite3_column_int64(s, 0);
+    else
+        e = fail_sql(st, w, "counting chunks without a new vector");
+    sqlite3_finalize(s);
+    if (e)
+        return e;
+    if (w->missing > 0)
+        return fail(w, RAGD_EBUSY, "%lld chunks of '%.64s' have no new vector yet", (long long)w->missing,
+                    w->collection);
+    /* the dim of the stored batches; else (no chunk was embedded) the runner's, else the old */
+    int dim = job.dim > 0 ? job.dim : w->dim > 0 && w->dim <= 65536 ? w->dim : coll.dim;
+    c->coll_id = coll.id;
+    c->dim = dim;
+    e = rx_collect(st, w, c, coll.id, coll.chunks, dim);
+    if (!e)
+        e = rx_exec(st, w, "UPDATE chunks SET embedding = (SELECT r.embedding FROM reembed_vectors r"
+                           " WHERE r.chunk_id = chunks.id) WHERE collection_id = ?1", coll.id, 0,
+                    "replacing the vectors");
+    if (e)
+        return e;
+    e = rx_prepare(st, w, "UPDATE collections SET embed_model = ?2, dim = ?3 WHERE id = ?1", &s);
+    if (e)
+        return e;
+    sqlite3_bind_int64(s, 1, coll.id);
+    sqlite3_bind_text(s, 2, job.model, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 3, dim);
+    if (sqlite3_step(s) != SQLITE_DONE)
+        e = fail_sql(st, w, "switching the collection's model");
+    sqlite3_finalize(s);
+    if (!e)
+        e = rx_exec(st, w, "DELETE FROM reembed_vectors WHERE collection_id = ?1", coll.id, 0,
+                    "dropping the swapped vectors");
+    if (!e)
+        e = rx_exec(st, w, "UPDATE reembed_jobs SET state = 'done', dim = ?2,"
+                           " updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?1", job.id, dim,
+                    "finishing the job");
+    if (e)
+        return e;
+    c->changed = true;
+    c->reembedded = true;
+    e = bump_version(st, w, coll.id);
+    return e ? e : refresh_coll(st, w);
+}
+
 /* ---------------------------------------------------------------- groups */
 
 static void reset_result(store_write *w)
@@ -670,6 +1007,7 @@ static void reset_result(store_write *w)
     w->created = false;
     memset(&w->coll, 0, sizeof w->coll);
     w->chunks_written = 0;
+    w->missing = 0;
 }
 
 static ragd_err apply_kind(store *st, store_write *w, wchange *c)
@@ -679,6 +1017,11 @@ static ragd_err apply_kind(store *st, store_write *w, wchange *c)
     case STORE_W_CREATE_COLLECTION: return do_create(st, w, c);
     case STORE_W_DROP_COLLECTION: return do_drop(st, w, c);
     case STORE_W_DELETE_DOCUMENT: return do_delete_doc(st, w, c);
+    case STORE_W_REEMBED_START: return do_reembed_start(st, w);
+    case STORE_W_REEMBED_VECTORS: return do_reembed_vectors(st, w);
+    case STORE_W_REEMBED_FAIL: return do_reembed_fail(st, w);
+    case STORE_W_REEMBED_CANCEL: return do_reembed_cancel(st, w);
+    case STORE_W_REEMBED_SWAP: return do_reembed_swap(st, w, c);
     }
     return fail(w, RAGD_EINVAL, "unknown write kind %d", (int)w->kind);
 }

@@ -597,6 +597,24 @@ static void test_parse_opts(void **state)
     assert_string_equal(o.args[2], "--json");
     cli_opts_cleanup(&o);
 
+    /* reembed's options: values, flags, and refused where not allowed */
+    const char *ar[] = {"reembed", "notes", "--embedder", "ollama", "--model=nomic-embed-text", "--wait"};
+    assert_int_equal(parse(CLI_OPT_URL | CLI_OPT_REEMBED, &o, err, 6, ar), RAGD_OK);
+    assert_string_equal(o.embedder, "ollama");
+    assert_string_equal(o.model, "nomic-embed-text");
+    assert_true(o.wait);
+    assert_false(o.status_only);
+    assert_int_equal(o.nargs, 1);
+    cli_opts_cleanup(&o);
+    const char *as[] = {"reembed", "notes", "--status"};
+    assert_int_equal(parse(CLI_OPT_URL | CLI_OPT_REEMBED, &o, err, 3, as), RAGD_OK);
+    assert_true(o.status_only);
+    assert_null(o.embedder);
+    cli_opts_cleanup(&o);
+    assert_int_equal(parse(q, &o, err, 6, ar), RAGD_EINVAL); /* query takes no --embedder */
+    assert_string_equal(err, "unknown option '--embedder'");
+    cli_opts_cleanup(&o);
+
     setenv("RAGD_URL", "http://h:1", 1);
     const char *a2[] = {"dbs"};
     assert_int_equal(parse(CLI_OPT_URL, &o, err, 1, a2), RAGD_OK);

@@ -401,7 +401,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
 
 static void test_migrations_and_reopen(void **state)
 {
-    assert_int_equal(store_schema_version(), 4);
+    assert_int_equal(store_schema_version(), 5);
     store *st = open_store(2, 64, 16);
     assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
     store_close(st);
@@ -1751,12 +1751,260 @@ static void test_pool_waits(void **state)
     assert_false(ps.initialized);
 }
 
+/* ---------------------------------------------------------------- re-embedding */
+
+#define NEWDIM 3
+
+static int g_swaps;          /* reembedded changes committed */
+static size_t g_swap_chunks; /* chunks in the last one */
+static int g_swap_dim;
+
+static ragd_err swap_hook(const store_change *c, void *arg)
+{
+    if (c->phase == STORE_CHANGE_COMMITTED && c->reembedded) {
+        g_swaps++;
+        g_swap_chunks = c->n_chunks;
+        g_swap_dim = c->dim;
+        for (size_t i = 0; i < c->n_chunks; i++) /* every vector is the one stored for its chunk */
+            assert_float_equal(c->vectors[i * (size_t)c->dim], (float)c->chunk_ids[i], 0);
+    }
+    return RAGD_OK;
+}
+
+static twrite *rx_write(store_write_kind kind, const char *coll, int64_t job)
+{
+    twrite *t = tw_new(kind, coll);
+    t->w.job_id = job;
+    return t;
+}
+
+static ragd_err rx_start(store *st, const char *coll, const char *model, int64_t *job)
+{
+    twrite *t = rx_write(STORE_W_REEMBED_START, coll, 0);
+    snprintf(t->w.embedder, sizeof t->w.embedder, "ollama");
+    snprintf(t->w.embed_model, sizeof t->w.embed_model, "%s", model);
+    ragd_err e = run(st, t);
+    if (job)
+        *job = t->w.job_id;
+    tw_free(t);
+    return e;
+}
+
+/* Stores a new vector (first float = the chunk id) for every pending chunk after `after`, up
+ * to limit; returns how many were pending. */
+static size_t rx_embed(store *st, int64_t coll, int64_t job, int64_t after, size_t limit, int dim, ragd_err want)
+{
+    store_reader *r = store_reader_acquire(st);
+    store_chunk *ch = NULL;
+    size_t n = 0;
+    assert_int_equal(store_reembed_pending(r, coll, after, limit, &ch, &n), RAGD_OK);
+    store_reader_release(r);
+    int64_t ids[16];
+    float vecs[16 * 8];
+    assert_true(n <= 16 && dim <= 8);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = ch[i].chunk_id;
+        assert_non_null(ch[i].text);
+        for (int j = 0; j < dim; j++)
+            vecs[i * (size_t)dim + (size_t)j] = j == 0 ? (float)ids[i] : 0.5f;
+        if (i > 0)
+            assert_true(ids[i] > ids[i - 1]);
+    }
+    store_chunks_free(ch, n);
+    if (n > 0) {
+        twrite *t = rx_write(STORE_W_REEMBED_VECTORS, "rx", job);
+        t->w.chunk_ids = ids;
+        t->w.vectors = vecs;
+        t->w.n_vectors = n;
+        t->w.dim = dim;
+        assert_int_equal(run(st, t), want);
+        tw_free(t);
+    }
+    return n;
+}
+
+static store_reembed_job rx_get(store *st, int64_t coll, ragd_err want)
+{
+    store_reembed_job j;
+    memset(&j, 0, sizeof j);
+    store_reader *r = store_reader_acquire(st);
+    assert_int_equal(store_reembed_get(r, coll, &j), want);
+    store_reader_release(r);
+    return j;
+}
+
+static void test_reembed_job(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    store_set_commit_hook(st, swap_hook, NULL);
+    g_swaps = 0;
+    twrite *t = tw_new(STORE_W_INGEST, "rx");
+    tw_doc(t, "d1", "alpha one|alpha two", NULL, NULL, 1.0f);
+    tw_doc(t, "d2", "beta", NULL, NULL, 2.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_collection c = get_coll(st, "rx", RAGD_OK);
+
+    int64_t job = 0, job2 = 0;
+    assert_int_equal(rx_start(st, "nope", "new-model", NULL), RAGD_ENOTFOUND);
+    assert_int_equal(rx_start(st, "rx", MODEL, NULL), RAGD_EINVAL); /* already embedded with it */
+    assert_int_equal(rx_start(st, "rx", "new-model", &job), RAGD_OK);
+    assert_true(job > 0);
+    assert_int_equal(rx_start(st, "rx", "other-model", NULL), RAGD_ECONFLICT); /* one job at a time */
+    store_reembed_job j = rx_get(st, c.id, RAGD_OK);
+    assert_string_equal(j.state, "running");
+    assert_string_equal(j.model, "new-model");
+    assert_string_equal(j.embedder, "ollama");
+    assert_string_equal(j.collection, "rx");
+    assert_int_equal(j.done, 0);
+    assert_int_equal(j.total, 3);
+    assert_int_equal(j.dim, 0);
+
+    /* the first two chunks get new vectors; the running list has the job */
+    assert_int_equal(rx_embed(st, c.id, job, 0, 2, NEWDIM, RAGD_OK), 2);
+    j = rx_get(st, c.id, RAGD_OK);
+    assert_int_equal(j.done, 2);
+    assert_int_equal(j.dim, NEWDIM);
+    store_reader *r = store_reader_acquire(st);
+    store_reembed_job *all = NULL;
+    size_t n_all = 0;
+    assert_int_equal(store_reembed_running(r, &all, &n_all), RAGD_OK);
+    assert_int_equal(n_all, 1);
+    assert_int_equal(all[0].job_id, job);
+    free(all);
+    store_reader_release(r);
+    /* vectors for another job, or of another dimension, are refused and change nothing */
+    assert_int_equal(rx_embed(st, c.id, job + 7, 0, 16, NEWDIM, RAGD_ENOTFOUND), 1);
+    assert_int_equal(rx_embed(st, c.id, job, 0, 16, NEWDIM + 1, RAGD_ECONFLICT), 1);
+    assert_int_equal(rx_get(st, c.id, RAGD_OK).done, 2);
+
+    /* during the job: a new document (old vectors), a deleted one (its new vector goes too) */
+    t = tw_new(STORE_W_INGEST, "rx");
+    tw_doc(t, "d3", "gamma", NULL, NULL, 3.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "rx");
+    t->w.doc_id = "d1";
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    assert_int_equal(rx_get(st, c.id, RAGD_OK).done, 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_vectors"), 0);
+
+    /* the swap refuses while chunks lack a new vector, and says how many */
+    t = rx_write(STORE_W_REEMBED_SWAP, "rx", job);
+    assert_int_equal(run(st, t), RAGD_EBUSY);
+    assert_int_equal(t->w.missing, 2);
+    tw_free(t);
+    assert_int_equal(g_swaps, 0);
+    assert_int_equal(rx_embed(st, c.id, job, 0, 16, NEWDIM, RAGD_OK), 2);
+    assert_int_equal(rx_embed(st, c.id, job, 0, 16, NEWDIM, RAGD_OK), 0);
+    t = rx_write(STORE_W_REEMBED_SWAP, "rx", job);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_string_equal(t->w.coll.embed_model, "new-model");
+    assert_int_equal(t->w.coll.dim, NEWDIM);
+    assert_true(t->w.coll.version > c.version);
+    tw_free(t);
+    assert_int_equal(g_swaps, 1);
+    assert_int_equal(g_swap_chunks, 2);
+    assert_int_equal(g_swap_dim, NEWDIM);
+    c = get_coll(st, "rx", RAGD_OK);
+    assert_string_equal(c.embed_model, "new-model");
+    assert_int_equal(c.dim, NEWDIM);
+    assert_int_equal(raw_int("SELECT count(*) FROM chunks WHERE length(embedding) != 12"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_vectors"), 0);
+    j = rx_get(st, c.id, RAGD_OK);
+    assert_string_equal(j.state, "done");
+    assert_int_equal(j.done, 2);
+    scan_acc sc = {.stop_after = 100};
+    r = store_reader_acquire(st);
+    assert_int_equal(store_scan_chunks(r, scan_cb, &sc), RAGD_OK); /* start-up reads the new vectors */
+    store_reader_release(r);
+    assert_int_equal(sc.n, 2);
+    assert_int_equal(sc.dim, NEWDIM);
+    /* an ingest prepared for the old model is refused after the swap */
+    t = tw_new(STORE_W_INGEST, "rx");
+    tw_doc(t, "d4", "delta", NULL, NULL, 4.0f);
+    assert_int_equal(run(st, t), RAGD_ECONFLICT);
+    tw_free(t);
+    check_counts();
+
+    /* a failed job keeps its vectors; started again with the same model it goes on */
+    assert_int_equal(rx_start(st, "rx", "third-model", &job2), RAGD_OK);
+    assert_true(job2 != job);
+    assert_int_equal(rx_embed(st, c.id, job2, 0, 1, 2, RAGD_OK), 1);
+    t = rx_write(STORE_W_REEMBED_FAIL, "rx", job2);
+    t->w.error = "embedder ollama unavailable";
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    j = rx_get(st, c.id, RAGD_OK);
+    assert_string_equal(j.state, "failed");
+    assert_string_equal(j.error, "embedder ollama unavailable");
+    assert_int_equal(j.done, 1);
+    assert_int_equal(rx_embed(st, c.id, job2, 0, 16, 2, RAGD_ENOTFOUND), 1); /* not running */
+    int64_t job3 = 0;
+    assert_int_equal(rx_start(st, "rx", "third-model", &job3), RAGD_OK);
+    assert_int_equal(job3, job2);
+    j = rx_get(st, c.id, RAGD_OK);
+    assert_string_equal(j.state, "running");
+    assert_int_equal(j.done, 1);
+    assert_string_equal(j.error, "");
+
+    /* cancelled: the job and its vectors go; the collection is as it was */
+    t = rx_write(STORE_W_REEMBED_CANCEL, "rx", 0);
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_string_equal(t->w.embed_model, "third-model");
+    tw_free(t);
+    rx_get(st, c.id, RAGD_ENOTFOUND);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_vectors"), 0);
+    assert_int_equal(rx_embed(st, c.id, job2, 0, 16, 2, RAGD_ENOTFOUND), 2);
+    t = rx_write(STORE_W_REEMBED_CANCEL, "rx", 0);
+    assert_int_equal(run(st, t), RAGD_ENOTFOUND);
+    tw_free(t);
+    assert_string_equal(get_coll(st, "rx", RAGD_OK).embed_model, "new-model");
+
+    /* dropping a collection takes its job and vectors with it */
+    assert_int_equal(rx_start(st, "rx", "fourth-model", &job), RAGD_OK);
+    assert_int_equal(rx_embed(st, c.id, job, 0, 16, 2, RAGD_OK), 2);
+    assert_int_equal(run_simple(st, STORE_W_DROP_COLLECTION, "rx"), RAGD_OK);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_vectors"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_jobs"), 0);
+    store_close(st);
+    db_integrity();
+}
+
+/* A file of schema version 4 (the tables of version 5 absent) is migrated, its data kept. */
+static void test_migration_v4_to_v5(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    twrite *t = tw_new(STORE_W_INGEST, "old");
+    tw_doc(t, "d1", "kept one|kept two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    raw_int("DROP TABLE reembed_vectors");
+    raw_int("DROP TABLE reembed_jobs");
+    raw_int("PRAGMA user_version = 4");
+    assert_int_equal(user_version(), 4);
+    st = open_store(1, 64, 16);
+    assert_int_equal(user_version(), 5);
+    store_collection c = get_coll(st, "old", RAGD_OK);
+    assert_int_equal(c.chunks, 2);
+    rx_get(st, c.id, RAGD_ENOTFOUND);
+    int64_t job = 0;
+    assert_int_equal(rx_start(st, "old", "new-model", &job), RAGD_OK);
+    assert_int_equal(raw_int("SELECT count(*) FROM reembed_jobs"), 1);
+    store_close(st);
+    db_integrity();
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations_and_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v1_to_v2, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v4_to_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reembed_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_conflict_drop, setup, teardown),

@@ -507,6 +507,20 @@ static void test_set(void **state)
     assert_non_null(vindex_set_get(set, 50, 16, false));
     vindex_set_drop(NULL, 1);
     assert_null(vindex_set_get(NULL, 1, 4, true));
+
+    /* replace: in place of an existing index (the old one comes back), or added when absent */
+    vindex *c3 = vindex_new(3);
+    assert_ptr_equal(vindex_set_replace(set, 1, c3), b);
+    vindex_free(b);
+    assert_ptr_equal(vindex_set_get(set, 1, 3, false), c3);
+    assert_null(vindex_set_get(set, 1, 8, false)); /* the old dimension is gone */
+    vindex *d = vindex_new(5);
+    assert_null(vindex_set_replace(set, 777, d)); /* absent: added, nothing to free */
+    assert_ptr_equal(vindex_set_get(set, 777, 5, false), d);
+    assert_null(vindex_set_replace(set, 9, NULL));
+    vindex *e = vindex_new(2);
+    assert_ptr_equal(vindex_set_replace(NULL, 1, e), e); /* not taken */
+    vindex_free(e);
     vindex_set_free(set); /* frees the indexes still inside */
     vindex_set_free(NULL);
 }
