@@ -19,6 +19,7 @@ typedef struct llm llm;
 typedef struct rag_engine rag_engine;
 typedef struct cache cache;
 typedef struct ratelimit ratelimit;
+typedef struct rerank rerank;
 
 typedef struct app {
     ragd_config cfg;
@@ -35,6 +36,7 @@ typedef struct app {
     const char *embedder_name;     /* "ollama", "openai" or "builtin" */
     llm *llms[2];                  /* what generator and embedder point into (Ollama, OpenAI) */
     rag_engine *engine;            /* the query pipeline (rag/engine.h) */
+    rerank *reranker;              /* RAGD_RERANKER (rag/rerank.h), NULL when off */
     ratelimit *rate_query;         /* per-client limits (util/ratelimit.h), NULL when off */
     ratelimit *rate_ingest;
     cache *cache;                  /* the semantic answer cache; NULL when RAGD_CACHE=off (or not
