@@ -451,6 +451,10 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         static const char *const kinds[] = {"off", "http", "llm"}; /* rerank_kind order */
         return config_choice(name, v, kinds, 3, &c->reranker, err, errlen);
     }
+    if (strcmp(name, "RAGD_RERANK_SHAPE") == 0) {
+        static const char *const shapes[] = {"auto", "tei", "cohere"}; /* rerank_shape order */
+        return config_choice(name, v, shapes, 3, &c->rerank_shape, err, errlen);
+    }
     if (strcmp(name, "RAGD_RERANK") == 0) {
         static const char *const modes[] = {"off", "on"};
         int i = 0;
@@ -577,7 +581,7 @@ static const char *const config_names[] = {
     "RAGD_MAX_CONNECTIONS_PER_IP", "RAGD_HEADER_TIMEOUT_S", "RAGD_BODY_TIMEOUT_S", "RAGD_MAX_HEADER_BYTES",
     "RAGD_TRUSTED_PROXIES",
     "RAGD_RERANKER", "RAGD_RERANK", "RAGD_RERANK_URL", "RAGD_RERANK_MODEL", "RAGD_RERANK_BATCH",
-    "RAGD_RERANK_CANDIDATES", "RAGD_RERANK_TIMEOUT_S", "RAGD_RERANK_API_KEY", "RAGD_RERANK_API_KEY_FILE",
+    "RAGD_RERANK_CANDIDATES", "RAGD_RERANK_TIMEOUT_S", "RAGD_RERANK_SHAPE", "RAGD_RERANK_API_KEY", "RAGD_RERANK_API_KEY_FILE",
 };
 
 bool config_llm_requested(const ragd_config *c)

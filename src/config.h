@@ -98,6 +98,7 @@ typedef struct {
     int reranker;              /* RAGD_RERANKER: rerank_kind (off, http, llm) */
     bool rerank_default;       /* RAGD_RERANK=on|off: a request that does not say `rerank` is reranked */
     char rerank_url[1024];     /* RAGD_RERANK_URL: the full endpoint */
+    int rerank_shape;          /* RAGD_RERANK_SHAPE: rerank_shape (auto, tei, cohere) */
     char rerank_model[128];    /* RAGD_RERANK_MODEL: sent to the service; the judge's model for llm ("" = LLM_MODEL) */
     size_t rerank_batch;       /* RAGD_RERANK_BATCH: documents per call */
     char rerank_api_key[512];  /* RAGD_RERANK_API_KEY or RAGD_RERANK_API_KEY_FILE; a secret: never logged */

@@ -144,6 +144,7 @@ static ragd_err server_reranker_start(app *a, char *err, size_t errlen)
     rerank_config_default(&rc);
     rc.kind = (rerank_kind)cfg->reranker;
     rc.url = cfg->rerank_url;
+    rc.shape = (rerank_shape)cfg->rerank_shape;
     rc.model = cfg->rerank_model[0] ? cfg->rerank_model : rc.kind == RERANK_KIND_LLM ? cfg->llm_model : "";
     rc.api_key = cfg->rerank_api_key[0] ? cfg->rerank_api_key : NULL;
     rc.batch = cfg->rerank_batch;
@@ -165,7 +166,7 @@ static ragd_err server_reranker_start(app *a, char *err, size_t errlen)
     }
     if (rc.kind == RERANK_KIND_HTTP)
         log_info("reranker: http at %s (%s shape, %zu documents per call%s%s)", rerank_url_shown(a->reranker),
-                 rerank_url_is_tei(cfg->rerank_url) ? "TEI" : "Cohere", rc.batch, rc.model[0] ? ", model " : "", rc.model);
+                 rerank_is_tei(a->reranker) ? "TEI" : "Cohere", rc.batch, rc.model[0] ? ", model " : "", rc.model);
     else
         log_info("reranker: llm judge on %s (model %s)", a->generator_name, rc.model);
     return RAGD_OK;

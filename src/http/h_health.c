@@ -148,7 +148,7 @@ static json_t *health_reranker(app *a)
         queued += st.queued;
     }
     return json_pack("{s:s, s:s, s:s, s:b, s:b, s:{s:s, s:i}, s:i, s:i}", "kind", "http", "url",
-                     rerank_url_shown(a->reranker), "shape", rerank_url_is_tei(a->cfg.rerank_url) ? "tei" : "cohere",
+                     rerank_url_shown(a->reranker), "shape", rerank_is_tei(a->reranker) ? "tei" : "cohere",
                      "in_use", 1, "healthy", rank == 0, "circuit_breaker", "state", health_state_name(rank),
                      "failure_count", (int)failures, "in_flight", in_flight, "queued", queued);
 }

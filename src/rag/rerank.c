@@ -731,6 +731,7 @@ rerank_kind rerank_get_kind(const rerank *r) { return r ? r->cfg.kind : RERANK_K
 breaker_registry *rerank_breakers(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->breakers : NULL; }
 bulkhead_set *rerank_bulkheads(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->bulkheads : NULL; }
 const char *rerank_url_shown(const rerank *r) { return r ? r->shown : ""; }
+bool rerank_is_tei(const rerank *r) { return r && r->tei; }
 
 ragd_err rerank_new(struct event_base *base, upstream_client *client, const rerank_config *cfg, upstream_clock clock,
                     upstream_rand rnd, rerank **out, char *err, size_t errlen)
@@ -766,7 +767,7 @@ ragd_err rerank_new(struct event_base *base, upstream_client *client, const rera
     ragd_err e = r->model && r->url && (r->api_key || !(cfg->api_key && cfg->api_key[0])) ? RAGD_OK : RAGD_ENOMEM;
     if (e == RAGD_OK && cfg->kind == RERANK_KIND_HTTP) {
         url_redact(r->url, r->shown, sizeof r->shown);
-        r->tei = rerank_url_is_tei(r->url);
+        r->tei = cfg->shape == RERANK_SHAPE_TEI || (cfg->shape == RERANK_SHAPE_AUTO && rerank_url_is_tei(r->url));
         r->expiry = evtimer_new(base, rerank_on_expiry, r);
         r->dispatch = evtimer_new(base, rerank_on_dispatch, r);
         r->breakers = breaker_registry_new(clock, rnd);

@@ -32,12 +32,15 @@ typedef struct upstream_client upstream_client;
 typedef struct llm llm;
 
 typedef enum { RERANK_KIND_OFF = 0, RERANK_KIND_HTTP, RERANK_KIND_LLM } rerank_kind;
+/* The wire shape of an http reranker: from the URL's path (auto), or forced (RAGD_RERANK_SHAPE). */
+typedef enum { RERANK_SHAPE_AUTO = 0, RERANK_SHAPE_TEI, RERANK_SHAPE_COHERE } rerank_shape;
 /* "off", "http", "llm" */
 const char *rerank_kind_name(rerank_kind k);
 
 typedef struct {
     rerank_kind kind;
-    const char *url;          /* http: the full endpoint (copied); its shape follows from the path */
+    const char *url;          /* http: the full endpoint (copied) */
+    rerank_shape shape;       /* http: auto = TEI when rerank_url_is_tei(url), else Cohere */
     const char *model;        /* http: sent as "model" (Cohere shape; may be ""); llm: the judge's model */
     const char *api_key;      /* http: Bearer token or NULL (copied; never logged) */
     size_t batch;             /* http: documents per call (>= 1) */
@@ -101,6 +104,8 @@ size_t rerank_task_count(const rerank *r);
 /* For /health and /metrics (http kind; NULL for llm, whose calls show under the generator). */
 breaker_registry *rerank_breakers(rerank *r);
 bulkhead_set *rerank_bulkheads(rerank *r);
+/* Whether an http reranker speaks TEI's shape (else Cohere's). */
+bool rerank_is_tei(const rerank *r);
 /* The endpoint as it may be shown (credentials redacted), "" for llm. */
 const char *rerank_url_shown(const rerank *r);
 

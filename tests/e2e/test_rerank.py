@@ -109,6 +109,13 @@ class RerankTest(harness.E2ETestCase):
         srv = self.check_reorders("/v1/rerank")
         self.assertIn("Cohere shape", srv.log_text())
 
+    def test_shape_can_be_forced(self):
+        # /v1/rerank forced to TEI's shape: the fake's llama.cpp-style endpoint refuses the body
+        srv = self.start_ragd(RAGD_RERANK_URL=self.fake.url + "/v1/rerank", RAGD_RERANK_SHAPE="tei")
+        res = self.ask(srv, rerank=True)
+        self.assert_fused(srv, res, "HTTP 400")
+        self.assertIn("documents", res["rerank_skipped_reason"])
+
     def test_k_is_kept_after_reranking_more_candidates(self):
         srv = self.start_ragd()
         res = self.ask(srv, rerank=True, k=2)
