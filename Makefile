@@ -118,6 +118,7 @@ bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $
 	$(BUILD)/bench_fence 20000
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_rerank.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_real.py --seconds 15
 

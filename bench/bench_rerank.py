@@ -2,8 +2,8 @@
 """bench_rerank: parallel reranking (issue 9's benchmark).
 
 The fake backend's TEI endpoint (POST /rerank) takes 100 ms per call; a query retrieves 20
-candidates (RAGD_RERANK_CANDIDATES=20, k=20) and reranks them with RAGD_RERANK_BATCH = 1, 4
-or 20 documents per call. For each setting, 20 sequential queries (cache off) report the
+candidates (RAGD_RERANK_CANDIDATES=20, k=20) and reranks them with RAGD_RERANK_BATCH = 1, 4,
+8 (the default) or 20 documents per call. For each setting, 20 sequential queries (cache off) report the
 median and worst `timings_ms.rerank`, the fake's calls per query and the most calls it saw
 at once, and the ratio of the median to the ideal: one call's time when the calls all fit in
 the bulkhead (RAGD_MAX_CONCURRENT), else ceil(calls / max_concurrent) calls back to back.
@@ -105,7 +105,7 @@ def main():
         print("| RAGD_RERANK_BATCH | RAGD_MAX_CONCURRENT | calls/query | most at once | rerank median ms | worst ms "
               "| ideal ms | ratio to ideal | sequential ms |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for batch, mc in ((1, 10), (1, 20), (4, 10), (20, 10)):
+        for batch, mc in ((1, 10), (1, 20), (4, 10), (8, 10), (20, 10)):
             r = run(fake, batch, mc)
             print(f"| {r['batch']} | {r['max_concurrent']} | {r['calls']:.0f} | {r['max_in_flight']} | "
                   f"{r['median_ms']:.1f} | {r['worst_ms']:.1f} | {r['ideal_ms']} | {r['ratio']:.3f} | "
