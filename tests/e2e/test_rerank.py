@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import unittest
 
@@ -292,10 +293,42 @@ class RerankTest(harness.E2ETestCase):
         deadline = time.monotonic() + 10
         while self.fake.stats()["rerank"]["in_flight"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertEqual(self.fake.stats()["rerank"]["in_flight"], 0)  # the calls were cancelled
+        self.assertEqual(self.fake.stats()["rerank"]["in_flight"], 0)
+        # each hang-up cancelled its query's rerank calls: the fake saw its clients go away
+        # (3 hang-ups x 3 calls) instead of answering them
+        self.assertGreaterEqual(self.fake.stats()["cancelled"], 3, self.fake.stats())
         self.assertTrue(srv.running())
         self.fake.configure(rerank_ms=0)
         self.assertTrue(self.ask(srv, rerank=True)["reranked"])
+
+    def test_shutdown_with_rerank_in_flight(self):
+        # the grace period ends while the reranker still works: its calls are cancelled, the
+        # query is answered (fused order, or 503 once the workers are gone) and ragd exits 0
+        self.fake.configure(rerank_ms=20000)
+        srv = self.start_ragd(RAGD_SHUTDOWN_GRACE_S="0.5", RAGD_RERANK_TIMEOUT_S="30")
+        answers = []
+
+        def ask():
+            try:
+                answers.append(srv.request("POST", "/api/retrieve", json_body={
+                    "query": QUESTION, "db": "r", "rerank": True, "use_cache": False}))
+            except OSError as e:
+                answers.append(e)
+        t = threading.Thread(target=ask)
+        t.start()
+        deadline = time.monotonic() + 10
+        while self.fake.stats()["rerank"]["in_flight"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(self.fake.stats()["rerank"]["in_flight"], 3)
+        srv.stop(expect=0, timeout=15)
+        t.join(15)
+        self.assertEqual(len(answers), 1)
+        r = answers[0]
+        self.assertNotIsInstance(r, OSError, r)
+        self.assertIn(r.status, (200, 503), r)
+        if r.status == 200:
+            self.assertFalse(r.body["reranked"], r.body)
+        self.assertNotIn("dropped", srv.log_text())
 
 
 if __name__ == "__main__":
