@@ -171,6 +171,14 @@ class RerankTest(harness.E2ETestCase):
         res = self.ask(srv, rerank=True)
         self.assert_fused(srv, res, "timeout")
 
+    def test_busy_reranker_leaves_fused_order(self):
+        # TEI past its max_concurrent_requests: 429 Overloaded for the calls beyond the first
+        self.fake.configure(rerank_ms=200, rerank_max_concurrent=1)
+        srv = self.start_ragd()
+        res = self.ask(srv, rerank=True)
+        self.assert_fused(srv, res, "overloaded")
+        self.assertIn("HTTP 429", res["rerank_skipped_reason"])
+
     def test_breaker_opens_and_is_shown(self):
         srv = self.start_ragd(RAGD_BREAKER_FAILURES="2", RAGD_BREAKER_RECOVERY_S="60")
         self.fake.configure(fault="error500", fault_paths=["/rerank"])

@@ -87,6 +87,8 @@ KNOBS = {
                             "(a model that leaks its instructions)"),
     "rerank_ms": ("float", 0.0, "latency of each rerank call (POST /rerank, /v1/rerank)"),
     "rerank_max_docs": ("int", 1000, "documents one rerank call may hold (more: a 413/400 error)"),
+    "rerank_max_concurrent": ("int", 0, "rerank calls served at once (0 = any); more are refused "
+                                        "busy: TEI 429 Overloaded, /v1/rerank 503"),
     "judge": ("str", "overlap", "how a chat that asks for a 0-10 relevance number is answered: "
                                 "overlap (the word overlap of its Question and Passage, 0-10) | "
                                 "words (an answer with no number) | off (answered like any chat)"),
@@ -1259,7 +1261,11 @@ class Handler(BaseHTTPRequestHandler):
         """[(index, score)] best first (ties: input order), after rerank_ms, counted in the
         rerank stats (calls, documents, concurrent calls)."""
         app = self.server.app
-        app.rerank_begin(len(docs))
+        if not app.rerank_begin(len(docs), self._cfg["rerank_max_concurrent"]):
+            app.count("queue_rejections")
+            if self._path == "/rerank":
+                raise ApiError(429, "Model is overloaded")
+            raise ApiError(503, "Loading model")  # llama.cpp's busy answer
         try:
             self._pause(self._cfg["rerank_ms"] / 1000.0)
         finally:
@@ -1730,13 +1736,17 @@ class FakeOllama:
         with self._stats_lock:
             self._st["prompts"].append(text)
 
-    def rerank_begin(self, ndocs):
+    def rerank_begin(self, ndocs, limit=0):
+        """Counts a rerank call in; False (nothing counted) when limit calls already run."""
         with self._stats_lock:
             s = self._st
+            if limit > 0 and s["rerank_in_flight"] >= limit:
+                return False
             s["rerank_calls"] += 1
             s["rerank_documents"] += ndocs
             s["rerank_in_flight"] += 1
             s["rerank_max_in_flight"] = max(s["rerank_max_in_flight"], s["rerank_in_flight"])
+            return True
 
     def rerank_end(self):
         with self._stats_lock:
