@@ -81,6 +81,8 @@ struct rag_query_op {
     rerank_task *rerank_task;
     bool reranked;
     char rerank_skipped[400]; /* asked for and not done: why */
+    bool rerank_failed;       /* the reranker was asked and failed (not cached) */
+
     char *fallback; /* the extractive answer */
     char *user;     /* the prompt */
     char *system;   /* the request's system prompt (with its canary) */
@@ -181,6 +183,7 @@ static void rag_op_free(rag_query_op *q)
 }
 
 static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool rag_op_rerank_wanted(rag_query_op *q);
 
 /* The cache key of the query (its collection must be known). */
 static cache_key rag_op_key(const rag_query_op *q)
@@ -194,7 +197,7 @@ static cache_key rag_op_key(const rag_query_op *q)
 static void rag_op_cache_store(rag_query_op *q)
 {
     if (!q->cache_on || q->cached || q->status != RAG_OK || !q->have_res || q->degraded[0] || q->stream_error[0] ||
-        q->rerank_skipped[0] || /* a reranker that failed once must not fix the fused order for the TTL */
+        q->rerank_failed || /* a reranker that failed once must not fix the fused order for the TTL */
         (q->req.generate && !q->answer) || q->inj.output_withheld)
         return;
     size_t len = 0;
@@ -233,7 +236,10 @@ static bool rag_op_from_cache(rag_query_op *q, bool with_vector, bool count_miss
         return false;
     q->have_res = true;
     q->cached = true;
-    q->reranked = q->req.rerank; /* only reranked results are stored under a rerank key */
+    for (size_t i = 0; i < q->res.n; i++) /* reranked passages come back with their scores */
+        q->reranked = q->reranked || q->res.hits[i].has_rerank_score;
+    if (q->req.rerank && !q->reranked)
+        (void)rag_op_rerank_wanted(q); /* why not, as when it was computed (a failure is never cached) */
     q->method = method;
     q->answer = q->cached_answer;
     q->provider = q->cached_provider;
@@ -606,6 +612,7 @@ static void rag_on_reranked(rerank_status st, const float *scores, size_t n, con
                  message && *message ? message : "no detail");
         utf8_sanitize(q->rerank_skipped);
     }
+    q->rerank_failed = !q->reranked;
     rag_op_keep_k(q);
     rag_op_to_worker(q, rag_step_compose, rag_op_dropped);
 }
@@ -637,6 +644,7 @@ static void rag_step_rerank(void *arg)
     if (!q->rerank_task) { /* no callback will come: the fused order stays */
         q->t.rerank = 0;
         snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "the reranker could not start (shutting down or out of memory)");
+        q->rerank_failed = true;
         rag_op_keep_k(q);
         rag_op_to_worker(q, rag_step_compose, rag_op_dropped);
     }

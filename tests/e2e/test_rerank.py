@@ -218,6 +218,13 @@ class RerankTest(harness.E2ETestCase):
         self.assertFalse(res["reranked"], res)
         self.assertIn("RAGD_RERANKER=off", res["rerank_skipped_reason"], res)
         self.assertEqual(self.fake.stats()["rerank"]["calls"], 0)
+        # nothing failed: the answer is cached as usual (RAGD_RERANK=on with no reranker
+        # must not turn the cache off)
+        res = self.ask(srv, rerank=True, use_cache=True)
+        again = self.ask(srv, rerank=True, use_cache=True)
+        self.assertTrue(again["cached"], again)
+        self.assertFalse(again["reranked"], again)
+        self.assertIn("RAGD_RERANKER=off", again["rerank_skipped_reason"], again)
 
     def test_rerank_must_be_boolean(self):
         srv = self.start_ragd()
