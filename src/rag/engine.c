@@ -556,34 +556,24 @@ static bool rag_op_rerank_wanted(rag_query_op *q)
  * judge, quarantined) keep their fused places. scores[i] belongs to hits[i]. */
 static void rag_op_reorder(rag_query_op *q, const float *scores)
 {
-    size_t n = q->res.n, m = 0;
-    size_t *places = malloc(n * sizeof *places);
-    rag_hit *scored = malloc(n * sizeof *scored);
-    if (!places || !scored) { /* the fused order stays */
-        free(places);
-        free(scored);
+    size_t n = q->res.n;
+    size_t *order = malloc(n * sizeof *order);
+    rag_hit *was = malloc(n * sizeof *was);
+    if (!order || !was) { /* the fused order stays */
+        free(order);
+        free(was);
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        if (isnan(scores[i]))
-            continue;
-        q->res.hits[i].has_rerank_score = true;
-        q->res.hits[i].rerank_score = scores[i];
-        places[m] = i;
-        scored[m++] = q->res.hits[i];
+        was[i] = q->res.hits[i];
+        was[i].has_rerank_score = !isnan(scores[i]);
+        was[i].rerank_score = was[i].has_rerank_score ? scores[i] : 0;
     }
-    for (size_t i = 1; i < m; i++) { /* insertion sort: stable, m <= 100 */
-        rag_hit h = scored[i];
-        size_t j = i;
-        for (; j > 0 && scored[j - 1].rerank_score < h.rerank_score; j--)
-            scored[j] = scored[j - 1];
-        scored[j] = h;
-    }
-    for (size_t i = 0; i < m; i++)
-        q->res.hits[places[i]] = scored[i];
-    q->reranked = m > 0;
-    free(places);
-    free(scored);
+    q->reranked = rerank_order(scores, n, order) > 0;
+    for (size_t i = 0; i < n; i++)
+        q->res.hits[i] = was[order[i]];
+    free(order);
+    free(was);
 }
 
 static void rag_on_reranked(rerank_status st, const float *scores, size_t n, const char *message, void *arg)

@@ -643,6 +643,29 @@ static void rerank_on_step(evutil_socket_t fd, short what, void *arg)
 
 /* ---- public ---- */
 
+size_t rerank_order(const float *scores, size_t n, size_t *order)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        order[i] = i;
+        if (!isnan(scores[i]))
+            order[m++] = i; /* the scored candidates, in fused order, packed at the front */
+    }
+    for (size_t i = 1; i < m; i++) { /* insertion sort: stable, n <= 100 */
+        size_t x = order[i], j = i;
+        for (; j > 0 && scores[order[j - 1]] < scores[x]; j--)
+            order[j] = order[j - 1];
+        order[j] = x;
+    }
+    /* Unpack from the back: the k-th scored place receives the k-th best, unscored places
+     * keep their own. In place: place i is written after every read of order[0..k) with
+     * k <= i + 1 that it could disturb (the packed entries still to be read lie below it). */
+    size_t k = m;
+    for (size_t i = n; i-- > 0;)
+        order[i] = isnan(scores[i]) ? i : order[--k];
+    return m;
+}
+
 rerank_task *rerank_start(rerank *r, const char *query, size_t query_len, const char *const *docs,
                           const size_t *lens, size_t n, double deadline_ms, rerank_cb cb, void *arg)
 {

@@ -101,6 +101,12 @@ void rerank_task_cancel(rerank_task *t);
 void rerank_cancel_all(rerank *r);
 size_t rerank_task_count(const rerank *r);
 
+/* The new order of n candidates given their scores: order[i] is the index of the candidate
+ * that goes to place i. Scored candidates (not NAN) are sorted best first, stably, among
+ * the places scored candidates held; unscored ones keep their places. Returns how many were
+ * scored. Pure. */
+size_t rerank_order(const float *scores, size_t n, size_t *order);
+
 /* For /health and /metrics (http kind; NULL for llm, whose calls show under the generator). */
 breaker_registry *rerank_breakers(rerank *r);
 bulkhead_set *rerank_bulkheads(rerank *r);

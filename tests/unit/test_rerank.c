@@ -45,6 +45,29 @@ static void test_url_shape(void **state)
     assert_false(rerank_url_is_tei("http://h"));
 }
 
+static void check_order(const float *scores, size_t n, const size_t *want, size_t want_scored)
+{
+    size_t order[16];
+    assert_int_equal(rerank_order(scores, n, order), want_scored);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(order[i], want[i]);
+}
+
+static void test_order(void **state)
+{
+    (void)state;
+    const float N = NAN;
+    check_order((const float[]){0.1f, 0.9f, 0.5f}, 3, (const size_t[]){1, 2, 0}, 3);
+    /* ties keep the fused order */
+    check_order((const float[]){0.5f, 0.5f, 0.7f, 0.5f}, 4, (const size_t[]){2, 0, 1, 3}, 4);
+    /* unscored candidates (no number, quarantined) keep their places */
+    check_order((const float[]){0.1f, N, 0.9f, N, 0.5f}, 5, (const size_t[]){2, 1, 4, 3, 0}, 3);
+    check_order((const float[]){N, 0.2f, 0.8f}, 3, (const size_t[]){0, 2, 1}, 2);
+    check_order((const float[]){N, N}, 2, (const size_t[]){0, 1}, 0);
+    check_order((const float[]){3.0f}, 1, (const size_t[]){0}, 1);
+    check_order((const float[]){-2.0f, N, -1.0f, N, N, 7.0f, 0.0f}, 7, (const size_t[]){5, 1, 6, 3, 4, 2, 0}, 4);
+}
+
 /* ---- tasks on a loop ---- */
 
 typedef struct {
@@ -167,6 +190,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_judge_number),
         cmocka_unit_test(test_url_shape),
+        cmocka_unit_test(test_order),
         cmocka_unit_test(test_scores_in_input_order),
         cmocka_unit_test(test_cancel_says_cancelled_later),
         cmocka_unit_test(test_refused_is_unavailable),
