@@ -540,6 +540,11 @@ static bool rag_op_rerank_wanted(rag_query_op *q)
         snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "no reranker is configured (RAGD_RERANKER=off)");
         return false;
     }
+    if (rerank_get_kind(q->e->cfg.reranker) == RERANK_KIND_LLM && !q->llm_in_use) {
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped,
+                 "the LLM judge's generator is not in use (RAGD_GENERATOR=auto and nothing has answered there yet)");
+        return false;
+    }
     size_t eligible = 0;
     for (size_t i = 0; i < q->res.n; i++)
         eligible += !q->res.hits[i].row.quarantined; /* quarantined chunks never go to the reranker */
