@@ -122,6 +122,7 @@ bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $
 	$(BUILD)/bench_extractive 50 5 README.md docs/*.md docs/internals/*.md
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_http.py 5000 2000 8
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_generator.py
+	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_rerank.py
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_ingest_upstream.py 5000
 	RAGD_BIN=$(abspath $(BIN)) python3 bench/bench_real.py --seconds 15
 

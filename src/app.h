@@ -20,6 +20,7 @@ typedef struct rag_engine rag_engine;
 typedef struct cache cache;
 typedef struct ratelimit ratelimit;
 typedef struct rag_reembed rag_reembed;
+typedef struct rerank rerank;
 
 typedef struct app {
     ragd_config cfg;
@@ -37,6 +38,7 @@ typedef struct app {
     llm *llms[2];                  /* what generator and embedder point into (Ollama, OpenAI) */
     rag_engine *engine;            /* the query pipeline (rag/engine.h) */
     rag_reembed *reembed;          /* background re-embedding jobs (rag/reembed.h) */
+    rerank *reranker;              /* RAGD_RERANKER (rag/rerank.h), NULL when off */
     ratelimit *rate_query;         /* per-client limits (util/ratelimit.h), NULL when off */
     ratelimit *rate_ingest;
     cache *cache;                  /* the semantic answer cache; NULL when RAGD_CACHE=off (or not

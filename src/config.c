@@ -447,6 +447,51 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, (size_t)1 << 20, (size_t)1 << 40, &c->cache_max_bytes, err, errlen);
     if (strcmp(name, "RAGD_CACHE_TTL_S") == 0)
         return parse_seconds(name, v, 1, 2592000, &c->cache_ttl_s, err, errlen);
+    if (strcmp(name, "RAGD_RERANKER") == 0) {
+        static const char *const kinds[] = {"off", "http", "llm"}; /* rerank_kind order */
+        return config_choice(name, v, kinds, 3, &c->reranker, err, errlen);
+    }
+    if (strcmp(name, "RAGD_RERANK_SHAPE") == 0) {
+        static const char *const shapes[] = {"auto", "tei", "cohere"}; /* rerank_shape order */
+        return config_choice(name, v, shapes, 3, &c->rerank_shape, err, errlen);
+    }
+    if (strcmp(name, "RAGD_RERANK") == 0) {
+        static const char *const modes[] = {"off", "on"};
+        int i = 0;
+        if (config_choice(name, v, modes, 2, &i, err, errlen) != 0)
+            return -1;
+        c->rerank_default = i == 1;
+        return 0;
+    }
+    if (strcmp(name, "RAGD_RERANK_URL") == 0) {
+        if (!config_url_ok(v) || strlen(v) >= sizeof c->rerank_url) {
+            char shown[sizeof c->rerank_url * 3];
+            url_redact(v, shown, sizeof shown);
+            snprintf(err, errlen, "RAGD_RERANK_URL: '%s' is not an http:// or https:// URL", shown);
+            return -1;
+        }
+        snprintf(c->rerank_url, sizeof c->rerank_url, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "RAGD_RERANK_MODEL") == 0) {
+        if (strlen(v) >= sizeof c->rerank_model || strpbrk(v, " \t\r\n\"")) {
+            snprintf(err, errlen, "RAGD_RERANK_MODEL: '%s' is not a model name", v);
+            return -1;
+        }
+        snprintf(c->rerank_model, sizeof c->rerank_model, "%s", v);
+        return 0;
+    }
+    if (strcmp(name, "RAGD_RERANK_BATCH") == 0)
+        return parse_size(name, v, 1, 1000, &c->rerank_batch, err, errlen);
+    if (strcmp(name, "RAGD_RERANK_CANDIDATES") == 0)
+        return parse_size(name, v, 1, 100, &c->rerank_candidates, err, errlen);
+    if (strcmp(name, "RAGD_RERANK_TIMEOUT_S") == 0)
+        return parse_seconds(name, v, 0.001, 3600, &c->rerank_timeout_s, err, errlen);
+    if (strcmp(name, "RAGD_RERANK_API_KEY") == 0)
+        return config_copy(name, v, c->rerank_api_key, sizeof c->rerank_api_key, err, errlen);
+    if (strcmp(name, "RAGD_RERANK_API_KEY_FILE") == 0)
+        return config_read_secret(v, "RAGD_RERANK_API_KEY_FILE", c->rerank_api_key, sizeof c->rerank_api_key, err,
+                                  errlen);
     if (strcmp(name, "RAGD_INJECTION_POLICY") == 0) {
         static const char *const policies[] = {"flag", "block", "off"}; /* rag_injection_policy order */
         return config_choice(name, v, policies, 3, &c->injection_policy, err, errlen);
@@ -502,6 +547,15 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
                  c->chunk_overlap, c->chunk_size);
         return -1;
     }
+    if (c->reranker == 1 && !c->rerank_url[0]) {
+        snprintf(err, errlen, "RAGD_RERANKER=http needs RAGD_RERANK_URL, the rerank service's full endpoint "
+                              "(e.g. http://127.0.0.1:8080/rerank for TEI, http://127.0.0.1:8080/v1/rerank for llama.cpp)");
+        return -1;
+    }
+    if (c->reranker == 2 && c->generator == CONFIG_GENERATOR_EXTRACTIVE) {
+        snprintf(err, errlen, "RAGD_RERANKER=llm needs an LLM generator, and RAGD_GENERATOR is extractive");
+        return -1;
+    }
     if (c->max_connections_per_ip != 0 && c->max_connections_per_ip >= c->max_connections) {
         snprintf(err, errlen, "RAGD_MAX_CONNECTIONS_PER_IP: %zu must be below RAGD_MAX_CONNECTIONS (%zu)",
                  c->max_connections_per_ip, c->max_connections);
@@ -526,6 +580,8 @@ static const char *const config_names[] = {
     "RAGD_INJECTION_POLICY", "RAGD_INJECTION_CHUNK_THRESHOLD", "RAGD_INJECTION_QUARANTINE", "RAGD_SPOTLIGHT",
     "RAGD_MAX_CONNECTIONS_PER_IP", "RAGD_HEADER_TIMEOUT_S", "RAGD_BODY_TIMEOUT_S", "RAGD_MAX_HEADER_BYTES",
     "RAGD_TRUSTED_PROXIES",
+    "RAGD_RERANKER", "RAGD_RERANK", "RAGD_RERANK_URL", "RAGD_RERANK_MODEL", "RAGD_RERANK_BATCH",
+    "RAGD_RERANK_CANDIDATES", "RAGD_RERANK_TIMEOUT_S", "RAGD_RERANK_SHAPE", "RAGD_RERANK_API_KEY", "RAGD_RERANK_API_KEY_FILE",
 };
 
 bool config_llm_requested(const ragd_config *c)
@@ -579,6 +635,9 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->cache_max_bytes = (size_t)64 << 20;
     c->cache_ttl_s = 3600;
     c->injection_quarantine = true;
+    c->rerank_batch = 8;
+    c->rerank_candidates = 20;
+    c->rerank_timeout_s = 10;
 
     for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
         const char *v = env_or(config_names[i], NULL);

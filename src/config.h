@@ -93,6 +93,17 @@ typedef struct {
     double injection_chunk_threshold; /* RAGD_INJECTION_CHUNK_THRESHOLD; 0 = the screen's default */
     bool injection_quarantine; /* RAGD_INJECTION_QUARANTINE=on|off */
     int spotlight;             /* RAGD_SPOTLIGHT: fence_mode (fence, datamark) */
+
+    /* reranking (rag/rerank.h, docs/internals/rerank.md) */
+    int reranker;              /* RAGD_RERANKER: rerank_kind (off, http, llm) */
+    bool rerank_default;       /* RAGD_RERANK=on|off: a request that does not say `rerank` is reranked */
+    char rerank_url[1024];     /* RAGD_RERANK_URL: the full endpoint */
+    int rerank_shape;          /* RAGD_RERANK_SHAPE: rerank_shape (auto, tei, cohere) */
+    char rerank_model[128];    /* RAGD_RERANK_MODEL: sent to the service; the judge's model for llm ("" = LLM_MODEL) */
+    size_t rerank_batch;       /* RAGD_RERANK_BATCH: documents per call */
+    char rerank_api_key[512];  /* RAGD_RERANK_API_KEY or RAGD_RERANK_API_KEY_FILE; a secret: never logged */
+    double rerank_timeout_s;   /* RAGD_RERANK_TIMEOUT_S: one query's reranking at most */
+    size_t rerank_candidates;  /* RAGD_RERANK_CANDIDATES: candidates retrieved and reranked (at least k) */
 } ragd_config;
 
 /* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a

@@ -19,6 +19,7 @@
 #include "rag/cache.h"
 #include "rag/engine.h"
 #include "rag/reembed.h"
+#include "rag/rerank.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
 #include "upstream/client.h"
@@ -134,6 +135,45 @@ static ragd_err server_llm_new(app *a, bool openai, llm **out, char *err, size_t
     return e;
 }
 
+/* The reranker of RAGD_RERANKER (rag/rerank.h): an HTTP service behind its own breaker and
+ * bulkhead on the shared upstream client, or a judge on the generator. */
+static ragd_err server_reranker_start(app *a, char *err, size_t errlen)
+{
+    const ragd_config *cfg = &a->cfg;
+    if (cfg->reranker == RERANK_KIND_OFF)
+        return RAGD_OK;
+    rerank_config rc;
+    rerank_config_default(&rc);
+    rc.kind = (rerank_kind)cfg->reranker;
+    rc.url = cfg->rerank_url;
+    rc.shape = (rerank_shape)cfg->rerank_shape;
+    rc.model = cfg->rerank_model[0] ? cfg->rerank_model : rc.kind == RERANK_KIND_LLM ? cfg->llm_model : "";
+    rc.api_key = cfg->rerank_api_key[0] ? cfg->rerank_api_key : NULL;
+    rc.batch = cfg->rerank_batch;
+    rc.timeout_ms = cfg->rerank_timeout_s * 1000;
+    rc.bulkhead.max_concurrent = (int)cfg->max_concurrent;
+    rc.bulkhead.max_queue = (int)cfg->max_queue;
+    rc.breaker.failure_threshold = (unsigned)cfg->breaker_failures;
+    rc.breaker.open_ms = cfg->breaker_recovery_s * 1000;
+    if (rc.breaker.open_max_ms < rc.breaker.open_ms)
+        rc.breaker.open_max_ms = rc.breaker.open_ms;
+    rc.judge = a->generator;
+    rc.spotlight = cfg->spotlight;
+    char why[300] = "";
+    ragd_err e = rerank_new(a->base, a->upstream, &rc, upstream_clock_system(), upstream_rand_system(), &a->reranker, why,
+                            sizeof why);
+    if (e != RAGD_OK) {
+        snprintf(err, errlen, "reranker: %s", why);
+        return e;
+    }
+    if (rc.kind == RERANK_KIND_HTTP)
+        log_info("reranker: http at %s (%s shape, %zu documents per call%s%s)", rerank_url_shown(a->reranker),
+                 rerank_is_tei(a->reranker) ? "TEI" : "Cohere", rc.batch, rc.model[0] ? ", model " : "", rc.model);
+    else
+        log_info("reranker: llm judge on %s (model %s)", a->generator_name, rc.model);
+    return RAGD_OK;
+}
+
 /* The generator and the embedder: Ollama or an OpenAI-compatible server behind breakers,
  * bulkheads and retries, on the loop. Both NULL when neither uses an LLM backend. */
 static ragd_err server_generator_start(app *a, char *err, size_t errlen)
@@ -145,7 +185,7 @@ static ragd_err server_generator_start(app *a, char *err, size_t errlen)
     bool gen_openai = cfg->generator == CONFIG_GENERATOR_OPENAI;
     bool emb_ollama = cfg->embedder == CONFIG_EMBEDDER_AUTO || cfg->embedder == CONFIG_EMBEDDER_OLLAMA;
     bool emb_openai = cfg->embedder == CONFIG_EMBEDDER_OPENAI;
-    if (!gen_ollama && !gen_openai && !emb_ollama && !emb_openai)
+    if (!gen_ollama && !gen_openai && !emb_ollama && !emb_openai && cfg->reranker != RERANK_KIND_HTTP)
         return RAGD_OK;
     upstream_client_options co = {.max_host_connections = (long)cfg->max_concurrent * 2 + 4, .max_total_connections = 256};
     a->upstream = upstream_client_new(a->base, &co);
@@ -174,7 +214,7 @@ static ragd_err server_generator_start(app *a, char *err, size_t errlen)
     for (int i = 0; i < 2; i++)
         if (a->llms[i])
             llm_probe_start(a->llms[i]);
-    return RAGD_OK;
+    return server_reranker_start(a, err, errlen);
 }
 
 /* Every upstream task ends with one CANCELLED callback on a later loop turn; from now on
@@ -184,6 +224,7 @@ static void server_generator_cancel(app *a)
     for (int i = 0; i < 2; i++)
         if (a->llms[i])
             llm_cancel_all(a->llms[i]);
+    rerank_cancel_all(a->reranker);
 }
 
 static size_t server_generator_tasks(const app *a)
@@ -192,7 +233,7 @@ static size_t server_generator_tasks(const app *a)
     for (int i = 0; i < 2; i++)
         if (a->llms[i])
             n += llm_task_count(a->llms[i]);
-    return n;
+    return n + rerank_task_count(a->reranker);
 }
 
 /* Frees the upstream layer; its tasks' callbacks must have run (server_generator_cancel
@@ -202,6 +243,8 @@ static void server_generator_stop(app *a)
     size_t left = server_generator_tasks(a);
     if (left)
         log_error("shutdown: %zu upstream tasks still running are dropped", left);
+    rerank_free(a->reranker); /* before the llms: its judge calls are theirs */
+    a->reranker = NULL;
     for (int i = 0; i < 2; i++) {
         llm_free(a->llms[i]);
         a->llms[i] = NULL;
@@ -469,7 +512,9 @@ int server_run(const ragd_config *cfg)
                             .injection_policy = (rag_injection_policy)cfg->injection_policy,
                             .chunk_threshold = cfg->injection_chunk_threshold,
                             .quarantine_off = !cfg->injection_quarantine,
-                            .spotlight = cfg->spotlight};
+                            .spotlight = cfg->spotlight,
+                            .reranker = srv.a.reranker,
+                            .rerank_candidates = cfg->rerank_candidates};
     srv.a.engine = rag_engine_new(&ec);
     srv.a.reembed = srv.a.engine ? rag_reembed_new(rag_engine_cfg(srv.a.engine), srv.a.base) : NULL;
     if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine || !srv.a.reembed) {

@@ -11,6 +11,7 @@
 #include "rag/embed_builtin.h"
 #include "util/clock.h"
 #include "rag/engine.h"
+#include "rag/rerank.h"
 #include "upstream/llm.h"
 #include "util/workpool.h"
 
@@ -120,6 +121,38 @@ static json_t *health_backend(app *a, llm *l, const char *role, bool *healthy)
                      "model", l == a->generator ? a->cfg.llm_model : a->cfg.embed_model, "backends", backends);
 }
 
+/* services.reranker: the kind, and for an HTTP service its breaker state and load (its
+ * state does not make the server degraded: a reranker that fails leaves the fused order). */
+static json_t *health_reranker(app *a)
+{
+    if (!a->reranker)
+        return json_pack("{s:s, s:b, s:b}", "kind", "off", "in_use", 0, "healthy", 1);
+    if (rerank_get_kind(a->reranker) == RERANK_KIND_LLM)
+        return json_pack("{s:s, s:s, s:s, s:b, s:b}", "kind", "llm", "via", a->generator_name, "model",
+                         a->cfg.rerank_model[0] ? a->cfg.rerank_model : a->cfg.llm_model, "in_use", 1, "healthy", 1);
+    breaker_registry *reg = rerank_breakers(a->reranker);
+    bulkhead_set *bhs = rerank_bulkheads(a->reranker);
+    int rank = 0, in_flight = 0, queued = 0;
+    unsigned failures = 0;
+    for (size_t i = 0; i < breaker_registry_count(reg); i++) {
+        breaker_snapshot s;
+        breaker_snapshot_get(breaker_registry_at(reg, i), &s);
+        if (health_rank(s.state) > rank)
+            rank = health_rank(s.state);
+        if (s.consecutive_failures > failures)
+            failures = s.consecutive_failures;
+    }
+    for (size_t i = 0; i < bulkhead_set_count(bhs); i++) {
+        bulkhead_stats st = bulkhead_get_stats(bulkhead_set_at(bhs, i));
+        in_flight += st.in_flight;
+        queued += st.queued;
+    }
+    return json_pack("{s:s, s:s, s:s, s:b, s:b, s:{s:s, s:i}, s:i, s:i}", "kind", "http", "url",
+                     rerank_url_shown(a->reranker), "shape", rerank_is_tei(a->reranker) ? "tei" : "cohere",
+                     "in_use", 1, "healthy", rank == 0, "circuit_breaker", "state", health_state_name(rank),
+                     "failure_count", (int)failures, "in_flight", in_flight, "queued", queued);
+}
+
 void handlers_health(http_request *req)
 {
     app *a = req->app;
@@ -150,6 +183,7 @@ void handlers_health(http_request *req)
                             json_string("RAGD_GENERATOR=auto and no LLM has answered yet: answers are extractive (not "
                                         "degraded) until one does"));
     json_t *services = json_pack("{s:o, s:o, s:o}", "store", store_info, "embedder", embedder, "generator", generator);
+    json_object_set_new(services, "reranker", health_reranker(a));
     bool healthy = ready && !sp.full;
     for (int i = 0; i < 2; i++) {
         llm *l = a->llms[i];

@@ -30,6 +30,7 @@
  * when passages are fitted under RAGD_MAX_RESPONSE_BYTES. */
 #define QUERY_FIXED_BYTES ((size_t)4096)
 #define QUERY_HIT_FIXED_BYTES ((size_t)320)
+#define QUERY_RERANK_SCORE_BYTES ((size_t)48) /* ,"rerank_score":-1.2345678901234567e-308 */
 /* The largest body parsed on the loop thread: a query is a few hundred bytes; a bigger
  * body (a huge filter) is parsed on a worker first. */
 #define QUERY_LOOP_PARSE_MAX ((size_t)64 * 1024)
@@ -166,14 +167,13 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
     const char *text = NULL, *model = NULL;
     long long k = 5;
     int method = 0, provider = 0;
-    bool flag = false;
     json_t *filter = NULL, *options = NULL;
     if (!fields_string(req, b, "query", true, QUERY_MAX_CHARS, &text))
         return false;
     const char *k_name = json_object_get(b, "k") || !json_object_get(b, "top_k") ? "k" : "top_k";
     if (!fields_int(req, b, k_name, 5, 1, 100, &k) || !fields_db(req, b, &in->db) ||
         !fields_choice(req, b, "method", methods, 0, &method) || !fields_object(req, b, "filter", &filter) ||
-        !fields_bool(req, b, "rerank", false, &flag) || !fields_bool(req, b, "use_cache", true, &in->use_cache) ||
+        !fields_bool(req, b, "rerank", req->app->cfg.rerank_default, &in->rerank) || !fields_bool(req, b, "use_cache", true, &in->use_cache) ||
         !fields_bool(req, b, "stream", false, stream))
         return false;
     if (!generate && !fields_bool(req, b, "include_quarantined", false, &in->include_quarantined))
@@ -222,7 +222,7 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
 {
     size_t used = QUERY_FIXED_BYTES + jsonw_string_size(o->answer) + jsonw_string_size(o->provider) +
                   jsonw_string_size(o->model) + jsonw_string_size(o->degraded_reason) +
-                  (o->coll ? jsonw_string_size(o->coll->name) : 0);
+                  (o->coll ? jsonw_string_size(o->coll->name) : 0) + jsonw_string_size(o->rerank_skipped_reason);
     if (o->answer)
         used += jsonw_string_size(o->answer); /* a stream's token event repeats it */
     if (used > cap)
@@ -233,7 +233,7 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
         const rag_hit *h = &res->hits[n];
         size_t cost = QUERY_HIT_FIXED_BYTES + 2 * jsonw_string_size(h->row.text) +
                       3 * strlen(query_metadata_text(h)) + 3 * jsonw_string_size(h->row.doc_id) +
-                      jsonw_string_size(h->row.source);
+                      jsonw_string_size(h->row.source) + (h->has_rerank_score ? 2 * QUERY_RERANK_SCORE_BYTES : 0);
         if (cost > cap - used)
             break;
         used += cost;
@@ -272,6 +272,10 @@ static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
         jsonw_int(w, h->row.start);
         jsonw_key(w, "end");
         jsonw_int(w, h->row.end);
+        if (h->has_rerank_score) {
+            jsonw_key(w, "rerank_score");
+            jsonw_double(w, (double)h->rerank_score);
+        }
         if (h->row.quarantined) { /* only with include_quarantined (retrieve) */
             jsonw_key(w, "quarantined");
             jsonw_bool(w, true);
@@ -360,6 +364,12 @@ static void query_write_response(jsonw *w, http_request *req, const rag_outcome 
     jsonw_bool(w, o->degraded_reason != NULL);
     jsonw_key(w, "degraded_reason");
     jsonw_string(w, o->degraded_reason);
+    jsonw_key(w, "reranked");
+    jsonw_bool(w, o->reranked);
+    if (o->rerank_skipped_reason) { /* asked for and not done */
+        jsonw_key(w, "rerank_skipped_reason");
+        jsonw_string(w, o->rerank_skipped_reason);
+    }
     jsonw_key(w, "truncated"); /* passages left out to stay under RAGD_MAX_RESPONSE_BYTES */
     jsonw_bool(w, n < res->n);
     jsonw_key(w, "timings_ms");

@@ -9,6 +9,7 @@
 
 #include "app.h"
 #include "rag/cache.h"
+#include "rag/rerank.h"
 #include "store/store.h"
 #include "upstream/llm.h"
 #include "util/strbuf.h"
@@ -214,10 +215,10 @@ static void metrics_upstream(strbuf *sb, struct app *a)
     };
     for (size_t f = 0; f < sizeof families / sizeof *families; f++) {
         metrics_family(sb, families[f][0], families[f][1], families[f][2]);
-        for (int k = 0; k < 2; k++) {
-            if (!a->llms[k])
+        for (int k = 0; k < 3; k++) { /* Ollama, OpenAI, the HTTP reranker */
+            breaker_registry *reg = k < 2 ? (a->llms[k] ? llm_breakers(a->llms[k]) : NULL) : rerank_breakers(a->reranker);
+            if (!reg)
                 continue;
-            breaker_registry *reg = llm_breakers(a->llms[k]);
             for (size_t i = 0; i < breaker_registry_count(reg); i++) {
                 breaker *b = breaker_registry_at(reg, i);
                 breaker_snapshot s;
@@ -258,10 +259,10 @@ static void metrics_upstream(strbuf *sb, struct app *a)
         metrics_family(sb, name, "gauge",
                        gauge == 0 ? "Upstream calls in flight per backend and model."
                                   : "Upstream calls waiting per backend and model.");
-        for (int k = 0; k < 2; k++) {
-            if (!a->llms[k])
+        for (int k = 0; k < 3; k++) { /* Ollama, OpenAI, the HTTP reranker */
+            bulkhead_set *set = k < 2 ? (a->llms[k] ? llm_bulkheads(a->llms[k]) : NULL) : rerank_bulkheads(a->reranker);
+            if (!set)
                 continue;
-            bulkhead_set *set = llm_bulkheads(a->llms[k]);
             for (size_t i = 0; i < bulkhead_set_count(set); i++) {
                 bulkhead *bh = bulkhead_set_at(set, i);
                 bulkhead_stats st = bulkhead_get_stats(bh);

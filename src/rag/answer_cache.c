@@ -25,10 +25,11 @@ static char *rag_cache_dump(json_t *v, size_t flags, unsigned long failed, size_
 char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use, size_t *len)
 {
     json_t *filter = r->hold ? json_object_get(r->hold, "filter") : NULL;
-    json_t *p = json_pack("{s:b, s:b, s:i, s:I, s:i, s:s, s:O?, s:O?}", "generate", r->generate, "llm",
+    json_t *p = json_pack("{s:b, s:b, s:i, s:I, s:i, s:s, s:O?, s:O?, s:b}", "generate", r->generate, "llm",
                           r->generate && llm_in_use, "method", (int)r->method, "k", (json_int_t)r->k, "provider",
                           (int)r->provider, "model", r->generate ? model : "",
-                          "filter", json_object_size(filter) ? filter : NULL, "options", r->generate ? r->options : NULL);
+                          "filter", json_object_size(filter) ? filter : NULL, "options", r->generate ? r->options : NULL,
+                          "rerank", r->rerank);
     unsigned long failed = jsonmem_failures(); /* a member dropped silently would share answers */
     return rag_cache_dump(p, JSON_COMPACT | JSON_SORT_KEYS, failed, len);
 }
@@ -44,6 +45,10 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
         json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
                                 w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
                                 w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance);
+        if (row && h->has_rerank_score && json_array_append_new(row, json_real(h->rerank_score)) != 0) {
+            json_decref(row); /* the 12th member, the reranker's score, could not be added */
+            row = NULL;
+        }
         ok = row && json_array_append_new(hits, row) == 0;
     }
     unsigned long failed = jsonmem_failures();
@@ -78,7 +83,7 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         json_t *r = json_array_get(hits, i);
         rag_hit *h = &res->hits[res->n];
         store_hit_row *w = &h->row;
-        ok = json_is_array(r) && json_array_size(r) == 11;
+        ok = json_is_array(r) && (json_array_size(r) == 11 || json_array_size(r) == 12);
         if (!ok)
             break;
         res->n++;
@@ -93,6 +98,8 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         w->source = rag_cache_dup(json_array_get(r, 8));
         h->score = json_real_value(json_array_get(r, 9));
         h->distance = json_real_value(json_array_get(r, 10));
+        h->has_rerank_score = json_array_size(r) == 12;
+        h->rerank_score = (float)json_number_value(json_array_get(r, 11));
         ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
     }
     if (ok) {

@@ -5,14 +5,17 @@
  *   start (loop)        generator place reserved (or shed at once), then →
  *   lookup (worker)     the collection; an upstream-embedded one → embed, else → retrieve
  *   embed (loop)        the query's embedding by the collection's backend → retrieve
- *   retrieve (worker)   builtin embedding, retrieval and fusion, the extractive answer, the
- *                       prompt → generate, or done
+ *   retrieve (worker)   builtin embedding, retrieval and fusion → rerank when asked, else
+ *                       compose (on the same worker), or done (/api/retrieve)
+ *   rerank (loop)       the reranker's scores reorder the candidates → compose, or done
+ *   compose (worker)    the extractive answer, the prompt → generate, or done
  *   generate (loop)     the LLM's answer, token by token → done
  *   done (loop)         on_done, then the query is freed
  * Every hand-over goes through the worker pool or the loop queue, so one thread at a time
  * touches a query, and no step runs inside the call of another module. */
 #include "rag/engine.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +30,7 @@
 #include "rag/extractive.h"
 #include "rag/fence.h"
 #include "rag/prompt.h"
+#include "rag/rerank.h"
 #include "upstream/llm.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -72,6 +76,13 @@ struct rag_query_op {
 
     rag_result res;
     bool have_res;
+
+    /* the rerank stage */
+    rerank_task *rerank_task;
+    bool reranked;
+    char rerank_skipped[400]; /* asked for and not done: why */
+    bool rerank_failed;       /* the reranker was asked and failed (not cached) */
+
     char *fallback; /* the extractive answer */
     char *user;     /* the prompt */
     char *system;   /* the request's system prompt (with its canary) */
@@ -172,6 +183,7 @@ static void rag_op_free(rag_query_op *q)
 }
 
 static void rag_op_finish(rag_query_op *q, rag_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool rag_op_rerank_wanted(rag_query_op *q);
 
 /* The cache key of the query (its collection must be known). */
 static cache_key rag_op_key(const rag_query_op *q)
@@ -185,6 +197,7 @@ static cache_key rag_op_key(const rag_query_op *q)
 static void rag_op_cache_store(rag_query_op *q)
 {
     if (!q->cache_on || q->cached || q->status != RAG_OK || !q->have_res || q->degraded[0] || q->stream_error[0] ||
+        q->rerank_failed || /* a reranker that failed once must not fix the fused order for the TTL */
         (q->req.generate && !q->answer) || q->inj.output_withheld)
         return;
     size_t len = 0;
@@ -223,6 +236,10 @@ static bool rag_op_from_cache(rag_query_op *q, bool with_vector, bool count_miss
         return false;
     q->have_res = true;
     q->cached = true;
+    for (size_t i = 0; i < q->res.n; i++) /* reranked passages come back with their scores */
+        q->reranked = q->reranked || q->res.hits[i].has_rerank_score;
+    if (q->req.rerank && !q->reranked)
+        (void)rag_op_rerank_wanted(q); /* why not, as when it was computed (a failure is never cached) */
     q->method = method;
     q->answer = q->cached_answer;
     q->provider = q->cached_provider;
@@ -254,6 +271,8 @@ static void rag_op_deliver(void *arg)
         .stream_error_code = q->stream_error_code ? q->stream_error_code : "upstream_unavailable",
         .injection = &q->inj,
         .cached = q->cached,
+        .reranked = q->reranked,
+        .rerank_skipped_reason = q->req.rerank && !q->reranked && q->rerank_skipped[0] ? q->rerank_skipped : NULL,
         .timings = q->t,
     };
     q->sink.on_done(&o, q->ctx);
@@ -496,6 +515,136 @@ static char *rag_op_extractive(const rag_query_op *q)
     return answer;
 }
 
+/* ---- rerank (loop) ---- */
+
+static void rag_step_compose(void *arg);
+
+/* Cuts the candidates back to the k the request asked for (more were retrieved for the
+ * reranker). */
+static void rag_op_keep_k(rag_query_op *q)
+{
+    if (q->res.n <= q->req.k)
+        return;
+    for (size_t i = q->req.k; i < q->res.n; i++)
+        store_hit_rows_cleanup(&q->res.hits[i].row, 1);
+    q->res.n = q->req.k;
+}
+
+/* Whether the retrieved candidates go to the reranker; when the request asked and they do
+ * not, rerank_skipped says why. Any thread (reads configuration and the result only). */
+static bool rag_op_rerank_wanted(rag_query_op *q)
+{
+    if (!q->req.rerank)
+        return false;
+    if (!q->e->cfg.reranker) {
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "no reranker is configured (RAGD_RERANKER=off)");
+        return false;
+    }
+    if (rerank_get_kind(q->e->cfg.reranker) == RERANK_KIND_LLM && !q->llm_in_use) {
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped,
+                 "the LLM judge's generator is not in use (RAGD_GENERATOR=auto and nothing has answered there yet)");
+        return false;
+    }
+    size_t eligible = 0;
+    for (size_t i = 0; i < q->res.n; i++)
+        eligible += !q->res.hits[i].row.quarantined; /* quarantined chunks never go to the reranker */
+    if (eligible < 2) {
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "nothing to rerank: %zu candidate%s", eligible,
+                 eligible == 1 ? "" : "s");
+        return false;
+    }
+    return true;
+}
+
+/* Reorders the candidates by the reranker's scores: the scored ones are sorted (best
+ * first, stable) among the places scored ones held; unscored ones (no number from the
+ * judge, quarantined) keep their fused places. scores[i] belongs to hits[i]. */
+static void rag_op_reorder(rag_query_op *q, const float *scores)
+{
+    size_t n = q->res.n;
+    size_t *order = malloc(n * sizeof *order);
+    rag_hit *was = malloc(n * sizeof *was);
+    if (!order || !was) { /* the fused order stays */
+        free(order);
+        free(was);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        was[i] = q->res.hits[i];
+        was[i].has_rerank_score = !isnan(scores[i]);
+        was[i].rerank_score = was[i].has_rerank_score ? scores[i] : 0;
+    }
+    q->reranked = rerank_order(scores, n, order) > 0;
+    for (size_t i = 0; i < n; i++)
+        q->res.hits[i] = was[order[i]];
+    free(order);
+    free(was);
+}
+
+static void rag_on_reranked(rerank_status st, const float *scores, size_t n, const char *message, void *arg)
+{
+    rag_query_op *q = arg;
+    q->rerank_task = NULL;
+    q->t.rerank = clock_now_ms() - q->t.rerank;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    if (st == RERANK_OK) {
+        /* the scores of the eligible candidates, in order, back onto every hit */
+        float *all = malloc(q->res.n * sizeof *all);
+        size_t j = 0;
+        for (size_t i = 0; all && i < q->res.n; i++)
+            all[i] = q->res.hits[i].row.quarantined || j >= n ? NAN : scores[j++];
+        if (all)
+            rag_op_reorder(q, all);
+        free(all);
+        if (!q->reranked)
+            snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "%s",
+                     all ? "the reranker scored no candidate" : "out of memory while reranking");
+    } else {
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "%s: %s", rerank_status_name(st),
+                 message && *message ? message : "no detail");
+        utf8_sanitize(q->rerank_skipped);
+    }
+    q->rerank_failed = !q->reranked;
+    rag_op_keep_k(q);
+    rag_op_to_worker(q, rag_step_compose, rag_op_dropped);
+}
+
+static void rag_step_rerank(void *arg)
+{
+    rag_query_op *q = arg;
+    rag_engine *e = q->e;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
+    const char **docs = malloc(q->res.n * sizeof *docs);
+    size_t *lens = malloc(q->res.n * sizeof *lens);
+    size_t n = 0;
+    for (size_t i = 0; docs && lens && i < q->res.n; i++) {
+        if (q->res.hits[i].row.quarantined)
+            continue;
+        docs[n] = q->res.hits[i].row.text;
+        lens[n++] = strlen(q->res.hits[i].row.text);
+    }
+    q->t.rerank = clock_now_ms();
+    /* the query's deadline: the reranker's own timeout (RAGD_RERANK_TIMEOUT_S) bounds it */
+    q->rerank_task = docs && lens ? rerank_start(e->cfg.reranker, q->req.text, q->req.len, docs, lens, n, INFINITY,
+                                                 rag_on_reranked, q)
+                                  : NULL;
+    free(docs);
+    free(lens);
+    if (!q->rerank_task) { /* no callback will come: the fused order stays */
+        q->t.rerank = 0;
+        snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "the reranker could not start (shutting down or out of memory)");
+        q->rerank_failed = true;
+        rag_op_keep_k(q);
+        rag_op_to_worker(q, rag_step_compose, rag_op_dropped);
+    }
+}
+
 static void rag_step_retrieve(void *arg)
 {
     rag_query_op *q = arg;
@@ -525,7 +674,10 @@ static void rag_step_retrieve(void *arg)
         rag_op_finish(q, RAG_E_NOT_READY, "store is closing");
         return;
     }
-    rag_query rq = {.text = q->req.text, .len = q->req.len, .k = q->req.k, .method = q->method,
+    size_t k = q->req.k;
+    if (q->req.rerank && q->e->cfg.reranker && q->e->cfg.rerank_candidates > k)
+        k = q->e->cfg.rerank_candidates; /* more candidates for the reranker; rag_op_keep_k cuts back */
+    rag_query rq = {.text = q->req.text, .len = q->req.len, .k = k, .method = q->method,
                     .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
                     .fusion = q->e->cfg.fusion, .include_quarantined = q->req.include_quarantined};
     char err[256] = "";
@@ -542,6 +694,24 @@ static void rag_step_retrieve(void *arg)
     }
     q->have_res = true;
     q->t.retrieve = q->res.retrieve_ms;
+    if (rag_op_rerank_wanted(q)) {
+        loopq_post(q->e->cfg.lq, &q->item, rag_step_rerank, q);
+        return;
+    }
+    rag_op_keep_k(q);
+    rag_step_compose(q);
+}
+
+/* ---- compose (worker) ---- */
+
+/* The answer's inputs from the (reranked) passages: the extractive answer, the prompt. */
+static void rag_step_compose(void *arg)
+{
+    rag_query_op *q = arg;
+    if (atomic_load(&q->cancelled)) {
+        rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
+        return;
+    }
     if (!q->req.generate) {
         if (q->embed_failure[0])
             rag_op_degrade(q, NULL);
@@ -759,4 +929,5 @@ void rag_query_cancel(rag_query_op *q)
      * a worker step sees the flag at its next hand-over */
     llm_task_cancel(q->gen_task);
     llm_task_cancel(q->embed_task);
+    rerank_task_cancel(q->rerank_task);
 }

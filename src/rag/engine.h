@@ -2,7 +2,7 @@
 #define RAGD_RAG_ENGINE_H
 
 /* The query engine (docs/internals/engine.md): one asynchronous pipeline — collection
- * lookup → query embedding → retrieval and fusion → (rerank, later) → prompt → generation,
+ * lookup → query embedding → retrieval and fusion → rerank (when asked) → prompt → generation,
  * with the extractive answer as the fallback — that knows nothing of HTTP. /api/query and
  * /api/retrieve are adapters that parse a request into a rag_request and render the
  * events; the Ollama- and OpenAI-compatible routes will be two more.
@@ -26,6 +26,7 @@ typedef struct loopq loopq;
 typedef struct workpool workpool;
 typedef struct llm llm;
 typedef struct cache cache;
+typedef struct rerank rerank;
 typedef struct rag_engine rag_engine;
 typedef struct rag_query_op rag_query_op;
 
@@ -66,6 +67,9 @@ typedef struct {
                                     * screen's default (guard_quarantine_threshold()) */
     bool quarantine_off;           /* RAGD_INJECTION_QUARANTINE=off: chunks are scored, never quarantined */
     int spotlight;                 /* fence_mode: FENCE_MODE_FENCE (default) or FENCE_MODE_DATAMARK */
+    /* reranking (rag/rerank.h) */
+    rerank *reranker;              /* NULL: RAGD_RERANKER=off (a request asking is answered unreranked, flagged) */
+    size_t rerank_candidates;      /* retrieved and reranked: max(k, this); 0 = k */
 } rag_engine_config;
 
 /* The chunk threshold in force: the configured one, else the screen's default. */
@@ -103,6 +107,8 @@ typedef struct {
     json_t *options;     /* passed to the LLM (borrowed from hold), or NULL */
     bool include_quarantined; /* retrieve only: quarantined chunks are returned too, marked
                                * (never from or into the cache) */
+    bool rerank;         /* reorder the fused candidates with the reranker (the adapter applies
+                          * RAGD_RERANK when the request does not say) */
 } rag_request;
 
 void rag_request_cleanup(rag_request *r);
@@ -150,6 +156,8 @@ typedef struct {
     const char *stream_error_code; /* its error code: "upstream_unavailable" or "prompt_injection" */
     const rag_injection *injection; /* never NULL */
     bool cached;                 /* answered from the semantic cache */
+    bool reranked;               /* the passages are in the reranker's order (hits carry rerank_score) */
+    const char *rerank_skipped_reason; /* the request asked for reranking and it was not done: why */
     rag_timings timings;
 } rag_outcome;
 

@@ -49,6 +49,8 @@ typedef struct {
     store_hit_row row;
     double score;    /* similarity-like, higher is better: 1 - distance */
     double distance; /* smaller is better; see docs/api.md */
+    bool has_rerank_score; /* the reranker scored this hit (rag/rerank.h) */
+    float rerank_score;
 } rag_hit;
 
 typedef struct {

@@ -85,6 +85,13 @@ KNOBS = {
     "version": ("str", "0.5.1", "what GET /api/version answers"),
     "echo": ("str", "none", "none | system: the answer is followed by the system prompt "
                             "(a model that leaks its instructions)"),
+    "rerank_ms": ("float", 0.0, "latency of each rerank call (POST /rerank, /v1/rerank)"),
+    "rerank_max_docs": ("int", 1000, "documents one rerank call may hold (more: a 413/400 error)"),
+    "rerank_max_concurrent": ("int", 0, "rerank calls served at once (0 = any); more are refused "
+                                        "busy: TEI 429 Overloaded, /v1/rerank 503"),
+    "judge": ("str", "overlap", "how a chat that asks for a 0-10 relevance number is answered: "
+                                "overlap (the word overlap of its Question and Passage, 0-10) | "
+                                "words (an answer with no number) | off (answered like any chat)"),
 }
 
 WORD_RE = re.compile(r"\w+")
@@ -397,6 +404,37 @@ def build_answer(context_text, question):
     return q if q else "I have nothing to say."
 
 
+def overlap_score(query, doc):
+    """The rerank score of doc for query: the share of the query's distinct words (lower
+    case, 3+ letters) that doc contains, 0..1, plus a tie-breaker under 0.001 that prefers
+    shorter documents. Deterministic."""
+    q = {w for w in WORD_RE.findall(query.lower()) if len(w) >= 3}
+    d = set(WORD_RE.findall(doc.lower()))
+    if not q:
+        return 0.0
+    return round(len(q & d) / len(q) + 0.001 / (1 + len(doc)), 6)
+
+
+JUDGE_ASK_RE = re.compile(r"number from 0 to 10", re.I)
+JUDGE_QUESTION_RE = re.compile(r"Question:\s*(.*?)\n\s*\n", re.S)
+JUDGE_PASSAGE_RE = re.compile(r"\u00abDATA [0-9a-f]+\u00bb\n(?:\[\d+\] )?(.*?)\n\u00abEND [0-9a-f]+\u00bb", re.S)
+
+
+def judge_answer(mode, user_text):
+    """A relevance judge's reply to a user message that asks for a 0-10 number (ragd's LLM
+    reranker), or None when the message is no such request or mode is off."""
+    if mode == "off" or not JUDGE_ASK_RE.search(user_text or ""):
+        return None
+    if mode == "words":
+        return "The passage seems somewhat related."
+    q = JUDGE_QUESTION_RE.search(user_text)
+    p = JUDGE_PASSAGE_RE.search(user_text)
+    if not q or not p:
+        return "0"
+    passage = p.group(1).replace("\u02c6", " ")
+    return "%d" % round(10 * min(1.0, overlap_score(q.group(1), passage)))
+
+
 def answer_pieces(text, ntokens):
     """Split an answer into stream pieces whose concatenation is the answer; with ntokens > 0,
     exactly ntokens pieces (cut, or padded by repeating the answer)."""
@@ -509,6 +547,8 @@ ROUTES = {
     "/api/chat": ("POST",),
     "/v1/chat/completions": ("POST",),
     "/v1/embeddings": ("POST",),
+    "/rerank": ("POST",),
+    "/v1/rerank": ("POST",),
 }
 
 
@@ -620,7 +660,15 @@ class Handler(BaseHTTPRequestHandler):
     def _send_error(self, status, message):
         app = self.server.app
         app.count_status(status)
-        if self._path.startswith("/v1/"):
+        if self._path == "/rerank":  # TEI: {"error", "error_type"}
+            etype = {413: "Validation", 422: "Validation", 429: "Overloaded",
+                     503: "Unhealthy"}.get(status, "Backend")
+            obj = {"error": message, "error_type": etype}
+        elif self._path == "/v1/rerank":  # llama.cpp server: {"error": {"code", "message", "type"}}
+            etype = {400: "invalid_request_error", 404: "not_found_error",
+                     503: "unavailable_error"}.get(status, "server_error")
+            obj = {"error": {"code": status, "message": message, "type": etype}}
+        elif self._path.startswith("/v1/"):
             etype = {400: "invalid_request_error", 404: "not_found_error"}.get(
                 status, "api_error")
             obj = {"error": {"message": message, "type": etype, "param": None, "code": None}}
@@ -1130,6 +1178,10 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, CONTEXT_TEXT)
         app.record_prompt(context_text)
         answer = build_answer(context_text, question)
+        judged = judge_answer(cfg["judge"], question)
+        if judged is not None:
+            app.count("judge_calls")
+            answer = judged
         if cfg["echo"] == "system" and system_text:
             answer = answer + "\n" + system_text
         if req.get("format") is not None:
@@ -1154,6 +1206,72 @@ class Handler(BaseHTTPRequestHandler):
                 self._write_whole(meta)
 
         self._with_slot(m, keep_alive, work)
+
+    # -- rerank (TEI's POST /rerank; llama.cpp / Cohere / Jina / Infinity POST /v1/rerank) --
+    def _h_rerank(self, req):
+        """TEI: {"query", "texts", "raw_scores"?, "return_text"?, "truncate"?} ->
+        [{"index", "score"(, "text")}] sorted best first; errors {"error", "error_type"}."""
+        if not isinstance(req, dict):
+            raise ApiError(422, "Failed to deserialize the JSON body into the target type")
+        query, texts = req.get("query"), req.get("texts")
+        if not isinstance(query, str):
+            raise ApiError(422, "query: missing field `query`" if query is None else "query: invalid type")
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ApiError(422, "texts: invalid type: expected a sequence of strings")
+        if not texts:
+            raise ApiError(422, "`texts` cannot be empty")
+        if len(texts) > self._cfg["rerank_max_docs"]:
+            raise ApiError(413, "batch size %d > maximum allowed batch size %d"
+                           % (len(texts), self._cfg["rerank_max_docs"]))
+        ranked = self._rerank_scores(query, texts)
+        out = []
+        for i, score in ranked:
+            item = {"index": i, "score": score}
+            if req.get("return_text"):
+                item["text"] = texts[i]
+            out.append(item)
+        self.server.app.count_status(200)
+        self._send_json(200, out, self._fault)
+
+    def _h_v1_rerank(self, req):
+        """llama.cpp server / Cohere style: {"model"?, "query", "documents", "top_n"?} ->
+        {"model", "object": "list", "usage", "results": [{"index", "relevance_score"}]} best
+        first, top_n of them; errors {"error": {"code", "message", "type"}}."""
+        if not isinstance(req, dict):
+            raise ApiError(400, "invalid request")
+        query, docs = req.get("query"), req.get("documents")
+        if not isinstance(query, str):
+            raise ApiError(400, "\"query\" must be provided")
+        if not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
+            raise ApiError(400, "\"documents\" must be a non-empty string array")
+        if len(docs) > self._cfg["rerank_max_docs"]:
+            raise ApiError(400, "too many documents: %d > %d" % (len(docs), self._cfg["rerank_max_docs"]))
+        top_n = req.get("top_n")
+        ranked = self._rerank_scores(query, docs)
+        if isinstance(top_n, int) and not isinstance(top_n, bool) and top_n > 0:
+            ranked = ranked[:top_n]
+        tokens = sum(count_tokens(query) + count_tokens(d) for d in docs)
+        obj = {"model": req.get("model") or "bge-reranker-v2-m3", "object": "list",
+               "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+               "results": [{"index": i, "relevance_score": score} for i, score in ranked]}
+        self.server.app.count_status(200)
+        self._send_json(200, obj, self._fault)
+
+    def _rerank_scores(self, query, docs):
+        """[(index, score)] best first (ties: input order), after rerank_ms, counted in the
+        rerank stats (calls, documents, concurrent calls)."""
+        app = self.server.app
+        if not app.rerank_begin(len(docs), self._cfg["rerank_max_concurrent"]):
+            app.count("queue_rejections")
+            if self._path == "/rerank":
+                raise ApiError(429, "Model is overloaded")
+            raise ApiError(503, "Loading model")  # llama.cpp's busy answer
+        try:
+            self._pause(self._cfg["rerank_ms"] / 1000.0)
+        finally:
+            app.rerank_end()
+        scores = [(i, overlap_score(query, d)) for i, d in enumerate(docs)]
+        return sorted(scores, key=lambda x: (-x[1], x[0]))
 
     def _load_call(self, m, name, kind, keep_alive):
         app = self.server.app
@@ -1580,7 +1698,9 @@ class FakeOllama:
                         "embed_calls": 0, "embed_inputs_total": 0,
                         "embed_inputs": collections.deque(maxlen=10000),
                         "in_flight": 0, "max_in_flight": 0, "queue_rejections": 0,
-                        "cancelled": 0, "prompts": collections.deque(maxlen=32)}
+                        "cancelled": 0, "prompts": collections.deque(maxlen=32),
+                        "rerank_calls": 0, "rerank_documents": 0, "rerank_in_flight": 0,
+                        "rerank_max_in_flight": 0, "judge_calls": 0}
             for st in getattr(self, "states", {}).values():
                 st.max_active = st.active
 
@@ -1616,6 +1736,22 @@ class FakeOllama:
         with self._stats_lock:
             self._st["prompts"].append(text)
 
+    def rerank_begin(self, ndocs, limit=0):
+        """Counts a rerank call in; False (nothing counted) when limit calls already run."""
+        with self._stats_lock:
+            s = self._st
+            if limit > 0 and s["rerank_in_flight"] >= limit:
+                return False
+            s["rerank_calls"] += 1
+            s["rerank_documents"] += ndocs
+            s["rerank_in_flight"] += 1
+            s["rerank_max_in_flight"] = max(s["rerank_max_in_flight"], s["rerank_in_flight"])
+            return True
+
+    def rerank_end(self):
+        with self._stats_lock:
+            self._st["rerank_in_flight"] -= 1
+
     def count_embed(self, n):
         with self._stats_lock:
             self._st["embed_calls"] += 1
@@ -1631,7 +1767,11 @@ class FakeOllama:
                    "embed_inputs": list(s["embed_inputs"]), "in_flight": s["in_flight"],
                    "max_in_flight": s["max_in_flight"],
                    "queue_rejections": s["queue_rejections"], "cancelled": s["cancelled"],
-                   "prompts": list(s["prompts"])}
+                   "prompts": list(s["prompts"]),
+                   "rerank": {"calls": s["rerank_calls"], "documents": s["rerank_documents"],
+                              "in_flight": s["rerank_in_flight"],
+                              "max_in_flight": s["rerank_max_in_flight"]},
+                   "judge_calls": s["judge_calls"]}
         with self.lock:
             items = list(self.states.items())
         out["models"] = {n: {"active": st.active, "max_active": st.max_active,
