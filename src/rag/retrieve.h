@@ -49,6 +49,9 @@ typedef struct {
     store_hit_row row;
     double score;    /* similarity-like, higher is better: 1 - distance */
     double distance; /* smaller is better; see docs/api.md */
+    /* A passage of /api/query (rag/passages.h): the chunks row.ordinal ..
+     * row.ordinal + n_chunks - 1 merged into row.text. 0 or 1: one chunk as retrieved. */
+    int n_chunks;
 } rag_hit;
 
 typedef struct {
