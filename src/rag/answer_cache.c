@@ -41,9 +41,10 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
     for (size_t i = 0; ok && i < res->n; i++) {
         const rag_hit *h = &res->hits[i];
         const store_hit_row *w = &h->row;
-        json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
+        json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f, i]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
                                 w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
-                                w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance);
+                                w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance,
+                                h->n_chunks);
         ok = row && json_array_append_new(hits, row) == 0;
     }
     unsigned long failed = jsonmem_failures();
@@ -78,7 +79,7 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         json_t *r = json_array_get(hits, i);
         rag_hit *h = &res->hits[res->n];
         store_hit_row *w = &h->row;
-        ok = json_is_array(r) && json_array_size(r) == 11;
+        ok = json_is_array(r) && (json_array_size(r) == 11 || json_array_size(r) == 12); /* 11: before passages */
         if (!ok)
             break;
         res->n++;
@@ -93,6 +94,7 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         w->source = rag_cache_dup(json_array_get(r, 8));
         h->score = json_real_value(json_array_get(r, 9));
         h->distance = json_real_value(json_array_get(r, 10));
+        h->n_chunks = (int)json_integer_value(json_array_get(r, 11)); /* absent: 0, one chunk */
         ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
     }
     if (ok) {

@@ -66,6 +66,8 @@ typedef struct {
                                     * screen's default (guard_quarantine_threshold()) */
     bool quarantine_off;           /* RAGD_INJECTION_QUARANTINE=off: chunks are scored, never quarantined */
     int spotlight;                 /* fence_mode: FENCE_MODE_FENCE (default) or FENCE_MODE_DATAMARK */
+    size_t context_tokens;         /* RAGD_CONTEXT_TOKENS: the LLM's context; 0 = by backend and model
+                                    * (rag/budget.h) */
 } rag_engine_config;
 
 /* The chunk threshold in force: the configured one, else the screen's default. */
@@ -151,6 +153,13 @@ typedef struct {
     const rag_injection *injection; /* never NULL */
     bool cached;                 /* answered from the semantic cache */
     rag_timings timings;
+    /* generate: the sources the answer cites ([n] markers, checked: rag/citations.h),
+     * sorted, each once */
+    const int *cited;
+    size_t n_cited;
+    /* what fitting the prompt to the model's context did; NULL when no prompt was built
+     * (extractive, cached, retrieve) */
+    const struct rag_prompt_fit_s *prompt;
 } rag_outcome;
 
 typedef struct {
