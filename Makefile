@@ -109,6 +109,9 @@ $(BUILD)/bench_kindex: bench/bench_kindex.c $(LIB)
 $(BUILD)/bench_fence: bench/bench_fence.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
+$(BUILD)/bench_prompt: bench/bench_prompt.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
 bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $(BUILD)/bench_fence
 	@scripts/deps.sh bench
 	$(BUILD)/bench_vindex 100000 512 200
