@@ -61,9 +61,11 @@ ragd_err rag_passage_trim(const char *text, size_t len, bool doc_start, size_t *
     ragd_err rc = sentence_split(text, len, &sp, &n);
     if (rc != RAGD_OK)
         return rc;
-    size_t quarter = len / 4;
-    /* head: the fragment is sentence 0; the next sentence starts on its line */
-    if (n >= 2 && !doc_start && passage_starts_midway(text[sp[0].start]) && sp[1].start <= quarter &&
+    size_t quarter = len / 4, half = len / 2;
+    /* head: the fragment is sentence 0; the next sentence starts on its line. Up to half the
+     * passage: a head fragment is the chunker's overlap (less than half a chunk), whose
+     * text the chunk before holds whole */
+    if (n >= 2 && !doc_start && passage_starts_midway(text[sp[0].start]) && sp[1].start <= half &&
         !passage_has_newline(text, sp[0].end, sp[1].start))
         *from = sp[1].start;
     /* tail: the last sentence has no end and shares its line with the whole one before */

@@ -23,7 +23,8 @@ ragd_err rag_passages_merge(rag_result *res);
 /* The part of a passage text[0..len) to keep, [*from, *to): a leading fragment (a sentence
  * cut at its start: the text begins with a lower-case letter or continuing punctuation,
  * and doc_start is false) and a trailing one (no sentence end) are dropped when each is
- * prose on the line of a whole sentence and at most a quarter of the passage. Whitespace
+ * prose on the line of a whole sentence and at most half (leading) or a quarter (trailing)
+ * of the passage. Whitespace
  * at the new ends is trimmed too. Never empties a passage. RAGD_ENOMEM when out of memory
  * (then [0, len)). */
 ragd_err rag_passage_trim(const char *text, size_t len, bool doc_start, size_t *from, size_t *to);

@@ -66,6 +66,20 @@ class PromptTest(harness.E2ETestCase):
         self.assertEqual(prompt.count(SENTENCES[5]), 1)
         self.assertEqual(res["cited"], [1])
 
+    def test_a_chunk_cut_mid_sentence_starts_at_a_sentence(self):
+        self.call("POST", "/api/ingest", {"db": "long", "documents": [{"id": "long", "text": LONG_DOC}]},
+                  srv=self.srv)
+        body = {"db": "long", "query": "volume 7 runs nightly at 8", "k": 1, "method": "keyword"}
+        chunk = self.call("POST", "/api/retrieve", body, srv=self.srv)["sources"][0]
+        self.assertTrue(chunk["text"][0].islower(), chunk)  # the chunker's overlap cut a sentence
+        body.update(use_cache=False, provider="extractive")
+        src = self.call("POST", "/api/query", body, srv=self.srv)["sources"][0]
+        self.assertEqual(src["chunk"], chunk["chunk"])
+        self.assertTrue(src["text"].startswith("Sentence number "), src)
+        self.assertTrue(chunk["text"].endswith(src["text"]) or src["text"] in chunk["text"], (src, chunk))
+        self.assertEqual(LONG_DOC[src["start"]:src["end"]], src["text"])
+        self.assertGreater(src["start"], chunk["start"])
+
     def test_small_context_cuts_passages_and_keeps_the_question(self):
         self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=self.srv)
         question = "How are backups, restores and retention handled for volume 7?"

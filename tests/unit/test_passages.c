@@ -122,9 +122,12 @@ static void trim_fragments(void **state)
                 "of the week. The backups run nightly at two. They are kept for thirty days.");
     /* an upper-case start is a sentence start */
     expect_trim("Backups run nightly. They are kept.", false, "Backups run nightly. They are kept.");
-    /* a fragment longer than a quarter of the passage stays */
+    /* a head fragment up to half the passage goes (the chunker's overlap), a longer one stays */
+    expect_trim("of the week and more. The backups run nightly.", false, "The backups run nightly.");
     expect_trim("and so on and so forth for a long while. Short one.", false,
                 "and so on and so forth for a long while. Short one.");
+    /* a tail fragment over a quarter stays */
+    expect_trim("Backups run nightly. They are kept for thirty", false, "Backups run nightly. They are kept for thirty");
     /* a last line of its own (a list item, a heading) is not a fragment */
     expect_trim("Backups run nightly at two o'clock sharp. They are kept for thirty days.\n- item", false,
                 "Backups run nightly at two o'clock sharp. They are kept for thirty days.\n- item");
