@@ -133,9 +133,21 @@ static bool passage_continues(const rag_hit *a, int64_t passage_end, const rag_h
     return b->row.ordinal == a->row.ordinal + 1 || b->row.start <= passage_end;
 }
 
+/* Whether a chunk starts a markdown block that needs its own line: a heading, a list item,
+ * a table row, a quote, a code fence. */
+static bool passage_starts_block(const char *t)
+{
+    if (strchr("#-*+|>`", t[0]) != NULL && t[0] != '\0')
+        return true;
+    size_t i = 0;
+    while (t[i] >= '0' && t[i] <= '9')
+        i++;
+    return i > 0 && (t[i] == '.' || t[i] == ')');
+}
+
 /* The merged text of a group's members (placed chunks in document order): each chunk from
  * where the text so far ends; a gap of whitespace between two chunks becomes one space
- * (one byte of gap) or a blank line (more). */
+ * (one byte of gap; a line break before a markdown block) or a blank line (more). */
 static ragd_err passage_join(const rag_hit *hits, const size_t *members, size_t n, passage_group *g)
 {
     strbuf sb;
@@ -153,7 +165,7 @@ static ragd_err passage_join(const rag_hit *hits, const size_t *members, size_t 
         if (r->start < end) {
             rc = strbuf_appends(&sb, r->text + (end - r->start));
         } else {
-            rc = strbuf_appends(&sb, r->start - end == 1 ? " " : "\n\n");
+            rc = strbuf_appends(&sb, r->start - end > 1 ? "\n\n" : passage_starts_block(r->text) ? "\n" : " ");
             if (rc == RAGD_OK)
                 rc = strbuf_appends(&sb, r->text);
         }

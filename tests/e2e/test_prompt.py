@@ -146,6 +146,31 @@ class PromptTest(harness.E2ETestCase):
         self.assertEqual(done["answer"], want)
         self.assertEqual(done["cited"], list(range(1, n + 1)))
 
+    def test_configured_context_and_the_openai_backend(self):
+        srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": self.fake.url,
+                                   "RAGD_EMBEDDER": "builtin", "RAGD_CONTEXT_TOKENS": "1100"})
+        self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=srv)
+        body = {"db": "many", "query": "How are restores handled?", "k": 20, "use_cache": False}
+        res = self.call("POST", "/api/query", body, srv=srv)
+        self.assertEqual(res["prompt"]["context_tokens"], 1100)
+        self.assertEqual(res["prompt"]["budget"], 1100 - 275)  # a quarter kept for the answer
+        body["options"] = {"num_ctx": 3000}  # the request's num_ctx is what Ollama runs at
+        self.assertEqual(self.call("POST", "/api/query", body, srv=srv)["prompt"]["context_tokens"], 3000)
+        srv.stop()
+        # an OpenAI-compatible model not in the table: 4096; max_tokens is the reserve; the
+        # citations are checked on that path too
+        srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": self.fake.url,
+                                   "RAGD_EMBEDDER": "builtin"})
+        self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=srv)
+        self.fake.configure(answer="Restores are handled by policy [1] and [77].")
+        body["options"] = {"max_tokens": 300}
+        res = self.call("POST", "/api/query", body, srv=srv)
+        self.assertEqual(res["provider"], "openai", res)
+        self.assertEqual(res["prompt"]["context_tokens"], 4096)
+        self.assertEqual(res["prompt"]["budget"], 4096 - 300)
+        self.assertEqual(res["answer"], "Restores are handled by policy [1] and.")
+        self.assertEqual(res["cited"], [1])
+
     def test_extractive_answers_list_their_citations(self):
         self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=self.srv)
         res = self.ask("many", "How are restores handled?", provider="extractive")

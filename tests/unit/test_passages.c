@@ -86,6 +86,23 @@ static void merge_adjacent_with_gap_and_not_unplaced(void **state)
     rag_result_cleanup(&res);
 }
 
+static void merge_gap_before_a_block_is_a_line_break(void **state)
+{
+    (void)state;
+    static const char doc[] = "Steps:\n- one\n- two\n\nDone here.";
+    rag_result res = {0};
+    res.hits = calloc(3, sizeof *res.hits);
+    res.hits[0] = hit(1, doc, 0, 0, 12, 0.9, NULL);  /* "Steps:\n- one" */
+    res.hits[1] = hit(1, doc, 1, 13, 18, 0.8, NULL); /* "- two" */
+    res.hits[2] = hit(1, doc, 2, 20, 30, 0.7, NULL); /* "Done here." */
+    res.n = 3;
+    assert_int_equal(rag_passages_merge(&res), RAGD_OK);
+    assert_int_equal(res.n, 1);
+    assert_string_equal(res.hits[0].row.text, "Steps:\n- one\n- two\n\nDone here.");
+    assert_int_equal(res.hits[0].n_chunks, 3);
+    rag_result_cleanup(&res);
+}
+
 static void merge_far_chunks_stay_apart(void **state)
 {
     (void)state;
@@ -411,6 +428,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(merge_overlapping_chunks_once),
         cmocka_unit_test(merge_adjacent_with_gap_and_not_unplaced),
+        cmocka_unit_test(merge_gap_before_a_block_is_a_line_break),
         cmocka_unit_test(merge_far_chunks_stay_apart),
         cmocka_unit_test(trim_fragments),
         cmocka_unit_test(estimate_monotone_and_conservative),
