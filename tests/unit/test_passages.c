@@ -253,6 +253,35 @@ static rag_result three_passages(void)
     return res;
 }
 
+/* Under datamarking every budget holds too: the estimate of what is sent never passes it. */
+static void fit_datamark_stays_under_every_budget(void **state)
+{
+    (void)state;
+    fence_keys k;
+    assert_int_equal(fence_keys_init(&k, FENCE_MODE_DATAMARK), RAGD_OK);
+    rag_result res = three_passages();
+    const char *q = "What is in the passages?";
+    size_t last_given = 0;
+    for (size_t budget = 1000; budget >= 100; budget -= 7) {
+        rag_prompt_fit fit = {.budget = budget};
+        char *user = NULL;
+        ragd_err rc = rag_prompt_user_fit(&res, q, strlen(q), &k, 50, &fit, &user);
+        if (rc == RAGD_ETOOBIG) {
+            assert_null(user);
+            break;
+        }
+        assert_int_equal(rc, RAGD_OK);
+        assert_true(fit.tokens_estimate <= budget);
+        assert_int_equal(fit.tokens_estimate, RAG_BUDGET_TEMPLATE_TOKENS + 50 + rag_budget_tokens(user, strlen(user)));
+        assert_non_null(strstr(user, "What\xcb\x86is\xcb\x86in") ? user : strstr(user, "What is in the passages?"));
+        if (last_given)
+            assert_true(fit.passages <= last_given); /* a smaller budget never gives more */
+        last_given = fit.passages ? fit.passages : 1;
+        free(user);
+    }
+    rag_result_cleanup(&res);
+}
+
 static void fit_drops_and_cuts_keeps_question(void **state)
 {
     (void)state;
@@ -434,6 +463,7 @@ int main(void)
         cmocka_unit_test(estimate_monotone_and_conservative),
         cmocka_unit_test(context_and_reserve),
         cmocka_unit_test(fit_drops_and_cuts_keeps_question),
+        cmocka_unit_test(fit_datamark_stays_under_every_budget),
         cmocka_unit_test(citations_filter_forms),
         cmocka_unit_test(citations_list),
         cmocka_unit_test(citations_stream_equals_whole),
