@@ -65,6 +65,14 @@ class PromptTest(harness.E2ETestCase):
         prompt = self.fake.stats()["prompts"][-1]
         self.assertEqual(prompt.count(SENTENCES[5]), 1)
         self.assertEqual(res["cited"], [1])
+        # the semantic cache keeps the passage's shape
+        first = self.ask("long", "backup volume nightly", use_cache=True)
+        again = self.ask("long", "backup volume nightly", use_cache=True)
+        self.assertFalse(first["cached"])
+        self.assertTrue(again["cached"], again)
+        self.assertEqual(again["sources"], first["sources"])
+        self.assertEqual(again["cited"], [1])
+        self.assertNotIn("prompt", again)
 
     def test_a_chunk_cut_mid_sentence_starts_at_a_sentence(self):
         self.call("POST", "/api/ingest", {"db": "long", "documents": [{"id": "long", "text": LONG_DOC}]},
