@@ -356,6 +356,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 100, 8000, &c->chunk_size, err, errlen);
     if (strcmp(name, "RAGD_CHUNK_OVERLAP") == 0)
         return parse_size(name, v, 0, 3999, &c->chunk_overlap, err, errlen);
+    if (strcmp(name, "RAGD_CONTEXT_TOKENS") == 0)
+        return parse_size(name, v, 512, (size_t)16 << 20, &c->context_tokens, err, errlen);
     if (strcmp(name, "RAGD_SHUTDOWN_GRACE_S") == 0)
         return parse_seconds(name, v, 0, 3600, &c->shutdown_grace_s, err, errlen);
     if (strcmp(name, "RAGD_MAX_METADATA_BYTES") == 0)
@@ -582,6 +584,7 @@ static const char *const config_names[] = {
     "RAGD_TRUSTED_PROXIES",
     "RAGD_RERANKER", "RAGD_RERANK", "RAGD_RERANK_URL", "RAGD_RERANK_MODEL", "RAGD_RERANK_BATCH",
     "RAGD_RERANK_CANDIDATES", "RAGD_RERANK_TIMEOUT_S", "RAGD_RERANK_SHAPE", "RAGD_RERANK_API_KEY", "RAGD_RERANK_API_KEY_FILE",
+    "RAGD_CONTEXT_TOKENS",
 };
 
 bool config_llm_requested(const ragd_config *c)

@@ -40,6 +40,7 @@ typedef struct {
     size_t worker_queue;    /* RAGD_WORKER_QUEUE: jobs waiting before 503 */
     size_t chunk_size;      /* RAGD_CHUNK_SIZE */
     size_t chunk_overlap;   /* RAGD_CHUNK_OVERLAP */
+    size_t context_tokens;  /* RAGD_CONTEXT_TOKENS: the LLM's context; 0 = by backend and model */
     double shutdown_grace_s;
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
     size_t max_output_bytes; /* RAGD_MAX_OUTPUT_BYTES: bytes queued for all clients together */

@@ -508,6 +508,7 @@ int server_run(const ragd_config *cfg)
                             .embed_model = cfg->embed_model,
                             .chunk_size = cfg->chunk_size,
                             .chunk_overlap = cfg->chunk_overlap,
+                            .context_tokens = cfg->context_tokens,
                             .stopping = &srv.a.stopping,
                             .injection_policy = (rag_injection_policy)cfg->injection_policy,
                             .chunk_threshold = cfg->injection_chunk_threshold,

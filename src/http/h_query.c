@@ -11,6 +11,7 @@
 #include "http/fields.h"
 #include "http/handlers.h"
 #include "rag/engine.h"
+#include "rag/prompt.h"
 #include "util/jsonw.h"
 #include "util/log.h"
 #include "util/loopq.h"
@@ -276,6 +277,13 @@ static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
             jsonw_key(w, "rerank_score");
             jsonw_double(w, (double)h->rerank_score);
         }
+        if (h->n_chunks > 1) { /* a passage of neighbouring chunks (docs/api.md) */
+            jsonw_key(w, "chunks");
+            jsonw_array_begin(w);
+            for (int c = 0; c < h->n_chunks; c++)
+                jsonw_int(w, (int64_t)h->row.ordinal + c);
+            jsonw_array_end(w);
+        }
         if (h->row.quarantined) { /* only with include_quarantined (retrieve) */
             jsonw_key(w, "quarantined");
             jsonw_bool(w, true);
@@ -319,6 +327,24 @@ static void query_write_injection(jsonw *w, const rag_injection *inj)
     jsonw_object_end(w);
 }
 
+/* "prompt": what fitting the prompt to the model's context did, when a prompt was built. */
+static void query_write_prompt(jsonw *w, const rag_prompt_fit *fit)
+{
+    if (!fit)
+        return;
+    jsonw_key(w, "prompt");
+    jsonw_object_begin(w);
+    const char *names[] = {"context_tokens", "budget", "tokens_estimate", "passages", "passages_dropped"};
+    size_t values[] = {fit->context, fit->budget, fit->tokens_estimate, fit->passages, fit->passages_dropped};
+    for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
+        jsonw_key(w, names[i]);
+        jsonw_int(w, (int64_t)values[i]);
+    }
+    jsonw_key(w, "truncated");
+    jsonw_bool(w, fit->truncated);
+    jsonw_object_end(w);
+}
+
 /* The response of a finished query as one object: the original plan's lists (documents
  * only when `documents`: a stream's done event leaves them out), sources, collection,
  * method, cached, degraded, timings, request id; for /api/query the answer and who gave it. */
@@ -356,6 +382,12 @@ static void query_write_response(jsonw *w, http_request *req, const rag_outcome 
         jsonw_string(w, o->provider);
         jsonw_key(w, "model");
         jsonw_string(w, o->model);
+        jsonw_key(w, "cited");
+        jsonw_array_begin(w);
+        for (size_t i = 0; i < o->n_cited; i++)
+            jsonw_int(w, o->cited[i]);
+        jsonw_array_end(w);
+        query_write_prompt(w, o->prompt);
     }
     query_write_injection(w, o->injection);
     jsonw_key(w, "cached");

@@ -42,11 +42,12 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
     for (size_t i = 0; ok && i < res->n; i++) {
         const rag_hit *h = &res->hits[i];
         const store_hit_row *w = &h->row;
-        json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
+        json_t *row = json_pack("[I, I, s, i, I, I, s, s, s?, f, f, i]", (json_int_t)w->chunk_id, (json_int_t)w->doc_rowid,
                                 w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
-                                w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance);
+                                w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance,
+                                h->n_chunks);
         if (row && h->has_rerank_score && json_array_append_new(row, json_real(h->rerank_score)) != 0) {
-            json_decref(row); /* the 12th member, the reranker's score, could not be added */
+            json_decref(row); /* the 13th member, the reranker's score, could not be added */
             row = NULL;
         }
         ok = row && json_array_append_new(hits, row) == 0;
@@ -83,7 +84,8 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         json_t *r = json_array_get(hits, i);
         rag_hit *h = &res->hits[res->n];
         store_hit_row *w = &h->row;
-        ok = json_is_array(r) && (json_array_size(r) == 11 || json_array_size(r) == 12);
+        /* 11: before passages; 12: + n_chunks; 13: + the reranker's score */
+        ok = json_is_array(r) && json_array_size(r) >= 11 && json_array_size(r) <= 13;
         if (!ok)
             break;
         res->n++;
@@ -98,8 +100,9 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         w->source = rag_cache_dup(json_array_get(r, 8));
         h->score = json_real_value(json_array_get(r, 9));
         h->distance = json_real_value(json_array_get(r, 10));
-        h->has_rerank_score = json_array_size(r) == 12;
-        h->rerank_score = (float)json_number_value(json_array_get(r, 11));
+        h->n_chunks = (int)json_integer_value(json_array_get(r, 11)); /* absent: 0, one chunk */
+        h->has_rerank_score = json_array_size(r) == 13;
+        h->rerank_score = (float)json_number_value(json_array_get(r, 12));
         ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
     }
     if (ok) {

@@ -25,10 +25,13 @@
 #include "guard/guard.h"
 #include "obs/metrics.h"
 #include "rag/answer_cache.h"
+#include "rag/budget.h"
 #include "rag/cache.h"
+#include "rag/citations.h"
 #include "rag/embed_builtin.h"
 #include "rag/extractive.h"
 #include "rag/fence.h"
+#include "rag/passages.h"
 #include "rag/prompt.h"
 #include "rag/rerank.h"
 #include "upstream/llm.h"
@@ -99,6 +102,13 @@ struct rag_query_op {
     llm_task *gen_task;
     strbuf text; /* the LLM's answer so far */
     bool tokens_sent;
+
+    /* the prompt's budget and the answer's citations (docs/internals/passages.md) */
+    rag_prompt_fit fit;
+    bool have_fit;
+    char *checked;   /* the LLM's answer with its citations checked (rag_op_checked) */
+    int cited[128];  /* the sources the answer cites */
+    size_t n_cited;
 
     /* the outcome */
     rag_status status;
@@ -176,6 +186,7 @@ static void rag_op_free(rag_query_op *q)
     free(q->fallback);
     free(q->user);
     free(q->system);
+    free(q->checked);
     if (q->have_guard)
         fence_guard_cleanup(&q->guard);
     strbuf_cleanup(&q->text);
@@ -256,6 +267,9 @@ static void rag_op_deliver(void *arg)
     rag_query_op *q = arg;
     rag_op_cache_store(q);
     q->delivering = true;
+    if (q->answer && q->have_res)
+        q->n_cited = rag_citations_list(q->answer, strlen(q->answer), q->res.n, q->cited,
+                                        sizeof q->cited / sizeof *q->cited);
     q->t.total = clock_now_ms() - q->t_start;
     rag_outcome o = {
         .status = q->status,
@@ -274,6 +288,9 @@ static void rag_op_deliver(void *arg)
         .reranked = q->reranked,
         .rerank_skipped_reason = q->req.rerank && !q->reranked && q->rerank_skipped[0] ? q->rerank_skipped : NULL,
         .timings = q->t,
+        .cited = q->cited,
+        .n_cited = q->n_cited,
+        .prompt = q->have_fit && !q->cached ? &q->fit : NULL,
     };
     q->sink.on_done(&o, q->ctx);
     rag_op_free(q);
@@ -334,7 +351,11 @@ static void rag_op_dropped(void *arg)
 
 /* ---- generate (loop) ---- */
 
-/* Gives on_token the answer up to byte `upto` (a character boundary) not given yet. */
+/* The sources an LLM's citations may point at: the passages its prompt held. */
+static size_t rag_op_sources_given(const rag_query_op *q) { return q->have_fit ? q->fit.passages : q->res.n; }
+
+/* Gives on_token the answer up to byte `upto` (a character boundary, and one where
+ * rag_citations_safe_end may cut, or the end) not given yet, its citations checked. */
 static int rag_op_release(rag_query_op *q, size_t upto)
 {
     if (upto <= q->released)
@@ -342,7 +363,31 @@ static int rag_op_release(rag_query_op *q, size_t upto)
     size_t from = q->released;
     q->released = upto;
     q->tokens_sent = true;
-    return q->sink.on_token(q->text.data + from, upto - from, q->ctx);
+    strbuf piece;
+    strbuf_init(&piece, RAG_ANSWER_CAP);
+    if (rag_citations_filter(q->text.data + from, upto - from, rag_op_sources_given(q), &piece) != RAGD_OK) {
+        strbuf_cleanup(&piece);
+        return 1; /* out of memory: stop, the answer so far is the answer */
+    }
+    int stop = piece.len ? q->sink.on_token(piece.data, piece.len, q->ctx) : 0;
+    strbuf_cleanup(&piece);
+    return stop;
+}
+
+/* The LLM's answer with its citations checked: the same text the stream gave out. Falls
+ * back to the answer as it came when out of memory. */
+static const char *rag_op_checked(rag_query_op *q)
+{
+    strbuf sb;
+    strbuf_init(&sb, RAG_ANSWER_CAP);
+    if (rag_citations_filter(q->text.data, q->text.len, rag_op_sources_given(q), &sb) != RAGD_OK ||
+        strbuf_append(&sb, "", 0) != RAGD_OK) {
+        strbuf_cleanup(&sb);
+        return q->text.data;
+    }
+    free(q->checked);
+    q->checked = strbuf_detach(&sb, NULL);
+    return q->checked ? q->checked : q->text.data;
 }
 
 static int rag_on_text(const char *p, size_t n, void *arg)
@@ -366,6 +411,7 @@ static int rag_on_text(const char *p, size_t n, void *arg)
     size_t upto = q->text.len - FENCE_HOLDBACK_BYTES;
     while (upto > q->released && ((unsigned char)q->text.data[upto] & 0xc0) == 0x80)
         upto--; /* never split a character */
+    upto = rag_citations_safe_end(q->text.data, q->released, upto); /* nor a citation marker */
     return rag_op_release(q, upto);
 }
 
@@ -415,7 +461,7 @@ static void rag_on_generated(llm_status st, const char *message, const llm_chat_
         rag_op_release(q, q->text.len);
     if (st == LLM_OK && q->text.len > 0) {
         q->provider = e->cfg.generator_name;
-        q->answer = q->text.data;
+        q->answer = rag_op_checked(q);
         if (q->embed_failure[0])
             rag_op_degrade(q, NULL);
         rag_op_finish(q, RAG_OK, NULL);
@@ -438,7 +484,7 @@ static void rag_on_generated(llm_status st, const char *message, const llm_chat_
     if (q->tokens_sent) { /* what went out cannot be taken back: the answer so far, and why it stopped */
         snprintf(q->stream_error, sizeof q->stream_error, "%s", failure);
         q->provider = e->cfg.generator_name;
-        q->answer = q->text.data;
+        q->answer = rag_op_checked(q);
         rag_op_finish(q, RAG_OK, NULL);
         return;
     }
@@ -454,6 +500,7 @@ static void rag_step_generate(void *arg)
         return;
     }
     if (!rag_engine_llm_in_use(e, e->cfg.generator)) {
+        q->have_fit = false; /* the prompt is not sent */
         rag_op_answer_extractive(q, NULL); /* no LLM in use: the embedded parts answer, as intended */
         return;
     }
@@ -490,6 +537,27 @@ static llm *rag_op_generator(rag_query_op *q)
                          ? "generator 'openai' is not configured; answered extractively"
                          : "generator 'ollama' is not configured; answered extractively";
     return NULL;
+}
+
+/* The chunks become passages (rag/passages.h): merged neighbours, trimmed fragments. Out of
+ * memory: the chunks stay as they are, each its own passage. */
+static void rag_op_passages(rag_query_op *q)
+{
+    if (rag_passages_merge(&q->res) != RAGD_OK)
+        log_debug("passages: out of memory merging chunks; the chunks are the passages");
+}
+
+/* The user message, fitted to the model's context (q->system written). RAGD_ETOOBIG: the
+ * question alone does not fit (q->fit says by how much). */
+static ragd_err rag_op_prompt(rag_query_op *q)
+{
+    const rag_engine_config *c = &q->e->cfg;
+    q->fit.context = rag_budget_context(c->generator_name, q->model, q->req.options, c->context_tokens);
+    q->fit.reserved = rag_budget_reserve(c->generator_name, q->req.options, q->fit.context);
+    q->fit.budget = q->fit.context - q->fit.reserved;
+    q->have_fit = true;
+    return rag_prompt_user_fit(&q->res, q->req.text, q->req.len, &q->keys, rag_budget_tokens(q->system, strlen(q->system)),
+                               &q->fit, &q->user);
 }
 
 /* The extractive answer from the passages (or the "no relevant passages" text). */
@@ -718,6 +786,7 @@ static void rag_step_compose(void *arg)
         rag_op_finish(q, RAG_OK, NULL);
         return;
     }
+    rag_op_passages(q);
     q->fallback = rag_op_extractive(q);
     if (!q->fallback) { /* no answer to give, not even the degraded one */
         rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while writing the answer");
@@ -740,7 +809,16 @@ static void rag_step_compose(void *arg)
         return;
     }
     q->system = rag_prompt_system(&q->keys);
-    q->user = q->system ? rag_prompt_user(&q->res, q->req.text, q->req.len, &q->keys) : NULL;
+    ragd_err fit = q->system ? rag_op_prompt(q) : RAGD_ENOMEM;
+    if (fit == RAGD_ETOOBIG) { /* never sent cut: the model would lose the instructions or the question */
+        char failure[300];
+        snprintf(failure, sizeof failure,
+                 "the question needs about %zu tokens of prompt, more than the %zu the model's context leaves "
+                 "(RAGD_CONTEXT_TOKENS or options.num_ctx)",
+                 q->fit.tokens_estimate, q->fit.budget);
+        rag_op_answer_extractive(q, failure);
+        return;
+    }
     q->have_guard = q->user && fence_guard_init(&q->guard, q->keys.canary, q->system) == RAGD_OK;
     if (!q->have_guard) { /* not a reason to answer without the LLM */
         rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while writing the prompt");

@@ -70,6 +70,8 @@ typedef struct {
     /* reranking (rag/rerank.h) */
     rerank *reranker;              /* NULL: RAGD_RERANKER=off (a request asking is answered unreranked, flagged) */
     size_t rerank_candidates;      /* retrieved and reranked: max(k, this); 0 = k */
+    size_t context_tokens;         /* RAGD_CONTEXT_TOKENS: the LLM's context; 0 = by backend and model
+                                    * (rag/budget.h) */
 } rag_engine_config;
 
 /* The chunk threshold in force: the configured one, else the screen's default. */
@@ -159,6 +161,13 @@ typedef struct {
     bool reranked;               /* the passages are in the reranker's order (hits carry rerank_score) */
     const char *rerank_skipped_reason; /* the request asked for reranking and it was not done: why */
     rag_timings timings;
+    /* generate: the sources the answer cites ([n] markers, checked: rag/citations.h),
+     * sorted, each once */
+    const int *cited;
+    size_t n_cited;
+    /* what fitting the prompt to the model's context did; NULL when no prompt was built
+     * (extractive, cached, retrieve) */
+    const struct rag_prompt_fit_s *prompt;
 } rag_outcome;
 
 typedef struct {

@@ -2,6 +2,9 @@
 #define RAGD_RAG_PROMPT_H
 
 /* The prompt stage: what the LLM is asked (docs/internals/engine.md, docs/internals/fence.md). */
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "rag/fence.h"
 #include "rag/retrieve.h"
 
@@ -15,5 +18,25 @@ char *rag_prompt_system(const fence_keys *k);
  * neutralised. Quarantined passages are left out (the caller removed them). malloc'd; NULL
  * when out of memory (or past a 16 MiB cap). */
 char *rag_prompt_user(const rag_result *res, const char *question, size_t question_len, const fence_keys *k);
+
+/* What fitting the prompt to the model's context did (docs/api.md "prompt"). */
+typedef struct rag_prompt_fit_s {
+    size_t context;          /* the model's context, tokens (rag/budget.h) */
+    size_t reserved;         /* kept for the answer */
+    size_t budget;           /* context - reserved: for the system and user messages */
+    size_t tokens_estimate;  /* the estimate of the prompt as sent (rag_budget_tokens) */
+    size_t passages;         /* passages given to the model: the first ones of the result */
+    size_t passages_dropped; /* the rest */
+    bool truncated;          /* the last passage given was cut (at a sentence, else a word) */
+} rag_prompt_fit;
+
+/* The user message fitted to fit->budget (set by the caller, with context and reserved)
+ * with a system message of system_tokens: the question and the instructions always whole;
+ * passages in rank order while they fit, the first that does not cut at the last sentence
+ * (else word) boundary that fits — dropped when not even 16 tokens of it fit — and the
+ * rest dropped. Fills the rest of fit. RAGD_ETOOBIG: the question and the instructions
+ * alone exceed the budget (*out NULL); RAGD_ENOMEM. *out is malloc'd. */
+ragd_err rag_prompt_user_fit(const rag_result *res, const char *question, size_t question_len, const fence_keys *k,
+                             size_t system_tokens, rag_prompt_fit *fit, char **out);
 
 #endif

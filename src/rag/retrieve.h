@@ -51,6 +51,9 @@ typedef struct {
     double distance; /* smaller is better; see docs/api.md */
     bool has_rerank_score; /* the reranker scored this hit (rag/rerank.h) */
     float rerank_score;
+    /* A passage of /api/query (rag/passages.h): the chunks row.ordinal ..
+     * row.ordinal + n_chunks - 1 merged into row.text. 0 or 1: one chunk as retrieved. */
+    int n_chunks;
 } rag_hit;
 
 typedef struct {

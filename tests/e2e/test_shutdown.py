@@ -271,6 +271,8 @@ class ShutdownTest(harness.E2ETestCase):
 
 BAD_CONFIG = [
     ("RAGD_CHUNK_SIZE", "abc"),
+    ("RAGD_CONTEXT_TOKENS", "100"),  # under 512
+    ("RAGD_CONTEXT_TOKENS", "lots"),
     ("RAGD_LISTEN", "nonsense"),
     ("RAGD_POOL_SIZE", "0"),
     ("RAGD_EMBEDDER", "bogus"),

@@ -83,6 +83,7 @@ KNOBS = {
                       "message of error500 and error_line faults"),
     "fault_huge_bytes": ("int", 64 << 20, "length of the one line the huge_line fault sends"),
     "version": ("str", "0.5.1", "what GET /api/version answers"),
+    "answer": ("str", "", "a fixed answer instead of the built one (empty = built from the prompt)"),
     "echo": ("str", "none", "none | system: the answer is followed by the system prompt "
                             "(a model that leaks its instructions)"),
     "rerank_ms": ("float", 0.0, "latency of each rerank call (POST /rerank, /v1/rerank)"),
@@ -1177,7 +1178,7 @@ class Handler(BaseHTTPRequestHandler):
         if prompt_tokens > self._num_ctx(opts, m.ctx):
             raise ApiError(400, CONTEXT_TEXT)
         app.record_prompt(context_text)
-        answer = build_answer(context_text, question)
+        answer = cfg["answer"] or build_answer(context_text, question)
         judged = judge_answer(cfg["judge"], question)
         if judged is not None:
             app.count("judge_calls")
