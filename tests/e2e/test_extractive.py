@@ -106,7 +106,8 @@ QUESTIONS = [
 ]
 
 CITE = re.compile(r" \[(\d+)\]")
-SENTENCE_END = re.compile(r"(?<=[.!?:\u2026])\s+(?=\S)")
+# not after ":" — "says cached: true." is one sentence (two that end so are not a repeat)
+SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+(?=\S)")
 MARKUP = [
     ("heading", re.compile(r"^\s*#{1,6}(\s|$)")),
     ("fence", re.compile(r"```|~~~")),

@@ -13,6 +13,7 @@
 """
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -96,11 +97,15 @@ class RerankTest(harness.E2ETestCase):
         self.assertEqual(st["rerank"]["documents"], 6, st["rerank"])
         self.assertGreaterEqual(st["rerank"]["max_in_flight"], 2, st["rerank"])  # in parallel
         self.assertEqual(st["requests"].get(path_of_fake), 3, st["requests"])
-        # /api/query: the answer is built from the reranked passages, [1] is the reranker's first
+        # /api/query: the answer is built from the reranked passages: [n] cites the n-th of the
+        # reranker's order (each cited sentence is in that source's text)
         q = self.ask(srv, path="/api/query", rerank=True)
         self.assertTrue(q["reranked"], q)
         self.assertEqual(ids(q)[0], "decision", q)
-        self.assertIn("[1]", q["answer"], q)
+        runs = re.findall(r"(.+?) \[(\d+)\]", q["answer"])
+        self.assertTrue(runs, q)
+        for text, n in runs:
+            self.assertIn(text.strip(), q["sources"][int(n) - 1]["text"], q)
         return srv
 
     def test_tei_shape_reorders_in_parallel(self):
