@@ -379,7 +379,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
              res->transport == UPSTREAM_T_IDLE_TIMEOUT)
         st = RERANK_TIMEOUT;
     char full[320];
-    snprintf(full, sizeof full, "reranker %.160s: %.150s", r->shown, msg);
+    snprintf(full, sizeof full, "reranker %.160s: %.140s", r->shown, msg);
     rerank_finish(t, st, full);
 }
 
