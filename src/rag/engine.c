@@ -107,6 +107,7 @@ struct rag_query_op {
     rag_prompt_fit fit;
     bool have_fit;
     char *checked;   /* the LLM's answer with its citations checked (rag_op_checked) */
+    json_t *options; /* the request's options with num_ctx added (rag_op_options), or NULL: the request's */
     int cited[128];  /* the sources the answer cites */
     size_t n_cited;
 
@@ -187,6 +188,7 @@ static void rag_op_free(rag_query_op *q)
     free(q->user);
     free(q->system);
     free(q->checked);
+    json_decref(q->options);
     if (q->have_guard)
         fence_guard_cleanup(&q->guard);
     strbuf_cleanup(&q->text);
@@ -511,7 +513,7 @@ static void rag_step_generate(void *arg)
     }
     q->t.generate = clock_now_ms();
     llm_chat_handlers h = {.on_text = rag_on_text, .on_done = rag_on_generated, .arg = q};
-    q->gen_task = llm_chat(e->cfg.generator, q->model, q->system, q->user, q->req.options,
+    q->gen_task = llm_chat(e->cfg.generator, q->model, q->system, q->user, q->options ? q->options : q->req.options,
                            clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation);
     if (!q->gen_task) /* no callback will come: shutting down, or no memory */
         rag_op_answer_extractive(q, "generator call could not start");
@@ -547,11 +549,33 @@ static void rag_op_passages(rag_query_op *q)
         log_debug("passages: out of memory merging chunks; the chunks are the passages");
 }
 
+/* Ollama runs a model at the request's options.num_ctx, else at its own default: with
+ * RAGD_CONTEXT_TOKENS set and no num_ctx in the request, the request to Ollama says it
+ * (q->options, a copy of the request's with num_ctx added), so the model runs at the context
+ * the prompt is fitted to instead of cutting the prompt's start silently. */
+static ragd_err rag_op_options(rag_query_op *q)
+{
+    const rag_engine_config *c = &q->e->cfg;
+    const json_t *asked = q->req.options;
+    if (!c->context_tokens || strcmp(c->generator_name, "ollama") != 0 ||
+        (json_is_object(asked) && json_object_get(asked, "num_ctx")))
+        return RAGD_OK;
+    json_t *o = json_is_object(asked) ? json_deep_copy(asked) : json_object();
+    if (!o || json_object_set_new(o, "num_ctx", json_integer((json_int_t)c->context_tokens)) != 0) {
+        json_decref(o);
+        return RAGD_ENOMEM;
+    }
+    q->options = o;
+    return RAGD_OK;
+}
+
 /* The user message, fitted to the model's context (q->system written). RAGD_ETOOBIG: the
  * question alone does not fit (q->fit says by how much). */
 static ragd_err rag_op_prompt(rag_query_op *q)
 {
     const rag_engine_config *c = &q->e->cfg;
+    if (rag_op_options(q) != RAGD_OK)
+        return RAGD_ENOMEM;
     q->fit.context = rag_budget_context(c->generator_name, q->model, q->req.options, c->context_tokens);
     q->fit.reserved = rag_budget_reserve(c->generator_name, q->req.options, q->fit.context);
     q->fit.budget = q->fit.context - q->fit.reserved;

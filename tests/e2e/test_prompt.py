@@ -141,6 +141,8 @@ class PromptTest(harness.E2ETestCase):
                 % (filler * 2, n, filler * 3))
         res = self.ask("many", "backups policy")
         self.assertEqual(res["answer"], want)
+        # RAGD_CONTEXT_TOKENS unset: Ollama runs at its own num_ctx, none is sent
+        self.assertNotIn("num_ctx", self.fake.stats()["chat_options"][-1])
         self.assertEqual(res["cited"], list(range(1, n + 1)))
         # streamed: the tokens and the done event carry the same checked answer
         r = self.srv.request("POST", "/api/query", json_body={"db": "many", "query": "backups policy", "k": 20,
@@ -162,8 +164,15 @@ class PromptTest(harness.E2ETestCase):
         res = self.call("POST", "/api/query", body, srv=srv)
         self.assertEqual(res["prompt"]["context_tokens"], 1100)
         self.assertEqual(res["prompt"]["budget"], 1100 - 275)  # a quarter kept for the answer
-        body["options"] = {"num_ctx": 3000}  # the request's num_ctx is what Ollama runs at
+        # ... and Ollama is asked to run at it (its own default may be smaller or larger)
+        self.assertEqual(self.fake.stats()["chat_options"][-1].get("num_ctx"), 1100)
+        body["options"] = {"num_ctx": 3000, "temperature": 0}  # the request's num_ctx is what Ollama runs at
         self.assertEqual(self.call("POST", "/api/query", body, srv=srv)["prompt"]["context_tokens"], 3000)
+        self.assertEqual(self.fake.stats()["chat_options"][-1], {"num_ctx": 3000, "temperature": 0})
+        body["options"] = {"temperature": 0}  # other options kept, num_ctx added
+        self.call("POST", "/api/query", body, srv=srv)
+        self.assertEqual(self.fake.stats()["chat_options"][-1], {"num_ctx": 1100, "temperature": 0})
+        del body["options"]
         srv.stop()
         # an OpenAI-compatible model not in the table: 4096; max_tokens is the reserve; the
         # citations are checked on that path too

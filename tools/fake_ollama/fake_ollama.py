@@ -1178,6 +1178,7 @@ class Handler(BaseHTTPRequestHandler):
         if prompt_tokens > self._num_ctx(opts, m.ctx):
             raise ApiError(400, CONTEXT_TEXT)
         app.record_prompt(context_text)
+        app.record_options(opts)
         answer = cfg["answer"] or build_answer(context_text, question)
         judged = judge_answer(cfg["judge"], question)
         if judged is not None:
@@ -1700,6 +1701,7 @@ class FakeOllama:
                         "embed_inputs": collections.deque(maxlen=10000),
                         "in_flight": 0, "max_in_flight": 0, "queue_rejections": 0,
                         "cancelled": 0, "prompts": collections.deque(maxlen=32),
+                        "chat_options": collections.deque(maxlen=32),
                         "rerank_calls": 0, "rerank_documents": 0, "rerank_in_flight": 0,
                         "rerank_max_in_flight": 0, "judge_calls": 0}
             for st in getattr(self, "states", {}).values():
@@ -1737,6 +1739,11 @@ class FakeOllama:
         with self._stats_lock:
             self._st["prompts"].append(text)
 
+    def record_options(self, opts):
+        """The options object of a generation request, last 32 kept."""
+        with self._stats_lock:
+            self._st["chat_options"].append(dict(opts))
+
     def rerank_begin(self, ndocs, limit=0):
         """Counts a rerank call in; False (nothing counted) when limit calls already run."""
         with self._stats_lock:
@@ -1768,7 +1775,7 @@ class FakeOllama:
                    "embed_inputs": list(s["embed_inputs"]), "in_flight": s["in_flight"],
                    "max_in_flight": s["max_in_flight"],
                    "queue_rejections": s["queue_rejections"], "cancelled": s["cancelled"],
-                   "prompts": list(s["prompts"]),
+                   "prompts": list(s["prompts"]), "chat_options": list(s["chat_options"]),
                    "rerank": {"calls": s["rerank_calls"], "documents": s["rerank_documents"],
                               "in_flight": s["rerank_in_flight"],
                               "max_in_flight": s["rerank_max_in_flight"]},
