@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "rag/fence.h"
+#include "upstream/admission.h"
 #include "upstream/client.h"
 #include "upstream/llm.h"
 #include "util/log.h"
@@ -89,12 +90,10 @@ struct rerank {
     bool tei;
     breaker_registry *breakers;
     breaker *br;
-    bulkhead_set *bulkheads;
+    admission *admission; /* its one bulkhead, driven on the loop */
     bulkhead *bh;
     upstream_clock clock;
     upstream_rand rnd;
-    struct event *expiry;   /* bulkhead waiters' time limits */
-    struct event *dispatch; /* zero-timeout: delivers the bulkhead's decisions */
     queue_node tasks;
     size_t n_tasks;
     bool closed;
@@ -156,14 +155,6 @@ bool rerank_url_is_tei(const char *url)
 
 static double rerank_now(const rerank *r) { return r->clock.now_ms(r->clock.arg); }
 
-static void rerank_arm(struct event *ev, double ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((long)(ms * 1000) % 1000000)};
-    evtimer_add(ev, &tv);
-}
-
 /* ---- ending calls and tasks ---- */
 
 /* Ends an http call's attempt without callbacks: waiter, HTTP call, permit and slot go back
@@ -216,7 +207,7 @@ static void rerank_task_free(rerank_task *t)
 static void rerank_maybe_deliver(rerank_task *t)
 {
     if (t->finishing && t->judges_alive == 0)
-        rerank_arm(t->step, 0);
+        admission_arm_timer(t->step, 0);
 }
 
 /* Decides the task's outcome: every call still running stops (judge calls are cancelled
@@ -305,19 +296,6 @@ static bool rerank_parse(rerank_call *c, char *msg, size_t msglen)
     return ok;
 }
 
-static breaker_transport rerank_transport(upstream_transport x)
-{
-    switch (x) {
-    case UPSTREAM_T_OK: return BREAKER_XPORT_NONE;
-    case UPSTREAM_T_CONNECT: return BREAKER_XPORT_CONNECT;
-    case UPSTREAM_T_TTFB_TIMEOUT: return BREAKER_XPORT_TTFB_TIMEOUT;
-    case UPSTREAM_T_IDLE_TIMEOUT: return BREAKER_XPORT_IDLE_TIMEOUT;
-    case UPSTREAM_T_TOTAL_TIMEOUT: return BREAKER_XPORT_TOTAL_TIMEOUT;
-    case UPSTREAM_T_RESET: return BREAKER_XPORT_RESET;
-    default: return BREAKER_XPORT_OTHER;
-    }
-}
-
 static int rerank_on_headers(int status, const char *content_type, void *arg)
 {
     (void)content_type;
@@ -343,7 +321,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
     rerank *r = t->r;
     c->call = NULL; /* the client frees it after this callback */
     char msg[300] = "";
-    breaker_call bc = {.transport = rerank_transport(res->transport), .http_status = res->status};
+    breaker_call bc = {.transport = admission_breaker_transport(res->transport), .http_status = res->status};
     bool parsed = false;
     if (res->status >= 400) {
         char text[240];
@@ -428,40 +406,6 @@ static void rerank_send(rerank_call *c)
     }
 }
 
-static void rerank_arm_expiry(rerank *r)
-{
-    double next = bulkhead_set_next_expiry(r->bulkheads);
-    if (!isfinite(next) || next < 0) {
-        event_del(r->expiry);
-        return;
-    }
-    rerank_arm(r->expiry, next - rerank_now(r));
-}
-
-static void rerank_on_expiry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    rerank *r = arg;
-    bulkhead_set_expire(r->bulkheads, rerank_now(r)); /* decides; dispatch delivers */
-    rerank_arm_expiry(r);
-}
-
-static void rerank_dispatch_later(void *arg)
-{
-    rerank *r = arg;
-    rerank_arm(r->dispatch, 0);
-}
-
-static void rerank_on_dispatch(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    rerank *r = arg;
-    bulkhead_set_dispatch(r->bulkheads);
-    rerank_arm_expiry(r);
-}
-
 static void rerank_on_admission(bulkhead_waiter *w, bulkhead_status status, void *arg)
 {
     (void)w;
@@ -488,7 +432,7 @@ static void rerank_http_try(rerank_call *c)
         rerank_send(c);
     } else if (st == BULKHEAD_QUEUED) {
         c->queued = true;
-        rerank_arm_expiry(r);
+        admission_waiting(r->admission);
     } else {
         char msg[300];
         snprintf(msg, sizeof msg, "reranker %.160s: %s", r->shown, bulkhead_status_name(st));
@@ -728,7 +672,7 @@ rerank_task *rerank_start(rerank *r, const char *query, size_t query_len, const 
     t->pending = t->n_calls;
     queue_insert_tail(&r->tasks, &t->link);
     r->n_tasks++;
-    rerank_arm(t->step, 0); /* the calls start on the next turn: no callback inside this call */
+    admission_arm_timer(t->step, 0); /* the calls start on the next turn: no callback inside this call */
     return t;
 }
 
@@ -753,7 +697,7 @@ void rerank_cancel_all(rerank *r)
 size_t rerank_task_count(const rerank *r) { return r ? r->n_tasks : 0; }
 rerank_kind rerank_get_kind(const rerank *r) { return r ? r->cfg.kind : RERANK_KIND_OFF; }
 breaker_registry *rerank_breakers(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->breakers : NULL; }
-bulkhead_set *rerank_bulkheads(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->bulkheads : NULL; }
+bulkhead_set *rerank_bulkheads(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? admission_bulkheads(r->admission) : NULL; }
 const char *rerank_url_shown(const rerank *r) { return r ? r->shown : ""; }
 bool rerank_is_tei(const rerank *r) { return r && r->tei; }
 
@@ -792,17 +736,14 @@ ragd_err rerank_new(struct event_base *base, upstream_client *client, const rera
     if (e == RAGD_OK && cfg->kind == RERANK_KIND_HTTP) {
         url_redact(r->url, r->shown, sizeof r->shown);
         r->tei = cfg->shape == RERANK_SHAPE_TEI || (cfg->shape == RERANK_SHAPE_AUTO && rerank_url_is_tei(r->url));
-        r->expiry = evtimer_new(base, rerank_on_expiry, r);
-        r->dispatch = evtimer_new(base, rerank_on_dispatch, r);
         r->breakers = breaker_registry_new(clock, rnd);
-        e = r->expiry && r->dispatch && r->breakers ? RAGD_OK : RAGD_ENOMEM;
+        e = r->breakers ? RAGD_OK : RAGD_ENOMEM;
         if (e == RAGD_OK)
             e = breaker_registry_add(r->breakers, r->shown, "rerank", r->model, &cfg->breaker, &r->br, err, errlen);
         if (e == RAGD_OK)
-            e = bulkhead_set_new(&cfg->bulkhead, 1, clock, rnd, (bulkhead_wake){.fn = rerank_dispatch_later, .arg = r},
-                                 &r->bulkheads, err, errlen);
+            e = admission_new(base, &cfg->bulkhead, 1, clock, rnd, &r->admission, err, errlen);
         if (e == RAGD_OK)
-            e = bulkhead_set_get(r->bulkheads, r->shown, r->model, &r->bh);
+            e = bulkhead_set_get(admission_bulkheads(r->admission), r->shown, r->model, &r->bh);
     }
     if (e != RAGD_OK) {
         if (e == RAGD_ENOMEM)
@@ -825,12 +766,8 @@ void rerank_free(rerank *r)
             t->calls[i].judge = NULL;
         rerank_task_free(t);
     }
-    bulkhead_set_free(r->bulkheads);
+    admission_free(r->admission);
     breaker_registry_free(r->breakers);
-    if (r->expiry)
-        event_free(r->expiry);
-    if (r->dispatch)
-        event_free(r->dispatch);
     free(r->url);
     free(r->model);
     free(r->api_key);
