@@ -39,11 +39,7 @@ struct rerank_call {
     /* http */
     char *body;
     size_t body_len;
-    bulkhead_waiter waiter;
-    bool queued, slot;
-    breaker_permit permit;
-    bool permitted;
-    upstream_call *call;
+    admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
     strbuf reply;
     /* llm */
@@ -157,29 +153,6 @@ static double rerank_now(const rerank *r) { return r->clock.now_ms(r->clock.arg)
 
 /* ---- ending calls and tasks ---- */
 
-/* Ends an http call's attempt without callbacks: waiter, HTTP call, permit and slot go back
- * as NEUTRAL (we stopped it). */
-static void rerank_call_abandon(rerank_call *c)
-{
-    rerank *r = c->t->r;
-    if (c->queued) {
-        bulkhead_cancel(r->bh, &c->waiter);
-        c->queued = false;
-    }
-    if (c->call) {
-        upstream_cancel(c->call);
-        c->call = NULL;
-    }
-    if (c->permitted) {
-        breaker_release(r->br, &c->permit, UPSTREAM_NEUTRAL, false);
-        c->permitted = false;
-    }
-    if (c->slot) {
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
-    }
-}
-
 static void rerank_task_free(rerank_task *t)
 {
     if (!t)
@@ -187,7 +160,7 @@ static void rerank_task_free(rerank_task *t)
     for (size_t i = 0; i < t->n_calls; i++) {
         rerank_call *c = &t->calls[i];
         if (t->r->cfg.kind == RERANK_KIND_HTTP)
-            rerank_call_abandon(c);
+            admission_hold_abandon(&c->hold);
         strbuf_cleanup(&c->reply);
         free(c->body);
     }
@@ -225,7 +198,7 @@ static void rerank_finish(rerank_task *t, rerank_status st, const char *message)
     for (size_t i = 0; i < t->n_calls; i++) {
         rerank_call *c = &t->calls[i];
         if (t->r->cfg.kind == RERANK_KIND_HTTP)
-            rerank_call_abandon(c);
+            admission_hold_abandon(&c->hold);
         else if (c->judge)
             llm_task_cancel(c->judge); /* its callback comes later and counts judges_alive down */
     }
@@ -319,7 +292,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
     rerank_call *c = arg;
     rerank_task *t = c->t;
     rerank *r = t->r;
-    c->call = NULL; /* the client frees it after this callback */
+    c->hold.call = NULL; /* the client frees it after this callback */
     char msg[300] = "";
     breaker_call bc = {.transport = admission_breaker_transport(res->transport), .http_status = res->status};
     bool parsed = false;
@@ -338,10 +311,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
         snprintf(msg, sizeof msg, "unexpected HTTP %d", res->status);
         bc.transport = BREAKER_XPORT_OTHER;
     }
-    upstream_outcome outcome = breaker_report(r->br, &c->permit, &bc);
-    c->permitted = false;
-    bulkhead_release(r->bh, outcome);
-    c->slot = false;
+    upstream_outcome outcome = admission_hold_report(&c->hold, &bc);
     if (parsed && outcome == UPSTREAM_SUCCESS) {
         c->done = true;
         if (--t->pending == 0)
@@ -366,16 +336,12 @@ static void rerank_send(rerank_call *c)
 {
     rerank_task *t = c->t;
     rerank *r = t->r;
-    double remaining = 0;
     char msg[300];
-    if (!breaker_acquire(r->br, &c->permit, &remaining)) {
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
+    if (!admission_hold_permit(&c->hold)) {
         snprintf(msg, sizeof msg, "reranker %.160s: circuit breaker open", r->shown);
         rerank_finish(t, RERANK_UNAVAILABLE, msg);
         return;
     }
-    c->permitted = true;
     double left = t->deadline_ms - rerank_now(r);
     if (left < 1)
         left = 1;
@@ -396,12 +362,9 @@ static void rerank_send(rerank_call *c)
                             .on_data = rerank_on_data,
                             .on_done = rerank_on_call_done,
                             .arg = c};
-    c->call = upstream_start(r->client, &req);
-    if (!c->call) {
-        breaker_release(r->br, &c->permit, UPSTREAM_NEUTRAL, false);
-        c->permitted = false;
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
+    c->hold.call = upstream_start(r->client, &req);
+    if (!c->hold.call) {
+        admission_hold_abandon(&c->hold); /* the permit and the slot, as NEUTRAL */
         rerank_finish(t, RERANK_OVERLOADED, "reranker: cannot start an HTTP call (out of memory)");
     }
 }
@@ -410,9 +373,7 @@ static void rerank_on_admission(bulkhead_waiter *w, bulkhead_status status, void
 {
     (void)w;
     rerank_call *c = arg;
-    c->queued = false;
-    if (status == BULKHEAD_ADMITTED) {
-        c->slot = true;
+    if (admission_hold_admitted(&c->hold, status)) {
         rerank_send(c);
         return;
     }
@@ -425,15 +386,12 @@ static void rerank_on_admission(bulkhead_waiter *w, bulkhead_status status, void
 static void rerank_http_try(rerank_call *c)
 {
     rerank *r = c->t->r;
-    memset(&c->waiter, 0, sizeof c->waiter);
-    bulkhead_status st = bulkhead_acquire(r->bh, &c->waiter, c->t->deadline_ms, rerank_on_admission, c);
+    c->hold.bh = r->bh;
+    c->hold.br = r->br;
+    bulkhead_status st = admission_hold_acquire(r->admission, &c->hold, c->t->deadline_ms, rerank_on_admission, c);
     if (st == BULKHEAD_ADMITTED) {
-        c->slot = true;
         rerank_send(c);
-    } else if (st == BULKHEAD_QUEUED) {
-        c->queued = true;
-        admission_waiting(r->admission);
-    } else {
+    } else if (st != BULKHEAD_QUEUED) {
         char msg[300];
         snprintf(msg, sizeof msg, "reranker %.160s: %s", r->shown, bulkhead_status_name(st));
         rerank_finish(c->t, st == BULKHEAD_TIMED_OUT ? RERANK_TIMEOUT : RERANK_OVERLOADED, msg);

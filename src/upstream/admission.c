@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/time.h>
 
 struct admission {
@@ -105,6 +106,68 @@ void admission_free(admission *a)
     if (a->dispatch)
         event_free(a->dispatch);
     free(a);
+}
+
+bulkhead_status admission_hold_acquire(admission *a, admission_hold *h, double deadline_ms, bulkhead_cb cb,
+                                       void *arg)
+{
+    memset(&h->waiter, 0, sizeof h->waiter);
+    bulkhead_status st = bulkhead_acquire(h->bh, &h->waiter, deadline_ms, cb, arg);
+    if (st == BULKHEAD_ADMITTED) {
+        h->slot = true;
+    } else if (st == BULKHEAD_QUEUED) {
+        h->queued = true;
+        admission_waiting(a);
+    }
+    return st;
+}
+
+bool admission_hold_admitted(admission_hold *h, bulkhead_status status)
+{
+    h->queued = false;
+    h->slot = status == BULKHEAD_ADMITTED;
+    return h->slot;
+}
+
+bool admission_hold_permit(admission_hold *h)
+{
+    double remaining = 0;
+    if (!breaker_acquire(h->br, &h->permit, &remaining)) {
+        bulkhead_release(h->bh, UPSTREAM_NEUTRAL);
+        h->slot = false;
+        return false;
+    }
+    h->permitted = true;
+    return true;
+}
+
+upstream_outcome admission_hold_report(admission_hold *h, const breaker_call *bc)
+{
+    upstream_outcome outcome = breaker_report(h->br, &h->permit, bc);
+    h->permitted = false;
+    bulkhead_release(h->bh, outcome);
+    h->slot = false;
+    return outcome;
+}
+
+void admission_hold_abandon(admission_hold *h)
+{
+    if (h->queued) {
+        bulkhead_cancel(h->bh, &h->waiter);
+        h->queued = false;
+    }
+    if (h->call) {
+        upstream_cancel(h->call);
+        h->call = NULL;
+    }
+    if (h->permitted) {
+        breaker_release(h->br, &h->permit, UPSTREAM_NEUTRAL, false);
+        h->permitted = false;
+    }
+    if (h->slot) {
+        bulkhead_release(h->bh, UPSTREAM_NEUTRAL);
+        h->slot = false;
+    }
 }
 
 bulkhead_set *admission_bulkheads(const admission *a) { return a ? a->bulkheads : NULL; }

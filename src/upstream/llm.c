@@ -94,14 +94,7 @@ struct llm_task {
     uint32_t denied; /* hosts whose breaker refused a permit during this attempt */
     /* the attempt in progress */
     int host;
-    bulkhead *bh;
-    bulkhead_waiter waiter;
-    bool queued;
-    bool slot;
-    breaker *br;
-    breaker_permit permit;
-    bool permitted;
-    upstream_call *call;
+    admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
     strbuf reply; /* embed reply, or an error body */
     size_t reply_cap; /* bytes of the reply body read at most (the upstream call's cap) */
@@ -157,22 +150,7 @@ static void llm_call_end(llm_task *t, llm_status st);
  * and a pending first attempt or retry is called off. None of these runs any callback. */
 static void llm_attempt_abandon(llm_task *t)
 {
-    if (t->queued) {
-        bulkhead_cancel(t->bh, &t->waiter);
-        t->queued = false;
-    }
-    if (t->call) {
-        upstream_cancel(t->call);
-        t->call = NULL;
-    }
-    if (t->permitted) {
-        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
-        t->permitted = false;
-    }
-    if (t->slot) {
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
-    }
+    admission_hold_abandon(&t->hold);
     if (t->step)
         event_del(t->step);
     llm_unreserve(&t->reservation);
@@ -392,7 +370,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
 {
     llm_task *t = arg;
     llm *l = t->l;
-    t->call = NULL; /* the client frees it after this callback */
+    t->hold.call = NULL; /* the client frees it after this callback */
     t->stats.attempts = t->attempts;
     t->stats.ttfb_ms = r->ttfb_ms;
     t->stats.total_ms = r->total_ms;
@@ -429,10 +407,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     if (bc.transport != BREAKER_XPORT_NONE && !t->message[0])
         snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], r->message ? r->message : "transport error");
 
-    upstream_outcome outcome = breaker_report(t->br, &t->permit, &bc);
-    t->permitted = false;
-    bulkhead_release(t->bh, outcome);
-    t->slot = false;
+    upstream_outcome outcome = admission_hold_report(&t->hold, &bc);
 
     if (outcome == UPSTREAM_SUCCESS) {
         llm_call_end(t, LLM_OK);
@@ -464,16 +439,12 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
 static void llm_send(llm_task *t)
 {
     llm *l = t->l;
-    double remaining = 0;
-    if (!breaker_acquire(t->br, &t->permit, &remaining)) {
+    if (!admission_hold_permit(&t->hold)) {
         /* e.g. HALF_OPEN with its trial permits taken: another host, or fail at once */
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
         t->denied |= 1u << t->host;
         llm_try(t);
         return;
     }
-    t->permitted = true;
     t->attempts++;
     t->http_status = 0;
     t->text_sent = false;
@@ -511,13 +482,10 @@ static void llm_send(llm_task *t)
                             .on_data = llm_on_data,
                             .on_done = llm_on_call_done,
                             .arg = t};
-    t->call = upstream_start(l->client, &req);
-    if (!t->call) {
+    t->hold.call = upstream_start(l->client, &req);
+    if (!t->hold.call) {
         snprintf(t->message, sizeof t->message, "cannot start an HTTP call (out of memory)");
-        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
-        t->permitted = false;
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
+        admission_hold_abandon(&t->hold); /* the permit and the slot, as NEUTRAL */
         llm_call_end(t, LLM_OVERLOADED);
     }
 }
@@ -526,9 +494,7 @@ static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *a
 {
     (void)w;
     llm_task *t = arg;
-    t->queued = false;
-    if (status == BULKHEAD_ADMITTED) {
-        t->slot = true;
+    if (admission_hold_admitted(&t->hold, status)) {
         llm_send(t);
         return;
     }
@@ -542,24 +508,20 @@ static void llm_try(llm_task *t)
     llm *l = t->l;
     t->message[0] = '\0';
     t->host = llm_pick_host(t);
-    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->br) != RAGD_OK ||
-        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], t->model, &t->bh) != RAGD_OK) {
+    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->hold.br) != RAGD_OK ||
+        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], t->model, &t->hold.bh) != RAGD_OK) {
         snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
         llm_call_end(t, LLM_UNAVAILABLE);
         return;
     }
-    memset(&t->waiter, 0, sizeof t->waiter);
-    bulkhead_status st = bulkhead_acquire(t->bh, &t->waiter, t->deadline_ms, llm_on_admission, t);
+    bulkhead_status st = admission_hold_acquire(l->admission, &t->hold, t->deadline_ms, llm_on_admission, t);
     if (st == BULKHEAD_ADMITTED || st == BULKHEAD_QUEUED)
         llm_unreserve(&t->reservation); /* the task has its own place now */
     switch (st) {
     case BULKHEAD_ADMITTED:
-        t->slot = true;
         llm_send(t);
         return;
     case BULKHEAD_QUEUED:
-        t->queued = true;
-        admission_waiting(l->admission);
         return;
     default:
         snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], bulkhead_status_name(st));
