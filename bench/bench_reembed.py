@@ -16,9 +16,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
-sys.path.insert(0, os.path.join(HERE, "..", "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 import harness  # noqa: E402
+
+fake_ollama = harness.fake_ollama  # tools/fake_ollama, imported by the harness
 
 WORDS = ["otter", "heron", "badger", "lynx", "marten", "ibis", "gecko", "tapir", "okapi", "quokka"]
 

@@ -9,20 +9,13 @@ at once, and the ratio of the median to the ideal: one call's time when the call
 the bulkhead (RAGD_MAX_CONCURRENT), else ceil(calls / max_concurrent) calls back to back.
 Sequential calls would take calls x 100 ms (the last column).
 Not a test: it measures. Usage: RAGD_BIN=build/ragd python3 bench/bench_rerank.py"""
-import http.client
-import json
 import math
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+import harness  # noqa: E402  (the e2e harness: harness.Server runs ragd, harness.fake_ollama)
 
 CALL_MS = 100
 CANDIDATES = 20
@@ -31,56 +24,29 @@ WORDS = ("backup nightly restore disk weekly archive snapshot retention policy s
          "offsite cloud bucket checksum verify schedule cron").split()
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def request(port, method, path, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request(method, path, body=json.dumps(body) if body is not None else None,
-              headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, json.loads(data) if data else None
-
-
 def start_ragd(extra):
-    data = tempfile.mkdtemp(prefix="ragd-bench-rerank-")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAGD_", "OLLAMA_"))}
-    env.update(RAGD_LISTEN=f"127.0.0.1:{port}", RAGD_DATA_DIR=data, RAGD_LOG_LEVEL="warn",
-               RAGD_GENERATOR="extractive", RAGD_EMBEDDER="builtin", RAGD_RERANKER="http",
-               RAGD_RERANK_CANDIDATES=str(CANDIDATES), RATE_LIMIT_QUERY="0")
+    """RAGD_BIN serve on a free port and a fresh data dir (harness.Server), ready."""
+    env = {"RAGD_LOG_LEVEL": "warn", "RAGD_GENERATOR": "extractive", "RAGD_EMBEDDER": "builtin",
+           "RAGD_RERANKER": "http", "RAGD_RERANK_CANDIDATES": str(CANDIDATES), "RATE_LIMIT_QUERY": "0"}
     env.update(extra)
-    proc = subprocess.Popen([os.environ.get("RAGD_BIN", "build/ragd"), "serve"], env=env)
-    for _ in range(200):
-        try:
-            if request(port, "GET", "/health/ready")[0] == 200:
-                return proc, port, data
-        except OSError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("ragd did not become ready")
+    srv = harness.Server(env=env, name="bench-rerank")
+    srv.start()
+    return srv
 
 
 def run(fake, batch, max_concurrent):
-    proc, port, data = start_ragd({"RAGD_RERANK_URL": fake.url + "/rerank", "RAGD_RERANK_BATCH": str(batch),
+    srv = start_ragd({"RAGD_RERANK_URL": fake.url + "/rerank", "RAGD_RERANK_BATCH": str(batch),
                                    "RAGD_MAX_CONCURRENT": str(max_concurrent)})
     try:
         docs = [{"id": f"d{i}", "text": " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(12)) + "."}
                 for i in range(CANDIDATES + 5)]
-        assert request(port, "POST", "/api/ingest", {"db": "b", "documents": docs})[0] == 200
+        assert srv.request("POST", "/api/ingest", json_body={"db": "b", "documents": docs}).status == 200
         fake.reset_stats()
         times = []
         for i in range(QUERIES):
-            st, res = request(port, "POST", "/api/retrieve", {"query": f"nightly backup retention {i}", "db": "b",
-                                                              "k": CANDIDATES, "rerank": True, "use_cache": False})
+            st, _, res = srv.request("POST", "/api/retrieve", json_body={
+                "query": f"nightly backup retention {i}", "db": "b", "k": CANDIDATES, "rerank": True,
+                "use_cache": False})
             assert st == 200 and res["reranked"], res
             assert len(res["sources"]) == CANDIDATES, len(res["sources"])
             times.append(res["timings_ms"]["rerank"])
@@ -92,13 +58,11 @@ def run(fake, batch, max_concurrent):
                 "median_ms": med, "worst_ms": max(times), "ideal_ms": ideal, "ratio": med / ideal,
                 "sequential_ms": calls * CALL_MS}
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(data, ignore_errors=True)
+        srv.cleanup()
 
 
 def main():
-    fake = fake_ollama.FakeOllama(port=0, rerank_ms=CALL_MS)
+    fake = harness.fake_ollama.FakeOllama(port=0, rerank_ms=CALL_MS)
     fake.start()
     try:
         print(f"{CANDIDATES} candidates, {CALL_MS} ms per rerank call, {QUERIES} queries per row")

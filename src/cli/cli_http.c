@@ -236,3 +236,37 @@ void cli_http_error_message(const cli_response *r, char *out, size_t outlen)
     }
     json_decref(root);
 }
+
+json_t *cli_answer_object(const cli_response *r)
+{
+    char msg[512];
+    if (r->status < 200 || r->status >= 300) {
+        cli_http_error_message(r, msg, sizeof msg);
+        fprintf(stderr, "ragd: %s\n", msg);
+        return NULL;
+    }
+    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
+    if (!json_is_object(root)) {
+        fprintf(stderr, "ragd: the server's answer is not a JSON object\n");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+json_t *cli_request_object(const cli_opts *o, const char *path, const char *body, long timeout_s,
+                              cli_response *r, bool *reached)
+{
+    char err[512];
+    if (reached)
+        *reached = true;
+    ragd_err e = cli_http(o->url, path, body, body ? strlen(body) : 0, timeout_s, NULL, NULL, r, err,
+                          sizeof err);
+    if (e) {
+        fprintf(stderr, "ragd: %s\n", err);
+        if (reached)
+            *reached = false;
+        return NULL;
+    }
+    return cli_answer_object(r);
+}

@@ -4,6 +4,7 @@
 /* Internals of the command-line client, shared by the files of src/cli/ and tests/unit/test_cli.c.
  * Not a contract for anyone else: src/cli/cli.h is. */
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -181,6 +182,16 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
 /* The one-line message for a non-2xx answer: the server's error.message and the status,
  * e.g. "collection 'x' does not exist (HTTP 404 db_not_found)". */
 void cli_http_error_message(const cli_response *r, char *out, size_t outlen);
+
+/* Parses a 2xx answer into a JSON object (the caller decrefs it), or prints why not
+ * ("ragd: ..." on stderr) and returns NULL. */
+json_t *cli_answer_object(const cli_response *r);
+
+/* Sends body (NULL: none) to path and parses the 2xx answer. Returns the JSON object (the
+ * caller decrefs it; r keeps the raw body), or NULL after printing why. *reached, when not
+ * NULL, is set false when no answer arrived at all (the request itself failed). */
+json_t *cli_request_object(const cli_opts *o, const char *path, const char *body, long timeout_s,
+                           cli_response *r, bool *reached);
 
 /* ---- query, dbs, health (cli_query.c) ---- */
 

@@ -15,44 +15,6 @@ static void print_raw(const cli_response *r)
     }
 }
 
-/* Parses a 2xx answer into a JSON object, or prints why not and returns NULL. */
-static json_t *answer_object(const cli_response *r)
-{
-    char msg[512];
-    if (r->status < 200 || r->status >= 300) {
-        cli_http_error_message(r, msg, sizeof msg);
-        fprintf(stderr, "ragd: %s\n", msg);
-        return NULL;
-    }
-    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
-    if (!json_is_object(root)) {
-        fprintf(stderr, "ragd: the server's answer is not a JSON object\n");
-        json_decref(root);
-        return NULL;
-    }
-    return root;
-}
-
-/* Sends body (NULL: none) to path and parses the 2xx answer. Returns the JSON object (the
- * caller decrefs it; r keeps the raw body), or NULL after printing why. *reached, when not
- * NULL, is set false when no answer arrived at all (the request itself failed). */
-static json_t *request_object(const cli_opts *o, const char *path, const char *body, long timeout_s,
-                              cli_response *r, bool *reached)
-{
-    char err[512];
-    if (reached)
-        *reached = true;
-    ragd_err e = cli_http(o->url, path, body, body ? strlen(body) : 0, timeout_s, NULL, NULL, r, err,
-                          sizeof err);
-    if (e) {
-        fprintf(stderr, "ragd: %s\n", err);
-        if (reached)
-            *reached = false;
-        return NULL;
-    }
-    return answer_object(r);
-}
-
 /* ---- query ---- */
 
 /* "[n] doc_id (chunk c, score 0.873) source" per source; the source part only when known. */
@@ -207,7 +169,7 @@ static int query_stream(const cli_opts *o, const char *body)
     }
     if (!r.streamed) {
         /* An error before the stream, or a server that answered with plain JSON. */
-        plain = answer_object(&r);
+        plain = cli_answer_object(&r);
         if (!plain)
             goto out;
         print_answer(plain);
@@ -260,7 +222,7 @@ int cli_cmd_query(const cli_opts *o)
         status = query_stream(o, body);
         goto out;
     }
-    resp = request_object(o, "/api/query", body, CLI_QUERY_TIMEOUT_S, &r, NULL);
+    resp = cli_request_object(o, "/api/query", body, CLI_QUERY_TIMEOUT_S, &r, NULL);
     if (!resp)
         goto out;
     if (o->json)
@@ -282,7 +244,7 @@ int cli_cmd_dbs(const cli_opts *o)
     int status = CLI_EXIT_FAIL;
     cli_response r;
     cli_response_init(&r);
-    json_t *resp = request_object(o, "/api/dbs", NULL, CLI_SHORT_TIMEOUT_S, &r, NULL);
+    json_t *resp = cli_request_object(o, "/api/dbs", NULL, CLI_SHORT_TIMEOUT_S, &r, NULL);
     if (!resp)
         goto out;
     if (o->json) {
@@ -361,7 +323,7 @@ int cli_cmd_health(const cli_opts *o)
     cli_response r;
     cli_response_init(&r);
     bool reached;
-    json_t *resp = request_object(o, "/health", NULL, CLI_SHORT_TIMEOUT_S, &r, &reached);
+    json_t *resp = cli_request_object(o, "/health", NULL, CLI_SHORT_TIMEOUT_S, &r, &reached);
     if (!resp) {
         if (!reached)
             status = CLI_EXIT_UNREACHABLE;

@@ -10,29 +10,12 @@
 
 #define CLI_REEMBED_POLL_MS 1000
 
-/* One request; the parsed 2xx answer (caller decrefs), or NULL after printing why. */
+/* One request on a fresh r; the parsed 2xx answer (caller decrefs), or NULL after printing why. */
 static json_t *reembed_request(const cli_opts *o, const char *path, const char *body, cli_response *r)
 {
-    char err[512];
     cli_response_cleanup(r);
     cli_response_init(r);
-    if (cli_http(o->url, path, body, body ? strlen(body) : 0, CLI_SHORT_TIMEOUT_S, NULL, NULL, r, err,
-                 sizeof err) != RAGD_OK) {
-        fprintf(stderr, "ragd: %s\n", err);
-        return NULL;
-    }
-    if (r->status < 200 || r->status >= 300) {
-        cli_http_error_message(r, err, sizeof err);
-        fprintf(stderr, "ragd: %s\n", err);
-        return NULL;
-    }
-    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
-    if (!json_is_object(root)) {
-        fprintf(stderr, "ragd: the server's answer is not a JSON object\n");
-        json_decref(root);
-        return NULL;
-    }
-    return root;
+    return cli_request_object(o, path, body, CLI_SHORT_TIMEOUT_S, r, NULL);
 }
 
 /* "DB: STATE EMBEDDER 'MODEL' DONE/TOTAL[ error: …]" */

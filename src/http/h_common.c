@@ -1,4 +1,5 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
@@ -6,6 +7,7 @@
 #include "upstream/llm.h"
 #include "util/workpool.h"
 #include "util/jsonmem.h"
+#include "util/names.h"
 
 store_reader *handlers_reader(http_request *req)
 {
@@ -13,6 +15,27 @@ store_reader *handlers_reader(http_request *req)
     if (!r)
         http_reply_error(req, 503, "not_ready", "store is closing");
     return r;
+}
+
+const char *handlers_path_db(http_request *req)
+{
+    const char *name = req->params[0];
+    if (!names_db_valid(name)) {
+        http_reply_error(req, 422, "validation_error", "name: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+        return NULL;
+    }
+    return name;
+}
+
+bool handlers_collection_exists(http_request *req, const char *name)
+{
+    store_reader *r = handlers_reader(req);
+    if (!r)
+        return false;
+    store_collection c;
+    bool exists = handlers_collection(req, r, name, &c);
+    store_reader_release(r);
+    return exists;
 }
 
 bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out)
@@ -141,6 +164,24 @@ bool handlers_submit(http_request *req, store_write *w)
         return true;
     handlers_reply_refused(req, rc, "store write queue");
     http_complete(req);
+    return false;
+}
+
+bool handlers_submit_collection_write(http_request *req, store_write_kind kind, const char *name,
+                                      void (*done)(store_write *w, void *arg))
+{
+    store_write *w = calloc(1, sizeof *w);
+    if (!w) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    w->kind = kind;
+    snprintf(w->collection, sizeof w->collection, "%s", name);
+    w->done = done;
+    w->arg = req;
+    if (handlers_submit(req, w))
+        return true;
+    free(w);
     return false;
 }
 

@@ -17,17 +17,6 @@
 #define DOCS_PAGE_MAX 1000
 
 /* The collection name in the path; replies 422 when it is not a valid name. */
-static const char *dbs_path_name(http_request *req)
-{
-    const char *name = req->params[0];
-    if (!names_db_valid(name)) {
-        http_reply_error(req, 422, "validation_error",
-                         "name: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
-        return NULL;
-    }
-    return name;
-}
-
 static void dbs_list_work(http_request *req)
 {
     store_reader *r = handlers_reader(req);
@@ -52,7 +41,7 @@ void handlers_dbs_list(http_request *req) { http_defer(req, dbs_list_work); }
 
 static void dbs_get_work(http_request *req)
 {
-    const char *name = dbs_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
     store_reader *r = handlers_reader(req);
@@ -146,20 +135,10 @@ static void dbs_delete_done(store_write *w, void *arg)
 
 static void dbs_delete_work(http_request *req)
 {
-    const char *name = dbs_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
-    store_write *w = calloc(1, sizeof *w);
-    if (!w) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
-        return;
-    }
-    w->kind = STORE_W_DROP_COLLECTION;
-    snprintf(w->collection, sizeof w->collection, "%s", name);
-    w->done = dbs_delete_done;
-    w->arg = req;
-    if (!handlers_submit(req, w))
-        free(w);
+    handlers_submit_collection_write(req, STORE_W_DROP_COLLECTION, name, dbs_delete_done);
 }
 
 void handlers_dbs_delete(http_request *req) { http_defer(req, dbs_delete_work); }
@@ -369,7 +348,7 @@ static void docs_stream_begin(void *arg)
 static void documents_list_work(http_request *req)
 {
     docs_listing *l = req->cleanup_arg;
-    const char *name = dbs_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name || !fields_arg_int(req, "limit", DOCS_PAGE_DEFAULT, 1, DOCS_PAGE_MAX, &l->limit) ||
         !fields_arg_int(req, "offset", 0, 0, INT64_MAX, &l->offset))
         return;
@@ -415,7 +394,7 @@ void handlers_documents_list(http_request *req)
 
 static void document_get_work(http_request *req)
 {
-    const char *name = dbs_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
     const char *doc_id = req->params[1];
@@ -471,17 +450,11 @@ static void document_delete_done(store_write *w, void *arg)
 
 static void document_delete_work(http_request *req)
 {
-    const char *name = dbs_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
     /* Tell a missing collection (db_not_found) from a missing document up front. */
-    store_reader *r = handlers_reader(req);
-    if (!r)
-        return;
-    store_collection c;
-    bool exists = handlers_collection(req, r, name, &c);
-    store_reader_release(r);
-    if (!exists)
+    if (!handlers_collection_exists(req, name))
         return;
     size_t idlen = strlen(req->params[1]);
     dbs_doc_delete *dd = calloc(1, sizeof *dd + idlen + 1);

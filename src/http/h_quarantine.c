@@ -6,19 +6,16 @@
 #include "http/fields.h"
 #include "http/handlers.h"
 #include "store/store.h"
-#include "util/names.h"
 
 #define QUARANTINE_PAGE_DEFAULT 100
 #define QUARANTINE_PAGE_MAX 1000
 
 static void quarantine_list_work(http_request *req)
 {
-    const char *name = req->params[0];
+    const char *name = handlers_path_db(req);
     long long limit = 0, offset = 0;
-    if (!names_db_valid(name)) {
-        http_reply_error(req, 422, "validation_error", "name: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
+    if (!name)
         return;
-    }
     if (!fields_arg_int(req, "limit", QUARANTINE_PAGE_DEFAULT, 1, QUARANTINE_PAGE_MAX, &limit) ||
         !fields_arg_int(req, "offset", 0, 0, INT64_MAX, &offset))
         return;

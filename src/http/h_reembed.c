@@ -8,7 +8,6 @@
 #include "http/fields.h"
 #include "http/handlers.h"
 #include "rag/reembed.h"
-#include "util/names.h"
 
 json_t *handlers_reembed_json(const store_reembed_job *j)
 {
@@ -20,18 +19,6 @@ json_t *handlers_reembed_json(const store_reembed_job *j)
     if (o && j->error[0])
         json_object_set_new(o, "error", json_string(j->error));
     return o;
-}
-
-/* The collection name in the path; replies 422 when it is not a valid name. */
-static const char *reembed_path_name(http_request *req)
-{
-    const char *name = req->params[0];
-    if (!names_db_valid(name)) {
-        http_reply_error(req, 422, "validation_error",
-                         "name: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
-        return NULL;
-    }
-    return name;
 }
 
 /* ---- POST: start ---- */
@@ -62,7 +49,7 @@ static void reembed_started(const store_write *w, void *ctx)
 
 static void reembed_start_work(http_request *req)
 {
-    const char *name = reembed_path_name(req);
+    const char *name = handlers_path_db(req);
     json_t *body = name ? http_json_object(req) : NULL;
     if (!body)
         return;
@@ -96,7 +83,7 @@ void handlers_reembed_start(http_request *req) { http_defer(req, reembed_start_w
 
 static void reembed_get_work(http_request *req)
 {
-    const char *name = reembed_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
     store_reader *r = handlers_reader(req);
@@ -135,29 +122,12 @@ static void reembed_cancel_done(store_write *w, void *arg)
 
 static void reembed_cancel_work(http_request *req)
 {
-    const char *name = reembed_path_name(req);
+    const char *name = handlers_path_db(req);
     if (!name)
         return;
     /* a missing collection (db_not_found) told from a collection without a job */
-    store_reader *r = handlers_reader(req);
-    if (!r)
-        return;
-    store_collection c;
-    bool exists = handlers_collection(req, r, name, &c);
-    store_reader_release(r);
-    if (!exists)
-        return;
-    store_write *w = calloc(1, sizeof *w);
-    if (!w) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
-        return;
-    }
-    w->kind = STORE_W_REEMBED_CANCEL;
-    snprintf(w->collection, sizeof w->collection, "%s", name);
-    w->done = reembed_cancel_done;
-    w->arg = req;
-    if (!handlers_submit(req, w))
-        free(w);
+    if (handlers_collection_exists(req, name))
+        handlers_submit_collection_write(req, STORE_W_REEMBED_CANCEL, name, reembed_cancel_done);
 }
 
 void handlers_reembed_cancel(http_request *req) { http_defer(req, reembed_cancel_work); }

@@ -44,6 +44,13 @@ void handlers_retrieve(http_request *req);
 
 /* Borrows a store reader; replies 503 not_ready and returns NULL when the store is closing. */
 store_reader *handlers_reader(http_request *req);
+/* The collection name of a /api/dbs/{name}/... path (params[0]); replies 422
+ * validation_error and returns NULL when it is not a valid name (util/names.h). */
+const char *handlers_path_db(http_request *req);
+/* Whether collection name exists, for a handler that must tell db_not_found from its own
+ * not-found before a write: borrows and gives back a reader; on false the reply is sent
+ * (as handlers_reader / handlers_collection). */
+bool handlers_collection_exists(http_request *req, const char *name);
 /* Looks a collection up by name; replies 404 db_not_found (503 when out of memory, else
  * 500) and returns false when it cannot. */
 bool handlers_collection(http_request *req, store_reader *r, const char *name, store_collection *out);
@@ -61,6 +68,11 @@ void handlers_reply_json_capped(http_request *req, int status, json_t *body);
 void handlers_reply_write_error(http_request *req, const store_write *w, const char *not_found_code);
 /* Submits a write for req: holds req, and on RAGD_EBUSY/ECLOSED replies 503 and releases it. */
 bool handlers_submit(http_request *req, store_write *w);
+/* A write of kind that names only the collection (drop, cancel a re-embedding): allocates
+ * it, sets done(w, req) and submits it as handlers_submit; done frees w. Replies 503 when
+ * out of memory. False when nothing was submitted (the reply is sent). */
+bool handlers_submit_collection_write(http_request *req, store_write_kind kind, const char *name,
+                                      void (*done)(store_write *w, void *arg));
 
 /* Hands the next step of a request that holds a part (http_hold) to a worker, from the
  * loop: fn(arg) then gives the part back, or cancel(arg) does at shutdown. When the worker

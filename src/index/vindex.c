@@ -711,6 +711,35 @@ void vindex_set_free(vindex_set *set)
     free(set);
 }
 
+/* The entry of collection_id, or NULL; set->mu held. */
+static set_entry *vindex_set_find_locked(vindex_set *set, int64_t collection_id)
+{
+    for (size_t i = 0; i < set->n; i++)
+        if (set->entries[i].collection_id == collection_id)
+            return &set->entries[i];
+    return NULL;
+}
+
+/* Appends collection_id -> ix; false (nothing changed) at VINDEX_SET_MAX entries or when
+ * out of memory. set->mu held. */
+static bool vindex_set_append_locked(vindex_set *set, int64_t collection_id, vindex *ix)
+{
+    if (set->n == set->cap) {
+        if (set->cap >= VINDEX_SET_MAX)
+            return false;
+        size_t new_cap = set->cap == 0 ? 8 : set->cap * 2;
+        set_entry *e = realloc(set->entries, new_cap * sizeof *e);
+        if (e == NULL)
+            return false;
+        set->entries = e;
+        set->cap = new_cap;
+    }
+    set->entries[set->n].collection_id = collection_id;
+    set->entries[set->n].ix = ix;
+    set->n++;
+    return true;
+}
+
 /* vindex_set_get: see the header. A lookup (create false) with dim 0 accepts any
  * dimension; otherwise an existing index of another dimension gives NULL. NULL too when
  * creating fails (bad dim, no memory, VINDEX_SET_MAX reached). */
@@ -720,32 +749,23 @@ vindex *vindex_set_get(vindex_set *set, int64_t collection_id, size_t dim, bool 
         return NULL;
     vindex *ix = NULL;
     pthread_mutex_lock(&set->mu);
-    for (size_t i = 0; i < set->n; i++) {
-        if (set->entries[i].collection_id == collection_id) {
-            ix = set->entries[i].ix;
-            if (dim != 0 && ix->dim != dim)
-                ix = NULL;
-            goto out;
-        }
+    set_entry *found = vindex_set_find_locked(set, collection_id);
+    if (found != NULL) {
+        ix = found->ix;
+        if (dim != 0 && ix->dim != dim)
+            ix = NULL;
+        goto out;
     }
     if (!create)
         goto out;
-    if (set->n == set->cap) {
-        if (set->cap >= VINDEX_SET_MAX)
-            goto out;
-        size_t new_cap = set->cap == 0 ? 8 : set->cap * 2;
-        set_entry *e = realloc(set->entries, new_cap * sizeof *e);
-        if (e == NULL)
-            goto out;
-        set->entries = e;
-        set->cap = new_cap;
-    }
-    ix = vindex_new(dim);
-    if (ix == NULL)
+    /* checked before the index is built: a full set costs no allocation */
+    if (set->n == set->cap && set->cap >= VINDEX_SET_MAX)
         goto out;
-    set->entries[set->n].collection_id = collection_id;
-    set->entries[set->n].ix = ix;
-    set->n++;
+    ix = vindex_new(dim);
+    if (ix != NULL && !vindex_set_append_locked(set, collection_id, ix)) {
+        vindex_free(ix);
+        ix = NULL;
+    }
 out:
     pthread_mutex_unlock(&set->mu);
     return ix;
@@ -758,13 +778,11 @@ void vindex_set_drop(vindex_set *set, int64_t collection_id)
         return;
     vindex *victim = NULL;
     pthread_mutex_lock(&set->mu);
-    for (size_t i = 0; i < set->n; i++) {
-        if (set->entries[i].collection_id == collection_id) {
-            victim = set->entries[i].ix;
-            set->entries[i] = set->entries[set->n - 1];
-            set->n--;
-            break;
-        }
+    set_entry *found = vindex_set_find_locked(set, collection_id);
+    if (found != NULL) {
+        victim = found->ix;
+        *found = set->entries[set->n - 1];
+        set->n--;
     }
     pthread_mutex_unlock(&set->mu);
     vindex_free(victim);
@@ -777,28 +795,13 @@ vindex *vindex_set_replace(vindex_set *set, int64_t collection_id, vindex *ix)
         return ix;
     vindex *old = ix; /* what comes back when ix could not be put in */
     pthread_mutex_lock(&set->mu);
-    for (size_t i = 0; i < set->n; i++) {
-        if (set->entries[i].collection_id == collection_id) {
-            old = set->entries[i].ix;
-            set->entries[i].ix = ix;
-            goto out;
-        }
+    set_entry *found = vindex_set_find_locked(set, collection_id);
+    if (found != NULL) {
+        old = found->ix;
+        found->ix = ix;
+    } else if (vindex_set_append_locked(set, collection_id, ix)) {
+        old = NULL;
     }
-    if (set->n == set->cap) {
-        if (set->cap >= VINDEX_SET_MAX)
-            goto out;
-        size_t new_cap = set->cap == 0 ? 8 : set->cap * 2;
-        set_entry *e = realloc(set->entries, new_cap * sizeof *e);
-        if (e == NULL)
-            goto out;
-        set->entries = e;
-        set->cap = new_cap;
-    }
-    set->entries[set->n].collection_id = collection_id;
-    set->entries[set->n].ix = ix;
-    set->n++;
-    old = NULL;
-out:
     pthread_mutex_unlock(&set->mu);
     return old;
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "rag/fence.h"
+#include "upstream/admission.h"
 #include "upstream/client.h"
 #include "upstream/llm.h"
 #include "util/log.h"
@@ -38,11 +39,7 @@ struct rerank_call {
     /* http */
     char *body;
     size_t body_len;
-    bulkhead_waiter waiter;
-    bool queued, slot;
-    breaker_permit permit;
-    bool permitted;
-    upstream_call *call;
+    admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
     strbuf reply;
     /* llm */
@@ -89,12 +86,10 @@ struct rerank {
     bool tei;
     breaker_registry *breakers;
     breaker *br;
-    bulkhead_set *bulkheads;
+    admission *admission; /* its one bulkhead, driven on the loop */
     bulkhead *bh;
     upstream_clock clock;
     upstream_rand rnd;
-    struct event *expiry;   /* bulkhead waiters' time limits */
-    struct event *dispatch; /* zero-timeout: delivers the bulkhead's decisions */
     queue_node tasks;
     size_t n_tasks;
     bool closed;
@@ -156,38 +151,7 @@ bool rerank_url_is_tei(const char *url)
 
 static double rerank_now(const rerank *r) { return r->clock.now_ms(r->clock.arg); }
 
-static void rerank_arm(struct event *ev, double ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((long)(ms * 1000) % 1000000)};
-    evtimer_add(ev, &tv);
-}
-
 /* ---- ending calls and tasks ---- */
-
-/* Ends an http call's attempt without callbacks: waiter, HTTP call, permit and slot go back
- * as NEUTRAL (we stopped it). */
-static void rerank_call_abandon(rerank_call *c)
-{
-    rerank *r = c->t->r;
-    if (c->queued) {
-        bulkhead_cancel(r->bh, &c->waiter);
-        c->queued = false;
-    }
-    if (c->call) {
-        upstream_cancel(c->call);
-        c->call = NULL;
-    }
-    if (c->permitted) {
-        breaker_release(r->br, &c->permit, UPSTREAM_NEUTRAL, false);
-        c->permitted = false;
-    }
-    if (c->slot) {
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
-    }
-}
 
 static void rerank_task_free(rerank_task *t)
 {
@@ -196,7 +160,7 @@ static void rerank_task_free(rerank_task *t)
     for (size_t i = 0; i < t->n_calls; i++) {
         rerank_call *c = &t->calls[i];
         if (t->r->cfg.kind == RERANK_KIND_HTTP)
-            rerank_call_abandon(c);
+            admission_hold_abandon(&c->hold);
         strbuf_cleanup(&c->reply);
         free(c->body);
     }
@@ -216,7 +180,7 @@ static void rerank_task_free(rerank_task *t)
 static void rerank_maybe_deliver(rerank_task *t)
 {
     if (t->finishing && t->judges_alive == 0)
-        rerank_arm(t->step, 0);
+        admission_arm_timer(t->step, 0);
 }
 
 /* Decides the task's outcome: every call still running stops (judge calls are cancelled
@@ -234,7 +198,7 @@ static void rerank_finish(rerank_task *t, rerank_status st, const char *message)
     for (size_t i = 0; i < t->n_calls; i++) {
         rerank_call *c = &t->calls[i];
         if (t->r->cfg.kind == RERANK_KIND_HTTP)
-            rerank_call_abandon(c);
+            admission_hold_abandon(&c->hold);
         else if (c->judge)
             llm_task_cancel(c->judge); /* its callback comes later and counts judges_alive down */
     }
@@ -305,19 +269,6 @@ static bool rerank_parse(rerank_call *c, char *msg, size_t msglen)
     return ok;
 }
 
-static breaker_transport rerank_transport(upstream_transport x)
-{
-    switch (x) {
-    case UPSTREAM_T_OK: return BREAKER_XPORT_NONE;
-    case UPSTREAM_T_CONNECT: return BREAKER_XPORT_CONNECT;
-    case UPSTREAM_T_TTFB_TIMEOUT: return BREAKER_XPORT_TTFB_TIMEOUT;
-    case UPSTREAM_T_IDLE_TIMEOUT: return BREAKER_XPORT_IDLE_TIMEOUT;
-    case UPSTREAM_T_TOTAL_TIMEOUT: return BREAKER_XPORT_TOTAL_TIMEOUT;
-    case UPSTREAM_T_RESET: return BREAKER_XPORT_RESET;
-    default: return BREAKER_XPORT_OTHER;
-    }
-}
-
 static int rerank_on_headers(int status, const char *content_type, void *arg)
 {
     (void)content_type;
@@ -341,9 +292,9 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
     rerank_call *c = arg;
     rerank_task *t = c->t;
     rerank *r = t->r;
-    c->call = NULL; /* the client frees it after this callback */
+    c->hold.call = NULL; /* the client frees it after this callback */
     char msg[300] = "";
-    breaker_call bc = {.transport = rerank_transport(res->transport), .http_status = res->status};
+    breaker_call bc = {.transport = admission_breaker_transport(res->transport), .http_status = res->status};
     bool parsed = false;
     if (res->status >= 400) {
         char text[240];
@@ -360,10 +311,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
         snprintf(msg, sizeof msg, "unexpected HTTP %d", res->status);
         bc.transport = BREAKER_XPORT_OTHER;
     }
-    upstream_outcome outcome = breaker_report(r->br, &c->permit, &bc);
-    c->permitted = false;
-    bulkhead_release(r->bh, outcome);
-    c->slot = false;
+    upstream_outcome outcome = admission_hold_report(&c->hold, &bc);
     if (parsed && outcome == UPSTREAM_SUCCESS) {
         c->done = true;
         if (--t->pending == 0)
@@ -388,16 +336,12 @@ static void rerank_send(rerank_call *c)
 {
     rerank_task *t = c->t;
     rerank *r = t->r;
-    double remaining = 0;
     char msg[300];
-    if (!breaker_acquire(r->br, &c->permit, &remaining)) {
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
+    if (!admission_hold_permit(&c->hold)) {
         snprintf(msg, sizeof msg, "reranker %.160s: circuit breaker open", r->shown);
         rerank_finish(t, RERANK_UNAVAILABLE, msg);
         return;
     }
-    c->permitted = true;
     double left = t->deadline_ms - rerank_now(r);
     if (left < 1)
         left = 1;
@@ -418,57 +362,18 @@ static void rerank_send(rerank_call *c)
                             .on_data = rerank_on_data,
                             .on_done = rerank_on_call_done,
                             .arg = c};
-    c->call = upstream_start(r->client, &req);
-    if (!c->call) {
-        breaker_release(r->br, &c->permit, UPSTREAM_NEUTRAL, false);
-        c->permitted = false;
-        bulkhead_release(r->bh, UPSTREAM_NEUTRAL);
-        c->slot = false;
+    c->hold.call = upstream_start(r->client, &req);
+    if (!c->hold.call) {
+        admission_hold_abandon(&c->hold); /* the permit and the slot, as NEUTRAL */
         rerank_finish(t, RERANK_OVERLOADED, "reranker: cannot start an HTTP call (out of memory)");
     }
-}
-
-static void rerank_arm_expiry(rerank *r)
-{
-    double next = bulkhead_set_next_expiry(r->bulkheads);
-    if (!isfinite(next) || next < 0) {
-        event_del(r->expiry);
-        return;
-    }
-    rerank_arm(r->expiry, next - rerank_now(r));
-}
-
-static void rerank_on_expiry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    rerank *r = arg;
-    bulkhead_set_expire(r->bulkheads, rerank_now(r)); /* decides; dispatch delivers */
-    rerank_arm_expiry(r);
-}
-
-static void rerank_dispatch_later(void *arg)
-{
-    rerank *r = arg;
-    rerank_arm(r->dispatch, 0);
-}
-
-static void rerank_on_dispatch(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    rerank *r = arg;
-    bulkhead_set_dispatch(r->bulkheads);
-    rerank_arm_expiry(r);
 }
 
 static void rerank_on_admission(bulkhead_waiter *w, bulkhead_status status, void *arg)
 {
     (void)w;
     rerank_call *c = arg;
-    c->queued = false;
-    if (status == BULKHEAD_ADMITTED) {
-        c->slot = true;
+    if (admission_hold_admitted(&c->hold, status)) {
         rerank_send(c);
         return;
     }
@@ -481,15 +386,12 @@ static void rerank_on_admission(bulkhead_waiter *w, bulkhead_status status, void
 static void rerank_http_try(rerank_call *c)
 {
     rerank *r = c->t->r;
-    memset(&c->waiter, 0, sizeof c->waiter);
-    bulkhead_status st = bulkhead_acquire(r->bh, &c->waiter, c->t->deadline_ms, rerank_on_admission, c);
+    c->hold.bh = r->bh;
+    c->hold.br = r->br;
+    bulkhead_status st = admission_hold_acquire(r->admission, &c->hold, c->t->deadline_ms, rerank_on_admission, c);
     if (st == BULKHEAD_ADMITTED) {
-        c->slot = true;
         rerank_send(c);
-    } else if (st == BULKHEAD_QUEUED) {
-        c->queued = true;
-        rerank_arm_expiry(r);
-    } else {
+    } else if (st != BULKHEAD_QUEUED) {
         char msg[300];
         snprintf(msg, sizeof msg, "reranker %.160s: %s", r->shown, bulkhead_status_name(st));
         rerank_finish(c->t, st == BULKHEAD_TIMED_OUT ? RERANK_TIMEOUT : RERANK_OVERLOADED, msg);
@@ -728,7 +630,7 @@ rerank_task *rerank_start(rerank *r, const char *query, size_t query_len, const 
     t->pending = t->n_calls;
     queue_insert_tail(&r->tasks, &t->link);
     r->n_tasks++;
-    rerank_arm(t->step, 0); /* the calls start on the next turn: no callback inside this call */
+    admission_arm_timer(t->step, 0); /* the calls start on the next turn: no callback inside this call */
     return t;
 }
 
@@ -753,7 +655,7 @@ void rerank_cancel_all(rerank *r)
 size_t rerank_task_count(const rerank *r) { return r ? r->n_tasks : 0; }
 rerank_kind rerank_get_kind(const rerank *r) { return r ? r->cfg.kind : RERANK_KIND_OFF; }
 breaker_registry *rerank_breakers(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->breakers : NULL; }
-bulkhead_set *rerank_bulkheads(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? r->bulkheads : NULL; }
+bulkhead_set *rerank_bulkheads(rerank *r) { return r && r->cfg.kind == RERANK_KIND_HTTP ? admission_bulkheads(r->admission) : NULL; }
 const char *rerank_url_shown(const rerank *r) { return r ? r->shown : ""; }
 bool rerank_is_tei(const rerank *r) { return r && r->tei; }
 
@@ -792,17 +694,14 @@ ragd_err rerank_new(struct event_base *base, upstream_client *client, const rera
     if (e == RAGD_OK && cfg->kind == RERANK_KIND_HTTP) {
         url_redact(r->url, r->shown, sizeof r->shown);
         r->tei = cfg->shape == RERANK_SHAPE_TEI || (cfg->shape == RERANK_SHAPE_AUTO && rerank_url_is_tei(r->url));
-        r->expiry = evtimer_new(base, rerank_on_expiry, r);
-        r->dispatch = evtimer_new(base, rerank_on_dispatch, r);
         r->breakers = breaker_registry_new(clock, rnd);
-        e = r->expiry && r->dispatch && r->breakers ? RAGD_OK : RAGD_ENOMEM;
+        e = r->breakers ? RAGD_OK : RAGD_ENOMEM;
         if (e == RAGD_OK)
             e = breaker_registry_add(r->breakers, r->shown, "rerank", r->model, &cfg->breaker, &r->br, err, errlen);
         if (e == RAGD_OK)
-            e = bulkhead_set_new(&cfg->bulkhead, 1, clock, rnd, (bulkhead_wake){.fn = rerank_dispatch_later, .arg = r},
-                                 &r->bulkheads, err, errlen);
+            e = admission_new(base, &cfg->bulkhead, 1, clock, rnd, &r->admission, err, errlen);
         if (e == RAGD_OK)
-            e = bulkhead_set_get(r->bulkheads, r->shown, r->model, &r->bh);
+            e = bulkhead_set_get(admission_bulkheads(r->admission), r->shown, r->model, &r->bh);
     }
     if (e != RAGD_OK) {
         if (e == RAGD_ENOMEM)
@@ -825,12 +724,8 @@ void rerank_free(rerank *r)
             t->calls[i].judge = NULL;
         rerank_task_free(t);
     }
-    bulkhead_set_free(r->bulkheads);
+    admission_free(r->admission);
     breaker_registry_free(r->breakers);
-    if (r->expiry)
-        event_free(r->expiry);
-    if (r->dispatch)
-        event_free(r->dispatch);
     free(r->url);
     free(r->model);
     free(r->api_key);

@@ -253,6 +253,18 @@ static ragd_err find_collection(store *st, const char *name, store_collection *c
     return e;
 }
 
+/* The write's collection, which must exist: RAGD_OK (row in *c), or the write failed with
+ * RAGD_ENOTFOUND ("collection '...' does not exist") or as fail_sql. */
+static ragd_err existing_collection(store *st, store_write *w, store_collection *c)
+{
+    ragd_err e = find_collection(st, w->collection, c);
+    if (e == RAGD_ENOTFOUND)
+        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    if (e)
+        return fail_sql(st, w, "looking the collection up");
+    return RAGD_OK;
+}
+
 /* Re-reads the collection (version, counts) into w->coll after the write's changes. */
 static ragd_err refresh_coll(store *st, store_write *w)
 {
@@ -609,11 +621,9 @@ static ragd_err do_create(store *st, store_write *w, wchange *c)
 
 static ragd_err do_drop(store *st, store_write *w, wchange *c)
 {
-    ragd_err e = find_collection(st, w->collection, &w->coll);
-    if (e == RAGD_ENOTFOUND)
-        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    ragd_err e = existing_collection(st, w, &w->coll);
     if (e)
-        return fail_sql(st, w, "looking the collection up");
+        return e;
     sqlite3_bind_int64(st->ws.coll_delete, 1, w->coll.id);
     if (step_done(st->ws.coll_delete) != SQLITE_DONE)
         return fail_sql(st, w, "dropping the collection");
@@ -629,11 +639,9 @@ static ragd_err do_delete_doc(store *st, store_write *w, wchange *c)
     store_collection coll;
     if (!w->doc_id || !w->doc_id[0])
         return fail(w, RAGD_EINVAL, "no document id");
-    ragd_err e = find_collection(st, w->collection, &coll);
-    if (e == RAGD_ENOTFOUND)
-        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    ragd_err e = existing_collection(st, w, &coll);
     if (e)
-        return fail_sql(st, w, "looking the collection up");
+        return e;
 
     sqlite3_stmt *s = st->ws.doc_lookup;
     sqlite3_bind_int64(s, 1, coll.id);
@@ -733,11 +741,9 @@ static ragd_err rx_job_of(store *st, store_write *w, int64_t coll_id, rx_job *ou
  * is gone or the job is not the one running. */
 static ragd_err rx_running_job(store *st, store_write *w, store_collection *coll, rx_job *job)
 {
-    ragd_err e = find_collection(st, w->collection, coll);
-    if (e == RAGD_ENOTFOUND)
-        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    ragd_err e = existing_collection(st, w, coll);
     if (e)
-        return fail_sql(st, w, "looking the collection up");
+        return e;
     e = rx_job_of(st, w, coll->id, job);
     if (e == RAGD_ENOTFOUND || (e == RAGD_OK && (job->id != w->job_id || strcmp(job->state, "running") != 0)))
         return fail(w, RAGD_ENOTFOUND, "re-embedding job %lld of '%.64s' is not running any more",
@@ -749,11 +755,9 @@ static ragd_err do_reembed_start(store *st, store_write *w)
 {
     store_collection coll;
     rx_job job;
-    ragd_err e = find_collection(st, w->collection, &coll);
-    if (e == RAGD_ENOTFOUND)
-        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    ragd_err e = existing_collection(st, w, &coll);
     if (e)
-        return fail_sql(st, w, "looking the collection up");
+        return e;
     if (!w->embed_model[0] || strlen(w->embed_model) > STORE_MODEL_MAX || !w->embedder[0])
         return fail(w, RAGD_EINVAL, "embedder and model must be given (model 1..%d bytes)", STORE_MODEL_MAX);
     e = rx_job_of(st, w, coll.id, &job);
@@ -881,11 +885,9 @@ static ragd_err do_reembed_cancel(store *st, store_write *w)
 {
     store_collection coll;
     rx_job job;
-    ragd_err e = find_collection(st, w->collection, &coll);
-    if (e == RAGD_ENOTFOUND)
-        return fail(w, RAGD_ENOTFOUND, "collection '%.64s' does not exist", w->collection);
+    ragd_err e = existing_collection(st, w, &coll);
     if (e)
-        return fail_sql(st, w, "looking the collection up");
+        return e;
     e = rx_job_of(st, w, coll.id, &job);
     if (e == RAGD_ENOTFOUND)
         return fail(w, RAGD_ENOTFOUND, "collection '%.64s' has no re-embedding job", w->collection);

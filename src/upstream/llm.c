@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "upstream/admission.h"
 #include "upstream/ollama.h"
 #include "upstream/openai.h"
 #include "util/log.h"
@@ -39,12 +40,10 @@ struct llm {
     size_t n_urls;
     char *api_key;
     breaker_registry *breakers;
-    bulkhead_set *bulkheads;
+    admission *admission;   /* the bulkheads, one per (host, model), driven on the loop */
     retry_budget *budget;
     upstream_clock clock;
     upstream_rand rnd;
-    struct event *expiry;   /* bulkhead waiters' time limits */
-    struct event *dispatch; /* zero-timeout: delivers the bulkheads' decisions */
     queue_node tasks;       /* top-level tasks (embed jobs, chats) until their final callback */
     size_t n_tasks;
     bool closed;            /* llm_cancel_all ran: new tasks are refused */
@@ -95,14 +94,7 @@ struct llm_task {
     uint32_t denied; /* hosts whose breaker refused a permit during this attempt */
     /* the attempt in progress */
     int host;
-    bulkhead *bh;
-    bulkhead_waiter waiter;
-    bool queued;
-    bool slot;
-    breaker *br;
-    breaker_permit permit;
-    bool permitted;
-    upstream_call *call;
+    admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
     strbuf reply; /* embed reply, or an error body */
     size_t reply_cap; /* bytes of the reply body read at most (the upstream call's cap) */
@@ -116,7 +108,6 @@ struct llm_task {
     char message[320];
 };
 
-static void llm_dispatch_later(void *arg);
 
 void llm_config_default(llm_config *c)
 {
@@ -159,22 +150,7 @@ static void llm_call_end(llm_task *t, llm_status st);
  * and a pending first attempt or retry is called off. None of these runs any callback. */
 static void llm_attempt_abandon(llm_task *t)
 {
-    if (t->queued) {
-        bulkhead_cancel(t->bh, &t->waiter);
-        t->queued = false;
-    }
-    if (t->call) {
-        upstream_cancel(t->call);
-        t->call = NULL;
-    }
-    if (t->permitted) {
-        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
-        t->permitted = false;
-    }
-    if (t->slot) {
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
-    }
+    admission_hold_abandon(&t->hold);
     if (t->step)
         event_del(t->step);
     llm_unreserve(&t->reservation);
@@ -204,12 +180,6 @@ static void llm_task_free(llm_task *t)
     free(t);
 }
 
-static void llm_arm(struct event *ev, double ms)
-{
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((long)(ms * 1000) % 1000000)};
-    evtimer_add(ev, &tv);
-}
-
 /* Decides a top-level task's final status; its callback runs on a later loop turn. Every
  * attempt of the task (its batches, for an embed job) is over from here on. */
 static void llm_finish(llm_task *t, llm_status st, const char *message)
@@ -228,7 +198,7 @@ static void llm_finish(llm_task *t, llm_status st, const char *message)
         snprintf(t->message, sizeof t->message, "%s", message ? message : "");
     secret_scrub(t->message, t->l->api_key); /* a backend may quote the key it was sent */
     utf8_sanitize(t->message);               /* backend text cut to fit may end mid-character */
-    llm_arm(t->step, 0);
+    admission_arm_timer(t->step, 0);
 }
 
 /* The step event of a finishing top-level task: runs its final callback, then frees it. */
@@ -279,7 +249,7 @@ static int llm_pick_host(llm_task *t)
             if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
                 continue;
             bulkhead *bh = NULL;
-            int load = bulkhead_set_get(l->bulkheads, l->shown[i], t->model, &bh) == RAGD_OK
+            int load = bulkhead_set_get(admission_bulkheads(l->admission), l->shown[i], t->model, &bh) == RAGD_OK
                            ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
                            : INT_MAX - 1;
             if (load < best_load) {
@@ -331,19 +301,6 @@ static int llm_on_data(const char *p, size_t n, void *arg)
         return strbuf_append(&t->reply, p, n < room ? n : room) != RAGD_OK;
     }
     return strbuf_append(&t->reply, p, n) != RAGD_OK; /* capped at max_response_bytes */
-}
-
-static breaker_transport llm_transport(upstream_transport x)
-{
-    switch (x) {
-    case UPSTREAM_T_OK: return BREAKER_XPORT_NONE;
-    case UPSTREAM_T_CONNECT: return BREAKER_XPORT_CONNECT;
-    case UPSTREAM_T_TTFB_TIMEOUT: return BREAKER_XPORT_TTFB_TIMEOUT;
-    case UPSTREAM_T_IDLE_TIMEOUT: return BREAKER_XPORT_IDLE_TIMEOUT;
-    case UPSTREAM_T_TOTAL_TIMEOUT: return BREAKER_XPORT_TOTAL_TIMEOUT;
-    case UPSTREAM_T_RESET: return BREAKER_XPORT_RESET;
-    default: return BREAKER_XPORT_OTHER;
-    }
 }
 
 /* The stream's end as the breaker sees it; ABORTED by our own stop is fine when the
@@ -413,7 +370,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
 {
     llm_task *t = arg;
     llm *l = t->l;
-    t->call = NULL; /* the client frees it after this callback */
+    t->hold.call = NULL; /* the client frees it after this callback */
     t->stats.attempts = t->attempts;
     t->stats.ttfb_ms = r->ttfb_ms;
     t->stats.total_ms = r->total_ms;
@@ -426,7 +383,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         return;
     }
 
-    breaker_call bc = {.transport = llm_transport(r->transport), .http_status = r->status};
+    breaker_call bc = {.transport = admission_breaker_transport(r->transport), .http_status = r->status};
     bool ok_reply = true;
     if (r->transport == UPSTREAM_T_ABORTED && t->op == LLM_OP_CHAT)
         bc.transport = BREAKER_XPORT_NONE; /* we stopped reading: the stream state says how it went */
@@ -450,10 +407,7 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     if (bc.transport != BREAKER_XPORT_NONE && !t->message[0])
         snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], r->message ? r->message : "transport error");
 
-    upstream_outcome outcome = breaker_report(t->br, &t->permit, &bc);
-    t->permitted = false;
-    bulkhead_release(t->bh, outcome);
-    t->slot = false;
+    upstream_outcome outcome = admission_hold_report(&t->hold, &bc);
 
     if (outcome == UPSTREAM_SUCCESS) {
         llm_call_end(t, LLM_OK);
@@ -464,11 +418,9 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     if (d.retry && !t->text_sent) {
         t->prefer_other = d.prefer_other_host;
         t->last_host = t->host;
-        struct timeval tv = {.tv_sec = (time_t)(d.delay_ms / 1000),
-                             .tv_usec = (suseconds_t)((long)(d.delay_ms * 1000) % 1000000)};
         log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", t->op == LLM_OP_EMBED ? "embed" : "chat",
                   t->attempts, upstream_transport_name(r->transport), d.delay_ms);
-        evtimer_add(t->step, &tv);
+        admission_arm_timer(t->step, d.delay_ms);
         return;
     }
     llm_status st = LLM_UNAVAILABLE;
@@ -487,16 +439,12 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
 static void llm_send(llm_task *t)
 {
     llm *l = t->l;
-    double remaining = 0;
-    if (!breaker_acquire(t->br, &t->permit, &remaining)) {
+    if (!admission_hold_permit(&t->hold)) {
         /* e.g. HALF_OPEN with its trial permits taken: another host, or fail at once */
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
         t->denied |= 1u << t->host;
         llm_try(t);
         return;
     }
-    t->permitted = true;
     t->attempts++;
     t->http_status = 0;
     t->text_sent = false;
@@ -534,60 +482,19 @@ static void llm_send(llm_task *t)
                             .on_data = llm_on_data,
                             .on_done = llm_on_call_done,
                             .arg = t};
-    t->call = upstream_start(l->client, &req);
-    if (!t->call) {
+    t->hold.call = upstream_start(l->client, &req);
+    if (!t->hold.call) {
         snprintf(t->message, sizeof t->message, "cannot start an HTTP call (out of memory)");
-        breaker_release(t->br, &t->permit, UPSTREAM_NEUTRAL, false);
-        t->permitted = false;
-        bulkhead_release(t->bh, UPSTREAM_NEUTRAL);
-        t->slot = false;
+        admission_hold_abandon(&t->hold); /* the permit and the slot, as NEUTRAL */
         llm_call_end(t, LLM_OVERLOADED);
     }
-}
-
-static void llm_arm_expiry(llm *l)
-{
-    double next = bulkhead_set_next_expiry(l->bulkheads);
-    if (!isfinite(next) || next < 0) {
-        event_del(l->expiry); /* nobody is waiting */
-        return;
-    }
-    double wait = next - l->clock.now_ms(l->clock.arg);
-    llm_arm(l->expiry, wait > 0 ? wait : 0);
-}
-
-static void llm_on_expiry(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    llm *l = arg;
-    bulkhead_set_expire(l->bulkheads, l->clock.now_ms(l->clock.arg)); /* decides; dispatch delivers */
-    llm_arm_expiry(l);
-}
-
-/* The bulkheads' wake hook: their decisions are delivered on the next loop turn. */
-static void llm_dispatch_later(void *arg)
-{
-    llm *l = arg;
-    llm_arm(l->dispatch, 0);
-}
-
-static void llm_on_dispatch(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    llm *l = arg;
-    bulkhead_set_dispatch(l->bulkheads);
-    llm_arm_expiry(l);
 }
 
 static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *arg)
 {
     (void)w;
     llm_task *t = arg;
-    t->queued = false;
-    if (status == BULKHEAD_ADMITTED) {
-        t->slot = true;
+    if (admission_hold_admitted(&t->hold, status)) {
         llm_send(t);
         return;
     }
@@ -601,24 +508,20 @@ static void llm_try(llm_task *t)
     llm *l = t->l;
     t->message[0] = '\0';
     t->host = llm_pick_host(t);
-    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->br) != RAGD_OK ||
-        bulkhead_set_get(l->bulkheads, l->shown[t->host], t->model, &t->bh) != RAGD_OK) {
+    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->hold.br) != RAGD_OK ||
+        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], t->model, &t->hold.bh) != RAGD_OK) {
         snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
         llm_call_end(t, LLM_UNAVAILABLE);
         return;
     }
-    memset(&t->waiter, 0, sizeof t->waiter);
-    bulkhead_status st = bulkhead_acquire(t->bh, &t->waiter, t->deadline_ms, llm_on_admission, t);
+    bulkhead_status st = admission_hold_acquire(l->admission, &t->hold, t->deadline_ms, llm_on_admission, t);
     if (st == BULKHEAD_ADMITTED || st == BULKHEAD_QUEUED)
         llm_unreserve(&t->reservation); /* the task has its own place now */
     switch (st) {
     case BULKHEAD_ADMITTED:
-        t->slot = true;
         llm_send(t);
         return;
     case BULKHEAD_QUEUED:
-        t->queued = true;
-        llm_arm_expiry(l);
         return;
     default:
         snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], bulkhead_status_name(st));
@@ -646,7 +549,7 @@ static void llm_call_end(llm_task *t, llm_status st)
     else if (--job->pending == 0)
         llm_finish(job, LLM_OK, "");
     else if (job->started < job->n_children) /* the window moves on by one batch */
-        llm_arm(job->children[job->started++]->step, 0);
+        admission_arm_timer(job->children[job->started++]->step, 0);
 }
 
 /* ---- public ---- */
@@ -740,7 +643,7 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
      * itself, so its own batches are never shed. */
     size_t window = l->n_urls * (size_t)l->cfg.bulkhead.max_concurrent;
     for (job->started = 0; job->started < job->n_children && job->started < window; job->started++)
-        llm_arm(job->children[job->started]->step, 0);
+        admission_arm_timer(job->children[job->started]->step, 0);
     return job;
 }
 
@@ -761,7 +664,7 @@ llm_task *llm_chat(llm *l, const char *model, const char *system, const char *us
         reserved->held = false;
     }
     llm_link(t);
-    llm_arm(t->step, 0);
+    admission_arm_timer(t->step, 0);
     return t;
 }
 
@@ -809,8 +712,8 @@ llm_status llm_reserve(llm *l, const char *model, llm_reservation *r)
     long capacity = (long)l->n_urls * (long)(l->cfg.bulkhead.max_concurrent + l->cfg.bulkhead.max_queue);
     long *slot = llm_reserved_slot(l, model, true);
     long used = slot ? *slot : 0;
-    for (size_t i = 0; i < bulkhead_set_count(l->bulkheads); i++) {
-        bulkhead *b = bulkhead_set_at(l->bulkheads, i);
+    for (size_t i = 0; i < bulkhead_set_count(admission_bulkheads(l->admission)); i++) {
+        bulkhead *b = bulkhead_set_at(admission_bulkheads(l->admission), i);
         if (strcmp(bulkhead_model(b), model) == 0) {
             bulkhead_stats st = bulkhead_get_stats(b);
             used += st.in_flight + st.queued;
@@ -866,10 +769,8 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->cfg.urls = NULL;
     l->cfg.api_key = NULL;
     queue_init(&l->tasks);
-    l->expiry = evtimer_new(base, llm_on_expiry, l);
-    l->dispatch = evtimer_new(base, llm_on_dispatch, l);
     l->breakers = breaker_registry_new(clock, rnd);
-    e = l->urls && l->shown && l->expiry && l->dispatch && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
+    e = l->urls && l->shown && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
     for (size_t i = 0; !e && i < cfg->n_urls; i++) {
         size_t len = strlen(cfg->urls[i]);
         while (len && cfg->urls[i][len - 1] == '/')
@@ -883,8 +784,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
             url_redact(l->urls[i], l->shown[i], 3 * len + 4);
     }
     if (!e)
-        e = bulkhead_set_new(&cfg->bulkhead, 1024, clock, rnd, (bulkhead_wake){.fn = llm_dispatch_later, .arg = l},
-                             &l->bulkheads, err, errlen);
+        e = admission_new(base, &cfg->bulkhead, 1024, clock, rnd, &l->admission, err, errlen);
     if (!e)
         e = retry_budget_new(&cfg->budget, clock, &l->budget, err, errlen);
     if (!e && cfg->probe_interval_ms > 0) {
@@ -915,13 +815,9 @@ void llm_free(llm *l)
     while ((n = queue_pop(&l->tasks)) != NULL) /* dropped without a callback (see llm.h) */
         llm_task_free(queue_data(n, llm_task, link));
     probe_free(l->probe);
-    bulkhead_set_free(l->bulkheads);
+    admission_free(l->admission);
     breaker_registry_free(l->breakers);
     retry_budget_free(l->budget);
-    if (l->expiry)
-        event_free(l->expiry);
-    if (l->dispatch)
-        event_free(l->dispatch);
     for (size_t i = 0; i < l->n_urls; i++) {
         free(l->urls[i]);
         free(l->shown[i]);
@@ -933,7 +829,7 @@ void llm_free(llm *l)
 }
 
 breaker_registry *llm_breakers(llm *l) { return l->breakers; }
-bulkhead_set *llm_bulkheads(llm *l) { return l->bulkheads; }
+bulkhead_set *llm_bulkheads(llm *l) { return admission_bulkheads(l->admission); }
 size_t llm_host_count(const llm *l) { return l->n_urls; }
 const char *llm_host_url(const llm *l, size_t i) { return i < l->n_urls ? l->shown[i] : NULL; }
 

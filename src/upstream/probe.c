@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "upstream/admission.h"
 #include "upstream/client.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -108,8 +109,7 @@ static void probe_send(probe *p, probe_host *h)
 
 static void probe_arm(probe *p, double ms)
 {
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((long)(ms * 1000) % 1000000)};
-    evtimer_add(p->timer, &tv);
+    admission_arm_timer(p->timer, ms);
 }
 
 static void probe_on_timer(evutil_socket_t fd, short what, void *arg)

@@ -16,6 +16,8 @@ Python 3.11 standard library only. What it gives the test files:
 - `E2ETestCase`: a unittest.TestCase base class that owns servers (class-wide or per test),
   cleans up processes and temp dirs even when a test fails, and prints the server log of a
   failing test.
+- `E2ETestCase.start_fake_ollama()`: the fake Ollama of tools/fake_ollama on free ports,
+  stopped when the test ends.
 - `run_cli()`: runs `RAGD_BIN <command> ...` (the client commands) and captures its output.
 
 Set RAGD_E2E_KEEP=1 to keep data dirs and logs after the run (their paths are printed).
@@ -41,6 +43,12 @@ LOG_TAIL_BYTES = 8000
 _INHERITED_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
                   "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "MSAN_OPTIONS")
 _DROPPED_PREFIXES = ("RAGD_", "OLLAMA_", "OPENAI_")
+
+# The fault-injecting fake Ollama (tools/fake_ollama), for E2ETestCase.start_fake_ollama and
+# for tests that drive it directly (harness.fake_ollama.FakeOllama).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tools", "fake_ollama"))
+import fake_ollama  # noqa: E402
 
 # Every server the harness ever started, so that an aborted run still kills them.
 _live_servers = []
@@ -482,6 +490,13 @@ class E2ETestCase(unittest.TestCase):
         if start:
             srv.start()
         return srv
+
+    def start_fake_ollama(self, **options):
+        """A fake Ollama on free loopback ports (API and admin), stopped when the test ends.
+        options go to fake_ollama.FakeOllama (e.g. parallel=8)."""
+        fake = fake_ollama.FakeOllama(port=0, admin_port=0, **options).start()
+        self.addCleanup(fake.stop)
+        return fake
 
     def _test_failed(self):
         """Whether this test (or one of its subtests) has failed so far. Reads the result

@@ -3,15 +3,10 @@ without asking the LLM again, a paraphrase close enough in embedding is too, an 
 the collection invalidates it, a streamed request replays a cached answer as a stream,
 degraded answers are never cached, and use_cache: false bypasses it."""
 import json
-import os
-import sys
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 DOCS = [
     {"id": "krakatoa", "text": "Krakatoa is a volcanic island in the Sunda Strait. It erupted in 1883 "
@@ -25,8 +20,7 @@ class CacheTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         self.srv = self.new_server(env={"OLLAMA_BASE_URL": self.fake.url, "RAGD_EMBEDDER": "builtin"})
         self.call("POST", "/api/ingest", {"db": "c", "documents": DOCS}, srv=self.srv)
 

@@ -4,15 +4,10 @@ ingest refused (503) when it is down, and RAGD_EMBEDDER=auto falling back to bui
 new collection when Ollama does not answer."""
 import math
 import time
-import os
-import sys
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 ANIMALS = ["otter", "heron", "badger", "lynx", "marten", "ibis", "gecko", "tapir", "okapi", "quokka"]
 
@@ -26,9 +21,7 @@ class EmbedderTest(harness.E2ETestCase):
     class_server = False
 
     def start(self, **env):
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         base = {"RAGD_EMBEDDER": "ollama", "OLLAMA_BASE_URL": self.fake.url, "RAGD_BREAKER_FAILURES": "50"}
         base.update(env)
         self.srv = self.new_server(env=base)

@@ -9,15 +9,11 @@ Plus: provider "extractive" on request, streaming, and a mid-stream error line.
 """
 import json
 import os
-import sys
 import time
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 DOCS = [
     {"id": "krakatoa", "text": "Krakatoa is a volcanic island in the Sunda Strait. It erupted in 1883 "
@@ -31,9 +27,7 @@ class GeneratorTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         self.srv = self.new_server(env={
             "RAGD_GENERATOR": "auto",
             "OLLAMA_BASE_URL": self.fake.url,
@@ -175,9 +169,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
     class_server = False
 
     def start(self, **env):
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         base = {"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": self.fake.url}
         base.update(env)
         self.srv = self.new_server(env=base)
@@ -209,9 +201,7 @@ class GeneratorEdgeTest(harness.E2ETestCase):
 
     def test_openai_compatible_generator(self):
         # The fake serves /v1/chat/completions too: the OpenAI backend streams SSE deltas.
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         self.srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": self.fake.url,
                                         "OPENAI_API_KEY": "sk-test-not-logged", "RAGD_LOG_LEVEL": "debug"})
         self.call("POST", "/api/ingest", {"db": "gen", "documents": DOCS}, srv=self.srv)

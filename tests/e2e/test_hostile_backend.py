@@ -12,9 +12,6 @@ import threading
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 # The bounds are for the plain build. Under AddressSanitizer the server's freed memory waits
 # in ASan's quarantine (256 MiB by default) before reuse: it is made small for these servers
@@ -58,9 +55,7 @@ class HostileBackendTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0, parallel=8)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama(parallel=8)
         env = {"RAGD_EMBEDDER": "builtin", "RAGD_GENERATE_TIMEOUT_S": "3", "RAGD_BREAKER_FAILURES": "1000",
                "RAGD_MAX_CONCURRENT": "8", "RAGD_LOG_LEVEL": "warn", **sanitizer_env()}
         if self.backend == "openai":
@@ -191,9 +186,7 @@ class HostileEmbedderTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0, parallel=8)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama(parallel=8)
 
     def check_fault(self, fault):
         srv = self.new_server(env={

@@ -3,14 +3,9 @@ neighbouring chunks merged into one passage, the prompt fitted to the model's co
 (passages cut or dropped, the question kept whole), citations to sources the model was not
 given removed from the answer, streamed or not."""
 import json
-import os
-import sys
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 SENTENCES = ["Sentence number %d says that the backup of volume %d runs nightly at %d o'clock."
              % (i, i, i % 12 + 1) for i in range(1, 13)]
@@ -28,9 +23,7 @@ class PromptTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         self.srv = self.new_server(env={
             "RAGD_GENERATOR": "ollama",
             "OLLAMA_BASE_URL": self.fake.url,

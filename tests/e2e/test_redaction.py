@@ -1,14 +1,9 @@
 """Credentials in backend URLs (`http://user:password@host`, `?token=...`) never leave the
 process: not in /health, /metrics, /api/admin/breakers, a degraded answer's reason, an ingest
 warning, the log, or a configuration error (docs/configuration.md)."""
-import os
-import sys
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 PASSWORD = "pw-s3cret-4711"
 TOKEN = "tok-0815-abcdef"
@@ -65,8 +60,7 @@ class BackendQuotesTheKeyTest(harness.E2ETestCase):
     KEY = "sk-live-0123456789abcdef"
 
     def test_key_quoted_by_the_backend_is_masked(self):
-        fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
-        self.addCleanup(fake.stop)
+        fake = self.start_fake_ollama()
         srv = self.new_server(env={"RAGD_GENERATOR": "openai", "OPENAI_BASE_URL": fake.url,
                                    "OPENAI_API_KEY": self.KEY, "RAGD_LOG_LEVEL": "debug",
                                    "RAGD_BREAKER_FAILURES": "100"})  # every query reaches the backend

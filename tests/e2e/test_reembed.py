@@ -3,17 +3,12 @@ against the fake Ollama: a builtin collection of a few thousand chunks moved to 
 model while it is queried, with a SIGKILL in the middle (the job resumes and finishes), the
 swap seen in GET /api/dbs/{name} and in the fake's embed calls; cancel; a backend failing
 mid-job (failed state, old vectors kept, the job restartable); 404, 409 and 422."""
-import os
-import sys
 import threading
 import time
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 ANIMALS = ["otter", "heron", "badger", "lynx", "marten", "ibis", "gecko", "tapir", "okapi", "quokka"]
 WAIT_S = 120  # an upper bound for a job to reach a state, not a speed assertion
@@ -28,9 +23,7 @@ class ReembedTest(harness.E2ETestCase):
     class_server = False
 
     def start(self, **env):
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
         base = {"RAGD_EMBEDDER": "ollama", "OLLAMA_BASE_URL": self.fake.url, "RAGD_BREAKER_FAILURES": "50",
                 "RAGD_GENERATOR": "extractive"}
         base.update(env)

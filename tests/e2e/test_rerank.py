@@ -12,20 +12,15 @@
 - a client that hangs up while its query is being reranked.
 """
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 QUESTION = "what was it that we did decide about the backups"
 # Fusion (vector + BM25, which weigh the rare words "decide" and "backups") prefers the
@@ -50,9 +45,7 @@ class RerankTest(harness.E2ETestCase):
 
     def setUp(self):
         super().setUp()
-        self.fake = fake_ollama.FakeOllama(port=0, admin_port=0)
-        self.fake.start()
-        self.addCleanup(self.fake.stop)
+        self.fake = self.start_fake_ollama()
 
     def start_ragd(self, **env):
         base = {"RAGD_GENERATOR": "extractive", "RAGD_EMBEDDER": "builtin", "RAGD_RERANKER": "http",

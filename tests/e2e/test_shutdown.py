@@ -8,16 +8,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
 
 import harness
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "tools", "fake_ollama"))
-import fake_ollama  # noqa: E402
 
 WORDS = ("amber basil cedar delta ember fjord garnet hazel indigo juniper kestrel lagoon "
          "marble nectar obsidian pepper quartz raven saffron tundra umber velvet willow "
@@ -183,8 +179,7 @@ class ShutdownTest(harness.E2ETestCase):
         # generations extractively (degraded, "shutting down"), streamed ones with the
         # extractive token, ingests waiting on the embedder with 503 not_ready (nothing
         # stored) — and the server exits 0 (no sanitizer report under make asan).
-        fake = fake_ollama.FakeOllama(port=0, admin_port=0).start()
-        self.addCleanup(fake.stop)
+        fake = self.start_fake_ollama()
         srv = self.new_server(env={"OLLAMA_BASE_URL": fake.url, "RAGD_SHUTDOWN_GRACE_S": "0.5",
                                    "RAGD_MAX_CONCURRENT": "2", "RAGD_GENERATE_TIMEOUT_S": "30",
                                    "RAGD_EMBED_TIMEOUT_S": "30"})
