@@ -540,7 +540,10 @@ static float rerank_judge_number(const char *s, size_t len)
             for (j++; j < len && isdigit((unsigned char)s[j]); j++, scale /= 10)
                 v += (s[j] - '0') * scale;
         }
-        return v <= 10 ? (float)v : NAN;
+        bool negative = i > 0 && s[i - 1] == '-' && !(i > 1 && isalnum((unsigned char)s[i - 2]));
+        bool exponent = j + 1 < len && (s[j] == 'e' || s[j] == 'E') &&
+                        (isdigit((unsigned char)s[j + 1]) || s[j + 1] == '+' || s[j + 1] == '-');
+        return v <= 10 && !negative && !exponent ? (float)v : NAN; /* "-3", "1e9": not 0..10 */
     }
     return NAN;
 }
