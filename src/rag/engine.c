@@ -460,12 +460,19 @@ static void rag_on_generated(llm_status st, const char *message, const llm_chat_
     if (q->tokens_sent && q->text.len > q->released) /* the held-back end, judged clean */
         rag_op_release(q, q->text.len);
     if (st == LLM_OK && q->text.len > 0) {
-        q->provider = e->cfg.generator_name;
-        q->answer = rag_op_checked(q);
-        if (q->embed_failure[0])
-            rag_op_degrade(q, NULL);
-        rag_op_finish(q, RAG_OK, NULL);
-        return;
+        const char *checked = rag_op_checked(q);
+        /* an answer that held only citations of sources it was not given is, checked, no
+         * answer: as an empty one, the extractive answer instead (unless some went out) */
+        if (q->tokens_sent || checked[strspn(checked, " \t\r\n")] != '\0' ||
+            q->text.data[strspn(q->text.data, " \t\r\n")] == '\0') {
+            q->provider = e->cfg.generator_name;
+            q->answer = checked;
+            if (q->embed_failure[0])
+                rag_op_degrade(q, NULL);
+            rag_op_finish(q, RAG_OK, NULL);
+            return;
+        }
+        message = "it cited only sources it was not given";
     }
     if (st == LLM_OVERLOADED && !q->tokens_sent) {
         /* Backpressure, not an outage: shed the query (503 + Retry-After) rather than

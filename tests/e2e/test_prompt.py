@@ -154,6 +154,20 @@ class PromptTest(harness.E2ETestCase):
         self.assertEqual(done["answer"], want)
         self.assertEqual(done["cited"], list(range(1, n + 1)))
 
+    def test_an_answer_of_only_missing_citations_is_answered_extractively(self):
+        self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=self.srv)
+        n = len(self.ask("many", "backups policy")["sources"])
+        self.fake.configure(answer="[0] [%d][%d]" % (n + 1, n + 9))
+        for stream in (False, True):
+            r = self.srv.request("POST", "/api/query", json_body={"db": "many", "query": "backups policy", "k": 20,
+                                                                  "use_cache": False, "stream": stream})
+            self.assertEqual(r.status, 200, r)
+            res = [json.loads(d) for e, d in harness.parse_sse(r.raw) if e == "done"][-1] if stream else r.body
+            self.assertEqual(res["provider"], "extractive", res)
+            self.assertTrue(res["degraded"], res)
+            self.assertIn("cited only sources it was not given", res["degraded_reason"], res)
+            self.assertIn("[1]", res["answer"], res)
+
     def test_configured_context_and_the_openai_backend(self):
         srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": self.fake.url,
                                    "RAGD_EMBEDDER": "builtin", "RAGD_CONTEXT_TOKENS": "1100"})
