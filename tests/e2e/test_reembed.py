@@ -254,6 +254,11 @@ class ReembedTest(harness.E2ETestCase):
         self.assertEnvelope(post("e", {"embedder": "builtin", "model": "other"}), 422, "validation_error")
         self.assertEnvelope(post("e", {"embedder": "builtin"}), 422, "validation_error")  # already builtin
         self.assertEnvelope(post("e", {"embedder": 7}), 422, "validation_error")
+        # a control character in the model name would forge a line of the server's log
+        forged = "x\n2026-01-01T00:00:00.000Z info  forged line"
+        self.assertEnvelope(post("e", {"embedder": "ollama", "model": forged}), 422, "validation_error")
+        self.assertEnvelope(post("e", {"embedder": "ollama", "model": "x\u001b[2Jy"}), 422, "validation_error")
+        self.assertNotIn("forged line", self.srv.log_text())
         self.assertEnvelope(self.srv.request("POST", "/api/dbs/e/reembed", body=b"{not json",
                                              content_type="application/json"), 400, "invalid_json")
         self.assertEnvelope(self.srv.request("GET", "/api/dbs/e/reembed"), 404, "reembed_not_found")
