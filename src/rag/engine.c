@@ -364,14 +364,22 @@ static int rag_op_release(rag_query_op *q, size_t upto)
         return 0;
     size_t from = q->released;
     q->released = upto;
-    q->tokens_sent = true;
     strbuf piece;
     strbuf_init(&piece, RAG_ANSWER_CAP);
     if (rag_citations_filter(q->text.data + from, upto - from, rag_op_sources_given(q), &piece) != RAGD_OK) {
         strbuf_cleanup(&piece);
         return 1; /* out of memory: stop, the answer so far is the answer */
     }
-    int stop = piece.len ? q->sink.on_token(piece.data, piece.len, q->ctx) : 0;
+    if (!q->tokens_sent && (!piece.data || piece.data[strspn(piece.data, " \t\r\n")] == '\0')) {
+        /* nothing but blanks so far (e.g. only bogus markers): held, so that an answer that
+         * stays so can still be replaced by the extractive one; filtered again with what
+         * follows (the filter is local, docs/internals/passages.md) */
+        q->released = from;
+        strbuf_cleanup(&piece);
+        return 0;
+    }
+    q->tokens_sent = true;
+    int stop = q->sink.on_token(piece.data, piece.len, q->ctx);
     strbuf_cleanup(&piece);
     return stop;
 }
@@ -459,15 +467,22 @@ static void rag_on_generated(llm_status st, const char *message, const llm_chat_
         rag_op_withhold(q);
         return;
     }
-    if (q->tokens_sent && q->text.len > q->released) /* the held-back end, judged clean */
+    if (q->released && q->text.len > q->released) /* the held-back end, judged clean */
         rag_op_release(q, q->text.len);
     if (st == LLM_OK && q->text.len > 0) {
-        q->provider = e->cfg.generator_name;
-        q->answer = rag_op_checked(q);
-        if (q->embed_failure[0])
-            rag_op_degrade(q, NULL);
-        rag_op_finish(q, RAG_OK, NULL);
-        return;
+        const char *checked = rag_op_checked(q);
+        /* an answer that held only citations of sources it was not given is, checked, no
+         * answer: as an empty one, the extractive answer instead (unless some went out) */
+        if (q->tokens_sent || checked[strspn(checked, " \t\r\n")] != '\0' ||
+            q->text.data[strspn(q->text.data, " \t\r\n")] == '\0') {
+            q->provider = e->cfg.generator_name;
+            q->answer = checked;
+            if (q->embed_failure[0])
+                rag_op_degrade(q, NULL);
+            rag_op_finish(q, RAG_OK, NULL);
+            return;
+        }
+        message = "it cited only sources it was not given";
     }
     if (st == LLM_OVERLOADED && !q->tokens_sent) {
         /* Backpressure, not an outage: shed the query (503 + Retry-After) rather than

@@ -503,8 +503,12 @@ bool rag_reembed_resolve(const rag_engine_config *cfg, const char *embedder, con
         return false;
     }
     const char *m = model ? model : cfg->embed_model;
-    if (!m || !m[0] || strcmp(m, EMBED_BUILTIN_NAME) == 0 || strlen(m) > STORE_MODEL_MAX) {
-        snprintf(why, why_cap, "model: an upstream embedding model name of 1..%d bytes", STORE_MODEL_MAX);
+    bool control = false; /* a line break or escape would forge log lines (the name is logged) */
+    for (const char *p = m; p && *p && !control; p++)
+        control = (unsigned char)*p < 0x20 || *p == 0x7f;
+    if (!m || !m[0] || strcmp(m, EMBED_BUILTIN_NAME) == 0 || strlen(m) > STORE_MODEL_MAX || control) {
+        snprintf(why, why_cap, "model: an upstream embedding model name of 1..%d bytes without control characters",
+                 STORE_MODEL_MAX);
         return false;
     }
     snprintf(out_model, out_cap, "%s", m);

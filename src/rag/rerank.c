@@ -10,6 +10,7 @@
 #include "rag/rerank.h"
 
 #include <ctype.h>
+#include <float.h>
 #include <event2/event.h>
 #include <jansson.h>
 #include <math.h>
@@ -257,9 +258,12 @@ static bool rerank_parse(rerank_call *c, char *msg, size_t msglen)
         json_t *item = json_array_get(list, i);
         json_t *ix = json_object_get(item, "index");
         json_t *sc = json_object_get(item, score_key);
+        /* an index in the batch, not seen before in this reply; a score a float holds */
         if (!json_is_integer(ix) || json_integer_value(ix) < 0 || (size_t)json_integer_value(ix) >= c->count ||
-            !json_is_number(sc) || !isfinite(json_number_value(sc))) {
-            snprintf(msg, msglen, "result %zu has no valid index (0..%zu) and %s", i, c->count - 1, score_key);
+            !isnan(t->scores[c->first + (size_t)json_integer_value(ix)]) || !json_is_number(sc) ||
+            !(fabs(json_number_value(sc)) <= FLT_MAX)) {
+            snprintf(msg, msglen, "result %zu has no valid index (0..%zu, once each) and %s", i, c->count - 1,
+                     score_key);
             ok = false;
             break;
         }
@@ -321,11 +325,11 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
     rerank_status st = RERANK_UNAVAILABLE;
     if (outcome == UPSTREAM_OVERLOAD)
         st = RERANK_OVERLOADED;
-    else if (res->status == 200 && !parsed)
-        st = RERANK_BAD_REPLY;
     else if (res->transport == UPSTREAM_T_TOTAL_TIMEOUT || res->transport == UPSTREAM_T_TTFB_TIMEOUT ||
              res->transport == UPSTREAM_T_IDLE_TIMEOUT)
-        st = RERANK_TIMEOUT;
+        st = RERANK_TIMEOUT; /* also a 200 whose body stalled: it was slow, not wrong */
+    else if (res->status == 200 && !parsed)
+        st = RERANK_BAD_REPLY;
     char full[320];
     snprintf(full, sizeof full, "reranker %.160s: %.140s", r->shown, msg);
     rerank_finish(t, st, full);
@@ -438,7 +442,10 @@ static float rerank_judge_number(const char *s, size_t len)
             for (j++; j < len && isdigit((unsigned char)s[j]); j++, scale /= 10)
                 v += (s[j] - '0') * scale;
         }
-        return v <= 10 ? (float)v : NAN;
+        bool negative = i > 0 && s[i - 1] == '-' && !(i > 1 && isalnum((unsigned char)s[i - 2]));
+        bool exponent = j + 1 < len && (s[j] == 'e' || s[j] == 'E') &&
+                        (isdigit((unsigned char)s[j + 1]) || s[j + 1] == '+' || s[j + 1] == '-');
+        return v <= 10 && !negative && !exponent ? (float)v : NAN; /* "-3", "1e9": not 0..10 */
     }
     return NAN;
 }

@@ -114,9 +114,14 @@ static upstream_transport upstream_classify(upstream_call *call, CURLcode code)
     case CURLE_COULDNT_RESOLVE_PROXY:
         return UPSTREAM_T_CONNECT;
     case CURLE_OPERATION_TIMEDOUT: {
+        /* connected: a connect time, a reused connection (no new connect, connect time 0),
+         * or bytes already received */
         curl_off_t connected = 0;
+        long new_connects = 1;
         curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connected);
-        return connected > 0 ? UPSTREAM_T_TOTAL_TIMEOUT : UPSTREAM_T_CONNECT;
+        curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &new_connects);
+        return connected > 0 || new_connects == 0 || call->got_first_byte ? UPSTREAM_T_TOTAL_TIMEOUT
+                                                                          : UPSTREAM_T_CONNECT;
     }
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:

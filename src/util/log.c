@@ -37,6 +37,11 @@ void log_msg(log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    /* one record per line: a control character from outside (a backend's error message, a
+     * name) cannot start a forged record or drive a terminal */
+    for (char *p = line; *p; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\t') || *p == 0x7f)
+            *p = ' ';
 
     pthread_mutex_lock(&log_lock);
     fprintf(stderr, "%s.%03ldZ %-5s %s\n", stamp, ts.tv_nsec / 1000000, level_names[level], line);

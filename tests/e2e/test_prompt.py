@@ -149,6 +149,25 @@ class PromptTest(harness.E2ETestCase):
         self.assertEqual(done["answer"], want)
         self.assertEqual(done["cited"], list(range(1, n + 1)))
 
+    def test_an_answer_of_only_missing_citations_is_answered_extractively(self):
+        self.call("POST", "/api/ingest", {"db": "many", "documents": DOCS}, srv=self.srv)
+        n = len(self.ask("many", "backups policy")["sources"])
+        # short, and longer than the output guard's 96-byte hold-back (released in pieces)
+        for answer, stream in [(a, st) for a in ("[0] [%d][%d]" % (n + 1, n + 9), "[0] [%d] " % (n + 1) * 30)
+                               for st in (False, True)]:
+            self.fake.configure(answer=answer)
+            r = self.srv.request("POST", "/api/query", json_body={"db": "many", "query": "backups policy", "k": 20,
+                                                                  "use_cache": False, "stream": stream})
+            self.assertEqual(r.status, 200, r)
+            res = [json.loads(d) for e, d in harness.parse_sse(r.raw) if e == "done"][-1] if stream else r.body
+            self.assertEqual(res["provider"], "extractive", res)
+            self.assertTrue(res["degraded"], res)
+            self.assertIn("cited only sources it was not given", res["degraded_reason"], res)
+            self.assertIn("[1]", res["answer"], res)
+            if stream:
+                self.assertEqual("".join(json.loads(d)["text"] for e, d in harness.parse_sse(r.raw) if e == "token"),
+                                 res["answer"])
+
     def test_configured_context_and_the_openai_backend(self):
         srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": self.fake.url,
                                    "RAGD_EMBEDDER": "builtin", "RAGD_CONTEXT_TOKENS": "1100"})

@@ -234,6 +234,20 @@ class ReembedTest(harness.E2ETestCase):
                                                    "method": "vector"}, srv=self.srv)
         self.assertEqual(body["sources"][0]["doc_id"], "d2")
 
+    def test_backend_message_cannot_forge_log_lines(self):
+        self.start()
+        self.builtin_collection("f", 5)
+        self.fake.configure(fault="error500", fault_paths=["/api/embed"],
+                            fault_message="boom\n2026-01-01T00:00:00.000Z info  forged line\r\u001b[2J")
+        self.call("POST", "/api/dbs/f/reembed", {"embedder": "ollama", "model": "nomic-embed-text"}, status=202,
+                  srv=self.srv)
+        job = self.wait_job("f", lambda j: j and j["state"] == "failed", "failed")
+        self.assertIn("forged line", job["error"])  # the API reports it (JSON escapes it)
+        log = self.srv.log_text()
+        self.assertIn("forged line", log)  # the log too, but within its own record
+        self.assertFalse([ln for ln in log.splitlines() if ln.startswith("2026-01-01T")], log[-2000:])
+        self.assertNotIn("\x1b", log)
+
     def test_errors_in_the_envelope(self):
         self.start()
         self.builtin_collection("e", 5)
@@ -247,6 +261,11 @@ class ReembedTest(harness.E2ETestCase):
         self.assertEnvelope(post("e", {"embedder": "builtin", "model": "other"}), 422, "validation_error")
         self.assertEnvelope(post("e", {"embedder": "builtin"}), 422, "validation_error")  # already builtin
         self.assertEnvelope(post("e", {"embedder": 7}), 422, "validation_error")
+        # a control character in the model name would forge a line of the server's log
+        forged = "x\n2026-01-01T00:00:00.000Z info  forged line"
+        self.assertEnvelope(post("e", {"embedder": "ollama", "model": forged}), 422, "validation_error")
+        self.assertEnvelope(post("e", {"embedder": "ollama", "model": "x\u001b[2Jy"}), 422, "validation_error")
+        self.assertNotIn("forged line", self.srv.log_text())
         self.assertEnvelope(self.srv.request("POST", "/api/dbs/e/reembed", body=b"{not json",
                                              content_type="application/json"), 400, "invalid_json")
         self.assertEnvelope(self.srv.request("GET", "/api/dbs/e/reembed"), 404, "reembed_not_found")

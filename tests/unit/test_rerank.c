@@ -23,7 +23,8 @@ static void test_judge_number(void **state)
         const char *reply;
         float want;
     } cases[] = {{"7", 7}, {"10", 10}, {"0", 0}, {"Score: 7/10", 7}, {"I'd say 7.5.", 7.5f}, {" 3\n", 3},
-                 {"none", NAN}, {"", NAN}, {"11", NAN}, {"12345678901234567890", NAN}, {"eight", NAN}};
+                 {"none", NAN}, {"", NAN}, {"11", NAN}, {"12345678901234567890", NAN}, {"eight", NAN},
+                 {"-5", NAN}, {"Score: -3/10", NAN}, {"1e9", NAN}, {"2E+3", NAN}, {"x-1: 4", 1}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         float got = rerank_judge_number(cases[i].reply, strlen(cases[i].reply));
         if (isnan(cases[i].want))
