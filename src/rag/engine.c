@@ -705,10 +705,10 @@ static void rag_on_reranked(rerank_status st, const float *scores, size_t n, con
             all[i] = q->res.hits[i].row.quarantined || j >= n ? NAN : scores[j++];
         if (all)
             rag_op_reorder(q, all);
-        free(all);
         if (!q->reranked)
             snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "%s",
-                     all ? "the reranker scored no candidate" : "out of memory while reranking");
+                     all ? "bad_reply: the reranker scored no candidate" : "out of memory while reranking");
+        free(all);
     } else {
         snprintf(q->rerank_skipped, sizeof q->rerank_skipped, "%s: %s", rerank_status_name(st),
                  message && *message ? message : "no detail");
