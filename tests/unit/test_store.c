@@ -1097,8 +1097,8 @@ static int scan_cb(const store_chunk_row *row, void *arg)
     scan_acc *sc = arg;
     if (!row->vec)
         return 0;
-    if (sc->n < 8)
-        memcpy(&sc->got[sc->n * DIM], row->vec, DIM * sizeof(float));
+    if (sc->n < 8) /* a re-embedded collection's vectors may be shorter than DIM */
+        memcpy(&sc->got[sc->n * DIM], row->vec, (size_t)(row->dim < DIM ? row->dim : DIM) * sizeof(float));
     sc->dim = row->dim;
     sc->n++;
     return sc->n >= sc->stop_after;
