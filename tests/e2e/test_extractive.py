@@ -162,6 +162,10 @@ def split_answer(answer):
 def answer_problems(answer, nsources):
     """The rules an extractive answer breaks, as readable strings (empty: none)."""
     problems = []
+    if nsources == 0:  # nothing retrieved (e.g. only some of the Debian manuals are installed)
+        if not re.fullmatch(r"No relevant passages were found in collection '[^']*'\.", answer):
+            problems.append(f"no sources, yet the answer is not the no-passages message: {answer!r}")
+        return problems
     sentences = split_answer(answer)
     seen = set()
     for s, n in sentences:
@@ -291,6 +295,8 @@ class SplitAnswerTest(unittest.TestCase):
         self.assertTrue(answer_problems("Fine sentence. [2]", 1))
         self.assertTrue(answer_problems("Fine sentence.", 1))
         self.assertEqual(answer_problems("Fine sentence. Another one! [1] Third one. [2]", 2), [])
+        self.assertEqual(answer_problems("No relevant passages were found in collection 'deb'.", 0), [])
+        self.assertTrue(answer_problems("Some sentence. [1]", 0))
 
 
 if __name__ == "__main__":
