@@ -16,7 +16,7 @@
 #define DOCS_PAGE_DEFAULT 100
 #define DOCS_PAGE_MAX 1000
 
-/* The collection name in the path; replies 422 when it is not a valid name. */
+/* GET /api/dbs: every collection (worker). */
 static void dbs_list_work(http_request *req)
 {
     store_reader *r = handlers_reader(req);

@@ -503,7 +503,7 @@ bool rag_reembed_resolve(const rag_engine_config *cfg, const char *embedder, con
         return false;
     }
     const char *m = model ? model : cfg->embed_model;
-    bool control = false; /* a line break or escape would forge log lines (the name is logged) */
+    bool control = false; /* no model name has one; the name is stored, sent and shown */
     for (const char *p = m; p && *p && !control; p++)
         control = (unsigned char)*p < 0x20 || *p == 0x7f;
     if (!m || !m[0] || strcmp(m, EMBED_BUILTIN_NAME) == 0 || strlen(m) > STORE_MODEL_MAX || control) {
