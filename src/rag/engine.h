@@ -89,6 +89,13 @@ bool rag_engine_llm_in_use(const rag_engine *e, const llm *l);
 
 /* ---- a query ---- */
 
+/* One earlier turn of a conversation. */
+typedef struct {
+    const char *role; /* "user" or "assistant" (other roles are not kept) */
+    const char *text;
+    size_t len;
+} rag_turn;
+
 /* A query's inputs. The strings and the filter's values point into `hold` (a JSON value the
  * request keeps a reference on) or are owned by the request: the request is taken by
  * rag_query_start and freed by the engine (rag_request_cleanup), whatever happens. */
@@ -111,6 +118,14 @@ typedef struct {
                                * (never from or into the cache) */
     bool rerank;         /* reorder the fused candidates with the reranker (the adapter applies
                           * RAGD_RERANK when the request does not say) */
+    /* The conversation before the question, oldest first (a chat with a rag/ model, or
+     * /api/query's history): malloc'd array freed by rag_request_cleanup, texts borrowed
+     * from hold. Retrieval uses the latest turns to make a follow-up question
+     * self-contained, and the prompt carries them within its budget (oldest dropped first). */
+    rag_turn *history;
+    size_t n_history;
+    json_t *format;      /* passed to the LLM as the client gave it (borrowed from hold), or NULL */
+    json_t *keep_alive;
 } rag_request;
 
 void rag_request_cleanup(rag_request *r);

@@ -134,6 +134,7 @@ const char *llm_status_name(llm_status s)
     case LLM_OVERLOADED: return "overloaded";
     case LLM_TIMEOUT: return "timeout";
     case LLM_REJECTED: return "rejected";
+    case LLM_NOT_FOUND: return "not_found";
     case LLM_BAD_REPLY: return "bad_reply";
     case LLM_CANCELLED: return "cancelled";
     }

@@ -60,7 +60,8 @@ typedef enum {
     LLM_UNAVAILABLE, /* every host failed or has its breaker open */
     LLM_OVERLOADED,  /* shed by a bulkhead, or the backends are busy: 503 + Retry-After */
     LLM_TIMEOUT,     /* the deadline passed */
-    LLM_REJECTED,    /* the backend refused the request itself (4xx: unknown model, ...) */
+    LLM_REJECTED,    /* the backend refused the request itself (4xx other than 404) */
+    LLM_NOT_FOUND,   /* the backend does not know the model (404) */
     LLM_BAD_REPLY,   /* the backend answered something that is not a valid reply */
     LLM_CANCELLED,   /* llm_task_cancel or llm_cancel_all: the owner stopped it */
 } llm_status;
@@ -97,6 +98,12 @@ typedef struct {
     double total_ms;
     bool model_loaded; /* the backend loaded the model during the call */
     int attempts;
+    /* What the backend reported in its last chunk, -1 (or "") when it did not say:
+     * token counts (Ollama prompt_eval_count / eval_count, OpenAI usage) and durations in
+     * nanoseconds (Ollama only), why it stopped ("stop", "length"). */
+    long long prompt_tokens, completion_tokens;
+    long long load_ns, prompt_eval_ns, eval_ns;
+    char done_reason[16];
 } llm_chat_stats;
 
 typedef struct {
@@ -127,6 +134,38 @@ void llm_unreserve(llm_reservation *r);
  * llm_cancel_all): no callback will run, and *reserved is left to the caller. */
 llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
                    double deadline_ms, const llm_chat_handlers *h, llm_reservation *reserved);
+
+/* A chat as a client sends it (the Ollama- and OpenAI-compatible routes, and the engine):
+ * messages [{"role","content"}] (system messages included, in order), and what passes to the
+ * backend as given — options (Ollama's names; an OpenAI-compatible backend gets temperature,
+ * top_p, seed, stop, num_predict as max_tokens), format ("json" or a JSON schema; OpenAI:
+ * response_format), keep_alive (Ollama only). All borrowed: the call copies what it needs
+ * before it returns. NULL fields are left out. */
+typedef struct {
+    json_t *messages;
+    json_t *options;
+    json_t *format;
+    json_t *keep_alive;
+} llm_chat_request;
+
+/* llm_chat with a whole conversation; the same contract (reservation, callbacks, retries
+ * until the first piece went out). */
+llm_task *llm_chat_messages(llm *l, const char *model, const llm_chat_request *rq, double deadline_ms,
+                            const llm_chat_handlers *h, llm_reservation *reserved);
+
+/* What the compatible routes ask a backend about its models, normalised to Ollama's shapes
+ * whatever the backend speaks:
+ * - LLM_META_MODELS: the list of /api/tags entries {name, model, modified_at, size, digest,
+ *   details} (an OpenAI-compatible backend's /v1/models mapped onto them);
+ * - LLM_META_SHOW: the /api/show object of `model` (OpenAI: built from /v1/models, or
+ *   LLM_NOT_FOUND);
+ * - LLM_META_RUNNING: the list of /api/ps entries (OpenAI: an empty list);
+ * - LLM_META_VERSION: {"version": "..."} (OpenAI: LLM_REJECTED).
+ * One call to one host behind the breaker of (host, "models", model or ""), no retries; the
+ * reply is borrowed for the callback. Same callback rule as every task. */
+typedef enum { LLM_META_MODELS, LLM_META_SHOW, LLM_META_RUNNING, LLM_META_VERSION } llm_meta_kind;
+typedef void (*llm_meta_cb)(llm_status st, json_t *reply, const char *message, void *arg);
+llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadline_ms, llm_meta_cb cb, void *arg);
 
 /* Stops a task: its attempt ends now (slot, permit and HTTP call given back), and its
  * final callback runs on a later loop turn with LLM_CANCELLED. Safe from anywhere on the
