@@ -22,7 +22,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 # libstemmer (Snowball) ships no pkg-config file in Debian: its header is in /usr/include.
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lstemmer -lpthread -lm
 
-.PHONY: all deps test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
+.PHONY: all deps clients-deps test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
@@ -41,6 +41,7 @@ help:
 	@echo "make guard-eval   measure the prompt-injection screen (BENCHMARKS.md)"
 	@echo "make fuzz-smoke  each fuzz target FUZZ_SMOKE_SECONDS (default 10) from its seeds (part of make test)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
+	@echo "make clients-deps  npm ci of the real ollama/openai client libraries (tests/clients, for make e2e)"
 
 deps: $(DEPS_OK)
 $(DEPS_OK): scripts/deps.sh
@@ -67,7 +68,22 @@ unit: $(UNIT_BIN)
 	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; \
 	  if [ $$fail -ne 0 ]; then echo "unit tests FAILED"; exit 1; fi
 
-e2e: $(BIN)
+# The real client libraries (npm `ollama`, `openai`) that tests/e2e/test_clients.py drives with
+# node: `npm ci` from the committed lock file into tests/clients/node_modules (ignored by git),
+# its download cache in build/npm-cache. The stamp inside node_modules makes a second run a
+# no-op until the lock file changes (npm ci empties node_modules, stamp included, first).
+CLIENTS_DIR := tests/clients
+CLIENTS_OK  := $(CLIENTS_DIR)/node_modules/.ragd-npm-ci-ok
+clients-deps: $(CLIENTS_OK)
+$(CLIENTS_OK): $(CLIENTS_DIR)/package.json $(CLIENTS_DIR)/package-lock.json | $(DEPS_OK)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "clients-deps: node and npm are needed by tests/e2e/test_clients.py:" \
+	       "install them with scripts/deps.sh (Debian packages nodejs, npm)" >&2; exit 1; }
+	cd $(CLIENTS_DIR) && npm ci --cache "$(abspath $(BUILD))/npm-cache" --prefer-offline \
+	  --no-audit --no-fund --loglevel=error
+	@touch $@
+
+e2e: $(BIN) $(CLIENTS_OK)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
 # Unit tests first, then end-to-end, then the randomized fault injection (chaos, on its

@@ -8,17 +8,28 @@ libssl-dev libutf8proc-dev libxml2-dev libmd4c-dev libstemmer-dev libcmocka-dev
 libpcre2-dev"
 # clang and its libFuzzer/sanitizer runtime: `make test` runs every fuzz target briefly (fuzz-smoke).
 PACKAGES="$PACKAGES clang libclang-rt-14-dev"
+# node and npm: tests/e2e/test_clients.py drives the real `ollama` and `openai` npm client
+# libraries (`make clients-deps`: npm ci in tests/clients). Debian 12 has node 18.19, npm 9.2.
+PACKAGES="$PACKAGES nodejs npm"
 # `deps.sh fuzz`: only what `make fuzz` needs (clang and its runtime, in the base list too).
 # `deps.sh bench`: only what `make bench` needs on top (wrk, the HTTP load generator).
+# `deps.sh clients`: only node and npm.
 case "${1:-}" in
   "") ;;
   fuzz) PACKAGES="clang libclang-rt-14-dev" ;;
   bench) PACKAGES="wrk" ;;
-  *) echo "usage: deps.sh [fuzz|bench]" >&2; exit 2 ;;
+  clients) PACKAGES="nodejs npm" ;;
+  *) echo "usage: deps.sh [fuzz|bench|clients]" >&2; exit 2 ;;
 esac
 
 missing=""
 for p in $PACKAGES; do
+  # A node installed another way counts (NodeSource's nodejs package brings npm itself and
+  # conflicts with Debian's npm package): the commands are what the tests run.
+  case "$p" in
+    nodejs) if command -v node >/dev/null 2>&1; then continue; fi ;;
+    npm) if command -v npm >/dev/null 2>&1; then continue; fi ;;
+  esac
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
     missing="$missing $p"
   fi
