@@ -184,7 +184,9 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         node_precondition()
         cls.fake = harness.fake_ollama.FakeOllama(port=0, admin_port=0).start()
         cls.addClassCleanup(cls.fake.stop)
-        cls.server_env = {"OLLAMA_BASE_URL": cls.fake.url}
+        # the answer cache off: every chat here must reach the fake, whose recorded prompts
+        # and options these tests read (test_cache.py tests the cache)
+        cls.server_env = {"OLLAMA_BASE_URL": cls.fake.url, "RAGD_CACHE": "off"}
         super().setUpClass()
         ingest(cls, cls.server)
 
