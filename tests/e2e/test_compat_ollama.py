@@ -333,6 +333,24 @@ class OllamaCompatTest(harness.E2ETestCase):
         # the server is still well
         self.assertEqual(self.srv.request("GET", "/api/version").status, 200)
 
+    def test_client_hangup_before_the_first_piece_cancels_the_backend_call(self):
+        self.fake.configure(latency_ms=30000)  # the backend is silent for 30 s
+        for model in ("llama3.2", "rag/kb"):
+            self.fake.reset_stats()
+            body = json.dumps({"model": model, "messages": question("When was the Zephyrine protocol ratified?"),
+                               "options": {"seed": 7}}).encode()
+            sock = socket.create_connection(("127.0.0.1", self.srv.port), timeout=10)
+            sock.sendall(harness.build_raw_request("POST", "/api/chat", headers={"Content-Type": "application/json"},
+                                                   body=body))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.fake.stats()["in_flight"] == 0:
+                time.sleep(0.02)
+            sock.close()
+            # ragd must hang up on the backend now, not when its answer comes in 30 s
+            while time.monotonic() < deadline and self.fake.stats()["cancelled"] == 0:
+                time.sleep(0.05)
+            self.assertGreaterEqual(self.fake.stats()["cancelled"], 1, model)
+
 
 class OllamaCompatGuardedTest(harness.E2ETestCase):
     """API keys and rate limits answer in Ollama's shape on its routes."""
