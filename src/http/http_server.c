@@ -380,7 +380,8 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         http_reply_error(req, 503, "not_ready", "server is shutting down");
         return true;
     }
-    if (!atomic_load(&s->app->ready) && strncmp(req->route_name, "/api/", 5) == 0 &&
+    if (!atomic_load(&s->app->ready) &&
+        (strncmp(req->route_name, "/api/", 5) == 0 || strncmp(req->route_name, "/v1/", 4) == 0) &&
         strcmp(req->route_name, "/api/pool/stats") != 0) {
         snprintf(req->retry_after, sizeof req->retry_after, "1");
         http_reply_error(req, 503, "not_ready", "server is starting (loading the vector index)");
