@@ -32,6 +32,10 @@
 #define QUERY_FIXED_BYTES ((size_t)4096)
 #define QUERY_HIT_FIXED_BYTES ((size_t)320)
 #define QUERY_RERANK_SCORE_BYTES ((size_t)48) /* ,"rerank_score":-1.2345678901234567e-308 */
+/* history: the earlier turns of a conversation (docs/api.md). The engine gives the model
+ * only what fits its context; these caps bound what a request may make it look at. */
+#define QUERY_MAX_HISTORY_TURNS 10000
+#define QUERY_MAX_HISTORY_BYTES ((size_t)4 << 20) /* the turns' contents together */
 /* The largest body parsed on the loop thread: a query is a few hundred bytes; a bigger
  * body (a huge filter) is parsed on a worker first. */
 #define QUERY_LOOP_PARSE_MAX ((size_t)64 * 1024)
@@ -137,6 +141,61 @@ static bool query_parse_filter(http_request *req, json_t *filter, rag_request *i
     return true;
 }
 
+/* history: [{"role": "user"|"assistant", "content": "..."}], oldest first, into in->history
+ * (texts borrowed from the body). Other members of a turn are ignored; a "system" turn is
+ * refused (the server writes its own system prompt). Replies 422 (or 503) and returns false
+ * on a bad list. */
+static bool query_parse_history(http_request *req, json_t *b, rag_request *in)
+{
+    json_t *h = json_object_get(b, "history");
+    if (!h || json_is_null(h))
+        return true;
+    if (!json_is_array(h)) {
+        http_reply_error(req, 422, "validation_error",
+                         "history: must be an array of {\"role\": \"user\" or \"assistant\", \"content\": string}");
+        return false;
+    }
+    size_t n = json_array_size(h), total = 0;
+    if (n > QUERY_MAX_HISTORY_TURNS) {
+        http_reply_error(req, 422, "validation_error", "history: at most %d turns, not %zu", QUERY_MAX_HISTORY_TURNS, n);
+        return false;
+    }
+    if (n == 0)
+        return true;
+    in->history = calloc(n, sizeof *in->history);
+    if (!in->history) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(h, i);
+        json_t *role = json_object_get(t, "role"), *content = json_object_get(t, "content");
+        const char *r = json_string_value(role);
+        if (!json_is_object(t) || !r || (strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0)) {
+            http_reply_error(req, 422, "validation_error",
+                             r && strcmp(r, "system") == 0
+                                 ? "history[%zu].role: \"system\" is not accepted (the server writes its own system prompt)"
+                                 : "history[%zu]: must be an object whose role is \"user\" or \"assistant\"",
+                             i);
+            return false;
+        }
+        if (!json_is_string(content)) {
+            http_reply_error(req, 422, "validation_error", "history[%zu].content: must be a string", i);
+            return false;
+        }
+        size_t len = json_string_length(content);
+        total += len;
+        if (total > QUERY_MAX_HISTORY_BYTES) {
+            http_reply_error(req, 422, "validation_error", "history: the turns' contents exceed %zu bytes in all",
+                             QUERY_MAX_HISTORY_BYTES);
+            return false;
+        }
+        in->history[i] = (rag_turn){.role = r, .text = json_string_value(content), .len = len};
+    }
+    in->n_history = n;
+    return true;
+}
+
 /* LLM_MODEL, or one of RAGD_LLM_MODELS. */
 static bool query_model_allowed(const ragd_config *cfg, const char *model)
 {
@@ -180,7 +239,8 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
     if (!generate && !fields_bool(req, b, "include_quarantined", false, &in->include_quarantined))
         return false;
     if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||
-                     !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options)))
+                     !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options) ||
+                     !query_parse_history(req, b, in)))
         return false;
     if (model && !query_model_allowed(&req->app->cfg, model)) {
         /* each model gets its own breakers and bulkheads: clients may not create them at will */
@@ -334,14 +394,18 @@ static void query_write_prompt(jsonw *w, const rag_prompt_fit *fit)
         return;
     jsonw_key(w, "prompt");
     jsonw_object_begin(w);
-    const char *names[] = {"context_tokens", "budget", "tokens_estimate", "passages", "passages_dropped"};
-    size_t values[] = {fit->context, fit->budget, fit->tokens_estimate, fit->passages, fit->passages_dropped};
+    const char *names[] = {"context_tokens", "budget", "tokens_estimate", "passages", "passages_dropped",
+                           "history_turns", "history_dropped"};
+    size_t values[] = {fit->context, fit->budget, fit->tokens_estimate, fit->passages, fit->passages_dropped,
+                       fit->history_turns, fit->history_dropped};
     for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
         jsonw_key(w, names[i]);
         jsonw_int(w, (int64_t)values[i]);
     }
     jsonw_key(w, "truncated");
     jsonw_bool(w, fit->truncated);
+    jsonw_key(w, "history_truncated");
+    jsonw_bool(w, fit->history_truncated);
     jsonw_object_end(w);
 }
 

@@ -40,6 +40,26 @@ void handlers_admin_breakers_set(http_request *req);
 void handlers_query(http_request *req);
 void handlers_retrieve(http_request *req);
 
+/* The Ollama-compatible API (h_ollama.c) and the OpenAI-compatible one (h_openai.c). */
+void handlers_ollama_root(http_request *req);
+void handlers_ollama_tags(http_request *req);
+void handlers_ollama_show(http_request *req);
+void handlers_ollama_version(http_request *req);
+void handlers_ollama_ps(http_request *req);
+void handlers_ollama_chat(http_request *req);
+void handlers_ollama_generate(http_request *req);
+void handlers_ollama_embed(http_request *req);
+void handlers_ollama_embeddings(http_request *req);
+void handlers_openai_models(http_request *req);
+void handlers_openai_chat(http_request *req);
+void handlers_openai_embeddings(http_request *req);
+/* The texts of an embeddings input: a string (none when "" and empty_string_is_none) or a
+ * list of at most COMPAT_MAX_INPUTS strings, pointing into input. Replies 400 ("invalid
+ * input type") and returns false for anything else; *texts and *lens are malloc'd and the
+ * caller's. */
+bool handlers_compat_inputs(http_request *req, json_t *input, bool empty_string_is_none, const char ***texts,
+                            size_t **lens, size_t *n);
+
 /* ---- shared helpers (worker threads) ---- */
 
 /* Borrows a store reader; replies 503 not_ready and returns NULL when the store is closing. */

@@ -143,8 +143,8 @@ static bool http_route_writes(const http_request *req)
 {
     if (strncmp(req->route_name, "/api/admin/", 11) == 0)
         return true;
-    if (req->method == HTTP_GET)
-        return false;
+    if (req->method == HTTP_GET || req->dialect != HTTP_DIALECT_RAGD)
+        return false; /* the Ollama and OpenAI routes only read (chat, embeddings, model lists) */
     return strcmp(req->route_name, "/api/query") != 0 && strcmp(req->route_name, "/api/retrieve") != 0;
 }
 
@@ -155,7 +155,8 @@ static bool http_route_writes(const http_request *req)
  * Retry-After. Replies and returns false when refused. */
 static bool http_rate_allowed(const app *a, http_request *req, const http_conn *c)
 {
-    bool query = strcmp(req->route_name, "/api/query") == 0 || strcmp(req->route_name, "/api/retrieve") == 0;
+    bool query = strcmp(req->route_name, "/api/query") == 0 || strcmp(req->route_name, "/api/retrieve") == 0 ||
+                 (req->dialect != HTTP_DIALECT_RAGD && req->method == HTTP_POST); /* chat, generate, embed, show */
     ratelimit *rl = query ? a->rate_query : strcmp(req->route_name, "/api/ingest") == 0 ? a->rate_ingest : NULL;
     if (!rl)
         return true;
@@ -346,6 +347,8 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
     const http_route *route = NULL;
     switch (http_route_match(s->routes, s->n_routes, req, &route)) {
     case HTTP_ROUTE_NOT_FOUND:
+        if (strncmp(req->path, "/v1/", 4) == 0 || strcmp(req->path, "/v1") == 0)
+            req->dialect = HTTP_DIALECT_OPENAI; /* every /v1 path is OpenAI's */
         http_reply_error(req, 404, "not_found", "no route for %s %s", req->method_name, req->path);
         return true;
     case HTTP_ROUTE_BAD_ENCODING:
@@ -377,7 +380,8 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         http_reply_error(req, 503, "not_ready", "server is shutting down");
         return true;
     }
-    if (!atomic_load(&s->app->ready) && strncmp(req->route_name, "/api/", 5) == 0 &&
+    if (!atomic_load(&s->app->ready) &&
+        (strncmp(req->route_name, "/api/", 5) == 0 || strncmp(req->route_name, "/v1/", 4) == 0) &&
         strcmp(req->route_name, "/api/pool/stats") != 0) {
         snprintf(req->retry_after, sizeof req->retry_after, "1");
         http_reply_error(req, 503, "not_ready", "server is starting (loading the vector index)");

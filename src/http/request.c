@@ -203,8 +203,14 @@ static void http_reply_no_memory(http_request *req)
 {
     static const char oom[] = "{\"error\":{\"code\":\"overloaded\",\"message\":\"out of memory\"},"
                               "\"detail\":\"out of memory\"}";
-    http_set_body(req, 503, "application/json; charset=utf-8", NULL, sizeof oom - 1);
-    req->resp_static = oom;
+    static const char oom_ollama[] = "{\"error\":\"out of memory\"}";
+    static const char oom_openai[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"api_error\","
+                                     "\"param\":null,\"code\":\"overloaded\"}}";
+    const char *body = req->dialect == HTTP_DIALECT_OLLAMA   ? oom_ollama
+                       : req->dialect == HTTP_DIALECT_OPENAI ? oom_openai
+                                                             : oom;
+    http_set_body(req, 503, "application/json; charset=utf-8", NULL, strlen(body));
+    req->resp_static = body;
     snprintf(req->retry_after, sizeof req->retry_after, "1");
     log_warn("request %s: 503 overloaded: out of memory for the response", req->request_id);
 }
@@ -258,8 +264,42 @@ static bool http_append(char *out, size_t cap, size_t *len, const char *s)
     return true;
 }
 
+/* OpenAI's error type for a status (the types its client libraries know). */
+static const char *http_openai_error_type(int status)
+{
+    if (status == 401 || status == 403)
+        return "authentication_error";
+    if (status == 404)
+        return "not_found_error";
+    if (status == 429)
+        return "rate_limit_error";
+    return status >= 500 ? "api_error" : "invalid_request_error";
+}
+
+/* The error body of req's dialect into body[cap] (*len its length); false when it did not fit. */
+static bool http_error_body(const http_request *req, const char *code, const char *msg, char *body, size_t cap,
+                            size_t *len)
+{
+    *len = 0;
+    if (req->dialect == HTTP_DIALECT_OLLAMA)
+        return http_append(body, cap, len, "{\"error\":\"") && jsontext_escape(body, cap, len, msg) &&
+               http_append(body, cap, len, "\"}");
+    if (req->dialect == HTTP_DIALECT_OPENAI)
+        return http_append(body, cap, len, "{\"error\":{\"message\":\"") && jsontext_escape(body, cap, len, msg) &&
+               http_append(body, cap, len, "\",\"type\":\"") &&
+               http_append(body, cap, len, http_openai_error_type(req->status)) &&
+               http_append(body, cap, len, "\",\"param\":null,\"code\":\"") && jsontext_escape(body, cap, len, code) &&
+               http_append(body, cap, len, "\"}}");
+    return http_append(body, cap, len, "{\"error\":{\"code\":\"") && jsontext_escape(body, cap, len, code) &&
+           http_append(body, cap, len, "\",\"message\":\"") && jsontext_escape(body, cap, len, msg) &&
+           http_append(body, cap, len, "\",\"request_id\":\"") && jsontext_escape(body, cap, len, req->request_id) &&
+           http_append(body, cap, len, "\"},\"detail\":\"") && jsontext_escape(body, cap, len, msg) &&
+           http_append(body, cap, len, "\"}");
+}
+
 /* The envelope is written by hand into a stack buffer, not with jansson: an error reply
- * then needs one allocation (the copy), so that an allocation failure can be reported. */
+ * then needs one allocation (the copy), so that an allocation failure can be reported.
+ * The compatible dialects have no 422: a field ragd calls invalid is their 400. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -270,15 +310,13 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
     /* Messages may quote client input that is not valid UTF-8, or be cut inside a code
      * point: the envelope must stay valid JSON. */
     utf8_sanitize(msg);
+    if (req->dialect != HTTP_DIALECT_RAGD && status == 422)
+        status = 400;
+    req->status = status; /* the OpenAI type is chosen by it */
     /* Escaping makes a byte at most six ("\u001f"). */
     char body[2 * 6 * sizeof msg + 6 * sizeof req->request_id + 128];
     size_t len = 0;
-    const size_t cap = sizeof body;
-    bool ok = http_append(body, cap, &len, "{\"error\":{\"code\":\"") && jsontext_escape(body, cap, &len, code) &&
-              http_append(body, cap, &len, "\",\"message\":\"") && jsontext_escape(body, cap, &len, msg) &&
-              http_append(body, cap, &len, "\",\"request_id\":\"") &&
-              jsontext_escape(body, cap, &len, req->request_id) && http_append(body, cap, &len, "\"},\"detail\":\"") &&
-              jsontext_escape(body, cap, &len, msg) && http_append(body, cap, &len, "\"}");
+    bool ok = http_error_body(req, code, msg, body, sizeof body, &len);
     if (status == 503 && !req->retry_after[0])
         snprintf(req->retry_after, sizeof req->retry_after, "1"); /* shared/API.md: 503 with Retry-After */
     if (strcmp(code, "overloaded") == 0)

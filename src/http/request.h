@@ -31,6 +31,13 @@ typedef struct {
     char *value;
 } http_arg;
 
+/* Whose API a route speaks (recorded in the route table): the shape of every error on it,
+ * those made before its handler runs included (docs/api.md "Error shapes").
+ * RAGD: {"error":{"code","message","request_id"},"detail"}; OLLAMA: {"error":"message"};
+ * OPENAI: {"error":{"message","type","param":null,"code"}}. The compatible dialects answer
+ * 400 where ragd says 422 (a field of the wrong type or out of range). */
+typedef enum { HTTP_DIALECT_RAGD = 0, HTTP_DIALECT_OLLAMA, HTTP_DIALECT_OPENAI } http_dialect;
+
 typedef struct http_request http_request;
 typedef void (*http_handler)(http_request *req);
 typedef struct http_stream http_stream;
@@ -42,6 +49,7 @@ struct http_request {
     char *method_name;
     char *path;                       /* raw, not percent-decoded */
     const char *route_name;           /* bounded label for logs/metrics, e.g. "/api/dbs/{name}" */
+    http_dialect dialect;             /* the shape of its errors: the route's, or by path when unmatched */
     http_handler handler;
     char *params[HTTP_MAX_PARAMS];    /* decoded path parameters, in pattern order */
     size_t n_params;

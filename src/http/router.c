@@ -112,6 +112,7 @@ http_route_result http_route_match(const http_route *routes, size_t n, http_requ
         if (rc == HTTP_ROUTE_NOT_FOUND)
             continue;
         req->route_name = routes[i].pattern;
+        req->dialect = routes[i].dialect;
         if (rc == HTTP_ROUTE_BAD_ENCODING || rc == HTTP_ROUTE_NO_MEMORY)
             return rc;
         http_handler h = NULL;

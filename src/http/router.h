@@ -22,6 +22,7 @@ typedef struct {
     http_handler post;
     http_handler del;
     http_body_kind post_body;
+    http_dialect dialect; /* whose API the route speaks: the shape of its errors (RAGD when left out) */
 } http_route;
 
 typedef enum {
@@ -34,7 +35,7 @@ typedef enum {
 
 /* Matches req->path and req->method against the table. FOUND: fills req->handler,
  * req->route_name, req->params (percent-decoded, owned by req) and *route. BAD_METHOD:
- * fills req->allow and req->route_name. BAD_ENCODING: a malformed %-escape or %00.
+ * fills req->allow, req->route_name and req->dialect (FOUND too). BAD_ENCODING: a malformed %-escape or %00.
  * NO_MEMORY: a path parameter could not be allocated. */
 http_route_result http_route_match(const http_route *routes, size_t n, http_request *req, const http_route **route);
 

@@ -25,11 +25,13 @@ static char *rag_cache_dump(json_t *v, size_t flags, unsigned long failed, size_
 char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use, size_t *len)
 {
     json_t *filter = r->hold ? json_object_get(r->hold, "filter") : NULL;
-    json_t *p = json_pack("{s:b, s:b, s:i, s:I, s:i, s:s, s:O?, s:O?, s:b}", "generate", r->generate, "llm",
+    /* format shapes the answer (keep_alive does not); history never reaches here (a query
+     * with history bypasses the cache) */
+    json_t *p = json_pack("{s:b, s:b, s:i, s:I, s:i, s:s, s:O?, s:O?, s:b, s:O?}", "generate", r->generate, "llm",
                           r->generate && llm_in_use, "method", (int)r->method, "k", (json_int_t)r->k, "provider",
                           (int)r->provider, "model", r->generate ? model : "",
                           "filter", json_object_size(filter) ? filter : NULL, "options", r->generate ? r->options : NULL,
-                          "rerank", r->rerank);
+                          "rerank", r->rerank, "format", r->generate ? r->format : NULL);
     unsigned long failed = jsonmem_failures(); /* a member dropped silently would share answers */
     return rag_cache_dump(p, JSON_COMPACT | JSON_SORT_KEYS, failed, len);
 }

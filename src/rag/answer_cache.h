@@ -12,7 +12,7 @@
 /* The canonical "params" of the cache key: everything besides the collection, its version
  * and the question that changes the answer — generate or retrieve, whether an LLM was in use
  * (an extractive answer given while none was is not reused once one answers), method, k,
- * the filter (canonical JSON: sorted keys, compact), provider, model, the LLM options.
+ * the filter (canonical JSON: sorted keys, compact), provider, model, the LLM options, format.
  * malloc'd, NUL terminated; NULL when out of memory. */
 char *rag_cache_params(const rag_request *r, const char *model, bool llm_in_use, size_t *len);
 

@@ -31,6 +31,7 @@
 #include "rag/embed_builtin.h"
 #include "rag/extractive.h"
 #include "rag/fence.h"
+#include "rag/history.h"
 #include "rag/passages.h"
 #include "rag/prompt.h"
 #include "rag/rerank.h"
@@ -43,6 +44,9 @@
 #include "util/workpool.h"
 
 #define RAG_ANSWER_CAP ((size_t)256 * 1024) /* the LLM's answer: past it the stream stops */
+/* The latest user turn is screened with the question, its first this many bytes (the
+ * question's own cap on /api/query). */
+#define RAG_SCREEN_TURN_BYTES ((size_t)8192)
 
 struct rag_engine {
     rag_engine_config cfg;
@@ -61,6 +65,11 @@ struct rag_query_op {
     store_collection coll;
     bool have_coll;
     rag_method method;
+    /* What retrieval, the reranker and the extractive answer search with: the question,
+     * or (history) the question prefixed by the latest user turns (rag/history.h) */
+    const char *rtext;
+    size_t rtext_len;
+    char *rtext_owned;
     llm_reservation reservation;
     bool llm_in_use; /* the generator was in use when the query arrived (loop state) */
 
@@ -168,6 +177,7 @@ void rag_request_cleanup(rag_request *r)
     if (!r)
         return;
     free(r->values);
+    free(r->history);
     json_decref(r->hold);
     memset(r, 0, sizeof *r);
 }
@@ -177,6 +187,7 @@ void rag_request_cleanup(rag_request *r)
 static void rag_op_free(rag_query_op *q)
 {
     free(q->params);
+    free(q->rtext_owned);
     free(q->cached_answer);
     free(q->cached_provider);
     llm_unreserve(&q->reservation);
@@ -595,8 +606,8 @@ static ragd_err rag_op_prompt(rag_query_op *q)
     q->fit.reserved = rag_budget_reserve(c->generator_name, q->req.options, q->fit.context);
     q->fit.budget = q->fit.context - q->fit.reserved;
     q->have_fit = true;
-    return rag_prompt_user_fit(&q->res, q->req.text, q->req.len, &q->keys, rag_budget_tokens(q->system, strlen(q->system)),
-                               &q->fit, &q->user);
+    return rag_prompt_user_fit(&q->res, q->req.text, q->req.len, q->req.history, q->req.n_history, &q->keys,
+                               rag_budget_tokens(q->system, strlen(q->system)), &q->fit, &q->user);
 }
 
 /* The extractive answer from the passages (or the "no relevant passages" text). */
@@ -616,7 +627,7 @@ static char *rag_op_extractive(const rag_query_op *q)
     }
     extract_params params = {.max_sentences = 3, .max_chars = 800};
     char *answer = NULL;
-    if (extractive_answer(q->req.text, q->req.len, ps, q->res.n, &params, &answer) != RAGD_OK)
+    if (extractive_answer(q->rtext, q->rtext_len, ps, q->res.n, &params, &answer) != RAGD_OK)
         answer = NULL;
     free(ps);
     return answer;
@@ -738,7 +749,7 @@ static void rag_step_rerank(void *arg)
     }
     q->t.rerank = clock_now_ms();
     /* the query's deadline: the reranker's own timeout (RAGD_RERANK_TIMEOUT_S) bounds it */
-    q->rerank_task = docs && lens ? rerank_start(e->cfg.reranker, q->req.text, q->req.len, docs, lens, n, INFINITY,
+    q->rerank_task = docs && lens ? rerank_start(e->cfg.reranker, q->rtext, q->rtext_len, docs, lens, n, INFINITY,
                                                  rag_on_reranked, q)
                                   : NULL;
     free(docs);
@@ -768,7 +779,7 @@ static void rag_step_retrieve(void *arg)
         }
         double t0 = clock_now_ms();
         q->vector = malloc(EMBED_BUILTIN_DIM * sizeof *q->vector);
-        if (!q->vector || embed_builtin(q->req.text, q->req.len, q->vector) != RAGD_OK) {
+        if (!q->vector || embed_builtin(q->rtext, q->rtext_len, q->vector) != RAGD_OK) {
             rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while embedding the query");
             return;
         }
@@ -784,7 +795,7 @@ static void rag_step_retrieve(void *arg)
     size_t k = q->req.k;
     if (q->req.rerank && q->e->cfg.reranker && q->e->cfg.rerank_candidates > k)
         k = q->e->cfg.rerank_candidates; /* more candidates for the reranker; rag_op_keep_k cuts back */
-    rag_query rq = {.text = q->req.text, .len = q->req.len, .k = k, .method = q->method,
+    rag_query rq = {.text = q->rtext, .len = q->rtext_len, .k = k, .method = q->method,
                     .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
                     .fusion = q->e->cfg.fusion, .include_quarantined = q->req.include_quarantined};
     char err[256] = "";
@@ -913,8 +924,8 @@ static void rag_step_embed(void *arg)
         rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
         return;
     }
-    const char *text = q->req.text;
-    size_t len = q->req.len;
+    const char *text = q->rtext;
+    size_t len = q->rtext_len;
     q->t.embed = clock_now_ms();
     q->embed_task = llm_embed(e->cfg.embedder, q->coll.embed_model, &text, &len, 1,
                               clock_now_ms() + e->cfg.embed_timeout_ms, rag_on_embedded, q);
@@ -924,7 +935,10 @@ static void rag_step_embed(void *arg)
 
 /* ---- lookup (worker) ---- */
 
-/* The question's screen (worker): returns false when the query was refused (finished). */
+/* The question's screen (worker): returns false when the query was refused (finished).
+ * With history, the latest user turn (its first RAG_SCREEN_TURN_BYTES) is judged too — it
+ * goes into the retrieval text and the prompt as the question does — and the worse
+ * verdict counts. */
 static bool rag_op_screen(rag_query_op *q)
 {
     const rag_engine_config *c = &q->e->cfg;
@@ -933,6 +947,12 @@ static bool rag_op_screen(rag_query_op *q)
     guard_verdict v;
     if (guard_score(q->req.text, q->req.len, GUARD_QUERY, &v) != RAGD_OK)
         return true; /* out of memory: unjudged, like off (the answer still goes through the fences) */
+    const rag_turn *last = rag_history_last_user(q->req.history, q->req.n_history);
+    guard_verdict tv;
+    if (last && guard_score(last->text, last->len < RAG_SCREEN_TURN_BYTES ? last->len : RAG_SCREEN_TURN_BYTES,
+                            GUARD_QUERY, &tv) == RAGD_OK &&
+        ((tv.flagged && !v.flagged) || (tv.flagged == v.flagged && tv.score > v.score)))
+        v = tv;
     q->inj.score = v.score;
     if (!v.flagged)
         return true;
@@ -957,6 +977,16 @@ static void rag_step_lookup(void *arg)
     rag_engine *e = q->e;
     if (!rag_op_screen(q))
         return; /* never reaches the cache or the LLM */
+    if (q->req.n_history) {
+        size_t used = 0;
+        q->rtext_owned = rag_history_retrieval_text(q->req.text, q->req.len, q->req.history, q->req.n_history,
+                                                    &q->rtext_len, &used);
+        if (!q->rtext_owned) {
+            rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while reading the conversation");
+            return;
+        }
+        q->rtext = q->rtext_owned;
+    }
     if (q->cache_on)
         q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */
     store_reader *r = store_reader_acquire(e->cfg.st);
@@ -1017,11 +1047,16 @@ rag_status rag_query_start(rag_engine *e, rag_request *req, const rag_sink *sink
     q->method = q->req.method;
     strbuf_init(&q->text, RAG_ANSWER_CAP);
     snprintf(q->model, sizeof q->model, "%s", q->req.model ? q->req.model : e->cfg.llm_model);
+    q->rtext = q->req.text;
+    q->rtext_len = q->req.len;
     /* Shedding on arrival, before any worker time: a query that will ask the generator
      * takes a place toward its model, or is refused when every slot and queue place is
      * taken. The place is held until the generation has its own. */
     q->llm_in_use = rag_engine_llm_in_use(e, e->cfg.generator);
-    q->cache_on = e->cfg.cache && q->req.use_cache && !q->req.include_quarantined;
+    /* a question with history is never answered from (nor stored in) the cache: its
+     * entries are keyed by the question's words, and the same words after another
+     * conversation ask something else (docs/internals/engine.md "History") */
+    q->cache_on = e->cfg.cache && q->req.use_cache && !q->req.include_quarantined && q->req.n_history == 0;
     if (q->req.generate && rag_op_generator(q) && q->llm_in_use &&
         llm_reserve(e->cfg.generator, q->model, &q->reservation) != LLM_OK) {
         rag_op_free(q);

@@ -71,9 +71,11 @@ static void h_get(http_request *r) { (void)r; }
 static void h_post(http_request *r) { (void)r; }
 
 static const http_route routes[] = {
-    {"/api/dbs", h_get, h_post, NULL, HTTP_BODY_JSON},
-    {"/api/dbs/{name}", h_get, NULL, h_get, HTTP_BODY_NONE},
-    {"/api/dbs/{name}/documents/{*id}", h_get, NULL, NULL, HTTP_BODY_NONE},
+    {"/api/dbs", h_get, h_post, NULL, HTTP_BODY_JSON, HTTP_DIALECT_RAGD},
+    {"/api/dbs/{name}", h_get, NULL, h_get, HTTP_BODY_NONE, HTTP_DIALECT_RAGD},
+    {"/api/dbs/{name}/documents/{*id}", h_get, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_RAGD},
+    {"/api/chat", NULL, h_post, NULL, HTTP_BODY_JSON, HTTP_DIALECT_OLLAMA},
+    {"/v1/models", h_get, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OPENAI},
 };
 
 static http_route_result match(const char *method, const char *path, http_request **out)
@@ -82,7 +84,7 @@ static http_route_result match(const char *method, const char *path, http_reques
     req->path = strdup(path);
     req->method = strcmp(method, "GET") == 0 ? HTTP_GET : strcmp(method, "POST") == 0 ? HTTP_POST : HTTP_DELETE;
     const http_route *r = NULL;
-    http_route_result rc = http_route_match(routes, 3, req, &r);
+    http_route_result rc = http_route_match(routes, sizeof routes / sizeof *routes, req, &r);
     *out = req;
     return rc;
 }
@@ -122,6 +124,17 @@ static void test_routing(void **state)
     assert_int_equal(match("GET", "/api/dbs/%zz", &req), HTTP_ROUTE_BAD_ENCODING);
     http_request_unref(req);
     assert_int_equal(match("GET", "/", &req), HTTP_ROUTE_NOT_FOUND);
+    http_request_unref(req);
+
+    /* each route's dialect, found or refused */
+    assert_int_equal(match("GET", "/api/dbs", &req), HTTP_ROUTE_FOUND);
+    assert_int_equal(req->dialect, HTTP_DIALECT_RAGD);
+    http_request_unref(req);
+    assert_int_equal(match("GET", "/api/chat", &req), HTTP_ROUTE_BAD_METHOD);
+    assert_int_equal(req->dialect, HTTP_DIALECT_OLLAMA);
+    http_request_unref(req);
+    assert_int_equal(match("GET", "/v1/models", &req), HTTP_ROUTE_FOUND);
+    assert_int_equal(req->dialect, HTTP_DIALECT_OPENAI);
     http_request_unref(req);
 
     /* What tells a bad escape (400) from no memory (503) when decoding returns NULL. */
@@ -248,6 +261,49 @@ static void test_error_envelope_with_bad_utf8(void **state)
     http_request_unref(req);
 }
 
+/* The body of req's response, as parsed JSON. */
+static json_t *response_json(const http_request *req)
+{
+    const char *text = req->resp_static ? req->resp_static : req->resp_body;
+    json_t *j = json_loadb(text, req->resp_len, 0, NULL);
+    assert_non_null(j);
+    return j;
+}
+
+static void test_error_dialects(void **state)
+{
+    (void)state;
+    http_request *req = new_req(NULL);
+    req->dialect = HTTP_DIALECT_OLLAMA;
+    http_reply_error(req, 422, "validation_error", "stream: must be a boolean");
+    assert_int_equal(req->status, 400); /* no 422 in Ollama's API */
+    json_t *j = response_json(req);
+    assert_int_equal(json_object_size(j), 1);
+    assert_string_equal(json_string_value(json_object_get(j, "error")), "stream: must be a boolean");
+    json_decref(j);
+    http_request_unref(req);
+
+    const struct {
+        int status;
+        const char *type;
+    } cases[] = {{401, "authentication_error"}, {404, "not_found_error"}, {429, "rate_limit_error"},
+                 {413, "invalid_request_error"}, {503, "api_error"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        req = new_req(NULL);
+        req->dialect = HTTP_DIALECT_OPENAI;
+        http_reply_error(req, cases[i].status, "some_code", "bad \xff thing");
+        assert_int_equal(req->status, cases[i].status);
+        j = response_json(req);
+        json_t *err = json_object_get(j, "error");
+        assert_string_equal(json_string_value(json_object_get(err, "type")), cases[i].type);
+        assert_string_equal(json_string_value(json_object_get(err, "code")), "some_code");
+        assert_true(json_is_null(json_object_get(err, "param")));
+        assert_non_null(json_string_value(json_object_get(err, "message")));
+        json_decref(j);
+        http_request_unref(req);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_json_bodies),
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_error_envelope_with_bad_utf8),
+        cmocka_unit_test(test_error_dialects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

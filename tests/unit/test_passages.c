@@ -265,7 +265,7 @@ static void fit_datamark_stays_under_every_budget(void **state)
     for (size_t budget = 1000; budget >= 100; budget -= 7) {
         rag_prompt_fit fit = {.budget = budget};
         char *user = NULL;
-        ragd_err rc = rag_prompt_user_fit(&res, q, strlen(q), &k, 50, &fit, &user);
+        ragd_err rc = rag_prompt_user_fit(&res, q, strlen(q), NULL, 0, &k, 50, &fit, &user);
         if (rc == RAGD_ETOOBIG) {
             assert_null(user);
             break;
@@ -291,7 +291,7 @@ static void fit_drops_and_cuts_keeps_question(void **state)
     const char *q = "What is in the passages?";
     rag_prompt_fit fit = {.budget = 100000};
     char *user = NULL;
-    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), &k, 100, &fit, &user), RAGD_OK);
+    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), NULL, 0, &k, 100, &fit, &user), RAGD_OK);
     assert_int_equal(fit.passages, 3);
     assert_false(fit.truncated);
     size_t whole = fit.tokens_estimate;
@@ -300,12 +300,12 @@ static void fit_drops_and_cuts_keeps_question(void **state)
     size_t one = rag_budget_tokens(res.hits[0].row.text, strlen(res.hits[0].row.text));
     size_t two = rag_budget_tokens(res.hits[1].row.text, strlen(res.hits[1].row.text));
     res.n = 2; /* the prompt with the first two passages whole */
-    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), &k, 100, &fit, &user), RAGD_OK);
+    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), NULL, 0, &k, 100, &fit, &user), RAGD_OK);
     free(user);
     res.n = 3;
     assert_true(fit.tokens_estimate < whole);
     fit.budget = fit.tokens_estimate - 3; /* passage 2 loses its last sentence, passage 3 goes */
-    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), &k, 100, &fit, &user), RAGD_OK);
+    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), NULL, 0, &k, 100, &fit, &user), RAGD_OK);
     assert_int_equal(fit.passages, 2);
     assert_int_equal(fit.passages_dropped, 1);
     assert_true(fit.truncated);
@@ -321,7 +321,7 @@ static void fit_drops_and_cuts_keeps_question(void **state)
     (void)two;
     /* the question and the instructions alone over the budget */
     fit.budget = 120;
-    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), &k, 100, &fit, &user), RAGD_ETOOBIG);
+    assert_int_equal(rag_prompt_user_fit(&res, q, strlen(q), NULL, 0, &k, 100, &fit, &user), RAGD_ETOOBIG);
     assert_null(user);
     assert_int_equal(fit.passages, 0);
     assert_true(fit.tokens_estimate > fit.budget);

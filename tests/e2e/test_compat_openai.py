@@ -1,0 +1,226 @@
+"""OpenAI's API on ragd's port (docs/api.md "OpenAI-compatible API"), over plain HTTP the
+way the openai libraries call it: /v1/models with one rag/<collection> per collection,
+/v1/chat/completions not streamed by default and streamed as SSE ending in `data: [DONE]`
+(usage with stream_options.include_usage), answers from the collection with citations,
+pass-through chat and embeddings for a plain model, OpenAI's error object on every error of
+these routes, and a rag/ chat that still answers, flagged, with no backend at all.
+"""
+import base64
+import json
+import struct
+import unittest
+
+import harness
+from test_compat_ollama import FACT, ingest_corpus, question
+
+
+def sse_frames(raw):
+    return [data for _, data in harness.parse_sse(raw)]
+
+
+class OpenAICompatTest(harness.E2ETestCase):
+    class_server = False
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.fake = harness.fake_ollama.FakeOllama(port=0, admin_port=0).start()
+        cls.addClassCleanup(cls.fake.stop)
+        srv = harness.Server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": cls.fake.url,
+                                  "RAGD_EMBEDDER": "builtin"}, name=cls.__name__)
+        cls.addClassCleanup(srv.cleanup)
+        srv.start()
+        cls.srv = srv
+        ingest_corpus(srv, "kb", True)
+
+    def setUp(self):
+        super().setUp()
+        self._watch(self.srv)
+        self.fake.reset()
+
+    def post(self, path, body, **kw):
+        return self.srv.request("POST", path, json_body=body, **kw)
+
+    def assertOpenAIError(self, r, status, type_, contains=""):
+        self.assertEqual(r.status, status, r)
+        self.assertEqual(r.content_type(), "application/json", r)
+        err = r.body.get("error") if isinstance(r.body, dict) else None
+        self.assertIsInstance(err, dict, r)
+        self.assertEqual(sorted(err), ["code", "message", "param", "type"], r)
+        self.assertEqual(err["type"], type_, r)
+        self.assertIsNone(err["param"], r)
+        self.assertIn(contains, err["message"], r)
+        return err
+
+    def test_models_list_collections_and_backend_models(self):
+        r = self.srv.request("GET", "/v1/models")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["object"], "list")
+        ids = [m["id"] for m in r.body["data"]]
+        self.assertIn("rag/kb:latest", ids)
+        self.assertIn("llama3.2:latest", ids)
+        for m in r.body["data"]:
+            self.assertEqual(m["object"], "model")
+            self.assertIsInstance(m["created"], int)
+
+    def test_chat_not_streamed_by_default(self):
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question()})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.content_type(), "application/json")
+        self.assertEqual(r.body["object"], "chat.completion")
+        self.assertTrue(r.body["id"].startswith("chatcmpl-"))
+        choice = r.body["choices"][0]
+        self.assertEqual(choice["finish_reason"], "stop")
+        self.assertEqual(choice["message"]["role"], "assistant")
+        self.assertIn("1937", choice["message"]["content"])
+        self.assertIn("Sources:", choice["message"]["content"])
+        usage = r.body["usage"]
+        self.assertEqual(usage["total_tokens"], usage["prompt_tokens"] + usage["completion_tokens"])
+        self.assertIn("zephyrine", [s["doc_id"] for s in r.body["sources"]])
+
+    def test_chat_streamed_as_sse_with_done_and_usage(self):
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(), "stream": True,
+                                               "stream_options": {"include_usage": True}})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.content_type(), "text/event-stream")
+        frames = sse_frames(r.body)
+        self.assertEqual(frames[-1], "[DONE]")
+        chunks = [json.loads(f) for f in frames[:-1]]
+        for c in chunks:
+            self.assertEqual(c["object"], "chat.completion.chunk")
+            self.assertEqual(c["model"], "rag/kb")
+        usage = chunks[-1]
+        self.assertEqual(usage["choices"], [])
+        self.assertGreater(usage["usage"]["completion_tokens"], 0)
+        finish = chunks[-2]
+        self.assertEqual(finish["choices"][0]["finish_reason"], "stop")
+        self.assertIn("zephyrine", [s["doc_id"] for s in finish["sources"]])
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1] if c["choices"])
+        self.assertIn("1937", text)
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(), "stream": True})
+        chunks = [json.loads(f) for f in sse_frames(r.body)[:-1]]
+        self.assertTrue(all(c["choices"] for c in chunks), "usage only when asked")
+
+    def test_follow_up_question_uses_the_conversation(self):
+        convo = [{"role": "user", "content": "Tell me about the Zephyrine protocol of the harbour council."},
+                 {"role": "assistant", "content": "It is an agreement about lighthouse dues."},
+                 {"role": "user", "content": [{"type": "text", "text": "And in which year did that happen?"}]}]
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": convo})
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("1937", r.body["choices"][0]["message"]["content"])
+
+    def test_sampling_fields_reach_the_llm_as_options(self):
+        r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question("hi"),
+                                               "temperature": 0.25, "max_tokens": 7, "seed": 3})
+        self.assertEqual(r.status, 200, r)
+        opts = self.fake.stats()["chat_options"][-1]
+        self.assertEqual((opts.get("temperature"), opts.get("num_predict"), opts.get("seed")), (0.25, 7, 3), opts)
+
+    def test_passthrough_chat_and_embeddings(self):
+        r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question("Say something")})
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.body["choices"][0]["message"]["content"])
+        self.assertNotIn("sources", r.body)
+        self.assertGreater(r.body["usage"]["completion_tokens"], 0)
+        r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question("Say something"),
+                                               "stream": True})
+        frames = sse_frames(r.body)
+        self.assertEqual(frames[-1], "[DONE]")
+        r = self.post("/v1/embeddings", {"model": "nomic-embed-text", "input": ["a", "b"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([d["index"] for d in r.body["data"]], [0, 1])
+        self.assertEqual(len(r.body["data"][0]["embedding"]), 768)
+        self.assertEqual(r.body["model"], "nomic-embed-text")
+
+    def test_rag_embeddings_float_and_base64(self):
+        r = self.post("/v1/embeddings", {"model": "rag/kb", "input": "gardens of the district"})
+        self.assertEqual(r.status, 200, r)
+        vec = r.body["data"][0]["embedding"]
+        self.assertEqual(len(vec), 512)
+        r = self.post("/v1/embeddings", {"model": "rag/kb", "input": "gardens of the district",
+                                         "encoding_format": "base64"})
+        self.assertEqual(r.status, 200, r)
+        raw = base64.b64decode(r.body["data"][0]["embedding"])
+        floats = struct.unpack("<512f", raw)
+        for a, b in zip(floats, vec):
+            self.assertAlmostEqual(a, b, places=6)
+        self.assertGreater(r.body["usage"]["prompt_tokens"], 0)
+
+    def test_every_error_has_openais_shape(self):
+        err = self.assertOpenAIError(self.post("/v1/chat/completions", {"model": "nope", "messages": question()}),
+                                     404, "not_found_error", "nope")
+        self.assertEqual(err["code"], "model_not_found")
+        self.assertOpenAIError(self.post("/v1/chat/completions", {"model": "rag/absent", "messages": question()}),
+                               404, "not_found_error")
+        r = self.srv.request("POST", "/v1/chat/completions", body=b"{bad", content_type="application/json")
+        self.assertOpenAIError(r, 400, "invalid_request_error", "JSON")
+        self.assertOpenAIError(self.srv.request("GET", "/v1/chat/completions"), 405, "invalid_request_error")
+        self.assertOpenAIError(self.srv.request("GET", "/v1/nothing"), 404, "not_found_error")
+        r = self.srv.request("POST", "/v1/embeddings", body=b"x", content_type="text/plain")
+        self.assertOpenAIError(r, 415, "invalid_request_error")
+        self.assertOpenAIError(self.post("/v1/chat/completions", {"messages": question()}), 400,
+                               "invalid_request_error", "model")
+        tools = [{"type": "function", "function": {"name": "f"}}]
+        self.assertOpenAIError(self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(),
+                                                                  "tools": tools}),
+                               400, "invalid_request_error", "rag/kb does not support tools")
+        self.assertOpenAIError(self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(),
+                                                                  "temperature": "hot"}),
+                               400, "invalid_request_error", "temperature")
+        self.assertOpenAIError(self.post("/v1/embeddings", {"model": "rag/kb", "input": [{"x": 1}]}),
+                               400, "invalid_request_error", "invalid input type")
+        self.assertOpenAIError(self.post("/v1/embeddings", {"model": "rag/kb", "input": "a",
+                                                            "encoding_format": "int8"}),
+                               400, "invalid_request_error", "encoding_format")
+        image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        self.assertOpenAIError(self.post("/v1/chat/completions", {"model": "rag/kb", "messages": image}),
+                               400, "invalid_request_error", "text")
+
+    def test_llm_failure_mid_stream_ends_with_an_error_event(self):
+        self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=2)
+        r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question("a story"),
+                                               "stream": True})
+        self.assertEqual(r.status, 200, r)
+        frames = sse_frames(r.body)
+        self.assertNotIn("[DONE]", frames)
+        last = json.loads(frames[-1])
+        self.assertEqual(last["error"]["type"], "api_error", last)
+        self.assertTrue(last["error"]["message"])
+
+
+class OpenAICompatGuardedTest(harness.E2ETestCase):
+    class_server = True
+    KEY = "k" * 24
+    server_env = {"RAGD_API_KEYS": KEY, "RAGD_EMBEDDER": "builtin"}
+
+    def test_401_in_openais_shape(self):
+        r = self.server.request("GET", "/v1/models")
+        self.assertEqual(r.status, 401, r)
+        self.assertEqual(r.body["error"]["type"], "authentication_error", r)
+        self.assertEqual(r.body["error"]["code"], "unauthorized", r)
+        r = self.server.request("GET", "/v1/models", headers={"Authorization": f"Bearer {self.KEY}"})
+        self.assertEqual(r.status, 200, r)
+
+
+class OpenAICompatNoBackendTest(harness.E2ETestCase):
+    class_server = True
+    server_env = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ingest_corpus(cls.server, "kb", True, n=300)
+
+    def test_rag_chat_answers_flagged_without_a_backend(self):
+        r = self.server.request("POST", "/v1/chat/completions", json_body={"model": "rag/kb", "messages": question()})
+        self.assertEqual(r.status, 200, r)
+        content = r.body["choices"][0]["message"]["content"]
+        self.assertTrue(content.startswith("(LLM unavailable"), content)
+        self.assertIn("1937", content)
+        self.assertIs(r.body["rag"]["degraded"], True)
+        r = self.server.request("GET", "/v1/models")
+        self.assertEqual([m["id"] for m in r.body["data"]], ["rag/kb:latest"])
+
+
+if __name__ == "__main__":
+    unittest.main()
