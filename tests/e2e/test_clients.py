@@ -386,9 +386,12 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         text, out = self.chat("ollama", f"rag/{DB}", [{"role": "user", "content": QUESTION}], None)
         self.assertIn(FACT, text)
         self.assertIs(out["result"]["done"], True)
-        # a raw client that leaves it out gets Ollama's default: an NDJSON stream
-        r = self.server.request("POST", "/api/chat", json_body={
-            "model": f"rag/{DB}", "messages": [{"role": "user", "content": QUESTION}]})
+        # a raw client that leaves it out gets Ollama's default: an NDJSON stream. Sent as
+        # `curl URL -d '{...}'` sends it (the way Ollama's own API docs call it): labelled
+        # application/x-www-form-urlencoded, which Ollama does not look at
+        r = self.server.request("POST", "/api/chat", body=json.dumps({
+            "model": f"rag/{DB}", "messages": [{"role": "user", "content": QUESTION}]}),
+            content_type="application/x-www-form-urlencoded")
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.content_type(), "application/x-ndjson", r)
         lines = [json.loads(x) for x in r.raw.decode().splitlines() if x.strip()]
