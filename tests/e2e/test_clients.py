@@ -245,6 +245,15 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         # the fake was given the document's passage: the answer came through the LLM
         self.assertTrue(any(FACT in p for p in self.fake_stats()["prompts"]))
 
+    def test_rag_generate_carries_the_collections_fact(self):
+        # the ollama library's generate(): the prompt is the question
+        out = self.ok("ollama", "generate", {"model": f"rag/{DB}", "prompt": QUESTION})
+        self.assertIn(FACT, out["result"]["response"], out)
+        self.assertIs(out["result"]["done"], True)
+        out = self.ok("ollama", "generate", {"model": f"rag/{DB}", "prompt": QUESTION, "stream": True})
+        self.assertIn(FACT, "".join(c["response"] for c in out["chunks"]), out)
+        self.assertIs(out["chunks"][-1]["done"], True)
+
     def test_rag_chat_streams_in_pieces(self):
         # an answer longer than the output guard's hold-back (docs/internals/fence.md), so
         # that it streams piece by piece, as generated
