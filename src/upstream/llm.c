@@ -10,6 +10,7 @@
 
 #include "upstream/admission.h"
 #include "upstream/codec.h"
+#include "upstream/registry.h"
 #include "upstream/wire.h"
 #include "util/log.h"
 #include "util/secret.h"
@@ -25,7 +26,6 @@
  * once once took 338 MiB (tests/e2e/test_hostile_backend.py). */
 #define LLM_EMBED_BYTES_PER_TEXT ((size_t)8192 * 32)
 #define LLM_EMBED_REPLY_SLACK ((size_t)64 * 1024)
-#define LLM_RESERVE_MODELS 64 /* models with reservations (requests name configured models only) */
 #define LLM_PROBE_TIMEOUT_MS 2000.0
 /* A chat request body is built from what a client sent (capped by RAGD_MAX_BODY_BYTES) or
  * by the engine (capped by the context budget); past this it is refused, never sent. */
@@ -34,9 +34,10 @@
 #define LLM_META_REPLY_CAP ((size_t)4 << 20)
 #define LLM_META_TIMEOUT_MS 10000.0
 
-/* The operation of a call: its breaker's op name and its time limit. */
-typedef enum { LLM_OP_EMBED, LLM_OP_CHAT, LLM_OP_META } llm_op;
-static const char *const llm_op_names[] = {"embed", "chat", "models"};
+/* The operation of a call (its breaker's op and its time limit): upstream_op. */
+#define LLM_OP_EMBED UPSTREAM_OP_EMBED
+#define LLM_OP_CHAT UPSTREAM_OP_CHAT
+#define LLM_OP_META UPSTREAM_OP_MODELS
 
 struct llm {
     struct event_base *base;
@@ -47,8 +48,9 @@ struct llm {
     char **shown;  /* the same URLs as they may be shown (util/url.h): names, labels, messages */
     size_t n_urls;
     char *api_key;
-    breaker_registry *breakers;
+    breaker_registry *breakers; /* where the breakers live (read by /health, /metrics) */
     admission *admission;   /* the bulkheads, one per (host, model), driven on the loop */
+    upstream_registry *registry; /* both, per (host, op, model): built at start, bounded */
     retry_budget *budget;
     upstream_clock clock;
     upstream_rand rnd;
@@ -56,10 +58,6 @@ struct llm {
     size_t n_tasks;
     bool closed;            /* llm_cancel_all ran: new tasks are refused */
     probe *probe;           /* reachability of the hosts, or NULL */
-    struct {
-        char model[128];
-        long count;
-    } reserved[LLM_RESERVE_MODELS];
 };
 
 /* One HTTP request of a task — an embed batch, the chat, the meta question — and its
@@ -67,7 +65,7 @@ struct llm {
  * the task's owner: it reports its end to its task (llm_call_end). */
 typedef struct {
     llm_task *task;
-    llm_op op;
+    upstream_op op;
     const char *path; /* on the host (static) */
     char *body;       /* NULL = GET */
     size_t body_len;
@@ -79,6 +77,7 @@ typedef struct {
     uint32_t denied; /* hosts whose breaker refused a permit during this attempt */
     /* the attempt in progress */
     int host;
+    upstream_model *entry; /* its model's registry entry, held from host choice to the end */
     admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
     strbuf reply;        /* embed or meta reply, or an error body */
@@ -148,6 +147,7 @@ void llm_config_default(llm_config *c)
     bulkhead_config_default(&c->bulkhead);
     retry_policy_default(&c->retry);
     retry_budget_config_default(&c->budget);
+    c->max_models = 32;
 }
 
 const char *llm_status_name(llm_status s)
@@ -178,6 +178,9 @@ static void llm_attempt_abandon(llm_call *c)
     admission_hold_abandon(&c->hold);
     if (c->step)
         event_del(c->step);
+    if (c->entry)
+        upstream_model_release(c->entry);
+    c->entry = NULL;
 }
 
 static void llm_call_free(llm *l, llm_call *c)
@@ -261,22 +264,19 @@ static void llm_on_deliver(evutil_socket_t fd, short what, void *arg)
 
 /* ---- host choice ---- */
 
-static ragd_err llm_breaker_for(llm *l, int host, llm_op op, const char *model, breaker **out)
+/* The entry whose bulkheads a call uses: its model's, except that meta calls of every
+ * model share those of "" (a model list must not wait behind that model's generations). */
+static upstream_model *llm_bulkhead_entry(const llm_call *c)
 {
-    char err[128];
-    ragd_err e = breaker_registry_add(l->breakers, l->shown[host], llm_op_names[op], model, &l->cfg.breaker, out, err,
-                                      sizeof err);
-    return e == RAGD_ECONFLICT ? RAGD_OK : e; /* it existed: *out is that one */
+    return c->op == LLM_OP_META ? upstream_registry_find(c->task->l->registry, "") : c->entry;
 }
-
-/* The bulkhead of a call is (host, model); meta calls of every model share (host, ""). */
-static const char *llm_bulkhead_model(const llm_call *c) { return c->op == LLM_OP_META ? "" : c->task->model; }
 
 /* The usable host with the fewest calls in flight, avoiding the last one on a retry when
  * another is usable. -1 when every host's breaker refuses: fails without any network. */
 static int llm_pick_host(llm_call *c)
 {
     llm *l = c->task->l;
+    upstream_model *bhe = llm_bulkhead_entry(c);
     int best = -1, best_load = INT_MAX;
     for (int pass = 0; pass < 2 && best < 0; pass++) {
         for (size_t i = 0; i < l->n_urls; i++) {
@@ -285,14 +285,14 @@ static int llm_pick_host(llm_call *c)
             if (pass == 0 && c->prefer_other && l->n_urls > 1 && (int)i == c->last_host)
                 continue;
             breaker *br = NULL;
-            if (llm_breaker_for(l, (int)i, c->op, c->task->model, &br) != RAGD_OK)
+            if (upstream_model_breaker(l->registry, c->entry, i, c->op, &br) != RAGD_OK)
                 continue;
             breaker_snapshot s;
             breaker_snapshot_get(br, &s);
             if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
                 continue;
             bulkhead *bh = NULL;
-            int load = bulkhead_set_get(admission_bulkheads(l->admission), l->shown[i], llm_bulkhead_model(c), &bh) == RAGD_OK
+            int load = upstream_model_bulkhead(l->registry, bhe, i, &bh) == RAGD_OK
                            ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
                            : INT_MAX - 1;
             if (load < best_load) {
@@ -457,7 +457,9 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     if (d.retry && !c->text_sent) {
         c->prefer_other = d.prefer_other_host;
         c->last_host = c->host;
-        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", llm_op_names[c->op], c->attempts,
+        upstream_model_release(c->entry); /* nothing held while waiting: the entry may go */
+        c->entry = NULL;
+        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", upstream_op_name(c->op), c->attempts,
                   upstream_transport_name(r->transport), d.delay_ms);
         admission_arm_timer(c->step, d.delay_ms);
         return;
@@ -551,10 +553,24 @@ static void llm_try(llm_call *c)
     llm_task *t = c->task;
     llm *l = t->l;
     c->message[0] = '\0';
+    if (c->entry) /* a permit refused on one host: choose again */
+        upstream_model_release(c->entry);
+    c->entry = NULL;
+    ragd_err e = upstream_registry_get(l->registry, t->model, &c->entry);
+    if (e != RAGD_OK) {
+        snprintf(c->message, sizeof c->message,
+                 e == RAGD_EBUSY ? "too many models in use at once (%zu besides the configured ones, RAGD_MAX_MODELS): "
+                                   "try again later"
+                                 : "out of memory (%zu models)",
+                 l->cfg.max_models);
+        c->entry = NULL;
+        llm_call_end(c, LLM_OVERLOADED);
+        return;
+    }
+    upstream_model_hold(c->entry);
     c->host = llm_pick_host(c);
-    if (c->host < 0 || llm_breaker_for(l, c->host, c->op, t->model, &c->hold.br) != RAGD_OK ||
-        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[c->host], llm_bulkhead_model(c), &c->hold.bh) !=
-            RAGD_OK) {
+    if (c->host < 0 || upstream_model_breaker(l->registry, c->entry, (size_t)c->host, c->op, &c->hold.br) != RAGD_OK ||
+        upstream_model_bulkhead(l->registry, llm_bulkhead_entry(c), (size_t)c->host, &c->hold.bh) != RAGD_OK) {
         snprintf(c->message, sizeof c->message, "no backend available: every circuit breaker is open");
         llm_call_end(c, LLM_UNAVAILABLE);
         return;
@@ -617,7 +633,7 @@ static llm_task *llm_task_new(llm *l, llm_task_kind kind, const char *model, dou
 
 /* Adds a call of t to path (static) with body (taken over; NULL = a GET); reply_cap bounds
  * its reply body (and the reply buffer). NULL on no memory (body freed). */
-static llm_call *llm_call_add(llm_task *t, llm_op op, const char *path, char *body, size_t reply_cap)
+static llm_call *llm_call_add(llm_task *t, upstream_op op, const char *path, char *body, size_t reply_cap)
 {
     llm *l = t->l;
     llm_call *c = calloc(1, sizeof *c);
@@ -782,43 +798,29 @@ size_t llm_task_count(const llm *l) { return l->n_tasks; }
 
 /* ---- reservations ---- */
 
-static long *llm_reserved_slot(llm *l, const char *model, bool create)
-{
-    for (size_t i = 0; i < LLM_RESERVE_MODELS; i++)
-        if (l->reserved[i].model[0] && strcmp(l->reserved[i].model, model) == 0)
-            return &l->reserved[i].count;
-    for (size_t i = 0; create && i < LLM_RESERVE_MODELS; i++) {
-        if (!l->reserved[i].model[0]) {
-            snprintf(l->reserved[i].model, sizeof l->reserved[i].model, "%s", model);
-            return &l->reserved[i].count;
-        }
-    }
-    return NULL;
-}
-
 llm_status llm_reserve(llm *l, const char *model, llm_reservation *r)
 {
     memset(r, 0, sizeof *r);
     if (strlen(model) >= sizeof r->model)
         return LLM_OK; /* not a model any request may name: nothing to count */
     long capacity = (long)l->n_urls * (long)(l->cfg.bulkhead.max_concurrent + l->cfg.bulkhead.max_queue);
-    long *slot = llm_reserved_slot(l, model, true);
-    long used = slot ? *slot : 0;
-    for (size_t i = 0; i < bulkhead_set_count(admission_bulkheads(l->admission)); i++) {
-        bulkhead *b = bulkhead_set_at(admission_bulkheads(l->admission), i);
-        if (strcmp(bulkhead_model(b), model) == 0) {
+    upstream_model *m = NULL;
+    if (upstream_registry_get(l->registry, model, &m) != RAGD_OK)
+        return LLM_OVERLOADED; /* max_models others in use, none idle */
+    long used = upstream_model_reserved(m);
+    for (size_t i = 0; i < l->n_urls; i++) {
+        bulkhead *b = upstream_model_bulkhead_if(m, i);
+        if (b) {
             bulkhead_stats st = bulkhead_get_stats(b);
             used += st.in_flight + st.queued;
         }
     }
     if (used >= capacity)
         return LLM_OVERLOADED;
-    if (slot) {
-        (*slot)++;
-        r->l = l;
-        snprintf(r->model, sizeof r->model, "%s", model);
-        r->held = true;
-    }
+    upstream_model_reserve(m, 1);
+    r->l = l;
+    snprintf(r->model, sizeof r->model, "%s", model);
+    r->held = true;
     return LLM_OK;
 }
 
@@ -826,9 +828,9 @@ void llm_unreserve(llm_reservation *r)
 {
     if (!r || !r->held)
         return;
-    long *slot = llm_reserved_slot(r->l, r->model, false);
-    if (slot && *slot > 0)
-        (*slot)--;
+    upstream_model *m = upstream_registry_find(r->l->registry, r->model); /* a reservation keeps it */
+    if (m)
+        upstream_model_reserve(m, -1);
     r->held = false;
 }
 
@@ -838,6 +840,15 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     *out = NULL;
     if (cfg->n_urls == 0 || cfg->n_urls > 32) {
         snprintf(err, errlen, "1 to 32 backend URLs are needed");
+        return RAGD_EINVAL;
+    }
+    /* Every entry (configured, "" for meta calls, on demand) may hold a breaker per host and
+     * op and a bulkhead per host: all must fit the breaker registry. */
+    size_t entries = cfg->n_models + 1 + cfg->max_models;
+    if (cfg->max_models < 1 || cfg->max_models > 1024 || entries * cfg->n_urls * UPSTREAM_NOPS > BREAKER_REGISTRY_MAX) {
+        snprintf(err, errlen, "max models %zu must be 1..1024, and (configured models %zu + 1 + it) x %zu hosts x %d "
+                 "ops at most %d breakers", cfg->max_models, cfg->n_models, cfg->n_urls, UPSTREAM_NOPS,
+                 BREAKER_REGISTRY_MAX);
         return RAGD_EINVAL;
     }
     ragd_err e = breaker_config_validate(&cfg->breaker, err, errlen);
@@ -861,6 +872,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
     l->cfg.urls = NULL;
     l->cfg.api_key = NULL;
+    l->cfg.models = NULL;
     queue_init(&l->tasks);
     l->breakers = breaker_registry_new(clock, rnd);
     e = l->urls && l->shown && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
@@ -877,7 +889,18 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
             url_redact(l->urls[i], l->shown[i], 3 * len + 4);
     }
     if (!e)
-        e = admission_new(base, &cfg->bulkhead, 1024, clock, rnd, &l->admission, err, errlen);
+        e = admission_new(base, &cfg->bulkhead, entries * cfg->n_urls, clock, rnd, &l->admission, err, errlen);
+    if (!e) {
+        upstream_registry_config rc = {.breakers = l->breakers,
+                                       .bulkheads = admission_bulkheads(l->admission),
+                                       .hosts = (const char *const *)l->shown,
+                                       .n_hosts = l->n_urls,
+                                       .breaker = &cfg->breaker,
+                                       .pinned = cfg->models,
+                                       .n_pinned = cfg->n_models,
+                                       .max_models = cfg->max_models};
+        e = upstream_registry_new(&rc, &l->registry);
+    }
     if (!e)
         e = retry_budget_new(&cfg->budget, clock, &l->budget, err, errlen);
     if (!e && cfg->probe_interval_ms > 0) {
@@ -908,6 +931,7 @@ void llm_free(llm *l)
     while ((n = queue_pop(&l->tasks)) != NULL) /* dropped without a callback (see llm.h) */
         llm_task_free(queue_data(n, llm_task, link));
     probe_free(l->probe);
+    upstream_registry_free(l->registry);
     admission_free(l->admission);
     breaker_registry_free(l->breakers);
     retry_budget_free(l->budget);

@@ -50,9 +50,15 @@ typedef struct {
     bulkhead_config bulkhead;
     retry_policy retry;
     retry_budget_config budget;
+    /* The configured models (copied): their breakers and bulkheads are never evicted. Any
+     * other model a call names gets them on demand, at most max_models such models at a
+     * time (RAGD_MAX_MODELS; docs/internals/codec.md "registry"). */
+    const char *const *models;
+    size_t n_models;
+    size_t max_models;
 } llm_config;
 
-/* Defaults of shared/API.md (embed 30 s, generate 60 s, batch 32, ...). */
+/* Defaults of shared/API.md (embed 30 s, generate 60 s, batch 32, ...; max_models 32). */
 void llm_config_default(llm_config *c);
 
 typedef enum {
@@ -124,7 +130,8 @@ typedef struct {
 
 /* Reserves a place toward (every host of) model: LLM_OK and r->held, or LLM_OVERLOADED
  * when the calls in flight, queued and reserved already fill every slot and queue place
- * of every host — shed the request (503 + Retry-After). */
+ * of every host, or when model is not configured and max_models others are in use — shed
+ * the request (503 + Retry-After). */
 llm_status llm_reserve(llm *l, const char *model, llm_reservation *r);
 /* Gives a reservation back; a no-op when not held. */
 void llm_unreserve(llm_reservation *r);
