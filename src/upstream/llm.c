@@ -33,6 +33,9 @@
 /* A model list, a show object, a version: far under this from any real backend. */
 #define LLM_META_REPLY_CAP ((size_t)4 << 20)
 #define LLM_META_TIMEOUT_MS 10000.0
+/* Model names are client input on the pass-through routes: a longer one is refused
+ * (docs/api.md allows 256 characters), never sent or made into breaker names. */
+#define LLM_MODEL_NAME_MAX 256
 
 /* The operation of a call (its breaker's op and its time limit): upstream_op. */
 #define LLM_OP_EMBED UPSTREAM_OP_EMBED
@@ -663,19 +666,33 @@ static void llm_link(llm_task *t)
     t->l->n_tasks++;
 }
 
+/* A task refused before any call (its callback fields set): LLM_REJECTED on a later turn. */
+static llm_task *llm_refuse(llm_task *t, const char *message)
+{
+    llm_link(t);
+    llm_finish(t, LLM_REJECTED, message);
+    return t;
+}
+
+static bool llm_model_ok(const char *model) { return strlen(model) <= LLM_MODEL_NAME_MAX; }
+#define LLM_MODEL_TOO_LONG "the model name is longer than 256 bytes"
+
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
                     double deadline_ms, llm_embed_cb cb, void *arg)
 {
     size_t batch = l->cfg.embed_batch ? l->cfg.embed_batch : 32;
     if (n == 0 || l->closed)
         return NULL;
-    size_t n_batches = (n + batch - 1) / batch;
+    bool model_ok = llm_model_ok(model);
+    size_t n_batches = model_ok ? (n + batch - 1) / batch : 0;
     llm_task *job = llm_task_new(l, LLM_TASK_EMBED, model, deadline_ms, n_batches);
     if (!job)
         return NULL;
     job->u.embed.n_texts = n;
     job->u.embed.cb = cb;
     job->u.embed.arg = arg;
+    if (!model_ok)
+        return llm_refuse(job, LLM_MODEL_TOO_LONG);
     for (size_t i = 0; i < n_batches; i++) {
         size_t first = i * batch, count = n - first < batch ? n - first : batch;
         char *body = l->codec->embed_body(model, texts + first, lens + first, count);
@@ -710,20 +727,24 @@ llm_task *llm_chat_messages(llm *l, const char *model, const llm_chat_request *r
     if (l->closed)
         return NULL;
     llm_task *t = llm_task_new(l, LLM_TASK_CHAT, model, deadline_ms, 1);
-    char *body = t ? l->codec->chat_body(model, rq) : NULL;
-    llm_call *c = body ? llm_call_add(t, LLM_OP_CHAT, l->codec->chat_path, body, SIZE_MAX) : NULL;
-    if (!c) {
-        llm_task_free(t);
+    if (!t)
         return NULL;
-    }
     t->u.chat.h = *h;
     llm_chat_stats *st = &t->u.chat.stats;
     st->prompt_tokens = st->completion_tokens = -1;
     st->load_ns = st->prompt_eval_ns = st->eval_ns = -1;
+    char *body = llm_model_ok(model) ? l->codec->chat_body(model, rq) : NULL;
+    llm_call *c = body ? llm_call_add(t, LLM_OP_CHAT, l->codec->chat_path, body, SIZE_MAX) : NULL;
+    if (!c && llm_model_ok(model)) { /* no memory: NULL, and *reserved stays the caller's */
+        llm_task_free(t);
+        return NULL;
+    }
     if (reserved && reserved->held) { /* taken over: the task gives it back */
         t->u.chat.reservation = *reserved;
         reserved->held = false;
     }
+    if (!c)
+        return llm_refuse(t, LLM_MODEL_TOO_LONG);
     llm_link(t);
     if (c->body_len > LLM_CHAT_BODY_CAP) { /* refused here, delivered on a later turn */
         llm_finish(t, LLM_REJECTED, "the chat request is larger than 32 MiB");
@@ -760,6 +781,11 @@ llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadlin
     t->u.meta.what = what;
     t->u.meta.cb = cb;
     t->u.meta.arg = arg;
+    if (!llm_model_ok(name)) {
+        free(mr.body);
+        json_decref(mr.local_reply);
+        return llm_refuse(t, LLM_MODEL_TOO_LONG);
+    }
     if (mr.local) { /* what this kind of backend cannot be asked is answered here, on a later turn */
         t->u.meta.reply = mr.local_reply;
         llm_link(t);

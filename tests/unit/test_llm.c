@@ -1039,6 +1039,66 @@ static void test_models_on_demand_full_is_overload(void **state)
     env_free(&e);
 }
 
+/* What must not be sent is refused before any request, with one REJECTED callback on a later
+ * turn: a model name over 256 bytes (chat, embed, meta), a chat body over 32 MiB. A
+ * reservation handed to a refused chat is given back. */
+static void test_refused_before_sending(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 1;
+    cfg.bulkhead.max_queue = 0;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    char long_model[300];
+    memset(long_model, 'm', sizeof long_model - 1);
+    long_model[sizeof long_model - 1] = '\0';
+    json_t *messages = conversation();
+    llm_chat_request rq = {.messages = messages};
+    llm_reservation r;
+    assert_int_equal(llm_reserve(e.l, long_model, &r), LLM_OK); /* too long to count: not held */
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &r), LLM_OK);
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
+    e.pending = 1;
+    inside = 1;
+    assert_non_null(llm_chat_messages(e.l, long_model, &rq, clock_now_ms() + 10000, &h, &r));
+    inside = 0;
+    assert_false(r.held); /* taken over, and given back at the end */
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_REJECTED);
+    assert_non_null(strstr(e.message, "256"));
+    llm_reservation r2;
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &r2), LLM_OK); /* the one place is free again */
+    llm_unreserve(&r2);
+
+    const char *text = "one";
+    size_t len = 3;
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, long_model, &text, &len, 1, clock_now_ms() + 10000, on_embed, &e));
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_REJECTED);
+    meta_once(&e, LLM_META_SHOW, long_model);
+    assert_int_equal(e.last, LLM_REJECTED);
+
+    size_t big = ((size_t)32 << 20) + 16;
+    char *huge = malloc(big + 1);
+    memset(huge, 'a', big);
+    huge[big] = '\0';
+    json_t *one = json_pack("[{s:s, s:s}]", "role", "user", "content", huge);
+    free(huge);
+    llm_chat_request brq = {.messages = one};
+    chat_request(&e, "llama3.2", &brq);
+    assert_int_equal(e.last, LLM_REJECTED);
+    assert_non_null(strstr(e.message, "32 MiB"));
+    json_decref(one);
+    assert_int_equal(chat_requests(&fakes[0]), 0);
+    assert_int_equal(stat_int(&fakes[0], "embed_calls"), 0);
+    json_decref(messages);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1063,6 +1123,7 @@ int main(void)
         cmocka_unit_test_setup(test_keep_alive_passes, reset_fakes),
         cmocka_unit_test_setup(test_meta_lying_backend, reset_fakes),
         cmocka_unit_test_setup(test_models_on_demand_evict_lru, reset_fakes),
+        cmocka_unit_test_setup(test_refused_before_sending, reset_fakes),
         cmocka_unit_test_setup(test_models_on_demand_full_is_overload, reset_fakes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
