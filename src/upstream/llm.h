@@ -6,7 +6,8 @@
  * fewest in flight), a bulkhead per (backend, model) that queues or sheds, a circuit breaker
  * per (backend, operation, model), full-jitter retries on another host within the deadline
  * and a retry budget. Wire formats: Ollama (/api/embed, /api/chat) or OpenAI-compatible
- * (/v1/embeddings, /v1/chat/completions).
+ * (/v1/embeddings, /v1/chat/completions), one codec each (codec.h); breakers and bulkheads
+ * through one registry per llm (registry.h).
  *
  * Threads: loop thread only, callbacks included.
  *
@@ -180,7 +181,9 @@ llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadlin
  * callback began. */
 void llm_task_cancel(llm_task *t);
 
-/* For /health and /metrics. */
+/* For /health and /metrics: where the breakers and bulkheads live. Those of the configured
+ * models stay; those of models named on demand may be removed (registry.h) — iterate them
+ * on the loop thread and keep no pointer across loop turns. */
 breaker_registry *llm_breakers(llm *l);
 bulkhead_set *llm_bulkheads(llm *l);
 size_t llm_host_count(const llm *l);
