@@ -68,11 +68,14 @@ class HistoryRetrievalTest(harness.E2ETestCase):
         self.assertEqual(again["sources"][0]["doc_id"], "backup")
 
     def test_only_the_latest_user_turns_count(self):
-        # the backup question four user turns back is out of the retrieval window
+        # the backup question is found while it is among the three latest user turns
         history = [{"role": "user", "content": FIRST}, {"role": "assistant", "content": "The orders database."}]
-        for topic in ("the deploy pipeline", "the sales report", "the log-rotate job"):
+        for topic in ("the sales report", "the log-rotate job", "the deploy pipeline"):
+            res = self.ask(FOLLOW_UP, history=history)
+            self.assertEqual(res["sources"][0]["doc_id"], "backup", (len(history), res["sources"]))
             history += [{"role": "user", "content": "Tell me about %s." % topic},
                         {"role": "assistant", "content": "It is described in the runbook."}]
+        # three other user turns after it, it is out of the window
         res = self.ask(FOLLOW_UP, history=history)
         self.assertNotEqual(res["sources"][0]["doc_id"], "backup", res["sources"])
 
