@@ -335,7 +335,7 @@ static void run_on_embedded(llm_status st, const float *v, size_t dim, const cha
     if (st != LLM_OK || !v || dim == 0) {
         snprintf(r->why, sizeof r->why, "embedder %s (model %s) %s: %s", r->m->cfg->embedder_name, r->model,
                  llm_status_name(st), message && *message ? message : "no detail");
-        if (++r->attempts < RAG_REEMBED_ATTEMPTS && st != LLM_REJECTED) {
+        if (++r->attempts < RAG_REEMBED_ATTEMPTS && st != LLM_REJECTED && st != LLM_NOT_FOUND) {
             log_info("reembed '%s': %s; trying again", r->db, r->why);
             run_later(r, run_embed);
             return;

@@ -11,6 +11,7 @@
 #include "upstream/admission.h"
 #include "upstream/ollama.h"
 #include "upstream/openai.h"
+#include "upstream/wire.h"
 #include "util/log.h"
 #include "util/secret.h"
 #include "util/url.h"
@@ -27,8 +28,15 @@
 #define LLM_EMBED_REPLY_SLACK ((size_t)64 * 1024)
 #define LLM_RESERVE_MODELS 64 /* models with reservations (requests name configured models only) */
 #define LLM_PROBE_TIMEOUT_MS 2000.0
+/* A chat request body is built from what a client sent (capped by RAGD_MAX_BODY_BYTES) or
+ * by the engine (capped by the context budget); past this it is refused, never sent. */
+#define LLM_CHAT_BODY_CAP ((size_t)32 << 20)
+/* A model list, a show object, a version: far under this from any real backend. */
+#define LLM_META_REPLY_CAP ((size_t)4 << 20)
+#define LLM_META_TIMEOUT_MS 10000.0
 
-typedef enum { LLM_OP_EMBED, LLM_OP_CHAT } llm_op;
+typedef enum { LLM_OP_EMBED, LLM_OP_CHAT, LLM_OP_META } llm_op;
+static const char *const llm_op_names[] = {"embed", "chat", "models"};
 typedef enum { TASK_EMBED_JOB, TASK_CALL } llm_task_kind;
 
 struct llm {
@@ -105,6 +113,13 @@ struct llm_task {
     bool consumer_stopped;
     llm_chat_handlers chat;
     llm_chat_stats stats;
+
+    /* LLM_OP_META: one call, no retries; the parsed reply until delivery */
+    const char *path;       /* the request path on the host (a static string) */
+    llm_meta_kind meta_kind;
+    llm_meta_cb meta_cb;
+    void *meta_arg;
+    json_t *meta_reply;
     char message[320];
 };
 
@@ -173,6 +188,7 @@ static void llm_task_free(llm_task *t)
             openai_stream_cleanup(&t->oast);
         }
         strbuf_cleanup(&t->reply);
+        json_decref(t->meta_reply);
         free(t->model);
         free(t->body);
     }
@@ -214,6 +230,9 @@ static void llm_deliver(llm_task *t)
     if (t->kind == TASK_EMBED_JOB) {
         bool ok = st == LLM_OK;
         t->embed_cb(st, ok ? t->vectors : NULL, ok ? t->dim : 0, ok ? "" : message, t->embed_arg);
+    } else if (t->op == LLM_OP_META) {
+        bool ok = st == LLM_OK;
+        t->meta_cb(st, ok ? t->meta_reply : NULL, ok ? "" : message, t->meta_arg);
     } else if (t->chat.on_done) {
         t->chat.on_done(st, message, &t->stats, t->chat.arg);
     }
@@ -225,10 +244,13 @@ static void llm_deliver(llm_task *t)
 static ragd_err llm_breaker_for(llm *l, int host, llm_op op, const char *model, breaker **out)
 {
     char err[128];
-    ragd_err e = breaker_registry_add(l->breakers, l->shown[host], op == LLM_OP_EMBED ? "embed" : "chat", model,
-                                      &l->cfg.breaker, out, err, sizeof err);
+    ragd_err e = breaker_registry_add(l->breakers, l->shown[host], llm_op_names[op], model, &l->cfg.breaker, out, err,
+                                      sizeof err);
     return e == RAGD_ECONFLICT ? RAGD_OK : e; /* it existed: *out is that one */
 }
+
+/* The bulkhead of a call is (host, model); meta calls of every model share (host, ""). */
+static const char *llm_bulkhead_model(const llm_task *t) { return t->op == LLM_OP_META ? "" : t->model; }
 
 /* The usable host with the fewest calls in flight, avoiding the last one on a retry when
  * another is usable. -1 when every host's breaker refuses: fails without any network. */
@@ -250,7 +272,7 @@ static int llm_pick_host(llm_task *t)
             if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
                 continue;
             bulkhead *bh = NULL;
-            int load = bulkhead_set_get(admission_bulkheads(l->admission), l->shown[i], t->model, &bh) == RAGD_OK
+            int load = bulkhead_set_get(admission_bulkheads(l->admission), l->shown[i], llm_bulkhead_model(t), &bh) == RAGD_OK
                            ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
                            : INT_MAX - 1;
             if (load < best_load) {
@@ -309,9 +331,16 @@ static int llm_on_data(const char *p, size_t n, void *arg)
 static breaker_stream llm_stream_state(llm_task *t, bool *loaded)
 {
     *loaded = false;
+    llm_chat_stats *st = &t->stats;
     if (t->l->cfg.kind == LLM_KIND_OLLAMA) {
         ollama_stream_state s = ollama_stream_end(&t->ost);
         *loaded = t->ost.load_duration_ns > 0;
+        st->prompt_tokens = t->ost.prompt_eval_count;
+        st->completion_tokens = t->ost.eval_count;
+        st->load_ns = t->ost.load_duration_ns;
+        st->prompt_eval_ns = t->ost.prompt_eval_duration_ns;
+        st->eval_ns = t->ost.eval_duration_ns;
+        snprintf(st->done_reason, sizeof st->done_reason, "%.15s", t->ost.done_reason);
         if (s == OLLAMA_STREAM_ERROR_LINE)
             snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->ost.error);
         return s == OLLAMA_STREAM_DONE ? BREAKER_STREAM_DONE
@@ -319,6 +348,9 @@ static breaker_stream llm_stream_state(llm_task *t, bool *loaded)
                                                : BREAKER_STREAM_NO_DONE;
     }
     openai_stream_state s = openai_stream_end(&t->oast);
+    st->prompt_tokens = t->oast.prompt_tokens;
+    st->completion_tokens = t->oast.completion_tokens;
+    snprintf(st->done_reason, sizeof st->done_reason, "%.15s", t->oast.finish_reason);
     if (s == OPENAI_STREAM_ERROR)
         snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->oast.error);
     return s == OPENAI_STREAM_DONE ? BREAKER_STREAM_DONE
@@ -367,6 +399,44 @@ static bool llm_embed_store(llm_task *t)
     return e == RAGD_OK;
 }
 
+/* A meta reply of a 200: parsed strictly into t->meta_reply. LLM_NOT_FOUND when an
+ * OpenAI-compatible list does not hold the model asked about; LLM_BAD_REPLY (message set)
+ * when the reply is not the shape. */
+static llm_status llm_meta_store(llm_task *t)
+{
+    const char *body = t->reply.data ? t->reply.data : "";
+    size_t len = t->reply.len;
+    char err[200] = "";
+    ragd_err e = RAGD_OK;
+    json_t *out = NULL;
+    if (t->l->cfg.kind == LLM_KIND_OLLAMA) {
+        if (t->meta_kind == LLM_META_SHOW)
+            e = ollama_show_parse(body, len, &out, err, sizeof err);
+        else if (t->meta_kind == LLM_META_VERSION)
+            e = ollama_version_parse(body, len, &out, err, sizeof err);
+        else
+            e = ollama_models_parse(body, len, &out, err, sizeof err);
+    } else {
+        e = openai_models_parse(body, len, &out, err, sizeof err);
+        if (e == RAGD_OK && t->meta_kind == LLM_META_SHOW) {
+            json_t *list = out;
+            out = openai_show_from_models(list, t->model);
+            json_decref(list);
+            if (!out) {
+                snprintf(t->message, sizeof t->message, "model '%s' not found", t->model);
+                return LLM_NOT_FOUND;
+            }
+        }
+    }
+    if (e != RAGD_OK) {
+        snprintf(t->message, sizeof t->message, "%s", e == RAGD_ENOMEM ? "out of memory" : err);
+        return LLM_BAD_REPLY;
+    }
+    json_decref(t->meta_reply);
+    t->meta_reply = out;
+    return LLM_OK;
+}
+
 static void llm_on_call_done(const upstream_result *r, void *arg)
 {
     llm_task *t = arg;
@@ -394,6 +464,14 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         if (t->consumer_stopped)
             bc.stream = BREAKER_STREAM_DONE; /* our choice, not the backend's fault */
     }
+    llm_status meta_st = LLM_OK;
+    if (t->op == LLM_OP_META && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
+        meta_st = llm_meta_store(t);
+        if (meta_st == LLM_BAD_REPLY) {
+            ok_reply = false;
+            bc.transport = BREAKER_XPORT_OTHER; /* a backend that lies counts as failing */
+        }
+    }
     if (r->status >= 400) {
         if (l->cfg.kind == LLM_KIND_OLLAMA) /* OpenAI's is {"error":{"message"}}: it was read as Ollama's and lost */
             ollama_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
@@ -411,27 +489,29 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     upstream_outcome outcome = admission_hold_report(&t->hold, &bc);
 
     if (outcome == UPSTREAM_SUCCESS) {
-        llm_call_end(t, LLM_OK);
+        llm_call_end(t, meta_st);
         return;
     }
     double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
-    retry_decision d = retry_decide(&l->cfg.retry, outcome, t->attempts, left, &l->rnd, l->budget);
+    retry_decision d = {0};
+    if (t->op != LLM_OP_META) /* a meta call is one call to one host */
+        d = retry_decide(&l->cfg.retry, outcome, t->attempts, left, &l->rnd, l->budget);
     if (d.retry && !t->text_sent) {
         t->prefer_other = d.prefer_other_host;
         t->last_host = t->host;
-        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", t->op == LLM_OP_EMBED ? "embed" : "chat",
-                  t->attempts, upstream_transport_name(r->transport), d.delay_ms);
+        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", llm_op_names[t->op], t->attempts,
+                  upstream_transport_name(r->transport), d.delay_ms);
         admission_arm_timer(t->step, d.delay_ms);
         return;
     }
     llm_status st = LLM_UNAVAILABLE;
     if (outcome == UPSTREAM_OVERLOAD)
         st = LLM_OVERLOADED;
-    else if (outcome == UPSTREAM_NEUTRAL)
-        st = LLM_REJECTED;
+    else if (outcome == UPSTREAM_NEUTRAL) /* a 4xx: 404 is an unknown model (or path) */
+        st = r->status == 404 ? LLM_NOT_FOUND : LLM_REJECTED;
     else if (!ok_reply)
         st = LLM_BAD_REPLY;
-    else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT || (d.reason == RETRY_NO_DEADLINE && left <= 0))
+    else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT || ((d.reason == RETRY_NO_DEADLINE || t->op == LLM_OP_META) && left <= 0))
         st = LLM_TIMEOUT;
     llm_call_end(t, st);
 }
@@ -460,12 +540,12 @@ static void llm_send(llm_task *t)
         t->stream_on = true;
     }
     double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
-    double op_limit = t->op == LLM_OP_EMBED ? l->cfg.embed_timeout_ms : l->cfg.generate_timeout_ms;
+    double op_limit = t->op == LLM_OP_EMBED  ? l->cfg.embed_timeout_ms
+                      : t->op == LLM_OP_CHAT ? l->cfg.generate_timeout_ms
+                                             : LLM_META_TIMEOUT_MS;
     double total = left < op_limit ? left : op_limit;
     char url[1200];
-    const char *path = l->cfg.kind == LLM_KIND_OLLAMA ? (t->op == LLM_OP_EMBED ? "/api/embed" : "/api/chat")
-                                                      : (t->op == LLM_OP_EMBED ? "/v1/embeddings" : "/v1/chat/completions");
-    snprintf(url, sizeof url, "%s%s", l->urls[t->host], path);
+    snprintf(url, sizeof url, "%s%s", l->urls[t->host], t->path);
     char auth[600] = "";
     if (l->api_key)
         snprintf(auth, sizeof auth, "Bearer %s", l->api_key);
@@ -510,7 +590,8 @@ static void llm_try(llm_task *t)
     t->message[0] = '\0';
     t->host = llm_pick_host(t);
     if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->hold.br) != RAGD_OK ||
-        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], t->model, &t->hold.bh) != RAGD_OK) {
+        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], llm_bulkhead_model(t), &t->hold.bh) !=
+            RAGD_OK) {
         snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
         llm_call_end(t, LLM_UNAVAILABLE);
         return;
@@ -574,18 +655,23 @@ static llm_task *llm_task_new(llm *l, llm_task_kind kind, double deadline_ms)
     return t;
 }
 
-/* A call task; reply_cap bounds its reply body (and the reply buffer). */
-static llm_task *llm_call_new(llm *l, llm_op op, const char *model, char *body, double deadline_ms, size_t reply_cap)
+/* A call task to path (static) with body (taken over; NULL = a GET); reply_cap bounds its
+ * reply body (and the reply buffer). NULL on no memory. */
+static llm_task *llm_call_new(llm *l, llm_op op, const char *model, const char *path, char *body, double deadline_ms,
+                              size_t reply_cap)
 {
-    llm_task *t = body ? llm_task_new(l, TASK_CALL, deadline_ms) : NULL;
+    llm_task *t = llm_task_new(l, TASK_CALL, deadline_ms);
     if (!t) {
         free(body);
         return NULL;
     }
     t->op = op;
+    t->path = path;
     t->model = strdup(model);
     t->body = body;
-    t->body_len = strlen(body);
+    t->body_len = body ? strlen(body) : 0;
+    t->stats.prompt_tokens = t->stats.completion_tokens = -1;
+    t->stats.load_ns = t->stats.prompt_eval_ns = t->stats.eval_ns = -1;
     t->reply_cap = reply_cap < l->cfg.max_response_bytes ? reply_cap : l->cfg.max_response_bytes;
     strbuf_init(&t->reply, t->reply_cap);
     if (!t->model) {
@@ -623,8 +709,10 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
         size_t first = i * batch, count = n - first < batch ? n - first : batch;
         char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_embed_body(model, texts + first, lens + first, count)
                                                      : openai_embed_body(model, texts + first, lens + first, count);
-        llm_task *t = llm_call_new(l, LLM_OP_EMBED, model, body, deadline_ms,
-                                   count * LLM_EMBED_BYTES_PER_TEXT + LLM_EMBED_REPLY_SLACK);
+        llm_task *t = body ? llm_call_new(l, LLM_OP_EMBED, model,
+                                          l->cfg.kind == LLM_KIND_OLLAMA ? "/api/embed" : "/v1/embeddings", body,
+                                          deadline_ms, count * LLM_EMBED_BYTES_PER_TEXT + LLM_EMBED_REPLY_SLACK)
+                           : NULL;
         if (!t) {
             llm_task_free(job);
             return NULL;
@@ -648,24 +736,76 @@ llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const s
     return job;
 }
 
-llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
-                   double deadline_ms, const llm_chat_handlers *h, llm_reservation *reserved)
+llm_task *llm_chat_messages(llm *l, const char *model, const llm_chat_request *rq, double deadline_ms,
+                            const llm_chat_handlers *h, llm_reservation *reserved)
 {
     if (l->closed)
         return NULL;
-    char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_chat_body(model, system, user, options, true)
-                                                 : openai_chat_body(model, system, user, options, true);
-    llm_task *t = llm_call_new(l, LLM_OP_CHAT, model, body, deadline_ms, SIZE_MAX);
+    bool ollama = l->cfg.kind == LLM_KIND_OLLAMA;
+    char *body = ollama ? ollama_chat_body(model, rq->messages, rq->options, rq->format, rq->keep_alive, true)
+                        : openai_chat_body(model, rq->messages, rq->options, rq->format, true);
+    llm_task *t = body ? llm_call_new(l, LLM_OP_CHAT, model, ollama ? "/api/chat" : "/v1/chat/completions", body,
+                                      deadline_ms, SIZE_MAX)
+                       : NULL;
     if (!t)
         return NULL;
-    retry_budget_note_request(l->budget);
     t->chat = *h;
     if (reserved && reserved->held) { /* taken over: the task gives it back */
         t->reservation = *reserved;
         reserved->held = false;
     }
     llm_link(t);
+    if (t->body_len > LLM_CHAT_BODY_CAP) { /* refused here, delivered on a later turn */
+        llm_finish(t, LLM_REJECTED, "the chat request is larger than 32 MiB");
+        return t;
+    }
+    retry_budget_note_request(l->budget);
     admission_arm_timer(t->step, 0);
+    return t;
+}
+
+llm_task *llm_chat(llm *l, const char *model, const char *system, const char *user, json_t *options,
+                   double deadline_ms, const llm_chat_handlers *h, llm_reservation *reserved)
+{
+    json_t *messages = wire_messages(system, user);
+    llm_chat_request rq = {.messages = messages, .options = options};
+    llm_task *t = messages ? llm_chat_messages(l, model, &rq, deadline_ms, h, reserved) : NULL;
+    json_decref(messages);
+    return t;
+}
+
+/* ---- model metadata ---- */
+
+llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadline_ms, llm_meta_cb cb, void *arg)
+{
+    if (l->closed)
+        return NULL;
+    bool ollama = l->cfg.kind == LLM_KIND_OLLAMA;
+    static const char *const ollama_paths[] = {"/api/tags", "/api/show", "/api/ps", "/api/version"};
+    const char *name = what == LLM_META_SHOW && model ? model : "";
+    char *body = NULL;
+    if (ollama && what == LLM_META_SHOW) {
+        body = wire_dump(json_pack("{s:s}", "model", name));
+        if (!body)
+            return NULL;
+    }
+    llm_task *t = llm_call_new(l, LLM_OP_META, name, ollama ? ollama_paths[what] : "/v1/models", body, deadline_ms,
+                               LLM_META_REPLY_CAP);
+    if (!t)
+        return NULL;
+    t->meta_kind = what;
+    t->meta_cb = cb;
+    t->meta_arg = arg;
+    llm_link(t);
+    /* What an OpenAI-compatible backend cannot be asked is answered here (on a later turn). */
+    if (!ollama && what == LLM_META_RUNNING) {
+        t->meta_reply = json_array();
+        llm_finish(t, t->meta_reply ? LLM_OK : LLM_OVERLOADED, t->meta_reply ? "" : "out of memory");
+    } else if (!ollama && what == LLM_META_VERSION) {
+        llm_finish(t, LLM_REJECTED, "an OpenAI-compatible backend has no version endpoint");
+    } else {
+        admission_arm_timer(t->step, 0);
+    }
     return t;
 }
 

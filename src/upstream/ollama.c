@@ -62,19 +62,91 @@ out:
     return e;
 }
 
-char *ollama_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream)
+char *ollama_chat_body(const char *model, json_t *messages, json_t *options, json_t *format, json_t *keep_alive,
+                       bool stream)
 {
-    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", wire_messages(system, user), "stream", stream);
-    if (body && options)
-        json_object_set(body, "options", options);
+    json_t *body = json_pack("{s:s, s:O, s:b}", "model", model, "messages", messages, "stream", stream);
+    if (body && options && json_object_set(body, "options", options) != 0)
+        body = wire_drop(body);
+    if (body && format && json_object_set(body, "format", format) != 0)
+        body = wire_drop(body);
+    if (body && keep_alive && json_object_set(body, "keep_alive", keep_alive) != 0)
+        body = wire_drop(body);
     return wire_dump(body);
+}
+
+/* ---- model metadata (/api/tags, /api/ps, /api/show, /api/version) ---- */
+
+ragd_err ollama_models_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *models = json_object_get(root, "models");
+    ragd_err e = RAGD_EINVAL;
+    if (!json_is_array(models)) {
+        snprintf(err, errlen, "models reply has no \"models\" array");
+        goto out;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(models, i, m) {
+        json_t *name = json_object_get(m, "name");
+        json_t *id = json_object_get(m, "model");
+        if (!json_is_string(name) || (id && !json_is_string(id))) {
+            snprintf(err, errlen, "models reply entry %zu has no string \"name\"", i);
+            goto out;
+        }
+        if (!id && json_object_set(m, "model", name) != 0) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+    }
+    *out = json_incref(models);
+    e = RAGD_OK;
+out:
+    json_decref(root);
+    return e;
+}
+
+ragd_err ollama_show_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *details = json_object_get(root, "details");
+    json_t *info = json_object_get(root, "model_info");
+    json_t *caps = json_object_get(root, "capabilities");
+    if (!json_is_object(root) || (details && !json_is_object(details)) || (info && !json_is_object(info)) ||
+        (caps && !json_is_array(caps))) {
+        snprintf(err, errlen, "show reply is not an object with details, model_info and capabilities");
+        json_decref(root);
+        return RAGD_EINVAL;
+    }
+    *out = root;
+    return RAGD_OK;
+}
+
+ragd_err ollama_version_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    const char *v = json_string_value(json_object_get(root, "version"));
+    *out = v ? json_pack("{s:s}", "version", v) : NULL;
+    json_decref(root);
+    if (!v) {
+        snprintf(err, errlen, "version reply has no string \"version\"");
+        return RAGD_EINVAL;
+    }
+    return *out ? RAGD_OK : RAGD_ENOMEM;
 }
 
 void ollama_error_message(const char *body, size_t len, char *out, size_t outlen)
 {
     json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
     const char *msg = json_string_value(json_object_get(root, "error"));
-    snprintf(out, outlen, "%s", msg ? msg : "backend error without a message");
+    if (msg)
+        snprintf(out, outlen, "%s", msg);
+    else
+        wire_plain_message(body, len, out, outlen);
     json_decref(root);
 }
 
@@ -113,9 +185,11 @@ static int ollama_stream_line(const char *line, size_t len, void *arg)
         s->state = OLLAMA_STREAM_DONE;
         const char *reason = json_string_value(json_object_get(chunk, "done_reason"));
         snprintf(s->done_reason, sizeof s->done_reason, "%s", reason ? reason : "");
-        s->load_duration_ns = json_integer_value(json_object_get(chunk, "load_duration"));
-        s->prompt_eval_count = json_integer_value(json_object_get(chunk, "prompt_eval_count"));
-        s->eval_count = json_integer_value(json_object_get(chunk, "eval_count"));
+        s->load_duration_ns = wire_count(json_object_get(chunk, "load_duration"));
+        s->prompt_eval_count = wire_count(json_object_get(chunk, "prompt_eval_count"));
+        s->prompt_eval_duration_ns = wire_count(json_object_get(chunk, "prompt_eval_duration"));
+        s->eval_count = wire_count(json_object_get(chunk, "eval_count"));
+        s->eval_duration_ns = wire_count(json_object_get(chunk, "eval_duration"));
         goto out;
     }
     stop = 0;
@@ -129,6 +203,8 @@ void ollama_stream_init(ollama_stream *s, int (*on_text)(const char *p, size_t n
     memset(s, 0, sizeof *s);
     s->on_text = on_text;
     s->arg = arg;
+    s->load_duration_ns = s->prompt_eval_count = s->prompt_eval_duration_ns = -1;
+    s->eval_count = s->eval_duration_ns = -1;
     lines_init(&s->lines, OLLAMA_MAX_LINE, ollama_stream_line, s);
 }
 

@@ -24,8 +24,20 @@ char *ollama_embed_body(const char *model, const char *const *texts, const size_
 ragd_err ollama_embed_parse(const char *body, size_t len, size_t n_expected, size_t *dim, float **vectors, char *err,
                             size_t errlen);
 
-/* {"model", "messages": [system?, user], "stream", "options"?}; malloc'd. options may be NULL. */
-char *ollama_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream);
+/* {"model", "messages", "stream", "options"?, "format"?, "keep_alive"?}: messages and the
+ * others as given (borrowed; NULL ones left out); malloc'd, NULL on no memory. */
+char *ollama_chat_body(const char *model, json_t *messages, json_t *options, json_t *format, json_t *keep_alive,
+                       bool stream);
+
+/* GET /api/tags or /api/ps reply {"models": [...]}: the list, checked (every entry an
+ * object with a string "name"; "model" filled from it when missing). *out is a new
+ * reference. RAGD_EINVAL with a message when the reply is not that shape. */
+ragd_err ollama_models_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
+/* POST /api/show reply: an object whose "details" and "model_info", when present, are
+ * objects and "capabilities" an array. *out is a new reference. */
+ragd_err ollama_show_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
+/* GET /api/version reply: {"version": string}. *out is a new reference. */
+ragd_err ollama_version_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
 
 /* The message of an error reply ({"error": "…"}), or a generic one. */
 void ollama_error_message(const char *body, size_t len, char *out, size_t outlen);
@@ -49,10 +61,13 @@ typedef struct {
     void *arg;
     ollama_stream_state state;
     char error[256];
+    /* From the done chunk; -1 when it did not say ("" for done_reason). */
     char done_reason[32];
     int64_t load_duration_ns;
     int64_t prompt_eval_count;
+    int64_t prompt_eval_duration_ns;
     int64_t eval_count;
+    int64_t eval_duration_ns;
 } ollama_stream;
 
 void ollama_stream_init(ollama_stream *s, int (*on_text)(const char *p, size_t n, void *arg), void *arg);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 char *openai_embed_body(const char *model, const char *const *texts, const size_t *lens, size_t n)
 {
@@ -62,16 +63,113 @@ out:
     return e;
 }
 
-char *openai_chat_body(const char *model, const char *system, const char *user, json_t *options, bool stream)
+/* format ("json" or a schema object) as response_format; NULL for anything else. */
+static json_t *openai_response_format(json_t *format)
 {
-    json_t *body = json_pack("{s:s, s:o, s:b}", "model", model, "messages", wire_messages(system, user), "stream", stream);
-    static const char *const passed[] = {"temperature", "top_p", "seed", "stop", "max_tokens"};
-    for (size_t i = 0; body && options && i < sizeof passed / sizeof *passed; i++) {
-        json_t *v = json_object_get(options, passed[i]);
-        if (v)
-            json_object_set(body, passed[i], v);
+    if (json_is_string(format) && strcmp(json_string_value(format), "json") == 0)
+        return json_pack("{s:s}", "type", "json_object");
+    if (json_is_object(format))
+        return json_pack("{s:s, s:{s:s, s:O}}", "type", "json_schema", "json_schema", "name", "answer", "schema", format);
+    return NULL;
+}
+
+char *openai_chat_body(const char *model, json_t *messages, json_t *options, json_t *format, bool stream)
+{
+    json_t *body = json_pack("{s:s, s:O, s:b}", "model", model, "messages", messages, "stream", stream);
+    if (body && stream && json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1)) != 0)
+        body = wire_drop(body);
+    /* Ollama's option names mapped to OpenAI's; the order makes num_predict win over max_tokens. */
+    static const char *const from[] = {"temperature", "top_p", "seed", "stop", "max_tokens", "num_predict"};
+    static const char *const to[] = {"temperature", "top_p", "seed", "stop", "max_tokens", "max_tokens"};
+    for (size_t i = 0; body && json_is_object(options) && i < sizeof from / sizeof *from; i++) {
+        json_t *v = json_object_get(options, from[i]);
+        if (v && json_object_set(body, to[i], v) != 0)
+            body = wire_drop(body);
+    }
+    if (body && format) {
+        json_t *rf = openai_response_format(format);
+        if (rf && json_object_set_new(body, "response_format", rf) != 0)
+            body = wire_drop(body);
     }
     return wire_dump(body);
+}
+
+/* ---- model metadata (/v1/models) ---- */
+
+static json_t *openai_tags_entry(const char *id, json_t *created)
+{
+    char when[32] = "";
+    if (json_is_integer(created) && json_integer_value(created) >= 0) {
+        time_t t = (time_t)json_integer_value(created);
+        struct tm tm;
+        if (gmtime_r(&t, &tm))
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:{s:s, s:s, s:s, s:s}}", "name", id, "model", id, "modified_at", when,
+                     "size", 0, "digest", "", "details", "format", "", "family", "", "parameter_size", "",
+                     "quantization_level", "");
+}
+
+ragd_err openai_models_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    json_t *data = json_object_get(root, "data");
+    json_t *list = json_array();
+    ragd_err e = RAGD_EINVAL;
+    if (!list) {
+        e = RAGD_ENOMEM;
+        goto out;
+    }
+    if (!json_is_array(data)) {
+        snprintf(err, errlen, "models reply has no \"data\" array");
+        goto out;
+    }
+    size_t i;
+    json_t *m;
+    json_array_foreach(data, i, m) {
+        const char *id = json_string_value(json_object_get(m, "id"));
+        if (!id) {
+            snprintf(err, errlen, "models reply item %zu has no string \"id\"", i);
+            goto out;
+        }
+        if (json_array_append_new(list, openai_tags_entry(id, json_object_get(m, "created"))) != 0) {
+            e = RAGD_ENOMEM;
+            goto out;
+        }
+    }
+    *out = list;
+    list = NULL;
+    e = RAGD_OK;
+out:
+    json_decref(list);
+    json_decref(root);
+    return e;
+}
+
+/* a and b name one model: equal, or equal once ":latest" is taken off either. */
+static bool openai_same_model(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), tag = strlen(":latest");
+    if (la >= tag && strcmp(a + la - tag, ":latest") == 0)
+        la -= tag;
+    if (lb >= tag && strcmp(b + lb - tag, ":latest") == 0)
+        lb -= tag;
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
+json_t *openai_show_from_models(const json_t *entries, const char *model)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(entries, i, m) {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        if (name && openai_same_model(name, model))
+            return json_pack("{s:s, s:s, s:s, s:O, s:{}, s:[s], s:O}", "modelfile", "", "parameters", "", "template", "",
+                             "details", json_object_get(m, "details"), "model_info", "capabilities", "completion",
+                             "modified_at", json_object_get(m, "modified_at"));
+    }
+    return NULL;
 }
 
 void openai_error_message(const char *body, size_t len, char *out, size_t outlen)
@@ -79,7 +177,10 @@ void openai_error_message(const char *body, size_t len, char *out, size_t outlen
     json_t *root = body ? json_loadb(body, len, 0, NULL) : NULL;
     json_t *err = json_object_get(root, "error");
     const char *msg = json_is_string(err) ? json_string_value(err) : json_string_value(json_object_get(err, "message"));
-    snprintf(out, outlen, "%s", msg ? msg : "backend error without a message");
+    if (msg)
+        snprintf(out, outlen, "%s", msg);
+    else
+        wire_plain_message(body, len, out, outlen);
     json_decref(root);
 }
 
@@ -108,6 +209,11 @@ static bool openai_stream_event(const char *event, const char *data, size_t len,
     }
     json_t *choice = json_array_get(json_object_get(chunk, "choices"), 0);
     json_t *text = json_object_get(json_object_get(choice, "delta"), "content");
+    json_t *usage = json_object_get(chunk, "usage");
+    if (json_is_object(usage)) {
+        s->prompt_tokens = wire_count(json_object_get(usage, "prompt_tokens"));
+        s->completion_tokens = wire_count(json_object_get(usage, "completion_tokens"));
+    }
     const char *reason = json_string_value(json_object_get(choice, "finish_reason"));
     if (reason)
         snprintf(s->finish_reason, sizeof s->finish_reason, "%s", reason);
@@ -125,6 +231,7 @@ void openai_stream_init(openai_stream *s, int (*on_text)(const char *p, size_t n
     memset(s, 0, sizeof *s);
     s->on_text = on_text;
     s->arg = arg;
+    s->prompt_tokens = s->completion_tokens = -1;
     sse_init(&s->sse, OPENAI_MAX_EVENT, openai_stream_event, s);
 }
 

@@ -2,6 +2,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 
 json_t *wire_text_array(const char *const *texts, const size_t *lens, size_t n)
 {
@@ -22,6 +23,28 @@ json_t *wire_messages(const char *system, const char *user)
     if (messages)
         json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", user));
     return messages;
+}
+
+json_t *wire_drop(json_t *body)
+{
+    json_decref(body);
+    return NULL;
+}
+
+long long wire_count(const json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) >= 0 ? (long long)json_integer_value(v) : -1;
+}
+
+void wire_plain_message(const char *body, size_t len, char *out, size_t outlen)
+{
+    size_t n = 0;
+    while (body && n < len && n < 200 && body[n] != '\n' && body[n] != '\r' && body[n] != '\0')
+        n++;
+    if (n == 0 || body[0] == '{' || body[0] == '[' || body[0] == '<') /* JSON of another shape, or HTML */
+        snprintf(out, outlen, "backend error without a message");
+    else
+        snprintf(out, outlen, "%.*s", (int)n, body);
 }
 
 char *wire_dump(json_t *body)

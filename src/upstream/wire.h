@@ -11,6 +11,13 @@
 json_t *wire_text_array(const char *const *texts, const size_t *lens, size_t n);
 /* [{"role":"system",...}?, {"role":"user",...}]. */
 json_t *wire_messages(const char *system, const char *user);
+/* Frees body and returns NULL: a body that could not be built (no memory). */
+json_t *wire_drop(json_t *body);
+/* A count or duration a backend reported: the integer when it is one >= 0, else -1. */
+long long wire_count(const json_t *v);
+/* An error body that is not the format's JSON (e.g. "404 page not found" as text): its
+ * first line, at most 200 bytes, or a generic text when it has none. */
+void wire_plain_message(const char *body, size_t len, char *out, size_t outlen);
 /* Compact text of body (malloc'd), consuming the reference; NULL when body is NULL. */
 char *wire_dump(json_t *body);
 /* Checks that vec is an array of exactly d finite numbers and copies them to out.

@@ -96,6 +96,8 @@ typedef struct {
     int n_unavailable;
     double norm0;
     char message[320];
+    llm_chat_stats stats;
+    json_t *meta; /* the last meta reply (a new reference), or NULL */
 } env;
 
 static double now_ms(void *arg)
@@ -118,6 +120,7 @@ static void env_init(env *e, llm_config *cfg, const char *const *urls, size_t n_
 
 static void env_free(env *e)
 {
+    json_decref(e->meta);
     llm_free(e->l);
     upstream_client_free(e->client);
     event_base_free(e->base);
@@ -157,8 +160,8 @@ static int on_text(const char *p, size_t n, void *arg)
 
 static void on_chat_done(llm_status st, const char *message, const llm_chat_stats *s, void *arg)
 {
-    (void)s;
     env *e = arg;
+    e->stats = *s;
     e->last = st;
     e->n_overloaded += st == LLM_OVERLOADED;
     e->n_unavailable += st == LLM_UNAVAILABLE;
@@ -629,6 +632,304 @@ static void test_reservations(void **state)
     env_free(&e);
 }
 
+
+/* ---- the pass-through API: whole conversations, stats, 404, model metadata ---- */
+
+static json_t *last_of(fake *f, const char *key)
+{
+    json_t *st = admin(f, "/__admin/stats", NULL);
+    json_t *list = json_object_get(st, key);
+    json_t *last = json_incref(json_array_get(list, json_array_size(list) - 1));
+    json_decref(st);
+    return last;
+}
+
+static void chat_request(env *e, const char *model, const llm_chat_request *rq)
+{
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = e};
+    e->pending++;
+    e->text_len = 0;
+    memset(e->text, 0, sizeof e->text);
+    assert_non_null(llm_chat_messages(e->l, model, rq, clock_now_ms() + 10000, &h, NULL));
+    env_wait(e);
+}
+
+static json_t *conversation(void)
+{
+    return json_pack("[{s:s, s:s}, {s:s, s:s}, {s:s, s:s}, {s:s, s:s}]", "role", "system", "content",
+                     "You are terse.", "role", "user", "content", "Who wrote the walrus song?", "role", "assistant",
+                     "content", "The Beatles wrote it.", "role", "user", "content", "In which year?");
+}
+
+/* Every turn reaches the backend, in order, with options, format and keep_alive as given;
+ * the done chunk's counters come back in the stats. */
+static void test_chat_messages_multi_turn(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    json_t *messages = conversation();
+    json_t *options = json_pack("{s:f, s:i}", "temperature", 0.25, "num_predict", 3);
+    json_t *format = json_string("json");
+    json_t *keep = json_integer(0); /* unload right after the call */
+    llm_chat_request rq = {.messages = messages, .options = options, .format = format, .keep_alive = keep};
+    chat_request(&e, "llama3.2", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    json_t *prompt = last_of(&fakes[0], "prompts");
+    const char *p = json_string_value(prompt);
+    assert_non_null(p);
+    const char *turns[] = {"You are terse.", "Who wrote the walrus song?", "The Beatles wrote it.", "In which year?"};
+    const char *at = p;
+    for (size_t i = 0; i < 4; i++) { /* all four, in order */
+        at = strstr(at, turns[i]);
+        assert_non_null(at);
+    }
+    json_decref(prompt);
+    json_t *got = last_of(&fakes[0], "chat_options");
+    assert_true(json_number_value(json_object_get(got, "temperature")) == 0.25);
+    json_decref(got);
+    assert_non_null(strstr(e.text, "{\"answer\"")); /* format reached the model */
+    assert_string_equal(e.stats.done_reason, "length"); /* num_predict 3 cut it */
+    assert_int_equal(e.stats.completion_tokens, 3);
+    assert_true(e.stats.prompt_tokens > 10);
+    assert_true(e.stats.eval_ns >= 0);
+    assert_true(e.stats.prompt_eval_ns >= 0);
+    assert_true(e.stats.load_ns >= 0);
+    json_decref(messages);
+    json_decref(options);
+    json_decref(format);
+    json_decref(keep);
+    env_free(&e);
+}
+
+/* The same against an OpenAI-compatible backend: usage and finish_reason fill the stats,
+ * the durations stay -1 (it does not report them), format becomes response_format. */
+static void test_chat_messages_openai_stats(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.kind = LLM_KIND_OPENAI;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    json_t *messages = conversation();
+    json_t *format = json_string("json");
+    json_t *options = json_pack("{s:f}", "temperature", 0.5);
+    llm_chat_request rq = {.messages = messages, .options = options, .format = format};
+    chat_request(&e, "llama3.2", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    json_t *prompt = last_of(&fakes[0], "prompts");
+    assert_non_null(strstr(json_string_value(prompt), "The Beatles wrote it."));
+    json_decref(prompt);
+    json_t *got = last_of(&fakes[0], "chat_options");
+    assert_true(json_number_value(json_object_get(got, "temperature")) == 0.5);
+    json_decref(got);
+    assert_non_null(strstr(e.text, "{\"answer\""));
+    assert_string_equal(e.stats.done_reason, "stop");
+    assert_true(e.stats.prompt_tokens > 10);
+    assert_true(e.stats.completion_tokens > 0);
+    assert_int_equal(e.stats.load_ns, -1);
+    assert_int_equal(e.stats.eval_ns, -1);
+    json_decref(messages);
+    json_decref(format);
+    json_decref(options);
+    env_free(&e);
+}
+
+/* llm_chat is llm_chat_messages with [system, user]: the stats are filled there too. */
+static void test_chat_stats_from_llm_chat(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    chat_once(&e);
+    assert_int_equal(e.last, LLM_OK);
+    assert_string_equal(e.stats.done_reason, "stop");
+    assert_true(e.stats.completion_tokens > 0);
+    json_t *prompt = last_of(&fakes[0], "prompts");
+    assert_non_null(strstr(json_string_value(prompt), "Answer from the context."));
+    json_decref(prompt);
+    env_free(&e);
+}
+
+/* A model the backend does not know is LLM_NOT_FOUND at once (no retry), for chat and
+ * embed, both kinds; the breaker does not count it: six of them leave it CLOSED. */
+static void test_unknown_model_is_not_found(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 2; kind++) {
+        json_decref(admin(&fakes[0], "/__admin/stats/reset", "{}"));
+        llm_config cfg;
+        llm_config_default(&cfg);
+        cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
+        const char *urls[] = {fakes[0].url};
+        env e;
+        env_init(&e, &cfg, urls, 1);
+        json_t *messages = conversation();
+        llm_chat_request rq = {.messages = messages};
+        for (int i = 0; i < 6; i++) {
+            chat_request(&e, "no-such-model", &rq);
+            assert_int_equal(e.last, LLM_NOT_FOUND);
+            assert_int_equal(e.stats.attempts, 1);
+        }
+        assert_non_null(strstr(e.message, "no-such-model"));
+        char name[200];
+        snprintf(name, sizeof name, "%s chat/no-such-model", llm_host_url(e.l, 0));
+        breaker_snapshot s;
+        breaker_snapshot_get(breaker_registry_find(llm_breakers(e.l), name), &s);
+        assert_int_equal(s.state, BREAKER_CLOSED);
+        assert_int_equal(s.failures, 0);
+        const char *text = "one";
+        size_t len = 3;
+        e.pending = 1;
+        assert_non_null(llm_embed(e.l, "no-such-embedder", &text, &len, 1, clock_now_ms() + 10000, on_embed, &e));
+        env_wait(&e);
+        assert_int_equal(e.last, LLM_NOT_FOUND);
+        json_decref(messages);
+        env_free(&e);
+    }
+}
+
+static void on_meta(llm_status st, json_t *reply, const char *message, void *arg)
+{
+    env *e = arg;
+    e->last = st;
+    json_decref(e->meta);
+    e->meta = json_incref(reply);
+    snprintf(e->message, sizeof e->message, "%s", message);
+    if (--e->pending == 0)
+        event_base_loopbreak(e->base);
+}
+
+static void meta_once(env *e, llm_meta_kind what, const char *model)
+{
+    e->pending++;
+    assert_non_null(llm_meta(e->l, what, model, clock_now_ms() + 10000, on_meta, e));
+    env_wait(e);
+}
+
+static bool list_has(const json_t *list, const char *name)
+{
+    size_t i;
+    json_t *m;
+    json_array_foreach(list, i, m) if (strcmp(json_string_value(json_object_get(m, "name")), name) == 0) return true;
+    return false;
+}
+
+/* Models, show, running, version in Ollama's shapes from both kinds of backend. */
+static void test_meta_both_kinds(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 2; kind++) {
+        llm_config cfg;
+        llm_config_default(&cfg);
+        cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
+        const char *urls[] = {fakes[0].url};
+        env e;
+        env_init(&e, &cfg, urls, 1);
+        meta_once(&e, LLM_META_MODELS, NULL);
+        assert_int_equal(e.last, LLM_OK);
+        assert_true(list_has(e.meta, "llama3.2:latest"));
+        assert_true(list_has(e.meta, "nomic-embed-text:latest"));
+        json_t *first = json_array_get(e.meta, 0);
+        assert_true(json_is_string(json_object_get(first, "model")));
+        assert_true(json_is_object(json_object_get(first, "details")));
+
+        meta_once(&e, LLM_META_SHOW, "llama3.2");
+        assert_int_equal(e.last, LLM_OK);
+        assert_true(json_is_object(json_object_get(e.meta, "details")));
+        assert_true(json_is_array(json_object_get(e.meta, "capabilities")));
+        meta_once(&e, LLM_META_SHOW, "no-such-model");
+        assert_int_equal(e.last, LLM_NOT_FOUND);
+        assert_null(e.meta);
+
+        chat_once(&e); /* loads llama3.2 at the fake */
+        meta_once(&e, LLM_META_RUNNING, NULL);
+        assert_int_equal(e.last, LLM_OK);
+        assert_true(json_is_array(e.meta));
+        assert_int_equal(json_array_size(e.meta), kind ? 0 : 1); /* OpenAI: always empty */
+
+        meta_once(&e, LLM_META_VERSION, NULL);
+        if (kind) {
+            assert_int_equal(e.last, LLM_REJECTED);
+        } else {
+            assert_int_equal(e.last, LLM_OK);
+            assert_true(json_is_string(json_object_get(e.meta, "version")));
+        }
+        char name[200];
+        snprintf(name, sizeof name, "%s models/llama3.2", llm_host_url(e.l, 0));
+        assert_non_null(breaker_registry_find(llm_breakers(e.l), name)); /* its own breaker op */
+        env_free(&e);
+    }
+}
+
+/* keep_alive passes: 0 unloads the model after the call, so /api/ps lists nothing. */
+static void test_keep_alive_passes(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    json_t *messages = conversation();
+    json_t *keep = json_integer(0);
+    llm_chat_request rq = {.messages = messages, .keep_alive = keep};
+    chat_request(&e, "llama3.2", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    meta_once(&e, LLM_META_RUNNING, NULL);
+    assert_int_equal(json_array_size(e.meta), 0);
+    rq.keep_alive = NULL;
+    chat_request(&e, "llama3.2", &rq);
+    meta_once(&e, LLM_META_RUNNING, NULL);
+    assert_int_equal(json_array_size(e.meta), 1);
+    json_decref(messages);
+    json_decref(keep);
+    env_free(&e);
+}
+
+/* A backend whose model list is not the format (garbage, an HTML page, a wrong shape) is
+ * LLM_BAD_REPLY and a failure of its "models" breaker; a model list over the cap too. */
+static void test_meta_lying_backend(void **state)
+{
+    (void)state;
+    static const char *const faults[] = {
+        "{\"fault\": \"garbage\", \"fault_paths\": [\"/api/tags\", \"/v1/models\"]}",
+        "{\"fault\": \"wrong_content_type\", \"fault_paths\": [\"/api/tags\", \"/v1/models\"]}",
+        "{\"fault\": \"huge_line\", \"fault_huge_bytes\": 8388608, \"fault_paths\": [\"/api/tags\", \"/v1/models\"]}",
+    };
+    for (int kind = 0; kind < 2; kind++) {
+        for (size_t f = 0; f < sizeof faults / sizeof *faults; f++) {
+            json_decref(admin(&fakes[0], "/__admin/config", faults[f]));
+            llm_config cfg;
+            llm_config_default(&cfg);
+            cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
+            const char *urls[] = {fakes[0].url};
+            env e;
+            env_init(&e, &cfg, urls, 1);
+            meta_once(&e, LLM_META_MODELS, NULL);
+            assert_int_not_equal(e.last, LLM_OK);
+            if (f < 2)
+                assert_int_equal(e.last, LLM_BAD_REPLY);
+            assert_null(e.meta);
+            char name[200];
+            snprintf(name, sizeof name, "%s models", llm_host_url(e.l, 0)); /* no model: "host op" */
+            breaker_snapshot s;
+            breaker_snapshot_get(breaker_registry_find(llm_breakers(e.l), name), &s);
+            assert_int_equal(s.failures, 1);
+            env_free(&e);
+        }
+    }
+    json_decref(admin(&fakes[0], "/__admin/reset", "{}"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +946,13 @@ int main(void)
         cmocka_unit_test_setup(test_cancel_ends_in_one_cancelled_callback, reset_fakes),
         cmocka_unit_test_setup(test_cancel_all, reset_fakes),
         cmocka_unit_test_setup(test_reservations, reset_fakes),
+        cmocka_unit_test_setup(test_chat_messages_multi_turn, reset_fakes),
+        cmocka_unit_test_setup(test_chat_messages_openai_stats, reset_fakes),
+        cmocka_unit_test_setup(test_chat_stats_from_llm_chat, reset_fakes),
+        cmocka_unit_test_setup(test_unknown_model_is_not_found, reset_fakes),
+        cmocka_unit_test_setup(test_meta_both_kinds, reset_fakes),
+        cmocka_unit_test_setup(test_keep_alive_passes, reset_fakes),
+        cmocka_unit_test_setup(test_meta_lying_backend, reset_fakes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

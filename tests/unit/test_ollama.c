@@ -61,7 +61,10 @@ static void test_chat_body_and_errors(void **state)
 {
     (void)state;
     json_t *opts = json_pack("{s:f}", "temperature", 0.2);
-    char *b = ollama_chat_body("llama3.2", "You answer from context.", "What is RAG?", opts, true);
+    json_t *messages = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", "You answer from context.",
+                                 "role", "user", "content", "What is RAG?");
+    json_t *keep = json_string("5m"), *format = json_string("json");
+    char *b = ollama_chat_body("llama3.2", messages, opts, format, keep, true);
     json_t *j = json_loads(b, 0, NULL);
     assert_true(json_is_true(json_object_get(j, "stream")));
     json_t *msgs = json_object_get(j, "messages");
@@ -69,9 +72,21 @@ static void test_chat_body_and_errors(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "system");
     assert_string_equal(json_string_value(json_object_get(json_array_get(msgs, 1), "content")), "What is RAG?");
     assert_non_null(json_object_get(json_object_get(j, "options"), "temperature"));
+    assert_string_equal(json_string_value(json_object_get(j, "format")), "json");
+    assert_string_equal(json_string_value(json_object_get(j, "keep_alive")), "5m");
     json_decref(j);
-    json_decref(opts);
     free(b);
+    b = ollama_chat_body("llama3.2", messages, NULL, NULL, NULL, true); /* NULL ones left out */
+    j = json_loads(b, 0, NULL);
+    assert_null(json_object_get(j, "options"));
+    assert_null(json_object_get(j, "format"));
+    assert_null(json_object_get(j, "keep_alive"));
+    json_decref(j);
+    free(b);
+    json_decref(opts);
+    json_decref(messages);
+    json_decref(keep);
+    json_decref(format);
 
     char msg[128];
     const char *busy = "{\"error\":\"server busy, please try again.  maximum pending requests exceeded\"}";

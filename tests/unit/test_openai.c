@@ -22,16 +22,37 @@ static void test_bodies(void **state)
     assert_int_equal(json_array_size(json_object_get(j, "input")), 2);
     json_decref(j);
     free(b);
-    json_t *opts = json_pack("{s:f, s:i, s:s}", "temperature", 0.1, "max_tokens", 64, "num_ctx", "ignored");
-    b = openai_chat_body("llama", "sys", "hi", opts, true);
+    json_t *opts = json_pack("{s:f, s:i, s:s, s:i}", "temperature", 0.1, "max_tokens", 64, "num_ctx", "ignored",
+                             "num_predict", 32);
+    json_t *messages = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", "sys", "role", "user",
+                                 "content", "hi");
+    json_t *format = json_string("json");
+    b = openai_chat_body("llama", messages, opts, format, true);
     j = json_loads(b, 0, NULL);
     assert_true(json_is_true(json_object_get(j, "stream")));
+    assert_true(json_is_true(json_object_get(json_object_get(j, "stream_options"), "include_usage")));
     assert_non_null(json_object_get(j, "temperature"));
-    assert_non_null(json_object_get(j, "max_tokens"));
+    assert_int_equal(json_integer_value(json_object_get(j, "max_tokens")), 32); /* num_predict wins */
     assert_null(json_object_get(j, "num_ctx")); /* only known keys pass */
+    assert_null(json_object_get(j, "num_predict"));
+    assert_int_equal(json_array_size(json_object_get(j, "messages")), 2);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "response_format"), "type")), "json_object");
     json_decref(j);
-    json_decref(opts);
     free(b);
+    json_t *schema = json_pack("{s:s, s:{s:{s:s}}}", "type", "object", "properties", "answer", "type", "string");
+    b = openai_chat_body("llama", messages, NULL, schema, false);
+    j = json_loads(b, 0, NULL);
+    json_t *rf = json_object_get(j, "response_format");
+    assert_string_equal(json_string_value(json_object_get(rf, "type")), "json_schema");
+    assert_true(json_equal(json_object_get(json_object_get(rf, "json_schema"), "schema"), schema));
+    assert_non_null(json_string_value(json_object_get(json_object_get(rf, "json_schema"), "name")));
+    assert_null(json_object_get(j, "stream_options")); /* only a stream asks for usage */
+    json_decref(j);
+    free(b);
+    json_decref(schema);
+    json_decref(format);
+    json_decref(messages);
+    json_decref(opts);
     char msg[128];
     const char *err = "{\"error\":{\"message\":\"model not found\",\"type\":\"not_found_error\"}}";
     openai_error_message(err, strlen(err), msg, sizeof msg);
