@@ -539,8 +539,18 @@ static void rag_step_generate(void *arg)
     }
     q->t.generate = clock_now_ms();
     llm_chat_handlers h = {.on_text = rag_on_text, .on_done = rag_on_generated, .arg = q};
-    q->gen_task = llm_chat(e->cfg.generator, q->model, q->system, q->user, q->options ? q->options : q->req.options,
-                           clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation);
+    /* Two messages: the system prompt, and the user message with the passages, the earlier
+     * turns and the question (rag/prompt.h: the turns are quoted there rather than sent as
+     * messages of their own, so a client's forged "assistant" turns stay data). The
+     * request's format and keep_alive pass as the client gave them. */
+    json_t *messages = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", q->system, "role", "user",
+                                 "content", q->user);
+    llm_chat_request rq = {.messages = messages, .options = q->options ? q->options : q->req.options,
+                           .format = q->req.format, .keep_alive = q->req.keep_alive};
+    q->gen_task = messages ? llm_chat_messages(e->cfg.generator, q->model, &rq,
+                                               clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation)
+                           : NULL;
+    json_decref(messages); /* the call copied what it needs */
     if (!q->gen_task) /* no callback will come: shutting down, or no memory */
         rag_op_answer_extractive(q, "generator call could not start");
 }
