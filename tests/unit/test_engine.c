@@ -493,12 +493,23 @@ static void test_history_format_keep_alive(void **state)
     const char *prompt = json_string_value(json_array_get(prompts, 1));
     assert_non_null(strstr(prompt, "User: Tell me about Krakatoa.\nAssistant: It is a volcanic island [1].\n"));
     assert_non_null(strstr(prompt, "Question: And when did it erupt?"));
-    /* keep_alive 0: the model was unloaded after the call */
-    json_t *model = json_object_get(json_object_get(st, "models"), "llama3.2:latest");
-    assert_non_null(model);
-    assert_true(json_is_false(json_object_get(model, "loaded")));
     json_decref(st);
     free(stats);
+    /* keep_alive 0: the model is unloaded once the call is over — in the fake's own time,
+     * after the answer went out, so the stats are read again until it says so (bounded) */
+    bool unloaded = false;
+    for (int tries = 0; tries < 200 && !unloaded; tries++) {
+        stats = admin_get("/__admin/stats");
+        st = json_loads(stats, 0, NULL);
+        json_t *model = json_object_get(json_object_get(st, "models"), "llama3.2:latest");
+        assert_non_null(model);
+        unloaded = json_is_false(json_object_get(model, "loaded"));
+        json_decref(st);
+        free(stats);
+        if (!unloaded)
+            usleep(20 * 1000);
+    }
+    assert_true(unloaded);
     admin("/__admin/reset", "{}");
     world_free(&w);
 }
