@@ -959,10 +959,13 @@ static bool rag_op_screen(rag_query_op *q)
         return true; /* out of memory: unjudged, like off (the answer still goes through the fences) */
     const rag_turn *last = rag_history_last_user(q->req.history, q->req.n_history);
     guard_verdict tv;
+    const char *what = "the question";
     if (last && guard_score(last->text, last->len < RAG_SCREEN_TURN_BYTES ? last->len : RAG_SCREEN_TURN_BYTES,
                             GUARD_QUERY, &tv) == RAGD_OK &&
-        ((tv.flagged && !v.flagged) || (tv.flagged == v.flagged && tv.score > v.score)))
+        ((tv.flagged && !v.flagged) || (tv.flagged == v.flagged && tv.score > v.score))) {
         v = tv;
+        what = "the question's conversation (its latest user turn)";
+    }
     q->inj.score = v.score;
     if (!v.flagged)
         return true;
@@ -971,9 +974,9 @@ static bool rag_op_screen(rag_query_op *q)
     if (c->injection_policy == RAG_INJECTION_BLOCK && q->req.generate) {
         metrics_count_injection("query", "blocked");
         if (v.rule)
-            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (rule '%s')", v.rule);
+            rag_op_finish(q, RAG_E_INJECTION, "%s was refused as a prompt injection (rule '%s')", what, v.rule);
         else
-            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (classifier score %.2f)",
+            rag_op_finish(q, RAG_E_INJECTION, "%s was refused as a prompt injection (classifier score %.2f)", what,
                           (double)v.score);
         return false;
     }
