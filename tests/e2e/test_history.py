@@ -68,16 +68,26 @@ class HistoryRetrievalTest(harness.E2ETestCase):
         self.assertEqual(again["sources"][0]["doc_id"], "backup")
 
     def test_only_the_latest_user_turns_count(self):
-        # the backup question is found while it is among the three latest user turns
+        # the backup question is used while it is among the three latest user turns
         history = [{"role": "user", "content": FIRST}, {"role": "assistant", "content": "The orders database."}]
-        for topic in ("the sales report", "the log-rotate job", "the deploy pipeline"):
+        for filler in ("Thanks, that helps.", "Please go on.", "I see."):
             res = self.ask(FOLLOW_UP, history=history)
             self.assertEqual(res["sources"][0]["doc_id"], "backup", (len(history), res["sources"]))
-            history += [{"role": "user", "content": "Tell me about %s." % topic},
-                        {"role": "assistant", "content": "It is described in the runbook."}]
-        # three other user turns after it, it is out of the window
+            history += [{"role": "user", "content": filler}, {"role": "assistant", "content": "Glad to help."}]
+        # three user turns after it, it is out of the window
         res = self.ask(FOLLOW_UP, history=history)
         self.assertNotEqual(res["sources"][0]["doc_id"], "backup", res["sources"])
+
+    def test_a_new_subject_is_not_pulled_back_to_the_old_one(self):
+        history = [{"role": "user", "content": FIRST},
+                   {"role": "assistant", "content": "It copies the orders database to the archive bucket [1]."}]
+        for doc, question in (("deploy", "What does the deploy pipeline build?"),
+                              ("reports", "Who gets the sales report PDF?"),
+                              ("certs", "When is the certificate renewal task run?")):
+            with self.subTest(doc):
+                self.assertEqual(self.ask(question)["sources"][0]["doc_id"], doc)
+                res = self.ask(question, history=history)
+                self.assertEqual(res["sources"][0]["doc_id"], doc, res["sources"])
 
     def test_bad_history_is_422(self):
         cases = [
