@@ -1028,7 +1028,10 @@ static void rag_step_lookup(void *arg)
             rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while reading the conversation");
             return;
         }
-        q->rtext = q->rtext_owned;
+        if (used == 0) /* no user turn to add: the question alone, retrieved once */
+            q->rtext_owned = (free(q->rtext_owned), NULL);
+        else
+            q->rtext = q->rtext_owned;
     }
     if (q->cache_on)
         q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */

@@ -192,3 +192,25 @@ class HistoryScreenTest(harness.E2ETestCase):
         # once it is no longer the latest user turn, the conversation goes on
         body["history"] += [{"role": "user", "content": FIRST}, {"role": "assistant", "content": "The database."}]
         self.assertEqual(self.call("POST", "/api/query", body)["sources"][0]["doc_id"], "backup")
+
+
+class HistoryUpstreamEmbedderTest(harness.E2ETestCase):
+    """A collection of the upstream embedder: the retrieval text and the question are
+    embedded in one call of two inputs, and both retrievals are fused."""
+    class_server = False
+
+    def test_one_embed_call_of_two_inputs(self):
+        fake = self.start_fake_ollama()
+        srv = self.new_server(env={"RAGD_EMBEDDER": "ollama", "RAGD_GENERATOR": "extractive",
+                                   "OLLAMA_BASE_URL": fake.url})
+        self.call("POST", "/api/ingest", {"db": "ops", "documents": RUNBOOK}, srv=srv)
+        fake.reset_stats()
+        history = [{"role": "user", "content": FIRST}, {"role": "assistant", "content": "The orders database."}]
+        res = self.call("POST", "/api/query", {"db": "ops", "query": FOLLOW_UP, "history": history}, srv=srv)
+        self.assertFalse(res["degraded"], res)
+        self.assertEqual(res["method"], "hybrid")
+        self.assertEqual(fake.stats()["embed_inputs"], [2])
+        self.assertIn("backup", [s["doc_id"] for s in res["sources"]])
+        # without history: one input
+        self.call("POST", "/api/query", {"db": "ops", "query": FOLLOW_UP, "use_cache": False}, srv=srv)
+        self.assertEqual(fake.stats()["embed_inputs"], [2, 1])
