@@ -775,6 +775,16 @@ static void rag_step_rerank(void *arg)
     }
 }
 
+/* The per-document cap of retrieval (RAGD_MAX_CHUNKS_PER_DOC, fusion_params). */
+static size_t rag_op_max_per_doc(const rag_query_op *q)
+{
+    if (q->e->cfg.fusion)
+        return q->e->cfg.fusion->max_per_doc;
+    fusion_params d;
+    fusion_params_default(&d);
+    return d.max_per_doc;
+}
+
 static void rag_step_retrieve(void *arg)
 {
     rag_query_op *q = arg;
@@ -827,7 +837,7 @@ static void rag_step_retrieve(void *arg)
         aq.vector = q->qvector;
         char aerr[256] = "";
         if (rag_retrieve(q->e->cfg.index, r, &q->coll, &aq, &alone, aerr, sizeof aerr) != RAGD_OK ||
-            rag_history_fuse(&q->res, &alone, k) != RAGD_OK)
+            rag_history_fuse(&q->res, &alone, k, rag_op_max_per_doc(q)) != RAGD_OK)
             log_debug("history: the question alone was not retrieved (%s); the conversation's retrieval stands",
                       aerr[0] ? aerr : "out of memory");
         rag_result_cleanup(&alone);

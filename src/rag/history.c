@@ -104,15 +104,40 @@ static int history_cand_cmp(const void *a, const void *b)
     return (x->order > y->order) - (x->order < y->order);
 }
 
-ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k)
+/* Marks in pick[0..nc) the best k candidates (sorted), at most max_per_doc of one document
+ * while others remain, then fills the places left in order. Returns how many. */
+static size_t history_pick(const history_cand *c, size_t nc, size_t k, size_t max_per_doc, bool *pick)
+{
+    size_t picked = 0;
+    for (size_t i = 0; i < nc && picked < k; i++) {
+        size_t same = 0;
+        for (size_t j = 0; max_per_doc && j < i; j++)
+            same += pick[j] && c[j].hit->row.doc_rowid == c[i].hit->row.doc_rowid;
+        if (!max_per_doc || same < max_per_doc) {
+            pick[i] = true;
+            picked++;
+        }
+    }
+    for (size_t i = 0; i < nc && picked < k; i++) {
+        if (!pick[i]) {
+            pick[i] = true;
+            picked++;
+        }
+    }
+    return picked;
+}
+
+ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k, size_t max_per_doc)
 {
     size_t n = with->n + alone->n, nc = 0;
     history_cand *c = calloc(n ? n : 1, sizeof *c);
     bool *taken = calloc(alone->n ? alone->n : 1, sizeof *taken); /* alone's hits that are in with */
+    bool *pick = calloc(n ? n : 1, sizeof *pick);
     rag_hit *out = calloc(n ? n : 1, sizeof *out);
-    if (!c || !taken || !out) {
+    if (!c || !taken || !pick || !out) {
         free(c);
         free(taken);
+        free(pick);
         free(out);
         return RAGD_ENOMEM;
     }
@@ -131,13 +156,14 @@ ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k)
         if (!taken[j])
             c[nc++] = (history_cand){.hit = &alone->hits[j], .score = alone->hits[j].score / 2, .order = with->n + j};
     qsort(c, nc, sizeof *c, history_cand_cmp);
-    /* commit: the best k move to out, everything else is freed */
-    size_t keep = nc < k ? nc : k;
+    size_t keep = history_pick(c, nc, k, max_per_doc, pick);
+    /* commit: the picked move to out in score order, everything else is freed */
+    size_t w = 0;
     for (size_t i = 0; i < nc; i++) {
-        if (i < keep) {
-            out[i] = *c[i].hit;
-            out[i].score = c[i].score;
-            out[i].distance = 1 - c[i].score;
+        if (pick[i]) {
+            out[w] = *c[i].hit;
+            out[w].score = c[i].score;
+            out[w++].distance = 1 - c[i].score;
         } else {
             store_hit_rows_cleanup(&c[i].hit->row, 1);
         }
@@ -155,5 +181,6 @@ ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k)
     alone->n = 0;
     free(c);
     free(taken);
+    free(pick);
     return RAGD_OK;
 }

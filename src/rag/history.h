@@ -44,9 +44,11 @@ char *rag_history_retrieval_text(const char *question, size_t len, const rag_tur
 /* Fuses, into *with, the retrieval of the retrieval text (*with) and of the question alone
  * (*alone, emptied): a chunk's score becomes the mean of its two scores (0 in a list that
  * lacks it), its distance 1 - score; best first (ties: the order of *with, then of *alone),
- * at most k. So a follow-up that names nothing is carried by the conversation, and a
- * question that names a new subject is not pulled back to the old one by it
- * (docs/internals/engine.md "History"). RAGD_ENOMEM: *with is left as it was. */
-ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k);
+ * at most k, of which at most max_per_doc (0: no cap) of one document while chunks of other
+ * documents remain (then the places left are filled in score order, as retrieval does).
+ * So a follow-up that names nothing is carried by the conversation, and a question that
+ * names a new subject is not pulled back to the old one by it (docs/internals/engine.md
+ * "History"). RAGD_ENOMEM: *with is left as it was. */
+ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k, size_t max_per_doc);
 
 #endif

@@ -144,7 +144,7 @@ static void fuse_means_the_two_scores(void **state)
     int64_t ai[] = {3, 4, 1};
     double as[] = {1.0, 0.5, 0.05};
     rag_result with = result_of(wi, ws, 3), alone = result_of(ai, as, 3);
-    assert_int_equal(rag_history_fuse(&with, &alone, 3), RAGD_OK);
+    assert_int_equal(rag_history_fuse(&with, &alone, 3, 0), RAGD_OK);
     assert_int_equal(with.n, 3);
     assert_int_equal(alone.n, 0);
     assert_null(alone.hits);
@@ -161,10 +161,31 @@ static void fuse_means_the_two_scores(void **state)
     int64_t wi2[] = {7, 8};
     double ws2[] = {0.6, 0.6};
     rag_result with2 = result_of(wi2, ws2, 2), none = {0};
-    assert_int_equal(rag_history_fuse(&with2, &none, 1), RAGD_OK);
+    assert_int_equal(rag_history_fuse(&with2, &none, 1, 0), RAGD_OK);
     assert_int_equal(with2.n, 1);
     assert_int_equal(with2.hits[0].row.chunk_id, 7);
     rag_result_cleanup(&with2);
+
+    /* the per-document cap: chunks 1, 2, 3 of document 5 and chunk 4 of document 6; at most
+     * two of one document while another remains, then filled */
+    int64_t wi3[] = {1, 2, 3, 4};
+    double ws3[] = {0.9, 0.8, 0.7, 0.2};
+    rag_result with3 = result_of(wi3, ws3, 4), none3 = {0};
+    for (size_t i = 0; i < 4; i++)
+        with3.hits[i].row.doc_rowid = i < 3 ? 5 : 6;
+    assert_int_equal(rag_history_fuse(&with3, &none3, 3, 2), RAGD_OK);
+    assert_int_equal(with3.n, 3);
+    assert_int_equal(with3.hits[0].row.chunk_id, 1);
+    assert_int_equal(with3.hits[1].row.chunk_id, 2);
+    assert_int_equal(with3.hits[2].row.chunk_id, 4); /* 3 would be a third of document 5 */
+    rag_result_cleanup(&with3);
+    with3 = result_of(wi3, ws3, 3); /* no other document: filled anyway */
+    for (size_t i = 0; i < 3; i++)
+        with3.hits[i].row.doc_rowid = 5;
+    assert_int_equal(rag_history_fuse(&with3, &none3, 3, 2), RAGD_OK);
+    assert_int_equal(with3.n, 3);
+    assert_int_equal(with3.hits[2].row.chunk_id, 3);
+    rag_result_cleanup(&with3);
 }
 
 /* ---- the turns in the prompt ---- */
