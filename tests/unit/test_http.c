@@ -13,6 +13,7 @@
 #include "http/fields.h"
 #include "http/request.h"
 #include "http/request_int.h"
+#include "http/compat.h"
 #include "http/router.h"
 
 static app test_app;
@@ -304,6 +305,40 @@ static void test_error_dialects(void **state)
     }
 }
 
+static void test_compat_names(void **state)
+{
+    (void)state;
+    char db[STORE_NAME_MAX + 1];
+    assert_true(compat_rag_db("rag/docs", db));
+    assert_string_equal(db, "docs");
+    assert_true(compat_rag_db("rag/my-db.v2:latest", db));
+    assert_string_equal(db, "my-db.v2");
+    assert_false(compat_rag_db("rag/", db));
+    assert_false(compat_rag_db("rag/:latest", db));
+    assert_false(compat_rag_db("rag/.hidden", db));
+    assert_false(compat_rag_db("rag/a/b", db));
+    assert_false(compat_rag_db("rag/docs:v2", db)); /* only :latest is a collection's tag */
+    assert_false(compat_rag_db("llama3.2", db));
+    assert_false(compat_rag_db("RAG/docs", db));
+    char long_name[80];
+    memset(long_name, 'a', sizeof long_name);
+    memcpy(long_name, "rag/", 4);
+    long_name[4 + STORE_NAME_MAX + 1] = '\0';
+    assert_false(compat_rag_db(long_name, db));
+
+    assert_true(compat_model_name_ok("llama3.2:latest"));
+    assert_true(compat_model_name_ok("hf.co/org/model@sha256:ab+c_d-e"));
+    assert_false(compat_model_name_ok(""));
+    assert_false(compat_model_name_ok("a b"));
+    assert_false(compat_model_name_ok("a\"b"));
+    char big[COMPAT_MODEL_MAX + 2];
+    memset(big, 'm', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_false(compat_model_name_ok(big));
+    big[sizeof big - 2] = '\0';
+    assert_true(compat_model_name_ok(big));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_error_envelope_with_bad_utf8),
         cmocka_unit_test(test_error_dialects),
+        cmocka_unit_test(test_compat_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
