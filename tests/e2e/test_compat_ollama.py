@@ -315,6 +315,16 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertFalse(any(line.get("done") for line in lines), lines)
         self.assertGreaterEqual(len(lines), 2)
 
+    def test_rag_llm_failure_after_tokens_ends_with_an_error_line(self):
+        # a long answer that fails after 200 tokens went out: too late for the extractive answer
+        self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=200, tokens=400)
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "options": {"seed": 11}})
+        self.assertEqual(r.status, 200, r)
+        lines = ndjson(r.body)
+        self.assertIn("backend error mid-stream", lines[-1]["error"], lines[-1])
+        self.assertFalse(any(line.get("done") for line in lines))
+        self.assertTrue("".join(line.get("message", {}).get("content", "") for line in lines[:-1]))
+
     def test_client_hangup_cancels_the_chat(self):
         self.fake.configure(token_ms=100, tokens=200)
         body = json.dumps({"model": "llama3.2", "messages": question("a long story please")}).encode()

@@ -188,6 +188,18 @@ class OpenAICompatTest(harness.E2ETestCase):
         self.assertTrue(last["error"]["message"])
 
 
+    def test_rag_llm_failure_after_tokens_ends_with_an_error_event(self):
+        self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=200, tokens=400)
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(), "stream": True,
+                                               "seed": 12})
+        self.assertEqual(r.status, 200, r)
+        frames = sse_frames(r.body)
+        self.assertNotIn("[DONE]", frames)
+        last = json.loads(frames[-1])
+        self.assertEqual(last["error"]["code"], "upstream_unavailable", last)
+        self.assertGreater(len(frames), 10)
+
+
 class OpenAICompatGuardedTest(harness.E2ETestCase):
     class_server = True
     KEY = "k" * 24
