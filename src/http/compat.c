@@ -151,7 +151,7 @@ compat_call *compat_call_new(http_request *req, const compat_renderer *r, compat
 /* ---- conversations ---- */
 
 /* A message's content as one string: a string, or a list of text parts joined by newlines.
- * NULL (after replying 400) for anything else; Returns a new reference. */
+ * NULL (after replying 400) for anything else; a new reference otherwise. */
 static json_t *compat_content(compat_call *c, json_t *content, size_t i)
 {
     if (json_is_string(content))
