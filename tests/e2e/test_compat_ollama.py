@@ -229,6 +229,14 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertEqual(r.status, 200, r)
         self.assertIn("1937", r.body["message"]["content"])
 
+    def test_empty_chat_only_loads_as_in_ollama(self):
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": []})
+        self.assertEqual((r.status, r.body["done"], r.body["done_reason"]), (200, True, "load"), r)
+        r = self.post("/api/chat", {"model": "llama3.2", "keep_alive": 0})
+        self.assertEqual((r.status, r.body["done_reason"]), (200, "unload"), r)
+        r = self.post("/api/generate", {"model": "rag/kb", "prompt": ""})
+        self.assertEqual((r.status, r.body["done_reason"]), (200, "load"), r)
+
     def test_tools_refused_politely(self):
         tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
         r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "tools": tools})
