@@ -63,6 +63,13 @@ class OpenAICompatTest(harness.E2ETestCase):
             self.assertEqual(m["object"], "model")
             self.assertIsInstance(m["created"], int)
 
+    def test_one_model(self):
+        for name in ("rag/kb", "rag/kb:latest", "llama3.2"):
+            r = self.srv.request("GET", "/v1/models/" + name)
+            self.assertEqual((r.status, r.body["id"], r.body["object"]), (200, name, "model"), r)
+        self.assertOpenAIError(self.srv.request("GET", "/v1/models/rag/absent"), 404, "not_found_error")
+        self.assertOpenAIError(self.srv.request("GET", "/v1/models/nope"), 404, "not_found_error")
+
     def test_chat_not_streamed_by_default(self):
         r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question()})
         self.assertEqual(r.status, 200, r)
