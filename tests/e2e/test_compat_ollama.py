@@ -13,6 +13,7 @@ The collection is realistic in size: 2,000 filler documents plus one that holds 
 """
 import http.client
 import json
+import random
 import socket
 import time
 import unittest
@@ -311,6 +312,32 @@ class OllamaCompatTest(harness.E2ETestCase):
         # ragd's own routes keep ragd's envelope
         r = self.srv.request("POST", "/api/query", body=b"{bad", content_type="application/json")
         self.assertEnvelope(r, 400, "invalid_json")
+
+    def test_random_bodies_get_an_answer_or_the_dialects_error(self):
+        values = [None, 0, -1, 1.5, "", "x", "rag/kb", "rag/", "rag/kb:latest", "rag/..", [], [None], [1], [{}], {},
+                  {"role": "user"}, [{"role": "user", "content": None}], [{"role": "user", "content": 5}],
+                  [{"role": "user", "content": [{"type": "text"}]}], [{"role": "assistant", "content": "x"}],
+                  True, {"model": 5}, {"model": "other-llm"}, "\u0000", "é" * 50, "a" * 9000,
+                  {"type": "json_object"}, {"type": "bogus"}]
+        routes = ["/api/chat", "/api/generate", "/v1/chat/completions", "/api/embed", "/api/embeddings",
+                  "/v1/embeddings", "/api/show"]
+        fields = ["model", "messages", "prompt", "input", "stream", "options", "format", "keep_alive", "tools",
+                  "stream_options", "response_format", "stop", "temperature", "encoding_format", "system"]
+        rnd = random.Random(10)
+        for _ in range(600):
+            body = {"model": rnd.choice(["rag/kb", "llama3.2", "nomic-embed-text", "rag/none"])}
+            if rnd.random() < 0.5:
+                body["messages"] = question("alpha?")
+            for f in rnd.sample(fields, rnd.randint(0, 6)):
+                body[f] = rnd.choice(values)
+            route = rnd.choice(routes)
+            r = self.post(route, body)
+            where = f"{route} {body!r:.300} -> {r!r}"
+            self.assertIn(r.status, (200, 400, 404, 413), where)
+            if r.status != 200:
+                err = r.body["error"]
+                self.assertIsInstance(err, dict if route.startswith("/v1/") else str, where)
+        self.assertEqual(self.srv.request("GET", "/health").status, 200)
 
     # ---- failures ----
 

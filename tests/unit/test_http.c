@@ -14,6 +14,7 @@
 #include "http/request.h"
 #include "http/request_int.h"
 #include "http/compat.h"
+#include "http/handlers.h"
 #include "http/router.h"
 
 static app test_app;
@@ -339,6 +340,30 @@ static void test_compat_names(void **state)
     assert_true(compat_model_name_ok(big));
 }
 
+/* The one route table: no pattern twice (Ollama's paths share /api/ with ragd's), every
+ * /v1/ route speaks OpenAI, every Ollama path Ollama, and ragd's own routes ragd. */
+static void test_route_table_dialects(void **state)
+{
+    (void)state;
+    static const char *const ollama[] = {"/", "/api/tags", "/api/show", "/api/version", "/api/ps", "/api/chat",
+                                         "/api/generate", "/api/embed", "/api/embeddings"};
+    size_t n_ollama = 0;
+    for (size_t i = 0; i < handlers_routes_count; i++) {
+        const http_route *r = &handlers_routes[i];
+        for (size_t j = i + 1; j < handlers_routes_count; j++)
+            assert_string_not_equal(r->pattern, handlers_routes[j].pattern);
+        bool is_ollama = false;
+        for (size_t k = 0; k < sizeof ollama / sizeof *ollama; k++)
+            is_ollama = is_ollama || strcmp(r->pattern, ollama[k]) == 0;
+        n_ollama += is_ollama;
+        http_dialect want = strncmp(r->pattern, "/v1/", 4) == 0 ? HTTP_DIALECT_OPENAI
+                            : is_ollama                         ? HTTP_DIALECT_OLLAMA
+                                                                : HTTP_DIALECT_RAGD;
+        assert_int_equal(r->dialect, want);
+    }
+    assert_int_equal(n_ollama, sizeof ollama / sizeof *ollama);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_error_envelope_with_bad_utf8),
         cmocka_unit_test(test_error_dialects),
         cmocka_unit_test(test_compat_names),
+        cmocka_unit_test(test_route_table_dialects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
