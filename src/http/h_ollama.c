@@ -169,7 +169,8 @@ static bool ollama_chat_common(compat_call *c, json_t *body)
         http_reply_error(req, 400, "invalid_request", "keep_alive: a number of seconds or a duration such as \"5m\"");
         return false;
     }
-    c->format = format && !json_is_null(format) ? format : NULL;
+    bool no_format = !format || json_is_null(format) || (json_is_string(format) && json_string_length(format) == 0);
+    c->format = no_format ? NULL : format; /* some clients send "" for none */
     c->keep_alive = keep && !json_is_null(keep) ? keep : NULL;
     return true;
 }
