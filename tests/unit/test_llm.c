@@ -986,6 +986,14 @@ static void test_models_on_demand_evict_lru(void **state)
     env_free(&e);
 }
 
+static char refusal[320];
+
+static void refused_chat_done(llm_status st, const char *message, const llm_chat_stats *s, void *arg)
+{
+    snprintf(refusal, sizeof refusal, "%s", message);
+    counted_chat_done(st, message, s, arg);
+}
+
 /* When every model on demand is busy (calls in flight, or reservations), another model is
  * refused with LLM_OVERLOADED and a message that says why; configured models still go. */
 static void test_models_on_demand_full_is_overload(void **state)
@@ -1011,7 +1019,7 @@ static void test_models_on_demand_full_is_overload(void **state)
     struct timeval tv = {0, 100 * 1000}; /* both in flight at the fake (300 ms) */
     event_base_loopexit(e.base, &tv);
     event_base_dispatch(e.base);
-    llm_chat_handlers h3 = {.on_text = no_text, .on_done = counted_chat_done};
+    llm_chat_handlers h3 = {.on_text = no_text, .on_done = refused_chat_done};
     probe_cb third = {.e = &e};
     h3.arg = &third;
     e.pending++;
@@ -1023,6 +1031,7 @@ static void test_models_on_demand_full_is_overload(void **state)
     env_wait(&e);
     assert_int_equal(third.calls, 1);
     assert_int_equal(third.st, LLM_OVERLOADED);
+    assert_non_null(strstr(refusal, "RAGD_MAX_MODELS")); /* says why */
     assert_int_equal(e.n_overloaded, 0); /* m1 and m2 answered */
 
     /* Reservations hold an entry too; given back, the model can go. */
