@@ -334,6 +334,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
     }
     if (strcmp(name, "RAGD_MAX_CONCURRENT") == 0)
         return parse_size(name, v, 1, 10000, &c->max_concurrent, err, errlen);
+    if (strcmp(name, "RAGD_MAX_MODELS") == 0)
+        return parse_size(name, v, 1, 1024, &c->max_models, err, errlen);
     if (strcmp(name, "RAGD_MAX_QUEUE") == 0)
         return parse_size(name, v, 0, 100000, &c->max_queue, err, errlen);
     if (strcmp(name, "RAGD_BREAKER_FAILURES") == 0)
@@ -574,7 +576,7 @@ static const char *const config_names[] = {
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
     "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
-    "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS",
+    "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS", "RAGD_MAX_MODELS",
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
     "RAGD_MAX_CHUNKS_PER_DOC", "RAGD_RELEVANCE_FLOOR", "RAGD_API_KEYS", "RAGD_API_KEYS_FILE",
@@ -609,6 +611,7 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     snprintf(c->llm_model, sizeof c->llm_model, "llama3.2");
     snprintf(c->embed_model, sizeof c->embed_model, "nomic-embed-text");
     c->max_concurrent = 10;
+    c->max_models = 32;
     c->max_queue = 100;
     c->breaker_failures = 5;
     c->breaker_recovery_s = 30;

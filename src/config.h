@@ -72,6 +72,7 @@ typedef struct {
     char llm_models[1024];    /* RAGD_LLM_MODELS: comma-separated models a request may name; "" = LLM_MODEL only */
     char embed_model[128];    /* EMBED_MODEL */
     size_t max_concurrent;    /* RAGD_MAX_CONCURRENT, per backend and model */
+    size_t max_models;        /* RAGD_MAX_MODELS: models outside the configuration with breakers at once */
     size_t max_queue;         /* RAGD_MAX_QUEUE */
     size_t breaker_failures;  /* RAGD_BREAKER_FAILURES */
     double breaker_recovery_s; /* RAGD_BREAKER_RECOVERY_S */

@@ -126,6 +126,23 @@ static ragd_err server_llm_new(app *a, bool openai, llm **out, char *err, size_t
     lc.breaker.failure_threshold = (unsigned)cfg->breaker_failures;
     lc.breaker.open_ms = cfg->breaker_recovery_s * 1000;
     lc.probe_interval_ms = lc.breaker.open_ms; /* reachability at the breakers' pace */
+    /* The configured models keep their breakers and bulkheads; others (pass-through) get
+     * them on demand, at most RAGD_MAX_MODELS at a time. */
+    char listed[sizeof cfg->llm_models];
+    snprintf(listed, sizeof listed, "%s", cfg->llm_models);
+    const char *models[3 + sizeof cfg->llm_models / 2];
+    size_t n_models = 0;
+    models[n_models++] = cfg->llm_model;
+    models[n_models++] = cfg->embed_model;
+    if (cfg->rerank_model[0])
+        models[n_models++] = cfg->rerank_model;
+    char *save = NULL;
+    for (char *m = strtok_r(listed, ",", &save); m; m = strtok_r(NULL, ",", &save))
+        if (*m)
+            models[n_models++] = m;
+    lc.models = models;
+    lc.n_models = n_models;
+    lc.max_models = cfg->max_models;
     if (lc.breaker.open_max_ms < lc.breaker.open_ms)
         lc.breaker.open_max_ms = lc.breaker.open_ms;
     ragd_err e = llm_new(a->base, a->upstream, &lc, upstream_clock_system(), upstream_rand_system(), out, err, errlen);

@@ -135,7 +135,9 @@ compat_call *compat_call_new(http_request *req, const compat_renderer *r, compat
     for (const char *p = req->request_id; *p; p++)
         x = x * 1099511628211ULL ^ (unsigned char)*p;
     snprintf(c->id, sizeof c->id, "chatcmpl-%016llx", x);
-    strbuf_init(&c->text, req->app->cfg.max_response_bytes);
+    /* a pass-through's text, with room left under the response cap for the object around it */
+    size_t cap = req->app->cfg.max_response_bytes;
+    strbuf_init(&c->text, cap > ((size_t)128 << 10) ? cap - ((size_t)64 << 10) : cap / 2);
     c->hold = json_object();
     if (!c->hold) {
         free(c);
@@ -149,7 +151,7 @@ compat_call *compat_call_new(http_request *req, const compat_renderer *r, compat
 /* ---- conversations ---- */
 
 /* A message's content as one string: a string, or a list of text parts joined by newlines.
- * NULL (after replying 400) for anything else; *made: the string is new. */
+ * NULL (after replying 400) for anything else; a new reference otherwise. */
 static json_t *compat_content(compat_call *c, json_t *content, size_t i)
 {
     if (json_is_string(content))

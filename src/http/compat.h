@@ -62,7 +62,7 @@ typedef struct {
 } compat_renderer;
 
 /* One chat call, owned by its request (freed with it, http_set_cleanup). The dialect's
- * handler fills the public part, then calls compat_chat_run. */
+ * handler fills the first part (up to keep_alive), then calls compat_chat_run. */
 struct compat_call {
     http_request *req;
     struct app *a;
@@ -132,8 +132,6 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o);
 
 /* A float vector as a JSON array of %.9g numbers (float32 precision). */
 bool compat_write_vector(strbuf *sb, const float *v, size_t dim);
-
-
 
 /* ---- model lists, backend questions, embeddings (compat_work.c) ---- */
 

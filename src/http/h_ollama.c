@@ -169,7 +169,8 @@ static bool ollama_chat_common(compat_call *c, json_t *body)
         http_reply_error(req, 400, "invalid_request", "keep_alive: a number of seconds or a duration such as \"5m\"");
         return false;
     }
-    c->format = format && !json_is_null(format) ? format : NULL;
+    bool no_format = !format || json_is_null(format) || (json_is_string(format) && json_string_length(format) == 0);
+    c->format = no_format ? NULL : format; /* some clients send "" for none */
     c->keep_alive = keep && !json_is_null(keep) ? keep : NULL;
     return true;
 }
@@ -181,8 +182,19 @@ static void ollama_chat_arrive(http_request *req, compat_shape shape)
         return;
     compat_call *c = compat_call_new(req, &ollama_renderer, shape);
     bool ok = c && ollama_chat_common(c, body);
-    if (ok && shape == COMPAT_OLLAMA_CHAT) {
-        ok = compat_messages(c, json_object_get(body, "messages"));
+    json_t *msgs_in = json_object_get(body, "messages");
+    if (ok && shape == COMPAT_OLLAMA_CHAT && (!msgs_in || (json_is_array(msgs_in) && json_array_size(msgs_in) == 0))) {
+        /* Ollama: no messages only loads (or, with keep_alive 0, unloads) the model; nothing
+         * to load here */
+        ok = false;
+        bool unload = c->keep_alive && json_is_number(c->keep_alive) && json_number_value(c->keep_alive) == 0;
+        char now[48];
+        compat_now_rfc3339(now, sizeof now);
+        http_reply_json(req, 200, json_pack("{s:s,s:s,s:{s:s,s:s},s:b,s:s}", "model", c->model, "created_at", now,
+                                            "message", "role", "assistant", "content", "", "done", 1, "done_reason",
+                                            unload ? "unload" : "load"));
+    } else if (ok && shape == COMPAT_OLLAMA_CHAT) {
+        ok = compat_messages(c, msgs_in);
     } else if (ok) {
         /* generate: system and prompt as a conversation of one question */
         const char *system = NULL, *prompt = NULL;

@@ -332,6 +332,47 @@ static void openai_models_render(http_request *req, const store_collection *cs, 
 
 void handlers_openai_models(http_request *req) { compat_list_models(req, openai_models_render); }
 
+static json_t *openai_model_object(const char *id, const char *owner)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created", (json_int_t)time(NULL), "owned_by",
+                     owner);
+}
+
+static void openai_model_collection(http_request *req, const store_collection *c, const char *model)
+{
+    if (c)
+        http_reply_json(req, 200, openai_model_object(model, "ragd"));
+    else
+        compat_reply_model_not_found(req, model);
+}
+
+static void openai_model_backend(http_request *req, llm_status st, json_t *reply, const char *message,
+                                 const char *model)
+{
+    (void)reply;
+    if (st == LLM_OK)
+        http_reply_json(req, 200, openai_model_object(model, "library"));
+    else if (st == LLM_NOT_FOUND || !req->app->generator)
+        compat_reply_model_not_found(req, model);
+    else
+        compat_reply_llm_status(req, st, message, model);
+}
+
+/* GET /v1/models/{model}: one model (a collection's, or the backend's through llm_meta SHOW). */
+void handlers_openai_model(http_request *req)
+{
+    const char *model = req->params[0];
+    char db[STORE_NAME_MAX + 1];
+    if (!compat_model_name_ok(model)) {
+        compat_reply_model_not_found(req, "(invalid name)");
+        return;
+    }
+    if (compat_rag_db(model, db))
+        compat_show_collection(req, db, model, openai_model_collection);
+    else
+        compat_meta(req, LLM_META_SHOW, model, openai_model_backend);
+}
+
 /* ---- embeddings ---- */
 
 static const char openai_b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

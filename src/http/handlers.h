@@ -51,6 +51,7 @@ void handlers_ollama_generate(http_request *req);
 void handlers_ollama_embed(http_request *req);
 void handlers_ollama_embeddings(http_request *req);
 void handlers_openai_models(http_request *req);
+void handlers_openai_model(http_request *req);
 void handlers_openai_chat(http_request *req);
 void handlers_openai_embeddings(http_request *req);
 /* The texts of an embeddings input: a string (none when "" and empty_string_is_none) or a

@@ -30,6 +30,7 @@ const http_route handlers_routes[] = {
     {"/api/embeddings", NULL, handlers_ollama_embeddings, NULL, HTTP_BODY_JSON, HTTP_DIALECT_OLLAMA},
     /* OpenAI's API (h_openai.c) */
     {"/v1/models", handlers_openai_models, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OPENAI},
+    {"/v1/models/{*model}", handlers_openai_model, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OPENAI},
     {"/v1/chat/completions", NULL, handlers_openai_chat, NULL, HTTP_BODY_JSON, HTTP_DIALECT_OPENAI},
     {"/v1/embeddings", NULL, handlers_openai_embeddings, NULL, HTTP_BODY_JSON, HTTP_DIALECT_OPENAI},
 };

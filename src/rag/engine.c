@@ -83,7 +83,8 @@ struct rag_query_op {
     char *cached_provider;
 
     llm_task *embed_task;
-    float *vector;           /* the query's embedding (builtin or upstream), or NULL */
+    float *vector;           /* the query's embedding (builtin or upstream) — of rtext — or NULL */
+    float *qvector;          /* with history: the question alone's embedding, or NULL */
     char embed_failure[460]; /* the upstream embedder failed: keyword only, degraded */
 
     rag_result res;
@@ -193,6 +194,7 @@ static void rag_op_free(rag_query_op *q)
     llm_unreserve(&q->reservation);
     rag_request_cleanup(&q->req);
     free(q->vector);
+    free(q->qvector);
     if (q->have_res)
         rag_result_cleanup(&q->res);
     free(q->fallback);
@@ -539,8 +541,18 @@ static void rag_step_generate(void *arg)
     }
     q->t.generate = clock_now_ms();
     llm_chat_handlers h = {.on_text = rag_on_text, .on_done = rag_on_generated, .arg = q};
-    q->gen_task = llm_chat(e->cfg.generator, q->model, q->system, q->user, q->options ? q->options : q->req.options,
-                           clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation);
+    /* Two messages: the system prompt, and the user message with the passages, the earlier
+     * turns and the question (rag/prompt.h: the turns are quoted there rather than sent as
+     * messages of their own, so a client's forged "assistant" turns stay data). The
+     * request's format and keep_alive pass as the client gave them. */
+    json_t *messages = json_pack("[{s:s, s:s}, {s:s, s:s}]", "role", "system", "content", q->system, "role", "user",
+                                 "content", q->user);
+    llm_chat_request rq = {.messages = messages, .options = q->options ? q->options : q->req.options,
+                           .format = q->req.format, .keep_alive = q->req.keep_alive};
+    q->gen_task = messages ? llm_chat_messages(e->cfg.generator, q->model, &rq,
+                                               clock_now_ms() + e->cfg.generate_timeout_ms, &h, &q->reservation)
+                           : NULL;
+    json_decref(messages); /* the call copied what it needs */
     if (!q->gen_task) /* no callback will come: shutting down, or no memory */
         rag_op_answer_extractive(q, "generator call could not start");
 }
@@ -763,6 +775,16 @@ static void rag_step_rerank(void *arg)
     }
 }
 
+/* The per-document cap of retrieval (RAGD_MAX_CHUNKS_PER_DOC, fusion_params). */
+static size_t rag_op_max_per_doc(const rag_query_op *q)
+{
+    if (q->e->cfg.fusion)
+        return q->e->cfg.fusion->max_per_doc;
+    fusion_params d;
+    fusion_params_default(&d);
+    return d.max_per_doc;
+}
+
 static void rag_step_retrieve(void *arg)
 {
     rag_query_op *q = arg;
@@ -779,7 +801,9 @@ static void rag_step_retrieve(void *arg)
         }
         double t0 = clock_now_ms();
         q->vector = malloc(EMBED_BUILTIN_DIM * sizeof *q->vector);
-        if (!q->vector || embed_builtin(q->rtext, q->rtext_len, q->vector) != RAGD_OK) {
+        q->qvector = q->rtext_owned ? malloc(EMBED_BUILTIN_DIM * sizeof *q->qvector) : NULL;
+        if (!q->vector || embed_builtin(q->rtext, q->rtext_len, q->vector) != RAGD_OK ||
+            (q->rtext_owned && (!q->qvector || embed_builtin(q->req.text, q->req.len, q->qvector) != RAGD_OK))) {
             rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while embedding the query");
             return;
         }
@@ -795,11 +819,29 @@ static void rag_step_retrieve(void *arg)
     size_t k = q->req.k;
     if (q->req.rerank && q->e->cfg.reranker && q->e->cfg.rerank_candidates > k)
         k = q->e->cfg.rerank_candidates; /* more candidates for the reranker; rag_op_keep_k cuts back */
-    rag_query rq = {.text = q->rtext, .len = q->rtext_len, .k = k, .method = q->method,
+    /* with history, both retrievals go deeper than k, so that the fusion sees a chunk's
+     * score in both lists rather than only the top of each */
+    size_t depth = q->rtext_owned && k < RAG_HISTORY_FUSE_DEPTH ? RAG_HISTORY_FUSE_DEPTH : k;
+    rag_query rq = {.text = q->rtext, .len = q->rtext_len, .k = depth, .method = q->method,
                     .filter = q->req.filter.n_terms ? &q->req.filter : NULL, .vector = q->vector,
                     .fusion = q->e->cfg.fusion, .include_quarantined = q->req.include_quarantined};
     char err[256] = "";
     ragd_err rc = rag_retrieve(q->e->cfg.index, r, &q->coll, &rq, &q->res, err, sizeof err);
+    if (rc == RAGD_OK && q->rtext_owned) {
+        /* with history: the question alone too, the two fused (rag/history.h); when that
+         * fails the retrieval of the retrieval text stands */
+        rag_result alone = {0};
+        rag_query aq = rq;
+        aq.text = q->req.text;
+        aq.len = q->req.len;
+        aq.vector = q->qvector;
+        char aerr[256] = "";
+        if (rag_retrieve(q->e->cfg.index, r, &q->coll, &aq, &alone, aerr, sizeof aerr) != RAGD_OK ||
+            rag_history_fuse(&q->res, &alone, k, rag_op_max_per_doc(q)) != RAGD_OK)
+            log_debug("history: the question alone was not retrieved (%s); the conversation's retrieval stands",
+                      aerr[0] ? aerr : "out of memory");
+        rag_result_cleanup(&alone);
+    }
     store_reader_release(r);
     if (rc) {
         if (rc == RAGD_ECONFLICT)
@@ -887,6 +929,13 @@ static void rag_op_embedded(rag_query_op *q, const float *v, size_t dim, const c
         q->vector = malloc(dim * sizeof *v);
         if (q->vector)
             memcpy(q->vector, v, dim * sizeof *v);
+        if (q->vector && q->rtext_owned) { /* the question alone's, second (rag_step_embed) */
+            q->qvector = malloc(dim * sizeof *v);
+            if (q->qvector)
+                memcpy(q->qvector, v + dim, dim * sizeof *v);
+            else
+                q->vector = (free(q->vector), NULL);
+        }
     }
     if (!q->vector) {
         snprintf(q->embed_failure, sizeof q->embed_failure, "embedder %s %s", q->e->cfg.embedder_name,
@@ -924,10 +973,11 @@ static void rag_step_embed(void *arg)
         rag_op_finish(q, RAG_E_CANCELLED, "cancelled");
         return;
     }
-    const char *text = q->rtext;
-    size_t len = q->rtext_len;
+    /* the retrieval text, and with history the question alone too (rag_history_fuse) */
+    const char *texts[2] = {q->rtext, q->req.text};
+    size_t lens[2] = {q->rtext_len, q->req.len};
     q->t.embed = clock_now_ms();
-    q->embed_task = llm_embed(e->cfg.embedder, q->coll.embed_model, &text, &len, 1,
+    q->embed_task = llm_embed(e->cfg.embedder, q->coll.embed_model, texts, lens, q->rtext_owned ? 2 : 1,
                               clock_now_ms() + e->cfg.embed_timeout_ms, rag_on_embedded, q);
     if (!q->embed_task) /* no callback will come */
         rag_op_embedded(q, NULL, 0, "unavailable: the call could not start");
@@ -949,10 +999,13 @@ static bool rag_op_screen(rag_query_op *q)
         return true; /* out of memory: unjudged, like off (the answer still goes through the fences) */
     const rag_turn *last = rag_history_last_user(q->req.history, q->req.n_history);
     guard_verdict tv;
+    const char *what = "the question";
     if (last && guard_score(last->text, last->len < RAG_SCREEN_TURN_BYTES ? last->len : RAG_SCREEN_TURN_BYTES,
                             GUARD_QUERY, &tv) == RAGD_OK &&
-        ((tv.flagged && !v.flagged) || (tv.flagged == v.flagged && tv.score > v.score)))
+        ((tv.flagged && !v.flagged) || (tv.flagged == v.flagged && tv.score > v.score))) {
         v = tv;
+        what = "the question's conversation (its latest user turn)";
+    }
     q->inj.score = v.score;
     if (!v.flagged)
         return true;
@@ -961,9 +1014,9 @@ static bool rag_op_screen(rag_query_op *q)
     if (c->injection_policy == RAG_INJECTION_BLOCK && q->req.generate) {
         metrics_count_injection("query", "blocked");
         if (v.rule)
-            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (rule '%s')", v.rule);
+            rag_op_finish(q, RAG_E_INJECTION, "%s was refused as a prompt injection (rule '%s')", what, v.rule);
         else
-            rag_op_finish(q, RAG_E_INJECTION, "the question was refused as a prompt injection (classifier score %.2f)",
+            rag_op_finish(q, RAG_E_INJECTION, "%s was refused as a prompt injection (classifier score %.2f)", what,
                           (double)v.score);
         return false;
     }
@@ -985,7 +1038,10 @@ static void rag_step_lookup(void *arg)
             rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while reading the conversation");
             return;
         }
-        q->rtext = q->rtext_owned;
+        if (used == 0) /* no user turn to add: the question alone, retrieved once */
+            q->rtext_owned = (free(q->rtext_owned), NULL);
+        else
+            q->rtext = q->rtext_owned;
     }
     if (q->cache_on)
         q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */

@@ -88,3 +88,99 @@ char *rag_history_retrieval_text(const char *question, size_t len, const rag_tur
     *turns_used = np;
     return out;
 }
+
+/* A fused candidate: where it comes from and its two scores. */
+typedef struct {
+    rag_hit *hit; /* in with or alone */
+    double score;
+    size_t order; /* first by with's rank, then alone's */
+} history_cand;
+
+static int history_cand_cmp(const void *a, const void *b)
+{
+    const history_cand *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* Marks in pick[0..nc) the best k candidates (sorted), at most max_per_doc of one document
+ * while others remain, then fills the places left in order. Returns how many. */
+static size_t history_pick(const history_cand *c, size_t nc, size_t k, size_t max_per_doc, bool *pick)
+{
+    size_t picked = 0;
+    for (size_t i = 0; i < nc && picked < k; i++) {
+        size_t same = 0;
+        for (size_t j = 0; max_per_doc && j < i; j++)
+            same += pick[j] && c[j].hit->row.doc_rowid == c[i].hit->row.doc_rowid;
+        if (!max_per_doc || same < max_per_doc) {
+            pick[i] = true;
+            picked++;
+        }
+    }
+    for (size_t i = 0; i < nc && picked < k; i++) {
+        if (!pick[i]) {
+            pick[i] = true;
+            picked++;
+        }
+    }
+    return picked;
+}
+
+ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k, size_t max_per_doc)
+{
+    size_t n = with->n + alone->n, nc = 0;
+    history_cand *c = calloc(n ? n : 1, sizeof *c);
+    bool *taken = calloc(alone->n ? alone->n : 1, sizeof *taken); /* alone's hits that are in with */
+    bool *pick = calloc(n ? n : 1, sizeof *pick);
+    rag_hit *out = calloc(n ? n : 1, sizeof *out);
+    if (!c || !taken || !pick || !out) {
+        free(c);
+        free(taken);
+        free(pick);
+        free(out);
+        return RAGD_ENOMEM;
+    }
+    for (size_t i = 0; i < with->n; i++) {
+        double other = 0;
+        for (size_t j = 0; j < alone->n; j++) {
+            if (!taken[j] && alone->hits[j].row.chunk_id == with->hits[i].row.chunk_id) {
+                other = alone->hits[j].score;
+                taken[j] = true;
+                break;
+            }
+        }
+        c[nc++] = (history_cand){.hit = &with->hits[i], .score = (with->hits[i].score + other) / 2, .order = i};
+    }
+    for (size_t j = 0; j < alone->n; j++)
+        if (!taken[j])
+            c[nc++] = (history_cand){.hit = &alone->hits[j], .score = alone->hits[j].score / 2, .order = with->n + j};
+    qsort(c, nc, sizeof *c, history_cand_cmp);
+    size_t keep = history_pick(c, nc, k, max_per_doc, pick);
+    /* commit: the picked move to out in score order, everything else is freed */
+    size_t w = 0;
+    for (size_t i = 0; i < nc; i++) {
+        if (pick[i]) {
+            out[w] = *c[i].hit;
+            out[w].score = c[i].score;
+            out[w++].distance = 1 - c[i].score;
+        } else {
+            store_hit_rows_cleanup(&c[i].hit->row, 1);
+        }
+        memset(&c[i].hit->row, 0, sizeof c[i].hit->row);
+    }
+    for (size_t j = 0; j < alone->n; j++)
+        if (taken[j]) /* the copy in with was kept or freed above */
+            store_hit_rows_cleanup(&alone->hits[j].row, 1);
+    free(with->hits);
+    with->hits = out;
+    with->n = keep;
+    with->retrieve_ms += alone->retrieve_ms;
+    free(alone->hits);
+    alone->hits = NULL;
+    alone->n = 0;
+    free(c);
+    free(taken);
+    free(pick);
+    return RAGD_OK;
+}

@@ -4,11 +4,13 @@
 /* A conversation's earlier turns (rag_request.history) as retrieval sees them
  * (docs/internals/engine.md "History"): a follow-up question such as "and when does it
  * run?" names nothing, so retrieval searches with the question prefixed by the latest user
- * turns. The prompt carries the turns too (rag/prompt.h). Pure functions: any thread. */
+ * turns too, and fuses that with the question's own retrieval. The prompt carries the
+ * turns as well (rag/prompt.h). Pure functions: any thread. */
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "rag/engine.h"
+#include "rag/retrieve.h"
 
 /* The retrieval prefix's bounds: at most this many user turns, of at most this many bytes
  * together (the question itself is not counted). */
@@ -23,7 +25,8 @@ bool rag_history_turn_is_user(const rag_turn *t);
 /* The latest kept user turn, or NULL. */
 const rag_turn *rag_history_last_user(const rag_turn *h, size_t n);
 
-/* The text retrieval searches with: the latest user turns, newest first chosen, up to
+/* The retrieval text (retrieval searches with it and with the question alone, then
+ * rag_history_fuse): the latest user turns, newest first chosen, up to
  * RAG_HISTORY_RETRIEVAL_TURNS of them within RAG_HISTORY_RETRIEVAL_BYTES (a turn that does
  * not fit whole keeps its start, cut at a word end — at a character boundary when it has
  * no space — and is the last one taken), written oldest first one per line, then the
@@ -34,5 +37,18 @@ const rag_turn *rag_history_last_user(const rag_turn *h, size_t n);
  * it stops at the RAG_HISTORY_RETRIEVAL_TURNS-th user turn or when the bytes are spent. */
 char *rag_history_retrieval_text(const char *question, size_t len, const rag_turn *h, size_t n, size_t *out_len,
                                  size_t *turns_used);
+
+/* How many candidates each of the two retrievals takes before rag_history_fuse (at least k). */
+#define RAG_HISTORY_FUSE_DEPTH 20
+
+/* Fuses, into *with, the retrieval of the retrieval text (*with) and of the question alone
+ * (*alone, emptied): a chunk's score becomes the mean of its two scores (0 in a list that
+ * lacks it), its distance 1 - score; best first (ties: the order of *with, then of *alone),
+ * at most k, of which at most max_per_doc (0: no cap) of one document while chunks of other
+ * documents remain (then the places left are filled in score order, as retrieval does).
+ * So a follow-up that names nothing is carried by the conversation, and a question that
+ * names a new subject is not pulled back to the old one by it (docs/internals/engine.md
+ * "History"). RAGD_ENOMEM: *with is left as it was. */
+ragd_err rag_history_fuse(rag_result *with, rag_result *alone, size_t k, size_t max_per_doc);
 
 #endif

@@ -210,7 +210,10 @@ static size_t rag_prompt_pick_turns(const rag_turn *history, size_t n_history, s
         const rag_turn *t = &history[i - 1];
         if (!rag_history_turn_kept(t))
             continue;
-        size_t cost = rag_prompt_turn_tokens(t);
+        /* a turn longer than the bytes a cut looks at is cut without costing it whole (so
+         * the work stays in proportion to the room, not to the turn) */
+        bool too_long = rag_prompt_turn_scan(t, room) < t->len;
+        size_t cost = too_long ? SIZE_MAX - 1 : rag_prompt_turn_tokens(t);
         if (cost == SIZE_MAX)
             return SIZE_MAX;
         rag_prompt_turn *slot = &turns[cap - 1 - nt];

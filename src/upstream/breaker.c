@@ -702,6 +702,22 @@ out:
     return rc;
 }
 
+void breaker_registry_remove(breaker_registry *r, breaker *b)
+{
+    pthread_mutex_lock(&r->mu);
+    bool found = false;
+    for (size_t i = 0; i < r->len && !found; i++) {
+        if (r->items[i] == b) {
+            memmove(r->items + i, r->items + i + 1, (r->len - i - 1) * sizeof *r->items);
+            r->len--;
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (found)
+        breaker_free(b);
+}
+
 breaker *breaker_registry_find(breaker_registry *r, const char *name)
 {
     pthread_mutex_lock(&r->mu);

@@ -215,6 +215,11 @@ void breaker_registry_free(breaker_registry *r);
 ragd_err breaker_registry_add(breaker_registry *r, const char *backend, const char *op, const char *model,
                               const breaker_config *cfg, breaker **out, char *err, size_t errlen);
 
+/* Removes b from the registry and frees it (a no-op when b is not in it). Only for an owner
+ * that knows no one holds b or a permit of it (upstream/registry.c evicts idle models); the
+ * others (iteration by index) see the breakers after it move down by one. */
+void breaker_registry_remove(breaker_registry *r, breaker *b);
+
 /* The breaker with that name, or NULL. */
 breaker *breaker_registry_find(breaker_registry *r, const char *name);
 

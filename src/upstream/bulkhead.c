@@ -41,6 +41,7 @@ struct bulkhead_set {
     bulkhead_wake wake;
     bulkhead **items;
     size_t count, cap, max_entries;
+    unsigned long removals; /* bulkhead_set_remove calls: a dispatch pass notices them */
 };
 
 
@@ -453,6 +454,24 @@ ragd_err bulkhead_set_get(bulkhead_set *s, const char *backend, const char *mode
     return RAGD_OK;
 }
 
+bool bulkhead_idle(const bulkhead *b) { return b->in_flight == 0 && b->queued == 0 && queue_empty(&b->ready); }
+
+ragd_err bulkhead_set_remove(bulkhead_set *s, bulkhead *b)
+{
+    for (size_t i = 0; i < s->count; i++) {
+        if (s->items[i] != b)
+            continue;
+        if (!bulkhead_idle(b))
+            return RAGD_EBUSY;
+        memmove(s->items + i, s->items + i + 1, (s->count - i - 1) * sizeof *s->items);
+        s->count--;
+        s->removals++;
+        bulkhead_free(b);
+        return RAGD_OK;
+    }
+    return RAGD_EINVAL;
+}
+
 size_t bulkhead_set_count(const bulkhead_set *s) { return s->count; }
 
 bulkhead *bulkhead_set_at(const bulkhead_set *s, size_t i) { return i < s->count ? s->items[i] : NULL; }
@@ -476,7 +495,13 @@ double bulkhead_set_next_expiry(const bulkhead_set *s)
 size_t bulkhead_set_dispatch(bulkhead_set *s)
 {
     size_t n = 0;
-    for (size_t i = 0; i < s->count; i++) /* a callback may add bulkheads: count is re-read */
+    /* A callback may add bulkheads (count is re-read) or remove an idle one (the array
+     * shifts: start over; dispatching a bulkhead with nothing ready is a no-op). */
+    for (size_t i = 0; i < s->count; i++) {
+        unsigned long removals = s->removals;
         n += bulkhead_dispatch(s->items[i]);
+        if (s->removals != removals)
+            i = (size_t)-1; /* the loop's i++ makes it 0 */
+    }
     return n;
 }

@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "upstream/admission.h"
-#include "upstream/ollama.h"
-#include "upstream/openai.h"
+#include "upstream/codec.h"
+#include "upstream/registry.h"
 #include "upstream/wire.h"
 #include "util/log.h"
 #include "util/secret.h"
@@ -26,7 +26,6 @@
  * once once took 338 MiB (tests/e2e/test_hostile_backend.py). */
 #define LLM_EMBED_BYTES_PER_TEXT ((size_t)8192 * 32)
 #define LLM_EMBED_REPLY_SLACK ((size_t)64 * 1024)
-#define LLM_RESERVE_MODELS 64 /* models with reservations (requests name configured models only) */
 #define LLM_PROBE_TIMEOUT_MS 2000.0
 /* A chat request body is built from what a client sent (capped by RAGD_MAX_BODY_BYTES) or
  * by the engine (capped by the context budget); past this it is refused, never sent. */
@@ -34,95 +33,107 @@
 /* A model list, a show object, a version: far under this from any real backend. */
 #define LLM_META_REPLY_CAP ((size_t)4 << 20)
 #define LLM_META_TIMEOUT_MS 10000.0
+/* Model names are client input on the pass-through routes: a longer one is refused
+ * (docs/api.md allows 256 characters), never sent or made into breaker names. */
+#define LLM_MODEL_NAME_MAX 256
 
-typedef enum { LLM_OP_EMBED, LLM_OP_CHAT, LLM_OP_META } llm_op;
-static const char *const llm_op_names[] = {"embed", "chat", "models"};
-typedef enum { TASK_EMBED_JOB, TASK_CALL } llm_task_kind;
+/* The operation of a call (its breaker's op and its time limit): upstream_op. */
+#define LLM_OP_EMBED UPSTREAM_OP_EMBED
+#define LLM_OP_CHAT UPSTREAM_OP_CHAT
+#define LLM_OP_META UPSTREAM_OP_MODELS
 
 struct llm {
     struct event_base *base;
     upstream_client *client;
     llm_config cfg;
+    const upstream_codec *codec; /* the wire format of cfg.kind */
     char **urls;
     char **shown;  /* the same URLs as they may be shown (util/url.h): names, labels, messages */
     size_t n_urls;
     char *api_key;
-    breaker_registry *breakers;
+    breaker_registry *breakers; /* where the breakers live (read by /health, /metrics) */
     admission *admission;   /* the bulkheads, one per (host, model), driven on the loop */
+    upstream_registry *registry; /* both, per (host, op, model): built at start, bounded */
     retry_budget *budget;
     upstream_clock clock;
     upstream_rand rnd;
-    queue_node tasks;       /* top-level tasks (embed jobs, chats) until their final callback */
+    queue_node tasks;       /* tasks (embed jobs, chats, meta questions) until their final callback */
     size_t n_tasks;
     bool closed;            /* llm_cancel_all ran: new tasks are refused */
     probe *probe;           /* reachability of the hosts, or NULL */
-    struct {
-        char model[128];
-        long count;
-    } reserved[LLM_RESERVE_MODELS];
 };
 
-struct llm_task {
-    llm *l;
-    llm_task_kind kind;
-    queue_node link; /* in l->tasks (top-level tasks only) */
-    double deadline_ms;
-    /* The task's next step on a later loop turn: its first attempt, a retry after the
-     * backoff, or (top-level tasks) the delivery of its final callback. */
-    struct event *step;
-    bool finishing;     /* the final status is decided; step delivers it */
-    bool cancelled;     /* the final callback will say LLM_CANCELLED */
-    bool delivering;    /* the final callback is running: cancel is a no-op */
-    bool in_text_cb;    /* inside on_text: a cancel there stops the stream from within */
-    llm_status final;
-    llm_reservation reservation; /* chat: held until the task has a bulkhead place */
-
-    /* TASK_EMBED_JOB: the batches and the result */
-    llm_task **children;
-    size_t n_children;
-    size_t pending;
-    size_t started; /* batches started so far: at most a window of them unfinished */
-    size_t n_texts;
-    size_t dim;
-    float *vectors;
-    llm_embed_cb embed_cb;
-    void *embed_arg;
-
-    /* TASK_CALL: one request to some backend, retried */
-    llm_task *parent; /* the embed job, or NULL for chat */
-    size_t first;     /* embed batch: index of its first text */
-    size_t count;
-    llm_op op;
-    char *model;
-    char *body;
+/* One HTTP request of a task — an embed batch, the chat, the meta question — and its
+ * attempts: host choice, bulkhead slot, breaker permit, the call, retries. It never calls
+ * the task's owner: it reports its end to its task (llm_call_end). */
+typedef struct {
+    llm_task *task;
+    upstream_op op;
+    const char *path; /* on the host (static) */
+    char *body;       /* NULL = GET */
     size_t body_len;
+    size_t first, count; /* embed batch: index of its first text, number of texts */
+    struct event *step;  /* its next attempt: the first, or a retry after the backoff */
     int attempts;
     int last_host;
     bool prefer_other;
     uint32_t denied; /* hosts whose breaker refused a permit during this attempt */
     /* the attempt in progress */
     int host;
+    upstream_model *entry; /* its model's registry entry, held from host choice to the end */
     admission_hold hold; /* its slot (or place in the queue), permit and HTTP call */
     int http_status;
-    strbuf reply; /* embed reply, or an error body */
-    size_t reply_cap; /* bytes of the reply body read at most (the upstream call's cap) */
-    ollama_stream ost;
-    openai_stream oast;
-    bool stream_on;
+    strbuf reply;        /* embed or meta reply, or an error body */
+    size_t reply_cap;    /* bytes of the reply body read at most (the upstream call's cap) */
+    void *stream;        /* chat: the codec's decoder of this attempt */
     bool text_sent;
     bool consumer_stopped;
-    llm_chat_handlers chat;
-    llm_chat_stats stats;
-
-    /* LLM_OP_META: one call, no retries; the parsed reply until delivery */
-    const char *path;       /* the request path on the host (a static string) */
-    llm_meta_kind meta_kind;
-    llm_meta_cb meta_cb;
-    void *meta_arg;
-    json_t *meta_reply;
     char message[320];
-};
+} llm_call;
 
+typedef enum { LLM_TASK_EMBED, LLM_TASK_CHAT, LLM_TASK_META } llm_task_kind;
+
+/* What a caller holds: one final callback, delivered from `deliver` on a later loop turn.
+ * Its calls (an embed job's batches, or the one call of a chat or meta question) do the
+ * network work. The part of each kind is in the union. */
+struct llm_task {
+    llm *l;
+    llm_task_kind kind;
+    queue_node link; /* in l->tasks */
+    char *model;
+    double deadline_ms;
+    struct event *deliver;
+    bool finishing;     /* the final status is decided; deliver runs it */
+    bool cancelled;     /* the final callback will say LLM_CANCELLED */
+    bool delivering;    /* the final callback is running: cancel is a no-op */
+    bool in_text_cb;    /* inside on_text: a cancel there stops the stream from within */
+    llm_status final;
+    char message[320];
+    llm_call **calls;
+    size_t n_calls;
+    union {
+        struct {
+            size_t pending; /* batches not yet succeeded */
+            size_t started; /* batches started so far: at most a window of them unfinished */
+            size_t n_texts;
+            size_t dim;
+            float *vectors;
+            llm_embed_cb cb;
+            void *arg;
+        } embed;
+        struct {
+            llm_chat_handlers h;
+            llm_chat_stats stats;
+            llm_reservation reservation; /* held until the call has a bulkhead place */
+        } chat;
+        struct {
+            llm_meta_kind what;
+            llm_meta_cb cb;
+            void *arg;
+            json_t *reply;
+        } meta;
+    } u;
+};
 
 void llm_config_default(llm_config *c)
 {
@@ -139,6 +150,7 @@ void llm_config_default(llm_config *c)
     bulkhead_config_default(&c->bulkhead);
     retry_policy_default(&c->retry);
     retry_budget_config_default(&c->budget);
+    c->max_models = 32;
 }
 
 const char *llm_status_name(llm_status s)
@@ -156,123 +168,134 @@ const char *llm_status_name(llm_status s)
     return "unknown";
 }
 
-static void llm_try(llm_task *t);
-static void llm_call_end(llm_task *t, llm_status st);
+static void llm_try(llm_call *c);
+static void llm_call_end(llm_call *c, llm_status st);
 
 /* ---- attempts, freeing, finishing ---- */
 
 /* Ends whatever attempt is in progress, without callbacks: the slot, the permit and the
  * HTTP call are all given back (as NEUTRAL: we stopped it, the backend did nothing wrong),
  * and a pending first attempt or retry is called off. None of these runs any callback. */
-static void llm_attempt_abandon(llm_task *t)
+static void llm_attempt_abandon(llm_call *c)
 {
-    admission_hold_abandon(&t->hold);
-    if (t->step)
-        event_del(t->step);
-    llm_unreserve(&t->reservation);
+    admission_hold_abandon(&c->hold);
+    if (c->step)
+        event_del(c->step);
+    if (c->entry)
+        upstream_model_release(c->entry);
+    c->entry = NULL;
+}
+
+static void llm_call_free(llm *l, llm_call *c)
+{
+    if (!c)
+        return;
+    llm_attempt_abandon(c);
+    l->codec->stream_free(c->stream);
+    strbuf_cleanup(&c->reply);
+    free(c->body);
+    if (c->step)
+        event_free(c->step);
+    free(c);
 }
 
 static void llm_task_free(llm_task *t)
 {
     if (!t)
         return;
-    if (t->kind == TASK_EMBED_JOB) {
-        for (size_t i = 0; i < t->n_children; i++)
-            llm_task_free(t->children[i]);
-        free(t->children);
-        free(t->vectors);
-    } else {
-        llm_attempt_abandon(t);
-        if (t->stream_on) {
-            ollama_stream_cleanup(&t->ost);
-            openai_stream_cleanup(&t->oast);
-        }
-        strbuf_cleanup(&t->reply);
-        json_decref(t->meta_reply);
-        free(t->model);
-        free(t->body);
-    }
-    if (t->step)
-        event_free(t->step);
+    for (size_t i = 0; i < t->n_calls; i++)
+        llm_call_free(t->l, t->calls[i]);
+    free(t->calls);
+    if (t->kind == LLM_TASK_EMBED)
+        free(t->u.embed.vectors);
+    else if (t->kind == LLM_TASK_CHAT)
+        llm_unreserve(&t->u.chat.reservation);
+    else
+        json_decref(t->u.meta.reply);
+    if (t->deliver)
+        event_free(t->deliver);
+    free(t->model);
     free(t);
 }
 
-/* Decides a top-level task's final status; its callback runs on a later loop turn. Every
- * attempt of the task (its batches, for an embed job) is over from here on. */
+/* Decides a task's final status; its callback runs on a later loop turn. Every attempt of
+ * the task (each batch of an embed job) is over from here on. */
 static void llm_finish(llm_task *t, llm_status st, const char *message)
 {
     if (t->finishing)
         return;
-    if (t->kind == TASK_EMBED_JOB) {
-        for (size_t i = 0; i < t->n_children; i++)
-            llm_attempt_abandon(t->children[i]);
-    } else {
-        llm_attempt_abandon(t);
-    }
+    for (size_t i = 0; i < t->n_calls; i++)
+        llm_attempt_abandon(t->calls[i]);
+    if (t->kind == LLM_TASK_CHAT)
+        llm_unreserve(&t->u.chat.reservation);
     t->finishing = true;
     t->final = st;
     if (message != t->message)
         snprintf(t->message, sizeof t->message, "%s", message ? message : "");
     secret_scrub(t->message, t->l->api_key); /* a backend may quote the key it was sent */
     utf8_sanitize(t->message);               /* backend text cut to fit may end mid-character */
-    admission_arm_timer(t->step, 0);
+    admission_arm_timer(t->deliver, 0);
 }
 
-/* The step event of a finishing top-level task: runs its final callback, then frees it. */
-static void llm_deliver(llm_task *t)
+/* The deliver event of a finishing task: runs its final callback, then frees it. */
+static void llm_on_deliver(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
+    llm_task *t = arg;
     llm *l = t->l;
     queue_remove(&t->link);
     l->n_tasks--;
     llm_status st = t->cancelled ? LLM_CANCELLED : t->final;
     const char *message = st == LLM_CANCELLED && t->final != LLM_CANCELLED ? "cancelled" : t->message;
+    bool ok = st == LLM_OK;
     t->delivering = true;
-    if (t->kind == TASK_EMBED_JOB) {
-        bool ok = st == LLM_OK;
-        t->embed_cb(st, ok ? t->vectors : NULL, ok ? t->dim : 0, ok ? "" : message, t->embed_arg);
-    } else if (t->op == LLM_OP_META) {
-        bool ok = st == LLM_OK;
-        t->meta_cb(st, ok ? t->meta_reply : NULL, ok ? "" : message, t->meta_arg);
-    } else if (t->chat.on_done) {
-        t->chat.on_done(st, message, &t->stats, t->chat.arg);
+    switch (t->kind) {
+    case LLM_TASK_EMBED:
+        t->u.embed.cb(st, ok ? t->u.embed.vectors : NULL, ok ? t->u.embed.dim : 0, ok ? "" : message, t->u.embed.arg);
+        break;
+    case LLM_TASK_CHAT:
+        if (t->u.chat.h.on_done)
+            t->u.chat.h.on_done(st, message, &t->u.chat.stats, t->u.chat.h.arg);
+        break;
+    case LLM_TASK_META:
+        t->u.meta.cb(st, ok ? t->u.meta.reply : NULL, ok ? "" : message, t->u.meta.arg);
+        break;
     }
     llm_task_free(t);
 }
 
 /* ---- host choice ---- */
 
-static ragd_err llm_breaker_for(llm *l, int host, llm_op op, const char *model, breaker **out)
+/* The entry whose bulkheads a call uses: its model's, except that meta calls of every
+ * model share those of "" (a model list must not wait behind that model's generations). */
+static upstream_model *llm_bulkhead_entry(const llm_call *c)
 {
-    char err[128];
-    ragd_err e = breaker_registry_add(l->breakers, l->shown[host], llm_op_names[op], model, &l->cfg.breaker, out, err,
-                                      sizeof err);
-    return e == RAGD_ECONFLICT ? RAGD_OK : e; /* it existed: *out is that one */
+    return c->op == LLM_OP_META ? upstream_registry_find(c->task->l->registry, "") : c->entry;
 }
-
-/* The bulkhead of a call is (host, model); meta calls of every model share (host, ""). */
-static const char *llm_bulkhead_model(const llm_task *t) { return t->op == LLM_OP_META ? "" : t->model; }
 
 /* The usable host with the fewest calls in flight, avoiding the last one on a retry when
  * another is usable. -1 when every host's breaker refuses: fails without any network. */
-static int llm_pick_host(llm_task *t)
+static int llm_pick_host(llm_call *c)
 {
-    llm *l = t->l;
+    llm *l = c->task->l;
+    upstream_model *bhe = llm_bulkhead_entry(c);
     int best = -1, best_load = INT_MAX;
     for (int pass = 0; pass < 2 && best < 0; pass++) {
         for (size_t i = 0; i < l->n_urls; i++) {
-            if (t->denied & (1u << i))
+            if (c->denied & (1u << i))
                 continue;
-            if (pass == 0 && t->prefer_other && l->n_urls > 1 && (int)i == t->last_host)
+            if (pass == 0 && c->prefer_other && l->n_urls > 1 && (int)i == c->last_host)
                 continue;
             breaker *br = NULL;
-            if (llm_breaker_for(l, (int)i, t->op, t->model, &br) != RAGD_OK)
+            if (upstream_model_breaker(l->registry, c->entry, i, c->op, &br) != RAGD_OK)
                 continue;
             breaker_snapshot s;
             breaker_snapshot_get(br, &s);
             if (s.state == BREAKER_FORCED_OPEN || (s.state == BREAKER_OPEN && s.remaining_open_ms > 0))
                 continue;
             bulkhead *bh = NULL;
-            int load = bulkhead_set_get(admission_bulkheads(l->admission), l->shown[i], llm_bulkhead_model(t), &bh) == RAGD_OK
+            int load = upstream_model_bulkhead(l->registry, bhe, i, &bh) == RAGD_OK
                            ? bulkhead_get_stats(bh).in_flight + bulkhead_get_stats(bh).queued
                            : INT_MAX - 1;
             if (load < best_load) {
@@ -288,17 +311,18 @@ static int llm_pick_host(llm_task *t)
 
 static int llm_on_text_piece(const char *p, size_t n, void *arg)
 {
-    llm_task *t = arg;
+    llm_call *c = arg;
+    llm_task *t = c->task;
     if (t->cancelled)
         return 1;
-    t->text_sent = true;
+    c->text_sent = true;
     t->in_text_cb = true;
-    int stop = t->chat.on_text ? t->chat.on_text(p, n, t->chat.arg) : 0;
+    int stop = t->u.chat.h.on_text ? t->u.chat.h.on_text(p, n, t->u.chat.h.arg) : 0;
     t->in_text_cb = false;
     if (t->cancelled) /* cancelled from inside on_text: the call ends from the loop */
         return 1;
     if (stop != 0) {
-        t->consumer_stopped = true;
+        c->consumer_stopped = true;
         return 1;
     }
     return 0;
@@ -307,201 +331,140 @@ static int llm_on_text_piece(const char *p, size_t n, void *arg)
 static int llm_on_headers(int status, const char *content_type, void *arg)
 {
     (void)content_type;
-    llm_task *t = arg;
-    t->http_status = status;
+    llm_call *c = arg;
+    c->http_status = status;
     return 0;
 }
 
 static int llm_on_data(const char *p, size_t n, void *arg)
 {
-    llm_task *t = arg;
-    if (t->op == LLM_OP_CHAT && t->http_status == 200) {
-        ragd_err e = t->l->cfg.kind == LLM_KIND_OLLAMA ? ollama_stream_feed(&t->ost, p, n) : openai_stream_feed(&t->oast, p, n);
-        return e != RAGD_OK; /* the stream is over (done, error line, bad line, consumer stop) */
+    llm_call *c = arg;
+    if (c->op == LLM_OP_CHAT && c->http_status == 200) /* false: the stream is over (done, error, bad data, stop) */
+        return !c->task->l->codec->stream_feed(c->stream, p, n);
+    if (c->http_status != 200) { /* an error body: its first 64 KiB are enough */
+        size_t room = c->reply.len < LLM_ERROR_BODY_CAP ? LLM_ERROR_BODY_CAP - c->reply.len : 0;
+        return strbuf_append(&c->reply, p, n < room ? n : room) != RAGD_OK;
     }
-    if (t->http_status != 200) { /* an error body: its first 64 KiB are enough */
-        size_t room = t->reply.len < LLM_ERROR_BODY_CAP ? LLM_ERROR_BODY_CAP - t->reply.len : 0;
-        return strbuf_append(&t->reply, p, n < room ? n : room) != RAGD_OK;
-    }
-    return strbuf_append(&t->reply, p, n) != RAGD_OK; /* capped at max_response_bytes */
-}
-
-/* The stream's end as the breaker sees it; ABORTED by our own stop is fine when the
- * stream itself had ended or the consumer stopped. */
-static breaker_stream llm_stream_state(llm_task *t, bool *loaded)
-{
-    *loaded = false;
-    llm_chat_stats *st = &t->stats;
-    if (t->l->cfg.kind == LLM_KIND_OLLAMA) {
-        ollama_stream_state s = ollama_stream_end(&t->ost);
-        *loaded = t->ost.load_duration_ns > 0;
-        st->prompt_tokens = t->ost.prompt_eval_count;
-        st->completion_tokens = t->ost.eval_count;
-        st->load_ns = t->ost.load_duration_ns;
-        st->prompt_eval_ns = t->ost.prompt_eval_duration_ns;
-        st->eval_ns = t->ost.eval_duration_ns;
-        snprintf(st->done_reason, sizeof st->done_reason, "%.15s", t->ost.done_reason);
-        if (s == OLLAMA_STREAM_ERROR_LINE)
-            snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->ost.error);
-        return s == OLLAMA_STREAM_DONE ? BREAKER_STREAM_DONE
-               : s == OLLAMA_STREAM_ERROR_LINE ? BREAKER_STREAM_ERROR_LINE
-                                               : BREAKER_STREAM_NO_DONE;
-    }
-    openai_stream_state s = openai_stream_end(&t->oast);
-    st->prompt_tokens = t->oast.prompt_tokens;
-    st->completion_tokens = t->oast.completion_tokens;
-    snprintf(st->done_reason, sizeof st->done_reason, "%.15s", t->oast.finish_reason);
-    if (s == OPENAI_STREAM_ERROR)
-        snprintf(t->message, sizeof t->message, "backend error mid-stream: %s", t->oast.error);
-    return s == OPENAI_STREAM_DONE ? BREAKER_STREAM_DONE
-           : s == OPENAI_STREAM_ERROR ? BREAKER_STREAM_ERROR_LINE
-                                      : BREAKER_STREAM_NO_DONE;
+    return strbuf_append(&c->reply, p, n) != RAGD_OK; /* capped at reply_cap */
 }
 
 static void llm_on_step(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    llm_task *t = arg;
-    if (t->finishing) {
-        llm_deliver(t);
-        return;
-    }
-    t->denied = 0; /* a new attempt: every host may be asked again */
-    llm_try(t);
+    llm_call *c = arg;
+    c->denied = 0; /* a new attempt: every host may be asked again */
+    llm_try(c);
 }
 
 /* Embed reply of a 200: parse strictly, into the job's result. */
-static bool llm_embed_store(llm_task *t)
+static bool llm_embed_store(llm_call *c)
 {
-    llm_task *job = t->parent;
+    llm_task *job = c->task;
     char err[200];
     size_t dim = 0;
     float *v = NULL;
-    ragd_err e = t->l->cfg.kind == LLM_KIND_OLLAMA
-                     ? ollama_embed_parse(t->reply.data ? t->reply.data : "", t->reply.len, t->count, &dim, &v, err, sizeof err)
-                     : openai_embed_parse(t->reply.data ? t->reply.data : "", t->reply.len, t->count, &dim, &v, err, sizeof err);
-    if (e == RAGD_OK && job->dim && dim != job->dim) {
-        snprintf(err, sizeof err, "embed reply dimension %zu differs from another batch's %zu", dim, job->dim);
+    ragd_err e = job->l->codec->embed_parse(c->reply.data ? c->reply.data : "", c->reply.len, c->count, &dim, &v, err,
+                                            sizeof err);
+    if (e == RAGD_OK && job->u.embed.dim && dim != job->u.embed.dim) {
+        snprintf(err, sizeof err, "embed reply dimension %zu differs from another batch's %zu", dim, job->u.embed.dim);
         e = RAGD_EINVAL;
     }
-    if (e == RAGD_OK && !job->vectors) {
-        job->dim = dim;
-        job->vectors = calloc(job->n_texts * dim, sizeof *job->vectors);
-        if (!job->vectors)
+    if (e == RAGD_OK && !job->u.embed.vectors) {
+        job->u.embed.dim = dim;
+        job->u.embed.vectors = calloc(job->u.embed.n_texts * dim, sizeof *job->u.embed.vectors);
+        if (!job->u.embed.vectors)
             e = RAGD_ENOMEM;
     }
     if (e == RAGD_OK)
-        memcpy(job->vectors + t->first * dim, v, t->count * dim * sizeof *v);
+        memcpy(job->u.embed.vectors + c->first * dim, v, c->count * dim * sizeof *v);
     else
-        snprintf(t->message, sizeof t->message, "%s", e == RAGD_ENOMEM ? "out of memory" : err);
+        snprintf(c->message, sizeof c->message, "%s", e == RAGD_ENOMEM ? "out of memory" : err);
     free(v);
     return e == RAGD_OK;
 }
 
-/* A meta reply of a 200: parsed strictly into t->meta_reply. LLM_NOT_FOUND when an
- * OpenAI-compatible list does not hold the model asked about; LLM_BAD_REPLY (message set)
- * when the reply is not the shape. */
-static llm_status llm_meta_store(llm_task *t)
+/* Meta reply of a 200: parsed strictly by the codec into the task's reply. */
+static llm_status llm_meta_store(llm_call *c)
 {
-    const char *body = t->reply.data ? t->reply.data : "";
-    size_t len = t->reply.len;
-    char err[200] = "";
-    ragd_err e = RAGD_OK;
+    llm_task *t = c->task;
     json_t *out = NULL;
-    if (t->l->cfg.kind == LLM_KIND_OLLAMA) {
-        if (t->meta_kind == LLM_META_SHOW)
-            e = ollama_show_parse(body, len, &out, err, sizeof err);
-        else if (t->meta_kind == LLM_META_VERSION)
-            e = ollama_version_parse(body, len, &out, err, sizeof err);
-        else
-            e = ollama_models_parse(body, len, &out, err, sizeof err);
-    } else {
-        e = openai_models_parse(body, len, &out, err, sizeof err);
-        if (e == RAGD_OK && t->meta_kind == LLM_META_SHOW) {
-            json_t *list = out;
-            out = openai_show_from_models(list, t->model);
-            json_decref(list);
-            if (!out) {
-                snprintf(t->message, sizeof t->message, "model '%s' not found", t->model);
-                return LLM_NOT_FOUND;
-            }
-        }
+    llm_status st = t->l->codec->meta_parse(t->u.meta.what, t->model, c->reply.data ? c->reply.data : "", c->reply.len,
+                                            &out, c->message, sizeof c->message);
+    if (st == LLM_OK) {
+        json_decref(t->u.meta.reply);
+        t->u.meta.reply = out;
     }
-    if (e != RAGD_OK) {
-        snprintf(t->message, sizeof t->message, "%s", e == RAGD_ENOMEM ? "out of memory" : err);
-        return LLM_BAD_REPLY;
-    }
-    json_decref(t->meta_reply);
-    t->meta_reply = out;
-    return LLM_OK;
+    return st;
 }
 
 static void llm_on_call_done(const upstream_result *r, void *arg)
 {
-    llm_task *t = arg;
+    llm_call *c = arg;
+    llm_task *t = c->task;
     llm *l = t->l;
-    t->hold.call = NULL; /* the client frees it after this callback */
-    t->stats.attempts = t->attempts;
-    t->stats.ttfb_ms = r->ttfb_ms;
-    t->stats.total_ms = r->total_ms;
+    c->hold.call = NULL; /* the client frees it after this callback */
+    if (t->kind == LLM_TASK_CHAT) {
+        t->u.chat.stats.attempts = c->attempts;
+        t->u.chat.stats.ttfb_ms = r->ttfb_ms;
+        t->u.chat.stats.total_ms = r->total_ms;
+    }
     if (l->probe && r->status > 0)
-        probe_note(l->probe, (size_t)t->host, true, NULL);
+        probe_note(l->probe, (size_t)c->host, true, NULL);
     else if (l->probe && r->transport == UPSTREAM_T_CONNECT)
-        probe_note(l->probe, (size_t)t->host, false, r->message);
+        probe_note(l->probe, (size_t)c->host, false, r->message);
     if (t->cancelled) { /* stopped from inside on_text: slot and permit go back as NEUTRAL */
-        llm_call_end(t, LLM_CANCELLED);
+        llm_call_end(c, LLM_CANCELLED);
         return;
     }
 
     breaker_call bc = {.transport = admission_breaker_transport(r->transport), .http_status = r->status};
     bool ok_reply = true;
-    if (r->transport == UPSTREAM_T_ABORTED && t->op == LLM_OP_CHAT)
+    if (r->transport == UPSTREAM_T_ABORTED && c->op == LLM_OP_CHAT)
         bc.transport = BREAKER_XPORT_NONE; /* we stopped reading: the stream state says how it went */
-    if (t->op == LLM_OP_CHAT && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
-        bc.stream = llm_stream_state(t, &bc.model_loading);
-        t->stats.model_loaded = bc.model_loading;
-        if (t->consumer_stopped)
+    if (c->op == LLM_OP_CHAT && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
+        bc.stream = l->codec->stream_end(c->stream, &t->u.chat.stats, &bc.model_loading, c->message, sizeof c->message);
+        t->u.chat.stats.model_loaded = bc.model_loading;
+        if (c->consumer_stopped)
             bc.stream = BREAKER_STREAM_DONE; /* our choice, not the backend's fault */
     }
     llm_status meta_st = LLM_OK;
-    if (t->op == LLM_OP_META && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
-        meta_st = llm_meta_store(t);
+    if (c->op == LLM_OP_META && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {
+        meta_st = llm_meta_store(c);
         if (meta_st == LLM_BAD_REPLY) {
             ok_reply = false;
             bc.transport = BREAKER_XPORT_OTHER; /* a backend that lies counts as failing */
         }
     }
     if (r->status >= 400) {
-        if (l->cfg.kind == LLM_KIND_OLLAMA) /* OpenAI's is {"error":{"message"}}: it was read as Ollama's and lost */
-            ollama_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
-        else
-            openai_error_message(t->reply.data, t->reply.len, t->message, sizeof t->message);
-        bc.busy = breaker_body_is_busy(t->reply.data ? t->reply.data : "", t->reply.len);
+        l->codec->error_message(c->reply.data, c->reply.len, c->message, sizeof c->message);
+        bc.busy = l->codec->is_busy(r->status, c->reply.data, c->reply.len);
     }
-    if (t->op == LLM_OP_EMBED && r->status == 200 && bc.transport == BREAKER_XPORT_NONE && !llm_embed_store(t)) {
+    if (c->op == LLM_OP_EMBED && r->status == 200 && bc.transport == BREAKER_XPORT_NONE && !llm_embed_store(c)) {
         ok_reply = false;
         bc.transport = BREAKER_XPORT_OTHER; /* a backend that lies counts as failing */
     }
-    if (bc.transport != BREAKER_XPORT_NONE && !t->message[0])
-        snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], r->message ? r->message : "transport error");
+    if (bc.transport != BREAKER_XPORT_NONE && !c->message[0])
+        snprintf(c->message, sizeof c->message, "%s: %s", l->shown[c->host], r->message ? r->message : "transport error");
 
-    upstream_outcome outcome = admission_hold_report(&t->hold, &bc);
+    upstream_outcome outcome = admission_hold_report(&c->hold, &bc);
 
     if (outcome == UPSTREAM_SUCCESS) {
-        llm_call_end(t, meta_st);
+        llm_call_end(c, meta_st);
         return;
     }
     double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
     retry_decision d = {0};
-    if (t->op != LLM_OP_META) /* a meta call is one call to one host */
-        d = retry_decide(&l->cfg.retry, outcome, t->attempts, left, &l->rnd, l->budget);
-    if (d.retry && !t->text_sent) {
-        t->prefer_other = d.prefer_other_host;
-        t->last_host = t->host;
-        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", llm_op_names[t->op], t->attempts,
+    if (c->op != LLM_OP_META) /* a meta question is one call to one host */
+        d = retry_decide(&l->cfg.retry, outcome, c->attempts, left, &l->rnd, l->budget);
+    if (d.retry && !c->text_sent) {
+        c->prefer_other = d.prefer_other_host;
+        c->last_host = c->host;
+        upstream_model_release(c->entry); /* nothing held while waiting: the entry may go */
+        c->entry = NULL;
+        log_debug("llm: %s attempt %d failed (%s), retrying in %.0f ms", upstream_op_name(c->op), c->attempts,
                   upstream_transport_name(r->transport), d.delay_ms);
-        admission_arm_timer(t->step, d.delay_ms);
+        admission_arm_timer(c->step, d.delay_ms);
         return;
     }
     llm_status st = LLM_UNAVAILABLE;
@@ -511,132 +474,148 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         st = r->status == 404 ? LLM_NOT_FOUND : LLM_REJECTED;
     else if (!ok_reply)
         st = LLM_BAD_REPLY;
-    else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT || ((d.reason == RETRY_NO_DEADLINE || t->op == LLM_OP_META) && left <= 0))
+    else if (r->transport == UPSTREAM_T_TOTAL_TIMEOUT ||
+             ((d.reason == RETRY_NO_DEADLINE || c->op == LLM_OP_META) && left <= 0))
         st = LLM_TIMEOUT;
-    llm_call_end(t, st);
+    llm_call_end(c, st);
 }
 
 /* A slot is held: take a breaker permit and send the request. */
-static void llm_send(llm_task *t)
+static void llm_send(llm_call *c)
 {
+    llm_task *t = c->task;
     llm *l = t->l;
-    if (!admission_hold_permit(&t->hold)) {
+    if (!admission_hold_permit(&c->hold)) {
         /* e.g. HALF_OPEN with its trial permits taken: another host, or fail at once */
-        t->denied |= 1u << t->host;
-        llm_try(t);
+        c->denied |= 1u << c->host;
+        llm_try(c);
         return;
     }
-    t->attempts++;
-    t->http_status = 0;
-    t->text_sent = false;
-    strbuf_reset(&t->reply);
-    if (t->op == LLM_OP_CHAT) {
-        if (t->stream_on) {
-            ollama_stream_cleanup(&t->ost);
-            openai_stream_cleanup(&t->oast);
+    c->attempts++;
+    c->http_status = 0;
+    c->text_sent = false;
+    strbuf_reset(&c->reply);
+    if (c->op == LLM_OP_CHAT) { /* a fresh decoder for each attempt */
+        l->codec->stream_free(c->stream);
+        c->stream = l->codec->stream_new(llm_on_text_piece, c);
+        if (!c->stream) {
+            snprintf(c->message, sizeof c->message, "out of memory");
+            admission_hold_abandon(&c->hold);
+            llm_call_end(c, LLM_OVERLOADED);
+            return;
         }
-        ollama_stream_init(&t->ost, llm_on_text_piece, t);
-        openai_stream_init(&t->oast, llm_on_text_piece, t);
-        t->stream_on = true;
     }
     double left = t->deadline_ms - l->clock.now_ms(l->clock.arg);
-    double op_limit = t->op == LLM_OP_EMBED  ? l->cfg.embed_timeout_ms
-                      : t->op == LLM_OP_CHAT ? l->cfg.generate_timeout_ms
+    double op_limit = c->op == LLM_OP_EMBED  ? l->cfg.embed_timeout_ms
+                      : c->op == LLM_OP_CHAT ? l->cfg.generate_timeout_ms
                                              : LLM_META_TIMEOUT_MS;
     double total = left < op_limit ? left : op_limit;
     char url[1200];
-    snprintf(url, sizeof url, "%s%s", l->urls[t->host], t->path);
+    snprintf(url, sizeof url, "%s%s", l->urls[c->host], c->path);
     char auth[600] = "";
     if (l->api_key)
         snprintf(auth, sizeof auth, "Bearer %s", l->api_key);
     upstream_request req = {.url = url,
-                            .body = t->body,
-                            .body_len = t->body_len,
+                            .body = c->body,
+                            .body_len = c->body_len,
                             .content_type = "application/json",
                             .authorization = l->api_key ? auth : NULL,
                             .connect_timeout_ms = (long)l->cfg.connect_timeout_ms,
                             .ttfb_timeout_ms = (long)(l->cfg.ttfb_timeout_ms < total ? l->cfg.ttfb_timeout_ms : total),
                             .idle_timeout_ms = (long)l->cfg.idle_timeout_ms,
                             .total_timeout_ms = (long)(total > 1 ? total : 1),
-                            .max_response_bytes = t->reply_cap,
+                            .max_response_bytes = c->reply_cap,
                             .on_headers = llm_on_headers,
                             .on_data = llm_on_data,
                             .on_done = llm_on_call_done,
-                            .arg = t};
-    t->hold.call = upstream_start(l->client, &req);
-    if (!t->hold.call) {
-        snprintf(t->message, sizeof t->message, "cannot start an HTTP call (out of memory)");
-        admission_hold_abandon(&t->hold); /* the permit and the slot, as NEUTRAL */
-        llm_call_end(t, LLM_OVERLOADED);
+                            .arg = c};
+    c->hold.call = upstream_start(l->client, &req);
+    if (!c->hold.call) {
+        snprintf(c->message, sizeof c->message, "cannot start an HTTP call (out of memory)");
+        admission_hold_abandon(&c->hold); /* the permit and the slot, as NEUTRAL */
+        llm_call_end(c, LLM_OVERLOADED);
     }
 }
 
 static void llm_on_admission(bulkhead_waiter *w, bulkhead_status status, void *arg)
 {
     (void)w;
-    llm_task *t = arg;
-    if (admission_hold_admitted(&t->hold, status)) {
-        llm_send(t);
+    llm_call *c = arg;
+    if (admission_hold_admitted(&c->hold, status)) {
+        llm_send(c);
         return;
     }
-    snprintf(t->message, sizeof t->message, "%s: %s waiting for a slot", t->l->shown[t->host], bulkhead_status_name(status));
-    llm_call_end(t, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+    snprintf(c->message, sizeof c->message, "%s: %s waiting for a slot", c->task->l->shown[c->host],
+             bulkhead_status_name(status));
+    llm_call_end(c, status == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
 }
 
 /* One attempt: choose a host, get a bulkhead slot (or queue for one), then send. */
-static void llm_try(llm_task *t)
+static void llm_try(llm_call *c)
 {
+    llm_task *t = c->task;
     llm *l = t->l;
-    t->message[0] = '\0';
-    t->host = llm_pick_host(t);
-    if (t->host < 0 || llm_breaker_for(l, t->host, t->op, t->model, &t->hold.br) != RAGD_OK ||
-        bulkhead_set_get(admission_bulkheads(l->admission), l->shown[t->host], llm_bulkhead_model(t), &t->hold.bh) !=
-            RAGD_OK) {
-        snprintf(t->message, sizeof t->message, "no backend available: every circuit breaker is open");
-        llm_call_end(t, LLM_UNAVAILABLE);
+    c->message[0] = '\0';
+    if (c->entry) /* a permit refused on one host: choose again */
+        upstream_model_release(c->entry);
+    c->entry = NULL;
+    ragd_err e = upstream_registry_get(l->registry, t->model, &c->entry);
+    if (e != RAGD_OK) {
+        snprintf(c->message, sizeof c->message,
+                 e == RAGD_EBUSY ? "too many models in use at once (%zu besides the configured ones, RAGD_MAX_MODELS): "
+                                   "try again later"
+                                 : "out of memory (%zu models)",
+                 l->cfg.max_models);
+        c->entry = NULL;
+        llm_call_end(c, LLM_OVERLOADED);
         return;
     }
-    bulkhead_status st = admission_hold_acquire(l->admission, &t->hold, t->deadline_ms, llm_on_admission, t);
-    if (st == BULKHEAD_ADMITTED || st == BULKHEAD_QUEUED)
-        llm_unreserve(&t->reservation); /* the task has its own place now */
+    upstream_model_hold(c->entry);
+    c->host = llm_pick_host(c);
+    if (c->host < 0 || upstream_model_breaker(l->registry, c->entry, (size_t)c->host, c->op, &c->hold.br) != RAGD_OK ||
+        upstream_model_bulkhead(l->registry, llm_bulkhead_entry(c), (size_t)c->host, &c->hold.bh) != RAGD_OK) {
+        snprintf(c->message, sizeof c->message, "no backend available: every circuit breaker is open");
+        llm_call_end(c, LLM_UNAVAILABLE);
+        return;
+    }
+    bulkhead_status st = admission_hold_acquire(l->admission, &c->hold, t->deadline_ms, llm_on_admission, c);
+    if ((st == BULKHEAD_ADMITTED || st == BULKHEAD_QUEUED) && t->kind == LLM_TASK_CHAT)
+        llm_unreserve(&t->u.chat.reservation); /* the task has its own place now */
     switch (st) {
     case BULKHEAD_ADMITTED:
-        llm_send(t);
+        llm_send(c);
         return;
     case BULKHEAD_QUEUED:
         return;
     default:
-        snprintf(t->message, sizeof t->message, "%s: %s", l->shown[t->host], bulkhead_status_name(st));
-        llm_call_end(t, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
+        snprintf(c->message, sizeof c->message, "%s: %s", l->shown[c->host], bulkhead_status_name(st));
+        llm_call_end(c, st == BULKHEAD_TIMED_OUT ? LLM_TIMEOUT : LLM_OVERLOADED);
         return;
     }
 }
 
 /* ---- the end of one call ---- */
 
-/* A call is over (its attempt abandoned): a chat task finishes with its status; an embed
- * batch either fails its job (which ends the other batches) or counts towards it. */
-static void llm_call_end(llm_task *t, llm_status st)
+/* A call is over (its attempt abandoned): a chat or meta task finishes with its status; an
+ * embed batch either fails its job (which ends the other batches) or counts towards it. */
+static void llm_call_end(llm_call *c, llm_status st)
 {
-    llm_attempt_abandon(t);
-    llm_task *job = t->parent;
-    if (!job) {
-        llm_finish(t, st, t->message);
+    llm_attempt_abandon(c);
+    llm_task *t = c->task;
+    if (t->finishing)
         return;
-    }
-    if (job->finishing)
-        return;
-    if (st != LLM_OK)
-        llm_finish(job, st, t->message);
-    else if (--job->pending == 0)
-        llm_finish(job, LLM_OK, "");
-    else if (job->started < job->n_children) /* the window moves on by one batch */
-        admission_arm_timer(job->children[job->started++]->step, 0);
+    if (t->kind != LLM_TASK_EMBED || st != LLM_OK)
+        llm_finish(t, st, c->message);
+    else if (--t->u.embed.pending == 0)
+        llm_finish(t, LLM_OK, "");
+    else if (t->u.embed.started < t->n_calls) /* the window moves on by one batch */
+        admission_arm_timer(t->calls[t->u.embed.started++]->step, 0);
 }
 
 /* ---- public ---- */
 
-static llm_task *llm_task_new(llm *l, llm_task_kind kind, double deadline_ms)
+/* A task of kind for model with room for n_calls calls (not yet made). NULL on no memory. */
+static llm_task *llm_task_new(llm *l, llm_task_kind kind, const char *model, double deadline_ms, size_t n_calls)
 {
     llm_task *t = calloc(1, sizeof *t);
     if (!t)
@@ -644,41 +623,41 @@ static llm_task *llm_task_new(llm *l, llm_task_kind kind, double deadline_ms)
     t->l = l;
     t->kind = kind;
     t->deadline_ms = deadline_ms;
-    t->last_host = -1;
-    t->host = -1;
     queue_node_init(&t->link);
-    t->step = evtimer_new(l->base, llm_on_step, t);
-    if (!t->step) {
-        free(t);
+    t->model = strdup(model);
+    t->deliver = evtimer_new(l->base, llm_on_deliver, t);
+    t->calls = calloc(n_calls ? n_calls : 1, sizeof *t->calls);
+    if (!t->model || !t->deliver || !t->calls) {
+        llm_task_free(t);
         return NULL;
     }
     return t;
 }
 
-/* A call task to path (static) with body (taken over; NULL = a GET); reply_cap bounds its
- * reply body (and the reply buffer). NULL on no memory. */
-static llm_task *llm_call_new(llm *l, llm_op op, const char *model, const char *path, char *body, double deadline_ms,
-                              size_t reply_cap)
+/* Adds a call of t to path (static) with body (taken over; NULL = a GET); reply_cap bounds
+ * its reply body (and the reply buffer). NULL on no memory (body freed). */
+static llm_call *llm_call_add(llm_task *t, upstream_op op, const char *path, char *body, size_t reply_cap)
 {
-    llm_task *t = llm_task_new(l, TASK_CALL, deadline_ms);
-    if (!t) {
+    llm *l = t->l;
+    llm_call *c = calloc(1, sizeof *c);
+    if (c)
+        c->step = evtimer_new(l->base, llm_on_step, c);
+    if (!c || !c->step) {
+        free(c);
         free(body);
         return NULL;
     }
-    t->op = op;
-    t->path = path;
-    t->model = strdup(model);
-    t->body = body;
-    t->body_len = body ? strlen(body) : 0;
-    t->stats.prompt_tokens = t->stats.completion_tokens = -1;
-    t->stats.load_ns = t->stats.prompt_eval_ns = t->stats.eval_ns = -1;
-    t->reply_cap = reply_cap < l->cfg.max_response_bytes ? reply_cap : l->cfg.max_response_bytes;
-    strbuf_init(&t->reply, t->reply_cap);
-    if (!t->model) {
-        llm_task_free(t);
-        return NULL;
-    }
-    return t;
+    c->task = t;
+    c->op = op;
+    c->path = path;
+    c->body = body;
+    c->body_len = body ? strlen(body) : 0;
+    c->last_host = -1;
+    c->host = -1;
+    c->reply_cap = reply_cap < l->cfg.max_response_bytes ? reply_cap : l->cfg.max_response_bytes;
+    strbuf_init(&c->reply, c->reply_cap);
+    t->calls[t->n_calls++] = c;
+    return c;
 }
 
 static void llm_link(llm_task *t)
@@ -687,52 +666,58 @@ static void llm_link(llm_task *t)
     t->l->n_tasks++;
 }
 
+/* A task refused before any call (its callback fields set): LLM_REJECTED on a later turn. */
+static llm_task *llm_refuse(llm_task *t, const char *message)
+{
+    llm_link(t);
+    llm_finish(t, LLM_REJECTED, message);
+    return t;
+}
+
+static bool llm_model_ok(const char *model) { return strlen(model) <= LLM_MODEL_NAME_MAX; }
+#define LLM_MODEL_TOO_LONG "the model name is longer than 256 bytes"
+
 llm_task *llm_embed(llm *l, const char *model, const char *const *texts, const size_t *lens, size_t n,
                     double deadline_ms, llm_embed_cb cb, void *arg)
 {
     size_t batch = l->cfg.embed_batch ? l->cfg.embed_batch : 32;
     if (n == 0 || l->closed)
         return NULL;
-    llm_task *job = llm_task_new(l, TASK_EMBED_JOB, deadline_ms);
+    bool model_ok = llm_model_ok(model);
+    size_t n_batches = model_ok ? (n + batch - 1) / batch : 0;
+    llm_task *job = llm_task_new(l, LLM_TASK_EMBED, model, deadline_ms, n_batches);
     if (!job)
         return NULL;
-    job->n_texts = n;
-    job->embed_cb = cb;
-    job->embed_arg = arg;
-    job->n_children = (n + batch - 1) / batch;
-    job->children = calloc(job->n_children ? job->n_children : 1, sizeof *job->children);
-    if (!job->children) {
-        llm_task_free(job);
-        return NULL;
-    }
-    for (size_t i = 0; i < job->n_children; i++) {
+    job->u.embed.n_texts = n;
+    job->u.embed.cb = cb;
+    job->u.embed.arg = arg;
+    if (!model_ok)
+        return llm_refuse(job, LLM_MODEL_TOO_LONG);
+    for (size_t i = 0; i < n_batches; i++) {
         size_t first = i * batch, count = n - first < batch ? n - first : batch;
-        char *body = l->cfg.kind == LLM_KIND_OLLAMA ? ollama_embed_body(model, texts + first, lens + first, count)
-                                                     : openai_embed_body(model, texts + first, lens + first, count);
-        llm_task *t = body ? llm_call_new(l, LLM_OP_EMBED, model,
-                                          l->cfg.kind == LLM_KIND_OLLAMA ? "/api/embed" : "/v1/embeddings", body,
-                                          deadline_ms, count * LLM_EMBED_BYTES_PER_TEXT + LLM_EMBED_REPLY_SLACK)
+        char *body = l->codec->embed_body(model, texts + first, lens + first, count);
+        llm_call *c = body ? llm_call_add(job, LLM_OP_EMBED, l->codec->embed_path, body,
+                                          count * LLM_EMBED_BYTES_PER_TEXT + LLM_EMBED_REPLY_SLACK)
                            : NULL;
-        if (!t) {
+        if (!c) {
             llm_task_free(job);
             return NULL;
         }
-        t->parent = job;
-        t->first = first;
-        t->count = count;
-        job->children[i] = t;
+        c->first = first;
+        c->count = count;
     }
-    for (size_t i = 0; i < job->n_children; i++)
+    for (size_t i = 0; i < n_batches; i++)
         retry_budget_note_request(l->budget);
-    job->pending = job->n_children;
+    job->u.embed.pending = n_batches;
     llm_link(job);
     /* A window of batches starts on the next loop turn (so no callback runs inside this
      * call); each one that succeeds starts the next. The window is every host's slots: a
      * document of any size keeps the bulkheads busy without ever filling their queues by
      * itself, so its own batches are never shed. */
     size_t window = l->n_urls * (size_t)l->cfg.bulkhead.max_concurrent;
-    for (job->started = 0; job->started < job->n_children && job->started < window; job->started++)
-        admission_arm_timer(job->children[job->started]->step, 0);
+    for (job->u.embed.started = 0; job->u.embed.started < n_batches && job->u.embed.started < window;
+         job->u.embed.started++)
+        admission_arm_timer(job->calls[job->u.embed.started]->step, 0);
     return job;
 }
 
@@ -741,26 +726,32 @@ llm_task *llm_chat_messages(llm *l, const char *model, const llm_chat_request *r
 {
     if (l->closed)
         return NULL;
-    bool ollama = l->cfg.kind == LLM_KIND_OLLAMA;
-    char *body = ollama ? ollama_chat_body(model, rq->messages, rq->options, rq->format, rq->keep_alive, true)
-                        : openai_chat_body(model, rq->messages, rq->options, rq->format, true);
-    llm_task *t = body ? llm_call_new(l, LLM_OP_CHAT, model, ollama ? "/api/chat" : "/v1/chat/completions", body,
-                                      deadline_ms, SIZE_MAX)
-                       : NULL;
+    llm_task *t = llm_task_new(l, LLM_TASK_CHAT, model, deadline_ms, 1);
     if (!t)
         return NULL;
-    t->chat = *h;
+    t->u.chat.h = *h;
+    llm_chat_stats *st = &t->u.chat.stats;
+    st->prompt_tokens = st->completion_tokens = -1;
+    st->load_ns = st->prompt_eval_ns = st->eval_ns = -1;
+    char *body = llm_model_ok(model) ? l->codec->chat_body(model, rq) : NULL;
+    llm_call *c = body ? llm_call_add(t, LLM_OP_CHAT, l->codec->chat_path, body, SIZE_MAX) : NULL;
+    if (!c && llm_model_ok(model)) { /* no memory: NULL, and *reserved stays the caller's */
+        llm_task_free(t);
+        return NULL;
+    }
     if (reserved && reserved->held) { /* taken over: the task gives it back */
-        t->reservation = *reserved;
+        t->u.chat.reservation = *reserved;
         reserved->held = false;
     }
+    if (!c)
+        return llm_refuse(t, LLM_MODEL_TOO_LONG);
     llm_link(t);
-    if (t->body_len > LLM_CHAT_BODY_CAP) { /* refused here, delivered on a later turn */
+    if (c->body_len > LLM_CHAT_BODY_CAP) { /* refused here, delivered on a later turn */
         llm_finish(t, LLM_REJECTED, "the chat request is larger than 32 MiB");
         return t;
     }
     retry_budget_note_request(l->budget);
-    admission_arm_timer(t->step, 0);
+    admission_arm_timer(c->step, 0);
     return t;
 }
 
@@ -774,38 +765,40 @@ llm_task *llm_chat(llm *l, const char *model, const char *system, const char *us
     return t;
 }
 
-/* ---- model metadata ---- */
-
 llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadline_ms, llm_meta_cb cb, void *arg)
 {
     if (l->closed)
         return NULL;
-    bool ollama = l->cfg.kind == LLM_KIND_OLLAMA;
-    static const char *const ollama_paths[] = {"/api/tags", "/api/show", "/api/ps", "/api/version"};
     const char *name = what == LLM_META_SHOW && model ? model : "";
-    char *body = NULL;
-    if (ollama && what == LLM_META_SHOW) {
-        body = wire_dump(json_pack("{s:s}", "model", name));
-        if (!body)
-            return NULL;
-    }
-    llm_task *t = llm_call_new(l, LLM_OP_META, name, ollama ? ollama_paths[what] : "/v1/models", body, deadline_ms,
-                               LLM_META_REPLY_CAP);
-    if (!t)
+    llm_task *t = llm_task_new(l, LLM_TASK_META, name, deadline_ms, 1);
+    codec_meta_request mr = {0};
+    if (!t || l->codec->meta_request(what, name, &mr) != RAGD_OK) {
+        free(mr.body);
+        json_decref(mr.local_reply);
+        llm_task_free(t);
         return NULL;
-    t->meta_kind = what;
-    t->meta_cb = cb;
-    t->meta_arg = arg;
-    llm_link(t);
-    /* What an OpenAI-compatible backend cannot be asked is answered here (on a later turn). */
-    if (!ollama && what == LLM_META_RUNNING) {
-        t->meta_reply = json_array();
-        llm_finish(t, t->meta_reply ? LLM_OK : LLM_OVERLOADED, t->meta_reply ? "" : "out of memory");
-    } else if (!ollama && what == LLM_META_VERSION) {
-        llm_finish(t, LLM_REJECTED, "an OpenAI-compatible backend has no version endpoint");
-    } else {
-        admission_arm_timer(t->step, 0);
     }
+    t->u.meta.what = what;
+    t->u.meta.cb = cb;
+    t->u.meta.arg = arg;
+    if (!llm_model_ok(name)) {
+        free(mr.body);
+        json_decref(mr.local_reply);
+        return llm_refuse(t, LLM_MODEL_TOO_LONG);
+    }
+    if (mr.local) { /* what this kind of backend cannot be asked is answered here, on a later turn */
+        t->u.meta.reply = mr.local_reply;
+        llm_link(t);
+        llm_finish(t, mr.local_status, mr.local_message);
+        return t;
+    }
+    llm_call *c = llm_call_add(t, LLM_OP_META, mr.path, mr.body, LLM_META_REPLY_CAP);
+    if (!c) {
+        llm_task_free(t);
+        return NULL;
+    }
+    llm_link(t);
+    admission_arm_timer(c->step, 0);
     return t;
 }
 
@@ -831,43 +824,29 @@ size_t llm_task_count(const llm *l) { return l->n_tasks; }
 
 /* ---- reservations ---- */
 
-static long *llm_reserved_slot(llm *l, const char *model, bool create)
-{
-    for (size_t i = 0; i < LLM_RESERVE_MODELS; i++)
-        if (l->reserved[i].model[0] && strcmp(l->reserved[i].model, model) == 0)
-            return &l->reserved[i].count;
-    for (size_t i = 0; create && i < LLM_RESERVE_MODELS; i++) {
-        if (!l->reserved[i].model[0]) {
-            snprintf(l->reserved[i].model, sizeof l->reserved[i].model, "%s", model);
-            return &l->reserved[i].count;
-        }
-    }
-    return NULL;
-}
-
 llm_status llm_reserve(llm *l, const char *model, llm_reservation *r)
 {
     memset(r, 0, sizeof *r);
     if (strlen(model) >= sizeof r->model)
         return LLM_OK; /* not a model any request may name: nothing to count */
     long capacity = (long)l->n_urls * (long)(l->cfg.bulkhead.max_concurrent + l->cfg.bulkhead.max_queue);
-    long *slot = llm_reserved_slot(l, model, true);
-    long used = slot ? *slot : 0;
-    for (size_t i = 0; i < bulkhead_set_count(admission_bulkheads(l->admission)); i++) {
-        bulkhead *b = bulkhead_set_at(admission_bulkheads(l->admission), i);
-        if (strcmp(bulkhead_model(b), model) == 0) {
+    upstream_model *m = NULL;
+    if (upstream_registry_get(l->registry, model, &m) != RAGD_OK)
+        return LLM_OVERLOADED; /* max_models others in use, none idle */
+    long used = upstream_model_reserved(m);
+    for (size_t i = 0; i < l->n_urls; i++) {
+        bulkhead *b = upstream_model_bulkhead_if(m, i);
+        if (b) {
             bulkhead_stats st = bulkhead_get_stats(b);
             used += st.in_flight + st.queued;
         }
     }
     if (used >= capacity)
         return LLM_OVERLOADED;
-    if (slot) {
-        (*slot)++;
-        r->l = l;
-        snprintf(r->model, sizeof r->model, "%s", model);
-        r->held = true;
-    }
+    upstream_model_reserve(m, 1);
+    r->l = l;
+    snprintf(r->model, sizeof r->model, "%s", model);
+    r->held = true;
     return LLM_OK;
 }
 
@@ -875,9 +854,9 @@ void llm_unreserve(llm_reservation *r)
 {
     if (!r || !r->held)
         return;
-    long *slot = llm_reserved_slot(r->l, r->model, false);
-    if (slot && *slot > 0)
-        (*slot)--;
+    upstream_model *m = upstream_registry_find(r->l->registry, r->model); /* a reservation keeps it */
+    if (m)
+        upstream_model_reserve(m, -1);
     r->held = false;
 }
 
@@ -887,6 +866,15 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     *out = NULL;
     if (cfg->n_urls == 0 || cfg->n_urls > 32) {
         snprintf(err, errlen, "1 to 32 backend URLs are needed");
+        return RAGD_EINVAL;
+    }
+    /* Every entry (configured, "" for meta calls, on demand) may hold a breaker per host and
+     * op and a bulkhead per host: all must fit the breaker registry. */
+    size_t entries = cfg->n_models + 1 + cfg->max_models;
+    if (cfg->max_models < 1 || cfg->max_models > 1024 || entries * cfg->n_urls * UPSTREAM_NOPS > BREAKER_REGISTRY_MAX) {
+        snprintf(err, errlen, "max models %zu must be 1..1024, and (configured models %zu + 1 + it) x %zu hosts x %d "
+                 "ops at most %d breakers", cfg->max_models, cfg->n_models, cfg->n_urls, UPSTREAM_NOPS,
+                 BREAKER_REGISTRY_MAX);
         return RAGD_EINVAL;
     }
     ragd_err e = breaker_config_validate(&cfg->breaker, err, errlen);
@@ -902,6 +890,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->base = base;
     l->client = client;
     l->cfg = *cfg;
+    l->codec = upstream_codec_for(cfg->kind);
     l->clock = clock;
     l->rnd = rnd;
     l->urls = calloc(cfg->n_urls, sizeof *l->urls);
@@ -909,6 +898,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
     l->api_key = cfg->api_key ? strdup(cfg->api_key) : NULL;
     l->cfg.urls = NULL;
     l->cfg.api_key = NULL;
+    l->cfg.models = NULL;
     queue_init(&l->tasks);
     l->breakers = breaker_registry_new(clock, rnd);
     e = l->urls && l->shown && l->breakers && (!cfg->api_key || l->api_key) ? RAGD_OK : RAGD_ENOMEM;
@@ -925,7 +915,18 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
             url_redact(l->urls[i], l->shown[i], 3 * len + 4);
     }
     if (!e)
-        e = admission_new(base, &cfg->bulkhead, 1024, clock, rnd, &l->admission, err, errlen);
+        e = admission_new(base, &cfg->bulkhead, entries * cfg->n_urls, clock, rnd, &l->admission, err, errlen);
+    if (!e) {
+        upstream_registry_config rc = {.breakers = l->breakers,
+                                       .bulkheads = admission_bulkheads(l->admission),
+                                       .hosts = (const char *const *)l->shown,
+                                       .n_hosts = l->n_urls,
+                                       .breaker = &cfg->breaker,
+                                       .pinned = cfg->models,
+                                       .n_pinned = cfg->n_models,
+                                       .max_models = cfg->max_models};
+        e = upstream_registry_new(&rc, &l->registry);
+    }
     if (!e)
         e = retry_budget_new(&cfg->budget, clock, &l->budget, err, errlen);
     if (!e && cfg->probe_interval_ms > 0) {
@@ -933,7 +934,7 @@ ragd_err llm_new(struct event_base *base, upstream_client *client, const llm_con
         if (l->api_key)
             snprintf(auth, sizeof auth, "Bearer %s", l->api_key);
         l->probe = probe_new(base, client, (const char *const *)l->urls, l->n_urls,
-                             cfg->kind == LLM_KIND_OLLAMA ? "/api/version" : "/v1/models", l->api_key ? auth : NULL,
+                             l->codec->probe_path, l->api_key ? auth : NULL,
                              cfg->probe_interval_ms, LLM_PROBE_TIMEOUT_MS);
         if (!l->probe)
             e = RAGD_ENOMEM;
@@ -956,6 +957,7 @@ void llm_free(llm *l)
     while ((n = queue_pop(&l->tasks)) != NULL) /* dropped without a callback (see llm.h) */
         llm_task_free(queue_data(n, llm_task, link));
     probe_free(l->probe);
+    upstream_registry_free(l->registry);
     admission_free(l->admission);
     breaker_registry_free(l->breakers);
     retry_budget_free(l->budget);

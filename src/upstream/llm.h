@@ -6,7 +6,8 @@
  * fewest in flight), a bulkhead per (backend, model) that queues or sheds, a circuit breaker
  * per (backend, operation, model), full-jitter retries on another host within the deadline
  * and a retry budget. Wire formats: Ollama (/api/embed, /api/chat) or OpenAI-compatible
- * (/v1/embeddings, /v1/chat/completions).
+ * (/v1/embeddings, /v1/chat/completions), one codec each (codec.h); breakers and bulkheads
+ * through one registry per llm (registry.h).
  *
  * Threads: loop thread only, callbacks included.
  *
@@ -50,9 +51,15 @@ typedef struct {
     bulkhead_config bulkhead;
     retry_policy retry;
     retry_budget_config budget;
+    /* The configured models (copied): their breakers and bulkheads are never evicted. Any
+     * other model a call names gets them on demand, at most max_models such models at a
+     * time (RAGD_MAX_MODELS; docs/internals/codec.md "registry"). */
+    const char *const *models;
+    size_t n_models;
+    size_t max_models;
 } llm_config;
 
-/* Defaults of shared/API.md (embed 30 s, generate 60 s, batch 32, ...). */
+/* Defaults of shared/API.md (embed 30 s, generate 60 s, batch 32, ...; max_models 32). */
 void llm_config_default(llm_config *c);
 
 typedef enum {
@@ -124,7 +131,8 @@ typedef struct {
 
 /* Reserves a place toward (every host of) model: LLM_OK and r->held, or LLM_OVERLOADED
  * when the calls in flight, queued and reserved already fill every slot and queue place
- * of every host — shed the request (503 + Retry-After). */
+ * of every host, or when model is not configured and max_models others are in use — shed
+ * the request (503 + Retry-After). */
 llm_status llm_reserve(llm *l, const char *model, llm_reservation *r);
 /* Gives a reservation back; a no-op when not held. */
 void llm_unreserve(llm_reservation *r);
@@ -173,7 +181,9 @@ llm_task *llm_meta(llm *l, llm_meta_kind what, const char *model, double deadlin
  * callback began. */
 void llm_task_cancel(llm_task *t);
 
-/* For /health and /metrics. */
+/* For /health and /metrics: where the breakers and bulkheads live. Those of the configured
+ * models stay; those of models named on demand may be removed (registry.h) — iterate them
+ * on the loop thread and keep no pointer across loop turns. */
 breaker_registry *llm_breakers(llm *l);
 bulkhead_set *llm_bulkheads(llm *l);
 size_t llm_host_count(const llm *l);

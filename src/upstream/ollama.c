@@ -1,5 +1,6 @@
 #include "upstream/ollama.h"
 
+#include "upstream/codec.h"
 #include "upstream/wire.h"
 
 #include <stdio.h>
@@ -228,3 +229,96 @@ ollama_stream_state ollama_stream_end(ollama_stream *s)
         s->state = OLLAMA_STREAM_NO_DONE;
     return s->state;
 }
+
+/* ---- the codec (codec.h) ---- */
+
+static char *ollama_codec_chat_body(const char *model, const llm_chat_request *rq)
+{
+    return ollama_chat_body(model, rq->messages, rq->options, rq->format, rq->keep_alive, true);
+}
+
+static void *ollama_codec_stream_new(codec_text_fn on_text, void *arg)
+{
+    ollama_stream *s = malloc(sizeof *s);
+    if (s)
+        ollama_stream_init(s, on_text, arg);
+    return s;
+}
+
+static void ollama_codec_stream_free(void *s)
+{
+    if (!s)
+        return;
+    ollama_stream_cleanup(s);
+    free(s);
+}
+
+static bool ollama_codec_stream_feed(void *s, const char *p, size_t n) { return ollama_stream_feed(s, p, n) == RAGD_OK; }
+
+static breaker_stream ollama_codec_stream_end(void *stream, llm_chat_stats *st, bool *model_loaded, char *message,
+                                              size_t mlen)
+{
+    ollama_stream *s = stream;
+    ollama_stream_state end = ollama_stream_end(s);
+    *model_loaded = s->load_duration_ns > 0;
+    st->prompt_tokens = s->prompt_eval_count;
+    st->completion_tokens = s->eval_count;
+    st->load_ns = s->load_duration_ns;
+    st->prompt_eval_ns = s->prompt_eval_duration_ns;
+    st->eval_ns = s->eval_duration_ns;
+    snprintf(st->done_reason, sizeof st->done_reason, "%.15s", s->done_reason);
+    if (end == OLLAMA_STREAM_ERROR_LINE)
+        snprintf(message, mlen, "backend error mid-stream: %s", s->error);
+    return end == OLLAMA_STREAM_DONE         ? BREAKER_STREAM_DONE
+           : end == OLLAMA_STREAM_ERROR_LINE ? BREAKER_STREAM_ERROR_LINE
+                                             : BREAKER_STREAM_NO_DONE;
+}
+
+static bool ollama_codec_is_busy(int status, const char *body, size_t len)
+{
+    (void)status; /* the breaker counts it only on a 503 */
+    return breaker_body_is_busy(body ? body : "", len);
+}
+
+static ragd_err ollama_codec_meta_request(llm_meta_kind what, const char *model, codec_meta_request *out)
+{
+    static const char *const paths[] = {"/api/tags", "/api/show", "/api/ps", "/api/version"};
+    memset(out, 0, sizeof *out);
+    out->path = paths[what];
+    if (what == LLM_META_SHOW) {
+        out->body = wire_dump(json_pack("{s:s}", "model", model));
+        if (!out->body)
+            return RAGD_ENOMEM;
+    }
+    return RAGD_OK;
+}
+
+static llm_status ollama_codec_meta_parse(llm_meta_kind what, const char *model, const char *body, size_t len,
+                                          json_t **out, char *message, size_t mlen)
+{
+    (void)model;
+    ragd_err e = what == LLM_META_SHOW      ? ollama_show_parse(body, len, out, message, mlen)
+                 : what == LLM_META_VERSION ? ollama_version_parse(body, len, out, message, mlen)
+                                            : ollama_models_parse(body, len, out, message, mlen);
+    if (e == RAGD_ENOMEM)
+        snprintf(message, mlen, "out of memory");
+    return e == RAGD_OK ? LLM_OK : LLM_BAD_REPLY;
+}
+
+const upstream_codec ollama_codec = {
+    .name = "ollama",
+    .embed_path = "/api/embed",
+    .chat_path = "/api/chat",
+    .probe_path = "/api/version",
+    .embed_body = ollama_embed_body,
+    .embed_parse = ollama_embed_parse,
+    .chat_body = ollama_codec_chat_body,
+    .stream_new = ollama_codec_stream_new,
+    .stream_free = ollama_codec_stream_free,
+    .stream_feed = ollama_codec_stream_feed,
+    .stream_end = ollama_codec_stream_end,
+    .error_message = ollama_error_message,
+    .is_busy = ollama_codec_is_busy,
+    .meta_request = ollama_codec_meta_request,
+    .meta_parse = ollama_codec_meta_parse,
+};

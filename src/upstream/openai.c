@@ -1,5 +1,6 @@
 #include "upstream/openai.h"
 
+#include "upstream/codec.h"
 #include "upstream/wire.h"
 
 #include <stdio.h>
@@ -253,3 +254,108 @@ openai_stream_state openai_stream_end(openai_stream *s)
         s->state = OPENAI_STREAM_NO_DONE;
     return s->state;
 }
+
+/* ---- the codec (codec.h) ---- */
+
+static char *openai_codec_chat_body(const char *model, const llm_chat_request *rq)
+{
+    return openai_chat_body(model, rq->messages, rq->options, rq->format, true); /* keep_alive: Ollama only */
+}
+
+static void *openai_codec_stream_new(codec_text_fn on_text, void *arg)
+{
+    openai_stream *s = malloc(sizeof *s);
+    if (s)
+        openai_stream_init(s, on_text, arg);
+    return s;
+}
+
+static void openai_codec_stream_free(void *s)
+{
+    if (!s)
+        return;
+    openai_stream_cleanup(s);
+    free(s);
+}
+
+static bool openai_codec_stream_feed(void *s, const char *p, size_t n) { return openai_stream_feed(s, p, n) == RAGD_OK; }
+
+static breaker_stream openai_codec_stream_end(void *stream, llm_chat_stats *st, bool *model_loaded, char *message,
+                                              size_t mlen)
+{
+    openai_stream *s = stream;
+    openai_stream_state end = openai_stream_end(s);
+    *model_loaded = false; /* the format does not say */
+    st->prompt_tokens = s->prompt_tokens;
+    st->completion_tokens = s->completion_tokens;
+    snprintf(st->done_reason, sizeof st->done_reason, "%.15s", s->finish_reason);
+    if (end == OPENAI_STREAM_ERROR)
+        snprintf(message, mlen, "backend error mid-stream: %s", s->error);
+    return end == OPENAI_STREAM_DONE    ? BREAKER_STREAM_DONE
+           : end == OPENAI_STREAM_ERROR ? BREAKER_STREAM_ERROR_LINE
+                                        : BREAKER_STREAM_NO_DONE;
+}
+
+static bool openai_codec_is_busy(int status, const char *body, size_t len)
+{
+    (void)status; /* the breaker counts it only on a 503; a 429 is OVERLOAD by itself */
+    return breaker_body_is_busy(body ? body : "", len);
+}
+
+static ragd_err openai_codec_meta_request(llm_meta_kind what, const char *model, codec_meta_request *out)
+{
+    (void)model;
+    memset(out, 0, sizeof *out);
+    out->path = "/v1/models"; /* the list answers MODELS and SHOW */
+    if (what == LLM_META_RUNNING) { /* no such endpoint: nothing is known to be loaded */
+        out->local = true;
+        out->local_reply = json_array();
+        out->local_status = LLM_OK;
+        if (!out->local_reply)
+            return RAGD_ENOMEM;
+    } else if (what == LLM_META_VERSION) {
+        out->local = true;
+        out->local_status = LLM_REJECTED;
+        out->local_message = "an OpenAI-compatible backend has no version endpoint";
+    }
+    return RAGD_OK;
+}
+
+static llm_status openai_codec_meta_parse(llm_meta_kind what, const char *model, const char *body, size_t len,
+                                          json_t **out, char *message, size_t mlen)
+{
+    ragd_err e = openai_models_parse(body, len, out, message, mlen);
+    if (e != RAGD_OK) {
+        if (e == RAGD_ENOMEM)
+            snprintf(message, mlen, "out of memory");
+        return LLM_BAD_REPLY;
+    }
+    if (what != LLM_META_SHOW)
+        return LLM_OK;
+    json_t *list = *out;
+    *out = openai_show_from_models(list, model);
+    json_decref(list);
+    if (!*out) {
+        snprintf(message, mlen, "model '%s' not found", model);
+        return LLM_NOT_FOUND;
+    }
+    return LLM_OK;
+}
+
+const upstream_codec openai_codec = {
+    .name = "openai",
+    .embed_path = "/v1/embeddings",
+    .chat_path = "/v1/chat/completions",
+    .probe_path = "/v1/models",
+    .embed_body = openai_embed_body,
+    .embed_parse = openai_embed_parse,
+    .chat_body = openai_codec_chat_body,
+    .stream_new = openai_codec_stream_new,
+    .stream_free = openai_codec_stream_free,
+    .stream_feed = openai_codec_stream_feed,
+    .stream_end = openai_codec_stream_end,
+    .error_message = openai_error_message,
+    .is_busy = openai_codec_is_busy,
+    .meta_request = openai_codec_meta_request,
+    .meta_parse = openai_codec_meta_parse,
+};

@@ -13,6 +13,7 @@ The collection is realistic in size: 2,000 filler documents plus one that holds 
 """
 import http.client
 import json
+import random
 import socket
 import time
 import unittest
@@ -229,6 +230,14 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertEqual(r.status, 200, r)
         self.assertIn("1937", r.body["message"]["content"])
 
+    def test_empty_chat_only_loads_as_in_ollama(self):
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": []})
+        self.assertEqual((r.status, r.body["done"], r.body["done_reason"]), (200, True, "load"), r)
+        r = self.post("/api/chat", {"model": "llama3.2", "keep_alive": 0})
+        self.assertEqual((r.status, r.body["done_reason"]), (200, "unload"), r)
+        r = self.post("/api/generate", {"model": "rag/kb", "prompt": ""})
+        self.assertEqual((r.status, r.body["done_reason"]), (200, "load"), r)
+
     def test_tools_refused_politely(self):
         tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
         r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "tools": tools})
@@ -304,6 +313,32 @@ class OllamaCompatTest(harness.E2ETestCase):
         r = self.srv.request("POST", "/api/query", body=b"{bad", content_type="application/json")
         self.assertEnvelope(r, 400, "invalid_json")
 
+    def test_random_bodies_get_an_answer_or_the_dialects_error(self):
+        values = [None, 0, -1, 1.5, "", "x", "rag/kb", "rag/", "rag/kb:latest", "rag/..", [], [None], [1], [{}], {},
+                  {"role": "user"}, [{"role": "user", "content": None}], [{"role": "user", "content": 5}],
+                  [{"role": "user", "content": [{"type": "text"}]}], [{"role": "assistant", "content": "x"}],
+                  True, {"model": 5}, {"model": "other-llm"}, "\u0000", "é" * 50, "a" * 9000,
+                  {"type": "json_object"}, {"type": "bogus"}]
+        routes = ["/api/chat", "/api/generate", "/v1/chat/completions", "/api/embed", "/api/embeddings",
+                  "/v1/embeddings", "/api/show"]
+        fields = ["model", "messages", "prompt", "input", "stream", "options", "format", "keep_alive", "tools",
+                  "stream_options", "response_format", "stop", "temperature", "encoding_format", "system"]
+        rnd = random.Random(10)
+        for _ in range(600):
+            body = {"model": rnd.choice(["rag/kb", "llama3.2", "nomic-embed-text", "rag/none"])}
+            if rnd.random() < 0.5:
+                body["messages"] = question("alpha?")
+            for f in rnd.sample(fields, rnd.randint(0, 6)):
+                body[f] = rnd.choice(values)
+            route = rnd.choice(routes)
+            r = self.post(route, body)
+            where = f"{route} {body!r:.300} -> {r!r}"
+            self.assertIn(r.status, (200, 400, 404, 413), where)
+            if r.status != 200:
+                err = r.body["error"]
+                self.assertIsInstance(err, dict if route.startswith("/v1/") else str, where)
+        self.assertEqual(self.srv.request("GET", "/health").status, 200)
+
     # ---- failures ----
 
     def test_llm_failure_mid_stream_ends_with_an_error_line(self):
@@ -314,6 +349,16 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertIn("error", lines[-1], lines)
         self.assertFalse(any(line.get("done") for line in lines), lines)
         self.assertGreaterEqual(len(lines), 2)
+
+    def test_rag_llm_failure_after_tokens_ends_with_an_error_line(self):
+        # a long answer that fails after 200 tokens went out: too late for the extractive answer
+        self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=200, tokens=400)
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "options": {"seed": 11}})
+        self.assertEqual(r.status, 200, r)
+        lines = ndjson(r.body)
+        self.assertIn("backend error mid-stream", lines[-1]["error"], lines[-1])
+        self.assertFalse(any(line.get("done") for line in lines))
+        self.assertTrue("".join(line.get("message", {}).get("content", "") for line in lines[:-1]))
 
     def test_client_hangup_cancels_the_chat(self):
         self.fake.configure(token_ms=100, tokens=200)

@@ -63,6 +63,13 @@ class OpenAICompatTest(harness.E2ETestCase):
             self.assertEqual(m["object"], "model")
             self.assertIsInstance(m["created"], int)
 
+    def test_one_model(self):
+        for name in ("rag/kb", "rag/kb:latest", "llama3.2"):
+            r = self.srv.request("GET", "/v1/models/" + name)
+            self.assertEqual((r.status, r.body["id"], r.body["object"]), (200, name, "model"), r)
+        self.assertOpenAIError(self.srv.request("GET", "/v1/models/rag/absent"), 404, "not_found_error")
+        self.assertOpenAIError(self.srv.request("GET", "/v1/models/nope"), 404, "not_found_error")
+
     def test_chat_not_streamed_by_default(self):
         r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question()})
         self.assertEqual(r.status, 200, r)
@@ -186,6 +193,18 @@ class OpenAICompatTest(harness.E2ETestCase):
         last = json.loads(frames[-1])
         self.assertEqual(last["error"]["type"], "api_error", last)
         self.assertTrue(last["error"]["message"])
+
+
+    def test_rag_llm_failure_after_tokens_ends_with_an_error_event(self):
+        self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=200, tokens=400)
+        r = self.post("/v1/chat/completions", {"model": "rag/kb", "messages": question(), "stream": True,
+                                               "seed": 12})
+        self.assertEqual(r.status, 200, r)
+        frames = sse_frames(r.body)
+        self.assertNotIn("[DONE]", frames)
+        last = json.loads(frames[-1])
+        self.assertEqual(last["error"]["code"], "upstream_unavailable", last)
+        self.assertGreater(len(frames), 10)
 
 
 class OpenAICompatGuardedTest(harness.E2ETestCase):

@@ -92,7 +92,9 @@ class EmbedderTest(harness.E2ETestCase):
         self.start(EMBED_MODEL="no-such-model")
         r = self.srv.request("POST", "/api/ingest", json_body={"db": "x", "documents": docs(2)})
         self.assertEnvelope(r, 503, "upstream_unavailable")
-        self.assertIn("rejected", r.body["error"]["message"])
+        # the backend's 404 is LLM_NOT_FOUND (issue 10), with its own message
+        self.assertIn("not_found", r.body["error"]["message"])
+        self.assertIn("no-such-model", r.body["error"]["message"])
         self.assertEqual(self.srv.request("GET", "/api/dbs/x").status, 404)  # nothing half-created
 
 

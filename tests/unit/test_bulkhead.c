@@ -712,6 +712,63 @@ static void test_requeue_from_callback(void **state)
     bulkhead_free(b);
 }
 
+/* bulkhead_set_remove: only an idle bulkhead goes; removing one from inside a waiter's
+ * callback during a dispatch pass still delivers every other ready waiter (the pass starts
+ * over: without that, the shifted array made the pass skip C's waiter). */
+typedef struct {
+    req r;
+    bulkhead_set *s;
+    bulkhead *victim;
+    ragd_err removed;
+} remover;
+
+static void remover_cb(bulkhead_waiter *w, bulkhead_status status, void *arg)
+{
+    remover *m = arg;
+    req_cb(w, status, &m->r);
+    m->removed = bulkhead_set_remove(m->s, m->victim);
+}
+
+static void test_set_remove_during_dispatch(void **state)
+{
+    (void)state;
+    bulkhead_config c;
+    bulkhead_config_default(&c);
+    c.max_concurrent = 1;
+    c.max_queue = 1;
+    c.max_wait_ms = 100;
+    bulkhead_set *s = NULL;
+    assert_int_equal(bulkhead_set_new(&c, 8, test_clock(), test_rand(), test_wake(), &s, NULL, 0), RAGD_OK);
+    bulkhead *a = NULL, *b = NULL, *cc = NULL, *other = NULL;
+    assert_int_equal(bulkhead_set_get(s, "H", "A", &a), RAGD_OK);
+    assert_int_equal(bulkhead_set_get(s, "H", "B", &b), RAGD_OK);
+    assert_int_equal(bulkhead_set_get(s, "H", "C", &cc), RAGD_OK);
+    assert_true(bulkhead_idle(a));
+    assert_int_equal(bulkhead_acquire(b, NULL, INFINITY, NULL, NULL), BULKHEAD_ADMITTED);
+    assert_int_equal(bulkhead_acquire(cc, NULL, INFINITY, NULL, NULL), BULKHEAD_ADMITTED);
+    assert_false(bulkhead_idle(b));
+    assert_int_equal(bulkhead_set_remove(s, b), RAGD_EBUSY); /* in flight: kept */
+    remover m = {.r = {.b = b}, .s = s, .victim = a, .removed = RAGD_EINVAL};
+    req rc = {.b = cc};
+    assert_int_equal(bulkhead_acquire(b, &m.r.w, INFINITY, remover_cb, &m), BULKHEAD_QUEUED);
+    assert_int_equal(bulkhead_acquire(cc, &rc.w, INFINITY, req_cb, &rc), BULKHEAD_QUEUED);
+    clk.t += 100;
+    assert_int_equal(bulkhead_set_expire(s, clk.t), 2); /* both decided, neither delivered */
+    assert_int_equal(bulkhead_set_dispatch(s), 2);
+    assert_int_equal(m.removed, RAGD_OK);
+    assert_int_equal(m.r.calls, 1);
+    assert_int_equal(rc.calls, 1);
+    assert_int_equal(rc.last, BULKHEAD_TIMED_OUT);
+    assert_int_equal(bulkhead_set_count(s), 2);
+    assert_ptr_equal(bulkhead_set_at(s, 0), b);
+    assert_int_equal(bulkhead_set_remove(s, a), RAGD_EINVAL); /* gone already */
+    assert_int_equal(bulkhead_set_get(s, "H", "A", &other), RAGD_OK); /* made again on demand */
+    assert_int_equal(bulkhead_release(b, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_release(cc, UPSTREAM_SUCCESS), RAGD_OK);
+    assert_int_equal(bulkhead_set_remove(s, b), RAGD_OK);
+    bulkhead_set_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -730,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup(test_set_per_backend_model, setup),
         cmocka_unit_test_setup(test_no_callback_inside_release_cancel_shed, setup),
         cmocka_unit_test_setup(test_requeue_from_callback, setup),
+        cmocka_unit_test_setup(test_set_remove_during_dispatch, setup),
     };
     return cmocka_run_group_tests_name("bulkhead", tests, NULL, NULL);
 }

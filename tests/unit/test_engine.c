@@ -58,6 +58,23 @@ static void admin(const char *path, const char *body)
     strbuf_cleanup(&sb);
 }
 
+/* GET path on the admin port: the body, malloc'd. */
+static char *admin_get(const char *path)
+{
+    char url[128];
+    snprintf(url, sizeof url, "%s%s", fk.admin, path);
+    strbuf sb;
+    strbuf_init(&sb, 16 << 20);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &sb);
+    assert_int_equal(curl_easy_perform(c), CURLE_OK);
+    curl_easy_cleanup(c);
+    assert_int_equal(strbuf_append(&sb, "", 0), RAGD_OK);
+    return strbuf_detach(&sb, NULL);
+}
+
 /* ---- the world: loop, store, index, pool, engine ---- */
 
 typedef struct {
@@ -436,6 +453,63 @@ static void test_generation_streams_and_falls_back(void **state)
     assert_string_equal(f.provider, "extractive");
     assert_non_null(strstr(f.degraded, "answered extractively"));
     assert_int_equal(f.tokens, 0);
+    admin("/__admin/reset", "{}");
+    world_free(&w);
+}
+
+/* A conversation: the earlier turns reach the model in the user message, format and
+ * keep_alive pass to the backend as given, and a question with history never comes from
+ * (nor goes into) the cache. */
+static void test_history_format_keep_alive(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    ingest(&w, "notes", TEXTS, 3);
+    admin("/__admin/reset", "{}");
+    for (int round = 0; round < 2; round++) {
+        rec r = {0};
+        rag_request q = req_of("notes", "And when did it erupt?", true);
+        q.use_cache = true;
+        q.hold = json_pack("{s:s, s:i}", "format", "json", "keep_alive", 0);
+        q.format = json_object_get(q.hold, "format");
+        q.keep_alive = json_object_get(q.hold, "keep_alive");
+        q.history = calloc(2, sizeof *q.history);
+        q.history[0] = (rag_turn){.role = "user", .text = "Tell me about Krakatoa.", .len = 23};
+        q.history[1] = (rag_turn){.role = "assistant", .text = "It is a volcanic island [1].", .len = 28};
+        q.n_history = 2;
+        assert_int_equal(start(&w, &r, &q), RAG_OK);
+        run_until_done(&w, &r);
+        assert_int_equal(r.status, RAG_OK);
+        assert_string_equal(r.provider, "ollama");
+        assert_false(r.cached);
+        assert_non_null(strstr(r.answer, "{\"answer\":")); /* the fake answers a format as JSON */
+    }
+    char *stats = admin_get("/__admin/stats");
+    json_t *st = json_loads(stats, 0, NULL);
+    assert_non_null(st);
+    json_t *prompts = json_object_get(st, "prompts");
+    assert_int_equal(json_array_size(prompts), 2); /* both asked the model: none from the cache */
+    const char *prompt = json_string_value(json_array_get(prompts, 1));
+    assert_non_null(strstr(prompt, "User: Tell me about Krakatoa.\nAssistant: It is a volcanic island [1].\n"));
+    assert_non_null(strstr(prompt, "Question: And when did it erupt?"));
+    json_decref(st);
+    free(stats);
+    /* keep_alive 0: the model is unloaded once the call is over — in the fake's own time,
+     * after the answer went out, so the stats are read again until it says so (bounded) */
+    bool unloaded = false;
+    for (int tries = 0; tries < 200 && !unloaded; tries++) {
+        stats = admin_get("/__admin/stats");
+        st = json_loads(stats, 0, NULL);
+        json_t *model = json_object_get(json_object_get(st, "models"), "llama3.2:latest");
+        assert_non_null(model);
+        unloaded = json_is_false(json_object_get(model, "loaded"));
+        json_decref(st);
+        free(stats);
+        if (!unloaded)
+            usleep(20 * 1000);
+    }
+    assert_true(unloaded);
     admin("/__admin/reset", "{}");
     world_free(&w);
 }
@@ -975,6 +1049,7 @@ int main(void)
         cmocka_unit_test(test_retrieve_and_errors),
         cmocka_unit_test(test_cache_without_llm),
         cmocka_unit_test(test_generation_streams_and_falls_back),
+        cmocka_unit_test(test_history_format_keep_alive),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_injection_screen_and_output_guard),
         cmocka_unit_test(test_shed_on_arrival),

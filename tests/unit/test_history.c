@@ -110,6 +110,84 @@ static void last_user_turn(void **state)
     assert_null(rag_history_last_user(NULL, 0));
 }
 
+/* ---- fusing the two retrievals ---- */
+
+static rag_hit scored(int64_t chunk_id, double score)
+{
+    rag_hit h;
+    memset(&h, 0, sizeof h);
+    h.row.chunk_id = chunk_id;
+    h.row.text = strdup("text");
+    h.row.doc_id = strdup("doc");
+    h.row.metadata_json = strdup("{}");
+    h.score = score;
+    h.distance = 1 - score;
+    return h;
+}
+
+static rag_result result_of(const int64_t *ids, const double *scores, size_t n)
+{
+    rag_result r = {0};
+    r.hits = calloc(n ? n : 1, sizeof *r.hits);
+    for (size_t i = 0; i < n; i++)
+        r.hits[i] = scored(ids[i], scores[i]);
+    r.n = n;
+    return r;
+}
+
+static void fuse_means_the_two_scores(void **state)
+{
+    (void)state;
+    /* with history: 1 (the old subject) first; alone: 3 (the question's own subject) first */
+    int64_t wi[] = {1, 3, 2};
+    double ws[] = {1.0, 0.8, 0.1};
+    int64_t ai[] = {3, 4, 1};
+    double as[] = {1.0, 0.5, 0.05};
+    rag_result with = result_of(wi, ws, 3), alone = result_of(ai, as, 3);
+    assert_int_equal(rag_history_fuse(&with, &alone, 3, 0), RAGD_OK);
+    assert_int_equal(with.n, 3);
+    assert_int_equal(alone.n, 0);
+    assert_null(alone.hits);
+    assert_int_equal(with.hits[0].row.chunk_id, 3); /* (0.8 + 1.0) / 2 */
+    assert_true(with.hits[0].score > 0.89 && with.hits[0].score < 0.91);
+    assert_true(with.hits[0].distance > 0.09 && with.hits[0].distance < 0.11);
+    assert_int_equal(with.hits[1].row.chunk_id, 1); /* (1.0 + 0.05) / 2 */
+    assert_int_equal(with.hits[2].row.chunk_id, 4); /* 0.5 / 2, before 2 at 0.1 / 2 */
+    rag_result_cleanup(&with);
+    rag_result_cleanup(&alone);
+
+    /* a follow-up that names nothing: alone finds nothing relevant, with history decides;
+     * ties keep with's order; k cuts */
+    int64_t wi2[] = {7, 8};
+    double ws2[] = {0.6, 0.6};
+    rag_result with2 = result_of(wi2, ws2, 2), none = {0};
+    assert_int_equal(rag_history_fuse(&with2, &none, 1, 0), RAGD_OK);
+    assert_int_equal(with2.n, 1);
+    assert_int_equal(with2.hits[0].row.chunk_id, 7);
+    rag_result_cleanup(&with2);
+
+    /* the per-document cap: chunks 1, 2, 3 of document 5 and chunk 4 of document 6; at most
+     * two of one document while another remains, then filled */
+    int64_t wi3[] = {1, 2, 3, 4};
+    double ws3[] = {0.9, 0.8, 0.7, 0.2};
+    rag_result with3 = result_of(wi3, ws3, 4), none3 = {0};
+    for (size_t i = 0; i < 4; i++)
+        with3.hits[i].row.doc_rowid = i < 3 ? 5 : 6;
+    assert_int_equal(rag_history_fuse(&with3, &none3, 3, 2), RAGD_OK);
+    assert_int_equal(with3.n, 3);
+    assert_int_equal(with3.hits[0].row.chunk_id, 1);
+    assert_int_equal(with3.hits[1].row.chunk_id, 2);
+    assert_int_equal(with3.hits[2].row.chunk_id, 4); /* 3 would be a third of document 5 */
+    rag_result_cleanup(&with3);
+    with3 = result_of(wi3, ws3, 3); /* no other document: filled anyway */
+    for (size_t i = 0; i < 3; i++)
+        with3.hits[i].row.doc_rowid = 5;
+    assert_int_equal(rag_history_fuse(&with3, &none3, 3, 2), RAGD_OK);
+    assert_int_equal(with3.n, 3);
+    assert_int_equal(with3.hits[2].row.chunk_id, 3);
+    rag_result_cleanup(&with3);
+}
+
 /* ---- the turns in the prompt ---- */
 
 static rag_result one_passage(void)
@@ -298,6 +376,7 @@ int main(void)
         cmocka_unit_test(retrieval_text_rule),
         cmocka_unit_test(retrieval_text_budget),
         cmocka_unit_test(last_user_turn),
+        cmocka_unit_test(fuse_means_the_two_scores),
         cmocka_unit_test(prompt_carries_turns_in_order),
         cmocka_unit_test(prompt_drops_oldest_turns_first),
         cmocka_unit_test(prompt_cuts_a_long_turn_at_a_sentence),

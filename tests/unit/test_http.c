@@ -13,6 +13,8 @@
 #include "http/fields.h"
 #include "http/request.h"
 #include "http/request_int.h"
+#include "http/compat.h"
+#include "http/handlers.h"
 #include "http/router.h"
 
 static app test_app;
@@ -304,6 +306,64 @@ static void test_error_dialects(void **state)
     }
 }
 
+static void test_compat_names(void **state)
+{
+    (void)state;
+    char db[STORE_NAME_MAX + 1];
+    assert_true(compat_rag_db("rag/docs", db));
+    assert_string_equal(db, "docs");
+    assert_true(compat_rag_db("rag/my-db.v2:latest", db));
+    assert_string_equal(db, "my-db.v2");
+    assert_false(compat_rag_db("rag/", db));
+    assert_false(compat_rag_db("rag/:latest", db));
+    assert_false(compat_rag_db("rag/.hidden", db));
+    assert_false(compat_rag_db("rag/a/b", db));
+    assert_false(compat_rag_db("rag/docs:v2", db)); /* only :latest is a collection's tag */
+    assert_false(compat_rag_db("llama3.2", db));
+    assert_false(compat_rag_db("RAG/docs", db));
+    char long_name[80];
+    memset(long_name, 'a', sizeof long_name);
+    memcpy(long_name, "rag/", 4);
+    long_name[4 + STORE_NAME_MAX + 1] = '\0';
+    assert_false(compat_rag_db(long_name, db));
+
+    assert_true(compat_model_name_ok("llama3.2:latest"));
+    assert_true(compat_model_name_ok("hf.co/org/model@sha256:ab+c_d-e"));
+    assert_false(compat_model_name_ok(""));
+    assert_false(compat_model_name_ok("a b"));
+    assert_false(compat_model_name_ok("a\"b"));
+    char big[COMPAT_MODEL_MAX + 2];
+    memset(big, 'm', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_false(compat_model_name_ok(big));
+    big[sizeof big - 2] = '\0';
+    assert_true(compat_model_name_ok(big));
+}
+
+/* The one route table: no pattern twice (Ollama's paths share /api/ with ragd's), every
+ * /v1/ route speaks OpenAI, every Ollama path Ollama, and ragd's own routes ragd. */
+static void test_route_table_dialects(void **state)
+{
+    (void)state;
+    static const char *const ollama[] = {"/", "/api/tags", "/api/show", "/api/version", "/api/ps", "/api/chat",
+                                         "/api/generate", "/api/embed", "/api/embeddings"};
+    size_t n_ollama = 0;
+    for (size_t i = 0; i < handlers_routes_count; i++) {
+        const http_route *r = &handlers_routes[i];
+        for (size_t j = i + 1; j < handlers_routes_count; j++)
+            assert_string_not_equal(r->pattern, handlers_routes[j].pattern);
+        bool is_ollama = false;
+        for (size_t k = 0; k < sizeof ollama / sizeof *ollama; k++)
+            is_ollama = is_ollama || strcmp(r->pattern, ollama[k]) == 0;
+        n_ollama += is_ollama;
+        http_dialect want = strncmp(r->pattern, "/v1/", 4) == 0 ? HTTP_DIALECT_OPENAI
+                            : is_ollama                         ? HTTP_DIALECT_OLLAMA
+                                                                : HTTP_DIALECT_RAGD;
+        assert_int_equal(r->dialect, want);
+    }
+    assert_int_equal(n_ollama, sizeof ollama / sizeof *ollama);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +373,8 @@ int main(void)
         cmocka_unit_test(test_fields),
         cmocka_unit_test(test_error_envelope_with_bad_utf8),
         cmocka_unit_test(test_error_dialects),
+        cmocka_unit_test(test_compat_names),
+        cmocka_unit_test(test_route_table_dialects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -930,6 +930,184 @@ static void test_meta_lying_backend(void **state)
     json_decref(admin(&fakes[0], "/__admin/reset", "{}"));
 }
 
+/* ---- the registry: configured models kept, others on demand up to max_models ---- */
+
+static bool has_breaker(env *e, const char *op_model)
+{
+    char name[200];
+    snprintf(name, sizeof name, "%s %s", llm_host_url(e->l, 0), op_model);
+    return breaker_registry_find(llm_breakers(e->l), name) != NULL;
+}
+
+/* With room for two models on demand, a third evicts the least recently used idle one
+ * (its breaker and bulkhead go); a configured model is never evicted; a model whose
+ * breaker is OPEN is not idle and stays. */
+static void test_models_on_demand_evict_lru(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"chat_models\": [\"llama3.2\", \"m1\", \"m2\", \"m3\", \"m4\"]}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *models[] = {"llama3.2"};
+    cfg.models = models;
+    cfg.n_models = 1;
+    cfg.max_models = 2;
+    cfg.retry.max_attempts = 1;
+    cfg.breaker.failure_threshold = 1;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    json_t *messages = conversation();
+    llm_chat_request rq = {.messages = messages};
+    chat_once(&e); /* llama3.2, configured */
+    chat_request(&e, "m1", &rq);
+    chat_request(&e, "m2", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    assert_true(has_breaker(&e, "chat/m1") && has_breaker(&e, "chat/m2"));
+    chat_request(&e, "m1", &rq); /* m1 used last: m2 is the least recently used */
+    chat_request(&e, "m3", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    assert_false(has_breaker(&e, "chat/m2"));
+    assert_true(has_breaker(&e, "chat/m1") && has_breaker(&e, "chat/m3") && has_breaker(&e, "chat/llama3.2"));
+    size_t bulkheads = bulkhead_set_count(llm_bulkheads(e.l));
+    for (size_t i = 0; i < bulkheads; i++)
+        assert_string_not_equal(bulkhead_model(bulkhead_set_at(llm_bulkheads(e.l), i)), "m2");
+
+    /* m1's breaker opens (one failure with threshold 1): not idle, so m4 evicts m3. */
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"error500\"}"));
+    chat_request(&e, "m1", &rq);
+    assert_int_equal(e.last, LLM_UNAVAILABLE);
+    json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"none\"}"));
+    chat_request(&e, "m4", &rq);
+    assert_int_equal(e.last, LLM_OK);
+    assert_true(has_breaker(&e, "chat/m1"));
+    assert_false(has_breaker(&e, "chat/m3"));
+    json_decref(messages);
+    env_free(&e);
+}
+
+static char refusal[320];
+
+static void refused_chat_done(llm_status st, const char *message, const llm_chat_stats *s, void *arg)
+{
+    snprintf(refusal, sizeof refusal, "%s", message);
+    counted_chat_done(st, message, s, arg);
+}
+
+/* When every model on demand is busy (calls in flight, or reservations), another model is
+ * refused with LLM_OVERLOADED and a message that says why; configured models still go. */
+static void test_models_on_demand_full_is_overload(void **state)
+{
+    (void)state;
+    json_decref(admin(&fakes[0], "/__admin/config",
+                      "{\"chat_models\": [\"llama3.2\", \"m1\", \"m2\", \"m3\"], \"latency_ms\": 300, \"parallel\": 4}"));
+    llm_config cfg;
+    llm_config_default(&cfg);
+    const char *models[] = {"llama3.2"};
+    cfg.models = models;
+    cfg.n_models = 1;
+    cfg.max_models = 2;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    json_t *messages = conversation();
+    llm_chat_request rq = {.messages = messages};
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
+    e.pending = 2;
+    assert_non_null(llm_chat_messages(e.l, "m1", &rq, clock_now_ms() + 10000, &h, NULL));
+    assert_non_null(llm_chat_messages(e.l, "m2", &rq, clock_now_ms() + 10000, &h, NULL));
+    struct timeval tv = {0, 100 * 1000}; /* both in flight at the fake (300 ms) */
+    event_base_loopexit(e.base, &tv);
+    event_base_dispatch(e.base);
+    llm_chat_handlers h3 = {.on_text = no_text, .on_done = refused_chat_done};
+    probe_cb third = {.e = &e};
+    h3.arg = &third;
+    e.pending++;
+    assert_non_null(llm_chat_messages(e.l, "m3", &rq, clock_now_ms() + 10000, &h3, NULL));
+    llm_reservation r;
+    assert_int_equal(llm_reserve(e.l, "m3", &r), LLM_OVERLOADED); /* no entry can be made either */
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &r), LLM_OK);   /* configured: always there */
+    llm_unreserve(&r);
+    env_wait(&e);
+    assert_int_equal(third.calls, 1);
+    assert_int_equal(third.st, LLM_OVERLOADED);
+    assert_non_null(strstr(refusal, "RAGD_MAX_MODELS")); /* says why */
+    assert_int_equal(e.n_overloaded, 0); /* m1 and m2 answered */
+
+    /* Reservations hold an entry too; given back, the model can go. */
+    assert_int_equal(llm_reserve(e.l, "m1", &r), LLM_OK);
+    llm_reservation r2;
+    assert_int_equal(llm_reserve(e.l, "m2", &r2), LLM_OK);
+    llm_reservation r3;
+    assert_int_equal(llm_reserve(e.l, "m3", &r3), LLM_OVERLOADED);
+    llm_unreserve(&r);
+    assert_int_equal(llm_reserve(e.l, "m3", &r3), LLM_OK); /* m1 evicted */
+    llm_unreserve(&r2);
+    llm_unreserve(&r3);
+    json_decref(messages);
+    env_free(&e);
+}
+
+/* What must not be sent is refused before any request, with one REJECTED callback on a later
+ * turn: a model name over 256 bytes (chat, embed, meta), a chat body over 32 MiB. A
+ * reservation handed to a refused chat is given back. */
+static void test_refused_before_sending(void **state)
+{
+    (void)state;
+    llm_config cfg;
+    llm_config_default(&cfg);
+    cfg.bulkhead.max_concurrent = 1;
+    cfg.bulkhead.max_queue = 0;
+    const char *urls[] = {fakes[0].url};
+    env e;
+    env_init(&e, &cfg, urls, 1);
+    char long_model[300];
+    memset(long_model, 'm', sizeof long_model - 1);
+    long_model[sizeof long_model - 1] = '\0';
+    json_t *messages = conversation();
+    llm_chat_request rq = {.messages = messages};
+    llm_reservation r;
+    assert_int_equal(llm_reserve(e.l, long_model, &r), LLM_OK); /* too long to count: not held */
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &r), LLM_OK);
+    llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
+    e.pending = 1;
+    inside = 1;
+    assert_non_null(llm_chat_messages(e.l, long_model, &rq, clock_now_ms() + 10000, &h, &r));
+    inside = 0;
+    assert_false(r.held); /* taken over, and given back at the end */
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_REJECTED);
+    assert_non_null(strstr(e.message, "256"));
+    llm_reservation r2;
+    assert_int_equal(llm_reserve(e.l, "llama3.2", &r2), LLM_OK); /* the one place is free again */
+    llm_unreserve(&r2);
+
+    const char *text = "one";
+    size_t len = 3;
+    e.pending = 1;
+    assert_non_null(llm_embed(e.l, long_model, &text, &len, 1, clock_now_ms() + 10000, on_embed, &e));
+    env_wait(&e);
+    assert_int_equal(e.last, LLM_REJECTED);
+    meta_once(&e, LLM_META_SHOW, long_model);
+    assert_int_equal(e.last, LLM_REJECTED);
+
+    size_t big = ((size_t)32 << 20) + 16;
+    char *huge = malloc(big + 1);
+    memset(huge, 'a', big);
+    huge[big] = '\0';
+    json_t *one = json_pack("[{s:s, s:s}]", "role", "user", "content", huge);
+    free(huge);
+    llm_chat_request brq = {.messages = one};
+    chat_request(&e, "llama3.2", &brq);
+    assert_int_equal(e.last, LLM_REJECTED);
+    assert_non_null(strstr(e.message, "32 MiB"));
+    json_decref(one);
+    assert_int_equal(chat_requests(&fakes[0]), 0);
+    assert_int_equal(stat_int(&fakes[0], "embed_calls"), 0);
+    json_decref(messages);
+    env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -953,6 +1131,9 @@ int main(void)
         cmocka_unit_test_setup(test_meta_both_kinds, reset_fakes),
         cmocka_unit_test_setup(test_keep_alive_passes, reset_fakes),
         cmocka_unit_test_setup(test_meta_lying_backend, reset_fakes),
+        cmocka_unit_test_setup(test_models_on_demand_evict_lru, reset_fakes),
+        cmocka_unit_test_setup(test_refused_before_sending, reset_fakes),
+        cmocka_unit_test_setup(test_models_on_demand_full_is_overload, reset_fakes),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
