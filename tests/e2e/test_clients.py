@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import harness
 
@@ -414,18 +415,29 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
                 return int(m["expires_at"][:4])
         return None
 
+    def assert_expiry(self, model, check, what):
+        """The fake sets a model's expiry just after its answer went out: polls its /api/ps
+        (at most 10 s, a bound on a wait, not a speed requirement) until check(year) holds."""
+        deadline = time.monotonic() + 10.0
+        year = self.loaded_expiry_year(model)
+        while not check(year) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            year = self.loaded_expiry_year(model)
+        self.assertTrue(check(year), f"{what}: the fake's /api/ps expiry year of {model} is {year}")
+
     def test_keep_alive_reaches_the_backend(self):
         messages = [{"role": "user", "content": QUESTION}]
-        # negative = keep it loaded for ever (the fake says so with a far expiry)
+        forever = lambda year: year is not None and year > 3000  # noqa: E731
+        # negative = keep it loaded for ever (the fake's expiry is then far in the future)
         self.chat("ollama", f"rag/{DB}", messages, False, keep_alive=-1)
-        self.assertGreater(self.loaded_expiry_year(PLAIN_MODEL), 3000)
+        self.assert_expiry(PLAIN_MODEL, forever, "rag/ chat, keep_alive -1")
         self.chat("ollama", f"rag/{DB}", messages, True, keep_alive="10m")
-        self.assertLess(self.loaded_expiry_year(PLAIN_MODEL), 3000)
+        self.assert_expiry(PLAIN_MODEL, lambda y: y is not None and y < 3000, "rag/ chat, 10m")
         # 0 = unload after the answer
         self.chat("ollama", PLAIN_MODEL, messages, False, keep_alive=0)
-        self.assertIsNone(self.loaded_expiry_year(PLAIN_MODEL))
+        self.assert_expiry(PLAIN_MODEL, lambda y: y is None, "pass-through, keep_alive 0")
         self.chat("ollama", PLAIN_MODEL, messages, False, keep_alive="-1s")
-        self.assertGreater(self.loaded_expiry_year(PLAIN_MODEL), 3000)
+        self.assert_expiry(PLAIN_MODEL, forever, "pass-through, keep_alive -1s")
 
     def test_options_reach_the_backend(self):
         messages = [{"role": "user", "content": QUESTION}]
