@@ -531,7 +531,9 @@ class ClientsBackendDownTest(ClientTestCase):
 
 class ClientsWithApiKeysTest(ClientTestCase):
     KEY = "clients-key-0123456789abcdef"
-    server_env = {"RAGD_API_KEYS": KEY, "RAGD_EMBEDDER": "builtin", "RAGD_GENERATOR": "extractive"}
+    READ_KEY = "clients-read-0123456789abcdef"
+    server_env = {"RAGD_API_KEYS": f"{KEY},{READ_KEY}:read", "RAGD_EMBEDDER": "builtin",
+                  "RAGD_GENERATOR": "extractive"}
 
     @classmethod
     def setUpClass(cls):
@@ -543,6 +545,10 @@ class ClientsWithApiKeysTest(ClientTestCase):
         self.assertIn(f"rag/{DB}", ids)
         out = self.ok("openai", "chat", {"model": f"rag/{DB}", "messages": [
             {"role": "user", "content": QUESTION}]}, api_key=self.KEY)
+        self.assertIn(FACT, openai_chat_text(out))
+        # a read-only key is enough for a chat client (docs/api.md)
+        out = self.ok("openai", "chat", {"model": f"rag/{DB}", "messages": [
+            {"role": "user", "content": QUESTION}], "stream": True}, api_key=self.READ_KEY)
         self.assertIn(FACT, openai_chat_text(out))
         for op, args in (("models", None), ("chat", {"model": f"rag/{DB}", "messages": [
                 {"role": "user", "content": QUESTION}]})):
