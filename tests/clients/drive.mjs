@@ -7,7 +7,7 @@
 //         "args": {...the library call's argument...}, "api_key": "...", "headers": {...},
 //         "max_retries": N (openai; the library's default 2 when absent)}
 // ops:   ollama: list, ps, version, show, chat, generate, embed, embeddings
-//        openai: models, chat, embeddings
+//        openai: models, model (models.retrieve(args.model)), chat, embeddings
 // stdout, on success: {"ok": true, "result": <the value returned>, "chunks": [<each streamed
 //         part>] (a streamed call: result is then null)}
 //         on a library error: {"ok": false, "error": {"class", "status", "message", "body",
@@ -80,6 +80,7 @@ async function runOpenAI(spec) {
       }
       return { result: { ids, models } };
     }
+    case 'model': return { result: await client.models.retrieve(args.model) };
     case 'embeddings': return { result: await client.embeddings.create(args) };
     case 'chat': {
       const out = await client.chat.completions.create(args);

@@ -213,6 +213,11 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         self.assertEqual(base_name(rag["model"]), f"rag/{DB}", rag)
         ids = [base_name(i) for i in self.ok("openai", "models")["result"]["ids"]]
         self.assertIn(f"rag/{DB}", ids)
+        # models.retrieve() sends the id URL-encoded: /v1/models/rag%2Fharbour
+        model = self.ok("openai", "model", {"model": f"rag/{DB}"})["result"]
+        self.assertEqual((base_name(model["id"]), model["object"]), (f"rag/{DB}", "model"), model)
+        err = self.error("openai", "model", {"model": "rag/no_such_collection"})
+        self.assertEqual((err["class"], err["status"]), ("NotFoundError", 404), err)
         # /api/show describes it, and /api/version answers as Ollama's does
         shown = self.ok("ollama", "show", {"model": f"rag/{DB}"})["result"]
         self.assertIn("completion", shown.get("capabilities", []), shown)
