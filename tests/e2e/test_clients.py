@@ -168,7 +168,8 @@ class ClientTestCase(harness.E2ETestCase):
             self.assertIn("stop", finishes, chunks)
 
 
-def ingest(test_or_cls, srv, documents=DOCS, db=DB, headers=None):
+def ingest(srv, documents=DOCS, db=DB, headers=None):
+    """Ingests the documents into the collection on srv; raises with the server log on failure."""
     r = srv.request("POST", "/api/ingest", json_body={"db": db, "documents": documents},
                     headers=headers)
     if r.status != 200:
@@ -190,7 +191,7 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         # and options these tests read (test_cache.py tests the cache)
         cls.server_env = {"OLLAMA_BASE_URL": cls.fake.url, "RAGD_CACHE": "off"}
         super().setUpClass()
-        ingest(cls, cls.server)
+        ingest(cls.server)
 
     def setUp(self):
         super().setUp()
@@ -464,7 +465,7 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         # in use for everyone else (a breaker opened by it would degrade every chat). Its
         # own server, so that the class server's breaker is not at stake.
         srv = self.new_server(env={"OLLAMA_BASE_URL": self.fake.url, "RAGD_CACHE": "off"})
-        ingest(self, srv)
+        ingest(srv)
         messages = [{"role": "user", "content": QUESTION}]
         for _ in range(6):  # more than RAGD_BREAKER_FAILURES (5)
             err = self.error("ollama", "chat", {"model": PLAIN_MODEL, "messages": messages,
@@ -519,7 +520,7 @@ class ClientsBackendDownTest(ClientTestCase):
         # extractive answers. (rag.degraded is left open here: docs/api.md's compatible
         # routes say true, while /api/query on the same defaults says false, "Honest defaults".)
         srv = self.new_server()
-        ingest(self, srv)
+        ingest(srv)
         self.check_flagged_answers(srv, degraded=None)
         # a plain model has no backend to pass through to: a clean error, not a hang or a 200
         err = self.error("ollama", "chat", {"model": PLAIN_MODEL, "messages": [
@@ -530,7 +531,7 @@ class ClientsBackendDownTest(ClientTestCase):
     def test_configured_backend_down(self):
         fake = self.start_fake_ollama()
         srv = self.new_server(env={"OLLAMA_BASE_URL": fake.url})
-        ingest(self, srv)
+        ingest(srv)
         fake.configure(fault="refuse")
         self.check_flagged_answers(srv, degraded=True)
 
@@ -546,7 +547,7 @@ class ClientsWithApiKeysTest(ClientTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        ingest(cls, cls.server, headers={"Authorization": f"Bearer {cls.KEY}"})
+        ingest(cls.server, headers={"Authorization": f"Bearer {cls.KEY}"})
 
     def test_openai_client_with_its_api_key(self):
         ids = [base_name(i) for i in self.ok("openai", "models", api_key=self.KEY)["result"]["ids"]]
