@@ -478,20 +478,29 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
         text, out = self.chat("ollama", f"rag/{DB}", messages, False, srv=srv)
         self.assertEqual(rag_extras(out["result"]).get("provider"), "ollama", out["result"])
 
+    def json_object(self, text):
+        """text parsed as a JSON object, or a test failure that shows it."""
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            self.fail(f"not JSON ({e}): {text!r}")
+        self.assertIsInstance(value, dict, text)
+        return value
+
     def test_format_json_gives_json(self):
         messages = [{"role": "user", "content": QUESTION}]
         for model in (f"rag/{DB}", PLAIN_MODEL):
             for stream in (False, True):
                 with self.subTest(model=model, stream=stream):
                     text, out = self.chat("ollama", model, messages, stream, format="json")
-                    self.assertIsInstance(json.loads(text), dict, text)
+                    self.json_object(text)
             with self.subTest(model=model, client="openai"):
                 text, out = self.chat("openai", model, messages, False,
                                       response_format={"type": "json_object"})
-                self.assertIsInstance(json.loads(text), dict, text)
+                self.json_object(text)
         # the rag/ one is still about the collection's document
         text, _ = self.chat("ollama", f"rag/{DB}", messages, False, format="json")
-        self.assertIn(FACT, json.loads(text)["answer"])
+        self.assertIn(FACT, self.json_object(text)["answer"])
 
 
 # --------------------------------------------------------------------------------------------
