@@ -490,7 +490,7 @@ static void compat_rag_on_done(const rag_outcome *o, void *arg)
         http_unwatch_close(req);
     strbuf suffix;
     strbuf_init(&suffix, c->a->cfg.max_response_bytes);
-    if (o->status == RAG_OK)
+    if (o->status == RAG_OK && !c->format) /* a format asked for (JSON): the text stays the LLM's alone */
         compat_sources_text(&suffix, o);
     if (c->out) {
         if (o->status == RAG_OK && !o->stream_error) {
