@@ -392,7 +392,10 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
                          (unsigned long long)h->content_length, s->app->cfg.max_body_bytes);
         return true;
     }
-    if (req->method == HTTP_POST && !http_body_type_ok(route->post_body, req->content_type)) {
+    /* Ollama reads every body as JSON whatever its Content-Type, and its clients rely on it
+     * (`curl URL -d '{...}'`, as in Ollama's own docs, labels the body a form). */
+    if (req->method == HTTP_POST && route->dialect != HTTP_DIALECT_OLLAMA &&
+        !http_body_type_ok(route->post_body, req->content_type)) {
         http_reply_error(req, 415, "unsupported_media_type", "Content-Type '%s' is not accepted here%s",
                          req->content_type,
                          route->post_body == HTTP_BODY_INGEST

@@ -294,8 +294,9 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertOllamaError(r, 400, "not valid JSON")
         self.assertOllamaError(self.srv.request("GET", "/api/chat"), 405, "not allowed")
         self.assertOllamaError(self.srv.request("POST", "/api/tags", json_body={}), 405)
+        # any Content-Type is read as JSON, as Ollama does (test_clients.py: curl -d's form label)
         r = self.srv.request("POST", "/api/chat", body=b"x", content_type="text/plain")
-        self.assertOllamaError(r, 415)
+        self.assertOllamaError(r, 400, "not valid JSON")
         r = self.srv.raw(harness.build_raw_request("POST", "/api/chat", headers={"Content-Type": "application/json"},
                                                     content_length=5 << 20))
         self.assertOllamaError(r, 413)
