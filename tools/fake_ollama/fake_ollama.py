@@ -1695,6 +1695,9 @@ class FakeOllama:
     def reset_stats(self):
         self._stats_lock = getattr(self, "_stats_lock", threading.Lock())
         with self._stats_lock:
+            # in_flight and rerank_in_flight are gauges of live requests, not counters: a
+            # request of an earlier test still running must not finish into -1 after a reset
+            live = getattr(self, "_st", {})
             self._st = {"requests": collections.Counter(), "statuses": collections.Counter(),
                         "faults": collections.Counter(), "loads": collections.Counter(),
                         "embed_calls": 0, "embed_inputs_total": 0,
@@ -1704,6 +1707,8 @@ class FakeOllama:
                         "chat_options": collections.deque(maxlen=32),
                         "rerank_calls": 0, "rerank_documents": 0, "rerank_in_flight": 0,
                         "rerank_max_in_flight": 0, "judge_calls": 0}
+            for gauge in ("in_flight", "rerank_in_flight"):
+                self._st[gauge] = live.get(gauge, 0)
             for st in getattr(self, "states", {}).values():
                 st.max_active = st.active
 
