@@ -157,7 +157,8 @@ static bool ollama_chat_common(compat_call *c, json_t *body)
         return false;
     }
     if (!ollama_model(req, body, c->model) || !fields_bool(req, body, "stream", true, &c->stream) ||
-        !fields_object(req, body, "options", &c->options) || !compat_no_tools(c, body))
+        !fields_object(req, body, "options", &c->options) || !fields_llm_options(req, c->options) ||
+        !compat_no_tools(c, body))
         return false;
     json_t *format = json_object_get(body, "format");
     if (format && !json_is_null(format) && !json_is_string(format) && !json_is_object(format)) {

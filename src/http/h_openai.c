@@ -243,6 +243,8 @@ static bool openai_options(compat_call *c, json_t *body)
         http_reply_error(req, 400, "invalid_request", "stop: a string or a list of strings");
         return false;
     }
+    if (!fields_llm_options(req, opts))
+        return false;
     c->options = json_object_size(opts) > 0 ? opts : NULL;
     return true;
 }

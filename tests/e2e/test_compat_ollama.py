@@ -245,6 +245,29 @@ class OllamaCompatTest(harness.E2ETestCase):
         r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "tools": [], "stream": False})
         self.assertEqual(r.status, 200, r)
 
+    def test_mistyped_options_refused_before_they_open_the_breaker(self):
+        # Ollama answers an option of the wrong type with a 500; sent on, a few such requests
+        # would open the generator's breaker for every client (pass-through and rag/ alike).
+        bad = {"temperature": "hot"}
+        for _ in range(4):
+            for model in ("llama3.2", "rag/kb"):
+                r = self.post("/api/chat", {"model": model, "messages": question(), "options": bad, "stream": False})
+                self.assertOllamaError(r, 400, "options.temperature: must be a number")
+            r = self.post("/api/generate", {"model": "llama3.2", "prompt": "hi", "options": {"stop": [5]}})
+            self.assertOllamaError(r, 400, "options.stop: must be a list of strings")
+            r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question(),
+                                                   "options": {"use_mmap": "yes"}})
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("options.use_mmap: must be true or false", r.body["error"]["message"])
+            r = self.post("/api/query", {"db": "kb", "query": "When was it ratified?", "options": bad})
+            self.assertEqual(r.status, 422, r)
+        self.assertEqual(self.fake.stats()["requests"].get("/api/chat", 0), 0)
+        r = self.srv.request("GET", "/health")
+        self.assertEqual(r.body["services"]["ollama"]["circuit_breaker"]["state"], "CLOSED", r)
+        r = self.post("/api/chat", {"model": "llama3.2", "messages": question(), "stream": False,
+                                    "options": {"temperature": 0.2, "stop": ["\n\n"], "num_ctx": None, "custom": "x"}})
+        self.assertEqual(r.status, 200, r)
+
     # ---- pass-through ----
 
     def test_passthrough_chat_streamed_and_not(self):
