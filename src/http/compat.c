@@ -219,6 +219,11 @@ bool compat_messages(compat_call *c, json_t *messages)
                              "messages[%zu]: an object whose role is system, user, assistant or tool", i);
             return false;
         }
+        json_t *images = json_object_get(m, "images"); /* Ollama's; the upstream API carries none */
+        if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
+            http_reply_error(req, 400, "invalid_request", "messages[%zu].images: images are not supported", i);
+            return false;
+        }
         json_t *content = compat_content(c, json_object_get(m, "content"), i);
         if (!content)
             return false;

@@ -200,6 +200,11 @@ static void ollama_chat_arrive(http_request *req, compat_shape shape)
         /* generate: system and prompt as a conversation of one question */
         const char *system = NULL, *prompt = NULL;
         ok = ollama_text_field(req, body, "system", &system) && ollama_text_field(req, body, "prompt", &prompt);
+        json_t *images = json_object_get(body, "images"); /* the upstream API carries none: not dropped silently */
+        if (ok && images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
+            http_reply_error(req, 400, "invalid_request", "images: images are not supported");
+            ok = false;
+        }
         json_t *msgs = ok ? json_array() : NULL;
         if (ok && system)
             json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", system));

@@ -268,6 +268,19 @@ class OllamaCompatTest(harness.E2ETestCase):
                                     "options": {"temperature": 0.2, "stop": ["\n\n"], "num_ctx": None, "custom": "x"}})
         self.assertEqual(r.status, 200, r)
 
+    def test_images_refused_not_dropped(self):
+        # the upstream API carries no images: a vision request must not be answered blind
+        img = ["iVBORw0KGgo="]
+        for model in ("llama3.2", "rag/kb"):
+            msgs = [{"role": "user", "content": "What is in this picture?", "images": img}]
+            r = self.post("/api/chat", {"model": model, "messages": msgs, "stream": False})
+            self.assertOllamaError(r, 400, "messages[0].images: images are not supported")
+            r = self.post("/api/generate", {"model": model, "prompt": "What is in it?", "images": img})
+            self.assertOllamaError(r, 400, "images: images are not supported")
+        self.assertEqual(self.fake.stats()["requests"].get("/api/chat", 0), 0)
+        msgs = [{"role": "user", "content": "Say something", "images": []}]
+        self.assertEqual(self.post("/api/chat", {"model": "llama3.2", "messages": msgs, "stream": False}).status, 200)
+
     # ---- pass-through ----
 
     def test_passthrough_chat_streamed_and_not(self):
