@@ -300,9 +300,17 @@ bool compat_sources_text(strbuf *sb, const rag_outcome *o)
     return true;
 }
 
+/* Whether the answer is extractive in place of the LLM's: not when no passage was found
+ * (then no LLM is asked, and "No relevant passages…" is the whole truth). */
+static bool compat_llm_missing(const rag_outcome *o)
+{
+    bool extractive = o->provider && strcmp(o->provider, "extractive") == 0;
+    return extractive && (o->degraded_reason != NULL || (o->res && o->res->n > 0));
+}
+
 const char *compat_extractive_note(const rag_outcome *o)
 {
-    if (o->provider && strcmp(o->provider, "extractive") == 0)
+    if (compat_llm_missing(o))
         return "(LLM unavailable \xe2\x80\x94 extractive answer from the sources)\n\n";
     return "";
 }
@@ -344,7 +352,7 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
     jsonw_key(w, "model");
     jsonw_string(w, o->model);
     jsonw_key(w, "degraded");
-    jsonw_bool(w, o->degraded_reason != NULL || (o->provider && strcmp(o->provider, "extractive") == 0));
+    jsonw_bool(w, o->degraded_reason != NULL || compat_llm_missing(o));
     jsonw_key(w, "degraded_reason");
     jsonw_string(w, o->degraded_reason);
     jsonw_key(w, "cached");

@@ -281,6 +281,15 @@ class OllamaCompatTest(harness.E2ETestCase):
         msgs = [{"role": "user", "content": "Say something", "images": []}]
         self.assertEqual(self.post("/api/chat", {"model": "llama3.2", "messages": msgs, "stream": False}).status, 200)
 
+    def test_no_passages_is_not_called_an_llm_outage(self):
+        # nothing retrieved: the LLM is not asked, so the answer must not say it is down
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": question("Qwxzv plonkrt?"), "stream": False})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["sources"], [], r)
+        self.assertNotIn("LLM unavailable", r.body["message"]["content"])
+        self.assertIn("No relevant passages", r.body["message"]["content"])
+        self.assertIs(r.body["rag"]["degraded"], False, r)
+
     # ---- pass-through ----
 
     def test_passthrough_chat_streamed_and_not(self):
