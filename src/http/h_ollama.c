@@ -496,7 +496,7 @@ void handlers_ollama_embeddings(http_request *req)
     if (prompt && !json_is_null(prompt) && !json_is_string(prompt)) {
         http_reply_error(req, 400, "invalid_request",
                          "json: cannot unmarshal %s into Go struct field EmbeddingRequest.prompt of type string",
-                         json_is_array(prompt) ? "array" : json_is_object(prompt) ? "object" : "number");
+                         json_is_array(prompt) ? "array" : json_is_object(prompt) ? "object" : json_is_boolean(prompt) ? "bool" : "number");
         json_decref(body);
         return;
     }
