@@ -395,6 +395,14 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertFalse(any(line.get("done") for line in lines), lines)
         self.assertGreaterEqual(len(lines), 2)
 
+    def test_stream_cut_without_done_says_so(self):
+        # a backend stream that just ends: the error line says what happened, not a bare word
+        self.fake.configure(fault="cut_stream", fault_paths="/api/chat", fault_count=1, fault_lines=2)
+        r = self.post("/api/chat", {"model": "llama3.2", "messages": question("tell me a story")})
+        self.assertEqual(r.status, 200, r)
+        lines = ndjson(r.body)
+        self.assertIn("the chat stream broke off", lines[-1]["error"], lines)
+
     def test_rag_llm_failure_after_tokens_ends_with_an_error_line(self):
         # a long answer that fails after 200 tokens went out: too late for the extractive answer
         self.fake.configure(fault="error_line", fault_paths="/api/chat", fault_count=1, fault_lines=200, tokens=400)
