@@ -491,7 +491,7 @@ static int compat_rag_on_token(const char *p, size_t n, void *arg)
     compat_stream_piece(c, p, n);
     if (strbuf_append(&c->text, p, n) != RAGD_OK)
         strbuf_truncate(&c->text, 0); /* only its length is used: an estimate */
-    return 0;
+    return http_stream_ended(c->out) ? 1 : 0; /* capped (a client that does not read): stop the LLM */
 }
 
 static void compat_rag_on_done(const rag_outcome *o, void *arg)
@@ -672,7 +672,7 @@ static int compat_llm_on_text(const char *p, size_t n, void *arg)
         if (!compat_stream_open(c))
             return 1;
         compat_stream_piece(c, p, n);
-        return 0;
+        return http_stream_ended(c->out) ? 1 : 0; /* capped (a client that does not read): stop the backend */
     }
     return strbuf_append(&c->text, p, n) == RAGD_OK ? 0 : 1; /* past the response cap: stop there */
 }

@@ -516,3 +516,42 @@ class OllamaCompatNoBackendTest(harness.E2ETestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SlowReaderTest(harness.E2ETestCase):
+    """A pass-through stream whose client stops reading: once ragd's buffer for it is full
+    (the stream is capped), the backend call stops too, instead of holding its slot and
+    generating for nobody — until the upstream reply cap, which counts as the backend's
+    failure."""
+    class_server = False
+
+    def test_client_that_stops_reading_frees_the_backend(self):
+        fake = self.start_fake_ollama(parallel=4)
+        srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_EMBEDDER": "builtin", "RAGD_GENERATE_TIMEOUT_S": "600",
+                                   "RAGD_IDLE_TIMEOUT_S": "600"})
+        fake.configure(fault="endless_stream", fault_paths="/api/chat")
+        body = json.dumps({"model": "llama3.2", "messages": question("tell me everything")}).encode()
+        head = (f"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        readers = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            self.addCleanup(s.close)
+            s.sendall(head + body)  # and never read
+            readers.append(s)
+        ollama = None
+        deadline = time.monotonic() + 300  # a bound for a stuck run, not a speed check
+        while time.monotonic() < deadline:
+            ollama = srv.request("GET", "/health").body["services"]["ollama"]
+            if ollama["backends"][0]["in_flight"] == 0 and fake.stats()["faults"].get("endless_stream", 0) >= 4:
+                break
+            time.sleep(0.5)
+        self.assertEqual(ollama["backends"][0]["in_flight"], 0, ollama)
+        # ragd stopped the calls: not the backend's fault (read on to the upstream cap, each
+        # would have counted as a failure: five such clients would open the breaker)
+        self.assertEqual(ollama["circuit_breaker"]["failure_count"], 0, ollama)
+        self.assertIsNone(ollama["circuit_breaker"]["last_failure"], ollama)
+        fake.configure(fault="none")
+        r = srv.request("POST", "/api/chat", json_body={"model": "llama3.2", "messages": question(), "stream": False})
+        self.assertEqual(r.status, 200, r)
