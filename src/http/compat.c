@@ -219,6 +219,11 @@ bool compat_messages(compat_call *c, json_t *messages)
                              "messages[%zu]: an object whose role is system, user, assistant or tool", i);
             return false;
         }
+        json_t *images = json_object_get(m, "images"); /* Ollama's; the upstream API carries none */
+        if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
+            http_reply_error(req, 400, "invalid_request", "messages[%zu].images: images are not supported", i);
+            return false;
+        }
         json_t *content = compat_content(c, json_object_get(m, "content"), i);
         if (!content)
             return false;
@@ -295,9 +300,17 @@ bool compat_sources_text(strbuf *sb, const rag_outcome *o)
     return true;
 }
 
+/* Whether the answer is extractive in place of the LLM's: not when no passage was found
+ * (then no LLM is asked, and "No relevant passages…" is the whole truth). */
+static bool compat_llm_missing(const rag_outcome *o)
+{
+    bool extractive = o->provider && strcmp(o->provider, "extractive") == 0;
+    return extractive && (o->degraded_reason != NULL || (o->res && o->res->n > 0));
+}
+
 const char *compat_extractive_note(const rag_outcome *o)
 {
-    if (o->provider && strcmp(o->provider, "extractive") == 0)
+    if (compat_llm_missing(o))
         return "(LLM unavailable \xe2\x80\x94 extractive answer from the sources)\n\n";
     return "";
 }
@@ -339,7 +352,7 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
     jsonw_key(w, "model");
     jsonw_string(w, o->model);
     jsonw_key(w, "degraded");
-    jsonw_bool(w, o->degraded_reason != NULL || (o->provider && strcmp(o->provider, "extractive") == 0));
+    jsonw_bool(w, o->degraded_reason != NULL || compat_llm_missing(o));
     jsonw_key(w, "degraded_reason");
     jsonw_string(w, o->degraded_reason);
     jsonw_key(w, "cached");
@@ -478,7 +491,7 @@ static int compat_rag_on_token(const char *p, size_t n, void *arg)
     compat_stream_piece(c, p, n);
     if (strbuf_append(&c->text, p, n) != RAGD_OK)
         strbuf_truncate(&c->text, 0); /* only its length is used: an estimate */
-    return 0;
+    return http_stream_ended(c->out) ? 1 : 0; /* capped (a client that does not read): stop the LLM */
 }
 
 static void compat_rag_on_done(const rag_outcome *o, void *arg)
@@ -659,7 +672,7 @@ static int compat_llm_on_text(const char *p, size_t n, void *arg)
         if (!compat_stream_open(c))
             return 1;
         compat_stream_piece(c, p, n);
-        return 0;
+        return http_stream_ended(c->out) ? 1 : 0; /* capped (a client that does not read): stop the backend */
     }
     return strbuf_append(&c->text, p, n) == RAGD_OK ? 0 : 1; /* past the response cap: stop there */
 }

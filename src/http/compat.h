@@ -121,7 +121,8 @@ void compat_now_rfc3339(char *out, size_t outlen);
  * sources (all the passages when none is cited), appended to sb. The n of each is the [n]
  * of the answer. True when there was nothing to add or it fit. */
 bool compat_sources_text(strbuf *sb, const rag_outcome *o);
-/* The first line of an answer that no LLM wrote (provider extractive), or "". */
+/* The first line of an answer given extractively in place of the LLM's (the LLM failed or
+ * there is none, and passages were found), or "": "No relevant passages…" needs no LLM. */
 const char *compat_extractive_note(const rag_outcome *o);
 
 /* Writes the structured extras of a rag/ answer as members of the open object w is in:

@@ -89,6 +89,42 @@ bool fields_object(http_request *req, json_t *obj, const char *name, json_t **ou
     return true;
 }
 
+bool fields_llm_options(http_request *req, json_t *obj)
+{
+    static const char *const numbers[] = {
+        "num_keep", "seed", "num_predict", "top_k", "top_p", "min_p", "typical_p", "repeat_last_n",
+        "temperature", "repeat_penalty", "presence_penalty", "frequency_penalty", "mirostat", "mirostat_tau",
+        "mirostat_eta", "tfs_z", "num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", NULL};
+    static const char *const bools[] = {"penalize_newline", "numa", "low_vram", "f16_kv", "vocab_only",
+                                        "use_mmap", "use_mlock", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        if (json_is_null(v))
+            continue;
+        const char *want = NULL;
+        for (size_t i = 0; !want && numbers[i]; i++)
+            if (strcmp(key, numbers[i]) == 0 && !json_is_number(v))
+                want = "a number";
+        for (size_t i = 0; !want && bools[i]; i++)
+            if (strcmp(key, bools[i]) == 0 && !json_is_boolean(v))
+                want = "true or false";
+        if (!want && strcmp(key, "stop") == 0) {
+            size_t i;
+            json_t *s;
+            bool strings = json_is_array(v);
+            json_array_foreach(v, i, s) strings = strings && json_is_string(s);
+            if (!strings)
+                want = "a list of strings";
+        }
+        if (want) {
+            http_reply_error(req, 422, "validation_error", "options.%.64s: must be %s", key, want);
+            return false;
+        }
+    }
+    return true;
+}
+
 bool fields_choice(http_request *req, json_t *obj, const char *name, const char *const *choices, int def, int *out)
 {
     json_t *v = fields_get(obj, name);

@@ -19,6 +19,11 @@ bool fields_int(http_request *req, json_t *obj, const char *name, long long def,
 bool fields_bool(http_request *req, json_t *obj, const char *name, bool def, bool *out);
 /* A JSON object or absent/null (then *out = NULL). */
 bool fields_object(http_request *req, json_t *obj, const char *name, json_t **out);
+/* An LLM's `options` object (obj may be NULL): each option Ollama knows has its type —
+ * numbers, booleans, `stop` a list of strings; null and unknown names pass (Ollama ignores
+ * them). A wrong type is 422 naming the option: Ollama answers it with a 500, which would
+ * count against the backend's breaker, so one client could open it for everyone. */
+bool fields_llm_options(http_request *req, json_t *obj);
 /* One of the given choices (NULL-terminated list); returns its index in *out. */
 bool fields_choice(http_request *req, json_t *obj, const char *name, const char *const *choices, int def, int *out);
 /* The collection name of field "db" (default when absent); replies 422 for a bad name. */

@@ -157,7 +157,8 @@ static bool ollama_chat_common(compat_call *c, json_t *body)
         return false;
     }
     if (!ollama_model(req, body, c->model) || !fields_bool(req, body, "stream", true, &c->stream) ||
-        !fields_object(req, body, "options", &c->options) || !compat_no_tools(c, body))
+        !fields_object(req, body, "options", &c->options) || !fields_llm_options(req, c->options) ||
+        !compat_no_tools(c, body))
         return false;
     json_t *format = json_object_get(body, "format");
     if (format && !json_is_null(format) && !json_is_string(format) && !json_is_object(format)) {
@@ -199,6 +200,11 @@ static void ollama_chat_arrive(http_request *req, compat_shape shape)
         /* generate: system and prompt as a conversation of one question */
         const char *system = NULL, *prompt = NULL;
         ok = ollama_text_field(req, body, "system", &system) && ollama_text_field(req, body, "prompt", &prompt);
+        json_t *images = json_object_get(body, "images"); /* the upstream API carries none: not dropped silently */
+        if (ok && images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
+            http_reply_error(req, 400, "invalid_request", "images: images are not supported");
+            ok = false;
+        }
         json_t *msgs = ok ? json_array() : NULL;
         if (ok && system)
             json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", system));
@@ -490,7 +496,7 @@ void handlers_ollama_embeddings(http_request *req)
     if (prompt && !json_is_null(prompt) && !json_is_string(prompt)) {
         http_reply_error(req, 400, "invalid_request",
                          "json: cannot unmarshal %s into Go struct field EmbeddingRequest.prompt of type string",
-                         json_is_array(prompt) ? "array" : json_is_object(prompt) ? "object" : "number");
+                         json_is_array(prompt) ? "array" : json_is_object(prompt) ? "object" : json_is_boolean(prompt) ? "bool" : "number");
         json_decref(body);
         return;
     }

@@ -2,6 +2,7 @@
  * POST /v1/chat/completions (JSON, or SSE ending in "data: [DONE]"), POST /v1/embeddings.
  * Parsing and rendering only (compat.c runs the chats). Errors on these routes are OpenAI's
  * {"error":{"message","type","param","code"}} (the route table's dialect). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,7 +84,7 @@ static void openai_usage(jsonw *w, const compat_final *f)
     jsonw_key(w, "completion_tokens");
     jsonw_int(w, c);
     jsonw_key(w, "total_tokens");
-    jsonw_int(w, p + c);
+    jsonw_int(w, p > LLONG_MAX - c ? LLONG_MAX : p + c); /* a backend's counts may be anything up to LLONG_MAX */
     jsonw_object_end(w);
 }
 
@@ -243,6 +244,8 @@ static bool openai_options(compat_call *c, json_t *body)
         http_reply_error(req, 400, "invalid_request", "stop: a string or a list of strings");
         return false;
     }
+    if (!fields_llm_options(req, opts))
+        return false;
     c->options = json_object_size(opts) > 0 ? opts : NULL;
     return true;
 }

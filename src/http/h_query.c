@@ -240,7 +240,7 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
         return false;
     if (generate && (!fields_choice(req, b, "provider", providers, 0, &provider) ||
                      !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options) ||
-                     !query_parse_history(req, b, in)))
+                     !fields_llm_options(req, options) || !query_parse_history(req, b, in)))
         return false;
     if (model && !query_model_allowed(&req->app->cfg, model)) {
         /* each model gets its own breakers and bulkheads: clients may not create them at will */

@@ -167,6 +167,8 @@ void http_stream_end(http_stream *s)
         http_conn_stream_end(s->req->conn);
 }
 
+bool http_stream_ended(const http_stream *s) { return s->ended; }
+
 void http_stream_flush(http_stream *s)
 {
     s->live = true;

@@ -135,6 +135,10 @@ void http_complete(http_request *req);
 http_stream *http_stream_begin(http_request *req, const char *content_type);
 void http_stream_write(http_stream *s, const char *p, size_t n);
 void http_stream_end(http_stream *s);
+/* Whether the stream has ended: by http_stream_end, or capped because the client does not
+ * read. A producer stops then (e.g. the LLM call behind it): nothing more will reach the
+ * client. */
+bool http_stream_ended(const http_stream *s);
 
 /* Gives the request one owned object, freed in one place: fn(arg) runs on the loop thread
  * when the request itself is freed, whatever path it took (answered, refused, client gone,

@@ -427,6 +427,9 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
         t->u.chat.stats.model_loaded = bc.model_loading;
         if (c->consumer_stopped)
             bc.stream = BREAKER_STREAM_DONE; /* our choice, not the backend's fault */
+        if (bc.stream == BREAKER_STREAM_NO_DONE && !c->message[0]) /* said, not a bare "unavailable" */
+            snprintf(c->message, sizeof c->message, "%s: the chat stream broke off (no final chunk, or a chunk "
+                     "that is not understood)", l->shown[c->host]);
     }
     llm_status meta_st = LLM_OK;
     if (c->op == LLM_OP_META && r->status == 200 && bc.transport == BREAKER_XPORT_NONE) {

@@ -245,6 +245,51 @@ class OllamaCompatTest(harness.E2ETestCase):
         r = self.post("/api/chat", {"model": "rag/kb", "messages": question(), "tools": [], "stream": False})
         self.assertEqual(r.status, 200, r)
 
+    def test_mistyped_options_refused_before_they_open_the_breaker(self):
+        # Ollama answers an option of the wrong type with a 500; sent on, a few such requests
+        # would open the generator's breaker for every client (pass-through and rag/ alike).
+        bad = {"temperature": "hot"}
+        for _ in range(4):
+            for model in ("llama3.2", "rag/kb"):
+                r = self.post("/api/chat", {"model": model, "messages": question(), "options": bad, "stream": False})
+                self.assertOllamaError(r, 400, "options.temperature: must be a number")
+            r = self.post("/api/generate", {"model": "llama3.2", "prompt": "hi", "options": {"stop": [5]}})
+            self.assertOllamaError(r, 400, "options.stop: must be a list of strings")
+            r = self.post("/v1/chat/completions", {"model": "llama3.2", "messages": question(),
+                                                   "options": {"use_mmap": "yes"}})
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("options.use_mmap: must be true or false", r.body["error"]["message"])
+            r = self.post("/api/query", {"db": "kb", "query": "When was it ratified?", "options": bad})
+            self.assertEqual(r.status, 422, r)
+        self.assertEqual(self.fake.stats()["requests"].get("/api/chat", 0), 0)
+        r = self.srv.request("GET", "/health")
+        self.assertEqual(r.body["services"]["ollama"]["circuit_breaker"]["state"], "CLOSED", r)
+        r = self.post("/api/chat", {"model": "llama3.2", "messages": question(), "stream": False,
+                                    "options": {"temperature": 0.2, "stop": ["\n\n"], "num_ctx": None, "custom": "x"}})
+        self.assertEqual(r.status, 200, r)
+
+    def test_images_refused_not_dropped(self):
+        # the upstream API carries no images: a vision request must not be answered blind
+        img = ["iVBORw0KGgo="]
+        for model in ("llama3.2", "rag/kb"):
+            msgs = [{"role": "user", "content": "What is in this picture?", "images": img}]
+            r = self.post("/api/chat", {"model": model, "messages": msgs, "stream": False})
+            self.assertOllamaError(r, 400, "messages[0].images: images are not supported")
+            r = self.post("/api/generate", {"model": model, "prompt": "What is in it?", "images": img})
+            self.assertOllamaError(r, 400, "images: images are not supported")
+        self.assertEqual(self.fake.stats()["requests"].get("/api/chat", 0), 0)
+        msgs = [{"role": "user", "content": "Say something", "images": []}]
+        self.assertEqual(self.post("/api/chat", {"model": "llama3.2", "messages": msgs, "stream": False}).status, 200)
+
+    def test_no_passages_is_not_called_an_llm_outage(self):
+        # nothing retrieved: the LLM is not asked, so the answer must not say it is down
+        r = self.post("/api/chat", {"model": "rag/kb", "messages": question("Qwxzv plonkrt?"), "stream": False})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["sources"], [], r)
+        self.assertNotIn("LLM unavailable", r.body["message"]["content"])
+        self.assertIn("No relevant passages", r.body["message"]["content"])
+        self.assertIs(r.body["rag"]["degraded"], False, r)
+
     # ---- pass-through ----
 
     def test_passthrough_chat_streamed_and_not(self):
@@ -350,6 +395,14 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertIn("error", lines[-1], lines)
         self.assertFalse(any(line.get("done") for line in lines), lines)
         self.assertGreaterEqual(len(lines), 2)
+
+    def test_stream_cut_without_done_says_so(self):
+        # a backend stream that just ends: the error line says what happened, not a bare word
+        self.fake.configure(fault="cut_stream", fault_paths="/api/chat", fault_count=1, fault_lines=2)
+        r = self.post("/api/chat", {"model": "llama3.2", "messages": question("tell me a story")})
+        self.assertEqual(r.status, 200, r)
+        lines = ndjson(r.body)
+        self.assertIn("the chat stream broke off", lines[-1]["error"], lines)
 
     def test_rag_llm_failure_after_tokens_ends_with_an_error_line(self):
         # a long answer that fails after 200 tokens went out: too late for the extractive answer
@@ -464,3 +517,42 @@ class OllamaCompatNoBackendTest(harness.E2ETestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SlowReaderTest(harness.E2ETestCase):
+    """A pass-through stream whose client stops reading: once ragd's buffer for it is full
+    (the stream is capped), the backend call stops too, instead of holding its slot and
+    generating for nobody — until the upstream reply cap, which counts as the backend's
+    failure."""
+    class_server = False
+
+    def test_client_that_stops_reading_frees_the_backend(self):
+        fake = self.start_fake_ollama(parallel=4)
+        srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_EMBEDDER": "builtin", "RAGD_GENERATE_TIMEOUT_S": "600",
+                                   "RAGD_IDLE_TIMEOUT_S": "600"})
+        fake.configure(fault="endless_stream", fault_paths="/api/chat")
+        body = json.dumps({"model": "llama3.2", "messages": question("tell me everything")}).encode()
+        head = (f"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        readers = []
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            self.addCleanup(s.close)
+            s.sendall(head + body)  # and never read
+            readers.append(s)
+        ollama = None
+        deadline = time.monotonic() + 300  # a bound for a stuck run, not a speed check
+        while time.monotonic() < deadline:
+            ollama = srv.request("GET", "/health").body["services"]["ollama"]
+            if ollama["backends"][0]["in_flight"] == 0 and fake.stats()["faults"].get("endless_stream", 0) >= 4:
+                break
+            time.sleep(0.5)
+        self.assertEqual(ollama["backends"][0]["in_flight"], 0, ollama)
+        # ragd stopped the calls: not the backend's fault (read on to the upstream cap, each
+        # would have counted as a failure: five such clients would open the breaker)
+        self.assertEqual(ollama["circuit_breaker"]["failure_count"], 0, ollama)
+        self.assertIsNone(ollama["circuit_breaker"]["last_failure"], ollama)
+        fake.configure(fault="none")
+        r = srv.request("POST", "/api/chat", json_body={"model": "llama3.2", "messages": question(), "stream": False})
+        self.assertEqual(r.status, 200, r)

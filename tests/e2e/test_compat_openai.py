@@ -6,8 +6,11 @@ pass-through chat and embeddings for a plain model, OpenAI's error object on eve
 these routes, and a rag/ chat that still answers, flagged, with no backend at all.
 """
 import base64
+import http.server
 import json
+import socketserver
 import struct
+import threading
 import unittest
 
 import harness
@@ -243,3 +246,53 @@ class OpenAICompatNoBackendTest(harness.E2ETestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HugeUsageBackend(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible backend whose usage counts are as large as JSON integers go."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "big", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        most = 2 ** 63 - 1
+        frames = [{"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                  {"choices": [], "usage": {"prompt_tokens": most, "completion_tokens": most}}]
+        body = "".join(f"data: {json.dumps(f)}\n\n" for f in frames).encode() + b"data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class OpenAICompatHugeUsageTest(harness.E2ETestCase):
+    """A backend's counts are not trusted to add up: total_tokens saturates (it overflowed)."""
+    class_server = False
+
+    def test_total_tokens_does_not_overflow(self):
+        backend = socketserver.ThreadingTCPServer(("127.0.0.1", 0), HugeUsageBackend)
+        backend.daemon_threads = True
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        self.addCleanup(backend.server_close)
+        self.addCleanup(backend.shutdown)
+        srv = self.new_server(env={"RAGD_GENERATOR": "openai", "LLM_MODEL": "big", "OPENAI_API_KEY": "sk-test-key",
+                                   "OPENAI_BASE_URL": f"http://127.0.0.1:{backend.server_address[1]}"})
+        for stream in (False, True):
+            r = srv.request("POST", "/v1/chat/completions",
+                            json_body={"model": "big", "messages": question(), "stream": stream,
+                                       "stream_options": {"include_usage": True}})
+            self.assertEqual(r.status, 200, r)
+            usage = r.body["usage"] if not stream else json.loads(sse_frames(r.raw)[-2])["usage"]
+            self.assertEqual(usage["total_tokens"], 2 ** 63 - 1, usage)
