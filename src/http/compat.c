@@ -310,9 +310,12 @@ static bool compat_llm_missing(const rag_outcome *o)
 
 const char *compat_extractive_note(const rag_outcome *o)
 {
-    if (compat_llm_missing(o))
-        return "(LLM unavailable \xe2\x80\x94 extractive answer from the sources)\n\n";
-    return "";
+    if (!compat_llm_missing(o))
+        return "";
+    /* degraded: an LLM was to answer and could not; else none is in use (the defaults with no
+     * backend ever reached), as /api/query tells them apart */
+    return o->degraded_reason ? "(LLM unavailable \xe2\x80\x94 extractive answer from the sources)\n\n"
+                              : "(Extractive answer from the sources \xe2\x80\x94 no LLM is in use)\n\n";
 }
 
 void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
@@ -352,7 +355,7 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
     jsonw_key(w, "model");
     jsonw_string(w, o->model);
     jsonw_key(w, "degraded");
-    jsonw_bool(w, o->degraded_reason != NULL || compat_llm_missing(o));
+    jsonw_bool(w, o->degraded_reason != NULL); /* as /api/query's `degraded` */
     jsonw_key(w, "degraded_reason");
     jsonw_string(w, o->degraded_reason);
     jsonw_key(w, "cached");

@@ -24,7 +24,7 @@
 struct app;
 
 #define COMPAT_MODEL_MAX 127          /* a model name's bytes (the upstream layer keeps 128) */
-#define COMPAT_MAX_MESSAGES 512       /* turns in one conversation */
+#define COMPAT_MAX_MESSAGES 10000     /* turns in one conversation (chat clients send it whole) */
 #define COMPAT_MAX_HISTORY 64         /* the latest earlier turns handed to the engine */
 #define COMPAT_QUESTION_MAX 8192      /* the question of a rag/ chat, as /api/query's */
 #define COMPAT_MAX_INPUTS 2048        /* texts in one embeddings request */

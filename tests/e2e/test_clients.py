@@ -291,7 +291,7 @@ class ClientsAgainstFakeBackendTest(ClientTestCase):
                 self.assertNotIn(FACT, alone, out)
 
     def test_long_conversation_is_answered_within_the_backends_context(self):
-        # 500 turns (messages, as docs/api.md counts them; the cap is 512): 499 earlier ones of
+        # 500 turns (messages, as docs/api.md counts them; the cap is 10,000): 499 earlier ones of
         # ~20 words (about 10 000 tokens: more than twice the fake's 4096-token context, which
         # it refuses with a 400), then the question
         conversation = []
@@ -526,11 +526,10 @@ class ClientsBackendDownTest(ClientTestCase):
 
     def test_true_defaults_nothing_answers(self):
         # OLLAMA_BASE_URL unset and nothing at the default address: builtin embeddings,
-        # extractive answers. (rag.degraded is left open here: docs/api.md's compatible
-        # routes say true, while /api/query on the same defaults says false, "Honest defaults".)
+        # extractive answers, not degraded (no LLM in use is not an LLM down), as /api/query.
         srv = self.new_server()
         ingest(srv)
-        self.check_flagged_answers(srv, degraded=None)
+        self.check_flagged_answers(srv, degraded=False)
         # a plain model has no backend to pass through to: a clean error, not a hang or a 200
         err = self.error("ollama", "chat", {"model": PLAIN_MODEL, "messages": [
             {"role": "user", "content": "hello"}]}, srv=srv)
