@@ -205,6 +205,16 @@ static void ollama_chat_arrive(http_request *req, compat_shape shape)
             http_reply_error(req, 400, "invalid_request", "images: images are not supported");
             ok = false;
         }
+        /* generate is answered as a chat: a raw prompt (already templated, e.g. an editor's
+         * fill-in-the-middle tokens), a suffix or a template would be answered wrongly */
+        json_t *suffix = json_object_get(body, "suffix"), *tmpl = json_object_get(body, "template");
+        if (ok && (json_is_true(json_object_get(body, "raw")) || (json_is_string(suffix) && json_string_length(suffix) > 0) ||
+                   (json_is_string(tmpl) && json_string_length(tmpl) > 0))) {
+            http_reply_error(req, 400, "invalid_request",
+                             "raw, suffix and template are not supported: ragd answers /api/generate as a chat "
+                             "(for completion and fill-in-the-middle, point the client at Ollama itself)");
+            ok = false;
+        }
         json_t *msgs = ok ? json_array() : NULL;
         if (ok && system)
             json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content", system));

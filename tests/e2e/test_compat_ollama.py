@@ -290,6 +290,17 @@ class OllamaCompatTest(harness.E2ETestCase):
         self.assertIn("No relevant passages", r.body["message"]["content"])
         self.assertIs(r.body["rag"]["degraded"], False, r)
 
+    def test_generate_refuses_what_a_chat_cannot_honour(self):
+        # an editor's autocompletion sends a raw, already templated prompt or a suffix: answered
+        # as a chat it would be wrong, silently
+        for extra in ({"raw": True}, {"suffix": "return total"}, {"template": "{{ .Prompt }}"}):
+            r = self.post("/api/generate", {"model": "llama3.2", "prompt": "def add(a, b):", "stream": False, **extra})
+            self.assertOllamaError(r, 400, "not supported")
+        self.assertEqual(self.fake.stats()["requests"].get("/api/chat", 0), 0)
+        r = self.post("/api/generate", {"model": "llama3.2", "prompt": "Say something", "stream": False,
+                                        "raw": False, "suffix": "", "template": ""})
+        self.assertEqual(r.status, 200, r)
+
     # ---- pass-through ----
 
     def test_passthrough_chat_streamed_and_not(self):
