@@ -677,7 +677,10 @@ static int compat_llm_on_text(const char *p, size_t n, void *arg)
         compat_stream_piece(c, p, n);
         return http_stream_ended(c->out) ? 1 : 0; /* capped (a client that does not read): stop the backend */
     }
-    return strbuf_append(&c->text, p, n) == RAGD_OK ? 0 : 1; /* past the response cap: stop there */
+    if (strbuf_append(&c->text, p, n) == RAGD_OK)
+        return 0;
+    c->text_capped = true; /* past the response cap: stop there, and say the answer was cut */
+    return 1;
 }
 
 static void compat_llm_on_done(llm_status st, const char *message, const llm_chat_stats *stats, void *arg)
@@ -689,7 +692,7 @@ static void compat_llm_on_done(llm_status st, const char *message, const llm_cha
         http_unwatch_close(req);
     compat_final f;
     memset(&f, 0, sizeof f);
-    f.done_reason = stats && stats->done_reason[0] ? stats->done_reason : "stop";
+    f.done_reason = c->text_capped ? "length" : stats && stats->done_reason[0] ? stats->done_reason : "stop";
     f.prompt_tokens = stats ? stats->prompt_tokens : -1;
     f.completion_tokens = stats ? stats->completion_tokens : -1;
     f.total_ns = compat_ns(clock_now_ms() - req->t_start_ms);

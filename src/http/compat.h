@@ -85,6 +85,7 @@ struct compat_call {
     rag_query_op *op;
     llm_task *task;
     strbuf text;        /* a pass-through's answer so far, for a non-stream reply */
+    bool text_capped;   /* text reached its cap and the backend was stopped there */
     http_stream *out;   /* the live stream, once the first piece went */
     bool gone;
 };

@@ -3,6 +3,7 @@
 #include "upstream/codec.h"
 #include "upstream/wire.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,15 +127,30 @@ ragd_err ollama_show_parse(const char *body, size_t len, json_t **out, char *err
     return RAGD_OK;
 }
 
+/* A version string as Ollama writes them ("0.12.0", "0.5.7-rc1+local"). */
+static bool ollama_version_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > OLLAMA_VERSION_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)v[i]) && !strchr(".+_-", v[i]))
+            return false;
+    return true;
+}
+
 ragd_err ollama_version_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen)
 {
     *out = NULL;
     json_t *root = json_loadb(body, len, 0, NULL);
     const char *v = json_string_value(json_object_get(root, "version"));
+    if (v && !ollama_version_ok(v))
+        v = NULL; /* it is shown to clients: a backend that lies gets no say */
     *out = v ? json_pack("{s:s}", "version", v) : NULL;
     json_decref(root);
     if (!v) {
-        snprintf(err, errlen, "version reply has no string \"version\"");
+        snprintf(err, errlen, "version reply has no \"version\" of 1-%d characters [0-9A-Za-z.+_-]",
+                 OLLAMA_VERSION_MAX);
         return RAGD_EINVAL;
     }
     return *out ? RAGD_OK : RAGD_ENOMEM;

@@ -36,7 +36,9 @@ ragd_err ollama_models_parse(const char *body, size_t len, json_t **out, char *e
 /* POST /api/show reply: an object whose "details" and "model_info", when present, are
  * objects and "capabilities" an array. *out is a new reference. */
 ragd_err ollama_show_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
-/* GET /api/version reply: {"version": string}. *out is a new reference. */
+/* GET /api/version reply: {"version": string of 1..OLLAMA_VERSION_MAX characters
+ * [0-9A-Za-z.+_-]} (anything else is a lie: RAGD_EINVAL). *out is a new reference. */
+#define OLLAMA_VERSION_MAX 64
 ragd_err ollama_version_parse(const char *body, size_t len, json_t **out, char *err, size_t errlen);
 
 /* The message of an error reply ({"error": "…"}), or a generic one. */

@@ -571,3 +571,16 @@ class SlowReaderTest(harness.E2ETestCase):
         fake.configure(fault="none")
         r = srv.request("POST", "/api/chat", json_body={"model": "llama3.2", "messages": question(), "stream": False})
         self.assertEqual(r.status, 200, r)
+
+    def test_non_stream_answer_cut_at_the_response_cap_says_length(self):
+        fake = self.start_fake_ollama()
+        srv = self.new_server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_EMBEDDER": "builtin", "RAGD_MAX_RESPONSE_BYTES": "65536"})
+        fake.configure(fault="endless_stream", fault_paths="/api/chat,/v1/chat/completions")
+        r = srv.request("POST", "/api/chat", json_body={"model": "llama3.2", "messages": question(), "stream": False})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["done_reason"], "length")  # cut, and the client is told so
+        self.assertLess(len(r.body["message"]["content"].encode()), 65536)
+        r = srv.request("POST", "/v1/chat/completions", json_body={"model": "llama3.2", "messages": question()})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body["choices"][0]["finish_reason"], "length")

@@ -189,11 +189,37 @@ static void test_oversize_line(void **state)
     free(big);
 }
 
+/* The version is shown to clients (/api/version): only a plausible one is taken. */
+static void test_version_parse(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"{\"version\":\"0.12.0\"}", "{\"version\":\"0.5.7-rc1+local_2\"}"};
+    static const char *const bad[] = {"{\"version\":\"\"}", "{\"version\":\"0.1\\n<script>\"}",
+                                      "{\"version\":\"0 12\"}", "{\"version\":12}", "{}", "<html>"};
+    char err[160];
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        json_t *out = NULL;
+        assert_int_equal(ollama_version_parse(good[i], strlen(good[i]), &out, err, sizeof err), RAGD_OK);
+        assert_non_null(json_string_value(json_object_get(out, "version")));
+        json_decref(out);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        json_t *out = NULL;
+        assert_int_equal(ollama_version_parse(bad[i], strlen(bad[i]), &out, err, sizeof err), RAGD_EINVAL);
+        assert_null(out);
+    }
+    char huge[200];
+    int n = snprintf(huge, sizeof huge, "{\"version\":\"%0*d\"}", OLLAMA_VERSION_MAX + 1, 0);
+    json_t *out = NULL;
+    assert_int_equal(ollama_version_parse(huge, (size_t)n, &out, err, sizeof err), RAGD_EINVAL);
+    assert_null(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed_body),  cmocka_unit_test(test_embed_parse),   cmocka_unit_test(test_chat_body_and_errors),
-        cmocka_unit_test(test_chat_stream), cmocka_unit_test(test_oversize_line),
+        cmocka_unit_test(test_chat_stream), cmocka_unit_test(test_oversize_line), cmocka_unit_test(test_version_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
