@@ -51,24 +51,6 @@ bool compat_rag_db(const char *model, char db[STORE_NAME_MAX + 1])
     return names_db_valid(db);
 }
 
-/* The same rule as /api/query's `model` (h_query.c): each model has its own breakers and
- * bulkheads, so clients may not make new ones at will through a rag/ chat. */
-bool compat_llm_allowed(const struct app *a, const char *model)
-{
-    const ragd_config *cfg = &a->cfg;
-    if (strcmp(model, cfg->llm_model) == 0)
-        return true;
-    size_t n = strlen(model);
-    for (const char *p = cfg->llm_models; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == n && strncmp(p, model, n) == 0)
-            return true;
-        p += len + (comma ? 1 : 0);
-    }
-    return false;
-}
-
 void compat_now_rfc3339(char *out, size_t outlen)
 {
     struct timespec ts;
@@ -619,7 +601,7 @@ static bool compat_rag_model(compat_call *c)
     if (!m)
         return true;
     const char *model = json_string_value(m);
-    if (!model || !compat_llm_allowed(c->a, model)) {
+    if (!model || !handlers_llm_model_allowed(&c->a->cfg, model)) {
         http_reply_error(c->req, 400, "invalid_request",
                          "options.model: '%s' is not a configured model (LLM_MODEL, RAGD_LLM_MODELS)",
                          model ? model : "(not a string)");

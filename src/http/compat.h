@@ -35,8 +35,6 @@ struct app;
 bool compat_rag_db(const char *model, char db[STORE_NAME_MAX + 1]);
 /* A model name a client may send: 1..COMPAT_MODEL_MAX bytes of [A-Za-z0-9._:/@+-]. */
 bool compat_model_name_ok(const char *model);
-/* LLM_MODEL, or one of RAGD_LLM_MODELS (the models a rag/ chat may answer with). */
-bool compat_llm_allowed(const struct app *a, const char *model);
 
 /* The answer of one rag/ chat that ends, in what every dialect shows. */
 typedef struct {
