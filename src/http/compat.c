@@ -19,6 +19,17 @@
 
 #define COMPAT_CONVERSATION_MAX ((size_t)4 << 20) /* bytes of message text in one request */
 
+bool compat_model_copy(http_request *req, const char *model, char out[COMPAT_MODEL_MAX + 1])
+{
+    if (!model || !compat_model_name_ok(model)) {
+        http_reply_error(req, 400, "invalid_request", "model: a name of 1 to %d characters of [A-Za-z0-9._:/@+-]",
+                         COMPAT_MODEL_MAX);
+        return false;
+    }
+    snprintf(out, COMPAT_MODEL_MAX + 1, "%s", model);
+    return true;
+}
+
 /* ---- names ---- */
 
 bool compat_model_name_ok(const char *model)
@@ -350,6 +361,18 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
         jsonw_int(w, o->cited[i]);
     jsonw_array_end(w);
     jsonw_object_end(w);
+}
+
+void compat_reply_built(http_request *req, strbuf *sb, bool ok, const char *what)
+{
+    if (ok) {
+        size_t len;
+        char *text = strbuf_detach(sb, &len);
+        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
+    } else {
+        http_reply_error(req, 500, "response_too_large", "the %s would exceed RAGD_MAX_RESPONSE_BYTES", what);
+    }
+    strbuf_cleanup(sb);
 }
 
 bool compat_write_vector(strbuf *sb, const float *v, size_t dim)

@@ -198,13 +198,7 @@ static bool openai_model(http_request *req, json_t *body, char out[COMPAT_MODEL_
         http_reply_error(req, 400, "invalid_request", "you must provide a model parameter");
         return false;
     }
-    if (!compat_model_name_ok(model)) {
-        http_reply_error(req, 400, "invalid_request", "model: a name of 1 to %d characters of [A-Za-z0-9._:/@+-]",
-                         COMPAT_MODEL_MAX);
-        return false;
-    }
-    snprintf(out, COMPAT_MODEL_MAX + 1, "%s", model);
-    return true;
+    return compat_model_copy(req, model, out);
 }
 
 /* OpenAI's sampling fields as Ollama's options (the upstream layer maps them back for an
@@ -416,14 +410,7 @@ static void openai_embed_write(http_request *req, const char *model, const float
         ok = jsonw_status(&w) == RAGD_OK &&
              strbuf_appendf(&sb, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}", tokens, tokens) == RAGD_OK;
     }
-    if (ok) {
-        size_t len;
-        char *text = strbuf_detach(&sb, &len);
-        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
-    } else {
-        http_reply_error(req, 500, "response_too_large", "the embeddings would exceed RAGD_MAX_RESPONSE_BYTES");
-    }
-    strbuf_cleanup(&sb);
+    compat_reply_built(req, &sb, ok, "embeddings");
 }
 
 static void openai_embed_float(http_request *req, const char *model, const float *v, size_t n, size_t dim,
