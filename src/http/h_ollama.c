@@ -420,28 +420,26 @@ bool handlers_compat_inputs(http_request *req, json_t *input, bool empty_string_
     *texts = calloc(count, sizeof **texts);
     *lens = calloc(count, sizeof **lens);
     if (!*texts || !*lens) {
-        free(*texts);
-        free(*lens);
-        *texts = NULL;
-        *lens = NULL;
         http_reply_error(req, 503, "overloaded", "out of memory");
-        return false;
+        goto fail;
     }
     for (size_t i = 0; i < count; i++) {
         json_t *t = json_is_array(input) ? json_array_get(input, i) : input;
         if (!json_is_string(t)) {
-            free(*texts);
-            free(*lens);
-            *texts = NULL;
-            *lens = NULL;
             http_reply_error(req, 400, "invalid_request", "invalid input type");
-            return false;
+            goto fail;
         }
         (*texts)[i] = json_string_value(t);
         (*lens)[i] = json_string_length(t);
     }
     *n = count;
     return true;
+fail:
+    free(*texts);
+    free(*lens);
+    *texts = NULL;
+    *lens = NULL;
+    return false;
 }
 
 void handlers_ollama_embed(http_request *req)
