@@ -2,7 +2,8 @@
 #define RAGD_HTTP_HANDLERS_H
 
 /* The route table and the handlers behind it (one file per resource: h_health.c,
- * h_dbs.c, h_ingest.c, h_query.c), plus the helpers they share (h_common.c). */
+ * h_dbs.c, h_ingest.c, h_query.c, ...; one per compatible API: h_ollama.c, h_openai.c,
+ * whose shared core is compat.h), plus the helpers they share (h_common.c). */
 #include <jansson.h>
 #include <stdbool.h>
 
