@@ -19,6 +19,17 @@
 
 #define COMPAT_CONVERSATION_MAX ((size_t)4 << 20) /* bytes of message text in one request */
 
+bool compat_model_copy(http_request *req, const char *model, char out[COMPAT_MODEL_MAX + 1])
+{
+    if (!model || !compat_model_name_ok(model)) {
+        http_reply_error(req, 400, "invalid_request", "model: a name of 1 to %d characters of [A-Za-z0-9._:/@+-]",
+                         COMPAT_MODEL_MAX);
+        return false;
+    }
+    snprintf(out, COMPAT_MODEL_MAX + 1, "%s", model);
+    return true;
+}
+
 /* ---- names ---- */
 
 bool compat_model_name_ok(const char *model)
@@ -49,24 +60,6 @@ bool compat_rag_db(const char *model, char db[STORE_NAME_MAX + 1])
     memcpy(db, name, n);
     db[n] = '\0';
     return names_db_valid(db);
-}
-
-/* The same rule as /api/query's `model` (h_query.c): each model has its own breakers and
- * bulkheads, so clients may not make new ones at will through a rag/ chat. */
-bool compat_llm_allowed(const struct app *a, const char *model)
-{
-    const ragd_config *cfg = &a->cfg;
-    if (strcmp(model, cfg->llm_model) == 0)
-        return true;
-    size_t n = strlen(model);
-    for (const char *p = cfg->llm_models; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == n && strncmp(p, model, n) == 0)
-            return true;
-        p += len + (comma ? 1 : 0);
-    }
-    return false;
 }
 
 void compat_now_rfc3339(char *out, size_t outlen)
@@ -370,6 +363,18 @@ void compat_write_rag_extras(jsonw *w, const rag_outcome *o)
     jsonw_object_end(w);
 }
 
+void compat_reply_built(http_request *req, strbuf *sb, bool ok, const char *what)
+{
+    if (ok) {
+        size_t len;
+        char *text = strbuf_detach(sb, &len);
+        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
+    } else {
+        http_reply_error(req, 500, "response_too_large", "the %s would exceed RAGD_MAX_RESPONSE_BYTES", what);
+    }
+    strbuf_cleanup(sb);
+}
+
 bool compat_write_vector(strbuf *sb, const float *v, size_t dim)
 {
     if (strbuf_append(sb, "[", 1) != RAGD_OK)
@@ -619,7 +624,7 @@ static bool compat_rag_model(compat_call *c)
     if (!m)
         return true;
     const char *model = json_string_value(m);
-    if (!model || !compat_llm_allowed(c->a, model)) {
+    if (!model || !handlers_llm_model_allowed(&c->a->cfg, model)) {
         http_reply_error(c->req, 400, "invalid_request",
                          "options.model: '%s' is not a configured model (LLM_MODEL, RAGD_LLM_MODELS)",
                          model ? model : "(not a string)");

@@ -35,8 +35,14 @@ struct app;
 bool compat_rag_db(const char *model, char db[STORE_NAME_MAX + 1]);
 /* A model name a client may send: 1..COMPAT_MODEL_MAX bytes of [A-Za-z0-9._:/@+-]. */
 bool compat_model_name_ok(const char *model);
-/* LLM_MODEL, or one of RAGD_LLM_MODELS (the models a rag/ chat may answer with). */
-bool compat_llm_allowed(const struct app *a, const char *model);
+/* A request's model field past the dialect's own "missing" check: copies model (NULL when
+ * not a string) into out, or replies 400 invalid_request naming the accepted form. */
+bool compat_model_copy(http_request *req, const char *model, char out[COMPAT_MODEL_MAX + 1]);
+
+/* Replies with a JSON body built in sb: 200 with its text when ok, else 500
+ * response_too_large naming what ("the <what> would exceed RAGD_MAX_RESPONSE_BYTES").
+ * Cleans sb up either way. */
+void compat_reply_built(http_request *req, strbuf *sb, bool ok, const char *what);
 
 /* The answer of one rag/ chat that ends, in what every dialect shows. */
 typedef struct {

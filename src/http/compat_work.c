@@ -14,6 +14,33 @@
 
 #define COMPAT_META_TIMEOUT_MS 5000.0 /* a model list waits this long for the backend */
 
+/* A zeroed state of size bytes owned by req (freed by cleanup when req is freed), or NULL
+ * after replying 503. */
+static void *compat_state_new(http_request *req, size_t size, void (*cleanup)(void *))
+{
+    void *state = calloc(1, size);
+    if (!state) {
+        http_reply_error(req, 503, "overloaded", "out of memory");
+        return NULL;
+    }
+    http_set_cleanup(req, cleanup, state);
+    return state;
+}
+
+/* On a worker: collection db into out. RAGD_ENOTFOUND is left to the caller to answer;
+ * any other failure has been answered (503 store closing, 500). */
+static ragd_err compat_collection_lookup(http_request *req, const char *db, store_collection *out)
+{
+    store_reader *r = handlers_reader(req);
+    if (!r)
+        return RAGD_ECLOSED;
+    ragd_err rc = store_collection_get(r, db, out);
+    store_reader_release(r);
+    if (rc != RAGD_OK && rc != RAGD_ENOTFOUND)
+        http_reply_error(req, 500, "internal", "looking the collection up failed: %s", ragd_strerror(rc));
+    return rc;
+}
+
 /* ---- model lists ---- */
 
 typedef struct {
@@ -75,14 +102,11 @@ static void compat_models_work(http_request *req)
 
 void compat_list_models(http_request *req, compat_models_render render)
 {
-    compat_models_call *m = calloc(1, sizeof *m);
-    if (!m) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
+    compat_models_call *m = compat_state_new(req, sizeof *m, compat_models_free);
+    if (!m)
         return;
-    }
     m->req = req;
     m->render = render;
-    http_set_cleanup(req, compat_models_free, m);
     http_defer(req, compat_models_work);
 }
 
@@ -104,15 +128,12 @@ static void compat_meta_on_reply(llm_status st, json_t *reply, const char *messa
 void compat_meta(http_request *req, llm_meta_kind what, const char *model, compat_meta_render render)
 {
     app *a = req->app;
-    compat_meta_call *m = calloc(1, sizeof *m);
-    if (!m) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
+    compat_meta_call *m = compat_state_new(req, sizeof *m, free);
+    if (!m)
         return;
-    }
     m->req = req;
     m->render = render;
     snprintf(m->model, sizeof m->model, "%s", model ? model : "");
-    http_set_cleanup(req, free, m);
     llm_task *t = NULL;
     if (a->generator) {
         http_go_async(req);
@@ -136,31 +157,22 @@ typedef struct {
 static void compat_show_work(http_request *req)
 {
     compat_show_call *s = req->cleanup_arg;
-    store_reader *r = handlers_reader(req);
-    if (!r)
-        return;
     store_collection c;
-    ragd_err rc = store_collection_get(r, s->db, &c);
-    store_reader_release(r);
+    ragd_err rc = compat_collection_lookup(req, s->db, &c);
     if (rc == RAGD_OK)
         s->render(req, &c, s->model);
     else if (rc == RAGD_ENOTFOUND)
         s->render(req, NULL, s->model);
-    else
-        http_reply_error(req, 500, "internal", "looking the collection up failed: %s", ragd_strerror(rc));
 }
 
 void compat_show_collection(http_request *req, const char *db, const char *model, compat_collection_render render)
 {
-    compat_show_call *s = calloc(1, sizeof *s);
-    if (!s) {
-        http_reply_error(req, 503, "overloaded", "out of memory");
+    compat_show_call *s = compat_state_new(req, sizeof *s, free);
+    if (!s)
         return;
-    }
     s->render = render;
     snprintf(s->db, sizeof s->db, "%s", db);
     snprintf(s->model, sizeof s->model, "%s", model);
-    http_set_cleanup(req, free, s);
     http_defer(req, compat_show_work);
 }
 
@@ -217,19 +229,11 @@ static void compat_embed_upstream_step(void *arg)
 static void compat_embed_rag_work(http_request *req)
 {
     compat_embed_call *e = req->cleanup_arg;
-    store_reader *r = handlers_reader(req);
-    if (!r)
-        return;
-    ragd_err rc = store_collection_get(r, e->db, &e->coll);
-    store_reader_release(r);
-    if (rc == RAGD_ENOTFOUND) {
+    ragd_err rc = compat_collection_lookup(req, e->db, &e->coll);
+    if (rc == RAGD_ENOTFOUND)
         compat_reply_model_not_found(req, e->model);
+    if (rc != RAGD_OK)
         return;
-    }
-    if (rc != RAGD_OK) {
-        http_reply_error(req, 500, "internal", "looking the collection up failed: %s", ragd_strerror(rc));
-        return;
-    }
     switch (rag_embed_texts_kind(req->app->engine, &e->coll)) {
     case RAG_TEXTS_BUILTIN: {
         float *v = malloc(e->n * EMBED_BUILTIN_DIM * sizeof *v);
@@ -255,12 +259,11 @@ void compat_embed_run(http_request *req, const char *model, json_t *hold, const 
                       compat_embed_render render)
 {
     app *a = req->app;
-    compat_embed_call *e = calloc(1, sizeof *e);
+    compat_embed_call *e = compat_state_new(req, sizeof *e, compat_embed_free);
     if (!e) {
         json_decref(hold);
         free(texts);
         free(lens);
-        http_reply_error(req, 503, "overloaded", "out of memory");
         return;
     }
     e->req = req;
@@ -272,7 +275,6 @@ void compat_embed_run(http_request *req, const char *model, json_t *hold, const 
     snprintf(e->model, sizeof e->model, "%s", model);
     for (size_t i = 0; i < n; i++)
         e->tokens += (lens[i] + 3) / 4;
-    http_set_cleanup(req, compat_embed_free, e);
     if (n == 0) {
         render(req, model, NULL, 0, 0, 0);
         return;

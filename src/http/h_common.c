@@ -226,3 +226,18 @@ void handlers_reply_rag_status(http_request *req, rag_status st, const char *mes
     }
     http_reply_error(req, 500, "internal", "%s", message);
 }
+
+bool handlers_llm_model_allowed(const ragd_config *cfg, const char *model)
+{
+    if (strcmp(model, cfg->llm_model) == 0)
+        return true;
+    size_t n = strlen(model);
+    for (const char *p = cfg->llm_models; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, model, n) == 0)
+            return true;
+        p += len + (comma ? 1 : 0);
+    }
+    return false;
+}

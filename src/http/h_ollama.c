@@ -127,13 +127,7 @@ static bool ollama_model(http_request *req, json_t *body, char out[COMPAT_MODEL_
         http_reply_error(req, 400, "invalid_request", "model is required");
         return false;
     }
-    if (!model || !compat_model_name_ok(model)) {
-        http_reply_error(req, 400, "invalid_request",
-                         "model: a name of 1 to %d characters of [A-Za-z0-9._:/@+-]", COMPAT_MODEL_MAX);
-        return false;
-    }
-    snprintf(out, COMPAT_MODEL_MAX + 1, "%s", model);
-    return true;
+    return compat_model_copy(req, model, out);
 }
 
 /* An optional string field, "" allowed; replies 400 when it is another type. */
@@ -396,14 +390,7 @@ static void ollama_embed_render(http_request *req, const char *model, const floa
     }
     ok = ok && strbuf_appendf(&sb, ",\"total_duration\":%lld,\"load_duration\":0,\"prompt_eval_count\":%zu}",
                               (long long)((clock_now_ms() - req->t_start_ms) * 1e6), tokens) == RAGD_OK;
-    if (ok) {
-        size_t len;
-        char *text = strbuf_detach(&sb, &len);
-        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
-    } else {
-        http_reply_error(req, 500, "response_too_large", "the embeddings would exceed RAGD_MAX_RESPONSE_BYTES");
-    }
-    strbuf_cleanup(&sb);
+    compat_reply_built(req, &sb, ok, "embeddings");
 }
 
 static void ollama_embedding_render(http_request *req, const char *model, const float *v, size_t n, size_t dim,
@@ -416,14 +403,7 @@ static void ollama_embedding_render(http_request *req, const char *model, const 
     bool ok = strbuf_appends(&sb, "{\"embedding\":") == RAGD_OK &&
               (n > 0 ? compat_write_vector(&sb, v, dim) : strbuf_appends(&sb, "[]") == RAGD_OK) &&
               strbuf_append(&sb, "}", 1) == RAGD_OK;
-    if (ok) {
-        size_t len;
-        char *text = strbuf_detach(&sb, &len);
-        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
-    } else {
-        http_reply_error(req, 500, "response_too_large", "the embedding would exceed RAGD_MAX_RESPONSE_BYTES");
-    }
-    strbuf_cleanup(&sb);
+    compat_reply_built(req, &sb, ok, "embedding");
 }
 
 /* The texts of an input: a string (one text, none when "") or a list of strings. Replies
@@ -450,28 +430,26 @@ bool handlers_compat_inputs(http_request *req, json_t *input, bool empty_string_
     *texts = calloc(count, sizeof **texts);
     *lens = calloc(count, sizeof **lens);
     if (!*texts || !*lens) {
-        free(*texts);
-        free(*lens);
-        *texts = NULL;
-        *lens = NULL;
         http_reply_error(req, 503, "overloaded", "out of memory");
-        return false;
+        goto fail;
     }
     for (size_t i = 0; i < count; i++) {
         json_t *t = json_is_array(input) ? json_array_get(input, i) : input;
         if (!json_is_string(t)) {
-            free(*texts);
-            free(*lens);
-            *texts = NULL;
-            *lens = NULL;
             http_reply_error(req, 400, "invalid_request", "invalid input type");
-            return false;
+            goto fail;
         }
         (*texts)[i] = json_string_value(t);
         (*lens)[i] = json_string_length(t);
     }
     *n = count;
     return true;
+fail:
+    free(*texts);
+    free(*lens);
+    *texts = NULL;
+    *lens = NULL;
+    return false;
 }
 
 void handlers_ollama_embed(http_request *req)

@@ -30,6 +30,40 @@ static void openai_head(jsonw *w, const compat_call *c, const char *object)
     jsonw_string(w, "ragd");
 }
 
+/* "choices":[{"index":0,"<member>": — the member's value comes next, then openai_choice_end. */
+static void openai_choice_begin(jsonw *w, const char *member)
+{
+    jsonw_key(w, "choices");
+    jsonw_array_begin(w);
+    jsonw_object_begin(w);
+    jsonw_key(w, "index");
+    jsonw_int(w, 0);
+    jsonw_key(w, member);
+}
+
+/* ,"finish_reason":<reason, null when NULL>}] */
+static void openai_choice_end(jsonw *w, const char *finish_reason)
+{
+    jsonw_key(w, "finish_reason");
+    if (finish_reason)
+        jsonw_string(w, finish_reason);
+    else
+        jsonw_null(w);
+    jsonw_object_end(w);
+    jsonw_array_end(w);
+}
+
+/* {"role":"assistant","content":<text>}: a chunk's delta or a completion's message. */
+static void openai_message(jsonw *w, const char *text, size_t len)
+{
+    jsonw_object_begin(w);
+    jsonw_key(w, "role");
+    jsonw_string(w, "assistant");
+    jsonw_key(w, "content");
+    jsonw_stringn(w, text, len);
+    jsonw_object_end(w);
+}
+
 static bool openai_frame_open(strbuf *sb, jsonw *w)
 {
     jsonw_init(w, sb);
@@ -48,22 +82,9 @@ static bool openai_piece(const compat_call *c, strbuf *sb, const char *p, size_t
         return false;
     jsonw_object_begin(&w);
     openai_head(&w, c, "chat.completion.chunk");
-    jsonw_key(&w, "choices");
-    jsonw_array_begin(&w);
-    jsonw_object_begin(&w);
-    jsonw_key(&w, "index");
-    jsonw_int(&w, 0);
-    jsonw_key(&w, "delta");
-    jsonw_object_begin(&w);
-    jsonw_key(&w, "role");
-    jsonw_string(&w, "assistant");
-    jsonw_key(&w, "content");
-    jsonw_stringn(&w, p, n);
-    jsonw_object_end(&w);
-    jsonw_key(&w, "finish_reason");
-    jsonw_null(&w);
-    jsonw_object_end(&w);
-    jsonw_array_end(&w);
+    openai_choice_begin(&w, "delta");
+    openai_message(&w, p, n);
+    openai_choice_end(&w, NULL);
     jsonw_object_end(&w);
     return openai_frame_close(sb, &w);
 }
@@ -96,18 +117,10 @@ static bool openai_final(const compat_call *c, strbuf *sb, const compat_final *f
         return false;
     jsonw_object_begin(&w);
     openai_head(&w, c, "chat.completion.chunk");
-    jsonw_key(&w, "choices");
-    jsonw_array_begin(&w);
-    jsonw_object_begin(&w);
-    jsonw_key(&w, "index");
-    jsonw_int(&w, 0);
-    jsonw_key(&w, "delta");
+    openai_choice_begin(&w, "delta");
     jsonw_object_begin(&w);
     jsonw_object_end(&w);
-    jsonw_key(&w, "finish_reason");
-    jsonw_string(&w, openai_finish_reason(f));
-    jsonw_object_end(&w);
-    jsonw_array_end(&w);
+    openai_choice_end(&w, openai_finish_reason(f));
     if (f->rag)
         compat_write_rag_extras(&w, f->rag);
     jsonw_object_end(&w);
@@ -135,22 +148,9 @@ static bool openai_whole(const compat_call *c, strbuf *sb, const compat_final *f
     jsonw_init(&w, sb);
     jsonw_object_begin(&w);
     openai_head(&w, c, "chat.completion");
-    jsonw_key(&w, "choices");
-    jsonw_array_begin(&w);
-    jsonw_object_begin(&w);
-    jsonw_key(&w, "index");
-    jsonw_int(&w, 0);
-    jsonw_key(&w, "message");
-    jsonw_object_begin(&w);
-    jsonw_key(&w, "role");
-    jsonw_string(&w, "assistant");
-    jsonw_key(&w, "content");
-    jsonw_stringn(&w, f->text, f->len);
-    jsonw_object_end(&w);
-    jsonw_key(&w, "finish_reason");
-    jsonw_string(&w, openai_finish_reason(f));
-    jsonw_object_end(&w);
-    jsonw_array_end(&w);
+    openai_choice_begin(&w, "message");
+    openai_message(&w, f->text, f->len);
+    openai_choice_end(&w, openai_finish_reason(f));
     openai_usage(&w, f);
     if (f->rag)
         compat_write_rag_extras(&w, f->rag);
@@ -198,13 +198,7 @@ static bool openai_model(http_request *req, json_t *body, char out[COMPAT_MODEL_
         http_reply_error(req, 400, "invalid_request", "you must provide a model parameter");
         return false;
     }
-    if (!compat_model_name_ok(model)) {
-        http_reply_error(req, 400, "invalid_request", "model: a name of 1 to %d characters of [A-Za-z0-9._:/@+-]",
-                         COMPAT_MODEL_MAX);
-        return false;
-    }
-    snprintf(out, COMPAT_MODEL_MAX + 1, "%s", model);
-    return true;
+    return compat_model_copy(req, model, out);
 }
 
 /* OpenAI's sampling fields as Ollama's options (the upstream layer maps them back for an
@@ -312,6 +306,13 @@ void handlers_openai_chat(http_request *req)
 
 /* ---- models ---- */
 
+/* {"id","object":"model","created","owned_by"}: an entry of GET /v1/models, or GET /v1/models/{model}. */
+static json_t *openai_model_object(const char *id, const char *owner, long long created)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created", (json_int_t)created, "owned_by",
+                     owner);
+}
+
 static void openai_models_render(http_request *req, const store_collection *cs, size_t n, json_t *backend)
 {
     json_t *data = json_array();
@@ -319,32 +320,24 @@ static void openai_models_render(http_request *req, const store_collection *cs, 
     for (size_t i = 0; i < n; i++) {
         char id[STORE_NAME_MAX + 16];
         snprintf(id, sizeof id, "rag/%s:latest", cs[i].name);
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created",
-                                              (json_int_t)now, "owned_by", "ragd"));
+        json_array_append_new(data, openai_model_object(id, "ragd", now));
     }
     size_t i;
     json_t *m;
     json_array_foreach(backend, i, m) {
         const char *name = json_string_value(json_object_get(m, "name"));
         if (name && strncmp(name, "rag/", 4) != 0)
-            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", name, "object", "model", "created",
-                                                  (json_int_t)now, "owned_by", "library"));
+            json_array_append_new(data, openai_model_object(name, "library", now));
     }
     handlers_reply_json_capped(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 void handlers_openai_models(http_request *req) { compat_list_models(req, openai_models_render); }
 
-static json_t *openai_model_object(const char *id, const char *owner)
-{
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model", "created", (json_int_t)time(NULL), "owned_by",
-                     owner);
-}
-
 static void openai_model_collection(http_request *req, const store_collection *c, const char *model)
 {
     if (c)
-        http_reply_json(req, 200, openai_model_object(model, "ragd"));
+        http_reply_json(req, 200, openai_model_object(model, "ragd", (long long)time(NULL)));
     else
         compat_reply_model_not_found(req, model);
 }
@@ -354,7 +347,7 @@ static void openai_model_backend(http_request *req, llm_status st, json_t *reply
 {
     (void)reply;
     if (st == LLM_OK)
-        http_reply_json(req, 200, openai_model_object(model, "library"));
+        http_reply_json(req, 200, openai_model_object(model, "library", (long long)time(NULL)));
     else if (st == LLM_NOT_FOUND || !req->app->generator)
         compat_reply_model_not_found(req, model);
     else
@@ -416,14 +409,7 @@ static void openai_embed_write(http_request *req, const char *model, const float
         ok = jsonw_status(&w) == RAGD_OK &&
              strbuf_appendf(&sb, ",\"usage\":{\"prompt_tokens\":%zu,\"total_tokens\":%zu}}", tokens, tokens) == RAGD_OK;
     }
-    if (ok) {
-        size_t len;
-        char *text = strbuf_detach(&sb, &len);
-        http_reply_owned(req, 200, "application/json; charset=utf-8", text, len);
-    } else {
-        http_reply_error(req, 500, "response_too_large", "the embeddings would exceed RAGD_MAX_RESPONSE_BYTES");
-    }
-    strbuf_cleanup(&sb);
+    compat_reply_built(req, &sb, ok, "embeddings");
 }
 
 static void openai_embed_float(http_request *req, const char *model, const float *v, size_t n, size_t dim,

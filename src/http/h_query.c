@@ -196,22 +196,6 @@ static bool query_parse_history(http_request *req, json_t *b, rag_request *in)
     return true;
 }
 
-/* LLM_MODEL, or one of RAGD_LLM_MODELS. */
-static bool query_model_allowed(const ragd_config *cfg, const char *model)
-{
-    if (strcmp(model, cfg->llm_model) == 0)
-        return true;
-    size_t n = strlen(model);
-    for (const char *p = cfg->llm_models; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len == n && strncmp(p, model, n) == 0)
-            return true;
-        p += len + (comma ? 1 : 0);
-    }
-    return false;
-}
-
 /* Parses the body into in (which then holds a reference on the JSON); *stream says
  * whether the client wants SSE. Replies 400/422 and returns false on a bad body. */
 static bool query_parse(http_request *req, bool generate, rag_request *in, bool *stream)
@@ -242,7 +226,7 @@ static bool query_parse(http_request *req, bool generate, rag_request *in, bool 
                      !fields_string(req, b, "model", false, 256, &model) || !fields_object(req, b, "options", &options) ||
                      !fields_llm_options(req, options) || !query_parse_history(req, b, in)))
         return false;
-    if (model && !query_model_allowed(&req->app->cfg, model)) {
+    if (model && !handlers_llm_model_allowed(&req->app->cfg, model)) {
         /* each model gets its own breakers and bulkheads: clients may not create them at will */
         http_reply_error(req, 422, "validation_error", "model: '%s' is not a configured model (LLM_MODEL, RAGD_LLM_MODELS)",
                          model);

@@ -2,10 +2,12 @@
 #define RAGD_HTTP_HANDLERS_H
 
 /* The route table and the handlers behind it (one file per resource: h_health.c,
- * h_dbs.c, h_ingest.c, h_query.c), plus the helpers they share (h_common.c). */
+ * h_dbs.c, h_ingest.c, h_query.c, ...; one per compatible API: h_ollama.c, h_openai.c,
+ * whose shared core is compat.h), plus the helpers they share (h_common.c). */
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "config.h"
 #include "http/request.h"
 #include "http/router.h"
 #include "rag/engine.h"
@@ -106,6 +108,10 @@ bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cance
 void handlers_reply_rag_status(http_request *req, rag_status st, const char *message);
 /* A held step dropped at shutdown before a worker took it: 503 not_ready, part given back. */
 void handlers_reply_dropped(http_request *req);
+/* Whether a client may pick model for an answer: LLM_MODEL or one of RAGD_LLM_MODELS.
+ * Each model has its own breakers and bulkheads, so clients may not make new ones at will
+ * (/api/query's `model`, a rag/ chat's options.model). */
+bool handlers_llm_model_allowed(const ragd_config *cfg, const char *model);
 
 
 

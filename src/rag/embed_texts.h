@@ -17,6 +17,7 @@ typedef enum {
     RAG_TEXTS_UNAVAILABLE /* an upstream collection and no upstream embedder here */
 } rag_texts_embedder;
 
+/* Which embedder embeds texts as collection c's chunks were, here (any thread). */
 rag_texts_embedder rag_embed_texts_kind(const rag_engine *e, const store_collection *c);
 
 /* Embeds n texts into out[n * EMBED_BUILTIN_DIM] (L2-normalised; a text with no words gives

@@ -933,8 +933,10 @@ static void rag_op_embedded(rag_query_op *q, const float *v, size_t dim, const c
             q->qvector = malloc(dim * sizeof *v);
             if (q->qvector)
                 memcpy(q->qvector, v + dim, dim * sizeof *v);
-            else
-                q->vector = (free(q->vector), NULL);
+            else {
+                free(q->vector);
+                q->vector = NULL;
+            }
         }
     }
     if (!q->vector) {
@@ -1038,10 +1040,12 @@ static void rag_step_lookup(void *arg)
             rag_op_finish(q, RAG_E_OVERLOADED, "out of memory while reading the conversation");
             return;
         }
-        if (used == 0) /* no user turn to add: the question alone, retrieved once */
-            q->rtext_owned = (free(q->rtext_owned), NULL);
-        else
+        if (used == 0) { /* no user turn to add: the question alone, retrieved once */
+            free(q->rtext_owned);
+            q->rtext_owned = NULL;
+        } else {
             q->rtext = q->rtext_owned;
+        }
     }
     if (q->cache_on)
         q->ticket = cache_ticket(e->cfg.cache); /* before the collection (and its version) is read */

@@ -5,7 +5,8 @@
  * lookup → query embedding → retrieval and fusion → rerank (when asked) → prompt → generation,
  * with the extractive answer as the fallback — that knows nothing of HTTP. /api/query and
  * /api/retrieve are adapters that parse a request into a rag_request and render the
- * events; the Ollama- and OpenAI-compatible routes will be two more.
+ * events; a chat with a rag/ model on the Ollama- and OpenAI-compatible routes is a third
+ * (http/compat.c).
  *
  * Threads and callbacks (docs/internals/callbacks.md): rag_query_start, rag_query_cancel and
  * every sink callback run on the loop thread. on_done runs exactly once per started query,
@@ -125,7 +126,7 @@ typedef struct {
     rag_turn *history;
     size_t n_history;
     json_t *format;      /* passed to the LLM as the client gave it (borrowed from hold), or NULL */
-    json_t *keep_alive;
+    json_t *keep_alive;  /* likewise (an Ollama backend keeps the model loaded this long), or NULL */
 } rag_request;
 
 void rag_request_cleanup(rag_request *r);

@@ -118,26 +118,22 @@ static size_t rag_prompt_passage_cost(const void *ctx, const char *text, size_t 
     return rag_prompt_passage_tokens(p->k, p->n, text, len);
 }
 
-/* The estimated tokens of a turn written with its first len bytes and the cut mark (ctx:
- * the rag_turn; text is its text). */
-static size_t rag_prompt_cut_turn_cost(const void *ctx, const char *text, size_t len)
+/* The estimated tokens of turn t written with its first len bytes (and the cut mark when
+ * cut). SIZE_MAX when out of memory. */
+static size_t rag_prompt_turn_cost(const rag_turn *t, size_t len, bool cut)
 {
-    (void)text;
     strbuf sb;
     strbuf_init(&sb, RAG_PROMPT_CAP);
-    size_t tokens = rag_prompt_append_turn(&sb, ctx, len, true) == RAGD_OK ? rag_budget_tokens(sb.data, sb.len) : SIZE_MAX;
+    size_t tokens = rag_prompt_append_turn(&sb, t, len, cut) == RAGD_OK ? rag_budget_tokens(sb.data, sb.len) : SIZE_MAX;
     strbuf_cleanup(&sb);
     return tokens;
 }
 
-/* The estimated tokens of a whole turn. */
-static size_t rag_prompt_turn_tokens(const rag_turn *t)
+/* rag_prompt_turn_cost of a cut turn, as rag_prompt_cut asks (ctx: the rag_turn; text is its text). */
+static size_t rag_prompt_cut_turn_cost(const void *ctx, const char *text, size_t len)
 {
-    strbuf sb;
-    strbuf_init(&sb, RAG_PROMPT_CAP);
-    size_t tokens = rag_prompt_append_turn(&sb, t, t->len, false) == RAGD_OK ? rag_budget_tokens(sb.data, sb.len) : SIZE_MAX;
-    strbuf_cleanup(&sb);
-    return tokens;
+    (void)text;
+    return rag_prompt_turn_cost(ctx, len, true);
 }
 
 /* The longest cut of text[0..len) that costs at most room tokens (cost(ctx, text, cut)): at
@@ -213,7 +209,7 @@ static size_t rag_prompt_pick_turns(const rag_turn *history, size_t n_history, s
         /* a turn longer than the bytes a cut looks at is cut without costing it whole (so
          * the work stays in proportion to the room, not to the turn) */
         bool too_long = rag_prompt_turn_scan(t, room) < t->len;
-        size_t cost = too_long ? SIZE_MAX - 1 : rag_prompt_turn_tokens(t);
+        size_t cost = too_long ? SIZE_MAX - 1 : rag_prompt_turn_cost(t, t->len, false);
         if (cost == SIZE_MAX)
             return SIZE_MAX;
         rag_prompt_turn *slot = &turns[cap - 1 - nt];

@@ -184,13 +184,13 @@ void bulkhead_set_free(bulkhead_set *s);
  * max_entries are in use, RAGD_ENOMEM, RAGD_EINVAL for a NULL name. */
 ragd_err bulkhead_set_get(bulkhead_set *s, const char *backend, const char *model, bulkhead **out);
 
-/* For /metrics: the count, and the i-th bulkhead (NULL past the end), in creation order. */
 /* Nothing in flight, waiting, or decided but not yet delivered. */
 bool bulkhead_idle(const bulkhead *b);
 /* Removes an idle b from the set and frees it: RAGD_OK, or RAGD_EBUSY (b not idle; kept)
  * / RAGD_EINVAL (not in the set). Safe from a waiter's callback: a dispatch pass of the set
  * in progress starts over (the bulkheads after b moved down by one). */
 ragd_err bulkhead_set_remove(bulkhead_set *s, bulkhead *b);
+/* For /metrics: the count, and the i-th bulkhead (NULL past the end), in creation order. */
 size_t bulkhead_set_count(const bulkhead_set *s);
 bulkhead *bulkhead_set_at(const bulkhead_set *s, size_t i);
 

@@ -63,7 +63,7 @@ bulkhead *upstream_model_bulkhead_if(const upstream_model *m, size_t host);
  * end) and one per reservation. */
 void upstream_model_hold(upstream_model *m);
 void upstream_model_release(upstream_model *m);
-void upstream_model_reserve(upstream_model *m, long delta);
+void upstream_model_reserve(upstream_model *m, long delta); /* +1 per llm_reserve, -1 per give-back */
 long upstream_model_reserved(const upstream_model *m);
 
 #endif

@@ -50,8 +50,12 @@ def question(text="When was the Zephyrine protocol ratified?"):
     return [{"role": "user", "content": text}]
 
 
-class OllamaCompatTest(harness.E2ETestCase):
+class FakeBackendCase(harness.E2ETestCase):
+    """Base of the compatible routes' tests (this file's and test_compat_openai's): one ragd
+    for the class (self.srv) with the fake Ollama as its generator (self.fake, reset before each
+    test), the builtin embedder, extra_env on top, and collection kb holding FACT."""
     class_server = False
+    extra_env = {}
 
     @classmethod
     def setUpClass(cls):
@@ -59,14 +63,11 @@ class OllamaCompatTest(harness.E2ETestCase):
         cls.fake = harness.fake_ollama.FakeOllama(port=0, admin_port=0).start()
         cls.addClassCleanup(cls.fake.stop)
         srv = harness.Server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": cls.fake.url,
-                                  "RAGD_EMBEDDER": "builtin", "RAGD_LLM_MODELS": "llama3.2,other-llm",
-                                  "RAGD_MAX_BODY_BYTES": "4194304"},
-                             name=cls.__name__)
+                                  "RAGD_EMBEDDER": "builtin", **cls.extra_env}, name=cls.__name__)
         cls.addClassCleanup(srv.cleanup)
         srv.start()
         cls.srv = srv
         ingest_corpus(srv, "kb", True)
-        ingest_corpus(srv, "other", False, n=200)
 
     def setUp(self):
         super().setUp()
@@ -75,6 +76,26 @@ class OllamaCompatTest(harness.E2ETestCase):
 
     def post(self, path, body, **kw):
         return self.srv.request("POST", path, json_body=body, **kw)
+
+
+class NoBackendCase(harness.E2ETestCase):
+    """Base of the tests on the true defaults (no LLM anywhere): collection kb holds FACT."""
+    class_server = True
+    server_env = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ingest_corpus(cls.server, "kb", True, n=300)
+
+
+class OllamaCompatTest(FakeBackendCase):
+    extra_env = {"RAGD_LLM_MODELS": "llama3.2,other-llm", "RAGD_MAX_BODY_BYTES": "4194304"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        ingest_corpus(cls.srv, "other", False, n=200)
 
     def assertOllamaError(self, r, status, contains=""):
         self.assertEqual(r.status, status, r)
@@ -486,15 +507,8 @@ class OllamaCompatGuardedTest(harness.E2ETestCase):
         self.assertTrue(r.header("Retry-After"))
 
 
-class OllamaCompatNoBackendTest(harness.E2ETestCase):
+class OllamaCompatNoBackendTest(NoBackendCase):
     """The true defaults: no LLM anywhere. A rag/ chat still answers — extractive, and says so."""
-    class_server = True
-    server_env = {}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        ingest_corpus(cls.server, "kb", True, n=300)
 
     def test_rag_chat_answers_flagged_without_a_backend(self):
         r = self.server.request("POST", "/api/chat", json_body={"model": "rag/kb", "messages": question(),

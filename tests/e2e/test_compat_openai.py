@@ -14,36 +14,14 @@ import threading
 import unittest
 
 import harness
-from test_compat_ollama import FACT, ingest_corpus, question
+from test_compat_ollama import FakeBackendCase, NoBackendCase, question
 
 
 def sse_frames(raw):
     return [data for _, data in harness.parse_sse(raw)]
 
 
-class OpenAICompatTest(harness.E2ETestCase):
-    class_server = False
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.fake = harness.fake_ollama.FakeOllama(port=0, admin_port=0).start()
-        cls.addClassCleanup(cls.fake.stop)
-        srv = harness.Server(env={"RAGD_GENERATOR": "ollama", "OLLAMA_BASE_URL": cls.fake.url,
-                                  "RAGD_EMBEDDER": "builtin"}, name=cls.__name__)
-        cls.addClassCleanup(srv.cleanup)
-        srv.start()
-        cls.srv = srv
-        ingest_corpus(srv, "kb", True)
-
-    def setUp(self):
-        super().setUp()
-        self._watch(self.srv)
-        self.fake.reset()
-
-    def post(self, path, body, **kw):
-        return self.srv.request("POST", path, json_body=body, **kw)
-
+class OpenAICompatTest(FakeBackendCase):
     def assertOpenAIError(self, r, status, type_, contains=""):
         self.assertEqual(r.status, status, r)
         self.assertEqual(r.content_type(), "application/json", r)
@@ -224,15 +202,7 @@ class OpenAICompatGuardedTest(harness.E2ETestCase):
         self.assertEqual(r.status, 200, r)
 
 
-class OpenAICompatNoBackendTest(harness.E2ETestCase):
-    class_server = True
-    server_env = {}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        ingest_corpus(cls.server, "kb", True, n=300)
-
+class OpenAICompatNoBackendTest(NoBackendCase):
     def test_rag_chat_answers_flagged_without_a_backend(self):
         r = self.server.request("POST", "/v1/chat/completions", json_body={"model": "rag/kb", "messages": question()})
         self.assertEqual(r.status, 200, r)

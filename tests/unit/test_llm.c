@@ -118,6 +118,14 @@ static void env_init(env *e, llm_config *cfg, const char *const *urls, size_t n_
     assert_int_equal(llm_new(e->base, e->client, cfg, clk, upstream_rand_system(), &e->l, err, sizeof err), RAGD_OK);
 }
 
+/* env_init against the first fake backend alone. */
+static void env_init_one(env *e, llm_config *cfg)
+{
+    static const char *url[1];
+    url[0] = fakes[0].url;
+    env_init(e, cfg, url, 1);
+}
+
 static void env_free(env *e)
 {
     json_decref(e->meta);
@@ -206,9 +214,8 @@ static void test_embed_in_batches(void **state)
     (void)state;
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     const char *texts[100];
     size_t lens[100];
     char buf[100][32];
@@ -239,9 +246,8 @@ static void test_embed_reply_capped_by_its_texts(void **state)
     llm_config cfg;
     llm_config_default(&cfg);
     cfg.retry.max_attempts = 1;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     const char *text = "one short text";
     size_t len = strlen(text);
     e.pending = 1;
@@ -258,9 +264,8 @@ static void test_chat_streams(void **state)
     (void)state;
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     chat_once(&e);
     assert_int_equal(e.last, LLM_OK);
     assert_true(e.text_len > 0);
@@ -274,9 +279,8 @@ static void test_busy_is_overload(void **state)
     llm_config cfg;
     llm_config_default(&cfg);
     cfg.retry.max_attempts = 1;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
     e.pending = 3;
     for (int i = 0; i < 3; i++)
@@ -299,9 +303,8 @@ static void test_failures_open_then_recover(void **state)
     cfg.retry.max_attempts = 1;
     cfg.breaker.open_ms = 300;
     cfg.breaker.open_max_ms = 300;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     for (int i = 0; i < 5; i++) {
         chat_once(&e);
         assert_int_equal(e.last, LLM_UNAVAILABLE);
@@ -331,9 +334,8 @@ static void test_half_open_admits_one_trial(void **state)
     cfg.retry.max_attempts = 1;
     cfg.breaker.open_ms = 200;
     cfg.breaker.open_max_ms = 200;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     for (int i = 0; i < 5; i++)
         chat_once(&e);
     assert_int_equal(chat_breaker(&e, 0).state, BREAKER_OPEN);
@@ -356,9 +358,8 @@ static void test_error_line_is_failure(void **state)
     json_decref(admin(&fakes[0], "/__admin/config", "{\"fault\": \"error_line\"}"));
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     chat_once(&e);
     assert_int_not_equal(e.last, LLM_OK);
     assert_non_null(strstr(e.message, "mid-stream"));
@@ -455,9 +456,8 @@ static void test_many_batches_tight_limits_failing_backend(void **state)
             cfg.breaker.failure_threshold = (unsigned)threshold;
             cfg.retry.base_ms = 1;
             cfg.retry.cap_ms = 5;
-            const char *urls[] = {fakes[0].url};
             env e;
-            env_init(&e, &cfg, urls, 1);
+            env_init_one(&e, &cfg);
             size_t *lens = NULL;
             const char **texts = many_texts(1000, &lens); /* 32 batches */
             probe_cb p = {.e = &e};
@@ -490,9 +490,8 @@ static void test_large_job_is_not_shed_by_itself(void **state)
     llm_config_default(&cfg);
     cfg.bulkhead.max_concurrent = 2;
     cfg.bulkhead.max_queue = 0;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     size_t *lens = NULL;
     const char **texts = many_texts(3200, &lens);
     probe_cb p = {.e = &e};
@@ -518,9 +517,8 @@ static void test_cancel_ends_in_one_cancelled_callback(void **state)
     llm_config cfg;
     llm_config_default(&cfg);
     cfg.bulkhead.max_concurrent = 2;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     llm_chat_handlers h = {.on_text = no_text, .on_done = counted_chat_done};
     probe_cb chat = {.e = &e}, job = {.e = &e};
     h.arg = &chat;
@@ -566,9 +564,8 @@ static void test_cancel_all(void **state)
     llm_config cfg;
     llm_config_default(&cfg);
     cfg.bulkhead.max_concurrent = 1;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     llm_chat_handlers h = {.on_text = no_text, .on_done = counted_chat_done};
     probe_cb p[5];
     for (int i = 0; i < 5; i++) {
@@ -602,9 +599,8 @@ static void test_reservations(void **state)
     llm_config_default(&cfg);
     cfg.bulkhead.max_concurrent = 1;
     cfg.bulkhead.max_queue = 1;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     llm_reservation a, b, c;
     assert_int_equal(llm_reserve(e.l, "llama3.2", &a), LLM_OK);
     assert_int_equal(llm_reserve(e.l, "llama3.2", &b), LLM_OK);
@@ -668,9 +664,8 @@ static void test_chat_messages_multi_turn(void **state)
     (void)state;
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     json_t *messages = conversation();
     json_t *options = json_pack("{s:f, s:i}", "temperature", 0.25, "num_predict", 3);
     json_t *format = json_string("json");
@@ -713,9 +708,8 @@ static void test_chat_messages_openai_stats(void **state)
     llm_config cfg;
     llm_config_default(&cfg);
     cfg.kind = LLM_KIND_OPENAI;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     json_t *messages = conversation();
     json_t *format = json_string("json");
     json_t *options = json_pack("{s:f}", "temperature", 0.5);
@@ -746,9 +740,8 @@ static void test_chat_stats_from_llm_chat(void **state)
     (void)state;
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     chat_once(&e);
     assert_int_equal(e.last, LLM_OK);
     assert_string_equal(e.stats.done_reason, "stop");
@@ -769,9 +762,8 @@ static void test_unknown_model_is_not_found(void **state)
         llm_config cfg;
         llm_config_default(&cfg);
         cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
-        const char *urls[] = {fakes[0].url};
         env e;
-        env_init(&e, &cfg, urls, 1);
+        env_init_one(&e, &cfg);
         json_t *messages = conversation();
         llm_chat_request rq = {.messages = messages};
         for (int i = 0; i < 6; i++) {
@@ -831,9 +823,8 @@ static void test_meta_both_kinds(void **state)
         llm_config cfg;
         llm_config_default(&cfg);
         cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
-        const char *urls[] = {fakes[0].url};
         env e;
-        env_init(&e, &cfg, urls, 1);
+        env_init_one(&e, &cfg);
         meta_once(&e, LLM_META_MODELS, NULL);
         assert_int_equal(e.last, LLM_OK);
         assert_true(list_has(e.meta, "llama3.2:latest"));
@@ -876,9 +867,8 @@ static void test_keep_alive_passes(void **state)
     (void)state;
     llm_config cfg;
     llm_config_default(&cfg);
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     json_t *messages = conversation();
     json_t *keep = json_integer(0);
     llm_chat_request rq = {.messages = messages, .keep_alive = keep};
@@ -911,9 +901,8 @@ static void test_meta_lying_backend(void **state)
             llm_config cfg;
             llm_config_default(&cfg);
             cfg.kind = kind ? LLM_KIND_OPENAI : LLM_KIND_OLLAMA;
-            const char *urls[] = {fakes[0].url};
             env e;
-            env_init(&e, &cfg, urls, 1);
+            env_init_one(&e, &cfg);
             meta_once(&e, LLM_META_MODELS, NULL);
             assert_int_not_equal(e.last, LLM_OK);
             if (f < 2)
@@ -954,9 +943,8 @@ static void test_models_on_demand_evict_lru(void **state)
     cfg.max_models = 2;
     cfg.retry.max_attempts = 1;
     cfg.breaker.failure_threshold = 1;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     json_t *messages = conversation();
     llm_chat_request rq = {.messages = messages};
     chat_once(&e); /* llama3.2, configured */
@@ -1007,9 +995,8 @@ static void test_models_on_demand_full_is_overload(void **state)
     cfg.models = models;
     cfg.n_models = 1;
     cfg.max_models = 2;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     json_t *messages = conversation();
     llm_chat_request rq = {.messages = messages};
     llm_chat_handlers h = {.on_text = on_text, .on_done = on_chat_done, .arg = &e};
@@ -1058,9 +1045,8 @@ static void test_refused_before_sending(void **state)
     llm_config_default(&cfg);
     cfg.bulkhead.max_concurrent = 1;
     cfg.bulkhead.max_queue = 0;
-    const char *urls[] = {fakes[0].url};
     env e;
-    env_init(&e, &cfg, urls, 1);
+    env_init_one(&e, &cfg);
     char long_model[300];
     memset(long_model, 'm', sizeof long_model - 1);
     long_model[sizeof long_model - 1] = '\0';
