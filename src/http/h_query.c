@@ -673,6 +673,8 @@ static void query_on_done(const rag_outcome *o, void *arg)
     c->op = NULL;
     if (req->close_arg == c)
         http_unwatch_close(req);
+    req->upstream = (http_upstream_time){.embed_ms = o->timings.embed, .rerank_ms = o->timings.rerank,
+                                         .generate_ms = o->timings.generate};
     if (c->out) {
         query_end_stream(c, o);
         return;

@@ -408,6 +408,13 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
 
 /* ---- accepting ---- */
 
+size_t http_target_loggable(const char *target, size_t len)
+{
+    const char *q = memchr(target, '?', len);
+    size_t n = q ? (size_t)(q - target) : len;
+    return n > 200 ? 200 : n;
+}
+
 void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud)
 {
     /* What the client sent already is read first (a close with unread bytes is a reset,
@@ -433,7 +440,7 @@ void http_server_refuse_fd(int fd, const char *message, const char *rid_known, b
     }
     if (loud && parsed) /* in the access log's form */
         log_warn("%.*s %.*s 503 (%s) id=%s", (int)h.method.len, in + h.method.off,
-                 (int)(h.target.len > 200 ? 200 : h.target.len), in + h.target.off, message, rid);
+                 (int)http_target_loggable(in + h.target.off, h.target.len), in + h.target.off, message, rid);
     else if (loud)
         log_warn("? unmatched 503 (%s) id=%s", message, rid);
     char reply[768];

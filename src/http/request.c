@@ -154,10 +154,12 @@ void http_stream_write(http_stream *s, const char *p, size_t n)
             return; /* the client is gone */
         if (!http_conn_stream_write(s->req->conn, p, n))
             http_stream_end(s); /* a client that does not read cannot grow our memory */
+        else
+            s->req->bytes_out += n;
         return;
     }
     if (strbuf_append(&s->out, p, n) != RAGD_OK)
-        s->ended = true; /* before the head went out: capped the same way */
+        s->ended = true; /* before the head went out: capped the same way (counted at the flush) */
 }
 
 void http_stream_end(http_stream *s)

@@ -40,6 +40,14 @@ typedef enum { HTTP_DIALECT_RAGD = 0, HTTP_DIALECT_OLLAMA, HTTP_DIALECT_OPENAI }
 
 typedef struct http_request http_request;
 typedef void (*http_handler)(http_request *req);
+
+/* Time a request spent in the steps that call a model — embedding the question, reranking,
+ * generating (or the whole backend call on the compatible routes) — in milliseconds, for
+ * the access line; 0 = the request had no such step. Handlers fill it on the loop thread
+ * before the response goes. */
+typedef struct {
+    double embed_ms, rerank_ms, generate_ms;
+} http_upstream_time;
 typedef struct http_stream http_stream;
 
 struct http_request {
@@ -65,12 +73,14 @@ struct http_request {
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;
+    http_upstream_time upstream; /* see http_upstream_time */
 
     /* the response */
     int status;
     char *resp_body;
     const char *resp_static; /* instead of resp_body: a static body (the out-of-memory reply) */
     size_t resp_len;
+    size_t bytes_out; /* body bytes queued for the client (a stream's pieces added up) */
     const char *resp_type;
     char allow[64];
     char retry_after[16];
