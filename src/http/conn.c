@@ -172,7 +172,8 @@ static void conn_log_access(const http_request *req, int status, double ms, cons
         f[n++] = LOG_NUM("rerank_ms", req->upstream.rerank_ms);
     if (req->upstream.generate_ms > 0)
         f[n++] = LOG_NUM("generate_ms", req->upstream.generate_ms);
-    f[n++] = LOG_STR("id", req->request_id);
+    f[n] = LOG_STR("request_id", req->request_id);
+    f[n++].text_key = "id";
     if (note) {
         f[n] = LOG_STR("note", note);
         f[n++].json_only = true;

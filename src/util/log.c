@@ -204,7 +204,7 @@ size_t log_format_record(char *out, size_t cap, log_format f, log_level level, l
             if (fields[i].json_only)
                 continue;
             log_put(&o, " ", 1);
-            log_puts(&o, fields[i].key);
+            log_puts(&o, fields[i].text_key ? fields[i].text_key : fields[i].key);
             log_put(&o, "=", 1);
             if (fields[i].kind == LOG_F_STR)
                 log_put_text_value(&o, fields[i].s);

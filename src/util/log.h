@@ -42,6 +42,7 @@ typedef struct {
     long long i;      /* LOG_F_INT */
     double d;         /* LOG_F_NUM: written with one decimal (milliseconds, seconds) */
     bool json_only;   /* already said by the text message */
+    const char *text_key; /* the name in text when it differs (NULL: key) */
 } log_field;
 
 #define LOG_STR(k, v) ((log_field){.key = (k), .kind = LOG_F_STR, .s = (v)})
