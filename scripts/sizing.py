@@ -76,7 +76,7 @@ def main():
     port = free_port()
     p = start(a.bin, data, port)
     idle_kb = status_kb(p.pid, "VmRSS")
-    per_doc = 10  # about 10 chunks of 1000 characters per 9 KB document (overlap 150)
+    per_doc = 12  # about 12 chunks of 1000 characters (overlap 150) per ~9.8 KB document
     docs = max(1, a.chunks // per_doc)
     t0 = time.monotonic()
     text_bytes = 0
