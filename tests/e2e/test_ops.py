@@ -95,6 +95,16 @@ class JsonLogsTest(harness.E2ETestCase):
         self.assertTrue(any(r["level"] == "debug" for r in records))
 
 
+    def test_a_configuration_error_is_a_json_line_too(self):
+        import subprocess
+        env = harness.base_env({"RAGD_LOG_FORMAT": "json", "RAGD_CHUNK_SIZE": "abc"})
+        p = subprocess.run([harness.ragd_bin(), "serve"], env=env, capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        rec = json.loads(p.stderr.strip().splitlines()[-1])
+        self.assertEqual(rec["level"], "error")
+        self.assertIn("RAGD_CHUNK_SIZE", rec["msg"])
+
+
 class TextAccessLineTest(harness.E2ETestCase):
     server_env = {"RAGD_EMBEDDER": "builtin"}
 
