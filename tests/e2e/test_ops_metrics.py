@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import unittest
 
 import harness
@@ -53,6 +54,9 @@ class MetricsExpositionTest(harness.E2ETestCase):
         self.call("POST", "/api/query", {"query": "When did Krakatoa erupt?", "db": "m", "method": "hybrid"}, srv=srv)
         self.call("POST", "/api/retrieve", {"query": "Etna", "db": "m", "method": "keyword"}, srv=srv)
         self.assertEnvelope(srv.request("GET", "/api/dbs/none"), 404, "db_not_found")
+        r = srv.request("POST", "/api/embed", json_body={"model": "nomic-embed-text", "input": ["hello", "world"]},
+                        headers={"X-Request-ID": "ops-embed-1"})
+        self.assertEqual(r.status, 200, r)
         r = srv.request("GET", "/metrics")
         self.assertEqual(r.status, 200)
         text = r.raw.decode()
@@ -81,6 +85,13 @@ class MetricsExpositionTest(harness.E2ETestCase):
         self.assertEqual(sample(text, "ragd_queries_total", method="keyword", generator="none"), 1)
         self.assertIsNotNone(sample(text, "ragd_breaker_state", backend=f"http://127.0.0.1:{dead}"),
                              "the backend that is down has breaker series")
+        # the access line of the pass-through embedding carries its upstream time
+        for _ in range(100):  # the line is written when the reply is out: wait for it, not a speed check
+            line = [ln for ln in srv.log_text().splitlines() if "id=ops-embed-1" in ln]
+            if line:
+                break
+            time.sleep(0.05)
+        self.assertTrue(line and " embed_ms=" in line[-1], line)
         self.assertIsNotNone(sample(text, "ragd_http_requests_total", route="unmatched", code="404") or
                              sample(text, "ragd_http_requests_total", code="404"))
 
