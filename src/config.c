@@ -607,6 +607,8 @@ const char *config_name(size_t i) { return i < CONFIG_N_NAMES ? config_names[i] 
 void config_raw_free(config_raw *raw)
 {
     for (size_t i = 0; raw && i < CONFIG_MAX_NAMES; i++) {
+        if (raw->values[i]) /* some are secrets */
+            explicit_bzero(raw->values[i], strlen(raw->values[i]));
         free(raw->values[i]);
         raw->values[i] = NULL;
     }

@@ -503,13 +503,13 @@ static void server_on_sighup(evutil_socket_t sig, short what, void *arg)
     a->cfg.log_level = next.log_level;
     a->cfg.log_format = next.log_format;
     log_set_format(next.log_format);
-    log_set_level(LOG_INFO); /* the reload's own line is always written */
-    log_fields(LOG_INFO, "reload (SIGHUP): configuration read",
+    log_set_level(next.log_level);
+    /* the reload's own line is always written: at info, or at the level when that is higher */
+    log_fields(next.log_level > LOG_INFO ? next.log_level : LOG_INFO, "reload (SIGHUP): configuration read",
                (log_field[]){LOG_STR("applied", applied[0] ? applied : "nothing changed"),
                              LOG_STR("needs_restart", restart[0] ? restart : "nothing"),
                              LOG_STR("config_file", a->cfg.config_file[0] ? a->cfg.config_file : NULL)},
                3);
-    log_set_level(next.log_level);
     config_raw_free(&srv->raw);
     srv->raw = raw;
     memset(&raw, 0, sizeof raw);
