@@ -170,6 +170,21 @@ class ReloadTest(harness.E2ETestCase):
         for secret in (KEY_A, KEY_B, "env-key-is-overridden"):
             self.assertNotIn(secret, srv.log_text())
 
+    def test_a_keys_file_with_new_contents_is_reloaded(self):
+        root = tempfile.mkdtemp(prefix="ragd-e2e-conf-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(root, ignore_errors=True))
+        keys = os.path.join(root, "keys")
+        self.write_config(keys, f"# keys\n{KEY_A}\n")
+        srv = self.new_server(env={"RAGD_API_KEYS_FILE": keys, "RAGD_EMBEDDER": "builtin"})
+        self.call("GET", "/api/dbs", srv=srv, headers=bearer(KEY_A))
+        self.write_config(keys, f"{KEY_B}:read\n")
+        line = self.reload(srv, 1)
+        self.assertIn("RAGD_API_KEYS_FILE (contents)", line)
+        self.assertEnvelope(srv.request("GET", "/api/dbs", headers=bearer(KEY_A)), 401, "unauthorized")
+        self.call("GET", "/api/dbs", srv=srv, headers=bearer(KEY_B))
+        self.assertEnvelope(srv.request("POST", "/api/dbs", json_body={"name": "x"}, headers=bearer(KEY_B)),
+                            403, "forbidden")
+
     def test_rate_limit_and_body_cap_follow_a_reload(self):
         root = tempfile.mkdtemp(prefix="ragd-e2e-conf-")
         self.addCleanup(lambda: __import__("shutil").rmtree(root, ignore_errors=True))
