@@ -2,7 +2,8 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
-           libutf8proc libxml-2.0 md4c libpcre2-8
+           libutf8proc libxml-2.0 md4c libpcre2-8 \
+           poppler-glib libzip zlib
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 OPT     ?= -O2 -g

@@ -197,7 +197,8 @@ static bool ingest_parse_json(http_request *req, ingest_call *c)
     }
     if (!ingest_new_job(req, c, db, json_array_size(docs)))
         goto out;
-    static const char *const formats[] = {"text", "markdown", "html", NULL};
+    /* in rag_format's order; the binary formats come as raw bodies, not JSON strings */
+    static const char *const formats[] = {"text", "markdown", "html", "auto", "rst", NULL};
     for (size_t i = 0; i < json_array_size(docs); i++) {
         json_t *doc = json_array_get(docs, i);
         char field[64];
@@ -225,7 +226,7 @@ static bool ingest_parse_json(http_request *req, ingest_call *c)
                              field, RAG_INGEST_ID_MAX);
             goto out;
         }
-        if (!fields_choice(req, doc, "format", formats, (int)rag_format_of_source(source), &fmt))
+        if (!fields_choice(req, doc, "format", formats, (int)rag_format_text_only(rag_format_of_source(source)), &fmt))
             goto out;
         ingest_item it = {.bytes = text, .len = json_string_length(tv), .format = (rag_format)fmt, .id = id,
                           .source = source};
