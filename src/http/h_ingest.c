@@ -251,9 +251,10 @@ static bool ingest_arg_db(http_request *req, const char **db)
     return true;
 }
 
-/* A parameter of the request's Content-Type into out (cap bytes); "" when absent. Replies
- * 400 and returns false when the parameters are malformed or too long. */
-static bool ingest_type_param(http_request *req, const char *name, char *out, size_t cap)
+/* A parameter of the request's Content-Type into out (cap bytes; lower-cased when lower:
+ * a charset is case-insensitive, a boundary is not); "" when absent. Replies 400 and
+ * returns false when the parameters are malformed or too long. */
+static bool ingest_type_param(http_request *req, const char *name, bool lower, char *out, size_t cap)
 {
     bool found = false;
     ragd_err e = req->content_params_too_long
@@ -263,7 +264,7 @@ static bool ingest_type_param(http_request *req, const char *name, char *out, si
         http_reply_error(req, 400, "invalid_json", "Content-Type: the %s parameter is too long", name);
     else if (e != RAGD_OK)
         http_reply_error(req, 400, "invalid_json", "Content-Type: malformed parameters");
-    for (char *p = out; e == RAGD_OK && *p; p++)
+    for (char *p = out; lower && e == RAGD_OK && *p; p++)
         *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
     return e == RAGD_OK;
 }
@@ -291,7 +292,7 @@ static bool ingest_parse_raw(http_request *req, ingest_call *c)
         http_reply_error(req, 422, "validation_error", "body: empty: send the document's bytes");
         return false;
     }
-    if (!ingest_type_param(req, "charset", charset, sizeof charset))
+    if (!ingest_type_param(req, "charset", true, charset, sizeof charset))
         return false;
     ingest_item it = {.bytes = req->body.data,
                       .len = req->body.len,
@@ -404,8 +405,8 @@ static bool ingest_form_scan(http_request *req, const char *boundary, ingest_for
     }
     if (f->ids && f->ids != f->files) {
         http_reply_error(req, 422, "validation_error",
-                         "id: %zu id fields for %zu files: give one per file, in the files' order, or none",
-                         f->ids, f->files);
+                         "id: %zu id field%s for %zu file%s: give one per file, in the files' order, or none",
+                         f->ids, f->ids == 1 ? "" : "s", f->files, f->files == 1 ? "" : "s");
         return false;
     }
     return true;
@@ -490,7 +491,7 @@ static bool ingest_parse_multipart(http_request *req, ingest_call *c)
     bool ok = false;
     const char *db = NULL;
     const char *arg_id = http_arg_get(req, "id");
-    if (!ingest_type_param(req, "boundary", boundary, sizeof boundary))
+    if (!ingest_type_param(req, "boundary", false, boundary, sizeof boundary))
         goto out;
     if (!boundary[0]) {
         http_reply_error(req, 400, "invalid_multipart",
