@@ -11,6 +11,7 @@
 #include "http/handlers.h"
 #include "http/multipart.h"
 #include "rag/ingest.h"
+#include "util/jsonmem.h"
 #include "util/jsontext.h"
 #include "util/names.h"
 #include "util/utf8.h"
@@ -337,7 +338,13 @@ static bool ingest_form_field(http_request *req, ingest_form *f, const multipart
         return true;
     }
     if (strcmp(p->name, "metadata") == 0) {
+        unsigned long failed = jsonmem_failures();
         json_t *m = f->meta ? NULL : json_loadb(p->data, p->len, JSON_REJECT_DUPLICATES, NULL);
+        if (jsonmem_failures() != failed) { /* jansson ran out of memory: m may hold altered text */
+            json_decref(m);
+            http_reply_error(req, 503, "overloaded", "out of memory while reading the metadata field");
+            return false;
+        }
         if (!json_is_object(m)) {
             json_decref(m);
             http_reply_error(req, 422, "validation_error", "metadata: %s",

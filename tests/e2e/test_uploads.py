@@ -180,7 +180,9 @@ class UploadsTest(harness.E2ETestCase):
             ("base64 part", "multipart/form-data; boundary=B",
              ok_part.replace(b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: base64\r\n\r\n") + b"--B--",
              "base64 is not supported"),
-            ("bad boundary parameter", "multipart/form-data; boundary=\"open", ok_part + b"--B--", ""),
+            ("bad boundary parameter", "multipart/form-data; boundary=\"open", ok_part + b"--B--", "malformed"),
+            ("parameters over 511 bytes", "multipart/form-data; boundary=B; x=" + "y" * 600, ok_part + b"--B--",
+             "too long"),
         ]
         for i, (what, ctype, body, needle) in enumerate(cases):
             with self.subTest(what):
