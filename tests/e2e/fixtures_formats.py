@@ -45,13 +45,14 @@ def _pdf_escape(s):
 
 def pdf(pages=None):
     """A PDF of one page per entry of pages (each a list of lines), Helvetica 12 pt, written
-    object by object with the byte offsets of the xref table counted exactly."""
-    if pages is None:
-        pages = [
-            ["Page one of the fixture report.", FACTS["pdf_page1"]],
-            ["Page two continues the fixture report.", FACTS["pdf_page2"]],
-            ["Page three ends the fixture report.", FACTS["pdf_page3"]],
-        ]
+    object by object with the byte offsets of the xref table counted exactly. By default
+    three pages long enough (over ragd's default chunk size each) that each fact's chunk
+    lies on its own page."""
+    if pages is None:  # three pages of about 1,400 characters, each fact mid-page
+        pages = []
+        for p, fact in enumerate((FACTS["pdf_page1"], FACTS["pdf_page2"], FACTS["pdf_page3"]), 1):
+            filler = [f"Line {i} of page {p} records the routine readings of the fixture plant." for i in range(20)]
+            pages.append(filler[:10] + [fact] + filler[10:])
     n = len(pages)
     # objects: 1 catalog, 2 pages, 3 font, then per page: page object, content stream
     objs = {}
