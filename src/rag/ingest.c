@@ -63,6 +63,8 @@ typedef struct {
     char **headings; /* per chunk, markdown only (else NULL) */
     int64_t *starts;
     int64_t *ends;
+    int *pages;      /* per chunk, documents with pages only (else NULL) */
+    int *page_ends;
     float *vectors;
     size_t n_chunks;
     /* the injection screen's verdict per chunk */
@@ -174,6 +176,9 @@ static void ingest_reset(rag_ingest *j)
         doccontext_paths_free(d->headings, d->n_chunks);
         free(d->starts);
         free(d->ends);
+        free(d->pages);
+        free(d->page_ends);
+        d->pages = d->page_ends = NULL;
         free(d->vectors);
         free(d->scores);
         free(d->rules);
@@ -466,7 +471,37 @@ static rag_status ingest_extract(rag_ingest *j, ingest_doc *d)
     return RAG_OK;
 }
 
-/* Chunks one document (offsets, and heading paths for markdown). */
+/* The 1-based page holding text[at] (the last page starting at or before it). */
+static int ingest_page_of(const ingest_doc *d, int64_t at)
+{
+    size_t lo = 0, hi = d->n_pages; /* first page starting after at */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((int64_t)d->page_starts[mid] <= at)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == 0 ? 1 : (int)lo;
+}
+
+/* Each chunk's first and last page, for a document with pages. false: no memory. */
+static bool ingest_pages(ingest_doc *d, size_t n)
+{
+    if (!d->page_starts || d->n_pages == 0)
+        return true;
+    d->pages = calloc(n ? n : 1, sizeof *d->pages);
+    d->page_ends = calloc(n ? n : 1, sizeof *d->page_ends);
+    if (!d->pages || !d->page_ends)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        d->pages[i] = ingest_page_of(d, d->starts[i]);
+        d->page_ends[i] = ingest_page_of(d, d->ends[i] > d->starts[i] ? d->ends[i] - 1 : d->starts[i]);
+    }
+    return true;
+}
+
+/* Chunks one document (offsets, heading paths for markdown, pages). */
 static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params *cp)
 {
     chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
@@ -486,6 +521,8 @@ static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params 
     free(spans);
     if (ok && d->markdown && n > 0)
         ok = doccontext_headings(d->text, d->text_len, d->starts, n, &d->headings) == RAGD_OK;
+    if (ok)
+        ok = ingest_pages(d, n);
     if (!ok)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     d->n_chunks = n;
@@ -539,6 +576,8 @@ static rag_status ingest_write(rag_ingest *j)
         sd->chunk_scores = d->scores;
         sd->chunk_rules = d->rules;
         sd->chunk_quarantined = d->quarantined;
+        sd->chunk_pages = d->pages;
+        sd->chunk_page_ends = d->page_ends;
         sd->expect_duplicate = d->duplicate;
     }
     w->docs = j->sdocs;
