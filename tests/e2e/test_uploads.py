@@ -14,10 +14,7 @@ import urllib.parse
 
 import harness
 
-try:  # the formats helper's fixtures: small real PDF/DOCX/ODT/EPUB files made by stdlib code
-    import fixtures_formats
-except ImportError:  # pragma: no cover - before the formats branch is merged
-    fixtures_formats = None
+import fixtures_formats  # the formats helper's small real PDF/DOCX/ODT/EPUB files, made by stdlib code
 
 CURL = shutil.which("curl")
 MAX_BODY = 10 * 1024 * 1024  # RAGD_MAX_BODY_BYTES's default
@@ -232,31 +229,35 @@ class UploadsTest(harness.E2ETestCase):
         self.assertIn("junk", r.body["error"]["message"])
         self.assertNothingStored("raw_junk")
 
-    @unittest.skipUnless(fixtures_formats, "tests/e2e/fixtures_formats.py (formats branch) not present")
     def test_raw_binary_types(self):
-        f = fixtures_formats
-        cases = [
-            ("application/pdf", "paper.pdf", f.make_pdf),
-            ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "memo.docx", f.make_docx),
-            ("application/vnd.oasis.opendocument.text", "memo.odt", f.make_odt),
-            ("application/epub+zip", "book.epub", f.make_epub),
-        ]
-        for ctype, name, make in cases:
+        """Every GOOD fixture of the formats helper sent as a raw body of its type, then all
+        of them again as one curl-style upload (parts typed application/octet-stream, as
+        curl labels .docx, .odt, .epub, .gz and README): each is read and its fact found."""
+        ff = fixtures_formats
+        for name, (make, source, ctype) in ff.GOOD.items():
             with self.subTest(ctype):
-                data, needle = make()
-                r = self.post(f"/api/ingest?db=bin&source={name}", ctype, data)
+                r = self.post(f"/api/ingest?db=bin&source={source}", ctype, make())
                 self.assertEqual(r.status, 200, r)
-                doc_id = r.body["ids"][0]
-                stored, doc = self.doc_text("bin", doc_id)
-                self.assertIn(needle, stored)
-                self.assertEqual(doc["metadata"]["source"], name)
-        # the same files as one multipart upload (parts typed by their names: octet-stream)
-        parts = []
-        for _, name, make in cases:
-            parts.append(("file", name, "application/octet-stream", make()[0]))
+                stored, doc = self.doc_text("bin", r.body["ids"][0])
+                fact = ff.WORDS["pdf_page2" if name == "pdf" else "epub2" if name == "epub" else name]
+                self.assertIn(fact, stored.lower())
+                self.assertEqual(doc["metadata"]["source"], source)
+        parts = [("file", source, "application/octet-stream", make()) for make, source, _ in ff.GOOD.values()]
         r = self.post("/api/ingest?db=bin_form", *form(parts))
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.body["ids"], [c[1] for c in cases])
+        self.assertEqual(r.body["ids"], [source for _, source, _ in ff.GOOD.values()])
+        r = self.call("POST", "/api/retrieve", {"db": "bin_form", "query": ff.WORDS["docx"], "k": 1})
+        self.assertEqual(r["sources"][0]["doc_id"], "protocol.docx")
+        # PDF pages come back with the passage
+        r = self.call("POST", "/api/retrieve", {"db": "bin_form", "query": ff.WORDS["pdf_page2"], "k": 1})
+        self.assertEqual((r["sources"][0]["doc_id"], r["sources"][0].get("page")), ("report.pdf", 2))
+        # an unreadable PDF in a form stores nothing of it
+        r = self.post("/api/ingest?db=bin_bad", *form([("file", "good.txt", None, "Voles dig tunnels."),
+                                                         ("file", "broken.pdf", "application/pdf",
+                                                          ff.pdf_truncated())]))
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertIn("broken.pdf", r.body["error"]["message"])
+        self.assertNothingStored("bin_bad")
 
     # -- refusals ----------------------------------------------------------------------------
     def test_415_names_the_types_and_the_curl_commands(self):
