@@ -72,7 +72,7 @@ static rag_format ingest_raw_format(const char *type, const char *source)
     return m->by_name ? ingest_format_by_name(source) : m->format;
 }
 
-/* The format of a file part by its type (NULL: a type ingest does not take). Clients label
+/* The format of a file part by its type; false: a type ingest does not take. Clients label
  * files by guesswork (curl: a few extensions, the rest application/octet-stream; browsers
  * text/plain for many text kinds), so a generic type leaves it to the file name. */
 static bool ingest_part_format(const multipart_part *p, rag_format *out)
