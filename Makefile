@@ -132,6 +132,9 @@ $(BUILD)/bench_extractive: bench/bench_extractive.c $(LIB)
 $(BUILD)/bench_prompt: bench/bench_prompt.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
+$(BUILD)/bench_multipart: bench/bench_multipart.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
 bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $(BUILD)/bench_fence $(BUILD)/bench_extractive
 	@scripts/deps.sh bench
 	$(BUILD)/bench_vindex 100000 512 200
