@@ -331,7 +331,7 @@ static bool ingest_form_field(http_request *req, ingest_form *f, const multipart
         }
         memcpy(f->db, p->data, p->len);
         f->db[p->len] = '\0';
-        if (!names_db_valid(f->db)) {
+        if (strlen(f->db) != p->len || !names_db_valid(f->db)) { /* a NUL would cut the name */
             http_reply_error(req, 422, "validation_error", "db: must be 1-64 characters of [A-Za-z0-9_.-], not starting with '.'");
             return false;
         }

@@ -121,6 +121,7 @@ class UploadsTest(harness.E2ETestCase):
             ("metadata not an object", [("file", "a.txt", None, "x2"), ("metadata", None, None, "[1]")],
              "metadata: must be a JSON object"),
             ("bad db field", [("file", "a.txt", None, "x3"), ("db", None, None, "../etc")], "db:"),
+            ("db field with a NUL", [("file", "a.txt", None, "x5"), ("db", None, None, b"ab\x00cd")], "db:"),
             ("no file", [("db", None, None, "nofile")], "files: the form must hold 1 to 10000 files"),
             ("empty file", [("file", "a.txt", None, "")], "part 1 (a.txt): the file is empty"),
             ("bad id field", [("file", "a.txt", None, "x4"), ("id", None, None, "bad\x01id")], "part 2: id:"),
