@@ -338,6 +338,10 @@ static bool ingest_form_field(http_request *req, ingest_form *f, const multipart
         return true;
     }
     if (strcmp(p->name, "metadata") == 0) {
+        if (http_json_too_deep(p->data, p->len)) {
+            http_reply_error(req, 422, "validation_error", "metadata: JSON nested deeper than 64 levels");
+            return false;
+        }
         unsigned long failed = jsonmem_failures();
         json_t *m = f->meta ? NULL : json_loadb(p->data, p->len, JSON_REJECT_DUPLICATES, NULL);
         if (jsonmem_failures() != failed) { /* jansson ran out of memory: m may hold altered text */

@@ -430,6 +430,8 @@ static int http_json_depth(const char *p, size_t n)
     return max;
 }
 
+bool http_json_too_deep(const char *p, size_t n) { return http_json_depth(p, n) > JSON_MAX_DEPTH; }
+
 json_t *http_json_object(http_request *req)
 {
     if (req->body.len == 0) {
