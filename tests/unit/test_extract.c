@@ -21,6 +21,8 @@
 #include "util/strbuf.h"
 #include "util/utf8.h"
 
+#include "test_pdf.h"
+
 /* ---------------------------------------------------------------- helpers */
 
 /* Extracts; checks the result's promises (valid UTF-8, no NUL, NUL-terminated at len). */
@@ -110,45 +112,6 @@ static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
     unlink(path);
     *len = (size_t)n;
     return data;
-}
-
-/* A PDF with one page per string (Helvetica), the xref offsets counted (free it). */
-static char *pdf_of(const char *const *pages, size_t n_pages, size_t *len)
-{
-    strbuf sb;
-    strbuf_init(&sb, 1 << 20);
-    size_t off[64];
-    size_t n_obj = 3 + 2 * n_pages;
-    assert_true(n_obj < 64);
-    assert_int_equal(strbuf_appends(&sb, "%PDF-1.4\n"), RAGD_OK);
-    for (size_t o = 1; o <= n_obj; o++) {
-        off[o] = sb.len;
-        strbuf_appendf(&sb, "%zu 0 obj\n", o);
-        if (o == 1) {
-            strbuf_appends(&sb, "<< /Type /Catalog /Pages 2 0 R >>");
-        } else if (o == 2) {
-            strbuf_appends(&sb, "<< /Type /Pages /Kids [");
-            for (size_t p = 0; p < n_pages; p++)
-                strbuf_appendf(&sb, "%zu 0 R ", 4 + 2 * p);
-            strbuf_appendf(&sb, "] /Count %zu >>", n_pages);
-        } else if (o == 3) {
-            strbuf_appends(&sb, "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>");
-        } else if (o % 2 == 0) {
-            strbuf_appendf(&sb, "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R "
-                                ">> >> /Contents %zu 0 R >>", o + 1);
-        } else {
-            char content[512];
-            int cl = snprintf(content, sizeof content, "BT /F1 12 Tf 72 720 Td (%s) Tj ET\n", pages[(o - 5) / 2]);
-            strbuf_appendf(&sb, "<< /Length %d >>\nstream\n%sendstream", cl, content);
-        }
-        strbuf_appends(&sb, "\nendobj\n");
-    }
-    size_t xref = sb.len;
-    strbuf_appendf(&sb, "xref\n0 %zu\n0000000000 65535 f \n", n_obj + 1);
-    for (size_t o = 1; o <= n_obj; o++)
-        strbuf_appendf(&sb, "%010zu 00000 n \n", off[o]);
-    strbuf_appendf(&sb, "trailer\n<< /Size %zu /Root 1 0 R >>\nstartxref\n%zu\n%%%%EOF\n", n_obj + 1, xref);
-    return strbuf_detach(&sb, len);
 }
 
 #define W_NS "xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\""
