@@ -606,7 +606,9 @@ static void conn_body_refused(http_conn *c, ragd_err e)
     http_request *req = c->req;
     strbuf_cleanup(&req->body);
     if (e == RAGD_ETOOBIG)
-        http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
+        http_reply_error(req, 413, "payload_too_large",
+                         "body is over RAGD_MAX_BODY_BYTES (%zu bytes): send less per request, or raise "
+                         "RAGD_MAX_BODY_BYTES on the server",
                          conn_cfg(c)->max_body_bytes);
     else
         http_reply_error(req, 503, "overloaded", "out of memory for the request body");

@@ -66,6 +66,9 @@ struct http_request {
     bool bad_query;                   /* a malformed %-escape, or more than HTTP_MAX_ARGS */
     char request_id[HTTP_REQUEST_ID_SIZE];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
+    char content_params[512];         /* the Content-Type's parameters as sent, from the first ';' ("" if
+                                       * none): read with multipart_param (boundary, charset) */
+    bool content_params_too_long;     /* they did not fit: refused by the handlers that read them */
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
@@ -176,5 +179,8 @@ void http_unwatch_close(http_request *req);
  * invalid_json (unparseable, empty), 422 validation_error (not an object) or 503
  * overloaded (jansson ran out of memory: see util/jsonmem.h) and returns NULL. */
 json_t *http_json_object(http_request *req);
+/* Whether the JSON text p[0..n) nests deeper than http_json_object allows (64): checked
+ * before parsing any JSON a client sends (a form's metadata field too). */
+bool http_json_too_deep(const char *p, size_t n);
 
 #endif
