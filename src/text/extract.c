@@ -19,11 +19,11 @@
 
 void extract_limits_default(extract_limits *lim, size_t input_len)
 {
-    size_t inflated = EXTRACT_INFLATE_FLOOR;
-    if (input_len < EXTRACT_INFLATE_MAX / EXTRACT_INFLATE_RATIO && input_len * EXTRACT_INFLATE_RATIO > inflated)
+    size_t inflated = EXTRACT_INFLATE_MAX;
+    if (input_len < EXTRACT_INFLATE_MAX / EXTRACT_INFLATE_RATIO)
         inflated = input_len * EXTRACT_INFLATE_RATIO;
-    else if (input_len >= EXTRACT_INFLATE_MAX / EXTRACT_INFLATE_RATIO)
-        inflated = EXTRACT_INFLATE_MAX;
+    if (inflated < EXTRACT_INFLATE_FLOOR)
+        inflated = EXTRACT_INFLATE_FLOOR;
     lim->max_inflated = inflated;
     lim->max_text = EXTRACT_TEXT_MAX;
     lim->max_pages = EXTRACT_PAGES_MAX;
@@ -265,6 +265,31 @@ static ragd_err extract_decode(extract_ctx *x, const char *bytes, size_t len, co
     return RAGD_OK;
 }
 
+/* HTML through the HTML reader (which repairs any bytes), binary data refused first. The
+ * title's length comes with the text. */
+static ragd_err extract_html(extract_ctx *x, const char *b, size_t len, const char *charset, extract_result *r)
+{
+    const unsigned char *p = (const unsigned char *)b;
+    bool utf16_bom = len >= 2 && ((p[0] == 0xFF && p[1] == 0xFE) || (p[0] == 0xFE && p[1] == 0xFF));
+    if (!utf16_bom && extract_looks_binary(p, len)) /* UTF-16 has NUL bytes by design */
+        return extract_fail(x, RAGD_EINVAL, "not text: binary data");
+    char *t = NULL;
+    size_t tl = 0, title = 0;
+    ragd_err e = html_to_text_as(b, len, charset, &t, &tl, &title);
+    if (e == RAGD_OK && tl > x->lim->max_text)
+        e = RAGD_ETOOBIG;
+    if (e) {
+        free(t);
+        if (e == RAGD_ENOMEM)
+            return extract_fail(x, e, "out of memory");
+        return extract_fail(x, e, "HTML could not be read (%s)", ragd_strerror(e));
+    }
+    r->text = t;
+    r->len = tl;
+    r->title_len = title;
+    return RAGD_OK;
+}
+
 /* ---------------------------------------------------------------- entry point */
 
 /* The reader for an unpacked document of kind k into r. */
@@ -291,28 +316,9 @@ static ragd_err extract_run(extract_ctx *x, const char *b, size_t len, extract_k
             e = extract_rst(x, dec.data ? dec.data : "", dec.len, &out);
         r->markdown = true;
         break;
-    case EXTRACT_HTML: {
-        if (extract_looks_binary((const unsigned char *)b, len) && !(len >= 2 && ((unsigned char)b[0] == 0xFF || (unsigned char)b[0] == 0xFE))) {
-            e = extract_fail(x, RAGD_EINVAL, "not text: binary data");
-            break;
-        }
-        char *t = NULL;
-        size_t tl = 0, title = 0;
-        e = html_to_text_as(b, len, charset, &t, &tl, &title);
-        if (e == RAGD_OK && tl > x->lim->max_text)
-            e = RAGD_ETOOBIG;
-        if (e == RAGD_OK) {
-            r->text = t;
-            r->len = tl;
-            r->title_len = title;
-            t = NULL;
-        } else {
-            e = e == RAGD_ENOMEM ? extract_fail(x, e, "out of memory")
-                                 : extract_fail(x, e, "HTML could not be read (%s)", ragd_strerror(e));
-        }
-        free(t);
+    case EXTRACT_HTML:
+        e = extract_html(x, b, len, charset, r);
         goto out;
-    }
     case EXTRACT_PDF:
         e = extract_pdf(x, b, len, &out, &r->page_starts, &r->n_pages);
         break;

@@ -1,6 +1,6 @@
 /* EPUB (text/extract_int.h): META-INF/container.xml names the package (OPF); its spine
  * gives the reading order of manifest items, each XHTML read by the HTML reader
- * (text/html.h) and appended in turn, a blank line between; dc:title comes first. The
+ * (text/html.h) and its body appended in turn, a blank line between; dc:title comes first. The
  * deadline is checked before each chapter; every entry counts against max_inflated. */
 #include <libxml/tree.h>
 #include <stdlib.h>
@@ -122,16 +122,22 @@ static ragd_err epub_chapter(extract_ctx *x, extract_zip *z, const char *name, s
         return RAGD_OK;
     if (e)
         return e;
-    e = html_to_text(data, n, &text, &tl);
+    size_t title = 0;
+    e = html_to_text_title(data, n, &text, &tl, &title);
     free(data);
+    /* A chapter's <title> is often the book's, repeated in every chapter, and its heading
+     * is in the body anyway: the body only. */
+    size_t from = title;
+    while (from < tl && (text[from] == '\n' || text[from] == ' '))
+        from++;
     if (e == RAGD_ENOMEM)
         return extract_fail(x, e, "out of memory");
     if (e)
         return extract_fail(x, e, "EPUB could not be read: chapter %s: %s", name, ragd_strerror(e));
-    if (tl > 0 && out->len > 0)
+    if (tl > from && out->len > 0)
         e = strbuf_append(out, "\n\n", 2);
     if (!e)
-        e = strbuf_append(out, text, tl);
+        e = strbuf_append(out, text + from, tl - from);
     free(text);
     if (e == RAGD_ETOOBIG)
         return extract_fail(x, e, "EPUB could not be read: its text is over %zu bytes", x->lim->max_text);
