@@ -4,22 +4,16 @@ carries its page; documents that cannot be read are refused 422 naming the docum
 the collection is left as it was.
 
 Two parts:
-- JsonFormatsTest runs today: text kinds sent as JSON strings (reStructuredText by its
-  extension or "format": "rst", a README with no extension), and the refusals that the
-  JSON route can carry.
+- JsonFormatsTest: text kinds sent as JSON strings (reStructuredText by its extension or
+  "format": "rst", a README with no extension), and the refusals that the JSON route can
+  carry.
 - RawFormatsTest sends the files as raw bodies with their Content-Type
-  (POST /api/ingest?db=&id=&source=), which the uploads branch makes the server accept.
-  Until it is merged the server answers 415 (or 422 for a body that is not UTF-8) and the
-  class skips. LEAD: after merging uploads set REQUIRE_RAW_UPLOADS = True, so that a
-  refusal fails instead of skipping.
+  (POST /api/ingest?db=&id=&source=).
 """
 import urllib.parse
 
 import fixtures_formats as ff
 import harness
-
-REQUIRE_RAW_UPLOADS = False
-
 
 def doc_text(test, db, doc_id):
     """A stored document's text, from its chunks (GET /api/dbs/{db}/documents/{id})."""
@@ -73,17 +67,13 @@ class JsonFormatsTest(harness.E2ETestCase):
 
 
 class RawFormatsTest(harness.E2ETestCase):
-    """Files as raw bodies with their Content-Type (needs the uploads branch)."""
+    """Files as raw bodies with their Content-Type."""
 
     def post_raw(self, db, data, source, ctype, doc_id=None):
         q = {"db": db, "source": source}
         if doc_id:
             q["id"] = doc_id
-        r = self.server.request("POST", "/api/ingest?" + urllib.parse.urlencode(q), body=data, content_type=ctype)
-        not_yet = r.status == 415 or (r.status == 422 and "valid UTF-8 text" in str(r.body))
-        if not_yet and not REQUIRE_RAW_UPLOADS:
-            self.skipTest(f"raw {ctype} bodies are not accepted by this build (the uploads branch): {r.status}")
-        return r
+        return self.server.request("POST", "/api/ingest?" + urllib.parse.urlencode(q), body=data, content_type=ctype)
 
     def test_each_format_found_by_its_fact(self):
         for name, (make, source, ctype) in ff.GOOD.items():
