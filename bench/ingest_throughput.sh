@@ -9,7 +9,7 @@
 # given to the server. Made for BENCHMARKS.md "Ingest throughput (issue 11)".
 set -eu
 BIN=$1; PORT=$2; CORPUS=$3; shift 3
-D=$(mktemp -d)
+D=$(mktemp -d ${BENCH_TMP:+-p $BENCH_TMP})
 env RAGD_DATA_DIR="$D" RAGD_LISTEN=127.0.0.1:"$PORT" "$@" "$BIN" serve >"$D.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null && break; sleep 0.1; done
