@@ -1,10 +1,13 @@
-/* The prompt-injection screen's normaliser (src/guard/guard_norm.c) with its ASCII fast
- * path against the same normaliser folding everything through utf8proc (the way it did
- * before): byte-identical output on every row of the injection data sets
+/* The prompt-injection screen's fast paths against the slower ways they replaced, which
+ * must give the same bytes, so the same features and scores:
+ * - guard_features_ngrams (n-grams hashed once per text) against guard_features on every
+ *   window of the texts below;
+ * - the normaliser (src/guard/guard_norm.c) with its ASCII fast path against the same
+ *   normaliser folding everything through utf8proc (the way it did before): byte-identical output on every row of the injection data sets
  * (data/injection, every .jsonl), on the repository's docs, and on random texts that mix ASCII
  * with combining marks, compatibility forms, Hangul jamo, invisibles, controls, invalid
- * bytes and encoded runs. Same normalised text, so the same features and scores.
- * Includes the .c to reach its switch (STYLE 13). */
+ * bytes and encoded runs.
+ * Includes guard_norm.c to reach its switch (STYLE 13). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,9 +19,28 @@
 #include <stdio.h>
 
 #include "../../src/guard/guard_norm.c"
+#include "guard/guard_int.h"
 #include "test_rng.h"
 
 static size_t compared;
+
+/* Every window guard_score would score (sliding and line windows) of norm[0..n): the
+ * cached n-grams give the same feature array as guard_features. */
+static void assert_same_features(const char *norm, size_t n)
+{
+    static uint32_t want[GUARD_MAX_FEATURES], got[GUARD_MAX_FEATURES];
+    uint32_t *grams = guard_ngrams_new(norm, n);
+    assert_non_null(grams);
+    guard_window_iter it = {0};
+    size_t start, wlen;
+    while (guard_window_next(norm, n, &it, &start, &wlen)) {
+        size_t nw = guard_features(norm + start, wlen, want);
+        size_t ng = guard_features_ngrams(norm + start, wlen, grams + 3 * start, got);
+        assert_int_equal(ng, nw);
+        assert_memory_equal(got, want, nw * sizeof *want);
+    }
+    free(grams);
+}
 
 static void assert_same_norm(const char *text, size_t len)
 {
@@ -30,6 +52,7 @@ static void assert_same_norm(const char *text, size_t len)
     norm_ascii_fast = true;
     assert_non_null(fast);
     assert_non_null(slow);
+    assert_same_features(fast, fast_len);
     if (fast_len != slow_len || memcmp(fast, slow, fast_len) != 0)
         fail_msg("normalised texts differ (%zu vs %zu bytes) for: %.80s\nfast: %.200s\nslow: %.200s", fast_len,
                  slow_len, text, fast, slow);
