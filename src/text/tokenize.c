@@ -219,16 +219,20 @@ typedef struct {
     size_t n;
 } tok_key;
 
+/* memcmp order, then the shorter first; inline (no strlen, no memcmp call): it runs for
+ * every word the builtin embedder sees. */
 static int tok_stop_cmp(const void *k, const void *e)
 {
     const tok_key *key = k;
-    const char *word = *(const char *const *)e;
-    size_t wn = strlen(word);
-    size_t m = key->n < wn ? key->n : wn;
-    int c = memcmp(key->s, word, m);
-    if (c)
-        return c;
-    return (key->n > wn) - (key->n < wn);
+    const unsigned char *word = *(const unsigned char *const *)e;
+    for (size_t i = 0; i < key->n; i++) {
+        unsigned char c = (unsigned char)key->s[i];
+        if (word[i] == '\0')
+            return 1; /* the word is a proper prefix of the key */
+        if (c != word[i])
+            return c < word[i] ? -1 : 1;
+    }
+    return word[key->n] == '\0' ? 0 : -1;
 }
 
 /* True when norm[0..len) is one of tok_stopwords. */

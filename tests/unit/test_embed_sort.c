@@ -158,9 +158,46 @@ static void test_vectors_bit_identical(void **state)
     assert_true(compared > 2500);
 }
 
+/* tokenize_is_stopword, whose comparison was rewritten for speed: every listed word, and
+ * no word one letter longer or shorter unless that one is listed too. */
+static void test_stopwords_exact(void **state)
+{
+    (void)state;
+    static const char *const list[] = {
+        "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "been",
+        "being", "but", "by", "can", "could", "did", "do", "does", "doing", "for", "from", "had", "has",
+        "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i", "if", "in", "into", "is",
+        "it", "it's", "its", "just", "me", "my", "of", "on", "or", "our", "ours", "she", "should", "so",
+        "some", "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they",
+        "this", "those", "to", "too", "us", "very", "was", "we", "were", "what", "when", "where", "which",
+        "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours"};
+    size_t n = sizeof list / sizeof list[0];
+    for (size_t i = 0; i < n; i++) {
+        char w[16];
+        size_t len = strlen(list[i]);
+        assert_true(tokenize_is_stopword(list[i], len));
+        for (int c = 'a'; c <= 'z'; c++) { /* one letter more */
+            snprintf(w, sizeof w, "%s%c", list[i], c);
+            bool listed = false;
+            for (size_t k = 0; k < n; k++)
+                listed = listed || strcmp(list[k], w) == 0;
+            if (tokenize_is_stopword(w, len + 1) != listed)
+                fail_msg("'%s': stop word %d, listed %d", w, !listed, listed);
+        }
+        bool shorter_listed = false;
+        for (size_t k = 0; k < n; k++)
+            shorter_listed = shorter_listed || (strlen(list[k]) == len - 1 && memcmp(list[k], list[i], len - 1) == 0);
+        assert_int_equal(tokenize_is_stopword(list[i], len - 1), shorter_listed);
+    }
+    assert_false(tokenize_is_stopword("", 0));
+    assert_false(tokenize_is_stopword("zzz", 3));
+    assert_false(tokenize_is_stopword("aaaaaaaaa", 9));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stopwords_exact),
         cmocka_unit_test(test_sort_matches_qsort),
         cmocka_unit_test(test_vectors_bit_identical),
     };
