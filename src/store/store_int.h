@@ -14,7 +14,7 @@
 #define STORE__BUSY_TIMEOUT_MS 5000
 /* The write connection's page cache, KiB (PRAGMA cache_size=-N): room for one ingest
  * group's pages, so a transaction does not spill to the WAL before its COMMIT. */
-#define STORE_WRITER_CACHE_KIB "16384"
+#define STORE_WRITER_CACHE_KIB "8192"
 
 #define STORE__READER_STMTS 24
 
