@@ -253,8 +253,9 @@ static void progress_warn(progress *p, const char *fmt, ...)
 /* ---- the command ---- */
 
 /* Requests in flight at once: while the server's writer stores one batch, its workers
- * prepare the next (BENCHMARKS.md "Ingest throughput (issue 11)"). */
-#define INGEST_IN_FLIGHT 2
+ * prepare the next ones (3 measured steadier than 2 on two cores; BENCHMARKS.md "Ingest
+ * throughput (issue 11)"). */
+#define INGEST_IN_FLIGHT 3
 
 struct ingest;
 
