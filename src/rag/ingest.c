@@ -8,8 +8,9 @@
  *   fallback (worker)   builtin embeddings → write
  *   write (writer)      one transaction; done → on_done, or, when a concurrent first ingest
  *                       created the collection meanwhile → run once more (worker)
- * One thread at a time touches a job; each hand-over goes through the worker pool, the
- * loop queue or the store's writer, so no step runs inside the call of another. */
+ * One thread at a time touches a job (inside a run, workpool_for's helpers take distinct
+ * documents while the run waits for them); each hand-over goes through the worker pool,
+ * the loop queue or the store's writer, so no step runs inside the call of another. */
 #include "rag/ingest.h"
 
 #include <stdarg.h>
