@@ -360,16 +360,17 @@ static void *ingest_sender_main(void *arg)
     return NULL;
 }
 
-/* Counts acknowledged files into the progress bar; prints the failure once. Main thread,
- * mu held. */
-static void ingest_show(ingest *in)
+/* Counts acknowledged files into the progress bar; once every request has its answer
+ * (settled), prints the failure, once, with every file acknowledged by then — the same
+ * count whichever request the server answered first. Main thread, mu held. */
+static void ingest_show(ingest *in, bool settled)
 {
     if (in->acked) {
         in->prog.done += in->acked;
         in->acked = 0;
         progress_draw(&in->prog);
     }
-    if (in->failed && in->failure[0]) {
+    if (settled && in->failed && in->failure[0]) {
         progress_clear(&in->prog);
         if (in->sent > 0)
             fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", in->failure,
@@ -381,7 +382,8 @@ static void ingest_show(ingest *in)
 }
 
 /* Hands the current batch to a free sender (waiting for one), so up to INGEST_IN_FLIGHT
- * requests are in flight. Returns false once a request has failed (its error printed). */
+ * requests are in flight. Returns false once a request has failed (ingest_senders_stop
+ * prints it). */
 static bool ingest_send(ingest *in)
 {
     pthread_mutex_lock(&in->mu);
@@ -392,7 +394,7 @@ static bool ingest_send(ingest *in)
                 free_sender = &in->senders[i];
         if (!free_sender)
             pthread_cond_wait(&in->cond, &in->mu);
-        ingest_show(in);
+        ingest_show(in, false);
     }
     bool ok = !in->failed;
     if (ok) {
@@ -404,7 +406,7 @@ static bool ingest_send(ingest *in)
         in->in_batch = 0;
         pthread_cond_broadcast(&in->cond);
     }
-    ingest_show(in);
+    ingest_show(in, false);
     pthread_mutex_unlock(&in->mu);
     return ok;
 }
@@ -426,8 +428,8 @@ static bool ingest_senders_start(ingest *in)
     return true;
 }
 
-/* Waits for every request in flight, stops the senders and frees their batches. Returns
- * false when a request failed. */
+/* Waits for every request in flight, prints a failure, stops the senders and frees their
+ * batches. Returns false when a request failed. */
 static bool ingest_senders_stop(ingest *in)
 {
     pthread_mutex_lock(&in->mu);
@@ -435,7 +437,7 @@ static bool ingest_senders_stop(ingest *in)
         bool busy = false;
         for (size_t i = 0; i < in->n_senders; i++)
             busy = busy || in->senders[i].busy;
-        ingest_show(in);
+        ingest_show(in, !busy);
         if (!busy)
             break;
         pthread_cond_wait(&in->cond, &in->mu);
