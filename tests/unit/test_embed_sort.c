@@ -15,6 +15,8 @@
 #include "../../src/rag/embed_builtin.c"
 #include "test_rng.h"
 
+#define PINNED_RANDOM_VECTORS 0xec3617c00c40bd14ULL
+
 /* The vector the embedder gave before feat_sort: qsort of the features, then the same
  * accumulation and normalisation as embed_builtin. */
 static void reference_embed(const char *text, size_t len, float *out)
@@ -108,6 +110,27 @@ static void test_sort_matches_qsort(void **state)
     }
 }
 
+/* A random text of up to 3,000 bytes into text (4,096 bytes): words with repeats, Unicode,
+ * ligatures, numbers, apostrophes and long words of random letters. Returns its length. */
+static size_t random_text(rng *r, char *text)
+{
+    static const char *words[] = {"the", "ingest", "Straße", "naïve", "東京", "x", "3.14", "don't",
+                                  "retrieval", "ΣΊΣΥΦΟΣ", "a", "vector", "ﬁle", "of", "and", "embedding"};
+    size_t len = 0, target = 1 + rng_below(r, 3000);
+    while (len + 80 < target) {
+        const char *w = words[rng_below(r, sizeof words / sizeof words[0])];
+        if (rng_below(r, 10) == 0) { /* a long word of random letters */
+            size_t wl = 1 + rng_below(r, 70);
+            for (size_t i = 0; i < wl; i++)
+                text[len++] = (char)('a' + rng_below(r, 26));
+        } else {
+            len += (size_t)snprintf(text + len, 4096 - len, "%s", w);
+        }
+        text[len++] = rng_below(r, 8) == 0 ? '\n' : ' ';
+    }
+    return len;
+}
+
 /* Every 1,000-byte piece (at two alignments) of the repository's docs, and random word
  * salads with repeats, Unicode and long words: the same vector bit for bit. */
 static void test_vectors_bit_identical(void **state)
@@ -136,26 +159,32 @@ static void test_vectors_bit_identical(void **state)
         }
         closedir(dir);
     }
-    static const char *words[] = {"the", "ingest", "Straße", "naïve", "東京", "x", "3.14", "don't",
-                                  "retrieval", "ΣΊΣΥΦΟΣ", "a", "vector", "ﬁle", "of", "and", "embedding"};
     rng r = {42};
     char text[4096];
     for (int t = 0; t < 2000; t++) {
-        size_t len = 0, target = 1 + rng_below(&r, 3000);
-        while (len + 80 < target) {
-            const char *w = words[rng_below(&r, sizeof words / sizeof words[0])];
-            if (rng_below(&r, 10) == 0) { /* a long word of random letters */
-                size_t wl = 1 + rng_below(&r, 70);
-                for (size_t i = 0; i < wl; i++)
-                    text[len++] = (char)('a' + rng_below(&r, 26));
-            } else {
-                len += (size_t)snprintf(text + len, sizeof text - len, "%s", w);
-            }
-            text[len++] = rng_below(&r, 8) == 0 ? '\n' : ' ';
-        }
+        size_t len = random_text(&r, text);
         assert_same_vector(text, len);
     }
     assert_true(compared > 2500);
+}
+
+/* The vectors of 2,000 random texts, hashed together, pinned at the value the embedder gave
+ * before issue 11's speed work (feature collection included, which the comparison above
+ * shares with its reference). If this fails, the embedding changed. */
+static void test_random_vectors_pinned(void **state)
+{
+    (void)state;
+    rng r = {42};
+    char text[4096];
+    uint64_t h = 0;
+    for (int t = 0; t < 2000; t++) {
+        size_t len = random_text(&r, text);
+        float v[EMBED_BUILTIN_DIM];
+        assert_int_equal(embed_builtin(text, len, v), RAGD_OK);
+        h = hash_fnv1a64(v, sizeof v, h);
+    }
+    printf("# random vectors hash: 0x%016llx\n", (unsigned long long)h);
+    assert_true(h == PINNED_RANDOM_VECTORS);
 }
 
 /* tokenize_is_stopword, whose comparison was rewritten for speed: every listed word, and
@@ -200,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_stopwords_exact),
         cmocka_unit_test(test_sort_matches_qsort),
         cmocka_unit_test(test_vectors_bit_identical),
+        cmocka_unit_test(test_random_vectors_pinned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
