@@ -44,10 +44,22 @@ typedef struct {
     size_t alloc;
     bool full;                /* FEATURES_MAX reached: stop tokenising */
     ragd_err err;             /* set by the callback on allocation failure */
-    char prev[WORD_MAX + 1];  /* the previous word, for bigrams */
-    size_t prev_len;
+    uint64_t prev_h; /* FNV-1a state of the bigram seed after "<previous word> " */
     bool have_prev;
 } embed_ctx;
+
+#define FNV_PRIME 0x100000001b3ULL
+
+/* hash_fnv1a64 continued over p[0..n) from state h (hash_fnv1a64(a + b) is
+ * fnv_more(hash_fnv1a64(a), b)). */
+static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
 
 static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
 {
@@ -115,16 +127,10 @@ static int on_token(const token *tok, void *arg)
     const char *w = tok->norm;
     if (len == 0)
         return 0;
-    if (c->have_prev) {
-        char bi[2 * WORD_MAX + 1];
-        memcpy(bi, c->prev, c->prev_len);
-        bi[c->prev_len] = ' ';
-        memcpy(bi + c->prev_len + 1, w, len);
-        if (!feat_push(c, hash_fnv1a64(bi, c->prev_len + 1 + len, SEED_BIGRAM), KIND_BIGRAM))
-            return 1;
-    }
-    memcpy(c->prev, w, len);
-    c->prev_len = len;
+    /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
+    if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
+        return 1;
+    c->prev_h = fnv_more(hash_fnv1a64(w, len, SEED_BIGRAM), " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
@@ -251,7 +257,8 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
         while (j < c.n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
             j++;
         double tf = (double)(j - i);
-        double v = kind_weight[sorted[i].kind] * (1.0 + log(tf));
+        /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
+        double v = j - i == 1 ? kind_weight[sorted[i].kind] : kind_weight[sorted[i].kind] * (1.0 + log(tf));
         uint64_t m = mix64(sorted[i].h);
         size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
         acc[bucket] += (m >> 63) ? -v : v;
