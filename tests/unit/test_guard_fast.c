@@ -2,6 +2,8 @@
  * must give the same bytes, so the same features and scores:
  * - guard_features_ngrams (n-grams hashed once per text) against guard_features on every
  *   window of the texts below;
+ * - guard_rules_first (one scan of all rules as a prefilter) against the rules one by one
+ *   (guard_rules_match_one), the first matching rule, on every normalised text below;
  * - the normaliser (src/guard/guard_norm.c) with its ASCII fast path against the same
  *   normaliser folding everything through utf8proc (the way it did before): byte-identical output on every row of the injection data sets
  * (data/injection, every .jsonl), on the repository's docs, and on random texts that mix ASCII
@@ -23,6 +25,21 @@
 #include "test_rng.h"
 
 static size_t compared;
+static size_t rule_hits; /* texts some rule matched, so the test can say it saw some */
+
+/* The prefiltered guard_rules_first names the same rule as trying them in order. */
+static void assert_same_rule(const char *norm, size_t n)
+{
+    const char *got = NULL;
+    assert_int_equal(guard_rules_first(norm, n, &got), RAGD_OK);
+    const char *want = NULL;
+    for (size_t i = 0; i < guard_rules_count() && !want; i++)
+        if (guard_rules_match_one(i, norm, n))
+            want = guard_rules_name(i);
+    if (got != want)
+        fail_msg("rule %s vs %s (one by one) for: %.120s", got ? got : "none", want ? want : "none", norm);
+    rule_hits += want != NULL;
+}
 
 /* Every window guard_score would score (sliding and line windows) of norm[0..n): the
  * cached n-grams give the same feature array as guard_features. */
@@ -53,6 +70,7 @@ static void assert_same_norm(const char *text, size_t len)
     assert_non_null(fast);
     assert_non_null(slow);
     assert_same_features(fast, fast_len);
+    assert_same_rule(fast, fast_len);
     if (fast_len != slow_len || memcmp(fast, slow, fast_len) != 0)
         fail_msg("normalised texts differ (%zu vs %zu bytes) for: %.80s\nfast: %.200s\nslow: %.200s", fast_len,
                  slow_len, text, fast, slow);
@@ -91,6 +109,7 @@ static void test_injection_data_sets(void **state)
     }
     closedir(dir);
     assert_true(compared > 1000);
+    assert_true(rule_hits > 100);
 }
 
 static void test_docs(void **state)
@@ -148,6 +167,19 @@ static void test_random_mixes(void **state)
     }
 }
 
+static int group_setup(void **state)
+{
+    (void)state;
+    return guard_init() == RAGD_OK ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    guard_shutdown();
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,5 +187,5 @@ int main(void)
         cmocka_unit_test(test_docs),
         cmocka_unit_test(test_random_mixes),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
