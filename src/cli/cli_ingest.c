@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,7 +252,23 @@ static void progress_warn(progress *p, const char *fmt, ...)
 
 /* ---- the command ---- */
 
+/* Requests in flight at once: while the server's writer stores one batch, its workers
+ * prepare the next ones (3 measured steadier than 2 on two cores; BENCHMARKS.md "Ingest
+ * throughput (issue 11)"). */
+#define INGEST_IN_FLIGHT 3
+
+struct ingest;
+
+/* A sender thread and the batch it posts (busy: from hand-over until its answer is in). */
 typedef struct {
+    struct ingest *in;
+    cli_batch batch;
+    size_t files;
+    bool busy;
+    pthread_t thread;
+} ingest_sender;
+
+typedef struct ingest {
     const cli_opts *o;
     cli_batch batch;
     progress prog;
@@ -261,58 +278,179 @@ typedef struct {
     char db[128];
     /* skip counts of the reading phase */
     size_t too_big, not_utf8, empty, unreadable, too_big_json;
+    /* the senders; everything below is guarded by mu (the main thread alone prints) */
+    ingest_sender senders[INGEST_IN_FLIGHT];
+    size_t n_senders;
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* a sender took a batch, finished one, or quit is set */
+    size_t acked;        /* files acknowledged, not yet counted in prog.done */
+    bool failed;         /* a request failed: send no more */
+    bool quit;
+    char failure[512];
 } ingest;
 
-/* Sends the current batch. Prints the one-line error and returns false on failure. */
-static bool ingest_send(ingest *in)
+/* Posts one batch and takes its answer into the totals (a sender thread, mu not held).
+ * False with the one-line error in err on failure. */
+static bool ingest_post(ingest *in, cli_batch *batch, char *err, size_t errlen)
 {
     bool ok = false;
-    char err[512];
     cli_response r;
     cli_response_init(&r);
     json_t *root = NULL;
     size_t len = 0;
-    const char *body = cli_batch_finish(&in->batch, &len);
+    const char *body = cli_batch_finish(batch, &len);
     if (!body) {
-        snprintf(err, sizeof err, "out of memory");
+        snprintf(err, errlen, "out of memory");
         goto out;
     }
     ragd_err e = cli_http(in->o->url, "/api/ingest", body, len, CLI_INGEST_TIMEOUT_S, NULL, NULL,
-                          &r, err, sizeof err);
+                          &r, err, errlen);
     if (e)
         goto out;
     if (r.status < 200 || r.status >= 300) {
-        cli_http_error_message(&r, err, sizeof err);
+        cli_http_error_message(&r, err, errlen);
         goto out;
     }
     root = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
     if (!json_is_object(root)) {
-        snprintf(err, sizeof err, "the server's answer to an ingest is not a JSON object");
+        snprintf(err, errlen, "the server's answer to an ingest is not a JSON object");
         goto out;
     }
+    pthread_mutex_lock(&in->mu);
     in->documents += json_integer_value(json_object_get(root, "documents"));
     in->chunks += json_integer_value(json_object_get(root, "chunks"));
     in->duplicates += json_integer_value(json_object_get(root, "duplicates"));
     const char *db = json_string_value(json_object_get(root, "db"));
     if (db)
         snprintf(in->db, sizeof in->db, "%s", db);
-    in->sent += in->in_batch;
-    in->prog.done += in->in_batch;
-    in->in_batch = 0;
-    cli_batch_reset(&in->batch);
-    progress_draw(&in->prog);
+    pthread_mutex_unlock(&in->mu);
     ok = true;
 out:
-    if (!ok) {
-        progress_clear(&in->prog);
-        if (in->sent > 0)
-            fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", err,
-                    in->sent);
-        else
-            fprintf(stderr, "ragd: %s\n", err);
-    }
     json_decref(root);
     cli_response_cleanup(&r);
+    return ok;
+}
+
+static void *ingest_sender_main(void *arg)
+{
+    ingest_sender *sd = arg;
+    ingest *in = sd->in;
+    char err[512];
+    pthread_mutex_lock(&in->mu);
+    for (;;) {
+        while (!sd->busy && !in->quit)
+            pthread_cond_wait(&in->cond, &in->mu);
+        if (!sd->busy)
+            break;
+        pthread_mutex_unlock(&in->mu);
+        bool ok = ingest_post(in, &sd->batch, err, sizeof err);
+        pthread_mutex_lock(&in->mu);
+        if (ok) {
+            in->sent += sd->files;
+            in->acked += sd->files;
+        } else if (!in->failed) {
+            in->failed = true;
+            snprintf(in->failure, sizeof in->failure, "%s", err);
+        }
+        cli_batch_reset(&sd->batch);
+        sd->busy = false;
+        pthread_cond_broadcast(&in->cond);
+    }
+    pthread_mutex_unlock(&in->mu);
+    return NULL;
+}
+
+/* Counts acknowledged files into the progress bar; once every request has its answer
+ * (settled), prints the failure, once, with every file acknowledged by then — the same
+ * count whichever request the server answered first. Main thread, mu held. */
+static void ingest_show(ingest *in, bool settled)
+{
+    if (in->acked) {
+        in->prog.done += in->acked;
+        in->acked = 0;
+        progress_draw(&in->prog);
+    }
+    if (settled && in->failed && in->failure[0]) {
+        progress_clear(&in->prog);
+        if (in->sent > 0)
+            fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", in->failure,
+                    in->sent);
+        else
+            fprintf(stderr, "ragd: %s\n", in->failure);
+        in->failure[0] = '\0';
+    }
+}
+
+/* Hands the current batch to a free sender (waiting for one), so up to INGEST_IN_FLIGHT
+ * requests are in flight. Returns false once a request has failed (ingest_senders_stop
+ * prints it). */
+static bool ingest_send(ingest *in)
+{
+    pthread_mutex_lock(&in->mu);
+    ingest_sender *free_sender = NULL;
+    while (!in->failed && !free_sender) {
+        for (size_t i = 0; i < in->n_senders && !free_sender; i++)
+            if (!in->senders[i].busy)
+                free_sender = &in->senders[i];
+        if (!free_sender)
+            pthread_cond_wait(&in->cond, &in->mu);
+        ingest_show(in, false);
+    }
+    bool ok = !in->failed;
+    if (ok) {
+        cli_batch assembled = in->batch; /* the sender's emptied batch comes back to assemble */
+        in->batch = free_sender->batch;
+        free_sender->batch = assembled;
+        free_sender->files = in->in_batch;
+        free_sender->busy = true;
+        in->in_batch = 0;
+        pthread_cond_broadcast(&in->cond);
+    }
+    ingest_show(in, false);
+    pthread_mutex_unlock(&in->mu);
+    return ok;
+}
+
+/* Starts the senders, each with a batch of its own. False when out of memory or threads. */
+static bool ingest_senders_start(ingest *in)
+{
+    for (size_t i = 0; i < INGEST_IN_FLIGHT; i++) {
+        ingest_sender *sd = &in->senders[i];
+        sd->in = in;
+        if (cli_batch_init(&sd->batch, in->o->db, (size_t)in->o->batch, CLI_BATCH_BYTES) != RAGD_OK)
+            return false;
+        if (pthread_create(&sd->thread, NULL, ingest_sender_main, sd) != 0) {
+            cli_batch_cleanup(&sd->batch);
+            return false;
+        }
+        in->n_senders++;
+    }
+    return true;
+}
+
+/* Waits for every request in flight, prints a failure, stops the senders and frees their
+ * batches. Returns false when a request failed. */
+static bool ingest_senders_stop(ingest *in)
+{
+    pthread_mutex_lock(&in->mu);
+    for (;;) {
+        bool busy = false;
+        for (size_t i = 0; i < in->n_senders; i++)
+            busy = busy || in->senders[i].busy;
+        ingest_show(in, !busy);
+        if (!busy)
+            break;
+        pthread_cond_wait(&in->cond, &in->mu);
+    }
+    in->quit = true;
+    pthread_cond_broadcast(&in->cond);
+    bool ok = !in->failed;
+    pthread_mutex_unlock(&in->mu);
+    for (size_t i = 0; i < in->n_senders; i++) {
+        pthread_join(in->senders[i].thread, NULL);
+        cli_batch_cleanup(&in->senders[i].batch);
+    }
+    in->n_senders = 0;
     return ok;
 }
 
@@ -449,6 +587,12 @@ int cli_cmd_ingest(const cli_opts *o)
         goto out;
     }
     batch_ready = true;
+    pthread_mutex_init(&in.mu, NULL);
+    pthread_cond_init(&in.cond, NULL);
+    if (!ingest_senders_start(&in)) {
+        fprintf(stderr, "ragd: out of memory\n");
+        goto out;
+    }
     in.prog.f = stderr;
     in.prog.tty = isatty(STDERR_FILENO) == 1;
     in.prog.skipped = cli_walk_skipped(&w);
@@ -456,11 +600,12 @@ int cli_cmd_ingest(const cli_opts *o)
     in.prog.done = in.prog.skipped;
     progress_draw(&in.prog);
 
-    for (size_t i = 0; i < w.n; i++) {
-        if (!ingest_file(&in, &w.files[i]))
-            goto out;
-    }
-    if (in.batch.ndocs > 0 && !ingest_send(&in))
+    bool sent_all = true;
+    for (size_t i = 0; sent_all && i < w.n; i++)
+        sent_all = ingest_file(&in, &w.files[i]);
+    if (sent_all && in.batch.ndocs > 0)
+        sent_all = ingest_send(&in);
+    if (!ingest_senders_stop(&in) || !sent_all)
         goto out;
     if (in.prog.tty) {
         /* Leave the finished bar on screen. */
@@ -477,6 +622,11 @@ int cli_cmd_ingest(const cli_opts *o)
            in.chunks, in.duplicates, in.db);
     status = CLI_EXIT_OK;
 out:
+    if (batch_ready) {
+        (void)ingest_senders_stop(&in); /* after a failure: the other request's answer */
+        pthread_cond_destroy(&in.cond);
+        pthread_mutex_destroy(&in.mu);
+    }
     progress_clear(&in.prog);
     if (batch_ready)
         cli_batch_cleanup(&in.batch);

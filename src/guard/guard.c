@@ -55,6 +55,7 @@ float guard_quarantine_threshold(void) { return guard_model_threshold_quarantine
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {
     *out = (guard_verdict){0};
+    uint32_t *grams = NULL;
     size_t nlen = 0;
     char *norm = guard_normalize(text, len, &nlen);
     if (!norm)
@@ -73,8 +74,17 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
      * classifier too few n-grams to judge: its bias decides (the attack run saw "hello" at
      * 0.78). The rules still judge it. */
     bool too_short = nlen < GUARD_SHORT_BYTES && guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
+    /* A text of more than one window: its n-grams hashed once for all windows. */
+    if (!too_short && nlen > GUARD_WINDOW) {
+        grams = guard_ngrams_new(norm, nlen);
+        if (!grams) {
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
+    }
     while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
-        size_t n = guard_features(norm + start, wlen, idx);
+        size_t n = grams ? guard_features_ngrams(norm + start, wlen, grams + 3 * start, idx)
+                         : guard_features(norm + start, wlen, idx);
         float p = guard_model_prob(model, idx, n);
         if (p > best)
             best = p;
@@ -83,6 +93,7 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     out->score = out->rule ? 1.0f : best;
     out->flagged = out->score >= guard_threshold(kind);
 out:
+    free(grams);
     free(norm);
     if (rc != RAGD_OK)
         *out = (guard_verdict){0};

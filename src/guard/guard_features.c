@@ -4,6 +4,7 @@
 #include "guard/guard_int.h"
 
 #include <assert.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -82,24 +83,24 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
     return false;
 }
 
-size_t guard_features(const char *text, size_t len, uint32_t *idx)
+/* The byte n-grams (n = 3..5) starting at position i of " text " (text of len bytes) into
+ * idx[n...]; returns the new count. */
+static size_t feat_ngrams_at(const unsigned char *s, size_t len, size_t i, uint32_t *idx, size_t n)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = 0;
-    if (len > GUARD_WINDOW)
-        len = GUARD_WINDOW; /* callers pass windows; the cap keeps idx in bounds regardless */
-    /* Byte n-grams, n = 3..5, over " text ". */
-    for (size_t i = 0; i + 1 < len + 2; i++) {
-        uint32_t h = FEAT_FNV_BASIS;
-        for (size_t k = 0; k < 5 && i + k < len + 2; k++) {
-            size_t p = i + k;
-            unsigned char c = (p == 0 || p == len + 1) ? ' ' : s[p - 1];
-            h = (h ^ c) * FEAT_FNV_PRIME;
-            if (k >= 2)
-                idx[n++] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
-        }
+    uint32_t h = FEAT_FNV_BASIS;
+    for (size_t k = 0; k < 5 && i + k < len + 2; k++) {
+        size_t p = i + k;
+        unsigned char c = (p == 0 || p == len + 1) ? ' ' : s[p - 1];
+        h = (h ^ c) * FEAT_FNV_PRIME;
+        if (k >= 2)
+            idx[n++] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
     }
-    /* Words and word pairs. */
+    return n;
+}
+
+/* Words and word pairs of s[0..len) into idx[n...]; returns the new count. */
+static size_t feat_words(const unsigned char *s, size_t len, uint32_t *idx, size_t n)
+{
     uint32_t prev = 0;
     bool have_prev = false;
     for (size_t i = 0; i < len;) {
@@ -116,8 +117,14 @@ size_t guard_features(const char *text, size_t len, uint32_t *idx)
         prev = h;
         have_prev = true;
     }
-    /* Presence, not counts: each distinct feature once (a bitmap over the hash space,
-     * cleared again bit by bit so the cost stays linear in the window). */
+    return n;
+}
+
+/* Presence, not counts: keeps the first occurrence of each feature of idx[0..n) (a bitmap
+ * over the hash space, cleared again bit by bit so the cost stays linear in the window).
+ * Returns the distinct count. */
+static size_t feat_distinct(uint32_t *idx, size_t n)
+{
     uint64_t seen[GUARD_DIM / 64];
     static_assert(GUARD_DIM % 64 == 0, "bitmap words");
     size_t m = 0;
@@ -134,4 +141,52 @@ size_t guard_features(const char *text, size_t len, uint32_t *idx)
         idx[m++] = f;
     }
     return m;
+}
+
+size_t guard_features(const char *text, size_t len, uint32_t *idx)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = 0;
+    if (len > GUARD_WINDOW)
+        len = GUARD_WINDOW; /* callers pass windows; the cap keeps idx in bounds regardless */
+    /* Byte n-grams, n = 3..5, over " text ". */
+    for (size_t i = 0; i + 1 < len + 2; i++)
+        n = feat_ngrams_at(s, len, i, idx, n);
+    n = feat_words(s, len, idx, n);
+    return feat_distinct(idx, n);
+}
+
+uint32_t *guard_ngrams_new(const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    uint32_t *g = malloc((len ? len : 1) * 3 * sizeof *g);
+    if (!g)
+        return NULL;
+    for (size_t p = 0; p < len; p++) {
+        uint32_t h = FEAT_FNV_BASIS;
+        for (size_t k = 0; k < 5; k++) {
+            h = (h ^ (p + k < len ? s[p + k] : 0)) * FEAT_FNV_PRIME;
+            if (k >= 2)
+                g[3 * p + k - 2] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
+        }
+    }
+    return g;
+}
+
+size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams, uint32_t *idx)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = 0;
+    if (len > GUARD_WINDOW)
+        len = GUARD_WINDOW;
+    for (size_t i = 0; i + 1 < len + 2; i++) {
+        if (i >= 1 && i + 4 <= len) { /* inside the text: the same three as at text position i - 1 */
+            memcpy(idx + n, grams + 3 * (i - 1), 3 * sizeof *idx);
+            n += 3;
+        } else { /* touching a boundary blank */
+            n = feat_ngrams_at(s, len, i, idx, n);
+        }
+    }
+    n = feat_words(s, len, idx, n);
+    return feat_distinct(idx, n);
 }

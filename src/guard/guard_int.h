@@ -52,6 +52,17 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
  * first occurrence; returns their count n. The window's margin is bias + sum(w[idx]) / sqrt(n). */
 size_t guard_features(const char *text, size_t len, uint32_t *idx);
 
+/* The byte n-gram features of a whole text computed once for all its windows (windows
+ * overlap, and line windows repeat the sliding ones, so each byte was hashed about three
+ * times): 3 per byte, those of the 3-, 4- and 5-gram starting there (meaningful only where
+ * the n-gram fits in the text). malloc'd (free it), NULL when out of memory. */
+uint32_t *guard_ngrams_new(const char *text, size_t len);
+
+/* guard_features of the window text[0..len) of a text whose guard_ngrams_new array at the
+ * window's start is grams: the same idx, in the same order (n-grams touching the window's
+ * boundary blanks are computed here; the rest are read from grams). */
+size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams, uint32_t *idx);
+
 /* Model m's probability for one window's features; 0 for a window without any (an empty
  * text), whatever the bias. */
 float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n);

@@ -128,8 +128,66 @@ static bool norm_put_cp(norm_buf *b, uint32_t cp)
     return norm_put(b, u, k);
 }
 
+/* Whether guard_normalize folds ASCII itself (norm_fold_ascii) instead of through utf8proc.
+ * Always on; tests/unit/test_guard_norm.c turns it off to compare both ways. */
+static bool norm_ascii_fast = true;
+
+/* Folds s[0..n) through utf8proc (NFKC_Casefold) into b. False when b is full: the caller
+ * stops folding its stretch there. */
+static bool norm_fold_utf8proc(norm_buf *b, const unsigned char *s, size_t n, ragd_err *rc)
+{
+    utf8proc_uint8_t *folded = NULL;
+    utf8proc_ssize_t flen = utf8proc_map(s, (utf8proc_ssize_t)n, &folded,
+                                         UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE |
+                                             UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
+    bool room = true;
+    if (flen == UTF8PROC_ERROR_NOMEM) {
+        *rc = RAGD_ENOMEM;
+        return false;
+    }
+    if (flen < 0) { /* cannot happen on valid input; judge the unfolded text then */
+        for (size_t i = 0; room && i < n;) {
+            uint32_t cp;
+            size_t k = norm_utf8_seq(s + i, n - i, &cp);
+            if (k == 0)
+                break;
+            room = norm_put_cp(b, cp);
+            i += k;
+        }
+        return room;
+    }
+    for (size_t i = 0; room && i < (size_t)flen;) {
+        uint32_t cp;
+        size_t k = norm_utf8_seq(folded + i, (size_t)flen - i, &cp);
+        if (k == 0)
+            break;
+        /* NFKC_Casefold would also drop these; utf8proc's IGNORE covers most of them. */
+        room = norm_is_invisible(cp) || norm_put_cp(b, cp);
+        i += k;
+    }
+    free(folded);
+    return room;
+}
+
+/* Folds ASCII s[0..n) into b as NFKC_Casefold does (it only lowers A-Z there). False when
+ * b is full. */
+static bool norm_fold_ascii(norm_buf *b, const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (!norm_put_cp(b, c >= 'A' && c <= 'Z' ? (uint32_t)(c | 0x20) : c))
+            return false;
+    }
+    return true;
+}
+
 /* Folds a valid UTF-8 stretch s[0..n) into b. RAGD_ENOMEM on allocation failure; a full
- * buffer is not an error (the rest is dropped). */
+ * buffer is not an error (the rest is dropped). ASCII runs are folded here and the rest
+ * by utf8proc: NFKC_Casefold of a text is the concatenation of its pieces' when every cut
+ * is before an ASCII character, since no composition has an ASCII second character and
+ * ASCII characters are never reordered; the ASCII character just before a non-ASCII run
+ * goes with that run (it may be the starter of a combining mark). Same bytes out, a
+ * fraction of the cost on mostly-ASCII text (BENCHMARKS.md "Ingest throughput (issue 11)"). */
 static ragd_err norm_fold_valid(norm_buf *b, const unsigned char *s, size_t n)
 {
     /* Strip invisibles (and NUL, which utf8proc would read as the end) first. */
@@ -138,6 +196,10 @@ static ragd_err norm_fold_valid(norm_buf *b, const unsigned char *s, size_t n)
         return RAGD_ENOMEM;
     size_t m = 0;
     for (size_t i = 0; i < n;) {
+        if (s[i] != 0 && s[i] < 0x80) { /* ASCII: visible */
+            vis[m++] = s[i++];
+            continue;
+        }
         uint32_t cp;
         size_t k = norm_utf8_seq(s + i, n - i, &cp);
         if (k == 0) { /* the caller passes valid UTF-8 only */
@@ -153,41 +215,31 @@ static ragd_err norm_fold_valid(norm_buf *b, const unsigned char *s, size_t n)
         i += k;
     }
     ragd_err rc = RAGD_OK;
-    utf8proc_uint8_t *folded = NULL;
-    if (m == 0)
-        goto out;
-    utf8proc_ssize_t flen = utf8proc_map(vis, (utf8proc_ssize_t)m, &folded,
-                                         UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE |
-                                             UTF8PROC_CASEFOLD | UTF8PROC_IGNORE);
-    if (flen == UTF8PROC_ERROR_NOMEM) {
-        rc = RAGD_ENOMEM;
-        goto out;
+    if (!norm_ascii_fast) {
+        if (m > 0)
+            (void)norm_fold_utf8proc(b, vis, m, &rc);
+        free(vis);
+        return rc;
     }
-    if (flen < 0) { /* cannot happen on valid input; judge the unfolded text then */
-        folded = NULL;
-        for (size_t i = 0; i < m;) {
-            uint32_t cp;
-            size_t k = norm_utf8_seq(vis + i, m - i, &cp);
-            if (k == 0)
-                break;
-            if (!norm_put_cp(b, cp))
-                break;
-            i += k;
+    bool room = true;
+    for (size_t i = 0; room && i < m;) {
+        size_t j = i;
+        while (j < m && vis[j] < 0x80)
+            j++;
+        if (j < m && j > i)
+            j--; /* the starter of what follows */
+        if (j > i) {
+            room = norm_fold_ascii(b, vis + i, j - i);
+            i = j;
+            continue;
         }
-        goto out;
+        /* a non-ASCII run, with the ASCII character before it: up to the next ASCII */
+        j = i + 1;
+        while (j < m && (vis[j] >= 0x80 || vis[j - 1] < 0x80))
+            j++;
+        room = norm_fold_utf8proc(b, vis + i, j - i, &rc);
+        i = j;
     }
-    for (size_t i = 0; i < (size_t)flen;) {
-        uint32_t cp;
-        size_t k = norm_utf8_seq(folded + i, (size_t)flen - i, &cp);
-        if (k == 0)
-            break;
-        /* NFKC_Casefold would also drop these; utf8proc's IGNORE covers most of them. */
-        if (!norm_is_invisible(cp) && !norm_put_cp(b, cp))
-            break;
-        i += k;
-    }
-out:
-    free(folded);
     free(vis);
     return rc;
 }
@@ -199,6 +251,10 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
     while (i < n) {
         size_t j = i;
         while (j < n) {
+            if (s[j] < 0x80) { /* ASCII is valid UTF-8 */
+                j++;
+                continue;
+            }
             uint32_t cp;
             size_t k = norm_utf8_seq(s + j, n - j, &cp);
             if (k == 0)
@@ -320,20 +376,21 @@ static bool norm_reads_as_text(const unsigned char *d, size_t n)
     return n > 0 && alnum * 10 >= n * 7;
 }
 
-static int norm_b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-')
-        return 62;
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
+/* 1 + the base64 value of each byte (standard and URL-safe alphabets), 0 for the others:
+ * a table, as step 3 asks it several times of every byte. */
+static const unsigned char norm_b64_table[256] = {
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['-'] = 63,
+    ['/'] = 64, ['_'] = 64,
+};
+
+static int norm_b64val(unsigned char c) { return (int)norm_b64_table[c] - 1; }
 
 /* Base64 (standard or URL-safe) s[0..n) into out; returns the length written. */
 static size_t norm_b64_decode(const unsigned char *s, size_t n, unsigned char *out)

@@ -44,10 +44,22 @@ typedef struct {
     size_t alloc;
     bool full;                /* FEATURES_MAX reached: stop tokenising */
     ragd_err err;             /* set by the callback on allocation failure */
-    char prev[WORD_MAX + 1];  /* the previous word, for bigrams */
-    size_t prev_len;
+    uint64_t prev_h; /* FNV-1a state of the bigram seed after "<previous word> " */
     bool have_prev;
 } embed_ctx;
+
+#define FNV_PRIME 0x100000001b3ULL
+
+/* hash_fnv1a64 continued over p[0..n) from state h (hash_fnv1a64(a + b) is
+ * fnv_more(hash_fnv1a64(a), b)). */
+static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= FNV_PRIME;
+    }
+    return h;
+}
 
 static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
 {
@@ -115,16 +127,10 @@ static int on_token(const token *tok, void *arg)
     const char *w = tok->norm;
     if (len == 0)
         return 0;
-    if (c->have_prev) {
-        char bi[2 * WORD_MAX + 1];
-        memcpy(bi, c->prev, c->prev_len);
-        bi[c->prev_len] = ' ';
-        memcpy(bi + c->prev_len + 1, w, len);
-        if (!feat_push(c, hash_fnv1a64(bi, c->prev_len + 1 + len, SEED_BIGRAM), KIND_BIGRAM))
-            return 1;
-    }
-    memcpy(c->prev, w, len);
-    c->prev_len = len;
+    /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
+    if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
+        return 1;
+    c->prev_h = fnv_more(hash_fnv1a64(w, len, SEED_BIGRAM), " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
@@ -141,6 +147,61 @@ static int feat_cmp(const void *pa, const void *pb)
     if (a->h != b->h)
         return a->h < b->h ? -1 : 1;
     return (a->kind > b->kind) - (a->kind < b->kind);
+}
+
+static bool feat_less(const feature *a, const feature *b)
+{
+    return a->h < b->h || (a->h == b->h && a->kind < b->kind);
+}
+
+/* Insertion sort of f[0..n) by (h, kind): for the few features of one bucket. */
+static void feat_insertion_sort(feature *f, size_t n)
+{
+    for (size_t i = 1; i < n; i++) {
+        feature x = f[i];
+        size_t k = i;
+        while (k > 0 && feat_less(&x, &f[k - 1])) {
+            f[k] = f[k - 1];
+            k--;
+        }
+        f[k] = x;
+    }
+}
+
+/* Buckets of the counting pass: 2^bits for n features, about one feature a bucket. */
+#define SORT_BITS_MAX 12
+/* A bucket holding more than this many features is sorted by qsort instead: identical
+ * hashes cost nothing to insertion sort, but many distinct hashes sharing their top bits
+ * (a crafted text) would make it quadratic. */
+#define SORT_INSERTION_MAX 32
+
+/* Sorts src[0..n) by (h, kind) into dst[0..n) (src is left as it was): a counting sort on
+ * the hash's top bits, then each bucket on its own. Any correct sort gives the same order
+ * (equal keys are equal features), so the vectors are bit-identical to glibc qsort's,
+ * about twice as fast (BENCHMARKS.md "Ingest throughput (issue 11)"). */
+static void feat_sort(const feature *src, size_t n, feature *dst)
+{
+    unsigned bits = 1;
+    while (bits < SORT_BITS_MAX && ((size_t)1 << bits) < n)
+        bits++;
+    size_t nb = (size_t)1 << bits;
+    size_t start[((size_t)1 << SORT_BITS_MAX) + 1];
+    memset(start, 0, (nb + 1) * sizeof *start);
+    for (size_t i = 0; i < n; i++)
+        start[(src[i].h >> (64 - bits)) + 1]++;
+    for (size_t b = 0; b < nb; b++)
+        start[b + 1] += start[b];
+    size_t at[(size_t)1 << SORT_BITS_MAX];
+    memcpy(at, start, nb * sizeof *at);
+    for (size_t i = 0; i < n; i++)
+        dst[at[src[i].h >> (64 - bits)]++] = src[i];
+    for (size_t b = 0; b < nb; b++) {
+        size_t m = start[b + 1] - start[b];
+        if (m > SORT_INSERTION_MAX)
+            qsort(dst + start[b], m, sizeof *dst, feat_cmp);
+        else if (m > 1)
+            feat_insertion_sort(dst + start[b], m);
+    }
 }
 
 /* MurmurHash3's 64-bit finaliser: spreads FNV-1a's weak low bits over the whole word
@@ -162,27 +223,43 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
 {
     embed_ctx c = {0};
     double acc[EMBED_BUILTIN_DIM] = {0};
+    feature *sorted = NULL;
     ragd_err rc = RAGD_OK;
     if (out == NULL || (text == NULL && len > 0)) {
         rc = RAGD_EINVAL;
         goto out;
     }
     if (len > 0) {
+        /* Room for a typical text's features at once (a word of k code points and its
+         * separator give at most k + 2), so the array seldom grows. */
+        c.alloc = len + len / 2 + 16 < FEATURES_MAX ? len + len / 2 + 16 : FEATURES_MAX;
+        c.f = malloc(c.alloc * sizeof *c.f);
+        if (c.f == NULL) {
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
         rc = tokenize_words(text, len, on_token, &c);
         if (rc == RAGD_OK)
             rc = c.err;
         if (rc != RAGD_OK)
             goto out;
     }
-    if (c.n > 0)
-        qsort(c.f, c.n, sizeof *c.f, feat_cmp);
+    if (c.n > 0) {
+        sorted = malloc(c.n * sizeof *sorted);
+        if (sorted == NULL) {
+            rc = RAGD_ENOMEM;
+            goto out;
+        }
+        feat_sort(c.f, c.n, sorted);
+    }
     for (size_t i = 0; i < c.n;) {
         size_t j = i + 1;
-        while (j < c.n && c.f[j].h == c.f[i].h && c.f[j].kind == c.f[i].kind)
+        while (j < c.n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
             j++;
         double tf = (double)(j - i);
-        double v = kind_weight[c.f[i].kind] * (1.0 + log(tf));
-        uint64_t m = mix64(c.f[i].h);
+        /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
+        double v = j - i == 1 ? kind_weight[sorted[i].kind] : kind_weight[sorted[i].kind] * (1.0 + log(tf));
+        uint64_t m = mix64(sorted[i].h);
         size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
         acc[bucket] += (m >> 63) ? -v : v;
         i = j;
@@ -196,6 +273,7 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
 out:
     if (rc != RAGD_OK && out != NULL)
         memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);
+    free(sorted);
     free(c.f);
     return rc;
 }

@@ -9,8 +9,9 @@
  *   fallback (worker)   builtin embeddings → write
  *   write (writer)      one transaction; done → on_done, or, when a concurrent first ingest
  *                       created the collection meanwhile → run once more (worker)
- * One thread at a time touches a job; each hand-over goes through the worker pool, the
- * loop queue or the store's writer, so no step runs inside the call of another. */
+ * One thread at a time touches a job (inside a run, workpool_for's helpers take distinct
+ * documents while the run waits for them); each hand-over goes through the worker pool,
+ * the loop queue or the store's writer, so no step runs inside the call of another. */
 #include "rag/ingest.h"
 
 #include <stdarg.h>
@@ -72,6 +73,12 @@ typedef struct {
     const char **rules;   /* static rule names, or NULL entries */
     bool *quarantined;
     size_t n_quarantined;
+    /* what went wrong preparing it (ingest_prepare_doc, on any worker): RAGD_OK, or the
+     * chunker's error (chunk_failed) or RAGD_ENOMEM */
+    ragd_err prep_err;
+    bool chunk_failed;
+    bool extract_failed;
+    char *extract_why; /* why it could not be read (extract_failed), or NULL */
 } ingest_doc;
 
 struct rag_ingest {
@@ -86,6 +93,8 @@ struct rag_ingest {
     /* derived by a run */
     store_doc *sdocs;
     char model[STORE_MODEL_MAX + 1];
+    chunk_params cp;     /* the collection's chunking, for ingest_prepare_doc */
+    bool embed_builtin;  /* ingest_prepare_doc embeds too (a builtin collection) */
     int expect_dim;      /* an existing upstream collection's dimension, 0 for a new one */
     bool fallback;       /* auto and a new collection: builtin if the upstream embedder fails */
     bool new_collection; /* the collection did not exist when the run looked */
@@ -192,6 +201,8 @@ static void ingest_reset(rag_ingest *j)
         d->vectors = NULL;
         d->n_chunks = 0;
         d->repeated = d->duplicate = false;
+        d->prep_err = RAGD_OK;
+        d->chunk_failed = false;
     }
     free(j->sdocs);
     free(j->texts);
@@ -223,6 +234,7 @@ void rag_ingest_free(rag_ingest *j)
         free(d->source);
         free(d->title);
         free(d->page_starts);
+        free(d->extract_why);
     }
     free(j->docs);
     free(j);
@@ -359,27 +371,27 @@ static bool ingest_mark_repeats(rag_ingest *j)
     return true;
 }
 
-/* The injection screen's verdict on each chunk of d (worker): scored, and quarantined at
- * or above the chunk threshold unless quarantine is off. */
-static rag_status ingest_screen(rag_ingest *j, ingest_doc *d)
+/* The injection screen's verdict on each chunk of d (any worker): scored, and quarantined
+ * at or above the chunk threshold unless quarantine is off. RAGD_ENOMEM on failure. */
+static ragd_err ingest_screen(const rag_ingest *j, ingest_doc *d)
 {
     size_t n = d->n_chunks ? d->n_chunks : 1;
     d->scores = calloc(n, sizeof *d->scores);
     d->rules = calloc(n, sizeof *d->rules);
     d->quarantined = calloc(n, sizeof *d->quarantined);
     if (!d->scores || !d->rules || !d->quarantined)
-        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+        return RAGD_ENOMEM;
     float threshold = rag_engine_chunk_threshold(j->cfg);
     for (size_t i = 0; i < d->n_chunks; i++) {
         guard_verdict v;
         if (guard_score(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]), GUARD_CHUNK, &v) != RAGD_OK)
-            return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+            return RAGD_ENOMEM;
         d->scores[i] = v.score;
         d->rules[i] = v.rule;
         d->quarantined[i] = v.score >= threshold && !j->cfg->quarantine_off;
         d->n_quarantined += v.score >= threshold; /* with quarantine off: flagged, counted */
     }
-    return RAG_OK;
+    return RAGD_OK;
 }
 
 /* The extractor's kind for a format (text/extract.h keeps the same order, but the two
@@ -429,19 +441,22 @@ static void ingest_strip_invisible(ingest_doc *d)
     d->text[w] = '\0';
 }
 
-/* Reads a document's bytes into text and finds its title (worker; once per job: a second
- * run keeps the result). The bytes are freed after. RAG_E_INVALID names the document. */
-static rag_status ingest_extract(rag_ingest *j, ingest_doc *d)
+/* Reads a document's bytes into text and finds its title (any worker; once per job: a
+ * second run keeps the result). The bytes are freed after. A document that cannot be read
+ * sets d->extract_failed and d->extract_why (NULL when even that had no memory). */
+static ragd_err ingest_extract(ingest_doc *d)
 {
     if (d->extracted)
-        return RAG_OK;
+        return RAGD_OK;
     extract_result r;
     char why[400];
     ragd_err rc = extract_document(d->bytes, d->bytes_len, ingest_kind(d->format), d->charset, NULL, &r, why,
                                    sizeof why);
     if (rc) {
-        const char *name = d->id_given || !d->source ? d->id : d->source;
-        return ingest_fail(j, rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID, "document '%s': %s", name, why);
+        d->extract_failed = rc != RAGD_ENOMEM;
+        if (d->extract_failed)
+            d->extract_why = strdup(why);
+        return rc;
     }
     d->text = r.text;
     d->text_len = r.len;
@@ -466,9 +481,7 @@ static rag_status ingest_extract(rag_ingest *j, ingest_doc *d)
         .source = d->source,
         .id = d->id_given ? d->id : NULL,
     };
-    if (doccontext_title(&dc, &d->title) != RAGD_OK)
-        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
-    return RAG_OK;
+    return doccontext_title(&dc, &d->title) == RAGD_OK ? RAGD_OK : RAGD_ENOMEM;
 }
 
 /* The 1-based page holding text[at] (the last page starting at or before it). */
@@ -501,16 +514,18 @@ static bool ingest_pages(ingest_doc *d, size_t n)
     return true;
 }
 
-/* Chunks one document (offsets, heading paths for markdown, pages). */
-static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params *cp)
+/* Chunks one document (offsets, heading paths for markdown, pages); any worker. A chunker
+ * error sets d->chunk_failed. */
+static ragd_err ingest_chunk(ingest_doc *d, const chunk_params *cp)
 {
     chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
     text_span *spans = NULL;
     size_t n = 0;
     ragd_err rc = chunker_split(d->text, d->text_len, fmt, cp, &spans, &n);
-    if (rc)
-        return ingest_fail(j, rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID,
-                           "document '%s': cannot be chunked (%s)", d->id, ragd_strerror(rc));
+    if (rc) {
+        d->chunk_failed = true;
+        return rc;
+    }
     d->starts = calloc(n ? n : 1, sizeof *d->starts);
     d->ends = calloc(n ? n : 1, sizeof *d->ends);
     bool ok = d->starts && d->ends;
@@ -524,25 +539,78 @@ static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params 
     if (ok)
         ok = ingest_pages(d, n);
     if (!ok)
-        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+        return RAGD_ENOMEM;
     d->n_chunks = n;
-    return ingest_screen(j, d);
+    return RAGD_OK;
 }
 
-/* Embeds every chunk with the builtin embedder (worker). */
+/* Embeds every chunk of d with the builtin embedder (any worker). */
+static ragd_err ingest_embed_doc(ingest_doc *d)
+{
+    free(d->vectors);
+    d->vectors = calloc((d->n_chunks ? d->n_chunks : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
+    if (!d->vectors)
+        return RAGD_ENOMEM;
+    for (size_t i = 0; i < d->n_chunks; i++)
+        if (embed_builtin(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]),
+                          d->vectors + i * EMBED_BUILTIN_DIM) != RAGD_OK)
+            return RAGD_ENOMEM;
+    return RAGD_OK;
+}
+
+/* One document's share of a run, as a workpool_for item: chunk, screen and, for a builtin
+ * collection, embed. Documents are independent, so the job's workers split them. */
+static void ingest_prepare_doc(void *arg, size_t i)
+{
+    rag_ingest *j = arg;
+    ingest_doc *d = &j->docs[i];
+    if (d->duplicate)
+        return;
+    d->prep_err = ingest_extract(d);
+    if (d->prep_err == RAGD_OK)
+        d->prep_err = ingest_chunk(d, &j->cp);
+    if (d->prep_err == RAGD_OK)
+        d->prep_err = ingest_screen(j, d);
+    if (d->prep_err == RAGD_OK && j->embed_builtin)
+        d->prep_err = ingest_embed_doc(d);
+}
+
+/* Builtin embedding of one document not embedded yet, as a workpool_for item. */
+static void ingest_embed_item(void *arg, size_t i)
+{
+    ingest_doc *d = &((rag_ingest *)arg)->docs[i];
+    if (!d->vectors)
+        d->prep_err = ingest_embed_doc(d);
+}
+
+/* The status of the first document (in job order) whose preparation failed, RAG_OK when
+ * none did. */
+static rag_status ingest_prepared(rag_ingest *j)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        ingest_doc *d = &j->docs[i];
+        if (d->prep_err == RAGD_OK)
+            continue;
+        if (d->extract_failed)
+            return ingest_fail(j, RAG_E_INVALID, "document '%s': %s", d->id_given || !d->source ? d->id : d->source,
+                               d->extract_why ? d->extract_why : "cannot be read");
+        if (d->chunk_failed)
+            return ingest_fail(j, d->prep_err == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID,
+                               "document '%s': cannot be chunked (%s)", d->id, ragd_strerror(d->prep_err));
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    }
+    return RAG_OK;
+}
+
+/* Embeds every chunk not embedded yet with the builtin embedder (worker; the pool's free
+ * workers help). */
 static rag_status ingest_embed_builtin(rag_ingest *j)
 {
-    for (size_t k = 0; k < j->n; k++) {
-        ingest_doc *d = &j->docs[k];
-        free(d->vectors);
-        d->vectors = calloc((d->n_chunks ? d->n_chunks : 1) * EMBED_BUILTIN_DIM, sizeof *d->vectors);
-        if (!d->vectors)
-            return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
-        for (size_t i = 0; i < d->n_chunks; i++)
-            if (embed_builtin(d->text + d->starts[i], (size_t)(d->ends[i] - d->starts[i]),
-                              d->vectors + i * EMBED_BUILTIN_DIM) != RAGD_OK)
-                return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
-    }
+    if (workpool_for(j->cfg->pool, j->n, ingest_embed_item, j) != RAGD_OK)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    rag_status st = ingest_prepared(j);
+    if (st != RAG_OK)
+        return st;
     snprintf(j->w.embed_model, sizeof j->w.embed_model, "%s", EMBED_BUILTIN_NAME);
     j->w.dim = EMBED_BUILTIN_DIM;
     return RAG_OK;
@@ -671,22 +739,23 @@ static rag_status ingest_pipeline(rag_ingest *j)
         st = ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
         goto out;
     }
-    chunk_params cp = {.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
-    for (size_t i = 0; i < j->n; i++) {
+    j->cp = (chunk_params){.chunk_size = (size_t)w->chunk_size, .overlap = (size_t)w->chunk_overlap};
+    for (size_t i = 0; rc == RAGD_OK && i < j->n; i++) {
         ingest_doc *d = &j->docs[i];
         char known[STORE_HASH_HEX + 1];
         /* Skip chunking a document the store already holds unchanged, unless its id comes
          * earlier in this job too (that one would change it first). */
-        if (rc == RAGD_OK && !d->repeated && store_document_hash(r, coll.id, d->id, known) == RAGD_OK &&
-            strcmp(known, d->hash) == 0) {
-            d->duplicate = true;
-            continue;
-        }
-        if ((st = ingest_extract(j, d)) != RAG_OK || (st = ingest_chunk(j, d, &cp)) != RAG_OK)
-            goto out;
+        d->duplicate = !d->repeated && store_document_hash(r, coll.id, d->id, known) == RAGD_OK &&
+                       strcmp(known, d->hash) == 0;
     }
     store_reader_release(r);
     r = NULL;
+    /* Chunk, screen and (builtin) embed the documents, split across the free workers. */
+    j->embed_builtin = !upstream;
+    if (workpool_for(cfg->pool, j->n, ingest_prepare_doc, j) != RAGD_OK)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    if ((st = ingest_prepared(j)) != RAG_OK)
+        return st;
     int posted = upstream ? ingest_post_upstream(j) : 0;
     if (posted > 0)
         return RAG_OK; /* the job goes on from the loop */

@@ -258,6 +258,12 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
         goto out;
     if (exec_const(st->wdb, "PRAGMA foreign_keys=ON", err, errlen))
         goto out;
+    /* A page cache for a whole ingest group (the default 2 MiB spilled dirty pages to the
+     * WAL mid-transaction), and the WAL checkpointed by the writer between groups instead
+     * of inside a COMMIT (writer.c, writer_checkpoint). */
+    if (exec_const(st->wdb, "PRAGMA cache_size=-" STORE_WRITER_CACHE_KIB, err, errlen))
+        goto out;
+    sqlite3_wal_hook(st->wdb, store__wal_hook, st);
     e = store__migrate(st->wdb, err, errlen);
     if (e)
         goto out;

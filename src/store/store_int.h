@@ -12,6 +12,9 @@
 
 /* How long a connection waits on a lock held by another connection before SQLITE_BUSY. */
 #define STORE__BUSY_TIMEOUT_MS 5000
+/* The write connection's page cache, KiB (PRAGMA cache_size=-N): room for one ingest
+ * group's pages, so a transaction does not spill to the WAL before its COMMIT. */
+#define STORE_WRITER_CACHE_KIB "8192"
 
 #define STORE__READER_STMTS 24
 
@@ -87,6 +90,8 @@ struct store {
 
     store_commit_hook ghook; /* the group's copy of hook (writer thread only) */
     void *ghook_arg;
+
+    int wal_frames; /* writer thread only: frames in the WAL after the last commit */
 };
 
 /* schema.c: applies every pending migration on db (the write connection) in one
@@ -99,6 +104,10 @@ ragd_err store__writer_prepare(store *st, char *err, size_t errlen);
 void store__writer_finalize(store *st);
 /* writer.c: the database's size in pages, read on the write connection; -1 on failure. */
 int64_t store__page_count(store *st);
+/* writer.c: the write connection's WAL hook (arg is the store). It notes the WAL's size
+ * for the writer's checkpoints between groups; installing it turns SQLite's automatic
+ * checkpoint inside COMMIT off. */
+int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 /* writer.c: the writer thread's body (arg is the store). */
 void *store__writer_main(void *arg);
 

@@ -1194,6 +1194,38 @@ static void note_space(store *st, store_write **group, wchange *changes, size_t 
     pthread_mutex_unlock(&st->mu);
 }
 
+/* The writer checkpoints the WAL between groups once it holds this many frames (SQLite's
+ * own automatic checkpoint did it inside the COMMIT that passed 1000), when no write is
+ * waiting; past STORE_CKPT_FORCE_FRAMES it checkpoints even with writes waiting, so a
+ * steady stream of them cannot grow the WAL without bound. */
+#define STORE_CKPT_FRAMES 1000
+#define STORE_CKPT_FORCE_FRAMES 8000
+
+int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    ((store *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+/* A PASSIVE checkpoint after a group's callbacks, off the acknowledgement's path: the client
+ * already has its answer and the workers prepare the next writes meanwhile. Like SQLite's
+ * automatic one it waits for no reader; a failure (busy, disk full) leaves the WAL as it is
+ * for the next try. */
+static void writer_checkpoint(store *st)
+{
+    if (st->wal_frames < STORE_CKPT_FRAMES)
+        return;
+    pthread_mutex_lock(&st->mu);
+    bool waiting = !queue_empty(&st->queue);
+    pthread_mutex_unlock(&st->mu);
+    if (waiting && st->wal_frames < STORE_CKPT_FORCE_FRAMES)
+        return;
+    int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        log_warn("store: checkpoint failed: %s", sqlite3_errmsg(st->wdb));
+    st->wal_frames = 0; /* the next commit says how large the WAL is now */
+}
+
 void *store__writer_main(void *arg)
 {
     store *st = arg;
@@ -1236,6 +1268,7 @@ void *store__writer_main(void *arg)
             st->wgroup[i] = NULL;
             w->done(w, w->arg); /* may free w: not touched after this */
         }
+        writer_checkpoint(st);
     }
     return NULL;
 }

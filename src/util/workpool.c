@@ -127,6 +127,100 @@ size_t workpool_cancel_queued(workpool *p)
     return count;
 }
 
+/* ---- workpool_for ---- */
+
+/* Shared by the caller of workpool_for and its helpers; freed by whichever drops the last
+ * reference (a helper may start long after the caller returned, and then only looks at
+ * next, n and refs). */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t idle; /* active fell to 0 */
+    size_t next;         /* the next item to take; all taken when next == n */
+    size_t n;
+    size_t active; /* helpers running an item */
+    size_t refs;   /* the caller + helpers not yet finished */
+    workpool_each_fn fn;
+    void *arg;
+} workpool_for_state;
+
+static void workpool_for_unref(workpool_for_state *s)
+{
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last) {
+        pthread_cond_destroy(&s->idle);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+    }
+}
+
+/* Takes and runs items until none is left; called and returns with s->lock held. */
+static void workpool_for_take(workpool_for_state *s)
+{
+    while (s->next < s->n) {
+        size_t i = s->next++;
+        pthread_mutex_unlock(&s->lock);
+        s->fn(s->arg, i);
+        pthread_mutex_lock(&s->lock);
+    }
+}
+
+static void workpool_for_help(void *arg)
+{
+    workpool_for_state *s = arg;
+    pthread_mutex_lock(&s->lock);
+    if (s->next < s->n) {
+        s->active++;
+        workpool_for_take(s);
+        if (--s->active == 0)
+            pthread_cond_signal(&s->idle);
+    }
+    workpool_for_unref(s);
+}
+
+/* A helper cancelled before it started (shutdown): only its reference goes. */
+static void workpool_for_cancel(void *arg)
+{
+    workpool_for_state *s = arg;
+    pthread_mutex_lock(&s->lock);
+    workpool_for_unref(s);
+}
+
+ragd_err workpool_for(workpool *p, size_t n, workpool_each_fn fn, void *arg)
+{
+    if (n == 0)
+        return RAGD_OK;
+    workpool_for_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return RAGD_ENOMEM;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    s->n = n;
+    s->fn = fn;
+    s->arg = arg;
+    s->refs = 1;
+    size_t helpers = p->n_threads > 1 ? p->n_threads - 1 : 0;
+    if (helpers > n - 1)
+        helpers = n - 1;
+    for (size_t h = 0; h < helpers; h++) {
+        pthread_mutex_lock(&s->lock);
+        s->refs++;
+        pthread_mutex_unlock(&s->lock);
+        if (workpool_submit(p, workpool_for_help, workpool_for_cancel, s) != RAGD_OK) {
+            pthread_mutex_lock(&s->lock);
+            s->refs--;
+            pthread_mutex_unlock(&s->lock);
+            break;
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    workpool_for_take(s);
+    while (s->active > 0)
+        pthread_cond_wait(&s->idle, &s->lock);
+    workpool_for_unref(s);
+    return RAGD_OK;
+}
+
 size_t workpool_threads(const workpool *p) { return p->n_threads; }
 
 size_t workpool_queued(workpool *p)

@@ -25,6 +25,19 @@ ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *
  * Returns how many were cancelled. */
 size_t workpool_cancel_queued(workpool *p);
 
+/* One item of a workpool_for: fn(arg, i) for an index i of [0, n). */
+typedef void (*workpool_each_fn)(void *arg, size_t i);
+
+/* Runs fn(arg, i) for every i in [0, n), each exactly once, on the calling thread and on
+ * up to (threads - 1) workers that are free to help, and returns when all n have
+ * finished. The caller takes items too and waits only for items a helper has already
+ * started, so it never waits on the queue: called from a worker, with every other worker
+ * busy (or the queue full, or the pool closing), it simply does all n itself. Helpers that
+ * start after the last item was taken leave at once. fn runs on several threads at a time:
+ * items must touch disjoint data (or lock). Returns RAGD_ENOMEM only if the shared state
+ * cannot be allocated; then nothing ran. */
+ragd_err workpool_for(workpool *p, size_t n, workpool_each_fn fn, void *arg);
+
 size_t workpool_threads(const workpool *p);
 size_t workpool_queued(workpool *p);
 size_t workpool_busy(workpool *p);

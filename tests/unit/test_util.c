@@ -482,6 +482,88 @@ static void test_workpool_cancel_queued(void **state)
     assert_int_equal(atomic_load(&counter), 5001);
 }
 
+/* workpool_for: every item exactly once, from any thread; with every other worker blocked
+ * it finishes alone (it never waits on the queue); on a shut-down pool the caller does all. */
+typedef struct {
+    atomic_int hits[1000];
+} for_items;
+
+static void for_item(void *arg, size_t i) { atomic_fetch_add(&((for_items *)arg)->hits[i], 1); }
+
+static void assert_each_once(for_items *it, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(atomic_load(&it->hits[i]), 1);
+}
+
+static pthread_mutex_t for_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t for_cv = PTHREAD_COND_INITIALIZER;
+static bool for_gate_open, for_gate_entered, for_done;
+static workpool *for_pool;
+static for_items for_shared;
+
+static void for_gate_job(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&for_mu);
+    for_gate_entered = true;
+    pthread_cond_broadcast(&for_cv);
+    while (!for_gate_open)
+        pthread_cond_wait(&for_cv, &for_mu);
+    pthread_mutex_unlock(&for_mu);
+}
+
+static void for_runner_job(void *arg)
+{
+    (void)arg;
+    assert_int_equal(workpool_for(for_pool, 200, for_item, &for_shared), RAGD_OK);
+    pthread_mutex_lock(&for_mu);
+    for_done = true;
+    pthread_cond_broadcast(&for_cv);
+    pthread_mutex_unlock(&for_mu);
+}
+
+static void test_workpool_for(void **state)
+{
+    (void)state;
+    static for_items a, c;
+    workpool *p = workpool_new(4, 1000);
+    assert_int_equal(workpool_for(p, 1000, for_item, &a), RAGD_OK);
+    assert_each_once(&a, 1000);
+    assert_int_equal(workpool_for(p, 0, for_item, &a), RAGD_OK);
+    workpool_free(p);
+
+    /* two workers, one blocked: the other runs workpool_for, whose helper waits behind the
+     * gate in the queue, and must finish by itself */
+    for_pool = workpool_new(2, 100);
+    assert_int_equal(workpool_submit(for_pool, for_gate_job, NULL, NULL), RAGD_OK);
+    pthread_mutex_lock(&for_mu);
+    while (!for_gate_entered)
+        pthread_cond_wait(&for_cv, &for_mu);
+    pthread_mutex_unlock(&for_mu);
+    assert_int_equal(workpool_submit(for_pool, for_runner_job, NULL, NULL), RAGD_OK);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    pthread_mutex_lock(&for_mu);
+    while (!for_done && pthread_cond_timedwait(&for_cv, &for_mu, &until) == 0)
+        ;
+    bool finished = for_done;
+    for_gate_open = true;
+    pthread_cond_broadcast(&for_cv);
+    pthread_mutex_unlock(&for_mu);
+    assert_true(finished);
+    assert_each_once(&for_shared, 200);
+    workpool_free(for_pool); /* the late helper runs now, finds nothing and leaves */
+
+    /* a pool that is shut down: the caller alone */
+    p = workpool_new(2, 10);
+    workpool_shutdown(p);
+    assert_int_equal(workpool_for(p, 10, for_item, &c), RAGD_OK);
+    assert_each_once(&c, 10);
+    workpool_free(p);
+}
+
 static void test_sha256(void **state)
 {
     (void)state;
@@ -791,6 +873,7 @@ int main(void)
         cmocka_unit_test(test_config_fusion),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),
+        cmocka_unit_test(test_workpool_for),
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
         cmocka_unit_test(test_jsonmem),
         cmocka_unit_test(test_jsonw),
