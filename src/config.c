@@ -652,3 +652,9 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     }
     return config_check(c, err, errlen);
 }
+
+const char *const *config_variable_names(size_t *n)
+{
+    *n = sizeof config_names / sizeof *config_names;
+    return config_names;
+}

@@ -125,4 +125,7 @@ int config_check(const ragd_config *c, char *err, size_t errlen);
  * (not a degradation). */
 bool config_llm_requested(const ragd_config *c);
 
+/* Every variable config_from_env reads, in its order (for `ragd config`). Static. */
+const char *const *config_variable_names(size_t *n);
+
 #endif
