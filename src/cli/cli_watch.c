@@ -115,8 +115,13 @@ static bool watch_wait(int ifd, int sfd)
             continue;
         if (n < 0)
             return false;
-        if (n > 0 && (fds[1].revents & POLLIN))
+        if (n > 0 && (fds[1].revents & POLLIN)) {
+            /* taken, so that unblocking the signals at the end does not deliver it */
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+            }
             return false;
+        }
         if (n == 0 && changed)
             return true; /* quiet for the whole period */
         if (n > 0 && (fds[0].revents & POLLIN)) {
