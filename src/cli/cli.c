@@ -167,7 +167,7 @@ void cli_usage(FILE *f)
           "  config                                      print the effective configuration\n"
           "  backup PATH [--data DIR] [--force]          copy the database while serving\n"
           "  version                                     print the version\n"
-          "  help                                        print this\n"
+          "  help [COMMAND]                              print this, or a command's usage\n"
           "\n"
           "`ragd COMMAND --help` describes a command and every flag. Client commands take\n"
           "--url URL (default: $RAGD_URL, else " CLI_DEFAULT_URL "); RAGD_API_KEY, when set,\n"
@@ -410,6 +410,19 @@ int cli_main(int argc, char **argv)
     if (argc < 1 || !argv[0]) {
         cli_usage(stderr);
         return CLI_EXIT_USAGE;
+    }
+    if (strcmp(argv[0], "help") == 0 && argc > 1) { /* `ragd help COMMAND` */
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+            if (strcmp(commands[i].name, argv[1]) == 0) {
+                fputs(commands[i].usage, stdout);
+                return CLI_EXIT_OK;
+            }
+        }
+        if (strcmp(argv[1], "serve") != 0) {
+            fprintf(stderr, "ragd: unknown command '%s'\n", argv[1]);
+            cli_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
     }
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
         strcmp(argv[0], "help") == 0) {

@@ -350,6 +350,29 @@ static void test_kind_of(void **state)
     assert_true(f.text_kind);
 }
 
+static void test_url_escape_and_text_start(void **state)
+{
+    strbuf sb;
+    strbuf_init(&sb, 64);
+    assert_int_equal(cli_url_escape(&sb, "a b/c%d&e=f.~_-\xc3\xa9", true), RAGD_OK);
+    assert_string_equal(sb.data, "a%20b/c%25d%26e%3Df.~_-%C3%A9");
+    strbuf_reset(&sb);
+    assert_int_equal(cli_url_escape(&sb, "x/../y", false), RAGD_OK);
+    assert_string_equal(sb.data, "x%2F..%2Fy");
+    strbuf_reset(&sb);
+    char longer[100];
+    memset(longer, '/', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    assert_int_equal(cli_url_escape(&sb, longer, false), RAGD_ETOOBIG); /* the cap holds */
+    strbuf_cleanup(&sb);
+
+    assert_int_equal(cli_text_start("abc", 3), 0);
+    assert_int_equal(cli_text_start("\xEF\xBB\xBF" "abc", 6), 3);
+    assert_int_equal(cli_text_start("a\0b", 3), SIZE_MAX);
+    assert_int_equal(cli_text_start("caf\xe9", 4), SIZE_MAX); /* Latin-1: goes raw */
+    assert_int_equal(cli_text_start("", 0), 0);
+}
+
 static void test_valid_id(void **state)
 {
     char id[600];
@@ -1216,6 +1239,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_for),
         cmocka_unit_test(test_kind_of),
+        cmocka_unit_test(test_url_escape_and_text_start),
         cmocka_unit_test(test_valid_id),
         cmocka_unit_test(test_db_name),
         cmocka_unit_test(test_walk_tree),
