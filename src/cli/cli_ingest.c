@@ -407,6 +407,67 @@ out:
     return ok;
 }
 
+/* ---- the files --watch saw last round ---- */
+
+void cli_stat_cache_cleanup(cli_stat_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->e[i].path);
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
+
+static int stat_entry_cmp(const void *a, const void *b)
+{
+    return strcmp(((const cli_stat_entry *)a)->path, ((const cli_stat_entry *)b)->path);
+}
+
+static void stat_entry_fill(cli_stat_entry *e, const struct stat *st)
+{
+    e->dev = (unsigned long long)st->st_dev;
+    e->ino = (unsigned long long)st->st_ino;
+    e->size = (unsigned long long)st->st_size;
+    e->mtime_s = (long long)st->st_mtim.tv_sec;
+    e->mtime_ns = (long long)st->st_mtim.tv_nsec;
+    e->ctime_s = (long long)st->st_ctim.tv_sec;
+    e->ctime_ns = (long long)st->st_ctim.tv_nsec;
+}
+
+/* The hash remembered for path when the file looks untouched since, else NULL. */
+static const char *stat_cache_hash(const cli_stat_cache *c, const char *path, const struct stat *st)
+{
+    if (!c || c->n == 0)
+        return NULL;
+    cli_stat_entry key = {.path = (char *)path}, now;
+    const cli_stat_entry *e = bsearch(&key, c->e, c->n, sizeof key, stat_entry_cmp);
+    if (!e)
+        return NULL;
+    stat_entry_fill(&now, st);
+    bool same = e->dev == now.dev && e->ino == now.ino && e->size == now.size && e->mtime_s == now.mtime_s &&
+                e->mtime_ns == now.mtime_ns && e->ctime_s == now.ctime_s && e->ctime_ns == now.ctime_ns;
+    return same ? e->hash : NULL;
+}
+
+/* Remembers path's stat and hash for the next round; a failure only costs a read then. */
+static void stat_cache_put(cli_stat_cache *c, const char *path, const struct stat *st, const char *hash)
+{
+    if (c->n == c->alloc) {
+        size_t na = c->alloc ? c->alloc * 2 : 256;
+        cli_stat_entry *ne = realloc(c->e, na * sizeof *ne);
+        if (!ne)
+            return;
+        c->e = ne;
+        c->alloc = na;
+    }
+    cli_stat_entry *e = &c->e[c->n];
+    e->path = strdup(path);
+    if (!e->path)
+        return;
+    stat_entry_fill(e, st);
+    snprintf(e->hash, sizeof e->hash, "%s", hash);
+    c->n++;
+}
+
 /* ---- the command ---- */
 
 /* A file waiting in the JSON batch: where its document sits in the body, and what a
@@ -422,6 +483,8 @@ typedef struct {
     const cli_server *srv;
     cli_pass *pass;
     cli_known_set *known; /* --sync: what the collection holds; NULL otherwise */
+    cli_stat_cache *old_cache; /* --watch: the last round's files (NULL: none kept) */
+    cli_stat_cache new_cache;  /* this round's, replacing it at the end */
     cli_batch batch;
     pending *queued; /* the batch's files, o->batch of them at most */
     size_t nqueued;
@@ -695,6 +758,17 @@ static bool ingest_file(ingest *in, const cli_file *f)
         ingest_skip(in, &p->junk, f->path, NULL);
         return true;
     }
+    struct stat st;
+    bool have_stat = in->known && in->old_cache && stat(f->path, &st) == 0;
+    const char *remembered = have_stat ? stat_cache_hash(in->old_cache, f->path, &st) : NULL;
+    cli_known *same = remembered ? cli_known_find(in->known, f->id) : NULL;
+    if (same && strcmp(same->hash, remembered) == 0) {
+        /* untouched since the last round, and the server holds these bytes: not read again */
+        stat_cache_put(&in->new_cache, f->path, &st, remembered);
+        p->unchanged++;
+        in->prog.done++;
+        return true;
+    }
     ragd_err e = cli_read_bytes(f->path, in->srv->max_body, &data, &len, err, sizeof err);
     if (e == RAGD_ENOMEM) {
         ingest_fatal(in, "out of memory reading a file");
@@ -727,6 +801,8 @@ static bool ingest_file(ingest *in, const cli_file *f)
         /* The server keeps the SHA-256 of the bytes it was sent: the same bytes, no change. */
         char hash[65];
         hash_sha256_hex(send, send_len, hash);
+        if (have_stat)
+            stat_cache_put(&in->new_cache, f->path, &st, hash);
         cli_known *k = cli_known_find(in->known, f->id);
         if (k && strcmp(k->hash, hash) == 0) {
             p->unchanged++;
@@ -817,7 +893,7 @@ static bool ingest_stop_requested(void)
 }
 
 int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool show_progress,
-                    cli_pass *pass)
+                    cli_stat_cache *cache, cli_pass *pass)
 {
     int status = CLI_EXIT_FAIL;
     char err[512];
@@ -833,6 +909,7 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
     in.o = o;
     in.srv = srv;
     in.pass = pass;
+    in.old_cache = cache;
     bool batch_ready = false;
 
     for (size_t i = 0; i < o->nargs; i++) {
@@ -915,6 +992,14 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
     }
     status = CLI_EXIT_OK;
 out:
+    if (cache) { /* this round's files become the next round's memory */
+        cli_stat_cache_cleanup(cache);
+        *cache = in.new_cache;
+        if (cache->n > 1)
+            qsort(cache->e, cache->n, sizeof *cache->e, stat_entry_cmp);
+    } else {
+        cli_stat_cache_cleanup(&in.new_cache);
+    }
     progress_clear(&in.prog);
     if (batch_ready)
         cli_batch_cleanup(&in.batch);
@@ -935,5 +1020,5 @@ int cli_cmd_ingest(const cli_opts *o)
     if (o->watch)
         return cli_watch(o, &srv);
     cli_pass pass;
-    return cli_ingest_pass(o, &srv, o->sync, true, &pass);
+    return cli_ingest_pass(o, &srv, o->sync, true, NULL, &pass);
 }

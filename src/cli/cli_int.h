@@ -236,12 +236,30 @@ typedef struct {
     long long documents, chunks, duplicates;   /* sums of the server's answers */
 } cli_pass;
 
+/* What --watch remembers of each file between rounds: a file whose inode, size, mtime and
+ * ctime are unchanged has the same bytes, so its hash is taken from here instead of reading
+ * it again (git's index does the same). Entries sorted by path. */
+typedef struct {
+    char *path;
+    unsigned long long dev, ino, size;
+    long long mtime_s, mtime_ns, ctime_s, ctime_ns;
+    char hash[65];
+} cli_stat_entry;
+
+typedef struct {
+    cli_stat_entry *e;
+    size_t n, alloc;
+} cli_stat_cache;
+
+void cli_stat_cache_cleanup(cli_stat_cache *c);
+
 /* One pass of `ragd ingest` over o->args: walk, (sync: list the collection, skip files whose
  * bytes it holds, remove documents whose files are gone), send. Prints per-file errors, a
- * summary on stderr and one result line on stdout. Returns the exit status: 1 when a file
+ * summary on stderr and one result line on stdout. cache (sync only, may be NULL) is read
+ * and replaced by this pass's files. Returns the exit status: 1 when a file
  * failed, a fatal error ended the pass, or (without sync) nothing was sent. */
 int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool show_progress,
-                    cli_pass *pass);
+                    cli_stat_cache *cache, cli_pass *pass);
 
 int cli_cmd_ingest(const cli_opts *o);
 

@@ -147,6 +147,7 @@ int cli_watch(const cli_opts *o, const cli_server *srv)
     }
     int sfd = signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC);
     watcher wt = {.ifd = -1};
+    cli_stat_cache cache = {0};
     if (sfd < 0) {
         fprintf(stderr, "ragd: cannot watch for signals: %s\n", strerror(errno));
         status = CLI_EXIT_FAIL;
@@ -159,7 +160,7 @@ int cli_watch(const cli_opts *o, const cli_server *srv)
             goto out;
         }
         cli_pass pass;
-        cli_ingest_pass(o, srv, true, first, &pass); /* its failures are printed; watching goes on */
+        cli_ingest_pass(o, srv, true, first, &cache, &pass); /* failures are printed; watching goes on */
         if (first)
             fprintf(stderr, "ragd: watching %zu folders for changes (Ctrl-C to stop)\n", wt.watches);
         fflush(stdout);
@@ -170,6 +171,7 @@ int cli_watch(const cli_opts *o, const cli_server *srv)
     fprintf(stderr, "ragd: stopped watching\n");
 out:
     watch_stop(&wt);
+    cli_stat_cache_cleanup(&cache);
     if (sfd >= 0)
         close(sfd);
     sigprocmask(SIG_SETMASK, &old, NULL);
