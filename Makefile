@@ -2,7 +2,8 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libevent libevent_pthreads jansson sqlite3 libcurl libcrypto \
-           libutf8proc libxml-2.0 md4c libpcre2-8
+           libutf8proc libxml-2.0 md4c libpcre2-8 \
+           poppler-glib libzip zlib
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wno-unused-parameter
 OPT     ?= -O2 -g
@@ -129,6 +130,9 @@ $(BUILD)/bench_extractive: bench/bench_extractive.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
 $(BUILD)/bench_prompt: bench/bench_prompt.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
+$(BUILD)/bench_multipart: bench/bench_multipart.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
 bench: $(BIN) $(BUILD)/bench_vindex $(BUILD)/bench_cache $(BUILD)/bench_kindex $(BUILD)/bench_fence $(BUILD)/bench_extractive

@@ -5,7 +5,7 @@ set -eu
 PACKAGES="gcc make pkg-config python3 curl ca-certificates
 libevent-dev libcurl4-openssl-dev libsqlite3-dev libjansson-dev
 libssl-dev libutf8proc-dev libxml2-dev libmd4c-dev libstemmer-dev libcmocka-dev
-libpcre2-dev"
+libpcre2-dev libpoppler-glib-dev libzip-dev zlib1g-dev"
 # clang and its libFuzzer/sanitizer runtime: `make test` runs every fuzz target briefly (fuzz-smoke).
 PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 # node and npm: tests/e2e/test_clients.py drives the real `ollama` and `openai` npm client

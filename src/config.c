@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 
@@ -523,6 +524,15 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         static const char *const modes[] = {"fence", "datamark"}; /* fence_mode order */
         return config_choice(name, v, modes, 2, &c->spotlight, err, errlen);
     }
+    if (strcmp(name, "RAGD_LOG_FORMAT") == 0) {
+        int f = log_parse_format(v);
+        if (f < 0) {
+            snprintf(err, errlen, "RAGD_LOG_FORMAT: '%s' is not one of text, json", v);
+            return -1;
+        }
+        c->log_format = (log_format)f;
+        return 0;
+    }
     if (strcmp(name, "RAGD_LOG_LEVEL") == 0) {
         int lvl = log_parse_level(v);
         if (lvl < 0) {
@@ -586,8 +596,129 @@ static const char *const config_names[] = {
     "RAGD_TRUSTED_PROXIES",
     "RAGD_RERANKER", "RAGD_RERANK", "RAGD_RERANK_URL", "RAGD_RERANK_MODEL", "RAGD_RERANK_BATCH",
     "RAGD_RERANK_CANDIDATES", "RAGD_RERANK_TIMEOUT_S", "RAGD_RERANK_SHAPE", "RAGD_RERANK_API_KEY", "RAGD_RERANK_API_KEY_FILE",
-    "RAGD_CONTEXT_TOKENS",
+    "RAGD_CONTEXT_TOKENS", "RAGD_LOG_FORMAT",
 };
+#define CONFIG_N_NAMES (sizeof config_names / sizeof *config_names)
+_Static_assert(CONFIG_N_NAMES <= CONFIG_MAX_NAMES, "config_raw holds every variable");
+
+size_t config_count(void) { return CONFIG_N_NAMES; }
+const char *config_name(size_t i) { return i < CONFIG_N_NAMES ? config_names[i] : NULL; }
+
+void config_raw_free(config_raw *raw)
+{
+    for (size_t i = 0; raw && i < CONFIG_MAX_NAMES; i++) {
+        if (raw->values[i]) /* some are secrets */
+            explicit_bzero(raw->values[i], strlen(raw->values[i]));
+        free(raw->values[i]);
+        raw->values[i] = NULL;
+    }
+}
+
+bool config_raw_differs(const config_raw *a, const config_raw *b, size_t i)
+{
+    const char *x = a->values[i], *y = b->values[i];
+    if (!x || !y)
+        return x != y;
+    return strcmp(x, y) != 0;
+}
+
+static ssize_t config_index_of(const char *name, size_t len)
+{
+    for (size_t i = 0; i < CONFIG_N_NAMES; i++)
+        if (strlen(config_names[i]) == len && strncmp(config_names[i], name, len) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* raw->values[i] = a copy of v (n bytes). -1 when out of memory. */
+static int config_raw_put(config_raw *raw, size_t i, const char *v, size_t n)
+{
+    char *copy = strndup(v, n);
+    if (!copy)
+        return -1;
+    free(raw->values[i]);
+    raw->values[i] = copy;
+    return 0;
+}
+
+/* RAGD_CONFIG_FILE: "KEY=VALUE" lines over raw. Blank lines and lines starting with '#'
+ * are skipped, an "export " before the key is allowed, blanks around key and value are
+ * dropped, and a value in matching single or double quotes loses them (the subset of a
+ * systemd EnvironmentFile or a shell file that ragd reads). An unknown key, or a line
+ * without '=', is an error naming the line. At most 64 KiB. */
+static int config_file_overlay(const char *path, config_raw *raw, char *err, size_t errlen)
+{
+    enum { CAP = 64 * 1024 };
+    char *buf = malloc(CAP + 1);
+    FILE *f = buf ? fopen(path, "r") : NULL;
+    int rc = -1;
+    if (!buf) {
+        snprintf(err, errlen, "RAGD_CONFIG_FILE: out of memory");
+        goto out;
+    }
+    if (!f) {
+        snprintf(err, errlen, "RAGD_CONFIG_FILE: cannot read '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    size_t n = fread(buf, 1, CAP + 1, f);
+    if (n > CAP) {
+        snprintf(err, errlen, "RAGD_CONFIG_FILE: '%s' is over %d bytes", path, CAP);
+        goto out;
+    }
+    buf[n] = '\0';
+    if (memchr(buf, '\0', n)) {
+        snprintf(err, errlen, "RAGD_CONFIG_FILE: '%s' holds a NUL byte", path);
+        goto out;
+    }
+    size_t line_no = 0;
+    for (char *line = buf; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        line_no++;
+        line[strcspn(line, "\r")] = '\0';
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (*line == '\0' || *line == '#') {
+            line = next;
+            continue;
+        }
+        if (strncmp(line, "export ", 7) == 0)
+            line += 7;
+        char *eq = strchr(line, '=');
+        size_t kn = eq ? (size_t)(eq - line) : 0;
+        while (kn > 0 && (line[kn - 1] == ' ' || line[kn - 1] == '\t'))
+            kn--;
+        ssize_t idx = eq ? config_index_of(line, kn) : -1;
+        if (idx < 0) {
+            /* never the value: the line may hold a secret */
+            snprintf(err, errlen, "RAGD_CONFIG_FILE: '%s' line %zu: %s", path, line_no,
+                     eq ? "not a ragd variable (docs/configuration.md lists them)" : "not KEY=VALUE");
+            goto out;
+        }
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t vn = strlen(v);
+        while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+            vn--;
+        if (vn >= 2 && (v[0] == '"' || v[0] == '\'') && v[vn - 1] == v[0]) {
+            v++;
+            vn -= 2;
+        }
+        if (config_raw_put(raw, (size_t)idx, v, vn) != 0) {
+            snprintf(err, errlen, "RAGD_CONFIG_FILE: out of memory");
+            goto out;
+        }
+        line = next;
+    }
+    rc = 0;
+out:
+    if (f)
+        fclose(f);
+    free(buf);
+    return rc;
+}
 
 bool config_llm_requested(const ragd_config *c)
 {
@@ -596,7 +727,7 @@ bool config_llm_requested(const ragd_config *c)
            c->embedder == CONFIG_EMBEDDER_OPENAI;
 }
 
-int config_from_env(ragd_config *c, char *err, size_t errlen)
+int config_load(ragd_config *c, config_raw *raw, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -645,16 +776,32 @@ int config_from_env(ragd_config *c, char *err, size_t errlen)
     c->rerank_candidates = 20;
     c->rerank_timeout_s = 10;
 
-    for (size_t i = 0; i < sizeof config_names / sizeof *config_names; i++) {
+    c->log_format = LOG_FORMAT_TEXT;
+
+    for (size_t i = 0; i < CONFIG_N_NAMES; i++) {
         const char *v = env_or(config_names[i], NULL);
-        if (v && config_set(c, config_names[i], v, err, errlen) != 0)
+        if (v && config_raw_put(raw, i, v, strlen(v)) != 0) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    const char *file = env_or("RAGD_CONFIG_FILE", NULL);
+    if (file) {
+        if (config_copy("RAGD_CONFIG_FILE", file, c->config_file, sizeof c->config_file, err, errlen) != 0 ||
+            config_file_overlay(file, raw, err, errlen) != 0)
+            return -1;
+    }
+    for (size_t i = 0; i < CONFIG_N_NAMES; i++) {
+        if (raw->values[i] && raw->values[i][0] && config_set(c, config_names[i], raw->values[i], err, errlen) != 0)
             return -1;
     }
     return config_check(c, err, errlen);
 }
 
-const char *const *config_variable_names(size_t *n)
+int config_from_env(ragd_config *c, char *err, size_t errlen)
 {
-    *n = sizeof config_names / sizeof *config_names;
-    return config_names;
+    config_raw raw = {{0}};
+    int rc = config_load(c, &raw, err, errlen);
+    config_raw_free(&raw);
+    return rc;
 }

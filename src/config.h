@@ -57,6 +57,8 @@ typedef struct {
     bool synchronous_full;  /* RAGD_SYNCHRONOUS=full */
     size_t max_db_bytes;    /* RAGD_MAX_DB_BYTES: store quota, 0 = none */
     log_level log_level;
+    log_format log_format;  /* RAGD_LOG_FORMAT: text or json */
+    char config_file[1024]; /* RAGD_CONFIG_FILE: KEY=VALUE lines read at start and on SIGHUP; "" = none */
 
     /* the upstream (LLM) layer */
     char ollama_urls[CONFIG_MAX_BACKENDS][256]; /* OLLAMA_BASE_URL, comma-separated */
@@ -108,9 +110,27 @@ typedef struct {
     size_t rerank_candidates;  /* RAGD_RERANK_CANDIDATES: candidates retrieved and reranked (at least k) */
 } ragd_config;
 
-/* Fills c from the environment (defaults for unset variables). Returns 0, or -1 with a
- * message naming the variable in err. */
+/* Fills c from the environment (defaults for unset variables) and RAGD_CONFIG_FILE when the
+ * environment names one: a variable the file sets wins over the environment's. Returns 0,
+ * or -1 with a message naming the variable (and the file's line) in err. */
 int config_from_env(ragd_config *c, char *err, size_t errlen);
+
+/* The raw value of every variable as the configuration was loaded (environment overlaid by
+ * RAGD_CONFIG_FILE), to tell on a reload which variables changed. Values are malloc'd;
+ * NULL = unset. Holds secrets: never log a value. */
+#define CONFIG_MAX_NAMES 128
+typedef struct {
+    char *values[CONFIG_MAX_NAMES];
+} config_raw;
+
+/* config_from_env that also fills raw (free it with config_raw_free, even on failure). */
+int config_load(ragd_config *c, config_raw *raw, char *err, size_t errlen);
+void config_raw_free(config_raw *raw);
+/* The variables config_load reads, in a fixed order: config_name(i) for i < config_count(). */
+size_t config_count(void);
+const char *config_name(size_t i);
+/* Whether variable i has a different raw value in a and b (set vs unset counts). */
+bool config_raw_differs(const config_raw *a, const config_raw *b, size_t i);
 
 /* Applies a `--listen HOST:PORT` or `--data DIR` style override (name is the variable it
  * stands for, e.g. "RAGD_LISTEN"). Returns 0 or -1 with a message in err. */
@@ -124,8 +144,5 @@ int config_check(const ragd_config *c, char *err, size_t errlen);
  * address and, while nothing has answered there, runs on the embedded parts as intended
  * (not a degradation). */
 bool config_llm_requested(const ragd_config *c);
-
-/* Every variable config_from_env reads, in its order (for `ragd config`). Static. */
-const char *const *config_variable_names(size_t *n);
 
 #endif

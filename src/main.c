@@ -1,18 +1,35 @@
 /* ragd: argv and environment to a configuration, then run the server or a client
  * command. Nothing else lives here. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "config.h"
 #include "server.h"
 #include "util/jsonmem.h"
+#include "util/log.h"
 
 static void main_serve_usage(FILE *f)
 {
     fprintf(f, "usage: ragd serve [--listen HOST:PORT] [--data DIR]\n"
-               "Runs the server. Configuration comes from the environment (see docs/configuration.md);\n"
-               "a flag wins over the variable of the same meaning (RAGD_LISTEN, RAGD_DATA_DIR).\n");
+               "Runs the server. Configuration comes from the environment (see docs/configuration.md),\n"
+               "overlaid by the KEY=VALUE file RAGD_CONFIG_FILE names, if any; a flag wins over both\n"
+               "(RAGD_LISTEN, RAGD_DATA_DIR). SIGHUP re-reads the file and applies API keys, log level\n"
+               "and format, rate limits and RAGD_MAX_BODY_BYTES; SIGTERM drains and stops.\n");
+}
+
+/* A configuration error, before the log is set up: as a JSON record when the environment
+ * asks for JSON logs (a supervisor parsing them sees it too), else "ragd: message". */
+static void main_config_error(const char *err)
+{
+    const char *format = getenv("RAGD_LOG_FORMAT");
+    if (format && log_parse_format(format) == LOG_FORMAT_JSON) {
+        log_set_format(LOG_FORMAT_JSON);
+        log_error("ragd: %s", err);
+        return;
+    }
+    fprintf(stderr, "ragd: %s\n", err);
 }
 
 static int main_serve(int argc, char **argv)
@@ -20,7 +37,7 @@ static int main_serve(int argc, char **argv)
     ragd_config cfg;
     char err[512];
     if (config_from_env(&cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "ragd: %s\n", err);
+        main_config_error(err);
         return 2;
     }
     for (int i = 1; i < argc; i++) {
@@ -39,7 +56,7 @@ static int main_serve(int argc, char **argv)
             return 2;
         }
         if (config_set(&cfg, var, argv[++i], err, sizeof err) != 0) {
-            fprintf(stderr, "ragd: %s\n", err);
+            main_config_error(err);
             return 2;
         }
     }

@@ -44,6 +44,8 @@ typedef enum { SERVER_RUNNING, SERVER_DRAINING, SERVER_CANCELLING } server_phase
 typedef struct {
     app a;
     struct event *sig_event; /* the read end of the signal pipe */
+    struct event *hup_event; /* SIGHUP: reload (libevent's evsignal, on the loop) */
+    config_raw raw;          /* the variables as loaded, to tell what a reload changes */
     server_phase phase;      /* loop thread only */
     struct event *drain_timer;
     double drain_started_ms;
@@ -390,6 +392,7 @@ static void server_signals_mask(int how)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP); /* libevent's handler then runs on the loop thread, after start-up */
     pthread_sigmask(how, &set, NULL);
 }
 
@@ -407,6 +410,112 @@ static void server_on_signal(evutil_socket_t fd, short what, void *arg)
     http_server_quiesce(srv->a.http);
     srv->drain_started_ms = clock_now_ms();
     server_on_drain_tick(-1, 0, srv);
+}
+
+/* ---- reload (SIGHUP) ---- */
+
+/* What a reload applies: read per request on the loop thread only (keys, token, limits,
+ * body cap) or atomically (log level and format). Everything else is fixed at start. */
+static bool server_reloadable(const char *name)
+{
+    static const char *const names[] = {"RAGD_API_KEYS",      "RAGD_API_KEYS_FILE", "RAGD_ADMIN_TOKEN",
+                                        "RAGD_ADMIN_TOKEN_FILE", "RAGD_LOG_LEVEL",   "RAGD_LOG_FORMAT",
+                                        "RATE_LIMIT_QUERY",   "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_BODY_BYTES"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i]) == 0)
+            return true;
+    return false;
+}
+
+static void server_list_add(char *list, size_t cap, const char *item)
+{
+    size_t n = strlen(list);
+    snprintf(list + n, cap - n, "%s%s", n ? ", " : "", item);
+}
+
+static bool server_rate_same(const ratelimit_spec *a, const ratelimit_spec *b)
+{
+    return a->count == b->count && (a->count == 0 || a->period_s == b->period_s);
+}
+
+/* A new limiter for spec when it differs from the running one (its buckets start full);
+ * false when out of memory (the running one is kept). */
+static bool server_rate_swap(ratelimit **rl, ratelimit_spec *cur, const ratelimit_spec *next)
+{
+    if (server_rate_same(cur, next))
+        return true;
+    ratelimit *fresh = next->count ? ratelimit_new(next, RAGD_RATE_CLIENTS) : NULL;
+    if (next->count && !fresh)
+        return false;
+    ratelimit_free(*rl);
+    *rl = fresh;
+    *cur = *next;
+    return true;
+}
+
+/* SIGHUP: the environment again (a process cannot re-read its own: it is the one it started
+ * with) overlaid by RAGD_CONFIG_FILE, read now. A configuration that does not load is
+ * refused whole and the running one kept. The reloadable settings are applied; the others
+ * that changed are named as needing a restart, and stay pending (named again at every
+ * reload until then). One log line; never a value, since several are secrets. Loop thread. */
+static void server_on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    server *srv = arg;
+    app *a = &srv->a;
+    ragd_config next;
+    config_raw raw = {{0}};
+    char err[512] = "";
+    char applied[2048] = "", restart[2048] = "";
+    if (config_load(&next, &raw, err, sizeof err) != 0) {
+        log_error("reload (SIGHUP): refused, the running configuration is kept: %s", err);
+        goto out;
+    }
+    for (size_t i = 0; i < config_count(); i++) {
+        if (!config_raw_differs(&srv->raw, &raw, i))
+            continue;
+        const char *name = config_name(i);
+        server_list_add(server_reloadable(name) ? applied : restart, server_reloadable(name) ? sizeof applied : sizeof restart,
+                        name);
+        if (!server_reloadable(name)) { /* pending: compared with the running value again next time */
+            free(raw.values[i]);
+            raw.values[i] = srv->raw.values[i];
+            srv->raw.values[i] = NULL;
+        }
+    }
+    /* the *_FILE variables may name the same file with new contents */
+    if (next.api_keys.n != a->cfg.api_keys.n ||
+        memcmp(next.api_keys.keys, a->cfg.api_keys.keys, next.api_keys.n * sizeof *next.api_keys.keys) != 0) {
+        if (!strstr(applied, "RAGD_API_KEYS"))
+            server_list_add(applied, sizeof applied, "RAGD_API_KEYS_FILE (contents)");
+    }
+    if (strcmp(next.admin_token, a->cfg.admin_token) != 0 && !strstr(applied, "RAGD_ADMIN_TOKEN"))
+        server_list_add(applied, sizeof applied, "RAGD_ADMIN_TOKEN_FILE (contents)");
+    if (!server_rate_swap(&a->rate_query, &a->cfg.rate_query, &next.rate_query) ||
+        !server_rate_swap(&a->rate_ingest, &a->cfg.rate_ingest, &next.rate_ingest)) {
+        log_error("reload (SIGHUP): out of memory for the new rate limiters; the limits are unchanged");
+        goto out;
+    }
+    a->cfg.api_keys = next.api_keys;
+    memcpy(a->cfg.admin_token, next.admin_token, sizeof a->cfg.admin_token);
+    a->cfg.max_body_bytes = next.max_body_bytes;
+    a->cfg.log_level = next.log_level;
+    a->cfg.log_format = next.log_format;
+    log_set_format(next.log_format);
+    log_set_level(next.log_level);
+    /* the reload's own line is always written: at info, or at the level when that is higher */
+    log_fields(next.log_level > LOG_INFO ? next.log_level : LOG_INFO, "reload (SIGHUP): configuration read",
+               (log_field[]){LOG_STR("applied", applied[0] ? applied : "nothing changed"),
+                             LOG_STR("needs_restart", restart[0] ? restart : "nothing"),
+                             LOG_STR("config_file", a->cfg.config_file[0] ? a->cfg.config_file : NULL)},
+               3);
+    config_raw_free(&srv->raw);
+    srv->raw = raw;
+    memset(&raw, 0, sizeof raw);
+out:
+    config_raw_free(&raw);
+    explicit_bzero(&next, sizeof next); /* keys' digests, tokens */
 }
 
 /* ---- run ---- */
@@ -435,7 +544,16 @@ int server_run(const ragd_config *cfg)
     srv.exit_code = 1;
     char err[512] = "";
     log_set_level(cfg->log_level);
+    log_set_format(cfg->log_format);
     signal(SIGPIPE, SIG_IGN);
+    /* The snapshot a reload compares with: loaded again here (server_run takes a finished
+     * configuration), the same environment and, a moment later, the same file. */
+    ragd_config loaded;
+    if (config_load(&loaded, &srv.raw, err, sizeof err) != 0)
+        log_warn("config: %s (a reload will say so again)", err);
+    explicit_bzero(&loaded, sizeof loaded);
+    if (cfg->config_file[0])
+        log_info("config: RAGD_CONFIG_FILE %s read; SIGHUP reads it again", cfg->config_file);
 
     if (server_signals_install(&srv) != 0) {
         log_error("cannot install signal handlers: %s", strerror(errno));
@@ -547,8 +665,10 @@ int server_run(const ragd_config *cfg)
         goto out;
     }
     srv.sig_event = event_new(srv.a.base, server_signal_pipe[0], EV_READ | EV_PERSIST, server_on_signal, &srv);
+    srv.hup_event = evsignal_new(srv.a.base, SIGHUP, server_on_sighup, &srv);
     srv.drain_timer = evtimer_new(srv.a.base, server_on_drain_tick, &srv);
-    if (!srv.sig_event || !srv.drain_timer || event_add(srv.sig_event, NULL)) {
+    if (!srv.sig_event || !srv.hup_event || !srv.drain_timer || event_add(srv.sig_event, NULL) ||
+        event_add(srv.hup_event, NULL)) {
         log_error("cannot watch for signals");
         goto out;
     }
@@ -591,6 +711,9 @@ out:
     guard_shutdown();
     if (srv.sig_event)
         event_free(srv.sig_event);
+    if (srv.hup_event)
+        event_free(srv.hup_event);
+    config_raw_free(&srv.raw);
     server_signals_close();
     if (srv.drain_timer)
         event_free(srv.drain_timer);

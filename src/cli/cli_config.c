@@ -1,6 +1,6 @@
-/* `ragd config`: the configuration `ragd serve` would take from this environment — every
- * variable config.c reads, its effective value and whether it came from the environment
- * or the default. Secrets are never printed. */
+/* `ragd config`: the configuration `ragd serve` would take from this environment (and the
+ * RAGD_CONFIG_FILE it names) — every variable config.c reads, its effective value and
+ * where it came from: env, the file, or the default. Secrets are never printed. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +39,7 @@ static const char *const spotlights[] = {"fence", "datamark", NULL};
 static const char *const rerankers[] = {"off", "http", "llm", NULL};
 static const char *const shapes[] = {"auto", "tei", "cohere", NULL};
 static const char *const fusions[] = {"weighted", "rrf", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 
 /* The variables shown from the parsed configuration; the others (listen address, lists,
  * rate limits, fusion weights) are formatted by config_value_special. */
@@ -67,6 +68,7 @@ static const value_desc descs[] = {
     {"RAGD_MAX_HEADER_BYTES", V_SIZE, F(max_header_bytes), NULL},
     {"RAGD_MAX_DB_BYTES", V_SIZE, F(max_db_bytes), NULL},
     {"RAGD_LOG_LEVEL", V_CHOICE, F(log_level), levels},
+    {"RAGD_LOG_FORMAT", V_CHOICE, F(log_format), log_formats},
     {"OPENAI_BASE_URL", V_URL, F(openai_url), NULL},
     {"OPENAI_API_KEY", V_SECRET, F(openai_api_key), NULL},
     {"RAGD_ADMIN_TOKEN", V_SECRET, F(admin_token), NULL},
@@ -162,8 +164,9 @@ static bool config_value_special(const ragd_config *c, const char *name, char *o
     return true;
 }
 
-/* The effective value of one variable as text. */
-static void config_value(const ragd_config *c, const char *name, char *out, size_t outlen)
+/* The effective value of one variable as text; loaded is its raw text as read (environment
+ * or file), NULL when unset. */
+static void config_value(const ragd_config *c, const char *name, const char *loaded, char *out, size_t outlen)
 {
     if (config_value_special(c, name, out, outlen))
         return;
@@ -172,9 +175,9 @@ static void config_value(const ragd_config *c, const char *name, char *out, size
         if (strcmp(descs[i].name, name) == 0)
             d = &descs[i];
     }
-    const char *env = env_value(name);
+    const char *env = loaded && loaded[0] ? loaded : NULL;
     if (!d) {
-        /* a variable this listing does not know how to format: what the environment says */
+        /* a variable this listing does not know how to format: its text as read */
         snprintf(out, outlen, "%s", env ? env : "(default)");
         return;
     }
@@ -218,30 +221,38 @@ static void config_value(const ragd_config *c, const char *name, char *out, size
     }
 }
 
-/* Where a value came from: the variable, the file variable standing for it, or the default. */
-static const char *config_source(const char *name, char *buf, size_t buflen)
+/* Where variable i's value came from: RAGD_CONFIG_FILE (it wins over the environment), the
+ * variable itself, the file variable standing for it, or the default. */
+static const char *config_source(const config_raw *raw, size_t i, char *buf, size_t buflen)
 {
-    if (env_value(name))
+    const char *name = config_name(i);
+    const char *env = env_value(name);
+    const char *loaded = raw->values[i];
+    if (loaded && loaded[0] && (!env || strcmp(env, loaded) != 0))
+        return "file (RAGD_CONFIG_FILE)";
+    if (env)
         return "env";
     char file_var[96];
     snprintf(file_var, sizeof file_var, "%.64s_FILE", name);
-    if (env_value(file_var)) {
-        snprintf(buf, buflen, "env (%s)", file_var);
-        return buf;
+    for (size_t j = 0; j < config_count(); j++) {
+        if (strcmp(config_name(j), file_var) == 0 && raw->values[j] && raw->values[j][0]) {
+            snprintf(buf, buflen, "%s (%s)", env_value(file_var) ? "env" : "file", file_var);
+            return buf;
+        }
     }
     return "default";
 }
 
 /* True when name is one config.c reads, or one of the client's. */
-static bool config_known(const char *name, size_t len, const char *const *names, size_t n)
+static bool config_known(const char *name, size_t len)
 {
-    static const char *const client[] = {"RAGD_URL", "RAGD_API_KEY", "RAGD_BIN"};
-    for (size_t i = 0; i < n; i++) {
-        if (strlen(names[i]) == len && strncmp(names[i], name, len) == 0)
+    static const char *const others[] = {"RAGD_URL", "RAGD_API_KEY", "RAGD_BIN", "RAGD_CONFIG_FILE"};
+    for (size_t i = 0; i < config_count(); i++) {
+        if (strlen(config_name(i)) == len && strncmp(config_name(i), name, len) == 0)
             return true;
     }
-    for (size_t i = 0; i < sizeof client / sizeof client[0]; i++) {
-        if (strlen(client[i]) == len && strncmp(client[i], name, len) == 0)
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        if (strlen(others[i]) == len && strncmp(others[i], name, len) == 0)
             return true;
     }
     return false;
@@ -251,20 +262,21 @@ int cli_cmd_config(const cli_opts *o)
 {
     (void)o;
     static ragd_config c; /* large (key digests, proxy lists): not on the stack */
+    config_raw raw = {{0}};
     char err[512];
     int status = CLI_EXIT_OK;
-    if (config_from_env(&c, err, sizeof err) != 0) {
+    if (config_load(&c, &raw, err, sizeof err) != 0) {
         fprintf(stderr, "ragd: invalid configuration: %s\n", err);
         status = CLI_EXIT_FAIL;
         /* the values shown are then the ones read before the bad one; the rest are defaults */
     }
-    size_t n = 0;
-    const char *const *names = config_variable_names(&n);
     printf("%-32s %-40s %s\n", "VARIABLE", "VALUE", "SOURCE");
-    for (size_t i = 0; i < n; i++) {
+    const char *file = env_value("RAGD_CONFIG_FILE");
+    printf("%-32s %-40s %s\n", "RAGD_CONFIG_FILE", file ? file : "(not set)", file ? "env" : "default");
+    for (size_t i = 0; i < config_count(); i++) {
         char value[2048], srcbuf[160];
-        config_value(&c, names[i], value, sizeof value);
-        printf("%-32s %-40s %s\n", names[i], value, config_source(names[i], srcbuf, sizeof srcbuf));
+        config_value(&c, config_name(i), raw.values[i], value, sizeof value);
+        printf("%-32s %-40s %s\n", config_name(i), value, config_source(&raw, i, srcbuf, sizeof srcbuf));
     }
     /* the client's own */
     const char *url = env_value("RAGD_URL");
@@ -277,9 +289,10 @@ int cli_cmd_config(const cli_opts *o)
         if (!eq || (strncmp(*e, "RAGD_", 5) != 0 && strncmp(*e, "LLM_", 4) != 0))
             continue;
         size_t len = (size_t)(eq - *e);
-        if (!config_known(*e, len, names, n))
+        if (!config_known(*e, len))
             fprintf(stderr, "ragd: warning: %.*s is set but ragd reads no such variable (a typo?)\n",
                     (int)(len > 64 ? 64 : len), *e);
     }
+    config_raw_free(&raw);
     return status;
 }

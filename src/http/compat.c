@@ -509,6 +509,8 @@ static void compat_rag_on_done(const rag_outcome *o, void *arg)
     c->op = NULL;
     if (req->close_arg == c)
         http_unwatch_close(req);
+    req->upstream = (http_upstream_time){.embed_ms = o->timings.embed, .rerank_ms = o->timings.rerank,
+                                         .generate_ms = o->timings.generate};
     strbuf suffix;
     strbuf_init(&suffix, c->a->cfg.max_response_bytes);
     if (o->status == RAG_OK && !c->format) /* a format asked for (JSON): the text stays the LLM's alone */
@@ -695,6 +697,8 @@ static void compat_llm_on_done(llm_status st, const char *message, const llm_cha
     c->task = NULL;
     if (req->close_arg == c)
         http_unwatch_close(req);
+    if (stats)
+        req->upstream.generate_ms = stats->total_ms;
     compat_final f;
     memset(&f, 0, sizeof f);
     f.done_reason = c->text_capped ? "length" : stats && stats->done_reason[0] ? stats->done_reason : "stop";

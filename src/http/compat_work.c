@@ -190,6 +190,7 @@ typedef struct {
     size_t tokens;
     store_collection coll;
     llm_task *task;
+    double started_ms; /* when the upstream embedding began: its time goes to the access line */
     loopq_item item;
 } compat_embed_call;
 
@@ -206,6 +207,7 @@ static void compat_embed_on_vectors(llm_status st, const float *vectors, size_t 
 {
     compat_embed_call *e = arg;
     e->task = NULL;
+    e->req->upstream.embed_ms = clock_now_ms() - e->started_ms;
     if (st == LLM_OK)
         e->render(e->req, e->model, vectors, e->n, dim, e->tokens);
     else
@@ -217,6 +219,7 @@ static void compat_embed_on_vectors(llm_status st, const float *vectors, size_t 
 static void compat_embed_upstream_step(void *arg)
 {
     compat_embed_call *e = arg;
+    e->started_ms = clock_now_ms();
     e->task = rag_embed_texts_upstream(e->req->app->engine, &e->coll, e->texts, e->lens, e->n,
                                        compat_embed_on_vectors, e);
     if (e->task)
@@ -289,6 +292,7 @@ void compat_embed_run(http_request *req, const char *model, json_t *hold, const 
         return;
     }
     http_go_async(req);
+    e->started_ms = clock_now_ms();
     e->task = llm_embed(l, model, e->texts, e->lens, n, clock_now_ms() + a->cfg.embed_timeout_s * 1000.0,
                         compat_embed_on_vectors, e);
     if (e->task) {

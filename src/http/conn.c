@@ -142,12 +142,43 @@ fail:
 
 /* ---- the end of a request ---- */
 
-/* "503" etc. for the 499 log line: a static buffer (loop thread only). */
-static const char *conn_status_text(int status)
+/* The access line (docs/operations.md "Logs"): one per request at its end, in the log's
+ * format. Text: "METHOD ROUTE STATUS DURATIONms[ (note)] bytes=N[ embed_ms=…][ rerank_ms=…]
+ * [ generate_ms=…] id=RID"; JSON: the same as members (method, route, status, duration_ms,
+ * bytes, the *_ms present, request_id, note). The route is the table's pattern, never the
+ * raw path or its query string (which may carry ids or keys); status is 0 when aborted. */
+static void conn_log_access(const http_request *req, int status, double ms, const char *note)
 {
-    static char text[8];
-    snprintf(text, sizeof text, "%d", status);
-    return text;
+    const char *method = req->method_name ? req->method_name : "?";
+    char msg[512];
+    char st[16];
+    snprintf(st, sizeof st, status ? "%d" : "aborted", status);
+    snprintf(msg, sizeof msg, "%s %s %s %.1fms%s%s%s", method, req->route_name, st, ms, note ? " (" : "",
+             note ? note : "", note ? ")" : "");
+    log_field f[10];
+    size_t n = 0;
+    f[n] = LOG_STR("method", method);
+    f[n++].json_only = true;
+    f[n] = LOG_STR("route", req->route_name);
+    f[n++].json_only = true;
+    f[n] = LOG_INT("status", status);
+    f[n++].json_only = true;
+    f[n] = LOG_NUM("duration_ms", ms);
+    f[n++].json_only = true;
+    f[n++] = LOG_INT("bytes", req->bytes_out);
+    if (req->upstream.embed_ms > 0)
+        f[n++] = LOG_NUM("embed_ms", req->upstream.embed_ms);
+    if (req->upstream.rerank_ms > 0)
+        f[n++] = LOG_NUM("rerank_ms", req->upstream.rerank_ms);
+    if (req->upstream.generate_ms > 0)
+        f[n++] = LOG_NUM("generate_ms", req->upstream.generate_ms);
+    f[n] = LOG_STR("request_id", req->request_id);
+    f[n++].text_key = "id";
+    if (note) {
+        f[n] = LOG_STR("note", note);
+        f[n++].json_only = true;
+    }
+    log_fields(LOG_INFO, msg, f, n);
 }
 
 /* The request is over: answered in full (ok) or not. Logs it (the access line), counts it,
@@ -167,16 +198,17 @@ static void conn_end_request(http_conn *c, bool ok, bool at_stop)
     bool left = !ok && !at_stop && (c->client_gone || req->client_gone);
     if (left && req->begun) {
         metrics_http_observe(req->route_name, http_method_label(req->method), 499, ms / 1000.0);
-        log_info("%s %s 499 %.1fms (client closed%s%s) id=%s", req->method_name ? req->method_name : "?",
-                 req->route_name, ms, req->answered ? " before the reply was out; it was " : " before the reply",
-                 req->answered ? conn_status_text(req->status) : "", req->request_id);
+        char note[96];
+        if (req->answered)
+            snprintf(note, sizeof note, "client closed before the reply was out; it was %d", req->status);
+        else
+            snprintf(note, sizeof note, "client closed before the reply");
+        conn_log_access(req, 499, ms, note);
     } else if (req->answered) {
         metrics_http_observe(req->route_name, http_method_label(req->method), req->status, ms / 1000.0);
-        log_info("%s %s %d %.1fms%s id=%s", req->method_name ? req->method_name : "?", req->route_name, req->status, ms,
-                 ok ? "" : " (cut short)", req->request_id);
+        conn_log_access(req, req->status, ms, ok ? NULL : "cut short");
     } else {
-        log_info("%s %s aborted %.1fms id=%s", req->method_name ? req->method_name : "?", req->route_name, ms,
-                 req->request_id);
+        conn_log_access(req, 0, ms, NULL);
     }
     req->conn = NULL;
     /* A request that waits with a close watch hears that its client is gone (not at stop:
@@ -375,6 +407,7 @@ void http_conn_send(http_conn *c)
     bufferevent_disable(c->bev, EV_READ);
     const char *body = req->resp_static ? req->resp_static : req->resp_body;
     size_t body_len = c->head_only || req->stream ? 0 : req->resp_len;
+    req->bytes_out += body_len;
     /* The reply is written straight to the socket when nothing else is queued: most replies
      * go out whole in one call, and then nothing is allocated to send them, so a reply the
      * handler could set is never lost for want of memory here. What the socket does not take
@@ -530,7 +563,7 @@ static void conn_begin(http_conn *c, const char *buf)
         char rid[HTTP_REQUEST_ID_SIZE];
         http_request_id(rid, given, n);
         log_warn("%.*s %.*s 503 (out of memory for the request) id=%s", (int)c->head.method.len,
-                 buf + c->head.method.off, (int)(c->head.target.len > 200 ? 200 : c->head.target.len),
+                 buf + c->head.method.off, (int)http_target_loggable(buf + c->head.target.off, c->head.target.len),
                  buf + c->head.target.off, rid);
         http_server_refuse_fd(c->fd, "out of memory", rid, false);
         c->refused = true;
@@ -573,7 +606,9 @@ static void conn_body_refused(http_conn *c, ragd_err e)
     http_request *req = c->req;
     strbuf_cleanup(&req->body);
     if (e == RAGD_ETOOBIG)
-        http_reply_error(req, 413, "payload_too_large", "body is over the limit of %zu bytes",
+        http_reply_error(req, 413, "payload_too_large",
+                         "body is over RAGD_MAX_BODY_BYTES (%zu bytes): send less per request, or raise "
+                         "RAGD_MAX_BODY_BYTES on the server",
                          conn_cfg(c)->max_body_bytes);
     else
         http_reply_error(req, 503, "overloaded", "out of memory for the request body");

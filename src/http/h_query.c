@@ -30,7 +30,7 @@
 /* What a response holds besides its passages (ids, timings, keys), counted generously
  * when passages are fitted under RAGD_MAX_RESPONSE_BYTES. */
 #define QUERY_FIXED_BYTES ((size_t)4096)
-#define QUERY_HIT_FIXED_BYTES ((size_t)320)
+#define QUERY_HIT_FIXED_BYTES ((size_t)368) /* ... and ,"page":N,"page_end":N */
 #define QUERY_RERANK_SCORE_BYTES ((size_t)48) /* ,"rerank_score":-1.2345678901234567e-308 */
 /* history: the earlier turns of a conversation (docs/api.md). The engine gives the model
  * only what fits its context; these caps bound what a request may make it look at. */
@@ -286,7 +286,8 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
     return n;
 }
 
-/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end"}],
+/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end",
+ * "page"/"page_end" for documents with pages}],
  * of the first n passages. */
 static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
 {
@@ -317,6 +318,14 @@ static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
         jsonw_int(w, h->row.start);
         jsonw_key(w, "end");
         jsonw_int(w, h->row.end);
+        if (h->row.page > 0) { /* a document with pages (PDF) */
+            jsonw_key(w, "page");
+            jsonw_int(w, h->row.page);
+            if (h->row.page_end > h->row.page) {
+                jsonw_key(w, "page_end");
+                jsonw_int(w, h->row.page_end);
+            }
+        }
         if (h->has_rerank_score) {
             jsonw_key(w, "rerank_score");
             jsonw_double(w, (double)h->rerank_score);
@@ -673,6 +682,8 @@ static void query_on_done(const rag_outcome *o, void *arg)
     c->op = NULL;
     if (req->close_arg == c)
         http_unwatch_close(req);
+    req->upstream = (http_upstream_time){.embed_ms = o->timings.embed, .rerank_ms = o->timings.rerank,
+                                         .generate_ms = o->timings.generate};
     if (c->out) {
         query_end_stream(c, o);
         return;

@@ -20,6 +20,7 @@
 #include <ctype.h>
 
 #include "app.h"
+#include "http/handlers.h"
 #include "http/request_int.h"
 #include "http/server_int.h"
 #include "obs/metrics.h"
@@ -127,14 +128,61 @@ static void http_media_type(const char *ct, size_t n, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/* The Content-Type's parameters (from its first ';', as sent) into req->content_params;
+ * when they do not fit, none are kept and content_params_too_long says so. */
+static void http_media_params(http_request *req, const char *ct, size_t n)
+{
+    const char *semi = ct ? memchr(ct, ';', n) : NULL;
+    size_t pn = semi ? n - (size_t)(semi - ct) : 0;
+    req->content_params[0] = '\0';
+    req->content_params_too_long = pn >= sizeof req->content_params;
+    if (semi && !req->content_params_too_long) {
+        memcpy(req->content_params, semi, pn);
+        req->content_params[pn] = '\0';
+    }
+}
+
 static bool http_body_type_ok(http_body_kind kind, const char *type)
 {
     if (kind == HTTP_BODY_NONE)
         return true;
     if (type[0] == '\0' || strcmp(type, "application/json") == 0)
         return true;
-    return kind == HTTP_BODY_INGEST &&
-           (strcmp(type, "text/plain") == 0 || strcmp(type, "text/markdown") == 0 || strcmp(type, "text/html") == 0);
+    return kind == HTTP_BODY_INGEST && handlers_ingest_accepts(type);
+}
+
+/* The host a client reached us by, for the curl commands of a 415: the Host header when it
+ * is a plain host[:port] (1-100 bytes of letters, digits, ".-:[]"), else localhost:PORT. */
+static void http_reached_host(const app *a, const http_head *h, const char *buf, char *out, size_t cap)
+{
+    size_t n = 0;
+    const char *v = http_head_get(h, buf, "host", &n);
+    bool plain = v && n > 0 && n <= 100;
+    for (size_t i = 0; plain && i < n; i++)
+        plain = isalnum((unsigned char)v[i]) || strchr(".-:[]", v[i]) != NULL;
+    if (plain)
+        snprintf(out, cap, "%.*s", (int)n, v);
+    else
+        snprintf(out, cap, "localhost:%d", a->cfg.listen_port > 0 ? a->cfg.listen_port : 8000);
+}
+
+/* 415: names what the route takes, and for /api/ingest how to send a file with curl. */
+static void http_reply_unsupported_type(http_request *req, const http_route *route, const char *host)
+{
+    if (route->post_body != HTTP_BODY_INGEST) {
+        http_reply_error(req, 415, "unsupported_media_type",
+                         "Content-Type '%s' is not accepted by %s: it takes application/json (or no Content-Type)",
+                         req->content_type, req->route_name);
+        return;
+    }
+    bool form = strcmp(req->content_type, "application/x-www-form-urlencoded") == 0;
+    http_reply_error(req, 415, "unsupported_media_type",
+                     "Content-Type '%s' is not accepted by /api/ingest%s. It takes application/json (documents as "
+                     "JSON), multipart/form-data (file uploads) or one file as the raw body: %s. Upload files: "
+                     "curl -F file=@doc.pdf 'http://%s/api/ingest?db=x'; send one file as it is: curl --data-binary "
+                     "@doc.pdf -H 'Content-Type: application/pdf' 'http://%s/api/ingest?db=x&source=doc.pdf'",
+                     req->content_type, form ? " (what curl --data-binary sends without -H 'Content-Type: ...')" : "",
+                     HANDLERS_INGEST_RAW_TYPES, host, host);
 }
 
 /* Whether a request changes anything (ingest, create, delete, the admin routes): what a
@@ -302,6 +350,7 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
     http_request_id(req->request_id, v, n);
     v = http_head_get(h, buf, "content-type", &n);
     http_media_type(v, n, req->content_type, sizeof req->content_type);
+    http_media_params(req, v, n);
     size_t an = 0, kn = 0;
     const char *auth = NULL, *api_key = NULL;
     bool one_credential = http_credential_headers(h, buf, &auth, &an, &api_key, &kn);
@@ -388,7 +437,9 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         return true;
     }
     if (h->has_length && h->content_length > s->app->cfg.max_body_bytes) {
-        http_reply_error(req, 413, "payload_too_large", "body of %llu bytes is over the limit of %zu bytes",
+        http_reply_error(req, 413, "payload_too_large",
+                         "body of %llu bytes is over RAGD_MAX_BODY_BYTES (%zu bytes): send less per request, or "
+                         "raise RAGD_MAX_BODY_BYTES on the server",
                          (unsigned long long)h->content_length, s->app->cfg.max_body_bytes);
         return true;
     }
@@ -396,17 +447,22 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
      * (`curl URL -d '{...}'`, as in Ollama's own docs, labels the body a form). */
     if (req->method == HTTP_POST && route->dialect != HTTP_DIALECT_OLLAMA &&
         !http_body_type_ok(route->post_body, req->content_type)) {
-        http_reply_error(req, 415, "unsupported_media_type", "Content-Type '%s' is not accepted here%s",
-                         req->content_type,
-                         route->post_body == HTTP_BODY_INGEST
-                             ? "; use application/json, text/plain, text/markdown or text/html"
-                             : "; use application/json");
+        char host[128];
+        http_reached_host(s->app, h, buf, host, sizeof host);
+        http_reply_unsupported_type(req, route, host);
         return true;
     }
     return false;
 }
 
 /* ---- accepting ---- */
+
+size_t http_target_loggable(const char *target, size_t len)
+{
+    const char *q = memchr(target, '?', len);
+    size_t n = q ? (size_t)(q - target) : len;
+    return n > 200 ? 200 : n;
+}
 
 void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud)
 {
@@ -433,7 +489,7 @@ void http_server_refuse_fd(int fd, const char *message, const char *rid_known, b
     }
     if (loud && parsed) /* in the access log's form */
         log_warn("%.*s %.*s 503 (%s) id=%s", (int)h.method.len, in + h.method.off,
-                 (int)(h.target.len > 200 ? 200 : h.target.len), in + h.target.off, message, rid);
+                 (int)http_target_loggable(in + h.target.off, h.target.len), in + h.target.off, message, rid);
     else if (loud)
         log_warn("? unmatched 503 (%s) id=%s", message, rid);
     char reply[768];

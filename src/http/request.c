@@ -154,10 +154,12 @@ void http_stream_write(http_stream *s, const char *p, size_t n)
             return; /* the client is gone */
         if (!http_conn_stream_write(s->req->conn, p, n))
             http_stream_end(s); /* a client that does not read cannot grow our memory */
+        else
+            s->req->bytes_out += n;
         return;
     }
     if (strbuf_append(&s->out, p, n) != RAGD_OK)
-        s->ended = true; /* before the head went out: capped the same way */
+        s->ended = true; /* before the head went out: capped the same way (counted at the flush) */
 }
 
 void http_stream_end(http_stream *s)
@@ -304,7 +306,7 @@ static bool http_error_body(const http_request *req, const char *code, const cha
  * The compatible dialects have no 422: a field ragd calls invalid is their 400. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
 {
-    char msg[512];
+    char msg[1024]; /* the longest: /api/ingest's 415 with its curl commands */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -429,6 +431,8 @@ static int http_json_depth(const char *p, size_t n)
     }
     return max;
 }
+
+bool http_json_too_deep(const char *p, size_t n) { return http_json_depth(p, n) > JSON_MAX_DEPTH; }
 
 json_t *http_json_object(http_request *req)
 {

@@ -40,6 +40,14 @@ typedef enum { HTTP_DIALECT_RAGD = 0, HTTP_DIALECT_OLLAMA, HTTP_DIALECT_OPENAI }
 
 typedef struct http_request http_request;
 typedef void (*http_handler)(http_request *req);
+
+/* Time a request spent in the steps that call a model — embedding the question, reranking,
+ * generating (or the whole backend call on the compatible routes) — in milliseconds, for
+ * the access line; 0 = the request had no such step. Handlers fill it on the loop thread
+ * before the response goes. */
+typedef struct {
+    double embed_ms, rerank_ms, generate_ms;
+} http_upstream_time;
 typedef struct http_stream http_stream;
 
 struct http_request {
@@ -58,6 +66,9 @@ struct http_request {
     bool bad_query;                   /* a malformed %-escape, or more than HTTP_MAX_ARGS */
     char request_id[HTTP_REQUEST_ID_SIZE];
     char content_type[128];           /* media type, lower-case, without parameters; "" if none */
+    char content_params[512];         /* the Content-Type's parameters as sent, from the first ';' ("" if
+                                       * none): read with multipart_param (boundary, charset) */
+    bool content_params_too_long;     /* they did not fit: refused by the handlers that read them */
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
@@ -65,12 +76,14 @@ struct http_request {
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;
+    http_upstream_time upstream; /* see http_upstream_time */
 
     /* the response */
     int status;
     char *resp_body;
     const char *resp_static; /* instead of resp_body: a static body (the out-of-memory reply) */
     size_t resp_len;
+    size_t bytes_out; /* body bytes queued for the client (a stream's pieces added up) */
     const char *resp_type;
     char allow[64];
     char retry_after[16];
@@ -166,5 +179,8 @@ void http_unwatch_close(http_request *req);
  * invalid_json (unparseable, empty), 422 validation_error (not an object) or 503
  * overloaded (jansson ran out of memory: see util/jsonmem.h) and returns NULL. */
 json_t *http_json_object(http_request *req);
+/* Whether the JSON text p[0..n) nests deeper than http_json_object allows (64): checked
+ * before parsing any JSON a client sends (a form's metadata field too). */
+bool http_json_too_deep(const char *p, size_t n);
 
 #endif

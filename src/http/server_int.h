@@ -53,6 +53,9 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf);
  * from those bytes, else a new one. loud: a warning in the access log's form (ending
  * "id=ID"). The caller closes fd. */
 void http_server_refuse_fd(int fd, const char *message, const char *rid_known, bool loud);
+/* How much of a request target a log line may show: the path without its query string
+ * (which may carry keys or ids), at most 200 bytes. */
+size_t http_target_loggable(const char *target, size_t len);
 /* Takes fd (answered by http_server_refuse_fd) and closes it within a second, after reading
  * and dropping what the client still sends (so the close is not a reset that destroys the
  * reply); closes it at once when the fixed table is full. Allocates nothing. */

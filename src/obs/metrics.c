@@ -34,6 +34,40 @@ typedef struct {
     double sum;
 } metrics_histogram;
 
+/* Upstream call durations: LLM calls run from milliseconds (an embedding) to minutes (a
+ * long answer on a CPU, a cold model load). */
+#define METRICS_UPSTREAM_BUCKETS 15
+#define METRICS_MAX_UPSTREAM 64
+static const double metrics_upstream_bounds[METRICS_UPSTREAM_BUCKETS - 1] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+/* Embedding batch sizes: RAGD_EMBED_BATCH goes up to 2048. */
+#define METRICS_BATCH_BUCKETS 13
+static const double metrics_batch_bounds[METRICS_BATCH_BUCKETS - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
+
+typedef struct {
+    char backend[200];
+    const char *op; /* static */
+    unsigned long long buckets[METRICS_UPSTREAM_BUCKETS];
+    unsigned long long count;
+    double sum;
+} metrics_upstream_hist;
+
+typedef struct {
+    char backend[200];
+    unsigned long long buckets[METRICS_BATCH_BUCKETS];
+    unsigned long long count;
+    double sum;
+} metrics_batch_hist;
+
+static metrics_upstream_hist metrics_upstream_calls[METRICS_MAX_UPSTREAM];
+static size_t metrics_n_upstream;
+static metrics_batch_hist metrics_batches[METRICS_MAX_UPSTREAM];
+static size_t metrics_n_batches;
+
+static const char *const metrics_query_methods[] = {"hybrid", "vector", "keyword"};
+static const char *const metrics_query_generators[] = {"llm", "extractive", "cache", "none"};
+static atomic_ullong metrics_queries[3][4];
+
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 static metrics_series metrics_requests[METRICS_MAX_SERIES];
 static size_t metrics_n_requests;
@@ -79,6 +113,63 @@ void metrics_count_ingest(size_t documents, size_t chunks)
 }
 
 void metrics_count_shed(void) { atomic_fetch_add(&metrics_shed, 1); }
+
+/* The bucket of v among n - 1 bounds (the last bucket is +Inf). */
+static size_t metrics_bucket(const double *bounds, size_t n, double v)
+{
+    size_t b = 0;
+    while (b < n - 1 && v > bounds[b])
+        b++;
+    return b;
+}
+
+void metrics_upstream_observe(const char *backend, const char *op, double seconds)
+{
+    pthread_mutex_lock(&metrics_lock);
+    size_t i = 0;
+    while (i < metrics_n_upstream &&
+           !(strcmp(metrics_upstream_calls[i].op, op) == 0 && strcmp(metrics_upstream_calls[i].backend, backend) == 0))
+        i++;
+    if (i == metrics_n_upstream && i < METRICS_MAX_UPSTREAM) {
+        snprintf(metrics_upstream_calls[i].backend, sizeof metrics_upstream_calls[i].backend, "%s", backend);
+        metrics_upstream_calls[i].op = op;
+        metrics_n_upstream++;
+    }
+    if (i < metrics_n_upstream) {
+        metrics_upstream_hist *h = &metrics_upstream_calls[i];
+        h->buckets[metrics_bucket(metrics_upstream_bounds, METRICS_UPSTREAM_BUCKETS, seconds)]++;
+        h->count++;
+        h->sum += seconds;
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_embed_batch_observe(const char *backend, size_t texts)
+{
+    pthread_mutex_lock(&metrics_lock);
+    size_t i = 0;
+    while (i < metrics_n_batches && strcmp(metrics_batches[i].backend, backend) != 0)
+        i++;
+    if (i == metrics_n_batches && i < METRICS_MAX_UPSTREAM) {
+        snprintf(metrics_batches[i].backend, sizeof metrics_batches[i].backend, "%s", backend);
+        metrics_n_batches++;
+    }
+    if (i < metrics_n_batches) {
+        metrics_batch_hist *h = &metrics_batches[i];
+        h->buckets[metrics_bucket(metrics_batch_bounds, METRICS_BATCH_BUCKETS, (double)texts)]++;
+        h->count++;
+        h->sum += (double)texts;
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_count_query(const char *method, const char *generator)
+{
+    for (size_t m = 0; m < 3; m++)
+        for (size_t g = 0; g < 4; g++)
+            if (strcmp(method, metrics_query_methods[m]) == 0 && strcmp(generator, metrics_query_generators[g]) == 0)
+                atomic_fetch_add(&metrics_queries[m][g], 1);
+}
 
 static void metrics_family(strbuf *sb, const char *name, const char *type, const char *help);
 
@@ -297,6 +388,63 @@ static void metrics_cache(strbuf *sb, const cache *c)
     strbuf_appendf(sb, "ragd_cache_bytes %zu\n", st.bytes);
 }
 
+/* name_bucket{labels,le="…"} lines (cumulative), then _sum and _count, for one series. */
+static void metrics_histogram_series(strbuf *sb, const char *name, const char *labels, const double *bounds,
+                                     size_t n, const unsigned long long *buckets, unsigned long long count, double sum)
+{
+    unsigned long long cum = 0;
+    for (size_t b = 0; b < n; b++) {
+        cum += buckets[b];
+        if (b < n - 1)
+            strbuf_appendf(sb, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, bounds[b], cum);
+        else
+            strbuf_appendf(sb, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, cum);
+    }
+    strbuf_appendf(sb, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, labels, sum, name, labels, count);
+}
+
+static void metrics_upstream_histograms(strbuf *sb)
+{
+    pthread_mutex_lock(&metrics_lock);
+    metrics_family(sb, "ragd_upstream_request_duration_seconds", "histogram",
+                   "Duration of each HTTP call to a model backend (every attempt) by backend and operation.");
+    for (size_t i = 0; i < metrics_n_upstream; i++) {
+        const metrics_upstream_hist *h = &metrics_upstream_calls[i];
+        strbuf lab;
+        strbuf_init(&lab, 1024);
+        strbuf_appends(&lab, "backend=\"");
+        metrics_label(&lab, h->backend);
+        strbuf_appendf(&lab, "\",op=\"%s\"", h->op);
+        metrics_histogram_series(sb, "ragd_upstream_request_duration_seconds", lab.data ? lab.data : "",
+                                 metrics_upstream_bounds, METRICS_UPSTREAM_BUCKETS, h->buckets, h->count, h->sum);
+        strbuf_cleanup(&lab);
+    }
+    metrics_family(sb, "ragd_embed_batch_size", "histogram", "Texts per embedding call sent to a backend.");
+    for (size_t i = 0; i < metrics_n_batches; i++) {
+        const metrics_batch_hist *h = &metrics_batches[i];
+        strbuf lab;
+        strbuf_init(&lab, 1024);
+        strbuf_appends(&lab, "backend=\"");
+        metrics_label(&lab, h->backend);
+        strbuf_appends(&lab, "\"");
+        metrics_histogram_series(sb, "ragd_embed_batch_size", lab.data ? lab.data : "", metrics_batch_bounds,
+                                 METRICS_BATCH_BUCKETS, h->buckets, h->count, h->sum);
+        strbuf_cleanup(&lab);
+    }
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+static void metrics_queries_render(strbuf *sb)
+{
+    metrics_family(sb, "ragd_queries_total", "counter",
+                   "Queries and retrievals answered, by retrieval method and by who answered: llm, extractive, "
+                   "cache, none (a retrieval).");
+    for (size_t m = 0; m < 3; m++)
+        for (size_t g = 0; g < 4; g++)
+            strbuf_appendf(sb, "ragd_queries_total{method=\"%s\",generator=\"%s\"} %llu\n", metrics_query_methods[m],
+                           metrics_query_generators[g], (unsigned long long)atomic_load(&metrics_queries[m][g]));
+}
+
 char *metrics_render(struct app *a, size_t *len)
 {
     strbuf sb;
@@ -315,7 +463,9 @@ char *metrics_render(struct app *a, size_t *len)
     strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
     metrics_injection_render(&sb);
     metrics_cache(&sb, a->cache);
+    metrics_queries_render(&sb);
     metrics_upstream(&sb, a);
+    metrics_upstream_histograms(&sb);
     metrics_process(&sb);
     return strbuf_detach(&sb, len);
 }

@@ -24,6 +24,18 @@ void metrics_count_shed(void);
 void metrics_count_injection(const char *where, const char *action);
 void metrics_count_injection_n(const char *where, const char *action, size_t n);
 
+/* One finished HTTP call to a model backend (every attempt, whatever its outcome):
+ * ragd_upstream_request_duration_seconds{backend,op}. backend is the configured URL as
+ * shown (userinfo redacted), op "embed", "chat", "models" or "rerank". At most
+ * METRICS_MAX_UPSTREAM series; past that, calls are not observed. Thread-safe. */
+void metrics_upstream_observe(const char *backend, const char *op, double seconds);
+/* Texts in one embedding batch sent to backend: ragd_embed_batch_size{backend}. Thread-safe. */
+void metrics_embed_batch_observe(const char *backend, size_t texts);
+/* One answered query or retrieval (ragd_queries_total): method "hybrid", "vector" or
+ * "keyword"; generator "llm", "extractive", "cache" or "none" (retrieval). Other values are
+ * not counted. Thread-safe. */
+void metrics_count_query(const char *method, const char *generator);
+
 /* The whole exposition, malloc'd (free it); NULL on no memory. Loop thread (it reads the
  * loop-only bulkhead state). */
 char *metrics_render(struct app *a, size_t *len);

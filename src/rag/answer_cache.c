@@ -48,8 +48,17 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
                                 w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
                                 w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance,
                                 h->n_chunks);
-        if (row && h->has_rerank_score && json_array_append_new(row, json_real(h->rerank_score)) != 0) {
-            json_decref(row); /* the 13th member, the reranker's score, could not be added */
+        /* 13th member: the reranker's score or null; 14th, 15th: the pages, when any */
+        bool more = h->has_rerank_score || w->page > 0;
+        if (row && more &&
+            json_array_append_new(row, h->has_rerank_score ? json_real(h->rerank_score) : json_null()) != 0) {
+            json_decref(row);
+            row = NULL;
+        }
+        if (row && w->page > 0 &&
+            (json_array_append_new(row, json_integer(w->page)) != 0 ||
+             json_array_append_new(row, json_integer(w->page_end)) != 0)) {
+            json_decref(row);
             row = NULL;
         }
         ok = row && json_array_append_new(hits, row) == 0;
@@ -86,8 +95,8 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         json_t *r = json_array_get(hits, i);
         rag_hit *h = &res->hits[res->n];
         store_hit_row *w = &h->row;
-        /* 11: before passages; 12: + n_chunks; 13: + the reranker's score */
-        ok = json_is_array(r) && json_array_size(r) >= 11 && json_array_size(r) <= 13;
+        /* 11: before passages; 12: + n_chunks; 13: + the reranker's score (or null); 15: + pages */
+        ok = json_is_array(r) && json_array_size(r) >= 11 && json_array_size(r) <= 15 && json_array_size(r) != 14;
         if (!ok)
             break;
         res->n++;
@@ -103,8 +112,10 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         h->score = json_real_value(json_array_get(r, 9));
         h->distance = json_real_value(json_array_get(r, 10));
         h->n_chunks = (int)json_integer_value(json_array_get(r, 11)); /* absent: 0, one chunk */
-        h->has_rerank_score = json_array_size(r) == 13;
+        h->has_rerank_score = json_is_number(json_array_get(r, 12));
         h->rerank_score = (float)json_number_value(json_array_get(r, 12));
+        w->page = (int)json_integer_value(json_array_get(r, 13)); /* absent: 0, no page */
+        w->page_end = (int)json_integer_value(json_array_get(r, 14));
         ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
     }
     if (ok) {

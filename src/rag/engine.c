@@ -286,6 +286,11 @@ static void rag_op_deliver(void *arg)
         q->n_cited = rag_citations_list(q->answer, strlen(q->answer), q->res.n, q->cited,
                                         sizeof q->cited / sizeof *q->cited);
     q->t.total = clock_now_ms() - q->t_start;
+    if (q->status == RAG_OK)
+        metrics_count_query(rag_method_name(q->method), q->cached                                      ? "cache"
+                                                        : !q->answer                                   ? "none"
+                                                        : q->provider && strcmp(q->provider, "extractive") != 0 ? "llm"
+                                                                                                       : "extractive");
     rag_outcome o = {
         .status = q->status,
         .message = q->message,

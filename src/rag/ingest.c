@@ -2,7 +2,8 @@
  * ingest.h and docs/internals/ingest.md.
  *
  * A job's steps, and the thread each runs on:
- *   run (worker)        the collection, duplicates skipped, chunks; builtin → write, or
+ *   run (worker)        the collection, duplicates skipped, documents read into text
+ *                       (text/extract.h), chunks; builtin → write, or
  *   embed (loop)        every chunk by the collection's upstream embedder → write; under
  *                       auto for a new collection a failure →
  *   fallback (worker)   builtin embeddings → write
@@ -24,7 +25,7 @@
 #include "rag/fence.h"
 #include "text/chunker.h"
 #include "text/doccontext.h"
-#include "text/html.h"
+#include "text/extract.h"
 #include "upstream/llm.h"
 #include "upstream/probe.h"
 #include "util/clock.h"
@@ -34,22 +35,36 @@
 #include "util/utf8.h"
 #include "util/workpool.h"
 
-/* One document: what was submitted (kept for a second run), then what a run derives. */
+/* One document: what was submitted (kept for a second run), what reading it gave (once:
+ * a second run keeps it), then what a run derives. */
 typedef struct {
     char *id;
-    char *text; /* the text that is stored and chunked (HTML already turned into text) */
-    size_t text_len;
+    bool id_given;  /* the client named it (else id is the hash) */
+    char *bytes;    /* as submitted, until read into text */
+    size_t bytes_len;
+    rag_format format;
+    char *charset;  /* declared, or NULL */
+    char *meta_title; /* the metadata's title, or NULL */
+    size_t meta_title_len;
     char *metadata_json;
     char *source;
-    char *title;
     char hash[STORE_HASH_HEX + 1];
+    /* read from the bytes by the first run (ingest_extract) */
+    bool extracted;
+    char *text; /* the text that is stored and chunked */
+    size_t text_len;
+    char *title;
     bool markdown;  /* chunk with markdown structure */
+    size_t *page_starts; /* PDF: where each page starts in text; NULL otherwise */
+    size_t n_pages;
     /* derived by a run */
     bool repeated;  /* the same id stands earlier in the job */
     bool duplicate; /* known before chunking: same id, same hash */
     char **headings; /* per chunk, markdown only (else NULL) */
     int64_t *starts;
     int64_t *ends;
+    int *pages;      /* per chunk, documents with pages only (else NULL) */
+    int *page_ends;
     float *vectors;
     size_t n_chunks;
     /* the injection screen's verdict per chunk */
@@ -86,12 +101,41 @@ struct rag_ingest {
 
 rag_format rag_format_of_source(const char *source)
 {
-    const char *dot = source ? strrchr(source, '.') : NULL;
-    if (dot && (strcasecmp(dot, ".md") == 0 || strcasecmp(dot, ".markdown") == 0))
-        return RAG_FORMAT_MARKDOWN;
-    if (dot && (strcasecmp(dot, ".html") == 0 || strcasecmp(dot, ".htm") == 0))
-        return RAG_FORMAT_HTML;
-    return RAG_FORMAT_TEXT;
+    static const struct {
+        const char *ext;
+        rag_format format;
+    } exts[] = {
+        {".txt", RAG_FORMAT_TEXT},   {".text", RAG_FORMAT_TEXT}, {".md", RAG_FORMAT_MARKDOWN},
+        {".markdown", RAG_FORMAT_MARKDOWN}, {".html", RAG_FORMAT_HTML}, {".htm", RAG_FORMAT_HTML},
+        {".xhtml", RAG_FORMAT_HTML}, {".rst", RAG_FORMAT_RST}, {".rest", RAG_FORMAT_RST},
+        {".pdf", RAG_FORMAT_PDF},    {".docx", RAG_FORMAT_DOCX}, {".odt", RAG_FORMAT_ODT},
+        {".epub", RAG_FORMAT_EPUB},
+    };
+    if (!source)
+        return RAG_FORMAT_TEXT;
+    const char *base = strrchr(source, '/');
+    base = base ? base + 1 : source;
+    size_t n = strlen(base);
+    if (n > 3 && strcasecmp(base + n - 3, ".gz") == 0)
+        n -= 3;
+    const char *dot = NULL; /* the last '.' within base[0..n), not a leading one (.bashrc) */
+    for (size_t i = n; i-- > 1;)
+        if (base[i] == '.') {
+            dot = base + i;
+            break;
+        }
+    if (!dot)
+        return RAG_FORMAT_AUTO;
+    size_t elen = (size_t)(base + n - dot);
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (strlen(exts[i].ext) == elen && strncasecmp(dot, exts[i].ext, elen) == 0)
+            return exts[i].format;
+    return RAG_FORMAT_AUTO;
+}
+
+rag_format rag_format_text_only(rag_format f)
+{
+    return f <= RAG_FORMAT_RST ? f : RAG_FORMAT_TEXT;
 }
 
 bool rag_ingest_id_valid(const char *id)
@@ -132,6 +176,9 @@ static void ingest_reset(rag_ingest *j)
         doccontext_paths_free(d->headings, d->n_chunks);
         free(d->starts);
         free(d->ends);
+        free(d->pages);
+        free(d->page_ends);
+        d->pages = d->page_ends = NULL;
         free(d->vectors);
         free(d->scores);
         free(d->rules);
@@ -168,10 +215,14 @@ void rag_ingest_free(rag_ingest *j)
     for (size_t i = 0; i < j->n; i++) {
         ingest_doc *d = &j->docs[i];
         free(d->id);
+        free(d->bytes);
+        free(d->charset);
+        free(d->meta_title);
         free(d->text);
         free(d->metadata_json);
         free(d->source);
         free(d->title);
+        free(d->page_starts);
     }
     free(j->docs);
     free(j);
@@ -190,45 +241,30 @@ rag_status rag_ingest_add(rag_ingest *j, const rag_document *in, char *why, size
         return RAG_E_OVERLOADED;
     }
     ingest_doc *d = &j->docs[j->n++]; /* counted now: rag_ingest_free frees what it holds */
-    d->markdown = in->format == RAG_FORMAT_MARKDOWN;
+    d->format = in->format;
     d->source = in->source ? strdup(in->source) : NULL;
+    d->charset = in->charset ? strdup(in->charset) : NULL;
     d->metadata_json = strdup(in->metadata_json ? in->metadata_json : "{}");
     hash_sha256_hex(in->text, in->len, d->hash);
+    d->id_given = in->id != NULL;
     d->id = strdup(in->id ? in->id : d->hash);
-    size_t html_title_len = 0;
-    if (in->format == RAG_FORMAT_HTML) {
-        ragd_err rc = html_to_text_title(in->text, in->len, &d->text, &d->text_len, &html_title_len);
-        if (rc) {
-            snprintf(why, why_cap, "HTML could not be read (%s)", ragd_strerror(rc));
-            return rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID;
-        }
-    } else {
-        d->text = malloc(in->len + 1);
-        if (d->text) {
-            memcpy(d->text, in->text, in->len);
-            d->text[in->len] = '\0';
-        }
-        d->text_len = in->len;
+    d->bytes = malloc(in->len + 1);
+    if (d->bytes) {
+        if (in->len)
+            memcpy(d->bytes, in->text, in->len);
+        d->bytes[in->len] = '\0';
     }
-    if (!d->id || !d->text || !d->metadata_json || (in->source && !d->source)) {
-        snprintf(why, why_cap, "out of memory");
-        return RAG_E_OVERLOADED;
+    d->bytes_len = in->len;
+    if (in->title) {
+        d->meta_title = malloc(in->title_len + 1);
+        if (d->meta_title) {
+            memcpy(d->meta_title, in->title, in->title_len);
+            d->meta_title[in->title_len] = '\0';
+        }
+        d->meta_title_len = in->title_len;
     }
-    /* Zero-width, bidi-control and tag characters carry text a reader cannot see: they are
-     * not stored (docs/internals/ingest.md). */
-    d->text_len = fence_strip_invisible(d->text, d->text_len);
-    doccontext_in dc = {
-        .meta_title = in->title,
-        .meta_title_len = in->title ? in->title_len : 0,
-        .html_title = html_title_len ? d->text : NULL,
-        .html_title_len = html_title_len,
-        .text = d->text,
-        .text_len = d->text_len,
-        .markdown = d->markdown,
-        .source = in->source,
-        .id = in->id,
-    };
-    if (doccontext_title(&dc, &d->title) != RAGD_OK) {
+    if (!d->id || !d->bytes || !d->metadata_json || (in->source && !d->source) || (in->charset && !d->charset) ||
+        (in->title && !d->meta_title)) {
         snprintf(why, why_cap, "out of memory");
         return RAG_E_OVERLOADED;
     }
@@ -346,7 +382,126 @@ static rag_status ingest_screen(rag_ingest *j, ingest_doc *d)
     return RAG_OK;
 }
 
-/* Chunks one document (offsets, and heading paths for markdown). */
+/* The extractor's kind for a format (text/extract.h keeps the same order, but the two
+ * enums belong to different modules). */
+static extract_kind ingest_kind(rag_format f)
+{
+    switch (f) {
+    case RAG_FORMAT_TEXT:
+        return EXTRACT_TEXT;
+    case RAG_FORMAT_MARKDOWN:
+        return EXTRACT_MARKDOWN;
+    case RAG_FORMAT_HTML:
+        return EXTRACT_HTML;
+    case RAG_FORMAT_AUTO:
+        return EXTRACT_AUTO;
+    case RAG_FORMAT_RST:
+        return EXTRACT_RST;
+    case RAG_FORMAT_PDF:
+        return EXTRACT_PDF;
+    case RAG_FORMAT_DOCX:
+        return EXTRACT_DOCX;
+    case RAG_FORMAT_ODT:
+        return EXTRACT_ODT;
+    case RAG_FORMAT_EPUB:
+        return EXTRACT_EPUB;
+    }
+    return EXTRACT_AUTO;
+}
+
+/* Zero-width, bidi-control and tag characters carry text a reader cannot see: they are not
+ * stored (docs/internals/ingest.md). Page by page, so that the page starts stay true. */
+static void ingest_strip_invisible(ingest_doc *d)
+{
+    if (!d->page_starts) {
+        d->text_len = fence_strip_invisible(d->text, d->text_len);
+        return;
+    }
+    size_t w = 0;
+    for (size_t p = 0; p < d->n_pages; p++) {
+        size_t a = d->page_starts[p];
+        size_t b = p + 1 < d->n_pages ? d->page_starts[p + 1] : d->text_len;
+        memmove(d->text + w, d->text + a, b - a);
+        d->page_starts[p] = w;
+        w += fence_strip_invisible(d->text + w, b - a);
+    }
+    d->text_len = w;
+    d->text[w] = '\0';
+}
+
+/* Reads a document's bytes into text and finds its title (worker; once per job: a second
+ * run keeps the result). The bytes are freed after. RAG_E_INVALID names the document. */
+static rag_status ingest_extract(rag_ingest *j, ingest_doc *d)
+{
+    if (d->extracted)
+        return RAG_OK;
+    extract_result r;
+    char why[400];
+    ragd_err rc = extract_document(d->bytes, d->bytes_len, ingest_kind(d->format), d->charset, NULL, &r, why,
+                                   sizeof why);
+    if (rc) {
+        const char *name = d->id_given || !d->source ? d->id : d->source;
+        return ingest_fail(j, rc == RAGD_ENOMEM ? RAG_E_OVERLOADED : RAG_E_INVALID, "document '%s': %s", name, why);
+    }
+    d->text = r.text;
+    d->text_len = r.len;
+    d->markdown = r.markdown;
+    d->page_starts = r.page_starts;
+    d->n_pages = r.n_pages;
+    size_t html_title_len = r.title_len;
+    free(d->bytes);
+    d->bytes = NULL;
+    d->extracted = true;
+    ingest_strip_invisible(d);
+    if (html_title_len > d->text_len)
+        html_title_len = 0;
+    doccontext_in dc = {
+        .meta_title = d->meta_title,
+        .meta_title_len = d->meta_title_len,
+        .html_title = html_title_len ? d->text : NULL,
+        .html_title_len = html_title_len,
+        .text = d->text,
+        .text_len = d->text_len,
+        .markdown = d->markdown,
+        .source = d->source,
+        .id = d->id_given ? d->id : NULL,
+    };
+    if (doccontext_title(&dc, &d->title) != RAGD_OK)
+        return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
+    return RAG_OK;
+}
+
+/* The 1-based page holding text[at] (the last page starting at or before it). */
+static int ingest_page_of(const ingest_doc *d, int64_t at)
+{
+    size_t lo = 0, hi = d->n_pages; /* first page starting after at */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((int64_t)d->page_starts[mid] <= at)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == 0 ? 1 : (int)lo;
+}
+
+/* Each chunk's first and last page, for a document with pages. false: no memory. */
+static bool ingest_pages(ingest_doc *d, size_t n)
+{
+    if (!d->page_starts || d->n_pages == 0)
+        return true;
+    d->pages = calloc(n ? n : 1, sizeof *d->pages);
+    d->page_ends = calloc(n ? n : 1, sizeof *d->page_ends);
+    if (!d->pages || !d->page_ends)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        d->pages[i] = ingest_page_of(d, d->starts[i]);
+        d->page_ends[i] = ingest_page_of(d, d->ends[i] > d->starts[i] ? d->ends[i] - 1 : d->starts[i]);
+    }
+    return true;
+}
+
+/* Chunks one document (offsets, heading paths for markdown, pages). */
 static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params *cp)
 {
     chunk_format fmt = d->markdown ? CHUNK_FORMAT_MARKDOWN : CHUNK_FORMAT_PLAIN;
@@ -366,6 +521,8 @@ static rag_status ingest_chunk(rag_ingest *j, ingest_doc *d, const chunk_params 
     free(spans);
     if (ok && d->markdown && n > 0)
         ok = doccontext_headings(d->text, d->text_len, d->starts, n, &d->headings) == RAGD_OK;
+    if (ok)
+        ok = ingest_pages(d, n);
     if (!ok)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     d->n_chunks = n;
@@ -419,6 +576,8 @@ static rag_status ingest_write(rag_ingest *j)
         sd->chunk_scores = d->scores;
         sd->chunk_rules = d->rules;
         sd->chunk_quarantined = d->quarantined;
+        sd->chunk_pages = d->pages;
+        sd->chunk_page_ends = d->page_ends;
         sd->expect_duplicate = d->duplicate;
     }
     w->docs = j->sdocs;
@@ -523,7 +682,7 @@ static rag_status ingest_pipeline(rag_ingest *j)
             d->duplicate = true;
             continue;
         }
-        if ((st = ingest_chunk(j, d, &cp)) != RAG_OK)
+        if ((st = ingest_extract(j, d)) != RAG_OK || (st = ingest_chunk(j, d, &cp)) != RAG_OK)
             goto out;
     }
     store_reader_release(r);

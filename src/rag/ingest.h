@@ -1,7 +1,8 @@
 #ifndef RAGD_RAG_INGEST_H
 #define RAGD_RAG_INGEST_H
 
-/* Ingest apart from HTTP (docs/internals/ingest.md): documents → text (HTML read), titles
+/* Ingest apart from HTTP (docs/internals/ingest.md): documents → text (text/extract.h:
+ * HTML, PDF, DOCX, ODT, EPUB, reStructuredText, legacy charsets, gzip), titles
  * and heading paths → chunks → embeddings (builtin on a worker, or the collection's
  * upstream embedder from the loop, with the builtin fallback for a new collection under
  * RAGD_EMBEDDER=auto) → one write to the store, reported after its commit. /api/ingest is
@@ -23,19 +24,39 @@
 #define RAG_INGEST_ID_MAX 256        /* bytes of a document id */
 #define RAG_INGEST_WARNING_MAX 600   /* bytes of the outcome's warning, NUL included */
 
-typedef enum { RAG_FORMAT_TEXT = 0, RAG_FORMAT_MARKDOWN, RAG_FORMAT_HTML } rag_format;
+/* What submitted bytes are. AUTO: the bytes decide (text/extract.h, extract_sniff). */
+typedef enum {
+    RAG_FORMAT_TEXT = 0,
+    RAG_FORMAT_MARKDOWN,
+    RAG_FORMAT_HTML,
+    RAG_FORMAT_AUTO,
+    RAG_FORMAT_RST,
+    RAG_FORMAT_PDF,
+    RAG_FORMAT_DOCX,
+    RAG_FORMAT_ODT,
+    RAG_FORMAT_EPUB,
+} rag_format;
 
-/* By the file name's extension: .md/.markdown, .html/.htm, else text. NULL: text. */
+/* By the file name's extension, after stripping a ".gz": .txt/.text → text, .md/.markdown
+ * → markdown, .html/.htm/.xhtml → HTML, .rst/.rest → RST, .pdf, .docx, .odt, .epub; no
+ * extension (README, copyright) or an unknown one → AUTO. NULL: text. */
 rag_format rag_format_of_source(const char *source);
+/* The format for a document submitted as a JSON string (already UTF-8 text): f itself for
+ * the text kinds, TEXT for the binary ones (a client that extracted a PDF's text keeps
+ * "paper.pdf" as its source). */
+rag_format rag_format_text_only(rag_format f);
 /* 1-RAG_INGEST_ID_MAX bytes without control characters (the caller checks UTF-8). */
 bool rag_ingest_id_valid(const char *id);
 
 /* One submitted document. Everything is copied by rag_ingest_add. */
 typedef struct {
     const char *id;            /* NULL: the SHA-256 of the submitted bytes */
-    const char *text;          /* as submitted (HTML included), valid UTF-8 */
+    const char *text;          /* the submitted bytes: any bytes (binary for PDF, DOCX, ODT,
+                                * EPUB, gzip, AUTO); read into text by the run, on a worker */
     size_t len;
     rag_format format;
+    const char *charset;       /* the declared charset of text kinds ("iso-8859-1"), or NULL:
+                                * undeclared (UTF-8, else a guess: text/extract.h) */
     const char *source;        /* a file name or URL, or NULL */
     const char *metadata_json; /* the metadata object to store, as JSON text */
     const char *title;         /* the metadata's title, or NULL (text/doccontext.h) */
@@ -46,8 +67,8 @@ typedef struct rag_ingest rag_ingest;
 
 /* A job for up to max_docs documents into collection db (a valid name). NULL: no memory. */
 rag_ingest *rag_ingest_new(rag_engine *e, const char *db, size_t max_docs);
-/* Adds a document: HTML is read into text, the title found, the bytes hashed. RAG_OK;
- * RAG_E_INVALID (HTML that cannot be read) or RAG_E_OVERLOADED (no memory, or max_docs
+/* Adds a document: its bytes copied and hashed (the hash is the default id and the
+ * duplicate check); nothing is read yet. RAG_OK; RAG_E_OVERLOADED (no memory, or max_docs
  * reached), why says what. */
 rag_status rag_ingest_add(rag_ingest *j, const rag_document *d, char *why, size_t why_cap);
 /* How many documents were added. */
@@ -79,10 +100,12 @@ typedef struct {
 typedef void (*rag_ingest_done_fn)(const rag_ingest_outcome *o, const rag_ingest *j, void *ctx);
 
 /* Runs the job: the collection is looked up, the documents already stored unchanged are
- * skipped, the rest chunked and embedded, then written. Worker thread (it reads the store
- * and chunks on the calling thread). RAG_OK: on_done will come. Any other status: nothing
- * was stored, no callback will come, why says what (RAG_E_MISMATCH, RAG_E_INVALID,
- * RAG_E_OVERLOADED, RAG_E_NOT_READY, RAG_E_INTERNAL). The job is taken either way. */
+ * skipped, the rest read into text (extracted), chunked and embedded, then written. Worker
+ * thread (it reads the store, extracts and chunks on the calling thread). RAG_OK: on_done
+ * will come. Any other status: nothing was stored, no callback will come, why says what
+ * (RAG_E_MISMATCH, RAG_E_INVALID — a document that cannot be read, named by its id or
+ * source: "document 'x.pdf': PDF could not be read: ..." —, RAG_E_OVERLOADED,
+ * RAG_E_NOT_READY, RAG_E_INTERNAL). The job is taken either way. */
 rag_status rag_ingest_run(rag_ingest *j, rag_ingest_done_fn on_done, void *ctx, char *why, size_t why_cap);
 
 #endif

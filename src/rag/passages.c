@@ -272,6 +272,8 @@ ragd_err rag_passages_merge(rag_result *res)
                 *dst = *src;
                 memset(&src->row, 0, sizeof src->row);
             } else {
+                if (src->row.page_end > dst->row.page_end) /* the passage spans its members' pages */
+                    dst->row.page_end = src->row.page_end;
                 store_hit_rows_cleanup(&src->row, 1);
             }
         }

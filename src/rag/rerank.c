@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "obs/metrics.h"
 #include "rag/fence.h"
 #include "upstream/admission.h"
 #include "upstream/client.h"
@@ -297,6 +298,7 @@ static void rerank_on_call_done(const upstream_result *res, void *arg)
     rerank_task *t = c->t;
     rerank *r = t->r;
     c->hold.call = NULL; /* the client frees it after this callback */
+    metrics_upstream_observe(r->shown, "rerank", res->total_ms / 1000.0);
     char msg[300] = "";
     breaker_call bc = {.transport = admission_breaker_transport(res->transport), .http_status = res->status};
     bool parsed = false;

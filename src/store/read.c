@@ -458,7 +458,7 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         return e;
     e = stmt_get(r,
                 "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source,"
-                " c.quarantined, c.injection_score"
+                " c.quarantined, c.injection_score, c.page, c.page_end"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 &s);
     if (e)
@@ -486,6 +486,10 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         h->source = dup_col(s, 8, &oom);
         h->quarantined = sqlite3_column_int(s, 9) != 0;
         h->injection_score = (float)sqlite3_column_double(s, 10);
+        h->page = sqlite3_column_int(s, 11); /* NULL reads as 0: no page */
+        h->page_end = h->page > 0 ? sqlite3_column_int(s, 12) : 0;
+        if (h->page_end < h->page)
+            h->page_end = h->page;
         found[i] = true;
         if (oom) {
             e = RAGD_ENOMEM;

@@ -132,6 +132,12 @@ static const migration migrations[] = {
      " embedding BLOB NOT NULL);"
      "CREATE INDEX reembed_vectors_by_collection ON reembed_vectors(collection_id);",
      NULL},
+    /* 6: page numbers (docs/internals/text.md): the 1-based page of a PDF chunk's first
+     * byte and of its last; NULL for chunks of documents without pages (every earlier row). */
+    {6,
+     "ALTER TABLE chunks ADD COLUMN page INTEGER;"
+     "ALTER TABLE chunks ADD COLUMN page_end INTEGER;",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

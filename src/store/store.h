@@ -162,6 +162,8 @@ typedef struct {
     char *source;
     bool quarantined;      /* the injection screen quarantined it at ingest */
     float injection_score; /* its score at ingest (0: unscored, or stored before scoring) */
+    int page;              /* the 1-based page it starts on (PDF), 0: the document has none */
+    int page_end;          /* the page it ends on (>= page), 0 with page */
 } store_hit_row;
 void store_hit_rows_cleanup(store_hit_row *rows, size_t n);
 
@@ -255,6 +257,9 @@ typedef struct {
     const float *chunk_scores;               /* n_chunks scores 0..1, or NULL */
     const char *const *chunk_rules;          /* n_chunks rule names (NULL entries: none), or NULL */
     const bool *chunk_quarantined;           /* n_chunks flags, or NULL: none */
+    /* Pages (PDF): the 1-based page of each chunk's first and last byte; NULL: no pages. */
+    const int *chunk_pages;
+    const int *chunk_page_ends;
     /* The caller saw this id stored with this hash and so skipped chunking (n_chunks 0).
      * Should the stored hash differ by the time the writer runs (a concurrent replace),
      * the whole write fails with RAGD_EBUSY instead of storing the text without chunks. */

@@ -97,8 +97,8 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->doc_delete, "DELETE FROM documents WHERE id = ?1"},
         {&w->chunks_delete, "DELETE FROM chunks WHERE document_id = ?1"},
         {&w->chunk_insert, "INSERT INTO chunks(document_id, collection_id, ordinal, start, \"end\", text,"
-                           " embedding, heading, injection_score, injection_rule, quarantined)"
-                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+                           " embedding, heading, injection_score, injection_rule, quarantined, page, page_end)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"},
         /* json_type, not json_valid: json_valid answers 0 when it runs out of memory,
          * json_type raises an error for malformed JSON and SQLITE_NOMEM for no memory. */
         {&w->json_check, "SELECT json_type(?1)"},
@@ -490,6 +490,13 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         else
             sqlite3_bind_null(s, 10);
         sqlite3_bind_int(s, 11, d->chunk_quarantined && d->chunk_quarantined[i]);
+        if (d->chunk_pages && d->chunk_pages[i] > 0) {
+            sqlite3_bind_int(s, 12, d->chunk_pages[i]);
+            sqlite3_bind_int(s, 13, d->chunk_page_ends[i]);
+        } else {
+            sqlite3_bind_null(s, 12);
+            sqlite3_bind_null(s, 13);
+        }
         if (step_done(s) != SQLITE_DONE)
             return fail_sql(st, w, "inserting a chunk");
         size_t k = c->n_chunks++;

@@ -5,14 +5,13 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <libxml/xmlerror.h>
-#include <errno.h>
-#include <iconv.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "text/charset.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
 
@@ -34,54 +33,6 @@ static void html_init_once(void) { xmlInitParser(); }
 static void html_quiet_generic(void *ctx, const char *msg, ...) {}
 
 static void html_quiet_structured(void *ctx, xmlErrorPtr error) {}
-
-/* ---------------------------------------------------------------- UTF-8 repair */
-
-/* Byte length of the well-formed, non-NUL UTF-8 sequence at p[i..n), or 0. */
-static size_t html_utf8_seq(const unsigned char *p, size_t i, size_t n)
-{
-    unsigned c = p[i];
-    if (c == 0)
-        return 0;
-    if (c < 0x80)
-        return 1;
-    size_t need;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 1;
-    else if (c >= 0xE0 && c <= 0xEF)
-        need = 2;
-    else if (c >= 0xF0 && c <= 0xF4)
-        need = 3;
-    else
-        return 0;
-    if (n - i <= need)
-        return 0;
-    return utf8_valid((const char *)p + i, need + 1) ? need + 1 : 0;
-}
-
-/* Appends p[0..n) to sb with every byte that does not belong to well-formed UTF-8, and
- * every NUL, replaced by U+FFFD. */
-static ragd_err html_append_repaired(strbuf *sb, const unsigned char *p, size_t n)
-{
-    static const char repl[] = "\xEF\xBF\xBD";
-    size_t run = 0;
-    size_t i = 0;
-    while (i < n) {
-        size_t w = html_utf8_seq(p, i, n);
-        if (w) {
-            i += w;
-            continue;
-        }
-        ragd_err err = strbuf_append(sb, p + run, i - run);
-        if (!err)
-            err = strbuf_append(sb, repl, 3);
-        if (err)
-            return err;
-        i++;
-        run = i;
-    }
-    return strbuf_append(sb, p + run, n - run);
-}
 
 /* ---------------------------------------------------------------- charset sniffing */
 
@@ -164,52 +115,6 @@ static int html_label_is(const char *label, const char *const *names)
     return 0;
 }
 
-static int html_have_encoding(const char *name)
-{
-    iconv_t cd = iconv_open("UTF-8", name);
-    if (cd == (iconv_t)-1)
-        return 0;
-    iconv_close(cd);
-    return 1;
-}
-
-/* Appends p[0..n), in charset `enc`, to sb as UTF-8. Bytes the charset does not define
- * become U+FFFD and decoding goes on (libxml2 itself would stop at the first one and drop
- * the rest of the document). */
-static ragd_err html_convert(strbuf *sb, const unsigned char *p, size_t n, const char *enc)
-{
-    static const char repl[] = "\xEF\xBF\xBD";
-    char tmp[4096];
-    ragd_err err = RAGD_OK;
-    iconv_t cd = iconv_open("UTF-8", enc);
-    if (cd == (iconv_t)-1)
-        return html_append_repaired(sb, p, n);
-    char *ip = (char *)p;
-    size_t il = n;
-    while (il > 0 && !err) {
-        char *op = tmp;
-        size_t ol = sizeof tmp;
-        size_t r = iconv(cd, &ip, &il, &op, &ol);
-        int e = errno;
-        err = html_append_repaired(sb, (const unsigned char *)tmp, (size_t)(op - tmp));
-        if (err || r != (size_t)-1 || e == E2BIG)
-            continue;
-        /* EILSEQ, or EINVAL for a sequence cut short by the end of the input */
-        err = strbuf_append(sb, repl, 3);
-        ip++;
-        il--;
-        iconv(cd, NULL, NULL, NULL, NULL);
-    }
-    if (!err) {
-        char *op = tmp;
-        size_t ol = sizeof tmp;
-        iconv(cd, NULL, NULL, &op, &ol);
-        err = html_append_repaired(sb, (const unsigned char *)tmp, (size_t)(op - tmp));
-    }
-    iconv_close(cd);
-    return err;
-}
-
 /* Chooses the charset to decode the document from (a constant, or `label` holding the
  * declared name) and how many leading bytes (a BOM) to skip. Following the WHATWG encoding rules:
  * a BOM wins; a UTF-16/32 label in an ASCII-compatible document means UTF-8; Latin-1 and
@@ -242,8 +147,8 @@ static const char *html_pick_encoding(const unsigned char *p, size_t n, size_t *
     if (html_label_is(label, utf8_like))
         return "UTF-8";
     if (html_label_is(label, latin1_like))
-        return html_have_encoding("windows-1252") ? "windows-1252" : "ISO-8859-1";
-    return html_have_encoding(label) ? label : "UTF-8";
+        return charset_known("windows-1252") ? "windows-1252" : "ISO-8859-1";
+    return charset_known(label) ? label : "UTF-8";
 }
 
 /* ---------------------------------------------------------------- tree walk */
@@ -571,6 +476,12 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
 
 ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *out_len, size_t *title_len)
 {
+    return html_to_text_as(html, len, NULL, out, out_len, title_len);
+}
+
+ragd_err html_to_text_as(const char *html, size_t len, const char *charset, char **out, size_t *out_len,
+                         size_t *title_len)
+{
     strbuf in;
     html_out o = {.pending = HTML_SEP_NONE};
     strbuf fixed;
@@ -601,15 +512,19 @@ ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *ou
     size_t skip = 0;
     char label[41];
     const char *enc = html_pick_encoding(p, len, &skip, label, sizeof label);
+    /* A charset declared by the transport (Content-Type) beats the document's own <meta>;
+     * a byte order mark beats both (WHATWG). */
+    if (charset && skip == 0)
+        enc = charset_known(charset_canonical(charset)) ? charset_canonical(charset) : enc;
     p += skip;
     size_t n = len - skip;
 
     /* Whatever the charset, libxml2 gets repaired UTF-8 (it stops at a NUL byte and
      * switches to Latin-1 at the first bad UTF-8 byte otherwise). */
     if (strcmp(enc, "UTF-8") == 0)
-        err = html_append_repaired(&in, p, n);
+        err = charset_append_repaired(&in, p, n);
     else
-        err = html_convert(&in, p, n, enc);
+        err = charset_convert(&in, p, n, enc);
     if (err)
         goto out;
 
@@ -650,7 +565,7 @@ ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *ou
     /* libxml2 hands out UTF-8, but a stray char reference (&#0;) must not slip through. */
     strbuf *res = &o.sb;
     if (o.sb.len > 0 && !utf8_valid(o.sb.data, o.sb.len)) {
-        err = html_append_repaired(&fixed, (const unsigned char *)o.sb.data, o.sb.len);
+        err = charset_append_repaired(&fixed, (const unsigned char *)o.sb.data, o.sb.len);
         res = &fixed;
         title_end = 0; /* the repair may have moved it; rare enough to do without */
     }

@@ -16,5 +16,9 @@ ragd_err html_to_text(const char *html, size_t len, char **out, size_t *out_len)
 /* The same, and the length of the title at the start of *out in *title_len (0 when the
  * page has no title, or its text had to be repaired after the parse). */
 ragd_err html_to_text_title(const char *html, size_t len, char **out, size_t *out_len, size_t *title_len);
+/* The same, decoding from charset (an iconv name or label, e.g. a Content-Type's charset
+ * parameter) when not NULL and known: it beats a <meta charset>, a byte order mark beats it. */
+ragd_err html_to_text_as(const char *html, size_t len, const char *charset, char **out, size_t *out_len,
+                         size_t *title_len);
 
 #endif

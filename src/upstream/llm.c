@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "obs/metrics.h"
 #include "upstream/admission.h"
 #include "upstream/codec.h"
 #include "upstream/registry.h"
@@ -404,6 +405,9 @@ static void llm_on_call_done(const upstream_result *r, void *arg)
     llm_task *t = c->task;
     llm *l = t->l;
     c->hold.call = NULL; /* the client frees it after this callback */
+    metrics_upstream_observe(l->shown[c->host], upstream_op_name(c->op), r->total_ms / 1000.0);
+    if (c->op == LLM_OP_EMBED && r->status == 200) /* the batch a backend took (retries elsewhere count once) */
+        metrics_embed_batch_observe(l->shown[c->host], c->count);
     if (t->kind == LLM_TASK_CHAT) {
         t->u.chat.stats.attempts = c->attempts;
         t->u.chat.stats.ttfb_ms = r->ttfb_ms;

@@ -35,6 +35,8 @@
 #include "util/strbuf.h"
 #include "util/workpool.h"
 
+#include "test_pdf.h"
+
 #include "fake_ollama_proc.h"
 
 /* ---- the fake Ollama (fake_ollama_proc.h) ---- */
@@ -287,6 +289,7 @@ typedef struct {
     bool cancel_at_first_token;
     bool flagged, withheld; /* the outcome's injection */
     char withheld_reason[32];
+    int page, page_end; /* the first hit's */
 } rec;
 
 static void rec_sources(const rag_outcome *o, void *ctx)
@@ -322,6 +325,8 @@ static void rec_done(const rag_outcome *o, void *ctx)
     snprintf(r->answer, sizeof r->answer, "%s", o->answer ? o->answer : "");
     snprintf(r->degraded, sizeof r->degraded, "%s", o->degraded_reason ? o->degraded_reason : "");
     r->hits = o->res ? o->res->n : 0;
+    r->page = r->hits ? o->res->hits[0].row.page : 0;
+    r->page_end = r->hits ? o->res->hits[0].row.page_end : 0;
     r->cached = o->cached;
     assert_non_null(o->injection);
     r->flagged = o->injection->flagged;
@@ -780,6 +785,54 @@ static void test_ingest_builtin(void **state)
     world_free(&w);
 }
 
+/* A PDF is read on the run's worker: its chunks carry their pages, found by a query. A
+ * document that cannot be read fails the job RAG_E_INVALID, from run, naming it, and
+ * nothing of the job is stored. */
+static void test_ingest_formats(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, false, 1, 0);
+    static char pages[3][2000];
+    const char *ptrs[3];
+    const char *facts[3] = {"Quorvintal valves open early.", "Zandrelith crystals were counted.",
+                            "Mippleworth ledgers close the report."};
+    for (int p = 0; p < 3; p++) {
+        size_t at = 0;
+        for (int i = 0; i < 40; i++)
+            at += (size_t)snprintf(pages[p] + at, sizeof pages[p] - at, "%s Routine reading %d of page %d. ",
+                                   i == 20 ? facts[p] : "", i, p + 1);
+        ptrs[p] = pages[p];
+    }
+    size_t n;
+    char *pdf = pdf_of(ptrs, 3, &n);
+    rag_document d = {.id = "report.pdf", .text = pdf, .len = n, .format = RAG_FORMAT_AUTO, .metadata_json = "{}"};
+    irec r;
+    assert_int_equal(ingest_docs(&w, &r, "pdfs", &d, 1), RAG_OK);
+    assert_int_equal(r.status, RAG_OK);
+    assert_true(r.chunks >= 3);
+    const char *words[3] = {"quorvintal", "zandrelith", "mippleworth"};
+    for (int p = 0; p < 3; p++) {
+        rec q = {0};
+        rag_request rq = req_of("pdfs", words[p], false);
+        rq.k = 1;
+        assert_int_equal(start(&w, &q, &rq), RAG_OK);
+        run_until_done(&w, &q);
+        assert_int_equal(q.status, RAG_OK);
+        assert_true(q.hits >= 1);
+        assert_true(q.page >= 1 && q.page <= p + 1 && q.page_end >= p + 1);
+    }
+    /* an unreadable document among good ones: refused by run, named; nothing stored */
+    rag_document bad[] = {doc_of("fine", TEXTS[0], RAG_FORMAT_TEXT),
+                          {.text = pdf, .len = 200, .format = RAG_FORMAT_PDF, .source = "cut.pdf", .metadata_json = "{}"}};
+    irec br;
+    assert_int_equal(ingest_docs(&w, &br, "pdfs", bad, 2), RAG_E_INVALID);
+    assert_non_null(strstr(br.message, "document 'cut.pdf': PDF could not be read"));
+    assert_false(stored(&w, "pdfs", "fine"));
+    free(pdf);
+    world_free(&w);
+}
+
 static void test_ingest_upstream(void **state)
 {
     (void)state;
@@ -1054,6 +1107,7 @@ int main(void)
         cmocka_unit_test(test_injection_screen_and_output_guard),
         cmocka_unit_test(test_shed_on_arrival),
         cmocka_unit_test(test_ingest_builtin),
+        cmocka_unit_test(test_ingest_formats),
         cmocka_unit_test(test_ingest_upstream),
         cmocka_unit_test(test_ingest_auto_falls_back),
         cmocka_unit_test(test_index_load_matches_live),

@@ -401,7 +401,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
 
 static void test_migrations_and_reopen(void **state)
 {
-    assert_int_equal(store_schema_version(), 5);
+    assert_int_equal(store_schema_version(), 6);
     store *st = open_store(2, 64, 16);
     assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
     store_close(st);
@@ -1983,16 +1983,59 @@ static void test_migration_v4_to_v5(void **state)
     store_close(st);
     raw_int("DROP TABLE reembed_vectors");
     raw_int("DROP TABLE reembed_jobs");
+    raw_int("ALTER TABLE chunks DROP COLUMN page"); /* version 6's */
+    raw_int("ALTER TABLE chunks DROP COLUMN page_end");
     raw_int("PRAGMA user_version = 4");
     assert_int_equal(user_version(), 4);
     st = open_store(1, 64, 16);
-    assert_int_equal(user_version(), 5);
+    assert_int_equal(user_version(), store_schema_version());
     store_collection c = get_coll(st, "old", RAGD_OK);
     assert_int_equal(c.chunks, 2);
     rx_get(st, c.id, RAGD_ENOTFOUND);
     int64_t job = 0;
     assert_int_equal(rx_start(st, "old", "new-model", &job), RAGD_OK);
     assert_int_equal(raw_int("SELECT count(*) FROM reembed_jobs"), 1);
+    store_close(st);
+    db_integrity();
+}
+
+/* A file of schema version 5 (no page columns) gets them, NULL for its chunks; a chunk
+ * written with pages keeps them and reads them back. */
+static void test_migration_v5_to_v6_pages(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    twrite *t = tw_new(STORE_W_INGEST, "old");
+    tw_doc(t, "d1", "kept one|kept two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    raw_int("ALTER TABLE chunks DROP COLUMN page");
+    raw_int("ALTER TABLE chunks DROP COLUMN page_end");
+    raw_int("PRAGMA user_version = 5");
+    st = open_store(1, 64, 16);
+    assert_int_equal(user_version(), 6);
+    assert_int_equal(raw_int("SELECT count(*) FROM chunks WHERE page IS NULL AND page_end IS NULL"), 2);
+
+    t = tw_new(STORE_W_INGEST, "old");
+    tw_doc(t, "paged", "page one|pages one to two", NULL, NULL, 1.0f);
+    static const int pages[] = {1, 1}, page_ends[] = {1, 2};
+    t->docs[0].chunk_pages = pages;
+    t->docs[0].chunk_page_ends = page_ends;
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    assert_int_equal(raw_int("SELECT count(*) FROM chunks WHERE page = 1 AND page_end = 2"), 1);
+    int64_t ids[2] = {raw_int("SELECT min(id) FROM chunks"), raw_int("SELECT max(id) FROM chunks")};
+    store_hit_row rows[2];
+    bool found[2];
+    store_reader *r = store_reader_acquire(st);
+    assert_int_equal(store_chunks_fetch(r, ids, 2, rows, found), RAGD_OK);
+    store_reader_release(r);
+    assert_true(found[0] && found[1]);
+    assert_int_equal(rows[0].page, 0); /* an old chunk: no page */
+    assert_int_equal(rows[0].page_end, 0);
+    assert_int_equal(rows[1].page, 1);
+    assert_int_equal(rows[1].page_end, 2);
+    store_hit_rows_cleanup(rows, 2);
     store_close(st);
     db_integrity();
 }
@@ -2004,6 +2047,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migrations_and_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v1_to_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v4_to_v5, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v5_to_v6_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reembed_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),

@@ -13,10 +13,12 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "config.h"
+#include "util/log.h"
 #include "util/apikeys.h"
 #include "util/secret.h"
 #include "util/url.h"
@@ -161,6 +163,84 @@ static void test_names(void **state)
     long_name[64] = '\0';
     assert_true(names_db_valid(long_name));
     assert_true(names_key_valid(".dot"));
+}
+
+/* RAGD_LOG_FORMAT=json: each record one valid JSON object whatever the message holds. */
+static void test_log_json_record(void **state)
+{
+    (void)state;
+    char out[512];
+    log_field f[] = {LOG_STR("route", "/api/dbs/{name}"), LOG_INT("status", 200), LOG_NUM("duration_ms", 1.25),
+                     LOG_STR("note", NULL)};
+    size_t n = log_format_record(out, sizeof out, LOG_FORMAT_JSON, LOG_WARN, 0, 7, "a \"quoted\" \\ \x01 caf\xc3\xa9 \xff",
+                                 f, 4);
+    assert_int_equal(n, strlen(out));
+    json_error_t je;
+    json_t *rec = json_loads(out, 0, &je);
+    assert_non_null(rec);
+    assert_string_equal(json_string_value(json_object_get(rec, "ts")), "1970-01-01T00:00:00.007Z");
+    assert_string_equal(json_string_value(json_object_get(rec, "level")), "warn");
+    assert_string_equal(json_string_value(json_object_get(rec, "msg")), "a \"quoted\" \\ \x01 caf\xc3\xa9 ?");
+    assert_string_equal(json_string_value(json_object_get(rec, "route")), "/api/dbs/{name}");
+    assert_int_equal(json_integer_value(json_object_get(rec, "status")), 200);
+    assert_true(json_is_null(json_object_get(rec, "note")));
+    json_decref(rec);
+
+    /* a record cut at the cap is still one object */
+    char small[48];
+    log_format_record(small, sizeof small, LOG_FORMAT_JSON, LOG_INFO, 0, 0, "a long message that cannot fit in the record", f, 4);
+    assert_int_equal(small[strlen(small) - 1], '\n');
+    assert_int_equal(small[strlen(small) - 2], '}');
+
+    /* text: fields after the message, json_only left out, values with blanks quoted */
+    f[0].json_only = true;
+    log_field t[] = {f[0], LOG_STR("why", "two words"), LOG_INT("bytes", 12)};
+    log_format_record(out, sizeof out, LOG_FORMAT_TEXT, LOG_INFO, 0, 0, "GET /x 200", t, 3);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z info  GET /x 200 why=\"two words\" bytes=12\n");
+}
+
+/* RAGD_CONFIG_FILE overlays the environment; a bad line names the line, never the value. */
+static void test_config_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ragd-test-conf-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# comment\n\nexport RAGD_LOG_LEVEL = debug\nRAGD_CHUNK_SIZE='500'\nRAGD_LOG_FORMAT=\"json\"\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    setenv("RAGD_CHUNK_SIZE", "700", 1);
+    setenv("RAGD_POOL_SIZE", "3", 1);
+    setenv("RAGD_CONFIG_FILE", path, 1);
+    ragd_config c;
+    config_raw raw = {{0}};
+    char err[256];
+    assert_int_equal(config_load(&c, &raw, err, sizeof err), 0);
+    assert_int_equal(c.chunk_size, 500); /* the file wins */
+    assert_int_equal(c.pool_size, 3);    /* the environment still counts */
+    assert_int_equal(c.log_level, LOG_DEBUG);
+    assert_int_equal(c.log_format, LOG_FORMAT_JSON);
+    config_raw raw2 = {{0}};
+    assert_int_equal(config_load(&c, &raw2, err, sizeof err), 0);
+    for (size_t i = 0; i < config_count(); i++)
+        assert_false(config_raw_differs(&raw, &raw2, i));
+    config_raw_free(&raw2);
+
+    FILE *f = fopen(path, "w");
+    fputs("RAGD_API_KEYS=secret-value-0123456789\nRAGD_WHAT=secret-value-0123456789\n", f);
+    fclose(f);
+    assert_int_equal(config_load(&c, &raw2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "line 2"));
+    assert_null(strstr(err, "secret-value"));
+    config_raw_free(&raw2);
+    unlink(path);
+    assert_int_equal(config_load(&c, &raw2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "RAGD_CONFIG_FILE"));
+    config_raw_free(&raw2);
+    config_raw_free(&raw);
+    unsetenv("RAGD_CONFIG_FILE");
+    unsetenv("RAGD_CHUNK_SIZE");
+    unsetenv("RAGD_POOL_SIZE");
 }
 
 static void test_config(void **state)
@@ -706,6 +786,8 @@ int main(void)
         cmocka_unit_test(test_queue),
         cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
+        cmocka_unit_test(test_log_json_record),
+        cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_config_fusion),
         cmocka_unit_test(test_workpool_loopq), cmocka_unit_test(test_workpool_bounded),
         cmocka_unit_test(test_workpool_cancel_queued),

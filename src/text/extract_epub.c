@@ -1,0 +1,228 @@
+/* EPUB (text/extract_int.h): META-INF/container.xml names the package (OPF); its spine
+ * gives the reading order of manifest items, each XHTML read by the HTML reader
+ * (text/html.h) and its body appended in turn, a blank line between; dc:title comes first. The
+ * deadline is checked before each chapter; every entry counts against max_inflated. */
+#include <libxml/tree.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "text/extract_int.h"
+#include "text/html.h"
+
+#define EPUB_PATH_MAX 1024 /* bytes of an entry name */
+
+static bool epub_is(const xmlNode *n, const char *local)
+{
+    return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, local) == 0;
+}
+
+static xmlChar *epub_attr(const xmlNode *n, const char *local)
+{
+    for (const xmlAttr *a = n->properties; a; a = a->next)
+        if (strcmp((const char *)a->name, local) == 0)
+            return xmlNodeGetContent((const xmlNode *)a);
+    return NULL;
+}
+
+/* The first element named local under n, depth first. */
+static const xmlNode *epub_find(const xmlNode *n, const char *local)
+{
+    for (const xmlNode *c = n ? n->children : NULL; c; c = c->next) {
+        if (epub_is(c, local))
+            return c;
+        const xmlNode *f = epub_find(c, local);
+        if (f)
+            return f;
+    }
+    return NULL;
+}
+
+static int epub_hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* dir + href (a relative URL: percent-decoded, fragment dropped, "./" and "../" resolved)
+ * into out. false when it does not fit or climbs above the archive's root. */
+static bool epub_resolve(const char *dir, const char *href, char *out, size_t cap)
+{
+    char raw[EPUB_PATH_MAX];
+    size_t n = 0;
+    size_t dl = strlen(dir);
+    if (dl >= sizeof raw)
+        return false;
+    memcpy(raw, dir, dl);
+    n = dl;
+    for (const char *p = href; *p && *p != '#' && *p != '?'; p++) {
+        char c = *p;
+        if (c == '%' && epub_hex(p[1]) >= 0 && epub_hex(p[2]) >= 0) {
+            c = (char)(epub_hex(p[1]) * 16 + epub_hex(p[2]));
+            p += 2;
+        }
+        if (c == '\0' || n + 1 >= sizeof raw)
+            return false;
+        raw[n++] = c;
+    }
+    raw[n] = '\0';
+    /* normalise segment by segment */
+    size_t o = 0;
+    char *save = NULL;
+    for (char *seg = strtok_r(raw, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        if (strcmp(seg, ".") == 0)
+            continue;
+        if (strcmp(seg, "..") == 0) {
+            if (o == 0)
+                return false;
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o > 0)
+                o--; /* the slash */
+            continue;
+        }
+        size_t sl = strlen(seg);
+        if (o + sl + 2 > cap)
+            return false;
+        if (o > 0)
+            out[o++] = '/';
+        memcpy(out + o, seg, sl);
+        o += sl;
+    }
+    out[o] = '\0';
+    return o > 0;
+}
+
+/* Reads and parses one XML entry. */
+static xmlDoc *epub_xml(extract_ctx *x, extract_zip *z, const char *name, ragd_err *e)
+{
+    char *data = NULL;
+    size_t n = 0;
+    *e = extract_zip_read(x, z, name, "EPUB", &data, &n);
+    if (*e == RAGD_ENOTFOUND)
+        *e = RAGD_EINVAL;
+    xmlDoc *doc = NULL;
+    if (!*e && (doc = extract_xml_parse(x, data, n, "EPUB")) == NULL)
+        *e = RAGD_EINVAL;
+    free(data);
+    return doc;
+}
+
+/* One chapter: the entry through the HTML reader, appended after a blank line. */
+static ragd_err epub_chapter(extract_ctx *x, extract_zip *z, const char *name, strbuf *out)
+{
+    char *data = NULL, *text = NULL;
+    size_t n = 0, tl = 0;
+    ragd_err e = extract_zip_read(x, z, name, "EPUB", &data, &n);
+    if (e == RAGD_ENOTFOUND) /* a spine item missing from the archive: skipped */
+        return RAGD_OK;
+    if (e)
+        return e;
+    size_t title = 0;
+    e = html_to_text_title(data, n, &text, &tl, &title);
+    free(data);
+    /* A chapter's <title> is often the book's, repeated in every chapter, and its heading
+     * is in the body anyway: the body only. */
+    size_t from = title;
+    while (from < tl && (text[from] == '\n' || text[from] == ' '))
+        from++;
+    if (e == RAGD_ENOMEM)
+        return extract_fail(x, e, "out of memory");
+    if (e)
+        return extract_fail(x, e, "EPUB could not be read: chapter %s: %s", name, ragd_strerror(e));
+    if (tl > from && out->len > 0)
+        e = strbuf_append(out, "\n\n", 2);
+    if (!e)
+        e = strbuf_append(out, text + from, tl - from);
+    free(text);
+    if (e == RAGD_ETOOBIG)
+        return extract_fail(x, e, "EPUB could not be read: its text is over %zu bytes", x->lim->max_text);
+    if (e)
+        return extract_fail(x, e, "out of memory");
+    return RAGD_OK;
+}
+
+ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out, size_t *title_len)
+{
+    extract_zip *z = extract_zip_open(x, bytes, len, "EPUB");
+    xmlDoc *container = NULL, *opf = NULL;
+    xmlChar *opf_path = NULL, *title = NULL;
+    ragd_err e = RAGD_EINVAL;
+    *title_len = 0;
+    if (!z)
+        goto out;
+    container = epub_xml(x, z, "META-INF/container.xml", &e);
+    if (!container)
+        goto out;
+    const xmlNode *rootfile = epub_find((const xmlNode *)container, "rootfile");
+    opf_path = rootfile ? epub_attr(rootfile, "full-path") : NULL;
+    char opf_name[EPUB_PATH_MAX];
+    if (!opf_path || !epub_resolve("", (const char *)opf_path, opf_name, sizeof opf_name)) {
+        e = extract_fail(x, RAGD_EINVAL, "EPUB could not be read: container.xml names no package file");
+        goto out;
+    }
+    opf = epub_xml(x, z, opf_name, &e);
+    if (!opf)
+        goto out;
+    char dir[EPUB_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", opf_name);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[1] = '\0';
+    else
+        dir[0] = '\0';
+
+    const xmlNode *meta = epub_find((const xmlNode *)opf, "metadata");
+    const xmlNode *t = meta ? epub_find(meta, "title") : NULL;
+    title = t ? xmlNodeGetContent(t) : NULL;
+    if (title && *title) {
+        const char *s = (const char *)title;
+        size_t n = strlen(s);
+        for (size_t i = 0; i < n; i++) /* one line, no control characters */
+            if ((unsigned char)s[i] < 0x20)
+                ((char *)title)[i] = ' ';
+        if ((e = strbuf_append(out, s, n)) != RAGD_OK) {
+            e = extract_fail(x, e, e == RAGD_ENOMEM ? "out of memory" : "EPUB could not be read: title too long");
+            goto out;
+        }
+        *title_len = out->len;
+    }
+    const xmlNode *manifest = epub_find((const xmlNode *)opf, "manifest");
+    const xmlNode *spine = epub_find((const xmlNode *)opf, "spine");
+    if (!manifest || !spine) {
+        e = extract_fail(x, RAGD_EINVAL, "EPUB could not be read: the package has no manifest or spine");
+        goto out;
+    }
+    e = RAGD_OK;
+    for (const xmlNode *ref = spine->children; ref && !e; ref = ref->next) {
+        if (!epub_is(ref, "itemref"))
+            continue;
+        if ((e = extract_check_time(x, "EPUB")) != RAGD_OK)
+            break;
+        xmlChar *idref = epub_attr(ref, "idref");
+        const xmlNode *item = NULL;
+        for (const xmlNode *m = manifest->children; idref && m && !item; m = m->next) {
+            xmlChar *id = epub_is(m, "item") ? epub_attr(m, "id") : NULL;
+            if (id && strcmp((const char *)id, (const char *)idref) == 0)
+                item = m;
+            xmlFree(id);
+        }
+        xmlFree(idref);
+        xmlChar *href = item ? epub_attr(item, "href") : NULL;
+        char name[EPUB_PATH_MAX];
+        if (href && epub_resolve(dir, (const char *)href, name, sizeof name))
+            e = epub_chapter(x, z, name, out);
+        xmlFree(href);
+    }
+out:
+    xmlFree(opf_path);
+    xmlFree(title);
+    xmlFreeDoc(container);
+    xmlFreeDoc(opf);
+    extract_zip_close(z);
+    return e;
+}

@@ -1,0 +1,448 @@
+/* Unit tests for src/text/extract*.c (the document readers) and rag_format_of_source.
+ * Every file is made here: a PDF written by hand (xref offsets counted), zips written with
+ * libzip into a temporary file, gzip with zlib. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zip.h>
+#include <zlib.h>
+
+#include "rag/ingest.h"
+#include "text/extract.h"
+#include "util/clock.h"
+#include "util/strbuf.h"
+#include "util/utf8.h"
+
+#include "test_pdf.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Extracts; checks the result's promises (valid UTF-8, no NUL, NUL-terminated at len). */
+static ragd_err run_kind(const void *b, size_t n, extract_kind k, const char *charset, const extract_limits *lim,
+                         extract_result *r, char *why, size_t cap)
+{
+    ragd_err e = extract_document(b, n, k, charset, lim, r, why, cap);
+    if (e == RAGD_OK) {
+        assert_non_null(r->text);
+        assert_int_equal(strlen(r->text), r->len);
+        assert_true(utf8_valid(r->text, r->len));
+    } else {
+        assert_null(r->text);
+        assert_true(why[0] != '\0');
+    }
+    return e;
+}
+
+/* The text of an extraction that must succeed (free it). */
+static char *text_of(const void *b, size_t n, extract_kind k, const char *charset)
+{
+    extract_result r;
+    char why[400];
+    ragd_err e = run_kind(b, n, k, charset, NULL, &r, why, sizeof why);
+    if (e)
+        fail_msg("extract: %s", why);
+    char *t = r.text;
+    r.text = NULL;
+    extract_result_cleanup(&r);
+    return t;
+}
+
+/* The message of an extraction that must fail with e. */
+static void expect_fail(const void *b, size_t n, extract_kind k, const char *charset, const extract_limits *lim,
+                        ragd_err want, const char *msg_part)
+{
+    extract_result r;
+    char why[400];
+    ragd_err e = run_kind(b, n, k, charset, lim, &r, why, sizeof why);
+    if (e != want || !strstr(why, msg_part))
+        fail_msg("want %d containing '%s', got %d: '%s'", want, msg_part, e, why);
+}
+
+static void *gzip_of(const void *p, size_t n, size_t *out_len)
+{
+    z_stream zs = {0};
+    assert_int_equal(deflateInit2(&zs, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
+    size_t cap = deflateBound(&zs, n) + 64;
+    unsigned char *out = malloc(cap);
+    zs.next_in = (Bytef *)p;
+    zs.avail_in = (uInt)n;
+    zs.next_out = out;
+    zs.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&zs, Z_FINISH), Z_STREAM_END);
+    *out_len = zs.total_out;
+    deflateEnd(&zs);
+    return out;
+}
+
+/* A zip of name/content pairs (NULL-terminated), the first stored when stored_first.
+ * Written with libzip to a temporary file, read back (free it). */
+static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
+{
+    char path[] = "/tmp/ragd-extract-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    int zerr = 0;
+    zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &zerr);
+    assert_non_null(z);
+    for (size_t i = 0; entries[i]; i += 2) {
+        zip_source_t *s = zip_source_buffer(z, entries[i + 1], strlen(entries[i + 1]), 0);
+        assert_non_null(s);
+        zip_int64_t idx = zip_file_add(z, entries[i], s, ZIP_FL_ENC_UTF_8);
+        assert_true(idx >= 0);
+        if (i == 0 && stored_first)
+            assert_int_equal(zip_set_file_compression(z, (zip_uint64_t)idx, ZIP_CM_STORE, 0), 0);
+    }
+    assert_int_equal(zip_close(z), 0);
+    FILE *f = fopen(path, "rb");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc((size_t)n);
+    assert_int_equal(fread(data, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    unlink(path);
+    *len = (size_t)n;
+    return data;
+}
+
+#define W_NS "xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\""
+
+static char *docx_of(const char *body, size_t *len)
+{
+    char *xml = NULL;
+    assert_true(asprintf(&xml, "<?xml version=\"1.0\"?><w:document " W_NS "><w:body>%s</w:body></w:document>", body) >
+                0);
+    const char *entries[] = {"[Content_Types].xml", "<Types/>", "word/document.xml", xml, NULL};
+    char *z = zip_of(entries, false, len);
+    free(xml);
+    return z;
+}
+
+/* ---------------------------------------------------------------- text kinds */
+
+static void test_text_charsets(void **state)
+{
+    char *t = text_of("plain caf\xc3\xa9", 11, EXTRACT_TEXT, NULL);
+    assert_string_equal(t, "plain caf\xc3\xa9");
+    free(t);
+    /* undeclared, not UTF-8: windows-1252 (covers Latin-1; 0x80 is the euro sign) */
+    t = text_of("caf\xe9 \x80", 6, EXTRACT_TEXT, NULL);
+    assert_string_equal(t, "caf\xc3\xa9 \xe2\x82\xac");
+    free(t);
+    t = text_of("caf\xe9", 4, EXTRACT_TEXT, "ISO-8859-1");
+    assert_string_equal(t, "caf\xc3\xa9");
+    free(t);
+    t = text_of("\xc1\xc2", 2, EXTRACT_TEXT, "iso-8859-7"); /* Greek */
+    assert_string_equal(t, "\xce\x91\xce\x92");
+    free(t);
+    /* a UTF-8 BOM goes; a UTF-16 BOM is followed */
+    t = text_of("\xef\xbb\xbfhi", 5, EXTRACT_TEXT, NULL);
+    assert_string_equal(t, "hi");
+    free(t);
+    t = text_of("\xff\xfeh\0i\0", 6, EXTRACT_TEXT, NULL);
+    assert_string_equal(t, "hi");
+    free(t);
+    /* an unknown charset is fine for UTF-8 bytes, refused for others */
+    t = text_of("ok", 2, EXTRACT_TEXT, "x-no-such-charset");
+    assert_string_equal(t, "ok");
+    free(t);
+    expect_fail("caf\xe9", 4, EXTRACT_TEXT, "x-no-such-charset", NULL, RAGD_EINVAL,
+                "not valid UTF-8 and charset x-no-such-charset unknown");
+    expect_fail("caf\xe9", 4, EXTRACT_TEXT, "utf-8", NULL, RAGD_EINVAL, "not valid UTF-8");
+    /* markdown keeps its kind */
+    extract_result r;
+    char why[200];
+    assert_int_equal(run_kind("# T\n\nx", 6, EXTRACT_MARKDOWN, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_true(r.markdown);
+    extract_result_cleanup(&r);
+}
+
+static void test_binary_refused(void **state)
+{
+    unsigned char junk[4096];
+    unsigned x = 12345;
+    for (size_t i = 0; i < sizeof junk; i++) {
+        x = x * 1103515245u + 12345u;
+        junk[i] = (unsigned char)(x >> 16);
+    }
+    expect_fail(junk, sizeof junk, EXTRACT_AUTO, NULL, NULL, RAGD_EINVAL, "not text: binary data");
+    expect_fail("a\0b", 3, EXTRACT_TEXT, NULL, NULL, RAGD_EINVAL, "not text: binary data");
+    /* a few control characters (a form feed, an escape) are text */
+    char *t = text_of("page\fnext \x1b[1mbold", 18, EXTRACT_TEXT, NULL);
+    free(t);
+    /* a zip that is none of the office formats */
+    const char *entries[] = {"a.txt", "hello", NULL};
+    size_t n;
+    char *z = zip_of(entries, false, &n);
+    expect_fail(z, n, EXTRACT_AUTO, NULL, NULL, RAGD_EINVAL, "zip archive that is not DOCX, ODT or EPUB");
+    free(z);
+}
+
+static void test_sniff(void **state)
+{
+    assert_int_equal(extract_sniff("%PDF-1.7\n", 9), EXTRACT_PDF);
+    assert_int_equal(extract_sniff("  <!DOCTYPE html><p>x", 21), EXTRACT_HTML);
+    assert_int_equal(extract_sniff("<HTML><body>", 12), EXTRACT_HTML);
+    assert_int_equal(extract_sniff("just words", 10), EXTRACT_TEXT);
+    assert_int_equal(extract_sniff("# heading", 9), EXTRACT_TEXT);
+    size_t n;
+    const char *odt[] = {"mimetype", "application/vnd.oasis.opendocument.text", "content.xml", "<x/>", NULL};
+    char *z = zip_of(odt, true, &n);
+    assert_int_equal(extract_sniff(z, n), EXTRACT_ODT);
+    free(z);
+    const char *epub[] = {"mimetype", "application/epub+zip", "META-INF/container.xml", "<x/>", NULL};
+    z = zip_of(epub, true, &n);
+    assert_int_equal(extract_sniff(z, n), EXTRACT_EPUB);
+    free(z);
+    z = docx_of("", &n);
+    assert_int_equal(extract_sniff(z, n), EXTRACT_DOCX);
+    free(z);
+}
+
+static void test_rst_headings(void **state)
+{
+    const char *rst = "=====\nTitle\n=====\n\nIntro text.\n\nSection\n-------\n\nBody.\n\nOther\n=====\n\nShort\n--\n";
+    extract_result r;
+    char why[200];
+    assert_int_equal(run_kind(rst, strlen(rst), EXTRACT_RST, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_true(r.markdown);
+    /* levels by first appearance: overlined '=' 1, underlined '-' 2, underlined '=' 3; an
+     * underline shorter than its title is no title */
+    assert_string_equal(r.text,
+                        "# Title\n\nIntro text.\n\n## Section\n\nBody.\n\n### Other\n\nShort\n--\n");
+    extract_result_cleanup(&r);
+}
+
+static void test_gzip(void **state)
+{
+    const char *txt = "compressed caf\xe9 text";
+    size_t n;
+    void *gz = gzip_of(txt, strlen(txt), &n);
+    char *t = text_of(gz, n, EXTRACT_TEXT, NULL); /* unwrapped whatever the kind says */
+    assert_string_equal(t, "compressed caf\xc3\xa9 text");
+    free(t);
+    expect_fail(gz, n - 6, EXTRACT_TEXT, NULL, NULL, RAGD_EINVAL, "gzip could not be read");
+    free(gz);
+    /* a bomb: 64 MiB of zeros, about 64 KiB packed, stops at the budget */
+    size_t big = (size_t)64 << 20;
+    char *zeros = calloc(1, big);
+    gz = gzip_of(zeros, big, &n);
+    free(zeros);
+    expect_fail(gz, n, EXTRACT_AUTO, NULL, NULL, RAGD_ETOOBIG, "gzip could not be read: it unpacks to over");
+    free(gz);
+}
+
+/* ---------------------------------------------------------------- PDF */
+
+static void test_pdf_pages(void **state)
+{
+    const char *pages[] = {"First page words", "Second page words", "Third page words"};
+    size_t n;
+    char *pdf = pdf_of(pages, 3, &n);
+    extract_result r;
+    char why[300];
+    assert_int_equal(run_kind(pdf, n, EXTRACT_AUTO, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_int_equal(r.kind, EXTRACT_PDF);
+    assert_int_equal(r.n_pages, 3);
+    assert_int_equal(r.page_starts[0], 0);
+    for (size_t p = 0; p < 3; p++)
+        assert_memory_equal(r.text + r.page_starts[p], pages[p], strlen(pages[p]));
+    extract_result_cleanup(&r);
+
+    /* bounds: pages, time */
+    extract_limits lim;
+    extract_limits_default(&lim, n);
+    lim.max_pages = 2;
+    expect_fail(pdf, n, EXTRACT_PDF, NULL, &lim, RAGD_ETOOBIG, "3 pages, at most 2");
+    extract_limits_default(&lim, n);
+    lim.deadline_ms = clock_now_ms() - 1;
+    expect_fail(pdf, n, EXTRACT_PDF, NULL, &lim, RAGD_ETOOBIG, "took over");
+    /* cut short, or not a PDF at all */
+    expect_fail(pdf, 200, EXTRACT_PDF, NULL, NULL, RAGD_EINVAL, "PDF could not be read");
+    expect_fail("hello", 5, EXTRACT_PDF, NULL, NULL, RAGD_EINVAL, "PDF could not be read");
+    free(pdf);
+    /* no text at all (a scan) */
+    const char *blank[] = {""};
+    pdf = pdf_of(blank, 1, &n);
+    expect_fail(pdf, n, EXTRACT_PDF, NULL, NULL, RAGD_EINVAL, "no text in its 1 page");
+    free(pdf);
+}
+
+/* Separate PDFs on separate threads at once (poppler's global set-up is shared). */
+static void *pdf_thread(void *arg)
+{
+    const char *pages[] = {arg, "more"};
+    for (int i = 0; i < 20; i++) {
+        size_t n;
+        char *pdf = pdf_of(pages, 2, &n);
+        extract_result r;
+        char why[300];
+        ragd_err e = extract_document(pdf, n, EXTRACT_PDF, NULL, NULL, &r, why, sizeof why);
+        bool ok = e == RAGD_OK && strncmp(r.text, arg, strlen(arg)) == 0;
+        extract_result_cleanup(&r);
+        free(pdf);
+        if (!ok)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void test_pdf_threads(void **state)
+{
+    pthread_t t[4];
+    const char *words[] = {"alpha", "bravo", "charlie", "delta"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, pdf_thread, (void *)words[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        void *res = NULL;
+        pthread_join(t[i], &res);
+        assert_null(res);
+    }
+}
+
+/* ---------------------------------------------------------------- zip formats */
+
+static void test_docx(void **state)
+{
+    size_t n;
+    char *z = docx_of("<w:p><w:pPr><w:pStyle w:val=\"Heading1\"/></w:pPr><w:r><w:t>Intro</w:t></w:r></w:p>"
+                      "<w:p><w:r><w:t xml:space=\"preserve\">Hello </w:t></w:r><w:r><w:t>world</w:t><w:tab/>"
+                      "<w:t>tabbed</w:t></w:r><w:del><w:r><w:delText>gone</w:delText></w:r></w:del></w:p>"
+                      "<w:p><w:pPr><w:outlineLvl w:val=\"1\"/></w:pPr><w:r><w:t>Sub</w:t></w:r></w:p>"
+                      "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>a</w:t></w:r></w:p></w:tc>"
+                      "<w:tc><w:p><w:r><w:t>b</w:t></w:r></w:p></w:tc></w:tr></w:tbl>",
+                      &n);
+    extract_result r;
+    char why[300];
+    assert_int_equal(run_kind(z, n, EXTRACT_DOCX, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_true(r.markdown);
+    assert_string_equal(r.text, "# Intro\n\nHello world\ttabbed\n\n## Sub\n\na | b");
+    extract_result_cleanup(&r);
+    free(z);
+    /* no document.xml; not a zip */
+    const char *other[] = {"word/other.xml", "<x/>", NULL};
+    z = zip_of(other, false, &n);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "DOCX could not be read: it has no word/document.xml");
+    free(z);
+    expect_fail("PK\x03\x04garbage", 11, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "DOCX could not be read");
+}
+
+static void test_docx_bombs(void **state)
+{
+    /* entities: refused before any expansion */
+    const char *lol = "<?xml version=\"1.0\"?><!DOCTYPE d [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;\">]>"
+                      "<w:document " W_NS "><w:body><w:p><w:r><w:t>&b;</w:t></w:r></w:p></w:body></w:document>";
+    const char *entries[] = {"word/document.xml", lol, NULL};
+    size_t n;
+    char *z = zip_of(entries, false, &n);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
+    free(z);
+    /* a zip bomb: 8 MiB of spaces, far over 20x its packed size */
+    size_t big = (size_t)8 << 20;
+    char *pad = malloc(big + 1);
+    memset(pad, ' ', big);
+    pad[big] = '\0';
+    z = docx_of(pad, &n);
+    free(pad);
+    assert_true(n * EXTRACT_INFLATE_RATIO < big);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_ETOOBIG, "unpacks to over");
+    free(z);
+    /* deeper than libxml2's limit (256) */
+    strbuf sb;
+    strbuf_init(&sb, 1 << 20);
+    for (int i = 0; i < 300; i++)
+        strbuf_appends(&sb, "<w:r>");
+    for (int i = 0; i < 300; i++)
+        strbuf_appends(&sb, "</w:r>");
+    z = docx_of(sb.data, &n);
+    strbuf_cleanup(&sb);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "bad XML");
+    free(z);
+}
+
+static void test_odt(void **state)
+{
+    const char *content =
+        "<?xml version=\"1.0\"?><office:document-content "
+        "xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" "
+        "xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\"><office:automatic-styles>"
+        "<x>style text</x></office:automatic-styles><office:body><office:text>"
+        "<text:h text:outline-level=\"2\">Part</text:h><text:p>Two<text:s text:c=\"2\"/>spaces,\n  collapsed"
+        "<text:line-break/>broken</text:p></office:text></office:body></office:document-content>";
+    const char *entries[] = {"mimetype", "application/vnd.oasis.opendocument.text", "content.xml", content, NULL};
+    size_t n;
+    char *z = zip_of(entries, true, &n);
+    char *t = text_of(z, n, EXTRACT_AUTO, NULL);
+    assert_string_equal(t, "## Part\n\nTwo  spaces, collapsed\nbroken");
+    free(t);
+    free(z);
+}
+
+static void test_epub(void **state)
+{
+    const char *container = "<container><rootfiles><rootfile full-path=\"OPS/book.opf\"/></rootfiles></container>";
+    const char *opf = "<package xmlns:dc=\"http://purl.org/dc/elements/1.1/\"><metadata><dc:title>Book Title</dc:title>"
+                      "</metadata><manifest><item id=\"b\" href=\"../OPS/b%20x.xhtml\"/><item id=\"a\" href=\"a.xhtml\"/>"
+                      "<item id=\"gone\" href=\"missing.xhtml\"/></manifest>"
+                      "<spine><itemref idref=\"a\"/><itemref idref=\"gone\"/><itemref idref=\"b\"/></spine></package>";
+    const char *entries[] = {"mimetype", "application/epub+zip", "META-INF/container.xml", container,
+                             "OPS/book.opf", opf, "OPS/a.xhtml", "<html><body><p>First chapter.</p></body></html>",
+                             "OPS/b x.xhtml", "<html><body><p>Second chapter.</p></body></html>", NULL};
+    size_t n;
+    char *z = zip_of(entries, true, &n);
+    extract_result r;
+    char why[300];
+    assert_int_equal(run_kind(z, n, EXTRACT_AUTO, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_int_equal(r.kind, EXTRACT_EPUB);
+    assert_string_equal(r.text, "Book Title\n\nFirst chapter.\n\nSecond chapter.");
+    assert_int_equal(r.title_len, strlen("Book Title"));
+    extract_result_cleanup(&r);
+    free(z);
+    const char *broken[] = {"mimetype", "application/epub+zip", "META-INF/container.xml", "<container/>", NULL};
+    z = zip_of(broken, true, &n);
+    expect_fail(z, n, EXTRACT_EPUB, NULL, NULL, RAGD_EINVAL, "names no package file");
+    free(z);
+}
+
+/* ---------------------------------------------------------------- formats by name */
+
+static void test_format_of_source(void **state)
+{
+    assert_int_equal(rag_format_of_source(NULL), RAG_FORMAT_TEXT);
+    assert_int_equal(rag_format_of_source("a/b/notes.txt"), RAG_FORMAT_TEXT);
+    assert_int_equal(rag_format_of_source("README.md"), RAG_FORMAT_MARKDOWN);
+    assert_int_equal(rag_format_of_source("x.HTM"), RAG_FORMAT_HTML);
+    assert_int_equal(rag_format_of_source("guide.rst"), RAG_FORMAT_RST);
+    assert_int_equal(rag_format_of_source("paper.pdf"), RAG_FORMAT_PDF);
+    assert_int_equal(rag_format_of_source("paper.pdf.gz"), RAG_FORMAT_PDF);
+    assert_int_equal(rag_format_of_source("changelog.Debian.gz"), RAG_FORMAT_AUTO);
+    assert_int_equal(rag_format_of_source("w.docx"), RAG_FORMAT_DOCX);
+    assert_int_equal(rag_format_of_source("o.odt"), RAG_FORMAT_ODT);
+    assert_int_equal(rag_format_of_source("b.epub"), RAG_FORMAT_EPUB);
+    assert_int_equal(rag_format_of_source("/usr/share/doc/x/copyright"), RAG_FORMAT_AUTO);
+    assert_int_equal(rag_format_of_source("README"), RAG_FORMAT_AUTO);
+    assert_int_equal(rag_format_of_source(".bashrc"), RAG_FORMAT_AUTO);
+    assert_int_equal(rag_format_of_source("v1.2/README"), RAG_FORMAT_AUTO);
+    assert_int_equal(rag_format_text_only(RAG_FORMAT_PDF), RAG_FORMAT_TEXT);
+    assert_int_equal(rag_format_text_only(RAG_FORMAT_RST), RAG_FORMAT_RST);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_charsets), cmocka_unit_test(test_binary_refused), cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_rst_headings),  cmocka_unit_test(test_gzip),           cmocka_unit_test(test_pdf_pages),
+        cmocka_unit_test(test_pdf_threads),   cmocka_unit_test(test_docx),           cmocka_unit_test(test_docx_bombs),
+        cmocka_unit_test(test_odt),           cmocka_unit_test(test_epub),           cmocka_unit_test(test_format_of_source),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
