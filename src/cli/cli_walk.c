@@ -40,8 +40,18 @@ static const char *const junk_exts[] = {
     ".mp3", ".ogg", ".oga", ".flac", ".wav", ".mp4", ".mkv", ".avi", ".mov", ".webm",
     ".zip", ".tar", ".tgz", ".xz", ".bz2", ".zst", ".7z", ".rar", ".jar", ".deb", ".rpm",
     ".o", ".a", ".so", ".pyc", ".class", ".exe", ".dll", ".wasm", ".bin",
-    ".woff", ".woff2", ".ttf", ".otf", ".sqlite", ".db",
+    ".woff", ".woff2", ".ttf", ".otf", ".sqlite", ".db", ".dvi",
 };
+
+/* True when the extension at dot (".png") is one of junk_exts. */
+static bool cli_junk_ext(const char *dot, size_t len)
+{
+    for (size_t i = 0; i < sizeof junk_exts / sizeof junk_exts[0]; i++) {
+        if (strlen(junk_exts[i]) == len && strncasecmp(dot, junk_exts[i], len) == 0)
+            return true;
+    }
+    return false;
+}
 
 void cli_kind_of(const char *name, cli_file *f)
 {
@@ -58,18 +68,27 @@ void cli_kind_of(const char *name, cli_file *f)
         f->text_kind = true;
         return;
     }
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    bool known = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0] && !known; i++) {
         if (strcasecmp(dot, kinds[i].ext) == 0) {
             f->format = kinds[i].format;
             f->content_type = kinds[i].content_type;
             f->text_kind = kinds[i].text_kind;
-            return;
+            known = true;
         }
     }
-    for (size_t i = 0; i < sizeof junk_exts / sizeof junk_exts[0]; i++) {
-        if (strcasecmp(dot, junk_exts[i]) == 0)
-            f->junk = true;
+    if (strcasecmp(dot, ".gz") == 0) {
+        /* a compressed picture or archive (x.tar.gz, y.dvi.gz) is still no document */
+        const char *inner = dot;
+        while (inner > base && inner[-1] != '.')
+            inner--;
+        if (inner > base + 1)
+            f->junk = cli_junk_ext(inner - 1, (size_t)(dot - inner + 1));
+        return;
     }
+    if (known)
+        return;
+    f->junk = cli_junk_ext(dot, strlen(dot));
     /* An unknown extension (.c, .json, changelog.Debian): the bytes decide. Valid UTF-8 goes
      * in a JSON batch without a format (the server reads the source name, then the text);
      * anything else goes raw as application/octet-stream, for the server to sniff. */

@@ -327,6 +327,15 @@ static void test_kind_of(void **state)
     cli_kind_of("changelog.Debian.gz", &f);
     assert_false(f.text_kind);
     assert_string_equal(f.content_type, "application/gzip");
+    assert_false(f.junk);
+    cli_kind_of("tests.TAR.gz", &f); /* a compressed archive or picture is no document */
+    assert_true(f.junk);
+    cli_kind_of("refcard.dvi.gz", &f);
+    assert_true(f.junk);
+    cli_kind_of(".gz", &f);
+    assert_false(f.junk);
+    cli_kind_of("x/.hidden.gz", &f);
+    assert_false(f.junk);
     cli_kind_of("doc/README", &f); /* no extension: text if UTF-8, else sniffed */
     assert_true(f.text_kind);
     assert_null(f.format);
