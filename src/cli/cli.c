@@ -41,7 +41,7 @@ static const cli_command commands[] = {
      "refuses is reported and counted, and the others still go; the exit status is then 1.\n"
      "Skipped, with a count: files larger than the server's RAGD_MAX_BODY_BYTES (read from\n"
      "its /health), empty files, and types that are never documents (pictures, sound, video,\n"
-     "archives other than .gz, compiled code, fonts) unless --all.\n"
+     "archives such as .zip or .tar.gz, compiled code, fonts) unless --all.\n"
      "\n"
      "  --db NAME       collection (default: the server's default collection)\n"
      "  --id-prefix P   put P in front of every id (e.g. --id-prefix host1/)\n"
