@@ -66,7 +66,7 @@ static int main_serve(int argc, char **argv)
 int main(int argc, char **argv)
 {
     jsonmem_init(); /* before any jansson call: a failed allocation must not go unnoticed */
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || (strcmp(argv[1], "help") == 0 && argc == 2)) {
         cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }

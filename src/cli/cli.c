@@ -26,18 +26,33 @@ static int cli_cmd_version(const cli_opts *o)
 }
 
 static const cli_command commands[] = {
-    {"ingest", CLI_OPT_URL | CLI_OPT_DB | CLI_OPT_BATCH,
-     "usage: ragd ingest PATH... [--db NAME] [--url URL] [--batch N]\n"
+    {"ingest", CLI_OPT_URL | CLI_OPT_DB | CLI_OPT_BATCH | CLI_OPT_INGEST,
+     "usage: ragd ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all]\n"
+     "                  [--batch N] [--url URL]\n"
      "\n"
      "Send files and whole folders to a running ragd. Folders are walked recursively,\n"
-     "skipping dot entries and symbolic links to folders. Ingested extensions: .txt .text\n"
-     ".md .markdown .html .htm; other files are skipped and counted, as are files over\n"
-     "10 MiB and files that are not UTF-8. A document's id is its path relative to the\n"
-     "argument it was found under (the file name for a file argument).\n"
+     "skipping dot entries and symbolic links to folders. A document's id is the file's path\n"
+     "from the folder argument's parent (`ragd ingest a/ b/` gives a/manual.html and\n"
+     "b/manual.html), or the file name for a file argument.\n"
      "\n"
-     "  --db NAME   collection (default: the server's default collection)\n"
-     "  --url URL   server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n"
-     "  --batch N   files per request, 1..10000 (default 32; a request also stops at ~4 MiB)\n",
+     "Every file is sent: valid UTF-8 text (.txt .md .html .rst, no extension, any unknown\n"
+     "extension) in JSON batches; the rest (PDF, DOCX, ODT, EPUB, .gz, text in another\n"
+     "charset) one file per request as a raw body, for the server to read. A file the server\n"
+     "refuses is reported and counted, and the others still go; the exit status is then 1.\n"
+     "Skipped, with a count: files larger than the server's RAGD_MAX_BODY_BYTES (read from\n"
+     "its /health), empty files, and types that are never documents (pictures, sound, video,\n"
+     "archives such as .zip or .tar.gz, compiled code, fonts) unless --all.\n"
+     "\n"
+     "  --db NAME       collection (default: the server's default collection)\n"
+     "  --id-prefix P   put P in front of every id (e.g. --id-prefix host1/)\n"
+     "  --sync          make the collection match the files: send new and changed files\n"
+     "                  (changed: other bytes), skip unchanged ones, and remove documents\n"
+     "                  under the arguments' ids whose files are gone\n"
+     "  --watch         --sync, then keep watching the folders (inotify) and sync again\n"
+     "                  ~0.5 s after each burst of changes; Ctrl-C or SIGTERM ends it\n"
+     "  --all           send pictures, archives and other non-document types too\n"
+     "  --batch N       files per request, 1..10000 (default 32; a request also stops at ~4 MiB)\n"
+     "  --url URL       server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
      cli_cmd_ingest, 1, SIZE_MAX},
     {"query", CLI_OPT_URL | CLI_OPT_DB | CLI_OPT_K | CLI_OPT_METHOD | CLI_OPT_STREAM | CLI_OPT_JSON,
      "usage: ragd query \"QUESTION\" [--db NAME] [--k N] [--method M] [--stream] [--url URL] "
@@ -52,14 +67,59 @@ static const cli_command commands[] = {
      "  --json      print the server's raw JSON response (not with --stream)\n"
      "  --url URL   server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
      cli_cmd_query, 1, SIZE_MAX},
-    {"dbs", CLI_OPT_URL | CLI_OPT_JSON,
-     "usage: ragd dbs [--url URL] [--json]\n"
+    {"dbs", CLI_OPT_URL | CLI_OPT_JSON | CLI_OPT_EMBEDDER | CLI_OPT_CHUNKS | CLI_OPT_YES,
+     "usage: ragd dbs [--json] [--url URL]\n"
+     "       ragd dbs create NAME [--embedder E] [--chunk-size N] [--chunk-overlap N] [--url URL]\n"
+     "       ragd dbs rm NAME [--yes] [--url URL]\n"
      "\n"
-     "List the collections: NAME DOCUMENTS CHUNKS EMBED_MODEL.\n"
+     "List the collections (NAME DOCUMENTS CHUNKS EMBED_MODEL), create one, or delete one\n"
+     "with all its documents.\n"
      "\n"
-     "  --json      print the server's raw JSON response\n"
+     "  --json             print the server's raw JSON response (listing)\n"
+     "  --embedder E       create: the embedder, builtin (the only one a new collection\n"
+     "                     takes in this build; the default)\n"
+     "  --chunk-size N     create: characters per chunk, 100..8000 (default RAGD_CHUNK_SIZE)\n"
+     "  --chunk-overlap N  create: characters shared by neighbouring chunks, less than half\n"
+     "                     the chunk size (default RAGD_CHUNK_OVERLAP)\n"
+     "  --yes              rm: do not ask (needed when stdin is not a terminal)\n"
+     "  --url URL          server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
+     cli_cmd_dbs, 0, 2},
+    {"docs", CLI_OPT_URL | CLI_OPT_JSON,
+     "usage: ragd docs DB [--json] [--url URL]\n"
+     "\n"
+     "List the documents of collection DB: ID CHUNKS BYTES (of stored text) UPDATED TITLE\n"
+     "(the metadata's title, else -).\n"
+     "\n"
+     "  --json      print {\"db\", \"total\", \"documents\": [...]} with every document\n"
      "  --url URL   server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
-     cli_cmd_dbs, 0, 0},
+     cli_cmd_docs, 1, 1},
+    {"rm", CLI_OPT_URL,
+     "usage: ragd rm DB ID... [--url URL]\n"
+     "\n"
+     "Delete documents from collection DB by id. An id that is not there is reported and\n"
+     "the others are still deleted; the exit status is then 1.\n"
+     "\n"
+     "  --url URL   server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
+     cli_cmd_rm, 2, SIZE_MAX},
+    {"config", 0,
+     "usage: ragd config\n"
+     "\n"
+     "Print the configuration `ragd serve` would run with in this environment: every\n"
+     "variable, its effective value, and where it came from (default or env). Secrets (API\n"
+     "keys, tokens) show as \"(set, redacted)\". Exit status 1 when a value is invalid (the\n"
+     "server would refuse to start; the message says why).\n",
+     cli_cmd_config, 0, 0},
+    {"backup", CLI_OPT_DATA | CLI_OPT_FORCE,
+     "usage: ragd backup PATH [--data DIR] [--force]\n"
+     "\n"
+     "Copy the database to PATH while the server runs (SQLite's online backup, a few pages\n"
+     "at a time, reading a consistent snapshot; the server keeps serving and writing).\n"
+     "The copy is written to PATH.tmp, checked (PRAGMA integrity_check), then renamed.\n"
+     "The data directory's lock is not taken.\n"
+     "\n"
+     "  --data DIR  the server's data directory (default: $RAGD_DATA_DIR, else ./data)\n"
+     "  --force     replace PATH when it exists\n",
+     cli_cmd_backup, 1, 1},
     {"health", CLI_OPT_URL,
      "usage: ragd health [--url URL]\n"
      "\n"
@@ -91,17 +151,27 @@ void cli_usage(FILE *f)
           "\n"
           "commands:\n"
           "  serve [--listen HOST:PORT] [--data DIR]     run the server\n"
-          "  ingest PATH... [--db NAME] [--url URL]      send files or folders to a server\n"
-          "  query \"QUESTION\" [--db NAME] [--k N] [--stream] [--url URL]\n"
+          "  ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all] [--batch N]\n"
+          "                                              send files or folders to a server\n"
+          "  query \"QUESTION\" [--db NAME] [--k N] [--method M] [--stream] [--json]\n"
           "                                              ask; print the answer and sources\n"
-          "  dbs [--url URL]                             list collections\n"
-          "  health [--url URL]                          print the server's health\n"
-          "  reembed DB --embedder E [--model M] [--wait]\n"
+          "  dbs [--json]                                list collections\n"
+          "  dbs create NAME [--embedder E] [--chunk-size N] [--chunk-overlap N]\n"
+          "                                              create a collection\n"
+          "  dbs rm NAME [--yes]                         delete a collection\n"
+          "  docs DB [--json]                            list a collection's documents\n"
+          "  rm DB ID...                                 delete documents\n"
+          "  health                                      print the server's health\n"
+          "  reembed DB --embedder E [--model M] [--wait], reembed DB --status\n"
           "                                              re-embed a collection in the background\n"
+          "  config                                      print the effective configuration\n"
+          "  backup PATH [--data DIR] [--force]          copy the database while serving\n"
           "  version                                     print the version\n"
+          "  help [COMMAND]                              print this, or a command's usage\n"
           "\n"
-          "`ragd COMMAND --help` describes a command. --url defaults to $RAGD_URL, else\n" CLI_DEFAULT_URL
-          ".\n",
+          "`ragd COMMAND --help` describes a command and every flag. Client commands take\n"
+          "--url URL (default: $RAGD_URL, else " CLI_DEFAULT_URL "); RAGD_API_KEY, when set,\n"
+          "is sent as the bearer key.\n",
           f);
 }
 
@@ -120,6 +190,11 @@ static const cli_option options[] = {
     {"json", CLI_OPT_JSON, false},    {"batch", CLI_OPT_BATCH, true},
     {"embedder", CLI_OPT_REEMBED, true}, {"model", CLI_OPT_REEMBED, true},
     {"wait", CLI_OPT_REEMBED, false},    {"status", CLI_OPT_REEMBED, false},
+    {"id-prefix", CLI_OPT_INGEST, true}, {"sync", CLI_OPT_INGEST, false},
+    {"watch", CLI_OPT_INGEST, false},    {"all", CLI_OPT_INGEST, false},
+    {"embedder", CLI_OPT_EMBEDDER, true}, {"chunk-size", CLI_OPT_CHUNKS, true},
+    {"chunk-overlap", CLI_OPT_CHUNKS, true}, {"yes", CLI_OPT_YES, false},
+    {"force", CLI_OPT_FORCE, false},     {"data", CLI_OPT_DATA, true},
 };
 
 /* Parses a decimal integer in [lo, hi] with nothing around it. */
@@ -206,6 +281,45 @@ static ragd_err cli_set_opt(const cli_option *opt, const char *val, cli_opts *o,
     case CLI_OPT_JSON:
         o->json = true;
         break;
+    case CLI_OPT_INGEST: /* told apart by name, like the reembed options */
+        if (strcmp(opt->name, "id-prefix") == 0) {
+            if (strlen(val) > 200 || !cli_valid_id(val)) {
+                snprintf(err, errlen, "--id-prefix: must be 1-200 bytes of UTF-8 without control characters");
+                return RAGD_EINVAL;
+            }
+            o->id_prefix = val;
+        } else if (strcmp(opt->name, "sync") == 0) {
+            o->sync = true;
+        } else if (strcmp(opt->name, "watch") == 0) {
+            o->watch = o->sync = true;
+        } else {
+            o->all = true;
+        }
+        break;
+    case CLI_OPT_EMBEDDER:
+        o->embedder = val;
+        break;
+    case CLI_OPT_CHUNKS:
+        if (strcmp(opt->name, "chunk-size") == 0 ? !cli_parse_int(val, 100, 8000, &o->chunk_size)
+                                                 : !cli_parse_int(val, 0, 3999, &o->chunk_overlap)) {
+            snprintf(err, errlen, "--%s: must be an integer from %s", opt->name,
+                     strcmp(opt->name, "chunk-size") == 0 ? "100 to 8000" : "0 to 3999");
+            return RAGD_EINVAL;
+        }
+        break;
+    case CLI_OPT_YES:
+        o->yes = true;
+        break;
+    case CLI_OPT_FORCE:
+        o->force = true;
+        break;
+    case CLI_OPT_DATA:
+        if (!val[0]) {
+            snprintf(err, errlen, "--data: must be a folder");
+            return RAGD_EINVAL;
+        }
+        o->data_dir = val;
+        break;
     default:
         break;
     }
@@ -217,6 +331,7 @@ ragd_err cli_parse_opts(int argc, char **argv, unsigned allowed, cli_opts *o, ch
 {
     memset(o, 0, sizeof *o);
     o->batch = CLI_BATCH_FILES;
+    o->chunk_overlap = -1;
     const char *env = getenv("RAGD_URL");
     o->url = (env && *env) ? env : CLI_DEFAULT_URL;
     err[0] = '\0';
@@ -246,12 +361,13 @@ ragd_err cli_parse_opts(int argc, char **argv, unsigned allowed, cli_opts *o, ch
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_option *opt = NULL;
+        const cli_option *opt = NULL; /* a name may stand in the table for two bits */
         for (size_t j = 0; j < sizeof options / sizeof options[0]; j++) {
-            if (strlen(options[j].name) == nlen && strncmp(options[j].name, name, nlen) == 0)
+            if (strlen(options[j].name) == nlen && strncmp(options[j].name, name, nlen) == 0 &&
+                (allowed & options[j].bit))
                 opt = &options[j];
         }
-        if (!opt || !(allowed & opt->bit)) {
+        if (!opt) {
             snprintf(err, errlen, "unknown option '--%.*s'", (int)(nlen > 64 ? 64 : nlen), name);
             return RAGD_EINVAL;
         }
@@ -294,6 +410,19 @@ int cli_main(int argc, char **argv)
     if (argc < 1 || !argv[0]) {
         cli_usage(stderr);
         return CLI_EXIT_USAGE;
+    }
+    if (strcmp(argv[0], "help") == 0 && argc > 1) { /* `ragd help COMMAND` */
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+            if (strcmp(commands[i].name, argv[1]) == 0) {
+                fputs(commands[i].usage, stdout);
+                return CLI_EXIT_OK;
+            }
+        }
+        if (strcmp(argv[1], "serve") != 0) {
+            fprintf(stderr, "ragd: unknown command '%s'\n", argv[1]);
+            cli_usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
     }
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
         strcmp(argv[0], "help") == 0) {

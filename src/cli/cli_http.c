@@ -85,6 +85,20 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
                   long timeout_s, cli_stream_fn on_stream, void *ud, cli_response *r, char *err,
                   size_t errlen)
 {
+    cli_request q = {.method = body ? "POST" : "GET", .path = path, .body = body, .len = len,
+                     .timeout_s = timeout_s, .on_stream = on_stream, .ud = ud};
+    return cli_http_send(base_url, &q, r, err, errlen);
+}
+
+ragd_err cli_http_send(const char *base_url, const cli_request *q, cli_response *r, char *err,
+                       size_t errlen)
+{
+    const char *path = q->path, *body = q->body;
+    size_t len = q->len;
+    cli_stream_fn on_stream = q->on_stream;
+    void *ud = q->ud;
+    long timeout_s = q->timeout_s;
+    char ctype[160];
     ragd_err e = RAGD_OK;
     CURL *h = NULL;
     struct curl_slist *hdrs = NULL, *tmp = NULL;
@@ -111,8 +125,9 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
         snprintf(err, errlen, "cannot create a curl handle");
         goto out;
     }
+    snprintf(ctype, sizeof ctype, "Content-Type: %s", q->content_type ? q->content_type : "application/json");
     const char *headers[] = {
-        body ? "Content-Type: application/json" : NULL,
+        body ? ctype : NULL,
         on_stream ? "Accept: text/event-stream, application/json" : "Accept: application/json",
         "Expect:", /* no 100-continue round trip for large ingest bodies */
     };
@@ -145,6 +160,7 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
     xfer x = {.h = h, .r = r, .on_stream = on_stream, .ud = ud, .mode = XFER_UNDECIDED};
     curl_easy_setopt(h, CURLOPT_URL, url.data);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L); /* ids are paths: no ".." squashing */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CLI_CONNECT_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
@@ -153,6 +169,8 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, xfer_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    if (strcmp(q->method, "GET") != 0 && strcmp(q->method, "POST") != 0)
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -269,4 +287,19 @@ json_t *cli_request_object(const cli_opts *o, const char *path, const char *body
         return NULL;
     }
     return cli_answer_object(r);
+}
+
+ragd_err cli_url_escape(strbuf *sb, const char *s, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char c = *p;
+        bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                     c == '-' || c == '.' || c == '_' || c == '~' || (keep_slash && c == '/');
+        char enc[3] = {'%', hex[c >> 4], hex[c & 15]};
+        ragd_err e = plain ? strbuf_append(sb, (const char *)p, 1) : strbuf_append(sb, enc, 3);
+        if (e)
+            return e;
+    }
+    return RAGD_OK;
 }

@@ -1,8 +1,8 @@
 /* `ragd ingest`: read the walked files, send them in JSON batches, show progress. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +10,13 @@
 #include <unistd.h>
 
 #include "cli/cli_int.h"
+#include "util/hash.h"
 #include "util/utf8.h"
 
 /* ---- reading one file ---- */
 
-ragd_err cli_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
-                       size_t errlen)
+ragd_err cli_read_bytes(const char *path, size_t max, char **out, size_t *len, char *err,
+                        size_t errlen)
 {
     ragd_err e = RAGD_OK;
     strbuf sb;
@@ -63,27 +64,41 @@ ragd_err cli_read_file(const char *path, size_t max, char **out, size_t *len, ch
             goto out;
         }
     }
-    if (n >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
-        memmove(data, data + 3, n - 3 + 1);
-        n -= 3;
-    }
-    if (!utf8_valid(data, n)) {
-        free(data);
-        e = RAGD_EINVAL;
-        goto out;
-    }
     *out = data;
     *len = n;
 out:
     if (e == RAGD_ETOOBIG)
         snprintf(err, errlen, "larger than %zu MiB", max >> 20);
-    else if (e == RAGD_EINVAL)
-        snprintf(err, errlen, "not valid UTF-8 text");
     else if (e == RAGD_ENOMEM)
         snprintf(err, errlen, "out of memory");
     strbuf_cleanup(&sb);
     close(fd);
     return e;
+}
+
+size_t cli_text_start(const char *data, size_t n)
+{
+    size_t skip = n >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    return utf8_valid(data + skip, n - skip) ? skip : SIZE_MAX;
+}
+
+ragd_err cli_read_file(const char *path, size_t max, char **out, size_t *len, char *err,
+                       size_t errlen)
+{
+    ragd_err e = cli_read_bytes(path, max, out, len, err, errlen);
+    if (e)
+        return e;
+    size_t start = cli_text_start(*out, *len);
+    if (start == SIZE_MAX) {
+        free(*out);
+        *out = NULL;
+        *len = 0;
+        snprintf(err, errlen, "not valid UTF-8 text");
+        return RAGD_EINVAL;
+    }
+    memmove(*out, *out + start, *len - start + 1);
+    *len -= start;
+    return RAGD_OK;
 }
 
 char *cli_doc_json(const cli_file *f, const char *text, size_t len)
@@ -98,7 +113,7 @@ char *cli_doc_json(const cli_file *f, const char *text, size_t len)
     if (json_object_set_new(doc, "id", json_string(f->id)) != 0 ||
         json_object_set_new(doc, "text", json_stringn(text, len)) != 0 ||
         json_object_set_new(doc, "source", json_string(source)) != 0 ||
-        json_object_set_new(doc, "format", json_string(f->format)) != 0)
+        (f->format && json_object_set_new(doc, "format", json_string(f->format)) != 0))
         goto out;
     out = json_dumps(doc, JSON_COMPACT);
 out:
@@ -108,12 +123,14 @@ out:
 
 /* ---- batches ---- */
 
-ragd_err cli_batch_init(cli_batch *b, const char *db, size_t max_docs, size_t max_bytes)
+ragd_err cli_batch_init(cli_batch *b, const char *db, size_t max_docs, size_t max_bytes,
+                        size_t body_cap)
 {
     memset(b, 0, sizeof *b);
-    strbuf_init(&b->body, CLI_MAX_BODY_BYTES);
+    strbuf_init(&b->body, body_cap);
+    b->body_cap = body_cap;
     b->max_docs = max_docs;
-    b->max_bytes = max_bytes < CLI_MAX_BODY_BYTES ? max_bytes : CLI_MAX_BODY_BYTES;
+    b->max_bytes = max_bytes < body_cap ? max_bytes : body_cap;
     strbuf pre;
     strbuf_init(&pre, 1024);
     ragd_err e = RAGD_OK;
@@ -167,7 +184,7 @@ bool cli_batch_full(const cli_batch *b, size_t n)
 
 ragd_err cli_batch_add(cli_batch *b, const char *doc, size_t n)
 {
-    if (n > CLI_MAX_BODY_BYTES || cli_batch_len_with(b, n) > CLI_MAX_BODY_BYTES)
+    if (n > b->body_cap || cli_batch_len_with(b, n) > b->body_cap)
         return RAGD_ETOOBIG;
     size_t before = b->body.len;
     ragd_err e = RAGD_OK;
@@ -250,207 +267,428 @@ static void progress_warn(progress *p, const char *fmt, ...)
     progress_draw(p);
 }
 
-/* ---- the command ---- */
+/* ---- what the server allows ---- */
 
-/* Requests in flight at once: while the server's writer stores one batch, its workers
- * prepare the next ones (3 measured steadier than 2 on two cores; BENCHMARKS.md "Ingest
- * throughput (issue 11)"). */
-#define INGEST_IN_FLIGHT 3
-
-struct ingest;
-
-/* A sender thread and the batch it posts (busy: from hand-over until its answer is in). */
-typedef struct {
-    struct ingest *in;
-    cli_batch batch;
-    size_t files;
-    bool busy;
-    pthread_t thread;
-} ingest_sender;
-
-typedef struct ingest {
-    const cli_opts *o;
-    cli_batch batch;
-    progress prog;
-    size_t in_batch; /* files in the batch being assembled */
-    size_t sent;     /* files acknowledged by the server */
-    long long documents, chunks, duplicates;
-    char db[128];
-    /* skip counts of the reading phase */
-    size_t too_big, not_utf8, empty, unreadable, too_big_json;
-    /* the senders; everything below is guarded by mu (the main thread alone prints) */
-    ingest_sender senders[INGEST_IN_FLIGHT];
-    size_t n_senders;
-    pthread_mutex_t mu;
-    pthread_cond_t cond; /* a sender took a batch, finished one, or quit is set */
-    size_t acked;        /* files acknowledged, not yet counted in prog.done */
-    bool failed;         /* a request failed: send no more */
-    bool quit;
-    char failure[512];
-} ingest;
-
-/* Posts one batch and takes its answer into the totals (a sender thread, mu not held).
- * False with the one-line error in err on failure. */
-static bool ingest_post(ingest *in, cli_batch *batch, char *err, size_t errlen)
+void cli_server_info(const cli_opts *o, cli_server *srv)
 {
-    bool ok = false;
+    memset(srv, 0, sizeof *srv);
+    srv->max_body = CLI_MAX_BODY_BYTES;
+    snprintf(srv->db, sizeof srv->db, "%s", o->db ? o->db : "default");
     cli_response r;
     cli_response_init(&r);
+    char err[512];
     json_t *root = NULL;
-    size_t len = 0;
-    const char *body = cli_batch_finish(batch, &len);
-    if (!body) {
-        snprintf(err, errlen, "out of memory");
+    srv->reached = cli_http(o->url, "/health", NULL, 0, CLI_SHORT_TIMEOUT_S, NULL, NULL, &r, err,
+                            sizeof err) == RAGD_OK;
+    if (!srv->reached) {
+        snprintf(srv->error, sizeof srv->error, "%s", err);
         goto out;
     }
-    ragd_err e = cli_http(in->o->url, "/api/ingest", body, len, CLI_INGEST_TIMEOUT_S, NULL, NULL,
-                          &r, err, errlen);
-    if (e)
-        goto out;
-    if (r.status < 200 || r.status >= 300) {
-        cli_http_error_message(&r, err, errlen);
-        goto out;
-    }
+    if (r.status < 200 || r.status >= 300)
+        goto out; /* an older or guarded server: the defaults stand */
     root = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
-    if (!json_is_object(root)) {
-        snprintf(err, errlen, "the server's answer to an ingest is not a JSON object");
-        goto out;
-    }
-    pthread_mutex_lock(&in->mu);
-    in->documents += json_integer_value(json_object_get(root, "documents"));
-    in->chunks += json_integer_value(json_object_get(root, "chunks"));
-    in->duplicates += json_integer_value(json_object_get(root, "duplicates"));
-    const char *db = json_string_value(json_object_get(root, "db"));
-    if (db)
-        snprintf(in->db, sizeof in->db, "%s", db);
-    pthread_mutex_unlock(&in->mu);
-    ok = true;
+    json_t *max = json_object_get(json_object_get(root, "limits"), "max_body_bytes");
+    if (json_is_integer(max) && json_integer_value(max) >= 1024)
+        srv->max_body = (size_t)json_integer_value(max);
+    const char *db = json_string_value(json_object_get(root, "default_db"));
+    if (!o->db && db && cli_valid_db_name(db))
+        snprintf(srv->db, sizeof srv->db, "%s", db);
 out:
     json_decref(root);
+    cli_response_cleanup(&r);
+}
+
+/* ---- the documents a collection holds (for --sync) ---- */
+
+static int known_cmp(const void *a, const void *b)
+{
+    return strcmp(((const cli_known *)a)->id, ((const cli_known *)b)->id);
+}
+
+void cli_known_cleanup(cli_known_set *k)
+{
+    for (size_t i = 0; i < k->n; i++)
+        free(k->docs[i].id);
+    free(k->docs);
+    memset(k, 0, sizeof *k);
+}
+
+cli_known *cli_known_find(const cli_known_set *k, const char *id)
+{
+    cli_known key = {.id = (char *)id};
+    return k->n ? bsearch(&key, k->docs, k->n, sizeof key, known_cmp) : NULL;
+}
+
+/* Appends the documents of one listing page; RAGD_EINVAL when the page is not one. */
+static ragd_err known_add_page(cli_known_set *k, json_t *docs)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(docs, i, d) {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        const char *hash = json_string_value(json_object_get(d, "content_hash"));
+        if (!id)
+            return RAGD_EINVAL;
+        if (k->n == k->alloc) {
+            size_t na = k->alloc ? k->alloc * 2 : 256;
+            cli_known *nd = realloc(k->docs, na * sizeof *nd);
+            if (!nd)
+                return RAGD_ENOMEM;
+            k->docs = nd;
+            k->alloc = na;
+        }
+        cli_known *e = &k->docs[k->n];
+        memset(e, 0, sizeof *e);
+        e->id = strdup(id);
+        if (!e->id)
+            return RAGD_ENOMEM;
+        snprintf(e->hash, sizeof e->hash, "%s", hash ? hash : "");
+        k->n++;
+    }
+    return RAGD_OK;
+}
+
+bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
+{
+    bool ok = false;
+    long long offset = 0;
+    cli_response r;
+    cli_response_init(&r);
+    strbuf path;
+    strbuf_init(&path, 1024);
+    json_t *root = NULL;
+    memset(k, 0, sizeof *k);
+    for (;;) {
+        char err[512];
+        strbuf_reset(&path);
+        if (strbuf_appendf(&path, "/api/dbs/%s/documents?limit=1000&offset=%lld", db, offset)) {
+            fprintf(stderr, "ragd: out of memory\n");
+            goto out;
+        }
+        cli_response_cleanup(&r);
+        if (cli_http(o->url, path.data, NULL, 0, CLI_SHORT_TIMEOUT_S, NULL, NULL, &r, err,
+                     sizeof err) != RAGD_OK) {
+            fprintf(stderr, "ragd: %s\n", err);
+            goto out;
+        }
+        if (r.status == 404 && offset == 0) {
+            ok = true; /* no such collection yet: it holds nothing, the first ingest creates it */
+            goto out;
+        }
+        json_decref(root);
+        root = cli_answer_object(&r);
+        json_t *docs = root ? json_object_get(root, "documents") : NULL;
+        if (!json_is_array(docs)) {
+            if (root)
+                fprintf(stderr, "ragd: the server's document listing has no \"documents\" list\n");
+            goto out;
+        }
+        ragd_err e = known_add_page(k, docs);
+        if (e) {
+            fprintf(stderr, "ragd: %s\n", e == RAGD_ENOMEM ? "out of memory" : "a listed document has no id");
+            goto out;
+        }
+        size_t got = json_array_size(docs);
+        offset += (long long)got;
+        bool truncated = json_is_true(json_object_get(root, "truncated"));
+        long long total = json_integer_value(json_object_get(root, "total"));
+        if (got == 0 || (!truncated && (got < 1000 || offset >= total)))
+            break;
+    }
+    if (k->n > 1)
+        qsort(k->docs, k->n, sizeof *k->docs, known_cmp);
+    ok = true;
+out:
+    if (!ok)
+        cli_known_cleanup(k);
+    json_decref(root);
+    strbuf_cleanup(&path);
     cli_response_cleanup(&r);
     return ok;
 }
 
-static void *ingest_sender_main(void *arg)
+/* ---- the files --watch saw last round ---- */
+
+void cli_stat_cache_cleanup(cli_stat_cache *c)
 {
-    ingest_sender *sd = arg;
-    ingest *in = sd->in;
-    char err[512];
-    pthread_mutex_lock(&in->mu);
-    for (;;) {
-        while (!sd->busy && !in->quit)
-            pthread_cond_wait(&in->cond, &in->mu);
-        if (!sd->busy)
-            break;
-        pthread_mutex_unlock(&in->mu);
-        bool ok = ingest_post(in, &sd->batch, err, sizeof err);
-        pthread_mutex_lock(&in->mu);
-        if (ok) {
-            in->sent += sd->files;
-            in->acked += sd->files;
-        } else if (!in->failed) {
-            in->failed = true;
-            snprintf(in->failure, sizeof in->failure, "%s", err);
-        }
-        cli_batch_reset(&sd->batch);
-        sd->busy = false;
-        pthread_cond_broadcast(&in->cond);
-    }
-    pthread_mutex_unlock(&in->mu);
-    return NULL;
+    for (size_t i = 0; i < c->n; i++)
+        free(c->e[i].path);
+    free(c->e);
+    memset(c, 0, sizeof *c);
 }
 
-/* Counts acknowledged files into the progress bar; once every request has its answer
- * (settled), prints the failure, once, with every file acknowledged by then — the same
- * count whichever request the server answered first. Main thread, mu held. */
-static void ingest_show(ingest *in, bool settled)
+static int stat_entry_cmp(const void *a, const void *b)
 {
-    if (in->acked) {
-        in->prog.done += in->acked;
-        in->acked = 0;
-        progress_draw(&in->prog);
-    }
-    if (settled && in->failed && in->failure[0]) {
-        progress_clear(&in->prog);
-        if (in->sent > 0)
-            fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", in->failure,
-                    in->sent);
-        else
-            fprintf(stderr, "ragd: %s\n", in->failure);
-        in->failure[0] = '\0';
-    }
+    return strcmp(((const cli_stat_entry *)a)->path, ((const cli_stat_entry *)b)->path);
 }
 
-/* Hands the current batch to a free sender (waiting for one), so up to INGEST_IN_FLIGHT
- * requests are in flight. Returns false once a request has failed (ingest_senders_stop
- * prints it). */
-static bool ingest_send(ingest *in)
+static void stat_entry_fill(cli_stat_entry *e, const struct stat *st)
 {
-    pthread_mutex_lock(&in->mu);
-    ingest_sender *free_sender = NULL;
-    while (!in->failed && !free_sender) {
-        for (size_t i = 0; i < in->n_senders && !free_sender; i++)
-            if (!in->senders[i].busy)
-                free_sender = &in->senders[i];
-        if (!free_sender)
-            pthread_cond_wait(&in->cond, &in->mu);
-        ingest_show(in, false);
-    }
-    bool ok = !in->failed;
-    if (ok) {
-        cli_batch assembled = in->batch; /* the sender's emptied batch comes back to assemble */
-        in->batch = free_sender->batch;
-        free_sender->batch = assembled;
-        free_sender->files = in->in_batch;
-        free_sender->busy = true;
-        in->in_batch = 0;
-        pthread_cond_broadcast(&in->cond);
-    }
-    ingest_show(in, false);
-    pthread_mutex_unlock(&in->mu);
-    return ok;
+    e->dev = (unsigned long long)st->st_dev;
+    e->ino = (unsigned long long)st->st_ino;
+    e->size = (unsigned long long)st->st_size;
+    e->mtime_s = (long long)st->st_mtim.tv_sec;
+    e->mtime_ns = (long long)st->st_mtim.tv_nsec;
+    e->ctime_s = (long long)st->st_ctim.tv_sec;
+    e->ctime_ns = (long long)st->st_ctim.tv_nsec;
 }
 
-/* Starts the senders, each with a batch of its own. False when out of memory or threads. */
-static bool ingest_senders_start(ingest *in)
+/* The hash remembered for path when the file looks untouched since, else NULL. */
+static const char *stat_cache_hash(const cli_stat_cache *c, const char *path, const struct stat *st)
 {
-    for (size_t i = 0; i < INGEST_IN_FLIGHT; i++) {
-        ingest_sender *sd = &in->senders[i];
-        sd->in = in;
-        if (cli_batch_init(&sd->batch, in->o->db, (size_t)in->o->batch, CLI_BATCH_BYTES) != RAGD_OK)
-            return false;
-        if (pthread_create(&sd->thread, NULL, ingest_sender_main, sd) != 0) {
-            cli_batch_cleanup(&sd->batch);
-            return false;
-        }
-        in->n_senders++;
+    if (!c || c->n == 0)
+        return NULL;
+    cli_stat_entry key = {.path = (char *)path}, now;
+    const cli_stat_entry *e = bsearch(&key, c->e, c->n, sizeof key, stat_entry_cmp);
+    if (!e)
+        return NULL;
+    stat_entry_fill(&now, st);
+    bool same = e->dev == now.dev && e->ino == now.ino && e->size == now.size && e->mtime_s == now.mtime_s &&
+                e->mtime_ns == now.mtime_ns && e->ctime_s == now.ctime_s && e->ctime_ns == now.ctime_ns;
+    return same ? e->hash : NULL;
+}
+
+/* Remembers path's stat and hash for the next round; a failure only costs a read then. */
+static void stat_cache_put(cli_stat_cache *c, const char *path, const struct stat *st, const char *hash)
+{
+    if (c->n == c->alloc) {
+        size_t na = c->alloc ? c->alloc * 2 : 256;
+        cli_stat_entry *ne = realloc(c->e, na * sizeof *ne);
+        if (!ne)
+            return;
+        c->e = ne;
+        c->alloc = na;
     }
+    cli_stat_entry *e = &c->e[c->n];
+    e->path = strdup(path);
+    if (!e->path)
+        return;
+    stat_entry_fill(e, st);
+    snprintf(e->hash, sizeof e->hash, "%s", hash);
+    c->n++;
+}
+
+/* ---- the command ---- */
+
+/* A file waiting in the JSON batch: where its document sits in the body, and what a
+ * success means for --sync. */
+typedef struct {
+    const cli_file *file;
+    size_t off, len;
+    cli_change change;
+} pending;
+
+typedef struct {
+    const cli_opts *o;
+    const cli_server *srv;
+    cli_pass *pass;
+    cli_known_set *known; /* --sync: what the collection holds; NULL otherwise */
+    cli_stat_cache *old_cache; /* --watch: the last round's files (NULL: none kept) */
+    cli_stat_cache new_cache;  /* this round's, replacing it at the end */
+    cli_batch batch;
+    pending *queued; /* the batch's files, o->batch of them at most */
+    size_t nqueued;
+    progress prog;
+    bool fatal; /* a failure that ends the run was printed */
+} ingest;
+
+static void ingest_count_success(ingest *in, cli_change change)
+{
+    cli_pass *p = in->pass;
+    p->sent++;
+    if (change == CLI_CHANGE_ADDED)
+        p->added++;
+    else if (change == CLI_CHANGE_CHANGED)
+        p->changed++;
+}
+
+/* Adds a 2xx ingest answer's counts. */
+static bool ingest_take_answer(ingest *in, const cli_response *r, char *err, size_t errlen)
+{
+    json_t *root = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        snprintf(err, errlen, "the server's answer to an ingest is not a JSON object");
+        return false;
+    }
+    in->pass->documents += json_integer_value(json_object_get(root, "documents"));
+    in->pass->chunks += json_integer_value(json_object_get(root, "chunks"));
+    in->pass->duplicates += json_integer_value(json_object_get(root, "duplicates"));
+    json_decref(root);
     return true;
 }
 
-/* Waits for every request in flight, prints a failure, stops the senders and frees their
- * batches. Returns false when a request failed. */
-static bool ingest_senders_stop(ingest *in)
+/* A refusal that concerns the documents sent, not the server or the connection: the file
+ * is reported and counted, and the run goes on. */
+static bool ingest_per_file_status(long status)
 {
-    pthread_mutex_lock(&in->mu);
-    for (;;) {
-        bool busy = false;
-        for (size_t i = 0; i < in->n_senders; i++)
-            busy = busy || in->senders[i].busy;
-        ingest_show(in, !busy);
-        if (!busy)
-            break;
-        pthread_cond_wait(&in->cond, &in->mu);
+    return status == 413 || status == 415 || status == 422;
+}
+
+static void ingest_file_failed(ingest *in, const cli_file *f, const char *msg)
+{
+    in->pass->failed++;
+    in->prog.done++;
+    progress_warn(&in->prog, "ragd: error: %s: %s\n", f->path, msg);
+}
+
+static void ingest_fatal(ingest *in, const char *msg)
+{
+    progress_clear(&in->prog);
+    if (in->pass->sent > 0)
+        fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", msg,
+                in->pass->sent);
+    else
+        fprintf(stderr, "ragd: %s\n", msg);
+    in->fatal = true;
+}
+
+/* Sends one body; returns the response status (0 after a fatal failure, printed). */
+static long ingest_post(ingest *in, const char *path, const char *body, size_t len,
+                        const char *content_type, cli_response *r)
+{
+    char err[512];
+    cli_request q = {.method = "POST", .path = path, .body = body, .len = len,
+                     .content_type = content_type, .timeout_s = CLI_INGEST_TIMEOUT_S};
+    if (cli_http_send(in->o->url, &q, r, err, sizeof err) != RAGD_OK) {
+        ingest_fatal(in, err);
+        return 0;
     }
-    in->quit = true;
-    pthread_cond_broadcast(&in->cond);
-    bool ok = !in->failed;
-    pthread_mutex_unlock(&in->mu);
-    for (size_t i = 0; i < in->n_senders; i++) {
-        pthread_join(in->senders[i].thread, NULL);
-        cli_batch_cleanup(&in->senders[i].batch);
+    if (r->status >= 200 && r->status < 300) {
+        if (!ingest_take_answer(in, r, err, sizeof err)) {
+            ingest_fatal(in, err);
+            return 0;
+        }
+    } else if (!ingest_per_file_status(r->status)) {
+        cli_http_error_message(r, err, sizeof err);
+        ingest_fatal(in, err);
+        return 0;
     }
-    in->n_senders = 0;
+    return r->status;
+}
+
+/* Sends one queued document alone (after its batch was refused), to learn whether it is
+ * the one at fault. Returns false after a fatal failure. */
+static bool ingest_send_alone(ingest *in, const pending *p)
+{
+    cli_response r;
+    cli_response_init(&r);
+    strbuf body;
+    strbuf_init(&body, in->batch.body_cap);
+    const char *doc = in->batch.body.data + p->off;
+    bool ok = false;
+    if (strbuf_appends(&body, in->batch.prefix) || strbuf_append(&body, doc, p->len) ||
+        strbuf_append(&body, "]}", 2)) {
+        ingest_fatal(in, "out of memory");
+        goto out;
+    }
+    long status = ingest_post(in, "/api/ingest", body.data, body.len, NULL, &r);
+    if (status == 0)
+        goto out;
+    if (status >= 200 && status < 300) {
+        ingest_count_success(in, p->change);
+        in->prog.done++;
+        progress_draw(&in->prog);
+    } else {
+        char msg[512];
+        cli_http_error_message(&r, msg, sizeof msg);
+        ingest_file_failed(in, p->file, msg);
+    }
+    ok = true;
+out:
+    strbuf_cleanup(&body);
+    cli_response_cleanup(&r);
+    return ok;
+}
+
+/* Sends the current batch. A refusal of its documents (422...) is retried one document
+ * at a time, so that each bad file is named and the others still go in. Returns false
+ * after a fatal failure (printed). */
+static bool ingest_flush(ingest *in)
+{
+    bool ok = false;
+    cli_response r;
+    cli_response_init(&r);
+    if (in->nqueued == 0)
+        return true;
+    size_t len = 0;
+    const char *body = cli_batch_finish(&in->batch, &len);
+    if (!body) {
+        ingest_fatal(in, "out of memory");
+        goto out;
+    }
+    long status = ingest_post(in, "/api/ingest", body, len, NULL, &r);
+    if (status == 0)
+        goto out;
+    if (status >= 200 && status < 300) {
+        for (size_t i = 0; i < in->nqueued; i++)
+            ingest_count_success(in, in->queued[i].change);
+        in->prog.done += in->nqueued;
+        progress_draw(&in->prog);
+    } else if (in->nqueued == 1) {
+        char msg[512];
+        cli_http_error_message(&r, msg, sizeof msg);
+        ingest_file_failed(in, in->queued[0].file, msg);
+    } else {
+        for (size_t i = 0; i < in->nqueued; i++) {
+            if (!ingest_send_alone(in, &in->queued[i]))
+                goto out;
+        }
+    }
+    ok = true;
+out:
+    in->nqueued = 0;
+    cli_batch_reset(&in->batch);
+    cli_response_cleanup(&r);
+    return ok;
+}
+
+/* /api/ingest?db=D&id=ID&source=S for a raw body. */
+static ragd_err ingest_raw_path(strbuf *sb, const ingest *in, const cli_file *f)
+{
+    const char *source = utf8_valid(f->path, strlen(f->path)) ? f->path : f->id;
+    ragd_err e = strbuf_appends(sb, "/api/ingest?id=");
+    if (!e)
+        e = cli_url_escape(sb, f->id, false);
+    if (!e)
+        e = strbuf_appends(sb, "&source=");
+    if (!e)
+        e = cli_url_escape(sb, source, false);
+    if (!e && in->o->db) /* else the server's default collection, as for a JSON batch */
+        e = strbuf_appendf(sb, "&db=%s", in->o->db);
+    return e;
+}
+
+/* Sends a file that is not UTF-8 text of a known kind as a raw body, alone. */
+static bool ingest_raw(ingest *in, const cli_file *f, const char *data, size_t len,
+                       cli_change change)
+{
+    bool ok = false;
+    cli_response r;
+    cli_response_init(&r);
+    strbuf path;
+    strbuf_init(&path, 8192);
+    if (ingest_raw_path(&path, in, f) != RAGD_OK) {
+        ingest_file_failed(in, f, "its id or path is too long for a URL");
+        ok = true;
+        goto out;
+    }
+    long status = ingest_post(in, path.data, data, len, f->content_type, &r);
+    if (status == 0)
+        goto out;
+    if (status >= 200 && status < 300) {
+        ingest_count_success(in, change);
+        in->prog.done++;
+        progress_draw(&in->prog);
+    } else {
+        char msg[512];
+        cli_http_error_message(&r, msg, sizeof msg);
+        ingest_file_failed(in, f, msg);
+    }
+    ok = true;
+out:
+    strbuf_cleanup(&path);
+    cli_response_cleanup(&r);
     return ok;
 }
 
@@ -465,65 +703,152 @@ static void ingest_skip(ingest *in, size_t *counter, const char *path, const cha
         progress_draw(&in->prog);
 }
 
-/* Reads one file and queues it, sending the batch first when it is full. Returns false on a
- * failure that ends the command (message already printed). */
-static bool ingest_file(ingest *in, const cli_file *f)
+/* Queues a UTF-8 text file in the JSON batch, sending the batch first when it is full. */
+static bool ingest_json(ingest *in, const cli_file *f, const char *text, size_t len,
+                        cli_change change)
 {
+    char *doc = cli_doc_json(f, text, len);
     bool ok = false;
-    char *text = NULL, *doc = NULL;
-    size_t len = 0;
-    char err[256];
-    ragd_err e = cli_read_file(f->path, CLI_MAX_FILE_BYTES, &text, &len, err, sizeof err);
-    if (e == RAGD_ENOMEM) {
-        progress_clear(&in->prog);
-        fprintf(stderr, "ragd: out of memory reading %s\n", f->path);
-        goto out;
-    }
-    if (e) {
-        size_t *c = e == RAGD_ETOOBIG ? &in->too_big
-                    : e == RAGD_EINVAL ? &in->not_utf8
-                                       : &in->unreadable;
-        ingest_skip(in, c, f->path, err);
-        ok = true;
-        goto out;
-    }
-    if (len == 0) {
-        ingest_skip(in, &in->empty, f->path, "empty file");
-        ok = true;
-        goto out;
-    }
-    doc = cli_doc_json(f, text, len);
     if (!doc) {
-        progress_clear(&in->prog);
-        fprintf(stderr, "ragd: out of memory encoding %s\n", f->path);
-        goto out;
+        ingest_fatal(in, "out of memory");
+        return false;
     }
     size_t n = strlen(doc);
-    if (cli_batch_full(&in->batch, n) && !ingest_send(in))
+    if ((cli_batch_full(&in->batch, n) || in->nqueued >= (size_t)in->o->batch) && !ingest_flush(in))
         goto out;
-    e = cli_batch_add(&in->batch, doc, n);
+    ragd_err e = cli_batch_add(&in->batch, doc, n);
     if (e == RAGD_ETOOBIG && in->batch.ndocs > 0) {
         /* Fits no partly filled request: send what is queued and retry alone. */
-        if (!ingest_send(in))
+        if (!ingest_flush(in))
             goto out;
         e = cli_batch_add(&in->batch, doc, n);
     }
     if (e == RAGD_ETOOBIG) {
-        ingest_skip(in, &in->too_big_json, f->path,
-                    "larger than one request may be once encoded as JSON");
+        char why[200];
+        snprintf(why, sizeof why,
+                 "over the server's limit of %zu bytes per request once encoded as JSON "
+                 "(RAGD_MAX_BODY_BYTES)",
+                 in->srv->max_body);
+        ingest_skip(in, &in->pass->too_big, f->path, why);
         ok = true;
         goto out;
     }
     if (e) {
-        progress_clear(&in->prog);
-        fprintf(stderr, "ragd: %s\n", ragd_strerror(e));
+        ingest_fatal(in, ragd_strerror(e));
         goto out;
     }
-    in->in_batch++;
+    in->queued[in->nqueued++] = (pending){
+        .file = f, .off = in->batch.body.len - n, .len = n, .change = change};
     ok = true;
 out:
-    free(text);
     free(doc);
+    return ok;
+}
+
+/* Reads one file and sends or queues it. Returns false on a failure that ends the run
+ * (message already printed). */
+static bool ingest_file(ingest *in, const cli_file *f)
+{
+    bool ok = false;
+    char *data = NULL;
+    size_t len = 0;
+    char err[256];
+    cli_pass *p = in->pass;
+    if (f->junk && !in->o->all) {
+        ingest_skip(in, &p->junk, f->path, NULL);
+        return true;
+    }
+    struct stat st;
+    bool have_stat = in->known && in->old_cache && stat(f->path, &st) == 0;
+    const char *remembered = have_stat ? stat_cache_hash(in->old_cache, f->path, &st) : NULL;
+    cli_known *same = remembered ? cli_known_find(in->known, f->id) : NULL;
+    if (same && strcmp(same->hash, remembered) == 0) {
+        /* untouched since the last round, and the server holds these bytes: not read again */
+        stat_cache_put(&in->new_cache, f->path, &st, remembered);
+        p->unchanged++;
+        in->prog.done++;
+        return true;
+    }
+    ragd_err e = cli_read_bytes(f->path, in->srv->max_body, &data, &len, err, sizeof err);
+    if (e == RAGD_ENOMEM) {
+        ingest_fatal(in, "out of memory reading a file");
+        goto out;
+    }
+    if (e == RAGD_ETOOBIG) {
+        char why[200];
+        snprintf(why, sizeof why, "larger than the server's limit of %zu bytes (RAGD_MAX_BODY_BYTES)",
+                 in->srv->max_body);
+        ingest_skip(in, &p->too_big, f->path, why);
+        ok = true;
+        goto out;
+    }
+    if (e) {
+        ingest_skip(in, &p->unreadable, f->path, err);
+        ok = true;
+        goto out;
+    }
+    size_t start = f->text_kind ? cli_text_start(data, len) : SIZE_MAX;
+    bool as_json = start != SIZE_MAX;
+    const char *send = as_json ? data + start : data;
+    size_t send_len = as_json ? len - start : len;
+    if (send_len == 0) {
+        ingest_skip(in, &p->empty, f->path, "empty file");
+        ok = true;
+        goto out;
+    }
+    cli_change change = CLI_CHANGE_ADDED;
+    if (in->known) {
+        /* The server keeps the SHA-256 of the bytes it was sent: the same bytes, no change. */
+        char hash[65];
+        hash_sha256_hex(send, send_len, hash);
+        if (have_stat)
+            stat_cache_put(&in->new_cache, f->path, &st, hash);
+        cli_known *k = cli_known_find(in->known, f->id);
+        if (k && strcmp(k->hash, hash) == 0) {
+            p->unchanged++;
+            in->prog.done++;
+            progress_draw(&in->prog);
+            ok = true;
+            goto out;
+        }
+        change = k ? CLI_CHANGE_CHANGED : CLI_CHANGE_ADDED;
+    }
+    ok = as_json ? ingest_json(in, f, send, send_len, change)
+                 : ingest_raw(in, f, send, send_len, change);
+out:
+    free(data);
+    return ok;
+}
+
+/* DELETE /api/dbs/DB/documents/ID; 404 counts as already gone. */
+static bool ingest_remove(ingest *in, const char *id)
+{
+    bool ok = false;
+    char err[512];
+    cli_response r;
+    cli_response_init(&r);
+    strbuf path;
+    strbuf_init(&path, 8192);
+    if (strbuf_appendf(&path, "/api/dbs/%s/documents/", in->srv->db) ||
+        cli_url_escape(&path, id, true)) {
+        ingest_fatal(in, "a document id is too long for a URL");
+        goto out;
+    }
+    cli_request q = {.method = "DELETE", .path = path.data, .timeout_s = CLI_SHORT_TIMEOUT_S};
+    if (cli_http_send(in->o->url, &q, &r, err, sizeof err) != RAGD_OK) {
+        ingest_fatal(in, err);
+        goto out;
+    }
+    if ((r.status < 200 || r.status >= 300) && r.status != 404) {
+        cli_http_error_message(&r, err, sizeof err);
+        ingest_fatal(in, err);
+        goto out;
+    }
+    in->pass->removed++;
+    ok = true;
+out:
+    strbuf_cleanup(&path);
+    cli_response_cleanup(&r);
     return ok;
 }
 
@@ -538,31 +863,53 @@ static void add_reason(strbuf *sb, size_t n, const char *what)
 
 static void ingest_summary(const ingest *in, const cli_walk *w)
 {
+    const cli_pass *p = in->pass;
     strbuf why;
     strbuf_init(&why, 1024);
-    add_reason(&why, w->unsupported, "unsupported type");
-    add_reason(&why, in->too_big + in->too_big_json, "too big");
-    add_reason(&why, in->not_utf8, "not UTF-8");
-    add_reason(&why, in->empty, "empty");
-    add_reason(&why, in->unreadable + w->errors, "unreadable");
+    add_reason(&why, p->junk, "not a document type");
+    add_reason(&why, p->too_big, "too big");
+    add_reason(&why, p->empty, "empty");
+    add_reason(&why, p->unreadable + w->errors, "unreadable");
     add_reason(&why, w->bad_name, "unusable name");
     add_reason(&why, w->dup_ids, "duplicate id");
     add_reason(&why, w->symlink_dirs, "symlinked folder");
-    fprintf(stderr, "ragd: %zu files: %zu sent, %zu skipped%s%s%s\n", in->prog.total, in->sent,
-            in->prog.skipped, why.len ? " (" : "", why.len ? why.data : "", why.len ? ")" : "");
+    char failed[64] = "";
+    if (p->failed)
+        snprintf(failed, sizeof failed, ", %zu failed", p->failed);
+    char unchanged[64] = "";
+    if (in->known)
+        snprintf(unchanged, sizeof unchanged, ", %zu unchanged", p->unchanged);
+    fprintf(stderr, "ragd: %zu files: %zu sent%s%s, %zu skipped%s%s%s\n", in->prog.total, p->sent,
+            unchanged, failed, in->prog.skipped, why.len ? " (" : "", why.len ? why.data : "",
+            why.len ? ")" : "");
     strbuf_cleanup(&why);
 }
 
-int cli_cmd_ingest(const cli_opts *o)
+/* True when SIGINT or SIGTERM waits (--watch blocks them to end between files). */
+static bool ingest_stop_requested(void)
+{
+    sigset_t pend;
+    return sigpending(&pend) == 0 && (sigismember(&pend, SIGINT) == 1 || sigismember(&pend, SIGTERM) == 1);
+}
+
+int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool show_progress,
+                    cli_stat_cache *cache, cli_pass *pass)
 {
     int status = CLI_EXIT_FAIL;
     char err[512];
     cli_walk w;
     cli_walk_init(&w);
+    w.id_prefix = o->id_prefix;
+    w.all = o->all;
+    cli_known_set known;
+    memset(&known, 0, sizeof known);
     ingest in;
     memset(&in, 0, sizeof in);
+    memset(pass, 0, sizeof *pass);
     in.o = o;
-    snprintf(in.db, sizeof in.db, "%s", o->db ? o->db : "default");
+    in.srv = srv;
+    in.pass = pass;
+    in.old_cache = cache;
     bool batch_ready = false;
 
     for (size_t i = 0; i < o->nargs; i++) {
@@ -576,37 +923,49 @@ int cli_cmd_ingest(const cli_opts *o)
         fprintf(stderr, "ragd: out of memory\n");
         goto out;
     }
-    if (w.n == 0) {
-        fprintf(stderr, "ragd: nothing to ingest: no supported files (.txt .text .md .markdown "
-                        ".html .htm) found, %zu skipped\n",
+    if (w.n == 0 && !sync) {
+        fprintf(stderr, "ragd: nothing to ingest: no files found, %zu skipped\n",
                 cli_walk_skipped(&w));
         goto out;
     }
-    if (cli_batch_init(&in.batch, o->db, (size_t)o->batch, CLI_BATCH_BYTES) != RAGD_OK) {
+    if (sync) {
+        if (!cli_known_fetch(o, srv->db, &known))
+            goto out;
+        in.known = &known;
+    }
+    in.queued = calloc((size_t)o->batch, sizeof *in.queued);
+    if (!in.queued ||
+        cli_batch_init(&in.batch, o->db, (size_t)o->batch, CLI_BATCH_BYTES, srv->max_body) != RAGD_OK) {
         fprintf(stderr, "ragd: out of memory\n");
         goto out;
     }
     batch_ready = true;
-    pthread_mutex_init(&in.mu, NULL);
-    pthread_cond_init(&in.cond, NULL);
-    if (!ingest_senders_start(&in)) {
-        fprintf(stderr, "ragd: out of memory\n");
-        goto out;
-    }
     in.prog.f = stderr;
-    in.prog.tty = isatty(STDERR_FILENO) == 1;
+    in.prog.tty = show_progress && isatty(STDERR_FILENO) == 1;
     in.prog.skipped = cli_walk_skipped(&w);
     in.prog.total = w.n + in.prog.skipped;
     in.prog.done = in.prog.skipped;
     progress_draw(&in.prog);
 
-    bool sent_all = true;
-    for (size_t i = 0; sent_all && i < w.n; i++)
-        sent_all = ingest_file(&in, &w.files[i]);
-    if (sent_all && in.batch.ndocs > 0)
-        sent_all = ingest_send(&in);
-    if (!ingest_senders_stop(&in) || !sent_all)
+    for (size_t i = 0; i < w.n; i++) {
+        cli_known *k = in.known ? cli_known_find(in.known, w.files[i].id) : NULL;
+        if (k)
+            k->present = true; /* a file has this id, sent or not: its document stays */
+        if (ingest_stop_requested()) {
+            ingest_fatal(&in, "interrupted");
+            goto out;
+        }
+        if (!ingest_file(&in, &w.files[i]))
+            goto out;
+    }
+    if (!ingest_flush(&in))
         goto out;
+    for (size_t i = 0; i < known.n; i++) {
+        /* under a walked root, no file any more: the file was deleted or moved away */
+        if (!known.docs[i].present && cli_walk_covers(&w, known.docs[i].id) &&
+            !ingest_remove(&in, known.docs[i].id))
+            goto out;
+    }
     if (in.prog.tty) {
         /* Leave the finished bar on screen. */
         progress_draw(&in.prog);
@@ -614,22 +973,52 @@ int cli_cmd_ingest(const cli_opts *o)
         in.prog.shown = false;
     }
     ingest_summary(&in, &w);
-    if (in.sent == 0) {
+    if (sync) {
+        printf("synced %s: %zu added, %zu changed, %zu unchanged, %zu removed%s\n", srv->db,
+               pass->added, pass->changed, pass->unchanged, pass->removed,
+               pass->failed ? " (some files failed: see above)" : "");
+    } else if (pass->sent > 0) {
+        printf("ingested %lld documents (%lld chunks, %lld duplicates) into %s\n", pass->documents,
+               pass->chunks, pass->duplicates, srv->db);
+    }
+    fflush(stdout);
+    if (pass->failed > 0) {
+        fprintf(stderr, "ragd: %zu files could not be ingested (see the errors above)\n", pass->failed);
+        goto out;
+    }
+    if (!sync && pass->sent == 0) {
         fprintf(stderr, "ragd: nothing to ingest: every file was skipped\n");
         goto out;
     }
-    printf("ingested %lld documents (%lld chunks, %lld duplicates) into %s\n", in.documents,
-           in.chunks, in.duplicates, in.db);
     status = CLI_EXIT_OK;
 out:
-    if (batch_ready) {
-        (void)ingest_senders_stop(&in); /* after a failure: the other request's answer */
-        pthread_cond_destroy(&in.cond);
-        pthread_mutex_destroy(&in.mu);
+    if (cache) { /* this round's files become the next round's memory */
+        cli_stat_cache_cleanup(cache);
+        *cache = in.new_cache;
+        if (cache->n > 1)
+            qsort(cache->e, cache->n, sizeof *cache->e, stat_entry_cmp);
+    } else {
+        cli_stat_cache_cleanup(&in.new_cache);
     }
     progress_clear(&in.prog);
     if (batch_ready)
         cli_batch_cleanup(&in.batch);
+    free(in.queued);
+    cli_known_cleanup(&known);
     cli_walk_cleanup(&w);
     return status;
+}
+
+int cli_cmd_ingest(const cli_opts *o)
+{
+    cli_server srv;
+    cli_server_info(o, &srv);
+    if (!srv.reached) {
+        fprintf(stderr, "ragd: %s\n", srv.error);
+        return CLI_EXIT_FAIL;
+    }
+    if (o->watch)
+        return cli_watch(o, &srv);
+    cli_pass pass;
+    return cli_ingest_pass(o, &srv, o->sync, true, NULL, &pass);
 }

@@ -19,12 +19,12 @@
 #define CLI_EXIT_USAGE 2
 #define CLI_EXIT_UNREACHABLE 2 /* `ragd health` only */
 
-#define CLI_MAX_FILE_BYTES ((size_t)10 * 1024 * 1024) /* RAGD_MAX_BODY_BYTES default */
-#define CLI_MAX_BODY_BYTES ((size_t)10 * 1024 * 1024) /* one ingest request, JSON-encoded */
+#define CLI_MAX_BODY_BYTES ((size_t)10 * 1024 * 1024) /* the server's RAGD_MAX_BODY_BYTES
+                                                           when /health does not say */
 #define CLI_BATCH_FILES 32
 #define CLI_BATCH_BYTES ((size_t)4 * 1024 * 1024)
 #define CLI_RESPONSE_CAP ((size_t)64 * 1024 * 1024)
-#define CLI_MAX_ID_CHARS 256
+#define CLI_MAX_ID_BYTES 256 /* RAG_INGEST_ID_MAX */
 #define CLI_MAX_DEPTH 64        /* directory nesting below one argument */
 #define CLI_MAX_FILES 1000000   /* files collected by one `ragd ingest` */
 #define CLI_SSE_LINE_CAP ((size_t)16 * 1024 * 1024)
@@ -45,6 +45,12 @@ enum {
     CLI_OPT_JSON = 1u << 5,
     CLI_OPT_BATCH = 1u << 6,
     CLI_OPT_REEMBED = 1u << 7, /* --embedder E, --model M, --wait, --status */
+    CLI_OPT_INGEST = 1u << 8,  /* --id-prefix P, --sync, --watch, --all */
+    CLI_OPT_EMBEDDER = 1u << 9, /* --embedder E alone (dbs create) */
+    CLI_OPT_CHUNKS = 1u << 10, /* --chunk-size N, --chunk-overlap N */
+    CLI_OPT_YES = 1u << 11,    /* --yes */
+    CLI_OPT_FORCE = 1u << 12,  /* --force */
+    CLI_OPT_DATA = 1u << 13,   /* --data DIR */
 };
 
 typedef struct {
@@ -57,6 +63,11 @@ typedef struct {
     const char *embedder; /* reembed: --embedder (NULL: not given) */
     const char *model;    /* reembed: --model (NULL: the server's choice) */
     bool wait, status_only; /* reembed: --wait, --status */
+    const char *id_prefix; /* ingest: --id-prefix (NULL: none) */
+    bool sync, watch, all;  /* ingest: --sync, --watch (implies sync), --all */
+    bool yes, force;        /* dbs rm: --yes; backup: --force */
+    const char *data_dir;   /* backup: --data DIR (NULL: $RAGD_DATA_DIR, else ./data) */
+    int chunk_size, chunk_overlap; /* dbs create (0: the server's default; overlap -1: default) */
     const char **args;  /* positional arguments (pointers into argv), heap array */
     size_t nargs;
 } cli_opts;
@@ -76,15 +87,30 @@ bool cli_valid_db_name(const char *s);
 /* ---- walking folders (cli_walk.c) ---- */
 
 typedef struct {
-    char *path;         /* as opened: the argument, or argument + "/" + id */
-    char *id;           /* relative to the argument; the file name for a file argument */
-    const char *format; /* "text" | "markdown" | "html" (static) */
+    char *path;               /* as opened: the argument, or argument + "/" + relative path */
+    char *id;                 /* --id-prefix + the path relative to the argument's parent folder
+                                 (the file name for a file argument) */
+    const char *format;       /* JSON "format" ("text" | "markdown" | "html"), NULL: none is sent
+                                 and the server decides by the source's name (static) */
+    const char *content_type; /* the Content-Type of a raw body, by extension (static) */
+    bool text_kind;           /* a kind that goes in a JSON batch when it is valid UTF-8 */
+    bool junk;                /* not a document type (pictures, archives...): skipped unless --all */
 } cli_file;
 
+/* Where one PATH argument puts its documents in the id space: a folder's files have ids
+ * starting with `id` ("P" + "docs/"), a file argument has exactly `id`. */
 typedef struct {
+    char *id;
+    bool is_dir;
+} cli_root;
+
+typedef struct {
+    const char *id_prefix; /* --id-prefix (NULL: none); set before cli_walk_add, borrowed */
+    bool all;              /* --all: junk types are sent too */
     cli_file *files;
     size_t n, alloc;
-    size_t unsupported;  /* regular files with another extension (counted, not reported) */
+    cli_root *roots;
+    size_t nroots, roots_alloc;
     size_t hidden;       /* dot entries not entered (not counted as skipped files) */
     size_t symlink_dirs; /* symbolic links to directories: not followed */
     size_t bad_name;     /* names that cannot be a document id (warned) */
@@ -92,27 +118,45 @@ typedef struct {
     size_t errors;       /* unreadable directories, special files, too deep (warned) */
 } cli_walk;
 
-/* The document format for a file name by its extension (case-insensitive), or NULL when the
- * extension is not one ragd ingests. The result is a static string. */
+/* Fills f->format, content_type, text_kind and junk from the extension of name
+ * (case-insensitive). No extension: a text kind with no format (the server decides);
+ * an unknown one: raw application/octet-stream (the server sniffs the bytes). */
+void cli_kind_of(const char *name, cli_file *f);
+
+/* The JSON format of a text kind by extension ("text" | "markdown" | "html"), or NULL when
+ * the file is not sent with a format (no or another extension). Static. */
 const char *cli_format_for(const char *name);
 
-/* True when id can be a document id: 1..256 UTF-8 characters, no control characters. */
+/* True when id can be a document id: 1..256 bytes of UTF-8, no control characters. */
 bool cli_valid_id(const char *id);
 
 void cli_walk_init(cli_walk *w);
 void cli_walk_cleanup(cli_walk *w);
-/* Adds the file `arg`, or every supported file under the folder `arg` (recursively, in name
+/* Adds the file `arg`, or every regular file under the folder `arg` (recursively, in name
  * order, skipping dot entries and symbolic links to folders; the argument itself is followed
- * even when it is a link or starts with '.', since the user named it). Warnings for skipped
- * entries go to `warn` (may be NULL). Returns RAGD_ENOTFOUND with a message when arg cannot
- * be accessed, RAGD_ETOOBIG past CLI_MAX_FILES, RAGD_ENOMEM. */
+ * even when it is a link or starts with '.', since the user named it), and records the
+ * argument's root. Warnings for skipped entries go to `warn` (may be NULL). Returns
+ * RAGD_ENOTFOUND with a message when arg cannot be accessed, RAGD_ETOOBIG past
+ * CLI_MAX_FILES, RAGD_ENOMEM. */
 ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_t errlen);
+/* True when a document id falls under one of the walked arguments (a folder's id prefix,
+ * or a file argument's exact id): what --sync may remove when no file has it any more. */
+bool cli_walk_covers(const cli_walk *w, const char *id);
 /* Drops every file whose id an earlier file already has (counted in dup_ids, warned). */
 ragd_err cli_walk_dedupe(cli_walk *w, FILE *warn);
 /* Files the walk decided not to send, from every cause. */
 size_t cli_walk_skipped(const cli_walk *w);
 
 /* ---- ingest (cli_ingest.c) ---- */
+
+/* Reads a whole regular file of at most `max` bytes into a malloc'd NUL-terminated buffer,
+ * as it is. RAGD_ETOOBIG when it is larger (checked on fstat and while reading), RAGD_EIO
+ * when it cannot be read, RAGD_ENOMEM (message in err). */
+ragd_err cli_read_bytes(const char *path, size_t max, char **out, size_t *len, char *err,
+                        size_t errlen);
+/* Where the text of data[0..n) starts once a UTF-8 byte-order mark is dropped (0 or 3), or
+ * SIZE_MAX when the rest is not valid UTF-8 (a NUL byte counts as invalid). */
+size_t cli_text_start(const char *data, size_t n);
 
 /* Reads a whole regular file of at most `max` bytes into a malloc'd NUL-terminated buffer,
  * dropping a leading UTF-8 byte-order mark. Returns RAGD_ETOOBIG when the file is larger,
@@ -127,14 +171,16 @@ char *cli_doc_json(const cli_file *f, const char *text, size_t len);
 
 /* One ingest request being assembled: {"db":…,"documents":[doc,doc,…]}. */
 typedef struct {
-    strbuf body;      /* capped at CLI_MAX_BODY_BYTES (minus the closing "]}") */
+    strbuf body;      /* capped at body_cap (minus the closing "]}") */
+    size_t body_cap;  /* the server's RAGD_MAX_BODY_BYTES */
     size_t ndocs;
     size_t max_docs;  /* flush after this many documents */
     size_t max_bytes; /* flush before the body would pass this size */
     char *prefix;     /* {"db":"x","documents":[ */
 } cli_batch;
 
-ragd_err cli_batch_init(cli_batch *b, const char *db, size_t max_docs, size_t max_bytes);
+ragd_err cli_batch_init(cli_batch *b, const char *db, size_t max_docs, size_t max_bytes,
+                        size_t body_cap);
 void cli_batch_cleanup(cli_batch *b);
 /* True when a document of n encoded bytes must go into the next request: this one holds
  * max_docs documents already, or is non-empty and would pass max_bytes. */
@@ -152,7 +198,76 @@ void cli_batch_reset(cli_batch *b);
 void cli_progress_format(char *buf, size_t buflen, size_t done, size_t total, size_t skipped,
                          int width);
 
+/* What the server allows, from GET /health (cli_server_info). */
+typedef struct {
+    bool reached;    /* /health answered at all (else `error` says why) */
+    size_t max_body; /* limits.max_body_bytes, else CLI_MAX_BODY_BYTES */
+    char db[65];     /* --db, else the server's default_db, else "default" */
+    char error[512];
+} cli_server;
+
+void cli_server_info(const cli_opts *o, cli_server *srv);
+
+/* The documents of a collection, sorted by id (for --sync). */
+typedef struct {
+    char *id;
+    char hash[65];  /* content_hash: SHA-256 hex of the bytes the server was sent */
+    bool present;   /* a walked file has this id */
+} cli_known;
+
+typedef struct {
+    cli_known *docs;
+    size_t n, alloc;
+} cli_known_set;
+
+/* Lists every document of collection db (GET /api/dbs/DB/documents, page after page; a
+ * missing collection holds nothing). False after printing why. */
+bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k);
+cli_known *cli_known_find(const cli_known_set *k, const char *id);
+void cli_known_cleanup(cli_known_set *k);
+
+typedef enum { CLI_CHANGE_ADDED, CLI_CHANGE_CHANGED } cli_change;
+
+/* What one ingest or sync pass did. */
+typedef struct {
+    size_t sent, failed;                       /* files the server took; refused (422, 415, 413) */
+    size_t added, changed, unchanged, removed; /* --sync */
+    size_t junk, too_big, empty, unreadable;   /* skipped while reading */
+    long long documents, chunks, duplicates;   /* sums of the server's answers */
+} cli_pass;
+
+/* What --watch remembers of each file between rounds: a file whose inode, size, mtime and
+ * ctime are unchanged has the same bytes, so its hash is taken from here instead of reading
+ * it again (git's index does the same). Entries sorted by path. */
+typedef struct {
+    char *path;
+    unsigned long long dev, ino, size;
+    long long mtime_s, mtime_ns, ctime_s, ctime_ns;
+    char hash[65];
+} cli_stat_entry;
+
+typedef struct {
+    cli_stat_entry *e;
+    size_t n, alloc;
+} cli_stat_cache;
+
+void cli_stat_cache_cleanup(cli_stat_cache *c);
+
+/* One pass of `ragd ingest` over o->args: walk, (sync: list the collection, skip files whose
+ * bytes it holds, remove documents whose files are gone), send. Prints per-file errors, a
+ * summary on stderr and one result line on stdout. cache (sync only, may be NULL) is read
+ * and replaced by this pass's files. Returns the exit status: 1 when a file
+ * failed, a fatal error ended the pass, or (without sync) nothing was sent. */
+int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool show_progress,
+                    cli_stat_cache *cache, cli_pass *pass);
+
 int cli_cmd_ingest(const cli_opts *o);
+
+/* ---- watch (cli_watch.c) ---- */
+
+/* `ragd ingest --watch`: a sync, then another after each burst of changes under the
+ * arguments (inotify, debounced), until SIGINT or SIGTERM (exit 0). */
+int cli_watch(const cli_opts *o, const cli_server *srv);
 
 /* ---- HTTP (cli_http.c) ---- */
 
@@ -179,6 +294,27 @@ ragd_err cli_http(const char *base_url, const char *path, const char *body, size
                   long timeout_s, cli_stream_fn on_stream, void *ud, cli_response *r, char *err,
                   size_t errlen);
 
+/* One request: cli_http's arguments plus a method ("GET", "POST", "DELETE") and the body's
+ * Content-Type (NULL: application/json). A body is sent whenever it is non-NULL. */
+typedef struct {
+    const char *method;
+    const char *path; /* percent-encoded as needed (cli_path_escape) */
+    const char *body;
+    size_t len;
+    const char *content_type;
+    long timeout_s;
+    cli_stream_fn on_stream;
+    void *ud;
+} cli_request;
+
+/* cli_http with every choice spelled out; same returns. */
+ragd_err cli_http_send(const char *base_url, const cli_request *q, cli_response *r, char *err,
+                       size_t errlen);
+
+/* Appends s to sb percent-encoded for a URL path (keep_slash: '/' stays) or a query value:
+ * everything but [A-Za-z0-9-._~] (and '/') becomes %XX. RAGD_ETOOBIG past sb's cap. */
+ragd_err cli_url_escape(strbuf *sb, const char *s, bool keep_slash);
+
 /* The one-line message for a non-2xx answer: the server's error.message and the status,
  * e.g. "collection 'x' does not exist (HTTP 404 db_not_found)". */
 void cli_http_error_message(const cli_response *r, char *out, size_t outlen);
@@ -193,11 +329,23 @@ json_t *cli_answer_object(const cli_response *r);
 json_t *cli_request_object(const cli_opts *o, const char *path, const char *body, long timeout_s,
                            cli_response *r, bool *reached);
 
-/* ---- query, dbs, health (cli_query.c) ---- */
+/* ---- query, health (cli_query.c) ---- */
 
+/* Prints a raw answer body on stdout, ending it with a newline. */
+void cli_print_raw(const cli_response *r);
 int cli_cmd_query(const cli_opts *o);
-int cli_cmd_dbs(const cli_opts *o);
 int cli_cmd_health(const cli_opts *o);
+
+/* ---- dbs, docs, rm (cli_dbs.c) ---- */
+
+int cli_cmd_dbs(const cli_opts *o);
+int cli_cmd_docs(const cli_opts *o);
+int cli_cmd_rm(const cli_opts *o);
+
+/* ---- config (cli_config.c), backup (cli_backup.c) ---- */
+
+int cli_cmd_config(const cli_opts *o);
+int cli_cmd_backup(const cli_opts *o);
 
 /* ---- reembed (cli_reembed.c) ---- */
 

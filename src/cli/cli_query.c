@@ -1,12 +1,11 @@
-/* `ragd query`, `ragd dbs`, `ragd health`. */
+/* `ragd query`, `ragd health`. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli_int.h"
 
-/* Prints a raw answer body, ending it with a newline. */
-static void print_raw(const cli_response *r)
+void cli_print_raw(const cli_response *r)
 {
     if (r->body.len > 0) {
         fwrite(r->body.data, 1, r->body.len, stdout);
@@ -226,66 +225,13 @@ int cli_cmd_query(const cli_opts *o)
     if (!resp)
         goto out;
     if (o->json)
-        print_raw(&r);
+        cli_print_raw(&r);
     else
         print_answer(resp);
     status = CLI_EXIT_OK;
 out:
     json_decref(resp);
     free(body);
-    cli_response_cleanup(&r);
-    return status;
-}
-
-/* ---- dbs ---- */
-
-int cli_cmd_dbs(const cli_opts *o)
-{
-    int status = CLI_EXIT_FAIL;
-    cli_response r;
-    cli_response_init(&r);
-    json_t *resp = cli_request_object(o, "/api/dbs", NULL, CLI_SHORT_TIMEOUT_S, &r, NULL);
-    if (!resp)
-        goto out;
-    if (o->json) {
-        print_raw(&r);
-        status = CLI_EXIT_OK;
-        goto out;
-    }
-    json_t *dbs = json_object_get(resp, "dbs");
-    if (!json_is_array(dbs)) {
-        fprintf(stderr, "ragd: the server's answer has no \"dbs\" list\n");
-        goto out;
-    }
-    /* Column widths from the data, at least the header's. */
-    int wname = 4, wdocs = 9, wchunks = 6;
-    size_t i;
-    json_t *d;
-    json_array_foreach(dbs, i, d) {
-        const char *name = json_string_value(json_object_get(d, "name"));
-        char num[32];
-        int len = name ? (int)strlen(name) : 1;
-        if (len > wname)
-            wname = len > 64 ? 64 : len;
-        len = snprintf(num, sizeof num, "%lld", json_integer_value(json_object_get(d, "documents")));
-        if (len > wdocs)
-            wdocs = len;
-        len = snprintf(num, sizeof num, "%lld", json_integer_value(json_object_get(d, "chunks")));
-        if (len > wchunks)
-            wchunks = len;
-    }
-    printf("%-*s  %*s  %*s  %s\n", wname, "NAME", wdocs, "DOCUMENTS", wchunks, "CHUNKS",
-           "EMBED_MODEL");
-    json_array_foreach(dbs, i, d) {
-        const char *name = json_string_value(json_object_get(d, "name"));
-        const char *model = json_string_value(json_object_get(d, "embed_model"));
-        printf("%-*s  %*lld  %*lld  %s\n", wname, name ? name : "?", wdocs,
-               json_integer_value(json_object_get(d, "documents")), wchunks,
-               json_integer_value(json_object_get(d, "chunks")), model ? model : "-");
-    }
-    status = CLI_EXIT_OK;
-out:
-    json_decref(resp);
     cli_response_cleanup(&r);
     return status;
 }

@@ -9,24 +9,98 @@
 #include "cli/cli_int.h"
 #include "util/utf8.h"
 
+/* What a file is by its extension (case-insensitive; a trailing ".gz" is a gzip stream
+ * whatever it wraps). Text kinds go as JSON when they are valid UTF-8. */
 static const struct {
     const char *ext;
-    const char *format;
-} formats[] = {
-    {".txt", "text"},          {".text", "text"}, {".md", "markdown"},
-    {".markdown", "markdown"}, {".html", "html"}, {".htm", "html"},
+    const char *format;       /* JSON "format", NULL: the server decides by the source name */
+    const char *content_type; /* as a raw body */
+    bool text_kind;
+} kinds[] = {
+    {".txt", "text", "text/plain", true},
+    {".text", "text", "text/plain", true},
+    {".md", "markdown", "text/markdown", true},
+    {".markdown", "markdown", "text/markdown", true},
+    {".html", "html", "text/html", true},
+    {".htm", "html", "text/html", true},
+    {".rst", NULL, "text/x-rst", true},
+    {".rest", NULL, "text/x-rst", true},
+    {".pdf", NULL, "application/pdf", false},
+    {".docx", NULL, "application/vnd.openxmlformats-officedocument.wordprocessingml.document", false},
+    {".odt", NULL, "application/vnd.oasis.opendocument.text", false},
+    {".epub", NULL, "application/epub+zip", false},
+    {".gz", NULL, "application/gzip", false},
 };
+
+/* Extensions of files that are never documents (pictures, sound, video, archives other
+ * than gzip, compiled code, fonts, databases): skipped unless --all, so a folder of docs
+ * with its images does not end in a pile of per-file refusals. */
+static const char *const junk_exts[] = {
+    ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".tif", ".tiff", ".psd",
+    ".mp3", ".ogg", ".oga", ".flac", ".wav", ".mp4", ".mkv", ".avi", ".mov", ".webm",
+    ".zip", ".tar", ".tgz", ".xz", ".bz2", ".zst", ".7z", ".rar", ".jar", ".deb", ".rpm",
+    ".o", ".a", ".so", ".pyc", ".class", ".exe", ".dll", ".wasm", ".bin",
+    ".woff", ".woff2", ".ttf", ".otf", ".sqlite", ".db", ".dvi",
+};
+
+/* True when the extension at dot (".png") is one of junk_exts. */
+static bool cli_junk_ext(const char *dot, size_t len)
+{
+    for (size_t i = 0; i < sizeof junk_exts / sizeof junk_exts[0]; i++) {
+        if (strlen(junk_exts[i]) == len && strncasecmp(dot, junk_exts[i], len) == 0)
+            return true;
+    }
+    return false;
+}
+
+void cli_kind_of(const char *name, cli_file *f)
+{
+    const char *slash = strrchr(name, '/');
+    const char *base = slash ? slash + 1 : name;
+    const char *dot = strrchr(base, '.');
+    f->format = "text";
+    f->content_type = "application/octet-stream";
+    f->text_kind = false;
+    f->junk = false;
+    if (!dot || dot == base) {
+        /* no extension (README, copyright) or a bare dot name: text when it reads as UTF-8 */
+        f->format = NULL;
+        f->text_kind = true;
+        return;
+    }
+    bool known = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0] && !known; i++) {
+        if (strcasecmp(dot, kinds[i].ext) == 0) {
+            f->format = kinds[i].format;
+            f->content_type = kinds[i].content_type;
+            f->text_kind = kinds[i].text_kind;
+            known = true;
+        }
+    }
+    if (strcasecmp(dot, ".gz") == 0) {
+        /* a compressed picture or archive (x.tar.gz, y.dvi.gz) is still no document */
+        const char *inner = dot;
+        while (inner > base && inner[-1] != '.')
+            inner--;
+        if (inner > base + 1)
+            f->junk = cli_junk_ext(inner - 1, (size_t)(dot - inner + 1));
+        return;
+    }
+    if (known)
+        return;
+    f->junk = cli_junk_ext(dot, strlen(dot));
+    /* An unknown extension (.c, .json, changelog.Debian): the bytes decide. Valid UTF-8 goes
+     * in a JSON batch without a format (the server reads the source name, then the text);
+     * anything else goes raw as application/octet-stream, for the server to sniff. */
+    f->format = NULL;
+    f->text_kind = !f->junk;
+}
 
 const char *cli_format_for(const char *name)
 {
-    const char *dot = strrchr(name, '.');
-    if (!dot || dot == name)
-        return NULL; /* no extension, or a bare dot file such as ".md" */
-    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
-        if (strcasecmp(dot, formats[i].ext) == 0)
-            return formats[i].format;
-    }
-    return NULL;
+    cli_file f;
+    cli_kind_of(name, &f);
+    return f.text_kind ? f.format : NULL;
 }
 
 bool cli_valid_id(const char *id)
@@ -45,7 +119,7 @@ bool cli_valid_id(const char *id)
             (unsigned char)id[i + 1] <= 0x9F)
             return false;
     }
-    return utf8_length(id, n) <= CLI_MAX_ID_CHARS;
+    return n <= CLI_MAX_ID_BYTES;
 }
 
 void cli_walk_init(cli_walk *w) { memset(w, 0, sizeof *w); }
@@ -57,12 +131,19 @@ void cli_walk_cleanup(cli_walk *w)
         free(w->files[i].id);
     }
     free(w->files);
+    for (size_t i = 0; i < w->nroots; i++)
+        free(w->roots[i].id);
+    free(w->roots);
+    const char *prefix = w->id_prefix;
+    bool all = w->all;
     cli_walk_init(w);
+    w->id_prefix = prefix; /* settings survive, so a walk can be run again (--watch) */
+    w->all = all;
 }
 
 size_t cli_walk_skipped(const cli_walk *w)
 {
-    return w->unsupported + w->symlink_dirs + w->bad_name + w->dup_ids + w->errors;
+    return w->symlink_dirs + w->bad_name + w->dup_ids + w->errors;
 }
 
 /* Prints one warning line, "ragd: warning: ...", when f is set. */
@@ -88,7 +169,7 @@ static char *cli_join(const char *dir, const char *name)
 }
 
 /* Takes ownership of path and id (freed on failure). */
-static ragd_err cli_walk_push(cli_walk *w, char *path, char *id, const char *format)
+static ragd_err cli_walk_push(cli_walk *w, char *path, char *id)
 {
     ragd_err e = RAGD_OK;
     if (w->n >= CLI_MAX_FILES) {
@@ -105,7 +186,11 @@ static ragd_err cli_walk_push(cli_walk *w, char *path, char *id, const char *for
         w->files = nf;
         w->alloc = na;
     }
-    w->files[w->n++] = (cli_file){.path = path, .id = id, .format = format};
+    cli_file *f = &w->files[w->n++];
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    f->id = id;
+    cli_kind_of(id, f);
     return RAGD_OK;
 fail:
     free(path);
@@ -113,28 +198,37 @@ fail:
     return e;
 }
 
-/* A regular file found at `path` whose id would be `id` (both borrowed). */
+/* prefix + rest, malloc'd. */
+static char *cli_concat(const char *prefix, const char *rest)
+{
+    size_t pl = strlen(prefix), rl = strlen(rest);
+    char *p = malloc(pl + rl + 1);
+    if (p) {
+        memcpy(p, prefix, pl);
+        memcpy(p + pl, rest, rl + 1);
+    }
+    return p;
+}
+
+/* A regular file found at `path` whose id (before --id-prefix) would be `id` (both borrowed). */
 static ragd_err cli_walk_file(cli_walk *w, const char *path, const char *id, FILE *warn)
 {
-    const char *format = cli_format_for(id);
-    if (!format) {
-        w->unsupported++;
-        return RAGD_OK;
-    }
-    if (!cli_valid_id(id)) {
+    char *full = cli_concat(w->id_prefix ? w->id_prefix : "", id);
+    if (!full)
+        return RAGD_ENOMEM;
+    if (!cli_valid_id(full)) {
+        free(full);
         w->bad_name++;
         cli_warn(warn, "name is not usable as a document id (not UTF-8, control characters "
-                       "or over 256 characters)", path);
+                       "or over 256 bytes)", path);
         return RAGD_OK;
     }
     char *p = strdup(path);
-    char *i = strdup(id);
-    if (!p || !i) {
-        free(p);
-        free(i);
+    if (!p) {
+        free(full);
         return RAGD_ENOMEM;
     }
-    return cli_walk_push(w, p, i, format);
+    return cli_walk_push(w, p, full);
 }
 
 static int cli_name_cmp(const void *a, const void *b)
@@ -266,6 +360,50 @@ static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int 
     return e;
 }
 
+/* The name a folder argument gives its files' ids: its last component ("docs/" -> "docs"),
+ * that of its real path for "." or ".." ("" for the root folder). malloc'd. */
+static char *cli_root_name(const char *arg)
+{
+    size_t n = strlen(arg);
+    while (n > 1 && arg[n - 1] == '/')
+        n--;
+    size_t start = n;
+    while (start > 0 && arg[start - 1] != '/')
+        start--;
+    char *name = strndup(arg + start, n - start);
+    if (!name)
+        return NULL;
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strcmp(name, "/") == 0 || !name[0]) {
+        free(name);
+        char *real = realpath(arg, NULL);
+        if (!real)
+            return NULL;
+        const char *slash = strrchr(real, '/');
+        name = strdup(slash ? slash + 1 : real);
+        free(real);
+    }
+    return name;
+}
+
+/* Records where an argument's documents live in the id space (for --sync). */
+static ragd_err cli_walk_root(cli_walk *w, char *id, bool is_dir)
+{
+    if (!id)
+        return RAGD_ENOMEM;
+    if (w->nroots == w->roots_alloc) {
+        size_t na = w->roots_alloc ? w->roots_alloc * 2 : 8;
+        cli_root *nr = realloc(w->roots, na * sizeof *nr);
+        if (!nr) {
+            free(id);
+            return RAGD_ENOMEM;
+        }
+        w->roots = nr;
+        w->roots_alloc = na;
+    }
+    w->roots[w->nroots++] = (cli_root){.id = id, .is_dir = is_dir};
+    return RAGD_OK;
+}
+
 ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_t errlen)
 {
     struct stat st;
@@ -274,14 +412,24 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
                  arg[0] ? strerror(errno) : "empty path");
         return RAGD_ENOTFOUND;
     }
+    const char *prefix = w->id_prefix ? w->id_prefix : "";
     ragd_err e;
     if (S_ISDIR(st.st_mode)) {
-        e = cli_walk_dir(w, arg, "", 0, warn);
+        /* Ids keep the folder's own name: `a/ b/` give a/x.html and b/x.html. */
+        char *name = cli_root_name(arg);
+        char *rel = name && name[0] ? cli_join(name, "") : (name ? strdup("") : NULL);
+        e = rel ? cli_walk_root(w, cli_concat(prefix, rel), true) : RAGD_ENOMEM;
+        if (!e)
+            e = cli_walk_dir(w, arg, rel, 0, warn);
+        free(name);
+        free(rel);
     } else if (S_ISREG(st.st_mode)) {
         /* The id of a file argument is its last path component. */
         const char *base = strrchr(arg, '/');
         base = base ? base + 1 : arg;
-        e = cli_walk_file(w, arg, base, warn);
+        e = cli_walk_root(w, cli_concat(prefix, base), false);
+        if (!e)
+            e = cli_walk_file(w, arg, base, warn);
     } else {
         snprintf(err, errlen, "cannot ingest '%s': not a regular file or folder", arg);
         return RAGD_ENOTFOUND;
@@ -291,6 +439,16 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
     else if (e)
         snprintf(err, errlen, "%s", ragd_strerror(e));
     return e;
+}
+
+bool cli_walk_covers(const cli_walk *w, const char *id)
+{
+    for (size_t i = 0; i < w->nroots; i++) {
+        const cli_root *r = &w->roots[i];
+        if (r->is_dir ? strncmp(id, r->id, strlen(r->id)) == 0 : strcmp(id, r->id) == 0)
+            return true;
+    }
+    return false;
 }
 
 static const cli_walk *sort_walk; /* qsort has no user pointer; single-threaded CLI */

@@ -147,10 +147,10 @@ void handlers_dbs_delete(http_request *req) { http_defer(req, dbs_delete_work); 
 
 static json_t *dbs_document_json(const store_document *d)
 {
-    return json_pack("{s:s, s:s?, s:o, s:I, s:I, s:s, s:s, s:s}", "id", d->doc_id, "source", d->source, "metadata",
-                     handlers_metadata(d->metadata_json), "chunks", (json_int_t)d->chunks, "version",
-                     (json_int_t)d->version, "content_hash", d->content_hash, "created_at", d->created_at,
-                     "updated_at", d->updated_at);
+    return json_pack("{s:s, s:s?, s:o, s:I, s:I, s:I, s:s, s:s, s:s}", "id", d->doc_id, "source", d->source, "metadata",
+                     handlers_metadata(d->metadata_json), "chunks", (json_int_t)d->chunks, "text_bytes",
+                     (json_int_t)d->text_bytes, "version", (json_int_t)d->version, "content_hash", d->content_hash,
+                     "created_at", d->created_at, "updated_at", d->updated_at);
 }
 
 /* The listing is written in pages straight into a chunked response, so the memory it takes
@@ -210,6 +210,8 @@ static void docs_write_document(jsonw *w, const store_document *d)
     jsonw_raw(w, m);
     jsonw_key(w, "chunks");
     jsonw_int(w, d->chunks);
+    jsonw_key(w, "text_bytes");
+    jsonw_int(w, d->text_bytes);
     jsonw_key(w, "version");
     jsonw_int(w, d->version);
     jsonw_key(w, "content_hash");

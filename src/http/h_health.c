@@ -201,6 +201,9 @@ void handlers_health(http_request *req)
     }
     json_t *body = json_pack("{s:s, s:o, s:s, s:f}", "status", healthy ? "healthy" : "degraded", "services", services,
                              "timestamp", ts, "uptime_s", (clock_now_ms() - a->started_ms) / 1000.0);
+    /* what a client needs before it sends: `ragd ingest` sizes its requests by these */
+    json_object_set_new(body, "default_db", json_string(a->cfg.default_db));
+    json_object_set_new(body, "limits", json_pack("{s:I}", "max_body_bytes", (json_int_t)a->cfg.max_body_bytes));
     http_reply_json(req, 200, body);
 }
 

@@ -631,8 +631,14 @@ static ragd_err rag_op_prompt(rag_query_op *q)
 static char *rag_op_extractive(const rag_query_op *q)
 {
     if (q->res.n == 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "No relevant passages were found in collection '%s'.", q->coll.name);
+        char msg[320];
+        if (q->coll.documents == 0) /* say how to fill it: the question was not the problem */
+            snprintf(msg, sizeof msg,
+                     "No relevant passages were found in collection '%s': it holds no documents yet. Add some "
+                     "with: ragd ingest PATH --db %s",
+                     q->coll.name, q->coll.name);
+        else
+            snprintf(msg, sizeof msg, "No relevant passages were found in collection '%s'.", q->coll.name);
         return strdup(msg);
     }
     extract_passage *ps = calloc(q->res.n, sizeof *ps);
@@ -1062,7 +1068,10 @@ static void rag_step_lookup(void *arg)
     ragd_err rc = store_collection_get(r, q->req.db, &q->coll);
     store_reader_release(r);
     if (rc == RAGD_ENOTFOUND) {
-        rag_op_finish(q, RAG_E_NOT_FOUND, "collection '%s' does not exist", q->req.db);
+        rag_op_finish(q, RAG_E_NOT_FOUND,
+                      "collection '%s' does not exist: ingesting creates it (ragd ingest PATH --db %s, or POST "
+                      "/api/ingest)",
+                      q->req.db, q->req.db);
         return;
     }
     if (rc) {

@@ -158,16 +158,17 @@ typedef struct {
     pthread_t th;
     int expect;                  /* connections to serve */
     const char *answers[SRV_MAX]; /* full raw responses; NULL: the ingest echo */
+    const char *health;          /* the answer to GET /health (not counted); NULL: defaults */
     char *bodies[SRV_MAX];       /* request bodies received */
     char *heads[SRV_MAX];        /* request heads received */
     int got;
 } fake_srv;
 
-/* Answers an ingest body with its own document count. */
+/* Answers an ingest body with its own document count (a raw body is one document). */
 static char *ingest_echo(const char *body)
 {
     json_t *root = json_loads(body, 0, NULL);
-    size_t n = json_array_size(json_object_get(root, "documents"));
+    size_t n = root ? json_array_size(json_object_get(root, "documents")) : 1;
     const char *db = json_string_value(json_object_get(root, "db"));
     char payload[256], *out = malloc(512);
     snprintf(payload, sizeof payload,
@@ -180,6 +181,8 @@ static char *ingest_echo(const char *body)
     json_decref(root);
     return out;
 }
+
+static char *json_answer(int status, const char *reason, const char *body);
 
 static void *srv_main(void *ud)
 {
@@ -210,6 +213,19 @@ static void *srv_main(void *ud)
                 break;
         }
         buf[len] = '\0';
+        if (strncmp(buf, "GET /health ", 12) == 0 && (!s->answers[i] || s->health)) {
+            /* `ragd ingest` asks for the limits first: answered aside, not counted */
+            char *h = json_answer(200, "OK", s->health ? s->health
+                                                       : "{\"default_db\":\"default\",\"limits\":"
+                                                         "{\"max_body_bytes\":10485760}}");
+            ssize_t hw = write(c, h, strlen(h));
+            (void)hw;
+            free(h);
+            free(buf);
+            close(c);
+            i--;
+            continue;
+        }
         s->heads[i] = strndup(buf, head_end);
         s->bodies[i] = strdup(buf + head_end);
         char *echo = s->answers[i] ? NULL : ingest_echo(s->bodies[i]);
@@ -294,6 +310,78 @@ static void test_format_for(void **state)
     assert_null(cli_format_for("a."));
 }
 
+static void test_kind_of(void **state)
+{
+    cli_file f;
+    cli_kind_of("x/a.PDF", &f);
+    assert_false(f.text_kind);
+    assert_false(f.junk);
+    assert_string_equal(f.content_type, "application/pdf");
+    cli_kind_of("a.docx", &f);
+    assert_string_equal(f.content_type,
+                        "application/vnd.openxmlformats-officedocument.wordprocessingml.document");
+    cli_kind_of("a.odt", &f);
+    assert_string_equal(f.content_type, "application/vnd.oasis.opendocument.text");
+    cli_kind_of("a.epub", &f);
+    assert_string_equal(f.content_type, "application/epub+zip");
+    cli_kind_of("changelog.Debian.gz", &f);
+    assert_false(f.text_kind);
+    assert_string_equal(f.content_type, "application/gzip");
+    assert_false(f.junk);
+    cli_kind_of("tests.TAR.gz", &f); /* a compressed archive or picture is no document */
+    assert_true(f.junk);
+    cli_kind_of("refcard.dvi.gz", &f);
+    assert_true(f.junk);
+    cli_kind_of(".gz", &f);
+    assert_false(f.junk);
+    cli_kind_of("x/.hidden.gz", &f);
+    assert_false(f.junk);
+    cli_kind_of("doc/README", &f); /* no extension: text if UTF-8, else sniffed */
+    assert_true(f.text_kind);
+    assert_null(f.format);
+    assert_string_equal(f.content_type, "application/octet-stream");
+    cli_kind_of("a.rst", &f);
+    assert_true(f.text_kind);
+    assert_null(f.format); /* the server knows .rst by the source name */
+    assert_string_equal(f.content_type, "text/x-rst");
+    cli_kind_of("main.c", &f); /* unknown: text if UTF-8, else sniffed */
+    assert_true(f.text_kind);
+    assert_false(f.junk);
+    assert_string_equal(f.content_type, "application/octet-stream");
+    cli_kind_of("logo.PNG", &f);
+    assert_true(f.junk);
+    assert_false(f.text_kind);
+    cli_kind_of("dir.d/notes.html", &f); /* a dot in a folder name is no extension */
+    assert_string_equal(f.format, "html");
+    assert_string_equal(f.content_type, "text/html");
+    cli_kind_of("dir.d/notes", &f);
+    assert_null(f.format);
+    assert_true(f.text_kind);
+}
+
+static void test_url_escape_and_text_start(void **state)
+{
+    strbuf sb;
+    strbuf_init(&sb, 64);
+    assert_int_equal(cli_url_escape(&sb, "a b/c%d&e=f.~_-\xc3\xa9", true), RAGD_OK);
+    assert_string_equal(sb.data, "a%20b/c%25d%26e%3Df.~_-%C3%A9");
+    strbuf_reset(&sb);
+    assert_int_equal(cli_url_escape(&sb, "x/../y", false), RAGD_OK);
+    assert_string_equal(sb.data, "x%2F..%2Fy");
+    strbuf_reset(&sb);
+    char longer[100];
+    memset(longer, '/', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    assert_int_equal(cli_url_escape(&sb, longer, false), RAGD_ETOOBIG); /* the cap holds */
+    strbuf_cleanup(&sb);
+
+    assert_int_equal(cli_text_start("abc", 3), 0);
+    assert_int_equal(cli_text_start("\xEF\xBB\xBF" "abc", 6), 3);
+    assert_int_equal(cli_text_start("a\0b", 3), SIZE_MAX);
+    assert_int_equal(cli_text_start("caf\xe9", 4), SIZE_MAX); /* Latin-1: goes raw */
+    assert_int_equal(cli_text_start("", 0), 0);
+}
+
 static void test_valid_id(void **state)
 {
     char id[600];
@@ -310,10 +398,12 @@ static void test_valid_id(void **state)
     id[256] = 'a';
     id[257] = '\0';
     assert_false(cli_valid_id(id));
-    /* 256 two-byte characters are 256 characters, not 512. */
-    for (int i = 0; i < 256; i++)
+    /* The server counts bytes: 128 two-byte characters fit, 129 do not. */
+    for (int i = 0; i < 129; i++)
         memcpy(id + 2 * i, "\xc3\xa9", 2);
-    id[512] = '\0';
+    id[258] = '\0';
+    assert_false(cli_valid_id(id));
+    id[256] = '\0';
     assert_true(cli_valid_id(id));
 }
 
@@ -347,29 +437,46 @@ static void test_walk_tree(void **state)
     assert_int_equal(cli_walk_add(&w, root, warn, err, sizeof err), RAGD_OK);
     fclose(warn);
 
+    /* Ids start with the folder argument's own name (its path from the parent). */
+    const char *rootname = strrchr(root, '/') + 1;
     static const char *ids[] = {"a.txt",      "b.md",      "bad.txt",
-                                "empty.txt",  "filelink.md", "sub/c.html",
+                                "empty.txt",  "filelink.md", "img.png", "noext", "sub/c.html",
                                 "sub/deep/d.markdown", "sub/e.HTM"};
     static const char *fmts[] = {"text", "markdown", "text", "text",
-                                 "markdown", "html", "markdown", "html"};
-    assert_int_equal(w.n, 8);
+                                 "markdown", NULL, NULL, "html", "markdown", "html"};
+    assert_int_equal(w.n, 10);
     for (size_t i = 0; i < w.n; i++) {
-        char path[4096];
+        char path[4096], id[4096];
         snprintf(path, sizeof path, "%s/%s", root, ids[i]);
-        assert_string_equal(w.files[i].id, ids[i]);
+        snprintf(id, sizeof id, "%s/%s", rootname, ids[i]);
+        assert_string_equal(w.files[i].id, id);
         assert_string_equal(w.files[i].path, path);
-        assert_string_equal(w.files[i].format, fmts[i]);
+        if (fmts[i])
+            assert_string_equal(w.files[i].format, fmts[i]);
+        else
+            assert_null(w.files[i].format);
     }
-    assert_int_equal(w.unsupported, 2);  /* img.png, noext */
+    assert_true(w.files[5].junk);       /* img.png: skipped unless --all, by the sender */
+    assert_true(w.files[6].text_kind);  /* noext: text when it reads as UTF-8 */
+    assert_int_equal(w.nroots, 1);
+    char rootid[4096];
+    snprintf(rootid, sizeof rootid, "%s/", rootname);
+    assert_string_equal(w.roots[0].id, rootid);
     assert_int_equal(w.hidden, 3);       /* .hidden.txt, .git, sub/.x */
     assert_int_equal(w.symlink_dirs, 1); /* link */
     assert_int_equal(w.bad_name, 1);     /* x\xff.txt */
     assert_int_equal(w.errors, 1);       /* broken.md */
     assert_int_equal(w.dup_ids, 0);
-    assert_int_equal(cli_walk_skipped(&w), 5);
+    assert_int_equal(cli_walk_skipped(&w), 3);
     assert_non_null(strstr(devnull_buf, "link: symbolic link to a folder"));
     assert_non_null(strstr(devnull_buf, "broken.md: broken symbolic link"));
-    assert_null(strstr(devnull_buf, "img.png")); /* unsupported files are only counted */
+    assert_null(strstr(devnull_buf, "img.png"));
+    /* What --sync may remove: ids under the folder's name, nothing else. */
+    char under[4096];
+    snprintf(under, sizeof under, "%s/gone.md", rootname);
+    assert_true(cli_walk_covers(&w, under));
+    assert_false(cli_walk_covers(&w, "other/gone.md"));
+    assert_false(cli_walk_covers(&w, rootname)); /* the name without the slash is not under it */
     free(devnull_buf);
     cli_walk_cleanup(&w);
 
@@ -381,28 +488,51 @@ static void test_walk_tree(void **state)
     assert_int_equal(w.n, 3);
     snprintf(arg, sizeof arg, "%s/sub/c.html", root);
     assert_string_equal(w.files[0].path, arg);
-    assert_string_equal(w.files[0].id, "c.html");
-    assert_string_equal(w.files[1].id, "deep/d.markdown");
+    assert_string_equal(w.files[0].id, "sub/c.html");
+    assert_string_equal(w.files[1].id, "sub/deep/d.markdown");
     assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
     assert_int_equal(w.n, 4);
     assert_string_equal(w.files[3].id, "c.html");
     assert_string_equal(w.files[3].path, arg);
+    assert_true(cli_walk_covers(&w, "c.html"));
+    assert_false(cli_walk_covers(&w, "c.html.old")); /* a file argument covers its id only */
     /* The same id twice: the later is dropped. */
+    snprintf(arg, sizeof arg, "%s/sub/", root);
+    assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
+    assert_int_equal(w.n, 7);
     assert_int_equal(cli_walk_dedupe(&w, NULL), RAGD_OK);
-    assert_int_equal(w.n, 3);
-    assert_int_equal(w.dup_ids, 1);
-    assert_string_equal(w.files[2].id, "e.HTM");
+    assert_int_equal(w.n, 4);
+    assert_int_equal(w.dup_ids, 3);
+    assert_string_equal(w.files[2].id, "sub/e.HTM");
 
-    /* A symlinked folder given as the argument itself is followed. */
+    /* A symlinked folder given as the argument itself is followed, under its own name. */
     snprintf(arg, sizeof arg, "%s/link", root);
     size_t before = w.n;
     assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
     assert_int_equal(w.n, before + 3);
-    /* An unsupported file argument is counted. */
-    snprintf(arg, sizeof arg, "%s/img.png", root);
-    size_t unsup = w.unsupported;
+    assert_string_equal(w.files[before].id, "link/c.html");
+    cli_walk_cleanup(&w);
+
+    /* --id-prefix goes in front of every id and root. */
+    cli_walk_init(&w);
+    w.id_prefix = "P/";
+    snprintf(arg, sizeof arg, "%s/sub", root);
     assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
-    assert_int_equal(w.unsupported, unsup + 1);
+    assert_string_equal(w.files[0].id, "P/sub/c.html");
+    assert_string_equal(w.roots[0].id, "P/sub/");
+    cli_walk_cleanup(&w);
+    assert_string_equal(w.id_prefix, "P/"); /* kept for the next round (--watch) */
+
+    /* "." takes the name of the folder it is. */
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(arg, sizeof arg, "%s/sub/deep", root);
+    assert_int_equal(chdir(arg), 0);
+    cli_walk_init(&w);
+    assert_int_equal(cli_walk_add(&w, ".", NULL, err, sizeof err), RAGD_OK);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(w.n, 1);
+    assert_string_equal(w.files[0].id, "deep/d.markdown");
     /* A missing path is an error naming it. */
     snprintf(arg, sizeof arg, "%s/nope", root);
     assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_ENOTFOUND);
@@ -489,7 +619,7 @@ static void test_doc_json(void **state)
 static void test_batch_boundaries(void **state)
 {
     cli_batch b;
-    assert_int_equal(cli_batch_init(&b, "my-db", 3, 100), RAGD_OK);
+    assert_int_equal(cli_batch_init(&b, "my-db", 3, 100, CLI_MAX_BODY_BYTES), RAGD_OK);
     const char *doc = "{\"id\":\"x\",\"text\":\"0123456789\"}"; /* 30 bytes */
     size_t n = strlen(doc);
     size_t prefix = strlen("{\"db\":\"my-db\",\"documents\":[");
@@ -547,7 +677,7 @@ static void test_batch_boundaries(void **state)
     cli_batch_cleanup(&b);
 
     /* Without --db the server's default collection is used: no "db" key. */
-    assert_int_equal(cli_batch_init(&b, NULL, 32, CLI_BATCH_BYTES), RAGD_OK);
+    assert_int_equal(cli_batch_init(&b, NULL, 32, CLI_BATCH_BYTES, CLI_MAX_BODY_BYTES), RAGD_OK);
     body = cli_batch_finish(&b, &len);
     assert_string_equal(body, "{\"documents\":[]}");
     cli_batch_cleanup(&b);
@@ -691,8 +821,8 @@ static void test_cli_main_usage(void **state)
     assert_non_null(strstr(c.err_text, "missing argument"));
     capture_free(&c);
 
-    const char *t[] = {"dbs", "extra"};
-    assert_int_equal(run(&c, 2, t), 2);
+    const char *t[] = {"dbs", "list", "extra"};
+    assert_int_equal(run(&c, 3, t), 2);
     assert_non_null(strstr(c.err_text, "too many arguments"));
     capture_free(&c);
 
@@ -827,8 +957,9 @@ static void test_unreachable(void **state)
 static void test_ingest_batches(void **state)
 {
     char *root = make_tree();
+    const char *rootname = strrchr(root, '/') + 1;
     fake_srv s = {0};
-    srv_start(&s, 3);
+    srv_start(&s, 5);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", s.port);
     capture c;
@@ -836,42 +967,70 @@ static void test_ingest_batches(void **state)
     int rc = run(&c, 8, a);
     srv_stop(&s);
     assert_int_equal(rc, 0);
-    /* 8 walked files, minus bad.txt (not UTF-8) and empty.txt: 6 sent in 3 requests of 2. */
-    assert_int_equal(s.got, 3);
-    const char *want_ids[] = {"a.txt", "b.md", "filelink.md", "sub/c.html",
+    /* 10 walked files: img.png (not a document type) and empty.txt skipped; bad.txt (not
+     * UTF-8) goes alone as a raw body, at once; the 7 others in JSON batches of 2. */
+    assert_int_equal(s.got, 5);
+    char want[4096];
+    snprintf(want, sizeof want, "POST /api/ingest?id=%s%%2Fbad.txt&source=", rootname);
+    assert_non_null(strstr(s.heads[0], want));
+    assert_non_null(strstr(s.heads[0], "&db=notes HTTP/1.1"));
+    assert_non_null(strcasestr(s.heads[0], "Content-Type: text/plain"));
+    assert_non_null(strcasestr(s.heads[0], "Content-Length: 10"));
+    const char *want_ids[] = {"a.txt", "b.md", "filelink.md", "noext", "sub/c.html",
                               "sub/deep/d.markdown", "sub/e.HTM"};
-    /* Requests are in flight together, so they may arrive in any order: each is matched to
-     * its batch by its first id. */
-    bool matched[3] = {false, false, false};
-    for (int r = 0; r < 3; r++) {
-        assert_non_null(strstr(s.heads[r], "POST /api/ingest HTTP/1.1"));
-        assert_non_null(strcasestr(s.heads[r], "Content-Type: application/json"));
-        json_t *b = json_loads(s.bodies[r], 0, NULL);
+    size_t k = 0;
+    for (int i = 1; i < 5; i++) {
+        assert_non_null(strstr(s.heads[i], "POST /api/ingest HTTP/1.1"));
+        assert_non_null(strcasestr(s.heads[i], "Content-Type: application/json"));
+        json_t *b = json_loads(s.bodies[i], 0, NULL);
         assert_non_null(b);
         assert_string_equal(json_string_value(json_object_get(b, "db")), "notes");
         json_t *docs = json_object_get(b, "documents");
-        assert_int_equal(json_array_size(docs), 2);
-        const char *first = json_string_value(json_object_get(json_array_get(docs, 0), "id"));
-        int i = 0;
-        while (i < 2 && !(first && strcmp(first, want_ids[2 * i]) == 0))
-            i++;
-        assert_false(matched[i]);
-        matched[i] = true;
-        for (int j = 0; j < 2; j++) {
-            json_t *d = json_array_get(docs, (size_t)j);
-            assert_string_equal(json_string_value(json_object_get(d, "id")), want_ids[2 * i + j]);
+        assert_int_equal(json_array_size(docs), i < 4 ? 2 : 1);
+        for (size_t j = 0; j < json_array_size(docs); j++, k++) {
+            json_t *d = json_array_get(docs, j);
+            snprintf(want, sizeof want, "%s/%s", rootname, want_ids[k]);
+            assert_string_equal(json_string_value(json_object_get(d, "id")), want);
+            /* no format for a name without an extension: the server decides */
+            assert_int_equal(json_object_get(d, "format") == NULL, strcmp(want_ids[k], "noext") == 0);
         }
         json_decref(b);
     }
-    assert_string_equal(c.out_text, "ingested 6 documents (12 chunks, 3 duplicates) into notes\n");
-    assert_non_null(strstr(c.err_text, "skipping "));
-    assert_non_null(strstr(c.err_text, "bad.txt: not valid UTF-8 text"));
+    assert_int_equal(k, 7);
+    assert_string_equal(c.out_text, "ingested 8 documents (16 chunks, 5 duplicates) into notes\n");
     assert_non_null(strstr(c.err_text, "empty.txt: empty file"));
+    assert_null(strstr(c.err_text, "img.png")); /* counted, not reported one by one */
     assert_non_null(strstr(c.err_text,
-                           "ragd: 13 files: 6 sent, 7 skipped (2 unsupported type, 1 not UTF-8, "
-                           "1 empty, 1 unreadable, 1 unusable name, 1 symlinked folder)\n"));
+                           "ragd: 13 files: 8 sent, 5 skipped (1 not a document type, 1 empty, "
+                           "1 unreadable, 1 unusable name, 1 symlinked folder)\n"));
     capture_free(&c);
     srv_free(&s);
+
+    /* --all sends img.png too (raw, application/octet-stream); a file over the server's
+     * RAGD_MAX_BODY_BYTES is skipped with a message naming it. */
+    fake_srv t = {0};
+    t.health = "{\"default_db\":\"dflt\",\"limits\":{\"max_body_bytes\":1024}}";
+    char big[2048];
+    memset(big, 'x', sizeof big);
+    write_file(root, "big.txt", big, sizeof big);
+    srv_start(&t, 10);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", t.port);
+    const char *b2[] = {"ingest", root, "--all", "--url", url, "--id-prefix", "P:"};
+    rc = run(&c, 7, b2);
+    srv_stop(&t);
+    assert_int_equal(rc, 0);
+    assert_true(t.got >= 3); /* bad.txt, img.png raw; JSON batches of at most 1024 bytes */
+    for (int i = 2; i < t.got; i++)
+        assert_true(strlen(t.bodies[i]) <= 1024);
+    snprintf(want, sizeof want, "POST /api/ingest?id=P%%3A%s%%2Fimg.png&source=", rootname);
+    assert_non_null(strstr(t.heads[1], want));
+    assert_null(strstr(t.heads[1], "&db=")); /* no --db: the server's default */
+    assert_non_null(strcasestr(t.heads[1], "Content-Type: application/octet-stream"));
+    assert_non_null(strstr(c.err_text, "big.txt: larger than the server's limit of 1024 bytes "
+                                       "(RAGD_MAX_BODY_BYTES)"));
+    assert_non_null(strstr(c.out_text, "into dflt\n"));
+    capture_free(&c);
+    srv_free(&t);
     remove_tree(root);
     free(root);
 }
@@ -879,14 +1038,16 @@ static void test_ingest_batches(void **state)
 static void test_ingest_http_error(void **state)
 {
     char *root = make_tree();
+    const char *rootname = strrchr(root, '/') + 1;
     fake_srv s = {0};
-    char *ok = NULL;
     char *bad = json_answer(422, "Unprocessable Entity",
                             "{\"error\":{\"code\":\"validation_error\",\"message\":\"documents[0]."
                             "text: must be a non-empty string\",\"request_id\":\"r\"}}");
-    s.answers[0] = ok;  /* echo */
-    s.answers[1] = bad;
-    srv_start(&s, 2);
+    /* bad.txt raw, [a b filelink], [noext c.html d.markdown] refused: each alone, noext
+     * refused again, then e.HTM */
+    s.answers[2] = bad;
+    s.answers[3] = bad;
+    srv_start(&s, 7);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
     capture c;
@@ -894,13 +1055,40 @@ static void test_ingest_http_error(void **state)
     int rc = run(&c, 5, a);
     srv_stop(&s);
     assert_int_equal(rc, 1);
-    assert_string_equal(c.out_text, "");
-    assert_non_null(strstr(c.err_text, "ragd: documents[0].text: must be a non-empty string (HTTP "
-                                       "422 validation_error) (3 files were ingested before this "
-                                       "failure)\n"));
+    assert_int_equal(s.got, 7);
+    char want[4200];
+    snprintf(want, sizeof want, "ragd: error: %s/noext: documents[0].text: must be a non-empty string "
+                                "(HTTP 422 validation_error)\n", root);
+    assert_non_null(strstr(c.err_text, want));
+    assert_non_null(strstr(c.err_text, "7 sent, 1 failed, 5 skipped"));
+    assert_non_null(strstr(c.err_text, "ragd: 1 files could not be ingested"));
+    assert_string_equal(c.out_text, "ingested 7 documents (14 chunks, 5 duplicates) into default\n");
+    json_t *alone = json_loads(s.bodies[3], 0, NULL);
+    snprintf(want, sizeof want, "%s/noext", rootname);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(alone, "documents"), 0), "id")),
+                        want);
+    json_decref(alone);
     capture_free(&c);
-    free(bad);
     srv_free(&s);
+
+    /* A server error ends the run at once, saying how much went in before. */
+    fake_srv t = {0};
+    char *down = json_answer(503, "Service Unavailable",
+                             "{\"error\":{\"code\":\"overloaded\",\"message\":\"write queue full\"}}");
+    t.answers[1] = down;
+    srv_start(&t, 2);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", t.port);
+    const char *b[] = {"ingest", "--batch=3", root, "--url", url};
+    rc = run(&c, 5, b);
+    srv_stop(&t);
+    assert_int_equal(rc, 1);
+    assert_int_equal(t.got, 2);
+    assert_non_null(strstr(c.err_text, "ragd: write queue full (HTTP 503 overloaded) (1 files were "
+                                       "ingested before this failure)\n"));
+    capture_free(&c);
+    srv_free(&t);
+    free(bad);
+    free(down);
     remove_tree(root);
     free(root);
 }
@@ -1059,6 +1247,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_for),
+        cmocka_unit_test(test_kind_of),
+        cmocka_unit_test(test_url_escape_and_text_start),
         cmocka_unit_test(test_valid_id),
         cmocka_unit_test(test_db_name),
         cmocka_unit_test(test_walk_tree),
