@@ -10,16 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One integer from a query of one row; -1 when it fails. */
-static int64_t backup_count(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int64_t n = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
-}
+#include "store/store_int.h"
 
 /* PRAGMA integrity_check of the copy: true when it says "ok"; else its first line in err. */
 static bool backup_check(sqlite3 *db, char *err, size_t errlen)
@@ -77,7 +68,7 @@ ragd_err store_backup(const char *src_path, const char *dst_path, int pages_per_
     /* One read transaction for the whole copy: every step reads the same snapshot, so the
      * server's commits in between neither restart the copy nor mix into it. */
     if (sqlite3_exec(src, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-        backup_count(src, "SELECT count(*) FROM sqlite_master") < 0) {
+        store__query_int(src, "SELECT count(*) FROM sqlite_master") < 0) {
         snprintf(err, errlen, "cannot read %s: %s", src_path, sqlite3_errmsg(src));
         goto out;
     }
@@ -122,10 +113,10 @@ ragd_err store_backup(const char *src_path, const char *dst_path, int pages_per_
     }
     if (!backup_check(dst, err, errlen))
         goto out;
-    res->page_size = backup_count(dst, "PRAGMA page_size");
-    res->collections = backup_count(dst, "SELECT count(*) FROM collections");
-    res->documents = backup_count(dst, "SELECT count(*) FROM documents");
-    res->chunks = backup_count(dst, "SELECT count(*) FROM chunks");
+    res->page_size = store__query_int(dst, "PRAGMA page_size");
+    res->collections = store__query_int(dst, "SELECT count(*) FROM collections");
+    res->documents = store__query_int(dst, "SELECT count(*) FROM documents");
+    res->chunks = store__query_int(dst, "SELECT count(*) FROM chunks");
     if (sqlite3_close(dst) != SQLITE_OK) {
         snprintf(err, errlen, "cannot close the copy: %s", sqlite3_errmsg(dst));
         goto out;

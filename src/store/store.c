@@ -155,8 +155,8 @@ static void close_all(store *st)
     free(st);
 }
 
-/* Reads one integer from a statement that returns one row (a PRAGMA); -1 on failure. */
-static int64_t query_int(sqlite3 *db, const char *sql)
+/* store_int.h */
+int64_t store__query_int(sqlite3 *db, const char *sql)
 {
     sqlite3_stmt *s = NULL;
     int64_t v = -1;
@@ -170,7 +170,7 @@ static int64_t query_int(sqlite3 *db, const char *sql)
  * connection, so readers are not limited; it never goes below the current size). */
 static ragd_err set_quota(store *st, char *err, size_t errlen)
 {
-    int64_t page_size = query_int(st->wdb, "PRAGMA page_size");
+    int64_t page_size = store__query_int(st->wdb, "PRAGMA page_size");
     if (page_size < 512) {
         snprintf(err, errlen, "store: cannot read the page size: %s", sqlite3_errmsg(st->wdb));
         return RAGD_EIO;
@@ -185,7 +185,7 @@ static ragd_err set_quota(store *st, char *err, size_t errlen)
         want = INT32_MAX; /* SQLite's own ceiling on pages */
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA max_page_count = %llu", (unsigned long long)want);
-    int64_t got = query_int(st->wdb, sql);
+    int64_t got = store__query_int(st->wdb, sql);
     if (got < 1) {
         snprintf(err, errlen, "store: cannot set max_page_count: %s", sqlite3_errmsg(st->wdb));
         return RAGD_EIO;

@@ -2,8 +2,8 @@
 #define RAGD_STORE_STORE_INT_H
 
 /* Internals shared by the files of src/store/ (store.c: open/close/pool/stats/submit,
- * schema.c: migrations, writer.c: the writer thread, read.c: queries). Nothing outside
- * src/store/ includes this header. */
+ * schema.c: migrations, writer.c: the writer thread, read.c: queries, backup.c: the online
+ * copy). Nothing outside src/store/ includes this header. */
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -115,6 +115,10 @@ void *store__writer_main(void *arg);
  * caller answers 503, the request may be retried), RAGD_ENOSPC when the disk or the quota is
  * full (507), else RAGD_EIO. */
 ragd_err store__sql_error(sqlite3 *db);
+
+/* One integer from a statement that returns one row (a PRAGMA, a count); -1 when it
+ * fails. Used by store.c at open and by backup.c on the copy. */
+int64_t store__query_int(sqlite3 *db, const char *sql);
 
 /* read.c / writer.c: collection name rule of the API (1..64 of [A-Za-z0-9_.-], no leading '.'). */
 bool store__valid_name(const char *name);
