@@ -8,6 +8,7 @@
 
 #include "text/extract_int.h"
 #include "text/html.h"
+#include "util/hex.h"
 
 #define EPUB_PATH_MAX 1024 /* bytes of an entry name */
 
@@ -37,17 +38,6 @@ static const xmlNode *epub_find(const xmlNode *n, const char *local)
     return NULL;
 }
 
-static int epub_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* dir + href (a relative URL: percent-decoded, fragment dropped, "./" and "../" resolved)
  * into out. false when it does not fit or climbs above the archive's root. */
 static bool epub_resolve(const char *dir, const char *href, char *out, size_t cap)
@@ -61,8 +51,10 @@ static bool epub_resolve(const char *dir, const char *href, char *out, size_t ca
     n = dl;
     for (const char *p = href; *p && *p != '#' && *p != '?'; p++) {
         char c = *p;
-        if (c == '%' && epub_hex(p[1]) >= 0 && epub_hex(p[2]) >= 0) {
-            c = (char)(epub_hex(p[1]) * 16 + epub_hex(p[2]));
+        int hi = c == '%' ? hex_digit_value((unsigned char)p[1]) : -1;
+        int lo = hi >= 0 ? hex_digit_value((unsigned char)p[2]) : -1;
+        if (lo >= 0) {
+            c = (char)(hi * 16 + lo);
             p += 2;
         }
         if (c == '\0' || n + 1 >= sizeof raw)
