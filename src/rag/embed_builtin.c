@@ -216,13 +216,38 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
+/* The vector of sorted features (equal (h, kind) adjacent): each run of one feature adds
+ * its kind's weight times 1 + ln(count) to the bucket and sign mix64 picks, then the sum is
+ * normalised to unit length (all zeros when n is 0). Writes all EMBED_BUILTIN_DIM of out. */
+static void embed_accumulate(const feature *sorted, size_t n, float *out)
+{
+    double acc[EMBED_BUILTIN_DIM] = {0};
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
+            j++;
+        double tf = (double)(j - i);
+        /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
+        double v = j - i == 1 ? kind_weight[sorted[i].kind] : kind_weight[sorted[i].kind] * (1.0 + log(tf));
+        uint64_t m = mix64(sorted[i].h);
+        size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
+        acc[bucket] += (m >> 63) ? -v : v;
+        i = j;
+    }
+    double ss = 0.0;
+    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
+        ss += acc[i] * acc[i];
+    double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
+    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
+        out[i] = (float)(acc[i] * inv);
+}
+
 /* embed_builtin: see the header; the recipe is documented in docs/internals/retrieval.md.
  * out is written in full on success (zeros for a text without words); on failure it is
  * zeroed too. A NULL text with len 0 is an empty text. */
 ragd_err embed_builtin(const char *text, size_t len, float *out)
 {
     embed_ctx c = {0};
-    double acc[EMBED_BUILTIN_DIM] = {0};
     feature *sorted = NULL;
     ragd_err rc = RAGD_OK;
     if (out == NULL || (text == NULL && len > 0)) {
@@ -252,24 +277,7 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
         }
         feat_sort(c.f, c.n, sorted);
     }
-    for (size_t i = 0; i < c.n;) {
-        size_t j = i + 1;
-        while (j < c.n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
-            j++;
-        double tf = (double)(j - i);
-        /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
-        double v = j - i == 1 ? kind_weight[sorted[i].kind] : kind_weight[sorted[i].kind] * (1.0 + log(tf));
-        uint64_t m = mix64(sorted[i].h);
-        size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
-        acc[bucket] += (m >> 63) ? -v : v;
-        i = j;
-    }
-    double ss = 0.0;
-    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
-        ss += acc[i] * acc[i];
-    double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
-    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
-        out[i] = (float)(acc[i] * inv);
+    embed_accumulate(sorted, c.n, out);
 out:
     if (rc != RAGD_OK && out != NULL)
         memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);

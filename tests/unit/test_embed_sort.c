@@ -18,31 +18,16 @@
 #define PINNED_RANDOM_VECTORS 0xec3617c00c40bd14ULL
 
 /* The vector the embedder gave before feat_sort: qsort of the features, then the same
- * accumulation and normalisation as embed_builtin. */
+ * accumulation (embed_accumulate, pinned on its own by test_random_vectors_pinned). */
 static void reference_embed(const char *text, size_t len, float *out)
 {
     embed_ctx c = {0};
-    double acc[EMBED_BUILTIN_DIM] = {0};
     if (len > 0)
         assert_int_equal(tokenize_words(text, len, on_token, &c), RAGD_OK);
     assert_int_equal(c.err, RAGD_OK);
     if (c.n > 0)
         qsort(c.f, c.n, sizeof *c.f, feat_cmp);
-    for (size_t i = 0; i < c.n;) {
-        size_t j = i + 1;
-        while (j < c.n && c.f[j].h == c.f[i].h && c.f[j].kind == c.f[i].kind)
-            j++;
-        double v = kind_weight[c.f[i].kind] * (1.0 + log((double)(j - i)));
-        uint64_t m = mix64(c.f[i].h);
-        acc[m % EMBED_BUILTIN_DIM] += (m >> 63) ? -v : v;
-        i = j;
-    }
-    double ss = 0.0;
-    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
-        ss += acc[i] * acc[i];
-    double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
-    for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
-        out[i] = (float)(acc[i] * inv);
+    embed_accumulate(c.f, c.n, out);
     free(c.f);
 }
 
