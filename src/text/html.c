@@ -1,17 +1,15 @@
 #include "text/html.h"
 
 #include <libxml/HTMLparser.h>
-#include <libxml/globals.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
-#include <libxml/xmlerror.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "text/charset.h"
+#include "text/xmlutil.h"
 #include "util/strbuf.h"
 #include "util/utf8.h"
 
@@ -23,16 +21,6 @@
 #define HTML_PARSE_OPTS                                                                      \
     (HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING | HTML_PARSE_NONET |     \
      HTML_PARSE_IGNORE_ENC | XML_PARSE_HUGE)
-
-/* ---------------------------------------------------------------- libxml2 set-up */
-
-static pthread_once_t html_once = PTHREAD_ONCE_INIT;
-
-static void html_init_once(void) { xmlInitParser(); }
-
-static void html_quiet_generic(void *ctx, const char *msg, ...) {}
-
-static void html_quiet_structured(void *ctx, xmlErrorPtr error) {}
 
 /* ---------------------------------------------------------------- charset sniffing */
 
@@ -506,7 +494,7 @@ ragd_err html_to_text_as(const char *html, size_t len, const char *charset, char
         err = RAGD_ETOOBIG;
         goto out;
     }
-    pthread_once(&html_once, html_init_once);
+    xmlutil_init();
 
     const unsigned char *p = (const unsigned char *)html;
     size_t skip = 0;
@@ -529,15 +517,10 @@ ragd_err html_to_text_as(const char *html, size_t len, const char *charset, char
         goto out;
 
     if (in.len > 0) {
-        xmlGenericErrorFunc old_generic = xmlGenericError;
-        void *old_generic_ctx = xmlGenericErrorContext;
-        xmlStructuredErrorFunc old_structured = xmlStructuredError;
-        void *old_structured_ctx = xmlStructuredErrorContext;
-        xmlSetGenericErrorFunc(NULL, html_quiet_generic);
-        xmlSetStructuredErrorFunc(NULL, html_quiet_structured);
+        xmlutil_handlers saved;
+        xmlutil_quiet(&saved);
         doc = htmlReadMemory(in.data, (int)in.len, NULL, "UTF-8", HTML_PARSE_OPTS);
-        xmlSetGenericErrorFunc(old_generic_ctx, old_generic);
-        xmlSetStructuredErrorFunc(old_structured_ctx, old_structured);
+        xmlutil_restore(&saved);
     }
     strbuf_cleanup(&in);
 
