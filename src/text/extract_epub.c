@@ -8,28 +8,16 @@
 
 #include "text/extract_int.h"
 #include "text/html.h"
+#include "text/xmlutil.h"
 #include "util/hex.h"
 
 #define EPUB_PATH_MAX 1024 /* bytes of an entry name */
-
-static bool epub_is(const xmlNode *n, const char *local)
-{
-    return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, local) == 0;
-}
-
-static xmlChar *epub_attr(const xmlNode *n, const char *local)
-{
-    for (const xmlAttr *a = n->properties; a; a = a->next)
-        if (strcmp((const char *)a->name, local) == 0)
-            return xmlNodeGetContent((const xmlNode *)a);
-    return NULL;
-}
 
 /* The first element named local under n, depth first. */
 static const xmlNode *epub_find(const xmlNode *n, const char *local)
 {
     for (const xmlNode *c = n ? n->children : NULL; c; c = c->next) {
-        if (epub_is(c, local))
+        if (xmlutil_is(c, local))
             return c;
         const xmlNode *f = epub_find(c, local);
         if (f)
@@ -151,7 +139,7 @@ ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out
     if (!container)
         goto out;
     const xmlNode *rootfile = epub_find((const xmlNode *)container, "rootfile");
-    opf_path = rootfile ? epub_attr(rootfile, "full-path") : NULL;
+    opf_path = rootfile ? xmlutil_attr(rootfile, "full-path") : NULL;
     char opf_name[EPUB_PATH_MAX];
     if (!opf_path || !epub_resolve("", (const char *)opf_path, opf_name, sizeof opf_name)) {
         e = extract_fail(x, RAGD_EINVAL, "EPUB could not be read: container.xml names no package file");
@@ -191,20 +179,20 @@ ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out
     }
     e = RAGD_OK;
     for (const xmlNode *ref = spine->children; ref && !e; ref = ref->next) {
-        if (!epub_is(ref, "itemref"))
+        if (!xmlutil_is(ref, "itemref"))
             continue;
         if ((e = extract_check_time(x, "EPUB")) != RAGD_OK)
             break;
-        xmlChar *idref = epub_attr(ref, "idref");
+        xmlChar *idref = xmlutil_attr(ref, "idref");
         const xmlNode *item = NULL;
         for (const xmlNode *m = manifest->children; idref && m && !item; m = m->next) {
-            xmlChar *id = epub_is(m, "item") ? epub_attr(m, "id") : NULL;
+            xmlChar *id = xmlutil_is(m, "item") ? xmlutil_attr(m, "id") : NULL;
             if (id && strcmp((const char *)id, (const char *)idref) == 0)
                 item = m;
             xmlFree(id);
         }
         xmlFree(idref);
-        xmlChar *href = item ? epub_attr(item, "href") : NULL;
+        xmlChar *href = item ? xmlutil_attr(item, "href") : NULL;
         char name[EPUB_PATH_MAX];
         if (href && epub_resolve(dir, (const char *)href, name, sizeof name))
             e = epub_chapter(x, z, name, out);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "text/extract_int.h"
+#include "text/xmlutil.h"
 
 typedef struct {
     strbuf *out;
@@ -21,11 +22,6 @@ typedef struct {
     bool odf;       /* ODT white-space rules */
     bool space;     /* ODT: the last byte written was collapsible white space */
 } office_w;
-
-static bool office_is(const xmlNode *n, const char *local)
-{
-    return n->type == XML_ELEMENT_NODE && strcmp((const char *)n->name, local) == 0;
-}
 
 static void office_put(office_w *w, const char *s, size_t n)
 {
@@ -57,19 +53,10 @@ static void office_heading(office_w *w, int level)
     office_put(w, hashes + 6 - level, (size_t)level + 1);
 }
 
-/* An attribute by local name, malloc'd by libxml2 (xmlFree), or NULL. */
-static xmlChar *office_attr(const xmlNode *n, const char *local)
-{
-    for (const xmlAttr *a = n->properties; a; a = a->next)
-        if (strcmp((const char *)a->name, local) == 0)
-            return xmlNodeGetContent((const xmlNode *)a);
-    return NULL;
-}
-
 static const xmlNode *office_child(const xmlNode *n, const char *local)
 {
     for (const xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (office_is(c, local))
+        if (xmlutil_is(c, local))
             return c;
     return NULL;
 }
@@ -83,7 +70,7 @@ static int docx_level(const xmlNode *p)
     int level = 0;
     xmlChar *v = NULL;
     const xmlNode *style = office_child(ppr, "pStyle");
-    if (style && (v = office_attr(style, "val")) != NULL) {
+    if (style && (v = xmlutil_attr(style, "val")) != NULL) {
         const char *s = (const char *)v;
         if (strncmp(s, "Heading", 7) == 0 && s[7] >= '1' && s[7] <= '9' && s[8] == '\0')
             level = s[7] - '0';
@@ -92,7 +79,7 @@ static int docx_level(const xmlNode *p)
         xmlFree(v);
     }
     const xmlNode *outline = office_child(ppr, "outlineLvl");
-    if (!level && outline && (v = office_attr(outline, "val")) != NULL) {
+    if (!level && outline && (v = xmlutil_attr(outline, "val")) != NULL) {
         int l = atoi((const char *)v);
         if (l >= 0 && l <= 8)
             level = l + 1;
@@ -117,7 +104,7 @@ static void docx_walk(office_w *w, const xmlNode *n)
             for (const xmlNode *t = c->children; t; t = t->next)
                 if (t->type == XML_TEXT_NODE && t->content)
                     office_put(w, (const char *)t->content, strlen((const char *)t->content));
-        } else if (strcmp(name, "tab") == 0 && c->parent && office_is(c->parent, "r")) {
+        } else if (strcmp(name, "tab") == 0 && c->parent && xmlutil_is(c->parent, "r")) {
             office_put(w, "\t", 1);
         } else if (strcmp(name, "br") == 0 || strcmp(name, "cr") == 0) {
             office_put(w, "\n", 1);
@@ -219,14 +206,14 @@ static void odt_walk(office_w *w, const xmlNode *n)
             office_para_end(w);
             w->space = true; /* leading white space of a paragraph goes */
             if (name[0] == 'h') {
-                xmlChar *v = office_attr(c, "outline-level");
+                xmlChar *v = xmlutil_attr(c, "outline-level");
                 office_heading(w, v ? atoi((const char *)v) : 1);
                 xmlFree(v);
             }
             odt_walk(w, c);
             office_para_end(w);
         } else if (strcmp(name, "s") == 0) {
-            xmlChar *v = office_attr(c, "c");
+            xmlChar *v = xmlutil_attr(c, "c");
             int k = v ? atoi((const char *)v) : 1;
             xmlFree(v);
             for (int i = 0; i < k && i < 64; i++)
