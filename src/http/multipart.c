@@ -41,6 +41,18 @@ static bool multipart_text_ok(const char *s, size_t n)
 
 /* ---- parameters ---- */
 
+/* Keeps c at out[*o] when out is not NULL and it fits with the NUL after it; when it does
+ * not fit, *fits goes false (the value is then RAGD_ETOOBIG). */
+static void multipart_keep(char *out, size_t cap, size_t *o, bool *fits, unsigned char c)
+{
+    if (!out)
+        return;
+    if (*o + 1 < cap)
+        out[(*o)++] = (char)c;
+    else
+        *fits = false;
+}
+
 /* Reads one parameter value at v[*i..n) (quoted-string or a run of non-blank bytes other
  * than ';' and '"'), copying it decoded into out when out is not NULL. */
 static ragd_err multipart_param_value(const char *v, size_t n, size_t *i, char *out, size_t cap, size_t *outlen)
@@ -62,10 +74,7 @@ static ragd_err multipart_param_value(const char *v, size_t n, size_t *i, char *
             }
             if ((c < 0x20 && c != '\t') || c == 0x7f)
                 return RAGD_EINVAL;
-            if (out && o + 1 < cap)
-                out[o++] = (char)c;
-            else if (out)
-                fits = false;
+            multipart_keep(out, cap, &o, &fits, c);
             (*i)++;
         }
         (*i)++; /* the closing quote */
@@ -75,10 +84,7 @@ static ragd_err multipart_param_value(const char *v, size_t n, size_t *i, char *
             unsigned char c = (unsigned char)v[*i];
             if (c <= 0x20 || c == 0x7f || c == '"')
                 return RAGD_EINVAL;
-            if (out && o + 1 < cap)
-                out[o++] = (char)c;
-            else if (out)
-                fits = false;
+            multipart_keep(out, cap, &o, &fits, c);
             (*i)++;
         }
         if (*i == start)
