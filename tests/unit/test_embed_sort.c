@@ -9,10 +9,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 
 #include "../../src/rag/embed_builtin.c"
+#include "test_docs.h"
 #include "test_rng.h"
 
 #define PINNED_RANDOM_VECTORS 0xec3617c00c40bd14ULL
@@ -116,34 +116,22 @@ static size_t random_text(rng *r, char *text)
     return len;
 }
 
+/* Every 1,000-byte piece (at two alignments) of one documentation file, and the whole file
+ * (many features a bucket). */
+static void doc_vectors_bit_identical(const char *text, size_t len, void *ud)
+{
+    for (size_t at = 0; at < len; at += 500)
+        assert_same_vector(text + at, len - at < 1000 ? len - at : 1000);
+    assert_same_vector(text, len);
+}
+
 /* Every 1,000-byte piece (at two alignments) of the repository's docs, and random word
  * salads with repeats, Unicode and long words: the same vector bit for bit. */
 static void test_vectors_bit_identical(void **state)
 {
     (void)state;
     compared = 0;
-    static const char *dirs[] = {"docs", "docs/internals"};
-    for (size_t d = 0; d < 2; d++) {
-        DIR *dir = opendir(dirs[d]);
-        assert_non_null(dir);
-        struct dirent *e;
-        while ((e = readdir(dir)) != NULL) {
-            size_t nl = strlen(e->d_name);
-            if (nl < 4 || strcmp(e->d_name + nl - 3, ".md") != 0)
-                continue;
-            char path[512];
-            snprintf(path, sizeof path, "%s/%s", dirs[d], e->d_name);
-            FILE *fp = fopen(path, "rb");
-            assert_non_null(fp);
-            static char buf[1 << 20];
-            size_t len = fread(buf, 1, sizeof buf, fp);
-            fclose(fp);
-            for (size_t at = 0; at < len; at += 500)
-                assert_same_vector(buf + at, len - at < 1000 ? len - at : 1000);
-            assert_same_vector(buf, len); /* the whole file: many features a bucket */
-        }
-        closedir(dir);
-    }
+    assert_true(test_each_doc(doc_vectors_bit_identical, NULL) > 10);
     rng r = {42};
     char text[4096];
     for (int t = 0; t < 2000; t++) {

@@ -22,6 +22,7 @@
 
 #include "../../src/guard/guard_norm.c"
 #include "guard/guard_int.h"
+#include "test_docs.h"
 #include "test_rng.h"
 
 static size_t compared;
@@ -112,30 +113,17 @@ static void test_injection_data_sets(void **state)
     assert_true(rule_hits > 100);
 }
 
+/* Every 1,000-byte piece of one documentation file, 700 bytes apart. */
+static void doc_same_norm(const char *text, size_t len, void *ud)
+{
+    for (size_t at = 0; at < len; at += 700)
+        assert_same_norm(text + at, len - at < 1000 ? len - at : 1000);
+}
+
 static void test_docs(void **state)
 {
     (void)state;
-    static const char *dirs[] = {"docs", "docs/internals"};
-    for (size_t d = 0; d < 2; d++) {
-        DIR *dir = opendir(dirs[d]);
-        assert_non_null(dir);
-        struct dirent *e;
-        while ((e = readdir(dir)) != NULL) {
-            size_t nl = strlen(e->d_name);
-            if (nl < 4 || strcmp(e->d_name + nl - 3, ".md") != 0)
-                continue;
-            char path[512];
-            snprintf(path, sizeof path, "%s/%s", dirs[d], e->d_name);
-            FILE *fp = fopen(path, "rb");
-            assert_non_null(fp);
-            static char buf[1 << 20];
-            size_t len = fread(buf, 1, sizeof buf, fp);
-            fclose(fp);
-            for (size_t at = 0; at < len; at += 700)
-                assert_same_norm(buf + at, len - at < 1000 ? len - at : 1000);
-        }
-        closedir(dir);
-    }
+    assert_true(test_each_doc(doc_same_norm, NULL) > 10);
 }
 
 /* Pieces that meet at every kind of boundary: an ASCII letter then a combining mark
