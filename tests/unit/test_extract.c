@@ -55,6 +55,14 @@ static char *text_of(const void *b, size_t n, extract_kind k, const char *charse
     return t;
 }
 
+/* The extraction's text must be want. */
+static void expect_text(const void *b, size_t n, extract_kind k, const char *charset, const char *want)
+{
+    char *t = text_of(b, n, k, charset);
+    assert_string_equal(t, want);
+    free(t);
+}
+
 /* The message of an extraction that must fail with e. */
 static void expect_fail(const void *b, size_t n, extract_kind k, const char *charset, const extract_limits *lim,
                         ragd_err want, const char *msg_part)
@@ -131,30 +139,16 @@ static char *docx_of(const char *body, size_t *len)
 
 static void test_text_charsets(void **state)
 {
-    char *t = text_of("plain caf\xc3\xa9", 11, EXTRACT_TEXT, NULL);
-    assert_string_equal(t, "plain caf\xc3\xa9");
-    free(t);
+    expect_text("plain caf\xc3\xa9", 11, EXTRACT_TEXT, NULL, "plain caf\xc3\xa9");
     /* undeclared, not UTF-8: windows-1252 (covers Latin-1; 0x80 is the euro sign) */
-    t = text_of("caf\xe9 \x80", 6, EXTRACT_TEXT, NULL);
-    assert_string_equal(t, "caf\xc3\xa9 \xe2\x82\xac");
-    free(t);
-    t = text_of("caf\xe9", 4, EXTRACT_TEXT, "ISO-8859-1");
-    assert_string_equal(t, "caf\xc3\xa9");
-    free(t);
-    t = text_of("\xc1\xc2", 2, EXTRACT_TEXT, "iso-8859-7"); /* Greek */
-    assert_string_equal(t, "\xce\x91\xce\x92");
-    free(t);
+    expect_text("caf\xe9 \x80", 6, EXTRACT_TEXT, NULL, "caf\xc3\xa9 \xe2\x82\xac");
+    expect_text("caf\xe9", 4, EXTRACT_TEXT, "ISO-8859-1", "caf\xc3\xa9");
+    expect_text("\xc1\xc2", 2, EXTRACT_TEXT, "iso-8859-7", "\xce\x91\xce\x92"); /* Greek */
     /* a UTF-8 BOM goes; a UTF-16 BOM is followed */
-    t = text_of("\xef\xbb\xbfhi", 5, EXTRACT_TEXT, NULL);
-    assert_string_equal(t, "hi");
-    free(t);
-    t = text_of("\xff\xfeh\0i\0", 6, EXTRACT_TEXT, NULL);
-    assert_string_equal(t, "hi");
-    free(t);
+    expect_text("\xef\xbb\xbfhi", 5, EXTRACT_TEXT, NULL, "hi");
+    expect_text("\xff\xfeh\0i\0", 6, EXTRACT_TEXT, NULL, "hi");
     /* an unknown charset is fine for UTF-8 bytes, refused for others */
-    t = text_of("ok", 2, EXTRACT_TEXT, "x-no-such-charset");
-    assert_string_equal(t, "ok");
-    free(t);
+    expect_text("ok", 2, EXTRACT_TEXT, "x-no-such-charset", "ok");
     expect_fail("caf\xe9", 4, EXTRACT_TEXT, "x-no-such-charset", NULL, RAGD_EINVAL,
                 "not valid UTF-8 and charset x-no-such-charset unknown");
     expect_fail("caf\xe9", 4, EXTRACT_TEXT, "utf-8", NULL, RAGD_EINVAL, "not valid UTF-8");
@@ -227,9 +221,7 @@ static void test_gzip(void **state)
     const char *txt = "compressed caf\xe9 text";
     size_t n;
     void *gz = gzip_of(txt, strlen(txt), &n);
-    char *t = text_of(gz, n, EXTRACT_TEXT, NULL); /* unwrapped whatever the kind says */
-    assert_string_equal(t, "compressed caf\xc3\xa9 text");
-    free(t);
+    expect_text(gz, n, EXTRACT_TEXT, NULL, "compressed caf\xc3\xa9 text"); /* unwrapped whatever the kind says */
     expect_fail(gz, n - 6, EXTRACT_TEXT, NULL, NULL, RAGD_EINVAL, "gzip could not be read");
     free(gz);
     /* a bomb: 64 MiB of zeros, about 64 KiB packed, stops at the budget */
@@ -381,9 +373,7 @@ static void test_odt(void **state)
     const char *entries[] = {"mimetype", "application/vnd.oasis.opendocument.text", "content.xml", content, NULL};
     size_t n;
     char *z = zip_of(entries, true, &n);
-    char *t = text_of(z, n, EXTRACT_AUTO, NULL);
-    assert_string_equal(t, "## Part\n\nTwo  spaces, collapsed\nbroken");
-    free(t);
+    expect_text(z, n, EXTRACT_AUTO, NULL, "## Part\n\nTwo  spaces, collapsed\nbroken");
     free(z);
 }
 
