@@ -1972,8 +1972,9 @@ static void test_reembed_job(void **state)
     db_integrity();
 }
 
-/* A file of schema version 4 (the tables of version 5 absent) is migrated, its data kept. */
-static void test_migration_v4_to_v5(void **state)
+/* Collection "old" with document d1 (two chunks) written and the store closed: what the
+ * migration tests then take back to an older schema. */
+static void write_old_collection(void)
 {
     store *st = open_store(1, 64, 16);
     twrite *t = tw_new(STORE_W_INGEST, "old");
@@ -1981,13 +1982,19 @@ static void test_migration_v4_to_v5(void **state)
     assert_int_equal(run(st, t), RAGD_OK);
     tw_free(t);
     store_close(st);
+}
+
+/* A file of schema version 4 (the tables of version 5 absent) is migrated, its data kept. */
+static void test_migration_v4_to_v5(void **state)
+{
+    write_old_collection();
     raw_int("DROP TABLE reembed_vectors");
     raw_int("DROP TABLE reembed_jobs");
     raw_int("ALTER TABLE chunks DROP COLUMN page"); /* version 6's */
     raw_int("ALTER TABLE chunks DROP COLUMN page_end");
     raw_int("PRAGMA user_version = 4");
     assert_int_equal(user_version(), 4);
-    st = open_store(1, 64, 16);
+    store *st = open_store(1, 64, 16);
     assert_int_equal(user_version(), store_schema_version());
     store_collection c = get_coll(st, "old", RAGD_OK);
     assert_int_equal(c.chunks, 2);
@@ -2003,20 +2010,15 @@ static void test_migration_v4_to_v5(void **state)
  * written with pages keeps them and reads them back. */
 static void test_migration_v5_to_v6_pages(void **state)
 {
-    store *st = open_store(1, 64, 16);
-    twrite *t = tw_new(STORE_W_INGEST, "old");
-    tw_doc(t, "d1", "kept one|kept two", NULL, NULL, 1.0f);
-    assert_int_equal(run(st, t), RAGD_OK);
-    tw_free(t);
-    store_close(st);
+    write_old_collection();
     raw_int("ALTER TABLE chunks DROP COLUMN page");
     raw_int("ALTER TABLE chunks DROP COLUMN page_end");
     raw_int("PRAGMA user_version = 5");
-    st = open_store(1, 64, 16);
+    store *st = open_store(1, 64, 16);
     assert_int_equal(user_version(), 6);
     assert_int_equal(raw_int("SELECT count(*) FROM chunks WHERE page IS NULL AND page_end IS NULL"), 2);
 
-    t = tw_new(STORE_W_INGEST, "old");
+    twrite *t = tw_new(STORE_W_INGEST, "old");
     tw_doc(t, "paged", "page one|pages one to two", NULL, NULL, 1.0f);
     static const int pages[] = {1, 1}, page_ends[] = {1, 2};
     t->docs[0].chunk_pages = pages;
