@@ -45,18 +45,38 @@ int log_parse_format(const char *s)
 typedef struct {
     char *p;
     size_t cap, len; /* len < cap always; p[len] == '\0' */
+    bool cut;        /* a write did not fit whole */
 } log_out;
 
 static void log_put(log_out *o, const char *s, size_t n)
 {
-    if (o->len + 1 >= o->cap)
-        return;
-    size_t room = o->cap - 1 - o->len;
-    if (n > room)
+    size_t room = o->len + 1 < o->cap ? o->cap - 1 - o->len : 0;
+    if (n > room) {
         n = room;
+        o->cut = true;
+    }
     memcpy(o->p + o->len, s, n);
     o->len += n;
     o->p[o->len] = '\0';
+}
+
+/* All of s[0..n) or, when it does not fit, nothing (and o->cut): for escapes and UTF-8
+ * sequences, which must not be cut in two. */
+static bool log_put_whole(log_out *o, const char *s, size_t n)
+{
+    if (o->len + n + 1 > o->cap) {
+        o->cut = true;
+        return false;
+    }
+    log_put(o, s, n);
+    return true;
+}
+
+/* Back to an earlier length (a member that did not fit whole is taken out again). */
+static void log_cut_to(log_out *o, size_t len)
+{
+    o->len = len;
+    o->p[len] = '\0';
 }
 
 static void log_puts(log_out *o, const char *s) { log_put(o, s, strlen(s)); }
@@ -91,30 +111,36 @@ static size_t log_utf8_len(const unsigned char *s, size_t n)
 }
 
 /* s as the inside of a JSON string: quotes, backslashes and control characters escaped,
- * bytes that are not UTF-8 written as '?'. */
+ * bytes that are not UTF-8 written as '?'. Stops at the first character that does not fit
+ * whole, so what was written is always a valid string's inside. */
 static void log_put_json_str(log_out *o, const char *s)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         unsigned char ch = u[i];
+        char esc[8];
+        const char *unit = s + i;
+        size_t unit_len = 1, used = 1;
         if (ch == '"' || ch == '\\') {
-            char esc[2] = {'\\', (char)ch};
-            log_put(o, esc, 2);
-            i++;
+            esc[0] = '\\';
+            esc[1] = (char)ch;
+            unit = esc;
+            unit_len = 2;
         } else if (ch < 0x20 || ch == 0x7f) {
-            log_putf(o, "\\u%04x", ch);
-            i++;
+            snprintf(esc, sizeof esc, "\\u%04x", ch);
+            unit = esc;
+            unit_len = 6;
         } else {
-            size_t len = log_utf8_len(u + i, n - i);
-            if (len == 0) {
-                log_put(o, "?", 1);
-                i++;
-            } else {
-                log_put(o, s + i, len);
-                i += len;
+            used = unit_len = log_utf8_len(u + i, n - i);
+            if (unit_len == 0) {
+                unit = "?";
+                used = unit_len = 1;
             }
         }
+        if (!log_put_whole(o, unit, unit_len))
+            return;
+        i += used;
     }
 }
 
@@ -163,14 +189,29 @@ size_t log_format_record(char *out, size_t cap, log_format f, log_level level, l
     size_t sn = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(stamp + sn, sizeof stamp - sn, ".%03dZ", ts_ms);
     if (f == LOG_FORMAT_JSON) {
+        /* Valid JSON whatever the cap: room is kept for the closing "}\n" (and the
+         * message's closing quote), the message is cut between characters, a member that
+         * does not fit whole is left out, and a cap too small for the head gives "{}". */
+        if (cap < 4)
+            return 0;
+        o.cap = cap - 2;
         log_puts(&o, "{\"ts\":\"");
         log_puts(&o, stamp);
         log_puts(&o, "\",\"level\":\"");
         log_puts(&o, log_level_name(level));
         log_puts(&o, "\",\"msg\":\"");
-        log_put_json_str(&o, msg);
-        log_put(&o, "\"", 1);
+        if (o.cut || o.len + 2 > o.cap) {
+            log_cut_to(&o, 1); /* "{" */
+            n = 0;
+        } else {
+            o.cap--;
+            log_put_json_str(&o, msg);
+            o.cap++;
+            log_put(&o, "\"", 1);
+        }
         for (size_t i = 0; i < n; i++) {
+            size_t member_start = o.len;
+            o.cut = false;
             log_puts(&o, ",\"");
             log_puts(&o, fields[i].key);
             log_puts(&o, "\":");
@@ -185,12 +226,12 @@ size_t log_format_record(char *out, size_t cap, log_format f, log_level level, l
             } else {
                 log_put_num(&o, fields[i].d, true);
             }
+            if (o.cut) {
+                log_cut_to(&o, member_start);
+                break;
+            }
         }
-        /* a record cut by the cap is still one JSON object */
-        if (o.len + 3 > cap) {
-            o.len = cap > 3 ? cap - 3 : 0;
-            o.p[o.len] = '\0';
-        }
+        o.cap = cap;
         log_puts(&o, "}");
     } else {
         char lvl[8];

@@ -186,11 +186,27 @@ static void test_log_json_record(void **state)
     assert_true(json_is_null(json_object_get(rec, "note")));
     json_decref(rec);
 
-    /* a record cut at the cap is still one object */
-    char small[48];
-    log_format_record(small, sizeof small, LOG_FORMAT_JSON, LOG_INFO, 0, 0, "a long message that cannot fit in the record", f, 4);
-    assert_int_equal(small[strlen(small) - 1], '\n');
-    assert_int_equal(small[strlen(small) - 2], '}');
+    /* a record cut at the cap is still one valid object: the message cut between characters
+     * (never inside an escape or a UTF-8 sequence), the members that do not fit left out */
+    static const char *const long_msg = "a long \"message\" caf\xc3\xa9 \x01 that cannot fit in the record";
+    for (size_t cap = 4; cap <= 200; cap++) {
+        char small[200];
+        size_t len = log_format_record(small, cap, LOG_FORMAT_JSON, LOG_INFO, 0, 0, long_msg, f, 4);
+        assert_int_equal(len, strlen(small));
+        assert_true(len < cap);
+        assert_int_equal(small[len - 1], '\n');
+        json_t *cut = json_loads(small, 0, &je);
+        if (!cut)
+            fail_msg("cap %zu: not JSON (%s): %s", cap, je.text, small);
+        const char *m = json_string_value(json_object_get(cut, "msg"));
+        if (m) {
+            char want[200];
+            snprintf(want, sizeof want, "%s", long_msg);
+            want[strlen(m)] = '\0';
+            assert_string_equal(m, want); /* a prefix of the message */
+        }
+        json_decref(cut);
+    }
 
     /* text: fields after the message, json_only left out, values with blanks quoted */
     f[0].json_only = true;
