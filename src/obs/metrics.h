@@ -26,8 +26,9 @@ void metrics_count_injection_n(const char *where, const char *action, size_t n);
 
 /* One finished HTTP call to a model backend (every attempt, whatever its outcome):
  * ragd_upstream_request_duration_seconds{backend,op}. backend is the configured URL as
- * shown (userinfo redacted), op "embed", "chat", "models" or "rerank". At most
- * METRICS_MAX_UPSTREAM series; past that, calls are not observed. Thread-safe. */
+ * shown (userinfo redacted; copied), op "embed", "chat", "models" or "rerank" (a string
+ * with static storage: the pointer is kept). At most METRICS_MAX_UPSTREAM series; past
+ * that, calls are not observed. Thread-safe. */
 void metrics_upstream_observe(const char *backend, const char *op, double seconds);
 /* Texts in one embedding batch sent to backend: ragd_embed_batch_size{backend}. Thread-safe. */
 void metrics_embed_batch_observe(const char *backend, size_t texts);
