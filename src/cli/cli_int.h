@@ -179,6 +179,9 @@ typedef struct {
     char *prefix;     /* {"db":"x","documents":[ */
 } cli_batch;
 
+/* An empty batch for collection db (NULL: the server's default), flushed at max_docs
+ * documents or max_bytes (capped at body_cap, the server's limit). RAGD_ENOMEM, or
+ * RAGD_OK; cli_batch_cleanup either way. */
 ragd_err cli_batch_init(cli_batch *b, const char *db, size_t max_docs, size_t max_bytes,
                         size_t body_cap);
 void cli_batch_cleanup(cli_batch *b);
@@ -206,6 +209,7 @@ typedef struct {
     char error[512];
 } cli_server;
 
+/* Fills srv from GET /health (defaults when it does not answer: reached says so). */
 void cli_server_info(const cli_opts *o, cli_server *srv);
 
 /* The documents of a collection, sorted by id (for --sync). */
@@ -223,6 +227,7 @@ typedef struct {
 /* Lists every document of collection db (GET /api/dbs/DB/documents, page after page; a
  * missing collection holds nothing). False after printing why. */
 bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k);
+/* The listed document with that id (k is sorted by cli_known_fetch), or NULL. */
 cli_known *cli_known_find(const cli_known_set *k, const char *id);
 void cli_known_cleanup(cli_known_set *k);
 
@@ -337,6 +342,7 @@ int cli_cmd_query(const cli_opts *o);
 int cli_cmd_health(const cli_opts *o);
 
 /* ---- dbs, docs, rm (cli_dbs.c) ---- */
+/* Each cli_cmd_* runs one subcommand and returns the process's exit status (CLI_EXIT_*). */
 
 int cli_cmd_dbs(const cli_opts *o);
 int cli_cmd_docs(const cli_opts *o);
