@@ -276,6 +276,19 @@ static bool rag_op_from_cache(rag_query_op *q, bool with_vector, bool count_miss
     return true;
 }
 
+/* The generator label of ragd_queries_total for an answered query: "cache", "none" (a
+ * retrieval: no answer), "llm" or "extractive". */
+static const char *rag_op_generator_label(const rag_query_op *q)
+{
+    if (q->cached)
+        return "cache";
+    if (!q->answer)
+        return "none";
+    if (q->provider && strcmp(q->provider, "extractive") != 0)
+        return "llm";
+    return "extractive";
+}
+
 /* The done step (loop): on_done, then the query goes. */
 static void rag_op_deliver(void *arg)
 {
@@ -287,10 +300,7 @@ static void rag_op_deliver(void *arg)
                                         sizeof q->cited / sizeof *q->cited);
     q->t.total = clock_now_ms() - q->t_start;
     if (q->status == RAG_OK)
-        metrics_count_query(rag_method_name(q->method), q->cached                                      ? "cache"
-                                                        : !q->answer                                   ? "none"
-                                                        : q->provider && strcmp(q->provider, "extractive") != 0 ? "llm"
-                                                                                                       : "extractive");
+        metrics_count_query(rag_method_name(q->method), rag_op_generator_label(q));
     rag_outcome o = {
         .status = q->status,
         .message = q->message,
