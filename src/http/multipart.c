@@ -153,8 +153,8 @@ ragd_err multipart_reader_init(multipart_reader *r, const char *body, size_t len
                                size_t max_parts)
 {
     memset(r, 0, sizeof *r);
-    r->body = body;
-    r->len = len;
+    r->body = body ? body : ""; /* an empty request body has no buffer: memmem must not see NULL */
+    r->len = body ? len : 0;
     r->max_parts = max_parts;
     r->state = M_START;
     size_t bn = strlen(boundary);

@@ -19,6 +19,16 @@ static void xml_quiet_generic(void *ctx, const char *msg, ...) {}
 
 static void xml_quiet_structured(void *ctx, xmlErrorPtr error) {}
 
+/* SAX hook for a <!DOCTYPE>: marks the parse and stops it before any declaration in the
+ * DTD is read. The byte search below misses a DOCTYPE in UTF-16 (or any encoding that is
+ * not ASCII-compatible); this one sees it whatever the encoding. */
+static void xml_refuse_doctype(void *ctx, const xmlChar *name, const xmlChar *external_id, const xmlChar *system_id)
+{
+    xmlParserCtxtPtr ctxt = ctx;
+    ctxt->_private = ctxt; /* any non-NULL mark */
+    xmlStopParser(ctxt);
+}
+
 xmlDoc *extract_xml_parse(extract_ctx *x, const char *data, size_t len, const char *what)
 {
     pthread_once(&xml_once, xml_init_once);
@@ -39,11 +49,27 @@ xmlDoc *extract_xml_parse(extract_ctx *x, const char *data, size_t len, const ch
     void *old_structured_ctx = xmlStructuredErrorContext;
     xmlSetGenericErrorFunc(NULL, xml_quiet_generic);
     xmlSetStructuredErrorFunc(NULL, xml_quiet_structured);
-    xmlDoc *doc = xmlReadMemory(data, (int)len, NULL, NULL, XML_OPTS);
-    const xmlError *err = doc ? NULL : xmlGetLastError();
-    if (!doc)
-        extract_fail(x, RAGD_EINVAL, "%s could not be read: bad XML%s%s", what, err && err->message ? ": " : "",
-                     err && err->message ? err->message : "");
+    xmlDoc *doc = NULL;
+    bool doctype = false;
+    xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
+    if (!ctxt) {
+        extract_fail(x, RAGD_ENOMEM, "out of memory");
+    } else {
+        ctxt->sax->internalSubset = xml_refuse_doctype;
+        doc = xmlCtxtReadMemory(ctxt, data, (int)len, NULL, NULL, XML_OPTS);
+        doctype = ctxt->_private != NULL;
+        if (doctype) {
+            xmlFreeDoc(doc);
+            doc = NULL;
+            extract_fail(x, RAGD_EINVAL, "%s could not be read: an XML part declares a DTD or entities, which are refused",
+                         what);
+        } else if (!doc) {
+            const xmlError *err = xmlCtxtGetLastError(ctxt);
+            extract_fail(x, RAGD_EINVAL, "%s could not be read: bad XML%s%s", what, err && err->message ? ": " : "",
+                         err && err->message ? err->message : "");
+        }
+        xmlFreeParserCtxt(ctxt);
+    }
     xmlSetGenericErrorFunc(old_generic_ctx, old_generic);
     xmlSetStructuredErrorFunc(old_structured_ctx, old_structured);
     if (x->why && x->why_cap) { /* libxml2's messages end in a newline */

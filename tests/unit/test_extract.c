@@ -82,9 +82,10 @@ static void *gzip_of(const void *p, size_t n, size_t *out_len)
     return out;
 }
 
-/* A zip of name/content pairs (NULL-terminated), the first stored when stored_first.
- * Written with libzip to a temporary file, read back (free it). */
-static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
+/* A zip of name/content pairs (NULL-terminated), the first stored when stored_first; the
+ * content lengths from sizes (one per pair) or, when NULL, strlen. Written with libzip to a
+ * temporary file, read back (free it). */
+static char *zip_of_sized(const char *const *entries, const size_t *sizes, bool stored_first, size_t *len)
 {
     char path[] = "/tmp/ragd-extract-XXXXXX";
     int fd = mkstemp(path);
@@ -94,7 +95,8 @@ static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
     zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &zerr);
     assert_non_null(z);
     for (size_t i = 0; entries[i]; i += 2) {
-        zip_source_t *s = zip_source_buffer(z, entries[i + 1], strlen(entries[i + 1]), 0);
+        size_t size = sizes ? sizes[i / 2] : strlen(entries[i + 1]);
+        zip_source_t *s = zip_source_buffer(z, entries[i + 1], size, 0);
         assert_non_null(s);
         zip_int64_t idx = zip_file_add(z, entries[i], s, ZIP_FL_ENC_UTF_8);
         assert_true(idx >= 0);
@@ -112,6 +114,11 @@ static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
     unlink(path);
     *len = (size_t)n;
     return data;
+}
+
+static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
+{
+    return zip_of_sized(entries, NULL, stored_first, len);
 }
 
 #define W_NS "xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\""
@@ -344,6 +351,24 @@ static void test_docx_bombs(void **state)
     const char *entries[] = {"word/document.xml", lol, NULL};
     size_t n;
     char *z = zip_of(entries, false, &n);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
+    free(z);
+    /* the same refusal when the part is UTF-16 (no ASCII "<!DOCTYPE" in its bytes): an
+     * external entity to a local file */
+    const char *xxe = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/hostname\">]>"
+                      "<w:document " W_NS "><w:body><w:p><w:r><w:t>x &x; y</w:t></w:r></w:p></w:body></w:document>";
+    size_t xn = strlen(xxe);
+    char *utf16 = malloc(2 + 2 * xn);
+    utf16[0] = (char)0xFF; /* UTF-16LE byte order mark */
+    utf16[1] = (char)0xFE;
+    for (size_t i = 0; i < xn; i++) {
+        utf16[2 + 2 * i] = xxe[i];
+        utf16[3 + 2 * i] = '\0';
+    }
+    const char *xxe_entries[] = {"word/document.xml", utf16, NULL};
+    size_t xxe_sizes[] = {2 + 2 * xn};
+    z = zip_of_sized(xxe_entries, xxe_sizes, false, &n);
+    free(utf16);
     expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
     free(z);
     /* a zip bomb: 8 MiB of spaces, far over 20x its packed size */
