@@ -191,6 +191,8 @@ static ragd_err multipart_ext_filename(multipart_reader *r, const multipart_part
                 return multipart_fail(r, "part %zu: filename* has a bad %%-escape", p->number);
             c = hi * 16 + lo;
             s += 2;
+            if (c == 0) /* a control byte like any other, and it would end the C string */
+                return multipart_fail(r, "part %zu: the file name is not valid UTF-8 text", p->number);
         }
         if (o + 1 >= cap)
             return multipart_fail(r, "part %zu: the file name is over %d bytes", p->number, MULTIPART_FILENAME_MAX);
