@@ -371,6 +371,19 @@ static void test_docx_bombs(void **state)
     free(utf16);
     expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
     free(z);
+    /* dense markup: over EXTRACT_XML_NODES_MAX empty paragraphs (6 bytes each, a tree node
+     * of ~120 bytes each: parsed whole it cost ~20x the part) is refused while parsing */
+    strbuf dense;
+    strbuf_init(&dense, 64 << 20);
+    for (int i = 0; i <= EXTRACT_XML_NODES_MAX; i++)
+        strbuf_append(&dense, "<w:p/>", 6);
+    z = docx_of(dense.data, &n);
+    strbuf_cleanup(&dense);
+    extract_limits roomy;
+    extract_limits_default(&roomy, n);
+    roomy.max_inflated = (size_t)64 << 20; /* the budget of a padded upload */
+    expect_fail(z, n, EXTRACT_DOCX, NULL, &roomy, RAGD_EINVAL, "over 2000000 elements, attributes and texts");
+    free(z);
     /* a zip bomb: 8 MiB of spaces, far over 20x its packed size */
     size_t big = (size_t)8 << 20;
     char *pad = malloc(big + 1);
