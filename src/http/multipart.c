@@ -159,8 +159,8 @@ ragd_err multipart_reader_init(multipart_reader *r, const char *body, size_t len
                                size_t max_parts)
 {
     memset(r, 0, sizeof *r);
-    r->body = body;
-    r->len = len;
+    r->body = body ? body : ""; /* an empty request body has no buffer: memmem must not see NULL */
+    r->len = body ? len : 0;
     r->max_parts = max_parts;
     r->state = M_START;
     size_t bn = strlen(boundary);
@@ -197,6 +197,8 @@ static ragd_err multipart_ext_filename(multipart_reader *r, const multipart_part
                 return multipart_fail(r, "part %zu: filename* has a bad %%-escape", p->number);
             c = hi * 16 + lo;
             s += 2;
+            if (c == 0) /* a control byte like any other, and it would end the C string */
+                return multipart_fail(r, "part %zu: the file name is not valid UTF-8 text", p->number);
         }
         if (o + 1 >= cap)
             return multipart_fail(r, "part %zu: the file name is over %d bytes", p->number, MULTIPART_FILENAME_MAX);

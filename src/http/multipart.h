@@ -65,7 +65,7 @@ typedef struct {
 } multipart_reader;
 
 /* Starts a walk over body[0..len) with the given boundary (the Content-Type's parameter,
- * already unquoted). RAGD_EINVAL (message set) for a boundary of 0 or over 70 bytes, or with
+ * already unquoted); body may be NULL for an empty body. RAGD_EINVAL (message set) for a boundary of 0 or over 70 bytes, or with
  * a byte outside RFC 2046's bchars (letters, digits, '()+_,-./:=? and a space not last). */
 ragd_err multipart_reader_init(multipart_reader *r, const char *body, size_t len, const char *boundary,
                                size_t max_parts);

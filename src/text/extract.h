@@ -35,6 +35,7 @@ typedef enum {
 #define EXTRACT_INFLATE_MAX ((size_t)256 << 20)  /* ... and never more */
 #define EXTRACT_TEXT_MAX ((size_t)64 << 20)      /* bytes of text from one document */
 #define EXTRACT_PAGES_MAX 5000                   /* PDF pages */
+#define EXTRACT_XML_NODES_MAX 2000000            /* elements, attributes, texts of one XML part */
 #define EXTRACT_SECONDS 30                       /* per document */
 
 typedef struct {

@@ -26,6 +26,73 @@ static const xmlNode *epub_find(const xmlNode *n, const char *local)
     return NULL;
 }
 
+/* The manifest's items sorted by id (ties in document order), so that each spine entry is
+ * found by binary search: a linear scan per entry made a package of 60,000 items cost
+ * minutes of a worker (3.6e9 comparisons) from a 320 KB upload. */
+typedef struct {
+    xmlChar *id;
+    const xmlNode *item;
+    size_t order;
+} epub_item;
+
+typedef struct {
+    epub_item *v;
+    size_t n;
+} epub_manifest;
+
+static int epub_item_cmp(const void *a, const void *b)
+{
+    const epub_item *x = a, *y = b;
+    int c = strcmp((const char *)x->id, (const char *)y->id);
+    if (c)
+        return c;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static void epub_manifest_cleanup(epub_manifest *m)
+{
+    for (size_t i = 0; i < m->n; i++)
+        xmlFree(m->v[i].id);
+    free(m->v);
+    m->v = NULL;
+    m->n = 0;
+}
+
+/* RAGD_ENOMEM or RAGD_OK; items without an id are left out. */
+static ragd_err epub_manifest_index(const xmlNode *manifest, epub_manifest *m)
+{
+    size_t cap = 0;
+    for (const xmlNode *c = manifest->children; c; c = c->next)
+        cap += xmlutil_is(c, "item");
+    m->v = calloc(cap ? cap : 1, sizeof *m->v);
+    m->n = 0;
+    if (!m->v)
+        return RAGD_ENOMEM;
+    for (const xmlNode *c = manifest->children; c; c = c->next) {
+        xmlChar *id = xmlutil_is(c, "item") ? xmlutil_attr(c, "id") : NULL;
+        if (!id)
+            continue;
+        m->v[m->n] = (epub_item){.id = id, .item = c, .order = m->n};
+        m->n++;
+    }
+    qsort(m->v, m->n, sizeof *m->v, epub_item_cmp);
+    return RAGD_OK;
+}
+
+/* The first item (in document order) whose id is idref, or NULL. */
+static const xmlNode *epub_manifest_find(const epub_manifest *m, const char *idref)
+{
+    size_t lo = 0, hi = m->n; /* the first entry whose id is >= idref */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp((const char *)m->v[mid].id, idref) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n && strcmp((const char *)m->v[lo].id, idref) == 0 ? m->v[lo].item : NULL;
+}
+
 /* dir + href (a relative URL: percent-decoded, fragment dropped, "./" and "../" resolved)
  * into out. false when it does not fit or climbs above the archive's root. */
 static bool epub_resolve(const char *dir, const char *href, char *out, size_t cap)
@@ -131,6 +198,7 @@ ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out
     extract_zip *z = extract_zip_open(x, bytes, len, "EPUB");
     xmlDoc *container = NULL, *opf = NULL;
     xmlChar *opf_path = NULL, *title = NULL;
+    epub_manifest index = {0};
     ragd_err e = RAGD_EINVAL;
     *title_len = 0;
     if (!z)
@@ -177,20 +245,17 @@ ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out
         e = extract_fail(x, RAGD_EINVAL, "EPUB could not be read: the package has no manifest or spine");
         goto out;
     }
-    e = RAGD_OK;
+    if ((e = epub_manifest_index(manifest, &index)) != RAGD_OK) {
+        e = extract_fail(x, e, "out of memory");
+        goto out;
+    }
     for (const xmlNode *ref = spine->children; ref && !e; ref = ref->next) {
         if (!xmlutil_is(ref, "itemref"))
             continue;
         if ((e = extract_check_time(x, "EPUB")) != RAGD_OK)
             break;
         xmlChar *idref = xmlutil_attr(ref, "idref");
-        const xmlNode *item = NULL;
-        for (const xmlNode *m = manifest->children; idref && m && !item; m = m->next) {
-            xmlChar *id = xmlutil_is(m, "item") ? xmlutil_attr(m, "id") : NULL;
-            if (id && strcmp((const char *)id, (const char *)idref) == 0)
-                item = m;
-            xmlFree(id);
-        }
+        const xmlNode *item = idref ? epub_manifest_find(&index, (const char *)idref) : NULL;
         xmlFree(idref);
         xmlChar *href = item ? xmlutil_attr(item, "href") : NULL;
         char name[EPUB_PATH_MAX];
@@ -199,6 +264,7 @@ ragd_err extract_epub(extract_ctx *x, const char *bytes, size_t len, strbuf *out
         xmlFree(href);
     }
 out:
+    epub_manifest_cleanup(&index);
     xmlFree(opf_path);
     xmlFree(title);
     xmlFreeDoc(container);

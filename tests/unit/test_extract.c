@@ -90,9 +90,10 @@ static void *gzip_of(const void *p, size_t n, size_t *out_len)
     return out;
 }
 
-/* A zip of name/content pairs (NULL-terminated), the first stored when stored_first.
- * Written with libzip to a temporary file, read back (free it). */
-static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
+/* A zip of name/content pairs (NULL-terminated), the first stored when stored_first; the
+ * content lengths from sizes (one per pair) or, when NULL, strlen. Written with libzip to a
+ * temporary file, read back (free it). */
+static char *zip_of_sized(const char *const *entries, const size_t *sizes, bool stored_first, size_t *len)
 {
     char path[] = "/tmp/ragd-extract-XXXXXX";
     int fd = mkstemp(path);
@@ -102,7 +103,8 @@ static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
     zip_t *z = zip_open(path, ZIP_CREATE | ZIP_TRUNCATE, &zerr);
     assert_non_null(z);
     for (size_t i = 0; entries[i]; i += 2) {
-        zip_source_t *s = zip_source_buffer(z, entries[i + 1], strlen(entries[i + 1]), 0);
+        size_t size = sizes ? sizes[i / 2] : strlen(entries[i + 1]);
+        zip_source_t *s = zip_source_buffer(z, entries[i + 1], size, 0);
         assert_non_null(s);
         zip_int64_t idx = zip_file_add(z, entries[i], s, ZIP_FL_ENC_UTF_8);
         assert_true(idx >= 0);
@@ -120,6 +122,11 @@ static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
     unlink(path);
     *len = (size_t)n;
     return data;
+}
+
+static char *zip_of(const char *const *entries, bool stored_first, size_t *len)
+{
+    return zip_of_sized(entries, NULL, stored_first, len);
 }
 
 #define W_NS "xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\""
@@ -338,6 +345,37 @@ static void test_docx_bombs(void **state)
     char *z = zip_of(entries, false, &n);
     expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
     free(z);
+    /* the same refusal when the part is UTF-16 (no ASCII "<!DOCTYPE" in its bytes): an
+     * external entity to a local file */
+    const char *xxe = "<?xml version=\"1.0\" encoding=\"UTF-16\"?><!DOCTYPE d [<!ENTITY x SYSTEM \"file:///etc/hostname\">]>"
+                      "<w:document " W_NS "><w:body><w:p><w:r><w:t>x &x; y</w:t></w:r></w:p></w:body></w:document>";
+    size_t xn = strlen(xxe);
+    char *utf16 = malloc(2 + 2 * xn);
+    utf16[0] = (char)0xFF; /* UTF-16LE byte order mark */
+    utf16[1] = (char)0xFE;
+    for (size_t i = 0; i < xn; i++) {
+        utf16[2 + 2 * i] = xxe[i];
+        utf16[3 + 2 * i] = '\0';
+    }
+    const char *xxe_entries[] = {"word/document.xml", utf16, NULL};
+    size_t xxe_sizes[] = {2 + 2 * xn};
+    z = zip_of_sized(xxe_entries, xxe_sizes, false, &n);
+    free(utf16);
+    expect_fail(z, n, EXTRACT_DOCX, NULL, NULL, RAGD_EINVAL, "declares a DTD or entities");
+    free(z);
+    /* dense markup: over EXTRACT_XML_NODES_MAX empty paragraphs (6 bytes each, a tree node
+     * of ~120 bytes each: parsed whole it cost ~20x the part) is refused while parsing */
+    strbuf dense;
+    strbuf_init(&dense, 64 << 20);
+    for (int i = 0; i <= EXTRACT_XML_NODES_MAX; i++)
+        strbuf_append(&dense, "<w:p/>", 6);
+    z = docx_of(dense.data, &n);
+    strbuf_cleanup(&dense);
+    extract_limits roomy;
+    extract_limits_default(&roomy, n);
+    roomy.max_inflated = (size_t)64 << 20; /* the budget of a padded upload */
+    expect_fail(z, n, EXTRACT_DOCX, NULL, &roomy, RAGD_EINVAL, "over 2000000 elements, attributes and texts");
+    free(z);
     /* a zip bomb: 8 MiB of spaces, far over 20x its packed size */
     size_t big = (size_t)8 << 20;
     char *pad = malloc(big + 1);
@@ -403,6 +441,42 @@ static void test_epub(void **state)
     free(z);
 }
 
+/* A package of 100,000 manifest items whose spine lists them in reverse order: each spine
+ * entry is looked up by id. A linear scan per entry (5e9 comparisons, each allocating the
+ * id) ran past the 30 s deadline and the book was refused; found by an index it is read.
+ * One chapter exists, the other items name missing files (skipped). */
+static void test_epub_large_manifest(void **state)
+{
+    enum { ITEMS = 100000 };
+    strbuf sb;
+    strbuf_init(&sb, 64 << 20);
+    strbuf_appends(&sb, "<package><manifest><item id=\"i0\" href=\"c.xhtml\"/>");
+    char tmp[96];
+    for (int i = 1; i < ITEMS; i++) {
+        snprintf(tmp, sizeof tmp, "<item id=\"i%d\" href=\"missing%d.xhtml\"/>", i, i);
+        strbuf_appends(&sb, tmp);
+    }
+    strbuf_appends(&sb, "</manifest><spine>");
+    for (int i = ITEMS - 1; i >= 0; i--) {
+        snprintf(tmp, sizeof tmp, "<itemref idref=\"i%d\"/>", i);
+        strbuf_appends(&sb, tmp);
+    }
+    strbuf_appends(&sb, "</spine></package>");
+    const char *entries[] = {"mimetype", "application/epub+zip", "META-INF/container.xml",
+                             "<container><rootfiles><rootfile full-path=\"book.opf\"/></rootfiles></container>",
+                             "book.opf", sb.data, "c.xhtml", "<html><body><p>The only chapter.</p></body></html>",
+                             NULL};
+    size_t n;
+    char *z = zip_of(entries, true, &n);
+    strbuf_cleanup(&sb);
+    extract_result r;
+    char why[300];
+    assert_int_equal(run_kind(z, n, EXTRACT_EPUB, NULL, NULL, &r, why, sizeof why), RAGD_OK);
+    assert_string_equal(r.text, "The only chapter.");
+    extract_result_cleanup(&r);
+    free(z);
+}
+
 /* ---------------------------------------------------------------- formats by name */
 
 static void test_format_of_source(void **state)
@@ -432,7 +506,8 @@ int main(void)
         cmocka_unit_test(test_text_charsets), cmocka_unit_test(test_binary_refused), cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_rst_headings),  cmocka_unit_test(test_gzip),           cmocka_unit_test(test_pdf_pages),
         cmocka_unit_test(test_pdf_threads),   cmocka_unit_test(test_docx),           cmocka_unit_test(test_docx_bombs),
-        cmocka_unit_test(test_odt),           cmocka_unit_test(test_epub),           cmocka_unit_test(test_format_of_source),
+        cmocka_unit_test(test_odt),           cmocka_unit_test(test_epub),           cmocka_unit_test(test_epub_large_manifest),
+        cmocka_unit_test(test_format_of_source),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

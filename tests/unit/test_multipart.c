@@ -198,6 +198,11 @@ static void test_refusals(void **state)
                                      "x\r\n--B--"),
                                    "B"),
                            "not valid UTF-8"));
+    /* %00 is a control byte too (it once cut the name short: "a%00b.txt" became "a") */
+    assert_non_null(strstr(refusal(S("--B\r\nContent-Disposition: form-data; name=\"f\"; filename*=utf-8''a%00b.txt\r\n\r\n"
+                                     "x\r\n--B--"),
+                                   "B"),
+                           "not valid UTF-8"));
     assert_non_null(strstr(refusal(S("--B\r\n" CD "Content-Type: text/plain; charset=\"a\r\n\r\nx\r\n--B--"), "B"),
                            "Content-Type parameters"));
     assert_non_null(strstr(refusal(S("--B\r\n" CD "X: a\x01\r\n\r\nx\r\n--B--"), "B"), "control byte"));
