@@ -153,7 +153,7 @@ void cli_usage(FILE *f)
           "\n"
           "commands:\n"
           "  serve [--listen HOST:PORT] [--data DIR]     run the server\n"
-          "  ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all] [--batch N]\n"
+          "  ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all] [--batch N] [--jobs N]\n"
           "                                              send files or folders to a server\n"
           "  query \"QUESTION\" [--db NAME] [--k N] [--method M] [--stream] [--json]\n"
           "                                              ask; print the answer and sources\n"
