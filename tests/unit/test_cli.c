@@ -1174,6 +1174,34 @@ static void test_ingest_http_error(void **state)
                                        "ingested before this failure)\n"));
     capture_free(&c);
     srv_free(&t);
+
+    /* --sync removes a document only once every send has been answered: the server holds
+     * the last requests it gets (a removal sent meanwhile would be held with them). */
+    fake_srv u = {0};
+    char listing[4400];
+    snprintf(listing, sizeof listing,
+             "{\"documents\":[{\"id\":\"%s/gone.txt\",\"content_hash\":\"x\"}],\"total\":1}",
+             rootname);
+    char *listed = json_answer(200, "OK", listing);
+    u.health = "{\"default_db\":\"default\",\"limits\":{\"max_body_bytes\":10485760}}";
+    u.answers[0] = listed;
+    u.gather_from = 4; /* the listing, three of the five ingest requests; then the last two */
+    u.gather = 3;
+    u.gather_wait_ms = 300;
+    srv_start(&u, 7);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", u.port);
+    const char *d[] = {"ingest", root, "--sync", "--batch", "2", "--url", url};
+    rc = run(&c, 7, d);
+    srv_stop(&u);
+    assert_int_equal(rc, 0);
+    assert_int_equal(u.got, 7);
+    assert_true(u.most_held <= 2); /* never the removal with ingest requests unanswered */
+    snprintf(want, sizeof want, "DELETE /api/dbs/default/documents/%s/gone.txt HTTP/1.1", rootname);
+    assert_non_null(strstr(u.heads[6], want));
+    assert_string_equal(c.out_text, "synced default: 8 added, 0 changed, 0 unchanged, 1 removed\n");
+    capture_free(&c);
+    srv_free(&u);
+    free(listed);
     free(bad);
     free(down);
     remove_tree(root);
