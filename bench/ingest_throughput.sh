@@ -7,7 +7,8 @@
 # server's user+system time from /proc at the end of the ingest; rss_after_mib its VmRSS
 # then (freed ingest buffers retained by malloc show here), rss_restarted_mib a new
 # server's on the same data once ready (the indexes alone). EXTRA_ENV (NAME=VALUE ...) are
-# given to the server. Made for BENCHMARKS.md "Ingest throughput (issue 11)".
+# given to the server; INGEST_ARGS (e.g. "--jobs 1") are added to the `ragd ingest` command.
+# Made for BENCHMARKS.md "Ingest throughput (issue 11)".
 set -eu
 BIN=$1; PORT=$2; CORPUS=$3; shift 3
 D=$(mktemp -d ${BENCH_TMP:+-p $BENCH_TMP})
@@ -17,7 +18,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/health/live" >/dev/null
 BYTES=$(find -L "$CORPUS" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
 TICK=$(getconf CLK_TCK)
 T0=$(date +%s.%N)
-/usr/bin/time -f '%U %S' -o "$D.time" "$BIN" ingest "$CORPUS" --db q --url "http://127.0.0.1:$PORT" >"$D.out" 2>&1 || {
+/usr/bin/time -f '%U %S' -o "$D.time" "$BIN" ingest "$CORPUS" --db q ${INGEST_ARGS:-} --url "http://127.0.0.1:$PORT" >"$D.out" 2>&1 || {
     echo "ingest failed:"; tail -5 "$D.out"; }
 T1=$(date +%s.%N)
 SRV=$(awk -v t="$TICK" '{printf "%.2f", ($14 + $15) / t}' /proc/$PID/stat)

@@ -28,7 +28,7 @@ static int cli_cmd_version(const cli_opts *o)
 static const cli_command commands[] = {
     {"ingest", CLI_OPT_URL | CLI_OPT_DB | CLI_OPT_BATCH | CLI_OPT_INGEST,
      "usage: ragd ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all]\n"
-     "                  [--batch N] [--url URL]\n"
+     "                  [--batch N] [--jobs N] [--url URL]\n"
      "\n"
      "Send files and whole folders to a running ragd. Folders are walked recursively,\n"
      "skipping dot entries and symbolic links to folders. A document's id is the file's path\n"
@@ -52,6 +52,8 @@ static const cli_command commands[] = {
      "                  ~0.5 s after each burst of changes; Ctrl-C or SIGTERM ends it\n"
      "  --all           send pictures, archives and other non-document types too\n"
      "  --batch N       files per request, 1..10000 (default 32; a request also stops at ~4 MiB)\n"
+     "  --jobs N        requests in flight at once, 1..8 (default 3): the server stores one\n"
+     "                  batch while it reads and embeds the next; answers may come in any order\n"
      "  --url URL       server (default: $RAGD_URL, else " CLI_DEFAULT_URL ")\n",
      cli_cmd_ingest, 1, SIZE_MAX},
     {"query", CLI_OPT_URL | CLI_OPT_DB | CLI_OPT_K | CLI_OPT_METHOD | CLI_OPT_STREAM | CLI_OPT_JSON,
@@ -151,7 +153,7 @@ void cli_usage(FILE *f)
           "\n"
           "commands:\n"
           "  serve [--listen HOST:PORT] [--data DIR]     run the server\n"
-          "  ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all] [--batch N]\n"
+          "  ingest PATH... [--db NAME] [--id-prefix P] [--sync] [--watch] [--all] [--batch N] [--jobs N]\n"
           "                                              send files or folders to a server\n"
           "  query \"QUESTION\" [--db NAME] [--k N] [--method M] [--stream] [--json]\n"
           "                                              ask; print the answer and sources\n"
@@ -188,6 +190,7 @@ static const cli_option options[] = {
     {"k", CLI_OPT_K, true},           {"top-k", CLI_OPT_K, true},
     {"method", CLI_OPT_METHOD, true}, {"stream", CLI_OPT_STREAM, false},
     {"json", CLI_OPT_JSON, false},    {"batch", CLI_OPT_BATCH, true},
+    {"jobs", CLI_OPT_BATCH, true},
     {"embedder", CLI_OPT_REEMBED, true}, {"model", CLI_OPT_REEMBED, true},
     {"wait", CLI_OPT_REEMBED, false},    {"status", CLI_OPT_REEMBED, false},
     {"id-prefix", CLI_OPT_INGEST, true}, {"sync", CLI_OPT_INGEST, false},
@@ -259,8 +262,13 @@ static ragd_err cli_set_opt(const cli_option *opt, const char *val, cli_opts *o,
         }
         o->method = val;
         break;
-    case CLI_OPT_BATCH:
-        if (!cli_parse_int(val, 1, 10000, &o->batch)) {
+    case CLI_OPT_BATCH: /* --batch and --jobs: told apart by name */
+        if (strcmp(opt->name, "jobs") == 0) {
+            if (!cli_parse_int(val, 1, CLI_MAX_JOBS, &o->jobs)) {
+                snprintf(err, errlen, "--jobs: must be an integer from 1 to %d", CLI_MAX_JOBS);
+                return RAGD_EINVAL;
+            }
+        } else if (!cli_parse_int(val, 1, 10000, &o->batch)) {
             snprintf(err, errlen, "--batch: must be an integer from 1 to 10000");
             return RAGD_EINVAL;
         }
@@ -331,6 +339,7 @@ ragd_err cli_parse_opts(int argc, char **argv, unsigned allowed, cli_opts *o, ch
 {
     memset(o, 0, sizeof *o);
     o->batch = CLI_BATCH_FILES;
+    o->jobs = CLI_INGEST_JOBS;
     o->chunk_overlap = -1;
     const char *env = getenv("RAGD_URL");
     o->url = (env && *env) ? env : CLI_DEFAULT_URL;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -470,7 +471,7 @@ static void stat_cache_put(cli_stat_cache *c, const char *path, const struct sta
 
 /* ---- the command ---- */
 
-/* A file waiting in the JSON batch: where its document sits in the body, and what a
+/* A file waiting in a JSON batch: where its document sits in the body, and what a
  * success means for --sync. */
 typedef struct {
     const cli_file *file;
@@ -478,18 +479,53 @@ typedef struct {
     cli_change change;
 } pending;
 
+/* A request slot and its sender thread. The main thread fills a FREE slot and makes it
+ * BUSY; the sender sends it and makes it DONE; the main thread takes the answer and makes
+ * it FREE again. The state changes under the ingest's mutex, and every other field belongs
+ * to whoever's turn it is, so the totals, the progress bar and stderr are the main
+ * thread's alone (no lock around them). */
+typedef enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE } slot_state;
+
 typedef struct {
+    struct ingest *in;
+    pthread_t thread;
+    slot_state state;
+    /* the request: a JSON batch (nqueued > 0) or one raw body (raw_file set) */
+    cli_batch batch;
+    pending *queued; /* the batch's files, o->batch of them at most */
+    size_t nqueued;
+    const cli_file *raw_file;
+    char *raw_data; /* owned */
+    cli_change raw_change;
+    strbuf raw_path;
+    cli_request q;
+    /* the answer */
+    ragd_err sent;
+    cli_response r;
+    char err[512];
+} ingest_slot;
+
+typedef struct ingest {
     const cli_opts *o;
     const cli_server *srv;
     cli_pass *pass;
     cli_known_set *known; /* --sync: what the collection holds; NULL otherwise */
     cli_stat_cache *old_cache; /* --watch: the last round's files (NULL: none kept) */
     cli_stat_cache new_cache;  /* this round's, replacing it at the end */
-    cli_batch batch;
-    pending *queued; /* the batch's files, o->batch of them at most */
+    cli_batch batch;           /* the batch being filled (swapped with a slot's on sending) */
+    pending *queued;
     size_t nqueued;
     progress prog;
-    bool fatal; /* a failure that ends the run was printed */
+    /* requests in flight: slots[0..nthreads) have a running sender */
+    ingest_slot *slots;
+    size_t nslots, nthreads;
+    bool window_ready; /* mu and cond initialised */
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* a slot changed state, or quit was set */
+    bool quit;
+    /* the first failure that ends the run: printed once nothing is in flight */
+    bool fatal, fatal_printed;
+    char fatal_msg[512];
 } ingest;
 
 static void ingest_count_success(ingest *in, cli_change change)
@@ -532,26 +568,37 @@ static void ingest_file_failed(ingest *in, const cli_file *f, const char *msg)
     progress_warn(&in->prog, "ragd: error: %s: %s\n", f->path, msg);
 }
 
+/* Records a failure that ends the run: no new request is handed out from now on, and the
+ * first such message is printed by ingest_fatal_print once the requests in flight have
+ * answered (so it counts every file they got in). */
 static void ingest_fatal(ingest *in, const char *msg)
 {
-    progress_clear(&in->prog);
-    if (in->pass->sent > 0)
-        fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", msg,
-                in->pass->sent);
-    else
-        fprintf(stderr, "ragd: %s\n", msg);
+    if (in->fatal)
+        return;
+    snprintf(in->fatal_msg, sizeof in->fatal_msg, "%s", msg);
     in->fatal = true;
 }
 
-/* Sends one body; returns the response status (0 after a fatal failure, printed). */
-static long ingest_post(ingest *in, const char *path, const char *body, size_t len,
-                        const char *content_type, cli_response *r)
+static void ingest_fatal_print(ingest *in)
+{
+    if (!in->fatal || in->fatal_printed)
+        return;
+    progress_clear(&in->prog);
+    if (in->pass->sent > 0)
+        fprintf(stderr, "ragd: %s (%zu files were ingested before this failure)\n", in->fatal_msg,
+                in->pass->sent);
+    else
+        fprintf(stderr, "ragd: %s\n", in->fatal_msg);
+    in->fatal_printed = true;
+}
+
+/* Judges one exchange: returns the response status, or 0 after a fatal failure (recorded):
+ * no answer, a status that is not per-file (5xx, 401, 429...), a 2xx that is not JSON. */
+static long ingest_judge(ingest *in, ragd_err sent, const char *send_err, cli_response *r)
 {
     char err[512];
-    cli_request q = {.method = "POST", .path = path, .body = body, .len = len,
-                     .content_type = content_type, .timeout_s = CLI_INGEST_TIMEOUT_S};
-    if (cli_http_send(in->o->url, &q, r, err, sizeof err) != RAGD_OK) {
-        ingest_fatal(in, err);
+    if (sent != RAGD_OK) {
+        ingest_fatal(in, send_err);
         return 0;
     }
     if (r->status >= 200 && r->status < 300) {
@@ -567,22 +614,26 @@ static long ingest_post(ingest *in, const char *path, const char *body, size_t l
     return r->status;
 }
 
-/* Sends one queued document alone (after its batch was refused), to learn whether it is
- * the one at fault. Returns false after a fatal failure. */
-static bool ingest_send_alone(ingest *in, const pending *p)
+/* Sends one document of a refused batch alone, from the main thread, to learn whether it
+ * is the one at fault. Returns false after a fatal failure (recorded). */
+static bool ingest_send_alone(ingest *in, const cli_batch *from, const pending *p)
 {
     cli_response r;
     cli_response_init(&r);
     strbuf body;
-    strbuf_init(&body, in->batch.body_cap);
-    const char *doc = in->batch.body.data + p->off;
+    strbuf_init(&body, from->body_cap);
+    const char *doc = from->body.data + p->off;
     bool ok = false;
-    if (strbuf_appends(&body, in->batch.prefix) || strbuf_append(&body, doc, p->len) ||
+    char err[512];
+    if (strbuf_appends(&body, from->prefix) || strbuf_append(&body, doc, p->len) ||
         strbuf_append(&body, "]}", 2)) {
         ingest_fatal(in, "out of memory");
         goto out;
     }
-    long status = ingest_post(in, "/api/ingest", body.data, body.len, NULL, &r);
+    cli_request q = {.method = "POST", .path = "/api/ingest", .body = body.data, .len = body.len,
+                     .timeout_s = CLI_INGEST_TIMEOUT_S};
+    ragd_err sent = cli_http_send(in->o->url, &q, &r, err, sizeof err);
+    long status = ingest_judge(in, sent, err, &r);
     if (status == 0)
         goto out;
     if (status >= 200 && status < 300) {
@@ -601,46 +652,212 @@ out:
     return ok;
 }
 
-/* Sends the current batch. A refusal of its documents (422...) is retried one document
- * at a time, so that each bad file is named and the others still go in. Returns false
- * after a fatal failure (printed). */
+/* ---- requests in flight ---- */
+
+static void *ingest_sender_main(void *arg)
+{
+    ingest_slot *s = arg;
+    ingest *in = s->in;
+    pthread_mutex_lock(&in->mu);
+    for (;;) {
+        while (s->state != SLOT_BUSY && !in->quit)
+            pthread_cond_wait(&in->cond, &in->mu);
+        if (s->state != SLOT_BUSY)
+            break; /* quit, and nothing to send */
+        pthread_mutex_unlock(&in->mu);
+        s->sent = cli_http_send(in->o->url, &s->q, &s->r, s->err, sizeof s->err);
+        pthread_mutex_lock(&in->mu);
+        s->state = SLOT_DONE;
+        pthread_cond_broadcast(&in->cond);
+    }
+    pthread_mutex_unlock(&in->mu);
+    return NULL;
+}
+
+/* Takes a DONE slot's answer into the totals, as the one-request-at-a-time loop did: a
+ * success counts its files; a per-file refusal names the file, or (a batch of several)
+ * re-sends each document alone from here; anything else is fatal. Then frees the slot.
+ * Main thread, mu not held. */
+static void ingest_slot_finish(ingest *in, ingest_slot *s)
+{
+    long status = ingest_judge(in, s->sent, s->err, &s->r);
+    if (status >= 200 && status < 300) {
+        if (s->raw_file)
+            ingest_count_success(in, s->raw_change);
+        for (size_t i = 0; i < s->nqueued; i++)
+            ingest_count_success(in, s->queued[i].change);
+        in->prog.done += s->raw_file ? 1 : s->nqueued;
+        progress_draw(&in->prog);
+    } else if (status != 0 && (s->raw_file || s->nqueued == 1)) {
+        char msg[512];
+        cli_http_error_message(&s->r, msg, sizeof msg);
+        ingest_file_failed(in, s->raw_file ? s->raw_file : s->queued[0].file, msg);
+    } else if (status != 0) {
+        for (size_t i = 0; i < s->nqueued && !in->fatal; i++)
+            (void)ingest_send_alone(in, &s->batch, &s->queued[i]);
+    }
+    cli_response_cleanup(&s->r);
+    cli_response_init(&s->r);
+    cli_batch_reset(&s->batch);
+    s->nqueued = 0;
+    free(s->raw_data);
+    s->raw_data = NULL;
+    s->raw_file = NULL;
+    strbuf_reset(&s->raw_path);
+    pthread_mutex_lock(&in->mu);
+    s->state = SLOT_FREE;
+    pthread_mutex_unlock(&in->mu);
+}
+
+/* Returns a FREE slot for the next request, waiting for one when all are in flight. Every
+ * answer already in is taken first, so a failure that has arrived stops the sending.
+ * NULL once the run has failed (recorded). */
+static ingest_slot *ingest_slot_get(ingest *in)
+{
+    for (;;) {
+        ingest_slot *done = NULL, *free_slot = NULL;
+        pthread_mutex_lock(&in->mu);
+        while (!done && !free_slot) {
+            for (size_t i = 0; i < in->nthreads; i++) {
+                if (!done && in->slots[i].state == SLOT_DONE)
+                    done = &in->slots[i];
+                if (!free_slot && in->slots[i].state == SLOT_FREE)
+                    free_slot = &in->slots[i];
+            }
+            if (!done && !free_slot)
+                pthread_cond_wait(&in->cond, &in->mu);
+        }
+        pthread_mutex_unlock(&in->mu);
+        if (!done)
+            return in->fatal ? NULL : free_slot;
+        ingest_slot_finish(in, done);
+    }
+}
+
+static void ingest_slot_submit(ingest *in, ingest_slot *s)
+{
+    pthread_mutex_lock(&in->mu);
+    s->state = SLOT_BUSY;
+    pthread_cond_broadcast(&in->cond);
+    pthread_mutex_unlock(&in->mu);
+}
+
+/* Waits until no request is in flight, taking each answer as it comes. Main thread. */
+static void ingest_wait_all(ingest *in)
+{
+    if (!in->window_ready)
+        return;
+    for (;;) {
+        ingest_slot *done = NULL;
+        bool busy = true;
+        pthread_mutex_lock(&in->mu);
+        while (!done && busy) {
+            busy = false;
+            for (size_t i = 0; i < in->nthreads; i++) {
+                if (!done && in->slots[i].state == SLOT_DONE)
+                    done = &in->slots[i];
+                busy = busy || in->slots[i].state == SLOT_BUSY;
+            }
+            if (!done && busy)
+                pthread_cond_wait(&in->cond, &in->mu);
+        }
+        pthread_mutex_unlock(&in->mu);
+        if (!done)
+            return;
+        ingest_slot_finish(in, done);
+    }
+}
+
+/* Sets up o->jobs slots, each with a batch of its own, and starts their senders. Fewer
+ * threads than asked is accepted; none is an error. False when out of memory or threads. */
+static bool ingest_window_start(ingest *in)
+{
+    size_t jobs = (size_t)in->o->jobs;
+    in->slots = calloc(jobs, sizeof *in->slots);
+    if (!in->slots)
+        return false;
+    for (size_t i = 0; i < jobs; i++) {
+        ingest_slot *s = &in->slots[i];
+        s->in = in;
+        strbuf_init(&s->raw_path, 8192);
+        cli_response_init(&s->r);
+        s->queued = calloc((size_t)in->o->batch, sizeof *s->queued);
+        if (!s->queued || cli_batch_init(&s->batch, in->o->db, (size_t)in->o->batch, CLI_BATCH_BYTES,
+                                         in->srv->max_body) != RAGD_OK) {
+            free(s->queued);
+            strbuf_cleanup(&s->raw_path);
+            return false;
+        }
+        in->nslots++;
+    }
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cond, NULL);
+    in->window_ready = true;
+    for (size_t i = 0; i < jobs; i++) {
+        if (pthread_create(&in->slots[i].thread, NULL, ingest_sender_main, &in->slots[i]) != 0)
+            break;
+        in->nthreads++;
+    }
+    return in->nthreads > 0;
+}
+
+/* Waits for the requests in flight, stops the senders and frees the slots. */
+static void ingest_window_stop(ingest *in)
+{
+    if (in->window_ready) {
+        ingest_wait_all(in);
+        pthread_mutex_lock(&in->mu);
+        in->quit = true;
+        pthread_cond_broadcast(&in->cond);
+        pthread_mutex_unlock(&in->mu);
+        for (size_t i = 0; i < in->nthreads; i++)
+            pthread_join(in->slots[i].thread, NULL);
+        pthread_cond_destroy(&in->cond);
+        pthread_mutex_destroy(&in->mu);
+        in->window_ready = false;
+    }
+    for (size_t i = 0; i < in->nslots; i++) {
+        ingest_slot *s = &in->slots[i];
+        cli_batch_cleanup(&s->batch);
+        free(s->queued);
+        free(s->raw_data);
+        strbuf_cleanup(&s->raw_path);
+        cli_response_cleanup(&s->r);
+    }
+    free(in->slots);
+    in->slots = NULL;
+    in->nslots = in->nthreads = 0;
+}
+
+/* ---- sending ---- */
+
+/* Hands the current batch to a slot (its emptied batch comes back to fill), so that up to
+ * o->jobs requests are in flight. Returns false once the run has failed. */
 static bool ingest_flush(ingest *in)
 {
-    bool ok = false;
-    cli_response r;
-    cli_response_init(&r);
     if (in->nqueued == 0)
         return true;
     size_t len = 0;
     const char *body = cli_batch_finish(&in->batch, &len);
     if (!body) {
         ingest_fatal(in, "out of memory");
-        goto out;
+        return false;
     }
-    long status = ingest_post(in, "/api/ingest", body, len, NULL, &r);
-    if (status == 0)
-        goto out;
-    if (status >= 200 && status < 300) {
-        for (size_t i = 0; i < in->nqueued; i++)
-            ingest_count_success(in, in->queued[i].change);
-        in->prog.done += in->nqueued;
-        progress_draw(&in->prog);
-    } else if (in->nqueued == 1) {
-        char msg[512];
-        cli_http_error_message(&r, msg, sizeof msg);
-        ingest_file_failed(in, in->queued[0].file, msg);
-    } else {
-        for (size_t i = 0; i < in->nqueued; i++) {
-            if (!ingest_send_alone(in, &in->queued[i]))
-                goto out;
-        }
-    }
-    ok = true;
-out:
+    ingest_slot *s = ingest_slot_get(in);
+    if (!s)
+        return false;
+    cli_batch filled = in->batch;
+    in->batch = s->batch;
+    s->batch = filled;
+    pending *files = in->queued;
+    in->queued = s->queued;
+    s->queued = files;
+    s->nqueued = in->nqueued;
     in->nqueued = 0;
-    cli_batch_reset(&in->batch);
-    cli_response_cleanup(&r);
-    return ok;
+    s->q = (cli_request){.method = "POST", .path = "/api/ingest", .body = s->batch.body.data,
+                         .len = len, .timeout_s = CLI_INGEST_TIMEOUT_S};
+    ingest_slot_submit(in, s);
+    return true;
 }
 
 /* /api/ingest?db=D&id=ID&source=S for a raw body. */
@@ -659,37 +876,28 @@ static ragd_err ingest_raw_path(strbuf *sb, const ingest *in, const cli_file *f)
     return e;
 }
 
-/* Sends a file that is not UTF-8 text of a known kind as a raw body, alone. */
-static bool ingest_raw(ingest *in, const cli_file *f, const char *data, size_t len,
-                       cli_change change)
+/* Sends a file that is not UTF-8 text of a known kind as a raw body, alone, in a slot of
+ * its own; takes *data (the whole file, len bytes) when it does. Returns false once the run
+ * has failed. */
+static bool ingest_raw(ingest *in, const cli_file *f, char **data, size_t len, cli_change change)
 {
-    bool ok = false;
-    cli_response r;
-    cli_response_init(&r);
-    strbuf path;
-    strbuf_init(&path, 8192);
-    if (ingest_raw_path(&path, in, f) != RAGD_OK) {
+    ingest_slot *s = ingest_slot_get(in);
+    if (!s)
+        return false;
+    if (ingest_raw_path(&s->raw_path, in, f) != RAGD_OK) {
+        strbuf_reset(&s->raw_path);
         ingest_file_failed(in, f, "its id or path is too long for a URL");
-        ok = true;
-        goto out;
+        return true;
     }
-    long status = ingest_post(in, path.data, data, len, f->content_type, &r);
-    if (status == 0)
-        goto out;
-    if (status >= 200 && status < 300) {
-        ingest_count_success(in, change);
-        in->prog.done++;
-        progress_draw(&in->prog);
-    } else {
-        char msg[512];
-        cli_http_error_message(&r, msg, sizeof msg);
-        ingest_file_failed(in, f, msg);
-    }
-    ok = true;
-out:
-    strbuf_cleanup(&path);
-    cli_response_cleanup(&r);
-    return ok;
+    s->raw_file = f;
+    s->raw_data = *data;
+    *data = NULL;
+    s->raw_change = change;
+    s->q = (cli_request){.method = "POST", .path = s->raw_path.data, .body = s->raw_data,
+                         .len = len, .content_type = f->content_type,
+                         .timeout_s = CLI_INGEST_TIMEOUT_S};
+    ingest_slot_submit(in, s);
+    return true;
 }
 
 static void ingest_skip(ingest *in, size_t *counter, const char *path, const char *why)
@@ -813,8 +1021,9 @@ static bool ingest_file(ingest *in, const cli_file *f)
         }
         change = k ? CLI_CHANGE_CHANGED : CLI_CHANGE_ADDED;
     }
+    /* a raw body is the whole file (send == data): the slot takes it */
     ok = as_json ? ingest_json(in, f, send, send_len, change)
-                 : ingest_raw(in, f, send, send_len, change);
+                 : ingest_raw(in, f, &data, send_len, change);
 out:
     free(data);
     return ok;
@@ -940,6 +1149,10 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
         goto out;
     }
     batch_ready = true;
+    if (!ingest_window_start(&in)) {
+        fprintf(stderr, "ragd: out of memory or threads for the requests in flight\n");
+        goto out;
+    }
     in.prog.f = stderr;
     in.prog.tty = show_progress && isatty(STDERR_FILENO) == 1;
     in.prog.skipped = cli_walk_skipped(&w);
@@ -955,10 +1168,13 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
             ingest_fatal(&in, "interrupted");
             goto out;
         }
-        if (!ingest_file(&in, &w.files[i]))
+        if (!ingest_file(&in, &w.files[i]) || in.fatal)
             goto out;
     }
     if (!ingest_flush(&in))
+        goto out;
+    ingest_wait_all(&in); /* every send answered before a document is removed */
+    if (in.fatal)
         goto out;
     for (size_t i = 0; i < known.n; i++) {
         /* under a walked root, no file any more: the file was deleted or moved away */
@@ -992,6 +1208,8 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
     }
     status = CLI_EXIT_OK;
 out:
+    ingest_window_stop(&in); /* after a failure: the answers still in flight, then its message */
+    ingest_fatal_print(&in);
     if (cache) { /* this round's files become the next round's memory */
         cli_stat_cache_cleanup(cache);
         *cache = in.new_cache;

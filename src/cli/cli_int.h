@@ -23,6 +23,10 @@
                                                            when /health does not say */
 #define CLI_BATCH_FILES 32
 #define CLI_BATCH_BYTES ((size_t)4 * 1024 * 1024)
+#define CLI_INGEST_JOBS 3 /* ingest requests in flight at once: while the server's writer
+                             stores one batch its workers prepare the next (BENCHMARKS.md,
+                             issue 11) */
+#define CLI_MAX_JOBS 8
 #define CLI_RESPONSE_CAP ((size_t)64 * 1024 * 1024)
 #define CLI_MAX_ID_BYTES 256 /* RAG_INGEST_ID_MAX */
 #define CLI_MAX_DEPTH 64        /* directory nesting below one argument */
@@ -43,7 +47,7 @@ enum {
     CLI_OPT_METHOD = 1u << 3,
     CLI_OPT_STREAM = 1u << 4,
     CLI_OPT_JSON = 1u << 5,
-    CLI_OPT_BATCH = 1u << 6,
+    CLI_OPT_BATCH = 1u << 6,    /* --batch N, --jobs N */
     CLI_OPT_REEMBED = 1u << 7, /* --embedder E, --model M, --wait, --status */
     CLI_OPT_INGEST = 1u << 8,  /* --id-prefix P, --sync, --watch, --all */
     CLI_OPT_EMBEDDER = 1u << 9, /* --embedder E alone (dbs create) */
@@ -59,6 +63,7 @@ typedef struct {
     const char *method; /* NULL: the server's default */
     int k;              /* 0: the server's default */
     int batch;          /* files per ingest request */
+    int jobs;           /* ingest requests in flight at once, 1..CLI_MAX_JOBS */
     bool stream, json, help;
     const char *embedder; /* reembed: --embedder (NULL: not given) */
     const char *model;    /* reembed: --model (NULL: the server's choice) */

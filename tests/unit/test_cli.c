@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,10 +158,20 @@ typedef struct {
     int port;
     pthread_t th;
     int expect;                  /* connections to serve */
-    const char *answers[SRV_MAX]; /* full raw responses; NULL: the ingest echo */
+    const char *answers[SRV_MAX]; /* full raw responses by arrival; NULL: the ingest echo */
     const char *health;          /* the answer to GET /health (not counted); NULL: defaults */
-    char *bodies[SRV_MAX];       /* request bodies received */
-    char *heads[SRV_MAX];        /* request heads received */
+    /* Answers by content, whatever the order of arrival: a request whose head or body holds
+     * match[k] gets match_answer[k] (before answers[]). */
+    const char *match[4], *match_answer[4];
+    /* Requests in flight together: from arrival gather_from on, up to `gather` requests are
+     * read and held before any is answered (those with a match answer first, then the others
+     * last-come first); the next connection is awaited gather_wait_ms at most (10 s when 0),
+     * so a client sending one at a time is not stuck but is seen holding fewer. */
+    int gather_from, gather, gather_wait_ms;
+    const char *after_gather; /* the answer to every request after the held ones (NULL: as above) */
+    int most_held;            /* the requests held unanswered at once */
+    char *bodies[SRV_MAX];    /* request bodies received, by arrival */
+    char *heads[SRV_MAX];     /* request heads received */
     int got;
 } fake_srv;
 
@@ -184,58 +195,125 @@ static char *ingest_echo(const char *body)
 
 static char *json_answer(int status, const char *reason, const char *body);
 
+/* Reads one request from c into a NUL-terminated buffer; *head_end: where the body starts. */
+static char *srv_read_request(int c, size_t *head_end)
+{
+    size_t cap = 32 << 20, len = 0, content_length = 0;
+    char *buf = malloc(cap + 1);
+    *head_end = 0;
+    for (;;) {
+        ssize_t r = read(c, buf + len, cap - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        if (!*head_end) {
+            char *e = strstr(buf, "\r\n\r\n");
+            if (e) {
+                *head_end = (size_t)(e - buf) + 4;
+                char *cl = strcasestr(buf, "Content-Length:");
+                if (cl && cl < e)
+                    content_length = strtoul(cl + 15, NULL, 10);
+            }
+        }
+        if (*head_end && len >= *head_end + content_length)
+            break;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* The answer to request i (a copy to free); *matched: it came from match_answer. */
+static char *srv_answer_for(fake_srv *s, int i, bool after_gather, bool *matched)
+{
+    *matched = false;
+    for (int k = 0; k < 4 && s->match[k]; k++) {
+        if (strstr(s->heads[i], s->match[k]) || strstr(s->bodies[i], s->match[k])) {
+            *matched = true;
+            return strdup(s->match_answer[k]);
+        }
+    }
+    if (after_gather && s->after_gather)
+        return strdup(s->after_gather);
+    return s->answers[i] ? strdup(s->answers[i]) : ingest_echo(s->bodies[i]);
+}
+
+static void srv_reply(int c, char *ans)
+{
+    ssize_t w = write(c, ans, strlen(ans));
+    (void)w;
+    free(ans);
+    close(c);
+}
+
 static void *srv_main(void *ud)
 {
     fake_srv *s = ud;
-    for (int i = 0; i < s->expect; i++) {
-        int c = accept(s->fd, NULL, NULL);
-        if (c < 0)
-            break;
-        size_t cap = 32 << 20, len = 0;
-        char *buf = malloc(cap + 1);
-        size_t head_end = 0, content_length = 0;
-        for (;;) {
-            ssize_t r = read(c, buf + len, cap - len);
-            if (r <= 0)
-                break;
-            len += (size_t)r;
-            buf[len] = '\0';
-            if (!head_end) {
-                char *e = strstr(buf, "\r\n\r\n");
-                if (e) {
-                    head_end = (size_t)(e - buf) + 4;
-                    char *cl = strcasestr(buf, "Content-Length:");
-                    if (cl && cl < e)
-                        content_length = strtoul(cl + 15, NULL, 10);
-                }
-            }
-            if (head_end && len >= head_end + content_length)
+    int held[SRV_MAX], held_at[SRV_MAX], nheld = 0;
+    bool gathered = false;
+    for (int i = 0; i < s->expect && i < SRV_MAX; i++) {
+        bool gathering = !gathered && s->gather > 0 && i >= s->gather_from;
+        if (gathering && nheld > 0) {
+            struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
+            if (poll(&pfd, 1, s->gather_wait_ms ? s->gather_wait_ms : 10000) <= 0)
+                gathering = false; /* no more in flight: answer what is held */
+        }
+        int c = -1;
+        if (gathering || nheld == 0) {
+            c = accept(s->fd, NULL, NULL);
+            if (c < 0)
                 break;
         }
-        buf[len] = '\0';
-        if (strncmp(buf, "GET /health ", 12) == 0 && (!s->answers[i] || s->health)) {
+        size_t head_end = 0;
+        char *buf = c >= 0 ? srv_read_request(c, &head_end) : NULL;
+        if (buf && strncmp(buf, "GET /health ", 12) == 0 && (!s->answers[i] || s->health)) {
             /* `ragd ingest` asks for the limits first: answered aside, not counted */
-            char *h = json_answer(200, "OK", s->health ? s->health
-                                                       : "{\"default_db\":\"default\",\"limits\":"
-                                                         "{\"max_body_bytes\":10485760}}");
-            ssize_t hw = write(c, h, strlen(h));
-            (void)hw;
-            free(h);
+            srv_reply(c, json_answer(200, "OK", s->health ? s->health
+                                                          : "{\"default_db\":\"default\",\"limits\":"
+                                                            "{\"max_body_bytes\":10485760}}"));
             free(buf);
-            close(c);
             i--;
             continue;
         }
-        s->heads[i] = strndup(buf, head_end);
-        s->bodies[i] = strdup(buf + head_end);
-        char *echo = s->answers[i] ? NULL : ingest_echo(s->bodies[i]);
-        const char *ans = echo ? echo : s->answers[i];
-        ssize_t w = write(c, ans, strlen(ans));
-        (void)w;
-        free(echo);
-        free(buf);
-        close(c);
-        s->got++;
+        if (buf) {
+            s->heads[i] = strndup(buf, head_end);
+            s->bodies[i] = strdup(buf + head_end);
+            free(buf);
+            s->got++;
+        }
+        if (gathering) {
+            held[nheld] = c;
+            held_at[nheld] = i;
+            nheld++;
+            if (nheld > s->most_held)
+                s->most_held = nheld;
+            if (nheld < s->gather)
+                continue;
+        }
+        if (nheld > 0) {
+            /* answer the held requests: matched ones (failures) first, then last-come first */
+            for (int pass = 0; pass < 2; pass++) {
+                for (int h = nheld - 1; h >= 0; h--) {
+                    if (held[h] < 0)
+                        continue;
+                    bool matched;
+                    char *ans = srv_answer_for(s, held_at[h], false, &matched);
+                    if (matched == (pass == 0)) {
+                        srv_reply(held[h], ans);
+                        held[h] = -1;
+                    } else {
+                        free(ans);
+                    }
+                }
+            }
+            nheld = 0;
+            gathered = true;
+            if (c < 0)
+                i--; /* the wait ended with no connection: arrival i is still to come */
+            continue;
+        }
+        bool matched;
+        srv_reply(c, srv_answer_for(s, i, gathered, &matched));
     }
     return NULL;
 }
@@ -780,6 +858,9 @@ static void test_parse_opts(void **state)
         {{"i", "--batch", "0"}, 3, CLI_OPT_BATCH, "--batch: must be an integer from 1 to 10000"},
         {{"i", "--batch", "10001"}, 3, CLI_OPT_BATCH,
          "--batch: must be an integer from 1 to 10000"},
+        {{"i", "--jobs", "0"}, 3, CLI_OPT_BATCH, "--jobs: must be an integer from 1 to 8"},
+        {{"i", "--jobs=9"}, 2, CLI_OPT_BATCH, "--jobs: must be an integer from 1 to 8"},
+        {{"q", "--jobs", "2"}, 3, q, "unknown option '--jobs'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(parse(bad[i].allowed, &o, err, bad[i].argc, bad[i].argv), RAGD_EINVAL);
@@ -789,9 +870,14 @@ static void test_parse_opts(void **state)
     const char *a4[] = {"i", "--batch", "10000", "-h", "-"};
     assert_int_equal(parse(CLI_OPT_BATCH, &o, err, 5, a4), RAGD_OK);
     assert_int_equal(o.batch, 10000);
+    assert_int_equal(o.jobs, CLI_INGEST_JOBS); /* the default: 3 in flight */
     assert_true(o.help);
     assert_int_equal(o.nargs, 1);
     assert_string_equal(o.args[0], "-");
+    cli_opts_cleanup(&o);
+    const char *a5[] = {"i", "--jobs", "8"};
+    assert_int_equal(parse(CLI_OPT_BATCH, &o, err, 3, a5), RAGD_OK);
+    assert_int_equal(o.jobs, 8);
     cli_opts_cleanup(&o);
 }
 
@@ -963,8 +1049,9 @@ static void test_ingest_batches(void **state)
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/", s.port);
     capture c;
-    const char *a[] = {"ingest", root, "--batch", "2", "--url", url, "--db", "notes"};
-    int rc = run(&c, 8, a);
+    /* --jobs 1: one request at a time, so the fake server sees them in the client's order */
+    const char *a[] = {"ingest", root, "--batch", "2", "--url", url, "--db", "notes", "--jobs", "1"};
+    int rc = run(&c, 10, a);
     srv_stop(&s);
     assert_int_equal(rc, 0);
     /* 10 walked files: img.png (not a document type) and empty.txt skipped; bad.txt (not
@@ -1015,8 +1102,8 @@ static void test_ingest_batches(void **state)
     write_file(root, "big.txt", big, sizeof big);
     srv_start(&t, 10);
     snprintf(url, sizeof url, "http://127.0.0.1:%d", t.port);
-    const char *b2[] = {"ingest", root, "--all", "--url", url, "--id-prefix", "P:"};
-    rc = run(&c, 7, b2);
+    const char *b2[] = {"ingest", root, "--all", "--url", url, "--id-prefix", "P:", "--jobs=1"};
+    rc = run(&c, 8, b2);
     srv_stop(&t);
     assert_int_equal(rc, 0);
     assert_true(t.got >= 3); /* bad.txt, img.png raw; JSON batches of at most 1024 bytes */
@@ -1051,8 +1138,8 @@ static void test_ingest_http_error(void **state)
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
     capture c;
-    const char *a[] = {"ingest", "--batch=3", root, "--url", url};
-    int rc = run(&c, 5, a);
+    const char *a[] = {"ingest", "--batch=3", root, "--url", url, "--jobs=1"};
+    int rc = run(&c, 6, a);
     srv_stop(&s);
     assert_int_equal(rc, 1);
     assert_int_equal(s.got, 7);
@@ -1078,13 +1165,150 @@ static void test_ingest_http_error(void **state)
     t.answers[1] = down;
     srv_start(&t, 2);
     snprintf(url, sizeof url, "http://127.0.0.1:%d", t.port);
-    const char *b[] = {"ingest", "--batch=3", root, "--url", url};
-    rc = run(&c, 5, b);
+    const char *b[] = {"ingest", "--batch=3", root, "--url", url, "--jobs=1"};
+    rc = run(&c, 6, b);
     srv_stop(&t);
     assert_int_equal(rc, 1);
     assert_int_equal(t.got, 2);
     assert_non_null(strstr(c.err_text, "ragd: write queue full (HTTP 503 overloaded) (1 files were "
                                        "ingested before this failure)\n"));
+    capture_free(&c);
+    srv_free(&t);
+
+    /* --sync removes a document only once every send has been answered: the server holds
+     * the last requests it gets (a removal sent meanwhile would be held with them). */
+    fake_srv u = {0};
+    char listing[4400];
+    snprintf(listing, sizeof listing,
+             "{\"documents\":[{\"id\":\"%s/gone.txt\",\"content_hash\":\"x\"}],\"total\":1}",
+             rootname);
+    char *listed = json_answer(200, "OK", listing);
+    u.health = "{\"default_db\":\"default\",\"limits\":{\"max_body_bytes\":10485760}}";
+    u.answers[0] = listed;
+    u.gather_from = 4; /* the listing, three of the five ingest requests; then the last two */
+    u.gather = 3;
+    u.gather_wait_ms = 300;
+    srv_start(&u, 7);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", u.port);
+    const char *d[] = {"ingest", root, "--sync", "--batch", "2", "--url", url};
+    rc = run(&c, 7, d);
+    srv_stop(&u);
+    assert_int_equal(rc, 0);
+    assert_int_equal(u.got, 7);
+    assert_true(u.most_held <= 2); /* never the removal with ingest requests unanswered */
+    snprintf(want, sizeof want, "DELETE /api/dbs/default/documents/%s/gone.txt HTTP/1.1", rootname);
+    assert_non_null(strstr(u.heads[6], want));
+    assert_string_equal(c.out_text, "synced default: 8 added, 0 changed, 0 unchanged, 1 removed\n");
+    capture_free(&c);
+    srv_free(&u);
+    free(listed);
+    free(bad);
+    free(down);
+    remove_tree(root);
+    free(root);
+}
+
+/* Counts the occurrences of needle in hay. */
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* The request whose first document has this id (-1: none); docs: its document count. */
+static int request_with_first_id(const fake_srv *s, const char *id, size_t *docs)
+{
+    for (int i = 0; i < s->got; i++) {
+        json_t *b = json_loads(s->bodies[i], 0, NULL);
+        json_t *d = json_object_get(b, "documents");
+        const char *first = json_string_value(json_object_get(json_array_get(d, 0), "id"));
+        bool hit = first && strcmp(first, id) == 0;
+        if (hit)
+            *docs = json_array_size(d);
+        json_decref(b);
+        if (hit)
+            return i;
+    }
+    return -1;
+}
+
+static void test_ingest_in_flight(void **state)
+{
+    char *root = make_tree();
+    const char *rootname = strrchr(root, '/') + 1;
+    char url[64], want[4300], match_c[4200];
+    capture c;
+
+    /* Three requests in flight at once: bad.txt raw, [a b], [filelink noext]; the server
+     * holds all three before answering any, then answers the last first. [c.html d] is
+     * refused (422 for any request holding c.html): each is re-sent alone, c.html is named,
+     * d goes in. Seven requests, in whatever order the server took them. */
+    fake_srv s = {0};
+    char *bad = json_answer(422, "Unprocessable Entity",
+                            "{\"error\":{\"code\":\"validation_error\",\"message\":\"cannot read "
+                            "this\",\"request_id\":\"r\"}}");
+    snprintf(match_c, sizeof match_c, "\"%s/sub/c.html\"", rootname);
+    s.match[0] = match_c;
+    s.match_answer[0] = bad;
+    s.gather = 3;
+    srv_start(&s, 7);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
+    const char *a[] = {"ingest", root, "--batch", "2", "--jobs", "3", "--url", url};
+    int rc = run(&c, 8, a);
+    srv_stop(&s);
+    assert_int_equal(rc, 1);
+    assert_int_equal(s.most_held, 3);
+    assert_int_equal(s.got, 7);
+    int raw = 0, json = 0;
+    for (int i = 0; i < 3; i++) {
+        raw += strstr(s.heads[i], "POST /api/ingest?id=") != NULL;
+        json += strstr(s.heads[i], "POST /api/ingest HTTP/1.1") != NULL;
+    }
+    assert_int_equal(raw, 1); /* a raw body in flight with JSON batches */
+    assert_int_equal(json, 2);
+    snprintf(want, sizeof want, "ragd: error: %s/sub/c.html: cannot read this (HTTP 422 validation_error)\n",
+             root);
+    assert_int_equal(count_of(c.err_text, want), 1);
+    assert_int_equal(count_of(c.err_text, "ragd: error: "), 1);
+    size_t docs = 0;
+    snprintf(want, sizeof want, "%s/sub/c.html", rootname);
+    assert_true(request_with_first_id(&s, want, &docs) >= 0); /* the batch, then c.html alone */
+    snprintf(want, sizeof want, "%s/sub/deep/d.markdown", rootname);
+    assert_true(request_with_first_id(&s, want, &docs) >= 0);
+    assert_int_equal(docs, 1); /* d alone, after its batch was refused */
+    assert_non_null(strstr(c.err_text, "ragd: 13 files: 7 sent, 1 failed, 5 skipped"));
+    assert_non_null(strstr(c.err_text, "ragd: 1 files could not be ingested"));
+    assert_string_equal(c.out_text, "ingested 7 documents (14 chunks, 5 duplicates) into default\n");
+    capture_free(&c);
+    srv_free(&s);
+
+    /* A 503 to [a b] while bad.txt and [filelink noext] are in flight: nothing new is sent
+     * once it is seen (a request handed out before then gets a 503 too), the answers in
+     * flight are taken, and the failure is printed once, counting the 3 files they got in. */
+    fake_srv t = {0};
+    char *down = json_answer(503, "Service Unavailable",
+                             "{\"error\":{\"code\":\"overloaded\",\"message\":\"write queue full\"}}");
+    char match_a[4200];
+    snprintf(match_a, sizeof match_a, "\"%s/a.txt\"", rootname);
+    t.match[0] = match_a;
+    t.match_answer[0] = down;
+    t.gather = 3;
+    t.after_gather = down;
+    srv_start(&t, 10);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", t.port);
+    const char *b[] = {"ingest", root, "--batch", "2", "--url", url}; /* --jobs: the default */
+    rc = run(&c, 6, b);
+    srv_stop(&t);
+    assert_int_equal(rc, 1);
+    assert_int_equal(t.most_held, 3);
+    assert_true(t.got >= 3 && t.got <= 5);
+    assert_int_equal(count_of(c.err_text, "write queue full"), 1);
+    assert_non_null(strstr(c.err_text, "ragd: write queue full (HTTP 503 overloaded) (3 files were "
+                                       "ingested before this failure)\n"));
+    assert_null(strstr(c.err_text, " files: ")); /* no summary after a fatal failure */
+    assert_string_equal(c.out_text, "");
     capture_free(&c);
     srv_free(&t);
     free(bad);
@@ -1263,6 +1487,7 @@ int main(void)
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_ingest_batches),
         cmocka_unit_test(test_ingest_http_error),
+        cmocka_unit_test(test_ingest_in_flight),
         cmocka_unit_test(test_query),
         cmocka_unit_test(test_query_stream),
         cmocka_unit_test(test_dbs_and_health),
