@@ -1,5 +1,5 @@
 /* `ragd backup PATH`: an online copy of the server's database (store/backup.h), written to
- * PATH.tmp, checked, then renamed to PATH. */
+ * PATH.ragd-backup-PID.tmp, checked, then renamed to PATH. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -14,7 +14,8 @@
 #define BACKUP_PAGES_PER_STEP 256 /* 1 MiB of 4 KiB pages: a step holds the file briefly */
 #define BACKUP_SLEEP_MS 5
 
-/* Removes PATH.tmp and the side files a crashed earlier run may have left. */
+/* Removes this run's temporary copy (PATH.ragd-backup-PID.tmp: a name no user file has)
+ * and its side files. */
 static void backup_remove_tmp(const char *tmp)
 {
     static const char *const sides[] = {"", "-journal", "-wal", "-shm"};
@@ -47,7 +48,7 @@ int cli_cmd_backup(const cli_opts *o)
     char src[4200], tmp[4200], err[512];
     struct stat st;
     if (snprintf(src, sizeof src, "%s/ragd.db", dir) >= (int)sizeof src ||
-        snprintf(tmp, sizeof tmp, "%s.tmp", dest) >= (int)sizeof tmp) {
+        snprintf(tmp, sizeof tmp, "%s.ragd-backup-%ld.tmp", dest, (long)getpid()) >= (int)sizeof tmp) {
         fprintf(stderr, "ragd backup: path too long\n");
         return CLI_EXIT_USAGE;
     }

@@ -238,7 +238,14 @@ int cli_cmd_docs(const cli_opts *o)
             fprintf(stderr, "ragd: the server's answer has no \"documents\" list\n");
             goto out;
         }
-        json_array_extend(all, docs);
+        if (json_array_extend(all, docs) != 0) {
+            fprintf(stderr, "ragd: out of memory\n");
+            goto out;
+        }
+        if (json_array_size(all) > CLI_DOCS_MAX) {
+            fprintf(stderr, "ragd: the server listed more than %d documents; stopped there\n", CLI_DOCS_MAX);
+            goto out;
+        }
         size_t got = json_array_size(docs);
         offset += (long long)got;
         total = json_integer_value(json_object_get(resp, "total"));

@@ -27,6 +27,7 @@
                              stores one batch its workers prepare the next (BENCHMARKS.md,
                              issue 11) */
 #define CLI_MAX_JOBS 8
+#define CLI_DOCS_MAX 10000000 /* `ragd docs` stops listing there (a server that never says it is done) */
 #define CLI_RESPONSE_CAP ((size_t)64 * 1024 * 1024)
 #define CLI_MAX_ID_BYTES 256 /* RAG_INGEST_ID_MAX */
 #define CLI_MAX_DEPTH 64        /* directory nesting below one argument */

@@ -303,13 +303,17 @@ class CliBackupTest(harness.E2ETestCase):
         t.start()
         try:
             dest = os.path.join(folder, "copy.db")
+            with open(dest + ".tmp", "w") as f:  # a file of the user's that the backup must not touch
+                f.write("mine")
             p = harness.run_cli(["backup", dest, "--data", srv.data_dir], timeout=120)
         finally:
             stop.set()
             t.join()
         self.assertEqual(p.returncode, 0, p)
         self.assertIn("integrity_check ok", p.stdout)
-        self.assertFalse(os.path.exists(dest + ".tmp"))
+        with open(dest + ".tmp") as f:
+            self.assertEqual(f.read(), "mine")
+        self.assertEqual([n for n in os.listdir(folder) if n.startswith("copy.db.ragd-backup")], [])
         db = sqlite3.connect(dest)
         try:
             self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
