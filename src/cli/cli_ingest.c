@@ -348,6 +348,22 @@ static ragd_err known_add_page(cli_known_set *k, json_t *docs)
     return RAGD_OK;
 }
 
+/* Keeps one entry per id. Pages are read at offsets, so a document added or removed while
+ * they are read shifts the next page and an id can come twice; a second entry that no
+ * walked file marks present would send its document to DELETE. */
+static void known_drop_repeats(cli_known_set *k)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        if (out > 0 && strcmp(k->docs[out - 1].id, k->docs[i].id) == 0) {
+            free(k->docs[i].id);
+            continue;
+        }
+        k->docs[out++] = k->docs[i];
+    }
+    k->n = out;
+}
+
 bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
 {
     bool ok = false;
@@ -383,6 +399,11 @@ bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
                 fprintf(stderr, "ragd: the server's document listing has no \"documents\" list\n");
             goto out;
         }
+        if (k->n > CLI_MAX_KNOWN) {
+            fprintf(stderr, "ragd: the server's document listing does not end (over %d documents)\n",
+                    CLI_MAX_KNOWN);
+            goto out;
+        }
         ragd_err e = known_add_page(k, docs);
         if (e) {
             fprintf(stderr, "ragd: %s\n", e == RAGD_ENOMEM ? "out of memory" : "a listed document has no id");
@@ -397,6 +418,7 @@ bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
     }
     if (k->n > 1)
         qsort(k->docs, k->n, sizeof *k->docs, known_cmp);
+    known_drop_repeats(k);
     ok = true;
 out:
     if (!ok)

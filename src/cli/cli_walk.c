@@ -134,6 +134,9 @@ void cli_walk_cleanup(cli_walk *w)
     for (size_t i = 0; i < w->nroots; i++)
         free(w->roots[i].id);
     free(w->roots);
+    for (size_t i = 0; i < w->nunseen; i++)
+        free(w->unseen[i].id);
+    free(w->unseen);
     const char *prefix = w->id_prefix;
     bool all = w->all;
     cli_walk_init(w);
@@ -288,6 +291,19 @@ static ragd_err cli_list_dir(const char *dir, char ***out, size_t *count)
     return RAGD_OK;
 }
 
+static ragd_err cli_walk_unseen(cli_walk *w, const char *rel_prefix);
+
+/* A folder with ids under rel ("docs/" or "docs/sub") that could not be listed. */
+static ragd_err cli_walk_unseen_dir(cli_walk *w, const char *rel)
+{
+    char *slashed = cli_join(rel, ""); /* "" stays "": the whole id space */
+    if (!slashed)
+        return RAGD_ENOMEM;
+    ragd_err e = cli_walk_unseen(w, slashed);
+    free(slashed);
+    return e;
+}
+
 /* Walks directory `dir` whose entries get ids prefixed by `rel` ("" at the argument). */
 static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int depth,
                              FILE *warn)
@@ -297,13 +313,13 @@ static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int 
     if (depth > CLI_MAX_DEPTH) {
         w->errors++;
         cli_warn(warn, "folders nested too deeply", dir);
-        return RAGD_OK;
+        return cli_walk_unseen_dir(w, rel);
     }
     ragd_err e = cli_list_dir(dir, &names, &count);
     if (e == RAGD_EIO) {
         w->errors++;
         cli_warn(warn, strerror(errno), dir);
-        return RAGD_OK;
+        return cli_walk_unseen_dir(w, rel);
     }
     if (e)
         return e;
@@ -325,6 +341,8 @@ static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int 
         if (lstat(path, &lst) != 0) {
             w->errors++;
             cli_warn(warn, strerror(errno), path);
+            /* file or folder, unknown: keep the id and everything that starts with it */
+            e = cli_walk_unseen(w, id);
             goto next;
         }
         if (S_ISLNK(lst.st_mode)) {
@@ -385,23 +403,37 @@ static char *cli_root_name(const char *arg)
     return name;
 }
 
-/* Records where an argument's documents live in the id space (for --sync). */
-static ragd_err cli_walk_root(cli_walk *w, char *id, bool is_dir)
+/* Appends {id, is_dir} to a root list (takes id; freed on failure). */
+static ragd_err cli_root_push(cli_root **list, size_t *n, size_t *alloc, char *id, bool is_dir)
 {
     if (!id)
         return RAGD_ENOMEM;
-    if (w->nroots == w->roots_alloc) {
-        size_t na = w->roots_alloc ? w->roots_alloc * 2 : 8;
-        cli_root *nr = realloc(w->roots, na * sizeof *nr);
+    if (*n == *alloc) {
+        size_t na = *alloc ? *alloc * 2 : 8;
+        cli_root *nr = realloc(*list, na * sizeof *nr);
         if (!nr) {
             free(id);
             return RAGD_ENOMEM;
         }
-        w->roots = nr;
-        w->roots_alloc = na;
+        *list = nr;
+        *alloc = na;
     }
-    w->roots[w->nroots++] = (cli_root){.id = id, .is_dir = is_dir};
+    (*list)[(*n)++] = (cli_root){.id = id, .is_dir = is_dir};
     return RAGD_OK;
+}
+
+/* Records where an argument's documents live in the id space (for --sync). */
+static ragd_err cli_walk_root(cli_walk *w, char *id, bool is_dir)
+{
+    return cli_root_push(&w->roots, &w->nroots, &w->roots_alloc, id, is_dir);
+}
+
+/* Records that the ids starting with --id-prefix + rel_prefix were not listed (a folder or
+ * entry the walk could not read): --sync must not take their documents for deleted. */
+static ragd_err cli_walk_unseen(cli_walk *w, const char *rel_prefix)
+{
+    char *id = cli_concat(w->id_prefix ? w->id_prefix : "", rel_prefix);
+    return cli_root_push(&w->unseen, &w->nunseen, &w->unseen_alloc, id, true);
 }
 
 ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_t errlen)
@@ -443,6 +475,10 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
 
 bool cli_walk_covers(const cli_walk *w, const char *id)
 {
+    for (size_t i = 0; i < w->nunseen; i++) {
+        if (strncmp(id, w->unseen[i].id, strlen(w->unseen[i].id)) == 0)
+            return false;
+    }
     for (size_t i = 0; i < w->nroots; i++) {
         const cli_root *r = &w->roots[i];
         if (r->is_dir ? strncmp(id, r->id, strlen(r->id)) == 0 : strcmp(id, r->id) == 0)

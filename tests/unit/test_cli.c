@@ -539,6 +539,29 @@ static void test_walk_tree(void **state)
     assert_non_null(strstr(err, "nope"));
     assert_int_equal(cli_walk_add(&w, "", NULL, err, sizeof err), RAGD_ENOTFOUND);
     cli_walk_cleanup(&w);
+
+    /* A folder the walk cannot list (here: past CLI_MAX_DEPTH) is unseen: --sync keeps
+     * the documents under it, and only those. */
+    char deep[8192];
+    int len = snprintf(deep, sizeof deep, "%s/tall", root);
+    assert_int_equal(mkdir(deep, 0755), 0);
+    for (int i = 0; i <= CLI_MAX_DEPTH + 1; i++) {
+        len += snprintf(deep + len, sizeof deep - (size_t)len, "/n");
+        assert_int_equal(mkdir(deep, 0755), 0);
+    }
+    snprintf(arg, sizeof arg, "%s/tall", root);
+    cli_walk_init(&w);
+    w.id_prefix = "P/";
+    assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
+    assert_int_equal(w.errors, 1);
+    char unseen_id[4096];
+    len = snprintf(unseen_id, sizeof unseen_id, "P/tall");
+    for (int i = 0; i <= CLI_MAX_DEPTH; i++)
+        len += snprintf(unseen_id + len, sizeof unseen_id - (size_t)len, "/n");
+    assert_true(cli_walk_covers(&w, "P/tall/n/gone.md"));        /* a listed folder */
+    snprintf(unseen_id + len, sizeof unseen_id - (size_t)len, "/x.md");
+    assert_false(cli_walk_covers(&w, unseen_id));                 /* under the unseen one */
+    cli_walk_cleanup(&w);
     remove_tree(root);
     free(root);
 }
