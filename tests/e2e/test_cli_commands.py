@@ -268,6 +268,12 @@ class CliConfigTest(harness.E2ETestCase):
         self.assertRegex(rows["RAGD_CHUNK_SIZE"], r"\s800\s+env$")
         self.assertRegex(rows["RAGD_CHUNK_OVERLAP"], r"\s150\s+default$")
         self.assertIn("RAGD_CHUNKSIZE is set but ragd reads no such variable", p.stderr)
+        # the client's own URL may carry credentials too (a proxy in front of the server)
+        p = harness.run_cli(["config"], env={"RAGD_URL": "https://me:clientpw@proxy:8443/?api_key=q1"})
+        self.assertEqual(p.returncode, 0, p)
+        self.assertNotIn("clientpw", p.stdout + p.stderr)
+        self.assertNotIn("q1", p.stdout + p.stderr)
+        self.assertIn("https://***@proxy:8443/", p.stdout)
         # an invalid value: the server would not start, and config says why
         p = harness.run_cli(["config"], env={"RAGD_CHUNK_SIZE": "12"})
         self.assertEqual(p.returncode, 1, p)
