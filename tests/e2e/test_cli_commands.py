@@ -274,6 +274,16 @@ class CliConfigTest(harness.E2ETestCase):
         self.assertNotIn("clientpw", p.stdout + p.stderr)
         self.assertNotIn("q1", p.stdout + p.stderr)
         self.assertIn("https://***@proxy:8443/", p.stdout)
+
+    def test_error_messages_hide_the_urls_credentials(self):
+        # nothing listens on port 9 of loopback: the message names the server it could not reach
+        for url in ("http://me:clientpw@127.0.0.1:9", "http://me" + "x" * 300 + ":clientpw@127.0.0.1:9",
+                    "http://me:clientpw@127.0.0.1:9/" + "p" * 300):
+            with self.subTest(url=url[:40]):
+                p = harness.run_cli(["health"], env={"RAGD_URL": url})
+                self.assertEqual(p.returncode, 2, p)
+                self.assertIn("cannot reach http://***@127.0.0.1:9", p.stderr)
+                self.assertNotIn("clientpw", p.stderr)
         # an invalid value: the server would not start, and config says why
         p = harness.run_cli(["config"], env={"RAGD_CHUNK_SIZE": "12"})
         self.assertEqual(p.returncode, 1, p)
