@@ -345,6 +345,20 @@ class CliBackupTest(harness.E2ETestCase):
         p = harness.run_cli(["backup", dest + "2", "--data", os.path.join(folder, "nowhere")])
         self.assertEqual(p.returncode, 1, p)
         self.assertIn("--data", p.stderr)
+        self.assertFalse(os.path.exists(dest + "2.tmp"))
+        # PATH.tmp that is not ours (the user's file, or another backup's copy in progress)
+        # is never removed without --force
+        other = os.path.join(folder, "other.db")
+        write(other + ".tmp", "the user's own file\n")
+        p = harness.run_cli(["backup", other, "--data", srv.data_dir])
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("other.db.tmp exists", p.stderr)
+        with open(other + ".tmp") as f:
+            self.assertEqual(f.read(), "the user's own file\n")
+        self.assertFalse(os.path.exists(other))
+        p = harness.run_cli(["backup", other, "--data", srv.data_dir, "--force"])
+        self.assertEqual(p.returncode, 0, p)
+        self.assertFalse(os.path.exists(other + ".tmp"))
 
         # the copy is a database ragd opens, holding the documents
         restored = self.new_server(start=False)
