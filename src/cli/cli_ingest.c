@@ -934,6 +934,18 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
     in.old_cache = cache;
     bool batch_ready = false;
 
+    for (size_t i = 0; sync && !o->id_prefix && i < o->nargs; i++) {
+        /* "/" gives ids with no folder name in front ("etc/x"): every id of the collection
+         * would be under it, and each one no file has (JSON documents...) would be deleted */
+        char *real = realpath(o->args[i], NULL);
+        bool is_root = real && strcmp(real, "/") == 0;
+        free(real);
+        if (is_root) {
+            fprintf(stderr, "ragd: --sync of '/' would take every document of the collection for "
+                            "one of its files: give --id-prefix (e.g. --id-prefix host1/)\n");
+            goto out;
+        }
+    }
     for (size_t i = 0; i < o->nargs; i++) {
         ragd_err e = cli_walk_add(&w, o->args[i], stderr, err, sizeof err);
         if (e) {

@@ -90,10 +90,13 @@ class SyncListingTest(unittest.TestCase):
         return {"id": doc_id, "content_hash": hashlib.sha256(self.texts[doc_id]).hexdigest()}
 
     def sync(self, pages):
+        return self.sync_args(["root"], pages)
+
+    def sync_args(self, paths, pages):
         fake = FakeListingServer(pages)
         self.addCleanup(fake.close)
-        p = harness.run_cli(["ingest", "--sync", "root", "--db", "s", "--url", fake.url],
-                            cwd=self.dir)
+        p = harness.run_cli(["ingest", "--sync", *paths, "--db", "s", "--url", fake.url],
+                            cwd=self.dir, timeout=30)
         return fake, p
 
     def test_an_id_repeated_across_pages_is_not_deleted(self):
@@ -119,6 +122,13 @@ class SyncListingTest(unittest.TestCase):
                 self.assertEqual(p.returncode, 1, p)
                 self.assertEqual(fake.deleted, [], p)
                 self.assertEqual(fake.posted, 0, p)
+
+    def test_sync_of_the_root_folder_needs_an_id_prefix(self):
+        # ids under "/" have no folder name in front: "faq-1" (sent as JSON) would be "gone"
+        fake, p = self.sync_args(["/"], {0: {"documents": [{"id": "faq-1", "content_hash": "0" * 64}]}})
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("--id-prefix", p.stderr)
+        self.assertEqual((fake.deleted, fake.posted), ([], 0), p)
 
     def test_a_document_truly_gone_is_deleted(self):
         # the control: the same fake does see a DELETE when a listed file is gone
