@@ -551,7 +551,8 @@ static void ingest_file_failed(ingest *in, const cli_file *f, const char *msg)
 {
     in->pass->failed++;
     in->prog.done++;
-    progress_warn(&in->prog, "ragd: error: %s: %s\n", f->path, msg);
+    char shown[CLI_SHOWN_PATH];
+    progress_warn(&in->prog, "ragd: error: %s: %s\n", cli_printable(f->path, shown, sizeof shown), msg);
 }
 
 static void ingest_fatal(ingest *in, const char *msg)
@@ -719,8 +720,9 @@ static void ingest_skip(ingest *in, size_t *counter, const char *path, const cha
     (*counter)++;
     in->prog.skipped++;
     in->prog.done++;
+    char shown[CLI_SHOWN_PATH];
     if (why)
-        progress_warn(&in->prog, "ragd: warning: skipping %s: %s\n", path, why);
+        progress_warn(&in->prog, "ragd: warning: skipping %s: %s\n", cli_printable(path, shown, sizeof shown), why);
     else
         progress_draw(&in->prog);
 }

@@ -27,6 +27,7 @@
 #define CLI_MAX_ID_BYTES 256 /* RAG_INGEST_ID_MAX */
 #define CLI_MAX_DEPTH 64        /* directory nesting below one argument */
 #define CLI_MAX_FILES 1000000   /* files collected by one `ragd ingest` */
+#define CLI_SHOWN_PATH 4352      /* a path as printed in a message (cli_printable) */
 #define CLI_MAX_KNOWN 10000000  /* documents --sync reads from a listing before giving up */
 #define CLI_SSE_LINE_CAP ((size_t)16 * 1024 * 1024)
 #define CLI_CONNECT_TIMEOUT_S 5L
@@ -131,6 +132,11 @@ void cli_kind_of(const char *name, cli_file *f);
 /* The JSON format of a text kind by extension ("text" | "markdown" | "html"), or NULL when
  * the file is not sent with a format (no or another extension). Static. */
 const char *cli_format_for(const char *name);
+
+/* A file name or id as it can be printed on a terminal: out gets s with every control
+ * byte (C0, DEL) as '?', cut to cap - 1 bytes; returns out. A name's escape sequence or
+ * newline could otherwise rewrite the screen or forge a line of output. */
+const char *cli_printable(const char *s, char *out, size_t cap);
 
 /* True when id can be a document id: 1..256 bytes of UTF-8, no control characters. */
 bool cli_valid_id(const char *id);

@@ -103,6 +103,17 @@ const char *cli_format_for(const char *name)
     return f.text_kind ? f.format : NULL;
 }
 
+const char *cli_printable(const char *s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; s[n] && n + 1 < cap; n++) {
+        unsigned char c = (unsigned char)s[n];
+        out[n] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[n] = '\0';
+    return out;
+}
+
 bool cli_valid_id(const char *id)
 {
     size_t n = strlen(id);
@@ -152,8 +163,9 @@ size_t cli_walk_skipped(const cli_walk *w)
 /* Prints one warning line, "ragd: warning: ...", when f is set. */
 static void cli_warn(FILE *f, const char *what, const char *path)
 {
+    char shown[CLI_SHOWN_PATH];
     if (f)
-        fprintf(f, "ragd: warning: skipping %s: %s\n", path, what);
+        fprintf(f, "ragd: warning: skipping %s: %s\n", cli_printable(path, shown, sizeof shown), what);
 }
 
 /* Joins a directory path and an entry name without doubling a trailing '/'. */
@@ -440,7 +452,8 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
 {
     struct stat st;
     if (arg[0] == '\0' || stat(arg, &st) != 0) {
-        snprintf(err, errlen, "cannot access '%s': %s", arg,
+        char shown[CLI_SHOWN_PATH];
+        snprintf(err, errlen, "cannot access '%s': %s", cli_printable(arg, shown, sizeof shown),
                  arg[0] ? strerror(errno) : "empty path");
         return RAGD_ENOTFOUND;
     }
@@ -463,7 +476,9 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
         if (!e)
             e = cli_walk_file(w, arg, base, warn);
     } else {
-        snprintf(err, errlen, "cannot ingest '%s': not a regular file or folder", arg);
+        char shown[CLI_SHOWN_PATH];
+        snprintf(err, errlen, "cannot ingest '%s': not a regular file or folder",
+                 cli_printable(arg, shown, sizeof shown));
         return RAGD_ENOTFOUND;
     }
     if (e == RAGD_ETOOBIG)
@@ -520,9 +535,11 @@ ragd_err cli_walk_dedupe(cli_walk *w, FILE *warn)
         if (strcmp(w->files[first].id, w->files[cur].id) == 0) {
             drop[cur] = true;
             idx[i] = first; /* keep the earliest as the run's reference */
-            if (warn)
+            char shown_cur[CLI_SHOWN_PATH], shown_first[CLI_SHOWN_PATH];
+            if (warn) /* ids have no control bytes (cli_valid_id); paths may */
                 fprintf(warn, "ragd: warning: skipping %s: id '%s' is already used by %s\n",
-                        w->files[cur].path, w->files[cur].id, w->files[first].path);
+                        cli_printable(w->files[cur].path, shown_cur, sizeof shown_cur), w->files[cur].id,
+                        cli_printable(w->files[first].path, shown_first, sizeof shown_first));
         }
     }
     size_t out = 0;

@@ -382,6 +382,17 @@ static void test_url_escape_and_text_start(void **state)
     assert_int_equal(cli_text_start("", 0), 0);
 }
 
+static void test_printable(void **state)
+{
+    (void)state;
+    char out[16];
+    /* a name's escape sequence or newline never reaches the terminal as it is */
+    assert_string_equal(cli_printable("d/e\x1b]0;X\x07.md", out, sizeof out), "d/e?]0;X?.md");
+    assert_string_equal(cli_printable("a\nb\x7f", out, sizeof out), "a?b?");
+    assert_string_equal(cli_printable("caf\xc3\xa9", out, sizeof out), "caf\xc3\xa9"); /* UTF-8 kept */
+    assert_string_equal(cli_printable("0123456789abcdefXYZ", out, sizeof out), "0123456789abcde");
+}
+
 static void test_valid_id(void **state)
 {
     char id[600];
@@ -1272,6 +1283,7 @@ int main(void)
         cmocka_unit_test(test_format_for),
         cmocka_unit_test(test_kind_of),
         cmocka_unit_test(test_url_escape_and_text_start),
+        cmocka_unit_test(test_printable),
         cmocka_unit_test(test_valid_id),
         cmocka_unit_test(test_db_name),
         cmocka_unit_test(test_walk_tree),
