@@ -90,32 +90,45 @@ static size_t log_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* True when n more bytes fit in o with `reserve` bytes still free after them. */
+static bool log_fits(const log_out *o, size_t n, size_t reserve)
+{
+    return o->len + n + reserve < o->cap;
+}
+
 /* s as the inside of a JSON string: quotes, backslashes and control characters escaped,
- * bytes that are not UTF-8 written as '?'. */
-static void log_put_json_str(log_out *o, const char *s)
+ * bytes that are not UTF-8 written as '?'. Whole escapes and characters only, leaving
+ * `reserve` bytes free (room to close the record); false when s was cut to do so. */
+static bool log_put_json_str(log_out *o, const char *s, size_t reserve)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t n = strlen(s);
     for (size_t i = 0; i < n;) {
         unsigned char ch = u[i];
+        char piece[8];
+        size_t len = 1;
+        const char *from = piece;
         if (ch == '"' || ch == '\\') {
-            char esc[2] = {'\\', (char)ch};
-            log_put(o, esc, 2);
-            i++;
+            piece[0] = '\\';
+            piece[1] = (char)ch;
+            len = 2;
         } else if (ch < 0x20 || ch == 0x7f) {
-            log_putf(o, "\\u%04x", ch);
-            i++;
+            len = (size_t)snprintf(piece, sizeof piece, "\\u%04x", ch);
         } else {
-            size_t len = log_utf8_len(u + i, n - i);
+            len = log_utf8_len(u + i, n - i);
+            from = s + i;
             if (len == 0) {
-                log_put(o, "?", 1);
-                i++;
-            } else {
-                log_put(o, s + i, len);
-                i += len;
+                piece[0] = '?';
+                from = piece;
+                len = 1;
             }
         }
+        if (!log_fits(o, len, reserve))
+            return false;
+        log_put(o, from, len);
+        i += from == s + i ? len : 1;
     }
+    return true;
 }
 
 /* A text value: as is when it has no blank or quote, else in double quotes. */
@@ -167,16 +180,24 @@ size_t log_format_record(char *out, size_t cap, log_format f, log_level level, l
         log_puts(&o, stamp);
         log_puts(&o, "\",\"level\":\"");
         log_puts(&o, log_level_name(level));
+        /* A record cut by the cap is still one JSON object: strings are cut between whole
+         * escapes and closed, the fields that do not fit are left out, and the record
+         * says "truncated":true. TAIL is what closing needs: "\",\"truncated\":true}\n". */
+        enum { TAIL = 24, FIELD_MAX = 48 /* a key (short, ours) and a number */ };
         log_puts(&o, "\",\"msg\":\"");
-        log_put_json_str(&o, msg);
+        bool whole = log_put_json_str(&o, msg, TAIL);
         log_put(&o, "\"", 1);
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n && whole; i++) {
+            if (!log_fits(&o, strlen(fields[i].key) + FIELD_MAX, TAIL)) {
+                whole = false;
+                break;
+            }
             log_puts(&o, ",\"");
             log_puts(&o, fields[i].key);
             log_puts(&o, "\":");
             if (fields[i].kind == LOG_F_STR && fields[i].s) {
                 log_put(&o, "\"", 1);
-                log_put_json_str(&o, fields[i].s);
+                whole = log_put_json_str(&o, fields[i].s, TAIL);
                 log_put(&o, "\"", 1);
             } else if (fields[i].kind == LOG_F_STR) {
                 log_puts(&o, "null");
@@ -186,8 +207,9 @@ size_t log_format_record(char *out, size_t cap, log_format f, log_level level, l
                 log_put_num(&o, fields[i].d, true);
             }
         }
-        /* a record cut by the cap is still one JSON object */
-        if (o.len + 3 > cap) {
+        if (!whole)
+            log_puts(&o, ",\"truncated\":true");
+        if (o.len + 3 > cap) { /* a cap smaller than the record's head: end it at least */
             o.len = cap > 3 ? cap - 3 : 0;
             o.p[o.len] = '\0';
         }
