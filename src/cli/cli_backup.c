@@ -70,6 +70,12 @@ int cli_cmd_backup(const cli_opts *o)
         fprintf(stderr, "ragd: %s is a folder: give the backup's file name\n", dest);
         return CLI_EXIT_FAIL;
     }
+    if (stat(dest, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* --force replaces an earlier backup, never a device, FIFO or socket (the rename
+         * would put a file in place of /dev/full or a named pipe) */
+        fprintf(stderr, "ragd: %s is not a regular file: give the backup's file name\n", dest);
+        return CLI_EXIT_FAIL;
+    }
     /* PATH.tmp is claimed, never taken: it may be a file of the user's, or the copy of
      * another backup to the same PATH still running (removing it would let that one
      * rename our half-written copy into place). A crashed run's leftover needs --force. */

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
@@ -359,6 +360,14 @@ class CliBackupTest(harness.E2ETestCase):
         p = harness.run_cli(["backup", other, "--data", srv.data_dir, "--force"])
         self.assertEqual(p.returncode, 0, p)
         self.assertFalse(os.path.exists(other + ".tmp"))
+        # --force replaces a backup file, never a FIFO (or a device: /dev/full as root)
+        fifo = os.path.join(folder, "pipe")
+        os.mkfifo(fifo)
+        p = harness.run_cli(["backup", fifo, "--data", srv.data_dir, "--force"])
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("not a regular file", p.stderr)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertFalse(os.path.exists(fifo + ".tmp"))
 
         # the copy is a database ragd opens, holding the documents
         restored = self.new_server(start=False)
