@@ -116,7 +116,7 @@ static const cli_command commands[] = {
      "\n"
      "Copy the database to PATH while the server runs (SQLite's online backup, a few pages\n"
      "at a time, reading a consistent snapshot; the server keeps serving and writing).\n"
-     "The copy is written to PATH.ragd-backup-PID.tmp, checked (PRAGMA integrity_check), then renamed.\n"
+     "The copy is written to PATH.tmp, checked (PRAGMA integrity_check), then renamed.\n"
      "The data directory's lock is not taken.\n"
      "\n"
      "  --data DIR  the server's data directory (default: $RAGD_DATA_DIR, else ./data)\n"

@@ -1,5 +1,5 @@
 /* `ragd backup PATH`: an online copy of the server's database (store/backup.h), written to
- * PATH.ragd-backup-PID.tmp, checked, then renamed to PATH. */
+ * PATH.tmp, checked, then renamed to PATH. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -14,16 +14,22 @@
 #define BACKUP_PAGES_PER_STEP 256 /* 1 MiB of 4 KiB pages: a step holds the file briefly */
 #define BACKUP_SLEEP_MS 5
 
-/* Removes this run's temporary copy (PATH.ragd-backup-PID.tmp: a name no user file has)
- * and its side files. */
-static void backup_remove_tmp(const char *tmp)
+/* Removes the side files SQLite keeps beside PATH.tmp (a crashed run may have left them). */
+static void backup_remove_sides(const char *tmp)
 {
-    static const char *const sides[] = {"", "-journal", "-wal", "-shm"};
+    static const char *const sides[] = {"-journal", "-wal", "-shm"};
     char p[4200];
     for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) {
         snprintf(p, sizeof p, "%s%s", tmp, sides[i]);
         unlink(p);
     }
+}
+
+/* Removes PATH.tmp and its side files. */
+static void backup_remove_tmp(const char *tmp)
+{
+    unlink(tmp);
+    backup_remove_sides(tmp);
 }
 
 /* fsync of the folder holding path, so that the rename is on disk. */
@@ -48,7 +54,7 @@ int cli_cmd_backup(const cli_opts *o)
     char src[4200], tmp[4200], err[512];
     struct stat st;
     if (snprintf(src, sizeof src, "%s/ragd.db", dir) >= (int)sizeof src ||
-        snprintf(tmp, sizeof tmp, "%s.ragd-backup-%ld.tmp", dest, (long)getpid()) >= (int)sizeof tmp) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", dest) >= (int)sizeof tmp) {
         fprintf(stderr, "ragd backup: path too long\n");
         return CLI_EXIT_USAGE;
     }
@@ -64,12 +70,36 @@ int cli_cmd_backup(const cli_opts *o)
         fprintf(stderr, "ragd: %s is a folder: give the backup's file name\n", dest);
         return CLI_EXIT_FAIL;
     }
-    backup_remove_tmp(tmp);
+    if (stat(dest, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* --force replaces an earlier backup, never a device, FIFO or socket (the rename
+         * would put a file in place of /dev/full or a named pipe) */
+        fprintf(stderr, "ragd: %s is not a regular file: give the backup's file name\n", dest);
+        return CLI_EXIT_FAIL;
+    }
+    /* PATH.tmp is claimed, never taken: it may be a file of the user's, or the copy of
+     * another backup to the same PATH still running (removing it would let that one
+     * rename our half-written copy into place). A crashed run's leftover needs --force. */
+    int claim = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (claim < 0 && errno == EEXIST && o->force) {
+        backup_remove_tmp(tmp);
+        claim = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (claim < 0) {
+        if (errno == EEXIST)
+            fprintf(stderr, "ragd: %s exists (another backup running, or one that stopped "
+                            "half-way): add --force to replace it\n", tmp);
+        else
+            fprintf(stderr, "ragd: cannot create %s: %s\n", tmp, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    close(claim);
+    backup_remove_sides(tmp); /* a crashed run's journal must not roll back into the copy */
     store_backup_result res;
     ragd_err e = store_backup(src, tmp, BACKUP_PAGES_PER_STEP, BACKUP_SLEEP_MS, &res, err, sizeof err);
     if (e == RAGD_ENOTFOUND) {
         fprintf(stderr, "ragd: %s (is the data directory %s? give it with --data DIR or RAGD_DATA_DIR)\n",
                 err, dir);
+        backup_remove_tmp(tmp);
         return CLI_EXIT_FAIL;
     }
     if (e) {

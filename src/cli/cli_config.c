@@ -280,7 +280,9 @@ int cli_cmd_config(const cli_opts *o)
     }
     /* the client's own */
     const char *url = env_value("RAGD_URL");
-    printf("%-32s %-40s %s\n", "RAGD_URL", url ? url : CLI_DEFAULT_URL, url ? "env (client)" : "default (client)");
+    char url_shown[2048];
+    url_redact(url ? url : CLI_DEFAULT_URL, url_shown, sizeof url_shown); /* user:password@ */
+    printf("%-32s %-40s %s\n", "RAGD_URL", url_shown, url ? "env (client)" : "default (client)");
     printf("%-32s %-40s %s\n", "RAGD_API_KEY", env_value("RAGD_API_KEY") ? "(set, redacted)" : "(not set)",
            env_value("RAGD_API_KEY") ? "env (client)" : "default (client)");
     /* a RAGD_ or LLM_ variable nobody reads is most likely a typo */

@@ -238,14 +238,12 @@ int cli_cmd_docs(const cli_opts *o)
             fprintf(stderr, "ragd: the server's answer has no \"documents\" list\n");
             goto out;
         }
-        if (json_array_extend(all, docs) != 0) {
-            fprintf(stderr, "ragd: out of memory\n");
+        if (json_array_size(all) > CLI_MAX_KNOWN) { /* a server whose pages never end */
+            fprintf(stderr, "ragd: the server's document listing does not end (over %d documents)\n",
+                    CLI_MAX_KNOWN);
             goto out;
         }
-        if (json_array_size(all) > CLI_DOCS_MAX) {
-            fprintf(stderr, "ragd: the server listed more than %d documents; stopped there\n", CLI_DOCS_MAX);
-            goto out;
-        }
+        json_array_extend(all, docs);
         size_t got = json_array_size(docs);
         offset += (long long)got;
         total = json_integer_value(json_object_get(resp, "total"));

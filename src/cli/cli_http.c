@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_int.h"
+#include "util/url.h"
 
 void cli_response_init(cli_response *r)
 {
@@ -112,7 +113,6 @@ ragd_err cli_http_send(const char *base_url, const cli_request *q, cli_response 
     size_t blen = strlen(base_url);
     while (blen > 0 && base_url[blen - 1] == '/')
         blen--;
-    int bl = blen > 200 ? 200 : (int)blen;
 
     if (cli_url(&url, base_url, path) != RAGD_OK) {
         snprintf(err, errlen, "URL too long");
@@ -183,21 +183,31 @@ ragd_err cli_http_send(const char *base_url, const cli_request *q, cli_response 
         goto out;
 
     const char *why = cerr[0] ? cerr : curl_easy_strerror(rc);
+    /* messages name the server without its user:password (a proxy's credentials in --url) */
+    char url_raw[8192], url_shown[8192];
+    if (blen < sizeof url_raw) {
+        snprintf(url_raw, sizeof url_raw, "%.*s", (int)blen, base_url);
+        url_redact(url_raw, url_shown, sizeof url_shown);
+        if (strlen(url_shown) > 200) /* redacted first, then cut: the userinfo never shows */
+            memcpy(url_shown + 197, "...", 4);
+    } else {
+        snprintf(url_shown, sizeof url_shown, "the server (a URL over %zu bytes)", sizeof url_raw);
+    }
     curl_off_t connect_us = 0;
     curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
     if (rc == CURLE_WRITE_ERROR && x.write_err == RAGD_ETOOBIG) {
         e = RAGD_ETOOBIG;
-        snprintf(err, errlen, "the answer from %.*s is larger than %zu MiB", bl, base_url,
+        snprintf(err, errlen, "the answer from %s is larger than %zu MiB", url_shown,
                  CLI_RESPONSE_CAP >> 20);
     } else if (rc == CURLE_WRITE_ERROR && x.write_err) {
         e = x.write_err == RAGD_ENOMEM ? RAGD_ENOMEM : RAGD_ECLOSED;
-        snprintf(err, errlen, "reading the answer from %.*s failed", bl, base_url);
+        snprintf(err, errlen, "reading the answer from %s failed", url_shown);
     } else if (r->status == 0 && connect_us == 0) {
         e = RAGD_EIO;
-        snprintf(err, errlen, "cannot reach %.*s: %s", bl, base_url, why);
+        snprintf(err, errlen, "cannot reach %s: %s", url_shown, why);
     } else {
         e = RAGD_ECLOSED;
-        snprintf(err, errlen, "request to %.*s failed: %s", bl, base_url, why);
+        snprintf(err, errlen, "request to %s failed: %s", url_shown, why);
     }
 out:
     if (e && !err[0])

@@ -349,6 +349,22 @@ static ragd_err known_add_page(cli_known_set *k, json_t *docs)
     return RAGD_OK;
 }
 
+/* Keeps one entry per id. Pages are read at offsets, so a document added or removed while
+ * they are read shifts the next page and an id can come twice; a second entry that no
+ * walked file marks present would send its document to DELETE. */
+static void known_drop_repeats(cli_known_set *k)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        if (out > 0 && strcmp(k->docs[out - 1].id, k->docs[i].id) == 0) {
+            free(k->docs[i].id);
+            continue;
+        }
+        k->docs[out++] = k->docs[i];
+    }
+    k->n = out;
+}
+
 bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
 {
     bool ok = false;
@@ -384,6 +400,11 @@ bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
                 fprintf(stderr, "ragd: the server's document listing has no \"documents\" list\n");
             goto out;
         }
+        if (k->n > CLI_MAX_KNOWN) {
+            fprintf(stderr, "ragd: the server's document listing does not end (over %d documents)\n",
+                    CLI_MAX_KNOWN);
+            goto out;
+        }
         ragd_err e = known_add_page(k, docs);
         if (e) {
             fprintf(stderr, "ragd: %s\n", e == RAGD_ENOMEM ? "out of memory" : "a listed document has no id");
@@ -398,6 +419,7 @@ bool cli_known_fetch(const cli_opts *o, const char *db, cli_known_set *k)
     }
     if (k->n > 1)
         qsort(k->docs, k->n, sizeof *k->docs, known_cmp);
+    known_drop_repeats(k);
     ok = true;
 out:
     if (!ok)
@@ -565,7 +587,8 @@ static void ingest_file_failed(ingest *in, const cli_file *f, const char *msg)
 {
     in->pass->failed++;
     in->prog.done++;
-    progress_warn(&in->prog, "ragd: error: %s: %s\n", f->path, msg);
+    char shown[CLI_SHOWN_PATH];
+    progress_warn(&in->prog, "ragd: error: %s: %s\n", cli_printable(f->path, shown, sizeof shown), msg);
 }
 
 /* Records a failure that ends the run: no new request is handed out from now on, and the
@@ -905,8 +928,9 @@ static void ingest_skip(ingest *in, size_t *counter, const char *path, const cha
     (*counter)++;
     in->prog.skipped++;
     in->prog.done++;
+    char shown[CLI_SHOWN_PATH];
     if (why)
-        progress_warn(&in->prog, "ragd: warning: skipping %s: %s\n", path, why);
+        progress_warn(&in->prog, "ragd: warning: skipping %s: %s\n", cli_printable(path, shown, sizeof shown), why);
     else
         progress_draw(&in->prog);
 }
@@ -1121,6 +1145,18 @@ int cli_ingest_pass(const cli_opts *o, const cli_server *srv, bool sync, bool sh
     in.old_cache = cache;
     bool batch_ready = false;
 
+    for (size_t i = 0; sync && !o->id_prefix && i < o->nargs; i++) {
+        /* "/" gives ids with no folder name in front ("etc/x"): every id of the collection
+         * would be under it, and each one no file has (JSON documents...) would be deleted */
+        char *real = realpath(o->args[i], NULL);
+        bool is_root = real && strcmp(real, "/") == 0;
+        free(real);
+        if (is_root) {
+            fprintf(stderr, "ragd: --sync of '/' would take every document of the collection for "
+                            "one of its files: give --id-prefix (e.g. --id-prefix host1/)\n");
+            goto out;
+        }
+    }
     for (size_t i = 0; i < o->nargs; i++) {
         ragd_err e = cli_walk_add(&w, o->args[i], stderr, err, sizeof err);
         if (e) {

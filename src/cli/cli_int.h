@@ -27,11 +27,12 @@
                              stores one batch its workers prepare the next (BENCHMARKS.md,
                              issue 11) */
 #define CLI_MAX_JOBS 8
-#define CLI_DOCS_MAX 10000000 /* `ragd docs` stops listing there (a server that never says it is done) */
 #define CLI_RESPONSE_CAP ((size_t)64 * 1024 * 1024)
 #define CLI_MAX_ID_BYTES 256 /* RAG_INGEST_ID_MAX */
 #define CLI_MAX_DEPTH 64        /* directory nesting below one argument */
 #define CLI_MAX_FILES 1000000   /* files collected by one `ragd ingest` */
+#define CLI_SHOWN_PATH 4352      /* a path as printed in a message (cli_printable) */
+#define CLI_MAX_KNOWN 10000000  /* documents --sync reads from a listing before giving up */
 #define CLI_SSE_LINE_CAP ((size_t)16 * 1024 * 1024)
 #define CLI_CONNECT_TIMEOUT_S 5L
 #define CLI_INGEST_TIMEOUT_S 300L
@@ -117,6 +118,10 @@ typedef struct {
     size_t n, alloc;
     cli_root *roots;
     size_t nroots, roots_alloc;
+    cli_root *unseen;    /* parts of the tree the walk could not list (unreadable or vanished
+                            folders, too deep, entries lstat failed on): their documents are
+                            not known to be gone, so --sync keeps them */
+    size_t nunseen, unseen_alloc;
     size_t hidden;       /* dot entries not entered (not counted as skipped files) */
     size_t symlink_dirs; /* symbolic links to directories: not followed */
     size_t bad_name;     /* names that cannot be a document id (warned) */
@@ -133,6 +138,11 @@ void cli_kind_of(const char *name, cli_file *f);
  * the file is not sent with a format (no or another extension). Static. */
 const char *cli_format_for(const char *name);
 
+/* A file name or id as it can be printed on a terminal: out gets s with every control
+ * byte (C0, DEL) as '?', cut to cap - 1 bytes; returns out. A name's escape sequence or
+ * newline could otherwise rewrite the screen or forge a line of output. */
+const char *cli_printable(const char *s, char *out, size_t cap);
+
 /* True when id can be a document id: 1..256 bytes of UTF-8, no control characters. */
 bool cli_valid_id(const char *id);
 
@@ -146,7 +156,8 @@ void cli_walk_cleanup(cli_walk *w);
  * CLI_MAX_FILES, RAGD_ENOMEM. */
 ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_t errlen);
 /* True when a document id falls under one of the walked arguments (a folder's id prefix,
- * or a file argument's exact id): what --sync may remove when no file has it any more. */
+ * or a file argument's exact id) and under no part of the tree the walk could not list:
+ * what --sync may remove when no file has it any more. */
 bool cli_walk_covers(const cli_walk *w, const char *id);
 /* Drops every file whose id an earlier file already has (counted in dup_ids, warned). */
 ragd_err cli_walk_dedupe(cli_walk *w, FILE *warn);

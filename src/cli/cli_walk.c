@@ -103,6 +103,17 @@ const char *cli_format_for(const char *name)
     return f.text_kind ? f.format : NULL;
 }
 
+const char *cli_printable(const char *s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; s[n] && n + 1 < cap; n++) {
+        unsigned char c = (unsigned char)s[n];
+        out[n] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[n] = '\0';
+    return out;
+}
+
 bool cli_valid_id(const char *id)
 {
     size_t n = strlen(id);
@@ -134,6 +145,9 @@ void cli_walk_cleanup(cli_walk *w)
     for (size_t i = 0; i < w->nroots; i++)
         free(w->roots[i].id);
     free(w->roots);
+    for (size_t i = 0; i < w->nunseen; i++)
+        free(w->unseen[i].id);
+    free(w->unseen);
     const char *prefix = w->id_prefix;
     bool all = w->all;
     cli_walk_init(w);
@@ -149,8 +163,9 @@ size_t cli_walk_skipped(const cli_walk *w)
 /* Prints one warning line, "ragd: warning: ...", when f is set. */
 static void cli_warn(FILE *f, const char *what, const char *path)
 {
+    char shown[CLI_SHOWN_PATH];
     if (f)
-        fprintf(f, "ragd: warning: skipping %s: %s\n", path, what);
+        fprintf(f, "ragd: warning: skipping %s: %s\n", cli_printable(path, shown, sizeof shown), what);
 }
 
 /* Joins a directory path and an entry name without doubling a trailing '/'. */
@@ -288,6 +303,19 @@ static ragd_err cli_list_dir(const char *dir, char ***out, size_t *count)
     return RAGD_OK;
 }
 
+static ragd_err cli_walk_unseen(cli_walk *w, const char *rel_prefix);
+
+/* A folder with ids under rel ("docs/" or "docs/sub") that could not be listed. */
+static ragd_err cli_walk_unseen_dir(cli_walk *w, const char *rel)
+{
+    char *slashed = cli_join(rel, ""); /* "" stays "": the whole id space */
+    if (!slashed)
+        return RAGD_ENOMEM;
+    ragd_err e = cli_walk_unseen(w, slashed);
+    free(slashed);
+    return e;
+}
+
 /* Walks directory `dir` whose entries get ids prefixed by `rel` ("" at the argument). */
 static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int depth,
                              FILE *warn)
@@ -297,13 +325,13 @@ static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int 
     if (depth > CLI_MAX_DEPTH) {
         w->errors++;
         cli_warn(warn, "folders nested too deeply", dir);
-        return RAGD_OK;
+        return cli_walk_unseen_dir(w, rel);
     }
     ragd_err e = cli_list_dir(dir, &names, &count);
     if (e == RAGD_EIO) {
         w->errors++;
         cli_warn(warn, strerror(errno), dir);
-        return RAGD_OK;
+        return cli_walk_unseen_dir(w, rel);
     }
     if (e)
         return e;
@@ -325,6 +353,8 @@ static ragd_err cli_walk_dir(cli_walk *w, const char *dir, const char *rel, int 
         if (lstat(path, &lst) != 0) {
             w->errors++;
             cli_warn(warn, strerror(errno), path);
+            /* file or folder, unknown: keep the id and everything that starts with it */
+            e = cli_walk_unseen(w, id);
             goto next;
         }
         if (S_ISLNK(lst.st_mode)) {
@@ -385,30 +415,45 @@ static char *cli_root_name(const char *arg)
     return name;
 }
 
-/* Records where an argument's documents live in the id space (for --sync). */
-static ragd_err cli_walk_root(cli_walk *w, char *id, bool is_dir)
+/* Appends {id, is_dir} to a root list (takes id; freed on failure). */
+static ragd_err cli_root_push(cli_root **list, size_t *n, size_t *alloc, char *id, bool is_dir)
 {
     if (!id)
         return RAGD_ENOMEM;
-    if (w->nroots == w->roots_alloc) {
-        size_t na = w->roots_alloc ? w->roots_alloc * 2 : 8;
-        cli_root *nr = realloc(w->roots, na * sizeof *nr);
+    if (*n == *alloc) {
+        size_t na = *alloc ? *alloc * 2 : 8;
+        cli_root *nr = realloc(*list, na * sizeof *nr);
         if (!nr) {
             free(id);
             return RAGD_ENOMEM;
         }
-        w->roots = nr;
-        w->roots_alloc = na;
+        *list = nr;
+        *alloc = na;
     }
-    w->roots[w->nroots++] = (cli_root){.id = id, .is_dir = is_dir};
+    (*list)[(*n)++] = (cli_root){.id = id, .is_dir = is_dir};
     return RAGD_OK;
+}
+
+/* Records where an argument's documents live in the id space (for --sync). */
+static ragd_err cli_walk_root(cli_walk *w, char *id, bool is_dir)
+{
+    return cli_root_push(&w->roots, &w->nroots, &w->roots_alloc, id, is_dir);
+}
+
+/* Records that the ids starting with --id-prefix + rel_prefix were not listed (a folder or
+ * entry the walk could not read): --sync must not take their documents for deleted. */
+static ragd_err cli_walk_unseen(cli_walk *w, const char *rel_prefix)
+{
+    char *id = cli_concat(w->id_prefix ? w->id_prefix : "", rel_prefix);
+    return cli_root_push(&w->unseen, &w->nunseen, &w->unseen_alloc, id, true);
 }
 
 ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_t errlen)
 {
     struct stat st;
     if (arg[0] == '\0' || stat(arg, &st) != 0) {
-        snprintf(err, errlen, "cannot access '%s': %s", arg,
+        char shown[CLI_SHOWN_PATH];
+        snprintf(err, errlen, "cannot access '%s': %s", cli_printable(arg, shown, sizeof shown),
                  arg[0] ? strerror(errno) : "empty path");
         return RAGD_ENOTFOUND;
     }
@@ -431,7 +476,9 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
         if (!e)
             e = cli_walk_file(w, arg, base, warn);
     } else {
-        snprintf(err, errlen, "cannot ingest '%s': not a regular file or folder", arg);
+        char shown[CLI_SHOWN_PATH];
+        snprintf(err, errlen, "cannot ingest '%s': not a regular file or folder",
+                 cli_printable(arg, shown, sizeof shown));
         return RAGD_ENOTFOUND;
     }
     if (e == RAGD_ETOOBIG)
@@ -443,6 +490,10 @@ ragd_err cli_walk_add(cli_walk *w, const char *arg, FILE *warn, char *err, size_
 
 bool cli_walk_covers(const cli_walk *w, const char *id)
 {
+    for (size_t i = 0; i < w->nunseen; i++) {
+        if (strncmp(id, w->unseen[i].id, strlen(w->unseen[i].id)) == 0)
+            return false;
+    }
     for (size_t i = 0; i < w->nroots; i++) {
         const cli_root *r = &w->roots[i];
         if (r->is_dir ? strncmp(id, r->id, strlen(r->id)) == 0 : strcmp(id, r->id) == 0)
@@ -484,9 +535,11 @@ ragd_err cli_walk_dedupe(cli_walk *w, FILE *warn)
         if (strcmp(w->files[first].id, w->files[cur].id) == 0) {
             drop[cur] = true;
             idx[i] = first; /* keep the earliest as the run's reference */
-            if (warn)
+            char shown_cur[CLI_SHOWN_PATH], shown_first[CLI_SHOWN_PATH];
+            if (warn) /* ids have no control bytes (cli_valid_id); paths may */
                 fprintf(warn, "ragd: warning: skipping %s: id '%s' is already used by %s\n",
-                        w->files[cur].path, w->files[cur].id, w->files[first].path);
+                        cli_printable(w->files[cur].path, shown_cur, sizeof shown_cur), w->files[cur].id,
+                        cli_printable(w->files[first].path, shown_first, sizeof shown_first));
         }
     }
     size_t out = 0;

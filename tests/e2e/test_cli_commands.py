@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import tempfile
 import threading
@@ -268,6 +269,22 @@ class CliConfigTest(harness.E2ETestCase):
         self.assertRegex(rows["RAGD_CHUNK_SIZE"], r"\s800\s+env$")
         self.assertRegex(rows["RAGD_CHUNK_OVERLAP"], r"\s150\s+default$")
         self.assertIn("RAGD_CHUNKSIZE is set but ragd reads no such variable", p.stderr)
+        # the client's own URL may carry credentials too (a proxy in front of the server)
+        p = harness.run_cli(["config"], env={"RAGD_URL": "https://me:clientpw@proxy:8443/?api_key=q1"})
+        self.assertEqual(p.returncode, 0, p)
+        self.assertNotIn("clientpw", p.stdout + p.stderr)
+        self.assertNotIn("q1", p.stdout + p.stderr)
+        self.assertIn("https://***@proxy:8443/", p.stdout)
+
+    def test_error_messages_hide_the_urls_credentials(self):
+        # nothing listens on port 9 of loopback: the message names the server it could not reach
+        for url in ("http://me:clientpw@127.0.0.1:9", "http://me" + "x" * 300 + ":clientpw@127.0.0.1:9",
+                    "http://me:clientpw@127.0.0.1:9/" + "p" * 300):
+            with self.subTest(url=url[:40]):
+                p = harness.run_cli(["health"], env={"RAGD_URL": url})
+                self.assertEqual(p.returncode, 2, p)
+                self.assertIn("cannot reach http://***@127.0.0.1:9", p.stderr)
+                self.assertNotIn("clientpw", p.stderr)
         # an invalid value: the server would not start, and config says why
         p = harness.run_cli(["config"], env={"RAGD_CHUNK_SIZE": "12"})
         self.assertEqual(p.returncode, 1, p)
@@ -303,17 +320,13 @@ class CliBackupTest(harness.E2ETestCase):
         t.start()
         try:
             dest = os.path.join(folder, "copy.db")
-            with open(dest + ".tmp", "w") as f:  # a file of the user's that the backup must not touch
-                f.write("mine")
             p = harness.run_cli(["backup", dest, "--data", srv.data_dir], timeout=120)
         finally:
             stop.set()
             t.join()
         self.assertEqual(p.returncode, 0, p)
         self.assertIn("integrity_check ok", p.stdout)
-        with open(dest + ".tmp") as f:
-            self.assertEqual(f.read(), "mine")
-        self.assertEqual([n for n in os.listdir(folder) if n.startswith("copy.db.ragd-backup")], [])
+        self.assertFalse(os.path.exists(dest + ".tmp"))
         db = sqlite3.connect(dest)
         try:
             self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
@@ -333,6 +346,28 @@ class CliBackupTest(harness.E2ETestCase):
         p = harness.run_cli(["backup", dest + "2", "--data", os.path.join(folder, "nowhere")])
         self.assertEqual(p.returncode, 1, p)
         self.assertIn("--data", p.stderr)
+        self.assertFalse(os.path.exists(dest + "2.tmp"))
+        # PATH.tmp that is not ours (the user's file, or another backup's copy in progress)
+        # is never removed without --force
+        other = os.path.join(folder, "other.db")
+        write(other + ".tmp", "the user's own file\n")
+        p = harness.run_cli(["backup", other, "--data", srv.data_dir])
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("other.db.tmp exists", p.stderr)
+        with open(other + ".tmp") as f:
+            self.assertEqual(f.read(), "the user's own file\n")
+        self.assertFalse(os.path.exists(other))
+        p = harness.run_cli(["backup", other, "--data", srv.data_dir, "--force"])
+        self.assertEqual(p.returncode, 0, p)
+        self.assertFalse(os.path.exists(other + ".tmp"))
+        # --force replaces a backup file, never a FIFO (or a device: /dev/full as root)
+        fifo = os.path.join(folder, "pipe")
+        os.mkfifo(fifo)
+        p = harness.run_cli(["backup", fifo, "--data", srv.data_dir, "--force"])
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("not a regular file", p.stderr)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertFalse(os.path.exists(fifo + ".tmp"))
 
         # the copy is a database ragd opens, holding the documents
         restored = self.new_server(start=False)

@@ -460,6 +460,17 @@ static void test_url_escape_and_text_start(void **state)
     assert_int_equal(cli_text_start("", 0), 0);
 }
 
+static void test_printable(void **state)
+{
+    (void)state;
+    char out[16];
+    /* a name's escape sequence or newline never reaches the terminal as it is */
+    assert_string_equal(cli_printable("d/e\x1b]0;X\x07.md", out, sizeof out), "d/e?]0;X?.md");
+    assert_string_equal(cli_printable("a\nb\x7f", out, sizeof out), "a?b?");
+    assert_string_equal(cli_printable("caf\xc3\xa9", out, sizeof out), "caf\xc3\xa9"); /* UTF-8 kept */
+    assert_string_equal(cli_printable("0123456789abcdefXYZ", out, sizeof out), "0123456789abcde");
+}
+
 static void test_valid_id(void **state)
 {
     char id[600];
@@ -616,6 +627,29 @@ static void test_walk_tree(void **state)
     assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_ENOTFOUND);
     assert_non_null(strstr(err, "nope"));
     assert_int_equal(cli_walk_add(&w, "", NULL, err, sizeof err), RAGD_ENOTFOUND);
+    cli_walk_cleanup(&w);
+
+    /* A folder the walk cannot list (here: past CLI_MAX_DEPTH) is unseen: --sync keeps
+     * the documents under it, and only those. */
+    char deep[8192];
+    int len = snprintf(deep, sizeof deep, "%s/tall", root);
+    assert_int_equal(mkdir(deep, 0755), 0);
+    for (int i = 0; i <= CLI_MAX_DEPTH + 1; i++) {
+        len += snprintf(deep + len, sizeof deep - (size_t)len, "/n");
+        assert_int_equal(mkdir(deep, 0755), 0);
+    }
+    snprintf(arg, sizeof arg, "%s/tall", root);
+    cli_walk_init(&w);
+    w.id_prefix = "P/";
+    assert_int_equal(cli_walk_add(&w, arg, NULL, err, sizeof err), RAGD_OK);
+    assert_int_equal(w.errors, 1);
+    char unseen_id[4096];
+    len = snprintf(unseen_id, sizeof unseen_id, "P/tall");
+    for (int i = 0; i <= CLI_MAX_DEPTH; i++)
+        len += snprintf(unseen_id + len, sizeof unseen_id - (size_t)len, "/n");
+    assert_true(cli_walk_covers(&w, "P/tall/n/gone.md"));        /* a listed folder */
+    snprintf(unseen_id + len, sizeof unseen_id - (size_t)len, "/x.md");
+    assert_false(cli_walk_covers(&w, unseen_id));                 /* under the unseen one */
     cli_walk_cleanup(&w);
     remove_tree(root);
     free(root);
@@ -1473,6 +1507,7 @@ int main(void)
         cmocka_unit_test(test_format_for),
         cmocka_unit_test(test_kind_of),
         cmocka_unit_test(test_url_escape_and_text_start),
+        cmocka_unit_test(test_printable),
         cmocka_unit_test(test_valid_id),
         cmocka_unit_test(test_db_name),
         cmocka_unit_test(test_walk_tree),

@@ -208,6 +208,28 @@ static void test_log_json_record(void **state)
         json_decref(cut);
     }
 
+    /* a record cut at the cap is still one object */
+    char small[48];
+    log_format_record(small, sizeof small, LOG_FORMAT_JSON, LOG_INFO, 0, 0, "a long message that cannot fit in the record", f, 4);
+    assert_int_equal(small[strlen(small) - 1], '\n');
+    assert_int_equal(small[strlen(small) - 2], '}');
+    /* cut inside a string (here in the middle of escapes, which grow 6x) it is still valid
+     * JSON: the string closed between two escapes, later fields left out */
+    char mid[160], hostile[400];
+    memset(hostile, '\x01', sizeof hostile - 1);
+    hostile[sizeof hostile - 1] = '\0';
+    for (size_t cut = 100; cut <= sizeof mid; cut += 7) {
+        log_field hf[] = {LOG_STR("route", "/x"), LOG_STR("target", hostile), LOG_INT("status", 200)};
+        size_t len = log_format_record(mid, cut, LOG_FORMAT_JSON, LOG_INFO, 0, 0, "GET \"a\\b\"", hf, 3);
+        assert_true(len < cut);
+        assert_int_equal(mid[len - 1], '\n');
+        json_error_t jerr;
+        json_t *cutrec = json_loadb(mid, len, 0, &jerr);
+        if (!cutrec)
+            fail_msg("cap %zu: not JSON (%s): %s", cut, jerr.text, mid);
+        json_decref(cutrec);
+    }
+
     /* text: fields after the message, json_only left out, values with blanks quoted */
     f[0].json_only = true;
     log_field t[] = {f[0], LOG_STR("why", "two words"), LOG_INT("bytes", 12)};
