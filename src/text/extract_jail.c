@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -389,6 +390,13 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
     fcntl(in[1], F_SETFL, O_NONBLOCK);
     fcntl(outp[0], F_SETFL, O_NONBLOCK);
 
+    /* A child that stops reading makes our write raise SIGPIPE: blocked in this thread while
+     * writing, and one left pending is taken before the mask is restored (the server ignores
+     * it anyway; other callers need not). */
+    sigset_t pipe_set, old_mask;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
     size_t sent = 0;
     bool eof = false, timed_out = false, broken = false;
     if (len == 0) {
@@ -427,6 +435,10 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
                 broken = true;
         }
     }
+    struct timespec zero = {0, 0};
+    while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
     /* The child closed stdout (or misbehaved, or ran out of time): it ends now or is killed
      * at the deadline — a child that closes stdout and keeps running does not hold us. */
     bool kill_it = timed_out || broken;
