@@ -57,6 +57,11 @@ ragd_err extract_configure(const char *helper, int seconds);
 const char *extract_pdf_helper(void);
 int extract_seconds(void);
 
+/* Kills every PDF reader child running now and any started later (their documents fail
+ * "the server is stopping"): a stopping server does not wait for their deadline. Any
+ * thread; async-signal-unsafe (a mutex). */
+void extract_stop_children(void);
+
 /* The hidden subcommand `ragd __extract-pdf SECONDS` (main.c): limits itself, reads a PDF
  * from stdin to EOF, writes the framed result to stdout. Returns the exit status. */
 int extract_pdf_child_main(int argc, char **argv);

@@ -101,6 +101,57 @@ int extract_seconds(void)
     return jail_seconds;
 }
 
+/* ---------------------------------------------------------------- live children */
+
+/* Every running reader, so that a stopping server kills them instead of waiting for their
+ * deadline. A node lives on its reader's stack; it leaves the list before its child is
+ * waited for, so a pid killed here is never one the kernel has recycled. */
+typedef struct extract_jail_live {
+    pid_t pid;
+    bool stopped; /* killed by extract_stop_children */
+    struct extract_jail_live *next;
+} extract_jail_live;
+
+static pthread_mutex_t jail_live_lock = PTHREAD_MUTEX_INITIALIZER;
+static extract_jail_live *jail_live;
+static bool jail_stopping;
+
+/* Adds node (pid set); a child spawned after extract_stop_children is killed at once. */
+static void extract_jail_track(extract_jail_live *node)
+{
+    pthread_mutex_lock(&jail_live_lock);
+    node->next = jail_live;
+    jail_live = node;
+    if (jail_stopping) {
+        node->stopped = true;
+        kill(node->pid, SIGKILL);
+    }
+    pthread_mutex_unlock(&jail_live_lock);
+}
+
+static void extract_jail_untrack(extract_jail_live *node)
+{
+    pthread_mutex_lock(&jail_live_lock);
+    for (extract_jail_live **p = &jail_live; *p; p = &(*p)->next) {
+        if (*p == node) {
+            *p = node->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&jail_live_lock);
+}
+
+void extract_stop_children(void)
+{
+    pthread_mutex_lock(&jail_live_lock);
+    jail_stopping = true;
+    for (extract_jail_live *n = jail_live; n; n = n->next) {
+        n->stopped = true;
+        kill(n->pid, SIGKILL);
+    }
+    pthread_mutex_unlock(&jail_live_lock);
+}
+
 /* ---------------------------------------------------------------- I/O helpers */
 
 static bool extract_jail_write_all(int fd, const void *p, size_t n)
@@ -349,6 +400,7 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
     int in[2] = {-1, -1}, outp[2] = {-1, -1};
     extract_jail_frame f = {0};
     pid_t pid = -1;
+    extract_jail_live live = {0};
     bool have_attr = false, have_fa = false;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t fa;
@@ -384,6 +436,8 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
         e = extract_fail(x, RAGD_EIO, "PDF could not be read: its reader did not start (%s)", strerror(rc));
         goto out;
     }
+    live.pid = pid;
+    extract_jail_track(&live);
     close(in[0]);
     close(outp[1]);
     in[0] = outp[1] = -1;
@@ -460,19 +514,27 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
             nanosleep(&ts, NULL);
         }
     }
+    extract_jail_untrack(&live);
     if (kill_it)
         status = extract_jail_reap(pid, true);
     pid = -1;
     bool whole = f.got_header == sizeof f.h && f.payload && f.got == f.payload_len && !f.nonsense;
-    if (!timed_out && whole && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    pthread_mutex_lock(&jail_live_lock);
+    bool stopped = live.stopped;
+    pthread_mutex_unlock(&jail_live_lock);
+    if (stopped)
+        e = extract_fail(x, RAGD_EINVAL, "PDF could not be read: the server is stopping");
+    else if (!timed_out && whole && WIFEXITED(status) && WEXITSTATUS(status) == 0)
         e = extract_jail_accept(x, &f, out, page_starts, n_pages);
     else if (f.nonsense && !timed_out)
         e = extract_fail(x, RAGD_EINVAL, "PDF could not be read: the reader answered nonsense");
     else
         e = extract_jail_died(x, status, timed_out, EXTRACT_JAIL_ASAN ? 0 : extract_jail_mem_bytes(len));
 out:
-    if (pid > 0)
+    if (pid > 0) {
+        extract_jail_untrack(&live);
         extract_jail_reap(pid, true);
+    }
     if (have_attr)
         posix_spawnattr_destroy(&attr);
     if (have_fa)

@@ -178,8 +178,11 @@ class PdfChildTest(harness.E2ETestCase):
 
         def run():
             q = urllib.parse.urlencode({"db": "fan", "source": source})
-            box["r"] = srv.request("POST", "/api/ingest?" + q, body=data, content_type="application/pdf",
-                                   timeout=120)
+            try:
+                box["r"] = srv.request("POST", "/api/ingest?" + q, body=data, content_type="application/pdf",
+                                       timeout=120)
+            except OSError as exc:  # the server stopped under it
+                box["error"] = exc
 
         t = threading.Thread(target=run)
         t.start()
@@ -233,3 +236,15 @@ class PdfChildTest(harness.E2ETestCase):
         self.assertEqual(self.call("GET", "/health/ready", srv=srv).get("status", "ready"), "ready")
         self.assertEqual(zombie_children(srv.pid()), [])
         self.assertEqual(child_pids(srv.pid()), set())
+
+    def test_shutdown_kills_running_reader(self):
+        # a deadline far past the harness's 20 s stop bound: only the kill at shutdown ends it
+        srv = self.new_server(env={"RAGD_EXTRACT_TIMEOUT_S": "600", "RAGD_SHUTDOWN_GRACE_S": "0.5"})
+        t, box = self.ingest_in_background(srv, ff.pdf_fanout(levels=8), "slow.pdf")
+        kid = self.wait_for_child(srv)
+        srv.stop(expect=0)
+        t.join(120)
+        self.assertFalse(os.path.exists(f"/proc/{kid}"), "the reader outlived the server")
+        if "r" in box:
+            self.assertEqual(box["r"].status, 422, box["r"])
+            self.assertIn("the server is stopping", box["r"].body["error"]["message"])
