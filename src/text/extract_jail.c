@@ -226,31 +226,58 @@ int extract_pdf_child_main(int argc, char **argv)
     /* The address-space bound comes after the input is in: it is sized from it. */
     if (!EXTRACT_JAIL_ASAN && !extract_jail_limit(RLIMIT_AS, (rlim_t)extract_jail_mem_bytes(len)))
         return 3;
+    /* The reader itself, on the bytes as the parent had them (already unpacked). */
     extract_limits lim;
     extract_limits_default(&lim, len);
     lim.deadline_ms = clock_now_ms() + seconds * 1000.0;
     lim.pdf_helper = NULL; /* this is the reader */
-    extract_result r;
-    char why[EXTRACT_JAIL_WHY_MAX];
-    ragd_err e = extract_document(buf, len, EXTRACT_PDF, NULL, &lim, &r, why, sizeof why);
+    char why[EXTRACT_JAIL_WHY_MAX] = "";
+    extract_ctx x = {.lim = &lim, .why = why, .why_cap = sizeof why};
+    strbuf out;
+    strbuf_init(&out, lim.max_text);
+    size_t *starts = NULL, pages = 0;
+    ragd_err e = extract_pdf(&x, buf, len, &out, &starts, &pages);
     free(buf);
-    if (e)
-        return extract_jail_child_fail(e, why);
-    extract_jail_header h = {.err = RAGD_OK, .a = r.len, .b = r.n_pages};
+    if (e) {
+        strbuf_cleanup(&out);
+        return extract_jail_child_fail(e, why[0] ? why : "PDF could not be read");
+    }
+    extract_jail_header h = {.err = RAGD_OK, .a = out.len, .b = pages};
     memcpy(h.magic, EXTRACT_JAIL_MAGIC, 4);
     int rc = 0;
-    if (!extract_jail_write_all(1, &h, sizeof h) || !extract_jail_write_all(1, r.text, r.len))
+    if (!extract_jail_write_all(1, &h, sizeof h) || (out.len && !extract_jail_write_all(1, out.data, out.len)))
         rc = 1;
-    for (size_t i = 0; rc == 0 && i < r.n_pages; i++) {
-        uint64_t s = r.page_starts[i];
+    for (size_t i = 0; rc == 0 && i < pages; i++) {
+        uint64_t s = starts[i];
         if (!extract_jail_write_all(1, &s, sizeof s))
             rc = 1;
     }
-    extract_result_cleanup(&r);
+    free(starts);
+    strbuf_cleanup(&out);
     return rc;
 }
 
 /* ---------------------------------------------------------------- the parent */
+
+#define EXTRACT_JAIL_ENV_MAX 16
+
+/* The child's environment: only the sanitizers' options and the library path from ours —
+ * not API keys or tokens: the child parses hostile bytes and needs none of them. */
+static void extract_jail_env(char **envp)
+{
+    static const char *const keep[] = {"ASAN_OPTIONS=", "UBSAN_OPTIONS=", "LSAN_OPTIONS=", "TSAN_OPTIONS=",
+                                       "LD_LIBRARY_PATH="};
+    size_t n = 0;
+    for (char **e = environ; e && *e && n < EXTRACT_JAIL_ENV_MAX; e++) {
+        for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++) {
+            if (strncmp(*e, keep[k], strlen(keep[k])) == 0) {
+                envp[n++] = *e;
+                break;
+            }
+        }
+    }
+    envp[n] = NULL;
+}
 
 /* The frame as it arrives: the header, then a payload whose size the header sets (checked
  * against the limits before anything is allocated). */
@@ -261,6 +288,7 @@ typedef struct {
     size_t payload_len; /* expected */
     size_t got;
     bool nonsense;      /* the header asked for more than the limits allow */
+    bool nomem;         /* the payload could not be allocated */
 } extract_jail_frame;
 
 /* Payload size for a header; false: nonsense. */
@@ -317,8 +345,10 @@ static int extract_jail_read(const extract_ctx *x, int fd, extract_jail_frame *f
                     return -1;
                 }
                 f->payload = malloc(f->payload_len ? f->payload_len : 1);
-                if (!f->payload)
+                if (!f->payload) {
+                    f->nomem = true;
                     return -1;
+                }
             }
         } else {
             f->got += (size_t)r;
@@ -430,7 +460,9 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
     char secs[16];
     snprintf(secs, sizeof secs, "%d", jail_seconds);
     char *argv[] = {"ragd", "__extract-pdf", secs, NULL};
-    int rc = posix_spawn(&pid, x->lim->pdf_helper, &fa, &attr, argv, environ);
+    char *envp[EXTRACT_JAIL_ENV_MAX + 1];
+    extract_jail_env(envp);
+    int rc = posix_spawn(&pid, x->lim->pdf_helper, &fa, &attr, argv, envp);
     if (rc != 0) {
         pid = -1;
         e = extract_fail(x, RAGD_EIO, "PDF could not be read: its reader did not start (%s)", strerror(rc));
@@ -526,7 +558,9 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
         e = extract_fail(x, RAGD_EINVAL, "PDF could not be read: the server is stopping");
     else if (!timed_out && whole && WIFEXITED(status) && WEXITSTATUS(status) == 0)
         e = extract_jail_accept(x, &f, out, page_starts, n_pages);
-    else if (f.nonsense && !timed_out)
+    else if (f.nomem && !timed_out)
+        e = extract_fail(x, RAGD_ENOMEM, "out of memory");
+    else if ((f.nonsense || broken) && !timed_out)
         e = extract_fail(x, RAGD_EINVAL, "PDF could not be read: the reader answered nonsense");
     else
         e = extract_jail_died(x, status, timed_out, EXTRACT_JAIL_ASAN ? 0 : extract_jail_mem_bytes(len));
