@@ -531,6 +531,7 @@ static ragd_err run_helper(const char *path, double ms, extract_result *r, char 
  * none afterwards). */
 static void test_pdf_child_answers(void **state)
 {
+    setenv("RAGD_TEST_SECRET", "sk-not-for-children", 1);
     char dir[] = "/tmp/ragd-pdfchild-XXXXXX";
     assert_non_null(mkdtemp(dir));
     struct {
@@ -548,6 +549,8 @@ static void test_pdf_child_answers(void **state)
          "answered nonsense", RAGD_EINVAL, 5000},
         {"segv", "cat >/dev/null; kill -SEGV $$", "the reader crashed (signal 11)", RAGD_EINVAL, 5000},
         {"exit", "exit 3", "the reader failed (exit status 3)", RAGD_EINVAL, 5000},
+        /* the child gets none of our environment but sanitizer options (no API keys) */
+        {"env", "cat >/dev/null; [ -n \"$RAGD_TEST_SECRET\" ] && exit 7; exit 5", "exit status 5", RAGD_EINVAL, 5000},
         {"empty", "cat >/dev/null", "answered nonsense", RAGD_EINVAL, 5000},
         {"hang", "exec sleep 30", "took over", RAGD_ETOOBIG, 300},
         {"hang_closed", "exec >&-; exec sleep 30", "took over", RAGD_ETOOBIG, 300},
