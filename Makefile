@@ -132,6 +132,9 @@ $(BUILD)/bench_extractive: bench/bench_extractive.c $(LIB)
 $(BUILD)/bench_prompt: bench/bench_prompt.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
+$(BUILD)/bench_pdf_child: bench/bench_pdf_child.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
 $(BUILD)/bench_multipart: bench/bench_multipart.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 

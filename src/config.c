@@ -343,6 +343,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 1, 1000, &c->breaker_failures, err, errlen);
     if (strcmp(name, "RAGD_BREAKER_RECOVERY_S") == 0)
         return parse_seconds(name, v, 0.001, 86400, &c->breaker_recovery_s, err, errlen);
+    if (strcmp(name, "RAGD_EXTRACT_TIMEOUT_S") == 0)
+        return parse_size(name, v, 1, 3600, &c->extract_timeout_s, err, errlen);
     if (strcmp(name, "RAGD_EMBED_TIMEOUT_S") == 0)
         return parse_seconds(name, v, 0.001, 3600, &c->embed_timeout_s, err, errlen);
     if (strcmp(name, "RAGD_GENERATE_TIMEOUT_S") == 0)
@@ -585,7 +587,7 @@ static const char *const config_names[] = {
     "RAGD_MAX_CONNECTIONS", "RAGD_IDLE_TIMEOUT_S", "RAGD_SYNCHRONOUS",   "RAGD_LOG_LEVEL",
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
-    "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S",
+    "RAGD_BREAKER_FAILURES", "RAGD_BREAKER_RECOVERY_S", "RAGD_EMBED_TIMEOUT_S", "RAGD_GENERATE_TIMEOUT_S", "RAGD_EXTRACT_TIMEOUT_S",
     "RAGD_EMBED_BATCH", "RAGD_ADMIN_TOKEN", "RAGD_ADMIN_TOKEN_FILE", "RAGD_LLM_MODELS", "RAGD_MAX_MODELS",
     "RAGD_MAX_DB_BYTES", "RAGD_CACHE",         "RAGD_CACHE_THRESHOLD", "RAGD_CACHE_MAX_BYTES",
     "RAGD_CACHE_TTL_S", "RAGD_FUSION",         "RAGD_FUSION_WEIGHTS",  "RAGD_FUSION_DEPTH",
@@ -755,6 +757,7 @@ int config_load(ragd_config *c, config_raw *raw, char *err, size_t errlen)
     c->chunk_size = 1000;
     c->chunk_overlap = 150;
     c->shutdown_grace_s = 10;
+    c->extract_timeout_s = 30;
     c->max_body_bytes = 10485760;
     c->max_output_bytes = (size_t)256 << 20;
     c->min_send_rate = 16384;

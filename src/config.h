@@ -42,6 +42,7 @@ typedef struct {
     size_t chunk_overlap;   /* RAGD_CHUNK_OVERLAP */
     size_t context_tokens;  /* RAGD_CONTEXT_TOKENS: the LLM's context; 0 = by backend and model */
     double shutdown_grace_s;
+    size_t extract_timeout_s; /* RAGD_EXTRACT_TIMEOUT_S: reading one uploaded document, whole seconds */
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
     size_t max_output_bytes; /* RAGD_MAX_OUTPUT_BYTES: bytes queued for all clients together */
     size_t min_send_rate;    /* RAGD_MIN_SEND_RATE: bytes/s a client with a reply waiting must take */

@@ -3,10 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "config.h"
 #include "server.h"
+#include "text/extract.h"
 #include "util/jsonmem.h"
 #include "util/log.h"
 
@@ -60,6 +62,18 @@ static int main_serve(int argc, char **argv)
             return 2;
         }
     }
+    /* PDFs are read by this same binary in a child process (text/extract.h). */
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || (size_t)n >= sizeof self - 1) {
+        main_config_error("cannot find this program's own path (/proc/self/exe), needed to read PDFs");
+        return 2;
+    }
+    self[n] = '\0';
+    if (extract_configure(self, (int)cfg.extract_timeout_s) != RAGD_OK) {
+        main_config_error("RAGD_EXTRACT_TIMEOUT_S: out of range");
+        return 2;
+    }
     return server_run(&cfg);
 }
 
@@ -70,6 +84,8 @@ int main(int argc, char **argv)
         cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (strcmp(argv[1], "__extract-pdf") == 0) /* hidden: the server's PDF reader child */
+        return extract_pdf_child_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "serve") == 0)
         return main_serve(argc - 1, argv + 1);
     return cli_main(argc - 1, argv + 1);

@@ -22,6 +22,7 @@
 #include "rag/rerank.h"
 #include "rag/retrieve.h"
 #include "store/store.h"
+#include "text/extract.h"
 #include "upstream/client.h"
 #include "upstream/llm.h"
 #include <curl/curl.h>
@@ -310,6 +311,7 @@ static void server_finish_begin(server *srv)
         log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
                  workpool_cancel_queued(srv->a.pool));
     atomic_store(&srv->a.stopping, true); /* from here on no handler may run */
+    extract_stop_children(); /* PDF readers: killed now, not waited for until their deadline */
     server_generator_cancel(&srv->a);
     srv->phase = SERVER_CANCELLING;
     srv->cancel_turns = 0;

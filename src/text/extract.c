@@ -27,7 +27,8 @@ void extract_limits_default(extract_limits *lim, size_t input_len)
     lim->max_inflated = inflated;
     lim->max_text = EXTRACT_TEXT_MAX;
     lim->max_pages = EXTRACT_PAGES_MAX;
-    lim->deadline_ms = clock_now_ms() + EXTRACT_SECONDS * 1000.0;
+    lim->deadline_ms = clock_now_ms() + extract_seconds() * 1000.0;
+    lim->pdf_helper = extract_pdf_helper();
 }
 
 void extract_result_cleanup(extract_result *r)
@@ -78,7 +79,7 @@ ragd_err extract_fail(extract_ctx *x, ragd_err e, const char *fmt, ...)
 ragd_err extract_check_time(extract_ctx *x, const char *what)
 {
     if (x->lim->deadline_ms > 0 && clock_now_ms() > x->lim->deadline_ms)
-        return extract_fail(x, RAGD_ETOOBIG, "%s could not be read: it took over %d seconds", what, EXTRACT_SECONDS);
+        return extract_fail(x, RAGD_ETOOBIG, "%s could not be read: it took over %d seconds", what, extract_seconds());
     return RAGD_OK;
 }
 
@@ -320,7 +321,10 @@ static ragd_err extract_run(extract_ctx *x, const char *b, size_t len, extract_k
         e = extract_html(x, b, len, charset, r);
         goto out;
     case EXTRACT_PDF:
-        e = extract_pdf(x, b, len, &out, &r->page_starts, &r->n_pages);
+        if (x->lim->pdf_helper)
+            e = extract_pdf_jailed(x, b, len, &out, &r->page_starts, &r->n_pages);
+        else
+            e = extract_pdf(x, b, len, &out, &r->page_starts, &r->n_pages);
         break;
     case EXTRACT_DOCX:
         e = extract_docx(x, b, len, &out);

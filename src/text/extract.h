@@ -10,8 +10,9 @@
  * Bounded: the input (the caller's cap, RAGD_MAX_BODY_BYTES over HTTP), the bytes unpacked
  * from gzip and zip (max_inflated, over all entries), the text produced (max_text), the
  * PDF pages read (max_pages), XML (no network, no DTD, libxml2's depth limit of 256) and
- * time (a deadline checked between pages, zip entries and EPUB chapters — one PDF page or
- * one entry is not interrupted). Past a bound: RAGD_ETOOBIG with a message. */
+ * time (a deadline checked between pages, zip entries and EPUB chapters — one zip entry is
+ * not interrupted; a PDF read through the helper child is killed at the deadline, one read
+ * in-process is not interrupted within a page). Past a bound: RAGD_ETOOBIG with a message. */
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -36,16 +37,37 @@ typedef enum {
 #define EXTRACT_TEXT_MAX ((size_t)64 << 20)      /* bytes of text from one document */
 #define EXTRACT_PAGES_MAX 5000                   /* PDF pages */
 #define EXTRACT_XML_NODES_MAX 2000000            /* elements, attributes, texts of one XML part */
-#define EXTRACT_SECONDS 30                       /* per document */
+#define EXTRACT_SECONDS 30                       /* per document (default of extract_configure) */
 
 typedef struct {
     size_t max_inflated; /* bytes unpacked from gzip and zip in all */
     size_t max_text;     /* bytes of text produced */
     size_t max_pages;    /* PDF pages read */
     double deadline_ms;  /* a clock_now_ms() instant; 0: none */
+    const char *pdf_helper; /* the ragd binary that reads PDFs in a child; NULL: in this process */
 } extract_limits;
 
-/* The defaults above for a document of input_len bytes, the deadline from now. */
+/* Process-wide set-up, once at start before any thread reads a document (main.c, `ragd
+ * serve`): helper is the ragd binary's own path (/proc/self/exe), run as `helper
+ * __extract-pdf SECONDS` to read each PDF in a child process (extract_jail.c); NULL: PDFs
+ * are read in the calling process (the default; unit tests, the CLI). seconds: the
+ * per-document deadline (1-3600). RAGD_EINVAL for a bad value. */
+ragd_err extract_configure(const char *helper, int seconds);
+/* What extract_configure set: the helper (NULL: in-process) and the deadline in seconds. */
+const char *extract_pdf_helper(void);
+int extract_seconds(void);
+
+/* Kills every PDF reader child running now and any started later (their documents fail
+ * "the server is stopping"): a stopping server does not wait for their deadline. Any
+ * thread; async-signal-unsafe (a mutex). */
+void extract_stop_children(void);
+
+/* The hidden subcommand `ragd __extract-pdf SECONDS` (main.c): limits itself, reads a PDF
+ * from stdin to EOF, writes the framed result to stdout. Returns the exit status. */
+int extract_pdf_child_main(int argc, char **argv);
+
+/* The defaults above for a document of input_len bytes, the deadline extract_seconds()
+ * from now, the PDF helper extract_pdf_helper(). */
 void extract_limits_default(extract_limits *lim, size_t input_len);
 
 typedef struct {

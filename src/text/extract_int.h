@@ -26,6 +26,10 @@ ragd_err extract_check_time(extract_ctx *x, const char *what);
  * in *page_starts (malloc'd, *n_pages entries). */
 ragd_err extract_pdf(extract_ctx *x, const char *bytes, size_t len, strbuf *out, size_t **page_starts,
                      size_t *n_pages);
+/* The same, read by the helper child x->lim->pdf_helper (extract_jail.c): killed at the
+ * deadline; a crash, a bad exit or a nonsense answer is a RAGD_EINVAL with a message. */
+ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbuf *out, size_t **page_starts,
+                            size_t *n_pages);
 /* DOCX (word/document.xml), ODT (content.xml): paragraphs, headings as '#' lines. */
 ragd_err extract_docx(extract_ctx *x, const char *bytes, size_t len, strbuf *out);
 ragd_err extract_odt(extract_ctx *x, const char *bytes, size_t len, strbuf *out);

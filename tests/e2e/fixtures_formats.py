@@ -70,6 +70,15 @@ def pdf(pages=None):
         objs[page_no] = (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
                          f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content_no} 0 R >>").encode()
         objs[content_no] = (f"<< /Length {len(stream)} >>\nstream\n".encode() + stream + b"endstream")
+    return _pdf_file(objs)
+
+
+def _pdf_stream(data, dict_entries=b""):
+    return b"<< " + dict_entries + b"/Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
+
+
+def _pdf_file(objs):
+    """A PDF file of the numbered objects (dict number -> bytes), xref offsets exact."""
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = {}
@@ -91,6 +100,28 @@ def pdf_truncated():
     no complete page."""
     whole = pdf()
     return whole[: whole.index(b"stream\n") + 12]
+
+
+def pdf_fanout(levels=6, fan=10):
+    """A 1-page PDF of about 1 KB whose page draws a form XObject that draws the next one
+    `fan` times, `levels` deep: poppler walks fan**(levels-1) leaves within ONE page (six
+    levels of ten: minutes of CPU), which no check between pages can stop."""
+    form = b"/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> "
+    objs = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        4: (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> "
+            b"/XObject << /L0 6 0 R >> >> /Contents 5 0 R >>"),
+        5: _pdf_stream(b"BT /F1 12 Tf 72 720 Td (fan out) Tj ET /L0 Do"),
+    }
+    for level in range(levels):
+        num = 6 + level
+        if level < levels - 1:
+            objs[num] = _pdf_stream(b"/N Do " * fan, form + b"/XObject << /N %d 0 R >> >> " % (num + 1))
+        else:
+            objs[num] = _pdf_stream(b"BT /F1 12 Tf 72 700 Td (leaf) Tj ET", form + b">> ")
+    return _pdf_file(objs)
 
 
 def pdf_scanned():

@@ -10,6 +10,11 @@ Two parts:
 - RawFormatsTest sends the files as raw bodies with their Content-Type
   (POST /api/ingest?db=&id=&source=).
 """
+import glob
+import os
+import signal
+import threading
+import time
 import urllib.parse
 
 import fixtures_formats as ff
@@ -133,3 +138,113 @@ class RawFormatsTest(harness.E2ETestCase):
         docs = self.call("GET", "/api/dbs/bad/documents")
         self.assertEqual([d["id"] for d in docs["documents"]], ["keep"])
         self.assertEqual(self.call("GET", "/health/ready", status=200).get("status", "ready"), "ready")
+
+
+def child_pids(pid):
+    """The live children of process pid (every thread's), from /proc."""
+    kids = set()
+    for task in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(task) as f:
+                kids.update(int(k) for k in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def zombie_children(pid):
+    """Children of pid that exited and were not waited for (state Z)."""
+    zombies = []
+    for kid in child_pids(pid):
+        try:
+            with open(f"/proc/{kid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    zombies.append(kid)
+        except OSError:
+            pass
+    return zombies
+
+
+class PdfChildTest(harness.E2ETestCase):
+    """PDFs are read in a child process (`ragd __extract-pdf`): one that takes too long is
+    killed at RAGD_EXTRACT_TIMEOUT_S, one that crashes is a 422; the server stays up, answers
+    meanwhile and leaves no child behind."""
+
+    class_server = False
+
+    def ingest_in_background(self, srv, data, source):
+        """POSTs data as a PDF on a thread; returns (thread, box) where box["r"] gets the reply."""
+        box = {}
+
+        def run():
+            q = urllib.parse.urlencode({"db": "fan", "source": source})
+            try:
+                box["r"] = srv.request("POST", "/api/ingest?" + q, body=data, content_type="application/pdf",
+                                       timeout=120)
+            except OSError as exc:  # the server stopped under it
+                box["error"] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        return t, box
+
+    def wait_for_child(self, srv):
+        """The pid of the server's PDF reader once it runs."""
+        for _ in range(2000):
+            kids = child_pids(srv.pid())
+            if kids:
+                return kids.pop()
+            time.sleep(0.01)
+        self.fail("no PDF reader child appeared")
+
+    def test_fanout_pdf_killed_at_the_deadline(self):
+        srv = self.new_server(env={"RAGD_EXTRACT_TIMEOUT_S": "2"})
+        srv.request("POST", "/api/ingest", json_body={"db": "fan", "documents": [{"id": "k", "text": "kept words"}]})
+        t, box = self.ingest_in_background(srv, ff.pdf_fanout(levels=7), "fanout.pdf")
+        self.wait_for_child(srv)
+        # while the reader runs, the server answers
+        res = self.call("POST", "/api/retrieve", {"query": "kept words", "db": "fan"}, srv=srv)
+        self.assertEqual(res["sources"][0]["doc_id"], "k")
+        t.join(120)
+        r = box["r"]
+        self.assertEnvelope(r, 422, "validation_error")
+        msg = r.body["error"]["message"]
+        self.assertIn("fanout.pdf", msg)
+        self.assertIn("took over 2 seconds", msg)
+        self.assertEqual(self.call("GET", "/health/ready", srv=srv).get("status", "ready"), "ready")
+        self.assertEqual(child_pids(srv.pid()), set())  # killed and waited for
+        # the good PDF still reads, through the child, with its pages
+        r = srv.request("POST", "/api/ingest?db=fan&source=report.pdf", body=ff.pdf(), content_type="application/pdf")
+        self.assertEqual(r.status, 200, r)
+        src = self.call("POST", "/api/retrieve", {"query": ff.WORDS["pdf_page2"], "db": "fan"}, srv=srv)["sources"]
+        self.assertTrue(src and ff.WORDS["pdf_page2"] in src[0]["text"].lower(), src)
+        self.assertIn("page", src[0])
+        self.assertEqual(child_pids(srv.pid()), set())
+
+    def test_crashed_reader_refused(self):
+        srv = self.new_server()  # the true default deadline (30 s): the kill comes first
+        t, box = self.ingest_in_background(srv, ff.pdf_fanout(levels=7), "crash.pdf")
+        kid = self.wait_for_child(srv)
+        os.kill(kid, signal.SIGSEGV)
+        t.join(120)
+        r = box["r"]
+        self.assertEnvelope(r, 422, "validation_error")
+        msg = r.body["error"]["message"]
+        self.assertIn("crash.pdf", msg)
+        self.assertIn("the reader crashed (signal 11)", msg)
+        self.assertTrue(srv.running())
+        self.assertEqual(self.call("GET", "/health/ready", srv=srv).get("status", "ready"), "ready")
+        self.assertEqual(zombie_children(srv.pid()), [])
+        self.assertEqual(child_pids(srv.pid()), set())
+
+    def test_shutdown_kills_running_reader(self):
+        # a deadline far past the harness's 20 s stop bound: only the kill at shutdown ends it
+        srv = self.new_server(env={"RAGD_EXTRACT_TIMEOUT_S": "600", "RAGD_SHUTDOWN_GRACE_S": "0.5"})
+        t, box = self.ingest_in_background(srv, ff.pdf_fanout(levels=8), "slow.pdf")
+        kid = self.wait_for_child(srv)
+        srv.stop(expect=0)
+        t.join(120)
+        self.assertFalse(os.path.exists(f"/proc/{kid}"), "the reader outlived the server")
+        if "r" in box:
+            self.assertEqual(box["r"].status, 422, box["r"])
+            self.assertIn("the server is stopping", box["r"].body["error"]["message"])

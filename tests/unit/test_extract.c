@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zip.h>
 #include <zlib.h>
@@ -500,6 +502,98 @@ static void test_format_of_source(void **state)
     assert_int_equal(rag_format_text_only(RAG_FORMAT_RST), RAG_FORMAT_RST);
 }
 
+/* ---------------------------------------------------------------- the PDF child's answers */
+
+/* A helper "binary" that is a shell script doing body; its path in path (PATH_MAX). */
+static void write_helper(const char *dir, const char *name, const char *body, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    assert_int_equal(chmod(path, 0700), 0);
+}
+
+/* Extracts pdf through the helper at path, with a deadline ms from now. */
+static ragd_err run_helper(const char *path, double ms, extract_result *r, char *why, size_t cap)
+{
+    extract_limits lim;
+    extract_limits_default(&lim, 10);
+    lim.pdf_helper = path;
+    lim.deadline_ms = clock_now_ms() + ms;
+    return run_kind("%PDF-1.4\n", 9, EXTRACT_PDF, NULL, &lim, r, why, cap);
+}
+
+/* The parent believes nothing the child says: sizes past the limits, a NUL in the text,
+ * bytes past the frame, page starts out of order; a crash, a bad exit and a child that
+ * hangs are clear messages, and every child is waited for (no zombie: waitpid(-1) finds
+ * none afterwards). */
+static void test_pdf_child_answers(void **state)
+{
+    setenv("RAGD_TEST_SECRET", "sk-not-for-children", 1);
+    char dir[] = "/tmp/ragd-pdfchild-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct {
+        const char *name, *body, *want;
+        ragd_err e;
+        double ms;
+    } cases[] = {
+        {"huge", "cat >/dev/null; printf 'RPDF\\000\\000\\000\\000\\377\\377\\377\\377\\377\\377\\377\\177\\001\\000\\000\\000\\000\\000\\000\\000'",
+         "answered nonsense", RAGD_EINVAL, 5000},
+        {"nul", "cat >/dev/null; printf 'RPDF\\000\\000\\000\\000\\003\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000a\\000b'",
+         "answered nonsense", RAGD_EINVAL, 5000},
+        {"extra", "cat >/dev/null; printf 'RPDF\\000\\000\\000\\000\\001\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000aMORE'",
+         "answered nonsense", RAGD_EINVAL, 5000},
+        {"order", "cat >/dev/null; printf 'RPDF\\000\\000\\000\\000\\002\\000\\000\\000\\000\\000\\000\\000\\002\\000\\000\\000\\000\\000\\000\\000ab\\002\\000\\000\\000\\000\\000\\000\\000\\001\\000\\000\\000\\000\\000\\000\\000'",
+         "answered nonsense", RAGD_EINVAL, 5000},
+        {"segv", "cat >/dev/null; kill -SEGV $$", "the reader crashed (signal 11)", RAGD_EINVAL, 5000},
+        {"exit", "exit 3", "the reader failed (exit status 3)", RAGD_EINVAL, 5000},
+        /* the child gets none of our environment but sanitizer options (no API keys) */
+        {"env", "cat >/dev/null; [ -n \"$RAGD_TEST_SECRET\" ] && exit 7; exit 5", "exit status 5", RAGD_EINVAL, 5000},
+        {"empty", "cat >/dev/null", "answered nonsense", RAGD_EINVAL, 5000},
+        {"hang", "exec sleep 30", "took over", RAGD_ETOOBIG, 300},
+        {"hang_closed", "exec >&-; exec sleep 30", "took over", RAGD_ETOOBIG, 300},
+    };
+    char path[4096];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        write_helper(dir, cases[i].name, cases[i].body, path, sizeof path);
+        extract_result r;
+        char why[400];
+        ragd_err e = run_helper(path, cases[i].ms, &r, why, sizeof why);
+        if (e != cases[i].e || !strstr(why, cases[i].want))
+            fail_msg("%s: want %d '%s', got %d '%s'", cases[i].name, cases[i].e, cases[i].want, e, why);
+        assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* no child left, reaped or running */
+        unlink(path);
+    }
+    /* a child that reads nothing of a large input: our write fails (EPIPE, no SIGPIPE death) */
+    write_helper(dir, "deaf", "exit 3", path, sizeof path);
+    {
+        size_t big = (size_t)4 << 20;
+        char *pdf = calloc(1, big);
+        assert_non_null(pdf);
+        memcpy(pdf, "%PDF-1.4\n", 9);
+        extract_limits lim;
+        extract_limits_default(&lim, big);
+        lim.pdf_helper = path;
+        expect_fail(pdf, big, EXTRACT_PDF, NULL, &lim, RAGD_EINVAL, "exit status 3");
+        free(pdf);
+        unlink(path);
+    }
+    /* a well-formed answer: "hi" on one page */
+    write_helper(dir, "good",
+                 "cat >/dev/null; printf 'RPDF\\000\\000\\000\\000\\002\\000\\000\\000\\000\\000\\000\\000\\001\\000\\000\\000\\000\\000\\000\\000hi\\000\\000\\000\\000\\000\\000\\000\\000'",
+                 path, sizeof path);
+    extract_result r;
+    char why[400];
+    assert_int_equal(run_helper(path, 5000, &r, why, sizeof why), RAGD_OK);
+    assert_string_equal(r.text, "hi");
+    assert_int_equal(r.n_pages, 1);
+    extract_result_cleanup(&r);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -507,7 +601,7 @@ int main(void)
         cmocka_unit_test(test_rst_headings),  cmocka_unit_test(test_gzip),           cmocka_unit_test(test_pdf_pages),
         cmocka_unit_test(test_pdf_threads),   cmocka_unit_test(test_docx),           cmocka_unit_test(test_docx_bombs),
         cmocka_unit_test(test_odt),           cmocka_unit_test(test_epub),           cmocka_unit_test(test_epub_large_manifest),
-        cmocka_unit_test(test_format_of_source),
+        cmocka_unit_test(test_format_of_source), cmocka_unit_test(test_pdf_child_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
