@@ -606,7 +606,7 @@ static rag_status ingest_prepared(rag_ingest *j)
  * workers help). */
 static rag_status ingest_embed_builtin(rag_ingest *j)
 {
-    if (workpool_for(j->cfg->pool, j->n, ingest_embed_item, j) != RAGD_OK)
+    if (workpool_for(j->cfg->ingest_pool, j->n, ingest_embed_item, j) != RAGD_OK)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     rag_status st = ingest_prepared(j);
     if (st != RAG_OK)
@@ -752,7 +752,7 @@ static rag_status ingest_pipeline(rag_ingest *j)
     r = NULL;
     /* Chunk, screen and (builtin) embed the documents, split across the free workers. */
     j->embed_builtin = !upstream;
-    if (workpool_for(cfg->pool, j->n, ingest_prepare_doc, j) != RAGD_OK)
+    if (workpool_for(cfg->ingest_pool, j->n, ingest_prepare_doc, j) != RAGD_OK)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     if ((st = ingest_prepared(j)) != RAG_OK)
         return st;
@@ -806,7 +806,7 @@ static void ingest_written(store_write *w, void *arg)
                  w->message);
         ingest_reset(j);
         j->retried = true;
-        ragd_err rc = workpool_submit(j->cfg->pool, ingest_rerun, ingest_dropped, j);
+        ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_rerun, ingest_dropped, j);
         if (rc != RAGD_OK)
             ingest_finish(j, ingest_refused(j, rc, "worker queue"));
         return;
@@ -842,7 +842,7 @@ static void ingest_use_builtin(rag_ingest *j, const char *why)
              "will use the %s backend's %s once it answers",
              j->db, EMBED_BUILTIN_NAME, why, j->cfg->embedder_name, j->model);
     utf8_sanitize(j->warning);
-    ragd_err rc = workpool_submit(j->cfg->pool, ingest_fallback_work, ingest_dropped, j);
+    ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_fallback_work, ingest_dropped, j);
     if (rc != RAGD_OK)
         ingest_finish(j, ingest_refused(j, rc, "worker queue"));
 }
