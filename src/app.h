@@ -26,7 +26,8 @@ typedef struct app {
     ragd_config cfg;
     struct event_base *base;
     loopq *lq;
-    workpool *pool;
+    workpool *pool;        /* queries, retrieval, store reads, every other deferred handler */
+    workpool *ingest_pool; /* ingest and re-embedding (RAGD_INGEST_WORKERS, niced threads) */
     store *st;
     rag_index *index;
     http_server *http;

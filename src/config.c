@@ -355,6 +355,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 1, 256, &c->pool_size, err, errlen);
     if (strcmp(name, "RAGD_WORKERS") == 0)
         return parse_size(name, v, 1, 256, &c->workers, err, errlen);
+    if (strcmp(name, "RAGD_INGEST_WORKERS") == 0)
+        return parse_size(name, v, 1, 256, &c->ingest_workers, err, errlen);
     if (strcmp(name, "RAGD_WORKER_QUEUE") == 0)
         return parse_size(name, v, 1, 1000000, &c->worker_queue, err, errlen);
     if (strcmp(name, "RAGD_CHUNK_SIZE") == 0)
@@ -582,7 +584,7 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
 
 static const char *const config_names[] = {
     "RAGD_LISTEN",      "RAGD_DATA_DIR",         "RAGD_DEFAULT_DB",      "RAGD_EMBEDDER",
-    "RAGD_GENERATOR",   "RAGD_POOL_SIZE",        "RAGD_WORKERS",         "RAGD_WORKER_QUEUE",
+    "RAGD_GENERATOR",   "RAGD_POOL_SIZE",        "RAGD_WORKERS",         "RAGD_WORKER_QUEUE", "RAGD_INGEST_WORKERS",
     "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES", "RAGD_MAX_OUTPUT_BYTES", "RAGD_MIN_SEND_RATE",
     "RAGD_MAX_CONNECTIONS", "RAGD_IDLE_TIMEOUT_S", "RAGD_SYNCHRONOUS",   "RAGD_LOG_LEVEL",
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
@@ -753,6 +755,7 @@ int config_load(ragd_config *c, config_raw *raw, char *err, size_t errlen)
     c->embed_batch = 32;
     c->pool_size = 10;
     c->workers = cores > 0 ? (size_t)cores : 2;
+    c->ingest_workers = c->workers;
     c->worker_queue = 1024;
     c->chunk_size = 1000;
     c->chunk_overlap = 150;

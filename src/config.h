@@ -37,6 +37,7 @@ typedef struct {
     config_generator generator;
     size_t pool_size;       /* RAGD_POOL_SIZE: store read connections */
     size_t workers;         /* RAGD_WORKERS: worker threads, default one per core */
+    size_t ingest_workers;  /* RAGD_INGEST_WORKERS: the ingest pool's threads, default one per core */
     size_t worker_queue;    /* RAGD_WORKER_QUEUE: jobs waiting before 503 */
     size_t chunk_size;      /* RAGD_CHUNK_SIZE */
     size_t chunk_overlap;   /* RAGD_CHUNK_OVERLAP */

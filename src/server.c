@@ -34,6 +34,7 @@
 #include "util/workpool.h"
 
 #define SERVER_DRAIN_POLL_MS 20
+#define SERVER_INGEST_NICE 10 /* the ingest pool's threads: nice +10 (workpool_new_niced) */
 #define RAGD_RATE_CLIENTS 16384 /* buckets per limiter: ~1.5 MB (util/ratelimit.h) */
 #define SERVER_CANCEL_TURNS_MAX 1000 /* loop turns to wait for cancelled tasks' callbacks */
 
@@ -288,6 +289,7 @@ static void server_drain_loopq(server *srv)
 static void server_finish_end(server *srv)
 {
     workpool_shutdown(srv->a.pool); /* lets the jobs already running finish; submits now fail */
+    workpool_shutdown(srv->a.ingest_pool); /* the same; neither pool's jobs submit to the other */
     server_drain_loopq(srv);        /* hands their results back (no new upstream task starts) */
     store_close(srv->a.st);         /* commits queued writes; their callbacks run */
     srv->a.st = NULL;
@@ -297,6 +299,8 @@ static void server_finish_end(server *srv)
     server_generator_stop(&srv->a);
     workpool_free(srv->a.pool);     /* only now: the HTTP server's last requests may still try to submit */
     srv->a.pool = NULL;
+    workpool_free(srv->a.ingest_pool);
+    srv->a.ingest_pool = NULL;
     log_info("shutdown: complete");
     event_base_loopbreak(srv->a.base);
 }
@@ -309,7 +313,7 @@ static void server_finish_begin(server *srv)
     size_t left = http_server_in_flight(srv->a.http);
     if (left)
         log_warn("shutdown: grace period over with %zu requests in flight; %zu not started are refused", left,
-                 workpool_cancel_queued(srv->a.pool));
+                 workpool_cancel_queued(srv->a.pool) + workpool_cancel_queued(srv->a.ingest_pool));
     atomic_store(&srv->a.stopping, true); /* from here on no handler may run */
     extract_stop_children(); /* PDF readers: killed now, not waited for until their deadline */
     server_generator_cancel(&srv->a);
@@ -611,6 +615,9 @@ int server_run(const ragd_config *cfg)
     srv.a.index = rag_index_new();
     srv.a.lq = loopq_new(srv.a.base);
     srv.a.pool = workpool_new(cfg->workers, cfg->worker_queue);
+    /* Ingest and re-embedding on their own threads, niced: queries never queue behind them, and
+     * on a busy machine the kernel runs the query workers first (docs/internals/server.md). */
+    srv.a.ingest_pool = workpool_new_niced(cfg->ingest_workers, cfg->worker_queue, SERVER_INGEST_NICE);
     if (cfg->cache_enabled) {
         cache_config cc;
         cache_config_from(cfg, &cc);
@@ -628,6 +635,7 @@ int server_run(const ragd_config *cfg)
     rag_engine_config ec = {.st = srv.a.st,
                             .index = srv.a.index,
                             .pool = srv.a.pool,
+                            .ingest_pool = srv.a.ingest_pool,
                             .lq = srv.a.lq,
                             .generator = srv.a.generator,
                             .generator_name = srv.a.generator_name,
@@ -655,7 +663,7 @@ int server_run(const ragd_config *cfg)
                             .rerank_candidates = cfg->rerank_candidates};
     srv.a.engine = rag_engine_new(&ec);
     srv.a.reembed = srv.a.engine ? rag_reembed_new(rag_engine_cfg(srv.a.engine), srv.a.base) : NULL;
-    if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.engine || !srv.a.reembed) {
+    if (!srv.a.index || !srv.a.lq || !srv.a.pool || !srv.a.ingest_pool || !srv.a.engine || !srv.a.reembed) {
         log_error("out of memory at start-up");
         goto out;
     }
@@ -674,8 +682,9 @@ int server_run(const ragd_config *cfg)
         log_error("cannot watch for signals");
         goto out;
     }
-    log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu store readers)", cfg->listen_host,
-             http_server_port(srv.a.http), srv.a.db_path, cfg->workers, cfg->pool_size);
+    log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu ingest workers, %zu store readers)",
+             cfg->listen_host, http_server_port(srv.a.http), srv.a.db_path, cfg->workers, cfg->ingest_workers,
+             cfg->pool_size);
 
     server_load *load = calloc(1, sizeof *load);
     if (load)
@@ -698,6 +707,7 @@ out:
         server_finish_end(&srv);
     }
     workpool_free(srv.a.pool);
+    workpool_free(srv.a.ingest_pool);
     store_close(srv.a.st);
     if (srv.a.lq)
         loopq_drain(srv.a.lq);

@@ -51,6 +51,7 @@ static const value_desc descs[] = {
     {"RAGD_POOL_SIZE", V_SIZE, F(pool_size), NULL},
     {"RAGD_WORKERS", V_SIZE, F(workers), NULL},
     {"RAGD_WORKER_QUEUE", V_SIZE, F(worker_queue), NULL},
+    {"RAGD_INGEST_WORKERS", V_SIZE, F(ingest_workers), NULL},
     {"RAGD_CHUNK_SIZE", V_SIZE, F(chunk_size), NULL},
     {"RAGD_CHUNK_OVERLAP", V_SIZE, F(chunk_overlap), NULL},
     {"RAGD_CONTEXT_TOKENS", V_SIZE, F(context_tokens), NULL},

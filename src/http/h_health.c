@@ -153,6 +153,13 @@ static json_t *health_reranker(app *a)
                      "failure_count", (int)failures, "in_flight", in_flight, "queued", queued);
 }
 
+/* A worker pool's threads, busy and queued jobs. */
+static json_t *health_pool(workpool *p)
+{
+    return json_pack("{s:I, s:I, s:I}", "threads", (json_int_t)workpool_threads(p), "busy",
+                     (json_int_t)workpool_busy(p), "queued", (json_int_t)workpool_queued(p));
+}
+
 void handlers_health(http_request *req)
 {
     app *a = req->app;
@@ -203,6 +210,9 @@ void handlers_health(http_request *req)
                              "timestamp", ts, "uptime_s", (clock_now_ms() - a->started_ms) / 1000.0);
     /* what a client needs before it sends: `ragd ingest` sizes its requests by these */
     json_object_set_new(body, "default_db", json_string(a->cfg.default_db));
+    json_object_set_new(body, "pools",
+                        json_pack("{s:o, s:o}", "workers", health_pool(a->pool), "ingest_workers",
+                                  health_pool(a->ingest_pool)));
     json_object_set_new(body, "limits", json_pack("{s:I}", "max_body_bytes", (json_int_t)a->cfg.max_body_bytes));
     http_reply_json(req, 200, body);
 }
@@ -222,13 +232,17 @@ void handlers_pool_stats(http_request *req)
     store_pool_stats ps;
     store_pool_stats_get(req->app->st, &ps);
     workpool *wp = req->app->pool;
-    json_t *body = json_pack("{s:I, s:I, s:I, s:b, s:I, s:I, s:f, s:I, s:I, s:I, s:{s:I, s:I, s:I}}", "pool_size",
+    workpool *ip = req->app->ingest_pool;
+    json_t *body = json_pack("{s:I, s:I, s:I, s:b, s:I, s:I, s:f, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}}",
+                             "pool_size",
                              (json_int_t)ps.pool_size, "available", (json_int_t)ps.available, "in_use",
                              (json_int_t)ps.in_use, "initialized", ps.initialized, "acquires", (json_int_t)ps.acquires,
                              "waits", (json_int_t)ps.waits, "wait_ms_total", ps.wait_ms_total, "write_queue",
                              (json_int_t)ps.write_queue, "write_groups", (json_int_t)ps.write_groups, "writes",
                              (json_int_t)ps.writes, "workers", "threads", (json_int_t)workpool_threads(wp), "busy",
-                             (json_int_t)workpool_busy(wp), "queued", (json_int_t)workpool_queued(wp));
+                             (json_int_t)workpool_busy(wp), "queued", (json_int_t)workpool_queued(wp),
+                             "ingest_workers", "threads", (json_int_t)workpool_threads(ip), "busy",
+                             (json_int_t)workpool_busy(ip), "queued", (json_int_t)workpool_queued(ip));
     http_reply_json(req, 200, body);
 }
 

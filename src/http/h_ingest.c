@@ -660,5 +660,5 @@ void handlers_ingest(http_request *req)
     }
     c->req = req;
     http_set_cleanup(req, ingest_call_free, c);
-    http_defer(req, ingest_work);
+    http_defer_on(req, req->app->ingest_pool, ingest_work); /* parsing, extraction, chunking: off the query pool */
 }

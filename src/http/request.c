@@ -382,13 +382,15 @@ void http_go_async(http_request *req)
     req->deferred = true;
 }
 
-void http_defer(http_request *req, http_handler work)
+void http_defer(http_request *req, http_handler work) { http_defer_on(req, req->app->pool, work); }
+
+void http_defer_on(http_request *req, workpool *pool, http_handler work)
 {
     req->handler = work;
     atomic_store(&req->parts, 1);
     http_request_ref(req);
     req->deferred = true;
-    ragd_err rc = workpool_submit(req->app->pool, http_run_deferred, http_cancel_deferred, req);
+    ragd_err rc = workpool_submit(pool, http_run_deferred, http_cancel_deferred, req);
     if (rc != RAGD_OK) {
         req->deferred = false;
         http_request_unref(req);

@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+typedef struct workpool workpool;
+
 #include "util/loopq.h"
 #include "util/ratelimit.h"
 #include "util/strbuf.h"
@@ -128,6 +130,8 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
 /* Runs work(req) on a worker thread (see the thread contract above). If the worker queue
  * is full, replies 503 overloaded at once instead. */
 void http_defer(http_request *req, http_handler work);
+/* http_defer on the given pool (the ingest pool, app.h) instead of the worker pool. */
+void http_defer_on(http_request *req, workpool *pool, http_handler work);
 /* The handler goes on asynchronously from the loop, with no worker (e.g. the query engine):
  * the connection waits (reads nothing) when the handler returns, and the response set goes once
  * http_complete is called. Loop thread, from the handler. */

@@ -136,8 +136,11 @@ struct rag_query_op {
 rag_engine *rag_engine_new(const rag_engine_config *cfg)
 {
     rag_engine *e = calloc(1, sizeof *e);
-    if (e)
+    if (e) {
         e->cfg = *cfg;
+        if (!e->cfg.ingest_pool) /* one pool for everything (tests, tools) */
+            e->cfg.ingest_pool = e->cfg.pool;
+    }
     return e;
 }
 

@@ -45,7 +45,8 @@ typedef enum { RAG_INJECTION_FLAG = 0, RAG_INJECTION_BLOCK, RAG_INJECTION_OFF } 
 typedef struct {
     store *st;
     rag_index *index;
-    workpool *pool;
+    workpool *pool;             /* queries, retrieval, store reads */
+    workpool *ingest_pool;      /* ingest runs and re-embedding (NULL: pool) */
     loopq *lq;
     llm *generator;             /* NULL: extractive answers only */
     const char *generator_name; /* "ollama", "openai" or "extractive" */

@@ -14,7 +14,9 @@
  * the loop queue or the store's writer, so no step runs inside the call of another. */
 #include "rag/ingest.h"
 
+#include <malloc.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +298,20 @@ static rag_status ingest_fail(rag_ingest *j, rag_status st, const char *fmt, ...
     return st;
 }
 
+/* Jobs between rag_ingest_run and their end, over every engine of the process. */
+static atomic_size_t ingest_running;
+
+/* A job has ended and been freed. The last one running hands the freed memory of every
+ * ingest (texts, chunks, vectors: tens of MiB kept in glibc's per-thread arenas) back to
+ * the system with malloc_trim(0), on the thread that ended it (a worker, the writer or the
+ * loop; a few ms for hundreds of MiB, once per burst of ingests, never while another job
+ * still runs and would reallocate it). */
+static void ingest_job_ended(void)
+{
+    if (atomic_fetch_sub(&ingest_running, 1) == 1)
+        malloc_trim(0);
+}
+
 /* on_done with status st (j->message says why, or the write does), then the job goes.
  * Never called inside rag_ingest_run. */
 static void ingest_finish(rag_ingest *j, rag_status st)
@@ -327,6 +343,7 @@ static void ingest_finish(rag_ingest *j, rag_status st)
     }
     j->on_done(&o, j, j->ctx);
     rag_ingest_free(j);
+    ingest_job_ended();
 }
 
 /* The status for a queue (worker pool, store writer) that refused the job's next step. */
@@ -441,6 +458,15 @@ static void ingest_strip_invisible(ingest_doc *d)
     d->text[w] = '\0';
 }
 
+/* Whether text[0..len) holds anything but ASCII whitespace. */
+static bool ingest_has_text(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (!strchr(" \t\r\n\f\v", text[i]) || text[i] == '\0')
+            return true;
+    return false;
+}
+
 /* Reads a document's bytes into text and finds its title (any worker; once per job: a
  * second run keeps the result). The bytes are freed after. A document that cannot be read
  * sets d->extract_failed and d->extract_why (NULL when even that had no memory). */
@@ -468,6 +494,11 @@ static ragd_err ingest_extract(ingest_doc *d)
     d->bytes = NULL;
     d->extracted = true;
     ingest_strip_invisible(d);
+    if (!ingest_has_text(d->text, d->text_len)) { /* every format alike: nothing to chunk or find */
+        d->extract_failed = true;
+        d->extract_why = strdup("no text");
+        return RAGD_EINVAL;
+    }
     if (html_title_len > d->text_len)
         html_title_len = 0;
     doccontext_in dc = {
@@ -606,7 +637,7 @@ static rag_status ingest_prepared(rag_ingest *j)
  * workers help). */
 static rag_status ingest_embed_builtin(rag_ingest *j)
 {
-    if (workpool_for(j->cfg->pool, j->n, ingest_embed_item, j) != RAGD_OK)
+    if (workpool_for(j->cfg->ingest_pool, j->n, ingest_embed_item, j) != RAGD_OK)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     rag_status st = ingest_prepared(j);
     if (st != RAG_OK)
@@ -752,7 +783,7 @@ static rag_status ingest_pipeline(rag_ingest *j)
     r = NULL;
     /* Chunk, screen and (builtin) embed the documents, split across the free workers. */
     j->embed_builtin = !upstream;
-    if (workpool_for(cfg->pool, j->n, ingest_prepare_doc, j) != RAGD_OK)
+    if (workpool_for(cfg->ingest_pool, j->n, ingest_prepare_doc, j) != RAGD_OK)
         return ingest_fail(j, RAG_E_OVERLOADED, "out of memory");
     if ((st = ingest_prepared(j)) != RAG_OK)
         return st;
@@ -777,11 +808,13 @@ rag_status rag_ingest_run(rag_ingest *j, rag_ingest_done_fn on_done, void *ctx, 
 {
     j->on_done = on_done;
     j->ctx = ctx;
+    atomic_fetch_add(&ingest_running, 1);
     rag_status st = ingest_pipeline(j);
     if (st == RAG_OK)
         return RAG_OK;
     snprintf(why, why_cap, "%s", j->message);
     rag_ingest_free(j);
+    ingest_job_ended();
     return st;
 }
 
@@ -806,7 +839,7 @@ static void ingest_written(store_write *w, void *arg)
                  w->message);
         ingest_reset(j);
         j->retried = true;
-        ragd_err rc = workpool_submit(j->cfg->pool, ingest_rerun, ingest_dropped, j);
+        ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_rerun, ingest_dropped, j);
         if (rc != RAGD_OK)
             ingest_finish(j, ingest_refused(j, rc, "worker queue"));
         return;
@@ -842,7 +875,7 @@ static void ingest_use_builtin(rag_ingest *j, const char *why)
              "will use the %s backend's %s once it answers",
              j->db, EMBED_BUILTIN_NAME, why, j->cfg->embedder_name, j->model);
     utf8_sanitize(j->warning);
-    ragd_err rc = workpool_submit(j->cfg->pool, ingest_fallback_work, ingest_dropped, j);
+    ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_fallback_work, ingest_dropped, j);
     if (rc != RAGD_OK)
         ingest_finish(j, ingest_refused(j, rc, "worker queue"));
 }

@@ -204,7 +204,7 @@ static void run_next(reembed_run *r)
         run_end(r);
         return;
     }
-    ragd_err rc = workpool_submit(r->m->cfg->pool, run_step, run_dropped, r);
+    ragd_err rc = workpool_submit(r->m->cfg->ingest_pool, run_step, run_dropped, r);
     if (rc == RAGD_EBUSY) {
         r->attempts = 0;
         run_later(r, run_next_later);
@@ -571,6 +571,6 @@ static void resume_work(void *arg)
 
 void rag_reembed_resume(rag_reembed *m)
 {
-    if (m && workpool_submit(m->cfg->pool, resume_work, NULL, m) != RAGD_OK)
+    if (m && workpool_submit(m->cfg->ingest_pool, resume_work, NULL, m) != RAGD_OK)
         log_error("reembed: cannot resume the running jobs (worker pool refused)");
 }

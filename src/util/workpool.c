@@ -1,9 +1,15 @@
 #include "util/workpool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include "util/log.h"
 #include "util/queue.h"
 
 typedef struct workpool_job {
@@ -21,13 +27,29 @@ struct workpool {
     size_t busy;
     size_t max_queue;
     bool closing;
+    int nice;        /* added to each thread's nice value at its start (0: unchanged) */
     size_t n_threads;
     pthread_t *threads;
 };
 
+/* Lowers the calling thread's priority by nice; on Linux a PRIO_PROCESS who of a thread
+ * id applies to that thread alone. */
+static void workpool_lower_priority(int nice)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (now == -1 && errno != 0)
+        now = 0;
+    if (setpriority(PRIO_PROCESS, (id_t)tid, now + nice) != 0)
+        log_debug("workpool: cannot lower thread %d's priority by %d: %s", (int)tid, nice, strerror(errno));
+}
+
 static void *workpool_thread(void *arg)
 {
     workpool *p = arg;
+    if (p->nice > 0)
+        workpool_lower_priority(p->nice);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (queue_empty(&p->jobs) && !p->closing)
@@ -48,7 +70,9 @@ static void *workpool_thread(void *arg)
     return NULL;
 }
 
-workpool *workpool_new(size_t n, size_t max_queue)
+workpool *workpool_new(size_t n, size_t max_queue) { return workpool_new_niced(n, max_queue, 0); }
+
+workpool *workpool_new_niced(size_t n, size_t max_queue, int nice)
 {
     if (n == 0)
         return NULL;
@@ -64,6 +88,7 @@ workpool *workpool_new(size_t n, size_t max_queue)
     pthread_cond_init(&p->cond, NULL);
     queue_init(&p->jobs);
     p->max_queue = max_queue;
+    p->nice = nice;
     for (size_t i = 0; i < n; i++) {
         if (pthread_create(&p->threads[i], NULL, workpool_thread, p) != 0)
             break;

@@ -14,6 +14,12 @@ typedef void (*workpool_fn)(void *arg);
 /* Starts n threads (n >= 1) with a queue bounded at max_queue jobs. */
 workpool *workpool_new(size_t n, size_t max_queue);
 
+/* workpool_new whose threads each lower their own scheduling priority by nice (0-19, with
+ * setpriority on the thread id: Linux applies nice per thread) before taking a job, so
+ * that on a busy machine the kernel runs other threads first while idle cores still run
+ * these at full speed. A priority that cannot be lowered is ignored (a debug log). */
+workpool *workpool_new_niced(size_t n, size_t max_queue, int nice);
+
 /* Queues fn(arg) for a worker. cancel, when not NULL, is what workpool_cancel_queued calls
  * instead of fn if the job is still waiting then. RAGD_EBUSY when the queue is full,
  * RAGD_ECLOSED after workpool_free began; in both cases neither fn nor cancel will run.

@@ -66,18 +66,15 @@ class DefaultsTest(harness.E2ETestCase):
         self.assertEqual([e for e, _ in events], ["sources", "token", "done"])
         self.assertIs(json.loads(events[-1][1])["degraded"], False)
 
-    def test_first_ingest_without_text_says_builtin(self):
-        # A new collection whose first document has no text (HTML of a script only): auto
-        # still chose builtin because nothing answers, and the response must say so as for
-        # any other first ingest. It said nothing: a job with no chunk never reached the
-        # step that decides between the backend and the fallback (rag/ingest.c).
-        res = self.call("POST", "/api/ingest", {"db": "scriptonly", "documents": [
+    def test_first_ingest_without_text_is_refused(self):
+        # A new collection whose first document has no text (HTML of a script only): once
+        # stored with 0 chunks (and the embedder choice had to be reported for it), it is
+        # now refused like any document with no text, and no collection is created.
+        r = self.server.request("POST", "/api/ingest", json_body={"db": "scriptonly", "documents": [
             {"id": "s", "text": "<html><body><script>var x = 1;</script></body></html>", "format": "html"}]})
-        self.assertIs(res["created"], True, res)
-        self.assertEqual(res["chunks"], 0, res)
-        self.assertEqual(res["embedder"], "builtin")
-        self.assertEqual(len(res["warnings"]), 1, res)
-        self.assertIn("builtin embedder", res["warnings"][0])
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertEqual(r.body["error"]["message"], "document 's': no text")
+        self.assertEqual(self.server.request("GET", "/api/dbs/scriptonly").status, 404)
 
     def test_crash_report_document(self):
         # The report: one ~620 KB plain-text document (about 700 chunks) killed the server.

@@ -150,10 +150,10 @@ class ShutdownTest(harness.E2ETestCase):
         self.assertEqual(srv.stop(), 0)
 
     def test_grace_over_refuses_queued_work(self):
-        # One worker, a short grace, many ingests queued behind each other: when the grace
-        # is over, the ones no worker has started are answered 503 not_ready rather than
-        # all processed before exit.
-        srv = self.new_server(env={"RAGD_WORKERS": "1", "RAGD_SHUTDOWN_GRACE_S": "0.3"})
+        # One ingest worker, a short grace, many ingests queued behind each other: when the
+        # grace is over, the ones no worker has started are answered 503 not_ready rather
+        # than all processed before exit.
+        srv = self.new_server(env={"RAGD_WORKERS": "1", "RAGD_INGEST_WORKERS": "1", "RAGD_SHUTDOWN_GRACE_S": "0.3"})
         batches = [(f"grace{j}", bulk_docs(f"g{j}x", 300, 1600, 100 + j)) for j in range(12)]
         reqs = [PendingRequest(srv.port, ingest_request(db, docs)) for db, docs in batches]
         time.sleep(0.2)

@@ -265,6 +265,39 @@ class UploadsTest(harness.E2ETestCase):
         self.assertIn("broken.pdf", r.body["error"]["message"])
         self.assertNothingStored("bin_bad")
 
+    def test_no_text_is_422_naming_the_document(self):
+        """A document whose text comes out empty or whitespace only is refused by the ingest
+        run with one message for every format ("document 'x': no text"), and nothing of the
+        request is stored (formerly: stored with 0 chunks)."""
+        ff = fixtures_formats
+        empty_docx = ff._zip(ff._docx_parts(
+            f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{ff._W}"><w:body></w:body></w:document>'))
+        cases = [
+            ("text/plain", "spaces", b"   \n\t  \r\n "),
+            ("application/gzip", "empty.gz", gzip.compress(b"")),
+            ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "empty.docx", empty_docx),
+            ("text/html", "blank.html", b"<html><body><p>  </p><script>x = 1;</script></body></html>"),
+        ]
+        for ctype, doc_id, data in cases:
+            with self.subTest(ctype):
+                db = "notext_" + doc_id.replace(".", "_")
+                r = self.post(f"/api/ingest?db={db}&id={doc_id}", ctype, data)
+                self.assertEnvelope(r, 422, "validation_error")
+                self.assertEqual(r.body["error"]["message"], f"document '{doc_id}': no text")
+                self.assertNothingStored(db)
+        # in a form, next to a good file: the whole request is refused, naming the empty one
+        r = self.post("/api/ingest?db=notext_form", *form([("file", "good.txt", None, "Voles dig tunnels."),
+                                                             ("file", "blank.txt", "text/plain", " \n \n")]))
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertIn("document 'blank.txt': no text", r.body["error"]["message"])
+        self.assertNothingStored("notext_form")
+        # JSON: an HTML text that reads as nothing, the same message
+        r = self.server.request("POST", "/api/ingest", json_body={
+            "db": "notext_json", "documents": [{"id": "j", "text": "<p> </p>", "format": "html"}]})
+        self.assertEnvelope(r, 422, "validation_error")
+        self.assertEqual(r.body["error"]["message"], "document 'j': no text")
+        self.assertNothingStored("notext_json")
+
     # -- refusals ----------------------------------------------------------------------------
     def test_415_names_the_types_and_the_curl_commands(self):
         r = self.post("/api/ingest?db=x", "application/x-www-form-urlencoded", b"text=hello")

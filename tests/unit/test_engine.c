@@ -83,6 +83,7 @@ typedef struct {
     struct event_base *base;
     loopq *lq;
     workpool *pool;
+    workpool *ingest_pool; /* the engine's ingest_pool: ingest and re-embedding */
     store *st;
     rag_index *index;
     upstream_client *client;
@@ -100,6 +101,7 @@ static void world_new(world *w, bool with_llm, int max_concurrent, int max_queue
     w->base = event_base_new();
     w->lq = loopq_new(w->base);
     w->pool = workpool_new(2, 64);
+    w->ingest_pool = workpool_new(2, 64);
     snprintf(w->dir, sizeof w->dir, "/tmp/ragd-engine-XXXXXX");
     assert_non_null(mkdtemp(w->dir));
     char path[128];
@@ -130,6 +132,7 @@ static void world_new(world *w, bool with_llm, int max_concurrent, int max_queue
                             .cache = w->cache,
                             .index = w->index,
                             .pool = w->pool,
+                            .ingest_pool = w->ingest_pool,
                             .lq = w->lq,
                             .generator = w->gen,
                             .generator_name = w->gen ? "ollama" : "extractive",
@@ -178,6 +181,7 @@ static llm *world_dead_llm(world *w)
 static void world_free(world *w)
 {
     workpool_free(w->pool);
+    workpool_free(w->ingest_pool);
     loopq_drain(w->lq);
     rag_engine_free(w->engine);
     cache_free(w->cache);
@@ -890,30 +894,108 @@ static void test_ingest_auto_falls_back(void **state)
     world_free(&w);
 }
 
-/* RAGD_EMBEDDER=ollama, the backend up, a new collection whose first ingest has no chunk to
- * embed (HTML of a script only: no text): the collection must still take the configured
- * embedder. It was created with the builtin one (ingest_pipeline writes a job with nothing
- * posted upstream as builtin), so every later ingest into it is embedded by builtin too,
- * silently, whatever RAGD_EMBEDDER says. */
-static void test_ingest_upstream_first_without_chunks(void **state)
+/* A document whose text comes out empty or whitespace only (HTML of a script only, plain
+ * text of blanks) fails the job from the run, RAG_E_INVALID naming it, and nothing is
+ * created: formerly it was stored with 0 chunks, and under RAGD_EMBEDDER=ollama such a
+ * first ingest even created the collection with the builtin embedder. */
+static void test_ingest_no_text(void **state)
 {
     (void)state;
     world w;
     world_new(&w, true, 4, 8);
     admin("/__admin/reset", "{}");
     world_ingest_engine(&w, RAG_EMBED_UPSTREAM, w.gen, true);
-    rag_document empty[] = {doc_of("s", "<html><body><script>var x = 1;</script></body></html>", RAG_FORMAT_HTML)};
+    rag_document script[] = {doc_of("s", "<html><body><script>var x = 1;</script></body></html>", RAG_FORMAT_HTML)};
     irec r;
-    assert_int_equal(ingest_docs(&w, &r, "upempty", empty, 1), RAG_OK);
-    assert_int_equal(r.status, RAG_OK);
-    assert_true(r.created);
-    assert_int_equal(r.chunks, 0);
+    assert_int_equal(ingest_docs(&w, &r, "upempty", script, 1), RAG_E_INVALID);
+    assert_string_equal(r.message, "document 's': no text");
+    rag_document blanks[] = {doc_of("ok", TEXTS[0], RAG_FORMAT_TEXT), doc_of("b", " \t\r\n  \n", RAG_FORMAT_TEXT)};
+    assert_int_equal(ingest_docs(&w, &r, "upempty", blanks, 2), RAG_E_INVALID);
+    assert_string_equal(r.message, "document 'b': no text");
     store_reader *sr = store_reader_acquire(w.st);
     store_collection c;
-    assert_int_equal(store_collection_get(sr, "upempty", &c), RAGD_OK);
+    assert_int_equal(store_collection_get(sr, "upempty", &c), RAGD_ENOTFOUND);
     store_reader_release(sr);
-    assert_string_equal(c.embed_model, "nomic-embed-text");
-    assert_string_equal(r.embedder, "ollama");
+    world_free(&w);
+}
+
+/* A job on a pool that holds every worker until opened. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started;
+    bool open;
+} gate;
+
+static void gate_hold(void *arg)
+{
+    gate *g = arg;
+    pthread_mutex_lock(&g->mu);
+    g->started++;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Blocks all n workers of p: returns once each runs a gate_hold. */
+static void gate_block(gate *g, workpool *p, int n)
+{
+    *g = (gate){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    for (int i = 0; i < n; i++)
+        assert_int_equal(workpool_submit(p, gate_hold, NULL, g), RAGD_OK);
+    pthread_mutex_lock(&g->mu);
+    while (g->started < n)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = true;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Queries and ingest run on separate pools: a retrieve completes while every ingest worker
+ * is held, and an ingest whose later step (the builtin fallback under auto) goes back to a
+ * worker completes while every query worker is held. With one pool for both, either would
+ * wait for the gate (ingest_wait gives up after 20 s and fails). */
+static void test_ingest_pool_separate(void **state)
+{
+    (void)state;
+    world w;
+    world_new(&w, true, 4, 8);
+    ingest(&w, "notes", TEXTS, 3);
+    static gate held, held_q; /* outlive the workers that wait on them */
+    gate_block(&held, w.ingest_pool, 2);
+    rec q = {0};
+    rag_request rq = req_of("notes", "When did Krakatoa erupt?", false);
+    assert_int_equal(start(&w, &q, &rq), RAG_OK);
+    run_until_done(&w, &q);
+    assert_int_equal(q.status, RAG_OK);
+    assert_true(q.hits >= 1);
+    gate_open(&held);
+
+    world_ingest_engine(&w, RAG_EMBED_AUTO, world_dead_llm(&w), true);
+    gate_block(&held_q, w.pool, 2);
+    rag_document docs[] = {doc_of("k", TEXTS[0], RAG_FORMAT_TEXT)};
+    irec r;
+    rag_status st = ingest_start(&w, &r, "auto", docs, 1);
+    assert_int_equal(st, RAG_OK);
+    double t0 = clock_now_ms(); /* a bound for a hang, not a speed assertion */
+    while (atomic_load(&r.done) == 0 && clock_now_ms() - t0 < 20000) {
+        event_base_loop(w.base, EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    bool done_while_held = atomic_load(&r.done) == 1;
+    gate_open(&held_q); /* before asserting: a failure must not leave the pool blocked */
+    ingest_wait(&w, &r, 1);
+    assert_true(done_while_held);
+    assert_int_equal(r.status, RAG_OK);
+    assert_string_equal(r.embedder, "builtin");
+    assert_true(stored(&w, "auto", "k"));
     world_free(&w);
 }
 
@@ -1111,7 +1193,8 @@ int main(void)
         cmocka_unit_test(test_ingest_upstream),
         cmocka_unit_test(test_ingest_auto_falls_back),
         cmocka_unit_test(test_index_load_matches_live),
-        cmocka_unit_test(test_ingest_upstream_first_without_chunks),
+        cmocka_unit_test(test_ingest_no_text),
+        cmocka_unit_test(test_ingest_pool_separate),
         cmocka_unit_test(test_ingest_concurrent_creation_chunk_size),
         cmocka_unit_test(test_ingest_rerun_after_concurrent_creation),
     };
