@@ -531,8 +531,11 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
     int status = 0;
     if (!kill_it) {
         for (;;) {
-            pid_t w = waitpid(pid, &status, WNOHANG);
-            if (w == pid)
+            /* WNOWAIT: the child stays unreaped (its pid cannot be recycled) until it has
+             * left the live list below. */
+            siginfo_t info = {0};
+            int w = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT);
+            if (w == 0 && info.si_pid == pid)
                 break;
             if (w < 0 && errno != EINTR) {
                 kill_it = true;
@@ -547,8 +550,7 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
         }
     }
     extract_jail_untrack(&live);
-    if (kill_it)
-        status = extract_jail_reap(pid, true);
+    status = extract_jail_reap(pid, kill_it);
     pid = -1;
     bool whole = f.got_header == sizeof f.h && f.payload && f.got == f.payload_len && !f.nonsense;
     pthread_mutex_lock(&jail_live_lock);
