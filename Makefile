@@ -161,7 +161,7 @@ eval: $(BIN)
 # ThreadSanitizer: the whole suite on a TSan build (the server's threads and the
 # resilience modules' races included).
 tsan:
-	TSAN_OPTIONS=halt_on_error=1 $(MAKE) BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(abspath tests/tsan.supp)" $(MAKE) BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" test
 
 run: $(BIN)
 	$(BIN) serve
