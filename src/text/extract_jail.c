@@ -51,15 +51,17 @@ static size_t extract_jail_mem_bytes(size_t len)
     return ((size_t)1 << 30) + extra;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EXTRACT_JAIL_ASAN 1
+/* ASan and TSan reserve terabytes of shadow address space: under them the child's
+ * RLIMIT_AS is not set (their runtime cannot start within it). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define EXTRACT_JAIL_SANITIZED 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define EXTRACT_JAIL_ASAN 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define EXTRACT_JAIL_SANITIZED 1
 #endif
 #endif
-#ifndef EXTRACT_JAIL_ASAN
-#define EXTRACT_JAIL_ASAN 0
+#ifndef EXTRACT_JAIL_SANITIZED
+#define EXTRACT_JAIL_SANITIZED 0
 #endif
 
 typedef struct {
@@ -224,7 +226,7 @@ int extract_pdf_child_main(int argc, char **argv)
         len += (size_t)r;
     }
     /* The address-space bound comes after the input is in: it is sized from it. */
-    if (!EXTRACT_JAIL_ASAN && !extract_jail_limit(RLIMIT_AS, (rlim_t)extract_jail_mem_bytes(len)))
+    if (!EXTRACT_JAIL_SANITIZED && !extract_jail_limit(RLIMIT_AS, (rlim_t)extract_jail_mem_bytes(len)))
         return 3;
     /* The reader itself, on the bytes as the parent had them (already unpacked). */
     extract_limits lim;
@@ -565,7 +567,7 @@ ragd_err extract_pdf_jailed(extract_ctx *x, const char *bytes, size_t len, strbu
     else if ((f.nonsense || broken) && !timed_out)
         e = extract_fail(x, RAGD_EINVAL, "PDF could not be read: the reader answered nonsense");
     else
-        e = extract_jail_died(x, status, timed_out, EXTRACT_JAIL_ASAN ? 0 : extract_jail_mem_bytes(len));
+        e = extract_jail_died(x, status, timed_out, EXTRACT_JAIL_SANITIZED ? 0 : extract_jail_mem_bytes(len));
 out:
     if (pid > 0) {
         extract_jail_untrack(&live);
