@@ -97,7 +97,8 @@ typedef struct {
     char *path;               /* as opened: the argument, or argument + "/" + relative path */
     char *id;                 /* --id-prefix + the path relative to the argument's parent folder
                                  (the file name for a file argument) */
-    const char *format;       /* JSON "format" ("text" | "markdown" | "html"), NULL: none is sent
+    const char *format;       /* JSON "format" of a text kind (rag/formats.h: "text" | "markdown" |
+                                 "html" | "rst"), NULL: none is sent
                                  and the server decides by the source's name (static) */
     const char *content_type; /* the Content-Type of a raw body, by extension (static) */
     bool text_kind;           /* a kind that goes in a JSON batch when it is valid UTF-8 */
@@ -134,7 +135,7 @@ typedef struct {
  * an unknown one: raw application/octet-stream (the server sniffs the bytes). */
 void cli_kind_of(const char *name, cli_file *f);
 
-/* The JSON format of a text kind by extension ("text" | "markdown" | "html"), or NULL when
+/* The JSON format of a text kind by extension ("text" | "markdown" | "html" | "rst"), or NULL when
  * the file is not sent with a format (no or another extension). Static. */
 const char *cli_format_for(const char *name);
 

@@ -7,30 +7,8 @@
 #include <sys/stat.h>
 
 #include "cli/cli_int.h"
+#include "rag/formats.h"
 #include "util/utf8.h"
-
-/* What a file is by its extension (case-insensitive; a trailing ".gz" is a gzip stream
- * whatever it wraps). Text kinds go as JSON when they are valid UTF-8. */
-static const struct {
-    const char *ext;
-    const char *format;       /* JSON "format", NULL: the server decides by the source name */
-    const char *content_type; /* as a raw body */
-    bool text_kind;
-} kinds[] = {
-    {".txt", "text", "text/plain", true},
-    {".text", "text", "text/plain", true},
-    {".md", "markdown", "text/markdown", true},
-    {".markdown", "markdown", "text/markdown", true},
-    {".html", "html", "text/html", true},
-    {".htm", "html", "text/html", true},
-    {".rst", NULL, "text/x-rst", true},
-    {".rest", NULL, "text/x-rst", true},
-    {".pdf", NULL, "application/pdf", false},
-    {".docx", NULL, "application/vnd.openxmlformats-officedocument.wordprocessingml.document", false},
-    {".odt", NULL, "application/vnd.oasis.opendocument.text", false},
-    {".epub", NULL, "application/epub+zip", false},
-    {".gz", NULL, "application/gzip", false},
-};
 
 /* Extensions of files that are never documents (pictures, sound, video, archives other
  * than gzip, compiled code, fonts, databases): skipped unless --all, so a folder of docs
@@ -68,14 +46,14 @@ void cli_kind_of(const char *name, cli_file *f)
         f->text_kind = true;
         return;
     }
-    bool known = false;
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0] && !known; i++) {
-        if (strcasecmp(dot, kinds[i].ext) == 0) {
-            f->format = kinds[i].format;
-            f->content_type = kinds[i].content_type;
-            f->text_kind = kinds[i].text_kind;
-            known = true;
-        }
+    /* A known kind (rag/formats.h, a trailing ".gz" is a gzip stream whatever it wraps):
+     * its media type for a raw body; a text kind goes as JSON, with its format, when it is
+     * valid UTF-8. */
+    const rag_format_kind *k = rag_format_kind_of_ext(dot, strlen(dot));
+    if (k) {
+        f->format = k->text ? k->name : NULL;
+        f->content_type = k->media_types[0];
+        f->text_kind = k->text;
     }
     if (strcasecmp(dot, ".gz") == 0) {
         /* a compressed picture or archive (x.tar.gz, y.dvi.gz) is still no document */
@@ -86,7 +64,7 @@ void cli_kind_of(const char *name, cli_file *f)
             f->junk = cli_junk_ext(inner - 1, (size_t)(dot - inner + 1));
         return;
     }
-    if (known)
+    if (k)
         return;
     f->junk = cli_junk_ext(dot, strlen(dot));
     /* An unknown extension (.c, .json, changelog.Debian): the bytes decide. Valid UTF-8 goes

@@ -22,42 +22,38 @@
 
 /* ---- media types ---- */
 
-/* A raw body's or a file part's media type and the format it means. by_name: the file
- * name's extension decides (rag_format_of_source strips a ".gz"), and without a name the
- * bytes do (AUTO). */
-typedef struct {
-    const char *type;
-    rag_format format;
-    bool by_name;
-} ingest_media;
-
-static const ingest_media ingest_media_types[] = {
-    {"text/plain", RAG_FORMAT_TEXT, false},
-    {"text/markdown", RAG_FORMAT_MARKDOWN, false},
-    {"text/x-markdown", RAG_FORMAT_MARKDOWN, false},
-    {"text/html", RAG_FORMAT_HTML, false},
-    {"text/x-rst", RAG_FORMAT_RST, false},
-    {"application/pdf", RAG_FORMAT_PDF, false},
-    {"application/vnd.openxmlformats-officedocument.wordprocessingml.document", RAG_FORMAT_DOCX, false},
-    {"application/vnd.oasis.opendocument.text", RAG_FORMAT_ODT, false},
-    {"application/epub+zip", RAG_FORMAT_EPUB, false},
-    {"application/gzip", RAG_FORMAT_AUTO, true},
-    {"application/x-gzip", RAG_FORMAT_AUTO, true},
-    {"application/octet-stream", RAG_FORMAT_AUTO, true},
-};
-
-static const ingest_media *ingest_media_of(const char *type)
+/* A raw body's or a file part's media type says its kind (rag/formats.h). The two AUTO
+ * kinds (gzip, application/octet-stream) leave it to the file name's extension
+ * (rag_format_of_source strips a ".gz"), and without a name to the bytes. */
+static bool ingest_kind_by_name(const rag_format_kind *k)
 {
-    for (size_t i = 0; i < sizeof ingest_media_types / sizeof *ingest_media_types; i++)
-        if (strcmp(type, ingest_media_types[i].type) == 0)
-            return &ingest_media_types[i];
-    return NULL;
+    return k->format == RAG_FORMAT_AUTO;
 }
 
 bool handlers_ingest_accepts(const char *type)
 {
     return type[0] == '\0' || strcmp(type, "application/json") == 0 || strcmp(type, "multipart/form-data") == 0 ||
-           ingest_media_of(type) != NULL;
+           rag_format_kind_of_media_type(type) != NULL;
+}
+
+size_t handlers_ingest_raw_types(char *out, size_t cap)
+{
+    size_t n_kinds, len = 0;
+    const rag_format_kind *kinds = rag_format_kinds(&n_kinds);
+    size_t last_text_type = 0; /* the kind after which the charset note goes */
+    for (size_t i = 0; i < n_kinds; i++)
+        if (strncmp(kinds[i].media_types[0], "text/", 5) == 0)
+            last_text_type = i;
+    if (cap > 0)
+        out[0] = '\0';
+    for (size_t i = 0; i < n_kinds; i++) {
+        const rag_format_kind *k = &kinds[i];
+        int w = snprintf(out + len, cap > len ? cap - len : 0, "%s%s%s%s", i ? ", " : "", k->media_types[0],
+                         i == last_text_type ? " (each with an optional charset=)" : "",
+                         ingest_kind_by_name(k) && !k->exts[0] ? " (the bytes decide)" : "");
+        len += w > 0 ? (size_t)w : 0;
+    }
+    return len;
 }
 
 static rag_format ingest_format_by_name(const char *name)
@@ -68,8 +64,8 @@ static rag_format ingest_format_by_name(const char *name)
 /* The format of a raw body of an accepted type (not JSON, not multipart). */
 static rag_format ingest_raw_format(const char *type, const char *source)
 {
-    const ingest_media *m = ingest_media_of(type);
-    return m->by_name ? ingest_format_by_name(source) : m->format;
+    const rag_format_kind *k = rag_format_kind_of_media_type(type);
+    return ingest_kind_by_name(k) ? ingest_format_by_name(source) : k->format;
 }
 
 /* The format of a file part by its type; false: a type ingest does not take. Clients label
@@ -77,16 +73,16 @@ static rag_format ingest_raw_format(const char *type, const char *source)
  * text/plain for many text kinds), so a generic type leaves it to the file name. */
 static bool ingest_part_format(const multipart_part *p, rag_format *out)
 {
-    const ingest_media *m = p->media_type[0] ? ingest_media_of(p->media_type) : NULL;
-    if (p->media_type[0] && !m)
+    const rag_format_kind *k = p->media_type[0] ? rag_format_kind_of_media_type(p->media_type) : NULL;
+    if (p->media_type[0] && !k)
         return false;
-    if (!m || m->by_name) {
+    if (!k || ingest_kind_by_name(k)) {
         *out = ingest_format_by_name(p->filename);
-    } else if (m->format == RAG_FORMAT_TEXT) {
+    } else if (k->format == RAG_FORMAT_TEXT) {
         rag_format f = rag_format_of_source(p->filename);
         *out = f == RAG_FORMAT_MARKDOWN || f == RAG_FORMAT_HTML || f == RAG_FORMAT_RST ? f : RAG_FORMAT_TEXT;
     } else {
-        *out = m->format;
+        *out = k->format;
     }
     return true;
 }
@@ -198,8 +194,12 @@ static bool ingest_parse_json(http_request *req, ingest_call *c)
     }
     if (!ingest_new_job(req, c, db, json_array_size(docs)))
         goto out;
-    /* in rag_format's order; the binary formats come as raw bodies, not JSON strings */
-    static const char *const formats[] = {"text", "markdown", "html", "auto", "rst", NULL};
+    /* the JSON "format" values, in rag_format's order (fields_choice's index); the binary
+     * formats come as raw bodies, not JSON strings */
+    const char *formats[RAG_FORMAT_RST + 2];
+    for (int f = 0; f <= RAG_FORMAT_RST; f++)
+        formats[f] = rag_format_json_name((rag_format)f);
+    formats[RAG_FORMAT_RST + 1] = NULL;
     for (size_t i = 0; i < json_array_size(docs); i++) {
         json_t *doc = json_array_get(docs, i);
         char field[64];
@@ -378,10 +378,12 @@ static bool ingest_form_file(http_request *req, const multipart_part *p)
         return false;
     }
     if (!ingest_part_format(p, &fmt)) {
+        char types[HANDLERS_INGEST_RAW_TYPES_MAX];
+        handlers_ingest_raw_types(types, sizeof types);
         http_reply_error(req, 415, "unsupported_media_type",
                          "part %zu (%s): Content-Type '%s' is not accepted; a file may be %s, or have no Content-Type "
                          "(its name's extension decides)",
-                         p->number, p->filename, p->media_type, HANDLERS_INGEST_RAW_TYPES);
+                         p->number, p->filename, p->media_type, types);
         return false;
     }
     if (p->len == 0) {

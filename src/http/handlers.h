@@ -37,14 +37,14 @@ void handlers_reembed_cancel(http_request *req);
 json_t *handlers_reembed_json(const store_reembed_job *j);
 
 void handlers_ingest(http_request *req);
-/* The types /api/ingest takes as one document's raw body (for messages: the 415's list). */
-#define HANDLERS_INGEST_RAW_TYPES                                                                          \
-    "text/plain, text/markdown, text/html, text/x-rst (each with an optional charset=), application/pdf, " \
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document, "                          \
-    "application/vnd.oasis.opendocument.text, application/epub+zip, application/gzip, "                  \
-    "application/octet-stream (the bytes decide)"
+/* Writes the types /api/ingest takes as one document's raw body, for messages (the 415's
+ * list: "text/plain, ..., application/octet-stream (the bytes decide)"), one per kind of
+ * rag/formats.h, into out (always NUL-terminated when cap > 0; cut at cap). Returns the
+ * length the whole list needs, as snprintf. HANDLERS_INGEST_RAW_TYPES_MAX holds it. */
+#define HANDLERS_INGEST_RAW_TYPES_MAX 512
+size_t handlers_ingest_raw_types(char *out, size_t cap);
 /* Whether /api/ingest takes a body of this media type (lower-case, without parameters):
- * JSON, multipart/form-data, or a type of HANDLERS_INGEST_RAW_TYPES. */
+ * JSON, multipart/form-data, or a media type of a kind of rag/formats.h. */
 bool handlers_ingest_accepts(const char *type);
 void handlers_admin_breakers_list(http_request *req);
 void handlers_admin_breakers_set(http_request *req);

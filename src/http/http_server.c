@@ -176,13 +176,15 @@ static void http_reply_unsupported_type(http_request *req, const http_route *rou
         return;
     }
     bool form = strcmp(req->content_type, "application/x-www-form-urlencoded") == 0;
+    char types[HANDLERS_INGEST_RAW_TYPES_MAX];
+    handlers_ingest_raw_types(types, sizeof types);
     http_reply_error(req, 415, "unsupported_media_type",
                      "Content-Type '%s' is not accepted by /api/ingest%s. It takes application/json (documents as "
                      "JSON), multipart/form-data (file uploads) or one file as the raw body: %s. Upload files: "
                      "curl -F file=@doc.pdf 'http://%s/api/ingest?db=x'; send one file as it is: curl --data-binary "
                      "@doc.pdf -H 'Content-Type: application/pdf' 'http://%s/api/ingest?db=x&source=doc.pdf'",
                      req->content_type, form ? " (what curl --data-binary sends without -H 'Content-Type: ...')" : "",
-                     HANDLERS_INGEST_RAW_TYPES, host, host);
+                     types, host, host);
 }
 
 /* Whether a request changes anything (ingest, create, delete, the admin routes): what a

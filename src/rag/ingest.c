@@ -110,45 +110,6 @@ struct rag_ingest {
     char message[700];
 };
 
-rag_format rag_format_of_source(const char *source)
-{
-    static const struct {
-        const char *ext;
-        rag_format format;
-    } exts[] = {
-        {".txt", RAG_FORMAT_TEXT},   {".text", RAG_FORMAT_TEXT}, {".md", RAG_FORMAT_MARKDOWN},
-        {".markdown", RAG_FORMAT_MARKDOWN}, {".html", RAG_FORMAT_HTML}, {".htm", RAG_FORMAT_HTML},
-        {".xhtml", RAG_FORMAT_HTML}, {".rst", RAG_FORMAT_RST}, {".rest", RAG_FORMAT_RST},
-        {".pdf", RAG_FORMAT_PDF},    {".docx", RAG_FORMAT_DOCX}, {".odt", RAG_FORMAT_ODT},
-        {".epub", RAG_FORMAT_EPUB},
-    };
-    if (!source)
-        return RAG_FORMAT_TEXT;
-    const char *base = strrchr(source, '/');
-    base = base ? base + 1 : source;
-    size_t n = strlen(base);
-    if (n > 3 && strcasecmp(base + n - 3, ".gz") == 0)
-        n -= 3;
-    const char *dot = NULL; /* the last '.' within base[0..n), not a leading one (.bashrc) */
-    for (size_t i = n; i-- > 1;)
-        if (base[i] == '.') {
-            dot = base + i;
-            break;
-        }
-    if (!dot)
-        return RAG_FORMAT_AUTO;
-    size_t elen = (size_t)(base + n - dot);
-    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
-        if (strlen(exts[i].ext) == elen && strncasecmp(dot, exts[i].ext, elen) == 0)
-            return exts[i].format;
-    return RAG_FORMAT_AUTO;
-}
-
-rag_format rag_format_text_only(rag_format f)
-{
-    return f <= RAG_FORMAT_RST ? f : RAG_FORMAT_TEXT;
-}
-
 bool rag_ingest_id_valid(const char *id)
 {
     size_t n = strlen(id);

@@ -19,32 +19,12 @@
 #include <stdint.h>
 
 #include "rag/engine.h"
+#include "rag/formats.h" /* rag_format, rag_format_of_source */
 #include "store/store.h"
 
 #define RAG_INGEST_ID_MAX 256        /* bytes of a document id */
 #define RAG_INGEST_WARNING_MAX 600   /* bytes of the outcome's warning, NUL included */
 
-/* What submitted bytes are. AUTO: the bytes decide (text/extract.h, extract_sniff). */
-typedef enum {
-    RAG_FORMAT_TEXT = 0,
-    RAG_FORMAT_MARKDOWN,
-    RAG_FORMAT_HTML,
-    RAG_FORMAT_AUTO,
-    RAG_FORMAT_RST,
-    RAG_FORMAT_PDF,
-    RAG_FORMAT_DOCX,
-    RAG_FORMAT_ODT,
-    RAG_FORMAT_EPUB,
-} rag_format;
-
-/* By the file name's extension, after stripping a ".gz": .txt/.text → text, .md/.markdown
- * → markdown, .html/.htm/.xhtml → HTML, .rst/.rest → RST, .pdf, .docx, .odt, .epub; no
- * extension (README, copyright) or an unknown one → AUTO. NULL: text. */
-rag_format rag_format_of_source(const char *source);
-/* The format for a document submitted as a JSON string (already UTF-8 text): f itself for
- * the text kinds, TEXT for the binary ones (a client that extracted a PDF's text keeps
- * "paper.pdf" as its source). */
-rag_format rag_format_text_only(rag_format f);
 /* 1-RAG_INGEST_ID_MAX bytes without control characters (the caller checks UTF-8). */
 bool rag_ingest_id_valid(const char *id);
 

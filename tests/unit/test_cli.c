@@ -420,8 +420,11 @@ static void test_kind_of(void **state)
     assert_string_equal(f.content_type, "application/octet-stream");
     cli_kind_of("a.rst", &f);
     assert_true(f.text_kind);
-    assert_null(f.format); /* the server knows .rst by the source name */
+    assert_string_equal(f.format, "rst"); /* rag/formats.h: every text kind has its JSON format */
     assert_string_equal(f.content_type, "text/x-rst");
+    cli_kind_of("page.XHTML", &f);
+    assert_string_equal(f.format, "html");
+    assert_string_equal(f.content_type, "text/html");
     cli_kind_of("main.c", &f); /* unknown: text if UTF-8, else sniffed */
     assert_true(f.text_kind);
     assert_false(f.junk);
