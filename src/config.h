@@ -10,8 +10,7 @@
 #include "rag/fusion.h"
 #include "util/log.h"
 
-/* Server configuration: the environment variables of shared/API.md that this build uses,
- * plus a few RAGD_* of its own (docs/configuration.md). Validated as a whole at start-up:
+/* Server configuration: the environment variables of docs/configuration.md. Validated as a whole at start-up:
  * a bad value is an error naming the variable and what it accepts, never a silent default. */
 typedef enum {
     CONFIG_EMBEDDER_AUTO,    /* new collections: Ollama's EMBED_MODEL if it answers, else builtin */

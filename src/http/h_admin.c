@@ -1,4 +1,4 @@
-/* Admin overrides of the circuit breakers (shared/RESILIENCE.md 20): list them, force them
+/* Admin overrides of the circuit breakers (docs/api.md "Admin: circuit breakers"): list them, force them
  * open, disable them, reset them. Loop thread (breaker calls take only a short mutex).
  * Authenticated by a read-write API key (RAGD_API_KEYS) or RAGD_ADMIN_TOKEN (as
  * "Authorization: Bearer" or "X-API-Key"); with neither configured the routes are off. */

@@ -15,7 +15,7 @@
 #include "upstream/llm.h"
 #include "util/workpool.h"
 
-/* OPEN > HALF_OPEN > CLOSED, for the worst-of summaries of shared/API.md. */
+/* OPEN > HALF_OPEN > CLOSED, for the worst-of summaries of /health (docs/api.md "Health"). */
 static int health_rank(breaker_state s)
 {
     switch (s) {
@@ -40,7 +40,7 @@ static json_t *health_time(double age_ms)
     return json_string(ts);
 }
 
-/* services.<backend> (shared/API.md's services.ollama): the worst breaker state over every
+/* services.<backend> (docs/api.md "Health": services.ollama): the worst breaker state over every
  * host and model, each host's state, load and reachability, and whether ragd uses the
  * backend at all. A backend is "Operational" only once something answered there; under the
  * defaults with nothing at the default address it is "not in use", which is no failure.

@@ -322,7 +322,7 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
     size_t len = 0;
     bool ok = http_error_body(req, code, msg, body, sizeof body, &len);
     if (status == 503 && !req->retry_after[0])
-        snprintf(req->retry_after, sizeof req->retry_after, "1"); /* shared/API.md: 503 with Retry-After */
+        snprintf(req->retry_after, sizeof req->retry_after, "1"); /* docs/api.md "Errors": every 503 has Retry-After */
     if (strcmp(code, "overloaded") == 0)
         metrics_count_shed();
     if (status == 500)

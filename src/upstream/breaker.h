@@ -1,7 +1,7 @@
 #ifndef RAGD_UPSTREAM_BREAKER_H
 #define RAGD_UPSTREAM_BREAKER_H
 
-/* Per-backend circuit breaker (shared/RESILIENCE.md items 1-9, 17, 19, 20).
+/* Per-backend circuit breaker (docs/internals/breaker.md).
  *
  * One breaker per backend and operation/model. States CLOSED, OPEN, HALF_OPEN, plus the admin
  * states FORCED_OPEN and DISABLED. No timer thread: every call evaluates the state lazily
@@ -68,7 +68,7 @@ typedef struct {
 /* A classifier: pure, thread-safe, maps a call to its class. */
 typedef breaker_outcome (*breaker_classify_fn)(const breaker_call *call, void *arg);
 
-/* The default classifier (RESILIENCE.md item 7): cancelled -> NEUTRAL; any transport error ->
+/* The default classifier: cancelled -> NEUTRAL; any transport error ->
  * FAILURE; 503 with busy, or 429 -> OVERLOAD; other 5xx and 408 -> FAILURE; other 4xx ->
  * NEUTRAL; 2xx -> FAILURE when the stream had an error line or no done:true, else SUCCESS;
  * anything else (no status, 1xx, 3xx) -> FAILURE. arg is unused. */

@@ -1,8 +1,7 @@
 #ifndef RAGD_UPSTREAM_BULKHEAD_H
 #define RAGD_UPSTREAM_BULKHEAD_H
 
-/* Bulkheads and load shedding for upstream calls (shared/RESILIENCE.md items 12, 13;
- * docs/internals/bulkhead.md).
+/* Bulkheads and load shedding for upstream calls (docs/internals/bulkhead.md).
  *
  * One bulkhead per (backend, model): at most max_concurrent calls in flight, then a bounded
  * FIFO queue of waiters with a bounded wait, then shedding (the API answers 503 with

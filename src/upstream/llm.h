@@ -2,7 +2,7 @@
 #define RAGD_UPSTREAM_LLM_H
 
 /* Calls to the LLM backends — embeddings in batches and streamed chat — with every
- * protection of shared/RESILIENCE.md around each attempt: host choice (skip OPEN breakers,
+ * protection around each attempt (docs/internals/llm.md): host choice (skip OPEN breakers,
  * fewest in flight), a bulkhead per (backend, model) that queues or sheds, a circuit breaker
  * per (backend, operation, model), full-jitter retries on another host within the deadline
  * and a retry budget. Wire formats: Ollama (/api/embed, /api/chat) or OpenAI-compatible
@@ -59,7 +59,7 @@ typedef struct {
     size_t max_models;
 } llm_config;
 
-/* Defaults of shared/API.md (embed 30 s, generate 60 s, batch 32, ...; max_models 32). */
+/* The defaults (docs/configuration.md: embed 30 s, generate 60 s, batch 32, ...; max_models 32). */
 void llm_config_default(llm_config *c);
 
 typedef enum {

@@ -1,7 +1,7 @@
 #ifndef RAGD_UPSTREAM_OLLAMA_H
 #define RAGD_UPSTREAM_OLLAMA_H
 
-/* The Ollama wire format (shared/ollama-api.md): request bodies for /api/embed and
+/* The Ollama wire format (docs/internals/ollama.md): request bodies for /api/embed and
  * /api/chat, the embed reply, and the streamed NDJSON chat reply — checked strictly,
  * because a backend that lies must not become garbage in the index or the answer.
  * Pure functions and a push parser; no I/O. */

@@ -2,7 +2,8 @@
 #define RAGD_UPSTREAM_OUTCOME_H
 
 /* The class of one finished upstream call, shared by breaker, retry and bulkhead
- * (docs: shared/RESILIENCE.md item 7 says which transport error / status maps to which). */
+ * (breaker_classify_default in breaker.h, and docs/internals/breaker.md "Classification",
+ * say which transport error / status maps to which). */
 typedef enum {
     UPSTREAM_SUCCESS,  /* the backend answered usefully */
     UPSTREAM_FAILURE,  /* connect error, timeout, 5xx, broken stream: breaker failure, retried */

@@ -1,13 +1,13 @@
 #ifndef RAGD_UPSTREAM_RETRY_H
 #define RAGD_UPSTREAM_RETRY_H
 
-/* Retry decisions for upstream calls (shared/RESILIENCE.md items 10, 11; docs/internals/retry.md).
+/* Retry decisions for upstream calls (docs/internals/retry.md).
  *
  * The policy is plain data; retry_decide() is a pure function of (policy, outcome, attempts
  * made, time left) plus one draw from the injected random source and, if a budget is given,
  * one token from it. It never sleeps: the caller waits `delay_ms` (a timer on the loop) and
  * then makes the next attempt, on another host when `prefer_other_host` says so.
- * Only this layer retries (item 11): the HTTP client and the backends must not. */
+ * Only this layer retries: the HTTP client and the backends must not. */
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -73,7 +73,7 @@ retry_decision retry_decide(const retry_policy *p, upstream_outcome outcome, int
 /* A static name for a reason ("yes", "class", "attempts", "deadline", "budget"). */
 const char *retry_reason_name(retry_reason reason);
 
-/* ---- Retry budget (item 11): a token bucket, thread-safe. ----
+/* ---- Retry budget: a token bucket, thread-safe. ----
  * Each original request (not each attempt) adds `ratio` tokens; the injected clock tops the
  * deposits up to a floor of `min_per_sec` tokens per second (a floor, not an extra: tokens
  * from requests count toward it). The bucket holds at most max_tokens and starts with

@@ -156,8 +156,8 @@ CASES = [
     case("create 65 chars", "POST", D, 422, V, J({"name": "n" * 65}), field="name"),
     case("create name with space", "POST", D, 422, V, J({"name": "name with space"}),
          field="name"),
-    # \u0000 is valid JSON; docs/api.md refuses it at parse time (400), API.md's "bad name"
-    # rule would say 422: either is a refusal in the envelope.
+    # \u0000 is valid JSON; the server refuses it at parse time (400), a check of
+    # the name would say 422: either is a refusal in the envelope.
     case("create name with NUL", "POST", D, 400, BADJ, J({"name": "ab\u0000cd"}),
          alt=[(422, V)]),
     case("create empty name", "POST", D, 422, V, J({"name": ""}), field="name"),

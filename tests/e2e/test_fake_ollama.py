@@ -1,4 +1,5 @@
-"""The fake Ollama (tools/fake_ollama) against the facts of shared/ollama-api.md.
+"""The fake Ollama (tools/fake_ollama) against the facts of Ollama's API that ragd relies on
+(docs/internals/ollama.md, docs/internals/fake_ollama.md).
 
 Runs the fake in-process on free loopback ports; needs no ragd binary. Standard library only.
 """

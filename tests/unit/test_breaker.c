@@ -1,5 +1,6 @@
 /* Unit tests for upstream/breaker: a fake clock and a seeded random source, nothing sleeps.
- * Covers every breaker test under "Tests that prove it" in shared/RESILIENCE.md. */
+ * Covers the behaviour docs/internals/breaker.md describes: trips, open periods, half-open
+ * trials, stale generations, classification, admin overrides, counters. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>

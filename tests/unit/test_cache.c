@@ -3,7 +3,7 @@
  * allocation failures, and threads hammering one cache (make tsan). A fake clock and
  * seeded random sources: nothing sleeps.
  *
- * cache.c is compiled into this file (STYLE.md, habit 13) with malloc and calloc redirected
+ * cache.c is compiled into this file (static functions are tested that way) with malloc and calloc redirected
  * to a counter that can fail the Nth allocation, and so that the tests can see its
  * internals (the invalidation slots). */
 #include <stdarg.h>

@@ -2,7 +2,7 @@
  * tasks against the fake backend (tools/fake_ollama) on a real loop — scores in input order,
  * the callback never inside rerank_start or rerank_task_cancel, a cancel says CANCELLED, a
  * refused service says UNAVAILABLE. The static helpers are reached by including the file
- * (STYLE.md 13). */
+ * (a static function is tested by including its .c file). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A fault-injecting fake Ollama server (Python 3.11 standard library only).
 
-It serves the endpoints, shapes and error texts of /work/shared/ollama-api.md (the native
+It serves the endpoints, shapes and error texts of Ollama's API (docs/api.md and docs/openai.md
+in github.com/ollama/ollama; what ragd relies on: docs/internals/ollama.md) (the native
 /api/* API and the OpenAI-compatible /v1/* API) with deterministic answers and embeddings,
 Ollama-like scheduling (parallel slots and a bounded queue per model, a cold-start load delay
 before any header, keep-alive expiry) and fault modes switchable at run time.
