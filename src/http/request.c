@@ -384,6 +384,19 @@ void http_go_async(http_request *req)
 
 void http_defer(http_request *req, http_handler work) { http_defer_on(req, req->app->pool, work); }
 
+/* The 503 for a pool whose queue is full, in the user's words: what waits, for what, and
+ * the settings that make room. */
+static void http_reply_pool_full(http_request *req, const workpool *pool)
+{
+    bool ingest = pool == req->app->ingest_pool;
+    snprintf(req->retry_after, sizeof req->retry_after, "1");
+    http_reply_error(req, 503, "overloaded",
+                     "server busy: %zu %s already waiting for %s (RAGD_WORKER_QUEUE); retry shortly, or raise "
+                     "RAGD_WORKER_QUEUE or %s",
+                     req->app->cfg.worker_queue, ingest ? "ingest requests are" : "requests are",
+                     ingest ? "the ingest threads" : "a worker thread", ingest ? "RAGD_INGEST_WORKERS" : "RAGD_WORKERS");
+}
+
 void http_defer_on(http_request *req, workpool *pool, http_handler work)
 {
     req->handler = work;
@@ -395,8 +408,7 @@ void http_defer_on(http_request *req, workpool *pool, http_handler work)
         req->deferred = false;
         http_request_unref(req);
         if (rc == RAGD_EBUSY) {
-            snprintf(req->retry_after, sizeof req->retry_after, "1");
-            http_reply_error(req, 503, "overloaded", "server busy: worker queue full, retry shortly");
+            http_reply_pool_full(req, pool);
         } else if (rc == RAGD_ENOMEM) {
             http_reply_error(req, 503, "overloaded", "out of memory");
         } else {

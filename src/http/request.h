@@ -127,8 +127,9 @@ void http_reply_owned(http_request *req, int status, const char *type, char *dat
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Runs work(req) on a worker thread (see the thread contract above). If the worker queue
- * is full, replies 503 overloaded at once instead. */
+/* Runs work(req) on a worker thread (see the thread contract above). If the pool's queue
+ * is full, replies 503 overloaded at once instead, saying how many requests wait for which
+ * threads and naming the settings to raise (RAGD_WORKER_QUEUE, the pool's threads). */
 void http_defer(http_request *req, http_handler work);
 /* http_defer on the given pool (the ingest pool, app.h) instead of the worker pool. */
 void http_defer_on(http_request *req, workpool *pool, http_handler work);

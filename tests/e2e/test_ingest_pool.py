@@ -76,5 +76,57 @@ class IngestPoolTest(harness.E2ETestCase):
         self.assertTrue(all(chunks and chunks >= 1000 for k, _, chunks in order if k == "ingest"), order)
 
 
+class IngestQueueFullTest(harness.E2ETestCase):
+    """One ingest thread and a queue of one: a third ingest is shed with a 503 that says
+    what is full in the user's words and names the settings to raise."""
+    server_env = {"RAGD_INGEST_WORKERS": "1", "RAGD_WORKER_QUEUE": "1", "RAGD_EMBEDDER": "builtin"}
+
+    def test_a_full_ingest_queue_names_its_settings(self):
+        bodies = [big_text(100 + i, 6 << 20) for i in range(4)]
+        results, lock = [], threading.Lock()
+
+        def ingest(i):
+            r = self.server.request("POST", f"/api/ingest?db=full{i}&id=f{i}", body=bodies[i],
+                                    content_type="text/plain", timeout=300)
+            with lock:
+                results.append((r.status, r.body["error"]["message"] if r.status != 200 else ""))
+
+        def stats():
+            return self.call("GET", "/api/pool/stats")["ingest_workers"]
+
+        shed = None
+        # one ingest runs, then a second waits (each seen by state, not by time), then one
+        # more is sent; should the running one end first, a second pair tries again
+        for pair in range(2):
+            first = threading.Thread(target=ingest, args=(2 * pair,))
+            second = threading.Thread(target=ingest, args=(2 * pair + 1,))
+            first.start()
+            while first.is_alive() and stats()["busy"] != 1:
+                time.sleep(0.01)
+            second.start()
+            while first.is_alive():
+                s = stats()
+                if s["busy"] == 1 and s["queued"] == 1:
+                    r = self.server.request("POST", "/api/ingest?db=extra&id=x", body=b"One more document.\n",
+                                            content_type="text/plain")
+                    if r.status == 503:
+                        shed = r
+                    break
+                time.sleep(0.01)
+            first.join()
+            second.join()
+            if shed is not None:
+                break
+        self.assertIsNotNone(shed, "no ingest was shed while one ran and one waited")
+        self.assertEnvelope(shed, 503, "overloaded")
+        self.assertEqual(shed.headers.get("Retry-After"), "1")
+        msg = shed.body["error"]["message"]
+        self.assertIn("1 ingest requests are already waiting for the ingest threads", msg)
+        for setting in ("RAGD_WORKER_QUEUE", "RAGD_INGEST_WORKERS"):
+            self.assertIn(setting, msg)
+        self.assertNotIn("worker queue", msg)
+        self.assertTrue(all(status == 200 for status, _ in results), results)
+
+
 if __name__ == "__main__":
     unittest.main()

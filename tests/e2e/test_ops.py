@@ -185,6 +185,21 @@ class ReloadTest(harness.E2ETestCase):
         self.assertEnvelope(srv.request("POST", "/api/dbs", json_body={"name": "x"}, headers=bearer(KEY_B)),
                             403, "forbidden")
 
+    def test_response_and_metadata_caps_need_a_restart(self):
+        # read by requests on worker threads while they run: named, not applied
+        root = tempfile.mkdtemp(prefix="ragd-e2e-conf-")
+        self.addCleanup(lambda: __import__("shutil").rmtree(root, ignore_errors=True))
+        conf = os.path.join(root, "ragd.conf")
+        self.write_config(conf, "RAGD_MAX_METADATA_BYTES=300\n")
+        srv = self.new_server(env={"RAGD_CONFIG_FILE": conf, "RAGD_EMBEDDER": "builtin"})
+        self.write_config(conf, "RAGD_MAX_METADATA_BYTES=65536\nRAGD_MAX_RESPONSE_BYTES=131072\n")
+        line = self.reload(srv, 1)
+        self.assertIn("applied=\"nothing changed\"", line)
+        self.assertRegex(line, r"needs_restart=\"[^\"]*RAGD_MAX_METADATA_BYTES")
+        self.assertRegex(line, r"needs_restart=\"[^\"]*RAGD_MAX_RESPONSE_BYTES")
+        doc = {"db": "m", "documents": [{"id": "x", "text": "words", "metadata": {"note": "n" * 400}}]}
+        self.assertEnvelope(srv.request("POST", "/api/ingest", json_body=doc), 422, "validation_error")
+
     def test_rate_limit_and_body_cap_follow_a_reload(self):
         root = tempfile.mkdtemp(prefix="ragd-e2e-conf-")
         self.addCleanup(lambda: __import__("shutil").rmtree(root, ignore_errors=True))
