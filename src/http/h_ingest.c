@@ -48,7 +48,8 @@ size_t handlers_ingest_raw_types(char *out, size_t cap)
         out[0] = '\0';
     for (size_t i = 0; i < n_kinds; i++) {
         const rag_format_kind *k = &kinds[i];
-        int w = snprintf(out + len, cap > len ? cap - len : 0, "%s%s%s%s", i ? ", " : "", k->media_types[0],
+        bool room = len < cap; /* past the end: only counted (snprintf with no buffer) */
+        int w = snprintf(room ? out + len : NULL, room ? cap - len : 0, "%s%s%s%s", i ? ", " : "", k->media_types[0],
                          i == last_text_type ? " (each with an optional charset=)" : "",
                          ingest_kind_by_name(k) && !k->exts[0] ? " (the bytes decide)" : "");
         len += w > 0 ? (size_t)w : 0;
