@@ -559,10 +559,9 @@ static ragd_err batch_rehash(kindex_batch *b, size_t size)
     return RAGD_OK;
 }
 
-/* The batch's id of term s[0..n), added when new. */
-static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t *out)
+/* The batch's id of term s[0..n) whose kx_hash is h, added when new. */
+static ragd_err batch_intern_hashed(kindex_batch *b, const char *s, size_t n, uint32_t h, uint32_t *out)
 {
-    uint32_t h = kx_hash(s, n);
     if (b->tab_size) {
         size_t mask = b->tab_size - 1;
         for (size_t k = h & mask; b->tab[k] != KX_EMPTY; k = (k + 1) & mask) {
@@ -613,6 +612,12 @@ static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t 
     b->tab[k] = (uint32_t)id;
     *out = (uint32_t)id;
     return RAGD_OK;
+}
+
+/* The batch's id of term s[0..n), added when new. */
+static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t *out)
+{
+    return batch_intern_hashed(b, s, n, kx_hash(s, n), out);
 }
 
 /* Counts one occurrence of term s in the field being analysed of the last chunk. */
@@ -769,6 +774,50 @@ ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, 
     if (new_doc)
         b->n_docs++;
     return RAGD_OK;
+}
+
+/* kindex_batch_add_analysed: src's terms are interned into b in src's own order (the order
+ * in which kindex_batch_add met them while analysing the document), then its chunks are
+ * copied with their items renumbered: b ends exactly as if each chunk had been analysed
+ * into it, without tokenising or stemming again. */
+ragd_err kindex_batch_add_analysed(kindex_batch *b, const kindex_batch *src, const int64_t *chunk_ids,
+                                   int64_t doc_rowid)
+{
+    if (!b || !src || b->reserved || src->reserved || src->n_removed || doc_rowid == 0 ||
+        (src->n_chunks && !chunk_ids))
+        return RAGD_EINVAL;
+    if (src->n_chunks == 0)
+        return RAGD_OK;
+    if (src->n_chunks > KX_MAX_SLOTS - b->n_chunks)
+        return RAGD_ETOOBIG;
+    uint32_t *map = malloc(src->n_local * sizeof *map);
+    ragd_err e = map ? RAGD_OK : RAGD_ENOMEM;
+    for (size_t id = 0; !e && id < src->n_local; id++)
+        e = batch_intern_hashed(b, src->strs + src->str_off[id], src->str_len[id], src->hash[id], &map[id]);
+    if (!e)
+        e = kx_grow((void **)&b->chunks, &b->cap_chunks, b->n_chunks + src->n_chunks, sizeof *b->chunks);
+    if (!e)
+        e = kx_grow((void **)&b->items, &b->cap_items, b->n_items + src->n_items, sizeof *b->items);
+    if (e)
+        goto out;
+    if (b->n_chunks == 0 || b->chunks[b->n_chunks - 1].doc != doc_rowid)
+        b->n_docs++;
+    for (size_t i = 0; i < src->n_chunks; i++) {
+        const kx_bchunk *sc = &src->chunks[i];
+        kx_bchunk *c = &b->chunks[b->n_chunks++];
+        *c = (kx_bchunk){.chunk_id = chunk_ids[i], .doc = doc_rowid, .item0 = b->n_items, .n_items = sc->n_items};
+        memcpy(c->len, sc->len, sizeof c->len);
+        for (uint32_t k = 0; k < sc->n_items; k++) {
+            kx_item it = src->items[sc->item0 + k];
+            it.local = map[it.local];
+            b->items[b->n_items++] = it;
+            b->count[it.local]++;
+        }
+    }
+    b->title_doc = 0; /* b->titles is of the last document analysed into b, not this one */
+out:
+    free(map);
+    return e;
 }
 
 ragd_err kindex_batch_remove_doc(kindex_batch *b, int64_t doc_rowid)

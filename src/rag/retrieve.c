@@ -54,6 +54,21 @@ typedef struct {
     kindex_batch *b;
 } rag_prepared;
 
+/* The number of chunks from i on that a prepared analysis covers: those of one document,
+ * all carrying its doc_terms, as many as the analysis has chunks. 0 when chunk i has none or
+ * the run does not match it (the chunk is then analysed here, from its texts). */
+static size_t rag_keyword_run(const store_change *ch, size_t i)
+{
+    const void *terms = ch->texts[i].doc_terms;
+    if (!terms || (i > 0 && ch->texts[i - 1].doc_terms == terms)) /* must start at its first chunk */
+        return 0;
+    size_t want = kindex_batch_chunks(terms), run = 0;
+    while (i + run < ch->n_chunks && run < want && ch->texts[i + run].doc_terms == terms &&
+           ch->chunk_doc_rowids[i + run] == ch->chunk_doc_rowids[i])
+        run++;
+    return run == want ? run : 0;
+}
+
 /* The keyword side of a change: a batch of the removed documents and the added chunks,
  * reserved in the collection's keyword index. NULL state when the change touches no chunk. */
 static ragd_err rag_keyword_prepare(rag_index *ri, const store_change *ch)
@@ -69,11 +84,18 @@ static ragd_err rag_keyword_prepare(rag_index *ri, const store_change *ch)
     }
     for (size_t i = 0; !e && i < ch->n_removed; i++)
         e = kindex_batch_remove_doc(p->b, ch->removed_docs[i]);
-    for (size_t i = 0; !e && i < ch->n_chunks; i++) {
+    for (size_t i = 0; !e && i < ch->n_chunks;) {
         const store_change_text *t = &ch->texts[i];
+        size_t run = rag_keyword_run(ch, i);
+        if (run) { /* the document was analysed by the ingest worker */
+            e = kindex_batch_add_analysed(p->b, t->doc_terms, ch->chunk_ids + i, ch->chunk_doc_rowids[i]);
+            i += run;
+            continue;
+        }
         kindex_fields f = {.text = {t->text, t->title, t->heading},
                            .len = {t->len, strlen(t->title), strlen(t->heading)}};
         e = kindex_batch_add(p->b, ch->chunk_ids[i], ch->chunk_doc_rowids[i], &f);
+        i++;
     }
     if (!e)
         e = kindex_reserve(p->kx, p->b);

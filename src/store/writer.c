@@ -503,7 +503,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         c->chunk_ids[k] = sqlite3_last_insert_rowid(st->wdb);
         c->chunk_docs[k] = rowid;
         c->texts[k] = (store_change_text){
-            .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : ""};
+            .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : "", .doc_terms = d->keyword_terms};
         memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
         w->chunks_written++;
     }
