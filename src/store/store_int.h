@@ -33,6 +33,7 @@ typedef struct {
     sqlite3_stmt *coll_by_name;
     sqlite3_stmt *coll_insert;
     sqlite3_stmt *coll_bump;
+    sqlite3_stmt *coll_counts_add;
     sqlite3_stmt *coll_delete;
     sqlite3_stmt *doc_lookup;
     sqlite3_stmt *doc_insert;

@@ -88,6 +88,7 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->coll_insert, "INSERT INTO collections(name, embed_model, dim, chunk_size, chunk_overlap, version,"
                           " created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)"},
         {&w->coll_bump, "UPDATE collections SET version = version + 1 WHERE id = ?1"},
+        {&w->coll_counts_add, "UPDATE collections SET documents = documents + ?2, chunks = chunks + ?3 WHERE id = ?1"},
         {&w->coll_delete, "DELETE FROM collections WHERE id = ?1"},
         {&w->doc_lookup, "SELECT id, content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2"},
         {&w->doc_insert, "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source, text,"
@@ -279,6 +280,21 @@ static ragd_err bump_version(store *st, store_write *w, int64_t coll_id)
     sqlite3_bind_int64(st->ws.coll_bump, 1, coll_id);
     if (step_done(st->ws.coll_bump) != SQLITE_DONE)
         return fail_sql(st, w, "bumping the collection version");
+    return RAGD_OK;
+}
+
+/* Adds an ingest's inserted documents and chunks to the collection's counts (schema 7: no
+ * per-row INSERT trigger does it any more; the DELETE triggers still count removals). */
+static ragd_err add_counts(store *st, store_write *w, int64_t coll_id, int64_t docs, int64_t chunks)
+{
+    if (docs == 0 && chunks == 0)
+        return RAGD_OK;
+    sqlite3_stmt *s = st->ws.coll_counts_add;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_int64(s, 2, docs);
+    sqlite3_bind_int64(s, 3, chunks);
+    if (step_done(s) != SQLITE_DONE)
+        return fail_sql(st, w, "counting the collection's documents and chunks");
     return RAGD_OK;
 }
 
@@ -580,11 +596,16 @@ static ragd_err do_ingest(store *st, store_write *w, wchange *c)
 #endif
     char now[32];
     clock_utc_rfc3339(now, sizeof now);
+    int64_t chunks_before = w->chunks_written, docs_inserted = 0;
     for (size_t i = 0; i < w->n_docs; i++) {
         e = write_doc(st, w, c, &w->docs[i], now, scratch);
         if (e)
             goto out;
+        docs_inserted += w->docs[i].result == STORE_DOC_INSERTED;
     }
+    e = add_counts(st, w, c->coll_id, docs_inserted, w->chunks_written - chunks_before);
+    if (e)
+        goto out;
     if (c->changed) {
         e = bump_version(st, w, c->coll_id);
         if (e)
