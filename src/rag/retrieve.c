@@ -148,8 +148,8 @@ static ragd_err rag_index_on_swap(rag_index *ri, const store_change *ch)
         rag_swap_state *sw = calloc(1, sizeof *sw);
         vindex *ix = sw ? vindex_new((size_t)ch->dim) : NULL;
         ragd_err rc = ix ? vindex_reserve(ix, ch->n_chunks) : RAGD_ENOMEM;
-        for (size_t i = 0; !rc && i < ch->n_chunks; i++)
-            rc = vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim);
+        if (!rc)
+            rc = vindex_add_rows(ix, ch->n_chunks, ch->chunk_ids, ch->chunk_doc_rowids, ch->vectors, NULL);
         if (!rc) {
             vindex_release(ix, ch->n_chunks);
             pthread_rwlock_wrlock(&ri->drop_lock);
@@ -225,9 +225,10 @@ ragd_err rag_index_on_commit(const store_change *ch, void *arg)
     } else {
         for (size_t i = 0; i < ch->n_removed; i++)
             vindex_remove_doc(ix, ch->removed_docs[i]);
-        for (size_t i = 0; i < ch->n_chunks; i++)
-            if (vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim) != RAGD_OK)
-                log_error("index: cannot add chunk %lld", (long long)ch->chunk_ids[i]);
+        size_t failed = 0;
+        if (vindex_add_rows(ix, ch->n_chunks, ch->chunk_ids, ch->chunk_doc_rowids, ch->vectors, &failed) != RAGD_OK)
+            log_error("index: cannot add %zu of %zu chunks of collection %lld", failed, ch->n_chunks,
+                      (long long)ch->coll_id);
         vindex_release(ix, ch->n_chunks);
     }
     pthread_rwlock_unlock(&ri->drop_lock);
