@@ -15,6 +15,7 @@
 /* The write connection's page cache, KiB (PRAGMA cache_size=-N): room for one ingest
  * group's pages, so a transaction does not spill to the WAL before its COMMIT. */
 #define STORE_WRITER_CACHE_KIB "8192"
+#define STORE_NEW_PAGE_SIZE "16384" /* bytes, for files created by this build */
 
 #define STORE__READER_STMTS 24
 

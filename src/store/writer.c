@@ -1215,12 +1215,14 @@ static void note_space(store *st, store_write **group, wchange *changes, size_t 
     pthread_mutex_unlock(&st->mu);
 }
 
-/* The writer checkpoints the WAL between groups once it holds this many frames (SQLite's
- * own automatic checkpoint did it inside the COMMIT that passed 1000), when no write is
- * waiting; past STORE_CKPT_FORCE_FRAMES it checkpoints even with writes waiting, so a
- * steady stream of them cannot grow the WAL without bound. */
-#define STORE_CKPT_FRAMES 1000
-#define STORE_CKPT_FORCE_FRAMES 8000
+/* The writer checkpoints the WAL between groups once it holds this many bytes of pages
+ * (SQLite's own automatic checkpoint did it inside the COMMIT that passed 1000 frames, 4 MB
+ * of 4 KiB pages), when no write is waiting; past STORE_CKPT_FORCE_BYTES it checkpoints
+ * even with writes waiting, so a steady stream of them cannot grow the WAL without bound.
+ * In bytes, not frames, since files differ in page size (4 KiB before schema 7's builds,
+ * 16 KiB since). */
+#define STORE_CKPT_BYTES (1000 * 4096)
+#define STORE_CKPT_FORCE_BYTES (8000 * 4096)
 
 int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -1234,12 +1236,13 @@ int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
  * for the next try. */
 static void writer_checkpoint(store *st)
 {
-    if (st->wal_frames < STORE_CKPT_FRAMES)
+    int64_t wal_bytes = (int64_t)st->wal_frames * st->page_size;
+    if (wal_bytes < STORE_CKPT_BYTES)
         return;
     pthread_mutex_lock(&st->mu);
     bool waiting = !queue_empty(&st->queue);
     pthread_mutex_unlock(&st->mu);
-    if (waiting && st->wal_frames < STORE_CKPT_FORCE_FRAMES)
+    if (waiting && wal_bytes < STORE_CKPT_FORCE_BYTES)
         return;
     int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)

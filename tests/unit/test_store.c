@@ -2090,6 +2090,39 @@ static void test_migration_v6_to_v7_counts(void **state)
     db_integrity();
 }
 
+/* A new file gets 16 KiB pages; an existing file keeps its own (4 KiB here, as every file
+ * made before), and both take writes and reopen. */
+static void test_page_size_new_and_kept(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    assert_int_equal(raw_int("PRAGMA page_size"), 16384);
+    twrite *t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d1", "one|two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    teardown(state);
+    setup(state);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE x(a); DROP TABLE x;", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_int("PRAGMA page_size"), 4096);
+    st = open_store(1, 64, 16);
+    t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d1", "one|two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    assert_int_equal(raw_int("PRAGMA page_size"), 4096);
+    st = open_store(1, 64, 16);
+    assert_int_equal(get_coll(st, "p", RAGD_OK).chunks, 2);
+    store_close(st);
+    db_integrity();
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -2099,6 +2132,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_v4_to_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v5_to_v6_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v6_to_v7_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_size_new_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reembed_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
