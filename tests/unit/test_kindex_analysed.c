@@ -3,7 +3,8 @@
  * batch must leave that batch exactly as kindex_batch_add of each chunk would — the same
  * terms in the same order, the same items, lengths, counts and documents — and so the same
  * index: statistics and search results (ids and scores) compared over many random
- * documents, in rounds with replacements, with both paths mixed in one batch. The file
+ * documents, in rounds with replacements, with both paths mixed in one batch. And the
+ * batch's own analysis, memoised by word, against kindex_analyze chunk by chunk. The file
  * includes kindex.c to compare the batches' internals. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -230,6 +231,88 @@ static void test_analysed_mixed(void **state)
     run_rounds(1, 0x5eed0004);
 }
 
+/* Term counts of one text by kindex_analyze (the query's analysis, without the batch's
+ * memo): up to 512 distinct terms. */
+typedef struct {
+    char t[512][STEM_MAX + 1];
+    unsigned tf[512];
+    size_t n, total;
+} tcount;
+
+static int tcount_term(const char *s, size_t n, void *arg)
+{
+    tcount *tc = arg;
+    tc->total++;
+    for (size_t i = 0; i < tc->n; i++)
+        if (strlen(tc->t[i]) == n && memcmp(tc->t[i], s, n) == 0) {
+            tc->tf[i]++;
+            return 0;
+        }
+    assert_true(tc->n < 512);
+    memcpy(tc->t[tc->n], s, n);
+    tc->t[tc->n][n] = '\0';
+    tc->tf[tc->n++] = 1;
+    return 0;
+}
+
+static unsigned tcount_of(const tcount *tc, const char *s, size_t n)
+{
+    for (size_t i = 0; i < tc->n; i++)
+        if (strlen(tc->t[i]) == n && memcmp(tc->t[i], s, n) == 0)
+            return tc->tf[i];
+    return 0;
+}
+
+/* The batch's analysis (memoised by word across all the chunks of a batch) gives every
+ * chunk exactly kindex_analyze's terms, frequencies and field lengths. */
+static void test_memo_matches_analyze(void **state)
+{
+    (void)state;
+    rng r = {0x3e3e};
+    static tdoc docs[40];
+    static tcount tc[KINDEX_FIELDS];
+    kindex_batch *b = kindex_batch_new();
+    assert_non_null(b);
+    int64_t next_chunk = 1;
+    for (size_t k = 0; k < 40; k++) {
+        random_doc(&r, &docs[k], (int64_t)k + 1, &next_chunk);
+        add_direct(b, &docs[k]);
+    }
+    size_t ci = 0;
+    for (size_t k = 0; k < 40; k++)
+        for (size_t i = 0; i < docs[k].n; i++, ci++) {
+            kindex_fields f = doc_fields(&docs[k], i);
+            for (int fld = 0; fld < KINDEX_FIELDS; fld++) {
+                memset(&tc[fld], 0, sizeof tc[fld]);
+                assert_int_equal(kindex_analyze(f.text[fld], f.len[fld], tcount_term, &tc[fld]), RAGD_OK);
+            }
+            const kx_bchunk *c = &b->chunks[ci];
+            assert_int_equal(c->chunk_id, docs[k].chunk_ids[i]);
+            size_t distinct = 0;
+            for (size_t t = 0; t < tc[0].n + tc[1].n + tc[2].n; t++) { /* distinct over the fields */
+                int fld = t < tc[0].n ? 0 : t < tc[0].n + tc[1].n ? 1 : 2;
+                size_t at = fld == 0 ? t : fld == 1 ? t - tc[0].n : t - tc[0].n - tc[1].n;
+                const char *term = tc[fld].t[at];
+                bool earlier = false;
+                for (int g = 0; g < fld; g++)
+                    earlier |= tcount_of(&tc[g], term, strlen(term)) > 0;
+                distinct += !earlier;
+            }
+            assert_int_equal(c->n_items, distinct);
+            for (int fld = 0; fld < KINDEX_FIELDS; fld++)
+                assert_int_equal(c->len[fld], tc[fld].total);
+            for (uint32_t m = 0; m < c->n_items; m++) {
+                const kx_item *it = &b->items[c->item0 + m];
+                const char *term = b->strs + b->str_off[it->local];
+                size_t n = b->str_len[it->local];
+                for (int fld = 0; fld < KINDEX_FIELDS; fld++)
+                    assert_int_equal(it->tf[fld], tcount_of(&tc[fld], term, n));
+            }
+        }
+    assert_true(b->n_words > 0); /* the memo was used */
+    kindex_batch_free(b);
+}
+
 /* What the function refuses, leaving the target batch usable. */
 static void test_analysed_refusals(void **state)
 {
@@ -257,6 +340,7 @@ int main(void)
         cmocka_unit_test(test_analysed_all),
         cmocka_unit_test(test_analysed_mixed),
         cmocka_unit_test(test_analysed_refusals),
+        cmocka_unit_test(test_memo_matches_analyze),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
