@@ -467,6 +467,20 @@ typedef struct {
     uint16_t tf[KINDEX_FIELDS];
 } kx_item;
 
+/* A normalised word the batch has analysed: its bytes wstrs[off .. off + len), its kx_hash,
+ * and what it gave (a local term id, or KX_SKIP). */
+typedef struct {
+    uint32_t off;
+    uint32_t hash;
+    uint32_t local;
+    uint8_t len;
+} kx_word;
+#define KX_SKIP (UINT32_MAX - 1)
+/* Words memoised per batch at most (then the rest are analysed every time). A document's
+ * batch rarely holds more; at 2^18 the start-up load's large batches left ~4 MiB more RSS
+ * after a restart (freed, but kept by malloc). */
+#define KX_MAX_WORDS ((size_t)1 << 13)
+
 typedef struct {
     int64_t chunk_id;
     int64_t doc;
@@ -513,6 +527,15 @@ struct kindex_batch {
     size_t title_n;
     kx_item *titles;
     size_t cap_titles;
+    /* the analysis's memo: normalised word -> its term's local id, or KX_SKIP for a stop
+     * word or an empty stem; open addressing over words[], their bytes in wstrs (see
+     * batch_on_token) */
+    kx_word *words;
+    size_t n_words, cap_words;
+    uint32_t *wtab;
+    size_t wtab_size;
+    char *wstrs;
+    size_t wstrs_len, wstrs_cap;
 };
 
 kindex_batch *kindex_batch_new(void) { return calloc(1, sizeof(kindex_batch)); }
@@ -535,6 +558,9 @@ void kindex_batch_free(kindex_batch *b)
     free(b->removed);
     free(b->fwd);
     free(b->titles);
+    free(b->words);
+    free(b->wtab);
+    free(b->wstrs);
     free(b);
 }
 
@@ -559,10 +585,9 @@ static ragd_err batch_rehash(kindex_batch *b, size_t size)
     return RAGD_OK;
 }
 
-/* The batch's id of term s[0..n), added when new. */
-static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t *out)
+/* The batch's id of term s[0..n) whose kx_hash is h, added when new. */
+static ragd_err batch_intern_hashed(kindex_batch *b, const char *s, size_t n, uint32_t h, uint32_t *out)
 {
-    uint32_t h = kx_hash(s, n);
     if (b->tab_size) {
         size_t mask = b->tab_size - 1;
         for (size_t k = h & mask; b->tab[k] != KX_EMPTY; k = (k + 1) & mask) {
@@ -615,16 +640,100 @@ static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t 
     return RAGD_OK;
 }
 
-/* Counts one occurrence of term s in the field being analysed of the last chunk. */
-static int batch_on_term(const char *s, size_t n, void *arg)
+/* The batch's id of term s[0..n), added when new. */
+static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t *out)
+{
+    return batch_intern_hashed(b, s, n, kx_hash(s, n), out);
+}
+
+static int batch_count(kindex_batch *b, uint32_t id);
+
+/* Remembers that the normalised word w[0..n) (hash h) gives `local`. Best effort: a word
+ * past KX_MAX_WORDS, or one that finds no memory, is simply analysed again next time. */
+static void batch_memo_put(kindex_batch *b, const char *w, size_t n, uint32_t h, uint32_t local)
+{
+    if (b->n_words >= KX_MAX_WORDS || b->wstrs_len + n > UINT32_MAX)
+        return;
+    if ((b->n_words + 1) * 2 > b->wtab_size) {
+        size_t size = b->wtab_size ? b->wtab_size * 2 : 1024;
+        uint32_t *tab = malloc(size * sizeof *tab);
+        if (!tab)
+            return;
+        for (size_t i = 0; i < size; i++)
+            tab[i] = KX_EMPTY;
+        for (size_t i = 0; i < b->n_words; i++) {
+            size_t k = b->words[i].hash & (size - 1);
+            while (tab[k] != KX_EMPTY)
+                k = (k + 1) & (size - 1);
+            tab[k] = (uint32_t)i;
+        }
+        free(b->wtab);
+        b->wtab = tab;
+        b->wtab_size = size;
+    }
+    if (kx_grow((void **)&b->words, &b->cap_words, b->n_words + 1, sizeof *b->words) ||
+        kx_grow((void **)&b->wstrs, &b->wstrs_cap, b->wstrs_len + n, 1))
+        return;
+    memcpy(b->wstrs + b->wstrs_len, w, n);
+    b->words[b->n_words] = (kx_word){.off = (uint32_t)b->wstrs_len, .hash = h, .local = local, .len = (uint8_t)n};
+    b->wstrs_len += n;
+    size_t k = h & (b->wtab_size - 1);
+    while (b->wtab[k] != KX_EMPTY)
+        k = (k + 1) & (b->wtab_size - 1);
+    b->wtab[k] = (uint32_t)b->n_words++;
+}
+
+/* One word of the field being analysed: what kx_an_token then batch_count do (stop word
+ * dropped, stem interned and counted), memoised per batch by the normalised word, so a
+ * word met again costs one hash lookup instead of the stop-word search, the stemmer and
+ * the interning. The same terms in the same order as kindex_analyze gives. */
+static int batch_on_token(const token *tok, void *arg)
 {
     kindex_batch *b = arg;
-    uint32_t id;
-    ragd_err e = batch_intern(b, s, n, &id);
-    if (e) {
-        b->err = e;
-        return 1;
+    const char *w = tok->norm;
+    size_t n = tok->norm_len;
+    uint32_t h = 0;
+    bool memo = n > 0 && n <= UINT8_MAX;
+    if (memo) {
+        h = kx_hash(w, n);
+        for (size_t k = b->wtab_size ? h & (b->wtab_size - 1) : 0; b->wtab_size && b->wtab[k] != KX_EMPTY;
+             k = (k + 1) & (b->wtab_size - 1)) {
+            const kx_word *e = &b->words[b->wtab[k]];
+            if (e->hash == h && e->len == n && memcmp(b->wstrs + e->off, w, n) == 0)
+                return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
+        }
     }
+    uint32_t local = KX_SKIP;
+    if (KINDEX_INDEX_STOPWORDS || !tokenize_is_stopword(w, n)) {
+        char st[STEM_MAX];
+        size_t sl = 0;
+        ragd_err e = stem_english(w, n, st, &sl);
+        if (!e && sl > 0)
+            e = batch_intern(b, st, sl, &local);
+        if (e) {
+            b->err = e;
+            return 1;
+        }
+    }
+    if (memo)
+        batch_memo_put(b, w, n, h, local);
+    return local == KX_SKIP ? 0 : batch_count(b, local);
+}
+
+/* Analyses text[0..len) into the field b->field of the last chunk (kindex_analyze's
+ * analysis, through the batch's memo). */
+static ragd_err batch_analyze(kindex_batch *b, const char *text, size_t len)
+{
+    if (len == 0)
+        return RAGD_OK;
+    ragd_err e = tokenize_words(text, len, batch_on_token, b);
+    return e ? e : b->err;
+}
+
+/* Counts one occurrence of local term id in the field being analysed of the last chunk. */
+static int batch_count(kindex_batch *b, uint32_t id)
+{
+    ragd_err e;
     kx_bchunk *c = &b->chunks[b->n_chunks - 1];
     uint32_t mark = (uint32_t)b->n_chunks;
     if (b->field == KINDEX_TITLE) {
@@ -722,6 +831,10 @@ static void batch_drop_last(kindex_batch *b, size_t locals_before)
         b->strs_len = b->str_off[locals_before];
     b->n_local = locals_before;
     b->title_doc = 0; /* the cached title may name terms just forgotten */
+    b->n_words = 0;   /* and so may the memo: empty it */
+    b->wstrs_len = 0;
+    for (size_t i = 0; i < b->wtab_size; i++)
+        b->wtab[i] = KX_EMPTY;
 }
 
 /* kindex_batch_add: analyses the chunk's body and heading, and its document's title once
@@ -744,9 +857,7 @@ ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, 
     if (b->title_doc != doc_rowid) {
         b->title_n = 0;
         b->field = KINDEX_TITLE;
-        e = kindex_analyze(f->text[KINDEX_TITLE], f->len[KINDEX_TITLE], batch_on_term, b);
-        if (!e)
-            e = b->err;
+        e = batch_analyze(b, f->text[KINDEX_TITLE], f->len[KINDEX_TITLE]);
         b->title_len = c->len[KINDEX_TITLE];
         b->title_doc = e ? 0 : doc_rowid;
     }
@@ -754,9 +865,7 @@ ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, 
         if (fld == KINDEX_TITLE)
             continue;
         b->field = fld;
-        e = kindex_analyze(f->text[fld], f->len[fld], batch_on_term, b);
-        if (!e)
-            e = b->err;
+        e = batch_analyze(b, f->text[fld], f->len[fld]);
     }
     if (!e)
         e = batch_merge_title(b, b->title_len);
@@ -769,6 +878,50 @@ ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, 
     if (new_doc)
         b->n_docs++;
     return RAGD_OK;
+}
+
+/* kindex_batch_add_analysed: src's terms are interned into b in src's own order (the order
+ * in which kindex_batch_add met them while analysing the document), then its chunks are
+ * copied with their items renumbered: b ends exactly as if each chunk had been analysed
+ * into it, without tokenising or stemming again. */
+ragd_err kindex_batch_add_analysed(kindex_batch *b, const kindex_batch *src, const int64_t *chunk_ids,
+                                   int64_t doc_rowid)
+{
+    if (!b || !src || b->reserved || src->reserved || src->n_removed || doc_rowid == 0 ||
+        (src->n_chunks && !chunk_ids))
+        return RAGD_EINVAL;
+    if (src->n_chunks == 0)
+        return RAGD_OK;
+    if (src->n_chunks > KX_MAX_SLOTS - b->n_chunks)
+        return RAGD_ETOOBIG;
+    uint32_t *map = malloc(src->n_local * sizeof *map);
+    ragd_err e = map ? RAGD_OK : RAGD_ENOMEM;
+    for (size_t id = 0; !e && id < src->n_local; id++)
+        e = batch_intern_hashed(b, src->strs + src->str_off[id], src->str_len[id], src->hash[id], &map[id]);
+    if (!e)
+        e = kx_grow((void **)&b->chunks, &b->cap_chunks, b->n_chunks + src->n_chunks, sizeof *b->chunks);
+    if (!e)
+        e = kx_grow((void **)&b->items, &b->cap_items, b->n_items + src->n_items, sizeof *b->items);
+    if (e)
+        goto out;
+    if (b->n_chunks == 0 || b->chunks[b->n_chunks - 1].doc != doc_rowid)
+        b->n_docs++;
+    for (size_t i = 0; i < src->n_chunks; i++) {
+        const kx_bchunk *sc = &src->chunks[i];
+        kx_bchunk *c = &b->chunks[b->n_chunks++];
+        *c = (kx_bchunk){.chunk_id = chunk_ids[i], .doc = doc_rowid, .item0 = b->n_items, .n_items = sc->n_items};
+        memcpy(c->len, sc->len, sizeof c->len);
+        for (uint32_t k = 0; k < sc->n_items; k++) {
+            kx_item it = src->items[sc->item0 + k];
+            it.local = map[it.local];
+            b->items[b->n_items++] = it;
+            b->count[it.local]++;
+        }
+    }
+    b->title_doc = 0; /* b->titles is of the last document analysed into b, not this one */
+out:
+    free(map);
+    return e;
 }
 
 ragd_err kindex_batch_remove_doc(kindex_batch *b, int64_t doc_rowid)

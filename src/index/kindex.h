@@ -62,6 +62,18 @@ void kindex_batch_free(kindex_batch *b); /* NULL ok */
  * load), and a document is never added again without being removed first (the store's
  * writes guarantee this). RAGD_ENOMEM, RAGD_ETOOBIG past 2^26 chunks in a batch. */
 ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f);
+/* Analysis ahead of the write (issue 11: tokenising and stemming moved off the store's
+ * writer thread onto the ingest workers). `src` is a batch of ONE document's chunks, made
+ * with kindex_batch_add on any thread with placeholder ids (chunk ids 0..n-1, any doc row
+ * id but 0) and never reserved; this adds its chunks to b under their real ids
+ * (chunk_ids[0 .. kindex_batch_chunks(src))) and doc_rowid, with the same result, down to
+ * the order of b's terms and items, as kindex_batch_add of each chunk's fields into b. src
+ * is only read (several threads may read it; nobody may change it meanwhile). RAGD_EINVAL
+ * (src reserved or with removals), RAGD_ETOOBIG, RAGD_ENOMEM: then b may hold some of src's
+ * terms but none of its chunks (reserve and apply stay correct; the caller may also just
+ * free b). */
+ragd_err kindex_batch_add_analysed(kindex_batch *b, const kindex_batch *src, const int64_t *chunk_ids,
+                                   int64_t doc_rowid);
 /* Removes every chunk of a document when applied (nothing when absent). */
 ragd_err kindex_batch_remove_doc(kindex_batch *b, int64_t doc_rowid);
 size_t kindex_batch_chunks(const kindex_batch *b);

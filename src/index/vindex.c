@@ -316,6 +316,43 @@ size_t vindex_count(vindex *ix)
     return n;
 }
 
+/* Under the write lock: vindex_add's work except writing the row's int8 columns, which
+ * it leaves in q8 (dim bytes) for the caller, with the row in *row_out. */
+static ragd_err add_locked(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float *vec, int8_t *q8,
+                           size_t *row_out)
+{
+    size_t b = map_find(ix, chunk_id);
+    size_t row;
+    if (ix->map[b] != MAP_EMPTY) {
+        row = ix->map[b];
+    } else {
+        if (ix->n == ix->cap) {
+            if (ix->cap >= VINDEX_MAX_ROWS)
+                return RAGD_ETOOBIG;
+            size_t new_cap = ix->cap * 2 > VINDEX_MAX_ROWS ? VINDEX_MAX_ROWS : ix->cap * 2;
+            ragd_err rc = rows_resize(ix, new_cap);
+            if (rc != RAGD_OK)
+                return rc;
+            b = map_find(ix, chunk_id); /* the map may have been rebuilt */
+        }
+        row = ix->n;
+    }
+    if (!vec_normalise(ix->vecs + row * ix->dim, vec, ix->dim)) {
+        /* Only a new row can be half-written here, and it is not counted yet. A
+         * replaced row was left alone: vec_normalise checks before it writes. */
+        return RAGD_EINVAL;
+    }
+    ix->q8scale[row] = vec_quantise(q8, ix->vecs + row * ix->dim, ix->dim);
+    ix->docs[row] = doc_rowid;
+    if (row == ix->n) {
+        ix->chunks[row] = chunk_id;
+        ix->map[b] = (uint32_t)row;
+        ix->n++;
+    }
+    *row_out = row;
+    return RAGD_OK;
+}
+
 /* vindex_add: stores a unit-length copy of vec under chunk_id, replacing the vector and
  * document of an existing chunk_id. RAGD_EINVAL for NULL arguments or a vector holding
  * NaN/inf (a zero vector is accepted: it scores 0 against everything); RAGD_ETOOBIG past
@@ -324,45 +361,64 @@ ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float
 {
     if (ix == NULL || vec == NULL)
         return RAGD_EINVAL;
-    ragd_err rc = RAGD_OK;
-    pthread_rwlock_wrlock(&ix->lock);
-    size_t b = map_find(ix, chunk_id);
-    size_t row;
-    if (ix->map[b] != MAP_EMPTY) {
-        row = ix->map[b];
-    } else {
-        if (ix->n == ix->cap) {
-            if (ix->cap >= VINDEX_MAX_ROWS) {
-                rc = RAGD_ETOOBIG;
-                goto out;
-            }
-            size_t new_cap = ix->cap * 2 > VINDEX_MAX_ROWS ? VINDEX_MAX_ROWS : ix->cap * 2;
-            rc = rows_resize(ix, new_cap);
-            if (rc != RAGD_OK)
-                goto out;
-            b = map_find(ix, chunk_id); /* the map may have been rebuilt */
-        }
-        row = ix->n;
-    }
-    if (!vec_normalise(ix->vecs + row * ix->dim, vec, ix->dim)) {
-        /* Only a new row can be half-written here, and it is not counted yet. A
-         * replaced row was left alone: vec_normalise checks before it writes. */
-        rc = RAGD_EINVAL;
-        goto out;
-    }
     int8_t q8[VINDEX_MAX_DIM];
-    ix->q8scale[row] = vec_quantise(q8, ix->vecs + row * ix->dim, ix->dim);
-    for (size_t d = 0; d < ix->dim; d++)
-        ix->q8col[d * ix->col_stride + row] = q8[d];
-    ix->docs[row] = doc_rowid;
-    if (row == ix->n) {
-        ix->chunks[row] = chunk_id;
-        ix->map[b] = (uint32_t)row;
-        ix->n++;
-    }
-out:
+    size_t row = 0;
+    pthread_rwlock_wrlock(&ix->lock);
+    ragd_err rc = add_locked(ix, chunk_id, doc_rowid, vec, q8, &row);
+    if (rc == RAGD_OK)
+        for (size_t d = 0; d < ix->dim; d++)
+            ix->q8col[d * ix->col_stride + row] = q8[d];
     pthread_rwlock_unlock(&ix->lock);
     return rc;
+}
+
+/* vindex_add_rows gathers up to VINDEX_ADD_BLOCK_ROWS int8 rows, VINDEX_ADD_BLOCK_BYTES
+ * in all (4 rows at the largest dim), before writing them into the columns. On the stack:
+ * it runs where nothing may be allocated (the store's COMMITTED phase). */
+#define VINDEX_ADD_BLOCK_BYTES 32768
+#define VINDEX_ADD_BLOCK_ROWS 256
+
+/* vindex_add_rows: as vindex_add of each row in order, under one lock, and with the int8
+ * columns written a block of rows at a time (a row's 512 column bytes are 512 cache lines
+ * apart: written one row at a time, every byte cost a cache miss). */
+ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const int64_t *doc_rowids,
+                         const float *vecs, size_t *failed)
+{
+    if (failed)
+        *failed = 0;
+    if (ix == NULL || (n > 0 && (chunk_ids == NULL || doc_rowids == NULL || vecs == NULL)))
+        return RAGD_EINVAL;
+    _Static_assert(VINDEX_ADD_BLOCK_BYTES >= VINDEX_MAX_DIM, "a block holds at least one row");
+    int8_t q8[VINDEX_ADD_BLOCK_BYTES];
+    size_t rows[VINDEX_ADD_BLOCK_ROWS];
+    size_t per_block = sizeof q8 / ix->dim, nfail = 0;
+    if (per_block > VINDEX_ADD_BLOCK_ROWS)
+        per_block = VINDEX_ADD_BLOCK_ROWS;
+    ragd_err first = RAGD_OK;
+    pthread_rwlock_wrlock(&ix->lock);
+    for (size_t i0 = 0; i0 < n; i0 += per_block) {
+        size_t m = n - i0 < per_block ? n - i0 : per_block, k = 0;
+        for (size_t i = i0; i < i0 + m; i++) {
+            ragd_err rc = add_locked(ix, chunk_ids[i], doc_rowids[i], vecs + i * ix->dim, q8 + k * ix->dim, &rows[k]);
+            if (rc == RAGD_OK) {
+                k++;
+            } else {
+                nfail++;
+                if (first == RAGD_OK)
+                    first = rc;
+            }
+        }
+        /* in order, so a chunk id given twice ends with its last vector, as with vindex_add */
+        for (size_t d = 0; d < ix->dim; d++) {
+            int8_t *col = ix->q8col + d * ix->col_stride;
+            for (size_t j = 0; j < k; j++)
+                col[rows[j]] = q8[j * ix->dim + d];
+        }
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    if (failed)
+        *failed = nfail;
+    return first;
 }
 
 /* vindex_reserve: grows the storage so that n + reserved + k rows fit, then counts k more

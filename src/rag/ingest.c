@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "guard/guard.h"
+#include "index/kindex.h"
 #include "obs/metrics.h"
 #include "rag/embed_builtin.h"
 #include "rag/fence.h"
@@ -70,6 +71,10 @@ typedef struct {
     int *page_ends;
     float *vectors;
     size_t n_chunks;
+    /* the keyword index's analysis of the chunks (chunk ids 0..n_chunks-1), made by the
+     * worker so the store's writer only copies it (store_doc.keyword_terms); NULL: the
+     * writer's commit hook analyses the chunks itself */
+    kindex_batch *terms;
     /* the injection screen's verdict per chunk */
     float *scores;
     const char **rules;   /* static rule names, or NULL entries */
@@ -155,6 +160,8 @@ static void ingest_reset(rag_ingest *j)
         free(d->scores);
         free(d->rules);
         free(d->quarantined);
+        kindex_batch_free(d->terms);
+        d->terms = NULL;
         d->scores = NULL;
         d->rules = NULL;
         d->quarantined = NULL;
@@ -550,6 +557,29 @@ static ragd_err ingest_embed_doc(ingest_doc *d)
     return RAGD_OK;
 }
 
+/* The keyword analysis of the document's chunks (d->terms), what the commit hook would
+ * otherwise do on the store's writer thread. Best effort: on failure d->terms stays NULL
+ * and the hook analyses the texts (the same result). */
+static void ingest_analyse_doc(ingest_doc *d)
+{
+    if (d->n_chunks == 0)
+        return;
+    kindex_batch *b = kindex_batch_new();
+    const char *title = d->title ? d->title : "";
+    ragd_err e = b ? RAGD_OK : RAGD_ENOMEM;
+    for (size_t i = 0; !e && i < d->n_chunks; i++) {
+        const char *heading = d->headings && d->headings[i] ? d->headings[i] : "";
+        kindex_fields f = {.text = {d->text + d->starts[i], title, heading},
+                           .len = {(size_t)(d->ends[i] - d->starts[i]), strlen(title), strlen(heading)}};
+        e = kindex_batch_add(b, (int64_t)i, 1, &f); /* placeholder ids: kindex_batch_add_analysed */
+    }
+    if (e) {
+        kindex_batch_free(b);
+        b = NULL;
+    }
+    d->terms = b;
+}
+
 /* One document's share of a run, as a workpool_for item: chunk, screen and, for a builtin
  * collection, embed. Documents are independent, so the job's workers split them. */
 static void ingest_prepare_doc(void *arg, size_t i)
@@ -565,6 +595,8 @@ static void ingest_prepare_doc(void *arg, size_t i)
         d->prep_err = ingest_screen(j, d);
     if (d->prep_err == RAGD_OK && j->embed_builtin)
         d->prep_err = ingest_embed_doc(d);
+    if (d->prep_err == RAGD_OK)
+        ingest_analyse_doc(d);
 }
 
 /* Builtin embedding of one document not embedded yet, as a workpool_for item. */
@@ -639,6 +671,7 @@ static rag_status ingest_write(rag_ingest *j)
         sd->chunk_pages = d->pages;
         sd->chunk_page_ends = d->page_ends;
         sd->expect_duplicate = d->duplicate;
+        sd->keyword_terms = d->terms;
     }
     w->docs = j->sdocs;
     w->n_docs = j->n;

@@ -54,6 +54,21 @@ typedef struct {
     kindex_batch *b;
 } rag_prepared;
 
+/* The number of chunks from i on that a prepared analysis covers: those of one document,
+ * all carrying its doc_terms, as many as the analysis has chunks. 0 when chunk i has none or
+ * the run does not match it (the chunk is then analysed here, from its texts). */
+static size_t rag_keyword_run(const store_change *ch, size_t i)
+{
+    const void *terms = ch->texts[i].doc_terms;
+    if (!terms || (i > 0 && ch->texts[i - 1].doc_terms == terms)) /* must start at its first chunk */
+        return 0;
+    size_t want = kindex_batch_chunks(terms), run = 0;
+    while (i + run < ch->n_chunks && run < want && ch->texts[i + run].doc_terms == terms &&
+           ch->chunk_doc_rowids[i + run] == ch->chunk_doc_rowids[i])
+        run++;
+    return run == want ? run : 0;
+}
+
 /* The keyword side of a change: a batch of the removed documents and the added chunks,
  * reserved in the collection's keyword index. NULL state when the change touches no chunk. */
 static ragd_err rag_keyword_prepare(rag_index *ri, const store_change *ch)
@@ -69,11 +84,18 @@ static ragd_err rag_keyword_prepare(rag_index *ri, const store_change *ch)
     }
     for (size_t i = 0; !e && i < ch->n_removed; i++)
         e = kindex_batch_remove_doc(p->b, ch->removed_docs[i]);
-    for (size_t i = 0; !e && i < ch->n_chunks; i++) {
+    for (size_t i = 0; !e && i < ch->n_chunks;) {
         const store_change_text *t = &ch->texts[i];
+        size_t run = rag_keyword_run(ch, i);
+        if (run) { /* the document was analysed by the ingest worker */
+            e = kindex_batch_add_analysed(p->b, t->doc_terms, ch->chunk_ids + i, ch->chunk_doc_rowids[i]);
+            i += run;
+            continue;
+        }
         kindex_fields f = {.text = {t->text, t->title, t->heading},
                            .len = {t->len, strlen(t->title), strlen(t->heading)}};
         e = kindex_batch_add(p->b, ch->chunk_ids[i], ch->chunk_doc_rowids[i], &f);
+        i++;
     }
     if (!e)
         e = kindex_reserve(p->kx, p->b);
@@ -126,8 +148,8 @@ static ragd_err rag_index_on_swap(rag_index *ri, const store_change *ch)
         rag_swap_state *sw = calloc(1, sizeof *sw);
         vindex *ix = sw ? vindex_new((size_t)ch->dim) : NULL;
         ragd_err rc = ix ? vindex_reserve(ix, ch->n_chunks) : RAGD_ENOMEM;
-        for (size_t i = 0; !rc && i < ch->n_chunks; i++)
-            rc = vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim);
+        if (!rc)
+            rc = vindex_add_rows(ix, ch->n_chunks, ch->chunk_ids, ch->chunk_doc_rowids, ch->vectors, NULL);
         if (!rc) {
             vindex_release(ix, ch->n_chunks);
             pthread_rwlock_wrlock(&ri->drop_lock);
@@ -203,9 +225,10 @@ ragd_err rag_index_on_commit(const store_change *ch, void *arg)
     } else {
         for (size_t i = 0; i < ch->n_removed; i++)
             vindex_remove_doc(ix, ch->removed_docs[i]);
-        for (size_t i = 0; i < ch->n_chunks; i++)
-            if (vindex_add(ix, ch->chunk_ids[i], ch->chunk_doc_rowids[i], ch->vectors + i * (size_t)ch->dim) != RAGD_OK)
-                log_error("index: cannot add chunk %lld", (long long)ch->chunk_ids[i]);
+        size_t failed = 0;
+        if (vindex_add_rows(ix, ch->n_chunks, ch->chunk_ids, ch->chunk_doc_rowids, ch->vectors, &failed) != RAGD_OK)
+            log_error("index: cannot add %zu of %zu chunks of collection %lld", failed, ch->n_chunks,
+                      (long long)ch->coll_id);
         vindex_release(ix, ch->n_chunks);
     }
     pthread_rwlock_unlock(&ri->drop_lock);

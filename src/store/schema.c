@@ -138,6 +138,18 @@ static const migration migrations[] = {
      "ALTER TABLE chunks ADD COLUMN page INTEGER;"
      "ALTER TABLE chunks ADD COLUMN page_end INTEGER;",
      NULL},
+    /* 7: the writer adds an ingest's documents and chunks to collections.documents/chunks
+     * with one UPDATE per write (writer.c, add_counts) instead of a trigger per inserted row.
+     * A statement that fires a trigger needs a statement journal, and inside the write's
+     * SAVEPOINT that journal kept a copy of every page each chunk INSERT touched (~5 pages a
+     * chunk) until the write's RELEASE: past 64 KiB in a temporary file, ~3/4 of all the
+     * bytes an ingest wrote (BENCHMARKS.md, "Writer thread and SQLite"). The DELETE triggers
+     * stay: a DELETE of many rows has a statement journal anyway, and they also count the
+     * rows ON DELETE CASCADE removes. */
+    {7,
+     "DROP TRIGGER IF EXISTS chunks_count_ai;"
+     "DROP TRIGGER IF EXISTS documents_count_ai;",
+     NULL},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -264,6 +264,10 @@ typedef struct {
      * Should the stored hash differ by the time the writer runs (a concurrent replace),
      * the whole write fails with RAGD_EBUSY instead of storing the text without chunks. */
     bool expect_duplicate;
+    /* Opaque to the store: what the commit hook prepared from this document's chunks ahead
+     * of the write (rag: their keyword analysis, a kindex_batch), handed to the hook in
+     * store_change_text.doc_terms. NULL: none, the hook analyses the texts itself. */
+    const void *keyword_terms;
     store_doc_result result;                 /* out */
 } store_doc;
 
@@ -381,6 +385,8 @@ typedef struct {
     size_t len;
     const char *heading; /* "" when none */
     const char *title;   /* "" when none */
+    const void *doc_terms; /* its store_doc's keyword_terms (every chunk of the document
+                            * has the same), NULL when none */
 } store_change_text;
 
 /* What one write changed, for keeping the in-memory indexes in step. */

@@ -15,6 +15,7 @@
 /* The write connection's page cache, KiB (PRAGMA cache_size=-N): room for one ingest
  * group's pages, so a transaction does not spill to the WAL before its COMMIT. */
 #define STORE_WRITER_CACHE_KIB "8192"
+#define STORE_NEW_PAGE_SIZE "16384" /* bytes, for files created by this build */
 
 #define STORE__READER_STMTS 24
 
@@ -33,6 +34,7 @@ typedef struct {
     sqlite3_stmt *coll_by_name;
     sqlite3_stmt *coll_insert;
     sqlite3_stmt *coll_bump;
+    sqlite3_stmt *coll_counts_add;
     sqlite3_stmt *coll_delete;
     sqlite3_stmt *doc_lookup;
     sqlite3_stmt *doc_insert;

@@ -88,6 +88,7 @@ static ragd_err prepare_all(store *st, char *err, size_t errlen)
         {&w->coll_insert, "INSERT INTO collections(name, embed_model, dim, chunk_size, chunk_overlap, version,"
                           " created_at) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)"},
         {&w->coll_bump, "UPDATE collections SET version = version + 1 WHERE id = ?1"},
+        {&w->coll_counts_add, "UPDATE collections SET documents = documents + ?2, chunks = chunks + ?3 WHERE id = ?1"},
         {&w->coll_delete, "DELETE FROM collections WHERE id = ?1"},
         {&w->doc_lookup, "SELECT id, content_hash FROM documents WHERE collection_id = ?1 AND doc_id = ?2"},
         {&w->doc_insert, "INSERT INTO documents(collection_id, doc_id, content_hash, metadata, source, text,"
@@ -279,6 +280,21 @@ static ragd_err bump_version(store *st, store_write *w, int64_t coll_id)
     sqlite3_bind_int64(st->ws.coll_bump, 1, coll_id);
     if (step_done(st->ws.coll_bump) != SQLITE_DONE)
         return fail_sql(st, w, "bumping the collection version");
+    return RAGD_OK;
+}
+
+/* Adds an ingest's inserted documents and chunks to the collection's counts (schema 7: no
+ * per-row INSERT trigger does it any more; the DELETE triggers still count removals). */
+static ragd_err add_counts(store *st, store_write *w, int64_t coll_id, int64_t docs, int64_t chunks)
+{
+    if (docs == 0 && chunks == 0)
+        return RAGD_OK;
+    sqlite3_stmt *s = st->ws.coll_counts_add;
+    sqlite3_bind_int64(s, 1, coll_id);
+    sqlite3_bind_int64(s, 2, docs);
+    sqlite3_bind_int64(s, 3, chunks);
+    if (step_done(s) != SQLITE_DONE)
+        return fail_sql(st, w, "counting the collection's documents and chunks");
     return RAGD_OK;
 }
 
@@ -503,7 +519,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         c->chunk_ids[k] = sqlite3_last_insert_rowid(st->wdb);
         c->chunk_docs[k] = rowid;
         c->texts[k] = (store_change_text){
-            .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : ""};
+            .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : "", .doc_terms = d->keyword_terms};
         memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
         w->chunks_written++;
     }
@@ -580,11 +596,16 @@ static ragd_err do_ingest(store *st, store_write *w, wchange *c)
 #endif
     char now[32];
     clock_utc_rfc3339(now, sizeof now);
+    int64_t chunks_before = w->chunks_written, docs_inserted = 0;
     for (size_t i = 0; i < w->n_docs; i++) {
         e = write_doc(st, w, c, &w->docs[i], now, scratch);
         if (e)
             goto out;
+        docs_inserted += w->docs[i].result == STORE_DOC_INSERTED;
     }
+    e = add_counts(st, w, c->coll_id, docs_inserted, w->chunks_written - chunks_before);
+    if (e)
+        goto out;
     if (c->changed) {
         e = bump_version(st, w, c->coll_id);
         if (e)
@@ -1194,12 +1215,14 @@ static void note_space(store *st, store_write **group, wchange *changes, size_t 
     pthread_mutex_unlock(&st->mu);
 }
 
-/* The writer checkpoints the WAL between groups once it holds this many frames (SQLite's
- * own automatic checkpoint did it inside the COMMIT that passed 1000), when no write is
- * waiting; past STORE_CKPT_FORCE_FRAMES it checkpoints even with writes waiting, so a
- * steady stream of them cannot grow the WAL without bound. */
-#define STORE_CKPT_FRAMES 1000
-#define STORE_CKPT_FORCE_FRAMES 8000
+/* The writer checkpoints the WAL between groups once it holds this many bytes of pages
+ * (SQLite's own automatic checkpoint did it inside the COMMIT that passed 1000 frames, 4 MB
+ * of 4 KiB pages), when no write is waiting; past STORE_CKPT_FORCE_BYTES it checkpoints
+ * even with writes waiting, so a steady stream of them cannot grow the WAL without bound.
+ * In bytes, not frames, since files differ in page size (4 KiB before schema 7's builds,
+ * 16 KiB since). */
+#define STORE_CKPT_BYTES (1000 * 4096)
+#define STORE_CKPT_FORCE_BYTES (8000 * 4096)
 
 int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -1213,12 +1236,13 @@ int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
  * for the next try. */
 static void writer_checkpoint(store *st)
 {
-    if (st->wal_frames < STORE_CKPT_FRAMES)
+    int64_t wal_bytes = (int64_t)st->wal_frames * st->page_size;
+    if (wal_bytes < STORE_CKPT_BYTES)
         return;
     pthread_mutex_lock(&st->mu);
     bool waiting = !queue_empty(&st->queue);
     pthread_mutex_unlock(&st->mu);
-    if (waiting && st->wal_frames < STORE_CKPT_FORCE_FRAMES)
+    if (waiting && wal_bytes < STORE_CKPT_FORCE_BYTES)
         return;
     int rc = sqlite3_wal_checkpoint_v2(st->wdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY)

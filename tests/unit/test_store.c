@@ -401,7 +401,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
 
 static void test_migrations_and_reopen(void **state)
 {
-    assert_int_equal(store_schema_version(), 6);
+    assert_int_equal(store_schema_version(), 7);
     store *st = open_store(2, 64, 16);
     assert_int_equal(run_simple(st, STORE_W_CREATE_COLLECTION, "docs"), RAGD_OK);
     store_close(st);
@@ -2015,7 +2015,7 @@ static void test_migration_v5_to_v6_pages(void **state)
     raw_int("ALTER TABLE chunks DROP COLUMN page_end");
     raw_int("PRAGMA user_version = 5");
     store *st = open_store(1, 64, 16);
-    assert_int_equal(user_version(), 6);
+    assert_int_equal(user_version(), store_schema_version());
     assert_int_equal(raw_int("SELECT count(*) FROM chunks WHERE page IS NULL AND page_end IS NULL"), 2);
 
     twrite *t = tw_new(STORE_W_INGEST, "old");
@@ -2042,6 +2042,87 @@ static void test_migration_v5_to_v6_pages(void **state)
     db_integrity();
 }
 
+/* A file of schema version 6 (the INSERT triggers that counted rows) loses them, and its
+ * counts stay right through inserts, a replacement, a document twice in one write and a
+ * deletion, now that the writer counts inserted rows itself. */
+static void test_migration_v6_to_v7_counts(void **state)
+{
+    write_old_collection();
+    raw_int("CREATE TRIGGER chunks_count_ai AFTER INSERT ON chunks BEGIN"
+            " UPDATE collections SET chunks = chunks + 1 WHERE id = new.collection_id; END");
+    raw_int("CREATE TRIGGER documents_count_ai AFTER INSERT ON documents BEGIN"
+            " UPDATE collections SET documents = documents + 1 WHERE id = new.collection_id; END");
+    raw_int("PRAGMA user_version = 6");
+    store *st = open_store(1, 64, 16);
+    assert_int_equal(user_version(), store_schema_version());
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN"
+                             " ('chunks_count_ai', 'documents_count_ai')"),
+                     0);
+    store_collection c = get_coll(st, "old", RAGD_OK);
+    assert_int_equal(c.documents, 1);
+    assert_int_equal(c.chunks, 2);
+
+    twrite *t = tw_new(STORE_W_INGEST, "old");
+    tw_doc(t, "d2", "two one|two two|two three", NULL, NULL, 1.0f);
+    tw_doc(t, "d1", "replaced", NULL, NULL, 2.0f);           /* replaces: 2 chunks -> 1 */
+    tw_doc(t, "d3", "first|version", NULL, NULL, 3.0f);
+    tw_doc(t, "d3", "second version|of|d3", NULL, NULL, 4.0f); /* the same id again */
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.documents, 3);
+    assert_int_equal(t->w.coll.chunks, 7);
+    tw_free(t);
+    check_counts();
+    t = tw_new(STORE_W_INGEST, "old");
+    tw_doc(t, "d2", "two one|two two|two three", NULL, NULL, 1.0f); /* a duplicate: no change */
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.documents, 3);
+    assert_int_equal(t->w.coll.chunks, 7);
+    tw_free(t);
+    check_counts();
+    t = tw_new(STORE_W_DELETE_DOCUMENT, "old");
+    t->w.doc_id = "d3";
+    assert_int_equal(run(st, t), RAGD_OK);
+    assert_int_equal(t->w.coll.documents, 2);
+    assert_int_equal(t->w.coll.chunks, 4);
+    tw_free(t);
+    check_counts();
+    store_close(st);
+    db_integrity();
+}
+
+/* A new file gets 16 KiB pages; an existing file keeps its own (4 KiB here, as every file
+ * made before), and both take writes and reopen. */
+static void test_page_size_new_and_kept(void **state)
+{
+    store *st = open_store(1, 64, 16);
+    assert_int_equal(raw_int("PRAGMA page_size"), 16384);
+    twrite *t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d1", "one|two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    teardown(state);
+    setup(state);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(g_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA page_size=4096; CREATE TABLE x(a); DROP TABLE x;", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(raw_int("PRAGMA page_size"), 4096);
+    st = open_store(1, 64, 16);
+    t = tw_new(STORE_W_INGEST, "p");
+    tw_doc(t, "d1", "one|two", NULL, NULL, 1.0f);
+    assert_int_equal(run(st, t), RAGD_OK);
+    tw_free(t);
+    store_close(st);
+    assert_int_equal(raw_int("PRAGMA page_size"), 4096);
+    st = open_store(1, 64, 16);
+    assert_int_equal(get_coll(st, "p", RAGD_OK).chunks, 2);
+    store_close(st);
+    db_integrity();
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -2050,6 +2131,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_v1_to_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v4_to_v5, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v5_to_v6_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v6_to_v7_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_size_new_and_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reembed_job, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quarantine_columns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),

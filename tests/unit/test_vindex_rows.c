@@ -1,0 +1,135 @@
+/* Unit tests for vindex_add_rows (src/index/vindex.c): the same calls made row by row with
+ * vindex_add and in blocks with vindex_add_rows leave identical indexes — rows, float and
+ * int8 copies (column by column), scales, ids, the chunk map — at several dimensions
+ * (blocks of 256 rows, of 64, of 4), with chunk ids repeated within a call and across
+ * calls, refused vectors (NaN) skipped and counted, growth without a reservation, and
+ * searches giving the same hits. The file includes vindex.c to compare the internals. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "../../src/index/vindex.c"
+
+#include "test_rng.h"
+
+static void assert_same_index(vindex *a, vindex *b)
+{
+    assert_int_equal(a->n, b->n);
+    assert_int_equal(a->dim, b->dim);
+    size_t dim = a->dim;
+    assert_memory_equal(a->vecs, b->vecs, a->n * dim * sizeof(float));
+    assert_memory_equal(a->q8scale, b->q8scale, a->n * sizeof(float));
+    assert_memory_equal(a->chunks, b->chunks, a->n * sizeof(int64_t));
+    assert_memory_equal(a->docs, b->docs, a->n * sizeof(int64_t));
+    for (size_t d = 0; d < dim; d++)
+        assert_memory_equal(a->q8col + d * a->col_stride, b->q8col + d * b->col_stride, a->n);
+    for (size_t r = 0; r < a->n; r++) { /* the map finds every row in both */
+        assert_int_equal(a->map[map_find(a, a->chunks[r])], r);
+        assert_int_equal(b->map[map_find(b, b->chunks[r])], r);
+    }
+}
+
+static void run_dim(size_t dim, uint64_t seed)
+{
+    rng r = {seed};
+    vindex *a = vindex_new(dim), *b = vindex_new(dim);
+    assert_non_null(a);
+    assert_non_null(b);
+    enum { MAX_CALL = 700 };
+    int64_t *ids = malloc(MAX_CALL * sizeof *ids), *docs = malloc(MAX_CALL * sizeof *docs);
+    float *vecs = malloc(MAX_CALL * dim * sizeof *vecs);
+    assert_non_null(ids);
+    assert_non_null(docs);
+    assert_non_null(vecs);
+    int64_t next_id = 1;
+    size_t calls = dim > 1000 ? 6 : 14;
+    for (size_t call = 0; call < calls; call++) {
+        size_t n = rng_below(&r, call % 3 == 0 ? MAX_CALL : 40);
+        size_t want_fail = 0;
+        for (size_t i = 0; i < n; i++) {
+            /* mostly new ids; some repeat an earlier call's, some an earlier row of this call */
+            size_t pick = rng_below(&r, 10);
+            ids[i] = pick == 0 && next_id > 1 ? 1 + (int64_t)rng_below(&r, (size_t)next_id - 1)
+                     : pick == 1 && i > 0     ? ids[rng_below(&r, i)]
+                                              : next_id++;
+            docs[i] = 1 + (int64_t)rng_below(&r, 50);
+            rng_vec(&r, vecs + i * dim, dim);
+            if (rng_below(&r, 3) == 0) /* some of unit length already, as the builtin embedder's */
+                for (size_t d = 0; d < dim; d++)
+                    vecs[i * dim + d] = d == i % dim ? 1.0f : 0.0f;
+            if (rng_below(&r, 50) == 0) {
+                vecs[i * dim + dim / 2] = NAN;
+                want_fail++;
+            }
+        }
+        if (call % 2 == 1) { /* half the calls under a reservation, as in the store's hook */
+            assert_int_equal(vindex_reserve(a, n), RAGD_OK);
+            assert_int_equal(vindex_reserve(b, n), RAGD_OK);
+        }
+        size_t fail_a = 0;
+        for (size_t i = 0; i < n; i++)
+            fail_a += vindex_add(a, ids[i], docs[i], vecs + i * dim) != RAGD_OK;
+        size_t fail_b = 99;
+        ragd_err rc = vindex_add_rows(b, n, ids, docs, vecs, &fail_b);
+        assert_int_equal(fail_a, want_fail);
+        assert_int_equal(fail_b, want_fail);
+        assert_int_equal(rc, want_fail ? RAGD_EINVAL : RAGD_OK);
+        if (call % 2 == 1) {
+            vindex_release(a, n);
+            vindex_release(b, n);
+        }
+        assert_same_index(a, b);
+    }
+    float *q = malloc(dim * sizeof *q);
+    assert_non_null(q);
+    vindex_hit ha[10], hb[10];
+    for (int k = 0; k < 5; k++) {
+        rng_vec(&r, q, dim);
+        size_t na = vindex_search(a, q, 10, NULL, NULL, ha), nb = vindex_search(b, q, 10, NULL, NULL, hb);
+        assert_int_equal(na, nb);
+        for (size_t i = 0; i < na; i++) {
+            assert_int_equal(ha[i].chunk_id, hb[i].chunk_id);
+            assert_true(ha[i].score == hb[i].score);
+        }
+    }
+    free(q);
+    free(ids);
+    free(docs);
+    free(vecs);
+    vindex_free(a);
+    vindex_free(b);
+}
+
+static void test_rows_dims(void **state)
+{
+    (void)state;
+    run_dim(3, 11);    /* blocks of 256 rows */
+    run_dim(512, 12);  /* the builtin embedder's: 64 */
+    run_dim(8192, 13); /* the largest: 4 */
+}
+
+static void test_rows_refusals(void **state)
+{
+    (void)state;
+    vindex *ix = vindex_new(4);
+    assert_non_null(ix);
+    size_t failed = 7;
+    assert_int_equal(vindex_add_rows(ix, 0, NULL, NULL, NULL, &failed), RAGD_OK); /* nothing */
+    assert_int_equal(failed, 0);
+    int64_t id = 1;
+    assert_int_equal(vindex_add_rows(ix, 1, &id, NULL, NULL, NULL), RAGD_EINVAL);
+    assert_int_equal(vindex_add_rows(NULL, 0, NULL, NULL, NULL, NULL), RAGD_EINVAL);
+    assert_int_equal(vindex_count(ix), 0);
+    vindex_free(ix);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rows_dims),
+        cmocka_unit_test(test_rows_refusals),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
