@@ -185,16 +185,6 @@ bool handlers_submit_collection_write(http_request *req, store_write_kind kind, 
     return false;
 }
 
-bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg)
-{
-    ragd_err rc = workpool_submit(req->app->pool, fn, cancel, arg);
-    if (rc == RAGD_OK)
-        return true;
-    handlers_reply_refused(req, rc, "worker queue");
-    http_complete(req);
-    return false;
-}
-
 void handlers_reply_dropped(http_request *req)
 {
     snprintf(req->retry_after, sizeof req->retry_after, "1");

@@ -610,6 +610,7 @@ static void ingest_on_done(const rag_ingest_outcome *o, const rag_ingest *job, v
 {
     ingest_call *c = ctx;
     http_request *req = c->req;
+    req->upstream.embed_ms = o->embed_ms; /* for the access line */
     if (o->status == RAG_OK) {
         size_t len = ingest_write_ack(c, o, job);
         http_reply_owned(req, 200, "application/json; charset=utf-8", c->ack, len);

@@ -106,11 +106,6 @@ bool handlers_submit(http_request *req, store_write *w);
 bool handlers_submit_collection_write(http_request *req, store_write_kind kind, const char *name,
                                       void (*done)(store_write *w, void *arg));
 
-/* Hands the next step of a request that holds a part (http_hold) to a worker, from the
- * loop: fn(arg) then gives the part back, or cancel(arg) does at shutdown. When the worker
- * queue is full or closing, replies 503 (overloaded / not_ready), gives the part back and
- * returns false. */
-bool handlers_submit_work(http_request *req, void (*fn)(void *arg), void (*cancel)(void *arg), void *arg);
 /* The engine's refusal or failure (rag/engine.h) in the envelope: 404 db_not_found, 409
  * embed_model_mismatch, 422 validation_error, 503 overloaded / upstream_unavailable /
  * not_ready with Retry-After, else 500 internal. */

@@ -373,7 +373,9 @@ static void rag_op_to_worker(rag_query_op *q, void (*fn)(void *arg), void (*drop
     if (rc == RAGD_ECLOSED)
         rag_op_finish(q, RAG_E_NOT_READY, "server is shutting down");
     else
-        rag_op_finish(q, RAG_E_OVERLOADED, "server busy: %s", rc == RAGD_EBUSY ? "worker queue full" : "out of memory");
+        rag_op_finish(q, RAG_E_OVERLOADED, "server busy: %s",
+                      rc == RAGD_EBUSY ? "the queue of the query threads (RAGD_WORKER_QUEUE) is full, retry shortly"
+                                       : "out of memory");
 }
 
 /* A queued worker step dropped at shutdown. */

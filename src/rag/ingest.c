@@ -110,6 +110,8 @@ struct rag_ingest {
     size_t *lens;
     size_t n_texts;
     llm_task *task;
+    double embed_started_ms; /* when the upstream embedding call began (loop thread) */
+    double embed_ms;         /* how long it took; 0 when none was made */
     loopq_item item;
     char warning[RAG_INGEST_WARNING_MAX];
     char message[700];
@@ -297,6 +299,7 @@ static void ingest_finish(rag_ingest *j, rag_status st)
         .embedder = strcmp(embed_model, EMBED_BUILTIN_NAME) == 0 ? "builtin" : j->cfg->embedder_name,
         .embed_model = embed_model,
         .warning = j->warning,
+        .embed_ms = j->embed_ms,
     };
     if (st == RAG_OK) {
         for (size_t i = 0; i < j->n; i++) {
@@ -313,6 +316,9 @@ static void ingest_finish(rag_ingest *j, rag_status st)
     rag_ingest_free(j);
     ingest_job_ended();
 }
+
+/* What a full ingest pool is called in a refusal: the setting to raise is in the words. */
+#define INGEST_QUEUE_NAME "queue of the ingest threads (RAGD_WORKER_QUEUE)"
 
 /* The status for a queue (worker pool, store writer) that refused the job's next step. */
 static rag_status ingest_refused(rag_ingest *j, ragd_err rc, const char *queue)
@@ -835,7 +841,7 @@ static void ingest_written(store_write *w, void *arg)
         j->retried = true;
         ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_rerun, ingest_dropped, j);
         if (rc != RAGD_OK)
-            ingest_finish(j, ingest_refused(j, rc, "worker queue"));
+            ingest_finish(j, ingest_refused(j, rc, INGEST_QUEUE_NAME));
         return;
     }
     if (w->status == RAGD_OK) {
@@ -871,7 +877,7 @@ static void ingest_use_builtin(rag_ingest *j, const char *why)
     utf8_sanitize(j->warning);
     ragd_err rc = workpool_submit(j->cfg->ingest_pool, ingest_fallback_work, ingest_dropped, j);
     if (rc != RAGD_OK)
-        ingest_finish(j, ingest_refused(j, rc, "worker queue"));
+        ingest_finish(j, ingest_refused(j, rc, INGEST_QUEUE_NAME));
 }
 
 /* The upstream embedding failed (st, message): the builtin fallback for a new collection
@@ -905,6 +911,7 @@ static void ingest_on_embedded(llm_status st, const float *v, size_t dim, const 
 {
     rag_ingest *j = arg;
     j->task = NULL;
+    j->embed_ms = clock_now_ms() - j->embed_started_ms;
     if (!(st == LLM_OK && v && dim > 0 && (j->expect_dim == 0 || dim == (size_t)j->expect_dim))) {
         ingest_embed_failed(j, st, message, dim);
         return;
@@ -955,6 +962,7 @@ static void ingest_embed_start(void *arg)
         ingest_use_builtin(j, why);
         return;
     }
+    j->embed_started_ms = clock_now_ms();
     j->task = llm_embed(cfg->embedder, j->model, j->texts, j->lens, j->n_texts,
                         clock_now_ms() + cfg->embed_timeout_ms, ingest_on_embedded, j);
     if (!j->task) { /* no callback will come */

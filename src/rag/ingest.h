@@ -75,6 +75,7 @@ typedef struct {
     const char *embedder;      /* "builtin" or the upstream embedder's name */
     const char *embed_model;   /* the collection's embedding model */
     const char *warning;       /* "" or what the client should know (the builtin fallback) */
+    double embed_ms;           /* the upstream embedding call's duration; 0: none was made */
 } rag_ingest_outcome;
 
 typedef void (*rag_ingest_done_fn)(const rag_ingest_outcome *o, const rag_ingest *j, void *ctx);

@@ -48,7 +48,9 @@ class MetricsExpositionTest(harness.E2ETestCase):
             "RAGD_EMBED_BATCH": "8",
             "RAGD_BREAKER_FAILURES": "1",
         })
-        self.call("POST", "/api/ingest", {"db": "m", "documents": DOCS}, srv=srv)
+        r = srv.request("POST", "/api/ingest", json_body={"db": "m", "documents": DOCS},
+                        headers={"X-Request-ID": "ops-ingest-1"})
+        self.assertEqual(r.status, 200, r)
         for method in ("hybrid", "vector", "keyword"):
             self.call("POST", "/api/query", {"query": "When did Krakatoa erupt?", "db": "m", "method": method}, srv=srv)
         self.call("POST", "/api/query", {"query": "When did Krakatoa erupt?", "db": "m", "method": "hybrid"}, srv=srv)
@@ -85,13 +87,14 @@ class MetricsExpositionTest(harness.E2ETestCase):
         self.assertEqual(sample(text, "ragd_queries_total", method="keyword", generator="none"), 1)
         self.assertIsNotNone(sample(text, "ragd_breaker_state", backend=f"http://127.0.0.1:{dead}"),
                              "the backend that is down has breaker series")
-        # the access line of the pass-through embedding carries its upstream time
-        for _ in range(100):  # the line is written when the reply is out: wait for it, not a speed check
-            line = [ln for ln in srv.log_text().splitlines() if "id=ops-embed-1" in ln]
-            if line:
-                break
-            time.sleep(0.05)
-        self.assertTrue(line and " embed_ms=" in line[-1], line)
+        # the access lines of the pass-through embedding and of the ingest carry the upstream time
+        for rid in ("ops-embed-1", "ops-ingest-1"):
+            for _ in range(100):  # the line is written when the reply is out: wait for it, not a speed check
+                line = [ln for ln in srv.log_text().splitlines() if f"id={rid}" in ln]
+                if line:
+                    break
+                time.sleep(0.05)
+            self.assertTrue(line and " embed_ms=" in line[-1], line)
         self.assertIsNotNone(sample(text, "ragd_http_requests_total", route="unmatched", code="404") or
                              sample(text, "ragd_http_requests_total", code="404"))
 
