@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 #include <utf8proc.h>
 
 /* Source words (and their normalised forms) are cut to this many bytes. */
@@ -201,7 +202,7 @@ out:
     return err;
 }
 
-/* Sorted (strcmp order) for bsearch. English function words that carry no topic. */
+/* English function words that carry no topic, all of at most STOP_KEY_MAX bytes (below). */
 static const char *const tok_stopwords[] = {
     "a",     "about", "after", "all",   "also",  "am",    "an",    "and",   "any",   "are",
     "as",    "at",    "be",    "been",  "being", "but",   "by",    "can",   "could", "did",
@@ -214,44 +215,50 @@ static const char *const tok_stopwords[] = {
     "while", "who",   "whom",  "why",   "will",  "with",  "would", "you",   "your",  "yours",
 };
 
-typedef struct {
-    const char *s;
-    size_t n;
-} tok_key;
+/* The stop words as a hash set: a word of up to STOP_KEY_MAX bytes packed into a 64-bit key
+ * (its bytes, little end first, and its length in the top byte, so "a" and "a\0" differ),
+ * open addressing with linear probing in STOP_SLOTS slots (0 is an empty slot: no key is 0).
+ * Built once, on the first call from any thread (call_once); read-only afterwards. A lookup
+ * is one multiply and usually one compare: the binary search it replaced was 3 % of an
+ * ingest's CPU (BENCHMARKS.md "Ingest throughput (issue 11)", area "embed"). */
+#define STOP_KEY_MAX 7
+#define STOP_SLOTS 256 /* a power of two, over twice the list's length */
 
-/* memcmp order, then the shorter first; inline (no strlen, no memcmp call): it runs for
- * every word the builtin embedder sees. */
-static int tok_stop_cmp(const void *k, const void *e)
+static uint64_t tok_stop_set[STOP_SLOTS];
+static once_flag tok_stop_once = ONCE_FLAG_INIT;
+
+/* The key of w[0..len), len <= STOP_KEY_MAX. */
+static uint64_t tok_stop_key(const char *w, size_t len)
 {
-    const tok_key *key = k;
-    const unsigned char *word = *(const unsigned char *const *)e;
-    for (size_t i = 0; i < key->n; i++) {
-        unsigned char c = (unsigned char)key->s[i];
-        if (word[i] == '\0')
-            return 1; /* the word is a proper prefix of the key */
-        if (c != word[i])
-            return c < word[i] ? -1 : 1;
+    uint64_t k = (uint64_t)len << 56;
+    for (size_t i = 0; i < len; i++)
+        k |= (uint64_t)(unsigned char)w[i] << (8 * i);
+    return k;
+}
+
+static size_t tok_stop_slot(uint64_t key) { return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 56) & (STOP_SLOTS - 1); }
+
+static void tok_stop_build(void)
+{
+    for (size_t i = 0; i < sizeof tok_stopwords / sizeof tok_stopwords[0]; i++) {
+        uint64_t key = tok_stop_key(tok_stopwords[i], strlen(tok_stopwords[i]));
+        size_t s = tok_stop_slot(key);
+        while (tok_stop_set[s] != 0)
+            s = (s + 1) & (STOP_SLOTS - 1);
+        tok_stop_set[s] = key;
     }
-    return word[key->n] == '\0' ? 0 : -1;
 }
 
 /* True when norm[0..len) is one of tok_stopwords. */
 bool tokenize_is_stopword(const char *norm, size_t len)
 {
-    if (!norm || len == 0 || len > 8)
+    if (!norm || len == 0 || len > STOP_KEY_MAX)
         return false;
-    tok_key key = {norm, len};
-    /* a binary search written out: bsearch's call per probe showed in ingest profiles */
-    size_t lo = 0, hi = sizeof tok_stopwords / sizeof tok_stopwords[0];
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = tok_stop_cmp(&key, &tok_stopwords[mid]);
-        if (c == 0)
+    call_once(&tok_stop_once, tok_stop_build);
+    uint64_t key = tok_stop_key(norm, len);
+    for (size_t s = tok_stop_slot(key); tok_stop_set[s] != 0; s = (s + 1) & (STOP_SLOTS - 1)) {
+        if (tok_stop_set[s] == key)
             return true;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
     }
     return false;
 }

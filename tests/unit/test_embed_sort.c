@@ -194,6 +194,10 @@ static void test_stopwords_exact(void **state)
     assert_false(tokenize_is_stopword("", 0));
     assert_false(tokenize_is_stopword("zzz", 3));
     assert_false(tokenize_is_stopword("aaaaaaaaa", 9));
+    /* the hash set's keys carry the length: a trailing NUL is not the shorter word */
+    assert_false(tokenize_is_stopword("a\0", 2));
+    assert_false(tokenize_is_stopword("the\0\0\0\0", 7));
+    assert_false(tokenize_is_stopword("theirsx", 7));
 }
 
 int main(void)
