@@ -64,6 +64,12 @@ static int tok_is_word_start_cp(int32_t cp)
  * U+2019, the typographic one) and the period ("3.14", "e.g"). */
 static int tok_is_joiner(int32_t cp) { return cp == '\'' || cp == '.' || cp == 0x2019; }
 
+/* tok_is_word_cp for an ASCII byte, inline: the scan's fast path. */
+static inline int tok_ascii_is_word(unsigned char c)
+{
+    return (unsigned char)((c | 0x20) - 'a') < 26 || (unsigned char)(c - '0') < 10;
+}
+
 /* The typographic apostrophe folds to the ASCII one, so "don’t" and "don't" are one word. */
 static utf8proc_int32_t tok_fold_apostrophe(utf8proc_int32_t cp, void *data)
 {
@@ -81,10 +87,11 @@ static void tok_cut(const unsigned char *src, size_t *n)
     *n = k;
 }
 
-/* Normalises the word src[0..n) and hands it to fn. Returns the callback's verdict in
- * *stop; RAGD_ENOMEM only when a very long expansion needs the heap and none is left. */
-static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, token_fn fn, void *arg,
-                         int *stop)
+/* Normalises the word src[0..n) and hands it to fn. maybe_non_ascii is 0 only when the
+ * caller knows every byte is below 0x80. Returns the callback's verdict in *stop;
+ * RAGD_ENOMEM only when a very long expansion needs the heap and none is left. */
+static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, int maybe_non_ascii,
+                         token_fn fn, void *arg, int *stop)
 {
     char ascii[TOKEN_MAX];
     utf8proc_int32_t stack[TOKEN_STACK_CPS + 1];
@@ -93,7 +100,7 @@ static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, token
     token tok = {.start = start, .end = start + n};
 
     int all_ascii = 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; maybe_non_ascii && i < n; i++) {
         if (src[i] >= 0x80) {
             all_ascii = 0;
             break;
@@ -145,7 +152,9 @@ out:
 
 /* A word is a maximal run of word characters with single inner joiners; invalid bytes end
  * it like any separator. The source range reported is the (possibly cut) word itself; the
- * part of a word beyond TOKEN_MAX bytes is skipped, not reported as another word. */
+ * part of a word beyond TOKEN_MAX bytes is skipped, not reported as another word.
+ * ASCII bytes take a fast path (the same classes, without decoding); anything else goes
+ * through tok_decode and utf8proc's categories. */
 ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -156,17 +165,42 @@ ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
         return RAGD_EINVAL;
     while (i < len) {
         int32_t cp;
-        size_t w = tok_decode(p, i, len, &cp);
-        if (!tok_is_word_start_cp(cp)) {
-            i += w;
-            continue;
+        size_t w;
+        if (p[i] < 0x80) {
+            if (!tok_ascii_is_word(p[i])) {
+                i++;
+                continue;
+            }
+            w = 1;
+        } else {
+            w = tok_decode(p, i, len, &cp);
+            if (!tok_is_word_start_cp(cp)) {
+                i += w;
+                continue;
+            }
         }
         size_t start = i;
         size_t end = i + w;
+        int non_ascii = p[i] >= 0x80; /* some byte of the word is >= 0x80 */
         while (end < len) {
+            if (p[end] < 0x80) {
+                if (tok_ascii_is_word(p[end])) {
+                    end++;
+                    continue;
+                }
+                if (!tok_is_joiner(p[end]) || end + 1 >= len)
+                    break;
+                if (p[end + 1] < 0x80) {
+                    if (!tok_ascii_is_word(p[end + 1]))
+                        break;
+                    end += 2;
+                    continue;
+                }
+            }
             size_t w2 = tok_decode(p, end, len, &cp);
             if (tok_is_word_cp(cp)) {
                 end += w2;
+                non_ascii = 1;
                 continue;
             }
             if (tok_is_joiner(cp) && end + w2 < len) {
@@ -174,26 +208,30 @@ ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
                 size_t w3 = tok_decode(p, end + w2, len, &next);
                 if (tok_is_word_cp(next)) {
                     end += w2 + w3;
+                    non_ascii = 1;
                     continue;
                 }
             }
             break;
         }
         size_t n = end - start;
-        tok_cut(p + start, &n);
-        /* A cut can leave a joiner dangling at the end: drop it. */
-        while (n > 0) {
-            size_t k = n - 1;
-            while (k > 0 && (p[start + k] & 0xC0) == 0x80)
-                k--;
-            int32_t last;
-            tok_decode(p, start + k, start + n, &last);
-            if (!tok_is_joiner(last))
-                break;
-            n = k;
+        /* An uncut word ends with a word character; a cut can leave a joiner dangling at
+         * the end: drop it. */
+        if (n > TOKEN_MAX) {
+            tok_cut(p + start, &n);
+            while (n > 0) {
+                size_t k = n - 1;
+                while (k > 0 && (p[start + k] & 0xC0) == 0x80)
+                    k--;
+                int32_t last;
+                tok_decode(p, start + k, start + n, &last);
+                if (!tok_is_joiner(last))
+                    break;
+                n = k;
+            }
         }
         int stop = 0;
-        err = tok_emit(p + start, n, start, fn, arg, &stop);
+        err = tok_emit(p + start, n, start, non_ascii, fn, arg, &stop);
         if (err || stop)
             goto out;
         i = end;
