@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "text/tokenize.h"
-#include "util/hash.h"
 
 /* FNV-1a seeds, one per feature kind ("WORD", "BIGR", "TRIG" in ASCII). */
 #define SEED_WORD 0x574f5244ULL
@@ -49,10 +48,11 @@ typedef struct {
 } embed_ctx;
 
 #define FNV_PRIME 0x100000001b3ULL
+#define FNV_OFFSET 0xcbf29ce484222325ULL
 
 /* hash_fnv1a64 continued over p[0..n) from state h (hash_fnv1a64(a + b) is
  * fnv_more(hash_fnv1a64(a), b)). */
-static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
+static inline uint64_t fnv_more(uint64_t h, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)p[i];
@@ -60,6 +60,9 @@ static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
     }
     return h;
 }
+
+/* hash_fnv1a64(p, n, seed) (src/util/hash.c), inline: it runs for every feature. */
+static inline uint64_t fnv_hash(const char *p, size_t n, uint64_t seed) { return fnv_more(FNV_OFFSET ^ seed, p, n); }
 
 static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
 {
@@ -114,7 +117,7 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     for (size_t t = 0; t + 3 <= ncp; t++) {
         size_t b = starts[t];
         size_t e = starts[t + 3];
-        if (!feat_push(c, hash_fnv1a64(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
+        if (!feat_push(c, fnv_hash(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
             return false;
     }
     return true;
@@ -130,11 +133,11 @@ static int on_token(const token *tok, void *arg)
     /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
     if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
         return 1;
-    c->prev_h = fnv_more(hash_fnv1a64(w, len, SEED_BIGRAM), " ", 1);
+    c->prev_h = fnv_more(fnv_hash(w, len, SEED_BIGRAM), " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
-    if (!feat_push(c, hash_fnv1a64(w, len, SEED_WORD), KIND_WORD))
+    if (!feat_push(c, fnv_hash(w, len, SEED_WORD), KIND_WORD))
         return 1;
     if (!push_trigrams(c, w, len))
         return 1;
@@ -154,9 +157,12 @@ static bool feat_less(const feature *a, const feature *b)
     return a->h < b->h || (a->h == b->h && a->kind < b->kind);
 }
 
-/* Insertion sort of f[0..n) by (h, kind): for the few features of one bucket. */
-static void feat_insertion_sort(feature *f, size_t n)
+/* Insertion sort of f[0..n) by (h, kind), giving up once it has moved more than max_moves
+ * features. Returns false when it gave up; f[0..n) then holds the same features in some
+ * other order. */
+static bool feat_insertion_sort(feature *f, size_t n, size_t max_moves)
 {
+    size_t moves = 0;
     for (size_t i = 1; i < n; i++) {
         feature x = f[i];
         size_t k = i;
@@ -165,21 +171,69 @@ static void feat_insertion_sort(feature *f, size_t n)
             k--;
         }
         f[k] = x;
+        moves += i - k;
+        if (moves > max_moves)
+            return false;
+    }
+    return true;
+}
+
+/* Buckets of the first counting pass: 2^bits for n features, about one feature a bucket. */
+#define SORT_BITS_MAX 12
+/* A bucket of up to this many features is insertion sorted; a bigger one is split again on
+ * the hash's next SORT_DIGIT_BITS bits. FNV-1a's top bits are poorly mixed for short
+ * inputs (trigrams sharing two bytes share them), so big buckets of distinct hashes are
+ * common: 9 % of the features of /tmp/perf-mid landed in buckets of 33-60. */
+#define SORT_INSERTION_MAX 32
+#define SORT_DIGIT_BITS 8
+/* A bucket of one hash (only kinds differ) is insertion sorted while it moves at most this
+ * many features per feature, then handed to qsort: a hash shared by distinct kinds needs a
+ * 64-bit collision, so this is for crafted texts only. */
+#define SORT_MOVES_PER_FEATURE 8
+
+/* Sorts a[0..n), whose hashes all agree above bit `shift`, by (h, kind), using
+ * scratch[0..n) (its contents are lost). Recursion depth is at most
+ * (64 - SORT_BITS_MAX) / SORT_DIGIT_BITS + 1. */
+static void feat_sort_bucket(feature *a, size_t n, feature *scratch, unsigned shift)
+{
+    if (n <= SORT_INSERTION_MAX) {
+        feat_insertion_sort(a, n, SIZE_MAX);
+        return;
+    }
+    bool one_hash = true;
+    for (size_t i = 1; i < n && one_hash; i++)
+        one_hash = a[i].h == a[0].h;
+    if (one_hash || shift == 0) {
+        if (!feat_insertion_sort(a, n, SORT_MOVES_PER_FEATURE * n))
+            qsort(a, n, sizeof *a, feat_cmp);
+        return;
+    }
+    unsigned low = shift > SORT_DIGIT_BITS ? shift - SORT_DIGIT_BITS : 0;
+    uint64_t mask = ((uint64_t)1 << (shift - low)) - 1;
+    uint32_t start[((size_t)1 << SORT_DIGIT_BITS) + 1] = {0};
+    uint32_t at[(size_t)1 << SORT_DIGIT_BITS];
+    size_t nd = (size_t)mask + 1;
+    for (size_t i = 0; i < n; i++)
+        start[((a[i].h >> low) & mask) + 1]++;
+    for (size_t d = 0; d < nd; d++)
+        start[d + 1] += start[d];
+    memcpy(at, start, nd * sizeof *at);
+    for (size_t i = 0; i < n; i++)
+        scratch[at[(a[i].h >> low) & mask]++] = a[i];
+    memcpy(a, scratch, n * sizeof *a);
+    for (size_t d = 0; d < nd; d++) {
+        size_t m = start[d + 1] - start[d];
+        if (m > 1)
+            feat_sort_bucket(a + start[d], m, scratch + start[d], low);
     }
 }
 
-/* Buckets of the counting pass: 2^bits for n features, about one feature a bucket. */
-#define SORT_BITS_MAX 12
-/* A bucket holding more than this many features is sorted by qsort instead: identical
- * hashes cost nothing to insertion sort, but many distinct hashes sharing their top bits
- * (a crafted text) would make it quadratic. */
-#define SORT_INSERTION_MAX 32
-
-/* Sorts src[0..n) by (h, kind) into dst[0..n) (src is left as it was): a counting sort on
- * the hash's top bits, then each bucket on its own. Any correct sort gives the same order
- * (equal keys are equal features), so the vectors are bit-identical to glibc qsort's,
- * about twice as fast (BENCHMARKS.md "Ingest throughput (issue 11)"). */
-static void feat_sort(const feature *src, size_t n, feature *dst)
+/* Sorts src[0..n) (n <= FEATURES_MAX) by (h, kind) into dst[0..n); src is scratch
+ * afterwards. A counting sort on the hash's top bits, then each bucket on its own
+ * (feat_sort_bucket). Any correct sort gives the same order (equal keys are equal
+ * features), so the vectors are bit-identical to glibc qsort's, several times faster
+ * (BENCHMARKS.md "Ingest throughput (issue 11)"). */
+static void feat_sort(feature *src, size_t n, feature *dst)
 {
     unsigned bits = 1;
     while (bits < SORT_BITS_MAX && ((size_t)1 << bits) < n)
@@ -197,10 +251,8 @@ static void feat_sort(const feature *src, size_t n, feature *dst)
         dst[at[src[i].h >> (64 - bits)]++] = src[i];
     for (size_t b = 0; b < nb; b++) {
         size_t m = start[b + 1] - start[b];
-        if (m > SORT_INSERTION_MAX)
-            qsort(dst + start[b], m, sizeof *dst, feat_cmp);
-        else if (m > 1)
-            feat_insertion_sort(dst + start[b], m);
+        if (m > 1)
+            feat_sort_bucket(dst + start[b], m, src + start[b], 64 - bits);
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "../../src/rag/embed_builtin.c"
+#include "util/hash.h"
 #include "test_docs.h"
 #include "test_rng.h"
 
@@ -54,15 +55,19 @@ static void assert_sorts_like_qsort(const feature *f, size_t n)
     feature *want = malloc((n ? n : 1) * sizeof *want);
     assert_non_null(got);
     assert_non_null(want);
+    feature *scratch = malloc((n ? n : 1) * sizeof *scratch);
+    assert_non_null(scratch);
     memcpy(want, f, n * sizeof *f);
     qsort(want, n, sizeof *want, feat_cmp);
-    feat_sort(f, n, got);
+    memcpy(scratch, f, n * sizeof *f);
+    feat_sort(scratch, n, got); /* scratch is feat_sort's afterwards */
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(got[i].h, want[i].h);
         assert_int_equal(got[i].kind, want[i].kind);
     }
     free(got);
     free(want);
+    free(scratch);
 }
 
 /* Random arrays of many sizes: random hashes, hashes sharing their top 20 bits (one
