@@ -241,6 +241,13 @@ ragd_err sentence_split(const char *text, size_t len, text_span **out, size_t *c
     *out = NULL;
     *count = 0;
     while (i < len) {
+        /* Most bytes are plain ASCII that can neither end a sentence nor start a blank
+         * line: step over them without decoding. */
+        unsigned char c = p[i];
+        if (c < 0x80 && c != '\n' && !sent_is_ascii_term(c)) {
+            i++;
+            continue;
+        }
         size_t para = sent_blank_line(p, i, len);
         if (para) {
             err = sent_push(&l, p, s, i);
