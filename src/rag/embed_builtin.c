@@ -110,6 +110,21 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     memcpy(padded + 1, w, len);
     padded[len + 1] = MARK_END;
     size_t plen = len + 2;
+    /* An ASCII word (most words) has len trigrams of 3 bytes each; when they fit in the
+     * array (whose size never exceeds FEATURES_MAX) they are written without feat_push's
+     * checks, which could not fail. */
+    bool ascii = true;
+    for (size_t i = 0; i < len && ascii; i++)
+        ascii = ((unsigned char)w[i] & 0x80) == 0;
+    if (ascii && c->alloc - c->n >= len) {
+        feature *f = c->f + c->n;
+        for (size_t t = 0; t < len; t++) {
+            f[t].h = fnv_hash(padded + t, 3, SEED_TRIGRAM);
+            f[t].kind = KIND_TRIGRAM;
+        }
+        c->n += len;
+        return true;
+    }
     for (size_t i = 0; i < plen; i++) {
         if (((unsigned char)padded[i] & 0xC0) != 0x80)
             starts[ncp++] = i;
