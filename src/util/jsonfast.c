@@ -216,10 +216,10 @@ static json_t *jf_integer(jf_parser *f)
     size_t d0 = i;
     long long v = 0;
     while (i < f->n && p[i] >= '0' && p[i] <= '9') {
+        if (i - d0 == 18)
+            return NULL; /* a 19th digit: may not fit in long long */
         v = v * 10 + (p[i] - '0');
         i++;
-        if (i - d0 > 18)
-            return NULL;
     }
     size_t nd = i - d0;
     if (nd == 0 || (p[d0] == '0' && (nd > 1 || neg)))
