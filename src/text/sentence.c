@@ -180,8 +180,9 @@ static int sent_is_abbrev(const unsigned char *p, size_t lo, size_t dot)
         low[k] = (char)((w[k] >= 'A' && w[k] <= 'Z') ? w[k] + 32 : w[k]);
     }
     low[n] = '\0';
+    /* the first letter before strcmp: this runs at every sentence end */
     for (size_t k = 0; k < sizeof sent_abbrevs / sizeof sent_abbrevs[0]; k++)
-        if (strcmp(low, sent_abbrevs[k]) == 0)
+        if (sent_abbrevs[k][0] == low[0] && strcmp(low, sent_abbrevs[k]) == 0)
             return 1;
     return 0;
 }
