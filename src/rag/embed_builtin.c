@@ -36,6 +36,7 @@ static const double kind_weight[3] = {1.0, 0.5, 0.25};
 typedef struct {
     uint64_t h;
     uint32_t kind;
+    uint32_t bucket; /* mix64(h) % EMBED_BUILTIN_DIM, set by embed_accumulate */
 } feature;
 
 typedef struct {
@@ -194,12 +195,9 @@ static bool feat_insertion_sort(feature *f, size_t n, size_t max_moves)
     return true;
 }
 
-/* Buckets of the first counting pass: 2^bits for n features, about one feature a bucket. */
-#define SORT_BITS_MAX 12
-/* A bucket of up to this many features is insertion sorted; a bigger one is split again on
- * the hash's next SORT_DIGIT_BITS bits. FNV-1a's top bits are poorly mixed for short
- * inputs (trigrams sharing two bytes share them), so big buckets of distinct hashes are
- * common: 9 % of the features of /tmp/perf-mid landed in buckets of 33-60. */
+/* A bucket of up to this many features is insertion sorted; a bigger one is split on the
+ * hash's next SORT_DIGIT_BITS bits (FNV-1a's top bits are poorly mixed for short inputs:
+ * trigrams sharing two bytes share them, so sorting on them alone makes big buckets). */
 #define SORT_INSERTION_MAX 32
 #define SORT_DIGIT_BITS 8
 /* A bucket of one hash (only kinds differ) is insertion sorted while it moves at most this
@@ -208,8 +206,8 @@ static bool feat_insertion_sort(feature *f, size_t n, size_t max_moves)
 #define SORT_MOVES_PER_FEATURE 8
 
 /* Sorts a[0..n), whose hashes all agree above bit `shift`, by (h, kind), using
- * scratch[0..n) (its contents are lost). Recursion depth is at most
- * (64 - SORT_BITS_MAX) / SORT_DIGIT_BITS + 1. */
+ * scratch[0..n) (its contents are lost); shift 64 sorts any array. Recursion depth is at
+ * most 64 / SORT_DIGIT_BITS + 1. */
 static void feat_sort_bucket(feature *a, size_t n, feature *scratch, unsigned shift)
 {
     if (n <= SORT_INSERTION_MAX) {
@@ -244,34 +242,6 @@ static void feat_sort_bucket(feature *a, size_t n, feature *scratch, unsigned sh
     }
 }
 
-/* Sorts src[0..n) (n <= FEATURES_MAX) by (h, kind) into dst[0..n); src is scratch
- * afterwards. A counting sort on the hash's top bits, then each bucket on its own
- * (feat_sort_bucket). Any correct sort gives the same order (equal keys are equal
- * features), so the vectors are bit-identical to glibc qsort's, several times faster
- * (BENCHMARKS.md "Ingest throughput (issue 11)"). */
-static void feat_sort(feature *src, size_t n, feature *dst)
-{
-    unsigned bits = 1;
-    while (bits < SORT_BITS_MAX && ((size_t)1 << bits) < n)
-        bits++;
-    size_t nb = (size_t)1 << bits;
-    size_t start[((size_t)1 << SORT_BITS_MAX) + 1];
-    memset(start, 0, (nb + 1) * sizeof *start);
-    for (size_t i = 0; i < n; i++)
-        start[(src[i].h >> (64 - bits)) + 1]++;
-    for (size_t b = 0; b < nb; b++)
-        start[b + 1] += start[b];
-    size_t at[(size_t)1 << SORT_BITS_MAX];
-    memcpy(at, start, nb * sizeof *at);
-    for (size_t i = 0; i < n; i++)
-        dst[at[src[i].h >> (64 - bits)]++] = src[i];
-    for (size_t b = 0; b < nb; b++) {
-        size_t m = start[b + 1] - start[b];
-        if (m > 1)
-            feat_sort_bucket(dst + start[b], m, src + start[b], 64 - bits);
-    }
-}
-
 /* MurmurHash3's 64-bit finaliser: spreads FNV-1a's weak low bits over the whole word
  * before the bucket (low 9 bits) and the sign (top bit) are taken from it. */
 static uint64_t mix64(uint64_t x)
@@ -300,13 +270,11 @@ static void weight_table_build(void)
             weight_table[k][tf] = feat_weight(k, tf);
 }
 
-/* The vector of sorted features (equal (h, kind) adjacent): each run of one feature adds
- * its kind's weight times 1 + ln(count) to the bucket and sign mix64 picks, then the sum is
- * normalised to unit length (all zeros when n is 0). Writes all EMBED_BUILTIN_DIM of out. */
-static void embed_accumulate(const feature *sorted, size_t n, float *out)
+/* Adds each run of equal (h, kind) in sorted[0..n) (sorted by (h, kind)) to acc: its kind's
+ * weight times 1 + ln(count), in the bucket and with the sign mix64(h) picks. Call
+ * weight_table_build (once) first. */
+static void feat_add_runs(const feature *sorted, size_t n, double *acc)
 {
-    double acc[EMBED_BUILTIN_DIM] = {0};
-    call_once(&weight_table_once, weight_table_build);
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
         while (j < n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
@@ -328,12 +296,47 @@ static void embed_accumulate(const feature *sorted, size_t n, float *out)
         acc[bucket] += v;
         i = j;
     }
+}
+
+/* acc scaled to unit length into out (all zeros when acc is). */
+static void embed_normalise(const double *acc, float *out)
+{
     double ss = 0.0;
     for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
         ss += acc[i] * acc[i];
     double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
     for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
         out[i] = (float)(acc[i] * inv);
+}
+
+/* The vector of the features src[0..n): what adding every run of equal features in (h, kind)
+ * order gives (feat_add_runs over the sorted array), normalised. Only the order of the
+ * additions into each bucket matters, so the features are grouped by their bucket
+ * (mix64(h) % EMBED_BUILTIN_DIM, well spread, a few features each) and each group sorted
+ * on its own: the same sums bit for bit as one global sort, without sorting on FNV-1a's
+ * clustered top bits. dst[0..n) receives the groups; src is scratch afterwards. */
+static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
+{
+    double acc[EMBED_BUILTIN_DIM] = {0};
+    uint32_t start[EMBED_BUILTIN_DIM + 1] = {0};
+    uint32_t at[EMBED_BUILTIN_DIM];
+    call_once(&weight_table_once, weight_table_build);
+    for (size_t i = 0; i < n; i++) {
+        src[i].bucket = (uint32_t)(mix64(src[i].h) % EMBED_BUILTIN_DIM);
+        start[src[i].bucket + 1]++;
+    }
+    for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++)
+        start[b + 1] += start[b];
+    memcpy(at, start, sizeof at);
+    for (size_t i = 0; i < n; i++)
+        dst[at[src[i].bucket]++] = src[i];
+    for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++) {
+        size_t k = start[b + 1] - start[b];
+        if (k > 1)
+            feat_sort_bucket(dst + start[b], k, src + start[b], 64);
+        feat_add_runs(dst + start[b], k, acc);
+    }
+    embed_normalise(acc, out);
 }
 
 /* embed_builtin: see the header; the recipe is documented in docs/internals/retrieval.md.
@@ -369,9 +372,8 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
             rc = RAGD_ENOMEM;
             goto out;
         }
-        feat_sort(c.f, c.n, sorted);
     }
-    embed_accumulate(sorted, c.n, out);
+    embed_accumulate(c.f, c.n, sorted, out);
 out:
     if (rc != RAGD_OK && out != NULL)
         memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);
