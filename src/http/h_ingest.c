@@ -11,6 +11,7 @@
 #include "http/handlers.h"
 #include "http/multipart.h"
 #include "rag/ingest.h"
+#include "util/jsonfast.h"
 #include "util/jsonmem.h"
 #include "util/jsontext.h"
 #include "util/names.h"
@@ -178,9 +179,22 @@ static bool ingest_new_job(http_request *req, ingest_call *c, const char *db, si
     return c->job != NULL;
 }
 
+/* The body as a JSON object: jsonfast_loadb for a well-formed body (megabytes of document
+ * text parse several times faster), http_json_object for anything else, so every error
+ * reply (empty, too deep, malformed, invalid UTF-8, not an object, out of memory) is
+ * http_json_object's. */
+static json_t *ingest_body_object(http_request *req)
+{
+    json_t *v = jsonfast_loadb(req->body.data, req->body.len, HTTP_JSON_MAX_DEPTH);
+    if (json_is_object(v))
+        return v;
+    json_decref(v);
+    return http_json_object(req);
+}
+
 static bool ingest_parse_json(http_request *req, ingest_call *c)
 {
-    json_t *body = http_json_object(req);
+    json_t *body = ingest_body_object(req);
     bool ok = false;
     if (!body)
         return false;

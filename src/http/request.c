@@ -21,7 +21,6 @@
 #include "util/utf8.h"
 #include "util/workpool.h"
 
-#define JSON_MAX_DEPTH 64
 
 #define HTTP_STREAM_CAP ((size_t)16 << 20)
 
@@ -437,7 +436,7 @@ static int http_json_depth(const char *p, size_t n)
         } else if (ch == '[' || ch == '{') {
             if (++depth > max)
                 max = depth;
-            if (max > JSON_MAX_DEPTH)
+            if (max > HTTP_JSON_MAX_DEPTH)
                 return max;
         } else if (ch == ']' || ch == '}') {
             depth--;
@@ -446,7 +445,7 @@ static int http_json_depth(const char *p, size_t n)
     return max;
 }
 
-bool http_json_too_deep(const char *p, size_t n) { return http_json_depth(p, n) > JSON_MAX_DEPTH; }
+bool http_json_too_deep(const char *p, size_t n) { return http_json_depth(p, n) > HTTP_JSON_MAX_DEPTH; }
 
 json_t *http_json_object(http_request *req)
 {
@@ -454,8 +453,8 @@ json_t *http_json_object(http_request *req)
         http_reply_error(req, 400, "invalid_json", "request body is empty; a JSON object is required");
         return NULL;
     }
-    if (http_json_depth(req->body.data, req->body.len) > JSON_MAX_DEPTH) {
-        http_reply_error(req, 400, "invalid_json", "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
+    if (http_json_depth(req->body.data, req->body.len) > HTTP_JSON_MAX_DEPTH) {
+        http_reply_error(req, 400, "invalid_json", "JSON nested deeper than %d levels", HTTP_JSON_MAX_DEPTH);
         return NULL;
     }
     json_error_t jerr;

@@ -184,6 +184,8 @@ void http_unwatch_close(http_request *req);
  * invalid_json (unparseable, empty), 422 validation_error (not an object) or 503
  * overloaded (jansson ran out of memory: see util/jsonmem.h) and returns NULL. */
 json_t *http_json_object(http_request *req);
+/* The nesting http_json_object accepts: deeper bodies get 400 invalid_json. */
+#define HTTP_JSON_MAX_DEPTH 64
 /* Whether the JSON text p[0..n) nests deeper than http_json_object allows (64): checked
  * before parsing any JSON a client sends (a form's metadata field too). */
 bool http_json_too_deep(const char *p, size_t n);

@@ -9,9 +9,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include "text/tokenize.h"
-#include "util/hash.h"
 
 /* FNV-1a seeds, one per feature kind ("WORD", "BIGR", "TRIG" in ASCII). */
 #define SEED_WORD 0x574f5244ULL
@@ -36,6 +36,7 @@ static const double kind_weight[3] = {1.0, 0.5, 0.25};
 typedef struct {
     uint64_t h;
     uint32_t kind;
+    uint32_t bucket; /* mix64(h) % EMBED_BUILTIN_DIM, set by embed_accumulate */
 } feature;
 
 typedef struct {
@@ -49,10 +50,11 @@ typedef struct {
 } embed_ctx;
 
 #define FNV_PRIME 0x100000001b3ULL
+#define FNV_OFFSET 0xcbf29ce484222325ULL
 
 /* hash_fnv1a64 continued over p[0..n) from state h (hash_fnv1a64(a + b) is
  * fnv_more(hash_fnv1a64(a), b)). */
-static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
+static inline uint64_t fnv_more(uint64_t h, const char *p, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)p[i];
@@ -60,6 +62,9 @@ static uint64_t fnv_more(uint64_t h, const char *p, size_t n)
     }
     return h;
 }
+
+/* hash_fnv1a64(p, n, seed) (src/util/hash.c), inline: it runs for every feature. */
+static inline uint64_t fnv_hash(const char *p, size_t n, uint64_t seed) { return fnv_more(FNV_OFFSET ^ seed, p, n); }
 
 static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
 {
@@ -106,6 +111,21 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     memcpy(padded + 1, w, len);
     padded[len + 1] = MARK_END;
     size_t plen = len + 2;
+    /* An ASCII word (most words) has len trigrams of 3 bytes each; when they fit in the
+     * array (whose size never exceeds FEATURES_MAX) they are written without feat_push's
+     * checks, which could not fail. */
+    bool ascii = true;
+    for (size_t i = 0; i < len && ascii; i++)
+        ascii = ((unsigned char)w[i] & 0x80) == 0;
+    if (ascii && c->alloc - c->n >= len) {
+        feature *f = c->f + c->n;
+        for (size_t t = 0; t < len; t++) {
+            f[t].h = fnv_hash(padded + t, 3, SEED_TRIGRAM);
+            f[t].kind = KIND_TRIGRAM;
+        }
+        c->n += len;
+        return true;
+    }
     for (size_t i = 0; i < plen; i++) {
         if (((unsigned char)padded[i] & 0xC0) != 0x80)
             starts[ncp++] = i;
@@ -114,7 +134,7 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     for (size_t t = 0; t + 3 <= ncp; t++) {
         size_t b = starts[t];
         size_t e = starts[t + 3];
-        if (!feat_push(c, hash_fnv1a64(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
+        if (!feat_push(c, fnv_hash(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
             return false;
     }
     return true;
@@ -130,11 +150,11 @@ static int on_token(const token *tok, void *arg)
     /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
     if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
         return 1;
-    c->prev_h = fnv_more(hash_fnv1a64(w, len, SEED_BIGRAM), " ", 1);
+    c->prev_h = fnv_more(fnv_hash(w, len, SEED_BIGRAM), " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
-    if (!feat_push(c, hash_fnv1a64(w, len, SEED_WORD), KIND_WORD))
+    if (!feat_push(c, fnv_hash(w, len, SEED_WORD), KIND_WORD))
         return 1;
     if (!push_trigrams(c, w, len))
         return 1;
@@ -154,9 +174,12 @@ static bool feat_less(const feature *a, const feature *b)
     return a->h < b->h || (a->h == b->h && a->kind < b->kind);
 }
 
-/* Insertion sort of f[0..n) by (h, kind): for the few features of one bucket. */
-static void feat_insertion_sort(feature *f, size_t n)
+/* Insertion sort of f[0..n) by (h, kind), giving up once it has moved more than max_moves
+ * features. Returns false when it gave up; f[0..n) then holds the same features in some
+ * other order. */
+static bool feat_insertion_sort(feature *f, size_t n, size_t max_moves)
 {
+    size_t moves = 0;
     for (size_t i = 1; i < n; i++) {
         feature x = f[i];
         size_t k = i;
@@ -165,42 +188,57 @@ static void feat_insertion_sort(feature *f, size_t n)
             k--;
         }
         f[k] = x;
+        moves += i - k;
+        if (moves > max_moves)
+            return false;
     }
+    return true;
 }
 
-/* Buckets of the counting pass: 2^bits for n features, about one feature a bucket. */
-#define SORT_BITS_MAX 12
-/* A bucket holding more than this many features is sorted by qsort instead: identical
- * hashes cost nothing to insertion sort, but many distinct hashes sharing their top bits
- * (a crafted text) would make it quadratic. */
+/* A bucket of up to this many features is insertion sorted; a bigger one is split on the
+ * hash's next SORT_DIGIT_BITS bits (FNV-1a's top bits are poorly mixed for short inputs:
+ * trigrams sharing two bytes share them, so sorting on them alone makes big buckets). */
 #define SORT_INSERTION_MAX 32
+#define SORT_DIGIT_BITS 8
+/* A bucket of one hash (only kinds differ) is insertion sorted while it moves at most this
+ * many features per feature, then handed to qsort: a hash shared by distinct kinds needs a
+ * 64-bit collision, so this is for crafted texts only. */
+#define SORT_MOVES_PER_FEATURE 8
 
-/* Sorts src[0..n) by (h, kind) into dst[0..n) (src is left as it was): a counting sort on
- * the hash's top bits, then each bucket on its own. Any correct sort gives the same order
- * (equal keys are equal features), so the vectors are bit-identical to glibc qsort's,
- * about twice as fast (BENCHMARKS.md "Ingest throughput (issue 11)"). */
-static void feat_sort(const feature *src, size_t n, feature *dst)
+/* Sorts a[0..n), whose hashes all agree above bit `shift`, by (h, kind), using
+ * scratch[0..n) (its contents are lost); shift 64 sorts any array. Recursion depth is at
+ * most 64 / SORT_DIGIT_BITS + 1. */
+static void feat_sort_bucket(feature *a, size_t n, feature *scratch, unsigned shift)
 {
-    unsigned bits = 1;
-    while (bits < SORT_BITS_MAX && ((size_t)1 << bits) < n)
-        bits++;
-    size_t nb = (size_t)1 << bits;
-    size_t start[((size_t)1 << SORT_BITS_MAX) + 1];
-    memset(start, 0, (nb + 1) * sizeof *start);
+    if (n <= SORT_INSERTION_MAX) {
+        feat_insertion_sort(a, n, SIZE_MAX);
+        return;
+    }
+    bool one_hash = true;
+    for (size_t i = 1; i < n && one_hash; i++)
+        one_hash = a[i].h == a[0].h;
+    if (one_hash || shift == 0) {
+        if (!feat_insertion_sort(a, n, SORT_MOVES_PER_FEATURE * n))
+            qsort(a, n, sizeof *a, feat_cmp);
+        return;
+    }
+    unsigned low = shift > SORT_DIGIT_BITS ? shift - SORT_DIGIT_BITS : 0;
+    uint64_t mask = ((uint64_t)1 << (shift - low)) - 1;
+    uint32_t start[((size_t)1 << SORT_DIGIT_BITS) + 1] = {0};
+    uint32_t at[(size_t)1 << SORT_DIGIT_BITS];
+    size_t nd = (size_t)mask + 1;
     for (size_t i = 0; i < n; i++)
-        start[(src[i].h >> (64 - bits)) + 1]++;
-    for (size_t b = 0; b < nb; b++)
-        start[b + 1] += start[b];
-    size_t at[(size_t)1 << SORT_BITS_MAX];
-    memcpy(at, start, nb * sizeof *at);
+        start[((a[i].h >> low) & mask) + 1]++;
+    for (size_t d = 0; d < nd; d++)
+        start[d + 1] += start[d];
+    memcpy(at, start, nd * sizeof *at);
     for (size_t i = 0; i < n; i++)
-        dst[at[src[i].h >> (64 - bits)]++] = src[i];
-    for (size_t b = 0; b < nb; b++) {
-        size_t m = start[b + 1] - start[b];
-        if (m > SORT_INSERTION_MAX)
-            qsort(dst + start[b], m, sizeof *dst, feat_cmp);
-        else if (m > 1)
-            feat_insertion_sort(dst + start[b], m);
+        scratch[at[(a[i].h >> low) & mask]++] = a[i];
+    memcpy(a, scratch, n * sizeof *a);
+    for (size_t d = 0; d < nd; d++) {
+        size_t m = start[d + 1] - start[d];
+        if (m > 1)
+            feat_sort_bucket(a + start[d], m, scratch + start[d], low);
     }
 }
 
@@ -216,30 +254,89 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
-/* The vector of sorted features (equal (h, kind) adjacent): each run of one feature adds
- * its kind's weight times 1 + ln(count) to the bucket and sign mix64 picks, then the sum is
- * normalised to unit length (all zeros when n is 0). Writes all EMBED_BUILTIN_DIM of out. */
-static void embed_accumulate(const feature *sorted, size_t n, float *out)
+/* A feature's weight for its kind and count: kind_weight[kind] * (1 + ln tf). */
+static double feat_weight(uint32_t kind, size_t tf) { return kind_weight[kind] * (1.0 + log((double)tf)); }
+
+/* feat_weight for counts below WEIGHT_TABLE_TF, computed once by the same expression (so
+ * bit-identical): log() was 6 % of the embedder's time. */
+#define WEIGHT_TABLE_TF 64
+static double weight_table[3][WEIGHT_TABLE_TF];
+static once_flag weight_table_once = ONCE_FLAG_INIT;
+
+static void weight_table_build(void)
 {
-    double acc[EMBED_BUILTIN_DIM] = {0};
+    for (uint32_t k = 0; k < 3; k++)
+        for (size_t tf = 1; tf < WEIGHT_TABLE_TF; tf++)
+            weight_table[k][tf] = feat_weight(k, tf);
+}
+
+/* Adds each run of equal (h, kind) in sorted[0..n) (sorted by (h, kind)) to acc: its kind's
+ * weight times 1 + ln(count), in the bucket and with the sign mix64(h) picks. Call
+ * weight_table_build (once) first. */
+static void feat_add_runs(const feature *sorted, size_t n, double *acc)
+{
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
         while (j < n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
             j++;
-        double tf = (double)(j - i);
+        size_t tf = j - i;
         /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
-        double v = j - i == 1 ? kind_weight[sorted[i].kind] : kind_weight[sorted[i].kind] * (1.0 + log(tf));
+        double v = tf == 1 ? kind_weight[sorted[i].kind]
+                   : tf < WEIGHT_TABLE_TF ? weight_table[sorted[i].kind][tf]
+                                          : feat_weight(sorted[i].kind, tf);
         uint64_t m = mix64(sorted[i].h);
         size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
-        acc[bucket] += (m >> 63) ? -v : v;
+        /* -v when m's top bit is set, by flipping v's sign bit: exactly what negation does,
+         * without a branch (the sign is a coin toss, so the branch was mispredicted half
+         * the time) */
+        uint64_t vbits;
+        memcpy(&vbits, &v, sizeof v);
+        vbits ^= m & ((uint64_t)1 << 63);
+        memcpy(&v, &vbits, sizeof v);
+        acc[bucket] += v;
         i = j;
     }
+}
+
+/* acc scaled to unit length into out (all zeros when acc is). */
+static void embed_normalise(const double *acc, float *out)
+{
     double ss = 0.0;
     for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
         ss += acc[i] * acc[i];
     double inv = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
     for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
         out[i] = (float)(acc[i] * inv);
+}
+
+/* The vector of the features src[0..n): what adding every run of equal features in (h, kind)
+ * order gives (feat_add_runs over the sorted array), normalised. Only the order of the
+ * additions into each bucket matters, so the features are grouped by their bucket
+ * (mix64(h) % EMBED_BUILTIN_DIM, well spread, a few features each) and each group sorted
+ * on its own: the same sums bit for bit as one global sort, without sorting on FNV-1a's
+ * clustered top bits. dst[0..n) receives the groups; src is scratch afterwards. */
+static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
+{
+    double acc[EMBED_BUILTIN_DIM] = {0};
+    uint32_t start[EMBED_BUILTIN_DIM + 1] = {0};
+    uint32_t at[EMBED_BUILTIN_DIM];
+    call_once(&weight_table_once, weight_table_build);
+    for (size_t i = 0; i < n; i++) {
+        src[i].bucket = (uint32_t)(mix64(src[i].h) % EMBED_BUILTIN_DIM);
+        start[src[i].bucket + 1]++;
+    }
+    for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++)
+        start[b + 1] += start[b];
+    memcpy(at, start, sizeof at);
+    for (size_t i = 0; i < n; i++)
+        dst[at[src[i].bucket]++] = src[i];
+    for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++) {
+        size_t k = start[b + 1] - start[b];
+        if (k > 1)
+            feat_sort_bucket(dst + start[b], k, src + start[b], 64);
+        feat_add_runs(dst + start[b], k, acc);
+    }
+    embed_normalise(acc, out);
 }
 
 /* embed_builtin: see the header; the recipe is documented in docs/internals/retrieval.md.
@@ -275,9 +372,8 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
             rc = RAGD_ENOMEM;
             goto out;
         }
-        feat_sort(c.f, c.n, sorted);
     }
-    embed_accumulate(sorted, c.n, out);
+    embed_accumulate(c.f, c.n, sorted, out);
 out:
     if (rc != RAGD_OK && out != NULL)
         memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);

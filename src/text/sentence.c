@@ -180,8 +180,9 @@ static int sent_is_abbrev(const unsigned char *p, size_t lo, size_t dot)
         low[k] = (char)((w[k] >= 'A' && w[k] <= 'Z') ? w[k] + 32 : w[k]);
     }
     low[n] = '\0';
+    /* the first letter before strcmp: this runs at every sentence end */
     for (size_t k = 0; k < sizeof sent_abbrevs / sizeof sent_abbrevs[0]; k++)
-        if (strcmp(low, sent_abbrevs[k]) == 0)
+        if (sent_abbrevs[k][0] == low[0] && strcmp(low, sent_abbrevs[k]) == 0)
             return 1;
     return 0;
 }
@@ -241,6 +242,13 @@ ragd_err sentence_split(const char *text, size_t len, text_span **out, size_t *c
     *out = NULL;
     *count = 0;
     while (i < len) {
+        /* Most bytes are plain ASCII that can neither end a sentence nor start a blank
+         * line: step over them without decoding. */
+        unsigned char c = p[i];
+        if (c < 0x80 && c != '\n' && !sent_is_ascii_term(c)) {
+            i++;
+            continue;
+        }
         size_t para = sent_blank_line(p, i, len);
         if (para) {
             err = sent_push(&l, p, s, i);

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 #include <utf8proc.h>
 
 /* Source words (and their normalised forms) are cut to this many bytes. */
@@ -63,6 +64,12 @@ static int tok_is_word_start_cp(int32_t cp)
  * U+2019, the typographic one) and the period ("3.14", "e.g"). */
 static int tok_is_joiner(int32_t cp) { return cp == '\'' || cp == '.' || cp == 0x2019; }
 
+/* tok_is_word_cp for an ASCII byte, inline: the scan's fast path. */
+static inline int tok_ascii_is_word(unsigned char c)
+{
+    return (unsigned char)((c | 0x20) - 'a') < 26 || (unsigned char)(c - '0') < 10;
+}
+
 /* The typographic apostrophe folds to the ASCII one, so "don’t" and "don't" are one word. */
 static utf8proc_int32_t tok_fold_apostrophe(utf8proc_int32_t cp, void *data)
 {
@@ -80,10 +87,11 @@ static void tok_cut(const unsigned char *src, size_t *n)
     *n = k;
 }
 
-/* Normalises the word src[0..n) and hands it to fn. Returns the callback's verdict in
- * *stop; RAGD_ENOMEM only when a very long expansion needs the heap and none is left. */
-static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, token_fn fn, void *arg,
-                         int *stop)
+/* Normalises the word src[0..n) and hands it to fn. maybe_non_ascii is 0 only when the
+ * caller knows every byte is below 0x80. Returns the callback's verdict in *stop;
+ * RAGD_ENOMEM only when a very long expansion needs the heap and none is left. */
+static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, int maybe_non_ascii,
+                         token_fn fn, void *arg, int *stop)
 {
     char ascii[TOKEN_MAX];
     utf8proc_int32_t stack[TOKEN_STACK_CPS + 1];
@@ -92,7 +100,7 @@ static ragd_err tok_emit(const unsigned char *src, size_t n, size_t start, token
     token tok = {.start = start, .end = start + n};
 
     int all_ascii = 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; maybe_non_ascii && i < n; i++) {
         if (src[i] >= 0x80) {
             all_ascii = 0;
             break;
@@ -144,7 +152,9 @@ out:
 
 /* A word is a maximal run of word characters with single inner joiners; invalid bytes end
  * it like any separator. The source range reported is the (possibly cut) word itself; the
- * part of a word beyond TOKEN_MAX bytes is skipped, not reported as another word. */
+ * part of a word beyond TOKEN_MAX bytes is skipped, not reported as another word.
+ * ASCII bytes take a fast path (the same classes, without decoding); anything else goes
+ * through tok_decode and utf8proc's categories. */
 ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
 {
     const unsigned char *p = (const unsigned char *)text;
@@ -155,17 +165,42 @@ ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
         return RAGD_EINVAL;
     while (i < len) {
         int32_t cp;
-        size_t w = tok_decode(p, i, len, &cp);
-        if (!tok_is_word_start_cp(cp)) {
-            i += w;
-            continue;
+        size_t w;
+        if (p[i] < 0x80) {
+            if (!tok_ascii_is_word(p[i])) {
+                i++;
+                continue;
+            }
+            w = 1;
+        } else {
+            w = tok_decode(p, i, len, &cp);
+            if (!tok_is_word_start_cp(cp)) {
+                i += w;
+                continue;
+            }
         }
         size_t start = i;
         size_t end = i + w;
+        int non_ascii = p[i] >= 0x80; /* some byte of the word is >= 0x80 */
         while (end < len) {
+            if (p[end] < 0x80) {
+                if (tok_ascii_is_word(p[end])) {
+                    end++;
+                    continue;
+                }
+                if (!tok_is_joiner(p[end]) || end + 1 >= len)
+                    break;
+                if (p[end + 1] < 0x80) {
+                    if (!tok_ascii_is_word(p[end + 1]))
+                        break;
+                    end += 2;
+                    continue;
+                }
+            }
             size_t w2 = tok_decode(p, end, len, &cp);
             if (tok_is_word_cp(cp)) {
                 end += w2;
+                non_ascii = 1;
                 continue;
             }
             if (tok_is_joiner(cp) && end + w2 < len) {
@@ -173,26 +208,30 @@ ragd_err tokenize_words(const char *text, size_t len, token_fn fn, void *arg)
                 size_t w3 = tok_decode(p, end + w2, len, &next);
                 if (tok_is_word_cp(next)) {
                     end += w2 + w3;
+                    non_ascii = 1;
                     continue;
                 }
             }
             break;
         }
         size_t n = end - start;
-        tok_cut(p + start, &n);
-        /* A cut can leave a joiner dangling at the end: drop it. */
-        while (n > 0) {
-            size_t k = n - 1;
-            while (k > 0 && (p[start + k] & 0xC0) == 0x80)
-                k--;
-            int32_t last;
-            tok_decode(p, start + k, start + n, &last);
-            if (!tok_is_joiner(last))
-                break;
-            n = k;
+        /* An uncut word ends with a word character; a cut can leave a joiner dangling at
+         * the end: drop it. */
+        if (n > TOKEN_MAX) {
+            tok_cut(p + start, &n);
+            while (n > 0) {
+                size_t k = n - 1;
+                while (k > 0 && (p[start + k] & 0xC0) == 0x80)
+                    k--;
+                int32_t last;
+                tok_decode(p, start + k, start + n, &last);
+                if (!tok_is_joiner(last))
+                    break;
+                n = k;
+            }
         }
         int stop = 0;
-        err = tok_emit(p + start, n, start, fn, arg, &stop);
+        err = tok_emit(p + start, n, start, non_ascii, fn, arg, &stop);
         if (err || stop)
             goto out;
         i = end;
@@ -201,7 +240,7 @@ out:
     return err;
 }
 
-/* Sorted (strcmp order) for bsearch. English function words that carry no topic. */
+/* English function words that carry no topic, all of at most STOP_KEY_MAX bytes (below). */
 static const char *const tok_stopwords[] = {
     "a",     "about", "after", "all",   "also",  "am",    "an",    "and",   "any",   "are",
     "as",    "at",    "be",    "been",  "being", "but",   "by",    "can",   "could", "did",
@@ -214,44 +253,50 @@ static const char *const tok_stopwords[] = {
     "while", "who",   "whom",  "why",   "will",  "with",  "would", "you",   "your",  "yours",
 };
 
-typedef struct {
-    const char *s;
-    size_t n;
-} tok_key;
+/* The stop words as a hash set: a word of up to STOP_KEY_MAX bytes packed into a 64-bit key
+ * (its bytes, little end first, and its length in the top byte, so "a" and "a\0" differ),
+ * open addressing with linear probing in STOP_SLOTS slots (0 is an empty slot: no key is 0).
+ * Built once, on the first call from any thread (call_once); read-only afterwards. A lookup
+ * is one multiply and usually one compare: the binary search it replaced was 3 % of an
+ * ingest's CPU (BENCHMARKS.md "Ingest throughput (issue 11)", area "embed"). */
+#define STOP_KEY_MAX 7
+#define STOP_SLOTS 256 /* a power of two, over twice the list's length */
 
-/* memcmp order, then the shorter first; inline (no strlen, no memcmp call): it runs for
- * every word the builtin embedder sees. */
-static int tok_stop_cmp(const void *k, const void *e)
+static uint64_t tok_stop_set[STOP_SLOTS];
+static once_flag tok_stop_once = ONCE_FLAG_INIT;
+
+/* The key of w[0..len), len <= STOP_KEY_MAX. */
+static uint64_t tok_stop_key(const char *w, size_t len)
 {
-    const tok_key *key = k;
-    const unsigned char *word = *(const unsigned char *const *)e;
-    for (size_t i = 0; i < key->n; i++) {
-        unsigned char c = (unsigned char)key->s[i];
-        if (word[i] == '\0')
-            return 1; /* the word is a proper prefix of the key */
-        if (c != word[i])
-            return c < word[i] ? -1 : 1;
+    uint64_t k = (uint64_t)len << 56;
+    for (size_t i = 0; i < len; i++)
+        k |= (uint64_t)(unsigned char)w[i] << (8 * i);
+    return k;
+}
+
+static size_t tok_stop_slot(uint64_t key) { return (size_t)((key * 0x9E3779B97F4A7C15ULL) >> 56) & (STOP_SLOTS - 1); }
+
+static void tok_stop_build(void)
+{
+    for (size_t i = 0; i < sizeof tok_stopwords / sizeof tok_stopwords[0]; i++) {
+        uint64_t key = tok_stop_key(tok_stopwords[i], strlen(tok_stopwords[i]));
+        size_t s = tok_stop_slot(key);
+        while (tok_stop_set[s] != 0)
+            s = (s + 1) & (STOP_SLOTS - 1);
+        tok_stop_set[s] = key;
     }
-    return word[key->n] == '\0' ? 0 : -1;
 }
 
 /* True when norm[0..len) is one of tok_stopwords. */
 bool tokenize_is_stopword(const char *norm, size_t len)
 {
-    if (!norm || len == 0 || len > 8)
+    if (!norm || len == 0 || len > STOP_KEY_MAX)
         return false;
-    tok_key key = {norm, len};
-    /* a binary search written out: bsearch's call per probe showed in ingest profiles */
-    size_t lo = 0, hi = sizeof tok_stopwords / sizeof tok_stopwords[0];
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = tok_stop_cmp(&key, &tok_stopwords[mid]);
-        if (c == 0)
+    call_once(&tok_stop_once, tok_stop_build);
+    uint64_t key = tok_stop_key(norm, len);
+    for (size_t s = tok_stop_slot(key); tok_stop_set[s] != 0; s = (s + 1) & (STOP_SLOTS - 1)) {
+        if (tok_stop_set[s] == key)
             return true;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
     }
     return false;
 }

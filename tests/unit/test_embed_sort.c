@@ -1,7 +1,8 @@
-/* The builtin embedder's feature sort (src/rag/embed_builtin.c, feat_sort) against the
- * glibc qsort it replaced: the same order on synthetic feature arrays (random, sharing
+/* The builtin embedder's feature sort (src/rag/embed_builtin.c, feat_sort_bucket) against
+ * the glibc qsort it replaced: the same order on synthetic feature arrays (random, sharing
  * their top bits, repeated), and bit-identical vectors on real and random texts, where
- * the reference vector is computed the old way (qsort, then the same accumulation).
+ * the reference vector is computed the old way (one qsort of all features, then every run
+ * added in that order) while embed_builtin groups the features by output bucket first.
  * Includes the .c to reach its static functions (STYLE 13). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,13 +13,14 @@
 #include <stdio.h>
 
 #include "../../src/rag/embed_builtin.c"
+#include "util/hash.h"
 #include "test_docs.h"
 #include "test_rng.h"
 
 #define PINNED_RANDOM_VECTORS 0xec3617c00c40bd14ULL
 
 /* The vector the embedder gave before feat_sort: qsort of the features, then the same
- * accumulation (embed_accumulate, pinned on its own by test_random_vectors_pinned). */
+ * run-adding (feat_add_runs, pinned on its own by test_random_vectors_pinned). */
 static void reference_embed(const char *text, size_t len, float *out)
 {
     embed_ctx c = {0};
@@ -27,7 +29,11 @@ static void reference_embed(const char *text, size_t len, float *out)
     assert_int_equal(c.err, RAGD_OK);
     if (c.n > 0)
         qsort(c.f, c.n, sizeof *c.f, feat_cmp);
-    embed_accumulate(c.f, c.n, out);
+    /* every run added in the global (h, kind) order, as the first version did */
+    double acc[EMBED_BUILTIN_DIM] = {0};
+    call_once(&weight_table_once, weight_table_build);
+    feat_add_runs(c.f, c.n, acc);
+    embed_normalise(acc, out);
     free(c.f);
 }
 
@@ -54,15 +60,19 @@ static void assert_sorts_like_qsort(const feature *f, size_t n)
     feature *want = malloc((n ? n : 1) * sizeof *want);
     assert_non_null(got);
     assert_non_null(want);
+    feature *scratch = malloc((n ? n : 1) * sizeof *scratch);
+    assert_non_null(scratch);
     memcpy(want, f, n * sizeof *f);
     qsort(want, n, sizeof *want, feat_cmp);
-    feat_sort(f, n, got);
+    memcpy(got, f, n * sizeof *f);
+    feat_sort_bucket(got, n, scratch, 64); /* the whole array as one bucket */
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(got[i].h, want[i].h);
         assert_int_equal(got[i].kind, want[i].kind);
     }
     free(got);
     free(want);
+    free(scratch);
 }
 
 /* Random arrays of many sizes: random hashes, hashes sharing their top 20 bits (one
@@ -194,6 +204,10 @@ static void test_stopwords_exact(void **state)
     assert_false(tokenize_is_stopword("", 0));
     assert_false(tokenize_is_stopword("zzz", 3));
     assert_false(tokenize_is_stopword("aaaaaaaaa", 9));
+    /* the hash set's keys carry the length: a trailing NUL is not the shorter word */
+    assert_false(tokenize_is_stopword("a\0", 2));
+    assert_false(tokenize_is_stopword("the\0\0\0\0", 7));
+    assert_false(tokenize_is_stopword("theirsx", 7));
 }
 
 int main(void)
