@@ -119,7 +119,9 @@ static size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
         return 0;
     if (c == 0xC2)
         return (i + 1 < n && (p[i + 1] == 0x85 || p[i + 1] == 0xA0)) ? 2 : 0;
-    if (i + 2 >= n)
+    /* The three-byte spaces lead with E1 (U+1680), E2 (U+2000..) or E3 (U+3000); any other
+     * lead byte up to E3 starts a two-byte character or another three-byte one. */
+    if (c < 0xE1 || i + 2 >= n || (p[i + 1] & 0xC0) != 0x80 || (p[i + 2] & 0xC0) != 0x80)
         return 0;
     uint32_t cp = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
     if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 ||

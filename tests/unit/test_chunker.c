@@ -238,6 +238,20 @@ static void test_prefers_paragraphs_then_sentences(void **state)
     free(c);
 }
 
+/* Two-byte characters are never read as three-byte spaces: "À@" (C3 80 40) once decoded as
+ * U+3000, the ideographic space, so a text starting with it lost its first two characters. */
+static void test_two_byte_char_is_not_space(void **state)
+{
+    (void)state;
+    static const char t[] = "\xC3\x80@ hello \xD3\x80@ world";
+    size_t n;
+    text_span *c = run(t, sizeof t - 1, CHUNK_FORMAT_PLAIN, 1000, 0, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(c[0].start, 0);
+    assert_int_equal(c[0].end, sizeof t - 1);
+    free(c);
+}
+
 static void test_giant_word(void **state)
 {
     /* One 1000-character word between short ones: only it is cut, on code point
@@ -532,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_small_text_one_chunk),
         cmocka_unit_test(test_invalid_utf8),
         cmocka_unit_test(test_prefers_paragraphs_then_sentences),
+        cmocka_unit_test(test_two_byte_char_is_not_space),
         cmocka_unit_test(test_giant_word),
         cmocka_unit_test(test_word_not_cut_by_overlap),
         cmocka_unit_test(test_overlap),
