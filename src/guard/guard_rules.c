@@ -6,6 +6,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "guard/guard_int.h"
 
+#include <assert.h>
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +105,197 @@ static void rules_any_init(void)
     free(pat);
 }
 
+/* Whether rule i matches, with caller-provided match data. */
+static bool rules_match(size_t i, const char *text, size_t len, pcre2_match_data *md)
+{
+    int rc = pcre2_match(rules_code[i], (PCRE2_SPTR)text, len, 0, 0, md, rules_mctx);
+    return rc >= 0; /* no match, or a limit reached: not a match */
+}
+
+/* ------------------------------------------------------------------ literal prefilter
+ * Words and marks each rule cannot match without, found in one pass over the text: a rule
+ * none of whose required words or marks occur cannot match, so a text where no rule can
+ * is judged without PCRE2 (the verdict of most passages). Sound only for the byte-wise
+ * patterns above read over text without A-Z: their letters then match only themselves,
+ * so a text with a capital letter (the normaliser leaves none, but guard_rules_first takes
+ * any bytes) is passed to PCRE2 as before. A "word" is a maximal run of a-z; every
+ * required word below is a whole run wherever its rule matches (it is preceded by \b, \s or
+ * punctuation and followed by \s, \b or punctuation; checked per rule in the comments),
+ * except the RL_PREFIX ones, which only start a run. */
+enum {
+    RL_V1 = 1u << 0,     /* override_previous_instructions: its verbs */
+    RL_O1 = 1u << 1,     /* ... its objects (prefixes of runs: "instructions?" etc.) */
+    RL_V2 = 1u << 2,     /* override_everything_told: its verbs */
+    RL_V3 = 1u << 3,     /* override_ignore_content: ignore, disregard, forget */
+    RL_YOU = 1u << 4,    /* you */
+    RL_ARE = 1u << 5,    /* are */
+    RL_NOW = 1u << 6,    /* now */
+    RL_FROM = 1u << 7,   /* from */
+    RL_ON = 1u << 8,     /* on */
+    RL_YOUR = 1u << 9,   /* your */
+    RL_NEW = 1u << 10,   /* override_new_instructions: new, updated, revised, real, actual */
+    RL_INSTR = 1u << 11, /* a run starting "instruction" */
+    RL_SYSTEM = 1u << 12,
+    RL_VX = 1u << 13,    /* extract_system_prompt: its verbs (write/spell of "write out") */
+    RL_OX = 1u << 14,    /* ... its objects (prefixes: the negative lookahead needs no \b) */
+    RL_ADJ = 1u << 15,   /* ... initial, original, hidden, ... */
+    RL_ABOVE = 1u << 16, /* ... above, before */
+    RL_COLON = 1u << 17, /* ':' */
+    RL_HASH2 = 1u << 18, /* "##" */
+    RL_TOKEN = 1u << 19, /* "<|", "<<", "</s>", the run "inst" of "[/inst]" */
+    RL_IMAGE = 1u << 20, /* "![" */
+    RL_PREFIX = 1u << 30, /* the entry matches runs it starts, not only itself */
+};
+
+typedef struct {
+    const char *word;
+    size_t len;
+    uint32_t bits;
+} rules_lit;
+#define RULES_LIT(w, b) {w, sizeof w - 1, b}
+
+/* By first letter; a word may carry several rules' bits. */
+static const rules_lit rules_lits[] = {
+    RULES_LIT("above", RL_ABOVE),
+    RULES_LIT("actual", RL_NEW),
+    RULES_LIT("are", RL_ARE),
+    RULES_LIT("before", RL_ABOVE),
+    RULES_LIT("bypass", RL_V1),
+    RULES_LIT("command", RL_O1 | RL_PREFIX),
+    RULES_LIT("complete", RL_ADJ),
+    RULES_LIT("configuration", RL_OX | RL_PREFIX),
+    RULES_LIT("context", RL_O1 | RL_PREFIX),
+    RULES_LIT("direction", RL_O1 | RL_PREFIX),
+    RULES_LIT("directive", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("disclose", RL_VX),
+    RULES_LIT("display", RL_VX),
+    RULES_LIT("disregard", RL_V1 | RL_V2 | RL_V3),
+    RULES_LIT("drop", RL_V1),
+    RULES_LIT("dump", RL_VX),
+    RULES_LIT("echo", RL_VX),
+    RULES_LIT("entire", RL_ADJ),
+    RULES_LIT("exact", RL_ADJ),
+    RULES_LIT("forget", RL_V1 | RL_V2 | RL_V3),
+    RULES_LIT("from", RL_FROM),
+    RULES_LIT("full", RL_ADJ),
+    RULES_LIT("give", RL_VX),
+    RULES_LIT("guideline", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("hidden", RL_ADJ),
+    RULES_LIT("ignore", RL_V1 | RL_V2 | RL_V3),
+    RULES_LIT("initial", RL_ADJ),
+    RULES_LIT("inst", RL_TOKEN),
+    RULES_LIT("instruction", RL_O1 | RL_OX | RL_INSTR | RL_PREFIX),
+    RULES_LIT("internal", RL_ADJ),
+    RULES_LIT("leak", RL_VX),
+    RULES_LIT("message", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("neglect", RL_V1 | RL_V2),
+    RULES_LIT("new", RL_NEW),
+    RULES_LIT("now", RL_NOW),
+    RULES_LIT("on", RL_ON),
+    RULES_LIT("orders", RL_O1 | RL_PREFIX),
+    RULES_LIT("original", RL_ADJ),
+    RULES_LIT("output", RL_VX),
+    RULES_LIT("overlook", RL_V1 | RL_V2),
+    RULES_LIT("override", RL_V1),
+    RULES_LIT("print", RL_VX),
+    RULES_LIT("prompt", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("real", RL_NEW),
+    RULES_LIT("recite", RL_VX),
+    RULES_LIT("repeat", RL_VX),
+    RULES_LIT("reveal", RL_VX),
+    RULES_LIT("revised", RL_NEW),
+    RULES_LIT("rules", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("secret", RL_ADJ),
+    RULES_LIT("share", RL_VX),
+    RULES_LIT("show", RL_VX),
+    RULES_LIT("skip", RL_V1),
+    RULES_LIT("spell", RL_VX),
+    RULES_LIT("system", RL_SYSTEM),
+    RULES_LIT("tell", RL_VX),
+    RULES_LIT("updated", RL_NEW),
+    RULES_LIT("what", RL_VX),
+    RULES_LIT("write", RL_VX),
+    RULES_LIT("you", RL_YOU),
+    RULES_LIT("your", RL_YOUR),
+};
+
+/* rules_lits[rules_lit_first[c - 'a'] .. rules_lit_first[c - 'a' + 1]) start with c. */
+static uint8_t rules_lit_first[27];
+
+static bool rules_lits_init(void)
+{
+    size_t k = 0;
+    for (int c = 0; c < 26; c++) {
+        rules_lit_first[c] = (uint8_t)k;
+        while (k < sizeof rules_lits / sizeof rules_lits[0] && rules_lits[k].word[0] == 'a' + c)
+            k++;
+    }
+    rules_lit_first[26] = (uint8_t)k;
+    return k == sizeof rules_lits / sizeof rules_lits[0]; /* false: the table is not grouped a..z */
+}
+
+/* The bits of the run s[0..n) of a-z (n > 0). */
+static uint32_t rules_word_bits(const unsigned char *s, size_t n)
+{
+    uint32_t bits = 0;
+    for (size_t k = rules_lit_first[s[0] - 'a']; k < rules_lit_first[s[0] - 'a' + 1]; k++) {
+        const rules_lit *l = &rules_lits[k];
+        if (l->len > n || (l->len != n && !(l->bits & RL_PREFIX)) || memcmp(l->word, s, l->len) != 0)
+            continue;
+        bits |= l->bits & ~(uint32_t)RL_PREFIX;
+    }
+    return bits;
+}
+
+static_assert(RULES_N == 11, "rules_candidates names each rule's bit");
+
+/* Which rules (bit i: rules_defs[i]) could match text: ~0 when the text has a capital. */
+static uint32_t rules_candidates(const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    uint32_t seen = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = s[i];
+        if (c >= 'a' && c <= 'z') {
+            size_t j = i + 1;
+            while (j < len && s[j] >= 'a' && s[j] <= 'z')
+                j++;
+            seen |= rules_word_bits(s + i, j - i);
+            i = j;
+            continue;
+        }
+        if (c >= 'A' && c <= 'Z')
+            return ~0u;
+        unsigned char next = i + 1 < len ? s[i + 1] : 0;
+        if (c == ':')
+            seen |= RL_COLON;
+        else if (c == '#' && next == '#')
+            seen |= RL_HASH2;
+        else if (c == '<' && (next == '|' || next == '<' || (next == '/' && i + 3 < len && s[i + 2] == 's' && s[i + 3] == '>')))
+            seen |= RL_TOKEN;
+        else if (c == '!' && next == '[')
+            seen |= RL_IMAGE;
+        i++;
+    }
+#define RL_ALL(m) ((seen & (m)) == (m))
+    uint32_t cand = 0;
+    /* in the order of rules_defs */
+    cand |= (uint32_t)RL_ALL(RL_V1 | RL_O1) << 0;      /* \b verb \s+ ... \s+ object s?\b */
+    cand |= (uint32_t)RL_ALL(RL_V2) << 1;              /* \b verb \s+ */
+    cand |= (uint32_t)RL_ALL(RL_V3) << 2;              /* \b verb \s+ */
+    cand |= (uint32_t)RL_ALL(RL_YOU | RL_ARE | RL_NOW) << 3; /* \byou\s+are\s+now\s+ */
+    cand |= (uint32_t)RL_ALL(RL_NEW | RL_INSTR | RL_COLON) << 4; /* [^\n.!:>"']\s*(your\s+)? new \s+ ... \s+instruction... : */
+    cand |= (uint32_t)(RL_ALL(RL_FROM | RL_NOW | RL_ON) && (seen & (RL_YOU | RL_YOUR))) << 5; /* \bfrom\s+now\s+on,?\s+you(r)?\s+ */
+    cand |= (uint32_t)RL_ALL(RL_TOKEN) << 6;
+    cand |= (uint32_t)RL_ALL(RL_HASH2 | RL_COLON) << 7;
+    cand |= (uint32_t)RL_ALL(RL_SYSTEM | RL_COLON) << 8; /* (^|\n)\s*\[?system\]?\s*: */
+    /* \b verb \s+ ... then: your\s+(adj\s+)* object | (the|your)\s+(adj\s+)+ ... object | ... (above|before\s+this)\b */
+    cand |= (uint32_t)((seen & RL_VX) && (((seen & RL_OX) && (seen & (RL_YOUR | RL_ADJ))) || (seen & RL_ABOVE))) << 9;
+    cand |= (uint32_t)RL_ALL(RL_IMAGE) << 10;
+#undef RL_ALL
+    return cand;
+}
+
 ragd_err guard_rules_init(void)
 {
     if (rules_ready)
@@ -125,6 +317,10 @@ ragd_err guard_rules_init(void)
         (void)pcre2_jit_compile(rules_code[i], PCRE2_JIT_COMPLETE); /* interpreter otherwise */
     }
     rules_any_init();
+    if (!rules_lits_init()) {
+        guard_rules_shutdown();
+        return RAGD_EINVAL;
+    }
     rules_ready = true;
     return RAGD_OK;
 }
@@ -142,18 +338,13 @@ void guard_rules_shutdown(void)
     rules_ready = false;
 }
 
-/* Whether rule i matches, with caller-provided match data. */
-static bool rules_match(size_t i, const char *text, size_t len, pcre2_match_data *md)
-{
-    int rc = pcre2_match(rules_code[i], (PCRE2_SPTR)text, len, 0, 0, md, rules_mctx);
-    return rc >= 0; /* no match, or a limit reached: not a match */
-}
-
 ragd_err guard_rules_first(const char *text, size_t len, const char **rule)
 {
     *rule = NULL;
     if (!rules_ready)
         return RAGD_EINVAL;
+    if (rules_candidates(text, len) == 0)
+        return RAGD_OK; /* no rule's words: none can match (above) */
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md)
         return RAGD_ENOMEM;
