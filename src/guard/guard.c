@@ -18,15 +18,20 @@ ragd_err guard_init(void) { return guard_rules_init(); }
 
 void guard_shutdown(void) { guard_rules_shutdown(); }
 
-float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
+float guard_model_prob_sum(const guard_model *m, int64_t sum, size_t n)
 {
     if (n == 0)
         return 0.0f; /* nothing to judge (an empty text): not the bias's base rate */
-    double sum = 0;
+    double margin = m->bias + (double)sum * m->scale / sqrt((double)n);
+    return (float)(1.0 / (1.0 + exp(-margin)));
+}
+
+float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
+{
+    int64_t sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += m->weights[idx[i]];
-    double margin = m->bias + sum * m->scale / sqrt((double)n);
-    return (float)(1.0 / (1.0 + exp(-margin)));
+    return guard_model_prob_sum(m, sum, n);
 }
 
 /* Words in a normalised text: runs of ASCII letters and digits, and every non-ASCII
@@ -44,6 +49,10 @@ static size_t guard_word_count(const char *s, size_t n)
     }
     return words;
 }
+
+/* guard_window_prob's bitmap, one per thread: zero when the thread starts, and left zero
+ * by every window (16 KiB per thread that screens; not cleared per call). */
+static _Thread_local uint64_t guard_seen[GUARD_DIM / 64];
 
 float guard_threshold(guard_kind kind)
 {
@@ -83,9 +92,7 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
         }
     }
     while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
-        size_t n = grams ? guard_features_ngrams(norm + start, wlen, grams + 3 * start, idx)
-                         : guard_features(norm + start, wlen, idx);
-        float p = guard_model_prob(model, idx, n);
+        float p = guard_window_prob(model, norm + start, wlen, grams ? grams + 3 * start : NULL, guard_seen, idx);
         if (p > best)
             best = p;
     }

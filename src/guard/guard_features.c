@@ -22,11 +22,6 @@ static uint32_t feat_mix(uint32_t h)
 #define FEAT_FNV_PRIME 16777619u
 #define FEAT_FNV_BASIS 2166136261u
 
-static bool feat_is_word(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80 ||
-           (c >= 'A' && c <= 'Z');
-}
 
 /* Sliding window k, or false past the last one. */
 static bool feat_slide(const char *text, size_t len, size_t k, size_t *start, size_t *wlen)
@@ -84,76 +79,119 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
 }
 
 /* The byte n-grams (n = 3..5) starting at position i of " text " (text of len bytes) into
- * idx[n...]; returns the new count. */
-static size_t feat_ngrams_at(const unsigned char *s, size_t len, size_t i, uint32_t *idx, size_t n)
+ * out[0..3); returns how many fit (3 unless the n-gram runs past the closing blank). */
+static size_t feat_ngrams_at(const unsigned char *s, size_t len, size_t i, uint32_t *out)
 {
     uint32_t h = FEAT_FNV_BASIS;
+    size_t n = 0;
     for (size_t k = 0; k < 5 && i + k < len + 2; k++) {
         size_t p = i + k;
         unsigned char c = (p == 0 || p == len + 1) ? ' ' : s[p - 1];
         h = (h ^ c) * FEAT_FNV_PRIME;
         if (k >= 2)
-            idx[n++] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
+            out[n++] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
     }
     return n;
 }
 
-/* Words and word pairs of s[0..len) into idx[n...]; returns the new count. */
-static size_t feat_words(const unsigned char *s, size_t len, uint32_t *idx, size_t n)
+/* The distinct features of one window as they are found: presence, not counts. seen is a
+ * bitmap over the hash space, all zero on entry and on return (feat_acc_done clears the
+ * words of the features listed). feat_window works on a local copy so that n and sum stay
+ * in registers (stores through seen could alias them). */
+typedef struct {
+    uint64_t *seen;
+    uint32_t *idx; /* the distinct features in order of first occurrence */
+    size_t n;
+    const int16_t *weights;
+    int64_t sum; /* their weights' sum: integers, so exact in any order */
+} feat_acc;
+
+static inline void feat_acc_add(feat_acc *a, uint32_t f)
+{
+    uint64_t bit = 1ull << (f & 63);
+    uint64_t *word = &a->seen[f >> 6];
+    if (*word & bit)
+        return;
+    *word |= bit;
+    a->idx[a->n++] = f;
+    a->sum += a->weights[f];
+}
+
+static void feat_acc_done(feat_acc *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        a->seen[a->idx[i] >> 6] = 0;
+}
+
+/* feat_is_word as a table: words are scanned byte by byte in every window. */
+static const bool feat_word_table[256] = {
+#define FEAT_W4(c) [c] = true, [c + 1] = true, [c + 2] = true, [c + 3] = true
+#define FEAT_W16(c) FEAT_W4(c), FEAT_W4(c + 4), FEAT_W4(c + 8), FEAT_W4(c + 12)
+    FEAT_W4('0'), FEAT_W4('4'), ['8'] = true, ['9'] = true, ['_'] = true,
+    FEAT_W16('A'), FEAT_W4('Q'), FEAT_W4('U'), ['Y'] = true, ['Z'] = true,
+    FEAT_W16('a'), FEAT_W4('q'), FEAT_W4('u'), ['y'] = true, ['z'] = true,
+    FEAT_W16(0x80), FEAT_W16(0x90), FEAT_W16(0xA0), FEAT_W16(0xB0),
+    FEAT_W16(0xC0), FEAT_W16(0xD0), FEAT_W16(0xE0), FEAT_W16(0xF0),
+#undef FEAT_W16
+#undef FEAT_W4
+};
+
+/* Words and word pairs of s[0..len) into a. */
+static inline void feat_words(const unsigned char *s, size_t len, feat_acc *a)
 {
     uint32_t prev = 0;
     bool have_prev = false;
     for (size_t i = 0; i < len;) {
-        if (!feat_is_word(s[i])) {
+        if (!feat_word_table[s[i]]) {
             i++;
             continue;
         }
         uint32_t h = FEAT_FNV_BASIS ^ 0x5bd1e995u;
-        while (i < len && feat_is_word(s[i]))
+        while (i < len && feat_word_table[s[i]])
             h = (h ^ s[i++]) * FEAT_FNV_PRIME;
-        idx[n++] = feat_mix(h ^ 0x9E3779B9u) & (GUARD_DIM - 1);
+        feat_acc_add(a, feat_mix(h ^ 0x9E3779B9u) & (GUARD_DIM - 1));
         if (have_prev)
-            idx[n++] = feat_mix(prev * 0x01000193u + h + 0x7F4A7C15u) & (GUARD_DIM - 1);
+            feat_acc_add(a, feat_mix(prev * 0x01000193u + h + 0x7F4A7C15u) & (GUARD_DIM - 1));
         prev = h;
         have_prev = true;
     }
-    return n;
 }
 
-/* Presence, not counts: keeps the first occurrence of each feature of idx[0..n) (a bitmap
- * over the hash space, cleared again bit by bit so the cost stays linear in the window).
- * Returns the distinct count. */
-static size_t feat_distinct(uint32_t *idx, size_t n)
+/* Every feature of the window s[0..len) (len <= GUARD_WINDOW) into *acc, in the order
+ * guard_features defines: byte n-grams over " text " (from grams, the text's
+ * guard_ngrams_new array at the window's start, where they lie inside the text; NULL:
+ * all computed here), then words and word pairs. */
+static void feat_window(const unsigned char *s, size_t len, const uint32_t *grams, feat_acc *acc)
 {
-    uint64_t seen[GUARD_DIM / 64];
-    static_assert(GUARD_DIM % 64 == 0, "bitmap words");
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t f = idx[i];
-        seen[f >> 6] = 0;
+    feat_acc a = *acc;
+    for (size_t i = 0; i + 1 < len + 2; i++) {
+        if (grams && i >= 1 && i + 4 <= len) { /* inside the text: the three at text position i - 1 */
+            const uint32_t *g = grams + 3 * (i - 1);
+            feat_acc_add(&a, g[0]);
+            feat_acc_add(&a, g[1]);
+            feat_acc_add(&a, g[2]);
+        } else { /* touching a boundary blank */
+            uint32_t g[3];
+            size_t k = feat_ngrams_at(s, len, i, g);
+            for (size_t j = 0; j < k; j++)
+                feat_acc_add(&a, g[j]);
+        }
     }
-    for (size_t i = 0; i < n; i++) {
-        uint32_t f = idx[i];
-        uint64_t bit = 1ull << (f & 63);
-        if (seen[f >> 6] & bit)
-            continue;
-        seen[f >> 6] |= bit;
-        idx[m++] = f;
-    }
-    return m;
+    feat_words(s, len, &a);
+    *acc = a;
 }
 
 size_t guard_features(const char *text, size_t len, uint32_t *idx)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = 0;
+    static_assert(GUARD_DIM % 64 == 0, "bitmap words");
+    uint64_t seen[GUARD_DIM / 64];
+    memset(seen, 0, sizeof seen);
     if (len > GUARD_WINDOW)
         len = GUARD_WINDOW; /* callers pass windows; the cap keeps idx in bounds regardless */
-    /* Byte n-grams, n = 3..5, over " text ". */
-    for (size_t i = 0; i + 1 < len + 2; i++)
-        n = feat_ngrams_at(s, len, i, idx, n);
-    n = feat_words(s, len, idx, n);
-    return feat_distinct(idx, n);
+    /* the sum is not needed: any model's weights do */
+    feat_acc a = {.seen = seen, .idx = idx, .weights = guard_model_chunk.weights};
+    feat_window((const unsigned char *)text, len, NULL, &a);
+    return a.n;
 }
 
 uint32_t *guard_ngrams_new(const char *text, size_t len)
@@ -162,7 +200,19 @@ uint32_t *guard_ngrams_new(const char *text, size_t len)
     uint32_t *g = malloc((len ? len : 1) * 3 * sizeof *g);
     if (!g)
         return NULL;
-    for (size_t p = 0; p < len; p++) {
+    size_t p = 0;
+    for (; p + 5 <= len; p++) { /* the 5-gram fits: no bounds to check */
+        uint32_t h = FEAT_FNV_BASIS;
+        h = (h ^ s[p]) * FEAT_FNV_PRIME;
+        h = (h ^ s[p + 1]) * FEAT_FNV_PRIME;
+        h = (h ^ s[p + 2]) * FEAT_FNV_PRIME;
+        g[3 * p] = feat_mix(h + 2u) & (GUARD_DIM - 1);
+        h = (h ^ s[p + 3]) * FEAT_FNV_PRIME;
+        g[3 * p + 1] = feat_mix(h + 3u) & (GUARD_DIM - 1);
+        h = (h ^ s[p + 4]) * FEAT_FNV_PRIME;
+        g[3 * p + 2] = feat_mix(h + 4u) & (GUARD_DIM - 1);
+    }
+    for (; p < len; p++) { /* the last bytes: past the end reads as 0 (never used) */
         uint32_t h = FEAT_FNV_BASIS;
         for (size_t k = 0; k < 5; k++) {
             h = (h ^ (p + k < len ? s[p + k] : 0)) * FEAT_FNV_PRIME;
@@ -175,18 +225,22 @@ uint32_t *guard_ngrams_new(const char *text, size_t len)
 
 size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams, uint32_t *idx)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    size_t n = 0;
+    uint64_t seen[GUARD_DIM / 64];
+    memset(seen, 0, sizeof seen);
     if (len > GUARD_WINDOW)
         len = GUARD_WINDOW;
-    for (size_t i = 0; i + 1 < len + 2; i++) {
-        if (i >= 1 && i + 4 <= len) { /* inside the text: the same three as at text position i - 1 */
-            memcpy(idx + n, grams + 3 * (i - 1), 3 * sizeof *idx);
-            n += 3;
-        } else { /* touching a boundary blank */
-            n = feat_ngrams_at(s, len, i, idx, n);
-        }
-    }
-    n = feat_words(s, len, idx, n);
-    return feat_distinct(idx, n);
+    feat_acc a = {.seen = seen, .idx = idx, .weights = guard_model_chunk.weights}; /* sum not needed */
+    feat_window((const unsigned char *)text, len, grams, &a);
+    return a.n;
+}
+
+float guard_window_prob(const guard_model *m, const char *text, size_t len, const uint32_t *grams, uint64_t *seen,
+                        uint32_t *idx)
+{
+    if (len > GUARD_WINDOW)
+        len = GUARD_WINDOW;
+    feat_acc a = {.seen = seen, .idx = idx, .weights = m->weights};
+    feat_window((const unsigned char *)text, len, grams, &a);
+    feat_acc_done(&a);
+    return guard_model_prob_sum(m, a.sum, a.n);
 }

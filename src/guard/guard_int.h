@@ -66,6 +66,15 @@ size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams
 /* Model m's probability for one window's features; 0 for a window without any (an empty
  * text), whatever the bias. */
 float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n);
+/* The same from the sum of the n distinct features' weights (integers: exact in any order). */
+float guard_model_prob_sum(const guard_model *m, int64_t sum, size_t n);
+
+/* guard_model_prob(m, idx, guard_features_ngrams(text, len, grams, idx)) (grams NULL:
+ * guard_features) in one pass, bit for bit the same: the weights are summed as the
+ * features are found. seen: a GUARD_DIM-bit bitmap, all zero, left all zero; idx: scratch
+ * of GUARD_MAX_FEATURES. */
+float guard_window_prob(const guard_model *m, const char *text, size_t len, const uint32_t *grams, uint64_t *seen,
+                        uint32_t *idx);
 
 /* L1: the name of the first rule that matches normalised text, or NULL. Thread-safe after
  * guard_rules_init; a match that hits the match limits counts as no match. */
