@@ -170,13 +170,28 @@ static bool norm_fold_utf8proc(norm_buf *b, const unsigned char *s, size_t n, ra
 }
 
 /* Folds ASCII s[0..n) into b as NFKC_Casefold does (it only lowers A-Z there). False when
- * b is full. */
+ * b is full. Byte for byte what norm_put_cp does with each character, flags included
+ * (they matter after a full buffer: a newline may still take a blank's place), without
+ * its Unicode cases. */
 static bool norm_fold_ascii(norm_buf *b, const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
-        if (!norm_put_cp(b, c >= 'A' && c <= 'Z' ? (uint32_t)(c | 0x20) : c))
+        if (c > ' ' && c != 0x7F) { /* printable: itself, A-Z lowered */
+            b->prev_space = b->prev_nl = false;
+            if (b->len + 1 > b->cap)
+                return false;
+            b->p[b->len++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+        } else if (c != '\n') { /* a control or a blank: one blank per run */
+            if (b->prev_space)
+                continue;
+            b->prev_space = true;
+            if (b->len + 1 > b->cap)
+                return false;
+            b->p[b->len++] = ' ';
+        } else if (!norm_put_cp(b, c)) {
             return false;
+        }
     }
     return true;
 }
@@ -250,8 +265,10 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t j = i;
+        bool plain = true; /* ASCII without NUL: nothing to strip or hand to utf8proc */
         while (j < n) {
             if (s[j] < 0x80) { /* ASCII is valid UTF-8 */
+                plain &= s[j] != 0;
                 j++;
                 continue;
             }
@@ -259,9 +276,12 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
             size_t k = norm_utf8_seq(s + j, n - j, &cp);
             if (k == 0)
                 break;
+            plain = false;
             j += k;
         }
-        if (j > i) {
+        if (j > i && plain && norm_ascii_fast) {
+            (void)norm_fold_ascii(b, s + i, j - i); /* what norm_fold_valid does with it */
+        } else if (j > i) {
             ragd_err rc = norm_fold_valid(b, s + i, j - i);
             if (rc != RAGD_OK)
                 return rc;
@@ -545,10 +565,16 @@ char *guard_normalize(const char *text, size_t len, size_t *out_len)
         goto out;
     b.prev_space = b.prev_nl = true; /* no leading blanks */
 
-    size_t elen = norm_decode_entities((const unsigned char *)text, len, ents);
-    if (norm_fold(&b, (const unsigned char *)ents, elen) != RAGD_OK)
+    /* Step 1; without an '&' the text is its own decoding. */
+    const unsigned char *plain = (const unsigned char *)text;
+    size_t elen = len;
+    if (memchr(text, '&', len)) {
+        elen = norm_decode_entities((const unsigned char *)text, len, ents);
+        plain = (const unsigned char *)ents;
+    }
+    if (norm_fold(&b, plain, elen) != RAGD_OK)
         goto out;
-    norm_find_runs((const unsigned char *)ents, elen, tmp, &dec);
+    norm_find_runs(plain, elen, tmp, &dec);
     if (dec.len > 0) {
         /* Decoded runs may carry entities of their own: decode those too (no deeper). */
         size_t dl = norm_decode_entities(dec.buf, dec.len, (char *)tmp);
