@@ -125,26 +125,34 @@ static bool rules_match(size_t i, const char *text, size_t len, pcre2_match_data
 enum {
     RL_V1 = 1u << 0,     /* override_previous_instructions: its verbs */
     RL_O1 = 1u << 1,     /* ... its objects (prefixes of runs: "instructions?" etc.) */
-    RL_V2 = 1u << 2,     /* override_everything_told: its verbs */
-    RL_V3 = 1u << 3,     /* override_ignore_content: ignore, disregard, forget */
-    RL_YOU = 1u << 4,    /* you */
-    RL_ARE = 1u << 5,    /* are */
-    RL_NOW = 1u << 6,    /* now */
-    RL_FROM = 1u << 7,   /* from */
-    RL_ON = 1u << 8,     /* on */
-    RL_YOUR = 1u << 9,   /* your */
-    RL_NEW = 1u << 10,   /* override_new_instructions: new, updated, revised, real, actual */
-    RL_INSTR = 1u << 11, /* a run starting "instruction" */
-    RL_SYSTEM = 1u << 12,
-    RL_VX = 1u << 13,    /* extract_system_prompt: its verbs (write/spell of "write out") */
-    RL_OX = 1u << 14,    /* ... its objects (prefixes: the negative lookahead needs no \b) */
-    RL_ADJ = 1u << 15,   /* ... initial, original, hidden, ... */
-    RL_ABOVE = 1u << 16, /* ... above, before */
-    RL_COLON = 1u << 17, /* ':' */
-    RL_HASH2 = 1u << 18, /* "##" */
-    RL_TOKEN = 1u << 19, /* "<|", "<<", "</s>", the run "inst" of "[/inst]" */
-    RL_IMAGE = 1u << 20, /* "![" */
-    RL_PREFIX = 1u << 30, /* the entry matches runs it starts, not only itself */
+    RL_PREV = 1u << 2,   /* ... previous, above, prior, ... (or "system") */
+    RL_V2 = 1u << 3,     /* override_everything_told: its verbs */
+    RL_V3 = 1u << 4,     /* override_ignore_content: ignore, disregard, forget */
+    RL_SAY = 1u << 5,    /* ... what it asks instead: state, say, respond, ... */
+    RL_YOU = 1u << 6,    /* you */
+    RL_ARE = 1u << 7,    /* are */
+    RL_NOW = 1u << 8,    /* now */
+    RL_FROM = 1u << 9,   /* from */
+    RL_ON = 1u << 10,    /* on */
+    RL_YOUR = 1u << 11,  /* your */
+    RL_NEW = 1u << 12,   /* override_new_instructions: new, updated, revised, real, actual */
+    RL_INSTR = 1u << 13, /* a run starting "instruction" */
+    RL_SYSTEM = 1u << 14,
+    RL_SYSP = 1u << 15,    /* a run starting "system" ("## systemprompt:") */
+    RL_SYSLINE = 1u << 16, /* role_system_line: always, never, do, don('t), assistant, override, reveal */
+    RL_VX = 1u << 17,      /* extract_system_prompt: its verbs (write/spell of "write out") */
+    RL_OX = 1u << 18,      /* ... its objects (prefixes: the negative lookahead needs no \b) */
+    RL_ADJ = 1u << 19,     /* ... initial, original, hidden, ... */
+    RL_ABOVE = 1u << 20,   /* above */
+    RL_BEFORE = 1u << 21,  /* before */
+    RL_THIS = 1u << 22,    /* this */
+    RL_COLON = 1u << 23,   /* ':' */
+    RL_HASH2 = 1u << 24,   /* "##" */
+    RL_TOKEN = 1u << 25,   /* "<|", "</s>", the run "inst" of "[/inst]" */
+    RL_LTLT = 1u << 26,    /* "<<" */
+    RL_SYS = 1u << 27,     /* sys (of "<<sys>>") */
+    RL_IMAGE = 1u << 28,   /* "![" */
+    RL_PREFIX = 1u << 30,  /* the entry matches runs it starts, not only itself */
 };
 
 typedef struct {
@@ -154,13 +162,17 @@ typedef struct {
 } rules_lit;
 #define RULES_LIT(w, b) {w, sizeof w - 1, b}
 
-/* By first letter; a word may carry several rules' bits. */
+/* Grouped by first letter, a to z; a word may carry several rules' bits. */
 static const rules_lit rules_lits[] = {
-    RULES_LIT("above", RL_ABOVE),
+    RULES_LIT("above", RL_ABOVE | RL_PREV),
     RULES_LIT("actual", RL_NEW),
+    RULES_LIT("always", RL_SYSLINE),
+    RULES_LIT("answer", RL_SAY),
     RULES_LIT("are", RL_ARE),
-    RULES_LIT("before", RL_ABOVE),
+    RULES_LIT("assistant", RL_SYSLINE),
+    RULES_LIT("before", RL_BEFORE),
     RULES_LIT("bypass", RL_V1),
+    RULES_LIT("claim", RL_SAY),
     RULES_LIT("command", RL_O1 | RL_PREFIX),
     RULES_LIT("complete", RL_ADJ),
     RULES_LIT("configuration", RL_OX | RL_PREFIX),
@@ -170,51 +182,72 @@ static const rules_lit rules_lits[] = {
     RULES_LIT("disclose", RL_VX),
     RULES_LIT("display", RL_VX),
     RULES_LIT("disregard", RL_V1 | RL_V2 | RL_V3),
+    RULES_LIT("do", RL_SYSLINE),
+    RULES_LIT("don", RL_SYSLINE),
     RULES_LIT("drop", RL_V1),
     RULES_LIT("dump", RL_VX),
+    RULES_LIT("earlier", RL_PREV),
     RULES_LIT("echo", RL_VX),
     RULES_LIT("entire", RL_ADJ),
     RULES_LIT("exact", RL_ADJ),
+    RULES_LIT("foregoing", RL_PREV),
     RULES_LIT("forget", RL_V1 | RL_V2 | RL_V3),
+    RULES_LIT("former", RL_PREV),
     RULES_LIT("from", RL_FROM),
     RULES_LIT("full", RL_ADJ),
     RULES_LIT("give", RL_VX),
     RULES_LIT("guideline", RL_O1 | RL_OX | RL_PREFIX),
     RULES_LIT("hidden", RL_ADJ),
     RULES_LIT("ignore", RL_V1 | RL_V2 | RL_V3),
-    RULES_LIT("initial", RL_ADJ),
+    RULES_LIT("initial", RL_ADJ | RL_PREV),
+    RULES_LIT("insist", RL_SAY),
     RULES_LIT("inst", RL_TOKEN),
     RULES_LIT("instruction", RL_O1 | RL_OX | RL_INSTR | RL_PREFIX),
     RULES_LIT("internal", RL_ADJ),
     RULES_LIT("leak", RL_VX),
     RULES_LIT("message", RL_O1 | RL_OX | RL_PREFIX),
     RULES_LIT("neglect", RL_V1 | RL_V2),
+    RULES_LIT("never", RL_SYSLINE),
     RULES_LIT("new", RL_NEW),
     RULES_LIT("now", RL_NOW),
     RULES_LIT("on", RL_ON),
     RULES_LIT("orders", RL_O1 | RL_PREFIX),
-    RULES_LIT("original", RL_ADJ),
-    RULES_LIT("output", RL_VX),
+    RULES_LIT("original", RL_ADJ | RL_PREV),
+    RULES_LIT("output", RL_VX | RL_SAY),
     RULES_LIT("overlook", RL_V1 | RL_V2),
-    RULES_LIT("override", RL_V1),
-    RULES_LIT("print", RL_VX),
+    RULES_LIT("override", RL_V1 | RL_SYSLINE),
+    RULES_LIT("preceding", RL_PREV),
+    RULES_LIT("previous", RL_PREV),
+    RULES_LIT("print", RL_VX | RL_SAY),
+    RULES_LIT("prior", RL_PREV),
     RULES_LIT("prompt", RL_O1 | RL_OX | RL_PREFIX),
     RULES_LIT("real", RL_NEW),
     RULES_LIT("recite", RL_VX),
+    RULES_LIT("recommend", RL_SAY),
     RULES_LIT("repeat", RL_VX),
-    RULES_LIT("reveal", RL_VX),
+    RULES_LIT("reply", RL_SAY),
+    RULES_LIT("report", RL_SAY),
+    RULES_LIT("respond", RL_SAY),
+    RULES_LIT("reveal", RL_VX | RL_SYSLINE),
     RULES_LIT("revised", RL_NEW),
     RULES_LIT("rules", RL_O1 | RL_OX | RL_PREFIX),
+    RULES_LIT("say", RL_SAY),
     RULES_LIT("secret", RL_ADJ),
     RULES_LIT("share", RL_VX),
     RULES_LIT("show", RL_VX),
     RULES_LIT("skip", RL_V1),
     RULES_LIT("spell", RL_VX),
-    RULES_LIT("system", RL_SYSTEM),
-    RULES_LIT("tell", RL_VX),
+    RULES_LIT("state", RL_SAY),
+    RULES_LIT("summarize", RL_SAY),
+    RULES_LIT("sys", RL_SYS),
+    RULES_LIT("system", RL_SYSTEM | RL_PREV),
+    RULES_LIT("system", RL_SYSP | RL_PREFIX),
+    RULES_LIT("tell", RL_VX | RL_SAY),
+    RULES_LIT("this", RL_THIS),
+    RULES_LIT("translate", RL_SAY),
     RULES_LIT("updated", RL_NEW),
     RULES_LIT("what", RL_VX),
-    RULES_LIT("write", RL_VX),
+    RULES_LIT("write", RL_VX | RL_SAY),
     RULES_LIT("you", RL_YOU),
     RULES_LIT("your", RL_YOUR),
 };
@@ -247,8 +280,6 @@ static uint32_t rules_word_bits(const unsigned char *s, size_t n)
     return bits;
 }
 
-static_assert(RULES_N == 11, "rules_candidates names each rule's bit");
-
 /* Which rules (bit i: rules_defs[i]) could match text: ~0 when the text has a capital. */
 static uint32_t rules_candidates(const char *text, size_t len)
 {
@@ -271,27 +302,49 @@ static uint32_t rules_candidates(const char *text, size_t len)
             seen |= RL_COLON;
         else if (c == '#' && next == '#')
             seen |= RL_HASH2;
-        else if (c == '<' && (next == '|' || next == '<' || (next == '/' && i + 3 < len && s[i + 2] == 's' && s[i + 3] == '>')))
+        else if (c == '<' && (next == '|' || (next == '/' && i + 3 < len && s[i + 2] == 's' && s[i + 3] == '>')))
             seen |= RL_TOKEN;
+        else if (c == '<' && next == '<')
+            seen |= RL_LTLT;
         else if (c == '!' && next == '[')
             seen |= RL_IMAGE;
         i++;
     }
 #define RL_ALL(m) ((seen & (m)) == (m))
+#define RL_ANY(m) ((seen & (m)) != 0)
+    /* Each rule's words, in the order of rules_defs; "w" a whole run, "w…" a run's start. */
+    bool can[] = {
+        /* \b verb \s+ ... (previous|...|system) \s+ (\w+\s+)? object s?\b */
+        RL_ALL(RL_V1 | RL_O1) && RL_ANY(RL_PREV),
+        /* \b verb \s+ ... you('ve|\s+...)?\s+ ... | \b verb \s+ ... (the|everything)\s+above(\s|\s*[.,:;!]|\s*$) */
+        RL_ANY(RL_V2) && RL_ANY(RL_YOU | RL_ABOVE),
+        /* \b verb \s+ ... (and|[,;:-])\s+ ... (state|say|...)\b */
+        RL_ANY(RL_V3) && RL_ANY(RL_SAY),
+        /* \byou\s+are\s+now\s+ */
+        RL_ALL(RL_YOU | RL_ARE | RL_NOW),
+        /* [\n.!:>"']\s*(your\s+)? (new|...) \s+ (system\s+)? instruction… \s*(are\s*)? : */
+        RL_ALL(RL_NEW | RL_INSTR | RL_COLON),
+        /* \bfrom\s+now\s+on,?\s+ (you|your) \s+ */
+        RL_ALL(RL_FROM | RL_NOW | RL_ON) && RL_ANY(RL_YOU | RL_YOUR),
+        /* "<|" … "|>", "[inst]", "[/inst]", "<< sys >>" (blanks and a slash allowed), "</s>" … */
+        RL_ANY(RL_TOKEN) || RL_ALL(RL_LTLT | RL_SYS),
+        /* ## \s* (system… | new \s+ instruction…) ... : */
+        RL_ALL(RL_HASH2 | RL_COLON) && (RL_ANY(RL_SYSP) || RL_ALL(RL_NEW | RL_INSTR)),
+        /* \[? system \]?\s*:\s* (you\s+ | ignore | ... | new\s+instruction… | from\s+now\s+on | the\s+assistant\s+ |
+         * always | never | do\s+not | don't | override | reveal) */
+        RL_ALL(RL_SYSTEM | RL_COLON) && (RL_ANY(RL_YOU | RL_V3 | RL_SYSLINE) || RL_ALL(RL_NEW | RL_INSTR) ||
+                                         RL_ALL(RL_FROM | RL_NOW | RL_ON)),
+        /* \b verb \s+ ... then: your\s+(adj\s+)* object… | (the|your)\s+(adj\s+)+ ... object… |
+         * ... (above|before\s+this)\b */
+        RL_ANY(RL_VX) && ((RL_ANY(RL_OX) && RL_ANY(RL_YOUR | RL_ADJ)) || RL_ANY(RL_ABOVE) || RL_ALL(RL_BEFORE | RL_THIS)),
+        /* !\[ */
+        RL_ANY(RL_IMAGE),
+    };
+    static_assert(sizeof can / sizeof can[0] == RULES_N, "one entry per rule");
     uint32_t cand = 0;
-    /* in the order of rules_defs */
-    cand |= (uint32_t)RL_ALL(RL_V1 | RL_O1) << 0;      /* \b verb \s+ ... \s+ object s?\b */
-    cand |= (uint32_t)RL_ALL(RL_V2) << 1;              /* \b verb \s+ */
-    cand |= (uint32_t)RL_ALL(RL_V3) << 2;              /* \b verb \s+ */
-    cand |= (uint32_t)RL_ALL(RL_YOU | RL_ARE | RL_NOW) << 3; /* \byou\s+are\s+now\s+ */
-    cand |= (uint32_t)RL_ALL(RL_NEW | RL_INSTR | RL_COLON) << 4; /* [^\n.!:>"']\s*(your\s+)? new \s+ ... \s+instruction... : */
-    cand |= (uint32_t)(RL_ALL(RL_FROM | RL_NOW | RL_ON) && (seen & (RL_YOU | RL_YOUR))) << 5; /* \bfrom\s+now\s+on,?\s+you(r)?\s+ */
-    cand |= (uint32_t)RL_ALL(RL_TOKEN) << 6;
-    cand |= (uint32_t)RL_ALL(RL_HASH2 | RL_COLON) << 7;
-    cand |= (uint32_t)RL_ALL(RL_SYSTEM | RL_COLON) << 8; /* (^|\n)\s*\[?system\]?\s*: */
-    /* \b verb \s+ ... then: your\s+(adj\s+)* object | (the|your)\s+(adj\s+)+ ... object | ... (above|before\s+this)\b */
-    cand |= (uint32_t)((seen & RL_VX) && (((seen & RL_OX) && (seen & (RL_YOUR | RL_ADJ))) || (seen & RL_ABOVE))) << 9;
-    cand |= (uint32_t)RL_ALL(RL_IMAGE) << 10;
+    for (size_t r = 0; r < RULES_N; r++)
+        cand |= (uint32_t)can[r] << r;
+#undef RL_ANY
 #undef RL_ALL
     return cand;
 }
