@@ -280,7 +280,10 @@ static uint32_t rules_word_bits(const unsigned char *s, size_t n)
     return bits;
 }
 
-/* Which rules (bit i: rules_defs[i]) could match text: ~0 when the text has a capital. */
+/* Every rule's bit (rules_candidates). */
+#define RULES_ALL (~0u)
+
+/* Which rules (bit i: rules_defs[i]) could match text: RULES_ALL when the text has a capital. */
 static uint32_t rules_candidates(const char *text, size_t len)
 {
     const unsigned char *s = (const unsigned char *)text;
@@ -296,7 +299,7 @@ static uint32_t rules_candidates(const char *text, size_t len)
             continue;
         }
         if (c >= 'A' && c <= 'Z')
-            return ~0u;
+            return RULES_ALL;
         unsigned char next = i + 1 < len ? s[i + 1] : 0;
         if (c == ':')
             seen |= RL_COLON;
@@ -396,23 +399,28 @@ ragd_err guard_rules_first(const char *text, size_t len, const char **rule)
     *rule = NULL;
     if (!rules_ready)
         return RAGD_EINVAL;
-    if (rules_candidates(text, len) == 0)
-        return RAGD_OK; /* no rule's words: none can match (above) */
+    /* The literal prefilter first: the rules whose words the text has (above). A rule
+     * without them cannot match, so trying only the others in order names the same first
+     * rule, limits included: the verdict of most texts comes without PCRE2, and the rest
+     * run one or two rules (tests/unit/test_guard_fast.c, make guard-eval). */
+    uint32_t cand = rules_candidates(text, len);
+    if (cand == 0)
+        return RAGD_OK;
     pcre2_match_data *md = pcre2_match_data_create(1, NULL);
     if (!md)
         return RAGD_ENOMEM;
-    /* One scan for all rules first. A completed scan without a match proves that no rule
-     * matches anywhere (no rule has a backreference, all share the options), which is the
-     * verdict for almost every text; a match, or a limit reached, falls back to the rules
-     * in order, so the first matching rule and the limits' effect are exactly as without
-     * it (tests/unit/test_guard_fast.c, make guard-eval). */
-    if (rules_any &&
+    /* A text with capitals (the prefilter does not judge it): one scan for all rules
+     * first. A completed scan without a match proves that no rule matches anywhere (no
+     * rule has a backreference, all share the options); a match, or a limit reached, falls
+     * back to the rules in order, so the first matching rule and the limits' effect are
+     * exactly as without it. */
+    if (cand == RULES_ALL && rules_any &&
         pcre2_match(rules_any, (PCRE2_SPTR)text, len, 0, 0, md, rules_mctx) == PCRE2_ERROR_NOMATCH) {
         pcre2_match_data_free(md);
         return RAGD_OK;
     }
     for (size_t i = 0; i < RULES_N; i++) {
-        if (rules_match(i, text, len, md)) {
+        if ((cand >> i & 1) && rules_match(i, text, len, md)) {
             *rule = rules_defs[i].name;
             break;
         }
