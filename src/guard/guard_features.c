@@ -106,15 +106,16 @@ typedef struct {
     int64_t sum; /* their weights' sum: integers, so exact in any order */
 } feat_acc;
 
+/* Branch-free: whether f is new is a coin toss to the branch predictor. */
 static inline void feat_acc_add(feat_acc *a, uint32_t f)
 {
-    uint64_t bit = 1ull << (f & 63);
     uint64_t *word = &a->seen[f >> 6];
-    if (*word & bit)
-        return;
-    *word |= bit;
-    a->idx[a->n++] = f;
-    a->sum += a->weights[f];
+    uint64_t old = *word;
+    uint64_t fresh = ((~old) >> (f & 63)) & 1;
+    *word = old | (1ull << (f & 63));
+    a->idx[a->n] = f;
+    a->n += fresh;
+    a->sum += a->weights[f] & -(int64_t)fresh;
 }
 
 static void feat_acc_done(feat_acc *a)
@@ -164,18 +165,23 @@ static inline void feat_words(const unsigned char *s, size_t len, feat_acc *a)
 static void feat_window(const unsigned char *s, size_t len, const uint32_t *grams, feat_acc *acc)
 {
     feat_acc a = *acc;
+    /* positions 0 .. len of " text ": inside the text (1 .. len - 3) from grams */
+    size_t body_end = grams && len >= 4 ? len - 3 : 1;
     for (size_t i = 0; i + 1 < len + 2; i++) {
-        if (grams && i >= 1 && i + 4 <= len) { /* inside the text: the three at text position i - 1 */
-            const uint32_t *g = grams + 3 * (i - 1);
-            feat_acc_add(&a, g[0]);
-            feat_acc_add(&a, g[1]);
-            feat_acc_add(&a, g[2]);
-        } else { /* touching a boundary blank */
-            uint32_t g[3];
-            size_t k = feat_ngrams_at(s, len, i, g);
-            for (size_t j = 0; j < k; j++)
-                feat_acc_add(&a, g[j]);
+        if (i == 1 && body_end > 1) {
+            const uint32_t *g = grams;
+            const uint32_t *end = grams + 3 * (body_end - 1);
+            for (; g < end; g += 3) { /* the three at text position i - 1 */
+                feat_acc_add(&a, g[0]);
+                feat_acc_add(&a, g[1]);
+                feat_acc_add(&a, g[2]);
+            }
+            i = body_end; /* <= len: the tail below */
         }
+        uint32_t g[3]; /* touching a boundary blank, or no grams */
+        size_t k = feat_ngrams_at(s, len, i, g);
+        for (size_t j = 0; j < k; j++)
+            feat_acc_add(&a, g[j]);
     }
     feat_words(s, len, &a);
     *acc = a;
