@@ -175,25 +175,44 @@ static bool norm_fold_utf8proc(norm_buf *b, const unsigned char *s, size_t n, ra
  * its Unicode cases. */
 static bool norm_fold_ascii(norm_buf *b, const unsigned char *s, size_t n)
 {
+    /* Locals, written back: the byte stores could alias b's fields. */
+    char *out = b->p;
+    size_t len = b->len;
+    bool prev_space = b->prev_space, prev_nl = b->prev_nl, room = true;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
         if (c > ' ' && c != 0x7F) { /* printable: itself, A-Z lowered */
-            b->prev_space = b->prev_nl = false;
-            if (b->len + 1 > b->cap)
-                return false;
-            b->p[b->len++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+            prev_space = prev_nl = false;
+            if (len + 1 > b->cap) {
+                room = false;
+                break;
+            }
+            out[len++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
         } else if (c != '\n') { /* a control or a blank: one blank per run */
-            if (b->prev_space)
+            if (prev_space)
                 continue;
-            b->prev_space = true;
-            if (b->len + 1 > b->cap)
-                return false;
-            b->p[b->len++] = ' ';
-        } else if (!norm_put_cp(b, c)) {
-            return false;
+            prev_space = true;
+            if (len + 1 > b->cap) {
+                room = false;
+                break;
+            }
+            out[len++] = ' ';
+        } else {
+            b->len = len;
+            b->prev_space = prev_space;
+            b->prev_nl = prev_nl;
+            room = norm_put_cp(b, c);
+            len = b->len;
+            prev_space = b->prev_space;
+            prev_nl = b->prev_nl;
+            if (!room)
+                break;
         }
     }
-    return true;
+    b->len = len;
+    b->prev_space = prev_space;
+    b->prev_nl = prev_nl;
+    return room;
 }
 
 /* Folds a valid UTF-8 stretch s[0..n) into b. RAGD_ENOMEM on allocation failure; a full
@@ -458,8 +477,9 @@ static bool norm_is_b64char(unsigned char c) { return norm_b64val(c) >= 0; }
 /* Finds and decodes the encoded runs of s[0..n); tmp has room for n bytes. */
 static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp, norm_decoded *d)
 {
-    /* %xx: a blank-delimited run with at least GUARD_MIN_PCT escapes. */
-    for (size_t i = 0; i < n;) {
+    /* %xx: a blank-delimited run with at least GUARD_MIN_PCT escapes (none without a '%'). */
+    bool pct = memchr(s, '%', n) != NULL;
+    for (size_t i = 0; pct && i < n;) {
         while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r'))
             i++;
         size_t j = i;
@@ -483,8 +503,16 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         }
         i = j;
     }
-    /* \xHH sequences. */
+    /* \xHH sequences (each starts at a backslash: skip to the next one). */
     for (size_t i = 0; i + 3 < n; i++) {
+        if (s[i] != '\\') {
+            const unsigned char *bs = memchr(s + i, '\\', n - i);
+            if (!bs)
+                break;
+            i = (size_t)(bs - s);
+            if (i + 3 >= n)
+                break;
+        }
         size_t j = i;
         size_t o = 0;
         while (j + 3 < n + 0 && s[j] == '\\' && s[j + 1] == 'x' && hex_digit_value(s[j + 2]) >= 0 &&
