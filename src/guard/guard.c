@@ -64,7 +64,7 @@ float guard_quarantine_threshold(void) { return guard_model_threshold_quarantine
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {
     *out = (guard_verdict){0};
-    uint32_t *grams = NULL;
+    guard_text t = {0};
     size_t nlen = 0;
     char *norm = guard_normalize(text, len, &nlen);
     if (!norm)
@@ -83,16 +83,11 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
      * classifier too few n-grams to judge: its bias decides (the attack run saw "hello" at
      * 0.78). The rules still judge it. */
     bool too_short = nlen < GUARD_SHORT_BYTES && guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
-    /* A text of more than one window: its n-grams hashed once for all windows. */
-    if (!too_short && nlen > GUARD_WINDOW) {
-        grams = guard_ngrams_new(norm, nlen);
-        if (!grams) {
-            rc = RAGD_ENOMEM;
-            goto out;
-        }
-    }
+    /* Its n-grams and words hashed once for all windows. */
+    if (!too_short && (rc = guard_text_init(&t, norm, nlen)) != RAGD_OK)
+        goto out;
     while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
-        float p = guard_window_prob(model, norm + start, wlen, grams ? grams + 3 * start : NULL, guard_seen, idx);
+        float p = guard_text_window_prob(model, &t, start, wlen, guard_seen, idx);
         if (p > best)
             best = p;
     }
@@ -100,7 +95,7 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     out->score = out->rule ? 1.0f : best;
     out->flagged = out->score >= guard_threshold(kind);
 out:
-    free(grams);
+    guard_text_free(&t);
     free(norm);
     if (rc != RAGD_OK)
         *out = (guard_verdict){0};

@@ -162,31 +162,39 @@ static inline void feat_words(const unsigned char *s, size_t len, feat_acc *a)
     }
 }
 
-/* Every feature of the window s[0..len) (len <= GUARD_WINDOW) into *acc, in the order
- * guard_features defines: byte n-grams over " text " (from grams, the text's
- * guard_ngrams_new array at the window's start, where they lie inside the text; NULL:
- * all computed here), then words and word pairs. */
-static void feat_window(const unsigned char *s, size_t len, const uint32_t *grams, feat_acc *acc)
+/* The byte n-grams of the window s[0..len) (len <= GUARD_WINDOW) over " text " into a:
+ * from grams (the text's feat_text_grams array at the window's start) where they lie
+ * inside the text, computed here where they touch a boundary blank (all of them when
+ * grams is NULL). */
+static feat_acc feat_ngrams(const uint32_t *grams, const unsigned char *s, size_t len, feat_acc acc)
 {
-    feat_acc a = *acc;
-    /* positions 0 .. len of " text ": inside the text (1 .. len - 3) from grams */
+    feat_acc *a = &acc; /* a local: n and sum stay in registers */
+    /* positions 0 .. len of " text ": inside the text (1 .. len - 4) from grams */
     size_t body_end = grams && len >= 4 ? len - 3 : 1;
     for (size_t i = 0; i + 1 < len + 2; i++) {
         if (i == 1 && body_end > 1) {
             const uint32_t *g = grams;
             const uint32_t *end = grams + 3 * (body_end - 1);
             for (; g < end; g += 3) { /* the three at text position i - 1 */
-                feat_acc_add(&a, g[0]);
-                feat_acc_add(&a, g[1]);
-                feat_acc_add(&a, g[2]);
+                feat_acc_add(a, g[0]);
+                feat_acc_add(a, g[1]);
+                feat_acc_add(a, g[2]);
             }
             i = body_end; /* <= len: the tail below */
         }
         uint32_t g[3]; /* touching a boundary blank, or no grams */
         size_t k = feat_ngrams_at(s, len, i, g);
         for (size_t j = 0; j < k; j++)
-            feat_acc_add(&a, g[j]);
+            feat_acc_add(a, g[j]);
     }
+    return acc;
+}
+
+/* Every feature of the window s[0..len) (len <= GUARD_WINDOW) into *acc, in the order
+ * guard_features defines: byte n-grams over " text ", then words and word pairs. */
+static void feat_window(const unsigned char *s, size_t len, feat_acc *acc)
+{
+    feat_acc a = feat_ngrams(NULL, s, len, *acc);
     feat_words(s, len, &a);
     *acc = a;
 }
@@ -200,16 +208,14 @@ size_t guard_features(const char *text, size_t len, uint32_t *idx)
         len = GUARD_WINDOW; /* callers pass windows; the cap keeps idx in bounds regardless */
     /* the sum is not needed: any model's weights do */
     feat_acc a = {.seen = seen, .idx = idx, .weights = guard_model_chunk.weights};
-    feat_window((const unsigned char *)text, len, NULL, &a);
+    feat_window((const unsigned char *)text, len, &a);
     return a.n;
 }
 
-uint32_t *guard_ngrams_new(const char *text, size_t len)
+/* The n-grams of a whole text: 3 per byte, those of the 3-, 4- and 5-gram starting there
+ * (meaningful only where the n-gram fits in the text). */
+static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
 {
-    const unsigned char *s = (const unsigned char *)text;
-    uint32_t *g = malloc((len ? len : 1) * 3 * sizeof *g);
-    if (!g)
-        return NULL;
     size_t p = 0;
     for (; p + 5 <= len; p++) { /* the 5-gram fits: no bounds to check */
         uint32_t h = FEAT_FNV_BASIS;
@@ -230,27 +236,130 @@ uint32_t *guard_ngrams_new(const char *text, size_t len)
                 g[3 * p + k - 2] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
         }
     }
-    return g;
 }
 
-size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams, uint32_t *idx)
+/* The words of a whole text with their features (feat_words' hashes). */
+static size_t feat_text_words(const unsigned char *s, size_t len, guard_word *w)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        if (!feat_word_table[s[i]]) {
+            i++;
+            continue;
+        }
+        size_t start = i;
+        uint32_t h = FEAT_FNV_BASIS ^ 0x5bd1e995u;
+        while (i < len && feat_word_table[s[i]])
+            h = (h ^ s[i++]) * FEAT_FNV_PRIME;
+        w[n] = (guard_word){.start = start, .end = i, .h = h, .uni = feat_mix(h ^ 0x9E3779B9u) & (GUARD_DIM - 1)};
+        if (n > 0)
+            w[n].bi = feat_mix(w[n - 1].h * 0x01000193u + h + 0x7F4A7C15u) & (GUARD_DIM - 1);
+        n++;
+    }
+    return n;
+}
+
+ragd_err guard_text_init(guard_text *t, const char *text, size_t len)
+{
+    *t = (guard_text){.text = text, .len = len};
+    t->grams = malloc((len ? len : 1) * 3 * sizeof *t->grams);
+    t->words = malloc((len / 2 + 1) * sizeof *t->words); /* a word and a separator: 2 bytes */
+    if (!t->grams || !t->words) {
+        guard_text_free(t);
+        return RAGD_ENOMEM;
+    }
+    feat_text_grams((const unsigned char *)text, len, t->grams);
+    t->n_words = feat_text_words((const unsigned char *)text, len, t->words);
+    return RAGD_OK;
+}
+
+void guard_text_free(guard_text *t)
+{
+    free(t->grams);
+    free(t->words);
+    *t = (guard_text){0};
+}
+
+/* The hash of the word s[0..n) as feat_words computes it. */
+static uint32_t feat_word_hash(const unsigned char *s, size_t n)
+{
+    uint32_t h = FEAT_FNV_BASIS ^ 0x5bd1e995u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * FEAT_FNV_PRIME;
+    return h;
+}
+
+/* feat_words of the window [start, end) of t, from t's words: those inside it as they
+ * are, a word cut by a window edge hashed here (its cut part is the window's word). */
+static feat_acc feat_text_window_words(const guard_text *t, size_t start, size_t end, feat_acc acc)
+{
+    feat_acc *a = &acc;
+    const unsigned char *s = (const unsigned char *)t->text;
+    const guard_word *w = t->words;
+    size_t lo = 0, hi = t->n_words; /* the first word ending after start */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (w[mid].end <= start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t k = lo;
+    uint32_t prev = 0;
+    bool have_prev = false, prev_cut = false; /* prev_cut: prev is not k - 1's hash */
+    if (k < t->n_words && w[k].start < start) { /* cut by the window's start */
+        size_t e = w[k].end < end ? w[k].end : end;
+        prev = feat_word_hash(s + start, e - start);
+        feat_acc_add(a, feat_mix(prev ^ 0x9E3779B9u) & (GUARD_DIM - 1));
+        have_prev = prev_cut = true;
+        if (w[k].end >= end)
+            return acc;
+        k++;
+    }
+    for (; k < t->n_words && w[k].end <= end; k++) {
+        feat_acc_add(a, w[k].uni);
+        if (prev_cut)
+            feat_acc_add(a, feat_mix(prev * 0x01000193u + w[k].h + 0x7F4A7C15u) & (GUARD_DIM - 1));
+        else if (have_prev)
+            feat_acc_add(a, w[k].bi);
+        prev = w[k].h;
+        have_prev = true;
+        prev_cut = false;
+    }
+    if (k < t->n_words && w[k].start < end) { /* cut by the window's end */
+        uint32_t h = feat_word_hash(s + w[k].start, end - w[k].start);
+        feat_acc_add(a, feat_mix(h ^ 0x9E3779B9u) & (GUARD_DIM - 1));
+        if (have_prev)
+            feat_acc_add(a, feat_mix(prev * 0x01000193u + h + 0x7F4A7C15u) & (GUARD_DIM - 1));
+    }
+    return acc;
+}
+
+/* feat_window of the window [start, start + len) of t (len <= GUARD_WINDOW). */
+static void feat_text_window(const guard_text *t, size_t start, size_t len, feat_acc *acc)
+{
+    *acc = feat_text_window_words(t, start, start + len,
+                                  feat_ngrams(t->grams + 3 * start, (const unsigned char *)t->text + start, len, *acc));
+}
+
+size_t guard_text_features(const guard_text *t, size_t start, size_t len, uint32_t *idx)
 {
     uint64_t seen[GUARD_DIM / 64];
     memset(seen, 0, sizeof seen);
     if (len > GUARD_WINDOW)
         len = GUARD_WINDOW;
     feat_acc a = {.seen = seen, .idx = idx, .weights = guard_model_chunk.weights}; /* sum not needed */
-    feat_window((const unsigned char *)text, len, grams, &a);
+    feat_text_window(t, start, len, &a);
     return a.n;
 }
 
-float guard_window_prob(const guard_model *m, const char *text, size_t len, const uint32_t *grams, uint64_t *seen,
-                        uint32_t *idx)
+float guard_text_window_prob(const guard_model *m, const guard_text *t, size_t start, size_t len, uint64_t *seen,
+                             uint32_t *idx)
 {
     if (len > GUARD_WINDOW)
         len = GUARD_WINDOW;
     feat_acc a = {.seen = seen, .idx = idx, .weights = m->weights};
-    feat_window((const unsigned char *)text, len, grams, &a);
+    feat_text_window(t, start, len, &a);
     feat_acc_done(&a);
     return guard_model_prob_sum(m, a.sum, a.n);
 }

@@ -1,7 +1,7 @@
 /* The prompt-injection screen's fast paths against the slower ways they replaced, which
  * must give the same bytes, so the same features and scores:
- * - guard_features_ngrams (n-grams hashed once per text) against guard_features on every
- *   window of the texts below;
+ * - guard_text_features (n-grams and words hashed once per text) against guard_features on
+ *   every window of the texts below, and guard_text_window_prob against guard_model_prob;
  * - guard_rules_first (a literal prefilter, then one scan of all rules) against the rules
  *   one by one (guard_rules_match_one), the first matching rule, on every normalised text
  *   below and on raw texts at the prefilter's edges (capitals, words run together);
@@ -44,21 +44,26 @@ static void assert_same_rule(const char *norm, size_t n)
 }
 
 /* Every window guard_score would score (sliding and line windows) of norm[0..n): the
- * cached n-grams give the same feature array as guard_features. */
+ * text's shared n-grams and words give the same feature array as guard_features, and
+ * guard_score's one-pass probability the same float as guard_model_prob, bit for bit. */
 static void assert_same_features(const char *norm, size_t n)
 {
     static uint32_t want[GUARD_MAX_FEATURES], got[GUARD_MAX_FEATURES];
-    uint32_t *grams = guard_ngrams_new(norm, n);
-    assert_non_null(grams);
+    static uint64_t seen[GUARD_DIM / 64];
+    guard_text t;
+    assert_int_equal(guard_text_init(&t, norm, n), RAGD_OK);
     guard_window_iter it = {0};
     size_t start, wlen;
     while (guard_window_next(norm, n, &it, &start, &wlen)) {
         size_t nw = guard_features(norm + start, wlen, want);
-        size_t ng = guard_features_ngrams(norm + start, wlen, grams + 3 * start, got);
+        size_t ng = guard_text_features(&t, start, wlen, got);
         assert_int_equal(ng, nw);
         assert_memory_equal(got, want, nw * sizeof *want);
+        float p_want = guard_model_prob(&guard_model_chunk, want, nw);
+        float p_got = guard_text_window_prob(&guard_model_chunk, &t, start, wlen, seen, got);
+        assert_memory_equal(&p_got, &p_want, sizeof p_want);
     }
-    free(grams);
+    guard_text_free(&t);
 }
 
 static void assert_same_norm(const char *text, size_t len)
