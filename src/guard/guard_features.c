@@ -212,6 +212,28 @@ size_t guard_features(const char *text, size_t len, uint32_t *idx)
     return a.n;
 }
 
+/* feat_mix on four values at once (GCC/Clang vector extension; SSE2 on x86-64): the
+ * n-grams of a whole text are mixed in one pass over their raw hashes. */
+typedef uint32_t feat_v4 __attribute__((vector_size(16)));
+
+static void feat_mix_all(uint32_t *g, size_t n)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        feat_v4 h;
+        memcpy(&h, g + i, sizeof h);
+        h ^= h >> 16;
+        h *= 0x85EBCA6Bu;
+        h ^= h >> 13;
+        h *= 0xC2B2AE35u;
+        h ^= h >> 16;
+        h &= GUARD_DIM - 1;
+        memcpy(g + i, &h, sizeof h);
+    }
+    for (; i < n; i++)
+        g[i] = feat_mix(g[i]) & (GUARD_DIM - 1);
+}
+
 /* The n-grams of a whole text: 3 per byte, those of the 3-, 4- and 5-gram starting there
  * (meaningful only where the n-gram fits in the text). */
 static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
@@ -222,20 +244,21 @@ static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
         h = (h ^ s[p]) * FEAT_FNV_PRIME;
         h = (h ^ s[p + 1]) * FEAT_FNV_PRIME;
         h = (h ^ s[p + 2]) * FEAT_FNV_PRIME;
-        g[3 * p] = feat_mix(h + 2u) & (GUARD_DIM - 1);
+        g[3 * p] = h + 2u;
         h = (h ^ s[p + 3]) * FEAT_FNV_PRIME;
-        g[3 * p + 1] = feat_mix(h + 3u) & (GUARD_DIM - 1);
+        g[3 * p + 1] = h + 3u;
         h = (h ^ s[p + 4]) * FEAT_FNV_PRIME;
-        g[3 * p + 2] = feat_mix(h + 4u) & (GUARD_DIM - 1);
+        g[3 * p + 2] = h + 4u;
     }
     for (; p < len; p++) { /* the last bytes: past the end reads as 0 (never used) */
         uint32_t h = FEAT_FNV_BASIS;
         for (size_t k = 0; k < 5; k++) {
             h = (h ^ (p + k < len ? s[p + k] : 0)) * FEAT_FNV_PRIME;
             if (k >= 2)
-                g[3 * p + k - 2] = feat_mix(h + (uint32_t)k) & (GUARD_DIM - 1);
+                g[3 * p + k - 2] = h + (uint32_t)k;
         }
     }
+    feat_mix_all(g, 3 * len);
 }
 
 /* The words of a whole text with their features (feat_words' hashes). */
