@@ -285,8 +285,11 @@ static size_t feat_text_words(const unsigned char *s, size_t len, guard_word *w)
 ragd_err guard_text_init(guard_text *t, const char *text, size_t len)
 {
     *t = (guard_text){.text = text, .len = len};
+    size_t n_words = 0; /* counted first: the list is exact (a word is 32 bytes) */
+    for (size_t i = 0; i < len; i++)
+        n_words += feat_word_table[(unsigned char)text[i]] && (i == 0 || !feat_word_table[(unsigned char)text[i - 1]]);
     t->grams = malloc((len ? len : 1) * 3 * sizeof *t->grams);
-    t->words = malloc((len / 2 + 1) * sizeof *t->words); /* a word and a separator: 2 bytes */
+    t->words = malloc((n_words ? n_words : 1) * sizeof *t->words);
     if (!t->grams || !t->words) {
         guard_text_free(t);
         return RAGD_ENOMEM;
