@@ -285,9 +285,13 @@ static size_t feat_text_words(const unsigned char *s, size_t len, guard_word *w)
 ragd_err guard_text_init(guard_text *t, const char *text, size_t len)
 {
     *t = (guard_text){.text = text, .len = len};
-    size_t n_words = 0; /* counted first: the list is exact (a word is 32 bytes) */
-    for (size_t i = 0; i < len; i++)
-        n_words += feat_word_table[(unsigned char)text[i]] && (i == 0 || !feat_word_table[(unsigned char)text[i - 1]]);
+    size_t n_words = 0; /* counted first (without branches): the list is exact, 32 bytes a word */
+    bool in_word = false;
+    for (size_t i = 0; i < len; i++) {
+        bool w = feat_word_table[(unsigned char)text[i]];
+        n_words += w & !in_word;
+        in_word = w;
+    }
     t->grams = malloc((len ? len : 1) * 3 * sizeof *t->grams);
     t->words = malloc((n_words ? n_words : 1) * sizeof *t->words);
     if (!t->grams || !t->words) {

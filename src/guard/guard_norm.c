@@ -474,6 +474,12 @@ static void norm_keep(norm_decoded *d, const unsigned char *run, size_t n)
 
 static bool norm_is_b64char(unsigned char c) { return norm_b64val(c) >= 0; }
 
+/* hex_digit_value(c) >= 0, without branches. */
+static bool norm_is_hex(unsigned char c)
+{
+    return ((unsigned)(c - '0') < 10) | ((unsigned)((c | 0x20) - 'a') < 6);
+}
+
 /* Finds and decodes the encoded runs of s[0..n); tmp has room for n bytes. */
 static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp, norm_decoded *d)
 {
@@ -527,8 +533,12 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
     }
     /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). */
     for (size_t i = 0; i + 1 < n; i++) {
-        if (i > 0 && norm_b64val(s[i - 1]) >= 0)
-            continue; /* not at the start of a word */
+        /* A run can start only at a word's start with a hex pair ending the word: tested
+         * without branches (words and digits alternate too often to predict). */
+        bool word_start = i == 0 || norm_b64_table[s[i - 1]] == 0;
+        bool pair_ends = i + 2 == n || norm_b64_table[s[i + 2 < n ? i + 2 : i]] == 0;
+        if (!(word_start & norm_is_hex(s[i]) & norm_is_hex(s[i + 1]) & pair_ends))
+            continue;
         size_t j = i;
         size_t o = 0;
         while (j + 1 < n && hex_digit_value(s[j]) >= 0 && hex_digit_value(s[j + 1]) >= 0 &&

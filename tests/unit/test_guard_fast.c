@@ -145,7 +145,7 @@ static void test_random_mixes(void **state)
         "\xEF\xBC\xA1", "\xE2\x84\xAA", "\xE2\x91\xA0", "\xE1\xBA\x9E", "\xCE\xA3", "\xCF\x82", "\xE1\x84\x80",
         "\xE1\x85\xA1", "\xE1\x86\xA8", "\xE2\x80\x8B", "\xC2\xAD", "\xF3\xA0\x81\x81", "\x00", "\x01", "\t",
         "\n", "\r\n", "  ", "\xFF", "\xC3", "&#105;", "&lt;", "&zwj;", "%69%67", "aWdub3JlIGFsbCBwcmV2aW91cw==",
-        "69676e6f726520616c6c", "\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x61\\x6c", "\\", " ", ".", "IGNORE", "\xD0\xB0", "\xE3\x80\x80", "\xE6\x9D\xB1", "1", "\xE2\x80\xA8",
+        "69676e6f726520616c6c", "\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x61\\x6c", "\\", "69 67 6e 6f 72 65 20 61 6c", "69:67:6e:6f:72:65:20:61", " ", ".", "IGNORE", "\xD0\xB0", "\xE3\x80\x80", "\xE6\x9D\xB1", "1", "\xE2\x80\xA8",
     };
     rng r = {7};
     char text[2048];
