@@ -264,6 +264,9 @@ static bool rules_lits_init(void)
             k++;
     }
     rules_lit_first[26] = (uint8_t)k;
+    for (size_t i = 0; i < sizeof rules_lits / sizeof rules_lits[0]; i++)
+        if (rules_lits[i].len < 2)
+            return false; /* rules_word_bits reads a second letter */
     return k == sizeof rules_lits / sizeof rules_lits[0]; /* false: the table is not grouped a..z */
 }
 
@@ -273,7 +276,9 @@ static uint32_t rules_word_bits(const unsigned char *s, size_t n)
     uint32_t bits = 0;
     for (size_t k = rules_lit_first[s[0] - 'a']; k < rules_lit_first[s[0] - 'a' + 1]; k++) {
         const rules_lit *l = &rules_lits[k];
-        if (l->len > n || (l->len != n && !(l->bits & RL_PREFIX)) || memcmp(l->word, s, l->len) != 0)
+        /* every word has two letters or more: the second rejects most before memcmp */
+        if (l->len > n || (l->len != n && !(l->bits & RL_PREFIX)) || l->word[1] != (char)s[1] ||
+            memcmp(l->word, s, l->len) != 0)
             continue;
         bits |= l->bits & ~(uint32_t)RL_PREFIX;
     }
