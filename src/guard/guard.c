@@ -50,7 +50,7 @@ static size_t guard_word_count(const char *s, size_t n)
     return words;
 }
 
-/* guard_window_prob's bitmap, one per thread: zero when the thread starts, and left zero
+/* guard_text_window_prob's bitmap, one per thread: zero when the thread starts, and left zero
  * by every window (16 KiB per thread that screens; not cleared per call). */
 static _Thread_local uint64_t guard_seen[GUARD_DIM / 64];
 
