@@ -117,6 +117,9 @@ asan:
 $(BUILD)/bench_vindex: bench/bench_vindex.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 
+$(BUILD)/bench_guard: bench/bench_guard.c $(LIB)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
+
 $(BUILD)/bench_cache: bench/bench_cache.c $(LIB)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(PKG_LIBS)
 

@@ -18,15 +18,20 @@ ragd_err guard_init(void) { return guard_rules_init(); }
 
 void guard_shutdown(void) { guard_rules_shutdown(); }
 
-float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
+float guard_model_prob_sum(const guard_model *m, int64_t sum, size_t n)
 {
     if (n == 0)
         return 0.0f; /* nothing to judge (an empty text): not the bias's base rate */
-    double sum = 0;
+    double margin = m->bias + (double)sum * m->scale / sqrt((double)n);
+    return (float)(1.0 / (1.0 + exp(-margin)));
+}
+
+float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n)
+{
+    int64_t sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += m->weights[idx[i]];
-    double margin = m->bias + sum * m->scale / sqrt((double)n);
-    return (float)(1.0 / (1.0 + exp(-margin)));
+    return guard_model_prob_sum(m, sum, n);
 }
 
 /* Words in a normalised text: runs of ASCII letters and digits, and every non-ASCII
@@ -45,6 +50,10 @@ static size_t guard_word_count(const char *s, size_t n)
     return words;
 }
 
+/* guard_text_window_prob's bitmap, one per thread: zero when the thread starts, and left zero
+ * by every window (16 KiB per thread that screens; not cleared per call). */
+static _Thread_local uint64_t guard_seen[GUARD_DIM / 64];
+
 float guard_threshold(guard_kind kind)
 {
     return kind == GUARD_QUERY ? guard_model_threshold_query : guard_model_threshold_chunk;
@@ -55,7 +64,7 @@ float guard_quarantine_threshold(void) { return guard_model_threshold_quarantine
 ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdict *out)
 {
     *out = (guard_verdict){0};
-    uint32_t *grams = NULL;
+    guard_text t = {0};
     size_t nlen = 0;
     char *norm = guard_normalize(text, len, &nlen);
     if (!norm)
@@ -74,18 +83,11 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
      * classifier too few n-grams to judge: its bias decides (the attack run saw "hello" at
      * 0.78). The rules still judge it. */
     bool too_short = nlen < GUARD_SHORT_BYTES && guard_word_count(norm, nlen) < GUARD_MIN_WORDS;
-    /* A text of more than one window: its n-grams hashed once for all windows. */
-    if (!too_short && nlen > GUARD_WINDOW) {
-        grams = guard_ngrams_new(norm, nlen);
-        if (!grams) {
-            rc = RAGD_ENOMEM;
-            goto out;
-        }
-    }
+    /* Its n-grams and words hashed once for all windows. */
+    if (!too_short && (rc = guard_text_init(&t, norm, nlen)) != RAGD_OK)
+        goto out;
     while (!too_short && guard_window_next(norm, nlen, &it, &start, &wlen)) {
-        size_t n = grams ? guard_features_ngrams(norm + start, wlen, grams + 3 * start, idx)
-                         : guard_features(norm + start, wlen, idx);
-        float p = guard_model_prob(model, idx, n);
+        float p = guard_text_window_prob(model, &t, start, wlen, guard_seen, idx);
         if (p > best)
             best = p;
     }
@@ -93,7 +95,7 @@ ragd_err guard_score(const char *text, size_t len, guard_kind kind, guard_verdic
     out->score = out->rule ? 1.0f : best;
     out->flagged = out->score >= guard_threshold(kind);
 out:
-    free(grams);
+    guard_text_free(&t);
     free(norm);
     if (rc != RAGD_OK)
         *out = (guard_verdict){0};

@@ -52,20 +52,41 @@ bool guard_window_next(const char *text, size_t len, guard_window_iter *it, size
  * first occurrence; returns their count n. The window's margin is bias + sum(w[idx]) / sqrt(n). */
 size_t guard_features(const char *text, size_t len, uint32_t *idx);
 
-/* The byte n-gram features of a whole text computed once for all its windows (windows
- * overlap, and line windows repeat the sliding ones, so each byte was hashed about three
- * times): 3 per byte, those of the 3-, 4- and 5-gram starting there (meaningful only where
- * the n-gram fits in the text). malloc'd (free it), NULL when out of memory. */
-uint32_t *guard_ngrams_new(const char *text, size_t len);
+/* A normalised text's n-grams and words, computed once for all its windows (windows
+ * overlap, and line windows repeat the sliding ones, so each byte was featurised about
+ * three times): 3 n-grams per byte (the 3-, 4- and 5-gram starting there), and each word
+ * (a maximal run of word bytes) with its features. text must outlive it. */
+typedef struct {
+    size_t start, end; /* text[start..end) */
+    uint32_t h;        /* its hash */
+    uint32_t uni, bi;  /* its feature, and that of the pair with the word before it (if any) */
+} guard_word;
+typedef struct {
+    const char *text;
+    size_t len;
+    uint32_t *grams;
+    guard_word *words;
+    size_t n_words;
+} guard_text;
+/* RAGD_ENOMEM leaves *t freed. */
+ragd_err guard_text_init(guard_text *t, const char *text, size_t len);
+void guard_text_free(guard_text *t);
 
-/* guard_features of the window text[0..len) of a text whose guard_ngrams_new array at the
- * window's start is grams: the same idx, in the same order (n-grams touching the window's
- * boundary blanks are computed here; the rest are read from grams). */
-size_t guard_features_ngrams(const char *text, size_t len, const uint32_t *grams, uint32_t *idx);
+/* guard_features(t->text + start, len, idx): the same idx in the same order, from t (the
+ * n-grams and words a window edge cuts are computed here). */
+size_t guard_text_features(const guard_text *t, size_t start, size_t len, uint32_t *idx);
 
 /* Model m's probability for one window's features; 0 for a window without any (an empty
  * text), whatever the bias. */
 float guard_model_prob(const guard_model *m, const uint32_t *idx, size_t n);
+/* The same from the sum of the n distinct features' weights (integers: exact in any order). */
+float guard_model_prob_sum(const guard_model *m, int64_t sum, size_t n);
+
+/* guard_model_prob(m, idx, guard_text_features(t, start, len, idx)) in one pass, bit for
+ * bit the same: the weights are summed as the features are found. seen: a GUARD_DIM-bit
+ * bitmap, all zero, left all zero; idx: scratch of GUARD_MAX_FEATURES. */
+float guard_text_window_prob(const guard_model *m, const guard_text *t, size_t start, size_t len, uint64_t *seen,
+                             uint32_t *idx);
 
 /* L1: the name of the first rule that matches normalised text, or NULL. Thread-safe after
  * guard_rules_init; a match that hits the match limits counts as no match. */

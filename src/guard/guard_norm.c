@@ -170,15 +170,49 @@ static bool norm_fold_utf8proc(norm_buf *b, const unsigned char *s, size_t n, ra
 }
 
 /* Folds ASCII s[0..n) into b as NFKC_Casefold does (it only lowers A-Z there). False when
- * b is full. */
+ * b is full. Byte for byte what norm_put_cp does with each character, flags included
+ * (they matter after a full buffer: a newline may still take a blank's place), without
+ * its Unicode cases. */
 static bool norm_fold_ascii(norm_buf *b, const unsigned char *s, size_t n)
 {
+    /* Locals, written back: the byte stores could alias b's fields. */
+    char *out = b->p;
+    size_t len = b->len;
+    bool prev_space = b->prev_space, prev_nl = b->prev_nl, room = true;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = s[i];
-        if (!norm_put_cp(b, c >= 'A' && c <= 'Z' ? (uint32_t)(c | 0x20) : c))
-            return false;
+        if (c > ' ' && c != 0x7F) { /* printable: itself, A-Z lowered */
+            prev_space = prev_nl = false;
+            if (len + 1 > b->cap) {
+                room = false;
+                break;
+            }
+            out[len++] = (char)(c >= 'A' && c <= 'Z' ? c | 0x20 : c);
+        } else if (c != '\n') { /* a control or a blank: one blank per run */
+            if (prev_space)
+                continue;
+            prev_space = true;
+            if (len + 1 > b->cap) {
+                room = false;
+                break;
+            }
+            out[len++] = ' ';
+        } else {
+            b->len = len;
+            b->prev_space = prev_space;
+            b->prev_nl = prev_nl;
+            room = norm_put_cp(b, c);
+            len = b->len;
+            prev_space = b->prev_space;
+            prev_nl = b->prev_nl;
+            if (!room)
+                break;
+        }
     }
-    return true;
+    b->len = len;
+    b->prev_space = prev_space;
+    b->prev_nl = prev_nl;
+    return room;
 }
 
 /* Folds a valid UTF-8 stretch s[0..n) into b. RAGD_ENOMEM on allocation failure; a full
@@ -250,8 +284,10 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
     size_t i = 0;
     while (i < n) {
         size_t j = i;
+        bool plain = true; /* ASCII without NUL: nothing to strip or hand to utf8proc */
         while (j < n) {
             if (s[j] < 0x80) { /* ASCII is valid UTF-8 */
+                plain &= s[j] != 0;
                 j++;
                 continue;
             }
@@ -259,9 +295,12 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
             size_t k = norm_utf8_seq(s + j, n - j, &cp);
             if (k == 0)
                 break;
+            plain = false;
             j += k;
         }
-        if (j > i) {
+        if (j > i && plain && norm_ascii_fast) {
+            (void)norm_fold_ascii(b, s + i, j - i); /* what norm_fold_valid does with it */
+        } else if (j > i) {
             ragd_err rc = norm_fold_valid(b, s + i, j - i);
             if (rc != RAGD_OK)
                 return rc;
@@ -435,11 +474,18 @@ static void norm_keep(norm_decoded *d, const unsigned char *run, size_t n)
 
 static bool norm_is_b64char(unsigned char c) { return norm_b64val(c) >= 0; }
 
+/* hex_digit_value(c) >= 0, without branches. */
+static bool norm_is_hex(unsigned char c)
+{
+    return ((unsigned)(c - '0') < 10) | ((unsigned)((c | 0x20) - 'a') < 6);
+}
+
 /* Finds and decodes the encoded runs of s[0..n); tmp has room for n bytes. */
 static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp, norm_decoded *d)
 {
-    /* %xx: a blank-delimited run with at least GUARD_MIN_PCT escapes. */
-    for (size_t i = 0; i < n;) {
+    /* %xx: a blank-delimited run with at least GUARD_MIN_PCT escapes (none without a '%'). */
+    bool pct = memchr(s, '%', n) != NULL;
+    for (size_t i = 0; pct && i < n;) {
         while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r'))
             i++;
         size_t j = i;
@@ -463,8 +509,16 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
         }
         i = j;
     }
-    /* \xHH sequences. */
+    /* \xHH sequences (each starts at a backslash: skip to the next one). */
     for (size_t i = 0; i + 3 < n; i++) {
+        if (s[i] != '\\') {
+            const unsigned char *bs = memchr(s + i, '\\', n - i);
+            if (!bs)
+                break;
+            i = (size_t)(bs - s);
+            if (i + 3 >= n)
+                break;
+        }
         size_t j = i;
         size_t o = 0;
         while (j + 3 < n + 0 && s[j] == '\\' && s[j + 1] == 'x' && hex_digit_value(s[j + 2]) >= 0 &&
@@ -479,8 +533,12 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
     }
     /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). */
     for (size_t i = 0; i + 1 < n; i++) {
-        if (i > 0 && norm_b64val(s[i - 1]) >= 0)
-            continue; /* not at the start of a word */
+        /* A run can start only at a word's start with a hex pair ending the word: tested
+         * without branches (words and digits alternate too often to predict). */
+        bool word_start = i == 0 || norm_b64_table[s[i - 1]] == 0;
+        bool pair_ends = i + 2 == n || norm_b64_table[s[i + 2 < n ? i + 2 : i]] == 0;
+        if (!(word_start & norm_is_hex(s[i]) & norm_is_hex(s[i + 1]) & pair_ends))
+            continue;
         size_t j = i;
         size_t o = 0;
         while (j + 1 < n && hex_digit_value(s[j]) >= 0 && hex_digit_value(s[j + 1]) >= 0 &&
@@ -545,10 +603,16 @@ char *guard_normalize(const char *text, size_t len, size_t *out_len)
         goto out;
     b.prev_space = b.prev_nl = true; /* no leading blanks */
 
-    size_t elen = norm_decode_entities((const unsigned char *)text, len, ents);
-    if (norm_fold(&b, (const unsigned char *)ents, elen) != RAGD_OK)
+    /* Step 1; without an '&' the text is its own decoding. */
+    const unsigned char *plain = (const unsigned char *)text;
+    size_t elen = len;
+    if (memchr(text, '&', len)) {
+        elen = norm_decode_entities((const unsigned char *)text, len, ents);
+        plain = (const unsigned char *)ents;
+    }
+    if (norm_fold(&b, plain, elen) != RAGD_OK)
         goto out;
-    norm_find_runs((const unsigned char *)ents, elen, tmp, &dec);
+    norm_find_runs(plain, elen, tmp, &dec);
     if (dec.len > 0) {
         /* Decoded runs may carry entities of their own: decode those too (no deeper). */
         size_t dl = norm_decode_entities(dec.buf, dec.len, (char *)tmp);
