@@ -492,6 +492,9 @@ typedef struct {
 } kx_bchunk;
 
 struct kindex_batch {
+    /* kindex_batch_add_tee: the body's tokens go to this function too (NULL: nowhere) */
+    token_fn tee_fn;
+    void *tee_arg;
     /* the batch's dictionary: local id -> string, hash, postings in this batch */
     char *strs;
     size_t strs_len, strs_cap;
@@ -647,6 +650,7 @@ static ragd_err batch_intern(kindex_batch *b, const char *s, size_t n, uint32_t 
 }
 
 static int batch_count(kindex_batch *b, uint32_t id);
+static ragd_err batch_add_chunk(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f);
 
 /* Remembers that the normalised word w[0..n) (hash h) gives `local`. Best effort: a word
  * past KX_MAX_WORDS, or one that finds no memory, is simply analysed again next time. */
@@ -720,13 +724,24 @@ static int batch_on_token(const token *tok, void *arg)
     return local == KX_SKIP ? 0 : batch_count(b, local);
 }
 
+/* batch_on_token, after handing the token to b->tee_fn; once that returns non-zero it
+ * gets no more tokens (of this text) and the analysis goes on alone. */
+static int batch_on_token_tee(const token *tok, void *arg)
+{
+    kindex_batch *b = arg;
+    if (b->tee_fn && b->tee_fn(tok, b->tee_arg) != 0)
+        b->tee_fn = NULL;
+    return batch_on_token(tok, b);
+}
+
 /* Analyses text[0..len) into the field b->field of the last chunk (kindex_analyze's
  * analysis, through the batch's memo). */
 static ragd_err batch_analyze(kindex_batch *b, const char *text, size_t len)
 {
     if (len == 0)
         return RAGD_OK;
-    ragd_err e = tokenize_words(text, len, batch_on_token, b);
+    ragd_err e = tokenize_words(text, len, b->field == KINDEX_BODY && b->tee_fn ? batch_on_token_tee
+                                                                             : batch_on_token, b);
     return e ? e : b->err;
 }
 
@@ -842,8 +857,26 @@ static void batch_drop_last(kindex_batch *b, size_t locals_before)
  * failure the chunk is not in the batch and the batch is still usable. */
 ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f)
 {
+    return kindex_batch_add_tee(b, chunk_id, doc_rowid, f, NULL, NULL);
+}
+
+/* kindex_batch_add_tee: kindex_batch_add with the body's tokens also given to body_fn. */
+ragd_err kindex_batch_add_tee(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f,
+                              token_fn body_fn, void *body_arg)
+{
     if (!b || !f || b->reserved || doc_rowid == 0)
         return RAGD_EINVAL;
+    b->tee_fn = body_fn;
+    b->tee_arg = body_arg;
+    ragd_err e = batch_add_chunk(b, chunk_id, doc_rowid, f);
+    b->tee_fn = NULL;
+    b->tee_arg = NULL;
+    return e;
+}
+
+/* kindex_batch_add's work, arguments checked. */
+static ragd_err batch_add_chunk(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f)
+{
     if (b->n_chunks >= KX_MAX_SLOTS)
         return RAGD_ETOOBIG;
     ragd_err e = kx_grow((void **)&b->chunks, &b->cap_chunks, b->n_chunks + 1, sizeof *b->chunks);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "text/tokenize.h"
 #include "util/err.h"
 
 /* The in-memory keyword index of one collection: an inverted index over its chunks, each
@@ -62,6 +63,13 @@ void kindex_batch_free(kindex_batch *b); /* NULL ok */
  * load), and a document is never added again without being removed first (the store's
  * writes guarantee this). RAGD_ENOMEM, RAGD_ETOOBIG past 2^26 chunks in a batch. */
 ragd_err kindex_batch_add(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f);
+/* kindex_batch_add that also hands every token of the body field (f->text[KINDEX_BODY]),
+ * in order, to body_fn(tok, body_arg): one tokenisation feeds the keyword analysis and,
+ * e.g., the builtin embedder. Once body_fn returns non-zero it is not called again for
+ * this chunk; the analysis goes on. On failure body_fn may have seen only part of the
+ * body. body_fn NULL: exactly kindex_batch_add. */
+ragd_err kindex_batch_add_tee(kindex_batch *b, int64_t chunk_id, int64_t doc_rowid, const kindex_fields *f,
+                              token_fn body_fn, void *body_arg);
 /* Analysis ahead of the write (issue 11: tokenising and stemming moved off the store's
  * writer thread onto the ingest workers). `src` is a batch of ONE document's chunks, made
  * with kindex_batch_add on any thread with placeholder ids (chunk ids 0..n-1, any doc row

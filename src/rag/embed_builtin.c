@@ -381,3 +381,66 @@ out:
     free(c.f);
     return rc;
 }
+
+struct embed_builtin_stream {
+    embed_ctx c;       /* c.f is kept across texts */
+    feature *sorted;   /* embed_accumulate's destination, kept across texts */
+    size_t sorted_alloc;
+};
+
+embed_builtin_stream *embed_builtin_stream_new(void)
+{
+    return calloc(1, sizeof(embed_builtin_stream));
+}
+
+void embed_builtin_stream_free(embed_builtin_stream *s)
+{
+    if (s == NULL)
+        return;
+    free(s->c.f);
+    free(s->sorted);
+    free(s);
+}
+
+/* Resets the features and reserves what embed_builtin would for a text of len bytes. */
+ragd_err embed_builtin_stream_begin(embed_builtin_stream *s, size_t len)
+{
+    feature *f = s->c.f;
+    size_t alloc = s->c.alloc;
+    s->c = (embed_ctx){.f = f, .alloc = alloc};
+    size_t want = len + len / 2 + 16 < FEATURES_MAX ? len + len / 2 + 16 : FEATURES_MAX;
+    if (len > 0 && alloc < want) {
+        feature *nf = realloc(f, want * sizeof *nf);
+        if (nf == NULL)
+            return RAGD_ENOMEM;
+        s->c.f = nf;
+        s->c.alloc = want;
+    }
+    return RAGD_OK;
+}
+
+int embed_builtin_stream_token(const token *tok, void *arg)
+{
+    embed_builtin_stream *s = arg;
+    return on_token(tok, &s->c);
+}
+
+ragd_err embed_builtin_stream_end(embed_builtin_stream *s, float *out)
+{
+    ragd_err rc = s->c.err;
+    if (rc == RAGD_OK && s->c.n > s->sorted_alloc) {
+        feature *ns = realloc(s->sorted, s->c.n * sizeof *ns);
+        if (ns == NULL)
+            rc = RAGD_ENOMEM;
+        else {
+            s->sorted = ns;
+            s->sorted_alloc = s->c.n;
+        }
+    }
+    if (rc != RAGD_OK) {
+        memset(out, 0, EMBED_BUILTIN_DIM * sizeof *out);
+        return rc;
+    }
+    embed_accumulate(s->c.f, s->c.n, s->sorted, out);
+    return RAGD_OK;
+}

@@ -586,6 +586,42 @@ static void ingest_analyse_doc(ingest_doc *d)
     d->terms = b;
 }
 
+/* ingest_embed_doc and ingest_analyse_doc in one tokenisation of each chunk's body
+ * (kindex_batch_add_tee feeding the builtin embedder's stream): the same vectors and
+ * terms. Should the shared pass fail, both are redone apart (the result stays the same). */
+static ragd_err ingest_embed_analyse_doc(ingest_doc *d)
+{
+    if (d->n_chunks == 0)
+        return ingest_embed_doc(d);
+    free(d->vectors);
+    d->vectors = calloc(d->n_chunks * EMBED_BUILTIN_DIM, sizeof *d->vectors);
+    kindex_batch *b = kindex_batch_new();
+    embed_builtin_stream *es = embed_builtin_stream_new();
+    const char *title = d->title ? d->title : "";
+    ragd_err e = d->vectors && b && es ? RAGD_OK : RAGD_ENOMEM;
+    for (size_t i = 0; !e && i < d->n_chunks; i++) {
+        const char *heading = d->headings && d->headings[i] ? d->headings[i] : "";
+        size_t body_len = (size_t)(d->ends[i] - d->starts[i]);
+        kindex_fields f = {.text = {d->text + d->starts[i], title, heading},
+                           .len = {body_len, strlen(title), strlen(heading)}};
+        e = embed_builtin_stream_begin(es, body_len);
+        if (!e) /* placeholder ids: kindex_batch_add_analysed */
+            e = kindex_batch_add_tee(b, (int64_t)i, 1, &f, embed_builtin_stream_token, es);
+        if (!e)
+            e = embed_builtin_stream_end(es, d->vectors + i * EMBED_BUILTIN_DIM);
+    }
+    embed_builtin_stream_free(es);
+    if (e) {
+        kindex_batch_free(b);
+        e = ingest_embed_doc(d);
+        if (!e)
+            ingest_analyse_doc(d);
+        return e;
+    }
+    d->terms = b;
+    return RAGD_OK;
+}
+
 /* One document's share of a run, as a workpool_for item: chunk, screen and, for a builtin
  * collection, embed. Documents are independent, so the job's workers split them. */
 static void ingest_prepare_doc(void *arg, size_t i)
@@ -600,8 +636,8 @@ static void ingest_prepare_doc(void *arg, size_t i)
     if (d->prep_err == RAGD_OK)
         d->prep_err = ingest_screen(j, d);
     if (d->prep_err == RAGD_OK && j->embed_builtin)
-        d->prep_err = ingest_embed_doc(d);
-    if (d->prep_err == RAGD_OK)
+        d->prep_err = ingest_embed_analyse_doc(d);
+    else if (d->prep_err == RAGD_OK)
         ingest_analyse_doc(d);
 }
 

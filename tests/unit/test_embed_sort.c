@@ -45,6 +45,17 @@ static void assert_same_vector(const char *text, size_t len)
     float got[EMBED_BUILTIN_DIM], want[EMBED_BUILTIN_DIM];
     assert_int_equal(embed_builtin(text, len, got), RAGD_OK);
     reference_embed(text, len, want);
+    /* the stream API (one reused stream, fed by tokenize_words) gives the same vector */
+    static embed_builtin_stream *stream;
+    float streamed[EMBED_BUILTIN_DIM];
+    if (!stream)
+        assert_non_null(stream = embed_builtin_stream_new());
+    assert_int_equal(embed_builtin_stream_begin(stream, len), RAGD_OK);
+    if (len > 0)
+        assert_int_equal(tokenize_words(text, len, embed_builtin_stream_token, stream), RAGD_OK);
+    assert_int_equal(embed_builtin_stream_end(stream, streamed), RAGD_OK);
+    if (memcmp(streamed, got, sizeof got) != 0)
+        fail_msg("streamed vector differs for a text of %zu bytes: %.60s", len, text);
     if (memcmp(got, want, sizeof got) != 0) {
         for (size_t i = 0; i < EMBED_BUILTIN_DIM; i++)
             if (memcmp(&got[i], &want[i], sizeof got[i]) != 0)

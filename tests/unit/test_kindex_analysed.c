@@ -80,14 +80,47 @@ static void add_direct(kindex_batch *b, const tdoc *d)
     }
 }
 
-/* The worker's path: the document alone, placeholder ids, then copied into b. */
+/* Records the words a tokenisation gave ("w1 w2 ..."), stopping (returning 1) after
+ * stop_after words when that is not 0. */
+typedef struct {
+    char words[8192];
+    size_t len, n, stop_after;
+} word_log;
+
+static int log_word(const token *tok, void *arg)
+{
+    word_log *l = arg;
+    assert_true(l->len + tok->norm_len + 1 < sizeof l->words);
+    memcpy(l->words + l->len, tok->norm, tok->norm_len);
+    l->len += tok->norm_len;
+    l->words[l->len++] = ' ';
+    l->n++;
+    return l->stop_after && l->n == l->stop_after;
+}
+
+/* The worker's path: the document alone, placeholder ids, then copied into b. Odd chunks
+ * go through kindex_batch_add_tee (as the builtin-embedder ingest does), whose tee must
+ * see exactly the body's tokens (or their first stop_after) and leave the analysis as is. */
 static void add_analysed(kindex_batch *b, const tdoc *d)
 {
     kindex_batch *src = kindex_batch_new();
     assert_non_null(src);
     for (size_t i = 0; i < d->n; i++) {
         kindex_fields f = doc_fields(d, i);
-        assert_int_equal(kindex_batch_add(src, (int64_t)i, 1, &f), RAGD_OK);
+        if (i % 2 == 0) {
+            assert_int_equal(kindex_batch_add(src, (int64_t)i, 1, &f), RAGD_OK);
+            continue;
+        }
+        static word_log teed, want;
+        teed.len = teed.n = want.len = want.n = want.stop_after = 0;
+        teed.stop_after = i % 4 == 3 ? 5 : 0;
+        assert_int_equal(kindex_batch_add_tee(src, (int64_t)i, 1, &f, log_word, &teed), RAGD_OK);
+        assert_int_equal(tokenize_words(f.text[KINDEX_BODY], f.len[KINDEX_BODY], log_word, &want), RAGD_OK);
+        size_t want_n = teed.stop_after && want.n > teed.stop_after ? teed.stop_after : want.n;
+        assert_int_equal(teed.n, want_n);
+        if (want_n == want.n)
+            assert_int_equal(teed.len, want.len);
+        assert_memory_equal(teed.words, want.words, teed.len);
     }
     assert_int_equal(kindex_batch_chunks(src), d->n);
     assert_int_equal(kindex_batch_add_analysed(b, src, d->chunk_ids, d->rowid), RAGD_OK);
