@@ -152,9 +152,11 @@ class ShutdownTest(harness.E2ETestCase):
     def test_grace_over_refuses_queued_work(self):
         # One ingest worker, a short grace, many ingests queued behind each other: when the
         # grace is over, the ones no worker has started are answered 503 not_ready rather
-        # than all processed before exit.
+        # than all processed before exit. The queue holds ~18 MB of text, seconds of work for
+        # one ingest thread at any speed ragd reaches (~7 MB/s a core, BENCHMARKS.md): 5.8 MB
+        # once sufficed, until ingest got faster and finished it all within the grace.
         srv = self.new_server(env={"RAGD_WORKERS": "1", "RAGD_INGEST_WORKERS": "1", "RAGD_SHUTDOWN_GRACE_S": "0.3"})
-        batches = [(f"grace{j}", bulk_docs(f"g{j}x", 300, 1600, 100 + j)) for j in range(12)]
+        batches = [(f"grace{j}", bulk_docs(f"g{j}x", 300, 2000, 100 + j)) for j in range(30)]
         reqs = [PendingRequest(srv.port, ingest_request(db, docs)) for db, docs in batches]
         time.sleep(0.2)
         srv.signal(signal.SIGTERM)
