@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <threads.h>
+#include <pthread.h>
 
 #include "text/tokenize.h"
 
@@ -261,7 +261,7 @@ static double feat_weight(uint32_t kind, size_t tf) { return kind_weight[kind] *
  * bit-identical): log() was 6 % of the embedder's time. */
 #define WEIGHT_TABLE_TF 64
 static double weight_table[3][WEIGHT_TABLE_TF];
-static once_flag weight_table_once = ONCE_FLAG_INIT;
+static pthread_once_t weight_table_once = PTHREAD_ONCE_INIT;
 
 static void weight_table_build(void)
 {
@@ -320,7 +320,7 @@ static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
     double acc[EMBED_BUILTIN_DIM] = {0};
     uint32_t start[EMBED_BUILTIN_DIM + 1] = {0};
     uint32_t at[EMBED_BUILTIN_DIM];
-    call_once(&weight_table_once, weight_table_build);
+    pthread_once(&weight_table_once, weight_table_build);
     for (size_t i = 0; i < n; i++) {
         src[i].bucket = (uint32_t)(mix64(src[i].h) % EMBED_BUILTIN_DIM);
         start[src[i].bucket + 1]++;

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <threads.h>
+#include <pthread.h>
 #include <utf8proc.h>
 
 /* Source words (and their normalised forms) are cut to this many bytes. */
@@ -256,14 +256,15 @@ static const char *const tok_stopwords[] = {
 /* The stop words as a hash set: a word of up to STOP_KEY_MAX bytes packed into a 64-bit key
  * (its bytes, little end first, and its length in the top byte, so "a" and "a\0" differ),
  * open addressing with linear probing in STOP_SLOTS slots (0 is an empty slot: no key is 0).
- * Built once, on the first call from any thread (call_once); read-only afterwards. A lookup
- * is one multiply and usually one compare: the binary search it replaced was 3 % of an
- * ingest's CPU (BENCHMARKS.md "Ingest throughput (issue 11)", area "embed"). */
+ * Built once, on the first call from any thread (pthread_once, which ThreadSanitizer
+ * sees; C11 call_once it does not); read-only afterwards. A lookup is one multiply and
+ * usually one compare: the binary search it replaced was 3 % of an ingest's CPU
+ * (BENCHMARKS.md "Ingest throughput (issue 11)", area "embed"). */
 #define STOP_KEY_MAX 7
 #define STOP_SLOTS 256 /* a power of two, over twice the list's length */
 
 static uint64_t tok_stop_set[STOP_SLOTS];
-static once_flag tok_stop_once = ONCE_FLAG_INIT;
+static pthread_once_t tok_stop_once = PTHREAD_ONCE_INIT;
 
 /* The key of w[0..len), len <= STOP_KEY_MAX. */
 static uint64_t tok_stop_key(const char *w, size_t len)
@@ -292,7 +293,7 @@ bool tokenize_is_stopword(const char *norm, size_t len)
 {
     if (!norm || len == 0 || len > STOP_KEY_MAX)
         return false;
-    call_once(&tok_stop_once, tok_stop_build);
+    pthread_once(&tok_stop_once, tok_stop_build);
     uint64_t key = tok_stop_key(norm, len);
     for (size_t s = tok_stop_slot(key); tok_stop_set[s] != 0; s = (s + 1) & (STOP_SLOTS - 1)) {
         if (tok_stop_set[s] == key)
