@@ -1,0 +1,122 @@
+"""After every kind of write, a collection's documents/chunks counts (GET /api/dbs/{name},
+schema 7: the writer adds them, no INSERT trigger) equal count(*) in the store, and keyword
+retrieval gives the same results and scores after a restart (the index rebuilt from the
+stored texts at load) as right after the ingests (terms analysed on the ingest workers)."""
+
+import glob
+import os
+import sqlite3
+import unittest
+
+import harness
+
+CJK = "東京は日本の首都です。大阪は関西の中心都市であり、京都には多くの寺があります。"
+MD = ("# Lighthouse keeping\n\nThe keeper trims the wick every evening.\n\n## Lenses\n\n"
+      "A Fresnel lens bends the light into a beam.\n\n### Care\n\nPolish the brass daily.\n")
+HTML = ("<html><head><title>Harbour pilots</title></head><body><h1>Pilots</h1>"
+        "<p>A harbour pilot boards ships at the breakwater.</p><h2>Tides</h2>"
+        "<p>Spring tides run fastest at the narrows.</p></body></html>")
+
+BATCH1 = [
+    {"id": "md", "text": MD, "format": "markdown", "metadata": {"title": "Keeper's manual"}},
+    {"id": "html", "text": HTML, "format": "html"},
+    {"id": "cjk", "text": CJK, "metadata": {"lang": "ja"}},
+    {"id": "mixed", "text": "Caf\u00e9 KEEPER na\u00efve \u0391\u03b8\u03ae\u03bd\u03b1 lighthouse "
+                            "\u0440\u0443\u0441\u0441\u043a\u0438\u0439 keeper's wick-trimming."},
+    {"id": "headings", "text": "# Only\n\n## Headings\n", "format": "markdown"},
+    # replaced inside the same batch: the second text wins
+    {"id": "twice", "text": "The first version talks about anchors and ropes."},
+    {"id": "twice", "text": "The second version talks about lenses and brass."},
+    {"id": "same", "text": "Duplicate text about anchors."},
+]
+BATCH2 = [
+    {"id": "same", "text": "Duplicate text about anchors."},                       # duplicate
+    {"id": "mixed", "text": "Replaced: the keeper now writes about tides and pilots."},  # replaced
+    {"id": "long", "text": " ".join(f"Sentence {i} about the keeper and the lens." for i in range(300))},
+]
+QUERIES = ["keeper", "lens brass", "anchors", "harbour pilot tides", "東京", "首都",
+           "caf\u00e9 naive", "Lighthouse keeping", "Care", "Harbour pilots", "wick", "sentence 17"]
+
+
+class IngestConsistencyTest(harness.E2ETestCase):
+    class_server = False
+
+    def counts(self, srv, db):
+        r = srv.request("GET", f"/api/dbs/{db}")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        return r.body["documents"], r.body["chunks"]
+
+    def stored_counts(self, srv, db):
+        files = [f for f in glob.glob(os.path.join(srv.data_dir, "**", "*"), recursive=True)
+                 if f.endswith((".db", ".sqlite", ".sqlite3"))]
+        self.assertTrue(files, os.listdir(srv.data_dir))
+        for f in files:
+            con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+            try:
+                row = con.execute("SELECT id FROM collections WHERE name = ?", (db,)).fetchone()
+                if not row:
+                    continue
+                docs = con.execute("SELECT count(*) FROM documents WHERE collection_id = ?", row).fetchone()[0]
+                chunks = con.execute("SELECT count(*) FROM chunks WHERE collection_id = ?", row).fetchone()[0]
+                return docs, chunks
+            except sqlite3.OperationalError:
+                continue
+            finally:
+                con.close()
+        self.fail("collection not found in the store")
+
+    def check_counts(self, srv, db, what):
+        self.assertEqual(self.counts(srv, db), self.stored_counts(srv, db), what)
+
+    def keyword_results(self, srv, db):
+        out = {}
+        for q in QUERIES:
+            r = srv.request("POST", "/api/retrieve", json_body={"query": q, "db": db, "k": 10,
+                                                                "method": "keyword"})
+            self.assertEqual(r.status, 200, r.raw[:800])
+            out[q] = [(s["id"], round(s["score"], 9)) for s in r.body["sources"]]
+        return out
+
+    def ingest(self, srv, db, docs, status=200):
+        r = srv.request("POST", "/api/ingest", json_body={"db": db, "documents": docs})
+        self.assertEqual(r.status, status, r.raw[:800])
+        return r
+
+    def test_counts_and_keyword_results_survive_restart(self):
+        srv = self.new_server()
+        db = "consist"
+        self.ingest(srv, db, BATCH1)
+        self.check_counts(srv, db, "after new documents (one replaced in the batch)")
+        self.ingest(srv, db, BATCH2)
+        self.check_counts(srv, db, "after duplicate + replaced + new")
+        r = srv.request("DELETE", f"/api/dbs/{db}/documents/html")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        self.check_counts(srv, db, "after a delete")
+        # a write that fails validation leaves nothing behind
+        self.ingest(srv, db, [{"id": "ok", "text": "fine"}, {"id": "bad", "text": 5}], status=422)
+        self.check_counts(srv, db, "after a refused write")
+        before = self.keyword_results(srv, db)
+        self.assertTrue(any(before.values()))
+        srv.stop()
+        srv.restart()
+        self.check_counts(srv, db, "after a restart")
+        after = self.keyword_results(srv, db)
+        for q in QUERIES:
+            self.assertEqual(before[q], after[q], f"keyword results for {q!r} differ after a restart")
+
+    def test_counts_after_drop_and_recreate(self):
+        srv = self.new_server()
+        db = "again"
+        self.ingest(srv, db, BATCH1)
+        r = srv.request("DELETE", f"/api/dbs/{db}")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        self.ingest(srv, db, BATCH2)
+        self.check_counts(srv, db, "after dropping and recreating")
+        before = self.keyword_results(srv, db)
+        srv.stop()
+        srv.restart()
+        self.assertEqual(before, self.keyword_results(srv, db))
+
+
+if __name__ == "__main__":
+    unittest.main()
