@@ -6,6 +6,8 @@ stored texts at load) as right after the ingests (terms analysed on the ingest w
 import glob
 import os
 import sqlite3
+import threading
+import time
 import unittest
 
 import harness
@@ -116,6 +118,51 @@ class IngestConsistencyTest(harness.E2ETestCase):
         srv.stop()
         srv.restart()
         self.assertEqual(before, self.keyword_results(srv, db))
+
+    def test_counts_after_concurrent_ingests_into_a_new_collection(self):
+        srv = self.new_server()
+        db = "racing"
+        results = []
+
+        def one(k):
+            docs = [{"id": f"t{k}_{i}", "text": f"Thread {k} note {i} about the keeper's lens."} for i in range(40)]
+            docs.append({"id": "shared", "text": f"Shared id written by thread {k}."})
+            results.append(srv.request("POST", "/api/ingest", json_body={"db": db, "documents": docs}).status)
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(results, [200] * 4)
+        self.check_counts(srv, db, "after four concurrent ingests into a new collection")
+        self.assertEqual(self.counts(srv, db)[0], 4 * 40 + 1)
+
+    def test_counts_across_a_reembed_swap(self):
+        fake = self.start_fake_ollama()
+        srv = self.new_server(env={"RAGD_EMBEDDER": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_GENERATOR": "extractive"})
+        db = "swap"
+        r = srv.request("POST", "/api/dbs", json_body={"name": db})
+        self.assertEqual(r.status, 201, r.raw[:800])
+        self.ingest(srv, db, BATCH1)
+        fake.configure(embed_input_ms=20.0)
+        r = srv.request("POST", f"/api/dbs/{db}/reembed", json_body={"embedder": "ollama"})
+        self.assertEqual(r.status, 202, r.raw[:800])
+        # writes while the job runs: new, replaced, deleted
+        self.ingest(srv, db, BATCH2)
+        self.assertEqual(srv.request("DELETE", f"/api/dbs/{db}/documents/cjk").status, 200)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = srv.request("GET", f"/api/dbs/{db}").body.get("reembed")
+            if job and job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.05)
+        self.assertEqual(job["state"], "done", job)
+        self.check_counts(srv, db, "after a re-embedding swap with writes during it")
+        srv.stop()
+        srv.restart()
+        self.check_counts(srv, db, "after the swap and a restart")
 
 
 if __name__ == "__main__":
