@@ -215,6 +215,26 @@ class IngestConsistencyTest(harness.E2ETestCase):
         self.assertEqual(con.execute("PRAGMA page_size").fetchone()[0], 4096)
         con.close()
 
+    def test_counts_after_writes_refused_by_the_quota(self):
+        """Batches that fail midway in the store (the quota runs out while their chunks are
+        inserted: 507) leave the counts at what the store holds."""
+        srv = self.new_server(env={"RAGD_MAX_DB_BYTES": str(1 << 20)})
+        db = "quota"
+        refused = 0
+        for b in range(40):
+            docs = [{"id": f"q{b}_{i}", "text": f"Batch {b} note {i}: " + "keeper lens anchor tide " * 60}
+                    for i in range(20)]
+            docs.append({"id": "shared", "text": f"Shared document, version {b}."})
+            r = srv.request("POST", "/api/ingest", json_body={"db": db, "documents": docs})
+            self.assertIn(r.status, (200, 507), r.raw[:800])
+            refused += r.status == 507
+            self.check_counts(srv, db, f"after batch {b} ({r.status})")
+            if refused >= 3:
+                break
+        self.assertGreaterEqual(refused, 3)
+        self.assertEqual(srv.request("DELETE", f"/api/dbs/{db}/documents/shared").status, 200)
+        self.check_counts(srv, db, "after a delete under the quota")
+
 
 if __name__ == "__main__":
     unittest.main()
