@@ -22,6 +22,18 @@ HTML = ("<html><head><title>Harbour pilots</title></head><body><h1>Pilots</h1>"
         "<p>A harbour pilot boards ships at the breakwater.</p><h2>Tides</h2>"
         "<p>Spring tides run fastest at the narrows.</p></body></html>")
 
+# more distinct words than a batch's analysis memo holds (8,192), stems and stop words among them
+def _vocab_text():
+    import random
+    rng = random.Random(18)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) + rng.choice(["", "s", "ing", "ed"])
+             for _ in range(12000)]
+    words[5000:5000] = ["keepers", "keeping", "the", "and", "lenses", "Lighthouse", "WICKS"]
+    return " ".join(words) + "."
+
+
+VOCAB = _vocab_text()
 BATCH1 = [
     {"id": "md", "text": MD, "format": "markdown", "metadata": {"title": "Keeper's manual"}},
     {"id": "html", "text": HTML, "format": "html"},
@@ -37,10 +49,12 @@ BATCH1 = [
 BATCH2 = [
     {"id": "same", "text": "Duplicate text about anchors."},                       # duplicate
     {"id": "mixed", "text": "Replaced: the keeper now writes about tides and pilots."},  # replaced
+    {"id": "vocab", "text": VOCAB},
     {"id": "long", "text": " ".join(f"Sentence {i} about the keeper and the lens." for i in range(300))},
 ]
 QUERIES = ["keeper", "lens brass", "anchors", "harbour pilot tides", "東京", "首都",
-           "caf\u00e9 naive", "Lighthouse keeping", "Care", "Harbour pilots", "wick", "sentence 17"]
+           "caf\u00e9 naive", "Lighthouse keeping", "Care", "Harbour pilots", "wick", "sentence 17", " ".join(VOCAB.split()[100:104]), " ".join(VOCAB.split()[9000:9003]),
+           VOCAB.split()[11990]]
 
 
 class IngestConsistencyTest(harness.E2ETestCase):
