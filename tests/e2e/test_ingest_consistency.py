@@ -255,6 +255,24 @@ class IngestConsistencyTest(harness.E2ETestCase):
         self.assertEqual(srv.request("DELETE", f"/api/dbs/{db}/documents/shared").status, 200)
         self.check_counts(srv, db, "after a delete under the quota")
 
+    def test_backend_embedded_collection_same_results_after_restart(self):
+        """With a backend embedder the ingest worker analyses the terms apart from embedding
+        (ingest_analyse_doc): the same results after a restart too."""
+        fake = self.start_fake_ollama()
+        srv = self.new_server(env={"RAGD_EMBEDDER": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_GENERATOR": "extractive"})
+        db = "backend"
+        self.ingest(srv, db, BATCH1)
+        self.ingest(srv, db, BATCH2)
+        self.assertGreater(fake.stats()["embed_calls"], 0)
+        self.check_counts(srv, db, "backend-embedded")
+        before = self.keyword_results(srv, db)
+        srv.stop()
+        srv.restart()
+        after = self.keyword_results(srv, db)
+        for key in before:
+            self.assertEqual(before[key], after[key], f"results for {key!r} differ after a restart")
+
 
 if __name__ == "__main__":
     unittest.main()
