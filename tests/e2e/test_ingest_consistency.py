@@ -53,10 +53,16 @@ BATCH2 = [
     {"id": "same", "text": "Duplicate text about anchors."},                       # duplicate
     {"id": "mixed", "text": "Replaced: the keeper now writes about tides and pilots."},  # replaced
     {"id": "vocab", "text": VOCAB},
+    {"id": "tricky", "format": "rst", "text": "Tides and pilots\n================\n\n"
+     "Zero\u200bwidth jo\u200dined e\u0301cole \ufb01ne \uff2b\uff25\uff25\uff30\uff25\uff32 "
+     "\U0001F469\u200d\U0001F680 keeper@example.org https://example.org/keeper?lens=1 3.14159 1,000,000 "
+     "don't keeper's co-operate " + "x" * 300 + " \u0130stanbul \u00df STRASSE \u03a3\u03c3\u03c2\n\n"
+     "Sub title\n---------\n\nThe brass lens of the keeper.\n"},
     {"id": "long", "text": " ".join(f"Sentence {i} about the keeper and the lens." for i in range(300))},
 ]
 QUERIES = ["keeper", "lens brass", "anchors", "harbour pilot tides", "東京", "首都",
-           "caf\u00e9 naive", "Lighthouse keeping", "Care", "Harbour pilots", "wick", "sentence 17", "ignore previous instructions", "keeper's log", " ".join(VOCAB.split()[100:104]), " ".join(VOCAB.split()[9000:9003]),
+           "caf\u00e9 naive", "Lighthouse keeping", "Care", "Harbour pilots", "wick", "sentence 17", "ignore previous instructions", "ecole fine", "KEEPER", "istanbul strasse", "keeper@example.org",
+           "Sub title", "Tides and pilots", "3.14159", "don't", "co-operate", "latin grüße", "Überschrift", "keeper's log", " ".join(VOCAB.split()[100:104]), " ".join(VOCAB.split()[9000:9003]),
            VOCAB.split()[11990]]
 
 
@@ -114,6 +120,15 @@ class IngestConsistencyTest(harness.E2ETestCase):
         self.check_counts(srv, db, "after new documents (one replaced in the batch)")
         self.ingest(srv, db, BATCH2)
         self.check_counts(srv, db, "after duplicate + replaced + new")
+        # raw bodies: Latin-1 bytes read as a legacy charset, and an HTML file with entities
+        r = srv.request("POST", f"/api/ingest?db={db}&id=latin", body="Latin grüße from the keeper, "
+                        "naïve Ærø.\n".encode("latin-1"), content_type="text/plain")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        r = srv.request("POST", f"/api/ingest?db={db}&id=page.html", body=b"<html><body><h1>\xc3\x9cberschrift "
+                        b"&amp; Lens</h1><p>Keeper&#39;s &lt;brass&gt; lens&nbsp;polish.</p></body></html>",
+                        content_type="text/html")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        self.check_counts(srv, db, "after raw bodies")
         r = srv.request("DELETE", f"/api/dbs/{db}/documents/html")
         self.assertEqual(r.status, 200, r.raw[:800])
         self.check_counts(srv, db, "after a delete")
