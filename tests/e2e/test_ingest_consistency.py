@@ -94,7 +94,13 @@ class IngestConsistencyTest(harness.E2ETestCase):
         self.fail("collection not found in the store")
 
     def check_counts(self, srv, db, what):
-        self.assertEqual(self.counts(srv, db), self.stored_counts(srv, db), what)
+        """GET /api/dbs/{name} and GET /api/dbs report count(*) of the store."""
+        stored = self.stored_counts(srv, db)
+        self.assertEqual(self.counts(srv, db), stored, what)
+        r = srv.request("GET", "/api/dbs")
+        self.assertEqual(r.status, 200, r.raw[:800])
+        listed = [(c["documents"], c["chunks"]) for c in r.body["dbs"] if c["name"] == db]
+        self.assertEqual(listed, [stored], what + " (GET /api/dbs)")
 
     def keyword_results(self, srv, db):
         """Keyword and vector results (ids, scores) per query: the vector side checks the
