@@ -10,8 +10,9 @@
  * more than 18 digits, "-0", a \u escape of NUL or of a surrogate, nesting deeper than
  * max_depth) and any input jansson would reject. The caller then parses with jansson,
  * which gives the same result and the usual error message: this never decides an error.
- * Its allocations go through jansson's allocator (counted by jsonmem), so an out-of-memory
- * failure also ends in NULL. */
+ * The tree's allocations go through jansson's allocator (counted by jsonmem); the scratch
+ * buffer for strings with escapes (at most the input's size) and a long escaped key's copy
+ * come from malloc. Any out-of-memory failure ends in NULL. */
 #include <jansson.h>
 #include <stddef.h>
 

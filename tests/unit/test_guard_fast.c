@@ -161,6 +161,38 @@ static void test_random_mixes(void **state)
     }
 }
 
+/* Injection words in hostile dress (capitals, confusables, fullwidth forms, %xx, \xHH and
+ * &...; escapes, words run together, long lines) mixed at random: the fast normaliser, the
+ * shared features and the prefiltered rules agree with the reference paths. */
+static void test_hostile_injection_mixes(void **state)
+{
+    (void)state;
+    static const char *pieces[] = {
+        "ignore", "IGNORE", "Ignore", "iGnOrE", "previous", "PREVIOUS", "instructions", "Instructions",
+        "all", "system", "SYSTEM", "prompt", "reveal", "your", "disregard", "before this", "<<SYS>>", "<< sys >>",
+        "\\xd1\\x96gnore", "\\xD1\\x96gnore", "\\xd0\\xbe", "\xD1\x96gnore", "ign\xD0\xBEre",
+        "\xEF\xBD\x89\xEF\xBD\x87\xEF\xBD\x8E\xEF\xBD\x8F\xEF\xBD\x92\xEF\xBD\x85", "%49gnore", "%69%67%6E%6F%72%65",
+        "%2", "%zz", "\\x49\\x47", "\\x4", "&#73;gnore", "&#x49;GNORE", "&amp;", "&#0;", "&#xFFFFFFFF;", "&unknown;",
+        "&", ";", " ", "  ", "\\n", "\\t", "\n", "\r", "\t", ".", ":", "-", "i\xE2\x80\x8Bgnore", "I\xCC\x87",
+        "\xC4\xB0", "\xE1\xBA\x9E", "\xEF\xAC\x80", "\xE2\x84\xAA", "\xCE\x99\xCE\xB3", "\xE3\x80\x80",
+        "\xF0\x9D\x90\x88", "aWdub3Jl", "==", "0x49", "49 47 4e 4f 52 45",
+    };
+    rng r = {1877};
+    static char text[16384];
+    for (int t = 0; t < 6000; t++) {
+        size_t len = 0, target = t % 50 == 0 ? 12000 : rng_below(&r, 400); /* some long lines */
+        while (len < target) {
+            const char *p = pieces[rng_below(&r, sizeof pieces / sizeof pieces[0])];
+            size_t pl = strlen(p);
+            memcpy(text + len, p, pl);
+            len += pl;
+            if (rng_below(&r, 3) == 0)
+                text[len++] = ' ';
+        }
+        assert_same_norm(text, len);
+    }
+}
+
 /* Raw texts at the literal prefilter's edges (guard_rules.c): capitals (not folded here, so
  * the prefilter must pass them to PCRE2), required words only as prefixes of longer runs,
  * each rule's shortest form. */
@@ -223,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_injection_data_sets),
         cmocka_unit_test(test_docs),
         cmocka_unit_test(test_random_mixes),
+        cmocka_unit_test(test_hostile_injection_mixes),
         cmocka_unit_test(test_rules_prefilter),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
