@@ -31,7 +31,7 @@ static void reference_embed(const char *text, size_t len, float *out)
         qsort(c.f, c.n, sizeof *c.f, feat_cmp);
     /* every run added in the global (h, kind) order, as the first version did */
     double acc[EMBED_BUILTIN_DIM] = {0};
-    call_once(&weight_table_once, weight_table_build);
+    pthread_once(&weight_table_once, weight_table_build);
     feat_add_runs(c.f, c.n, acc);
     embed_normalise(acc, out);
     free(c.f);
