@@ -537,7 +537,9 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
          * without branches (words and digits alternate too often to predict). */
         bool word_start = i == 0 || norm_b64_table[s[i - 1]] == 0;
         bool pair_ends = i + 2 == n || norm_b64_table[s[i + 2 < n ? i + 2 : i]] == 0;
-        if (!(word_start & norm_is_hex(s[i]) & norm_is_hex(s[i + 1]) & pair_ends))
+        unsigned run_start = (unsigned)word_start & (unsigned)norm_is_hex(s[i]) &
+                             (unsigned)norm_is_hex(s[i + 1]) & (unsigned)pair_ends;
+        if (!run_start)
             continue;
         size_t j = i;
         size_t o = 0;
