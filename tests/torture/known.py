@@ -27,12 +27,15 @@ KNOWN = [
                 "request is never read, and the client sees its connection reset instead of "
                 "the fixed 503. The server stays up and answers again once memory returns. "
                 "Reached by the 1-in-7 persistent sample since the output budget added one "
-                "allocation per connection (main reached it at N=7 before, unsampled).",
+                "allocation per connection (main reached it at N=7 before, unsampled). "
+                "Seen both ways: mostly the connection is reset (no_response); in a fresh "
+                "Debian root (fresh-check, 2026-12-04) the same failed growth in evbuffer_read "
+                "left the request unread and unanswered for the torture's 10 s (hang).",
         "fix": "tell libevent's failed buffer growth from a real end of stream (it reaches the "
                "event callback as EOF or is retried as EAGAIN, not as ENOMEM: a first attempt "
                "that answered the fixed 503 on EOF with bytes pending did not catch it) — or "
                "read the socket into a buffer of ragd's own, allocated with the connection.",
-        "kinds": ("no_response",),
+        "kinds": ("no_response", "hang"),
         "stack": ("evbuffer_read",),
         "persistent_only": True,
     },
