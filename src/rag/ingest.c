@@ -566,17 +566,23 @@ static ragd_err ingest_embed_doc(ingest_doc *d)
 /* The keyword analysis of the document's chunks (d->terms), what the commit hook would
  * otherwise do on the store's writer thread. Best effort: on failure d->terms stays NULL
  * and the hook analyses the texts (the same result). */
+/* The keyword index's fields of chunk i of d: its body, the document's title, its heading. */
+static kindex_fields ingest_chunk_fields(const ingest_doc *d, size_t i)
+{
+    const char *title = d->title ? d->title : "";
+    const char *heading = d->headings && d->headings[i] ? d->headings[i] : "";
+    return (kindex_fields){.text = {d->text + d->starts[i], title, heading},
+                           .len = {(size_t)(d->ends[i] - d->starts[i]), strlen(title), strlen(heading)}};
+}
+
 static void ingest_analyse_doc(ingest_doc *d)
 {
     if (d->n_chunks == 0)
         return;
     kindex_batch *b = kindex_batch_new();
-    const char *title = d->title ? d->title : "";
     ragd_err e = b ? RAGD_OK : RAGD_ENOMEM;
     for (size_t i = 0; !e && i < d->n_chunks; i++) {
-        const char *heading = d->headings && d->headings[i] ? d->headings[i] : "";
-        kindex_fields f = {.text = {d->text + d->starts[i], title, heading},
-                           .len = {(size_t)(d->ends[i] - d->starts[i]), strlen(title), strlen(heading)}};
+        kindex_fields f = ingest_chunk_fields(d, i);
         e = kindex_batch_add(b, (int64_t)i, 1, &f); /* placeholder ids: kindex_batch_add_analysed */
     }
     if (e) {
@@ -597,14 +603,10 @@ static ragd_err ingest_embed_analyse_doc(ingest_doc *d)
     d->vectors = calloc(d->n_chunks * EMBED_BUILTIN_DIM, sizeof *d->vectors);
     kindex_batch *b = kindex_batch_new();
     embed_builtin_stream *es = embed_builtin_stream_new();
-    const char *title = d->title ? d->title : "";
     ragd_err e = d->vectors && b && es ? RAGD_OK : RAGD_ENOMEM;
     for (size_t i = 0; !e && i < d->n_chunks; i++) {
-        const char *heading = d->headings && d->headings[i] ? d->headings[i] : "";
-        size_t body_len = (size_t)(d->ends[i] - d->starts[i]);
-        kindex_fields f = {.text = {d->text + d->starts[i], title, heading},
-                           .len = {body_len, strlen(title), strlen(heading)}};
-        e = embed_builtin_stream_begin(es, body_len);
+        kindex_fields f = ingest_chunk_fields(d, i);
+        e = embed_builtin_stream_begin(es, f.len[KINDEX_BODY]);
         if (!e) /* placeholder ids: kindex_batch_add_analysed */
             e = kindex_batch_add_tee(b, (int64_t)i, 1, &f, embed_builtin_stream_token, es);
         if (!e)
