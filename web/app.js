@@ -1,0 +1,2 @@
+// ragd page script: plain JavaScript, no framework, nothing fetched from outside the server.
+"use strict";
