@@ -456,8 +456,8 @@ static void stat_entry_fill(cli_stat_entry *e, const struct stat *st)
     e->ctime_ns = (long long)st->st_ctim.tv_nsec;
 }
 
-/* The hash remembered for path when the file looks untouched since, else NULL. */
-static const char *stat_cache_hash(const cli_stat_cache *c, const char *path, const struct stat *st)
+/* What was remembered of path when the file looks untouched since, else NULL. */
+static const cli_stat_entry *stat_cache_find(const cli_stat_cache *c, const char *path, const struct stat *st)
 {
     if (!c || c->n == 0)
         return NULL;
@@ -468,11 +468,12 @@ static const char *stat_cache_hash(const cli_stat_cache *c, const char *path, co
     stat_entry_fill(&now, st);
     bool same = e->dev == now.dev && e->ino == now.ino && e->size == now.size && e->mtime_s == now.mtime_s &&
                 e->mtime_ns == now.mtime_ns && e->ctime_s == now.ctime_s && e->ctime_ns == now.ctime_ns;
-    return same ? e->hash : NULL;
+    return same ? e : NULL;
 }
 
 /* Remembers path's stat and hash for the next round; a failure only costs a read then. */
-static void stat_cache_put(cli_stat_cache *c, const char *path, const struct stat *st, const char *hash)
+static void stat_cache_put(cli_stat_cache *c, const char *path, const struct stat *st, const char *hash,
+                           bool refused)
 {
     if (c->n == c->alloc) {
         size_t na = c->alloc ? c->alloc * 2 : 256;
@@ -488,7 +489,19 @@ static void stat_cache_put(cli_stat_cache *c, const char *path, const struct sta
         return;
     stat_entry_fill(e, st);
     snprintf(e->hash, sizeof e->hash, "%s", hash);
+    e->refused = refused;
     c->n++;
+}
+
+/* Marks this round's entry of path refused (the entries are still in the order put). */
+static void stat_cache_mark_refused(cli_stat_cache *c, const char *path)
+{
+    for (size_t i = c->n; i-- > 0;) {
+        if (strcmp(c->e[i].path, path) == 0) {
+            c->e[i].refused = true;
+            return;
+        }
+    }
 }
 
 /* ---- the command ---- */
@@ -585,6 +598,7 @@ static bool ingest_per_file_status(long status)
 
 static void ingest_file_failed(ingest *in, const cli_file *f, const char *msg)
 {
+    stat_cache_mark_refused(&in->new_cache, f->path);
     in->pass->failed++;
     in->prog.done++;
     char shown[CLI_SHOWN_PATH];
@@ -992,11 +1006,17 @@ static bool ingest_file(ingest *in, const cli_file *f)
     }
     struct stat st;
     bool have_stat = in->known && in->old_cache && stat(f->path, &st) == 0;
-    const char *remembered = have_stat ? stat_cache_hash(in->old_cache, f->path, &st) : NULL;
+    const cli_stat_entry *remembered = have_stat ? stat_cache_find(in->old_cache, f->path, &st) : NULL;
+    if (remembered && remembered->refused) {
+        /* refused last round, untouched since: the same bytes would be refused again */
+        stat_cache_put(&in->new_cache, f->path, &st, remembered->hash, true);
+        ingest_skip(in, &p->refused_before, f->path, NULL);
+        return true;
+    }
     cli_known *same = remembered ? cli_known_find(in->known, f->id) : NULL;
-    if (same && strcmp(same->hash, remembered) == 0) {
+    if (same && strcmp(same->hash, remembered->hash) == 0) {
         /* untouched since the last round, and the server holds these bytes: not read again */
-        stat_cache_put(&in->new_cache, f->path, &st, remembered);
+        stat_cache_put(&in->new_cache, f->path, &st, remembered->hash, false);
         p->unchanged++;
         in->prog.done++;
         return true;
@@ -1034,7 +1054,7 @@ static bool ingest_file(ingest *in, const cli_file *f)
         char hash[65];
         hash_sha256_hex(send, send_len, hash);
         if (have_stat)
-            stat_cache_put(&in->new_cache, f->path, &st, hash);
+            stat_cache_put(&in->new_cache, f->path, &st, hash, false);
         cli_known *k = cli_known_find(in->known, f->id);
         if (k && strcmp(k->hash, hash) == 0) {
             p->unchanged++;
@@ -1102,6 +1122,7 @@ static void ingest_summary(const ingest *in, const cli_walk *w)
     add_reason(&why, p->junk, "not a document type");
     add_reason(&why, p->too_big, "too big");
     add_reason(&why, p->empty, "empty");
+    add_reason(&why, p->refused_before, "refused before and unchanged since");
     add_reason(&why, p->unreadable + w->errors, "unreadable");
     add_reason(&why, w->bad_name, "unusable name");
     add_reason(&why, w->dup_ids, "duplicate id");

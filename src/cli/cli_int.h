@@ -256,17 +256,20 @@ typedef struct {
     size_t sent, failed;                       /* files the server took; refused (422, 415, 413) */
     size_t added, changed, unchanged, removed; /* --sync */
     size_t junk, too_big, empty, unreadable;   /* skipped while reading */
+    size_t refused_before;                     /* --watch: refused last round, untouched since */
     long long documents, chunks, duplicates;   /* sums of the server's answers */
 } cli_pass;
 
 /* What --watch remembers of each file between rounds: a file whose inode, size, mtime and
  * ctime are unchanged has the same bytes, so its hash is taken from here instead of reading
- * it again (git's index does the same). Entries sorted by path. */
+ * it again (git's index does the same); one the server refused is not sent again until it
+ * changes (touching it is enough). Entries sorted by path. */
 typedef struct {
     char *path;
     unsigned long long dev, ino, size;
     long long mtime_s, mtime_ns, ctime_s, ctime_ns;
     char hash[65];
+    bool refused; /* the server refused these bytes (413, 415, 422): not sent again */
 } cli_stat_entry;
 
 typedef struct {

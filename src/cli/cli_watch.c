@@ -17,7 +17,7 @@
 
 #define WATCH_DEBOUNCE_MS 500
 #define WATCH_MASK                                                                                 \
-    (IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |          \
+    (IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | \
      IN_DELETE_SELF | IN_MOVE_SELF | IN_EXCL_UNLINK)
 
 typedef struct {

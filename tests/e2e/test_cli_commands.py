@@ -178,6 +178,48 @@ class CliCommandsTest(harness.E2ETestCase):
         self.assertEqual(proc.returncode, 0, (out, err))
         self.assertIn("stopped watching", err)
 
+    def test_watch_does_not_resend_a_refused_file_until_it_changes(self):
+        """A file the server refused (422) is remembered by --watch with its stat: later
+        rounds skip it and say so; touching it sends it again."""
+        write(self.path("wr", "bad.pdf"), b"%PDF-1.4 not really a PDF", "wb")
+        write(self.path("wr", "a.md"), "# A\n\nThe a note is about shrews.\n")
+        cmd = [harness.ragd_bin(), "ingest", "--watch", "wr", "--db", "watchref", "--url", self.server.url]
+        proc = subprocess.Popen(cmd, cwd=self.dir, env=harness.base_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        rounds = []  # the "synced ..." line of each round, read as --watch prints them
+        reader = threading.Thread(target=lambda: rounds.extend(
+            l for l in proc.stdout if l.startswith("synced ")), daemon=True)
+        reader.start()
+
+        def wait_rounds(n, what):
+            deadline = time.monotonic() + WAIT_S
+            while time.monotonic() < deadline and len(rounds) < n:
+                if proc.poll() is not None:
+                    self.fail(f"--watch ended early: {proc.communicate()}")
+                time.sleep(0.1)
+            self.assertGreaterEqual(len(rounds), n, f"{what}: round {n} never came")
+
+        wait_rounds(1, "first sync")
+        write(self.path("wr", "b.md"), "# B\n\nThe b note is about moles.\n")
+        wait_rounds(2, "a new file")
+        os.utime(self.path("wr", "bad.pdf"))
+        wait_rounds(3, "the refused file touched")
+        proc.send_signal(signal.SIGINT)
+        try:
+            err = proc.stderr.read()
+            proc.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            self.fail("--watch did not end on SIGINT")
+        summaries = [l for l in err.splitlines() if l.startswith("ragd: ") and " files: " in l]
+        self.assertEqual(len(summaries), 3, err)
+        self.assertIn("1 failed", summaries[0])
+        self.assertIn("1 refused before and unchanged since", summaries[1])
+        self.assertNotIn("failed", summaries[1])
+        self.assertIn("1 failed", summaries[2])  # touched: sent again, refused again
+        self.assertEqual(err.count("ragd: error: wr/bad.pdf"), 2, err)
+
     # ---------------------------------------------------------------- docs, rm, dbs
 
     def test_docs_and_rm(self):
