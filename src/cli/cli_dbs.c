@@ -193,6 +193,15 @@ int cli_cmd_dbs(const cli_opts *o)
 
 /* ---- docs ---- */
 
+/* Controls become blanks: one line per document. */
+static void docs_cell_one_line(char *cell)
+{
+    for (char *p = cell; *p; p++) {
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    }
+}
+
 /* The value of metadata[key] as text for a table cell ("-" when absent). */
 static void docs_meta_cell(json_t *doc, const char *key, char *out, size_t outlen)
 {
@@ -203,10 +212,7 @@ static void docs_meta_cell(json_t *doc, const char *key, char *out, size_t outle
         snprintf(out, outlen, "%lld", json_integer_value(v));
     else
         snprintf(out, outlen, "-");
-    for (char *p = out; *p; p++) {
-        if ((unsigned char)*p < 0x20)
-            *p = ' '; /* one line per document */
-    }
+    docs_cell_one_line(out);
 }
 
 int cli_cmd_docs(const cli_opts *o)
@@ -288,7 +294,12 @@ int cli_cmd_docs(const cli_opts *o)
             snprintf(bytes, sizeof bytes, "%lld", json_integer_value(tb));
         else
             docs_meta_cell(d, "bytes", bytes, sizeof bytes);
-        docs_meta_cell(d, "title", title, sizeof title);
+        const char *derived = json_string_value(json_object_get(d, "title"));
+        if (derived)
+            snprintf(title, sizeof title, "%s", derived);
+        else
+            docs_meta_cell(d, "title", title, sizeof title); /* a server from before "title" */
+        docs_cell_one_line(title);
         printf("%-*s  %6lld  %10s  %-20s  %s\n", wid, id ? id : "?",
                json_integer_value(json_object_get(d, "chunks")), bytes, updated ? updated : "-", title);
     }

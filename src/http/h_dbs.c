@@ -147,7 +147,8 @@ void handlers_dbs_delete(http_request *req) { http_defer(req, dbs_delete_work); 
 
 static json_t *dbs_document_json(const store_document *d)
 {
-    return json_pack("{s:s, s:s?, s:o, s:I, s:I, s:I, s:s, s:s, s:s}", "id", d->doc_id, "source", d->source, "metadata",
+    return json_pack("{s:s, s:s?, s:s?, s:o, s:I, s:I, s:I, s:s, s:s, s:s}", "id", d->doc_id, "source", d->source,
+                     "title", d->title, "metadata",
                      handlers_metadata(d->metadata_json), "chunks", (json_int_t)d->chunks, "text_bytes",
                      (json_int_t)d->text_bytes, "version", (json_int_t)d->version, "content_hash", d->content_hash,
                      "created_at", d->created_at, "updated_at", d->updated_at);
@@ -206,6 +207,8 @@ static void docs_write_document(jsonw *w, const store_document *d)
     jsonw_string(w, d->doc_id);
     jsonw_key(w, "source");
     jsonw_string(w, d->source);
+    jsonw_key(w, "title");
+    jsonw_string(w, d->title);
     jsonw_key(w, "metadata");
     jsonw_raw(w, m);
     jsonw_key(w, "chunks");

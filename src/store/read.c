@@ -200,7 +200,7 @@ out:
 #define DOC_COLS                                                                                   \
     "d.id, d.doc_id, d.content_hash, d.metadata, d.source, d.version,"                             \
     " (SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id), length(CAST(d.text AS BLOB)),"   \
-    " d.created_at, d.updated_at"
+    " d.created_at, d.updated_at, d.title"
 
 void store_document_cleanup(store_document *d)
 {
@@ -209,6 +209,7 @@ void store_document_cleanup(store_document *d)
     free(d->doc_id);
     free(d->metadata_json);
     free(d->source);
+    free(d->title);
     memset(d, 0, sizeof *d);
 }
 
@@ -236,6 +237,9 @@ static ragd_err doc_from_row(sqlite3_stmt *s, store_document *d)
     d->text_bytes = sqlite3_column_int64(s, 7);
     store__copy_col(s, 8, d->created_at, sizeof d->created_at);
     store__copy_col(s, 9, d->updated_at, sizeof d->updated_at);
+    const unsigned char *title = sqlite3_column_text(s, 10);
+    if (title && title[0])
+        d->title = dup_col(s, 10, &oom);
     if (oom) {
         store_document_cleanup(d);
         return RAGD_ENOMEM;

@@ -118,6 +118,7 @@ typedef struct {
     char content_hash[STORE_HASH_HEX + 1];
     char *metadata_json; /* a JSON object's text, "{}" when none */
     char *source;        /* NULL when none */
+    char *title;         /* as ingest derived it (metadata, <title>, heading, file name); NULL when none */
     int64_t version;     /* 1 at first ingest, +1 per replacement */
     int64_t chunks;
     int64_t text_bytes;

@@ -450,6 +450,7 @@ class ApiTest(harness.E2ETestCase):
                             "updated_at"):
                     self.assertIn(key, d)
                 self.assertEqual(d["chunks"], 1)
+                self.assertEqual(d["title"], d["id"])  # no title, heading or <title>: the file name, less its extension
             seen += [d["id"] for d in page["documents"]]
         self.assertEqual(sorted(seen), [f"d{i}" for i in range(5)])
         page = self.call("GET", f"/api/dbs/{name}/documents?offset=10")
@@ -458,6 +459,15 @@ class ApiTest(harness.E2ETestCase):
 
         doc = self.call("GET", f"/api/dbs/{name}/documents/d3")
         self.assertEqual(doc["id"], "d3")
+        self.assertEqual(doc["title"], "d3")
+        # the title ingest derived, else null (no source, an id that is no file name, a long first line)
+        self.call("POST", "/api/ingest", {"db": name, "documents": [
+            {"id": "titled", "text": "Body.", "metadata": {"title": "Given title"}},
+            {"id": "untitled", "text": "word " * 40}]})
+        self.assertEqual(self.call("GET", f"/api/dbs/{name}/documents/titled")["title"], "Given title")
+        self.assertIsNone(self.call("GET", f"/api/dbs/{name}/documents/untitled")["title"])
+        self.call("DELETE", f"/api/dbs/{name}/documents/titled")
+        self.call("DELETE", f"/api/dbs/{name}/documents/untitled")
         self.assertEqual(doc["db"], name)
         self.assertEqual(doc["source"], "d3.txt")
         self.assertEqual(doc["metadata"].get("i"), 3)
