@@ -223,6 +223,7 @@ static bool http_rate_allowed(const app *a, http_request *req, const http_conn *
     if (req->rate.allowed)
         return true;
     snprintf(req->retry_after, sizeof req->retry_after, "%u", req->rate.retry_s);
+    metrics_count_rate_limited();
     http_reply_error(req, 429, "rate_limited", "too many requests: %s allows %u per %s; retry in %u s",
                      query ? "RATE_LIMIT_QUERY" : "RAGD_RATE_LIMIT_INGEST", req->rate.limit,
                      ratelimit_unit(query ? &a->cfg.rate_query : &a->cfg.rate_ingest), req->rate.retry_s);

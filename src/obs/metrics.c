@@ -13,6 +13,7 @@
 #include "store/store.h"
 #include "upstream/llm.h"
 #include "util/strbuf.h"
+#include "util/workpool.h"
 
 #define METRICS_MAX_SERIES 512
 #define METRICS_MAX_ROUTES 64
@@ -73,7 +74,7 @@ static metrics_series metrics_requests[METRICS_MAX_SERIES];
 static size_t metrics_n_requests;
 static metrics_histogram metrics_durations[METRICS_MAX_ROUTES];
 static size_t metrics_n_durations;
-static atomic_ullong metrics_ingested_documents, metrics_ingested_chunks, metrics_shed;
+static atomic_ullong metrics_ingested_documents, metrics_ingested_chunks, metrics_shed, metrics_rate_limited;
 
 void metrics_http_observe(const char *route, const char *method, int status, double seconds)
 {
@@ -113,6 +114,8 @@ void metrics_count_ingest(size_t documents, size_t chunks)
 }
 
 void metrics_count_shed(void) { atomic_fetch_add(&metrics_shed, 1); }
+
+void metrics_count_rate_limited(void) { atomic_fetch_add(&metrics_rate_limited, 1); }
 
 /* The bucket of v among n - 1 bounds (the last bucket is +Inf). */
 static size_t metrics_bucket(const double *bounds, size_t n, double v)
@@ -445,22 +448,53 @@ static void metrics_queries_render(strbuf *sb)
                            metrics_query_generators[g], (unsigned long long)atomic_load(&metrics_queries[m][g]));
 }
 
+/* The store's pool and writer and the two worker pools: /api/pool/stats's figures. */
+static void metrics_pools(strbuf *sb, struct app *a)
+{
+    store_pool_stats ps;
+    store_pool_stats_get(a->st, &ps);
+    metrics_family(sb, "ragd_pool_connections", "gauge", "Store read connections by state.");
+    strbuf_appendf(sb, "ragd_pool_connections{state=\"available\"} %zu\nragd_pool_connections{state=\"in_use\"} %zu\n",
+                   ps.available, ps.in_use);
+    metrics_family(sb, "ragd_pool_acquires_total", "counter", "Borrows of a store read connection.");
+    strbuf_appendf(sb, "ragd_pool_acquires_total %llu\n", (unsigned long long)ps.acquires);
+    metrics_family(sb, "ragd_pool_waits_total", "counter", "Borrows of a store read connection that had to wait.");
+    strbuf_appendf(sb, "ragd_pool_waits_total %llu\n", (unsigned long long)ps.waits);
+    metrics_family(sb, "ragd_pool_wait_seconds_total", "counter", "Time spent waiting for a store read connection.");
+    strbuf_appendf(sb, "ragd_pool_wait_seconds_total %.6f\n", ps.wait_ms_total / 1000.0);
+    metrics_family(sb, "ragd_store_write_queue", "gauge", "Writes queued for the store's writer.");
+    strbuf_appendf(sb, "ragd_store_write_queue %zu\n", ps.write_queue);
+    metrics_family(sb, "ragd_store_write_groups_total", "counter", "Transactions committed by the store's writer.");
+    strbuf_appendf(sb, "ragd_store_write_groups_total %llu\n", (unsigned long long)ps.write_groups);
+    metrics_family(sb, "ragd_store_writes_total", "counter", "Writes the store's writer acknowledged.");
+    strbuf_appendf(sb, "ragd_store_writes_total %llu\n", (unsigned long long)ps.writes);
+    static const char *const names[] = {"query", "ingest"};
+    workpool *pools[] = {a->pool, a->ingest_pool};
+    metrics_family(sb, "ragd_worker_threads", "gauge", "Threads of each worker pool.");
+    for (size_t i = 0; i < 2; i++)
+        strbuf_appendf(sb, "ragd_worker_threads{pool=\"%s\"} %zu\n", names[i], pools[i] ? workpool_threads(pools[i]) : 0);
+    metrics_family(sb, "ragd_worker_busy", "gauge", "Threads of each worker pool running a job.");
+    for (size_t i = 0; i < 2; i++)
+        strbuf_appendf(sb, "ragd_worker_busy{pool=\"%s\"} %zu\n", names[i], pools[i] ? workpool_busy(pools[i]) : 0);
+    metrics_family(sb, "ragd_worker_queued", "gauge", "Jobs waiting for a thread of each worker pool.");
+    for (size_t i = 0; i < 2; i++)
+        strbuf_appendf(sb, "ragd_worker_queued{pool=\"%s\"} %zu\n", names[i], pools[i] ? workpool_queued(pools[i]) : 0);
+}
+
 char *metrics_render(struct app *a, size_t *len)
 {
     strbuf sb;
     strbuf_init(&sb, (size_t)16 << 20);
     metrics_http(&sb);
-    store_pool_stats ps;
-    store_pool_stats_get(a->st, &ps);
-    metrics_family(&sb, "ragd_pool_connections", "gauge", "Store read connections by state.");
-    strbuf_appendf(&sb, "ragd_pool_connections{state=\"available\"} %zu\nragd_pool_connections{state=\"in_use\"} %zu\n",
-                   ps.available, ps.in_use);
+    metrics_pools(&sb, a);
     metrics_family(&sb, "ragd_ingested_documents_total", "counter", "Documents committed by ingests.");
     strbuf_appendf(&sb, "ragd_ingested_documents_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_documents));
     metrics_family(&sb, "ragd_ingested_chunks_total", "counter", "Chunks committed by ingests.");
     strbuf_appendf(&sb, "ragd_ingested_chunks_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_chunks));
     metrics_family(&sb, "ragd_shed_total", "counter", "Requests shed with 503 overloaded.");
     strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
+    metrics_family(&sb, "ragd_rate_limited_total", "counter", "Requests refused with 429 rate_limited.");
+    strbuf_appendf(&sb, "ragd_rate_limited_total %llu\n", (unsigned long long)atomic_load(&metrics_rate_limited));
     metrics_injection_render(&sb);
     metrics_cache(&sb, a->cache);
     metrics_queries_render(&sb);

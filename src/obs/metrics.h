@@ -18,6 +18,8 @@ void metrics_http_observe(const char *route, const char *method, int status, dou
 void metrics_count_ingest(size_t documents, size_t chunks);
 /* A request shed with 503 overloaded. Thread-safe. */
 void metrics_count_shed(void);
+/* One 429 rate_limited answer. */
+void metrics_count_rate_limited(void);
 /* A prompt-injection verdict acted on (ragd_injection_total): where is "query", "chunk" or
  * "output"; action "blocked", "flagged", "quarantined" or "withheld". n times. Other pairs
  * are not counted. Thread-safe. */

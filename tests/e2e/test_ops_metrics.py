@@ -47,6 +47,9 @@ class MetricsExpositionTest(harness.E2ETestCase):
             "RAGD_EMBEDDER": "ollama",
             "RAGD_EMBED_BATCH": "8",
             "RAGD_BREAKER_FAILURES": "1",
+            "RAGD_WORKERS": "3",
+            "RAGD_INGEST_WORKERS": "1",
+            "RATE_LIMIT_QUERY": "6/minute",  # the traffic below sends 6 query-limited requests
         })
         r = srv.request("POST", "/api/ingest", json_body={"db": "m", "documents": DOCS},
                         headers={"X-Request-ID": "ops-ingest-1"})
@@ -59,6 +62,8 @@ class MetricsExpositionTest(harness.E2ETestCase):
         r = srv.request("POST", "/api/embed", json_body={"model": "nomic-embed-text", "input": ["hello", "world"]},
                         headers={"X-Request-ID": "ops-embed-1"})
         self.assertEqual(r.status, 200, r)
+        self.assertEnvelope(srv.request("POST", "/api/retrieve", json_body={"query": "Etna", "db": "m"}),
+                            429, "rate_limited")
         r = srv.request("GET", "/metrics")
         self.assertEqual(r.status, 200)
         text = r.raw.decode()
@@ -95,6 +100,18 @@ class MetricsExpositionTest(harness.E2ETestCase):
                     break
                 time.sleep(0.05)
             self.assertTrue(line and " embed_ms=" in line[-1], line)
+        # the pools of /api/pool/stats, and the 429
+        self.assertEqual(sample(text, "ragd_worker_threads", pool="query"), 3)
+        self.assertEqual(sample(text, "ragd_worker_threads", pool="ingest"), 1)
+        for pool in ("query", "ingest"):
+            self.assertIsNotNone(sample(text, "ragd_worker_busy", pool=pool))
+            self.assertIsNotNone(sample(text, "ragd_worker_queued", pool=pool))
+        self.assertGreaterEqual(sample(text, "ragd_store_write_groups_total"), 1)
+        self.assertGreaterEqual(sample(text, "ragd_store_writes_total"), 1)
+        self.assertGreaterEqual(sample(text, "ragd_pool_acquires_total"), 1)
+        self.assertIsNotNone(sample(text, "ragd_pool_wait_seconds_total"))
+        self.assertEqual(sample(text, "ragd_store_write_queue"), 0)
+        self.assertEqual(sample(text, "ragd_rate_limited_total"), 1)
         self.assertIsNotNone(sample(text, "ragd_http_requests_total", route="unmatched", code="404") or
                              sample(text, "ragd_http_requests_total", code="404"))
 
