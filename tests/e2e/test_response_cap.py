@@ -93,7 +93,7 @@ class ResponseCapTest(harness.E2ETestCase):
         ids = [d["id"] for d in body["documents"]]
         self.assertEqual(ids, sorted(f"d{i:03d}" for i in range(N_DOCS)))
         d = body["documents"][7]
-        self.assertEqual(list(d.keys()), ["id", "source", "metadata", "chunks", "text_bytes", "version",
+        self.assertEqual(list(d.keys()), ["id", "source", "title", "metadata", "chunks", "text_bytes", "version",
                                           "content_hash", "created_at", "updated_at"])
         self.assertEqual(d["metadata"], {"note": "m" * 50000, "i": 7})
 
