@@ -522,6 +522,7 @@ class AnswerView {
     ui.timings.textContent = "";
     ui.sources.replaceChildren();
     ui.answer.setAttribute("aria-busy", "true");
+    ui.answerText.setAttribute("aria-busy", "true");
     delete ui.answer.dataset.firstTokenMs;
     ui.answer.dataset.state = "streaming";
   }
@@ -574,8 +575,8 @@ class AnswerView {
     if (done.truncated) this.badge("info", "Some sources were left out to keep the response small");
     const t = done.timings_ms || {};
     const parts = [done.provider === "extractive" ? "extractive answer" : `${done.provider || "?"} ${done.model || ""}`.trim()];
-    if (this.firstTokenMs !== null) parts.push(`first text ${formatMs(this.firstTokenMs)}`);
-    if (typeof t.total === "number") parts.push(`total ${formatMs(t.total)}`);
+    if (this.firstTokenMs !== null) parts.push(`first words after ${formatMs(this.firstTokenMs)}`);
+    if (typeof t.total === "number") parts.push(`server total ${formatMs(t.total)}`);
     if (typeof t.retrieve === "number") parts.push(`retrieve ${formatMs(t.retrieve)}`);
     if (typeof t.generate === "number") parts.push(`generate ${formatMs(t.generate)}`);
     ui.timings.textContent = parts.join(" · ");
@@ -584,6 +585,7 @@ class AnswerView {
   end(outcome) {
     this.render();
     ui.answer.setAttribute("aria-busy", "false");
+    ui.answerText.setAttribute("aria-busy", "false");
     ui.answer.dataset.state = outcome;
   }
 }
@@ -648,6 +650,12 @@ async function ask() {
     ui.question.focus();
     return;
   }
+  const db = selectedDb();
+  if (!dbExists(db)) await loadCollections(db);
+  if (!dbExists(db)) {
+    showAlert(ui.askAlert, `Collection ${db} has no documents yet: upload some first.`);
+    return;
+  }
   if (state.asking) state.asking.abort();
   const controller = new AbortController();
   state.asking = controller;
@@ -660,7 +668,7 @@ async function ask() {
   try {
     const response = await fetch("/api/query", {
       method: "POST", headers, signal: controller.signal,
-      body: JSON.stringify({ db: selectedDb(), query: question, stream: true }),
+      body: JSON.stringify({ db, query: question, stream: true }),
     });
     if (!response.ok) {
       const err = await errorFromResponse(response);
@@ -716,9 +724,13 @@ function healthSummary(health) {
   const services = health.services || {};
   const troubles = [];
   for (const [name, svc] of Object.entries(services)) {
-    if (svc && svc.healthy === false && svc.in_use !== false) troubles.push(`${name}: ${svc.message || "unhealthy"}`);
+    if (svc && svc.healthy === false && svc.in_use !== false && name !== "generator" && name !== "embedder") {
+      troubles.push(`${name}: ${svc.message || "unhealthy"}`);
+    }
   }
-  const generator = services.generator ? `answers by ${services.generator.name}` : "";
+  const generatorName = services.generator ? services.generator.name : "";
+  const generator = generatorName === "extractive" ? "extractive answers (no LLM in use)"
+    : generatorName ? `answers by ${generatorName}` : "";
   return [status, troubles.length ? troubles.join("; ") : generator].filter(Boolean).join(" · ");
 }
 
