@@ -2,7 +2,6 @@
 // Loaded as a module (its own scope, deferred). Talks only to ragd's own API (docs/api.md).
 // Server data is hostile input: it only ever enters the page as text nodes and attribute
 // values, never as HTML.
-"use strict";
 
 const KEY_STORAGE = "ragd.apiKey";      // sessionStorage only: gone when the tab closes
 const PAGE_SIZE = 100;                  // documents per page of the list
@@ -51,20 +50,23 @@ class ApiError extends Error {
   }
 }
 
+let keyWithoutStorage = ""; // where the key lives when the browser refuses sessionStorage
+
 function storedKey() {
   try {
     return sessionStorage.getItem(KEY_STORAGE) || "";
   } catch {
-    return "";
+    return keyWithoutStorage;
   }
 }
 
+// Keeps the key for this tab (never localStorage, never a cookie); "" forgets it.
 function storeKey(key) {
   try {
     if (key) sessionStorage.setItem(KEY_STORAGE, key);
     else sessionStorage.removeItem(KEY_STORAGE);
   } catch {
-    // storage disabled: the key lives as long as this page's variables do not; nothing to do
+    keyWithoutStorage = key;
   }
   ui.forgetKey.hidden = !key;
 }
@@ -119,7 +121,6 @@ function describeError(err) {
   if (err instanceof ApiError) {
     if (err.status === 401) return null;
     if (err.status === 403) return `This API key may only read, not change anything (${err.message}).`;
-    if (err.status === 0) return err.message;
     return err.message;
   }
   return `The server could not be reached (${err.message}).`;
@@ -251,9 +252,9 @@ async function createCollection(event) {
   }
   clearAlert(ui.docsAlert);
   ui.newDb.value = "";
-  ui.docsStatus.textContent = `Created collection ${name}.`;
   state.docOffset = 0;
   await loadCollections(name);
+  ui.docsStatus.textContent = `Created collection ${name}.`;
 }
 
 async function deleteCollection() {
@@ -271,11 +272,10 @@ async function deleteCollection() {
     return;
   }
   clearAlert(ui.docsAlert);
-  ui.docsStatus.textContent = `Deleted collection ${name}.`;
   state.docOffset = 0;
   const next = state.dbs.find((d) => d.name !== name);
-  ui.dbSelect.value = "";
   await loadCollections(next ? next.name : state.defaultDb);
+  ui.docsStatus.textContent = `Deleted collection ${name}.`;
 }
 
 // ---- documents -----------------------------------------------------------------------
@@ -342,8 +342,8 @@ async function deleteDocument(id) {
     return;
   }
   clearAlert(ui.docsAlert);
-  ui.docsStatus.textContent = `Deleted ${id}.`;
   await loadCollections(db);
+  ui.docsStatus.textContent = `Deleted ${id}.`;
   if (!ui.documents.contains(document.activeElement)) {
     const next = ui.documents.querySelector("button");
     (next || ui.upload).focus();
@@ -408,6 +408,7 @@ async function uploadFiles(fileList) {
   ui.progress.max = totalBytes;
   ui.progress.value = 0;
   clearAlert(ui.docsAlert);
+  ui.uploadStatus.dataset.state = "uploading";
   lines.push(`Uploading ${plural(files.length, "file", "files")} to ${db}…`);
   showLines();
   lines.length = 0;
@@ -422,7 +423,10 @@ async function uploadFiles(fileList) {
         const result = await uploadOne(db, file, (sent) => { ui.progress.value = doneBytes + sent; });
         lines.push(ingestOutcome(file, result, known));
       } catch (err) {
-        if (err.status === 401) break;
+        if (err.status === 401) {
+          lines.push("Upload stopped: this server needs an API key (above).");
+          break;
+        }
         lines.push(`Refused ${file.name}: ${describeError(err)}`);
       }
     }
@@ -433,6 +437,7 @@ async function uploadFiles(fileList) {
   showLines();
   ui.upload.value = "";
   await loadCollections(db);
+  ui.uploadStatus.dataset.state = "done"; // and the lists show what it added
 }
 
 function setUpDropZone() {
