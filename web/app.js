@@ -35,6 +35,8 @@ const state = {
   docOffset: 0,
   docIds: new Set(),        // ids on the shown page, to tell "Replaced" from "Added"
   asking: null,             // the AbortController of the question being answered
+  view: null,               // the AnswerView on screen; an older one's late frames are ignored
+  uploads: Promise.resolve(), // uploads run one batch after the other
   keyNeeded: false,         // a request was refused 401: wait for a key before polling more
   pollTimer: 0,
   polling: false,
@@ -395,11 +397,17 @@ function ingestOutcome(file, result, known) {
   return line;
 }
 
-// Uploads files one request each, so that every file gets its own result and a file the
-// server refuses does not take the others with it.
-async function uploadFiles(fileList) {
+// Queues files for upload after any batch still going; the input may be reset at once.
+function uploadFiles(fileList) {
   const files = Array.from(fileList || []);
   if (!files.length) return;
+  state.uploads = state.uploads.then(() => uploadBatch(files))
+    .catch((err) => showAlert(ui.docsAlert, `The upload failed: ${err.message}`));
+}
+
+// Uploads files one request each, so that every file gets its own result and a file the
+// server refuses does not take the others with it.
+async function uploadBatch(files) {
   const db = selectedDb();
   const totalBytes = files.reduce((sum, f) => sum + f.size, 0) || 1;
   const lines = [];
@@ -522,6 +530,7 @@ class AnswerView {
     this.renderPending = false;
     this.started = performance.now();
     this.firstTokenMs = null;
+    state.view = this;
     ui.badges.replaceChildren();
     ui.answerText.replaceChildren();
     ui.timings.textContent = "";
@@ -563,6 +572,7 @@ class AnswerView {
   }
 
   render() {
+    if (state.view !== this) return;
     ui.answerText.replaceChildren(...citedText(this.text, this.sourceNumbers));
   }
 
@@ -770,9 +780,8 @@ function renderBackends(health, pool) {
       figure("breaker", `${breaker.state || "?"}${breaker.failure_count ? `, ${plural(breaker.failure_count, "failure", "failures")} in a row` : ""}`, breakerClass(breaker.state)),
     ];
     for (const host of Array.isArray(svc.backends) ? svc.backends : []) {
-      rows.push(figure(String(host.url || "host"),
-        `${host.state || "?"}, ${host.reachability || "?"}; bulkhead ${host.in_flight ?? 0} in flight, ${host.queued ?? 0} queued`,
-        breakerClass(host.state)));
+      rows.push(figure("host", `${host.url || "?"}: ${host.state || "?"}, ${host.reachability || "?"}`, breakerClass(host.state)));
+      rows.push(figure("bulkhead", `${host.in_flight ?? 0} in flight, ${host.queued ?? 0} queued`));
       if (host.error) rows.push(figure("last error", host.error));
     }
     cards.push(card(name, ...rows));
