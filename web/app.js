@@ -436,6 +436,10 @@ async function uploadBatch(files) {
           break;
         }
         lines.push(`Refused ${file.name}: ${describeError(err)}`);
+        if (err.status === 403) {
+          reportError(ui.docsAlert, err); // the key, not the file: the rest would fail alike
+          break;
+        }
       }
     }
     doneBytes += file.size;
