@@ -168,7 +168,8 @@ function reportError(element, err) {
 
 // ---- small DOM helpers ---------------------------------------------------------------
 
-// el("p", {className: "x"}, "text", node, …): a new element; children as text or nodes.
+// el("p", {className: "x"}, "text", node, […], …): a new element; children are strings,
+// nodes or arrays of them; null, undefined and false are skipped.
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   if (props) {
@@ -180,7 +181,7 @@ function el(tag, props, ...children) {
       }
     }
   }
-  for (const child of children) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(typeof child === "string" ? document.createTextNode(child) : child);
   }
@@ -322,7 +323,8 @@ async function loadDocuments() {
 function documentItem(doc) {
   const id = String(doc.id);
   const details = [];
-  if (doc.source && doc.source !== id) details.push(String(doc.source));
+  // The source only when it says more than the id (not "notes" next to "notes.txt").
+  if (doc.source && !String(doc.source).includes(id)) details.push(String(doc.source));
   if (typeof doc.chunks === "number") details.push(plural(doc.chunks, "chunk", "chunks"));
   if (typeof doc.text_bytes === "number") details.push(formatBytes(doc.text_bytes));
   const remove = el("button", { type: "button", className: "small danger", "aria-label": `Delete ${id}` }, "Delete");
@@ -648,7 +650,8 @@ function markerNumbers(inner) {
 
 function sourceItem(source) {
   const meta = source.metadata && typeof source.metadata === "object" ? source.metadata : {};
-  const title = typeof meta.title === "string" && meta.title ? meta.title : String(source.source || source.doc_id || "");
+  const docId = String(source.doc_id ?? "");
+  const title = typeof meta.title === "string" && meta.title ? meta.title : String(source.source || docId);
   const facts = [];
   if (typeof source.score === "number") facts.push(`score ${source.score.toFixed(3)}`);
   if (typeof source.page === "number") facts.push(source.page_end ? `pages ${source.page}–${source.page_end}` : `page ${source.page}`);
@@ -657,8 +660,9 @@ function sourceItem(source) {
       el("span", { className: "source-n" }, `[${source.n}]`), " ",
       el("span", { className: "source-title" }, title)),
     el("div", { className: "source-meta" },
-      "document ", el("code", null, String(source.doc_id ?? "")),
-      facts.length ? ` · ${facts.join(" · ")}` : ""),
+      // The id once: a title made from it ("notes.txt" for "notes.txt") already shows it.
+      title.includes(docId) ? null : ["document ", el("code", null, docId), facts.length ? " · " : ""],
+      facts.join(" · ")),
     el("blockquote", { className: "passage" }, String(source.text ?? "")));
 }
 
