@@ -788,7 +788,8 @@ function renderBackends(health, pool) {
       figure("breaker", `${breaker.state || "?"}${breaker.failure_count ? `, ${plural(breaker.failure_count, "failure", "failures")} in a row` : ""}`, breakerClass(breaker.state)),
     ];
     for (const host of Array.isArray(svc.backends) ? svc.backends : []) {
-      rows.push(figure("host", `${host.url || "?"}: ${host.state || "?"}, ${host.reachability || "?"}`, breakerClass(host.state)));
+      const hostClass = host.reachability === "down" ? "state state-down" : breakerClass(host.state);
+      rows.push(figure("host", `${host.url || "?"}: ${host.reachability || "?"}, breaker ${host.state || "?"}`, hostClass));
       rows.push(figure("bulkhead", `${host.in_flight ?? 0} in flight, ${host.queued ?? 0} queued`));
       if (host.error) rows.push(figure("last error", host.error));
     }
