@@ -106,13 +106,15 @@ async function errorFromResponse(response) {
   return errorFromBody(response.status, response.statusText, text);
 }
 
-// Shows the key form for a 401: "needed" when no key was sent, "refused" when one was.
+// Shows the key form for a 401: "needed" when no key was sent, "refused" when sentKey
+// (the key the request carried, "" for none) was; a refused key is forgotten unless
+// another one was entered meanwhile.
 function noteAuthFailure(err, sentKey) {
   if (err.status !== 401) return;
   state.keyNeeded = true;
   ui.keyPanel.hidden = false;
   if (sentKey) {
-    storeKey("");
+    if (storedKey() === sentKey) storeKey("");
     showAlert(ui.keyAlert, `The API key was refused by the server (${err.message}). Check it and enter it again.`);
   }
   if (!ui.keyPanel.contains(document.activeElement)) ui.keyInput.focus();
@@ -128,15 +130,16 @@ function describeError(err) {
   return `The server could not be reached (${err.message}).`;
 }
 
-// fetch() a JSON route; resolves to the parsed body of a 2xx, rejects with ApiError.
+// fetch() a JSON route; resolves to the parsed body of a 2xx, rejects with ApiError (or
+// fetch's TypeError when the server cannot be reached).
 async function api(method, path, body) {
+  const sentKey = storedKey();
   const headers = withKey({ Accept: "application/json" });
   const init = { method, headers };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const sentKey = Boolean(headers.Authorization);
   const response = await fetch(path, init);
   if (!response.ok) {
     const err = await errorFromResponse(response);
@@ -241,7 +244,8 @@ async function loadCollections(prefer) {
 
 async function createCollection(event) {
   event.preventDefault();
-  const name = ui.newDb.value.trim() || ui.newDb.placeholder;
+  // Empty box: the server's default collection, offered (as the placeholder) while none exist.
+  const name = ui.newDb.value.trim() || (state.dbs.length ? "" : state.defaultDb);
   if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/.test(name)) {
     showAlert(ui.docsAlert, "A collection name is 1–64 letters, digits, '_', '-' or '.', not starting with '.'.");
     ui.newDb.focus();
@@ -303,7 +307,7 @@ async function loadDocuments() {
   const docs = Array.isArray(body.documents) ? body.documents : [];
   const total = typeof body.total === "number" ? body.total : docs.length;
   if (docs.length === 0 && state.docOffset > 0 && total > 0) {
-    state.docOffset = Math.max(0, total - PAGE_SIZE); // the page emptied under us
+    state.docOffset = Math.floor((total - 1) / PAGE_SIZE) * PAGE_SIZE; // the page emptied under us
     await loadDocuments();
     return;
   }
@@ -379,7 +383,7 @@ function uploadOne(db, file, onProgress) {
         return;
       }
       const err = errorFromBody(xhr.status, xhr.statusText, xhr.responseText);
-      noteAuthFailure(err, Boolean(key));
+      noteAuthFailure(err, key);
       reject(err);
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "network", "the upload could not reach the server")));
@@ -536,6 +540,7 @@ class AnswerView {
     this.renderPending = false;
     this.started = performance.now();
     this.firstTokenMs = null;
+    this.flagged = false;
     state.view = this;
     ui.badges.replaceChildren();
     ui.answerText.replaceChildren();
@@ -549,6 +554,13 @@ class AnswerView {
 
   badge(kind, text) {
     ui.badges.append(el("span", { className: `badge badge-${kind}` }, text));
+  }
+
+  // The question was judged a prompt injection (said once, by `sources` or `done`).
+  flag(rule) {
+    if (this.flagged) return;
+    this.flagged = true;
+    this.badge("flagged", `Flagged: the question looks like a prompt injection${rule ? ` (${rule})` : ""}`);
   }
 
   setSources(list) {
@@ -589,9 +601,7 @@ class AnswerView {
     const injection = done.injection || {};
     if (done.cached) this.badge("cached", "Cached answer");
     if (done.degraded) this.badge("degraded", `Degraded: ${done.degraded_reason || "the answer is worse than asked for"}`);
-    if (injection.flagged || (Array.isArray(done.flags) && done.flags.length)) {
-      this.badge("flagged", `Flagged: the question looks like a prompt injection${injection.rule ? ` (${injection.rule})` : ""}`);
-    }
+    if (injection.flagged || (Array.isArray(done.flags) && done.flags.length)) this.flag(injection.rule);
     if (injection.output_withheld) this.badge("flagged", "Withheld: the model's answer leaked its instructions; this one is built from the passages");
     if (done.truncated) this.badge("info", "Some sources were left out to keep the response small");
     const t = done.timings_ms || {};
@@ -686,6 +696,7 @@ async function ask() {
   clearAlert(ui.askAlert);
   ui.stop.disabled = false;
   const view = new AnswerView();
+  const sentKey = storedKey();
   const headers = withKey({ "Content-Type": "application/json", Accept: "text/event-stream" });
   let outcome = "incomplete";
   try {
@@ -695,8 +706,13 @@ async function ask() {
     });
     if (!response.ok) {
       const err = await errorFromResponse(response);
-      noteAuthFailure(err, Boolean(headers.Authorization));
+      noteAuthFailure(err, sentKey);
       throw err;
+    }
+    if (!(response.headers.get("Content-Type") || "").includes("text/event-stream")) {
+      view.finish(await response.json()); // a whole JSON answer (a proxy that dropped Accept)
+      outcome = "done";
+      return;
     }
     await readEvents(response.body, (name, data) => {
       if (!current()) return;
@@ -708,7 +724,7 @@ async function ask() {
       }
       if (name === "sources") {
         view.setSources(payload.sources);
-        if (payload.injection && payload.injection.flagged) view.badge("flagged", "Flagged: the question looks like a prompt injection");
+        if (payload.injection && payload.injection.flagged) view.flag(payload.injection.rule);
       } else if (name === "token") {
         if (typeof payload.text === "string") view.addText(payload.text);
       } else if (name === "done") {
@@ -905,14 +921,14 @@ function start() {
   });
   ui.upload.addEventListener("change", () => uploadFiles(ui.upload.files));
   setUpDropZone();
-  ui.prevPage.addEventListener("click", () => {
-    state.docOffset = Math.max(0, state.docOffset - PAGE_SIZE);
-    loadDocuments();
-  });
-  ui.nextPage.addEventListener("click", () => {
-    state.docOffset += PAGE_SIZE;
-    loadDocuments();
-  });
+  // A page button that turns disabled under the focus hands it to the other one.
+  const turnPage = async (delta, button, other) => {
+    state.docOffset = Math.max(0, state.docOffset + delta);
+    await loadDocuments();
+    if (button.disabled && document.activeElement !== other) other.focus();
+  };
+  ui.prevPage.addEventListener("click", () => turnPage(-PAGE_SIZE, ui.prevPage, ui.nextPage));
+  ui.nextPage.addEventListener("click", () => turnPage(PAGE_SIZE, ui.nextPage, ui.prevPage));
   ui.createForm.addEventListener("submit", createCollection);
   ui.deleteDb.addEventListener("click", deleteCollection);
   ui.keyForm.addEventListener("submit", useKey);
