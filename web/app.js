@@ -914,6 +914,9 @@ function start() {
   ui.stop.addEventListener("click", () => {
     if (state.asking) state.asking.abort();
   });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && state.asking) state.asking.abort(); // Stop from the keyboard
+  });
   ui.dbSelect.addEventListener("change", () => {
     state.docOffset = 0;
     ui.docsStatus.textContent = "";
