@@ -247,9 +247,16 @@ bool compat_no_tools(compat_call *c, json_t *body)
 
 /* ---- the answer's sources, for any client ---- */
 
-/* A passage's title: its metadata's "title" when a string, else NULL. */
+/* A passage's title: its document's as ingest derived it, else its metadata's "title" when
+ * a string (a cached answer from before titles), else NULL. */
 static char *compat_title(const rag_hit *h)
 {
+    if (h->row.title) {
+        char *out = strndup(h->row.title, 200);
+        if (out)
+            utf8_sanitize(out);
+        return out;
+    }
     const char *m = h->row.metadata_json;
     if (!m || m[0] != '{' || !strstr(m, "\"title\""))
         return NULL;

@@ -278,7 +278,7 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
         const rag_hit *h = &res->hits[n];
         size_t cost = QUERY_HIT_FIXED_BYTES + 2 * jsonw_string_size(h->row.text) +
                       3 * strlen(query_metadata_text(h)) + 3 * jsonw_string_size(h->row.doc_id) +
-                      jsonw_string_size(h->row.source) + (h->has_rerank_score ? 2 * QUERY_RERANK_SCORE_BYTES : 0);
+                      jsonw_string_size(h->row.source) + jsonw_string_size(h->row.title) + (h->has_rerank_score ? 2 * QUERY_RERANK_SCORE_BYTES : 0);
         if (cost > cap - used)
             break;
         used += cost;
@@ -286,7 +286,7 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
     return n;
 }
 
-/* "sources": [{"n","id","doc_id","chunk","score","text","metadata","source","start","end",
+/* "sources": [{"n","id","doc_id","title","chunk","score","text","metadata","source","start","end",
  * "page"/"page_end" for documents with pages}],
  * of the first n passages. */
 static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
@@ -304,6 +304,8 @@ static void query_write_sources(jsonw *w, const rag_result *res, size_t n)
         jsonw_string(w, id);
         jsonw_key(w, "doc_id");
         jsonw_string(w, h->row.doc_id);
+        jsonw_key(w, "title");
+        jsonw_string(w, h->row.title);
         jsonw_key(w, "chunk");
         jsonw_int(w, h->row.ordinal);
         jsonw_key(w, "score");

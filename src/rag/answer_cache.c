@@ -48,16 +48,21 @@ char *rag_cache_encode(const rag_result *res, rag_method method, const char *ans
                                 w->doc_id, w->ordinal, (json_int_t)w->start, (json_int_t)w->end, w->text,
                                 w->metadata_json ? w->metadata_json : "{}", w->source, h->score, h->distance,
                                 h->n_chunks);
-        /* 13th member: the reranker's score or null; 14th, 15th: the pages, when any */
-        bool more = h->has_rerank_score || w->page > 0;
+        /* 13th member: the reranker's score or null; 14th, 15th: the pages (0 when none);
+         * 16th: the document's title; each only when it or a later one is there */
+        bool more = h->has_rerank_score || w->page > 0 || w->title;
         if (row && more &&
             json_array_append_new(row, h->has_rerank_score ? json_real(h->rerank_score) : json_null()) != 0) {
             json_decref(row);
             row = NULL;
         }
-        if (row && w->page > 0 &&
+        if (row && (w->page > 0 || w->title) &&
             (json_array_append_new(row, json_integer(w->page)) != 0 ||
              json_array_append_new(row, json_integer(w->page_end)) != 0)) {
+            json_decref(row);
+            row = NULL;
+        }
+        if (row && w->title && json_array_append_new(row, json_string(w->title)) != 0) {
             json_decref(row);
             row = NULL;
         }
@@ -95,8 +100,9 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         json_t *r = json_array_get(hits, i);
         rag_hit *h = &res->hits[res->n];
         store_hit_row *w = &h->row;
-        /* 11: before passages; 12: + n_chunks; 13: + the reranker's score (or null); 15: + pages */
-        ok = json_is_array(r) && json_array_size(r) >= 11 && json_array_size(r) <= 15 && json_array_size(r) != 14;
+        /* 11: before passages; 12: + n_chunks; 13: + the reranker's score (or null); 15: + pages;
+         * 16: + the title */
+        ok = json_is_array(r) && json_array_size(r) >= 11 && json_array_size(r) <= 16 && json_array_size(r) != 14;
         if (!ok)
             break;
         res->n++;
@@ -116,6 +122,7 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         h->rerank_score = (float)json_number_value(json_array_get(r, 12));
         w->page = (int)json_integer_value(json_array_get(r, 13)); /* absent: 0, no page */
         w->page_end = (int)json_integer_value(json_array_get(r, 14));
+        w->title = rag_cache_dup(json_array_get(r, 15)); /* absent: none */
         ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
     }
     if (ok) {

@@ -444,6 +444,7 @@ void store_hit_rows_cleanup(store_hit_row *rows, size_t n)
         free(rows[i].text);
         free(rows[i].metadata_json);
         free(rows[i].source);
+        free(rows[i].title);
         memset(&rows[i], 0, sizeof rows[i]);
     }
 }
@@ -462,7 +463,7 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         return e;
     e = stmt_get(r,
                 "SELECT c.id, c.document_id, d.doc_id, c.ordinal, c.start, c.\"end\", c.text, d.metadata, d.source,"
-                " c.quarantined, c.injection_score, c.page, c.page_end"
+                " c.quarantined, c.injection_score, c.page, c.page_end, d.title"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ?1",
                 &s);
     if (e)
@@ -494,6 +495,9 @@ ragd_err store_chunks_fetch(store_reader *r, const int64_t *ids, size_t n, store
         h->page_end = h->page > 0 ? sqlite3_column_int(s, 12) : 0;
         if (h->page_end < h->page)
             h->page_end = h->page;
+        const unsigned char *title = sqlite3_column_text(s, 13);
+        if (title && title[0])
+            h->title = dup_col(s, 13, &oom);
         found[i] = true;
         if (oom) {
             e = RAGD_ENOMEM;

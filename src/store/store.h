@@ -161,6 +161,8 @@ typedef struct {
     char *text;
     char *metadata_json;
     char *source;
+    char *title;           /* its document's, as ingest derived it (metadata, <title>, heading,
+                              file name); NULL when none */
     bool quarantined;      /* the injection screen quarantined it at ingest */
     float injection_score; /* its score at ingest (0: unscored, or stored before scoring) */
     int page;              /* the 1-based page it starts on (PDF), 0: the document has none */

@@ -495,6 +495,30 @@ class ApiTest(harness.E2ETestCase):
         # the other collections are untouched
         self.assertEqual(self.call("GET", f"/api/dbs/{MAIN_DB}")["documents"], len(CORPUS))
 
+    def test_sources_carry_their_documents_title(self):
+        """A passage's "title" is the one ingest derived for its document: the metadata's, the
+        HTML <title>, the first markdown heading; null when there is none. The same after a
+        restart-free cache hit, and on /api/retrieve and the Ollama chat route."""
+        db = "titles"
+        self.call("POST", "/api/ingest", {"db": db, "documents": [
+            {"id": "h", "text": "<html><head><title>Marmot almanac</title></head><body><p>Marmots whistle "
+                                "at the quokkafern when hawks circle.</p></body></html>", "format": "html"},
+            {"id": "m", "text": "# Beaver ledger\n\nBeavers gnaw the quokkafern in spring.", "format": "markdown"},
+            {"id": "g", "text": "Gophers dig under the quokkafern.", "metadata": {"title": "Gopher notes"}},
+            {"id": "x", "text": "quokkafern " + "otter " * 40}]})
+        want = {"h": "Marmot almanac", "m": "Beaver ledger", "g": "Gopher notes", "x": None}
+        for path in ("/api/retrieve", "/api/query", "/api/query"):  # the second query: a cache hit
+            body = self.call("POST", path, {"query": "quokkafern", "db": db, "method": "keyword", "k": 8})
+            got = {s["doc_id"]: s["title"] for s in body["sources"]}
+            self.assertEqual(got, want, (path, body.get("cached")))
+        self.assertIs(body["cached"], True)
+        chat = self.call("POST", "/api/chat", {"model": f"rag/{db}", "stream": False,
+                                               "messages": [{"role": "user", "content": "quokkafern"}]})
+        got = {s["doc_id"]: s["title"] for s in chat["sources"]}
+        self.assertEqual(got, {k: v for k, v in want.items() if k in got}, chat["sources"])
+        self.assertIn("Marmot almanac", got.values())
+        self.call("DELETE", f"/api/dbs/{db}")
+
     def test_document_chunk_offsets(self):
         name = "api_chunks"
         self.call("POST", "/api/dbs", {"name": name, "chunk_size": 200, "chunk_overlap": 20},
