@@ -327,6 +327,8 @@ async function loadDocuments() {
 function documentItem(doc) {
   const id = String(doc.id);
   const details = [];
+  // The title when it says more than the id (not "notes" next to "notes.txt").
+  if (typeof doc.title === "string" && doc.title && !id.includes(doc.title)) details.push(doc.title);
   // The source only when it says more than the id (not "notes" next to "notes.txt").
   if (doc.source && !String(doc.source).includes(id)) details.push(String(doc.source));
   if (typeof doc.chunks === "number") details.push(plural(doc.chunks, "chunk", "chunks"));
@@ -661,7 +663,9 @@ function markerNumbers(inner) {
 function sourceItem(source) {
   const meta = source.metadata && typeof source.metadata === "object" ? source.metadata : {};
   const docId = String(source.doc_id ?? "");
-  const title = typeof meta.title === "string" && meta.title ? meta.title : String(source.source || docId);
+  // The title ragd derived for the document (metadata, <title>, first heading, file name).
+  const title = typeof source.title === "string" && source.title ? source.title
+    : typeof meta.title === "string" && meta.title ? meta.title : String(source.source || docId);
   const facts = [];
   if (typeof source.score === "number") facts.push(`score ${source.score.toFixed(3)}`);
   if (typeof source.page === "number") facts.push(source.page_end ? `pages ${source.page}–${source.page_end}` : `page ${source.page}`);
