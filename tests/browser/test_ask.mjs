@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   FACTS, FakeOllama, LANTERN_QUESTION, Ragd, answerSnapshots, answerText, assertClean, controls,
-  eventually, freePort, ingestFacts, launchBrowser, openRagdPage, portListening, recordAnswer,
+  eventually, freePort, ingestFacts, launchBrowser, TEST_TIMEOUT_MS, openRagdPage, portListening, recordAnswer,
   screenshot, usePage,
 } from './lib.mjs';
 
@@ -60,7 +60,7 @@ async function ask(page, srv, db, question, until) {
   return c;
 }
 
-test('an answer streams in several tokens with the chosen collection\'s fact and sources; [1] leads to source 1', async () => {
+test('an answer streams in several tokens with the chosen collection\'s fact and sources; [1] leads to source 1', { timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'ask-stream', servers: [withLlm] }, async (page) => {
     const a = FACTS.alpha;
     const c = await ask(page, withLlm, a.db, LANTERN_QUESTION, a.end);
@@ -111,7 +111,7 @@ test('an answer streams in several tokens with the chosen collection\'s fact and
   });
 });
 
-test('the same question again is answered from the cache and says Cached', async () => {
+test('the same question again is answered from the cache and says Cached', { timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'ask-cached', servers: [withLlm] }, async (page) => {
     const b = FACTS.beta;
     await ask(page, withLlm, b.db, LANTERN_QUESTION, b.end);
@@ -127,7 +127,7 @@ test('the same question again is answered from the cache and says Cached', async
   });
 });
 
-test('Stop aborts an answer under way', async () => {
+test('Stop aborts an answer under way', { timeout: TEST_TIMEOUT_MS }, async () => {
   await fake.configure({ token_ms: 400 });
   try {
     await usePage(browser, { name: 'ask-stop', servers: [withLlm] }, async (page) => {
@@ -162,7 +162,7 @@ test('Stop aborts an answer under way', async () => {
   }
 });
 
-test('Health shows the state /health gives with the fake Ollama up', async () => {
+test('Health shows the state /health gives with the fake Ollama up', { timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'health-llm', servers: [withLlm] }, async (page) => {
     await openRagdPage(page, withLlm);
     const { status } = await withLlm.call('GET', '/health');
@@ -180,7 +180,7 @@ test('Health shows the state /health gives with the fake Ollama up', async () =>
   });
 });
 
-test('with no backend (true defaults) the answer comes from the chosen collection, not flagged', { skip: defaultsSkip }, async () => {
+test('with no backend (true defaults) the answer comes from the chosen collection, not flagged', { skip: defaultsSkip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'ask-defaults', servers: [defaults] }, async (page) => {
     const a = FACTS.alpha;
     const c = await ask(page, defaults, a.db, LANTERN_QUESTION, a.code);
@@ -199,7 +199,7 @@ test('with no backend (true defaults) the answer comes from the chosen collectio
   });
 });
 
-test('a configured backend that does not answer gives a visibly Degraded answer', async () => {
+test('a configured backend that does not answer gives a visibly Degraded answer', { timeout: TEST_TIMEOUT_MS }, async () => {
   const deadPort = await freePort();  // nothing listens there
   const srv = await new Ragd({ OLLAMA_BASE_URL: `http://127.0.0.1:${deadPort}` }, 'ask-degraded').start();
   try {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   FACTS, LANTERN_QUESTION, Ragd, answerText, assertClean, controls, eventually, ingestFacts,
-  launchBrowser, openRagdPage, portListening, screenshot, usePage,
+  launchBrowser, TEST_TIMEOUT_MS, openRagdPage, portListening, screenshot, usePage,
 } from './lib.mjs';
 
 const skip = (await portListening(11434))
@@ -37,7 +37,7 @@ after(async () => {
   await srv?.stop();
 });
 
-test('the page loads with every control, no console error, page error or CSP violation', { skip }, async () => {
+test('the page loads with every control, no console error, page error or CSP violation', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'load', servers: [srv] }, async (page) => {
     const outside = [];
     page.on('request', (req) => {
@@ -77,7 +77,7 @@ test('the page loads with every control, no console error, page error or CSP vio
   });
 });
 
-test('Health shows /health\'s status; Backends is filled and both are refreshed', { skip }, async () => {
+test('Health shows /health\'s status; Backends is filled and both are refreshed', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'health-defaults', servers: [srv] }, async (page) => {
     const polled = { health: 0, pool: 0 };
     page.on('request', (req) => {
@@ -108,7 +108,7 @@ test('Health shows /health\'s status; Backends is filled and both are refreshed'
   });
 });
 
-test('on a 375×740 screen nothing scrolls sideways, answer, sources and documents included', { skip }, async () => {
+test('on a 375×740 screen nothing scrolls sideways, answer, sources and documents included', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'mobile', servers: [srv], viewport: { width: 375, height: 740 } }, async (page) => {
     await openRagdPage(page, srv);
     const c = controls(page);
@@ -132,7 +132,7 @@ test('on a 375×740 screen nothing scrolls sideways, answer, sources and documen
   });
 });
 
-test('the keyboard alone reaches Question and Ask; Enter in the Question asks', { skip }, async () => {
+test('the keyboard alone reaches Question and Ask; Enter in the Question asks', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'keyboard', servers: [srv] }, async (page) => {
     await openRagdPage(page, srv);
     const c = controls(page);

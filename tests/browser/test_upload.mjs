@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   FACTS, Ragd, answerText, askAndWait, assertClean, controls, eventually, ingestFacts,
-  launchBrowser, openRagdPage, portListening, screenshot, usePage,
+  launchBrowser, TEST_TIMEOUT_MS, openRagdPage, portListening, screenshot, usePage,
 } from './lib.mjs';
 
 const skip = (await portListening(11434))
@@ -54,7 +54,7 @@ async function askFor(page, c, question) {
 const documentIds = async (db) =>
   (await srv.call('GET', `/api/dbs/${db}/documents`)).documents.map((d) => d.id);
 
-test('an uploaded file becomes findable; deleting it (after a confirm) makes it unfindable', { skip }, async () => {
+test('an uploaded file becomes findable; deleting it (after a confirm) makes it unfindable', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'upload', servers: [srv] }, async (page) => {
     const db = FACTS.alpha.db;
     const c = await openOn(page, db);
@@ -104,7 +104,7 @@ test('an uploaded file becomes findable; deleting it (after a confirm) makes it 
   });
 });
 
-test('a file dropped on the drop zone is uploaded', { skip }, async () => {
+test('a file dropped on the drop zone is uploaded', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'upload-drop', servers: [srv] }, async (page) => {
     const db = FACTS.beta.db;
     const c = await openOn(page, db);
@@ -129,7 +129,7 @@ test('a file dropped on the drop zone is uploaded', { skip }, async () => {
   });
 });
 
-test('collections are created and deleted (after a confirm) from the page', { skip }, async () => {
+test('collections are created and deleted (after a confirm) from the page', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'collections', servers: [srv] }, async (page) => {
     const c = await openOn(page, FACTS.alpha.db);
     const names = async () => (await srv.call('GET', '/api/dbs')).dbs.map((d) => d.name);
