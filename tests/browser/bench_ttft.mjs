@@ -90,8 +90,11 @@ async function measure(browser, tokenMs) {
       await recordAnswer(page, c.ask);
       await askAndWait(page, c);
       const { clickedAt, snapshots } = await answerSnapshots(page);
-      const begun = snapshots.find((s) => s.text.includes('alpha lighthouse'));
-      const done = snapshots.find((s) => s.text.includes(a.end));
+      // After the click the page clears the previous (identical) answer, then draws the new.
+      const later = snapshots.filter((s) => clickedAt !== null && s.t >= clickedAt);
+      const cleared = later.findIndex((s) => !s.text.includes('alpha lighthouse'));
+      const begun = cleared < 0 ? null : later.slice(cleared).find((s) => s.text.includes('alpha lighthouse'));
+      const done = cleared < 0 ? null : later.slice(cleared).find((s) => s.text.includes(a.end));
       if (clickedAt === null || !begun || !done) {
         throw new Error(`ask ${i}: no answer seen: ${JSON.stringify(snapshots.map((s) => s.text))}`);
       }
