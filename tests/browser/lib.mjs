@@ -6,7 +6,8 @@
 // Environment: RAGD_BIN (default <project>/build/ragd), CHROMIUM (default /usr/bin/chromium),
 // RAGD_SCREENSHOTS (default <project>/build/screenshots), RAGD_BROWSER_KEEP=1 keeps each
 // server's data dir and log (their paths are printed), RAGD_BROWSER_HEADED=1 shows the window,
-// RAGD_BROWSER_NO_SANDBOX=1 adds --no-sandbox for a non-root user without user namespaces.
+// RAGD_BROWSER_NO_SANDBOX=1 adds --no-sandbox for a non-root user without user namespaces,
+// RAGD_BROWSER_WEB_DIR=dir serves the page's three files from dir (openRagdPage).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -320,7 +321,8 @@ export async function launchBrowser() {
 
 // A new context and page (viewport defaults to 1280×900) whose console errors, uncaught page
 // errors and Content-Security-Policy violations are recorded from before the first script
-// runs: page.problems = {console: [...], page: [...], csp: [...]}, read with cspViolations().
+// runs: page.problems = {console: [texts], page: [errors]}; the violations, kept in the page,
+// are read with cspViolations(page). assertClean() checks all three.
 export async function newPage(browser, { viewport = { width: 1280, height: 900 }, ...options } = {}) {
   const context = await browser.newContext({ viewport, ...options });
   context.setDefaultTimeout(20000);
