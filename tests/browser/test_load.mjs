@@ -74,6 +74,16 @@ test('the page loads with every control, no console error, page error or CSP vio
 
     assert.deepEqual(outside, [], 'the page fetches nothing from outside the server');
     await assertClean(page);
+
+    // The policy is in force, not only sent: an inline script added now is blocked.
+    const inline = await page.evaluate(() => new Promise((resolve) => {
+      document.addEventListener('securitypolicyviolation', (e) => resolve(e.effectiveDirective), { once: true });
+      const script = document.createElement('script');
+      script.textContent = 'window.__inlineScriptRan = true;';
+      document.body.append(script);
+      setTimeout(() => resolve(window.__inlineScriptRan ? 'the inline script ran' : 'no violation reported'), 5000);
+    }));
+    assert.match(inline, /^script-src/, 'an inline script is refused by the page\'s CSP');
   });
 });
 
