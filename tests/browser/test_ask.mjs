@@ -162,6 +162,29 @@ test('Stop aborts an answer under way', { timeout: TEST_TIMEOUT_MS }, async () =
   }
 });
 
+test('an error answer shows in an alert with the server\'s message', { timeout: TEST_TIMEOUT_MS }, async () => {
+  await withLlm.ingest('ephemeral', [{ id: 'e1', text: 'A short-lived note about the lantern.' }]);
+  await usePage(browser, { name: 'ask-error', servers: [withLlm] }, async (page) => {
+    await openRagdPage(page, withLlm);
+    const c = controls(page);
+    await eventually('ephemeral can be chosen', async () => {
+      await c.collection.selectOption('ephemeral', { timeout: 1000 });
+    });
+    // Gone between the page's listing and the question: the query is a 404 envelope.
+    await withLlm.call('DELETE', '/api/dbs/ephemeral');
+    await c.question.fill('What does the short-lived note say about the lantern?');
+    await c.ask.click();
+    await eventually('the alert carries the server\'s message', async () => {
+      const alerts = (await c.alert.allTextContents()).join(' ');
+      assert.ok(alerts.includes('ephemeral') && /not exist|not found/i.test(alerts), JSON.stringify(alerts));
+    });
+    await eventually('Ask is usable again', async () => assert.equal(await c.ask.isEnabled(), true));
+    await screenshot(page, 'ask-8-error');
+    // The browser logs the 404 as a failed resource load: the page's own errors must be none.
+    await assertClean(page, /status of 404/);
+  });
+});
+
 test('Health shows the state /health gives with the fake Ollama up', { timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'health-llm', servers: [withLlm] }, async (page) => {
     await openRagdPage(page, withLlm);
