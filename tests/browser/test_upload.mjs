@@ -104,11 +104,23 @@ test('an uploaded file becomes findable; deleting it (after a confirm) makes it 
   });
 });
 
-test('a file dropped on the drop zone is uploaded', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
+test('several files chosen at once are all uploaded; a file dropped on the drop zone too', { skip, timeout: TEST_TIMEOUT_MS }, async () => {
   await usePage(browser, { name: 'upload-drop', servers: [srv] }, async (page) => {
     const db = FACTS.beta.db;
     const c = await openOn(page, db);
     await c.documents.getByText(FACTS.beta.id).waitFor();
+    await c.upload.setInputFiles([
+      { name: 'first.txt', mimeType: 'text/plain', buffer: Buffer.from('The first boathouse log lists the oars.\n') },
+      { name: 'second.txt', mimeType: 'text/plain', buffer: Buffer.from('The second boathouse log lists the sails.\n') },
+    ]);
+    await eventually('both files are listed and stored', async () => {
+      assert.ok(await c.documents.getByText('first.txt').count() >= 1, 'first.txt is listed');
+      assert.ok(await c.documents.getByText('second.txt').count() >= 1, 'second.txt is listed');
+      const ids = await documentIds(db);
+      assert.ok(ids.includes('first.txt') && ids.includes('second.txt'), JSON.stringify(ids));
+    });
+    await screenshot(page, 'upload-4-two-files');
+
     // The drop zone is around the Upload input: a drop on the input's parent bubbles to it.
     await c.upload.evaluate((input) => {
       const transfer = new DataTransfer();
@@ -124,7 +136,7 @@ test('a file dropped on the drop zone is uploaded', { skip, timeout: TEST_TIMEOU
     });
     await c.documents.getByText('dropped.md').waitFor();
     assert.ok((await documentIds(db)).includes('dropped.md'));
-    await screenshot(page, 'upload-4-dropped');
+    await screenshot(page, 'upload-5-dropped');
     await assertClean(page);
   });
 });
