@@ -13,7 +13,13 @@ LDFLAGS += $(SAN)
 DEPS_OK := $(BUILD)/.deps-ok
 
 SRC      := $(shell find src -name '*.c' ! -name main.c | sort)
-OBJ      := $(SRC:%.c=$(BUILD)/%.o)
+# The web page's files, compiled into the binary (docs/internals/web.md): tools/web_embed
+# writes them with their types and ETags into $(BUILD)/gen/web_assets.c, part of the library.
+WEB_FILES := web/index.html web/app.css web/app.js
+WEB_EMBED := $(BUILD)/tools/web_embed
+WEB_GEN_C := $(BUILD)/gen/web_assets.c
+WEB_GEN_O := $(BUILD)/gen/web_assets.o
+OBJ      := $(SRC:%.c=$(BUILD)/%.o) $(WEB_GEN_O)
 LIB      := $(BUILD)/libragd.a
 BIN      := $(BUILD)/ragd
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
@@ -54,6 +60,20 @@ $(DEPS_OK): scripts/deps.sh
 
 $(BUILD)/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+
+# The generator runs at build time, so it is built without the sanitizers of BUILD's variant
+# (their reports are about ragd, not about a build step); libcrypto gives it SHA-256.
+$(WEB_EMBED): tools/web_embed/web_embed.c | $(DEPS_OK)
+	@mkdir -p $(@D)
+	$(CC) -std=c17 -D_GNU_SOURCE -O2 $(WARN) $(shell pkg-config --cflags libcrypto) -o $@ $< \
+	  $(shell pkg-config --libs libcrypto)
+
+$(WEB_GEN_C): $(WEB_EMBED) $(WEB_FILES)
+	@mkdir -p $(@D)
+	$(WEB_EMBED) $@ $(WEB_FILES)
+
+$(WEB_GEN_O): $(WEB_GEN_C) | $(DEPS_OK)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(LIB): $(OBJ)
@@ -217,7 +237,7 @@ FUZZ_TIMEOUT ?= 30
 FUZZ_DIR     := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(WARN) -Isrc -MMD -MP
-FUZZ_OBJ     := $(SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_OBJ     := $(SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(FUZZ_DIR)/obj/gen/web_assets.o
 FUZZ_LIB     := $(FUZZ_DIR)/libragd-fuzz.a
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
@@ -231,6 +251,10 @@ $(FUZZ_DEPS_OK): scripts/deps.sh | $(DEPS_OK)
 	@mkdir -p $(@D) && touch $@
 
 $(FUZZ_DIR)/obj/%.o: %.c | $(FUZZ_DEPS_OK)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/obj/gen/web_assets.o: $(WEB_GEN_C) | $(FUZZ_DEPS_OK)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) $(PKG_CFLAGS) -c $< -o $@
 

@@ -291,6 +291,7 @@ static const char *conn_reason(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -332,7 +333,9 @@ static bool conn_format_head(http_conn *c, const http_request *req, char *out, s
     if (gmtime_r(&now, &tm))
         strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     char framing[64];
-    if (req->stream && c->stream_chunked)
+    if (req->status == 304)
+        framing[0] = '\0'; /* no body, and a Content-Length would have to be the 200's (RFC 9110 8.6) */
+    else if (req->stream && c->stream_chunked)
         snprintf(framing, sizeof framing, "Transfer-Encoding: chunked\r\nX-Accel-Buffering: no\r\n");
     else if (req->stream)
         snprintf(framing, sizeof framing, "X-Accel-Buffering: no\r\n");
@@ -345,11 +348,16 @@ static bool conn_format_head(http_conn *c, const http_request *req, char *out, s
     const char *connection = c->close_after ? "Connection: close\r\n"
                              : c->head.minor == 0 ? "Connection: keep-alive\r\n"
                                                   : "";
+    char etag[96] = "";
+    if (req->resp_etag)
+        snprintf(etag, sizeof etag, "ETag: %s\r\n", req->resp_etag);
     int n = snprintf(out, cap,
                      "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n%sX-Request-ID: %s\r\n"
-                     "Cache-Control: no-store\r\n%s%s%s%s%s%s%s%s\r\n",
+                     "Cache-Control: %s\r\n%s%s%s%s%s%s%s%s%s%s\r\n",
                      req->status, conn_reason(req->status), date,
                      req->stream ? req->stream->content_type : req->resp_type, framing, req->request_id,
+                     req->resp_cache_control ? req->resp_cache_control : "no-store", etag,
+                     req->resp_headers ? req->resp_headers : "",
                      req->allow[0] ? "Allow: " : "", req->allow, req->allow[0] ? "\r\n" : "",
                      req->retry_after[0] ? "Retry-After: " : "", req->retry_after, req->retry_after[0] ? "\r\n" : "",
                      rate, req->www_authenticate ? "WWW-Authenticate: Bearer realm=\"ragd\"\r\n" : "");
@@ -406,7 +414,7 @@ void http_conn_send(http_conn *c)
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
     const char *body = req->resp_static ? req->resp_static : req->resp_body;
-    size_t body_len = c->head_only || req->stream ? 0 : req->resp_len;
+    size_t body_len = c->head_only || req->stream || req->status == 304 ? 0 : req->resp_len;
     req->bytes_out += body_len;
     /* The reply is written straight to the socket when nothing else is queued: most replies
      * go out whole in one call, and then nothing is allocated to send them, so a reply the

@@ -51,6 +51,11 @@ void handlers_admin_breakers_set(http_request *req);
 void handlers_query(http_request *req);
 void handlers_retrieve(http_request *req);
 
+/* The web page (h_web.c): GET / (the page for a browser, else handlers_ollama_root) and
+ * GET /assets/<name> for each embedded file named by its route. */
+void handlers_web_root(http_request *req);
+void handlers_web_asset(http_request *req);
+
 /* The Ollama-compatible API (h_ollama.c) and the OpenAI-compatible one (h_openai.c). */
 void handlers_ollama_root(http_request *req);
 void handlers_ollama_tags(http_request *req);

@@ -229,14 +229,23 @@ static bool http_rate_allowed(const app *a, http_request *req, const http_conn *
     return false;
 }
 
+/* The routes that need no API key: the health routes (a supervisor has none) and the web
+ * page's (/, /assets/app.js, /assets/app.css): they hold no data, and the page must load to
+ * ask for a key. */
+static bool http_route_open(const char *route_name)
+{
+    return strncmp(route_name, "/health", 7) == 0 || strcmp(route_name, "/") == 0 ||
+           strncmp(route_name, "/assets/", 8) == 0;
+}
+
 /* API keys (util/apikeys.h, docs/api.md "Authentication"): with keys configured every route
- * but /health, /health/live and /health/ready needs one — 401 unauthorized without a valid
+ * but the open ones (http_route_open) needs one — 401 unauthorized without a valid
  * one, 403 forbidden when a read-only key asks to change something. The admin token
  * (RAGD_ADMIN_TOKEN) counts as a read-write key. Replies and returns false when refused. */
 static bool http_authorized(const app *a, http_request *req)
 {
     const ragd_config *cfg = &a->cfg;
-    if (cfg->api_keys.n == 0 || strncmp(req->route_name, "/health", 7) == 0)
+    if (cfg->api_keys.n == 0 || http_route_open(req->route_name))
         return true;
     apikey_access got = APIKEY_NONE;
     size_t n = strlen(req->credential);
@@ -312,6 +321,46 @@ static const char *http_origin_form(const char *t, size_t *len)
     return t + i;
 }
 
+/* Whether any header named name (lower-case) holds needle, letters compared without case. */
+static bool http_head_any_holds(const http_head *h, const char *buf, const char *name, const char *needle)
+{
+    size_t name_len = strlen(name), needle_len = strlen(needle);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        if (f->name.len != name_len || strncasecmp(buf + f->name.off, name, name_len) != 0)
+            continue;
+        for (size_t j = 0; j + needle_len <= f->value.len; j++)
+            if (strncasecmp(buf + f->value.off + j, needle, needle_len) == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Every If-None-Match field's value, joined with ", " in order (RFC 9110 5.3: the same as one
+ * field holding the list), into req->if_none_match; if_none_match_too_long when they do not fit. */
+static void http_if_none_match(http_request *req, const http_head *h, const char *buf)
+{
+    size_t o = 0, cap = sizeof req->if_none_match;
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        if (f->name.len != 13 || strncasecmp(buf + f->name.off, "if-none-match", 13) != 0)
+            continue;
+        size_t need = (o > 0 ? 2 : 0) + f->value.len;
+        if (o + need >= cap) {
+            req->if_none_match_too_long = true;
+            req->if_none_match[0] = '\0';
+            return;
+        }
+        if (o > 0) {
+            memcpy(req->if_none_match + o, ", ", 2);
+            o += 2;
+        }
+        memcpy(req->if_none_match + o, buf + f->value.off, f->value.len);
+        o += f->value.len;
+    }
+    req->if_none_match[o] = '\0';
+}
+
 /* Credentials: "Authorization: Bearer KEY" (exactly one space or tab after "Bearer")
  * or "X-API-Key: KEY". False when a header of either name comes more than once (ambiguous:
  * which one would be checked?). */
@@ -371,6 +420,8 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         snprintf(req->credential, sizeof req->credential, "%.*s", (int)cn, cred);
     v = http_head_get(h, buf, "accept", &n);
     req->accept_sse = v && memmem(v, n, "text/event-stream", 17);
+    req->accept_html = http_head_any_holds(h, buf, "accept", "text/html");
+    http_if_none_match(req, h, buf);
     char xff_buf[2048];
     size_t xn = 0;
     const char *xff = http_xff(h, buf, xff_buf, sizeof xff_buf, &xn);

@@ -190,9 +190,15 @@ const char *http_arg_get(const http_request *req, const char *key)
     return NULL;
 }
 
+/* Every reply goes through here, and each drops the caching and security headers a reply
+ * before it set: whoever sets them does so after its reply call, so that a later error (an
+ * output budget's 503) never goes out with the ETag of a file it does not carry. */
 static void http_set_body(http_request *req, int status, const char *type, char *data, size_t len)
 {
     free(req->resp_body);
+    req->resp_cache_control = NULL;
+    req->resp_etag = NULL;
+    req->resp_headers = NULL;
     req->status = status;
     req->resp_type = type;
     req->resp_body = data;
@@ -233,6 +239,12 @@ static bool http_set_copy(http_request *req, int status, const char *type, const
 void http_reply_owned(http_request *req, int status, const char *type, char *data, size_t len)
 {
     http_set_body(req, status, type, data, len);
+}
+
+void http_reply_static(http_request *req, int status, const char *type, const char *data, size_t len)
+{
+    http_set_body(req, status, type, NULL, len);
+    req->resp_static = data;
 }
 
 void http_reply_raw(http_request *req, int status, const char *type, const char *data, size_t len)

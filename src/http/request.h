@@ -74,6 +74,9 @@ struct http_request {
     char credential[512];             /* Bearer token or X-API-Key value, "" if none; never logged */
     bool credential_too_long;         /* it did not fit: matches nothing (never a cut prefix) */
     bool accept_sse;
+    bool accept_html;                 /* an Accept header names text/html: a browser (GET / gives the page) */
+    char if_none_match[256];          /* If-None-Match fields, joined with ", " ("" if none) */
+    bool if_none_match_too_long;      /* they did not fit: the condition is not evaluated (a full 200) */
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
@@ -87,6 +90,11 @@ struct http_request {
     size_t resp_len;
     size_t bytes_out; /* body bytes queued for the client (a stream's pieces added up) */
     const char *resp_type;
+    /* set after the reply call (each http_reply_* resets these three to NULL) */
+    const char *resp_cache_control; /* Cache-Control's value; NULL: "no-store" (every API answer) */
+    const char *resp_etag;          /* ETag's value (quoted), or NULL: none */
+    const char *resp_headers;       /* more header lines, each "Name: value\r\n", or NULL; static text only,
+                                     * never anything a client sent (the web page's security headers) */
     char allow[64];
     char retry_after[16];
     bool www_authenticate; /* a 401: say how to authenticate (WWW-Authenticate: Bearer) */
@@ -122,6 +130,9 @@ void http_reply_raw(http_request *req, int status, const char *type, const char 
 /* Sets a response whose bytes data[0..len) (malloc'd, NUL-terminated) the request takes
  * over: for answers written into memory allocated beforehand, which cannot fail. */
 void http_reply_owned(http_request *req, int status, const char *type, char *data, size_t len);
+/* Sets a response whose bytes data[0..len) are static (they outlive every request, e.g. the
+ * web page compiled into the binary): nothing is copied, so it cannot fail. */
+void http_reply_static(http_request *req, int status, const char *type, const char *data, size_t len);
 /* Sets the error envelope: {"error":{"code","message","request_id"},"detail"}; a 503 gets
  * Retry-After (1 s unless the caller set one). Uses no jansson, one allocation. */
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)

@@ -18,8 +18,12 @@ const http_route handlers_routes[] = {
     {"/api/dbs/{name}/reembed", handlers_reembed_get, handlers_reembed_start, handlers_reembed_cancel, HTTP_BODY_JSON, HTTP_DIALECT_RAGD},
     {"/api/admin/breakers", handlers_admin_breakers_list, handlers_admin_breakers_set, NULL, HTTP_BODY_JSON, HTTP_DIALECT_RAGD},
     {"/api/dbs/{name}/documents/{*id}", handlers_document_get, NULL, handlers_document_delete, HTTP_BODY_NONE, HTTP_DIALECT_RAGD},
+    /* The web page (h_web.c); other /assets/ paths are 404. "/" is Ollama's too (for a client
+     * that does not ask for HTML), and keeps Ollama's error shape. */
+    {"/assets/app.js", handlers_web_asset, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_RAGD},
+    {"/assets/app.css", handlers_web_asset, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_RAGD},
     /* Ollama's API (h_ollama.c): its paths share /api with ragd's and none is ragd's own */
-    {"/", handlers_ollama_root, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OLLAMA},
+    {"/", handlers_web_root, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OLLAMA},
     {"/api/tags", handlers_ollama_tags, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OLLAMA},
     {"/api/show", NULL, handlers_ollama_show, NULL, HTTP_BODY_JSON, HTTP_DIALECT_OLLAMA},
     {"/api/version", handlers_ollama_version, NULL, NULL, HTTP_BODY_NONE, HTTP_DIALECT_OLLAMA},

@@ -1,0 +1,175 @@
+/* web_embed OUT.c FILE... — writes a C file that holds each FILE's bytes, for the web page
+ * ragd serves at / (docs/internals/web.md). Run by the Makefile at build time: the page is
+ * compiled into the binary, so there is nothing to install beside it and nothing read from
+ * disk while serving.
+ *
+ * For each FILE it emits one entry of `web_assets[]` (src/http/web.h): the file's base
+ * name, its Content-Type (from the extension: .html, .css, .js; any other extension is an
+ * error, so a file of unknown type is never served with a guessed one), a strong ETag (the
+ * quoted first 32 hex digits of the SHA-256 of the bytes: the same bytes give the same tag
+ * on every build) and the bytes themselves, with a NUL after them.
+ *
+ * The output is written to OUT.c.tmp and renamed over OUT.c only once whole, so a failed run
+ * never leaves a half-written file that make would take for up to date. Exit status 0, or 1
+ * with a message on stderr. The output depends on nothing but the files' names and bytes (no
+ * dates, no paths), so a build is reproducible. */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Every embedded file must be smaller than this: the page is a few tens of KiB, and a file
+ * this large in web/ is a mistake (a screenshot, a build artefact), not an asset. */
+#define WEB_EMBED_MAX_BYTES (4u << 20)
+#define WEB_EMBED_ETAG_HEX 32
+
+static const char *web_embed_type(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return NULL;
+    if (strcmp(dot, ".html") == 0)
+        return "text/html; charset=utf-8";
+    if (strcmp(dot, ".css") == 0)
+        return "text/css; charset=utf-8";
+    if (strcmp(dot, ".js") == 0)
+        return "text/javascript; charset=utf-8";
+    return NULL;
+}
+
+/* Reads the whole file into a malloc'd buffer (*len bytes, NUL after them); NULL with a
+ * message on failure. */
+static unsigned char *web_embed_read(const char *path, size_t *len)
+{
+    unsigned char *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "web_embed: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    buf = malloc(WEB_EMBED_MAX_BYTES + 1);
+    if (!buf) {
+        fprintf(stderr, "web_embed: out of memory\n");
+        goto out;
+    }
+    *len = fread(buf, 1, WEB_EMBED_MAX_BYTES + 1, f);
+    if (ferror(f)) {
+        fprintf(stderr, "web_embed: %s: read error\n", path);
+        free(buf);
+        buf = NULL;
+    } else if (*len > WEB_EMBED_MAX_BYTES) {
+        fprintf(stderr, "web_embed: %s is over %u bytes: not an asset to compile into ragd\n", path,
+                WEB_EMBED_MAX_BYTES);
+        free(buf);
+        buf = NULL;
+    } else {
+        buf[*len] = '\0';
+    }
+out:
+    fclose(f);
+    return buf;
+}
+
+/* The strong ETag's opaque part for data[0..len): the first 32 hex digits of its SHA-256. */
+static int web_embed_etag(const unsigned char *data, size_t len, char out[WEB_EMBED_ETAG_HEX + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len * 2 < WEB_EMBED_ETAG_HEX)
+        return -1;
+    for (int i = 0; i < WEB_EMBED_ETAG_HEX / 2; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+/* One file's bytes as a static array named web_asset_<index>. */
+static void web_embed_bytes(FILE *out, int index, const unsigned char *data, size_t len)
+{
+    fprintf(out, "static const unsigned char web_asset_%d[%zu] = {", index, len + 1);
+    for (size_t i = 0; i <= len; i++) /* the NUL after the bytes too */
+        fprintf(out, "%s0x%02x,", i % 16 == 0 ? "\n    " : "", i < len ? data[i] : 0);
+    fprintf(out, "\n};\n\n");
+}
+
+int main(int argc, char **argv)
+{
+    int rc = 1;
+    FILE *out = NULL;
+    char tmp[4096];
+    unsigned char **data = NULL;
+    size_t *lens = NULL;
+    if (argc < 3) {
+        fprintf(stderr, "usage: web_embed OUT.c FILE...\n");
+        return 2;
+    }
+    int n = argc - 2;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", argv[1]) >= (int)sizeof tmp) {
+        fprintf(stderr, "web_embed: output path too long\n");
+        return 1;
+    }
+    data = calloc((size_t)n, sizeof *data);
+    lens = calloc((size_t)n, sizeof *lens);
+    if (!data || !lens) {
+        fprintf(stderr, "web_embed: out of memory\n");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *path = argv[i + 2];
+        if (!web_embed_type(path)) {
+            fprintf(stderr, "web_embed: %s: not .html, .css or .js: no Content-Type to serve it with\n", path);
+            goto out;
+        }
+        data[i] = web_embed_read(path, &lens[i]);
+        if (!data[i])
+            goto out;
+    }
+    out = fopen(tmp, "w");
+    if (!out) {
+        fprintf(stderr, "web_embed: %s: %s\n", tmp, strerror(errno));
+        goto out;
+    }
+    fprintf(out, "/* Generated by tools/web_embed/web_embed.c from web/ at build time: do not edit. */\n"
+                 "#include \"http/web.h\"\n\n");
+    for (int i = 0; i < n; i++)
+        web_embed_bytes(out, i, data[i], lens[i]);
+    fprintf(out, "const web_asset web_assets[] = {\n");
+    for (int i = 0; i < n; i++) {
+        const char *path = argv[i + 2];
+        const char *slash = strrchr(path, '/');
+        const char *name = slash ? slash + 1 : path;
+        char etag[WEB_EMBED_ETAG_HEX + 1];
+        if (strchr(name, '"') || strchr(name, '\\')) {
+            fprintf(stderr, "web_embed: %s: a quote or backslash in the name\n", path);
+            goto out;
+        }
+        if (web_embed_etag(data[i], lens[i], etag) != 0) {
+            fprintf(stderr, "web_embed: SHA-256 failed\n");
+            goto out;
+        }
+        fprintf(out, "    {\"%s\", \"%s\", \"\\\"%s\\\"\", (const char *)web_asset_%d, %zu},\n", name,
+                web_embed_type(name), etag, i, lens[i]);
+    }
+    fprintf(out, "};\n\nconst size_t web_assets_count = %d;\n", n);
+    if (ferror(out)) {
+        fprintf(stderr, "web_embed: %s: write error\n", tmp);
+        goto out;
+    }
+    int closed = fclose(out);
+    out = NULL;
+    if (closed != 0 || rename(tmp, argv[1]) != 0) {
+        fprintf(stderr, "web_embed: %s: %s\n", argv[1], strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (out)
+        fclose(out);
+    if (rc != 0)
+        remove(tmp);
+    for (int i = 0; data && i < n; i++)
+        free(data[i]);
+    free(data);
+    free(lens);
+    return rc;
+}
