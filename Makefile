@@ -29,13 +29,15 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 # libstemmer (Snowball) ships no pkg-config file in Debian: its header is in /usr/include.
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lstemmer -lpthread -lm
 
-.PHONY: all deps clients-deps test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
+.PHONY: all deps clients-deps browser-deps browser browser-bench test unit e2e chaos soak asan tsan run bench eval fuzz fuzz-build clean help
 all: $(BIN)
 
 help:
 	@echo "make          build $(BIN)"
 	@echo "make run      build and serve on the embedded defaults (RAGD_LISTEN, RAGD_DATA_DIR, ...)"
-	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), chaos, torture pass, fuzz smoke"
+	@echo "make test     unit tests (cmocka), end-to-end tests (python3, real HTTP on loopback), browser tests, chaos, torture pass, fuzz smoke"
+	@echo "make browser  the web page in headless Chromium (tests/browser; screenshots in build/screenshots/)"
+	@echo "make browser-bench  time to the first answer token in the browser (BENCHMARKS.md)"
 	@echo "make chaos    seeded fault injection against build/asan/ragd (CHAOS_SEED=N replays one)"
 	@echo "make soak     the same, longer: CHAOS_SEEDS (20) seeds of CHAOS_SECONDS (30) each"
 	@echo "make asan     the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer"
@@ -49,6 +51,7 @@ help:
 	@echo "make fuzz-smoke  each fuzz target FUZZ_SMOKE_SECONDS (default 10) from its seeds (part of make test)"
 	@echo "make deps     install the Debian packages the build needs (scripts/deps.sh)"
 	@echo "make clients-deps  npm ci of the real ollama/openai client libraries (tests/clients, for make e2e)"
+	@echo "make browser-deps  npm ci of playwright-core (tests/browser, for make browser)"
 
 deps: $(DEPS_OK)
 $(DEPS_OK): scripts/deps.sh
@@ -107,14 +110,44 @@ $(CLIENTS_OK): $(CLIENTS_DIR)/package.json $(CLIENTS_DIR)/package-lock.json | $(
 e2e: $(BIN) $(CLIENTS_OK)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
 
-# Unit tests first, then end-to-end, then the randomized fault injection (chaos, on its
-# ASan build), the allocation torture pass (its own ASan build, build/torture) and a short
-# run of every fuzz target (fuzz-smoke, its clang build in build/fuzz) — these three
-# not again under make asan/tsan, whose BUILD differs: sequential even under -j, so the
-# output reads in order.
+# The web page in a real browser (tests/browser, docs/testing.md): Debian's chromium
+# (/usr/bin/chromium, from scripts/deps.sh) driven by the npm package playwright-core, which
+# never downloads a browser; `npm ci` from the committed lock file as for tests/clients.
+# BROWSER_TESTS: some of tests/browser/test_*.mjs (default: all). Screenshots of every step
+# go to $(BUILD)/screenshots/ (the previous run's are removed first).
+BROWSER_DIR   := tests/browser
+BROWSER_OK    := $(BROWSER_DIR)/node_modules/.ragd-npm-ci-ok
+BROWSER_TESTS ?=
+browser-deps: $(BROWSER_OK)
+$(BROWSER_OK): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json | $(DEPS_OK)
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "browser-deps: node and npm are needed by the browser tests:" \
+	       "install them with scripts/deps.sh (Debian packages nodejs, npm)" >&2; exit 1; }
+	cd $(BROWSER_DIR) && npm ci --cache "$(abspath $(BUILD))/npm-cache" --prefer-offline \
+	  --no-audit --no-fund --loglevel=error
+	@touch $@
+
+browser: $(BIN) $(BROWSER_OK)
+	@test -x "$${CHROMIUM:-/usr/bin/chromium}" || { \
+	  echo "browser: $${CHROMIUM:-/usr/bin/chromium} not found: install Debian's chromium" \
+	       "with scripts/deps.sh browser (or set CHROMIUM)" >&2; exit 1; }
+	RAGD_BIN=$(abspath $(BIN)) RAGD_SCREENSHOTS=$(abspath $(BUILD))/screenshots \
+	  node $(BROWSER_DIR)/run.mjs $(BROWSER_TESTS)
+
+# Time from a click on Ask to the first answer text in the page, against the fake Ollama
+# (BENCHMARKS.md "Web page"); BENCH_ARGS e.g. "--asks 50 --token-ms 20".
+browser-bench: $(BIN) $(BROWSER_OK)
+	RAGD_BIN=$(abspath $(BIN)) node $(BROWSER_DIR)/bench_ttft.mjs $(BENCH_ARGS)
+
+# Unit tests first, then end-to-end, the web page in the browser, then the randomized fault
+# injection (chaos, on its ASan build), the allocation torture pass (its own ASan build,
+# build/torture) and a short run of every fuzz target (fuzz-smoke, its clang build in
+# build/fuzz) — these four not again under make asan/tsan, whose BUILD differs: sequential
+# even under -j, so the output reads in order.
 test: $(BIN) $(UNIT_BIN)
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
+	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory browser; fi
 	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory chaos; fi
 	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory torture-test; fi
 	@if [ "$(BUILD)" = build ]; then $(MAKE) --no-print-directory fuzz-smoke; fi

@@ -11,17 +11,22 @@ PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 # node and npm: tests/e2e/test_clients.py drives the real `ollama` and `openai` npm client
 # libraries (`make clients-deps`: npm ci in tests/clients). Debian 12 has node 18.19, npm 9.2.
 PACKAGES="$PACKAGES nodejs npm"
+# chromium: the browser tests (tests/browser, `make browser`) drive Debian's /usr/bin/chromium
+# in headless mode with the npm package playwright-core, which never downloads a browser.
+PACKAGES="$PACKAGES chromium"
 # promtool (Debian's `prometheus` package, for tests/e2e/test_ops_metrics.py) is not installed:
 # scripts/promtool.sh fetches it with `apt-get download` and unpacks it under build/ on first use.
 # `deps.sh fuzz`: only what `make fuzz` needs (clang and its runtime, in the base list too).
 # `deps.sh bench`: only what `make bench` needs on top (wrk, the HTTP load generator).
 # `deps.sh clients`: only node and npm.
+# `deps.sh browser`: only what `make browser` needs (node, npm and chromium).
 case "${1:-}" in
   "") ;;
   fuzz) PACKAGES="clang libclang-rt-14-dev" ;;
   bench) PACKAGES="wrk" ;;
   clients) PACKAGES="nodejs npm" ;;
-  *) echo "usage: deps.sh [fuzz|bench|clients]" >&2; exit 2 ;;
+  browser) PACKAGES="nodejs npm chromium" ;;
+  *) echo "usage: deps.sh [fuzz|bench|clients|browser]" >&2; exit 2 ;;
 esac
 
 missing=""
