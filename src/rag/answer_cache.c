@@ -123,7 +123,8 @@ bool rag_cache_decode(const char *data, size_t len, rag_result *res, rag_method 
         w->page = (int)json_integer_value(json_array_get(r, 13)); /* absent: 0, no page */
         w->page_end = (int)json_integer_value(json_array_get(r, 14));
         w->title = rag_cache_dup(json_array_get(r, 15)); /* absent: none */
-        ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8)));
+        ok = w->doc_id && w->text && w->metadata_json && (w->source || json_is_null(json_array_get(r, 8))) &&
+             (w->title || !json_is_string(json_array_get(r, 15))); /* a failed copy is a miss, not a row without */
     }
     if (ok) {
         *method = (rag_method)json_integer_value(json_object_get(v, "method"));
