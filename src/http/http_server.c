@@ -276,33 +276,13 @@ static bool http_authorized(const app *a, http_request *req)
  * last header alone when they do not fit together. */
 static const char *http_xff(const http_head *h, const char *buf, char *out, size_t cap, size_t *len)
 {
-    size_t o = 0;
-    const char *last = NULL;
-    size_t last_n = 0;
-    bool fits = true;
-    for (size_t i = 0; i < h->n_headers; i++) {
-        const http_header_span *f = &h->headers[i];
-        if (f->name.len != 15 || strncasecmp(buf + f->name.off, "x-forwarded-for", 15) != 0)
-            continue;
-        last = buf + f->value.off;
-        last_n = f->value.len;
-        if (o + last_n + 1 >= cap) {
-            fits = false;
-            continue;
-        }
-        if (o > 0)
-            out[o++] = ',';
-        memcpy(out + o, last, last_n);
-        o += last_n;
-    }
+    size_t last_len, joined_len;
+    const char *last = http_head_last(h, buf, "x-forwarded-for", &last_len);
     if (!last)
         return NULL;
-    if (fits) {
-        *len = o;
-        return out;
-    }
-    *len = last_n;
-    return last;
+    bool fits = http_head_join(h, buf, "x-forwarded-for", ",", out, cap, &joined_len);
+    *len = fits ? joined_len : last_len;
+    return fits ? out : last;
 }
 
 /* An absolute-form target ("http://host:port/path?query", RFC 9112 3.2.2) as its origin form:
@@ -320,46 +300,6 @@ static const char *http_origin_form(const char *t, size_t *len)
         i++;
     *len -= i;
     return t + i;
-}
-
-/* Whether any header named name (lower-case) holds needle, letters compared without case. */
-static bool http_head_any_holds(const http_head *h, const char *buf, const char *name, const char *needle)
-{
-    size_t name_len = strlen(name), needle_len = strlen(needle);
-    for (size_t i = 0; i < h->n_headers; i++) {
-        const http_header_span *f = &h->headers[i];
-        if (f->name.len != name_len || strncasecmp(buf + f->name.off, name, name_len) != 0)
-            continue;
-        for (size_t j = 0; j + needle_len <= f->value.len; j++)
-            if (strncasecmp(buf + f->value.off + j, needle, needle_len) == 0)
-                return true;
-    }
-    return false;
-}
-
-/* Every If-None-Match field's value, joined with ", " in order (RFC 9110 5.3: the same as one
- * field holding the list), into req->if_none_match; if_none_match_too_long when they do not fit. */
-static void http_if_none_match(http_request *req, const http_head *h, const char *buf)
-{
-    size_t o = 0, cap = sizeof req->if_none_match;
-    for (size_t i = 0; i < h->n_headers; i++) {
-        const http_header_span *f = &h->headers[i];
-        if (f->name.len != 13 || strncasecmp(buf + f->name.off, "if-none-match", 13) != 0)
-            continue;
-        size_t need = (o > 0 ? 2 : 0) + f->value.len;
-        if (o + need >= cap) {
-            req->if_none_match_too_long = true;
-            req->if_none_match[0] = '\0';
-            return;
-        }
-        if (o > 0) {
-            memcpy(req->if_none_match + o, ", ", 2);
-            o += 2;
-        }
-        memcpy(req->if_none_match + o, buf + f->value.off, f->value.len);
-        o += f->value.len;
-    }
-    req->if_none_match[o] = '\0';
 }
 
 /* Credentials: "Authorization: Bearer KEY" (exactly one space or tab after "Bearer")
@@ -421,8 +361,10 @@ bool http_server_begin(http_server *s, http_conn *c, const char *buf)
         snprintf(req->credential, sizeof req->credential, "%.*s", (int)cn, cred);
     v = http_head_get(h, buf, "accept", &n);
     req->accept_sse = v && memmem(v, n, "text/event-stream", 17);
-    req->accept_html = http_head_any_holds(h, buf, "accept", "text/html");
-    http_if_none_match(req, h, buf);
+    req->accept_html = http_head_any_contains(h, buf, "accept", "text/html");
+    size_t inm_len;
+    req->if_none_match_too_long = !http_head_join(h, buf, "if-none-match", ", ", req->if_none_match,
+                                                  sizeof req->if_none_match, &inm_len);
     char xff_buf[2048];
     size_t xn = 0;
     const char *xff = http_xff(h, buf, xff_buf, sizeof xff_buf, &xn);

@@ -329,6 +329,56 @@ const char *http_head_get(const http_head *h, const char *buf, const char *name,
     return NULL;
 }
 
+const char *http_head_last(const http_head *h, const char *buf, const char *name, size_t *len)
+{
+    for (size_t i = h->n_headers; i-- > 0;)
+        if (http_span_is(buf, h->headers[i].name, name)) {
+            *len = h->headers[i].value.len;
+            return buf + h->headers[i].value.off;
+        }
+    *len = 0;
+    return NULL;
+}
+
+bool http_head_join(const http_head *h, const char *buf, const char *name, const char *sep, char *out, size_t cap,
+                    size_t *len)
+{
+    size_t o = 0, sep_len = strlen(sep);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        if (!http_span_is(buf, f->name, name))
+            continue;
+        if (o + (o > 0 ? sep_len : 0) + f->value.len >= cap) {
+            out[0] = '\0';
+            *len = 0;
+            return false;
+        }
+        if (o > 0) {
+            memcpy(out + o, sep, sep_len);
+            o += sep_len;
+        }
+        memcpy(out + o, buf + f->value.off, f->value.len);
+        o += f->value.len;
+    }
+    out[o] = '\0';
+    *len = o;
+    return true;
+}
+
+bool http_head_any_contains(const http_head *h, const char *buf, const char *name, const char *needle)
+{
+    size_t needle_len = strlen(needle);
+    for (size_t i = 0; i < h->n_headers; i++) {
+        const http_header_span *f = &h->headers[i];
+        if (!http_span_is(buf, f->name, name))
+            continue;
+        for (size_t j = 0; j + needle_len <= f->value.len; j++)
+            if (strncasecmp(buf + f->value.off + j, needle, needle_len) == 0)
+                return true;
+    }
+    return false;
+}
+
 /* ---- chunked bodies ---- */
 
 enum {

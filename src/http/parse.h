@@ -80,6 +80,15 @@ http_parse_status http_head_parse(http_head *h, const char *buf, size_t len);
 bool http_head_started(const http_head *h);
 /* The value of the first header named name (case-insensitive), or NULL; *len its length. */
 const char *http_head_get(const http_head *h, const char *buf, const char *name, size_t *len);
+/* The value of the last header named name, or NULL; *len its length. */
+const char *http_head_last(const http_head *h, const char *buf, const char *name, size_t *len);
+/* The values of every header named name, in order, joined with sep into out[0..cap),
+ * NUL-terminated, *len their length (0 and "" when there is none). False, with out "", when
+ * they do not fit (RFC 9110 5.3: several fields are one list). */
+bool http_head_join(const http_head *h, const char *buf, const char *name, const char *sep, char *out, size_t cap,
+                    size_t *len);
+/* Whether any header named name holds needle, letters compared without case. */
+bool http_head_any_contains(const http_head *h, const char *buf, const char *name, const char *needle);
 
 /* ---- chunked request bodies (RFC 9112 7.1) ----
  * Chunk sizes are 1..15 hex digits; extensions (";...") are skipped; trailer fields are read

@@ -99,6 +99,35 @@ static void test_head_accepts(void **state)
     assert_false(h.has_length);
 }
 
+/* Headers named more than once: the last, all joined (RFC 9110 5.3), any holding a word. */
+static void test_head_repeated(void **state)
+{
+    (void)state;
+    static const char req[] = "GET / HTTP/1.1\r\nAccept: application/json\r\nX-L: a\r\nx-l: bb\r\n"
+                              "Accept: TEXT/Html;q=0.9\r\nX-L:\r\nX-L: c\r\n\r\n";
+    http_head h;
+    assert_int_equal(feed_head(S(req), 0, 0, &h), HTTP_PARSE_DONE);
+    size_t n = 0;
+    const char *v = http_head_last(&h, req, "x-l", &n);
+    assert_non_null(v);
+    assert_int_equal(n, 1);
+    assert_memory_equal(v, "c", 1);
+    assert_null(http_head_last(&h, req, "missing", &n));
+    char out[16];
+    assert_true(http_head_join(&h, req, "x-l", ", ", out, sizeof out, &n));
+    assert_string_equal(out, "a, bb, , c");
+    assert_int_equal(n, 10);
+    assert_true(http_head_join(&h, req, "x-l", ", ", out, 11, &n)); /* 10 bytes and the NUL */
+    assert_false(http_head_join(&h, req, "x-l", ", ", out, 10, &n));
+    assert_string_equal(out, "");
+    assert_int_equal(n, 0);
+    assert_true(http_head_join(&h, req, "missing", ",", out, sizeof out, &n));
+    assert_string_equal(out, "");
+    assert_true(http_head_any_contains(&h, req, "accept", "text/html")); /* the second field, any case */
+    assert_false(http_head_any_contains(&h, req, "accept", "text/plain"));
+    assert_false(http_head_any_contains(&h, req, "x-l", "text/html"));
+}
+
 static void test_head_refuses(void **state)
 {
     (void)state;
@@ -448,6 +477,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_head_accepts),
+        cmocka_unit_test(test_head_repeated),
         cmocka_unit_test(test_head_refuses),
         cmocka_unit_test(test_head_caps),
         cmocka_unit_test(test_head_refuses_early),
