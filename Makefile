@@ -96,16 +96,22 @@ unit: $(UNIT_BIN)
 # node: `npm ci` from the committed lock file into tests/clients/node_modules (ignored by git),
 # its download cache in build/npm-cache. The stamp inside node_modules makes a second run a
 # no-op until the lock file changes (npm ci empties node_modules, stamp included, first).
+# $(call npm_ci,TARGET,USER): the recipe of a stamp DIR/node_modules/.ragd-npm-ci-ok — `npm ci`
+# in DIR, or a message naming TARGET and who needs node and npm when they are missing.
+define npm_ci
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  echo "$(1): node and npm are needed by $(2):" \
+	       "install them with scripts/deps.sh (Debian packages nodejs, npm)" >&2; exit 1; }
+	cd $(patsubst %/node_modules,%,$(@D)) && npm ci --cache "$(abspath $(BUILD))/npm-cache" --prefer-offline \
+	  --no-audit --no-fund --loglevel=error
+	@touch $@
+endef
+
 CLIENTS_DIR := tests/clients
 CLIENTS_OK  := $(CLIENTS_DIR)/node_modules/.ragd-npm-ci-ok
 clients-deps: $(CLIENTS_OK)
 $(CLIENTS_OK): $(CLIENTS_DIR)/package.json $(CLIENTS_DIR)/package-lock.json | $(DEPS_OK)
-	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
-	  echo "clients-deps: node and npm are needed by tests/e2e/test_clients.py:" \
-	       "install them with scripts/deps.sh (Debian packages nodejs, npm)" >&2; exit 1; }
-	cd $(CLIENTS_DIR) && npm ci --cache "$(abspath $(BUILD))/npm-cache" --prefer-offline \
-	  --no-audit --no-fund --loglevel=error
-	@touch $@
+	$(call npm_ci,clients-deps,tests/e2e/test_clients.py)
 
 e2e: $(BIN) $(CLIENTS_OK)
 	RAGD_BIN=$(abspath $(BIN)) python3 -m unittest discover -s tests/e2e -p 'test_*.py' -v
@@ -120,12 +126,7 @@ BROWSER_OK    := $(BROWSER_DIR)/node_modules/.ragd-npm-ci-ok
 BROWSER_TESTS ?=
 browser-deps: $(BROWSER_OK)
 $(BROWSER_OK): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json | $(DEPS_OK)
-	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
-	  echo "browser-deps: node and npm are needed by the browser tests:" \
-	       "install them with scripts/deps.sh (Debian packages nodejs, npm)" >&2; exit 1; }
-	cd $(BROWSER_DIR) && npm ci --cache "$(abspath $(BUILD))/npm-cache" --prefer-offline \
-	  --no-audit --no-fund --loglevel=error
-	@touch $@
+	$(call npm_ci,browser-deps,the browser tests)
 
 browser: $(BIN) $(BROWSER_OK)
 	@test -x "$${CHROMIUM:-/usr/bin/chromium}" || { \
