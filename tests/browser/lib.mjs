@@ -66,6 +66,12 @@ export function portListening(port) {
   });
 }
 
+// The skip reason of the tests on the true defaults, or false when they can run.
+export async function defaultsSkipReason() {
+  return (await portListening(11434))
+    ? 'something listens on 127.0.0.1:11434: the true defaults would use it as Ollama' : false;
+}
+
 // Adds text before and after err's message, in its stack too (which is what node prints).
 function annotate(err, before, after) {
   if (!(err instanceof Error)) return new Error(`${before}${String(err)}${after}`);

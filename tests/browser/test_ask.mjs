@@ -8,12 +8,11 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   FACTS, FakeOllama, LANTERN_QUESTION, Ragd, answerSnapshots, answerText, assertClean, controls,
-  eventually, freePort, ingestFacts, launchBrowser, TEST_TIMEOUT_MS, openRagdPage, portListening, recordAnswer,
+  eventually, freePort, ingestFacts, launchBrowser, TEST_TIMEOUT_MS, openRagdPage, defaultsSkipReason, recordAnswer,
   screenshot, usePage,
 } from './lib.mjs';
 
-const defaultsSkip = (await portListening(11434))
-  ? 'something listens on 127.0.0.1:11434: the true defaults would use it as Ollama' : false;
+const defaultsSkip = await defaultsSkipReason();
 // Per-token latency of the fake: slow enough that the page shows a partial answer between
 // two tokens (not a speed assertion: nothing is timed).
 const TOKEN_MS = 40;

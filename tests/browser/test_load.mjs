@@ -6,11 +6,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   FACTS, LANTERN_QUESTION, Ragd, answerText, assertClean, controls, eventually, ingestFacts,
-  launchBrowser, TEST_TIMEOUT_MS, openRagdPage, portListening, screenshot, usePage,
+  launchBrowser, TEST_TIMEOUT_MS, openRagdPage, defaultsSkipReason, screenshot, usePage,
 } from './lib.mjs';
 
-const skip = (await portListening(11434))
-  ? 'something listens on 127.0.0.1:11434: the true defaults would use it as Ollama' : false;
+const skip = await defaultsSkipReason();
 
 // A passage and an id without a single space: what a careless layout lets overflow.
 const WIDE = {
