@@ -685,8 +685,9 @@ int server_run(const ragd_config *cfg)
     log_info("ragd listening on http://%s:%d (data %s, %zu workers, %zu ingest workers, %zu store readers)",
              cfg->listen_host, http_server_port(srv.a.http), srv.a.db_path, cfg->workers, cfg->ingest_workers,
              cfg->pool_size);
-    log_info("the web page: open http://%s%s%s:%d/ in a browser", strchr(cfg->listen_host, ':') ? "[" : "",
-             cfg->listen_host, strchr(cfg->listen_host, ':') ? "]" : "", http_server_port(srv.a.http));
+    bool ipv6 = strchr(cfg->listen_host, ':') != NULL; /* a literal IPv6 address goes in brackets */
+    log_info("the web page: open http://%s%s%s:%d/ in a browser", ipv6 ? "[" : "", cfg->listen_host, ipv6 ? "]" : "",
+             http_server_port(srv.a.http));
 
     server_load *load = calloc(1, sizeof *load);
     if (load)

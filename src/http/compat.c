@@ -248,7 +248,7 @@ bool compat_no_tools(compat_call *c, json_t *body)
 /* ---- the answer's sources, for any client ---- */
 
 /* A passage's title: its document's as ingest derived it, else its metadata's "title" when
- * a string (a cached answer from before titles), else NULL. */
+ * a string (one ingest did not take as a title, e.g. blank), else NULL. */
 static char *compat_title(const rag_hit *h)
 {
     if (h->row.title) {

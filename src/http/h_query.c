@@ -278,7 +278,8 @@ static size_t query_hits_that_fit(const rag_outcome *o, size_t cap)
         const rag_hit *h = &res->hits[n];
         size_t cost = QUERY_HIT_FIXED_BYTES + 2 * jsonw_string_size(h->row.text) +
                       3 * strlen(query_metadata_text(h)) + 3 * jsonw_string_size(h->row.doc_id) +
-                      jsonw_string_size(h->row.source) + jsonw_string_size(h->row.title) + (h->has_rerank_score ? 2 * QUERY_RERANK_SCORE_BYTES : 0);
+                      jsonw_string_size(h->row.source) + jsonw_string_size(h->row.title) +
+                      (h->has_rerank_score ? 2 * QUERY_RERANK_SCORE_BYTES : 0);
         if (cost > cap - used)
             break;
         used += cost;
