@@ -720,6 +720,20 @@ static void test_doc_json(void **state)
     assert_int_equal(json_object_size(d), 4);
     json_decref(d);
     free(s);
+    /* Every byte that JSON must escape, and UTF-8 beyond ASCII, come back as they were. */
+    const char hard[] = "q\"b\\s/\x01\x1f\t\r\n\x7f \xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80 end";
+    cli_file h = {.path = "h.txt", .id = "h \"x\".txt", .format = NULL};
+    s = cli_doc_json(&h, hard, sizeof hard - 1);
+    assert_non_null(s);
+    d = json_loads(s, 0, NULL);
+    assert_non_null(d);
+    json_t *t = json_object_get(d, "text");
+    assert_int_equal(json_string_length(t), sizeof hard - 1);
+    assert_memory_equal(json_string_value(t), hard, sizeof hard - 1);
+    assert_string_equal(json_string_value(json_object_get(d, "id")), "h \"x\".txt");
+    assert_null(json_object_get(d, "format"));
+    json_decref(d);
+    free(s);
     /* A path that is not UTF-8: the id stands in as the source. */
     cli_file g = {.path = "d\xff/x.txt", .id = "x.txt", .format = "text"};
     s = cli_doc_json(&g, "t", 1);

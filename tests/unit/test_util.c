@@ -637,6 +637,47 @@ static void test_jsontext_escape(void **state)
     assert_false(jsontext_escape(small, sizeof small, &len, "h"));
 }
 
+/* jsonw's eight-bytes-at-a-time scan escapes exactly what a byte-by-byte escape does: every
+ * byte value at every offset of a word, alone and next to another special byte. */
+static void test_jsonw_escape_every_byte(void **state)
+{
+    (void)state;
+    char text[40];
+    char want[40 * 6 + 3];
+    strbuf sb;
+    for (unsigned c = 0; c < 256; c++) {
+        for (size_t pos = 0; pos < 24; pos++) {
+            for (int pair = 0; pair < 2; pair++) {
+                memset(text, 'a', sizeof text);
+                text[pos] = (char)c;
+                if (pair)
+                    text[pos + 9] = '"';
+                size_t wl = 0;
+                want[wl++] = '"';
+                for (size_t i = 0; i < sizeof text; i++) {
+                    char esc[7];
+                    size_t k = jsontext_escape_byte((unsigned char)text[i], esc);
+                    if (k) {
+                        memcpy(want + wl, esc, k);
+                        wl += k;
+                    } else {
+                        want[wl++] = text[i];
+                    }
+                }
+                want[wl++] = '"';
+                strbuf_init(&sb, sizeof want);
+                jsonw w;
+                jsonw_init(&w, &sb);
+                jsonw_stringn(&w, text, sizeof text);
+                assert_int_equal(jsonw_status(&w), RAGD_OK);
+                assert_int_equal(sb.len, wl);
+                assert_memory_equal(sb.data, want, wl);
+                strbuf_cleanup(&sb);
+            }
+        }
+    }
+}
+
 /* The JSON writer: what jansson reads back is what was written, numbers as jansson would
  * write them; a full buffer is a sticky failure. */
 static void test_jsonw(void **state)
@@ -915,6 +956,7 @@ int main(void)
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
         cmocka_unit_test(test_jsonmem),
         cmocka_unit_test(test_jsonw),
+        cmocka_unit_test(test_jsonw_escape_every_byte),
         cmocka_unit_test(test_apikeys),
         cmocka_unit_test(test_url_redact),
         cmocka_unit_test(test_secret_scrub),
