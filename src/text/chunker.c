@@ -139,22 +139,6 @@ static inline size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
     return chk_space_at_wide(p, i, n);
 }
 
-/* Sixteen bytes as one vector (GCC's vector extension: SSE2 on x86-64, NEON on arm64). */
-typedef unsigned char chk_v16 __attribute__((vector_size(16)));
-
-/* True when all 16 bytes at p are ASCII above the space (0x21..0x7F): no whitespace and
- * no multi-byte character among them. */
-static inline bool chk_block_ink(const unsigned char *p)
-{
-    chk_v16 v;
-    memcpy(&v, p, sizeof v);
-    chk_v16 hit = (chk_v16)((v <= 0x20) | (v >= 0x80));
-    uint64_t a, b;
-    memcpy(&a, &hit, 8);
-    memcpy(&b, (const unsigned char *)&hit + 8, 8);
-    return (a | b) == 0;
-}
-
 /* True when the 8 bytes at p are all ASCII (each is one code point). */
 static inline bool chk_word_ascii(const unsigned char *p)
 {
@@ -229,27 +213,24 @@ static size_t chk_retreat(const unsigned char *p, size_t pos, size_t k, size_t f
 
 /* ---------------------------------------------------------------- structure */
 
-/* Paragraph ends of plain text: the last non-whitespace before each blank line. */
+/* Paragraph ends of plain text: the last non-whitespace before each blank line. Line by
+ * line (memchr for each '\n'): the last non-whitespace of a line is found from its end
+ * backwards, so each byte is looked at about once; a line of only whitespace keeps the
+ * previous line's. */
 static ragd_err chk_find_paragraphs(chk_ctx *c)
 {
     const unsigned char *p = c->p;
-    size_t last_end = 0;
-    size_t i = 0;
-    while (i < c->len) {
-        if (c->len - i >= 16 && chk_block_ink(p + i)) { /* 16 non-space ASCII bytes */
-            i += 16;
-            last_end = i;
-            continue;
-        }
-        size_t w = chk_space_at(p, i, c->len);
-        if (!w) {
-            i++;
-            while (i < c->len && (p[i] & 0xC0) == 0x80)
-                i++;
-            last_end = i;
-            continue;
-        }
-        if (p[i] == '\n' && last_end > 0) {
+    size_t last_end = 0; /* just after the last non-whitespace before the current line's end */
+    size_t line = 0;     /* start of the current line */
+    while (line < c->len) {
+        const unsigned char *nl = memchr(p + line, '\n', c->len - line);
+        if (!nl)
+            break;
+        size_t i = (size_t)(nl - p);
+        size_t e = chk_trim_back(c, line, i);
+        if (e > line)
+            last_end = e;
+        if (last_end > 0) {
             size_t j = i + 1;
             while (j < c->len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\r' || p[j] == '\f' ||
                                   p[j] == '\v'))
@@ -260,7 +241,7 @@ static ragd_err chk_find_paragraphs(chk_ctx *c)
                     return err;
             }
         }
-        i += w;
+        line = i + 1;
     }
     return RAGD_OK;
 }
