@@ -230,9 +230,10 @@ static size_t sent_blank_line(const unsigned char *p, size_t i, size_t n)
 /* Sixteen bytes as one vector (GCC's vector extension: SSE2 on x86-64, NEON on arm64). */
 typedef unsigned char sent_v16 __attribute__((vector_size(16)));
 
-/* True when none of the 16 bytes at p is '\n', '.', '!', '?' or >= 0x80: nothing there
- * can end a sentence or start a blank line, so the splitter steps over the block. */
-static inline bool sent_block_plain(const unsigned char *p)
+/* How many of the 16 bytes at p come before the first '\n', '.', '!', '?' or byte >= 0x80
+ * (16 when there is none): bytes that can neither end a sentence nor start a blank line,
+ * so the splitter steps over them. */
+static inline size_t sent_plain_run16(const unsigned char *p)
 {
     sent_v16 v;
     memcpy(&v, p, sizeof v);
@@ -240,7 +241,15 @@ static inline bool sent_block_plain(const unsigned char *p)
     uint64_t a, b;
     memcpy(&a, &hit, 8);
     memcpy(&b, (const unsigned char *)&hit + 8, 8);
-    return (a | b) == 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ /* the block's first byte is a's low byte */
+    if (a)
+        return (size_t)__builtin_ctzll(a) / 8;
+    return b ? 8 + (size_t)__builtin_ctzll(b) / 8 : 16;
+#else
+    if (a)
+        return (size_t)__builtin_clzll(a) / 8;
+    return b ? 8 + (size_t)__builtin_clzll(b) / 8 : 16;
+#endif
 }
 
 /* One pass over the text; a sentence ends at a terminator run (plus closers) followed by
@@ -261,9 +270,11 @@ ragd_err sentence_split(const char *text, size_t len, text_span **out, size_t *c
     while (i < len) {
         /* Most bytes are plain ASCII that can neither end a sentence nor start a blank
          * line: step over them without decoding, 16 at a time where possible. */
-        if (len - i >= 16 && sent_block_plain(p + i)) {
-            i += 16;
-            continue;
+        if (len - i >= 16) {
+            size_t run = sent_plain_run16(p + i);
+            i += run;
+            if (run == 16)
+                continue;
         }
         unsigned char c = p[i];
         if (c < 0x80 && c != '\n' && !sent_is_ascii_term(c)) {
