@@ -66,10 +66,18 @@ bool utf8_valid(const char *s, size_t n)
     return true;
 }
 
+/* Eight bytes at a time: a continuation byte (10xxxxxx) has bit 7 set and bit 6 clear. */
 size_t utf8_length(const char *s, size_t n)
 {
+    const uint64_t highs = 0x8080808080808080ULL;
     size_t count = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof w);
+        count += 8 - (size_t)__builtin_popcountll(w & ~(w << 1) & highs);
+    }
+    for (; i < n; i++)
         if (((unsigned char)s[i] & 0xC0) != 0x80)
             count++;
     return count;

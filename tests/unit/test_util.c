@@ -171,6 +171,15 @@ static void test_utf8_blocks(void **state)
                 if (utf8_valid(buf, len) != cases[c].valid)
                     fail_msg("case %zu at %zu in %zu bytes: expected %d", c, at, len, cases[c].valid);
             }
+            /* utf8_length counts code points eight bytes at a time */
+            if (cases[c].valid && len > 0) {
+                size_t at = len / 3;
+                if (at + sl <= len) {
+                    memset(buf, 'a', sizeof buf);
+                    memcpy(buf + at, cases[c].seq, sl);
+                    assert_int_equal(utf8_length(buf, len), len - sl + 1);
+                }
+            }
             /* cut by the end of the text: only a one-byte sequence stays valid */
             if (sl > 1 && len >= 1) {
                 memset(buf, 'a', sizeof buf);
