@@ -338,8 +338,9 @@ static void embed_normalise(const double *acc, float *out)
  * additions into each bucket matters, so the features are grouped by their bucket
  * (mix64(h) % EMBED_BUILTIN_DIM, well spread, a few features each) and each group sorted
  * on its own: the same sums bit for bit as one global sort, without sorting on FNV-1a's
- * clustered top bits. dst[0..n + EMBED_GROUP_PAD) receives the groups (and zeros after
- * them); src is scratch afterwards. */
+ * clustered top bits. A stable pass by the top 8 bits of h first leaves each group nearly
+ * in order, so its insertion sort moves little. dst[0..n + EMBED_GROUP_PAD) receives the
+ * groups (and zeros after them); src is scratch afterwards. */
 static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
 {
     double acc[EMBED_BUILTIN_DIM];
