@@ -101,8 +101,9 @@ static size_t cut_utf8(const char *w, size_t len, size_t max)
     return k;
 }
 
-/* Pushes the character trigrams of "<w>" (code points, not bytes). */
-static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
+/* Pushes the character trigrams of "<w>" (code points, not bytes); ascii tells that every
+ * byte of w is below 0x80. */
+static bool push_trigrams(embed_ctx *c, const char *w, size_t len, bool ascii)
 {
     char padded[WORD_MAX + 2];
     size_t starts[WORD_MAX + 3]; /* byte offset of each code point of padded */
@@ -114,9 +115,6 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     /* An ASCII word (most words) has len trigrams of 3 bytes each; when they fit in the
      * array (whose size never exceeds FEATURES_MAX) they are written without feat_push's
      * checks, which could not fail. */
-    bool ascii = true;
-    for (size_t i = 0; i < len && ascii; i++)
-        ascii = ((unsigned char)w[i] & 0x80) == 0;
     if (ascii && c->alloc - c->n >= len) {
         feature *f = c->f + c->n;
         for (size_t t = 0; t < len; t++) {
@@ -147,16 +145,28 @@ static int on_token(const token *tok, void *arg)
     const char *w = tok->norm;
     if (len == 0)
         return 0;
-    /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
-    if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
+    /* Three FNV-1a chains over the word in one loop (each multiply waits for the one
+     * before it in its chain, so interleaving them hides that wait): the bigram "<previous>
+     * <this>" continued from the previous word's state, the next bigram's start ("<this> "),
+     * and the word itself. */
+    uint64_t h_bigram = c->prev_h, h_next = FNV_OFFSET ^ SEED_BIGRAM, h_word = FNV_OFFSET ^ SEED_WORD;
+    unsigned high = 0; /* the OR of the word's bytes: bit 7 set when one is not ASCII */
+    for (size_t i = 0; i < len; i++) {
+        uint64_t byte = (unsigned char)w[i];
+        high |= (unsigned)byte;
+        h_bigram = (h_bigram ^ byte) * FNV_PRIME;
+        h_next = (h_next ^ byte) * FNV_PRIME;
+        h_word = (h_word ^ byte) * FNV_PRIME;
+    }
+    if (c->have_prev && !feat_push(c, h_bigram, KIND_BIGRAM))
         return 1;
-    c->prev_h = fnv_more(fnv_hash(w, len, SEED_BIGRAM), " ", 1);
+    c->prev_h = fnv_more(h_next, " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
-    if (!feat_push(c, fnv_hash(w, len, SEED_WORD), KIND_WORD))
+    if (!feat_push(c, h_word, KIND_WORD))
         return 1;
-    if (!push_trigrams(c, w, len))
+    if (!push_trigrams(c, w, len, (high & 0x80) == 0))
         return 1;
     return 0;
 }
