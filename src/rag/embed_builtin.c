@@ -371,7 +371,8 @@ static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
         top_start[t + 1] += top_start[t];
     for (size_t i = 0; i < n; i++)
         dst[top_start[src[i].h >> 56]++] = src[i];
-    memcpy(src, dst, n * sizeof *src);
+    if (n > 0) /* src is NULL for a text without words */
+        memcpy(src, dst, n * sizeof *src);
     memcpy(at, start, sizeof at);
     for (size_t i = 0; i < n; i++)
         dst[at[src[i].bucket & ~BUCKET_NEG]++] = src[i];
