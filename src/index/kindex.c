@@ -687,31 +687,29 @@ static void batch_memo_put(kindex_batch *b, const char *w, size_t n, uint32_t h,
     b->wtab[k] = (uint32_t)b->n_words++;
 }
 
-/* One word of the field being analysed: what kx_an_token then batch_count do (stop word
- * dropped, stem interned and counted), memoised per batch by the normalised word, so a
- * word met again costs one hash lookup instead of the stop-word search, the stemmer and
- * the interning. The same terms in the same order as kindex_analyze gives. */
-static int batch_on_token(const token *tok, void *arg)
+/* The memo entry of the normalised word w[0..n) whose kx_hash is h, NULL when the batch
+ * has not analysed it yet. */
+static const kx_word *batch_memo_find(const kindex_batch *b, const char *w, size_t n, uint32_t h)
 {
-    kindex_batch *b = arg;
-    const char *w = tok->norm;
-    size_t n = tok->norm_len;
-    uint32_t h = 0;
-    bool memo = n > 0 && n <= UINT8_MAX;
-    if (memo) {
-        h = kx_hash(w, n);
-        for (size_t k = b->wtab_size ? h & (b->wtab_size - 1) : 0; b->wtab_size && b->wtab[k] != KX_EMPTY;
-             k = (k + 1) & (b->wtab_size - 1)) {
-            const kx_word *e = &b->words[b->wtab[k]];
-            if (e->hash == h && e->len == n && memcmp(b->wstrs + e->off, w, n) == 0)
-                return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
-        }
+    if (!b->wtab_size)
+        return NULL;
+    for (size_t k = h & (b->wtab_size - 1); b->wtab[k] != KX_EMPTY; k = (k + 1) & (b->wtab_size - 1)) {
+        const kx_word *e = &b->words[b->wtab[k]];
+        if (e->hash == h && e->len == n && memcmp(b->wstrs + e->off, w, n) == 0)
+            return e;
     }
+    return NULL;
+}
+
+/* A word the memo did not have (h: its kx_hash, when memo): stop word dropped, stem
+ * interned, memoised, counted. */
+static int batch_analyse_word(kindex_batch *b, const char *w, size_t n, bool memo, uint32_t h)
+{
     uint32_t local = KX_SKIP;
     if (KINDEX_INDEX_STOPWORDS || !tokenize_is_stopword(w, n)) {
         char st[STEM_MAX];
         size_t sl = 0;
-        ragd_err e = stem_english(w, n, st, &sl);
+        ragd_err e = memo ? stem_english_hashed(w, n, h, st, &sl) : stem_english(w, n, st, &sl);
         if (!e && sl > 0)
             e = batch_intern(b, st, sl, &local);
         if (e) {
@@ -724,14 +722,42 @@ static int batch_on_token(const token *tok, void *arg)
     return local == KX_SKIP ? 0 : batch_count(b, local);
 }
 
+/* One word of the field being analysed: what kx_an_token then batch_count do (stop word
+ * dropped, stem interned and counted), memoised per batch by the normalised word, so a
+ * word met again costs one hash lookup instead of the stop-word search, the stemmer and
+ * the interning. The same terms in the same order as kindex_analyze gives. */
+static int batch_on_token(const token *tok, void *arg)
+{
+    kindex_batch *b = arg;
+    const char *w = tok->norm;
+    size_t n = tok->norm_len;
+    bool memo = n > 0 && n <= UINT8_MAX;
+    uint32_t h = memo ? kx_hash(w, n) : 0;
+    const kx_word *e = memo ? batch_memo_find(b, w, n, h) : NULL;
+    if (e)
+        return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
+    return batch_analyse_word(b, w, n, memo, h);
+}
+
 /* batch_on_token, after handing the token to b->tee_fn; once that returns non-zero it
- * gets no more tokens (of this text) and the analysis goes on alone. */
+ * gets no more tokens (of this text) and the analysis goes on alone. The memo is looked
+ * up first: for a word it lacks, the stemmer's cache slot is fetched from memory while
+ * the tee works. */
 static int batch_on_token_tee(const token *tok, void *arg)
 {
     kindex_batch *b = arg;
+    const char *w = tok->norm;
+    size_t n = tok->norm_len;
+    bool memo = n > 0 && n <= UINT8_MAX;
+    uint32_t h = memo ? kx_hash(w, n) : 0;
+    const kx_word *e = memo ? batch_memo_find(b, w, n, h) : NULL;
+    if (!e && memo)
+        stem_english_prefetch(h);
     if (b->tee_fn && b->tee_fn(tok, b->tee_arg) != 0)
         b->tee_fn = NULL;
-    return batch_on_token(tok, b);
+    if (e)
+        return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
+    return batch_analyse_word(b, w, n, memo, h);
 }
 
 /* Analyses text[0..len) into the field b->field of the last chunk (kindex_analyze's

@@ -36,7 +36,7 @@ static const double kind_weight[3] = {1.0, 0.5, 0.25};
 typedef struct {
     uint64_t h;
     uint32_t kind;
-    uint32_t bucket; /* mix64(h) % EMBED_BUILTIN_DIM, set by embed_accumulate */
+    uint32_t bucket; /* mix64(h) % EMBED_BUILTIN_DIM | BUCKET_NEG, set by embed_accumulate */
 } feature;
 
 typedef struct {
@@ -101,8 +101,9 @@ static size_t cut_utf8(const char *w, size_t len, size_t max)
     return k;
 }
 
-/* Pushes the character trigrams of "<w>" (code points, not bytes). */
-static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
+/* Pushes the character trigrams of "<w>" (code points, not bytes); ascii tells that every
+ * byte of w is below 0x80. */
+static bool push_trigrams(embed_ctx *c, const char *w, size_t len, bool ascii)
 {
     char padded[WORD_MAX + 2];
     size_t starts[WORD_MAX + 3]; /* byte offset of each code point of padded */
@@ -114,9 +115,6 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len)
     /* An ASCII word (most words) has len trigrams of 3 bytes each; when they fit in the
      * array (whose size never exceeds FEATURES_MAX) they are written without feat_push's
      * checks, which could not fail. */
-    bool ascii = true;
-    for (size_t i = 0; i < len && ascii; i++)
-        ascii = ((unsigned char)w[i] & 0x80) == 0;
     if (ascii && c->alloc - c->n >= len) {
         feature *f = c->f + c->n;
         for (size_t t = 0; t < len; t++) {
@@ -147,16 +145,28 @@ static int on_token(const token *tok, void *arg)
     const char *w = tok->norm;
     if (len == 0)
         return 0;
-    /* The bigram "<previous> <this>": its hash continued from the previous word's state. */
-    if (c->have_prev && !feat_push(c, fnv_more(c->prev_h, w, len), KIND_BIGRAM))
+    /* Three FNV-1a chains over the word in one loop (each multiply waits for the one
+     * before it in its chain, so interleaving them hides that wait): the bigram "<previous>
+     * <this>" continued from the previous word's state, the next bigram's start ("<this> "),
+     * and the word itself. */
+    uint64_t h_bigram = c->prev_h, h_next = FNV_OFFSET ^ SEED_BIGRAM, h_word = FNV_OFFSET ^ SEED_WORD;
+    unsigned high = 0; /* the OR of the word's bytes: bit 7 set when one is not ASCII */
+    for (size_t i = 0; i < len; i++) {
+        uint64_t byte = (unsigned char)w[i];
+        high |= (unsigned)byte;
+        h_bigram = (h_bigram ^ byte) * FNV_PRIME;
+        h_next = (h_next ^ byte) * FNV_PRIME;
+        h_word = (h_word ^ byte) * FNV_PRIME;
+    }
+    if (c->have_prev && !feat_push(c, h_bigram, KIND_BIGRAM))
         return 1;
-    c->prev_h = fnv_more(fnv_hash(w, len, SEED_BIGRAM), " ", 1);
+    c->prev_h = fnv_more(h_next, " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
-    if (!feat_push(c, fnv_hash(w, len, SEED_WORD), KIND_WORD))
+    if (!feat_push(c, h_word, KIND_WORD))
         return 1;
-    if (!push_trigrams(c, w, len))
+    if (!push_trigrams(c, w, len, (high & 0x80) == 0))
         return 1;
     return 0;
 }
@@ -270,32 +280,56 @@ static void weight_table_build(void)
             weight_table[k][tf] = feat_weight(k, tf);
 }
 
-/* Adds each run of equal (h, kind) in sorted[0..n) (sorted by (h, kind)) to acc: its kind's
- * weight times 1 + ln(count), in the bucket and with the sign mix64(h) picks. Call
- * weight_table_build (once) first. */
-static void feat_add_runs(const feature *sorted, size_t n, double *acc)
+/* Features past the end of embed_accumulate's destination array, zeroed, so that the first
+ * two of any group can be read. */
+#define EMBED_GROUP_PAD 2
+
+/* Where embed_accumulate keeps a feature's sign: bit 31 of its bucket field, set when
+ * mix64(h)'s top bit is (the bucket itself, < EMBED_BUILTIN_DIM, is in the low bits). */
+#define BUCKET_NEG ((uint32_t)1 << 31)
+
+/* The signed contribution of a run of tf >= 1 equal features f: its kind's weight times
+ * 1 + ln tf, negated when f's bucket field has BUCKET_NEG. */
+static inline double feat_signed_weight(const feature *f, size_t tf)
 {
-    for (size_t i = 0; i < n;) {
+    /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
+    double v = tf == 1 ? kind_weight[f->kind]
+               : tf < WEIGHT_TABLE_TF ? weight_table[f->kind][tf]
+                                      : feat_weight(f->kind, tf);
+    /* -v when the sign bit is set, by flipping v's sign bit: exactly what negation does,
+     * without a branch (the sign is a coin toss, so the branch was mispredicted half
+     * the time) */
+    uint64_t vbits;
+    memcpy(&vbits, &v, sizeof v);
+    vbits ^= (uint64_t)(f->bucket & BUCKET_NEG) << 32;
+    memcpy(&v, &vbits, sizeof v);
+    return v;
+}
+
+static inline bool feat_same(const feature *a, const feature *b) { return a->h == b->h && a->kind == b->kind; }
+
+/* One bucket's value: 0.0 plus each run of equal (h, kind) of its group g[0..k) (k >= 1),
+ * added in (h, kind) order, summed in a register. A group of one or two distinct
+ * features needs no sort: 0 + a is a (a is never zero) and a + b is b + a exactly (IEEE
+ * addition commutes); order matters from three on. g is sorted in place when k > 2, with
+ * scratch[0..k). Call weight_table_build (once) first. */
+static double feat_group_sum(feature *g, size_t k, feature *scratch)
+{
+    if (k == 1)
+        return feat_signed_weight(&g[0], 1);
+    if (k == 2)
+        return feat_same(&g[0], &g[1]) ? feat_signed_weight(&g[0], 2)
+                                       : feat_signed_weight(&g[0], 1) + feat_signed_weight(&g[1], 1);
+    feat_sort_bucket(g, k, scratch, 64);
+    double sum = 0.0;
+    for (size_t i = 0; i < k;) {
         size_t j = i + 1;
-        while (j < n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
+        while (j < k && feat_same(&g[j], &g[i]))
             j++;
-        size_t tf = j - i;
-        /* tf 1 (most features): 1 + ln 1 is exactly 1, without the call */
-        double v = tf == 1 ? kind_weight[sorted[i].kind]
-                   : tf < WEIGHT_TABLE_TF ? weight_table[sorted[i].kind][tf]
-                                          : feat_weight(sorted[i].kind, tf);
-        uint64_t m = mix64(sorted[i].h);
-        size_t bucket = (size_t)(m % EMBED_BUILTIN_DIM);
-        /* -v when m's top bit is set, by flipping v's sign bit: exactly what negation does,
-         * without a branch (the sign is a coin toss, so the branch was mispredicted half
-         * the time) */
-        uint64_t vbits;
-        memcpy(&vbits, &v, sizeof v);
-        vbits ^= m & ((uint64_t)1 << 63);
-        memcpy(&v, &vbits, sizeof v);
-        acc[bucket] += v;
+        sum += feat_signed_weight(&g[i], j - i);
         i = j;
     }
+    return sum;
 }
 
 /* acc scaled to unit length into out (all zeros when acc is). */
@@ -310,31 +344,59 @@ static void embed_normalise(const double *acc, float *out)
 }
 
 /* The vector of the features src[0..n): what adding every run of equal features in (h, kind)
- * order gives (feat_add_runs over the sorted array), normalised. Only the order of the
+ * order gives (test_embed_sort.c keeps that first version), normalised. Only the order of the
  * additions into each bucket matters, so the features are grouped by their bucket
  * (mix64(h) % EMBED_BUILTIN_DIM, well spread, a few features each) and each group sorted
  * on its own: the same sums bit for bit as one global sort, without sorting on FNV-1a's
- * clustered top bits. dst[0..n) receives the groups; src is scratch afterwards. */
+ * clustered top bits. A stable pass by the top 8 bits of h first leaves each group nearly
+ * in order, so its insertion sort moves little. dst[0..n + EMBED_GROUP_PAD) receives the
+ * groups (and zeros after them); src is scratch afterwards. */
 static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
 {
-    double acc[EMBED_BUILTIN_DIM] = {0};
+    double acc[EMBED_BUILTIN_DIM];
     uint32_t start[EMBED_BUILTIN_DIM + 1] = {0};
     uint32_t at[EMBED_BUILTIN_DIM];
+    uint32_t top_start[257] = {0};
     pthread_once(&weight_table_once, weight_table_build);
     for (size_t i = 0; i < n; i++) {
-        src[i].bucket = (uint32_t)(mix64(src[i].h) % EMBED_BUILTIN_DIM);
-        start[src[i].bucket + 1]++;
+        uint64_t m = mix64(src[i].h);
+        uint32_t bucket = (uint32_t)(m % EMBED_BUILTIN_DIM);
+        src[i].bucket = bucket | (uint32_t)(m >> 63) << 31;
+        start[bucket + 1]++;
+        top_start[(src[i].h >> 56) + 1]++;
     }
     for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++)
         start[b + 1] += start[b];
+    for (size_t t = 0; t < 256; t++)
+        top_start[t + 1] += top_start[t];
+    for (size_t i = 0; i < n; i++)
+        dst[top_start[src[i].h >> 56]++] = src[i];
+    if (n > 0) /* src is NULL for a text without words */
+        memcpy(src, dst, n * sizeof *src);
     memcpy(at, start, sizeof at);
     for (size_t i = 0; i < n; i++)
-        dst[at[src[i].bucket]++] = src[i];
+        dst[at[src[i].bucket & ~BUCKET_NEG]++] = src[i];
+    memset(dst + n, 0, EMBED_GROUP_PAD * sizeof *dst);
     for (size_t b = 0; b < EMBED_BUILTIN_DIM; b++) {
         size_t k = start[b + 1] - start[b];
-        if (k > 1)
-            feat_sort_bucket(dst + start[b], k, src + start[b], 64);
-        feat_add_runs(dst + start[b], k, acc);
+        const feature *g = dst + start[b];
+        if (k > 2) {
+            acc[b] = feat_group_sum(dst + start[b], k, src + start[b]);
+            continue;
+        }
+        /* Groups of 0, 1 or 2 features (most of them) without a branch on k: g[0] and g[1]
+         * are readable (the padding) whatever k is, and the value is picked by masks. */
+        double one = feat_signed_weight(&g[0], 1);
+        double two_same = feat_signed_weight(&g[0], 2);
+        double two_apart = one + feat_signed_weight(&g[1], 1);
+        uint64_t b_one, b_same, b_apart;
+        memcpy(&b_one, &one, sizeof one);
+        memcpy(&b_same, &two_same, sizeof two_same);
+        memcpy(&b_apart, &two_apart, sizeof two_apart);
+        uint64_t m_same = -(uint64_t)feat_same(&g[0], &g[1]);
+        uint64_t b_two = (b_same & m_same) | (b_apart & ~m_same);
+        uint64_t bits = (b_one & -(uint64_t)(k == 1)) | (b_two & -(uint64_t)(k == 2)); /* k 0: +0.0 */
+        memcpy(&acc[b], &bits, sizeof bits);
     }
     embed_normalise(acc, out);
 }
@@ -366,12 +428,10 @@ ragd_err embed_builtin(const char *text, size_t len, float *out)
         if (rc != RAGD_OK)
             goto out;
     }
-    if (c.n > 0) {
-        sorted = malloc(c.n * sizeof *sorted);
-        if (sorted == NULL) {
-            rc = RAGD_ENOMEM;
-            goto out;
-        }
+    sorted = malloc((c.n + EMBED_GROUP_PAD) * sizeof *sorted);
+    if (sorted == NULL) {
+        rc = RAGD_ENOMEM;
+        goto out;
     }
     embed_accumulate(c.f, c.n, sorted, out);
 out:
@@ -428,13 +488,13 @@ int embed_builtin_stream_token(const token *tok, void *arg)
 ragd_err embed_builtin_stream_end(embed_builtin_stream *s, float *out)
 {
     ragd_err rc = s->c.err;
-    if (rc == RAGD_OK && s->c.n > s->sorted_alloc) {
-        feature *ns = realloc(s->sorted, s->c.n * sizeof *ns);
+    if (rc == RAGD_OK && s->c.n + EMBED_GROUP_PAD > s->sorted_alloc) {
+        feature *ns = realloc(s->sorted, (s->c.n + EMBED_GROUP_PAD) * sizeof *ns);
         if (ns == NULL)
             rc = RAGD_ENOMEM;
         else {
             s->sorted = ns;
-            s->sorted_alloc = s->c.n;
+            s->sorted_alloc = s->c.n + EMBED_GROUP_PAD;
         }
     }
     if (rc != RAGD_OK) {

@@ -2,6 +2,7 @@
  * guard. See fence.h and docs/internals/fence.md. */
 #include "rag/fence.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +63,36 @@ static size_t fence_invisible_at(const unsigned char *p, size_t n)
     return 0;
 }
 
+/* How many bytes at p[0..n) come before the first one >= 0x80 (eight at a time). */
+static size_t fence_ascii_run(const unsigned char *p, size_t n)
+{
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, sizeof w);
+        if (w & 0x8080808080808080ULL)
+            break;
+    }
+    while (i < n && p[i] < 0x80)
+        i++;
+    return i;
+}
+
 size_t fence_strip_invisible(char *s, size_t len)
 {
     const unsigned char *in = (const unsigned char *)s;
     size_t w = 0;
     for (size_t r = 0; r < len;) {
+        /* ASCII holds nothing invisible: a run of it is kept (moved only once something
+         * before it was dropped) */
+        size_t run = fence_ascii_run(in + r, len - r);
+        if (run) {
+            if (w != r)
+                memmove(s + w, s + r, run);
+            w += run;
+            r += run;
+            continue;
+        }
         size_t skip = in[r] >= 0xc2 ? fence_invisible_at(in + r, len - r) : 0;
         if (skip) {
             r += skip;

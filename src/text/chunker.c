@@ -2,8 +2,10 @@
 
 #include <limits.h>
 #include <md4c.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "text/md_input.h"
 #include "text/sentence.h"
@@ -108,13 +110,10 @@ static size_t chk_last_in(const size_t *v, size_t n, size_t lo, size_t hi)
     return v[k - 1];
 }
 
-/* Byte length of the whitespace character (Unicode White_Space) at p[i], or 0. The text
- * is known to be valid UTF-8 here. */
-static size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
+/* chk_space_at for a lead byte c = p[i] >= 0x80. */
+static size_t chk_space_at_wide(const unsigned char *p, size_t i, size_t n)
 {
     unsigned c = p[i];
-    if (c == ' ' || (c >= 0x09 && c <= 0x0D))
-        return 1;
     if (c < 0xC2 || c > 0xE3)
         return 0;
     if (c == 0xC2)
@@ -128,6 +127,24 @@ static size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
         cp == 0x202F || cp == 0x205F || cp == 0x3000)
         return 3;
     return 0;
+}
+
+/* Byte length of the whitespace character (Unicode White_Space) at p[i], or 0. The text
+ * is known to be valid UTF-8 here. ASCII inline, the rest in chk_space_at_wide. */
+static inline size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
+{
+    unsigned c = p[i];
+    if (c < 0x80)
+        return c == ' ' || (c >= 0x09 && c <= 0x0D);
+    return chk_space_at_wide(p, i, n);
+}
+
+/* True when the 8 bytes at p are all ASCII (each is one code point). */
+static inline bool chk_word_ascii(const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, sizeof w);
+    return (w & 0x8080808080808080ULL) == 0;
 }
 
 /* Start of the code point before byte `pos` (pos > 0). */
@@ -169,6 +186,13 @@ static size_t chk_trim_back(const chk_ctx *c, size_t lo, size_t pos)
 static size_t chk_advance(const unsigned char *p, size_t pos, size_t k, size_t limit)
 {
     while (k > 0 && pos < limit) {
+        /* eight ASCII bytes are eight code points (valid UTF-8: no continuation byte
+         * follows an ASCII one) */
+        if (k >= 8 && limit - pos >= 8 && chk_word_ascii(p + pos)) {
+            pos += 8;
+            k -= 8;
+            continue;
+        }
         pos++;
         while (pos < limit && (p[pos] & 0xC0) == 0x80)
             pos++;
@@ -189,22 +213,24 @@ static size_t chk_retreat(const unsigned char *p, size_t pos, size_t k, size_t f
 
 /* ---------------------------------------------------------------- structure */
 
-/* Paragraph ends of plain text: the last non-whitespace before each blank line. */
+/* Paragraph ends of plain text: the last non-whitespace before each blank line. Line by
+ * line (memchr for each '\n'): the last non-whitespace of a line is found from its end
+ * backwards, so each byte is looked at about once; a line of only whitespace keeps the
+ * previous line's. */
 static ragd_err chk_find_paragraphs(chk_ctx *c)
 {
     const unsigned char *p = c->p;
-    size_t last_end = 0;
-    size_t i = 0;
-    while (i < c->len) {
-        size_t w = chk_space_at(p, i, c->len);
-        if (!w) {
-            i++;
-            while (i < c->len && (p[i] & 0xC0) == 0x80)
-                i++;
-            last_end = i;
-            continue;
-        }
-        if (p[i] == '\n' && last_end > 0) {
+    size_t last_end = 0; /* just after the last non-whitespace before the current line's end */
+    size_t line = 0;     /* start of the current line */
+    while (line < c->len) {
+        const unsigned char *nl = memchr(p + line, '\n', c->len - line);
+        if (!nl)
+            break;
+        size_t i = (size_t)(nl - p);
+        size_t e = chk_trim_back(c, line, i);
+        if (e > line)
+            last_end = e;
+        if (last_end > 0) {
             size_t j = i + 1;
             while (j < c->len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\r' || p[j] == '\f' ||
                                   p[j] == '\v'))
@@ -215,7 +241,7 @@ static ragd_err chk_find_paragraphs(chk_ctx *c)
                     return err;
             }
         }
-        i += w;
+        line = i + 1;
     }
     return RAGD_OK;
 }

@@ -65,7 +65,20 @@ static stem_thread *stem_get(void)
     return t;
 }
 
+void stem_english_prefetch(uint32_t hash)
+{
+    if (stem_tl)
+        __builtin_prefetch(&stem_tl->cache[hash & (STEM_CACHE_SLOTS - 1)]);
+}
+
 ragd_err stem_english(const char *w, size_t n, char out[STEM_MAX], size_t *out_len)
+{
+    return stem_english_hashed(w, n, (uint32_t)hash_fnv1a64(w, n, 0x5354454d), out, out_len);
+}
+
+/* The cache slot is picked by the caller's hash; the slot holds the word itself, so any
+ * hash gives the same stems (a poor one only evicts more). */
+ragd_err stem_english_hashed(const char *w, size_t n, uint32_t hash, char out[STEM_MAX], size_t *out_len)
 {
     *out_len = 0;
     if (n > STEM_MAX) {
@@ -78,7 +91,7 @@ ragd_err stem_english(const char *w, size_t n, char out[STEM_MAX], size_t *out_l
         return RAGD_ENOMEM;
     stem_slot *slot = NULL;
     if (n <= STEM_CACHE_WORD) {
-        slot = &t->cache[hash_fnv1a64(w, n, 0x5354454d) & (STEM_CACHE_SLOTS - 1)];
+        slot = &t->cache[hash & (STEM_CACHE_SLOTS - 1)];
         if (slot->wlen == n && memcmp(slot->w, w, n) == 0) {
             memcpy(out, slot->s, slot->slen);
             *out_len = slot->slen;

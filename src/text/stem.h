@@ -2,6 +2,7 @@
 #define RAGD_TEXT_STEM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util/err.h"
 
@@ -21,5 +22,15 @@
  * exits. RAGD_ENOMEM when the first use on a thread cannot allocate them, or libstemmer
  * runs out of memory. */
 ragd_err stem_english(const char *w, size_t n, char out[STEM_MAX], size_t *out_len);
+
+/* stem_english with the caller's hash of w[0..n) (any well-mixed 32-bit hash; its low bits
+ * pick the slot of the thread's cache): the same stem, one hash less for a caller that
+ * has one. */
+ragd_err stem_english_hashed(const char *w, size_t n, uint32_t hash, char out[STEM_MAX], size_t *out_len);
+
+/* Asks the CPU to bring the calling thread's cache slot for `hash` (as given to
+ * stem_english_hashed) closer, so that a stem_english_hashed a little later does not wait
+ * for memory. Only a hint: does nothing before the thread's first stem. */
+void stem_english_prefetch(uint32_t hash);
 
 #endif

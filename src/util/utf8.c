@@ -3,11 +3,32 @@
 #include <stdint.h>
 #include <string.h>
 
+/* True when none of the 8 bytes of w is 0 or >= 0x80 (plain ASCII, no NUL). The zero-byte
+ * test (w - 0x01..) & ~w & 0x80.. is exact as a yes/no answer. */
+static inline bool utf8_word_plain(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    return ((w | ((w - ones) & ~w)) & highs) == 0;
+}
+
+/* Plain ASCII is checked 16 bytes at a time; from a block that is not plain on, the bytes
+ * are taken one sequence at a time up to the block's end, then blocks again. */
 bool utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
+    size_t bytewise_until = 0;
     while (i < n) {
+        if (i >= bytewise_until && n - i >= 16) {
+            uint64_t w0, w1;
+            memcpy(&w0, p + i, 8);
+            memcpy(&w1, p + i + 8, 8);
+            if (utf8_word_plain(w0) && utf8_word_plain(w1)) {
+                i += 16;
+                continue;
+            }
+            bytewise_until = i + 16;
+        }
         unsigned c = p[i];
         if (c == 0)
             return false;
@@ -45,10 +66,18 @@ bool utf8_valid(const char *s, size_t n)
     return true;
 }
 
+/* Eight bytes at a time: a continuation byte (10xxxxxx) has bit 7 set and bit 6 clear. */
 size_t utf8_length(const char *s, size_t n)
 {
+    const uint64_t highs = 0x8080808080808080ULL;
     size_t count = 0;
-    for (size_t i = 0; i < n; i++)
+    size_t i = 0;
+    for (; n - i >= 8; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, sizeof w);
+        count += 8 - (size_t)__builtin_popcountll(w & ~(w << 1) & highs);
+    }
+    for (; i < n; i++)
         if (((unsigned char)s[i] & 0xC0) != 0x80)
             count++;
     return count;

@@ -455,6 +455,51 @@ static void test_cjk_and_emoji(void **state)
     free(c);
 }
 
+/* The chunker steps over 16-byte blocks of non-space ASCII when it looks for paragraph
+ * ends, and over 8 ASCII bytes at a time when it counts code points: a paragraph end at
+ * each offset is still found, and a window still holds chunk_size code points wherever
+ * two-byte characters sit in it. */
+static void test_ascii_blocks(void **state)
+{
+    char t[512];
+    for (size_t a = 40; a <= 76; a++) {
+        /* "xxx…x" (a bytes), a blank line, then short sentences: the paragraph end at a is in
+         * the window's second half, so the first chunk ends there, not at a later sentence end */
+        memset(t, 'x', a);
+        size_t len = a;
+        memcpy(t + len, "\n\n", 2);
+        len += 2;
+        for (int k = 0; k < 40; k++) {
+            memcpy(t + len, "y. ", 3);
+            len += 3;
+        }
+        size_t n;
+        text_span *c = run(t, len, CHUNK_FORMAT_PLAIN, 80, 0, &n);
+        assert_true(n >= 2);
+        if (c[0].start != 0 || c[0].end != a)
+            fail_msg("paragraph end at %zu: first chunk [%zu, %zu)", a, c[0].start, c[0].end);
+        free(c);
+    }
+    for (size_t j = 0; j < 60; j++) {
+        /* one word longer than the window, with ten "é" from byte j on: cut at 50 code points */
+        size_t len = 0;
+        for (size_t k = 0; k < j; k++)
+            t[len++] = 'a';
+        for (int k = 0; k < 10; k++) {
+            memcpy(t + len, "\xC3\xA9", 2);
+            len += 2;
+        }
+        while (len < 120)
+            t[len++] = 'b';
+        size_t n;
+        text_span *c = run(t, len, CHUNK_FORMAT_PLAIN, 50, 0, &n);
+        if (utf8_length(t + c[0].start, c[0].end - c[0].start) != 50)
+            fail_msg("two-byte characters from %zu: first chunk of %zu code points", j,
+                     utf8_length(t + c[0].start, c[0].end - c[0].start));
+        free(c);
+    }
+}
+
 static void test_property_random(void **state)
 {
     size_t sizes[] = {50, 64, 100, 257, 1000};
@@ -558,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_property_random),
         cmocka_unit_test(test_property_markdown_soup),
         cmocka_unit_test(test_one_megabyte),
+        cmocka_unit_test(test_ascii_blocks),
     };
     return cmocka_run_group_tests_name("chunker", tests, NULL, NULL);
 }

@@ -19,8 +19,25 @@
 
 #define PINNED_RANDOM_VECTORS 0xec3617c00c40bd14ULL
 
-/* The vector the embedder gave before feat_sort: qsort of the features, then the same
- * run-adding (feat_add_runs, pinned on its own by test_random_vectors_pinned). */
+/* The first version's accumulation: each run of equal (h, kind) in sorted[0..n) (sorted by
+ * (h, kind)) added to acc in that order, as kind weight times 1 + ln(count), in the bucket
+ * and with the sign mix64(h) picks (the embedder now adds each bucket's runs on its own,
+ * in a register). Pinned on its own by test_random_vectors_pinned. */
+static void reference_add_runs(const feature *sorted, size_t n, double *acc)
+{
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && sorted[j].h == sorted[i].h && sorted[j].kind == sorted[i].kind)
+            j++;
+        double v = feat_weight(sorted[i].kind, j - i);
+        uint64_t m = mix64(sorted[i].h);
+        acc[m % EMBED_BUILTIN_DIM] += (m >> 63) ? -v : v;
+        i = j;
+    }
+}
+
+/* The vector the embedder gave before feat_sort: qsort of the features, then
+ * reference_add_runs. */
 static void reference_embed(const char *text, size_t len, float *out)
 {
     embed_ctx c = {0};
@@ -32,7 +49,7 @@ static void reference_embed(const char *text, size_t len, float *out)
     /* every run added in the global (h, kind) order, as the first version did */
     double acc[EMBED_BUILTIN_DIM] = {0};
     pthread_once(&weight_table_once, weight_table_build);
-    feat_add_runs(c.f, c.n, acc);
+    reference_add_runs(c.f, c.n, acc);
     embed_normalise(acc, out);
     free(c.f);
 }

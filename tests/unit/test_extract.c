@@ -190,6 +190,37 @@ static void test_binary_refused(void **state)
     free(z);
 }
 
+/* The binary test counts control characters 16 bytes at a time: a NUL at every offset is
+ * refused, and the one-in-ten threshold is exact whatever the offsets of the controls. */
+static void test_binary_threshold(void **state)
+{
+    char t[100];
+    for (size_t at = 0; at < 40; at++) {
+        memset(t, 'a', 40);
+        t[at] = '\0';
+        expect_fail(t, 40, EXTRACT_TEXT, NULL, NULL, RAGD_EINVAL, "not text: binary data");
+    }
+    static const char controls[] = {0x01, 0x08, 0x0E, 0x1A, 0x1C, 0x1F, 0x7F};
+    for (size_t k = 0; k < sizeof controls; k++) {
+        for (size_t shift = 0; shift < 16; shift++) {
+            /* ten controls in 100 bytes: text; eleven: binary */
+            memset(t, 'a', sizeof t);
+            for (size_t i = 0; i < 10; i++)
+                t[(shift + i * 9) % sizeof t] = controls[k];
+            char *ok = text_of(t, sizeof t, EXTRACT_TEXT, NULL);
+            free(ok);
+            t[(shift + 95) % sizeof t] = controls[k];
+            expect_fail(t, sizeof t, EXTRACT_TEXT, NULL, NULL, RAGD_EINVAL, "not text: binary data");
+        }
+    }
+    /* tab, line feed, vertical tab, form feed, carriage return and escape are text */
+    memset(t, 'a', sizeof t);
+    for (size_t i = 0; i < 60; i++)
+        t[i] = "\t\n\v\f\r\x1b"[i % 6];
+    char *ok = text_of(t, sizeof t, EXTRACT_TEXT, NULL);
+    free(ok);
+}
+
 static void test_sniff(void **state)
 {
     assert_int_equal(extract_sniff("%PDF-1.7\n", 9), EXTRACT_PDF);
@@ -597,7 +628,8 @@ static void test_pdf_child_answers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_text_charsets), cmocka_unit_test(test_binary_refused), cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_text_charsets), cmocka_unit_test(test_binary_refused),
+        cmocka_unit_test(test_binary_threshold), cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_rst_headings),  cmocka_unit_test(test_gzip),           cmocka_unit_test(test_pdf_pages),
         cmocka_unit_test(test_pdf_threads),   cmocka_unit_test(test_docx),           cmocka_unit_test(test_docx_bombs),
         cmocka_unit_test(test_odt),           cmocka_unit_test(test_epub),           cmocka_unit_test(test_epub_large_manifest),

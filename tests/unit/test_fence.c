@@ -172,6 +172,31 @@ static void test_datamark(void **state)
     free(sys);
 }
 
+/* ASCII runs are kept eight bytes at a time: an invisible character (or a visible é) at
+ * every offset of a 40-byte text, with ASCII on both sides, is dropped (kept) there. */
+static void test_strip_invisible_offsets(void **state)
+{
+    (void)state;
+    for (size_t at = 0; at <= 40; at++) {
+        char s[64], want[64];
+        memset(s, 'a', at);
+        memcpy(s + at, "\xe2\x80\x8b", 3); /* U+200B */
+        memset(s + at + 3, 'b', 40 - at);
+        memset(want, 'a', at);
+        memset(want + at, 'b', 40 - at);
+        want[40] = '\0';
+        assert_int_equal(fence_strip_invisible(s, 43), 40);
+        assert_string_equal(s, want);
+        memset(s, 'a', at);
+        memcpy(s + at, "\xc3\xa9", 2);
+        memset(s + at + 2, 'b', 40 - at);
+        s[42] = '\0';
+        memcpy(want, s, 43);
+        assert_int_equal(fence_strip_invisible(s, 42), 42);
+        assert_string_equal(s, want);
+    }
+}
+
 static void test_strip_invisible(void **state)
 {
     (void)state;
@@ -459,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_tokens_neutralised),
         cmocka_unit_test(test_datamark),
         cmocka_unit_test(test_strip_invisible),
+        cmocka_unit_test(test_strip_invisible_offsets),
         cmocka_unit_test(test_system_prompt_shingles),
         cmocka_unit_test(test_guard_rates),
     };

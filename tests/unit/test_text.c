@@ -424,6 +424,42 @@ static void test_sent_offsets_property(void **state)
     free(r.v);
 }
 
+/* The splitter steps over 16-byte blocks with nothing that can end a sentence: a
+ * terminator, a blank line or a CJK full stop at every offset of the first blocks still
+ * splits the text there. */
+static void test_sent_every_offset(void **state)
+{
+    static const struct {
+        const char *end;  /* what ends the first sentence */
+        size_t gap;       /* bytes between the first sentence's end and the second's start */
+    } cases[] = {{".", 1}, {"!", 1}, {"?", 1}, {"\n\n", 2}, {"\xE3\x80\x82", 1}, {"\xE2\x80\xA9", 1}};
+    char buf[128];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t el = strlen(cases[c].end);
+        for (size_t at = 1; at < 48; at++) {
+            /* "xxx…x" END " yyy…y": END at byte `at` */
+            memset(buf, 'x', at);
+            memcpy(buf + at, cases[c].end, el);
+            size_t len = at + el;
+            buf[len++] = ' ';
+            memset(buf + len, 'y', 40);
+            len += 40;
+            sents r = {0};
+            assert_int_equal(sentence_split(buf, len, &r.v, &r.n), RAGD_OK);
+            bool para = cases[c].end[0] == '\n', space = cases[c].end[0] == '\xE2';
+            size_t first_end = para || space ? at : at + el;
+            if (space) { /* U+2029 is a space, not a sentence end: one sentence */
+                assert_int_equal(r.n, 1);
+            } else {
+                if (r.n != 2 || r.v[0].end != first_end || r.v[1].start != at + el + 1)
+                    fail_msg("case %zu at %zu: %zu sentences, first ends at %zu", c, at, r.n,
+                             r.n ? r.v[0].end : 0);
+            }
+            free(r.v);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -445,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_sent_empty_and_space),
         cmocka_unit_test(test_sent_invalid_bytes),
         cmocka_unit_test(test_sent_offsets_property),
+        cmocka_unit_test(test_sent_every_offset),
     };
     return cmocka_run_group_tests_name("text", tests, NULL, NULL);
 }

@@ -146,6 +146,50 @@ static void test_utf8(void **state)
     assert_string_equal(utf8_sanitize(ok), "\xf0\x9f\x98\x80 fine");
 }
 
+/* utf8_valid checks plain ASCII 16 bytes at a time: a bad or a multi-byte sequence at
+ * every offset of a block (and across two), in texts of every length around it. */
+static void test_utf8_blocks(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *seq;
+        bool valid;
+    } cases[] = {
+        {"\xc3\xa9", true},         {"\xe2\x82\xac", true}, {"\xf0\x9f\x98\x80", true},
+        {"", false /* NUL */},        {"\x80", false},         {"\xff", false},
+        {"\xed\xa0\x80", false},     {"\xc3", false},         {"\x7f", true},
+    };
+    char buf[64];
+    for (size_t len = 0; len <= 48; len++) {
+        memset(buf, 'a', sizeof buf);
+        assert_true(utf8_valid(buf, len));
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            size_t sl = cases[c].seq[0] ? strlen(cases[c].seq) : 1;
+            for (size_t at = 0; at + sl <= len; at++) {
+                memset(buf, 'a', sizeof buf);
+                memcpy(buf + at, cases[c].seq, sl);
+                if (utf8_valid(buf, len) != cases[c].valid)
+                    fail_msg("case %zu at %zu in %zu bytes: expected %d", c, at, len, cases[c].valid);
+            }
+            /* utf8_length counts code points eight bytes at a time */
+            if (cases[c].valid && len > 0) {
+                size_t at = len / 3;
+                if (at + sl <= len) {
+                    memset(buf, 'a', sizeof buf);
+                    memcpy(buf + at, cases[c].seq, sl);
+                    assert_int_equal(utf8_length(buf, len), len - sl + 1);
+                }
+            }
+            /* cut by the end of the text: only a one-byte sequence stays valid */
+            if (sl > 1 && len >= 1) {
+                memset(buf, 'a', sizeof buf);
+                memcpy(buf + len - 1, cases[c].seq, 1);
+                assert_false(utf8_valid(buf, len));
+            }
+        }
+    }
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -946,6 +990,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue),
         cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_utf8_blocks),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_log_json_record),
         cmocka_unit_test(test_config_file),
