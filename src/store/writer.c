@@ -1056,21 +1056,29 @@ static ragd_err apply_kind(store *st, store_write *w, wchange *c)
     return fail(w, RAGD_EINVAL, "unknown write kind %d", (int)w->kind);
 }
 
-/* Undoes the write of the current savepoint. When even that fails, the whole transaction
- * is rolled back, so that a half-applied write can never be committed with the group (the
- * group loop sees the transaction gone and fails the writes before this one too). */
-static void undo_one(store *st, store_write *w, wchange *c)
+/* Undoes a failed write. One inside a savepoint is rolled back to it; when even that fails,
+ * or the write ran without a savepoint (the first of its transaction, apply_one), the whole
+ * transaction is rolled back, so that a half-applied write can never be committed with the
+ * group (the group loop sees the transaction gone, fails the writes before this one too —
+ * none, for a first write — and begins a new one for the rest). Returns true when even
+ * the ROLLBACK failed (it needs memory too) and the open transaction may still hold the
+ * write's changes: nothing more may be applied or committed in it. */
+static bool undo_one(store *st, store_write *w, wchange *c, bool savepoint)
 {
-    if (sqlite3_exec(st->wdb, "ROLLBACK TO w", NULL, NULL, NULL) == SQLITE_OK) {
+    bool stuck = false;
+    if (savepoint && sqlite3_exec(st->wdb, "ROLLBACK TO w", NULL, NULL, NULL) == SQLITE_OK) {
         sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL);
     } else if (!sqlite3_get_autocommit(st->wdb)) {
-        log_error("store: cannot roll a failed write back (%s): rolling back its group", sqlite3_errmsg(st->wdb));
+        if (savepoint)
+            log_error("store: cannot roll a failed write back (%s): rolling back its group", sqlite3_errmsg(st->wdb));
         sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+        stuck = !sqlite3_get_autocommit(st->wdb);
     }
     memset(&w->coll, 0, sizeof w->coll);
     w->chunks_written = 0;
     w->created = false;
     change_discard(st, c);
+    return stuck;
 }
 
 /* Shows a change to the hook before it commits (STORE_CHANGE_PREPARE). */
@@ -1086,29 +1094,35 @@ static ragd_err prepare_change(store *st, store_write *w, wchange *c)
     return RAGD_OK;
 }
 
-/* Runs one write inside a savepoint; on failure its effects are rolled back and its change
- * discarded. */
-static void apply_one(store *st, store_write *w, wchange *c)
+/* Runs one write; on failure its effects are rolled back and its change discarded. A write
+ * that is not the first of its transaction runs inside a savepoint, so that its failure
+ * does not sink the writes before it. The first runs without one (first == true): rolling
+ * the whole transaction back undoes it alone, and a savepoint would cost a copy of every
+ * page the write changes that existed before it (the sub-journal; past 64 KiB SQLite puts
+ * it in a temporary file: 16 MiB of extra writes for the 18.5 MB ingest of BENCHMARKS.md,
+ * where most groups hold one write). Returns true when the failed write could not be
+ * rolled back (undo_one). */
+static bool apply_one(store *st, store_write *w, wchange *c, bool first)
 {
     reset_result(w);
     if (!store__valid_name(w->collection)) {
         fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
              STORE_NAME_MAX);
-        return;
+        return false;
     }
-    if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
+    if (!first && sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
         fail_sql(st, w, "savepoint");
-        return;
+        return false;
     }
     ragd_err e = apply_kind(st, w, c);
     if (e == RAGD_OK)
         e = prepare_change(st, w, c);
     if (e == RAGD_OK) {
-        if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
-            return;
+        if (first || sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
+            return false;
         fail_sql(st, w, "release");
     }
-    undo_one(st, w, c);
+    return undo_one(st, w, c, !first);
 }
 
 /* Marks writes [0, n) that had succeeded as failed (e, why): their transaction is gone.
@@ -1155,13 +1169,23 @@ static bool run_group(store *st, store_write **group, wchange *changes, size_t n
     char why[sizeof group[0]->message];
     ragd_err why_e = RAGD_EIO;
     bool in_tx = begin_group(st, why, sizeof why, &why_e);
+    size_t tx_first = 0; /* the first write of the current transaction */
     for (size_t i = 0; i < n; i++) {
         if (!in_tx) {
             reset_result(group[i]);
             fail(group[i], why_e, "%s", why);
             continue;
         }
-        apply_one(st, group[i], &changes[i]);
+        if (apply_one(st, group[i], &changes[i], i == tx_first)) {
+            /* The failed write is still in the open transaction: fail every write of it
+             * and apply no more; the next group's begin_group rolls it back. */
+            snprintf(why, sizeof why, "store: a failing write of the same transaction could not be rolled back: %.160s",
+                     group[i]->message);
+            why_e = group[i]->status;
+            fail_succeeded(st, group, changes, i + 1, why_e, why);
+            in_tx = false;
+            continue;
+        }
         if (sqlite3_get_autocommit(st->wdb)) {
             /* SQLite rolled the whole transaction back (it does on SQLITE_FULL, NOMEM and
              * I/O errors): the writes before this one are lost too. Tell them, with this
@@ -1173,6 +1197,7 @@ static bool run_group(store *st, store_write **group, wchange *changes, size_t n
             if (lost)
                 log_error("store: %zu earlier write(s) of the group %s", lost, why);
             in_tx = begin_group(st, why, sizeof why, &why_e);
+            tx_first = i + 1;
         }
     }
     if (!in_tx)
