@@ -407,15 +407,15 @@ ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float
  * columns written a block of rows at a time (a row's 512 column bytes are 512 cache lines
  * apart: written one row at a time, every byte cost a cache miss). */
 ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const int64_t *doc_rowids,
-                         const float *vecs, size_t *failed)
+                         const float *const *rows, size_t *failed)
 {
     if (failed)
         *failed = 0;
-    if (ix == NULL || (n > 0 && (chunk_ids == NULL || doc_rowids == NULL || vecs == NULL)))
+    if (ix == NULL || (n > 0 && (chunk_ids == NULL || doc_rowids == NULL || rows == NULL)))
         return RAGD_EINVAL;
     _Static_assert(VINDEX_ADD_BLOCK_BYTES >= VINDEX_MAX_DIM, "a block holds at least one row");
     int8_t q8[VINDEX_ADD_BLOCK_BYTES];
-    size_t rows[VINDEX_ADD_BLOCK_ROWS];
+    size_t row_of[VINDEX_ADD_BLOCK_ROWS];
     size_t per_block = sizeof q8 / ix->dim, nfail = 0;
     if (per_block > VINDEX_ADD_BLOCK_ROWS)
         per_block = VINDEX_ADD_BLOCK_ROWS;
@@ -424,7 +424,9 @@ ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const i
     for (size_t i0 = 0; i0 < n; i0 += per_block) {
         size_t m = n - i0 < per_block ? n - i0 : per_block, k = 0;
         for (size_t i = i0; i < i0 + m; i++) {
-            ragd_err rc = add_locked(ix, chunk_ids[i], doc_rowids[i], vecs + i * ix->dim, q8 + k * ix->dim, &rows[k]);
+            ragd_err rc = rows[i] == NULL ? RAGD_EINVAL
+                                          : add_locked(ix, chunk_ids[i], doc_rowids[i], rows[i], q8 + k * ix->dim,
+                                                       &row_of[k]);
             if (rc == RAGD_OK) {
                 k++;
             } else {
@@ -437,7 +439,7 @@ ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const i
         for (size_t d = 0; d < ix->dim; d++) {
             int8_t *col = ix->q8col + d * ix->col_stride;
             for (size_t j = 0; j < k; j++)
-                col[rows[j]] = q8[j * ix->dim + d];
+                col[row_of[j]] = q8[j * ix->dim + d];
         }
     }
     pthread_rwlock_unlock(&ix->lock);

@@ -24,7 +24,9 @@ struct store__wchange {
     size_t n_removed;
     int64_t *chunk_ids;
     int64_t *chunk_docs;
-    float *vectors;
+    const float **vectors; /* per chunk: its dim floats, in the write's store_doc (ingest) or
+                            * in swap_vectors (a re-embedding swap); not copied */
+    float *swap_vectors;
     store_change_text *texts;
     size_t n_chunks;
     void *hook_state; /* the hook's, from PREPARE to COMMITTED/ABORTED */
@@ -37,6 +39,7 @@ static void wchange_reset(wchange *c)
     free(c->chunk_ids);
     free(c->chunk_docs);
     free(c->vectors);
+    free(c->swap_vectors);
     free(c->texts);
     memset(c, 0, sizeof *c);
 }
@@ -54,7 +57,7 @@ static store_change change_view(wchange *c, store_change_phase phase)
         .n_removed = c->n_removed,
         .chunk_ids = c->chunk_ids,
         .chunk_doc_rowids = c->chunk_docs,
-        .vectors = c->vectors,
+        .vectors = (const float *const *)c->vectors,
         .texts = c->texts,
         .n_chunks = c->n_chunks,
         .hook_state = &c->hook_state,
@@ -383,7 +386,7 @@ static ragd_err validate_doc(store *st, store_write *w, const store_doc *d, int 
  * now replaced again) and records the row in removed (once). */
 static void change_remove_doc(wchange *c, int64_t rowid)
 {
-    size_t dim = (size_t)c->dim, k = 0;
+    size_t k = 0;
     for (size_t i = 0; i < c->n_chunks; i++) {
         if (c->chunk_docs[i] == rowid)
             continue;
@@ -391,7 +394,7 @@ static void change_remove_doc(wchange *c, int64_t rowid)
             c->chunk_ids[k] = c->chunk_ids[i];
             c->chunk_docs[k] = c->chunk_docs[i];
             c->texts[k] = c->texts[i];
-            memmove(c->vectors + k * dim, c->vectors + i * dim, dim * sizeof(float));
+            c->vectors[k] = c->vectors[i];
         }
         k++;
     }
@@ -520,7 +523,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         c->chunk_docs[k] = rowid;
         c->texts[k] = (store_change_text){
             .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : "", .doc_terms = d->keyword_terms};
-        memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
+        c->vectors[k] = d->vectors + i * dim; /* valid until the done callback, as the texts */
         w->chunks_written++;
     }
     return RAGD_OK;
@@ -535,7 +538,7 @@ static ragd_err change_alloc(store_write *w, wchange *c, size_t n_docs, size_t t
     c->removed = malloc((n_docs ? n_docs : 1) * sizeof *c->removed);
     c->chunk_ids = malloc((total ? total : 1) * sizeof *c->chunk_ids);
     c->chunk_docs = malloc((total ? total : 1) * sizeof *c->chunk_docs);
-    c->vectors = malloc((total ? total * dim : 1) * sizeof *c->vectors);
+    c->vectors = malloc((total ? total : 1) * sizeof *c->vectors);
     c->texts = malloc((total ? total : 1) * sizeof *c->texts);
     if (!c->removed || !c->chunk_ids || !c->chunk_docs || !c->vectors || !c->texts)
         return fail(w, RAGD_ENOMEM, "out of memory");
@@ -937,8 +940,9 @@ static ragd_err rx_collect(store *st, store_write *w, wchange *c, int64_t coll_i
         return fail(w, RAGD_ETOOBIG, "too many chunks to swap");
     c->chunk_ids = malloc(cap * sizeof *c->chunk_ids);
     c->chunk_docs = malloc(cap * sizeof *c->chunk_docs);
-    c->vectors = malloc(cap * (size_t)dim * sizeof *c->vectors);
-    if (!c->chunk_ids || !c->chunk_docs || !c->vectors)
+    c->vectors = malloc(cap * sizeof *c->vectors);
+    c->swap_vectors = malloc(cap * (size_t)dim * sizeof *c->swap_vectors);
+    if (!c->chunk_ids || !c->chunk_docs || !c->vectors || !c->swap_vectors)
         return fail(w, RAGD_ENOMEM, "out of memory for the swap (%lld chunks of dimension %d)", (long long)n, dim);
     sqlite3_stmt *s = NULL;
     ragd_err e = rx_prepare(st, w, "SELECT c.id, c.document_id, r.embedding FROM chunks c"
@@ -957,9 +961,11 @@ static ragd_err rx_collect(store *st, store_write *w, wchange *c, int64_t coll_i
         size_t k = c->n_chunks++;
         c->chunk_ids[k] = sqlite3_column_int64(s, 0);
         c->chunk_docs[k] = sqlite3_column_int64(s, 1);
-        memcpy(c->vectors + k * (size_t)dim, blob, bytes);
+        float *row = c->swap_vectors + k * (size_t)dim;
+        memcpy(row, blob, bytes);
+        c->vectors[k] = row;
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-        uint32_t *u = (uint32_t *)(c->vectors + k * (size_t)dim);
+        uint32_t *u = (uint32_t *)row;
         for (int i = 0; i < dim; i++)
             u[i] = __builtin_bswap32(u[i]);
 #endif

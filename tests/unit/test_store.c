@@ -392,7 +392,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
     for (size_t i = 0; i < c->n_chunks && i < 32; i++) {
         r->chunk_ids[i] = c->chunk_ids[i];
         r->chunk_docs[i] = c->chunk_doc_rowids[i];
-        memcpy(&r->vectors[i * DIM], &c->vectors[i * (size_t)c->dim], DIM * sizeof(float));
+        memcpy(&r->vectors[i * DIM], c->vectors[i], DIM * sizeof(float));
     }
     return RAGD_OK;
 }
@@ -1812,7 +1812,7 @@ static ragd_err swap_hook(const store_change *c, void *arg)
         g_swap_chunks = c->n_chunks;
         g_swap_dim = c->dim;
         for (size_t i = 0; i < c->n_chunks; i++) /* every vector is the one stored for its chunk */
-            assert_float_equal(c->vectors[i * (size_t)c->dim], (float)c->chunk_ids[i], 0);
+            assert_float_equal(c->vectors[i][0], (float)c->chunk_ids[i], 0);
     }
     return RAGD_OK;
 }

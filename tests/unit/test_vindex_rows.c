@@ -72,7 +72,10 @@ static void run_dim(size_t dim, uint64_t seed)
         for (size_t i = 0; i < n; i++)
             fail_a += vindex_add(a, ids[i], docs[i], vecs + i * dim) != RAGD_OK;
         size_t fail_b = 99;
-        ragd_err rc = vindex_add_rows(b, n, ids, docs, vecs, &fail_b);
+        const float *rows[MAX_CALL];
+        for (size_t i = 0; i < n; i++) /* one row pointer each, as the store hands them */
+            rows[i] = vecs + i * dim;
+        ragd_err rc = vindex_add_rows(b, n, ids, docs, rows, &fail_b);
         assert_int_equal(fail_a, want_fail);
         assert_int_equal(fail_b, want_fail);
         assert_int_equal(rc, want_fail ? RAGD_EINVAL : RAGD_OK);
@@ -122,6 +125,13 @@ static void test_rows_refusals(void **state)
     assert_int_equal(vindex_add_rows(ix, 1, &id, NULL, NULL, NULL), RAGD_EINVAL);
     assert_int_equal(vindex_add_rows(NULL, 0, NULL, NULL, NULL, NULL), RAGD_EINVAL);
     assert_int_equal(vindex_count(ix), 0);
+    /* a NULL row is refused and counted; the others are added */
+    const float v[4] = {1, 0, 0, 0};
+    const float *rows[3] = {v, NULL, v};
+    int64_t ids[3] = {1, 2, 3}, docs[3] = {1, 1, 1};
+    assert_int_equal(vindex_add_rows(ix, 3, ids, docs, rows, &failed), RAGD_EINVAL);
+    assert_int_equal(failed, 1);
+    assert_int_equal(vindex_count(ix), 2);
     vindex_free(ix);
 }
 
