@@ -95,19 +95,44 @@ static void vec_axpy_q8(int32_t *restrict acc, int32_t w, const int8_t *restrict
         acc[i] += w * (int32_t)col[i];
 }
 
-/* Quantises a row of n floats to int8 with one scale (max |x| / 127); returns the scale. */
+/* Quantises a row of n finite floats to int8 with one scale (max |x| / 127); returns the
+ * scale. Each value is src[i] * (127 / max) rounded as lrintf rounds in the default mode
+ * (to nearest, ties to even), without a libm call per value: adding and subtracting
+ * 1.5 * 2^23 rounds a float of magnitude below 2^22 to an integer in that mode (the sum's
+ * ulp is 1), and |src[i] * inv| <= 127 (plus an ulp). The maximum is kept in eight
+ * partial maxima so that the loop has no chain of dependent maxss: the maximum of finite
+ * values does not depend on the order. */
 static float vec_quantise(int8_t *dst, const float *src, size_t n)
 {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++)
-        m = fabsf(src[i]) > m ? fabsf(src[i]) : m;
+    float m0 = 0.0f, m1 = 0.0f, m2 = 0.0f, m3 = 0.0f, m4 = 0.0f, m5 = 0.0f, m6 = 0.0f, m7 = 0.0f;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        m0 = fabsf(src[i + 0]) > m0 ? fabsf(src[i + 0]) : m0;
+        m1 = fabsf(src[i + 1]) > m1 ? fabsf(src[i + 1]) : m1;
+        m2 = fabsf(src[i + 2]) > m2 ? fabsf(src[i + 2]) : m2;
+        m3 = fabsf(src[i + 3]) > m3 ? fabsf(src[i + 3]) : m3;
+        m4 = fabsf(src[i + 4]) > m4 ? fabsf(src[i + 4]) : m4;
+        m5 = fabsf(src[i + 5]) > m5 ? fabsf(src[i + 5]) : m5;
+        m6 = fabsf(src[i + 6]) > m6 ? fabsf(src[i + 6]) : m6;
+        m7 = fabsf(src[i + 7]) > m7 ? fabsf(src[i + 7]) : m7;
+    }
+    for (; i < n; i++)
+        m0 = fabsf(src[i]) > m0 ? fabsf(src[i]) : m0;
+    m0 = m1 > m0 ? m1 : m0;
+    m2 = m3 > m2 ? m3 : m2;
+    m4 = m5 > m4 ? m5 : m4;
+    m6 = m7 > m6 ? m7 : m6;
+    m0 = m2 > m0 ? m2 : m0;
+    m4 = m6 > m4 ? m6 : m4;
+    float m = m4 > m0 ? m4 : m0;
     if (m == 0.0f) {
         memset(dst, 0, n);
         return 0.0f;
     }
+    const float round_magic = 12582912.0f; /* 1.5 * 2^23 */
     float inv = 127.0f / m;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (int8_t)lrintf(src[i] * inv);
+    for (i = 0; i < n; i++)
+        dst[i] = (int8_t)(int32_t)((src[i] * inv + round_magic) - round_magic);
     return m / 127.0f;
 }
 
@@ -382,15 +407,15 @@ ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float
  * columns written a block of rows at a time (a row's 512 column bytes are 512 cache lines
  * apart: written one row at a time, every byte cost a cache miss). */
 ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const int64_t *doc_rowids,
-                         const float *vecs, size_t *failed)
+                         const float *const *rows, size_t *failed)
 {
     if (failed)
         *failed = 0;
-    if (ix == NULL || (n > 0 && (chunk_ids == NULL || doc_rowids == NULL || vecs == NULL)))
+    if (ix == NULL || (n > 0 && (chunk_ids == NULL || doc_rowids == NULL || rows == NULL)))
         return RAGD_EINVAL;
     _Static_assert(VINDEX_ADD_BLOCK_BYTES >= VINDEX_MAX_DIM, "a block holds at least one row");
     int8_t q8[VINDEX_ADD_BLOCK_BYTES];
-    size_t rows[VINDEX_ADD_BLOCK_ROWS];
+    size_t row_of[VINDEX_ADD_BLOCK_ROWS];
     size_t per_block = sizeof q8 / ix->dim, nfail = 0;
     if (per_block > VINDEX_ADD_BLOCK_ROWS)
         per_block = VINDEX_ADD_BLOCK_ROWS;
@@ -399,7 +424,9 @@ ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const i
     for (size_t i0 = 0; i0 < n; i0 += per_block) {
         size_t m = n - i0 < per_block ? n - i0 : per_block, k = 0;
         for (size_t i = i0; i < i0 + m; i++) {
-            ragd_err rc = add_locked(ix, chunk_ids[i], doc_rowids[i], vecs + i * ix->dim, q8 + k * ix->dim, &rows[k]);
+            ragd_err rc = rows[i] == NULL ? RAGD_EINVAL
+                                          : add_locked(ix, chunk_ids[i], doc_rowids[i], rows[i], q8 + k * ix->dim,
+                                                       &row_of[k]);
             if (rc == RAGD_OK) {
                 k++;
             } else {
@@ -412,7 +439,7 @@ ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const i
         for (size_t d = 0; d < ix->dim; d++) {
             int8_t *col = ix->q8col + d * ix->col_stride;
             for (size_t j = 0; j < k; j++)
-                col[rows[j]] = q8[j * ix->dim + d];
+                col[row_of[j]] = q8[j * ix->dim + d];
         }
     }
     pthread_rwlock_unlock(&ix->lock);

@@ -33,13 +33,13 @@ size_t vindex_count(vindex *ix);
 /* Adds one vector (copied, and normalised if it is not). A chunk id already present is
  * replaced. */
 ragd_err vindex_add(vindex *ix, int64_t chunk_id, int64_t doc_rowid, const float *vec);
-/* As vindex_add of each of the n vectors (vecs: n * dim floats) in order, faster: one lock,
+/* As vindex_add of each of the n vectors (rows[i]: dim floats) in order, faster: one lock,
  * and the int8 copy written a block of rows at a time. A row that vindex_add would refuse
  * is skipped (counted in *failed, NULL ok) and the others are added; returns the first
  * refusal's error, RAGD_OK when none. Allocates only when reservations do not cover the
  * new rows. */
 ragd_err vindex_add_rows(vindex *ix, size_t n, const int64_t *chunk_ids, const int64_t *doc_rowids,
-                         const float *vecs, size_t *failed);
+                         const float *const *rows, size_t *failed);
 /* Makes room for k more rows on top of those in use and those reserved before, so that
  * adds of new chunk ids cannot fail for want of memory until vindex_release gives the
  * rows back (the store reserves before COMMIT, adds after it: see rag_index_on_commit).

@@ -406,7 +406,9 @@ typedef struct {
     size_t n_removed;
     const int64_t *chunk_ids;     /* chunks added */
     const int64_t *chunk_doc_rowids;
-    const float *vectors;         /* n_chunks * dim */
+    const float *const *vectors;  /* n_chunks rows of dim floats, one pointer each (the write's
+                                   * own store_doc vectors, not copied: valid until the done
+                                   * callback, as texts) */
     const store_change_text *texts; /* n_chunks */
     size_t n_chunks;
     /* A slot the hook may fill at PREPARE (what it prepared) and finds again at COMMITTED

@@ -24,7 +24,9 @@ struct store__wchange {
     size_t n_removed;
     int64_t *chunk_ids;
     int64_t *chunk_docs;
-    float *vectors;
+    const float **vectors; /* per chunk: its dim floats, in the write's store_doc (ingest) or
+                            * in swap_vectors (a re-embedding swap); not copied */
+    float *swap_vectors;
     store_change_text *texts;
     size_t n_chunks;
     void *hook_state; /* the hook's, from PREPARE to COMMITTED/ABORTED */
@@ -37,6 +39,7 @@ static void wchange_reset(wchange *c)
     free(c->chunk_ids);
     free(c->chunk_docs);
     free(c->vectors);
+    free(c->swap_vectors);
     free(c->texts);
     memset(c, 0, sizeof *c);
 }
@@ -54,7 +57,7 @@ static store_change change_view(wchange *c, store_change_phase phase)
         .n_removed = c->n_removed,
         .chunk_ids = c->chunk_ids,
         .chunk_doc_rowids = c->chunk_docs,
-        .vectors = c->vectors,
+        .vectors = (const float *const *)c->vectors,
         .texts = c->texts,
         .n_chunks = c->n_chunks,
         .hook_state = &c->hook_state,
@@ -383,7 +386,7 @@ static ragd_err validate_doc(store *st, store_write *w, const store_doc *d, int 
  * now replaced again) and records the row in removed (once). */
 static void change_remove_doc(wchange *c, int64_t rowid)
 {
-    size_t dim = (size_t)c->dim, k = 0;
+    size_t k = 0;
     for (size_t i = 0; i < c->n_chunks; i++) {
         if (c->chunk_docs[i] == rowid)
             continue;
@@ -391,7 +394,7 @@ static void change_remove_doc(wchange *c, int64_t rowid)
             c->chunk_ids[k] = c->chunk_ids[i];
             c->chunk_docs[k] = c->chunk_docs[i];
             c->texts[k] = c->texts[i];
-            memmove(c->vectors + k * dim, c->vectors + i * dim, dim * sizeof(float));
+            c->vectors[k] = c->vectors[i];
         }
         k++;
     }
@@ -520,7 +523,7 @@ static ragd_err write_doc(store *st, store_write *w, wchange *c, store_doc *d, c
         c->chunk_docs[k] = rowid;
         c->texts[k] = (store_change_text){
             .text = text + a, .len = (size_t)(b - a), .heading = heading, .title = d->title ? d->title : "", .doc_terms = d->keyword_terms};
-        memcpy(c->vectors + k * dim, d->vectors + i * dim, dim * sizeof(float));
+        c->vectors[k] = d->vectors + i * dim; /* valid until the done callback, as the texts */
         w->chunks_written++;
     }
     return RAGD_OK;
@@ -535,7 +538,7 @@ static ragd_err change_alloc(store_write *w, wchange *c, size_t n_docs, size_t t
     c->removed = malloc((n_docs ? n_docs : 1) * sizeof *c->removed);
     c->chunk_ids = malloc((total ? total : 1) * sizeof *c->chunk_ids);
     c->chunk_docs = malloc((total ? total : 1) * sizeof *c->chunk_docs);
-    c->vectors = malloc((total ? total * dim : 1) * sizeof *c->vectors);
+    c->vectors = malloc((total ? total : 1) * sizeof *c->vectors);
     c->texts = malloc((total ? total : 1) * sizeof *c->texts);
     if (!c->removed || !c->chunk_ids || !c->chunk_docs || !c->vectors || !c->texts)
         return fail(w, RAGD_ENOMEM, "out of memory");
@@ -937,8 +940,9 @@ static ragd_err rx_collect(store *st, store_write *w, wchange *c, int64_t coll_i
         return fail(w, RAGD_ETOOBIG, "too many chunks to swap");
     c->chunk_ids = malloc(cap * sizeof *c->chunk_ids);
     c->chunk_docs = malloc(cap * sizeof *c->chunk_docs);
-    c->vectors = malloc(cap * (size_t)dim * sizeof *c->vectors);
-    if (!c->chunk_ids || !c->chunk_docs || !c->vectors)
+    c->vectors = malloc(cap * sizeof *c->vectors);
+    c->swap_vectors = malloc(cap * (size_t)dim * sizeof *c->swap_vectors);
+    if (!c->chunk_ids || !c->chunk_docs || !c->vectors || !c->swap_vectors)
         return fail(w, RAGD_ENOMEM, "out of memory for the swap (%lld chunks of dimension %d)", (long long)n, dim);
     sqlite3_stmt *s = NULL;
     ragd_err e = rx_prepare(st, w, "SELECT c.id, c.document_id, r.embedding FROM chunks c"
@@ -957,9 +961,11 @@ static ragd_err rx_collect(store *st, store_write *w, wchange *c, int64_t coll_i
         size_t k = c->n_chunks++;
         c->chunk_ids[k] = sqlite3_column_int64(s, 0);
         c->chunk_docs[k] = sqlite3_column_int64(s, 1);
-        memcpy(c->vectors + k * (size_t)dim, blob, bytes);
+        float *row = c->swap_vectors + k * (size_t)dim;
+        memcpy(row, blob, bytes);
+        c->vectors[k] = row;
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-        uint32_t *u = (uint32_t *)(c->vectors + k * (size_t)dim);
+        uint32_t *u = (uint32_t *)row;
         for (int i = 0; i < dim; i++)
             u[i] = __builtin_bswap32(u[i]);
 #endif
@@ -1056,21 +1062,29 @@ static ragd_err apply_kind(store *st, store_write *w, wchange *c)
     return fail(w, RAGD_EINVAL, "unknown write kind %d", (int)w->kind);
 }
 
-/* Undoes the write of the current savepoint. When even that fails, the whole transaction
- * is rolled back, so that a half-applied write can never be committed with the group (the
- * group loop sees the transaction gone and fails the writes before this one too). */
-static void undo_one(store *st, store_write *w, wchange *c)
+/* Undoes a failed write. One inside a savepoint is rolled back to it; when even that fails,
+ * or the write ran without a savepoint (the first of its transaction, apply_one), the whole
+ * transaction is rolled back, so that a half-applied write can never be committed with the
+ * group (the group loop sees the transaction gone, fails the writes before this one too —
+ * none, for a first write — and begins a new one for the rest). Returns true when even
+ * the ROLLBACK failed (it needs memory too) and the open transaction may still hold the
+ * write's changes: nothing more may be applied or committed in it. */
+static bool undo_one(store *st, store_write *w, wchange *c, bool savepoint)
 {
-    if (sqlite3_exec(st->wdb, "ROLLBACK TO w", NULL, NULL, NULL) == SQLITE_OK) {
+    bool stuck = false;
+    if (savepoint && sqlite3_exec(st->wdb, "ROLLBACK TO w", NULL, NULL, NULL) == SQLITE_OK) {
         sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL);
     } else if (!sqlite3_get_autocommit(st->wdb)) {
-        log_error("store: cannot roll a failed write back (%s): rolling back its group", sqlite3_errmsg(st->wdb));
+        if (savepoint)
+            log_error("store: cannot roll a failed write back (%s): rolling back its group", sqlite3_errmsg(st->wdb));
         sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
+        stuck = !sqlite3_get_autocommit(st->wdb);
     }
     memset(&w->coll, 0, sizeof w->coll);
     w->chunks_written = 0;
     w->created = false;
     change_discard(st, c);
+    return stuck;
 }
 
 /* Shows a change to the hook before it commits (STORE_CHANGE_PREPARE). */
@@ -1086,29 +1100,35 @@ static ragd_err prepare_change(store *st, store_write *w, wchange *c)
     return RAGD_OK;
 }
 
-/* Runs one write inside a savepoint; on failure its effects are rolled back and its change
- * discarded. */
-static void apply_one(store *st, store_write *w, wchange *c)
+/* Runs one write; on failure its effects are rolled back and its change discarded. A write
+ * that is not the first of its transaction runs inside a savepoint, so that its failure
+ * does not sink the writes before it. The first runs without one (first == true): rolling
+ * the whole transaction back undoes it alone, and a savepoint would cost a copy of every
+ * page the write changes that existed before it (the sub-journal; past 64 KiB SQLite puts
+ * it in a temporary file: 16 MiB of extra writes for the 18.5 MB ingest of BENCHMARKS.md,
+ * where most groups hold one write). Returns true when the failed write could not be
+ * rolled back (undo_one). */
+static bool apply_one(store *st, store_write *w, wchange *c, bool first)
 {
     reset_result(w);
     if (!store__valid_name(w->collection)) {
         fail(w, RAGD_EINVAL, "collection name must be 1..%d of [A-Za-z0-9_.-], not starting with '.'",
              STORE_NAME_MAX);
-        return;
+        return false;
     }
-    if (sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
+    if (!first && sqlite3_exec(st->wdb, "SAVEPOINT w", NULL, NULL, NULL) != SQLITE_OK) {
         fail_sql(st, w, "savepoint");
-        return;
+        return false;
     }
     ragd_err e = apply_kind(st, w, c);
     if (e == RAGD_OK)
         e = prepare_change(st, w, c);
     if (e == RAGD_OK) {
-        if (sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
-            return;
+        if (first || sqlite3_exec(st->wdb, "RELEASE w", NULL, NULL, NULL) == SQLITE_OK)
+            return false;
         fail_sql(st, w, "release");
     }
-    undo_one(st, w, c);
+    return undo_one(st, w, c, !first);
 }
 
 /* Marks writes [0, n) that had succeeded as failed (e, why): their transaction is gone.
@@ -1155,13 +1175,23 @@ static bool run_group(store *st, store_write **group, wchange *changes, size_t n
     char why[sizeof group[0]->message];
     ragd_err why_e = RAGD_EIO;
     bool in_tx = begin_group(st, why, sizeof why, &why_e);
+    size_t tx_first = 0; /* the first write of the current transaction */
     for (size_t i = 0; i < n; i++) {
         if (!in_tx) {
             reset_result(group[i]);
             fail(group[i], why_e, "%s", why);
             continue;
         }
-        apply_one(st, group[i], &changes[i]);
+        if (apply_one(st, group[i], &changes[i], i == tx_first)) {
+            /* The failed write is still in the open transaction: fail every write of it
+             * and apply no more; the next group's begin_group rolls it back. */
+            snprintf(why, sizeof why, "store: a failing write of the same transaction could not be rolled back: %.160s",
+                     group[i]->message);
+            why_e = group[i]->status;
+            fail_succeeded(st, group, changes, i + 1, why_e, why);
+            in_tx = false;
+            continue;
+        }
         if (sqlite3_get_autocommit(st->wdb)) {
             /* SQLite rolled the whole transaction back (it does on SQLITE_FULL, NOMEM and
              * I/O errors): the writes before this one are lost too. Tell them, with this
@@ -1173,6 +1203,7 @@ static bool run_group(store *st, store_write **group, wchange *changes, size_t n
             if (lost)
                 log_error("store: %zu earlier write(s) of the group %s", lost, why);
             in_tx = begin_group(st, why, sizeof why, &why_e);
+            tx_first = i + 1;
         }
     }
     if (!in_tx)

@@ -19,7 +19,7 @@ void strbuf_cleanup(strbuf *sb)
     strbuf_init(sb, sb->cap);
 }
 
-static ragd_err strbuf_reserve(strbuf *sb, size_t extra)
+ragd_err strbuf_reserve(strbuf *sb, size_t extra)
 {
     if (extra > sb->cap || sb->len > sb->cap - extra)
         return RAGD_ETOOBIG;

@@ -20,6 +20,10 @@ void strbuf_cleanup(strbuf *sb);
 ragd_err strbuf_append(strbuf *sb, const void *p, size_t n);
 ragd_err strbuf_appends(strbuf *sb, const char *s);
 ragd_err strbuf_appendf(strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Makes room for `extra` more bytes (and the NUL) without changing the content, so that
+ * appends up to that much do not reallocate (and copy) on the way. RAGD_ETOOBIG past the
+ * cap, RAGD_ENOMEM; the buffer is unchanged on failure. */
+ragd_err strbuf_reserve(strbuf *sb, size_t extra);
 /* Empties the buffer, keeping its storage. */
 void strbuf_reset(strbuf *sb);
 /* Cuts the content back to its first len bytes (len <= sb->len; no-op otherwise). */

@@ -367,6 +367,50 @@ static void test_analysed_refusals(void **state)
     kindex_batch_free(b);
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* kx_sort_u32 (the forward lists' sort, under the write lock) sorts as qsort does: arrays
+ * of every length around the insertion-sort cut-off and past one radix digit, values of
+ * 8 to 32 bits (one to four passes, an odd count ending in the scratch), repeats, sorted
+ * and reversed input. */
+static void test_sort_u32(void **state)
+{
+    (void)state;
+    rng r = {2024};
+    enum { MAX_N = 5000 };
+    uint32_t *v = malloc(MAX_N * sizeof *v), *want = malloc(MAX_N * sizeof *want),
+             *tmp = malloc(MAX_N * sizeof *tmp);
+    assert_non_null(v);
+    assert_non_null(want);
+    assert_non_null(tmp);
+    const unsigned bits[] = {8, 12, 18, 24, 31, 32};
+    for (int round = 0; round < 600; round++) {
+        size_t n = round < 80 ? (size_t)round : rng_below(&r, round % 10 == 0 ? MAX_N : 400);
+        unsigned b = bits[round % 6];
+        for (size_t i = 0; i < n; i++) {
+            uint64_t x = ((uint64_t)rng_below(&r, 1u << 16) << 16) | rng_below(&r, 1u << 16);
+            v[i] = b == 32 ? (uint32_t)x : (uint32_t)(x & ((1u << b) - 1));
+        }
+        if (round % 7 == 3 && n > 1)
+            v[n - 1] = v[0]; /* a repeat */
+        memcpy(want, v, n * sizeof *v);
+        qsort(want, n, sizeof *want, cmp_u32);
+        if (round % 11 == 5) /* already sorted, or reversed */
+            for (size_t i = 0; i < n; i++)
+                v[i] = round % 2 ? want[i] : want[n - 1 - i];
+        kx_sort_u32(v, tmp, n);
+        if (n)
+            assert_memory_equal(v, want, n * sizeof *v);
+    }
+    free(v);
+    free(want);
+    free(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +418,7 @@ int main(void)
         cmocka_unit_test(test_analysed_mixed),
         cmocka_unit_test(test_analysed_refusals),
         cmocka_unit_test(test_memo_matches_analyze),
+        cmocka_unit_test(test_sort_u32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

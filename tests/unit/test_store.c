@@ -392,7 +392,7 @@ static ragd_err rec_hook(const store_change *c, void *arg)
     for (size_t i = 0; i < c->n_chunks && i < 32; i++) {
         r->chunk_ids[i] = c->chunk_ids[i];
         r->chunk_docs[i] = c->chunk_doc_rowids[i];
-        memcpy(&r->vectors[i * DIM], &c->vectors[i * (size_t)c->dim], DIM * sizeof(float));
+        memcpy(&r->vectors[i * DIM], c->vectors[i], DIM * sizeof(float));
     }
     return RAGD_OK;
 }
@@ -1671,6 +1671,52 @@ static void test_quota_full(void **state)
     store_close(st);
 }
 
+/* The first write of a group runs without a savepoint (writer.c, apply_one): when it fails
+ * after it changed something (here: it created the collection and stored a document before
+ * its second document failed), the transaction is rolled back and the rest of the group
+ * commits in a new one, as if the failed write had never run. */
+static void test_failing_first_write_in_group(void **state)
+{
+    store *st = open_store(1, 64, 64);
+    gate_reset();
+    twrite *g = gate_close(st, "other");
+    twrite *a = tw_new(STORE_W_INGEST, "ff");
+    tw_doc(a, "x1", "stored, then undone", NULL, NULL, 1.0f);
+    store_doc *x2 = tw_doc(a, "x2", "expected to be stored already", NULL, NULL, 2.0f);
+    x2->expect_duplicate = true; /* not stored: RAGD_EBUSY after x1 was written */
+    twrite *b = tw_new(STORE_W_INGEST, "ff");
+    tw_doc(b, "y", "good one", NULL, NULL, 3.0f);
+    twrite *c = tw_new(STORE_W_INGEST, "ff");
+    tw_doc(c, "z", "good two", NULL, NULL, 4.0f);
+    assert_int_equal(store_submit(st, &a->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &b->w), RAGD_OK);
+    assert_int_equal(store_submit(st, &c->w), RAGD_OK);
+    gate_open();
+    wait_done_count(4);
+    assert_int_equal(a->w.status, RAGD_EBUSY);
+    assert_int_equal(a->w.chunks_written, 0);
+    assert_false(a->w.created);
+    assert_int_equal(b->w.status, RAGD_OK);
+    assert_true(b->w.created); /* a's collection was rolled back with it */
+    assert_int_equal(c->w.status, RAGD_OK);
+    store_pool_stats ps;
+    store_pool_stats_get(st, &ps);
+    assert_int_equal(ps.write_groups, 2); /* the gate's, then b and c together */
+    store_collection coll = get_coll(st, "ff", RAGD_OK);
+    assert_int_equal(coll.documents, 2);
+    assert_int_equal(coll.version, 2); /* created by b, then c */
+    assert_false(doc_exists(st, coll.id, "x1"));
+    assert_true(doc_exists(st, coll.id, "y"));
+    assert_true(doc_exists(st, coll.id, "z"));
+    check_counts();
+    db_integrity();
+    tw_free(g);
+    tw_free(a);
+    tw_free(b);
+    tw_free(c);
+    store_close(st);
+}
+
 /* SQLite running out of memory on the write connection is RAGD_ENOMEM (503, not 500),
  * nothing of the write is kept, and the next write succeeds. */
 static void test_nomem_write(void **state)
@@ -1766,7 +1812,7 @@ static ragd_err swap_hook(const store_change *c, void *arg)
         g_swap_chunks = c->n_chunks;
         g_swap_dim = c->dim;
         for (size_t i = 0; i < c->n_chunks; i++) /* every vector is the one stored for its chunk */
-            assert_float_equal(c->vectors[i * (size_t)c->dim], (float)c->chunk_ids[i], 0);
+            assert_float_equal(c->vectors[i][0], (float)c->chunk_ids[i], 0);
     }
     return RAGD_OK;
 }
@@ -2145,6 +2191,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_hook_phases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failing_write_in_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failing_first_write_in_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_commits_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_waits, setup, teardown),

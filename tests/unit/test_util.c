@@ -98,6 +98,32 @@ static void test_queue(void **state)
     assert_true(queue_empty(&b));
 }
 
+/* strbuf_reserve: room for n more bytes, then appends up to n keep the same storage (the
+ * HTTP layer reserves a body's Content-Length once); past the cap RAGD_ETOOBIG, nothing
+ * changed. */
+static void test_strbuf_reserve(void **state)
+{
+    (void)state;
+    strbuf sb;
+    strbuf_init(&sb, 100000);
+    assert_int_equal(strbuf_appends(&sb, "head"), RAGD_OK);
+    assert_int_equal(strbuf_reserve(&sb, 99996), RAGD_OK);
+    assert_true(sb.alloc >= 100001); /* the room is there before the appends */
+    const char *kept = sb.data;
+    assert_string_equal(sb.data, "head");
+    char block[1000];
+    memset(block, 'x', sizeof block);
+    for (int i = 0; i < 99; i++)
+        assert_int_equal(strbuf_append(&sb, block, sizeof block), RAGD_OK);
+    assert_int_equal(strbuf_append(&sb, block, 996), RAGD_OK);
+    assert_ptr_equal(sb.data, kept); /* no reallocation on the way */
+    assert_int_equal(sb.len, 100000);
+    assert_int_equal(sb.data[sb.len], '\0');
+    assert_int_equal(strbuf_reserve(&sb, 1), RAGD_ETOOBIG);
+    assert_int_equal(sb.len, 100000);
+    strbuf_cleanup(&sb);
+}
+
 static void test_strbuf_cap(void **state)
 {
     (void)state;
@@ -989,8 +1015,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue),
-        cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_utf8_blocks),
+        cmocka_unit_test(test_strbuf_cap),     cmocka_unit_test(test_strbuf_reserve),
+        cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_blocks),
         cmocka_unit_test(test_names),          cmocka_unit_test(test_config),
         cmocka_unit_test(test_log_json_record),
         cmocka_unit_test(test_config_file),

@@ -72,7 +72,10 @@ static void run_dim(size_t dim, uint64_t seed)
         for (size_t i = 0; i < n; i++)
             fail_a += vindex_add(a, ids[i], docs[i], vecs + i * dim) != RAGD_OK;
         size_t fail_b = 99;
-        ragd_err rc = vindex_add_rows(b, n, ids, docs, vecs, &fail_b);
+        const float *rows[MAX_CALL];
+        for (size_t i = 0; i < n; i++) /* one row pointer each, as the store hands them */
+            rows[i] = vecs + i * dim;
+        ragd_err rc = vindex_add_rows(b, n, ids, docs, rows, &fail_b);
         assert_int_equal(fail_a, want_fail);
         assert_int_equal(fail_b, want_fail);
         assert_int_equal(rc, want_fail ? RAGD_EINVAL : RAGD_OK);
@@ -122,7 +125,66 @@ static void test_rows_refusals(void **state)
     assert_int_equal(vindex_add_rows(ix, 1, &id, NULL, NULL, NULL), RAGD_EINVAL);
     assert_int_equal(vindex_add_rows(NULL, 0, NULL, NULL, NULL, NULL), RAGD_EINVAL);
     assert_int_equal(vindex_count(ix), 0);
+    /* a NULL row is refused and counted; the others are added */
+    const float v[4] = {1, 0, 0, 0};
+    const float *rows[3] = {v, NULL, v};
+    int64_t ids[3] = {1, 2, 3}, docs[3] = {1, 1, 1};
+    assert_int_equal(vindex_add_rows(ix, 3, ids, docs, rows, &failed), RAGD_EINVAL);
+    assert_int_equal(failed, 1);
+    assert_int_equal(vindex_count(ix), 2);
     vindex_free(ix);
+}
+
+/* vec_quantise rounds as lrintf does (to nearest, ties to even) and finds the same
+ * maximum: random rows of several lengths (tails past the blocks of eight), rows whose
+ * values scale to exact halves (the ties), zero rows and negative zeros. */
+static float quantise_reference(int8_t *dst, const float *src, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        m = fabsf(src[i]) > m ? fabsf(src[i]) : m;
+    if (m == 0.0f) {
+        memset(dst, 0, n);
+        return 0.0f;
+    }
+    float inv = 127.0f / m;
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (int8_t)lrintf(src[i] * inv);
+    return m / 127.0f;
+}
+
+static void assert_quantise_same(const float *v, size_t n)
+{
+    int8_t got[600], want[600];
+    float s_got = vec_quantise(got, v, n), s_want = quantise_reference(want, v, n);
+    assert_memory_equal(&s_got, &s_want, sizeof s_got);
+    assert_memory_equal(got, want, n);
+}
+
+static void test_quantise_rounding(void **state)
+{
+    (void)state;
+    rng r = {77};
+    float v[600];
+    for (int round = 0; round < 400; round++) {
+        size_t n = 1 + rng_below(&r, 600);
+        rng_vec(&r, v, n);
+        if (round % 4 == 1) /* values of a few bits: many land on halves after scaling */
+            for (size_t i = 0; i < n; i++)
+                v[i] = (float)((int)rng_below(&r, 509) - 254) / 2.0f;
+        if (round % 4 == 2) /* the maximum in the tail past the blocks of eight */
+            v[n - 1] = 2.0f;
+        assert_quantise_same(v, n);
+    }
+    /* inv is exactly 1 here, so every other value is a tie: 0.5 -> 0, 1.5 -> 2, 2.5 -> 2 */
+    const float ties[] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -2.5f, 126.5f, -126.5f, 3.5f, -0.0f};
+    assert_quantise_same(ties, sizeof ties / sizeof ties[0]);
+    int8_t q[11];
+    vec_quantise(q, ties, 11);
+    const int8_t want[] = {127, 0, 2, 2, 0, -2, -2, 126, -126, 4, 0};
+    assert_memory_equal(q, want, sizeof want);
+    const float zeros[] = {0.0f, -0.0f, 0.0f};
+    assert_quantise_same(zeros, 3);
 }
 
 int main(void)
@@ -130,6 +192,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rows_dims),
         cmocka_unit_test(test_rows_refusals),
+        cmocka_unit_test(test_quantise_rounding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
