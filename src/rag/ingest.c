@@ -869,11 +869,12 @@ static void ingest_rerun(void *arg)
 static void ingest_written(store_write *w, void *arg)
 {
     rag_ingest *j = arg;
-    if (w->status == RAGD_ECONFLICT && j->new_collection && !j->retried) {
-        /* Two first ingests raced to create the collection (under auto one may have been
-         * embedded by the backend, the other by builtin): this one runs once more against
-         * the collection as it now is, as if it had come a moment later. */
-        log_info("ingest into '%s': the collection was created meanwhile (%s); ingesting again", w->collection,
+    if (w->status == RAGD_ECONFLICT && !j->retried) {
+        /* The collection changed between the run's look and its write: two first ingests
+         * raced to create it (under auto one may have been embedded by the backend, the
+         * other by builtin), or a re-embedding job swapped its model. This one runs once more
+         * against the collection as it now is, as if it had come a moment later. */
+        log_info("ingest into '%s': the collection changed meanwhile (%s); ingesting again", w->collection,
                  w->message);
         ingest_reset(j);
         j->retried = true;

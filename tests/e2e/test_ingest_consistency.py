@@ -211,6 +211,46 @@ class IngestConsistencyTest(harness.E2ETestCase):
         srv.restart()
         self.check_counts(srv, db, "after the swap and a restart")
 
+    def test_ingest_embedded_by_the_old_model_when_the_swap_commits_is_run_again(self):
+        """An ingest whose backend embedding is still under way when a re-embedding job swaps
+        the collection to builtin: its write meets the new model, and the server runs it once
+        more against the collection as it now is — 200, not 409 for the client to resend."""
+        fake = self.start_fake_ollama()
+        srv = self.new_server(env={"RAGD_EMBEDDER": "ollama", "OLLAMA_BASE_URL": fake.url,
+                                   "RAGD_GENERATOR": "extractive"})
+        db = "swapback"
+        self.ingest(srv, db, BATCH1)
+        self.assertEqual(srv.request("GET", f"/api/dbs/{db}").body["embed_model"], "nomic-embed-text")
+        fake.configure(embed_input_ms=800.0)
+        late = {}
+
+        def slow_ingest():
+            late["r"] = srv.request("POST", "/api/ingest", json_body={"db": db, "documents": [
+                {"id": "late", "text": "The tide gauge at the quay is read every hour."}]})
+
+        t = threading.Thread(target=slow_ingest)
+        t.start()
+        time.sleep(0.3)  # the ingest has read the collection and waits on the slow backend
+        r = srv.request("POST", f"/api/dbs/{db}/reembed", json_body={"embedder": "builtin"})
+        self.assertEqual(r.status, 202, r.raw[:800])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job = srv.request("GET", f"/api/dbs/{db}").body.get("reembed")
+            if job and job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.02)
+        self.assertEqual(job["state"], "done", job)
+        t.join(60)
+        self.assertEqual(late["r"].status, 200, late["r"].raw[:800])
+        self.assertIn("changed meanwhile", srv.log_text())
+        info = srv.request("GET", f"/api/dbs/{db}").body
+        self.assertEqual(info["embed_model"], "ragd-hash-v1-512")
+        self.check_counts(srv, db, "after an ingest run again across a swap")
+        r = srv.request("POST", "/api/retrieve", json_body={"query": "tide gauge at the quay", "db": db,
+                                                            "k": 3, "method": "vector"})
+        self.assertEqual(r.status, 200, r.raw[:800])
+        self.assertEqual(r.body["sources"][0]["id"], "late#0")
+
     def test_backup_of_a_16k_file_and_a_4k_file_kept(self):
         """A new file has 16 KiB pages; `ragd backup` copies it; a server started on the copy
         answers the same, and on a copy rewritten with 4 KiB pages (an older file) it keeps
