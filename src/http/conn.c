@@ -31,6 +31,10 @@ enum {
 #define CONN_LINGER_S 2                    /* after a closing reply: read what still comes, this long */
 #define CONN_LINGER_MAX ((size_t)1 << 20)  /* ... or this many bytes */
 #define CONN_BODY_READ ((size_t)64 << 10)  /* body bytes taken per pass */
+/* At most this much of a Content-Length body is reserved before its bytes come; the rest
+ * grows with what arrives, so a client that claims a large body and sends nothing holds
+ * no more than this (not RAGD_MAX_BODY_BYTES) per connection. */
+#define CONN_BODY_RESERVE_MAX ((size_t)1 << 20)
 #define CONN_RESERVE_HEAD_S 1u             /* the head deadline on a reserve slot */
 #define CONN_RATE_TICK_S 1u                /* the send-rate check, while a reply is written */
 
@@ -614,10 +618,11 @@ static void conn_begin(http_conn *c, const char *buf)
     if (c->body_chunked)
         http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes, conn_cfg(c)->max_body_bytes);
     /* A body of known length (at most RAGD_MAX_BODY_BYTES: http_server_begin refused a
-     * longer one) gets its room at once, instead of doubling through ~log2(n / 64)
-     * reallocations, each a copy of what came so far. */
+     * longer one) gets its room at once, up to CONN_BODY_RESERVE_MAX, instead of doubling
+     * through ~log2(n / 64) reallocations, each a copy of what came so far. */
     if (!c->body_chunked) {
-        ragd_err e = strbuf_reserve(&c->req->body, (size_t)c->body_left);
+        size_t first = c->body_left < CONN_BODY_RESERVE_MAX ? (size_t)c->body_left : CONN_BODY_RESERVE_MAX;
+        ragd_err e = strbuf_reserve(&c->req->body, first);
         if (e != RAGD_OK) {
             conn_body_refused(c, e);
             return;

@@ -478,3 +478,47 @@ class DescriptorLimitTest(harness.E2ETestCase):
         finally:
             for s in held:
                 s.close()
+
+
+def vm_size_kib(pid):
+    """The process's virtual size (VmSize in /proc/PID/status), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmSize")
+
+
+class ClaimedBodyTest(harness.E2ETestCase):
+    """A client that claims a large Content-Length and sends nothing holds at most
+    CONN_BODY_RESERVE_MAX (1 MiB) of reserved room per connection (docs/internals/http.md),
+    not RAGD_MAX_BODY_BYTES: reserving the whole claimed length made 16 such connections
+    cost 16 GiB of address space (commit charge under strict overcommit or RLIMIT_AS)."""
+
+    CLAIMERS = 16
+    server_env = {"RAGD_MAX_BODY_BYTES": str(1 << 30), "RAGD_BODY_TIMEOUT_S": "30"}
+
+    def test_claimed_body_reserves_bounded_memory(self):
+        pid = self.server.proc.pid
+        before = vm_size_kib(pid)
+        socks = []
+        try:
+            for _ in range(self.CLAIMERS):
+                s = connect(self.server.port)
+                socks.append(s)
+                s.sendall(b"POST /api/ingest HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                          b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (1 << 30))
+                # "100 Continue" is sent after the body's room was reserved (conn_begin)
+                got = b""
+                while b"\r\n\r\n" not in got:
+                    b = s.recv(4096)
+                    self.assertTrue(b, "closed before 100 Continue")
+                    got += b
+                self.assertTrue(got.startswith(b"HTTP/1.1 100"), got)
+            grown_mib = (vm_size_kib(pid) - before) / 1024
+            self.assertLess(grown_mib, 256, f"{self.CLAIMERS} claimers grew the address space {grown_mib:.0f} MiB")
+            # the server still answers
+            self.assertEqual(self.server.request("GET", "/health/live").status, 200)
+        finally:
+            for s in socks:
+                s.close()
