@@ -726,17 +726,25 @@ static int batch_analyse_word(kindex_batch *b, const char *w, size_t n, bool mem
  * dropped, stem interned and counted), memoised per batch by the normalised word, so a
  * word met again costs one hash lookup instead of the stop-word search, the stemmer and
  * the interning. The same terms in the same order as kindex_analyze gives. */
+/* The memo's entry for tok's word, or NULL; *memo says whether the word can be memoised (its
+ * hash in *h) at all. */
+static const kx_word *batch_memo_of(kindex_batch *b, const token *tok, bool *memo, uint32_t *h)
+{
+    size_t n = tok->norm_len;
+    *memo = n > 0 && n <= UINT8_MAX;
+    *h = *memo ? kx_hash(tok->norm, n) : 0;
+    return *memo ? batch_memo_find(b, tok->norm, n, *h) : NULL;
+}
+
 static int batch_on_token(const token *tok, void *arg)
 {
     kindex_batch *b = arg;
-    const char *w = tok->norm;
-    size_t n = tok->norm_len;
-    bool memo = n > 0 && n <= UINT8_MAX;
-    uint32_t h = memo ? kx_hash(w, n) : 0;
-    const kx_word *e = memo ? batch_memo_find(b, w, n, h) : NULL;
+    bool memo;
+    uint32_t h;
+    const kx_word *e = batch_memo_of(b, tok, &memo, &h);
     if (e)
         return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
-    return batch_analyse_word(b, w, n, memo, h);
+    return batch_analyse_word(b, tok->norm, tok->norm_len, memo, h);
 }
 
 /* batch_on_token, after handing the token to b->tee_fn; once that returns non-zero it
@@ -746,18 +754,16 @@ static int batch_on_token(const token *tok, void *arg)
 static int batch_on_token_tee(const token *tok, void *arg)
 {
     kindex_batch *b = arg;
-    const char *w = tok->norm;
-    size_t n = tok->norm_len;
-    bool memo = n > 0 && n <= UINT8_MAX;
-    uint32_t h = memo ? kx_hash(w, n) : 0;
-    const kx_word *e = memo ? batch_memo_find(b, w, n, h) : NULL;
+    bool memo;
+    uint32_t h;
+    const kx_word *e = batch_memo_of(b, tok, &memo, &h);
     if (!e && memo)
         stem_english_prefetch(h);
     if (b->tee_fn && b->tee_fn(tok, b->tee_arg) != 0)
         b->tee_fn = NULL;
     if (e)
         return e->local == KX_SKIP ? 0 : batch_count(b, e->local);
-    return batch_analyse_word(b, w, n, memo, h);
+    return batch_analyse_word(b, tok->norm, tok->norm_len, memo, h);
 }
 
 /* Analyses text[0..len) into the field b->field of the last chunk (kindex_analyze's

@@ -114,6 +114,17 @@ class IngestConsistencyTest(harness.E2ETestCase):
                 out[(q, method)] = [(s["id"], round(s["score"], 9)) for s in r.body["sources"]]
         return out
 
+    def wait_for_reembed(self, srv, db):
+        """Until the collection's re-embedding job has ended (60 s at most); it must be done."""
+        deadline = time.monotonic() + 60
+        job = None
+        while time.monotonic() < deadline:
+            job = srv.request("GET", f"/api/dbs/{db}").body.get("reembed")
+            if job and job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.02)
+        self.assertEqual((job or {}).get("state"), "done", job)
+
     def ingest(self, srv, db, docs, status=200):
         r = srv.request("POST", "/api/ingest", json_body={"db": db, "documents": docs})
         self.assertEqual(r.status, status, r.raw[:800])
@@ -199,13 +210,7 @@ class IngestConsistencyTest(harness.E2ETestCase):
         # writes while the job runs: new, replaced, deleted
         self.ingest(srv, db, BATCH2)
         self.assertEqual(srv.request("DELETE", f"/api/dbs/{db}/documents/cjk").status, 200)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job = srv.request("GET", f"/api/dbs/{db}").body.get("reembed")
-            if job and job["state"] in ("done", "failed"):
-                break
-            time.sleep(0.05)
-        self.assertEqual(job["state"], "done", job)
+        self.wait_for_reembed(srv, db)
         self.check_counts(srv, db, "after a re-embedding swap with writes during it")
         srv.stop()
         srv.restart()
@@ -233,13 +238,7 @@ class IngestConsistencyTest(harness.E2ETestCase):
         time.sleep(0.3)  # the ingest has read the collection and waits on the slow backend
         r = srv.request("POST", f"/api/dbs/{db}/reembed", json_body={"embedder": "builtin"})
         self.assertEqual(r.status, 202, r.raw[:800])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job = srv.request("GET", f"/api/dbs/{db}").body.get("reembed")
-            if job and job["state"] in ("done", "failed"):
-                break
-            time.sleep(0.02)
-        self.assertEqual(job["state"], "done", job)
+        self.wait_for_reembed(srv, db)
         t.join(60)
         self.assertEqual(late["r"].status, 200, late["r"].raw[:800])
         self.assertIn("changed meanwhile", srv.log_text())
