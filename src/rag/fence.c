@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "util/hash.h"
+#include "util/utf8.h"
 
 const char *fence_mode_name(fence_mode m) { return m == FENCE_MODE_DATAMARK ? "datamark" : "fence"; }
 
@@ -63,21 +64,6 @@ static size_t fence_invisible_at(const unsigned char *p, size_t n)
     return 0;
 }
 
-/* How many bytes at p[0..n) come before the first one >= 0x80 (eight at a time). */
-static size_t fence_ascii_run(const unsigned char *p, size_t n)
-{
-    size_t i = 0;
-    for (; n - i >= 8; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, sizeof w);
-        if (w & 0x8080808080808080ULL)
-            break;
-    }
-    while (i < n && p[i] < 0x80)
-        i++;
-    return i;
-}
-
 size_t fence_strip_invisible(char *s, size_t len)
 {
     const unsigned char *in = (const unsigned char *)s;
@@ -85,7 +71,7 @@ size_t fence_strip_invisible(char *s, size_t len)
     for (size_t r = 0; r < len;) {
         /* ASCII holds nothing invisible: a run of it is kept (moved only once something
          * before it was dropped) */
-        size_t run = fence_ascii_run(in + r, len - r);
+        size_t run = utf8_ascii_prefix(s + r, len - r);
         if (run) {
             if (w != r)
                 memmove(s + w, s + r, run);

@@ -2,7 +2,6 @@
 
 #include <limits.h>
 #include <md4c.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,14 +138,6 @@ static inline size_t chk_space_at(const unsigned char *p, size_t i, size_t n)
     return chk_space_at_wide(p, i, n);
 }
 
-/* True when the 8 bytes at p are all ASCII (each is one code point). */
-static inline bool chk_word_ascii(const unsigned char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, sizeof w);
-    return (w & 0x8080808080808080ULL) == 0;
-}
-
 /* Start of the code point before byte `pos` (pos > 0). */
 static size_t chk_prev(const unsigned char *p, size_t pos)
 {
@@ -186,13 +177,12 @@ static size_t chk_trim_back(const chk_ctx *c, size_t lo, size_t pos)
 static size_t chk_advance(const unsigned char *p, size_t pos, size_t k, size_t limit)
 {
     while (k > 0 && pos < limit) {
-        /* eight ASCII bytes are eight code points (valid UTF-8: no continuation byte
-         * follows an ASCII one) */
-        if (k >= 8 && limit - pos >= 8 && chk_word_ascii(p + pos)) {
-            pos += 8;
-            k -= 8;
-            continue;
-        }
+        /* a run of ASCII bytes is as many code points (valid UTF-8) */
+        size_t run = utf8_ascii_prefix((const char *)p + pos, limit - pos < k ? limit - pos : k);
+        pos += run;
+        k -= run;
+        if (k == 0 || pos >= limit)
+            break;
         pos++;
         while (pos < limit && (p[pos] & 0xC0) == 0x80)
             pos++;
