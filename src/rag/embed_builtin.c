@@ -308,18 +308,12 @@ static inline double feat_signed_weight(const feature *f, size_t tf)
 
 static inline bool feat_same(const feature *a, const feature *b) { return a->h == b->h && a->kind == b->kind; }
 
-/* One bucket's value: 0.0 plus each run of equal (h, kind) of its group g[0..k) (k >= 1),
- * added in (h, kind) order, summed in a register. A group of one or two distinct
- * features needs no sort: 0 + a is a (a is never zero) and a + b is b + a exactly (IEEE
- * addition commutes); order matters from three on. g is sorted in place when k > 2, with
- * scratch[0..k). Call weight_table_build (once) first. */
+/* One bucket's value: 0.0 plus each run of equal (h, kind) of its group g[0..k) (k >= 3),
+ * added in (h, kind) order, summed in a register. g is sorted in place with scratch[0..k).
+ * (Groups of one or two features need no sort: embed_accumulate sums them itself.) Call
+ * weight_table_build (once) first. */
 static double feat_group_sum(feature *g, size_t k, feature *scratch)
 {
-    if (k == 1)
-        return feat_signed_weight(&g[0], 1);
-    if (k == 2)
-        return feat_same(&g[0], &g[1]) ? feat_signed_weight(&g[0], 2)
-                                       : feat_signed_weight(&g[0], 1) + feat_signed_weight(&g[1], 1);
     feat_sort_bucket(g, k, scratch, 64);
     double sum = 0.0;
     for (size_t i = 0; i < k;) {
@@ -384,8 +378,10 @@ static void embed_accumulate(feature *src, size_t n, feature *dst, float *out)
             acc[b] = feat_group_sum(dst + start[b], k, src + start[b]);
             continue;
         }
-        /* Groups of 0, 1 or 2 features (most of them) without a branch on k: g[0] and g[1]
-         * are readable (the padding) whatever k is, and the value is picked by masks. */
+        /* Groups of 0, 1 or 2 features (most of them) need no sort — 0 + a is a (a is never
+         * zero) and a + b is b + a exactly (IEEE addition commutes); order matters from
+         * three on — and are summed without a branch on k: g[0] and g[1] are readable (the
+         * padding) whatever k is, and the value is picked by masks. */
         double one = feat_signed_weight(&g[0], 1);
         double two_same = feat_signed_weight(&g[0], 2);
         double two_apart = one + feat_signed_weight(&g[1], 1);
