@@ -59,8 +59,8 @@ static size_t fence_invisible_at(const unsigned char *p, size_t n)
         return 3;
     if (n >= 3 && p[0] == 0xe1 && p[1] == 0xa0 && p[2] == 0x8e) /* U+180E */
         return 3;
-    if (n >= 4 && p[0] == 0xf3 && p[1] == 0xa0 && (p[2] == 0x80 || p[2] == 0x81)) /* U+E0000–U+E007F */
-        return 4;
+    if (n >= 4 && p[0] == 0xf3 && p[1] == 0xa0 && (p[2] == 0x80 || p[2] == 0x81) && (p[3] & 0xc0) == 0x80)
+        return 4; /* U+E0000–U+E007F; all four bytes checked: invalid UTF-8 is kept as it is */
     return 0;
 }
 

@@ -223,6 +223,19 @@ static void test_strip_invisible(void **state)
     assert_string_equal(tagged, "ok");
 }
 
+/* A tag character's first three bytes followed by a byte that does not continue it are not
+ * a tag character: nothing is dropped (the fourth byte, here 'x', once was). */
+static void test_strip_invisible_truncated_tag(void **state)
+{
+    (void)state;
+    char s[] = "a\xf3\xa0\x80xyz";
+    size_t n = strlen(s);
+    assert_int_equal(fence_strip_invisible(s, n), n);
+    assert_memory_equal(s, "a\xf3\xa0\x80xyz", n);
+    char t[] = "\xf3\xa0\x81"; /* cut short at the end of the text */
+    assert_int_equal(fence_strip_invisible(t, 3), 3);
+}
+
 /* ---- the output guard ---- */
 
 static void hex_of(const char *s, bool upper, char *out)
@@ -485,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_datamark),
         cmocka_unit_test(test_strip_invisible),
         cmocka_unit_test(test_strip_invisible_offsets),
+        cmocka_unit_test(test_strip_invisible_truncated_tag),
         cmocka_unit_test(test_system_prompt_shingles),
         cmocka_unit_test(test_guard_rates),
     };
