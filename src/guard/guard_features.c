@@ -236,7 +236,7 @@ static void feat_mix_all(uint32_t *g, size_t n)
 
 /* The n-grams of a whole text: 3 per byte, those of the 3-, 4- and 5-gram starting there
  * (meaningful only where the n-gram fits in the text). */
-static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
+static void feat_text_grams_scalar(const unsigned char *s, size_t len, uint32_t *g)
 {
     size_t p = 0;
     for (; p + 5 <= len; p++) { /* the 5-gram fits: no bounds to check */
@@ -259,6 +259,62 @@ static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
         }
     }
     feat_mix_all(g, 3 * len);
+}
+
+/* feat_text_grams_scalar eight positions at a time with AVX2 (lane k is position p + k:
+ * its FNV chain over bytes p + k .. p + k + 4, as one position alone), the rest by it. */
+typedef uint32_t feat_v8 __attribute__((vector_size(32)));
+typedef uint8_t feat_b8 __attribute__((vector_size(8)));
+
+__attribute__((target("avx2"))) static inline feat_v8 feat_lanes8(const unsigned char *s)
+{
+    feat_b8 b;
+    memcpy(&b, s, sizeof b);
+    return __builtin_convertvector(b, feat_v8);
+}
+
+__attribute__((target("avx2"))) static inline feat_v8 feat_mix8(feat_v8 h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h & (GUARD_DIM - 1);
+}
+
+__attribute__((target("avx2"))) static void feat_text_grams_avx2(const unsigned char *s, size_t len, uint32_t *g)
+{
+    size_t p = 0;
+    for (; p + 12 <= len; p += 8) { /* positions p .. p + 7 read up to byte p + 11 */
+        feat_v8 h = (feat_v8){0} + FEAT_FNV_BASIS;
+        h = (h ^ feat_lanes8(s + p)) * FEAT_FNV_PRIME;
+        h = (h ^ feat_lanes8(s + p + 1)) * FEAT_FNV_PRIME;
+        h = (h ^ feat_lanes8(s + p + 2)) * FEAT_FNV_PRIME;
+        feat_v8 g3 = feat_mix8(h + 2u);
+        h = (h ^ feat_lanes8(s + p + 3)) * FEAT_FNV_PRIME;
+        feat_v8 g4 = feat_mix8(h + 3u);
+        h = (h ^ feat_lanes8(s + p + 4)) * FEAT_FNV_PRIME;
+        feat_v8 g5 = feat_mix8(h + 4u);
+        uint32_t *o = g + 3 * p;
+        for (int k = 0; k < 8; k++) {
+            o[3 * k] = g3[k];
+            o[3 * k + 1] = g4[k];
+            o[3 * k + 2] = g5[k];
+        }
+    }
+    feat_text_grams_scalar(s + p, len - p, g + 3 * p);
+}
+
+/* Whether feat_text_grams may take the AVX2 way (tests turn it off to compare both). */
+static bool feat_grams_avx2 = true;
+
+static void feat_text_grams(const unsigned char *s, size_t len, uint32_t *g)
+{
+    if (feat_grams_avx2 && __builtin_cpu_supports("avx2"))
+        feat_text_grams_avx2(s, len, g);
+    else
+        feat_text_grams_scalar(s, len, g);
 }
 
 /* The words of a whole text with their features (feat_words' hashes). */
