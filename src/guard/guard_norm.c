@@ -531,16 +531,21 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
             i = j - 1;
         }
     }
-    /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). */
-    for (size_t i = 0; i + 1 < n; i++) {
-        /* A run can start only at a word's start with a hex pair ending the word: tested
-         * without branches (words and digits alternate too often to predict). */
-        bool word_start = i == 0 || norm_b64_table[s[i - 1]] == 0;
-        bool pair_ends = i + 2 == n || norm_b64_table[s[i + 2 < n ? i + 2 : i]] == 0;
-        unsigned run_start = (unsigned)word_start & (unsigned)norm_is_hex(s[i]) &
-                             (unsigned)norm_is_hex(s[i + 1]) & (unsigned)pair_ends;
-        if (!run_start)
+    /* Hex bytes separated by one blank, colon or comma ("69 67 6e ..."). A run starts only
+     * at a word (a maximal run of the base64 alphabet) of exactly two hex digits, so the
+     * scan steps from word to word. */
+    for (size_t i = 0; i + 1 < n;) {
+        if (norm_b64_table[s[i]] == 0) {
+            i++;
             continue;
+        }
+        size_t w = i + 1; /* i starts a word: the end of it */
+        while (w < n && norm_b64_table[s[w]] != 0)
+            w++;
+        if (w - i != 2 || !norm_is_hex(s[i]) || !norm_is_hex(s[i + 1])) {
+            i = w;
+            continue;
+        }
         size_t j = i;
         size_t o = 0;
         while (j + 1 < n && hex_digit_value(s[j]) >= 0 && hex_digit_value(s[j + 1]) >= 0 &&
@@ -552,10 +557,15 @@ static void norm_find_runs(const unsigned char *s, size_t n, unsigned char *tmp,
             else
                 break;
         }
-        if (o >= GUARD_MIN_HEX / 2) {
-            norm_keep(d, tmp, o);
-            i = j;
+        if (o < GUARD_MIN_HEX / 2) {
+            i = w;
+            continue;
         }
+        norm_keep(d, tmp, o);
+        i = j + 1; /* the next word after the run's last byte */
+        if (j < n && norm_b64_table[s[j]] != 0)
+            while (i < n && norm_b64_table[s[i]] != 0)
+                i++;
     }
     /* Plain hex and base64: maximal runs of the base64 alphabet (hex digits are a subset). */
     for (size_t i = 0; i < n;) {

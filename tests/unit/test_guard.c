@@ -116,6 +116,11 @@ static void test_norm_decodes_runs(void **state)
     assert_norm_has("\\x69\\x67\\x6e\\x6f\\x72\\x65\\x20\\x61\\x6c\\x6c", "\nignore all");
     /* %xx */
     assert_norm_has("q=%69%67%6E%6F%72%65%20all", "\nq=ignore all");
+    /* hex pairs start only at a two-digit word: after a run stopped by "g69", the next run
+     * starts at "67" (the 69 is part of the word g69) */
+    char *two = norm("69 67 6e 6f 72 65 20 61 6c g69 67 6e 6f 72 65 20 61 6c");
+    assert_string_equal(strchr(two, '\n'), "\nignore al\ngnore al");
+    free(two);
     /* a hash that decodes to binary is not appended */
     char *h = norm("sha 9f86d081884c7d659a2feaa0c55ad015");
     assert_null(strchr(h, '\n'));
