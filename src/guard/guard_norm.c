@@ -22,6 +22,7 @@
 #include <utf8proc.h>
 
 #include "util/hex.h"
+#include "util/utf8.h"
 
 #define GUARD_NORM_CAP(len) (4 * (len) + 64)
 #define GUARD_DECODED_MAX (16 * 1024)
@@ -169,6 +170,35 @@ static bool norm_fold_utf8proc(norm_buf *b, const unsigned char *s, size_t n, ra
     return room;
 }
 
+/* Eight bytes at a time (little-endian words: byte k of the text is bits 8k..8k+7). */
+#define NORM_ONES 0x0101010101010101ULL
+#define NORM_HIGH 0x8080808080808080ULL
+
+/* The high bit of each byte of w that is zero, exactly (no borrow between bytes). */
+static inline uint64_t norm_zero_bytes(uint64_t w)
+{
+    return ~(((w & ~NORM_HIGH) + ~NORM_HIGH) | w) & NORM_HIGH;
+}
+
+/* The high bit of each byte of the ASCII word w that is A-Z. */
+static inline uint64_t norm_upper_bits(uint64_t w)
+{
+    uint64_t ge_a = w + (0x80 - 'A') * NORM_ONES;     /* high bit: >= 'A' */
+    uint64_t gt_z = w + (0x80 - 'Z' - 1) * NORM_ONES; /* high bit: > 'Z' */
+    return ge_a & ~gt_z & NORM_HIGH;
+}
+
+/* Whether norm_fold_ascii would write the 8 ASCII bytes w as they are but for A-Z lowered:
+ * all printable or a blank ' ', no two blanks together, and no blank first after one. */
+static inline bool norm_plain_block(uint64_t w, bool prev_space)
+{
+    uint64_t below_space = ~(w + (0x80 - 0x20) * NORM_ONES) & NORM_HIGH; /* controls */
+    uint64_t del = norm_zero_bytes(w ^ (0x7F * NORM_ONES));
+    uint64_t space = norm_zero_bytes(w ^ (0x20 * NORM_ONES));
+    uint64_t first_space = space & 0x80 & -(uint64_t)prev_space;
+    return ((w & NORM_HIGH) | below_space | del | (space & (space << 8)) | first_space) == 0;
+}
+
 /* Folds ASCII s[0..n) into b as NFKC_Casefold does (it only lowers A-Z there). False when
  * b is full. Byte for byte what norm_put_cp does with each character, flags included
  * (they matter after a full buffer: a newline may still take a blank's place), without
@@ -180,6 +210,16 @@ static bool norm_fold_ascii(norm_buf *b, const unsigned char *s, size_t n)
     size_t len = b->len;
     bool prev_space = b->prev_space, prev_nl = b->prev_nl, room = true;
     for (size_t i = 0; i < n; i++) {
+        uint64_t w;
+        if (n - i >= 8 && len + 8 <= b->cap && (memcpy(&w, s + i, 8), norm_plain_block(w, prev_space))) {
+            w |= norm_upper_bits(w) >> 2; /* A-Z lowered; spaces are single: kept */
+            memcpy(out + len, &w, 8);
+            len += 8;
+            prev_space = (w >> 56) == ' ';
+            prev_nl = false;
+            i += 7;
+            continue;
+        }
         unsigned char c = s[i];
         if (c > ' ' && c != 0x7F) { /* printable: itself, A-Z lowered */
             prev_space = prev_nl = false;
@@ -286,9 +326,10 @@ static ragd_err norm_fold(norm_buf *b, const unsigned char *s, size_t n)
         size_t j = i;
         bool plain = true; /* ASCII without NUL: nothing to strip or hand to utf8proc */
         while (j < n) {
-            if (s[j] < 0x80) { /* ASCII is valid UTF-8 */
-                plain &= s[j] != 0;
-                j++;
+            size_t ascii = utf8_ascii_prefix((const char *)s + j, n - j); /* valid UTF-8 */
+            if (ascii) {
+                plain = plain && !memchr(s + j, 0, ascii);
+                j += ascii;
                 continue;
             }
             uint32_t cp;
