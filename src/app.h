@@ -7,6 +7,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "http/body_budget.h"
 
 struct event_base;
 typedef struct loopq loopq;
@@ -44,6 +45,7 @@ typedef struct app {
     ratelimit *rate_ingest;
     cache *cache;                  /* the semantic answer cache; NULL when RAGD_CACHE=off (or not
                                     * made): /metrics then shows its families at 0 */
+    body_budget body_budget; /* request-body bytes held (RAGD_MAX_BODY_BYTES_TOTAL), http/conn.c */
     char db_path[1200];
     atomic_bool ready;    /* store open and vector index loaded, not draining */
     atomic_bool draining; /* shutdown began (SIGTERM): readiness off, listener closed */

@@ -377,6 +377,8 @@ int config_set(ragd_config *c, const char *name, const char *v, char *err, size_
         return parse_size(name, v, 0, (size_t)1 << 30, &c->min_send_rate, err, errlen);
     if (strcmp(name, "RAGD_MAX_BODY_BYTES") == 0)
         return parse_size(name, v, 1024, (size_t)1 << 30, &c->max_body_bytes, err, errlen);
+    if (strcmp(name, "RAGD_MAX_BODY_BYTES_TOTAL") == 0)
+        return parse_size(name, v, 1024, (size_t)1 << 40, &c->max_body_bytes_total, err, errlen);
     if (strcmp(name, "RAGD_MAX_CONNECTIONS") == 0)
         return parse_size(name, v, 1, 100000, &c->max_connections, err, errlen);
     if (strcmp(name, "RAGD_IDLE_TIMEOUT_S") == 0) {
@@ -560,6 +562,11 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
         snprintf(err, errlen, "RAGD_EMBEDDER: 'openai' needs OPENAI_BASE_URL");
         return -1;
     }
+    if (config_body_bytes_total(c) < c->max_body_bytes) {
+        snprintf(err, errlen, "RAGD_MAX_BODY_BYTES_TOTAL: %zu is below RAGD_MAX_BODY_BYTES (%zu): no body that large "
+                 "could ever be read", config_body_bytes_total(c), c->max_body_bytes);
+        return -1;
+    }
     if (c->chunk_overlap >= c->chunk_size / 2) { /* the chunker's own rule, integer half */
         snprintf(err, errlen, "RAGD_CHUNK_OVERLAP: %zu must be less than half of RAGD_CHUNK_SIZE (%zu)",
                  c->chunk_overlap, c->chunk_size);
@@ -585,7 +592,7 @@ int config_check(const ragd_config *c, char *err, size_t errlen)
 static const char *const config_names[] = {
     "RAGD_LISTEN",      "RAGD_DATA_DIR",         "RAGD_DEFAULT_DB",      "RAGD_EMBEDDER",
     "RAGD_GENERATOR",   "RAGD_POOL_SIZE",        "RAGD_WORKERS",         "RAGD_WORKER_QUEUE", "RAGD_INGEST_WORKERS",
-    "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES", "RAGD_MAX_OUTPUT_BYTES", "RAGD_MIN_SEND_RATE",
+    "RAGD_CHUNK_SIZE",  "RAGD_CHUNK_OVERLAP",    "RAGD_SHUTDOWN_GRACE_S", "RAGD_MAX_BODY_BYTES", "RAGD_MAX_BODY_BYTES_TOTAL", "RAGD_MAX_OUTPUT_BYTES", "RAGD_MIN_SEND_RATE",
     "RAGD_MAX_CONNECTIONS", "RAGD_IDLE_TIMEOUT_S", "RAGD_SYNCHRONOUS",   "RAGD_LOG_LEVEL",
     "OLLAMA_BASE_URL",  "OPENAI_BASE_URL",       "OPENAI_API_KEY",       "OPENAI_API_KEY_FILE",
     "LLM_MODEL",        "EMBED_MODEL",           "RAGD_MAX_CONCURRENT",  "RAGD_MAX_QUEUE",
@@ -606,6 +613,14 @@ static const char *const config_names[] = {
 _Static_assert(CONFIG_N_NAMES <= CONFIG_MAX_NAMES, "config_raw holds every variable");
 
 size_t config_count(void) { return CONFIG_N_NAMES; }
+
+size_t config_body_bytes_total(const ragd_config *c)
+{
+    if (c->max_body_bytes_total)
+        return c->max_body_bytes_total;
+    size_t eight = c->max_body_bytes * 8;
+    return eight > ((size_t)256 << 20) ? eight : (size_t)256 << 20;
+}
 const char *config_name(size_t i) { return i < CONFIG_N_NAMES ? config_names[i] : NULL; }
 
 void config_raw_free(config_raw *raw)

@@ -44,6 +44,9 @@ typedef struct {
     double shutdown_grace_s;
     size_t extract_timeout_s; /* RAGD_EXTRACT_TIMEOUT_S: reading one uploaded document, whole seconds */
     size_t max_body_bytes;  /* RAGD_MAX_BODY_BYTES */
+    /* RAGD_MAX_BODY_BYTES_TOTAL: request-body bytes held in memory by all connections
+     * together; 0 = not set, config_body_bytes_total gives the default */
+    size_t max_body_bytes_total;
     size_t max_output_bytes; /* RAGD_MAX_OUTPUT_BYTES: bytes queued for all clients together */
     size_t min_send_rate;    /* RAGD_MIN_SEND_RATE: bytes/s a client with a reply waiting must take */
     size_t max_metadata_bytes; /* RAGD_MAX_METADATA_BYTES: a document's metadata as stored JSON */
@@ -129,6 +132,10 @@ int config_load(ragd_config *c, config_raw *raw, char *err, size_t errlen);
 void config_raw_free(config_raw *raw);
 /* The variables config_load reads, in a fixed order: config_name(i) for i < config_count(). */
 size_t config_count(void);
+/* The effective RAGD_MAX_BODY_BYTES_TOTAL: the value set, else max(256 MiB, 8 x
+ * RAGD_MAX_BODY_BYTES) — eight maximal bodies at once, and never below what the output
+ * side may queue by default (RAGD_MAX_OUTPUT_BYTES), so normal use never meets it. */
+size_t config_body_bytes_total(const ragd_config *c);
 const char *config_name(size_t i);
 /* Whether variable i has a different raw value in a and b (set vs unset counts). */
 bool config_raw_differs(const config_raw *a, const config_raw *b, size_t i);

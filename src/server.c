@@ -426,7 +426,8 @@ static bool server_reloadable(const char *name)
 {
     static const char *const names[] = {"RAGD_API_KEYS",      "RAGD_API_KEYS_FILE", "RAGD_ADMIN_TOKEN",
                                         "RAGD_ADMIN_TOKEN_FILE", "RAGD_LOG_LEVEL",   "RAGD_LOG_FORMAT",
-                                        "RATE_LIMIT_QUERY",   "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_BODY_BYTES"};
+                                        "RATE_LIMIT_QUERY",   "RAGD_RATE_LIMIT_INGEST", "RAGD_MAX_BODY_BYTES",
+                                        "RAGD_MAX_BODY_BYTES_TOTAL"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(name, names[i]) == 0)
             return true;
@@ -506,6 +507,7 @@ static void server_on_sighup(evutil_socket_t sig, short what, void *arg)
     a->cfg.api_keys = next.api_keys;
     memcpy(a->cfg.admin_token, next.admin_token, sizeof a->cfg.admin_token);
     a->cfg.max_body_bytes = next.max_body_bytes;
+    a->cfg.max_body_bytes_total = next.max_body_bytes_total; /* the bytes in use stay counted */
     a->cfg.log_level = next.log_level;
     a->cfg.log_format = next.log_format;
     log_set_format(next.log_format);

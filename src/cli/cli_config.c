@@ -147,6 +147,8 @@ static bool config_value_special(const ragd_config *c, const char *name, char *o
         rate_text(&c->rate_query, out, outlen);
     } else if (strcmp(name, "RAGD_RATE_LIMIT_INGEST") == 0) {
         rate_text(&c->rate_ingest, out, outlen);
+    } else if (strcmp(name, "RAGD_MAX_BODY_BYTES_TOTAL") == 0) {
+        snprintf(out, outlen, "%zu", config_body_bytes_total(c));
     } else if (strcmp(name, "RAGD_SYNCHRONOUS") == 0) {
         snprintf(out, outlen, "%s", c->synchronous_full ? "full" : "normal");
     } else if (strcmp(name, "RAGD_FUSION") == 0) {

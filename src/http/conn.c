@@ -564,21 +564,50 @@ static void conn_dispatch(http_conn *c)
     http_conn_send(c);
 }
 
-/* The body is over the cap, or its bytes found no memory: answer now and close, rather than
- * read on to an end that may never come. */
+/* The body is over the cap, over what the server-wide budget has left (RAGD_EBUSY), or its
+ * bytes found no memory: answer now and close, rather than read on to an end that may never
+ * come. The body's bytes go back to the budget at once. */
 static void conn_body_refused(http_conn *c, ragd_err e)
 {
     http_request *req = c->req;
     strbuf_cleanup(&req->body);
+    body_budget_release(&c->srv->app->body_budget, &req->body_charged);
     if (e == RAGD_ETOOBIG)
         http_reply_error(req, 413, "payload_too_large",
                          "body is over RAGD_MAX_BODY_BYTES (%zu bytes): send less per request, or raise "
                          "RAGD_MAX_BODY_BYTES on the server",
                          conn_cfg(c)->max_body_bytes);
+    else if (e == RAGD_EBUSY)
+        http_reply_error(req, 503, "overloaded",
+                         "server busy: request bodies being received already hold %zu of the %zu bytes allowed "
+                         "at once (RAGD_MAX_BODY_BYTES_TOTAL); retry shortly",
+                         body_budget_used(&c->srv->app->body_budget), config_body_bytes_total(conn_cfg(c)));
     else
         http_reply_error(req, 503, "overloaded", "out of memory for the request body");
     req->early = true;
     http_conn_send(c);
+}
+
+/* Makes room in the body's buffer for extra more bytes, charging its growth to the server's
+ * budget of body bytes first: RAGD_OK; RAGD_EBUSY (nothing allocated) when the budget has
+ * not that much left; RAGD_ETOOBIG past the body's cap; RAGD_ENOMEM. */
+static ragd_err conn_body_reserve(http_conn *c, size_t extra)
+{
+    http_request *req = c->req;
+    size_t alloc = strbuf_alloc_after(&req->body, extra);
+    if (alloc == 0)
+        return RAGD_ETOOBIG;
+    if (!body_budget_cover(&c->srv->app->body_budget, config_body_bytes_total(conn_cfg(c)), &req->body_charged,
+                           alloc - 1)) /* the room for body bytes; the NUL is not counted */
+        return RAGD_EBUSY;
+    return strbuf_reserve(&req->body, extra);
+}
+
+/* Appends body bytes within the budget (conn_body_reserve). */
+static ragd_err conn_body_append(http_conn *c, const char *p, size_t n)
+{
+    ragd_err e = conn_body_reserve(c, n);
+    return e != RAGD_OK ? e : strbuf_append(&c->req->body, p, n);
 }
 
 /* The head is read (buf[0..head_len)): the request begins. */
@@ -619,10 +648,15 @@ static void conn_begin(http_conn *c, const char *buf)
         http_chunked_init(&c->chunked, conn_cfg(c)->max_header_bytes, conn_cfg(c)->max_body_bytes);
     /* A body of known length (at most RAGD_MAX_BODY_BYTES: http_server_begin refused a
      * longer one) gets its room at once, up to CONN_BODY_RESERVE_MAX, instead of doubling
-     * through ~log2(n / 64) reallocations, each a copy of what came so far. */
+     * through ~log2(n / 64) reallocations, each a copy of what came so far. Its cap is its
+     * length, so its buffer (and its charge to the budget) never passes it; a length over
+     * what the budget has left is refused before a byte of it is read. */
     if (!c->body_chunked) {
+        c->req->body.cap = (size_t)c->body_left;
         size_t first = c->body_left < CONN_BODY_RESERVE_MAX ? (size_t)c->body_left : CONN_BODY_RESERVE_MAX;
-        ragd_err e = strbuf_reserve(&c->req->body, first);
+        ragd_err e = c->body_left > body_budget_left(&s->app->body_budget, config_body_bytes_total(conn_cfg(c)))
+                         ? RAGD_EBUSY
+                         : conn_body_reserve(c, first);
         if (e != RAGD_OK) {
             conn_body_refused(c, e);
             return;
@@ -654,7 +688,7 @@ static void conn_read_body(http_conn *c)
             if ((uint64_t)take > c->body_left)
                 take = (size_t)c->body_left;
             const char *p = (const char *)evbuffer_pullup(in, (ssize_t)take);
-            ragd_err e = p ? strbuf_append(&req->body, p, take) : RAGD_ENOMEM;
+            ragd_err e = p ? conn_body_append(c, p, take) : RAGD_ENOMEM;
             if (e != RAGD_OK) {
                 conn_body_refused(c, e);
                 return;
@@ -676,7 +710,7 @@ static void conn_read_body(http_conn *c)
             size_t used = 0, off = 0, n = 0;
             st = http_chunked_feed(&c->chunked, p + pos, take - pos, &used, &off, &n);
             if (n > 0) {
-                ragd_err e = strbuf_append(&req->body, p + pos + off, n);
+                ragd_err e = conn_body_append(c, p + pos + off, n);
                 if (e != RAGD_OK) {
                     conn_body_refused(c, e);
                     return;

@@ -55,6 +55,8 @@ void http_request_unref(http_request *req)
     }
     http_unwatch_close(req);
     strbuf_cleanup(&req->body);
+    if (req->body_charged)
+        body_budget_release(&req->app->body_budget, &req->body_charged);
     free(req->resp_body);
     if (req->stream) {
         strbuf_cleanup(&req->stream->out);

@@ -78,6 +78,7 @@ struct http_request {
     char if_none_match[256];          /* If-None-Match fields, joined with ", " ("" if none) */
     bool if_none_match_too_long;      /* they did not fit: the condition is not evaluated (a full 200) */
     strbuf body;                      /* capped at RAGD_MAX_BODY_BYTES */
+    size_t body_charged;              /* body's bytes in app->body_budget; given back when it is freed */
     bool begun;                       /* the access handler has seen the headers */
     bool args_no_memory;              /* query-string arguments could not be stored */
     double t_start_ms;

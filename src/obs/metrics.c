@@ -493,6 +493,9 @@ char *metrics_render(struct app *a, size_t *len)
     strbuf_appendf(&sb, "ragd_ingested_chunks_total %llu\n", (unsigned long long)atomic_load(&metrics_ingested_chunks));
     metrics_family(&sb, "ragd_shed_total", "counter", "Requests shed with 503 overloaded.");
     strbuf_appendf(&sb, "ragd_shed_total %llu\n", (unsigned long long)atomic_load(&metrics_shed));
+    metrics_family(&sb, "ragd_request_body_bytes", "gauge",
+                   "Request-body bytes held in memory, as counted against RAGD_MAX_BODY_BYTES_TOTAL.");
+    strbuf_appendf(&sb, "ragd_request_body_bytes %zu\n", body_budget_used(&a->body_budget));
     metrics_family(&sb, "ragd_rate_limited_total", "counter", "Requests refused with 429 rate_limited.");
     strbuf_appendf(&sb, "ragd_rate_limited_total %llu\n", (unsigned long long)atomic_load(&metrics_rate_limited));
     metrics_injection_render(&sb);

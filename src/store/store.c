@@ -1,9 +1,11 @@
 /* The store's lifetime: open (pragmas, migrations, read pool, writer thread), close, the
  * read pool, statistics and the write queue. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store/store_int.h"
 #include "util/clock.h"
@@ -26,6 +28,67 @@ bool store__valid_name(const char *name)
     return true;
 }
 
+/* SQLite's unix VFS keeps the errno of a failed write to itself: sqlite3_system_errno is not
+ * set on every path (a failing COMMIT leaves it 0). So its write calls are wrapped, and each
+ * notes the errno of this thread's last write (0 when it succeeded); store__sql_error reads
+ * it right after the failing call, on the same thread. */
+static _Thread_local int store_write_errno;
+static sqlite3_syscall_ptr real_write, real_pwrite64, real_ftruncate;
+
+static ssize_t sys_write(int fd, const void *p, size_t n)
+{
+    ssize_t r = ((ssize_t(*)(int, const void *, size_t))real_write)(fd, p, n);
+    store_write_errno = r < 0 ? errno : 0;
+    return r;
+}
+
+static ssize_t sys_pwrite64(int fd, const void *p, size_t n, off64_t off)
+{
+    ssize_t r = ((ssize_t(*)(int, const void *, size_t, off64_t))real_pwrite64)(fd, p, n, off);
+    store_write_errno = r < 0 ? errno : 0;
+    return r;
+}
+
+static int sys_ftruncate(int fd, off_t len)
+{
+    int r = ((int (*)(int, off_t))real_ftruncate)(fd, len);
+    store_write_errno = r < 0 ? errno : 0;
+    return r;
+}
+
+/* Puts mine in place of the default VFS's system call `name`; *real keeps SQLite's. */
+static void wrap_syscall(sqlite3_vfs *v, const char *name, sqlite3_syscall_ptr mine, sqlite3_syscall_ptr *real)
+{
+    sqlite3_syscall_ptr was = v->xGetSystemCall(v, name);
+    if (!was)
+        return;
+    *real = was;
+    if (v->xSetSystemCall(v, name, mine) != SQLITE_OK)
+        *real = NULL;
+}
+
+static void wrap_writes(void)
+{
+    sqlite3_vfs *v = sqlite3_vfs_find(NULL);
+    if (!v || v->iVersion < 3 || !v->xGetSystemCall || !v->xSetSystemCall)
+        return;
+    wrap_syscall(v, "write", (sqlite3_syscall_ptr)sys_write, &real_write);
+    wrap_syscall(v, "pwrite64", (sqlite3_syscall_ptr)sys_pwrite64, &real_pwrite64);
+    wrap_syscall(v, "ftruncate", (sqlite3_syscall_ptr)sys_ftruncate, &real_ftruncate);
+}
+
+static pthread_once_t wrap_writes_once = PTHREAD_ONCE_INIT;
+
+bool store__errno_is_nospace(int e) { return e == ENOSPC || e == EFBIG || e == EDQUOT; }
+
+int store__nospace_errno(sqlite3 *db)
+{
+    int e = sqlite3_system_errno(db);
+    if (store__errno_is_nospace(e))
+        return e;
+    return store__errno_is_nospace(store_write_errno) ? store_write_errno : 0;
+}
+
 ragd_err store__sql_error(sqlite3 *db)
 {
     int rc = sqlite3_extended_errcode(db);
@@ -33,7 +96,13 @@ ragd_err store__sql_error(sqlite3 *db)
         return RAGD_ENOMEM;
     /* the filesystem is full, or the database would pass max_page_count (RAGD_MAX_DB_BYTES):
      * SQLite does not tell which */
-    return (rc & 0xff) == SQLITE_FULL ? RAGD_ENOSPC : RAGD_EIO;
+    if ((rc & 0xff) == SQLITE_FULL)
+        return RAGD_ENOSPC;
+    /* SQLite's unix VFS says SQLITE_FULL only for ENOSPC: a write past the file-size limit
+     * (EFBIG) or a disk quota (EDQUOT) comes as an I/O error */
+    if ((rc & 0xff) == SQLITE_IOERR && store__nospace_errno(db) != 0)
+        return RAGD_ENOSPC;
+    return RAGD_EIO;
 }
 
 void store__copy_col(sqlite3_stmt *s, int col, char *dst, size_t dstlen)
@@ -203,6 +272,7 @@ void store_configure_process(void)
     /* SQLITE_MISUSE when SQLite is initialised already (a test's allocator hooks): then the
      * statistics stay on, which costs speed only */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    pthread_once(&wrap_writes_once, wrap_writes);
 }
 
 ragd_err store_open(const store_options *opt, store **out, char *err, size_t errlen)
@@ -212,6 +282,7 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
     *out = NULL;
     if (errlen)
         err[0] = '\0';
+    pthread_once(&wrap_writes_once, wrap_writes); /* before the first connection */
 
     if (!opt || !opt->path || !opt->path[0]) {
         snprintf(err, errlen, "store: no database path");

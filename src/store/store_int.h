@@ -113,9 +113,16 @@ int store__wal_hook(void *arg, sqlite3 *db, const char *name, int frames);
 /* writer.c: the writer thread's body (arg is the store). */
 void *store__writer_main(void *arg);
 
+/* Whether an errno means "no room to store": ENOSPC (the filesystem is full), EFBIG (the file
+ * reached the process's RLIMIT_FSIZE, `ulimit -f`) or EDQUOT (a disk quota). */
+bool store__errno_is_nospace(int e);
+/* The errno that says db's last I/O error was for want of room (ENOSPC, EFBIG, EDQUOT: from
+ * sqlite3_system_errno, else from this thread's last file write), or 0. */
+int store__nospace_errno(sqlite3 *db);
 /* The ragd_err for the last error on db: RAGD_ENOMEM when SQLite ran out of memory (the
  * caller answers 503, the request may be retried), RAGD_ENOSPC when the disk or the quota is
- * full (507), else RAGD_EIO. */
+ * full, the file-size limit or a disk quota reached (an I/O error whose errno
+ * store__errno_is_nospace) (507), else RAGD_EIO. */
 ragd_err store__sql_error(sqlite3 *db);
 
 /* One integer from a statement that returns one row (a PRAGMA, a count); -1 when it

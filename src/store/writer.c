@@ -1,11 +1,13 @@
 /* The writer thread: takes queued writes in groups, commits each group in one transaction
  * (every write in its own savepoint), then runs the commit hook and the done callback of
  * each write. It is the only user of the write connection once it runs. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 
 #include "store/store_int.h"
@@ -188,10 +190,27 @@ int64_t store__page_count(store *st)
  * rather than to the quota: SQLite wanted to write and the filesystem said no. */
 #define NEARLY_FULL_BYTES (16ull << 20)
 
-/* Says why SQLite found no room, into st->nospace: the quota when one is set and the
+/* The process's file-size limit (RLIMIT_FSIZE) in bytes; 0 when there is none. */
+static unsigned long long file_size_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return 0;
+    return (unsigned long long)rl.rlim_cur;
+}
+
+/* Says why SQLite found no room, into st->nospace: the file-size limit or a disk quota when
+ * the write's errno says so (EFBIG, EDQUOT); else the quota when one is set and the
  * filesystem still has room, else the filesystem (with its free bytes). */
 static void note_nospace(store *st)
 {
+    int sys = store__nospace_errno(st->wdb);
+    if (sys == EFBIG) {
+        snprintf(st->nospace, sizeof st->nospace,
+                 "the database file reached the process's file-size limit (ulimit -f, RLIMIT_FSIZE: %llu bytes)",
+                 file_size_limit());
+        return;
+    }
     char dir[1100];
     snprintf(dir, sizeof dir, "%s", st->path);
     char *slash = strrchr(dir, '/');
@@ -206,7 +225,10 @@ static void note_nospace(store *st)
     unsigned long long avail = have_fs ? (unsigned long long)sv.f_bavail * sv.f_frsize : 0;
     int64_t pages = store__page_count(st);
     long long used = pages > 0 ? (long long)(pages * st->page_size) : -1;
-    if (st->quota_pages > 0 && (!have_fs || avail >= NEARLY_FULL_BYTES))
+    if (sys == EDQUOT)
+        snprintf(st->nospace, sizeof st->nospace, "disk quota exceeded on the filesystem of %.100s (%llu bytes free)",
+                 dir, avail);
+    else if (st->quota_pages > 0 && (!have_fs || avail >= NEARLY_FULL_BYTES))
         snprintf(st->nospace, sizeof st->nospace,
                  "the store quota (RAGD_MAX_DB_BYTES) is reached: limit %lld bytes, database %lld bytes",
                  (long long)(st->quota_pages * st->page_size), used);

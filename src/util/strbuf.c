@@ -19,18 +19,28 @@ void strbuf_cleanup(strbuf *sb)
     strbuf_init(sb, sb->cap);
 }
 
-ragd_err strbuf_reserve(strbuf *sb, size_t extra)
+size_t strbuf_alloc_after(const strbuf *sb, size_t extra)
 {
     if (extra > sb->cap || sb->len > sb->cap - extra)
-        return RAGD_ETOOBIG;
+        return 0;
     size_t need = sb->len + extra + 1;
     if (need <= sb->alloc)
-        return RAGD_OK;
+        return sb->alloc;
     size_t grow = sb->alloc ? sb->alloc : 64;
     while (grow < need)
         grow *= 2;
     if (grow > sb->cap + 1)
         grow = sb->cap + 1;
+    return grow;
+}
+
+ragd_err strbuf_reserve(strbuf *sb, size_t extra)
+{
+    size_t grow = strbuf_alloc_after(sb, extra);
+    if (grow == 0)
+        return RAGD_ETOOBIG;
+    if (grow == sb->alloc)
+        return RAGD_OK;
     char *p = realloc(sb->data, grow);
     if (!p)
         return RAGD_ENOMEM;

@@ -24,6 +24,9 @@ ragd_err strbuf_appendf(strbuf *sb, const char *fmt, ...) __attribute__((format(
  * appends up to that much do not reallocate (and copy) on the way. RAGD_ETOOBIG past the
  * cap, RAGD_ENOMEM; the buffer is unchanged on failure. */
 ragd_err strbuf_reserve(strbuf *sb, size_t extra);
+/* The allocation (room and NUL) the buffer would have after strbuf_reserve(sb, extra):
+ * sb->alloc when it needs no growth, 0 when extra would pass the cap. Nothing changes. */
+size_t strbuf_alloc_after(const strbuf *sb, size_t extra);
 /* Empties the buffer, keeping its storage. */
 void strbuf_reset(strbuf *sb);
 /* Cuts the content back to its first len bytes (len <= sb->len; no-op otherwise). */

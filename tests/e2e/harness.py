@@ -252,6 +252,9 @@ class Server:
         self.port = None
         self.starts = 0
         self.returncodes = []
+        # Run in the child before exec (subprocess's preexec_fn), e.g. to set an rlimit;
+        # read at each start, so a restart after setting it to None runs without.
+        self.preexec = None
         _live_servers.append(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -286,7 +289,7 @@ class Server:
             log.flush()
             self.proc = subprocess.Popen([self.bin, "serve", *self.args], env=self.env(),
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         cwd=self.root)
+                                         cwd=self.root, preexec_fn=self.preexec)
 
     def start(self, timeout=READY_TIMEOUT_S):
         """Starts the server and waits for /health/ready == 200. Retries on another port when

@@ -9,6 +9,7 @@ full filesystem — a small tmpfs mounted on the data dir, when the tests run as
 import errno
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -159,6 +160,78 @@ class StoreQuotaTest(FullStoreCase):
             self.assertEqual(p.returncode, 2, (bad, p))
             self.assertIn("RAGD_MAX_DB_BYTES", p.stderr, bad)
         self.assertEqual(os.listdir(data), [], "a refused configuration must not open the store")
+
+
+def largest_file(root):
+    """The size of the largest file under root (the database, its WAL)."""
+    sizes = [os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files]
+    return max(sizes, default=0)
+
+
+class FileSizeLimitTest(FullStoreCase):
+    """RLIMIT_FSIZE (`ulimit -f`): a write past it fails with EFBIG (and SIGXFSZ, which kills
+    a process that does not ignore it). ragd counts it as a full store: 507, /health full,
+    nothing acknowledged lost; restarted without the limit, everything is there."""
+    HEADROOM = 3 << 20
+
+    def test_file_size_limit_is_storage_full(self):
+        srv = self.new_server()
+        self.call("POST", "/api/ingest", {"db": "keep", "documents": KEEP}, srv=srv)
+        self.assertEqual(srv.stop(), 0)
+        limit = largest_file(srv.data_dir) + self.HEADROOM
+        # the soft limit only, so that the test can lift it in the running process
+        srv.preexec = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        srv.restart()
+        self.assert_healthy(srv)
+
+        acked, refused = [], 0
+        for i in range(400):
+            r = srv.request("POST", "/api/ingest", json_body={"db": "fill", "documents": [
+                {"id": f"f{i}", "text": filler_text(i, 16000)}]})
+            self.assertTrue(srv.running(), f"ragd died at f{i} (SIGXFSZ?): {srv.returncodes}")
+            if r.status == 200:
+                self.assertEqual(refused, 0, f"f{i} stored after a refusal: {r!r}")
+                acked.append(i)
+                continue
+            err = self.assert_507(r, f"ingest f{i}")
+            self.assertIn("file-size limit", err["message"])
+            refused += 1
+            if refused == 3:
+                break
+        self.assertEqual(refused, 3, f"{limit} bytes of RLIMIT_FSIZE never stopped an ingest")
+        self.assertGreater(len(acked), 0)
+        store = self.assert_full(srv)
+        self.assertIn("file-size limit", store["message"])
+        self.assert_keep_intact(srv)
+        self.assertEqual(self.call("GET", "/api/dbs/fill", srv=srv)["documents"], len(acked))
+        self.assertLessEqual(largest_file(srv.data_dir), limit)
+
+        # The limit lifted in the running process: the next write succeeds, /health clears.
+        resource.prlimit(srv.pid(), resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        self.call("POST", "/api/ingest", {"db": "fill", "documents": [
+            {"id": f"f{len(acked)}", "text": filler_text(len(acked), 16000)}]}, srv=srv)
+        acked.append(len(acked))
+        self.assert_healthy(srv)
+        resource.prlimit(srv.pid(), resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        self.assert_507(srv.request("POST", "/api/ingest", json_body={"db": "fill", "documents": [
+            {"id": "again", "text": filler_text(999, 16000)}]}), "limit set again")
+        self.assertEqual(srv.stop(), 0)
+
+        # Without the limit: every acknowledged document is there, and writes work again.
+        srv.preexec = None
+        srv.restart()
+        self.assert_keep_intact(srv)
+        self.assertEqual(self.call("GET", "/api/dbs/fill", srv=srv)["documents"], len(acked))
+        for i in acked:
+            doc = self.call("GET", f"/api/dbs/fill/documents/f{i}", srv=srv)
+            self.assertTrue(doc["chunks"][0]["text"].startswith(f"fillmark{i} "), i)
+        self.assertEnvelope(srv.request("GET", f"/api/dbs/fill/documents/f{len(acked)}"), 404,
+                            "document_not_found")
+        self.call("POST", "/api/ingest", {"db": "fill", "documents": [
+            {"id": "after", "text": "Written once the limit was lifted: the heron Tamsin."}]}, srv=srv)
+        self.assertEqual(self.call("GET", "/api/dbs/fill", srv=srv)["documents"], len(acked) + 1)
+        self.assert_healthy(srv)
+        self.assertEqual(srv.stop(), 0)
 
 
 def tmpfs_unavailable():

@@ -522,3 +522,131 @@ class ClaimedBodyTest(harness.E2ETestCase):
         finally:
             for s in socks:
                 s.close()
+
+
+MIB = 1 << 20
+
+
+def ingest_body(doc_id, size):
+    """A valid /api/ingest JSON body of exactly `size` bytes (trailing whitespace pads it)."""
+    body = json.dumps({"db": "budget", "documents": [
+        {"id": doc_id, "text": f"A held body, {doc_id}: the lamplighter Oswin trims the wick."}]}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def post_head(length=None, chunked=False):
+    framing = b"Transfer-Encoding: chunked\r\n" if chunked else b"Content-Length: %d\r\n" % length
+    return (b"POST /api/ingest HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" + framing + b"\r\n")
+
+
+class BodyBudgetTest(harness.E2ETestCase):
+    """RAGD_MAX_BODY_BYTES_TOTAL: the request-body bytes held in memory by all connections
+    together. A Content-Length over what is left is answered 503 `overloaded` with Retry-After
+    at once (its body unread) and the connection closed; a chunked body that grows past it, the
+    same when it crosses. Bytes come back when a body is freed: completed, refused, or its
+    client gone mid-body (ragd_request_body_bytes in /metrics shows them)."""
+
+    server_env = {"RAGD_MAX_BODY_BYTES": str(MIB), "RAGD_MAX_BODY_BYTES_TOTAL": str(2 * MIB),
+                  "RAGD_BODY_TIMEOUT_S": "30"}
+
+    def body_bytes(self):
+        text = self.server.request("GET", "/metrics").raw.decode()
+        m = re.search(r"^ragd_request_body_bytes (\d+)$", text, re.M)
+        self.assertIsNotNone(m, "no ragd_request_body_bytes gauge")
+        return int(m.group(1))
+
+    def wait_body_bytes(self, want, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        got = self.body_bytes()
+        while got != want and time.monotonic() < deadline:
+            time.sleep(0.02)
+            got = self.body_bytes()
+        self.assertEqual(got, want, "request-body bytes held (ragd_request_body_bytes)")
+
+    def hold(self, length, body, send):
+        """A connection mid-body: the head of a `length`-byte body and its first `send` bytes."""
+        s = connect(self.server.port)
+        self.addCleanup(s.close)
+        s.sendall(post_head(length) + body[:send])
+        return s
+
+    def assertShed(self, sock, what):
+        r = read_response(sock, "POST")
+        self.assertIsNotNone(r, f"{what}: closed without a reply")
+        err = self.assertEnvelope(r, 503, "overloaded", what)
+        self.assertIn("RAGD_MAX_BODY_BYTES_TOTAL", err["message"], what)
+        self.assertEqual(r.header("Retry-After"), "1", what)
+        self.assertEqual(read_to_end(sock), b"", f"{what}: the connection stays open after the 503")
+
+    def test_declared_length_over_what_is_left_is_shed(self):
+        self.wait_body_bytes(0)
+        b1, b2 = ingest_body("held1", MIB), ingest_body("held2", MIB)
+        h1 = self.hold(MIB, b1, 100 << 10)
+        h2 = self.hold(MIB, b2, 100 << 10)
+        self.wait_body_bytes(2 * MIB)  # each body's room is its length: the budget is used up
+
+        # A new body, whatever its size: 503 at once, its body never read.
+        s = connect(self.server.port)
+        s.sendall(post_head(512 << 10))
+        self.assertShed(s, "a 512 KiB body with the budget used up")
+        s.close()
+        # Requests without a body still go through.
+        self.assertEqual(self.server.request("GET", "/health/live").status, 200)
+
+        # The first client hangs up mid-body: its megabyte comes back.
+        h1.close()
+        self.wait_body_bytes(MIB)
+        small = ingest_body("after_hangup", 300 << 10)
+        self.call("POST", "/api/ingest", headers={"Content-Type": "application/json"}, body=small)
+        self.wait_body_bytes(MIB)
+
+        # The second finishes its body: answered, and its megabyte comes back.
+        h2.sendall(b2[100 << 10:])
+        r = read_response(h2, "POST")
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, 200, r)
+        self.wait_body_bytes(0)
+        # and a body as large as the cap passes again
+        self.call("POST", "/api/ingest", headers={"Content-Type": "application/json"},
+                  body=ingest_body("full_size", MIB))
+        self.wait_body_bytes(0)
+        for doc_id in ("after_hangup", "held2", "full_size"):
+            self.call("GET", f"/api/dbs/budget/documents/{doc_id}")
+        self.assertEnvelope(self.server.request("GET", "/api/dbs/budget/documents/held1"), 404,
+                            "document_not_found")
+
+    def test_chunked_body_crossing_what_is_left_is_shed(self):
+        self.wait_body_bytes(0)
+        h1 = self.hold(MIB, ingest_body("held1", MIB), 1000)
+        h2 = self.hold(512 << 10, ingest_body("held2", 512 << 10), 1000)
+        self.wait_body_bytes(MIB + (512 << 10))  # 512 KiB left
+
+        s = connect(self.server.port)
+        s.sendall(post_head(chunked=True))
+        sent = 0
+        piece = b" " * (32 << 10)
+        try:
+            while sent < 900 << 10:  # under the 1 MiB cap, over the 512 KiB left
+                s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed while we were still sending
+        self.assertShed(s, f"a chunked body past the budget ({sent} bytes sent)")
+        s.close()
+        self.wait_body_bytes(MIB + (512 << 10))  # the refused body's bytes came back
+
+        h1.close()
+        h2.close()
+        self.wait_body_bytes(0)
+        # a chunked body of the same size passes now
+        body = ingest_body("chunked", 900 << 10)
+        s = connect(self.server.port)
+        s.sendall(post_head(chunked=True) + b"".join(
+            b"%x\r\n" % len(body[i:i + (64 << 10)]) + body[i:i + (64 << 10)] + b"\r\n"
+            for i in range(0, len(body), 64 << 10)) + b"0\r\n\r\n")
+        r = read_response(s, "POST")
+        s.close()
+        self.assertIsNotNone(r)
+        self.assertEqual(r.status, 200, r)
+        self.wait_body_bytes(0)
