@@ -33,11 +33,18 @@ bool store__valid_name(const char *name)
  * notes the errno of this thread's last write (0 when it succeeded); store__sql_error reads
  * it right after the failing call, on the same thread. */
 static _Thread_local int store_write_errno;
-static sqlite3_syscall_ptr real_write, real_pwrite64, real_ftruncate;
+static sqlite3_syscall_ptr real_write, real_pwrite, real_pwrite64, real_ftruncate;
 
 static ssize_t sys_write(int fd, const void *p, size_t n)
 {
     ssize_t r = ((ssize_t(*)(int, const void *, size_t))real_write)(fd, p, n);
+    store_write_errno = r < 0 ? errno : 0;
+    return r;
+}
+
+static ssize_t sys_pwrite(int fd, const void *p, size_t n, off_t off)
+{
+    ssize_t r = ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite)(fd, p, n, off);
     store_write_errno = r < 0 ? errno : 0;
     return r;
 }
@@ -73,6 +80,7 @@ static void wrap_writes(void)
     if (!v || v->iVersion < 3 || !v->xGetSystemCall || !v->xSetSystemCall)
         return;
     wrap_syscall(v, "write", (sqlite3_syscall_ptr)sys_write, &real_write);
+    wrap_syscall(v, "pwrite", (sqlite3_syscall_ptr)sys_pwrite, &real_pwrite); /* whichever the build uses */
     wrap_syscall(v, "pwrite64", (sqlite3_syscall_ptr)sys_pwrite64, &real_pwrite64);
     wrap_syscall(v, "ftruncate", (sqlite3_syscall_ptr)sys_ftruncate, &real_ftruncate);
 }
