@@ -653,7 +653,9 @@ static void conn_begin(http_conn *c, const char *buf)
      * what the budget has left is refused before a byte of it is read. */
     if (!c->body_chunked) {
         c->req->body.cap = (size_t)c->body_left;
-        size_t first = c->body_left < CONN_BODY_RESERVE_MAX ? (size_t)c->body_left : CONN_BODY_RESERVE_MAX;
+        /* the buffer holds a NUL after the body: CONN_BODY_RESERVE_MAX - 1 bytes of room
+         * allocate exactly CONN_BODY_RESERVE_MAX (strbuf doubles from 64 bytes) */
+        size_t first = c->body_left <= CONN_BODY_RESERVE_MAX ? (size_t)c->body_left : CONN_BODY_RESERVE_MAX - 1;
         ragd_err e = c->body_left > body_budget_left(&s->app->body_budget, config_body_bytes_total(conn_cfg(c)))
                          ? RAGD_EBUSY
                          : conn_body_reserve(c, first);

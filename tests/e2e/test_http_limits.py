@@ -517,6 +517,11 @@ class ClaimedBodyTest(harness.E2ETestCase):
                 self.assertTrue(got.startswith(b"HTTP/1.1 100"), got)
             grown_mib = (vm_size_kib(pid) - before) / 1024
             self.assertLess(grown_mib, 256, f"{self.CLAIMERS} claimers grew the address space {grown_mib:.0f} MiB")
+            # each holds exactly 1 MiB of buffer (its room: 1 MiB less the NUL's byte), not the
+            # 2 MiB a reservation of a full 1 MiB of room rounds up to
+            text = self.server.request("GET", "/metrics").raw.decode()
+            held = int(re.search(r"^ragd_request_body_bytes (\d+)$", text, re.M).group(1))
+            self.assertEqual(held, self.CLAIMERS * ((1 << 20) - 1))
             # the server still answers
             self.assertEqual(self.server.request("GET", "/health/live").status, 200)
         finally:
