@@ -367,7 +367,30 @@ static void test_memo_hash_collision(void **state)
         assert_int_equal(b->str_len[it->local], 6);
         assert_int_equal(it->tf[KINDEX_BODY], memcmp(term, "figifo", 6) == 0 ? 2 : 3);
     }
+    /* and two terms in the index's dictionary: one chunk holding only gazujo is found by
+     * gazujo, not by figifo */
+    kindex *ix = kindex_new();
+    assert_non_null(ix);
+    assert_int_equal(kindex_reserve(ix, b), RAGD_OK);
+    kindex_apply(ix, b);
     kindex_batch_free(b);
+    static const char only[] = "gazujo";
+    kindex_fields g = {.text = {only}, .len = {sizeof only - 1}};
+    b = kindex_batch_new();
+    assert_non_null(b);
+    assert_int_equal(kindex_batch_add(b, 2, 2, &g), RAGD_OK);
+    assert_int_equal(kindex_reserve(ix, b), RAGD_OK);
+    kindex_apply(ix, b);
+    kindex_batch_free(b);
+    kindex_stats st;
+    kindex_stats_get(ix, &st);
+    assert_int_equal(st.terms, 2);
+    kindex_hit hits[4] = {{0}};
+    size_t n = 0;
+    assert_int_equal(kindex_search(ix, "figifo", 6, 4, NULL, NULL, hits, &n), RAGD_OK);
+    assert_int_equal(n, 1);
+    assert_true(hits[0].chunk_id == 1);
+    kindex_free(ix);
 }
 
 /* What the function refuses, leaving the target batch usable. */
