@@ -187,7 +187,18 @@ static uint64_t kx_mix(uint64_t x)
     return x;
 }
 
-static uint32_t kx_hash(const char *s, size_t n) { return (uint32_t)kx_mix(hash_fnv1a64(s, n, 0x4b494458)); }
+static uint32_t kx_hash(const char *s, size_t n) { return (uint32_t)kx_mix(hash_fnv1a64_inline(s, n, 0x4b494458)); }
+
+/* a[0..n) == b[0..n), inline: the memo compares every token of a text with its entry, and
+ * the dictionaries every new word's stem (~5 bytes), where a call to memcmp cost more than
+ * the comparison. */
+static inline bool kx_same_bytes(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
 
 /* Grows *p (elements of size elem, capacity *cap) so that `need` fit: doubling, from 16.
  * The capacity is counted only once the realloc succeeded. */
@@ -252,7 +263,7 @@ static uint32_t dict_find(const kindex *ix, const char *s, size_t n, uint32_t h,
         if (id == KX_EMPTY)
             break;
         const kx_term *t = &ix->terms[id];
-        if (t->hash == h && t->str_len == n && memcmp(ix->strs + t->str_off, s, n) == 0) {
+        if (t->hash == h && t->str_len == n && kx_same_bytes(ix->strs + t->str_off, s, n)) {
             *bucket = b;
             return id;
         }
@@ -595,7 +606,7 @@ static ragd_err batch_intern_hashed(kindex_batch *b, const char *s, size_t n, ui
         size_t mask = b->tab_size - 1;
         for (size_t k = h & mask; b->tab[k] != KX_EMPTY; k = (k + 1) & mask) {
             uint32_t id = b->tab[k];
-            if (b->hash[id] == h && b->str_len[id] == n && memcmp(b->strs + b->str_off[id], s, n) == 0) {
+            if (b->hash[id] == h && b->str_len[id] == n && kx_same_bytes(b->strs + b->str_off[id], s, n)) {
                 *out = id;
                 return RAGD_OK;
             }
@@ -695,7 +706,7 @@ static const kx_word *batch_memo_find(const kindex_batch *b, const char *w, size
         return NULL;
     for (size_t k = h & (b->wtab_size - 1); b->wtab[k] != KX_EMPTY; k = (k + 1) & (b->wtab_size - 1)) {
         const kx_word *e = &b->words[b->wtab[k]];
-        if (e->hash == h && e->len == n && memcmp(b->wstrs + e->off, w, n) == 0)
+        if (e->hash == h && e->len == n && kx_same_bytes(b->wstrs + e->off, w, n))
             return e;
     }
     return NULL;

@@ -24,15 +24,6 @@ void hash_sha256_hex(const void *p, size_t n, char out[SHA256_HEX_LEN + 1])
     out[SHA256_HEX_LEN] = '\0';
 }
 
-uint64_t hash_fnv1a64(const void *p, size_t n, uint64_t seed)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
+uint64_t hash_fnv1a64(const void *p, size_t n, uint64_t seed) { return hash_fnv1a64_inline(p, n, seed); }
 
 int hash_random_bytes(void *buf, size_t n) { return RAND_bytes(buf, (int)n) == 1 ? 0 : -1; }

@@ -346,6 +346,53 @@ static void test_memo_matches_analyze(void **state)
     kindex_batch_free(b);
 }
 
+/* Two words of one length whose kx_hash collide ("figifo", "gazujo": 0x9a0437d4, found by
+ * search) stay two terms in the batch's memo: it compares the bytes, not only the hash and
+ * the length. */
+static void test_memo_hash_collision(void **state)
+{
+    (void)state;
+    assert_int_equal(kx_hash("figifo", 6), kx_hash("gazujo", 6));
+    static const char body[] = "figifo gazujo figifo gazujo gazujo";
+    kindex_fields f = {.text = {body}, .len = {sizeof body - 1}};
+    kindex_batch *b = kindex_batch_new();
+    assert_non_null(b);
+    assert_int_equal(kindex_batch_add(b, 1, 1, &f), RAGD_OK);
+    const kx_bchunk *c = &b->chunks[0];
+    assert_int_equal(c->n_items, 2);
+    assert_int_equal(c->len[KINDEX_BODY], 5);
+    for (uint32_t m = 0; m < c->n_items; m++) {
+        const kx_item *it = &b->items[c->item0 + m];
+        const char *term = b->strs + b->str_off[it->local];
+        assert_int_equal(b->str_len[it->local], 6);
+        assert_int_equal(it->tf[KINDEX_BODY], memcmp(term, "figifo", 6) == 0 ? 2 : 3);
+    }
+    /* and two terms in the index's dictionary: one chunk holding only gazujo is found by
+     * gazujo, not by figifo */
+    kindex *ix = kindex_new();
+    assert_non_null(ix);
+    assert_int_equal(kindex_reserve(ix, b), RAGD_OK);
+    kindex_apply(ix, b);
+    kindex_batch_free(b);
+    static const char only[] = "gazujo";
+    kindex_fields g = {.text = {only}, .len = {sizeof only - 1}};
+    b = kindex_batch_new();
+    assert_non_null(b);
+    assert_int_equal(kindex_batch_add(b, 2, 2, &g), RAGD_OK);
+    assert_int_equal(kindex_reserve(ix, b), RAGD_OK);
+    kindex_apply(ix, b);
+    kindex_batch_free(b);
+    kindex_stats st;
+    kindex_stats_get(ix, &st);
+    assert_int_equal(st.terms, 2);
+    kindex_hit hits[4] = {{0}};
+    size_t n = 0;
+    assert_int_equal(kindex_search(ix, "figifo", 6, 4, NULL, NULL, hits, &n), RAGD_OK);
+    assert_int_equal(n, 1);
+    assert_true(hits[0].chunk_id == 1);
+    kindex_free(ix);
+}
+
 /* What the function refuses, leaving the target batch usable. */
 static void test_analysed_refusals(void **state)
 {
@@ -418,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_analysed_mixed),
         cmocka_unit_test(test_analysed_refusals),
         cmocka_unit_test(test_memo_matches_analyze),
+        cmocka_unit_test(test_memo_hash_collision),
         cmocka_unit_test(test_sort_u32),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -682,6 +682,22 @@ static void test_sha256(void **state)
     assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* hash_fnv1a64 and its inline form give FNV-1a's published 64-bit values (seed 0) and
+ * agree with each other for seeds and lengths 0..64. */
+static void test_fnv1a64(void **state)
+{
+    (void)state;
+    assert_true(hash_fnv1a64("", 0, 0) == 0xcbf29ce484222325ULL);
+    assert_true(hash_fnv1a64("a", 1, 0) == 0xaf63dc4c8601ec8cULL);
+    assert_true(hash_fnv1a64("foobar", 6, 0) == 0x85944171f73967e8ULL);
+    assert_true(hash_fnv1a64_inline("foobar", 6, 0) == 0x85944171f73967e8ULL);
+    unsigned char buf[64];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)(i * 37 + 200);
+    for (size_t n = 0; n <= sizeof buf; n++)
+        assert_true(hash_fnv1a64(buf, n, 0x4b494458) == hash_fnv1a64_inline(buf, n, 0x4b494458));
+}
+
 static void test_jsontext_escape(void **state)
 {
     (void)state;
@@ -1025,6 +1041,7 @@ int main(void)
         cmocka_unit_test(test_workpool_cancel_queued),
         cmocka_unit_test(test_workpool_for),
         cmocka_unit_test(test_sha256),           cmocka_unit_test(test_jsontext_escape),
+        cmocka_unit_test(test_fnv1a64),
         cmocka_unit_test(test_jsonmem),
         cmocka_unit_test(test_jsonw),
         cmocka_unit_test(test_jsonw_escape_every_byte),
