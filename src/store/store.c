@@ -89,11 +89,22 @@ static pthread_once_t wrap_writes_once = PTHREAD_ONCE_INIT;
 
 bool store__errno_is_nospace(int e) { return e == ENOSPC || e == EFBIG || e == EDQUOT; }
 
+/* Whether db's last error is a failed write system call's (the wrapped ones above). */
+static bool store_error_is_write(sqlite3 *db)
+{
+    int rc = sqlite3_extended_errcode(db);
+    return rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_TRUNCATE || rc == SQLITE_IOERR_SHMSIZE;
+}
+
 int store__nospace_errno(sqlite3 *db)
 {
     int e = sqlite3_system_errno(db);
     if (store__errno_is_nospace(e))
         return e;
+    /* the noted errno is the failing write's only when the error is a write's: after any
+     * other I/O error (a read, an fsync) it is that of an earlier write, maybe a failed one */
+    if (!store_error_is_write(db))
+        return 0;
     return store__errno_is_nospace(store_write_errno) ? store_write_errno : 0;
 }
 

@@ -117,7 +117,8 @@ void *store__writer_main(void *arg);
  * reached the process's RLIMIT_FSIZE, `ulimit -f`) or EDQUOT (a disk quota). */
 bool store__errno_is_nospace(int e);
 /* The errno that says db's last I/O error was for want of room (ENOSPC, EFBIG, EDQUOT: from
- * sqlite3_system_errno, else from this thread's last file write), or 0. */
+ * sqlite3_system_errno, else, when the error is a write's, from this thread's last file
+ * write), or 0. */
 int store__nospace_errno(sqlite3 *db);
 /* The ragd_err for the last error on db: RAGD_ENOMEM when SQLite ran out of memory (the
  * caller answers 503, the request may be retried), RAGD_ENOSPC when the disk or the quota is

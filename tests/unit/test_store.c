@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -2169,6 +2171,80 @@ static void test_page_size_new_and_kept(void **state)
     db_integrity();
 }
 
+/* ---------------------------------------------------------------- a stale write errno */
+
+/* The VFS's reads, failing on demand with EACCES (an I/O error that is no write's: SQLite
+ * answers SQLITE_IOERR_READ; EIO it would call SQLITE_IOERR_CORRUPTFS). */
+static volatile bool g_reads_fail;
+static sqlite3_syscall_ptr g_real_pread, g_real_pread64;
+
+static ssize_t failing_pread(int fd, void *p, size_t n, off_t off)
+{
+    if (g_reads_fail) {
+        errno = EACCES;
+        return -1;
+    }
+    return ((ssize_t(*)(int, void *, size_t, off_t))g_real_pread)(fd, p, n, off);
+}
+
+static ssize_t failing_pread64(int fd, void *p, size_t n, off64_t off)
+{
+    if (g_reads_fail) {
+        errno = EACCES;
+        return -1;
+    }
+    return ((ssize_t(*)(int, void *, size_t, off64_t))g_real_pread64)(fd, p, n, off);
+}
+
+/* Puts mine in place of the default VFS's system call `name` (*real keeps what was). */
+static void swap_syscall(const char *name, sqlite3_syscall_ptr mine, sqlite3_syscall_ptr *real)
+{
+    sqlite3_vfs *v = sqlite3_vfs_find(NULL);
+    sqlite3_syscall_ptr was = v->xGetSystemCall(v, name);
+    if (!was)
+        return;
+    assert_int_equal(v->xSetSystemCall(v, name, mine), SQLITE_OK);
+    if (real)
+        *real = was;
+}
+
+/* A write refused for the file-size limit (EFBIG) is a full store; an I/O error after it
+ * that is no write's (here a read) is not: the errno noted for the failed write must not
+ * name a later, unrelated error "disk full" (it did: 507 "file-size limit ... 0 bytes"). */
+static void test_stale_nospace_errno(void **state)
+{
+    store *st = open_store(1, 8, 8);
+    assert_int_equal(ingest_big(st, "lim", "first", 1, 4, 300), RAGD_OK);
+
+    struct rlimit was;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", g_path);
+    off_t big = file_size(g_path) > file_size(wal) ? file_size(g_path) : file_size(wal);
+    struct rlimit lim = {.rlim_cur = (rlim_t)big + (64 << 10), .rlim_max = was.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    ragd_err full = ingest_big(st, "lim", "over", 2, 16, 8000);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+    signal(SIGXFSZ, old_xfsz);
+    assert_int_equal(full, RAGD_ENOSPC);
+
+    swap_syscall("pread", (sqlite3_syscall_ptr)failing_pread, &g_real_pread);
+    swap_syscall("pread64", (sqlite3_syscall_ptr)failing_pread64, &g_real_pread64);
+    g_reads_fail = true;
+    twrite *t = tw_big("lim", "unreadable", 3, 4, 300);
+    ragd_err e = run(st, t);
+    g_reads_fail = false;
+    swap_syscall("pread", g_real_pread, NULL);
+    swap_syscall("pread64", g_real_pread64, NULL);
+    if (e != RAGD_EIO)
+        fail_msg("a read error after a full store: %s (%s)", ragd_strerror(e), t->w.message);
+    tw_free(t);
+
+    assert_int_equal(ingest_big(st, "lim", "after", 4, 4, 300), RAGD_OK);
+    store_close(st);
+}
+
 int main(void)
 {
     log_set_level(LOG_WARN);
@@ -2199,6 +2275,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_removes_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nomem_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_nospace_errno, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
