@@ -579,7 +579,7 @@ static void conn_body_refused(http_conn *c, ragd_err e)
                          conn_cfg(c)->max_body_bytes);
     else if (e == RAGD_EBUSY)
         http_reply_error(req, 503, "overloaded",
-                         "server busy: request bodies being received already hold %zu of the %zu bytes allowed "
+                         "server busy: request bodies in memory already hold %zu of the %zu bytes allowed "
                          "at once (RAGD_MAX_BODY_BYTES_TOTAL); retry shortly",
                          body_budget_used(&c->srv->app->body_budget), config_body_bytes_total(conn_cfg(c)));
     else
