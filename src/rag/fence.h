@@ -69,8 +69,9 @@ extern const char fence_reminder[];
 
 /* Removes, in place, zero-width and bidirectional-control characters (U+200B–U+200F,
  * U+202A–U+202E, U+2060–U+2064, U+2066–U+2069, U+FEFF, U+180E, U+00AD) and the Unicode tag
- * block (U+E0000–U+E007F) from s[0..len) (valid UTF-8). Returns the new length; s is
- * NUL-terminated at it when it was longer. */
+ * block (U+E0000–U+E007F) from s[0..len) (meant for valid UTF-8; a byte sequence that is
+ * not one of those characters whole, invalid or cut short, is kept as it is). Returns the new
+ * length; s is NUL-terminated at it when it was longer. */
 size_t fence_strip_invisible(char *s, size_t len);
 
 /* ---- the output guard ---- */
