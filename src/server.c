@@ -669,6 +669,9 @@ int server_run(const ragd_config *cfg)
         log_error("out of memory at start-up");
         goto out;
     }
+    /* Threads by name in top -H, ps -L and perf (docs/operations.md): the loop stays "ragd" */
+    workpool_name_threads(srv.a.pool, "ragd-worker");
+    workpool_name_threads(srv.a.ingest_pool, "ragd-ingest");
     store_set_commit_hook(srv.a.st, server_on_commit, &srv.a);
 
     srv.a.http = http_server_start(&srv.a, handlers_routes, handlers_routes_count, err, sizeof err);

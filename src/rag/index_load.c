@@ -257,6 +257,8 @@ ragd_err rag_index_load(rag_index *ri, store_reader *r, size_t *count)
     pthread_mutex_init(&ld.mu, NULL);
     pthread_cond_init(&ld.cv, NULL);
     ld.threaded = pthread_create(&ld.thread, NULL, analysis_main, &ld) == 0;
+    if (ld.threaded)
+        (void)pthread_setname_np(ld.thread, "ragd-idx-load");
     ragd_err e = store_scan_chunks(r, load_one, &ld);
     if (ld.threaded) {
         pthread_mutex_lock(&ld.mu);

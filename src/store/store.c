@@ -386,6 +386,7 @@ ragd_err store_open(const store_options *opt, store **out, char *err, size_t err
         goto out;
     }
     st->writer_started = true;
+    (void)pthread_setname_np(st->writer, "ragd-writer"); /* for top -H, ps -L, perf */
     char quota[64] = "no quota";
     if (st->quota_pages)
         snprintf(quota, sizeof quota, "quota %lld bytes", (long long)(st->quota_pages * st->page_size));

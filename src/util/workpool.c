@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,16 @@ workpool *workpool_new_niced(size_t n, size_t max_queue, int nice)
         return NULL;
     }
     return p;
+}
+
+void workpool_name_threads(workpool *p, const char *prefix)
+{
+    for (size_t i = 0; i < p->n_threads; i++) {
+        char name[40];
+        snprintf(name, sizeof name, "%.16s-%zu", prefix, i);
+        name[15] = '\0'; /* the kernel keeps 15 bytes */
+        (void)pthread_setname_np(p->threads[i], name);
+    }
 }
 
 ragd_err workpool_submit(workpool *p, workpool_fn fn, workpool_fn cancel, void *arg)

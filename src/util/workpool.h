@@ -20,6 +20,11 @@ workpool *workpool_new(size_t n, size_t max_queue);
  * these at full speed. A priority that cannot be lowered is ignored (a debug log). */
 workpool *workpool_new_niced(size_t n, size_t max_queue, int nice);
 
+/* Names the pool's threads "<prefix>-<i>" (pthread_setname_np; what `top -H`, `ps -L` and
+ * perf show), cut to the kernel's 15 bytes. Best effort: a name that cannot be set is
+ * left as it was. */
+void workpool_name_threads(workpool *p, const char *prefix);
+
 /* Queues fn(arg) for a worker. cancel, when not NULL, is what workpool_cancel_queued calls
  * instead of fn if the job is still waiting then. RAGD_EBUSY when the queue is full,
  * RAGD_ECLOSED after workpool_free began; in both cases neither fn nor cancel will run.

@@ -118,6 +118,25 @@ class TextAccessLineTest(harness.E2ETestCase):
         self.assertIn(f" bytes={len(r.raw)} ", line)
 
 
+class ThreadNamesTest(harness.E2ETestCase):
+    """The server's threads carry names an operator can read in `top -H`, `ps -L` and perf
+    (docs/operations.md): the loop keeps the process's name ("ragd"), the query workers "ragd-worker-N", the ingest
+    workers "ragd-ingest-N", the store's writer "ragd-writer"."""
+    server_env = {"RAGD_WORKERS": "3", "RAGD_INGEST_WORKERS": "2"}
+
+    def test_threads_are_named(self):
+        pid = self.server.proc.pid
+        names = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        loop = os.path.basename(self.server.proc.args[0])[:15]  # the process's own name: "ragd" installed
+        for want in (loop, "ragd-writer", "ragd-worker-0", "ragd-worker-1", "ragd-worker-2",
+                     "ragd-ingest-0", "ragd-ingest-1"):
+            self.assertEqual(names.count(want), 1, f"{want} in {sorted(names)}")
+        self.assertNotIn("ragd-worker-3", names)
+
+
 class ReloadTest(harness.E2ETestCase):
     class_server = False
 
