@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "text/tokenize.h"
+#include "util/hash.h"
 
 /* FNV-1a seeds, one per feature kind ("WORD", "BIGR", "TRIG" in ASCII). */
 #define SEED_WORD 0x574f5244ULL
@@ -48,23 +49,6 @@ typedef struct {
     uint64_t prev_h; /* FNV-1a state of the bigram seed after "<previous word> " */
     bool have_prev;
 } embed_ctx;
-
-#define FNV_PRIME 0x100000001b3ULL
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-
-/* hash_fnv1a64 continued over p[0..n) from state h (hash_fnv1a64(a + b) is
- * fnv_more(hash_fnv1a64(a), b)). */
-static inline uint64_t fnv_more(uint64_t h, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= FNV_PRIME;
-    }
-    return h;
-}
-
-/* hash_fnv1a64(p, n, seed) (src/util/hash.c), inline: it runs for every feature. */
-static inline uint64_t fnv_hash(const char *p, size_t n, uint64_t seed) { return fnv_more(FNV_OFFSET ^ seed, p, n); }
 
 static bool feat_push(embed_ctx *c, uint64_t h, uint32_t kind)
 {
@@ -118,7 +102,7 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len, bool ascii)
     if (ascii && c->alloc - c->n >= len) {
         feature *f = c->f + c->n;
         for (size_t t = 0; t < len; t++) {
-            f[t].h = fnv_hash(padded + t, 3, SEED_TRIGRAM);
+            f[t].h = hash_fnv1a64_inline(padded + t, 3, SEED_TRIGRAM);
             f[t].kind = KIND_TRIGRAM;
         }
         c->n += len;
@@ -132,7 +116,7 @@ static bool push_trigrams(embed_ctx *c, const char *w, size_t len, bool ascii)
     for (size_t t = 0; t + 3 <= ncp; t++) {
         size_t b = starts[t];
         size_t e = starts[t + 3];
-        if (!feat_push(c, fnv_hash(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
+        if (!feat_push(c, hash_fnv1a64_inline(padded + b, e - b, SEED_TRIGRAM), KIND_TRIGRAM))
             return false;
     }
     return true;
@@ -149,18 +133,18 @@ static int on_token(const token *tok, void *arg)
      * before it in its chain, so interleaving them hides that wait): the bigram "<previous>
      * <this>" continued from the previous word's state, the next bigram's start ("<this> "),
      * and the word itself. */
-    uint64_t h_bigram = c->prev_h, h_next = FNV_OFFSET ^ SEED_BIGRAM, h_word = FNV_OFFSET ^ SEED_WORD;
+    uint64_t h_bigram = c->prev_h, h_next = HASH_FNV_OFFSET ^ SEED_BIGRAM, h_word = HASH_FNV_OFFSET ^ SEED_WORD;
     unsigned high = 0; /* the OR of the word's bytes: bit 7 set when one is not ASCII */
     for (size_t i = 0; i < len; i++) {
         uint64_t byte = (unsigned char)w[i];
         high |= (unsigned)byte;
-        h_bigram = (h_bigram ^ byte) * FNV_PRIME;
-        h_next = (h_next ^ byte) * FNV_PRIME;
-        h_word = (h_word ^ byte) * FNV_PRIME;
+        h_bigram = (h_bigram ^ byte) * HASH_FNV_PRIME;
+        h_next = (h_next ^ byte) * HASH_FNV_PRIME;
+        h_word = (h_word ^ byte) * HASH_FNV_PRIME;
     }
     if (c->have_prev && !feat_push(c, h_bigram, KIND_BIGRAM))
         return 1;
-    c->prev_h = fnv_more(h_next, " ", 1);
+    c->prev_h = hash_fnv1a64_more(h_next, " ", 1);
     c->have_prev = true;
     if (tokenize_is_stopword(tok->norm, tok->norm_len))
         return 0;
