@@ -570,8 +570,7 @@ static void conn_dispatch(http_conn *c)
 static void conn_body_refused(http_conn *c, ragd_err e)
 {
     http_request *req = c->req;
-    strbuf_cleanup(&req->body);
-    body_budget_release(&c->srv->app->body_budget, &req->body_charged);
+    http_request_drop_body(req);
     if (e == RAGD_ETOOBIG)
         http_reply_error(req, 413, "payload_too_large",
                          "body is over RAGD_MAX_BODY_BYTES (%zu bytes): send less per request, or raise "

@@ -39,6 +39,13 @@ http_request *http_request_new(struct app *owner, struct http_conn *conn, size_t
 
 void http_request_ref(http_request *req) { req->refs++; }
 
+void http_request_drop_body(http_request *req)
+{
+    strbuf_cleanup(&req->body);
+    if (req->body_charged) /* none without an app (a test's request) */
+        body_budget_release(&req->app->body_budget, &req->body_charged);
+}
+
 void http_request_unref(http_request *req)
 {
     if (!req || --req->refs > 0)
@@ -54,9 +61,7 @@ void http_request_unref(http_request *req)
         free(req->args[i].value);
     }
     http_unwatch_close(req);
-    strbuf_cleanup(&req->body);
-    if (req->body_charged)
-        body_budget_release(&req->app->body_budget, &req->body_charged);
+    http_request_drop_body(req);
     free(req->resp_body);
     if (req->stream) {
         strbuf_cleanup(&req->stream->out);

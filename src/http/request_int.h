@@ -18,6 +18,9 @@ struct http_stream {
 http_request *http_request_new(struct app *owner, struct http_conn *conn, size_t body_cap);
 void http_request_ref(http_request *req);
 void http_request_unref(http_request *req);
+/* Frees the request's body and gives its bytes back to the server's budget
+ * (RAGD_MAX_BODY_BYTES_TOTAL): every way a body ends goes through here. */
+void http_request_drop_body(http_request *req);
 /* The stream's head went out: hands over what was written before it, and the end if it came. */
 void http_stream_flush(http_stream *s);
 
