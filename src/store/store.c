@@ -35,32 +35,31 @@ bool store__valid_name(const char *name)
 static _Thread_local int store_write_errno;
 static sqlite3_syscall_ptr real_write, real_pwrite, real_pwrite64, real_ftruncate;
 
-static ssize_t sys_write(int fd, const void *p, size_t n)
+/* Notes the errno of a write call's result r (0 when it succeeded) and returns r. */
+static ssize_t note_write_errno(ssize_t r)
 {
-    ssize_t r = ((ssize_t(*)(int, const void *, size_t))real_write)(fd, p, n);
     store_write_errno = r < 0 ? errno : 0;
     return r;
+}
+
+static ssize_t sys_write(int fd, const void *p, size_t n)
+{
+    return note_write_errno(((ssize_t(*)(int, const void *, size_t))real_write)(fd, p, n));
 }
 
 static ssize_t sys_pwrite(int fd, const void *p, size_t n, off_t off)
 {
-    ssize_t r = ((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite)(fd, p, n, off);
-    store_write_errno = r < 0 ? errno : 0;
-    return r;
+    return note_write_errno(((ssize_t(*)(int, const void *, size_t, off_t))real_pwrite)(fd, p, n, off));
 }
 
 static ssize_t sys_pwrite64(int fd, const void *p, size_t n, off64_t off)
 {
-    ssize_t r = ((ssize_t(*)(int, const void *, size_t, off64_t))real_pwrite64)(fd, p, n, off);
-    store_write_errno = r < 0 ? errno : 0;
-    return r;
+    return note_write_errno(((ssize_t(*)(int, const void *, size_t, off64_t))real_pwrite64)(fd, p, n, off));
 }
 
 static int sys_ftruncate(int fd, off_t len)
 {
-    int r = ((int (*)(int, off_t))real_ftruncate)(fd, len);
-    store_write_errno = r < 0 ? errno : 0;
-    return r;
+    return (int)note_write_errno(((int (*)(int, off_t))real_ftruncate)(fd, len));
 }
 
 /* Puts mine in place of the default VFS's system call `name`; *real keeps SQLite's. */
